@@ -1,0 +1,45 @@
+# bpfproxy — build, test, demo. Run as root on Linux (see README.md).
+SHELL := /bin/bash
+CLANG ?= clang
+BPFTOOL ?= bpftool
+ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
+BPF_OUT := bpf/.output
+BPF_SRCS := $(wildcard bpf/tc_*.c bpf/xdp_*.c)
+BPF_OBJS := $(patsubst bpf/%.c,$(BPF_OUT)/%.o,$(BPF_SRCS))
+BPF_HDRS := $(wildcard bpf/lib/*.h)
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+	-I$(BPF_OUT) -Ibpf -mcpu=v3
+
+.PHONY: all build bpf addon ts deps test demo clean lab-down
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build: bpf addon ts
+
+bpf: $(BPF_OBJS)
+
+$(BPF_OUT)/vmlinux.h:
+	@mkdir -p $(BPF_OUT)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BPF_OUT)/%.o: bpf/%.c $(BPF_HDRS) $(BPF_OUT)/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+addon: build/Release/bpfproxy_native.node
+
+build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
+	npx node-gyp rebuild
+
+ts:
+	npx tsc -p tsconfig.json
+
+test: build
+	./scripts/test.sh
+
+demo: deps build
+	node dist/src/cli.js lab demo
+
+clean:
+	rm -rf $(BPF_OUT) build dist

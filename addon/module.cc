@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <bpf/libbpf.h>
+
+#include "common.h"
+
+namespace bpfproxy {
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+  InstallLibbpfPrinter();
+  InitObject(env, exports);
+  InitMaps(env, exports);
+  InitTc(env, exports);
+  InitSystem(env, exports);
+  return exports;
+}
+
+}  // namespace bpfproxy
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return bpfproxy::Init(env, exports);
+}
+
+NODE_API_MODULE(bpfproxy_native, InitModule)

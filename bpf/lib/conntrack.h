@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking for service flows. A NAT'd connection has two entries
+ * in one LRU hash: CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY
+ * keyed by the backend's reply tuple. Each carries the rewrite for its
+ * direction, so a packet costs one lookup. State lives in both; it is copied
+ * to the peer entry only when it changes (first reply, FIN, RST).
+ *
+ * Expiry is a deadline compared with bpf_ktime_get_ns(): an expired entry is
+ * a miss. The agent's GC removes expired entries; LRU eviction is the last
+ * resort when the map is full.
+ */
+#ifndef BPFPROXY_CONNTRACK_H
+#define BPFPROXY_CONNTRACK_H
+
+#include "common.h"
+#include "config.h"
+
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 512000); /* agent: bpfMapSizeConntrack */
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfproxy_ct SEC(".maps");
+
+static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
+{
+	r->saddr = k->daddr;
+	r->daddr = k->saddr;
+	r->sport = k->dport;
+	r->dport = k->sport;
+	r->proto = k->proto;
+	r->pad[0] = r->pad[1] = r->pad[2] = 0;
+}
+
+/* The key of the other direction: the reverse of this entry's rewrite. */
+static __always_inline void ct_peer_key(const struct ct_value *v, __u8 proto, struct ct_key *r)
+{
+	r->saddr = v->nat_daddr;
+	r->daddr = v->nat_saddr;
+	r->sport = v->nat_dport;
+	r->dport = v->nat_sport;
+	r->proto = proto;
+	r->pad[0] = r->pad[1] = r->pad[2] = 0;
+}
+
+static __always_inline __u64 ct_lifetime(__u8 proto, __u8 state)
+{
+	if (proto != IPPROTO_TCP)
+		return cfg_ct_udp_ns;
+	if (state & CT_S_RST)
+		return cfg_ct_rst_seen_ns;
+	if ((state & (CT_S_FIN_FWD | CT_S_FIN_REPLY)) == (CT_S_FIN_FWD | CT_S_FIN_REPLY))
+		return cfg_ct_fins_seen_ns;
+	if (state & CT_S_REPLY_SEEN)
+		return cfg_ct_established_ns;
+	return cfg_ct_syn_sent_ns;
+}
+
+/* Live entry for this tuple, or NULL. */
+static __always_inline struct ct_value *ct_lookup(const struct ct_key *k, __u64 now)
+{
+	struct ct_value *v = bpf_map_lookup_elem(&bpfproxy_ct, k);
+
+	if (!v || v->expires_ns < now)
+		return NULL;
+	return v;
+}
+
+/* Fold this packet into the entry's state and push the deadline out. */
+static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v,
+				      __u8 tcp_flags, __u64 now)
+{
+	__u8 state = v->state;
+
+	if (v->dir == CT_DIR_REPLY)
+		state |= CT_S_REPLY_SEEN;
+	if (k->proto == IPPROTO_TCP) {
+		if (tcp_flags & TCP_FLAG_RST)
+			state |= CT_S_RST;
+		if (tcp_flags & TCP_FLAG_FIN)
+			state |= v->dir == CT_DIR_FWD ? CT_S_FIN_FWD : CT_S_FIN_REPLY;
+		/* A new SYN on a closed flow (port reuse) starts it over. */
+		if ((tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+		    (state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))
+			state = 0;
+	}
+	if (state != v->state) {
+		struct ct_key pk;
+		struct ct_value *peer;
+
+		v->state = state;
+		ct_peer_key(v, k->proto, &pk);
+		peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
+		if (peer) {
+			peer->state = state;
+			peer->expires_ns = now + ct_lifetime(k->proto, state);
+		}
+	}
+	v->expires_ns = now + ct_lifetime(k->proto, state);
+}
+
+/* Create both entries of a connection. fwd is the client's tuple, 'to' the
+ * tuple after translation. Returns 0 or a negative errno. */
+static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_key *to,
+				     __u8 flags, __u32 svc_id, __u64 now)
+{
+	struct ct_value v = {};
+	struct ct_key rk;
+	int err;
+
+	v.created_ns = now;
+	v.expires_ns = now + ct_lifetime(fwd->proto, 0);
+	v.flags = flags;
+	v.svc_id = svc_id;
+
+	/* reply: backend -> (SNAT'd) client, rewritten back to service -> client */
+	ct_reverse(to, &rk);
+	v.dir = CT_DIR_REPLY;
+	v.nat_saddr = fwd->daddr;
+	v.nat_sport = fwd->dport;
+	v.nat_daddr = fwd->saddr;
+	v.nat_dport = fwd->sport;
+	err = bpf_map_update_elem(&bpfproxy_ct, &rk, &v, BPF_ANY);
+	if (err)
+		return err;
+
+	v.dir = CT_DIR_FWD;
+	v.nat_saddr = to->saddr;
+	v.nat_sport = to->sport;
+	v.nat_daddr = to->daddr;
+	v.nat_dport = to->dport;
+	err = bpf_map_update_elem(&bpfproxy_ct, fwd, &v, BPF_ANY);
+	if (err)
+		bpf_map_delete_elem(&bpfproxy_ct, &rk);
+	return err;
+}
+
+#endif /* BPFPROXY_CONNTRACK_H */

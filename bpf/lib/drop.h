@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Why a packet was not simply passed on. Every drop or reject goes through
+ * verdict(), which counts it per reason in one per-CPU map; nothing else in
+ * the programs returns TC_ACT_SHOT. The names live in
+ * src/dataplane/bpf/reasons.ts, in the same order.
+ */
+#ifndef BPFPROXY_DROP_H
+#define BPFPROXY_DROP_H
+
+#include "common.h"
+
+enum reason {
+	REASON_NONE = 0,
+	REASON_MALFORMED,          /* truncated or inconsistent headers: dropped */
+	REASON_NO_ENDPOINTS,       /* service without endpoints: rejected */
+	REASON_NO_LOCAL_ENDPOINTS, /* traffic policy Local, none on this node: dropped */
+	REASON_CT_INSERT,          /* conntrack update failed: dropped */
+	REASON_NAT_PORTS,          /* no free SNAT port: dropped */
+	REASON_BACKEND_MISSING,    /* slot vanished under an update: dropped */
+	REASON_REJECT_FAILED,      /* could not build the reject: dropped */
+	REASON_REWRITE_FAILED,     /* a packet rewrite helper failed: dropped */
+	REASON_FRAGMENT,           /* non-first fragment to a service: dropped */
+	REASON_TTL,                /* TTL expired while forwarding: passed to the stack */
+	__REASON_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, __REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct reason_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfproxy_reasons SEC(".maps");
+
+static __always_inline void count_reason(struct __sk_buff *skb, enum reason r)
+{
+	__u32 k = r;
+	struct reason_counter *c = bpf_map_lookup_elem(&bpfproxy_reasons, &k);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
+/* Count and drop. */
+static __always_inline int drop(struct __sk_buff *skb, enum reason r)
+{
+	count_reason(skb, r);
+	return TC_ACT_SHOT;
+}
+
+#endif /* BPFPROXY_DROP_H */

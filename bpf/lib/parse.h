@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Bounds-checked header parsing with a cursor (xdp-tutorial style). */
+#ifndef BPFPROXY_PARSE_H
+#define BPFPROXY_PARSE_H
+
+#include "common.h"
+
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+/* Return a pointer to the next len bytes and advance, or NULL when the
+ * packet is shorter. len must be a constant for the verifier. */
+#define cursor_pull(c, len) ({                                   \
+	void *__p = (c)->pos;                                    \
+	if (__p + (len) > (c)->end) __p = NULL;                  \
+	else (c)->pos = __p + (len);                             \
+	__p; })
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IPV4,     /* not for us: pass */
+	PARSE_NOT_L4,       /* IPv4 but no protocol we handle: pass */
+	PARSE_FRAGMENT,     /* non-first fragment */
+	PARSE_MALFORMED,    /* drop */
+};
+
+/* What the programs need to know about a packet. Offsets are from the start
+ * of the frame; pointers are not kept because any helper that writes the
+ * packet invalidates them. */
+struct pkt {
+	struct ct_key tuple;  /* as on the wire */
+	__u32 l4_off;
+	__u32 ihl_bytes;
+	__u8  tcp_flags;
+	__u8  ttl;
+	__u8  icmp_type;
+	__u8  icmp_code;
+	__be16 frag;
+};
+
+/* Parse Ethernet + IPv4 + TCP/UDP/ICMP. For ICMP, ports stay 0 and the
+ * type/code are filled in; lib/icmp.h looks inside errors. */
+static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+{
+	struct cursor c = {
+		.pos = (void *)(long)skb->data,
+		.end = (void *)(long)skb->data_end,
+	};
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	eth = cursor_pull(&c, sizeof(*eth));
+	if (!eth)
+		return PARSE_NOT_IPV4;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_IPV4;
+
+	ip = cursor_pull(&c, sizeof(*ip));
+	if (!ip)
+		return PARSE_MALFORMED;
+	if (ip->version != 4 || ip->ihl < 5)
+		return PARSE_MALFORMED;
+	p->ihl_bytes = ip->ihl * 4;
+	p->l4_off = ETH_HLEN + p->ihl_bytes;
+	p->tuple.saddr = ip->saddr;
+	p->tuple.daddr = ip->daddr;
+	p->tuple.proto = ip->protocol;
+	p->tuple.sport = 0;
+	p->tuple.dport = 0;
+	p->ttl = ip->ttl;
+	p->frag = ip->frag_off;
+	p->tcp_flags = 0;
+	p->icmp_type = 0;
+	p->icmp_code = 0;
+
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+	    ip->protocol != IPPROTO_ICMP)
+		return PARSE_NOT_L4;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return PARSE_FRAGMENT;
+	if (bpf_ntohs(ip->tot_len) < p->ihl_bytes)
+		return PARSE_MALFORMED;
+
+	/* Skip IP options: variable length, so re-anchor the cursor. */
+	c.pos = (void *)(long)skb->data + p->l4_off;
+	if (c.pos > c.end)
+		return PARSE_MALFORMED;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = cursor_pull(&c, sizeof(*th));
+
+		if (!th)
+			return PARSE_MALFORMED;
+		if (th->doff < 5)
+			return PARSE_MALFORMED;
+		p->tuple.sport = th->source;
+		p->tuple.dport = th->dest;
+		p->tcp_flags = ((__u8 *)th)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = cursor_pull(&c, sizeof(*uh));
+
+		if (!uh)
+			return PARSE_MALFORMED;
+		p->tuple.sport = uh->source;
+		p->tuple.dport = uh->dest;
+	} else {
+		struct icmphdr *ih = cursor_pull(&c, sizeof(*ih));
+
+		if (!ih)
+			return PARSE_MALFORMED;
+		p->icmp_type = ih->type;
+		p->icmp_code = ih->code;
+	}
+	return PARSE_OK;
+}
+
+#endif /* BPFPROXY_PARSE_H */

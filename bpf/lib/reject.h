@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Rejects for services without endpoints, as kube-proxy's REJECT rule:
+ * TCP gets a RST, UDP an ICMP port unreachable, both sent back out of the
+ * interface the packet came in on. The packet is rewritten in place.
+ */
+#ifndef BPFPROXY_REJECT_H
+#define BPFPROXY_REJECT_H
+
+#include "common.h"
+#include "drop.h"
+#include "parse.h"
+
+struct pseudo_hdr {
+	__be32 saddr;
+	__be32 daddr;
+	__u8   zero;
+	__u8   proto;
+	__be16 len;
+};
+
+static __always_inline void reject_ip(struct iphdr *ip, const struct pkt *p, __u8 proto, __u16 len)
+{
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(len);
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->saddr = p->tuple.daddr;
+	ip->daddr = p->tuple.saddr;
+	ip->check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+}
+
+static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct {
+		struct ethhdr eth;
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} out; /* three parts, stored one by one: eth is 14 bytes */
+	struct ethhdr ieth;
+	struct iphdr iip;
+	struct tcphdr ith;
+	struct pseudo_hdr ph;
+	__u32 payload, sum;
+
+	if (bpf_skb_load_bytes(skb, 0, &ieth, sizeof(ieth)) ||
+	    bpf_skb_load_bytes(skb, IP_OFF, &iip, sizeof(iip)) ||
+	    bpf_skb_load_bytes(skb, p->l4_off, &ith, sizeof(ith)))
+		return drop(skb, REASON_REJECT_FAILED);
+	if (ith.rst) /* never answer a RST */
+		return drop(skb, REASON_NO_ENDPOINTS);
+	payload = bpf_ntohs(iip.tot_len) - p->ihl_bytes - ith.doff * 4;
+
+	__builtin_memcpy(out.eth.h_dest, ieth.h_source, ETH_ALEN);
+	__builtin_memcpy(out.eth.h_source, ieth.h_dest, ETH_ALEN);
+	out.eth.h_proto = bpf_htons(ETH_P_IP);
+	reject_ip(&out.ip, p, IPPROTO_TCP, sizeof(out.ip) + sizeof(out.tcp));
+
+	__builtin_memset(&out.tcp, 0, sizeof(out.tcp));
+	out.tcp.source = ith.dest;
+	out.tcp.dest = ith.source;
+	out.tcp.doff = 5;
+	out.tcp.rst = 1;
+	if (ith.ack) {
+		out.tcp.seq = ith.ack_seq;
+	} else {
+		out.tcp.ack = 1;
+		out.tcp.ack_seq = bpf_htonl(bpf_ntohl(ith.seq) + payload + ith.syn + ith.fin);
+	}
+	ph.saddr = out.ip.saddr;
+	ph.daddr = out.ip.daddr;
+	ph.zero = 0;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(out.tcp));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
+	out.tcp.check = csum_fold32(sum);
+
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(out.ip) + sizeof(out.tcp), 0) ||
+	    bpf_skb_store_bytes(skb, 0, &out.eth, ETH_HLEN, 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF, &out.ip, sizeof(out.ip), 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(out.ip), &out.tcp, sizeof(out.tcp), 0))
+		return drop(skb, REASON_REJECT_FAILED);
+	count_reason(skb, REASON_NO_ENDPOINTS);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+#define ICMP_QUOTE_LEN (sizeof(struct iphdr) + 8)
+
+static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct {
+		struct ethhdr eth;
+		struct iphdr ip;
+		struct icmphdr icmp;
+	} out;
+	struct ethhdr ieth;
+	__u8 quote[ICMP_QUOTE_LEN];
+	__u32 sum;
+
+	if (p->ihl_bytes != sizeof(struct iphdr))
+		return drop(skb, REASON_REJECT_FAILED);
+	if (bpf_skb_load_bytes(skb, 0, &ieth, sizeof(ieth)) ||
+	    bpf_skb_load_bytes(skb, IP_OFF, quote, sizeof(quote)))
+		return drop(skb, REASON_REJECT_FAILED);
+
+	__builtin_memcpy(out.eth.h_dest, ieth.h_source, ETH_ALEN);
+	__builtin_memcpy(out.eth.h_source, ieth.h_dest, ETH_ALEN);
+	out.eth.h_proto = bpf_htons(ETH_P_IP);
+	reject_ip(&out.ip, p, IPPROTO_ICMP,
+		  sizeof(out.ip) + sizeof(out.icmp) + ICMP_QUOTE_LEN);
+	__builtin_memset(&out.icmp, 0, sizeof(out.icmp));
+	out.icmp.type = ICMP_DEST_UNREACH;
+	out.icmp.code = ICMP_PORT_UNREACH;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp, sizeof(out.icmp), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, sizeof(quote), sum);
+	out.icmp.checksum = csum_fold32(sum);
+
+	/* Keep Ethernet + the quoted 28 bytes, then open room for IP + ICMP. */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP_QUOTE_LEN, 0) ||
+	    bpf_skb_adjust_room(skb, sizeof(out.ip) + sizeof(out.icmp), BPF_ADJ_ROOM_MAC, 0) ||
+	    bpf_skb_store_bytes(skb, 0, &out.eth, ETH_HLEN, 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF, &out.ip, sizeof(out.ip), 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(out.ip), &out.icmp, sizeof(out.icmp), 0))
+		return drop(skb, REASON_REJECT_FAILED);
+	count_reason(skb, REASON_NO_ENDPOINTS);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->tuple.proto == IPPROTO_TCP)
+		return reject_tcp(skb, p);
+	return reject_udp(skb, p);
+}
+
+#endif /* BPFPROXY_REJECT_H */

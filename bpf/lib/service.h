@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The service datapath shared by the TC hooks:
+ *   1. conntrack hit  -> apply the entry's rewrite (DNAT, SNAT or reverse)
+ *   2. ICMP error     -> translate it if it quotes a tracked flow
+ *   3. frontend hit   -> choose a backend, create conntrack, DNAT (+SNAT)
+ *   4. anything else  -> untouched
+ * 'from_pod' says which side the packet entered from: traffic from pods is
+ * internal (internalTrafficPolicy), traffic from data interfaces external
+ * (externalTrafficPolicy on NodePort / LoadBalancer / externalIPs).
+ */
+#ifndef BPFPROXY_SERVICE_H
+#define BPFPROXY_SERVICE_H
+
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "drop.h"
+#include "fib.h"
+#include "lb.h"
+#include "nat.h"
+#include "parse.h"
+#include "reject.h"
+
+#define SNAT_PORT_TRIES 8
+
+/* Find a source port on 'to->saddr' whose reply tuple is free. */
+static __always_inline int snat_pick_port(struct ct_key *to, __u64 now)
+{
+	__u32 range = (__u32)cfg_snat_port_max - cfg_snat_port_min + 1;
+	struct ct_key rk;
+	int i;
+
+	for (i = 0; i < SNAT_PORT_TRIES; i++) {
+		ct_reverse(to, &rk);
+		if (!ct_lookup(&rk, now))
+			return 0;
+		to->sport = bpf_htons(cfg_snat_port_min + bpf_get_prandom_u32() % range);
+	}
+	return -1;
+}
+
+static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __u64 now)
+{
+	struct icmp_quote e = {};
+	struct ct_key k, inner;
+	struct ct_value *ct;
+	__be32 osrc, odst;
+
+	if (icmp_err_parse(skb, p, &e))
+		return TC_ACT_OK; /* not an error about TCP/UDP, or cut short */
+	ct_reverse(&e.inner, &k);
+	ct = ct_lookup(&k, now);
+	if (!ct)
+		return TC_ACT_OK;
+
+	/* The quoted packet went the other way: it gets the reverse of the
+	 * rewrite this entry applies. */
+	inner.saddr = ct->nat_daddr;
+	inner.sport = ct->nat_dport;
+	inner.daddr = ct->nat_saddr;
+	inner.dport = ct->nat_sport;
+	inner.proto = e.inner.proto;
+	odst = ct->nat_daddr;
+	/* An error from the quoted destination itself speaks for the service;
+	 * one from a router on the path keeps the router's address. */
+	osrc = p->tuple.saddr == e.inner.daddr ? ct->nat_saddr : p->tuple.saddr;
+
+	if (icmp_err_rewrite_inner(skb, &e, &inner) ||
+	    rewrite_addr(skb, p, IP_SRC_OFF, p->tuple.saddr, osrc) ||
+	    rewrite_addr(skb, p, IP_DST_OFF, p->tuple.daddr, odst))
+		return drop(skb, REASON_REWRITE_FAILED);
+	p->tuple.saddr = osrc;
+	p->tuple.daddr = odst;
+	return fib_forward(skb, p);
+}
+
+static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
+				       const struct fe_value *fe, int from_pod, __u64 now)
+{
+	struct backend be;
+	struct ct_key to;
+	enum reason r;
+	__u8 flags = from_pod ? 0 : CT_F_EXTERNAL;
+
+	r = lb_select(fe, lb_local_only(fe, from_pod), p->tuple.saddr, now, &be);
+	if (r == REASON_NO_ENDPOINTS)
+		return reject(skb, p);
+	if (r != REASON_NONE)
+		return drop(skb, r);
+
+	to.saddr = p->tuple.saddr;
+	to.sport = p->tuple.sport;
+	to.daddr = be.addr;
+	to.dport = be.port;
+	to.proto = p->tuple.proto;
+	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+
+	if (from_pod && be.addr == p->tuple.saddr) {
+		/* Hairpin: the pod would drop a packet from its own address. */
+		to.saddr = cfg_hairpin_ip;
+		flags |= CT_F_SNAT | CT_F_HAIRPIN;
+	} else if (!from_pod && (fe->flags & FE_F_EXTERNAL) && !(be.flags & BE_F_LOCAL)) {
+		/* eTP=Cluster to another node: SNAT to this node (kube-proxy
+		 * parity), so the reply comes back through us. */
+		to.saddr = fib_source_for(skb, be.addr);
+		if (!to.saddr)
+			return drop(skb, REASON_NAT_PORTS);
+		flags |= CT_F_SNAT;
+	}
+	if ((flags & CT_F_SNAT) && snat_pick_port(&to, now))
+		return drop(skb, REASON_NAT_PORTS);
+	/* Without SNAT the reply tuple can only collide with another service
+	 * flow from the same client port to the same backend; the newer wins. */
+
+	if (ct_create(&p->tuple, &to, flags, fe->svc_id, now))
+		return drop(skb, REASON_CT_INSERT);
+	if (nat_rewrite(skb, p, to.saddr, to.sport, to.daddr, to.dport))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return fib_forward(skb, p);
+}
+
+static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
+{
+	struct pkt p = {};
+	struct ct_value *ct;
+	struct fe_value *fe;
+	__be32 saddr, daddr;
+	__be16 sport, dport;
+	__u64 now;
+
+	switch (parse_ipv4(skb, &p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_MALFORMED:
+		return drop(skb, REASON_MALFORMED);
+	case PARSE_FRAGMENT:
+		/* Only the first fragment carries ports; the rest cannot be
+		 * matched to a service. Counted and left to the stack. */
+		count_reason(skb, REASON_FRAGMENT);
+		return TC_ACT_OK;
+	default:
+		return TC_ACT_OK;
+	}
+
+	now = bpf_ktime_get_ns();
+	if (p.tuple.proto == IPPROTO_ICMP)
+		return service_icmp(skb, &p, now);
+
+	ct = ct_lookup(&p.tuple, now);
+	if (ct) {
+		ct_update(&p.tuple, ct, p.tcp_flags, now);
+		saddr = ct->nat_saddr;
+		sport = ct->nat_sport;
+		daddr = ct->nat_daddr;
+		dport = ct->nat_dport;
+		if (nat_rewrite(skb, &p, saddr, sport, daddr, dport))
+			return drop(skb, REASON_REWRITE_FAILED);
+		return fib_forward(skb, &p);
+	}
+
+	fe = lb_lookup(&p.tuple);
+	if (!fe)
+		return TC_ACT_OK;
+	return service_new(skb, &p, fe, from_pod, now);
+}
+
+#endif /* BPFPROXY_SERVICE_H */

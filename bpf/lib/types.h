@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every BPF map key and value bpfproxy uses, in one place.
+ *
+ * The TypeScript codecs in src/dataplane/bpf/codecs.ts mirror these structs
+ * field by field; test/codecs-btf.test.ts checks sizes and offsets against
+ * the BTF of the compiled object, so a change here that is not made there
+ * fails the tests.
+ *
+ * Byte order: "net" = network byte order (as on the wire), "host" = CPU order.
+ * All structs are padded explicitly so that no implicit hole is left for the
+ * verifier or for the codecs to guess at.
+ */
+#ifndef BPFPROXY_TYPES_H
+#define BPFPROXY_TYPES_H
+
+/* ---- load balancer (lib/lb.h) ------------------------------------------ */
+
+/* A service address as a client addresses it. addr 0.0.0.0 is the NodePort
+ * wildcard: it matches any address in the node_ips map. */
+struct fe_key {
+	__be32 addr;   /* net */
+	__be16 port;   /* net */
+	__u8   proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8   pad;
+};
+
+enum fe_flags {
+	FE_F_EXTERNAL  = 1 << 0, /* NodePort, LoadBalancer ingress or externalIP */
+	FE_F_EXT_LOCAL = 1 << 1, /* externalTrafficPolicy: Local */
+	FE_F_INT_LOCAL = 1 << 2, /* internalTrafficPolicy: Local */
+	FE_F_NODEPORT  = 1 << 3, /* the frontend is a NodePort (wildcard address) */
+};
+
+/* Backend slots [0, cluster_count) are the cluster-wide set; slots
+ * [cluster_count, cluster_count + local_count) the node-local set. Both are
+ * already narrowed to ready endpoints (or serving-terminating ones where none
+ * is ready) by the agent. */
+struct fe_value {
+	__u32 svc_id;           /* host: stable id of the service port */
+	__u32 set_id;           /* host: backend set in use (changes on update) */
+	__u16 cluster_count;    /* host */
+	__u16 local_count;      /* host */
+	__u16 flags;            /* host: enum fe_flags */
+	__u16 pad;
+	__u32 affinity_timeout; /* host: seconds; 0 = no ClientIP affinity */
+};
+
+struct slot_key {
+	__u32 set_id;  /* host */
+	__u32 index;   /* host */
+};
+
+enum backend_flags {
+	BE_F_LOCAL = 1 << 0, /* endpoint on this node */
+};
+
+struct backend {
+	__be32 addr;   /* net */
+	__be16 port;   /* net */
+	__u8   flags;  /* enum backend_flags */
+	__u8   pad;
+};
+
+struct affinity_key {
+	__u32  svc_id;  /* host */
+	__be32 client;  /* net */
+};
+
+struct affinity_value {
+	struct backend backend;
+	__u64 last_used_ns;  /* host: bpf_ktime_get_ns() */
+};
+
+/* Node addresses NodePort answers on. Value unused (1). */
+struct node_ip_key {
+	__be32 addr;   /* net */
+};
+
+/* Service names for operators (CLI); never read by the datapath. */
+struct svc_name {
+	char name[128]; /* "namespace/name:port/proto", NUL padded */
+};
+
+/* ---- conntrack (lib/conntrack.h) --------------------------------------- */
+
+/* A flow as seen on the wire in one direction. ICMP errors are matched by
+ * the flow they quote. */
+struct ct_key {
+	__be32 saddr;  /* net */
+	__be32 daddr;  /* net */
+	__be16 sport;  /* net */
+	__be16 dport;  /* net */
+	__u8   proto;
+	__u8   pad[3];
+};
+
+enum ct_dir {
+	CT_DIR_FWD   = 1,  /* client -> service: apply DNAT (and SNAT) */
+	CT_DIR_REPLY = 2,  /* backend -> client: apply the reverse */
+};
+
+enum ct_state_bits {
+	CT_S_REPLY_SEEN = 1 << 0,  /* a packet came back: established */
+	CT_S_FIN_FWD    = 1 << 1,
+	CT_S_FIN_REPLY  = 1 << 2,
+	CT_S_RST        = 1 << 3,
+};
+
+enum ct_flags {
+	CT_F_SNAT    = 1 << 0,  /* source rewritten (eTP=Cluster remote, hairpin) */
+	CT_F_HAIRPIN = 1 << 1,  /* client is its own backend */
+	CT_F_EXTERNAL= 1 << 2,  /* created by traffic from a data interface */
+};
+
+/* One entry per direction. Packets matching key are rewritten to
+ * (nat_saddr:nat_sport -> nat_daddr:nat_dport); the entry of the other
+ * direction is keyed by the reverse of that rewritten tuple. */
+struct ct_value {
+	__u64  expires_ns;  /* host: bpf_ktime_get_ns() deadline */
+	__u64  created_ns;  /* host */
+	__be32 nat_saddr;   /* net */
+	__be32 nat_daddr;   /* net */
+	__be16 nat_sport;   /* net */
+	__be16 nat_dport;   /* net */
+	__u8   dir;         /* enum ct_dir */
+	__u8   state;       /* enum ct_state_bits */
+	__u8   flags;       /* enum ct_flags */
+	__u8   pad;
+	__u32  svc_id;      /* host */
+	__u32  pad2;
+};
+
+/* ---- counters (lib/drop.h) --------------------------------------------- */
+
+/* Per-CPU, indexed by enum reason. */
+struct reason_counter {
+	__u64 packets;  /* host */
+	__u64 bytes;    /* host */
+};
+
+#endif /* BPFPROXY_TYPES_H */

@@ -1,0 +1,110 @@
+/**
+ * One codec per map key/value, mirroring bpf/lib/types.h field by field
+ * (test/codecs-btf.test.ts checks them against the object's BTF).
+ */
+import { be16, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+
+export const FeFlags = {
+  EXTERNAL: 1 << 0,
+  EXT_LOCAL: 1 << 1,
+  INT_LOCAL: 1 << 2,
+  NODEPORT: 1 << 3,
+} as const;
+
+export const BackendFlags = { LOCAL: 1 << 0 } as const;
+
+export const CtDir = { FWD: 1, REPLY: 2 } as const;
+export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8 } as const;
+export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4 } as const;
+
+export const feKey = struct('fe_key', {
+  addr: ip4,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+});
+export type FeKey = ReturnType<typeof feKey.decode>;
+
+export const feValue = struct('fe_value', {
+  svcId: u32,
+  setId: u32,
+  clusterCount: u16,
+  localCount: u16,
+  flags: u16,
+  pad: pad(2),
+  affinityTimeout: u32,
+});
+export type FeValue = ReturnType<typeof feValue.decode>;
+
+export const slotKey = struct('slot_key', {
+  setId: u32,
+  index: u32,
+});
+export type SlotKey = ReturnType<typeof slotKey.decode>;
+
+export const backend = struct('backend', {
+  addr: ip4,
+  port: be16,
+  flags: u8,
+  pad: pad(1),
+});
+export type BackendValue = ReturnType<typeof backend.decode>;
+
+export const affinityKey = struct('affinity_key', {
+  svcId: u32,
+  client: ip4,
+});
+export type AffinityKey = ReturnType<typeof affinityKey.decode>;
+
+export const affinityValue = struct('affinity_value', {
+  backend: nested(backend),
+  lastUsedNs: u64,
+});
+export type AffinityValue = ReturnType<typeof affinityValue.decode>;
+
+export const nodeIpKey = struct('node_ip_key', {
+  addr: ip4,
+});
+
+export const svcName = struct('svc_name', {
+  name: chars(128),
+});
+
+export const ctKey = struct('ct_key', {
+  saddr: ip4,
+  daddr: ip4,
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  pad: pad(3),
+});
+export type CtKey = ReturnType<typeof ctKey.decode>;
+
+export const ctValue = struct('ct_value', {
+  expiresNs: u64,
+  createdNs: u64,
+  natSaddr: ip4,
+  natDaddr: ip4,
+  natSport: be16,
+  natDport: be16,
+  dir: u8,
+  state: u8,
+  flags: u8,
+  pad: pad(1),
+  svcId: u32,
+  pad2: pad(4),
+});
+export type CtValue = ReturnType<typeof ctValue.decode>;
+
+export const reasonCounter = struct('reason_counter', {
+  packets: u64,
+  bytes: u64,
+});
+export type ReasonCounter = ReturnType<typeof reasonCounter.decode>;
+
+/** u32 keys (svc_names, per-CPU array index) and u8 values (node_ips). */
+export const u32Key = struct('__u32', { v: u32 });
+export const u8Value = struct('__u8', { v: u8 });

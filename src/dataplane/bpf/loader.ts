@@ -1,0 +1,185 @@
+/**
+ * Loading the datapath: both TC objects, with load-time settings written to
+ * .rodata and maps pinned (or adopted) under the pin dir, and opening the
+ * pinned maps alone for the CLI.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { native, type NativeBpfObject } from '../../native/index.js';
+import * as c from './codecs.js';
+import type { DatapathConfig } from './config.js';
+import { BpfMap } from './map.js';
+import { REASONS } from './reasons.js';
+
+export const MAP_NAMES = {
+  fe: 'bpfproxy_fe',
+  slots: 'bpfproxy_slots',
+  affinity: 'bpfproxy_affinity',
+  nodeIps: 'bpfproxy_node_ips',
+  svcNames: 'bpfproxy_svc_names',
+  ct: 'bpfproxy_ct',
+  reasons: 'bpfproxy_reasons',
+} as const;
+
+export const PROGRAMS = {
+  fromPod: { object: 'tc_pod.o', name: 'bpfproxy_from_pod' },
+  fromData: { object: 'tc_data.o', name: 'bpfproxy_from_data' },
+} as const;
+
+export type ProgramRole = keyof typeof PROGRAMS;
+
+export interface DatapathMaps {
+  fe: BpfMap<c.FeKey, c.FeValue>;
+  slots: BpfMap<c.SlotKey, c.BackendValue>;
+  affinity: BpfMap<c.AffinityKey, c.AffinityValue>;
+  nodeIps: BpfMap<{ addr: string }, { v: number }>;
+  svcNames: BpfMap<{ v: number }, { name: string }>;
+  ct: BpfMap<c.CtKey, c.CtValue>;
+  reasons: BpfMap<{ v: number }, c.ReasonCounter>;
+}
+
+function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): DatapathMaps {
+  const m = <K, V>(name: string, k: import('./struct.js').Codec<K>, v: import('./struct.js').Codec<V>, cpus = 0) => {
+    const { fd, maxEntries } = fdOf(name);
+    return new BpfMap(name, fd, k, v, maxEntries, cpus);
+  };
+  return {
+    fe: m(MAP_NAMES.fe, c.feKey, c.feValue),
+    slots: m(MAP_NAMES.slots, c.slotKey, c.backend),
+    affinity: m(MAP_NAMES.affinity, c.affinityKey, c.affinityValue),
+    nodeIps: m(MAP_NAMES.nodeIps, c.nodeIpKey, c.u8Value),
+    svcNames: m(MAP_NAMES.svcNames, c.u32Key, c.svcName),
+    ct: m(MAP_NAMES.ct, c.ctKey, c.ctValue),
+    reasons: m(MAP_NAMES.reasons, c.u32Key, c.reasonCounter, native().possibleCpus()),
+  };
+}
+
+export interface Datapath {
+  maps: DatapathMaps;
+  programs: Record<ProgramRole, { fd: number; name: string }>;
+  objects: NativeBpfObject[];
+  close(): void;
+}
+
+const ip4Bytes = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
+const u64le = (n: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(Math.round(n)));
+  return b;
+};
+const u16le = (n: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(n);
+  return b;
+};
+
+export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
+  const ns = (s: number) => u64le(s * 1e9);
+  return {
+    cfg_ct_syn_sent_ns: ns(cfg.ctTimeouts.TCPSynSent),
+    cfg_ct_established_ns: ns(cfg.ctTimeouts.TCPEstablished),
+    cfg_ct_fins_seen_ns: ns(cfg.ctTimeouts.TCPFinsSeen),
+    cfg_ct_rst_seen_ns: ns(cfg.ctTimeouts.TCPResetSeen),
+    cfg_ct_udp_ns: ns(cfg.ctTimeouts.UDPTimeout),
+    cfg_snat_ip: cfg.snatIp ? ip4Bytes(cfg.snatIp) : Buffer.alloc(4),
+    cfg_hairpin_ip: ip4Bytes(cfg.hairpinIp),
+    cfg_snat_port_min: u16le(cfg.snatPorts[0]),
+    cfg_snat_port_max: u16le(cfg.snatPorts[1]),
+    cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
+  };
+}
+
+/**
+ * Map sizes to ask for. A map already pinned keeps its size (libbpf cannot
+ * adopt a pinned map of another size); the caller is told so it can say so.
+ */
+function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<string, number> {
+  const wanted: Record<string, number> = {
+    [MAP_NAMES.ct]: cfg.mapSizes.conntrack,
+    [MAP_NAMES.fe]: cfg.mapSizes.natFrontend,
+    [MAP_NAMES.slots]: cfg.mapSizes.natBackend,
+    [MAP_NAMES.affinity]: cfg.mapSizes.natAffinity,
+  };
+  for (const [name, size] of Object.entries(wanted)) {
+    const path = join(pinDir, name);
+    if (!existsSync(path)) continue;
+    const fd = native().objGet(path);
+    try {
+      const have = native().mapInfo(fd).maxEntries;
+      if (have !== size) {
+        log?.warn(
+          { map: name, pinned: have, configured: size },
+          `map ${name} is pinned with ${have} entries; keeping that size so no state is lost ` +
+            `(run "bpfproxy cleanup" while the node is drained to resize)`,
+        );
+        wanted[name] = have;
+      }
+    } finally {
+      native().closeFd(fd);
+    }
+  }
+  return wanted;
+}
+
+export async function loadDatapath(
+  bpfDir: string,
+  pinDir: string,
+  cfg: DatapathConfig,
+  log?: Logger,
+): Promise<Datapath> {
+  mkdirSync(pinDir, { recursive: true });
+  const rodata = rodataFor(cfg);
+  const maxEntries = sizesFor(cfg, pinDir, log);
+  const objects: NativeBpfObject[] = [];
+  const programs = {} as Record<ProgramRole, { fd: number; name: string }>;
+  try {
+    for (const [role, p] of Object.entries(PROGRAMS) as Array<[ProgramRole, (typeof PROGRAMS)[ProgramRole]]>) {
+      const obj = await native().loadObject(join(bpfDir, p.object), { pinRoot: pinDir, rodata, maxEntries });
+      objects.push(obj);
+      const prog = obj.programs().find((x) => x.name === p.name);
+      if (!prog) throw new Error(`${p.object} has no program ${p.name}`);
+      programs[role] = { fd: prog.fd, name: prog.name };
+    }
+  } catch (e) {
+    for (const o of objects) o.close();
+    throw e;
+  }
+  const first = objects[0]!;
+  const byName = new Map(first.maps().map((m) => [m.name, m]));
+  const maps = makeMaps((name) => {
+    const m = byName.get(name);
+    if (!m) throw new Error(`BPF object has no map ${name}`);
+    return { fd: m.fd, maxEntries: m.maxEntries };
+  });
+  return {
+    maps,
+    programs,
+    objects,
+    close() {
+      for (const o of objects) o.close();
+    },
+  };
+}
+
+/** The pinned maps of a running (or stopped) agent, for the CLI. */
+export function openPinnedMaps(pinDir: string): DatapathMaps & { close(): void } {
+  const fds: number[] = [];
+  const maps = makeMaps((name) => {
+    const path = join(pinDir, name);
+    if (!existsSync(path)) {
+      throw new Error(`no pinned map at ${path}: is the agent running with --pin-dir ${pinDir}?`);
+    }
+    const fd = native().objGet(path);
+    fds.push(fd);
+    return { fd, maxEntries: native().mapInfo(fd).maxEntries };
+  });
+  return {
+    ...maps,
+    close() {
+      for (const fd of fds) native().closeFd(fd);
+    },
+  };
+}
+
+export const REASON_COUNT = REASONS.length;

@@ -1,0 +1,110 @@
+/** A typed view of one BPF map: codecs on both sides of the native calls. */
+import { BpfError, native } from '../../native/index.js';
+import type { Codec } from './struct.js';
+
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+
+const BATCH = 4096;
+
+export class BpfMap<K, V> {
+  /** Bytes one value takes in the kernel's view (per-CPU maps: all CPUs). */
+  readonly valueLen: number;
+
+  constructor(
+    readonly name: string,
+    readonly fd: number,
+    readonly key: Codec<K>,
+    readonly value: Codec<V>,
+    readonly maxEntries: number,
+    /** Number of possible CPUs for per-CPU maps, 0 otherwise. */
+    readonly cpus = 0,
+  ) {
+    this.valueLen = cpus ? Math.ceil(value.size / 8) * 8 * cpus : value.size;
+  }
+
+  get(k: K): V | undefined {
+    const b = native().mapLookup(this.fd, this.key.encode(k), this.valueLen);
+    return b ? this.value.decode(b) : undefined;
+  }
+
+  /** Per-CPU maps: one value per possible CPU. */
+  getPerCpu(k: K): V[] {
+    const b = native().mapLookup(this.fd, this.key.encode(k), this.valueLen);
+    return b ? this.splitPerCpu(b, 0) : [];
+  }
+
+  set(k: K, v: V, flags = BPF_ANY): void {
+    native().mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags);
+  }
+
+  /** True when the key was there. */
+  delete(k: K): boolean {
+    return native().mapDelete(this.fd, this.key.encode(k));
+  }
+
+  /** Write many entries with BPF_MAP_UPDATE_BATCH (in chunks). */
+  setMany(entries: ReadonlyArray<readonly [K, V]>): void {
+    for (let i = 0; i < entries.length; i += BATCH) {
+      const chunk = entries.slice(i, i + BATCH);
+      const keys = Buffer.alloc(chunk.length * this.key.size);
+      const vals = Buffer.alloc(chunk.length * this.value.size);
+      chunk.forEach(([k, v], j) => {
+        this.key.encodeInto(keys, j * this.key.size, k);
+        this.value.encodeInto(vals, j * this.value.size, v);
+      });
+      native().mapUpdateBatch(this.fd, keys, vals, chunk.length);
+    }
+  }
+
+  /** Delete many keys; keys already gone are skipped. Returns how many went. */
+  deleteMany(keys: readonly K[]): number {
+    let deleted = 0;
+    let rest = keys;
+    while (rest.length > 0) {
+      const chunk = rest.slice(0, BATCH);
+      const buf = Buffer.alloc(chunk.length * this.key.size);
+      chunk.forEach((k, j) => this.key.encodeInto(buf, j * this.key.size, k));
+      try {
+        deleted += native().mapDeleteBatch(this.fd, buf, chunk.length);
+        rest = rest.slice(chunk.length);
+      } catch (e) {
+        if (!(e instanceof BpfError) || e.errno !== 2) throw e;
+        // ENOENT stops the batch at the missing key: count what went, skip it.
+        deleted += e.done;
+        rest = rest.slice(e.done + 1);
+      }
+    }
+    return deleted;
+  }
+
+  entries(): Array<[K, V]> {
+    const d = native().mapDump(this.fd, this.key.size, this.valueLen, BATCH);
+    const out: Array<[K, V]> = [];
+    for (let i = 0; i < d.count; i++) {
+      out.push([this.key.decode(d.keys, i * this.key.size), this.value.decode(d.values, i * this.valueLen)]);
+    }
+    return out;
+  }
+
+  entriesPerCpu(): Array<[K, V[]]> {
+    const d = native().mapDump(this.fd, this.key.size, this.valueLen, BATCH);
+    const out: Array<[K, V[]]> = [];
+    for (let i = 0; i < d.count; i++) {
+      out.push([this.key.decode(d.keys, i * this.key.size), this.splitPerCpu(d.values, i * this.valueLen)]);
+    }
+    return out;
+  }
+
+  count(): number {
+    return native().mapDump(this.fd, this.key.size, this.valueLen, BATCH).count;
+  }
+
+  private splitPerCpu(b: Buffer, base: number): V[] {
+    const stride = Math.ceil(this.value.size / 8) * 8;
+    const out: V[] = [];
+    for (let c = 0; c < this.cpus; c++) out.push(this.value.decode(b, base + c * stride));
+    return out;
+  }
+}

@@ -1,0 +1,16 @@
+/** enum reason of bpf/lib/drop.h, in order, with what the operator is told. */
+export const REASONS = [
+  { name: 'none', verdict: 'pass', help: '' },
+  { name: 'malformed', verdict: 'drop', help: 'truncated or inconsistent headers' },
+  { name: 'no-endpoints', verdict: 'reject', help: 'service has no endpoints (TCP RST / ICMP port unreachable sent)' },
+  { name: 'no-local-endpoints', verdict: 'drop', help: 'traffic policy Local and no endpoint on this node' },
+  { name: 'ct-insert', verdict: 'drop', help: 'conntrack map update failed' },
+  { name: 'nat-ports', verdict: 'drop', help: 'no free SNAT port or no source address towards the backend' },
+  { name: 'backend-missing', verdict: 'drop', help: 'backend slot vanished during an update' },
+  { name: 'reject-failed', verdict: 'drop', help: 'could not build the reject packet' },
+  { name: 'rewrite-failed', verdict: 'drop', help: 'a packet rewrite helper failed' },
+  { name: 'fragment', verdict: 'pass', help: 'non-first IP fragment, left to the stack' },
+  { name: 'ttl', verdict: 'pass', help: 'TTL expired while forwarding, left to the stack' },
+] as const;
+
+export type ReasonName = (typeof REASONS)[number]['name'];

@@ -1,0 +1,105 @@
+/**
+ * The native addon's surface (addon/*.cc), exactly as it is exported.
+ * Every function throws an Error with `errno` and `op` on failure;
+ * src/native/index.ts turns those into BpfError.
+ */
+
+export interface NativeProgram {
+  name: string;
+  section: string;
+  fd: number;
+}
+
+export interface NativeMap {
+  name: string;
+  fd: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  pinPath: string | null;
+}
+
+export interface NativeBpfObject {
+  programs(): NativeProgram[];
+  maps(): NativeMap[];
+  close(): void;
+}
+
+export interface LoadOptions {
+  /** Maps marked LIBBPF_PIN_BY_NAME are pinned (or reused) below this dir. */
+  pinRoot?: string;
+  /** Values for `const volatile` globals, by name, raw bytes. */
+  rodata?: Record<string, Buffer>;
+  /** max_entries overrides, by map name. */
+  maxEntries?: Record<string, number>;
+}
+
+export interface MapDump {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+}
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  tag: string;
+  loadTime: number;
+}
+
+export interface TestRunOptions {
+  repeat?: number;
+  ctx?: Buffer;
+  dataOutLen?: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  data: Buffer;
+  durationNs: number;
+  ctx?: Buffer;
+}
+
+export type TcDirection = 'ingress' | 'egress';
+
+export interface NativeAddon {
+  loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
+
+  mapLookup(fd: number, key: Buffer, valueLen: number): Buffer | null;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapNextKey(fd: number, key: Buffer | null, keyLen: number): Buffer | null;
+  mapDump(fd: number, keyLen: number, valueLen: number, batch: number): MapDump;
+  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+  mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+
+  objGet(path: string): number;
+  objPin(fd: number, path: string): void;
+  mapInfo(fd: number): MapInfo;
+  progInfo(fd: number): ProgInfo;
+  progFdById(id: number): number;
+  closeFd(fd: number): void;
+  progTestRun(fd: number, data: Buffer, opts?: TestRunOptions): TestRunResult;
+
+  tcAttach(ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number): number;
+  tcDetach(ifindex: number, dir: TcDirection, handle: number, priority: number): boolean;
+  tcQuery(ifindex: number, dir: TcDirection, handle: number, priority: number): number;
+
+  interfaces(): Array<{ index: number; name: string }>;
+  possibleCpus(): number;
+  monotonicNs(): bigint;
+  enterNetns(path: string): number;
+  restoreNetns(fd: number): void;
+}
