@@ -24,24 +24,34 @@ export class BpfMap<K, V> {
     this.valueLen = cpus ? Math.ceil(value.size / 8) * 8 * cpus : value.size;
   }
 
+  /** Run a native call, naming this map in any error. */
+  private call<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof BpfError) throw new BpfError(`${e.op} ${this.name}`, e.errno, e.log, e.done);
+      throw e;
+    }
+  }
+
   get(k: K): V | undefined {
-    const b = native().mapLookup(this.fd, this.key.encode(k), this.valueLen);
+    const b = this.call(() => native().mapLookup(this.fd, this.key.encode(k), this.valueLen));
     return b ? this.value.decode(b) : undefined;
   }
 
   /** Per-CPU maps: one value per possible CPU. */
   getPerCpu(k: K): V[] {
-    const b = native().mapLookup(this.fd, this.key.encode(k), this.valueLen);
+    const b = this.call(() => native().mapLookup(this.fd, this.key.encode(k), this.valueLen));
     return b ? this.splitPerCpu(b, 0) : [];
   }
 
   set(k: K, v: V, flags = BPF_ANY): void {
-    native().mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags);
+    this.call(() => native().mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags));
   }
 
   /** True when the key was there. */
   delete(k: K): boolean {
-    return native().mapDelete(this.fd, this.key.encode(k));
+    return this.call(() => native().mapDelete(this.fd, this.key.encode(k)));
   }
 
   /** Write many entries with BPF_MAP_UPDATE_BATCH (in chunks). */
@@ -54,7 +64,7 @@ export class BpfMap<K, V> {
         this.key.encodeInto(keys, j * this.key.size, k);
         this.value.encodeInto(vals, j * this.value.size, v);
       });
-      native().mapUpdateBatch(this.fd, keys, vals, chunk.length);
+      this.call(() => native().mapUpdateBatch(this.fd, keys, vals, chunk.length));
     }
   }
 
@@ -67,7 +77,7 @@ export class BpfMap<K, V> {
       const buf = Buffer.alloc(chunk.length * this.key.size);
       chunk.forEach((k, j) => this.key.encodeInto(buf, j * this.key.size, k));
       try {
-        deleted += native().mapDeleteBatch(this.fd, buf, chunk.length);
+        deleted += this.call(() => native().mapDeleteBatch(this.fd, buf, chunk.length));
         rest = rest.slice(chunk.length);
       } catch (e) {
         if (!(e instanceof BpfError) || e.errno !== 2) throw e;
@@ -80,7 +90,7 @@ export class BpfMap<K, V> {
   }
 
   entries(): Array<[K, V]> {
-    const d = native().mapDump(this.fd, this.key.size, this.valueLen, BATCH);
+    const d = this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH));
     const out: Array<[K, V]> = [];
     for (let i = 0; i < d.count; i++) {
       out.push([this.key.decode(d.keys, i * this.key.size), this.value.decode(d.values, i * this.valueLen)]);
@@ -89,7 +99,7 @@ export class BpfMap<K, V> {
   }
 
   entriesPerCpu(): Array<[K, V[]]> {
-    const d = native().mapDump(this.fd, this.key.size, this.valueLen, BATCH);
+    const d = this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH));
     const out: Array<[K, V[]]> = [];
     for (let i = 0; i < d.count; i++) {
       out.push([this.key.decode(d.keys, i * this.key.size), this.splitPerCpu(d.values, i * this.valueLen)]);
@@ -98,7 +108,7 @@ export class BpfMap<K, V> {
   }
 
   count(): number {
-    return native().mapDump(this.fd, this.key.size, this.valueLen, BATCH).count;
+    return this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH)).count;
   }
 
   private splitPerCpu(b: Buffer, base: number): V[] {

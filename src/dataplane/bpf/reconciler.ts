@@ -1,0 +1,399 @@
+/**
+ * Keeps the BPF service maps equal to the desired Frontends.
+ *
+ * - Idempotent: what is already in the maps is not written again; a mirror
+ *   of the maps, rebuilt from the pinned maps at start, tells.
+ * - Make-before-break: a changed backend list is written as a new backend
+ *   set (fresh set id), then the frontend is switched to it in one map
+ *   update, then the old set is deleted. A packet sees the old set or the
+ *   new one, never a half-written one.
+ * - IDs (service ids, set ids) are restored from the pinned maps, so a
+ *   restarted agent keeps them and established connections are untouched.
+ * - Failures (a full map) are reported per frontend; the rest is applied.
+ */
+import type { Logger } from 'pino';
+import { BpfError } from '../../native/index.js';
+import type { Backend, Frontend } from '../../model/types.js';
+import { frontendKey } from '../../model/types.js';
+import type { Dataplane, SyncProblem, SyncReport } from '../dataplane.js';
+import { emptyReport } from '../dataplane.js';
+import {
+  BackendFlags, CtDir, FeFlags, IPPROTO_TCP, IPPROTO_UDP,
+  type BackendValue, type FeKey, type FeValue,
+} from './codecs.js';
+import { IdAllocator } from './ids.js';
+import type { DatapathMaps } from './loader.js';
+
+interface BackendSet {
+  svcId: number;
+  content: string;
+  backends: BackendValue[];
+  refs: number;
+}
+
+interface FeEntry {
+  key: FeKey;
+  value: FeValue;
+  /** "namespace/name" of the owning service, or '' when unknown */
+  owner: string;
+  label: string;
+}
+
+const protoNum = (p: string): number => (p === 'UDP' ? IPPROTO_UDP : IPPROTO_TCP);
+const protoName = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : 'TCP');
+const feKeyStr = (k: FeKey): string => frontendKey({ ip: k.addr, port: k.port, protocol: protoName(k.proto) as 'TCP' });
+const backendStr = (b: BackendValue): string => `${b.addr}:${b.port}${b.flags & BackendFlags.LOCAL ? 'L' : ''}`;
+/** "namespace/name:port/PROTO" -> "namespace/name" */
+export const serviceOfPort = (spk: string): string => spk.slice(0, spk.lastIndexOf(':'));
+
+function toBackend(b: Backend): BackendValue {
+  return { addr: b.ip, port: b.port, flags: b.local ? BackendFlags.LOCAL : 0 };
+}
+
+function flagsOf(f: Frontend): number {
+  let flags = 0;
+  if (f.kind !== 'ClusterIP') flags |= FeFlags.EXTERNAL;
+  if (f.kind === 'NodePort') flags |= FeFlags.NODEPORT;
+  if (f.externalLocal) flags |= FeFlags.EXT_LOCAL;
+  if (f.internalLocal) flags |= FeFlags.INT_LOCAL;
+  return flags;
+}
+
+const sameFe = (a: FeValue, b: FeValue): boolean =>
+  a.svcId === b.svcId && a.setId === b.setId && a.clusterCount === b.clusterCount &&
+  a.localCount === b.localCount && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
+
+export interface ReconcilerStats {
+  frontends: number;
+  backendSets: number;
+  servicePorts: number;
+  slots: number;
+}
+
+export class BpfReconciler implements Dataplane {
+  private readonly fes = new Map<string, FeEntry>();
+  private readonly byOwner = new Map<string, Set<string>>();
+  private readonly svcIds = new Map<string, number>();
+  private readonly svcNames = new Map<number, string>();
+  private readonly svcIdAlloc = new IdAllocator();
+  private readonly sets = new Map<number, BackendSet>();
+  private readonly setByContent = new Map<string, number>();
+  private readonly setIdAlloc = new IdAllocator();
+  /** services that wanted a frontend someone else owned */
+  private readonly waiting = new Map<string, Set<string>>();
+  private slotCount = 0;
+
+  constructor(
+    private readonly maps: DatapathMaps,
+    private readonly log?: Logger,
+  ) {
+    this.restore();
+  }
+
+  /** Rebuild the mirror from the pinned maps (after an agent restart). */
+  private restore(): void {
+    for (const [k, v] of this.maps.svcNames.entries()) {
+      this.svcIds.set(v.name, k.v);
+      this.svcNames.set(k.v, v.name);
+      this.svcIdAlloc.restore(k.v);
+    }
+    const slotsBySet = new Map<number, Array<[number, BackendValue]>>();
+    for (const [k, v] of this.maps.slots.entries()) {
+      let l = slotsBySet.get(k.setId);
+      if (!l) slotsBySet.set(k.setId, (l = []));
+      l.push([k.index, v]);
+    }
+    for (const [key, value] of this.maps.fe.entries()) {
+      const spk = this.svcNames.get(value.svcId);
+      const ks = feKeyStr(key);
+      const owner = spk ? serviceOfPort(spk) : '';
+      this.fes.set(ks, { key, value, owner, label: ks });
+      if (owner) this.own(owner, ks);
+      this.svcIdAlloc.restore(value.svcId);
+      let set = this.sets.get(value.setId);
+      if (!set) {
+        const backends = (slotsBySet.get(value.setId) ?? []).sort((a, b) => a[0] - b[0]).map((x) => x[1]);
+        const content = this.contentOf(backends, value.clusterCount);
+        set = { svcId: value.svcId, content, backends, refs: 0 };
+        this.sets.set(value.setId, set);
+        this.setByContent.set(`${value.svcId}|${content}`, value.setId);
+        this.setIdAlloc.restore(value.setId);
+        this.slotCount += backends.length;
+      }
+      set.refs++;
+    }
+    // Slots no frontend points at are leftovers of an interrupted sync.
+    for (const [setId, slots] of slotsBySet) {
+      if (this.sets.has(setId)) continue;
+      this.maps.slots.deleteMany(slots.map(([index]) => ({ setId, index })));
+    }
+    this.svcIdAlloc.settle();
+    this.setIdAlloc.settle();
+    this.log?.info(
+      { frontends: this.fes.size, backendSets: this.sets.size, servicePorts: this.svcIds.size },
+      'adopted service state from pinned maps',
+    );
+  }
+
+  stats(): ReconcilerStats {
+    return { frontends: this.fes.size, backendSets: this.sets.size, servicePorts: this.svcIds.size, slots: this.slotCount };
+  }
+
+  private own(owner: string, ks: string): void {
+    let s = this.byOwner.get(owner);
+    if (!s) this.byOwner.set(owner, (s = new Set()));
+    s.add(ks);
+  }
+
+  private disown(owner: string, ks: string): void {
+    const s = this.byOwner.get(owner);
+    s?.delete(ks);
+    if (s && s.size === 0) this.byOwner.delete(owner);
+  }
+
+  private contentOf(backends: readonly BackendValue[], clusterCount: number): string {
+    return `${backends.slice(0, clusterCount).map(backendStr).join(',')}#${backends.slice(clusterCount).map(backendStr).join(',')}`;
+  }
+
+  private svcIdFor(spk: string): number {
+    let id = this.svcIds.get(spk);
+    if (id !== undefined) return id;
+    id = this.svcIdAlloc.allocate();
+    try {
+      this.maps.svcNames.set({ v: id }, { name: spk });
+    } catch (e) {
+      this.svcIdAlloc.release(id);
+      throw e;
+    }
+    this.svcIds.set(spk, id);
+    this.svcNames.set(id, spk);
+    return id;
+  }
+
+  /** The set holding exactly these backends for this service port, written if new. */
+  private setFor(svcId: number, cluster: readonly Backend[], local: readonly Backend[]): number {
+    const backends = [...cluster.map(toBackend), ...local.map(toBackend)];
+    const content = this.contentOf(backends, cluster.length);
+    const ck = `${svcId}|${content}`;
+    const existing = this.setByContent.get(ck);
+    if (existing !== undefined) return existing;
+    const setId = this.setIdAlloc.allocate();
+    try {
+      this.maps.slots.setMany(backends.map((b, index) => [{ setId, index }, b] as const));
+    } catch (e) {
+      this.maps.slots.deleteMany(backends.map((_, index) => ({ setId, index })));
+      this.setIdAlloc.release(setId);
+      throw e;
+    }
+    this.sets.set(setId, { svcId, content, backends, refs: 0 });
+    this.setByContent.set(ck, setId);
+    this.slotCount += backends.length;
+    return setId;
+  }
+
+  private unref(setId: number, freed: Set<number>): void {
+    const s = this.sets.get(setId);
+    if (s && --s.refs <= 0) freed.add(setId);
+  }
+
+  syncService(service: string, frontends: readonly Frontend[]): SyncReport {
+    const report = emptyReport();
+    const freedSets = new Set<number>();
+    const wanted = new Set<string>();
+    const touchedSvcIds = new Set<number>();
+
+    for (const f of frontends) {
+      const ks = frontendKey(f);
+      const label = `${ks} (${f.kind})`;
+      if (wanted.has(ks)) continue; // the same address listed twice (e.g. clusterIP = externalIP)
+      const cur = this.fes.get(ks);
+      if (cur && cur.owner && cur.owner !== service) {
+        report.problems.push({
+          service, frontend: label,
+          message: `${label} is already served by ${cur.owner}; skipped until that service lets it go`,
+        });
+        let w = this.waiting.get(ks);
+        if (!w) this.waiting.set(ks, (w = new Set()));
+        w.add(service);
+        continue;
+      }
+      wanted.add(ks);
+      try {
+        const svcId = this.svcIdFor(f.servicePort);
+        const setId = this.setFor(svcId, f.clusterBackends, f.localBackends);
+        const key: FeKey = { addr: f.ip, port: f.port, proto: protoNum(f.protocol) };
+        const value: FeValue = {
+          svcId, setId,
+          clusterCount: f.clusterBackends.length,
+          localCount: f.localBackends.length,
+          flags: flagsOf(f),
+          affinityTimeout: f.affinityTimeout,
+        };
+        if (cur && sameFe(cur.value, value)) {
+          if (!cur.owner) { cur.owner = service; this.own(service, ks); }
+          continue;
+        }
+        this.maps.fe.set(key, value);
+        this.sets.get(setId)!.refs++;
+        if (cur) {
+          this.unref(cur.value.setId, freedSets);
+          if (cur.value.svcId !== svcId) touchedSvcIds.add(cur.value.svcId);
+        }
+        if (cur && cur.value.setId !== setId) touchedSvcIds.add(svcId);
+        this.fes.set(ks, { key, value, owner: service, label });
+        this.own(service, ks);
+        report.frontendsChanged++;
+      } catch (e) {
+        wanted.delete(ks);
+        report.problems.push(this.problem(service, label, e));
+      }
+    }
+
+    // Frontends this service no longer has.
+    for (const ks of [...(this.byOwner.get(service) ?? [])]) {
+      if (wanted.has(ks)) continue;
+      const cur = this.fes.get(ks)!;
+      try {
+        this.maps.fe.delete(cur.key);
+      } catch (e) {
+        report.problems.push(this.problem(service, cur.label, e));
+        continue;
+      }
+      this.fes.delete(ks);
+      this.disown(service, ks);
+      this.unref(cur.value.setId, freedSets);
+      touchedSvcIds.add(cur.value.svcId);
+      report.frontendsChanged++;
+      const w = this.waiting.get(ks);
+      if (w) {
+        report.retry.push(...w);
+        this.waiting.delete(ks);
+      }
+    }
+
+    this.collect(freedSets, touchedSvcIds);
+    return report;
+  }
+
+  /** Delete sets nobody uses any more (after the switch: make-before-break),
+   * forget service ids nobody uses, and drop affinity / UDP conntrack that
+   * points at backends a service no longer has. */
+  private collect(freedSets: Set<number>, touchedSvcIds: Set<number>): void {
+    const removedBackends = new Map<number, Set<string>>();
+    for (const setId of freedSets) {
+      const s = this.sets.get(setId);
+      if (!s || s.refs > 0) continue;
+      this.maps.slots.deleteMany(s.backends.map((_, index) => ({ setId, index })));
+      this.sets.delete(setId);
+      this.setByContent.delete(`${s.svcId}|${s.content}`);
+      this.setIdAlloc.release(setId);
+      this.slotCount -= s.backends.length;
+      let r = removedBackends.get(s.svcId);
+      if (!r) removedBackends.set(s.svcId, (r = new Set()));
+      for (const b of s.backends) r.add(`${b.addr}:${b.port}`);
+      touchedSvcIds.add(s.svcId);
+    }
+    // What each touched service port still uses.
+    const stillUsed = new Map<number, Set<string>>();
+    const svcInUse = new Set<number>();
+    if (touchedSvcIds.size > 0) {
+      for (const [setId, s] of this.sets) {
+        if (!touchedSvcIds.has(s.svcId) || s.refs <= 0) continue;
+        svcInUse.add(s.svcId);
+        let u = stillUsed.get(s.svcId);
+        if (!u) stillUsed.set(s.svcId, (u = new Set()));
+        for (const b of s.backends) u.add(`${b.addr}:${b.port}`);
+        void setId;
+      }
+    }
+    const gone = new Map<number, Set<string>>();
+    for (const [svcId, removed] of removedBackends) {
+      const used = stillUsed.get(svcId) ?? new Set();
+      const g = new Set([...removed].filter((b) => !used.has(b)));
+      if (g.size > 0) gone.set(svcId, g);
+    }
+    const deadSvcIds: number[] = [];
+    for (const svcId of touchedSvcIds) {
+      if (svcInUse.has(svcId)) continue;
+      deadSvcIds.push(svcId);
+    }
+    if (gone.size > 0 || deadSvcIds.length > 0) this.flushStale(gone, new Set(deadSvcIds));
+    for (const svcId of deadSvcIds) {
+      const spk = this.svcNames.get(svcId);
+      this.maps.svcNames.delete({ v: svcId });
+      if (spk) this.svcIds.delete(spk);
+      this.svcNames.delete(svcId);
+      this.svcIdAlloc.release(svcId);
+    }
+  }
+
+  /**
+   * Affinity entries and UDP conntrack entries that lead to backends a
+   * service port no longer has (kube-proxy clears UDP conntrack the same
+   * way; TCP connections are left to end on their own).
+   */
+  private flushStale(gone: Map<number, Set<string>>, dead: Set<number>): void {
+    const isGone = (svcId: number, be: string) => dead.has(svcId) || !!gone.get(svcId)?.has(be);
+    const aff = this.maps.affinity.entries()
+      .filter(([k, v]) => isGone(k.svcId, `${v.backend.addr}:${v.backend.port}`))
+      .map(([k]) => k);
+    if (aff.length) this.maps.affinity.deleteMany(aff);
+    const ct = this.maps.ct.entries().filter(([k, v]) => {
+      if (k.proto !== IPPROTO_UDP) return false;
+      const be = v.dir === CtDir.FWD ? `${v.natDaddr}:${v.natDport}` : `${k.saddr}:${k.sport}`;
+      return isGone(v.svcId, be);
+    }).map(([k]) => k);
+    if (ct.length) {
+      this.maps.ct.deleteMany(ct);
+      this.log?.debug({ entries: ct.length }, 'cleared UDP conntrack entries of removed endpoints');
+    }
+  }
+
+  syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport {
+    const report = emptyReport();
+    const merge = (r: SyncReport) => {
+      report.frontendsChanged += r.frontendsChanged;
+      report.problems.push(...r.problems);
+      report.retry.push(...r.retry);
+    };
+    // Remove first, so frontends that move between services are free.
+    for (const owner of [...this.byOwner.keys()]) if (!all.has(owner)) merge(this.syncService(owner, []));
+    // Frontends with no known owner (names lost): remove.
+    const orphans = [...this.fes.entries()].filter(([, e]) => !e.owner);
+    if (orphans.length) {
+      const freed = new Set<number>();
+      const touched = new Set<number>();
+      for (const [ks, e] of orphans) {
+        this.maps.fe.delete(e.key);
+        this.fes.delete(ks);
+        this.unref(e.value.setId, freed);
+        touched.add(e.value.svcId);
+        report.frontendsChanged++;
+      }
+      this.collect(freed, touched);
+    }
+    for (const [svc, fes] of [...all.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      merge(this.syncService(svc, fes));
+    }
+    report.retry = [];
+    return report;
+  }
+
+  setNodeAddresses(ips: readonly string[]): void {
+    const want = new Set(ips);
+    const have = new Set(this.maps.nodeIps.entries().map(([k]) => k.addr));
+    for (const ip of want) if (!have.has(ip)) this.maps.nodeIps.set({ addr: ip }, { v: 1 });
+    for (const ip of have) if (!want.has(ip)) this.maps.nodeIps.delete({ addr: ip });
+  }
+
+  private problem(service: string, frontend: string, e: unknown): SyncProblem {
+    if (e instanceof BpfError && e.isMapFull) {
+      const which = /slots/.test(e.op) ? 'backend' : 'frontend';
+      return {
+        service, frontend, mapFull: true,
+        message: `a ${which} map is full (${e.op}: ${e.code}); ${frontend} not programmed — raise bpfMapSizeNAT${which === 'backend' ? 'Backend' : 'Frontend'}`,
+      };
+    }
+    return { service, frontend, message: e instanceof Error ? e.message : String(e) };
+  }
+}

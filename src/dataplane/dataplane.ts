@@ -1,0 +1,44 @@
+/**
+ * What the sync pipeline drives. The BPF map reconciler implements it today;
+ * the AF_XDP vector engine will implement the same interface, fed by the
+ * same Frontends.
+ */
+import type { Frontend } from '../model/types.js';
+
+export interface SyncProblem {
+  /** "namespace/name" of the service */
+  service: string;
+  /** "10.96.0.10:80/TCP (ClusterIP)" when one frontend was concerned */
+  frontend?: string;
+  message: string;
+  /** a map was full */
+  mapFull?: boolean;
+}
+
+export interface SyncReport {
+  /** frontends written or removed */
+  frontendsChanged: number;
+  problems: SyncProblem[];
+  /** services whose sync should be retried (a frontend they wanted was freed) */
+  retry: string[];
+}
+
+export interface Dataplane {
+  /** Make the frontends of one service ("namespace/name") exactly these. */
+  syncService(service: string, frontends: readonly Frontend[]): SyncReport;
+  /** Make the whole dataplane exactly this; services not listed are removed. */
+  syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport;
+  /** Addresses NodePort answers on. */
+  setNodeAddresses(ips: readonly string[]): void;
+}
+
+export function emptyReport(): SyncReport {
+  return { frontendsChanged: 0, problems: [], retry: [] };
+}
+
+export function mergeReports(into: SyncReport, r: SyncReport): SyncReport {
+  into.frontendsChanged += r.frontendsChanged;
+  into.problems.push(...r.problems);
+  into.retry.push(...r.retry);
+  return into;
+}

@@ -1,0 +1,86 @@
+/**
+ * Domain types: what bpfproxy serves, independent of Kubernetes objects
+ * (src/sources/convert.ts) and of map layouts (src/dataplane/bpf/codecs.ts).
+ * Every dataplane backend (BPF maps today, the vector engine later)
+ * consumes Frontends.
+ */
+
+export type Protocol = 'TCP' | 'UDP';
+export type TrafficPolicy = 'Cluster' | 'Local';
+export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+
+export interface ServicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  /** Number, or the name of a container port (resolved through EndpointSlice ports). */
+  targetPort: number | string;
+  nodePort?: number;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  type: ServiceType;
+  /** IPv4 cluster IPs; empty for headless services. */
+  clusterIPs: string[];
+  externalIPs: string[];
+  /** status.loadBalancer.ingress[].ip */
+  loadBalancerIPs: string[];
+  ports: ServicePort[];
+  /** ClientIP affinity timeout in seconds; 0 = no affinity. */
+  affinityTimeout: number;
+  externalTrafficPolicy: TrafficPolicy;
+  internalTrafficPolicy: TrafficPolicy;
+  hasSelector: boolean;
+}
+
+export interface SliceEndpoint {
+  addresses: string[];
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName?: string;
+}
+
+export interface EndpointSlice {
+  namespace: string;
+  name: string;
+  serviceName: string;
+  ports: Array<{ name: string; port: number; protocol: Protocol }>;
+  endpoints: SliceEndpoint[];
+}
+
+export interface Backend {
+  ip: string;
+  port: number;
+  /** On this node. */
+  local: boolean;
+}
+
+export type FrontendKind = 'ClusterIP' | 'ExternalIP' | 'LoadBalancer' | 'NodePort';
+
+/** "namespace/name:port/PROTO": one service port, the unit of load balancing. */
+export type ServicePortKey = string;
+
+export interface Frontend {
+  kind: FrontendKind;
+  /** 0.0.0.0 for NodePort: any of the node's addresses. */
+  ip: string;
+  port: number;
+  protocol: Protocol;
+  servicePort: ServicePortKey;
+  externalLocal: boolean;
+  internalLocal: boolean;
+  affinityTimeout: number;
+  /** Ready endpoints, or serving-terminating ones when none is ready. */
+  clusterBackends: Backend[];
+  /** The same rule applied to this node's endpoints only. */
+  localBackends: Backend[];
+}
+
+export const serviceKey = (ns: string, name: string): string => `${ns}/${name}`;
+export const servicePortKey = (s: { namespace: string; name: string }, p: ServicePort): ServicePortKey =>
+  `${s.namespace}/${s.name}:${p.name || p.port}/${p.protocol}`;
+export const frontendKey = (f: { ip: string; port: number; protocol: Protocol }): string =>
+  `${f.ip}:${f.port}/${f.protocol}`;

@@ -1,0 +1,282 @@
+/**
+ * Per-program packet cases through BPF_PROG_RUN, table-driven like
+ * kube-proxy's packet-flow tests. Runs in a namespace of its own with a
+ * dummy "uplink" (192.0.2.11/24), so FIB lookups are deterministic.
+ */
+import t from 'tap';
+import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
+import { ip, sysctl } from '../src/net/netns.js';
+import { native } from '../src/native/index.js';
+import { frame, icmpErrorFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../src/net/packet.js';
+import { be, fe } from './helpers/fixtures.js';
+import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
+import { reasonCount, runProg } from './helpers/progrun.js';
+import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
+
+const NODE_IP = '192.0.2.11';
+const CLIENT = '192.0.2.100';
+const POD = '10.244.1.99';
+
+t.test('service datapath through BPF_PROG_RUN', async (t) => {
+  const ns = tmpNetns(t);
+  ip(ns, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1');
+  ip(ns, 'link', 'set', 'd1', 'up');
+  sysctl(ns, 'net.ipv4.ip_forward', '1');
+  ip(ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'd0');
+  ip(ns, 'link', 'set', 'd0', 'up');
+  ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
+  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12');
+  const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
+
+  const dp = await tmpDatapath(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
+  const rec = new BpfReconciler(dp.maps);
+  const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
+  const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
+    const r = rec.syncService(svc, fes);
+    t.same(r.problems, [], `${svc} programmed without problems`);
+  };
+  sync('test/web', [
+    fe('ClusterIP', '10.96.0.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('NodePort', '0.0.0.0', 30080, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('LoadBalancer', '198.51.100.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('ExternalIP', '203.0.113.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+  ]);
+  sync('test/dns', [fe('ClusterIP', '10.96.0.53', 53, 'UDP', [be('10.244.1.13', 53)])]);
+  const remote = [be('10.244.2.11', 8080, false)];
+  sync('test/remote', [
+    fe('ClusterIP', '10.96.0.20', 80, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
+    fe('NodePort', '0.0.0.0', 30081, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
+  ]);
+  sync('test/local', [fe('NodePort', '0.0.0.0', 30082, 'TCP', remote, { externalLocal: true })]);
+  sync('test/empty', [fe('ClusterIP', '10.96.0.30', 80, 'TCP', []), fe('ClusterIP', '10.96.0.30', 53, 'UDP', [])]);
+  sync('test/itp', [fe('ClusterIP', '10.96.0.40', 80, 'TCP', remote, { internalLocal: true })]);
+  sync('test/sticky', [fe('ClusterIP', '10.96.0.50', 80, 'TCP',
+    [be('10.244.1.21', 80), be('10.244.1.22', 80), be('10.244.1.23', 80), be('10.244.1.24', 80)], { affinityTimeout: 10800 })]);
+  sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
+  rec.setNodeAddresses([NODE_IP]);
+
+  const run = (role: 'fromPod' | 'fromData', f: FrameSpec, l4: L4) =>
+    inNetns(ns, () => runProg(dp, role, frame(f, l4), ifindex));
+
+  const cases: Array<{
+    name: string; role: 'fromPod' | 'fromData'; f: FrameSpec; l4: L4;
+    verdict: string; dst?: string[]; dport?: number; src?: string; sport?: number;
+  }> = [
+    { name: 'ClusterIP TCP from a pod is DNATed, source kept', role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.10' }, l4: { proto: 'tcp', sport: 40000, dport: 80 },
+      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: POD, sport: 40000 },
+    { name: 'ClusterIP UDP from a pod is DNATed', role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.53' }, l4: { proto: 'udp', sport: 5353, dport: 53, payload: Buffer.from('query') },
+      verdict: 'redirect', dst: ['10.244.1.13'], dport: 53, src: POD, sport: 5353 },
+    { name: 'NodePort from outside to a local endpoint keeps the client IP', role: 'fromData',
+      f: { src: CLIENT, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41000, dport: 30080 },
+      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT, sport: 41000 },
+    { name: 'LoadBalancer IP from outside', role: 'fromData',
+      f: { src: CLIENT, dst: '198.51.100.10' }, l4: { proto: 'tcp', sport: 41001, dport: 80 },
+      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT },
+    { name: 'externalIP from outside', role: 'fromData',
+      f: { src: CLIENT, dst: '203.0.113.10' }, l4: { proto: 'tcp', sport: 41002, dport: 80 },
+      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT },
+    { name: 'NodePort port on an address that is not the node\'s is left alone', role: 'fromData',
+      f: { src: CLIENT, dst: '192.0.2.77' }, l4: { proto: 'tcp', sport: 41003, dport: 30080 },
+      verdict: 'pass', dst: ['192.0.2.77'], dport: 30080 },
+    { name: 'eTP=Local NodePort with no local endpoint drops external traffic', role: 'fromData',
+      f: { src: CLIENT, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41004, dport: 30082 }, verdict: 'drop' },
+    { name: 'eTP=Local does not apply to pods: internal traffic reaches the remote endpoint', role: 'fromPod',
+      f: { src: POD, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41005, dport: 30082 },
+      verdict: 'redirect', dst: ['10.244.2.11'], src: POD },
+    { name: 'iTP=Local with no local endpoint drops pod traffic', role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.40' }, l4: { proto: 'tcp', sport: 41006, dport: 80 }, verdict: 'drop' },
+    { name: 'traffic to no service passes untouched', role: 'fromPod',
+      f: { src: POD, dst: '10.244.1.12' }, l4: { proto: 'tcp', sport: 41007, dport: 8080 },
+      verdict: 'pass', dst: ['10.244.1.12'], dport: 8080, src: POD },
+  ];
+  for (const c of cases) {
+    const r = run(c.role, c.f, c.l4);
+    t.equal(r.verdict, c.verdict, `${c.name}: verdict`);
+    if (c.verdict === 'drop') continue;
+    if (c.dst) t.ok(c.dst.includes(r.out.dst), `${c.name}: dst ${r.out.dst} in ${c.dst.join(',')}`);
+    if (c.dport) t.equal(r.out.dport, c.dport, `${c.name}: dport`);
+    if (c.src) t.equal(r.out.src, c.src, `${c.name}: src`);
+    if (c.sport) t.equal(r.out.sport, c.sport, `${c.name}: sport`);
+    t.ok(r.out.ipCsumOk && r.out.l4CsumOk, `${c.name}: checksums valid`);
+    if (c.verdict === 'redirect') t.equal(r.out.ttl, 63, `${c.name}: TTL decremented once`);
+  }
+  t.equal(reasonCount(dp, 'no-local-endpoints'), 2, 'both Local-policy drops counted by reason');
+
+  t.test('reply from the backend is reverse-NATed to the service address', async (t) => {
+    const fwd = run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42000, dport: 80 });
+    const back = run('fromPod', { src: fwd.out.dst, dst: POD }, { proto: 'tcp', sport: 8080, dport: 42000, flags: TCP.SYN | TCP.ACK });
+    t.equal(back.verdict, 'redirect');
+    t.equal(back.out.src, '10.96.0.10');
+    t.equal(back.out.sport, 80);
+    t.equal(back.out.dst, POD);
+    t.equal(back.out.dport, 42000);
+    t.ok(back.out.ipCsumOk && back.out.l4CsumOk, 'checksums valid');
+    const fwdCt = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.10', sport: 42000, dport: 80, proto: PROTO.TCP });
+    t.ok(fwdCt, 'forward conntrack entry');
+    t.equal(fwdCt!.dir, CtDir.FWD);
+    t.equal(fwdCt!.state & CtState.REPLY_SEEN, CtState.REPLY_SEEN, 'first reply marks the forward entry established');
+    const left = Number(fwdCt!.expiresNs - native().monotonicNs()) / 1e9;
+    t.ok(left > 3000 && left <= 3600, `established timeout applies (${left.toFixed(0)}s left)`);
+  });
+
+  t.test('conntrack timeouts follow the configured SYN-sent value and RST', async (t) => {
+    run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42100, dport: 80 });
+    const k = { saddr: POD, daddr: '10.96.0.10', sport: 42100, dport: 80, proto: PROTO.TCP };
+    const v = dp.maps.ct.get(k)!;
+    t.equal(Number(v.expiresNs - v.createdNs) / 1e9, 7, 'SYN-sent lifetime is the configured 7 s');
+    run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42100, dport: 80, flags: TCP.RST });
+    const v2 = dp.maps.ct.get(k)!;
+    t.equal(v2.state & CtState.RST, CtState.RST, 'RST recorded');
+    const left = Number(v2.expiresNs - native().monotonicNs()) / 1e9;
+    t.ok(left > 35 && left <= 40, `RST-seen lifetime (${left.toFixed(1)}s)`);
+  });
+
+  t.test('eTP=Cluster NodePort to a remote endpoint SNATs to the node, and the reply comes back', async (t) => {
+    const r = run('fromData', { src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 43000, dport: 30081 });
+    t.equal(r.verdict, 'redirect');
+    t.equal(r.out.dst, '10.244.2.11');
+    t.equal(r.out.src, NODE_IP, 'source is the node address the FIB picks');
+    t.ok(r.out.ipCsumOk && r.out.l4CsumOk);
+    const natPort = r.out.sport!;
+    const fwd = dp.maps.ct.get({ saddr: CLIENT, daddr: NODE_IP, sport: 43000, dport: 30081, proto: PROTO.TCP })!;
+    t.equal(fwd.flags & CtFlags.SNAT, CtFlags.SNAT, 'flow marked SNAT');
+    const back = run('fromData', { src: '10.244.2.11', dst: NODE_IP }, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK });
+    t.equal(back.verdict, 'redirect');
+    t.equal(back.out.src, NODE_IP);
+    t.equal(back.out.sport, 30081);
+    t.equal(back.out.dst, CLIENT);
+    t.equal(back.out.dport, 43000);
+    t.ok(back.out.ipCsumOk && back.out.l4CsumOk);
+
+    t.test('ICMP fragmentation-needed from a router about the SNATed flow reaches the client translated', async (t) => {
+      const quoted = frame({ src: NODE_IP, dst: '10.244.2.11' }, { proto: 'tcp', sport: natPort, dport: 8080, flags: TCP.ACK, payload: Buffer.alloc(64, 1) }).subarray(14);
+      const icmp = icmpErrorFrame({ src: '192.0.2.1', dst: NODE_IP }, 3, 4, quoted, 1400);
+      const e = inNetns(ns, () => runProg(dp, 'fromData', icmp, ifindex));
+      t.equal(e.verdict, 'redirect');
+      t.equal(e.out.src, '192.0.2.1', 'router address kept');
+      t.equal(e.out.dst, CLIENT);
+      t.equal(e.out.icmp?.mtu, 1400, 'MTU kept');
+      t.ok(e.out.icmp?.csumOk, 'ICMP checksum valid');
+      const inner = e.out.icmp!.inner!;
+      t.equal(inner.src, CLIENT);
+      t.equal(inner.sport, 43000);
+      t.equal(inner.dst, NODE_IP);
+      t.equal(inner.dport, 30081);
+      t.ok(inner.ipCsumOk, 'quoted IP checksum valid');
+      t.ok(quotedL4CsumOk(e.raw.subarray(14 + 20 + 8)), 'quoted TCP checksum valid');
+    });
+  });
+
+  t.test('ICMP port unreachable from a UDP backend is reverse-translated, inner header too', async (t) => {
+    const q = frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 5454, dport: 53, payload: Buffer.from('hello') });
+    const r = inNetns(ns, () => runProg(dp, 'fromPod', q, ifindex));
+    t.equal(r.out.dst, '10.244.1.13');
+    const quoted = r.raw.subarray(14);
+    const icmp = icmpErrorFrame({ src: '10.244.1.13', dst: POD }, 3, 3, quoted);
+    const e = inNetns(ns, () => runProg(dp, 'fromPod', icmp, ifindex));
+    t.equal(e.verdict, 'redirect');
+    t.equal(e.out.src, '10.96.0.53', 'error appears to come from the service');
+    t.equal(e.out.dst, POD);
+    t.ok(e.out.ipCsumOk && e.out.icmp?.csumOk, 'outer checksums valid');
+    const inner = e.out.icmp!.inner!;
+    t.equal(inner.dst, '10.96.0.53');
+    t.equal(inner.dport, 53);
+    t.equal(inner.src, POD);
+    t.ok(inner.ipCsumOk, 'quoted IP checksum valid');
+    t.ok(quotedL4CsumOk(e.raw.subarray(14 + 20 + 8)), 'quoted UDP checksum valid');
+  });
+
+  t.test('a service without endpoints rejects: TCP RST', async (t) => {
+    const before = reasonCount(dp, 'no-endpoints');
+    const r = run('fromPod', { src: POD, dst: '10.96.0.30', srcMac: '02:00:00:00:00:aa', dstMac: '02:00:00:00:00:bb' },
+      { proto: 'tcp', sport: 44000, dport: 80, seq: 5000, flags: TCP.SYN });
+    t.equal(r.verdict, 'redirect', 'sent back out');
+    t.equal(r.out.srcMac, '02:00:00:00:00:bb');
+    t.equal(r.out.dstMac, '02:00:00:00:00:aa');
+    t.equal(r.out.src, '10.96.0.30');
+    t.equal(r.out.dst, POD);
+    t.equal(r.out.sport, 80);
+    t.equal(r.out.dport, 44000);
+    t.equal(r.out.tcpFlags, TCP.RST | TCP.ACK);
+    t.equal(r.out.ack, 5001, 'acknowledges the SYN');
+    t.ok(r.out.ipCsumOk && r.out.l4CsumOk, 'checksums valid');
+    t.equal(r.raw.length, 54, 'bare RST');
+    t.equal(reasonCount(dp, 'no-endpoints'), before + 1, 'counted');
+  });
+
+  t.test('a service without endpoints rejects: UDP ICMP port unreachable', async (t) => {
+    const r = run('fromPod', { src: POD, dst: '10.96.0.30' }, { proto: 'udp', sport: 44001, dport: 53, payload: Buffer.from('x'.repeat(40)) });
+    t.equal(r.verdict, 'redirect');
+    t.equal(r.out.proto, PROTO.ICMP);
+    t.equal(r.out.src, '10.96.0.30');
+    t.equal(r.out.dst, POD);
+    t.same([r.out.icmp?.type, r.out.icmp?.code], [3, 3]);
+    t.ok(r.out.ipCsumOk && r.out.icmp?.csumOk, 'checksums valid');
+    t.equal(r.out.icmp?.inner?.dst, '10.96.0.30');
+    t.equal(r.out.icmp?.inner?.dport, 53);
+    t.equal(r.out.totalLen, 20 + 8 + 28);
+  });
+
+  t.test('ClientIP affinity keeps a client on one backend', async (t) => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const r = run('fromPod', { src: POD, dst: '10.96.0.50' }, { proto: 'tcp', sport: 45000 + i, dport: 80 });
+      seen.add(r.out.dst);
+    }
+    t.equal(seen.size, 1, `one backend for one client (${[...seen].join(',')})`);
+    const aff = dp.maps.affinity.entries();
+    t.equal(aff.length, 1);
+    t.equal(aff[0]![0].client, POD);
+  });
+
+  t.test('uniform choice spreads new connections', async (t) => {
+    const seen = new Map<string, number>();
+    for (let i = 0; i < 60; i++) {
+      const r = run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 46000 + i, dport: 80 });
+      seen.set(r.out.dst, (seen.get(r.out.dst) ?? 0) + 1);
+    }
+    t.equal(seen.size, 2, 'both backends chosen');
+    for (const [b, n] of seen) t.ok(n >= 10, `${b} chosen ${n}/60 times (p(<10) < 1e-9)`);
+  });
+
+  t.test('hairpin: a pod reaching itself through a service is SNATed', async (t) => {
+    const r = run('fromPod', { src: POD, dst: '10.96.0.60' }, { proto: 'tcp', sport: 47000, dport: 80 });
+    t.equal(r.verdict, 'redirect');
+    t.equal(r.out.dst, POD);
+    t.equal(r.out.dport, 8080);
+    t.equal(r.out.src, '169.254.42.1');
+    const back = run('fromPod', { src: POD, dst: '169.254.42.1' }, { proto: 'tcp', sport: 8080, dport: r.out.sport!, flags: TCP.SYN | TCP.ACK });
+    t.equal(back.out.src, '10.96.0.60');
+    t.equal(back.out.sport, 80);
+    t.equal(back.out.dst, POD);
+    t.equal(back.out.dport, 47000);
+    t.ok(back.out.ipCsumOk && back.out.l4CsumOk);
+  });
+
+  t.test('malformed and foreign frames are handled safely', async (t) => {
+    const good = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 48000, dport: 80 });
+    const before = reasonCount(dp, 'malformed');
+    const truncTcp = good.subarray(0, 14 + 20 + 10);
+    t.equal(inNetns(ns, () => runProg(dp, 'fromPod', truncTcp, ifindex)).verdict, 'drop', 'truncated TCP header dropped');
+    const badIhl = Buffer.from(good);
+    badIhl[14] = 0x44;
+    t.equal(inNetns(ns, () => runProg(dp, 'fromPod', badIhl, ifindex)).verdict, 'drop', 'IHL < 5 dropped');
+    const longIhl = Buffer.from(good);
+    longIhl[14] = 0x4f; // 60-byte header in a 54-byte frame
+    t.equal(inNetns(ns, () => runProg(dp, 'fromPod', longIhl, ifindex)).verdict, 'drop', 'IP header running past the frame dropped');
+    t.equal(reasonCount(dp, 'malformed'), before + 3, 'all counted as malformed');
+    const arp = Buffer.from(good);
+    arp.writeUInt16BE(0x0806, 12);
+    const a = inNetns(ns, () => runProg(dp, 'fromPod', arp, ifindex));
+    t.equal(a.verdict, 'pass', 'non-IP passes');
+    t.same(a.raw, arp, 'untouched');
+    const frag = frame({ src: POD, dst: '10.96.0.10', fragOffset: 100 }, { proto: 'udp', sport: 1, dport: 80 });
+    t.equal(inNetns(ns, () => runProg(dp, 'fromPod', frag, ifindex)).verdict, 'pass', 'non-first fragment left to the stack');
+    const withOpts = frame({ src: POD, dst: '10.96.0.10', options: Buffer.from([1, 1, 1, 0]) }, { proto: 'tcp', sport: 48001, dport: 80 });
+    const o = inNetns(ns, () => runProg(dp, 'fromPod', withOpts, ifindex));
+    t.equal(o.verdict, 'redirect', 'IP options parsed past');
+    t.ok(['10.244.1.11', '10.244.1.12'].includes(o.out.dst) && o.out.ipCsumOk && o.out.l4CsumOk, 'DNAT with options valid');
+  });
+});
