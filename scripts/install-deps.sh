@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what bpfproxy needs to build and run on Debian (as root):
+# compilers and libbpf for the BPF objects and the addon, iproute2 and
+# friends for the lab and tests, and the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
+          iproute2 iperf3 iptables nftables conntrack procps util-linux kmod)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v node >/dev/null; then
+  echo "installing Node.js from Debian"
+  apt-get install -y -q --no-install-recommends nodejs npm
+fi
+
+# Pins live on bpffs.
+grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+  # tap compiles its plugin set; ours leaves out the TypeScript loader.
+  npx tap build >/dev/null
+fi

@@ -1,0 +1,172 @@
+/**
+ * Keeps our TC programs attached to the interfaces that match the pod and
+ * data patterns: new interfaces are attached within one poll, vanished ones
+ * forgotten, and a filter someone removed is put back. Only our own filter
+ * (fixed handle and priority) is ever touched.
+ */
+import type { Clock, Timer } from '../../clock.js';
+import type { Logger } from '../../log.js';
+import { native, type TcDirection } from '../../native/index.js';
+import type { Datapath, ProgramRole } from './loader.js';
+
+export const TC_HANDLE = 0xb9f;
+export const TC_PRIORITY = 1;
+export const TC_DIRECTION: TcDirection = 'ingress';
+
+/** Calico's bpfDataIfacePattern default. */
+export const DEFAULT_DATA_IFACES = '^((en|wl|ww|sl|ib)[Popsx].*|(eth|wlan|wwan|bond).*)';
+/** Pod-facing host interfaces of common CNIs: Calico, generic veth, Cilium, Azure, AWS VPC CNI. */
+export const DEFAULT_POD_IFACES = '^(cali|veth|lxc|azv|eni).*';
+
+export interface AttachedIface {
+  index: number;
+  name: string;
+  role: ProgramRole;
+  progId: number;
+}
+
+export function roleOf(name: string, dataRe: RegExp, podRe: RegExp): ProgramRole | undefined {
+  if (name === 'lo') return undefined;
+  if (dataRe.test(name)) return 'fromData';
+  if (podRe.test(name)) return 'fromPod';
+  return undefined;
+}
+
+export class Attacher {
+  private readonly attached = new Map<number, AttachedIface>();
+  private readonly progIds: Record<ProgramRole, number>;
+  private timer: Timer | undefined;
+  private stopped = false;
+  private readonly failed = new Map<number, string>();
+
+  constructor(
+    private readonly dp: Datapath,
+    private readonly dataRe: RegExp,
+    private readonly podRe: RegExp,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+    private readonly pollMs = 500,
+  ) {
+    this.progIds = {
+      fromPod: native().progInfo(dp.programs.fromPod.fd).id,
+      fromData: native().progInfo(dp.programs.fromData.fd).id,
+    };
+  }
+
+  start(): void {
+    this.poll();
+    this.arm();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+  }
+
+  list(): AttachedIface[] {
+    return [...this.attached.values()];
+  }
+
+  private arm(): void {
+    if (this.stopped) return;
+    this.timer = this.clock.after(this.pollMs, () => {
+      this.poll();
+      this.arm();
+    });
+  }
+
+  poll(): void {
+    const now = new Map(native().interfaces().map((i) => [i.index, i.name]));
+    for (const [index, a] of this.attached) {
+      if (now.get(index) !== a.name) {
+        this.attached.delete(index);
+        this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} is gone; forgotten`);
+      }
+    }
+    for (const [index, name] of now) {
+      const role = roleOf(name, this.dataRe, this.podRe);
+      if (!role) continue;
+      const want = this.progIds[role];
+      let have: number;
+      try {
+        have = native().tcQuery(index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
+      } catch {
+        have = 0;
+      }
+      if (have === want) {
+        if (!this.attached.has(index)) this.attached.set(index, { index, name, role, progId: want });
+        continue;
+      }
+      try {
+        native().tcAttach(index, TC_DIRECTION, this.dp.programs[role].fd, TC_HANDLE, TC_PRIORITY);
+        this.attached.set(index, { index, name, role, progId: want });
+        this.failed.delete(index);
+        this.log.info(
+          { iface: name, ifindex: index, role, replaced: have !== 0 },
+          `attached ${this.dp.programs[role].name} to ${name} (tc ${TC_DIRECTION})${have ? ', replacing the previous program' : ''}`,
+        );
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (this.failed.get(index) !== msg) {
+          this.failed.set(index, msg);
+          this.log.error({ iface: name, ifindex: index }, `cannot attach to ${name}: ${msg}; will retry`);
+        }
+      }
+    }
+  }
+}
+
+/** Detach our filters from every interface in this namespace. */
+export function detachAll(log?: Logger): string[] {
+  const out: string[] = [];
+  for (const i of native().interfaces()) {
+    let id = 0;
+    try {
+      id = native().tcQuery(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
+    } catch {
+      continue;
+    }
+    if (!id) continue;
+    let name = '';
+    try {
+      const fd = native().progFdById(id);
+      name = native().progInfo(fd).name;
+      native().closeFd(fd);
+    } catch {
+      /* gone meanwhile */
+    }
+    if (name && !name.startsWith('bpfproxy_')) {
+      log?.warn({ iface: i.name }, `${i.name}: filter at our handle runs ${name}, not ours; left alone`);
+      continue;
+    }
+    if (native().tcDetach(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY)) {
+      out.push(i.name);
+      log?.info({ iface: i.name }, `detached from ${i.name}`);
+    }
+  }
+  return out;
+}
+
+/** Interfaces in this namespace where our filter is attached. */
+export function attachedHere(): Array<{ iface: string; ifindex: number; progId: number; program: string }> {
+  const out = [];
+  for (const i of native().interfaces()) {
+    let id = 0;
+    try {
+      id = native().tcQuery(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
+    } catch {
+      continue;
+    }
+    if (!id) continue;
+    let program = '?';
+    try {
+      const fd = native().progFdById(id);
+      program = native().progInfo(fd).name;
+      native().closeFd(fd);
+    } catch {
+      /* gone meanwhile */
+    }
+    out.push({ iface: i.name, ifindex: i.index, progId: id, program });
+  }
+  return out;
+}

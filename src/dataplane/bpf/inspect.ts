@@ -1,0 +1,130 @@
+/** Read-only views of the pinned maps, for the CLI (and tests' golden dumps). */
+import { native } from '../../native/index.js';
+import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP } from './codecs.js';
+import type { DatapathMaps } from './loader.js';
+import { REASONS } from './reasons.js';
+
+const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : String(n));
+
+export interface ServiceView {
+  servicePort: string;
+  frontend: string;
+  kind: 'ClusterIP' | 'NodePort' | 'External';
+  policies: string[];
+  affinityTimeout: number;
+  backends: Array<{ addr: string; local: boolean }>;
+  localBackends: Array<{ addr: string }>;
+  svcId: number;
+  setId: number;
+}
+
+export function serviceViews(maps: DatapathMaps): ServiceView[] {
+  const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
+  const slots = new Map<string, { addr: string; port: number; flags: number }>();
+  for (const [k, v] of maps.slots.entries()) slots.set(`${k.setId}/${k.index}`, v);
+  const out: ServiceView[] = [];
+  for (const [k, v] of maps.fe.entries()) {
+    const get = (i: number) => slots.get(`${v.setId}/${i}`);
+    const cluster = Array.from({ length: v.clusterCount }, (_, i) => get(i));
+    const local = Array.from({ length: v.localCount }, (_, i) => get(v.clusterCount + i));
+    const policies: string[] = [];
+    if (v.flags & FeFlags.EXT_LOCAL) policies.push('eTP=Local');
+    if (v.flags & FeFlags.INT_LOCAL) policies.push('iTP=Local');
+    out.push({
+      servicePort: names.get(v.svcId) ?? `(svc ${v.svcId})`,
+      frontend: `${k.addr === '0.0.0.0' ? '*' : k.addr}:${k.port}/${proto(k.proto)}`,
+      kind: v.flags & FeFlags.NODEPORT ? 'NodePort' : v.flags & FeFlags.EXTERNAL ? 'External' : 'ClusterIP',
+      policies,
+      affinityTimeout: v.affinityTimeout,
+      backends: cluster.map((b) => ({ addr: b ? `${b.addr}:${b.port}` : '(missing)', local: !!b && (b.flags & BackendFlags.LOCAL) !== 0 })),
+      localBackends: local.map((b) => ({ addr: b ? `${b.addr}:${b.port}` : '(missing)' })),
+      svcId: v.svcId,
+      setId: v.setId,
+    });
+  }
+  return out.sort((a, b) => (a.servicePort === b.servicePort ? (a.frontend < b.frontend ? -1 : 1) : a.servicePort < b.servicePort ? -1 : 1));
+}
+
+export interface ConntrackView {
+  proto: string;
+  dir: 'fwd' | 'reply';
+  from: string;
+  to: string;
+  natFrom: string;
+  natTo: string;
+  state: string;
+  flags: string[];
+  service: string;
+  expiresInS: number;
+  ageS: number;
+}
+
+export function ctState(protoNum: number, state: number): string {
+  if (state & CtState.RST) return 'reset';
+  const fins = state & (CtState.FIN_FWD | CtState.FIN_REPLY);
+  if (fins === (CtState.FIN_FWD | CtState.FIN_REPLY)) return 'closing';
+  if (fins) return 'fin-wait';
+  if (state & CtState.REPLY_SEEN) return protoNum === IPPROTO_UDP ? 'replied' : 'established';
+  return protoNum === IPPROTO_UDP ? 'new' : 'syn-sent';
+}
+
+export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
+  const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
+  const now = native().monotonicNs();
+  return maps.ct.entries()
+    .filter(([, v]) => v.expiresNs >= now)
+    .map(([k, v]) => {
+      const flags: string[] = [];
+      if (v.flags & CtFlags.SNAT) flags.push('snat');
+      if (v.flags & CtFlags.HAIRPIN) flags.push('hairpin');
+      if (v.flags & CtFlags.EXTERNAL) flags.push('external');
+      return {
+        proto: proto(k.proto),
+        dir: v.dir === CtDir.FWD ? 'fwd' as const : 'reply' as const,
+        from: `${k.saddr}:${k.sport}`,
+        to: `${k.daddr}:${k.dport}`,
+        natFrom: `${v.natSaddr}:${v.natSport}`,
+        natTo: `${v.natDaddr}:${v.natDport}`,
+        state: ctState(k.proto, v.state),
+        flags,
+        service: names.get(v.svcId) ?? '',
+        expiresInS: Math.round(Number(v.expiresNs - now) / 1e9),
+        ageS: Math.round(Number(now - v.createdNs) / 1e9),
+      };
+    });
+}
+
+export interface ReasonView {
+  reason: string;
+  verdict: string;
+  packets: number;
+  bytes: number;
+  help: string;
+}
+
+export function reasonViews(maps: DatapathMaps): ReasonView[] {
+  return REASONS.slice(1).map((r, i) => {
+    const per = maps.reasons.getPerCpu({ v: i + 1 });
+    return {
+      reason: r.name,
+      verdict: r.verdict,
+      packets: per.reduce((a, c) => a + Number(c.packets), 0),
+      bytes: per.reduce((a, c) => a + Number(c.bytes), 0),
+      help: r.help,
+    };
+  });
+}
+
+export interface MapFill {
+  map: string;
+  entries: number;
+  maxEntries: number;
+  percent: number;
+}
+
+export function mapFills(maps: DatapathMaps): MapFill[] {
+  return [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.svcNames].map((m) => {
+    const entries = m.count();
+    return { map: m.name, entries, maxEntries: m.maxEntries, percent: +((entries / m.maxEntries) * 100).toFixed(2) };
+  });
+}

@@ -1,0 +1,245 @@
+/**
+ * The namespace lab: a LAN (bridge) with two node namespaces and an external
+ * client; each node has pod namespaces on veths named like Calico's (cali*),
+ * routed Calico-style (/32 routes, proxy ARP, 169.254.1.1 as gateway).
+ *
+ *   client 192.0.2.100 ─┐
+ *   node1  192.0.2.11  ─┼─ br0 (in <prefix>-lan)
+ *   node2  192.0.2.12  ─┘
+ *   node1 pods 10.244.1.11-13, node2 pods 10.244.2.11-12
+ *   LoadBalancer IPs 198.51.100.0/24 and external IPs 203.0.113.0/24 are
+ *   routed by the client to node1, as a cloud load balancer would deliver.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { addNetns, delNetns, ip, listNetns, nsPath, sh, sysctl } from '../net/netns.js';
+
+export const DIST = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO_ROOT = join(DIST, '..', '..');
+const node = process.execPath;
+
+export interface LabPod {
+  name: string;
+  ns: string;
+  ip: string;
+  hostIf: string;
+}
+
+export interface LabNode {
+  name: string;
+  ns: string;
+  ip: string;
+  podCidr: string;
+  pods: LabPod[];
+  pinDir: string;
+}
+
+export interface Lab {
+  prefix: string;
+  lan: string;
+  client: { ns: string; ip: string };
+  nodes: LabNode[];
+}
+
+export const LB_CIDR = '198.51.100.0/24';
+export const EXTERNAL_CIDR = '203.0.113.0/24';
+
+export function labSpec(prefix = 'bpxlab'): Lab {
+  const mk = (n: number, pods: string[]): LabNode => ({
+    name: `node${n}`,
+    ns: `${prefix}-n${n}`,
+    ip: `192.0.2.1${n}`,
+    podCidr: `10.244.${n}.0/24`,
+    pinDir: `/sys/fs/bpf/${prefix}-node${n}`,
+    pods: pods.map((p, i) => ({
+      name: `n${n}-${p}`,
+      ns: `${prefix}-n${n}${p}`,
+      ip: `10.244.${n}.${11 + i}`,
+      hostIf: `cali${p}${n}`,
+    })),
+  });
+  return {
+    prefix,
+    lan: `${prefix}-lan`,
+    client: { ns: `${prefix}-cl`, ip: '192.0.2.100' },
+    nodes: [mk(1, ['a', 'b', 'c']), mk(2, ['a', 'b'])],
+  };
+}
+
+function uplink(lab: Lab, ns: string, addr: string, tag: string): void {
+  ip(lab.lan, 'link', 'add', tag, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+  ip(lab.lan, 'link', 'set', tag, 'master', 'br0', 'up');
+  ip(ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+  ip(ns, 'link', 'set', 'eth0', 'up');
+}
+
+/** Build the lab. Throws (after removing what it made) on failure. */
+export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
+  try {
+    addNetns(lab.lan);
+    ip(lab.lan, 'link', 'add', 'br0', 'type', 'bridge');
+    ip(lab.lan, 'link', 'set', 'br0', 'up');
+    addNetns(lab.client.ns);
+    uplink(lab, lab.client.ns, lab.client.ip, 'cl');
+    for (const n of lab.nodes) {
+      addNetns(n.ns);
+      sysctl(n.ns, 'net.ipv4.ip_forward', '1');
+      sysctl(n.ns, 'net.ipv4.conf.all.rp_filter', '0');
+      sysctl(n.ns, 'net.ipv4.conf.default.rp_filter', '0');
+      uplink(lab, n.ns, n.ip, `n${n.name.slice(4)}`);
+      for (const p of n.pods) {
+        addNetns(p.ns);
+        ip(p.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', p.hostIf, 'netns', n.ns);
+        ip(p.ns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
+        ip(p.ns, 'link', 'set', 'eth0', 'up');
+        ip(p.ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
+        ip(p.ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+        ip(n.ns, 'link', 'set', p.hostIf, 'up');
+        // The gateway is the host side of the veth (the node has no default
+        // route for proxy ARP to answer from).
+        const mac = JSON.parse(ip(n.ns, '-j', 'link', 'show', p.hostIf))[0].address as string;
+        ip(p.ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
+        sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.proxy_arp`, '1');
+        sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.rp_filter`, '0');
+        ip(n.ns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIf, 'scope', 'link');
+      }
+    }
+    for (const n of lab.nodes) {
+      for (const other of lab.nodes) if (other !== n) ip(n.ns, 'route', 'add', other.podCidr, 'via', other.ip);
+    }
+    const n1 = lab.nodes[0]!;
+    ip(lab.client.ns, 'route', 'add', LB_CIDR, 'via', n1.ip);
+    ip(lab.client.ns, 'route', 'add', EXTERNAL_CIDR, 'via', n1.ip);
+    if (opts.servers !== false) startServers(lab);
+  } catch (e) {
+    labDown(lab.prefix);
+    throw e;
+  }
+}
+
+export function allPods(lab: Lab): LabPod[] {
+  return lab.nodes.flatMap((n) => n.pods);
+}
+
+export function startServers(lab: Lab): void {
+  for (const p of allPods(lab)) {
+    const c = spawn('nsenter', [`--net=${nsPath(p.ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'),
+      '--name', p.name, '--tcp', '8080', '--udp', '5353'], { detached: true, stdio: 'ignore' });
+    c.unref();
+  }
+  const deadline = Date.now() + 10_000;
+  for (const p of allPods(lab)) {
+    for (;;) {
+      const tcp = sh('ss', ['-H', '-ltn', 'sport = :8080'], { ns: p.ns, allowFail: true }).trim();
+      const udp = sh('ss', ['-H', '-lun', 'sport = :5353'], { ns: p.ns, allowFail: true }).trim();
+      if (tcp && udp) break;
+      if (Date.now() > deadline) throw new Error(`echo server in ${p.ns} did not start`);
+      spawnSync('sleep', ['0.05']);
+    }
+  }
+}
+
+/** Remove every namespace and pin dir of a lab. Never throws. */
+export function labDown(prefix = 'bpxlab'): string[] {
+  const gone = listNetns(`${prefix}-`);
+  // pods first (their processes), nodes, then the LAN
+  for (const ns of gone.sort((a, b) => b.length - a.length)) delNetns(ns);
+  const lab = labSpec(prefix);
+  for (const n of lab.nodes) rmSync(n.pinDir, { recursive: true, force: true });
+  return gone;
+}
+
+export interface ProbeAttempt {
+  ok: boolean;
+  pod?: string;
+  peer?: string;
+  ms: number;
+  error?: string;
+}
+
+/** Run the probe client inside a namespace (bounded: count x timeout). */
+export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: number, count = 1, timeout = 2000): ProbeAttempt[] {
+  const r = spawnSync('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'probe.js'), mode, host, String(port),
+    '--count', String(count), '--timeout', String(timeout)], { encoding: 'utf8', timeout: count * timeout + 10_000 });
+  if (r.status !== 0) throw new Error(`probe in ${ns} failed: ${r.stderr || r.error?.message}`);
+  return JSON.parse(r.stdout) as ProbeAttempt[];
+}
+
+export interface StreamOutcome {
+  ok: boolean;
+  pod?: string;
+  sent: number;
+  received: number;
+  ms: number;
+  error?: string;
+}
+
+/** A paced TCP stream through a service, started in the background. */
+export function startStream(ns: string, host: string, port: number, durationMs: number): Promise<StreamOutcome> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'probe.js'), 'stream', host, String(port),
+      '--duration', String(durationMs), '--chunk', '8192', '--interval', '5', '--timeout', '15000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    c.on('close', (code) => {
+      if (code !== 0) reject(new Error(`stream probe failed (${code}): ${err}`));
+      else resolve(JSON.parse(out) as StreamOutcome);
+    });
+  });
+}
+
+export interface AgentProcess {
+  child: ChildProcess;
+  logs: string[];
+  ready: Promise<void>;
+  /** SIGTERM and wait for exit */
+  stop(): Promise<number | null>;
+}
+
+/** Start `bpfproxy agent` inside a node namespace (network namespace only,
+ * so its pins land on the host's bpffs and outlive it). */
+export function startAgent(n: LabNode, manifests: string, extra: string[] = []): AgentProcess {
+  const child = spawn('nsenter', [`--net=${nsPath(n.ns)}`, '--', node, join(DIST, 'cli.js'), 'agent',
+    '--manifests', manifests, '--node', n.name, '--pin-dir', n.pinDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: string[] = [];
+  let buf = '';
+  let readyResolve: () => void;
+  let readyReject: (e: Error) => void;
+  const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+  const onLine = (line: string) => {
+    logs.push(line);
+    if (line.includes('"agent ready"')) readyResolve();
+  };
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => {
+    readyReject(new Error(`agent on ${n.name} exited (${code}) before ready:\n${logs.slice(-20).join('\n')}`));
+    res(code);
+  }));
+  const timer = setTimeout(() => readyReject(new Error(`agent on ${n.name} not ready in 30s:\n${logs.slice(-20).join('\n')}`)), 30_000);
+  ready.finally(() => clearTimeout(timer)).catch(() => undefined);
+  return {
+    child,
+    logs,
+    ready,
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      return code;
+    },
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * The sync pipeline: sources record changes in the store, which marks
+ * services dirty here; one bounded-frequency runner syncs the dirty
+ * services (or everything, periodically) into the dataplane.
+ */
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { Dataplane, SyncProblem } from '../dataplane/dataplane.js';
+import type { Frontend } from '../model/types.js';
+import { ServiceStore } from './store.js';
+import { SyncRunner } from './sync-runner.js';
+
+export interface ProxierOptions {
+  nodeName: string;
+  /** ms; Calico's bpfKubeProxyMinSyncPeriod */
+  minSyncPeriod: number;
+  /** ms between full resyncs */
+  syncPeriod: number;
+  clock: Clock;
+  log: Logger;
+}
+
+export interface SyncStats {
+  syncs: number;
+  fullSyncs: number;
+  lastSyncMs: number;
+  lastSyncAt: number;
+  /** time from a change being recorded to it being programmed, last sync */
+  lastProgrammingMs: number;
+  problems: number;
+  mapFull: number;
+}
+
+export class Proxier {
+  readonly store: ServiceStore;
+  readonly runner: SyncRunner;
+  private readonly dirty = new Map<string, number>();
+  private synced = false;
+  private firstSyncDone = false;
+  private readonly lastProblems = new Map<string, string>();
+  readonly stats: SyncStats = { syncs: 0, fullSyncs: 0, lastSyncMs: 0, lastSyncAt: 0, lastProgrammingMs: 0, problems: 0, mapFull: 0 };
+  private syncListeners: Array<(s: SyncStats) => void> = [];
+
+  constructor(
+    private readonly dataplane: Dataplane,
+    private readonly opts: ProxierOptions,
+  ) {
+    this.store = new ServiceStore((svc) => this.markDirty(svc));
+    this.runner = new SyncRunner((full) => this.sync(full), {
+      minInterval: opts.minSyncPeriod,
+      maxInterval: opts.syncPeriod,
+    }, opts.clock);
+  }
+
+  private markDirty(svc: string): void {
+    if (!this.dirty.has(svc)) this.dirty.set(svc, this.opts.clock.now());
+    if (this.synced) this.runner.run();
+  }
+
+  /** Sources have delivered their initial state: the first (full) sync may run. */
+  setSynced(): void {
+    if (this.synced) return;
+    this.synced = true;
+    this.runner.start();
+    this.runner.runFull();
+  }
+
+  get isSynced(): boolean {
+    return this.firstSyncDone;
+  }
+
+  onSync(fn: (s: SyncStats) => void): void {
+    this.syncListeners.push(fn);
+  }
+
+  stop(): void {
+    this.runner.stop();
+  }
+
+  private async sync(full: boolean): Promise<void> {
+    const t0 = this.opts.clock.now();
+    const dirty = new Map(this.dirty);
+    this.dirty.clear();
+    const { nodeName } = this.opts;
+    let report;
+    if (full || !this.firstSyncDone) {
+      const all = new Map<string, Frontend[]>();
+      for (const k of this.store.serviceKeys()) all.set(k, this.store.frontendsOf(k, nodeName));
+      report = this.dataplane.syncAll(all);
+      this.stats.fullSyncs++;
+    } else {
+      report = { frontendsChanged: 0, problems: [] as SyncProblem[], retry: [] as string[] };
+      for (const svc of dirty.keys()) {
+        const r = this.dataplane.syncService(svc, this.store.frontendsOf(svc, nodeName));
+        report.frontendsChanged += r.frontendsChanged;
+        report.problems.push(...r.problems);
+        report.retry.push(...r.retry);
+      }
+    }
+    const t1 = this.opts.clock.now();
+    this.firstSyncDone = true;
+    this.stats.syncs++;
+    this.stats.lastSyncMs = t1 - t0;
+    this.stats.lastSyncAt = t1;
+    this.stats.lastProgrammingMs = dirty.size ? t1 - Math.min(...dirty.values()) : 0;
+    this.stats.problems = report.problems.length;
+    this.stats.mapFull = report.problems.filter((p) => p.mapFull).length;
+    this.reportProblems(report.problems, full ? undefined : new Set(dirty.keys()));
+    this.opts.log.debug(
+      { full, services: full ? this.store.size.services : dirty.size, frontendsChanged: report.frontendsChanged, ms: +(t1 - t0).toFixed(2) },
+      'synced',
+    );
+    for (const s of report.retry) this.markDirty(s);
+    // A full map may free up (GC, a service deleted): try the failed ones again.
+    for (const p of report.problems) if (p.mapFull && !this.dirty.has(p.service)) this.dirty.set(p.service, t1);
+    if (report.problems.some((p) => p.mapFull)) this.runner.run();
+    for (const l of this.syncListeners) l(this.stats);
+  }
+
+  /** Log each service's problems once, when they change. */
+  private reportProblems(problems: SyncProblem[], scope: Set<string> | undefined): void {
+    const by = new Map<string, SyncProblem[]>();
+    for (const p of problems) {
+      let l = by.get(p.service);
+      if (!l) by.set(p.service, (l = []));
+      l.push(p);
+    }
+    for (const [svc, ps] of by) {
+      const text = ps.map((p) => p.message).join('; ');
+      if (this.lastProblems.get(svc) === text) continue;
+      this.lastProblems.set(svc, text);
+      for (const p of ps) {
+        this.opts.log.error({ service: svc, frontend: p.frontend, mapFull: p.mapFull ?? false }, `Service ${svc}: ${p.message}`);
+      }
+    }
+    for (const svc of [...this.lastProblems.keys()]) {
+      if (by.has(svc) || (scope && !scope.has(svc))) continue;
+      this.lastProblems.delete(svc);
+      this.opts.log.info({ service: svc }, `Service ${svc}: programmed, earlier problems resolved`);
+    }
+  }
+}
