@@ -1,0 +1,62 @@
+/**
+ * Every codec mirrors its struct in bpf/lib/types.h: same size, same field
+ * offsets, as the compiled object's BTF says; and every map's key/value size
+ * in the loaded object matches the codec the agent uses for it.
+ */
+import t, { type Test } from 'tap';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import * as c from '../src/dataplane/bpf/codecs.js';
+import type { Codec } from '../src/dataplane/bpf/struct.js';
+import { BPF_DIR, tmpDatapath } from './helpers/env.js';
+
+interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }> }
+
+const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, 'tc_pod.o')], { encoding: 'utf8' })) as { types: BtfType[] };
+const byId = new Map(btf.types.map((x) => [x.id, x]));
+const snake = (s: string) => s.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
+
+function sizeOf(id: number): number {
+  const ty = byId.get(id)!;
+  if (ty.size !== undefined) return ty.size;
+  if (ty.kind === 'ARRAY') {
+    const a = ty as unknown as { type_id: number; nr_elems: number };
+    return sizeOf(a.type_id) * a.nr_elems;
+  }
+  return sizeOf(ty.type_id!);
+}
+
+function check(t: Test, codec: Codec<unknown>): void {
+  const st = btf.types.find((x) => x.kind === 'STRUCT' && x.name === codec.cName);
+  if (!st) {
+    t.fail(`struct ${codec.cName} not in BTF`);
+    return;
+  }
+  t.equal(codec.size, st.size, `${codec.cName}: size`);
+  t.same(codec.layout.map((f) => snake(f.name)), st.members!.map((m) => m.name), `${codec.cName}: same fields, same order`);
+  for (const f of codec.layout) {
+    const m: { name: string; type_id: number; bits_offset: number } | undefined = st.members!.find((x) => x.name === snake(f.name));
+    if (!m) continue;
+    t.equal(f.offset, m.bits_offset / 8, `${codec.cName}.${m.name}: offset`);
+    t.equal(f.size, sizeOf(m.type_id), `${codec.cName}.${m.name}: size`);
+    if (f.nested) check(t, f.nested);
+  }
+}
+
+
+t.test('codecs match the BTF of types.h', async (t) => {
+  for (const codec of [c.feKey, c.feValue, c.slotKey, c.backend, c.affinityKey, c.affinityValue, c.nodeIpKey, c.svcName, c.ctKey, c.ctValue, c.reasonCounter]) {
+    check(t, codec as Codec<unknown>);
+  }
+});
+
+t.test('map key and value sizes match the codecs the agent uses', async (t) => {
+  const dp = await tmpDatapath(t);
+  const byName = new Map(dp.objects[0]!.maps().map((m) => [m.name, m]));
+  for (const m of Object.values(dp.maps)) {
+    const info = byName.get(m.name);
+    t.ok(info, `${m.name} exists`);
+    t.equal(m.key.size, info!.keySize, `${m.name}: key size`);
+    t.equal(m.value.size, info!.valueSize, `${m.name}: value size`);
+  }
+});
