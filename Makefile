@@ -7,6 +7,8 @@ BPF_OUT := bpf/.output
 BPF_SRCS := $(wildcard bpf/tc_*.c bpf/xdp_*.c)
 BPF_OBJS := $(patsubst bpf/%.c,$(BPF_OUT)/%.o,$(BPF_SRCS))
 BPF_HDRS := $(wildcard bpf/lib/*.h)
+# npm's own node-gyp: no download, builds against the installed Node headers.
+NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-I$(BPF_OUT) -Ibpf -mcpu=v3
 
@@ -30,7 +32,7 @@ $(BPF_OUT)/%.o: bpf/%.c $(BPF_HDRS) $(BPF_OUT)/vmlinux.h
 addon: build/Release/bpfproxy_native.node
 
 build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
-	npx node-gyp rebuild
+	$(NODE_GYP) rebuild
 
 ts:
 	npx tsc -p tsconfig.json
