@@ -4,7 +4,7 @@
 #include "lib/service.h"
 
 SEC("tc")
-int bpfproxy_from_pod(struct __sk_buff *skb)
+int bpfproxy_pod(struct __sk_buff *skb)
 {
 	return service_datapath(skb, 1);
 }

@@ -5,10 +5,12 @@
  * pass or fail. Every traffic loop is bounded in count and time.
  */
 import t from 'tap';
-import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
+import { spawnSync } from 'node:child_process';
+import { DIST, addPod, labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
+import { delNetns, nsPath } from '../src/net/netns.js';
 import { uniqueTag } from '../src/net/netns.js';
 import { REPO } from './helpers/env.js';
 
@@ -166,6 +168,50 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     t.ok(ok, `new service served and removed endpoint gone after ${Date.now() - t0} ms`);
   });
 
+  /** bpfproxy CLI inside a node's network namespace, JSON output. */
+  const cli = <T>(n: typeof n1, ...args: string[]): T => {
+    const r = spawnSync('nsenter', [`--net=${nsPath(n.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), ...args, '--pin-dir', n.pinDir, '-o', 'json'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`bpfproxy ${args.join(' ')}: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
+  };
+
+  t.test('operator commands read what is programmed and what happened', async (t) => {
+    const svcs = cli<Array<{ servicePort: string; frontend: string; kind: string; backends: Array<{ addr: string; local: boolean }> }>>(n1, 'services');
+    const web = svcs.find((s) => s.frontend === '10.96.0.10:80/TCP');
+    t.equal(web?.servicePort, 'default/web:http/TCP');
+    t.same(web?.backends, [{ addr: '10.244.1.11:8080', local: true }, { addr: '10.244.1.12:8080', local: true }, { addr: '10.244.2.11:8080', local: false }]);
+    t.ok(svcs.some((s) => s.frontend === '*:30080/TCP' && s.kind === 'NodePort'));
+    const ct = cli<Array<{ proto: string; dir: string; service: string; state: string; flags: string[] }>>(n1, 'conntrack', '--service', 'default/web', '--proto', 'tcp');
+    t.ok(ct.length > 0 && ct.every((c) => c.service === 'default/web:http/TCP' && c.proto === 'TCP'), `${ct.length} web flows, filtered`);
+    t.ok(ct.some((c) => c.flags.includes('snat')), 'SNATed flows are marked');
+    t.ok(ct.some((c) => c.flags.includes('hairpin')), 'hairpin flows are marked');
+    const st = cli<{ interfaces: Array<{ iface: string; program: string }>; maps: Array<{ map: string; entries: number }>; reasons: Array<{ reason: string; packets: number }> }>(n1, 'status');
+    t.ok(st.interfaces.some((i) => i.iface === 'eth0' && i.program === 'bpfproxy_data'), 'uplink runs the data program');
+    t.ok(st.interfaces.filter((i) => i.iface.startsWith('cali')).length >= 3, 'pod interfaces run the pod program');
+    t.ok(st.maps.find((m) => m.map === 'bpfproxy_fe')!.entries >= 10, 'frontend fill level');
+    t.ok(st.reasons.find((r) => r.reason === 'no-endpoints')!.packets >= 2, 'rejects counted by reason');
+  });
+
+  t.test('a pod interface that appears later is attached within a second; a vanished one is forgotten', async (t) => {
+    const pod = { name: 'n1-d', ns: `${prefix}-n1d`, ip: '10.244.1.14', hostIf: 'calid1' };
+    t.teardown(() => delNetns(pod.ns));
+    addPod(n1, pod);
+    const t0 = Date.now();
+    let attached = false;
+    while (!attached && Date.now() - t0 < 3000) {
+      attached = cli<{ interfaces: Array<{ iface: string }> }>(n1, 'status').interfaces.some((i) => i.iface === 'calid1');
+      if (!attached) await sleep(50);
+    }
+    t.ok(attached, `attached after ${Date.now() - t0} ms`);
+    const r = probe(pod.ns, 'tcp', '10.96.0.10', 80, 3, 2000);
+    t.ok(r.every((x) => x.ok), 'the new pod reaches the service');
+    delNetns(pod.ns);
+    const agent = agents.get('node1')!;
+    const t1 = Date.now();
+    while (!agent.logs.some((l) => l.includes('interface calid1 is gone')) && Date.now() - t1 < 3000) await sleep(50);
+    t.ok(agent.logs.some((l) => l.includes('interface calid1 is gone; forgotten')), 'forgotten');
+  });
+
   t.test('agent restart in the middle of long TCP transfers breaks nothing', async (t) => {
     const snat = startStream(client.ns, n1.ip, 30090, 4000);
     const local = startStream(client.ns, n1.ip, 30081, 4000);
@@ -184,5 +230,17 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
       t.ok(r.sent > 100_000, `${what}: ${r.sent} bytes sent`);
       t.equal(r.received, r.sent, `${what}: every byte came back`);
     }
+  });
+
+  t.test('cleanup detaches and unpins; the node is as before', async (t) => {
+    const a = agents.get('node2')!;
+    await a.stop();
+    agents.delete('node2');
+    const r = spawnSync('nsenter', [`--net=${nsPath(n2.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'cleanup', '--pin-dir', n2.pinDir], { encoding: 'utf8' });
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /detached from 3 interface\(s\)/);
+    const filters = spawnSync('nsenter', [`--net=${nsPath(n2.ns)}`, '--', 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { encoding: 'utf8' }).stdout;
+    t.notMatch(filters, /bpfproxy/, 'no filter of ours left on the uplink');
+    t.notOk(existsSync(n2.pinDir), 'pin dir removed');
   });
 });

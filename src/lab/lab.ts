@@ -75,6 +75,25 @@ function uplink(lab: Lab, ns: string, addr: string, tag: string): void {
   ip(ns, 'link', 'set', 'eth0', 'up');
 }
 
+/** A pod namespace on a node: a veth (host side named like Calico's), a /32
+ * route on the node, the host side as the pod's gateway. */
+export function addPod(n: LabNode, p: LabPod): void {
+  addNetns(p.ns);
+  ip(p.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', p.hostIf, 'netns', n.ns);
+  ip(p.ns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
+  ip(p.ns, 'link', 'set', 'eth0', 'up');
+  ip(p.ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
+  ip(p.ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+  ip(n.ns, 'link', 'set', p.hostIf, 'up');
+  // The gateway is the host side of the veth (the node has no default
+  // route for proxy ARP to answer from).
+  const mac = JSON.parse(ip(n.ns, '-j', 'link', 'show', p.hostIf))[0].address as string;
+  ip(p.ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
+  sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.proxy_arp`, '1');
+  sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.rp_filter`, '0');
+  ip(n.ns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIf, 'scope', 'link');
+}
+
 /** Build the lab. Throws (after removing what it made) on failure. */
 export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
   try {
@@ -89,22 +108,7 @@ export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
       sysctl(n.ns, 'net.ipv4.conf.all.rp_filter', '0');
       sysctl(n.ns, 'net.ipv4.conf.default.rp_filter', '0');
       uplink(lab, n.ns, n.ip, `n${n.name.slice(4)}`);
-      for (const p of n.pods) {
-        addNetns(p.ns);
-        ip(p.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', p.hostIf, 'netns', n.ns);
-        ip(p.ns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
-        ip(p.ns, 'link', 'set', 'eth0', 'up');
-        ip(p.ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
-        ip(p.ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-        ip(n.ns, 'link', 'set', p.hostIf, 'up');
-        // The gateway is the host side of the veth (the node has no default
-        // route for proxy ARP to answer from).
-        const mac = JSON.parse(ip(n.ns, '-j', 'link', 'show', p.hostIf))[0].address as string;
-        ip(p.ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
-        sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.proxy_arp`, '1');
-        sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.rp_filter`, '0');
-        ip(n.ns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIf, 'scope', 'link');
-      }
+      for (const p of n.pods) addPod(n, p);
     }
     for (const n of lab.nodes) {
       for (const other of lab.nodes) if (other !== n) ip(n.ns, 'route', 'add', other.podCidr, 'via', other.ip);

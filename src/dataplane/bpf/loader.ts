@@ -23,8 +23,8 @@ export const MAP_NAMES = {
 } as const;
 
 export const PROGRAMS = {
-  fromPod: { object: 'tc_pod.o', name: 'bpfproxy_from_pod' },
-  fromData: { object: 'tc_data.o', name: 'bpfproxy_from_data' },
+  fromPod: { object: 'tc_pod.o', name: 'bpfproxy_pod' },
+  fromData: { object: 'tc_data.o', name: 'bpfproxy_data' },
 } as const;
 
 export type ProgramRole = keyof typeof PROGRAMS;
