@@ -25,7 +25,7 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   ip(ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'd0');
   ip(ns, 'link', 'set', 'd0', 'up');
   ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
-  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12');
+  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12', 'mtu', 'lock', '1280');
   const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
 
   const dp = await tmpDatapath(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
@@ -186,6 +186,25 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(inner.src, POD);
     t.ok(inner.ipCsumOk, 'quoted IP checksum valid');
     t.ok(quotedL4CsumOk(e.raw.subarray(14 + 20 + 8)), 'quoted UDP checksum valid');
+  });
+
+  t.test('too big for the next hop with DF: fragmentation-needed quoting the packet as sent', async (t) => {
+    const big = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) });
+    t.equal(big.verdict, 'redirect', 'answered back out');
+    t.equal(big.out.proto, PROTO.ICMP);
+    t.same([big.out.icmp?.type, big.out.icmp?.code, big.out.icmp?.mtu], [3, 4, 1280], 'frag needed, route MTU');
+    t.equal(big.out.src, '10.96.0.20', 'from the service address');
+    t.equal(big.out.dst, POD);
+    t.ok(big.out.ipCsumOk && big.out.icmp?.csumOk, 'checksums valid');
+    t.equal(big.out.icmp?.inner?.dst, '10.96.0.20', 'quotes the packet before translation');
+    t.equal(big.out.icmp?.inner?.dport, 80);
+    t.equal(big.out.totalLen, 20 + 8 + 40, 'quotes the IP and whole TCP header');
+    t.ok(reasonCount(dp, 'frag-needed') >= 1, 'counted');
+    const small = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1000, 7) });
+    t.equal(small.out.dst, '10.244.2.11', 'a packet that fits goes through on the same flow');
+    const noDf = run('fromPod', { src: POD, dst: '10.96.0.20' }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) });
+    t.equal(noDf.verdict, 'pass', 'without DF the stack may fragment it');
+    t.equal(noDf.out.dst, '10.244.2.11', 'translated');
   });
 
   t.test('a service without endpoints rejects: TCP RST', async (t) => {

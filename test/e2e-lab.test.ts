@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { DIST, addPod, labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
-import { delNetns, nsPath } from '../src/net/netns.js';
+import { delNetns, ip, nsPath } from '../src/net/netns.js';
 import { uniqueTag } from '../src/net/netns.js';
 import { REPO } from './helpers/env.js';
 
@@ -174,6 +174,17 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     if (r.status !== 0) throw new Error(`bpfproxy ${args.join(' ')}: ${r.stderr}`);
     return JSON.parse(r.stdout) as T;
   };
+
+  t.test('PMTU discovery works through a service when the node is the narrow hop', async (t) => {
+    // node1 reaches node2's pods over a route with a smaller MTU than the pods'
+    ip(n1.ns, 'route', 'replace', n2.podCidr, 'via', n2.ip, 'mtu', 'lock', '1200');
+    t.teardown(() => ip(n1.ns, 'route', 'replace', n2.podCidr, 'via', n2.ip));
+    const r = await startStream(podC.ns, '10.96.0.20', 80, 1500);
+    t.ok(r.ok, `stream with 8 KiB writes completes (${r.error ?? 'ok'})`);
+    t.equal(r.received, r.sent, `${r.sent} bytes sent, all echoed`);
+    const st = cli<{ reasons: Array<{ reason: string; packets: number }> }>(n1, 'status');
+    t.ok(st.reasons.find((x) => x.reason === 'frag-needed')!.packets > 0, 'the pod was told the path MTU by BPF');
+  });
 
   t.test('operator commands read what is programmed and what happened', async (t) => {
     const svcs = cli<Array<{ servicePort: string; frontend: string; kind: string; backends: Array<{ addr: string; local: boolean }> }>>(n1, 'services');

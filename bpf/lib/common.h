@@ -13,6 +13,7 @@
 #define ETH_P_IP        0x0800
 #define ETH_HLEN        14
 #define ETH_ALEN        6
+#define IP_DF           0x4000
 #define IP_MF           0x2000
 #define IP_OFFSET       0x1FFF
 #define TC_ACT_UNSPEC   (-1)

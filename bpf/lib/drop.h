@@ -22,6 +22,7 @@ enum reason {
 	REASON_REWRITE_FAILED,     /* a packet rewrite helper failed: dropped */
 	REASON_FRAGMENT,           /* non-first fragment to a service: dropped */
 	REASON_TTL,                /* TTL expired while forwarding: passed to the stack */
+	REASON_FRAG_NEEDED,        /* too big for the next hop with DF: ICMP sent back */
 	__REASON_MAX,
 };
 

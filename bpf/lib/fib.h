@@ -14,28 +14,38 @@
 #include "config.h"
 #include "drop.h"
 #include "nat.h"
+#include "reject.h"
 
-static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt *p)
+/* Route the translated tuple 'to' before the packet is rewritten, so that a
+ * too-big packet can still be answered as the client sent it. */
+static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt *p,
+				     const struct ct_key *to, struct bpf_fib_lookup *fib)
 {
-	struct bpf_fib_lookup fib = {};
-	int rc, ttl;
-
 	if (!cfg_fib_redirect)
-		return TC_ACT_OK;
+		return -1;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = AF_INET;
+	fib->l4_protocol = to->proto;
+	fib->sport = to->sport;
+	fib->dport = to->dport;
+	/* The length the next hop must carry, checked against the route's MTU
+	 * (a route 'mtu' included): one segment for GSO packets. */
+	fib->tot_len = skb->gso_size ? p->ihl_bytes + p->l4_hdr_len + skb->gso_size : p->tot_len;
+	fib->ipv4_src = to->saddr;
+	fib->ipv4_dst = to->daddr;
+	fib->ifindex = skb->ingress_ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
 
-	fib.family = AF_INET;
-	fib.l4_protocol = p->tuple.proto;
-	fib.sport = p->tuple.sport;
-	fib.dport = p->tuple.dport;
-	fib.tot_len = 0; /* let the kernel check the skb against the MTU */
-	fib.ipv4_src = p->tuple.saddr;
-	fib.ipv4_dst = p->tuple.daddr;
-	fib.ifindex = skb->ingress_ifindex;
+/* After the rewrite: send the packet where fib_route said, as a router
+ * would (TTL decremented), or leave it to the stack. */
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p,
+					const struct bpf_fib_lookup *fib, int rc)
+{
+	int ttl;
 
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
-
 	ttl = ttl_decrement(skb, p);
 	if (ttl < 0)
 		return drop(skb, REASON_REWRITE_FAILED);
@@ -44,11 +54,11 @@ static __always_inline int fib_forward(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_OK;
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
 		return drop(skb, REASON_REWRITE_FAILED);
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect(fib->ifindex, 0);
 }
 
 /* The address the node would use as source towards daddr. */

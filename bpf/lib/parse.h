@@ -33,6 +33,8 @@ struct pkt {
 	struct ct_key tuple;  /* as on the wire */
 	__u32 l4_off;
 	__u32 ihl_bytes;
+	__u16 tot_len;      /* IPv4 total length, host order */
+	__u16 l4_hdr_len;   /* TCP/UDP/ICMP header length */
 	__u8  tcp_flags;
 	__u8  ttl;
 	__u8  icmp_type;
@@ -71,6 +73,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 	p->tuple.dport = 0;
 	p->ttl = ip->ttl;
 	p->frag = ip->frag_off;
+	p->tot_len = bpf_ntohs(ip->tot_len);
+	p->l4_hdr_len = 0;
 	p->tcp_flags = 0;
 	p->icmp_type = 0;
 	p->icmp_code = 0;
@@ -98,6 +102,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		p->tuple.sport = th->source;
 		p->tuple.dport = th->dest;
 		p->tcp_flags = ((__u8 *)th)[13];
+		p->l4_hdr_len = th->doff * 4;
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = cursor_pull(&c, sizeof(*uh));
 
@@ -105,6 +110,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 			return PARSE_MALFORMED;
 		p->tuple.sport = uh->source;
 		p->tuple.dport = uh->dest;
+		p->l4_hdr_len = sizeof(*uh);
 	} else {
 		struct icmphdr *ih = cursor_pull(&c, sizeof(*ih));
 
@@ -112,6 +118,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 			return PARSE_MALFORMED;
 		p->icmp_type = ih->type;
 		p->icmp_code = ih->code;
+		p->l4_hdr_len = sizeof(*ih);
 	}
 	return PARSE_OK;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Rejects for services without endpoints, as kube-proxy's REJECT rule:
- * TCP gets a RST, UDP an ICMP port unreachable, both sent back out of the
- * interface the packet came in on. The packet is rewritten in place.
+ * Answers built from the packet itself, rewritten in place and sent back out
+ * of the interface it came in on: rejects for services without endpoints
+ * (TCP RST, ICMP port unreachable, as kube-proxy's REJECT rule) and ICMP
+ * fragmentation-needed when the next hop's MTU is too small.
  */
 #ifndef BPFPROXY_REJECT_H
 #define BPFPROXY_REJECT_H
@@ -87,9 +88,17 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-#define ICMP_QUOTE_LEN (sizeof(struct iphdr) + 8)
+/* Quoted bytes: the IP header and the first 8 bytes of what follows (RFC
+ * 792), or the whole TCP header: a CHECKSUM_PARTIAL skb (from a local socket
+ * or a veth) cannot be trimmed short of its L4 checksum field. */
+#define ICMP_QUOTE_MIN (sizeof(struct iphdr) + 8)
+#define ICMP_QUOTE_MAX (sizeof(struct iphdr) + sizeof(struct tcphdr))
 
-static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p)
+/* Answer the packet with an ICMP error (type/code, and the next-hop MTU for
+ * fragmentation needed) quoting its IP header and first 8 bytes, sent back
+ * out of the interface it came in on. 'r' is the reason it is counted under. */
+static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p,
+				      __u8 type, __u8 code, __u16 mtu, enum reason r)
 {
 	struct {
 		struct ethhdr eth;
@@ -97,35 +106,36 @@ static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p
 		struct icmphdr icmp;
 	} out;
 	struct ethhdr ieth;
-	__u8 quote[ICMP_QUOTE_LEN];
+	__u8 quote[ICMP_QUOTE_MAX];
+	__u32 qlen = p->tuple.proto == IPPROTO_TCP ? ICMP_QUOTE_MAX : ICMP_QUOTE_MIN;
 	__u32 sum;
 
 	if (p->ihl_bytes != sizeof(struct iphdr))
 		return drop(skb, REASON_REJECT_FAILED);
 	if (bpf_skb_load_bytes(skb, 0, &ieth, sizeof(ieth)) ||
-	    bpf_skb_load_bytes(skb, IP_OFF, quote, sizeof(quote)))
+	    bpf_skb_load_bytes(skb, IP_OFF, quote, qlen))
 		return drop(skb, REASON_REJECT_FAILED);
 
 	__builtin_memcpy(out.eth.h_dest, ieth.h_source, ETH_ALEN);
 	__builtin_memcpy(out.eth.h_source, ieth.h_dest, ETH_ALEN);
 	out.eth.h_proto = bpf_htons(ETH_P_IP);
-	reject_ip(&out.ip, p, IPPROTO_ICMP,
-		  sizeof(out.ip) + sizeof(out.icmp) + ICMP_QUOTE_LEN);
+	reject_ip(&out.ip, p, IPPROTO_ICMP, sizeof(out.ip) + sizeof(out.icmp) + qlen);
 	__builtin_memset(&out.icmp, 0, sizeof(out.icmp));
-	out.icmp.type = ICMP_DEST_UNREACH;
-	out.icmp.code = ICMP_PORT_UNREACH;
+	out.icmp.type = type;
+	out.icmp.code = code;
+	out.icmp.un.frag.mtu = bpf_htons(mtu);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp, sizeof(out.icmp), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, sizeof(quote), sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, qlen, sum);
 	out.icmp.checksum = csum_fold32(sum);
 
-	/* Keep Ethernet + the quoted 28 bytes, then open room for IP + ICMP. */
-	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP_QUOTE_LEN, 0) ||
+	/* Keep Ethernet + the quoted bytes, then open room for IP + ICMP. */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + qlen, 0) ||
 	    bpf_skb_adjust_room(skb, sizeof(out.ip) + sizeof(out.icmp), BPF_ADJ_ROOM_MAC, 0) ||
 	    bpf_skb_store_bytes(skb, 0, &out.eth, ETH_HLEN, 0) ||
 	    bpf_skb_store_bytes(skb, IP_OFF, &out.ip, sizeof(out.ip), 0) ||
 	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(out.ip), &out.icmp, sizeof(out.icmp), 0))
 		return drop(skb, REASON_REJECT_FAILED);
-	count_reason(skb, REASON_NO_ENDPOINTS);
+	count_reason(skb, r);
 	return bpf_redirect(skb->ifindex, 0);
 }
 
@@ -133,7 +143,7 @@ static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
 {
 	if (p->tuple.proto == IPPROTO_TCP)
 		return reject_tcp(skb, p);
-	return reject_udp(skb, p);
+	return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, REASON_NO_ENDPOINTS);
 }
 
 #endif /* BPFPROXY_REJECT_H */

@@ -72,7 +72,28 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 		return drop(skb, REASON_REWRITE_FAILED);
 	p->tuple.saddr = osrc;
 	p->tuple.daddr = odst;
-	return fib_forward(skb, p);
+	{
+		struct bpf_fib_lookup fib;
+		int rc = fib_route(skb, p, &p->tuple, &fib);
+
+		return fib_redirect(skb, p, &fib, rc);
+	}
+}
+
+/* Rewrite the packet to 'to' and forward it. When the route's MTU is too
+ * small for a DF packet, answer fragmentation-needed quoting the packet as
+ * the client sent it (what a router on the path would do), so PMTU
+ * discovery works through the service. */
+static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const struct ct_key *to)
+{
+	struct bpf_fib_lookup fib;
+	int rc = fib_route(skb, p, to, &fib);
+
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && (p->frag & bpf_htons(IP_DF)))
+		return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result, REASON_FRAG_NEEDED);
+	if (nat_rewrite(skb, p, to->saddr, to->sport, to->daddr, to->dport))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return fib_redirect(skb, p, &fib, rc);
 }
 
 static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
@@ -115,9 +136,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 
 	if (ct_create(&p->tuple, &to, flags, fe->svc_id, now))
 		return drop(skb, REASON_CT_INSERT);
-	if (nat_rewrite(skb, p, to.saddr, to.sport, to.daddr, to.dport))
-		return drop(skb, REASON_REWRITE_FAILED);
-	return fib_forward(skb, p);
+	return translate(skb, p, &to);
 }
 
 static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
@@ -125,8 +144,6 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	struct pkt p = {};
 	struct ct_value *ct;
 	struct fe_value *fe;
-	__be32 saddr, daddr;
-	__be16 sport, dport;
 	__u64 now;
 
 	switch (parse_ipv4(skb, &p)) {
@@ -149,14 +166,16 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 
 	ct = ct_lookup(&p.tuple, now);
 	if (ct) {
+		struct ct_key to = {
+			.saddr = ct->nat_saddr,
+			.sport = ct->nat_sport,
+			.daddr = ct->nat_daddr,
+			.dport = ct->nat_dport,
+			.proto = p.tuple.proto,
+		};
+
 		ct_update(&p.tuple, ct, p.tcp_flags, now);
-		saddr = ct->nat_saddr;
-		sport = ct->nat_sport;
-		daddr = ct->nat_daddr;
-		dport = ct->nat_dport;
-		if (nat_rewrite(skb, &p, saddr, sport, daddr, dport))
-			return drop(skb, REASON_REWRITE_FAILED);
-		return fib_forward(skb, &p);
+		return translate(skb, &p, &to);
 	}
 
 	fe = lb_lookup(&p.tuple);

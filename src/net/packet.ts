@@ -25,6 +25,7 @@ export interface Ipv4Spec {
   id?: number;
   fragOffset?: number;
   moreFragments?: boolean;
+  dontFragment?: boolean;
   options?: Buffer;
 }
 
@@ -86,7 +87,7 @@ export function ipv4Header(ip: Ipv4Spec, proto: number, payloadLen: number): Buf
   h[0] = 0x40 | (hl / 4);
   h.writeUInt16BE(hl + payloadLen, 2);
   h.writeUInt16BE(ip.id ?? 1, 4);
-  h.writeUInt16BE(((ip.moreFragments ? 1 : 0) << 13) | (ip.fragOffset ?? 0), 6);
+  h.writeUInt16BE(((ip.dontFragment ? 1 : 0) << 14) | ((ip.moreFragments ? 1 : 0) << 13) | (ip.fragOffset ?? 0), 6);
   h[8] = ip.ttl ?? 64;
   h[9] = proto;
   Buffer.from(ipBytes(ip.src)).copy(h, 12);

@@ -11,6 +11,7 @@ export const REASONS = [
   { name: 'rewrite-failed', verdict: 'drop', help: 'a packet rewrite helper failed' },
   { name: 'fragment', verdict: 'pass', help: 'non-first IP fragment, left to the stack' },
   { name: 'ttl', verdict: 'pass', help: 'TTL expired while forwarding, left to the stack' },
+  { name: 'frag-needed', verdict: 'icmp', help: 'too big for the next hop (DF set): ICMP fragmentation-needed sent to the client' },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
