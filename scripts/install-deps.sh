@@ -23,6 +23,12 @@ if ! command -v node >/dev/null; then
   echo "installing Node.js from Debian"
   apt-get install -y -q --no-install-recommends nodejs npm
 fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "bpfproxy needs Node.js 20 or newer; this machine has $(node --version)." >&2
+  echo "Install Node.js 20+ (for example from the nodejs.org Debian repository) and run again." >&2
+  exit 1
+fi
 
 # Pins live on bpffs.
 grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf

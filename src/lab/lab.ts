@@ -155,13 +155,8 @@ export function labDown(prefix = 'bpxlab'): string[] {
   return gone;
 }
 
-export interface ProbeAttempt {
-  ok: boolean;
-  pod?: string;
-  peer?: string;
-  ms: number;
-  error?: string;
-}
+export type { Attempt as ProbeAttempt, StreamResult as StreamOutcome } from './probe.js';
+import type { Attempt as ProbeAttempt, StreamResult as StreamOutcome } from './probe.js';
 
 /** Run the probe client inside a namespace (bounded: count x timeout). */
 export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: number, count = 1, timeout = 2000): ProbeAttempt[] {
@@ -171,14 +166,6 @@ export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: numbe
   return JSON.parse(r.stdout) as ProbeAttempt[];
 }
 
-export interface StreamOutcome {
-  ok: boolean;
-  pod?: string;
-  sent: number;
-  received: number;
-  ms: number;
-  error?: string;
-}
 
 /** A paced TCP stream through a service, started in the background. */
 export function startStream(ns: string, host: string, port: number, durationMs: number): Promise<StreamOutcome> {

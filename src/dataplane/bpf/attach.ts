@@ -116,38 +116,7 @@ export class Attacher {
   }
 }
 
-/** Detach our filters from every interface in this namespace. */
-export function detachAll(log?: Logger): string[] {
-  const out: string[] = [];
-  for (const i of native().interfaces()) {
-    let id = 0;
-    try {
-      id = native().tcQuery(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
-    } catch {
-      continue;
-    }
-    if (!id) continue;
-    let name = '';
-    try {
-      const fd = native().progFdById(id);
-      name = native().progInfo(fd).name;
-      native().closeFd(fd);
-    } catch {
-      /* gone meanwhile */
-    }
-    if (name && !name.startsWith('bpfproxy_')) {
-      log?.warn({ iface: i.name }, `${i.name}: filter at our handle runs ${name}, not ours; left alone`);
-      continue;
-    }
-    if (native().tcDetach(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY)) {
-      out.push(i.name);
-      log?.info({ iface: i.name }, `detached from ${i.name}`);
-    }
-  }
-  return out;
-}
-
-/** Interfaces in this namespace where our filter is attached. */
+/** Interfaces in this namespace where a filter sits at our handle and priority. */
 export function attachedHere(): Array<{ iface: string; ifindex: number; progId: number; program: string }> {
   const out = [];
   for (const i of native().interfaces()) {
@@ -167,6 +136,22 @@ export function attachedHere(): Array<{ iface: string; ifindex: number; progId: 
       /* gone meanwhile */
     }
     out.push({ iface: i.name, ifindex: i.index, progId: id, program });
+  }
+  return out;
+}
+
+/** Detach our filters from every interface in this namespace. */
+export function detachAll(log?: Logger): string[] {
+  const out: string[] = [];
+  for (const a of attachedHere()) {
+    if (a.program !== '?' && !a.program.startsWith('bpfproxy_')) {
+      log?.warn({ iface: a.iface }, `${a.iface}: filter at our handle runs ${a.program}, not ours; left alone`);
+      continue;
+    }
+    if (native().tcDetach(a.ifindex, TC_DIRECTION, TC_HANDLE, TC_PRIORITY)) {
+      out.push(a.iface);
+      log?.info({ iface: a.iface }, `detached from ${a.iface}`);
+    }
   }
   return out;
 }

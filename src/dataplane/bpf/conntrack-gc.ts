@@ -45,7 +45,7 @@ export class ConntrackGc {
     this.stats.lastExpired = expired.length;
     this.stats.lastLive = entries.length - expired.length;
     const fill = this.stats.lastLive / this.maps.ct.maxEntries;
-    if (fill > 0.9 && !this.warnedFull) {
+    if (fill >= 0.9 && !this.warnedFull) {
       this.warnedFull = true;
       this.log.warn(
         { live: this.stats.lastLive, max: this.maps.ct.maxEntries },

@@ -1,0 +1,25 @@
+import t from 'tap';
+import { ConntrackGc } from '../src/dataplane/bpf/conntrack-gc.js';
+import { native } from '../src/native/index.js';
+import { FakeClock } from '../src/clock.js';
+import { CtDir } from '../src/dataplane/bpf/codecs.js';
+import { captureLogger } from './helpers/log.js';
+import { tmpDatapath } from './helpers/env.js';
+
+t.test('GC removes expired entries and warns when the map is nearly full', async (t) => {
+  const dp = await tmpDatapath(t, { mapSizes: { conntrack: 20, natFrontend: 16, natBackend: 16, natAffinity: 16 } });
+  const now = native().monotonicNs();
+  const v = (expiresNs: bigint) => ({ expiresNs, createdNs: 0n, natSaddr: '1.1.1.1', natSport: 1, natDaddr: '2.2.2.2', natDport: 2, dir: CtDir.FWD, state: 0, flags: 0, svcId: 1 });
+  for (let i = 0; i < 19; i++) {
+    dp.maps.ct.set({ saddr: '10.0.0.1', daddr: '10.96.0.1', sport: 1000 + i, dport: 80, proto: 6 }, v(i < 1 ? now - 1n : now + 60_000_000_000n));
+  }
+  const { log, lines } = captureLogger();
+  const gc = new ConntrackGc(dp.maps, log, new FakeClock());
+  const s = gc.run();
+  t.equal(s.lastExpired, 1, 'the expired entry went');
+  t.equal(s.lastLive, 18);
+  t.equal(dp.maps.ct.count(), 18);
+  t.ok(lines.some((l) => l.level === 'warn' && /conntrack map is 90% full.*bpfMapSizeConntrack/.test(l.msg)), 'operator told to raise the size');
+  gc.run();
+  t.equal(lines.filter((l) => l.level === 'warn').length, 1, 'said once, not every run');
+});
