@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { rmSync, readdirSync, existsSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
 import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere, detachAll } from './dataplane/bpf/attach.js';
-import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
+import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
+import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
-import { openPinnedMaps } from './dataplane/bpf/loader.js';
+import { openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
 import { table } from './cli/table.js';
 import { DIST, REPO_ROOT, labDown, labSpec, labUp } from './lab/lab.js';
@@ -43,55 +44,90 @@ const program = new Command('bpfproxy')
 const pinDirOption = () => new Option('--pin-dir <path>', 'where the maps are pinned').default(DEFAULT_PIN_DIR);
 const outputOption = () => new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table');
 
+const bool = (what: string) => (v: string): boolean => {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new InvalidArgumentError(`${what} must be true or false`);
+};
+const port = (what: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`${what} must be a port number (0 turns it off)`);
+  return n;
+};
+
 program
   .command('agent')
   .description('serve Services on this node and keep serving them as they change')
-  .requiredOption('--manifests <dir>', 'directory of Service and EndpointSlice YAML manifests')
-  .option('--node <name>', 'this node\'s name (decides which endpoints are local)', hostname())
-  .option('--data-ifaces <regex>', 'uplink interfaces (NodePort, LoadBalancer, external IPs)', regex('--data-ifaces'), new RegExp(DEFAULT_DATA_IFACES))
+  .option('--manifests <dir>', 'serve the Service/EndpointSlice/FelixConfiguration YAML in this directory')
+  .option('--kubeconfig <path>', 'watch the Kubernetes API with this kubeconfig (default without --manifests: in-cluster config)')
+  .option('--node <name>', 'this node\'s name (decides which endpoints are local)', process.env.NODENAME ?? hostname())
+  .option('--bpf-enabled <bool>', 'own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)', bool('--bpf-enabled'))
+  .option('--data-ifaces <regex>', 'bpfDataIfacePattern: uplinks where NodePort, LoadBalancer and external IPs arrive', DEFAULT_DATA_IFACES)
+  .option('--l3-ifaces <regex>', 'bpfL3IfacePattern: extra L3/tunnel devices treated as uplinks', '')
   .option('--pod-ifaces <regex>', 'pod-facing host interfaces', regex('--pod-ifaces'), new RegExp(DEFAULT_POD_IFACES))
   .addOption(pinDirOption())
   .option('--bpf-dir <dir>', 'where the compiled BPF objects are', join(REPO_ROOT, 'bpf', '.output'))
-  .option('--min-sync-period <duration>', 'minimum time between syncs (bpfKubeProxyMinSyncPeriod)', duration('--min-sync-period'), 1000)
+  .option('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod: minimum time between syncs', duration('--min-sync-period'), CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod)
   .option('--sync-period <duration>', 'full resync interval', duration('--sync-period'), 30_000)
   .option('--conntrack-timeouts <list>', 'bpfConntrackTimeouts, e.g. "TCPEstablished=1h,UDPTimeout=60s"', '')
   .option('--map-size-conntrack <n>', 'bpfMapSizeConntrack', positiveInt('--map-size-conntrack'), DEFAULT_MAP_SIZES.conntrack)
   .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
   .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
   .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+  .option('--healthz-port <port>', 'bpfKubeProxyHealthzPort (kube-proxy\'s healthz, served while bpfEnabled)', port('--healthz-port'), CALICO_DEFAULTS.bpfKubeProxyHealthzPort)
+  .option('--metrics-port <port>', 'Prometheus metrics (0: off)', port('--metrics-port'), 9091)
+  .option('--health-port <port>', 'agent /liveness and /readiness (0: off)', port('--health-port'), 9099)
   .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
   .action(async (o) => {
     const log = makeLogger(o.logLevel);
+    const fail = (msg: string): never => {
+      log.fatal(msg);
+      process.exit(2);
+    };
     let ctTimeouts;
     try {
       ctTimeouts = parseCtTimeouts(o.conntrackTimeouts);
     } catch (e) {
-      log.fatal((e as Error).message);
-      process.exit(2);
+      fail((e as Error).message);
     }
+    for (const [flag, v] of [['--data-ifaces', o.dataIfaces], ['--l3-ifaces', o.l3Ifaces]] as const) {
+      try { new RegExp(v); } catch (e) { fail(`${flag}: ${(e as Error).message}`); }
+    }
+    if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
+    const base: AgentConfig = {
+      ...CALICO_DEFAULTS,
+      bpfEnabled: o.bpfEnabled ?? !!o.manifests,
+      bpfDataIfacePattern: o.dataIfaces,
+      bpfL3IfacePattern: o.l3Ifaces,
+      bpfKubeProxyMinSyncPeriod: o.minSyncPeriod,
+      bpfConntrackTimeouts: ctTimeouts!,
+      bpfMapSizeConntrack: o.mapSizeConntrack,
+      bpfMapSizeNATFrontend: o.mapSizeNatFrontend,
+      bpfMapSizeNATBackend: o.mapSizeNatBackend,
+      bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
+      bpfKubeProxyHealthzPort: o.healthzPort,
+    };
     let agent: Agent;
     try {
       agent = await Agent.start({
-        manifests: o.manifests,
+        source: o.manifests ? { kind: 'manifests', dir: o.manifests } : { kind: 'kubernetes', ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
         nodeName: o.node,
-        dataIfaces: o.dataIfaces,
         podIfaces: o.podIfaces,
         pinDir: o.pinDir,
         bpfDir: o.bpfDir,
-        minSyncPeriodMs: o.minSyncPeriod,
+        base,
         syncPeriodMs: o.syncPeriod,
-        datapath: {
-          ...DEFAULT_DATAPATH,
-          ctTimeouts,
-          mapSizes: { conntrack: o.mapSizeConntrack, natFrontend: o.mapSizeNatFrontend, natBackend: o.mapSizeNatBackend, natAffinity: o.mapSizeNatAffinity },
-        },
+        metricsPort: o.metricsPort,
+        healthPort: o.healthPort,
       }, log);
     } catch (e) {
       log.fatal({ err: e }, `agent could not start: ${(e as Error).message}`);
       process.exit(1);
     }
     const shutdown = (sig: string) => {
-      log.info({ signal: sig }, 'stopping; the dataplane keeps serving (run "bpfproxy cleanup" to remove it)');
+      log.info({ signal: sig }, agent.enabled
+        ? 'stopping; the dataplane keeps serving (run "bpfproxy cleanup" to remove it)'
+        : 'stopping');
       agent.stop();
       process.exit(0);
     };
@@ -99,18 +135,18 @@ program
     process.on('SIGINT', () => shutdown('SIGINT'));
   });
 
-function withMaps<T>(pinDir: string, fn: (m: ReturnType<typeof openPinnedMaps>) => T): T {
-  let maps;
+function withMaps<T>(pinDir: string, fn: (m: DatapathMaps) => T): T {
+  let pinned;
   try {
-    maps = openPinnedMaps(pinDir);
+    pinned = openPinnedMaps(pinDir);
   } catch (e) {
     process.stderr.write(`bpfproxy: ${(e as Error).message}\n`);
     process.exit(1);
   }
   try {
-    return fn(maps);
+    return fn(pinned.maps);
   } finally {
-    maps.close();
+    pinned.close();
   }
 }
 

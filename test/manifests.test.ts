@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { FakeClock } from '../src/clock.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { ManifestSource } from '../src/sources/manifests.js';
+import { serviceSink } from '../src/sources/sink.js';
 import { captureLogger } from './helpers/log.js';
 import { REPO } from './helpers/env.js';
 
@@ -15,7 +16,7 @@ function setup(t: Test) {
   const changed: string[] = [];
   const store = new ServiceStore((s) => changed.push(s));
   const { log, lines } = captureLogger();
-  const src = new ManifestSource(dir, store, log, new FakeClock());
+  const src = new ManifestSource(dir, serviceSink(store), log, new FakeClock());
   return { dir, store, src, lines, changed };
 }
 

@@ -7,6 +7,7 @@ import { serviceViews } from '../src/dataplane/bpf/inspect.js';
 import type { DatapathMaps } from '../src/dataplane/bpf/loader.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { ManifestSource } from '../src/sources/manifests.js';
+import { serviceSink } from '../src/sources/sink.js';
 import { FakeClock } from '../src/clock.js';
 import { silentLogger } from '../src/log.js';
 import { CtDir, IPPROTO_UDP } from '../src/dataplane/bpf/codecs.js';
@@ -119,7 +120,7 @@ t.test('golden dump of the example manifests as programmed', async (t) => {
   const dp = await tmpDatapath(t);
   const rec = new BpfReconciler(dp.maps);
   const store = new ServiceStore(() => undefined);
-  new ManifestSource(join(REPO, 'manifests', 'examples'), store, silentLogger, new FakeClock()).scan();
+  new ManifestSource(join(REPO, 'manifests', 'examples'), serviceSink(store), silentLogger, new FakeClock()).scan();
   const all = new Map(store.serviceKeys().map((k) => [k, store.frontendsOf(k, 'node1')]));
   t.same(rec.syncAll(all).problems, []);
   const text = serviceViews(dp.maps).map((s) =>

@@ -1,124 +1,210 @@
 /**
- * The node agent: loads (or adopts) the datapath, feeds the sync pipeline
- * from the manifest source, attaches to interfaces once the maps hold the
- * first full sync, and keeps conntrack tidy. Stopping leaves the dataplane
- * running: programs stay attached, maps stay pinned.
+ * The node agent. Sources (a manifest directory or the Kubernetes API)
+ * deliver Services, EndpointSlices, Nodes and FelixConfigurations; the
+ * proxier keeps the service dataplane in sync; the FelixConfiguration
+ * decides whether bpfproxy owns the dataplane at all (bpfEnabled) and how.
+ * Stopping the agent leaves the dataplane serving.
  */
-import { networkInterfaces } from 'node:os';
-import { realClock, type Clock, type Timer } from '../clock.js';
+import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import { Attacher } from '../dataplane/bpf/attach.js';
-import { ensureBpffs, bpffsRootOf } from '../dataplane/bpf/bpffs.js';
-import type { DatapathConfig } from '../dataplane/bpf/config.js';
-import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
-import { loadDatapath, type Datapath } from '../dataplane/bpf/loader.js';
-import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
+import { ConfigController } from '../config/controller.js';
+import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
+import { HealthServers } from '../health/servers.js';
+import { kubeClients, loadKubeConfig, type KubeClients } from '../k8s/client.js';
+import { Metrics } from '../metrics.js';
 import { Proxier } from '../proxy/proxier.js';
+import { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
+import { serviceSink, type ObjectSink } from '../sources/sink.js';
+import { BpfRuntime } from './runtime.js';
+
+export { nodeAddresses } from './runtime.js';
+
+export type SourceSpec =
+  | { kind: 'manifests'; dir: string }
+  | { kind: 'kubernetes'; kubeconfig?: string; clients?: KubeClients };
 
 export interface AgentOptions {
-  manifests: string;
+  source: SourceSpec;
   nodeName: string;
-  dataIfaces: RegExp;
-  podIfaces: RegExp;
   pinDir: string;
   bpfDir: string;
-  datapath: DatapathConfig;
-  minSyncPeriodMs: number;
+  podIfaces: RegExp;
+  /** defaults and command-line settings, under any FelixConfiguration */
+  base: AgentConfig;
+  /** ms between full resyncs */
   syncPeriodMs: number;
+  /** Prometheus metrics port; 0 or undefined: off */
+  metricsPort?: number;
+  /** agent /liveness and /readiness port; 0 or undefined: off */
+  healthPort?: number;
   clock?: Clock;
 }
 
-/** IPv4 addresses of this node (its network namespace), loopback excluded. */
-export function nodeAddresses(): string[] {
-  const out = new Set<string>();
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.add(a.address);
-  }
-  return [...out].sort();
-}
-
 export class Agent {
-  private addrTimer: Timer | undefined;
-  private lastAddrs = '';
+  readonly proxier: Proxier;
+  readonly config: ConfigController;
+  readonly health: HealthServers;
+  readonly metrics = new Metrics();
+  runtime: BpfRuntime | undefined;
+  private source: ManifestSource | KubeSource | undefined;
+  private clients: KubeClients | undefined;
+  private transition: Promise<void> = Promise.resolve();
+  private active: AgentConfig | undefined;
+  private saidUnsupported = '';
+  private readonly cliLogLevel: string;
+  private readonly clock: Clock;
+  private stopped = false;
 
-  private constructor(
-    readonly dp: Datapath,
-    readonly reconciler: BpfReconciler,
-    readonly proxier: Proxier,
-    readonly source: ManifestSource,
-    readonly attacher: Attacher,
-    readonly gc: ConntrackGc,
-    private readonly log: Logger,
-    private readonly clock: Clock,
-  ) {}
+  private constructor(private readonly o: AgentOptions, private readonly log: Logger) {
+    this.clock = o.clock ?? realClock;
+    this.cliLogLevel = log.level;
+    this.proxier = new Proxier(undefined, {
+      nodeName: o.nodeName,
+      minSyncPeriod: o.base.bpfKubeProxyMinSyncPeriod,
+      syncPeriod: o.syncPeriodMs,
+      clock: this.clock,
+      log,
+    }, (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc());
+    this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
+    this.health = new HealthServers(log);
+    this.proxier.onSync((s) => {
+      this.metrics.syncDuration.observe(s.lastSyncMs / 1000);
+      for (const ms of s.programmingMs ?? []) this.metrics.programmingDuration.observe(ms / 1000);
+      this.metrics.lastSync.set(Date.now() / 1000);
+      this.metrics.syncProblems.set(s.problems);
+      if (s.mapFull) this.metrics.mapFull.inc(s.mapFull);
+      if (this.runtime) this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+    });
+    this.metrics.setSnapshot(() => this.runtime?.snapshot());
+  }
 
   static async start(o: AgentOptions, log: Logger): Promise<Agent> {
-    const clock = o.clock ?? realClock;
-    if (!bpffsRootOf(o.pinDir)) {
-      if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
-      else throw new Error(`--pin-dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
+    const a = new Agent(o, log);
+    await a.boot();
+    return a;
+  }
+
+  private sink(): ObjectSink {
+    return serviceSink(this.proxier.store, (kind, key, obj) => {
+      if (kind === 'FelixConfiguration' && this.config.apply(key, obj)) this.clock.after(0, () => this.reevaluate());
+      return [];
+    });
+  }
+
+  private async boot(): Promise<void> {
+    const { o, log } = this;
+    if (o.source.kind === 'manifests') {
+      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock);
+      this.source = src;
+      src.start();
+    } else {
+      this.clients = o.source.clients ?? kubeClients(loadKubeConfig(o.source.kubeconfig));
+      log.info({ server: this.clients.server }, `watching the Kubernetes API at ${this.clients.server}`);
+      const src = new KubeSource(this.clients, this.sink(), log, this.clock);
+      this.source = src;
+      src.start();
+      await src.servicesSynced();
+      // FelixConfiguration: give its first list a moment; if the CRD is not
+      // there yet the informer keeps trying and the config applies when it comes.
+      await Promise.race([src.informers.FelixConfiguration.waitSynced(), new Promise((r) => setTimeout(r, 5000))]);
     }
-    const t0 = performance.now();
-    const dp = await loadDatapath(o.bpfDir, o.pinDir, o.datapath, log);
-    log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
-    const reconciler = new BpfReconciler(dp.maps, log);
-    const proxier = new Proxier(reconciler, {
-      nodeName: o.nodeName,
-      minSyncPeriod: o.minSyncPeriodMs,
-      syncPeriod: o.syncPeriodMs,
-      clock,
-      log,
+    this.config.evaluate();
+    await this.apply(this.config.config);
+    this.proxier.setSynced();
+    await this.proxier.runner.idle();
+    this.health.setProbes(o.healthPort, () => this.proxier.isSynced || !this.runtime);
+    if (o.metricsPort) this.metrics.listen(o.metricsPort, log);
+    const st = this.proxier.store.size;
+    log.info({
+      node: o.nodeName, bpfEnabled: !!this.runtime, services: st.services, endpointSlices: st.slices,
+      ...(this.runtime ? { ...this.runtime.reconciler.stats(), interfaces: this.runtime.attacher.list().map((x) => x.name) } : {}),
+    }, 'agent ready');
+  }
+
+  private reevaluate(): void {
+    const next = this.config.evaluate();
+    if (next) void this.apply(next);
+  }
+
+  /** Serialize transitions: one config change is applied fully before the next. */
+  private apply(cfg: AgentConfig): Promise<void> {
+    this.transition = this.transition.then(() => this.applyNow(cfg)).catch((e: Error) => {
+      this.log.error({ err: e }, `could not apply the configuration: ${e.message}`);
     });
-    const source = new ManifestSource(o.manifests, proxier.store, log, clock);
-    const attacher = new Attacher(dp, o.dataIfaces, o.podIfaces, log, clock);
-    const gc = new ConntrackGc(dp.maps, log, clock);
-    const agent = new Agent(dp, reconciler, proxier, source, attacher, gc, log, clock);
-
-    agent.refreshAddresses();
-    source.start();
-    proxier.setSynced();
-    await proxier.runner.idle();
-    // Maps first, then hooks: a fresh node never runs programs on empty maps,
-    // and a restarted agent swaps programs over maps that are already right.
-    attacher.start();
-    gc.start();
-    agent.armAddresses();
-    const st = proxier.store.size;
-    log.info(
-      { node: o.nodeName, services: st.services, endpointSlices: st.slices, ...reconciler.stats(), interfaces: attacher.list().map((a) => a.name) },
-      'agent ready',
-    );
-    return agent;
+    return this.transition;
   }
 
-  private refreshAddresses(): void {
-    const addrs = nodeAddresses();
-    const s = addrs.join(',');
-    if (s === this.lastAddrs) return;
-    this.lastAddrs = s;
-    this.reconciler.setNodeAddresses(addrs);
-    this.log.info({ addresses: addrs }, 'NodePort answers on these node addresses');
-  }
-
-  private armAddresses(): void {
-    this.addrTimer = this.clock.after(1000, () => {
-      try {
-        this.refreshAddresses();
-      } catch (e) {
-        this.log.error(`cannot update node addresses: ${(e as Error).message}`);
+  private async applyNow(cfg: AgentConfig): Promise<void> {
+    if (this.stopped) return;
+    const old = this.active;
+    const { o, log } = this;
+    log.level = cfg.bpfLogLevel === 'Debug' ? 'debug' : this.cliLogLevel;
+    this.proxier.runner.setMinInterval(cfg.bpfKubeProxyMinSyncPeriod);
+    if (cfg.bpfEnabled && !this.runtime) {
+      log.info('bpfEnabled is true: taking over the service dataplane');
+      this.runtime = await BpfRuntime.enable({ pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces }, cfg, this.proxier, log, this.clock);
+      this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+    } else if (!cfg.bpfEnabled && this.runtime) {
+      this.runtime.disable();
+      this.runtime = undefined;
+      this.health.setServiceHealth(new Map());
+    } else if (this.runtime && old) {
+      await this.runtime.reconfigure(old, cfg);
+      if (mapSizesChanged(old, cfg)) {
+        log.warn('map sizes changed: the pinned maps keep their size until they are created again (bpfEnabled off and on, or bpfproxy cleanup)');
       }
-      this.armAddresses();
-    });
+    }
+    if (!cfg.bpfEnabled && !old) log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
+    this.metrics.enabled.set(this.runtime ? 1 : 0);
+    this.health.setHealthz(this.runtime ? cfg.bpfKubeProxyHealthzPort : undefined, () => this.healthz());
+    const warn = this.runtime ? unsupported(cfg).join('\n') : '';
+    if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);
+    this.saidUnsupported = warn;
+    this.active = cfg;
+  }
+
+  private healthz(): { healthy: boolean; lastUpdated: Date | undefined; warnings: string[] } {
+    const s = this.proxier.stats;
+    const limit = Math.max(2 * this.o.syncPeriodMs, 10_000);
+    const healthy = !!this.runtime && this.proxier.isSynced && this.proxier.oldestPendingMs() < limit;
+    return {
+      healthy,
+      lastUpdated: s.lastSyncAt ? new Date(Date.now() - (this.clock.now() - s.lastSyncAt)) : undefined,
+      warnings: [...(this.active && this.runtime ? unsupported(this.active) : []), ...(s.problems ? [`${s.problems} frontend(s) could not be programmed (see logs)`] : [])],
+    };
+  }
+
+  private reportInvalid(problems: ConfigProblem[]): void {
+    if (!this.clients) return;
+    const byObject = new Map<string, ConfigProblem[]>();
+    for (const p of problems) byObject.set(p.object, [...(byObject.get(p.object) ?? []), p]);
+    for (const [name, ps] of byObject) {
+      this.clients.events.record(
+        { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', name },
+        'Warning', 'InvalidConfiguration',
+        `${ps.map((p) => `field ${p.field}: ${p.message}`).join('; ')}; the last good configuration stays in force`.slice(0, 1000),
+      ).catch((e: Error) => this.log.debug(`could not write an Event for FelixConfiguration ${name}: ${e.message}`));
+    }
+  }
+
+  /** Whether bpfproxy owns the dataplane now. */
+  get enabled(): boolean {
+    return !!this.runtime;
+  }
+
+  /** Wait until pending config transitions are applied. */
+  settled(): Promise<void> {
+    return this.transition;
   }
 
   /** Stop the control plane; the dataplane keeps running. */
   stop(): void {
-    this.addrTimer?.cancel();
-    this.source.stop();
+    this.stopped = true;
+    this.source?.stop();
     this.proxier.stop();
-    this.attacher.stop();
-    this.gc.stop();
-    this.dp.close();
+    this.runtime?.stop();
+    this.health.close();
+    this.metrics.close();
   }
 }

@@ -33,6 +33,8 @@ export interface Service {
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
   hasSelector: boolean;
+  /** spec.healthCheckNodePort (LoadBalancer, externalTrafficPolicy: Local) */
+  healthCheckNodePort?: number;
 }
 
 export interface SliceEndpoint {

@@ -29,6 +29,8 @@ export interface SyncStats {
   lastProgrammingMs: number;
   problems: number;
   mapFull: number;
+  /** per changed service in the last sync: ms from change seen to programmed */
+  programmingMs?: number[];
 }
 
 export class Proxier {
@@ -41,11 +43,15 @@ export class Proxier {
   readonly stats: SyncStats = { syncs: 0, fullSyncs: 0, lastSyncMs: 0, lastSyncAt: 0, lastProgrammingMs: 0, problems: 0, mapFull: 0 };
   private syncListeners: Array<(s: SyncStats) => void> = [];
 
+  private dataplane: Dataplane | undefined;
+
   constructor(
-    private readonly dataplane: Dataplane,
+    dataplane: Dataplane | undefined,
     private readonly opts: ProxierOptions,
+    onRecorded?: (kind: 'service' | 'slice') => void,
   ) {
-    this.store = new ServiceStore((svc) => this.markDirty(svc));
+    this.dataplane = dataplane;
+    this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded);
     this.runner = new SyncRunner((full) => this.sync(full), {
       minInterval: opts.minSyncPeriod,
       maxInterval: opts.syncPeriod,
@@ -55,6 +61,16 @@ export class Proxier {
   private markDirty(svc: string): void {
     if (!this.dirty.has(svc)) this.dirty.set(svc, this.opts.clock.now());
     if (this.synced) this.runner.run();
+  }
+
+  /**
+   * Point the pipeline at another dataplane (or none: bpfEnabled=false).
+   * A new dataplane gets a full sync before anything else.
+   */
+  setDataplane(dp: Dataplane | undefined): void {
+    this.dataplane = dp;
+    this.firstSyncDone = false;
+    if (dp && this.synced) this.runner.runFull();
   }
 
   /** Sources have delivered their initial state: the first (full) sync may run. */
@@ -69,6 +85,12 @@ export class Proxier {
     return this.firstSyncDone;
   }
 
+  /** Age in ms of the oldest change not yet programmed (0 when none). */
+  oldestPendingMs(): number {
+    if (this.dirty.size === 0) return 0;
+    return this.opts.clock.now() - Math.min(...this.dirty.values());
+  }
+
   onSync(fn: (s: SyncStats) => void): void {
     this.syncListeners.push(fn);
   }
@@ -79,6 +101,12 @@ export class Proxier {
 
   private async sync(full: boolean): Promise<void> {
     const t0 = this.opts.clock.now();
+    const dp = this.dataplane;
+    if (!dp) {
+      // Nothing to program (bpfEnabled=false); a new dataplane starts with a full sync.
+      this.dirty.clear();
+      return;
+    }
     const dirty = new Map(this.dirty);
     this.dirty.clear();
     const { nodeName } = this.opts;
@@ -86,12 +114,12 @@ export class Proxier {
     if (full || !this.firstSyncDone) {
       const all = new Map<string, Frontend[]>();
       for (const k of this.store.serviceKeys()) all.set(k, this.store.frontendsOf(k, nodeName));
-      report = this.dataplane.syncAll(all);
+      report = dp.syncAll(all);
       this.stats.fullSyncs++;
     } else {
       report = { frontendsChanged: 0, problems: [] as SyncProblem[], retry: [] as string[] };
       for (const svc of dirty.keys()) {
-        const r = this.dataplane.syncService(svc, this.store.frontendsOf(svc, nodeName));
+        const r = dp.syncService(svc, this.store.frontendsOf(svc, nodeName));
         report.frontendsChanged += r.frontendsChanged;
         report.problems.push(...r.problems);
         report.retry.push(...r.retry);
@@ -103,6 +131,7 @@ export class Proxier {
     this.stats.lastSyncMs = t1 - t0;
     this.stats.lastSyncAt = t1;
     this.stats.lastProgrammingMs = dirty.size ? t1 - Math.min(...dirty.values()) : 0;
+    this.stats.programmingMs = [...dirty.values()].map((t) => t1 - t);
     this.stats.problems = report.problems.length;
     this.stats.mapFull = report.problems.filter((p) => p.mapFull).length;
     this.reportProblems(report.problems, full ? undefined : new Set(dirty.keys()));

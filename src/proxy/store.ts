@@ -16,12 +16,19 @@ export class ServiceStore {
   private readonly slices = new Map<string, { slice: EndpointSlice; json: string }>();
   private readonly slicesBySvc = new Map<string, Set<string>>();
 
-  constructor(private readonly onChange: ChangeListener) {}
+  constructor(
+    private readonly onChange: ChangeListener,
+    /** told of each recorded change, for metrics */
+    private readonly onRecorded: (kind: 'service' | 'slice') => void = () => undefined,
+  ) {}
 
   /** Record a Service (or its deletion: obj undefined). Returns problems found. */
   applyService(key: string, obj: unknown): Problem[] {
     if (obj === undefined) {
-      if (this.services.delete(key)) this.onChange(key);
+      if (this.services.delete(key)) {
+        this.onRecorded('service');
+        this.onChange(key);
+      }
       return [];
     }
     const { value, problems } = toService(obj);
@@ -34,6 +41,7 @@ export class ServiceStore {
     const json = JSON.stringify(value);
     if (this.services.get(k)?.json !== json) {
       this.services.set(k, { svc: value, json });
+      this.onRecorded('service');
       this.onChange(k);
     }
     return problems;
@@ -46,6 +54,7 @@ export class ServiceStore {
         this.slices.delete(key);
         const sk = serviceKey(old.slice.namespace, old.slice.serviceName);
         this.slicesBySvc.get(sk)?.delete(key);
+        this.onRecorded('slice');
         this.onChange(sk);
       }
       return [];
@@ -67,6 +76,7 @@ export class ServiceStore {
     let s = this.slicesBySvc.get(sk);
     if (!s) this.slicesBySvc.set(sk, (s = new Set()));
     s.add(key);
+    this.onRecorded('slice');
     this.onChange(sk);
     return problems;
   }
@@ -85,6 +95,18 @@ export class ServiceStore {
 
   get size(): { services: number; slices: number } {
     return { services: this.services.size, slices: this.slices.size };
+  }
+
+  /** Services this node must answer health checks for, by healthCheckNodePort. */
+  healthCheckPorts(nodeName: string): Map<number, { namespace: string; name: string; localEndpoints: number }> {
+    const out = new Map<number, { namespace: string; name: string; localEndpoints: number }>();
+    for (const [k, { svc }] of this.services) {
+      if (!svc.healthCheckNodePort) continue;
+      const local = new Set<string>();
+      for (const f of this.frontendsOf(k, nodeName)) for (const b of f.localBackends) local.add(b.ip);
+      out.set(svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size });
+    }
+    return out;
   }
 
   /** The desired frontends of one service on this node ([] when it is gone). */

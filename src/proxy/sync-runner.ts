@@ -42,6 +42,11 @@ export class SyncRunner {
     this.armPeriodic();
   }
 
+  /** Change the minimum interval (bpfKubeProxyMinSyncPeriod) on the fly. */
+  setMinInterval(ms: number): void {
+    this.opts.minInterval = Math.max(1, ms);
+  }
+
   stop(): void {
     this.stopped = true;
     this.timer?.cancel();

@@ -29,6 +29,7 @@ const Meta = z.looseObject({
   labels: z.record(z.string(), z.string()).optional(),
 });
 
+const PortNumber = z.number().int().min(1).max(65535);
 const ServiceShape = z.looseObject({
   metadata: Meta,
   spec: z
@@ -46,6 +47,7 @@ const ServiceShape = z.looseObject({
         })
         .optional(),
       externalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
+      healthCheckNodePort: PortNumber.optional(),
       internalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
     })
     .optional(),
@@ -58,7 +60,6 @@ const ServiceShape = z.looseObject({
     .optional(),
 });
 
-const PortNumber = z.number().int().min(1).max(65535);
 const PortShape = z.looseObject({
   name: z.string().optional(),
   protocol: z.enum(['TCP', 'UDP', 'SCTP']).optional(),
@@ -202,6 +203,8 @@ export function toService(o: unknown): Converted<Service> {
       externalTrafficPolicy: (spec.externalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
       internalTrafficPolicy: (spec.internalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
       hasSelector,
+      ...(spec.healthCheckNodePort && type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local'
+        ? { healthCheckNodePort: spec.healthCheckNodePort } : {}),
     },
     problems,
   };

@@ -10,8 +10,8 @@ import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { ServiceStore } from '../proxy/store.js';
 import type { Problem } from './convert.js';
+import { API_VERSIONS, CLUSTER_SCOPED, KINDS, type Kind, type ObjectSink } from './sink.js';
 
 interface FileState {
   mtimeMs: number;
@@ -21,9 +21,9 @@ interface FileState {
   objects: Map<string, { obj: unknown; where: string }>;
 }
 
-/** Kinds we read, and kinds we know and leave to other parts (or later). */
-const SERVED = new Set(['Service', 'EndpointSlice']);
-const KNOWN_OTHER = new Set(['Node', 'NetworkPolicy', 'Namespace', 'Pod', 'Deployment', 'ConfigMap', 'FelixConfiguration', 'Endpoints']);
+/** Kinds we know and leave to other parts (or later). */
+const KNOWN_OTHER = new Set(['NetworkPolicy', 'Namespace', 'Pod', 'Deployment', 'ConfigMap', 'Endpoints', 'DaemonSet', 'ServiceAccount',
+  'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition']);
 
 export function formatProblem(p: Problem, where: string): string {
   return `${where}: ${p.object} field ${p.field}: ${p.message}`;
@@ -39,7 +39,7 @@ export class ManifestSource {
 
   constructor(
     private readonly dir: string,
-    private readonly store: ServiceStore,
+    private readonly sink: ObjectSink,
     private readonly log: Logger,
     private readonly clock: Clock,
     private readonly pollMs = 250,
@@ -169,17 +169,17 @@ export class ManifestSource {
       return;
     }
     const o = item as { kind?: unknown; apiVersion?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
-    const kind = typeof o.kind === 'string' ? o.kind : '';
-    if (!SERVED.has(kind)) {
+    const kind = (typeof o.kind === 'string' ? o.kind : '') as Kind;
+    if (!KINDS.includes(kind)) {
       if (KNOWN_OTHER.has(kind)) this.log.debug({ where, kind }, `${where}: ${kind} is not used by the service dataplane; skipped`);
       else this.log.warn({ where, kind: kind || null }, `${where}: unknown kind ${kind ? `"${kind}"` : '(missing field kind)'}; skipped`);
       return;
     }
-    if (kind === 'EndpointSlice' && o.apiVersion !== 'discovery.k8s.io/v1') {
-      this.log.warn({ where }, `${where}: EndpointSlice apiVersion ${String(o.apiVersion)} is not discovery.k8s.io/v1; skipped`);
+    if (!API_VERSIONS[kind].includes(String(o.apiVersion))) {
+      this.log.warn({ where }, `${where}: ${kind} apiVersion ${String(o.apiVersion)} is not ${API_VERSIONS[kind].join(' or ')}; skipped`);
       return;
     }
-    const ns = typeof o.metadata?.namespace === 'string' ? o.metadata.namespace : 'default';
+    const ns = CLUSTER_SCOPED.has(kind) ? '' : typeof o.metadata?.namespace === 'string' ? o.metadata.namespace : 'default';
     const name = typeof o.metadata?.name === 'string' ? o.metadata.name : '';
     const id = `${kind}/${ns}/${name}`;
     if (out.has(id)) {
@@ -214,9 +214,9 @@ export class ManifestSource {
   }
 
   private apply(id: string, obj: unknown, where: string): void {
-    const [kind, ns, name] = id.split('/');
-    const key = `${ns}/${name}`;
-    const problems = kind === 'Service' ? this.store.applyService(key, obj) : this.store.applySlice(key, obj);
+    const [kind, ns, name] = id.split('/') as [Kind, string, string];
+    const key = ns ? `${ns}/${name}` : name;
+    const problems = this.sink.apply(kind, key, obj, where);
     for (const p of problems) {
       const msg = formatProblem(p, where);
       if (p.fatal) this.log.error({ where, object: p.object, field: p.field }, `${msg}; object skipped`);

@@ -34,23 +34,40 @@ export function roleOf(name: string, dataRe: RegExp, podRe: RegExp): ProgramRole
 
 export class Attacher {
   private readonly attached = new Map<number, AttachedIface>();
-  private readonly progIds: Record<ProgramRole, number>;
+  private progIds: Record<ProgramRole, number>;
   private timer: Timer | undefined;
   private stopped = false;
   private readonly failed = new Map<number, string>();
 
   constructor(
     private readonly dp: Datapath,
-    private readonly dataRe: RegExp,
-    private readonly podRe: RegExp,
+    private dataRe: RegExp,
+    private podRe: RegExp,
     private readonly log: Logger,
     private readonly clock: Clock,
     private readonly pollMs = 500,
   ) {
-    this.progIds = {
-      fromPod: native().progInfo(dp.programs.fromPod.fd).id,
-      fromData: native().progInfo(dp.programs.fromData.fd).id,
+    this.progIds = this.currentIds();
+  }
+
+  private currentIds(): Record<ProgramRole, number> {
+    return {
+      fromPod: native().progInfo(this.dp.programs.fromPod.fd).id,
+      fromData: native().progInfo(this.dp.programs.fromData.fd).id,
     };
+  }
+
+  /** The datapath's programs were swapped: replace ours everywhere now. */
+  programsChanged(): void {
+    this.progIds = this.currentIds();
+    this.poll();
+  }
+
+  /** New interface patterns (FelixConfiguration): attach, move or detach to match. */
+  setPatterns(dataRe: RegExp, podRe: RegExp): void {
+    this.dataRe = dataRe;
+    this.podRe = podRe;
+    this.poll();
   }
 
   start(): void {
@@ -81,6 +98,14 @@ export class Attacher {
       if (now.get(index) !== a.name) {
         this.attached.delete(index);
         this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} is gone; forgotten`);
+      } else if (!roleOf(a.name, this.dataRe, this.podRe)) {
+        this.attached.delete(index);
+        try {
+          native().tcDetach(index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
+          this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} no longer matches the interface patterns; detached`);
+        } catch (e) {
+          this.log.error({ iface: a.name }, `cannot detach from ${a.name}: ${(e as Error).message}`);
+        }
       }
     }
     for (const [index, name] of now) {

@@ -55,10 +55,23 @@ function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): D
   };
 }
 
+export interface Programs {
+  programs: Record<ProgramRole, { fd: number; name: string }>;
+  objects: NativeBpfObject[];
+  close(): void;
+}
+
+/**
+ * The loaded datapath. Maps are opened from their pins with fds of their
+ * own, so the programs can be reloaded (new load-time settings) under a
+ * running reconciler.
+ */
 export interface Datapath {
   maps: DatapathMaps;
   programs: Record<ProgramRole, { fd: number; name: string }>;
   objects: NativeBpfObject[];
+  /** Put newly loaded programs in place; returns the old ones to close once nothing runs them. */
+  swapPrograms(p: Programs): Programs;
   close(): void;
 }
 
@@ -122,12 +135,8 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
   return wanted;
 }
 
-export async function loadDatapath(
-  bpfDir: string,
-  pinDir: string,
-  cfg: DatapathConfig,
-  log?: Logger,
-): Promise<Datapath> {
+/** Load both TC objects; their maps are pinned under pinDir (or adopted). */
+export async function loadPrograms(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Programs> {
   mkdirSync(pinDir, { recursive: true });
   const rodata = rodataFor(cfg);
   const maxEntries = sizesFor(cfg, pinDir, log);
@@ -145,15 +154,7 @@ export async function loadDatapath(
     for (const o of objects) o.close();
     throw e;
   }
-  const first = objects[0]!;
-  const byName = new Map(first.maps().map((m) => [m.name, m]));
-  const maps = makeMaps((name) => {
-    const m = byName.get(name);
-    if (!m) throw new Error(`BPF object has no map ${name}`);
-    return { fd: m.fd, maxEntries: m.maxEntries };
-  });
   return {
-    maps,
     programs,
     objects,
     close() {
@@ -162,8 +163,36 @@ export async function loadDatapath(
   };
 }
 
+export async function loadDatapath(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Datapath> {
+  let cur = await loadPrograms(bpfDir, pinDir, cfg, log);
+  let pinned: ReturnType<typeof openPinnedMaps>;
+  try {
+    pinned = openPinnedMaps(pinDir);
+  } catch (e) {
+    cur.close();
+    throw e;
+  }
+  const dp: Datapath = {
+    maps: pinned.maps,
+    programs: cur.programs,
+    objects: cur.objects,
+    swapPrograms(p) {
+      const old = cur;
+      cur = p;
+      dp.programs = p.programs;
+      dp.objects = p.objects;
+      return old;
+    },
+    close() {
+      cur.close();
+      pinned.close();
+    },
+  };
+  return dp;
+}
+
 /** The pinned maps of a running (or stopped) agent, for the CLI. */
-export function openPinnedMaps(pinDir: string): DatapathMaps & { close(): void } {
+export function openPinnedMaps(pinDir: string): { maps: DatapathMaps; close(): void } {
   const fds: number[] = [];
   const maps = makeMaps((name) => {
     const path = join(pinDir, name);
@@ -175,7 +204,7 @@ export function openPinnedMaps(pinDir: string): DatapathMaps & { close(): void }
     return { fd, maxEntries: native().mapInfo(fd).maxEntries };
   });
   return {
-    ...maps,
+    maps,
     close() {
       for (const fd of fds) native().closeFd(fd);
     },

@@ -1,0 +1,157 @@
+/**
+ * The BPF dataplane while bpfproxy owns it (bpfEnabled=true): programs,
+ * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
+ * addresses. enable() takes over (maps synced before programs attach,
+ * kube-proxy's rules removed when asked); disable() hands back (detach,
+ * unpin); stop() leaves everything running for the next agent.
+ */
+import { networkInterfaces } from 'node:os';
+import { rmSync } from 'node:fs';
+import type { Clock, Timer } from '../clock.js';
+import type { Logger } from '../log.js';
+import { Attacher, detachAll } from '../dataplane/bpf/attach.js';
+import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
+import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
+import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
+import { conntrackViews, mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
+import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
+import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
+import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
+import type { AgentConfig } from '../config/felix.js';
+import type { DatapathSnapshot } from '../metrics.js';
+import type { Proxier } from '../proxy/proxier.js';
+
+export interface RuntimeOptions {
+  pinDir: string;
+  bpfDir: string;
+  podIfaces: RegExp;
+}
+
+/** IPv4 addresses of this node (its network namespace), loopback excluded. */
+export function nodeAddresses(): string[] {
+  const out = new Set<string>();
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.add(a.address);
+  }
+  return [...out].sort();
+}
+
+export function datapathConfig(c: AgentConfig): DatapathConfig {
+  return {
+    ...DEFAULT_DATAPATH,
+    ctTimeouts: c.bpfConntrackTimeouts,
+    mapSizes: {
+      conntrack: c.bpfMapSizeConntrack, natFrontend: c.bpfMapSizeNATFrontend,
+      natBackend: c.bpfMapSizeNATBackend, natAffinity: c.bpfMapSizeNATAffinity,
+    },
+  };
+}
+
+export function dataPattern(c: AgentConfig): RegExp {
+  return new RegExp(c.bpfL3IfacePattern ? `(${c.bpfDataIfacePattern})|(${c.bpfL3IfacePattern})` : c.bpfDataIfacePattern);
+}
+
+export class BpfRuntime {
+  private addrTimer: Timer | undefined;
+  private lastAddrs = '';
+
+  private constructor(
+    readonly dp: Datapath,
+    readonly reconciler: BpfReconciler,
+    readonly attacher: Attacher,
+    readonly gc: ConntrackGc,
+    private readonly proxier: Proxier,
+    private readonly o: RuntimeOptions,
+    private readonly log: Logger,
+    private readonly clock: Clock,
+  ) {}
+
+  static async enable(o: RuntimeOptions, cfg: AgentConfig, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
+    if (!bpffsRootOf(o.pinDir)) {
+      if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
+      else throw new Error(`pin dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
+    }
+    const t0 = performance.now();
+    const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
+    log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
+    const reconciler = new BpfReconciler(dp.maps, log);
+    const attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock);
+    const gc = new ConntrackGc(dp.maps, log, clock);
+    const rt = new BpfRuntime(dp, reconciler, attacher, gc, proxier, o, log, clock);
+    rt.refreshAddresses();
+    proxier.setDataplane(reconciler);
+    await proxier.runner.idle();
+    // Maps first, then hooks: a fresh node never runs programs on empty maps,
+    // and a restarted agent swaps programs over maps that are already right.
+    if (cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(log);
+    attacher.start();
+    gc.start();
+    rt.armAddresses();
+    return rt;
+  }
+
+  /** Apply a changed config while running. */
+  async reconfigure(old: AgentConfig, cfg: AgentConfig): Promise<void> {
+    if (old.bpfDataIfacePattern !== cfg.bpfDataIfacePattern || old.bpfL3IfacePattern !== cfg.bpfL3IfacePattern) {
+      this.attacher.setPatterns(dataPattern(cfg), this.o.podIfaces);
+    }
+    if (JSON.stringify(old.bpfConntrackTimeouts) !== JSON.stringify(cfg.bpfConntrackTimeouts)) {
+      const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);
+      const prev = this.dp.swapPrograms(fresh);
+      this.attacher.programsChanged();
+      prev.close();
+      this.log.info({ timeouts: cfg.bpfConntrackTimeouts }, 'conntrack timeouts changed: programs reloaded and swapped in place');
+    }
+    if (!old.bpfKubeProxyIptablesCleanupEnabled && cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(this.log);
+  }
+
+  private refreshAddresses(): void {
+    const addrs = nodeAddresses();
+    const s = addrs.join(',');
+    if (s === this.lastAddrs) return;
+    this.lastAddrs = s;
+    this.reconciler.setNodeAddresses(addrs);
+    this.log.info({ addresses: addrs }, 'NodePort answers on these node addresses');
+  }
+
+  private armAddresses(): void {
+    this.addrTimer = this.clock.after(1000, () => {
+      try {
+        this.refreshAddresses();
+      } catch (e) {
+        this.log.error(`cannot update node addresses: ${(e as Error).message}`);
+      }
+      this.armAddresses();
+    });
+  }
+
+  snapshot(): DatapathSnapshot {
+    return {
+      maps: mapFills(this.dp.maps),
+      reasons: reasonViews(this.dp.maps),
+      conntrackEntries: conntrackViews(this.dp.maps).length,
+    };
+  }
+
+  private stopTimers(): void {
+    this.addrTimer?.cancel();
+    this.attacher.stop();
+    this.gc.stop();
+  }
+
+  /** Agent exit: the dataplane keeps serving. */
+  stop(): void {
+    this.stopTimers();
+    this.dp.close();
+  }
+
+  /** Hand the node back (bpfEnabled=false): detach everywhere and unpin. */
+  disable(): void {
+    this.stopTimers();
+    this.proxier.setDataplane(undefined);
+    const ifaces = detachAll(this.log);
+    this.dp.close();
+    rmSync(this.o.pinDir, { recursive: true, force: true });
+    this.log.info({ interfaces: ifaces }, `bpfEnabled is false: detached from ${ifaces.length} interface(s) and unpinned the maps; kube-proxy can take over`);
+  }
+}
