@@ -68,7 +68,7 @@ t.test('two-node lab, real traffic', async (t) => {
   cpSync(join(REPO, 'manifests', 'examples'), dir, { recursive: true });
   writeFileSync(join(dir, 'remote.yaml'), REMOTE);
   labUp(lab);
-  for (const n of lab.nodes) agents.set(n.name, startAgent(n, dir));
+  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { manifests: dir }));
   await Promise.all([...agents.values()].map((a) => a.ready));
 
   const client = lab.client;
@@ -231,7 +231,7 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     const old = agents.get('node1')!;
     t.equal(await old.stop(), 0, 'agent exits cleanly on SIGTERM');
     await sleep(300);
-    const fresh = startAgent(n1, dir);
+    const fresh = startAgent(n1, { manifests: dir });
     agents.set('node1', fresh);
     await fresh.ready;
     t.ok(fresh.logs.some((l) => l.includes('adopted service state from pinned maps')), 'the new agent adopted the pinned maps');

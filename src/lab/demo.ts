@@ -50,7 +50,7 @@ export async function runDemo(prefix: string, manifests: string): Promise<boolea
   const agents: AgentProcess[] = [];
   let allOk = true;
   try {
-    for (const n of lab.nodes) agents.push(startAgent(n, manifests));
+    for (const n of lab.nodes) agents.push(startAgent(n, { manifests }));
     await Promise.all(agents.map((a) => a.ready));
     console.log(`agents ready on ${lab.nodes.map((n) => n.name).join(' and ')} (manifests: ${manifests})\n`);
 

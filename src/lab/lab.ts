@@ -40,6 +40,8 @@ export interface Lab {
   prefix: string;
   lan: string;
   client: { ns: string; ip: string };
+  /** a host on the LAN for an API server (tests) */
+  api: { ns: string; ip: string };
   nodes: LabNode[];
 }
 
@@ -64,6 +66,7 @@ export function labSpec(prefix = 'bpxlab'): Lab {
     prefix,
     lan: `${prefix}-lan`,
     client: { ns: `${prefix}-cl`, ip: '192.0.2.100' },
+    api: { ns: `${prefix}-api`, ip: '192.0.2.2' },
     nodes: [mk(1, ['a', 'b', 'c']), mk(2, ['a', 'b'])],
   };
 }
@@ -102,6 +105,8 @@ export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
     ip(lab.lan, 'link', 'set', 'br0', 'up');
     addNetns(lab.client.ns);
     uplink(lab, lab.client.ns, lab.client.ip, 'cl');
+    addNetns(lab.api.ns);
+    uplink(lab, lab.api.ns, lab.api.ip, 'api');
     for (const n of lab.nodes) {
       addNetns(n.ns);
       sysctl(n.ns, 'net.ipv4.ip_forward', '1');
@@ -193,9 +198,10 @@ export interface AgentProcess {
 
 /** Start `bpfproxy agent` inside a node namespace (network namespace only,
  * so its pins land on the host's bpffs and outlive it). */
-export function startAgent(n: LabNode, manifests: string, extra: string[] = []): AgentProcess {
+export function startAgent(n: LabNode, source: { manifests: string } | { kubeconfig: string }, extra: string[] = []): AgentProcess {
+  const src = 'manifests' in source ? ['--manifests', source.manifests] : ['--kubeconfig', source.kubeconfig];
   const child = spawn('nsenter', [`--net=${nsPath(n.ns)}`, '--', node, join(DIST, 'cli.js'), 'agent',
-    '--manifests', manifests, '--node', n.name, '--pin-dir', n.pinDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: string[] = [];
   let buf = '';
   let readyResolve: () => void;
