@@ -1,0 +1,62 @@
+/** The deployment manifests agree with each other and with the agent. */
+import t from 'tap';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { CALICO_DEFAULTS, effectiveConfig } from '../src/config/felix.js';
+import { FELIX_GROUP, FELIX_PLURAL, FELIX_VERSION } from '../src/k8s/client.js';
+import { REPO } from './helpers/env.js';
+
+type Obj = { kind: string; metadata: { name: string; namespace?: string }; [k: string]: any }; // eslint-disable-line @typescript-eslint/no-explicit-any
+const dir = join(REPO, 'manifests');
+const objs: Obj[] = readdirSync(dir).filter((f) => f.endsWith('.yaml')).flatMap((f) =>
+  parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => {
+    if (d.errors.length) throw new Error(`${f}: ${d.errors[0]!.message}`);
+    return d.toJS() as Obj;
+  }));
+const find = (kind: string, name?: string) => objs.find((o) => o.kind === kind && (!name || o.metadata.name === name));
+
+t.test('DaemonSet wiring', async (t) => {
+  const ds = find('DaemonSet', 'bpfproxy')!;
+  const pod = ds.spec.template.spec;
+  const c = pod.containers[0];
+  t.equal(pod.hostNetwork, true);
+  t.ok(find('ServiceAccount', pod.serviceAccountName), 'service account defined');
+  t.ok(find('ConfigMap', c.envFrom[0].configMapRef.name), 'kubernetes-services-endpoint ConfigMap defined');
+  t.same(c.securityContext.capabilities.add.sort(), ['BPF', 'NET_ADMIN', 'PERFMON', 'SYS_RESOURCE'], 'capabilities it needs, nothing broad');
+  t.equal(c.securityContext.privileged, undefined, 'agent not privileged');
+  t.equal(c.livenessProbe.httpGet.port, 9099, 'probes on the agent health port');
+  t.ok(pod.tolerations.some((x: { operator: string }) => x.operator === 'Exists'), 'runs on every node');
+  t.ok(pod.volumes.some((v: { hostPath?: { path: string } }) => v.hostPath?.path === '/sys/fs/bpf'), 'host bpffs for pins');
+});
+
+t.test('RBAC: read-only but for Events', async (t) => {
+  const role = find('ClusterRole', 'bpfproxy')!;
+  const binding = find('ClusterRoleBinding', 'bpfproxy')!;
+  t.equal(binding.roleRef.name, 'bpfproxy');
+  const can = (res: string, verb: string) => role.rules.some((r: { resources: string[]; verbs: string[] }) => r.resources.includes(res) && r.verbs.includes(verb));
+  for (const r of ['services', 'endpointslices', 'nodes', 'felixconfigurations', 'networkpolicies']) t.ok(can(r, 'watch') && can(r, 'list'), `${r}: list, watch`);
+  for (const rule of role.rules) {
+    const writes = rule.verbs.filter((v: string) => !['get', 'list', 'watch'].includes(v));
+    if (writes.length) t.same(rule.resources, ['events'], `only events are written (${writes.join(',')})`);
+  }
+});
+
+t.test('FelixConfiguration CRD and default', async (t) => {
+  const crd = find('CustomResourceDefinition')!;
+  t.equal(crd.spec.group, FELIX_GROUP);
+  t.equal(crd.spec.names.plural, FELIX_PLURAL);
+  t.equal(crd.spec.versions[0].name, FELIX_VERSION);
+  t.equal(crd.spec.scope, 'Cluster');
+  const def = find('FelixConfiguration', 'default')!;
+  const r = effectiveConfig(CALICO_DEFAULTS, def.spec, undefined, 'n');
+  t.same(r.problems, []);
+  t.equal(r.config!.bpfEnabled, false, 'off until switched on');
+});
+
+t.test('kube-proxy patches', async (t) => {
+  const off = JSON.parse(readFileSync(join(dir, 'kube-proxy-disable.patch.json'), 'utf8'));
+  const on = JSON.parse(readFileSync(join(dir, 'kube-proxy-enable.patch.json'), 'utf8'));
+  t.same(off.spec.template.spec.nodeSelector, { 'non-calico': 'true' });
+  t.same(on.spec.template.spec.nodeSelector, { 'non-calico': null });
+});
