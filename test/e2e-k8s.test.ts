@@ -11,12 +11,12 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess } from '../src/lab/lab.js';
 import { uniqueTag } from '../src/net/netns.js';
+import { sleep } from './helpers/wait.js';
 import { FakeApiServer, writeKubeconfig, type Resource } from './helpers/fake-apiserver.js';
 import { felix, service, slice } from './helpers/k8s-objects.js';
 import { REPO, inNetns } from './helpers/env.js';
 import { attachedHere } from '../src/dataplane/bpf/attach.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('two-node lab on the Kubernetes API', async (t) => {
   const prefix = `bpxk${uniqueTag(5)}`;

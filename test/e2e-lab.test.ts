@@ -12,9 +12,9 @@ import { spawnSync } from 'node:child_process';
 import { DIST, addPod, labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
 import { delNetns, ip, nsPath } from '../src/net/netns.js';
 import { uniqueTag } from '../src/net/netns.js';
+import { sleep } from './helpers/wait.js';
 import { REPO } from './helpers/env.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pods = (a: ProbeAttempt[]) => a.map((x) => (x.ok ? x.pod! : `!${x.error}`));
 const srcs = (a: ProbeAttempt[]) => new Set(a.filter((x) => x.ok).map((x) => x.peer!.split(':')[0]));
 const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());

@@ -11,15 +11,8 @@ import { serviceSink } from '../src/sources/sink.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { service, slice } from './helpers/k8s-objects.js';
 import { captureLogger } from './helpers/log.js';
+import { sleep, until } from './helpers/wait.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 t.test('list/watch into the store', async (t) => {
   const api = new FakeApiServer();
