@@ -12,13 +12,19 @@ NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-I$(BPF_OUT) -Ibpf -mcpu=v3
 
-.PHONY: all build bpf addon ts deps test demo clean lab-down
+.PHONY: all build bpf addon ts deps test demo clean bench bench-tools
 all: build
 
 deps:
 	./scripts/install-deps.sh
 
-build: bpf addon ts
+build: bpf addon ts bench-tools
+
+bench-tools: bench/.output/crr
+
+bench/.output/crr: bench/crr.c
+	@mkdir -p bench/.output
+	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
 
 bpf: $(BPF_OBJS)
 
@@ -43,5 +49,8 @@ test: build
 demo: deps build
 	node dist/src/cli.js lab demo
 
+bench: build
+	node dist/src/cli.js bench local --out bench/results/local
+
 clean:
-	rm -rf $(BPF_OUT) build dist
+	rm -rf $(BPF_OUT) build dist bench/.output

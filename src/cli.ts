@@ -2,8 +2,8 @@
 /** bpfproxy: the agent and the operator commands. */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
-import { rmSync, readdirSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { rmSync, readdirSync, existsSync, readFileSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
 import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere, detachAll } from './dataplane/bpf/attach.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
@@ -236,6 +236,43 @@ lab.command('demo').option('--prefix <p>', 'namespace name prefix', 'bpxlab')
   .action(async (o) => {
     const ok = await runDemo(o.prefix, o.manifests);
     process.exit(ok ? 0 : 1);
+  });
+
+const bench = program.command('bench').description('benchmarks: side by side with kube-proxy\'s modes, locally and on clusters');
+const list = (what: string) => (v: string): number[] => {
+  const xs = v.split(',').map((x) => Number(x.trim()));
+  if (xs.some((x) => !Number.isInteger(x) || x < 1)) throw new InvalidArgumentError(`${what} must be a comma-separated list of whole numbers`);
+  return xs;
+};
+bench.command('local')
+  .description('direct vs kube-proxy iptables vs kube-proxy nftables vs bpfproxy on the namespace lab, one run')
+  .option('--smoke', 'tiny N and about a second per figure (the test suite runs this)')
+  .option('--services <list>', 'service counts, e.g. 1,1000,10000,30000', list('--services'))
+  .option('--endpoints <n>', 'endpoints per service', positiveInt('--endpoints'))
+  .option('--reps <n>', 'repetitions of each traffic figure', positiveInt('--reps'))
+  .option('--seconds <n>', 'seconds per traffic figure', positiveInt('--seconds'))
+  .option('--out <dir>', 'where results.json, report.md and the charts go', join(REPO_ROOT, 'bench', 'results', 'local'))
+  .action(async (o) => {
+    const { runLocal, writeResults, FULL, SMOKE } = await import('./bench/local.js');
+    const { renderLocal, targets } = await import('./bench/report.js');
+    const base = o.smoke ? SMOKE : FULL;
+    const opts = { ...base, ...(o.services ? { services: o.services } : {}), ...(o.endpoints ? { endpoints: o.endpoints } : {}),
+      ...(o.reps ? { reps: o.reps } : {}), ...(o.seconds ? { seconds: o.seconds } : {}) };
+    const r = await runLocal(opts, (s) => process.stderr.write(`bench: ${s}\n`));
+    const files = writeResults(o.out, r, renderLocal);
+    for (const t of targets(r)) console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(`wrote ${files.map((f) => join(o.out, f)).join(', ')}`);
+  });
+bench.command('report')
+  .argument('<results>', 'a results.json from bench local')
+  .option('--out <dir>', 'where to write the report (default: beside the results)')
+  .description('render report.md and the charts again from saved results')
+  .action(async (file: string, o) => {
+    const { writeResults } = await import('./bench/local.js');
+    const { renderLocal } = await import('./bench/report.js');
+    const r = JSON.parse(readFileSync(file, 'utf8'));
+    const out = o.out ?? dirname(file);
+    console.log(`wrote ${writeResults(out, r, renderLocal).join(', ')} in ${out}`);
   });
 
 void DIST;

@@ -200,6 +200,7 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     t.ok(st.interfaces.some((i) => i.iface === 'eth0' && i.program === 'bpfproxy_data'), 'uplink runs the data program');
     t.ok(st.interfaces.filter((i) => i.iface.startsWith('cali')).length >= 3, 'pod interfaces run the pod program');
     t.ok(st.maps.find((m) => m.map === 'bpfproxy_fe')!.entries >= 10, 'frontend fill level');
+    t.equal(st.maps.find((m) => m.map === 'bpfproxy_pod_ifs')!.entries, 3, 'the three pod veths are entered directly (redirect_peer)');
     t.ok(st.reasons.find((r) => r.reason === 'no-endpoints')!.packets >= 2, 'rejects counted by reason');
   });
 

@@ -39,6 +39,17 @@ static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt *p,
 
 /* After the rewrite: send the packet where fib_route said, as a router
  * would (TTL decremented), or leave it to the stack. */
+/* Host-side veths of pods (written by the agent's attacher): a packet for a
+ * pod goes straight into the pod's namespace, skipping the veth's transmit
+ * and backlog hop (as Cilium's and Calico's host routing do). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pod_if_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfproxy_pod_ifs SEC(".maps");
+
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p,
 					const struct bpf_fib_lookup *fib, int rc)
 {
@@ -58,6 +69,12 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
 		return drop(skb, REASON_REWRITE_FAILED);
+	{
+		struct pod_if_key pk = { .ifindex = fib->ifindex };
+
+		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk))
+			return bpf_redirect_peer(fib->ifindex, 0);
+	}
 	return bpf_redirect(fib->ifindex, 0);
 }
 

@@ -77,6 +77,12 @@ struct node_ip_key {
 	__be32 addr;   /* net */
 };
 
+/* Pod-facing veths we may redirect into directly (bpf_redirect_peer).
+ * Value unused (1). */
+struct pod_if_key {
+	__u32 ifindex;  /* host */
+};
+
 /* Service names for operators (CLI); never read by the datapath. */
 struct svc_name {
 	char name[128]; /* "namespace/name:port/proto", NUL padded */

@@ -7,7 +7,18 @@
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { native, type TcDirection } from '../../native/index.js';
+import { spawnSync } from 'node:child_process';
 import type { Datapath, ProgramRole } from './loader.js';
+
+/** Whether an interface in this namespace is a veth (netlink, via iproute2). */
+export function isVeth(name: string): boolean {
+  const r = spawnSync('ip', ['-d', '-j', 'link', 'show', 'dev', name], { encoding: 'utf8' });
+  try {
+    return (JSON.parse(r.stdout) as Array<{ linkinfo?: { info_kind?: string } }>)[0]?.linkinfo?.info_kind === 'veth';
+  } catch {
+    return false;
+  }
+}
 
 export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
@@ -84,6 +95,24 @@ export class Attacher {
     return [...this.attached.values()];
   }
 
+  /** Pod veths are entered directly by the datapath (bpf_redirect_peer). */
+  private notePodIf(index: number, name: string, role: ProgramRole): void {
+    try {
+      if (role === 'fromPod' && isVeth(name)) this.dp.maps.podIfs.set({ ifindex: index }, { v: 1 });
+      else this.dp.maps.podIfs.delete({ ifindex: index });
+    } catch (e) {
+      this.log.warn({ iface: name }, `cannot record ${name} as a pod veth: ${(e as Error).message}; its traffic takes the host path`);
+    }
+  }
+
+  private forgetPodIf(index: number): void {
+    try {
+      this.dp.maps.podIfs.delete({ ifindex: index });
+    } catch {
+      /* map closed */
+    }
+  }
+
   private arm(): void {
     if (this.stopped) return;
     this.timer = this.clock.after(this.pollMs, () => {
@@ -97,9 +126,11 @@ export class Attacher {
     for (const [index, a] of this.attached) {
       if (now.get(index) !== a.name) {
         this.attached.delete(index);
+        this.forgetPodIf(index);
         this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} is gone; forgotten`);
       } else if (!roleOf(a.name, this.dataRe, this.podRe)) {
         this.attached.delete(index);
+        this.forgetPodIf(index);
         try {
           native().tcDetach(index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
           this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} no longer matches the interface patterns; detached`);
@@ -119,12 +150,16 @@ export class Attacher {
         have = 0;
       }
       if (have === want) {
-        if (!this.attached.has(index)) this.attached.set(index, { index, name, role, progId: want });
+        if (!this.attached.has(index)) {
+          this.attached.set(index, { index, name, role, progId: want });
+          this.notePodIf(index, name, role);
+        }
         continue;
       }
       try {
         native().tcAttach(index, TC_DIRECTION, this.dp.programs[role].fd, TC_HANDLE, TC_PRIORITY);
         this.attached.set(index, { index, name, role, progId: want });
+        this.notePodIf(index, name, role);
         this.failed.delete(index);
         this.log.info(
           { iface: name, ifindex: index, role, replaced: have !== 0 },

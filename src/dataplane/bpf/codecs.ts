@@ -69,6 +69,10 @@ export const nodeIpKey = struct('node_ip_key', {
   addr: ip4,
 });
 
+export const podIfKey = struct('pod_if_key', {
+  ifindex: u32,
+});
+
 export const svcName = struct('svc_name', {
   name: chars(128),
 });

@@ -123,7 +123,7 @@ export interface MapFill {
 }
 
 export function mapFills(maps: DatapathMaps): MapFill[] {
-  return [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.svcNames].map((m) => {
+  return [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames].map((m) => {
     const entries = m.count();
     return { map: m.name, entries, maxEntries: m.maxEntries, percent: +((entries / m.maxEntries) * 100).toFixed(2) };
   });

@@ -17,6 +17,7 @@ export const MAP_NAMES = {
   slots: 'bpfproxy_slots',
   affinity: 'bpfproxy_affinity',
   nodeIps: 'bpfproxy_node_ips',
+  podIfs: 'bpfproxy_pod_ifs',
   svcNames: 'bpfproxy_svc_names',
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
@@ -34,6 +35,7 @@ export interface DatapathMaps {
   slots: BpfMap<c.SlotKey, c.BackendValue>;
   affinity: BpfMap<c.AffinityKey, c.AffinityValue>;
   nodeIps: BpfMap<{ addr: string }, { v: number }>;
+  podIfs: BpfMap<{ ifindex: number }, { v: number }>;
   svcNames: BpfMap<{ v: number }, { name: string }>;
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
@@ -49,6 +51,7 @@ function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): D
     slots: m(MAP_NAMES.slots, c.slotKey, c.backend),
     affinity: m(MAP_NAMES.affinity, c.affinityKey, c.affinityValue),
     nodeIps: m(MAP_NAMES.nodeIps, c.nodeIpKey, c.u8Value),
+    podIfs: m(MAP_NAMES.podIfs, c.podIfKey, c.u8Value),
     svcNames: m(MAP_NAMES.svcNames, c.u32Key, c.svcName),
     ct: m(MAP_NAMES.ct, c.ctKey, c.ctValue),
     reasons: m(MAP_NAMES.reasons, c.u32Key, c.reasonCounter, native().possibleCpus()),

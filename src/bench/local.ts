@@ -1,0 +1,236 @@
+/**
+ * `bpfproxy bench local`: every variant in the same run, on the same
+ * topology, fresh namespaces for each, several repetitions; every figure
+ * also as a ratio to the direct baseline measured at the same N.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { environment, type Environment } from './environment.js';
+import { crr, iperf, type CrrResult, type IperfResult } from './measure.js';
+import { percentile, summarize, type Summary } from './stats.js';
+import { createTopology, destroyTopology, CRR_PORT, IPERF_PORT } from './topology.js';
+import { benchServices, MEASURED_VIP, program, VARIANTS, type Variant } from './variants.js';
+import { addNetns, delNetns, nsPath, uniqueTag } from '../net/netns.js';
+import { spawn } from 'node:child_process';
+import { DIST } from '../lab/lab.js';
+import { stringify } from 'yaml';
+
+export interface LocalOptions {
+  services: number[];
+  endpoints: number;
+  reps: number;
+  seconds: number;
+  endpointChanges: number;
+  packetServices: number[];
+  rssServices: number;
+  rssEndpoints: number;
+  programTarget: { services: number; endpoints: number };
+  threads: number;
+  variants: Variant[];
+  smoke: boolean;
+}
+
+export const FULL: LocalOptions = {
+  services: [1, 1000, 10000, 30000], endpoints: 1, reps: 3, seconds: 3, endpointChanges: 20,
+  packetServices: [1, 1000, 10000, 30000, 100000], rssServices: 10000, rssEndpoints: 10,
+  programTarget: { services: 10000, endpoints: 10 }, threads: 2, variants: [...VARIANTS], smoke: false,
+};
+
+export const SMOKE: LocalOptions = {
+  services: [1, 10], endpoints: 1, reps: 1, seconds: 1, endpointChanges: 3,
+  packetServices: [1, 10], rssServices: 10, rssEndpoints: 2,
+  programTarget: { services: 10, endpoints: 2 }, threads: 2, variants: [...VARIANTS], smoke: true,
+};
+
+export interface VariantRun {
+  variant: Variant;
+  services: number;
+  programMs: number;
+  endpointChangeMs: { p50: number; p99: number; samples: number[] } | null;
+  tcpGbps: Summary;
+  tcpRetransmits: number[];
+  tcpCpuSecPerGbit: Summary;
+  udpGbps: Summary;
+  udpLostPercent: number[];
+  udpCpuSecPerGbit: Summary;
+  crrRate: Summary;
+  crrP50us: Summary;
+  crrP99us: Summary;
+  crrErrors: number[];
+  generatorCpu: number[];
+  generatorSaturated: boolean;
+  errors: string[];
+}
+
+export interface LocalResults {
+  kind: 'bpfproxy-bench-local';
+  environment: Environment;
+  options: LocalOptions;
+  runs: VariantRun[];
+  packetNs: Array<{ services: number; newFlowNs: number; establishedNs: number }>;
+  programming: { services: number; endpoints: number; ms: number } | null;
+  agentRss: { services: number; endpoints: number; rssMiB: number; readyMs: number } | null;
+}
+
+const okNum = (x: number) => (Number.isFinite(x) ? x : 0);
+
+export async function runLocal(o: LocalOptions, log: (s: string) => void = () => undefined): Promise<LocalResults> {
+  const env = environment();
+  const steps = o.services.length * o.variants.length + o.packetServices.length + 2;
+  const bar = process.stderr.isTTY && !o.smoke
+    ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} {step}', hideCursor: true }, cliProgress.Presets.shades_classic)
+    : undefined;
+  bar?.start(steps, 0, { step: '' });
+  const step = (s: string) => {
+    if (bar) bar.increment({ step: s });
+    else log(s);
+  };
+  const runs: VariantRun[] = [];
+  try {
+    for (const n of o.services) {
+      const svcs = benchServices(n, o.endpoints);
+      for (const v of o.variants) {
+        step(`${v} at ${n} services`);
+        runs.push(await runVariant(v, n, svcs, o));
+      }
+    }
+    const packetNs: LocalResults['packetNs'] = [];
+    for (const n of o.packetServices) {
+      step(`per-packet ns at ${n} services`);
+      const topo = createTopology('bxp', 1);
+      try {
+        const p = await program('bpfproxy', topo, benchServices(n, 1));
+        try {
+          const r = p.packetNs!();
+          packetNs.push({ services: n, newFlowNs: r.newFlow, establishedNs: r.established });
+        } finally {
+          p.close();
+        }
+      } finally {
+        destroyTopology(topo);
+      }
+    }
+    step(`programming ${o.programTarget.services} services x ${o.programTarget.endpoints} endpoints`);
+    const programming = await programmingTarget(o);
+    step(`agent memory at ${o.rssServices} services x ${o.rssEndpoints} endpoints`);
+    const agentRss = await measureAgentRss(o.rssServices, o.rssEndpoints);
+    return { kind: 'bpfproxy-bench-local', environment: env, options: o, runs, packetNs, programming, agentRss };
+  } finally {
+    bar?.stop();
+  }
+}
+
+async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchServices>, o: LocalOptions): Promise<VariantRun> {
+  const topo = createTopology(`bx${v[0]}`, o.endpoints);
+  const errors: string[] = [];
+  try {
+    const p = await program(v, topo, svcs);
+    try {
+      const changes: number[] = [];
+      if (v !== 'direct') {
+        // a full iptables-restore at 30K services takes seconds: fewer samples there
+        const k = v === 'iptables' && n >= 10000 ? Math.min(o.endpointChanges, 5) : o.endpointChanges;
+        for (let i = 0; i < k; i++) changes.push(p.endpointChange(i));
+      }
+      const target = v === 'direct' ? topo.server.ip : MEASURED_VIP;
+      const crrPort = v === 'direct' ? CRR_PORT : 80;
+      const tcp: IperfResult[] = [];
+      const udp: IperfResult[] = [];
+      const cr: CrrResult[] = [];
+      for (let r = 0; r < o.reps; r++) {
+        tcp.push(iperf(topo.client.ns, target, IPERF_PORT, o.seconds, false));
+        udp.push(iperf(topo.client.ns, target, IPERF_PORT, o.seconds, true));
+        cr.push(crr(topo.client.ns, target, crrPort, o.seconds * 1000, o.threads));
+      }
+      for (const x of [...tcp, ...udp, ...cr]) if (x.error) errors.push(x.error);
+      return {
+        variant: v, services: n, programMs: +p.programMs.toFixed(2),
+        endpointChangeMs: changes.length ? { p50: +percentile(changes, 0.5).toFixed(3), p99: +percentile(changes, 0.99).toFixed(3), samples: changes.map((x) => +x.toFixed(3)) } : null,
+        tcpGbps: summarize(tcp.map((x) => x.gbps)),
+        tcpRetransmits: tcp.map((x) => x.retransmits),
+        tcpCpuSecPerGbit: summarize(tcp.map((x) => okNum(x.cpuSecPerGbit))),
+        udpGbps: summarize(udp.map((x) => x.gbps)),
+        udpLostPercent: udp.map((x) => x.lostPercent),
+        udpCpuSecPerGbit: summarize(udp.map((x) => okNum(x.cpuSecPerGbit))),
+        crrRate: summarize(cr.map((x) => x.rate)),
+        crrP50us: summarize(cr.map((x) => okNum(x.p50us))),
+        crrP99us: summarize(cr.map((x) => okNum(x.p99us))),
+        crrErrors: cr.map((x) => x.errors),
+        generatorCpu: cr.map((x) => x.generatorCpu),
+        generatorSaturated: cr.some((x) => x.generatorCpu > 0.9),
+        errors,
+      };
+    } finally {
+      p.close();
+    }
+  } finally {
+    destroyTopology(topo);
+  }
+}
+
+async function programmingTarget(o: LocalOptions): Promise<LocalResults['programming']> {
+  const topo = createTopology('bxg', 1);
+  try {
+    const svcs = benchServices(o.programTarget.services, o.programTarget.endpoints);
+    const p = await program('bpfproxy', topo, svcs);
+    p.close();
+    return { services: o.programTarget.services, endpoints: o.programTarget.endpoints, ms: +p.programMs.toFixed(1) };
+  } finally {
+    destroyTopology(topo);
+  }
+}
+
+/** RSS of a real agent process serving N services x E endpoints from manifests. */
+export async function measureAgentRss(n: number, e: number): Promise<LocalResults['agentRss']> {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-rss-'));
+  const ns = `bxr${uniqueTag(5)}-n`;
+  const pinDir = `/sys/fs/bpf/${ns}`;
+  addNetns(ns);
+  try {
+    const docs: string[] = [];
+    for (const s of benchServices(n, e).filter((x) => x.name !== 'measured')) {
+      docs.push(stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: s.name, namespace: s.namespace }, spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] } }));
+      docs.push(stringify({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } }, ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }], endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })) }));
+    }
+    writeFileSync(join(dir, 'services.yaml'), docs.join('---\n'));
+    const t0 = performance.now();
+    const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'agent', '--manifests', dir, '--pin-dir', pinDir,
+      '--node', 'bench', '--metrics-port', '0', '--health-port', '0', `--map-size-nat-frontend=${Math.max(65536, n * 2)}`, `--map-size-nat-backend=${Math.max(262144, n * e * 2)}`],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+    const ready = await new Promise<boolean>((resolve) => {
+      let buf = '';
+      const timer = setTimeout(() => resolve(false), 300_000);
+      child.stdout.on('data', (d) => {
+        buf += d;
+        if (buf.includes('"agent ready"')) { clearTimeout(timer); resolve(true); }
+      });
+      child.on('exit', () => { clearTimeout(timer); resolve(false); });
+    });
+    const readyMs = performance.now() - t0;
+    let rssMiB = NaN;
+    if (ready && child.pid) {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      rssMiB = +(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024).toFixed(1);
+    }
+    child.kill('SIGTERM');
+    await new Promise((r) => child.on('exit', r));
+    return ready ? { services: n, endpoints: e, rssMiB, readyMs: Math.round(readyMs) } : null;
+  } finally {
+    delNetns(ns);
+    rmSync(pinDir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function writeResults(dir: string, r: LocalResults, render: (r: LocalResults) => Record<string, string>): string[] {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'results.json'), `${JSON.stringify(r, null, 2)}\n`);
+  const files = ['results.json'];
+  for (const [name, body] of Object.entries(render(r))) {
+    writeFileSync(join(dir, name), body);
+    files.push(name);
+  }
+  return files;
+}
