@@ -10,10 +10,10 @@ import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
 import { HealthServers } from '../health/servers.js';
-import { kubeClients, loadKubeConfig, type KubeClients } from '../k8s/client.js';
+import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
 import { Proxier } from '../proxy/proxier.js';
-import { KubeSource } from '../sources/kubernetes.js';
+import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
@@ -99,9 +99,13 @@ export class Agent {
       this.source = src;
       src.start();
     } else {
+      // The Kubernetes client library is big (~80 MiB resident): load it
+      // only when the API is the source.
+      const { kubeClients, loadKubeConfig } = await import('../k8s/client.js');
+      const { KubeSource: Source } = await import('../sources/kubernetes.js');
       this.clients = o.source.clients ?? kubeClients(loadKubeConfig(o.source.kubeconfig));
       log.info({ server: this.clients.server }, `watching the Kubernetes API at ${this.clients.server}`);
-      const src = new KubeSource(this.clients, this.sink(), log, this.clock);
+      const src = new Source(this.clients, this.sink(), log, this.clock);
       this.source = src;
       src.start();
       await src.servicesSynced();

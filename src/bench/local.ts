@@ -16,6 +16,8 @@ import { addNetns, delNetns, nsPath, uniqueTag } from '../net/netns.js';
 import { spawn } from 'node:child_process';
 import { DIST } from '../lab/lab.js';
 import { stringify } from 'yaml';
+import { native } from '../native/index.js';
+import { FakeApiServer, writeKubeconfig } from '../k8s/testing/fake-apiserver.js';
 
 export interface LocalOptions {
   services: number[];
@@ -71,7 +73,7 @@ export interface LocalResults {
   runs: VariantRun[];
   packetNs: Array<{ services: number; newFlowNs: number; establishedNs: number }>;
   programming: { services: number; endpoints: number; ms: number } | null;
-  agentRss: { services: number; endpoints: number; rssMiB: number; readyMs: number } | null;
+  agentRss: AgentRss[];
 }
 
 const okNum = (x: number) => (Number.isFinite(x) ? x : 0);
@@ -115,7 +117,11 @@ export async function runLocal(o: LocalOptions, log: (s: string) => void = () =>
     step(`programming ${o.programTarget.services} services x ${o.programTarget.endpoints} endpoints`);
     const programming = await programmingTarget(o);
     step(`agent memory at ${o.rssServices} services x ${o.rssEndpoints} endpoints`);
-    const agentRss = await measureAgentRss(o.rssServices, o.rssEndpoints);
+    const agentRss: AgentRss[] = [];
+    for (const src of ['manifests', 'kubernetes'] as const) {
+      const m = await measureAgentRss(o.rssServices, o.rssEndpoints, src);
+      if (m) agentRss.push(m);
+    }
     return { kind: 'bpfproxy-bench-local', environment: env, options: o, runs, packetNs, programming, agentRss };
   } finally {
     bar?.stop();
@@ -182,22 +188,50 @@ async function programmingTarget(o: LocalOptions): Promise<LocalResults['program
   }
 }
 
-/** RSS of a real agent process serving N services x E endpoints from manifests. */
-export async function measureAgentRss(n: number, e: number): Promise<LocalResults['agentRss']> {
+export interface AgentRss {
+  source: 'manifests' | 'kubernetes';
+  services: number;
+  endpoints: number;
+  rssMiB: number;
+  readyMs: number;
+}
+
+/**
+ * RSS of a real agent process serving N services x E endpoints, fed from a
+ * manifest directory or from the (in-process) Kubernetes API.
+ */
+export async function measureAgentRss(n: number, e: number, source: AgentRss['source']): Promise<AgentRss | null> {
   const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-rss-'));
   const ns = `bxr${uniqueTag(5)}-n`;
   const pinDir = `/sys/fs/bpf/${ns}`;
   addNetns(ns);
+  const api = new FakeApiServer();
   try {
-    const docs: string[] = [];
-    for (const s of benchServices(n, e).filter((x) => x.name !== 'measured')) {
-      docs.push(stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: s.name, namespace: s.namespace }, spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] } }));
-      docs.push(stringify({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } }, ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }], endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })) }));
+    const svcs = benchServices(n, e).filter((x) => x.name !== 'measured');
+    const objs = svcs.flatMap((s) => [
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: s.name, namespace: s.namespace }, spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] } },
+      { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } }, ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }], endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })) },
+    ]);
+    let src: string[];
+    if (source === 'manifests') {
+      writeFileSync(join(dir, 'services.yaml'), objs.map((o) => stringify(o)).join('---\n'));
+      src = ['--manifests', dir];
+    } else {
+      for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o as never);
+      api.upsert('felixconfigurations', { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', metadata: { name: 'default' }, spec: { bpfEnabled: true } } as never);
+      const prev = native().enterNetns(nsPath(ns));
+      let url: string;
+      try {
+        url = await api.listen('127.0.0.1', 0, true);
+      } finally {
+        native().restoreNetns(prev);
+      }
+      writeKubeconfig(join(dir, 'kubeconfig'), url);
+      src = ['--kubeconfig', join(dir, 'kubeconfig')];
     }
-    writeFileSync(join(dir, 'services.yaml'), docs.join('---\n'));
     const t0 = performance.now();
-    const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'agent', '--manifests', dir, '--pin-dir', pinDir,
-      '--node', 'bench', '--metrics-port', '0', '--health-port', '0', `--map-size-nat-frontend=${Math.max(65536, n * 2)}`, `--map-size-nat-backend=${Math.max(262144, n * e * 2)}`],
+    const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'agent', ...src, '--pin-dir', pinDir,
+      '--node', 'bench', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', `--map-size-nat-frontend=${Math.max(65536, n * 2)}`, `--map-size-nat-backend=${Math.max(262144, n * e * 2)}`],
     { stdio: ['ignore', 'pipe', 'pipe'] });
     const ready = await new Promise<boolean>((resolve) => {
       let buf = '';
@@ -211,13 +245,15 @@ export async function measureAgentRss(n: number, e: number): Promise<LocalResult
     const readyMs = performance.now() - t0;
     let rssMiB = NaN;
     if (ready && child.pid) {
+      await new Promise((r) => setTimeout(r, 1000)); // let the first GC settle
       const status = readFileSync(`/proc/${child.pid}/status`, 'utf8');
       rssMiB = +(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN) / 1024).toFixed(1);
     }
     child.kill('SIGTERM');
     await new Promise((r) => child.on('exit', r));
-    return ready ? { services: n, endpoints: e, rssMiB, readyMs: Math.round(readyMs) } : null;
+    return ready ? { source, services: n, endpoints: e, rssMiB, readyMs: Math.round(readyMs) } : null;
   } finally {
+    await api.close().catch(() => undefined);
     delNetns(ns);
     rmSync(pinDir, { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });

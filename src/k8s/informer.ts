@@ -63,7 +63,8 @@ export interface InformerStats {
 }
 
 export class Informer {
-  private readonly store = new Map<string, { rv: string; obj: KubeObject }>();
+  /** key -> resourceVersion: all a relist needs; the objects live in the sink. */
+  private readonly store = new Map<string, string>();
   private rv = '';
   private handle: WatchHandle | undefined;
   private timer: Timer | undefined;
@@ -101,10 +102,6 @@ export class Informer {
   /** Resolves once the first list has been delivered. */
   waitSynced(): Promise<void> {
     return this.synced ? Promise.resolve() : new Promise((r) => this.syncWaiters.push(r));
-  }
-
-  get(key: string): KubeObject | undefined {
-    return this.store.get(key)?.obj;
   }
 
   keys(): string[] {
@@ -161,8 +158,8 @@ export class Informer {
       seen.add(k);
       const rv = o.metadata?.resourceVersion ?? '';
       const cur = this.store.get(k);
-      if (cur && cur.rv === rv && rv !== '') continue;
-      this.store.set(k, { rv, obj: o });
+      if (cur !== undefined && cur === rv && rv !== '') continue;
+      this.store.set(k, rv);
       this.handler.upsert(k, o);
     }
     for (const k of [...this.store.keys()]) {
@@ -192,7 +189,7 @@ export class Informer {
       if (e.type === 'DELETED') {
         if (this.store.delete(k)) this.handler.remove(k);
       } else if (e.type === 'ADDED' || e.type === 'MODIFIED') {
-        this.store.set(k, { rv: rv ?? '', obj: e.object });
+        this.store.set(k, rv ?? '');
         this.handler.upsert(k, e.object);
       }
     };

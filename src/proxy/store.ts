@@ -4,6 +4,7 @@
  * it and marks the service it belongs to as changed; nothing is computed
  * or programmed here.
  */
+import { createHash } from 'node:crypto';
 import { frontendsFor } from '../model/desired.js';
 import type { EndpointSlice, Frontend, Service } from '../model/types.js';
 import { serviceKey } from '../model/types.js';
@@ -11,9 +12,12 @@ import { toEndpointSlice, toService, type Problem } from '../sources/convert.js'
 
 export type ChangeListener = (service: string) => void;
 
+/** A digest of a converted object: change detection without keeping a copy. */
+const digest = (v: unknown): string => createHash('sha1').update(JSON.stringify(v)).digest('base64');
+
 export class ServiceStore {
-  private readonly services = new Map<string, { svc: Service; json: string }>();
-  private readonly slices = new Map<string, { slice: EndpointSlice; json: string }>();
+  private readonly services = new Map<string, { svc: Service; digest: string }>();
+  private readonly slices = new Map<string, { slice: EndpointSlice; digest: string }>();
   private readonly slicesBySvc = new Map<string, Set<string>>();
 
   constructor(
@@ -38,9 +42,9 @@ export class ServiceStore {
       return problems;
     }
     const k = serviceKey(value.namespace, value.name);
-    const json = JSON.stringify(value);
-    if (this.services.get(k)?.json !== json) {
-      this.services.set(k, { svc: value, json });
+    const d = digest(value);
+    if (this.services.get(k)?.digest !== d) {
+      this.services.set(k, { svc: value, digest: d });
       this.onRecorded('service');
       this.onChange(k);
     }
@@ -61,9 +65,9 @@ export class ServiceStore {
     }
     const { value, problems } = toEndpointSlice(obj);
     if (!value) return problems;
-    const json = JSON.stringify(value);
+    const d = digest(value);
     const old = this.slices.get(key);
-    if (old?.json === json) return problems;
+    if (old?.digest === d) return problems;
     const sk = serviceKey(value.namespace, value.serviceName);
     if (old) {
       const oldSk = serviceKey(old.slice.namespace, old.slice.serviceName);
@@ -72,7 +76,7 @@ export class ServiceStore {
         this.onChange(oldSk);
       }
     }
-    this.slices.set(key, { slice: value, json });
+    this.slices.set(key, { slice: value, digest: d });
     let s = this.slicesBySvc.get(sk);
     if (!s) this.slicesBySvc.set(sk, (s = new Set()));
     s.add(key);

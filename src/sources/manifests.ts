@@ -7,7 +7,8 @@
  */
 import { readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join, relative } from 'node:path';
-import { parseAllDocuments } from 'yaml';
+import { createHash } from 'node:crypto';
+import { Composer, Parser } from 'yaml';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { Problem } from './convert.js';
@@ -16,7 +17,8 @@ import { API_VERSIONS, CLUSTER_SCOPED, KINDS, type Kind, type ObjectSink } from 
 interface FileState {
   mtimeMs: number;
   size: number;
-  text: string;
+  /** digest of the text: a touched but unchanged file is not re-applied */
+  digest: string;
   /** objects by "Kind/ns/name", with their place in the file */
   objects: Map<string, { obj: unknown; where: string }>;
 }
@@ -123,14 +125,15 @@ export class ManifestSource {
       } catch {
         continue;
       }
-      if (old && old.text === text) {
+      const digest = createHash('sha1').update(text).digest('base64');
+      if (old && old.digest === digest) {
         old.mtimeMs = st.mtimeMs;
         old.size = st.size;
         continue;
       }
       const objects = this.parse(p, text);
       const objs = objects ?? old?.objects ?? new Map();
-      this.files.set(p, { mtimeMs: st.mtimeMs, size: st.size, text, objects: objs });
+      this.files.set(p, { mtimeMs: st.mtimeMs, size: st.size, digest, objects: objs });
       changed = true;
     }
     if (changed) this.reconcile();
@@ -138,11 +141,12 @@ export class ManifestSource {
 
   private parse(path: string, text: string): FileState['objects'] | undefined {
     const rel = relative(this.dir, path) || path;
-    const docs = parseAllDocuments(text, { prettyErrors: true });
-    const list = Array.isArray(docs) ? docs : [docs];
+    // One document at a time: a big file never sits in memory as one AST.
     const out: FileState['objects'] = new Map();
     let broken = false;
-    list.forEach((doc, i) => {
+    let i = -1;
+    for (const doc of new Composer({ prettyErrors: true }).compose(new Parser().parse(text), true)) {
+      i++;
       if (doc.errors.length > 0) {
         broken = true;
         const e = doc.errors[0]!;
@@ -150,16 +154,16 @@ export class ManifestSource {
           { file: rel, document: i + 1 },
           `${rel}: document ${i + 1} is not valid YAML (${e.message.split('\n')[0]}); keeping this file's last good objects`,
         );
-        return;
+        continue;
       }
       const obj = doc.toJS() as unknown;
-      if (obj === null || obj === undefined) return;
+      if (obj === null || obj === undefined) continue;
       const items = (obj as { kind?: unknown }).kind === 'List' ? ((obj as { items?: unknown[] }).items ?? []) : [obj];
       items.forEach((item, j) => {
         const where = items.length > 1 || (obj as { kind?: unknown }).kind === 'List' ? `${rel} document ${i + 1} item ${j + 1}` : `${rel} document ${i + 1}`;
         this.collect(item, where, out);
       });
-    });
+    }
     return broken ? undefined : out;
   }
 
