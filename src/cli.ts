@@ -3,7 +3,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { rmSync, readdirSync, existsSync, readFileSync } from 'node:fs';
+import { rmSync, readdirSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
 import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere, detachAll } from './dataplane/bpf/attach.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
@@ -275,8 +275,62 @@ bench.command('report')
     console.log(`wrote ${writeResults(out, r, renderLocal).join(', ')} in ${out}`);
   });
 
+bench.command('cluster')
+  .description('knb-compatible benchmark against a real cluster: idle, pod-to-pod and pod-to-service, TCP and UDP')
+  .requiredOption('--client-node <node>', 'node for the client pod (knb: -cn)')
+  .requiredOption('--server-node <node>', 'node for the server pod (knb: -sn)')
+  .option('-d, --duration <seconds>', 'seconds per test', positiveInt('-d'), 10)
+  .option('--only-tests <list>', 'subset (knb: -ot): idle, tcp, udp, p2p, p2s, p2p_tcp, p2p_udp, p2s_tcp, p2s_udp', 'idle,p2p,p2s')
+  .option('--socket-buffer-size <size>', 'UDP socket buffer, iperf3 -w (knb: -sbs), e.g. 256K', 'auto')
+  .option('-n, --namespace <ns>', 'namespace for the benchmark pods', 'knb')
+  .option('-t, --timeout <seconds>', 'seconds to wait for a pod', positiveInt('-t'), 180)
+  .option('-k, --keep', 'keep the pods and namespace afterwards')
+  .option('--image <image>', 'image with iperf3 and sh', 'networkstatic/iperf3')
+  .option('--kubeconfig <path>', 'kubeconfig (default: the usual places)')
+  .addOption(new Option('-o, --output <format>', 'text, json or yaml').choices(['text', 'json', 'yaml']).default('text'))
+  .option('-f, --file <path>', 'write the output here instead of stdout')
+  .action(async (o) => {
+    const { ClusterBench, parseOnlyTests, renderCluster } = await import('./bench/cluster.js');
+    const { loadKubeConfig } = await import('./k8s/client.js');
+    let tests;
+    try {
+      tests = parseOnlyTests(o.onlyTests);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+    const b = new ClusterBench(loadKubeConfig(o.kubeconfig), {
+      clientNode: o.clientNode, serverNode: o.serverNode, duration: o.duration, tests, socketBufferSize: o.socketBufferSize,
+      namespace: o.namespace, image: o.image, podTimeout: o.timeout, keep: !!o.keep,
+    }, (s) => process.stderr.write(`bench cluster: ${s}\n`));
+    const out = renderCluster(await b.run(), o.output);
+    if (o.file) writeFileSync(o.file, out);
+    else process.stdout.write(out);
+  });
+bench.command('compare')
+  .argument('<a>', 'results of one run (bench cluster -o json), e.g. kube-proxy')
+  .argument('<b>', 'results of the other, e.g. bpfproxy')
+  .option('--out <dir>', 'write compare.md and the charts here')
+  .description('two cluster runs side by side, with charts')
+  .action(async (a: string, b: string, o) => {
+    const { compareClusters, runName } = await import('./bench/compare.js');
+    const files = compareClusters(JSON.parse(readFileSync(a, 'utf8')), JSON.parse(readFileSync(b, 'utf8')), [runName(a), runName(b)]);
+    if (!o.out) {
+      process.stdout.write(files['compare.md']!);
+      return;
+    }
+    mkdirSync(o.out, { recursive: true });
+    for (const [f, body] of Object.entries(files)) writeFileSync(join(o.out, f), body);
+    console.log(`wrote ${Object.keys(files).map((f) => join(o.out, f)).join(', ')}`);
+  });
+
 void DIST;
-program.parseAsync().catch((e: Error) => {
+
+/** knb's multi-letter short flags, so knb command lines work unchanged. */
+const KNB_FLAGS: Record<string, string> = { '-cn': '--client-node', '-sn': '--server-node', '-ot': '--only-tests', '-sbs': '--socket-buffer-size' };
+const argv = process.argv.slice();
+if (argv[2] === 'bench' && argv[3] === 'cluster') for (let i = 4; i < argv.length; i++) argv[i] = KNB_FLAGS[argv[i]!] ?? argv[i]!;
+
+program.parseAsync(argv).catch((e: Error) => {
   process.stderr.write(`bpfproxy: ${e.message}\n`);
   process.exit(1);
 });

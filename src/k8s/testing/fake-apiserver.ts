@@ -46,6 +46,14 @@ export class FakeApiServer {
   /** resources that answer 404 (CRD not installed) */
   readonly missing = new Set<Resource>();
   private bookmarkTimer: NodeJS.Timeout | undefined;
+  readonly namespaces = new Set<string>(['default', 'kube-system']);
+  readonly pods = new Map<string, { pod: Obj; logs: string }>();
+  private nextServiceIP = 100;
+  /**
+   * Plays the kubelet for created pods: called with each new pod and a
+   * function to set its status and logs (tests schedule phases with it).
+   */
+  kubelet: ((pod: Obj, set: (status: Record<string, unknown>, logs?: string) => void) => void) | undefined;
 
   constructor() {
     for (const r of Object.keys(PATHS) as Resource[]) {
@@ -155,6 +163,7 @@ export class FakeApiServer {
     const url = new URL(req.url ?? '/', 'http://x');
     const query = Object.fromEntries(url.searchParams);
     this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query });
+    if (this.handleObjects(req, resp, url.pathname)) return;
     const ev = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
     if (ev && req.method === 'POST') {
       let body = '';
@@ -176,6 +185,93 @@ export class FakeApiServer {
     }
     if (query.watch === 'true' || query.watch === '1') return this.watch(res, query, resp);
     this.list(res, query, resp);
+  }
+
+  private body(req: IncomingMessage): Promise<Obj> {
+    return new Promise((resolve) => {
+      let b = '';
+      req.on('data', (d) => (b += d));
+      req.on('end', () => resolve(JSON.parse(b || '{}') as Obj));
+    });
+  }
+
+  private reply(resp: ServerResponse, code: number, body: unknown, raw = false): void {
+    resp.writeHead(code, { 'Content-Type': raw ? 'text/plain' : 'application/json' });
+    resp.end(raw ? String(body) : JSON.stringify(body));
+  }
+
+  private notFound(resp: ServerResponse, what: string): void {
+    this.reply(resp, 404, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404, message: `${what} not found` });
+  }
+
+  /** Namespaces, pods (with logs) and services by name: what bench cluster uses. */
+  private handleObjects(req: IncomingMessage, resp: ServerResponse, path: string): boolean {
+    const method = req.method ?? 'GET';
+    if (path === '/api/v1/namespaces' && method === 'POST') {
+      void this.body(req).then((o) => {
+        if (this.namespaces.has(o.metadata.name)) return this.reply(resp, 409, { kind: 'Status', code: 409, reason: 'AlreadyExists', message: `namespaces "${o.metadata.name}" already exists` });
+        this.namespaces.add(o.metadata.name);
+        this.reply(resp, 201, { ...o, apiVersion: 'v1', kind: 'Namespace' });
+      });
+      return true;
+    }
+    let m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(path);
+    if (m && method === 'DELETE') {
+      const ns = m[1]!;
+      if (!this.namespaces.delete(ns)) this.notFound(resp, `namespace ${ns}`);
+      else {
+        for (const k of [...this.pods.keys()]) if (k.startsWith(`${ns}/`)) this.pods.delete(k);
+        this.reply(resp, 200, { kind: 'Namespace', apiVersion: 'v1', metadata: { name: ns }, status: { phase: 'Terminating' } });
+      }
+      return true;
+    }
+    m = /^\/api\/v1\/namespaces\/([^/]+)\/(pods|services)(?:\/([^/]+))?(\/log)?$/.exec(path);
+    if (!m) return false;
+    const [, ns, kind, name, log] = m as unknown as [string, string, 'pods' | 'services', string | undefined, string | undefined];
+    if (!this.namespaces.has(ns)) {
+      this.notFound(resp, `namespace ${ns}`);
+      return true;
+    }
+    if (method === 'POST' && !name) {
+      void this.body(req).then((o) => {
+        o.metadata = { ...o.metadata, namespace: ns, uid: `uid-${++this.rv}` };
+        if (kind === 'pods') {
+          if (this.pods.has(`${ns}/${o.metadata.name}`)) return this.reply(resp, 409, { kind: 'Status', code: 409, reason: 'AlreadyExists' });
+          o.status = { phase: 'Pending' };
+          const entry = { pod: o, logs: '' };
+          this.pods.set(`${ns}/${o.metadata.name}`, entry);
+          this.kubelet?.(o, (status, logs) => {
+            entry.pod.status = { ...(entry.pod.status as object), ...status };
+            if (logs !== undefined) entry.logs = logs;
+          });
+          return this.reply(resp, 201, o);
+        }
+        const spec = (o.spec ?? {}) as { clusterIP?: string };
+        spec.clusterIP ??= `10.96.200.${this.nextServiceIP++}`;
+        o.spec = spec;
+        this.upsert('services', o);
+        this.reply(resp, 201, this.get('services', `${ns}/${o.metadata.name}`));
+      });
+      return true;
+    }
+    const key = `${ns}/${name}`;
+    if (kind === 'pods') {
+      const p = this.pods.get(key);
+      if (!p) this.notFound(resp, `pod ${key}`);
+      else if (method === 'DELETE') {
+        this.pods.delete(key);
+        this.reply(resp, 200, p.pod);
+      } else if (log) this.reply(resp, 200, p.logs, true);
+      else this.reply(resp, 200, p.pod);
+      return true;
+    }
+    const svc = this.get('services', key);
+    if (!svc) this.notFound(resp, `service ${key}`);
+    else if (method === 'DELETE') {
+      this.remove('services', key);
+      this.reply(resp, 200, svc);
+    } else this.reply(resp, 200, svc);
+    return true;
   }
 
   private list(res: Resource, q: Record<string, string>, resp: ServerResponse): void {
