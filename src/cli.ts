@@ -258,7 +258,7 @@ bench.command('local')
     const base = o.smoke ? SMOKE : FULL;
     const opts = { ...base, ...(o.services ? { services: o.services } : {}), ...(o.endpoints ? { endpoints: o.endpoints } : {}),
       ...(o.reps ? { reps: o.reps } : {}), ...(o.seconds ? { seconds: o.seconds } : {}) };
-    const r = await runLocal(opts, (s) => process.stderr.write(`bench: ${s}\n`));
+    const r = await runLocal(opts, (s) => process.stderr.write(`bench: ${s}\n`), (partial) => writeResults(o.out, partial, renderLocal));
     const files = writeResults(o.out, r, renderLocal);
     for (const t of targets(r)) console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
     console.log(`wrote ${files.map((f) => join(o.out, f)).join(', ')}`);

@@ -82,7 +82,7 @@ t.test('agent on the Kubernetes API', async (t) => {
     t.ok(agent.runtime!.dp.maps.fe.get({ addr: '0.0.0.0', port: 30080, proto: 6 }), 'NodePort programmed');
     const hz = await get(10256, '/healthz');
     t.match(hz, { status: 200 }, 'kube-proxy healthz');
-    t.match(JSON.parse((hz as { body: string }).body), { nodeEligible: true, warnings: [/bpfExternalServiceMode=Tunnel is not implemented/] }, 'unsupported external mode reported, not pretended');
+    t.match(JSON.parse((hz as { body: string }).body), { nodeEligible: true, warnings: [/bpfExternalServiceMode=Tunnel is not supported yet/] }, 'unsupported external mode reported, not pretended');
   });
 
   await t.test('healthCheckNodePort answers with the local endpoint count', async (t) => {

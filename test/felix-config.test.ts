@@ -36,10 +36,10 @@ t.test('every invalid field is named; the config is refused whole', async (t) =>
 
 t.test('fields bpfproxy does not act on are reported, non-BPF Felix fields are not', async (t) => {
   const r = effectiveConfig(CALICO_DEFAULTS, { bpfPSNATPorts: '20000:29999', bpfFancyNewThing: 1, logSeverityScreen: 'Info' }, undefined, 'n1');
-  t.same(r.ignored, ['bpfPSNATPorts (not implemented by bpfproxy)', 'bpfFancyNewThing (unknown)']);
+  t.same(r.ignored, ['bpfPSNATPorts (not supported by bpfproxy yet)', 'bpfFancyNewThing (unknown)']);
   t.ok(r.config);
 });
 
 t.test('unsupported modes are said plainly', async (t) => {
-  t.match(unsupported({ ...CALICO_DEFAULTS, bpfExternalServiceMode: 'DSR' })[0], /DSR is not implemented yet.*SNAT/);
+  t.match(unsupported({ ...CALICO_DEFAULTS, bpfExternalServiceMode: 'DSR' })[0], /DSR is not supported yet.*SNAT/);
 });

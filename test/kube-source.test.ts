@@ -62,6 +62,8 @@ t.test('list/watch into the store', async (t) => {
 
   await t.test('bookmarks move the resourceVersion on without events', async (t) => {
     const nodeWatches = () => api.requests.filter((r) => r.query.watch === 'true' && r.path === '/api/v1/nodes');
+    // the node watch may still be backing off from the previous drop
+    await until('node watch connected', () => api.watchCount('nodes') === 1);
     const before = nodeWatches().at(-1)!;
     const count = nodeWatches().length;
     for (let i = 0; i < 5; i++) api.upsert('services', service('noise', `n${i}`, `10.98.0.${i}`));

@@ -78,7 +78,12 @@ export interface LocalResults {
 
 const okNum = (x: number) => (Number.isFinite(x) ? x : 0);
 
-export async function runLocal(o: LocalOptions, log: (s: string) => void = () => undefined): Promise<LocalResults> {
+export async function runLocal(
+  o: LocalOptions,
+  log: (s: string) => void = () => undefined,
+  /** called with everything measured so far after each step, so a crash loses nothing */
+  onStep: (partial: LocalResults) => void = () => undefined,
+): Promise<LocalResults> {
   const env = environment();
   const steps = o.services.length * o.variants.length + o.packetServices.length + 2;
   const bar = process.stderr.isTTY && !o.smoke
@@ -90,15 +95,19 @@ export async function runLocal(o: LocalOptions, log: (s: string) => void = () =>
     else log(s);
   };
   const runs: VariantRun[] = [];
+  const packetNs: LocalResults['packetNs'] = [];
+  const agentRss: AgentRss[] = [];
+  let programming: LocalResults['programming'] = null;
+  const snapshot = (): LocalResults => ({ kind: 'bpfproxy-bench-local', environment: env, options: o, runs, packetNs, programming, agentRss });
   try {
     for (const n of o.services) {
       const svcs = benchServices(n, o.endpoints);
       for (const v of o.variants) {
         step(`${v} at ${n} services`);
         runs.push(await runVariant(v, n, svcs, o));
+        onStep(snapshot());
       }
     }
-    const packetNs: LocalResults['packetNs'] = [];
     for (const n of o.packetServices) {
       step(`per-packet ns at ${n} services`);
       const topo = createTopology('bxp', 1);
@@ -113,16 +122,18 @@ export async function runLocal(o: LocalOptions, log: (s: string) => void = () =>
       } finally {
         destroyTopology(topo);
       }
+      onStep(snapshot());
     }
     step(`programming ${o.programTarget.services} services x ${o.programTarget.endpoints} endpoints`);
-    const programming = await programmingTarget(o);
+    programming = await programmingTarget(o);
+    onStep(snapshot());
     step(`agent memory at ${o.rssServices} services x ${o.rssEndpoints} endpoints`);
-    const agentRss: AgentRss[] = [];
     for (const src of ['manifests', 'kubernetes'] as const) {
       const m = await measureAgentRss(o.rssServices, o.rssEndpoints, src);
       if (m) agentRss.push(m);
+      onStep(snapshot());
     }
-    return { kind: 'bpfproxy-bench-local', environment: env, options: o, runs, packetNs, programming, agentRss };
+    return snapshot();
   } finally {
     bar?.stop();
   }
@@ -137,7 +148,7 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
       const changes: number[] = [];
       if (v !== 'direct') {
         // a full iptables-restore at 30K services takes seconds: fewer samples there
-        const k = v === 'iptables' && n >= 10000 ? Math.min(o.endpointChanges, 5) : o.endpointChanges;
+        const k = v === 'iptables' && n >= 10000 ? Math.min(o.endpointChanges, 3) : o.endpointChanges;
         for (let i = 0; i < k; i++) changes.push(p.endpointChange(i));
       }
       const target = v === 'direct' ? topo.server.ip : MEASURED_VIP;

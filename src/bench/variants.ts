@@ -142,7 +142,11 @@ export async function program(variant: Variant, t: BenchTopology, svcs: BenchSer
   const t0 = performance.now();
   const report = rec.syncAll(all);
   const programMs = performance.now() - t0;
-  if (report.problems.length) throw new Error(`bpfproxy could not program the services: ${report.problems[0]!.message}`);
+  if (report.problems.length) {
+    dp.close();
+    rmSync(t.node.pinDir, { recursive: true, force: true });
+    throw new Error(`bpfproxy could not program the services: ${report.problems[0]!.message}`);
+  }
   const prev = native().enterNetns(nsPath(ns));
   try {
     new Attacher(dp, /^eth0$/, /^cali/, silentLogger, realClock).poll();

@@ -42,8 +42,8 @@ export const CALICO_DEFAULTS: AgentConfig = {
   bpfKubeProxyHealthzPort: 10256,
 };
 
-/** BPF fields Calico has that bpfproxy does not act on (yet). */
-const NOT_IMPLEMENTED = new Set([
+/** BPF fields Calico has that bpfproxy does not act on yet. */
+const UNSUPPORTED = new Set([
   'bpfConnectTimeLoadBalancing', 'bpfConnectTimeLoadBalancingEnabled', 'bpfHostNetworkedNATWithoutCTLB', 'bpfPSNATPorts',
   'bpfEnforceRPF', 'bpfExcludeCIDRsFromNAT', 'bpfExtToServiceConnmark', 'bpfAttachType', 'bpfDSROptoutCIDRs', 'bpfLogFilters',
   'bpfMapSizeRoute', 'bpfMapSizeConntrackScaling', 'bpfMapSizeIPSets', 'bpfMapSizeIfState', 'bpfPolicyDebugEnabled',
@@ -148,7 +148,7 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
         else c[k] = v;
         break;
       default:
-        if (k.startsWith('bpf')) ignored.push(NOT_IMPLEMENTED.has(k) ? `${k} (not implemented by bpfproxy)` : `${k} (unknown)`);
+        if (k.startsWith('bpf')) ignored.push(UNSUPPORTED.has(k) ? `${k} (not supported by bpfproxy yet)` : `${k} (unknown)`);
     }
   }
   return c;
@@ -180,6 +180,6 @@ export function mapSizesChanged(a: AgentConfig, b: AgentConfig): boolean {
 /** What bpfproxy cannot honour in this config, said plainly. */
 export function unsupported(c: AgentConfig): string[] {
   const out: string[] = [];
-  out.push(`bpfExternalServiceMode=${c.bpfExternalServiceMode} is not implemented yet: external traffic to an endpoint on another node is SNATed to this node (kube-proxy behaviour), so that endpoint sees the node's address, not the client's`);
+  out.push(`bpfExternalServiceMode=${c.bpfExternalServiceMode} is not supported yet: external traffic to an endpoint on another node is SNATed to this node (kube-proxy behaviour), so that endpoint sees the node's address, not the client's`);
   return out;
 }

@@ -114,6 +114,8 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
   const wanted: Record<string, number> = {
     [MAP_NAMES.ct]: cfg.mapSizes.conntrack,
     [MAP_NAMES.fe]: cfg.mapSizes.natFrontend,
+    // one name per service port: never more than frontends
+    [MAP_NAMES.svcNames]: cfg.mapSizes.natFrontend,
     [MAP_NAMES.slots]: cfg.mapSizes.natBackend,
     [MAP_NAMES.affinity]: cfg.mapSizes.natAffinity,
   };
