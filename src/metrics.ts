@@ -66,7 +66,7 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_entries', help: 'Live conntrack entries (two per connection)', registers: r,
+      name: 'bpfproxy_conntrack_entries', help: 'Conntrack entries, two per connection (expired ones count until the GC removes them)', registers: r,
       collect() {
         const s = self.snapshot();
         this.set(s?.conntrackEntries ?? 0);

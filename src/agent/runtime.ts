@@ -13,7 +13,7 @@ import { Attacher, detachAll } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
-import { conntrackViews, mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
+import { mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
@@ -126,10 +126,12 @@ export class BpfRuntime {
   }
 
   snapshot(): DatapathSnapshot {
+    const maps = mapFills(this.dp.maps);
     return {
-      maps: mapFills(this.dp.maps),
+      maps,
       reasons: reasonViews(this.dp.maps),
-      conntrackEntries: conntrackViews(this.dp.maps).length,
+      // counted by mapFills already (entries not yet collected by the GC included)
+      conntrackEntries: maps.find((m) => m.map === this.dp.maps.ct.name)?.entries ?? 0,
     };
   }
 

@@ -78,6 +78,10 @@ export class BpfReconciler implements Dataplane {
   private readonly svcIdAlloc = new IdAllocator();
   private readonly sets = new Map<number, BackendSet>();
   private readonly setByContent = new Map<string, number>();
+  /** set ids of each service port: a change looks at its own sets only */
+  private readonly setsBySvc = new Map<number, Set<number>>();
+  /** service ports that have (had) ClientIP affinity: only they can leave affinity entries */
+  private readonly affinitySvcs = new Set<number>();
   private readonly setIdAlloc = new IdAllocator();
   /** services that wanted a frontend someone else owned */
   private readonly waiting = new Map<string, Set<string>>();
@@ -110,12 +114,13 @@ export class BpfReconciler implements Dataplane {
       this.fes.set(ks, { key, value, owner, label: ks });
       if (owner) this.own(owner, ks);
       this.svcIdAlloc.restore(value.svcId);
+      if (value.affinityTimeout) this.affinitySvcs.add(value.svcId);
       let set = this.sets.get(value.setId);
       if (!set) {
         const backends = (slotsBySet.get(value.setId) ?? []).sort((a, b) => a[0] - b[0]).map((x) => x[1]);
         const content = this.contentOf(backends, value.clusterCount);
         set = { svcId: value.svcId, content, backends, refs: 0 };
-        this.sets.set(value.setId, set);
+        this.addSet(value.setId, set);
         this.setByContent.set(`${value.svcId}|${content}`, value.setId);
         this.setIdAlloc.restore(value.setId);
         this.slotCount += backends.length;
@@ -185,10 +190,17 @@ export class BpfReconciler implements Dataplane {
       this.setIdAlloc.release(setId);
       throw e;
     }
-    this.sets.set(setId, { svcId, content, backends, refs: 0 });
+    this.addSet(setId, { svcId, content, backends, refs: 0 });
     this.setByContent.set(ck, setId);
     this.slotCount += backends.length;
     return setId;
+  }
+
+  private addSet(setId: number, s: BackendSet): void {
+    this.sets.set(setId, s);
+    let ids = this.setsBySvc.get(s.svcId);
+    if (!ids) this.setsBySvc.set(s.svcId, (ids = new Set()));
+    ids.add(setId);
   }
 
   private unref(setId: number, freed: Set<number>): void {
@@ -234,6 +246,7 @@ export class BpfReconciler implements Dataplane {
           continue;
         }
         this.maps.fe.set(key, value);
+        if (value.affinityTimeout) this.affinitySvcs.add(svcId);
         this.sets.get(setId)!.refs++;
         if (cur) {
           this.unref(cur.value.setId, freedSets);
@@ -285,6 +298,7 @@ export class BpfReconciler implements Dataplane {
       if (!s || s.refs > 0) continue;
       this.maps.slots.deleteMany(s.backends.map((_, index) => ({ setId, index })));
       this.sets.delete(setId);
+      this.setsBySvc.get(s.svcId)?.delete(setId);
       this.setByContent.delete(`${s.svcId}|${s.content}`);
       this.setIdAlloc.release(setId);
       this.slotCount -= s.backends.length;
@@ -296,14 +310,14 @@ export class BpfReconciler implements Dataplane {
     // What each touched service port still uses.
     const stillUsed = new Map<number, Set<string>>();
     const svcInUse = new Set<number>();
-    if (touchedSvcIds.size > 0) {
-      for (const [setId, s] of this.sets) {
-        if (!touchedSvcIds.has(s.svcId) || s.refs <= 0) continue;
-        svcInUse.add(s.svcId);
-        let u = stillUsed.get(s.svcId);
-        if (!u) stillUsed.set(s.svcId, (u = new Set()));
+    for (const svcId of touchedSvcIds) {
+      for (const setId of this.setsBySvc.get(svcId) ?? []) {
+        const s = this.sets.get(setId)!;
+        if (s.refs <= 0) continue;
+        svcInUse.add(svcId);
+        let u = stillUsed.get(svcId);
+        if (!u) stillUsed.set(svcId, (u = new Set()));
         for (const b of s.backends) u.add(`${b.addr}:${b.port}`);
-        void setId;
       }
     }
     const gone = new Map<number, Set<string>>();
@@ -319,6 +333,8 @@ export class BpfReconciler implements Dataplane {
     }
     if (gone.size > 0 || deadSvcIds.length > 0) this.flushStale(gone, new Set(deadSvcIds));
     for (const svcId of deadSvcIds) {
+      this.setsBySvc.delete(svcId);
+      this.affinitySvcs.delete(svcId);
       const spk = this.svcNames.get(svcId);
       this.maps.svcNames.delete({ v: svcId });
       if (spk) this.svcIds.delete(spk);
@@ -334,10 +350,15 @@ export class BpfReconciler implements Dataplane {
    */
   private flushStale(gone: Map<number, Set<string>>, dead: Set<number>): void {
     const isGone = (svcId: number, be: string) => dead.has(svcId) || !!gone.get(svcId)?.has(be);
-    const aff = this.maps.affinity.entries()
-      .filter(([k, v]) => isGone(k.svcId, `${v.backend.addr}:${v.backend.port}`))
-      .map(([k]) => k);
-    if (aff.length) this.maps.affinity.deleteMany(aff);
+    const affected = [...gone.keys(), ...dead];
+    // Each scan dumps a whole map: only when something in it can be stale.
+    if (affected.some((id) => this.affinitySvcs.has(id))) {
+      const aff = this.maps.affinity.entries()
+        .filter(([k, v]) => isGone(k.svcId, `${v.backend.addr}:${v.backend.port}`))
+        .map(([k]) => k);
+      if (aff.length) this.maps.affinity.deleteMany(aff);
+    }
+    if (!affected.some((id) => this.svcNames.get(id)?.endsWith('/UDP'))) return;
     const ct = this.maps.ct.entries().filter(([k, v]) => {
       if (k.proto !== IPPROTO_UDP) return false;
       const be = v.dir === CtDir.FWD ? `${v.natDaddr}:${v.natDport}` : `${k.saddr}:${k.sport}`;
