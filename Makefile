@@ -9,6 +9,8 @@ BPF_OBJS := $(patsubst bpf/%.c,$(BPF_OUT)/%.o,$(BPF_SRCS))
 BPF_HDRS := $(wildcard bpf/lib/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
+# Debian's nodejs ships its headers: build against them, never download.
+NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-I$(BPF_OUT) -Ibpf -mcpu=v3
 
@@ -38,7 +40,7 @@ $(BPF_OUT)/%.o: bpf/%.c $(BPF_HDRS) $(BPF_OUT)/vmlinux.h
 addon: build/Release/bpfproxy_native.node
 
 build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
-	$(NODE_GYP) rebuild
+	$(NODE_GYP) rebuild $(NODE_GYP_FLAGS)
 
 ts:
 	npx tsc -p tsconfig.json
