@@ -14,7 +14,6 @@
 #include "config.h"
 #include "drop.h"
 #include "nat.h"
-#include "reject.h"
 
 /* Route the translated tuple 'to' before the packet is rewritten, so that a
  * too-big packet can still be answered as the client sent it. */
@@ -78,7 +77,10 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* The address the node would use as source towards daddr. */
+/* The address the node would use as source towards daddr. The MTU is not
+ * this lookup's business (translate() checks it with the packet's real
+ * length), so it asks with a bare header's length: with 0 the kernel would
+ * check the skb's length and fail a large first packet. */
 static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr)
 {
 	struct bpf_fib_lookup fib = {};
@@ -86,6 +88,7 @@ static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr
 	if (cfg_snat_ip)
 		return cfg_snat_ip;
 	fib.family = AF_INET;
+	fib.tot_len = sizeof(struct iphdr);
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ingress_ifindex;
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) !=

@@ -43,7 +43,9 @@ struct pkt {
 };
 
 /* Parse Ethernet + IPv4 + TCP/UDP/ICMP. For ICMP, ports stay 0 and the
- * type/code are filled in; lib/icmp.h looks inside errors. */
+ * type/code are filled in; lib/nat.h looks inside errors. No length field is
+ * trusted: the IPv4 total length must fit the frame and hold the L4 header
+ * it claims. */
 static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 {
 	struct cursor c = {
@@ -82,10 +84,14 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
 	    ip->protocol != IPPROTO_ICMP)
 		return PARSE_NOT_L4;
+	/* BIG TCP (GSO packets over 64K) carries total length 0; the skb's
+	 * length is the truth there. */
+	if (p->tot_len == 0 && skb->gso_size)
+		p->tot_len = skb->len - ETH_HLEN > 0xffff ? 0xffff : skb->len - ETH_HLEN;
+	if (p->tot_len < p->ihl_bytes || (__u32)p->tot_len + ETH_HLEN > skb->len)
+		return PARSE_MALFORMED;
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return PARSE_FRAGMENT;
-	if (bpf_ntohs(ip->tot_len) < p->ihl_bytes)
-		return PARSE_MALFORMED;
 
 	/* Skip IP options: variable length, so re-anchor the cursor. */
 	c.pos = (void *)(long)skb->data + p->l4_off;
@@ -103,6 +109,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		p->tuple.dport = th->dest;
 		p->tcp_flags = ((__u8 *)th)[13];
 		p->l4_hdr_len = th->doff * 4;
+		if ((__u32)p->tot_len < p->ihl_bytes + p->l4_hdr_len)
+			return PARSE_MALFORMED;
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *uh = cursor_pull(&c, sizeof(*uh));
 
@@ -111,6 +119,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		p->tuple.sport = uh->source;
 		p->tuple.dport = uh->dest;
 		p->l4_hdr_len = sizeof(*uh);
+		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*uh))
+			return PARSE_MALFORMED;
 	} else {
 		struct icmphdr *ih = cursor_pull(&c, sizeof(*ih));
 
@@ -119,6 +129,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		p->icmp_type = ih->type;
 		p->icmp_code = ih->code;
 		p->l4_hdr_len = sizeof(*ih);
+		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*ih))
+			return PARSE_MALFORMED;
 	}
 	return PARSE_OK;
 }

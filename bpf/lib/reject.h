@@ -33,13 +33,28 @@ static __always_inline void reject_ip(struct iphdr *ip, const struct pkt *p, __u
 	ip->check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
 }
 
+/* Write the answer's headers (Ethernet, IPv4, then 'l4len' bytes of L4)
+ * over the start of the reshaped frame, one by one (Ethernet is 14 bytes, so
+ * a struct of all three has a hole), and send it back where it came from. */
+static __always_inline int reply_send(struct __sk_buff *skb, const struct ethhdr *eth,
+				      const struct iphdr *ip, const void *l4, __u32 l4len,
+				      enum reason r)
+{
+	if (bpf_skb_store_bytes(skb, 0, eth, ETH_HLEN, 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF, ip, sizeof(*ip), 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(*ip), l4, l4len, 0))
+		return drop(skb, REASON_REJECT_FAILED);
+	count_reason(skb, r);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct {
 		struct ethhdr eth;
 		struct iphdr ip;
 		struct tcphdr tcp;
-	} out; /* three parts, stored one by one: eth is 14 bytes */
+	} out; /* stored part by part: see reply_send() */
 	struct ethhdr ieth;
 	struct iphdr iip;
 	struct tcphdr ith;
@@ -79,23 +94,20 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
 	out.tcp.check = csum_fold32(sum);
 
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(out.ip) + sizeof(out.tcp), 0) ||
-	    bpf_skb_store_bytes(skb, 0, &out.eth, ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, IP_OFF, &out.ip, sizeof(out.ip), 0) ||
-	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(out.ip), &out.tcp, sizeof(out.tcp), 0))
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(out.ip) + sizeof(out.tcp), 0))
 		return drop(skb, REASON_REJECT_FAILED);
-	count_reason(skb, REASON_NO_ENDPOINTS);
-	return bpf_redirect(skb->ifindex, 0);
+	return reply_send(skb, &out.eth, &out.ip, &out.tcp, sizeof(out.tcp), REASON_NO_ENDPOINTS);
 }
 
-/* Quoted bytes: the IP header and the first 8 bytes of what follows (RFC
- * 792), or the whole TCP header: a CHECKSUM_PARTIAL skb (from a local socket
- * or a veth) cannot be trimmed short of its L4 checksum field. */
-#define ICMP_QUOTE_MIN (sizeof(struct iphdr) + 8)
-#define ICMP_QUOTE_MAX (sizeof(struct iphdr) + sizeof(struct tcphdr))
+/* Quoted bytes: the whole IP header (options included) and the first 8
+ * bytes of what follows (RFC 792), or the whole TCP header: a
+ * CHECKSUM_PARTIAL skb (from a local socket or a veth) cannot be trimmed
+ * short of its L4 checksum field. */
+#define ICMP_QUOTE_L4_MIN 8
+#define ICMP_QUOTE_BUF    (60 + sizeof(struct tcphdr))
 
 /* Answer the packet with an ICMP error (type/code, and the next-hop MTU for
- * fragmentation needed) quoting its IP header and first 8 bytes, sent back
+ * fragmentation needed) quoting its IP header and first bytes, sent back
  * out of the interface it came in on. 'r' is the reason it is counted under. */
 static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p,
 				      __u8 type, __u8 code, __u16 mtu, enum reason r)
@@ -106,11 +118,14 @@ static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p
 		struct icmphdr icmp;
 	} out;
 	struct ethhdr ieth;
-	__u8 quote[ICMP_QUOTE_MAX];
-	__u32 qlen = p->tuple.proto == IPPROTO_TCP ? ICMP_QUOTE_MAX : ICMP_QUOTE_MIN;
+	__u8 quote[ICMP_QUOTE_BUF];
+	__u32 qlen = p->ihl_bytes +
+		(p->tuple.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : ICMP_QUOTE_L4_MIN);
 	__u32 sum;
 
-	if (p->ihl_bytes != sizeof(struct iphdr))
+	/* ihl_bytes is 20..60 and a multiple of 4; say so to the verifier. */
+	qlen &= 0x7c;
+	if (qlen < sizeof(struct iphdr) + ICMP_QUOTE_L4_MIN || qlen > sizeof(quote))
 		return drop(skb, REASON_REJECT_FAILED);
 	if (bpf_skb_load_bytes(skb, 0, &ieth, sizeof(ieth)) ||
 	    bpf_skb_load_bytes(skb, IP_OFF, quote, qlen))
@@ -130,13 +145,9 @@ static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p
 
 	/* Keep Ethernet + the quoted bytes, then open room for IP + ICMP. */
 	if (bpf_skb_change_tail(skb, ETH_HLEN + qlen, 0) ||
-	    bpf_skb_adjust_room(skb, sizeof(out.ip) + sizeof(out.icmp), BPF_ADJ_ROOM_MAC, 0) ||
-	    bpf_skb_store_bytes(skb, 0, &out.eth, ETH_HLEN, 0) ||
-	    bpf_skb_store_bytes(skb, IP_OFF, &out.ip, sizeof(out.ip), 0) ||
-	    bpf_skb_store_bytes(skb, IP_OFF + sizeof(out.ip), &out.icmp, sizeof(out.icmp), 0))
+	    bpf_skb_adjust_room(skb, sizeof(out.ip) + sizeof(out.icmp), BPF_ADJ_ROOM_MAC, 0))
 		return drop(skb, REASON_REJECT_FAILED);
-	count_reason(skb, r);
-	return bpf_redirect(skb->ifindex, 0);
+	return reply_send(skb, &out.eth, &out.ip, &out.icmp, sizeof(out.icmp), r);
 }
 
 static __always_inline int reject(struct __sk_buff *skb, const struct pkt *p)
