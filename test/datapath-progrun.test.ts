@@ -4,32 +4,16 @@
  * dummy "uplink" (192.0.2.11/24), so FIB lookups are deterministic.
  */
 import t from 'tap';
-import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
-import { ip, sysctl } from '../src/net/netns.js';
 import { native } from '../src/native/index.js';
 import { frame, icmpErrorFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../src/net/packet.js';
 import { be, fe } from './helpers/fixtures.js';
-import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
+import { inNetns } from './helpers/env.js';
+import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount, runProg } from './helpers/progrun.js';
 import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
 
-const NODE_IP = '192.0.2.11';
-const CLIENT = '192.0.2.100';
-const POD = '10.244.1.99';
-
 t.test('service datapath through BPF_PROG_RUN', async (t) => {
-  const ns = tmpNetns(t);
-  ip(ns, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1');
-  ip(ns, 'link', 'set', 'd1', 'up');
-  sysctl(ns, 'net.ipv4.ip_forward', '1');
-  ip(ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'd0');
-  ip(ns, 'link', 'set', 'd0', 'up');
-  ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
-  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12', 'mtu', 'lock', '1280');
-  const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
-
-  const dp = await tmpDatapath(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
-  const rec = new BpfReconciler(dp.maps);
+  const { ns, ifindex, dp, rec, run } = await progrunNode(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
   const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
   const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
     const r = rec.syncService(svc, fes);
@@ -55,8 +39,6 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
   rec.setNodeAddresses([NODE_IP]);
 
-  const run = (role: 'fromPod' | 'fromData', f: FrameSpec, l4: L4) =>
-    inNetns(ns, () => runProg(dp, role, frame(f, l4), ifindex));
 
   const cases: Array<{
     name: string; role: 'fromPod' | 'fromData'; f: FrameSpec; l4: L4;
@@ -189,6 +171,9 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   });
 
   t.test('too big for the next hop with DF: fragmentation-needed quoting the packet as sent', async (t) => {
+    // the flow is opened by its SYN (only opening packets create state)
+    const syn = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.SYN });
+    t.equal(syn.out.dst, '10.244.2.11', 'the SYN opens the flow');
     const big = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) });
     t.equal(big.verdict, 'redirect', 'answered back out');
     t.equal(big.out.proto, PROTO.ICMP);

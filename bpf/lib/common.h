@@ -21,6 +21,7 @@
 #define TC_ACT_SHOT     2
 #define TC_ACT_REDIRECT 7
 #define AF_INET         2
+#define E2BIG           7
 
 #define ICMP_ECHOREPLY      0
 #define ICMP_DEST_UNREACH   3

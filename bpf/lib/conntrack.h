@@ -1,14 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Connection tracking for service flows. A NAT'd connection has two entries
- * in one LRU hash: CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY
- * keyed by the backend's reply tuple. Each carries the rewrite for its
- * direction, so a packet costs one lookup. State lives in both; it is copied
- * to the peer entry only when it changes (first reply, FIN, RST).
+ * in one hash: CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY keyed
+ * by the backend's reply tuple. Each carries the rewrite for its direction,
+ * so a packet costs one lookup. State lives in both; it is copied to the
+ * peer entry only when it changes (first reply, FIN, RST).
  *
- * Expiry is a deadline compared with bpf_ktime_get_ns(): an expired entry is
- * a miss. The agent's GC removes expired entries; LRU eviction is the last
- * resort when the map is full.
+ * The halves live and die together:
+ *  - the map is a plain hash, not an LRU: nothing is evicted behind our
+ *    back, so a flood cannot take one half of an idle connection. When the
+ *    map is full a new flow is refused (counted as ct-full) and every
+ *    established flow keeps working;
+ *  - only packets that can open a flow create entries (TCP SYN without ACK,
+ *    UDP); anything else of an unknown flow is left to the kernel;
+ *  - expiry is a deadline compared with bpf_ktime_get_ns(). A direction
+ *    that saw no packet for a while (one-way UDP) is still alive while its
+ *    peer is: an expired entry is checked against its peer before it counts
+ *    as a miss;
+ *  - the agent's GC removes a connection only when both halves expired, and
+ *    removes both.
  */
 #ifndef BPFPROXY_CONNTRACK_H
 #define BPFPROXY_CONNTRACK_H
@@ -18,7 +28,7 @@
 
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 512000); /* agent: bpfMapSizeConntrack */
 	__type(key, struct ct_key);
 	__type(value, struct ct_value);
@@ -59,14 +69,34 @@ static __always_inline __u64 ct_lifetime(__u8 proto, __u8 state)
 	return cfg_ct_syn_sent_ns;
 }
 
-/* Live entry for this tuple, or NULL. */
+/* Live entry for this tuple, or NULL. An expired entry whose peer is still
+ * fresh is alive (and takes the peer's deadline): only the quiet direction
+ * of a live connection expired. */
 static __always_inline struct ct_value *ct_lookup(const struct ct_key *k, __u64 now)
 {
 	struct ct_value *v = bpf_map_lookup_elem(&bpfproxy_ct, k);
+	struct ct_value *peer;
+	struct ct_key pk;
 
-	if (!v || v->expires_ns < now)
+	if (!v)
 		return NULL;
+	if (v->expires_ns >= now)
+		return v;
+	ct_peer_key(v, k->proto, &pk);
+	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
+	if (!peer || peer->expires_ns < now)
+		return NULL;
+	v->expires_ns = peer->expires_ns;
 	return v;
+}
+
+/* Whether this packet may open a flow: TCP SYN without ACK (nor RST), or
+ * any UDP datagram. */
+static __always_inline int ct_opens_flow(__u8 proto, __u8 tcp_flags)
+{
+	if (proto != IPPROTO_TCP)
+		return 1;
+	return (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
 }
 
 /* Fold this packet into the entry's state and push the deadline out. */
@@ -103,7 +133,8 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 }
 
 /* Create both entries of a connection. fwd is the client's tuple, 'to' the
- * tuple after translation. Returns 0 or a negative errno. */
+ * tuple after translation. Returns 0 or a negative errno (-E2BIG: the map
+ * is full); on failure neither entry is left behind. */
 static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_key *to,
 				     __u8 flags, __u32 svc_id, __u64 now)
 {

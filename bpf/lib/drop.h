@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Why a packet was not simply passed on. Every drop or reject goes through
- * verdict(), which counts it per reason in one per-CPU map; nothing else in
- * the programs returns TC_ACT_SHOT. The names live in
- * src/dataplane/bpf/reasons.ts, in the same order.
+ * Why a packet was not simply passed on. Every drop goes through drop(),
+ * which counts it per reason in one per-CPU map; nothing else in the
+ * programs returns TC_ACT_SHOT. Packets passed on with a remark (fragments,
+ * TTL, non-opening packets of unknown flows) are counted with
+ * count_reason(). The names live in src/dataplane/bpf/reasons.ts, in the
+ * same order; new reasons are appended so pinned counters keep their
+ * meaning across upgrades.
  */
 #ifndef BPFPROXY_DROP_H
 #define BPFPROXY_DROP_H
@@ -20,9 +23,13 @@ enum reason {
 	REASON_BACKEND_MISSING,    /* slot vanished under an update: dropped */
 	REASON_REJECT_FAILED,      /* could not build the reject: dropped */
 	REASON_REWRITE_FAILED,     /* a packet rewrite helper failed: dropped */
-	REASON_FRAGMENT,           /* non-first fragment to a service: dropped */
+	REASON_FRAGMENT,           /* non-first fragment: passed to the stack */
 	REASON_TTL,                /* TTL expired while forwarding: passed to the stack */
 	REASON_FRAG_NEEDED,        /* too big for the next hop with DF: ICMP sent back */
+	REASON_NO_SNAT_SOURCE,     /* the FIB gave no source address towards the backend: dropped */
+	REASON_CT_FULL,            /* conntrack map full, new flow refused: dropped */
+	REASON_CT_NOT_OPENING,     /* TCP without SYN to a service, no flow known: passed to the stack */
+	REASON_SPOOFED,            /* from a pod interface with a source not routed to it: dropped */
 	__REASON_MAX,
 };
 

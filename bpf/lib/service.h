@@ -6,8 +6,13 @@
  *   3. frontend hit   -> choose a backend, create conntrack, DNAT (+SNAT)
  *   4. anything else  -> untouched
  * 'from_pod' says which side the packet entered from: traffic from pods is
- * internal (internalTrafficPolicy), traffic from data interfaces external
- * (externalTrafficPolicy on NodePort / LoadBalancer / externalIPs).
+ * internal (internalTrafficPolicy) and must carry its pod's address (lib/
+ * pod.h), traffic from data interfaces external (externalTrafficPolicy on
+ * NodePort / LoadBalancer / externalIPs).
+ *
+ * service_host_reply() is the egress side: replies that the node itself
+ * sends as a service backend (host-network endpoints) leave through the
+ * stack, not through our ingress hooks, and are reverse-translated there.
  */
 #ifndef BPFPROXY_SERVICE_H
 #define BPFPROXY_SERVICE_H
@@ -20,6 +25,7 @@
 #include "lb.h"
 #include "nat.h"
 #include "parse.h"
+#include "pod.h"
 #include "reject.h"
 
 #define SNAT_PORT_TRIES 8
@@ -102,7 +108,20 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	struct backend be;
 	struct ct_key to;
 	enum reason r;
+	int err;
 	__u8 flags = from_pod ? 0 : CT_F_EXTERNAL;
+
+	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
+		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
+		 * flood of them must not fill conntrack). Without endpoints it is
+		 * answered as kube-proxy's REJECT would; otherwise the kernel
+		 * decides (its own conntrack may carry the flow, e.g. one that
+		 * kube-proxy's rules NAT'd before we took over). */
+		if (fe->cluster_count == 0 && fe->local_count == 0)
+			return reject(skb, p);
+		count_reason(skb, REASON_CT_NOT_OPENING);
+		return TC_ACT_OK;
+	}
 
 	r = lb_select(fe, lb_local_only(fe, from_pod), p->tuple.saddr, now, &be);
 	if (r == REASON_NO_ENDPOINTS)
@@ -126,16 +145,25 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		 * parity), so the reply comes back through us. */
 		to.saddr = fib_source_for(skb, be.addr);
 		if (!to.saddr)
-			return drop(skb, REASON_NAT_PORTS);
+			return drop(skb, REASON_NO_SNAT_SOURCE);
 		flags |= CT_F_SNAT;
+	}
+	{
+		/* A host-network endpoint on this node: its replies come from
+		 * the stack and are translated on egress. */
+		struct node_ip_key nk = { .addr = be.addr };
+
+		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+			flags |= CT_F_HOST_BE;
 	}
 	if ((flags & CT_F_SNAT) && snat_pick_port(&to, now))
 		return drop(skb, REASON_NAT_PORTS);
 	/* Without SNAT the reply tuple can only collide with another service
 	 * flow from the same client port to the same backend; the newer wins. */
 
-	if (ct_create(&p->tuple, &to, flags, fe->svc_id, now))
-		return drop(skb, REASON_CT_INSERT);
+	err = ct_create(&p->tuple, &to, flags, fe->svc_id, now);
+	if (err)
+		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
 	return translate(skb, p, &to);
 }
 
@@ -146,19 +174,23 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	struct fe_value *fe;
 	__u64 now;
 
-	switch (parse_ipv4(skb, &p)) {
-	case PARSE_OK:
-		break;
-	case PARSE_MALFORMED:
+	enum parse_result pr = parse_ipv4(skb, &p);
+
+	if (pr == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (pr == PARSE_MALFORMED)
 		return drop(skb, REASON_MALFORMED);
-	case PARSE_FRAGMENT:
+	/* Every IPv4 packet a pod sends, whatever it carries. */
+	if (from_pod && !pod_source_ok(skb->ingress_ifindex, p.tuple.saddr))
+		return drop(skb, REASON_SPOOFED);
+	if (pr == PARSE_FRAGMENT) {
 		/* Only the first fragment carries ports; the rest cannot be
 		 * matched to a service. Counted and left to the stack. */
 		count_reason(skb, REASON_FRAGMENT);
 		return TC_ACT_OK;
-	default:
-		return TC_ACT_OK;
 	}
+	if (pr != PARSE_OK)
+		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
 	if (p.tuple.proto == IPPROTO_ICMP)
@@ -182,6 +214,33 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	if (!fe)
 		return TC_ACT_OK;
 	return service_new(skb, &p, fe, from_pod, now);
+}
+
+/* TC egress: a reply the node sends as a host-network backend gets the
+ * reverse translation its flow's entry holds (service address and port as
+ * the client addressed them). Only packets from one of the node's own
+ * addresses are looked at; the interface they leave by is the stack's
+ * choice, so the packet is rewritten in place and passed on. */
+static __always_inline int service_host_reply(struct __sk_buff *skb)
+{
+	struct node_ip_key nk;
+	struct ct_value *ct;
+	struct pkt p = {};
+	__u64 now;
+
+	if (parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
+		return TC_ACT_OK;
+	nk.addr = p.tuple.saddr;
+	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	ct = ct_lookup(&p.tuple, now);
+	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
+		return TC_ACT_OK;
+	ct_update(&p.tuple, ct, p.tcp_flags, now);
+	if (nat_rewrite(skb, &p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return TC_ACT_OK;
 }
 
 #endif /* BPFPROXY_SERVICE_H */

@@ -83,6 +83,17 @@ struct pod_if_key {
 	__u32 ifindex;  /* host */
 };
 
+/* Source addresses a pod interface may send from: the routes that point at
+ * it (LPM on ifindex, then address). An entry with prefixlen 32 (ifindex
+ * only) and value 0 marks the interface as checked: a source no longer
+ * prefix matches lands there and is dropped. Interfaces with no entry at
+ * all are not checked (no route names them, e.g. bridge-based CNIs). */
+struct pod_src_key {
+	__u32  prefixlen; /* host: 32 (ifindex) + address prefix length */
+	__be32 ifindex;   /* net: so that the trie compares it first, whole */
+	__be32 addr;      /* net */
+};
+
 /* Service names for operators (CLI); never read by the datapath. */
 struct svc_name {
 	char name[128]; /* "namespace/name:port/proto", NUL padded */
@@ -117,11 +128,15 @@ enum ct_flags {
 	CT_F_SNAT    = 1 << 0,  /* source rewritten (eTP=Cluster remote, hairpin) */
 	CT_F_HAIRPIN = 1 << 1,  /* client is its own backend */
 	CT_F_EXTERNAL= 1 << 2,  /* created by traffic from a data interface */
+	CT_F_HOST_BE = 1 << 3,  /* the backend is this node itself (host network):
+				 * its replies leave through the TC egress hook */
 };
 
 /* One entry per direction. Packets matching key are rewritten to
  * (nat_saddr:nat_sport -> nat_daddr:nat_dport); the entry of the other
- * direction is keyed by the reverse of that rewritten tuple. */
+ * direction is keyed by the reverse of that rewritten tuple. The two are
+ * created together, live as long as either is fresh and are removed
+ * together (lib/conntrack.h, the agent's GC). */
 struct ct_value {
 	__u64  expires_ns;  /* host: bpf_ktime_get_ns() deadline */
 	__u64  created_ns;  /* host */

@@ -98,6 +98,8 @@ export interface NativeAddon {
   tcQuery(ifindex: number, dir: TcDirection, handle: number, priority: number): number;
 
   interfaces(): Array<{ index: number; name: string }>;
+  /** Unicast IPv4 routes of the main table that name an output interface. */
+  routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
   monotonicNs(): bigint;
   enterNetns(path: string): number;

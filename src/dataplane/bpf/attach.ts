@@ -3,6 +3,13 @@
  * data patterns: new interfaces are attached within one poll, vanished ones
  * forgotten, and a filter someone removed is put back. Only our own filter
  * (fixed handle and priority) is ever touched.
+ *
+ * Each matching interface gets its ingress program (pod or data) and, on
+ * egress, the host-reply program (replies of host-network endpoints). Pod
+ * interfaces also get their source check: the IPv4 routes that point at the
+ * interface are the addresses its pod may send from (bpf/lib/pod.h); they
+ * are written before the ingress program is attached and follow the routing
+ * table on every poll.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -23,6 +30,10 @@ export function isVeth(name: string): boolean {
 export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
 export const TC_DIRECTION: TcDirection = 'ingress';
+/** The host-reply program sits on egress of every interface we attach to. */
+export const TC_EGRESS: TcDirection = 'egress';
+
+export type IngressRole = Exclude<ProgramRole, 'hostReply'>;
 
 /** Calico's bpfDataIfacePattern default. */
 export const DEFAULT_DATA_IFACES = '^((en|wl|ww|sl|ib)[Popsx].*|(eth|wlan|wwan|bond).*)';
@@ -32,11 +43,11 @@ export const DEFAULT_POD_IFACES = '^(cali|veth|lxc|azv|eni).*';
 export interface AttachedIface {
   index: number;
   name: string;
-  role: ProgramRole;
+  role: IngressRole;
   progId: number;
 }
 
-export function roleOf(name: string, dataRe: RegExp, podRe: RegExp): ProgramRole | undefined {
+export function roleOf(name: string, dataRe: RegExp, podRe: RegExp): IngressRole | undefined {
   if (name === 'lo') return undefined;
   if (dataRe.test(name)) return 'fromData';
   if (podRe.test(name)) return 'fromPod';
@@ -49,6 +60,10 @@ export class Attacher {
   private timer: Timer | undefined;
   private stopped = false;
   private readonly failed = new Map<number, string>();
+  /** source-check entries written per pod interface, by "addr/len" */
+  private readonly podSrcs = new Map<number, Set<string>>();
+  /** pod interfaces already reported as unchecked (no route names them) */
+  private readonly unchecked = new Set<number>();
 
   constructor(
     private readonly dp: Datapath,
@@ -65,6 +80,7 @@ export class Attacher {
     return {
       fromPod: native().progInfo(this.dp.programs.fromPod.fd).id,
       fromData: native().progInfo(this.dp.programs.fromData.fd).id,
+      hostReply: native().progInfo(this.dp.programs.hostReply.fd).id,
     };
   }
 
@@ -95,8 +111,68 @@ export class Attacher {
     return [...this.attached.values()];
   }
 
+  /**
+   * The source check of a pod interface: one LPM entry per route that points
+   * at it, plus the interface's catch-all (value 0: anything else is
+   * forged). New entries go in before stale ones go out, so a pod never sees
+   * a moment where its own address is refused.
+   */
+  private syncPodSources(index: number, name: string, routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>): void {
+    const want = new Set(routes.filter((r) => r.oif === index).map((r) => `${r.dst}/${r.prefixLen}`));
+    const have = this.podSrcs.get(index) ?? new Set<string>();
+    const key = (cidr: string) => {
+      const [addr, len] = cidr.split('/') as [string, string];
+      return { prefixlen: 32 + Number(len), ifindex: index, addr };
+    };
+    try {
+      const add = [...want].filter((c) => !have.has(c));
+      if (add.length) this.dp.maps.podSrcs.setMany(add.map((c) => [key(c), { v: 1 }] as const));
+      // The catch-all shares its key with a default route through the pod
+      // (which allows any source): then there is nothing to check.
+      const checked = (set: Set<string>) => set.size > 0 && !set.has('0.0.0.0/0');
+      if (checked(want) && !checked(have)) this.dp.maps.podSrcs.set(key('0.0.0.0/0'), { v: 0 });
+      if (!checked(want) && checked(have) && !want.has('0.0.0.0/0')) this.dp.maps.podSrcs.delete(key('0.0.0.0/0'));
+      const gone = [...have].filter((c) => !want.has(c));
+      if (gone.length) this.dp.maps.podSrcs.deleteMany(gone.map(key));
+      if (want.size) this.podSrcs.set(index, want);
+      else this.podSrcs.delete(index);
+      if (add.length || gone.length) {
+        this.log.info({ iface: name, ifindex: index, sources: [...want] }, `${name}: pod may send from ${want.size ? [...want].join(', ') : 'any address (no route points at it)'}`);
+      }
+    } catch (e) {
+      this.log.error({ iface: name }, `cannot write the source check of ${name}: ${(e as Error).message}; will retry`);
+      return;
+    }
+    if (want.size === 0 && !this.unchecked.has(index)) {
+      this.unchecked.add(index);
+      this.log.warn(
+        { iface: name, ifindex: index },
+        `${name}: no route points at this pod interface, so its source addresses are not checked (bridge-based CNI?); ` +
+          'the kernel\'s rp_filter is the only guard against a forged source there',
+      );
+    } else if (want.size > 0) {
+      this.unchecked.delete(index);
+    }
+  }
+
+  private forgetPodSources(index: number): void {
+    const have = this.podSrcs.get(index);
+    this.podSrcs.delete(index);
+    this.unchecked.delete(index);
+    if (!have) return;
+    try {
+      const keys = [...have, '0.0.0.0/0'].map((c) => {
+        const [addr, len] = c.split('/') as [string, string];
+        return { prefixlen: 32 + Number(len), ifindex: index, addr };
+      });
+      this.dp.maps.podSrcs.deleteMany(keys);
+    } catch {
+      /* map closed */
+    }
+  }
+
   /** Pod veths are entered directly by the datapath (bpf_redirect_peer). */
-  private notePodIf(index: number, name: string, role: ProgramRole): void {
+  private notePodIf(index: number, name: string, role: IngressRole): void {
     try {
       if (role === 'fromPod' && isVeth(name)) this.dp.maps.podIfs.set({ ifindex: index }, { v: 1 });
       else this.dp.maps.podIfs.delete({ ifindex: index });
@@ -106,10 +182,33 @@ export class Attacher {
   }
 
   private forgetPodIf(index: number): void {
+    this.forgetPodSources(index);
     try {
       this.dp.maps.podIfs.delete({ ifindex: index });
     } catch {
       /* map closed */
+    }
+  }
+
+  /** The host-reply program on egress, where it is not already ours. */
+  private ensureEgress(index: number, name: string): void {
+    const want = this.progIds.hostReply;
+    let have = 0;
+    try {
+      have = native().tcQuery(index, TC_EGRESS, TC_HANDLE, TC_PRIORITY);
+    } catch {
+      have = 0;
+    }
+    if (have === want) return;
+    try {
+      native().tcAttach(index, TC_EGRESS, this.dp.programs.hostReply.fd, TC_HANDLE, TC_PRIORITY);
+      this.log.info({ iface: name, ifindex: index }, `attached ${this.dp.programs.hostReply.name} to ${name} (tc ${TC_EGRESS})`);
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (this.failed.get(-index) !== msg) {
+        this.failed.set(-index, msg);
+        this.log.error({ iface: name, ifindex: index }, `cannot attach to ${name} (egress): ${msg}; host-network endpoints behind it will not answer; will retry`);
+      }
     }
   }
 
@@ -133,15 +232,29 @@ export class Attacher {
         this.forgetPodIf(index);
         try {
           native().tcDetach(index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
+          native().tcDetach(index, TC_EGRESS, TC_HANDLE, TC_PRIORITY);
           this.log.info({ iface: a.name, ifindex: index }, `interface ${a.name} no longer matches the interface patterns; detached`);
         } catch (e) {
           this.log.error({ iface: a.name }, `cannot detach from ${a.name}: ${(e as Error).message}`);
         }
       }
     }
+    let routes: Array<{ dst: string; prefixLen: number; oif: number }> | undefined;
     for (const [index, name] of now) {
       const role = roleOf(name, this.dataRe, this.podRe);
       if (!role) continue;
+      if (role === 'fromPod') {
+        try {
+          routes ??= native().routes4();
+          this.syncPodSources(index, name, routes);
+        } catch (e) {
+          this.log.error({ iface: name }, `cannot read the routing table: ${(e as Error).message}; ${name} is not attached until it can be`);
+          continue;
+        }
+      } else if (this.podSrcs.has(index)) {
+        this.forgetPodSources(index);
+      }
+      this.ensureEgress(index, name);
       const want = this.progIds[role];
       let have: number;
       try {
@@ -176,26 +289,28 @@ export class Attacher {
   }
 }
 
-/** Interfaces in this namespace where a filter sits at our handle and priority. */
-export function attachedHere(): Array<{ iface: string; ifindex: number; progId: number; program: string }> {
+/** Filters in this namespace at our handle and priority, on either direction. */
+export function attachedHere(): Array<{ iface: string; ifindex: number; direction: TcDirection; progId: number; program: string }> {
   const out = [];
   for (const i of native().interfaces()) {
-    let id = 0;
-    try {
-      id = native().tcQuery(i.index, TC_DIRECTION, TC_HANDLE, TC_PRIORITY);
-    } catch {
-      continue;
+    for (const direction of [TC_DIRECTION, TC_EGRESS]) {
+      let id = 0;
+      try {
+        id = native().tcQuery(i.index, direction, TC_HANDLE, TC_PRIORITY);
+      } catch {
+        continue;
+      }
+      if (!id) continue;
+      let program = '?';
+      try {
+        const fd = native().progFdById(id);
+        program = native().progInfo(fd).name;
+        native().closeFd(fd);
+      } catch {
+        /* gone meanwhile */
+      }
+      out.push({ iface: i.name, ifindex: i.index, direction, progId: id, program });
     }
-    if (!id) continue;
-    let program = '?';
-    try {
-      const fd = native().progFdById(id);
-      program = native().progInfo(fd).name;
-      native().closeFd(fd);
-    } catch {
-      /* gone meanwhile */
-    }
-    out.push({ iface: i.name, ifindex: i.index, progId: id, program });
   }
   return out;
 }
@@ -208,9 +323,9 @@ export function detachAll(log?: Logger): string[] {
       log?.warn({ iface: a.iface }, `${a.iface}: filter at our handle runs ${a.program}, not ours; left alone`);
       continue;
     }
-    if (native().tcDetach(a.ifindex, TC_DIRECTION, TC_HANDLE, TC_PRIORITY)) {
+    if (native().tcDetach(a.ifindex, a.direction, TC_HANDLE, TC_PRIORITY)) {
       out.push(a.iface);
-      log?.info({ iface: a.iface }, `detached from ${a.iface}`);
+      log?.info({ iface: a.iface, direction: a.direction }, `detached from ${a.iface} (${a.direction})`);
     }
   }
   return out;

@@ -2,7 +2,7 @@
  * One codec per map key/value, mirroring bpf/lib/types.h field by field
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
-import { be16, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+import { be16, be32, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -18,7 +18,7 @@ export const BackendFlags = { LOCAL: 1 << 0 } as const;
 
 export const CtDir = { FWD: 1, REPLY: 2 } as const;
 export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8 } as const;
-export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4 } as const;
+export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8 } as const;
 
 export const feKey = struct('fe_key', {
   addr: ip4,
@@ -72,6 +72,14 @@ export const nodeIpKey = struct('node_ip_key', {
 export const podIfKey = struct('pod_if_key', {
   ifindex: u32,
 });
+
+/** LPM key: prefixlen counts the 32 ifindex bits plus the address prefix. */
+export const podSrcKey = struct('pod_src_key', {
+  prefixlen: u32,
+  ifindex: be32,
+  addr: ip4,
+});
+export type PodSrcKey = ReturnType<typeof podSrcKey.decode>;
 
 export const svcName = struct('svc_name', {
   name: chars(128),

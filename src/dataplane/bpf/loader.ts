@@ -1,9 +1,10 @@
 /**
- * Loading the datapath: both TC objects, with load-time settings written to
+ * Loading the datapath: the TC objects, with load-time settings written to
  * .rodata and maps pinned (or adopted) under the pin dir, and opening the
- * pinned maps alone for the CLI.
+ * pinned maps alone for the CLI. A pinned map whose layout an upgrade
+ * changed is migrated (conntrack entries copied) or replaced (counters).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { native, type NativeBpfObject } from '../../native/index.js';
@@ -18,14 +19,17 @@ export const MAP_NAMES = {
   affinity: 'bpfproxy_affinity',
   nodeIps: 'bpfproxy_node_ips',
   podIfs: 'bpfproxy_pod_ifs',
+  podSrcs: 'bpfproxy_pod_srcs',
   svcNames: 'bpfproxy_svc_names',
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
 } as const;
 
+/** Each program, its object, and where it is attached (see attach.ts). */
 export const PROGRAMS = {
   fromPod: { object: 'tc_pod.o', name: 'bpfproxy_pod' },
   fromData: { object: 'tc_data.o', name: 'bpfproxy_data' },
+  hostReply: { object: 'tc_host.o', name: 'bpfproxy_host' },
 } as const;
 
 export type ProgramRole = keyof typeof PROGRAMS;
@@ -36,6 +40,7 @@ export interface DatapathMaps {
   affinity: BpfMap<c.AffinityKey, c.AffinityValue>;
   nodeIps: BpfMap<{ addr: string }, { v: number }>;
   podIfs: BpfMap<{ ifindex: number }, { v: number }>;
+  podSrcs: BpfMap<c.PodSrcKey, { v: number }>;
   svcNames: BpfMap<{ v: number }, { name: string }>;
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
@@ -52,6 +57,7 @@ function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): D
     affinity: m(MAP_NAMES.affinity, c.affinityKey, c.affinityValue),
     nodeIps: m(MAP_NAMES.nodeIps, c.nodeIpKey, c.u8Value),
     podIfs: m(MAP_NAMES.podIfs, c.podIfKey, c.u8Value),
+    podSrcs: m(MAP_NAMES.podSrcs, c.podSrcKey, c.u8Value),
     svcNames: m(MAP_NAMES.svcNames, c.u32Key, c.svcName),
     ct: m(MAP_NAMES.ct, c.ctKey, c.ctValue),
     reasons: m(MAP_NAMES.reasons, c.u32Key, c.reasonCounter, native().possibleCpus()),
@@ -140,9 +146,61 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
   return wanted;
 }
 
-/** Load both TC objects; their maps are pinned under pinDir (or adopted). */
+const BPF_MAP_TYPE_HASH = 1;
+
+/**
+ * Pinned maps whose layout changed between releases. libbpf refuses to
+ * reuse a pin that differs from the object's definition, so before loading:
+ * conntrack (an LRU hash before 0.2, a plain hash since, same key and value)
+ * is read out, unpinned and written back into the new map after the load, so
+ * established flows survive the upgrade; the drop-reason counters (more
+ * reasons) start again from zero. Returns what to write back.
+ */
+function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> {
+  const carry: Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> = [];
+  const open = (name: string): number | undefined => {
+    const path = join(pinDir, name);
+    return existsSync(path) ? native().objGet(path) : undefined;
+  };
+  const ctFd = open(MAP_NAMES.ct);
+  if (ctFd !== undefined) {
+    try {
+      const info = native().mapInfo(ctFd);
+      if (info.type !== BPF_MAP_TYPE_HASH && info.keySize === c.ctKey.size && info.valueSize === c.ctValue.size) {
+        const entries = new BpfMap(MAP_NAMES.ct, ctFd, c.ctKey, c.ctValue, info.maxEntries).entries();
+        rmSync(join(pinDir, MAP_NAMES.ct));
+        carry.push({ map: 'ct', entries });
+        log?.info(
+          { map: MAP_NAMES.ct, entries: entries.length },
+          `conntrack map is pinned in the old layout (type ${info.type}); its ${entries.length} entries move to the new map`,
+        );
+      }
+    } finally {
+      native().closeFd(ctFd);
+    }
+  }
+  const rFd = open(MAP_NAMES.reasons);
+  if (rFd !== undefined) {
+    try {
+      const info = native().mapInfo(rFd);
+      if (info.maxEntries !== REASONS.length) {
+        rmSync(join(pinDir, MAP_NAMES.reasons));
+        log?.info(
+          { map: MAP_NAMES.reasons, pinned: info.maxEntries, now: REASONS.length },
+          'drop-reason counters are pinned for another set of reasons; they start again from zero',
+        );
+      }
+    } finally {
+      native().closeFd(rFd);
+    }
+  }
+  return carry;
+}
+
+/** Load the TC objects; their maps are pinned under pinDir (or adopted). */
 export async function loadPrograms(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Programs> {
   mkdirSync(pinDir, { recursive: true });
+  const carry = migratePins(pinDir, log);
   const rodata = rodataFor(cfg);
   const maxEntries = sizesFor(cfg, pinDir, log);
   const objects: NativeBpfObject[] = [];
@@ -158,6 +216,21 @@ export async function loadPrograms(bpfDir: string, pinDir: string, cfg: Datapath
   } catch (e) {
     for (const o of objects) o.close();
     throw e;
+  }
+  if (carry.length) {
+    const pinned = openPinnedMaps(pinDir);
+    try {
+      for (const { map, entries } of carry) {
+        const m = pinned.maps[map] as unknown as BpfMap<unknown, unknown>;
+        const fit = entries.slice(0, m.maxEntries);
+        if (fit.length) m.setMany(fit);
+        if (fit.length < entries.length) {
+          log?.warn({ map: m.name, dropped: entries.length - fit.length }, `${m.name}: ${entries.length - fit.length} entries did not fit the new map`);
+        }
+      }
+    } finally {
+      pinned.close();
+    }
   }
   return {
     programs,

@@ -5,13 +5,17 @@ export const REASONS = [
   { name: 'no-endpoints', verdict: 'reject', help: 'service has no endpoints (TCP RST / ICMP port unreachable sent)' },
   { name: 'no-local-endpoints', verdict: 'drop', help: 'traffic policy Local and no endpoint on this node' },
   { name: 'ct-insert', verdict: 'drop', help: 'conntrack map update failed' },
-  { name: 'nat-ports', verdict: 'drop', help: 'no free SNAT port or no source address towards the backend' },
+  { name: 'nat-ports', verdict: 'drop', help: 'no free SNAT port towards the backend' },
   { name: 'backend-missing', verdict: 'drop', help: 'backend slot vanished during an update' },
   { name: 'reject-failed', verdict: 'drop', help: 'could not build the reject packet' },
   { name: 'rewrite-failed', verdict: 'drop', help: 'a packet rewrite helper failed' },
   { name: 'fragment', verdict: 'pass', help: 'non-first IP fragment, left to the stack' },
   { name: 'ttl', verdict: 'pass', help: 'TTL expired while forwarding, left to the stack' },
   { name: 'frag-needed', verdict: 'icmp', help: 'too big for the next hop (DF set): ICMP fragmentation-needed sent to the client' },
+  { name: 'no-snat-source', verdict: 'drop', help: 'the routing table gives no source address towards the backend' },
+  { name: 'ct-full', verdict: 'drop', help: 'conntrack map full: new flow refused, established flows keep their entries (raise bpfMapSizeConntrack)' },
+  { name: 'ct-not-opening', verdict: 'pass', help: 'TCP packet without SYN to a service and no flow known: left to the kernel, no state created' },
+  { name: 'spoofed', verdict: 'drop', help: 'packet from a pod interface whose source address is not routed to that interface' },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];

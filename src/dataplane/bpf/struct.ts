@@ -108,6 +108,12 @@ export const be16: Field<number> = {
   read: (b, o) => b.readUInt16BE(o),
   write: (b, o, v) => void b.writeUInt16BE(v, o),
 };
+/** A 32-bit value in network byte order (an ifindex as an LPM trie compares it). */
+export const be32: Field<number> = {
+  size: 4, align: 4,
+  read: (b, o) => b.readUInt32BE(o),
+  write: (b, o, v) => void b.writeUInt32BE(v, o),
+};
 /** An IPv4 address in network byte order, as dotted quad. */
 export const ip4: Field<string> = {
   size: 4, align: 4,
