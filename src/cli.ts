@@ -195,7 +195,7 @@ program
     if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
     console.log('Interfaces');
     console.log(s.interfaces.length
-      ? table(['IFACE', 'IFINDEX', 'PROGRAM', 'PROG ID'], s.interfaces.map((i) => [i.iface, String(i.ifindex), i.program, String(i.progId)]))
+      ? table(['IFACE', 'IFINDEX', 'HOOK', 'PROGRAM', 'PROG ID'], s.interfaces.map((i) => [i.iface, String(i.ifindex), `tc ${i.direction}`, i.program, String(i.progId)]))
       : '  (none attached in this network namespace)');
     console.log('\nMaps');
     console.log(table(['MAP', 'ENTRIES', 'MAX', 'FILL'], s.maps.map((f) => [f.map, String(f.entries), String(f.maxEntries), `${f.percent}%`])));

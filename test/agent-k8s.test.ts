@@ -64,7 +64,8 @@ t.test('agent on the Kubernetes API', async (t) => {
     await api.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const ifaces = () => attachedHere().map((a) => a.iface).sort();
+  const ifaces = () => attachedHere().filter((a) => a.direction === 'ingress').map((a) => a.iface).sort();
+  const egress = () => attachedHere().filter((a) => a.direction === 'egress').map((a) => a.iface).sort();
 
   await t.test('no FelixConfiguration: Calico\'s default bpfEnabled=false, nothing touched', async (t) => {
     t.equal(agent.enabled, false);
@@ -78,6 +79,7 @@ t.test('agent on the Kubernetes API', async (t) => {
     await until('enabled', () => agent.enabled);
     await agent.settled();
     t.same(ifaces(), ['calitest', 'eth0'], 'data and pod interfaces attached');
+    t.same(egress(), ['calitest', 'eth0'], 'with the host-reply program on their egress');
     t.ok(agent.runtime!.dp.maps.fe.get({ addr: '10.96.0.10', port: 80, proto: 6 }), 'ClusterIP programmed');
     t.ok(agent.runtime!.dp.maps.fe.get({ addr: '0.0.0.0', port: 30080, proto: 6 }), 'NodePort programmed');
     const hz = await get(10256, '/healthz');

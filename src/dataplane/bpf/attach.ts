@@ -324,7 +324,7 @@ export function detachAll(log?: Logger): string[] {
       continue;
     }
     if (native().tcDetach(a.ifindex, a.direction, TC_HANDLE, TC_PRIORITY)) {
-      out.push(a.iface);
+      if (!out.includes(a.iface)) out.push(a.iface);
       log?.info({ iface: a.iface, direction: a.direction }, `detached from ${a.iface} (${a.direction})`);
     }
   }
