@@ -132,22 +132,24 @@ export function allPods(lab: Lab): LabPod[] {
   return lab.nodes.flatMap((n) => n.pods);
 }
 
+/** The lab's echo server (TCP 8080, UDP 5353) in a namespace: a pod's, or a
+ * node's own for host-network endpoints. Returns once it listens. */
+export function startEcho(ns: string, name: string, deadline = Date.now() + 10_000): void {
+  const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'),
+    '--name', name, '--tcp', '8080', '--udp', '5353'], { detached: true, stdio: 'ignore' });
+  c.unref();
+  for (;;) {
+    const tcp = sh('ss', ['-H', '-ltn', 'sport = :8080'], { ns, allowFail: true }).trim();
+    const udp = sh('ss', ['-H', '-lun', 'sport = :5353'], { ns, allowFail: true }).trim();
+    if (tcp && udp) return;
+    if (Date.now() > deadline) throw new Error(`echo server in ${ns} did not start`);
+    spawnSync('sleep', ['0.05']);
+  }
+}
+
 export function startServers(lab: Lab): void {
-  for (const p of allPods(lab)) {
-    const c = spawn('nsenter', [`--net=${nsPath(p.ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'),
-      '--name', p.name, '--tcp', '8080', '--udp', '5353'], { detached: true, stdio: 'ignore' });
-    c.unref();
-  }
   const deadline = Date.now() + 10_000;
-  for (const p of allPods(lab)) {
-    for (;;) {
-      const tcp = sh('ss', ['-H', '-ltn', 'sport = :8080'], { ns: p.ns, allowFail: true }).trim();
-      const udp = sh('ss', ['-H', '-lun', 'sport = :5353'], { ns: p.ns, allowFail: true }).trim();
-      if (tcp && udp) break;
-      if (Date.now() > deadline) throw new Error(`echo server in ${p.ns} did not start`);
-      spawnSync('sleep', ['0.05']);
-    }
-  }
+  for (const p of allPods(lab)) startEcho(p.ns, p.name, deadline);
 }
 
 /** Remove every namespace and pin dir of a lab. Never throws. */
