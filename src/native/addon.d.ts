@@ -92,6 +92,8 @@ export interface NativeAddon {
   progFdById(id: number): number;
   closeFd(fd: number): void;
   progTestRun(fd: number, data: Buffer, opts?: TestRunOptions): TestRunResult;
+  /** Each frame once, in a native loop (per-packet figures for distinct packets). */
+  progTestRunEach(fd: number, frames: Buffer[], opts?: { ctx?: Buffer }): { totalNs: number; retvals: Int32Array };
 
   tcAttach(ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number): number;
   tcDetach(ifindex: number, dir: TcDirection, handle: number, priority: number): boolean;
