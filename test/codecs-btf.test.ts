@@ -7,10 +7,11 @@ import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import * as c from '../src/dataplane/bpf/codecs.js';
+import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import type { Codec } from '../src/dataplane/bpf/struct.js';
 import { BPF_DIR, tmpDatapath } from './helpers/env.js';
 
-interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }> }
+interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; values?: Array<{ name: string; val: number }> }
 
 const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, 'tc_pod.o')], { encoding: 'utf8' })) as { types: BtfType[] };
 const byId = new Map(btf.types.map((x) => [x.id, x]));
@@ -59,4 +60,26 @@ t.test('map key and value sizes match the codecs the agent uses', async (t) => {
     t.equal(m.key.size, info!.keySize, `${m.name}: key size`);
     t.equal(m.value.size, info!.valueSize, `${m.name}: value size`);
   }
+});
+
+t.test('enums and flags: the TypeScript copies match the BTF enums of the object', async (t) => {
+  const enumOf = (name: string): Record<string, number> => {
+    const e = btf.types.find((x) => x.kind === 'ENUM' && x.name === name);
+    if (!e) throw new Error(`enum ${name} not in BTF (is it in bpfproxy_enums_btf?)`);
+    return Object.fromEntries(e.values!.map((v) => [v.name, v.val]));
+  };
+  // REASON_FOO_BAR <-> 'foo-bar', same value as the index in REASONS
+  const reasons = Object.entries(enumOf('reason')).filter(([n]) => !n.startsWith('__'));
+  t.same(reasons.map(([n, v]) => [n.replace(/^REASON_/, '').toLowerCase().replace(/_/g, '-'), v]), REASONS.map((r, i) => [r.name, i]),
+    'enum reason and REASONS: same names, same order');
+  t.equal(enumOf('reason').__REASON_MAX, REASONS.length, 'as many counters as reasons');
+  const same = (cEnum: string, prefix: RegExp, ts: Record<string, number>) => {
+    const fromBtf = Object.fromEntries(Object.entries(enumOf(cEnum)).map(([n, v]) => [n.replace(prefix, ''), v]));
+    t.same(ts, fromBtf, `${cEnum} matches its TypeScript copy`);
+  };
+  same('fe_flags', /^FE_F_/, c.FeFlags);
+  same('backend_flags', /^BE_F_/, c.BackendFlags);
+  same('ct_dir', /^CT_DIR_/, c.CtDir);
+  same('ct_state_bits', /^CT_S_/, c.CtState);
+  same('ct_flags', /^CT_F_/, c.CtFlags);
 });

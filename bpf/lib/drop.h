@@ -33,6 +33,18 @@ enum reason {
 	__REASON_MAX,
 };
 
+/* Every enum whose values the agent copies (reasons, flags, states), in one
+ * read-only global so that they reach the object's BTF: the agent's tests
+ * check the TypeScript copies against it, so a reorder here fails them. */
+const volatile struct {
+	enum reason reason;
+	enum fe_flags fe_flags;
+	enum backend_flags backend_flags;
+	enum ct_dir ct_dir;
+	enum ct_state_bits ct_state_bits;
+	enum ct_flags ct_flags;
+} bpfproxy_enums_btf;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, __REASON_MAX);
