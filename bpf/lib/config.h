@@ -2,8 +2,9 @@
 /*
  * Load-time settings. The agent writes them into .rodata before load (see
  * src/dataplane/bpf/loader.ts); the verifier then treats them as constants
- * and prunes what a setting turns off. Defaults follow Calico's
- * FelixConfiguration bpfConntrackTimeouts and bpfPSNATPorts.
+ * and prunes what a setting turns off. Conntrack defaults follow Calico's
+ * FelixConfiguration bpfConntrackTimeouts; the SNAT port range is the
+ * agent's own setting (bpfPSNATPorts is not read).
  */
 #ifndef BPFPROXY_CONFIG_H
 #define BPFPROXY_CONFIG_H

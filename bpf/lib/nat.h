@@ -129,28 +129,17 @@ static __always_inline int icmp_err_parse(struct __sk_buff *skb, const struct pk
 	return 0;
 }
 
-/* Fold a change of a 16-bit field inside the ICMP payload into the ICMP
- * checksum and write it. */
-static __always_inline int icmp_payload_store2(struct __sk_buff *skb, const struct icmp_quote *e,
-					       __u32 off, __be16 from, __be16 to)
+/* Fold a change of a 16- or 32-bit field inside the ICMP payload into the
+ * ICMP checksum and write it. */
+static __always_inline int icmp_payload_store(struct __sk_buff *skb, const struct icmp_quote *e,
+					      __u32 off, __u32 from, __u32 to, __u32 size)
 {
 	if (from == to)
 		return 0;
 	if (bpf_l4_csum_replace(skb, e->icmp_off + offsetof(struct icmphdr, checksum),
-				from, to, sizeof(to)))
+				from, to, size))
 		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
-}
-
-static __always_inline int icmp_payload_store4(struct __sk_buff *skb, const struct icmp_quote *e,
-					       __u32 off, __be32 from, __be32 to)
-{
-	if (from == to)
-		return 0;
-	if (bpf_l4_csum_replace(skb, e->icmp_off + offsetof(struct icmphdr, checksum),
-				from, to, sizeof(to)))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
+	return bpf_skb_store_bytes(skb, off, &to, size, 0);
 }
 
 /* Rewrite the quoted flow to 'to' (addresses and ports), keeping the quoted
@@ -178,16 +167,16 @@ static __always_inline int icmp_err_rewrite_inner(struct __sk_buff *skb, const s
 		nl4c = csum_replace2(nl4c, e->inner.dport, to->dport);
 		if (e->inner.proto == IPPROTO_UDP && nl4c == 0)
 			nl4c = 0xffff;
-		if (icmp_payload_store2(skb, e, il4_csum_off, l4c, nl4c))
+		if (icmp_payload_store(skb, e, il4_csum_off, l4c, nl4c, 2))
 			return -1;
 	}
-	if (icmp_payload_store2(skb, e, iip_csum_off, ipc, nipc) ||
-	    icmp_payload_store4(skb, e, e->inner_ip_off + offsetof(struct iphdr, saddr),
-				e->inner.saddr, to->saddr) ||
-	    icmp_payload_store4(skb, e, e->inner_ip_off + offsetof(struct iphdr, daddr),
-				e->inner.daddr, to->daddr) ||
-	    icmp_payload_store2(skb, e, e->inner_l4_off, e->inner.sport, to->sport) ||
-	    icmp_payload_store2(skb, e, e->inner_l4_off + 2, e->inner.dport, to->dport))
+	if (icmp_payload_store(skb, e, iip_csum_off, ipc, nipc, 2) ||
+	    icmp_payload_store(skb, e, e->inner_ip_off + offsetof(struct iphdr, saddr),
+			       e->inner.saddr, to->saddr, 4) ||
+	    icmp_payload_store(skb, e, e->inner_ip_off + offsetof(struct iphdr, daddr),
+			       e->inner.daddr, to->daddr, 4) ||
+	    icmp_payload_store(skb, e, e->inner_l4_off, e->inner.sport, to->sport, 2) ||
+	    icmp_payload_store(skb, e, e->inner_l4_off + 2, e->inner.dport, to->dport, 2))
 		return -1;
 	return 0;
 }

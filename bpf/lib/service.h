@@ -61,12 +61,8 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 		return TC_ACT_OK;
 
 	/* The quoted packet went the other way: it gets the reverse of the
-	 * rewrite this entry applies. */
-	inner.saddr = ct->nat_daddr;
-	inner.sport = ct->nat_dport;
-	inner.daddr = ct->nat_saddr;
-	inner.dport = ct->nat_sport;
-	inner.proto = e.inner.proto;
+	 * rewrite this entry applies (the key of its peer entry). */
+	ct_peer_key(ct, e.inner.proto, &inner);
 	odst = ct->nat_daddr;
 	/* An error from the quoted destination itself speaks for the service;
 	 * one from a router on the path keeps the router's address. */
