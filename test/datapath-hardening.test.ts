@@ -98,11 +98,14 @@ t.test('a full conntrack map refuses new flows and keeps every established one',
     n.run('fromPod', { src: s.out.dst, dst: POD }, { proto: 'tcp', sport: 8080, dport: 30000 + i, flags: TCP.SYN | TCP.ACK });
     conns.push({ sport: 30000 + i, be: s.out.dst });
   }
-  // A flood of SYNs from forged sources, and one of ACKs.
+  for (const c of conns) n.run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: c.sport, dport: 80, flags: TCP.ACK });
+  // A flood of SYNs from forged sources (answered by the backends), and one of ACKs.
   let refused = 0;
   for (let i = 0; i < 300; i++) {
     const src = `203.0.113.${1 + (i % 250)}`;
-    if (n.run('fromData', { src, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1024 + i, dport: 80, flags: TCP.SYN }).verdict === 'drop') refused++;
+    const syn = n.run('fromData', { src, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1024 + i, dport: 80, flags: TCP.SYN });
+    if (syn.verdict === 'drop') refused++;
+    else n.run('fromPod', { src: syn.out.dst, dst: src }, { proto: 'tcp', sport: 8080, dport: 1024 + i, flags: TCP.SYN | TCP.ACK });
     n.run('fromData', { src, dst: '10.96.0.10' }, { proto: 'tcp', sport: 2048 + i, dport: 80, flags: TCP.ACK });
   }
   t.ok(n.dp.maps.ct.count() <= 64, `the map holds what it can (${n.dp.maps.ct.count()}/64)`);
@@ -117,6 +120,10 @@ t.test('a full conntrack map refuses new flows and keeps every established one',
   }
   const udp = n.run('fromPod', { src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 5353, dport: 53 });
   t.equal(udp.verdict, 'drop', 'a new UDP flow is refused too while the map is full');
+  const now = native().monotonicNs();
+  const left = (k: { saddr: string }) => Number(n.dp.maps.ct.entries().find(([e]) => e.saddr === k.saddr)![1].expiresNs - now) / 1e9;
+  t.ok(left({ saddr: '203.0.113.1' }) <= 20, 'a forged SYN answered by its backend keeps the SYN-sent timeout: the flood ages out in seconds');
+  t.ok(left({ saddr: POD }) > 3000, 'a connection whose client acknowledged keeps the established timeout');
 });
 
 t.test('a quiet direction of a live connection does not expire on its own', async (t) => {

@@ -99,7 +99,13 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.ok(fwdCt, 'forward conntrack entry');
     t.equal(fwdCt!.dir, CtDir.FWD);
     t.equal(fwdCt!.state & CtState.REPLY_SEEN, CtState.REPLY_SEEN, 'first reply marks the forward entry established');
-    const left = Number(fwdCt!.expiresNs - native().monotonicNs()) / 1e9;
+    const synRcvd = Number(fwdCt!.expiresNs - native().monotonicNs()) / 1e9;
+    t.ok(synRcvd <= 7, `a SYN answered is not yet a connection: SYN-sent timeout still (${synRcvd.toFixed(0)}s left)`);
+    // the client's ACK completes the handshake
+    run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42000, dport: 80, flags: TCP.ACK });
+    const est = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.10', sport: 42000, dport: 80, proto: PROTO.TCP })!;
+    t.equal(est.state & CtState.ESTABLISHED, CtState.ESTABLISHED, 'the client\'s ACK after the reply completes the handshake');
+    const left = Number(est.expiresNs - native().monotonicNs()) / 1e9;
     t.ok(left > 3000 && left <= 3600, `established timeout applies (${left.toFixed(0)}s left)`);
   });
 

@@ -64,7 +64,10 @@ static __always_inline __u64 ct_lifetime(__u8 proto, __u8 state)
 		return cfg_ct_rst_seen_ns;
 	if ((state & (CT_S_FIN_FWD | CT_S_FIN_REPLY)) == (CT_S_FIN_FWD | CT_S_FIN_REPLY))
 		return cfg_ct_fins_seen_ns;
-	if (state & CT_S_REPLY_SEEN)
+	/* A SYN answered by a SYN-ACK is not a connection yet: a flood from
+	 * forged sources that backends answer must not hold entries for the
+	 * established timeout. */
+	if (state & CT_S_ESTABLISHED)
 		return cfg_ct_established_ns;
 	return cfg_ct_syn_sent_ns;
 }
@@ -107,7 +110,12 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 
 	if (v->dir == CT_DIR_REPLY)
 		state |= CT_S_REPLY_SEEN;
-	if (k->proto == IPPROTO_TCP) {
+	if (k->proto != IPPROTO_TCP) {
+		if (state & CT_S_REPLY_SEEN)
+			state |= CT_S_ESTABLISHED;
+	} else {
+		if (v->dir == CT_DIR_FWD && (state & CT_S_REPLY_SEEN) && (tcp_flags & TCP_FLAG_ACK))
+			state |= CT_S_ESTABLISHED;
 		if (tcp_flags & TCP_FLAG_RST)
 			state |= CT_S_RST;
 		if (tcp_flags & TCP_FLAG_FIN)

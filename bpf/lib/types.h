@@ -122,6 +122,8 @@ enum ct_state_bits {
 	CT_S_FIN_FWD    = 1 << 1,
 	CT_S_FIN_REPLY  = 1 << 2,
 	CT_S_RST        = 1 << 3,
+	CT_S_ESTABLISHED= 1 << 4,  /* TCP: the client acknowledged after a reply
+				    * (handshake done); only then the long timeout */
 };
 
 enum ct_flags {

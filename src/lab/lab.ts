@@ -174,11 +174,14 @@ export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: numbe
 }
 
 
-/** A paced TCP stream through a service, started in the background. */
-export function startStream(ns: string, host: string, port: number, durationMs: number): Promise<StreamOutcome> {
+/** A paced TCP stream through a service, started in the background: a
+ * chunk every `interval` ms (a long interval makes an idle connection). */
+export function startStream(ns: string, host: string, port: number, durationMs: number,
+  pace: { interval?: number; chunk?: number } = {}): Promise<StreamOutcome> {
   return new Promise((resolve, reject) => {
     const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'probe.js'), 'stream', host, String(port),
-      '--duration', String(durationMs), '--chunk', '8192', '--interval', '5', '--timeout', '15000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      '--duration', String(durationMs), '--chunk', String(pace.chunk ?? 8192), '--interval', String(pace.interval ?? 5), '--timeout', '15000'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     c.stdout.on('data', (d) => (out += d));

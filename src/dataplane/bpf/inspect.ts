@@ -64,8 +64,10 @@ export function ctState(protoNum: number, state: number): string {
   const fins = state & (CtState.FIN_FWD | CtState.FIN_REPLY);
   if (fins === (CtState.FIN_FWD | CtState.FIN_REPLY)) return 'closing';
   if (fins) return 'fin-wait';
-  if (state & CtState.REPLY_SEEN) return protoNum === IPPROTO_UDP ? 'replied' : 'established';
-  return protoNum === IPPROTO_UDP ? 'new' : 'syn-sent';
+  if (protoNum === IPPROTO_UDP) return state & CtState.REPLY_SEEN ? 'replied' : 'new';
+  if (state & CtState.ESTABLISHED) return 'established';
+  if (state & CtState.REPLY_SEEN) return 'syn-received';
+  return 'syn-sent';
 }
 
 export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
