@@ -8,7 +8,9 @@ import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { native, type TcDirection } from '../../native/index.js';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import type { Datapath, ProgramRole } from './loader.js';
+import type { QdiscCleanup, QdiscLedger } from './qdiscs.js';
 
 /** Whether an interface in this namespace is a veth (netlink, via iproute2). */
 export function isVeth(name: string): boolean {
@@ -49,6 +51,8 @@ export class Attacher {
   private timer: Timer | undefined;
   private stopped = false;
   private readonly failed = new Map<number, string>();
+  /** Told when attaching had to create the interface's clsact qdisc. */
+  qdiscCreated: ((ifindex: number, iface: string) => void) | undefined;
 
   constructor(
     private readonly dp: Datapath,
@@ -157,6 +161,13 @@ export class Attacher {
         continue;
       }
       try {
+        if (native().tcHookCreate(index)) {
+          try {
+            this.qdiscCreated?.(index, name);
+          } catch (e) {
+            this.log.warn({ iface: name }, `created the clsact qdisc on ${name} but cannot record that (${(e as Error).message}); cleanup will leave it`);
+          }
+        }
         native().tcAttach(index, TC_DIRECTION, this.dp.programs[role].fd, TC_HANDLE, TC_PRIORITY);
         this.attached.set(index, { index, name, role, progId: want });
         this.notePodIf(index, name, role);
@@ -214,4 +225,27 @@ export function detachAll(log?: Logger): string[] {
     }
   }
   return out;
+}
+
+export interface TeardownResult {
+  detached: string[];
+  qdiscs: QdiscCleanup;
+  unpinned: number;
+}
+
+/**
+ * Remove what bpfproxy put on this node (this network namespace): our
+ * filters, the clsact qdiscs we created that are empty once ours are gone,
+ * and the pinned maps. The caller makes sure no agent is running on the pin
+ * dir (the pin dir lock), or is that agent.
+ */
+export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): TeardownResult {
+  const detached = detachAll(log);
+  const qdiscs = ledger.removeEmpty();
+  let unpinned = 0;
+  if (existsSync(pinDir)) {
+    unpinned = readdirSync(pinDir).length;
+    rmSync(pinDir, { recursive: true, force: true });
+  }
+  return { detached, qdiscs, unpinned };
 }
