@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { native } from '../native/index.js';
 import type { Logger } from '../log.js';
 
@@ -38,6 +38,23 @@ export interface LockHolder {
   host: string;
   since: string;
   what: string;
+}
+
+/** mkdir -p that gives up on the first error it cannot fix (Node's recursive mkdir can spin on /proc). */
+function mkdirp(dir: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw e;
+    mkdirp(dirname(dir));
+    try {
+      mkdirSync(dir, { mode: 0o755 });
+    } catch (e2) {
+      if ((e2 as NodeJS.ErrnoException).code !== 'EEXIST') throw e2;
+    }
+  }
 }
 
 function pidNsOf(pid: number | 'self'): number | undefined {
@@ -98,11 +115,18 @@ export class PinDirLock {
   /** Take the lock now, or say who has it. `what` names the holder for others ("agent", "cleanup"). */
   static tryAcquire(stateDir: string, pinDir: string, what: string): PinDirLock | LockBusyError {
     const path = statePaths(stateDir, pinDir).lock;
-    mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+    const open = (): number => {
+      try {
+        mkdirp(stateDir);
+        return openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+      } catch (e) {
+        throw new Error(`cannot open the lock file ${path} for pin dir ${pinDir} in the state dir (--state-dir ${stateDir}): ${(e as Error).message}`);
+      }
+    };
     // The holder unlinks the file on release: a lock taken on a file that is
     // no longer at the path guards nothing, so try again on the new one.
     for (let attempt = 0; attempt < 20; attempt++) {
-      const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+      const fd = open();
       let ok = false;
       try {
         if (!native().flockNb(fd, 'exclusive')) return new LockBusyError(path, pinDir, readHolder(path));
