@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Facts about the system the agent needs: interfaces (through netlink, via
 // if_nameindex), IPv4 routes of the main table (an rtnetlink dump), possible
-// CPUs, the monotonic clock BPF uses, and entering a network namespace (the
-// calling thread only; used by tests and the lab).
+// CPUs, the monotonic clock BPF uses, entering a network namespace (the
+// calling thread only; used by tests and the lab), and flock (Node has none)
+// for the agent's pin dir lock.
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -127,7 +129,31 @@ static Napi::Value RestoreNetns(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// flockNb(fd, op) with op 'exclusive', 'shared' or 'unlock', never blocking:
+// true when done, false when another open file holds a conflicting lock.
+static Napi::Value FlockNb(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  std::string op;
+  if (!ArgInt(info, 0, "fd", &fd) || !ArgString(info, 1, "op", &op)) return env.Undefined();
+  int how;
+  if (op == "exclusive") how = LOCK_EX;
+  else if (op == "shared") how = LOCK_SH;
+  else if (op == "unlock") how = LOCK_UN;
+  else {
+    Napi::TypeError::New(env, "op must be 'exclusive', 'shared' or 'unlock'").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  for (;;) {
+    if (flock(static_cast<int>(fd), how | LOCK_NB) == 0) return Napi::Boolean::New(env, true);
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+    return Throw(env, "flock " + op + " fd " + std::to_string(fd), errno);
+  }
+}
+
 void InitSystem(Napi::Env env, Napi::Object exports) {
+  exports.Set("flockNb", Napi::Function::New(env, FlockNb));
   exports.Set("interfaces", Napi::Function::New(env, Interfaces));
   exports.Set("routes4", Napi::Function::New(env, Routes4));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));

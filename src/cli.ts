@@ -3,9 +3,12 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { rmSync, readdirSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
-import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere, detachAll } from './dataplane/bpf/attach.js';
+import { runCleanup } from './agent/cleanup.js';
+import { DEFAULT_STATE_DIR } from './agent/lock.js';
+import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere } from './dataplane/bpf/attach.js';
+import { LISTEN_DEFAULTS, formatBindAddress, parseBindAddress, resolveBindAddress, type BindAddress, type BindSpec } from './health/bind-address.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
 import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
@@ -51,9 +54,17 @@ const bool = (what: string) => (v: string): boolean => {
 };
 const port = (what: string) => (v: string): number => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`${what} must be a port number (0 turns it off)`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`${what} must be a port number (0 turns it off)`);
   return n;
 };
+const bindAddress = (what: string) => (v: string): BindSpec => {
+  try {
+    return parseBindAddress(what, v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+};
+const stateDirOption = () => new Option('--state-dir <dir>', 'where the pin dir\'s lock and the record of the clsact qdiscs we created are kept (a hostPath in Kubernetes)').default(DEFAULT_STATE_DIR);
 
 program
   .command('agent')
@@ -74,9 +85,13 @@ program
   .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
   .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
   .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
-  .option('--healthz-port <port>', 'bpfKubeProxyHealthzPort (kube-proxy\'s healthz, served while bpfEnabled)', port('--healthz-port'), CALICO_DEFAULTS.bpfKubeProxyHealthzPort)
-  .option('--metrics-port <port>', 'Prometheus metrics (0: off)', port('--metrics-port'), 9091)
-  .option('--health-port <port>', 'agent /liveness and /readiness (0: off)', port('--health-port'), 9099)
+  .option('--healthz-bind-address <ip[:port]>', `kube-proxy's /healthz, served while bpfEnabled; the port is bpfKubeProxyHealthzPort (FelixConfiguration may change it); empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.healthz)})`, bindAddress('--healthz-bind-address'))
+  .option('--healthz-port <port>', 'the port of --healthz-bind-address (0: off)', port('--healthz-port'))
+  .option('--metrics-bind-address <ip[:port]>', `Prometheus /metrics; 0.0.0.0:PORT or [::]:PORT for every address; empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.metrics)})`, bindAddress('--metrics-bind-address'))
+  .option('--metrics-port <port>', 'the port of --metrics-bind-address (0: off)', port('--metrics-port'))
+  .option('--health-bind-address <ip[:port]>', `the agent's /liveness and /readiness; empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.health)})`, bindAddress('--health-bind-address'))
+  .option('--health-port <port>', 'the port of --health-bind-address (0: off)', port('--health-port'))
+  .addOption(stateDirOption())
   .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
   .action(async (o) => {
     const log = makeLogger(o.logLevel);
@@ -94,6 +109,16 @@ program
       try { new RegExp(v); } catch (e) { fail(`${flag}: ${(e as Error).message}`); }
     }
     if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
+    let healthz: BindAddress | undefined;
+    let metrics: BindAddress | undefined;
+    let health: BindAddress | undefined;
+    try {
+      healthz = resolveBindAddress('--healthz-bind-address', o.healthzBindAddress, '--healthz-port', o.healthzPort, LISTEN_DEFAULTS.healthz);
+      metrics = resolveBindAddress('--metrics-bind-address', o.metricsBindAddress, '--metrics-port', o.metricsPort, LISTEN_DEFAULTS.metrics);
+      health = resolveBindAddress('--health-bind-address', o.healthBindAddress, '--health-port', o.healthPort, LISTEN_DEFAULTS.health);
+    } catch (e) {
+      fail((e as Error).message);
+    }
     const base: AgentConfig = {
       ...CALICO_DEFAULTS,
       bpfEnabled: o.bpfEnabled ?? !!o.manifests,
@@ -105,7 +130,7 @@ program
       bpfMapSizeNATFrontend: o.mapSizeNatFrontend,
       bpfMapSizeNATBackend: o.mapSizeNatBackend,
       bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
-      bpfKubeProxyHealthzPort: o.healthzPort,
+      bpfKubeProxyHealthzPort: healthz?.port ?? CALICO_DEFAULTS.bpfKubeProxyHealthzPort,
     };
     let agent: Agent;
     try {
@@ -117,8 +142,12 @@ program
         bpfDir: o.bpfDir,
         base,
         syncPeriodMs: o.syncPeriod,
-        metricsPort: o.metricsPort,
-        healthPort: o.healthPort,
+        metricsPort: metrics?.port ?? 0,
+        metricsHost: metrics?.host,
+        healthPort: health?.port ?? 0,
+        healthHost: health?.host,
+        healthzHost: healthz?.host ?? null,
+        stateDir: o.stateDir,
       }, log);
     } catch (e) {
       log.fatal({ err: e }, `agent could not start: ${(e as Error).message}`);
@@ -205,17 +234,19 @@ program
 
 program
   .command('cleanup')
-  .description('detach our programs from every interface in this network namespace and unpin the maps')
+  .description('detach our programs from every interface in this network namespace, delete the clsact qdiscs we created, unpin the maps; refuses while an agent runs on the pin dir')
   .addOption(pinDirOption())
-  .action((o) => {
+  .addOption(stateDirOption())
+  .option('--force', 'stop a running agent first (SIGTERM, then wait for it to exit)')
+  .addOption(new Option('--force-timeout <duration>', 'with --force: how long to wait for the agent to exit').argParser(duration('--force-timeout')).default(15_000, '15s'))
+  .action(async (o) => {
     const log = makeLogger('info');
-    const detached = detachAll(log);
-    let unpinned = 0;
-    if (existsSync(o.pinDir)) {
-      unpinned = readdirSync(o.pinDir).length;
-      rmSync(o.pinDir, { recursive: true, force: true });
+    const r = await runCleanup({ pinDir: o.pinDir, stateDir: o.stateDir, force: !!o.force, forceTimeoutMs: o.forceTimeout }, log);
+    if (!r.ok) {
+      process.stderr.write(`bpfproxy cleanup: ${r.message}\n`);
+      process.exit(1);
     }
-    console.log(`detached from ${detached.length} interface(s)${detached.length ? ` (${detached.join(', ')})` : ''}; removed ${unpinned} pinned map(s) from ${o.pinDir}`);
+    console.log(r.message);
   });
 
 const lab = program.command('lab').description('a local namespace "cluster" to try bpfproxy on');

@@ -3,9 +3,11 @@
  * kube-proxy's names where kube-proxy has the metric; bpfproxy_* for the
  * rest (map fill, drops by reason, conntrack).
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './log.js';
+import type { BindAddress } from './health/bind-address.js';
+import { listenHttp } from './health/servers.js';
 
 export interface DatapathSnapshot {
   maps: Array<{ map: string; entries: number; maxEntries: number }>;
@@ -78,8 +80,10 @@ export class Metrics {
     this.snapshot = fn;
   }
 
-  listen(port: number, log: Logger): void {
-    this.server = createServer((req, res) => {
+  /** Serve /metrics on addr (--metrics-bind-address). */
+  listen(addr: BindAddress, log: Logger): void {
+    this.server?.close();
+    this.server = listenHttp(addr, (req, res) => {
       if (!req.url?.startsWith('/metrics')) {
         res.writeHead(404).end();
         return;
@@ -90,9 +94,7 @@ export class Metrics {
       }, (e: Error) => {
         res.writeHead(500).end(e.message);
       });
-    });
-    this.server.on('error', (e) => log.error({ port }, `metrics cannot listen on port ${port}: ${e.message}`));
-    this.server.listen(port, '0.0.0.0');
+    }, log, 'metrics');
   }
 
   close(): void {

@@ -66,3 +66,27 @@ t.test('TC attach leaves other filters alone; replace is atomic; detach removes 
     t.equal(native().tcDetach(idx, 'ingress', TC_HANDLE, TC_PRIORITY), false, 'detaching twice is not an error');
   });
 });
+
+t.test('clsact qdisc: create says whether it was there, filters of any kind are listed, destroy removes it', async (t) => {
+  const ns = tmpNetns(t);
+  ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
+  ip(ns, 'link', 'set', 'eth0', 'up');
+  const dp = await tmpDatapath(t);
+  const tc = (...args: string[]) => execFileSync('ip', ['netns', 'exec', ns, 'tc', ...args], { encoding: 'utf8' });
+  inNetns(ns, () => {
+    const idx = native().interfaces().find((i) => i.name === 'eth0')!.index;
+    t.same(native().tcFilters(idx, 'ingress'), [], 'no clsact: no filters');
+    t.equal(native().tcHookDestroy(idx), false, 'no clsact to delete');
+    t.equal(native().tcHookCreate(idx), true, 'created');
+    t.equal(native().tcHookCreate(idx), false, 'already there');
+    native().tcAttach(idx, 'ingress', dp.programs.fromData.fd, TC_HANDLE, TC_PRIORITY);
+    tc('filter', 'add', 'dev', 'eth0', 'egress', 'pref', '7', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', '192.0.2.99/32');
+    const ing = native().tcFilters(idx, 'ingress');
+    t.ok(ing.some((f) => f.kind === 'bpf' && f.handle === TC_HANDLE && f.priority === TC_PRIORITY && f.protocol === 3), `ours listed: ${JSON.stringify(ing)}`);
+    const eg = native().tcFilters(idx, 'egress');
+    t.ok(eg.length > 0 && eg.every((f) => f.kind === 'u32' && f.priority === 7 && f.protocol === 0x800), `a u32 filter listed: ${JSON.stringify(eg)}`);
+    t.same(native().tcFilters(999_999, 'ingress'), [], 'a missing interface has none (the kernel says nothing)');
+    t.equal(native().tcHookDestroy(idx), true, 'deleted');
+  });
+  t.notMatch(tc('qdisc', 'show', 'dev', 'eth0'), /clsact/, 'the qdisc is gone, and its filters with it');
+});

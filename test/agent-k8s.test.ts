@@ -4,6 +4,7 @@
  * metrics answer, a relist does not touch the maps.
  */
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -168,6 +169,11 @@ t.test('agent on the Kubernetes API', async (t) => {
     await until('disabled', () => !agent.enabled);
     await agent.settled();
     t.same(ifaces(), [], 'detached everywhere');
+    for (const dev of ['eth0', 'calitest']) {
+      const q = spawnSync('nsenter', [`--net=/run/netns/${ns}`, '--', 'tc', 'qdisc', 'show', 'dev', dev], { encoding: 'utf8' });
+      t.equal(q.status, 0, q.stderr);
+      t.notMatch(q.stdout, /clsact/, `${dev}: the clsact qdisc bpfproxy created is gone too`);
+    }
     t.notOk(existsSync(pinDir), 'unpinned');
     t.match(await get(10256, '/healthz'), { error: 'ECONNREFUSED' }, 'healthz port free for kube-proxy');
     t.match(await get(32000, '/'), { error: 'ECONNREFUSED' }, 'health check node ports closed');

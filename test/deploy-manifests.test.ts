@@ -4,6 +4,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CALICO_DEFAULTS, effectiveConfig } from '../src/config/felix.js';
+import { parseBindAddress } from '../src/health/bind-address.js';
 import { FELIX_GROUP, FELIX_PLURAL, FELIX_VERSION } from '../src/k8s/client.js';
 import { REPO } from './helpers/env.js';
 
@@ -26,6 +27,19 @@ t.test('DaemonSet wiring', async (t) => {
   t.same(c.securityContext.capabilities.add.sort(), ['BPF', 'NET_ADMIN', 'PERFMON', 'SYS_RESOURCE'], 'capabilities it needs, nothing broad');
   t.equal(c.securityContext.privileged, undefined, 'agent not privileged');
   t.equal(c.livenessProbe.httpGet.port, 9099, 'probes on the agent health port');
+  const arg = (flag: string) => (c.args as string[]).find((a) => a.startsWith(`${flag}=`))?.slice(flag.length + 1);
+  const health = parseBindAddress('--health-bind-address', arg('--health-bind-address') ?? '') as { host: string; port: number };
+  for (const p of [c.livenessProbe, c.readinessProbe]) {
+    t.equal(p.httpGet.port, health.port, `${p.httpGet.path} probes the port the agent serves it on`);
+    t.ok(health.host === '0.0.0.0' || health.host === p.httpGet.host, `${p.httpGet.path}: the kubelet probes ${p.httpGet.host}, the agent listens on ${health.host}`);
+  }
+  const ports = Object.fromEntries((c.ports as Array<{ name: string; containerPort: number }>).map((p) => [p.name, p.containerPort]));
+  t.same(parseBindAddress('--metrics-bind-address', arg('--metrics-bind-address') ?? ''), { host: '0.0.0.0', port: ports.metrics }, 'metrics served on every address, on the declared port');
+  t.same(parseBindAddress('--healthz-bind-address', arg('--healthz-bind-address') ?? ''), { host: '0.0.0.0', port: ports.healthz }, 'healthz on the declared port');
+  t.equal(ports.healthz, CALICO_DEFAULTS.bpfKubeProxyHealthzPort, 'which is bpfKubeProxyHealthzPort\'s default');
+  const stateDir = arg('--state-dir');
+  t.ok(stateDir && c.volumeMounts.some((m: { name: string; mountPath: string }) => m.mountPath === stateDir
+    && pod.volumes.find((v: { name: string }) => v.name === m.name)?.hostPath?.path === stateDir), 'state dir (pin dir lock) is the host\'s, so cleanup on the host sees the agent');
   t.ok(pod.tolerations.some((x: { operator: string }) => x.operator === 'Exists'), 'runs on every node');
   t.ok(pod.volumes.some((v: { hostPath?: { path: string } }) => v.hostPath?.path === '/sys/fs/bpf'), 'host bpffs for pins');
 });

@@ -3,13 +3,16 @@
  * deliver Services, EndpointSlices, Nodes and FelixConfigurations; the
  * proxier keeps the service dataplane in sync; the FelixConfiguration
  * decides whether bpfproxy owns the dataplane at all (bpfEnabled) and how.
- * Stopping the agent leaves the dataplane serving.
+ * Stopping the agent leaves the dataplane serving. One agent per pin dir:
+ * it holds the pin dir's lock (agent/lock.ts) from start to stop, so
+ * `bpfproxy cleanup` does not pull the dataplane from under it.
  */
 import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
 import { HealthServers } from '../health/servers.js';
+import { DEFAULT_STATE_DIR, PinDirLock, statePaths } from './lock.js';
 import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
 import { Proxier } from '../proxy/proxier.js';
@@ -36,8 +39,18 @@ export interface AgentOptions {
   syncPeriodMs: number;
   /** Prometheus metrics port; 0 or undefined: off */
   metricsPort?: number;
+  /** address metrics listen on (default 127.0.0.1, as kube-proxy's) */
+  metricsHost?: string;
   /** agent /liveness and /readiness port; 0 or undefined: off */
   healthPort?: number;
+  /** address /liveness and /readiness listen on (default 127.0.0.1, where the DaemonSet probes) */
+  healthHost?: string;
+  /** address kube-proxy's /healthz listens on, port bpfKubeProxyHealthzPort (default 0.0.0.0); null: never served */
+  healthzHost?: string | null;
+  /** lock and qdisc records (default /run/bpfproxy) */
+  stateDir?: string;
+  /** how long to wait at start for another agent on the same pin dir to exit (default 10 s) */
+  lockWaitMs?: number;
   clock?: Clock;
 }
 
@@ -55,6 +68,7 @@ export class Agent {
   private readonly cliLogLevel: string;
   private readonly clock: Clock;
   private stopped = false;
+  private lock: PinDirLock | undefined;
 
   private constructor(private readonly o: AgentOptions, private readonly log: Logger) {
     this.clock = o.clock ?? realClock;
@@ -80,8 +94,15 @@ export class Agent {
   }
 
   static async start(o: AgentOptions, log: Logger): Promise<Agent> {
+    const lock = await PinDirLock.acquire(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir, 'agent', o.lockWaitMs ?? 10_000, log);
     const a = new Agent(o, log);
-    await a.boot();
+    a.lock = lock;
+    try {
+      await a.boot();
+    } catch (e) {
+      a.stop();
+      throw e;
+    }
     return a;
   }
 
@@ -117,8 +138,8 @@ export class Agent {
     await this.apply(this.config.config);
     this.proxier.setSynced();
     await this.proxier.runner.idle();
-    this.health.setProbes(o.healthPort, () => this.proxier.isSynced || !this.runtime);
-    if (o.metricsPort) this.metrics.listen(o.metricsPort, log);
+    this.health.setProbes(o.healthPort ? { host: o.healthHost ?? '127.0.0.1', port: o.healthPort } : undefined, () => this.proxier.isSynced || !this.runtime);
+    if (o.metricsPort) this.metrics.listen({ host: o.metricsHost ?? '127.0.0.1', port: o.metricsPort }, log);
     const st = this.proxier.store.size;
     log.info({
       node: o.nodeName, bpfEnabled: !!this.runtime, services: st.services, endpointSlices: st.slices,
@@ -147,7 +168,10 @@ export class Agent {
     this.proxier.runner.setMinInterval(cfg.bpfKubeProxyMinSyncPeriod);
     if (cfg.bpfEnabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
-      this.runtime = await BpfRuntime.enable({ pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces }, cfg, this.proxier, log, this.clock);
+      this.runtime = await BpfRuntime.enable({
+        pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces,
+        qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
+      }, cfg, this.proxier, log, this.clock);
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
     } else if (!cfg.bpfEnabled && this.runtime) {
       this.runtime.disable();
@@ -161,7 +185,8 @@ export class Agent {
     }
     if (!cfg.bpfEnabled && !old) log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
     this.metrics.enabled.set(this.runtime ? 1 : 0);
-    this.health.setHealthz(this.runtime ? cfg.bpfKubeProxyHealthzPort : undefined, () => this.healthz());
+    const healthzHost = o.healthzHost === undefined ? '0.0.0.0' : o.healthzHost;
+    this.health.setHealthz(this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.bpfKubeProxyHealthzPort } : undefined, () => this.healthz());
     const warn = this.runtime ? unsupported(cfg).join('\n') : '';
     if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);
     this.saidUnsupported = warn;
@@ -210,5 +235,6 @@ export class Agent {
     this.runtime?.stop();
     this.health.close();
     this.metrics.close();
+    this.lock?.release();
   }
 }

@@ -3,18 +3,19 @@
  * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
  * addresses. enable() takes over (maps synced before programs attach,
  * kube-proxy's rules removed when asked); disable() hands back (detach,
- * unpin); stop() leaves everything running for the next agent.
+ * delete the clsact qdiscs we created, unpin); stop() leaves everything
+ * running for the next agent.
  */
 import { networkInterfaces } from 'node:os';
-import { rmSync } from 'node:fs';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
-import { Attacher, detachAll } from '../dataplane/bpf/attach.js';
+import { Attacher, teardown } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
+import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import type { AgentConfig } from '../config/felix.js';
@@ -25,6 +26,8 @@ export interface RuntimeOptions {
   pinDir: string;
   bpfDir: string;
   podIfaces: RegExp;
+  /** where the clsact qdiscs we create are written down (see dataplane/bpf/qdiscs.ts) */
+  qdiscLedger: string;
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -60,6 +63,7 @@ export class BpfRuntime {
     readonly reconciler: BpfReconciler,
     readonly attacher: Attacher,
     readonly gc: ConntrackGc,
+    private readonly ledger: QdiscLedger,
     private readonly proxier: Proxier,
     private readonly o: RuntimeOptions,
     private readonly log: Logger,
@@ -77,7 +81,9 @@ export class BpfRuntime {
     const reconciler = new BpfReconciler(dp.maps, log);
     const attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock);
     const gc = new ConntrackGc(dp.maps, log, clock);
-    const rt = new BpfRuntime(dp, reconciler, attacher, gc, proxier, o, log, clock);
+    const ledger = new QdiscLedger(o.qdiscLedger, log);
+    attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);
+    const rt = new BpfRuntime(dp, reconciler, attacher, gc, ledger, proxier, o, log, clock);
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
@@ -147,13 +153,13 @@ export class BpfRuntime {
     this.dp.close();
   }
 
-  /** Hand the node back (bpfEnabled=false): detach everywhere and unpin. */
+  /** Hand the node back (bpfEnabled=false): detach everywhere, delete the qdiscs we created, unpin. */
   disable(): void {
     this.stopTimers();
     this.proxier.setDataplane(undefined);
-    const ifaces = detachAll(this.log);
     this.dp.close();
-    rmSync(this.o.pinDir, { recursive: true, force: true });
-    this.log.info({ interfaces: ifaces }, `bpfEnabled is false: detached from ${ifaces.length} interface(s) and unpinned the maps; kube-proxy can take over`);
+    const r = teardown(this.o.pinDir, this.ledger, this.log);
+    this.log.info({ interfaces: r.detached, qdiscsRemoved: r.qdiscs.removed },
+      `bpfEnabled is false: detached from ${r.detached.length} interface(s), deleted ${r.qdiscs.removed.length} clsact qdisc(s) bpfproxy had created and unpinned the maps; kube-proxy can take over`);
   }
 }

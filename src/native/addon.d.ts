@@ -74,6 +74,18 @@ export interface TestRunResult {
 
 export type TcDirection = 'ingress' | 'egress';
 
+/** One entry of a clsact hook's filter dump (tc filter show). */
+export interface TcFilter {
+  /** classifier: "bpf", "u32", "flower", ... */
+  kind: string;
+  chain: number;
+  priority: number;
+  /** ETH_P_* in host order (3 = all, 0x800 = IPv4) */
+  protocol: number;
+  /** 0 for the classifier instance itself, then one entry per filter */
+  handle: number;
+}
+
 export interface NativeAddon {
   loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
 
@@ -98,6 +110,12 @@ export interface NativeAddon {
   tcAttach(ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number): number;
   tcDetach(ifindex: number, dir: TcDirection, handle: number, priority: number): boolean;
   tcQuery(ifindex: number, dir: TcDirection, handle: number, priority: number): number;
+  /** Create the clsact qdisc: true when this call created it, false when it was there. */
+  tcHookCreate(ifindex: number): boolean;
+  /** Delete the clsact qdisc with every filter in it: false when there was none. */
+  tcHookDestroy(ifindex: number): boolean;
+  /** Every filter on one clsact hook (empty without a clsact, or without the interface). */
+  tcFilters(ifindex: number, dir: TcDirection): TcFilter[];
 
   interfaces(): Array<{ index: number; name: string }>;
   /** Unicast IPv4 routes of the main table that name an output interface. */
@@ -106,4 +124,6 @@ export interface NativeAddon {
   monotonicNs(): bigint;
   enterNetns(path: string): number;
   restoreNetns(fd: number): void;
+  /** flock(2) without blocking: true when done, false when another open file holds it. */
+  flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 }

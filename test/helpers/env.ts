@@ -8,6 +8,7 @@ import { native } from '../../src/native/index.js';
 import { loadDatapath, type Datapath } from '../../src/dataplane/bpf/loader.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../../src/dataplane/bpf/config.js';
 import { ensureBpffs } from '../../src/dataplane/bpf/bpffs.js';
+import { DEFAULT_STATE_DIR, statePaths } from '../../src/agent/lock.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BPF_DIR = join(REPO, 'bpf', '.output');
@@ -24,7 +25,11 @@ export function tmpNetns(t: Test, prefix = 'bpxt'): string {
 export function tmpPinDir(t: Test): string {
   ensureBpffs('/sys/fs/bpf');
   const dir = `/sys/fs/bpf/bpxt-${uniqueTag()}`;
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true });
+    // an in-process agent's record of the qdiscs it created (default state dir)
+    rmSync(statePaths(DEFAULT_STATE_DIR, dir).qdiscs, { force: true });
+  });
   return dir;
 }
 

@@ -15,7 +15,9 @@ import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { native, type TcDirection } from '../../native/index.js';
 import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import type { Datapath, ProgramRole } from './loader.js';
+import type { QdiscCleanup, QdiscLedger } from './qdiscs.js';
 
 /** Whether an interface in this namespace is a veth (netlink, via iproute2). */
 export function isVeth(name: string): boolean {
@@ -64,6 +66,8 @@ export class Attacher {
   private readonly podSrcs = new Map<number, Set<string>>();
   /** pod interfaces already reported as unchecked (no route names them) */
   private readonly unchecked = new Set<number>();
+  /** Told when attaching had to create the interface's clsact qdisc. */
+  qdiscCreated: ((ifindex: number, iface: string) => void) | undefined;
 
   constructor(
     private readonly dp: Datapath,
@@ -190,6 +194,16 @@ export class Attacher {
     }
   }
 
+  /** The interface's clsact qdisc, created (and recorded for cleanup) if missing. */
+  private ensureHook(index: number, name: string): void {
+    if (!native().tcHookCreate(index)) return;
+    try {
+      this.qdiscCreated?.(index, name);
+    } catch (e) {
+      this.log.warn({ iface: name }, `created the clsact qdisc on ${name} but cannot record that (${(e as Error).message}); cleanup will leave it`);
+    }
+  }
+
   /** The host-reply program on egress, where it is not already ours. */
   private ensureEgress(index: number, name: string): void {
     const want = this.progIds.hostReply;
@@ -201,6 +215,7 @@ export class Attacher {
     }
     if (have === want) return;
     try {
+      this.ensureHook(index, name);
       native().tcAttach(index, TC_EGRESS, this.dp.programs.hostReply.fd, TC_HANDLE, TC_PRIORITY);
       this.log.info({ iface: name, ifindex: index }, `attached ${this.dp.programs.hostReply.name} to ${name} (tc ${TC_EGRESS})`);
     } catch (e) {
@@ -270,6 +285,7 @@ export class Attacher {
         continue;
       }
       try {
+        this.ensureHook(index, name);
         native().tcAttach(index, TC_DIRECTION, this.dp.programs[role].fd, TC_HANDLE, TC_PRIORITY);
         this.attached.set(index, { index, name, role, progId: want });
         this.notePodIf(index, name, role);
@@ -329,4 +345,27 @@ export function detachAll(log?: Logger): string[] {
     }
   }
   return out;
+}
+
+export interface TeardownResult {
+  detached: string[];
+  qdiscs: QdiscCleanup;
+  unpinned: number;
+}
+
+/**
+ * Remove what bpfproxy put on this node (this network namespace): our
+ * filters, the clsact qdiscs we created that are empty once ours are gone,
+ * and the pinned maps. The caller makes sure no agent is running on the pin
+ * dir (the pin dir lock), or is that agent.
+ */
+export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): TeardownResult {
+  const detached = detachAll(log);
+  const qdiscs = ledger.removeEmpty();
+  let unpinned = 0;
+  if (existsSync(pinDir)) {
+    unpinned = readdirSync(pinDir).length;
+    rmSync(pinDir, { recursive: true, force: true });
+  }
+  return { detached, qdiscs, unpinned };
 }
