@@ -8,6 +8,9 @@ import { Agent } from './agent/agent.js';
 import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere, detachAll } from './dataplane/bpf/attach.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
 import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
+import {
+  DEFAULT_MAX_FRONTENDS_PER_SERVICE, DEFAULT_NODE_PORT_RANGE, formatPortRange, parseCidrList, parsePortRange, type ServicePolicy,
+} from './config/services.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
 import { openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
@@ -74,6 +77,10 @@ program
   .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
   .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
   .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+  .option('--service-node-port-range <range>', 'the API server\'s --service-node-port-range: nodePort and healthCheckNodePort must fall in it', formatPortRange(DEFAULT_NODE_PORT_RANGE))
+  .option('--external-ip-cidrs <list>', 'comma-separated CIDRs externalIPs and LoadBalancer ingress IPs must fall in (default: any address but the node\'s own)', '')
+  .option('--allow-node-address-external-ips', 'let an externalIP or LoadBalancer IP be one of this node\'s addresses (it then captures that port of the node: CVE-2020-8554)', false)
+  .option('--max-frontends-per-service <n>', 'frontends (address x port) one Service may have; the rest is refused with a problem', positiveInt('--max-frontends-per-service'), DEFAULT_MAX_FRONTENDS_PER_SERVICE)
   .option('--healthz-port <port>', 'bpfKubeProxyHealthzPort (kube-proxy\'s healthz, served while bpfEnabled)', port('--healthz-port'), CALICO_DEFAULTS.bpfKubeProxyHealthzPort)
   .option('--metrics-port <port>', 'Prometheus metrics (0: off)', port('--metrics-port'), 9091)
   .option('--health-port <port>', 'agent /liveness and /readiness (0: off)', port('--health-port'), 9099)
@@ -94,6 +101,18 @@ program
       try { new RegExp(v); } catch (e) { fail(`${flag}: ${(e as Error).message}`); }
     }
     if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
+    let services: ServicePolicy | undefined;
+    try {
+      const externalIPCidrs = parseCidrList(o.externalIpCidrs);
+      services = {
+        nodePortRange: parsePortRange(o.serviceNodePortRange),
+        ...(externalIPCidrs ? { externalIPCidrs } : {}),
+        allowNodeAddressExternalIPs: !!o.allowNodeAddressExternalIps,
+        maxFrontendsPerService: o.maxFrontendsPerService,
+      };
+    } catch (e) {
+      fail(`--service-node-port-range / --external-ip-cidrs: ${(e as Error).message}`);
+    }
     const base: AgentConfig = {
       ...CALICO_DEFAULTS,
       bpfEnabled: o.bpfEnabled ?? !!o.manifests,
@@ -117,6 +136,7 @@ program
         bpfDir: o.bpfDir,
         base,
         syncPeriodMs: o.syncPeriod,
+        services: services!,
         metricsPort: o.metricsPort,
         healthPort: o.healthPort,
       }, log);

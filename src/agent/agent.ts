@@ -9,6 +9,7 @@ import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
+import type { ServicePolicy } from '../config/services.js';
 import { HealthServers } from '../health/servers.js';
 import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
@@ -34,6 +35,8 @@ export interface AgentOptions {
   base: AgentConfig;
   /** ms between full resyncs */
   syncPeriodMs: number;
+  /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
+  services?: ServicePolicy;
   /** Prometheus metrics port; 0 or undefined: off */
   metricsPort?: number;
   /** agent /liveness and /readiness port; 0 or undefined: off */
@@ -65,6 +68,7 @@ export class Agent {
       syncPeriod: o.syncPeriodMs,
       clock: this.clock,
       log,
+      ...(o.services ? { services: o.services } : {}),
     }, (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc());
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);
