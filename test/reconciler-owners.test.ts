@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeClock } from '../src/clock.js';
-import { CtDir, IPPROTO_UDP, svcName, u32Key } from '../src/dataplane/bpf/codecs.js';
+import { affinityValue, CtDir, IPPROTO_UDP, svcName, u32Key } from '../src/dataplane/bpf/codecs.js';
 import { loadDatapath, MAP_NAMES, MIGRATING_SUFFIX, type DatapathMaps } from '../src/dataplane/bpf/loader.js';
 import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
@@ -275,4 +275,19 @@ t.test('a frontend the full frontend map refuses leaves no backend set or name b
   const r = rec.syncService('k/b', [fe('ClusterIP', '10.96.0.2', 80, 'TCP', [be('10.0.0.2', 80, false)], { servicePort: 'k/b:p/TCP' })]);
   t.match(r.problems[0]!.message, /frontend map bpfproxy_fe is full \(2 entries\): 10.96.0.2:80\/TCP \(ClusterIP\) is not programmed; retried/);
   t.same({ slots: dump(dp.maps.slots), names: dump(dp.maps.svcNames), stats: rec.stats() }, before, 'its backend set and name are gone again');
+});
+
+t.test('upgrade: another pinned map of another layout is replaced, with a line saying what that costs', async (t) => {
+  const pinDir = tmpPinDir(t);
+  execFileSync('mkdir', ['-p', pinDir]);
+  const path = join(pinDir, MAP_NAMES.affinity);
+  execFileSync('bpftool', ['map', 'create', path, 'type', 'lru_hash', 'key', '8', 'value', '8', 'entries', '64', 'name', 'bpfproxy_affini']);
+  const { log, lines } = captureLogger();
+  const dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH, log);
+  t.teardown(() => dp.close());
+  t.ok(lines.some((l) => l.level === 'warn' && new RegExp(String.raw`bpfproxy_affinity is pinned with key\/value 8\/8 bytes; this version uses 8\/${affinityValue.size}: replaced by a new, empty map \(ClientIP affinity starts afresh\)`).test(l.msg)),
+    lines.map((l) => l.msg).join(' | '));
+  const fd = native().objGet(path);
+  t.equal(native().mapInfo(fd).valueSize, affinityValue.size);
+  native().closeFd(fd);
 });
