@@ -11,6 +11,9 @@ import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere } from './datapla
 import { LISTEN_DEFAULTS, formatBindAddress, parseBindAddress, resolveBindAddress, type BindAddress, type BindSpec } from './health/bind-address.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
 import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
+import {
+  DEFAULT_MAX_FRONTENDS_PER_SERVICE, DEFAULT_NODE_PORT_RANGE, formatPortRange, parseCidrList, parsePortRange, type ServicePolicy,
+} from './config/services.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
 import { openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
@@ -85,6 +88,10 @@ program
   .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
   .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
   .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+  .option('--service-node-port-range <range>', 'the API server\'s --service-node-port-range: nodePort and healthCheckNodePort must fall in it', formatPortRange(DEFAULT_NODE_PORT_RANGE))
+  .option('--external-ip-cidrs <list>', 'comma-separated CIDRs externalIPs and LoadBalancer ingress IPs must fall in (default: any address but the node\'s own)', '')
+  .option('--allow-node-address-external-ips', 'let an externalIP or LoadBalancer IP be one of this node\'s addresses (it then captures that port of the node: CVE-2020-8554)', false)
+  .option('--max-frontends-per-service <n>', 'frontends (address x port) one Service may have; the rest is refused with a problem', positiveInt('--max-frontends-per-service'), DEFAULT_MAX_FRONTENDS_PER_SERVICE)
   .option('--healthz-bind-address <ip[:port]>', `kube-proxy's /healthz, served while bpfEnabled; the port is bpfKubeProxyHealthzPort (FelixConfiguration may change it); empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.healthz)})`, bindAddress('--healthz-bind-address'))
   .option('--healthz-port <port>', 'the port of --healthz-bind-address (0: off)', port('--healthz-port'))
   .option('--metrics-bind-address <ip[:port]>', `Prometheus /metrics; 0.0.0.0:PORT or [::]:PORT for every address; empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.metrics)})`, bindAddress('--metrics-bind-address'))
@@ -119,6 +126,18 @@ program
     } catch (e) {
       fail((e as Error).message);
     }
+    let services: ServicePolicy | undefined;
+    try {
+      const externalIPCidrs = parseCidrList(o.externalIpCidrs);
+      services = {
+        nodePortRange: parsePortRange(o.serviceNodePortRange),
+        ...(externalIPCidrs ? { externalIPCidrs } : {}),
+        allowNodeAddressExternalIPs: !!o.allowNodeAddressExternalIps,
+        maxFrontendsPerService: o.maxFrontendsPerService,
+      };
+    } catch (e) {
+      fail(`--service-node-port-range / --external-ip-cidrs: ${(e as Error).message}`);
+    }
     const base: AgentConfig = {
       ...CALICO_DEFAULTS,
       bpfEnabled: o.bpfEnabled ?? !!o.manifests,
@@ -148,6 +167,7 @@ program
         healthHost: health?.host,
         healthzHost: healthz?.host ?? null,
         stateDir: o.stateDir,
+        services: services!,
       }, log);
     } catch (e) {
       log.fatal({ err: e }, `agent could not start: ${(e as Error).message}`);

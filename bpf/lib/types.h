@@ -96,7 +96,9 @@ struct pod_src_key {
 
 /* Service names for operators (CLI); never read by the datapath. */
 struct svc_name {
-	char name[128]; /* "namespace/name:port/proto", NUL padded */
+	/* "namespace/name:port/proto", NUL padded; the longest valid one is
+	 * 63 + 1 + 63 + 1 + 63 + 1 + 4 = 196 bytes (agent: SVC_NAME_BYTES) */
+	char name[256];
 };
 
 /* ---- conntrack (lib/conntrack.h) --------------------------------------- */

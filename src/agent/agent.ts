@@ -11,6 +11,7 @@ import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
+import type { ServicePolicy } from '../config/services.js';
 import { HealthServers } from '../health/servers.js';
 import { DEFAULT_STATE_DIR, PinDirLock, statePaths } from './lock.js';
 import type { KubeClients } from '../k8s/client.js';
@@ -37,6 +38,8 @@ export interface AgentOptions {
   base: AgentConfig;
   /** ms between full resyncs */
   syncPeriodMs: number;
+  /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
+  services?: ServicePolicy;
   /** Prometheus metrics port; 0 or undefined: off */
   metricsPort?: number;
   /** address metrics listen on (default 127.0.0.1, as kube-proxy's) */
@@ -79,6 +82,7 @@ export class Agent {
       syncPeriod: o.syncPeriodMs,
       clock: this.clock,
       log,
+      ...(o.services ? { services: o.services } : {}),
     }, (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc());
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);

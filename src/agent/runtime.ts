@@ -117,6 +117,8 @@ export class BpfRuntime {
     if (s === this.lastAddrs) return;
     this.lastAddrs = s;
     this.reconciler.setNodeAddresses(addrs);
+    // externalIPs / LoadBalancer IPs equal to one of these are refused (CVE-2020-8554)
+    this.proxier.setNodeAddresses(addrs);
     this.log.info({ addresses: addrs }, 'NodePort answers on these node addresses');
   }
 

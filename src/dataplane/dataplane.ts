@@ -10,6 +10,8 @@ export interface SyncProblem {
   service: string;
   /** "10.96.0.10:80/TCP (ClusterIP)" when one frontend was concerned */
   frontend?: string;
+  /** the Service field that asked for it ("spec.externalIPs"), when the node refused it */
+  field?: string;
   message: string;
   /** a map was full */
   mapFull?: boolean;

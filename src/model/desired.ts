@@ -1,10 +1,12 @@
 /**
  * Desired state of one service: its frontends and their backends, computed
  * as kube-proxy computes them (ready endpoints, falling back to serving and
- * terminating ones; Local policies narrowed to this node).
+ * terminating ones; Local policies narrowed to this node), minus the
+ * addresses this node must not serve.
  */
-import type { Backend, EndpointSlice, Frontend, Service, ServicePort, SliceEndpoint } from './types.js';
-import { servicePortKey } from './types.js';
+import { nonUnicastReason } from './addresses.js';
+import type { Backend, EndpointSlice, Frontend, FrontendKind, Service, ServicePort, SliceEndpoint } from './types.js';
+import { frontendKey, servicePortKey } from './types.js';
 
 export interface BackendSets {
   cluster: Backend[];
@@ -43,7 +45,68 @@ export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[],
   };
 }
 
+/** What the desired frontends of a service depend on besides the service: this node. */
+export interface NodeContext {
+  nodeName: string;
+  /** This node's own addresses (the ones NodePort answers on). */
+  nodeAddresses: ReadonlySet<string>;
+  /** --allow-node-address-external-ips */
+  allowNodeAddressExternalIPs: boolean;
+}
+
+/** A frontend the service asked for and does not get, and why. */
+export interface DesiredProblem {
+  /** "spec.externalIPs" */
+  field: string;
+  /** "192.0.2.11:80/TCP (ExternalIP)" */
+  frontend: string;
+  message: string;
+}
+
+export interface Desired {
+  frontends: Frontend[];
+  problems: DesiredProblem[];
+}
+
+const FIELD: Record<FrontendKind, string> = {
+  ClusterIP: 'spec.clusterIPs', ExternalIP: 'spec.externalIPs', LoadBalancer: 'status.loadBalancer.ingress', NodePort: 'spec.ports.nodePort',
+};
+
+/**
+ * Why this frontend must not be served on this node, or undefined. An
+ * address of the node itself would capture the node's own ports (the
+ * kubelet's, sshd's) for everyone who can create a Service: CVE-2020-8554.
+ */
+function refusal(f: Frontend, node: NodeContext): string | undefined {
+  if (f.kind === 'NodePort') return undefined;
+  const why = nonUnicastReason(f.ip);
+  if (why) return `${f.ip} ${why}; not served`;
+  if (!node.nodeAddresses.has(f.ip)) return undefined;
+  if (f.kind === 'ClusterIP') {
+    return `${f.ip} is an address of this node: a cluster IP there would capture the node's own port ${f.port}/${f.protocol}; not served`;
+  }
+  if (node.allowNodeAddressExternalIPs) return undefined;
+  return `${f.ip} is an address of this node: serving it would capture the node's own port ${f.port}/${f.protocol} (a host daemon's, ` +
+    `such as the kubelet's), the CVE-2020-8554 class; not served. An operator who wants this starts the agent with --allow-node-address-external-ips`;
+}
+
+/** The frontends of one service on this node, and the ones refused here. */
+export function desiredFor(svc: Service, slices: readonly EndpointSlice[], node: NodeContext): Desired {
+  const problems: DesiredProblem[] = [];
+  const frontends = allFrontends(svc, slices, node.nodeName).filter((f) => {
+    const why = refusal(f, node);
+    if (why) problems.push({ field: FIELD[f.kind], frontend: `${frontendKey(f)} (${f.kind})`, message: why });
+    return !why;
+  });
+  return { frontends, problems };
+}
+
+/** The frontends of one service, as if no address of it were refused (unit tests, tools). */
 export function frontendsFor(svc: Service, slices: readonly EndpointSlice[], nodeName: string): Frontend[] {
+  return desiredFor(svc, slices, { nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: false }).frontends;
+}
+
+function allFrontends(svc: Service, slices: readonly EndpointSlice[], nodeName: string): Frontend[] {
   if (svc.type === 'ExternalName') return [];
   const out: Frontend[] = [];
   const intLocal = svc.internalTrafficPolicy === 'Local';

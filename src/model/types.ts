@@ -35,6 +35,11 @@ export interface Service {
   hasSelector: boolean;
   /** spec.healthCheckNodePort (LoadBalancer, externalTrafficPolicy: Local) */
   healthCheckNodePort?: number;
+  /**
+   * metadata.creationTimestamp, ms since the epoch. When two services claim
+   * one address the older keeps it; missing counts as newest.
+   */
+  createdAt?: number;
 }
 
 export interface SliceEndpoint {
@@ -80,6 +85,14 @@ export interface Frontend {
   /** The same rule applied to this node's endpoints only. */
   localBackends: Backend[];
 }
+
+/**
+ * The longest ServicePortKey valid names make: namespace (63) "/" name (63)
+ * ":" port name (63, a DNS-1123 label as the API server validates Service
+ * port names) "/" protocol (4, "SCTP") = 196 bytes. struct svc_name holds it
+ * with room to spare (bpf/lib/types.h, 256 bytes with the NUL).
+ */
+export const SERVICE_PORT_KEY_MAX = 63 + 1 + 63 + 1 + 63 + 1 + 4;
 
 export const serviceKey = (ns: string, name: string): string => `${ns}/${name}`;
 export const servicePortKey = (s: { namespace: string; name: string }, p: ServicePort): ServicePortKey =>

@@ -5,7 +5,9 @@
  */
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { Dataplane, SyncProblem } from '../dataplane/dataplane.js';
+import { DEFAULT_SERVICE_POLICY, type ServicePolicy } from '../config/services.js';
+import { mergeReports, type Dataplane, type SyncProblem, type SyncReport } from '../dataplane/dataplane.js';
+import type { NodeContext } from '../model/desired.js';
 import type { Frontend } from '../model/types.js';
 import { ServiceStore } from './store.js';
 import { SyncRunner } from './sync-runner.js';
@@ -18,6 +20,8 @@ export interface ProxierOptions {
   syncPeriod: number;
   clock: Clock;
   log: Logger;
+  /** node-port range, external IP policy, fan-out bound */
+  services?: ServicePolicy;
 }
 
 export interface SyncStats {
@@ -44,6 +48,7 @@ export class Proxier {
   private syncListeners: Array<(s: SyncStats) => void> = [];
 
   private dataplane: Dataplane | undefined;
+  private readonly node: NodeContext & { nodeAddresses: Set<string> };
 
   constructor(
     dataplane: Dataplane | undefined,
@@ -51,7 +56,9 @@ export class Proxier {
     onRecorded?: (kind: 'service' | 'slice') => void,
   ) {
     this.dataplane = dataplane;
-    this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded);
+    const policy = opts.services ?? DEFAULT_SERVICE_POLICY;
+    this.node = { nodeName: opts.nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: policy.allowNodeAddressExternalIPs };
+    this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded, policy);
     this.runner = new SyncRunner((full) => this.sync(full), {
       minInterval: opts.minSyncPeriod,
       maxInterval: opts.syncPeriod,
@@ -71,6 +78,27 @@ export class Proxier {
     this.dataplane = dp;
     this.firstSyncDone = false;
     if (dp && this.synced) this.runner.runFull();
+  }
+
+  /**
+   * This node's addresses. Which external and LoadBalancer IPs this node
+   * refuses depends on them: services claiming an address that came or went
+   * are synced again.
+   */
+  setNodeAddresses(ips: readonly string[]): void {
+    const next = new Set(ips);
+    const changed = new Set([...next].filter((ip) => !this.node.nodeAddresses.has(ip)));
+    for (const ip of this.node.nodeAddresses) if (!next.has(ip)) changed.add(ip);
+    if (changed.size === 0) return;
+    this.node.nodeAddresses = next;
+    for (const svc of this.store.servicesClaiming(changed)) this.markDirty(svc);
+  }
+
+  /** The frontends of one service on this node; what the node refuses becomes problems. */
+  private desired(svc: string, report: SyncReport): Frontend[] {
+    const d = this.store.desiredOf(svc, this.node);
+    for (const p of d.problems) report.problems.push({ service: svc, frontend: p.frontend, field: p.field, message: `${p.field}: ${p.message}` });
+    return d.frontends;
   }
 
   /** Sources have delivered their initial state: the first (full) sync may run. */
@@ -109,21 +137,15 @@ export class Proxier {
     }
     const dirty = new Map(this.dirty);
     this.dirty.clear();
-    const { nodeName } = this.opts;
-    let report;
+    const report: SyncReport = { frontendsChanged: 0, problems: [], retry: [] };
     if (full || !this.firstSyncDone) {
+      // Oldest first: the order settles which service keeps a contested address.
       const all = new Map<string, Frontend[]>();
-      for (const k of this.store.serviceKeys()) all.set(k, this.store.frontendsOf(k, nodeName));
-      report = dp.syncAll(all);
+      for (const k of this.store.serviceKeysByAge()) all.set(k, this.desired(k, report));
+      mergeReports(report, dp.syncAll(all));
       this.stats.fullSyncs++;
     } else {
-      report = { frontendsChanged: 0, problems: [] as SyncProblem[], retry: [] as string[] };
-      for (const svc of dirty.keys()) {
-        const r = dp.syncService(svc, this.store.frontendsOf(svc, nodeName));
-        report.frontendsChanged += r.frontendsChanged;
-        report.problems.push(...r.problems);
-        report.retry.push(...r.retry);
-      }
+      for (const svc of dirty.keys()) mergeReports(report, dp.syncService(svc, this.desired(svc, report)));
     }
     const t1 = this.opts.clock.now();
     this.firstSyncDone = true;
@@ -159,7 +181,10 @@ export class Proxier {
       if (this.lastProblems.get(svc) === text) continue;
       this.lastProblems.set(svc, text);
       for (const p of ps) {
-        this.opts.log.error({ service: svc, frontend: p.frontend, mapFull: p.mapFull ?? false }, `Service ${svc}: ${p.message}`);
+        this.opts.log.error(
+          { service: svc, frontend: p.frontend, ...(p.field ? { field: p.field } : {}), mapFull: p.mapFull ?? false },
+          `Service ${svc}: ${p.message}`,
+        );
       }
     }
     for (const svc of [...this.lastProblems.keys()]) {

@@ -5,10 +5,11 @@
  * or programmed here.
  */
 import { createHash } from 'node:crypto';
-import { frontendsFor } from '../model/desired.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
+import { desiredFor, frontendsFor, type Desired, type NodeContext } from '../model/desired.js';
 import type { EndpointSlice, Frontend, Service } from '../model/types.js';
 import { serviceKey } from '../model/types.js';
-import { toEndpointSlice, toService, type Problem } from '../sources/convert.js';
+import { toEndpointSlice, toService, type ConvertPolicy, type Problem } from '../sources/convert.js';
 
 export type ChangeListener = (service: string) => void;
 
@@ -16,7 +17,9 @@ export type ChangeListener = (service: string) => void;
 const digest = (v: unknown): string => createHash('sha1').update(JSON.stringify(v)).digest('base64');
 
 export class ServiceStore {
-  private readonly services = new Map<string, { svc: Service; digest: string }>();
+  /** `seq`: when the store first saw the service (kept across updates) */
+  private readonly services = new Map<string, { svc: Service; digest: string; seq: number }>();
+  private seq = 0;
   private readonly slices = new Map<string, { slice: EndpointSlice; digest: string }>();
   private readonly slicesBySvc = new Map<string, Set<string>>();
 
@@ -24,6 +27,7 @@ export class ServiceStore {
     private readonly onChange: ChangeListener,
     /** told of each recorded change, for metrics */
     private readonly onRecorded: (kind: 'service' | 'slice') => void = () => undefined,
+    private readonly policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
   ) {}
 
   /** Record a Service (or its deletion: obj undefined). Returns problems found. */
@@ -35,7 +39,7 @@ export class ServiceStore {
       }
       return [];
     }
-    const { value, problems } = toService(obj);
+    const { value, problems } = toService(obj, this.policy);
     if (!value) {
       // A broken object withdraws nothing it did not already have: the last
       // good version (if any) stays in force.
@@ -43,8 +47,9 @@ export class ServiceStore {
     }
     const k = serviceKey(value.namespace, value.name);
     const d = digest(value);
-    if (this.services.get(k)?.digest !== d) {
-      this.services.set(k, { svc: value, digest: d });
+    const old = this.services.get(k);
+    if (old?.digest !== d) {
+      this.services.set(k, { svc: value, digest: d, seq: old?.seq ?? this.seq++ });
       this.onRecorded('service');
       this.onChange(k);
     }
@@ -97,6 +102,27 @@ export class ServiceStore {
     return [...this.services.keys()];
   }
 
+  /**
+   * Service keys oldest first: by metadata.creationTimestamp (missing counts
+   * as newest), then by when the store first saw them. When two services
+   * claim one address, the first in this order keeps it, whatever their
+   * names and whichever the agent happened to program first.
+   */
+  serviceKeysByAge(): string[] {
+    return [...this.services.entries()]
+      .sort(([, a], [, b]) => (a.svc.createdAt ?? Infinity) - (b.svc.createdAt ?? Infinity) || a.seq - b.seq)
+      .map(([k]) => k);
+  }
+
+  /** Services that claim any of these addresses (cluster, external or LoadBalancer IPs). */
+  servicesClaiming(ips: ReadonlySet<string>): string[] {
+    const out: string[] = [];
+    for (const [k, { svc }] of this.services) {
+      if ([svc.clusterIPs, svc.externalIPs, svc.loadBalancerIPs].some((l) => l.some((ip) => ips.has(ip)))) out.push(k);
+    }
+    return out;
+  }
+
   get size(): { services: number; slices: number } {
     return { services: this.services.size, slices: this.slices.size };
   }
@@ -104,8 +130,10 @@ export class ServiceStore {
   /** Services this node must answer health checks for, by healthCheckNodePort. */
   healthCheckPorts(nodeName: string): Map<number, { namespace: string; name: string; localEndpoints: number }> {
     const out = new Map<number, { namespace: string; name: string; localEndpoints: number }>();
-    for (const [k, { svc }] of this.services) {
-      if (!svc.healthCheckNodePort) continue;
+    for (const k of this.serviceKeysByAge()) {
+      const { svc } = this.services.get(k)!;
+      // two services on one port: the older keeps it, as with addresses
+      if (!svc.healthCheckNodePort || out.has(svc.healthCheckNodePort)) continue;
       const local = new Set<string>();
       for (const f of this.frontendsOf(k, nodeName)) for (const b of f.localBackends) local.add(b.ip);
       out.set(svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size });
@@ -117,5 +145,11 @@ export class ServiceStore {
   frontendsOf(key: string, nodeName: string): Frontend[] {
     const svc = this.service(key);
     return svc ? frontendsFor(svc, this.slicesOf(key), nodeName) : [];
+  }
+
+  /** The same, minus what this node refuses to serve (its own addresses), with why. */
+  desiredOf(key: string, node: NodeContext): Desired {
+    const svc = this.service(key);
+    return svc ? desiredFor(svc, this.slicesOf(key), node) : { frontends: [], problems: [] };
   }
 }

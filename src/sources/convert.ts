@@ -1,11 +1,15 @@
 /**
  * Kubernetes objects (from YAML manifests or the API) to domain types.
- * Validation is as fine-grained as it can be: a bad port drops that port, a
- * bad IP that IP, and only an object whose identity or shape is broken is
- * dropped whole. Every problem is reported with the object and the field.
+ * Validation follows the API server's rules (names, addresses, node ports)
+ * and is as fine-grained as it can be: a bad port drops that port, a bad IP
+ * that IP, and only an object whose identity or shape is broken is dropped
+ * whole. Every problem is reported with the object and the field.
  */
 import { z } from 'zod';
 import { isIPv4, isIPv6 } from '../net/ip.js';
+import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
+import { cidrContains, nonUnicastReason } from '../model/addresses.js';
+import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, TrafficPolicy } from '../model/types.js';
 
 export interface Problem {
@@ -27,6 +31,7 @@ const Meta = z.looseObject({
   name: z.string().min(1),
   namespace: z.string().min(1).optional(),
   labels: z.record(z.string(), z.string()).optional(),
+  creationTimestamp: z.string().nullable().optional(),
 });
 
 const PortNumber = z.number().int().min(1).max(65535);
@@ -108,148 +113,304 @@ function zodProblems(object: string, prefix: string, err: z.ZodError, fatal: boo
 
 function objectName(kind: string, o: unknown): string {
   const m = (o as { metadata?: { name?: unknown; namespace?: unknown } })?.metadata;
-  const ns = typeof m?.namespace === 'string' ? m.namespace : 'default';
-  const name = typeof m?.name === 'string' ? m.name : '<unnamed>';
+  const short = (v: string) => (v.length > 80 ? `${v.slice(0, 80)}…` : v);
+  const ns = typeof m?.namespace === 'string' ? short(m.namespace) : 'default';
+  const name = typeof m?.name === 'string' ? short(m.name) : '<unnamed>';
   return `${kind} ${ns}/${name}`;
 }
 
+/** Individual problems listed per list field before they are summed up. */
+const LISTED_PER_FIELD = 10;
+
+/**
+ * Problems of one object. A list with thousands of bad entries gives ten
+ * lines and a count, not thousands of lines.
+ */
+class Problems {
+  readonly list: Problem[] = [];
+  private readonly perList = new Map<string, number>();
+
+  constructor(private readonly object: string) {}
+
+  warn(field: string, message: string): void {
+    this.list.push({ object: this.object, field, message, fatal: false });
+  }
+
+  fatal(field: string, message: string): Converted<never> {
+    return { problems: [...this.list, { object: this.object, field, message, fatal: true }] };
+  }
+
+  /** A problem with one entry of the list `list` ("spec.externalIPs"). */
+  entry(list: string, field: string, message: string): void {
+    const n = (this.perList.get(list) ?? 0) + 1;
+    this.perList.set(list, n);
+    if (n <= LISTED_PER_FIELD) this.warn(field, message);
+  }
+
+  /** Sum up what entry() did not list. */
+  done(): Problem[] {
+    for (const [list, n] of this.perList) {
+      if (n > LISTED_PER_FIELD) this.warn(list, `${n - LISTED_PER_FIELD} more entries with problems, not listed one by one; all skipped`);
+    }
+    return this.list;
+  }
+}
+
+/** metadata.creationTimestamp as ms since the epoch (undefined: missing or unreadable). */
+function creationTime(v: string | null | undefined, p: Problems): number | undefined {
+  if (v === undefined || v === null || v === '') return undefined;
+  const ms = Date.parse(v);
+  if (Number.isNaN(ms)) {
+    p.warn('metadata.creationTimestamp', `${quote(v)} is not an RFC 3339 time; the object counts as newest when it claims an address another service has`);
+    return undefined;
+  }
+  return ms;
+}
+
+/** What conversion needs of the agent's service policy. */
+export type ConvertPolicy = Pick<ServicePolicy, 'nodePortRange' | 'externalIPCidrs' | 'maxFrontendsPerService'>;
+
+const inRange = (port: number, r: PortRange) => port >= r.min && port <= r.max;
+
 /** A v1 Service. */
-export function toService(o: unknown): Converted<Service> {
+export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_POLICY): Converted<Service> {
   const object = objectName('Service', o);
   const r = ServiceShape.safeParse(o);
   if (!r.success) return { problems: zodProblems(object, '', r.error, true) };
-  const problems: Problem[] = [];
-  const warn = (field: string, message: string) => problems.push({ object, field, message, fatal: false });
+  const p = new Problems(object);
   const { metadata, spec = {}, status } = r.data;
+  const nameErr = dns1035Label(metadata.name);
+  if (nameErr) return p.fatal('metadata.name', `a Service name ${nameErr}`);
+  const namespace = metadata.namespace ?? 'default';
+  const nsErr = dns1123Label(namespace);
+  if (nsErr) return p.fatal('metadata.namespace', `a namespace ${nsErr}`);
+  const createdAt = creationTime(metadata.creationTimestamp, p);
   const type = spec.type ?? 'ClusterIP';
+  const nodePorts = type === 'NodePort' || type === 'LoadBalancer';
+  const range = `${formatPortRange(policy.nodePortRange)} (--service-node-port-range)`;
 
+  // Cluster IPs: one IPv4 (the IPv6 one of a dual-stack service is not served yet).
   const clusterIPs: string[] = [];
-  const ipsField = spec.clusterIPs ? 'spec.clusterIPs' : 'spec.clusterIP';
   const rawIPs = spec.clusterIPs ?? (spec.clusterIP ? [spec.clusterIP] : []);
   rawIPs.forEach((ip, i) => {
-    if (ip === 'None' || ip === '') return;
-    if (isIPv4(ip)) clusterIPs.push(ip);
-    else if (!isIPv6(ip)) warn(spec.clusterIPs ? `${ipsField}[${i}]` : ipsField, `"${ip}" is not an IP address`);
-  });
-  const ipList = (list: string[] | undefined, field: string): string[] => {
-    const out: string[] = [];
-    (list ?? []).forEach((ip, i) => {
-      if (isIPv4(ip)) out.push(ip);
-      else if (!isIPv6(ip)) warn(`${field}[${i}]`, `"${ip}" is not an IP address`);
-    });
-    return out;
-  };
-  const externalIPs = ipList(spec.externalIPs, 'spec.externalIPs');
-  const lbIPs: string[] = [];
-  (status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
-    if (ing.ip === undefined) return; // hostname-only ingress (e.g. AWS ELB): nothing to match on
-    if (isIPv4(ing.ip)) lbIPs.push(ing.ip);
-    else if (!isIPv6(ing.ip)) warn(`status.loadBalancer.ingress[${i}].ip`, `"${ing.ip}" is not an IP address`);
+    const field = spec.clusterIPs ? `spec.clusterIPs[${i}]` : 'spec.clusterIP';
+    if (ip === 'None' || ip === '' || isIPv6(ip)) return;
+    if (!isIPv4(ip)) return p.entry('spec.clusterIPs', field, `${quote(ip)} is not an IP address`);
+    const why = nonUnicastReason(ip);
+    if (why) return p.entry('spec.clusterIPs', field, `${ip} ${why}: a cluster IP must be a unicast address; not served`);
+    if (clusterIPs.length > 0) {
+      return p.entry('spec.clusterIPs', field, `${ip} is a second IPv4 cluster IP (a Service has at most one per IP family); not served`);
+    }
+    clusterIPs.push(ip);
   });
 
-  const ports: ServicePort[] = [];
+  /** externalIPs and LoadBalancer ingress IPs: unicast, inside --external-ip-cidrs, once each. */
+  const frontendIP = (ip: string, list: string, field: string, seen: Map<string, string>): boolean => {
+    if (isIPv6(ip)) return false;
+    if (!isIPv4(ip)) return p.entry(list, field, `${quote(ip)} is not an IP address`), false;
+    const why = nonUnicastReason(ip);
+    if (why) return p.entry(list, field, `${ip} ${why}; not served`), false;
+    if (policy.externalIPCidrs && !policy.externalIPCidrs.some((c) => cidrContains(c, ip))) {
+      p.entry(list, field, `${ip} is outside the addresses allowed for external and LoadBalancer IPs (--external-ip-cidrs ${policy.externalIPCidrs.map((c) => c.text).join(',')}); not served`);
+      return false;
+    }
+    const dup = seen.get(ip);
+    if (dup) return p.entry(list, field, `${ip} is listed already (${dup}); skipped`), false;
+    seen.set(ip, field);
+    return true;
+  };
+  const externalIPs: Array<{ ip: string; field: string }> = [];
+  const seenExt = new Map<string, string>();
+  (spec.externalIPs ?? []).forEach((ip, i) => {
+    const field = `spec.externalIPs[${i}]`;
+    if (frontendIP(ip, 'spec.externalIPs', field, seenExt)) externalIPs.push({ ip, field });
+  });
+  const lbIPs: Array<{ ip: string; field: string }> = [];
+  const seenLb = new Map<string, string>();
+  (status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
+    if (ing.ip === undefined) return; // hostname-only ingress (e.g. AWS ELB): nothing to match on
+    const field = `status.loadBalancer.ingress[${i}].ip`;
+    if (frontendIP(ing.ip, 'status.loadBalancer.ingress', field, seenLb)) lbIPs.push({ ip: ing.ip, field });
+  });
+
+  const ports: Array<ServicePort & { field: string }> = [];
   const seen = new Map<string, number>();
   const names = new Map<string, number>();
+  const seenNodePorts = new Map<string, number>();
   (spec.ports ?? []).forEach((raw, i) => {
+    const at = `spec.ports[${i}]`;
     const pr = PortShape.safeParse(raw);
     if (!pr.success) {
-      for (const p of zodProblems(object, `spec.ports[${i}]`, pr.error, false)) {
-        problems.push({ ...p, message: `${p.message}; port skipped` });
-      }
+      for (const z of zodProblems(object, at, pr.error, false)) p.entry('spec.ports', z.field, `${z.message}; port skipped`);
       return;
     }
-    const p = pr.data;
-    const protocol = p.protocol ?? 'TCP';
+    const sp = pr.data;
+    const protocol = sp.protocol ?? 'TCP';
     if (protocol === 'SCTP') {
-      warn(`spec.ports[${i}].protocol`, 'SCTP is not supported by bpfproxy yet; port skipped');
+      p.entry('spec.ports', `${at}.protocol`, 'SCTP is not supported by bpfproxy yet; port skipped');
       return;
     }
-    const key = `${p.port}/${protocol}`;
+    const name = sp.name ?? '';
+    const nameErr = name ? dns1123Label(name) : undefined;
+    if (nameErr) return p.entry('spec.ports', `${at}.name`, `a port name ${nameErr}; port skipped`);
+    if (typeof sp.targetPort === 'string') {
+      const tpErr = ianaSvcName(sp.targetPort);
+      if (tpErr) return p.entry('spec.ports', `${at}.targetPort`, `a named targetPort ${tpErr}; port skipped`);
+    }
+    const key = `${sp.port}/${protocol}`;
     if (seen.has(key)) {
-      warn(`spec.ports[${i}].port`, `duplicate of spec.ports[${seen.get(key)}] (${key}); port skipped`);
+      p.entry('spec.ports', `${at}.port`, `duplicate of spec.ports[${seen.get(key)}] (${key}); port skipped`);
       return;
     }
-    const name = p.name ?? '';
     if (names.has(name)) {
-      warn(`spec.ports[${i}].name`, `duplicate port name "${name}" (also spec.ports[${names.get(name)}]); port skipped`);
+      p.entry('spec.ports', `${at}.name`, `duplicate port name "${name}" (also spec.ports[${names.get(name)}]); port skipped`);
       return;
     }
-    if (p.nodePort !== undefined && type !== 'NodePort' && type !== 'LoadBalancer') {
-      warn(`spec.ports[${i}].nodePort`, `ignored for type ${type}`);
+    let nodePort = sp.nodePort;
+    if (nodePort !== undefined && !nodePorts) {
+      p.entry('spec.ports', `${at}.nodePort`, `ignored for type ${type}`);
+      nodePort = undefined;
+    }
+    if (nodePort !== undefined && !inRange(nodePort, policy.nodePortRange)) {
+      p.entry('spec.ports', `${at}.nodePort`, `${nodePort} is outside the node-port range ${range}: it could take a port a host daemon listens on; the NodePort is not served, the rest of the port is`);
+      nodePort = undefined;
+    }
+    const npKey = `${nodePort}/${protocol}`;
+    if (nodePort !== undefined && seenNodePorts.has(npKey)) {
+      p.entry('spec.ports', `${at}.nodePort`, `${npKey} is also the nodePort of spec.ports[${seenNodePorts.get(npKey)}]; this NodePort is not served`);
+      nodePort = undefined;
     }
     seen.set(key, i);
     names.set(name, i);
+    if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
-      name,
-      protocol: protocol as Protocol,
-      port: p.port,
-      targetPort: p.targetPort ?? p.port,
-      ...(p.nodePort !== undefined && (type === 'NodePort' || type === 'LoadBalancer') ? { nodePort: p.nodePort } : {}),
+      name, protocol: protocol as Protocol, port: sp.port, targetPort: sp.targetPort ?? sp.port, field: at,
+      ...(nodePort !== undefined ? { nodePort } : {}),
     });
   });
+
+  let healthCheckNodePort: number | undefined;
+  if (spec.healthCheckNodePort && type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
+    if (inRange(spec.healthCheckNodePort, policy.nodePortRange)) healthCheckNodePort = spec.healthCheckNodePort;
+    else p.warn('spec.healthCheckNodePort', `${spec.healthCheckNodePort} is outside the node-port range ${range}; no health check is served for it`);
+  }
+
+  // Fan-out: every port times every address is one frontend (one map entry).
+  // Kubernetes bounds neither externalIPs nor ingress IPs; we bound the sum.
+  // Kept first: cluster IPs and NodePorts (port by port), then LoadBalancer
+  // ingress IPs, then externalIPs, each in the order listed.
+  const max = policy.maxFrontendsPerService;
+  const flag = `--max-frontends-per-service=${max}`;
+  const perPort = (sp: { nodePort?: number }) => (type === 'ExternalName' ? 0 : clusterIPs.length + (sp.nodePort !== undefined ? 1 : 0));
+  let used = 0;
+  let keptPorts = ports.length;
+  for (let i = 0; i < ports.length; i++) {
+    if (used + perPort(ports[i]!) > max) { keptPorts = i; break; }
+    used += perPort(ports[i]!);
+  }
+  if (keptPorts < ports.length) {
+    p.warn('spec.ports', `${ports.length} ports need more than ${flag} frontends for their cluster IP and NodePorts alone; ` +
+      `${ports[keptPorts]!.field} and the ${ports.length - keptPorts - 1} after it are not served, nor any external or LoadBalancer IP`);
+  }
+  const servedPorts = ports.slice(0, keptPorts);
+  const bound = (ips: Array<{ ip: string; field: string }>, list: string, what: string): string[] => {
+    const n = servedPorts.length;
+    if (n === 0 || ips.length === 0) return ips.map((x) => x.ip);
+    const fit = Math.min(ips.length, Math.floor((max - used) / n));
+    used += fit * n;
+    if (fit < ips.length) {
+      p.warn(list, `${ips.length} ${what} × ${n} port(s) would take this Service past ${flag} frontends; ` +
+        `${fit === 0 ? 'none is served' : `the first ${fit} are served`}, ${ips[fit]!.field} and the ${ips.length - fit - 1} after it are not`);
+    }
+    return ips.slice(0, fit).map((x) => x.ip);
+  };
+  const loadBalancerIPs = type === 'LoadBalancer' ? bound(lbIPs, 'status.loadBalancer.ingress', 'LoadBalancer ingress IPs') : [];
+  const served = bound(externalIPs, 'spec.externalIPs', 'external IPs');
 
   const hasSelector = !!spec.selector && Object.keys(spec.selector).length > 0;
   const affinity = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0;
   return {
     value: {
-      namespace: metadata.namespace ?? 'default',
+      namespace,
       name: metadata.name,
       type,
       clusterIPs: type === 'ExternalName' ? [] : clusterIPs,
-      externalIPs,
-      loadBalancerIPs: lbIPs,
-      ports,
+      externalIPs: served,
+      loadBalancerIPs,
+      ports: servedPorts.map(({ field: _f, ...sp }) => sp),
       affinityTimeout: affinity,
       externalTrafficPolicy: (spec.externalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
       internalTrafficPolicy: (spec.internalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
       hasSelector,
-      ...(spec.healthCheckNodePort && type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local'
-        ? { healthCheckNodePort: spec.healthCheckNodePort } : {}),
+      ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
+      ...(createdAt !== undefined ? { createdAt } : {}),
     },
-    problems,
+    problems: p.done(),
   };
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** The API server's bounds on one EndpointSlice (pkg/apis/discovery/validation). */
+export const SLICE_MAX_ENDPOINTS = 1000;
+export const SLICE_MAX_PORTS = 100;
+export const ENDPOINT_MAX_ADDRESSES = 100;
 
 /** A discovery.k8s.io/v1 EndpointSlice. IPv6 and FQDN slices yield nothing (yet). */
 export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const object = objectName('EndpointSlice', o);
   const r = SliceShape.safeParse(o);
   if (!r.success) return { problems: zodProblems(object, '', r.error, true) };
-  const problems: Problem[] = [];
+  const p = new Problems(object);
   const { metadata } = r.data;
+  const nameErr = dns1123Subdomain(metadata.name);
+  if (nameErr) return p.fatal('metadata.name', `an EndpointSlice name ${nameErr}`);
+  const namespace = metadata.namespace ?? 'default';
+  const nsErr = dns1123Label(namespace);
+  if (nsErr) return p.fatal('metadata.namespace', `a namespace ${nsErr}`);
+  const labelField = `metadata.labels["${SERVICE_NAME_LABEL}"]`;
   const serviceName = metadata.labels?.[SERVICE_NAME_LABEL];
-  if (!serviceName) {
-    return {
-      problems: [{ object, field: `metadata.labels["${SERVICE_NAME_LABEL}"]`, message: 'missing: the slice belongs to no service', fatal: true }],
-    };
-  }
-  const base = { namespace: metadata.namespace ?? 'default', name: metadata.name, serviceName };
-  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: [] }, problems };
+  if (!serviceName) return p.fatal(labelField, 'missing: the slice belongs to no service');
+  const labelErr = labelValue(serviceName) ?? dns1035Label(serviceName);
+  if (labelErr) return p.fatal(labelField, `names no Service: ${labelErr}`);
+  const base = { namespace, name: metadata.name, serviceName };
+  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: [] }, problems: p.done() };
 
   const ports: EndpointSlice['ports'] = [];
-  (r.data.ports ?? []).forEach((p, i) => {
-    if (p.port === undefined) {
-      problems.push({ object, field: `ports[${i}].port`, message: 'missing; port skipped', fatal: false });
-      return;
-    }
-    if ((p.protocol ?? 'TCP') === 'SCTP') return;
-    ports.push({ name: p.name ?? '', port: p.port, protocol: (p.protocol ?? 'TCP') as Protocol });
+  const rawPorts = r.data.ports ?? [];
+  if (rawPorts.length > SLICE_MAX_PORTS) {
+    p.warn('ports', `${rawPorts.length} ports, more than the ${SLICE_MAX_PORTS} an EndpointSlice may have; ports[${SLICE_MAX_PORTS}] on are skipped`);
+  }
+  rawPorts.slice(0, SLICE_MAX_PORTS).forEach((sp, i) => {
+    if (sp.port === undefined) return p.entry('ports', `ports[${i}].port`, 'missing; port skipped');
+    const err = sp.name ? dns1123Label(sp.name) : undefined;
+    if (err) return p.entry('ports', `ports[${i}].name`, `a port name ${err}; port skipped`);
+    if ((sp.protocol ?? 'TCP') === 'SCTP') return;
+    ports.push({ name: sp.name ?? '', port: sp.port, protocol: (sp.protocol ?? 'TCP') as Protocol });
   });
   const endpoints: SliceEndpoint[] = [];
-  (r.data.endpoints ?? []).forEach((raw, i) => {
+  const rawEps = r.data.endpoints ?? [];
+  if (rawEps.length > SLICE_MAX_ENDPOINTS) {
+    p.warn('endpoints', `${rawEps.length} endpoints, more than the ${SLICE_MAX_ENDPOINTS} an EndpointSlice may have; endpoints[${SLICE_MAX_ENDPOINTS}] on are skipped`);
+  }
+  rawEps.slice(0, SLICE_MAX_ENDPOINTS).forEach((raw, i) => {
     const er = EndpointShape.safeParse(raw);
     if (!er.success) {
-      for (const p of zodProblems(object, `endpoints[${i}]`, er.error, false)) {
-        problems.push({ ...p, message: `${p.message}; endpoint skipped` });
-      }
+      for (const z of zodProblems(object, `endpoints[${i}]`, er.error, false)) p.entry('endpoints', z.field, `${z.message}; endpoint skipped`);
       return;
     }
-    const addresses = er.data.addresses.filter((a, j) => {
-      if (isIPv4(a)) return true;
-      problems.push({ object, field: `endpoints[${i}].addresses[${j}]`, message: `"${a}" is not an IPv4 address; skipped`, fatal: false });
-      return false;
+    const nodeName = er.data.nodeName;
+    const nodeErr = nodeName ? dns1123Subdomain(nodeName) : undefined;
+    if (nodeErr) return p.entry('endpoints', `endpoints[${i}].nodeName`, `a node name ${nodeErr}; endpoint skipped`);
+    if (er.data.addresses.length > ENDPOINT_MAX_ADDRESSES) {
+      p.entry('endpoints', `endpoints[${i}].addresses`, `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`);
+    }
+    const addresses = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
+      const field = `endpoints[${i}].addresses[${j}]`;
+      if (!isIPv4(a)) return p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false;
+      const why = nonUnicastReason(a);
+      if (why) return p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false;
+      return true;
     });
     if (addresses.length === 0) return;
     const c = er.data.conditions ?? {};
@@ -259,8 +420,8 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
       ready,
       serving: c.serving ?? ready,
       terminating: c.terminating ?? false,
-      ...(er.data.nodeName ? { nodeName: er.data.nodeName } : {}),
+      ...(nodeName ? { nodeName } : {}),
     });
   });
-  return { value: { ...base, ports, endpoints }, problems };
+  return { value: { ...base, ports, endpoints }, problems: p.done() };
 }

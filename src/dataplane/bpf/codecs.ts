@@ -81,8 +81,14 @@ export const podSrcKey = struct('pod_src_key', {
 });
 export type PodSrcKey = ReturnType<typeof podSrcKey.decode>;
 
+/**
+ * struct svc_name: "namespace/name:port/PROTO" with its NUL. Valid names
+ * make at most SERVICE_PORT_KEY_MAX (196) bytes, so a name is never cut.
+ * Maps pinned by versions with 128 bytes are migrated by the loader.
+ */
+export const SVC_NAME_BYTES = 256;
 export const svcName = struct('svc_name', {
-  name: chars(128),
+  name: chars(SVC_NAME_BYTES),
 });
 
 export const ctKey = struct('ct_key', {

@@ -4,13 +4,14 @@
  * pinned maps alone for the CLI. A pinned map whose layout an upgrade
  * changed is migrated (conntrack entries copied) or replaced (counters).
  */
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { native, type NativeBpfObject } from '../../native/index.js';
 import * as c from './codecs.js';
 import type { DatapathConfig } from './config.js';
-import { BpfMap } from './map.js';
+import { BPF_NOEXIST, BpfMap } from './map.js';
+import { chars, type Codec } from './struct.js';
 import { REASONS } from './reasons.js';
 
 export const MAP_NAMES = {
@@ -46,22 +47,123 @@ export interface DatapathMaps {
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
 }
 
+/** Key and value codec of each map: the layout a pinned map must have. */
+const LAYOUT = {
+  fe: [c.feKey, c.feValue],
+  slots: [c.slotKey, c.backend],
+  affinity: [c.affinityKey, c.affinityValue],
+  nodeIps: [c.nodeIpKey, c.u8Value],
+  podIfs: [c.podIfKey, c.u8Value],
+  podSrcs: [c.podSrcKey, c.u8Value],
+  svcNames: [c.u32Key, c.svcName],
+  ct: [c.ctKey, c.ctValue],
+  reasons: [c.u32Key, c.reasonCounter],
+} as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
+
+/** What is lost when a map of another layout is replaced by a new one. */
+const LOST: Record<keyof typeof MAP_NAMES, string> = {
+  fe: 'frontends are written again by the first sync, before the new programs attach',
+  slots: 'backends are written again by the first sync, before the new programs attach',
+  affinity: 'ClientIP affinity starts afresh',
+  nodeIps: 'node addresses are written again at start',
+  podIfs: 'pod interfaces are registered again as they are attached',
+  podSrcs: 'pod source addresses are written again as interfaces are attached',
+  svcNames: 'service names are written again by the first sync',
+  ct: 'connections through services established before are reset once the new programs attach',
+  reasons: 'drop counters start from zero',
+};
+
 function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): DatapathMaps {
-  const m = <K, V>(name: string, k: import('./struct.js').Codec<K>, v: import('./struct.js').Codec<V>, cpus = 0) => {
+  const m = <K, V>(name: string, [k, v]: readonly [Codec<K>, Codec<V>], cpus = 0) => {
     const { fd, maxEntries } = fdOf(name);
     return new BpfMap(name, fd, k, v, maxEntries, cpus);
   };
   return {
-    fe: m(MAP_NAMES.fe, c.feKey, c.feValue),
-    slots: m(MAP_NAMES.slots, c.slotKey, c.backend),
-    affinity: m(MAP_NAMES.affinity, c.affinityKey, c.affinityValue),
-    nodeIps: m(MAP_NAMES.nodeIps, c.nodeIpKey, c.u8Value),
-    podIfs: m(MAP_NAMES.podIfs, c.podIfKey, c.u8Value),
-    podSrcs: m(MAP_NAMES.podSrcs, c.podSrcKey, c.u8Value),
-    svcNames: m(MAP_NAMES.svcNames, c.u32Key, c.svcName),
-    ct: m(MAP_NAMES.ct, c.ctKey, c.ctValue),
-    reasons: m(MAP_NAMES.reasons, c.u32Key, c.reasonCounter, native().possibleCpus()),
+    fe: m(MAP_NAMES.fe, LAYOUT.fe),
+    slots: m(MAP_NAMES.slots, LAYOUT.slots),
+    affinity: m(MAP_NAMES.affinity, LAYOUT.affinity),
+    nodeIps: m(MAP_NAMES.nodeIps, LAYOUT.nodeIps),
+    podIfs: m(MAP_NAMES.podIfs, LAYOUT.podIfs),
+    podSrcs: m(MAP_NAMES.podSrcs, LAYOUT.podSrcs),
+    svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
+    ct: m(MAP_NAMES.ct, LAYOUT.ct),
+    reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
   };
+}
+
+/** Where a pinned map of an old layout waits while its entries are copied. */
+export const MIGRATING_SUFFIX = '_migrating'; // bpffs refuses names with a dot
+
+/**
+ * Pinned maps whose key or value size is not what this version uses
+ * (libbpf refuses to reuse them, and the agent could not start):
+ * svc_names (only names, never read by the datapath) is moved aside and its
+ * names copied into the new map once it exists (finishMigrations); any
+ * other map is unpinned and created anew, with a log line saying what that
+ * costs. The programs still attached keep the old maps until the new
+ * programs replace them, after the first sync has filled the new maps.
+ */
+function preparePins(pinDir: string, log?: Logger): void {
+  for (const [role, name] of Object.entries(MAP_NAMES) as Array<[keyof typeof MAP_NAMES, string]>) {
+    const path = join(pinDir, name);
+    if (!existsSync(path)) continue;
+    const fd = native().objGet(path);
+    let info;
+    try {
+      info = native().mapInfo(fd);
+    } finally {
+      native().closeFd(fd);
+    }
+    const [k, v] = LAYOUT[role];
+    if (info.keySize === k.size && info.valueSize === v.size) continue;
+    const sizes = `key/value ${info.keySize}/${info.valueSize} bytes; this version uses ${k.size}/${v.size}`;
+    if (role === 'svcNames') {
+      rmSync(path + MIGRATING_SUFFIX, { force: true });
+      renameSync(path, path + MIGRATING_SUFFIX);
+      log?.warn({ map: name, pinned: info.valueSize, now: v.size },
+        `map ${name} is pinned with ${sizes}: migrating — its names are copied into a new map (no frontend changes)`);
+    } else {
+      rmSync(path, { force: true });
+      log?.warn({ map: name, pinned: [info.keySize, info.valueSize], now: [k.size, v.size] },
+        `map ${name} is pinned with ${sizes}: replaced by a new, empty map (${LOST[role]})`);
+    }
+  }
+}
+
+/** Copy the names of a svc_names map moved aside by preparePins into the new one. */
+function finishMigrations(pinDir: string, log?: Logger): void {
+  const path = join(pinDir, MAP_NAMES.svcNames);
+  const old = path + MIGRATING_SUFFIX;
+  if (!existsSync(old)) return;
+  const ofd = native().objGet(old);
+  const nfd = native().objGet(path);
+  try {
+    const info = native().mapInfo(ofd);
+    const name = chars(info.valueSize);
+    const d = native().mapDump(ofd, info.keySize, info.valueSize, 4096);
+    let copied = 0;
+    for (let i = 0; i < d.count; i++) {
+      const id = d.keys.readUInt32LE(i * info.keySize);
+      const v = name.read(d.values, i * info.valueSize);
+      try {
+        native().mapUpdate(nfd, c.u32Key.encode({ v: id }), c.svcName.encode({ name: v }), BPF_NOEXIST);
+        copied++;
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: written since
+      }
+    }
+    rmSync(old, { force: true });
+    log?.info({ map: MAP_NAMES.svcNames, names: copied }, `map ${MAP_NAMES.svcNames} migrated: ${copied} service names copied into the new map`);
+  } finally {
+    native().closeFd(ofd);
+    native().closeFd(nfd);
+  }
+}
+
+/** A load failed after preparePins moved svc_names aside: put it back. */
+function undoMigrations(pinDir: string): void {
+  const path = join(pinDir, MAP_NAMES.svcNames);
+  if (!existsSync(path) && existsSync(path + MIGRATING_SUFFIX)) renameSync(path + MIGRATING_SUFFIX, path);
 }
 
 export interface Programs {
@@ -201,6 +303,7 @@ function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathM
 export async function loadPrograms(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Programs> {
   mkdirSync(pinDir, { recursive: true });
   const carry = migratePins(pinDir, log);
+  preparePins(pinDir, log);
   const rodata = rodataFor(cfg);
   const maxEntries = sizesFor(cfg, pinDir, log);
   const objects: NativeBpfObject[] = [];
@@ -213,8 +316,10 @@ export async function loadPrograms(bpfDir: string, pinDir: string, cfg: Datapath
       if (!prog) throw new Error(`${p.object} has no program ${p.name}`);
       programs[role] = { fd: prog.fd, name: prog.name };
     }
+    finishMigrations(pinDir, log);
   } catch (e) {
     for (const o of objects) o.close();
+    undoMigrations(pinDir);
     throw e;
   }
   if (carry.length) {

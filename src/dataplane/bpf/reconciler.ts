@@ -10,6 +10,12 @@
  * - IDs (service ids, set ids) are restored from the pinned maps, so a
  *   restarted agent keeps them and established connections are untouched.
  * - Failures (a full map) are reported per frontend; the rest is applied.
+ *   A frontend whose update fails keeps serving exactly as before (its old
+ *   backend set, affinity and conntrack untouched) and is retried on the
+ *   next sync.
+ * - Two services claiming one address: in a full sync the first in the
+ *   order given (the proxier gives oldest first) gets it, also from a
+ *   younger owner; between full syncs whoever has it keeps it.
  */
 import type { Logger } from 'pino';
 import { BpfError } from '../../native/index.js';
@@ -18,11 +24,11 @@ import { frontendKey } from '../../model/types.js';
 import type { Dataplane, SyncProblem, SyncReport } from '../dataplane.js';
 import { emptyReport } from '../dataplane.js';
 import {
-  BackendFlags, CtDir, FeFlags, IPPROTO_TCP, IPPROTO_UDP,
+  BackendFlags, CtDir, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES,
   type BackendValue, type FeKey, type FeValue,
 } from './codecs.js';
 import { IdAllocator } from './ids.js';
-import type { DatapathMaps } from './loader.js';
+import { MAP_NAMES, type DatapathMaps } from './loader.js';
 
 interface BackendSet {
   svcId: number;
@@ -59,6 +65,20 @@ function flagsOf(f: Frontend): number {
   return flags;
 }
 
+/**
+ * Names were cut to 127 bytes before struct svc_name grew: a name of
+ * exactly that length read from the pinned map may be the start of a
+ * longer one, and is matched to it on the first full sync.
+ */
+export const LEGACY_SVC_NAME_BYTES = 127;
+
+/** What to tell an operator about each map that can fill up. */
+const MAP_HELP: Record<string, { what: string; felix: string; flag: string }> = {
+  [MAP_NAMES.slots]: { what: 'backend', felix: 'bpfMapSizeNATBackend', flag: '--map-size-nat-backend' },
+  [MAP_NAMES.fe]: { what: 'frontend', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
+  [MAP_NAMES.svcNames]: { what: 'service-name', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
+};
+
 const sameFe = (a: FeValue, b: FeValue): boolean =>
   a.svcId === b.svcId && a.setId === b.setId && a.clusterCount === b.clusterCount &&
   a.localCount === b.localCount && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
@@ -85,6 +105,8 @@ export class BpfReconciler implements Dataplane {
   private readonly setIdAlloc = new IdAllocator();
   /** services that wanted a frontend someone else owned */
   private readonly waiting = new Map<string, Set<string>>();
+  /** restored names that may have been cut short (svc id -> name) */
+  private readonly maybeTruncated = new Map<number, string>();
   private slotCount = 0;
 
   constructor(
@@ -100,6 +122,7 @@ export class BpfReconciler implements Dataplane {
       this.svcIds.set(v.name, k.v);
       this.svcNames.set(k.v, v.name);
       this.svcIdAlloc.restore(k.v);
+      if (Buffer.byteLength(v.name) === LEGACY_SVC_NAME_BYTES) this.maybeTruncated.set(k.v, v.name);
     }
     const slotsBySet = new Map<number, Array<[number, BackendValue]>>();
     for (const [k, v] of this.maps.slots.entries()) {
@@ -163,6 +186,10 @@ export class BpfReconciler implements Dataplane {
   private svcIdFor(spk: string): number {
     let id = this.svcIds.get(spk);
     if (id !== undefined) return id;
+    if (Buffer.byteLength(spk) >= SVC_NAME_BYTES) {
+      // Never cut a name: a restarted agent would not recognise it.
+      throw new Error(`service port name "${spk.slice(0, 60)}…" is ${Buffer.byteLength(spk)} bytes, more than the ${SVC_NAME_BYTES - 1} the service-name map holds`);
+    }
     id = this.svcIdAlloc.allocate();
     try {
       this.maps.svcNames.set({ v: id }, { name: spk });
@@ -176,12 +203,12 @@ export class BpfReconciler implements Dataplane {
   }
 
   /** The set holding exactly these backends for this service port, written if new. */
-  private setFor(svcId: number, cluster: readonly Backend[], local: readonly Backend[]): number {
+  private setFor(svcId: number, cluster: readonly Backend[], local: readonly Backend[]): { setId: number; created: boolean } {
     const backends = [...cluster.map(toBackend), ...local.map(toBackend)];
     const content = this.contentOf(backends, cluster.length);
     const ck = `${svcId}|${content}`;
     const existing = this.setByContent.get(ck);
-    if (existing !== undefined) return existing;
+    if (existing !== undefined) return { setId: existing, created: false };
     const setId = this.setIdAlloc.allocate();
     try {
       this.maps.slots.setMany(backends.map((b, index) => [{ setId, index }, b] as const));
@@ -193,7 +220,7 @@ export class BpfReconciler implements Dataplane {
     this.addSet(setId, { svcId, content, backends, refs: 0 });
     this.setByContent.set(ck, setId);
     this.slotCount += backends.length;
-    return setId;
+    return { setId, created: true };
   }
 
   private addSet(setId: number, s: BackendSet): void {
@@ -209,6 +236,14 @@ export class BpfReconciler implements Dataplane {
   }
 
   syncService(service: string, frontends: readonly Frontend[]): SyncReport {
+    return this.sync(service, frontends);
+  }
+
+  /**
+   * `rank` (full syncs): each service's place in the order given; a
+   * frontend owned by a service ranked after this one changes hands.
+   */
+  private sync(service: string, frontends: readonly Frontend[], rank?: ReadonlyMap<string, number>): SyncReport {
     const report = emptyReport();
     const freedSets = new Set<number>();
     const wanted = new Set<string>();
@@ -219,20 +254,25 @@ export class BpfReconciler implements Dataplane {
       const label = `${ks} (${f.kind})`;
       if (wanted.has(ks)) continue; // the same address listed twice (e.g. clusterIP = externalIP)
       const cur = this.fes.get(ks);
-      if (cur && cur.owner && cur.owner !== service) {
+      const other = cur && cur.owner && cur.owner !== service ? cur.owner : undefined;
+      if (other !== undefined && !this.outranks(service, other, rank)) {
         report.problems.push({
           service, frontend: label,
-          message: `${label} is already served by ${cur.owner}; skipped until that service lets it go`,
+          message: `${label} is already served by ${other}; skipped until that service lets it go ` +
+            '(of two services claiming one address, the older keeps it: creationTimestamp, then first seen)',
         });
-        let w = this.waiting.get(ks);
-        if (!w) this.waiting.set(ks, (w = new Set()));
-        w.add(service);
+        this.wait(ks, service);
         continue;
       }
       wanted.add(ks);
+      let svcId: number | undefined;
+      let created: number | undefined;
+      const hadSvcId = this.svcIds.has(f.servicePort);
       try {
-        const svcId = this.svcIdFor(f.servicePort);
-        const setId = this.setFor(svcId, f.clusterBackends, f.localBackends);
+        svcId = this.svcIdFor(f.servicePort);
+        const set = this.setFor(svcId, f.clusterBackends, f.localBackends);
+        const setId = set.setId;
+        if (set.created) created = setId;
         const key: FeKey = { addr: f.ip, port: f.port, proto: protoNum(f.protocol) };
         const value: FeValue = {
           svcId, setId,
@@ -253,12 +293,23 @@ export class BpfReconciler implements Dataplane {
           if (cur.value.svcId !== svcId) touchedSvcIds.add(cur.value.svcId);
         }
         if (cur && cur.value.setId !== setId) touchedSvcIds.add(svcId);
+        if (other !== undefined) {
+          this.disown(other, ks);
+          this.wait(ks, other);
+          this.log?.warn({ frontend: label, service, from: other },
+            `${label} now served by ${service}, which is older than ${other} (creationTimestamp, then first seen); ${other} waits for it`);
+        }
         this.fes.set(ks, { key, value, owner: service, label });
         this.own(service, ks);
         report.frontendsChanged++;
       } catch (e) {
-        wanted.delete(ks);
-        report.problems.push(this.problem(service, label, e));
+        // Nothing of the old state was touched: a frontend this service had
+        // keeps serving with its old backends (affinity and conntrack too).
+        const kept = !!cur && cur.owner === service;
+        if (!kept) wanted.delete(ks);
+        if (created !== undefined) this.discardSet(created);
+        if (svcId !== undefined && !hadSvcId && !this.setsBySvc.get(svcId)?.size) this.releaseSvcId(svcId);
+        report.problems.push(this.problem(service, label, e, kept));
       }
     }
 
@@ -269,7 +320,7 @@ export class BpfReconciler implements Dataplane {
       try {
         this.maps.fe.delete(cur.key);
       } catch (e) {
-        report.problems.push(this.problem(service, cur.label, e));
+        report.problems.push(this.problem(service, cur.label, e, true));
         continue;
       }
       this.fes.delete(ks);
@@ -286,6 +337,71 @@ export class BpfReconciler implements Dataplane {
 
     this.collect(freedSets, touchedSvcIds);
     return report;
+  }
+
+  /** Whether `service` comes before `owner` in a full sync's order. */
+  private outranks(service: string, owner: string, rank: ReadonlyMap<string, number> | undefined): boolean {
+    if (!rank) return false;
+    const mine = rank.get(service);
+    const theirs = rank.get(owner);
+    return mine !== undefined && (theirs === undefined || mine < theirs);
+  }
+
+  private wait(ks: string, service: string): void {
+    let w = this.waiting.get(ks);
+    if (!w) this.waiting.set(ks, (w = new Set()));
+    w.add(service);
+  }
+
+  /** A set just written that no frontend took (its frontend's update failed). */
+  private discardSet(setId: number): void {
+    const s = this.sets.get(setId)!;
+    this.maps.slots.deleteMany(s.backends.map((_, index) => ({ setId, index })));
+    this.sets.delete(setId);
+    this.setsBySvc.get(s.svcId)?.delete(setId);
+    if (this.setsBySvc.get(s.svcId)?.size === 0) this.setsBySvc.delete(s.svcId);
+    this.setByContent.delete(`${s.svcId}|${s.content}`);
+    this.setIdAlloc.release(setId);
+    this.slotCount -= s.backends.length;
+  }
+
+  /** A service id just allocated that nothing uses (nothing can point at it yet). */
+  private releaseSvcId(svcId: number): void {
+    const spk = this.svcNames.get(svcId);
+    this.maps.svcNames.delete({ v: svcId });
+    if (spk) this.svcIds.delete(spk);
+    this.svcNames.delete(svcId);
+    this.svcIdAlloc.release(svcId);
+  }
+
+  /**
+   * Names restored from a map of the old layout may have been cut at 127
+   * bytes: give each the one wanted name it is the start of, so the
+   * upgrade changes no frontend.
+   */
+  private adoptTruncatedNames(all: ReadonlyMap<string, readonly Frontend[]>): void {
+    if (this.maybeTruncated.size === 0) return;
+    const wanted = new Set<string>();
+    for (const fes of all.values()) for (const f of fes) wanted.add(f.servicePort);
+    for (const [svcId, cut] of this.maybeTruncated) {
+      if (wanted.has(cut)) continue; // a name of exactly that length
+      const full = [...wanted].filter((w) => w.startsWith(cut) && !this.svcIds.has(w));
+      if (full.length !== 1) continue;
+      const name = full[0]!;
+      this.maps.svcNames.set({ v: svcId }, { name });
+      this.svcIds.delete(cut);
+      this.svcIds.set(name, svcId);
+      this.svcNames.set(svcId, name);
+      const owner = serviceOfPort(name);
+      for (const [ks, e] of this.fes) {
+        if (e.value.svcId !== svcId) continue;
+        if (e.owner) this.disown(e.owner, ks);
+        e.owner = owner;
+        this.own(owner, ks);
+      }
+      this.log?.info({ svcId, name }, `service name restored in full (it had been cut to ${LEGACY_SVC_NAME_BYTES} bytes by an earlier version)`);
+    }
+    this.maybeTruncated.clear();
   }
 
   /** Delete sets nobody uses any more (after the switch: make-before-break),
@@ -377,6 +493,7 @@ export class BpfReconciler implements Dataplane {
       report.problems.push(...r.problems);
       report.retry.push(...r.retry);
     };
+    this.adoptTruncatedNames(all);
     // Remove first, so frontends that move between services are free.
     for (const owner of [...this.byOwner.keys()]) if (!all.has(owner)) merge(this.syncService(owner, []));
     // Frontends with no known owner (names lost): remove.
@@ -393,9 +510,10 @@ export class BpfReconciler implements Dataplane {
       }
       this.collect(freed, touched);
     }
-    for (const [svc, fes] of [...all.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      merge(this.syncService(svc, fes));
-    }
+    // In the order given: the proxier gives oldest first, so of two services
+    // claiming one address the older gets it, on a fresh start as later.
+    const rank = new Map([...all.keys()].map((k, i) => [k, i]));
+    for (const [svc, fes] of all) merge(this.sync(svc, fes, rank));
     report.retry = [];
     return report;
   }
@@ -407,14 +525,20 @@ export class BpfReconciler implements Dataplane {
     for (const ip of have) if (!want.has(ip)) this.maps.nodeIps.delete({ addr: ip });
   }
 
-  private problem(service: string, frontend: string, e: unknown): SyncProblem {
+  private problem(service: string, frontend: string, e: unknown, kept: boolean): SyncProblem {
+    const outcome = kept
+      ? `${frontend} keeps its previous state: old endpoints keep serving (affinity and conntrack untouched); the change is retried on the next sync`
+      : `${frontend} is not programmed; retried on the next sync`;
     if (e instanceof BpfError && e.isMapFull) {
-      const which = /slots/.test(e.op) ? 'backend' : 'frontend';
+      const name = Object.values(MAP_NAMES).find((n) => e.op.includes(n)) ?? '';
+      const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
+      const map = Object.values(this.maps).find((m) => m.name === name);
       return {
         service, frontend, mapFull: true,
-        message: `a ${which} map is full (${e.op}: ${e.code}); ${frontend} not programmed — raise bpfMapSizeNAT${which === 'backend' ? 'Backend' : 'Frontend'}`,
+        message: `the ${help.what} map ${name || '(unknown)'} is full${map ? ` (${map.maxEntries} entries)` : ''}: ${outcome}. ` +
+          `Raise ${help.felix} (FelixConfiguration) or ${help.flag}; a map already pinned keeps its size until it is created again`,
       };
     }
-    return { service, frontend, message: e instanceof Error ? e.message : String(e) };
+    return { service, frontend, message: `${e instanceof Error ? e.message : String(e)}; ${outcome}` };
   }
 }
