@@ -12,7 +12,7 @@ NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-I$(BPF_OUT) -Ibpf -mcpu=v3
 
-.PHONY: all build bpf addon ts deps test demo clean bench bench-tools
+.PHONY: all build bpf addon ts deps test demo clean bench bench-tools fuzz
 all: build
 
 deps:
@@ -51,6 +51,15 @@ demo: deps build
 
 bench: build
 	node dist/src/cli.js bench local --out bench/results/local
+
+# Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
+# FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.
+FUZZ_PACKETS ?= 1000000
+FUZZ_SECONDS ?= 3600
+FUZZ_REPORT ?= dist/fuzz-report.json
+fuzz: build
+	FUZZ_PACKETS=$(FUZZ_PACKETS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) \
+		node dist/test/fuzz-datapath.test.js
 
 clean:
 	rm -rf $(BPF_OUT) build dist bench/.output
