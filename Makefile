@@ -20,11 +20,15 @@ deps:
 
 build: bpf addon ts bench-tools
 
-bench-tools: bench/.output/crr
+bench-tools: bench/.output/crr bench/.output/flood
 
 bench/.output/crr: bench/crr.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
+
+bench/.output/flood: bench/flood.c
+	@mkdir -p bench/.output
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 bpf: $(BPF_OBJS)
 

@@ -47,6 +47,9 @@ const SECONDS = envInt('FUZZ_SECONDS', 30, 1, 24 * 3600);
 const ROUND = envInt('FUZZ_ROUND', 20_000, 100, 1_000_000);
 const ATTRIBUTE = process.env.FUZZ_ATTRIBUTE !== '0';
 
+// Run directly with node (make fuzz), tap's default 30 s would end a long run.
+t.setTimeout((SECONDS + 600) * 1000);
+
 t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches broken sums', async (t) => {
   const tcp = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1234, dport: 80, payload: Buffer.from('hello!!') });
   const udp = frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 1234, dport: 53, payload: Buffer.from('odd') });
@@ -198,7 +201,6 @@ async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Prom
 }
 
 t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
-  t.setTimeout((SECONDS + 300) * 1000);
   const seed = seedFromEnv();
   t.comment(`fuzz seed ${seed} (FUZZ_SEED=${seed} replays the generated packets)`);
   // Long timeouts: nothing expires during a run, so every half must have its peer.
