@@ -21,7 +21,7 @@ import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config
 import { CtDir, CtState, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
-import { runProg } from './helpers/progrun.js';
+import { reasonCount, runProg } from './helpers/progrun.js';
 import { fixIpCsum, fixL4Csum, inspect } from './helpers/fuzz/inspect.js';
 import { checkCtPeers, emptyCounts } from './helpers/fuzz/conntrack.js';
 import { topologyFromMaps } from './helpers/fuzz/generate.js';
@@ -321,6 +321,20 @@ t.test('fuzzer findings, reproduced', async (t) => {
     t.equal(back.out.src, '10.96.0.53', `the answer is reverse-translated (came from ${back.out.src})`,
       { todo: 'F4: ct_update refreshes only the entry hit; the peer\'s deadline moves only on a state change, so a flow that ' +
         'only one side keeps busy loses the other half after its timeout (netfilter refreshes one entry for both directions)' });
+  });
+
+  t.test('F6: a DF packet too big for the way to an SNATed backend gets fragmentation-needed', async (t) => {
+    // 1586-byte IPv4 packet in a 1600-byte frame, bigger than d0's MTU of 1500 (a jumbo-frame uplink and a
+    // smaller path to the backend look the same to the FIB)
+    const big = frame({ src: '192.0.2.102', dst: NODE_IP, dontFragment: true },
+      { proto: 'tcp', sport: 45601, dport: 30081, flags: TCP.ACK, payload: Buffer.alloc(1546, 7) });
+    t.equal(big.length, 1600);
+    const before = reasonCount(dp, 'nat-ports');
+    const r = run('fromData', big);
+    const note = 'F6: fib_source_for leaves fib.tot_len 0, so bpf_fib_lookup checks the whole skb against the egress ' +
+      'MTU and answers FRAG_NEEDED; the SNAT source is then missing and the packet is dropped as nat-ports';
+    t.equal(reasonCount(dp, 'nat-ports'), before, 'not dropped as "no free SNAT port"', { todo: note });
+    t.equal(r.out.icmp?.type, 3, `answered with fragmentation-needed (verdict ${r.verdict})`, { todo: note });
   });
 
   t.test('F5: SNAT picks its source port from the configured range', async (t) => {

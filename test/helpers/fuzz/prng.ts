@@ -67,12 +67,11 @@ export class Prng {
     return xs[xs.length - 1]![1];
   }
 
+  /** n random bytes (filled a 32-bit word at a time, in the host's byte order). */
   bytes(n: number): Buffer {
-    const b = Buffer.allocUnsafe(n);
-    let i = 0;
-    for (; i + 4 <= n; i += 4) b.writeUInt32LE(this.u32(), i);
-    for (; i < n; i++) b[i] = this.u32() & 0xff;
-    return b;
+    const words = new Uint32Array((n + 3) >>> 2);
+    for (let i = 0; i < words.length; i++) words[i] = this.u32();
+    return Buffer.from(words.buffer, 0, n);
   }
 }
 

@@ -64,6 +64,8 @@ export interface ProgramStats {
   verdicts: Record<string, number>;
   /** verdict/reason(s) counted for the packet: only with attribution. */
   verdictReasons: Record<string, number>;
+  /** The first input frame (hex) seen for each verdict/reason, to replay one with runProg. */
+  examples: Record<string, string>;
   /** Frames the kernel refused to run (errno), e.g. EINVAL for frames shorter than Ethernet. */
   refused: Record<string, number>;
   kernelNs: number;
@@ -229,7 +231,7 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
     }
     progs.push({
       role, fd: p.fd, name: p.name, kind, ctx: kind === 'xdp' ? xdpCtx(o.ifindex) : tcCtx(o.ifindex),
-      stats: { role, name: p.name, type: kind, packets: 0, verdicts: {}, verdictReasons: {}, refused: {}, kernelNs: 0 },
+      stats: { role, name: p.name, type: kind, packets: 0, verdicts: {}, verdictReasons: {}, examples: {}, refused: {}, kernelNs: 0 },
     });
   }
   if (progs.length === 0) throw new Error(`fuzz: no TC or XDP program in the datapath (${skipped.join('; ')})`);
@@ -327,7 +329,9 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
             }
           }
           before = now;
-          inc(prog.stats.verdictReasons, `${verdict ?? r.retval}/${counted.join('+') || '-'}`);
+          const vr = `${verdict ?? r.retval}/${counted.join('+') || '-'}`;
+          inc(prog.stats.verdictReasons, vr);
+          if (prog.stats.examples[vr] === undefined) prog.stats.examples[vr] = hex(input, 256);
           if (verdict && DROPPING.has(verdict) && n === 0) {
             violate({ check: 'drop-without-reason', program: prog.role, packet: i, gen: g.kind, label: g.label, verdict,
               message: 'dropped without counting a reason (bpf/lib/drop.h: every drop is counted)', input: hex(input) });
