@@ -169,7 +169,18 @@ function isGeneratedReply(inp: FrameInfo, out: FrameInfo): boolean {
   return out.proto === IPPROTO_TCP && (out.tcpFlags & TCP_RST) !== 0 && out.len === ETH_HLEN + 40;
 }
 
-/** Invariants on one packet's result; returns the failed checks with a message each. */
+/**
+ * Invariants on one packet's result; returns the failed checks with a message each.
+ *  - the verdict is one the hook allows (TC: OK, SHOT, REDIRECT; XDP: never ABORTED);
+ *  - a frame the program changed and lets go on (pass / redirect):
+ *    - grew by at most MAX_GROWTH bytes, unless it is an ICMP reply the program built;
+ *    - still parses as IPv4 if the input did;
+ *    - has a valid IPv4 header checksum if the input had one (rewrites are
+ *      incremental, so a bad input sum stays bad) or if it is a reply the program built;
+ *    - same for the TCP/UDP checksum (UDP 0 = none) and the ICMP checksum, checked
+ *      over the bytes the IPv4 total length covers; the quoted header of a
+ *      translated ICMP error keeps a valid checksum.
+ */
 export function checkResult(kind: 'tc' | 'xdp', verdict: string | undefined, retval: number, input: Buffer, inp: FrameInfo, output: Buffer): Array<[string, string]> {
   const bad: Array<[string, string]> = [];
   if (verdict === undefined) {
