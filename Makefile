@@ -14,7 +14,7 @@ NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 	-I$(BPF_OUT) -Ibpf -mcpu=v3
 
-.PHONY: all build bpf addon ts deps test demo clean bench bench-tools
+.PHONY: all build bpf addon ts deps test demo clean bench bench-tools fuzz
 all: build
 
 deps:
@@ -22,11 +22,15 @@ deps:
 
 build: bpf addon ts bench-tools
 
-bench-tools: bench/.output/crr
+bench-tools: bench/.output/crr bench/.output/flood
 
 bench/.output/crr: bench/crr.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
+
+bench/.output/flood: bench/flood.c
+	@mkdir -p bench/.output
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 bpf: $(BPF_OBJS)
 
@@ -53,6 +57,15 @@ demo: deps build
 
 bench: build
 	node dist/src/cli.js bench local --out bench/results/local
+
+# Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
+# FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.
+FUZZ_PACKETS ?= 1000000
+FUZZ_SECONDS ?= 3600
+FUZZ_REPORT ?= dist/fuzz-report.json
+fuzz: build
+	FUZZ_PACKETS=$(FUZZ_PACKETS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) \
+		node dist/test/fuzz-datapath.test.js
 
 clean:
 	rm -rf $(BPF_OUT) build dist bench/.output

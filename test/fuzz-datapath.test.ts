@@ -1,0 +1,349 @@
+/**
+ * Packet fuzzing of every loaded datapath program through BPF_PROG_RUN:
+ * structured, mutated and random frames (test/helpers/fuzz/generate.ts),
+ * invariants per packet and over conntrack (test/helpers/fuzz/run.ts).
+ *
+ * In the suite: a bounded smoke run (about 25K packets, a few seconds).
+ * Longer runs: `make fuzz` (1M packets per program), or
+ *   FUZZ_PACKETS=1000000 FUZZ_SECONDS=1800 node dist/test/fuzz-datapath.test.js
+ * Environment: FUZZ_SEED (replay a run), FUZZ_PACKETS (per program),
+ * FUZZ_SECONDS (hard time bound), FUZZ_ROUND (packets between conntrack
+ * checks), FUZZ_ATTRIBUTE=0 (skip per-packet reason attribution: ~2x faster),
+ * FUZZ_REPORT=path (write the report as JSON).
+ */
+import { writeFileSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
+import { ip, sysctl } from '../src/net/netns.js';
+import { native } from '../src/native/index.js';
+import { frame, icmpErrorFrame, TCP } from '../src/net/packet.js';
+import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
+import { CtDir, CtState, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
+import { be, fe } from './helpers/fixtures.js';
+import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
+import { reasonCount, runProg } from './helpers/progrun.js';
+import { fixIpCsum, fixL4Csum, inspect } from './helpers/fuzz/inspect.js';
+import { checkCtPeers, emptyCounts } from './helpers/fuzz/conntrack.js';
+import { topologyFromMaps } from './helpers/fuzz/generate.js';
+import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
+import { checkResult, formatReport, runFuzz } from './helpers/fuzz/run.js';
+
+const NODE_IP = '192.0.2.11';
+const CLIENT = '192.0.2.100';
+const POD = '10.244.1.99';
+
+function envInt(name: string, dflt: number, min: number, max: number): number {
+  const s = process.env[name]?.trim();
+  if (!s) return dflt;
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name}="${s}" must be an integer in [${min}, ${max}]; unset it for the default ${dflt}`);
+  }
+  return n;
+}
+
+const PACKETS = envInt('FUZZ_PACKETS', 12_000, 1, 100_000_000);
+const SECONDS = envInt('FUZZ_SECONDS', 30, 1, 24 * 3600);
+const ROUND = envInt('FUZZ_ROUND', 20_000, 100, 1_000_000);
+const ATTRIBUTE = process.env.FUZZ_ATTRIBUTE !== '0';
+
+// Run directly with node (make fuzz), tap's default 30 s would end a long run.
+t.setTimeout((SECONDS + 600) * 1000);
+
+t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches broken sums', async (t) => {
+  const tcp = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1234, dport: 80, payload: Buffer.from('hello!!') });
+  const udp = frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 1234, dport: 53, payload: Buffer.from('odd') });
+  const icmp = icmpErrorFrame({ src: '10.244.1.13', dst: POD }, 3, 3, udp.subarray(14));
+  for (const [name, f] of [['tcp', tcp], ['udp', udp], ['icmp', icmp]] as const) {
+    const i = inspect(f);
+    t.equal(i.ipCsum, 'ok', `${name}: IPv4 header checksum valid`);
+    if (name === 'icmp') {
+      t.equal(i.icmpCsum, 'ok', 'icmp: ICMP checksum valid');
+      t.equal(i.innerIpCsum, 'ok', 'icmp: quoted header checksum valid');
+    } else t.equal(i.l4Csum, 'ok', `${name}: L4 checksum valid`);
+    const flipped = Buffer.from(f);
+    flipped[f.length - 1] = flipped[f.length - 1]! ^ 0x10;
+    const fi = inspect(flipped);
+    t.equal(name === 'icmp' ? fi.icmpCsum : fi.l4Csum, 'bad', `${name}: a flipped payload bit is caught`);
+    fixL4Csum(flipped);
+    t.equal(name === 'icmp' ? inspect(flipped).icmpCsum : inspect(flipped).l4Csum, 'ok', `${name}: fixL4Csum repairs it`);
+    const hdr = Buffer.from(f);
+    hdr[14 + 8] = hdr[14 + 8]! ^ 1; // TTL
+    t.equal(inspect(hdr).ipCsum, 'bad', `${name}: a flipped header bit is caught`);
+    fixIpCsum(hdr);
+    t.equal(inspect(hdr).ipCsum, 'ok', `${name}: fixIpCsum repairs it`);
+  }
+  const zero = Buffer.from(udp);
+  zero.writeUInt16BE(0, 14 + 20 + 6);
+  t.equal(inspect(zero).l4Csum, 'ok', 'UDP checksum 0 means none');
+  t.equal(inspect(tcp.subarray(0, 40)).l4Csum, 'n/a', 'a segment cut short is not checkable');
+  const frag = Buffer.from(tcp);
+  frag.writeUInt16BE(0x2000, 14 + 6);
+  t.equal(inspect(frag).l4Csum, 'n/a', 'a first fragment is not checkable');
+  for (let n = 0; n < 64; n++) inspect(new Prng(n).bytes(n)); // never throws
+  t.pass('inspect survives short random buffers');
+
+  // checkResult flags what it should
+  const inp = inspect(tcp);
+  const nat = Buffer.from(tcp);
+  nat[14 + 16 + 3] = 77; // daddr changed without fixing sums
+  t.same(checkResult('tc', 'TC_ACT_REDIRECT', 7, tcp, inp, nat).map(([c]) => c).sort(), ['ip-csum', 'l4-csum'], 'broken sums flagged');
+  t.same(checkResult('tc', undefined, 3, tcp, inp, tcp).map(([c]) => c), ['verdict'], 'unknown TC verdict flagged');
+  t.same(checkResult('xdp', undefined, 0, tcp, inp, tcp).map(([c]) => c), ['xdp-aborted'], 'XDP_ABORTED flagged');
+  const grown = Buffer.concat([tcp, Buffer.alloc(101)]);
+  t.same(checkResult('tc', 'TC_ACT_OK', 0, tcp, inp, grown).map(([c]) => c), ['growth'], 'growth over 100 bytes flagged');
+  t.same(checkResult('tc', 'TC_ACT_SHOT', 2, tcp, inp, nat), [], 'a dropped frame is not checked');
+});
+
+t.test('conntrack peer check', async (t) => {
+  const k = (saddr: string, sport: number, daddr: string, dport: number): CtKey => ({ saddr, daddr, sport, dport, proto: 6 });
+  const v = (dir: number, natSaddr: string, natSport: number, natDaddr: string, natDport: number, createdNs = 1n, flags = 0): CtValue =>
+    ({ expiresNs: 10n ** 15n, createdNs, natSaddr, natDaddr, natSport, natDport, dir, state: 0, flags, svcId: 1 });
+  // pod:40000 -> 10.96.0.10:80 DNAT to 10.244.1.11:8080
+  const fwd: [CtKey, CtValue] = [k(POD, 40000, '10.96.0.10', 80), v(CtDir.FWD, POD, 40000, '10.244.1.11', 8080)];
+  const rep: [CtKey, CtValue] = [k('10.244.1.11', 8080, POD, 40000), v(CtDir.REPLY, '10.96.0.10', 80, POD, 40000)];
+  t.same(checkCtPeers([fwd, rep], 0n).counts, emptyCounts(), 'a pair is consistent');
+  t.equal(checkCtPeers([fwd, rep], 0n).pairs, 1);
+  t.equal(checkCtPeers([fwd], 0n).counts['peer-missing'], 1, 'a lone half is flagged');
+  t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], expiresNs: 5n }]], 10n).counts['peer-expired'], 1, 'a live half with an expired peer is flagged');
+  t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], state: 1 }]], 0n).counts['peer-differs'], 2, 'halves that disagree are flagged');
+  t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], svcId: 9 }]], 0n).counts['peer-differs'], 2, 'halves of different services are flagged');
+  // same client port to another frontend of the same backend: the newer flow takes the reply tuple
+  const fwd2: [CtKey, CtValue] = [k(POD, 40000, '198.51.100.10', 80), v(CtDir.FWD, POD, 40000, '10.244.1.11', 8080, 2n)];
+  const rep2: [CtKey, CtValue] = [k('10.244.1.11', 8080, POD, 40000), v(CtDir.REPLY, '198.51.100.10', 80, POD, 40000, 2n)];
+  const r = checkCtPeers([fwd, fwd2, rep2], 0n);
+  t.equal(r.superseded, 1, 'documented "newer wins" is counted, not flagged');
+  t.equal(r.problems.length, 0);
+  // ... but when the superseded flow's packets then change the newer flow's reply entry, that is flagged
+  const r2 = checkCtPeers([[fwd[0], { ...fwd[1], state: 8 }], fwd2, [rep2[0], { ...rep2[1], state: 8 }]], 0n);
+  t.equal(r2.counts['state-from-other-flow'], 2, 'state written by another flow is flagged on both halves');
+  // an SNAT'd flow whose reply tuple a flow from another client (here: the SNAT address itself) took
+  const snatFwd: [CtKey, CtValue] = [k(CLIENT, 45000, NODE_IP, 30081), v(CtDir.FWD, NODE_IP, 45000, '10.244.2.11', 8080, 1n, 5)];
+  const other: [CtKey, CtValue] = [k(NODE_IP, 45000, '10.96.0.20', 80), v(CtDir.FWD, NODE_IP, 45000, '10.244.2.11', 8080, 2n)];
+  const otherRep: [CtKey, CtValue] = [k('10.244.2.11', 8080, NODE_IP, 45000), v(CtDir.REPLY, '10.96.0.20', 80, NODE_IP, 45000, 2n)];
+  t.equal(checkCtPeers([snatFwd, other, otherRep], 0n).counts['reply-taken-over'], 1, 'a reply tuple taken over by another client is flagged');
+  // a reply entry that overwrote another flow's forward entry is flagged
+  const hijack: [CtKey, CtValue] = [fwd[0], v(CtDir.REPLY, '10.96.0.99', 80, '10.244.1.50', 999)];
+  t.equal(checkCtPeers([hijack, rep], 0n).counts['peer-same-dir'], 1, 'a peer of the same direction is flagged');
+});
+
+/**
+ * Invariant violations the fuzzer found on the programs as they are, and
+ * what each means (reported to the BPF owner; reproducers below). Listed
+ * checks are reported as TODO instead of failing the suite; every other
+ * check fails it. Remove an entry when its fix lands.
+ */
+const KNOWN_FINDINGS: Record<string, string> = {
+  'icmp-csum-trailer':
+    'F1: icmp_err_rewrite_inner rewrites the quoted L4 checksum even when it lies past the IPv4 total length ' +
+    '(in Ethernet padding / a trailer) and folds that into the ICMP checksum, which is then wrong',
+  'ct-reply-taken-over':
+    'F2: ct_create writes the reply entry with BPF_ANY: a flow from another client (e.g. one sourced from the SNAT ' +
+    'address) to the same backend overwrites a live connection\'s reply entry and takes its replies',
+  'ct-state-from-other-flow':
+    'F3: ct_update copies state to the entry under its peer key without checking that entry points back: a ' +
+    'superseded forward entry\'s FIN/RST closes the newer flow\'s reply half (shorter lifetime, replies lost)',
+};
+
+interface Lab {
+  ns: string;
+  ifindex: number;
+  dp: Awaited<ReturnType<typeof tmpDatapath>>;
+}
+
+/** The namespace, routes and services of test/datapath-progrun.test.ts, plus a few more frontends. */
+async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Promise<Lab> {
+  const ns = tmpNetns(t, 'bpxfz');
+  ip(ns, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1');
+  ip(ns, 'link', 'set', 'd1', 'up');
+  sysctl(ns, 'net.ipv4.ip_forward', '1');
+  ip(ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'd0');
+  ip(ns, 'link', 'set', 'd0', 'up');
+  ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
+  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12', 'mtu', 'lock', '1280');
+  const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
+  const dp = await tmpDatapath(t, cfg);
+  const rec = new BpfReconciler(dp.maps);
+  const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
+    const r = rec.syncService(svc, fes);
+    t.same(r.problems, [], `${svc} programmed without problems`);
+  };
+  const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
+  sync('test/web', [
+    fe('ClusterIP', '10.96.0.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('NodePort', '0.0.0.0', 30080, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('LoadBalancer', '198.51.100.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+    fe('ExternalIP', '203.0.113.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
+  ]);
+  sync('test/dns', [
+    fe('ClusterIP', '10.96.0.53', 53, 'UDP', [be('10.244.1.13', 53)]),
+    fe('NodePort', '0.0.0.0', 30053, 'UDP', [be('10.244.1.13', 53), be('10.244.2.13', 53, false)]),
+  ]);
+  const remote = [be('10.244.2.11', 8080, false)];
+  sync('test/remote', [
+    fe('ClusterIP', '10.96.0.20', 80, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
+    fe('NodePort', '0.0.0.0', 30081, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
+  ]);
+  sync('test/local', [fe('NodePort', '0.0.0.0', 30082, 'TCP', remote, { externalLocal: true })]);
+  sync('test/empty', [
+    fe('ClusterIP', '10.96.0.30', 80, 'TCP', []), fe('ClusterIP', '10.96.0.30', 53, 'UDP', []),
+    fe('NodePort', '0.0.0.0', 30083, 'TCP', []),
+  ]);
+  sync('test/itp', [fe('ClusterIP', '10.96.0.40', 80, 'TCP', remote, { internalLocal: true })]);
+  const sticky = [be('10.244.1.21', 80), be('10.244.1.22', 80), be('10.244.1.23', 80), be('10.244.2.24', 80, false)];
+  sync('test/sticky', [
+    fe('ClusterIP', '10.96.0.50', 80, 'TCP', sticky, { affinityTimeout: 10800 }),
+    fe('NodePort', '0.0.0.0', 30050, 'TCP', sticky, { affinityTimeout: 10800 }),
+  ]);
+  sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
+  rec.setNodeAddresses([NODE_IP]);
+  return { ns, ifindex, dp };
+}
+
+t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
+  const seed = seedFromEnv();
+  t.comment(`fuzz seed ${seed} (FUZZ_SEED=${seed} replays the generated packets)`);
+  // Long timeouts: nothing expires during a run, so every half must have its peer.
+  // The conntrack map is checked and emptied every FUZZ_ROUND packets; it holds
+  // at most two entries per packet, so a round never comes near LRU eviction.
+  const ctSize = Math.max(65536, 2 ** Math.ceil(Math.log2(ROUND * 2 * 2.5)));
+  const { ns, ifindex, dp } = await serviceLab(t, {
+    ctTimeouts: { TCPSynSent: 3600, TCPEstablished: 7200, TCPFinsSeen: 3600, TCPResetSeen: 3600, UDPTimeout: 3600 },
+    mapSizes: { ...DEFAULT_MAP_SIZES, conntrack: ctSize },
+  });
+  const topology = topologyFromMaps(dp.maps,
+    [POD, '10.244.1.98', '10.244.1.11', '10.244.1.13', '10.244.2.50', CLIENT, '192.0.2.101', '203.0.113.77', '198.18.0.1'],
+    ['169.254.42.1', '192.0.2.1', '192.0.2.12', '0.0.0.0', '255.255.255.255', '127.0.0.1', '224.0.0.1']);
+  t.ok(topology.frontends.length >= 15 && topology.backends.length >= 8,
+    `topology read from the maps: ${topology.frontends.length} frontends, ${topology.backends.length} backends`);
+
+  const report = await runFuzz(dp, {
+    seed, packetsPerProgram: PACKETS, seconds: SECONDS, roundPackets: ROUND, attribute: ATTRIBUTE,
+    netns: ns, ifindex, topology,
+  });
+  t.comment(formatReport(report));
+  if (process.env.FUZZ_REPORT) writeFileSync(process.env.FUZZ_REPORT, JSON.stringify(report, null, 2));
+
+  t.ok(report.packets > 0, `${report.packets} packets run`);
+  for (const p of report.programs) {
+    t.ok(p.packets > 0, `${p.role}: ${p.packets} packets`);
+    const v = p.verdicts;
+    if (p.packets >= 2000) {
+      // the generator reaches the interesting paths of every program
+      t.ok((v.TC_ACT_OK ?? 0) + (v.XDP_PASS ?? 0) > 0, `${p.role}: some packets passed`);
+      t.ok((v.TC_ACT_SHOT ?? 0) + (v.XDP_DROP ?? 0) > 0, `${p.role}: some packets dropped`);
+    }
+  }
+  if (report.packets >= 10_000) {
+    t.ok(report.programs.some((p) => (p.verdicts.TC_ACT_REDIRECT ?? 0) > 0), 'some packets translated and redirected');
+    t.ok(report.ct.pairs > 0, `conntrack pairs were created and checked (${report.ct.pairs})`);
+  }
+  const unknown = Object.keys(report.violationCounts).filter((c) => !KNOWN_FINDINGS[c]);
+  t.same(unknown, [], `no invariant violated beyond the known findings (seed ${seed})`);
+  for (const c of Object.keys(report.violationCounts)) {
+    const ex = report.violations.find((v) => v.check === c)!;
+    t.fail(`${c}: ${report.violationCounts[c]} times; first at packet ${ex.packet} on ${ex.program} ` +
+      `(${ex.gen}/${ex.label}): ${ex.message}${ex.input ? `\n  in:  ${ex.input}` : ''}${ex.output ? `\n  out: ${ex.output}` : ''}`,
+      KNOWN_FINDINGS[c] ? { todo: KNOWN_FINDINGS[c] } : {});
+  }
+});
+
+/**
+ * Deterministic reproducers of what the fuzzer found. Assertions that fail
+ * on the current programs carry { todo } naming the finding; when a fix
+ * lands they pass, and the todo should go.
+ */
+t.test('fuzzer findings, reproduced', async (t) => {
+  const lab = await serviceLab(t, {
+    ctTimeouts: { TCPSynSent: 60, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 0.4 },
+  });
+  const { ns, ifindex, dp } = lab;
+  const run = (role: 'fromPod' | 'fromData', f: Buffer) => inNetns(ns, () => runProg(dp, role, f, ifindex));
+
+  t.test('F1: an ICMP error with bytes past its IPv4 total length keeps a valid ICMP checksum', async (t) => {
+    const fwd = run('fromPod', frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42001, dport: 80, flags: TCP.ACK }));
+    t.equal(fwd.verdict, 'redirect');
+    // RFC 792 minimum quote: IP header + 8 bytes; the quoted TCP checksum is not in it
+    const quoted = fwd.raw.subarray(14, 14 + 28);
+    const icmp = icmpErrorFrame({ src: fwd.out.dst, dst: POD }, 3, 3, quoted);
+    const padded = Buffer.concat([icmp, Buffer.alloc(20)]); // a trailer after the IPv4 packet
+    t.equal(inspect(padded).icmpCsum, 'ok', 'input ICMP checksum valid');
+    const e = run('fromPod', padded);
+    t.equal(e.verdict, 'redirect', 'translated');
+    t.equal(e.out.src, '10.96.0.10', 'appears to come from the service');
+    t.equal(inspect(e.raw).icmpCsum, 'ok', 'output ICMP checksum valid', { todo: KNOWN_FINDINGS['icmp-csum-trailer'] });
+    t.same(e.raw.subarray(icmp.length), Buffer.alloc(20), 'bytes past the IPv4 packet untouched', { todo: KNOWN_FINDINGS['icmp-csum-trailer'] });
+    const unpadded = run('fromPod', icmp);
+    t.equal(inspect(unpadded.raw).icmpCsum, 'ok', 'without the trailer the checksum is right');
+  });
+
+  t.test('F2: a flow from the SNAT address cannot take over an SNATed connection\'s replies', async (t) => {
+    const a = run('fromData', frame({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 45000, dport: 30081 }));
+    t.equal(a.verdict, 'redirect');
+    t.equal(a.out.src, NODE_IP, 'SNATed to the node');
+    const natPort = a.out.sport!;
+    // anything sourced from NODE_IP:natPort to a frontend of the same backend (spoofed from the uplink here)
+    const b = run('fromData', frame({ src: NODE_IP, dst: '10.96.0.20' }, { proto: 'tcp', sport: natPort, dport: 80 }));
+    t.equal(b.verdict, 'redirect', 'the second flow is translated too');
+    const back = run('fromData', frame({ src: '10.244.2.11', dst: NODE_IP }, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK }));
+    t.equal(back.out.dst, CLIENT, `the backend's SYN-ACK still reaches the client (went to ${back.out.dst}:${back.out.dport})`,
+      { todo: KNOWN_FINDINGS['ct-reply-taken-over'] });
+  });
+
+  t.test('F3: packets of a superseded flow do not change the state of the flow that took its reply tuple', async (t) => {
+    // same pod and port to two frontends of the same single backend: the newer flow takes the reply tuple
+    const x = run('fromPod', frame({ src: POD, dst: '10.96.0.20' }, { proto: 'tcp', sport: 46000, dport: 80 }));
+    t.equal(x.out.dst, '10.244.2.11');
+    const a = run('fromPod', frame({ src: POD, dst: NODE_IP }, { proto: 'tcp', sport: 46000, dport: 30081 }));
+    t.equal(a.out.dst, '10.244.2.11');
+    const replyKey = { saddr: '10.244.2.11', daddr: POD, sport: 8080, dport: 46000, proto: 6 };
+    t.equal(dp.maps.ct.get(replyKey)?.natSport, 30081, 'the reply entry belongs to the newer flow (reverse-translates to the NodePort)');
+    run('fromPod', frame({ src: POD, dst: '10.96.0.20' }, { proto: 'tcp', sport: 46000, dport: 80, flags: TCP.RST }));
+    const rep = dp.maps.ct.get(replyKey)!;
+    t.equal(rep.state & CtState.RST, 0, 'the old flow\'s RST did not mark the newer flow\'s reply entry reset',
+      { todo: KNOWN_FINDINGS['ct-state-from-other-flow'] });
+    const left = Number(rep.expiresNs - native().monotonicNs()) / 1e9;
+    t.ok(left > 50, `the newer flow's reply entry keeps its lifetime (${left.toFixed(0)} s left)`,
+      { todo: KNOWN_FINDINGS['ct-state-from-other-flow'] });
+  });
+
+  t.test('F4: a one-way UDP flow keeps its reply half alive', async (t) => {
+    // UDPTimeout is 0.4 s here. The client keeps sending for 0.7 s; the backend answers at the end.
+    const send = () => run('fromPod', frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 47000, dport: 53, payload: Buffer.from('q') }));
+    t.equal(send().out.dst, '10.244.1.13');
+    for (let i = 0; i < 7; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      send();
+    }
+    const fwd = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.53', sport: 47000, dport: 53, proto: 17 })!;
+    t.ok(fwd.expiresNs > native().monotonicNs(), 'the forward half is alive');
+    const back = run('fromPod', frame({ src: '10.244.1.13', dst: POD }, { proto: 'udp', sport: 53, dport: 47000, payload: Buffer.from('a') }));
+    t.equal(back.out.src, '10.96.0.53', `the answer is reverse-translated (came from ${back.out.src})`,
+      { todo: 'F4: ct_update refreshes only the entry hit; the peer\'s deadline moves only on a state change, so a flow that ' +
+        'only one side keeps busy loses the other half after its timeout (netfilter refreshes one entry for both directions)' });
+  });
+
+  t.test('F6: a DF packet too big for the way to an SNATed backend gets fragmentation-needed', async (t) => {
+    // 1586-byte IPv4 packet in a 1600-byte frame, bigger than d0's MTU of 1500 (a jumbo-frame uplink and a
+    // smaller path to the backend look the same to the FIB)
+    const big = frame({ src: '192.0.2.102', dst: NODE_IP, dontFragment: true },
+      { proto: 'tcp', sport: 45601, dport: 30081, flags: TCP.ACK, payload: Buffer.alloc(1546, 7) });
+    t.equal(big.length, 1600);
+    const before = reasonCount(dp, 'nat-ports');
+    const r = run('fromData', big);
+    const note = 'F6: fib_source_for leaves fib.tot_len 0, so bpf_fib_lookup checks the whole skb against the egress ' +
+      'MTU and answers FRAG_NEEDED; the SNAT source is then missing and the packet is dropped as nat-ports';
+    t.equal(reasonCount(dp, 'nat-ports'), before, 'not dropped as "no free SNAT port"', { todo: note });
+    t.equal(r.out.icmp?.type, 3, `answered with fragmentation-needed (verdict ${r.verdict})`, { todo: note });
+  });
+
+  t.test('F5: SNAT picks its source port from the configured range', async (t) => {
+    const a = run('fromData', frame({ src: '192.0.2.101', dst: NODE_IP }, { proto: 'tcp', sport: 45555, dport: 30081 }));
+    t.equal(a.out.src, NODE_IP);
+    const p = a.out.sport!;
+    t.ok(p >= DEFAULT_DATAPATH.snatPorts[0] && p <= DEFAULT_DATAPATH.snatPorts[1],
+      `SNAT port ${p} in ${DEFAULT_DATAPATH.snatPorts.join('-')}`,
+      { todo: 'F5: snat_pick_port tries the client\'s own port first, so SNAT ports fall outside snatPorts, into the ' +
+        'node\'s ephemeral range where the node\'s own connections (which BPF conntrack does not see) live' });
+  });
+});
