@@ -72,6 +72,12 @@ static __always_inline __u64 ct_lifetime(__u8 proto, __u8 state)
 	return cfg_ct_syn_sent_ns;
 }
 
+static __always_inline int ct_key_eq(const struct ct_key *a, const struct ct_key *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport && a->proto == b->proto;
+}
+
 /* Live entry for this tuple, or NULL. An expired entry whose peer is still
  * fresh is alive (and takes the peer's deadline): only the quiet direction
  * of a live connection expired. */
@@ -126,18 +132,38 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 			state = 0;
 	}
 	if (state != v->state) {
-		struct ct_key pk;
+		struct ct_key pk, back;
 		struct ct_value *peer;
 
 		v->state = state;
 		ct_peer_key(v, k->proto, &pk);
 		peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
-		if (peer) {
+		/* Only a peer that points back at us is ours to change. */
+		if (peer)
+			ct_peer_key(peer, k->proto, &back);
+		if (peer && ct_key_eq(&back, k)) {
 			peer->state = state;
 			peer->expires_ns = now + ct_lifetime(k->proto, state);
 		}
 	}
 	v->expires_ns = now + ct_lifetime(k->proto, state);
+}
+
+/* Whether the reply tuple of a translation to 'to' is free for the flow
+ * 'fwd': no live entry holds it, or the one that does is fwd's own earlier
+ * incarnation (port reuse). Another live flow's reply entry is never taken
+ * over: its replies would go to the wrong client. */
+static __always_inline int ct_reply_free(const struct ct_key *fwd, const struct ct_key *to, __u64 now)
+{
+	struct ct_key rk, back;
+	struct ct_value *v;
+
+	ct_reverse(to, &rk);
+	v = ct_lookup(&rk, now);
+	if (!v)
+		return 1;
+	ct_peer_key(v, fwd->proto, &back);
+	return ct_key_eq(&back, fwd);
 }
 
 /* Create both entries of a connection. fwd is the client's tuple, 'to' the

@@ -87,6 +87,7 @@ static __always_inline int ttl_decrement(struct __sk_buff *skb, const struct pkt
 /* Where the parts of an ICMP error sit in the frame. */
 struct icmp_quote {
 	struct ct_key inner;   /* the quoted flow, as quoted */
+	__u32 end;             /* end of the outer IPv4 packet in the frame */
 	__u32 icmp_off;        /* ICMP header */
 	__u32 inner_ip_off;    /* quoted IPv4 header */
 	__u32 inner_l4_off;    /* quoted L4 header (8 bytes at least) */
@@ -109,6 +110,7 @@ static __always_inline int icmp_err_parse(struct __sk_buff *skb, const struct pk
 	if (!icmp_is_error(p->icmp_type))
 		return 1;
 	e->icmp_off = p->l4_off;
+	e->end = ETH_HLEN + p->tot_len;
 	e->inner_ip_off = p->l4_off + sizeof(struct icmphdr);
 	if (bpf_skb_load_bytes(skb, e->inner_ip_off, &iip, sizeof(iip)))
 		return -1;
@@ -159,7 +161,10 @@ static __always_inline int icmp_err_rewrite_inner(struct __sk_buff *skb, const s
 	nipc = csum_replace4(ipc, e->inner.saddr, to->saddr);
 	nipc = csum_replace4(nipc, e->inner.daddr, to->daddr);
 
-	have_l4c = bpf_skb_load_bytes(skb, il4_csum_off, &l4c, sizeof(l4c)) == 0;
+	/* The quoted L4 checksum counts only when it was quoted: bytes past
+	 * the outer packet (padding, a trailer) are not ours to touch. */
+	have_l4c = il4_csum_off + sizeof(l4c) <= e->end &&
+		   bpf_skb_load_bytes(skb, il4_csum_off, &l4c, sizeof(l4c)) == 0;
 	if (have_l4c && !(e->inner.proto == IPPROTO_UDP && l4c == 0)) {
 		nl4c = csum_replace4(l4c, e->inner.saddr, to->saddr);
 		nl4c = csum_replace4(nl4c, e->inner.daddr, to->daddr);

@@ -30,18 +30,18 @@
 
 #define SNAT_PORT_TRIES 8
 
-/* Find a source port on 'to->saddr' whose reply tuple is free. */
-static __always_inline int snat_pick_port(struct ct_key *to, __u64 now)
+/* Find a source port in the SNAT range (never the node's ephemeral range,
+ * where its own connections live unseen by our conntrack) on 'to->saddr'
+ * whose reply tuple is free. */
+static __always_inline int snat_pick_port(const struct ct_key *fwd, struct ct_key *to, __u64 now)
 {
 	__u32 range = (__u32)cfg_snat_port_max - cfg_snat_port_min + 1;
-	struct ct_key rk;
 	int i;
 
 	for (i = 0; i < SNAT_PORT_TRIES; i++) {
-		ct_reverse(to, &rk);
-		if (!ct_lookup(&rk, now))
-			return 0;
 		to->sport = bpf_htons(cfg_snat_port_min + bpf_get_prandom_u32() % range);
+		if (ct_reply_free(fwd, to, now))
+			return 0;
 	}
 	return -1;
 }
@@ -152,10 +152,14 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 			flags |= CT_F_HOST_BE;
 	}
-	if ((flags & CT_F_SNAT) && snat_pick_port(&to, now))
+	/* Without SNAT the reply tuple is taken only when another live flow
+	 * comes from the same client address and port to the same backend
+	 * (through another frontend): then the source port is remapped, as
+	 * the kernel's NAT does on a clash, and the client address is kept. */
+	if (!(flags & CT_F_SNAT) && !ct_reply_free(&p->tuple, &to, now))
+		flags |= CT_F_SNAT;
+	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, &to, now))
 		return drop(skb, REASON_NAT_PORTS);
-	/* Without SNAT the reply tuple can only collide with another service
-	 * flow from the same client port to the same backend; the newer wins. */
 
 	err = ct_create(&p->tuple, &to, flags, fe->svc_id, now);
 	if (err)
@@ -179,6 +183,14 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	/* Every IPv4 packet a pod sends, whatever it carries. */
 	if (from_pod && !pod_source_ok(skb->ingress_ifindex, p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);
+	/* From outside, one of the node's own addresses as source is forged
+	 * (a martian): it would pass for our SNAT. */
+	if (!from_pod) {
+		struct node_ip_key nk = { .addr = p.tuple.saddr };
+
+		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+			return drop(skb, REASON_SPOOFED);
+	}
 	if (pr == PARSE_FRAGMENT) {
 		/* Only the first fragment carries ports; the rest cannot be
 		 * matched to a service. Counted and left to the stack. */

@@ -15,7 +15,7 @@ export const REASONS = [
   { name: 'no-snat-source', verdict: 'drop', help: 'the routing table gives no source address towards the backend' },
   { name: 'ct-full', verdict: 'drop', help: 'conntrack map full: new flow refused, established flows keep their entries (raise bpfMapSizeConntrack)' },
   { name: 'ct-not-opening', verdict: 'pass', help: 'TCP packet without SYN to a service and no flow known: left to the kernel, no state created' },
-  { name: 'spoofed', verdict: 'drop', help: 'packet from a pod interface whose source address is not routed to that interface' },
+  { name: 'spoofed', verdict: 'drop', help: 'packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node\'s own addresses as source' },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
