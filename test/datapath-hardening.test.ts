@@ -7,7 +7,7 @@
 import t from 'tap';
 import { CtDir, CtFlags } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
-import { frame, PROTO, TCP } from '../src/net/packet.js';
+import { csumFold, csumPartial, frame, icmpErrorFrame, PROTO, TCP } from '../src/net/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';
@@ -191,4 +191,20 @@ t.test('host-network endpoints on this node: replies are translated on egress', 
   t.same([other.verdict, other.out.src, other.out.sport], ['pass', NODE_IP, 22], 'the node\'s own traffic is untouched');
   const fwdPod = n.run('hostReply', { src: POD, dst: CLIENT }, { proto: 'tcp', sport: 8080, dport: 50000, flags: TCP.ACK });
   t.same([fwdPod.verdict, fwdPod.out.src], ['pass', POD], 'forwarded traffic is untouched');
+});
+
+t.test('an ICMP error whose quote ends before the quoted ports is left alone', async (t) => {
+  const n = await progrunNode(t);
+  n.rec.syncService('test/web', [fe('ClusterIP', '10.96.0.10', 80, 'TCP', WEB)]);
+  const fwd = n.run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 43000, dport: 80, flags: TCP.SYN });
+  // The quote holds only 12 bytes of the inner header; the rest of it, and
+  // the ports, sit in a trailer after the outer packet.
+  const full = icmpErrorFrame({ src: fwd.out.dst, dst: POD }, 3, 3, fwd.raw.subarray(14, 14 + 28));
+  const cut = Buffer.from(full);
+  cut.writeUInt16BE(20 + 8 + 12, 14 + 2);
+  cut.writeUInt16BE(0, 14 + 10);
+  cut.writeUInt16BE(csumFold(csumPartial(cut.subarray(14, 34))), 14 + 10);
+  const r = n.runRaw('fromPod', cut);
+  t.equal(r.verdict, 'pass', 'passed on');
+  t.same(r.raw, cut, 'untouched: bytes past the packet are not a quote to translate');
 });

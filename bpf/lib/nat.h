@@ -121,6 +121,10 @@ static __always_inline int icmp_err_parse(struct __sk_buff *skb, const struct pk
 	e->inner_l4_off = e->inner_ip_off + iip.ihl * 4;
 	if (e->inner_l4_off > 0xffff)
 		return -1;
+	/* The quote must hold the inner header and the 8 bytes after it
+	 * inside the outer packet: bytes past it are not the sender's quote. */
+	if (e->inner_l4_off + 8 > e->end)
+		return 1;
 	if (bpf_skb_load_bytes(skb, e->inner_l4_off, ports, sizeof(ports)))
 		return -1;
 	e->inner.saddr = iip.saddr;
