@@ -265,6 +265,19 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.ok(back.out.ipCsumOk && back.out.l4CsumOk);
   });
 
+  t.test('TTL: 2 is forwarded with 1, as a router would; 1 is left to the stack untouched', async (t) => {
+    const spent = reasonCount(dp, 'ttl');
+    const two = run('fromPod', { src: POD, dst: '10.96.0.10', ttl: 2 }, { proto: 'tcp', sport: 47100, dport: 80 });
+    t.equal(two.verdict, 'redirect', 'TTL 2: forwarded');
+    t.equal(two.out.ttl, 1, 'with TTL 1');
+    t.ok(two.out.ipCsumOk, 'IP checksum follows the TTL');
+    const one = run('fromPod', { src: POD, dst: '10.96.0.10', ttl: 1 }, { proto: 'tcp', sport: 47101, dport: 80 });
+    t.equal(one.verdict, 'pass', 'TTL 1: to the stack (it answers time exceeded)');
+    t.equal(one.out.ttl, 1, 'TTL not decremented by us');
+    t.ok(one.out.ipCsumOk && one.out.l4CsumOk, 'checksums valid');
+    t.equal(reasonCount(dp, 'ttl'), spent + 1, 'only the spent one counted as ttl');
+  });
+
   t.test('malformed and foreign frames are handled safely', async (t) => {
     const good = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 48000, dport: 80 });
     const before = reasonCount(dp, 'malformed');

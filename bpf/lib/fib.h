@@ -37,8 +37,6 @@ static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt *p,
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
-/* After the rewrite: send the packet where fib_route said, as a router
- * would (TTL decremented), or leave it to the stack. */
 /* Host-side veths of pods (written by the agent's attacher): a packet for a
  * pod goes straight into the pod's namespace, skipping the veth's transmit
  * and backlog hop (as Cilium's and Calico's host routing do). */
@@ -50,20 +48,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_pod_ifs SEC(".maps");
 
+/* After the rewrite: send the packet where fib_route said, as a router
+ * would (TTL decremented), or leave it to the stack: when the FIB cannot
+ * place it, and when its TTL is spent (0 or 1: the stack answers time
+ * exceeded). */
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p,
 					const struct bpf_fib_lookup *fib, int rc)
 {
-	int ttl;
-
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
-	ttl = ttl_decrement(skb, p);
-	if (ttl < 0)
-		return drop(skb, REASON_REWRITE_FAILED);
-	if (ttl <= 1) {
+	if (p->ttl <= 1) {
 		count_reason(skb, REASON_TTL);
 		return TC_ACT_OK;
 	}
+	if (ttl_decrement(skb, p))
+		return drop(skb, REASON_REWRITE_FAILED);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
 	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
