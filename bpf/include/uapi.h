@@ -1,19 +1,20 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The part of the kernel's user-space ABI the programs use, vendored, so
- * that the object builds on any host: no /sys/kernel/btf/vmlinux dump, no
- * linux-libc-dev of a particular version (Debian bookworm's uapi headers,
- * for one, predate BPF_FIB_LOOKUP_SRC on some point releases).
+ * that the object builds on any host: no /sys/kernel/btf/vmlinux dump of the
+ * build host, no uapi headers of a particular version (linux-libc-dev follows
+ * its distribution's kernel, and the programs pass flags newer than some).
  *
  * Everything here is stable uapi: layouts never change, fields are only
  * appended. Copied from include/uapi/linux/ bpf.h, if_ether.h, in.h, ip.h,
- * tcp.h, udp.h, icmp.h and pkt_cls.h, cut down to what bpf/ reads (structs
- * end after their last field in use; reserved bitfields are named __*).
- * test/kernel-requirements.test.ts compiles every name and struct here
- * against the build host's uapi headers and fails on any difference.
+ * tcp.h, udp.h, icmp.h, pkt_cls.h and asm-generic/errno-base.h, cut down to
+ * what bpf/ reads (__sk_buff ends after its last field read; reserved
+ * bitfields are named __*). test/uapi-header.test.ts checks every constant
+ * and every field here against the kernel's uapi headers.
  *
- * No CO-RE: these are uapi structs whose offsets the kernel itself
- * guarantees; nothing here is a kernel-internal type.
+ * No CO-RE: no preserve_access_index, so no relocation asks the kernel for
+ * its BTF at load time; these are uapi structs whose offsets the kernel
+ * guarantees, and nothing here is a kernel-internal type.
  */
 #ifndef BPFPROXY_UAPI_H
 #define BPFPROXY_UAPI_H
@@ -303,15 +304,9 @@ struct bpf_fib_lookup {
 		};
 		__u32 tbid;
 	};
-	union {
-		struct {
-			__u32 mark;
-		};
-		struct {
-			__u8 smac[ETH_ALEN];
-			__u8 dmac[ETH_ALEN];
-		};
-	};
+	/* output (6.10 overlays an input mark on them, not used here) */
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
 };
 
 #endif /* BPFPROXY_UAPI_H */
