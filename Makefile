@@ -1,7 +1,6 @@
 # bpfproxy — build, test, demo. Run as root on Linux (see README.md).
 SHELL := /bin/bash
 CLANG ?= clang
-ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_OUT := bpf/.output
 # One object carries every program (bpf/bpfproxy.c includes the entry file
 # of each hook) and shares one set of maps between them.
@@ -13,9 +12,9 @@ NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/
 # Debian's nodejs ships its headers: build against them, never download.
 NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
 # Kernel types come from the vendored bpf/include/uapi.h: the build needs no
-# BTF of its own host (bpftool btf dump), so the image builds anywhere.
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
-	-Ibpf -mcpu=v3
+# BTF of its own host (bpftool btf dump), so the image builds anywhere; no
+# bpf_tracing.h, so no __TARGET_ARCH either.
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf -mcpu=v3
 
 .PHONY: all build bpf addon ts deps test demo clean bench bench-tools fuzz
 all: build
