@@ -1,18 +1,20 @@
 # bpfproxy — build, test, demo. Run as root on Linux (see README.md).
 SHELL := /bin/bash
 CLANG ?= clang
-BPFTOOL ?= bpftool
-ARCH := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 BPF_OUT := bpf/.output
-BPF_SRCS := $(wildcard bpf/tc_*.c bpf/xdp_*.c)
-BPF_OBJS := $(patsubst bpf/%.c,$(BPF_OUT)/%.o,$(BPF_SRCS))
-BPF_HDRS := $(wildcard bpf/lib/*.h)
+# One object carries every program (bpf/bpfproxy.c includes the entry file
+# of each hook) and shares one set of maps between them.
+BPF_OBJ := $(BPF_OUT)/bpfproxy.o
+BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c
+BPF_HDRS := $(wildcard bpf/lib/*.h bpf/include/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
 # Debian's nodejs ships its headers: build against them, never download.
 NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
-	-I$(BPF_OUT) -Ibpf -mcpu=v3
+# Kernel types come from the vendored bpf/include/uapi.h: the build needs no
+# BTF of its own host (bpftool btf dump), so the image builds anywhere; no
+# bpf_tracing.h, so no __TARGET_ARCH either.
+BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf -mcpu=v3
 
 .PHONY: all build bpf addon ts deps test demo clean bench bench-tools fuzz
 all: build
@@ -32,13 +34,10 @@ bench/.output/flood: bench/flood.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
-bpf: $(BPF_OBJS)
+bpf: $(BPF_OBJ)
 
-$(BPF_OUT)/vmlinux.h:
+$(BPF_OBJ): bpf/bpfproxy.c $(BPF_ENTRIES) $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
-	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
-
-$(BPF_OUT)/%.o: bpf/%.c $(BPF_HDRS) $(BPF_OUT)/vmlinux.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 addon: build/Release/bpfproxy_native.node

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* TC egress on pod-facing and data interfaces: replies of host-network
  * service endpoints on this node (the API server, node-local DNS, ingress
- * controllers on the host network), reverse-translated on their way out. */
+ * controllers on the host network), reverse-translated on their way out.
+ *
+ * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
 #include "lib/service.h"
 
 SEC("tc")
@@ -9,5 +11,3 @@ int bpfproxy_host(struct __sk_buff *skb)
 {
 	return service_host_reply(skb);
 }
-
-char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import * as c from '../src/dataplane/bpf/codecs.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import type { Codec } from '../src/dataplane/bpf/struct.js';
+import { BPF_OBJECT } from '../src/dataplane/bpf/loader.js';
 import { BPF_DIR, tmpDatapath } from './helpers/env.js';
 
 interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; values?: Array<{ name: string; val: number }> }
 
-const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, 'tc_pod.o')], { encoding: 'utf8' })) as { types: BtfType[] };
+const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, BPF_OBJECT)], { encoding: 'utf8' })) as { types: BtfType[] };
 const byId = new Map(btf.types.map((x) => [x.id, x]));
 const snake = (s: string) => s.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
 

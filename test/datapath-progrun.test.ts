@@ -5,11 +5,11 @@
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
-import { frame, icmpErrorFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../src/net/packet.js';
+import { frame, icmpErrorFrame, parseFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../src/net/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns } from './helpers/env.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
-import { reasonCount, runProg } from './helpers/progrun.js';
+import { reasonCount, runProg, TC_ACT_OK, TC_ACT_SHOT } from './helpers/progrun.js';
 import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
 
 t.test('service datapath through BPF_PROG_RUN', async (t) => {
@@ -265,6 +265,19 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.ok(back.out.ipCsumOk && back.out.l4CsumOk);
   });
 
+  t.test('TTL: 2 is forwarded with 1, as a router would; 1 is left to the stack untouched', async (t) => {
+    const spent = reasonCount(dp, 'ttl');
+    const two = run('fromPod', { src: POD, dst: '10.96.0.10', ttl: 2 }, { proto: 'tcp', sport: 47100, dport: 80 });
+    t.equal(two.verdict, 'redirect', 'TTL 2: forwarded');
+    t.equal(two.out.ttl, 1, 'with TTL 1');
+    t.ok(two.out.ipCsumOk, 'IP checksum follows the TTL');
+    const one = run('fromPod', { src: POD, dst: '10.96.0.10', ttl: 1 }, { proto: 'tcp', sport: 47101, dport: 80 });
+    t.equal(one.verdict, 'pass', 'TTL 1: to the stack (it answers time exceeded)');
+    t.equal(one.out.ttl, 1, 'TTL not decremented by us');
+    t.ok(one.out.ipCsumOk && one.out.l4CsumOk, 'checksums valid');
+    t.equal(reasonCount(dp, 'ttl'), spent + 1, 'only the spent one counted as ttl');
+  });
+
   t.test('malformed and foreign frames are handled safely', async (t) => {
     const good = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 48000, dport: 80 });
     const before = reasonCount(dp, 'malformed');
@@ -289,4 +302,36 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(o.verdict, 'redirect', 'IP options parsed past');
     t.ok(['10.244.1.11', '10.244.1.12'].includes(o.out.dst) && o.out.ipCsumOk && o.out.l4CsumOk, 'DNAT with options valid');
   });
+});
+
+t.test('a kernel that refuses BPF_FIB_LOOKUP_SRC (before 6.7): the SNAT source falls back to the node address the client addressed', async (t) => {
+  const { ns, ifindex, dp, rec } = await progrunNode(t);
+  const remote = [be('10.244.2.11', 8080, false)];
+  t.same(rec.syncService('test/remote', [
+    fe('NodePort', '0.0.0.0', 30081, 'TCP', remote),
+    fe('LoadBalancer', '198.51.100.20', 80, 'TCP', remote),
+  ]).problems, []);
+  rec.setNodeAddresses([NODE_IP]);
+  // The source lookup fails (< 0) as an old kernel's does for the flag it
+  // does not know; here through an ingress device that does not exist.
+  const refused = (f: FrameSpec, l4: L4) => {
+    const ctx = Buffer.alloc(192);
+    ctx.writeUInt32LE(0x7ffffff0, 36); // ingress_ifindex
+    ctx.writeUInt32LE(ifindex, 40); // ifindex
+    const r = inNetns(ns, () => native().progTestRun(dp.programs.fromData.fd, frame(f, l4), { ctx }));
+    return { retval: r.retval, out: parseFrame(r.data) };
+  };
+  const noSource = reasonCount(dp, 'no-snat-source');
+
+  const np = refused({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 43100, dport: 30081 });
+  t.equal(np.retval, TC_ACT_OK, 'NodePort: translated, then left to the stack (the FIB gave no route either)');
+  t.equal(np.out.dst, '10.244.2.11');
+  t.equal(np.out.src, NODE_IP, 'SNAT to the node address the client addressed');
+  t.ok(np.out.sport! >= 20000 && np.out.sport! <= 29999, `SNAT port ${np.out.sport} from the SNAT range`);
+  t.ok(np.out.ipCsumOk && np.out.l4CsumOk);
+  t.equal(reasonCount(dp, 'no-snat-source'), noSource, 'not counted as missing a source');
+
+  const lb = refused({ src: CLIENT, dst: '198.51.100.20' }, { proto: 'tcp', sport: 43101, dport: 80 });
+  t.equal(lb.retval, TC_ACT_SHOT, 'LoadBalancer IP: no node address to fall back to, dropped');
+  t.equal(reasonCount(dp, 'no-snat-source'), noSource + 1, 'counted as no-snat-source');
 });

@@ -1,7 +1,9 @@
 /**
  * Upgrading over pins of an older layout: a conntrack map pinned as an LRU
  * hash (before the flood-safe design) keeps its connections in the new
- * plain hash; drop counters pinned for fewer reasons start again.
+ * plain hash; drop counters pinned for fewer reasons start again. And the
+ * one object: every program loaded from it at once, over one set of maps
+ * that a reload (an upgrade) adopts by their pins.
  */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +11,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CtDir } from '../src/dataplane/bpf/codecs.js';
 import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
-import { loadDatapath, MAP_NAMES } from '../src/dataplane/bpf/loader.js';
+import { BPF_OBJECT, loadDatapath, MAP_NAMES, PROGRAMS } from '../src/dataplane/bpf/loader.js';
 import { BpfMap } from '../src/dataplane/bpf/map.js';
 import * as c from '../src/dataplane/bpf/codecs.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
@@ -45,4 +47,25 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
   t.ok(lines.some((l) => /conntrack map is pinned in the old layout.*1 entries move/.test(l.msg)), 'and the operator is told');
   t.equal(dp.maps.reasons.maxEntries, REASONS.length, 'drop counters cover every reason');
   t.ok(lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)), 'their restart is said');
+});
+
+t.test('one object carries every program; a reload adopts its pinned maps', async (t) => {
+  const pin = tmpPinDir(t);
+  const first = await loadDatapath(BPF_DIR, pin, DEFAULT_DATAPATH);
+  t.equal(first.objects.length, 1, `one object (${BPF_OBJECT}) for every program`);
+  const obj = first.objects[0]!;
+  t.same(obj.programs().map((p) => p.name).sort(), Object.values(PROGRAMS).map((p) => p.name).sort(), 'it holds each role\'s program');
+  const maps = obj.maps().filter((m) => m.pinPath !== null);
+  t.same(maps.map((m) => m.name).sort(), Object.values(MAP_NAMES).sort(), 'one copy of each map, pinned by name');
+  const ids = Object.fromEntries(maps.map((m) => [m.name, native().mapInfo(m.fd).id]));
+  const key = { saddr: '10.244.1.13', daddr: '10.96.0.10', sport: 40001, dport: 80, proto: 6 };
+  const value = { expiresNs: 9n, createdNs: 1n, natSaddr: '10.244.1.13', natDaddr: '10.244.1.11', natSport: 40001, natDport: 8080, dir: CtDir.FWD, state: 0, flags: 0, svcId: 3 };
+  first.maps.ct.set(key, value);
+  first.close();
+
+  const again = await loadDatapath(BPF_DIR, pin, DEFAULT_DATAPATH);
+  t.teardown(() => again.close());
+  const adopted = Object.fromEntries(again.objects[0]!.maps().filter((m) => m.pinPath !== null).map((m) => [m.name, native().mapInfo(m.fd).id]));
+  t.same(adopted, ids, 'the same maps (same ids), not new ones');
+  t.same(again.maps.ct.get(key), value, 'with their entries');
 });

@@ -3,34 +3,19 @@
 #ifndef BPFPROXY_COMMON_H
 #define BPFPROXY_COMMON_H
 
-#include "vmlinux.h"
+#include "include/uapi.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "types.h"
 
-/* vmlinux.h carries no #defines. */
-#define ETH_P_IP        0x0800
-#define ETH_HLEN        14
-#define ETH_ALEN        6
+/* Not uapi: include/net/ip.h and include/linux/socket.h. */
 #define IP_DF           0x4000
 #define IP_MF           0x2000
 #define IP_OFFSET       0x1FFF
-#define TC_ACT_UNSPEC   (-1)
-#define TC_ACT_OK       0
-#define TC_ACT_SHOT     2
-#define TC_ACT_REDIRECT 7
 #define AF_INET         2
-#define E2BIG           7
 
-#define ICMP_ECHOREPLY      0
-#define ICMP_DEST_UNREACH   3
-#define ICMP_ECHO           8
-#define ICMP_TIME_EXCEEDED  11
-#define ICMP_PARAMETERPROB  12
-#define ICMP_PORT_UNREACH   3
-#define ICMP_FRAG_NEEDED    4
-
+/* TCP flags as the byte at offset 13 of the header carries them. */
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04

@@ -4,7 +4,7 @@
  * in one hash: CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY keyed
  * by the backend's reply tuple. Each carries the rewrite for its direction,
  * so a packet costs one lookup. State lives in both; it is copied to the
- * peer entry only when it changes (first reply, FIN, RST).
+ * peer entry only when it changes (first reply, handshake done, FIN, RST).
  *
  * The halves live and die together:
  *  - the map is a plain hash, not an LRU: nothing is evicted behind our

@@ -3,7 +3,8 @@
  * Why a packet was not simply passed on. Every drop goes through drop(),
  * which counts it per reason in one per-CPU map; nothing else in the
  * programs returns TC_ACT_SHOT. Packets passed on with a remark (fragments,
- * TTL, non-opening packets of unknown flows) are counted with
+ * TTL, non-opening packets of unknown flows) and packets answered instead
+ * of forwarded (rejects, fragmentation needed) are counted with
  * count_reason(). The names live in src/dataplane/bpf/reasons.ts, in the
  * same order; new reasons are appended so pinned counters keep their
  * meaning across upgrades.
@@ -26,7 +27,7 @@ enum reason {
 	REASON_FRAGMENT,           /* non-first fragment: passed to the stack */
 	REASON_TTL,                /* TTL expired while forwarding: passed to the stack */
 	REASON_FRAG_NEEDED,        /* too big for the next hop with DF: ICMP sent back */
-	REASON_NO_SNAT_SOURCE,     /* the FIB gave no source address towards the backend: dropped */
+	REASON_NO_SNAT_SOURCE,     /* no SNAT source towards the backend (lib/fib.h fib_source_for()): dropped */
 	REASON_CT_FULL,            /* conntrack map full, new flow refused: dropped */
 	REASON_CT_NOT_OPENING,     /* TCP without SYN to a service, no flow known: passed to the stack */
 	REASON_SPOOFED,            /* from a pod interface with a source not routed to it: dropped */

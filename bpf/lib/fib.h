@@ -13,6 +13,7 @@
 #include "common.h"
 #include "config.h"
 #include "drop.h"
+#include "lb.h"
 #include "nat.h"
 
 /* Route the translated tuple 'to' before the packet is rewritten, so that a
@@ -36,8 +37,6 @@ static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt *p,
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
-/* After the rewrite: send the packet where fib_route said, as a router
- * would (TTL decremented), or leave it to the stack. */
 /* Host-side veths of pods (written by the agent's attacher): a packet for a
  * pod goes straight into the pod's namespace, skipping the veth's transmit
  * and backlog hop (as Cilium's and Calico's host routing do). */
@@ -49,20 +48,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_pod_ifs SEC(".maps");
 
+/* After the rewrite: send the packet where fib_route said, as a router
+ * would (TTL decremented), or leave it to the stack: when the FIB cannot
+ * place it, and when its TTL is spent (0 or 1: the stack answers time
+ * exceeded). */
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt *p,
 					const struct bpf_fib_lookup *fib, int rc)
 {
-	int ttl;
-
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_OK;
-	ttl = ttl_decrement(skb, p);
-	if (ttl < 0)
-		return drop(skb, REASON_REWRITE_FAILED);
-	if (ttl <= 1) {
+	if (p->ttl <= 1) {
 		count_reason(skb, REASON_TTL);
 		return TC_ACT_OK;
 	}
+	if (ttl_decrement(skb, p))
+		return drop(skb, REASON_REWRITE_FAILED);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
 	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
@@ -80,10 +80,20 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 /* The address the node would use as source towards daddr. The MTU is not
  * this lookup's business (translate() checks it with the packet's real
  * length), so it asks with a bare header's length: with 0 the kernel would
- * check the skb's length and fail a large first packet. */
-static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr)
+ * check the skb's length and fail a large first packet.
+ *
+ * Kernels before 6.7 refuse BPF_FIB_LOOKUP_SRC (and before 6.3
+ * BPF_FIB_LOOKUP_SKIP_NEIGH) with an error (< 0), unless a stable update
+ * brought them in: there the source is the node's own address the client
+ * addressed (NodePort), a node address that routes back here as well as
+ * any; with no such address (a LoadBalancer IP or external IP) there is no
+ * source, and the caller drops the packet (counted as no-snat-source)
+ * unless cfg_snat_ip names one (bpf/KERNEL_REQUIREMENTS.md). */
+static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr, __be32 addressed)
 {
 	struct bpf_fib_lookup fib = {};
+	struct node_ip_key nk = { .addr = addressed };
+	long rc;
 
 	if (cfg_snat_ip)
 		return cfg_snat_ip;
@@ -91,10 +101,12 @@ static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr
 	fib.tot_len = sizeof(struct iphdr);
 	fib.ipv4_dst = daddr;
 	fib.ifindex = skb->ingress_ifindex;
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH) !=
-	    BPF_FIB_LKUP_RET_SUCCESS)
-		return 0;
-	return fib.ipv4_src;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return fib.ipv4_src;
+	if (rc < 0 && bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+		return addressed;
+	return 0;
 }
 
 #endif /* BPFPROXY_FIB_H */

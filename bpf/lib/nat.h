@@ -64,8 +64,9 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p,
 	return 0;
 }
 
-/* Decrement the TTL before we forward a packet ourselves, as a router would.
- * Returns the new TTL (0 or 1 means: leave it to the stack). */
+/* Decrement the TTL before we forward a packet ourselves, as a router
+ * would; the caller has left packets with a TTL of 0 or 1 to the stack.
+ * Returns 0 or -1. */
 static __always_inline int ttl_decrement(struct __sk_buff *skb, const struct pkt *p)
 {
 	/* TTL and protocol share a 16-bit word at offset 8 of the header. */
@@ -73,13 +74,9 @@ static __always_inline int ttl_decrement(struct __sk_buff *skb, const struct pkt
 	__be16 new = bpf_htons(((__u16)(p->ttl - 1) << 8) | p->tuple.proto);
 	__u8 ttl = p->ttl - 1;
 
-	if (p->ttl <= 1)
-		return p->ttl;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new)))
 		return -1;
-	if (bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, ttl), &ttl, 1, 0))
-		return -1;
-	return ttl;
+	return bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, ttl), &ttl, 1, 0);
 }
 
 /* ---- ICMP errors quoting a NAT'd flow ----------------------------------- */

@@ -139,7 +139,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	} else if (!from_pod && (fe->flags & FE_F_EXTERNAL) && !(be.flags & BE_F_LOCAL)) {
 		/* eTP=Cluster to another node: SNAT to this node (kube-proxy
 		 * parity), so the reply comes back through us. */
-		to.saddr = fib_source_for(skb, be.addr);
+		to.saddr = fib_source_for(skb, be.addr, p->tuple.daddr);
 		if (!to.saddr)
 			return drop(skb, REASON_NO_SNAT_SOURCE);
 		flags |= CT_F_SNAT;

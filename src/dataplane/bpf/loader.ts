@@ -1,5 +1,5 @@
 /**
- * Loading the datapath: the TC objects, with load-time settings written to
+ * Loading the datapath: the BPF object, with load-time settings written to
  * .rodata and maps pinned (or adopted) under the pin dir, and opening the
  * pinned maps alone for the CLI. A pinned map whose layout an upgrade
  * changed is migrated (conntrack entries copied) or replaced (counters).
@@ -26,11 +26,14 @@ export const MAP_NAMES = {
   reasons: 'bpfproxy_reasons',
 } as const;
 
-/** Each program, its object, and where it is attached (see attach.ts). */
+/** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
+export const BPF_OBJECT = 'bpfproxy.o';
+
+/** Each program by role, its name in BPF_OBJECT (where it is attached: attach.ts). */
 export const PROGRAMS = {
-  fromPod: { object: 'tc_pod.o', name: 'bpfproxy_pod' },
-  fromData: { object: 'tc_data.o', name: 'bpfproxy_data' },
-  hostReply: { object: 'tc_host.o', name: 'bpfproxy_host' },
+  fromPod: { name: 'bpfproxy_pod' },
+  fromData: { name: 'bpfproxy_data' },
+  hostReply: { name: 'bpfproxy_host' },
 } as const;
 
 export type ProgramRole = keyof typeof PROGRAMS;
@@ -299,7 +302,7 @@ function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathM
   return carry;
 }
 
-/** Load the TC objects; their maps are pinned under pinDir (or adopted). */
+/** Load the BPF object; its maps are pinned under pinDir (or adopted). */
 export async function loadPrograms(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Programs> {
   mkdirSync(pinDir, { recursive: true });
   const carry = migratePins(pinDir, log);
@@ -309,11 +312,18 @@ export async function loadPrograms(bpfDir: string, pinDir: string, cfg: Datapath
   const objects: NativeBpfObject[] = [];
   const programs = {} as Record<ProgramRole, { fd: number; name: string }>;
   try {
+    const path = join(bpfDir, BPF_OBJECT);
+    const obj = await native().loadObject(path, { pinRoot: pinDir, rodata, maxEntries });
+    objects.push(obj);
+    const loaded = obj.programs();
     for (const [role, p] of Object.entries(PROGRAMS) as Array<[ProgramRole, (typeof PROGRAMS)[ProgramRole]]>) {
-      const obj = await native().loadObject(join(bpfDir, p.object), { pinRoot: pinDir, rodata, maxEntries });
-      objects.push(obj);
-      const prog = obj.programs().find((x) => x.name === p.name);
-      if (!prog) throw new Error(`${p.object} has no program ${p.name}`);
+      const prog = loaded.find((x) => x.name === p.name);
+      if (!prog) {
+        throw new Error(
+          `${path} has no program ${p.name} (it has: ${loaded.map((x) => x.name).join(', ') || 'none'}); ` +
+            'the BPF object and the agent are from different builds: rebuild with "make bpf"',
+        );
+      }
       programs[role] = { fd: prog.fd, name: prog.name };
     }
     finishMigrations(pinDir, log);
