@@ -331,7 +331,8 @@ bench.command('cluster')
   .requiredOption('--client-node <node>', 'node for the client pod (knb: -cn)')
   .requiredOption('--server-node <node>', 'node for the server pod (knb: -sn)')
   .option('-d, --duration <seconds>', 'seconds per test', positiveInt('-d'), 10)
-  .option('--only-tests <list>', 'subset (knb: -ot): idle, tcp, udp, p2p, p2s, p2p_tcp, p2p_udp, p2s_tcp, p2s_udp', 'idle,p2p,p2s')
+  .option('--only-tests <list>', 'subset (knb: -ot): all, idle, tcp, udp, p2p, p2s, p2ptcp, p2pudp, p2stcp, p2sudp', 'idle,p2p,p2s')
+  .option('--name <name>', 'name of this run in the results (knb: --name; default bpfproxy-<pid>)')
   .option('--socket-buffer-size <size>', 'UDP socket buffer, iperf3 -w (knb: -sbs), e.g. 256K', 'auto')
   .option('-n, --namespace <ns>', 'namespace for the benchmark pods', 'knb')
   .option('-t, --timeout <seconds>', 'seconds to wait for a pod', positiveInt('-t'), 180)
@@ -350,7 +351,7 @@ bench.command('cluster')
       throw new InvalidArgumentError((e as Error).message);
     }
     const b = new ClusterBench(loadKubeConfig(o.kubeconfig), {
-      clientNode: o.clientNode, serverNode: o.serverNode, duration: o.duration, tests, socketBufferSize: o.socketBufferSize,
+      ...(o.name ? { name: o.name } : {}), clientNode: o.clientNode, serverNode: o.serverNode, duration: o.duration, tests, socketBufferSize: o.socketBufferSize,
       namespace: o.namespace, image: o.image, podTimeout: o.timeout, keep: !!o.keep,
     }, (s) => process.stderr.write(`bench cluster: ${s}\n`));
     const out = renderCluster(await b.run(), o.output);
@@ -358,13 +359,13 @@ bench.command('cluster')
     else process.stdout.write(out);
   });
 bench.command('compare')
-  .argument('<a>', 'results of one run (bench cluster -o json), e.g. kube-proxy')
-  .argument('<b>', 'results of the other, e.g. bpfproxy')
+  .argument('<a>', 'results of one run (bench cluster -o json, or knb -o json), e.g. kube-proxy')
+  .argument('<b>', 'results of the other (either format), e.g. bpfproxy')
   .option('--out <dir>', 'write compare.md and the charts here')
   .description('two cluster runs side by side, with charts')
   .action(async (a: string, b: string, o) => {
-    const { compareClusters, runName } = await import('./bench/compare.js');
-    const files = compareClusters(JSON.parse(readFileSync(a, 'utf8')), JSON.parse(readFileSync(b, 'utf8')), [runName(a), runName(b)]);
+    const { compareClusters, loadClusterResults, runName } = await import('./bench/compare.js');
+    const files = compareClusters(loadClusterResults(a), loadClusterResults(b), [runName(a), runName(b)]);
     if (!o.out) {
       process.stdout.write(files['compare.md']!);
       return;

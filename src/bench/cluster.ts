@@ -1,15 +1,26 @@
 /**
  * `bpfproxy bench cluster`: the k8s-bench-suite (knb) method against a real
- * cluster, with knb's options and JSON keys, so results compare with what
- * AKS/EKS users already run. Server and client pods pinned to two named
- * nodes; tests idle, pod-to-pod and pod-to-service over TCP and UDP with
- * iperf3; CPU and RAM of both nodes averaged over each test window from
- * monitor pods that sample /proc/stat and /proc/meminfo.
+ * cluster, with knb's options and JSON keys (knb 1.5.0's `-o json`: metadata
+ * name, generator, version, date, server-node, client-node,
+ * socket-buffer-size; data cpu, kernel, k8s-version, mtu, idle, pod2pod,
+ * pod2svc), so results compare with what AKS/EKS users already run. Server
+ * and client pods pinned to two named nodes; tests idle, pod-to-pod and
+ * pod-to-service over TCP and UDP with iperf3; CPU and RAM of both nodes
+ * averaged over each test window from monitor pods that sample /proc/stat and
+ * /proc/meminfo.
  */
-import { CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CoreV1Api, VersionApi, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
+import { REPO_ROOT } from '../lab/lab.js';
+
+/** The knb release whose JSON keys and -ot words these results follow. */
+export const KNB_FORMAT = '1.5.0';
 
 export interface ClusterOptions {
+  /** knb's --name: the run's name in the results (default bpfproxy-<pid>, as knb's knb-<pid>) */
+  name?: string;
   clientNode: string;
   serverNode: string;
   /** seconds per test */
@@ -30,26 +41,48 @@ export interface CpuFigures { user: number; nice: number; system: number; iowait
 export interface NodeFigures { cpu: CpuFigures; ram: number }
 export interface TestFigures { bandwidth: number; client: NodeFigures; server: NodeFigures; retransmits?: number; lostPercent?: number }
 
+/**
+ * knb's JSON keys, plus ours. Results read from knb itself lack the keys
+ * marked "ours" (compare.ts converts them).
+ */
 export interface ClusterResults {
   metadata: {
-    generator: string; knbCompatible: true; date: string; 'server-node': string; 'client-node': string;
-    'socket-buffer-size': string; duration: number; namespace: string; server: string;
+    name: string; generator: string; version: string; date: string; 'server-node': string; 'client-node': string; 'socket-buffer-size': string;
+    /** ours: the knb release whose format this follows */
+    knbCompatible?: string;
+    /** ours */
+    duration?: number; namespace?: string; server?: string;
   };
   data: {
-    idle?: { client: NodeFigures; server: NodeFigures };
+    /** CPU model of the server node, kernel, API server version, pod interface MTU (knb: discovered from the server pod) */
+    cpu: string; kernel: string; 'k8s-version': string; mtu: string;
+    idle?: { bandwidth?: number; client: NodeFigures; server: NodeFigures };
     pod2pod?: { tcp?: TestFigures; udp?: TestFigures };
     pod2svc?: { tcp?: TestFigures; udp?: TestFigures };
   };
 }
 
-/** knb's -ot words to our test names. */
+let ourVersion: string | undefined;
+/** bpfproxy's version (package.json), the results' metadata.version as knb records its own. */
+export function bpfproxyVersion(): string {
+  try {
+    const v = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version?: unknown }).version;
+    ourVersion ??= typeof v === 'string' ? v : 'unknown';
+  } catch {
+    ourVersion = 'unknown';
+  }
+  return ourVersion;
+}
+
+/** knb's -ot words (all, tcp, udp, p2p, p2s, p2ptcp, p2pudp, p2stcp, p2sudp, idle; ours with underscores too) to our test names. */
 export function parseOnlyTests(v: string): ClusterOptions['tests'] {
   const all: ClusterOptions['tests'] = ['idle', 'pod2pod.tcp', 'pod2pod.udp', 'pod2svc.tcp', 'pod2svc.udp'];
   const out = new Set<ClusterOptions['tests'][number]>();
   for (const w of v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean)) {
     const m: Record<string, ClusterOptions['tests']> = {
-      idle: ['idle'], tcp: ['pod2pod.tcp', 'pod2svc.tcp'], udp: ['pod2pod.udp', 'pod2svc.udp'],
+      all, idle: ['idle'], tcp: ['pod2pod.tcp', 'pod2svc.tcp'], udp: ['pod2pod.udp', 'pod2svc.udp'],
       p2p: ['pod2pod.tcp', 'pod2pod.udp'], pod2pod: ['pod2pod.tcp', 'pod2pod.udp'], p2s: ['pod2svc.tcp', 'pod2svc.udp'], pod2svc: ['pod2svc.tcp', 'pod2svc.udp'],
+      p2ptcp: ['pod2pod.tcp'], p2pudp: ['pod2pod.udp'], p2stcp: ['pod2svc.tcp'], p2sudp: ['pod2svc.udp'],
       p2p_tcp: ['pod2pod.tcp'], p2p_udp: ['pod2pod.udp'], p2s_tcp: ['pod2svc.tcp'], p2s_udp: ['pod2svc.udp'],
     };
     const got = m[w];
@@ -60,7 +93,25 @@ export function parseOnlyTests(v: string): ClusterOptions['tests'] {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const MONITOR = 'while true; do echo "T $(date +%s)"; head -1 /proc/stat; grep -E "^(MemTotal|MemAvailable):" /proc/meminfo; sleep 1; done';
+/**
+ * What knb discovers from the server node, printed once by the monitor: the
+ * CPU model (last "model name" of /proc/cpuinfo), the kernel, and the MTU of
+ * the pod's interface (the first non-loopback one that is up).
+ */
+const FACTS = 'echo "FACT cpu $(grep "model name" /proc/cpuinfo | tail -n 1 | cut -d: -f2-)"; echo "FACT kernel $(uname -r)"; ' +
+  'm=""; for i in /sys/class/net/*; do n=${i##*/}; [ "$n" = lo ] && continue; [ -z "$m" ] && m=$(cat $i/mtu); ' +
+  '[ "$(cat $i/operstate 2>/dev/null)" = up ] && { m=$(cat $i/mtu); break; }; done; echo "FACT mtu $m"; ';
+const MONITOR = `${FACTS}while true; do echo "T $(date +%s)"; head -1 /proc/stat; grep -E "^(MemTotal|MemAvailable):" /proc/meminfo; sleep 1; done`;
+
+/** The FACT lines of a monitor's log (whitespace collapsed, as knb's echo does). */
+export function parseFacts(log: string): { cpu: string; kernel: string; mtu: string } {
+  const f: Record<string, string> = {};
+  for (const line of log.split('\n')) {
+    const m = /^FACT (cpu|kernel|mtu)(?: (.*))?$/.exec(line.trim());
+    if (m) f[m[1]!] = (m[2] ?? '').trim().split(/\s+/).filter(Boolean).join(' ');
+  }
+  return { cpu: f.cpu ?? '', kernel: f.kernel ?? '', mtu: f.mtu ?? '' };
+}
 
 interface Sample { t: number; cpu: number[]; memTotal: number; memAvail: number }
 
@@ -103,11 +154,23 @@ export function windowFigures(samples: Sample[], from: number, to: number): Node
 
 export class ClusterBench {
   private readonly core: CoreV1Api;
+  private readonly version: VersionApi;
   private readonly poll: number;
 
   constructor(kc: KubeConfig, private readonly o: ClusterOptions, private readonly say: (s: string) => void = () => undefined) {
     this.core = kc.makeApiClient(CoreV1Api);
+    this.version = kc.makeApiClient(VersionApi);
     this.poll = o.pollMs ?? 1000;
+  }
+
+  /** The API server's version, as knb records from `kubectl version` (Server). */
+  private async serverVersion(): Promise<string> {
+    try {
+      return (await this.version.getCode()).gitVersion;
+    } catch (e) {
+      this.say(`could not read the API server version from /version (${(e as Error).message}); k8s-version is recorded as "unknown"`);
+      return 'unknown';
+    }
   }
 
   private pod(name: string, node: string, command: string[], restart: 'Always' | 'Never'): V1Pod {
@@ -161,10 +224,11 @@ export class ClusterBench {
     const ns = o.namespace;
     const res: ClusterResults = {
       metadata: {
-        generator: 'bpfproxy bench cluster', knbCompatible: true, date: new Date().toISOString(), 'server-node': o.serverNode, 'client-node': o.clientNode,
-        'socket-buffer-size': o.socketBufferSize, duration: o.duration, namespace: ns, server: '',
+        name: o.name ?? `bpfproxy-${process.pid}`, generator: 'bpfproxy bench cluster', version: bpfproxyVersion(), date: new Date().toISOString(),
+        'server-node': o.serverNode, 'client-node': o.clientNode, 'socket-buffer-size': o.socketBufferSize,
+        knbCompatible: KNB_FORMAT, duration: o.duration, namespace: ns, server: '',
       },
-      data: {},
+      data: { cpu: '', kernel: '', 'k8s-version': await this.serverVersion(), mtu: '' },
     };
     await this.core.createNamespace({ body: { metadata: { name: ns } } }).catch((e: { code?: number }) => {
       if (e.code !== 409) throw e;
@@ -203,12 +267,14 @@ export class ClusterBench {
           ...(proto === 'tcp' ? { retransmits: end.sum_sent?.retransmits ?? 0 } : { lost: end.sum?.lost_percent ?? 0 }) });
       }
       const clientSamples = parseMonitor(await this.logs('monitor-client'));
-      const serverSamples = parseMonitor(await this.logs('monitor-server'));
+      const serverLog = await this.logs('monitor-server');
+      const serverSamples = parseMonitor(serverLog);
+      Object.assign(res.data, parseFacts(serverLog));
       for (const w of windows) {
         const client = windowFigures(clientSamples, w.from, w.to);
         const serverF = windowFigures(serverSamples, w.from, w.to);
         if (w.test === 'idle') {
-          res.data.idle = { client, server: serverF };
+          res.data.idle = { bandwidth: 0, client, server: serverF };
           continue;
         }
         const [kind, proto] = w.test.split('.') as ['pod2pod' | 'pod2svc', 'tcp' | 'udp'];
@@ -232,7 +298,9 @@ export class ClusterBench {
 export function renderCluster(r: ClusterResults, format: 'text' | 'json' | 'yaml'): string {
   if (format === 'json') return `${JSON.stringify(r, null, 2)}\n`;
   if (format === 'yaml') return stringify(r);
-  const lines = [`bpfproxy bench cluster (knb method) — ${r.metadata.date}`, `server node ${r.metadata['server-node']}, client node ${r.metadata['client-node']}, ${r.metadata.duration} s per test`, ''];
+  const lines = [`bpfproxy bench cluster (knb method) — ${r.metadata.name}, ${r.metadata.date}`,
+    `server node ${r.metadata['server-node']}, client node ${r.metadata['client-node']}, ${r.metadata.duration ?? '?'} s per test`,
+    `CPU ${r.data.cpu || 'unknown'}; kernel ${r.data.kernel || 'unknown'}; Kubernetes ${r.data['k8s-version'] || 'unknown'}; MTU ${r.data.mtu || 'unknown'}`, ''];
   const row = (name: string, bw: string, c: NodeFigures, s: NodeFigures) =>
     `${name.padEnd(14)} ${bw.padStart(12)}   client cpu ${c.cpu.total.toFixed(1).padStart(5)}% ram ${String(c.ram).padStart(6)} MiB   server cpu ${s.cpu.total.toFixed(1).padStart(5)}% ram ${String(s.ram).padStart(6)} MiB`;
   if (r.data.idle) lines.push(row('idle', '-', r.data.idle.client, r.data.idle.server));

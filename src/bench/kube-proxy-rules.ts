@@ -2,7 +2,8 @@
  * kube-proxy's rules, written the way kube-proxy writes them, for the
  * side-by-side benchmark: iptables mode (KUBE-SERVICES -> KUBE-SVC-* with
  * statistic probabilities -> KUBE-SEP-* DNAT, masquerade marks; chain names
- * hashed as kube-proxy hashes them) and nftables mode (KEP-3866: one
+ * hashed as kube-proxy hashes them; the restore input of kube-proxy's full and
+ * partial syncs, and when it does which) and nftables mode (KEP-3866: one
  * verdict map from (IP, proto, port) to per-service chains that pick an
  * endpoint chain with numgen).
  */
@@ -41,55 +42,245 @@ export const svcChain = (s: BenchService): string => `KUBE-SVC-${hash(spn(s) + s
 export const sepChain = (s: BenchService, e: { ip: string; port: number }): string =>
   `KUBE-SEP-${hash(spn(s) + s.protocol.toLowerCase() + `${e.ip}:${e.port}`).slice(0, 16)}`;
 
-/** A full iptables-restore payload for these services (kube-proxy's full sync). */
-export function iptablesRules(services: readonly BenchService[], clusterCidr: string): string {
-  const f: string[] = [];
-  const n: string[] = [];
-  f.push('*filter', ':KUBE-SERVICES - [0:0]', ':KUBE-EXTERNAL-SERVICES - [0:0]', ':KUBE-FORWARD - [0:0]', ':KUBE-NODEPORTS - [0:0]', ':KUBE-PROXY-FIREWALL - [0:0]',
-    '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
-    '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
-    '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
-    '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
-    '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
-    '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES',
-    '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL',
-    '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
-    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
-    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
-    'COMMIT');
-  n.push('*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-POSTROUTING - [0:0]', ':KUBE-MARK-MASQ - [0:0]', ':KUBE-NODEPORTS - [0:0]');
-  for (const s of services) {
-    n.push(`:${svcChain(s)} - [0:0]`);
-    for (const e of s.endpoints) n.push(`:${sepChain(s, e)} - [0:0]`);
-  }
-  n.push('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-    '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+/**
+ * kube-proxy's defaults for the iptables proxier (KubeProxyConfiguration and
+ * pkg/proxy/util):
+ * - syncPeriod 30 s: how often the canary chain is checked, and, in large
+ *   cluster mode, the shortest interval between stale-chain cleanups (each
+ *   one an `iptables-save -t nat`);
+ * - minSyncPeriod 1 s: the most often it syncs under steady churn;
+ * - FullSyncPeriod 1 h: a sync runs at least once an hour, and it is a full
+ *   one unless kube-proxy is in large cluster mode (kubernetes#138571, in
+ *   1.34.x, 1.35.x, 1.36.x and later: no periodic full syncs above 1000
+ *   endpoints);
+ * - large cluster mode above 1000 endpoints: no per-endpoint comments, and the
+ *   stale-chain cleanup at most once per syncPeriod instead of every sync.
+ */
+export const KUBE_PROXY_DEFAULTS = {
+  syncPeriodMs: 30_000,
+  minSyncPeriodMs: 1_000,
+  fullSyncPeriodMs: 3_600_000,
+  largeClusterEndpointsThreshold: 1000,
+} as const;
+
+/**
+ * Virtual time between two endpoint changes in the benchmark's kube-proxy
+ * iptables timeline: a cluster with steady churn (six changes a minute), so
+ * over the samples kube-proxy's 30 s cleanup timer fires as often as it would
+ * there.
+ */
+export const KUBE_PROXY_CHANGE_INTERVAL_MS = 10_000;
+
+/** kube-proxy's iptables-restore flags: never flush a whole table, keep counters; wait for the xtables lock. */
+export const IPTABLES_RESTORE_ARGS: readonly string[] = ['-w', '5', '-W', '100000', '--noflush', '--counters'];
+/** kube-proxy's flags for single iptables commands (EnsureChain, EnsureRule, ChainExists). */
+export const IPTABLES_WAIT_ARGS: readonly string[] = ['-w', '5', '-W', '100000'];
+
+/** The canary chain kube-proxy's monitor creates in mangle, nat and filter, and checks in mangle every syncPeriod. */
+export const CANARY_CHAIN = 'KUBE-PROXY-CANARY';
+export const CANARY_TABLES = ['mangle', 'nat', 'filter'] as const;
+
+/**
+ * Jumps from the built-in chains into kube-proxy's, which kube-proxy ensures
+ * with single iptables commands (EnsureChain, then EnsureRule prepending) on
+ * every full sync and never on a partial one (iptablesJumpChains and
+ * iptablesKubeletJumpChains).
+ */
+export interface JumpChain { table: 'filter' | 'nat'; chain: string; from: string; args: readonly string[] }
+const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
+const jump = (table: JumpChain['table'], chain: string, from: string, comment: string, extra: readonly string[] = []): JumpChain =>
+  ({ table, chain, from, args: [...extra, ...(comment ? ['-m', 'comment', '--comment', comment] : []), '-j', chain] });
+export const JUMP_CHAINS: readonly JumpChain[] = [
+  jump('filter', 'KUBE-EXTERNAL-SERVICES', 'INPUT', 'kubernetes externally-visible service portals', NEW),
+  jump('filter', 'KUBE-EXTERNAL-SERVICES', 'FORWARD', 'kubernetes externally-visible service portals', NEW),
+  jump('filter', 'KUBE-NODEPORTS', 'INPUT', 'kubernetes health check service ports'),
+  jump('filter', 'KUBE-SERVICES', 'FORWARD', 'kubernetes service portals', NEW),
+  jump('filter', 'KUBE-SERVICES', 'OUTPUT', 'kubernetes service portals', NEW),
+  jump('filter', 'KUBE-FORWARD', 'FORWARD', 'kubernetes forwarding rules'),
+  jump('filter', 'KUBE-PROXY-FIREWALL', 'INPUT', 'kubernetes load balancer firewall', NEW),
+  jump('filter', 'KUBE-PROXY-FIREWALL', 'OUTPUT', 'kubernetes load balancer firewall', NEW),
+  jump('filter', 'KUBE-PROXY-FIREWALL', 'FORWARD', 'kubernetes load balancer firewall', NEW),
+  jump('nat', 'KUBE-SERVICES', 'OUTPUT', 'kubernetes service portals'),
+  jump('nat', 'KUBE-SERVICES', 'PREROUTING', 'kubernetes service portals'),
+  jump('nat', 'KUBE-POSTROUTING', 'POSTROUTING', 'kubernetes postrouting rules'),
+  jump('filter', 'KUBE-FIREWALL', 'INPUT', ''),
+  jump('filter', 'KUBE-FIREWALL', 'OUTPUT', ''),
+];
+
+/** The service (namespace/name) a service port belongs to: what kube-proxy's change trackers key updates by. */
+export const serviceKey = (s: BenchService): string => `${s.namespace}/${s.name}`;
+const isServiceChain = (c: string): boolean => /^KUBE-(SVC|SVL|EXT|FW|SEP)-/.test(c);
+/** kube-proxy's computeProbability: 1/n with ten decimals. */
+const probability = (n: number): string => (1 / n).toFixed(10);
+
+export interface IptablesSyncOptions {
+  clusterCidr: string;
+  /** a full sync writes every service's chains; a partial one only those of `changed` */
+  full: boolean;
+  /** services (namespace/name) whose service or endpoints changed since the last sync */
+  changed?: ReadonlySet<string>;
+  /**
+   * The nat table's chains as `iptables-save -t nat` lists them now, when this
+   * sync cleans up stale chains (every sync, or once per syncPeriod in large
+   * cluster mode); null when it skips the cleanup.
+   */
+  existingNatChains?: ReadonlySet<string> | null;
+  /** `MASQUERADE --random-fully`, as kube-proxy writes when iptables supports it (true on any current iptables) */
+  randomFully?: boolean;
+}
+
+export interface IptablesRestore {
+  /** the iptables-restore input, fed with IPTABLES_RESTORE_ARGS */
+  input: string;
+  largeClusterMode: boolean;
+  /** stale service chains this restore deletes */
+  deletedChains: string[];
+  /** service chains this restore writes (flushes and refills) */
+  writtenChains: string[];
+  totalEndpoints: number;
+}
+
+/**
+ * The iptables-restore input of one kube-proxy sync (pkg/proxy/iptables
+ * syncProxyRules). Every sync, full or partial, writes the whole filter table
+ * and the nat table's top-level chains: KUBE-SERVICES with one rule per
+ * service port, KUBE-NODEPORTS, KUBE-POSTROUTING, KUBE-MARK-MASQ. A partial
+ * sync (MinimizeIPTablesRestore, KEP-3453, default since 1.27) writes the
+ * KUBE-SVC-* and KUBE-SEP-* chains only of services that changed; a full one
+ * writes every service's. Stale service chains found in the nat table are
+ * declared (which flushes them) and deleted with -X.
+ */
+export function iptablesRestoreInput(services: readonly BenchService[], o: IptablesSyncOptions): IptablesRestore {
+  const totalEndpoints = services.reduce((a, s) => a + s.endpoints.length, 0);
+  const large = totalEndpoints > KUBE_PROXY_DEFAULTS.largeClusterEndpointsThreshold;
+  const comment = (c: string): string => (large ? '' : ` -m comment --comment ${c}`);
+  const filterChains = ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-FIREWALL'];
+  const filterRules = ['-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'];
+  const natChains = ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ'];
+  const natRules = [
     '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
     '-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000',
-    '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully',
-    '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000');
+    `-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE${o.randomFully === false ? '' : ' --random-fully'}`,
+    '-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000',
+  ];
+  const active = new Set<string>();
+  const written: string[] = [];
   for (const s of services) {
     const p = s.protocol.toLowerCase();
-    const c = `"${spn(s)} cluster IP"`;
-    if (s.endpoints.length === 0) continue; // kube-proxy puts a REJECT in the filter table instead
-    n.push(`-A KUBE-SERVICES -d ${s.clusterIP}/32 -p ${p} -m comment --comment ${c} -m ${p} --dport ${s.port} -j ${svcChain(s)}`);
-    n.push(`-A ${svcChain(s)} ! -s ${clusterCidr} -d ${s.clusterIP}/32 -p ${p} -m comment --comment ${c} -m ${p} --dport ${s.port} -j KUBE-MARK-MASQ`);
+    const name = spn(s);
+    const match = `-m ${p} -p ${p} -d ${s.clusterIP} --dport ${s.port}`;
+    if (s.endpoints.length === 0) {
+      filterRules.push(`-A KUBE-SERVICES -m comment --comment "${name} has no endpoints" ${match} -j REJECT`);
+      continue;
+    }
+    const svc = svcChain(s);
+    natRules.push(`-A KUBE-SERVICES -m comment --comment "${name} cluster IP" ${match} -j ${svc}`);
+    active.add(svc);
+    for (const e of s.endpoints) active.add(sepChain(s, e));
+    if (!o.full && !o.changed?.has(serviceKey(s))) continue;
+    natChains.push(svc);
+    written.push(svc);
+    natRules.push(`-A ${svc} -m comment --comment "${name} cluster IP" ${match} ! -s ${o.clusterCidr} -j KUBE-MARK-MASQ`);
     s.endpoints.forEach((e, i) => {
       const left = s.endpoints.length - i;
-      const prob = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(11)}` : '';
-      n.push(`-A ${svcChain(s)} -m comment --comment "${spn(s)} -> ${e.ip}:${e.port}"${prob} -j ${sepChain(s, e)}`);
+      const stat = left > 1 ? ` -m statistic --mode random --probability ${probability(left)}` : '';
+      natRules.push(`-A ${svc}${comment(`"${name} -> ${e.ip}:${e.port}"`)}${stat} -j ${sepChain(s, e)}`);
     });
     for (const e of s.endpoints) {
-      n.push(`-A ${sepChain(s, e)} -s ${e.ip}/32 -m comment --comment "${spn(s)}" -j KUBE-MARK-MASQ`);
-      n.push(`-A ${sepChain(s, e)} -p ${p} -m comment --comment "${spn(s)}" -m ${p} -j DNAT --to-destination ${e.ip}:${e.port}`);
+      const sep = sepChain(s, e);
+      natChains.push(sep);
+      written.push(sep);
+      natRules.push(`-A ${sep}${comment(name)} -s ${e.ip} -j KUBE-MARK-MASQ`);
+      natRules.push(`-A ${sep}${comment(name)} -m ${p} -p ${p} -j DNAT --to-destination ${e.ip}:${e.port}`);
     }
   }
-  n.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
-    'COMMIT');
-  return `${f.join('\n')}\n${n.join('\n')}\n`;
+  const deleted = [...(o.existingNatChains ?? [])].filter((c) => isServiceChain(c) && !active.has(c)).sort();
+  for (const c of deleted) {
+    natChains.push(c);
+    natRules.push(`-X ${c}`);
+  }
+  natRules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
+  filterRules.push('-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+  const decl = (c: string): string => `:${c} - [0:0]`;
+  const input = ['*filter', ...filterChains.map(decl), ...filterRules, 'COMMIT', '*nat', ...natChains.map(decl), ...natRules, 'COMMIT', ''].join('\n');
+  return { input, largeClusterMode: large, deletedChains: deleted, writtenChains: written, totalEndpoints };
+}
+
+/** kube-proxy's first sync for these services: a full restore into tables that hold none of its chains. */
+export function iptablesRules(services: readonly BenchService[], clusterCidr: string): string {
+  return iptablesRestoreInput(services, { clusterCidr, full: true, existingNatChains: new Set() }).input;
+}
+
+/** The service chain names in `iptables-save -t nat` output (utiliptables.GetChainsFromTable). */
+export function natChainsFromSave(save: string): Set<string> {
+  const out = new Set<string>();
+  for (const line of save.split('\n')) if (line.startsWith(':')) out.add(line.slice(1).split(' ')[0]!);
+  return out;
+}
+
+export type SyncKind = 'full' | 'partial';
+export interface SyncPlan {
+  kind: SyncKind;
+  /** this sync runs iptables-save -t nat to find stale chains */
+  cleanup: boolean;
+  largeClusterMode: boolean;
+  /** this sync ensures the jump rules from the built-in chains (full syncs only) */
+  ensureJumps: boolean;
+}
+
+/**
+ * When kube-proxy's iptables proxier does what, at its defaults: the decisions
+ * of syncProxyRules and of the timers around it, on a clock the caller
+ * advances (ms). No I/O: the benchmark runs the commands a plan calls for.
+ */
+export class KubeProxySchedule {
+  private needFullSync = true;
+  private lastFullSync = -Infinity;
+  private lastCleanup = -Infinity;
+  private lastSync = -Infinity;
+  private lastCanary = -Infinity;
+  /** set by the previous sync, read by the next one's full-sync decision (as in kube-proxy) */
+  private largeClusterMode = false;
+
+  constructor(readonly d: { syncPeriodMs: number; fullSyncPeriodMs: number; largeClusterEndpointsThreshold: number } = KUBE_PROXY_DEFAULTS) {}
+
+  /** The sync kube-proxy runs at `now` for `totalEndpoints` endpoints (call done() when it succeeded). */
+  plan(now: number, totalEndpoints: number): SyncPlan {
+    const full = this.needFullSync || (now - this.lastFullSync > this.d.fullSyncPeriodMs && !this.largeClusterMode);
+    const large = totalEndpoints > this.d.largeClusterEndpointsThreshold;
+    return { kind: full ? 'full' : 'partial', cleanup: !large || now - this.lastCleanup > this.d.syncPeriodMs, largeClusterMode: large, ensureJumps: full };
+  }
+
+  done(now: number, p: SyncPlan): void {
+    this.largeClusterMode = p.largeClusterMode;
+    if (p.cleanup) this.lastCleanup = now;
+    if (p.kind === 'full') this.lastFullSync = now;
+    this.needFullSync = false;
+    this.lastSync = now;
+  }
+
+  /** A failed restore: the next sync is a full one (the change trackers were already drained). */
+  failed(): void {
+    this.needFullSync = true;
+  }
+
+  /** The next time the sync runner fires with nothing changed: FullSyncPeriod after the last sync. */
+  nextPeriodicSync(): number {
+    return this.lastSync + this.d.fullSyncPeriodMs;
+  }
+
+  /** Canary checks (one `iptables -S KUBE-PROXY-CANARY -t mangle` each) due in (last check, now]. */
+  canaryChecksDue(now: number): number {
+    if (this.lastCanary === -Infinity) {
+      this.lastCanary = now;
+      return 0;
+    }
+    const n = Math.floor((now - this.lastCanary) / this.d.syncPeriodMs);
+    this.lastCanary += n * this.d.syncPeriodMs;
+    return n;
+  }
 }
 
 /** nftables mode names: "<kind>-<hash of base>-<base>", base "ns/name/proto/port". */

@@ -2,6 +2,7 @@
 import type { LocalResults, VariantRun } from './local.js';
 import { ratio } from './stats.js';
 import { chart } from './svg.js';
+import { KUBE_PROXY_CHANGE_INTERVAL_MS } from './kube-proxy-rules.js';
 import type { Variant } from './variants.js';
 
 export interface Target {
@@ -92,6 +93,26 @@ export function renderLocal(r: LocalResults): Record<string, string> {
           `${x.crrErrors.reduce((a, b) => a + b, 0)}${x.errors.length ? ` (${x.errors.length} tool errors)` : ''}${x.generatorSaturated ? ' ⚠ generator saturated a core' : ''}`];
       })), '');
   }
+  const kp = ns.map((n) => find(r, 'iptables', n)).filter((x): x is VariantRun & { kubeProxy: NonNullable<VariantRun['kubeProxy']> } => !!x?.kubeProxy);
+  if (kp.length) {
+    md.push('## kube-proxy iptables: what its syncs cost', '');
+    md.push(`As kube-proxy runs at its defaults (syncPeriod 30 s, minSyncPeriod 1 s, full sync at most hourly; large cluster mode above 1000 endpoints). ` +
+      `Endpoint changes arrive every ${KUBE_PROXY_CHANGE_INTERVAL_MS / 1000} s of virtual time; each is one partial sync (\`iptables-restore --noflush\` of the filter table, KUBE-SERVICES and the changed service's chains), ` +
+      'plus `iptables-save -t nat` when the stale-chain cleanup is due (every sync, or once per 30 s in large cluster mode). ' +
+      'With nothing changing, kube-proxy syncs once an hour (a full sync, or in large cluster mode a partial one: no periodic full syncs there since kubernetes#138571) and checks its canary chain every 30 s; that idle cost is added, amortized, into the CPU per Gbit figures above.', '');
+    md.push(table(['services', 'endpoints', 'large cluster mode', 'first sync ms', 'change p50 / p99 ms', 'CPU ms per change', 'changes with cleanup', 'hourly sync', 'hourly sync ms (CPU ms)', 'canary check ms', 'idle CPU ms/h'],
+      kp.map((x) => {
+        const k = x.kubeProxy;
+        const first = k.syncs[0];
+        const changes = k.syncs.slice(1);
+        const cpu = changes.length ? changes.reduce((a, c) => a + c.cpuMs, 0) / changes.length : NaN;
+        const p = k.periodicSync;
+        return [x.services, k.totalEndpoints, k.largeClusterMode ? 'yes' : 'no', first ? first.wallMs.toFixed(1) : '–',
+          x.endpointChangeMs && Number.isFinite(x.endpointChangeMs.p50) ? `${x.endpointChangeMs.p50} / ${x.endpointChangeMs.p99}` : '–',
+          Number.isFinite(cpu) ? cpu.toFixed(0) : '–', `${changes.filter((c) => c.cleanup).length} of ${changes.length}`,
+          p ? p.kind : '–', p ? `${p.wallMs.toFixed(1)} (${p.cpuMs})` : '–', k.canary.wallMs.toFixed(1), (k.idleCpuSecPerSec * 3_600_000).toFixed(0)];
+      })), '');
+  }
   md.push('## Per-packet cost (BPF_PROG_RUN)', '');
   md.push(table(['services', 'new flow ns', 'established ns'], r.packetNs.map((p) => [p.services, p.newFlowNs, p.establishedNs])), '');
   md.push('New flow: 4000 SYNs from distinct ports (source check, frontend lookup, backend choice, two conntrack inserts, DNAT, FIB); established: an ACK of each of those 4000 flows. Each frame runs once, in a native loop (a repeated run would see its own rewritten packet after the first, which measures a miss). Both to the measured ClusterIP on the pod program.', '');
@@ -100,11 +121,11 @@ export function renderLocal(r: LocalResults): Record<string, string> {
     md.push(table(['source', 'services', 'endpoints', 'RSS MiB', 'ready after ms'], r.agentRss.map((a) => [a.source, a.services, a.services * a.endpoints, a.rssMiB, a.readyMs])), '');
   }
   md.push('## Method notes', '',
-    '- kube-proxy iptables variant: rules as kube-proxy writes them (KUBE-SERVICES → KUBE-SVC-* with statistic probabilities → KUBE-SEP-* DNAT, masquerade marks, kube-proxy\'s hashed chain names); an endpoint change is a full `iptables-restore` of the ruleset, as the issue specifies.',
+    '- kube-proxy iptables variant: rules as kube-proxy writes them (KUBE-SERVICES → KUBE-SVC-* with statistic probabilities → KUBE-SEP-* DNAT, masquerade marks, kube-proxy\'s hashed chain names, no per-endpoint comments in large cluster mode), run as kube-proxy runs them at its defaults: the first sync is a full `iptables-restore --noflush` after ensuring the jump rules; an endpoint change is a partial sync (MinimizeIPTablesRestore, default since 1.27: only the changed service\'s chains, with the filter table and KUBE-SERVICES); the stale-chain cleanup and the hourly sync fall where kube-proxy\'s timers put them (see "kube-proxy iptables: what its syncs cost"). Times are those of the iptables commands; kube-proxy\'s own Go time to build the input is not included.',
     '- kube-proxy nftables variant: KEP-3866 layout (service-ips verdict map → service chain with numgen → endpoint chains); an endpoint change is kube-proxy\'s incremental transaction for that one service.',
     '- bpfproxy: the agent\'s own reconciler and attacher; programming time is the full sync into empty maps; an endpoint change is one service\'s make-before-break update.',
     '- The load generator (bench/crr.c) reports its busiest thread\'s CPU share; "generator saturated a core" marks runs where it, not the path, may be the limit. On this 2-core VM client, server, generator and forwarding share the same two cores, so absolute rates are low; compare ratios.',
-    '- CPU per Gbit counts all cores from /proc/stat over the iperf3 window (as knb does), so it includes iperf3 itself on both ends.', '');
+    '- CPU per Gbit counts all cores from /proc/stat over the iperf3 window (as knb does), so it includes iperf3 itself on both ends; for kube-proxy iptables it also includes kube-proxy\'s idle cost (hourly sync and canary checks), amortized. The nftables variant\'s periodic work is not modelled.', '');
   files['report.md'] = `${md.join('\n')}\n`;
   return files;
 }

@@ -1,7 +1,8 @@
 /**
  * The variants measured side by side, each programmed with the same N
  * services into a fresh topology: direct (no service: the baseline),
- * kube-proxy iptables mode, kube-proxy nftables mode, bpfproxy.
+ * kube-proxy iptables mode (as kube-proxy runs it at its defaults: partial
+ * restores, periodic syncs), kube-proxy nftables mode, bpfproxy.
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -16,7 +17,8 @@ import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { silentLogger } from '../log.js';
 import { realClock } from '../clock.js';
 import type { Frontend } from '../model/types.js';
-import { iptablesRules, nftEndpointChange, nftRules, type BenchService } from './kube-proxy-rules.js';
+import { KUBE_PROXY_CHANGE_INTERVAL_MS, nftEndpointChange, nftRules, type BenchService } from './kube-proxy-rules.js';
+import { KubeProxyIptables, type KubeProxyIptablesFigures } from './kube-proxy-iptables.js';
 import { REPO_ROOT } from '../lab/lab.js';
 import { CRR_PORT, IPERF_PORT, type BenchTopology } from './topology.js';
 
@@ -84,6 +86,11 @@ export interface Programmed {
   programMs: number;
   /** ms per single endpoint change while N services are programmed */
   endpointChange(i: number): number;
+  /**
+   * kube-proxy iptables only, after the endpoint changes: every sync so far,
+   * the sync its runner makes on its own an hour later, and its idle CPU
+   */
+  kubeProxy?(): KubeProxyIptablesFigures;
   /** BPF_PROG_RUN ns per packet: [new flow, established flow] (bpfproxy only) */
   packetNs?(): { newFlow: number; established: number };
   close(): void;
@@ -101,18 +108,20 @@ export async function program(variant: Variant, t: BenchTopology, svcs: BenchSer
     return { programMs: 0, endpointChange: () => NaN, close: () => undefined };
   }
   if (variant === 'iptables') {
-    let cur = [...svcs];
-    const programMs = run(ns, 'iptables-restore', [], iptablesRules(cur, CLUSTER_CIDR));
+    // kube-proxy's iptables mode at its defaults: a full sync at start, a
+    // partial one (the changed service's chains only) per endpoint change, the
+    // stale-chain cleanup and the hourly sync where kube-proxy's timers put them
+    const kp = new KubeProxyIptables(ns, svcs, CLUSTER_CIDR);
+    const first = kp.start();
     return {
-      programMs,
+      programMs: first.wallMs,
       endpointChange(i) {
         if (fillers.length === 0) return NaN;
         const k = i % fillers.length;
-        cur = cur.map((s) => (s === fillers[k] ? churn(s, i) : s));
-        fillers[k] = cur.find((s) => s.name === fillers[k]!.name)!;
-        // kube-proxy's iptables mode writes the whole ruleset (full sync)
-        return run(ns, 'iptables-restore', ['--noflush'], iptablesRules(cur, CLUSTER_CIDR));
+        fillers[k] = churn(fillers[k]!, i);
+        return kp.change(fillers[k]!, KUBE_PROXY_CHANGE_INTERVAL_MS).wallMs;
       },
+      kubeProxy: () => kp.idle(),
       close: () => undefined,
     };
   }
