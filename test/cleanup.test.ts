@@ -51,14 +51,14 @@ function node(t: Test): string {
 
 const IFACES = ['calitest', 'eth0', 'eth6', 'eth7', 'eth8'];
 
-t.test('cleanup with an agent running, after it is killed, and with --force', async (t) => {
+t.test('cls mode: cleanup with an agent running, after it is killed, and with --force', async (t) => {
   const ns = node(t);
   const pinDir = tmpPinDir(t);
   const state = tmpDir(t, 'bpfproxy-state-');
   const manifests = tmpDir(t, 'bpfproxy-cleanup-');
   writeFileSync(join(manifests, 'empty.yaml'), '');
   const agentArgs = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--pin-dir', pinDir, '--state-dir', state,
-    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0'];
+    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', '--tc-attach', 'cls'];
   const cleanup = ['cleanup', '--pin-dir', pinDir, '--state-dir', state];
   const { qdiscs: ledger } = statePaths(state, pinDir);
 
