@@ -14,6 +14,7 @@
 //             { event: 'overflow' }  // the kernel dropped events (ENOBUFS): resync
 //             { event: 'error', errno }  // the socket failed; no more events
 //            ])
+// Every event also has `at`: CLOCK_MONOTONIC ms when the thread read it.
 // The returned object's close() stops the thread (and is safe to call twice).
 // The watcher does not keep Node's event loop alive.
 #include <arpa/inet.h>
@@ -25,6 +26,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <atomic>
 #include <cstring>
@@ -49,7 +51,15 @@ struct NlEvent {
   uint32_t prefix_len = 0;
   uint32_t oif = 0;
   int err = 0;
+  // CLOCK_MONOTONIC ms when the reader thread received it
+  double at_ms = 0;
 };
+
+static double MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
 
 static std::string AttrString(const struct rtattr* a) {
   const char* p = static_cast<const char*>(RTA_DATA(a));
@@ -104,6 +114,7 @@ static bool ParseRoute(const struct nlmsghdr* nh, NlEvent* ev) {
 static Napi::Object EventToJs(Napi::Env env, const NlEvent& e) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("event", e.event);
+  o.Set("at", e.at_ms);
   if (e.event == "newlink" || e.event == "dellink") {
     o.Set("index", e.index);
     o.Set("name", e.name);
@@ -280,8 +291,10 @@ class NetlinkWatcher : public Napi::ObjectWrap<NetlinkWatcher> {
           break;
         }
         int rest = static_cast<int>(len);
+        const double at = MonotonicMs();
         for (auto* nh = reinterpret_cast<struct nlmsghdr*>(buf.data()); NLMSG_OK(nh, rest); nh = NLMSG_NEXT(nh, rest)) {
           NlEvent e;
+          e.at_ms = at;
           bool ok = false;
           if (nh->nlmsg_type == RTM_NEWLINK || nh->nlmsg_type == RTM_DELLINK) ok = ParseLink(nh, &e);
           else if (nh->nlmsg_type == RTM_NEWROUTE || nh->nlmsg_type == RTM_DELROUTE) ok = ParseRoute(nh, &e);

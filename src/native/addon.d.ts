@@ -95,15 +95,15 @@ export interface LinkEntry {
   up: boolean;
 }
 
-/** What a netlink watcher delivers, a batch at a time. */
-export type NetlinkEvent =
+/** What a netlink watcher delivers, a batch at a time; `at`: CLOCK_MONOTONIC ms when its thread read the event (as monotonicNs). */
+export type NetlinkEvent = { at: number } & (
   | ({ event: 'newlink' | 'dellink' } & LinkEntry)
   /** unicast IPv4 routes of the main table naming an output interface (as routes4) */
   | { event: 'newroute' | 'delroute'; dst: string; prefixLen: number; oif: number }
   /** the kernel dropped events (socket buffer full): everything must be looked at again */
   | { event: 'overflow' }
   /** the socket failed: no more events come from this watcher */
-  | { event: 'error'; errno: number };
+  | { event: 'error'; errno: number });
 
 export interface NetlinkWatcher {
   /** Stop the reader thread and close the socket (twice is fine). */
