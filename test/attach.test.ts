@@ -306,6 +306,13 @@ t.test('tcx: a restarted attacher adopts the pinned links and swaps programs in 
     third.start();
     t.notOk(readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${gone}-`)), 'unpinned');
     t.equal(attachedHere(pinDir).length, 2, 'eth0 still attached');
+    third.stop();
+  });
+  await t.test('a restart with patterns that no longer match an interface detaches its adopted links', async (t) => {
+    const fourth = attacher(t, dp2, 'tcx', pinDir, 60_000, /^nothing$/);
+    fourth.start();
+    t.same(attachedHere(pinDir), [], 'eth0 detached');
+    t.same(readdirSync(tcxPinDir(pinDir)), [], 'and unpinned');
   });
 });
 

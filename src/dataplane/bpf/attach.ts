@@ -482,16 +482,22 @@ export class Attacher {
       return;
     }
     this.reconcile(links, undefined, true);
-    if (this.oldLinks) {
-      // Old links on interfaces we do not attach to (any more) go too; on
-      // a matching interface one stays until our filter has replaced it.
-      const names = new Map(links.map((l) => [l.index, l.name]));
-      for (const x of this.oldLinks.list()) {
-        const name = names.get(x.ifindex);
-        if (name !== undefined && roleOf(name, this.dataRe, this.podRe)) continue;
-        this.oldLinks.remove(x.ifindex, x.direction);
-        this.log.info({ ifindex: x.ifindex, direction: x.direction }, `detached the tcx link an earlier agent pinned on ${name ?? `ifindex ${x.ifindex}`} (${x.direction}): the interface does not match the patterns`);
-      }
+    // Links an earlier agent pinned on interfaces we do not attach to (any
+    // more: other patterns then): ours, so they go. In cls mode every old
+    // link goes once our filter is in place; on a matching interface one
+    // stays until then.
+    if (this.hooks instanceof TcxHooks) this.dropLinksOffPattern(this.hooks.links, links, 'a link of ours');
+    if (this.oldLinks) this.dropLinksOffPattern(this.oldLinks, links, 'the tcx link an earlier agent pinned');
+  }
+
+  private dropLinksOffPattern(store: TcxLinks, links: LinkEntry[], what: string): void {
+    const names = new Map(links.map((l) => [l.index, l.name]));
+    for (const x of store.list()) {
+      const name = names.get(x.ifindex);
+      if (name !== undefined && roleOf(name, this.dataRe, this.podRe)) continue;
+      if (!store.remove(x.ifindex, x.direction)) continue;
+      const iface = name ?? `ifindex ${x.ifindex}`;
+      this.log.info({ iface, direction: x.direction }, `detached ${what} from ${iface} (tcx ${x.direction}): the interface does not match the patterns`);
     }
   }
 
