@@ -20,7 +20,7 @@ import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { felix, service, slice } from './helpers/k8s-objects.js';
 import { BPF_DIR, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { sleep, until } from './helpers/wait.js';
-import { CLI } from './helpers/agent-proc.js';
+import { cliInAsync } from './helpers/agent-proc.js';
 
 function get(port: number, path: string): Promise<{ status: number; body: string } | { error: string }> {
   return new Promise((resolve) => {
@@ -180,7 +180,8 @@ for (const mode of ['tcx', 'cls'] as const) t.test(`agent on the Kubernetes API 
     t.notOk(existsSync(pinDir), 'unpinned');
     t.same(attachedHere(), [], 'nothing of ours on any hook, tcx or cls');
     // the operator confirms the rollback: status works with the maps unpinned
-    const st = spawnSync('nsenter', [`--net=/run/netns/${ns}`, '--', process.execPath, CLI, 'status', '--pin-dir', pinDir, '-o', 'json'], { encoding: 'utf8', timeout: 60_000 });
+    // (a child process, awaited: this process's event loop serves the agent meanwhile)
+    const st = await cliInAsync(ns, ['status', '--pin-dir', pinDir, '-o', 'json']);
     t.equal(st.status, 0, `status exits 0 with the dataplane off: ${st.stderr}`);
     t.match(JSON.parse(st.stdout), { dataplane: 'off', interfaces: [], maps: null, note: /no maps are pinned/ });
     t.match(await get(10256, '/healthz'), { error: 'ECONNREFUSED' }, 'healthz port free for kube-proxy');
