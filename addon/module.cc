@@ -5,6 +5,8 @@
 
 namespace bpfproxy {
 
+void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
   InstallLibbpfPrinter();
@@ -12,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMaps(env, exports);
   InitTc(env, exports);
   InitSystem(env, exports);
+  InitNetlink(env, exports);
   return exports;
 }
 

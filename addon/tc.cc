@@ -5,14 +5,27 @@
 // can be created explicitly (to learn whether it was already there), listed
 // (every filter on a hook, whoever put it there) and deleted; deciding when
 // deleting it is safe is the caller's business.
+//
+// tcx (kernel >= 6.6): programs attached through BPF links
+// (BPF_LINK_CREATE with BPF_TCX_INGRESS / BPF_TCX_EGRESS). A link is an
+// object of its own: it can be pinned, adopted by the next process
+// (BPF_OBJ_GET), swapped to another program atomically (BPF_LINK_UPDATE) and
+// detached (BPF_LINK_DETACH); the kernel detaches it when its interface goes
+// away. The system's linux/bpf.h (and libbpf 1.1) predate tcx, so the
+// attribute layouts used here are spelled out below, as in the kernel's
+// include/uapi/linux/bpf.h of 6.6 and later.
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <linux/bpf.h>
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -203,7 +216,230 @@ static Napi::Value TcFilters(const Napi::CallbackInfo& info) {
   }
 }
 
+
+// ---- tcx ------------------------------------------------------------------
+
+// Values of the 6.6+ uapi the system header does not have yet.
+constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS (BPF_LSM_CGROUP + 3)
+constexpr uint32_t kTcxEgress = 47;   // BPF_TCX_EGRESS
+constexpr uint32_t kLinkTypeTcx = 11; // BPF_LINK_TYPE_TCX
+constexpr uint32_t kFBefore = 1U << 3;  // BPF_F_BEFORE
+
+// bpf_attr.link_create with its tcx member.
+struct TcxLinkCreate {
+  uint32_t prog_fd;
+  uint32_t target_ifindex;
+  uint32_t attach_type;
+  uint32_t flags;
+  uint32_t relative_fd;  // tcx.relative_fd / relative_id
+  uint32_t pad;
+  uint64_t expected_revision;
+};
+static_assert(offsetof(TcxLinkCreate, relative_fd) == 16, "link_create.tcx at 16");
+static_assert(offsetof(TcxLinkCreate, expected_revision) == 24, "tcx.expected_revision at 24");
+
+// bpf_attr.query with the mprog fields (6.6).
+struct MprogQuery {
+  uint32_t target_ifindex;
+  uint32_t attach_type;
+  uint32_t query_flags;
+  uint32_t attach_flags;
+  uint64_t prog_ids;
+  uint32_t count;
+  uint32_t pad;
+  uint64_t prog_attach_flags;
+  uint64_t link_ids;
+  uint64_t link_attach_flags;
+  uint64_t revision;
+};
+static_assert(offsetof(MprogQuery, link_ids) == 40, "query.link_ids at 40");
+static_assert(sizeof(MprogQuery) == 64, "query is 64 bytes");
+
+// The head of struct bpf_link_info and its tcx member.
+struct TcxLinkInfo {
+  uint32_t type;
+  uint32_t id;
+  uint32_t prog_id;
+  uint32_t pad;
+  uint32_t ifindex;      // 0 once the interface is gone
+  uint32_t attach_type;
+};
+static_assert(offsetof(TcxLinkInfo, ifindex) == 16, "link_info.tcx at 16");
+
+// A zeroed bpf_attr large enough for any command, with T laid over its start.
+template <typename T>
+struct Attr {
+  alignas(8) unsigned char raw[sizeof(union bpf_attr) > sizeof(T) ? sizeof(union bpf_attr) : sizeof(T)] = {};
+  T* get() { return reinterpret_cast<T*>(raw); }
+};
+
+static long SysBpf(int cmd, void* attr, size_t size) {
+  long r;
+  do {
+    r = syscall(__NR_bpf, cmd, attr, size);
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+static bool TcxDirArg(const Napi::CallbackInfo& info, size_t i, uint32_t* attach_type) {
+  std::string dir;
+  if (!ArgString(info, i, "direction", &dir)) return false;
+  if (dir != "ingress" && dir != "egress") {
+    Napi::TypeError::New(info.Env(), "direction must be 'ingress' or 'egress'").ThrowAsJavaScriptException();
+    return false;
+  }
+  *attach_type = dir == "ingress" ? kTcxIngress : kTcxEgress;
+  return true;
+}
+
+// Query the tcx programs of one hook: [{ progId, linkId }] in the order they
+// run (linkId 0: attached without a link). Returns false with errno on failure.
+static bool TcxList(uint32_t ifindex, uint32_t attach_type, std::vector<std::pair<uint32_t, uint32_t>>* out, int* err) {
+  std::vector<uint32_t> progs(64), links(64);
+  for (;;) {
+    Attr<MprogQuery> a;
+    MprogQuery* q = a.get();
+    q->target_ifindex = ifindex;
+    q->attach_type = attach_type;
+    q->prog_ids = reinterpret_cast<uintptr_t>(progs.data());
+    q->link_ids = reinterpret_cast<uintptr_t>(links.data());
+    q->count = static_cast<uint32_t>(progs.size());
+    if (SysBpf(BPF_PROG_QUERY, a.raw, sizeof(a.raw)) < 0) {
+      if (errno == ENOSPC && progs.size() < 65536) {
+        progs.resize(progs.size() * 4);
+        links.resize(links.size() * 4);
+        continue;
+      }
+      *err = errno;
+      return false;
+    }
+    out->clear();
+    for (uint32_t i = 0; i < q->count && i < progs.size(); i++) out->emplace_back(progs[i], links[i]);
+    return true;
+  }
+}
+
+// tcxSupported() -> whether this kernel has tcx (asks for lo's tcx ingress
+// programs: kernels before 6.6 do not know the attach type, EINVAL).
+static Napi::Value TcxSupported(const Napi::CallbackInfo& info) {
+  std::vector<std::pair<uint32_t, uint32_t>> l;
+  int err = 0;
+  if (TcxList(1, kTcxIngress, &l, &err)) return Napi::Boolean::New(info.Env(), true);
+  if (err == EINVAL || err == ENODEV) return Napi::Boolean::New(info.Env(), false);
+  return Throw(info.Env(), "probe for tcx (BPF_PROG_QUERY on lo)", err);
+}
+
+// tcxAttach(ifindex, dir, progFd) -> link fd. The link goes first on the
+// hook (BPF_F_BEFORE without a relative: ahead of every other program).
+static Napi::Value TcxAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t ifindex, prog_fd;
+  uint32_t attach_type;
+  if (!IfindexArg(info, &ifindex) || !TcxDirArg(info, 1, &attach_type) || !ArgInt(info, 2, "progFd", &prog_fd))
+    return env.Undefined();
+  Attr<TcxLinkCreate> a;
+  TcxLinkCreate* l = a.get();
+  l->prog_fd = static_cast<uint32_t>(prog_fd);
+  l->target_ifindex = static_cast<uint32_t>(ifindex);
+  l->attach_type = attach_type;
+  l->flags = kFBefore;
+  long fd = SysBpf(BPF_LINK_CREATE, a.raw, sizeof(a.raw));
+  if (fd < 0) {
+    return Throw(env, std::string("create tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
+                          " link on ifindex " + std::to_string(ifindex), errno);
+  }
+  return Napi::Number::New(env, static_cast<double>(fd));
+}
+
+// tcxList(ifindex, dir) -> [{ progId, linkId }], in run order; an interface
+// that is not there: ENODEV.
+static Napi::Value TcxListJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t ifindex;
+  uint32_t attach_type;
+  if (!IfindexArg(info, &ifindex) || !TcxDirArg(info, 1, &attach_type)) return env.Undefined();
+  std::vector<std::pair<uint32_t, uint32_t>> l;
+  int err = 0;
+  if (!TcxList(static_cast<uint32_t>(ifindex), attach_type, &l, &err)) {
+    return Throw(env, std::string("list tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
+                          " programs on ifindex " + std::to_string(ifindex), err);
+  }
+  Napi::Array out = Napi::Array::New(env, l.size());
+  for (size_t i = 0; i < l.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("progId", l[i].first);
+    o.Set("linkId", l[i].second);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
+// linkInfo(fd) -> { type: 'tcx' | 'other', id, progId, ifindex, direction }
+// (ifindex 0: the interface is gone, the link is defunct).
+static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, "linkFd", &fd)) return env.Undefined();
+  TcxLinkInfo li = {};
+  uint32_t len = sizeof(li);
+  int err = bpf_obj_get_info_by_fd(static_cast<int>(fd), &li, &len);
+  if (err) return Throw(env, "link info of fd " + std::to_string(fd), err);
+  Napi::Object o = Napi::Object::New(env);
+  bool tcx = li.type == kLinkTypeTcx;
+  o.Set("type", tcx ? "tcx" : "other");
+  o.Set("id", li.id);
+  o.Set("progId", li.prog_id);
+  o.Set("ifindex", tcx ? li.ifindex : 0);
+  if (tcx) o.Set("direction", li.attach_type == kTcxIngress ? "ingress" : li.attach_type == kTcxEgress ? "egress" : "?");
+  return o;
+}
+
+// linkFdById(id) -> fd of the link with that id.
+static Napi::Value LinkFdById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id;
+  if (!ArgInt(info, 0, "linkId", &id)) return env.Undefined();
+  int fd = bpf_link_get_fd_by_id(static_cast<uint32_t>(id));
+  if (fd < 0) return Throw(env, "open link id " + std::to_string(id), errno);
+  return Napi::Number::New(env, fd);
+}
+
+// linkUpdate(linkFd, progFd, expectedProgFd?) -> put progFd in the link's
+// place atomically; with expectedProgFd only if the link still runs that one.
+static Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t link_fd, prog_fd, old_fd = -1;
+  if (!ArgInt(info, 0, "linkFd", &link_fd) || !ArgInt(info, 1, "progFd", &prog_fd)) return env.Undefined();
+  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgInt(info, 2, "expectedProgFd", &old_fd)) return env.Undefined();
+  LIBBPF_OPTS(bpf_link_update_opts, opts);
+  if (old_fd >= 0) {
+    opts.flags = BPF_F_REPLACE;
+    opts.old_prog_fd = static_cast<uint32_t>(old_fd);
+  }
+  int err = bpf_link_update(static_cast<int>(link_fd), static_cast<int>(prog_fd), &opts);
+  if (err) return Throw(env, "update link fd " + std::to_string(link_fd), errno);
+  return env.Undefined();
+}
+
+// linkDetach(linkFd) -> true, or false when it was detached already (its
+// interface gone, or detached by someone else).
+static Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t link_fd;
+  if (!ArgInt(info, 0, "linkFd", &link_fd)) return env.Undefined();
+  if (bpf_link_detach(static_cast<int>(link_fd)) == 0) return Napi::Boolean::New(env, true);
+  if (errno == ENOLINK || errno == ENOENT || errno == ENODEV) return Napi::Boolean::New(env, false);
+  return Throw(env, "detach link fd " + std::to_string(link_fd), errno);
+}
+
 void InitTc(Napi::Env env, Napi::Object exports) {
+  exports.Set("tcxSupported", Napi::Function::New(env, TcxSupported));
+  exports.Set("tcxAttach", Napi::Function::New(env, TcxAttach));
+  exports.Set("tcxList", Napi::Function::New(env, TcxListJs));
+  exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
+  exports.Set("linkFdById", Napi::Function::New(env, LinkFdById));
+  exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
+  exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("tcHookCreate", Napi::Function::New(env, TcHookCreate));
   exports.Set("tcHookDestroy", Napi::Function::New(env, TcHookDestroy));
   exports.Set("tcFilters", Napi::Function::New(env, TcFilters));

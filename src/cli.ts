@@ -3,11 +3,11 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
 import { runCleanup } from './agent/cleanup.js';
 import { DEFAULT_STATE_DIR } from './agent/lock.js';
-import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, attachedHere } from './dataplane/bpf/attach.js';
+import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, attachedHere, resolveAttachMode, type Attachment, type TcAttachMode } from './dataplane/bpf/attach.js';
 import { LISTEN_DEFAULTS, formatBindAddress, parseBindAddress, resolveBindAddress, type BindAddress, type BindSpec } from './health/bind-address.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
 import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
@@ -15,7 +15,7 @@ import {
   DEFAULT_MAX_FRONTENDS_PER_SERVICE, DEFAULT_NODE_PORT_RANGE, formatPortRange, parseCidrList, parsePortRange, type ServicePolicy,
 } from './config/services.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
-import { openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
+import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
 import { table } from './cli/table.js';
 import { DIST, REPO_ROOT, labDown, labSpec, labUp } from './lab/lab.js';
@@ -35,6 +35,9 @@ const positiveInt = (what: string) => (v: string): number => {
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive whole number`);
   return n;
 };
+/** A duration in ms as a user writes it on the command line: 1s, 30s, 5m, 250ms. */
+const formatMs = (ms: number): string =>
+  ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 const duration = (what: string) => (v: string): number => {
   try {
     return parseDuration(v, what) * 1000;
@@ -78,18 +81,21 @@ program
   .option('--bpf-enabled <bool>', 'own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)', bool('--bpf-enabled'))
   .option('--data-ifaces <regex>', 'bpfDataIfacePattern: uplinks where NodePort, LoadBalancer and external IPs arrive', DEFAULT_DATA_IFACES)
   .option('--l3-ifaces <regex>', 'bpfL3IfacePattern: extra L3/tunnel devices treated as uplinks', '')
-  .option('--pod-ifaces <regex>', 'pod-facing host interfaces', regex('--pod-ifaces'), new RegExp(DEFAULT_POD_IFACES))
+  .addOption(new Option('--pod-ifaces <regex>', 'pod-facing host interfaces').argParser(regex('--pod-ifaces')).default(new RegExp(DEFAULT_POD_IFACES), JSON.stringify(DEFAULT_POD_IFACES)))
+  .addOption(new Option('--tc-attach <mode>', 'how the programs sit on the TC hooks: tcx links (Linux 6.6+, pinned under the pin dir), cls_bpf filters in a clsact qdisc, or auto (tcx where the kernel has it)')
+    .choices(TC_ATTACH_MODES).default('auto'))
   .addOption(pinDirOption())
   .option('--bpf-dir <dir>', 'where the compiled BPF objects are', join(REPO_ROOT, 'bpf', '.output'))
-  .option('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod: minimum time between syncs', duration('--min-sync-period'), CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod)
-  .option('--sync-period <duration>', 'full resync interval', duration('--sync-period'), 30_000)
+  .addOption(new Option('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod: minimum time between syncs').argParser(duration('--min-sync-period'))
+    .default(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod, formatMs(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod)))
+  .addOption(new Option('--sync-period <duration>', 'full resync interval').argParser(duration('--sync-period')).default(30_000, formatMs(30_000)))
   .option('--conntrack-timeouts <list>', 'bpfConntrackTimeouts, e.g. "TCPEstablished=1h,UDPTimeout=60s"', '')
   .option('--map-size-conntrack <n>', 'bpfMapSizeConntrack', positiveInt('--map-size-conntrack'), DEFAULT_MAP_SIZES.conntrack)
   .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
   .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
   .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
   .option('--service-node-port-range <range>', 'the API server\'s --service-node-port-range: nodePort and healthCheckNodePort must fall in it', formatPortRange(DEFAULT_NODE_PORT_RANGE))
-  .option('--external-ip-cidrs <list>', 'comma-separated CIDRs externalIPs and LoadBalancer ingress IPs must fall in (default: any address but the node\'s own)', '')
+  .addOption(new Option('--external-ip-cidrs <list>', 'comma-separated CIDRs externalIPs and LoadBalancer ingress IPs must fall in').default('', 'any address but the node\'s own'))
   .option('--allow-node-address-external-ips', 'let an externalIP or LoadBalancer IP be one of this node\'s addresses (it then captures that port of the node: CVE-2020-8554)', false)
   .option('--max-frontends-per-service <n>', 'frontends (address x port) one Service may have; the rest is refused with a problem', positiveInt('--max-frontends-per-service'), DEFAULT_MAX_FRONTENDS_PER_SERVICE)
   .option('--healthz-bind-address <ip[:port]>', `kube-proxy's /healthz, served while bpfEnabled; the port is bpfKubeProxyHealthzPort (FelixConfiguration may change it); empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.healthz)})`, bindAddress('--healthz-bind-address'))
@@ -116,6 +122,12 @@ program
       try { new RegExp(v); } catch (e) { fail(`${flag}: ${(e as Error).message}`); }
     }
     if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
+    const tcAttach = o.tcAttach as TcAttachMode;
+    try {
+      resolveAttachMode(tcAttach);
+    } catch (e) {
+      fail((e as Error).message);
+    }
     let healthz: BindAddress | undefined;
     let metrics: BindAddress | undefined;
     let health: BindAddress | undefined;
@@ -157,6 +169,7 @@ program
         source: o.manifests ? { kind: 'manifests', dir: o.manifests } : { kind: 'kubernetes', ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
         nodeName: o.node,
         podIfaces: o.podIfaces,
+        tcAttach,
         pinDir: o.pinDir,
         bpfDir: o.bpfDir,
         base,
@@ -234,27 +247,58 @@ program
     console.log(`${v.length} entries`);
   }));
 
+/** Whether any of the datapath's maps is pinned under pinDir (none: the dataplane is off). */
+const anyMapPinned = (pinDir: string): boolean => Object.values(MAP_NAMES).some((n) => existsSync(join(pinDir, n)));
+
+const hookLabel = (a: Attachment): string => `${a.hook === 'tcx' ? 'tcx' : 'tc'} ${a.direction}`;
+
 program
   .command('status')
-  .description('attached interfaces (in this network namespace), map fill levels, drops by reason')
+  .description('attached interfaces (in this network namespace), map fill levels, drops by reason; with the dataplane off (no maps pinned) still what is attached')
   .addOption(pinDirOption())
   .addOption(outputOption())
-  .action((o) => withMaps(o.pinDir, (m) => {
-    const s = { interfaces: attachedHere(), maps: mapFills(m), reasons: reasonViews(m) };
-    if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
-    console.log('Interfaces');
-    console.log(s.interfaces.length
-      ? table(['IFACE', 'IFINDEX', 'HOOK', 'PROGRAM', 'PROG ID'], s.interfaces.map((i) => [i.iface, String(i.ifindex), `tc ${i.direction}`, i.program, String(i.progId)]))
-      : '  (none attached in this network namespace)');
-    console.log('\nMaps');
-    console.log(table(['MAP', 'ENTRIES', 'MAX', 'FILL'], s.maps.map((f) => [f.map, String(f.entries), String(f.maxEntries), `${f.percent}%`])));
-    console.log('\nPackets not simply passed, by reason');
-    console.log(table(['REASON', 'VERDICT', 'PACKETS', 'BYTES', 'MEANING'], s.reasons.map((r) => [r.reason, r.verdict, String(r.packets), String(r.bytes), r.help])));
-  }));
+  .action((o) => {
+    const interfaces = attachedHere(o.pinDir);
+    const printInterfaces = () => {
+      console.log('Interfaces');
+      console.log(interfaces.length
+        ? table(['IFACE', 'IFINDEX', 'HOOK', 'PROGRAM', 'PROG ID', 'LINK'], interfaces.map((i) => [
+          i.iface, String(i.ifindex), hookLabel(i), i.program, String(i.progId),
+          i.hook === 'tcx' ? `${i.linkId}${i.pinned === false ? ' (not pinned here)' : ''}` : '-',
+        ]))
+        : '  (none attached in this network namespace)');
+    };
+    if (!anyMapPinned(o.pinDir)) {
+      // bpfEnabled=false (or never enabled, or cleaned up): nothing to read
+      // in the maps, but what is attached still matters (a rollback to
+      // confirm, leftovers to find).
+      const note = `no maps are pinned under ${o.pinDir}: the bpfproxy dataplane is off here (bpfEnabled=false, cleaned up, or no agent ran with --pin-dir ${o.pinDir})`;
+      const leftover = interfaces.length
+        ? `${interfaces.length} bpfproxy program(s) are still attached although the maps are gone: leftovers; "bpfproxy cleanup --pin-dir ${o.pinDir}" removes ours`
+        : undefined;
+      if (o.output === 'json') {
+        console.log(JSON.stringify({ dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, maps: null, reasons: null }, null, 2));
+        return;
+      }
+      printInterfaces();
+      console.log(`\nMaps\n  (none: ${note})`);
+      if (leftover) console.log(`\nWarning: ${leftover}`);
+      return;
+    }
+    withMaps(o.pinDir, (m) => {
+      const s = { dataplane: 'on', interfaces, maps: mapFills(m), reasons: reasonViews(m) };
+      if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
+      printInterfaces();
+      console.log('\nMaps');
+      console.log(table(['MAP', 'ENTRIES', 'MAX', 'FILL'], s.maps.map((f) => [f.map, String(f.entries), String(f.maxEntries), `${f.percent}%`])));
+      console.log('\nPackets not simply passed, by reason');
+      console.log(table(['REASON', 'VERDICT', 'PACKETS', 'BYTES', 'MEANING'], s.reasons.map((r) => [r.reason, r.verdict, String(r.packets), String(r.bytes), r.help])));
+    });
+  });
 
 program
   .command('cleanup')
-  .description('detach our programs from every interface in this network namespace, delete the clsact qdiscs we created, unpin the maps; refuses while an agent runs on the pin dir')
+  .description('detach our programs (cls_bpf filters in this network namespace, tcx links pinned under the pin dir), delete the clsact qdiscs we created, unpin the maps; refuses while an agent runs on the pin dir')
   .addOption(pinDirOption())
   .addOption(stateDirOption())
   .option('--force', 'stop a running agent first (SIGTERM, then wait for it to exit)')

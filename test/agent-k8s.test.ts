@@ -1,7 +1,8 @@
 /**
  * The agent on the Kubernetes API (the in-process server), run inside a
  * namespace of the test's own: FelixConfiguration drives it, health and
- * metrics answer, a relist does not touch the maps.
+ * metrics answer, a relist does not touch the maps. Once with tcx links,
+ * once with cls_bpf filters.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -19,6 +20,7 @@ import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { felix, service, slice } from './helpers/k8s-objects.js';
 import { BPF_DIR, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { sleep, until } from './helpers/wait.js';
+import { cliInAsync } from './helpers/agent-proc.js';
 
 function get(port: number, path: string): Promise<{ status: number; body: string } | { error: string }> {
   return new Promise((resolve) => {
@@ -32,7 +34,7 @@ function get(port: number, path: string): Promise<{ status: number; body: string
   });
 }
 
-t.test('agent on the Kubernetes API', async (t) => {
+for (const mode of ['tcx', 'cls'] as const) t.test(`agent on the Kubernetes API (--tc-attach ${mode})`, { skip: mode === 'tcx' && !native().tcxSupported() ? 'kernel without tcx' : false }, async (t) => {
   const ns = tmpNetns(t);
   ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth1');
   ip(ns, 'link', 'add', 'calitest', 'type', 'veth', 'peer', 'name', 'podside');
@@ -56,7 +58,7 @@ t.test('agent on the Kubernetes API', async (t) => {
 
   const agent = await Agent.start({
     source: { kind: 'kubernetes', kubeconfig: join(dir, 'kubeconfig') },
-    nodeName: 'n1', pinDir, bpfDir: BPF_DIR, podIfaces: /^cali/,
+    nodeName: 'n1', pinDir, bpfDir: BPF_DIR, podIfaces: /^cali/, tcAttach: mode,
     base: { ...CALICO_DEFAULTS, bpfDataIfacePattern: '^eth0$' },
     syncPeriodMs: 30_000, metricsPort: 19091, healthPort: 19099,
   }, silentLogger);
@@ -65,8 +67,9 @@ t.test('agent on the Kubernetes API', async (t) => {
     await api.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const ifaces = () => attachedHere().filter((a) => a.direction === 'ingress').map((a) => a.iface).sort();
-  const egress = () => attachedHere().filter((a) => a.direction === 'egress').map((a) => a.iface).sort();
+  const hook = mode === 'tcx' ? 'tcx' : 'cls';
+  const ifaces = () => attachedHere().filter((a) => a.direction === 'ingress' && a.hook === hook).map((a) => a.iface).sort();
+  const egress = () => attachedHere().filter((a) => a.direction === 'egress' && a.hook === hook).map((a) => a.iface).sort();
 
   await t.test('no FelixConfiguration: Calico\'s default bpfEnabled=false, nothing touched', async (t) => {
     t.equal(agent.enabled, false);
@@ -175,6 +178,12 @@ t.test('agent on the Kubernetes API', async (t) => {
       t.notMatch(q.stdout, /clsact/, `${dev}: the clsact qdisc bpfproxy created is gone too`);
     }
     t.notOk(existsSync(pinDir), 'unpinned');
+    t.same(attachedHere(), [], 'nothing of ours on any hook, tcx or cls');
+    // the operator confirms the rollback: status works with the maps unpinned
+    // (a child process, awaited: this process's event loop serves the agent meanwhile)
+    const st = await cliInAsync(ns, ['status', '--pin-dir', pinDir, '-o', 'json']);
+    t.equal(st.status, 0, `status exits 0 with the dataplane off: ${st.stderr}`);
+    t.match(JSON.parse(st.stdout), { dataplane: 'off', interfaces: [], maps: null, note: /no maps are pinned/ });
     t.match(await get(10256, '/healthz'), { error: 'ECONNREFUSED' }, 'healthz port free for kube-proxy');
     t.match(await get(32000, '/'), { error: 'ECONNREFUSED' }, 'health check node ports closed');
     api.upsert('felixconfigurations', felix('default', { bpfEnabled: true, bpfKubeProxyHealthzPort: 10256 }));

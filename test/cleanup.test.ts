@@ -7,17 +7,20 @@
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent } from '../src/agent/agent.js';
 import { LockBusyError, PinDirLock, statePaths } from '../src/agent/lock.js';
 import { CALICO_DEFAULTS } from '../src/config/felix.js';
-import { TC_HANDLE, TC_PRIORITY } from '../src/dataplane/bpf/attach.js';
+import { TC_HANDLE, TC_PRIORITY, attachedHere } from '../src/dataplane/bpf/attach.js';
+import { MAP_NAMES } from '../src/dataplane/bpf/loader.js';
+import { tcxPinDir } from '../src/dataplane/bpf/tcx.js';
 import { native } from '../src/native/index.js';
 import { ip, nsPath } from '../src/net/netns.js';
 import { silentLogger } from '../src/log.js';
 import { BPF_DIR, inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { cliIn, cliInAsync, startAgentIn, tmpDir } from './helpers/agent-proc.js';
+import { foreignProgram } from './helpers/foreign-prog.js';
 
 function tc(ns: string, ...args: string[]): string {
   const r = spawnSync('nsenter', [`--net=${nsPath(ns)}`, '--', 'tc', ...args], { encoding: 'utf8' });
@@ -51,19 +54,22 @@ function node(t: Test): string {
 
 const IFACES = ['calitest', 'eth0', 'eth6', 'eth7', 'eth8'];
 
-t.test('cleanup with an agent running, after it is killed, and with --force', async (t) => {
+t.test('cls mode: cleanup with an agent running, after it is killed, and with --force', async (t) => {
   const ns = node(t);
   const pinDir = tmpPinDir(t);
   const state = tmpDir(t, 'bpfproxy-state-');
   const manifests = tmpDir(t, 'bpfproxy-cleanup-');
   writeFileSync(join(manifests, 'empty.yaml'), '');
   const agentArgs = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--pin-dir', pinDir, '--state-dir', state,
-    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0'];
+    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', '--tc-attach', 'cls'];
   const cleanup = ['cleanup', '--pin-dir', pinDir, '--state-dir', state];
   const { qdiscs: ledger } = statePaths(state, pinDir);
 
   const agent = await startAgentIn(t, ns, agentArgs);
   for (const d of IFACES) t.ok(ours(ns, d) > 0, `attached to ${d}`);
+  const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
+  t.equal(st.status, 0, st.stderr);
+  t.match(st.stdout, /eth0 +\d+ +tc ingress +bpfproxy_data/, 'status: the filters, as tc hooks');
   tc(ns, 'filter', 'add', 'dev', 'eth6', 'egress', 'pref', '7', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', '192.0.2.98/32');
   const recorded = (JSON.parse(readFileSync(ledger, 'utf8')) as { qdiscs: Array<{ iface: string }> }).qdiscs.map((r) => r.iface).sort();
   t.same(recorded, ['calitest', 'eth0', 'eth6'], 'the qdiscs we created are recorded, the ones that were there are not');
@@ -97,6 +103,10 @@ t.test('cleanup with an agent running, after it is killed, and with --force', as
     t.ok(hasClsact(ns, 'eth8'), 'eth8: an empty clsact that was not ours stays');
     t.notOk(existsSync(pinDir), 'unpinned');
     t.notOk(existsSync(statePaths(state, pinDir).lock), 'lock file gone');
+    const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
+    t.equal(st.status, 0, `status after cleanup exits 0: ${st.stderr}`);
+    t.match(st.stdout, /none attached in this network namespace/);
+    t.match(st.stdout, /no maps are pinned under .*: the bpfproxy dataplane is off here/);
   });
 
   await t.test('--force stops the agent, then cleans up', async (t) => {
@@ -113,6 +123,76 @@ t.test('cleanup with an agent running, after it is killed, and with --force', as
     t.notOk(existsSync(pinDir), 'unpinned');
     // Only the record of eth6 (someone else's filter in it) remains.
     t.same((JSON.parse(readFileSync(ledger, 'utf8')) as { qdiscs: Array<{ iface: string }> }).qdiscs.map((x) => x.iface), ['eth6']);
+  });
+});
+
+/** Our tcx links on dev (in ns): the hooks they sit on. */
+const tcxHooks = (ns: string, pinDir: string, dev: string) => inNetns(ns, () => attachedHere(pinDir).filter((a) => a.iface === dev && a.hook === 'tcx').map((a) => a.direction).sort());
+
+t.test('tcx mode: links pinned, left by a killed agent, shown by status (also with the maps gone), removed by cleanup; foreign programs stay', { skip: native().tcxSupported() ? false : 'kernel without tcx (Linux < 6.6)' }, async (t) => {
+  const ns = node(t);
+  const pinDir = tmpPinDir(t);
+  const state = tmpDir(t, 'bpfproxy-state-');
+  const manifests = tmpDir(t, 'bpfproxy-cleanup-');
+  writeFileSync(join(manifests, 'empty.yaml'), '');
+  const agentArgs = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--pin-dir', pinDir, '--state-dir', state,
+    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', '--tc-attach', 'tcx'];
+  // someone else's tcx program on eth0, held by this process
+  const foreign = await foreignProgram(t);
+  const theirs = inNetns(ns, () => native().tcxAttach(native().links().find((l) => l.name === 'eth0')!.index, 'ingress', foreign));
+  t.teardown(() => native().closeFd(theirs));
+  const theirProg = native().linkInfo(theirs).progId;
+  const eth0Tcx = () => inNetns(ns, () => native().tcxList(native().links().find((l) => l.name === 'eth0')!.index, 'ingress').map((p) => p.progId));
+
+  const agent = await startAgentIn(t, ns, agentArgs);
+  for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: tcx links on both hooks`);
+  for (const d of IFACES) t.equal(ours(ns, d), 0, `${d}: no cls filter`);
+  t.equal(readdirSync(tcxPinDir(pinDir)).length, 2 * IFACES.length, 'every link pinned');
+  t.notOk(existsSync(statePaths(state, pinDir).qdiscs), 'no clsact qdisc created, none recorded');
+  t.notOk(hasClsact(ns, 'eth0'));
+  t.equal(eth0Tcx().length, 2, 'ours and theirs on eth0');
+  t.equal(eth0Tcx()[1], theirProg, 'theirs runs after ours');
+
+  const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
+  t.equal(st.status, 0, st.stderr);
+  t.match(st.stdout, /eth0 +\d+ +tcx ingress +bpfproxy_data +\d+ +\d+/, 'status: tcx ingress');
+  t.match(st.stdout, /eth0 +\d+ +tcx egress +bpfproxy_host/, 'status: tcx egress');
+  t.notMatch(st.stdout, /foreign_next/, 'not theirs');
+  const js = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as { dataplane: string; interfaces: Array<{ hook: string; pinned: boolean }>; maps: unknown[] };
+  t.equal(js.dataplane, 'on');
+  t.equal(js.interfaces.length, 2 * IFACES.length);
+  t.ok(js.interfaces.every((i) => i.hook === 'tcx' && i.pinned), 'all tcx, all pinned here');
+  t.ok(Array.isArray(js.maps) && js.maps.length > 0);
+
+  agent.child.kill('SIGKILL');
+  await agent.exited;
+  for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: the links outlive the killed agent (pinned)`);
+
+  await t.test('maps gone, links left: status says so and exits 0', async (t) => {
+    for (const n of Object.values(MAP_NAMES)) rmSync(join(pinDir, n), { force: true });
+    const r = cliIn(ns, ['status', '--pin-dir', pinDir]);
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /calitest +\d+ +tcx ingress +bpfproxy_pod/, 'the attachments are listed');
+    t.match(r.stdout, /no maps are pinned under .*: the bpfproxy dataplane is off here/);
+    t.match(r.stdout, /Warning: 10 bpfproxy program\(s\) are still attached although the maps are gone: leftovers; "bpfproxy cleanup --pin-dir/);
+    const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
+    t.match(j, { dataplane: 'off', maps: null, reasons: null, warning: /leftovers/ });
+    t.equal((j.interfaces as unknown[]).length, 10);
+  });
+
+  await t.test('cleanup detaches and unpins our links only', async (t) => {
+    const r = cliIn(ns, ['cleanup', '--pin-dir', pinDir, '--state-dir', state]);
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /detached from 5 interface\(s\)/);
+    t.match(r.stdout, /deleted the clsact qdisc bpfproxy had created on 0 interface\(s\)/);
+    for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), [], `${d}: our links gone`);
+    t.same(eth0Tcx(), [theirProg], 'their tcx program stays');
+    t.match(tc(ns, 'filter', 'show', 'dev', 'eth7', 'ingress'), /pref 5 u32/, 'their cls filter stays');
+    t.ok(hasClsact(ns, 'eth8'), 'their empty clsact stays');
+    t.notOk(existsSync(pinDir), 'unpinned');
+    const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
+    t.match(j, { dataplane: 'off', interfaces: [], maps: null });
+    t.notOk('warning' in j);
   });
 });
 

@@ -21,6 +21,7 @@ import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
+import type { TcAttachMode } from '../dataplane/bpf/attach.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -34,6 +35,8 @@ export interface AgentOptions {
   pinDir: string;
   bpfDir: string;
   podIfaces: RegExp;
+  /** how programs sit on the TC hooks: tcx links, cls_bpf filters, or auto (tcx where the kernel has it; default) */
+  tcAttach?: TcAttachMode;
   /** defaults and command-line settings, under any FelixConfiguration */
   base: AgentConfig;
   /** ms between full resyncs */
@@ -173,7 +176,7 @@ export class Agent {
     if (cfg.bpfEnabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
       this.runtime = await BpfRuntime.enable({
-        pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces,
+        pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces, tcAttach: o.tcAttach ?? 'auto',
         qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
       }, cfg, this.proxier, log, this.clock);
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));

@@ -1,6 +1,7 @@
 /**
- * `bpfproxy cleanup`: remove what bpfproxy put on this node, and only that,
- * never from under a running agent (which would put its filters back within
+ * `bpfproxy cleanup`: remove what bpfproxy put on this node, and only that
+ * (our cls_bpf filters, the tcx links pinned under the pin dir, the clsact
+ * qdiscs we created, the pins), never from under a running agent (which would put its filters back within
  * a poll, on maps no longer pinned, and leave the next agent empty maps).
  *
  * It takes the pin dir's lock itself, so no agent can start halfway

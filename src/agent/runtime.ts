@@ -2,14 +2,14 @@
  * The BPF dataplane while bpfproxy owns it (bpfEnabled=true): programs,
  * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
  * addresses. enable() takes over (maps synced before programs attach,
- * kube-proxy's rules removed when asked); disable() hands back (detach,
- * delete the clsact qdiscs we created, unpin); stop() leaves everything
- * running for the next agent.
+ * kube-proxy's rules removed when asked); disable() hands back (detach our
+ * filters and tcx links, delete the clsact qdiscs we created, unpin); stop()
+ * leaves everything running for the next agent.
  */
 import { networkInterfaces } from 'node:os';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
-import { Attacher, teardown } from '../dataplane/bpf/attach.js';
+import { Attacher, teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
@@ -28,6 +28,8 @@ export interface RuntimeOptions {
   podIfaces: RegExp;
   /** where the clsact qdiscs we create are written down (see dataplane/bpf/qdiscs.ts) */
   qdiscLedger: string;
+  /** tcx links, cls_bpf filters, or tcx where the kernel has it (default) */
+  tcAttach?: TcAttachMode;
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -79,7 +81,16 @@ export class BpfRuntime {
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
     const reconciler = new BpfReconciler(dp.maps, log);
-    const attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock);
+    let attacher: Attacher;
+    try {
+      attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock, { mode: o.tcAttach ?? 'auto', pinDir: o.pinDir });
+    } catch (e) {
+      dp.close();
+      throw e;
+    }
+    log.info({ hook: attacher.hook, mode: o.tcAttach ?? 'auto' }, attacher.hook === 'tcx'
+      ? `attaching through tcx links, pinned under ${o.pinDir}/tcx`
+      : 'attaching through cls_bpf filters in clsact qdiscs');
     const gc = new ConntrackGc(dp.maps, log, clock);
     const ledger = new QdiscLedger(o.qdiscLedger, log);
     attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);

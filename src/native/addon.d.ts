@@ -86,6 +86,40 @@ export interface TcFilter {
   handle: number;
 }
 
+/** One interface of an RTM_GETLINK dump. */
+export interface LinkEntry {
+  index: number;
+  name: string;
+  /** IFLA_INFO_KIND: "veth", "bridge", "vxlan", ...; "" for a physical device */
+  kind: string;
+  up: boolean;
+}
+
+/** What a netlink watcher delivers, a batch at a time; `at`: CLOCK_MONOTONIC ms when its thread read the event (as monotonicNs). */
+export type NetlinkEvent = { at: number } & (
+  | ({ event: 'newlink' | 'dellink' } & LinkEntry)
+  /** unicast IPv4 routes of the main table naming an output interface (as routes4) */
+  | { event: 'newroute' | 'delroute'; dst: string; prefixLen: number; oif: number }
+  /** the kernel dropped events (socket buffer full): everything must be looked at again */
+  | { event: 'overflow' }
+  /** the socket failed: no more events come from this watcher */
+  | { event: 'error'; errno: number });
+
+export interface NetlinkWatcher {
+  /** Stop the reader thread and close the socket (twice is fine). */
+  close(): void;
+}
+
+/** A BPF link (BPF_OBJ_GET_INFO_BY_FD); the tcx fields only for tcx links. */
+export interface BpfLinkInfo {
+  type: 'tcx' | 'other';
+  id: number;
+  progId: number;
+  /** tcx: the interface; 0 once it is gone (or the link was detached) */
+  ifindex: number;
+  direction?: TcDirection | '?';
+}
+
 export interface NativeAddon {
   loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
 
@@ -117,7 +151,24 @@ export interface NativeAddon {
   /** Every filter on one clsact hook (empty without a clsact, or without the interface). */
   tcFilters(ifindex: number, dir: TcDirection): TcFilter[];
 
+  /** Whether the kernel has tcx (6.6+). */
+  tcxSupported(): boolean;
+  /** A tcx link running progFd first on the hook; returns the link's fd. */
+  tcxAttach(ifindex: number, dir: TcDirection, progFd: number): number;
+  /** The tcx programs of a hook in run order (linkId 0: attached without a link). */
+  tcxList(ifindex: number, dir: TcDirection): Array<{ progId: number; linkId: number }>;
+  linkInfo(linkFd: number): BpfLinkInfo;
+  linkFdById(linkId: number): number;
+  /** BPF_LINK_UPDATE: the link runs progFd from now on (atomically); with expectedProgFd only if it ran that one. */
+  linkUpdate(linkFd: number, progFd: number, expectedProgFd?: number): void;
+  /** BPF_LINK_DETACH: false when it was detached already. */
+  linkDetach(linkFd: number): boolean;
+
   interfaces(): Array<{ index: number; name: string }>;
+  /** Interfaces with their kind, in one rtnetlink dump (this thread's namespace). */
+  links(): LinkEntry[];
+  /** Link and IPv4 route events of this thread's namespace, delivered in batches; does not keep the process alive. */
+  watchNetlink(callback: (events: NetlinkEvent[]) => void): NetlinkWatcher;
   /** Unicast IPv4 routes of the main table that name an output interface. */
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
