@@ -319,9 +319,12 @@ export function attachedHere(): Array<{ iface: string; ifindex: number; directio
       if (!id) continue;
       let program = '?';
       try {
-        const fd = native().progFdById(id);
-        program = native().progInfo(fd).name;
-        native().closeFd(fd);
+        const p = native().progById(id);
+        try {
+          program = p.name;
+        } finally {
+          p.close();
+        }
       } catch {
         /* gone meanwhile */
       }
