@@ -88,8 +88,6 @@ static int SetRodata(struct bpf_object* obj,
 
 class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
  public:
-  static Napi::FunctionReference* ctor;
-
   static void Init(Napi::Env env, Napi::Object exports) {
     Napi::Function f = DefineClass(env, "BpfObject",
                                    {
@@ -97,7 +95,7 @@ class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
                                        InstanceMethod("maps", &BpfObjectWrap::Maps),
                                        InstanceMethod("close", &BpfObjectWrap::Close),
                                    });
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    Data(env)->bpf_object = Napi::Persistent(f);
     exports.Set("BpfObject", f);
   }
 
@@ -153,8 +151,6 @@ class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
   ObjectPtr obj_;
 };
 
-Napi::FunctionReference* BpfObjectWrap::ctor = nullptr;
-
 class LoadWorker : public Napi::AsyncWorker {
  public:
   LoadWorker(Napi::Env env, LoadOptions opts)
@@ -205,7 +201,7 @@ class LoadWorker : public Napi::AsyncWorker {
       deferred_.Reject(MakeError(env, op_, err_, log_).Value());
       return;
     }
-    Napi::Object o = BpfObjectWrap::ctor->New(
+    Napi::Object o = Data(env)->bpf_object.New(
         {Napi::External<struct bpf_object>::New(env, obj_.release())});
     deferred_.Resolve(o);
   }
@@ -229,35 +225,39 @@ class LoadWorker : public Napi::AsyncWorker {
 };
 
 // loadObject(path, { pinRoot?, rodata?: {name: Buffer}, maxEntries?: {name: n} })
+// Every option is type-checked here, before the worker starts: a wrong type
+// is a TypeError naming the option, never a silently ignored setting.
 static Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   LoadOptions opts;
   if (!ArgString(info, 0, "path", &opts.path)) return env.Undefined();
-  if (info.Length() > 1 && info[1].IsObject()) {
-    Napi::Object o = info[1].As<Napi::Object>();
-    if (o.Has("pinRoot") && o.Get("pinRoot").IsString())
-      opts.pin_root = o.Get("pinRoot").As<Napi::String>().Utf8Value();
-    if (o.Has("rodata") && o.Get("rodata").IsObject()) {
-      Napi::Object r = o.Get("rodata").As<Napi::Object>();
+  Napi::Object o;
+  bool present, set;
+  if (!OptionsObject(info, 1, "loadObject", {"pinRoot", "rodata", "maxEntries"}, &o, &present))
+    return env.Undefined();
+  if (present) {
+    if (!OptString(o, "loadObject", "pinRoot", &opts.pin_root, &set)) return env.Undefined();
+    Napi::Object r;
+    if (!OptObject(o, "loadObject", "rodata", &r, &set)) return env.Undefined();
+    if (set) {
       Napi::Array names = r.GetPropertyNames();
       for (uint32_t i = 0; i < names.Length(); i++) {
-        std::string n = names.Get(i).As<Napi::String>().Utf8Value();
-        Napi::Value v = r.Get(n);
-        if (!v.IsBuffer()) {
-          Napi::TypeError::New(env, "rodata." + n + " must be a Buffer")
-              .ThrowAsJavaScriptException();
-          return env.Undefined();
-        }
-        auto b = v.As<Napi::Buffer<uint8_t>>();
-        opts.rodata[n] = std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
+        std::string n = names.Get(i).ToString().Utf8Value();
+        Napi::Buffer<uint8_t> b;
+        bool has;
+        if (!OptBuffer(r, "loadObject", n, &b, &has, "rodata." + n)) return env.Undefined();
+        if (has) opts.rodata[n] = std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
       }
     }
-    if (o.Has("maxEntries") && o.Get("maxEntries").IsObject()) {
-      Napi::Object r = o.Get("maxEntries").As<Napi::Object>();
+    if (!OptObject(o, "loadObject", "maxEntries", &r, &set)) return env.Undefined();
+    if (set) {
       Napi::Array names = r.GetPropertyNames();
       for (uint32_t i = 0; i < names.Length(); i++) {
-        std::string n = names.Get(i).As<Napi::String>().Utf8Value();
-        opts.max_entries[n] = r.Get(n).As<Napi::Number>().Uint32Value();
+        std::string n = names.Get(i).ToString().Utf8Value();
+        uint32_t v;
+        bool has;
+        if (!OptU32(r, "loadObject", n, &v, &has, "maxEntries." + n)) return env.Undefined();
+        if (has) opts.max_entries[n] = v;
       }
     }
   }

@@ -24,6 +24,10 @@
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 #include <cstddef>
 #include <cstring>
@@ -394,6 +398,40 @@ static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Whether fd is a BPF link (its anon inode says so): linkClose never closes
+// anything else, so a stale number cannot close an unrelated, reused fd.
+static bool IsBpfLink(int fd) {
+  char path[64], target[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (n < 0) return false;
+  target[n] = '\0';
+  // "bpf_link" for a link we created, "bpf-link" for one opened by id or pin.
+  return strcmp(target, "anon_inode:bpf_link") == 0 || strcmp(target, "anon_inode:bpf-link") == 0;
+}
+
+// linkOpen(path) -> fd of the BPF link pinned there (EINVAL if the pin is
+// something else).
+static Napi::Value LinkOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (!ArgString(info, 0, "path", &path)) return env.Undefined();
+  Fd fd(bpf_obj_get(path.c_str()));
+  if (fd.get() < 0) return Throw(env, "open pinned link " + path, errno);
+  if (!IsBpfLink(fd.get())) return Throw(env, "open pinned link " + path + ": not a BPF link", EINVAL);
+  return Napi::Number::New(env, fd.release());
+}
+
+// linkClose(fd): close a link fd we hold (EBADF if fd is not a BPF link).
+static Napi::Value LinkClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, "linkFd", &fd)) return env.Undefined();
+  if (!IsBpfLink(static_cast<int>(fd))) return Throw(env, "close link fd " + std::to_string(fd) + ": not a BPF link", EBADF);
+  close(static_cast<int>(fd));
+  return env.Undefined();
+}
+
 // linkFdById(id) -> fd of the link with that id.
 static Napi::Value LinkFdById(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -438,6 +476,8 @@ void InitTc(Napi::Env env, Napi::Object exports) {
   exports.Set("tcxList", Napi::Function::New(env, TcxListJs));
   exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
   exports.Set("linkFdById", Napi::Function::New(env, LinkFdById));
+  exports.Set("linkOpen", Napi::Function::New(env, LinkOpen));
+  exports.Set("linkClose", Napi::Function::New(env, LinkClose));
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("tcHookCreate", Napi::Function::New(env, TcHookCreate));

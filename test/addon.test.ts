@@ -40,11 +40,11 @@ t.test('map operations: typed errors, batch update/delete, dump', async (t) => {
   t.equal(m.deleteMany([{ setId: 7, index: 1 }, { setId: 9, index: 9 }, { setId: 7, index: 2 }]), 2, 'missing keys skipped in a batch delete');
   t.equal(m.delete({ setId: 7, index: 1 }), false, 'delete of a missing key says so');
   const e = (() => { try { native().mapLookup(m.fd, Buffer.alloc(2), 8); } catch (x) { return x; } })();
-  t.ok(e instanceof BpfError || e === undefined, 'native errors are BpfError');
+  t.ok(e instanceof BpfError && e.errno === 22, 'native errors are BpfError (here: a key of the wrong size)');
   const bad = (() => { try { native().mapUpdate(999999, Buffer.alloc(8), Buffer.alloc(8)); } catch (x) { return x as BpfError; } })();
   t.ok(bad instanceof BpfError);
   t.equal(bad!.errno, 9, 'EBADF');
-  t.equal(bad!.op, 'map update');
+  t.equal(bad!.op, 'map update fd 999999', 'names the fd it could not use');
 });
 
 t.test('TC attach leaves other filters alone; replace is atomic; detach removes only ours', async (t) => {

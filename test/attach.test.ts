@@ -83,7 +83,7 @@ t.test('native tcx: a link goes first on its hook, is updated in place, detaches
   enter(t, ns);
   const idx = indexOf('eth0');
   const theirs = native().tcxAttach(idx, 'ingress', foreign);
-  t.teardown(() => native().closeFd(theirs));
+  t.teardown(() => native().linkClose(theirs));
   const theirProg = native().linkInfo(theirs).progId;
   const link = native().tcxAttach(idx, 'ingress', dp.programs.fromData.fd);
   const info = native().linkInfo(link);
@@ -99,7 +99,7 @@ t.test('native tcx: a link goes first on its hook, is updated in place, detaches
   t.equal(native().linkDetach(link), true);
   t.doesNotThrow(() => native().linkDetach(link), 'detaching twice is not an error');
   t.equal(native().linkInfo(link).ifindex, 0, 'a detached link names no interface');
-  native().closeFd(link);
+  native().linkClose(link);
   t.same(native().tcxList(idx, 'ingress').map((p) => p.progId), [theirProg], 'theirs still there');
   t.same(native().tcxList(idx, 'egress'), []);
   const kinds = new Map(native().links().map((l) => [l.name, l.kind]));
@@ -119,7 +119,7 @@ for (const mode of MODES) {
     tc(ns, 'filter', 'add', 'dev', 'eth0', 'ingress', 'pref', '5', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', '192.0.2.99/32');
     enter(t, ns);
     const theirs = mode === 'tcx' ? native().tcxAttach(indexOf('eth0'), 'ingress', foreign) : -1;
-    if (theirs >= 0) t.teardown(() => native().closeFd(theirs));
+    if (theirs >= 0) t.teardown(() => native().linkClose(theirs));
     const a = attacher(t, dp, mode, pinDir, 300);
     t.equal(a.hook, mode);
     a.start();
@@ -158,7 +158,7 @@ for (const mode of MODES) {
       if (mode === 'tcx') {
         const fd = native().linkFdById(ing.linkId!);
         native().linkDetach(fd);
-        native().closeFd(fd);
+        native().linkClose(fd);
       } else {
         tc(ns, 'filter', 'del', 'dev', 'eth0', 'ingress', 'pref', String(TC_PRIORITY), 'handle', `0x${TC_HANDLE.toString(16)}`, 'bpf');
       }

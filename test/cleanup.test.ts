@@ -140,7 +140,7 @@ t.test('tcx mode: links pinned, left by a killed agent, shown by status (also wi
   // someone else's tcx program on eth0, held by this process
   const foreign = await foreignProgram(t);
   const theirs = inNetns(ns, () => native().tcxAttach(native().links().find((l) => l.name === 'eth0')!.index, 'ingress', foreign));
-  t.teardown(() => native().closeFd(theirs));
+  t.teardown(() => native().linkClose(theirs));
   const theirProg = native().linkInfo(theirs).progId;
   const eth0Tcx = () => inNetns(ns, () => native().tcxList(native().links().find((l) => l.name === 'eth0')!.index, 'ingress').map((p) => p.progId));
 

@@ -29,20 +29,18 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
     'entries', '1024', 'name', MAP_NAMES.ct]);
   execFileSync('bpftool', ['map', 'create', join(pin, MAP_NAMES.reasons), 'type', 'percpu_array', 'key', '4', 'value', String(c.reasonCounter.size),
     'entries', '12', 'name', MAP_NAMES.reasons]);
-  const fd = native().objGet(ctPath);
-  const old = new BpfMap(MAP_NAMES.ct, fd, c.ctKey, c.ctValue, 1024);
+  const old = new BpfMap(MAP_NAMES.ct, native().objGet(ctPath), c.ctKey, c.ctValue);
   const key = { saddr: '10.244.1.13', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6 };
   const value = { expiresNs: 123n, createdNs: 1n, natSaddr: '10.244.1.13', natDaddr: '10.244.1.11', natSport: 40000, natDport: 8080, dir: CtDir.FWD, state: 17, flags: 0, svcId: 7 };
   old.set(key, value);
-  native().closeFd(fd);
+  old.close();
 
   const { log, lines } = captureLogger();
   const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
   t.teardown(() => dp.close());
-  const nfd = native().objGet(ctPath);
-  const info = native().mapInfo(nfd);
-  native().closeFd(nfd);
-  t.equal(info.type, BPF_MAP_TYPE_HASH, 'conntrack is a plain hash now');
+  const now = native().objGet(ctPath);
+  now.close();
+  t.equal(now.type, BPF_MAP_TYPE_HASH, 'conntrack is a plain hash now');
   t.same(dp.maps.ct.get(key), value, 'the connection came along, byte for byte');
   t.ok(lines.some((l) => /conntrack map is pinned in the old layout.*1 entries move/.test(l.msg)), 'and the operator is told');
   t.equal(dp.maps.reasons.maxEntries, REASONS.length, 'drop counters cover every reason');

@@ -153,13 +153,13 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   const path = join(pinDir, MAP_NAMES.svcNames);
   execFileSync('rm', ['-f', path]);
   execFileSync('bpftool', ['map', 'create', path, 'type', 'hash', 'key', '4', 'value', '128', 'entries', '65536', 'name', 'bpfproxy_svc_na', 'flags', '1']);
-  const fd = native().objGet(path);
+  const old = native().objGet(path);
   for (const [k, v] of names) {
     const val = Buffer.alloc(128);
     val.write(v.name.slice(0, 127), 'utf8');
-    native().mapUpdate(fd, u32Key.encode(k), val);
+    native().mapUpdate(old, u32Key.encode(k), val);
   }
-  native().closeFd(fd);
+  old.close();
 
   const { log, lines } = captureLogger();
   dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH, log);
@@ -167,9 +167,9 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   t.ok(lines.some((l) => l.level === 'warn' && /bpfproxy_svc_names is pinned with key\/value 4\/128 bytes; this version uses 4\/256: migrating/.test(l.msg)));
   t.ok(lines.some((l) => /migrated: 2 service names copied/.test(l.msg)));
   t.notOk(existsSync(path + MIGRATING_SUFFIX), 'the old map is gone');
-  const fdNew = native().objGet(path);
-  t.equal(native().mapInfo(fdNew).valueSize, svcName.size);
-  native().closeFd(fdNew);
+  const now = native().objGet(path);
+  t.equal(now.valueSize, svcName.size);
+  now.close();
 
   const rec = new BpfReconciler(dp.maps, log);
   const ops = writes(dp.maps);
@@ -287,7 +287,7 @@ t.test('upgrade: another pinned map of another layout is replaced, with a line s
   t.teardown(() => dp.close());
   t.ok(lines.some((l) => l.level === 'warn' && new RegExp(String.raw`bpfproxy_affinity is pinned with key\/value 8\/8 bytes; this version uses 8\/${affinityValue.size}: replaced by a new, empty map \(ClientIP affinity starts afresh\)`).test(l.msg)),
     lines.map((l) => l.msg).join(' | '));
-  const fd = native().objGet(path);
-  t.equal(native().mapInfo(fd).valueSize, affinityValue.size);
-  native().closeFd(fd);
+  const now = native().objGet(path);
+  t.equal(now.valueSize, affinityValue.size);
+  now.close();
 });

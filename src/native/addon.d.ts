@@ -1,17 +1,70 @@
 /**
  * The native addon's surface (addon/*.cc), exactly as it is exported.
- * Every function throws an Error with `errno` and `op` on failure;
- * src/native/index.ts turns those into BpfError.
+ * Every function throws an Error with `errno`, `code` and `op` on failure
+ * (src/native/index.ts turns those into BpfError); a wrong argument or
+ * option type is a TypeError naming it.
+ *
+ * Fds: a MapHandle / ProgHandle owns its fd (close() it; one never closed
+ * is closed when it is garbage collected). A NativeBpfObject owns the fds
+ * of its programs and maps: the numbers its programs() and maps() report
+ * are valid until it is closed. Functions that take an fd accept either a
+ * number or a handle.
  */
+
+/** A BPF map fd with the sizes every map operation is checked against. */
+export interface MapHandle {
+  readonly kind: 'map';
+  /** The fd, or -1 once closed. */
+  readonly fd: number;
+  readonly closed: boolean;
+  /** What errors call the map: a pinned map's file name (the kernel's name is cut at 15 characters). */
+  readonly name: string;
+  readonly id: number;
+  /** BPF_MAP_TYPE_* */
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  /**
+   * Bytes of one value in a lookup/update buffer: valueSize, or for per-CPU
+   * maps round_up(valueSize, 8) × possible CPUs.
+   */
+  readonly valueLen: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  /** Close the fd now (again: nothing). */
+  close(): void;
+}
+
+/** A BPF program fd. */
+export interface ProgHandle {
+  readonly kind: 'prog';
+  /** The fd, or -1 once closed. */
+  readonly fd: number;
+  readonly closed: boolean;
+  /** The kernel's name (at most 15 characters). */
+  readonly name: string;
+  readonly id: number;
+  /** BPF_PROG_TYPE_* */
+  readonly type: number;
+  readonly tag: string;
+  close(): void;
+}
+
+/** A map op's target: a handle (sizes known), or a plain map fd (sizes read on each call). */
+export type MapRef = MapHandle | number;
+/** Any BPF fd, as a number or a handle. */
+export type FdRef = MapHandle | ProgHandle | number;
 
 export interface NativeProgram {
   name: string;
   section: string;
+  /** Owned by the object: valid until its close(). */
   fd: number;
 }
 
 export interface NativeMap {
   name: string;
+  /** Owned by the object: valid until its close(). */
   fd: number;
   type: number;
   keySize: number;
@@ -23,6 +76,7 @@ export interface NativeMap {
 export interface NativeBpfObject {
   programs(): NativeProgram[];
   maps(): NativeMap[];
+  /** Close the libbpf object with every fd it holds (also done when collected). */
   close(): void;
 }
 
@@ -120,26 +174,39 @@ export interface BpfLinkInfo {
   direction?: TcDirection | '?';
 }
 
-export interface NativeAddon {
+/** What the agent uses. */
+export interface NativeRuntime {
   loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
 
-  mapLookup(fd: number, key: Buffer, valueLen: number): Buffer | null;
-  mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
-  mapDelete(fd: number, key: Buffer): boolean;
-  mapNextKey(fd: number, key: Buffer | null, keyLen: number): Buffer | null;
-  mapDump(fd: number, keyLen: number, valueLen: number, batch: number): MapDump;
-  mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
-  mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
+  /**
+   * Map operations. Every Buffer must have the map's key size / value
+   * length (`valueLen` of its handle), batches count × that: otherwise
+   * BpfError EINVAL naming the operation, the map and both sizes. The
+   * optional length arguments, when given, must be the map's too.
+   */
+  mapLookup(map: MapRef, key: Buffer, valueLen?: number): Buffer | null;
+  mapUpdate(map: MapRef, key: Buffer, value: Buffer, flags?: number): void;
+  /** True when deleted, false when the key was not there. */
+  mapDelete(map: MapRef, key: Buffer): boolean;
+  /** The key after `key` (the first with null); null at the end. */
+  mapNextKey(map: MapRef, key: Buffer | null, keyLen?: number): Buffer | null;
+  mapDump(map: MapRef, keyLen?: number, valueLen?: number, batch?: number): MapDump;
+  mapUpdateBatch(map: MapRef, keys: Buffer, values: Buffer, count: number, flags?: number): number;
+  mapDeleteBatch(map: MapRef, keys: Buffer, count: number): number;
 
-  objGet(path: string): number;
-  objPin(fd: number, path: string): void;
-  mapInfo(fd: number): MapInfo;
-  progInfo(fd: number): ProgInfo;
-  progFdById(id: number): number;
-  closeFd(fd: number): void;
-  progTestRun(fd: number, data: Buffer, opts?: TestRunOptions): TestRunResult;
-  /** Each frame once, in a native loop (per-packet figures for distinct packets). */
-  progTestRunEach(fd: number, frames: Buffer[], opts?: { ctx?: Buffer }): { totalNs: number; retvals: Int32Array };
+  /** Open a pinned map (or, with 'prog', program): a handle that owns the fd. */
+  objGet(path: string, kind?: 'map'): MapHandle;
+  objGet(path: string, kind: 'prog'): ProgHandle;
+  objPin(fd: FdRef, path: string): void;
+  mapInfo(fd: FdRef): MapInfo;
+  progInfo(fd: FdRef): ProgInfo;
+  /** Open a loaded program by id: a handle that owns the fd. */
+  progById(id: number): ProgHandle;
+
+  /** "E2BIG", from the C library (and the kernel-internal codes such as ENOTSUPP). */
+  errnoName(errno: number): string;
+  /** "Argument list too long" */
+  errnoText(errno: number): string;
 
   tcAttach(ifindex: number, dir: TcDirection, progFd: number, handle: number, priority: number): number;
   tcDetach(ifindex: number, dir: TcDirection, handle: number, priority: number): boolean;
@@ -159,6 +226,10 @@ export interface NativeAddon {
   tcxList(ifindex: number, dir: TcDirection): Array<{ progId: number; linkId: number }>;
   linkInfo(linkFd: number): BpfLinkInfo;
   linkFdById(linkId: number): number;
+  /** fd of the BPF link pinned at path (EINVAL when the pin is not a link). */
+  linkOpen(path: string): number;
+  /** Close a link fd (EBADF when fd is not a BPF link: never closes anything else). */
+  linkClose(linkFd: number): void;
   /** BPF_LINK_UPDATE: the link runs progFd from now on (atomically); with expectedProgFd only if it ran that one. */
   linkUpdate(linkFd: number, progFd: number, expectedProgFd?: number): void;
   /** BPF_LINK_DETACH: false when it was detached already. */
@@ -173,8 +244,24 @@ export interface NativeAddon {
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
   monotonicNs(): bigint;
-  enterNetns(path: string): number;
-  restoreNetns(fd: number): void;
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 }
+
+/**
+ * Test-only: used by the tests, the bench and the lab, never by the agent.
+ * They act on the calling thread (enterNetns) or run programs on crafted
+ * packets (BPF_PROG_TEST_RUN).
+ */
+export interface NativeTesting {
+  /** Move this thread into the network namespace at path; returns the fd of the one left (give it to restoreNetns). */
+  enterNetns(path: string): number;
+  /** Return to the namespace enterNetns left, closing its fd. */
+  restoreNetns(fd: number): void;
+  /** Run a program once (or `repeat` times) on one packet. */
+  progTestRun(fd: FdRef, data: Buffer, opts?: TestRunOptions): TestRunResult;
+  /** Each frame once, in a native loop (per-packet figures for distinct packets). */
+  progTestRunEach(fd: FdRef, frames: Buffer[], opts?: { ctx?: Buffer }): { totalNs: number; retvals: Int32Array };
+}
+
+export interface NativeAddon extends NativeRuntime, NativeTesting {}

@@ -10,39 +10,56 @@ import type { NativeAddon } from './addon.js';
 
 export type * from './addon.js';
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 7: 'E2BIG', 9: 'EBADF', 12: 'ENOMEM', 13: 'EACCES', 16: 'EBUSY',
-  17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 28: 'ENOSPC', 95: 'EOPNOTSUPP', 524: 'ENOTSUPP',
-};
+const E2BIG = 7;
+const ENOMEM = 12;
 
-/** A failed kernel or libbpf operation. */
+/** The symbolic name of an errno ("E2BIG"), from the C library through the addon. */
+export function errnoName(errno: number): string {
+  return native().errnoName(errno);
+}
+
+/** A failed kernel or libbpf operation, or one the addon refused (EINVAL, with `detail`). */
 export class BpfError extends Error {
   override readonly name = 'BpfError';
   constructor(
+    /** What was done, naming the object: "map update batch bpfproxy_slots". */
     readonly op: string,
     readonly errno: number,
     /** libbpf / verifier output, when the operation produced any. */
     readonly log: string = '',
     /** Batch operations: how many elements were done before the failure. */
     readonly done: number = 0,
+    /** Why the addon refused the call itself (e.g. a key of the wrong size). */
+    readonly detail: string = '',
   ) {
-    super(`${op}: ${ERRNO_NAMES[errno] ?? `errno ${errno}`}${log ? `\n${log.trimEnd()}` : ''}`);
+    const n = native();
+    super(`${op}: ${n.errnoName(errno)} (${n.errnoText(errno)})${detail ? `: ${detail}` : ''}${log ? `\n${log.trimEnd()}` : ''}`);
   }
 
+  /** "E2BIG", "ENOENT", ... */
   get code(): string {
-    return ERRNO_NAMES[this.errno] ?? `E${this.errno}`;
+    return errnoName(this.errno);
   }
 
-  /** The map is full (hash maps say E2BIG, some paths ENOSPC/ENOMEM). */
+  /**
+   * A hash map has no room for another entry (the kernel says E2BIG).
+   * Not ENOMEM: that is the kernel failing to allocate (isOutOfMemory),
+   * which a bigger map would not fix.
+   */
   get isMapFull(): boolean {
-    return this.errno === 7 || this.errno === 28 || this.errno === 12;
+    return this.errno === E2BIG;
+  }
+
+  /** The kernel could not allocate memory for the operation (ENOMEM). */
+  get isOutOfMemory(): boolean {
+    return this.errno === ENOMEM;
   }
 }
 
 function toBpfError(e: unknown): unknown {
   if (e instanceof Error && typeof (e as { errno?: unknown }).errno === 'number') {
-    const x = e as Error & { errno: number; op?: string; log?: string; done?: number };
-    return new BpfError(x.op ?? 'bpf', x.errno, x.log ?? '', x.done ?? 0);
+    const x = e as Error & { errno: number; op?: string; log?: string; done?: number; detail?: string };
+    return new BpfError(x.op ?? 'bpf', x.errno, x.log ?? '', x.done ?? 0, x.detail ?? '');
   }
   return e;
 }

@@ -593,11 +593,11 @@ export class Attacher {
 
 function programName(id: number): string {
   try {
-    const fd = native().progFdById(id);
+    const p = native().progById(id);
     try {
-      return native().progInfo(fd).name;
+      return p.name;
     } finally {
-      native().closeFd(fd);
+      p.close();
     }
   } catch {
     return '?';

@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { native, type NativeBpfObject } from '../../native/index.js';
+import { BpfError, native, type MapHandle, type NativeBpfObject } from '../../native/index.js';
 import * as c from './codecs.js';
 import type { DatapathConfig } from './config.js';
 import { BPF_NOEXIST, BpfMap } from './map.js';
@@ -76,22 +76,40 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   reasons: 'drop counters start from zero',
 };
 
-function makeMaps(fdOf: (name: string) => { fd: number; maxEntries: number }): DatapathMaps {
-  const m = <K, V>(name: string, [k, v]: readonly [Codec<K>, Codec<V>], cpus = 0) => {
-    const { fd, maxEntries } = fdOf(name);
-    return new BpfMap(name, fd, k, v, maxEntries, cpus);
+/** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
+function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
+  const opened: MapHandle[] = [];
+  const m = <K, V>(name: string, [k, v]: readonly [Codec<K>, Codec<V>], cpus?: number) => {
+    const h = open(name);
+    opened.push(h);
+    return new BpfMap(name, h, k, v, h.maxEntries, cpus);
   };
-  return {
-    fe: m(MAP_NAMES.fe, LAYOUT.fe),
-    slots: m(MAP_NAMES.slots, LAYOUT.slots),
-    affinity: m(MAP_NAMES.affinity, LAYOUT.affinity),
-    nodeIps: m(MAP_NAMES.nodeIps, LAYOUT.nodeIps),
-    podIfs: m(MAP_NAMES.podIfs, LAYOUT.podIfs),
-    podSrcs: m(MAP_NAMES.podSrcs, LAYOUT.podSrcs),
-    svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
-    ct: m(MAP_NAMES.ct, LAYOUT.ct),
-    reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
-  };
+  try {
+    return {
+      fe: m(MAP_NAMES.fe, LAYOUT.fe),
+      slots: m(MAP_NAMES.slots, LAYOUT.slots),
+      affinity: m(MAP_NAMES.affinity, LAYOUT.affinity),
+      nodeIps: m(MAP_NAMES.nodeIps, LAYOUT.nodeIps),
+      podIfs: m(MAP_NAMES.podIfs, LAYOUT.podIfs),
+      podSrcs: m(MAP_NAMES.podSrcs, LAYOUT.podSrcs),
+      svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
+      ct: m(MAP_NAMES.ct, LAYOUT.ct),
+      reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
+    };
+  } catch (e) {
+    for (const h of opened) h.close();
+    throw e;
+  }
+}
+
+/** The sizes of a pinned map (opened and closed again). */
+function pinnedInfo(path: string): { type: number; keySize: number; valueSize: number; maxEntries: number } {
+  const h = native().objGet(path);
+  try {
+    return { type: h.type, keySize: h.keySize, valueSize: h.valueSize, maxEntries: h.maxEntries };
+  } finally {
+    h.close();
+  }
 }
 
 /** Where a pinned map of an old layout waits while its entries are copied. */
@@ -110,13 +128,7 @@ function preparePins(pinDir: string, log?: Logger): void {
   for (const [role, name] of Object.entries(MAP_NAMES) as Array<[keyof typeof MAP_NAMES, string]>) {
     const path = join(pinDir, name);
     if (!existsSync(path)) continue;
-    const fd = native().objGet(path);
-    let info;
-    try {
-      info = native().mapInfo(fd);
-    } finally {
-      native().closeFd(fd);
-    }
+    const info = pinnedInfo(path);
     const [k, v] = LAYOUT[role];
     if (info.keySize === k.size && info.valueSize === v.size) continue;
     const sizes = `key/value ${info.keySize}/${info.valueSize} bytes; this version uses ${k.size}/${v.size}`;
@@ -138,28 +150,30 @@ function finishMigrations(pinDir: string, log?: Logger): void {
   const path = join(pinDir, MAP_NAMES.svcNames);
   const old = path + MIGRATING_SUFFIX;
   if (!existsSync(old)) return;
-  const ofd = native().objGet(old);
-  const nfd = native().objGet(path);
+  const from = native().objGet(old);
   try {
-    const info = native().mapInfo(ofd);
-    const name = chars(info.valueSize);
-    const d = native().mapDump(ofd, info.keySize, info.valueSize, 4096);
-    let copied = 0;
-    for (let i = 0; i < d.count; i++) {
-      const id = d.keys.readUInt32LE(i * info.keySize);
-      const v = name.read(d.values, i * info.valueSize);
-      try {
-        native().mapUpdate(nfd, c.u32Key.encode({ v: id }), c.svcName.encode({ name: v }), BPF_NOEXIST);
-        copied++;
-      } catch (e) {
-        if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: written since
+    const to = native().objGet(path);
+    try {
+      const name = chars(from.valueSize);
+      const d = native().mapDump(from);
+      let copied = 0;
+      for (let i = 0; i < d.count; i++) {
+        const id = d.keys.readUInt32LE(i * from.keySize);
+        const v = name.read(d.values, i * from.valueLen);
+        try {
+          native().mapUpdate(to, c.u32Key.encode({ v: id }), c.svcName.encode({ name: v }), BPF_NOEXIST);
+          copied++;
+        } catch (e) {
+          if ((e as { errno?: number }).errno !== 17) throw e; // EEXIST: written since
+        }
       }
+      rmSync(old, { force: true });
+      log?.info({ map: MAP_NAMES.svcNames, names: copied }, `map ${MAP_NAMES.svcNames} migrated: ${copied} service names copied into the new map`);
+    } finally {
+      to.close();
     }
-    rmSync(old, { force: true });
-    log?.info({ map: MAP_NAMES.svcNames, names: copied }, `map ${MAP_NAMES.svcNames} migrated: ${copied} service names copied into the new map`);
   } finally {
-    native().closeFd(ofd);
-    native().closeFd(nfd);
+    from.close();
   }
 }
 
@@ -233,19 +247,14 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
   for (const [name, size] of Object.entries(wanted)) {
     const path = join(pinDir, name);
     if (!existsSync(path)) continue;
-    const fd = native().objGet(path);
-    try {
-      const have = native().mapInfo(fd).maxEntries;
-      if (have !== size) {
-        log?.warn(
-          { map: name, pinned: have, configured: size },
-          `map ${name} is pinned with ${have} entries; keeping that size so no state is lost ` +
-            `(run "bpfproxy cleanup" while the node is drained to resize)`,
-        );
-        wanted[name] = have;
-      }
-    } finally {
-      native().closeFd(fd);
+    const have = pinnedInfo(path).maxEntries;
+    if (have !== size) {
+      log?.warn(
+        { map: name, pinned: have, configured: size },
+        `map ${name} is pinned with ${have} entries; keeping that size so no state is lost ` +
+          `(run "bpfproxy cleanup" while the node is drained to resize)`,
+      );
+      wanted[name] = have;
     }
   }
   return wanted;
@@ -263,46 +272,58 @@ const BPF_MAP_TYPE_HASH = 1;
  */
 function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> {
   const carry: Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> = [];
-  const open = (name: string): number | undefined => {
-    const path = join(pinDir, name);
-    return existsSync(path) ? native().objGet(path) : undefined;
-  };
-  const ctFd = open(MAP_NAMES.ct);
-  if (ctFd !== undefined) {
+  const ctPath = join(pinDir, MAP_NAMES.ct);
+  if (existsSync(ctPath)) {
+    const ct = native().objGet(ctPath);
     try {
-      const info = native().mapInfo(ctFd);
-      if (info.type !== BPF_MAP_TYPE_HASH && info.keySize === c.ctKey.size && info.valueSize === c.ctValue.size) {
-        const entries = new BpfMap(MAP_NAMES.ct, ctFd, c.ctKey, c.ctValue, info.maxEntries).entries();
+      if (ct.type !== BPF_MAP_TYPE_HASH && ct.keySize === c.ctKey.size && ct.valueSize === c.ctValue.size) {
+        const entries = new BpfMap(MAP_NAMES.ct, ct, c.ctKey, c.ctValue).entries();
         rmSync(join(pinDir, MAP_NAMES.ct));
         carry.push({ map: 'ct', entries });
         log?.info(
           { map: MAP_NAMES.ct, entries: entries.length },
-          `conntrack map is pinned in the old layout (type ${info.type}); its ${entries.length} entries move to the new map`,
+          `conntrack map is pinned in the old layout (type ${ct.type}); its ${entries.length} entries move to the new map`,
         );
       }
     } finally {
-      native().closeFd(ctFd);
+      ct.close();
     }
   }
-  const rFd = open(MAP_NAMES.reasons);
-  if (rFd !== undefined) {
-    try {
-      const info = native().mapInfo(rFd);
-      if (info.maxEntries !== REASONS.length) {
-        rmSync(join(pinDir, MAP_NAMES.reasons));
-        log?.info(
-          { map: MAP_NAMES.reasons, pinned: info.maxEntries, now: REASONS.length },
-          'drop-reason counters are pinned for another set of reasons; they start again from zero',
-        );
-      }
-    } finally {
-      native().closeFd(rFd);
+  const reasonsPath = join(pinDir, MAP_NAMES.reasons);
+  if (existsSync(reasonsPath)) {
+    const info = pinnedInfo(reasonsPath);
+    if (info.maxEntries !== REASONS.length) {
+      rmSync(reasonsPath);
+      log?.info(
+        { map: MAP_NAMES.reasons, pinned: info.maxEntries, now: REASONS.length },
+        'drop-reason counters are pinned for another set of reasons; they start again from zero',
+      );
     }
   }
   return carry;
 }
 
-/** Load the BPF object; its maps are pinned under pinDir (or adopted). */
+/** Write what migratePins read out of replaced maps into the new ones. */
+function writeBack(pinDir: string, carry: ReturnType<typeof migratePins>, log?: Logger): void {
+  const pinned = openPinnedMaps(pinDir);
+  try {
+    for (const { map, entries } of carry) {
+      const m = pinned.maps[map] as unknown as BpfMap<unknown, unknown>;
+      const fit = entries.slice(0, m.maxEntries);
+      if (fit.length) m.setMany(fit);
+      if (fit.length < entries.length) {
+        log?.warn({ map: m.name, dropped: entries.length - fit.length }, `${m.name}: ${entries.length - fit.length} entries did not fit the new map`);
+      }
+    }
+  } finally {
+    pinned.close();
+  }
+}
+
+/**
+ * Load the BPF object; its maps are pinned under pinDir (or adopted).
+ * On any failure the object is closed (with its fds).
+ */
 export async function loadPrograms(bpfDir: string, pinDir: string, cfg: DatapathConfig, log?: Logger): Promise<Programs> {
   mkdirSync(pinDir, { recursive: true });
   const carry = migratePins(pinDir, log);
@@ -327,25 +348,11 @@ export async function loadPrograms(bpfDir: string, pinDir: string, cfg: Datapath
       programs[role] = { fd: prog.fd, name: prog.name };
     }
     finishMigrations(pinDir, log);
+    if (carry.length) writeBack(pinDir, carry, log);
   } catch (e) {
     for (const o of objects) o.close();
     undoMigrations(pinDir);
     throw e;
-  }
-  if (carry.length) {
-    const pinned = openPinnedMaps(pinDir);
-    try {
-      for (const { map, entries } of carry) {
-        const m = pinned.maps[map] as unknown as BpfMap<unknown, unknown>;
-        const fit = entries.slice(0, m.maxEntries);
-        if (fit.length) m.setMany(fit);
-        if (fit.length < entries.length) {
-          log?.warn({ map: m.name, dropped: entries.length - fit.length }, `${m.name}: ${entries.length - fit.length} entries did not fit the new map`);
-        }
-      }
-    } finally {
-      pinned.close();
-    }
   }
   return {
     programs,
@@ -384,22 +391,27 @@ export async function loadDatapath(bpfDir: string, pinDir: string, cfg: Datapath
   return dp;
 }
 
-/** The pinned maps of a running (or stopped) agent, for the CLI. */
+/**
+ * The pinned maps of a running (or stopped) agent, each with an fd of its
+ * own. If one is missing, those opened before are closed and the error
+ * says which; close() closes them all.
+ */
 export function openPinnedMaps(pinDir: string): { maps: DatapathMaps; close(): void } {
-  const fds: number[] = [];
   const maps = makeMaps((name) => {
     const path = join(pinDir, name);
-    if (!existsSync(path)) {
-      throw new Error(`no pinned map at ${path}: is the agent running with --pin-dir ${pinDir}?`);
+    try {
+      return native().objGet(path);
+    } catch (e) {
+      if (e instanceof BpfError && e.errno === 2) {
+        throw new Error(`no pinned map at ${path}: is the agent running with --pin-dir ${pinDir}?`);
+      }
+      throw e;
     }
-    const fd = native().objGet(path);
-    fds.push(fd);
-    return { fd, maxEntries: native().mapInfo(fd).maxEntries };
   });
   return {
     maps,
     close() {
-      for (const fd of fds) native().closeFd(fd);
+      for (const m of Object.values(maps) as Array<BpfMap<unknown, unknown>>) m.close();
     },
   };
 }

@@ -1,5 +1,9 @@
-/** A typed view of one BPF map: codecs on both sides of the native calls. */
-import { BpfError, native } from '../../native/index.js';
+/**
+ * A typed view of one BPF map: codecs on both sides of the native calls.
+ * It owns the map's handle (close() closes the fd); the addon checks every
+ * buffer the codecs produce against the map's own key and value sizes.
+ */
+import { BpfError, native, type MapHandle } from '../../native/index.js';
 import type { Codec } from './struct.js';
 
 export const BPF_ANY = 0;
@@ -11,47 +15,63 @@ const BATCH = 4096;
 export class BpfMap<K, V> {
   /** Bytes one value takes in the kernel's view (per-CPU maps: all CPUs). */
   readonly valueLen: number;
+  readonly maxEntries: number;
+  /** Number of possible CPUs for per-CPU maps, 0 otherwise. */
+  readonly cpus: number;
 
   constructor(
     readonly name: string,
-    readonly fd: number,
+    readonly handle: MapHandle,
     readonly key: Codec<K>,
     readonly value: Codec<V>,
-    readonly maxEntries: number,
-    /** Number of possible CPUs for per-CPU maps, 0 otherwise. */
-    readonly cpus = 0,
+    maxEntries = handle.maxEntries,
+    cpus?: number,
   ) {
-    this.valueLen = cpus ? Math.ceil(value.size / 8) * 8 * cpus : value.size;
+    this.maxEntries = maxEntries;
+    this.cpus = cpus ?? (isPerCpu(handle.type) ? native().possibleCpus() : 0);
+    this.valueLen = this.cpus ? Math.ceil(value.size / 8) * 8 * this.cpus : value.size;
   }
 
-  /** Run a native call, naming this map in any error. */
+  /** The map's fd (-1 once closed): for calls that take a plain fd. */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
+  /** Close the map's fd (again: nothing). */
+  close(): void {
+    this.handle.close();
+  }
+
+  /** Run a native call, naming this map in any error that does not already. */
   private call<T>(fn: () => T): T {
     try {
       return fn();
     } catch (e) {
-      if (e instanceof BpfError) throw new BpfError(`${e.op} ${this.name}`, e.errno, e.log, e.done);
+      if (e instanceof BpfError && !e.op.includes(this.name)) {
+        throw new BpfError(`${e.op} (${this.name})`, e.errno, e.log, e.done, e.detail);
+      }
       throw e;
     }
   }
 
   get(k: K): V | undefined {
-    const b = this.call(() => native().mapLookup(this.fd, this.key.encode(k), this.valueLen));
+    const b = this.call(() => native().mapLookup(this.handle, this.key.encode(k), this.valueLen));
     return b ? this.value.decode(b) : undefined;
   }
 
   /** Per-CPU maps: one value per possible CPU. */
   getPerCpu(k: K): V[] {
-    const b = this.call(() => native().mapLookup(this.fd, this.key.encode(k), this.valueLen));
+    const b = this.call(() => native().mapLookup(this.handle, this.key.encode(k), this.valueLen));
     return b ? this.splitPerCpu(b, 0) : [];
   }
 
   set(k: K, v: V, flags = BPF_ANY): void {
-    this.call(() => native().mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags));
+    this.call(() => native().mapUpdate(this.handle, this.key.encode(k), this.value.encode(v), flags));
   }
 
   /** True when the key was there. */
   delete(k: K): boolean {
-    return this.call(() => native().mapDelete(this.fd, this.key.encode(k)));
+    return this.call(() => native().mapDelete(this.handle, this.key.encode(k)));
   }
 
   /** Write many entries with BPF_MAP_UPDATE_BATCH (in chunks). */
@@ -64,7 +84,7 @@ export class BpfMap<K, V> {
         this.key.encodeInto(keys, j * this.key.size, k);
         this.value.encodeInto(vals, j * this.value.size, v);
       });
-      this.call(() => native().mapUpdateBatch(this.fd, keys, vals, chunk.length));
+      this.call(() => native().mapUpdateBatch(this.handle, keys, vals, chunk.length));
     }
   }
 
@@ -77,7 +97,7 @@ export class BpfMap<K, V> {
       const buf = Buffer.alloc(chunk.length * this.key.size);
       chunk.forEach((k, j) => this.key.encodeInto(buf, j * this.key.size, k));
       try {
-        deleted += this.call(() => native().mapDeleteBatch(this.fd, buf, chunk.length));
+        deleted += this.call(() => native().mapDeleteBatch(this.handle, buf, chunk.length));
         rest = rest.slice(chunk.length);
       } catch (e) {
         if (!(e instanceof BpfError) || e.errno !== 2) throw e;
@@ -90,7 +110,7 @@ export class BpfMap<K, V> {
   }
 
   entries(): Array<[K, V]> {
-    const d = this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH));
+    const d = this.call(() => native().mapDump(this.handle, this.key.size, this.valueLen, BATCH));
     const out: Array<[K, V]> = [];
     for (let i = 0; i < d.count; i++) {
       out.push([this.key.decode(d.keys, i * this.key.size), this.value.decode(d.values, i * this.valueLen)]);
@@ -99,7 +119,7 @@ export class BpfMap<K, V> {
   }
 
   entriesPerCpu(): Array<[K, V[]]> {
-    const d = this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH));
+    const d = this.call(() => native().mapDump(this.handle, this.key.size, this.valueLen, BATCH));
     const out: Array<[K, V[]]> = [];
     for (let i = 0; i < d.count; i++) {
       out.push([this.key.decode(d.keys, i * this.key.size), this.splitPerCpu(d.values, i * this.valueLen)]);
@@ -108,7 +128,7 @@ export class BpfMap<K, V> {
   }
 
   count(): number {
-    return this.call(() => native().mapDump(this.fd, this.key.size, this.valueLen, BATCH)).count;
+    return this.call(() => native().mapDump(this.handle, this.key.size, this.valueLen, BATCH)).count;
   }
 
   private splitPerCpu(b: Buffer, base: number): V[] {
@@ -117,4 +137,10 @@ export class BpfMap<K, V> {
     for (let c = 0; c < this.cpus; c++) out.push(this.value.decode(b, base + c * stride));
     return out;
   }
+}
+
+/** BPF_MAP_TYPE_PERCPU_HASH, _PERCPU_ARRAY, _LRU_PERCPU_HASH, _PERCPU_CGROUP_STORAGE */
+const PER_CPU_TYPES = new Set([5, 6, 10, 21]);
+function isPerCpu(type: number): boolean {
+  return PER_CPU_TYPES.has(type);
 }

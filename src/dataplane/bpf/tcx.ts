@@ -48,7 +48,7 @@ export interface PinnedTcxLink {
 
 function closeQuietly(fd: number): void {
   try {
-    native().closeFd(fd);
+    native().linkClose(fd);
   } catch {
     /* already closed */
   }
@@ -69,7 +69,7 @@ export function readPinnedTcxLinks(pinDir: string): { links: PinnedTcxLink[]; ba
     }
     let fd: number;
     try {
-      fd = native().objGet(path);
+      fd = native().linkOpen(path);
     } catch (e) {
       bad.push({ path, reason: (e as Error).message });
       continue;
@@ -102,7 +102,7 @@ export function detachPinnedTcxLinks(pinDir: string, log?: Logger): Array<{ ifin
   for (const l of links) {
     let fd: number | undefined;
     try {
-      fd = native().objGet(l.path);
+      fd = native().linkOpen(l.path);
       if (l.live && native().linkDetach(fd)) out.push({ ifindex: l.ifindex, direction: l.direction });
     } catch (e) {
       log?.error({ pin: l.path }, `cannot detach the tcx link pinned at ${l.path}: ${(e as Error).message}; unpinning it anyway (the kernel detaches it once nothing else holds it)`);
@@ -142,7 +142,7 @@ export class TcxLinks {
         continue;
       }
       try {
-        const fd = native().objGet(l.path);
+        const fd = native().linkOpen(l.path);
         this.links.set(TcxLinks.key(l.ifindex, l.direction), { fd, id: l.linkId, ifindex: l.ifindex, dir: l.direction });
         n++;
       } catch (e) {
