@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** bpfproxy: the agent and the operator commands. */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
@@ -414,9 +414,10 @@ bench.command('compare')
       process.stdout.write(files['compare.md']!);
       return;
     }
-    mkdirSync(o.out, { recursive: true });
-    for (const [f, body] of Object.entries(files)) writeFileSync(join(o.out, f), body);
-    console.log(`wrote ${Object.keys(files).map((f) => join(o.out, f)).join(', ')}`);
+    const out = o.out;
+    mkdirSync(out, { recursive: true });
+    for (const [f, body] of Object.entries(files)) writeFileSync(join(out, f), body);
+    console.log(`wrote ${Object.keys(files).map((f) => join(out, f)).join(', ')}`);
   });
 
 void DIST;
