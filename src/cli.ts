@@ -122,7 +122,7 @@ program
       try { new RegExp(v); } catch (e) { fail(`${flag}: ${(e as Error).message}`); }
     }
     if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
-    const tcAttach = o.tcAttach as TcAttachMode;
+    const tcAttach = o.tcAttach;
     try {
       resolveAttachMode(tcAttach);
     } catch (e) {
@@ -156,7 +156,7 @@ program
       bpfDataIfacePattern: o.dataIfaces,
       bpfL3IfacePattern: o.l3Ifaces,
       bpfKubeProxyMinSyncPeriod: o.minSyncPeriod,
-      bpfConntrackTimeouts: ctTimeouts!,
+      bpfConntrackTimeouts: ctTimeouts,
       bpfMapSizeConntrack: o.mapSizeConntrack,
       bpfMapSizeNATFrontend: o.mapSizeNatFrontend,
       bpfMapSizeNATBackend: o.mapSizeNatBackend,

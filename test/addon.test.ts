@@ -27,7 +27,7 @@ char LICENSE[] SEC("license") = "GPL";
   t.match(e.log, /invalid access to packet|R\d .*pkt/, 'carries the verifier log');
   t.match(e.message, /EACCES/);
   const missing = await native().loadObject(join(dir, 'nope.o')).then(() => undefined, (x: unknown) => x);
-  t.ok(missing instanceof BpfError && (missing as BpfError).errno === 2, 'a missing file is ENOENT');
+  t.ok(missing instanceof BpfError && (missing).errno === 2, 'a missing file is ENOENT');
 });
 
 t.test('map operations: typed errors, batch update/delete, dump', async (t) => {

@@ -238,8 +238,8 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
       writeFileSync(join(dir, 'services.yaml'), objs.map((o) => stringify(o)).join('---\n'));
       src = ['--manifests', dir];
     } else {
-      for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o as never);
-      api.upsert('felixconfigurations', { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', metadata: { name: 'default' }, spec: { bpfEnabled: true } } as never);
+      for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o);
+      api.upsert('felixconfigurations', { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', metadata: { name: 'default' }, spec: { bpfEnabled: true } });
       const prev = native().enterNetns(nsPath(ns));
       let url: string;
       try {

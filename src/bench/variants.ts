@@ -119,7 +119,7 @@ export async function program(variant: Variant, t: BenchTopology, svcs: BenchSer
         if (fillers.length === 0) return NaN;
         const k = i % fillers.length;
         fillers[k] = churn(fillers[k]!, i);
-        return kp.change(fillers[k]!, KUBE_PROXY_CHANGE_INTERVAL_MS).wallMs;
+        return kp.change(fillers[k], KUBE_PROXY_CHANGE_INTERVAL_MS).wallMs;
       },
       kubeProxy: () => kp.idle(),
       close: () => undefined,
@@ -169,7 +169,7 @@ export async function program(variant: Variant, t: BenchTopology, svcs: BenchSer
       const k = i % fillers.length;
       fillers[k] = churn(fillers[k]!, i);
       const s0 = performance.now();
-      rec.syncService(`bench/${fillers[k]!.name}`, [toFrontend(fillers[k]!)]);
+      rec.syncService(`bench/${fillers[k].name}`, [toFrontend(fillers[k])]);
       return performance.now() - s0;
     },
     packetNs() {

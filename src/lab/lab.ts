@@ -216,7 +216,7 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
     logs.push(line);
     if (line.includes('"agent ready"')) readyResolve();
   };
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     buf += d.toString();
     let i;
     while ((i = buf.indexOf('\n')) >= 0) {
@@ -224,7 +224,7 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
       buf = buf.slice(i + 1);
     }
   });
-  child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+  child.stderr.on('data', (d: Buffer) => logs.push(d.toString()));
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => {
     readyReject(new Error(`agent on ${n.name} exited (${code}) before ready:\n${logs.slice(-20).join('\n')}`));
     res(code);

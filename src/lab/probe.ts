@@ -134,7 +134,7 @@ function stream(host: string, port: number, duration: number, chunk: number, int
       if (!sending && received >= sent) finish({ ok: true });
     });
     sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: e.code ?? e.message }));
-    sock.on('close', () => finish({ ok: received >= sent && !sending, error: received >= sent && !sending ? undefined : 'closed early' } as { ok: boolean }));
+    sock.on('close', () => finish({ ok: received >= sent && !sending, error: received >= sent && !sending ? undefined : 'closed early' }));
   });
 }
 

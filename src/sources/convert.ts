@@ -284,7 +284,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     names.set(name, i);
     if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
-      name, protocol: protocol as Protocol, port: sp.port, targetPort: sp.targetPort ?? sp.port, field: at,
+      name, protocol: protocol, port: sp.port, targetPort: sp.targetPort ?? sp.port, field: at,
       ...(nodePort !== undefined ? { nodePort } : {}),
     });
   });
@@ -339,8 +339,8 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       loadBalancerIPs,
       ports: servedPorts.map(({ field: _f, ...sp }) => sp),
       affinityTimeout: affinity,
-      externalTrafficPolicy: (spec.externalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
-      internalTrafficPolicy: (spec.internalTrafficPolicy ?? 'Cluster') as TrafficPolicy,
+      externalTrafficPolicy: (spec.externalTrafficPolicy ?? 'Cluster'),
+      internalTrafficPolicy: (spec.internalTrafficPolicy ?? 'Cluster'),
       hasSelector,
       ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
       ...(createdAt !== undefined ? { createdAt } : {}),

@@ -38,7 +38,7 @@ export async function startAgentIn(t: Test, ns: string, args: string[], readyMs 
   let buf = '';
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent not ready in ${readyMs} ms:\n${logs.slice(-20).join('\n')}`)), readyMs);
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       let i;
       while ((i = buf.indexOf('\n')) >= 0) {
@@ -51,7 +51,7 @@ export async function startAgentIn(t: Test, ns: string, args: string[], readyMs 
         }
       }
     });
-    child.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+    child.stderr.on('data', (d: Buffer) => logs.push(d.toString()));
     void exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`agent exited (${code}) before ready:\n${logs.slice(-20).join('\n')}`));

@@ -143,7 +143,7 @@ export function chars(n: number): Field<string> {
 }
 export function nested<T>(c: Codec<T>): Field<T> {
   return {
-    size: c.size, align: c.align, nested: c as Codec<unknown>,
+    size: c.size, align: c.align, nested: c,
     read: (b, o) => c.decode(b, o),
     write: (b, o, v) => c.encodeInto(b, o, v),
   };

@@ -13,7 +13,7 @@
  */
 import { csumFold, csumPartial, ethHeader, icmpErrorFrame, ipv4Header, l4Segment, type FrameSpec } from '../../../src/net/packet.js';
 import type { DatapathMaps } from '../../../src/dataplane/bpf/loader.js';
-import { Prng } from './prng.js';
+import { type Prng } from './prng.js';
 import { ETH_HLEN, fixIpCsum, fixL4Csum, inspect, ipString, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from './inspect.js';
 
 export interface Endpoint {
