@@ -5,6 +5,8 @@
 
 namespace bpfproxy {
 
+void InitBulk(Napi::Env env, Napi::Object exports);  // addon/bulk.cc
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
   InstallLibbpfPrinter();
@@ -12,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMaps(env, exports);
   InitTc(env, exports);
   InitSystem(env, exports);
+  InitBulk(env, exports);
   return exports;
 }
 

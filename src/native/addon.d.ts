@@ -86,6 +86,28 @@ export interface TcFilter {
   handle: number;
 }
 
+/** One conntrack GC pass (addon/bulk.cc), run off the JS thread. */
+export interface CtGcResult {
+  /** entries read */
+  scanned: number;
+  /** entries removed: both halves of dead connections, expired orphans */
+  expired: number;
+  /** scanned - expired */
+  live: number;
+  /** expired in the dump, refreshed by a packet before their delete: kept */
+  refreshed: number;
+  /** entries left, by L4 protocol */
+  liveByProto: { tcp: number; udp: number; other: number };
+  /** the CLOCK_MONOTONIC instant expiry was judged against */
+  nowNs: bigint;
+  /** wall time of the pass, and of its read of the map */
+  ms: number;
+  scanMs: number;
+  /** false where the kernel has no batch ops for the map (key-by-key walk) */
+  batchedLookup: boolean;
+  batchedDelete: boolean;
+}
+
 export interface NativeAddon {
   loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
 
@@ -126,4 +148,12 @@ export interface NativeAddon {
   restoreNetns(fd: number): void;
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
+
+  // Bulk map work on a worker thread (addon/bulk.cc); each dups the fd first.
+  /** A conntrack GC pass: a connection goes when both halves expired (orphans when expired). */
+  ctGc(fd: number, opts?: { batch?: number; nowNs?: bigint }): Promise<CtGcResult>;
+  /** Delete conntrack entries of `proto` whose backend matches a rule (12-byte records). */
+  ctFlush(fd: number, proto: number, rules: Buffer): Promise<{ scanned: number; deleted: number; ms: number }>;
+  /** Entries in each map (arrays: max_entries). */
+  mapCount(fds: number[]): Promise<{ counts: number[]; ms: number }>;
 }
