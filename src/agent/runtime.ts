@@ -13,7 +13,7 @@ import { Attacher, teardown } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
-import { mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
+import { countMapFills, reasonViews } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
@@ -133,13 +133,26 @@ export class BpfRuntime {
     });
   }
 
-  snapshot(): DatapathSnapshot {
-    const maps = mapFills(this.dp.maps);
+  /**
+   * What a scrape reports: map fill counted on a worker thread, conntrack
+   * from the GC's last pass (the first scrape waits for the first pass; if
+   * no pass has succeeded yet, the conntrack map is counted too).
+   */
+  async snapshot(): Promise<DatapathSnapshot> {
+    if (!this.gc.stats.runs) await this.gc.run().catch(() => undefined);
+    const gc = this.gc.stats;
+    const ct = this.dp.maps.ct.name;
+    const maps = await countMapFills(this.dp.maps, gc.runs ? { [ct]: gc.lastLive } : {});
     return {
       maps,
       reasons: reasonViews(this.dp.maps),
-      // counted by mapFills already (entries not yet collected by the GC included)
-      conntrackEntries: maps.find((m) => m.map === this.dp.maps.ct.name)?.entries ?? 0,
+      conntrackEntries: maps.find((m) => m.map === ct)?.entries ?? 0,
+      ...(gc.runs ? {
+        conntrack: {
+          byProto: { ...gc.liveByProto }, gcRuns: gc.runs, gcLastMs: gc.lastMs,
+          gcRemovedTotal: gc.removedTotal, gcLastRunAt: gc.lastRunAt,
+        },
+      } : {}),
     };
   }
 
