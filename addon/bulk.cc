@@ -189,41 +189,59 @@ void PeerKey(const struct ct_key& k, const struct ct_value& v, struct ct_key* r)
   r->proto = k.proto;
 }
 
-// Open-addressing index of the dumped keys (full 16 bytes, as the kernel
-// compares them).
-class KeyIndex {
+// The deadline of every entry of the first read, by key (all 16 bytes, as
+// the kernel compares them): open addressing, the key and its deadline in
+// one slot, so a lookup costs one cache miss.
+class Deadlines {
  public:
-  explicit KeyIndex(const std::vector<struct ct_key>& keys) : keys_(keys) {
+  struct Slot {
+    struct ct_key key;
+    uint64_t expires;
+    uint64_t used;
+  };
+  static_assert(sizeof(Slot) == 32, "two slots a cache line");
+
+  explicit Deadlines(size_t expected) {
     size_t cap = 16;
-    while (cap < keys.size() * 2) cap <<= 1;
+    while (cap < expected * 2) cap <<= 1;
     mask_ = cap - 1;
-    slots_.assign(cap, kEmpty);
-    for (uint32_t i = 0; i < keys.size(); i++) {
-      size_t s = Hash(keys[i]) & mask_;
-      for (;;) {
-        if (slots_[s] == kEmpty) {
-          slots_[s] = i;
-          break;
-        }
-        if (memcmp(&keys_[slots_[s]], &keys[i], sizeof(struct ct_key)) == 0) break;  // seen twice
-        s = (s + 1) & mask_;
-      }
-    }
+    slots_.assign(cap, Slot{});
   }
 
-  // Index of the key, or -1.
-  int64_t find(const struct ct_key& k) const {
+  // Record (or update) a key's deadline.
+  void put(const struct ct_key& k, uint64_t expires) {
     size_t s = Hash(k) & mask_;
-    for (;;) {
-      uint32_t i = slots_[s];
-      if (i == kEmpty) return -1;
-      if (memcmp(&keys_[i], &k, sizeof(struct ct_key)) == 0) return i;
+    while (slots_[s].used && memcmp(&slots_[s].key, &k, sizeof(k)) != 0) s = (s + 1) & mask_;
+    if (!slots_[s].used) {
+      if (++size_ * 10 > slots_.size() * 9) return grow(k, expires);
+      slots_[s].key = k;
+      slots_[s].used = 1;
+    }
+    slots_[s].expires = expires;
+  }
+
+  // The slot of a key, or nullptr.
+  Slot* find(const struct ct_key& k) {
+    size_t s = Hash(k) & mask_;
+    while (slots_[s].used) {
+      if (memcmp(&slots_[s].key, &k, sizeof(k)) == 0) return &slots_[s];
       s = (s + 1) & mask_;
     }
+    return nullptr;
   }
 
  private:
-  static constexpr uint32_t kEmpty = 0xffffffffu;
+  // More entries than expected (the map grew under the read): double.
+  void grow(const struct ct_key& k, uint64_t expires) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    mask_ = old.size() * 2 - 1;
+    slots_.assign(old.size() * 2, Slot{});
+    size_ = 0;
+    for (const Slot& o : old)
+      if (o.used) put(o.key, o.expires);
+    put(k, expires);
+  }
   static uint64_t Hash(const struct ct_key& k) {
     uint64_t a, b;
     memcpy(&a, &k, 8);
@@ -231,9 +249,9 @@ class KeyIndex {
     uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xc2b2ae3d27d4eb4full;
     return h ^ (h >> 31);
   }
-  const std::vector<struct ct_key>& keys_;
-  std::vector<uint32_t> slots_;
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
+  size_t size_ = 0;
 };
 
 // A Promise-returning worker: fail() in Execute, result() in OnOK.
@@ -261,6 +279,14 @@ class BulkWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
+// CPU time of this thread (user and kernel), ms: what the work cost,
+// however busy the machine was.
+double ThreadCpuMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 double MsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -272,116 +298,74 @@ class CtGcWorker : public BulkWorker {
   CtGcWorker(Napi::Env env, Fd fd, uint32_t batch, uint64_t now)
       : BulkWorker(env), fd_(std::move(fd)), batch_(batch), now_(now) {}
 
+  // Two batched reads. The first learns every entry's deadline (a peer can
+  // be anywhere in the map). The second judges each batch on what it reads
+  // now (the peer on the latest read of it) and deletes that batch's dead
+  // right after: an entry a new flow over the same tuple brought back since
+  // the first read is seen alive, and an entry goes within about one batch
+  // of being read, not a whole map's read later.
   void Execute() override {
     auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack GC";
     struct bpf_map_info mi;
     if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
     if (!now_) now_ = MonotonicNow();
-    std::vector<struct ct_key> keys;
-    std::vector<struct ct_value> vals;
-    keys.reserve(mi.max_entries);
-    vals.reserve(mi.max_entries);
+    Deadlines deadlines(mi.max_entries);
     batchedLookup_ = ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_,
                              mi.max_entries, false, what, &fail_,
                              [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
                                auto* kk = reinterpret_cast<const struct ct_key*>(k);
                                auto* vv = reinterpret_cast<const struct ct_value*>(v);
-                               keys.insert(keys.end(), kk, kk + n);
-                               vals.insert(vals.end(), vv, vv + n);
+                               for (uint32_t i = 0; i < n; i++) deadlines.put(kk[i], vv[i].expires_ns);
                              });
     if (fail_) return;
-    scanned_ = keys.size();
     scanMs_ = MsSince(t0);
 
-    // Candidates: expired, and the peer expired or absent. A candidate whose
-    // peer is a candidate too is grouped with it: they go, or stay, together.
-    KeyIndex index(keys);
-    std::vector<int64_t> peerOf(keys.size(), -1);
-    std::vector<uint8_t> cand(keys.size(), 0);
-    for (size_t i = 0; i < keys.size(); i++) {
-      if (vals[i].expires_ns >= now_) continue;
-      struct ct_key pk;
-      PeerKey(keys[i], vals[i], &pk);
-      int64_t j = index.find(pk);
-      if (j >= 0 && vals[j].expires_ns >= now_) continue;  // the other direction is alive
-      peerOf[i] = j;
-      cand[i] = 1;
-    }
-    std::vector<std::pair<int64_t, int64_t>> groups;
-    std::vector<uint8_t> placed(keys.size(), 0);
-    for (size_t i = 0; i < keys.size(); i++) {
-      if (!cand[i] || placed[i]) continue;
-      placed[i] = 1;
-      int64_t j = peerOf[i];
-      if (j >= 0 && cand[j] && !placed[j]) {
-        placed[j] = 1;
-        groups.emplace_back(i, j);
-      } else {
-        groups.emplace_back(i, -1);
-      }
-    }
-
-    // Each candidate is read again just before it is deleted: a packet that
-    // came since the dump (a new flow over the same tuple) keeps it and its
-    // group. Deletes go in batches.
-    std::vector<uint8_t> gone(keys.size(), 0);
-    std::vector<struct ct_key> del;
-    std::vector<int64_t> delIdx;
     bool batchedDelete = true;
-    size_t g = 0;
-    constexpr size_t kChunk = 4096;
-    while (g < groups.size()) {
-      del.clear();
-      delIdx.clear();
-      for (; g < groups.size() && del.size() < kChunk; g++) {
-        int64_t members[2] = {groups[g].first, groups[g].second};
-        bool keep = false;
-        int present = 0;
-        int64_t here[2] = {-1, -1};
-        for (int64_t m : members) {
-          if (m < 0) continue;
-          struct ct_value cur;
-          if (bpf_map_lookup_elem(fd_.get(), &keys[m], &cur)) {
-            if (errno != ENOENT) {
-              fail_.set(what + ": lookup", errno);
-              return;
-            }
-            continue;  // already gone
-          }
-          if (cur.expires_ns >= now_) keep = true;
-          here[present++] = m;
-        }
-        if (keep) {
-          refreshed_ += present;
-          continue;
-        }
-        for (int p = 0; p < present; p++) {
-          del.push_back(keys[here[p]]);
-          delIdx.push_back(here[p]);
-        }
-      }
-      Failure f;
+    std::vector<struct ct_key> del;
+    std::chrono::steady_clock::duration deleteT{};
+    // The dead of one batch are deleted when the next batch has been read
+    // (or at the end): never the key a key-by-key walk stands on.
+    auto flush = [&]() {
+      if (del.empty() || fail_) return;
+      auto td = std::chrono::steady_clock::now();
       deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
-                             sizeof(struct ct_key), &batchedDelete, what, &f);
-      if (f) {
-        fail_ = f;
-        return;
-      }
-      for (int64_t i : delIdx) gone[i] = 1;
-    }
+                             sizeof(struct ct_key), &batchedDelete, what, &fail_);
+      deleteT += std::chrono::steady_clock::now() - td;
+      del.clear();
+    };
+    std::vector<Deadlines::Slot*> at;  // each entry of a batch in the first read, or nullptr
+    auto t1 = std::chrono::steady_clock::now();
+    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries,
+            false, what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+              flush();
+              if (fail_) return;
+              auto* kk = reinterpret_cast<const struct ct_key*>(k);
+              auto* vv = reinterpret_cast<const struct ct_value*>(v);
+              // this read is the latest word on these entries
+              at.resize(n);
+              for (uint32_t i = 0; i < n; i++) {
+                Deadlines::Slot* x = at[i] = deadlines.find(kk[i]);
+                if (!x) continue;  // created since the first read
+                if (x->expires < now_ && vv[i].expires_ns >= now_) refreshed_++;
+                x->expires = vv[i].expires_ns;
+              }
+              for (uint32_t i = 0; i < n; i++) {
+                scanned_++;
+                if (Dead(deadlines, at[i], kk[i], vv[i]))
+                  del.push_back(kk[i]);
+                else
+                  Count(kk[i].proto);
+              }
+            });
+    flush();
+    if (fail_) return;
     batchedDelete_ = batchedDelete;
-    for (size_t i = 0; i < keys.size(); i++) {
-      if (gone[i]) continue;
-      uint8_t p = keys[i].proto;
-      if (p == 6)
-        liveTcp_++;
-      else if (p == 17)
-        liveUdp_++;
-      else
-        liveOther_++;
-    }
+    deleteMs_ = std::chrono::duration<double, std::milli>(deleteT).count();
+    judgeMs_ = MsSince(t1) - deleteMs_;
     ms_ = MsSince(t0);
+    cpuMs_ = ThreadCpuMs() - cpu0;
   }
 
  protected:
@@ -398,19 +382,42 @@ class CtGcWorker : public BulkWorker {
     o.Set("liveByProto", by);
     o.Set("nowNs", Napi::BigInt::New(env, now_));
     o.Set("ms", Napi::Number::New(env, ms_));
+    o.Set("cpuMs", Napi::Number::New(env, cpuMs_));
     o.Set("scanMs", Napi::Number::New(env, scanMs_));
+    o.Set("judgeMs", Napi::Number::New(env, judgeMs_));
+    o.Set("deleteMs", Napi::Number::New(env, deleteMs_));
     o.Set("batchedLookup", Napi::Boolean::New(env, batchedLookup_));
     o.Set("batchedDelete", Napi::Boolean::New(env, batchedDelete_));
     return o;
   }
 
  private:
+  // Expired, and the peer expired or absent (its latest known deadline).
+  // x: the entry's slot from the first read.
+  bool Dead(Deadlines& deadlines, const Deadlines::Slot* x, const struct ct_key& k,
+            const struct ct_value& v) const {
+    if (v.expires_ns >= now_) return false;
+    if (!x) return false;  // not in the first read: judged by the next pass
+    struct ct_key pk;
+    PeerKey(k, v, &pk);
+    const Deadlines::Slot* p = deadlines.find(pk);
+    return !p || p->expires < now_;  // else the other direction is alive
+  }
+  void Count(uint8_t proto) {
+    if (proto == 6)
+      liveTcp_++;
+    else if (proto == 17)
+      liveUdp_++;
+    else
+      liveOther_++;
+  }
+
   Fd fd_;
   uint32_t batch_;
   uint64_t now_;
   uint64_t scanned_ = 0, deleted_ = 0, refreshed_ = 0;
   uint64_t liveTcp_ = 0, liveUdp_ = 0, liveOther_ = 0;
-  double ms_ = 0, scanMs_ = 0;
+  double ms_ = 0, cpuMs_ = 0, scanMs_ = 0, judgeMs_ = 0, deleteMs_ = 0;
   bool batchedLookup_ = true, batchedDelete_ = true;
 };
 
@@ -443,6 +450,7 @@ class CtFlushWorker : public BulkWorker {
 
   void Execute() override {
     auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack flush of removed endpoints";
     struct bpf_map_info mi;
     if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
@@ -469,6 +477,7 @@ class CtFlushWorker : public BulkWorker {
     deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
                           sizeof(struct ct_key), &batched, what, &fail_);
     ms_ = MsSince(t0);
+    cpuMs_ = ThreadCpuMs() - cpu0;
   }
 
  protected:
@@ -477,6 +486,7 @@ class CtFlushWorker : public BulkWorker {
     o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned_)));
     o.Set("deleted", Napi::Number::New(env, static_cast<double>(deleted_)));
     o.Set("ms", Napi::Number::New(env, ms_));
+    o.Set("cpuMs", Napi::Number::New(env, cpuMs_));
     return o;
   }
 
@@ -486,7 +496,7 @@ class CtFlushWorker : public BulkWorker {
   std::vector<uint32_t> anySvc_;
   std::vector<std::tuple<uint32_t, uint32_t, uint16_t>> backends_;
   uint64_t scanned_ = 0, deleted_ = 0;
-  double ms_ = 0;
+  double ms_ = 0, cpuMs_ = 0;
 };
 
 // ---- mapCount -------------------------------------------------------------

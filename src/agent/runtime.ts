@@ -13,7 +13,7 @@ import { Attacher, teardown } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
-import { countMapFills, reasonViews } from '../dataplane/bpf/inspect.js';
+import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
@@ -133,27 +133,9 @@ export class BpfRuntime {
     });
   }
 
-  /**
-   * What a scrape reports: map fill counted on a worker thread, conntrack
-   * from the GC's last pass (the first scrape waits for the first pass; if
-   * no pass has succeeded yet, the conntrack map is counted too).
-   */
-  async snapshot(): Promise<DatapathSnapshot> {
-    if (!this.gc.stats.runs) await this.gc.run().catch(() => undefined);
-    const gc = this.gc.stats;
-    const ct = this.dp.maps.ct.name;
-    const maps = await countMapFills(this.dp.maps, gc.runs ? { [ct]: gc.lastLive } : {});
-    return {
-      maps,
-      reasons: reasonViews(this.dp.maps),
-      conntrackEntries: maps.find((m) => m.map === ct)?.entries ?? 0,
-      ...(gc.runs ? {
-        conntrack: {
-          byProto: { ...gc.liveByProto }, gcRuns: gc.runs, gcLastMs: gc.lastMs,
-          gcRemovedTotal: gc.removedTotal, gcLastRunAt: gc.lastRunAt,
-        },
-      } : {}),
-    };
+  /** What a scrape reports (one per scrape; nothing read on the event loop but the drop counters). */
+  snapshot(): Promise<DatapathSnapshot> {
+    return datapathSnapshot(this.dp.maps, this.gc);
   }
 
   private stopTimers(): void {

@@ -94,15 +94,19 @@ export interface CtGcResult {
   expired: number;
   /** scanned - expired */
   live: number;
-  /** expired in the dump, refreshed by a packet before their delete: kept */
+  /** expired at the first read, alive at the second (a packet came): kept */
   refreshed: number;
   /** entries left, by L4 protocol */
   liveByProto: { tcp: number; udp: number; other: number };
   /** the CLOCK_MONOTONIC instant expiry was judged against */
   nowNs: bigint;
-  /** wall time of the pass, and of its read of the map */
+  /** wall time of the pass, and of its parts: the first read, the second read and judging, deleting */
   ms: number;
+  /** CPU time the pass took on its thread (user + kernel): the cost, however busy the machine */
+  cpuMs: number;
   scanMs: number;
+  judgeMs: number;
+  deleteMs: number;
   /** false where the kernel has no batch ops for the map (key-by-key walk) */
   batchedLookup: boolean;
   batchedDelete: boolean;
@@ -153,7 +157,7 @@ export interface NativeAddon {
   /** A conntrack GC pass: a connection goes when both halves expired (orphans when expired). */
   ctGc(fd: number, opts?: { batch?: number; nowNs?: bigint }): Promise<CtGcResult>;
   /** Delete conntrack entries of `proto` whose backend matches a rule (12-byte records). */
-  ctFlush(fd: number, proto: number, rules: Buffer): Promise<{ scanned: number; deleted: number; ms: number }>;
+  ctFlush(fd: number, proto: number, rules: Buffer): Promise<{ scanned: number; deleted: number; ms: number; cpuMs: number }>;
   /** Entries in each map (arrays: max_entries). */
   mapCount(fds: number[]): Promise<{ counts: number[]; ms: number }>;
 }

@@ -159,6 +159,7 @@ export interface FlushResult {
   scanned: number;
   deleted: number;
   ms: number;
+  cpuMs: number;
 }
 
 /** The rule as addon/bulk.cc reads it (struct FlushRule, 12 bytes). */

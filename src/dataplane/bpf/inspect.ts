@@ -2,6 +2,8 @@
 import { native } from '../../native/index.js';
 import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
+import type { ConntrackGc } from './conntrack-gc.js';
+import type { DatapathSnapshot } from '../../metrics.js';
 import { REASONS } from './reasons.js';
 
 const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : String(n));
@@ -147,4 +149,27 @@ export async function countMapFills(maps: DatapathMaps, known: Readonly<Record<s
   const { counts } = toCount.length ? await native().mapCount(toCount.map((m) => m.fd)) : { counts: [] };
   const counted = new Map(toCount.map((m, i) => [m.name, counts[i] ?? 0]));
   return all.map((m) => fill(m.name, known[m.name] ?? counted.get(m.name) ?? 0, m.maxEntries));
+}
+
+/**
+ * What a scrape reports: map fill counted on a worker thread, conntrack
+ * from the GC's last pass (the first scrape waits for the first pass; if
+ * no pass has succeeded yet, the conntrack map is counted too).
+ */
+export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Promise<DatapathSnapshot> {
+  if (!gc.stats.runs) await gc.run().catch(() => undefined);
+  const s = gc.stats;
+  const ct = maps.ct.name;
+  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive } : {});
+  return {
+    maps: fills,
+    reasons: reasonViews(maps),
+    conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
+    ...(s.runs ? {
+      conntrack: {
+        byProto: { ...s.liveByProto }, gcRuns: s.runs, gcLastMs: s.lastMs,
+        gcRemovedTotal: s.removedTotal, gcLastRunAt: s.lastRunAt,
+      },
+    } : {}),
+  };
 }
