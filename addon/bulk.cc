@@ -20,12 +20,16 @@
 #include <fcntl.h>
 #include <linux/types.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -254,12 +258,29 @@ class Deadlines {
   size_t size_ = 0;
 };
 
-// A Promise-returning worker: fail() in Execute, result() in OnOK.
+// Nice value of the threads that do bulk work: below the event loop's
+// thread, which then wins the CPU whenever it wakes (a sync, a health
+// check, a scrape), yet not so low that a busy node starves the GC.
+constexpr int kBulkNice = 10;
+
+// A Promise-returning worker. Work() runs on a thread of its own, made
+// nicer than the rest of the agent (a libuv pool thread waits for it: the
+// pool's threads are shared and keep their priority); it reports through
+// fail_, result() builds the value in OnOK.
 class BulkWorker : public Napi::AsyncWorker {
  public:
   BulkWorker(Napi::Env env)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() final {
+    std::thread t([this]() {
+      // best effort: the work is the same at any priority
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kBulkNice);
+      Work();
+    });
+    t.join();
+  }
 
   void OnOK() override {
     Napi::Env env = Env();
@@ -272,6 +293,7 @@ class BulkWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  protected:
+  virtual void Work() = 0;
   virtual Napi::Value result(Napi::Env env) = 0;
   Failure fail_;
 
@@ -304,7 +326,7 @@ class CtGcWorker : public BulkWorker {
   // right after: an entry a new flow over the same tuple brought back since
   // the first read is seen alive, and an entry goes within about one batch
   // of being read, not a whole map's read later.
-  void Execute() override {
+  void Work() override {
     auto t0 = std::chrono::steady_clock::now();
     double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack GC";
@@ -448,7 +470,7 @@ class CtFlushWorker : public BulkWorker {
     std::sort(backends_.begin(), backends_.end());
   }
 
-  void Execute() override {
+  void Work() override {
     auto t0 = std::chrono::steady_clock::now();
     double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack flush of removed endpoints";
@@ -516,7 +538,7 @@ class MapCountWorker : public BulkWorker {
  public:
   MapCountWorker(Napi::Env env, std::vector<Fd> fds) : BulkWorker(env), fds_(std::move(fds)) {}
 
-  void Execute() override {
+  void Work() override {
     auto t0 = std::chrono::steady_clock::now();
     int cpus = libbpf_num_possible_cpus();
     for (size_t m = 0; m < fds_.size(); m++) {

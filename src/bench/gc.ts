@@ -24,6 +24,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { environment, type Environment } from './environment.js';
 import { ensureBpffs } from '../dataplane/bpf/bpffs.js';
@@ -83,6 +84,8 @@ export interface GcBenchResults {
   options: GcBenchOptions;
   filled: { entries: number; dead: number; udpToRemoved: number };
   phases: GcPhase[];
+  /** 1-minute load average at the start and at the end: how shared the machine was */
+  load: [number, number];
 }
 
 const BPF_OUT = join(REPO_ROOT, 'bpf', '.output');
@@ -202,6 +205,7 @@ function jsFlush(maps: DatapathMaps): number {
 }
 
 export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = () => undefined): Promise<GcBenchResults> {
+  const load0 = loadavg()[0]!;
   ensureBpffs('/sys/fs/bpf');
   const pinDir = `/sys/fs/bpf/bpfproxy-bench-gc-${uniqueTag()}`;
   const dp = await loadDatapath(BPF_OUT, pinDir, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_MAP_SIZES, conntrack: o.entries } });
@@ -264,7 +268,7 @@ export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = (
     const f1 = await measured(() => flusher.flush([{ svcId: SVC_ID, backend: REMOVED }]));
     phases.push({ work: 'udp-flush', way: 'after', how: NATIVE, ms: f1.ms, cpuMs: f1.cpuMs, lag: f1.lag, count: f1.value.deleted });
 
-    return { kind: 'bpfproxy-bench-gc', environment: environment(), options: o, filled, phases };
+    return { kind: 'bpfproxy-bench-gc', environment: environment(), options: o, filled, phases, load: [+load0.toFixed(2), +loadavg()[0]!.toFixed(2)] };
   } finally {
     dp.close();
     rmSync(pinDir, { recursive: true, force: true });
@@ -302,7 +306,8 @@ export function renderGc(r: GcBenchResults): string {
   const lines = [
     '# bpfproxy bench gc: bulk map work and the event loop',
     '',
-    `${r.environment.date}, kernel ${r.environment.kernel}, ${r.environment.cpuModel}.`,
+    `${r.environment.date}, kernel ${r.environment.kernel}, ${r.environment.cpus} × ${r.environment.cpuModel}; ` +
+      `load average ${r.load[0]} at the start, ${r.load[1]} at the end.`,
     `Conntrack map of ${r.filled.entries} entries: ${r.filled.dead} of them dead connections (both halves expired), ` +
       `${r.filled.udpToRemoved} UDP entries to the endpoint removed in the flush; ${r.options.services} services programmed. ` +
       `Scrapes: ${r.options.scrapes} each way.${r.options.smoke ? ' **Smoke run: tiny sizes, figures mean nothing.**' : ''}`,
