@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Bulk map work off the JS thread. Each call dups the map fd on the JS
 // thread (so closing the map meanwhile cannot hand the worker someone
-// else's fd), runs on a libuv worker and resolves a Promise:
+// else's fd), runs on a thread of its own at a lower priority than the
+// event loop (BulkWorker) and resolves a Promise:
 //
 //   ctGc(fd, { batch?, nowNs? })      conntrack GC pass (pair rule, see below)
 //   ctFlush(fd, proto, rules)         delete conntrack entries of removed backends

@@ -53,7 +53,7 @@ export interface GcBenchOptions {
   smoke: boolean;
 }
 
-export const GC_FULL: GcBenchOptions = { entries: 512_000, scrapes: 5, services: 10_000, smoke: false };
+export const GC_FULL: GcBenchOptions = { entries: 512_000, scrapes: 20, services: 10_000, smoke: false };
 export const GC_SMOKE: GcBenchOptions = { entries: 4096, scrapes: 2, services: 10, smoke: true };
 
 export interface Lag {
