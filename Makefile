@@ -56,6 +56,7 @@ demo: deps build
 
 bench: build
 	node dist/src/cli.js bench local --out bench/results/local
+	node dist/src/cli.js bench gc --out bench/results/gc
 
 # Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
 # FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.

@@ -9,7 +9,8 @@
         "addon/maps.cc",
         "addon/tc.cc",
         "addon/system.cc",
-        "addon/netlink.cc"
+        "addon/netlink.cc",
+        "addon/bulk.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

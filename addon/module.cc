@@ -6,6 +6,7 @@
 namespace bpfproxy {
 
 void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
+void InitBulk(Napi::Env env, Napi::Object exports);  // addon/bulk.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -15,6 +16,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitTc(env, exports);
   InitSystem(env, exports);
   InitNetlink(env, exports);
+  InitBulk(env, exports);
   return exports;
 }
 

@@ -108,7 +108,7 @@ program
   .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
   .action(async (o) => {
     const log = makeLogger(o.logLevel);
-    const fail = (msg: string): never => {
+    const fail: (msg: string) => never = (msg) => {
       log.fatal(msg);
       process.exit(2);
     };
@@ -357,6 +357,19 @@ bench.command('local')
     const files = writeResults(o.out, r, renderLocal);
     for (const t of targets(r)) console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
     console.log(`wrote ${files.map((f) => join(o.out, f)).join(', ')}`);
+  });
+bench.command('gc')
+  .description('conntrack GC, scrapes and the UDP flush on a full conntrack map, before (JavaScript) and after (native): time and event-loop delay')
+  .option('--smoke', 'a tiny map (the test suite runs this)')
+  .option('--entries <n>', 'conntrack entries (and map size)', positiveInt('--entries'))
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'gc'))
+  .action(async (o) => {
+    const { runGcBench, writeGcResults, gcTargets, GC_FULL, GC_SMOKE } = await import('./bench/gc.js');
+    const opts = { ...(o.smoke ? GC_SMOKE : GC_FULL), ...(o.entries ? { entries: o.entries } : {}) };
+    const r = await runGcBench(opts, (s) => process.stderr.write(`bench gc: ${s}\n`));
+    for (const p of r.phases) console.log(`${p.work.padEnd(9)} ${p.way.padEnd(6)} ${String(p.ms).padStart(8)} ms (CPU ${p.cpuMs} ms)   loop delay p99 ${p.lag.p99Ms} ms, max ${p.lag.maxMs} ms   (${p.count})`);
+    for (const t of gcTargets(r)) console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(`wrote ${writeGcResults(o.out, r).map((f) => join(o.out, f)).join(', ')}`);
   });
 bench.command('report')
   .argument('<results>', 'a results.json from bench local')

@@ -2,6 +2,10 @@
  * Prometheus metrics (prom-client), read on scrape, never on the data path.
  * kube-proxy's names where kube-proxy has the metric; bpfproxy_* for the
  * rest (map fill, drops by reason, conntrack).
+ *
+ * A scrape takes one datapath snapshot (maps counted on a worker thread,
+ * conntrack figures from the GC's last pass) that every gauge reads:
+ * nothing dumps a map on the event loop, nothing is counted twice.
  */
 import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -9,11 +13,25 @@ import type { Logger } from './log.js';
 import type { BindAddress } from './health/bind-address.js';
 import { listenHttp } from './health/servers.js';
 
+export interface ConntrackSnapshot {
+  /** entries left after the last GC pass, by protocol */
+  byProto: { tcp: number; udp: number; other: number };
+  gcRuns: number;
+  /** wall time of the last pass, ms */
+  gcLastMs: number;
+  gcRemovedTotal: number;
+  /** Date.now() of the last pass; 0 before the first */
+  gcLastRunAt: number;
+}
+
 export interface DatapathSnapshot {
   maps: Array<{ map: string; entries: number; maxEntries: number }>;
   reasons: Array<{ reason: string; verdict: string; packets: number; bytes: number }>;
   conntrackEntries: number;
+  conntrack?: ConntrackSnapshot;
 }
+
+export type SnapshotSource = () => DatapathSnapshot | Promise<DatapathSnapshot | undefined> | undefined;
 
 export class Metrics {
   readonly registry = new Registry();
@@ -26,7 +44,12 @@ export class Metrics {
   readonly mapFull: Counter;
   readonly enabled: Gauge;
   private server: Server | undefined;
-  private snapshot: () => DatapathSnapshot | undefined = () => undefined;
+  private source: SnapshotSource = () => undefined;
+  /** what the datapath gauges report: taken once per scrape */
+  private current: DatapathSnapshot | undefined;
+  private refreshing: Promise<void> | undefined;
+  private log: Logger | undefined;
+  private lastError = '';
 
   constructor() {
     const r = [this.registry];
@@ -50,45 +73,108 @@ export class Metrics {
       name: 'bpfproxy_map_entries', help: 'Entries in each BPF map', labelNames: ['map'], registers: r,
       collect() {
         this.reset();
-        for (const m of self.snapshot()?.maps ?? []) this.set({ map: m.map }, m.entries);
+        for (const m of self.current?.maps ?? []) this.set({ map: m.map }, m.entries);
       },
     });
     new Gauge({
       name: 'bpfproxy_map_max_entries', help: 'Capacity of each BPF map', labelNames: ['map'], registers: r,
       collect() {
         this.reset();
-        for (const m of self.snapshot()?.maps ?? []) this.set({ map: m.map }, m.maxEntries);
+        for (const m of self.current?.maps ?? []) this.set({ map: m.map }, m.maxEntries);
       },
     });
     new Gauge({
       name: 'bpfproxy_datapath_packets_total', help: 'Packets not simply passed, by reason and verdict (from the per-CPU counters)', labelNames: ['reason', 'verdict'], registers: r,
       collect() {
         this.reset();
-        for (const x of self.snapshot()?.reasons ?? []) this.set({ reason: x.reason, verdict: x.verdict }, x.packets);
+        for (const x of self.current?.reasons ?? []) this.set({ reason: x.reason, verdict: x.verdict }, x.packets);
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_entries', help: 'Conntrack entries, two per connection (expired ones count until the GC removes them)', registers: r,
+      name: 'bpfproxy_conntrack_entries', help: 'Conntrack entries after the conntrack GC\'s last pass (every 10 s), two per connection', registers: r,
       collect() {
-        const s = self.snapshot();
-        this.set(s?.conntrackEntries ?? 0);
+        this.set(self.current?.conntrackEntries ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_conntrack_entries_by_protocol', help: 'Conntrack entries after the conntrack GC\'s last pass, by protocol', labelNames: ['protocol'], registers: r,
+      collect() {
+        this.reset();
+        const ct = self.current?.conntrack;
+        if (!ct) return;
+        this.set({ protocol: 'TCP' }, ct.byProto.tcp);
+        this.set({ protocol: 'UDP' }, ct.byProto.udp);
+        this.set({ protocol: 'other' }, ct.byProto.other);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_conntrack_gc_duration_seconds', help: 'Wall time of the conntrack GC\'s last pass (on a worker thread, not the event loop)', registers: r,
+      collect() {
+        this.reset();
+        const ct = self.current?.conntrack;
+        if (ct?.gcRuns) this.set(ct.gcLastMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_conntrack_gc_removed_total', help: 'Conntrack entries the GC removed since the agent started (dead connections, both halves)', registers: r,
+      collect() {
+        this.set(self.current?.conntrack?.gcRemovedTotal ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_conntrack_gc_last_run_timestamp_seconds', help: 'When the conntrack GC last finished a pass', registers: r,
+      collect() {
+        this.reset();
+        const ct = self.current?.conntrack;
+        if (ct?.gcLastRunAt) this.set(ct.gcLastRunAt / 1000);
       },
     });
   }
 
-  setSnapshot(fn: () => DatapathSnapshot | undefined): void {
-    this.snapshot = fn;
+  /** Where the datapath figures come from (undefined while the dataplane is off). */
+  setSnapshot(fn: SnapshotSource): void {
+    this.source = fn;
+  }
+
+  /**
+   * Take the datapath snapshot the gauges report. Concurrent scrapes share
+   * one; a failed one leaves the datapath gauges empty for that scrape.
+   */
+  refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        this.current = await this.source();
+        this.lastError = '';
+      } catch (e) {
+        this.current = undefined;
+        const msg = e instanceof Error ? e.message : String(e);
+        if (msg !== this.lastError) {
+          this.log?.error(`cannot read the datapath for /metrics: ${msg}; map and conntrack gauges are left out of this scrape and read again on the next`);
+        }
+        this.lastError = msg;
+      }
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  /** One scrape: one snapshot, then every metric in the exposition format. */
+  async scrape(): Promise<string> {
+    await this.refresh();
+    return this.registry.metrics();
   }
 
   /** Serve /metrics on addr (--metrics-bind-address). */
   listen(addr: BindAddress, log: Logger): void {
+    this.log = log;
     this.server?.close();
     this.server = listenHttp(addr, (req, res) => {
       if (!req.url?.startsWith('/metrics')) {
         res.writeHead(404).end();
         return;
       }
-      this.registry.metrics().then((body) => {
+      this.scrape().then((body) => {
         res.writeHead(200, { 'Content-Type': this.registry.contentType });
         res.end(body);
       }, (e: Error) => {

@@ -15,12 +15,12 @@ t.test('GC removes expired entries and warns when the map is nearly full', async
   }
   const { log, lines } = captureLogger();
   const gc = new ConntrackGc(dp.maps, log, new FakeClock());
-  const s = gc.run();
+  const s = await gc.run();
   t.equal(s.lastExpired, 1, 'the expired entry went');
   t.equal(s.lastLive, 18);
   t.equal(dp.maps.ct.count(), 18);
   t.ok(lines.some((l) => l.level === 'warn' && /conntrack map is 90% full.*bpfMapSizeConntrack/.test(l.msg)), 'operator told to raise the size');
-  gc.run();
+  await gc.run();
   t.equal(lines.filter((l) => l.level === 'warn').length, 1, 'said once, not every run');
 });
 
@@ -43,7 +43,7 @@ t.test('GC removes a connection only when both halves expired, and removes both'
   pair(1003, past, past); // both expired: the connection goes, whole
   pair(1004, past, undefined); // an orphan half that expired
   const { log } = captureLogger();
-  const s = new ConntrackGc(dp.maps, log, new FakeClock()).run();
+  const s = await new ConntrackGc(dp.maps, log, new FakeClock()).run();
   t.equal(s.lastExpired, 3, 'two halves of 1003 and the orphan of 1004');
   const left = dp.maps.ct.entries().map(([k, v]) => `${v.dir === CtDir.FWD ? k.sport : k.dport}/${v.dir}`).sort();
   t.same(left, ['1001/1', '1001/2', '1002/1', '1002/2'], 'live connections keep both halves');

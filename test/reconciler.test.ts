@@ -110,6 +110,7 @@ t.test('removing an endpoint clears its affinity and its UDP conntrack, not TCP'
     dp.maps.affinity.set({ svcId, client: b === '10.0.0.1' ? '10.1.1.1' : '10.1.1.2' }, { backend: { addr: b, port: 53, flags: 1 }, lastUsedNs: 1n });
   }
   rec.syncService('k/dns', dns([be('10.0.0.1', 53)]));
+  await rec.flushed(); // the UDP conntrack flush runs off the event loop, just after the sync
   const ct = dp.maps.ct.entries();
   t.ok(ct.every(([k, v]) => k.saddr !== '10.0.0.2' && v.natDaddr !== '10.0.0.2'), 'UDP flows to the removed endpoint are gone');
   t.ok(ct.some(([k]) => k.saddr === '10.0.0.1'), 'flows to the remaining endpoint stay');

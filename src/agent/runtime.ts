@@ -13,7 +13,7 @@ import { Attacher, teardown, type TcAttachMode } from '../dataplane/bpf/attach.j
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
-import { mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
+import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
@@ -144,14 +144,9 @@ export class BpfRuntime {
     });
   }
 
-  snapshot(): DatapathSnapshot {
-    const maps = mapFills(this.dp.maps);
-    return {
-      maps,
-      reasons: reasonViews(this.dp.maps),
-      // counted by mapFills already (entries not yet collected by the GC included)
-      conntrackEntries: maps.find((m) => m.map === this.dp.maps.ct.name)?.entries ?? 0,
-    };
+  /** What a scrape reports (one per scrape; nothing read on the event loop but the drop counters). */
+  snapshot(): Promise<DatapathSnapshot> {
+    return datapathSnapshot(this.dp.maps, this.gc);
   }
 
   private stopTimers(): void {

@@ -174,6 +174,32 @@ export interface BpfLinkInfo {
   direction?: TcDirection | '?';
 }
 
+/** One conntrack GC pass (addon/bulk.cc), run off the JS thread. */
+export interface CtGcResult {
+  /** entries read */
+  scanned: number;
+  /** entries removed: both halves of dead connections, expired orphans */
+  expired: number;
+  /** scanned - expired */
+  live: number;
+  /** expired at the first read, alive at the second (a packet came): kept */
+  refreshed: number;
+  /** entries left, by L4 protocol */
+  liveByProto: { tcp: number; udp: number; other: number };
+  /** the CLOCK_MONOTONIC instant expiry was judged against */
+  nowNs: bigint;
+  /** wall time of the pass, and of its parts: the first read, the second read and judging, deleting */
+  ms: number;
+  /** CPU time the pass took on its thread (user + kernel): the cost, however busy the machine */
+  cpuMs: number;
+  scanMs: number;
+  judgeMs: number;
+  deleteMs: number;
+  /** false where the kernel has no batch ops for the map (key-by-key walk) */
+  batchedLookup: boolean;
+  batchedDelete: boolean;
+}
+
 /** What the agent uses. */
 export interface NativeRuntime {
   loadObject(path: string, opts?: LoadOptions): Promise<NativeBpfObject>;
@@ -246,6 +272,14 @@ export interface NativeRuntime {
   monotonicNs(): bigint;
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
+
+  // Bulk map work on a worker thread (addon/bulk.cc); each dups the fd first.
+  /** A conntrack GC pass: a connection goes when both halves expired (orphans when expired). */
+  ctGc(fd: number, opts?: { batch?: number; nowNs?: bigint }): Promise<CtGcResult>;
+  /** Delete conntrack entries of `proto` whose backend matches a rule (12-byte records). */
+  ctFlush(fd: number, proto: number, rules: Buffer): Promise<{ scanned: number; deleted: number; ms: number; cpuMs: number }>;
+  /** Entries in each map (arrays: max_entries). */
+  mapCount(fds: number[]): Promise<{ counts: number[]; ms: number }>;
 }
 
 /**

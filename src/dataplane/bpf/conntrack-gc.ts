@@ -4,12 +4,23 @@
  * keeps room for new flows. A connection is two entries (one per
  * direction); it is removed only when both are expired, and both go
  * together, so a quiet direction of a live flow is never taken.
+ *
+ * The work runs in the addon on a worker thread (addon/bulk.cc: one batched
+ * read of the map, the pair rule, batched deletes), never on the event loop:
+ * at 512K entries a pass in JavaScript held the agent's syncs, health checks
+ * and scrapes for seconds. `expiredConnections` is the same rule in
+ * TypeScript, the reference the tests hold the addon to.
+ *
+ * The same holds for clearing the UDP conntrack of removed endpoints
+ * (ConntrackFlusher): one native pass over the map, queued by the
+ * reconciler, finished shortly after the sync that asked for it.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
-import { native } from '../../native/index.js';
+import { native, type CtGcResult } from '../../native/index.js';
 import type { CtKey, CtValue } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
+import { be16, ip4, pad, struct, u32, u8 } from './struct.js';
 
 const keyStr = (k: CtKey): string => `${k.saddr}:${k.sport}>${k.daddr}:${k.dport}/${k.proto}`;
 /** The key of the other direction: the reverse of this entry's rewrite. */
@@ -17,7 +28,10 @@ export const ctPeerKey = (k: CtKey, v: CtValue): CtKey => ({
   saddr: v.natDaddr, daddr: v.natSaddr, sport: v.natDport, dport: v.natSport, proto: k.proto,
 });
 
-/** Keys of the connections whose entries are all expired (both halves, or an orphan half). */
+/**
+ * Keys of the connections whose entries are all expired (both halves, or an
+ * orphan half). The rule the native pass applies, kept as its reference.
+ */
 export function expiredConnections(entries: ReadonlyArray<[CtKey, CtValue]>, now: bigint): CtKey[] {
   const byKey = new Map<string, CtValue>();
   for (const [k, v] of entries) byKey.set(keyStr(k), v);
@@ -32,14 +46,34 @@ export function expiredConnections(entries: ReadonlyArray<[CtKey, CtValue]>, now
 }
 
 export interface GcStats {
+  /** passes completed */
   runs: number;
+  /** entries left after the last pass (two per connection) */
   lastLive: number;
+  /** entries the last pass removed */
   lastExpired: number;
+  /** entries the last pass read */
+  lastScanned: number;
+  /** wall time of the last pass (on the worker thread) */
+  lastMs: number;
+  /** entries left after the last pass, by protocol */
+  liveByProto: { tcp: number; udp: number; other: number };
+  /** entries removed since the agent started */
+  removedTotal: number;
+  /** Date.now() when the last pass finished; 0 before the first */
+  lastRunAt: number;
+  /** passes that failed */
+  failures: number;
 }
 
 export class ConntrackGc {
-  readonly stats: GcStats = { runs: 0, lastLive: 0, lastExpired: 0 };
+  readonly stats: GcStats = {
+    runs: 0, lastLive: 0, lastExpired: 0, lastScanned: 0, lastMs: 0,
+    liveByProto: { tcp: 0, udp: 0, other: 0 }, removedTotal: 0, lastRunAt: 0, failures: 0,
+  };
   private timer: Timer | undefined;
+  private running: Promise<GcStats> | undefined;
+  private stopped = true;
   private warnedFull = false;
 
   constructor(
@@ -49,35 +83,143 @@ export class ConntrackGc {
     private readonly intervalMs = 10_000,
   ) {}
 
+  /** The first pass now (a restarted agent may find a full map), then one every interval after each ends. */
   start(): void {
-    this.timer = this.clock.after(this.intervalMs, () => {
-      this.run();
-      this.start();
-    });
+    this.stopped = false;
+    if (!this.timer) this.arm(0);
   }
 
   stop(): void {
+    this.stopped = true;
     this.timer?.cancel();
+    this.timer = undefined;
   }
 
-  run(): GcStats {
-    const now = native().monotonicNs();
-    const entries = this.maps.ct.entries();
-    const expired = expiredConnections(entries, now);
-    if (expired.length) this.maps.ct.deleteMany(expired);
-    this.stats.runs++;
-    this.stats.lastExpired = expired.length;
-    this.stats.lastLive = entries.length - expired.length;
-    const fill = this.stats.lastLive / this.maps.ct.maxEntries;
+  private arm(ms: number): void {
+    this.timer = this.clock.after(ms, () => {
+      this.timer = undefined;
+      this.run().catch((e: Error) => {
+        this.log.error({ map: this.maps.ct.name, failures: this.stats.failures },
+          `conntrack GC pass over ${this.maps.ct.name} failed: ${e.message}; expired connections stay in the map ` +
+          `(the datapath treats them as misses) and the pass is retried in ${this.intervalMs / 1000} s; ` +
+          'if this keeps failing the map fills up and new flows are refused (ct-full)');
+      }).finally(() => {
+        if (!this.stopped && !this.timer) this.arm(this.intervalMs);
+      });
+    });
+  }
+
+  /** One pass, off the event loop; a call while one runs shares it. */
+  run(): Promise<GcStats> {
+    this.running ??= this.pass().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async pass(): Promise<GcStats> {
+    let r: CtGcResult;
+    try {
+      r = await native().ctGc(this.maps.ct.fd);
+    } catch (e) {
+      this.stats.failures++;
+      throw e;
+    }
+    const s = this.stats;
+    s.runs++;
+    s.lastExpired = r.expired;
+    s.lastLive = r.live;
+    s.lastScanned = r.scanned;
+    s.lastMs = r.ms;
+    s.liveByProto = { ...r.liveByProto };
+    s.removedTotal += r.expired;
+    s.lastRunAt = Date.now();
+    if (r.refreshed) this.log.debug({ refreshed: r.refreshed }, 'conntrack GC: entries refreshed by traffic during the pass were kept');
+    const fill = s.lastLive / this.maps.ct.maxEntries;
     if (fill >= 0.9 && !this.warnedFull) {
       this.warnedFull = true;
       this.log.warn(
-        { live: this.stats.lastLive, max: this.maps.ct.maxEntries },
+        { live: s.lastLive, max: this.maps.ct.maxEntries },
         `conntrack map is ${(fill * 100).toFixed(0)}% full; new flows are refused when it is full (counted as ct-full; established flows keep working) — raise bpfMapSizeConntrack`,
       );
     } else if (fill < 0.8) {
       this.warnedFull = false;
     }
-    return this.stats;
+    return { ...s, liveByProto: { ...s.liveByProto } };
+  }
+}
+
+/** Conntrack entries that lead to `addr:port` of service port `svcId`, or, without addr, to any backend of it. */
+export interface FlushRule {
+  svcId: number;
+  backend?: { addr: string; port: number };
+}
+
+export interface FlushResult {
+  scanned: number;
+  deleted: number;
+  ms: number;
+  cpuMs: number;
+}
+
+/** The rule as addon/bulk.cc reads it (struct FlushRule, 12 bytes). */
+const flushRule = struct('flush_rule', { svcId: u32, addr: ip4, port: be16, any: u8, pad: pad(1) });
+
+export function encodeFlushRules(rules: readonly FlushRule[]): Buffer {
+  const b = Buffer.alloc(rules.length * flushRule.size);
+  rules.forEach((r, i) => flushRule.encodeInto(b, i * flushRule.size, {
+    svcId: r.svcId, addr: r.backend?.addr ?? '0.0.0.0', port: r.backend?.port ?? 0, any: r.backend ? 0 : 1,
+  }));
+  return b;
+}
+
+/**
+ * Deletes the conntrack entries of one protocol that lead to removed
+ * backends, in native passes over the map. Requests made while a pass runs
+ * are served together by the next one, so a burst of endpoint changes costs
+ * two passes, not one per change.
+ */
+export class ConntrackFlusher {
+  private next: { rules: FlushRule[]; resolve: (r: FlushResult) => void; reject: (e: unknown) => void; done: Promise<FlushResult> } | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly maps: Pick<DatapathMaps, 'ct'>,
+    private readonly proto: number,
+  ) {}
+
+  /** Resolves when a pass that includes these rules has ended. */
+  flush(rules: readonly FlushRule[]): Promise<FlushResult> {
+    if (!this.next) {
+      let resolve!: (r: FlushResult) => void;
+      let reject!: (e: unknown) => void;
+      const done = new Promise<FlushResult>((res, rej) => { resolve = res; reject = rej; });
+      this.next = { rules: [], resolve, reject, done };
+    }
+    this.next.rules.push(...rules);
+    const done = this.next.done;
+    this.pump();
+    return done;
+  }
+
+  /** Resolves when nothing is queued or running. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+
+  private pump(): void {
+    if (this.running || !this.next) return;
+    const job = this.next;
+    this.next = undefined;
+    let pass: Promise<FlushResult>;
+    try {
+      pass = native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(job.rules));
+    } catch (e) {
+      pass = Promise.reject(e);
+    }
+    this.running = pass.then(job.resolve, job.reject).finally(() => {
+      this.running = undefined;
+      this.pump();
+    });
   }
 }

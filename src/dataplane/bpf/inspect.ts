@@ -2,6 +2,8 @@
 import { native } from '../../native/index.js';
 import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
+import type { ConntrackGc } from './conntrack-gc.js';
+import type { DatapathSnapshot } from '../../metrics.js';
 import { REASONS } from './reasons.js';
 
 const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : String(n));
@@ -124,9 +126,50 @@ export interface MapFill {
   percent: number;
 }
 
+const filledMaps = (maps: DatapathMaps) =>
+  [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames];
+
+const fill = (map: string, entries: number, maxEntries: number): MapFill =>
+  ({ map, entries, maxEntries, percent: +((entries / maxEntries) * 100).toFixed(2) });
+
+/** Entries in each map, read here and now (the CLI). */
 export function mapFills(maps: DatapathMaps): MapFill[] {
-  return [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames].map((m) => {
-    const entries = m.count();
-    return { map: m.name, entries, maxEntries: m.maxEntries, percent: +((entries / m.maxEntries) * 100).toFixed(2) };
-  });
+  return filledMaps(maps).map((m) => fill(m.name, m.count(), m.maxEntries));
+}
+
+/**
+ * The same, counted on a worker thread (addon/bulk.cc) in one call: what
+ * the agent uses, so a scrape never dumps a map on the event loop. Maps
+ * whose count is already known (by name: the conntrack GC's last pass)
+ * are not read again.
+ */
+export async function countMapFills(maps: DatapathMaps, known: Readonly<Record<string, number>> = {}): Promise<MapFill[]> {
+  const all = filledMaps(maps);
+  const toCount = all.filter((m) => known[m.name] === undefined);
+  const { counts } = toCount.length ? await native().mapCount(toCount.map((m) => m.fd)) : { counts: [] };
+  const counted = new Map(toCount.map((m, i) => [m.name, counts[i] ?? 0]));
+  return all.map((m) => fill(m.name, known[m.name] ?? counted.get(m.name) ?? 0, m.maxEntries));
+}
+
+/**
+ * What a scrape reports: map fill counted on a worker thread, conntrack
+ * from the GC's last pass (the first scrape waits for the first pass; if
+ * no pass has succeeded yet, the conntrack map is counted too).
+ */
+export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Promise<DatapathSnapshot> {
+  if (!gc.stats.runs) await gc.run().catch(() => undefined);
+  const s = gc.stats;
+  const ct = maps.ct.name;
+  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive } : {});
+  return {
+    maps: fills,
+    reasons: reasonViews(maps),
+    conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
+    ...(s.runs ? {
+      conntrack: {
+        byProto: { ...s.liveByProto }, gcRuns: s.runs, gcLastMs: s.lastMs,
+        gcRemovedTotal: s.removedTotal, gcLastRunAt: s.lastRunAt,
+      },
+    } : {}),
+  };
 }

@@ -24,9 +24,10 @@ import { frontendKey } from '../../model/types.js';
 import type { Dataplane, SyncProblem, SyncReport } from '../dataplane.js';
 import { emptyReport } from '../dataplane.js';
 import {
-  BackendFlags, CtDir, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES,
+  BackendFlags, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES,
   type BackendValue, type FeKey, type FeValue,
 } from './codecs.js';
+import { ConntrackFlusher, type FlushRule } from './conntrack-gc.js';
 import { IdAllocator } from './ids.js';
 import { MAP_NAMES, type DatapathMaps } from './loader.js';
 
@@ -108,12 +109,24 @@ export class BpfReconciler implements Dataplane {
   /** restored names that may have been cut short (svc id -> name) */
   private readonly maybeTruncated = new Map<number, string>();
   private slotCount = 0;
+  /** UDP conntrack of removed endpoints: cleared in native passes off the event loop */
+  private readonly udpFlusher: ConntrackFlusher;
+  private readonly pendingFlushes = new Set<Promise<void>>();
 
   constructor(
     private readonly maps: DatapathMaps,
     private readonly log?: Logger,
   ) {
+    this.udpFlusher = new ConntrackFlusher(maps, IPPROTO_UDP);
     this.restore();
+  }
+
+  /**
+   * Resolves when the UDP conntrack flushes queued by earlier syncs are
+   * done (each finishes shortly after its sync; the sync does not wait).
+   */
+  async flushed(): Promise<void> {
+    while (this.pendingFlushes.size) await Promise.all([...this.pendingFlushes]);
   }
 
   /** Rebuild the mirror from the pinned maps (after an agent restart). */
@@ -447,7 +460,7 @@ export class BpfReconciler implements Dataplane {
       if (svcInUse.has(svcId)) continue;
       deadSvcIds.push(svcId);
     }
-    if (gone.size > 0 || deadSvcIds.length > 0) this.flushStale(gone, new Set(deadSvcIds));
+    const flushing = gone.size > 0 || deadSvcIds.length > 0 ? this.flushStale(gone, new Set(deadSvcIds)) : false;
     for (const svcId of deadSvcIds) {
       this.setsBySvc.delete(svcId);
       this.affinitySvcs.delete(svcId);
@@ -455,16 +468,21 @@ export class BpfReconciler implements Dataplane {
       this.maps.svcNames.delete({ v: svcId });
       if (spk) this.svcIds.delete(spk);
       this.svcNames.delete(svcId);
-      this.svcIdAlloc.release(svcId);
+      // Its conntrack entries are cleared by svc id: the id is not handed
+      // to another service port before that is done.
+      if (!flushing) this.svcIdAlloc.release(svcId);
     }
   }
 
   /**
    * Affinity entries and UDP conntrack entries that lead to backends a
    * service port no longer has (kube-proxy clears UDP conntrack the same
-   * way; TCP connections are left to end on their own).
+   * way; TCP connections are left to end on their own). The conntrack part
+   * is queued to a native pass over the map (it can hold 512K entries) and
+   * ends shortly after this sync; returns whether one was queued (the dead
+   * service ids are released when it ends).
    */
-  private flushStale(gone: Map<number, Set<string>>, dead: Set<number>): void {
+  private flushStale(gone: Map<number, Set<string>>, dead: Set<number>): boolean {
     const isGone = (svcId: number, be: string) => dead.has(svcId) || !!gone.get(svcId)?.has(be);
     const affected = [...gone.keys(), ...dead];
     // Each scan dumps a whole map: only when something in it can be stale.
@@ -474,16 +492,28 @@ export class BpfReconciler implements Dataplane {
         .map(([k]) => k);
       if (aff.length) this.maps.affinity.deleteMany(aff);
     }
-    if (!affected.some((id) => this.svcNames.get(id)?.endsWith('/UDP'))) return;
-    const ct = this.maps.ct.entries().filter(([k, v]) => {
-      if (k.proto !== IPPROTO_UDP) return false;
-      const be = v.dir === CtDir.FWD ? `${v.natDaddr}:${v.natDport}` : `${k.saddr}:${k.sport}`;
-      return isGone(v.svcId, be);
-    }).map(([k]) => k);
-    if (ct.length) {
-      this.maps.ct.deleteMany(ct);
-      this.log?.debug({ entries: ct.length }, 'cleared UDP conntrack entries of removed endpoints');
+    if (!affected.some((id) => this.svcNames.get(id)?.endsWith('/UDP'))) return false;
+    const rules: FlushRule[] = [...dead].map((svcId) => ({ svcId }));
+    for (const [svcId, bes] of gone) {
+      if (dead.has(svcId)) continue;
+      for (const be of bes) {
+        const i = be.lastIndexOf(':');
+        rules.push({ svcId, backend: { addr: be.slice(0, i), port: Number(be.slice(i + 1)) } });
+      }
     }
+    const names = affected.map((id) => this.svcNames.get(id) ?? `svc id ${id}`);
+    const p = this.udpFlusher.flush(rules).then((r) => {
+      if (r.deleted) this.log?.debug({ entries: r.deleted, scanned: r.scanned, ms: Math.round(r.ms), servicePorts: names }, 'cleared UDP conntrack entries of removed endpoints');
+    }, (e: unknown) => {
+      this.log?.error({ servicePorts: names, map: this.maps.ct.name },
+        `cannot clear the UDP conntrack entries of removed endpoints: ${e instanceof Error ? e.message : String(e)}; ` +
+        'their flows keep going to the removed endpoints until the UDP conntrack timeout (bpfConntrackTimeouts.UDPTimeout) ends them');
+    }).finally(() => {
+      for (const svcId of dead) this.svcIdAlloc.release(svcId);
+      this.pendingFlushes.delete(p);
+    });
+    this.pendingFlushes.add(p);
+    return true;
   }
 
   syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport {

@@ -1,0 +1,684 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bulk map work off the JS thread. Each call dups the map fd on the JS
+// thread (so closing the map meanwhile cannot hand the worker someone
+// else's fd), runs on a thread of its own at a lower priority than the
+// event loop (BulkWorker) and resolves a Promise:
+//
+//   ctGc(fd, { batch?, nowNs? })      conntrack GC pass (pair rule, see below)
+//   ctFlush(fd, proto, rules)         delete conntrack entries of removed backends
+//   mapCount(fds)                     entries in each map
+//
+// Conntrack semantics (bpf/lib/conntrack.h): a connection is two entries of
+// one plain hash, CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY
+// keyed by the backend's reply tuple; each entry's peer key is the reverse
+// of its NAT rewrite. An entry goes only when it is expired
+// (expires_ns < CLOCK_MONOTONIC now, the clock bpf_ktime_get_ns reads) and
+// its peer is expired or absent: both halves of a dead connection go
+// together, the quiet half of a live one stays.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/types.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "common.h"
+
+#include "../bpf/lib/types.h"
+
+namespace bpfproxy {
+
+static_assert(sizeof(struct ct_key) == 16, "struct ct_key layout (bpf/lib/types.h)");
+static_assert(sizeof(struct ct_value) == 40, "struct ct_value layout (bpf/lib/types.h)");
+
+namespace {
+
+constexpr uint8_t kDirFwd = CT_DIR_FWD;
+
+uint64_t MonotonicNow() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+}
+
+bool Unsupported(int e) {
+  return e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == 524 /* ENOTSUPP */;
+}
+
+// The outcome of a step that can fail: errno and what was being done.
+struct Failure {
+  int err = 0;
+  std::string op;
+  void set(const std::string& what, int e) {
+    op = what;
+    err = e ? e : EIO;
+  }
+  explicit operator bool() const { return err != 0; }
+};
+
+// Reads every entry of a map, batch by batch (BPF_MAP_LOOKUP_BATCH), and
+// hands each batch to fn(keys, values, n). Map types without batch lookup
+// are walked key by key (get_next_key); with keysOnly the values are not
+// read then (fn gets values == nullptr). Returns whether batches were used.
+template <typename Fn>
+bool ScanMap(int fd, size_t klen, size_t vlen, uint32_t batch, uint32_t maxEntries,
+             bool keysOnly, const std::string& what, Failure* fail, Fn fn) {
+  if (batch < 1) batch = 1;
+  std::vector<uint8_t> token(std::max<size_t>(klen, 8)), next(std::max<size_t>(klen, 8));
+  std::vector<uint8_t> kb(klen * batch), vb(vlen * batch);
+  bool first = true;
+  for (;;) {
+    __u32 count = batch;
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : token.data(), next.data(), kb.data(),
+                                   vb.data(), &count, &opts);
+    int e = err ? errno : 0;
+    if (err && first && count == 0 && Unsupported(e)) break;  // walk key by key below
+    if (err && e == ENOSPC && count == 0 && batch < (1u << 20)) {
+      // one hash bucket holds more entries than a batch: read it whole
+      batch *= 2;
+      kb.resize(klen * batch);
+      vb.resize(vlen * batch);
+      continue;
+    }
+    if (err && e != ENOENT) {
+      fail->set(what + ": lookup batch", e);
+      return true;
+    }
+    if (count) fn(kb.data(), vb.data(), count);
+    if (err) return true;  // ENOENT: that was the last batch
+    token.swap(next);
+    first = false;
+  }
+  // Key by key. A key deleted under us restarts the walk at the first key,
+  // so the walk is bounded: entries may be missed or seen twice then.
+  std::vector<uint8_t> k(klen), nk(klen), v(vlen);
+  const void* cur = nullptr;
+  uint64_t limit = 2ull * maxEntries + 16;
+  for (uint64_t steps = 0; steps < limit; steps++) {
+    if (bpf_map_get_next_key(fd, cur, nk.data())) {
+      if (errno != ENOENT) fail->set(what + ": next key", errno);
+      break;
+    }
+    if (keysOnly) {
+      fn(nk.data(), nullptr, 1);
+    } else if (bpf_map_lookup_elem(fd, nk.data(), v.data()) == 0) {
+      fn(nk.data(), v.data(), 1);
+    } else if (errno != ENOENT) {
+      fail->set(what + ": lookup", errno);
+      break;
+    }
+    k.swap(nk);
+    cur = k.data();
+  }
+  return false;
+}
+
+// Deletes keys (klen bytes each) with BPF_MAP_DELETE_BATCH; keys already
+// gone are skipped. Falls back to one delete per key where the map type has
+// no batch delete (*batched turns false). Returns how many this call removed.
+uint64_t DeleteKeys(int fd, const uint8_t* keys, size_t n, size_t klen, bool* batched,
+                    const std::string& what, Failure* fail) {
+  uint64_t deleted = 0;
+  size_t i = 0;
+  while (i < n && *batched) {
+    __u32 count = n - i;
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    if (bpf_map_delete_batch(fd, keys + i * klen, &count, &opts) == 0) {
+      deleted += count;
+      i = n;
+      break;
+    }
+    int e = errno;
+    if (e == ENOENT) {  // stopped at a key someone else removed: skip it
+      deleted += count;
+      i += count + 1;
+      continue;
+    }
+    if (count == 0 && Unsupported(e)) {
+      *batched = false;
+      break;
+    }
+    fail->set(what + ": delete batch", e);
+    return deleted;
+  }
+  for (; i < n; i++) {
+    if (bpf_map_delete_elem(fd, keys + i * klen) == 0) {
+      deleted++;
+    } else if (errno != ENOENT) {
+      fail->set(what + ": delete", errno);
+      return deleted;
+    }
+  }
+  return deleted;
+}
+
+bool MapInfoOf(int fd, struct bpf_map_info* mi, const std::string& what, Failure* fail) {
+  memset(mi, 0, sizeof(*mi));
+  __u32 len = sizeof(*mi);
+  if (bpf_obj_get_info_by_fd(fd, mi, &len)) {
+    fail->set(what + ": map info", errno);
+    return false;
+  }
+  return true;
+}
+
+bool CheckCtLayout(const struct bpf_map_info& mi, const std::string& what, Failure* fail) {
+  if (mi.key_size == sizeof(struct ct_key) && mi.value_size == sizeof(struct ct_value)) return true;
+  fail->set(what + ": map " + mi.name + " has key size " + std::to_string(mi.key_size) +
+                " and value size " + std::to_string(mi.value_size) + ", not the " +
+                std::to_string(sizeof(struct ct_key)) + "/" + std::to_string(sizeof(struct ct_value)) +
+                " of struct ct_key/ct_value",
+            EINVAL);
+  return false;
+}
+
+void PeerKey(const struct ct_key& k, const struct ct_value& v, struct ct_key* r) {
+  memset(r, 0, sizeof(*r));
+  r->saddr = v.nat_daddr;
+  r->daddr = v.nat_saddr;
+  r->sport = v.nat_dport;
+  r->dport = v.nat_sport;
+  r->proto = k.proto;
+}
+
+// The deadline of every entry of the first read, by key (all 16 bytes, as
+// the kernel compares them): open addressing, the key and its deadline in
+// one slot, so a lookup costs one cache miss.
+class Deadlines {
+ public:
+  struct Slot {
+    struct ct_key key;
+    uint64_t expires;
+    uint64_t used;
+  };
+  static_assert(sizeof(Slot) == 32, "two slots a cache line");
+
+  explicit Deadlines(size_t expected) {
+    size_t cap = 16;
+    while (cap < expected * 2) cap <<= 1;
+    mask_ = cap - 1;
+    slots_.assign(cap, Slot{});
+  }
+
+  // Record (or update) a key's deadline.
+  void put(const struct ct_key& k, uint64_t expires) {
+    size_t s = Hash(k) & mask_;
+    while (slots_[s].used && memcmp(&slots_[s].key, &k, sizeof(k)) != 0) s = (s + 1) & mask_;
+    if (!slots_[s].used) {
+      if (++size_ * 10 > slots_.size() * 9) return grow(k, expires);
+      slots_[s].key = k;
+      slots_[s].used = 1;
+    }
+    slots_[s].expires = expires;
+  }
+
+  // The slot of a key, or nullptr.
+  Slot* find(const struct ct_key& k) {
+    size_t s = Hash(k) & mask_;
+    while (slots_[s].used) {
+      if (memcmp(&slots_[s].key, &k, sizeof(k)) == 0) return &slots_[s];
+      s = (s + 1) & mask_;
+    }
+    return nullptr;
+  }
+
+ private:
+  // More entries than expected (the map grew under the read): double.
+  void grow(const struct ct_key& k, uint64_t expires) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    mask_ = old.size() * 2 - 1;
+    slots_.assign(old.size() * 2, Slot{});
+    size_ = 0;
+    for (const Slot& o : old)
+      if (o.used) put(o.key, o.expires);
+    put(k, expires);
+  }
+  static uint64_t Hash(const struct ct_key& k) {
+    uint64_t a, b;
+    memcpy(&a, &k, 8);
+    memcpy(&b, reinterpret_cast<const uint8_t*>(&k) + 8, 8);
+    uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xc2b2ae3d27d4eb4full;
+    return h ^ (h >> 31);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+// Nice value of the threads that do bulk work: below the event loop's
+// thread, which then wins the CPU whenever it wakes (a sync, a health
+// check, a scrape), yet not so low that a busy node starves the GC.
+constexpr int kBulkNice = 10;
+
+// A Promise-returning worker. Work() runs on a thread of its own, made
+// nicer than the rest of the agent (a libuv pool thread waits for it: the
+// pool's threads are shared and keep their priority); it reports through
+// fail_, result() builds the value in OnOK.
+class BulkWorker : public Napi::AsyncWorker {
+ public:
+  BulkWorker(Napi::Env env)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() final {
+    std::thread t([this]() {
+      // best effort: the work is the same at any priority
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kBulkNice);
+      Work();
+    });
+    t.join();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (fail_) {
+      deferred_.Reject(MakeError(env, fail_.op, fail_.err).Value());
+      return;
+    }
+    deferred_.Resolve(result(env));
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ protected:
+  virtual void Work() = 0;
+  virtual Napi::Value result(Napi::Env env) = 0;
+  Failure fail_;
+
+ private:
+  Napi::Promise::Deferred deferred_;
+};
+
+// CPU time of this thread (user and kernel), ms: what the work cost,
+// however busy the machine was.
+double ThreadCpuMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// ---- ctGc -----------------------------------------------------------------
+
+class CtGcWorker : public BulkWorker {
+ public:
+  CtGcWorker(Napi::Env env, Fd fd, uint32_t batch, uint64_t now)
+      : BulkWorker(env), fd_(std::move(fd)), batch_(batch), now_(now) {}
+
+  // Two batched reads. The first learns every entry's deadline (a peer can
+  // be anywhere in the map). The second judges each batch on what it reads
+  // now (the peer on the latest read of it) and deletes that batch's dead
+  // right after: an entry a new flow over the same tuple brought back since
+  // the first read is seen alive, and an entry goes within about one batch
+  // of being read, not a whole map's read later.
+  void Work() override {
+    auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
+    const std::string what = "conntrack GC";
+    struct bpf_map_info mi;
+    if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
+    if (!now_) now_ = MonotonicNow();
+    Deadlines deadlines(mi.max_entries);
+    batchedLookup_ = ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_,
+                             mi.max_entries, false, what, &fail_,
+                             [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+                               auto* kk = reinterpret_cast<const struct ct_key*>(k);
+                               auto* vv = reinterpret_cast<const struct ct_value*>(v);
+                               for (uint32_t i = 0; i < n; i++) deadlines.put(kk[i], vv[i].expires_ns);
+                             });
+    if (fail_) return;
+    scanMs_ = MsSince(t0);
+
+    bool batchedDelete = true;
+    std::vector<struct ct_key> del;
+    std::chrono::steady_clock::duration deleteT{};
+    // The dead of one batch are deleted when the next batch has been read
+    // (or at the end): never the key a key-by-key walk stands on.
+    auto flush = [&]() {
+      if (del.empty() || fail_) return;
+      auto td = std::chrono::steady_clock::now();
+      deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
+                             sizeof(struct ct_key), &batchedDelete, what, &fail_);
+      deleteT += std::chrono::steady_clock::now() - td;
+      del.clear();
+    };
+    std::vector<Deadlines::Slot*> at;  // each entry of a batch in the first read, or nullptr
+    auto t1 = std::chrono::steady_clock::now();
+    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries,
+            false, what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+              flush();
+              if (fail_) return;
+              auto* kk = reinterpret_cast<const struct ct_key*>(k);
+              auto* vv = reinterpret_cast<const struct ct_value*>(v);
+              // this read is the latest word on these entries
+              at.resize(n);
+              for (uint32_t i = 0; i < n; i++) {
+                Deadlines::Slot* x = at[i] = deadlines.find(kk[i]);
+                if (!x) continue;  // created since the first read
+                if (x->expires < now_ && vv[i].expires_ns >= now_) refreshed_++;
+                x->expires = vv[i].expires_ns;
+              }
+              for (uint32_t i = 0; i < n; i++) {
+                scanned_++;
+                if (Dead(deadlines, at[i], kk[i], vv[i]))
+                  del.push_back(kk[i]);
+                else
+                  Count(kk[i].proto);
+              }
+            });
+    flush();
+    if (fail_) return;
+    batchedDelete_ = batchedDelete;
+    deleteMs_ = std::chrono::duration<double, std::milli>(deleteT).count();
+    judgeMs_ = MsSince(t1) - deleteMs_;
+    ms_ = MsSince(t0);
+    cpuMs_ = ThreadCpuMs() - cpu0;
+  }
+
+ protected:
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned_)));
+    o.Set("expired", Napi::Number::New(env, static_cast<double>(deleted_)));
+    o.Set("live", Napi::Number::New(env, static_cast<double>(scanned_ - deleted_)));
+    o.Set("refreshed", Napi::Number::New(env, static_cast<double>(refreshed_)));
+    Napi::Object by = Napi::Object::New(env);
+    by.Set("tcp", Napi::Number::New(env, static_cast<double>(liveTcp_)));
+    by.Set("udp", Napi::Number::New(env, static_cast<double>(liveUdp_)));
+    by.Set("other", Napi::Number::New(env, static_cast<double>(liveOther_)));
+    o.Set("liveByProto", by);
+    o.Set("nowNs", Napi::BigInt::New(env, now_));
+    o.Set("ms", Napi::Number::New(env, ms_));
+    o.Set("cpuMs", Napi::Number::New(env, cpuMs_));
+    o.Set("scanMs", Napi::Number::New(env, scanMs_));
+    o.Set("judgeMs", Napi::Number::New(env, judgeMs_));
+    o.Set("deleteMs", Napi::Number::New(env, deleteMs_));
+    o.Set("batchedLookup", Napi::Boolean::New(env, batchedLookup_));
+    o.Set("batchedDelete", Napi::Boolean::New(env, batchedDelete_));
+    return o;
+  }
+
+ private:
+  // Expired, and the peer expired or absent (its latest known deadline).
+  // x: the entry's slot from the first read.
+  bool Dead(Deadlines& deadlines, const Deadlines::Slot* x, const struct ct_key& k,
+            const struct ct_value& v) const {
+    if (v.expires_ns >= now_) return false;
+    if (!x) return false;  // not in the first read: judged by the next pass
+    struct ct_key pk;
+    PeerKey(k, v, &pk);
+    const Deadlines::Slot* p = deadlines.find(pk);
+    return !p || p->expires < now_;  // else the other direction is alive
+  }
+  void Count(uint8_t proto) {
+    if (proto == 6)
+      liveTcp_++;
+    else if (proto == 17)
+      liveUdp_++;
+    else
+      liveOther_++;
+  }
+
+  Fd fd_;
+  uint32_t batch_;
+  uint64_t now_;
+  uint64_t scanned_ = 0, deleted_ = 0, refreshed_ = 0;
+  uint64_t liveTcp_ = 0, liveUdp_ = 0, liveOther_ = 0;
+  double ms_ = 0, cpuMs_ = 0, scanMs_ = 0, judgeMs_ = 0, deleteMs_ = 0;
+  bool batchedLookup_ = true, batchedDelete_ = true;
+};
+
+// ---- ctFlush --------------------------------------------------------------
+
+// One rule, as the caller packs it (12 bytes): svc_id (host order), backend
+// address and port (network order), any (1: every backend of svc_id).
+struct FlushRule {
+  uint32_t svc_id;
+  uint32_t addr;
+  uint16_t port;
+  uint8_t any;
+  uint8_t pad;
+};
+static_assert(sizeof(FlushRule) == 12, "flush rule layout (src/dataplane/bpf/conntrack-gc.ts)");
+
+class CtFlushWorker : public BulkWorker {
+ public:
+  CtFlushWorker(Napi::Env env, Fd fd, uint8_t proto, std::vector<FlushRule> rules)
+      : BulkWorker(env), fd_(std::move(fd)), proto_(proto) {
+    for (const FlushRule& r : rules) {
+      if (r.any)
+        anySvc_.push_back(r.svc_id);
+      else
+        backends_.emplace_back(r.svc_id, r.addr, r.port);
+    }
+    std::sort(anySvc_.begin(), anySvc_.end());
+    std::sort(backends_.begin(), backends_.end());
+  }
+
+  void Work() override {
+    auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
+    const std::string what = "conntrack flush of removed endpoints";
+    struct bpf_map_info mi;
+    if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
+    std::vector<struct ct_key> del;
+    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), 4096, mi.max_entries,
+            false, what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+              auto* kk = reinterpret_cast<const struct ct_key*>(k);
+              auto* vv = reinterpret_cast<const struct ct_value*>(v);
+              for (uint32_t i = 0; i < n; i++) {
+                scanned_++;
+                if (kk[i].proto != proto_) continue;
+                // the backend: where FWD rewrites to; the source of a REPLY
+                uint32_t addr = vv[i].dir == kDirFwd ? vv[i].nat_daddr : kk[i].saddr;
+                uint16_t port = vv[i].dir == kDirFwd ? vv[i].nat_dport : kk[i].sport;
+                uint32_t svc = vv[i].svc_id;
+                if (std::binary_search(anySvc_.begin(), anySvc_.end(), svc) ||
+                    std::binary_search(backends_.begin(), backends_.end(),
+                                       std::make_tuple(svc, addr, port)))
+                  del.push_back(kk[i]);
+              }
+            });
+    if (fail_) return;
+    bool batched = true;
+    deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
+                          sizeof(struct ct_key), &batched, what, &fail_);
+    ms_ = MsSince(t0);
+    cpuMs_ = ThreadCpuMs() - cpu0;
+  }
+
+ protected:
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned_)));
+    o.Set("deleted", Napi::Number::New(env, static_cast<double>(deleted_)));
+    o.Set("ms", Napi::Number::New(env, ms_));
+    o.Set("cpuMs", Napi::Number::New(env, cpuMs_));
+    return o;
+  }
+
+ private:
+  Fd fd_;
+  uint8_t proto_;
+  std::vector<uint32_t> anySvc_;
+  std::vector<std::tuple<uint32_t, uint32_t, uint16_t>> backends_;
+  uint64_t scanned_ = 0, deleted_ = 0;
+  double ms_ = 0, cpuMs_ = 0;
+};
+
+// ---- mapCount -------------------------------------------------------------
+
+bool IsArrayType(uint32_t t) {
+  return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
+         t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY ||
+         t == BPF_MAP_TYPE_CGROUP_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS;
+}
+
+bool IsPerCpu(uint32_t t) {
+  return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
+         t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+class MapCountWorker : public BulkWorker {
+ public:
+  MapCountWorker(Napi::Env env, std::vector<Fd> fds) : BulkWorker(env), fds_(std::move(fds)) {}
+
+  void Work() override {
+    auto t0 = std::chrono::steady_clock::now();
+    int cpus = libbpf_num_possible_cpus();
+    for (size_t m = 0; m < fds_.size(); m++) {
+      struct bpf_map_info mi;
+      std::string what = "count entries of map fd #" + std::to_string(m);
+      if (!MapInfoOf(fds_[m].get(), &mi, what, &fail_)) return;
+      what = std::string("count entries of ") + mi.name;
+      if (IsArrayType(mi.type)) {  // every index exists
+        counts_.push_back(mi.max_entries);
+        continue;
+      }
+      size_t vlen = mi.value_size;
+      if (IsPerCpu(mi.type)) vlen = ((vlen + 7) / 8) * 8 * (cpus > 0 ? cpus : 1);
+      uint64_t n = 0;
+      ScanMap(fds_[m].get(), mi.key_size, vlen, 4096, mi.max_entries, true, what, &fail_,
+              [&](const uint8_t*, const uint8_t*, uint32_t c) { n += c; });
+      if (fail_) return;
+      counts_.push_back(n);
+    }
+    ms_ = MsSince(t0);
+  }
+
+ protected:
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Array a = Napi::Array::New(env, counts_.size());
+    for (size_t i = 0; i < counts_.size(); i++)
+      a.Set(i, Napi::Number::New(env, static_cast<double>(counts_[i])));
+    o.Set("counts", a);
+    o.Set("ms", Napi::Number::New(env, ms_));
+    return o;
+  }
+
+ private:
+  std::vector<Fd> fds_;
+  std::vector<uint64_t> counts_;
+  double ms_ = 0;
+};
+
+// ---- JS entry points ------------------------------------------------------
+
+// A private copy of the caller's fd for the worker, or a rejected Promise.
+bool DupFd(Napi::Env env, int64_t fd, const std::string& op, Fd* out, Napi::Value* rejected) {
+  int d = fd >= 0 ? fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0) : -1;
+  if (d < 0) {
+    auto def = Napi::Promise::Deferred::New(env);
+    def.Reject(MakeError(env, op + ": map fd " + std::to_string(fd), fd >= 0 ? errno : EBADF).Value());
+    *rejected = def.Promise();
+    return false;
+  }
+  *out = Fd(d);
+  return true;
+}
+
+// ctGc(fd, { batch?, nowNs? }) -> Promise<CtGcResult>
+Napi::Value CtGc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd;
+  if (!ArgInt(info, 0, "fd", &fd)) return env.Undefined();
+  uint32_t batch = 4096;
+  uint64_t now = 0;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (o.Has("batch") && o.Get("batch").IsNumber())
+      batch = std::max<uint32_t>(1, o.Get("batch").As<Napi::Number>().Uint32Value());
+    if (o.Has("nowNs") && o.Get("nowNs").IsBigInt()) {
+      bool lossless;
+      now = o.Get("nowNs").As<Napi::BigInt>().Uint64Value(&lossless);
+    }
+  }
+  Fd dup;
+  Napi::Value rejected;
+  if (!DupFd(env, fd, "conntrack GC", &dup, &rejected)) return rejected;
+  auto* w = new CtGcWorker(env, std::move(dup), batch, now);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// ctFlush(fd, proto, rules: Buffer of 12-byte FlushRule) -> Promise<{scanned, deleted, ms}>
+Napi::Value CtFlush(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t fd, proto;
+  Napi::Buffer<uint8_t> rules;
+  if (!ArgInt(info, 0, "fd", &fd) || !ArgInt(info, 1, "proto", &proto) ||
+      !ArgBuffer(info, 2, "rules", &rules))
+    return env.Undefined();
+  if (rules.Length() % sizeof(FlushRule)) {
+    Napi::TypeError::New(env, "rules must be a Buffer of 12-byte records, got " +
+                                  std::to_string(rules.Length()) + " bytes")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<FlushRule> rs(rules.Length() / sizeof(FlushRule));
+  if (!rs.empty()) memcpy(rs.data(), rules.Data(), rules.Length());
+  Fd dup;
+  Napi::Value rejected;
+  if (!DupFd(env, fd, "conntrack flush of removed endpoints", &dup, &rejected)) return rejected;
+  auto* w = new CtFlushWorker(env, std::move(dup), static_cast<uint8_t>(proto), std::move(rs));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// mapCount(fds: number[]) -> Promise<{ counts: number[], ms }>
+Napi::Value MapCount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) {
+    Napi::TypeError::New(env, "argument 0 (fds) must be an array of numbers")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<Fd> fds;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsNumber()) {
+      Napi::TypeError::New(env, "fds[" + std::to_string(i) + "] is not a number")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Fd dup;
+    Napi::Value rejected;
+    if (!DupFd(env, v.As<Napi::Number>().Int64Value(), "count entries", &dup, &rejected))
+      return rejected;
+    fds.push_back(std::move(dup));
+  }
+  auto* w = new MapCountWorker(env, std::move(fds));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void InitBulk(Napi::Env env, Napi::Object exports) {
+  exports.Set("ctGc", Napi::Function::New(env, CtGc));
+  exports.Set("ctFlush", Napi::Function::New(env, CtFlush));
+  exports.Set("mapCount", Napi::Function::New(env, MapCount));
+}
+
+}  // namespace bpfproxy
