@@ -7,7 +7,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { Agent } from './agent/agent.js';
 import { runCleanup } from './agent/cleanup.js';
 import { DEFAULT_STATE_DIR } from './agent/lock.js';
-import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, attachedHere, resolveAttachMode, type Attachment, type TcAttachMode } from './dataplane/bpf/attach.js';
+import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, attachedHere, resolveAttachMode, type Attachment } from './dataplane/bpf/attach.js';
 import { LISTEN_DEFAULTS, formatBindAddress, parseBindAddress, resolveBindAddress, type BindAddress, type BindSpec } from './health/bind-address.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts, parseDuration } from './dataplane/bpf/config.js';
 import { CALICO_DEFAULTS, type AgentConfig } from './config/felix.js';
@@ -17,6 +17,7 @@ import {
 import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
+import type { LocalResults } from './bench/local.js';
 import { table } from './cli/table.js';
 import { DIST, REPO_ROOT, labDown, labSpec, labUp } from './lab/lab.js';
 import { runDemo } from './lab/demo.js';
@@ -180,7 +181,7 @@ program
         healthHost: health?.host,
         healthzHost: healthz?.host ?? null,
         stateDir: o.stateDir,
-        services: services!,
+        services,
       }, log);
     } catch (e) {
       log.fatal({ err: e }, `agent could not start: ${(e as Error).message}`);
@@ -378,7 +379,7 @@ bench.command('report')
   .action(async (file: string, o) => {
     const { writeResults } = await import('./bench/local.js');
     const { renderLocal } = await import('./bench/report.js');
-    const r = JSON.parse(readFileSync(file, 'utf8'));
+    const r = JSON.parse(readFileSync(file, 'utf8')) as LocalResults;
     const out = o.out ?? dirname(file);
     console.log(`wrote ${writeResults(out, r, renderLocal).join(', ')} in ${out}`);
   });

@@ -68,39 +68,39 @@ export class Metrics {
     this.syncProblems = new Gauge({ name: 'bpfproxy_sync_problems', help: 'Frontends the last sync could not program', registers: r });
     this.mapFull = new Counter({ name: 'bpfproxy_map_full_total', help: 'Frontends not programmed because a map was full', registers: r });
     this.enabled = new Gauge({ name: 'bpfproxy_dataplane_enabled', help: '1 while bpfproxy owns the service dataplane (bpfEnabled)', registers: r });
-    const self = this;
+    const cur = () => this.current;
     new Gauge({
       name: 'bpfproxy_map_entries', help: 'Entries in each BPF map', labelNames: ['map'], registers: r,
       collect() {
         this.reset();
-        for (const m of self.current?.maps ?? []) this.set({ map: m.map }, m.entries);
+        for (const m of cur()?.maps ?? []) this.set({ map: m.map }, m.entries);
       },
     });
     new Gauge({
       name: 'bpfproxy_map_max_entries', help: 'Capacity of each BPF map', labelNames: ['map'], registers: r,
       collect() {
         this.reset();
-        for (const m of self.current?.maps ?? []) this.set({ map: m.map }, m.maxEntries);
+        for (const m of cur()?.maps ?? []) this.set({ map: m.map }, m.maxEntries);
       },
     });
     new Gauge({
       name: 'bpfproxy_datapath_packets_total', help: 'Packets not simply passed, by reason and verdict (from the per-CPU counters)', labelNames: ['reason', 'verdict'], registers: r,
       collect() {
         this.reset();
-        for (const x of self.current?.reasons ?? []) this.set({ reason: x.reason, verdict: x.verdict }, x.packets);
+        for (const x of cur()?.reasons ?? []) this.set({ reason: x.reason, verdict: x.verdict }, x.packets);
       },
     });
     new Gauge({
       name: 'bpfproxy_conntrack_entries', help: 'Conntrack entries after the conntrack GC\'s last pass (every 10 s), two per connection', registers: r,
       collect() {
-        this.set(self.current?.conntrackEntries ?? 0);
+        this.set(cur()?.conntrackEntries ?? 0);
       },
     });
     new Gauge({
       name: 'bpfproxy_conntrack_entries_by_protocol', help: 'Conntrack entries after the conntrack GC\'s last pass, by protocol', labelNames: ['protocol'], registers: r,
       collect() {
         this.reset();
-        const ct = self.current?.conntrack;
+        const ct = cur()?.conntrack;
         if (!ct) return;
         this.set({ protocol: 'TCP' }, ct.byProto.tcp);
         this.set({ protocol: 'UDP' }, ct.byProto.udp);
@@ -111,21 +111,21 @@ export class Metrics {
       name: 'bpfproxy_conntrack_gc_duration_seconds', help: 'Wall time of the conntrack GC\'s last pass (on a worker thread, not the event loop)', registers: r,
       collect() {
         this.reset();
-        const ct = self.current?.conntrack;
+        const ct = cur()?.conntrack;
         if (ct?.gcRuns) this.set(ct.gcLastMs / 1000);
       },
     });
     new Gauge({
       name: 'bpfproxy_conntrack_gc_removed_total', help: 'Conntrack entries the GC removed since the agent started (dead connections, both halves)', registers: r,
       collect() {
-        this.set(self.current?.conntrack?.gcRemovedTotal ?? 0);
+        this.set(cur()?.conntrack?.gcRemovedTotal ?? 0);
       },
     });
     new Gauge({
       name: 'bpfproxy_conntrack_gc_last_run_timestamp_seconds', help: 'When the conntrack GC last finished a pass', registers: r,
       collect() {
         this.reset();
-        const ct = self.current?.conntrack;
+        const ct = cur()?.conntrack;
         if (ct?.gcLastRunAt) this.set(ct.gcLastRunAt / 1000);
       },
     });

@@ -71,7 +71,7 @@ function veths(ns: string, ...pairs: Array<[string, string]>): void {
 }
 
 const ipAsync = (ns: string, ...args: string[]): Promise<void> =>
-  new Promise((resolve, reject) => execFile('ip', ['-n', ns, ...args], (e) => (e ? reject(e) : resolve())));
+  new Promise((resolve, reject) => execFile('ip', ['-n', ns, ...args], (e) => (e ? reject(new Error(e.message)) : resolve())));
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

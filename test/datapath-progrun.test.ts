@@ -13,7 +13,9 @@ import { reasonCount, runProg, TC_ACT_OK, TC_ACT_SHOT } from './helpers/progrun.
 import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
 
 t.test('service datapath through BPF_PROG_RUN', async (t) => {
-  const { ns, ifindex, dp, rec, run } = await progrunNode(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
+  const node = await progrunNode(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
+  const { ns, ifindex, dp, rec } = node;
+  const run = (...a: Parameters<typeof node.run>) => node.run(...a);
   const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
   const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
     const r = rec.syncService(svc, fes);

@@ -120,7 +120,7 @@ export class PinDirLock {
         mkdirp(stateDir);
         return openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
       } catch (e) {
-        throw new Error(`cannot open the lock file ${path} for pin dir ${pinDir} in the state dir (--state-dir ${stateDir}): ${(e as Error).message}`);
+        throw new Error(`cannot open the lock file ${path} for pin dir ${pinDir} in the state dir (--state-dir ${stateDir}): ${(e as Error).message}`, { cause: e });
       }
     };
     // The holder unlinks the file on release: a lock taken on a file that is

@@ -16,6 +16,15 @@ import { stringify } from 'yaml';
 import { REPO_ROOT } from '../lab/lab.js';
 
 /** The knb release whose JSON keys and -ot words these results follow. */
+/** The parts of iperf3's JSON output the benchmark reads. */
+interface IperfJson {
+  end?: {
+    sum_received?: { bits_per_second?: number };
+    sum_sent?: { retransmits?: number };
+    sum?: { bits_per_second?: number; lost_percent?: number };
+  };
+}
+
 export const KNB_FORMAT = '1.5.0';
 
 export interface ClusterOptions {
@@ -205,7 +214,7 @@ export class ClusterBench {
     await this.core.deleteNamespacedPod({ name, namespace: this.o.namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
   }
 
-  private async iperfClient(name: string, target: string, udp: boolean): Promise<{ json: Record<string, any>; from: number; to: number }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  private async iperfClient(name: string, target: string, udp: boolean): Promise<{ json: IperfJson; from: number; to: number }> {
     const args = ['iperf3', '-c', target, '-O', '1', '-f', 'm', '-t', String(this.o.duration), '-J'];
     if (udp) args.push('-u', '-b', '0', ...(this.o.socketBufferSize !== 'auto' ? ['-w', this.o.socketBufferSize] : []));
     await this.core.createNamespacedPod({ namespace: this.o.namespace, body: this.pod(name, this.o.clientNode, args, 'Never') });
@@ -216,7 +225,7 @@ export class ClusterBench {
     const term = p.status?.containerStatuses?.[0]?.state?.terminated;
     const to = term?.finishedAt ? new Date(term.finishedAt).getTime() / 1000 : Date.now() / 1000;
     const from = term?.startedAt ? new Date(term.startedAt).getTime() / 1000 + 1 : to - this.o.duration;
-    return { json: JSON.parse(log), from, to };
+    return { json: JSON.parse(log) as IperfJson, from, to };
   }
 
   async run(): Promise<ClusterResults> {

@@ -38,7 +38,7 @@ export function iperf(ns: string, host: string, port: number, seconds: number, u
   const c1 = cpuJiffies();
   let j: { end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number }; sum?: { lost_percent?: number } }; error?: string };
   try {
-    j = JSON.parse(r.out);
+    j = JSON.parse(r.out) as typeof j;
   } catch {
     return { gbps: 0, retransmits: 0, lostPercent: 100, cpuSecPerGbit: NaN, error: r.err || 'iperf3 gave no JSON' };
   }

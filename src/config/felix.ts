@@ -109,7 +109,7 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
         break;
       case 'bpfKubeProxyMinSyncPeriod':
         try {
-          c[k] = parseDuration(String(v), `spec.${k}`) * 1000;
+          c[k] = parseDuration(typeof v === 'string' || typeof v === 'number' ? String(v) : JSON.stringify(v), `spec.${k}`) * 1000;
         } catch (e) {
           bad(k, (e as Error).message.replace(/^spec\.\w+: /, ''));
         }
@@ -121,7 +121,7 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
           const ours = CT_KEYS[tk];
           if (tv === 'Auto' || tv === null) continue;
           try {
-            const secs = parseDuration(String(tv), `spec.${k}.${tk}`);
+            const secs = parseDuration(typeof tv === 'string' || typeof tv === 'number' ? String(tv) : JSON.stringify(tv), `spec.${k}.${tk}`);
             if (secs <= 0) bad(`${k}.${tk}`, 'must be more than 0');
             else if (ours) c.bpfConntrackTimeouts[ours] = secs;
           } catch (e) {

@@ -20,7 +20,8 @@ export interface ListPage {
 }
 
 export interface WatchEvent {
-  type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR' | string;
+  /** ADDED, MODIFIED, DELETED, BOOKMARK or ERROR (kept open: a server may send others) */
+  type: string;
   object: KubeObject & { code?: number; message?: string };
 }
 
@@ -124,7 +125,7 @@ export class Informer {
     this.handle?.stop();
     this.handle = undefined;
     const items: KubeObject[] = [];
-    let rv = '';
+    let rv: string;
     try {
       let cont: string | undefined;
       do {

@@ -90,7 +90,7 @@ export function addPod(n: LabNode, p: LabPod): void {
   ip(n.ns, 'link', 'set', p.hostIf, 'up');
   // The gateway is the host side of the veth (the node has no default
   // route for proxy ARP to answer from).
-  const mac = JSON.parse(ip(n.ns, '-j', 'link', 'show', p.hostIf))[0].address as string;
+  const mac = (JSON.parse(ip(n.ns, '-j', 'link', 'show', p.hostIf)) as Array<{ address: string }>)[0]!.address;
   ip(p.ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
   sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.proxy_arp`, '1');
   sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.rp_filter`, '0');

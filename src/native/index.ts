@@ -87,7 +87,7 @@ function wrap(raw: NativeAddon): NativeAddon {
     out[k] = (...args: unknown[]) => {
       try {
         const r = fn(...args);
-        if (r instanceof Promise) return r.catch((e: unknown) => Promise.reject(toBpfError(e)));
+        if (r instanceof Promise) return r.catch((e: unknown) => { throw toBpfError(e); });
         return r;
       } catch (e) {
         throw toBpfError(e);

@@ -59,7 +59,8 @@ export class Proxier {
     const policy = opts.services ?? DEFAULT_SERVICE_POLICY;
     this.node = { nodeName: opts.nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: policy.allowNodeAddressExternalIPs };
     this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded, policy);
-    this.runner = new SyncRunner((full) => this.sync(full), {
+    // the runner takes a promise; a sync is synchronous, and what it throws rejects
+    this.runner = new SyncRunner((full) => new Promise<void>((resolve) => { this.sync(full); resolve(); }), {
       minInterval: opts.minSyncPeriod,
       maxInterval: opts.syncPeriod,
     }, opts.clock);
@@ -127,7 +128,7 @@ export class Proxier {
     this.runner.stop();
   }
 
-  private async sync(full: boolean): Promise<void> {
+  private sync(full: boolean): void {
     const t0 = this.opts.clock.now();
     const dp = this.dataplane;
     if (!dp) {

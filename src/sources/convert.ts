@@ -10,7 +10,7 @@ import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
-import type { EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint, TrafficPolicy } from '../model/types.js';
+import type { EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
 
 export interface Problem {
   /** "Service default/web" */

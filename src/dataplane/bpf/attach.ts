@@ -630,7 +630,7 @@ export function attachedHere(pinDir?: string): Attachment[] {
   const pinned = new Set(tcx && pinDir ? readPinnedTcxLinks(pinDir).links.map((l) => l.linkId) : []);
   for (const i of native().interfaces()) {
     for (const direction of [TC_DIRECTION, TC_EGRESS]) {
-      let id = 0;
+      let id: number;
       try {
         id = native().tcQuery(i.index, direction, TC_HANDLE, TC_PRIORITY);
       } catch {
@@ -638,7 +638,7 @@ export function attachedHere(pinDir?: string): Attachment[] {
       }
       if (id) out.push({ iface: i.name, ifindex: i.index, direction, hook: 'cls', progId: id, program: programName(id) });
       if (!tcx) continue;
-      let list: Array<{ progId: number; linkId: number }> = [];
+      let list: Array<{ progId: number; linkId: number }>;
       try {
         list = native().tcxList(i.index, direction);
       } catch {

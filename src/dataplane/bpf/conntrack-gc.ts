@@ -215,7 +215,7 @@ export class ConntrackFlusher {
     try {
       pass = native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(job.rules));
     } catch (e) {
-      pass = Promise.reject(e);
+      pass = Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
     this.running = pass.then(job.resolve, job.reject).finally(() => {
       this.running = undefined;

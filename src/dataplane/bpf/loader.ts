@@ -403,7 +403,7 @@ export function openPinnedMaps(pinDir: string): { maps: DatapathMaps; close(): v
       return native().objGet(path);
     } catch (e) {
       if (e instanceof BpfError && e.errno === 2) {
-        throw new Error(`no pinned map at ${path}: is the agent running with --pin-dir ${pinDir}?`);
+        throw new Error(`no pinned map at ${path}: is the agent running with --pin-dir ${pinDir}?`, { cause: e });
       }
       throw e;
     }

@@ -562,7 +562,7 @@ export class BpfReconciler implements Dataplane {
     if (e instanceof BpfError && e.isMapFull) {
       const name = Object.values(MAP_NAMES).find((n) => e.op.includes(n)) ?? '';
       const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
-      const map = Object.values(this.maps).find((m) => m.name === name);
+      const map = (Object.values(this.maps) as Array<{ name: string; maxEntries: number }>).find((m) => m.name === name);
       return {
         service, frontend, mapFull: true,
         message: `the ${help.what} map ${name || '(unknown)'} is full${map ? ` (${map.maxEntries} entries)` : ''}: ${outcome}. ` +
