@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "common.h"
+#include "rtnl.h"
 
 namespace bpfproxy {
 
@@ -133,8 +134,6 @@ static Napi::Object EventToJs(Napi::Env env, const NlEvent& e) {
 // links() -> [{ index, name, kind, up }]
 static Napi::Value Links(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (sock.get() < 0) return Throw(env, "open rtnetlink socket", errno);
   struct {
     struct nlmsghdr nh;
     struct ifinfomsg ifi;
@@ -144,38 +143,50 @@ static Napi::Value Links(const Napi::CallbackInfo& info) {
   req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.nh.nlmsg_seq = 1;
   req.ifi.ifi_family = AF_UNSPEC;
-  if (send(sock.get(), &req, req.nh.nlmsg_len, 0) < 0) return Throw(env, "dump interfaces", errno);
-
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
-  std::vector<char> buf(64 * 1024);
-  for (;;) {
-    ssize_t len = recv(sock.get(), buf.data(), buf.size(), 0);
-    if (len < 0) {
-      if (errno == EINTR) continue;
-      return Throw(env, "read interfaces", errno);
-    }
-    if (len == 0) return Throw(env, "read interfaces", EPIPE);
-    int rest = static_cast<int>(len);
-    for (auto* nh = reinterpret_cast<struct nlmsghdr*>(buf.data()); NLMSG_OK(nh, rest); nh = NLMSG_NEXT(nh, rest)) {
-      if (nh->nlmsg_seq != 1) continue;
-      if (nh->nlmsg_type == NLMSG_DONE) return out;
-      if (nh->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(nh));
-        if (e->error == 0) continue;
-        return Throw(env, "dump interfaces", -e->error);
-      }
-      if (nh->nlmsg_type != RTM_NEWLINK) continue;
-      NlEvent ev;
-      if (!ParseLink(nh, &ev)) continue;
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("index", ev.index);
-      o.Set("name", ev.name);
-      o.Set("kind", ev.kind);
-      o.Set("up", ev.up);
-      out.Set(n++, o);
-    }
-  }
+  const char* step;
+  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
+    NlEvent ev;
+    if (nh->nlmsg_type != RTM_NEWLINK || !ParseLink(nh, &ev)) return;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", ev.index);
+    o.Set("name", ev.name);
+    o.Set("kind", ev.kind);
+    o.Set("up", ev.up);
+    out.Set(n++, o);
+  }, &step);
+  if (err) return Throw(env, std::string(step) + " the interface dump", err);
+  return out;
+}
+
+// routes4() -> [{ dst, prefixLen, oif }]: unicast IPv4 routes of the main
+// table that name an output interface (the pod source check reads them).
+static Napi::Value Routes4(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct {
+    struct nlmsghdr nh;
+    struct rtmsg rt;
+  } req = {};
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+  req.nh.nlmsg_type = RTM_GETROUTE;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.nh.nlmsg_seq = 1;
+  req.rt.rtm_family = AF_INET;
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  const char* step;
+  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
+    NlEvent ev;
+    if (nh->nlmsg_type != RTM_NEWROUTE || !ParseRoute(nh, &ev)) return;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("dst", ev.dst);
+    o.Set("prefixLen", ev.prefix_len);
+    o.Set("oif", ev.oif);
+    out.Set(n++, o);
+  }, &step);
+  if (err) return Throw(env, std::string(step) + " the route dump", err);
+  return out;
 }
 
 class NetlinkWatcher : public Napi::ObjectWrap<NetlinkWatcher> {
@@ -330,6 +341,7 @@ static Napi::Value WatchNetlink(const Napi::CallbackInfo& info) {
 void InitNetlink(Napi::Env env, Napi::Object exports) {
   NetlinkWatcher::Define(env);
   exports.Set("links", Napi::Function::New(env, Links));
+  exports.Set("routes4", Napi::Function::New(env, Routes4));
   exports.Set("watchNetlink", Napi::Function::New(env, WatchNetlink));
 }
 

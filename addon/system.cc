@@ -1,19 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Facts about the system the agent needs: interfaces (through netlink, via
-// if_nameindex), IPv4 routes of the main table (an rtnetlink dump), possible
-// CPUs, the monotonic clock BPF uses, entering a network namespace (the
+// if_nameindex; routes and link kinds are in netlink.cc), possible CPUs, the monotonic clock BPF uses, entering a network namespace (the
 // calling thread only; used by tests and the lab), and flock (Node has none)
 // for the agent's pin dir lock.
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <arpa/inet.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
 #include <sched.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include "common.h"
@@ -34,64 +29,6 @@ static Napi::Value Interfaces(const Napi::CallbackInfo& info) {
   }
   if_freenameindex(list);
   return out;
-}
-
-// routes4() -> [{ dst: "10.244.1.11", prefixLen: 32, oif: 7 }]: unicast IPv4
-// routes of the main table that name an output interface.
-static Napi::Value Routes4(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (sock.get() < 0) return Throw(env, "open rtnetlink socket", errno);
-  struct {
-    struct nlmsghdr nh;
-    struct rtmsg rt;
-  } req = {};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-  req.nh.nlmsg_type = RTM_GETROUTE;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.nh.nlmsg_seq = 1;
-  req.rt.rtm_family = AF_INET;
-  if (send(sock.get(), &req, req.nh.nlmsg_len, 0) < 0) return Throw(env, "dump routes", errno);
-
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
-  std::string buf(64 * 1024, '\0');
-  for (;;) {
-    ssize_t len = recv(sock.get(), buf.data(), buf.size(), 0);
-    if (len < 0) {
-      if (errno == EINTR) continue;
-      return Throw(env, "read routes", errno);
-    }
-    if (len == 0) return Throw(env, "read routes", EPIPE);
-    for (auto* nh = reinterpret_cast<struct nlmsghdr*>(buf.data()); NLMSG_OK(nh, static_cast<size_t>(len));
-         nh = NLMSG_NEXT(nh, len)) {
-      if (nh->nlmsg_type == NLMSG_DONE) return out;
-      if (nh->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(nh));
-        return Throw(env, "dump routes", e->error ? -e->error : EIO);
-      }
-      if (nh->nlmsg_type != RTM_NEWROUTE || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) continue;
-      auto* rt = static_cast<struct rtmsg*>(NLMSG_DATA(nh));
-      if (rt->rtm_family != AF_INET || rt->rtm_type != RTN_UNICAST || rt->rtm_dst_len > 32) continue;
-      uint32_t table = rt->rtm_table;
-      uint32_t dst = 0;
-      int oif = 0;
-      int attrlen = static_cast<int>(RTM_PAYLOAD(nh));
-      for (auto* a = RTM_RTA(rt); RTA_OK(a, attrlen); a = RTA_NEXT(a, attrlen)) {
-        if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4) memcpy(&table, RTA_DATA(a), 4);
-        else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= 4) memcpy(&dst, RTA_DATA(a), 4);
-        else if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4) memcpy(&oif, RTA_DATA(a), 4);
-      }
-      if (table != RT_TABLE_MAIN || oif <= 0) continue;
-      char text[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &dst, text, sizeof(text));
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("dst", text);
-      o.Set("prefixLen", rt->rtm_dst_len);
-      o.Set("oif", oif);
-      out.Set(n++, o);
-    }
-  }
 }
 
 static Napi::Value PossibleCpus(const Napi::CallbackInfo& info) {
@@ -155,7 +92,6 @@ static Napi::Value FlockNb(const Napi::CallbackInfo& info) {
 void InitSystem(Napi::Env env, Napi::Object exports) {
   exports.Set("flockNb", Napi::Function::New(env, FlockNb));
   exports.Set("interfaces", Napi::Function::New(env, Interfaces));
-  exports.Set("routes4", Napi::Function::New(env, Routes4));
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
   exports.Set("enterNetns", Napi::Function::New(env, EnterNetns));

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "common.h"
+#include "rtnl.h"
 
 namespace bpfproxy {
 
@@ -159,8 +160,6 @@ static Napi::Value TcFilters(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const std::string what = "list tc " + dir + " filters on ifindex " + std::to_string(ifindex);
-  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (sock.get() < 0) return Throw(env, what, errno);
   struct {
     struct nlmsghdr nh;
     struct tcmsg tc;
@@ -172,52 +171,32 @@ static Napi::Value TcFilters(const Napi::CallbackInfo& info) {
   req.tc.tcm_family = AF_UNSPEC;
   req.tc.tcm_ifindex = static_cast<int>(ifindex);
   req.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, dir == "ingress" ? TC_H_MIN_INGRESS : TC_H_MIN_EGRESS);
-  struct sockaddr_nl sa = {};
-  sa.nl_family = AF_NETLINK;
-  if (sendto(sock.get(), &req, req.nh.nlmsg_len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0)
-    return Throw(env, what, errno);
-
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
-  std::vector<char> buf(64 * 1024);
-  for (;;) {
-    ssize_t len = recv(sock.get(), buf.data(), buf.size(), 0);
-    if (len < 0) {
-      if (errno == EINTR) continue;
-      return Throw(env, what, errno);
+  const char* step;
+  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
+    if (nh->nlmsg_type != RTM_NEWTFILTER || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct tcmsg))) return;
+    auto* tc = static_cast<const struct tcmsg*>(NLMSG_DATA(nh));
+    std::string kind;
+    uint32_t chain = 0;
+    int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(struct tcmsg)));
+    for (const struct rtattr* a = reinterpret_cast<const struct rtattr*>(reinterpret_cast<const char*>(tc) + NLMSG_ALIGN(sizeof(struct tcmsg)));
+         RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+      if (a->rta_type == TCA_KIND && RTA_PAYLOAD(a) > 0)
+        kind.assign(static_cast<const char*>(RTA_DATA(a)), strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
+      else if (a->rta_type == TCA_CHAIN && RTA_PAYLOAD(a) >= sizeof(uint32_t))
+        chain = *static_cast<const uint32_t*>(RTA_DATA(a));
     }
-    if (len == 0) return Throw(env, what, EPROTO);
-    int rest = static_cast<int>(len);
-    for (struct nlmsghdr* nh = reinterpret_cast<struct nlmsghdr*>(buf.data()); NLMSG_OK(nh, rest);
-         nh = NLMSG_NEXT(nh, rest)) {
-      if (nh->nlmsg_seq != 1) continue;
-      if (nh->nlmsg_type == NLMSG_DONE) return out;
-      if (nh->nlmsg_type == NLMSG_ERROR) {
-        auto* e = static_cast<struct nlmsgerr*>(NLMSG_DATA(nh));
-        if (e->error == 0) continue;
-        return Throw(env, what, -e->error);
-      }
-      if (nh->nlmsg_type != RTM_NEWTFILTER || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct tcmsg))) continue;
-      auto* tc = static_cast<struct tcmsg*>(NLMSG_DATA(nh));
-      std::string kind;
-      uint32_t chain = 0;
-      int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(struct tcmsg)));
-      for (struct rtattr* a = reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(tc) + NLMSG_ALIGN(sizeof(struct tcmsg)));
-           RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-        if (a->rta_type == TCA_KIND && RTA_PAYLOAD(a) > 0)
-          kind.assign(static_cast<const char*>(RTA_DATA(a)), strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
-        else if (a->rta_type == TCA_CHAIN && RTA_PAYLOAD(a) >= sizeof(uint32_t))
-          chain = *static_cast<const uint32_t*>(RTA_DATA(a));
-      }
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("kind", kind);
-      o.Set("chain", chain);
-      o.Set("priority", TC_H_MAJ(tc->tcm_info) >> 16);
-      o.Set("protocol", ntohs(static_cast<uint16_t>(TC_H_MIN(tc->tcm_info))));
-      o.Set("handle", tc->tcm_handle);
-      out.Set(n++, o);
-    }
-  }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kind", kind);
+    o.Set("chain", chain);
+    o.Set("priority", TC_H_MAJ(tc->tcm_info) >> 16);
+    o.Set("protocol", ntohs(static_cast<uint16_t>(TC_H_MIN(tc->tcm_info))));
+    o.Set("handle", tc->tcm_handle);
+    out.Set(n++, o);
+  }, &step);
+  if (err) return Throw(env, what + " (" + step + ")", err);
+  return out;
 }
 
 

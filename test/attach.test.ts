@@ -225,6 +225,8 @@ for (const mode of MODES) {
       ipMs.push(performance.now() - t0);
       await until(`${name} attached`, () => seen.has(name), 1000);
       attachMs.push(seen.get(name)! - t0);
+      // the probe's own watcher may hand its batch to JS after the attacher's did
+      await until(`${name} seen by the probe watcher`, () => eventAt.has(name), 1000).catch(() => undefined);
       if (eventAt.has(name)) fromEventMs.push(seenMono.get(name)! - eventAt.get(name)!);
       const idx = indexOf(name);
       t.equal(oursOn(name, pinDir).length, 2, `${name}: ingress and egress`);
