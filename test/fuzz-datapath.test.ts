@@ -13,14 +13,13 @@
  */
 import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
-import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
-import { ip, sysctl } from '../src/net/netns.js';
 import { native } from '../src/native/index.js';
 import { frame, icmpErrorFrame, TCP } from '../src/net/packet.js';
 import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
 import { CtDir, CtState, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { be, fe } from './helpers/fixtures.js';
-import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
+import { inNetns, type tmpDatapath } from './helpers/env.js';
+import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount, runProg } from './helpers/progrun.js';
 import { fixIpCsum, fixL4Csum, inspect } from './helpers/fuzz/inspect.js';
 import { checkCtPeers, emptyCounts } from './helpers/fuzz/conntrack.js';
@@ -28,9 +27,6 @@ import { topologyFromMaps } from './helpers/fuzz/generate.js';
 import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
 import { checkResult, formatReport, runFuzz } from './helpers/fuzz/run.js';
 
-const NODE_IP = '192.0.2.11';
-const CLIENT = '192.0.2.100';
-const POD = '10.244.1.99';
 
 function envInt(name: string, dflt: number, min: number, max: number): number {
   const s = process.env[name]?.trim();
@@ -143,19 +139,10 @@ interface Lab {
   dp: Awaited<ReturnType<typeof tmpDatapath>>;
 }
 
-/** The namespace, routes and services of test/datapath-progrun.test.ts, plus a few more frontends. */
+/** The one-node setup of the PROG_RUN tables (helpers/progrun-node.ts) with the services of
+ * test/datapath-progrun.test.ts, plus a few more frontends. */
 async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Promise<Lab> {
-  const ns = tmpNetns(t, 'bpxfz');
-  ip(ns, 'link', 'add', 'd0', 'type', 'veth', 'peer', 'name', 'd1');
-  ip(ns, 'link', 'set', 'd1', 'up');
-  sysctl(ns, 'net.ipv4.ip_forward', '1');
-  ip(ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'd0');
-  ip(ns, 'link', 'set', 'd0', 'up');
-  ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
-  ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12', 'mtu', 'lock', '1280');
-  const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
-  const dp = await tmpDatapath(t, cfg);
-  const rec = new BpfReconciler(dp.maps);
+  const { ns, ifindex, dp, rec } = await progrunNode(t, cfg);
   const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
     const r = rec.syncService(svc, fes);
     t.same(r.problems, [], `${svc} programmed without problems`);
