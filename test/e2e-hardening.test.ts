@@ -7,16 +7,15 @@
  * end, pass or fail.
  */
 import t from 'tap';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { labDown, labSpec, labUp, probe, startAgent, startEcho, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
-import { ip, nsPath, uniqueTag } from '../src/net/netns.js';
+import { probe, startEcho, startStream, type ProbeAttempt } from '../src/lab/lab.js';
+import { ip, nsPath } from '../src/net/netns.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { reasonViews } from '../src/dataplane/bpf/inspect.js';
 import { CtDir, CtState } from '../src/dataplane/bpf/codecs.js';
 import { REPO } from './helpers/env.js';
+import { labWithAgents } from './helpers/lab-agents.js';
 import { sleep } from './helpers/wait.js';
 
 const FLOOD = join(REPO, 'bench', '.output', 'flood');
@@ -70,23 +69,12 @@ endpoints: [{ addresses: [192.0.2.12], nodeName: node2 }]
 `;
 
 t.test('hardening in the two-node lab', async (t) => {
-  const prefix = `bpxh${uniqueTag(5)}`;
-  const lab = labSpec(prefix);
-  const [n1, n2] = lab.nodes as [typeof lab.nodes[0], typeof lab.nodes[0]];
-  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-e2e-hard-'));
-  const agents = new Map<string, AgentProcess>();
-  t.teardown(async () => {
-    for (const a of agents.values()) await a.stop();
-    labDown(prefix);
-    rmSync(dir, { recursive: true, force: true });
+  // A small conntrack map, so that a flood fills it; echo servers on the nodes for host-network endpoints.
+  const { lab } = await labWithAgents(t, {
+    tag: 'bpxh', manifests: { 'host.yaml': HOST }, agentArgs: ['--map-size-conntrack', String(CT_SIZE)],
+    beforeAgents: (l) => { for (const n of l.nodes) startEcho(n.ns, `${n.name}-host`); },
   });
-  cpSync(join(REPO, 'manifests', 'examples'), dir, { recursive: true });
-  writeFileSync(join(dir, 'host.yaml'), HOST);
-  labUp(lab);
-  for (const n of lab.nodes) startEcho(n.ns, `${n.name}-host`);
-  // A small conntrack map, so that a flood fills it.
-  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { manifests: dir }, ['--map-size-conntrack', String(CT_SIZE)]));
-  await Promise.all([...agents.values()].map((a) => a.ready));
+  const [n1, n2] = lab.nodes as [typeof lab.nodes[0], typeof lab.nodes[0]];
   const client = lab.client;
   const podC = n1.pods[2]!; // 10.244.1.13
   const pod2 = n2.pods[1]!; // 10.244.2.12

@@ -5,15 +5,13 @@
  * pass or fail. Every traffic loop is bounded in count and time.
  */
 import t from 'tap';
-import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { DIST, addPod, labDown, labSpec, labUp, probe, startAgent, startStream, type AgentProcess, type ProbeAttempt } from '../src/lab/lab.js';
+import { DIST, addPod, probe, startAgent, startStream, type ProbeAttempt } from '../src/lab/lab.js';
 import { delNetns, ip, nsPath } from '../src/net/netns.js';
-import { uniqueTag } from '../src/net/netns.js';
 import { sleep } from './helpers/wait.js';
-import { REPO } from './helpers/env.js';
+import { labWithAgents } from './helpers/lab-agents.js';
 
 const pods = (a: ProbeAttempt[]) => a.map((x) => (x.ok ? x.pod! : `!${x.error}`));
 const srcs = (a: ProbeAttempt[]) => new Set(a.filter((x) => x.ok).map((x) => x.peer!.split(':')[0]));
@@ -55,21 +53,8 @@ endpoints: [{ addresses: [10.244.2.11], nodeName: node2 }]
 `;
 
 t.test('two-node lab, real traffic', async (t) => {
-  const prefix = `bpxt${uniqueTag(5)}`;
-  const lab = labSpec(prefix);
+  const { prefix, lab, dir, agents } = await labWithAgents(t, { tag: 'bpxt', manifests: { 'remote.yaml': REMOTE } });
   const [n1, n2] = lab.nodes as [typeof lab.nodes[0], typeof lab.nodes[0]];
-  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-e2e-'));
-  const agents = new Map<string, AgentProcess>();
-  t.teardown(async () => {
-    for (const a of agents.values()) await a.stop();
-    labDown(prefix);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  cpSync(join(REPO, 'manifests', 'examples'), dir, { recursive: true });
-  writeFileSync(join(dir, 'remote.yaml'), REMOTE);
-  labUp(lab);
-  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { manifests: dir }));
-  await Promise.all([...agents.values()].map((a) => a.ready));
 
   const client = lab.client;
   const podC = n1.pods[2]!; // 10.244.1.13: no web backend, so never a hairpin
