@@ -21,7 +21,7 @@ import { BpfRuntime } from './runtime.js';
 export { nodeAddresses } from './runtime.js';
 
 export type SourceSpec =
-  | { kind: 'manifests'; dir: string }
+  | { kind: 'manifests'; dir: string; maxFileBytes?: number }
   | { kind: 'kubernetes'; kubeconfig?: string; clients?: KubeClients };
 
 export interface AgentOptions {
@@ -95,7 +95,7 @@ export class Agent {
   private async boot(): Promise<void> {
     const { o, log } = this;
     if (o.source.kind === 'manifests') {
-      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock);
+      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, { maxFileBytes: o.source.maxFileBytes });
       this.source = src;
       src.start();
     } else {
