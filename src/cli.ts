@@ -18,6 +18,7 @@ import { conntrackViews, mapFills, reasonViews, serviceViews } from './dataplane
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from './dataplane/bpf/loader.js';
 import { makeLogger } from './log.js';
 import type { LocalResults } from './bench/local.js';
+import { DEFAULT_MAX_FILE_BYTES } from './sources/manifests.js';
 import { table } from './cli/table.js';
 import { DIST, REPO_ROOT, labDown, labSpec, labUp } from './lab/lab.js';
 import { runDemo } from './lab/demo.js';
@@ -77,6 +78,7 @@ program
   .command('agent')
   .description('serve Services on this node and keep serving them as they change')
   .option('--manifests <dir>', 'serve the Service/EndpointSlice/FelixConfiguration YAML in this directory')
+  .option('--manifest-max-file-size <bytes>', 'larger manifest files are not read (reported; their last good objects kept)', positiveInt('--manifest-max-file-size'), DEFAULT_MAX_FILE_BYTES)
   .option('--kubeconfig <path>', 'watch the Kubernetes API with this kubeconfig (default without --manifests: in-cluster config)')
   .option('--node <name>', 'this node\'s name (decides which endpoints are local)', process.env.NODENAME ?? hostname())
   .option('--bpf-enabled <bool>', 'own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)', bool('--bpf-enabled'))
@@ -167,7 +169,7 @@ program
     let agent: Agent;
     try {
       agent = await Agent.start({
-        source: o.manifests ? { kind: 'manifests', dir: o.manifests } : { kind: 'kubernetes', ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
+        source: o.manifests ? { kind: 'manifests', dir: o.manifests, maxFileBytes: o.manifestMaxFileSize } : { kind: 'kubernetes', ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
         nodeName: o.node,
         podIfaces: o.podIfaces,
         tcAttach,

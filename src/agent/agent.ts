@@ -26,7 +26,7 @@ import type { TcAttachMode } from '../dataplane/bpf/attach.js';
 export { nodeAddresses } from './runtime.js';
 
 export type SourceSpec =
-  | { kind: 'manifests'; dir: string }
+  | { kind: 'manifests'; dir: string; maxFileBytes?: number }
   | { kind: 'kubernetes'; kubeconfig?: string; clients?: KubeClients };
 
 export interface AgentOptions {
@@ -123,7 +123,7 @@ export class Agent {
   private async boot(): Promise<void> {
     const { o, log } = this;
     if (o.source.kind === 'manifests') {
-      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock);
+      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, { maxFileBytes: o.source.maxFileBytes });
       this.source = src;
       src.start();
     } else {
