@@ -53,9 +53,7 @@ uint64_t MonotonicNow() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
 }
 
-bool Unsupported(int e) {
-  return e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == 524 /* ENOTSUPP */;
-}
+bool Unsupported(int e) { return e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == 524 /* ENOTSUPP */; }
 
 // The outcome of a step that can fail: errno and what was being done.
 struct Failure {
@@ -73,8 +71,8 @@ struct Failure {
 // are walked key by key (get_next_key); with keysOnly the values are not
 // read then (fn gets values == nullptr). Returns whether batches were used.
 template <typename Fn>
-bool ScanMap(int fd, size_t klen, size_t vlen, uint32_t batch, uint32_t maxEntries,
-             bool keysOnly, const std::string& what, Failure* fail, Fn fn) {
+bool ScanMap(int fd, size_t klen, size_t vlen, uint32_t batch, uint32_t maxEntries, bool keysOnly,
+             const std::string& what, Failure* fail, Fn fn) {
   if (batch < 1) batch = 1;
   std::vector<uint8_t> token(std::max<size_t>(klen, 8)), next(std::max<size_t>(klen, 8));
   std::vector<uint8_t> kb(klen * batch), vb(vlen * batch);
@@ -82,8 +80,8 @@ bool ScanMap(int fd, size_t klen, size_t vlen, uint32_t batch, uint32_t maxEntri
   for (;;) {
     __u32 count = batch;
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : token.data(), next.data(), kb.data(),
-                                   vb.data(), &count, &opts);
+    int err =
+        bpf_map_lookup_batch(fd, first ? nullptr : token.data(), next.data(), kb.data(), vb.data(), &count, &opts);
     int e = err ? errno : 0;
     if (err && first && count == 0 && Unsupported(e)) break;  // walk key by key below
     if (err && e == ENOSPC && count == 0 && batch < (1u << 20)) {
@@ -129,8 +127,8 @@ bool ScanMap(int fd, size_t klen, size_t vlen, uint32_t batch, uint32_t maxEntri
 // Deletes keys (klen bytes each) with BPF_MAP_DELETE_BATCH; keys already
 // gone are skipped. Falls back to one delete per key where the map type has
 // no batch delete (*batched turns false). Returns how many this call removed.
-uint64_t DeleteKeys(int fd, const uint8_t* keys, size_t n, size_t klen, bool* batched,
-                    const std::string& what, Failure* fail) {
+uint64_t DeleteKeys(int fd, const uint8_t* keys, size_t n, size_t klen, bool* batched, const std::string& what,
+                    Failure* fail) {
   uint64_t deleted = 0;
   size_t i = 0;
   while (i < n && *batched) {
@@ -177,10 +175,9 @@ bool MapInfoOf(int fd, struct bpf_map_info* mi, const std::string& what, Failure
 
 bool CheckCtLayout(const struct bpf_map_info& mi, const std::string& what, Failure* fail) {
   if (mi.key_size == sizeof(struct ct_key) && mi.value_size == sizeof(struct ct_value)) return true;
-  fail->set(what + ": map " + mi.name + " has key size " + std::to_string(mi.key_size) +
-                " and value size " + std::to_string(mi.value_size) + ", not the " +
-                std::to_string(sizeof(struct ct_key)) + "/" + std::to_string(sizeof(struct ct_value)) +
-                " of struct ct_key/ct_value",
+  fail->set(what + ": map " + mi.name + " has key size " + std::to_string(mi.key_size) + " and value size " +
+                std::to_string(mi.value_size) + ", not the " + std::to_string(sizeof(struct ct_key)) + "/" +
+                std::to_string(sizeof(struct ct_value)) + " of struct ct_key/ct_value",
             EINVAL);
   return false;
 }
@@ -270,8 +267,7 @@ constexpr int kBulkNice = 10;
 // fail_, result() builds the value in OnOK.
 class BulkWorker : public Napi::AsyncWorker {
  public:
-  BulkWorker(Napi::Env env)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  BulkWorker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() final {
@@ -335,9 +331,8 @@ class CtGcWorker : public BulkWorker {
     if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
     if (!now_) now_ = MonotonicNow();
     Deadlines deadlines(mi.max_entries);
-    batchedLookup_ = ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_,
-                             mi.max_entries, false, what, &fail_,
-                             [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+    batchedLookup_ = ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries, false,
+                             what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
                                auto* kk = reinterpret_cast<const struct ct_key*>(k);
                                auto* vv = reinterpret_cast<const struct ct_value*>(v);
                                for (uint32_t i = 0; i < n; i++) deadlines.put(kk[i], vv[i].expires_ns);
@@ -353,15 +348,15 @@ class CtGcWorker : public BulkWorker {
     auto flush = [&]() {
       if (del.empty() || fail_) return;
       auto td = std::chrono::steady_clock::now();
-      deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
-                             sizeof(struct ct_key), &batchedDelete, what, &fail_);
+      deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(struct ct_key),
+                             &batchedDelete, what, &fail_);
       deleteT += std::chrono::steady_clock::now() - td;
       del.clear();
     };
     std::vector<Deadlines::Slot*> at;  // each entry of a batch in the first read, or nullptr
     auto t1 = std::chrono::steady_clock::now();
-    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries,
-            false, what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries, false, what, &fail_,
+            [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
               flush();
               if (fail_) return;
               auto* kk = reinterpret_cast<const struct ct_key*>(k);
@@ -417,8 +412,7 @@ class CtGcWorker : public BulkWorker {
  private:
   // Expired, and the peer expired or absent (its latest known deadline).
   // x: the entry's slot from the first read.
-  bool Dead(Deadlines& deadlines, const Deadlines::Slot* x, const struct ct_key& k,
-            const struct ct_value& v) const {
+  bool Dead(Deadlines& deadlines, const Deadlines::Slot* x, const struct ct_key& k, const struct ct_value& v) const {
     if (v.expires_ns >= now_) return false;
     if (!x) return false;  // not in the first read: judged by the next pass
     struct ct_key pk;
@@ -478,8 +472,8 @@ class CtFlushWorker : public BulkWorker {
     struct bpf_map_info mi;
     if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
     std::vector<struct ct_key> del;
-    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), 4096, mi.max_entries,
-            false, what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), 4096, mi.max_entries, false, what, &fail_,
+            [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
               auto* kk = reinterpret_cast<const struct ct_key*>(k);
               auto* vv = reinterpret_cast<const struct ct_value*>(v);
               for (uint32_t i = 0; i < n; i++) {
@@ -490,15 +484,14 @@ class CtFlushWorker : public BulkWorker {
                 uint16_t port = vv[i].dir == kDirFwd ? vv[i].nat_dport : kk[i].sport;
                 uint32_t svc = vv[i].svc_id;
                 if (std::binary_search(anySvc_.begin(), anySvc_.end(), svc) ||
-                    std::binary_search(backends_.begin(), backends_.end(),
-                                       std::make_tuple(svc, addr, port)))
+                    std::binary_search(backends_.begin(), backends_.end(), std::make_tuple(svc, addr, port)))
                   del.push_back(kk[i]);
               }
             });
     if (fail_) return;
     bool batched = true;
-    deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(),
-                          sizeof(struct ct_key), &batched, what, &fail_);
+    deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(struct ct_key),
+                          &batched, what, &fail_);
     ms_ = MsSince(t0);
     cpuMs_ = ThreadCpuMs() - cpu0;
   }
@@ -525,14 +518,13 @@ class CtFlushWorker : public BulkWorker {
 // ---- mapCount -------------------------------------------------------------
 
 bool IsArrayType(uint32_t t) {
-  return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
-         t == BPF_MAP_TYPE_PROG_ARRAY || t == BPF_MAP_TYPE_PERF_EVENT_ARRAY ||
-         t == BPF_MAP_TYPE_CGROUP_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS;
+  return t == BPF_MAP_TYPE_ARRAY || t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PROG_ARRAY ||
+         t == BPF_MAP_TYPE_PERF_EVENT_ARRAY || t == BPF_MAP_TYPE_CGROUP_ARRAY || t == BPF_MAP_TYPE_ARRAY_OF_MAPS;
 }
 
 bool IsPerCpu(uint32_t t) {
-  return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
-         t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+  return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_LRU_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY ||
+         t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
 class MapCountWorker : public BulkWorker {
@@ -566,8 +558,7 @@ class MapCountWorker : public BulkWorker {
   Napi::Value result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     Napi::Array a = Napi::Array::New(env, counts_.size());
-    for (size_t i = 0; i < counts_.size(); i++)
-      a.Set(i, Napi::Number::New(env, static_cast<double>(counts_[i])));
+    for (size_t i = 0; i < counts_.size(); i++) a.Set(i, Napi::Number::New(env, static_cast<double>(counts_[i])));
     o.Set("counts", a);
     o.Set("ms", Napi::Number::New(env, ms_));
     return o;
@@ -624,12 +615,11 @@ Napi::Value CtFlush(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd, proto;
   Napi::Buffer<uint8_t> rules;
-  if (!ArgInt(info, 0, "fd", &fd) || !ArgInt(info, 1, "proto", &proto) ||
-      !ArgBuffer(info, 2, "rules", &rules))
+  if (!ArgInt(info, 0, "fd", &fd) || !ArgInt(info, 1, "proto", &proto) || !ArgBuffer(info, 2, "rules", &rules))
     return env.Undefined();
   if (rules.Length() % sizeof(FlushRule)) {
-    Napi::TypeError::New(env, "rules must be a Buffer of 12-byte records, got " +
-                                  std::to_string(rules.Length()) + " bytes")
+    Napi::TypeError::New(env,
+                         "rules must be a Buffer of 12-byte records, got " + std::to_string(rules.Length()) + " bytes")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -648,8 +638,7 @@ Napi::Value CtFlush(const Napi::CallbackInfo& info) {
 Napi::Value MapCount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsArray()) {
-    Napi::TypeError::New(env, "argument 0 (fds) must be an array of numbers")
-        .ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "argument 0 (fds) must be an array of numbers").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   Napi::Array a = info[0].As<Napi::Array>();
@@ -657,14 +646,12 @@ Napi::Value MapCount(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < a.Length(); i++) {
     Napi::Value v = a.Get(i);
     if (!v.IsNumber()) {
-      Napi::TypeError::New(env, "fds[" + std::to_string(i) + "] is not a number")
-          .ThrowAsJavaScriptException();
+      Napi::TypeError::New(env, "fds[" + std::to_string(i) + "] is not a number").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     Fd dup;
     Napi::Value rejected;
-    if (!DupFd(env, v.As<Napi::Number>().Int64Value(), "count entries", &dup, &rejected))
-      return rejected;
+    if (!DupFd(env, v.As<Napi::Number>().Int64Value(), "count entries", &dup, &rejected)) return rejected;
     fds.push_back(std::move(dup));
   }
   auto* w = new MapCountWorker(env, std::move(fds));

@@ -64,18 +64,17 @@ std::string ErrnoText(int err);
 
 // Build the Error object we throw: message, errno, code, op, and optional
 // log (libbpf / verifier output) and detail (why the addon refused).
-Napi::Error MakeError(Napi::Env env, const std::string& op, int err,
-                      const std::string& log = "", const std::string& detail = "");
+Napi::Error MakeError(Napi::Env env, const std::string& op, int err, const std::string& log = "",
+                      const std::string& detail = "");
 // Throw it (with exceptions disabled: set pending and return undefined).
-Napi::Value Throw(Napi::Env env, const std::string& op, int err,
-                  const std::string& log = "", const std::string& detail = "");
+Napi::Value Throw(Napi::Env env, const std::string& op, int err, const std::string& log = "",
+                  const std::string& detail = "");
 void ThrowTypeError(Napi::Env env, const std::string& msg);
 
 // Read an argument with a type check; on error throws a TypeError and
 // returns false. ArgInt takes integers only.
 bool ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* out);
-bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what,
-               Napi::Buffer<uint8_t>* out);
+bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what, Napi::Buffer<uint8_t>* out);
 bool ArgString(const Napi::CallbackInfo& info, size_t i, const char* what, std::string* out);
 // An fd: a number, or a MapHandle / ProgHandle (whose fd is -1 once closed).
 bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* out);
@@ -83,14 +82,14 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* 
 // Options objects: undefined/null is "no options"; anything else must be a
 // plain object whose keys are all in `known` (a typo is a TypeError, not a
 // silently ignored setting). An option set to undefined counts as absent.
-bool OptionsObject(const Napi::CallbackInfo& info, size_t i, const char* fn,
-                   std::initializer_list<const char*> known, Napi::Object* out, bool* present);
+bool OptionsObject(const Napi::CallbackInfo& info, size_t i, const char* fn, std::initializer_list<const char*> known,
+                   Napi::Object* out, bool* present);
 // Each reads option `key` of o (`label` names it in errors, default: the
 // key); *set tells whether it was given.
 bool OptU32(Napi::Object o, const char* fn, const std::string& key, uint32_t* out, bool* set,
             const std::string& label = "");
-bool OptBuffer(Napi::Object o, const char* fn, const std::string& key, Napi::Buffer<uint8_t>* out,
-               bool* set, const std::string& label = "");
+bool OptBuffer(Napi::Object o, const char* fn, const std::string& key, Napi::Buffer<uint8_t>* out, bool* set,
+               const std::string& label = "");
 bool OptString(Napi::Object o, const char* fn, const std::string& key, std::string* out, bool* set,
                const std::string& label = "");
 bool OptObject(Napi::Object o, const char* fn, const std::string& key, Napi::Object* out, bool* set,

@@ -83,8 +83,7 @@ Napi::Error MakeError(Napi::Env env, const std::string& op, int err, const std::
   return e;
 }
 
-Napi::Value Throw(Napi::Env env, const std::string& op, int err, const std::string& log,
-                  const std::string& detail) {
+Napi::Value Throw(Napi::Env env, const std::string& op, int err, const std::string& log, const std::string& detail) {
   MakeError(env, op, err, log, detail).ThrowAsJavaScriptException();
   return env.Undefined();
 }
@@ -95,23 +94,31 @@ void ThrowTypeError(Napi::Env env, const std::string& msg) {
 
 static std::string TypeOf(const Napi::Value& v) {
   switch (v.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_boolean: return "a boolean";
-    case napi_number: return "the number " + v.As<Napi::Number>().ToString().Utf8Value();
-    case napi_string: return "a string";
-    case napi_symbol: return "a symbol";
-    case napi_function: return "a function";
-    case napi_bigint: return "a bigint";
-    default: return v.IsArray() ? "an array" : v.IsBuffer() ? "a Buffer" : "an object";
+    case napi_undefined:
+      return "undefined";
+    case napi_null:
+      return "null";
+    case napi_boolean:
+      return "a boolean";
+    case napi_number:
+      return "the number " + v.As<Napi::Number>().ToString().Utf8Value();
+    case napi_string:
+      return "a string";
+    case napi_symbol:
+      return "a symbol";
+    case napi_function:
+      return "a function";
+    case napi_bigint:
+      return "a bigint";
+    default:
+      return v.IsArray() ? "an array" : v.IsBuffer() ? "a Buffer" : "an object";
   }
 }
 
-static void ArgTypeError(const Napi::CallbackInfo& info, size_t i, const char* what,
-                         const char* type) {
+static void ArgTypeError(const Napi::CallbackInfo& info, size_t i, const char* what, const char* type) {
   std::string got = info.Length() > i ? TypeOf(info[i]) : "nothing";
-  ThrowTypeError(info.Env(), std::string("argument ") + std::to_string(i) + " (" + what +
-                                 ") must be " + type + ", got " + got);
+  ThrowTypeError(info.Env(),
+                 std::string("argument ") + std::to_string(i) + " (" + what + ") must be " + type + ", got " + got);
 }
 
 static bool IsInteger(const Napi::Value& v) {
@@ -129,8 +136,7 @@ bool ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t*
   return true;
 }
 
-bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what,
-               Napi::Buffer<uint8_t>* out) {
+bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what, Napi::Buffer<uint8_t>* out) {
   if (info.Length() <= i || !info[i].IsBuffer()) {
     ArgTypeError(info, i, what, "a Buffer");
     return false;
@@ -165,13 +171,12 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* 
   return true;
 }
 
-bool OptionsObject(const Napi::CallbackInfo& info, size_t i, const char* fn,
-                   std::initializer_list<const char*> known, Napi::Object* out, bool* present) {
+bool OptionsObject(const Napi::CallbackInfo& info, size_t i, const char* fn, std::initializer_list<const char*> known,
+                   Napi::Object* out, bool* present) {
   *present = false;
   if (info.Length() <= i || info[i].IsUndefined() || info[i].IsNull()) return true;
   if (!info[i].IsObject() || info[i].IsArray() || info[i].IsFunction() || info[i].IsBuffer()) {
-    ThrowTypeError(info.Env(), std::string(fn) + ": options must be an object, got " +
-                                   TypeOf(info[i]));
+    ThrowTypeError(info.Env(), std::string(fn) + ": options must be an object, got " + TypeOf(info[i]));
     return false;
   }
   Napi::Object o = info[i].As<Napi::Object>();
@@ -202,18 +207,17 @@ static bool OptGet(Napi::Object o, const std::string& key, Napi::Value* v, bool*
   return true;
 }
 
-static void OptTypeError(Napi::Object o, const char* fn, const std::string& key,
-                         const std::string& label, const char* type) {
-  ThrowTypeError(o.Env(), std::string(fn) + ": option " + (label.empty() ? key : label) +
-                              " must be " + type + ", got " + TypeOf(o.Get(key)));
+static void OptTypeError(Napi::Object o, const char* fn, const std::string& key, const std::string& label,
+                         const char* type) {
+  ThrowTypeError(o.Env(), std::string(fn) + ": option " + (label.empty() ? key : label) + " must be " + type +
+                              ", got " + TypeOf(o.Get(key)));
 }
 
 bool OptU32(Napi::Object o, const char* fn, const std::string& key, uint32_t* out, bool* set,
             const std::string& label) {
   Napi::Value v;
   if (!OptGet(o, key, &v, set)) return true;
-  if (!IsInteger(v) || v.As<Napi::Number>().DoubleValue() < 0 ||
-      v.As<Napi::Number>().DoubleValue() > 4294967295.0) {
+  if (!IsInteger(v) || v.As<Napi::Number>().DoubleValue() < 0 || v.As<Napi::Number>().DoubleValue() > 4294967295.0) {
     OptTypeError(o, fn, key, label, "an integer from 0 to 2^32-1");
     return false;
   }
@@ -221,8 +225,8 @@ bool OptU32(Napi::Object o, const char* fn, const std::string& key, uint32_t* ou
   return true;
 }
 
-bool OptBuffer(Napi::Object o, const char* fn, const std::string& key, Napi::Buffer<uint8_t>* out,
-               bool* set, const std::string& label) {
+bool OptBuffer(Napi::Object o, const char* fn, const std::string& key, Napi::Buffer<uint8_t>* out, bool* set,
+               const std::string& label) {
   Napi::Value v;
   if (!OptGet(o, key, &v, set)) return true;
   if (!v.IsBuffer()) {

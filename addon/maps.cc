@@ -53,7 +53,9 @@ static bool CheckFdKind(Napi::Env env, int64_t fd, const char* kind, const std::
     Throw(env, op, EBADF);
     return false;
   }
-  Throw(env, op, EINVAL, "", "fd " + std::to_string(fd) + " is " + (is == "map" || is == "prog" || is == "link" ? "a BPF " + is : is) + ", not a BPF " + kind);
+  Throw(env, op, EINVAL, "",
+        "fd " + std::to_string(fd) + " is " + (is == "map" || is == "prog" || is == "link" ? "a BPF " + is : is) +
+            ", not a BPF " + kind);
   return false;
 }
 
@@ -118,22 +120,21 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
     (void)exports;  // not exported: handles come from objGet and friends
-    Napi::Function f = DefineClass(
-        env, "MapHandle",
-        {
-            InstanceAccessor<&MapHandle::Kind>("kind"),
-            InstanceAccessor<&MapHandle::GetFd>("fd"),
-            InstanceAccessor<&MapHandle::Closed>("closed"),
-            InstanceAccessor<&MapHandle::Name>("name"),
-            InstanceAccessor<&MapHandle::Id>("id"),
-            InstanceAccessor<&MapHandle::Type>("type"),
-            InstanceAccessor<&MapHandle::KeySize>("keySize"),
-            InstanceAccessor<&MapHandle::ValueSize>("valueSize"),
-            InstanceAccessor<&MapHandle::ValueLen>("valueLen"),
-            InstanceAccessor<&MapHandle::MaxEntries>("maxEntries"),
-            InstanceAccessor<&MapHandle::Flags>("flags"),
-            InstanceMethod<&MapHandle::Close>("close"),
-        });
+    Napi::Function f = DefineClass(env, "MapHandle",
+                                   {
+                                       InstanceAccessor<&MapHandle::Kind>("kind"),
+                                       InstanceAccessor<&MapHandle::GetFd>("fd"),
+                                       InstanceAccessor<&MapHandle::Closed>("closed"),
+                                       InstanceAccessor<&MapHandle::Name>("name"),
+                                       InstanceAccessor<&MapHandle::Id>("id"),
+                                       InstanceAccessor<&MapHandle::Type>("type"),
+                                       InstanceAccessor<&MapHandle::KeySize>("keySize"),
+                                       InstanceAccessor<&MapHandle::ValueSize>("valueSize"),
+                                       InstanceAccessor<&MapHandle::ValueLen>("valueLen"),
+                                       InstanceAccessor<&MapHandle::MaxEntries>("maxEntries"),
+                                       InstanceAccessor<&MapHandle::Flags>("flags"),
+                                       InstanceMethod<&MapHandle::Close>("close"),
+                                   });
     Data(env)->map_handle = Napi::Persistent(f);
   }
 
@@ -157,24 +158,16 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
  private:
   Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "map"); }
   Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
-  Napi::Value Closed(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), fd_.get() < 0);
-  }
+  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fd_.get() < 0); }
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), meta_.name); }
   Napi::Value Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.id); }
   Napi::Value Type(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.type); }
-  Napi::Value KeySize(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), meta_.key_size);
-  }
-  Napi::Value ValueSize(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), meta_.value_size);
-  }
+  Napi::Value KeySize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.key_size); }
+  Napi::Value ValueSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.value_size); }
   Napi::Value ValueLen(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(meta_.value_len));
   }
-  Napi::Value MaxEntries(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), meta_.max_entries);
-  }
+  Napi::Value MaxEntries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.max_entries); }
   Napi::Value Flags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.flags); }
   Napi::Value Close(const Napi::CallbackInfo& info) {
     fd_.reset();
@@ -222,9 +215,7 @@ class ProgHandle : public Napi::ObjectWrap<ProgHandle> {
  private:
   Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "prog"); }
   Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
-  Napi::Value Closed(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), fd_.get() < 0);
-  }
+  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fd_.get() < 0); }
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), pi_.name); }
   Napi::Value Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pi_.id); }
   Napi::Value Type(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pi_.type); }
@@ -327,8 +318,8 @@ static std::string Bytes(uint64_t n) { return std::to_string(n) + (n == 1 ? " by
 
 static std::string ValueSizeText(const MapMeta& m) {
   if (!m.percpu) return Bytes(m.value_len);
-  return Bytes(m.value_len) + " (a per-CPU map: " + Bytes(m.value_size) +
-         " rounded up to 8, times " + std::to_string(m.cpus) + " possible CPUs)";
+  return Bytes(m.value_len) + " (a per-CPU map: " + Bytes(m.value_size) + " rounded up to 8, times " +
+         std::to_string(m.cpus) + " possible CPUs)";
 }
 
 static bool SizeMismatch(Napi::Env env, const MapRef& m, const std::string& detail) {
@@ -338,20 +329,17 @@ static bool SizeMismatch(Napi::Env env, const MapRef& m, const std::string& deta
 
 static bool CheckKey(Napi::Env env, const MapRef& m, size_t len) {
   if (len == m.meta->key_size) return true;
-  return SizeMismatch(env, m, "key is " + Bytes(len) + "; the map's keys are " +
-                                  Bytes(m.meta->key_size));
+  return SizeMismatch(env, m, "key is " + Bytes(len) + "; the map's keys are " + Bytes(m.meta->key_size));
 }
 
 static bool CheckValue(Napi::Env env, const MapRef& m, size_t len) {
   if (len == m.meta->value_len) return true;
-  return SizeMismatch(env, m, "value is " + Bytes(len) + "; the map's values are " +
-                                  ValueSizeText(*m.meta));
+  return SizeMismatch(env, m, "value is " + Bytes(len) + "; the map's values are " + ValueSizeText(*m.meta));
 }
 
 // An optional length argument (keyLen / valueLen of the older calls): when
 // given it must be what the map has.
-static bool CheckLenArg(const Napi::CallbackInfo& info, size_t i, const char* what,
-                        const MapRef& m, bool key) {
+static bool CheckLenArg(const Napi::CallbackInfo& info, size_t i, const char* what, const MapRef& m, bool key) {
   if (info.Length() <= i || info[i].IsUndefined()) return true;
   int64_t n;
   if (!ArgInt(info, i, what, &n)) return false;
@@ -368,15 +356,15 @@ static bool OptFlags(const Napi::CallbackInfo& info, size_t i, int64_t* flags) {
 }
 
 // count elements of `size` bytes must fill `len` exactly.
-static bool CheckBatch(Napi::Env env, const MapRef& m, int64_t count, size_t len, uint64_t size,
-                       const char* what, const std::string& size_text) {
+static bool CheckBatch(Napi::Env env, const MapRef& m, int64_t count, size_t len, uint64_t size, const char* what,
+                       const std::string& size_text) {
   if (count < 0 || count > UINT32_MAX)
     return SizeMismatch(env, m, "count " + std::to_string(count) + " is out of range");
   if (static_cast<uint64_t>(count) * size == len) return true;
-  return SizeMismatch(env, m, std::string(what) + " are " + Bytes(len) + " for " +
-                                  std::to_string(count) + " entries; the map's " + what +
-                                  " are " + size_text + " each, so " +
-                                  Bytes(static_cast<uint64_t>(count) * size));
+  return SizeMismatch(env, m,
+                      std::string(what) + " are " + Bytes(len) + " for " + std::to_string(count) +
+                          " entries; the map's " + what + " are " + size_text + " each, so " +
+                          Bytes(static_cast<uint64_t>(count) * size));
 }
 
 // ---------------------------------------------------------------- map ops
@@ -386,8 +374,8 @@ static Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MapRef m;
   Napi::Buffer<uint8_t> key;
-  if (!ArgMap(info, "map lookup", &m) || !ArgBuffer(info, 1, "key", &key) ||
-      !CheckKey(env, m, key.Length()) || !CheckLenArg(info, 2, "valueLen", m, false))
+  if (!ArgMap(info, "map lookup", &m) || !ArgBuffer(info, 1, "key", &key) || !CheckKey(env, m, key.Length()) ||
+      !CheckLenArg(info, 2, "valueLen", m, false))
     return env.Undefined();
   auto out = Napi::Buffer<uint8_t>::New(env, m.meta->value_len);
   if (bpf_map_lookup_elem(m.fd, key.Data(), out.Data())) {
@@ -403,9 +391,8 @@ static Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   MapRef m;
   int64_t flags = BPF_ANY;
   Napi::Buffer<uint8_t> key, value;
-  if (!ArgMap(info, "map update", &m) || !ArgBuffer(info, 1, "key", &key) ||
-      !ArgBuffer(info, 2, "value", &value) || !OptFlags(info, 3, &flags) ||
-      !CheckKey(env, m, key.Length()) || !CheckValue(env, m, value.Length()))
+  if (!ArgMap(info, "map update", &m) || !ArgBuffer(info, 1, "key", &key) || !ArgBuffer(info, 2, "value", &value) ||
+      !OptFlags(info, 3, &flags) || !CheckKey(env, m, key.Length()) || !CheckValue(env, m, value.Length()))
     return env.Undefined();
   if (bpf_map_update_elem(m.fd, key.Data(), value.Data(), flags)) return Throw(env, m.op(), errno);
   return env.Undefined();
@@ -416,8 +403,7 @@ static Napi::Value MapDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MapRef m;
   Napi::Buffer<uint8_t> key;
-  if (!ArgMap(info, "map delete", &m) || !ArgBuffer(info, 1, "key", &key) ||
-      !CheckKey(env, m, key.Length()))
+  if (!ArgMap(info, "map delete", &m) || !ArgBuffer(info, 1, "key", &key) || !CheckKey(env, m, key.Length()))
     return env.Undefined();
   if (bpf_map_delete_elem(m.fd, key.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
@@ -430,8 +416,7 @@ static Napi::Value MapDelete(const Napi::CallbackInfo& info) {
 static Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MapRef m;
-  if (!ArgMap(info, "map next key", &m) || !CheckLenArg(info, 2, "keyLen", m, true))
-    return env.Undefined();
+  if (!ArgMap(info, "map next key", &m) || !CheckLenArg(info, 2, "keyLen", m, true)) return env.Undefined();
   const void* cur = nullptr;
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) {
     Napi::Buffer<uint8_t> key;
@@ -456,8 +441,7 @@ static Napi::Value MapDump(const Napi::CallbackInfo& info) {
   if (!ArgMap(info, "map dump", &m) || !CheckLenArg(info, 1, "keyLen", m, true) ||
       !CheckLenArg(info, 2, "valueLen", m, false))
     return env.Undefined();
-  if (info.Length() > 3 && !info[3].IsUndefined() && !ArgInt(info, 3, "batch", &batch))
-    return env.Undefined();
+  if (info.Length() > 3 && !info[3].IsUndefined() && !ArgInt(info, 3, "batch", &batch)) return env.Undefined();
   // A batch never needs more room than the map has entries.
   batch = std::max<int64_t>(1, std::min<int64_t>(batch, std::max<uint32_t>(m.meta->max_entries, 1)));
   const size_t klen = m.meta->key_size, vlen = m.meta->value_len;
@@ -469,8 +453,8 @@ static Napi::Value MapDump(const Napi::CallbackInfo& info) {
   for (;;) {
     __u32 count = batch;
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    int err = bpf_map_lookup_batch(m.fd, first ? nullptr : token.data(), next.data(), kb.data(),
-                                   vb.data(), &count, &opts);
+    int err =
+        bpf_map_lookup_batch(m.fd, first ? nullptr : token.data(), next.data(), kb.data(), vb.data(), &count, &opts);
     int e = err ? errno : 0;
     if (err && first && (e == EINVAL || e == ENOTSUP || e == EOPNOTSUPP || e == 524 /* ENOTSUPP */)) {
       batched = false;
@@ -512,8 +496,7 @@ static Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
   int64_t count, flags = BPF_ANY;
   Napi::Buffer<uint8_t> keys, values;
   if (!ArgMap(info, "map update batch", &m) || !ArgBuffer(info, 1, "keys", &keys) ||
-      !ArgBuffer(info, 2, "values", &values) || !ArgInt(info, 3, "count", &count) ||
-      !OptFlags(info, 4, &flags) ||
+      !ArgBuffer(info, 2, "values", &values) || !ArgInt(info, 3, "count", &count) || !OptFlags(info, 4, &flags) ||
       !CheckBatch(env, m, count, keys.Length(), m.meta->key_size, "keys", Bytes(m.meta->key_size)) ||
       !CheckBatch(env, m, count, values.Length(), m.meta->value_len, "values", ValueSizeText(*m.meta)))
     return env.Undefined();
@@ -650,12 +633,10 @@ static Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> ctx_in, ctx_out;
   Napi::Object o;
   bool present, set;
-  if (!OptionsObject(info, 2, "progTestRun", {"repeat", "ctx", "dataOutLen"}, &o, &present))
-    return env.Undefined();
+  if (!OptionsObject(info, 2, "progTestRun", {"repeat", "ctx", "dataOutLen"}, &o, &present)) return env.Undefined();
   if (present) {
     Napi::Buffer<uint8_t> c;
-    if (!OptU32(o, "progTestRun", "repeat", &repeat, &set) ||
-        !OptU32(o, "progTestRun", "dataOutLen", &out_len, &set) ||
+    if (!OptU32(o, "progTestRun", "repeat", &repeat, &set) || !OptU32(o, "progTestRun", "dataOutLen", &out_len, &set) ||
         !OptBuffer(o, "progTestRun", "ctx", &c, &set))
       return env.Undefined();
     if (set) {
@@ -678,8 +659,7 @@ static Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
   r.Set("retval", opts.retval);
   r.Set("data", Napi::Buffer<uint8_t>::Copy(env, out.data(), opts.data_size_out));
   r.Set("durationNs", opts.duration);
-  if (!ctx_out.empty())
-    r.Set("ctx", Napi::Buffer<uint8_t>::Copy(env, ctx_out.data(), ctx_out.size()));
+  if (!ctx_out.empty()) r.Set("ctx", Napi::Buffer<uint8_t>::Copy(env, ctx_out.data(), ctx_out.size()));
   return r;
 }
 
@@ -724,8 +704,8 @@ static Napi::Value ProgTestRunEach(const Napi::CallbackInfo& info) {
   uint64_t total = 0;
   for (size_t i = 0; i < frames.size(); i++) {
     LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frames[i].first, .data_out = out.data(),
-                .data_size_in = static_cast<__u32>(frames[i].second),
-                .data_size_out = static_cast<__u32>(out.size()), .repeat = 1);
+                .data_size_in = static_cast<__u32>(frames[i].second), .data_size_out = static_cast<__u32>(out.size()),
+                .repeat = 1);
     if (!ctx_in.empty()) {
       opts.ctx_in = ctx_in.data();
       opts.ctx_size_in = ctx_in.size();

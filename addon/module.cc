@@ -6,7 +6,7 @@
 namespace bpfproxy {
 
 void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
-void InitBulk(Napi::Env env, Napi::Object exports);  // addon/bulk.cc
+void InitBulk(Napi::Env env, Napi::Object exports);     // addon/bulk.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -22,8 +22,6 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace bpfproxy
 
-static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
-  return bpfproxy::Init(env, exports);
-}
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return bpfproxy::Init(env, exports); }
 
 NODE_API_MODULE(bpfproxy_native, InitModule)

@@ -98,9 +98,12 @@ static bool ParseRoute(const struct nlmsghdr* nh, NlEvent* ev) {
   int oif = 0;
   int len = static_cast<int>(RTM_PAYLOAD(nh));
   for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-    if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4) memcpy(&table, RTA_DATA(a), 4);
-    else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= 4) memcpy(&dst, RTA_DATA(a), 4);
-    else if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4) memcpy(&oif, RTA_DATA(a), 4);
+    if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4)
+      memcpy(&table, RTA_DATA(a), 4);
+    else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= 4)
+      memcpy(&dst, RTA_DATA(a), 4);
+    else if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4)
+      memcpy(&oif, RTA_DATA(a), 4);
   }
   if (table != RT_TABLE_MAIN || oif <= 0) return false;
   char text[INET_ADDRSTRLEN];
@@ -146,16 +149,19 @@ static Napi::Value Links(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
   const char* step;
-  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
-    NlEvent ev;
-    if (nh->nlmsg_type != RTM_NEWLINK || !ParseLink(nh, &ev)) return;
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("index", ev.index);
-    o.Set("name", ev.name);
-    o.Set("kind", ev.kind);
-    o.Set("up", ev.up);
-    out.Set(n++, o);
-  }, &step);
+  int err = RtnlDump(
+      &req, req.nh.nlmsg_len,
+      [&](const struct nlmsghdr* nh) {
+        NlEvent ev;
+        if (nh->nlmsg_type != RTM_NEWLINK || !ParseLink(nh, &ev)) return;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("index", ev.index);
+        o.Set("name", ev.name);
+        o.Set("kind", ev.kind);
+        o.Set("up", ev.up);
+        out.Set(n++, o);
+      },
+      &step);
   if (err) return Throw(env, std::string(step) + " the interface dump", err);
   return out;
 }
@@ -176,15 +182,18 @@ static Napi::Value Routes4(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
   const char* step;
-  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
-    NlEvent ev;
-    if (nh->nlmsg_type != RTM_NEWROUTE || !ParseRoute(nh, &ev)) return;
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("dst", ev.dst);
-    o.Set("prefixLen", ev.prefix_len);
-    o.Set("oif", ev.oif);
-    out.Set(n++, o);
-  }, &step);
+  int err = RtnlDump(
+      &req, req.nh.nlmsg_len,
+      [&](const struct nlmsghdr* nh) {
+        NlEvent ev;
+        if (nh->nlmsg_type != RTM_NEWROUTE || !ParseRoute(nh, &ev)) return;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("dst", ev.dst);
+        o.Set("prefixLen", ev.prefix_len);
+        o.Set("oif", ev.oif);
+        out.Set(n++, o);
+      },
+      &step);
   if (err) return Throw(env, std::string(step) + " the route dump", err);
   return out;
 }
@@ -307,13 +316,17 @@ class NetlinkWatcher : public Napi::ObjectWrap<NetlinkWatcher> {
           NlEvent e;
           e.at_ms = at;
           bool ok = false;
-          if (nh->nlmsg_type == RTM_NEWLINK || nh->nlmsg_type == RTM_DELLINK) ok = ParseLink(nh, &e);
-          else if (nh->nlmsg_type == RTM_NEWROUTE || nh->nlmsg_type == RTM_DELROUTE) ok = ParseRoute(nh, &e);
+          if (nh->nlmsg_type == RTM_NEWLINK || nh->nlmsg_type == RTM_DELLINK)
+            ok = ParseLink(nh, &e);
+          else if (nh->nlmsg_type == RTM_NEWROUTE || nh->nlmsg_type == RTM_DELROUTE)
+            ok = ParseRoute(nh, &e);
           if (ok) batch->push_back(std::move(e));
         }
       }
-      if (batch->empty()) delete batch;
-      else Deliver(tsfn, batch);
+      if (batch->empty())
+        delete batch;
+      else
+        Deliver(tsfn, batch);
       if (failed) break;
     }
     tsfn.Release();

@@ -30,8 +30,7 @@ struct LoadOptions {
 
 // Write load-time settings (const volatile globals) into .rodata, by the
 // offsets BTF gives for each variable.
-static int SetRodata(struct bpf_object* obj,
-                     const std::map<std::string, std::vector<uint8_t>>& vars,
+static int SetRodata(struct bpf_object* obj, const std::map<std::string, std::vector<uint8_t>>& vars,
                      std::string* why) {
   if (vars.empty()) return 0;
   struct btf* btf = bpf_object__btf(obj);
@@ -53,8 +52,7 @@ static int SetRodata(struct bpf_object* obj,
   }
   size_t size = 0;
   const void* init = bpf_map__initial_value(ro, &size);
-  std::vector<uint8_t> data(static_cast<const uint8_t*>(init),
-                            static_cast<const uint8_t*>(init) + size);
+  std::vector<uint8_t> data(static_cast<const uint8_t*>(init), static_cast<const uint8_t*>(init) + size);
   const struct btf_type* sec = btf__type_by_id(btf, sec_id);
   const struct btf_var_secinfo* vi = btf_var_secinfos(sec);
   size_t found = 0;
@@ -64,8 +62,8 @@ static int SetRodata(struct bpf_object* obj,
     auto it = vars.find(name);
     if (it == vars.end()) continue;
     if (it->second.size() != vi->size || vi->offset + vi->size > data.size()) {
-      *why = std::string("setting ") + name + " has size " + std::to_string(vi->size) +
-             " in the object, got " + std::to_string(it->second.size());
+      *why = std::string("setting ") + name + " has size " + std::to_string(vi->size) + " in the object, got " +
+             std::to_string(it->second.size());
       return -EINVAL;
     }
     memcpy(data.data() + vi->offset, it->second.data(), vi->size);
@@ -154,8 +152,7 @@ class BpfObjectWrap : public Napi::ObjectWrap<BpfObjectWrap> {
 class LoadWorker : public Napi::AsyncWorker {
  public:
   LoadWorker(Napi::Env env, LoadOptions opts)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)),
-        opts_(std::move(opts)) {}
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), opts_(std::move(opts)) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -201,8 +198,7 @@ class LoadWorker : public Napi::AsyncWorker {
       deferred_.Reject(MakeError(env, op_, err_, log_).Value());
       return;
     }
-    Napi::Object o = Data(env)->bpf_object.New(
-        {Napi::External<struct bpf_object>::New(env, obj_.release())});
+    Napi::Object o = Data(env)->bpf_object.New({Napi::External<struct bpf_object>::New(env, obj_.release())});
     deferred_.Resolve(o);
   }
 
@@ -233,8 +229,7 @@ static Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   if (!ArgString(info, 0, "path", &opts.path)) return env.Undefined();
   Napi::Object o;
   bool present, set;
-  if (!OptionsObject(info, 1, "loadObject", {"pinRoot", "rodata", "maxEntries"}, &o, &present))
-    return env.Undefined();
+  if (!OptionsObject(info, 1, "loadObject", {"pinRoot", "rodata", "maxEntries"}, &o, &present)) return env.Undefined();
   if (present) {
     if (!OptString(o, "loadObject", "pinRoot", &opts.pin_root, &set)) return env.Undefined();
     Napi::Object r;

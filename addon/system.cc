@@ -74,9 +74,12 @@ static Napi::Value FlockNb(const Napi::CallbackInfo& info) {
   std::string op;
   if (!ArgInt(info, 0, "fd", &fd) || !ArgString(info, 1, "op", &op)) return env.Undefined();
   int how;
-  if (op == "exclusive") how = LOCK_EX;
-  else if (op == "shared") how = LOCK_SH;
-  else if (op == "unlock") how = LOCK_UN;
+  if (op == "exclusive")
+    how = LOCK_EX;
+  else if (op == "shared")
+    how = LOCK_SH;
+  else if (op == "unlock")
+    how = LOCK_UN;
   else {
     Napi::TypeError::New(env, "op must be 'exclusive', 'shared' or 'unlock'").ThrowAsJavaScriptException();
     return env.Undefined();

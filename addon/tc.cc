@@ -38,24 +38,20 @@
 
 namespace bpfproxy {
 
-static bool HookArgs(const Napi::CallbackInfo& info, struct bpf_tc_hook* hook,
-                     struct bpf_tc_opts* opts, size_t first_opt) {
+static bool HookArgs(const Napi::CallbackInfo& info, struct bpf_tc_hook* hook, struct bpf_tc_opts* opts,
+                     size_t first_opt) {
   int64_t ifindex, handle, prio;
   if (!ArgInt(info, 0, "ifindex", &ifindex)) return false;
   if (info.Length() < 2 || !info[1].IsString()) {
-    Napi::TypeError::New(info.Env(), "direction must be 'ingress' or 'egress'")
-        .ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "direction must be 'ingress' or 'egress'").ThrowAsJavaScriptException();
     return false;
   }
   std::string dir = info[1].As<Napi::String>().Utf8Value();
   if (dir != "ingress" && dir != "egress") {
-    Napi::TypeError::New(info.Env(), "direction must be 'ingress' or 'egress'")
-        .ThrowAsJavaScriptException();
+    Napi::TypeError::New(info.Env(), "direction must be 'ingress' or 'egress'").ThrowAsJavaScriptException();
     return false;
   }
-  if (!ArgInt(info, first_opt, "handle", &handle) ||
-      !ArgInt(info, first_opt + 1, "priority", &prio))
-    return false;
+  if (!ArgInt(info, first_opt, "handle", &handle) || !ArgInt(info, first_opt + 1, "priority", &prio)) return false;
   hook->ifindex = ifindex;
   hook->attach_point = dir == "ingress" ? BPF_TC_INGRESS : BPF_TC_EGRESS;
   opts->handle = handle;
@@ -69,11 +65,9 @@ static Napi::Value TcAttach(const Napi::CallbackInfo& info) {
   LIBBPF_OPTS(bpf_tc_hook, hook);
   LIBBPF_OPTS(bpf_tc_opts, opts);
   int64_t prog_fd;
-  if (!HookArgs(info, &hook, &opts, 3) || !ArgInt(info, 2, "progFd", &prog_fd))
-    return env.Undefined();
+  if (!HookArgs(info, &hook, &opts, 3) || !ArgInt(info, 2, "progFd", &prog_fd)) return env.Undefined();
   int err = bpf_tc_hook_create(&hook);
-  if (err && err != -EEXIST)
-    return Throw(env, "create clsact qdisc on ifindex " + std::to_string(hook.ifindex), err);
+  if (err && err != -EEXIST) return Throw(env, "create clsact qdisc on ifindex " + std::to_string(hook.ifindex), err);
   opts.prog_fd = prog_fd;
   opts.flags = BPF_TC_F_REPLACE;
   err = bpf_tc_attach(&hook, &opts);
@@ -120,8 +114,7 @@ static Napi::Value TcHookCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t ifindex;
   if (!IfindexArg(info, &ifindex)) return env.Undefined();
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex),
-              .attach_point = BPF_TC_INGRESS);
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = BPF_TC_INGRESS);
   int err = bpf_tc_hook_create(&hook);
   if (err == -EEXIST) return Napi::Boolean::New(env, false);
   if (err) return Throw(env, "create clsact qdisc on ifindex " + std::to_string(ifindex), err);
@@ -174,38 +167,42 @@ static Napi::Value TcFilters(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
   const char* step;
-  int err = RtnlDump(&req, req.nh.nlmsg_len, [&](const struct nlmsghdr* nh) {
-    if (nh->nlmsg_type != RTM_NEWTFILTER || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct tcmsg))) return;
-    auto* tc = static_cast<const struct tcmsg*>(NLMSG_DATA(nh));
-    std::string kind;
-    uint32_t chain = 0;
-    int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(struct tcmsg)));
-    for (const struct rtattr* a = reinterpret_cast<const struct rtattr*>(reinterpret_cast<const char*>(tc) + NLMSG_ALIGN(sizeof(struct tcmsg)));
-         RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-      if (a->rta_type == TCA_KIND && RTA_PAYLOAD(a) > 0)
-        kind.assign(static_cast<const char*>(RTA_DATA(a)), strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
-      else if (a->rta_type == TCA_CHAIN && RTA_PAYLOAD(a) >= sizeof(uint32_t))
-        chain = *static_cast<const uint32_t*>(RTA_DATA(a));
-    }
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("kind", kind);
-    o.Set("chain", chain);
-    o.Set("priority", TC_H_MAJ(tc->tcm_info) >> 16);
-    o.Set("protocol", ntohs(static_cast<uint16_t>(TC_H_MIN(tc->tcm_info))));
-    o.Set("handle", tc->tcm_handle);
-    out.Set(n++, o);
-  }, &step);
+  int err = RtnlDump(
+      &req, req.nh.nlmsg_len,
+      [&](const struct nlmsghdr* nh) {
+        if (nh->nlmsg_type != RTM_NEWTFILTER || nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct tcmsg))) return;
+        auto* tc = static_cast<const struct tcmsg*>(NLMSG_DATA(nh));
+        std::string kind;
+        uint32_t chain = 0;
+        int alen = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(struct tcmsg)));
+        for (const struct rtattr* a = reinterpret_cast<const struct rtattr*>(reinterpret_cast<const char*>(tc) +
+                                                                             NLMSG_ALIGN(sizeof(struct tcmsg)));
+             RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+          if (a->rta_type == TCA_KIND && RTA_PAYLOAD(a) > 0)
+            kind.assign(static_cast<const char*>(RTA_DATA(a)),
+                        strnlen(static_cast<const char*>(RTA_DATA(a)), RTA_PAYLOAD(a)));
+          else if (a->rta_type == TCA_CHAIN && RTA_PAYLOAD(a) >= sizeof(uint32_t))
+            chain = *static_cast<const uint32_t*>(RTA_DATA(a));
+        }
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("kind", kind);
+        o.Set("chain", chain);
+        o.Set("priority", TC_H_MAJ(tc->tcm_info) >> 16);
+        o.Set("protocol", ntohs(static_cast<uint16_t>(TC_H_MIN(tc->tcm_info))));
+        o.Set("handle", tc->tcm_handle);
+        out.Set(n++, o);
+      },
+      &step);
   if (err) return Throw(env, what + " (" + step + ")", err);
   return out;
 }
 
-
 // ---- tcx ------------------------------------------------------------------
 
 // Values of the 6.6+ uapi the system header does not have yet.
-constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS (BPF_LSM_CGROUP + 3)
-constexpr uint32_t kTcxEgress = 47;   // BPF_TCX_EGRESS
-constexpr uint32_t kLinkTypeTcx = 11; // BPF_LINK_TYPE_TCX
+constexpr uint32_t kTcxIngress = 46;    // BPF_TCX_INGRESS (BPF_LSM_CGROUP + 3)
+constexpr uint32_t kTcxEgress = 47;     // BPF_TCX_EGRESS
+constexpr uint32_t kLinkTypeTcx = 11;   // BPF_LINK_TYPE_TCX
 constexpr uint32_t kFBefore = 1U << 3;  // BPF_F_BEFORE
 
 // bpf_attr.link_create with its tcx member.
@@ -244,7 +241,7 @@ struct TcxLinkInfo {
   uint32_t id;
   uint32_t prog_id;
   uint32_t pad;
-  uint32_t ifindex;      // 0 once the interface is gone
+  uint32_t ifindex;  // 0 once the interface is gone
   uint32_t attach_type;
 };
 static_assert(offsetof(TcxLinkInfo, ifindex) == 16, "link_info.tcx at 16");
@@ -328,8 +325,10 @@ static Napi::Value TcxAttach(const Napi::CallbackInfo& info) {
   l->flags = kFBefore;
   long fd = SysBpf(BPF_LINK_CREATE, a.raw, sizeof(a.raw));
   if (fd < 0) {
-    return Throw(env, std::string("create tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
-                          " link on ifindex " + std::to_string(ifindex), errno);
+    return Throw(env,
+                 std::string("create tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
+                     " link on ifindex " + std::to_string(ifindex),
+                 errno);
   }
   return Napi::Number::New(env, static_cast<double>(fd));
 }
@@ -344,8 +343,10 @@ static Napi::Value TcxListJs(const Napi::CallbackInfo& info) {
   std::vector<std::pair<uint32_t, uint32_t>> l;
   int err = 0;
   if (!TcxList(static_cast<uint32_t>(ifindex), attach_type, &l, &err)) {
-    return Throw(env, std::string("list tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
-                          " programs on ifindex " + std::to_string(ifindex), err);
+    return Throw(env,
+                 std::string("list tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
+                     " programs on ifindex " + std::to_string(ifindex),
+                 err);
   }
   Napi::Array out = Napi::Array::New(env, l.size());
   for (size_t i = 0; i < l.size(); i++) {
@@ -373,7 +374,8 @@ static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   o.Set("id", li.id);
   o.Set("progId", li.prog_id);
   o.Set("ifindex", tcx ? li.ifindex : 0);
-  if (tcx) o.Set("direction", li.attach_type == kTcxIngress ? "ingress" : li.attach_type == kTcxEgress ? "egress" : "?");
+  if (tcx)
+    o.Set("direction", li.attach_type == kTcxIngress ? "ingress" : li.attach_type == kTcxEgress ? "egress" : "?");
   return o;
 }
 
@@ -406,7 +408,8 @@ static Napi::Value LinkClose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd;
   if (!ArgInt(info, 0, "linkFd", &fd)) return env.Undefined();
-  if (!IsBpfLink(static_cast<int>(fd))) return Throw(env, "close link fd " + std::to_string(fd) + ": not a BPF link", EBADF);
+  if (!IsBpfLink(static_cast<int>(fd)))
+    return Throw(env, "close link fd " + std::to_string(fd) + ": not a BPF link", EBADF);
   close(static_cast<int>(fd));
   return env.Undefined();
 }
@@ -427,7 +430,8 @@ static Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t link_fd, prog_fd, old_fd = -1;
   if (!ArgInt(info, 0, "linkFd", &link_fd) || !ArgInt(info, 1, "progFd", &prog_fd)) return env.Undefined();
-  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgInt(info, 2, "expectedProgFd", &old_fd)) return env.Undefined();
+  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgInt(info, 2, "expectedProgFd", &old_fd))
+    return env.Undefined();
   LIBBPF_OPTS(bpf_link_update_opts, opts);
   if (old_fd >= 0) {
     opts.flags = BPF_F_REPLACE;

@@ -21,13 +21,13 @@
 
 /* ---- asm-generic/int-ll64.h, linux/types.h ------------------------------ */
 
-typedef signed char __s8;
-typedef unsigned char __u8;
-typedef signed short __s16;
-typedef unsigned short __u16;
-typedef signed int __s32;
-typedef unsigned int __u32;
-typedef signed long long __s64;
+typedef signed char	   __s8;
+typedef unsigned char	   __u8;
+typedef signed short	   __s16;
+typedef unsigned short	   __u16;
+typedef signed int	   __s32;
+typedef unsigned int	   __u32;
+typedef signed long long   __s64;
 typedef unsigned long long __u64;
 
 typedef __u16 __be16;
@@ -51,36 +51,34 @@ typedef __u32 __wsum;
 struct ethhdr {
 	unsigned char h_dest[ETH_ALEN];
 	unsigned char h_source[ETH_ALEN];
-	__be16 h_proto;
+	__be16	      h_proto;
 };
 
 /* ---- linux/in.h --------------------------------------------------------- */
 
 enum {
 	IPPROTO_ICMP = 1,
-	IPPROTO_TCP = 6,
-	IPPROTO_UDP = 17,
+	IPPROTO_TCP  = 6,
+	IPPROTO_UDP  = 17,
 };
 
 /* ---- linux/ip.h --------------------------------------------------------- */
 
 struct iphdr {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	__u8 ihl:4,
-	     version:4;
+	__u8 ihl : 4, version : 4;
 #else
-	__u8 version:4,
-	     ihl:4;
+	__u8  version : 4, ihl : 4;
 #endif
-	__u8 tos;
-	__be16 tot_len;
-	__be16 id;
-	__be16 frag_off;
-	__u8 ttl;
-	__u8 protocol;
+	__u8	tos;
+	__be16	tot_len;
+	__be16	id;
+	__be16	frag_off;
+	__u8	ttl;
+	__u8	protocol;
 	__sum16 check;
-	__be32 saddr;
-	__be32 daddr;
+	__be32	saddr;
+	__be32	daddr;
 	/* options follow */
 };
 
@@ -92,57 +90,41 @@ struct tcphdr {
 	__be32 seq;
 	__be32 ack_seq;
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	__u16 __res1:4, /* res1:4, or ae:1 + res1:3 since 6.2 */
-	      doff:4,
-	      fin:1,
-	      syn:1,
-	      rst:1,
-	      psh:1,
-	      ack:1,
-	      urg:1,
-	      ece:1,
-	      cwr:1;
+	__u16 __res1 : 4, /* res1:4, or ae:1 + res1:3 since 6.2 */
+		doff : 4, fin : 1, syn : 1, rst : 1, psh : 1, ack : 1, urg : 1, ece : 1, cwr : 1;
 #else
-	__u16 doff:4,
-	      __res1:4,
-	      cwr:1,
-	      ece:1,
-	      urg:1,
-	      ack:1,
-	      psh:1,
-	      rst:1,
-	      syn:1,
-	      fin:1;
+	__u16 doff : 4, __res1 : 4, cwr : 1, ece : 1, urg : 1, ack : 1, psh : 1, rst : 1, syn : 1,
+		fin : 1;
 #endif
-	__be16 window;
+	__be16	window;
 	__sum16 check;
-	__be16 urg_ptr;
+	__be16	urg_ptr;
 };
 
 /* ---- linux/udp.h -------------------------------------------------------- */
 
 struct udphdr {
-	__be16 source;
-	__be16 dest;
-	__be16 len;
+	__be16	source;
+	__be16	dest;
+	__be16	len;
 	__sum16 check;
 };
 
 /* ---- linux/icmp.h ------------------------------------------------------- */
 
-#define ICMP_ECHOREPLY     0
+#define ICMP_ECHOREPLY	   0
 #define ICMP_DEST_UNREACH  3
-#define ICMP_ECHO          8
+#define ICMP_ECHO	   8
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
 
 /* codes for ICMP_DEST_UNREACH */
-#define ICMP_PORT_UNREACH  3
-#define ICMP_FRAG_NEEDED   4
+#define ICMP_PORT_UNREACH 3
+#define ICMP_FRAG_NEEDED  4
 
 struct icmphdr {
-	__u8 type;
-	__u8 code;
+	__u8	type;
+	__u8	code;
 	__sum16 checksum;
 	union {
 		struct {
@@ -160,27 +142,27 @@ struct icmphdr {
 
 /* ---- linux/pkt_cls.h ---------------------------------------------------- */
 
-#define TC_ACT_UNSPEC   (-1)
-#define TC_ACT_OK       0
-#define TC_ACT_SHOT     2
+#define TC_ACT_UNSPEC	(-1)
+#define TC_ACT_OK	0
+#define TC_ACT_SHOT	2
 #define TC_ACT_REDIRECT 7
 
 /* ---- linux/bpf.h -------------------------------------------------------- */
 
 enum bpf_map_type {
-	BPF_MAP_TYPE_UNSPEC = 0,
-	BPF_MAP_TYPE_HASH = 1,
-	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_UNSPEC	  = 0,
+	BPF_MAP_TYPE_HASH	  = 1,
+	BPF_MAP_TYPE_ARRAY	  = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-	BPF_MAP_TYPE_LRU_HASH = 9,
-	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_LRU_HASH	  = 9,
+	BPF_MAP_TYPE_LPM_TRIE	  = 11,
 };
 
 /* flags for BPF_MAP_UPDATE_ELEM / bpf_map_update_elem() */
 enum {
-	BPF_ANY = 0,
+	BPF_ANY	    = 0,
 	BPF_NOEXIST = 1,
-	BPF_EXIST = 2,
+	BPF_EXIST   = 2,
 };
 
 /* map_flags at creation */
@@ -191,7 +173,7 @@ enum {
 /* bpf_l3_csum_replace() / bpf_l4_csum_replace(): the low 4 bits carry the
  * size of the field */
 enum {
-	BPF_F_PSEUDO_HDR = (1ULL << 4),
+	BPF_F_PSEUDO_HDR     = (1ULL << 4),
 	BPF_F_MARK_MANGLED_0 = (1ULL << 5),
 };
 
@@ -203,31 +185,31 @@ enum bpf_adj_room_mode {
 
 /* bpf_fib_lookup() flags */
 enum {
-	BPF_FIB_LOOKUP_DIRECT = (1U << 0),
-	BPF_FIB_LOOKUP_OUTPUT = (1U << 1),
+	BPF_FIB_LOOKUP_DIRECT	  = (1U << 0),
+	BPF_FIB_LOOKUP_OUTPUT	  = (1U << 1),
 	BPF_FIB_LOOKUP_SKIP_NEIGH = (1U << 2),
-	BPF_FIB_LOOKUP_TBID = (1U << 3),
-	BPF_FIB_LOOKUP_SRC = (1U << 4),
+	BPF_FIB_LOOKUP_TBID	  = (1U << 3),
+	BPF_FIB_LOOKUP_SRC	  = (1U << 4),
 };
 
 /* bpf_fib_lookup() results (>= 0; < 0 is an error in the arguments) */
 enum {
-	BPF_FIB_LKUP_RET_SUCCESS = 0,
-	BPF_FIB_LKUP_RET_BLACKHOLE = 1,
-	BPF_FIB_LKUP_RET_UNREACHABLE = 2,
-	BPF_FIB_LKUP_RET_PROHIBIT = 3,
-	BPF_FIB_LKUP_RET_NOT_FWDED = 4,
+	BPF_FIB_LKUP_RET_SUCCESS      = 0,
+	BPF_FIB_LKUP_RET_BLACKHOLE    = 1,
+	BPF_FIB_LKUP_RET_UNREACHABLE  = 2,
+	BPF_FIB_LKUP_RET_PROHIBIT     = 3,
+	BPF_FIB_LKUP_RET_NOT_FWDED    = 4,
 	BPF_FIB_LKUP_RET_FWD_DISABLED = 5,
-	BPF_FIB_LKUP_RET_UNSUPP_LWT = 6,
-	BPF_FIB_LKUP_RET_NO_NEIGH = 7,
-	BPF_FIB_LKUP_RET_FRAG_NEEDED = 8,
-	BPF_FIB_LKUP_RET_NO_SRC_ADDR = 9,
+	BPF_FIB_LKUP_RET_UNSUPP_LWT   = 6,
+	BPF_FIB_LKUP_RET_NO_NEIGH     = 7,
+	BPF_FIB_LKUP_RET_FRAG_NEEDED  = 8,
+	BPF_FIB_LKUP_RET_NO_SRC_ADDR  = 9,
 };
 
-#define __bpf_md_ptr(type, name) \
-	union {                  \
-		type name;       \
-		__u64 :64;       \
+#define __bpf_md_ptr(type, name)                                                                   \
+	union {                                                                                    \
+		type name;                                                                         \
+		__u64 : 64;                                                                        \
 	} __attribute__((aligned(8)))
 
 struct bpf_flow_keys;
@@ -273,7 +255,7 @@ struct bpf_fib_lookup {
 	/* input: AF_INET or AF_INET6 */
 	__u8 family;
 	/* input: L4 protocol and ports, for ECMP hashing */
-	__u8 l4_protocol;
+	__u8   l4_protocol;
 	__be16 sport;
 	__be16 dport;
 	union {
@@ -285,17 +267,17 @@ struct bpf_fib_lookup {
 	/* input: the device the lookup is made for; output: egress device */
 	__u32 ifindex;
 	union {
-		__u8 tos;
+		__u8   tos;
 		__be32 flowinfo;
-		__u32 rt_metric;
+		__u32  rt_metric;
 	};
 	union {
 		__be32 ipv4_src;
-		__u32 ipv6_src[4];
+		__u32  ipv6_src[4];
 	};
 	union {
 		__be32 ipv4_dst;
-		__u32 ipv6_dst[4];
+		__u32  ipv6_dst[4];
 	};
 	union {
 		struct {

@@ -10,10 +10,10 @@
 #include "types.h"
 
 /* Not uapi: include/net/ip.h and include/linux/socket.h. */
-#define IP_DF           0x4000
-#define IP_MF           0x2000
-#define IP_OFFSET       0x1FFF
-#define AF_INET         2
+#define IP_DF	  0x4000
+#define IP_MF	  0x2000
+#define IP_OFFSET 0x1FFF
+#define AF_INET	  2
 
 /* TCP flags as the byte at offset 13 of the header carries them. */
 #define TCP_FLAG_FIN 0x01
@@ -23,12 +23,12 @@
 #define TCP_FLAG_ACK 0x10
 
 /* Offsets inside an Ethernet + IPv4 frame. */
-#define IP_OFF           ETH_HLEN
-#define IP_CSUM_OFF      (IP_OFF + offsetof(struct iphdr, check))
-#define IP_SRC_OFF       (IP_OFF + offsetof(struct iphdr, saddr))
-#define IP_DST_OFF       (IP_OFF + offsetof(struct iphdr, daddr))
-#define TCP_CSUM_OFF     offsetof(struct tcphdr, check)
-#define UDP_CSUM_OFF     offsetof(struct udphdr, check)
+#define IP_OFF	     ETH_HLEN
+#define IP_CSUM_OFF  (IP_OFF + offsetof(struct iphdr, check))
+#define IP_SRC_OFF   (IP_OFF + offsetof(struct iphdr, saddr))
+#define IP_DST_OFF   (IP_OFF + offsetof(struct iphdr, daddr))
+#define TCP_CSUM_OFF offsetof(struct tcphdr, check)
+#define UDP_CSUM_OFF offsetof(struct udphdr, check)
 
 #ifndef offsetof
 #define offsetof(t, m) __builtin_offsetof(t, m)
@@ -49,7 +49,7 @@ static __always_inline __u16 csum_fold32(__u32 sum)
 static __always_inline __u16 csum_replace4(__u16 csum, __be32 from, __be32 to)
 {
 	__u32 sum = (__u16)~csum;
-	sum += (__u16)~(from & 0xffff) + (__u16)~(from >> 16);
+	sum += (__u16) ~(from & 0xffff) + (__u16) ~(from >> 16);
 	sum += (to & 0xffff) + (to >> 16);
 	return csum_fold32(sum);
 }

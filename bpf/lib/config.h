@@ -11,19 +11,19 @@
 
 #include "common.h"
 
-const volatile __u64 cfg_ct_syn_sent_ns    = 20ULL * NSEC_PER_SEC;
+const volatile __u64 cfg_ct_syn_sent_ns	   = 20ULL * NSEC_PER_SEC;
 const volatile __u64 cfg_ct_established_ns = 3600ULL * NSEC_PER_SEC;
 const volatile __u64 cfg_ct_fins_seen_ns   = 30ULL * NSEC_PER_SEC;
-const volatile __u64 cfg_ct_rst_seen_ns    = 40ULL * NSEC_PER_SEC;
-const volatile __u64 cfg_ct_udp_ns         = 60ULL * NSEC_PER_SEC;
+const volatile __u64 cfg_ct_rst_seen_ns	   = 40ULL * NSEC_PER_SEC;
+const volatile __u64 cfg_ct_udp_ns	   = 60ULL * NSEC_PER_SEC;
 /* SNAT source: 0 = ask the FIB for the route's preferred source
  * (lib/fib.h fib_source_for()). */
-const volatile __be32 cfg_snat_ip          = 0;
+const volatile __be32 cfg_snat_ip = 0;
 /* Source used when a pod reaches itself through a service. */
-const volatile __be32 cfg_hairpin_ip       = bpf_htonl(0xa9fe2a01); /* 169.254.42.1 */
-const volatile __u16 cfg_snat_port_min     = 20000;
-const volatile __u16 cfg_snat_port_max     = 29999;
+const volatile __be32 cfg_hairpin_ip	= bpf_htonl(0xa9fe2a01); /* 169.254.42.1 */
+const volatile __u16  cfg_snat_port_min = 20000;
+const volatile __u16  cfg_snat_port_max = 29999;
 /* 1: forward translated packets with bpf_fib_lookup + redirect. */
-const volatile __u8  cfg_fib_redirect      = 1;
+const volatile __u8 cfg_fib_redirect = 1;
 
 #endif /* BPFPROXY_CONFIG_H */

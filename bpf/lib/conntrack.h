@@ -26,7 +26,6 @@
 #include "common.h"
 #include "config.h"
 
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 512000); /* agent: bpfMapSizeConntrack */
@@ -37,22 +36,22 @@ struct {
 
 static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
 {
-	r->saddr = k->daddr;
-	r->daddr = k->saddr;
-	r->sport = k->dport;
-	r->dport = k->sport;
-	r->proto = k->proto;
+	r->saddr  = k->daddr;
+	r->daddr  = k->saddr;
+	r->sport  = k->dport;
+	r->dport  = k->sport;
+	r->proto  = k->proto;
 	r->pad[0] = r->pad[1] = r->pad[2] = 0;
 }
 
 /* The key of the other direction: the reverse of this entry's rewrite. */
 static __always_inline void ct_peer_key(const struct ct_value *v, __u8 proto, struct ct_key *r)
 {
-	r->saddr = v->nat_daddr;
-	r->daddr = v->nat_saddr;
-	r->sport = v->nat_dport;
-	r->dport = v->nat_sport;
-	r->proto = proto;
+	r->saddr  = v->nat_daddr;
+	r->daddr  = v->nat_saddr;
+	r->sport  = v->nat_dport;
+	r->dport  = v->nat_sport;
+	r->proto  = proto;
 	r->pad[0] = r->pad[1] = r->pad[2] = 0;
 }
 
@@ -85,7 +84,7 @@ static __always_inline struct ct_value *ct_lookup(const struct ct_key *k, __u64 
 {
 	struct ct_value *v = bpf_map_lookup_elem(&bpfproxy_ct, k);
 	struct ct_value *peer;
-	struct ct_key pk;
+	struct ct_key	 pk;
 
 	if (!v)
 		return NULL;
@@ -109,8 +108,8 @@ static __always_inline int ct_opens_flow(__u8 proto, __u8 tcp_flags)
 }
 
 /* Fold this packet into the entry's state and push the deadline out. */
-static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v,
-				      __u8 tcp_flags, __u64 now)
+static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v, __u8 tcp_flags,
+				      __u64 now)
 {
 	__u8 state = v->state;
 
@@ -132,7 +131,7 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 			state = 0;
 	}
 	if (state != v->state) {
-		struct ct_key pk, back;
+		struct ct_key	 pk, back;
 		struct ct_value *peer;
 
 		v->state = state;
@@ -142,7 +141,7 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 		if (peer)
 			ct_peer_key(peer, k->proto, &back);
 		if (peer && ct_key_eq(&back, k)) {
-			peer->state = state;
+			peer->state	 = state;
 			peer->expires_ns = now + ct_lifetime(k->proto, state);
 		}
 	}
@@ -153,9 +152,10 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
  * 'fwd': no live entry holds it, or the one that does is fwd's own earlier
  * incarnation (port reuse). Another live flow's reply entry is never taken
  * over: its replies would go to the wrong client. */
-static __always_inline int ct_reply_free(const struct ct_key *fwd, const struct ct_key *to, __u64 now)
+static __always_inline int ct_reply_free(const struct ct_key *fwd, const struct ct_key *to,
+					 __u64 now)
 {
-	struct ct_key rk, back;
+	struct ct_key	 rk, back;
 	struct ct_value *v;
 
 	ct_reverse(to, &rk);
@@ -169,35 +169,35 @@ static __always_inline int ct_reply_free(const struct ct_key *fwd, const struct 
 /* Create both entries of a connection. fwd is the client's tuple, 'to' the
  * tuple after translation. Returns 0 or a negative errno (-E2BIG: the map
  * is full); on failure neither entry is left behind. */
-static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_key *to,
-				     __u8 flags, __u32 svc_id, __u64 now)
+static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_key *to, __u8 flags,
+				     __u32 svc_id, __u64 now)
 {
 	struct ct_value v = {};
-	struct ct_key rk;
-	int err;
+	struct ct_key	rk;
+	int		err;
 
 	v.created_ns = now;
 	v.expires_ns = now + ct_lifetime(fwd->proto, 0);
-	v.flags = flags;
-	v.svc_id = svc_id;
+	v.flags	     = flags;
+	v.svc_id     = svc_id;
 
 	/* reply: backend -> (SNAT'd) client, rewritten back to service -> client */
 	ct_reverse(to, &rk);
-	v.dir = CT_DIR_REPLY;
+	v.dir	    = CT_DIR_REPLY;
 	v.nat_saddr = fwd->daddr;
 	v.nat_sport = fwd->dport;
 	v.nat_daddr = fwd->saddr;
 	v.nat_dport = fwd->sport;
-	err = bpf_map_update_elem(&bpfproxy_ct, &rk, &v, BPF_ANY);
+	err	    = bpf_map_update_elem(&bpfproxy_ct, &rk, &v, BPF_ANY);
 	if (err)
 		return err;
 
-	v.dir = CT_DIR_FWD;
+	v.dir	    = CT_DIR_FWD;
 	v.nat_saddr = to->saddr;
 	v.nat_sport = to->sport;
 	v.nat_daddr = to->daddr;
 	v.nat_dport = to->dport;
-	err = bpf_map_update_elem(&bpfproxy_ct, fwd, &v, BPF_ANY);
+	err	    = bpf_map_update_elem(&bpfproxy_ct, fwd, &v, BPF_ANY);
 	if (err)
 		bpf_map_delete_elem(&bpfproxy_ct, &rk);
 	return err;

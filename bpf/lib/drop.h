@@ -16,21 +16,21 @@
 
 enum reason {
 	REASON_NONE = 0,
-	REASON_MALFORMED,          /* truncated or inconsistent headers: dropped */
-	REASON_NO_ENDPOINTS,       /* service without endpoints: rejected */
+	REASON_MALFORMED,	   /* truncated or inconsistent headers: dropped */
+	REASON_NO_ENDPOINTS,	   /* service without endpoints: rejected */
 	REASON_NO_LOCAL_ENDPOINTS, /* traffic policy Local, none on this node: dropped */
-	REASON_CT_INSERT,          /* conntrack update failed: dropped */
-	REASON_NAT_PORTS,          /* no free SNAT port: dropped */
-	REASON_BACKEND_MISSING,    /* slot vanished under an update: dropped */
-	REASON_REJECT_FAILED,      /* could not build the reject: dropped */
-	REASON_REWRITE_FAILED,     /* a packet rewrite helper failed: dropped */
-	REASON_FRAGMENT,           /* non-first fragment: passed to the stack */
-	REASON_TTL,                /* TTL expired while forwarding: passed to the stack */
-	REASON_FRAG_NEEDED,        /* too big for the next hop with DF: ICMP sent back */
-	REASON_NO_SNAT_SOURCE,     /* no SNAT source towards the backend (lib/fib.h fib_source_for()): dropped */
-	REASON_CT_FULL,            /* conntrack map full, new flow refused: dropped */
-	REASON_CT_NOT_OPENING,     /* TCP without SYN to a service, no flow known: passed to the stack */
-	REASON_SPOOFED,            /* from a pod interface with a source not routed to it: dropped */
+	REASON_CT_INSERT,	   /* conntrack update failed: dropped */
+	REASON_NAT_PORTS,	   /* no free SNAT port: dropped */
+	REASON_BACKEND_MISSING,	   /* slot vanished under an update: dropped */
+	REASON_REJECT_FAILED,	   /* could not build the reject: dropped */
+	REASON_REWRITE_FAILED,	   /* a packet rewrite helper failed: dropped */
+	REASON_FRAGMENT,	   /* non-first fragment: passed to the stack */
+	REASON_TTL,		   /* TTL expired while forwarding: passed to the stack */
+	REASON_FRAG_NEEDED,	   /* too big for the next hop with DF: ICMP sent back */
+	REASON_NO_SNAT_SOURCE, /* no SNAT source towards the backend (lib/fib.h fib_source_for()): dropped */
+	REASON_CT_FULL,	       /* conntrack map full, new flow refused: dropped */
+	REASON_CT_NOT_OPENING, /* TCP without SYN to a service, no flow known: passed to the stack */
+	REASON_SPOOFED,	       /* from a pod interface with a source not routed to it: dropped */
 	__REASON_MAX,
 };
 
@@ -38,12 +38,12 @@ enum reason {
  * read-only global so that they reach the object's BTF: the agent's tests
  * check the TypeScript copies against it, so a reorder here fails them. */
 const volatile struct {
-	enum reason reason;
-	enum fe_flags fe_flags;
+	enum reason	   reason;
+	enum fe_flags	   fe_flags;
 	enum backend_flags backend_flags;
-	enum ct_dir ct_dir;
+	enum ct_dir	   ct_dir;
 	enum ct_state_bits ct_state_bits;
-	enum ct_flags ct_flags;
+	enum ct_flags	   ct_flags;
 } bpfproxy_enums_btf;
 
 struct {
@@ -56,7 +56,7 @@ struct {
 
 static __always_inline void count_reason(struct __sk_buff *skb, enum reason r)
 {
-	__u32 k = r;
+	__u32		       k = r;
 	struct reason_counter *c = bpf_map_lookup_elem(&bpfproxy_reasons, &k);
 
 	if (c) {

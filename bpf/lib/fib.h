@@ -24,16 +24,16 @@ static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt *p,
 	if (!cfg_fib_redirect)
 		return -1;
 	__builtin_memset(fib, 0, sizeof(*fib));
-	fib->family = AF_INET;
+	fib->family	 = AF_INET;
 	fib->l4_protocol = to->proto;
-	fib->sport = to->sport;
-	fib->dport = to->dport;
+	fib->sport	 = to->sport;
+	fib->dport	 = to->dport;
 	/* The length the next hop must carry, checked against the route's MTU
 	 * (a route 'mtu' included): one segment for GSO packets. */
-	fib->tot_len = skb->gso_size ? p->ihl_bytes + p->l4_hdr_len + skb->gso_size : p->tot_len;
+	fib->tot_len  = skb->gso_size ? p->ihl_bytes + p->l4_hdr_len + skb->gso_size : p->tot_len;
 	fib->ipv4_src = to->saddr;
 	fib->ipv4_dst = to->daddr;
-	fib->ifindex = skb->ingress_ifindex;
+	fib->ifindex  = skb->ingress_ifindex;
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
@@ -69,7 +69,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
 		return drop(skb, REASON_REWRITE_FAILED);
 	{
-		struct pod_if_key pk = { .ifindex = fib->ifindex };
+		struct pod_if_key pk = {.ifindex = fib->ifindex};
 
 		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk))
 			return bpf_redirect_peer(fib->ifindex, 0);
@@ -92,15 +92,15 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr, __be32 addressed)
 {
 	struct bpf_fib_lookup fib = {};
-	struct node_ip_key nk = { .addr = addressed };
-	long rc;
+	struct node_ip_key    nk  = {.addr = addressed};
+	long		      rc;
 
 	if (cfg_snat_ip)
 		return cfg_snat_ip;
-	fib.family = AF_INET;
-	fib.tot_len = sizeof(struct iphdr);
+	fib.family   = AF_INET;
+	fib.tot_len  = sizeof(struct iphdr);
 	fib.ipv4_dst = daddr;
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex  = skb->ingress_ifindex;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 		return fib.ipv4_src;

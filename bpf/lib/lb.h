@@ -59,12 +59,12 @@ struct {
 static __always_inline struct fe_value *lb_lookup(const struct ct_key *t)
 {
 	struct fe_key k = {
-		.addr = t->daddr,
-		.port = t->dport,
+		.addr  = t->daddr,
+		.port  = t->dport,
 		.proto = t->proto,
 	};
-	struct node_ip_key nk = { .addr = t->daddr };
-	struct fe_value *fe;
+	struct node_ip_key nk = {.addr = t->daddr};
+	struct fe_value	  *fe;
 
 	fe = bpf_map_lookup_elem(&bpfproxy_fe, &k);
 	if (fe)
@@ -89,36 +89,36 @@ static __always_inline int lb_local_only(const struct fe_value *fe, int from_pod
 static __always_inline enum reason lb_select(const struct fe_value *fe, int local_only,
 					     __be32 client, __u64 now, struct backend *out)
 {
-	struct affinity_key ak = { .svc_id = fe->svc_id, .client = client };
+	struct affinity_key    ak = {.svc_id = fe->svc_id, .client = client};
 	struct affinity_value *av;
-	struct slot_key sk;
-	struct backend *be;
-	__u32 start = local_only ? fe->cluster_count : 0;
-	__u32 n = local_only ? fe->local_count : fe->cluster_count;
+	struct slot_key	       sk;
+	struct backend	      *be;
+	__u32		       start = local_only ? fe->cluster_count : 0;
+	__u32		       n     = local_only ? fe->local_count : fe->cluster_count;
 
 	if (n == 0)
-		return (fe->cluster_count == 0 && fe->local_count == 0) ?
-			REASON_NO_ENDPOINTS : REASON_NO_LOCAL_ENDPOINTS;
+		return (fe->cluster_count == 0 && fe->local_count == 0) ? REASON_NO_ENDPOINTS
+									: REASON_NO_LOCAL_ENDPOINTS;
 
 	if (fe->affinity_timeout) {
 		av = bpf_map_lookup_elem(&bpfproxy_affinity, &ak);
 		if (av && now - av->last_used_ns < (__u64)fe->affinity_timeout * NSEC_PER_SEC &&
 		    (!local_only || (av->backend.flags & BE_F_LOCAL))) {
 			av->last_used_ns = now;
-			*out = av->backend;
+			*out		 = av->backend;
 			return REASON_NONE;
 		}
 	}
 
 	sk.set_id = fe->set_id;
-	sk.index = start + bpf_get_prandom_u32() % n;
-	be = bpf_map_lookup_elem(&bpfproxy_slots, &sk);
+	sk.index  = start + bpf_get_prandom_u32() % n;
+	be	  = bpf_map_lookup_elem(&bpfproxy_slots, &sk);
 	if (!be)
 		return REASON_BACKEND_MISSING;
 	*out = *be;
 
 	if (fe->affinity_timeout) {
-		struct affinity_value nv = { .backend = *be, .last_used_ns = now };
+		struct affinity_value nv = {.backend = *be, .last_used_ns = now};
 
 		bpf_map_update_elem(&bpfproxy_affinity, &ak, &nv, BPF_ANY);
 	}

@@ -15,8 +15,8 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	return p->l4_off + (p->tuple.proto == IPPROTO_TCP ? TCP_CSUM_OFF : UDP_CSUM_OFF);
 }
 
-static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pkt *p,
-					__u32 off, __be32 from, __be32 to)
+static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+					__be32 from, __be32 to)
 {
 	__u64 l4flags = BPF_F_PSEUDO_HDR | sizeof(to);
 
@@ -32,8 +32,8 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pkt 
 	return bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0);
 }
 
-static __always_inline int rewrite_port(struct __sk_buff *skb, const struct pkt *p,
-					__u32 off, __be16 from, __be16 to)
+static __always_inline int rewrite_port(struct __sk_buff *skb, const struct pkt *p, __u32 off,
+					__be16 from, __be16 to)
 {
 	__u64 l4flags = sizeof(to);
 
@@ -47,8 +47,8 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, const struct pkt 
 }
 
 /* Rewrite the packet's tuple p->tuple into 'to'. Returns 0 or -1. */
-static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p,
-				       __be32 saddr, __be16 sport, __be32 daddr, __be16 dport)
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, __be32 saddr,
+				       __be16 sport, __be32 daddr, __be16 dport)
 {
 	if (rewrite_addr(skb, p, IP_SRC_OFF, p->tuple.saddr, saddr) ||
 	    rewrite_addr(skb, p, IP_DST_OFF, p->tuple.daddr, daddr))
@@ -72,7 +72,7 @@ static __always_inline int ttl_decrement(struct __sk_buff *skb, const struct pkt
 	/* TTL and protocol share a 16-bit word at offset 8 of the header. */
 	__be16 old = bpf_htons(((__u16)p->ttl << 8) | p->tuple.proto);
 	__be16 new = bpf_htons(((__u16)(p->ttl - 1) << 8) | p->tuple.proto);
-	__u8 ttl = p->ttl - 1;
+	__u8 ttl   = p->ttl - 1;
 
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new)))
 		return -1;
@@ -83,11 +83,11 @@ static __always_inline int ttl_decrement(struct __sk_buff *skb, const struct pkt
 
 /* Where the parts of an ICMP error sit in the frame. */
 struct icmp_quote {
-	struct ct_key inner;   /* the quoted flow, as quoted */
-	__u32 end;             /* end of the outer IPv4 packet in the frame */
-	__u32 icmp_off;        /* ICMP header */
-	__u32 inner_ip_off;    /* quoted IPv4 header */
-	__u32 inner_l4_off;    /* quoted L4 header (8 bytes at least) */
+	struct ct_key inner;	    /* the quoted flow, as quoted */
+	__u32	      end;	    /* end of the outer IPv4 packet in the frame */
+	__u32	      icmp_off;	    /* ICMP header */
+	__u32	      inner_ip_off; /* quoted IPv4 header */
+	__u32	      inner_l4_off; /* quoted L4 header (8 bytes at least) */
 };
 
 static __always_inline int icmp_is_error(__u8 type)
@@ -102,12 +102,12 @@ static __always_inline int icmp_err_parse(struct __sk_buff *skb, const struct pk
 					  struct icmp_quote *e)
 {
 	struct iphdr iip;
-	__be16 ports[2];
+	__be16	     ports[2];
 
 	if (!icmp_is_error(p->icmp_type))
 		return 1;
-	e->icmp_off = p->l4_off;
-	e->end = ETH_HLEN + p->tot_len;
+	e->icmp_off	= p->l4_off;
+	e->end		= ETH_HLEN + p->tot_len;
 	e->inner_ip_off = p->l4_off + sizeof(struct icmphdr);
 	if (bpf_skb_load_bytes(skb, e->inner_ip_off, &iip, sizeof(iip)))
 		return -1;
@@ -139,8 +139,8 @@ static __always_inline int icmp_payload_store(struct __sk_buff *skb, const struc
 {
 	if (from == to)
 		return 0;
-	if (bpf_l4_csum_replace(skb, e->icmp_off + offsetof(struct icmphdr, checksum),
-				from, to, size))
+	if (bpf_l4_csum_replace(skb, e->icmp_off + offsetof(struct icmphdr, checksum), from, to,
+				size))
 		return -1;
 	return bpf_skb_store_bytes(skb, off, &to, size, 0);
 }
@@ -152,10 +152,10 @@ static __always_inline int icmp_err_rewrite_inner(struct __sk_buff *skb, const s
 						  const struct ct_key *to)
 {
 	__u32 iip_csum_off = e->inner_ip_off + offsetof(struct iphdr, check);
-	__u32 il4_csum_off = e->inner_l4_off +
-		(e->inner.proto == IPPROTO_TCP ? TCP_CSUM_OFF : UDP_CSUM_OFF);
+	__u32 il4_csum_off =
+		e->inner_l4_off + (e->inner.proto == IPPROTO_TCP ? TCP_CSUM_OFF : UDP_CSUM_OFF);
 	__u16 ipc, nipc, l4c, nl4c;
-	int have_l4c;
+	int   have_l4c;
 
 	if (bpf_skb_load_bytes(skb, iip_csum_off, &ipc, sizeof(ipc)))
 		return -1;

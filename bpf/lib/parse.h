@@ -12,34 +12,38 @@ struct cursor {
 
 /* Return a pointer to the next len bytes and advance, or NULL when the
  * packet is shorter. len must be a constant for the verifier. */
-#define cursor_pull(c, len) ({                                   \
-	void *__p = (c)->pos;                                    \
-	if (__p + (len) > (c)->end) __p = NULL;                  \
-	else (c)->pos = __p + (len);                             \
-	__p; })
+#define cursor_pull(c, len)                                                                        \
+	({                                                                                         \
+		void *__p = (c)->pos;                                                              \
+		if (__p + (len) > (c)->end)                                                        \
+			__p = NULL;                                                                \
+		else                                                                               \
+			(c)->pos = __p + (len);                                                    \
+		__p;                                                                               \
+	})
 
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_NOT_IPV4,     /* not for us: pass */
-	PARSE_NOT_L4,       /* IPv4 but no protocol we handle: pass */
-	PARSE_FRAGMENT,     /* non-first fragment */
-	PARSE_MALFORMED,    /* drop */
+	PARSE_NOT_IPV4,	 /* not for us: pass */
+	PARSE_NOT_L4,	 /* IPv4 but no protocol we handle: pass */
+	PARSE_FRAGMENT,	 /* non-first fragment */
+	PARSE_MALFORMED, /* drop */
 };
 
 /* What the programs need to know about a packet. Offsets are from the start
  * of the frame; pointers are not kept because any helper that writes the
  * packet invalidates them. */
 struct pkt {
-	struct ct_key tuple;  /* as on the wire */
-	__u32 l4_off;
-	__u32 ihl_bytes;
-	__u16 tot_len;      /* IPv4 total length, host order */
-	__u16 l4_hdr_len;   /* TCP/UDP/ICMP header length */
-	__u8  tcp_flags;
-	__u8  ttl;
-	__u8  icmp_type;
-	__u8  icmp_code;
-	__be16 frag;
+	struct ct_key tuple; /* as on the wire */
+	__u32	      l4_off;
+	__u32	      ihl_bytes;
+	__u16	      tot_len;	  /* IPv4 total length, host order */
+	__u16	      l4_hdr_len; /* TCP/UDP/ICMP header length */
+	__u8	      tcp_flags;
+	__u8	      ttl;
+	__u8	      icmp_type;
+	__u8	      icmp_code;
+	__be16	      frag;
 };
 
 /* Parse Ethernet + IPv4 + TCP/UDP/ICMP. For ICMP, ports stay 0 and the
@@ -53,7 +57,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		.end = (void *)(long)skb->data_end,
 	};
 	struct ethhdr *eth;
-	struct iphdr *ip;
+	struct iphdr  *ip;
 
 	eth = cursor_pull(&c, sizeof(*eth));
 	if (!eth)
@@ -66,20 +70,20 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		return PARSE_MALFORMED;
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_MALFORMED;
-	p->ihl_bytes = ip->ihl * 4;
-	p->l4_off = ETH_HLEN + p->ihl_bytes;
+	p->ihl_bytes   = ip->ihl * 4;
+	p->l4_off      = ETH_HLEN + p->ihl_bytes;
 	p->tuple.saddr = ip->saddr;
 	p->tuple.daddr = ip->daddr;
 	p->tuple.proto = ip->protocol;
 	p->tuple.sport = 0;
 	p->tuple.dport = 0;
-	p->ttl = ip->ttl;
-	p->frag = ip->frag_off;
-	p->tot_len = bpf_ntohs(ip->tot_len);
-	p->l4_hdr_len = 0;
-	p->tcp_flags = 0;
-	p->icmp_type = 0;
-	p->icmp_code = 0;
+	p->ttl	       = ip->ttl;
+	p->frag	       = ip->frag_off;
+	p->tot_len     = bpf_ntohs(ip->tot_len);
+	p->l4_hdr_len  = 0;
+	p->tcp_flags   = 0;
+	p->icmp_type   = 0;
+	p->icmp_code   = 0;
 
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
 	    ip->protocol != IPPROTO_ICMP)
@@ -107,8 +111,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 			return PARSE_MALFORMED;
 		p->tuple.sport = th->source;
 		p->tuple.dport = th->dest;
-		p->tcp_flags = ((__u8 *)th)[13];
-		p->l4_hdr_len = th->doff * 4;
+		p->tcp_flags   = ((__u8 *)th)[13];
+		p->l4_hdr_len  = th->doff * 4;
 		if ((__u32)p->tot_len < p->ihl_bytes + p->l4_hdr_len)
 			return PARSE_MALFORMED;
 	} else if (ip->protocol == IPPROTO_UDP) {
@@ -118,7 +122,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 			return PARSE_MALFORMED;
 		p->tuple.sport = uh->source;
 		p->tuple.dport = uh->dest;
-		p->l4_hdr_len = sizeof(*uh);
+		p->l4_hdr_len  = sizeof(*uh);
 		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*uh))
 			return PARSE_MALFORMED;
 	} else {
@@ -126,8 +130,8 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 
 		if (!ih)
 			return PARSE_MALFORMED;
-		p->icmp_type = ih->type;
-		p->icmp_code = ih->code;
+		p->icmp_type  = ih->type;
+		p->icmp_code  = ih->code;
 		p->l4_hdr_len = sizeof(*ih);
 		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*ih))
 			return PARSE_MALFORMED;

@@ -26,8 +26,8 @@ static __always_inline int pod_source_ok(__u32 ifindex, __be32 saddr)
 {
 	struct pod_src_key k = {
 		.prefixlen = 64,
-		.ifindex = bpf_htonl(ifindex),
-		.addr = saddr,
+		.ifindex   = bpf_htonl(ifindex),
+		.addr	   = saddr,
 	};
 	__u8 *v = bpf_map_lookup_elem(&bpfproxy_pod_srcs, &k);
 

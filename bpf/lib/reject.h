@@ -23,14 +23,14 @@ struct pseudo_hdr {
 static __always_inline void reject_ip(struct iphdr *ip, const struct pkt *p, __u8 proto, __u16 len)
 {
 	__builtin_memset(ip, 0, sizeof(*ip));
-	ip->version = 4;
-	ip->ihl = 5;
-	ip->tot_len = bpf_htons(len);
-	ip->ttl = 64;
+	ip->version  = 4;
+	ip->ihl	     = 5;
+	ip->tot_len  = bpf_htons(len);
+	ip->ttl	     = 64;
 	ip->protocol = proto;
-	ip->saddr = p->tuple.daddr;
-	ip->daddr = p->tuple.saddr;
-	ip->check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+	ip->saddr    = p->tuple.daddr;
+	ip->daddr    = p->tuple.saddr;
+	ip->check    = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
 }
 
 /* Write the answer's headers (Ethernet, IPv4, then 'l4len' bytes of L4)
@@ -52,14 +52,14 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 {
 	struct {
 		struct ethhdr eth;
-		struct iphdr ip;
+		struct iphdr  ip;
 		struct tcphdr tcp;
 	} out; /* stored part by part: see reply_send() */
-	struct ethhdr ieth;
-	struct iphdr iip;
-	struct tcphdr ith;
+	struct ethhdr	  ieth;
+	struct iphdr	  iip;
+	struct tcphdr	  ith;
 	struct pseudo_hdr ph;
-	__u32 payload, sum;
+	__u32		  payload, sum;
 
 	if (bpf_skb_load_bytes(skb, 0, &ieth, sizeof(ieth)) ||
 	    bpf_skb_load_bytes(skb, IP_OFF, &iip, sizeof(iip)) ||
@@ -76,22 +76,22 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 
 	__builtin_memset(&out.tcp, 0, sizeof(out.tcp));
 	out.tcp.source = ith.dest;
-	out.tcp.dest = ith.source;
-	out.tcp.doff = 5;
-	out.tcp.rst = 1;
+	out.tcp.dest   = ith.source;
+	out.tcp.doff   = 5;
+	out.tcp.rst    = 1;
 	if (ith.ack) {
 		out.tcp.seq = ith.ack_seq;
 	} else {
-		out.tcp.ack = 1;
+		out.tcp.ack	= 1;
 		out.tcp.ack_seq = bpf_htonl(bpf_ntohl(ith.seq) + payload + ith.syn + ith.fin);
 	}
-	ph.saddr = out.ip.saddr;
-	ph.daddr = out.ip.daddr;
-	ph.zero = 0;
-	ph.proto = IPPROTO_TCP;
-	ph.len = bpf_htons(sizeof(out.tcp));
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
+	ph.saddr      = out.ip.saddr;
+	ph.daddr      = out.ip.daddr;
+	ph.zero	      = 0;
+	ph.proto      = IPPROTO_TCP;
+	ph.len	      = bpf_htons(sizeof(out.tcp));
+	sum	      = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum	      = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
 	out.tcp.check = csum_fold32(sum);
 
 	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(out.ip) + sizeof(out.tcp), 0))
@@ -104,23 +104,23 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
  * CHECKSUM_PARTIAL skb (from a local socket or a veth) cannot be trimmed
  * short of its L4 checksum field. */
 #define ICMP_QUOTE_L4_MIN 8
-#define ICMP_QUOTE_BUF    (60 + sizeof(struct tcphdr))
+#define ICMP_QUOTE_BUF	  (60 + sizeof(struct tcphdr))
 
 /* Answer the packet with an ICMP error (type/code, and the next-hop MTU for
  * fragmentation needed) quoting its IP header and first bytes, sent back
  * out of the interface it came in on. 'r' is the reason it is counted under. */
-static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p,
-				      __u8 type, __u8 code, __u16 mtu, enum reason r)
+static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p, __u8 type,
+				      __u8 code, __u16 mtu, enum reason r)
 {
 	struct {
-		struct ethhdr eth;
-		struct iphdr ip;
+		struct ethhdr  eth;
+		struct iphdr   ip;
 		struct icmphdr icmp;
 	} out;
 	struct ethhdr ieth;
-	__u8 quote[ICMP_QUOTE_BUF];
-	__u32 qlen = p->ihl_bytes +
-		(p->tuple.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : ICMP_QUOTE_L4_MIN);
+	__u8	      quote[ICMP_QUOTE_BUF];
+	__u32	      qlen = p->ihl_bytes +
+		     (p->tuple.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : ICMP_QUOTE_L4_MIN);
 	__u32 sum;
 
 	/* ihl_bytes is 20..60 and a multiple of 4; say so to the verifier. */
@@ -136,12 +136,12 @@ static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p
 	out.eth.h_proto = bpf_htons(ETH_P_IP);
 	reject_ip(&out.ip, p, IPPROTO_ICMP, sizeof(out.ip) + sizeof(out.icmp) + qlen);
 	__builtin_memset(&out.icmp, 0, sizeof(out.icmp));
-	out.icmp.type = type;
-	out.icmp.code = code;
+	out.icmp.type	     = type;
+	out.icmp.code	     = code;
 	out.icmp.un.frag.mtu = bpf_htons(mtu);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp, sizeof(out.icmp), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, qlen, sum);
-	out.icmp.checksum = csum_fold32(sum);
+	sum		     = bpf_csum_diff(NULL, 0, (__be32 *)&out.icmp, sizeof(out.icmp), 0);
+	sum		     = bpf_csum_diff(NULL, 0, (__be32 *)quote, qlen, sum);
+	out.icmp.checksum    = csum_fold32(sum);
 
 	/* Keep Ethernet + the quoted bytes, then open room for IP + ICMP. */
 	if (bpf_skb_change_tail(skb, ETH_HLEN + qlen, 0) ||

@@ -36,7 +36,7 @@
 static __always_inline int snat_pick_port(const struct ct_key *fwd, struct ct_key *to, __u64 now)
 {
 	__u32 range = (__u32)cfg_snat_port_max - cfg_snat_port_min + 1;
-	int i;
+	int   i;
 
 	for (i = 0; i < SNAT_PORT_TRIES; i++) {
 		to->sport = bpf_htons(cfg_snat_port_min + bpf_get_prandom_u32() % range);
@@ -49,9 +49,9 @@ static __always_inline int snat_pick_port(const struct ct_key *fwd, struct ct_ke
 static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct icmp_quote e = {};
-	struct ct_key k, inner;
-	struct ct_value *ct;
-	__be32 osrc, odst;
+	struct ct_key	  k, inner;
+	struct ct_value	 *ct;
+	__be32		  osrc, odst;
 
 	if (icmp_err_parse(skb, p, &e))
 		return TC_ACT_OK; /* not an error about TCP/UDP, or cut short */
@@ -76,7 +76,7 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 	p->tuple.daddr = odst;
 	{
 		struct bpf_fib_lookup fib;
-		int rc = fib_route(skb, p, &p->tuple, &fib);
+		int		      rc = fib_route(skb, p, &p->tuple, &fib);
 
 		return fib_redirect(skb, p, &fib, rc);
 	}
@@ -89,10 +89,11 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const struct ct_key *to)
 {
 	struct bpf_fib_lookup fib;
-	int rc = fib_route(skb, p, to, &fib);
+	int		      rc = fib_route(skb, p, to, &fib);
 
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && (p->frag & bpf_htons(IP_DF)))
-		return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result, REASON_FRAG_NEEDED);
+		return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result,
+				  REASON_FRAG_NEEDED);
 	if (nat_rewrite(skb, p, to->saddr, to->sport, to->daddr, to->dport))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return fib_redirect(skb, p, &fib, rc);
@@ -102,10 +103,10 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 				       const struct fe_value *fe, int from_pod, __u64 now)
 {
 	struct backend be;
-	struct ct_key to;
-	enum reason r;
-	int err;
-	__u8 flags = from_pod ? 0 : CT_F_EXTERNAL;
+	struct ct_key  to;
+	enum reason    r;
+	int	       err;
+	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
 
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
@@ -125,11 +126,11 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	if (r != REASON_NONE)
 		return drop(skb, r);
 
-	to.saddr = p->tuple.saddr;
-	to.sport = p->tuple.sport;
-	to.daddr = be.addr;
-	to.dport = be.port;
-	to.proto = p->tuple.proto;
+	to.saddr  = p->tuple.saddr;
+	to.sport  = p->tuple.sport;
+	to.daddr  = be.addr;
+	to.dport  = be.port;
+	to.proto  = p->tuple.proto;
 	to.pad[0] = to.pad[1] = to.pad[2] = 0;
 
 	if (from_pod && be.addr == p->tuple.saddr) {
@@ -147,7 +148,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	{
 		/* A host-network endpoint on this node: its replies come from
 		 * the stack and are translated on egress. */
-		struct node_ip_key nk = { .addr = be.addr };
+		struct node_ip_key nk = {.addr = be.addr};
 
 		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 			flags |= CT_F_HOST_BE;
@@ -169,10 +170,10 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 
 static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 {
-	struct pkt p = {};
+	struct pkt	 p = {};
 	struct ct_value *ct;
 	struct fe_value *fe;
-	__u64 now;
+	__u64		 now;
 
 	enum parse_result pr = parse_ipv4(skb, &p);
 
@@ -186,7 +187,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	/* From outside, one of the node's own addresses as source is forged
 	 * (a martian): it would pass for our SNAT. */
 	if (!from_pod) {
-		struct node_ip_key nk = { .addr = p.tuple.saddr };
+		struct node_ip_key nk = {.addr = p.tuple.saddr};
 
 		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 			return drop(skb, REASON_SPOOFED);
@@ -232,9 +233,9 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 static __always_inline int service_host_reply(struct __sk_buff *skb)
 {
 	struct node_ip_key nk;
-	struct ct_value *ct;
-	struct pkt p = {};
-	__u64 now;
+	struct ct_value	  *ct;
+	struct pkt	   p = {};
+	__u64		   now;
 
 	if (parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
@@ -242,7 +243,7 @@ static __always_inline int service_host_reply(struct __sk_buff *skb)
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
-	ct = ct_lookup(&p.tuple, now);
+	ct  = ct_lookup(&p.tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
 	ct_update(&p.tuple, ct, p.tcp_flags, now);

@@ -19,9 +19,9 @@
 /* A service address as a client addresses it. addr 0.0.0.0 is the NodePort
  * wildcard: it matches any address in the node_ips map. */
 struct fe_key {
-	__be32 addr;   /* net */
-	__be16 port;   /* net */
-	__u8   proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__be32 addr;  /* net */
+	__be16 port;  /* net */
+	__u8   proto; /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8   pad;
 };
 
@@ -37,18 +37,18 @@ enum fe_flags {
  * already narrowed to ready endpoints (or serving-terminating ones where none
  * is ready) by the agent. */
 struct fe_value {
-	__u32 svc_id;           /* host: stable id of the service port */
-	__u32 set_id;           /* host: backend set in use (changes on update) */
-	__u16 cluster_count;    /* host */
-	__u16 local_count;      /* host */
-	__u16 flags;            /* host: enum fe_flags */
+	__u32 svc_id;	     /* host: stable id of the service port */
+	__u32 set_id;	     /* host: backend set in use (changes on update) */
+	__u16 cluster_count; /* host */
+	__u16 local_count;   /* host */
+	__u16 flags;	     /* host: enum fe_flags */
 	__u16 pad;
 	__u32 affinity_timeout; /* host: seconds; 0 = no ClientIP affinity */
 };
 
 struct slot_key {
-	__u32 set_id;  /* host */
-	__u32 index;   /* host */
+	__u32 set_id; /* host */
+	__u32 index;  /* host */
 };
 
 enum backend_flags {
@@ -56,31 +56,31 @@ enum backend_flags {
 };
 
 struct backend {
-	__be32 addr;   /* net */
-	__be16 port;   /* net */
-	__u8   flags;  /* enum backend_flags */
+	__be32 addr;  /* net */
+	__be16 port;  /* net */
+	__u8   flags; /* enum backend_flags */
 	__u8   pad;
 };
 
 struct affinity_key {
-	__u32  svc_id;  /* host */
-	__be32 client;  /* net */
+	__u32  svc_id; /* host */
+	__be32 client; /* net */
 };
 
 struct affinity_value {
 	struct backend backend;
-	__u64 last_used_ns;  /* host: bpf_ktime_get_ns() */
+	__u64	       last_used_ns; /* host: bpf_ktime_get_ns() */
 };
 
 /* Node addresses NodePort answers on. Value unused (1). */
 struct node_ip_key {
-	__be32 addr;   /* net */
+	__be32 addr; /* net */
 };
 
 /* Pod-facing veths we may redirect into directly (bpf_redirect_peer).
  * Value unused (1). */
 struct pod_if_key {
-	__u32 ifindex;  /* host */
+	__u32 ifindex; /* host */
 };
 
 /* Source addresses a pod interface may send from: the routes that point at
@@ -90,8 +90,8 @@ struct pod_if_key {
  * all are not checked (no route names them, e.g. bridge-based CNIs). */
 struct pod_src_key {
 	__u32  prefixlen; /* host: 32 (ifindex) + address prefix length */
-	__be32 ifindex;   /* net: so that the trie compares it first, whole */
-	__be32 addr;      /* net */
+	__be32 ifindex;	  /* net: so that the trie compares it first, whole */
+	__be32 addr;	  /* net */
 };
 
 /* Service names for operators (CLI); never read by the datapath. */
@@ -106,33 +106,33 @@ struct svc_name {
 /* A flow as seen on the wire in one direction. ICMP errors are matched by
  * the flow they quote. */
 struct ct_key {
-	__be32 saddr;  /* net */
-	__be32 daddr;  /* net */
-	__be16 sport;  /* net */
-	__be16 dport;  /* net */
+	__be32 saddr; /* net */
+	__be32 daddr; /* net */
+	__be16 sport; /* net */
+	__be16 dport; /* net */
 	__u8   proto;
 	__u8   pad[3];
 };
 
 enum ct_dir {
-	CT_DIR_FWD   = 1,  /* client -> service: apply DNAT (and SNAT) */
-	CT_DIR_REPLY = 2,  /* backend -> client: apply the reverse */
+	CT_DIR_FWD   = 1, /* client -> service: apply DNAT (and SNAT) */
+	CT_DIR_REPLY = 2, /* backend -> client: apply the reverse */
 };
 
 enum ct_state_bits {
-	CT_S_REPLY_SEEN = 1 << 0,  /* a packet came back: established */
-	CT_S_FIN_FWD    = 1 << 1,
-	CT_S_FIN_REPLY  = 1 << 2,
-	CT_S_RST        = 1 << 3,
-	CT_S_ESTABLISHED= 1 << 4,  /* TCP: the client acknowledged after a reply
+	CT_S_REPLY_SEEN	 = 1 << 0, /* a packet came back: established */
+	CT_S_FIN_FWD	 = 1 << 1,
+	CT_S_FIN_REPLY	 = 1 << 2,
+	CT_S_RST	 = 1 << 3,
+	CT_S_ESTABLISHED = 1 << 4, /* TCP: the client acknowledged after a reply
 				    * (handshake done); only then the long timeout */
 };
 
 enum ct_flags {
-	CT_F_SNAT    = 1 << 0,  /* source rewritten (eTP=Cluster remote, hairpin) */
-	CT_F_HAIRPIN = 1 << 1,  /* client is its own backend */
-	CT_F_EXTERNAL= 1 << 2,  /* created by traffic from a data interface */
-	CT_F_HOST_BE = 1 << 3,  /* the backend is this node itself (host network):
+	CT_F_SNAT     = 1 << 0, /* source rewritten (eTP=Cluster remote, hairpin) */
+	CT_F_HAIRPIN  = 1 << 1, /* client is its own backend */
+	CT_F_EXTERNAL = 1 << 2, /* created by traffic from a data interface */
+	CT_F_HOST_BE  = 1 << 3, /* the backend is this node itself (host network):
 				 * its replies leave through the TC egress hook */
 };
 
@@ -142,17 +142,17 @@ enum ct_flags {
  * created together, live as long as either is fresh and are removed
  * together (lib/conntrack.h, the agent's GC). */
 struct ct_value {
-	__u64  expires_ns;  /* host: bpf_ktime_get_ns() deadline */
-	__u64  created_ns;  /* host */
-	__be32 nat_saddr;   /* net */
-	__be32 nat_daddr;   /* net */
-	__be16 nat_sport;   /* net */
-	__be16 nat_dport;   /* net */
-	__u8   dir;         /* enum ct_dir */
-	__u8   state;       /* enum ct_state_bits */
-	__u8   flags;       /* enum ct_flags */
+	__u64  expires_ns; /* host: bpf_ktime_get_ns() deadline */
+	__u64  created_ns; /* host */
+	__be32 nat_saddr;  /* net */
+	__be32 nat_daddr;  /* net */
+	__be16 nat_sport;  /* net */
+	__be16 nat_dport;  /* net */
+	__u8   dir;	   /* enum ct_dir */
+	__u8   state;	   /* enum ct_state_bits */
+	__u8   flags;	   /* enum ct_flags */
 	__u8   pad;
-	__u32  svc_id;      /* host */
+	__u32  svc_id; /* host */
 	__u32  pad2;
 };
 
@@ -160,8 +160,8 @@ struct ct_value {
 
 /* Per-CPU, indexed by enum reason. */
 struct reason_counter {
-	__u64 packets;  /* host */
-	__u64 bytes;    /* host */
+	__u64 packets; /* host */
+	__u64 bytes;   /* host */
 };
 
 #endif /* BPFPROXY_TYPES_H */
