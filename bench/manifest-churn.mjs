@@ -65,7 +65,7 @@ const fileText = (f) => {
 const path = (f) => join(dir, `svc-${String(f).padStart(3, '0')}.yaml`);
 // Seeded, so every build sees the same sequence of writes.
 let seed = 42;
-const rand = (n) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+const rand = (n) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
 
 if (WRITER) {
   const t1 = performance.now();
@@ -118,7 +118,13 @@ const result = {
   objects: SERVICES * 3,
   files: FILES,
   load: { ms: Math.round(loadMs), cpuMs: Number(ms(loadCpu)), applies: loaded },
-  churn: { writes: WRITES, ms: Math.round(churnMs), cpuMs: Number(ms(churnCpu)), applies: applies - loaded, ...(src.stats ? { stats: src.stats } : {}) },
+  churn: {
+    writes: WRITES,
+    ms: Math.round(churnMs),
+    cpuMs: Number(ms(churnCpu)),
+    applies: applies - loaded,
+    ...(src.stats ? { stats: src.stats } : {}),
+  },
   rssMiB: { afterLoad: Number(mb(rssLoaded)), peak: Number(mb(peakRss)), maxRssKernel: Number(mb(process.resourceUsage().maxRSS * 1024)) },
 };
 console.log(JSON.stringify(result));

@@ -31,7 +31,11 @@ export class FakeClock implements Clock {
   after(ms: number, fn: () => void): Timer {
     const id = ++this.seq;
     this.timers.push({ at: this.t + Math.max(0, ms), fn, id });
-    return { cancel: () => { this.timers = this.timers.filter((x) => x.id !== id); } };
+    return {
+      cancel: () => {
+        this.timers = this.timers.filter((x) => x.id !== id);
+      },
+    };
   }
 
   /** Advance time, firing due timers in order. */

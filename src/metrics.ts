@@ -55,49 +55,83 @@ export class Metrics {
     const r = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.syncDuration = new Histogram({
-      name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds',
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5], registers: r,
+      name: 'kubeproxy_sync_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers: r,
     });
     this.programmingDuration = new Histogram({
-      name: 'kubeproxy_network_programming_duration_seconds', help: 'In-cluster network programming latency in seconds (from the change being seen to it being in the maps)',
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers: r,
+      name: 'kubeproxy_network_programming_duration_seconds',
+      help: 'In-cluster network programming latency in seconds (from the change being seen to it being in the maps)',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers: r,
     });
-    this.lastSync = new Gauge({ name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time the maps were successfully synced', registers: r });
-    this.serviceChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative service changes', registers: r });
-    this.endpointChanges = new Counter({ name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative endpoint (EndpointSlice) changes', registers: r });
+    this.lastSync = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
+      help: 'The last time the maps were successfully synced',
+      registers: r,
+    });
+    this.serviceChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_service_changes_total',
+      help: 'Cumulative service changes',
+      registers: r,
+    });
+    this.endpointChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total',
+      help: 'Cumulative endpoint (EndpointSlice) changes',
+      registers: r,
+    });
     this.syncProblems = new Gauge({ name: 'bpfproxy_sync_problems', help: 'Frontends the last sync could not program', registers: r });
     this.mapFull = new Counter({ name: 'bpfproxy_map_full_total', help: 'Frontends not programmed because a map was full', registers: r });
-    this.enabled = new Gauge({ name: 'bpfproxy_dataplane_enabled', help: '1 while bpfproxy owns the service dataplane (bpfEnabled)', registers: r });
+    this.enabled = new Gauge({
+      name: 'bpfproxy_dataplane_enabled',
+      help: '1 while bpfproxy owns the service dataplane (bpfEnabled)',
+      registers: r,
+    });
     const cur = () => this.current;
     new Gauge({
-      name: 'bpfproxy_map_entries', help: 'Entries in each BPF map', labelNames: ['map'], registers: r,
+      name: 'bpfproxy_map_entries',
+      help: 'Entries in each BPF map',
+      labelNames: ['map'],
+      registers: r,
       collect() {
         this.reset();
         for (const m of cur()?.maps ?? []) this.set({ map: m.map }, m.entries);
       },
     });
     new Gauge({
-      name: 'bpfproxy_map_max_entries', help: 'Capacity of each BPF map', labelNames: ['map'], registers: r,
+      name: 'bpfproxy_map_max_entries',
+      help: 'Capacity of each BPF map',
+      labelNames: ['map'],
+      registers: r,
       collect() {
         this.reset();
         for (const m of cur()?.maps ?? []) this.set({ map: m.map }, m.maxEntries);
       },
     });
     new Gauge({
-      name: 'bpfproxy_datapath_packets_total', help: 'Packets not simply passed, by reason and verdict (from the per-CPU counters)', labelNames: ['reason', 'verdict'], registers: r,
+      name: 'bpfproxy_datapath_packets_total',
+      help: 'Packets not simply passed, by reason and verdict (from the per-CPU counters)',
+      labelNames: ['reason', 'verdict'],
+      registers: r,
       collect() {
         this.reset();
         for (const x of cur()?.reasons ?? []) this.set({ reason: x.reason, verdict: x.verdict }, x.packets);
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_entries', help: 'Conntrack entries after the conntrack GC\'s last pass (every 10 s), two per connection', registers: r,
+      name: 'bpfproxy_conntrack_entries',
+      help: "Conntrack entries after the conntrack GC's last pass (every 10 s), two per connection",
+      registers: r,
       collect() {
         this.set(cur()?.conntrackEntries ?? 0);
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_entries_by_protocol', help: 'Conntrack entries after the conntrack GC\'s last pass, by protocol', labelNames: ['protocol'], registers: r,
+      name: 'bpfproxy_conntrack_entries_by_protocol',
+      help: "Conntrack entries after the conntrack GC's last pass, by protocol",
+      labelNames: ['protocol'],
+      registers: r,
       collect() {
         this.reset();
         const ct = cur()?.conntrack;
@@ -108,7 +142,9 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_gc_duration_seconds', help: 'Wall time of the conntrack GC\'s last pass (on a worker thread, not the event loop)', registers: r,
+      name: 'bpfproxy_conntrack_gc_duration_seconds',
+      help: "Wall time of the conntrack GC's last pass (on a worker thread, not the event loop)",
+      registers: r,
       collect() {
         this.reset();
         const ct = cur()?.conntrack;
@@ -116,13 +152,17 @@ export class Metrics {
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_gc_removed_total', help: 'Conntrack entries the GC removed since the agent started (dead connections, both halves)', registers: r,
+      name: 'bpfproxy_conntrack_gc_removed_total',
+      help: 'Conntrack entries the GC removed since the agent started (dead connections, both halves)',
+      registers: r,
       collect() {
         this.set(cur()?.conntrack?.gcRemovedTotal ?? 0);
       },
     });
     new Gauge({
-      name: 'bpfproxy_conntrack_gc_last_run_timestamp_seconds', help: 'When the conntrack GC last finished a pass', registers: r,
+      name: 'bpfproxy_conntrack_gc_last_run_timestamp_seconds',
+      help: 'When the conntrack GC last finished a pass',
+      registers: r,
       collect() {
         this.reset();
         const ct = cur()?.conntrack;
@@ -149,7 +189,9 @@ export class Metrics {
         this.current = undefined;
         const msg = e instanceof Error ? e.message : String(e);
         if (msg !== this.lastError) {
-          this.log?.error(`cannot read the datapath for /metrics: ${msg}; map and conntrack gauges are left out of this scrape and read again on the next`);
+          this.log?.error(
+            `cannot read the datapath for /metrics: ${msg}; map and conntrack gauges are left out of this scrape and read again on the next`,
+          );
         }
         this.lastError = msg;
       }
@@ -169,18 +211,26 @@ export class Metrics {
   listen(addr: BindAddress, log: Logger): void {
     this.log = log;
     this.server?.close();
-    this.server = listenHttp(addr, (req, res) => {
-      if (!req.url?.startsWith('/metrics')) {
-        res.writeHead(404).end();
-        return;
-      }
-      this.scrape().then((body) => {
-        res.writeHead(200, { 'Content-Type': this.registry.contentType });
-        res.end(body);
-      }, (e: Error) => {
-        res.writeHead(500).end(e.message);
-      });
-    }, log, 'metrics');
+    this.server = listenHttp(
+      addr,
+      (req, res) => {
+        if (!req.url?.startsWith('/metrics')) {
+          res.writeHead(404).end();
+          return;
+        }
+        this.scrape().then(
+          (body) => {
+            res.writeHead(200, { 'Content-Type': this.registry.contentType });
+            res.end(body);
+          },
+          (e: Error) => {
+            res.writeHead(500).end(e.message);
+          },
+        );
+      },
+      log,
+      'metrics',
+    );
   }
 
   close(): void {

@@ -30,13 +30,30 @@ function thrown(fn: () => unknown): unknown {
 }
 
 async function rejected(p: Promise<unknown>): Promise<unknown> {
-  return p.then(() => undefined, (e: unknown) => e);
+  return p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 }
 
 /** A map created with bpftool, pinned under dir. */
 function createMap(dir: string, name: string, type: string, key: number, value: number, entries = 16): string {
   const path = join(dir, name);
-  execFileSync('bpftool', ['map', 'create', path, 'type', type, 'key', String(key), 'value', String(value), 'entries', String(entries), 'name', name]);
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    path,
+    'type',
+    type,
+    'key',
+    String(key),
+    'value',
+    String(value),
+    'entries',
+    String(entries),
+    'name',
+    name,
+  ]);
   return path;
 }
 
@@ -60,24 +77,109 @@ t.test('every map operation checks buffer lengths against the map, by handle and
 
   const k = Buffer.alloc(8, 1);
   const v = Buffer.alloc(12, 2);
-  for (const [label, ref] of [['handle', h], ['fd', h.fd]] as Array<[string, MapRef]>) {
+  for (const [label, ref] of [
+    ['handle', h],
+    ['fd', h.fd],
+  ] as Array<[string, MapRef]>) {
     const op = (what: string) => new RegExp(`^${what} bx_hash$`);
-    einval(t, thrown(() => native().mapLookup(ref, Buffer.alloc(2))), op('map lookup'), /key is 2 bytes; the map's keys are 8 bytes/, `${label} lookup short key`);
-    einval(t, thrown(() => native().mapLookup(ref, Buffer.alloc(64))), op('map lookup'), /key is 64 bytes/, `${label} lookup long key`);
-    einval(t, thrown(() => native().mapLookup(ref, k, 8)), op('map lookup'), /valueLen is 8; the map's values are 12 bytes/, `${label} lookup short value buffer`);
-    einval(t, thrown(() => native().mapUpdate(ref, k, Buffer.alloc(4))), op('map update'), /value is 4 bytes; the map's values are 12 bytes/, `${label} update short value`);
-    einval(t, thrown(() => native().mapUpdate(ref, Buffer.alloc(4), v)), op('map update'), /key is 4 bytes/, `${label} update short key`);
-    einval(t, thrown(() => native().mapDelete(ref, Buffer.alloc(1))), op('map delete'), /key is 1 byte;/, `${label} delete`);
-    einval(t, thrown(() => native().mapNextKey(ref, Buffer.alloc(3))), op('map next key'), /key is 3 bytes/, `${label} next key`);
-    einval(t, thrown(() => native().mapNextKey(ref, null, 4)), op('map next key'), /keyLen is 4/, `${label} next key length`);
-    einval(t, thrown(() => native().mapDump(ref, 4, 12, 8)), op('map dump'), /keyLen is 4/, `${label} dump key length`);
-    einval(t, thrown(() => native().mapDump(ref, 8, 100, 8)), op('map dump'), /valueLen is 100/, `${label} dump value length`);
-    einval(t, thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8 * 3), Buffer.alloc(12 * 2), 3)), op('map update batch'),
-      /values are 24 bytes for 3 entries; the map's values are 12 bytes each, so 36 bytes/, `${label} update batch values`);
-    einval(t, thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8 * 2), Buffer.alloc(12 * 3), 3)), op('map update batch'),
-      /keys are 16 bytes for 3 entries/, `${label} update batch keys`);
-    einval(t, thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(0), Buffer.alloc(0), -1)), op('map update batch'), /count -1 is out of range/, `${label} negative count`);
-    einval(t, thrown(() => native().mapDeleteBatch(ref, Buffer.alloc(8 * 2 + 1), 2)), op('map delete batch'), /keys are 17 bytes for 2 entries/, `${label} delete batch`);
+    einval(
+      t,
+      thrown(() => native().mapLookup(ref, Buffer.alloc(2))),
+      op('map lookup'),
+      /key is 2 bytes; the map's keys are 8 bytes/,
+      `${label} lookup short key`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapLookup(ref, Buffer.alloc(64))),
+      op('map lookup'),
+      /key is 64 bytes/,
+      `${label} lookup long key`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapLookup(ref, k, 8)),
+      op('map lookup'),
+      /valueLen is 8; the map's values are 12 bytes/,
+      `${label} lookup short value buffer`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdate(ref, k, Buffer.alloc(4))),
+      op('map update'),
+      /value is 4 bytes; the map's values are 12 bytes/,
+      `${label} update short value`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdate(ref, Buffer.alloc(4), v)),
+      op('map update'),
+      /key is 4 bytes/,
+      `${label} update short key`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapDelete(ref, Buffer.alloc(1))),
+      op('map delete'),
+      /key is 1 byte;/,
+      `${label} delete`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapNextKey(ref, Buffer.alloc(3))),
+      op('map next key'),
+      /key is 3 bytes/,
+      `${label} next key`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapNextKey(ref, null, 4)),
+      op('map next key'),
+      /keyLen is 4/,
+      `${label} next key length`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapDump(ref, 4, 12, 8)),
+      op('map dump'),
+      /keyLen is 4/,
+      `${label} dump key length`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapDump(ref, 8, 100, 8)),
+      op('map dump'),
+      /valueLen is 100/,
+      `${label} dump value length`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8 * 3), Buffer.alloc(12 * 2), 3)),
+      op('map update batch'),
+      /values are 24 bytes for 3 entries; the map's values are 12 bytes each, so 36 bytes/,
+      `${label} update batch values`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8 * 2), Buffer.alloc(12 * 3), 3)),
+      op('map update batch'),
+      /keys are 16 bytes for 3 entries/,
+      `${label} update batch keys`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(0), Buffer.alloc(0), -1)),
+      op('map update batch'),
+      /count -1 is out of range/,
+      `${label} negative count`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapDeleteBatch(ref, Buffer.alloc(8 * 2 + 1), 2)),
+      op('map delete batch'),
+      /keys are 17 bytes for 2 entries/,
+      `${label} delete batch`,
+    );
   }
   t.equal(native().mapDump(h).count, 0, 'nothing was written by any refused call');
 
@@ -101,15 +203,37 @@ t.test('per-CPU maps take round_up(value_size, 8) x possible CPUs', async (t) =>
   const len = 16 * cpus;
   t.equal(h.valueLen, len, `valueLen is 16 x ${cpus}`);
   const k = Buffer.alloc(4);
-  for (const [label, ref] of [['handle', h], ['fd', h.fd]] as Array<[string, MapRef]>) {
-    einval(t, thrown(() => native().mapUpdate(ref, k, Buffer.alloc(12))), /^map update bx_pcpu$/,
-      new RegExp(`value is 12 bytes; the map's values are ${len} bytes \\(a per-CPU map: 12 bytes rounded up to 8, times ${cpus} possible CPUs\\)`), `${label} one CPU's value`);
-    einval(t, thrown(() => native().mapLookup(ref, k, 12)), /^map lookup bx_pcpu$/, /valueLen is 12/, `${label} lookup buffer for one CPU`);
-    einval(t, thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8), Buffer.alloc(24), 2)), /^map update batch bx_pcpu$/, /values are 24 bytes for 2 entries/, `${label} batch`);
+  for (const [label, ref] of [
+    ['handle', h],
+    ['fd', h.fd],
+  ] as Array<[string, MapRef]>) {
+    einval(
+      t,
+      thrown(() => native().mapUpdate(ref, k, Buffer.alloc(12))),
+      /^map update bx_pcpu$/,
+      new RegExp(
+        `value is 12 bytes; the map's values are ${len} bytes \\(a per-CPU map: 12 bytes rounded up to 8, times ${cpus} possible CPUs\\)`,
+      ),
+      `${label} one CPU's value`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapLookup(ref, k, 12)),
+      /^map lookup bx_pcpu$/,
+      /valueLen is 12/,
+      `${label} lookup buffer for one CPU`,
+    );
+    einval(
+      t,
+      thrown(() => native().mapUpdateBatch(ref, Buffer.alloc(8), Buffer.alloc(24), 2)),
+      /^map update batch bx_pcpu$/,
+      /values are 24 bytes for 2 entries/,
+      `${label} batch`,
+    );
   }
   const v = Buffer.alloc(len, 7);
   native().mapUpdate(h, k, v);
-  t.same(native().mapLookup(h, k), v, 'every CPU\'s value round-trips');
+  t.same(native().mapLookup(h, k), v, "every CPU's value round-trips");
   t.equal(native().mapDump(h).values.length, len);
 });
 
@@ -126,17 +250,26 @@ t.test('handles own their fds; a closed handle is EBADF; fds of the wrong kind a
   t.same([h.fd, h.closed, openFds()], [-1, true, before], 'close() closes it');
   h.close();
   const e = thrown(() => native().mapLookup(h, Buffer.alloc(8)));
-  t.ok(e instanceof BpfError && e.errno === 9 && e.op === 'map lookup bx_hash' && /closed/.test(e.detail), `a closed handle is EBADF naming the map: ${String(e)}`);
+  t.ok(
+    e instanceof BpfError && e.errno === 9 && e.op === 'map lookup bx_hash' && /closed/.test(e.detail),
+    `a closed handle is EBADF naming the map: ${String(e)}`,
+  );
 
   // a program pinned, opened as what it is and as what it is not
   const progPin = join(pin, 'bx_prog');
   native().objPin(dp.programs.fromPod.fd, progPin);
   const asMap = thrown(() => native().objGet(progPin));
-  t.ok(asMap instanceof BpfError && asMap.errno === 22 && /holds a prog, not a map/.test(asMap.detail), `a program pin is not a map: ${String(asMap)}`);
+  t.ok(
+    asMap instanceof BpfError && asMap.errno === 22 && /holds a prog, not a map/.test(asMap.detail),
+    `a program pin is not a map: ${String(asMap)}`,
+  );
   const p = native().objGet(progPin, 'prog');
   t.same([p.kind, p.name, p.id], ['prog', PROGRAMS.fromPod.name.slice(0, 15), native().progInfo(dp.programs.fromPod.fd).id]);
   const notMap = thrown(() => native().mapLookup(p.fd, Buffer.alloc(8)));
-  t.ok(notMap instanceof BpfError && notMap.errno === 22 && /is a BPF prog, not a BPF map/.test(notMap.detail), `a program fd is not a map: ${String(notMap)}`);
+  t.ok(
+    notMap instanceof BpfError && notMap.errno === 22 && /is a BPF prog, not a BPF map/.test(notMap.detail),
+    `a program fd is not a map: ${String(notMap)}`,
+  );
   t.ok(thrown(() => native().mapInfo(p)) instanceof BpfError, 'mapInfo of a program is refused too');
   p.close();
   const byId = native().progById(native().progInfo(dp.programs.fromData.fd).id);
@@ -173,7 +306,10 @@ t.test('no fd leaks on failing calls', async (t) => {
     ['a missing object file', () => native().loadObject(join(junk, 'nope.o'))],
     ['a file that is no ELF object', () => native().loadObject(join(junk, 'junk.o'))],
     ['a map that is not in the object', () => native().loadObject(join(BPF_DIR, BPF_OBJECT), { maxEntries: { bx_nope: 4 } })],
-    ['a setting that is not in the object', () => native().loadObject(join(BPF_DIR, BPF_OBJECT), { rodata: { cfg_nope: Buffer.alloc(4) } })],
+    [
+      'a setting that is not in the object',
+      () => native().loadObject(join(BPF_DIR, BPF_OBJECT), { rodata: { cfg_nope: Buffer.alloc(4) } }),
+    ],
   ] as const) {
     const e = await rejected(load());
     t.ok(e instanceof BpfError, `${what}: ${String(e)}`);
@@ -198,10 +334,23 @@ t.test('no fd leaks on failing calls', async (t) => {
   // loadPrograms: an object that is not ours fails and is closed again
   const bpfDir = mkdtempSync(join(tmpdir(), 'bpfproxy-objs-'));
   t.teardown(() => rmSync(bpfDir, { recursive: true, force: true }));
-  writeFileSync(join(bpfDir, 'other.c'), '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n' +
-    'SEC("tc") int other(struct __sk_buff *skb) { return 0; }\nchar LICENSE[] SEC("license") = "GPL";\n');
+  writeFileSync(
+    join(bpfDir, 'other.c'),
+    '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n' +
+      'SEC("tc") int other(struct __sk_buff *skb) { return 0; }\nchar LICENSE[] SEC("license") = "GPL";\n',
+  );
   const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-  execFileSync('clang', ['-O2', '-g', '-target', 'bpf', `-I/usr/include/${arch}-linux-gnu`, '-c', join(bpfDir, 'other.c'), '-o', join(bpfDir, BPF_OBJECT)]);
+  execFileSync('clang', [
+    '-O2',
+    '-g',
+    '-target',
+    'bpf',
+    `-I/usr/include/${arch}-linux-gnu`,
+    '-c',
+    join(bpfDir, 'other.c'),
+    '-o',
+    join(bpfDir, BPF_OBJECT),
+  ]);
   const failed = await rejected(loadPrograms(bpfDir, tmpPinDir(t), DEFAULT_DATAPATH));
   t.ok(failed instanceof BpfError && failed.op.includes(BPF_OBJECT), `the object is named: ${String(failed)}`);
   t.equal(openFds(), before, 'loadPrograms closed the object it had loaded');
@@ -258,11 +407,27 @@ t.test('options and arguments are type-checked, naming the option', async (t) =>
   t.equal(native().progTestRun(fd, frame, { repeat: 2, ctx: undefined }).data.length > 0, true, 'undefined options count as absent');
 
   const m = dp.maps.slots;
-  await typeError('flags', () => (native().mapUpdate as (...a: unknown[]) => unknown)(m.handle, Buffer.alloc(8), Buffer.alloc(m.handle.valueLen), 1.5), /argument 3 \(flags\) must be an integer, got the number 1.5/);
-  await typeError('a key that is no Buffer', () => (native().mapLookup as (...a: unknown[]) => unknown)(m.handle, 'k'), /argument 1 \(key\) must be a Buffer, got a string/);
-  await typeError('a map that is neither', () => (native().mapLookup as (...a: unknown[]) => unknown)({ fd: 3 }, Buffer.alloc(8)), /argument 0 \(map\) must be an fd \(integer\) or a MapHandle/);
+  await typeError(
+    'flags',
+    () => (native().mapUpdate as (...a: unknown[]) => unknown)(m.handle, Buffer.alloc(8), Buffer.alloc(m.handle.valueLen), 1.5),
+    /argument 3 \(flags\) must be an integer, got the number 1.5/,
+  );
+  await typeError(
+    'a key that is no Buffer',
+    () => (native().mapLookup as (...a: unknown[]) => unknown)(m.handle, 'k'),
+    /argument 1 \(key\) must be a Buffer, got a string/,
+  );
+  await typeError(
+    'a map that is neither',
+    () => (native().mapLookup as (...a: unknown[]) => unknown)({ fd: 3 }, Buffer.alloc(8)),
+    /argument 0 \(map\) must be an fd \(integer\) or a MapHandle/,
+  );
   const fake = Object.create(Object.getPrototypeOf(m.handle) as object) as MapHandle;
-  await typeError('an object posing as a handle', () => native().mapLookup(fake, Buffer.alloc(8)), /argument 0 \(map\) is not a MapHandle made by the addon/);
+  await typeError(
+    'an object posing as a handle',
+    () => native().mapLookup(fake, Buffer.alloc(8)),
+    /argument 0 \(map\) is not a MapHandle made by the addon/,
+  );
   await typeError('... given where any fd goes', () => native().mapInfo(fake), /argument 0 \(fd\) must be a handle made by the addon/);
   await typeError('objGet kind', () => (native().objGet as (...a: unknown[]) => unknown)('/x', 'link'), /kind\) must be 'map' or 'prog'/);
 });
@@ -277,7 +442,11 @@ t.test('errno names come from the system; only E2BIG is "map full"', async (t) =
   const timedOut = new BpfError('map update bpfproxy_fe', 110);
   t.equal(timedOut.message, 'map update bpfproxy_fe: ETIMEDOUT (Connection timed out)');
   t.equal(timedOut.code, 'ETIMEDOUT');
-  t.same([new BpfError('x', 7).isMapFull, new BpfError('x', 12).isMapFull, new BpfError('x', 28).isMapFull], [true, false, false], 'E2BIG only');
+  t.same(
+    [new BpfError('x', 7).isMapFull, new BpfError('x', 12).isMapFull, new BpfError('x', 28).isMapFull],
+    [true, false, false],
+    'E2BIG only',
+  );
   t.ok(new BpfError('x', 12).isOutOfMemory);
 
   // the reconciler: a frontend write that fails with ENOMEM is not "map full"

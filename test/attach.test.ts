@@ -14,7 +14,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { realClock } from '../src/clock.js';
-import { Attacher, TC_HANDLE, TC_PRIORITY, attachedHere, teardown, type AttachedIface, type Attachment } from '../src/dataplane/bpf/attach.js';
+import {
+  Attacher,
+  TC_HANDLE,
+  TC_PRIORITY,
+  attachedHere,
+  teardown,
+  type AttachedIface,
+  type Attachment,
+} from '../src/dataplane/bpf/attach.js';
 import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../src/dataplane/bpf/loader.js';
 import { QdiscLedger } from '../src/dataplane/bpf/qdiscs.js';
@@ -28,7 +36,9 @@ import { foreignProgram } from './helpers/foreign-prog.js';
 
 const MODES = ['tcx', 'cls'] as const;
 /** tap option: skip tcx cases on a kernel without tcx (before 6.6) */
-const needsTcx = (mode: 'tcx' | 'cls' = 'tcx') => ({ skip: mode === 'tcx' && !native().tcxSupported() ? 'kernel without tcx (Linux < 6.6)' : false });
+const needsTcx = (mode: 'tcx' | 'cls' = 'tcx') => ({
+  skip: mode === 'tcx' && !native().tcxSupported() ? 'kernel without tcx (Linux < 6.6)' : false,
+});
 type Mode = (typeof MODES)[number];
 
 function tc(ns: string, ...args: string[]): string {
@@ -55,7 +65,9 @@ function attacher(t: Test, dp: Datapath, mode: Mode, pinDir: string, safetyPollM
 }
 
 const indexOf = (name: string): number => {
-  const l = native().links().find((x) => x.name === name);
+  const l = native()
+    .links()
+    .find((x) => x.name === name);
   if (!l) throw new Error(`no interface ${name}`);
   return l.index;
 };
@@ -88,21 +100,49 @@ t.test('native tcx: a link goes first on its hook, is updated in place, detaches
   const link = native().tcxAttach(idx, 'ingress', dp.programs.fromData.fd);
   const info = native().linkInfo(link);
   t.match(info, { type: 'tcx', ifindex: idx, direction: 'ingress' });
-  t.same(native().tcxList(idx, 'ingress').map((p) => p.progId), [info.progId, theirProg], 'ours runs first, theirs after');
+  t.same(
+    native()
+      .tcxList(idx, 'ingress')
+      .map((p) => p.progId),
+    [info.progId, theirProg],
+    'ours runs first, theirs after',
+  );
   native().linkUpdate(link, dp.programs.fromPod.fd);
   const after = native().linkInfo(link);
   t.equal(after.id, info.id, 'same link');
   t.not(after.progId, info.progId, 'another program in it');
-  t.same(native().tcxList(idx, 'ingress').map((p) => p.linkId), [info.id, native().linkInfo(theirs).id], 'position kept');
-  const err = (() => { try { native().linkUpdate(link, dp.programs.fromData.fd, dp.programs.hostReply.fd); } catch (e) { return e as Error; } })();
+  t.same(
+    native()
+      .tcxList(idx, 'ingress')
+      .map((p) => p.linkId),
+    [info.id, native().linkInfo(theirs).id],
+    'position kept',
+  );
+  const err = (() => {
+    try {
+      native().linkUpdate(link, dp.programs.fromData.fd, dp.programs.hostReply.fd);
+    } catch (e) {
+      return e as Error;
+    }
+  })();
   t.match(err, { errno: 1 }, 'an update expecting another program is refused (EPERM)');
   t.equal(native().linkDetach(link), true);
   t.doesNotThrow(() => native().linkDetach(link), 'detaching twice is not an error');
   t.equal(native().linkInfo(link).ifindex, 0, 'a detached link names no interface');
   native().linkClose(link);
-  t.same(native().tcxList(idx, 'ingress').map((p) => p.progId), [theirProg], 'theirs still there');
+  t.same(
+    native()
+      .tcxList(idx, 'ingress')
+      .map((p) => p.progId),
+    [theirProg],
+    'theirs still there',
+  );
   t.same(native().tcxList(idx, 'egress'), []);
-  const kinds = new Map(native().links().map((l) => [l.name, l.kind]));
+  const kinds = new Map(
+    native()
+      .links()
+      .map((l) => [l.name, l.kind]),
+  );
   t.equal(kinds.get('eth0'), 'veth', 'the link dump says what kind an interface is');
   t.equal(kinds.get('lo'), '', 'and nothing for one without IFLA_INFO_KIND');
 });
@@ -126,15 +166,34 @@ for (const mode of MODES) {
     t.ok(a.watching, 'netlink events subscribed');
     for (const dev of ['eth0', 'calia']) {
       const o = oursOn(dev, pinDir);
-      t.same(o.map((x) => `${x.hook} ${x.direction} ${x.program}`).sort(),
-        [`${hookOf(mode)} egress bpfproxy_host`, `${hookOf(mode)} ingress ${dev === 'eth0' ? 'bpfproxy_data' : 'bpfproxy_pod'}`], `${dev}: ingress and egress programs`);
+      t.same(
+        o.map((x) => `${x.hook} ${x.direction} ${x.program}`).sort(),
+        [`${hookOf(mode)} egress bpfproxy_host`, `${hookOf(mode)} ingress ${dev === 'eth0' ? 'bpfproxy_data' : 'bpfproxy_pod'}`],
+        `${dev}: ingress and egress programs`,
+      );
     }
     t.same(oursOn('other0', pinDir), [], 'a non-matching interface is left alone');
-    t.same(a.list().map((x) => x.name).sort(), ['calia', 'eth0']);
+    t.same(
+      a
+        .list()
+        .map((x) => x.name)
+        .sort(),
+      ['calia', 'eth0'],
+    );
     t.ok(dp.maps.podIfs.get({ ifindex: indexOf('calia') }), 'calia recorded as a pod veth (kind from the link dump)');
     if (mode === 'tcx') {
-      t.same(readdirSync(tcxPinDir(pinDir)).sort(), [`${indexOf('calia')}-egress`, `${indexOf('calia')}-ingress`, `${indexOf('eth0')}-egress`, `${indexOf('eth0')}-ingress`].sort(), 'links pinned');
-      t.same(native().tcxList(indexOf('eth0'), 'ingress').map((p) => p.linkId)[0], oursOn('eth0', pinDir).find((x) => x.direction === 'ingress')!.linkId, 'ours first');
+      t.same(
+        readdirSync(tcxPinDir(pinDir)).sort(),
+        [`${indexOf('calia')}-egress`, `${indexOf('calia')}-ingress`, `${indexOf('eth0')}-egress`, `${indexOf('eth0')}-ingress`].sort(),
+        'links pinned',
+      );
+      t.same(
+        native()
+          .tcxList(indexOf('eth0'), 'ingress')
+          .map((p) => p.linkId)[0],
+        oursOn('eth0', pinDir).find((x) => x.direction === 'ingress')!.linkId,
+        'ours first',
+      );
       t.notOk(/clsact/.test(tc(ns, 'qdisc', 'show', 'dev', 'calia')), 'no clsact qdisc needed');
     }
 
@@ -162,7 +221,10 @@ for (const mode of MODES) {
       } else {
         tc(ns, 'filter', 'del', 'dev', 'eth0', 'ingress', 'pref', String(TC_PRIORITY), 'handle', `0x${TC_HANDLE.toString(16)}`, 'bpf');
       }
-      t.notOk(oursOn('eth0', pinDir).some((x) => x.direction === 'ingress'), 'gone');
+      t.notOk(
+        oursOn('eth0', pinDir).some((x) => x.direction === 'ingress'),
+        'gone',
+      );
       await until('put back', () => oursOn('eth0', pinDir).some((x) => x.direction === 'ingress'), 3000);
       t.pass('back within a safety poll');
     });
@@ -174,7 +236,10 @@ for (const mode of MODES) {
       t.match(tc(ns, 'filter', 'show', 'dev', 'eth0', 'ingress'), /pref 5 u32/, 'their filter stays');
       if (mode === 'tcx') {
         t.equal(native().tcxList(indexOf('eth0'), 'ingress').length, 1, 'their tcx program stays');
-        t.notOk(readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${indexOf('eth0')}-`)), 'eth0 links unpinned');
+        t.notOk(
+          readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${indexOf('eth0')}-`)),
+          'eth0 links unpinned',
+        );
       }
       a.setPatterns(/^eth0$/, /^cali/);
       t.equal(oursOn('eth0', pinDir).length, 2, 'back');
@@ -236,11 +301,19 @@ for (const mode of MODES) {
       await until(`${name} forgotten`, () => !a.list().some((x) => x.name === name), 1000);
       goneMs.push(performance.now() - t1);
       t.notOk(dp.maps.podIfs.get({ ifindex: idx }), `${name}: pod veth record dropped`);
-      if (mode === 'tcx') t.notOk(readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${idx}-`)), `${name}: its links unpinned`);
+      if (mode === 'tcx')
+        t.notOk(
+          readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${idx}-`)),
+          `${name}: its links unpinned`,
+        );
     }
-    t.comment(`${mode}: newlink event read from the socket to attached (both programs): median ${median(fromEventMs).toFixed(2)} ms, max ${Math.max(...fromEventMs).toFixed(2)} ms`);
-    t.comment(`${mode}: veth creation to attached, from before spawning ip: median ${median(attachMs).toFixed(1)} ms, max ${Math.max(...attachMs).toFixed(1)} ms `
-      + `(ip itself: median ${median(ipMs).toFixed(1)} ms); deletion noticed: median ${median(goneMs).toFixed(1)} ms, max ${Math.max(...goneMs).toFixed(1)} ms`);
+    t.comment(
+      `${mode}: newlink event read from the socket to attached (both programs): median ${median(fromEventMs).toFixed(2)} ms, max ${Math.max(...fromEventMs).toFixed(2)} ms`,
+    );
+    t.comment(
+      `${mode}: veth creation to attached, from before spawning ip: median ${median(attachMs).toFixed(1)} ms, max ${Math.max(...attachMs).toFixed(1)} ms ` +
+        `(ip itself: median ${median(ipMs).toFixed(1)} ms); deletion noticed: median ${median(goneMs).toFixed(1)} ms, max ${Math.max(...goneMs).toFixed(1)} ms`,
+    );
     t.ok(Math.max(...attachMs) < 1000, `every new veth attached well within the safety poll (max ${Math.max(...attachMs).toFixed(1)} ms)`);
     t.equal(fromEventMs.length, attachMs.length, 'every creation seen as an event');
 
@@ -285,7 +358,10 @@ t.test('tcx: a restarted attacher adopts the pinned links and swaps programs in 
   first.start();
   const before = attachedHere(pinDir);
   t.equal(before.length, 4);
-  t.ok(before.every((x) => x.pinned), 'pinned in our pin dir');
+  t.ok(
+    before.every((x) => x.pinned),
+    'pinned in our pin dir',
+  );
   first.stop();
   t.same(attachedHere(pinDir), before, 'the agent stopped, the links stay (pinned)');
   // the next agent: programs loaded again over the same maps
@@ -306,7 +382,10 @@ t.test('tcx: a restarted attacher adopts the pinned links and swaps programs in 
     ip(ns, 'link', 'del', 'calia');
     const third = attacher(t, dp2, 'tcx', pinDir);
     third.start();
-    t.notOk(readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${gone}-`)), 'unpinned');
+    t.notOk(
+      readdirSync(tcxPinDir(pinDir)).some((n) => n.startsWith(`${gone}-`)),
+      'unpinned',
+    );
     t.equal(attachedHere(pinDir).length, 2, 'eth0 still attached');
     third.stop();
   });
@@ -318,23 +397,34 @@ t.test('tcx: a restarted attacher adopts the pinned links and swaps programs in 
   });
 });
 
-t.test('switching modes on one pin dir: the other mode\'s leftovers go once ours is in place', needsTcx(), async (t) => {
+t.test("switching modes on one pin dir: the other mode's leftovers go once ours is in place", needsTcx(), async (t) => {
   const ns = tmpNetns(t);
   veths(ns, ['eth0', 'eth1'], ['calia', 'podside']);
   const { dp, pinDir } = await datapath(t);
   enter(t, ns);
-  const hooks = () => attachedHere(pinDir).map((x) => `${x.iface} ${x.hook} ${x.direction}`).sort();
+  const hooks = () =>
+    attachedHere(pinDir)
+      .map((x) => `${x.iface} ${x.hook} ${x.direction}`)
+      .sort();
   const cls = attacher(t, dp, 'cls', pinDir);
   cls.start();
   t.same(hooks(), ['calia cls egress', 'calia cls ingress', 'eth0 cls egress', 'eth0 cls ingress']);
   cls.stop();
   const tcx = attacher(t, dp, 'tcx', pinDir);
   tcx.start();
-  t.same(hooks(), ['calia tcx egress', 'calia tcx ingress', 'eth0 tcx egress', 'eth0 tcx ingress'], 'cls filters removed after the links are in');
+  t.same(
+    hooks(),
+    ['calia tcx egress', 'calia tcx ingress', 'eth0 tcx egress', 'eth0 tcx ingress'],
+    'cls filters removed after the links are in',
+  );
   tcx.stop();
   const back = attacher(t, dp, 'cls', pinDir);
   back.start();
-  t.same(hooks(), ['calia cls egress', 'calia cls ingress', 'eth0 cls egress', 'eth0 cls ingress'], 'links detached after the filters are in');
+  t.same(
+    hooks(),
+    ['calia cls egress', 'calia cls ingress', 'eth0 cls egress', 'eth0 cls ingress'],
+    'links detached after the filters are in',
+  );
   t.same(readdirSync(tcxPinDir(pinDir)), [], 'and unpinned');
   await sleep(10);
 });

@@ -10,7 +10,16 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterBench, KNB_FORMAT, parseFacts, parseMonitor, parseOnlyTests, renderCluster, windowFigures, type ClusterResults } from '../src/bench/cluster.js';
+import {
+  ClusterBench,
+  KNB_FORMAT,
+  parseFacts,
+  parseMonitor,
+  parseOnlyTests,
+  renderCluster,
+  windowFigures,
+  type ClusterResults,
+} from '../src/bench/cluster.js';
 import { compareClusters, loadClusterResults, parseClusterResults } from '../src/bench/compare.js';
 import { loadKubeConfig } from '../src/k8s/client.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
@@ -28,7 +37,19 @@ async function withVersion(target: string, gitVersion: string): Promise<{ url: s
   const server = createServer((req, res) => {
     if (req.url === '/version') {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ major: '1', minor: '33', gitVersion, gitCommit: '', gitTreeState: 'clean', buildDate: '', goVersion: '', compiler: 'gc', platform: 'linux/amd64' }));
+      res.end(
+        JSON.stringify({
+          major: '1',
+          minor: '33',
+          gitVersion,
+          gitCommit: '',
+          gitTreeState: 'clean',
+          buildDate: '',
+          goVersion: '',
+          compiler: 'gc',
+          platform: 'linux/amd64',
+        }),
+      );
       return;
     }
     const up = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (r) => {
@@ -45,15 +66,23 @@ async function withVersion(target: string, gitVersion: string): Promise<{ url: s
 function monitorLog(from: number, to: number): string {
   const out: string[] = [];
   for (let s = from, i = 0; s <= to; s++, i++) {
-    out.push(`T ${s}`, `cpu  ${1000 + 50 * i} 0 ${500 + 10 * i} ${9000 + 40 * i} 0 0 0 0 0 0`, 'MemTotal:       8388608 kB', 'MemAvailable:   2097152 kB');
+    out.push(
+      `T ${s}`,
+      `cpu  ${1000 + 50 * i} 0 ${500 + 10 * i} ${9000 + 40 * i} 0 0 0 0 0 0`,
+      'MemTotal:       8388608 kB',
+      'MemAvailable:   2097152 kB',
+    );
   }
   return `${out.join('\n')}\n`;
 }
 
 function iperfJson(bps: number, udp: boolean): string {
-  return JSON.stringify({ start: {}, end: udp
-    ? { sum: { bits_per_second: bps, lost_percent: 1.5 }, sum_received: { bits_per_second: bps } }
-    : { sum_sent: { bits_per_second: bps, retransmits: 7 }, sum_received: { bits_per_second: bps } } });
+  return JSON.stringify({
+    start: {},
+    end: udp
+      ? { sum: { bits_per_second: bps, lost_percent: 1.5 }, sum_received: { bits_per_second: bps } }
+      : { sum_sent: { bits_per_second: bps, retransmits: 7 }, sum_received: { bits_per_second: bps } },
+  });
 }
 
 t.test('orchestration: pods pinned, knb keys, windows, cleanup', async (t) => {
@@ -73,7 +102,11 @@ t.test('orchestration: pods pinned, knb keys, windows, cleanup', async (t) => {
     const spec = pod.spec as { nodeName: string; containers: Array<{ command: string[] }> };
     const command = spec.containers[0]!.command;
     created.push({ name: pod.metadata.name, node: spec.nodeName, command });
-    if (pod.metadata.name === 'monitor-server') set({ phase: 'Running' }, `FACT cpu   AMD EPYC 7B13 64-Core Processor\nFACT kernel 6.8.0-1015-gcp\nFACT mtu 1460\n${monitorLog(now() - 2, now() + 120)}`);
+    if (pod.metadata.name === 'monitor-server')
+      set(
+        { phase: 'Running' },
+        `FACT cpu   AMD EPYC 7B13 64-Core Processor\nFACT kernel 6.8.0-1015-gcp\nFACT mtu 1460\n${monitorLog(now() - 2, now() + 120)}`,
+      );
     else if (pod.metadata.name.startsWith('monitor')) set({ phase: 'Running' }, monitorLog(now() - 2, now() + 120));
     else if (pod.metadata.name === 'server') setTimeout(() => set({ phase: 'Running', podIP: '10.244.2.5' }), 30);
     else {
@@ -81,20 +114,58 @@ t.test('orchestration: pods pinned, knb keys, windows, cleanup', async (t) => {
       const target = command[command.indexOf('-c') + 1];
       const bps = (target === '10.244.2.5' ? 9.4e9 : 9.1e9) / (udp ? 4 : 1);
       const start = new Date();
-      setTimeout(() => set({
-        phase: 'Succeeded',
-        containerStatuses: [{ name: 'main', state: { terminated: { exitCode: 0, startedAt: start.toISOString(), finishedAt: new Date(start.getTime() + 3000).toISOString() } } }],
-      }, iperfJson(bps, udp)), 50);
+      setTimeout(
+        () =>
+          set(
+            {
+              phase: 'Succeeded',
+              containerStatuses: [
+                {
+                  name: 'main',
+                  state: {
+                    terminated: { exitCode: 0, startedAt: start.toISOString(), finishedAt: new Date(start.getTime() + 3000).toISOString() },
+                  },
+                },
+              ],
+            },
+            iperfJson(bps, udp),
+          ),
+        50,
+      );
     }
   };
   const bench = new ClusterBench(loadKubeConfig(join(dir, 'kubeconfig')), {
-    clientNode: 'node-a', serverNode: 'node-b', duration: 1, tests: parseOnlyTests('idle,p2p,p2s'), socketBufferSize: '256K',
-    namespace: 'knb', image: 'networkstatic/iperf3', podTimeout: 10, keep: false, pollMs: 20, name: 'kube-proxy-run',
+    clientNode: 'node-a',
+    serverNode: 'node-b',
+    duration: 1,
+    tests: parseOnlyTests('idle,p2p,p2s'),
+    socketBufferSize: '256K',
+    namespace: 'knb',
+    image: 'networkstatic/iperf3',
+    podTimeout: 10,
+    keep: false,
+    pollMs: 20,
+    name: 'kube-proxy-run',
   });
   const r = await bench.run();
-  t.match(r.metadata, { name: 'kube-proxy-run', generator: 'bpfproxy bench cluster', version: /^\d+\.\d+\.\d+/, knbCompatible: KNB_FORMAT, 'server-node': 'node-b', 'client-node': 'node-a', 'socket-buffer-size': '256K' }, 'knb\'s metadata keys');
-  t.same({ cpu: r.data.cpu, kernel: r.data.kernel, k8s: r.data['k8s-version'], mtu: r.data.mtu },
-    { cpu: 'AMD EPYC 7B13 64-Core Processor', kernel: '6.8.0-1015-gcp', k8s: 'v1.33.2', mtu: '1460' }, 'knb\'s data keys: from the server node\'s monitor and /version');
+  t.match(
+    r.metadata,
+    {
+      name: 'kube-proxy-run',
+      generator: 'bpfproxy bench cluster',
+      version: /^\d+\.\d+\.\d+/,
+      knbCompatible: KNB_FORMAT,
+      'server-node': 'node-b',
+      'client-node': 'node-a',
+      'socket-buffer-size': '256K',
+    },
+    "knb's metadata keys",
+  );
+  t.same(
+    { cpu: r.data.cpu, kernel: r.data.kernel, k8s: r.data['k8s-version'], mtu: r.data.mtu },
+    { cpu: 'AMD EPYC 7B13 64-Core Processor', kernel: '6.8.0-1015-gcp', k8s: 'v1.33.2', mtu: '1460' },
+    "knb's data keys: from the server node's monitor and /version",
+  );
   t.equal(r.data.idle!.bandwidth, 0, 'idle has bandwidth 0, as knb writes it');
   t.same(Object.keys(r.data).sort(), ['cpu', 'idle', 'k8s-version', 'kernel', 'mtu', 'pod2pod', 'pod2svc']);
   t.same(Object.keys(r.data.pod2pod!).sort(), ['tcp', 'udp']);
@@ -102,9 +173,16 @@ t.test('orchestration: pods pinned, knb keys, windows, cleanup', async (t) => {
   t.equal(r.data.pod2svc!.tcp!.bandwidth, 9100, 'pod-to-service went to the service IP');
   t.equal(r.data.pod2pod!.tcp!.retransmits, 7);
   t.equal(r.data.pod2svc!.udp!.lostPercent, 1.5);
-  t.match(r.data.pod2pod!.tcp!.client, { cpu: { user: 50, system: 10, iowait: 0, total: 60 }, ram: 6144 }, 'CPU and RAM over the test window');
+  t.match(
+    r.data.pod2pod!.tcp!.client,
+    { cpu: { user: 50, system: 10, iowait: 0, total: 60 }, ram: 6144 },
+    'CPU and RAM over the test window',
+  );
   t.match(r.data.idle!.server, { cpu: { total: 60 } });
-  t.ok(created.filter((c) => c.name.startsWith('client')).every((c) => c.node === 'node-a'), 'clients pinned to the client node');
+  t.ok(
+    created.filter((c) => c.name.startsWith('client')).every((c) => c.node === 'node-a'),
+    'clients pinned to the client node',
+  );
   t.equal(created.find((c) => c.name === 'server')!.node, 'node-b', 'server pinned to the server node');
   const udp = created.find((c) => c.name === 'client-pod2pod-udp')!.command;
   t.same(udp.slice(udp.indexOf('-u')), ['-u', '-b', '0', '-w', '256K'], 'UDP as knb runs it, with -sbs');
@@ -123,9 +201,15 @@ t.test('orchestration: pods pinned, knb keys, windows, cleanup', async (t) => {
     t.match(files['bandwidth.svg']!, /^<svg/);
   });
 
-  t.test('compare accepts knb\'s own -o json on either side', async (t) => {
+  t.test("compare accepts knb's own -o json on either side", async (t) => {
     const knb = loadClusterResults(KNB_FIXTURE);
-    t.match(knb.metadata, { name: 'knb-31337', generator: 'knb', version: '1.5.0', date: '2021-03-04 10:11:12', 'client-node': 'aks-nodepool1-00000000' });
+    t.match(knb.metadata, {
+      name: 'knb-31337',
+      generator: 'knb',
+      version: '1.5.0',
+      date: '2021-03-04 10:11:12',
+      'client-node': 'aks-nodepool1-00000000',
+    });
     t.same([knb.data['k8s-version'], knb.data.mtu, knb.data.kernel], ['v1.19.7', '1500', '5.4.0-1040-azure']);
     t.match(knb.data.pod2svc!.tcp, { bandwidth: 9320, client: { cpu: { total: 25.75, system: 23.87 }, ram: 1035 } });
     const ours = parseClusterResults(JSON.stringify(r), 'ours.json');
@@ -157,9 +241,13 @@ t.test('compare: results it cannot read are named, with what was wrong', async (
 
 t.test('knb words for -ot, facts, and window arithmetic', async (t) => {
   t.same(parseOnlyTests('tcp'), ['pod2pod.tcp', 'pod2svc.tcp']);
-  t.same(parseOnlyTests('all'), ['idle', 'pod2pod.tcp', 'pod2pod.udp', 'pod2svc.tcp', 'pod2svc.udp'], 'knb\'s all');
-  t.same(parseOnlyTests('p2ptcp,p2sudp'), ['pod2pod.tcp', 'pod2svc.udp'], 'knb\'s p2ptcp, p2sudp');
-  t.same(parseFacts('T 1\nFACT cpu  Intel(R)  Xeon(R)\nFACT kernel 6.1.0\nFACT mtu\n'), { cpu: 'Intel(R) Xeon(R)', kernel: '6.1.0', mtu: '' }, 'whitespace collapsed as knb\'s echo; missing values empty');
+  t.same(parseOnlyTests('all'), ['idle', 'pod2pod.tcp', 'pod2pod.udp', 'pod2svc.tcp', 'pod2svc.udp'], "knb's all");
+  t.same(parseOnlyTests('p2ptcp,p2sudp'), ['pod2pod.tcp', 'pod2svc.udp'], "knb's p2ptcp, p2sudp");
+  t.same(
+    parseFacts('T 1\nFACT cpu  Intel(R)  Xeon(R)\nFACT kernel 6.1.0\nFACT mtu\n'),
+    { cpu: 'Intel(R) Xeon(R)', kernel: '6.1.0', mtu: '' },
+    "whitespace collapsed as knb's echo; missing values empty",
+  );
   t.same(parseOnlyTests('idle,p2s_udp'), ['idle', 'pod2svc.udp']);
   t.throws(() => parseOnlyTests('p3p'), /unknown test "p3p"/);
   const s = parseMonitor(monitorLog(100, 110));

@@ -26,7 +26,11 @@ t.test('bench gc --smoke', async (t) => {
     t.ok(after.lag.samples > 0 && before.lag.samples > 0, `${work}: the event loop was sampled`);
   }
   t.equal(r.phases.find((p) => p.work === 'gc')?.count, r.filled.dead, 'the GC removed the dead connections, both halves');
-  t.equal(r.phases.find((p) => p.work === 'udp-flush')?.count, r.filled.udpToRemoved, 'the flush removed the UDP flows to the removed endpoint');
+  t.equal(
+    r.phases.find((p) => p.work === 'udp-flush')?.count,
+    r.filled.udpToRemoved,
+    'the flush removed the UDP flows to the removed endpoint',
+  );
   t.same(writeGcResults(dir, r).sort(), ['report.md', 'results.json']);
   t.match(readFileSync(join(dir, 'report.md'), 'utf8'), /## Targets/);
   t.equal(gcTargets(r).length, 4, 'every target reported, met or not');

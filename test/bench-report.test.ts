@@ -13,29 +13,73 @@ import type { KubeProxyIptablesFigures, SyncRecord } from '../src/bench/kube-pro
 const s = (x: number) => summarize([x]);
 function run(variant: VariantRun['variant'], kubeProxy?: KubeProxyIptablesFigures): VariantRun {
   return {
-    variant, services: 1000, programMs: variant === 'direct' ? 0 : 700, endpointChangeMs: variant === 'direct' ? null : { p50: 240, p99: 400, samples: [240, 400] },
-    tcpGbps: s(17), tcpRetransmits: [0], tcpCpuSecPerGbit: s(0.08), udpGbps: s(2), udpLostPercent: [0], udpCpuSecPerGbit: s(0.5),
-    crrRate: s(10000), crrP50us: s(150), crrP99us: s(400), crrErrors: [0], generatorCpu: [0.5], generatorSaturated: false, errors: [],
+    variant,
+    services: 1000,
+    programMs: variant === 'direct' ? 0 : 700,
+    endpointChangeMs: variant === 'direct' ? null : { p50: 240, p99: 400, samples: [240, 400] },
+    tcpGbps: s(17),
+    tcpRetransmits: [0],
+    tcpCpuSecPerGbit: s(0.08),
+    udpGbps: s(2),
+    udpLostPercent: [0],
+    udpCpuSecPerGbit: s(0.5),
+    crrRate: s(10000),
+    crrP50us: s(150),
+    crrP99us: s(400),
+    crrErrors: [0],
+    generatorCpu: [0.5],
+    generatorSaturated: false,
+    errors: [],
     ...(kubeProxy ? { kubeProxy } : {}),
   };
 }
-const sync = (at: number, kind: SyncRecord['kind'], cleanup: boolean, wallMs: number, cpuMs: number): SyncRecord =>
-  ({ at, kind, cleanup, ensureJumps: kind === 'full', largeClusterMode: true, changed: 1, restoreBytes: 1000, deletedChains: 0, wallMs, cpuMs });
+const sync = (at: number, kind: SyncRecord['kind'], cleanup: boolean, wallMs: number, cpuMs: number): SyncRecord => ({
+  at,
+  kind,
+  cleanup,
+  ensureJumps: kind === 'full',
+  largeClusterMode: true,
+  changed: 1,
+  restoreBytes: 1000,
+  deletedChains: 0,
+  wallMs,
+  cpuMs,
+});
 
 function results(kubeProxy?: KubeProxyIptablesFigures): LocalResults {
   return {
     kind: 'bpfproxy-bench-local',
-    environment: { date: '2026-11-23T00:00:00Z', kernel: '6.1', cpuModel: 'test', cpus: 2, memoryGiB: 8, node: 'v22', iperf3: 'iperf 3', iptables: 'iptables v1.8.9 (nf_tables)', nft: 'nftables', clang: 'clang', virtualized: 'none' },
+    environment: {
+      date: '2026-11-23T00:00:00Z',
+      kernel: '6.1',
+      cpuModel: 'test',
+      cpus: 2,
+      memoryGiB: 8,
+      node: 'v22',
+      iperf3: 'iperf 3',
+      iptables: 'iptables v1.8.9 (nf_tables)',
+      nft: 'nftables',
+      clang: 'clang',
+      virtualized: 'none',
+    },
     options: { ...FULL, services: [1000], variants: ['direct', 'iptables'] },
     runs: [run('direct'), run('iptables', kubeProxy)],
-    packetNs: [], programming: null, agentRss: [],
+    packetNs: [],
+    programming: null,
+    agentRss: [],
   };
 }
 
 t.test('kube-proxy iptables sync costs in the report', async (t) => {
   const kp: KubeProxyIptablesFigures = {
-    largeClusterMode: true, totalEndpoints: 1002,
-    syncs: [sync(0, 'full', true, 700, 650), sync(10_000, 'partial', false, 240, 200), sync(20_000, 'partial', false, 250, 220), sync(40_000, 'partial', true, 400, 380)],
+    largeClusterMode: true,
+    totalEndpoints: 1002,
+    syncs: [
+      sync(0, 'full', true, 700, 650),
+      sync(10_000, 'partial', false, 240, 200),
+      sync(20_000, 'partial', false, 250, 220),
+      sync(40_000, 'partial', true, 400, 380),
+    ],
     periodicSync: sync(3_640_000, 'partial', true, 380, 360),
     canary: { wallMs: 5, cpuMs: 2, everyMs: 30_000 },
     idleCpuSecPerSec: (360 + 120 * 2) / 1000 / 3600,
@@ -43,10 +87,17 @@ t.test('kube-proxy iptables sync costs in the report', async (t) => {
   const md = renderLocal(results(kp))['report.md']!;
   t.match(md, /## kube-proxy iptables: what its syncs cost/);
   t.match(md, /Endpoint changes arrive every 10 s of virtual time/);
-  t.match(md, /\| 1000 \| 1002 \| yes \| 700\.0 \| 240 \/ 400 \| 267 \| 1 of 3 \| partial \| 380\.0 \(360\) \| 5\.0 \| 600 \|/, 'one row: first sync, changes, cleanups, hourly sync, idle CPU ms per hour');
+  t.match(
+    md,
+    /\| 1000 \| 1002 \| yes \| 700\.0 \| 240 \/ 400 \| 267 \| 1 of 3 \| partial \| 380\.0 \(360\) \| 5\.0 \| 600 \|/,
+    'one row: first sync, changes, cleanups, hourly sync, idle CPU ms per hour',
+  );
   t.match(md, /an endpoint change is a partial sync \(MinimizeIPTablesRestore/);
   t.notMatch(md, /full `iptables-restore` of the ruleset/, 'the old method note is gone');
-  t.ok(targets(results(kp)).some((x) => /vs kube-proxy iptables/.test(x.target)), 'targets still compare with kube-proxy iptables');
+  t.ok(
+    targets(results(kp)).some((x) => /vs kube-proxy iptables/.test(x.target)),
+    'targets still compare with kube-proxy iptables',
+  );
 });
 
 t.test('results saved before kube-proxy figures still render', async (t) => {

@@ -28,8 +28,15 @@ t.test('bench local --smoke', async (t) => {
       if (v !== 'direct') t.equal(x.endpointChangeMs?.samples.length, SMOKE.endpointChanges, `${v} at ${n}: endpoint changes timed`);
     }
   }
-  t.ok(r.packetNs.every((p) => p.newFlowNs > 0 && p.establishedNs > 0), 'per-packet ns measured');
-  t.same(r.agentRss.map((a) => a.source), ['manifests', 'kubernetes'], 'agent RSS on both sources');
+  t.ok(
+    r.packetNs.every((p) => p.newFlowNs > 0 && p.establishedNs > 0),
+    'per-packet ns measured',
+  );
+  t.same(
+    r.agentRss.map((a) => a.source),
+    ['manifests', 'kubernetes'],
+    'agent RSS on both sources',
+  );
   const files = writeResults(dir, r, renderLocal);
   t.same(files.sort(), ['connection-rate.svg', 'cpu-per-gbit.svg', 'programming-time.svg', 'report.md', 'results.json', 'throughput.svg']);
   const md = readFileSync(join(dir, 'report.md'), 'utf8');

@@ -30,10 +30,13 @@ function tc(ns: string, ...args: string[]): string {
 
 const hasClsact = (ns: string, dev: string) => /clsact/.test(tc(ns, 'qdisc', 'show', 'dev', dev));
 /** Program id of our filter on dev, 0 when none. */
-const ours = (ns: string, dev: string) => inNetns(ns, () => {
-  const i = native().interfaces().find((x) => x.name === dev)!;
-  return native().tcQuery(i.index, 'ingress', TC_HANDLE, TC_PRIORITY);
-});
+const ours = (ns: string, dev: string) =>
+  inNetns(ns, () => {
+    const i = native()
+      .interfaces()
+      .find((x) => x.name === dev)!;
+    return native().tcQuery(i.index, 'ingress', TC_HANDLE, TC_PRIORITY);
+  });
 
 /**
  * eth0, calitest, eth6: no clsact before (we create it; on eth6 someone adds
@@ -42,7 +45,13 @@ const ours = (ns: string, dev: string) => inNetns(ns, () => {
  */
 function node(t: Test): string {
   const ns = tmpNetns(t);
-  for (const [a, b] of [['eth0', 'p0'], ['calitest', 'p1'], ['eth6', 'p6'], ['eth7', 'p7'], ['eth8', 'p8']] as const) {
+  for (const [a, b] of [
+    ['eth0', 'p0'],
+    ['calitest', 'p1'],
+    ['eth6', 'p6'],
+    ['eth7', 'p7'],
+    ['eth8', 'p8'],
+  ] as const) {
     ip(ns, 'link', 'add', a, 'type', 'veth', 'peer', 'name', b);
     ip(ns, 'link', 'set', a, 'up');
   }
@@ -60,8 +69,30 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
   const state = tmpDir(t, 'bpfproxy-state-');
   const manifests = tmpDir(t, 'bpfproxy-cleanup-');
   writeFileSync(join(manifests, 'empty.yaml'), '');
-  const agentArgs = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--pin-dir', pinDir, '--state-dir', state,
-    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', '--tc-attach', 'cls'];
+  const agentArgs = [
+    '--manifests',
+    manifests,
+    '--node',
+    'n1',
+    '--bpf-enabled',
+    'true',
+    '--pin-dir',
+    pinDir,
+    '--state-dir',
+    state,
+    '--data-ifaces',
+    '^eth',
+    '--pod-ifaces',
+    '^cali',
+    '--metrics-port',
+    '0',
+    '--health-port',
+    '0',
+    '--healthz-port',
+    '0',
+    '--tc-attach',
+    'cls',
+  ];
   const cleanup = ['cleanup', '--pin-dir', pinDir, '--state-dir', state];
   const { qdiscs: ledger } = statePaths(state, pinDir);
 
@@ -78,7 +109,7 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
     const pins = readdirSync(pinDir).sort();
     const r = await cliInAsync(ns, cleanup);
     t.equal(r.status, 1, 'exits 1');
-    t.match(r.stderr, new RegExp(`in use by agent pid ${agent.pid}`), 'names the agent\'s pid');
+    t.match(r.stderr, new RegExp(`in use by agent pid ${agent.pid}`), "names the agent's pid");
     t.match(r.stderr, /Stop the agent first .*kubectl.*kill \d+.*or pass --force/, 'says what to do');
     t.match(r.stderr, /Nothing was changed/);
     for (const d of IFACES) t.ok(ours(ns, d) > 0, `still attached to ${d}`);
@@ -98,7 +129,7 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
     for (const d of IFACES) t.equal(ours(ns, d), 0, `ours gone from ${d}`);
     t.notOk(hasClsact(ns, 'eth0'), 'eth0: the clsact we created is gone');
     t.notOk(hasClsact(ns, 'calitest'), 'calitest: the clsact we created is gone');
-    t.match(tc(ns, 'filter', 'show', 'dev', 'eth6', 'egress'), /u32/, 'eth6: we created it, but someone\'s filter moved in: kept, with it');
+    t.match(tc(ns, 'filter', 'show', 'dev', 'eth6', 'egress'), /u32/, "eth6: we created it, but someone's filter moved in: kept, with it");
     t.match(tc(ns, 'filter', 'show', 'dev', 'eth7', 'ingress'), /pref 5 u32/, 'eth7: the foreign filter stays');
     t.ok(hasClsact(ns, 'eth8'), 'eth8: an empty clsact that was not ours stays');
     t.notOk(existsSync(pinDir), 'unpinned');
@@ -122,79 +153,142 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
     t.match(tc(ns, 'filter', 'show', 'dev', 'eth7', 'ingress'), /pref 5 u32/, 'the foreign filter stays');
     t.notOk(existsSync(pinDir), 'unpinned');
     // Only the record of eth6 (someone else's filter in it) remains.
-    t.same((JSON.parse(readFileSync(ledger, 'utf8')) as { qdiscs: Array<{ iface: string }> }).qdiscs.map((x) => x.iface), ['eth6']);
+    t.same(
+      (JSON.parse(readFileSync(ledger, 'utf8')) as { qdiscs: Array<{ iface: string }> }).qdiscs.map((x) => x.iface),
+      ['eth6'],
+    );
   });
 });
 
 /** Our tcx links on dev (in ns): the hooks they sit on. */
-const tcxHooks = (ns: string, pinDir: string, dev: string) => inNetns(ns, () => attachedHere(pinDir).filter((a) => a.iface === dev && a.hook === 'tcx').map((a) => a.direction).sort());
+const tcxHooks = (ns: string, pinDir: string, dev: string) =>
+  inNetns(ns, () =>
+    attachedHere(pinDir)
+      .filter((a) => a.iface === dev && a.hook === 'tcx')
+      .map((a) => a.direction)
+      .sort(),
+  );
 
-t.test('tcx mode: links pinned, left by a killed agent, shown by status (also with the maps gone), removed by cleanup; foreign programs stay', { skip: native().tcxSupported() ? false : 'kernel without tcx (Linux < 6.6)' }, async (t) => {
-  const ns = node(t);
-  const pinDir = tmpPinDir(t);
-  const state = tmpDir(t, 'bpfproxy-state-');
-  const manifests = tmpDir(t, 'bpfproxy-cleanup-');
-  writeFileSync(join(manifests, 'empty.yaml'), '');
-  const agentArgs = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--pin-dir', pinDir, '--state-dir', state,
-    '--data-ifaces', '^eth', '--pod-ifaces', '^cali', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', '--tc-attach', 'tcx'];
-  // someone else's tcx program on eth0, held by this process
-  const foreign = await foreignProgram(t);
-  const theirs = inNetns(ns, () => native().tcxAttach(native().links().find((l) => l.name === 'eth0')!.index, 'ingress', foreign));
-  t.teardown(() => native().linkClose(theirs));
-  const theirProg = native().linkInfo(theirs).progId;
-  const eth0Tcx = () => inNetns(ns, () => native().tcxList(native().links().find((l) => l.name === 'eth0')!.index, 'ingress').map((p) => p.progId));
+t.test(
+  'tcx mode: links pinned, left by a killed agent, shown by status (also with the maps gone), removed by cleanup; foreign programs stay',
+  { skip: native().tcxSupported() ? false : 'kernel without tcx (Linux < 6.6)' },
+  async (t) => {
+    const ns = node(t);
+    const pinDir = tmpPinDir(t);
+    const state = tmpDir(t, 'bpfproxy-state-');
+    const manifests = tmpDir(t, 'bpfproxy-cleanup-');
+    writeFileSync(join(manifests, 'empty.yaml'), '');
+    const agentArgs = [
+      '--manifests',
+      manifests,
+      '--node',
+      'n1',
+      '--bpf-enabled',
+      'true',
+      '--pin-dir',
+      pinDir,
+      '--state-dir',
+      state,
+      '--data-ifaces',
+      '^eth',
+      '--pod-ifaces',
+      '^cali',
+      '--metrics-port',
+      '0',
+      '--health-port',
+      '0',
+      '--healthz-port',
+      '0',
+      '--tc-attach',
+      'tcx',
+    ];
+    // someone else's tcx program on eth0, held by this process
+    const foreign = await foreignProgram(t);
+    const theirs = inNetns(ns, () =>
+      native().tcxAttach(
+        native()
+          .links()
+          .find((l) => l.name === 'eth0')!.index,
+        'ingress',
+        foreign,
+      ),
+    );
+    t.teardown(() => native().linkClose(theirs));
+    const theirProg = native().linkInfo(theirs).progId;
+    const eth0Tcx = () =>
+      inNetns(ns, () =>
+        native()
+          .tcxList(
+            native()
+              .links()
+              .find((l) => l.name === 'eth0')!.index,
+            'ingress',
+          )
+          .map((p) => p.progId),
+      );
 
-  const agent = await startAgentIn(t, ns, agentArgs);
-  for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: tcx links on both hooks`);
-  for (const d of IFACES) t.equal(ours(ns, d), 0, `${d}: no cls filter`);
-  t.equal(readdirSync(tcxPinDir(pinDir)).length, 2 * IFACES.length, 'every link pinned');
-  t.notOk(existsSync(statePaths(state, pinDir).qdiscs), 'no clsact qdisc created, none recorded');
-  t.notOk(hasClsact(ns, 'eth0'));
-  t.equal(eth0Tcx().length, 2, 'ours and theirs on eth0');
-  t.equal(eth0Tcx()[1], theirProg, 'theirs runs after ours');
+    const agent = await startAgentIn(t, ns, agentArgs);
+    for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: tcx links on both hooks`);
+    for (const d of IFACES) t.equal(ours(ns, d), 0, `${d}: no cls filter`);
+    t.equal(readdirSync(tcxPinDir(pinDir)).length, 2 * IFACES.length, 'every link pinned');
+    t.notOk(existsSync(statePaths(state, pinDir).qdiscs), 'no clsact qdisc created, none recorded');
+    t.notOk(hasClsact(ns, 'eth0'));
+    t.equal(eth0Tcx().length, 2, 'ours and theirs on eth0');
+    t.equal(eth0Tcx()[1], theirProg, 'theirs runs after ours');
 
-  const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
-  t.equal(st.status, 0, st.stderr);
-  t.match(st.stdout, /eth0 +\d+ +tcx ingress +bpfproxy_data +\d+ +\d+/, 'status: tcx ingress');
-  t.match(st.stdout, /eth0 +\d+ +tcx egress +bpfproxy_host/, 'status: tcx egress');
-  t.notMatch(st.stdout, /foreign_next/, 'not theirs');
-  const js = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as { dataplane: string; interfaces: Array<{ hook: string; pinned: boolean }>; maps: unknown[] };
-  t.equal(js.dataplane, 'on');
-  t.equal(js.interfaces.length, 2 * IFACES.length);
-  t.ok(js.interfaces.every((i) => i.hook === 'tcx' && i.pinned), 'all tcx, all pinned here');
-  t.ok(Array.isArray(js.maps) && js.maps.length > 0);
+    const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
+    t.equal(st.status, 0, st.stderr);
+    t.match(st.stdout, /eth0 +\d+ +tcx ingress +bpfproxy_data +\d+ +\d+/, 'status: tcx ingress');
+    t.match(st.stdout, /eth0 +\d+ +tcx egress +bpfproxy_host/, 'status: tcx egress');
+    t.notMatch(st.stdout, /foreign_next/, 'not theirs');
+    const js = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as {
+      dataplane: string;
+      interfaces: Array<{ hook: string; pinned: boolean }>;
+      maps: unknown[];
+    };
+    t.equal(js.dataplane, 'on');
+    t.equal(js.interfaces.length, 2 * IFACES.length);
+    t.ok(
+      js.interfaces.every((i) => i.hook === 'tcx' && i.pinned),
+      'all tcx, all pinned here',
+    );
+    t.ok(Array.isArray(js.maps) && js.maps.length > 0);
 
-  agent.child.kill('SIGKILL');
-  await agent.exited;
-  for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: the links outlive the killed agent (pinned)`);
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+    for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), ['egress', 'ingress'], `${d}: the links outlive the killed agent (pinned)`);
 
-  await t.test('maps gone, links left: status says so and exits 0', async (t) => {
-    for (const n of Object.values(MAP_NAMES)) rmSync(join(pinDir, n), { force: true });
-    const r = cliIn(ns, ['status', '--pin-dir', pinDir]);
-    t.equal(r.status, 0, r.stderr);
-    t.match(r.stdout, /calitest +\d+ +tcx ingress +bpfproxy_pod/, 'the attachments are listed');
-    t.match(r.stdout, /no maps are pinned under .*: the bpfproxy dataplane is off here/);
-    t.match(r.stdout, /Warning: 10 bpfproxy program\(s\) are still attached although the maps are gone: leftovers; "bpfproxy cleanup --pin-dir/);
-    const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
-    t.match(j, { dataplane: 'off', maps: null, reasons: null, warning: /leftovers/ });
-    t.equal((j.interfaces as unknown[]).length, 10);
-  });
+    await t.test('maps gone, links left: status says so and exits 0', async (t) => {
+      for (const n of Object.values(MAP_NAMES)) rmSync(join(pinDir, n), { force: true });
+      const r = cliIn(ns, ['status', '--pin-dir', pinDir]);
+      t.equal(r.status, 0, r.stderr);
+      t.match(r.stdout, /calitest +\d+ +tcx ingress +bpfproxy_pod/, 'the attachments are listed');
+      t.match(r.stdout, /no maps are pinned under .*: the bpfproxy dataplane is off here/);
+      t.match(
+        r.stdout,
+        /Warning: 10 bpfproxy program\(s\) are still attached although the maps are gone: leftovers; "bpfproxy cleanup --pin-dir/,
+      );
+      const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
+      t.match(j, { dataplane: 'off', maps: null, reasons: null, warning: /leftovers/ });
+      t.equal((j.interfaces as unknown[]).length, 10);
+    });
 
-  await t.test('cleanup detaches and unpins our links only', async (t) => {
-    const r = cliIn(ns, ['cleanup', '--pin-dir', pinDir, '--state-dir', state]);
-    t.equal(r.status, 0, r.stderr);
-    t.match(r.stdout, /detached from 5 interface\(s\)/);
-    t.match(r.stdout, /deleted the clsact qdisc bpfproxy had created on 0 interface\(s\)/);
-    for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), [], `${d}: our links gone`);
-    t.same(eth0Tcx(), [theirProg], 'their tcx program stays');
-    t.match(tc(ns, 'filter', 'show', 'dev', 'eth7', 'ingress'), /pref 5 u32/, 'their cls filter stays');
-    t.ok(hasClsact(ns, 'eth8'), 'their empty clsact stays');
-    t.notOk(existsSync(pinDir), 'unpinned');
-    const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
-    t.match(j, { dataplane: 'off', interfaces: [], maps: null });
-    t.notOk('warning' in j);
-  });
-});
+    await t.test('cleanup detaches and unpins our links only', async (t) => {
+      const r = cliIn(ns, ['cleanup', '--pin-dir', pinDir, '--state-dir', state]);
+      t.equal(r.status, 0, r.stderr);
+      t.match(r.stdout, /detached from 5 interface\(s\)/);
+      t.match(r.stdout, /deleted the clsact qdisc bpfproxy had created on 0 interface\(s\)/);
+      for (const d of IFACES) t.same(tcxHooks(ns, pinDir, d), [], `${d}: our links gone`);
+      t.same(eth0Tcx(), [theirProg], 'their tcx program stays');
+      t.match(tc(ns, 'filter', 'show', 'dev', 'eth7', 'ingress'), /pref 5 u32/, 'their cls filter stays');
+      t.ok(hasClsact(ns, 'eth8'), 'their empty clsact stays');
+      t.notOk(existsSync(pinDir), 'unpinned');
+      const j = JSON.parse(cliIn(ns, ['status', '--pin-dir', pinDir, '-o', 'json']).stdout) as Record<string, unknown>;
+      t.match(j, { dataplane: 'off', interfaces: [], maps: null });
+      t.notOk('warning' in j);
+    });
+  },
+);
 
 t.test('the pin dir lock', async (t) => {
   const state = tmpDir(t, 'bpfproxy-state-');
@@ -222,14 +316,23 @@ t.test('an agent refuses to start on a pin dir another agent holds; cleanup refu
   const prev = native().enterNetns(`/run/netns/${ns}`);
   t.teardown(() => native().restoreNetns(prev));
   const opts = {
-    source: { kind: 'manifests' as const, dir: manifests }, nodeName: 'n1', pinDir, bpfDir: BPF_DIR, podIfaces: /^cali/,
-    base: { ...CALICO_DEFAULTS, bpfEnabled: true, bpfDataIfacePattern: '^eth' }, syncPeriodMs: 30_000, stateDir: state,
+    source: { kind: 'manifests' as const, dir: manifests },
+    nodeName: 'n1',
+    pinDir,
+    bpfDir: BPF_DIR,
+    podIfaces: /^cali/,
+    base: { ...CALICO_DEFAULTS, bpfEnabled: true, bpfDataIfacePattern: '^eth' },
+    syncPeriodMs: 30_000,
+    stateDir: state,
     healthzHost: null,
   };
   const first = await Agent.start(opts, silentLogger);
   t.teardown(() => first.stop());
   const t0 = Date.now();
-  const err = await Agent.start({ ...opts, lockWaitMs: 300 }, silentLogger).then(() => undefined, (e: unknown) => e);
+  const err = await Agent.start({ ...opts, lockWaitMs: 300 }, silentLogger).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   t.ok(err instanceof LockBusyError, 'the second agent fails');
   t.match((err as Error).message, new RegExp(`pin dir ${pinDir} is in use by agent pid ${process.pid}`));
   t.ok(Date.now() - t0 >= 300, 'after waiting for the first to go');

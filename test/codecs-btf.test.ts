@@ -12,9 +12,20 @@ import type { Codec } from '../src/dataplane/bpf/struct.js';
 import { BPF_OBJECT } from '../src/dataplane/bpf/loader.js';
 import { BPF_DIR, tmpDatapath } from './helpers/env.js';
 
-interface BtfType { id: number; kind: string; name?: string; size?: number; type_id?: number; nr_elems?: number; members?: Array<{ name: string; type_id: number; bits_offset: number }>; values?: Array<{ name: string; val: number }> }
+interface BtfType {
+  id: number;
+  kind: string;
+  name?: string;
+  size?: number;
+  type_id?: number;
+  nr_elems?: number;
+  members?: Array<{ name: string; type_id: number; bits_offset: number }>;
+  values?: Array<{ name: string; val: number }>;
+}
 
-const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, BPF_OBJECT)], { encoding: 'utf8' })) as { types: BtfType[] };
+const btf = JSON.parse(execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(BPF_DIR, BPF_OBJECT)], { encoding: 'utf8' })) as {
+  types: BtfType[];
+};
 const byId = new Map(btf.types.map((x) => [x.id, x]));
 const snake = (s: string) => s.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
 
@@ -35,7 +46,11 @@ function check(t: Test, codec: Codec<unknown>): void {
     return;
   }
   t.equal(codec.size, st.size, `${codec.cName}: size`);
-  t.same(codec.layout.map((f) => snake(f.name)), st.members!.map((m) => m.name), `${codec.cName}: same fields, same order`);
+  t.same(
+    codec.layout.map((f) => snake(f.name)),
+    st.members!.map((m) => m.name),
+    `${codec.cName}: same fields, same order`,
+  );
   for (const f of codec.layout) {
     const m: { name: string; type_id: number; bits_offset: number } | undefined = st.members!.find((x) => x.name === snake(f.name));
     if (!m) continue;
@@ -45,9 +60,22 @@ function check(t: Test, codec: Codec<unknown>): void {
   }
 }
 
-
 t.test('codecs match the BTF of types.h', async (t) => {
-  for (const codec of [c.feKey, c.feValue, c.slotKey, c.backend, c.affinityKey, c.affinityValue, c.nodeIpKey, c.podIfKey, c.podSrcKey, c.svcName, c.ctKey, c.ctValue, c.reasonCounter]) {
+  for (const codec of [
+    c.feKey,
+    c.feValue,
+    c.slotKey,
+    c.backend,
+    c.affinityKey,
+    c.affinityValue,
+    c.nodeIpKey,
+    c.podIfKey,
+    c.podSrcKey,
+    c.svcName,
+    c.ctKey,
+    c.ctValue,
+    c.reasonCounter,
+  ]) {
     check(t, codec);
   }
 });
@@ -71,8 +99,17 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   };
   // REASON_FOO_BAR <-> 'foo-bar', same value as the index in REASONS
   const reasons = Object.entries(enumOf('reason')).filter(([n]) => !n.startsWith('__'));
-  t.same(reasons.map(([n, v]) => [n.replace(/^REASON_/, '').toLowerCase().replace(/_/g, '-'), v]), REASONS.map((r, i) => [r.name, i]),
-    'enum reason and REASONS: same names, same order');
+  t.same(
+    reasons.map(([n, v]) => [
+      n
+        .replace(/^REASON_/, '')
+        .toLowerCase()
+        .replace(/_/g, '-'),
+      v,
+    ]),
+    REASONS.map((r, i) => [r.name, i]),
+    'enum reason and REASONS: same names, same order',
+  );
   t.equal(enumOf('reason').__REASON_MAX, REASONS.length, 'as many counters as reasons');
   const same = (cEnum: string, prefix: RegExp, ts: Record<string, number>) => {
     const fromBtf = Object.fromEntries(Object.entries(enumOf(cEnum)).map(([n, v]) => [n.replace(prefix, ''), v]));

@@ -56,14 +56,18 @@ function randomConntrack(seed: number, conns: number, now: bigint): Array<[CtKey
     const repExp = exp();
     const base = { createdNs: 0n, state: 0, flags: 0, svcId: 1 + (i % 9) };
     if (fwdExp !== undefined) {
-      out.push([{ saddr: client, daddr: '10.96.0.10', sport, dport: 80, proto },
-        { ...base, expiresNs: fwdExp, natSaddr: client, natSport: sport, natDaddr: backend, natDport: 8080, dir: CtDir.FWD }]);
+      out.push([
+        { saddr: client, daddr: '10.96.0.10', sport, dport: 80, proto },
+        { ...base, expiresNs: fwdExp, natSaddr: client, natSport: sport, natDaddr: backend, natDport: 8080, dir: CtDir.FWD },
+      ]);
     }
     if (repExp !== undefined) {
       // one reply in ten points at another client's tuple (not back at its own)
       const other = r() < 0.1 ? `10.1.${((i + 1) >> 8) & 255}.${(i + 1) & 255}` : client;
-      out.push([{ saddr: backend, daddr: client, sport: 8080, dport: sport, proto },
-        { ...base, expiresNs: repExp, natSaddr: '10.96.0.10', natSport: 80, natDaddr: other, natDport: sport, dir: CtDir.REPLY }]);
+      out.push([
+        { saddr: backend, daddr: client, sport: 8080, dport: sport, proto },
+        { ...base, expiresNs: repExp, natSaddr: '10.96.0.10', natSport: 80, natDaddr: other, natDport: sport, dir: CtDir.REPLY },
+      ]);
     }
   }
   return out;
@@ -71,14 +75,24 @@ function randomConntrack(seed: number, conns: number, now: bigint): Array<[CtKey
 
 t.test('the native GC removes exactly what the reference pair rule removes', async (t) => {
   const now = 1_000_000_000_000n;
-  for (const [seed, batch] of [[1, 4096], [2, 1], [3, 7]] as const) {
+  for (const [seed, batch] of [
+    [1, 4096],
+    [2, 1],
+    [3, 7],
+  ] as const) {
     const dp = await tmpDatapath(t, { mapSizes: { conntrack: 4096, ...SIZES } });
     const entries = randomConntrack(seed, 1500, now);
     dp.maps.ct.setMany(entries);
     const want = new Set(expiredConnections(entries, now).map(ks));
     const r = await native().ctGc(dp.maps.ct.fd, { nowNs: now, batch });
-    const left = dp.maps.ct.entries().map(([k]) => ks(k)).sort();
-    const expect = entries.map(([k]) => ks(k)).filter((k) => !want.has(k)).sort();
+    const left = dp.maps.ct
+      .entries()
+      .map(([k]) => ks(k))
+      .sort();
+    const expect = entries
+      .map(([k]) => ks(k))
+      .filter((k) => !want.has(k))
+      .sort();
     t.same(left, expect, `seed ${seed}, batch ${batch}: the same entries are left (${entries.length} in, ${want.size} dead)`);
     t.equal(r.scanned, entries.length, 'every entry read, none twice');
     t.equal(r.expired, want.size);
@@ -98,7 +112,10 @@ t.test('a GC pass does not hold the event loop', async (t) => {
   const { log } = captureLogger();
   const gc = new ConntrackGc(dp.maps, log, new FakeClock());
   let done = false;
-  const p = gc.run().then((s) => { done = true; return s; });
+  const p = gc.run().then((s) => {
+    done = true;
+    return s;
+  });
   t.equal(gc.run(), gc.run(), 'a pass asked for while one runs is that pass');
   let turns = 0;
   while (!done) {
@@ -140,14 +157,24 @@ t.test('the GC timer: a first pass at start, then one per interval; failures are
   for (let i = 0; i < 200 && !lines.some((l) => l.level === 'error'); i++) await new Promise((r) => setTimeout(r, 5));
   bad.stop();
   const err = lines.find((l) => l.level === 'error');
-  t.match(err?.msg, /conntrack GC pass over bpfproxy_fe failed: .*key size 8 and value size 20.*retried in 1 s/, 'the operator is told what failed and what happens next');
+  t.match(
+    err?.msg,
+    /conntrack GC pass over bpfproxy_fe failed: .*key size 8 and value size 20.*retried in 1 s/,
+    'the operator is told what failed and what happens next',
+  );
   t.equal(bad.stats.failures, 1);
 });
 
 t.test('native calls name what failed', async (t) => {
   const dp = await tmpDatapath(t, { mapSizes: { conntrack: 64, ...SIZES } });
-  await t.rejects(native().ctGc(dp.maps.fe.fd), { name: 'BpfError', errno: 22, message: /conntrack GC: map bpfproxy_fe has key size 8 and value size 20, not the 16\/40 of struct ct_key\/ct_value/ });
-  const e = await native().ctGc(-1).catch((x: unknown) => x);
+  await t.rejects(native().ctGc(dp.maps.fe.fd), {
+    name: 'BpfError',
+    errno: 22,
+    message: /conntrack GC: map bpfproxy_fe has key size 8 and value size 20, not the 16\/40 of struct ct_key\/ct_value/,
+  });
+  const e = await native()
+    .ctGc(-1)
+    .catch((x: unknown) => x);
   t.ok(e instanceof BpfError && e.errno === 9 && /conntrack GC: map fd -1/.test(e.op), 'a bad fd is EBADF, named');
   t.throws(() => native().ctFlush(dp.maps.ct.fd, IPPROTO_UDP, Buffer.alloc(5)), /12-byte records/);
 });
@@ -155,10 +182,36 @@ t.test('native calls name what failed', async (t) => {
 t.test('the UDP flush deletes the entries of removed backends only; requests made meanwhile share the next pass', async (t) => {
   const dp = await tmpDatapath(t, { mapSizes: { conntrack: 256, ...SIZES } });
   const pair = (svcId: number, proto: number, client: string, backend: string, bport = 53) => {
-    dp.maps.ct.set({ saddr: client, daddr: '10.96.0.53', sport: 999, dport: 53, proto },
-      { expiresNs: 1n << 62n, createdNs: 0n, natSaddr: client, natSport: 999, natDaddr: backend, natDport: bport, dir: CtDir.FWD, state: 0, flags: 0, svcId });
-    dp.maps.ct.set({ saddr: backend, daddr: client, sport: bport, dport: 999, proto },
-      { expiresNs: 1n << 62n, createdNs: 0n, natSaddr: '10.96.0.53', natSport: 53, natDaddr: client, natDport: 999, dir: CtDir.REPLY, state: 0, flags: 0, svcId });
+    dp.maps.ct.set(
+      { saddr: client, daddr: '10.96.0.53', sport: 999, dport: 53, proto },
+      {
+        expiresNs: 1n << 62n,
+        createdNs: 0n,
+        natSaddr: client,
+        natSport: 999,
+        natDaddr: backend,
+        natDport: bport,
+        dir: CtDir.FWD,
+        state: 0,
+        flags: 0,
+        svcId,
+      },
+    );
+    dp.maps.ct.set(
+      { saddr: backend, daddr: client, sport: bport, dport: 999, proto },
+      {
+        expiresNs: 1n << 62n,
+        createdNs: 0n,
+        natSaddr: '10.96.0.53',
+        natSport: 53,
+        natDaddr: client,
+        natDport: 999,
+        dir: CtDir.REPLY,
+        state: 0,
+        flags: 0,
+        svcId,
+      },
+    );
   };
   pair(1, IPPROTO_UDP, '10.1.0.1', '10.0.0.1'); // svc 1, kept backend
   pair(1, IPPROTO_UDP, '10.1.0.2', '10.0.0.2'); // svc 1, removed backend
@@ -175,7 +228,11 @@ t.test('the UDP flush deletes the entries of removed backends only; requests mad
   t.equal(rb, rc, 'the requests made while it ran share one pass');
   t.equal(rb.deleted, 2, 'the second pass: the removed service');
   await f.idle();
-  const left = dp.maps.ct.entries().filter(([, v]) => v.dir === CtDir.FWD).map(([k, v]) => `${v.svcId} ${k.saddr} ${k.proto}`).sort();
+  const left = dp.maps.ct
+    .entries()
+    .filter(([, v]) => v.dir === CtDir.FWD)
+    .map(([k, v]) => `${v.svcId} ${k.saddr} ${k.proto}`)
+    .sort();
   t.same(left, ['1 10.1.0.1 17', '1 10.1.0.3 17', '1 10.1.0.4 6', '2 10.1.0.5 17']);
   t.equal(dp.maps.ct.count(), 8, 'their reply halves too');
 });
@@ -183,10 +240,25 @@ t.test('the UDP flush deletes the entries of removed backends only; requests mad
 t.test('a removed UDP service keeps its id until its conntrack is cleared: another service cannot inherit the flush', async (t) => {
   const dp = await tmpDatapath(t, { mapSizes: { conntrack: 256, ...SIZES } });
   const rec = new BpfReconciler(dp.maps);
-  const dns = (name: string, vip: string, b: string) => [fe('ClusterIP', vip, 53, 'UDP', [be(b, 53)], { servicePort: `k/${name}:dns/UDP` })];
+  const dns = (name: string, vip: string, b: string) => [
+    fe('ClusterIP', vip, 53, 'UDP', [be(b, 53)], { servicePort: `k/${name}:dns/UDP` }),
+  ];
   const flow = (svcId: number, vip: string, client: string, backend: string) => {
-    dp.maps.ct.set({ saddr: client, daddr: vip, sport: 999, dport: 53, proto: IPPROTO_UDP },
-      { expiresNs: 1n << 62n, createdNs: 0n, natSaddr: client, natSport: 999, natDaddr: backend, natDport: 53, dir: CtDir.FWD, state: 0, flags: 0, svcId });
+    dp.maps.ct.set(
+      { saddr: client, daddr: vip, sport: 999, dport: 53, proto: IPPROTO_UDP },
+      {
+        expiresNs: 1n << 62n,
+        createdNs: 0n,
+        natSaddr: client,
+        natSport: 999,
+        natDaddr: backend,
+        natDport: 53,
+        dir: CtDir.FWD,
+        state: 0,
+        flags: 0,
+        svcId,
+      },
+    );
   };
   rec.syncService('k/a', dns('a', '10.96.0.53', '10.0.0.1'));
   const idA = dp.maps.fe.get({ addr: '10.96.0.53', port: 53, proto: IPPROTO_UDP })!.svcId;
@@ -197,7 +269,11 @@ t.test('a removed UDP service keeps its id until its conntrack is cleared: anoth
   t.not(idB, idA, 'the new service gets another id while the flush is pending');
   flow(idB, '10.96.0.54', '10.1.1.2', '10.0.0.2');
   await rec.flushed();
-  t.same(dp.maps.ct.entries().map(([, v]) => v.svcId), [idB], 'the removed service\'s flows went, the new one\'s stayed');
+  t.same(
+    dp.maps.ct.entries().map(([, v]) => v.svcId),
+    [idB],
+    "the removed service's flows went, the new one's stayed",
+  );
   rec.syncService('k/c', dns('c', '10.96.0.55', '10.0.0.3'));
   t.equal(dp.maps.fe.get({ addr: '10.96.0.55', port: 53, proto: IPPROTO_UDP })!.svcId, idA, 'and the id is free again once it is done');
 });
@@ -205,23 +281,31 @@ t.test('a removed UDP service keeps its id until its conntrack is cleared: anoth
 t.test('maps are counted on a worker thread, as the dump counts them', async (t) => {
   const dp = await tmpDatapath(t, { mapSizes: { conntrack: 256, ...SIZES } });
   const rec = new BpfReconciler(dp.maps);
-  rec.syncService('k/web', [fe('ClusterIP', '10.96.0.10', 80, 'TCP', [be('10.0.0.1', 80), be('10.0.0.2', 80)], { servicePort: 'k/web:http/TCP' })]);
+  rec.syncService('k/web', [
+    fe('ClusterIP', '10.96.0.10', 80, 'TCP', [be('10.0.0.1', 80), be('10.0.0.2', 80)], { servicePort: 'k/web:http/TCP' }),
+  ]);
   dp.maps.podSrcs.set({ prefixlen: 64, ifindex: 5, addr: '10.0.0.1' }, { v: 1 }); // an LPM trie: walked key by key
   dp.maps.ct.setMany(randomConntrack(5, 50, native().monotonicNs()));
   const list = [dp.maps.fe, dp.maps.slots, dp.maps.svcNames, dp.maps.podSrcs, dp.maps.ct, dp.maps.affinity];
   const { counts } = await native().mapCount(list.map((m) => m.fd));
-  t.same(counts, list.map((m) => m.count()));
+  t.same(
+    counts,
+    list.map((m) => m.count()),
+  );
   t.same((await native().mapCount([dp.maps.reasons.fd])).counts, [dp.maps.reasons.maxEntries], 'an array: every index');
   t.same(await countMapFills(dp.maps), mapFills(dp.maps), 'the same fill as the CLI reads');
   const known = await countMapFills(dp.maps, { [dp.maps.ct.name]: 7 });
-  t.equal(known.find((m) => m.map === dp.maps.ct.name)?.entries, 7, 'a count already known (the GC\'s) is not read again');
+  t.equal(known.find((m) => m.map === dp.maps.ct.name)?.entries, 7, "a count already known (the GC's) is not read again");
 });
 
 t.test('a scrape takes one datapath snapshot, however many gauges read it', async (t) => {
   const m = new Metrics();
   let calls = 0;
   const snap: DatapathSnapshot = {
-    maps: [{ map: 'bpfproxy_ct', entries: 10, maxEntries: 100 }, { map: 'bpfproxy_fe', entries: 3, maxEntries: 64 }],
+    maps: [
+      { map: 'bpfproxy_ct', entries: 10, maxEntries: 100 },
+      { map: 'bpfproxy_fe', entries: 3, maxEntries: 64 },
+    ],
     reasons: [{ reason: 'no-endpoints', verdict: 'reject', packets: 4, bytes: 400 }],
     conntrackEntries: 10,
     conntrack: { byProto: { tcp: 6, udp: 4, other: 0 }, gcRuns: 2, gcLastMs: 250, gcRemovedTotal: 12, gcLastRunAt: 1_700_000_000_000 },
@@ -233,10 +317,16 @@ t.test('a scrape takes one datapath snapshot, however many gauges read it', asyn
   });
   const body = await m.scrape();
   t.equal(calls, 1, 'one snapshot for the scrape');
-  for (const line of ['bpfproxy_map_entries{map="bpfproxy_ct"} 10', 'bpfproxy_map_max_entries{map="bpfproxy_fe"} 64',
-    'bpfproxy_datapath_packets_total{reason="no-endpoints",verdict="reject"} 4', 'bpfproxy_conntrack_entries 10',
-    'bpfproxy_conntrack_entries_by_protocol{protocol="UDP"} 4', 'bpfproxy_conntrack_gc_duration_seconds 0.25',
-    'bpfproxy_conntrack_gc_removed_total 12', 'bpfproxy_conntrack_gc_last_run_timestamp_seconds 1700000000']) {
+  for (const line of [
+    'bpfproxy_map_entries{map="bpfproxy_ct"} 10',
+    'bpfproxy_map_max_entries{map="bpfproxy_fe"} 64',
+    'bpfproxy_datapath_packets_total{reason="no-endpoints",verdict="reject"} 4',
+    'bpfproxy_conntrack_entries 10',
+    'bpfproxy_conntrack_entries_by_protocol{protocol="UDP"} 4',
+    'bpfproxy_conntrack_gc_duration_seconds 0.25',
+    'bpfproxy_conntrack_gc_removed_total 12',
+    'bpfproxy_conntrack_gc_last_run_timestamp_seconds 1700000000',
+  ]) {
     t.ok(body.includes(line), line);
   }
   await Promise.all([m.scrape(), m.scrape()]);

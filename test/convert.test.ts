@@ -2,42 +2,82 @@ import t from 'tap';
 import { toEndpointSlice, toService } from '../src/sources/convert.js';
 
 const svc = (spec: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
-  apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec, ...extra,
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name: 'web', namespace: 'shop' },
+  spec,
+  ...extra,
 });
 
 t.test('a well-formed Service converts whole', async (t) => {
-  const r = toService(svc({
-    type: 'LoadBalancer', clusterIP: '10.96.0.10', externalIPs: ['203.0.113.1'], sessionAffinity: 'ClientIP',
-    externalTrafficPolicy: 'Local', selector: { app: 'web' },
-    ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', port: 53, protocol: 'UDP' }],
-  }, { status: { loadBalancer: { ingress: [{ ip: '198.51.100.1' }, { hostname: 'lb.example' }] } } }));
+  const r = toService(
+    svc(
+      {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.10',
+        externalIPs: ['203.0.113.1'],
+        sessionAffinity: 'ClientIP',
+        externalTrafficPolicy: 'Local',
+        selector: { app: 'web' },
+        ports: [
+          { name: 'http', port: 80, targetPort: 'http', nodePort: 30080 },
+          { name: 'dns', port: 53, protocol: 'UDP' },
+        ],
+      },
+      { status: { loadBalancer: { ingress: [{ ip: '198.51.100.1' }, { hostname: 'lb.example' }] } } },
+    ),
+  );
   t.same(r.problems, []);
   t.match(r.value, {
-    namespace: 'shop', name: 'web', type: 'LoadBalancer', clusterIPs: ['10.96.0.10'], externalIPs: ['203.0.113.1'],
-    loadBalancerIPs: ['198.51.100.1'], affinityTimeout: 10800, externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Cluster', hasSelector: true,
-    ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 'http', nodePort: 30080 }, { name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 }],
+    namespace: 'shop',
+    name: 'web',
+    type: 'LoadBalancer',
+    clusterIPs: ['10.96.0.10'],
+    externalIPs: ['203.0.113.1'],
+    loadBalancerIPs: ['198.51.100.1'],
+    affinityTimeout: 10800,
+    externalTrafficPolicy: 'Local',
+    internalTrafficPolicy: 'Cluster',
+    hasSelector: true,
+    ports: [
+      { name: 'http', protocol: 'TCP', port: 80, targetPort: 'http', nodePort: 30080 },
+      { name: 'dns', protocol: 'UDP', port: 53, targetPort: 53 },
+    ],
   });
 });
 
 t.test('bad fields are named and skipped, the rest applies', async (t) => {
-  const r = toService(svc({
-    clusterIP: '10.96.0.300',
-    externalIPs: ['203.0.113.1', 'not-an-ip', '2001:db8::1'],
-    ports: [
-      { name: 'a', port: 80 },
-      { name: 'b', port: 80 },
-      { name: 'c', port: 70000 },
-      { name: 'a', port: 81 },
-      { name: 'd', port: 82, protocol: 'SCTP' },
-      { name: 'e', port: 83 },
-    ],
-  }));
+  const r = toService(
+    svc({
+      clusterIP: '10.96.0.300',
+      externalIPs: ['203.0.113.1', 'not-an-ip', '2001:db8::1'],
+      ports: [
+        { name: 'a', port: 80 },
+        { name: 'b', port: 80 },
+        { name: 'c', port: 70000 },
+        { name: 'a', port: 81 },
+        { name: 'd', port: 82, protocol: 'SCTP' },
+        { name: 'e', port: 83 },
+      ],
+    }),
+  );
   t.ok(r.value, 'service still converted');
-  t.same(r.value!.ports.map((p) => p.name), ['a', 'e'], 'only the good ports kept');
+  t.same(
+    r.value!.ports.map((p) => p.name),
+    ['a', 'e'],
+    'only the good ports kept',
+  );
   t.same(r.value!.externalIPs, ['203.0.113.1'], 'bad IP dropped, IPv6 left for dual-stack');
   t.same(r.value!.clusterIPs, []);
   const fields = r.problems.map((p) => p.field);
-  t.same(fields, ['spec.clusterIP', 'spec.externalIPs[1]', 'spec.ports[1].port', 'spec.ports[2].port', 'spec.ports[3].name', 'spec.ports[4].protocol']);
+  t.same(fields, [
+    'spec.clusterIP',
+    'spec.externalIPs[1]',
+    'spec.ports[1].port',
+    'spec.ports[2].port',
+    'spec.ports[3].name',
+    'spec.ports[4].protocol',
+  ]);
   t.ok(r.problems.every((p) => p.object === 'Service shop/web' && !p.fatal));
   t.match(r.problems[2]!.message, /duplicate of spec.ports\[0\]/);
 });
@@ -56,7 +96,9 @@ t.test('ExternalName and headless services have no cluster IP frontend', async (
 
 t.test('EndpointSlice conversion', async (t) => {
   const base = {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    addressType: 'IPv4',
     metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
     ports: [{ name: 'http', port: 8080 }],
   };
@@ -74,9 +116,16 @@ t.test('EndpointSlice conversion', async (t) => {
     { addresses: ['10.0.0.2'], ready: false, serving: true, terminating: true },
     { addresses: ['10.0.0.3'], ready: true, serving: true, terminating: false },
   ]);
-  t.same(r.problems.map((p) => p.field), ['endpoints[2].addresses[0]', 'endpoints[3].addresses']);
+  t.same(
+    r.problems.map((p) => p.field),
+    ['endpoints[2].addresses[0]', 'endpoints[3].addresses'],
+  );
   const noLabel = toEndpointSlice({ ...base, metadata: { name: 'x', namespace: 'shop' } });
   t.notOk(noLabel.value);
   t.match(noLabel.problems[0]!.field, /kubernetes.io\/service-name/);
-  t.same(toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints, [], 'IPv6 slices yield nothing yet');
+  t.same(
+    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints,
+    [],
+    'IPv6 slices yield nothing yet',
+  );
 });

@@ -13,7 +13,9 @@ import { reasonCount, runProg, TC_ACT_OK, TC_ACT_SHOT } from './helpers/progrun.
 import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
 
 t.test('service datapath through BPF_PROG_RUN', async (t) => {
-  const node = await progrunNode(t, { ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 } });
+  const node = await progrunNode(t, {
+    ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 },
+  });
   const { ns, ifindex, dp, rec } = node;
   const run = (...a: Parameters<typeof node.run>) => node.run(...a);
   const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
@@ -36,44 +38,120 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   sync('test/local', [fe('NodePort', '0.0.0.0', 30082, 'TCP', remote, { externalLocal: true })]);
   sync('test/empty', [fe('ClusterIP', '10.96.0.30', 80, 'TCP', []), fe('ClusterIP', '10.96.0.30', 53, 'UDP', [])]);
   sync('test/itp', [fe('ClusterIP', '10.96.0.40', 80, 'TCP', remote, { internalLocal: true })]);
-  sync('test/sticky', [fe('ClusterIP', '10.96.0.50', 80, 'TCP',
-    [be('10.244.1.21', 80), be('10.244.1.22', 80), be('10.244.1.23', 80), be('10.244.1.24', 80)], { affinityTimeout: 10800 })]);
+  sync('test/sticky', [
+    fe('ClusterIP', '10.96.0.50', 80, 'TCP', [be('10.244.1.21', 80), be('10.244.1.22', 80), be('10.244.1.23', 80), be('10.244.1.24', 80)], {
+      affinityTimeout: 10800,
+    }),
+  ]);
   sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
   rec.setNodeAddresses([NODE_IP]);
 
-
   const cases: Array<{
-    name: string; role: 'fromPod' | 'fromData'; f: FrameSpec; l4: L4;
-    verdict: string; dst?: string[]; dport?: number; src?: string; sport?: number;
+    name: string;
+    role: 'fromPod' | 'fromData';
+    f: FrameSpec;
+    l4: L4;
+    verdict: string;
+    dst?: string[];
+    dport?: number;
+    src?: string;
+    sport?: number;
   }> = [
-    { name: 'ClusterIP TCP from a pod is DNATed, source kept', role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.10' }, l4: { proto: 'tcp', sport: 40000, dport: 80 },
-      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: POD, sport: 40000 },
-    { name: 'ClusterIP UDP from a pod is DNATed', role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.53' }, l4: { proto: 'udp', sport: 5353, dport: 53, payload: Buffer.from('query') },
-      verdict: 'redirect', dst: ['10.244.1.13'], dport: 53, src: POD, sport: 5353 },
-    { name: 'NodePort from outside to a local endpoint keeps the client IP', role: 'fromData',
-      f: { src: CLIENT, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41000, dport: 30080 },
-      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT, sport: 41000 },
-    { name: 'LoadBalancer IP from outside', role: 'fromData',
-      f: { src: CLIENT, dst: '198.51.100.10' }, l4: { proto: 'tcp', sport: 41001, dport: 80 },
-      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT },
-    { name: 'externalIP from outside', role: 'fromData',
-      f: { src: CLIENT, dst: '203.0.113.10' }, l4: { proto: 'tcp', sport: 41002, dport: 80 },
-      verdict: 'redirect', dst: ['10.244.1.11', '10.244.1.12'], dport: 8080, src: CLIENT },
-    { name: 'NodePort port on an address that is not the node\'s is left alone', role: 'fromData',
-      f: { src: CLIENT, dst: '192.0.2.77' }, l4: { proto: 'tcp', sport: 41003, dport: 30080 },
-      verdict: 'pass', dst: ['192.0.2.77'], dport: 30080 },
-    { name: 'eTP=Local NodePort with no local endpoint drops external traffic', role: 'fromData',
-      f: { src: CLIENT, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41004, dport: 30082 }, verdict: 'drop' },
-    { name: 'eTP=Local does not apply to pods: internal traffic reaches the remote endpoint', role: 'fromPod',
-      f: { src: POD, dst: NODE_IP }, l4: { proto: 'tcp', sport: 41005, dport: 30082 },
-      verdict: 'redirect', dst: ['10.244.2.11'], src: POD },
-    { name: 'iTP=Local with no local endpoint drops pod traffic', role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.40' }, l4: { proto: 'tcp', sport: 41006, dport: 80 }, verdict: 'drop' },
-    { name: 'traffic to no service passes untouched', role: 'fromPod',
-      f: { src: POD, dst: '10.244.1.12' }, l4: { proto: 'tcp', sport: 41007, dport: 8080 },
-      verdict: 'pass', dst: ['10.244.1.12'], dport: 8080, src: POD },
+    {
+      name: 'ClusterIP TCP from a pod is DNATed, source kept',
+      role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.10' },
+      l4: { proto: 'tcp', sport: 40000, dport: 80 },
+      verdict: 'redirect',
+      dst: ['10.244.1.11', '10.244.1.12'],
+      dport: 8080,
+      src: POD,
+      sport: 40000,
+    },
+    {
+      name: 'ClusterIP UDP from a pod is DNATed',
+      role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.53' },
+      l4: { proto: 'udp', sport: 5353, dport: 53, payload: Buffer.from('query') },
+      verdict: 'redirect',
+      dst: ['10.244.1.13'],
+      dport: 53,
+      src: POD,
+      sport: 5353,
+    },
+    {
+      name: 'NodePort from outside to a local endpoint keeps the client IP',
+      role: 'fromData',
+      f: { src: CLIENT, dst: NODE_IP },
+      l4: { proto: 'tcp', sport: 41000, dport: 30080 },
+      verdict: 'redirect',
+      dst: ['10.244.1.11', '10.244.1.12'],
+      dport: 8080,
+      src: CLIENT,
+      sport: 41000,
+    },
+    {
+      name: 'LoadBalancer IP from outside',
+      role: 'fromData',
+      f: { src: CLIENT, dst: '198.51.100.10' },
+      l4: { proto: 'tcp', sport: 41001, dport: 80 },
+      verdict: 'redirect',
+      dst: ['10.244.1.11', '10.244.1.12'],
+      dport: 8080,
+      src: CLIENT,
+    },
+    {
+      name: 'externalIP from outside',
+      role: 'fromData',
+      f: { src: CLIENT, dst: '203.0.113.10' },
+      l4: { proto: 'tcp', sport: 41002, dport: 80 },
+      verdict: 'redirect',
+      dst: ['10.244.1.11', '10.244.1.12'],
+      dport: 8080,
+      src: CLIENT,
+    },
+    {
+      name: "NodePort port on an address that is not the node's is left alone",
+      role: 'fromData',
+      f: { src: CLIENT, dst: '192.0.2.77' },
+      l4: { proto: 'tcp', sport: 41003, dport: 30080 },
+      verdict: 'pass',
+      dst: ['192.0.2.77'],
+      dport: 30080,
+    },
+    {
+      name: 'eTP=Local NodePort with no local endpoint drops external traffic',
+      role: 'fromData',
+      f: { src: CLIENT, dst: NODE_IP },
+      l4: { proto: 'tcp', sport: 41004, dport: 30082 },
+      verdict: 'drop',
+    },
+    {
+      name: 'eTP=Local does not apply to pods: internal traffic reaches the remote endpoint',
+      role: 'fromPod',
+      f: { src: POD, dst: NODE_IP },
+      l4: { proto: 'tcp', sport: 41005, dport: 30082 },
+      verdict: 'redirect',
+      dst: ['10.244.2.11'],
+      src: POD,
+    },
+    {
+      name: 'iTP=Local with no local endpoint drops pod traffic',
+      role: 'fromPod',
+      f: { src: POD, dst: '10.96.0.40' },
+      l4: { proto: 'tcp', sport: 41006, dport: 80 },
+      verdict: 'drop',
+    },
+    {
+      name: 'traffic to no service passes untouched',
+      role: 'fromPod',
+      f: { src: POD, dst: '10.244.1.12' },
+      l4: { proto: 'tcp', sport: 41007, dport: 8080 },
+      verdict: 'pass',
+      dst: ['10.244.1.12'],
+      dport: 8080,
+      src: POD,
+    },
   ];
   for (const c of cases) {
     const r = run(c.role, c.f, c.l4);
@@ -106,7 +184,7 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     // the client's ACK completes the handshake
     run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42000, dport: 80, flags: TCP.ACK });
     const est = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.10', sport: 42000, dport: 80, proto: PROTO.TCP })!;
-    t.equal(est.state & CtState.ESTABLISHED, CtState.ESTABLISHED, 'the client\'s ACK after the reply completes the handshake');
+    t.equal(est.state & CtState.ESTABLISHED, CtState.ESTABLISHED, "the client's ACK after the reply completes the handshake");
     const left = Number(est.expiresNs - native().monotonicNs()) / 1e9;
     t.ok(left > 3000 && left <= 3600, `established timeout applies (${left.toFixed(0)}s left)`);
   });
@@ -132,7 +210,11 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     const natPort = r.out.sport!;
     const fwd = dp.maps.ct.get({ saddr: CLIENT, daddr: NODE_IP, sport: 43000, dport: 30081, proto: PROTO.TCP })!;
     t.equal(fwd.flags & CtFlags.SNAT, CtFlags.SNAT, 'flow marked SNAT');
-    const back = run('fromData', { src: '10.244.2.11', dst: NODE_IP }, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK });
+    const back = run(
+      'fromData',
+      { src: '10.244.2.11', dst: NODE_IP },
+      { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK },
+    );
     t.equal(back.verdict, 'redirect');
     t.equal(back.out.src, NODE_IP);
     t.equal(back.out.sport, 30081);
@@ -141,7 +223,10 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.ok(back.out.ipCsumOk && back.out.l4CsumOk);
 
     t.test('ICMP fragmentation-needed from a router about the SNATed flow reaches the client translated', async (t) => {
-      const quoted = frame({ src: NODE_IP, dst: '10.244.2.11' }, { proto: 'tcp', sport: natPort, dport: 8080, flags: TCP.ACK, payload: Buffer.alloc(64, 1) }).subarray(14);
+      const quoted = frame(
+        { src: NODE_IP, dst: '10.244.2.11' },
+        { proto: 'tcp', sport: natPort, dport: 8080, flags: TCP.ACK, payload: Buffer.alloc(64, 1) },
+      ).subarray(14);
       const icmp = icmpErrorFrame({ src: '192.0.2.1', dst: NODE_IP }, 3, 4, quoted, 1400);
       const e = inNetns(ns, () => runProg(dp, 'fromData', icmp, ifindex));
       t.equal(e.verdict, 'redirect');
@@ -180,9 +265,17 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
 
   t.test('too big for the next hop with DF: fragmentation-needed quoting the packet as sent', async (t) => {
     // the flow is opened by its SYN (only opening packets create state)
-    const syn = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.SYN });
+    const syn = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.20', dontFragment: true },
+      { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.SYN },
+    );
     t.equal(syn.out.dst, '10.244.2.11', 'the SYN opens the flow');
-    const big = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) });
+    const big = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.20', dontFragment: true },
+      { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) },
+    );
     t.equal(big.verdict, 'redirect', 'answered back out');
     t.equal(big.out.proto, PROTO.ICMP);
     t.same([big.out.icmp?.type, big.out.icmp?.code, big.out.icmp?.mtu], [3, 4, 1280], 'frag needed, route MTU');
@@ -193,17 +286,28 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(big.out.icmp?.inner?.dport, 80);
     t.equal(big.out.totalLen, 20 + 8 + 40, 'quotes the IP and whole TCP header');
     t.ok(reasonCount(dp, 'frag-needed') >= 1, 'counted');
-    const small = run('fromPod', { src: POD, dst: '10.96.0.20', dontFragment: true }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1000, 7) });
+    const small = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.20', dontFragment: true },
+      { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1000, 7) },
+    );
     t.equal(small.out.dst, '10.244.2.11', 'a packet that fits goes through on the same flow');
-    const noDf = run('fromPod', { src: POD, dst: '10.96.0.20' }, { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) });
+    const noDf = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.20' },
+      { proto: 'tcp', sport: 49000, dport: 80, flags: TCP.ACK, payload: Buffer.alloc(1400, 7) },
+    );
     t.equal(noDf.verdict, 'pass', 'without DF the stack may fragment it');
     t.equal(noDf.out.dst, '10.244.2.11', 'translated');
   });
 
   t.test('a service without endpoints rejects: TCP RST', async (t) => {
     const before = reasonCount(dp, 'no-endpoints');
-    const r = run('fromPod', { src: POD, dst: '10.96.0.30', srcMac: '02:00:00:00:00:aa', dstMac: '02:00:00:00:00:bb' },
-      { proto: 'tcp', sport: 44000, dport: 80, seq: 5000, flags: TCP.SYN });
+    const r = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.30', srcMac: '02:00:00:00:00:aa', dstMac: '02:00:00:00:00:bb' },
+      { proto: 'tcp', sport: 44000, dport: 80, seq: 5000, flags: TCP.SYN },
+    );
     t.equal(r.verdict, 'redirect', 'sent back out');
     t.equal(r.out.srcMac, '02:00:00:00:00:bb');
     t.equal(r.out.dstMac, '02:00:00:00:00:aa');
@@ -219,7 +323,11 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   });
 
   t.test('a service without endpoints rejects: UDP ICMP port unreachable', async (t) => {
-    const r = run('fromPod', { src: POD, dst: '10.96.0.30' }, { proto: 'udp', sport: 44001, dport: 53, payload: Buffer.from('x'.repeat(40)) });
+    const r = run(
+      'fromPod',
+      { src: POD, dst: '10.96.0.30' },
+      { proto: 'udp', sport: 44001, dport: 53, payload: Buffer.from('x'.repeat(40)) },
+    );
     t.equal(r.verdict, 'redirect');
     t.equal(r.out.proto, PROTO.ICMP);
     t.equal(r.out.src, '10.96.0.30');
@@ -259,7 +367,11 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(r.out.dst, POD);
     t.equal(r.out.dport, 8080);
     t.equal(r.out.src, '169.254.42.1');
-    const back = run('fromPod', { src: POD, dst: '169.254.42.1' }, { proto: 'tcp', sport: 8080, dport: r.out.sport!, flags: TCP.SYN | TCP.ACK });
+    const back = run(
+      'fromPod',
+      { src: POD, dst: '169.254.42.1' },
+      { proto: 'tcp', sport: 8080, dport: r.out.sport!, flags: TCP.SYN | TCP.ACK },
+    );
     t.equal(back.out.src, '10.96.0.60');
     t.equal(back.out.sport, 80);
     t.equal(back.out.dst, POD);
@@ -306,34 +418,40 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   });
 });
 
-t.test('a kernel that refuses BPF_FIB_LOOKUP_SRC (before 6.7): the SNAT source falls back to the node address the client addressed', async (t) => {
-  const { ns, ifindex, dp, rec } = await progrunNode(t);
-  const remote = [be('10.244.2.11', 8080, false)];
-  t.same(rec.syncService('test/remote', [
-    fe('NodePort', '0.0.0.0', 30081, 'TCP', remote),
-    fe('LoadBalancer', '198.51.100.20', 80, 'TCP', remote),
-  ]).problems, []);
-  rec.setNodeAddresses([NODE_IP]);
-  // The source lookup fails (< 0) as an old kernel's does for the flag it
-  // does not know; here through an ingress device that does not exist.
-  const refused = (f: FrameSpec, l4: L4) => {
-    const ctx = Buffer.alloc(192);
-    ctx.writeUInt32LE(0x7ffffff0, 36); // ingress_ifindex
-    ctx.writeUInt32LE(ifindex, 40); // ifindex
-    const r = inNetns(ns, () => native().progTestRun(dp.programs.fromData.fd, frame(f, l4), { ctx }));
-    return { retval: r.retval, out: parseFrame(r.data) };
-  };
-  const noSource = reasonCount(dp, 'no-snat-source');
+t.test(
+  'a kernel that refuses BPF_FIB_LOOKUP_SRC (before 6.7): the SNAT source falls back to the node address the client addressed',
+  async (t) => {
+    const { ns, ifindex, dp, rec } = await progrunNode(t);
+    const remote = [be('10.244.2.11', 8080, false)];
+    t.same(
+      rec.syncService('test/remote', [
+        fe('NodePort', '0.0.0.0', 30081, 'TCP', remote),
+        fe('LoadBalancer', '198.51.100.20', 80, 'TCP', remote),
+      ]).problems,
+      [],
+    );
+    rec.setNodeAddresses([NODE_IP]);
+    // The source lookup fails (< 0) as an old kernel's does for the flag it
+    // does not know; here through an ingress device that does not exist.
+    const refused = (f: FrameSpec, l4: L4) => {
+      const ctx = Buffer.alloc(192);
+      ctx.writeUInt32LE(0x7ffffff0, 36); // ingress_ifindex
+      ctx.writeUInt32LE(ifindex, 40); // ifindex
+      const r = inNetns(ns, () => native().progTestRun(dp.programs.fromData.fd, frame(f, l4), { ctx }));
+      return { retval: r.retval, out: parseFrame(r.data) };
+    };
+    const noSource = reasonCount(dp, 'no-snat-source');
 
-  const np = refused({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 43100, dport: 30081 });
-  t.equal(np.retval, TC_ACT_OK, 'NodePort: translated, then left to the stack (the FIB gave no route either)');
-  t.equal(np.out.dst, '10.244.2.11');
-  t.equal(np.out.src, NODE_IP, 'SNAT to the node address the client addressed');
-  t.ok(np.out.sport! >= 20000 && np.out.sport! <= 29999, `SNAT port ${np.out.sport} from the SNAT range`);
-  t.ok(np.out.ipCsumOk && np.out.l4CsumOk);
-  t.equal(reasonCount(dp, 'no-snat-source'), noSource, 'not counted as missing a source');
+    const np = refused({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 43100, dport: 30081 });
+    t.equal(np.retval, TC_ACT_OK, 'NodePort: translated, then left to the stack (the FIB gave no route either)');
+    t.equal(np.out.dst, '10.244.2.11');
+    t.equal(np.out.src, NODE_IP, 'SNAT to the node address the client addressed');
+    t.ok(np.out.sport! >= 20000 && np.out.sport! <= 29999, `SNAT port ${np.out.sport} from the SNAT range`);
+    t.ok(np.out.ipCsumOk && np.out.l4CsumOk);
+    t.equal(reasonCount(dp, 'no-snat-source'), noSource, 'not counted as missing a source');
 
-  const lb = refused({ src: CLIENT, dst: '198.51.100.20' }, { proto: 'tcp', sport: 43101, dport: 80 });
-  t.equal(lb.retval, TC_ACT_SHOT, 'LoadBalancer IP: no node address to fall back to, dropped');
-  t.equal(reasonCount(dp, 'no-snat-source'), noSource + 1, 'counted as no-snat-source');
-});
+    const lb = refused({ src: CLIENT, dst: '198.51.100.20' }, { proto: 'tcp', sport: 43101, dport: 80 });
+    t.equal(lb.retval, TC_ACT_SHOT, 'LoadBalancer IP: no node address to fall back to, dropped');
+    t.equal(reasonCount(dp, 'no-snat-source'), noSource + 1, 'counted as no-snat-source');
+  },
+);

@@ -17,11 +17,10 @@ import { felix, service, slice } from './helpers/k8s-objects.js';
 import { REPO, inNetns } from './helpers/env.js';
 import { attachedHere } from '../src/dataplane/bpf/attach.js';
 
-
 t.test('two-node lab on the Kubernetes API', async (t) => {
   const prefix = `bpxk${uniqueTag(5)}`;
   const lab = labSpec(prefix);
-  const [n1, n2] = lab.nodes as [typeof lab.nodes[0], typeof lab.nodes[0]];
+  const [n1, n2] = lab.nodes as [(typeof lab.nodes)[0], (typeof lab.nodes)[0]];
   const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-e2e-k8s-'));
   const agents = new Map<string, AgentProcess>();
   const api = new FakeApiServer();
@@ -61,13 +60,22 @@ t.test('two-node lab on the Kubernetes API', async (t) => {
     api.upsert('services', service('default', 'api-made', '10.96.0.70'));
     api.upsert('endpointslices', slice('default', 'api-made', 'api-made-1', [{ ip: '10.244.2.12', node: 'node2' }]));
     let r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500);
-    for (let i = 0; i < 40 && !r[0]!.ok; i++) { await sleep(100); r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500); }
+    for (let i = 0; i < 40 && !r[0]!.ok; i++) {
+      await sleep(100);
+      r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500);
+    }
     t.equal(r[0]!.pod, 'n2-b', 'new service reachable');
     api.upsert('endpointslices', slice('default', 'api-made', 'api-made-1', [{ ip: '10.244.1.12', node: 'node1' }]));
-    for (let i = 0; i < 40 && r[0]!.pod !== 'n1-b'; i++) { await sleep(100); r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500); }
+    for (let i = 0; i < 40 && r[0]!.pod !== 'n1-b'; i++) {
+      await sleep(100);
+      r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500);
+    }
     t.equal(r[0]!.pod, 'n1-b', 'endpoint churn followed');
     api.remove('services', 'default/api-made');
-    for (let i = 0; i < 40 && r[0]!.ok; i++) { await sleep(100); r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500); }
+    for (let i = 0; i < 40 && r[0]!.ok; i++) {
+      await sleep(100);
+      r = probe(podC.ns, 'tcp', '10.96.0.70', 80, 1, 500);
+    }
     t.notOk(r[0]!.ok, 'deleted service no longer answers');
   });
 
@@ -81,7 +89,10 @@ t.test('two-node lab on the Kubernetes API', async (t) => {
     t.notOk(off.ok, `off: the ClusterIP is no longer translated (${off.error})`);
     api.upsert('felixconfigurations', felix('default', { bpfEnabled: true }));
     let r = probe(podC.ns, 'tcp', '10.96.0.10', 80, 1, 500);
-    for (let i = 0; i < 60 && !r[0]!.ok; i++) { await sleep(100); r = probe(podC.ns, 'tcp', '10.96.0.10', 80, 1, 500); }
+    for (let i = 0; i < 60 && !r[0]!.ok; i++) {
+      await sleep(100);
+      r = probe(podC.ns, 'tcp', '10.96.0.10', 80, 1, 500);
+    }
     t.ok(r[0]!.ok, 'on again: served');
     t.ok(ok(probe(client.ns, 'tcp', n1.ip, 30080, 6, 2000)), 'NodePort served again');
     const s = await stream;

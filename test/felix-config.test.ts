@@ -11,31 +11,66 @@ t.test('Calico defaults', async (t) => {
 });
 
 t.test('node.<name> overrides default field by field', async (t) => {
-  const r = effectiveConfig(CALICO_DEFAULTS,
-    { bpfEnabled: true, bpfKubeProxyMinSyncPeriod: '2s', bpfConntrackTimeouts: { tcpEstablished: '2h', tcpFinsSeen: 'Auto', icmpTimeout: '5s' }, bpfLogLevel: 'debug' },
-    { bpfKubeProxyMinSyncPeriod: '500ms', bpfDataIfacePattern: '^ens.*' }, 'n1');
+  const r = effectiveConfig(
+    CALICO_DEFAULTS,
+    {
+      bpfEnabled: true,
+      bpfKubeProxyMinSyncPeriod: '2s',
+      bpfConntrackTimeouts: { tcpEstablished: '2h', tcpFinsSeen: 'Auto', icmpTimeout: '5s' },
+      bpfLogLevel: 'debug',
+    },
+    { bpfKubeProxyMinSyncPeriod: '500ms', bpfDataIfacePattern: '^ens.*' },
+    'n1',
+  );
   t.same(r.problems, []);
   t.match(r.config, {
-    bpfEnabled: true, bpfKubeProxyMinSyncPeriod: 500, bpfDataIfacePattern: '^ens.*', bpfLogLevel: 'Debug',
+    bpfEnabled: true,
+    bpfKubeProxyMinSyncPeriod: 500,
+    bpfDataIfacePattern: '^ens.*',
+    bpfLogLevel: 'Debug',
     bpfConntrackTimeouts: { TCPEstablished: 7200, TCPFinsSeen: 30 },
   });
 });
 
 t.test('every invalid field is named; the config is refused whole', async (t) => {
-  const r = effectiveConfig(CALICO_DEFAULTS, {
-    bpfEnabled: 'yes', bpfDataIfacePattern: '([', bpfExternalServiceMode: 'Magic', bpfKubeProxyMinSyncPeriod: 'soon',
-    bpfConntrackTimeouts: { tcpEstablished: '-1h', bogus: '1s' }, bpfMapSizeConntrack: 0, bpfKubeProxyHealthzPort: 70000,
-  }, { bpfLogLevel: 'Loud' }, 'n1');
+  const r = effectiveConfig(
+    CALICO_DEFAULTS,
+    {
+      bpfEnabled: 'yes',
+      bpfDataIfacePattern: '([',
+      bpfExternalServiceMode: 'Magic',
+      bpfKubeProxyMinSyncPeriod: 'soon',
+      bpfConntrackTimeouts: { tcpEstablished: '-1h', bogus: '1s' },
+      bpfMapSizeConntrack: 0,
+      bpfKubeProxyHealthzPort: 70000,
+    },
+    { bpfLogLevel: 'Loud' },
+    'n1',
+  );
   t.equal(r.config, undefined);
-  t.same(r.problems.map((p) => `${p.object} ${p.field}`), [
-    'default spec.bpfEnabled', 'default spec.bpfDataIfacePattern', 'default spec.bpfExternalServiceMode', 'default spec.bpfKubeProxyMinSyncPeriod',
-    'default spec.bpfConntrackTimeouts.tcpEstablished', 'default spec.bpfConntrackTimeouts.bogus', 'default spec.bpfMapSizeConntrack',
-    'default spec.bpfKubeProxyHealthzPort', 'node.n1 spec.bpfLogLevel',
-  ]);
+  t.same(
+    r.problems.map((p) => `${p.object} ${p.field}`),
+    [
+      'default spec.bpfEnabled',
+      'default spec.bpfDataIfacePattern',
+      'default spec.bpfExternalServiceMode',
+      'default spec.bpfKubeProxyMinSyncPeriod',
+      'default spec.bpfConntrackTimeouts.tcpEstablished',
+      'default spec.bpfConntrackTimeouts.bogus',
+      'default spec.bpfMapSizeConntrack',
+      'default spec.bpfKubeProxyHealthzPort',
+      'node.n1 spec.bpfLogLevel',
+    ],
+  );
 });
 
 t.test('fields bpfproxy does not act on are reported, non-BPF Felix fields are not', async (t) => {
-  const r = effectiveConfig(CALICO_DEFAULTS, { bpfPSNATPorts: '20000:29999', bpfFancyNewThing: 1, logSeverityScreen: 'Info' }, undefined, 'n1');
+  const r = effectiveConfig(
+    CALICO_DEFAULTS,
+    { bpfPSNATPorts: '20000:29999', bpfFancyNewThing: 1, logSeverityScreen: 'Info' },
+    undefined,
+    'n1',
+  );
   t.same(r.ignored, ['bpfPSNATPorts (not supported by bpfproxy yet)', 'bpfFancyNewThing (unknown)']);
   t.ok(r.config);
 });

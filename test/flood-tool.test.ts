@@ -99,7 +99,18 @@ t.test('flood sends bounded floods with valid checksums', async (t) => {
   };
 
   t.test('1000 spoofed SYNs arrive, each with valid checksums', async (t) => {
-    const { r, rx, d } = await measure(['--dport', '80', '--kind', 'syn', '--count', '1000', '--spoof-cidr', '203.0.113.0/24', '--seed', '7']);
+    const { r, rx, d } = await measure([
+      '--dport',
+      '80',
+      '--kind',
+      'syn',
+      '--count',
+      '1000',
+      '--spoof-cidr',
+      '203.0.113.0/24',
+      '--seed',
+      '7',
+    ]);
     t.equal(r.code, 0, `exit status 0 ${r.stderr}`);
     t.equal(r.out?.sent, 1000, 'reports 1000 sent');
     t.equal(r.out?.stoppedBy, 'count');
@@ -138,7 +149,20 @@ t.test('flood sends bounded floods with valid checksums', async (t) => {
   });
 
   t.test('bounded by time and by rate', async (t) => {
-    const { r, rx } = await measure(['--dport', '80', '--kind', 'syn', '--count', '1000000', '--rate', '200', '--seconds', '1', '--spoof-cidr', '203.0.113.0/24']);
+    const { r, rx } = await measure([
+      '--dport',
+      '80',
+      '--kind',
+      'syn',
+      '--count',
+      '1000000',
+      '--rate',
+      '200',
+      '--seconds',
+      '1',
+      '--spoof-cidr',
+      '203.0.113.0/24',
+    ]);
     t.equal(r.code, 0);
     t.equal(r.out?.stoppedBy, 'time', 'stopped by --seconds');
     t.ok(r.out!.sent >= 150 && r.out!.sent <= 210, `about 200 frames at 200/s in 1 s (${r.out?.sent})`);

@@ -27,7 +27,6 @@ import { topologyFromMaps } from './helpers/fuzz/generate.js';
 import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
 import { checkResult, formatReport, runFuzz } from './helpers/fuzz/run.js';
 
-
 function envInt(name: string, dflt: number, min: number, max: number): number {
   const s = process.env[name]?.trim();
   if (!s) return dflt;
@@ -50,7 +49,11 @@ t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches bro
   const tcp = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1234, dport: 80, payload: Buffer.from('hello!!') });
   const udp = frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 1234, dport: 53, payload: Buffer.from('odd') });
   const icmp = icmpErrorFrame({ src: '10.244.1.13', dst: POD }, 3, 3, udp.subarray(14));
-  for (const [name, f] of [['tcp', tcp], ['udp', udp], ['icmp', icmp]] as const) {
+  for (const [name, f] of [
+    ['tcp', tcp],
+    ['udp', udp],
+    ['icmp', icmp],
+  ] as const) {
     const i = inspect(f);
     t.equal(i.ipCsum, 'ok', `${name}: IPv4 header checksum valid`);
     if (name === 'icmp') {
@@ -83,25 +86,57 @@ t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches bro
   const inp = inspect(tcp);
   const nat = Buffer.from(tcp);
   nat[14 + 16 + 3] = 77; // daddr changed without fixing sums
-  t.same(checkResult('tc', 'TC_ACT_REDIRECT', 7, tcp, inp, nat).map(([c]) => c).sort(), ['ip-csum', 'l4-csum'], 'broken sums flagged');
-  t.same(checkResult('tc', undefined, 3, tcp, inp, tcp).map(([c]) => c), ['verdict'], 'unknown TC verdict flagged');
-  t.same(checkResult('xdp', undefined, 0, tcp, inp, tcp).map(([c]) => c), ['xdp-aborted'], 'XDP_ABORTED flagged');
+  t.same(
+    checkResult('tc', 'TC_ACT_REDIRECT', 7, tcp, inp, nat)
+      .map(([c]) => c)
+      .sort(),
+    ['ip-csum', 'l4-csum'],
+    'broken sums flagged',
+  );
+  t.same(
+    checkResult('tc', undefined, 3, tcp, inp, tcp).map(([c]) => c),
+    ['verdict'],
+    'unknown TC verdict flagged',
+  );
+  t.same(
+    checkResult('xdp', undefined, 0, tcp, inp, tcp).map(([c]) => c),
+    ['xdp-aborted'],
+    'XDP_ABORTED flagged',
+  );
   const grown = Buffer.concat([tcp, Buffer.alloc(101)]);
-  t.same(checkResult('tc', 'TC_ACT_OK', 0, tcp, inp, grown).map(([c]) => c), ['growth'], 'growth over 100 bytes flagged');
+  t.same(
+    checkResult('tc', 'TC_ACT_OK', 0, tcp, inp, grown).map(([c]) => c),
+    ['growth'],
+    'growth over 100 bytes flagged',
+  );
   t.same(checkResult('tc', 'TC_ACT_SHOT', 2, tcp, inp, nat), [], 'a dropped frame is not checked');
 });
 
 t.test('conntrack peer check', async (t) => {
   const k = (saddr: string, sport: number, daddr: string, dport: number): CtKey => ({ saddr, daddr, sport, dport, proto: 6 });
-  const v = (dir: number, natSaddr: string, natSport: number, natDaddr: string, natDport: number, createdNs = 1n, flags = 0): CtValue =>
-    ({ expiresNs: 10n ** 15n, createdNs, natSaddr, natDaddr, natSport, natDport, dir, state: 0, flags, svcId: 1 });
+  const v = (dir: number, natSaddr: string, natSport: number, natDaddr: string, natDport: number, createdNs = 1n, flags = 0): CtValue => ({
+    expiresNs: 10n ** 15n,
+    createdNs,
+    natSaddr,
+    natDaddr,
+    natSport,
+    natDport,
+    dir,
+    state: 0,
+    flags,
+    svcId: 1,
+  });
   // pod:40000 -> 10.96.0.10:80 DNAT to 10.244.1.11:8080
   const fwd: [CtKey, CtValue] = [k(POD, 40000, '10.96.0.10', 80), v(CtDir.FWD, POD, 40000, '10.244.1.11', 8080)];
   const rep: [CtKey, CtValue] = [k('10.244.1.11', 8080, POD, 40000), v(CtDir.REPLY, '10.96.0.10', 80, POD, 40000)];
   t.same(checkCtPeers([fwd, rep], 0n).counts, emptyCounts(), 'a pair is consistent');
   t.equal(checkCtPeers([fwd, rep], 0n).pairs, 1);
   t.equal(checkCtPeers([fwd], 0n).counts['peer-missing'], 1, 'a lone half is flagged');
-  t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], expiresNs: 5n }]], 10n).counts['peer-expired'], 1, 'a live half with an expired peer is flagged');
+  t.equal(
+    checkCtPeers([fwd, [rep[0], { ...rep[1], expiresNs: 5n }]], 10n).counts['peer-expired'],
+    1,
+    'a live half with an expired peer is flagged',
+  );
   t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], state: 1 }]], 0n).counts['peer-differs'], 2, 'halves that disagree are flagged');
   t.equal(checkCtPeers([fwd, [rep[0], { ...rep[1], svcId: 9 }]], 0n).counts['peer-differs'], 2, 'halves of different services are flagged');
   // same client port to another frontend of the same backend: the newer flow takes the reply tuple
@@ -117,7 +152,11 @@ t.test('conntrack peer check', async (t) => {
   const snatFwd: [CtKey, CtValue] = [k(CLIENT, 45000, NODE_IP, 30081), v(CtDir.FWD, NODE_IP, 45000, '10.244.2.11', 8080, 1n, 5)];
   const other: [CtKey, CtValue] = [k(NODE_IP, 45000, '10.96.0.20', 80), v(CtDir.FWD, NODE_IP, 45000, '10.244.2.11', 8080, 2n)];
   const otherRep: [CtKey, CtValue] = [k('10.244.2.11', 8080, NODE_IP, 45000), v(CtDir.REPLY, '10.96.0.20', 80, NODE_IP, 45000, 2n)];
-  t.equal(checkCtPeers([snatFwd, other, otherRep], 0n).counts['reply-taken-over'], 1, 'a reply tuple taken over by another client is flagged');
+  t.equal(
+    checkCtPeers([snatFwd, other, otherRep], 0n).counts['reply-taken-over'],
+    1,
+    'a reply tuple taken over by another client is flagged',
+  );
   // a reply entry that overwrote another flow's forward entry is flagged
   const hijack: [CtKey, CtValue] = [fwd[0], v(CtDir.REPLY, '10.96.0.99', 80, '10.244.1.50', 999)];
   t.equal(checkCtPeers([hijack, rep], 0n).counts['peer-same-dir'], 1, 'a peer of the same direction is flagged');
@@ -165,7 +204,8 @@ async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Prom
   ]);
   sync('test/local', [fe('NodePort', '0.0.0.0', 30082, 'TCP', remote, { externalLocal: true })]);
   sync('test/empty', [
-    fe('ClusterIP', '10.96.0.30', 80, 'TCP', []), fe('ClusterIP', '10.96.0.30', 53, 'UDP', []),
+    fe('ClusterIP', '10.96.0.30', 80, 'TCP', []),
+    fe('ClusterIP', '10.96.0.30', 53, 'UDP', []),
     fe('NodePort', '0.0.0.0', 30083, 'TCP', []),
   ]);
   sync('test/itp', [fe('ClusterIP', '10.96.0.40', 80, 'TCP', remote, { internalLocal: true })]);
@@ -190,15 +230,25 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
     ctTimeouts: { TCPSynSent: 3600, TCPEstablished: 7200, TCPFinsSeen: 3600, TCPResetSeen: 3600, UDPTimeout: 3600 },
     mapSizes: { ...DEFAULT_MAP_SIZES, conntrack: ctSize },
   });
-  const topology = topologyFromMaps(dp.maps,
+  const topology = topologyFromMaps(
+    dp.maps,
     [POD, '10.244.1.98', '10.244.1.11', '10.244.1.13', '10.244.2.50', CLIENT, '192.0.2.101', '203.0.113.77', '198.18.0.1'],
-    ['169.254.42.1', '192.0.2.1', '192.0.2.12', '0.0.0.0', '255.255.255.255', '127.0.0.1', '224.0.0.1']);
-  t.ok(topology.frontends.length >= 15 && topology.backends.length >= 8,
-    `topology read from the maps: ${topology.frontends.length} frontends, ${topology.backends.length} backends`);
+    ['169.254.42.1', '192.0.2.1', '192.0.2.12', '0.0.0.0', '255.255.255.255', '127.0.0.1', '224.0.0.1'],
+  );
+  t.ok(
+    topology.frontends.length >= 15 && topology.backends.length >= 8,
+    `topology read from the maps: ${topology.frontends.length} frontends, ${topology.backends.length} backends`,
+  );
 
   const report = await runFuzz(dp, {
-    seed, packetsPerProgram: PACKETS, seconds: SECONDS, roundPackets: ROUND, attribute: ATTRIBUTE,
-    netns: ns, ifindex, topology,
+    seed,
+    packetsPerProgram: PACKETS,
+    seconds: SECONDS,
+    roundPackets: ROUND,
+    attribute: ATTRIBUTE,
+    netns: ns,
+    ifindex,
+    topology,
   });
   t.comment(formatReport(report));
   if (process.env.FUZZ_REPORT) writeFileSync(process.env.FUZZ_REPORT, JSON.stringify(report, null, 2));
@@ -215,16 +265,21 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
     }
   }
   if (report.packets >= 10_000) {
-    t.ok(report.programs.some((p) => (p.verdicts.TC_ACT_REDIRECT ?? 0) > 0), 'some packets translated and redirected');
+    t.ok(
+      report.programs.some((p) => (p.verdicts.TC_ACT_REDIRECT ?? 0) > 0),
+      'some packets translated and redirected',
+    );
     t.ok(report.ct.pairs > 0, `conntrack pairs were created and checked (${report.ct.pairs})`);
   }
   const unknown = Object.keys(report.violationCounts).filter((c) => !KNOWN_FINDINGS[c]);
   t.same(unknown, [], `no invariant violated beyond the known findings (seed ${seed})`);
   for (const c of Object.keys(report.violationCounts)) {
     const ex = report.violations.find((v) => v.check === c)!;
-    t.fail(`${c}: ${report.violationCounts[c]} times; first at packet ${ex.packet} on ${ex.program} ` +
-      `(${ex.gen}/${ex.label}): ${ex.message}${ex.input ? `\n  in:  ${ex.input}` : ''}${ex.output ? `\n  out: ${ex.output}` : ''}`,
-      KNOWN_FINDINGS[c] ? { todo: KNOWN_FINDINGS[c] } : {});
+    t.fail(
+      `${c}: ${report.violationCounts[c]} times; first at packet ${ex.packet} on ${ex.program} ` +
+        `(${ex.gen}/${ex.label}): ${ex.message}${ex.input ? `\n  in:  ${ex.input}` : ''}${ex.output ? `\n  out: ${ex.output}` : ''}`,
+      KNOWN_FINDINGS[c] ? { todo: KNOWN_FINDINGS[c] } : {},
+    );
   }
 });
 
@@ -256,19 +311,22 @@ t.test('fuzzer findings, reproduced', async (t) => {
     t.equal(inspect(unpadded.raw).icmpCsum, 'ok', 'without the trailer the checksum is right');
   });
 
-  t.test('F2: a flow from the SNAT address cannot take over an SNATed connection\'s replies', async (t) => {
+  t.test("F2: a flow from the SNAT address cannot take over an SNATed connection's replies", async (t) => {
     const a = run('fromData', frame({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 45000, dport: 30081 }));
     t.equal(a.verdict, 'redirect');
     t.equal(a.out.src, NODE_IP, 'SNATed to the node');
     const natPort = a.out.sport!;
     // anything sourced from NODE_IP:natPort to a frontend of the same backend: from the uplink it is a martian
     const spoofed = run('fromData', frame({ src: NODE_IP, dst: '10.96.0.20' }, { proto: 'tcp', sport: natPort, dport: 80 }));
-    t.equal(spoofed.verdict, 'drop', 'the node\'s own address as a source from outside is dropped');
+    t.equal(spoofed.verdict, 'drop', "the node's own address as a source from outside is dropped");
     // from an interface nobody checks, the flow is served on another port instead of taking the reply tuple
     const b = run('fromPod', frame({ src: NODE_IP, dst: '10.96.0.20' }, { proto: 'tcp', sport: natPort, dport: 80 }));
     t.equal(b.verdict, 'redirect', 'the second flow is translated too');
     t.not(b.out.sport, natPort, 'on a remapped source port, since its reply tuple is taken');
-    const back = run('fromData', frame({ src: '10.244.2.11', dst: NODE_IP }, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK }));
+    const back = run(
+      'fromData',
+      frame({ src: '10.244.2.11', dst: NODE_IP }, { proto: 'tcp', sport: 8080, dport: natPort, flags: TCP.SYN | TCP.ACK }),
+    );
     t.equal(back.out.dst, CLIENT, `the backend's SYN-ACK still reaches the client (went to ${back.out.dst}:${back.out.dport})`);
   });
 
@@ -292,7 +350,8 @@ t.test('fuzzer findings, reproduced', async (t) => {
 
   t.test('F4: a one-way UDP flow keeps its reply half alive', async (t) => {
     // UDPTimeout is 0.4 s here. The client keeps sending for 0.7 s; the backend answers at the end.
-    const send = () => run('fromPod', frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 47000, dport: 53, payload: Buffer.from('q') }));
+    const send = () =>
+      run('fromPod', frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 47000, dport: 53, payload: Buffer.from('q') }));
     t.equal(send().out.dst, '10.244.1.13');
     for (let i = 0; i < 7; i++) {
       await new Promise((r) => setTimeout(r, 100));
@@ -300,15 +359,20 @@ t.test('fuzzer findings, reproduced', async (t) => {
     }
     const fwd = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.53', sport: 47000, dport: 53, proto: 17 })!;
     t.ok(fwd.expiresNs > native().monotonicNs(), 'the forward half is alive');
-    const back = run('fromPod', frame({ src: '10.244.1.13', dst: POD }, { proto: 'udp', sport: 53, dport: 47000, payload: Buffer.from('a') }));
+    const back = run(
+      'fromPod',
+      frame({ src: '10.244.1.13', dst: POD }, { proto: 'udp', sport: 53, dport: 47000, payload: Buffer.from('a') }),
+    );
     t.equal(back.out.src, '10.96.0.53', `the answer is reverse-translated (came from ${back.out.src})`);
   });
 
   t.test('F6: a DF packet too big for the way to an SNATed backend gets fragmentation-needed', async (t) => {
     // 1586-byte IPv4 packet in a 1600-byte frame, bigger than d0's MTU of 1500 (a jumbo-frame uplink and a
     // smaller path to the backend look the same to the FIB)
-    const big = frame({ src: '192.0.2.102', dst: NODE_IP, dontFragment: true },
-      { proto: 'tcp', sport: 45601, dport: 30081, flags: TCP.SYN, payload: Buffer.alloc(1546, 7) });
+    const big = frame(
+      { src: '192.0.2.102', dst: NODE_IP, dontFragment: true },
+      { proto: 'tcp', sport: 45601, dport: 30081, flags: TCP.SYN, payload: Buffer.alloc(1546, 7) },
+    );
     t.equal(big.length, 1600);
     const before = reasonCount(dp, 'nat-ports');
     const r = run('fromData', big);
@@ -320,7 +384,9 @@ t.test('fuzzer findings, reproduced', async (t) => {
     const a = run('fromData', frame({ src: '192.0.2.101', dst: NODE_IP }, { proto: 'tcp', sport: 45555, dport: 30081 }));
     t.equal(a.out.src, NODE_IP);
     const p = a.out.sport!;
-    t.ok(p >= DEFAULT_DATAPATH.snatPorts[0] && p <= DEFAULT_DATAPATH.snatPorts[1],
-      `SNAT port ${p} in ${DEFAULT_DATAPATH.snatPorts.join('-')}`);
+    t.ok(
+      p >= DEFAULT_DATAPATH.snatPorts[0] && p <= DEFAULT_DATAPATH.snatPorts[1],
+      `SNAT port ${p} in ${DEFAULT_DATAPATH.snatPorts.join('-')}`,
+    );
   });
 });

@@ -23,8 +23,17 @@ import { BPF_DIR, REPO, tmpDatapath } from './helpers/env.js';
 
 const DOC = join(REPO, 'bpf', 'KERNEL_REQUIREMENTS.md');
 
-interface Row { kind: string; name: string; since: string; fallback: string }
-interface Use { kind: string; name: string; where: string }
+interface Row {
+  kind: string;
+  name: string;
+  since: string;
+  fallback: string;
+}
+interface Use {
+  kind: string;
+  name: string;
+  where: string;
+}
 
 /** "5.15" -> [5, 15]; "≤4.19" (first version not pinned down, at most this) -> [4, 19]. */
 function version(s: string): [number, number] {
@@ -84,16 +93,28 @@ function fromObject(path: string): Use[] {
     }
   }
   for (const { section, insns } of elf.code) {
-    for (const e of loopEdges(insns)) uses.push({ kind: 'insn', name: 'bounded loops', where: `${where} ${section} +${e.from} -> +${e.to}` });
+    for (const e of loopEdges(insns))
+      uses.push({ kind: 'insn', name: 'bounded loops', where: `${where} ${section} +${e.from} -> +${e.to}` });
   }
-  if (elf.coreRelocations > 0) uses.push({ kind: 'feature', name: 'CO-RE relocations', where: `${where}: ${elf.coreRelocations} in .BTF.ext` });
+  if (elf.coreRelocations > 0)
+    uses.push({ kind: 'feature', name: 'CO-RE relocations', where: `${where}: ${elf.coreRelocations} in .BTF.ext` });
   return uses;
 }
 
 const MAP_FLAGS: Record<number, string> = {
-  0x1: 'BPF_F_NO_PREALLOC', 0x2: 'BPF_F_NO_COMMON_LRU', 0x4: 'BPF_F_NUMA_NODE', 0x8: 'BPF_F_RDONLY', 0x10: 'BPF_F_WRONLY',
-  0x20: 'BPF_F_STACK_BUILD_ID', 0x40: 'BPF_F_ZERO_SEED', 0x80: 'BPF_F_RDONLY_PROG', 0x100: 'BPF_F_WRONLY_PROG',
-  0x200: 'BPF_F_CLONE', 0x400: 'BPF_F_MMAPABLE', 0x800: 'BPF_F_PRESERVE_ELEMS', 0x1000: 'BPF_F_INNER_MAP',
+  0x1: 'BPF_F_NO_PREALLOC',
+  0x2: 'BPF_F_NO_COMMON_LRU',
+  0x4: 'BPF_F_NUMA_NODE',
+  0x8: 'BPF_F_RDONLY',
+  0x10: 'BPF_F_WRONLY',
+  0x20: 'BPF_F_STACK_BUILD_ID',
+  0x40: 'BPF_F_ZERO_SEED',
+  0x80: 'BPF_F_RDONLY_PROG',
+  0x100: 'BPF_F_WRONLY_PROG',
+  0x200: 'BPF_F_CLONE',
+  0x400: 'BPF_F_MMAPABLE',
+  0x800: 'BPF_F_PRESERVE_ELEMS',
+  0x1000: 'BPF_F_INNER_MAP',
 };
 
 const bpftoolShow = (what: 'map' | 'prog', id: number): { type: string } =>
@@ -112,7 +133,8 @@ function fromSources(): Use[] {
   for (const f of filesUnder(join(REPO, 'bpf'), /\.(c|h)$/, /^bpf\/(include|\.output)\//)) {
     const src = readFileSync(f, 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
     const where = relative(REPO, f);
-    for (const m of src.matchAll(/\bBPF_(F_\w+|FIB_LOOKUP_\w+|ADJ_ROOM_\w+|ANY|NOEXIST|EXIST)\b/g)) uses.push({ kind: 'flag', name: m[0], where });
+    for (const m of src.matchAll(/\bBPF_(F_\w+|FIB_LOOKUP_\w+|ADJ_ROOM_\w+|ANY|NOEXIST|EXIST)\b/g))
+      uses.push({ kind: 'flag', name: m[0], where });
     for (const m of src.matchAll(/\bskb->(\w+)/g)) uses.push({ kind: 'ctx', name: `__sk_buff.${m[1]}`, where });
   }
   for (const f of filesUnder(join(REPO, 'addon'), /\.(cc|h)$/)) {
@@ -120,8 +142,10 @@ function fromSources(): Use[] {
     const where = relative(REPO, f);
     // libbpf's low-level API: one bpf(2) command or netlink request each
     // (bpf_object__* and the like only drive the object loaded above).
-    for (const m of src.matchAll(/\b(bpf_(?!object__|program__|map__|link__|prog_linfo__|btf__)\w+)\s*\(/g)) uses.push({ kind: 'libbpf', name: m[1]!, where });
-    for (const m of src.matchAll(/\b(BPF_TCX_\w+|BPF_TC_(?:INGRESS|EGRESS)|BPF_XDP\w*|XDP_FLAGS_\w+)\b/g)) uses.push({ kind: 'attach', name: m[1]!, where });
+    for (const m of src.matchAll(/\b(bpf_(?!object__|program__|map__|link__|prog_linfo__|btf__)\w+)\s*\(/g))
+      uses.push({ kind: 'libbpf', name: m[1]!, where });
+    for (const m of src.matchAll(/\b(BPF_TCX_\w+|BPF_TC_(?:INGRESS|EGRESS)|BPF_XDP\w*|XDP_FLAGS_\w+)\b/g))
+      uses.push({ kind: 'attach', name: m[1]!, where });
   }
   return uses;
 }
@@ -135,13 +159,18 @@ t.test('everything used from the kernel is in bpf/KERNEL_REQUIREMENTS.md, within
   const dp = await tmpDatapath(t);
   for (const obj of dp.objects) {
     for (const p of obj.programs()) {
-      uses.push({ kind: 'program', name: `BPF_PROG_TYPE_${bpftoolShow('prog', native().progInfo(p.fd).id).type.toUpperCase()}`, where: `${BPF_OBJECT} ${p.name}` });
+      uses.push({
+        kind: 'program',
+        name: `BPF_PROG_TYPE_${bpftoolShow('prog', native().progInfo(p.fd).id).type.toUpperCase()}`,
+        where: `${BPF_OBJECT} ${p.name}`,
+      });
     }
     for (const m of obj.maps()) {
       const info = native().mapInfo(m.fd);
       uses.push({ kind: 'map', name: `BPF_MAP_TYPE_${bpftoolShow('map', info.id).type.toUpperCase()}`, where: `${BPF_OBJECT} ${m.name}` });
       for (let bit = 1; bit <= info.flags; bit <<= 1) {
-        if (info.flags & bit) uses.push({ kind: 'flag', name: MAP_FLAGS[bit] ?? `map_flags 0x${bit.toString(16)}`, where: `${BPF_OBJECT} ${m.name}` });
+        if (info.flags & bit)
+          uses.push({ kind: 'flag', name: MAP_FLAGS[bit] ?? `map_flags 0x${bit.toString(16)}`, where: `${BPF_OBJECT} ${m.name}` });
       }
       if (/\.(rodata|data|bss)$/.test(m.name)) uses.push({ kind: 'feature', name: 'global data', where: `${BPF_OBJECT} ${m.name}` });
     }
@@ -157,7 +186,10 @@ t.test('everything used from the kernel is in bpf/KERNEL_REQUIREMENTS.md, within
   }
   t.ok(seen.size > 20, `${seen.size} distinct kernel features found in use (a reader that finds nothing is broken)`);
   for (const kind of ['helper', 'program', 'map', 'flag', 'ctx', 'libbpf', 'attach']) {
-    t.ok([...seen.values()].some((u) => u.kind === kind), `some use of kind "${kind}" is found`);
+    t.ok(
+      [...seen.values()].some((u) => u.kind === kind),
+      `some use of kind "${kind}" is found`,
+    );
   }
 
   let needs: [number, number] = [0, 0];
@@ -170,7 +202,10 @@ t.test('everything used from the kernel is in bpf/KERNEL_REQUIREMENTS.md, within
     }
     const v = version(row.since);
     if (newer(v, min)) {
-      t.ok(row.fallback.length > 0, `${u.kind} ${u.name} needs ${row.since}, newer than the minimum ${minimum}: fallback "${row.fallback}"`);
+      t.ok(
+        row.fallback.length > 0,
+        `${u.kind} ${u.name} needs ${row.since}, newer than the minimum ${minimum}: fallback "${row.fallback}"`,
+      );
     } else {
       t.pass(`${u.kind} ${u.name}: ${row.since}`);
       if (newer(v, needs)) needs = v;
@@ -182,8 +217,11 @@ t.test('everything used from the kernel is in bpf/KERNEL_REQUIREMENTS.md, within
   t.equal(minimum, '5.15', 'the minimum is the oldest kernel we support (AKS Ubuntu 5.15; EKS AL2023 is 6.1)');
 });
 
-t.test('the object has no CO-RE relocations: it loads without the kernel\'s BTF', async (t) => {
+t.test("the object has no CO-RE relocations: it loads without the kernel's BTF", async (t) => {
   const path = join(BPF_DIR, BPF_OBJECT);
-  t.equal(readBpfElf(readFileSync(path), path).coreRelocations, 0,
-    'no relocation against kernel types (bpf/include/uapi.h has no preserve_access_index; a vmlinux.h would bring hundreds)');
+  t.equal(
+    readBpfElf(readFileSync(path), path).coreRelocations,
+    0,
+    'no relocation against kernel types (bpf/include/uapi.h has no preserve_access_index; a vmlinux.h would bring hundreds)',
+  );
 });

@@ -84,11 +84,17 @@ function inNs(ns: string, cmd: string, args: string[], input?: string): string {
 t.test('the restore script deletes kube-proxy chains and the jumps into them, nothing else', async (t) => {
   const { script, removed } = cleanupScript(IPTABLES);
   t.same(removed.sort(), [
-    'filter/KUBE-FORWARD', 'filter/KUBE-PROXY-FIREWALL',
-    'nat/KUBE-EXT-TCOU7JCQXEZGVUNU', 'nat/KUBE-MARK-MASQ', 'nat/KUBE-NODEPORTS', 'nat/KUBE-POSTROUTING',
-    'nat/KUBE-SEP-IT2ZTR26TO4XFPTO', 'nat/KUBE-SERVICES', 'nat/KUBE-SVC-TCOU7JCQXEZGVUNU',
+    'filter/KUBE-FORWARD',
+    'filter/KUBE-PROXY-FIREWALL',
+    'nat/KUBE-EXT-TCOU7JCQXEZGVUNU',
+    'nat/KUBE-MARK-MASQ',
+    'nat/KUBE-NODEPORTS',
+    'nat/KUBE-POSTROUTING',
+    'nat/KUBE-SEP-IT2ZTR26TO4XFPTO',
+    'nat/KUBE-SERVICES',
+    'nat/KUBE-SVC-TCOU7JCQXEZGVUNU',
   ]);
-  t.notMatch(script, /KUBE-FIREWALL|KUBE-KUBELET-CANARY|MY-CHAIN|MASQUERADE|dport 22/, 'kubelet\'s and unrelated rules are not in it');
+  t.notMatch(script, /KUBE-FIREWALL|KUBE-KUBELET-CANARY|MY-CHAIN|MASQUERADE|dport 22/, "kubelet's and unrelated rules are not in it");
 });
 
 t.test('real iptables and nft in a namespace', async (t) => {
@@ -100,14 +106,30 @@ t.test('real iptables and nft in a namespace', async (t) => {
   t.equal(res.iptables.length, 9, 'nine kube-proxy chains removed');
   t.same(res.nftables.sort(), ['ip kube-proxy', 'ip6 kube-proxy']);
   const after = inNs(ns, 'iptables-save', []);
-  t.notMatch(after, /KUBE-(SERVICES|POSTROUTING|MARK-MASQ|NODEPORTS|SVC-|SEP-|EXT-|FORWARD|PROXY-FIREWALL)/, 'no kube-proxy chain or jump left');
-  for (const keep of [':KUBE-FIREWALL', ':KUBE-KUBELET-CANARY', '-A INPUT -j KUBE-FIREWALL', ':MY-CHAIN', '-A PREROUTING -j MY-CHAIN',
-    '-A MY-CHAIN -p tcp -m tcp --dport 9999 -j RETURN', '-A POSTROUTING -s 10.1.0.0/16 -j MASQUERADE', '-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT',
-    'block incoming localnet connections']) {
+  t.notMatch(
+    after,
+    /KUBE-(SERVICES|POSTROUTING|MARK-MASQ|NODEPORTS|SVC-|SEP-|EXT-|FORWARD|PROXY-FIREWALL)/,
+    'no kube-proxy chain or jump left',
+  );
+  for (const keep of [
+    ':KUBE-FIREWALL',
+    ':KUBE-KUBELET-CANARY',
+    '-A INPUT -j KUBE-FIREWALL',
+    ':MY-CHAIN',
+    '-A PREROUTING -j MY-CHAIN',
+    '-A MY-CHAIN -p tcp -m tcp --dport 9999 -j RETURN',
+    '-A POSTROUTING -s 10.1.0.0/16 -j MASQUERADE',
+    '-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT',
+    'block incoming localnet connections',
+  ]) {
     t.ok(after.includes(keep), `kept: ${keep}`);
   }
   const tables = inNs(ns, 'nft', ['list', 'tables']);
   t.notMatch(tables, /kube-proxy/);
   t.match(tables, /table inet mine/, 'unrelated nft table kept');
-  t.same(inNetns(ns, () => cleanupKubeProxy()), { iptables: [], nftables: [], errors: [] }, 'running again finds nothing to do');
+  t.same(
+    inNetns(ns, () => cleanupKubeProxy()),
+    { iptables: [], nftables: [], errors: [] },
+    'running again finds nothing to do',
+  );
 });

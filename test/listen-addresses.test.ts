@@ -52,22 +52,58 @@ t.test('bind address forms, as kube-proxy takes them', async (t) => {
   t.same(parseBindAddress(f, '::'), { host: '::' }, 'bare IPv6');
   t.same(parseBindAddress(f, 'fd00::1'), { host: 'fd00::1' });
   t.equal(parseBindAddress(f, ''), 'off', 'empty turns it off');
-  for (const bad of ['localhost:9091', 'localhost', '1.2.3.4:99999', '1.2.3.4:', '1.2.3.4:x', '[::1', '[::1]:', '[1.2.3.4]:80', '300.1.1.1', '::1:80:']) {
-    t.throws(() => parseBindAddress(f, bad), { message: new RegExp(`^--metrics-bind-address "${bad.replace(/[[\]]/g, '\\$&')}"`) }, `${bad} refused, naming the flag`);
+  for (const bad of [
+    'localhost:9091',
+    'localhost',
+    '1.2.3.4:99999',
+    '1.2.3.4:',
+    '1.2.3.4:x',
+    '[::1',
+    '[::1]:',
+    '[1.2.3.4]:80',
+    '300.1.1.1',
+    '::1:80:',
+  ]) {
+    t.throws(
+      () => parseBindAddress(f, bad),
+      { message: new RegExp(`^--metrics-bind-address "${bad.replace(/[[\]]/g, '\\$&')}"`) },
+      `${bad} refused, naming the flag`,
+    );
   }
   const def = LISTEN_DEFAULTS.metrics;
   t.same(resolveBindAddress(f, undefined, '--metrics-port', undefined, def), { host: '127.0.0.1', port: 9091 }, 'default');
   t.same(resolveBindAddress(f, { host: '::1' }, '--metrics-port', undefined, def), { host: '::1', port: 9091 }, 'host only: default port');
-  t.same(resolveBindAddress(f, undefined, '--metrics-port', 9100, def), { host: '127.0.0.1', port: 9100 }, 'the port flag sets the port part');
-  t.same(resolveBindAddress(f, { host: '0.0.0.0' }, '--metrics-port', 9100, def), { host: '0.0.0.0', port: 9100 }, 'and combines with a host-only address');
-  t.same(resolveBindAddress(f, { host: '0.0.0.0', port: 9100 }, '--metrics-port', 9100, def), { host: '0.0.0.0', port: 9100 }, 'agreeing twice is fine');
-  t.throws(() => resolveBindAddress(f, { host: '0.0.0.0', port: 9000 }, '--metrics-port', 9100, def), /--metrics-bind-address says port 9000 and --metrics-port says 9100/);
+  t.same(
+    resolveBindAddress(f, undefined, '--metrics-port', 9100, def),
+    { host: '127.0.0.1', port: 9100 },
+    'the port flag sets the port part',
+  );
+  t.same(
+    resolveBindAddress(f, { host: '0.0.0.0' }, '--metrics-port', 9100, def),
+    { host: '0.0.0.0', port: 9100 },
+    'and combines with a host-only address',
+  );
+  t.same(
+    resolveBindAddress(f, { host: '0.0.0.0', port: 9100 }, '--metrics-port', 9100, def),
+    { host: '0.0.0.0', port: 9100 },
+    'agreeing twice is fine',
+  );
+  t.throws(
+    () => resolveBindAddress(f, { host: '0.0.0.0', port: 9000 }, '--metrics-port', 9100, def),
+    /--metrics-bind-address says port 9000 and --metrics-port says 9100/,
+  );
   t.equal(resolveBindAddress(f, 'off', '--metrics-port', undefined, def), undefined, 'empty: off');
   t.equal(resolveBindAddress(f, undefined, '--metrics-port', 0, def), undefined, 'port 0: off, as before');
   t.equal(formatBindAddress({ host: '::1', port: 1 }), '[::1]:1');
-  t.same(LISTEN_DEFAULTS, {
-    healthz: { host: '0.0.0.0', port: 10256 }, metrics: { host: '127.0.0.1', port: 9091 }, health: { host: '127.0.0.1', port: 9099 },
-  }, 'defaults: kube-proxy\'s hosts, our ports');
+  t.same(
+    LISTEN_DEFAULTS,
+    {
+      healthz: { host: '0.0.0.0', port: 10256 },
+      metrics: { host: '127.0.0.1', port: 9091 },
+      health: { host: '127.0.0.1', port: 9099 },
+    },
+    "defaults: kube-proxy's hosts, our ports",
+  );
 });
 
 t.test('bad values are refused before anything starts, naming the flag', async (t) => {
@@ -76,7 +112,10 @@ t.test('bad values are refused before anything starts, naming the flag', async (
     [['--metrics-bind-address', 'localhost:9091'], /--metrics-bind-address.*"localhost" is not an IP address/],
     [['--healthz-bind-address', '1.2.3.4:70000'], /--healthz-bind-address.*port "70000"/],
     [['--health-bind-address', '[::1'], /--health-bind-address.*unbalanced/],
-    [['--metrics-bind-address', '127.0.0.1:9000', '--metrics-port', '9001'], /--metrics-bind-address says port 9000 and --metrics-port says 9001/],
+    [
+      ['--metrics-bind-address', '127.0.0.1:9000', '--metrics-port', '9001'],
+      /--metrics-bind-address says port 9000 and --metrics-port says 9001/,
+    ],
     [['--healthz-port', 'ten'], /--healthz-port must be a port number/],
   ];
   for (const [args, re] of cases) {
@@ -124,7 +163,20 @@ t.test('the agent: defaults, and flags that move each server', async (t) => {
   const manifests = tmpDir(t, 'bpfproxy-listen-');
   writeFileSync(join(manifests, 'empty.yaml'), '');
   const state = tmpDir(t, 'bpfproxy-state-');
-  const common = ['--manifests', manifests, '--node', 'n1', '--bpf-enabled', 'true', '--data-ifaces', '^nothing$', '--pod-ifaces', '^nothing$', '--state-dir', state];
+  const common = [
+    '--manifests',
+    manifests,
+    '--node',
+    'n1',
+    '--bpf-enabled',
+    'true',
+    '--data-ifaces',
+    '^nothing$',
+    '--pod-ifaces',
+    '^nothing$',
+    '--state-dir',
+    state,
+  ];
   const prev = native().enterNetns(`/run/netns/${ns}`);
   t.teardown(() => native().restoreNetns(prev));
 
@@ -140,9 +192,19 @@ t.test('the agent: defaults, and flags that move each server', async (t) => {
   });
 
   await t.test('given addresses, IPv6 and host-only forms, and the old port flags', async (t) => {
-    const a = await startAgentIn(t, ns, [...common, '--pin-dir', tmpPinDir(t),
-      '--healthz-bind-address', '127.0.0.2:10300', '--metrics-bind-address', '192.0.2.1', '--metrics-port', '9300',
-      '--health-bind-address', '[::1]:9400']);
+    const a = await startAgentIn(t, ns, [
+      ...common,
+      '--pin-dir',
+      tmpPinDir(t),
+      '--healthz-bind-address',
+      '127.0.0.2:10300',
+      '--metrics-bind-address',
+      '192.0.2.1',
+      '--metrics-port',
+      '9300',
+      '--health-bind-address',
+      '[::1]:9400',
+    ]);
     t.match(await answer('127.0.0.2', 10300, '/healthz'), { status: 200 }, 'healthz on 127.0.0.2:10300');
     t.match(await get('127.0.0.1', 10300, '/healthz'), { error: 'ECONNREFUSED' }, 'not on 127.0.0.1');
     t.match(await get('192.0.2.1', 10256, '/healthz'), { error: 'ECONNREFUSED' }, 'not on the default');
@@ -155,7 +217,17 @@ t.test('the agent: defaults, and flags that move each server', async (t) => {
   });
 
   await t.test('empty or port 0 turns a server off', async (t) => {
-    const a = await startAgentIn(t, ns, [...common, '--pin-dir', tmpPinDir(t), '--healthz-bind-address', '', '--metrics-port', '0', '--health-bind-address', '127.0.0.1:0']);
+    const a = await startAgentIn(t, ns, [
+      ...common,
+      '--pin-dir',
+      tmpPinDir(t),
+      '--healthz-bind-address',
+      '',
+      '--metrics-port',
+      '0',
+      '--health-bind-address',
+      '127.0.0.1:0',
+    ]);
     await sleep(300);
     t.match(await get('127.0.0.1', 10256, '/healthz'), { error: 'ECONNREFUSED' }, 'no healthz');
     t.match(await get('127.0.0.1', 9091, '/metrics'), { error: 'ECONNREFUSED' }, 'no metrics');

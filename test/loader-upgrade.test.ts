@@ -25,13 +25,50 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
   const pin = tmpPinDir(t);
   mkdirSync(pin, { recursive: true });
   const ctPath = join(pin, MAP_NAMES.ct);
-  execFileSync('bpftool', ['map', 'create', ctPath, 'type', 'lru_hash', 'key', String(c.ctKey.size), 'value', String(c.ctValue.size),
-    'entries', '1024', 'name', MAP_NAMES.ct]);
-  execFileSync('bpftool', ['map', 'create', join(pin, MAP_NAMES.reasons), 'type', 'percpu_array', 'key', '4', 'value', String(c.reasonCounter.size),
-    'entries', '12', 'name', MAP_NAMES.reasons]);
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    ctPath,
+    'type',
+    'lru_hash',
+    'key',
+    String(c.ctKey.size),
+    'value',
+    String(c.ctValue.size),
+    'entries',
+    '1024',
+    'name',
+    MAP_NAMES.ct,
+  ]);
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    join(pin, MAP_NAMES.reasons),
+    'type',
+    'percpu_array',
+    'key',
+    '4',
+    'value',
+    String(c.reasonCounter.size),
+    'entries',
+    '12',
+    'name',
+    MAP_NAMES.reasons,
+  ]);
   const old = new BpfMap(MAP_NAMES.ct, native().objGet(ctPath), c.ctKey, c.ctValue);
   const key = { saddr: '10.244.1.13', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6 };
-  const value = { expiresNs: 123n, createdNs: 1n, natSaddr: '10.244.1.13', natDaddr: '10.244.1.11', natSport: 40000, natDport: 8080, dir: CtDir.FWD, state: 17, flags: 0, svcId: 7 };
+  const value = {
+    expiresNs: 123n,
+    createdNs: 1n,
+    natSaddr: '10.244.1.13',
+    natDaddr: '10.244.1.11',
+    natSport: 40000,
+    natDport: 8080,
+    dir: CtDir.FWD,
+    state: 17,
+    flags: 0,
+    svcId: 7,
+  };
   old.set(key, value);
   old.close();
 
@@ -42,9 +79,15 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
   now.close();
   t.equal(now.type, BPF_MAP_TYPE_HASH, 'conntrack is a plain hash now');
   t.same(dp.maps.ct.get(key), value, 'the connection came along, byte for byte');
-  t.ok(lines.some((l) => /conntrack map is pinned in the old layout.*1 entries move/.test(l.msg)), 'and the operator is told');
+  t.ok(
+    lines.some((l) => /conntrack map is pinned in the old layout.*1 entries move/.test(l.msg)),
+    'and the operator is told',
+  );
   t.equal(dp.maps.reasons.maxEntries, REASONS.length, 'drop counters cover every reason');
-  t.ok(lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)), 'their restart is said');
+  t.ok(
+    lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)),
+    'their restart is said',
+  );
 });
 
 t.test('one object carries every program; a reload adopts its pinned maps', async (t) => {
@@ -52,18 +95,42 @@ t.test('one object carries every program; a reload adopts its pinned maps', asyn
   const first = await loadDatapath(BPF_DIR, pin, DEFAULT_DATAPATH);
   t.equal(first.objects.length, 1, `one object (${BPF_OBJECT}) for every program`);
   const obj = first.objects[0]!;
-  t.same(obj.programs().map((p) => p.name).sort(), Object.values(PROGRAMS).map((p) => p.name).sort(), 'it holds each role\'s program');
+  t.same(
+    obj
+      .programs()
+      .map((p) => p.name)
+      .sort(),
+    Object.values(PROGRAMS)
+      .map((p) => p.name)
+      .sort(),
+    "it holds each role's program",
+  );
   const maps = obj.maps().filter((m) => m.pinPath !== null);
   t.same(maps.map((m) => m.name).sort(), Object.values(MAP_NAMES).sort(), 'one copy of each map, pinned by name');
   const ids = Object.fromEntries(maps.map((m) => [m.name, native().mapInfo(m.fd).id]));
   const key = { saddr: '10.244.1.13', daddr: '10.96.0.10', sport: 40001, dport: 80, proto: 6 };
-  const value = { expiresNs: 9n, createdNs: 1n, natSaddr: '10.244.1.13', natDaddr: '10.244.1.11', natSport: 40001, natDport: 8080, dir: CtDir.FWD, state: 0, flags: 0, svcId: 3 };
+  const value = {
+    expiresNs: 9n,
+    createdNs: 1n,
+    natSaddr: '10.244.1.13',
+    natDaddr: '10.244.1.11',
+    natSport: 40001,
+    natDport: 8080,
+    dir: CtDir.FWD,
+    state: 0,
+    flags: 0,
+    svcId: 3,
+  };
   first.maps.ct.set(key, value);
   first.close();
 
   const again = await loadDatapath(BPF_DIR, pin, DEFAULT_DATAPATH);
   t.teardown(() => again.close());
-  const adopted = Object.fromEntries(again.objects[0]!.maps().filter((m) => m.pinPath !== null).map((m) => [m.name, native().mapInfo(m.fd).id]));
+  const adopted = Object.fromEntries(
+    again.objects[0]!.maps()
+      .filter((m) => m.pinPath !== null)
+      .map((m) => [m.name, native().mapInfo(m.fd).id]),
+  );
   t.same(adopted, ids, 'the same maps (same ids), not new ones');
   t.same(again.maps.ct.get(key), value, 'with their entries');
 });

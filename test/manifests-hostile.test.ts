@@ -100,17 +100,21 @@ const HOSTILE: Record<string, RegExp> = {
   'deep.json': /^deep\.json: document 1 is nested more than 256 levels deep/,
   'binary.yaml': /^binary\.yaml: is not UTF-8 text; nothing from this file is applied$/,
   'nul.yaml': /^nul\.yaml: is not a text file \(it contains NUL bytes\)/,
-  'huge.yaml': new RegExp(`^huge\\.yaml: is ${MAX + 1} bytes, over the ${MAX}-byte limit for a manifest file \\(--manifest-max-file-size\\); it is not read; nothing from this file is applied$`),
+  'huge.yaml': new RegExp(
+    `^huge\\.yaml: is ${MAX + 1} bytes, over the ${MAX}-byte limit for a manifest file \\(--manifest-max-file-size\\); it is not read; nothing from this file is applied$`,
+  ),
   'too-many-tokens.yaml': /^too-many-tokens\.yaml: document 1 has more than 20000 YAML tokens/,
   'mixed.yaml': /^mixed\.yaml: document 2 is not valid YAML \(line \d+: .*\); its other documents are applied/,
   'dup-key.yaml': /^dup-key\.yaml: document 1 is not valid YAML \(duplicate key "kind" on line 3\)/,
   'list-scalar.yaml': /^list-scalar\.yaml document 1: kind List with items that are not a list \(number 5\)/,
-  'dup-ids.yaml': /^dup-ids\.yaml document 2: Service default\/twice is defined twice in this file \(also dup-ids\.yaml document 1\); the first is used$/,
+  'dup-ids.yaml':
+    /^dup-ids\.yaml document 2: Service default\/twice is defined twice in this file \(also dup-ids\.yaml document 1\); the first is used$/,
   'bad.json': /^bad\.json: document 1 is not valid JSON \(.*\); nothing from this file is applied$/,
   'loop.yaml': /^loop\.yaml: is a directory, not a manifest file; nothing from this file is applied$/,
   'self.yaml': /^self\.yaml: cannot be read \(ELOOP: too many symbolic links/,
   'fifo.yaml': /^fifo\.yaml: is not a regular file, not a manifest file/,
-  'circular.yaml': /^circular\.yaml document 1: Service default\/circle cannot be serialised \(Converting circular structure to JSON\); skipped$/,
+  'circular.yaml':
+    /^circular\.yaml document 1: Service default\/circle cannot be serialised \(Converting circular structure to JSON\); skipped$/,
 };
 
 function writeCorpus(dir: string): void {
@@ -125,7 +129,9 @@ function writeCorpus(dir: string): void {
   w('too-many-tokens.yaml', `{${Array.from({ length: 10_000 }, (_, i) => `k${i}: v`).join(', ')}}`);
   w('mixed.yaml', `${svc('mixed-a', '10.96.1.1')}---\nkind: Service\nmetadata: [unclosed\n---\n${svc('mixed-c', '10.96.1.3')}`);
   w('dup-key.yaml', 'apiVersion: v1\nkind: Service\nkind: Service\nmetadata: { name: dupkey }\n');
-  w('list-junk.yaml', `apiVersion: v1
+  w(
+    'list-junk.yaml',
+    `apiVersion: v1
 kind: List
 items:
   - 1
@@ -137,12 +143,27 @@ items:
     kind: Service
     metadata: { name: from-list, namespace: default }
     spec: { clusterIP: 10.96.2.1, ports: [{ port: 80 }] }
-`);
+`,
+  );
   w('list-scalar.yaml', 'apiVersion: v1\nkind: List\nitems: 5\n');
   w('dup-ids.yaml', `${svc('twice', '10.96.3.1')}---\n${svc('twice', '10.96.3.2')}`);
-  w('good.json', JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'from-json', namespace: 'default' }, spec: { clusterIP: '10.96.4.1', ports: [{ port: 80 }] } }));
+  w(
+    'good.json',
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'from-json', namespace: 'default' },
+      spec: { clusterIP: '10.96.4.1', ports: [{ port: 80 }] },
+    }),
+  );
   w('bad.json', '{\n  "apiVersion": "v1",\n  "kind": }\n');
-  w('big-scalar.yaml', svc('big-annotation', '10.96.5.1').replace('namespace: default }', `namespace: default, annotations: { note: "${'y'.repeat(MAX - 1024)}" } }`));
+  w(
+    'big-scalar.yaml',
+    svc('big-annotation', '10.96.5.1').replace(
+      'namespace: default }',
+      `namespace: default, annotations: { note: "${'y'.repeat(MAX - 1024)}" } }`,
+    ),
+  );
   w('circular.yaml', 'apiVersion: v1\nkind: Service\nmetadata: &m { name: circle, namespace: default, self: *m }\n');
   symlinkSync('.', join(dir, 'loop.yaml'));
   symlinkSync('self.yaml', join(dir, 'self.yaml'));
@@ -165,16 +186,31 @@ t.test('hostile corpus: one error line per file naming it, the good objects appl
     t.match(mine[0]?.msg ?? '', re, `${file}: says what and what happens next`);
   }
   const junk = errs.filter((l) => l.msg.startsWith('list-junk.yaml')).map((l) => l.msg);
-  t.same(junk.map((m) => /item (\d+)/.exec(m)?.[1]), ['1', '2', '3', '4', '5'], 'each junk List item named by number');
+  t.same(
+    junk.map((m) => /item (\d+)/.exec(m)?.[1]),
+    ['1', '2', '3', '4', '5'],
+    'each junk List item named by number',
+  );
   t.match(junk[4] ?? '', /item 5: Service apiVersion \(missing\) is not v1; skipped/);
   t.same(
     [...state.keys()].sort(),
-    ['Service/default/big-annotation', 'Service/default/from-json', 'Service/default/from-list', 'Service/default/mixed-a', 'Service/default/mixed-c', 'Service/default/twice'],
+    [
+      'Service/default/big-annotation',
+      'Service/default/from-json',
+      'Service/default/from-list',
+      'Service/default/mixed-a',
+      'Service/default/mixed-c',
+      'Service/default/twice',
+    ],
     'every good object applied, and only those',
   );
   t.match(state.get('Service/default/twice'), { spec: { clusterIP: '10.96.3.1' } }, 'the first of a duplicate is used');
   const named = new Set([...Object.keys(HOSTILE), 'list-junk.yaml']);
-  t.same(errs.filter((l) => ![...named].some((f) => l.msg.startsWith(f))).map((l) => l.msg), [], 'no other problem lines');
+  t.same(
+    errs.filter((l) => ![...named].some((f) => l.msg.startsWith(f))).map((l) => l.msg),
+    [],
+    'no other problem lines',
+  );
 
   // Polls re-read nothing and say nothing more: every problem is logged once.
   const before = problems().length;
@@ -192,9 +228,17 @@ t.test('hostile files dropped into a running source keep the last good objects',
   t.same([...state.keys()].sort(), ['EndpointSlice/default/web-1', 'Service/default/web']);
   const steps: Array<[string, string | Buffer, RegExp]> = [
     ['alias bomb', aliasBomb, /^web\.yaml: document 1 expands too many aliases .*; keeping this file's last good objects \(2\)$/],
-    ['deep nesting', '['.repeat(50_000), /^web\.yaml: document 1 is nested more than 256 levels deep .*; keeping this file's last good objects \(2\)$/],
+    [
+      'deep nesting',
+      '['.repeat(50_000),
+      /^web\.yaml: document 1 is nested more than 256 levels deep .*; keeping this file's last good objects \(2\)$/,
+    ],
     ['binary', binary(1000), /^web\.yaml: is not UTF-8 text; keeping this file's last good objects \(2\)$/],
-    ['over the size limit', `#${'z'.repeat(MAX)}\n`, /^web\.yaml: is \d+ bytes, over the \d+-byte limit .*; keeping this file's last good objects \(2\)$/],
+    [
+      'over the size limit',
+      `#${'z'.repeat(MAX)}\n`,
+      /^web\.yaml: is \d+ bytes, over the \d+-byte limit .*; keeping this file's last good objects \(2\)$/,
+    ],
     ['not YAML', 'kind: [\n', /^web\.yaml: document 1 is not valid YAML \(line \d+: .*\); keeping this file's last good objects \(2\)$/],
   ];
   for (const [what, data, re] of steps) {
@@ -230,17 +274,28 @@ t.test('a broken document among good ones: the good ones apply, the broken one i
   writeFileSync(f, [svc('a', '10.96.0.11'), 'kind: Service\nmetadata: { name: b\n', svc('c', '10.96.0.33')].join('---\n'));
   bump(f);
   src.scan();
-  t.same(calls.map((c) => c.key), ['default/a', 'default/c'], 'the two good documents apply');
+  t.same(
+    calls.map((c) => c.key),
+    ['default/a', 'default/c'],
+    'the two good documents apply',
+  );
   t.match(state.get('Service/default/b'), { spec: { clusterIP: '10.96.0.2' } }, 'the broken one withdraws nothing');
   const errs = problems();
   t.equal(errs.length, 1);
-  t.match(errs[0]!.msg, /^three\.yaml: document 2 is not valid YAML \(line \d+: .*\); its other documents are applied; objects it no longer defines are kept until it reads cleanly$/);
+  t.match(
+    errs[0]!.msg,
+    /^three\.yaml: document 2 is not valid YAML \(line \d+: .*\); its other documents are applied; objects it no longer defines are kept until it reads cleanly$/,
+  );
   t.equal(errs[0]!.document, 2, 'the document number is a field too');
   calls.length = 0;
   writeFileSync(f, [svc('a', '10.96.0.11'), svc('c', '10.96.0.33')].join('---\n'));
   bump(f);
   src.scan();
-  t.same(calls.map((c) => [c.key, c.obj === undefined]), [['default/b', true]], 'once the file reads cleanly, what it dropped is withdrawn');
+  t.same(
+    calls.map((c) => [c.key, c.obj === undefined]),
+    [['default/b', true]],
+    'once the file reads cleanly, what it dropped is withdrawn',
+  );
 });
 
 t.test('a change costs work for the changed document only', async (t) => {
@@ -248,7 +303,10 @@ t.test('a change costs work for the changed document only', async (t) => {
   const files = 50;
   const perFile = 10; // 5 Services + 5 EndpointSlices
   const body = (i: number, ip = 1) =>
-    Array.from({ length: perFile / 2 }, (_, j) => `${svc(`s${i}-${j}`, `10.96.${i}.${j + 1}`)}---\n${slice(`s${i}-${j}`, `10.0.${i}.${j + ip}`)}`).join('---\n');
+    Array.from(
+      { length: perFile / 2 },
+      (_, j) => `${svc(`s${i}-${j}`, `10.96.${i}.${j + 1}`)}---\n${slice(`s${i}-${j}`, `10.0.${i}.${j + ip}`)}`,
+    ).join('---\n');
   for (let i = 0; i < files; i++) writeFileSync(join(dir, `f${String(i).padStart(2, '0')}.yaml`), body(i));
   src.scan();
   t.equal(state.size, files * perFile);
@@ -272,7 +330,11 @@ t.test('a change costs work for the changed document only', async (t) => {
   bump(f7);
   src.scan();
   JSON.stringify = stringify;
-  t.same(calls.map((c) => `${c.kind}/${c.key}`), ['EndpointSlice/default/s7-0-1'], 'only the changed object is applied');
+  t.same(
+    calls.map((c) => `${c.kind}/${c.key}`),
+    ['EndpointSlice/default/s7-0-1'],
+    'only the changed object is applied',
+  );
   t.ok(serialised <= 1, `objects of unchanged files and documents are not serialised (${serialised} serialisations)`);
   t.equal(src.stats.filesParsed - base.filesParsed, 1, 'only the changed file is parsed');
   t.equal(src.stats.documentsParsed - base.documentsParsed, 1, 'only the changed document is parsed');
@@ -301,18 +363,29 @@ t.test('duplicates across files: the first file wins; when it goes, the next one
   writeFileSync(join(dir, 'b.yaml'), svc('dup', '10.96.0.2'));
   src.scan();
   t.match(state.get('Service/default/dup'), { spec: { clusterIP: '10.96.0.1' } });
-  t.same(problems().map((l) => l.msg), ['b.yaml document 1: Service default/dup is also defined in a.yaml document 1; that one is used']);
+  t.same(
+    problems().map((l) => l.msg),
+    ['b.yaml document 1: Service default/dup is also defined in a.yaml document 1; that one is used'],
+  );
   src.scan();
   t.equal(problems().length, 1, 'said once, not at every scan');
   calls.length = 0;
   rmSync(join(dir, 'a.yaml'));
   src.scan();
-  t.same(calls.map((c) => [c.key, c.where]), [['default/dup', 'b.yaml document 1']], 'the remaining definition applies');
+  t.same(
+    calls.map((c) => [c.key, c.where]),
+    [['default/dup', 'b.yaml document 1']],
+    'the remaining definition applies',
+  );
   t.match(state.get('Service/default/dup'), { spec: { clusterIP: '10.96.0.2' } });
   calls.length = 0;
   rmSync(join(dir, 'b.yaml'));
   src.scan();
-  t.same(calls.map((c) => [c.key, c.obj]), [['default/dup', undefined]], 'withdrawn with its last definition');
+  t.same(
+    calls.map((c) => [c.key, c.obj]),
+    [['default/dup', undefined]],
+    'withdrawn with its last definition',
+  );
 });
 
 t.test('a manifest directory that cannot be read keeps its objects and is reported once', async (t) => {
@@ -324,14 +397,21 @@ t.test('a manifest directory that cannot be read keeps its objects and is report
   rmSync(dir, { recursive: true });
   for (let i = 0; i < 4; i++) await clock.advance(250);
   t.ok(state.has('Service/default/x'), 'nothing withdrawn');
-  t.same(problems().map((l) => l.msg.replaceAll(dir, '<dir>')), [
-    "cannot read manifest directory <dir>: ENOENT: no such file or directory, scandir '<dir>'; keeping the objects of the files in it until it can be read",
-  ], 'said once over several polls');
+  t.same(
+    problems().map((l) => l.msg.replaceAll(dir, '<dir>')),
+    [
+      "cannot read manifest directory <dir>: ENOENT: no such file or directory, scandir '<dir>'; keeping the objects of the files in it until it can be read",
+    ],
+    'said once over several polls',
+  );
   mkdirSync(dir);
   writeFileSync(join(dir, 'x.yaml'), svc('x', '10.96.0.1'));
   calls.length = 0;
   await clock.advance(250);
-  t.ok(lines.some((l) => l.level === 'info' && /can be read again/.test(l.msg)), 'its return is said');
+  t.ok(
+    lines.some((l) => l.level === 'info' && /can be read again/.test(l.msg)),
+    'its return is said',
+  );
   t.same(calls, [], 'the same content applies nothing');
 });
 
@@ -357,16 +437,38 @@ t.test('files are parsed a document at a time: numbers and lines as a reader cou
   t.same(wheres(`%YAML 1.2\n---\n${S('a')}---\n${S('b')}`).objects, two, 'directives: read whole');
   t.same(wheres(`${S('a')}---\n${S('b')}`.replace(/\n/g, '\r\n')).objects, two, 'CRLF');
   t.same(wheres(`${S('a')}data: |\n  ---\n  x\n---\n${S('b')}`).objects, two, 'an indented --- inside a block scalar is text');
-  t.same(wheres(`--- {apiVersion: v1, kind: Service, metadata: {name: a}}\n--- {apiVersion: v1, kind: Service, metadata: {name: b}}\n`).objects, two, 'content on the --- line');
-  t.same(wheres(`${S('a')}---\n${S('b')}kind: Service\n`).broken, ['2 is not valid YAML (duplicate key "kind" on line 8)'], 'lines count from the top of the file');
-  t.same(wheres(`${S('a')}---\n${S('b')}---\nkind: Service\nmetadata: [x\n---\n${S('c')}`).broken.map((b) => b.replace(/: .*/, '')),
-    ['3 is not valid YAML (line 11'], 'a broken document is numbered, and the documents after it still read');
+  t.same(
+    wheres(`--- {apiVersion: v1, kind: Service, metadata: {name: a}}\n--- {apiVersion: v1, kind: Service, metadata: {name: b}}\n`).objects,
+    two,
+    'content on the --- line',
+  );
+  t.same(
+    wheres(`${S('a')}---\n${S('b')}kind: Service\n`).broken,
+    ['2 is not valid YAML (duplicate key "kind" on line 8)'],
+    'lines count from the top of the file',
+  );
+  t.same(
+    wheres(`${S('a')}---\n${S('b')}---\nkind: Service\nmetadata: [x\n---\n${S('c')}`).broken.map((b) => b.replace(/: .*/, '')),
+    ['3 is not valid YAML (line 11'],
+    'a broken document is numbered, and the documents after it still read',
+  );
   t.same(wheres('').good, 1, 'an empty file is one empty document');
   const capped = (text: string) => parseManifest('f.yaml', Buffer.from(text), false, { ...DEFAULT_PARSE_LIMITS, maxDocuments: 3 });
-  for (const [what, text] of [['--- parts', [1, 2, 3, 4, 5].map((i) => S(`s${i}`)).join('---\n')], ['... ends', [1, 2, 3, 4, 5].map((i) => S(`s${i}`)).join('...\n')]]) {
+  for (const [what, text] of [
+    ['--- parts', [1, 2, 3, 4, 5].map((i) => S(`s${i}`)).join('---\n')],
+    ['... ends', [1, 2, 3, 4, 5].map((i) => S(`s${i}`)).join('...\n')],
+  ]) {
     const r = capped(text!);
-    t.same([...r.objects.keys()], ['Service/default/s1', 'Service/default/s2', 'Service/default/s3'], `${what}: documents up to the limit are read`);
-    t.same(r.broken, [{ document: 4, reason: 'is past the limit of 3 documents in one file: it and the rest of the file are not read' }], `${what}: the rest is named`);
+    t.same(
+      [...r.objects.keys()],
+      ['Service/default/s1', 'Service/default/s2', 'Service/default/s3'],
+      `${what}: documents up to the limit are read`,
+    );
+    t.same(
+      r.broken,
+      [{ document: 4, reason: 'is past the limit of 3 documents in one file: it and the rest of the file are not read' }],
+      `${what}: the rest is named`,
+    );
   }
 
   const v1 = Array.from({ length: 20 }, (_, i) => S(`s${i}`)).join('---\n');

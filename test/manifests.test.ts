@@ -34,7 +34,11 @@ t.test('the example manifests load without a problem', async (t) => {
   const { dir, store, src, lines } = setup(t);
   cpSync(join(REPO, 'manifests', 'examples'), dir, { recursive: true });
   src.scan();
-  t.same(lines.filter((l) => l.level !== 'debug' && l.level !== 'info'), [], 'no warnings or errors');
+  t.same(
+    lines.filter((l) => l.level !== 'debug' && l.level !== 'info'),
+    [],
+    'no warnings or errors',
+  );
   t.same(store.size, { services: 5, slices: 4 });
   t.same(store.serviceKeys().sort(), ['default/empty', 'default/sticky', 'default/web', 'default/web-local', 'kube-system/dns']);
 });
@@ -44,21 +48,35 @@ t.test('bad input: each problem named by file, object and field; everything else
   writeFileSync(join(dir, 'a-good.yaml'), svcYaml('good', '10.96.0.1'));
   writeFileSync(join(dir, 'b-broken.yaml'), 'kind: Service\nmetadata: [unclosed\n');
   writeFileSync(join(dir, 'c-unknown.yaml'), 'apiVersion: v1\nkind: Gizmo\nmetadata: { name: g }\n---\n' + svcYaml('second', '10.96.0.2'));
-  writeFileSync(join(dir, 'd-badfields.yaml'), svcYaml('bad', '10.96.0.999', '    - { name: http, port: 81 }\n    - { name: other, port: 80 }\n  externalIPs: [1.2.3]\n'));
-  writeFileSync(join(dir, 'e-noselector.yaml'), `apiVersion: v1
+  writeFileSync(
+    join(dir, 'd-badfields.yaml'),
+    svcYaml('bad', '10.96.0.999', '    - { name: http, port: 81 }\n    - { name: other, port: 80 }\n  externalIPs: [1.2.3]\n'),
+  );
+  writeFileSync(
+    join(dir, 'e-noselector.yaml'),
+    `apiVersion: v1
 kind: Service
 metadata: { name: manual }
 spec:
   clusterIP: 10.96.0.5
   ports: [{ port: 80 }]
-`);
+`,
+  );
   writeFileSync(join(dir, 'f-dup.yaml'), svcYaml('good', '10.96.0.77'));
   src.scan();
   t.same(store.serviceKeys().sort(), ['default/bad', 'default/good', 'default/manual', 'default/second']);
   t.equal(store.service('default/good')!.clusterIPs[0], '10.96.0.1', 'the first file wins a duplicate');
-  t.same(store.service('default/bad')!.ports.map((p) => p.port), [80], 'bad ports skipped, the first kept');
+  t.same(
+    store.service('default/bad')!.ports.map((p) => p.port),
+    [80],
+    'bad ports skipped, the first kept',
+  );
   const msgs = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.msg);
-  const has = (re: RegExp, what: string) => t.ok(msgs.some((m) => re.test(m)), `${what}: ${msgs.find((m) => re.test(m)) ?? '(missing)'}`);
+  const has = (re: RegExp, what: string) =>
+    t.ok(
+      msgs.some((m) => re.test(m)),
+      `${what}: ${msgs.find((m) => re.test(m)) ?? '(missing)'}`,
+    );
   has(/^b-broken\.yaml: document 1 is not valid YAML/, 'malformed YAML names the file');
   has(/^c-unknown\.yaml document 1: unknown kind "Gizmo"/, 'unknown kind names file and kind');
   has(/d-badfields\.yaml document 1: Service default\/bad field spec\.clusterIP: "10\.96\.0\.999" is not an IP address/, 'invalid IP');
@@ -94,7 +112,9 @@ t.test('changes apply; a file that stops parsing keeps its last good objects; re
 
 t.test('kind: List and EndpointSlices bind to their service', async (t) => {
   const { dir, store, src } = setup(t);
-  writeFileSync(join(dir, 'list.yaml'), `apiVersion: v1
+  writeFileSync(
+    join(dir, 'list.yaml'),
+    `apiVersion: v1
 kind: List
 items:
   - apiVersion: v1
@@ -107,7 +127,8 @@ items:
     addressType: IPv4
     ports: [{ name: http, port: 8080 }]
     endpoints: [{ addresses: [10.0.0.1], nodeName: me }]
-`);
+`,
+  );
   src.scan();
   const fes = store.frontendsOf('shop/web', 'me');
   t.equal(fes.length, 1);

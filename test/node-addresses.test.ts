@@ -18,28 +18,46 @@ import { service } from './helpers/k8s-objects.js';
 const NODE_IP = '192.0.2.11';
 
 const svc: Service = {
-  namespace: 'shop', name: 'web', type: 'LoadBalancer', clusterIPs: ['10.96.0.10'], externalIPs: [NODE_IP, '203.0.113.1'],
-  loadBalancerIPs: [NODE_IP], ports: [{ name: 'kubelet', protocol: 'TCP', port: 10250, targetPort: 8080, nodePort: 30080 }],
-  affinityTimeout: 0, externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', hasSelector: true,
+  namespace: 'shop',
+  name: 'web',
+  type: 'LoadBalancer',
+  clusterIPs: ['10.96.0.10'],
+  externalIPs: [NODE_IP, '203.0.113.1'],
+  loadBalancerIPs: [NODE_IP],
+  ports: [{ name: 'kubelet', protocol: 'TCP', port: 10250, targetPort: 8080, nodePort: 30080 }],
+  affinityTimeout: 0,
+  externalTrafficPolicy: 'Cluster',
+  internalTrafficPolicy: 'Cluster',
+  hasSelector: true,
 };
 const show = (fes: Frontend[]) => fes.map((f) => `${f.kind} ${f.ip}:${f.port}`);
 
-t.test('desired frontends leave out the node\'s own addresses unless allowed', async (t) => {
+t.test("desired frontends leave out the node's own addresses unless allowed", async (t) => {
   const node = { nodeName: 'n1', nodeAddresses: new Set([NODE_IP]), allowNodeAddressExternalIPs: false };
   const d = desiredFor(svc, [], node);
   t.same(show(d.frontends), ['ClusterIP 10.96.0.10:10250', 'ExternalIP 203.0.113.1:10250', 'NodePort 0.0.0.0:30080']);
-  t.same(d.problems.map((p) => `${p.field} ${p.frontend}`), [
-    `spec.externalIPs ${NODE_IP}:10250/TCP (ExternalIP)`, `status.loadBalancer.ingress ${NODE_IP}:10250/TCP (LoadBalancer)`,
-  ]);
-  t.match(d.problems[0]!.message, /address of this node.*capture the node's own port 10250\/TCP.*CVE-2020-8554.*--allow-node-address-external-ips/);
+  t.same(
+    d.problems.map((p) => `${p.field} ${p.frontend}`),
+    [`spec.externalIPs ${NODE_IP}:10250/TCP (ExternalIP)`, `status.loadBalancer.ingress ${NODE_IP}:10250/TCP (LoadBalancer)`],
+  );
+  t.match(
+    d.problems[0]!.message,
+    /address of this node.*capture the node's own port 10250\/TCP.*CVE-2020-8554.*--allow-node-address-external-ips/,
+  );
 
   const allowed = desiredFor(svc, [], { ...node, allowNodeAddressExternalIPs: true });
   t.equal(allowed.frontends.length, 5, 'opted in: served');
   t.same(allowed.problems, []);
 
   const clusterOnNode = desiredFor({ ...svc, clusterIPs: [NODE_IP] }, [], { ...node, allowNodeAddressExternalIPs: true });
-  t.notOk(clusterOnNode.frontends.some((f) => f.kind === 'ClusterIP'), 'a cluster IP on a node address is never served');
-  t.same(clusterOnNode.problems.map((p) => p.field), ['spec.clusterIPs']);
+  t.notOk(
+    clusterOnNode.frontends.some((f) => f.kind === 'ClusterIP'),
+    'a cluster IP on a node address is never served',
+  );
+  t.same(
+    clusterOnNode.problems.map((p) => p.field),
+    ['spec.clusterIPs'],
+  );
 });
 
 /** A dataplane that keeps what it was told. */
@@ -81,7 +99,7 @@ t.test('the proxier refuses, logs with object and field, and re-evaluates when n
   p.setNodeAddresses(['192.0.2.99']);
   await clock.advance(1000);
   await p.runner.idle();
-  t.same(ips(), ['10.96.0.10', NODE_IP, '203.0.113.1'], 'served once it is no longer the node\'s');
+  t.same(ips(), ['10.96.0.10', NODE_IP, '203.0.113.1'], "served once it is no longer the node's");
   t.equal(p.stats.fullSyncs, fullBefore, 'only the services concerned were synced');
   t.ok(lines.some((l) => l.level === 'info' && /shop\/web: programmed, earlier problems resolved/.test(l.msg)));
 

@@ -42,11 +42,20 @@ function writes(maps: DatapathMaps): string[] {
 
 /** A map's entries in a stable order, as text: equal text = equal bytes. */
 const dump = (m: { entries(): Array<[unknown, unknown]> }): string =>
-  m.entries().map(([k, v]) => JSON.stringify([k, v], (_, x) => (typeof x === 'bigint' ? x.toString() : x))).sort().join('\n');
+  m
+    .entries()
+    .map(([k, v]) => JSON.stringify([k, v], (_, x) => (typeof x === 'bigint' ? x.toString() : x)))
+    .sort()
+    .join('\n');
 
 const owners = (maps: DatapathMaps): Record<string, string> => {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
-  return Object.fromEntries(maps.fe.entries().map(([k, v]) => [`${k.addr}:${k.port}`, names.get(v.svcId) ?? '?']).sort());
+  return Object.fromEntries(
+    maps.fe
+      .entries()
+      .map(([k, v]) => [`${k.addr}:${k.port}`, names.get(v.svcId) ?? '?'])
+      .sort(),
+  );
 };
 
 async function proxierOn(maps: DatapathMaps, clock: FakeClock, objs: Array<[string, unknown]>) {
@@ -67,21 +76,30 @@ t.test('a clash is settled by age, not by name: after a cleanup the older servic
   (evil.metadata as Record<string, unknown>).creationTimestamp = '2024-06-01T00:00:00Z';
   const clock = new FakeClock();
   // The store happens to see the attacker first, and its name sorts first.
-  const p = await proxierOn(dp.maps, clock, [['aaa/aaa-evil', evil], ['shop/web', web]]);
+  const p = await proxierOn(dp.maps, clock, [
+    ['aaa/aaa-evil', evil],
+    ['shop/web', web],
+  ]);
   t.same(owners(dp.maps), { '0.0.0.0:30080': 'shop/web:http/TCP', '10.96.0.10:80': 'shop/web:http/TCP' }, 'the older service has both');
   t.ok(p.stats.problems >= 2, 'the younger one is reported');
   p.stop();
 
   // A restart (new reconciler over the same maps) and a full sync change nothing.
   const ops = writes(dp.maps);
-  const again = await proxierOn(dp.maps, clock, [['aaa/aaa-evil', evil], ['shop/web', web]]);
+  const again = await proxierOn(dp.maps, clock, [
+    ['aaa/aaa-evil', evil],
+    ['shop/web', web],
+  ]);
   t.same(ops, [], 'nothing written after a restart');
   again.stop();
 
   // Without timestamps, the one the store saw first is the older.
   const dp2 = await tmpDatapath(t);
   const strip = (o: typeof web) => ({ ...o, metadata: { name: o.metadata.name, namespace: o.metadata.namespace } });
-  const p2 = await proxierOn(dp2.maps, clock, [['shop/web', strip(web)], ['aaa/aaa-evil', strip(evil)]]);
+  const p2 = await proxierOn(dp2.maps, clock, [
+    ['shop/web', strip(web)],
+    ['aaa/aaa-evil', strip(evil)],
+  ]);
   t.same(Object.values(owners(dp2.maps)), ['shop/web:http/TCP', 'shop/web:http/TCP']);
   p2.stop();
 });
@@ -93,13 +111,30 @@ t.test('a full sync gives an address held by a younger service to the older one'
   const ext = (svc: string, b: string) => [fe('ExternalIP', '203.0.113.5', 80, 'TCP', [be(b, 80)], { servicePort: `${svc}:p/TCP` })];
   // An earlier agent (name order) gave it to a/young.
   rec.syncService('a/young', ext('a/young', '10.0.0.2'));
-  const r = rec.syncAll(new Map([['z/old', ext('z/old', '10.0.0.1')], ['a/young', ext('a/young', '10.0.0.2')]]));
+  const r = rec.syncAll(
+    new Map([
+      ['z/old', ext('z/old', '10.0.0.1')],
+      ['a/young', ext('a/young', '10.0.0.2')],
+    ]),
+  );
   t.same(owners(dp.maps), { '203.0.113.5:80': 'z/old:p/TCP' });
   t.equal(r.frontendsChanged, 1, 'switched in one write, no gap');
-  t.same(r.problems.map((p) => p.service), ['a/young']);
+  t.same(
+    r.problems.map((p) => p.service),
+    ['a/young'],
+  );
   t.match(r.problems[0]!.message, /already served by z\/old.*the older keeps it/);
   t.ok(lines.some((l) => /now served by z\/old, which is older than a\/young/.test(l.msg)));
-  t.same(rec.syncAll(new Map([['z/old', ext('z/old', '10.0.0.1')], ['a/young', ext('a/young', '10.0.0.2')]])).frontendsChanged, 0, 'settled');
+  t.same(
+    rec.syncAll(
+      new Map([
+        ['z/old', ext('z/old', '10.0.0.1')],
+        ['a/young', ext('a/young', '10.0.0.2')],
+      ]),
+    ).frontendsChanged,
+    0,
+    'settled',
+  );
   // Between full syncs, whoever has it keeps it.
   t.equal(rec.syncService('a/young', ext('a/young', '10.0.0.2')).problems.length, 1);
 });
@@ -109,14 +144,30 @@ function longest(): Frontend[] {
   const ns = `n${'s'.repeat(62)}`;
   const name = `w${'e'.repeat(62)}`;
   const r = toService({
-    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns },
-    spec: { type: 'NodePort', clusterIP: '10.96.7.7', sessionAffinity: 'ClientIP', ports: [{ name: `p${'o'.repeat(62)}`, port: 53, protocol: 'UDP', nodePort: 30053 }] },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: ns },
+    spec: {
+      type: 'NodePort',
+      clusterIP: '10.96.7.7',
+      sessionAffinity: 'ClientIP',
+      ports: [{ name: `p${'o'.repeat(62)}`, port: 53, protocol: 'UDP', nodePort: 30053 }],
+    },
   });
   if (!r.value || r.problems.length) throw new Error(JSON.stringify(r.problems));
-  return frontendsFor(r.value, [{
-    namespace: ns, name: 'x', serviceName: name, ports: [{ name: `p${'o'.repeat(62)}`, port: 5353, protocol: 'UDP' }],
-    endpoints: [{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }],
-  }], 'n1');
+  return frontendsFor(
+    r.value,
+    [
+      {
+        namespace: ns,
+        name: 'x',
+        serviceName: name,
+        ports: [{ name: `p${'o'.repeat(62)}`, port: 5353, protocol: 'UDP' }],
+        endpoints: [{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }],
+      },
+    ],
+    'n1',
+  );
 }
 
 t.test('maximal-length names survive a reconciler restart with zero frontend changes', async (t) => {
@@ -126,7 +177,11 @@ t.test('maximal-length names survive a reconciler restart with zero frontend cha
   t.equal(fes[0]!.servicePort.length, 195);
   const a = new BpfReconciler(dp.maps);
   t.same(a.syncAll(new Map([[svc, fes]])).problems, []);
-  t.same(dp.maps.svcNames.entries().map(([, v]) => v.name), [fes[0]!.servicePort], 'the name is stored whole');
+  t.same(
+    dp.maps.svcNames.entries().map(([, v]) => v.name),
+    [fes[0]!.servicePort],
+    'the name is stored whole',
+  );
   const before = dump(dp.maps.fe);
   const b = new BpfReconciler(dp.maps);
   const ops = writes(dp.maps);
@@ -141,7 +196,10 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   const fes = longest();
   const svc = fes[0]!.servicePort.slice(0, fes[0]!.servicePort.lastIndexOf(':'));
   const other = [fe('ClusterIP', '10.96.0.10', 80, 'TCP', [be('10.0.0.1', 80)], { servicePort: 'default/web:http/TCP' })];
-  const all = new Map([[svc, fes], ['default/web', other]]);
+  const all = new Map([
+    [svc, fes],
+    ['default/web', other],
+  ]);
   let dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH);
   new BpfReconciler(dp.maps).syncAll(all);
   const names = dp.maps.svcNames.entries();
@@ -152,7 +210,23 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   // What an earlier version left pinned: 128-byte names, long ones cut at 127.
   const path = join(pinDir, MAP_NAMES.svcNames);
   execFileSync('rm', ['-f', path]);
-  execFileSync('bpftool', ['map', 'create', path, 'type', 'hash', 'key', '4', 'value', '128', 'entries', '65536', 'name', 'bpfproxy_svc_na', 'flags', '1']);
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    path,
+    'type',
+    'hash',
+    'key',
+    '4',
+    'value',
+    '128',
+    'entries',
+    '65536',
+    'name',
+    'bpfproxy_svc_na',
+    'flags',
+    '1',
+  ]);
   const old = native().objGet(path);
   for (const [k, v] of names) {
     const val = Buffer.alloc(128);
@@ -164,7 +238,12 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   const { log, lines } = captureLogger();
   dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH, log);
   t.teardown(() => dp.close());
-  t.ok(lines.some((l) => l.level === 'warn' && /bpfproxy_svc_names is pinned with key\/value 4\/128 bytes; this version uses 4\/256: migrating/.test(l.msg)));
+  t.ok(
+    lines.some(
+      (l) =>
+        l.level === 'warn' && /bpfproxy_svc_names is pinned with key\/value 4\/128 bytes; this version uses 4\/256: migrating/.test(l.msg),
+    ),
+  );
   t.ok(lines.some((l) => /migrated: 2 service names copied/.test(l.msg)));
   t.notOk(existsSync(path + MIGRATING_SUFFIX), 'the old map is gone');
   const now = native().objGet(path);
@@ -179,7 +258,13 @@ t.test('upgrade: a pinned svc_names map of the old 128-byte layout is migrated, 
   t.same(ops, ['set svcNames'], 'only the cut name is written again, whole');
   t.equal(dump(dp.maps.fe), feBefore);
   t.equal(dump(dp.maps.slots), slotsBefore);
-  t.same(dp.maps.svcNames.entries().map(([, v]) => v.name).sort(), names.map(([, v]) => v.name).sort());
+  t.same(
+    dp.maps.svcNames
+      .entries()
+      .map(([, v]) => v.name)
+      .sort(),
+    names.map(([, v]) => v.name).sort(),
+  );
   t.equal(new BpfReconciler(dp.maps).syncAll(all).frontendsChanged, 0, 'and the next restart is quiet too');
 });
 
@@ -193,19 +278,53 @@ t.test('a full backend map during an endpoint change leaves the old state servin
   ];
   rec.syncService('k/dns', dns([rb('10.0.0.1', 53), rb('10.0.0.2', 53)]));
   // Another service takes the rest of the slots map.
-  rec.syncService('k/other', [fe('ClusterIP', '10.96.0.54', 80, 'TCP', [rb('10.0.1.1', 80), rb('10.0.1.2', 80)], { servicePort: 'k/other:p/TCP' })]);
+  rec.syncService('k/other', [
+    fe('ClusterIP', '10.96.0.54', 80, 'TCP', [rb('10.0.1.1', 80), rb('10.0.1.2', 80)], { servicePort: 'k/other:p/TCP' }),
+  ]);
   t.equal(dp.maps.slots.count(), 4, 'the slots map is full');
   const key = { addr: '10.96.0.53', port: 53, proto: IPPROTO_UDP };
   const svcId = dp.maps.fe.get(key)!.svcId;
   for (const b of ['10.0.0.1', '10.0.0.2']) {
     const client = b === '10.0.0.1' ? '10.1.1.1' : '10.1.1.2';
-    dp.maps.ct.set({ saddr: client, daddr: '10.96.0.53', sport: 999, dport: 53, proto: IPPROTO_UDP },
-      { expiresNs: 1n << 62n, createdNs: 0n, natSaddr: client, natSport: 999, natDaddr: b, natDport: 53, dir: CtDir.FWD, state: 0, flags: 0, svcId });
-    dp.maps.ct.set({ saddr: b, daddr: client, sport: 53, dport: 999, proto: IPPROTO_UDP },
-      { expiresNs: 1n << 62n, createdNs: 0n, natSaddr: '10.96.0.53', natSport: 53, natDaddr: client, natDport: 999, dir: CtDir.REPLY, state: 0, flags: 0, svcId });
+    dp.maps.ct.set(
+      { saddr: client, daddr: '10.96.0.53', sport: 999, dport: 53, proto: IPPROTO_UDP },
+      {
+        expiresNs: 1n << 62n,
+        createdNs: 0n,
+        natSaddr: client,
+        natSport: 999,
+        natDaddr: b,
+        natDport: 53,
+        dir: CtDir.FWD,
+        state: 0,
+        flags: 0,
+        svcId,
+      },
+    );
+    dp.maps.ct.set(
+      { saddr: b, daddr: client, sport: 53, dport: 999, proto: IPPROTO_UDP },
+      {
+        expiresNs: 1n << 62n,
+        createdNs: 0n,
+        natSaddr: '10.96.0.53',
+        natSport: 53,
+        natDaddr: client,
+        natDport: 999,
+        dir: CtDir.REPLY,
+        state: 0,
+        flags: 0,
+        svcId,
+      },
+    );
     dp.maps.affinity.set({ svcId, client }, { backend: { addr: b, port: 53, flags: 1 }, lastUsedNs: 1n });
   }
-  const before = { fe: dump(dp.maps.fe), slots: dump(dp.maps.slots), aff: dump(dp.maps.affinity), ct: dump(dp.maps.ct), names: dump(dp.maps.svcNames) };
+  const before = {
+    fe: dump(dp.maps.fe),
+    slots: dump(dp.maps.slots),
+    aff: dump(dp.maps.affinity),
+    ct: dump(dp.maps.ct),
+    names: dump(dp.maps.svcNames),
+  };
 
   // 10.0.0.2 goes, 10.0.0.3 comes: the new set does not fit.
   const r = rec.syncService('k/dns', dns([rb('10.0.0.1', 53), rb('10.0.0.3', 53)]));
@@ -217,8 +336,11 @@ t.test('a full backend map during an endpoint change leaves the old state servin
   t.match(p.message, /old endpoints keep serving/);
   t.match(p.message, /bpfMapSizeNATBackend.*--map-size-nat-backend/);
   t.match(p.message, /retried on the next sync/);
-  t.same({ fe: dump(dp.maps.fe), slots: dump(dp.maps.slots), aff: dump(dp.maps.affinity), ct: dump(dp.maps.ct), names: dump(dp.maps.svcNames) }, before,
-    'frontend, old backend set, affinity, conntrack and names untouched');
+  t.same(
+    { fe: dump(dp.maps.fe), slots: dump(dp.maps.slots), aff: dump(dp.maps.affinity), ct: dump(dp.maps.ct), names: dump(dp.maps.svcNames) },
+    before,
+    'frontend, old backend set, affinity, conntrack and names untouched',
+  );
   t.same(rec.stats(), { frontends: 2, backendSets: 2, servicePorts: 2, slots: 4 }, 'nothing leaked');
 
   const r2 = rec.syncService('k/dns', dns([rb('10.0.0.1', 53), rb('10.0.0.2', 53)]));
@@ -230,7 +352,11 @@ t.test('a full backend map during an endpoint change leaves the old state servin
   const r3 = rec.syncService('k/dns', dns([rb('10.0.0.1', 53), rb('10.0.0.3', 53)]));
   t.same(r3.problems, []);
   t.equal(r3.frontendsChanged, 1);
-  t.same(dp.maps.affinity.entries().map(([, v]) => v.backend.addr), ['10.0.0.1'], 'affinity to the removed endpoint cleared now');
+  t.same(
+    dp.maps.affinity.entries().map(([, v]) => v.backend.addr),
+    ['10.0.0.1'],
+    'affinity to the removed endpoint cleared now',
+  );
 });
 
 t.test('the proxier retries a full-map failure on later syncs, and it goes through once there is room', async (t) => {
@@ -260,7 +386,14 @@ t.test('the proxier retries a full-map failure on later syncs, and it goes throu
   await clock.advance(3000);
   const now = dp.maps.fe.get(key)!;
   t.not(JSON.stringify(now), old, 'programmed once it fits');
-  t.same(dp.maps.slots.entries().filter(([k]) => k.setId === now.setId).map(([, v]) => v.addr).sort(), ['10.244.1.1', '10.244.1.3']);
+  t.same(
+    dp.maps.slots
+      .entries()
+      .filter(([k]) => k.setId === now.setId)
+      .map(([, v]) => v.addr)
+      .sort(),
+    ['10.244.1.1', '10.244.1.3'],
+  );
 });
 
 t.test('a frontend the full frontend map refuses leaves no backend set or name behind', async (t) => {
@@ -269,24 +402,54 @@ t.test('a frontend the full frontend map refuses leaves no backend set or name b
   const a = [be('10.0.0.1', 80, false)];
   // two frontends, one name: the frontend map is full, the name map is not
   rec.syncService('k/a', [
-    fe('ClusterIP', '10.96.0.1', 80, 'TCP', a, { servicePort: 'k/a:p/TCP' }), fe('NodePort', '0.0.0.0', 30080, 'TCP', a, { servicePort: 'k/a:p/TCP' }),
+    fe('ClusterIP', '10.96.0.1', 80, 'TCP', a, { servicePort: 'k/a:p/TCP' }),
+    fe('NodePort', '0.0.0.0', 30080, 'TCP', a, { servicePort: 'k/a:p/TCP' }),
   ]);
   const before = { slots: dump(dp.maps.slots), names: dump(dp.maps.svcNames), stats: rec.stats() };
   const r = rec.syncService('k/b', [fe('ClusterIP', '10.96.0.2', 80, 'TCP', [be('10.0.0.2', 80, false)], { servicePort: 'k/b:p/TCP' })]);
-  t.match(r.problems[0]!.message, /frontend map bpfproxy_fe is full \(2 entries\): 10.96.0.2:80\/TCP \(ClusterIP\) is not programmed; retried/);
-  t.same({ slots: dump(dp.maps.slots), names: dump(dp.maps.svcNames), stats: rec.stats() }, before, 'its backend set and name are gone again');
+  t.match(
+    r.problems[0]!.message,
+    /frontend map bpfproxy_fe is full \(2 entries\): 10.96.0.2:80\/TCP \(ClusterIP\) is not programmed; retried/,
+  );
+  t.same(
+    { slots: dump(dp.maps.slots), names: dump(dp.maps.svcNames), stats: rec.stats() },
+    before,
+    'its backend set and name are gone again',
+  );
 });
 
 t.test('upgrade: another pinned map of another layout is replaced, with a line saying what that costs', async (t) => {
   const pinDir = tmpPinDir(t);
   execFileSync('mkdir', ['-p', pinDir]);
   const path = join(pinDir, MAP_NAMES.affinity);
-  execFileSync('bpftool', ['map', 'create', path, 'type', 'lru_hash', 'key', '8', 'value', '8', 'entries', '64', 'name', 'bpfproxy_affini']);
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    path,
+    'type',
+    'lru_hash',
+    'key',
+    '8',
+    'value',
+    '8',
+    'entries',
+    '64',
+    'name',
+    'bpfproxy_affini',
+  ]);
   const { log, lines } = captureLogger();
   const dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH, log);
   t.teardown(() => dp.close());
-  t.ok(lines.some((l) => l.level === 'warn' && new RegExp(String.raw`bpfproxy_affinity is pinned with key\/value 8\/8 bytes; this version uses 8\/${affinityValue.size}: replaced by a new, empty map \(ClientIP affinity starts afresh\)`).test(l.msg)),
-    lines.map((l) => l.msg).join(' | '));
+  t.ok(
+    lines.some(
+      (l) =>
+        l.level === 'warn' &&
+        new RegExp(
+          String.raw`bpfproxy_affinity is pinned with key\/value 8\/8 bytes; this version uses 8\/${affinityValue.size}: replaced by a new, empty map \(ClientIP affinity starts afresh\)`,
+        ).test(l.msg),
+    ),
+    lines.map((l) => l.msg).join(' | '),
+  );
   const now = native().objGet(path);
   t.equal(now.valueSize, affinityValue.size);
   now.close();

@@ -26,8 +26,7 @@ import type { TcAttachMode } from '../dataplane/bpf/attach.js';
 export { nodeAddresses } from './runtime.js';
 
 export type SourceSpec =
-  | { kind: 'manifests'; dir: string; maxFileBytes?: number }
-  | { kind: 'kubernetes'; kubeconfig?: string; clients?: KubeClients };
+  { kind: 'manifests'; dir: string; maxFileBytes?: number } | { kind: 'kubernetes'; kubeconfig?: string; clients?: KubeClients };
 
 export interface AgentOptions {
   source: SourceSpec;
@@ -76,17 +75,24 @@ export class Agent {
   private stopped = false;
   private lock: PinDirLock | undefined;
 
-  private constructor(private readonly o: AgentOptions, private readonly log: Logger) {
+  private constructor(
+    private readonly o: AgentOptions,
+    private readonly log: Logger,
+  ) {
     this.clock = o.clock ?? realClock;
     this.cliLogLevel = log.level;
-    this.proxier = new Proxier(undefined, {
-      nodeName: o.nodeName,
-      minSyncPeriod: o.base.bpfKubeProxyMinSyncPeriod,
-      syncPeriod: o.syncPeriodMs,
-      clock: this.clock,
-      log,
-      ...(o.services ? { services: o.services } : {}),
-    }, (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc());
+    this.proxier = new Proxier(
+      undefined,
+      {
+        nodeName: o.nodeName,
+        minSyncPeriod: o.base.bpfKubeProxyMinSyncPeriod,
+        syncPeriod: o.syncPeriodMs,
+        clock: this.clock,
+        log,
+        ...(o.services ? { services: o.services } : {}),
+      },
+      (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc(),
+    );
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);
     this.proxier.onSync((s) => {
@@ -145,13 +151,22 @@ export class Agent {
     await this.apply(this.config.config);
     this.proxier.setSynced();
     await this.proxier.runner.idle();
-    this.health.setProbes(o.healthPort ? { host: o.healthHost ?? '127.0.0.1', port: o.healthPort } : undefined, () => this.proxier.isSynced || !this.runtime);
+    this.health.setProbes(
+      o.healthPort ? { host: o.healthHost ?? '127.0.0.1', port: o.healthPort } : undefined,
+      () => this.proxier.isSynced || !this.runtime,
+    );
     if (o.metricsPort) this.metrics.listen({ host: o.metricsHost ?? '127.0.0.1', port: o.metricsPort }, log);
     const st = this.proxier.store.size;
-    log.info({
-      node: o.nodeName, bpfEnabled: !!this.runtime, services: st.services, endpointSlices: st.slices,
-      ...(this.runtime ? { ...this.runtime.reconciler.stats(), interfaces: this.runtime.attacher.list().map((x) => x.name) } : {}),
-    }, 'agent ready');
+    log.info(
+      {
+        node: o.nodeName,
+        bpfEnabled: !!this.runtime,
+        services: st.services,
+        endpointSlices: st.slices,
+        ...(this.runtime ? { ...this.runtime.reconciler.stats(), interfaces: this.runtime.attacher.list().map((x) => x.name) } : {}),
+      },
+      'agent ready',
+    );
   }
 
   private reevaluate(): void {
@@ -161,9 +176,11 @@ export class Agent {
 
   /** Serialize transitions: one config change is applied fully before the next. */
   private apply(cfg: AgentConfig): Promise<void> {
-    this.transition = this.transition.then(() => this.applyNow(cfg)).catch((e: Error) => {
-      this.log.error({ err: e }, `could not apply the configuration: ${e.message}`);
-    });
+    this.transition = this.transition
+      .then(() => this.applyNow(cfg))
+      .catch((e: Error) => {
+        this.log.error({ err: e }, `could not apply the configuration: ${e.message}`);
+      });
     return this.transition;
   }
 
@@ -175,10 +192,19 @@ export class Agent {
     this.proxier.runner.setMinInterval(cfg.bpfKubeProxyMinSyncPeriod);
     if (cfg.bpfEnabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
-      this.runtime = await BpfRuntime.enable({
-        pinDir: o.pinDir, bpfDir: o.bpfDir, podIfaces: o.podIfaces, tcAttach: o.tcAttach ?? 'auto',
-        qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
-      }, cfg, this.proxier, log, this.clock);
+      this.runtime = await BpfRuntime.enable(
+        {
+          pinDir: o.pinDir,
+          bpfDir: o.bpfDir,
+          podIfaces: o.podIfaces,
+          tcAttach: o.tcAttach ?? 'auto',
+          qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
+        },
+        cfg,
+        this.proxier,
+        log,
+        this.clock,
+      );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
     } else if (!cfg.bpfEnabled && this.runtime) {
       this.runtime.disable();
@@ -187,13 +213,19 @@ export class Agent {
     } else if (this.runtime && old) {
       await this.runtime.reconfigure(old, cfg);
       if (mapSizesChanged(old, cfg)) {
-        log.warn('map sizes changed: the pinned maps keep their size until they are created again (bpfEnabled off and on, or bpfproxy cleanup)');
+        log.warn(
+          'map sizes changed: the pinned maps keep their size until they are created again (bpfEnabled off and on, or bpfproxy cleanup)',
+        );
       }
     }
-    if (!cfg.bpfEnabled && !old) log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
+    if (!cfg.bpfEnabled && !old)
+      log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
     this.metrics.enabled.set(this.runtime ? 1 : 0);
     const healthzHost = o.healthzHost === undefined ? '0.0.0.0' : o.healthzHost;
-    this.health.setHealthz(this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.bpfKubeProxyHealthzPort } : undefined, () => this.healthz());
+    this.health.setHealthz(
+      this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.bpfKubeProxyHealthzPort } : undefined,
+      () => this.healthz(),
+    );
     const warn = this.runtime ? unsupported(cfg).join('\n') : '';
     if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);
     this.saidUnsupported = warn;
@@ -207,7 +239,10 @@ export class Agent {
     return {
       healthy,
       lastUpdated: s.lastSyncAt ? new Date(Date.now() - (this.clock.now() - s.lastSyncAt)) : undefined,
-      warnings: [...(this.active && this.runtime ? unsupported(this.active) : []), ...(s.problems ? [`${s.problems} frontend(s) could not be programmed (see logs)`] : [])],
+      warnings: [
+        ...(this.active && this.runtime ? unsupported(this.active) : []),
+        ...(s.problems ? [`${s.problems} frontend(s) could not be programmed (see logs)`] : []),
+      ],
     };
   }
 
@@ -216,11 +251,14 @@ export class Agent {
     const byObject = new Map<string, ConfigProblem[]>();
     for (const p of problems) byObject.set(p.object, [...(byObject.get(p.object) ?? []), p]);
     for (const [name, ps] of byObject) {
-      this.clients.events.record(
-        { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', name },
-        'Warning', 'InvalidConfiguration',
-        `${ps.map((p) => `field ${p.field}: ${p.message}`).join('; ')}; the last good configuration stays in force`.slice(0, 1000),
-      ).catch((e: Error) => this.log.debug(`could not write an Event for FelixConfiguration ${name}: ${e.message}`));
+      this.clients.events
+        .record(
+          { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', name },
+          'Warning',
+          'InvalidConfiguration',
+          `${ps.map((p) => `field ${p.field}: ${p.message}`).join('; ')}; the last good configuration stays in force`.slice(0, 1000),
+        )
+        .catch((e: Error) => this.log.debug(`could not write an Event for FelixConfiguration ${name}: ${e.message}`));
     }
   }
 

@@ -27,29 +27,35 @@ function refuse(busy: LockBusyError, pinDir: string): CleanupResult {
   const kill = h && holderIsVisible(h) ? `kill ${h.pid}` : h ? `kill ${h.pid} where that pid is visible` : 'stop it';
   return {
     ok: false,
-    message: `${busy.message}. Nothing was changed. Stop the agent first (in Kubernetes: kubectl patch felixconfiguration node.<this node> `
-      + `--type merge -p '{"spec":{"bpfEnabled":false}}' makes the agent hand the node back itself, no cleanup needed; or keep the bpfproxy `
-      + `DaemonSet off this node with a nodeSelector; otherwise: ${kill}), or pass --force to stop it and clean up ${pinDir}`,
+    message:
+      `${busy.message}. Nothing was changed. Stop the agent first (in Kubernetes: kubectl patch felixconfiguration node.<this node> ` +
+      `--type merge -p '{"spec":{"bpfEnabled":false}}' makes the agent hand the node back itself, no cleanup needed; or keep the bpfproxy ` +
+      `DaemonSet off this node with a nodeSelector; otherwise: ${kill}), or pass --force to stop it and clean up ${pinDir}`,
   };
 }
 
 async function stopHolder(busy: LockBusyError, o: CleanupOptions, log: Logger): Promise<PinDirLock | CleanupResult> {
   const h = busy.holder;
   if (!h) {
-    return { ok: false, message: `${busy.message}, and its lock file does not say which process it is; nothing was changed: find it (fuser ${busy.path}) and stop it` };
+    return {
+      ok: false,
+      message: `${busy.message}, and its lock file does not say which process it is; nothing was changed: find it (fuser ${busy.path}) and stop it`,
+    };
   }
   if (!holderIsVisible(h)) {
     return {
       ok: false,
-      message: `${busy.message}: that process is not visible from here (another PID namespace, e.g. its pod) so --force cannot signal it; `
-        + 'nothing was changed. Stop it where it runs (kubectl, or kill there) and run cleanup again',
+      message:
+        `${busy.message}: that process is not visible from here (another PID namespace, e.g. its pod) so --force cannot signal it; ` +
+        'nothing was changed. Stop it where it runs (kubectl, or kill there) and run cleanup again',
     };
   }
   log.warn({ pid: h.pid, pinDir: o.pinDir }, `--force: stopping ${describeHolder(h)} with SIGTERM`);
   try {
     process.kill(h.pid, 'SIGTERM');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') return { ok: false, message: `cannot signal agent pid ${h.pid}: ${(e as Error).message}; nothing was changed` };
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH')
+      return { ok: false, message: `cannot signal agent pid ${h.pid}: ${(e as Error).message}; nothing was changed` };
   }
   try {
     return await PinDirLock.acquire(o.stateDir, o.pinDir, 'cleanup', o.forceTimeoutMs);
@@ -80,8 +86,12 @@ export async function runCleanup(o: CleanupOptions, log: Logger): Promise<Cleanu
     const parts = [
       `detached from ${r.detached.length} interface(s)${r.detached.length ? ` (${r.detached.join(', ')})` : ''}`,
       `deleted the clsact qdisc bpfproxy had created on ${r.qdiscs.removed.length} interface(s)${r.qdiscs.removed.length ? ` (${r.qdiscs.removed.join(', ')})` : ''}`,
-      ...(r.qdiscs.kept.length ? [`left ${r.qdiscs.kept.length} clsact qdisc(s) that hold other filters (${r.qdiscs.kept.map((k) => k.iface).join(', ')})`] : []),
-      ...(r.qdiscs.elsewhere ? [`${r.qdiscs.elsewhere} qdisc record(s) are for interfaces in another network namespace: run cleanup there too`] : []),
+      ...(r.qdiscs.kept.length
+        ? [`left ${r.qdiscs.kept.length} clsact qdisc(s) that hold other filters (${r.qdiscs.kept.map((k) => k.iface).join(', ')})`]
+        : []),
+      ...(r.qdiscs.elsewhere
+        ? [`${r.qdiscs.elsewhere} qdisc record(s) are for interfaces in another network namespace: run cleanup there too`]
+        : []),
       `removed ${r.unpinned} pinned map(s) from ${o.pinDir}`,
     ];
     return { ok: true, message: parts.join('; ') };

@@ -13,7 +13,18 @@
  * a cleanup run on the host sees the lock of the agent in its pod.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync, constants } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  constants,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { native } from '../native/index.js';
@@ -99,7 +110,11 @@ export function describeHolder(h: LockHolder | undefined): string {
 
 export class LockBusyError extends Error {
   override readonly name = 'LockBusyError';
-  constructor(readonly path: string, readonly pinDir: string, readonly holder: LockHolder | undefined) {
+  constructor(
+    readonly path: string,
+    readonly pinDir: string,
+    readonly holder: LockHolder | undefined,
+  ) {
     super(`pin dir ${pinDir} is in use by ${describeHolder(holder)} (lock ${path})`);
   }
 }
@@ -108,7 +123,11 @@ export class LockBusyError extends Error {
 export class PinDirLock {
   private fd: number | undefined;
 
-  private constructor(fd: number, readonly path: string, readonly pinDir: string) {
+  private constructor(
+    fd: number,
+    readonly path: string,
+    readonly pinDir: string,
+  ) {
     this.fd = fd;
   }
 
@@ -120,7 +139,10 @@ export class PinDirLock {
         mkdirp(stateDir);
         return openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
       } catch (e) {
-        throw new Error(`cannot open the lock file ${path} for pin dir ${pinDir} in the state dir (--state-dir ${stateDir}): ${(e as Error).message}`, { cause: e });
+        throw new Error(
+          `cannot open the lock file ${path} for pin dir ${pinDir} in the state dir (--state-dir ${stateDir}): ${(e as Error).message}`,
+          { cause: e },
+        );
       }
     };
     // The holder unlinks the file on release: a lock taken on a file that is
@@ -140,8 +162,13 @@ export class PinDirLock {
         }
         if (!same) continue;
         const holder: LockHolder = {
-          pid: process.pid, pidNs: pidNsOf('self') ?? 0, startTime: startTimeOf('self') ?? '',
-          pinDir: resolve(pinDir), host: hostname(), since: new Date().toISOString(), what,
+          pid: process.pid,
+          pidNs: pidNsOf('self') ?? 0,
+          startTime: startTimeOf('self') ?? '',
+          pinDir: resolve(pinDir),
+          host: hostname(),
+          since: new Date().toISOString(),
+          what,
         };
         ftruncateSync(fd, 0);
         writeSync(fd, `${JSON.stringify(holder)}\n`, 0);

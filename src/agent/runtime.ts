@@ -46,8 +46,10 @@ export function datapathConfig(c: AgentConfig): DatapathConfig {
     ...DEFAULT_DATAPATH,
     ctTimeouts: c.bpfConntrackTimeouts,
     mapSizes: {
-      conntrack: c.bpfMapSizeConntrack, natFrontend: c.bpfMapSizeNATFrontend,
-      natBackend: c.bpfMapSizeNATBackend, natAffinity: c.bpfMapSizeNATAffinity,
+      conntrack: c.bpfMapSizeConntrack,
+      natFrontend: c.bpfMapSizeNATFrontend,
+      natBackend: c.bpfMapSizeNATBackend,
+      natAffinity: c.bpfMapSizeNATAffinity,
     },
   };
 }
@@ -88,9 +90,12 @@ export class BpfRuntime {
       dp.close();
       throw e;
     }
-    log.info({ hook: attacher.hook, mode: o.tcAttach ?? 'auto' }, attacher.hook === 'tcx'
-      ? `attaching through tcx links, pinned under ${o.pinDir}/tcx`
-      : 'attaching through cls_bpf filters in clsact qdiscs');
+    log.info(
+      { hook: attacher.hook, mode: o.tcAttach ?? 'auto' },
+      attacher.hook === 'tcx'
+        ? `attaching through tcx links, pinned under ${o.pinDir}/tcx`
+        : 'attaching through cls_bpf filters in clsact qdiscs',
+    );
     const gc = new ConntrackGc(dp.maps, log, clock);
     const ledger = new QdiscLedger(o.qdiscLedger, log);
     attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);
@@ -167,7 +172,9 @@ export class BpfRuntime {
     this.proxier.setDataplane(undefined);
     this.dp.close();
     const r = teardown(this.o.pinDir, this.ledger, this.log);
-    this.log.info({ interfaces: r.detached, qdiscsRemoved: r.qdiscs.removed },
-      `bpfEnabled is false: detached from ${r.detached.length} interface(s), deleted ${r.qdiscs.removed.length} clsact qdisc(s) bpfproxy had created and unpinned the maps; kube-proxy can take over`);
+    this.log.info(
+      { interfaces: r.detached, qdiscsRemoved: r.qdiscs.removed },
+      `bpfEnabled is false: detached from ${r.detached.length} interface(s), deleted ${r.qdiscs.removed.length} clsact qdisc(s) bpfproxy had created and unpinned the maps; kube-proxy can take over`,
+    );
   }
 }

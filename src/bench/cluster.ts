@@ -46,9 +46,25 @@ export interface ClusterOptions {
   pollMs?: number;
 }
 
-export interface CpuFigures { user: number; nice: number; system: number; iowait: number; steal: number; total: number }
-export interface NodeFigures { cpu: CpuFigures; ram: number }
-export interface TestFigures { bandwidth: number; client: NodeFigures; server: NodeFigures; retransmits?: number; lostPercent?: number }
+export interface CpuFigures {
+  user: number;
+  nice: number;
+  system: number;
+  iowait: number;
+  steal: number;
+  total: number;
+}
+export interface NodeFigures {
+  cpu: CpuFigures;
+  ram: number;
+}
+export interface TestFigures {
+  bandwidth: number;
+  client: NodeFigures;
+  server: NodeFigures;
+  retransmits?: number;
+  lostPercent?: number;
+}
 
 /**
  * knb's JSON keys, plus ours. Results read from knb itself lack the keys
@@ -56,15 +72,26 @@ export interface TestFigures { bandwidth: number; client: NodeFigures; server: N
  */
 export interface ClusterResults {
   metadata: {
-    name: string; generator: string; version: string; date: string; 'server-node': string; 'client-node': string; 'socket-buffer-size': string;
+    name: string;
+    generator: string;
+    version: string;
+    date: string;
+    'server-node': string;
+    'client-node': string;
+    'socket-buffer-size': string;
     /** ours: the knb release whose format this follows */
     knbCompatible?: string;
     /** ours */
-    duration?: number; namespace?: string; server?: string;
+    duration?: number;
+    namespace?: string;
+    server?: string;
   };
   data: {
     /** CPU model of the server node, kernel, API server version, pod interface MTU (knb: discovered from the server pod) */
-    cpu: string; kernel: string; 'k8s-version': string; mtu: string;
+    cpu: string;
+    kernel: string;
+    'k8s-version': string;
+    mtu: string;
     idle?: { bandwidth?: number; client: NodeFigures; server: NodeFigures };
     pod2pod?: { tcp?: TestFigures; udp?: TestFigures };
     pod2svc?: { tcp?: TestFigures; udp?: TestFigures };
@@ -87,12 +114,27 @@ export function bpfproxyVersion(): string {
 export function parseOnlyTests(v: string): ClusterOptions['tests'] {
   const all: ClusterOptions['tests'] = ['idle', 'pod2pod.tcp', 'pod2pod.udp', 'pod2svc.tcp', 'pod2svc.udp'];
   const out = new Set<ClusterOptions['tests'][number]>();
-  for (const w of v.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean)) {
+  for (const w of v
+    .split(',')
+    .map((x) => x.trim().toLowerCase())
+    .filter(Boolean)) {
     const m: Record<string, ClusterOptions['tests']> = {
-      all, idle: ['idle'], tcp: ['pod2pod.tcp', 'pod2svc.tcp'], udp: ['pod2pod.udp', 'pod2svc.udp'],
-      p2p: ['pod2pod.tcp', 'pod2pod.udp'], pod2pod: ['pod2pod.tcp', 'pod2pod.udp'], p2s: ['pod2svc.tcp', 'pod2svc.udp'], pod2svc: ['pod2svc.tcp', 'pod2svc.udp'],
-      p2ptcp: ['pod2pod.tcp'], p2pudp: ['pod2pod.udp'], p2stcp: ['pod2svc.tcp'], p2sudp: ['pod2svc.udp'],
-      p2p_tcp: ['pod2pod.tcp'], p2p_udp: ['pod2pod.udp'], p2s_tcp: ['pod2svc.tcp'], p2s_udp: ['pod2svc.udp'],
+      all,
+      idle: ['idle'],
+      tcp: ['pod2pod.tcp', 'pod2svc.tcp'],
+      udp: ['pod2pod.udp', 'pod2svc.udp'],
+      p2p: ['pod2pod.tcp', 'pod2pod.udp'],
+      pod2pod: ['pod2pod.tcp', 'pod2pod.udp'],
+      p2s: ['pod2svc.tcp', 'pod2svc.udp'],
+      pod2svc: ['pod2svc.tcp', 'pod2svc.udp'],
+      p2ptcp: ['pod2pod.tcp'],
+      p2pudp: ['pod2pod.udp'],
+      p2stcp: ['pod2svc.tcp'],
+      p2sudp: ['pod2svc.udp'],
+      p2p_tcp: ['pod2pod.tcp'],
+      p2p_udp: ['pod2pod.udp'],
+      p2s_tcp: ['pod2svc.tcp'],
+      p2s_udp: ['pod2svc.udp'],
     };
     const got = m[w];
     if (!got) throw new Error(`-ot: unknown test "${w}" (known: ${Object.keys(m).join(', ')})`);
@@ -107,7 +149,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * CPU model (last "model name" of /proc/cpuinfo), the kernel, and the MTU of
  * the pod's interface (the first non-loopback one that is up).
  */
-const FACTS = 'echo "FACT cpu $(grep "model name" /proc/cpuinfo | tail -n 1 | cut -d: -f2-)"; echo "FACT kernel $(uname -r)"; ' +
+const FACTS =
+  'echo "FACT cpu $(grep "model name" /proc/cpuinfo | tail -n 1 | cut -d: -f2-)"; echo "FACT kernel $(uname -r)"; ' +
   'm=""; for i in /sys/class/net/*; do n=${i##*/}; [ "$n" = lo ] && continue; [ -z "$m" ] && m=$(cat $i/mtu); ' +
   '[ "$(cat $i/operstate 2>/dev/null)" = up ] && { m=$(cat $i/mtu); break; }; done; echo "FACT mtu $m"; ';
 const MONITOR = `${FACTS}while true; do echo "T $(date +%s)"; head -1 /proc/stat; grep -E "^(MemTotal|MemAvailable):" /proc/meminfo; sleep 1; done`;
@@ -122,7 +165,12 @@ export function parseFacts(log: string): { cpu: string; kernel: string; mtu: str
   return { cpu: f.cpu ?? '', kernel: f.kernel ?? '', mtu: f.mtu ?? '' };
 }
 
-interface Sample { t: number; cpu: number[]; memTotal: number; memAvail: number }
+interface Sample {
+  t: number;
+  cpu: number[];
+  memTotal: number;
+  memAvail: number;
+}
 
 /** Parse a monitor pod's log into samples. */
 export function parseMonitor(log: string): Sample[] {
@@ -166,7 +214,11 @@ export class ClusterBench {
   private readonly version: VersionApi;
   private readonly poll: number;
 
-  constructor(kc: KubeConfig, private readonly o: ClusterOptions, private readonly say: (s: string) => void = () => undefined) {
+  constructor(
+    kc: KubeConfig,
+    private readonly o: ClusterOptions,
+    private readonly say: (s: string) => void = () => undefined,
+  ) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.version = kc.makeApiClient(VersionApi);
     this.poll = o.pollMs ?? 1000;
@@ -184,10 +236,13 @@ export class ClusterBench {
 
   private pod(name: string, node: string, command: string[], restart: 'Always' | 'Never'): V1Pod {
     return {
-      apiVersion: 'v1', kind: 'Pod',
+      apiVersion: 'v1',
+      kind: 'Pod',
       metadata: { name, namespace: this.o.namespace, labels: { app: 'bpfproxy-bench', role: name } },
       spec: {
-        nodeName: node, restartPolicy: restart, terminationGracePeriodSeconds: 1,
+        nodeName: node,
+        restartPolicy: restart,
+        terminationGracePeriodSeconds: 1,
         tolerations: [{ operator: 'Exists' }],
         containers: [{ name: 'main', image: this.o.image, command }],
       },
@@ -233,9 +288,17 @@ export class ClusterBench {
     const ns = o.namespace;
     const res: ClusterResults = {
       metadata: {
-        name: o.name ?? `bpfproxy-${process.pid}`, generator: 'bpfproxy bench cluster', version: bpfproxyVersion(), date: new Date().toISOString(),
-        'server-node': o.serverNode, 'client-node': o.clientNode, 'socket-buffer-size': o.socketBufferSize,
-        knbCompatible: KNB_FORMAT, duration: o.duration, namespace: ns, server: '',
+        name: o.name ?? `bpfproxy-${process.pid}`,
+        generator: 'bpfproxy bench cluster',
+        version: bpfproxyVersion(),
+        date: new Date().toISOString(),
+        'server-node': o.serverNode,
+        'client-node': o.clientNode,
+        'socket-buffer-size': o.socketBufferSize,
+        knbCompatible: KNB_FORMAT,
+        duration: o.duration,
+        namespace: ns,
+        server: '',
       },
       data: { cpu: '', kernel: '', 'k8s-version': await this.serverVersion(), mtu: '' },
     };
@@ -245,13 +308,28 @@ export class ClusterBench {
     const pods = ['monitor-client', 'monitor-server', 'server'];
     try {
       this.say(`starting monitors on ${o.clientNode} and ${o.serverNode}, and the iperf3 server`);
-      await this.core.createNamespacedPod({ namespace: ns, body: this.pod('monitor-client', o.clientNode, ['sh', '-c', MONITOR], 'Always') });
-      await this.core.createNamespacedPod({ namespace: ns, body: this.pod('monitor-server', o.serverNode, ['sh', '-c', MONITOR], 'Always') });
+      await this.core.createNamespacedPod({
+        namespace: ns,
+        body: this.pod('monitor-client', o.clientNode, ['sh', '-c', MONITOR], 'Always'),
+      });
+      await this.core.createNamespacedPod({
+        namespace: ns,
+        body: this.pod('monitor-server', o.serverNode, ['sh', '-c', MONITOR], 'Always'),
+      });
       await this.core.createNamespacedPod({ namespace: ns, body: this.pod('server', o.serverNode, ['iperf3', '-s'], 'Always') });
-      await this.core.createNamespacedService({ namespace: ns, body: {
-        metadata: { name: 'server', namespace: ns },
-        spec: { selector: { role: 'server' }, ports: [{ name: 'tcp', port: 5201, protocol: 'TCP' }, { name: 'udp', port: 5201, protocol: 'UDP' }] },
-      } });
+      await this.core.createNamespacedService({
+        namespace: ns,
+        body: {
+          metadata: { name: 'server', namespace: ns },
+          spec: {
+            selector: { role: 'server' },
+            ports: [
+              { name: 'tcp', port: 5201, protocol: 'TCP' },
+              { name: 'udp', port: 5201, protocol: 'UDP' },
+            ],
+          },
+        },
+      });
       const server = await this.waitPod('server', ['Running']);
       await this.waitPod('monitor-client', ['Running']);
       await this.waitPod('monitor-server', ['Running']);
@@ -272,8 +350,13 @@ export class ClusterBench {
         const r = await this.iperfClient(`client-${kind}-${proto}`, kind === 'pod2pod' ? podIP : svcIP, proto === 'udp');
         const end = r.json.end ?? {};
         const bps = proto === 'tcp' ? end.sum_received?.bits_per_second : (end.sum_received?.bits_per_second ?? end.sum?.bits_per_second);
-        windows.push({ test, from: r.from, to: r.to, bw: Math.round((bps ?? 0) / 1e6),
-          ...(proto === 'tcp' ? { retransmits: end.sum_sent?.retransmits ?? 0 } : { lost: end.sum?.lost_percent ?? 0 }) });
+        windows.push({
+          test,
+          from: r.from,
+          to: r.to,
+          bw: Math.round((bps ?? 0) / 1e6),
+          ...(proto === 'tcp' ? { retransmits: end.sum_sent?.retransmits ?? 0 } : { lost: end.sum?.lost_percent ?? 0 }),
+        });
       }
       const clientSamples = parseMonitor(await this.logs('monitor-client'));
       const serverLog = await this.logs('monitor-server');
@@ -288,8 +371,11 @@ export class ClusterBench {
         }
         const [kind, proto] = w.test.split('.') as ['pod2pod' | 'pod2svc', 'tcp' | 'udp'];
         (res.data[kind] ??= {})[proto] = {
-          bandwidth: w.bw, client, server: serverF,
-          ...(w.retransmits !== undefined ? { retransmits: w.retransmits } : {}), ...(w.lost !== undefined ? { lostPercent: w.lost } : {}),
+          bandwidth: w.bw,
+          client,
+          server: serverF,
+          ...(w.retransmits !== undefined ? { retransmits: w.retransmits } : {}),
+          ...(w.lost !== undefined ? { lostPercent: w.lost } : {}),
         };
       }
       return res;
@@ -307,9 +393,12 @@ export class ClusterBench {
 export function renderCluster(r: ClusterResults, format: 'text' | 'json' | 'yaml'): string {
   if (format === 'json') return `${JSON.stringify(r, null, 2)}\n`;
   if (format === 'yaml') return stringify(r);
-  const lines = [`bpfproxy bench cluster (knb method) — ${r.metadata.name}, ${r.metadata.date}`,
+  const lines = [
+    `bpfproxy bench cluster (knb method) — ${r.metadata.name}, ${r.metadata.date}`,
     `server node ${r.metadata['server-node']}, client node ${r.metadata['client-node']}, ${r.metadata.duration ?? '?'} s per test`,
-    `CPU ${r.data.cpu || 'unknown'}; kernel ${r.data.kernel || 'unknown'}; Kubernetes ${r.data['k8s-version'] || 'unknown'}; MTU ${r.data.mtu || 'unknown'}`, ''];
+    `CPU ${r.data.cpu || 'unknown'}; kernel ${r.data.kernel || 'unknown'}; Kubernetes ${r.data['k8s-version'] || 'unknown'}; MTU ${r.data.mtu || 'unknown'}`,
+    '',
+  ];
   const row = (name: string, bw: string, c: NodeFigures, s: NodeFigures) =>
     `${name.padEnd(14)} ${bw.padStart(12)}   client cpu ${c.cpu.total.toFixed(1).padStart(5)}% ram ${String(c.ram).padStart(6)} MiB   server cpu ${s.cpu.total.toFixed(1).padStart(5)}% ram ${String(s.ram).padStart(6)} MiB`;
   if (r.data.idle) lines.push(row('idle', '-', r.data.idle.client, r.data.idle.server));

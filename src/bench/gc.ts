@@ -112,10 +112,14 @@ function connection(i: number, now: bigint): Array<[CtKey, CtValue]> {
   const repExp = kind === 3 ? future : past;
   const base = { createdNs: 0n, state: 0, flags: 0, svcId: SVC_ID };
   return [
-    [{ saddr: client, daddr: vip.addr, sport, dport: vip.port, proto },
-      { ...base, expiresNs: fwdExp, natSaddr: client, natSport: sport, natDaddr: backend.addr, natDport: backend.port, dir: CtDir.FWD }],
-    [{ saddr: backend.addr, daddr: client, sport: backend.port, dport: sport, proto },
-      { ...base, expiresNs: repExp, natSaddr: vip.addr, natSport: vip.port, natDaddr: client, natDport: sport, dir: CtDir.REPLY }],
+    [
+      { saddr: client, daddr: vip.addr, sport, dport: vip.port, proto },
+      { ...base, expiresNs: fwdExp, natSaddr: client, natSport: sport, natDaddr: backend.addr, natDport: backend.port, dir: CtDir.FWD },
+    ],
+    [
+      { saddr: backend.addr, daddr: client, sport: backend.port, dport: sport, proto },
+      { ...base, expiresNs: repExp, natSaddr: vip.addr, natSport: vip.port, natDaddr: client, natDport: sport, dir: CtDir.REPLY },
+    ],
   ];
 }
 
@@ -169,7 +173,9 @@ async function measured<T>(work: () => Promise<T> | T): Promise<{ value: T; ms: 
   h.disable();
   const ns = (x: number) => +(x / 1e6).toFixed(2);
   return {
-    value, ms: +ms.toFixed(1), cpuMs: +((cpu.user + cpu.system) / 1000).toFixed(1),
+    value,
+    ms: +ms.toFixed(1),
+    cpuMs: +((cpu.user + cpu.system) / 1000).toFixed(1),
     lag: { p50Ms: ns(h.percentile(50)), p99Ms: ns(h.percentile(99)), maxMs: ns(h.max), samples: h.count },
   };
 }
@@ -195,11 +201,14 @@ function jsScrape(maps: DatapathMaps): number {
 /** The UDP flush as it was: the conntrack map dumped, filtered and deleted from on the event loop. */
 function jsFlush(maps: DatapathMaps): number {
   const be = `${REMOVED.addr}:${REMOVED.port}`;
-  const ct = maps.ct.entries().filter(([k, v]) => {
-    if (k.proto !== IPPROTO_UDP) return false;
-    const b = v.dir === CtDir.FWD ? `${v.natDaddr}:${v.natDport}` : `${k.saddr}:${k.sport}`;
-    return v.svcId === SVC_ID && b === be;
-  }).map(([k]) => k);
+  const ct = maps.ct
+    .entries()
+    .filter(([k, v]) => {
+      if (k.proto !== IPPROTO_UDP) return false;
+      const b = v.dir === CtDir.FWD ? `${v.natDaddr}:${v.natDport}` : `${k.saddr}:${k.sport}`;
+      return v.svcId === SVC_ID && b === be;
+    })
+    .map(([k]) => k);
   if (ct.length) maps.ct.deleteMany(ct);
   return ct.length;
 }
@@ -247,7 +256,15 @@ export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = (
       }
       return n;
     });
-    phases.push({ work: 'scrape', way: 'before', how: JS, ms: +(s0.ms / o.scrapes).toFixed(1), cpuMs: +(s0.cpuMs / o.scrapes).toFixed(1), lag: s0.lag, count: s0.value });
+    phases.push({
+      work: 'scrape',
+      way: 'before',
+      how: JS,
+      ms: +(s0.ms / o.scrapes).toFixed(1),
+      cpuMs: +(s0.cpuMs / o.scrapes).toFixed(1),
+      lag: s0.lag,
+      count: s0.value,
+    });
     log(`${o.scrapes} scrapes after (native)`);
     const metrics = new Metrics();
     metrics.setSnapshot(() => datapathSnapshot(maps, gc));
@@ -256,7 +273,15 @@ export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = (
       for (let i = 0; i < o.scrapes; i++) body = await metrics.scrape();
       return body.split('\n').filter((l) => l.startsWith('bpfproxy_map_entries{')).length;
     });
-    phases.push({ work: 'scrape', way: 'after', how: NATIVE, ms: +(s1.ms / o.scrapes).toFixed(1), cpuMs: +(s1.cpuMs / o.scrapes).toFixed(1), lag: s1.lag, count: s1.value });
+    phases.push({
+      work: 'scrape',
+      way: 'after',
+      how: NATIVE,
+      ms: +(s1.ms / o.scrapes).toFixed(1),
+      cpuMs: +(s1.cpuMs / o.scrapes).toFixed(1),
+      lag: s1.lag,
+      count: s1.value,
+    });
 
     fill(maps, o.entries);
     log('UDP flush of a removed endpoint before (JavaScript)');
@@ -268,7 +293,14 @@ export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = (
     const f1 = await measured(() => flusher.flush([{ svcId: SVC_ID, backend: REMOVED }]));
     phases.push({ work: 'udp-flush', way: 'after', how: NATIVE, ms: f1.ms, cpuMs: f1.cpuMs, lag: f1.lag, count: f1.value.deleted });
 
-    return { kind: 'bpfproxy-bench-gc', environment: environment(), options: o, filled, phases, load: [+load0.toFixed(2), +loadavg()[0]!.toFixed(2)] };
+    return {
+      kind: 'bpfproxy-bench-gc',
+      environment: environment(),
+      options: o,
+      filled,
+      phases,
+      load: [+load0.toFixed(2), +loadavg()[0]!.toFixed(2)],
+    };
   } finally {
     dp.close();
     rmSync(pinDir, { recursive: true, force: true });
@@ -286,17 +318,24 @@ export interface GcTarget {
 export function gcTargets(r: GcBenchResults): GcTarget[] {
   const after = (w: GcPhase['work']) => r.phases.find((p) => p.work === w && p.way === 'after');
   const gc = after('gc');
-  const out: GcTarget[] = [{
-    target: `GC pass over ${r.filled.entries} entries`,
-    value: gc ? `${gc.ms} ms` : 'not measured',
-    goal: '≤ 1000 ms',
-    met: gc ? gc.ms <= 1000 : null,
-  }];
+  const out: GcTarget[] = [
+    {
+      target: `GC pass over ${r.filled.entries} entries`,
+      value: gc ? `${gc.ms} ms` : 'not measured',
+      goal: '≤ 1000 ms',
+      met: gc ? gc.ms <= 1000 : null,
+    },
+  ];
   const idle = r.phases.find((p) => p.work === 'idle');
   const noise = idle ? `; idle baseline p99 ${idle.lag.p99Ms} ms` : '';
   for (const w of ['gc', 'scrape', 'udp-flush'] as const) {
     const p = after(w);
-    out.push({ target: `event-loop delay p99 during ${w}`, value: p ? `${p.lag.p99Ms} ms (max ${p.lag.maxMs} ms${noise})` : 'not measured', goal: '≤ 10 ms', met: p ? p.lag.p99Ms <= 10 : null });
+    out.push({
+      target: `event-loop delay p99 during ${w}`,
+      value: p ? `${p.lag.p99Ms} ms (max ${p.lag.maxMs} ms${noise})` : 'not measured',
+      goal: '≤ 10 ms',
+      met: p ? p.lag.p99Ms <= 10 : null,
+    });
   }
   return out;
 }
@@ -320,19 +359,23 @@ export function renderGc(r: GcBenchResults): string {
       const p = row(w, way);
       if (!p) continue;
       const each = w === 'scrape' ? ' each' : '';
-      lines.push(`| ${w} | ${way} | ${p.how} | ${p.ms} ms${each} | ${p.cpuMs} ms${each} | ${p.lag.p50Ms} ms | ${p.lag.p99Ms} ms | ${p.lag.maxMs} ms | ${p.count} |`);
+      lines.push(
+        `| ${w} | ${way} | ${p.how} | ${p.ms} ms${each} | ${p.cpuMs} ms${each} | ${p.lag.p50Ms} ms | ${p.lag.p99Ms} ms | ${p.lag.maxMs} ms | ${p.count} |`,
+      );
     }
   }
   lines.push('', '## Targets', '', '| target | value | goal | |', '|---|---|---|---|');
   for (const t of gcTargets(r)) lines.push(`| ${t.target} | ${t.value} | ${t.goal} | ${t.met === null ? '?' : t.met ? 'met' : 'MISSED'} |`);
-  lines.push('',
+  lines.push(
+    '',
     'Loop delay: `perf_hooks.monitorEventLoopDelay` at 1 ms resolution from 5 ms before the work to 5 ms after it. ' +
-    'Work that holds the loop shows as one sample as long as the work (max); p99 then depends on how many idle samples surround it, so read max for "before".',
+      'Work that holds the loop shows as one sample as long as the work (max); p99 then depends on how many idle samples surround it, so read max for "before".',
     'CPU time: the whole process (all threads, user + kernel) while the work ran, from `process.cpuUsage`; on a busy machine wall time stretches, CPU time does not.',
-    'Idle baseline: the same sampling with nothing running; on a shared machine the kernel\'s scheduling alone delays the loop, and the figures of the work are to be read against it.',
+    "Idle baseline: the same sampling with nothing running; on a shared machine the kernel's scheduling alone delays the loop, and the figures of the work are to be read against it.",
     'Count: GC, entries removed; scrape, maps in the datapath gauges; flush, entries deleted.',
     'Before: the code this replaced (conntrack GC, metrics snapshot and reconciler flush in JavaScript), kept here to measure against.',
-    '');
+    '',
+  );
   return lines.join('\n');
 }
 

@@ -11,8 +11,17 @@ import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { nsPath } from '../net/netns.js';
 import {
-  CANARY_CHAIN, CANARY_TABLES, IPTABLES_RESTORE_ARGS, IPTABLES_WAIT_ARGS, JUMP_CHAINS, KUBE_PROXY_DEFAULTS, KubeProxySchedule,
-  iptablesRestoreInput, natChainsFromSave, type BenchService, type SyncPlan,
+  CANARY_CHAIN,
+  CANARY_TABLES,
+  IPTABLES_RESTORE_ARGS,
+  IPTABLES_WAIT_ARGS,
+  JUMP_CHAINS,
+  KUBE_PROXY_DEFAULTS,
+  KubeProxySchedule,
+  iptablesRestoreInput,
+  natChainsFromSave,
+  type BenchService,
+  type SyncPlan,
 } from './kube-proxy-rules.js';
 
 const TICK_MS = 10; // USER_HZ 100
@@ -60,7 +69,11 @@ export class KubeProxyIptables {
   private services: BenchService[];
   private readonly canaryTotal = { n: 0, wallMs: 0, cpuMs: 0 };
 
-  constructor(private readonly ns: string, services: readonly BenchService[], private readonly clusterCidr: string) {
+  constructor(
+    private readonly ns: string,
+    services: readonly BenchService[],
+    private readonly clusterCidr: string,
+  ) {
     this.services = [...services];
   }
 
@@ -68,7 +81,9 @@ export class KubeProxyIptables {
     const r = spawnSync('nsenter', [`--net=${nsPath(this.ns)}`, '--', cmd, ...args], { input, encoding: 'utf8', maxBuffer: 1 << 30 });
     const status = r.status ?? -1;
     if (!okStatus.includes(status)) {
-      throw new Error(`kube-proxy iptables variant in netns ${this.ns}: ${cmd} ${args.join(' ')} exited ${status}: ${(r.stderr || r.error?.message || '').slice(0, 500)}; the variant stops here`);
+      throw new Error(
+        `kube-proxy iptables variant in netns ${this.ns}: ${cmd} ${args.join(' ')} exited ${status}: ${(r.stderr || r.error?.message || '').slice(0, 500)}; the variant stops here`,
+      );
     }
     return { status, stdout: r.stdout };
   }
@@ -109,7 +124,12 @@ export class KubeProxyIptables {
     const t0 = performance.now();
     if (plan.ensureJumps) this.ensureJumps();
     const existing = plan.cleanup ? natChainsFromSave(this.run('iptables-save', ['-t', 'nat']).stdout) : null;
-    const r = iptablesRestoreInput(this.services, { clusterCidr: this.clusterCidr, full: plan.kind === 'full', changed, existingNatChains: existing });
+    const r = iptablesRestoreInput(this.services, {
+      clusterCidr: this.clusterCidr,
+      full: plan.kind === 'full',
+      changed,
+      existingNatChains: existing,
+    });
     try {
       this.run('iptables-restore', IPTABLES_RESTORE_ARGS, r.input);
     } catch (e) {
@@ -117,9 +137,16 @@ export class KubeProxyIptables {
       throw e;
     }
     const rec: SyncRecord = {
-      at: this.now, kind: plan.kind, cleanup: plan.cleanup, ensureJumps: plan.ensureJumps, largeClusterMode: plan.largeClusterMode,
-      changed: plan.kind === 'full' ? this.services.length : changed.size, restoreBytes: r.input.length, deletedChains: r.deletedChains.length,
-      wallMs: +(performance.now() - t0).toFixed(3), cpuMs: childrenCpuMs() - c0,
+      at: this.now,
+      kind: plan.kind,
+      cleanup: plan.cleanup,
+      ensureJumps: plan.ensureJumps,
+      largeClusterMode: plan.largeClusterMode,
+      changed: plan.kind === 'full' ? this.services.length : changed.size,
+      restoreBytes: r.input.length,
+      deletedChains: r.deletedChains.length,
+      wallMs: +(performance.now() - t0).toFixed(3),
+      cpuMs: childrenCpuMs() - c0,
     };
     this.schedule.done(this.now, plan);
     return rec;
@@ -142,7 +169,9 @@ export class KubeProxyIptables {
     this.now += afterMs;
     this.tickCanary();
     const key = `${after.namespace}/${after.name}`;
-    this.services = this.services.map((s) => (s.namespace === after.namespace && s.name === after.name && s.portName === after.portName ? after : s));
+    this.services = this.services.map((s) =>
+      s.namespace === after.namespace && s.name === after.name && s.portName === after.portName ? after : s,
+    );
     const rec = this.sync(new Set([key]));
     this.syncs.push(rec);
     return rec;
@@ -165,7 +194,8 @@ export class KubeProxyIptables {
     return {
       largeClusterMode: periodicSync.largeClusterMode,
       totalEndpoints: this.services.reduce((a, s) => a + s.endpoints.length, 0),
-      syncs: [...this.syncs], periodicSync,
+      syncs: [...this.syncs],
+      periodicSync,
       canary: { wallMs: +canary.wallMs.toFixed(3), cpuMs: +canary.cpuMs.toFixed(2), everyMs: d.syncPeriodMs },
       idleCpuSecPerSec: +(cpuMsPerHour / 1000 / 3600).toFixed(6),
     };

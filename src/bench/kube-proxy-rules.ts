@@ -86,10 +86,19 @@ export const CANARY_TABLES = ['mangle', 'nat', 'filter'] as const;
  * every full sync and never on a partial one (iptablesJumpChains and
  * iptablesKubeletJumpChains).
  */
-export interface JumpChain { table: 'filter' | 'nat'; chain: string; from: string; args: readonly string[] }
+export interface JumpChain {
+  table: 'filter' | 'nat';
+  chain: string;
+  from: string;
+  args: readonly string[];
+}
 const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
-const jump = (table: JumpChain['table'], chain: string, from: string, comment: string, extra: readonly string[] = []): JumpChain =>
-  ({ table, chain, from, args: [...extra, ...(comment ? ['-m', 'comment', '--comment', comment] : []), '-j', chain] });
+const jump = (table: JumpChain['table'], chain: string, from: string, comment: string, extra: readonly string[] = []): JumpChain => ({
+  table,
+  chain,
+  from,
+  args: [...extra, ...(comment ? ['-m', 'comment', '--comment', comment] : []), '-j', chain],
+});
 export const JUMP_CHAINS: readonly JumpChain[] = [
   jump('filter', 'KUBE-EXTERNAL-SERVICES', 'INPUT', 'kubernetes externally-visible service portals', NEW),
   jump('filter', 'KUBE-EXTERNAL-SERVICES', 'FORWARD', 'kubernetes externally-visible service portals', NEW),
@@ -154,8 +163,17 @@ export function iptablesRestoreInput(services: readonly BenchService[], o: Iptab
   const totalEndpoints = services.reduce((a, s) => a + s.endpoints.length, 0);
   const large = totalEndpoints > KUBE_PROXY_DEFAULTS.largeClusterEndpointsThreshold;
   const comment = (c: string): string => (large ? '' : ` -m comment --comment ${c}`);
-  const filterChains = ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL', 'KUBE-FIREWALL'];
-  const filterRules = ['-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP'];
+  const filterChains = [
+    'KUBE-SERVICES',
+    'KUBE-EXTERNAL-SERVICES',
+    'KUBE-FORWARD',
+    'KUBE-NODEPORTS',
+    'KUBE-PROXY-FIREWALL',
+    'KUBE-FIREWALL',
+  ];
+  const filterRules = [
+    '-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP',
+  ];
   const natChains = ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ'];
   const natRules = [
     '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
@@ -199,12 +217,26 @@ export function iptablesRestoreInput(services: readonly BenchService[], o: Iptab
     natChains.push(c);
     natRules.push(`-X ${c}`);
   }
-  natRules.push('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS');
-  filterRules.push('-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
+  natRules.push(
+    '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+  );
+  filterRules.push(
+    '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP',
     '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT',
-    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+    '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+  );
   const decl = (c: string): string => `:${c} - [0:0]`;
-  const input = ['*filter', ...filterChains.map(decl), ...filterRules, 'COMMIT', '*nat', ...natChains.map(decl), ...natRules, 'COMMIT', ''].join('\n');
+  const input = [
+    '*filter',
+    ...filterChains.map(decl),
+    ...filterRules,
+    'COMMIT',
+    '*nat',
+    ...natChains.map(decl),
+    ...natRules,
+    'COMMIT',
+    '',
+  ].join('\n');
   return { input, largeClusterMode: large, deletedChains: deleted, writtenChains: written, totalEndpoints };
 }
 
@@ -244,13 +276,20 @@ export class KubeProxySchedule {
   /** set by the previous sync, read by the next one's full-sync decision (as in kube-proxy) */
   private largeClusterMode = false;
 
-  constructor(readonly d: { syncPeriodMs: number; fullSyncPeriodMs: number; largeClusterEndpointsThreshold: number } = KUBE_PROXY_DEFAULTS) {}
+  constructor(
+    readonly d: { syncPeriodMs: number; fullSyncPeriodMs: number; largeClusterEndpointsThreshold: number } = KUBE_PROXY_DEFAULTS,
+  ) {}
 
   /** The sync kube-proxy runs at `now` for `totalEndpoints` endpoints (call done() when it succeeded). */
   plan(now: number, totalEndpoints: number): SyncPlan {
     const full = this.needFullSync || (now - this.lastFullSync > this.d.fullSyncPeriodMs && !this.largeClusterMode);
     const large = totalEndpoints > this.d.largeClusterEndpointsThreshold;
-    return { kind: full ? 'full' : 'partial', cleanup: !large || now - this.lastCleanup > this.d.syncPeriodMs, largeClusterMode: large, ensureJumps: full };
+    return {
+      kind: full ? 'full' : 'partial',
+      cleanup: !large || now - this.lastCleanup > this.d.syncPeriodMs,
+      largeClusterMode: large,
+      ensureJumps: full,
+    };
   }
 
   done(now: number, p: SyncPlan): void {
@@ -292,15 +331,22 @@ export const nftEpChain = (s: BenchService, e: { ip: string; port: number }): st
 
 function nftServiceBody(s: BenchService, clusterCidr: string): string[] {
   const p = s.protocol.toLowerCase();
-  const out = [`add rule ip kube-proxy ${nftSvcChain(s)} ip daddr ${s.clusterIP} ${p} dport ${s.port} ip saddr != ${clusterCidr} jump mark-for-masquerade`];
-  out.push(`add rule ip kube-proxy ${nftSvcChain(s)} numgen random mod ${s.endpoints.length} vmap { ${s.endpoints.map((e, i) => `${i} : goto ${nftEpChain(s, e)}`).join(' , ')} }`);
+  const out = [
+    `add rule ip kube-proxy ${nftSvcChain(s)} ip daddr ${s.clusterIP} ${p} dport ${s.port} ip saddr != ${clusterCidr} jump mark-for-masquerade`,
+  ];
+  out.push(
+    `add rule ip kube-proxy ${nftSvcChain(s)} numgen random mod ${s.endpoints.length} vmap { ${s.endpoints.map((e, i) => `${i} : goto ${nftEpChain(s, e)}`).join(' , ')} }`,
+  );
   return out;
 }
 
 function nftEndpoint(s: BenchService, e: { ip: string; port: number }): string[] {
   const c = nftEpChain(s, e);
-  return [`add chain ip kube-proxy ${c}`, `add rule ip kube-proxy ${c} ip saddr ${e.ip} jump mark-for-masquerade`,
-    `add rule ip kube-proxy ${c} meta l4proto ${s.protocol.toLowerCase()} dnat to ${e.ip}:${e.port}`];
+  return [
+    `add chain ip kube-proxy ${c}`,
+    `add rule ip kube-proxy ${c} ip saddr ${e.ip} jump mark-for-masquerade`,
+    `add rule ip kube-proxy ${c} meta l4proto ${s.protocol.toLowerCase()} dnat to ${e.ip}:${e.port}`,
+  ];
 }
 
 /** A full `nft -f` transaction for these services (first sync). */

@@ -36,15 +36,33 @@ export interface LocalOptions {
 }
 
 export const FULL: LocalOptions = {
-  services: [1, 1000, 10000, 30000], endpoints: 1, reps: 3, seconds: 3, endpointChanges: 20,
-  packetServices: [1, 1000, 10000, 30000, 100000], rssServices: 10000, rssEndpoints: 10,
-  programTarget: { services: 10000, endpoints: 10 }, threads: 2, variants: [...VARIANTS], smoke: false,
+  services: [1, 1000, 10000, 30000],
+  endpoints: 1,
+  reps: 3,
+  seconds: 3,
+  endpointChanges: 20,
+  packetServices: [1, 1000, 10000, 30000, 100000],
+  rssServices: 10000,
+  rssEndpoints: 10,
+  programTarget: { services: 10000, endpoints: 10 },
+  threads: 2,
+  variants: [...VARIANTS],
+  smoke: false,
 };
 
 export const SMOKE: LocalOptions = {
-  services: [1, 10], endpoints: 1, reps: 1, seconds: 1, endpointChanges: 3,
-  packetServices: [1, 10], rssServices: 10, rssEndpoints: 2,
-  programTarget: { services: 10, endpoints: 2 }, threads: 2, variants: [...VARIANTS], smoke: true,
+  services: [1, 10],
+  endpoints: 1,
+  reps: 1,
+  seconds: 1,
+  endpointChanges: 3,
+  packetServices: [1, 10],
+  rssServices: 10,
+  rssEndpoints: 2,
+  programTarget: { services: 10, endpoints: 2 },
+  threads: 2,
+  variants: [...VARIANTS],
+  smoke: true,
 };
 
 export interface VariantRun {
@@ -89,9 +107,10 @@ export async function runLocal(
 ): Promise<LocalResults> {
   const env = environment();
   const steps = o.services.length * o.variants.length + o.packetServices.length + 2;
-  const bar = process.stderr.isTTY && !o.smoke
-    ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} {step}', hideCursor: true }, cliProgress.Presets.shades_classic)
-    : undefined;
+  const bar =
+    process.stderr.isTTY && !o.smoke
+      ? new cliProgress.SingleBar({ format: 'bench [{bar}] {value}/{total} {step}', hideCursor: true }, cliProgress.Presets.shades_classic)
+      : undefined;
   bar?.start(steps, 0, { step: '' });
   const step = (s: string) => {
     if (bar) bar.increment({ step: s });
@@ -101,7 +120,15 @@ export async function runLocal(
   const packetNs: LocalResults['packetNs'] = [];
   const agentRss: AgentRss[] = [];
   let programming: LocalResults['programming'] = null;
-  const snapshot = (): LocalResults => ({ kind: 'bpfproxy-bench-local', environment: env, options: o, runs, packetNs, programming, agentRss });
+  const snapshot = (): LocalResults => ({
+    kind: 'bpfproxy-bench-local',
+    environment: env,
+    options: o,
+    runs,
+    packetNs,
+    programming,
+    agentRss,
+  });
   try {
     for (const n of o.services) {
       const svcs = benchServices(n, o.endpoints);
@@ -172,8 +199,16 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
       }
       for (const x of [...tcp, ...udp, ...cr]) if (x.error) errors.push(x.error);
       return {
-        variant: v, services: n, programMs: +p.programMs.toFixed(2),
-        endpointChangeMs: changes.length ? { p50: +percentile(changes, 0.5).toFixed(3), p99: +percentile(changes, 0.99).toFixed(3), samples: changes.map((x) => +x.toFixed(3)) } : null,
+        variant: v,
+        services: n,
+        programMs: +p.programMs.toFixed(2),
+        endpointChangeMs: changes.length
+          ? {
+              p50: +percentile(changes, 0.5).toFixed(3),
+              p99: +percentile(changes, 0.99).toFixed(3),
+              samples: changes.map((x) => +x.toFixed(3)),
+            }
+          : null,
         tcpGbps: summarize(tcp.map((x) => x.gbps)),
         tcpRetransmits: tcp.map((x) => x.retransmits),
         tcpCpuSecPerGbit: summarize(tcp.map(withIdle)),
@@ -230,8 +265,20 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
   try {
     const svcs = benchServices(n, e).filter((x) => x.name !== 'measured');
     const objs = svcs.flatMap((s) => [
-      { apiVersion: 'v1', kind: 'Service', metadata: { name: s.name, namespace: s.namespace }, spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] } },
-      { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4', metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } }, ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }], endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })) },
+      {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: s.name, namespace: s.namespace },
+        spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] },
+      },
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        addressType: 'IPv4',
+        metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } },
+        ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }],
+        endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })),
+      },
     ]);
     let src: string[];
     if (source === 'manifests') {
@@ -239,7 +286,12 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
       src = ['--manifests', dir];
     } else {
       for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o);
-      api.upsert('felixconfigurations', { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', metadata: { name: 'default' }, spec: { bpfEnabled: true } });
+      api.upsert('felixconfigurations', {
+        apiVersion: 'crd.projectcalico.org/v1',
+        kind: 'FelixConfiguration',
+        metadata: { name: 'default' },
+        spec: { bpfEnabled: true },
+      });
       const prev = native().enterNetns(nsPath(ns));
       let url: string;
       try {
@@ -251,17 +303,44 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
       src = ['--kubeconfig', join(dir, 'kubeconfig')];
     }
     const t0 = performance.now();
-    const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'agent', ...src, '--pin-dir', pinDir,
-      '--node', 'bench', '--metrics-port', '0', '--health-port', '0', '--healthz-port', '0', `--map-size-nat-frontend=${Math.max(65536, n * 2)}`, `--map-size-nat-backend=${Math.max(262144, n * e * 2)}`],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'nsenter',
+      [
+        `--net=${nsPath(ns)}`,
+        '--',
+        process.execPath,
+        join(DIST, 'cli.js'),
+        'agent',
+        ...src,
+        '--pin-dir',
+        pinDir,
+        '--node',
+        'bench',
+        '--metrics-port',
+        '0',
+        '--health-port',
+        '0',
+        '--healthz-port',
+        '0',
+        `--map-size-nat-frontend=${Math.max(65536, n * 2)}`,
+        `--map-size-nat-backend=${Math.max(262144, n * e * 2)}`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const ready = await new Promise<boolean>((resolve) => {
       let buf = '';
       const timer = setTimeout(() => resolve(false), 300_000);
       child.stdout.on('data', (d) => {
         buf += d;
-        if (buf.includes('"agent ready"')) { clearTimeout(timer); resolve(true); }
+        if (buf.includes('"agent ready"')) {
+          clearTimeout(timer);
+          resolve(true);
+        }
       });
-      child.on('exit', () => { clearTimeout(timer); resolve(false); });
+      child.on('exit', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
     });
     const readyMs = performance.now() - t0;
     let rssMiB = NaN;

@@ -36,7 +36,10 @@ export function iperf(ns: string, host: string, port: number, seconds: number, u
   const r = inNs(ns, 'iperf3', args, (seconds + 15) * 1000);
   const wall = (performance.now() - t0) / 1000;
   const c1 = cpuJiffies();
-  let j: { end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number }; sum?: { lost_percent?: number } }; error?: string };
+  let j: {
+    end?: { sum_received?: { bits_per_second?: number }; sum_sent?: { retransmits?: number }; sum?: { lost_percent?: number } };
+    error?: string;
+  };
   try {
     j = JSON.parse(r.out) as typeof j;
   } catch {
@@ -69,8 +72,22 @@ export interface CrrResult {
 export function crr(ns: string, host: string, port: number, millis: number, threads: number): CrrResult {
   const r = inNs(ns, CRR, ['client', host, String(port), String(millis), String(threads)], millis + 15_000);
   try {
-    const j = JSON.parse(r.out) as { rate: number; p50_us: number; p99_us: number; errors: number; transactions: number; max_thread_cpu: number };
-    return { rate: j.rate, p50us: j.p50_us, p99us: j.p99_us, errors: j.errors, transactions: j.transactions, generatorCpu: j.max_thread_cpu };
+    const j = JSON.parse(r.out) as {
+      rate: number;
+      p50_us: number;
+      p99_us: number;
+      errors: number;
+      transactions: number;
+      max_thread_cpu: number;
+    };
+    return {
+      rate: j.rate,
+      p50us: j.p50_us,
+      p99us: j.p99_us,
+      errors: j.errors,
+      transactions: j.transactions,
+      generatorCpu: j.max_thread_cpu,
+    };
   } catch {
     return { rate: 0, p50us: NaN, p99us: NaN, errors: 1, transactions: 0, generatorCpu: 0, error: r.err || 'crr gave no JSON' };
   }

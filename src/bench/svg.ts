@@ -17,9 +17,22 @@ function niceMax(v: number): number {
 const fmt = (v: number) => (Math.abs(v) >= 1000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toPrecision(3)}`);
 
 /** Grouped bars (x groups, one bar per series) or lines; optional log y axis. */
-export function chart(o: { title: string; yLabel: string; xLabels: string[]; series: Series[]; kind: 'bar' | 'line'; log?: boolean }): string {
-  const W = 720, H = 360, L = 70, R = 150, T = 40, B = 50;
-  const pw = W - L - R, ph = H - T - B;
+export function chart(o: {
+  title: string;
+  yLabel: string;
+  xLabels: string[];
+  series: Series[];
+  kind: 'bar' | 'line';
+  log?: boolean;
+}): string {
+  const W = 720,
+    H = 360,
+    L = 70,
+    R = 150,
+    T = 40,
+    B = 50;
+  const pw = W - L - R,
+    ph = H - T - B;
   const vals = o.series.flatMap((s) => s.values).filter((v): v is number => v !== null && Number.isFinite(v) && (!o.log || v > 0));
   let y: (v: number) => number;
   const ticks: number[] = [];
@@ -41,11 +54,18 @@ export function chart(o: { title: string; yLabel: string; xLabels: string[]; ser
     `<text transform="translate(16 ${T + ph / 2}) rotate(-90)" text-anchor="middle">${esc(o.yLabel)}</text>`,
   ];
   for (const tk of ticks) {
-    out.push(`<line x1="${L}" x2="${L + pw}" y1="${y(tk).toFixed(1)}" y2="${y(tk).toFixed(1)}" stroke="#ddd"/>`,
-      `<text x="${L - 6}" y="${(y(tk) + 4).toFixed(1)}" text-anchor="end">${fmt(tk)}</text>`);
+    out.push(
+      `<line x1="${L}" x2="${L + pw}" y1="${y(tk).toFixed(1)}" y2="${y(tk).toFixed(1)}" stroke="#ddd"/>`,
+      `<text x="${L - 6}" y="${(y(tk) + 4).toFixed(1)}" text-anchor="end">${fmt(tk)}</text>`,
+    );
   }
-  o.xLabels.forEach((xl, i) => out.push(`<text x="${(L + gw * (i + 0.5)).toFixed(1)}" y="${T + ph + 18}" text-anchor="middle">${esc(xl)}</text>`));
-  out.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${T + ph}" stroke="#333"/>`, `<line x1="${L}" x2="${L + pw}" y1="${T + ph}" y2="${T + ph}" stroke="#333"/>`);
+  o.xLabels.forEach((xl, i) =>
+    out.push(`<text x="${(L + gw * (i + 0.5)).toFixed(1)}" y="${T + ph + 18}" text-anchor="middle">${esc(xl)}</text>`),
+  );
+  out.push(
+    `<line x1="${L}" x2="${L}" y1="${T}" y2="${T + ph}" stroke="#333"/>`,
+    `<line x1="${L}" x2="${L + pw}" y1="${T + ph}" y2="${T + ph}" stroke="#333"/>`,
+  );
   o.series.forEach((s, si) => {
     const c = COLORS[si % COLORS.length];
     if (o.kind === 'bar') {
@@ -53,15 +73,22 @@ export function chart(o: { title: string; yLabel: string; xLabels: string[]; ser
       s.values.forEach((v, i) => {
         if (v === null || !Number.isFinite(v)) return;
         const x = L + gw * i + gw * 0.1 + bw * si;
-        out.push(`<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(T + ph - y(v)).toFixed(1)}" fill="${c}"><title>${esc(`${s.name} ${o.xLabels[i]}: ${v}`)}</title></rect>`);
+        out.push(
+          `<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(T + ph - y(v)).toFixed(1)}" fill="${c}"><title>${esc(`${s.name} ${o.xLabels[i]}: ${v}`)}</title></rect>`,
+        );
       });
     } else {
-      const pts = s.values.map((v, i) => (v === null || !Number.isFinite(v) ? null : `${(L + gw * (i + 0.5)).toFixed(1)},${y(v).toFixed(1)}`));
+      const pts = s.values.map((v, i) =>
+        v === null || !Number.isFinite(v) ? null : `${(L + gw * (i + 0.5)).toFixed(1)},${y(v).toFixed(1)}`,
+      );
       const d = pts.filter(Boolean).join(' ');
       out.push(`<polyline points="${d}" fill="none" stroke="${c}" stroke-width="2"/>`);
       for (const p of pts) if (p) out.push(`<circle cx="${p.split(',')[0]}" cy="${p.split(',')[1]}" r="3.5" fill="${c}"/>`);
     }
-    out.push(`<rect x="${L + pw + 14}" y="${T + si * 20}" width="12" height="12" fill="${c}"/>`, `<text x="${L + pw + 32}" y="${T + si * 20 + 10}">${esc(s.name)}</text>`);
+    out.push(
+      `<rect x="${L + pw + 14}" y="${T + si * 20}" width="12" height="12" fill="${c}"/>`,
+      `<text x="${L + pw + 32}" y="${T + si * 20 + 10}">${esc(s.name)}</text>`,
+    );
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;

@@ -24,7 +24,11 @@ export interface BenchTopology {
 export function createTopology(prefix: string, endpoints: number): BenchTopology {
   const tag = `${prefix}${uniqueTag(4)}`;
   const node: LabNode = {
-    name: 'bench-node', ns: `${tag}-n`, ip: '192.0.2.11', podCidr: '10.244.1.0/24', pinDir: `/sys/fs/bpf/${tag}-n`,
+    name: 'bench-node',
+    ns: `${tag}-n`,
+    ip: '192.0.2.11',
+    podCidr: '10.244.1.0/24',
+    pinDir: `/sys/fs/bpf/${tag}-n`,
     pods: [
       { name: 'client', ns: `${tag}-c`, ip: '10.244.1.10', hostIf: 'calicl' },
       { name: 'server', ns: `${tag}-s`, ip: '10.244.1.20', hostIf: 'calisv' },

@@ -42,25 +42,59 @@ export function benchServices(n: number, endpoints: number): BenchService[] {
   const base = (10 << 24) | (96 << 16);
   for (let i = 0; i < Math.max(0, n - 1); i++) {
     out.push({
-      namespace: 'bench', name: `svc-${i}`, portName: 'http', clusterIP: ipOf(base + 1 + i), port: 80, protocol: 'TCP',
+      namespace: 'bench',
+      name: `svc-${i}`,
+      portName: 'http',
+      clusterIP: ipOf(base + 1 + i),
+      port: 80,
+      protocol: 'TCP',
       endpoints: Array.from({ length: endpoints }, (_, k) => ({ ip: ipOf(((10 << 24) | (200 << 16)) + i * endpoints + k), port: 8080 })),
     });
   }
   const server = '10.244.1.20';
-  out.push({ namespace: 'bench', name: 'measured', portName: 'crr', clusterIP: MEASURED_VIP, port: 80, protocol: 'TCP',
-    endpoints: Array.from({ length: endpoints }, (_, k) => ({ ip: server, port: CRR_PORT + k })) });
-  out.push({ namespace: 'bench', name: 'measured', portName: 'iperf', clusterIP: MEASURED_VIP, port: IPERF_PORT, protocol: 'TCP', endpoints: [{ ip: server, port: IPERF_PORT }] });
-  out.push({ namespace: 'bench', name: 'measured', portName: 'iperf-udp', clusterIP: MEASURED_VIP, port: IPERF_PORT, protocol: 'UDP', endpoints: [{ ip: server, port: IPERF_PORT }] });
+  out.push({
+    namespace: 'bench',
+    name: 'measured',
+    portName: 'crr',
+    clusterIP: MEASURED_VIP,
+    port: 80,
+    protocol: 'TCP',
+    endpoints: Array.from({ length: endpoints }, (_, k) => ({ ip: server, port: CRR_PORT + k })),
+  });
+  out.push({
+    namespace: 'bench',
+    name: 'measured',
+    portName: 'iperf',
+    clusterIP: MEASURED_VIP,
+    port: IPERF_PORT,
+    protocol: 'TCP',
+    endpoints: [{ ip: server, port: IPERF_PORT }],
+  });
+  out.push({
+    namespace: 'bench',
+    name: 'measured',
+    portName: 'iperf-udp',
+    clusterIP: MEASURED_VIP,
+    port: IPERF_PORT,
+    protocol: 'UDP',
+    endpoints: [{ ip: server, port: IPERF_PORT }],
+  });
   return out;
 }
 
 export function toFrontend(s: BenchService): Frontend {
   const backends = s.endpoints.map((e) => ({ ip: e.ip, port: e.port, local: e.ip.startsWith('10.244.1.') }));
   return {
-    kind: 'ClusterIP', ip: s.clusterIP, port: s.port, protocol: s.protocol,
+    kind: 'ClusterIP',
+    ip: s.clusterIP,
+    port: s.port,
+    protocol: s.protocol,
     servicePort: `${s.namespace}/${s.name}:${s.portName}/${s.protocol}`,
-    externalLocal: false, internalLocal: false, affinityTimeout: 0,
-    clusterBackends: backends, localBackends: backends.filter((b) => b.local),
+    externalLocal: false,
+    internalLocal: false,
+    affinityTimeout: 0,
+    clusterBackends: backends,
+    localBackends: backends.filter((b) => b.local),
   };
 }
 
@@ -101,7 +135,12 @@ function churn(s: BenchService, i: number): BenchService {
   return { ...s, endpoints: [{ ip: ipOf(((10 << 24) | (201 << 16)) + i), port: 8080 }, ...s.endpoints.slice(1)] };
 }
 
-export async function program(variant: Variant, t: BenchTopology, svcs: BenchService[], opts: { mapSizes?: Partial<typeof DEFAULT_DATAPATH.mapSizes> } = {}): Promise<Programmed> {
+export async function program(
+  variant: Variant,
+  t: BenchTopology,
+  svcs: BenchService[],
+  opts: { mapSizes?: Partial<typeof DEFAULT_DATAPATH.mapSizes> } = {},
+): Promise<Programmed> {
   const ns = t.node.ns;
   const fillers = svcs.filter((s) => s.name !== 'measured');
   if (variant === 'direct') {
@@ -175,12 +214,15 @@ export async function program(variant: Variant, t: BenchTopology, svcs: BenchSer
     packetNs() {
       const p = native().enterNetns(nsPath(ns));
       try {
-        const ifindex = native().interfaces().find((x) => x.name === t.clientHostIf)!.index;
+        const ifindex = native()
+          .interfaces()
+          .find((x) => x.name === t.clientHostIf)!.index;
         const ctx = Buffer.alloc(192);
         ctx.writeUInt32LE(ifindex, 36);
         ctx.writeUInt32LE(ifindex, 40);
         const fd = dp.programs.fromPod.fd;
-        const mk = (sport: number, flags: number) => frame({ src: '10.244.1.10', dst: MEASURED_VIP }, { proto: 'tcp', sport, dport: 80, flags });
+        const mk = (sport: number, flags: number) =>
+          frame({ src: '10.244.1.10', dst: MEASURED_VIP }, { proto: 'tcp', sport, dport: 80, flags });
         // Distinct flows, each frame run once in a native loop: a repeated
         // run would see its own rewritten packet (a miss) after the first.
         const flows = 4000;

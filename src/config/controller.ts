@@ -47,8 +47,10 @@ export class ConfigController {
       if (text !== this.lastProblems) {
         this.lastProblems = text;
         for (const p of r.problems) {
-          this.log.error({ felixConfiguration: p.object, field: p.field },
-            `FelixConfiguration ${p.object} field ${p.field}: ${p.message}; the configuration is refused and the last good one stays in force`);
+          this.log.error(
+            { felixConfiguration: p.object, field: p.field },
+            `FelixConfiguration ${p.object} field ${p.field}: ${p.message}; the configuration is refused and the last good one stays in force`,
+          );
         }
         this.onInvalid(r.problems);
       }

@@ -44,13 +44,37 @@ export const CALICO_DEFAULTS: AgentConfig = {
 
 /** BPF fields Calico has that bpfproxy does not act on yet. */
 const UNSUPPORTED = new Set([
-  'bpfConnectTimeLoadBalancing', 'bpfConnectTimeLoadBalancingEnabled', 'bpfHostNetworkedNATWithoutCTLB', 'bpfPSNATPorts',
-  'bpfEnforceRPF', 'bpfExcludeCIDRsFromNAT', 'bpfExtToServiceConnmark', 'bpfAttachType', 'bpfDSROptoutCIDRs', 'bpfLogFilters',
-  'bpfMapSizeRoute', 'bpfMapSizeConntrackScaling', 'bpfMapSizeIPSets', 'bpfMapSizeIfState', 'bpfPolicyDebugEnabled',
-  'bpfDisableUnprivileged', 'bpfDisableGROForIfaces', 'bpfHostConntrackBypass', 'bpfForceTrackPacketsFromIfaces',
-  'bpfCTLBLogFilter', 'bpfRedirectToPeer', 'bpfExportBufferSizeMB', 'bpfMapSizeConntrackCleanupQueue',
-  'bpfConntrackLogLevel', 'bpfConntrackCleanupMode', 'bpfMapSizePerCPUConntrack', 'bpfProfiling', 'bpfJITHardening',
-  'bpfMaglevMaxEndpointsPerService', 'bpfMaglevMaxServices', 'bpfIpv6Enabled',
+  'bpfConnectTimeLoadBalancing',
+  'bpfConnectTimeLoadBalancingEnabled',
+  'bpfHostNetworkedNATWithoutCTLB',
+  'bpfPSNATPorts',
+  'bpfEnforceRPF',
+  'bpfExcludeCIDRsFromNAT',
+  'bpfExtToServiceConnmark',
+  'bpfAttachType',
+  'bpfDSROptoutCIDRs',
+  'bpfLogFilters',
+  'bpfMapSizeRoute',
+  'bpfMapSizeConntrackScaling',
+  'bpfMapSizeIPSets',
+  'bpfMapSizeIfState',
+  'bpfPolicyDebugEnabled',
+  'bpfDisableUnprivileged',
+  'bpfDisableGROForIfaces',
+  'bpfHostConntrackBypass',
+  'bpfForceTrackPacketsFromIfaces',
+  'bpfCTLBLogFilter',
+  'bpfRedirectToPeer',
+  'bpfExportBufferSizeMB',
+  'bpfMapSizeConntrackCleanupQueue',
+  'bpfConntrackLogLevel',
+  'bpfConntrackCleanupMode',
+  'bpfMapSizePerCPUConntrack',
+  'bpfProfiling',
+  'bpfJITHardening',
+  'bpfMaglevMaxEndpointsPerService',
+  'bpfMaglevMaxServices',
+  'bpfIpv6Enabled',
 ]);
 
 export interface ConfigProblem {
@@ -70,8 +94,14 @@ export interface ConfigResult {
 type Spec = Record<string, unknown>;
 
 const CT_KEYS: Record<string, keyof ConntrackTimeouts | null> = {
-  tcpSynSent: 'TCPSynSent', tcpEstablished: 'TCPEstablished', tcpFinsSeen: 'TCPFinsSeen', tcpResetSeen: 'TCPResetSeen',
-  udpTimeout: 'UDPTimeout', creationGracePeriod: null, genericTimeout: null, icmpTimeout: null,
+  tcpSynSent: 'TCPSynSent',
+  tcpEstablished: 'TCPEstablished',
+  tcpFinsSeen: 'TCPFinsSeen',
+  tcpResetSeen: 'TCPResetSeen',
+  udpTimeout: 'UDPTimeout',
+  creationGracePeriod: null,
+  genericTimeout: null,
+  icmpTimeout: null,
 };
 
 function validRegex(s: string): string | undefined {
@@ -97,7 +127,10 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
         break;
       case 'bpfDataIfacePattern':
       case 'bpfL3IfacePattern': {
-        if (typeof v !== 'string') { bad(k, 'must be a regular expression string'); break; }
+        if (typeof v !== 'string') {
+          bad(k, 'must be a regular expression string');
+          break;
+        }
         const err = validRegex(v);
         if (err) bad(k, `"${v}" is not a valid regular expression: ${err}`);
         else c[k] = v;
@@ -115,13 +148,22 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
         }
         break;
       case 'bpfConntrackTimeouts': {
-        if (typeof v !== 'object' || Array.isArray(v)) { bad(k, 'must be an object such as {tcpEstablished: 1h}'); break; }
+        if (typeof v !== 'object' || Array.isArray(v)) {
+          bad(k, 'must be an object such as {tcpEstablished: 1h}');
+          break;
+        }
         for (const [tk, tv] of Object.entries(v as Spec)) {
-          if (!(tk in CT_KEYS)) { bad(`${k}.${tk}`, `unknown timeout (known: ${Object.keys(CT_KEYS).join(', ')})`); continue; }
+          if (!(tk in CT_KEYS)) {
+            bad(`${k}.${tk}`, `unknown timeout (known: ${Object.keys(CT_KEYS).join(', ')})`);
+            continue;
+          }
           const ours = CT_KEYS[tk];
           if (tv === 'Auto' || tv === null) continue;
           try {
-            const secs = parseDuration(typeof tv === 'string' || typeof tv === 'number' ? String(tv) : JSON.stringify(tv), `spec.${k}.${tk}`);
+            const secs = parseDuration(
+              typeof tv === 'string' || typeof tv === 'number' ? String(tv) : JSON.stringify(tv),
+              `spec.${k}.${tk}`,
+            );
             if (secs <= 0) bad(`${k}.${tk}`, 'must be more than 0');
             else if (ours) c.bpfConntrackTimeouts[ours] = secs;
           } catch (e) {
@@ -134,7 +176,8 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
       case 'bpfMapSizeNATBackend':
       case 'bpfMapSizeNATAffinity':
       case 'bpfMapSizeConntrack':
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 1 << 28) bad(k, `must be a whole number from 1 to ${1 << 28}, not ${JSON.stringify(v)}`);
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 1 << 28)
+          bad(k, `must be a whole number from 1 to ${1 << 28}, not ${JSON.stringify(v)}`);
         else c[k] = v;
         break;
       case 'bpfLogLevel': {
@@ -144,7 +187,8 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
         break;
       }
       case 'bpfKubeProxyHealthzPort':
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) bad(k, `must be a port number from 1 to 65535, not ${JSON.stringify(v)}`);
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535)
+          bad(k, `must be a port number from 1 to 65535, not ${JSON.stringify(v)}`);
         else c[k] = v;
         break;
       default:
@@ -158,7 +202,12 @@ function overlay(base: AgentConfig, spec: Spec, object: string, problems: Config
  * The effective config for a node: base (defaults and command-line
  * settings) <- FelixConfiguration `default` <- `node.<nodeName>`.
  */
-export function effectiveConfig(base: AgentConfig, defaultSpec: Spec | undefined, nodeSpec: Spec | undefined, nodeName: string): ConfigResult {
+export function effectiveConfig(
+  base: AgentConfig,
+  defaultSpec: Spec | undefined,
+  nodeSpec: Spec | undefined,
+  nodeName: string,
+): ConfigResult {
   const problems: ConfigProblem[] = [];
   const ignored: string[] = [];
   let c = base;
@@ -173,13 +222,19 @@ export function needsReload(a: AgentConfig, b: AgentConfig): boolean {
 }
 
 export function mapSizesChanged(a: AgentConfig, b: AgentConfig): boolean {
-  return a.bpfMapSizeConntrack !== b.bpfMapSizeConntrack || a.bpfMapSizeNATFrontend !== b.bpfMapSizeNATFrontend ||
-    a.bpfMapSizeNATBackend !== b.bpfMapSizeNATBackend || a.bpfMapSizeNATAffinity !== b.bpfMapSizeNATAffinity;
+  return (
+    a.bpfMapSizeConntrack !== b.bpfMapSizeConntrack ||
+    a.bpfMapSizeNATFrontend !== b.bpfMapSizeNATFrontend ||
+    a.bpfMapSizeNATBackend !== b.bpfMapSizeNATBackend ||
+    a.bpfMapSizeNATAffinity !== b.bpfMapSizeNATAffinity
+  );
 }
 
 /** What bpfproxy cannot honour in this config, said plainly. */
 export function unsupported(c: AgentConfig): string[] {
   const out: string[] = [];
-  out.push(`bpfExternalServiceMode=${c.bpfExternalServiceMode} is not supported yet: external traffic to an endpoint on another node is SNATed to this node (kube-proxy behaviour), so that endpoint sees the node's address, not the client's`);
+  out.push(
+    `bpfExternalServiceMode=${c.bpfExternalServiceMode} is not supported yet: external traffic to an endpoint on another node is SNATed to this node (kube-proxy behaviour), so that endpoint sees the node's address, not the client's`,
+  );
   return out;
 }

@@ -51,7 +51,10 @@ export const formatPortRange = (r: PortRange): string => `${r.min}-${r.max}`;
 
 /** "203.0.113.0/24,198.51.100.0/24"; empty = no restriction (undefined). */
 export function parseCidrList(s: string): Cidr4[] | undefined {
-  const parts = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const parts = s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   if (parts.length === 0) return undefined;
   return parts.map((p) => parseCidr4(p, isIPv4));
 }

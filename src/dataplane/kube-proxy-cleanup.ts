@@ -10,8 +10,16 @@ import type { Logger } from '../log.js';
 
 /** Chains kube-proxy (iptables mode) creates. */
 const KP_CHAINS = new Set([
-  'KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', 'KUBE-FORWARD',
-  'KUBE-PROXY-FIREWALL', 'KUBE-PROXY-CANARY', 'KUBE-LOAD-BALANCER', 'KUBE-MARK-DROP-PROXY',
+  'KUBE-SERVICES',
+  'KUBE-EXTERNAL-SERVICES',
+  'KUBE-NODEPORTS',
+  'KUBE-POSTROUTING',
+  'KUBE-MARK-MASQ',
+  'KUBE-FORWARD',
+  'KUBE-PROXY-FIREWALL',
+  'KUBE-PROXY-CANARY',
+  'KUBE-LOAD-BALANCER',
+  'KUBE-MARK-DROP-PROXY',
 ]);
 const KP_PREFIXES = ['KUBE-SVC-', 'KUBE-SEP-', 'KUBE-FW-', 'KUBE-XLB-', 'KUBE-SVL-', 'KUBE-EXT-'];
 
@@ -67,7 +75,10 @@ export function cleanupScript(dump: string): { script: string; removed: string[]
 
 export function cleanupKubeProxy(log?: Logger): CleanupResult {
   const res: CleanupResult = { iptables: [], nftables: [], errors: [] };
-  for (const [save, restore, fam] of [['iptables-save', 'iptables-restore', 'ipv4'], ['ip6tables-save', 'ip6tables-restore', 'ipv6']] as const) {
+  for (const [save, restore, fam] of [
+    ['iptables-save', 'iptables-restore', 'ipv4'],
+    ['ip6tables-save', 'ip6tables-restore', 'ipv6'],
+  ] as const) {
     const dump = run(save, []);
     if (!dump.ok) continue; // no iptables here: nothing of kube-proxy's either
     const { script, removed } = cleanupScript(dump.out);
@@ -87,7 +98,10 @@ export function cleanupKubeProxy(log?: Logger): CleanupResult {
     }
   }
   if (res.iptables.length || res.nftables.length) {
-    log?.info({ iptables: res.iptables.length, nftables: res.nftables }, `removed kube-proxy's rules: ${res.iptables.length} iptables chain(s), ${res.nftables.length} nftables table(s)`);
+    log?.info(
+      { iptables: res.iptables.length, nftables: res.nftables },
+      `removed kube-proxy's rules: ${res.iptables.length} iptables chain(s), ${res.nftables.length} nftables table(s)`,
+    );
   }
   for (const e of res.errors) log?.error(`kube-proxy cleanup: ${e}`);
   return res;

@@ -39,7 +39,9 @@ function parsePort(flag: string, value: string, p: string): number {
 function checkHost(flag: string, value: string, host: string, family?: 4 | 6): string {
   const f = isIP(host);
   if (!f || (family && f !== family)) {
-    throw new Error(`${flag} "${value}": "${host}" is not an IP${family === 6 ? 'v6' : ''} address (host names are not taken); give ${EXAMPLES}`);
+    throw new Error(
+      `${flag} "${value}": "${host}" is not an IP${family === 6 ? 'v6' : ''} address (host names are not taken); give ${EXAMPLES}`,
+    );
   }
   return host;
 }
@@ -73,8 +75,10 @@ export function formatBindAddress(a: BindAddress): string {
  * means off. Throws when both flags give a port and they disagree.
  */
 export function resolveBindAddress(
-  flag: string, spec: BindSpec | undefined,
-  portFlag: string, port: number | undefined,
+  flag: string,
+  spec: BindSpec | undefined,
+  portFlag: string,
+  port: number | undefined,
   def: BindAddress,
 ): BindAddress | undefined {
   if (spec === 'off') return undefined;

@@ -39,11 +39,19 @@ const HINTS: Record<string, string> = {
 };
 
 /** An HTTP server on addr; a failure to listen is logged, naming the address, and the agent goes on. */
-export function listenHttp(addr: BindAddress, handler: (req: IncomingMessage, res: ServerResponse) => void, log: Logger, what: string): Server {
+export function listenHttp(
+  addr: BindAddress,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  log: Logger,
+  what: string,
+): Server {
   const s = createServer(handler);
   const at = formatBindAddress(addr);
   s.on('error', (e: NodeJS.ErrnoException) => {
-    log.error({ address: at, code: e.code }, `${what} cannot listen on ${at}: ${e.message}${HINTS[e.code ?? ''] ?? ''}; it stays off until the agent restarts`);
+    log.error(
+      { address: at, code: e.code },
+      `${what} cannot listen on ${at}: ${e.message}${HINTS[e.code ?? ''] ?? ''}; it stays off until the agent restarts`,
+    );
   });
   s.listen(addr.port, addr.host);
   return s;
@@ -64,14 +72,24 @@ export class HealthServers {
     this.healthz?.server.close();
     this.healthz = undefined;
     if (!addr) return;
-    const server = listenHttp(addr, (req, res) => {
-      const s = state();
-      const now = new Date();
-      const body = { lastUpdated: (s.lastUpdated ?? new Date(0)).toISOString(), currentTime: now.toISOString(), nodeEligible: true, warnings: s.warnings };
-      if (req.url?.startsWith('/livez')) return json(res, s.healthy ? 200 : 503, body);
-      if (req.url?.startsWith('/healthz') || req.url === '/') return json(res, s.healthy ? 200 : 503, body);
-      json(res, 404, { error: 'not found' });
-    }, this.log, 'healthz');
+    const server = listenHttp(
+      addr,
+      (req, res) => {
+        const s = state();
+        const now = new Date();
+        const body = {
+          lastUpdated: (s.lastUpdated ?? new Date(0)).toISOString(),
+          currentTime: now.toISOString(),
+          nodeEligible: true,
+          warnings: s.warnings,
+        };
+        if (req.url?.startsWith('/livez')) return json(res, s.healthy ? 200 : 503, body);
+        if (req.url?.startsWith('/healthz') || req.url === '/') return json(res, s.healthy ? 200 : 503, body);
+        json(res, 404, { error: 'not found' });
+      },
+      this.log,
+      'healthz',
+    );
     this.healthz = { addr, server };
   }
 
@@ -89,14 +107,19 @@ export class HealthServers {
         continue;
       }
       const entry = { server: undefined as unknown as Server, state };
-      entry.server = listenHttp({ host: '0.0.0.0', port }, (_req, res) => {
-        const s = entry.state;
-        json(res, s.localEndpoints > 0 ? 200 : 503, {
-          service: { namespace: s.namespace, name: s.name },
-          localEndpoints: s.localEndpoints,
-          serviceProxyHealthy: true,
-        });
-      }, this.log, `health check node port of ${state.namespace}/${state.name}`);
+      entry.server = listenHttp(
+        { host: '0.0.0.0', port },
+        (_req, res) => {
+          const s = entry.state;
+          json(res, s.localEndpoints > 0 ? 200 : 503, {
+            service: { namespace: s.namespace, name: s.name },
+            localEndpoints: s.localEndpoints,
+            serviceProxyHealthy: true,
+          });
+        },
+        this.log,
+        `health check node port of ${state.namespace}/${state.name}`,
+      );
       this.services.set(port, entry);
     }
   }
@@ -106,11 +129,16 @@ export class HealthServers {
     this.probe?.close();
     this.probe = undefined;
     if (!addr) return;
-    this.probe = listenHttp(addr, (req, res) => {
-      if (req.url?.startsWith('/liveness')) return json(res, 200, { live: true });
-      if (req.url?.startsWith('/readiness')) return json(res, ready() ? 200 : 503, { ready: ready() });
-      json(res, 404, { error: 'not found' });
-    }, this.log, 'agent health');
+    this.probe = listenHttp(
+      addr,
+      (req, res) => {
+        if (req.url?.startsWith('/liveness')) return json(res, 200, { live: true });
+        if (req.url?.startsWith('/readiness')) return json(res, ready() ? 200 : 503, { ready: ready() });
+        json(res, 404, { error: 'not found' });
+      },
+      this.log,
+      'agent health',
+    );
   }
 
   get healthCheckPorts(): number[] {

@@ -113,7 +113,10 @@ export class Informer {
     if (this.stopped) return;
     this.stats.errors++;
     const wait = this.backoffMs * (0.8 + Math.random() * 0.4);
-    this.log.warn({ resource: this.client.name, retryInMs: Math.round(wait) }, `${this.client.name}: ${why}${err ? `: ${(err as Error).message ?? err}` : ''}; retrying in ${Math.round(wait)} ms`);
+    this.log.warn(
+      { resource: this.client.name, retryInMs: Math.round(wait) },
+      `${this.client.name}: ${why}${err ? `: ${(err as Error).message ?? err}` : ''}; retrying in ${Math.round(wait)} ms`,
+    );
     this.backoffMs = Math.min(this.backoffMs * 2, this.opts.maxBackoffMs ?? 30_000);
     this.timer?.cancel();
     this.timer = this.clock.after(wait, what);
@@ -179,7 +182,11 @@ export class Informer {
       this.stats.events++;
       if (e.type === 'ERROR') {
         if (e.object?.code === 410) gone = true;
-        else this.log.warn({ resource: this.client.name }, `${this.client.name}: watch error event: ${e.object?.message ?? JSON.stringify(e.object)}`);
+        else
+          this.log.warn(
+            { resource: this.client.name },
+            `${this.client.name}: watch error event: ${e.object?.message ?? JSON.stringify(e.object)}`,
+          );
         return;
       }
       const rv = e.object?.metadata?.resourceVersion;

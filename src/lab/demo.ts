@@ -42,7 +42,7 @@ function summarize(a: ProbeAttempt[]): { answered: string; sources: string; ok: 
 
 export async function runDemo(prefix: string, manifests: string): Promise<boolean> {
   const lab = labSpec(prefix);
-  const [n1, n2] = lab.nodes as [typeof lab.nodes[0], typeof lab.nodes[0]];
+  const [n1, n2] = lab.nodes as [(typeof lab.nodes)[0], (typeof lab.nodes)[0]];
   const pod = n1.pods[0]!;
   labDown(prefix);
   console.log(`building the lab (${lab.nodes.length} nodes, ${lab.nodes.reduce((a, n) => a + n.pods.length, 0)} pods, 1 external client)…`);
@@ -55,16 +55,106 @@ export async function runDemo(prefix: string, manifests: string): Promise<boolea
     console.log(`agents ready on ${lab.nodes.map((n) => n.name).join(' and ')} (manifests: ${manifests})\n`);
 
     const scenarios: Scenario[] = [
-      { what: 'ClusterIP web (TCP)', from: `pod ${pod.name} ${pod.ip}`, fromNs: pod.ns, mode: 'tcp', host: '10.96.0.10', port: 80, count: 9, expect: 'answer' },
-      { what: 'ClusterIP dns (UDP)', from: `pod ${pod.name} ${pod.ip}`, fromNs: pod.ns, mode: 'udp', host: '10.96.0.53', port: 53, count: 6, expect: 'answer' },
-      { what: 'ClusterIP sticky (ClientIP affinity)', from: `pod ${pod.name} ${pod.ip}`, fromNs: pod.ns, mode: 'tcp', host: '10.96.0.12', port: 80, count: 6, expect: 'answer' },
-      { what: 'NodePort web :30080 (eTP=Cluster)', from: `client ${lab.client.ip}`, fromNs: lab.client.ns, mode: 'tcp', host: n1.ip, port: 30080, count: 9, expect: 'answer' },
-      { what: 'NodePort web-local :30081 (eTP=Local)', from: `client ${lab.client.ip}`, fromNs: lab.client.ns, mode: 'tcp', host: n1.ip, port: 30081, count: 6, expect: 'answer' },
-      { what: 'NodePort web-local on node2 (eTP=Local)', from: `client ${lab.client.ip}`, fromNs: lab.client.ns, mode: 'tcp', host: n2.ip, port: 30081, count: 3, expect: 'answer' },
-      { what: 'LoadBalancer IP web 198.51.100.10', from: `client ${lab.client.ip}`, fromNs: lab.client.ns, mode: 'tcp', host: '198.51.100.10', port: 80, count: 9, expect: 'answer' },
-      { what: 'externalIP web 203.0.113.10', from: `client ${lab.client.ip}`, fromNs: lab.client.ns, mode: 'tcp', host: '203.0.113.10', port: 80, count: 3, expect: 'answer' },
-      { what: 'ClusterIP empty (no endpoints, TCP)', from: `pod ${pod.name} ${pod.ip}`, fromNs: pod.ns, mode: 'tcp', host: '10.96.0.99', port: 80, count: 1, expect: 'refused' },
-      { what: 'ClusterIP empty (no endpoints, UDP)', from: `pod ${pod.name} ${pod.ip}`, fromNs: pod.ns, mode: 'udp', host: '10.96.0.99', port: 53, count: 1, expect: 'refused' },
+      {
+        what: 'ClusterIP web (TCP)',
+        from: `pod ${pod.name} ${pod.ip}`,
+        fromNs: pod.ns,
+        mode: 'tcp',
+        host: '10.96.0.10',
+        port: 80,
+        count: 9,
+        expect: 'answer',
+      },
+      {
+        what: 'ClusterIP dns (UDP)',
+        from: `pod ${pod.name} ${pod.ip}`,
+        fromNs: pod.ns,
+        mode: 'udp',
+        host: '10.96.0.53',
+        port: 53,
+        count: 6,
+        expect: 'answer',
+      },
+      {
+        what: 'ClusterIP sticky (ClientIP affinity)',
+        from: `pod ${pod.name} ${pod.ip}`,
+        fromNs: pod.ns,
+        mode: 'tcp',
+        host: '10.96.0.12',
+        port: 80,
+        count: 6,
+        expect: 'answer',
+      },
+      {
+        what: 'NodePort web :30080 (eTP=Cluster)',
+        from: `client ${lab.client.ip}`,
+        fromNs: lab.client.ns,
+        mode: 'tcp',
+        host: n1.ip,
+        port: 30080,
+        count: 9,
+        expect: 'answer',
+      },
+      {
+        what: 'NodePort web-local :30081 (eTP=Local)',
+        from: `client ${lab.client.ip}`,
+        fromNs: lab.client.ns,
+        mode: 'tcp',
+        host: n1.ip,
+        port: 30081,
+        count: 6,
+        expect: 'answer',
+      },
+      {
+        what: 'NodePort web-local on node2 (eTP=Local)',
+        from: `client ${lab.client.ip}`,
+        fromNs: lab.client.ns,
+        mode: 'tcp',
+        host: n2.ip,
+        port: 30081,
+        count: 3,
+        expect: 'answer',
+      },
+      {
+        what: 'LoadBalancer IP web 198.51.100.10',
+        from: `client ${lab.client.ip}`,
+        fromNs: lab.client.ns,
+        mode: 'tcp',
+        host: '198.51.100.10',
+        port: 80,
+        count: 9,
+        expect: 'answer',
+      },
+      {
+        what: 'externalIP web 203.0.113.10',
+        from: `client ${lab.client.ip}`,
+        fromNs: lab.client.ns,
+        mode: 'tcp',
+        host: '203.0.113.10',
+        port: 80,
+        count: 3,
+        expect: 'answer',
+      },
+      {
+        what: 'ClusterIP empty (no endpoints, TCP)',
+        from: `pod ${pod.name} ${pod.ip}`,
+        fromNs: pod.ns,
+        mode: 'tcp',
+        host: '10.96.0.99',
+        port: 80,
+        count: 1,
+        expect: 'refused',
+      },
+      {
+        what: 'ClusterIP empty (no endpoints, UDP)',
+        from: `pod ${pod.name} ${pod.ip}`,
+        fromNs: pod.ns,
+        mode: 'udp',
+        host: '10.96.0.99',
+        port: 53,
+        count: 1,
+        expect: 'refused',
+      },
     ];
     const rows: string[][] = [];
     for (const s of scenarios) {
@@ -76,7 +166,11 @@ export async function runDemo(prefix: string, manifests: string): Promise<boolea
     }
     console.log(table(['', 'SERVICE', 'FROM', 'TO', 'ANSWERED BY (pod×connections)', 'SOURCE IP THE POD SAW'], rows));
     console.log('\nWhat node1 programmed (bpfproxy services):\n');
-    const svc = spawnSync('nsenter', [`--net=${nsPath(n1.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'services', '--pin-dir', n1.pinDir], { encoding: 'utf8' });
+    const svc = spawnSync(
+      'nsenter',
+      [`--net=${nsPath(n1.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'services', '--pin-dir', n1.pinDir],
+      { encoding: 'utf8' },
+    );
     console.log(svc.stdout || svc.stderr);
     console.log(allOk ? 'demo: every service answered as expected' : 'demo: some checks FAILED (see above)');
   } finally {

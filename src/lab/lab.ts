@@ -135,8 +135,11 @@ export function allPods(lab: Lab): LabPod[] {
 /** The lab's echo server (TCP 8080, UDP 5353) in a namespace: a pod's, or a
  * node's own for host-network endpoints. Returns once it listens. */
 export function startEcho(ns: string, name: string, deadline = Date.now() + 10_000): void {
-  const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'),
-    '--name', name, '--tcp', '8080', '--udp', '5353'], { detached: true, stdio: 'ignore' });
+  const c = spawn(
+    'nsenter',
+    [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'), '--name', name, '--tcp', '8080', '--udp', '5353'],
+    { detached: true, stdio: 'ignore' },
+  );
   c.unref();
   for (;;) {
     const tcp = sh('ss', ['-H', '-ltn', 'sport = :8080'], { ns, allowFail: true }).trim();
@@ -167,21 +170,58 @@ import type { Attempt as ProbeAttempt, StreamResult as StreamOutcome } from './p
 
 /** Run the probe client inside a namespace (bounded: count x timeout). */
 export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: number, count = 1, timeout = 2000): ProbeAttempt[] {
-  const r = spawnSync('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'probe.js'), mode, host, String(port),
-    '--count', String(count), '--timeout', String(timeout)], { encoding: 'utf8', timeout: count * timeout + 10_000 });
+  const r = spawnSync(
+    'nsenter',
+    [
+      `--net=${nsPath(ns)}`,
+      '--',
+      node,
+      join(DIST, 'lab', 'probe.js'),
+      mode,
+      host,
+      String(port),
+      '--count',
+      String(count),
+      '--timeout',
+      String(timeout),
+    ],
+    { encoding: 'utf8', timeout: count * timeout + 10_000 },
+  );
   if (r.status !== 0) throw new Error(`probe in ${ns} failed: ${r.stderr || r.error?.message}`);
   return JSON.parse(r.stdout) as ProbeAttempt[];
 }
 
-
 /** A paced TCP stream through a service, started in the background: a
  * chunk every `interval` ms (a long interval makes an idle connection). */
-export function startStream(ns: string, host: string, port: number, durationMs: number,
-  pace: { interval?: number; chunk?: number } = {}): Promise<StreamOutcome> {
+export function startStream(
+  ns: string,
+  host: string,
+  port: number,
+  durationMs: number,
+  pace: { interval?: number; chunk?: number } = {},
+): Promise<StreamOutcome> {
   return new Promise((resolve, reject) => {
-    const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'probe.js'), 'stream', host, String(port),
-      '--duration', String(durationMs), '--chunk', String(pace.chunk ?? 8192), '--interval', String(pace.interval ?? 5), '--timeout', '15000'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(
+      'nsenter',
+      [
+        `--net=${nsPath(ns)}`,
+        '--',
+        node,
+        join(DIST, 'lab', 'probe.js'),
+        'stream',
+        host,
+        String(port),
+        '--duration',
+        String(durationMs),
+        '--chunk',
+        String(pace.chunk ?? 8192),
+        '--interval',
+        String(pace.interval ?? 5),
+        '--timeout',
+        '15000',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     c.stdout.on('data', (d) => (out += d));
@@ -205,13 +245,19 @@ export interface AgentProcess {
  * so its pins land on the host's bpffs and outlive it). */
 export function startAgent(n: LabNode, source: { manifests: string } | { kubeconfig: string }, extra: string[] = []): AgentProcess {
   const src = 'manifests' in source ? ['--manifests', source.manifests] : ['--kubeconfig', source.kubeconfig];
-  const child = spawn('nsenter', [`--net=${nsPath(n.ns)}`, '--', node, join(DIST, 'cli.js'), 'agent',
-    ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    'nsenter',
+    [`--net=${nsPath(n.ns)}`, '--', node, join(DIST, 'cli.js'), 'agent', ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const logs: string[] = [];
   let buf = '';
   let readyResolve: () => void;
   let readyReject: (e: Error) => void;
-  const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+  const ready = new Promise<void>((res, rej) => {
+    readyResolve = res;
+    readyReject = rej;
+  });
   const onLine = (line: string) => {
     logs.push(line);
     if (line.includes('"agent ready"')) readyResolve();
@@ -225,10 +271,12 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
     }
   });
   child.stderr.on('data', (d: Buffer) => logs.push(d.toString()));
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => {
-    readyReject(new Error(`agent on ${n.name} exited (${code}) before ready:\n${logs.slice(-20).join('\n')}`));
-    res(code);
-  }));
+  const exited = new Promise<number | null>((res) =>
+    child.on('exit', (code) => {
+      readyReject(new Error(`agent on ${n.name} exited (${code}) before ready:\n${logs.slice(-20).join('\n')}`));
+      res(code);
+    }),
+  );
   const timer = setTimeout(() => readyReject(new Error(`agent on ${n.name} not ready in 30s:\n${logs.slice(-20).join('\n')}`)), 30_000);
   ready.finally(() => clearTimeout(timer)).catch(() => undefined);
   return {

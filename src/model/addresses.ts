@@ -13,7 +13,7 @@ export function ipv4ToInt(ip: string): number {
 
 const inNet = (n: number, base: string, bits: number): boolean => {
   const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return ((n & mask) >>> 0) === ipv4ToInt(base);
+  return (n & mask) >>> 0 === ipv4ToInt(base);
 };
 
 /**
@@ -58,5 +58,5 @@ export function intToIpv4(n: number): string {
 
 export function cidrContains(c: Cidr4, ip: string): boolean {
   const mask = c.bits === 0 ? 0 : (0xffffffff << (32 - c.bits)) >>> 0;
-  return ((ipv4ToInt(ip) & mask) >>> 0) === c.base;
+  return (ipv4ToInt(ip) & mask) >>> 0 === c.base;
 }

@@ -41,7 +41,10 @@ export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[],
   }
   return {
     cluster: usable(all, nodeName),
-    local: usable(all.filter((e) => e.nodeName === nodeName), nodeName),
+    local: usable(
+      all.filter((e) => e.nodeName === nodeName),
+      nodeName,
+    ),
   };
 }
 
@@ -69,7 +72,10 @@ export interface Desired {
 }
 
 const FIELD: Record<FrontendKind, string> = {
-  ClusterIP: 'spec.clusterIPs', ExternalIP: 'spec.externalIPs', LoadBalancer: 'status.loadBalancer.ingress', NodePort: 'spec.ports.nodePort',
+  ClusterIP: 'spec.clusterIPs',
+  ExternalIP: 'spec.externalIPs',
+  LoadBalancer: 'status.loadBalancer.ingress',
+  NodePort: 'spec.ports.nodePort',
 };
 
 /**
@@ -86,8 +92,10 @@ function refusal(f: Frontend, node: NodeContext): string | undefined {
     return `${f.ip} is an address of this node: a cluster IP there would capture the node's own port ${f.port}/${f.protocol}; not served`;
   }
   if (node.allowNodeAddressExternalIPs) return undefined;
-  return `${f.ip} is an address of this node: serving it would capture the node's own port ${f.port}/${f.protocol} (a host daemon's, ` +
-    `such as the kubelet's), the CVE-2020-8554 class; not served. An operator who wants this starts the agent with --allow-node-address-external-ips`;
+  return (
+    `${f.ip} is an address of this node: serving it would capture the node's own port ${f.port}/${f.protocol} (a host daemon's, ` +
+    `such as the kubelet's), the CVE-2020-8554 class; not served. An operator who wants this starts the agent with --allow-node-address-external-ips`
+  );
 }
 
 /** The frontends of one service on this node, and the ones refused here. */

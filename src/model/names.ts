@@ -30,7 +30,12 @@ export const dns1123Label = (v: string): string | undefined =>
 
 /** Service names. */
 export const dns1035Label = (v: string): string | undefined =>
-  check(v, LABEL_MAX, DNS1035_LABEL, 'DNS-1035 label: lower-case letters, digits and "-", starting with a letter and ending with a letter or digit');
+  check(
+    v,
+    LABEL_MAX,
+    DNS1035_LABEL,
+    'DNS-1035 label: lower-case letters, digits and "-", starting with a letter and ending with a letter or digit',
+  );
 
 /** EndpointSlice names, node names. */
 export const dns1123Subdomain = (v: string): string | undefined =>

@@ -97,5 +97,4 @@ export const SERVICE_PORT_KEY_MAX = 63 + 1 + 63 + 1 + 63 + 1 + 4;
 export const serviceKey = (ns: string, name: string): string => `${ns}/${name}`;
 export const servicePortKey = (s: { namespace: string; name: string }, p: ServicePort): ServicePortKey =>
   `${s.namespace}/${s.name}:${p.name || p.port}/${p.protocol}`;
-export const frontendKey = (f: { ip: string; port: number; protocol: Protocol }): string =>
-  `${f.ip}:${f.port}/${f.protocol}`;
+export const frontendKey = (f: { ip: string; port: number; protocol: Protocol }): string => `${f.ip}:${f.port}/${f.protocol}`;

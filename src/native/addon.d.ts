@@ -157,7 +157,8 @@ export type NetlinkEvent = { at: number } & (
   /** the kernel dropped events (socket buffer full): everything must be looked at again */
   | { event: 'overflow' }
   /** the socket failed: no more events come from this watcher */
-  | { event: 'error'; errno: number });
+  | { event: 'error'; errno: number }
+);
 
 export interface NetlinkWatcher {
   /** Stop the reader thread and close the socket (twice is fine). */

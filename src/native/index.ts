@@ -71,9 +71,7 @@ function findAddon(): string {
     const p = join(here, up, 'build', 'Release', 'bpfproxy_native.node');
     if (existsSync(p)) return p;
   }
-  throw new Error(
-    'native addon build/Release/bpfproxy_native.node not found: run `make build` in the repository',
-  );
+  throw new Error('native addon build/Release/bpfproxy_native.node not found: run `make build` in the repository');
 }
 
 function wrap(raw: NativeAddon): NativeAddon {
@@ -87,7 +85,10 @@ function wrap(raw: NativeAddon): NativeAddon {
     out[k] = (...args: unknown[]) => {
       try {
         const r = fn(...args);
-        if (r instanceof Promise) return r.catch((e: unknown) => { throw toBpfError(e); });
+        if (r instanceof Promise)
+          return r.catch((e: unknown) => {
+            throw toBpfError(e);
+          });
         return r;
       } catch (e) {
         throw toBpfError(e);

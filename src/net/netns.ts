@@ -45,7 +45,11 @@ export function delNetns(name: string): void {
   if (!netnsExists(name)) return;
   const pids = sh('ip', ['netns', 'pids', name], { allowFail: true }).split(/\s+/).filter(Boolean);
   for (const pid of pids) {
-    try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
   sh('ip', ['netns', 'del', name], { allowFail: true });
 }

@@ -37,8 +37,7 @@ export interface FrameSpec extends Ipv4Spec {
 const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
 const macBytes = (m: string): number[] => m.split(':').map((x) => parseInt(x, 16));
 export const ipStr = (b: Buffer, o: number): string => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
-const macStr = (b: Buffer, o: number): string =>
-  [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+const macStr = (b: Buffer, o: number): string => [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
 
 /** One's complement sum of 16-bit words. */
 export function csumPartial(b: Buffer, seed = 0): number {
@@ -151,7 +150,14 @@ export function parseIp(b: Buffer, quoted = false): Parsed {
   const src = ipStr(b, 12);
   const dst = ipStr(b, 16);
   const p: Parsed = {
-    srcMac: '', dstMac: '', ethType: ETH_P_IP, src, dst, proto, ttl: b[8] ?? 0, totalLen,
+    srcMac: '',
+    dstMac: '',
+    ethType: ETH_P_IP,
+    src,
+    dst,
+    proto,
+    ttl: b[8] ?? 0,
+    totalLen,
     ipCsumOk: csumFold(csumPartial(b.subarray(0, ihl))) === 0,
     payload: Buffer.alloc(0),
   };
@@ -173,7 +179,9 @@ export function parseIp(b: Buffer, quoted = false): Parsed {
     }
   } else if (proto === PROTO.ICMP) {
     p.icmp = {
-      type: l4[0] ?? 0, code: l4[1] ?? 0, mtu: l4.length >= 8 ? l4.readUInt16BE(6) : 0,
+      type: l4[0] ?? 0,
+      code: l4[1] ?? 0,
+      mtu: l4.length >= 8 ? l4.readUInt16BE(6) : 0,
       csumOk: csumFold(csumPartial(l4)) === 0,
     };
     if ([3, 11, 12].includes(p.icmp.type) && l4.length >= 28) p.icmp.inner = parseIp(l4.subarray(8), true);
@@ -185,8 +193,16 @@ export function parseFrame(b: Buffer): Parsed {
   const ethType = b.readUInt16BE(12);
   if (ethType !== ETH_P_IP) {
     return {
-      srcMac: macStr(b, 6), dstMac: macStr(b, 0), ethType, src: '', dst: '', proto: 0, ttl: 0, totalLen: 0,
-      ipCsumOk: false, payload: b.subarray(14),
+      srcMac: macStr(b, 6),
+      dstMac: macStr(b, 0),
+      ethType,
+      src: '',
+      dst: '',
+      proto: 0,
+      ttl: 0,
+      totalLen: 0,
+      ipCsumOk: false,
+      payload: b.subarray(14),
     };
   }
   return { ...parseIp(b.subarray(14)), srcMac: macStr(b, 6), dstMac: macStr(b, 0), ethType };

@@ -60,10 +60,18 @@ export class Proxier {
     this.node = { nodeName: opts.nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: policy.allowNodeAddressExternalIPs };
     this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded, policy);
     // the runner takes a promise; a sync is synchronous, and what it throws rejects
-    this.runner = new SyncRunner((full) => new Promise<void>((resolve) => { this.sync(full); resolve(); }), {
-      minInterval: opts.minSyncPeriod,
-      maxInterval: opts.syncPeriod,
-    }, opts.clock);
+    this.runner = new SyncRunner(
+      (full) =>
+        new Promise<void>((resolve) => {
+          this.sync(full);
+          resolve();
+        }),
+      {
+        minInterval: opts.minSyncPeriod,
+        maxInterval: opts.syncPeriod,
+      },
+      opts.clock,
+    );
   }
 
   private markDirty(svc: string): void {
@@ -98,7 +106,8 @@ export class Proxier {
   /** The frontends of one service on this node; what the node refuses becomes problems. */
   private desired(svc: string, report: SyncReport): Frontend[] {
     const d = this.store.desiredOf(svc, this.node);
-    for (const p of d.problems) report.problems.push({ service: svc, frontend: p.frontend, field: p.field, message: `${p.field}: ${p.message}` });
+    for (const p of d.problems)
+      report.problems.push({ service: svc, frontend: p.frontend, field: p.field, message: `${p.field}: ${p.message}` });
     return d.frontends;
   }
 
@@ -159,7 +168,12 @@ export class Proxier {
     this.stats.mapFull = report.problems.filter((p) => p.mapFull).length;
     this.reportProblems(report.problems, full ? undefined : new Set(dirty.keys()));
     this.opts.log.debug(
-      { full, services: full ? this.store.size.services : dirty.size, frontendsChanged: report.frontendsChanged, ms: +(t1 - t0).toFixed(2) },
+      {
+        full,
+        services: full ? this.store.size.services : dirty.size,
+        frontendsChanged: report.frontendsChanged,
+        ms: +(t1 - t0).toFixed(2),
+      },
       'synced',
     );
     for (const s of report.retry) this.markDirty(s);

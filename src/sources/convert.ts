@@ -58,9 +58,7 @@ const ServiceShape = z.looseObject({
     .optional(),
   status: z
     .looseObject({
-      loadBalancer: z
-        .looseObject({ ingress: z.array(z.looseObject({ ip: z.string().optional() })).optional() })
-        .optional(),
+      loadBalancer: z.looseObject({ ingress: z.array(z.looseObject({ ip: z.string().optional() })).optional() }).optional(),
     })
     .optional(),
 });
@@ -161,7 +159,10 @@ function creationTime(v: string | null | undefined, p: Problems): number | undef
   if (v === undefined || v === null || v === '') return undefined;
   const ms = Date.parse(v);
   if (Number.isNaN(ms)) {
-    p.warn('metadata.creationTimestamp', `${quote(v)} is not an RFC 3339 time; the object counts as newest when it claims an address another service has`);
+    p.warn(
+      'metadata.creationTimestamp',
+      `${quote(v)} is not an RFC 3339 time; the object counts as newest when it claims an address another service has`,
+    );
     return undefined;
   }
   return ms;
@@ -207,15 +208,19 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   /** externalIPs and LoadBalancer ingress IPs: unicast, inside --external-ip-cidrs, once each. */
   const frontendIP = (ip: string, list: string, field: string, seen: Map<string, string>): boolean => {
     if (isIPv6(ip)) return false;
-    if (!isIPv4(ip)) return p.entry(list, field, `${quote(ip)} is not an IP address`), false;
+    if (!isIPv4(ip)) return (p.entry(list, field, `${quote(ip)} is not an IP address`), false);
     const why = nonUnicastReason(ip);
-    if (why) return p.entry(list, field, `${ip} ${why}; not served`), false;
+    if (why) return (p.entry(list, field, `${ip} ${why}; not served`), false);
     if (policy.externalIPCidrs && !policy.externalIPCidrs.some((c) => cidrContains(c, ip))) {
-      p.entry(list, field, `${ip} is outside the addresses allowed for external and LoadBalancer IPs (--external-ip-cidrs ${policy.externalIPCidrs.map((c) => c.text).join(',')}); not served`);
+      p.entry(
+        list,
+        field,
+        `${ip} is outside the addresses allowed for external and LoadBalancer IPs (--external-ip-cidrs ${policy.externalIPCidrs.map((c) => c.text).join(',')}); not served`,
+      );
       return false;
     }
     const dup = seen.get(ip);
-    if (dup) return p.entry(list, field, `${ip} is listed already (${dup}); skipped`), false;
+    if (dup) return (p.entry(list, field, `${ip} is listed already (${dup}); skipped`), false);
     seen.set(ip, field);
     return true;
   };
@@ -272,19 +277,31 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       nodePort = undefined;
     }
     if (nodePort !== undefined && !inRange(nodePort, policy.nodePortRange)) {
-      p.entry('spec.ports', `${at}.nodePort`, `${nodePort} is outside the node-port range ${range}: it could take a port a host daemon listens on; the NodePort is not served, the rest of the port is`);
+      p.entry(
+        'spec.ports',
+        `${at}.nodePort`,
+        `${nodePort} is outside the node-port range ${range}: it could take a port a host daemon listens on; the NodePort is not served, the rest of the port is`,
+      );
       nodePort = undefined;
     }
     const npKey = `${nodePort}/${protocol}`;
     if (nodePort !== undefined && seenNodePorts.has(npKey)) {
-      p.entry('spec.ports', `${at}.nodePort`, `${npKey} is also the nodePort of spec.ports[${seenNodePorts.get(npKey)}]; this NodePort is not served`);
+      p.entry(
+        'spec.ports',
+        `${at}.nodePort`,
+        `${npKey} is also the nodePort of spec.ports[${seenNodePorts.get(npKey)}]; this NodePort is not served`,
+      );
       nodePort = undefined;
     }
     seen.set(key, i);
     names.set(name, i);
     if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
-      name, protocol: protocol, port: sp.port, targetPort: sp.targetPort ?? sp.port, field: at,
+      name,
+      protocol: protocol,
+      port: sp.port,
+      targetPort: sp.targetPort ?? sp.port,
+      field: at,
       ...(nodePort !== undefined ? { nodePort } : {}),
     });
   });
@@ -292,7 +309,11 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   let healthCheckNodePort: number | undefined;
   if (spec.healthCheckNodePort && type === 'LoadBalancer' && spec.externalTrafficPolicy === 'Local') {
     if (inRange(spec.healthCheckNodePort, policy.nodePortRange)) healthCheckNodePort = spec.healthCheckNodePort;
-    else p.warn('spec.healthCheckNodePort', `${spec.healthCheckNodePort} is outside the node-port range ${range}; no health check is served for it`);
+    else
+      p.warn(
+        'spec.healthCheckNodePort',
+        `${spec.healthCheckNodePort} is outside the node-port range ${range}; no health check is served for it`,
+      );
   }
 
   // Fan-out: every port times every address is one frontend (one map entry).
@@ -305,12 +326,18 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   let used = 0;
   let keptPorts = ports.length;
   for (let i = 0; i < ports.length; i++) {
-    if (used + perPort(ports[i]!) > max) { keptPorts = i; break; }
+    if (used + perPort(ports[i]!) > max) {
+      keptPorts = i;
+      break;
+    }
     used += perPort(ports[i]!);
   }
   if (keptPorts < ports.length) {
-    p.warn('spec.ports', `${ports.length} ports need more than ${flag} frontends for their cluster IP and NodePorts alone; ` +
-      `${ports[keptPorts]!.field} and the ${ports.length - keptPorts - 1} after it are not served, nor any external or LoadBalancer IP`);
+    p.warn(
+      'spec.ports',
+      `${ports.length} ports need more than ${flag} frontends for their cluster IP and NodePorts alone; ` +
+        `${ports[keptPorts]!.field} and the ${ports.length - keptPorts - 1} after it are not served, nor any external or LoadBalancer IP`,
+    );
   }
   const servedPorts = ports.slice(0, keptPorts);
   const bound = (ips: Array<{ ip: string; field: string }>, list: string, what: string): string[] => {
@@ -319,8 +346,11 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     const fit = Math.min(ips.length, Math.floor((max - used) / n));
     used += fit * n;
     if (fit < ips.length) {
-      p.warn(list, `${ips.length} ${what} × ${n} port(s) would take this Service past ${flag} frontends; ` +
-        `${fit === 0 ? 'none is served' : `the first ${fit} are served`}, ${ips[fit]!.field} and the ${ips.length - fit - 1} after it are not`);
+      p.warn(
+        list,
+        `${ips.length} ${what} × ${n} port(s) would take this Service past ${flag} frontends; ` +
+          `${fit === 0 ? 'none is served' : `the first ${fit} are served`}, ${ips[fit]!.field} and the ${ips.length - fit - 1} after it are not`,
+      );
     }
     return ips.slice(0, fit).map((x) => x.ip);
   };
@@ -339,8 +369,8 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       loadBalancerIPs,
       ports: servedPorts.map(({ field: _f, ...sp }) => sp),
       affinityTimeout: affinity,
-      externalTrafficPolicy: (spec.externalTrafficPolicy ?? 'Cluster'),
-      internalTrafficPolicy: (spec.internalTrafficPolicy ?? 'Cluster'),
+      externalTrafficPolicy: spec.externalTrafficPolicy ?? 'Cluster',
+      internalTrafficPolicy: spec.internalTrafficPolicy ?? 'Cluster',
       hasSelector,
       ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
       ...(createdAt !== undefined ? { createdAt } : {}),
@@ -379,7 +409,10 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const ports: EndpointSlice['ports'] = [];
   const rawPorts = r.data.ports ?? [];
   if (rawPorts.length > SLICE_MAX_PORTS) {
-    p.warn('ports', `${rawPorts.length} ports, more than the ${SLICE_MAX_PORTS} an EndpointSlice may have; ports[${SLICE_MAX_PORTS}] on are skipped`);
+    p.warn(
+      'ports',
+      `${rawPorts.length} ports, more than the ${SLICE_MAX_PORTS} an EndpointSlice may have; ports[${SLICE_MAX_PORTS}] on are skipped`,
+    );
   }
   rawPorts.slice(0, SLICE_MAX_PORTS).forEach((sp, i) => {
     if (sp.port === undefined) return p.entry('ports', `ports[${i}].port`, 'missing; port skipped');
@@ -391,25 +424,33 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const endpoints: SliceEndpoint[] = [];
   const rawEps = r.data.endpoints ?? [];
   if (rawEps.length > SLICE_MAX_ENDPOINTS) {
-    p.warn('endpoints', `${rawEps.length} endpoints, more than the ${SLICE_MAX_ENDPOINTS} an EndpointSlice may have; endpoints[${SLICE_MAX_ENDPOINTS}] on are skipped`);
+    p.warn(
+      'endpoints',
+      `${rawEps.length} endpoints, more than the ${SLICE_MAX_ENDPOINTS} an EndpointSlice may have; endpoints[${SLICE_MAX_ENDPOINTS}] on are skipped`,
+    );
   }
   rawEps.slice(0, SLICE_MAX_ENDPOINTS).forEach((raw, i) => {
     const er = EndpointShape.safeParse(raw);
     if (!er.success) {
-      for (const z of zodProblems(object, `endpoints[${i}]`, er.error, false)) p.entry('endpoints', z.field, `${z.message}; endpoint skipped`);
+      for (const z of zodProblems(object, `endpoints[${i}]`, er.error, false))
+        p.entry('endpoints', z.field, `${z.message}; endpoint skipped`);
       return;
     }
     const nodeName = er.data.nodeName;
     const nodeErr = nodeName ? dns1123Subdomain(nodeName) : undefined;
     if (nodeErr) return p.entry('endpoints', `endpoints[${i}].nodeName`, `a node name ${nodeErr}; endpoint skipped`);
     if (er.data.addresses.length > ENDPOINT_MAX_ADDRESSES) {
-      p.entry('endpoints', `endpoints[${i}].addresses`, `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`);
+      p.entry(
+        'endpoints',
+        `endpoints[${i}].addresses`,
+        `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`,
+      );
     }
     const addresses = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
       const field = `endpoints[${i}].addresses[${j}]`;
-      if (!isIPv4(a)) return p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false;
+      if (!isIPv4(a)) return (p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false);
       const why = nonUnicastReason(a);
-      if (why) return p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false;
+      if (why) return (p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false);
       return true;
     });
     if (addresses.length === 0) return;

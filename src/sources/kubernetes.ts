@@ -12,7 +12,10 @@ import { formatProblem } from './manifests.js';
 import type { Kind, ObjectSink } from './sink.js';
 
 const API: Record<Kind, string> = {
-  Service: 'v1', EndpointSlice: 'discovery.k8s.io/v1', Node: 'v1', FelixConfiguration: 'crd.projectcalico.org/v1',
+  Service: 'v1',
+  EndpointSlice: 'discovery.k8s.io/v1',
+  Node: 'v1',
+  FelixConfiguration: 'crd.projectcalico.org/v1',
 };
 
 export class KubeSource {
@@ -25,10 +28,16 @@ export class KubeSource {
     private readonly log: Logger,
     clock: Clock,
   ) {
-    const mk = (kind: Kind, rc: ResourceClient) => new Informer(rc, {
-      upsert: (key, obj) => this.deliver(kind, key, obj),
-      remove: (key) => this.deliver(kind, key, undefined),
-    }, log, clock);
+    const mk = (kind: Kind, rc: ResourceClient) =>
+      new Informer(
+        rc,
+        {
+          upsert: (key, obj) => this.deliver(kind, key, obj),
+          remove: (key) => this.deliver(kind, key, undefined),
+        },
+        log,
+        clock,
+      );
     this.informers = {
       Service: mk('Service', clients.services),
       EndpointSlice: mk('EndpointSlice', clients.endpointSlices),
@@ -69,11 +78,17 @@ export class KubeSource {
       else this.log.warn({ object: p.object, field: p.field }, msg);
     }
     if (problems.length === 0) return;
-    const [ns, name] = key.includes('/') ? key.split('/') as [string, string] : [undefined, key];
-    this.events.record(
-      { apiVersion: API[kind], kind, name, ...(ns ? { namespace: ns } : {}) },
-      'Warning', 'BpfproxyInvalidField',
-      problems.map((p) => `field ${p.field}: ${p.message}`).join('; ').slice(0, 1000),
-    ).catch((e: Error) => this.log.debug(`could not write an Event for ${where}: ${e.message}`));
+    const [ns, name] = key.includes('/') ? (key.split('/') as [string, string]) : [undefined, key];
+    this.events
+      .record(
+        { apiVersion: API[kind], kind, name, ...(ns ? { namespace: ns } : {}) },
+        'Warning',
+        'BpfproxyInvalidField',
+        problems
+          .map((p) => `field ${p.field}: ${p.message}`)
+          .join('; ')
+          .slice(0, 1000),
+      )
+      .catch((e: Error) => this.log.debug(`could not write an Event for ${where}: ${e.message}`));
   }
 }

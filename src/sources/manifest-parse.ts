@@ -110,8 +110,19 @@ interface Part {
 }
 
 /** Kinds we know and leave to other parts (or later). */
-const KNOWN_OTHER = new Set(['NetworkPolicy', 'Namespace', 'Pod', 'Deployment', 'ConfigMap', 'Endpoints', 'DaemonSet', 'ServiceAccount',
-  'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition']);
+const KNOWN_OTHER = new Set([
+  'NetworkPolicy',
+  'Namespace',
+  'Pod',
+  'Deployment',
+  'ConfigMap',
+  'Endpoints',
+  'DaemonSet',
+  'ServiceAccount',
+  'ClusterRole',
+  'ClusterRoleBinding',
+  'CustomResourceDefinition',
+]);
 
 class TooBig extends Error {}
 
@@ -205,7 +216,7 @@ function splitDocuments(text: string, max: number): Array<{ start: number; end: 
 }
 
 function onlyComments(text: string, start: number, end: number): boolean {
-  for (let i = start; i < end; ) {
+  for (let i = start; i < end;) {
     let j = text.indexOf('\n', i);
     if (j === -1 || j > end) j = end;
     const line = text.slice(i, j).trim();
@@ -291,7 +302,9 @@ function* tokens(text: string, lines: LineCounter, limits: ParseLimits): Generat
   for (const lexeme of new Lexer().lex(text)) {
     if (++count > limits.maxDocumentTokens) {
       const mb = Math.max(1, Math.round((limits.maxDocumentTokens * 2) / 1e6));
-      throw new TooBig(`has more than ${limits.maxDocumentTokens} YAML tokens (about ${mb} MB in one document; split it into documents with ---, or write it as JSON)`);
+      throw new TooBig(
+        `has more than ${limits.maxDocumentTokens} YAML tokens (about ${mb} MB in one document; split it into documents with ---, or write it as JSON)`,
+      );
     }
     for (const token of parser.next(lexeme)) {
       if (token.type === 'document') count = 0;
@@ -342,7 +355,11 @@ function document(value: unknown, limits: ParseLimits, part: Part): DocOutcome {
     const items = value.items;
     if (items === undefined || items === null) return { list: true, items: [] };
     if (!Array.isArray(items)) {
-      return { list: true, items: [], note: { level: 'error', msg: `kind List with items that are not a list (${typeName(items)}); nothing in it is applied` } };
+      return {
+        list: true,
+        items: [],
+        note: { level: 'error', msg: `kind List with items that are not a list (${typeName(items)}); nothing in it is applied` },
+      };
     }
     return { list: true, items: items.map((item: unknown) => collect(item, part)) };
   }
@@ -358,7 +375,8 @@ function collect(item: unknown, part: Part): Item | ItemNote {
     if (KNOWN_OTHER.has(kind)) return { level: 'debug', kind, msg: `${kind} is not used by the service dataplane; skipped` };
     return { level: 'warn', kind: kind || null, msg: `unknown kind ${kind ? `"${kind}"` : '(missing field kind)'}; skipped` };
   }
-  const apiVersion = typeof item.apiVersion === 'string' ? item.apiVersion : item.apiVersion === undefined ? '(missing)' : typeName(item.apiVersion);
+  const apiVersion =
+    typeof item.apiVersion === 'string' ? item.apiVersion : item.apiVersion === undefined ? '(missing)' : typeName(item.apiVersion);
   if (!API_VERSIONS[kind].includes(apiVersion)) {
     return { level: 'warn', msg: `${kind} apiVersion ${apiVersion} is not ${API_VERSIONS[kind].join(' or ')}; skipped` };
   }
@@ -395,7 +413,11 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
       const first = out.objects.get(item.id);
       if (first) {
         const [kind, ns, name] = item.id.split('/');
-        out.notes.push({ level: 'error', where, msg: `${where}: ${kind} ${ns}/${name} is defined twice in this file (also ${first.where}); the first is used` });
+        out.notes.push({
+          level: 'error',
+          where,
+          msg: `${where}: ${kind} ${ns}/${name} is defined twice in this file (also ${first.where}); the first is used`,
+        });
         return;
       }
       out.objects.set(item.id, { obj: item.obj, where, digest: item.digest });

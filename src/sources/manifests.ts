@@ -21,7 +21,14 @@ import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { Problem } from './convert.js';
-import { DEFAULT_PARSE_LIMITS, parseManifest, type Broken, type ManifestObject, type ParseLimits, type PartCache } from './manifest-parse.js';
+import {
+  DEFAULT_PARSE_LIMITS,
+  parseManifest,
+  type Broken,
+  type ManifestObject,
+  type ParseLimits,
+  type PartCache,
+} from './manifest-parse.js';
 import type { Kind, ObjectSink } from './sink.js';
 
 /** Largest manifest file read (--manifest-max-file-size). */
@@ -254,7 +261,14 @@ export class ManifestSource {
   private examine(path: string): Change | undefined {
     let f = this.files.get(path);
     if (!f) {
-      f = { rel: relative(this.dir, path) || path, stat: undefined, digest: undefined, objects: new Map(), parts: undefined, problem: undefined };
+      f = {
+        rel: relative(this.dir, path) || path,
+        stat: undefined,
+        digest: undefined,
+        objects: new Map(),
+        parts: undefined,
+        problem: undefined,
+      };
       this.files.set(path, f);
     }
     const rel = f.rel;
@@ -286,7 +300,11 @@ export class ManifestSource {
     }
     if (read.bytes === undefined) {
       f.stat = statKey(read.stat);
-      this.readProblem(f, rel, read.stat.isFile() ? this.tooBig(Math.max(read.stat.size, this.maxFileBytes + 1)) : 'is not a regular file, not a manifest file');
+      this.readProblem(
+        f,
+        rel,
+        read.stat.isFile() ? this.tooBig(Math.max(read.stat.size, this.maxFileBytes + 1)) : 'is not a regular file, not a manifest file',
+      );
       return undefined;
     }
     f.stat = statKey(read.stat);
@@ -337,7 +355,9 @@ export class ManifestSource {
       // Documents that cannot be read may hold objects the file defined:
       // keep those in force until the file reads cleanly.
       const whole = parsed.good === 0;
-      const next = whole ? keeping(before.size) : 'its other documents are applied; objects it no longer defines are kept until it reads cleanly';
+      const next = whole
+        ? keeping(before.size)
+        : 'its other documents are applied; objects it no longer defines are kept until it reads cleanly';
       for (const b of parsed.broken) say('error', { file: rel, document: b.document ?? null }, `${rel}: ${brokenText(b)}; ${next}`);
       after = new Map(parsed.objects);
       for (const [id, o] of before) if (!after.has(id)) after.set(id, o);

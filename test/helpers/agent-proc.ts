@@ -26,7 +26,9 @@ export function tmpDir(t: Test, prefix: string): string {
 /** Start the agent in ns and wait (bounded) for "agent ready"; killed when the test ends. */
 export async function startAgentIn(t: Test, ns: string, args: string[], readyMs = 30_000): Promise<AgentChild> {
   // nsenter without --pid execs in place: the child's pid is the agent's.
-  const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, CLI, 'agent', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const logs: string[] = [];
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   t.teardown(async () => {
@@ -68,7 +70,11 @@ export function cliIn(ns: string, args: string[], timeoutMs = 60_000): { status:
 }
 
 /** Run a CLI command in ns without blocking this process (the agent's probes stay answerable meanwhile). */
-export function cliInAsync(ns: string, args: string[], timeoutMs = 60_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function cliInAsync(
+  ns: string,
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -82,7 +82,7 @@ function coreRelocations(ext: Buffer, what: string): number {
   if (len === 0) return 0;
   const recSize = ext.readUInt32LE(off);
   let n = 0;
-  for (let p = off + 4; p < off + len; ) {
+  for (let p = off + 4; p < off + len;) {
     const count = ext.readUInt32LE(p + 4);
     n += count;
     p += 8 + count * recSize;

@@ -4,11 +4,18 @@ import type { Backend, Frontend, FrontendKind, Protocol } from '../../src/model/
 export const be = (ip: string, port: number, local = true): Backend => ({ ip, port, local });
 
 export function fe(
-  kind: FrontendKind, ip: string, port: number, protocol: Protocol, backends: Backend[],
+  kind: FrontendKind,
+  ip: string,
+  port: number,
+  protocol: Protocol,
+  backends: Backend[],
   opts: Partial<Pick<Frontend, 'externalLocal' | 'internalLocal' | 'affinityTimeout' | 'servicePort'>> = {},
 ): Frontend {
   return {
-    kind, ip, port, protocol,
+    kind,
+    ip,
+    port,
+    protocol,
     servicePort: opts.servicePort ?? `test/svc-${ip}-${port}:p/${protocol}`,
     externalLocal: opts.externalLocal ?? false,
     internalLocal: opts.internalLocal ?? false,

@@ -1,11 +1,24 @@
 /** Kubernetes objects for tests (what kubectl would store). */
-export function service(ns: string, name: string, ip: string, extra: Record<string, unknown> = {}, ports: unknown[] = [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }]) {
-  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns }, spec: { clusterIP: ip, clusterIPs: [ip], selector: { app: name }, ports, ...extra } };
+export function service(
+  ns: string,
+  name: string,
+  ip: string,
+  extra: Record<string, unknown> = {},
+  ports: unknown[] = [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }],
+) {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: ns },
+    spec: { clusterIP: ip, clusterIPs: [ip], selector: { app: name }, ports, ...extra },
+  };
 }
 
 export function slice(ns: string, svc: string, name: string, eps: Array<{ ip: string; node?: string; ready?: boolean }>, port = 8080) {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', addressType: 'IPv4',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    addressType: 'IPv4',
     metadata: { name, namespace: ns, labels: { 'kubernetes.io/service-name': svc } },
     ports: [{ name: 'http', port, protocol: 'TCP' }],
     endpoints: eps.map((e) => ({ addresses: [e.ip], conditions: { ready: e.ready ?? true }, ...(e.node ? { nodeName: e.node } : {}) })),

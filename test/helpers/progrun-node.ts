@@ -36,7 +36,13 @@ export async function progrunNode(t: Test, cfg: Partial<DatapathConfig> = {}): P
   ip(ns, 'link', 'set', 'd0', 'up');
   ip(ns, 'route', 'add', '10.244.1.0/24', 'dev', 'd0');
   ip(ns, 'route', 'add', '10.244.2.0/24', 'via', '192.0.2.12', 'mtu', 'lock', '1280');
-  const ifindex = inNetns(ns, () => native().interfaces().find((i) => i.name === 'd0')!.index);
+  const ifindex = inNetns(
+    ns,
+    () =>
+      native()
+        .interfaces()
+        .find((i) => i.name === 'd0')!.index,
+  );
   const dp = await tmpDatapath(t, cfg);
   const rec = new BpfReconciler(dp.maps);
   const runRaw = (role: ProgramRole, raw: Buffer) => inNetns(ns, () => runProg(dp, role, raw, ifindex));

@@ -69,7 +69,9 @@ export function resolveAttachMode(mode: TcAttachMode): TcHook {
   if (mode === 'cls') return 'cls';
   if (tcxAvailable()) return 'tcx';
   if (mode === 'tcx') {
-    throw new Error('--tc-attach tcx: this kernel has no tcx links (they came in Linux 6.6); use --tc-attach auto (cls_bpf filters on this kernel) or cls');
+    throw new Error(
+      '--tc-attach tcx: this kernel has no tcx links (they came in Linux 6.6); use --tc-attach auto (cls_bpf filters on this kernel) or cls',
+    );
   }
   return 'cls';
 }
@@ -266,7 +268,9 @@ export class Attacher {
     } catch (e) {
       const msg = (e as Error).message;
       if (msg !== this.watchFailure) {
-        this.log.warn(`cannot subscribe to netlink interface events (${msg}); polling the interfaces every ${POLL_WITHOUT_EVENTS_MS / 1000}s instead, and trying again`);
+        this.log.warn(
+          `cannot subscribe to netlink interface events (${msg}); polling the interfaces every ${POLL_WITHOUT_EVENTS_MS / 1000}s instead, and trying again`,
+        );
       }
       this.watchFailure = msg;
     }
@@ -334,7 +338,12 @@ export class Attacher {
    * interface is unchecked (only on a full poll: a new pod's route usually
    * comes a moment after its interface, and its event then fills this in).
    */
-  private syncPodSources(index: number, name: string, routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>, mayWarn: boolean): void {
+  private syncPodSources(
+    index: number,
+    name: string,
+    routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>,
+    mayWarn: boolean,
+  ): void {
     const want = new Set(routes.filter((r) => r.oif === index).map((r) => `${r.dst}/${r.prefixLen}`));
     const have = this.podSrcs.get(index) ?? new Set<string>();
     const key = (cidr: string) => {
@@ -354,7 +363,10 @@ export class Attacher {
       if (want.size) this.podSrcs.set(index, want);
       else this.podSrcs.delete(index);
       if (add.length || gone.length) {
-        this.log.info({ iface: name, ifindex: index, sources: [...want] }, `${name}: pod may send from ${want.size ? [...want].join(', ') : 'any address (no route points at it)'}`);
+        this.log.info(
+          { iface: name, ifindex: index, sources: [...want] },
+          `${name}: pod may send from ${want.size ? [...want].join(', ') : 'any address (no route points at it)'}`,
+        );
       }
     } catch (e) {
       this.log.error({ iface: name }, `cannot write the source check of ${name}: ${(e as Error).message}; will retry`);
@@ -365,7 +377,7 @@ export class Attacher {
       this.log.warn(
         { iface: name, ifindex: index },
         `${name}: no route points at this pod interface, so its source addresses are not checked (bridge-based CNI?); ` +
-          'the kernel\'s rp_filter is the only guard against a forged source there',
+          "the kernel's rp_filter is the only guard against a forged source there",
       );
     } else if (want.size > 0) {
       this.unchecked.delete(index);
@@ -413,7 +425,10 @@ export class Attacher {
     try {
       this.qdiscCreated?.(index, name);
     } catch (e) {
-      this.log.warn({ iface: name }, `created the clsact qdisc on ${name} but cannot record that (${(e as Error).message}); cleanup will leave it`);
+      this.log.warn(
+        { iface: name },
+        `created the clsact qdisc on ${name} but cannot record that (${(e as Error).message}); cleanup will leave it`,
+      );
     }
   }
 
@@ -428,12 +443,18 @@ export class Attacher {
     try {
       this.hooks.put(l.index, l.name, TC_EGRESS, this.dp.programs.hostReply.fd);
       this.failed.delete(-l.index);
-      this.log.info({ iface: l.name, ifindex: l.index }, `attached ${this.dp.programs.hostReply.name} to ${l.name} (${this.hookName(TC_EGRESS)})`);
+      this.log.info(
+        { iface: l.name, ifindex: l.index },
+        `attached ${this.dp.programs.hostReply.name} to ${l.name} (${this.hookName(TC_EGRESS)})`,
+      );
     } catch (e) {
       const msg = (e as Error).message;
       if (this.failed.get(-l.index) !== msg) {
         this.failed.set(-l.index, msg);
-        this.log.error({ iface: l.name, ifindex: l.index }, `cannot attach to ${l.name} (egress): ${msg}; host-network endpoints behind it will not answer; will retry`);
+        this.log.error(
+          { iface: l.name, ifindex: l.index },
+          `cannot attach to ${l.name} (egress): ${msg}; host-network endpoints behind it will not answer; will retry`,
+        );
       }
     }
   }
@@ -452,14 +473,23 @@ export class Attacher {
           const id = native().tcQuery(l.index, dir, TC_HANDLE, TC_PRIORITY);
           if (!id || !programName(id).startsWith('bpfproxy_')) continue;
           native().tcDetach(l.index, dir, TC_HANDLE, TC_PRIORITY);
-          this.log.info({ iface: l.name, direction: dir }, `${l.name}: removed the cls_bpf filter an earlier agent left (${dir}); ours is a tcx link now`);
+          this.log.info(
+            { iface: l.name, direction: dir },
+            `${l.name}: removed the cls_bpf filter an earlier agent left (${dir}); ours is a tcx link now`,
+          );
         } else if (this.oldLinks?.remove(l.index, dir)) {
-          this.log.info({ iface: l.name, direction: dir }, `${l.name}: detached the tcx link an earlier agent pinned (${dir}); ours is a cls_bpf filter now`);
+          this.log.info(
+            { iface: l.name, direction: dir },
+            `${l.name}: detached the tcx link an earlier agent pinned (${dir}); ours is a cls_bpf filter now`,
+          );
         }
       }
       this.retired.add(l.index);
     } catch (e) {
-      this.log.warn({ iface: l.name }, `${l.name}: cannot remove what an earlier agent attached in the other mode: ${(e as Error).message}; will retry`);
+      this.log.warn(
+        { iface: l.name },
+        `${l.name}: cannot remove what an earlier agent attached in the other mode: ${(e as Error).message}; will retry`,
+      );
     }
   }
 
@@ -497,7 +527,10 @@ export class Attacher {
       if (name !== undefined && roleOf(name, this.dataRe, this.podRe)) continue;
       if (!store.remove(x.ifindex, x.direction)) continue;
       const iface = name ?? `ifindex ${x.ifindex}`;
-      this.log.info({ iface, direction: x.direction }, `detached ${what} from ${iface} (tcx ${x.direction}): the interface does not match the patterns`);
+      this.log.info(
+        { iface, direction: x.direction },
+        `detached ${what} from ${iface} (tcx ${x.direction}): the interface does not match the patterns`,
+      );
     }
   }
 
@@ -538,7 +571,10 @@ export class Attacher {
         try {
           routes ??= native().routes4();
         } catch (e) {
-          this.log.error({ iface: l.name }, `cannot read the routing table: ${(e as Error).message}; ${l.name} is not attached until it can be`);
+          this.log.error(
+            { iface: l.name },
+            `cannot read the routing table: ${(e as Error).message}; ${l.name} is not attached until it can be`,
+          );
           continue;
         }
         try {
@@ -648,8 +684,14 @@ export function attachedHere(pinDir?: string): Attachment[] {
         const program = programName(p.progId);
         if (!program.startsWith('bpfproxy_') && !pinned.has(p.linkId)) continue;
         out.push({
-          iface: i.name, ifindex: i.index, direction, hook: 'tcx', progId: p.progId, program,
-          linkId: p.linkId, ...(pinDir ? { pinned: pinned.has(p.linkId) } : {}),
+          iface: i.name,
+          ifindex: i.index,
+          direction,
+          hook: 'tcx',
+          progId: p.progId,
+          program,
+          linkId: p.linkId,
+          ...(pinDir ? { pinned: pinned.has(p.linkId) } : {}),
         });
       }
     }
@@ -691,7 +733,11 @@ export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): Tea
   const detached = detachAll(log);
   const links = detachPinnedTcxLinks(pinDir, log);
   if (links.length) {
-    const names = new Map(native().interfaces().map((i) => [i.index, i.name]));
+    const names = new Map(
+      native()
+        .interfaces()
+        .map((i) => [i.index, i.name]),
+    );
     for (const l of links) {
       const iface = names.get(l.ifindex) ?? `ifindex ${l.ifindex}`;
       log?.info({ iface, direction: l.direction }, `detached the tcx link from ${iface} (${l.direction})`);

@@ -19,7 +19,8 @@ export function ensureBpffs(root: string): void {
 
 /** The bpffs mount a pin dir lives on: the longest bpf mount point above it. */
 export function bpffsRootOf(pinDir: string): string | undefined {
-  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n')
+  const mounts = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
     .map((l) => l.split(' '))
     .filter((f) => f[2] === 'bpf')
     .map((f) => f[1] ?? '')

@@ -25,7 +25,11 @@ import { be16, ip4, pad, struct, u32, u8 } from './struct.js';
 const keyStr = (k: CtKey): string => `${k.saddr}:${k.sport}>${k.daddr}:${k.dport}/${k.proto}`;
 /** The key of the other direction: the reverse of this entry's rewrite. */
 export const ctPeerKey = (k: CtKey, v: CtValue): CtKey => ({
-  saddr: v.natDaddr, daddr: v.natSaddr, sport: v.natDport, dport: v.natSport, proto: k.proto,
+  saddr: v.natDaddr,
+  daddr: v.natSaddr,
+  sport: v.natDport,
+  dport: v.natSport,
+  proto: k.proto,
 });
 
 /**
@@ -68,8 +72,15 @@ export interface GcStats {
 
 export class ConntrackGc {
   readonly stats: GcStats = {
-    runs: 0, lastLive: 0, lastExpired: 0, lastScanned: 0, lastMs: 0,
-    liveByProto: { tcp: 0, udp: 0, other: 0 }, removedTotal: 0, lastRunAt: 0, failures: 0,
+    runs: 0,
+    lastLive: 0,
+    lastExpired: 0,
+    lastScanned: 0,
+    lastMs: 0,
+    liveByProto: { tcp: 0, udp: 0, other: 0 },
+    removedTotal: 0,
+    lastRunAt: 0,
+    failures: 0,
   };
   private timer: Timer | undefined;
   private running: Promise<GcStats> | undefined;
@@ -98,14 +109,18 @@ export class ConntrackGc {
   private arm(ms: number): void {
     this.timer = this.clock.after(ms, () => {
       this.timer = undefined;
-      this.run().catch((e: Error) => {
-        this.log.error({ map: this.maps.ct.name, failures: this.stats.failures },
-          `conntrack GC pass over ${this.maps.ct.name} failed: ${e.message}; expired connections stay in the map ` +
-          `(the datapath treats them as misses) and the pass is retried in ${this.intervalMs / 1000} s; ` +
-          'if this keeps failing the map fills up and new flows are refused (ct-full)');
-      }).finally(() => {
-        if (!this.stopped && !this.timer) this.arm(this.intervalMs);
-      });
+      this.run()
+        .catch((e: Error) => {
+          this.log.error(
+            { map: this.maps.ct.name, failures: this.stats.failures },
+            `conntrack GC pass over ${this.maps.ct.name} failed: ${e.message}; expired connections stay in the map ` +
+              `(the datapath treats them as misses) and the pass is retried in ${this.intervalMs / 1000} s; ` +
+              'if this keeps failing the map fills up and new flows are refused (ct-full)',
+          );
+        })
+        .finally(() => {
+          if (!this.stopped && !this.timer) this.arm(this.intervalMs);
+        });
     });
   }
 
@@ -167,9 +182,14 @@ const flushRule = struct('flush_rule', { svcId: u32, addr: ip4, port: be16, any:
 
 export function encodeFlushRules(rules: readonly FlushRule[]): Buffer {
   const b = Buffer.alloc(rules.length * flushRule.size);
-  rules.forEach((r, i) => flushRule.encodeInto(b, i * flushRule.size, {
-    svcId: r.svcId, addr: r.backend?.addr ?? '0.0.0.0', port: r.backend?.port ?? 0, any: r.backend ? 0 : 1,
-  }));
+  rules.forEach((r, i) =>
+    flushRule.encodeInto(b, i * flushRule.size, {
+      svcId: r.svcId,
+      addr: r.backend?.addr ?? '0.0.0.0',
+      port: r.backend?.port ?? 0,
+      any: r.backend ? 0 : 1,
+    }),
+  );
   return b;
 }
 
@@ -180,7 +200,8 @@ export function encodeFlushRules(rules: readonly FlushRule[]): Buffer {
  * two passes, not one per change.
  */
 export class ConntrackFlusher {
-  private next: { rules: FlushRule[]; resolve: (r: FlushResult) => void; reject: (e: unknown) => void; done: Promise<FlushResult> } | undefined;
+  private next:
+    { rules: FlushRule[]; resolve: (r: FlushResult) => void; reject: (e: unknown) => void; done: Promise<FlushResult> } | undefined;
   private running: Promise<void> | undefined;
 
   constructor(
@@ -193,7 +214,10 @@ export class ConntrackFlusher {
     if (!this.next) {
       let resolve!: (r: FlushResult) => void;
       let reject!: (e: unknown) => void;
-      const done = new Promise<FlushResult>((res, rej) => { resolve = res; reject = rej; });
+      const done = new Promise<FlushResult>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
       this.next = { rules: [], resolve, reject, done };
     }
     this.next.rules.push(...rules);

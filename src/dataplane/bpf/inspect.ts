@@ -44,7 +44,9 @@ export function serviceViews(maps: DatapathMaps): ServiceView[] {
       setId: v.setId,
     });
   }
-  return out.sort((a, b) => (a.servicePort === b.servicePort ? (a.frontend < b.frontend ? -1 : 1) : a.servicePort < b.servicePort ? -1 : 1));
+  return out.sort((a, b) =>
+    a.servicePort === b.servicePort ? (a.frontend < b.frontend ? -1 : 1) : a.servicePort < b.servicePort ? -1 : 1,
+  );
 }
 
 export interface ConntrackView {
@@ -75,7 +77,8 @@ export function ctState(protoNum: number, state: number): string {
 export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
   const now = native().monotonicNs();
-  return maps.ct.entries()
+  return maps.ct
+    .entries()
     .filter(([, v]) => v.expiresNs >= now)
     .map(([k, v]) => {
       const flags: string[] = [];
@@ -84,7 +87,7 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       if (v.flags & CtFlags.EXTERNAL) flags.push('external');
       return {
         proto: proto(k.proto),
-        dir: v.dir === CtDir.FWD ? 'fwd' as const : 'reply' as const,
+        dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),
         from: `${k.saddr}:${k.sport}`,
         to: `${k.daddr}:${k.dport}`,
         natFrom: `${v.natSaddr}:${v.natSport}`,
@@ -126,11 +129,14 @@ export interface MapFill {
   percent: number;
 }
 
-const filledMaps = (maps: DatapathMaps) =>
-  [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames];
+const filledMaps = (maps: DatapathMaps) => [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames];
 
-const fill = (map: string, entries: number, maxEntries: number): MapFill =>
-  ({ map, entries, maxEntries, percent: +((entries / maxEntries) * 100).toFixed(2) });
+const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
+  map,
+  entries,
+  maxEntries,
+  percent: +((entries / maxEntries) * 100).toFixed(2),
+});
 
 /** Entries in each map, read here and now (the CLI). */
 export function mapFills(maps: DatapathMaps): MapFill[] {
@@ -165,11 +171,16 @@ export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Pro
     maps: fills,
     reasons: reasonViews(maps),
     conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
-    ...(s.runs ? {
-      conntrack: {
-        byProto: { ...s.liveByProto }, gcRuns: s.runs, gcLastMs: s.lastMs,
-        gcRemovedTotal: s.removedTotal, gcLastRunAt: s.lastRunAt,
-      },
-    } : {}),
+    ...(s.runs
+      ? {
+          conntrack: {
+            byProto: { ...s.liveByProto },
+            gcRuns: s.runs,
+            gcLastMs: s.lastMs,
+            gcRemovedTotal: s.removedTotal,
+            gcLastRunAt: s.lastRunAt,
+          },
+        }
+      : {}),
   };
 }

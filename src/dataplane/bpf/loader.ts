@@ -135,12 +135,16 @@ function preparePins(pinDir: string, log?: Logger): void {
     if (role === 'svcNames') {
       rmSync(path + MIGRATING_SUFFIX, { force: true });
       renameSync(path, path + MIGRATING_SUFFIX);
-      log?.warn({ map: name, pinned: info.valueSize, now: v.size },
-        `map ${name} is pinned with ${sizes}: migrating — its names are copied into a new map (no frontend changes)`);
+      log?.warn(
+        { map: name, pinned: info.valueSize, now: v.size },
+        `map ${name} is pinned with ${sizes}: migrating — its names are copied into a new map (no frontend changes)`,
+      );
     } else {
       rmSync(path, { force: true });
-      log?.warn({ map: name, pinned: [info.keySize, info.valueSize], now: [k.size, v.size] },
-        `map ${name} is pinned with ${sizes}: replaced by a new, empty map (${LOST[role]})`);
+      log?.warn(
+        { map: name, pinned: [info.keySize, info.valueSize], now: [k.size, v.size] },
+        `map ${name} is pinned with ${sizes}: replaced by a new, empty map (${LOST[role]})`,
+      );
     }
   }
 }
@@ -168,7 +172,10 @@ function finishMigrations(pinDir: string, log?: Logger): void {
         }
       }
       rmSync(old, { force: true });
-      log?.info({ map: MAP_NAMES.svcNames, names: copied }, `map ${MAP_NAMES.svcNames} migrated: ${copied} service names copied into the new map`);
+      log?.info(
+        { map: MAP_NAMES.svcNames, names: copied },
+        `map ${MAP_NAMES.svcNames} migrated: ${copied} service names copied into the new map`,
+      );
     } finally {
       to.close();
     }
@@ -312,7 +319,10 @@ function writeBack(pinDir: string, carry: ReturnType<typeof migratePins>, log?: 
       const fit = entries.slice(0, m.maxEntries);
       if (fit.length) m.setMany(fit);
       if (fit.length < entries.length) {
-        log?.warn({ map: m.name, dropped: entries.length - fit.length }, `${m.name}: ${entries.length - fit.length} entries did not fit the new map`);
+        log?.warn(
+          { map: m.name, dropped: entries.length - fit.length },
+          `${m.name}: ${entries.length - fit.length} entries did not fit the new map`,
+        );
       }
     }
   } finally {

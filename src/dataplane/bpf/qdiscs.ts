@@ -61,7 +61,10 @@ export interface QdiscCleanup {
 }
 
 export class QdiscLedger {
-  constructor(readonly path: string, private readonly log?: Logger) {}
+  constructor(
+    readonly path: string,
+    private readonly log?: Logger,
+  ) {}
 
   read(): QdiscRecord[] {
     if (!existsSync(this.path)) return [];
@@ -69,7 +72,10 @@ export class QdiscLedger {
       const x = JSON.parse(readFileSync(this.path, 'utf8')) as { qdiscs?: QdiscRecord[] };
       return Array.isArray(x.qdiscs) ? x.qdiscs.filter((r) => typeof r.ifindex === 'number' && typeof r.iface === 'string') : [];
     } catch (e) {
-      this.log?.warn({ file: this.path }, `${this.path} is not readable JSON (${(e as Error).message}); treating it as empty, so qdiscs it listed stay on cleanup`);
+      this.log?.warn(
+        { file: this.path },
+        `${this.path} is not readable JSON (${(e as Error).message}); treating it as empty, so qdiscs it listed stay on cleanup`,
+      );
       return [];
     }
   }
@@ -92,7 +98,11 @@ export class QdiscLedger {
    */
   add(ifindex: number, iface: string): void {
     const netns = currentNetns();
-    const here = new Map(native().interfaces().map((i) => [i.index, i.name]));
+    const here = new Map(
+      native()
+        .interfaces()
+        .map((i) => [i.index, i.name]),
+    );
     const keep = this.read().filter((r) => r.netns !== netns || (r.ifindex !== ifindex && here.get(r.ifindex) === r.iface));
     keep.push({ netns, ifindex, iface, createdAt: new Date().toISOString() });
     this.write(keep);
@@ -104,7 +114,11 @@ export class QdiscLedger {
    */
   removeEmpty(): QdiscCleanup {
     const netns = currentNetns();
-    const here = new Map(native().interfaces().map((i) => [i.index, i.name]));
+    const here = new Map(
+      native()
+        .interfaces()
+        .map((i) => [i.index, i.name]),
+    );
     const res: QdiscCleanup = { removed: [], kept: [], elsewhere: 0 };
     const left: QdiscRecord[] = [];
     for (const r of this.read()) {
@@ -124,7 +138,10 @@ export class QdiscLedger {
       }
       // Kept ones stay recorded: a later cleanup deletes them once they are empty.
       if (filters.length) {
-        res.kept.push({ iface: r.iface, reason: `it holds ${filters.length} filter(s) that are not ours: ${filters.map(describeFilter).join('; ')}` });
+        res.kept.push({
+          iface: r.iface,
+          reason: `it holds ${filters.length} filter(s) that are not ours: ${filters.map(describeFilter).join('; ')}`,
+        });
         left.push(r);
         continue;
       }
@@ -135,7 +152,8 @@ export class QdiscLedger {
         left.push(r);
       }
     }
-    for (const k of res.kept) this.log?.warn({ iface: k.iface }, `${k.iface}: left the clsact qdisc bpfproxy created in place: ${k.reason}`);
+    for (const k of res.kept)
+      this.log?.warn({ iface: k.iface }, `${k.iface}: left the clsact qdisc bpfproxy created in place: ${k.reason}`);
     this.write(left);
     return res;
   }

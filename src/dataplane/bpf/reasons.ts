@@ -12,10 +12,26 @@ export const REASONS = [
   { name: 'fragment', verdict: 'pass', help: 'non-first IP fragment, left to the stack' },
   { name: 'ttl', verdict: 'pass', help: 'TTL expired while forwarding, left to the stack' },
   { name: 'frag-needed', verdict: 'icmp', help: 'too big for the next hop (DF set): ICMP fragmentation-needed sent to the client' },
-  { name: 'no-snat-source', verdict: 'drop', help: 'no source address for the SNAT towards a backend on another node: none in the routing table, or (kernel before 6.7) traffic to a LoadBalancer or external IP (see bpf/KERNEL_REQUIREMENTS.md)' },
-  { name: 'ct-full', verdict: 'drop', help: 'conntrack map full: new flow refused, established flows keep their entries (raise bpfMapSizeConntrack)' },
-  { name: 'ct-not-opening', verdict: 'pass', help: 'TCP packet without SYN to a service and no flow known: left to the kernel, no state created' },
-  { name: 'spoofed', verdict: 'drop', help: 'packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node\'s own addresses as source' },
+  {
+    name: 'no-snat-source',
+    verdict: 'drop',
+    help: 'no source address for the SNAT towards a backend on another node: none in the routing table, or (kernel before 6.7) traffic to a LoadBalancer or external IP (see bpf/KERNEL_REQUIREMENTS.md)',
+  },
+  {
+    name: 'ct-full',
+    verdict: 'drop',
+    help: 'conntrack map full: new flow refused, established flows keep their entries (raise bpfMapSizeConntrack)',
+  },
+  {
+    name: 'ct-not-opening',
+    verdict: 'pass',
+    help: 'TCP packet without SYN to a service and no flow known: left to the kernel, no state created',
+  },
+  {
+    name: 'spoofed',
+    verdict: 'drop',
+    help: "packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node's own addresses as source",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];

@@ -23,10 +23,7 @@ import type { Backend, Frontend } from '../../model/types.js';
 import { frontendKey } from '../../model/types.js';
 import type { Dataplane, SyncProblem, SyncReport } from '../dataplane.js';
 import { emptyReport } from '../dataplane.js';
-import {
-  BackendFlags, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES,
-  type BackendValue, type FeKey, type FeValue,
-} from './codecs.js';
+import { BackendFlags, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES, type BackendValue, type FeKey, type FeValue } from './codecs.js';
 import { ConntrackFlusher, type FlushRule } from './conntrack-gc.js';
 import { IdAllocator } from './ids.js';
 import { MAP_NAMES, type DatapathMaps } from './loader.js';
@@ -81,8 +78,12 @@ const MAP_HELP: Record<string, { what: string; felix: string; flag: string }> = 
 };
 
 const sameFe = (a: FeValue, b: FeValue): boolean =>
-  a.svcId === b.svcId && a.setId === b.setId && a.clusterCount === b.clusterCount &&
-  a.localCount === b.localCount && a.flags === b.flags && a.affinityTimeout === b.affinityTimeout;
+  a.svcId === b.svcId &&
+  a.setId === b.setId &&
+  a.clusterCount === b.clusterCount &&
+  a.localCount === b.localCount &&
+  a.flags === b.flags &&
+  a.affinityTimeout === b.affinityTimeout;
 
 export interface ReconcilerStats {
   frontends: number;
@@ -201,7 +202,9 @@ export class BpfReconciler implements Dataplane {
     if (id !== undefined) return id;
     if (Buffer.byteLength(spk) >= SVC_NAME_BYTES) {
       // Never cut a name: a restarted agent would not recognise it.
-      throw new Error(`service port name "${spk.slice(0, 60)}…" is ${Buffer.byteLength(spk)} bytes, more than the ${SVC_NAME_BYTES - 1} the service-name map holds`);
+      throw new Error(
+        `service port name "${spk.slice(0, 60)}…" is ${Buffer.byteLength(spk)} bytes, more than the ${SVC_NAME_BYTES - 1} the service-name map holds`,
+      );
     }
     id = this.svcIdAlloc.allocate();
     try {
@@ -270,8 +273,10 @@ export class BpfReconciler implements Dataplane {
       const other = cur && cur.owner && cur.owner !== service ? cur.owner : undefined;
       if (other !== undefined && !this.outranks(service, other, rank)) {
         report.problems.push({
-          service, frontend: label,
-          message: `${label} is already served by ${other}; skipped until that service lets it go ` +
+          service,
+          frontend: label,
+          message:
+            `${label} is already served by ${other}; skipped until that service lets it go ` +
             '(of two services claiming one address, the older keeps it: creationTimestamp, then first seen)',
         });
         this.wait(ks, service);
@@ -288,14 +293,18 @@ export class BpfReconciler implements Dataplane {
         if (set.created) created = setId;
         const key: FeKey = { addr: f.ip, port: f.port, proto: protoNum(f.protocol) };
         const value: FeValue = {
-          svcId, setId,
+          svcId,
+          setId,
           clusterCount: f.clusterBackends.length,
           localCount: f.localBackends.length,
           flags: flagsOf(f),
           affinityTimeout: f.affinityTimeout,
         };
         if (cur && sameFe(cur.value, value)) {
-          if (!cur.owner) { cur.owner = service; this.own(service, ks); }
+          if (!cur.owner) {
+            cur.owner = service;
+            this.own(service, ks);
+          }
           continue;
         }
         this.maps.fe.set(key, value);
@@ -309,8 +318,10 @@ export class BpfReconciler implements Dataplane {
         if (other !== undefined) {
           this.disown(other, ks);
           this.wait(ks, other);
-          this.log?.warn({ frontend: label, service, from: other },
-            `${label} now served by ${service}, which is older than ${other} (creationTimestamp, then first seen); ${other} waits for it`);
+          this.log?.warn(
+            { frontend: label, service, from: other },
+            `${label} now served by ${service}, which is older than ${other} (creationTimestamp, then first seen); ${other} waits for it`,
+          );
         }
         this.fes.set(ks, { key, value, owner: service, label });
         this.own(service, ks);
@@ -412,7 +423,10 @@ export class BpfReconciler implements Dataplane {
         e.owner = owner;
         this.own(owner, ks);
       }
-      this.log?.info({ svcId, name }, `service name restored in full (it had been cut to ${LEGACY_SVC_NAME_BYTES} bytes by an earlier version)`);
+      this.log?.info(
+        { svcId, name },
+        `service name restored in full (it had been cut to ${LEGACY_SVC_NAME_BYTES} bytes by an earlier version)`,
+      );
     }
     this.maybeTruncated.clear();
   }
@@ -487,7 +501,8 @@ export class BpfReconciler implements Dataplane {
     const affected = [...gone.keys(), ...dead];
     // Each scan dumps a whole map: only when something in it can be stale.
     if (affected.some((id) => this.affinitySvcs.has(id))) {
-      const aff = this.maps.affinity.entries()
+      const aff = this.maps.affinity
+        .entries()
         .filter(([k, v]) => isGone(k.svcId, `${v.backend.addr}:${v.backend.port}`))
         .map(([k]) => k);
       if (aff.length) this.maps.affinity.deleteMany(aff);
@@ -502,16 +517,28 @@ export class BpfReconciler implements Dataplane {
       }
     }
     const names = affected.map((id) => this.svcNames.get(id) ?? `svc id ${id}`);
-    const p = this.udpFlusher.flush(rules).then((r) => {
-      if (r.deleted) this.log?.debug({ entries: r.deleted, scanned: r.scanned, ms: Math.round(r.ms), servicePorts: names }, 'cleared UDP conntrack entries of removed endpoints');
-    }, (e: unknown) => {
-      this.log?.error({ servicePorts: names, map: this.maps.ct.name },
-        `cannot clear the UDP conntrack entries of removed endpoints: ${e instanceof Error ? e.message : String(e)}; ` +
-        'their flows keep going to the removed endpoints until the UDP conntrack timeout (bpfConntrackTimeouts.UDPTimeout) ends them');
-    }).finally(() => {
-      for (const svcId of dead) this.svcIdAlloc.release(svcId);
-      this.pendingFlushes.delete(p);
-    });
+    const p = this.udpFlusher
+      .flush(rules)
+      .then(
+        (r) => {
+          if (r.deleted)
+            this.log?.debug(
+              { entries: r.deleted, scanned: r.scanned, ms: Math.round(r.ms), servicePorts: names },
+              'cleared UDP conntrack entries of removed endpoints',
+            );
+        },
+        (e: unknown) => {
+          this.log?.error(
+            { servicePorts: names, map: this.maps.ct.name },
+            `cannot clear the UDP conntrack entries of removed endpoints: ${e instanceof Error ? e.message : String(e)}; ` +
+              'their flows keep going to the removed endpoints until the UDP conntrack timeout (bpfConntrackTimeouts.UDPTimeout) ends them',
+          );
+        },
+      )
+      .finally(() => {
+        for (const svcId of dead) this.svcIdAlloc.release(svcId);
+        this.pendingFlushes.delete(p);
+      });
     this.pendingFlushes.add(p);
     return true;
   }
@@ -564,8 +591,11 @@ export class BpfReconciler implements Dataplane {
       const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
       const map = (Object.values(this.maps) as Array<{ name: string; maxEntries: number }>).find((m) => m.name === name);
       return {
-        service, frontend, mapFull: true,
-        message: `the ${help.what} map ${name || '(unknown)'} is full${map ? ` (${map.maxEntries} entries)` : ''}: ${outcome}. ` +
+        service,
+        frontend,
+        mapFull: true,
+        message:
+          `the ${help.what} map ${name || '(unknown)'} is full${map ? ` (${map.maxEntries} entries)` : ''}: ${outcome}. ` +
           `Raise ${help.felix} (FelixConfiguration) or ${help.flag}; a map already pinned keeps its size until it is created again`,
       };
     }

@@ -83,40 +83,47 @@ export function struct<S extends Spec>(cName: string, spec: S): Codec<ValueOf<S>
 }
 
 export const u8: Field<number> = {
-  size: 1, align: 1,
+  size: 1,
+  align: 1,
   read: (b, o) => b.readUInt8(o),
   write: (b, o, v) => void b.writeUInt8(v, o),
 };
 export const u16: Field<number> = {
-  size: 2, align: 2,
+  size: 2,
+  align: 2,
   read: (b, o) => b.readUInt16LE(o),
   write: (b, o, v) => void b.writeUInt16LE(v, o),
 };
 export const u32: Field<number> = {
-  size: 4, align: 4,
+  size: 4,
+  align: 4,
   read: (b, o) => b.readUInt32LE(o),
   write: (b, o, v) => void b.writeUInt32LE(v, o),
 };
 export const u64: Field<bigint> = {
-  size: 8, align: 8,
+  size: 8,
+  align: 8,
   read: (b, o) => b.readBigUInt64LE(o),
   write: (b, o, v) => void b.writeBigUInt64LE(v, o),
 };
 /** A 16-bit value in network byte order (ports). */
 export const be16: Field<number> = {
-  size: 2, align: 2,
+  size: 2,
+  align: 2,
   read: (b, o) => b.readUInt16BE(o),
   write: (b, o, v) => void b.writeUInt16BE(v, o),
 };
 /** A 32-bit value in network byte order (an ifindex as an LPM trie compares it). */
 export const be32: Field<number> = {
-  size: 4, align: 4,
+  size: 4,
+  align: 4,
   read: (b, o) => b.readUInt32BE(o),
   write: (b, o, v) => void b.writeUInt32BE(v, o),
 };
 /** An IPv4 address in network byte order, as dotted quad. */
 export const ip4: Field<string> = {
-  size: 4, align: 4,
+  size: 4,
+  align: 4,
   read: (b, o) => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`,
   write: (b, o, v) => {
     const parts = v.split('.');
@@ -129,7 +136,8 @@ export function pad(n: number): Field<undefined> & { pad: true } {
 /** NUL-padded fixed-size string. */
 export function chars(n: number): Field<string> {
   return {
-    size: n, align: 1,
+    size: n,
+    align: 1,
     read: (b, o) => {
       const s = b.subarray(o, o + n);
       const z = s.indexOf(0);
@@ -143,7 +151,9 @@ export function chars(n: number): Field<string> {
 }
 export function nested<T>(c: Codec<T>): Field<T> {
   return {
-    size: c.size, align: c.align, nested: c,
+    size: c.size,
+    align: c.align,
+    nested: c,
     read: (b, o) => c.decode(b, o),
     write: (b, o, v) => c.encodeInto(b, o, v),
   };

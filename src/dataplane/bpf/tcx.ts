@@ -82,7 +82,14 @@ export function readPinnedTcxLinks(pinDir: string): { links: PinnedTcxLink[]; ba
       }
       const ifindex = Number(m[1]);
       const direction = m[2] as TcDirection;
-      out.push({ path, ifindex, direction, linkId: info.id, progId: info.progId, live: info.ifindex === ifindex && info.direction === direction });
+      out.push({
+        path,
+        ifindex,
+        direction,
+        linkId: info.id,
+        progId: info.progId,
+        live: info.ifindex === ifindex && info.direction === direction,
+      });
     } catch (e) {
       bad.push({ path, reason: (e as Error).message });
     } finally {
@@ -105,7 +112,10 @@ export function detachPinnedTcxLinks(pinDir: string, log?: Logger): Array<{ ifin
       fd = native().linkOpen(l.path);
       if (l.live && native().linkDetach(fd)) out.push({ ifindex: l.ifindex, direction: l.direction });
     } catch (e) {
-      log?.error({ pin: l.path }, `cannot detach the tcx link pinned at ${l.path}: ${(e as Error).message}; unpinning it anyway (the kernel detaches it once nothing else holds it)`);
+      log?.error(
+        { pin: l.path },
+        `cannot detach the tcx link pinned at ${l.path}: ${(e as Error).message}; unpinning it anyway (the kernel detaches it once nothing else holds it)`,
+      );
     } finally {
       if (fd !== undefined) closeQuietly(fd);
     }
@@ -119,7 +129,10 @@ export function detachPinnedTcxLinks(pinDir: string, log?: Logger): Array<{ ifin
 export class TcxLinks {
   private readonly links = new Map<string, Link>();
 
-  constructor(private readonly pinDir: string | undefined, private readonly log: Logger) {}
+  constructor(
+    private readonly pinDir: string | undefined,
+    private readonly log: Logger,
+  ) {}
 
   private static key(ifindex: number, dir: TcDirection): string {
     return `${ifindex}/${dir}`;
@@ -138,7 +151,10 @@ export class TcxLinks {
     for (const l of links) {
       if (!l.live) {
         rmSync(l.path, { force: true });
-        this.log.info({ pin: l.path, ifindex: l.ifindex }, `tcx link pinned at ${l.path} no longer sits on ifindex ${l.ifindex} (interface gone); unpinned`);
+        this.log.info(
+          { pin: l.path, ifindex: l.ifindex },
+          `tcx link pinned at ${l.path} no longer sits on ifindex ${l.ifindex} (interface gone); unpinned`,
+        );
         continue;
       }
       try {
@@ -146,7 +162,10 @@ export class TcxLinks {
         this.links.set(TcxLinks.key(l.ifindex, l.direction), { fd, id: l.linkId, ifindex: l.ifindex, dir: l.direction });
         n++;
       } catch (e) {
-        this.log.warn({ pin: l.path }, `cannot open the tcx link pinned at ${l.path}: ${(e as Error).message}; a new one is made when the interface is attached`);
+        this.log.warn(
+          { pin: l.path },
+          `cannot open the tcx link pinned at ${l.path}: ${(e as Error).message}; a new one is made when the interface is attached`,
+        );
       }
     }
     return n;
@@ -194,7 +213,10 @@ export class TcxLinks {
         rmSync(path, { force: true });
         native().objPin(fd, path);
       } catch (e) {
-        this.log.warn({ pin: path, ifindex }, `tcx link on ifindex ${ifindex} (${dir}) works but cannot be pinned at ${path}: ${(e as Error).message}; it goes away when this agent stops`);
+        this.log.warn(
+          { pin: path, ifindex },
+          `tcx link on ifindex ${ifindex} (${dir}) works but cannot be pinned at ${path}: ${(e as Error).message}; it goes away when this agent stops`,
+        );
       }
     }
     return true;
@@ -225,7 +247,10 @@ export class TcxLinks {
       try {
         native().linkDetach(l.fd);
       } catch (e) {
-        this.log.warn({ ifindex: l.ifindex }, `cannot detach tcx link ${l.id} from ifindex ${l.ifindex} (${l.dir}): ${(e as Error).message}; unpinning it, the kernel drops it once nothing holds it`);
+        this.log.warn(
+          { ifindex: l.ifindex },
+          `cannot detach tcx link ${l.id} from ifindex ${l.ifindex} (${l.dir}): ${(e as Error).message}; unpinning it, the kernel drops it once nothing holds it`,
+        );
       }
     }
     closeQuietly(l.fd);

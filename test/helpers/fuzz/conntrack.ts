@@ -63,8 +63,13 @@ export interface PeerReport {
 
 export function emptyCounts(): Record<PeerProblemKind, number> {
   return {
-    'peer-missing': 0, 'peer-expired': 0, 'peer-same-dir': 0, 'reply-taken-over': 0, 'peer-not-mutual': 0,
-    'state-from-other-flow': 0, 'peer-differs': 0,
+    'peer-missing': 0,
+    'peer-expired': 0,
+    'peer-same-dir': 0,
+    'reply-taken-over': 0,
+    'peer-not-mutual': 0,
+    'state-from-other-flow': 0,
+    'peer-differs': 0,
   };
 }
 
@@ -77,12 +82,17 @@ export function checkCtPeers(
   const byKey = new Map<string, [CtKey, CtValue]>();
   for (const [k, v] of entries) byKey.set(keyStr(k), [k, v]);
   const report: PeerReport = {
-    entries: entries.length, expired: 0, pairs: 0, superseded: 0, problems: [],
+    entries: entries.length,
+    expired: 0,
+    pairs: 0,
+    superseded: 0,
+    problems: [],
     counts: emptyCounts(),
   };
   const problem = (kind: PeerProblemKind, k: CtKey, v: CtValue, pk: CtKey, peer?: CtValue) => {
     report.counts[kind]++;
-    if (report.problems.length < keep) report.problems.push({ kind, key: keyStr(k), value: v, peerKey: keyStr(pk), ...(peer ? { peer } : {}) });
+    if (report.problems.length < keep)
+      report.problems.push({ kind, key: keyStr(k), value: v, peerKey: keyStr(pk), ...(peer ? { peer } : {}) });
   };
   // how many live forward entries point at each reply tuple
   const pointers = new Map<string, number>();
@@ -115,9 +125,15 @@ export function checkCtPeers(
     if (keyStr(back) !== keyStr(k)) {
       const other = byKey.get(keyStr(back));
       const newerWins =
-        v.dir === CtDir.FWD && !(v.flags & CtFlags.SNAT) && other !== undefined && other[1].dir === CtDir.FWD &&
-        back.saddr === k.saddr && back.sport === k.sport && back.proto === k.proto &&
-        keyStr(peerKeyOf(back, other[1])) === keyStr(pk) && other[1].createdNs >= v.createdNs;
+        v.dir === CtDir.FWD &&
+        !(v.flags & CtFlags.SNAT) &&
+        other !== undefined &&
+        other[1].dir === CtDir.FWD &&
+        back.saddr === k.saddr &&
+        back.sport === k.sport &&
+        back.proto === k.proto &&
+        keyStr(peerKeyOf(back, other[1])) === keyStr(pk) &&
+        other[1].createdNs >= v.createdNs;
       if (newerWins) report.superseded++;
       else if (v.dir === CtDir.FWD && other !== undefined && other[1].dir === CtDir.FWD) problem('reply-taken-over', k, v, pk, p);
       else problem('peer-not-mutual', k, v, pk, p);

@@ -165,7 +165,13 @@ export class PacketGenerator {
     const f: FrameSpec = {
       src,
       dst,
-      ttl: r.weighted<number>([[85, 64], [5, 1], [3, 0], [3, 2], [4, r.range(0, 255)]]),
+      ttl: r.weighted<number>([
+        [85, 64],
+        [5, 1],
+        [3, 0],
+        [3, 2],
+        [4, r.range(0, 255)],
+      ]),
       id: r.int(65536),
       dontFragment: r.chance(0.5),
       srcMac: r.chance(0.9) ? '02:00:00:00:00:01' : macOf(r.bytes(6)),
@@ -182,14 +188,25 @@ export class PacketGenerator {
 
   private payload(): Buffer {
     const r = this.rng;
-    const n = r.weighted<number>([[60, r.int(65)], [25, r.int(600)], [15, r.range(1000, 1460)]]);
+    const n = r.weighted<number>([
+      [60, r.int(65)],
+      [25, r.int(600)],
+      [15, r.range(1000, 1460)],
+    ]);
     return r.chance(0.5) ? Buffer.alloc(n, 0x61) : r.bytes(n);
   }
 
   private tcpFlags(): number {
     const r = this.rng;
     return r.weighted<number>([
-      [30, 0x02], [15, 0x10], [8, 0x12], [6, 0x11], [5, 0x04], [3, 0x14], [5, 0x18], [28, r.int(256)],
+      [30, 0x02],
+      [15, 0x10],
+      [8, 0x12],
+      [6, 0x11],
+      [5, 0x04],
+      [3, 0x14],
+      [5, 0x18],
+      [28, r.int(256)],
     ]);
   }
 
@@ -212,9 +229,10 @@ export class PacketGenerator {
 
   private l4Frame(f: FrameSpec, proto: number, sport: number, dport: number, flags?: number): Buffer {
     const payload = this.payload();
-    const seg = proto === IPPROTO_TCP
-      ? this.tcpSegment(f, sport, dport, flags ?? this.tcpFlags(), payload)
-      : l4Segment(f, { proto: 'udp', sport, dport, payload });
+    const seg =
+      proto === IPPROTO_TCP
+        ? this.tcpSegment(f, sport, dport, flags ?? this.tcpFlags(), payload)
+        : l4Segment(f, { proto: 'udp', sport, dport, payload });
     if (proto === IPPROTO_UDP && this.rng.chance(0.1)) seg.writeUInt16BE(0, 6); // no checksum
     if (this.rng.chance(0.05)) seg.writeUInt16BE(this.rng.int(65536), proto === IPPROTO_TCP ? 16 : 6); // wrong checksum
     return Buffer.concat([ethHeader(f), ipv4Header(f, proto, seg.length), seg]);
@@ -246,7 +264,14 @@ export class PacketGenerator {
         const m = r.pick(this.memory);
         const t = m.outTuple;
         const f = this.ipSpec(t.dst, t.src);
-        const flags = r.weighted<number>([[30, 0x12], [25, 0x10], [10, 0x11], [8, 0x04], [5, 0x14], [22, r.int(256)]]);
+        const flags = r.weighted<number>([
+          [30, 0x12],
+          [25, 0x10],
+          [10, 0x11],
+          [8, 0x04],
+          [5, 0x14],
+          [22, r.int(256)],
+        ]);
         return { kind: 'structured', label: `${pname(t.proto)}-reply`, frame: this.l4Frame(f, t.proto, t.dport, t.sport, flags) };
       }
       case 'fwd-again': {
@@ -263,7 +288,11 @@ export class PacketGenerator {
       case 'random-tuple': {
         const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP]);
         const f = this.ipSpec(this.someAddr(), this.someAddr());
-        return { kind: 'structured', label: `${pname(proto)}-random-tuple`, frame: this.l4Frame(f, proto, this.somePort(), this.somePort()) };
+        return {
+          kind: 'structured',
+          label: `${pname(proto)}-random-tuple`,
+          frame: this.l4Frame(f, proto, this.somePort(), this.somePort()),
+        };
       }
       case 'icmp-err-tracked': {
         const m = r.pick(this.memory);
@@ -276,7 +305,8 @@ export class PacketGenerator {
         const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, r.int(256)]);
         const qf = this.ipSpec(this.someAddr(), this.someAddr());
         let quoted: Buffer;
-        if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) quoted = this.l4Frame(qf, proto, this.somePort(), this.somePort()).subarray(ETH_HLEN);
+        if (proto === IPPROTO_TCP || proto === IPPROTO_UDP)
+          quoted = this.l4Frame(qf, proto, this.somePort(), this.somePort()).subarray(ETH_HLEN);
         else quoted = Buffer.concat([ipv4Header(qf, proto, 8), r.bytes(8)]);
         const f = this.ipSpec(this.someAddr(), this.someAddr());
         return { kind: 'structured', label: 'icmp-err-random', frame: this.icmpError(f, this.quoteOf(quoted)) };
@@ -292,17 +322,26 @@ export class PacketGenerator {
   private quoteOf(ipPkt: Buffer): Buffer {
     const r = this.rng;
     const ihl = ((ipPkt[0] ?? 0x45) & 0x0f) * 4;
-    const n = r.weighted<number>([[40, ihl + 8], [25, ihl + 20], [15, ipPkt.length], [20, r.int(ipPkt.length + 1)]]);
+    const n = r.weighted<number>([
+      [40, ihl + 8],
+      [25, ihl + 20],
+      [15, ipPkt.length],
+      [20, r.int(ipPkt.length + 1)],
+    ]);
     return Buffer.from(ipPkt.subarray(0, Math.min(n, ipPkt.length)));
   }
 
   private icmpError(f: FrameSpec, quoted: Buffer): Buffer {
     const r = this.rng;
     const [type, code] = r.weighted<[number, number]>([
-      [50, [3, r.int(16)]], [15, [3, 4]], [15, [11, r.int(2)]], [10, [12, r.int(3)]], [10, [r.int(256), r.int(256)]],
+      [50, [3, r.int(16)]],
+      [15, [3, 4]],
+      [15, [11, r.int(2)]],
+      [10, [12, r.int(3)]],
+      [10, [r.int(256), r.int(256)]],
     ]);
     const fr = icmpErrorFrame(f, type, code, quoted, r.pick([0, 68, 576, 1200, 1280, 1400, 1500, r.int(65536)]));
-    if (r.chance(0.05)) fr.writeUInt16BE(r.int(65536), ETH_HLEN + ((fr[ETH_HLEN]! & 0x0f) * 4) + 2);
+    if (r.chance(0.05)) fr.writeUInt16BE(r.int(65536), ETH_HLEN + (fr[ETH_HLEN]! & 0x0f) * 4 + 2);
     return fr;
   }
 
@@ -323,11 +362,27 @@ export class PacketGenerator {
     const r = this.rng;
     let b: Buffer = Buffer.from(s.frame);
     const done: string[] = [];
-    const n = r.weighted<number>([[50, 1], [30, 2], [15, 3], [5, 4]]);
+    const n = r.weighted<number>([
+      [50, 1],
+      [30, 2],
+      [15, 3],
+      [5, 4],
+    ]);
     for (let i = 0; i < n; i++) {
       const m = r.weighted<string>([
-        [14, 'flip'], [12, 'byte'], [10, 'trunc'], [6, 'extend'], [10, 'ihl'], [10, 'totlen'],
-        [8, 'doff'], [8, 'frag'], [4, 'version'], [6, 'proto'], [3, 'ethertype'], [6, 'icmp-inner'], [3, 'udp-len'],
+        [14, 'flip'],
+        [12, 'byte'],
+        [10, 'trunc'],
+        [6, 'extend'],
+        [10, 'ihl'],
+        [10, 'totlen'],
+        [8, 'doff'],
+        [8, 'frag'],
+        [4, 'version'],
+        [6, 'proto'],
+        [3, 'ethertype'],
+        [6, 'icmp-inner'],
+        [3, 'udp-len'],
       ]);
       b = this.applyMutation(b, m);
       done.push(m);

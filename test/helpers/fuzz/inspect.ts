@@ -67,8 +67,22 @@ function pseudoSum(src: number, dst: number, proto: number, len: number): number
 export function inspect(b: Buffer): FrameInfo {
   // a literal, not a spread of defaults: spreading made this 7x slower
   const info: FrameInfo = {
-    len: b.length, ipv4: false, ihl: 0, totLen: 0, proto: 0, ttl: 0, src: 0, dst: 0, fragment: false,
-    ipCsum: 'n/a', l4Csum: 'n/a', icmpCsum: 'n/a', innerIpCsum: 'n/a', sport: 0, dport: 0, tcpFlags: 0,
+    len: b.length,
+    ipv4: false,
+    ihl: 0,
+    totLen: 0,
+    proto: 0,
+    ttl: 0,
+    src: 0,
+    dst: 0,
+    fragment: false,
+    ipCsum: 'n/a',
+    l4Csum: 'n/a',
+    icmpCsum: 'n/a',
+    innerIpCsum: 'n/a',
+    sport: 0,
+    dport: 0,
+    tcpFlags: 0,
   };
   if (b.length < ETH_HLEN + 20 || u16(b, 12) !== ETH_P_IP) return info;
   const ip = ETH_HLEN;

@@ -59,7 +59,7 @@ export class Prng {
   /** Pick by weight: [[weight, value], ...]. */
   weighted<T>(xs: ReadonlyArray<readonly [number, T]>): T {
     const total = xs.reduce((a, [w]) => a + w, 0);
-    let r = this.u32() / 0x1_0000_0000 * total;
+    let r = (this.u32() / 0x1_0000_0000) * total;
     for (const [w, v] of xs) {
       if (r < w) return v;
       r -= w;

@@ -84,7 +84,15 @@ export interface FuzzReport {
   reasons: Record<string, number>;
   labels: Record<string, number>;
   kinds: Record<string, number>;
-  ct: { rounds: number; maxEntries: number; peak: number; pairs: number; superseded: number; expired: number; problems: Record<PeerProblemKind, number> };
+  ct: {
+    rounds: number;
+    maxEntries: number;
+    peak: number;
+    pairs: number;
+    superseded: number;
+    expired: number;
+    problems: Record<PeerProblemKind, number>;
+  };
   violations: Violation[];
   violationCounts: Record<string, number>;
 }
@@ -102,7 +110,8 @@ const inc = (r: Record<string, number>, k: string, n = 1) => {
   r[k] = (r[k] ?? 0) + n;
 };
 
-const hex = (b: Buffer, max = 2048): string => (b.length > max ? `${b.subarray(0, max).toString('hex')}...(${b.length} bytes)` : b.toString('hex'));
+const hex = (b: Buffer, max = 2048): string =>
+  b.length > max ? `${b.subarray(0, max).toString('hex')}...(${b.length} bytes)` : b.toString('hex');
 
 function tcCtx(ifindex: number): Buffer {
   // struct __sk_buff: ifindex at 40, ingress_ifindex at 36 (see test/helpers/progrun.ts)
@@ -181,7 +190,14 @@ function isGeneratedReply(inp: FrameInfo, out: FrameInfo): boolean {
  *      over the bytes the IPv4 total length covers; the quoted header of a
  *      translated ICMP error keeps a valid checksum.
  */
-export function checkResult(kind: 'tc' | 'xdp', verdict: string | undefined, retval: number, input: Buffer, inp: FrameInfo, output: Buffer): Array<[string, string]> {
+export function checkResult(
+  kind: 'tc' | 'xdp',
+  verdict: string | undefined,
+  retval: number,
+  input: Buffer,
+  inp: FrameInfo,
+  output: Buffer,
+): Array<[string, string]> {
   const bad: Array<[string, string]> = [];
   if (verdict === undefined) {
     bad.push([kind === 'xdp' && retval === 0 ? 'xdp-aborted' : 'verdict', `retval ${retval} is not an allowed ${kind} verdict`]);
@@ -207,16 +223,22 @@ export function checkResult(kind: 'tc' | 'xdp', verdict: string | undefined, ret
   const sameL4 = inp.ipv4 && inp.proto === out.proto;
   if (out.proto === IPPROTO_TCP || out.proto === IPPROTO_UDP) {
     if ((sameL4 && inp.l4Csum === 'ok') || reply) {
-      if (out.l4Csum !== 'ok') bad.push(['l4-csum', `output ${out.proto === IPPROTO_TCP ? 'TCP' : 'UDP'} checksum ${out.l4Csum} (input ${inp.l4Csum}${reply ? ', generated reply' : ''})`]);
+      if (out.l4Csum !== 'ok')
+        bad.push([
+          'l4-csum',
+          `output ${out.proto === IPPROTO_TCP ? 'TCP' : 'UDP'} checksum ${out.l4Csum} (input ${inp.l4Csum}${reply ? ', generated reply' : ''})`,
+        ]);
     }
   } else if (out.proto === IPPROTO_ICMP) {
     if ((sameL4 && inp.icmpCsum === 'ok') || reply) {
       if (out.icmpCsum !== 'ok') {
         // bytes past the IPv4 total length (Ethernet padding, trailers) are outside every checksum
         const trailer = input.length > ETH_HLEN + inp.totLen;
-        bad.push([trailer ? 'icmp-csum-trailer' : 'icmp-csum',
+        bad.push([
+          trailer ? 'icmp-csum-trailer' : 'icmp-csum',
           `output ICMP checksum ${out.icmpCsum} (input ${inp.icmpCsum}${reply ? ', generated reply' : ''}` +
-          `${trailer ? `; frame ${input.length} bytes carries ${input.length - ETH_HLEN - inp.totLen} past the IPv4 total length ${inp.totLen}` : ''})`]);
+            `${trailer ? `; frame ${input.length} bytes carries ${input.length - ETH_HLEN - inp.totLen} past the IPv4 total length ${inp.totLen}` : ''})`,
+        ]);
       }
     }
     if (sameL4 && inp.innerIpCsum === 'ok' && out.innerIpCsum === 'bad') {
@@ -235,24 +257,38 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
   const skipped: string[] = [];
   for (const [role, p] of Object.entries(dp.programs) as Array<[string, { fd: number; name: string }]>) {
     const type = native().progInfo(p.fd).type;
-    const kind = type === BPF_PROG_TYPE_XDP ? 'xdp' : type === BPF_PROG_TYPE_SCHED_CLS || type === BPF_PROG_TYPE_SCHED_ACT ? 'tc' : undefined;
+    const kind =
+      type === BPF_PROG_TYPE_XDP ? 'xdp' : type === BPF_PROG_TYPE_SCHED_CLS || type === BPF_PROG_TYPE_SCHED_ACT ? 'tc' : undefined;
     if (!kind) {
       skipped.push(`${role} (${p.name}, program type ${type}: no packet context to fuzz)`);
       continue;
     }
     progs.push({
-      role, fd: p.fd, name: p.name, kind, ctx: kind === 'xdp' ? xdpCtx(o.ifindex) : tcCtx(o.ifindex),
+      role,
+      fd: p.fd,
+      name: p.name,
+      kind,
+      ctx: kind === 'xdp' ? xdpCtx(o.ifindex) : tcCtx(o.ifindex),
       stats: { role, name: p.name, type: kind, packets: 0, verdicts: {}, verdictReasons: {}, examples: {}, refused: {}, kernelNs: 0 },
     });
   }
   if (progs.length === 0) throw new Error(`fuzz: no TC or XDP program in the datapath (${skipped.join('; ')})`);
 
   const report: FuzzReport = {
-    seed: o.seed, packets: 0, seconds: 0, pps: 0, stoppedBy: 'count', attribute: o.attribute,
-    programs: progs.map((p) => p.stats), skippedPrograms: skipped, reasons: {}, labels: {}, kinds: {},
-    ct: { rounds: 0, maxEntries: dp.maps.ct.maxEntries, peak: 0, pairs: 0, superseded: 0, expired: 0,
-      problems: emptyCounts() },
-    violations: [], violationCounts: {},
+    seed: o.seed,
+    packets: 0,
+    seconds: 0,
+    pps: 0,
+    stoppedBy: 'count',
+    attribute: o.attribute,
+    programs: progs.map((p) => p.stats),
+    skippedPrograms: skipped,
+    reasons: {},
+    labels: {},
+    kinds: {},
+    ct: { rounds: 0, maxEntries: dp.maps.ct.maxEntries, peak: 0, pairs: 0, superseded: 0, expired: 0, problems: emptyCounts() },
+    violations: [],
+    violationCounts: {},
   };
   const perCheck: Record<string, number> = {};
   const violate = (v: Violation) => {
@@ -266,8 +302,14 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
     report.ct.rounds++;
     report.ct.peak = Math.max(report.ct.peak, entries.length);
     if (entries.length > dp.maps.ct.maxEntries) {
-      violate({ check: 'ct-count', program: '-', packet, gen: 'conntrack', label: 'round',
-        message: `${entries.length} conntrack entries in a map of max_entries ${dp.maps.ct.maxEntries}` });
+      violate({
+        check: 'ct-count',
+        program: '-',
+        packet,
+        gen: 'conntrack',
+        label: 'round',
+        message: `${entries.length} conntrack entries in a map of max_entries ${dp.maps.ct.maxEntries}`,
+      });
     }
     const pr = checkCtPeers(entries, native().monotonicNs());
     report.ct.pairs += pr.pairs;
@@ -310,8 +352,15 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
           if (!(e instanceof BpfError)) throw e;
           inc(prog.stats.refused, e.code);
           if (!(e.errno === 22 && kernelRefuses(input))) {
-            violate({ check: 'test-run-error', program: prog.role, packet: i, gen: g.kind, label: g.label,
-              message: `BPF_PROG_RUN failed: ${e.message} (input ${input.length} bytes)`, input: hex(input) });
+            violate({
+              check: 'test-run-error',
+              program: prog.role,
+              packet: i,
+              gen: g.kind,
+              label: g.label,
+              message: `BPF_PROG_RUN failed: ${e.message} (input ${input.length} bytes)`,
+              input: hex(input),
+            });
           }
           continue;
         }
@@ -323,8 +372,17 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
         if (verdict === undefined || (changed && FORWARDING.has(verdict))) {
           const inp = inspect(input);
           for (const [check, message] of checkResult(prog.kind, verdict, r.retval, input, inp, r.data)) {
-            violate({ check, program: prog.role, packet: i, gen: g.kind, label: g.label, message, verdict: verdict ?? String(r.retval),
-              input: hex(input), output: hex(r.data) });
+            violate({
+              check,
+              program: prog.role,
+              packet: i,
+              gen: g.kind,
+              label: g.label,
+              message,
+              verdict: verdict ?? String(r.retval),
+              input: hex(input),
+              output: hex(r.data),
+            });
           }
           if (verdict) remember(gen, inp, r.data);
         }
@@ -344,12 +402,28 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
           inc(prog.stats.verdictReasons, vr);
           if (prog.stats.examples[vr] === undefined) prog.stats.examples[vr] = hex(input, 256);
           if (verdict && DROPPING.has(verdict) && n === 0) {
-            violate({ check: 'drop-without-reason', program: prog.role, packet: i, gen: g.kind, label: g.label, verdict,
-              message: 'dropped without counting a reason (bpf/lib/drop.h: every drop is counted)', input: hex(input) });
+            violate({
+              check: 'drop-without-reason',
+              program: prog.role,
+              packet: i,
+              gen: g.kind,
+              label: g.label,
+              verdict,
+              message: 'dropped without counting a reason (bpf/lib/drop.h: every drop is counted)',
+              input: hex(input),
+            });
           }
           if (n > 1) {
-            violate({ check: 'reason-counted-twice', program: prog.role, packet: i, gen: g.kind, label: g.label, verdict: verdict ?? String(r.retval),
-              message: `one packet counted ${n} times (${counted.join(', ')})`, input: hex(input) });
+            violate({
+              check: 'reason-counted-twice',
+              program: prog.role,
+              packet: i,
+              gen: g.kind,
+              label: g.label,
+              verdict: verdict ?? String(r.retval),
+              message: `one packet counted ${n} times (${counted.join(', ')})`,
+              input: hex(input),
+            });
           }
         }
       }
@@ -389,10 +463,17 @@ function remember(gen: PacketGenerator, inp: FrameInfo, output: Buffer): void {
 
 function ctViolation(p: PeerProblem, packet: number): Violation {
   const v = p.value;
-  const peer = p.peer ? ` peer dir=${p.peer.dir} state=${p.peer.state} flags=${p.peer.flags} svc=${p.peer.svcId} nat=${p.peer.natSaddr}:${p.peer.natSport}>${p.peer.natDaddr}:${p.peer.natDport}` : '';
+  const peer = p.peer
+    ? ` peer dir=${p.peer.dir} state=${p.peer.state} flags=${p.peer.flags} svc=${p.peer.svcId} nat=${p.peer.natSaddr}:${p.peer.natSport}>${p.peer.natDaddr}:${p.peer.natDport}`
+    : '';
   return {
-    check: `ct-${p.kind}`, program: '-', packet, gen: 'conntrack', label: 'round',
-    message: `entry ${p.key} dir=${v.dir} state=${v.state} flags=${v.flags} svc=${v.svcId} ` +
+    check: `ct-${p.kind}`,
+    program: '-',
+    packet,
+    gen: 'conntrack',
+    label: 'round',
+    message:
+      `entry ${p.key} dir=${v.dir} state=${v.state} flags=${v.flags} svc=${v.svcId} ` +
       `nat=${v.natSaddr}:${v.natSport}>${v.natDaddr}:${v.natDport}; peer key ${p.peerKey}${peer}`,
   };
 }
@@ -401,11 +482,18 @@ function ctViolation(p: PeerProblem, packet: number): Violation {
 export function formatReport(r: FuzzReport): string {
   const lines: string[] = [];
   const hist = (h: Record<string, number>) =>
-    Object.entries(h).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}=${n}`).join(' ');
-  lines.push(`fuzz seed=${r.seed} (FUZZ_SEED=${r.seed} to replay) packets=${r.packets} in ${r.seconds.toFixed(1)}s ` +
-    `= ${Math.round(r.pps)} packets/s, stopped by ${r.stoppedBy}, reason attribution ${r.attribute ? 'on' : 'off'}`);
+    Object.entries(h)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k}=${n}`)
+      .join(' ');
+  lines.push(
+    `fuzz seed=${r.seed} (FUZZ_SEED=${r.seed} to replay) packets=${r.packets} in ${r.seconds.toFixed(1)}s ` +
+      `= ${Math.round(r.pps)} packets/s, stopped by ${r.stoppedBy}, reason attribution ${r.attribute ? 'on' : 'off'}`,
+  );
   for (const p of r.programs) {
-    lines.push(`  ${p.role} (${p.name}, ${p.type}): ${p.packets} packets, kernel ${(p.kernelNs / Math.max(1, p.packets)).toFixed(0)} ns/packet`);
+    lines.push(
+      `  ${p.role} (${p.name}, ${p.type}): ${p.packets} packets, kernel ${(p.kernelNs / Math.max(1, p.packets)).toFixed(0)} ns/packet`,
+    );
     lines.push(`    verdicts: ${hist(p.verdicts)}`);
     if (Object.keys(p.verdictReasons).length) lines.push(`    verdict/reason: ${hist(p.verdictReasons)}`);
     if (Object.keys(p.refused).length) lines.push(`    refused by the kernel: ${hist(p.refused)}`);
@@ -414,11 +502,15 @@ export function formatReport(r: FuzzReport): string {
   lines.push(`  reasons counted: ${hist(r.reasons) || 'none'}`);
   lines.push(`  generated: ${hist(r.kinds)}`);
   lines.push(`  labels: ${hist(r.labels)}`);
-  lines.push(`  conntrack: ${r.ct.rounds} rounds, peak ${r.ct.peak}/${r.ct.maxEntries} entries, ${r.ct.pairs} consistent pairs, ` +
-    `${r.ct.superseded} superseded (newer flow won the reply tuple), ${r.ct.expired} expired; problems: ${hist(r.ct.problems)}`);
+  lines.push(
+    `  conntrack: ${r.ct.rounds} rounds, peak ${r.ct.peak}/${r.ct.maxEntries} entries, ${r.ct.pairs} consistent pairs, ` +
+      `${r.ct.superseded} superseded (newer flow won the reply tuple), ${r.ct.expired} expired; problems: ${hist(r.ct.problems)}`,
+  );
   lines.push(`  violations: ${hist(r.violationCounts) || 'none'}`);
   for (const v of r.violations) {
-    lines.push(`  ! ${v.check} program=${v.program} packet=${v.packet} gen=${v.gen}/${v.label}${v.verdict ? ` verdict=${v.verdict}` : ''}: ${v.message}`);
+    lines.push(
+      `  ! ${v.check} program=${v.program} packet=${v.packet} gen=${v.gen}/${v.label}${v.verdict ? ` verdict=${v.verdict}` : ''}: ${v.message}`,
+    );
     if (v.input) lines.push(`      in:  ${v.input}`);
     if (v.output) lines.push(`      out: ${v.output}`);
   }
