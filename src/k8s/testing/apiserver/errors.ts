@@ -70,7 +70,11 @@ export const alreadyExists = (r: Qualified, name: string): ApiError =>
   new ApiError(409, 'AlreadyExists', `${qualified(r)} "${name}" already exists`, { name, group: r.group, kind: r.plural });
 
 export const conflict = (r: Qualified, name: string, why: string): ApiError =>
-  new ApiError(409, 'Conflict', `Operation cannot be fulfilled on ${qualified(r)} "${name}": ${why}`, { name, group: r.group, kind: r.plural });
+  new ApiError(409, 'Conflict', `Operation cannot be fulfilled on ${qualified(r)} "${name}": ${why}`, {
+    name,
+    group: r.group,
+    kind: r.plural,
+  });
 
 export const staleVersion = (r: Qualified, name: string): ApiError =>
   conflict(r, name, 'the object has been modified; please apply your changes to the latest version and try again');
@@ -96,14 +100,21 @@ export const tooLarge = (limit: number): ApiError =>
 
 /** One invalid field, as apimachinery's field.Error renders it. */
 export interface FieldError {
-  type: 'FieldValueRequired' | 'FieldValueInvalid' | 'FieldValueNotSupported' | 'FieldValueTypeInvalid' | 'FieldValueForbidden' | 'FieldValueDuplicate' | 'FieldValueTooLong';
+  type:
+    | 'FieldValueRequired'
+    | 'FieldValueInvalid'
+    | 'FieldValueNotSupported'
+    | 'FieldValueTypeInvalid'
+    | 'FieldValueForbidden'
+    | 'FieldValueDuplicate'
+    | 'FieldValueTooLong';
   field: string;
   detail: string;
   value?: unknown;
   supported?: string[];
 }
 
-const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? 'null');
+const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? 'null'));
 
 export function fieldErrorMessage(e: FieldError): string {
   switch (e.type) {

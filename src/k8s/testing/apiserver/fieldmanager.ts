@@ -17,6 +17,7 @@
 import { ApiError } from './errors.js';
 import { deepEqual } from './patch.js';
 import { isAtomic, listKind, type Schema, type Schemas } from './schema.js';
+import { text } from './util.js';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -38,7 +39,11 @@ export interface ManagedEntry {
 /** JSON with object keys sorted, as structured-merge-diff writes key values. */
 const sortedJson = (v: unknown): string => {
   if (Array.isArray(v)) return `[${v.map(sortedJson).join(',')}]`;
-  if (isObj(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${sortedJson(v[k])}`).join(',')}}`;
+  if (isObj(v))
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${sortedJson(v[k])}`)
+      .join(',')}}`;
   return JSON.stringify(v);
 };
 
@@ -136,10 +141,10 @@ export function readManaged(meta: Obj | undefined): ManagedEntry[] {
   const raw = meta?.managedFields;
   if (!Array.isArray(raw)) return [];
   return raw.filter(isObj).map((e) => ({
-    manager: String(e.manager ?? ''),
+    manager: text(e.manager),
     operation: e.operation === 'Apply' ? 'Apply' : 'Update',
-    apiVersion: String(e.apiVersion ?? ''),
-    time: String(e.time ?? new Date().toISOString()),
+    apiVersion: text(e.apiVersion),
+    time: text(e.time) || new Date().toISOString(),
     ...(typeof e.subresource === 'string' && e.subresource ? { subresource: e.subresource } : {}),
     set: fromFieldsV1(e.fieldsV1),
   }));
@@ -231,7 +236,9 @@ export function pathString(p: string): string {
       if (seg.startsWith('v:')) return `[=${body}]`;
       if (seg.startsWith('i:')) return `[${body}]`;
       const kv = JSON.parse(body) as Obj;
-      return `[${Object.entries(kv).map(([k, v]) => `${k}=${typeof v === 'string' ? JSON.stringify(v) : String(v)}`).join(',')}]`;
+      return `[${Object.entries(kv)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? JSON.stringify(v) : String(v)}`)
+        .join(',')}]`;
     })
     .join('');
 }
@@ -247,13 +254,28 @@ function tracked(p: string, scope: 'main' | 'status', resetsStatus: boolean): bo
   if (top === 'f:metadata') {
     const m = segs[1];
     if (!m) return false;
-    if (['f:name', 'f:namespace', 'f:uid', 'f:resourceVersion', 'f:generation', 'f:creationTimestamp', 'f:managedFields', 'f:selfLink', 'f:deletionTimestamp', 'f:deletionGracePeriodSeconds'].includes(m)) return false;
+    if (
+      [
+        'f:name',
+        'f:namespace',
+        'f:uid',
+        'f:resourceVersion',
+        'f:generation',
+        'f:creationTimestamp',
+        'f:managedFields',
+        'f:selfLink',
+        'f:deletionTimestamp',
+        'f:deletionGracePeriodSeconds',
+      ].includes(m)
+    )
+      return false;
   }
   if (scope === 'status') return top === 'f:status';
   return !(resetsStatus && top === 'f:status');
 }
 
-const filterSet = (set: FieldSet, scope: 'main' | 'status', resetsStatus: boolean): FieldSet => new Set([...set].filter((p) => tracked(p, scope, resetsStatus)));
+const filterSet = (set: FieldSet, scope: 'main' | 'status', resetsStatus: boolean): FieldSet =>
+  new Set([...set].filter((p) => tracked(p, scope, resetsStatus)));
 
 const isUnder = (p: string, prefix: string): boolean => p === prefix || p.startsWith(prefix + SEP);
 
@@ -277,12 +299,24 @@ export function trackUpdate(old: Obj | undefined, next: Obj, t: Tracking): Obj[]
   const newSet = filterSet(fieldSetOf(t.schemas, next, t.schema), t.scope, t.resetsStatus);
   const oldSet = old ? filterSet(fieldSetOf(t.schemas, old, t.schema), t.scope, t.resetsStatus) : new Set<string>();
   const changed = new Set(
-    [...newSet].filter((p) => !oldSet.has(p) || (p.split(SEP).at(-1)!.startsWith('f:') && !deepEqual(valueAt(t.schemas, old, segsOf(p), t.schema), valueAt(t.schemas, next, segsOf(p), t.schema)))),
+    [...newSet].filter(
+      (p) =>
+        !oldSet.has(p) ||
+        (p.split(SEP).at(-1)!.startsWith('f:') &&
+          !deepEqual(valueAt(t.schemas, old, segsOf(p), t.schema), valueAt(t.schemas, next, segsOf(p), t.schema))),
+    ),
   );
   const removed = [...oldSet].filter((p) => !newSet.has(p));
   let mine = entries.find((e) => sameSlot(e, t, 'Update'));
   if (!mine && changed.size) {
-    mine = { manager: t.manager, operation: 'Update', apiVersion: t.apiVersion, time: t.now, ...(t.scope === 'status' ? { subresource: 'status' } : {}), set: new Set() };
+    mine = {
+      manager: t.manager,
+      operation: 'Update',
+      apiVersion: t.apiVersion,
+      time: t.now,
+      ...(t.scope === 'status' ? { subresource: 'status' } : {}),
+      set: new Set(),
+    };
     entries.push(mine);
   }
   for (const e of entries) {
@@ -305,7 +339,7 @@ export function mergeApplied(schemas: Schemas, live: unknown, applied: unknown, 
   if (Array.isArray(applied)) {
     const lk = s ? listKind(s) : ({ kind: 'atomic' } as const);
     if (lk.kind === 'atomic' || !Array.isArray(live)) return applied;
-    const out = [...live];
+    const out: unknown[] = [...(live as unknown[])];
     if (lk.kind === 'set') {
       for (const v of applied) if (!out.some((x) => deepEqual(x, v))) out.push(v);
       return out;
@@ -326,19 +360,37 @@ export function mergeApplied(schemas: Schemas, live: unknown, applied: unknown, 
 }
 
 export interface Conflict {
-  manager: string;
-  apiVersion: string;
+  entry: ManagedEntry;
   path: string;
 }
 
-/** 409 Conflict as kubectl shows it (and then suggests --force-conflicts). */
+/** How the real server names a manager in conflicts: Update managers with their version and time. */
+function managerText(e: ManagedEntry): string {
+  let s = JSON.stringify(e.manager);
+  if (e.subresource) s += ` with subresource ${JSON.stringify(e.subresource)}`;
+  if (e.operation === 'Update') s += ` using ${e.apiVersion} at ${e.time}`;
+  return s;
+}
+
+/** 409 Conflict with the real server's message; kubectl prints it and suggests --force-conflicts. */
 export function conflictError(kindName: string, name: string, conflicts: Conflict[]): ApiError {
-  const lines = conflicts.map((c) => `conflict with "${c.manager}"${c.apiVersion ? ` using ${c.apiVersion}` : ''}: ${pathString(c.path)}`);
-  const message = conflicts.length === 1 ? `Apply failed with 1 conflict: ${lines[0]}` : `Apply failed with ${conflicts.length} conflicts: ${lines.join('\n')}`;
+  let message: string;
+  if (conflicts.length === 1)
+    message = `Apply failed with 1 conflict: conflict with ${managerText(conflicts[0]!.entry)}: ${pathString(conflicts[0]!.path)}`;
+  else {
+    const byManager = new Map<string, string[]>();
+    for (const c of conflicts) byManager.set(managerText(c.entry), [...(byManager.get(managerText(c.entry)) ?? []), pathString(c.path)]);
+    const lines = [...byManager.keys()].sort().flatMap((m) => [`conflicts with ${m}:`, ...byManager.get(m)!.map((p) => `- ${p}`)]);
+    message = `Apply failed with ${conflicts.length} conflicts: ${lines.join('\n')}`;
+  }
   return new ApiError(409, 'Conflict', message, {
     name,
     kind: kindName,
-    causes: conflicts.map((c) => ({ reason: 'FieldManagerConflict', message: `conflict with "${c.manager}"${c.apiVersion ? ` using ${c.apiVersion}` : ''}`, field: pathString(c.path) })),
+    causes: conflicts.map((c) => ({
+      reason: 'FieldManagerConflict',
+      message: `conflict with ${managerText(c.entry)}`,
+      field: pathString(c.path),
+    })),
   });
 }
 
@@ -364,7 +416,7 @@ export function apply(live: Obj | undefined, config: Obj, t: Tracking & { force:
       if (!appliedSet.has(p) || !p.split(SEP).at(-1)!.startsWith('f:')) continue;
       const segs = segsOf(p);
       if (deepEqual(valueAt(t.schemas, live, segs, t.schema), valueAt(t.schemas, merged, segs, t.schema))) continue;
-      conflicts.push({ manager: e.manager, apiVersion: e.apiVersion, path: p });
+      conflicts.push({ entry: e, path: p });
       takeOver.set(e, [...(takeOver.get(e) ?? []), p]);
     }
   }
@@ -380,7 +432,14 @@ export function apply(live: Obj | undefined, config: Obj, t: Tracking & { force:
     mine.time = t.now;
     mine.apiVersion = t.apiVersion;
   } else if (appliedSet.size) {
-    entries.push({ manager: t.manager, operation: 'Apply', apiVersion: t.apiVersion, time: t.now, ...(t.scope === 'status' ? { subresource: 'status' } : {}), set: appliedSet });
+    entries.push({
+      manager: t.manager,
+      operation: 'Apply',
+      apiVersion: t.apiVersion,
+      time: t.now,
+      ...(t.scope === 'status' ? { subresource: 'status' } : {}),
+      set: appliedSet,
+    });
   }
   const meta = (merged.metadata ??= {}) as Obj;
   meta.managedFields = writeManaged(entries);

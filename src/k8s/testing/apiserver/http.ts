@@ -63,7 +63,8 @@ export function decodeObject(body: Buffer, contentType: string | undefined, what
   else if (type === 'application/yaml') v = parseYamlBody(body, what);
   else if (type === PROTOBUF) v = decodeProtobuf(body);
   else throw unsupportedMediaType(contentType ?? '', OBJECT_TYPES);
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest(`${what}: Object 'Kind' is missing in '${body.subarray(0, 200).toString('utf8')}' (the body must be a JSON object)`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw badRequest(`${what}: Object 'Kind' is missing in '${body.subarray(0, 200).toString('utf8')}' (the body must be a JSON object)`);
   return v as Obj;
 }
 
@@ -89,19 +90,34 @@ export function negotiate(accept: string | undefined, tableAllowed: boolean): Ou
   if (sawYaml) return { kind: 'yaml' };
   const onlyTransformations = accept.split(',').every((s) => /;\s*as=/.test(s));
   if (onlyTransformations) return { kind: 'json' };
-  throw notAcceptable(`only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io (asked for: ${accept})`);
+  throw notAcceptable(
+    `only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io (asked for: ${accept})`,
+  );
 }
 
-export function send(resp: ServerResponse, code: number, body: unknown, out: Output = { kind: 'json' }, headers: Record<string, string> = {}): void {
+export function send(
+  resp: ServerResponse,
+  code: number,
+  body: unknown,
+  out: Output = { kind: 'json' },
+  headers: Record<string, string> = {},
+): void {
   if (resp.headersSent || resp.destroyed) return;
   const yaml = out.kind === 'yaml';
   const text = yaml ? yamlStringify(body) : JSON.stringify(body);
-  resp.writeHead(code, { 'Content-Type': yaml ? 'application/yaml' : 'application/json', 'Cache-Control': 'no-cache, private', ...headers });
+  resp.writeHead(code, {
+    'Content-Type': yaml ? 'application/yaml' : 'application/json',
+    'Cache-Control': 'no-cache, private',
+    ...headers,
+  });
   resp.end(text);
 }
 
 export function sendError(resp: ServerResponse, err: unknown): void {
-  const e = err instanceof ApiError ? err : new ApiError(500, 'InternalError', `Internal error occurred: ${(err as Error)?.message ?? String(err)}`);
+  const e =
+    err instanceof ApiError
+      ? err
+      : new ApiError(500, 'InternalError', `Internal error occurred: ${(err as Error)?.message ?? String(err)}`);
   if (resp.headersSent) {
     // a watch already streaming: end it with an ERROR event, as the real server does
     if (!resp.destroyed) resp.end(`${JSON.stringify({ type: 'ERROR', object: e.status() })}\n`);

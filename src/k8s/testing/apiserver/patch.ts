@@ -55,7 +55,10 @@ interface Operation {
 function pointer(p: string, what: string): string[] {
   if (p === '') return [];
   if (!p.startsWith('/')) throw badRequest(`${what}: JSON pointer "${p}" must start with "/"`);
-  return p.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+  return p
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
 }
 
 function parent(doc: Json, parts: string[], path: string): { container: Obj | unknown[]; last: string } {
@@ -64,17 +67,21 @@ function parent(doc: Json, parts: string[], path: string): { container: Obj | un
     if (Array.isArray(cur)) cur = cur[Number(part)];
     else if (isObj(cur)) cur = cur[part];
     else cur = undefined;
-    if (cur === undefined) throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
+    if (cur === undefined)
+      throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
   }
-  if (!Array.isArray(cur) && !isObj(cur)) throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
+  if (!Array.isArray(cur) && !isObj(cur))
+    throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
   return { container: cur, last: parts.at(-1)! };
 }
 
 function index(arr: unknown[], s: string, path: string, forAdd: boolean): number {
   if (forAdd && s === '-') return arr.length;
-  if (!/^(0|[1-9][0-9]*)$/.test(s)) throw unprocessable(`the server rejected our request due to an error in our request: invalid array index "${s}" in "${path}"`);
+  if (!/^(0|[1-9][0-9]*)$/.test(s))
+    throw unprocessable(`the server rejected our request due to an error in our request: invalid array index "${s}" in "${path}"`);
   const i = Number(s);
-  if (i > arr.length || (!forAdd && i === arr.length)) throw unprocessable(`the server rejected our request due to an error in our request: array index ${i} out of bounds in "${path}"`);
+  if (i > arr.length || (!forAdd && i === arr.length))
+    throw unprocessable(`the server rejected our request due to an error in our request: array index ${i} out of bounds in "${path}"`);
   return i;
 }
 
@@ -84,7 +91,8 @@ function getAt(doc: Json, path: string): unknown {
     if (Array.isArray(cur)) cur = cur[Number(part)];
     else if (isObj(cur)) cur = Object.prototype.hasOwnProperty.call(cur, part) ? cur[part] : undefined;
     else cur = undefined;
-    if (cur === undefined) throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
+    if (cur === undefined)
+      throw unprocessable(`the server rejected our request due to an error in our request: doc is missing path: "${path}": missing value`);
   }
   return cur;
 }
@@ -100,11 +108,15 @@ function addAt(doc: Json, path: string, value: unknown): Json {
 
 function removeAt(doc: Json, path: string): Json {
   const parts = pointer(path, 'remove');
-  if (!parts.length) throw unprocessable('the server rejected our request due to an error in our request: cannot remove the whole document');
+  if (!parts.length)
+    throw unprocessable('the server rejected our request due to an error in our request: cannot remove the whole document');
   const { container, last } = parent(doc, parts, path);
   if (Array.isArray(container)) container.splice(index(container, last, path, false), 1);
   else {
-    if (!Object.prototype.hasOwnProperty.call(container, last)) throw unprocessable(`the server rejected our request due to an error in our request: Unable to remove nonexistent key: ${last}: missing value`);
+    if (!Object.prototype.hasOwnProperty.call(container, last))
+      throw unprocessable(
+        `the server rejected our request due to an error in our request: Unable to remove nonexistent key: ${last}: missing value`,
+      );
     delete container[last];
   }
   return doc;
@@ -112,10 +124,12 @@ function removeAt(doc: Json, path: string): Json {
 
 /** Applies an RFC 6902 patch document (already parsed JSON) to a copy of `doc`. */
 export function jsonPatch(doc: Json, ops: unknown): Json {
-  if (!Array.isArray(ops)) throw badRequest('json: cannot unmarshal object into Go value of type jsonpatch.Patch (a JSON patch is an array of operations)');
+  if (!Array.isArray(ops))
+    throw badRequest('json: cannot unmarshal object into Go value of type jsonpatch.Patch (a JSON patch is an array of operations)');
   let out = structuredClone(doc);
   ops.forEach((raw, i) => {
-    if (!isObj(raw) || typeof raw.op !== 'string' || typeof raw.path !== 'string') throw badRequest(`JSON patch operation ${i} needs "op" and "path" strings`);
+    if (!isObj(raw) || typeof raw.op !== 'string' || typeof raw.path !== 'string')
+      throw badRequest(`JSON patch operation ${i} needs "op" and "path" strings`);
     const op = raw as unknown as Operation;
     switch (op.op) {
       case 'add':
@@ -142,7 +156,10 @@ export function jsonPatch(doc: Json, ops: unknown): Json {
         break;
       }
       case 'test':
-        if (!deepEqual(getAt(out, op.path), op.value)) throw unprocessable(`the server rejected our request due to an error in our request: testing value ${op.path} failed: test failed`);
+        if (!deepEqual(getAt(out, op.path), op.value))
+          throw unprocessable(
+            `the server rejected our request due to an error in our request: testing value ${op.path} failed: test failed`,
+          );
         break;
       default:
         throw badRequest(`Unexpected kind: ${op.op}`);
@@ -170,7 +187,7 @@ function mergeMap(schemas: Schemas, original: Obj, patch: Obj, schema: Schema | 
     const { $patch: _p, ...rest } = patch;
     return stripDirectives(rest);
   }
-  if (directive !== undefined && directive !== 'merge') throw badRequest(`Unknown patch type: ${String(directive)}`);
+  if (directive !== undefined && directive !== 'merge') throw badRequest(`Unknown patch type: ${JSON.stringify(directive)}`);
   const s = schemas.resolve(schema);
   const out: Obj = { ...original };
   const orders: Record<string, unknown[]> = {};
@@ -249,7 +266,8 @@ function mergeList(schemas: Schemas, original: unknown[] | undefined, patch: unk
 /** $setElementOrder: listed items first, in the listed order; the rest keep their order after them. */
 function reorder(list: unknown[], order: unknown[], schema: Schema | undefined): unknown[] {
   const key = schema?.patchMergeKey;
-  const matches = (item: unknown, o: unknown): boolean => (key && isObj(item) && isObj(o) ? deepEqual(item[key], o[key]) : deepEqual(item, o));
+  const matches = (item: unknown, o: unknown): boolean =>
+    key && isObj(item) && isObj(o) ? deepEqual(item[key], o[key]) : deepEqual(item, o);
   const ordered: unknown[] = [];
   for (const o of order) {
     const found = list.find((item) => matches(item, o) && !ordered.includes(item));

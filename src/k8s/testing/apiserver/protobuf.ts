@@ -21,25 +21,47 @@ type Desc = Record<number, Field>;
 
 const TIME: Kind = 'time';
 const OWNER_REFERENCE: Desc = {
-  5: { name: 'apiVersion', kind: 'string' }, 1: { name: 'kind', kind: 'string' }, 3: { name: 'name', kind: 'string' },
-  4: { name: 'uid', kind: 'string' }, 6: { name: 'controller', kind: 'bool' }, 7: { name: 'blockOwnerDeletion', kind: 'bool' },
+  5: { name: 'apiVersion', kind: 'string' },
+  1: { name: 'kind', kind: 'string' },
+  3: { name: 'name', kind: 'string' },
+  4: { name: 'uid', kind: 'string' },
+  6: { name: 'controller', kind: 'bool' },
+  7: { name: 'blockOwnerDeletion', kind: 'bool' },
 };
 const MANAGED_FIELDS: Desc = {
-  1: { name: 'manager', kind: 'string' }, 2: { name: 'operation', kind: 'string' }, 3: { name: 'apiVersion', kind: 'string' },
-  4: { name: 'time', kind: TIME }, 6: { name: 'fieldsType', kind: 'string' }, 7: { name: 'fieldsV1', message: { 1: { name: 'Raw', kind: 'json-bytes' } } },
+  1: { name: 'manager', kind: 'string' },
+  2: { name: 'operation', kind: 'string' },
+  3: { name: 'apiVersion', kind: 'string' },
+  4: { name: 'time', kind: TIME },
+  6: { name: 'fieldsType', kind: 'string' },
+  7: { name: 'fieldsV1', message: { 1: { name: 'Raw', kind: 'json-bytes' } } },
   8: { name: 'subresource', kind: 'string' },
 };
 const OBJECT_META: Desc = {
-  1: { name: 'name', kind: 'string' }, 2: { name: 'generateName', kind: 'string' }, 3: { name: 'namespace', kind: 'string' },
-  4: { name: 'selfLink', kind: 'string' }, 5: { name: 'uid', kind: 'string' }, 6: { name: 'resourceVersion', kind: 'string' },
-  7: { name: 'generation', kind: 'int' }, 8: { name: 'creationTimestamp', kind: TIME }, 9: { name: 'deletionTimestamp', kind: TIME },
-  10: { name: 'deletionGracePeriodSeconds', kind: 'int' }, 11: { name: 'labels', map: 'string' }, 12: { name: 'annotations', map: 'string' },
-  13: { name: 'ownerReferences', message: OWNER_REFERENCE, repeated: true }, 14: { name: 'finalizers', kind: 'string', repeated: true },
+  1: { name: 'name', kind: 'string' },
+  2: { name: 'generateName', kind: 'string' },
+  3: { name: 'namespace', kind: 'string' },
+  4: { name: 'selfLink', kind: 'string' },
+  5: { name: 'uid', kind: 'string' },
+  6: { name: 'resourceVersion', kind: 'string' },
+  7: { name: 'generation', kind: 'int' },
+  8: { name: 'creationTimestamp', kind: TIME },
+  9: { name: 'deletionTimestamp', kind: TIME },
+  10: { name: 'deletionGracePeriodSeconds', kind: 'int' },
+  11: { name: 'labels', map: 'string' },
+  12: { name: 'annotations', map: 'string' },
+  13: { name: 'ownerReferences', message: OWNER_REFERENCE, repeated: true },
+  14: { name: 'finalizers', kind: 'string', repeated: true },
   17: { name: 'managedFields', message: MANAGED_FIELDS, repeated: true },
 };
 const OBJECT_REFERENCE: Desc = {
-  1: { name: 'kind', kind: 'string' }, 2: { name: 'namespace', kind: 'string' }, 3: { name: 'name', kind: 'string' }, 4: { name: 'uid', kind: 'string' },
-  5: { name: 'apiVersion', kind: 'string' }, 6: { name: 'resourceVersion', kind: 'string' }, 7: { name: 'fieldPath', kind: 'string' },
+  1: { name: 'kind', kind: 'string' },
+  2: { name: 'namespace', kind: 'string' },
+  3: { name: 'name', kind: 'string' },
+  4: { name: 'uid', kind: 'string' },
+  5: { name: 'apiVersion', kind: 'string' },
+  6: { name: 'resourceVersion', kind: 'string' },
+  7: { name: 'fieldPath', kind: 'string' },
 };
 
 /** Messages by "apiVersion/Kind" of the envelope. */
@@ -50,18 +72,23 @@ const KINDS: Record<string, Desc> = {
     3: { name: 'status', message: { 1: { name: 'phase', kind: 'string' } } },
   },
   'v1/ConfigMap': {
-    1: { name: 'metadata', message: OBJECT_META }, 4: { name: 'immutable', kind: 'bool' },
-    2: { name: 'data', map: 'string' }, 3: { name: 'binaryData', map: 'bytes' },
+    1: { name: 'metadata', message: OBJECT_META },
+    4: { name: 'immutable', kind: 'bool' },
+    2: { name: 'data', map: 'string' },
+    3: { name: 'binaryData', map: 'bytes' },
   },
   'v1/ServiceAccount': {
-    1: { name: 'metadata', message: OBJECT_META }, 2: { name: 'secrets', message: OBJECT_REFERENCE, repeated: true },
+    1: { name: 'metadata', message: OBJECT_META },
+    2: { name: 'secrets', message: OBJECT_REFERENCE, repeated: true },
     3: { name: 'imagePullSecrets', message: { 1: { name: 'name', kind: 'string' } }, repeated: true },
     4: { name: 'automountServiceAccountToken', kind: 'bool' },
   },
   'v1/DeleteOptions': {
     1: { name: 'gracePeriodSeconds', kind: 'int' },
     2: { name: 'preconditions', message: { 1: { name: 'uid', kind: 'string' }, 2: { name: 'resourceVersion', kind: 'string' } } },
-    3: { name: 'orphanDependents', kind: 'bool' }, 4: { name: 'propagationPolicy', kind: 'string' }, 5: { name: 'dryRun', kind: 'string', repeated: true },
+    3: { name: 'orphanDependents', kind: 'bool' },
+    4: { name: 'propagationPolicy', kind: 'string' },
+    5: { name: 'dryRun', kind: 'string', repeated: true },
   },
 };
 KINDS['meta.k8s.io/v1/DeleteOptions'] = KINDS['v1/DeleteOptions']!;
@@ -164,7 +191,8 @@ function decodeMessage(buf: Buffer, desc: Desc): Record<string, unknown> {
 
 /** The object in a protobuf body, as JSON would have carried it; 415 for kinds we cannot read. */
 export function decodeProtobuf(body: Buffer): Record<string, unknown> {
-  if (body.length < 4 || body.subarray(0, 4).toString('latin1') !== 'k8s\0') throw badRequest('protobuf: the body does not start with the "k8s\\x00" envelope prefix');
+  if (body.length < 4 || body.subarray(0, 4).toString('latin1') !== 'k8s\0')
+    throw badRequest('protobuf: the body does not start with the "k8s\\x00" envelope prefix');
   const unknown = decodeMessage(body.subarray(4), {
     1: { name: 'typeMeta', message: { 1: { name: 'apiVersion', kind: 'string' }, 2: { name: 'kind', kind: 'string' } } },
     2: { name: 'raw', kind: 'bytes' },
@@ -172,8 +200,11 @@ export function decodeProtobuf(body: Buffer): Record<string, unknown> {
   const tm = (unknown.typeMeta ?? {}) as { apiVersion?: string; kind?: string };
   const desc = KINDS[`${tm.apiVersion ?? ''}/${tm.kind ?? ''}`];
   if (!desc) {
-    throw unsupportedMediaType(`${PROTOBUF} (${tm.apiVersion ?? '?'}/${tm.kind ?? '?'}; this test server reads protobuf only for ${Object.keys(KINDS).join(', ')}: send JSON)`, ['application/json', 'application/yaml']);
+    throw unsupportedMediaType(
+      `${PROTOBUF} (${tm.apiVersion ?? '?'}/${tm.kind ?? '?'}; this test server reads protobuf only for ${Object.keys(KINDS).join(', ')}: send JSON)`,
+      ['application/json', 'application/yaml'],
+    );
   }
-  const raw = Buffer.from(String(unknown.raw ?? ''), 'base64');
+  const raw = Buffer.from(typeof unknown.raw === 'string' ? unknown.raw : '', 'base64');
   return { apiVersion: tm.apiVersion, kind: tm.kind, ...decodeMessage(raw, desc) };
 }

@@ -10,6 +10,7 @@ import { type FieldError } from './errors.js';
 import { fromModel, fromOpenAPIV3, Schemas, type Schema } from './schema.js';
 import { pathGetter, type FieldGetter } from './selectors.js';
 import { crdPrinter, defaultPrinter, type Printer } from './table.js';
+import { text } from './util.js';
 import type { NameRule } from './validate.js';
 
 export type Obj = Record<string, unknown>;
@@ -61,7 +62,7 @@ export const builtinSchemas = new Schemas();
 
 export const META_FIELDS: Record<string, FieldGetter> = {
   'metadata.name': pathGetter('metadata.name'),
-  'metadata.namespace': (o) => String((o.metadata as Obj | undefined)?.namespace ?? ''),
+  'metadata.namespace': (o) => text((o.metadata as Obj | undefined)?.namespace),
 };
 
 export interface BuiltinSpec extends Partial<Omit<ResourceType, 'schema'>> {
@@ -110,14 +111,20 @@ export function fromCrd(crd: Obj): ResourceType[] {
       };
       const sub = (v.subresources ?? {}) as Obj;
       const plural = String(names.plural);
-      const columns = (Array.isArray(v.additionalPrinterColumns) ? v.additionalPrinterColumns : []) as Array<{ name: string; type?: string; jsonPath: string; description?: string; priority?: number }>;
+      const columns = (Array.isArray(v.additionalPrinterColumns) ? v.additionalPrinterColumns : []) as Array<{
+        name: string;
+        type?: string;
+        jsonPath: string;
+        description?: string;
+        priority?: number;
+      }>;
       return {
         group,
         version: String(v.name),
         kind: String(names.kind),
-        listKind: String(names.listKind ?? `${String(names.kind)}List`),
+        listKind: text(names.listKind) || `${text(names.kind)}List`,
         plural,
-        singular: String(names.singular ?? String(names.kind).toLowerCase()),
+        singular: text(names.singular) || text(names.kind).toLowerCase(),
         shortNames: (names.shortNames as string[] | undefined) ?? [],
         categories: (names.categories as string[] | undefined) ?? [],
         namespaced: spec.scope === 'Namespaced',

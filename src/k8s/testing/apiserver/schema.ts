@@ -98,13 +98,18 @@ export function isAtomic(s: Schema): boolean {
 // ---------------------------------------------------------------------------
 // Built-in kinds from the client-node models
 
-type Marker = Pick<Schema, 'listType' | 'listMapKeys' | 'mapType' | 'patchStrategy' | 'patchMergeKey'> & { itemDefaults?: Record<string, unknown> };
+type Marker = Pick<Schema, 'listType' | 'listMapKeys' | 'mapType' | 'patchStrategy' | 'patchMergeKey'>;
 
-const mapList = (key: string, ...more: string[]): Marker => ({ patchStrategy: 'merge', patchMergeKey: key, listType: 'map', listMapKeys: [key, ...more] });
+const mapList = (key: string, ...more: string[]): Marker => ({
+  patchStrategy: 'merge',
+  patchMergeKey: key,
+  listType: 'map',
+  listMapKeys: [key, ...more],
+});
 const byName = mapList('name');
 const byType = mapList('type');
 const containerMarkers: Record<string, Marker> = {
-  ports: { ...mapList('containerPort', 'protocol'), itemDefaults: { protocol: 'TCP' } },
+  ports: mapList('containerPort', 'protocol'),
   env: byName,
   volumeMounts: mapList('mountPath'),
   volumeDevices: mapList('devicePath'),
@@ -133,7 +138,7 @@ const MARKERS: Record<string, Record<string, Marker>> = {
   V1EphemeralContainer: containerMarkers,
   V1ContainerStatus: { volumeMounts: mapList('mountPath'), allocatedResourcesStatus: byName },
   V1PodStatus: { conditions: byType, podIPs: mapList('ip'), resourceClaimStatuses: { ...byName, patchStrategy: 'merge,retainKeys' } },
-  V1ServiceSpec: { ports: { ...mapList('port', 'protocol'), itemDefaults: { protocol: 'TCP' } }, selector: { mapType: 'atomic' } },
+  V1ServiceSpec: { ports: mapList('port', 'protocol'), selector: { mapType: 'atomic' } },
   V1ServiceStatus: { conditions: byType },
   V1ServiceAccount: { secrets: byName },
   V1NodeSpec: { podCIDRs: { patchStrategy: 'merge', listType: 'set' } },
@@ -147,12 +152,35 @@ const MARKERS: Record<string, Record<string, Marker>> = {
   V1CustomResourceDefinitionStatus: { conditions: byType },
 };
 
+/** Defaults the real schemas declare, needed where a defaulted field is a list-map key (protocol). */
+const DEFAULTS: Record<string, Record<string, unknown>> = {
+  V1ServicePort: { protocol: 'TCP' },
+  V1ContainerPort: { protocol: 'TCP' },
+  DiscoveryV1EndpointPort: { protocol: 'TCP' },
+};
+
 /** Structs that are replaced and owned as a whole (+structType=atomic). */
 const ATOMIC_STRUCTS = new Set([
-  'V1LabelSelector', 'V1OwnerReference', 'V1ObjectReference', 'V1LocalObjectReference', 'V1TypedLocalObjectReference',
-  'V1SecretReference', 'V1FileKeySelector', 'V1ObjectFieldSelector', 'V1ResourceFieldSelector', 'V1ConfigMapKeySelector',
-  'V1SecretKeySelector', 'V1NodeSelector', 'V1NodeSelectorTerm', 'V1TopologySelectorTerm', 'V1EndpointAddress',
-  'CoreV1EndpointPort', 'DiscoveryV1EndpointPort', 'RbacV1Subject', 'V1RoleRef', 'V1ScopeSelector',
+  'V1LabelSelector',
+  'V1OwnerReference',
+  'V1ObjectReference',
+  'V1LocalObjectReference',
+  'V1TypedLocalObjectReference',
+  'V1SecretReference',
+  'V1FileKeySelector',
+  'V1ObjectFieldSelector',
+  'V1ResourceFieldSelector',
+  'V1ConfigMapKeySelector',
+  'V1SecretKeySelector',
+  'V1NodeSelector',
+  'V1NodeSelectorTerm',
+  'V1TopologySelectorTerm',
+  'V1EndpointAddress',
+  'CoreV1EndpointPort',
+  'DiscoveryV1EndpointPort',
+  'RbacV1Subject',
+  'V1RoleRef',
+  'V1ScopeSelector',
 ]);
 
 /** resource.Quantity fields: a string ("96Mi") or a number (2). The models type them as strings. */
@@ -179,7 +207,9 @@ function scalar(type: string, format: string): Schema | undefined {
     case 'string':
       return format ? { type: 'string', format } : { type: 'string' };
     case 'number':
-      return format === 'double' || format === 'float' || !format ? { type: 'number', ...(format ? { format } : {}) } : { type: 'integer', format };
+      return format === 'double' || format === 'float' || !format
+        ? { type: 'number', ...(format ? { format } : {}) }
+        : { type: 'integer', format };
     case 'boolean':
       return { type: 'boolean' };
     case 'Date':
@@ -213,24 +243,12 @@ export function fromModel(into: Schemas, model: string): Schema {
     if (QUANTITY_MAPS[model]?.includes(a.baseName)) s = { type: 'object', additionalProperties: { intOrString: true, format: 'quantity' } };
     if (QUANTITY_FIELDS[model]?.includes(a.baseName)) s = { intOrString: true, format: 'quantity' };
     const m = markers[a.baseName];
-    if (m) {
-      const { itemDefaults, ...rest } = m;
-      s = { ...s, ...rest };
-      if (itemDefaults && s.items) s.items = withDefaults(into, s.items, itemDefaults);
-    }
+    if (m) s = { ...s, ...m };
+    const dflt = DEFAULTS[model]?.[a.baseName];
+    if (dflt !== undefined) s = { ...s, default: dflt };
     def.properties![a.baseName] = s;
   }
   return ref;
-}
-
-/** A copy of an item schema whose listed fields carry defaults (list-map keys the server defaults). */
-function withDefaults(into: Schemas, items: Schema, defaults: Record<string, unknown>): Schema {
-  const base = into.resolve(items)!;
-  const properties = { ...base.properties };
-  for (const [k, v] of Object.entries(defaults)) properties[k] = { ...properties[k], default: v };
-  const name = `${items.ref ?? 'item'}@defaults(${Object.keys(defaults).join(',')})`;
-  if (!into.defs.has(name)) into.defs.set(name, { ...base, properties });
-  return { ref: name };
 }
 
 function typeSchema(into: Schemas, type: string, format: string): Schema {
@@ -256,7 +274,8 @@ export function fromOpenAPIV3(j: Json | undefined): Schema {
     s.properties = {};
     for (const [k, v] of Object.entries(j.properties as Json)) s.properties[k] = fromOpenAPIV3(v as Json);
   }
-  if (j.additionalProperties && typeof j.additionalProperties === 'object') s.additionalProperties = fromOpenAPIV3(j.additionalProperties as Json);
+  if (j.additionalProperties && typeof j.additionalProperties === 'object')
+    s.additionalProperties = fromOpenAPIV3(j.additionalProperties as Json);
   if (j.items && typeof j.items === 'object') s.items = fromOpenAPIV3(j.items as Json);
   if (typeof j.format === 'string') s.format = j.format;
   if (Array.isArray(j.enum)) s.enum = j.enum;
@@ -281,7 +300,9 @@ export function fromOpenAPIV3(j: Json | undefined): Schema {
 export function toOpenAPIV3(s: Schema): Json {
   if (s.ref) {
     const extra = markersJson(s);
-    return Object.keys(extra).length ? { allOf: [{ $ref: `#/components/schemas/${s.ref}` }], ...extra } : { $ref: `#/components/schemas/${s.ref}` };
+    return Object.keys(extra).length
+      ? { allOf: [{ $ref: `#/components/schemas/${s.ref}` }], ...extra }
+      : { $ref: `#/components/schemas/${s.ref}` };
   }
   const j: Json = {};
   if (s.type) j.type = s.type;

@@ -4,6 +4,7 @@
  * matched as apimachinery's labels and fields packages do.
  */
 import { badRequest } from './errors.js';
+import { text } from './util.js';
 
 type Op = '=' | '!=' | 'in' | 'notin' | 'exists' | '!exists';
 interface Requirement {
@@ -24,7 +25,14 @@ export function parseLabelSelector(text: string): Selector {
     if (!p) continue;
     let m: RegExpExecArray | null;
     if ((m = /^(\S+)\s+(in|notin)\s*\(([^)]*)\)$/.exec(p))) {
-      reqs.push({ key: m[1]!, op: m[2] as Op, values: m[3]!.split(',').map((v) => v.trim()).filter((v) => v !== '') });
+      reqs.push({
+        key: m[1]!,
+        op: m[2] as Op,
+        values: m[3]!
+          .split(',')
+          .map((v) => v.trim())
+          .filter((v) => v !== ''),
+      });
     } else if ((m = /^([^=!\s]+)\s*(==|=|!=)\s*(\S*)$/.exec(p))) {
       reqs.push({ key: m[1]!, op: m[2] === '!=' ? '!=' : '=', values: [m[3]!] });
     } else if ((m = /^!\s*(\S+)$/.exec(p))) {
@@ -77,7 +85,11 @@ function splitTopLevel(text: string): string[] {
 export type FieldGetter = (obj: Record<string, unknown>) => string | undefined;
 
 /** Parses a field selector against the fields the kind supports; 400 for any other field. */
-export function parseFieldSelector(text: string, fields: Record<string, FieldGetter>, kind: string): (obj: Record<string, unknown>) => boolean {
+export function parseFieldSelector(
+  text: string,
+  fields: Record<string, FieldGetter>,
+  kind: string,
+): (obj: Record<string, unknown>) => boolean {
   const reqs: Array<{ get: FieldGetter; neg: boolean; value: string }> = [];
   for (const part of text.split(',')) {
     const p = part.trim();
@@ -87,8 +99,12 @@ export function parseFieldSelector(text: string, fields: Record<string, FieldGet
     const field = m[1]!.trim();
     const get = fields[field];
     if (!get) {
-      const known = Object.keys(fields).map((f) => `"${f}"`).join(', ');
-      throw badRequest(`"${field}" is not a known field selector: only ${known}`, [{ reason: 'FieldValueInvalid', message: `field label not supported for ${kind}: ${field}`, field: 'fieldSelector' }]);
+      const known = Object.keys(fields)
+        .map((f) => `"${f}"`)
+        .join(', ');
+      throw badRequest(`"${field}" is not a known field selector: only ${known}`, [
+        { reason: 'FieldValueInvalid', message: `field label not supported for ${kind}: ${field}`, field: 'fieldSelector' },
+      ]);
     }
     reqs.push({ get, neg: m[2] === '!=', value: m[3]!.trim() });
   }
@@ -101,6 +117,6 @@ export function pathGetter(path: string): FieldGetter {
   return (obj) => {
     let cur: unknown = obj;
     for (const p of parts) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[p] : undefined;
-    return cur === undefined || cur === null ? undefined : String(cur);
+    return cur === undefined || cur === null ? undefined : text(cur);
   };
 }

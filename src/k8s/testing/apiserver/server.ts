@@ -23,10 +23,29 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import {
-  aggregated, AGGREGATED_V2, apiGroup, apiGroupList, apiResourceList, apiVersions, openapiDocument, openapiRoot, parseOpenapiPath, SERVER_VERSION,
+  aggregated,
+  AGGREGATED_V2,
+  apiGroup,
+  apiGroupList,
+  apiResourceList,
+  apiVersions,
+  openapiDocument,
+  openapiRoot,
+  parseOpenapiPath,
+  SERVER_VERSION,
 } from './discovery.js';
 import {
-  alreadyExists, ApiError, badRequest, conflict, gone, invalid, methodNotAllowed, notFound, staleVersion, unsupportedMediaType, type FieldError,
+  alreadyExists,
+  ApiError,
+  badRequest,
+  conflict,
+  gone,
+  invalid,
+  methodNotAllowed,
+  notFound,
+  staleVersion,
+  unsupportedMediaType,
+  type FieldError,
 } from './errors.js';
 import { apply, trackUpdate, type Tracking } from './fieldmanager.js';
 import { decodeObject, mediaType, negotiate, parseJson, parseYamlBody, readBody, send, sendError, type Output } from './http.js';
@@ -36,7 +55,8 @@ import { apiVersionOf, builtinSchemas, fromCrd, Registry, type HookContext, type
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
 import { Store, type Change, type Obj } from './store.js';
 import { table, type IncludeObject } from './table.js';
-import { check, checkMeta } from './validate.js';
+import { text } from './util.js';
+import { check, checkMeta, dropEmptyMaps } from './validate.js';
 
 /** A resource by plural (`services`) or group/plural (`events.k8s.io/events`). */
 export type Resource = string;
@@ -45,6 +65,9 @@ export interface RequestLog {
   method: string;
   path: string;
   query: Record<string, string>;
+  accept?: string;
+  contentType?: string;
+  userAgent?: string;
 }
 
 export interface FakeApiServerOptions {
@@ -100,7 +123,9 @@ function repoFile(...parts: string[]): string {
     if (existsSync(p)) return p;
     dir = dirname(dir);
   }
-  throw new Error(`test API server: ${parts.join('/')} not found above ${dirname(fileURLToPath(import.meta.url))}; run from a bpfproxy checkout or pass FakeApiServerOptions.crds`);
+  throw new Error(
+    `test API server: ${parts.join('/')} not found above ${dirname(fileURLToPath(import.meta.url))}; run from a bpfproxy checkout or pass FakeApiServerOptions.crds`,
+  );
 }
 
 /** Our FelixConfiguration CRD, as `kubectl apply -f manifests/crd-felixconfiguration.yaml` would send it. */
@@ -128,9 +153,11 @@ export class FakeApiServer {
     this.store.onChange((key, c) => this.fanOut(key, c));
     const sys: WriteOptions = { dryRun: false, manager: 'kube-apiserver', fieldValidation: 'Strict', warnings: [] };
     const nsType = this.registry.get('', 'v1', 'namespaces')!;
-    for (const name of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) this.create(nsType, undefined, { metadata: { name } }, sys);
+    for (const name of ['default', 'kube-system', 'kube-public', 'kube-node-lease'])
+      this.create(nsType, undefined, { metadata: { name } }, sys);
     const crdType = this.registry.get('apiextensions.k8s.io', 'v1', 'customresourcedefinitions')!;
-    for (const crd of opts.crds ?? [felixCrd()]) this.create(crdType, undefined, structuredClone(crd), { ...sys, manager: 'kubectl-client-side-apply' });
+    for (const crd of opts.crds ?? [felixCrd()])
+      this.create(crdType, undefined, structuredClone(crd), { ...sys, manager: 'kubectl-client-side-apply' });
   }
 
   // -------------------------------------------------------------------------
@@ -171,7 +198,13 @@ export class FakeApiServer {
 
   private resource(res: Resource): ResourceType {
     const r = this.registry.byName(res);
-    if (!r) throw new Error(`test API server: no resource "${res}" is served (known: ${this.registry.all().map((x) => x.plural).join(', ')}); is its CRD installed?`);
+    if (!r)
+      throw new Error(
+        `test API server: no resource "${res}" is served (known: ${this.registry
+          .all()
+          .map((x) => x.plural)
+          .join(', ')}); is its CRD installed?`,
+      );
     return r;
   }
 
@@ -196,9 +229,11 @@ export class FakeApiServer {
     const ns = meta.namespace;
     if (type.namespaced && typeof ns === 'string' && !this.store.get('/namespaces', ns)) {
       this.store.put('/namespaces', ns, {
-        apiVersion: 'v1', kind: 'Namespace',
+        apiVersion: 'v1',
+        kind: 'Namespace',
         metadata: { name: ns, uid: randomUUID(), creationTimestamp: nowStamp(), labels: { 'kubernetes.io/metadata.name': ns } },
-        spec: { finalizers: ['kubernetes'] }, status: { phase: 'Active' },
+        spec: { finalizers: ['kubernetes'] },
+        status: { phase: 'Active' },
       });
     }
     const key = this.keyOf(type, meta.namespace as string | undefined, String(meta.name));
@@ -275,7 +310,15 @@ export class FakeApiServer {
     const query = Object.fromEntries(url.searchParams);
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
     const method = req.method ?? 'GET';
-    this.requests.push({ method, path, query });
+    const h = req.headers;
+    this.requests.push({
+      method,
+      path,
+      query,
+      ...(h.accept ? { accept: h.accept } : {}),
+      ...(h['content-type'] ? { contentType: h['content-type'] } : {}),
+      ...(h['user-agent'] ? { userAgent: h['user-agent'] } : {}),
+    });
     if (this.requests.length > 200_000) this.requests.splice(0, 100_000);
     const accept = req.headers.accept;
 
@@ -291,12 +334,20 @@ export class FakeApiServer {
     }
     const route = this.route(path);
     if (!route) {
-      throw new ApiError(404, 'NotFound', 'the server could not find the requested resource', { causes: [{ reason: 'UnexpectedServerResponse', message: '404 page not found' }] });
+      throw new ApiError(404, 'NotFound', 'the server could not find the requested resource', {
+        causes: [{ reason: 'UnexpectedServerResponse', message: '404 page not found' }],
+      });
     }
     const { type, namespace, name, sub } = route;
     const opts = this.writeOptions(req, query);
     const reply = (code: number, body: unknown, out: Output = { kind: 'json' }): void =>
-      send(resp, code, body, out, opts.warnings.length ? { Warning: opts.warnings.map((w) => `299 - ${JSON.stringify(w)}`).join(', ') } : {});
+      send(
+        resp,
+        code,
+        body,
+        out,
+        opts.warnings.length ? { Warning: opts.warnings.map((w) => `299 - ${JSON.stringify(w)}`).join(', ') } : {},
+      );
 
     if (name === undefined) {
       switch (method) {
@@ -307,7 +358,8 @@ export class FakeApiServer {
           return reply(200, this.listBody(type, namespace, query, out, include), out.kind === 'table' ? { kind: 'json' } : out);
         }
         case 'POST': {
-          if (type.namespaced && namespace === undefined) throw methodNotAllowed(`POST is not supported on ${type.plural} across namespaces: use /namespaces/<namespace>/${type.plural}`);
+          if (type.namespaced && namespace === undefined)
+            throw methodNotAllowed(`POST is not supported on ${type.plural} across namespaces: use /namespaces/<namespace>/${type.plural}`);
           const out = negotiate(accept, false);
           const body = decodeObject(await readBody(req), req.headers['content-type'], `${type.kind} create`);
           return reply(201, this.served(type, this.create(type, namespace, body, opts)), out);
@@ -333,7 +385,15 @@ export class FakeApiServer {
         const stored = this.store.get(type.storageKey, this.keyOf(type, namespace, name));
         if (!stored) throw notFound(type, name);
         if (out.kind === 'table') {
-          return reply(200, table(type.printer, [{ served: this.served(type, stored), printed: type.printStored ? stored : this.served(type, stored) }], { resourceVersion: (stored.metadata as Obj).resourceVersion }, (query.includeObject ?? 'Metadata') as IncludeObject));
+          return reply(
+            200,
+            table(
+              type.printer,
+              [{ served: this.served(type, stored), printed: type.printStored ? stored : this.served(type, stored) }],
+              { resourceVersion: (stored.metadata as Obj).resourceVersion },
+              (query.includeObject ?? 'Metadata') as IncludeObject,
+            ),
+          );
         }
         return reply(200, this.served(type, stored), out);
       }
@@ -351,7 +411,17 @@ export class FakeApiServer {
         const out = negotiate(accept, false);
         const raw = await readBody(req);
         const options = raw.length ? decodeObject(raw, req.headers['content-type'] ?? 'application/json', 'DeleteOptions') : {};
-        return reply(200, this.served(type, this.delete(type, namespace, name, options, { ...opts, dryRun: opts.dryRun || (Array.isArray(options.dryRun) && options.dryRun.includes('All')) })), out);
+        return reply(
+          200,
+          this.served(
+            type,
+            this.delete(type, namespace, name, options, {
+              ...opts,
+              dryRun: opts.dryRun || (Array.isArray(options.dryRun) && options.dryRun.includes('All')),
+            }),
+          ),
+          out,
+        );
       }
       default:
         throw methodNotAllowed(`the server does not allow this method on the requested resource (${method} ${path})`);
@@ -360,19 +430,32 @@ export class FakeApiServer {
 
   private writeOptions(req: IncomingMessage, query: Record<string, string>): WriteOptions {
     const fv = query.fieldValidation ?? 'Warn';
-    if (fv !== 'Strict' && fv !== 'Warn' && fv !== 'Ignore') throw badRequest(`fieldValidation: Unsupported value: ${JSON.stringify(fv)}: supported values: "Ignore", "Strict", "Warn"`);
-    if (query.dryRun !== undefined && query.dryRun !== 'All') throw badRequest(`dryRun: Unsupported value: ${JSON.stringify(query.dryRun)}: supported values: "All"`);
+    if (fv !== 'Strict' && fv !== 'Warn' && fv !== 'Ignore')
+      throw badRequest(`fieldValidation: Unsupported value: ${JSON.stringify(fv)}: supported values: "Ignore", "Strict", "Warn"`);
+    if (query.dryRun !== undefined && query.dryRun !== 'All')
+      throw badRequest(`dryRun: Unsupported value: ${JSON.stringify(query.dryRun)}: supported values: "All"`);
     const ua = String(req.headers['user-agent'] ?? 'unknown');
-    return { dryRun: query.dryRun === 'All', manager: query.fieldManager ?? ua.split('/')[0]!.slice(0, 128), fieldValidation: fv, warnings: [] };
+    return {
+      dryRun: query.dryRun === 'All',
+      manager: query.fieldManager ?? ua.split('/')[0]!.slice(0, 128),
+      fieldValidation: fv,
+      warnings: [],
+    };
   }
 
   /** /version, /healthz, discovery and OpenAPI */
   private nonResource(path: string, accept: string | undefined): { body: unknown; contentType?: string } | undefined {
-    const wantsAggregated = (accept ?? '').split(',').some((p) => /as=APIGroupDiscoveryList/.test(p) && /v=v2(\s*;|\s*$)/.test(p) && /g=apidiscovery\.k8s\.io/.test(p));
+    const wantsAggregated = (accept ?? '')
+      .split(',')
+      .some((p) => /as=APIGroupDiscoveryList/.test(p) && /v=v2(\s*;|\s*$)/.test(p) && /g=apidiscovery\.k8s\.io/.test(p));
     if (path === '/version') return { body: SERVER_VERSION };
     if (path === '/healthz' || path === '/livez' || path === '/readyz') return { body: 'ok' };
-    if (path === '/api') return wantsAggregated ? { body: aggregated(this.registry, true), contentType: AGGREGATED_V2 } : { body: apiVersions(this.address) };
-    if (path === '/apis') return wantsAggregated ? { body: aggregated(this.registry, false), contentType: AGGREGATED_V2 } : { body: apiGroupList(this.registry) };
+    if (path === '/api')
+      return wantsAggregated ? { body: aggregated(this.registry, true), contentType: AGGREGATED_V2 } : { body: apiVersions(this.address) };
+    if (path === '/apis')
+      return wantsAggregated
+        ? { body: aggregated(this.registry, false), contentType: AGGREGATED_V2 }
+        : { body: apiGroupList(this.registry) };
     if (path === '/openapi/v3') return { body: openapiRoot(this.registry, (g, v) => JSON.stringify(openapiDocument(this.registry, g, v))) };
     if (path.startsWith('/openapi/v3/')) {
       const gv = parseOpenapiPath(path.slice('/openapi/v3/'.length));
@@ -412,7 +495,12 @@ export class FakeApiServer {
     if (!type.namespaced && namespace !== undefined) return undefined;
     if (type.namespaced && namespace === undefined && name !== undefined) return undefined;
     if (sub !== undefined && !type.subresources.includes(sub)) return undefined;
-    return { type, ...(namespace !== undefined ? { namespace } : {}), ...(name !== undefined ? { name } : {}), ...(sub !== undefined ? { sub } : {}) };
+    return {
+      type,
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(name !== undefined ? { name } : {}),
+      ...(sub !== undefined ? { sub } : {}),
+    };
   }
 
   // -------------------------------------------------------------------------
@@ -423,7 +511,15 @@ export class FakeApiServer {
   }
 
   private tracking(type: ResourceType, manager: string, scope: 'main' | 'status'): Tracking {
-    return { schemas: builtinSchemas, schema: type.schema, manager, apiVersion: apiVersionOf(type), scope, resetsStatus: type.subresources.includes('status'), now: nowStamp() };
+    return {
+      schemas: builtinSchemas,
+      schema: type.schema,
+      manager,
+      apiVersion: apiVersionOf(type),
+      scope,
+      resetsStatus: type.subresources.includes('status'),
+      now: nowStamp(),
+    };
   }
 
   /** apiVersion/kind: filled in when absent (the URL says what it is), 400 when they name something else */
@@ -434,7 +530,9 @@ export class FakeApiServer {
       return;
     }
     if (o.kind !== type.kind || o.apiVersion !== apiVersionOf(type)) {
-      throw badRequest(`the object provided is unrecognized (must be of type ${type.kind}): ${String(o.apiVersion)}, Kind=${String(o.kind)} does not match ${apiVersionOf(type)}, Kind=${type.kind}`);
+      throw badRequest(
+        `the object provided is unrecognized (must be of type ${type.kind}): ${String(o.apiVersion)}, Kind=${String(o.kind)} does not match ${apiVersionOf(type)}, Kind=${type.kind}`,
+      );
     }
   }
 
@@ -451,7 +549,9 @@ export class FakeApiServer {
     if (type.custom) throw invalid(type, name, out.errors);
     const e = out.errors[0]!;
     const want = /must be of type (\S+):/.exec(e.detail)?.[1] ?? 'the declared type';
-    throw badRequest(`${type.kind} in version "${type.version}" cannot be handled as a ${type.kind}: json: cannot unmarshal ${String(e.value)} into Go struct field ${type.kind}.${e.field} of type ${want}`);
+    throw badRequest(
+      `${type.kind} in version "${type.version}" cannot be handled as a ${type.kind}: json: cannot unmarshal ${String(e.value)} into Go struct field ${type.kind}.${e.field} of type ${want}`,
+    );
   }
 
   private validate(type: ResourceType, stored: Obj, old: Obj | undefined, name: string): void {
@@ -469,17 +569,31 @@ export class FakeApiServer {
       }
       meta.namespace = namespace;
     } else delete meta.namespace;
-    if ((meta.name === undefined || meta.name === '') && typeof meta.generateName === 'string' && meta.generateName) meta.name = `${meta.generateName}${suffix()}`;
+    if ((meta.name === undefined || meta.name === '') && typeof meta.generateName === 'string' && meta.generateName)
+      meta.name = `${meta.generateName}${suffix()}`;
     const name = typeof meta.name === 'string' ? meta.name : '';
-    if (meta.resourceVersion !== undefined && meta.resourceVersion !== '') throw badRequest('resourceVersion should not be set on objects to be created');
+    if (meta.resourceVersion !== undefined && meta.resourceVersion !== '')
+      throw badRequest('resourceVersion should not be set on objects to be created');
     this.checkFields(type, body, opts, name);
     const stored = structuredClone(type.toStorage ? type.toStorage(body) : body);
     const sm = metaOf(stored);
-    for (const k of ['uid', 'creationTimestamp', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generation', 'selfLink', 'resourceVersion', 'managedFields']) delete sm[k];
+    for (const k of [
+      'uid',
+      'creationTimestamp',
+      'deletionTimestamp',
+      'deletionGracePeriodSeconds',
+      'generation',
+      'selfLink',
+      'resourceVersion',
+      'managedFields',
+    ])
+      delete sm[k];
     if (type.subresources.includes('status')) delete stored.status;
-    if (type.namespaced && !this.store.get('/namespaces', namespace ?? '')) throw notFound(this.registry.get('', 'v1', 'namespaces')!, namespace ?? '');
+    if (type.namespaced && !this.store.get('/namespaces', namespace ?? ''))
+      throw notFound(this.registry.get('', 'v1', 'namespaces')!, namespace ?? '');
     const ctx = this.hookContext();
     type.prepareCreate?.(stored, ctx);
+    if (!type.custom) dropEmptyMaps(builtinSchemas, stored, type.schema);
     this.validate(type, stored, undefined, name);
     if (type.group === 'apiextensions.k8s.io') this.checkCrdNames(stored);
     const key = this.keyOf(type, namespace, name);
@@ -496,18 +610,28 @@ export class FakeApiServer {
   }
 
   /** PUT (and the end of every PATCH): preconditions, validation, no-op detection, store. */
-  private update(type: ResourceType, namespace: string | undefined, name: string, body: Obj, opts: WriteOptions, scope: 'main' | 'status', applied?: unknown): Obj {
+  private update(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    body: Obj,
+    opts: WriteOptions,
+    scope: 'main' | 'status',
+    applied?: unknown,
+  ): Obj {
     const key = this.keyOf(type, namespace, name);
     const old = this.store.get(type.storageKey, key);
     if (!old) throw notFound(type, name);
     this.typeMeta(type, body);
     const meta = metaOf(body);
-    if (meta.name !== undefined && meta.name !== name) throw badRequest(`the name of the object (${String(meta.name)}) does not match the name on the URL (${name})`);
+    if (meta.name !== undefined && meta.name !== name)
+      throw badRequest(`the name of the object (${text(meta.name)}) does not match the name on the URL (${name})`);
     if (type.namespaced && meta.namespace !== undefined && meta.namespace !== '' && meta.namespace !== namespace) {
       throw badRequest('the namespace of the provided object does not match the namespace sent on the request');
     }
     const oldMeta = old.metadata as Obj;
-    if (meta.resourceVersion !== undefined && meta.resourceVersion !== '' && meta.resourceVersion !== oldMeta.resourceVersion) throw staleVersion(type, name);
+    if (meta.resourceVersion !== undefined && meta.resourceVersion !== '' && meta.resourceVersion !== oldMeta.resourceVersion)
+      throw staleVersion(type, name);
     this.checkFields(type, body, opts, name);
     let next = structuredClone(type.toStorage ? type.toStorage(body) : body);
     if (scope === 'status') next = { ...structuredClone(old), status: next.status };
@@ -524,34 +648,56 @@ export class FakeApiServer {
     if (scope === 'status') nm.managedFields = structuredClone(oldMeta.managedFields);
     const ctx = this.hookContext();
     if (scope === 'main') type.prepareUpdate?.(next, old, ctx);
+    if (!type.custom) dropEmptyMaps(builtinSchemas, next, type.schema);
     this.validate(type, next, old, name);
     if (type.group === 'apiextensions.k8s.io') this.checkCrdNames(next);
-    if (type.generation && !deepEqual(withoutMetaAndStatus(old), withoutMetaAndStatus(next))) nm.generation = Number(oldMeta.generation ?? 0) + 1;
+    if (type.generation && !deepEqual(withoutMetaAndStatus(old), withoutMetaAndStatus(next)))
+      nm.generation = Number(oldMeta.generation ?? 0) + 1;
     nm.managedFields = applied ?? trackUpdate(old, next, this.tracking(type, opts.manager, scope));
     if (!(nm.managedFields as unknown[]).length) delete nm.managedFields;
-    nm.resourceVersion = oldMeta.resourceVersion;
     if (deepEqual(forCompare(old), forCompare(next))) return old;
-    delete nm.resourceVersion;
+    // a dry run shows the version it was computed from (kubectl diff checks it did not move)
+    nm.resourceVersion = oldMeta.resourceVersion;
     if (opts.dryRun) return next;
+    delete nm.resourceVersion;
     this.store.put(type.storageKey, key, next);
     this.afterWrite(type, next, key);
     return next;
   }
 
-  private patch(type: ResourceType, namespace: string | undefined, name: string, contentType: string | undefined, raw: Buffer, query: Record<string, string>, opts: WriteOptions, scope: 'main' | 'status'): { code: number; obj: Obj } {
+  private patch(
+    type: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    contentType: string | undefined,
+    raw: Buffer,
+    query: Record<string, string>,
+    opts: WriteOptions,
+    scope: 'main' | 'status',
+  ): { code: number; obj: Obj } {
     const ct = mediaType(contentType);
     const key = this.keyOf(type, namespace, name);
     const old = this.store.get(type.storageKey, key);
-    const types = ['application/json-patch+json', 'application/merge-patch+json', ...(type.custom ? [] : ['application/strategic-merge-patch+json']), 'application/apply-patch+yaml'];
+    const types = [
+      'application/json-patch+json',
+      'application/merge-patch+json',
+      ...(type.custom ? [] : ['application/strategic-merge-patch+json']),
+      'application/apply-patch+yaml',
+    ];
     if (!types.includes(ct)) throw unsupportedMediaType(contentType ?? '', types);
     if (ct === 'application/apply-patch+yaml') {
-      if (!query.fieldManager) throw invalid({ group: 'meta.k8s.io', plural: 'patchoptions', kind: 'PatchOptions' }, '', [{ type: 'FieldValueRequired', field: 'fieldManager', detail: 'is required for apply patch' }]);
+      if (!query.fieldManager)
+        throw invalid({ group: 'meta.k8s.io', plural: 'patchoptions', kind: 'PatchOptions' }, '', [
+          { type: 'FieldValueRequired', field: 'fieldManager', detail: 'is required for apply patch' },
+        ]);
       const cfg = parseYamlBody(raw, `${type.kind} apply`);
       if (!isObj(cfg)) throw badRequest(`${type.kind} apply: the applied configuration must be an object`);
-      if (cfg.apiVersion === undefined || cfg.kind === undefined) throw badRequest(`${type.kind} apply: apiVersion and kind must be set in the applied configuration`);
+      if (cfg.apiVersion === undefined || cfg.kind === undefined)
+        throw badRequest(`${type.kind} apply: apiVersion and kind must be set in the applied configuration`);
       this.typeMeta(type, cfg);
       const cmeta = metaOf(cfg);
-      if (cmeta.name !== undefined && cmeta.name !== name) throw badRequest(`the name of the object (${String(cmeta.name)}) does not match the name on the URL (${name})`);
+      if (cmeta.name !== undefined && cmeta.name !== name)
+        throw badRequest(`the name of the object (${text(cmeta.name)}) does not match the name on the URL (${name})`);
       cmeta.name = name;
       if (type.namespaced) cmeta.namespace = namespace;
       delete cmeta.managedFields;
@@ -587,9 +733,14 @@ export class FakeApiServer {
     if (!old) throw notFound(type, name);
     const pre = isObj(options.preconditions) ? options.preconditions : {};
     const meta = old.metadata as Obj;
-    if (pre.uid !== undefined && pre.uid !== meta.uid) throw conflict(type, name, `Precondition failed: UID in precondition: ${String(pre.uid)}, UID in object meta: ${String(meta.uid)}`);
+    if (pre.uid !== undefined && pre.uid !== meta.uid)
+      throw conflict(type, name, `Precondition failed: UID in precondition: ${text(pre.uid)}, UID in object meta: ${text(meta.uid)}`);
     if (pre.resourceVersion !== undefined && pre.resourceVersion !== meta.resourceVersion) {
-      throw conflict(type, name, `Precondition failed: ResourceVersion in precondition: ${String(pre.resourceVersion)}, ResourceVersion in object meta: ${String(meta.resourceVersion)}`);
+      throw conflict(
+        type,
+        name,
+        `Precondition failed: ResourceVersion in precondition: ${text(pre.resourceVersion)}, ResourceVersion in object meta: ${text(meta.resourceVersion)}`,
+      );
     }
     if (opts.dryRun) return old;
     if (type.storageKey === '/namespaces') this.emptyNamespace(name);
@@ -611,7 +762,12 @@ export class FakeApiServer {
       const m = o.metadata as Obj;
       return this.served(type, this.delete(type, m.namespace as string | undefined, String(m.name), {}, opts));
     });
-    return { kind: type.listKind, apiVersion: apiVersionOf(type), metadata: { resourceVersion: String(this.store.resourceVersion) }, items: deleted };
+    return {
+      kind: type.listKind,
+      apiVersion: apiVersionOf(type),
+      metadata: { resourceVersion: String(this.store.resourceVersion) },
+      items: deleted,
+    };
   }
 
   /** The namespace controller's job, done at once: everything in the namespace goes. */
@@ -646,13 +802,25 @@ export class FakeApiServer {
 
   private checkCrdNames(crd: Obj): void {
     const spec = (crd.spec ?? {}) as Obj;
-    const group = String(spec.group ?? '');
-    const plural = String((spec.names as Obj | undefined)?.plural ?? '');
+    const group = text(spec.group);
+    const plural = text((spec.names as Obj | undefined)?.plural);
     const errs: FieldError[] = [];
-    if (!group.includes('.')) errs.push({ type: 'FieldValueInvalid', field: 'spec.group', value: group, detail: 'should be a domain with at least one dot' });
+    if (!group.includes('.'))
+      errs.push({ type: 'FieldValueInvalid', field: 'spec.group', value: group, detail: 'should be a domain with at least one dot' });
     const taken = this.registry.all().find((r) => r.group === group && r.plural === plural && !r.custom);
-    if (taken) errs.push({ type: 'FieldValueInvalid', field: 'spec.names.plural', value: plural, detail: `${plural}.${group} is served by the API server itself` });
-    if (errs.length) throw invalid(this.registry.get('apiextensions.k8s.io', 'v1', 'customresourcedefinitions')!, String((crd.metadata as Obj).name), errs);
+    if (taken)
+      errs.push({
+        type: 'FieldValueInvalid',
+        field: 'spec.names.plural',
+        value: plural,
+        detail: `${plural}.${group} is served by the API server itself`,
+      });
+    if (errs.length)
+      throw invalid(
+        this.registry.get('apiextensions.k8s.io', 'v1', 'customresourcedefinitions')!,
+        String((crd.metadata as Obj).name),
+        errs,
+      );
   }
 
   private registerCrd(crd: Obj): void {
@@ -699,7 +867,13 @@ export class FakeApiServer {
     };
   }
 
-  private listBody(type: ResourceType, namespace: string | undefined, query: Record<string, string>, out: Output, include: IncludeObject): Obj {
+  private listBody(
+    type: ResourceType,
+    namespace: string | undefined,
+    query: Record<string, string>,
+    out: Output,
+    include: IncludeObject,
+  ): Obj {
     const rv = this.store.resourceVersion;
     let after: string | undefined;
     let atRv = rv;
@@ -712,7 +886,9 @@ export class FakeApiServer {
       }
       if (typeof c.rv !== 'number' || typeof c.after !== 'string') throw badRequest(`continue key is not valid: ${query.continue}`);
       if (c.rv < this.store.oldest(type.storageKey)) {
-        throw gone('The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.');
+        throw gone(
+          'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.',
+        );
       }
       after = c.after;
       atRv = c.rv;
@@ -720,22 +896,43 @@ export class FakeApiServer {
     // We keep only the current state, so a continue across writes sees newer
     // objects: the real server would too once etcd compacts, and clients cope.
     let all = this.select(type, namespace, query);
-    if (after !== undefined) all = all.filter(([k]) => k > after!);
+    if (after !== undefined) {
+      const from = after;
+      all = all.filter(([k]) => k > from);
+    }
     const limit = query.limit ? Number(query.limit) : 0;
-    if (query.limit && (!Number.isInteger(limit) || limit < 0)) throw badRequest(`limit: Invalid value: ${JSON.stringify(query.limit)}: must be a non-negative integer`);
+    if (query.limit && (!Number.isInteger(limit) || limit < 0))
+      throw badRequest(`limit: Invalid value: ${JSON.stringify(query.limit)}: must be a non-negative integer`);
     const page = limit > 0 ? all.slice(0, limit) : all;
     const more = limit > 0 && all.length > limit;
     const listMeta: Obj = {
       resourceVersion: String(atRv),
-      ...(more ? { continue: Buffer.from(JSON.stringify({ rv: atRv, after: page.at(-1)![0] })).toString('base64url'), remainingItemCount: all.length - limit } : {}),
+      ...(more
+        ? {
+            continue: Buffer.from(JSON.stringify({ rv: atRv, after: page.at(-1)![0] })).toString('base64url'),
+            remainingItemCount: all.length - limit,
+          }
+        : {}),
     };
     if (out.kind === 'table') {
-      return table(type.printer, page.map(([, o]) => ({ served: this.served(type, o), printed: type.printStored ? o : this.served(type, o) })), listMeta, include);
+      return table(
+        type.printer,
+        page.map(([, o]) => ({ served: this.served(type, o), printed: type.printStored ? o : this.served(type, o) })),
+        listMeta,
+        include,
+      );
     }
     return { kind: type.listKind, apiVersion: apiVersionOf(type), metadata: listMeta, items: page.map(([, o]) => this.served(type, o)) };
   }
 
-  private watch(type: ResourceType, namespace: string | undefined, query: Record<string, string>, out: Output, include: IncludeObject, resp: ServerResponse): void {
+  private watch(
+    type: ResourceType,
+    namespace: string | undefined,
+    query: Record<string, string>,
+    out: Output,
+    include: IncludeObject,
+    resp: ServerResponse,
+  ): void {
     const match = this.matcher(type, namespace, query);
     const from = query.resourceVersion;
     // unset or "0": start with the current state as ADDED events; N: replay what happened after N
@@ -752,7 +949,9 @@ export class FakeApiServer {
     if (initial) {
       for (const [, o] of this.store.list(type.storageKey)) if (match(o)) this.send(w, 'ADDED', o);
       if (query.sendInitialEvents === 'true') {
-        this.send(w, 'BOOKMARK', { metadata: { resourceVersion: String(this.store.resourceVersion), annotations: { 'k8s.io/initial-events-end': 'true' } } });
+        this.send(w, 'BOOKMARK', {
+          metadata: { resourceVersion: String(this.store.resourceVersion), annotations: { 'k8s.io/initial-events-end': 'true' } },
+        });
       }
     } else {
       for (const c of this.store.since(type.storageKey, since)) this.deliver(w, c);
@@ -789,10 +988,20 @@ export class FakeApiServer {
     if (w.resp.destroyed || w.resp.writableEnded) return;
     let object: Obj;
     if (type === 'BOOKMARK') {
-      object = { kind: w.out.kind === 'table' ? 'Table' : w.type.kind, apiVersion: w.out.kind === 'table' ? 'meta.k8s.io/v1' : apiVersionOf(w.type), ...stored };
+      object = {
+        kind: w.out.kind === 'table' ? 'Table' : w.type.kind,
+        apiVersion: w.out.kind === 'table' ? 'meta.k8s.io/v1' : apiVersionOf(w.type),
+        ...stored,
+      };
     } else if (w.out.kind === 'table') {
       const served = this.served(w.type, stored);
-      object = table(w.type.printer, [{ served, printed: w.type.printStored ? stored : served }], { resourceVersion: (stored.metadata as Obj).resourceVersion }, w.include, w.headersSent);
+      object = table(
+        w.type.printer,
+        [{ served, printed: w.type.printStored ? stored : served }],
+        { resourceVersion: (stored.metadata as Obj).resourceVersion },
+        w.include,
+        w.headersSent,
+      );
       w.headersSent = true;
     } else object = this.served(w.type, stored);
     w.resp.write(`${JSON.stringify({ type, object })}\n`);
@@ -808,7 +1017,9 @@ const wrap = (body: Obj | undefined): { body: unknown } | undefined => (body ? {
 
 /** A kubeconfig file for the test server (plain HTTP; the token is not checked). */
 export function writeKubeconfig(path: string, server: string): void {
-  writeFileSync(path, `apiVersion: v1
+  writeFileSync(
+    path,
+    `apiVersion: v1
 kind: Config
 clusters:
 - name: fake
@@ -825,5 +1036,6 @@ contexts:
     cluster: fake
     user: test
 current-context: fake
-`);
+`,
+  );
 }

@@ -45,7 +45,7 @@ export class Store {
 
   private bucket(storageKey: string): Map<string, Obj> {
     let b = this.data.get(storageKey);
-    if (!b) this.data.set(storageKey, (b = new Map()));
+    if (!b) this.data.set(storageKey, (b = new Map<string, Obj>()));
     return b;
   }
 

@@ -5,6 +5,8 @@
  * the real one does (ages included).
  */
 
+import { text } from './util.js';
+
 type Obj = Record<string, unknown>;
 
 export interface Column {
@@ -46,7 +48,7 @@ export const get = (o: unknown, ...path: string[]): unknown => {
   for (const p of path) cur = cur && typeof cur === 'object' ? (cur as Obj)[p] : undefined;
   return cur;
 };
-const str = (v: unknown, dflt = '<none>'): string => (v === undefined || v === null || v === '' ? dflt : String(v));
+const str = (v: unknown, dflt = '<none>'): string => (v === undefined || v === null || v === '' ? dflt : text(v));
 const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 export function age(obj: Obj, now: number): string {
@@ -56,19 +58,37 @@ export function age(obj: Obj, now: number): string {
 const since = (ts: unknown, now: number): string => (typeof ts === 'string' && ts ? humanDuration(now - Date.parse(ts)) : '<unknown>');
 
 const NAME: Column = { name: 'Name', type: 'string', format: 'name', description: 'Name must be unique within a namespace.', priority: 0 };
-const AGE: Column = { name: 'Age', type: 'string', description: 'CreationTimestamp is a timestamp representing the server time when this object was created.', priority: 0 };
-const col = (name: string, description: string, priority = 0, type: Column['type'] = 'string'): Column => ({ name, type, description, priority });
+const AGE: Column = {
+  name: 'Age',
+  type: 'string',
+  description: 'CreationTimestamp is a timestamp representing the server time when this object was created.',
+  priority: 0,
+};
+const col = (name: string, description: string, priority = 0, type: Column['type'] = 'string'): Column => ({
+  name,
+  type,
+  description,
+  priority,
+});
 const name = (o: Obj): unknown => get(o, 'metadata', 'name');
 const selectorText = (m: unknown): string => {
   const e = m && typeof m === 'object' ? Object.entries(m as Obj) : [];
-  return e.length ? e.map(([k, v]) => `${k}=${String(v)}`).join(',') : '<none>';
+  return e.length ? e.map(([k, v]) => `${k}=${text(v)}`).join(',') : '<none>';
 };
 
 export const defaultPrinter: Printer = { columns: [NAME, AGE], cells: (o, now) => [name(o), age(o, now)] };
 
 export const createdAtPrinter: Printer = {
-  columns: [NAME, { name: 'Created At', type: 'date', description: 'CreationTimestamp is a timestamp representing the server time when this object was created.', priority: 0 }],
-  cells: (o) => [name(o), String(get(o, 'metadata', 'creationTimestamp') ?? '')],
+  columns: [
+    NAME,
+    {
+      name: 'Created At',
+      type: 'date',
+      description: 'CreationTimestamp is a timestamp representing the server time when this object was created.',
+      priority: 0,
+    },
+  ],
+  cells: (o) => [name(o), text(get(o, 'metadata', 'creationTimestamp') ?? '')],
 };
 
 export const namespacePrinter: Printer = {
@@ -81,7 +101,7 @@ function serviceExternalIP(o: Obj): string {
   const externalIPs = arr(get(o, 'spec', 'externalIPs')).map(String);
   if (type === 'ExternalName') return str(get(o, 'spec', 'externalName'));
   if (type === 'LoadBalancer') {
-    const lb = arr(get(o, 'status', 'loadBalancer', 'ingress')).map((i) => String(get(i, 'ip') ?? get(i, 'hostname') ?? ''));
+    const lb = arr(get(o, 'status', 'loadBalancer', 'ingress')).map((i) => text(get(i, 'ip') ?? get(i, 'hostname') ?? ''));
     const all = [...lb, ...externalIPs].filter(Boolean);
     return all.length ? all.join(',') : '<pending>';
   }
@@ -99,17 +119,34 @@ export const servicePrinter: Printer = {
     col('Selector', 'The selector of the service.', 1),
   ],
   cells: (o, now) => {
-    const ports = arr(get(o, 'spec', 'ports')).map((p) => `${String(get(p, 'port'))}${get(p, 'nodePort') ? `:${String(get(p, 'nodePort'))}` : ''}/${String(get(p, 'protocol') ?? 'TCP')}`);
-    return [name(o), str(get(o, 'spec', 'type'), 'ClusterIP'), str(get(o, 'spec', 'clusterIP')), serviceExternalIP(o), ports.length ? ports.join(',') : '<none>', age(o, now), selectorText(get(o, 'spec', 'selector'))];
+    const ports = arr(get(o, 'spec', 'ports')).map(
+      (p) => `${text(get(p, 'port'))}${get(p, 'nodePort') ? `:${text(get(p, 'nodePort'))}` : ''}/${text(get(p, 'protocol') ?? 'TCP')}`,
+    );
+    return [
+      name(o),
+      str(get(o, 'spec', 'type'), 'ClusterIP'),
+      str(get(o, 'spec', 'clusterIP')),
+      serviceExternalIP(o),
+      ports.length ? ports.join(',') : '<none>',
+      age(o, now),
+      selectorText(get(o, 'spec', 'selector')),
+    ];
   },
 };
 
 export const endpointSlicePrinter: Printer = {
-  columns: [NAME, col('AddressType', 'The address type of the endpoint slice.'), col('Ports', 'The ports of the endpoint slice.'), col('Endpoints', 'The endpoints of the endpoint slice.'), AGE],
+  columns: [
+    NAME,
+    col('AddressType', 'The address type of the endpoint slice.'),
+    col('Ports', 'The ports of the endpoint slice.'),
+    col('Endpoints', 'The endpoints of the endpoint slice.'),
+    AGE,
+  ],
   cells: (o, now) => {
-    const ports = arr(get(o, 'ports')).map((p) => (get(p, 'port') === undefined ? '<unset>' : String(get(p, 'port'))));
+    const ports = arr(get(o, 'ports')).map((p) => (get(p, 'port') === undefined ? '<unset>' : text(get(p, 'port'))));
     const addrs = arr(get(o, 'endpoints')).flatMap((e) => arr(get(e, 'addresses')).map(String));
-    const eps = addrs.length === 0 ? '<none>' : addrs.length > 3 ? `${addrs.slice(0, 3).join(',')} + ${addrs.length - 3} more...` : addrs.join(',');
+    const eps =
+      addrs.length === 0 ? '<none>' : addrs.length > 3 ? `${addrs.slice(0, 3).join(',')} + ${addrs.length - 3} more...` : addrs.join(',');
     return [name(o), str(get(o, 'addressType')), ports.length ? ports.join(',') : '<unset>', eps, age(o, now)];
   },
 };
@@ -129,13 +166,38 @@ export const nodePrinter: Printer = {
   ],
   cells: (o, now) => {
     const ready = arr(get(o, 'status', 'conditions')).find((c) => get(c, 'type') === 'Ready');
-    let status = ready ? (get(ready, 'status') === 'True' ? 'Ready' : get(ready, 'status') === 'False' ? 'NotReady' : 'Unknown') : 'Unknown';
+    let status = ready
+      ? get(ready, 'status') === 'True'
+        ? 'Ready'
+        : get(ready, 'status') === 'False'
+          ? 'NotReady'
+          : 'Unknown'
+      : 'Unknown';
     if (get(o, 'spec', 'unschedulable') === true) status += ',SchedulingDisabled';
     const labels = (get(o, 'metadata', 'labels') ?? {}) as Obj;
-    const roles = Object.keys(labels).filter((k) => k.startsWith('node-role.kubernetes.io/')).map((k) => k.slice('node-role.kubernetes.io/'.length));
-    const addr = (t: string): string => str(arr(get(o, 'status', 'addresses')).filter((a) => get(a, 'type') === t).map((a) => String(get(a, 'address'))).join(','));
+    const roles = Object.keys(labels)
+      .filter((k) => k.startsWith('node-role.kubernetes.io/'))
+      .map((k) => k.slice('node-role.kubernetes.io/'.length));
+    const addr = (t: string): string =>
+      str(
+        arr(get(o, 'status', 'addresses'))
+          .filter((a) => get(a, 'type') === t)
+          .map((a) => text(get(a, 'address')))
+          .join(','),
+      );
     const info = (k: string): string => str(get(o, 'status', 'nodeInfo', k), '<unknown>');
-    return [name(o), status, roles.length ? roles.sort().join(',') : '<none>', age(o, now), str(get(o, 'status', 'nodeInfo', 'kubeletVersion'), ''), addr('InternalIP'), addr('ExternalIP'), info('osImage'), info('kernelVersion'), info('containerRuntimeVersion')];
+    return [
+      name(o),
+      status,
+      roles.length ? roles.sort().join(',') : '<none>',
+      age(o, now),
+      str(get(o, 'status', 'nodeInfo', 'kubeletVersion'), ''),
+      addr('InternalIP'),
+      addr('ExternalIP'),
+      info('osImage'),
+      info('kernelVersion'),
+      info('containerRuntimeVersion'),
+    ];
   },
 };
 
@@ -144,7 +206,10 @@ export const podPrinter: Printer = {
     NAME,
     col('Ready', 'The aggregate readiness state of this pod for accepting traffic.'),
     col('Status', 'The aggregate status of the containers in this pod.'),
-    col('Restarts', 'The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.'),
+    col(
+      'Restarts',
+      'The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.',
+    ),
     AGE,
     col('IP', 'IP address allocated to the pod. Routable at least within the cluster.', 1),
     col('Node', 'Name of the node where the pod is running.', 1),
@@ -154,7 +219,15 @@ export const podPrinter: Printer = {
     const statuses = arr(get(o, 'status', 'containerStatuses'));
     const ready = statuses.filter((s) => get(s, 'ready') === true).length;
     const restarts = statuses.reduce<number>((n, s) => n + Number(get(s, 'restartCount') ?? 0), 0);
-    return [name(o), `${ready}/${containers.length}`, str(get(o, 'status', 'reason') ?? get(o, 'status', 'phase'), 'Unknown'), restarts, age(o, now), str(get(o, 'status', 'podIP')), str(get(o, 'spec', 'nodeName'))];
+    return [
+      name(o),
+      `${ready}/${containers.length}`,
+      str(get(o, 'status', 'reason') ?? get(o, 'status', 'phase'), 'Unknown'),
+      restarts,
+      age(o, now),
+      str(get(o, 'status', 'podIP')),
+      str(get(o, 'spec', 'nodeName')),
+    ];
   },
 };
 
@@ -163,7 +236,10 @@ export const eventPrinter: Printer = {
   columns: [
     col('Last Seen', 'Time when this Event was last observed.'),
     col('Type', 'Type of this event (Normal, Warning), new types could be added in the future.'),
-    col('Reason', 'This should be a short, machine understandable string that gives the reason for the transition into the object\'s current status.'),
+    col(
+      'Reason',
+      "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+    ),
     col('Object', 'The object that this event is about.'),
     col('Subobject', 'The subobject that this event is about.', 1),
     col('Source', 'The component reporting this event.', 1),
@@ -175,9 +251,22 @@ export const eventPrinter: Printer = {
   cells: (o, now) => {
     const last = get(o, 'series', 'lastObservedTime') ?? get(o, 'lastTimestamp') ?? get(o, 'eventTime');
     const first = get(o, 'firstTimestamp') ?? get(o, 'eventTime');
-    const kind = String(get(o, 'involvedObject', 'kind') ?? '').toLowerCase();
-    const source = [get(o, 'source', 'component') ?? get(o, 'reportingComponent'), get(o, 'source', 'host') ?? get(o, 'reportingInstance')].filter(Boolean).join(', ');
-    return [since(last, now), str(get(o, 'type'), ''), str(get(o, 'reason'), ''), `${kind}/${String(get(o, 'involvedObject', 'name') ?? '')}`, str(get(o, 'involvedObject', 'fieldPath'), ''), source, str(get(o, 'message'), ''), since(first, now), Number(get(o, 'count') ?? get(o, 'series', 'count') ?? 1), name(o)];
+    const kind = text(get(o, 'involvedObject', 'kind') ?? '').toLowerCase();
+    const source = [get(o, 'source', 'component') ?? get(o, 'reportingComponent'), get(o, 'source', 'host') ?? get(o, 'reportingInstance')]
+      .filter(Boolean)
+      .join(', ');
+    return [
+      since(last, now),
+      str(get(o, 'type'), ''),
+      str(get(o, 'reason'), ''),
+      `${kind}/${text(get(o, 'involvedObject', 'name') ?? '')}`,
+      str(get(o, 'involvedObject', 'fieldPath'), ''),
+      source,
+      str(get(o, 'message'), ''),
+      since(first, now),
+      Number(get(o, 'count') ?? get(o, 'series', 'count') ?? 1),
+      name(o),
+    ];
   },
 };
 
@@ -200,36 +289,81 @@ export const daemonSetPrinter: Printer = {
     const containers = arr(get(o, 'spec', 'template', 'spec', 'containers'));
     const sel = get(o, 'spec', 'selector', 'matchLabels');
     return [
-      name(o), n('desiredNumberScheduled'), n('currentNumberScheduled'), n('numberReady'), n('updatedNumberScheduled'), n('numberAvailable'),
-      selectorText(get(o, 'spec', 'template', 'spec', 'nodeSelector')), age(o, now),
-      containers.map((c) => String(get(c, 'name'))).join(','), containers.map((c) => String(get(c, 'image'))).join(','), selectorText(sel),
+      name(o),
+      n('desiredNumberScheduled'),
+      n('currentNumberScheduled'),
+      n('numberReady'),
+      n('updatedNumberScheduled'),
+      n('numberAvailable'),
+      selectorText(get(o, 'spec', 'template', 'spec', 'nodeSelector')),
+      age(o, now),
+      containers.map((c) => text(get(c, 'name'))).join(','),
+      containers.map((c) => text(get(c, 'image'))).join(','),
+      selectorText(sel),
     ];
   },
 };
 
 export const configMapPrinter: Printer = {
   columns: [NAME, col('Data', 'Data contains the configuration data.', 0, 'integer'), AGE],
-  cells: (o, now) => [name(o), Object.keys((get(o, 'data') ?? {}) as Obj).length + Object.keys((get(o, 'binaryData') ?? {}) as Obj).length, age(o, now)],
+  cells: (o, now) => [name(o), Object.keys(get(o, 'data') ?? {}).length + Object.keys(get(o, 'binaryData') ?? {}).length, age(o, now)],
 };
 
 export const serviceAccountPrinter: Printer = {
-  columns: [NAME, col('Secrets', 'Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.', 0, 'integer'), AGE],
+  columns: [
+    NAME,
+    col(
+      'Secrets',
+      'Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.',
+      0,
+      'integer',
+    ),
+    AGE,
+  ],
   cells: (o, now) => [name(o), arr(get(o, 'secrets')).length, age(o, now)],
 };
 
 export const clusterRoleBindingPrinter: Printer = {
-  columns: [NAME, col('Role', 'RoleRef is the reference to the role.'), AGE, col('Users', 'Users in the binding.', 1), col('Groups', 'Groups in the binding.', 1), col('ServiceAccounts', 'ServiceAccounts in the binding.', 1)],
+  columns: [
+    NAME,
+    col('Role', 'RoleRef is the reference to the role.'),
+    AGE,
+    col('Users', 'Users in the binding.', 1),
+    col('Groups', 'Groups in the binding.', 1),
+    col('ServiceAccounts', 'ServiceAccounts in the binding.', 1),
+  ],
   cells: (o, now) => {
     const subjects = arr(get(o, 'subjects'));
-    const of = (k: string): string => subjects.filter((s) => get(s, 'kind') === k).map((s) => (k === 'ServiceAccount' ? `${String(get(s, 'namespace'))}/${String(get(s, 'name'))}` : String(get(s, 'name')))).join(', ');
-    return [name(o), `${String(get(o, 'roleRef', 'kind'))}/${String(get(o, 'roleRef', 'name'))}`, age(o, now), of('User'), of('Group'), of('ServiceAccount')];
+    const of = (k: string): string =>
+      subjects
+        .filter((s) => get(s, 'kind') === k)
+        .map((s) => (k === 'ServiceAccount' ? `${text(get(s, 'namespace'))}/${text(get(s, 'name'))}` : text(get(s, 'name'))))
+        .join(', ');
+    return [
+      name(o),
+      `${text(get(o, 'roleRef', 'kind'))}/${text(get(o, 'roleRef', 'name'))}`,
+      age(o, now),
+      of('User'),
+      of('Group'),
+      of('ServiceAccount'),
+    ];
   },
 };
 
 /** A CRD's additionalPrinterColumns (simple JSONPath `.a.b`), then Age, as the real server builds them. */
-export function crdPrinter(columns: Array<{ name: string; type?: string; jsonPath: string; description?: string; priority?: number }>): Printer {
+export function crdPrinter(
+  columns: Array<{ name: string; type?: string; jsonPath: string; description?: string; priority?: number }>,
+): Printer {
   if (!columns.length) return defaultPrinter;
-  const defs: Column[] = [NAME, ...columns.map((c) => ({ name: c.name, type: (['integer', 'number', 'boolean', 'date'].includes(c.type ?? '') ? c.type : 'string') as Column['type'], description: c.description ?? '', priority: c.priority ?? 0 }))];
+  const defs: Column[] = [
+    NAME,
+    ...columns.map((c) => ({
+      name: c.name,
+      type: (['integer', 'number', 'boolean', 'date'].includes(c.type ?? '') ? c.type : 'string') as Column['type'],
+      description: c.description ?? '',
+      priority: c.priority ?? 0,
+    })),
+  ];
   const hasAge = columns.some((c) => c.jsonPath === '.metadata.creationTimestamp');
   return {
     columns: hasAge ? defs : [...defs, AGE],
@@ -248,7 +382,13 @@ export function crdPrinter(columns: Array<{ name: string; type?: string; jsonPat
 export type IncludeObject = 'None' | 'Metadata' | 'Object';
 
 /** One Table over `objects` (each given as served and as printed). */
-export function table(printer: Printer, rows: Array<{ served: Obj; printed: Obj }>, listMeta: Obj, include: IncludeObject, noHeaders = false): Obj {
+export function table(
+  printer: Printer,
+  rows: Array<{ served: Obj; printed: Obj }>,
+  listMeta: Obj,
+  include: IncludeObject,
+  noHeaders = false,
+): Obj {
   const now = Date.now();
   return {
     kind: 'Table',
@@ -261,9 +401,7 @@ export function table(printer: Printer, rows: Array<{ served: Obj; printed: Obj 
         ? {}
         : {
             object:
-              include === 'Object'
-                ? served
-                : { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: served.metadata },
+              include === 'Object' ? served : { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: served.metadata },
           }),
     })),
   };

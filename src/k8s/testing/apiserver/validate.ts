@@ -18,7 +18,8 @@ export interface Checked {
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'number' ? (Number.isInteger(v) ? 'integer' : 'number') : typeof v);
+const typeName = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'number' ? (Number.isInteger(v) ? 'integer' : 'number') : typeof v;
 
 const join = (path: string, key: string): string => (path ? `${path}.${key}` : key);
 
@@ -33,7 +34,12 @@ export function check(schemas: Schemas, value: unknown, schema: Schema | undefin
   if (value === null) return s.nullable ? null : undefined;
   if (s.intOrString) {
     if (!(typeof value === 'string' || (typeof value === 'number' && Number.isInteger(value)))) {
-      out.errors.push({ type: 'FieldValueTypeInvalid', field: path, value, detail: `${path} in body must be of type integer-or-string: ${JSON.stringify(typeName(value))}` });
+      out.errors.push({
+        type: 'FieldValueTypeInvalid',
+        field: path,
+        value,
+        detail: `${path} in body must be of type integer-or-string: ${JSON.stringify(typeName(value))}`,
+      });
     }
     return value;
   }
@@ -56,7 +62,9 @@ export function check(schemas: Schemas, value: unknown, schema: Schema | undefin
       if (v === undefined) delete value[key];
       else value[key] = v;
     }
-    if (custom) for (const r of s.required ?? []) if (!(r in value)) out.errors.push({ type: 'FieldValueRequired', field: join(path, r), detail: '' });
+    if (custom)
+      for (const r of s.required ?? [])
+        if (!(r in value)) out.errors.push({ type: 'FieldValueRequired', field: join(path, r), detail: '' });
     return value;
   }
   if (s.type === 'array' || s.items) {
@@ -72,10 +80,13 @@ export function check(schemas: Schemas, value: unknown, schema: Schema | undefin
   }
   if (!s.type) return value; // preserve-unknown or untyped: anything goes
   const ok =
-    s.type === 'string' ? typeof value === 'string'
-    : s.type === 'boolean' ? typeof value === 'boolean'
-    : s.type === 'integer' ? typeof value === 'number' && Number.isInteger(value)
-    : typeof value === 'number';
+    s.type === 'string'
+      ? typeof value === 'string'
+      : s.type === 'boolean'
+        ? typeof value === 'boolean'
+        : s.type === 'integer'
+          ? typeof value === 'number' && Number.isInteger(value)
+          : typeof value === 'number';
   if (!ok) {
     out.errors.push(typeError(path, value, s.type));
     return value;
@@ -85,8 +96,10 @@ export function check(schemas: Schemas, value: unknown, schema: Schema | undefin
       out.errors.push({ type: 'FieldValueNotSupported', field: path, value, detail: '', supported: s.enum.map(String) });
     }
     if (typeof value === 'number') {
-      if (s.minimum !== undefined && value < s.minimum) out.errors.push({ type: 'FieldValueInvalid', field: path, value, detail: `should be greater than or equal to ${s.minimum}` });
-      if (s.maximum !== undefined && value > s.maximum) out.errors.push({ type: 'FieldValueInvalid', field: path, value, detail: `should be less than or equal to ${s.maximum}` });
+      if (s.minimum !== undefined && value < s.minimum)
+        out.errors.push({ type: 'FieldValueInvalid', field: path, value, detail: `should be greater than or equal to ${s.minimum}` });
+      if (s.maximum !== undefined && value > s.maximum)
+        out.errors.push({ type: 'FieldValueInvalid', field: path, value, detail: `should be less than or equal to ${s.maximum}` });
     }
     if (typeof value === 'string' && s.pattern && !new RegExp(s.pattern).test(value)) {
       out.errors.push({ type: 'FieldValueInvalid', field: path, value, detail: `should match '${s.pattern}'` });
@@ -96,7 +109,33 @@ export function check(schemas: Schemas, value: unknown, schema: Schema | undefin
 }
 
 function typeError(path: string, value: unknown, want: string): FieldError {
-  return { type: 'FieldValueTypeInvalid', field: path, value: typeName(value), detail: `${path} in body must be of type ${want}: ${JSON.stringify(typeName(value))}` };
+  return {
+    type: 'FieldValueTypeInvalid',
+    field: path,
+    value: typeName(value),
+    detail: `${path} in body must be of type ${want}: ${JSON.stringify(typeName(value))}`,
+  };
+}
+
+/**
+ * Built-in kinds are Go structs whose maps are `omitempty`: an emptied map
+ * (the last nodeSelector key deleted) is not stored. Custom resources keep
+ * what they are given.
+ */
+export function dropEmptyMaps(schemas: Schemas, value: unknown, schema: Schema | undefined): void {
+  const s = schemas.resolve(schema);
+  if (!s || typeof value !== 'object' || value === null) return;
+  if (Array.isArray(value)) {
+    for (const v of value) dropEmptyMaps(schemas, v, s.items);
+    return;
+  }
+  const o = value as Record<string, unknown>;
+  for (const [k, v] of Object.entries(o)) {
+    const sub = schemas.resolve(s.properties?.[k] ?? s.additionalProperties);
+    if (!sub) continue;
+    if (sub.additionalProperties && !sub.properties && isPlainObject(v) && Object.keys(v).length === 0) delete o[k];
+    else dropEmptyMaps(schemas, v, sub);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -144,12 +183,14 @@ const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 
 function qualifiedNameProblem(key: string): string | undefined {
   const parts = key.split('/');
-  if (parts.length > 2) return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
+  if (parts.length > 2)
+    return "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')";
   const name = parts.at(-1)!;
   if (parts.length === 2 && nameProblem('subdomain', parts[0]!)) return `prefix part ${nameProblem('subdomain', parts[0]!)}`;
   if (name.length === 0) return 'name part must be non-empty';
   if (name.length > 63) return 'name part must be no more than 63 characters';
-  if (!QUALIFIED_NAME.test(name)) return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+  if (!QUALIFIED_NAME.test(name))
+    return "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
   return undefined;
 }
 
@@ -174,7 +215,10 @@ export function checkMeta(meta: Record<string, unknown>, rule: NameRule, namespa
           type: 'FieldValueInvalid',
           field: 'metadata.labels',
           value: v,
-          detail: v.length > 63 ? 'must be no more than 63 characters' : "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+          detail:
+            v.length > 63
+              ? 'must be no more than 63 characters'
+              : "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
         });
       }
     }
