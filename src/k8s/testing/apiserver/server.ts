@@ -53,8 +53,9 @@ import { builtinKinds } from './kinds.js';
 import { deepEqual, jsonPatch, mergePatch, strategicMergePatch } from './patch.js';
 import { apiVersionOf, builtinSchemas, fromCrd, Registry, type HookContext, type ResourceType } from './registry.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
-import { Store, type Change, type Obj } from './store.js';
+import { Store, type Obj } from './store.js';
 import { table, type IncludeObject } from './table.js';
+import { Watches } from './watch.js';
 import { text } from './util.js';
 import { check, checkMeta, dropEmptyMaps } from './validate.js';
 
@@ -82,16 +83,6 @@ interface WriteOptions {
   manager: string;
   fieldValidation: Validation;
   warnings: string[];
-}
-
-interface Watcher {
-  type: ResourceType;
-  match: (stored: Obj) => boolean;
-  resp: ServerResponse;
-  bookmarks: boolean;
-  out: Output;
-  include: IncludeObject;
-  headersSent: boolean;
 }
 
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -138,8 +129,7 @@ export class FakeApiServer {
   private readonly store = new Store();
   private server: Server | undefined;
   private address = '127.0.0.1';
-  private bookmarkTimer: NodeJS.Timeout | undefined;
-  private readonly watchers = new Set<Watcher>();
+  private readonly watches: Watches;
   private readonly podLogs = new Map<string, string>();
   readonly requests: RequestLog[] = [];
   /**
@@ -150,7 +140,7 @@ export class FakeApiServer {
 
   constructor(opts: FakeApiServerOptions = {}) {
     for (const r of builtinKinds()) this.registry.add(r);
-    this.store.onChange((key, c) => this.fanOut(key, c));
+    this.watches = new Watches(this.store, (type, stored) => this.served(type, stored));
     const sys: WriteOptions = { dryRun: false, manager: 'kube-apiserver', fieldValidation: 'Strict', warnings: [] };
     const nsType = this.registry.get('', 'v1', 'namespaces')!;
     for (const name of ['default', 'kube-system', 'kube-public', 'kube-node-lease'])
@@ -173,15 +163,14 @@ export class FakeApiServer {
     server.on('clientError', (_err, socket) => socket.destroy());
     this.server = server;
     await new Promise<void>((r) => (anyAddress ? server.listen(port, r) : server.listen(port, host, r)));
-    this.bookmarkTimer = setInterval(() => this.bookmark(), 1000);
-    this.bookmarkTimer.unref();
+    this.watches.startBookmarks();
     const a = server.address() as AddressInfo;
     this.address = `${host}:${a.port}`;
     return `http://${host}:${a.port}`;
   }
 
   async close(): Promise<void> {
-    clearInterval(this.bookmarkTimer);
+    this.watches.stopBookmarks();
     this.dropWatches();
     const server = this.server;
     if (!server) return;
@@ -282,12 +271,11 @@ export class FakeApiServer {
 
   /** Cut every watch connection (network blip, API server restart). */
   dropWatches(): void {
-    for (const w of this.watchers) w.resp.destroy();
-    this.watchers.clear();
+    this.watches.drop();
   }
 
   watchCount(res?: Resource): number {
-    return [...this.watchers].filter((w) => !res || w.type.plural === res || `${w.type.group}/${w.type.plural}` === res).length;
+    return this.watches.count((type) => !res || type.plural === res || `${type.group}/${type.plural}` === res);
   }
 
   // -------------------------------------------------------------------------
@@ -354,7 +342,8 @@ export class FakeApiServer {
         case 'GET': {
           const out = negotiate(accept, true);
           const include = (query.includeObject ?? 'Metadata') as IncludeObject;
-          if (query.watch === 'true' || query.watch === '1') return this.watch(type, namespace, query, out, include, resp);
+          if (query.watch === 'true' || query.watch === '1')
+            return this.watches.open(type, this.matcher(type, namespace, query), query, out, include, resp);
           return reply(200, this.listBody(type, namespace, query, out, include), out.kind === 'table' ? { kind: 'json' } : out);
         }
         case 'POST': {
@@ -839,12 +828,7 @@ export class FakeApiServer {
     const storageKey = `${group}/${plural}`;
     for (const [key] of this.store.list(storageKey)) this.store.delete(storageKey, key);
     this.registry.remove(group, plural);
-    for (const w of [...this.watchers]) {
-      if (w.type.storageKey === storageKey) {
-        w.resp.end();
-        this.watchers.delete(w);
-      }
-    }
+    this.watches.end(storageKey);
   }
 
   // -------------------------------------------------------------------------
@@ -923,93 +907,6 @@ export class FakeApiServer {
       );
     }
     return { kind: type.listKind, apiVersion: apiVersionOf(type), metadata: listMeta, items: page.map(([, o]) => this.served(type, o)) };
-  }
-
-  private watch(
-    type: ResourceType,
-    namespace: string | undefined,
-    query: Record<string, string>,
-    out: Output,
-    include: IncludeObject,
-    resp: ServerResponse,
-  ): void {
-    const match = this.matcher(type, namespace, query);
-    const from = query.resourceVersion;
-    // unset or "0": start with the current state as ADDED events; N: replay what happened after N
-    const initial = query.sendInitialEvents === 'true' || from === undefined || from === '' || from === '0';
-    const since = initial ? this.store.resourceVersion : Number(from);
-    if (!Number.isInteger(since)) throw badRequest(`resourceVersion: Invalid value: ${JSON.stringify(from)}: must be an integer`);
-    resp.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private', 'Transfer-Encoding': 'chunked' });
-    resp.flushHeaders();
-    const w: Watcher = { type, match, resp, bookmarks: query.allowWatchBookmarks === 'true', out, include, headersSent: false };
-    if (!initial && since < this.store.oldest(type.storageKey)) {
-      resp.end(`${JSON.stringify({ type: 'ERROR', object: gone().status() })}\n`);
-      return;
-    }
-    if (initial) {
-      for (const [, o] of this.store.list(type.storageKey)) if (match(o)) this.send(w, 'ADDED', o);
-      if (query.sendInitialEvents === 'true') {
-        this.send(w, 'BOOKMARK', {
-          metadata: { resourceVersion: String(this.store.resourceVersion), annotations: { 'k8s.io/initial-events-end': 'true' } },
-        });
-      }
-    } else {
-      for (const c of this.store.since(type.storageKey, since)) this.deliver(w, c);
-    }
-    this.watchers.add(w);
-    resp.on('close', () => this.watchers.delete(w));
-    const timeout = Number(query.timeoutSeconds);
-    if (Number.isFinite(timeout) && timeout > 0) {
-      const timer = setTimeout(() => {
-        this.watchers.delete(w);
-        resp.end();
-      }, timeout * 1000);
-      timer.unref();
-      resp.on('close', () => clearTimeout(timer));
-    }
-  }
-
-  private fanOut(storageKey: string, c: Change): void {
-    for (const w of this.watchers) if (w.type.storageKey === storageKey) this.deliver(w, c);
-  }
-
-  /** One change to one watcher: selectors decide whether it sees it, and as what. */
-  private deliver(w: Watcher, c: Change): void {
-    const now = c.type !== 'DELETED' && w.match(c.object);
-    const before = c.prev !== undefined && w.match(c.prev);
-    let type: string | undefined;
-    if (c.type === 'ADDED') type = now ? 'ADDED' : undefined;
-    else if (c.type === 'DELETED') type = before || w.match(c.object) ? 'DELETED' : undefined;
-    else type = now && before ? 'MODIFIED' : now ? 'ADDED' : before ? 'DELETED' : undefined;
-    if (type) this.send(w, type, c.object);
-  }
-
-  private send(w: Watcher, type: string, stored: Obj): void {
-    if (w.resp.destroyed || w.resp.writableEnded) return;
-    let object: Obj;
-    if (type === 'BOOKMARK') {
-      object = {
-        kind: w.out.kind === 'table' ? 'Table' : w.type.kind,
-        apiVersion: w.out.kind === 'table' ? 'meta.k8s.io/v1' : apiVersionOf(w.type),
-        ...stored,
-      };
-    } else if (w.out.kind === 'table') {
-      const served = this.served(w.type, stored);
-      object = table(
-        w.type.printer,
-        [{ served, printed: w.type.printStored ? stored : served }],
-        { resourceVersion: (stored.metadata as Obj).resourceVersion },
-        w.include,
-        w.headersSent,
-      );
-      w.headersSent = true;
-    } else object = this.served(w.type, stored);
-    w.resp.write(`${JSON.stringify({ type, object })}\n`);
-  }
-
-  private bookmark(): void {
-    const rv = String(this.store.resourceVersion);
-    for (const w of this.watchers) if (w.bookmarks) this.send(w, 'BOOKMARK', { metadata: { resourceVersion: rv } });
   }
 }
 
