@@ -9,6 +9,7 @@
    kubectl's JSON output is read field by field */
 import t from 'tap';
 import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
@@ -245,6 +246,15 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
     await k.ok(['create', 'configmap', 'cfg', '-n', 'team-a', '--from-literal=key=value']);
     await k.ok(['create', 'serviceaccount', 'robot', '-n', 'team-a']);
     t.same((await k.json(['get', 'configmap', 'cfg', '-n', 'team-a'])).data, { key: 'value' });
+    await k.ok(['create', 'service', 'nodeport', 'np', '-n', 'team-a', '--tcp=80:http']);
+    t.match(
+      (await k.json(['get', 'svc', 'np', '-n', 'team-a'])).spec,
+      { type: 'NodePort', ports: [{ port: 80, targetPort: 'http', protocol: 'TCP', nodePort: Number }], selector: { app: 'np' } },
+      'a Service sent as protobuf, defaulted',
+    );
+    await k.ok(['create', 'clusterrole', 'reader', '--verb=get,list', '--resource=pods']);
+    await k.ok(['create', 'clusterrolebinding', 'reader', '--clusterrole=reader', '--serviceaccount=team-a:robot']);
+    t.match(await k.ok(['get', 'clusterrolebinding', 'reader', '-o', 'wide']), /^reader\s+ClusterRole\/reader\s+\d+s\s+team-a\/robot$/m);
     failed(
       await k.run(['create', 'namespace', 'Team_B']),
       /The Namespace "Team_B" is invalid: metadata.name: Invalid value: "Team_B": a lowercase RFC 1123 label/,
@@ -600,6 +610,23 @@ t.test('raw HTTP: status codes and bodies the server cannot read', async (t) => 
     t.equal(r.status, status, `${what}: ${status}`);
     t.match(r.body, { kind: 'Status', status: 'Failure', code: status, message: re }, `${what}: a Status naming the problem`);
   }
+  t.match(
+    await req('GET', '/api/v1/namespaces/%E0%A4%A/services'),
+    { status: 400, body: { message: /percent-encoding/ } },
+    'a path that does not decode',
+  );
+  // a client that goes away in the middle of its body
+  await new Promise<void>((resolve) => {
+    const sock = connect(Number(new URL(url).port), '127.0.0.1', () => {
+      sock.write(
+        'POST /api/v1/namespaces/default/services HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"metadata":',
+      );
+      setTimeout(() => {
+        sock.destroy();
+        resolve();
+      }, 50);
+    });
+  });
   const tooBig = await req('POST', '/api/v1/namespaces/default/services', Buffer.alloc(4 * 1024 * 1024, 0x20), 'application/json');
   t.equal(tooBig.status, 413, 'a body over 3 MiB');
   t.equal((await req('GET', '/version')).status, 200, 'the server is still up');

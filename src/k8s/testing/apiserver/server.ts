@@ -294,7 +294,12 @@ export class FakeApiServer {
   }
 
   private async dispatch(req: IncomingMessage, resp: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://x');
+    } catch {
+      throw badRequest(`the request URL ${JSON.stringify(req.url)} cannot be parsed`);
+    }
     const query = Object.fromEntries(url.searchParams);
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
     const method = req.method ?? 'GET';
@@ -471,7 +476,12 @@ export class FakeApiServer {
       if (!m) return undefined;
       [group, version, rest] = [m[1]!, m[2]!, m[3]!];
     }
-    const parts = rest.split('/').map(decodeURIComponent);
+    let parts: string[];
+    try {
+      parts = rest.split('/').map(decodeURIComponent);
+    } catch {
+      throw badRequest(`the request path ${JSON.stringify(path)} is not valid percent-encoding`);
+    }
     let namespace: string | undefined;
     if (parts[0] === 'namespaces' && parts.length >= 3 && this.registry.get(group, version, parts[2]!)?.namespaced) {
       namespace = parts[1];
