@@ -371,7 +371,15 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
     t.match(c.stderr, /--force-conflicts/);
     t.match(await k.ok(['apply', '--server-side', '--force-conflicts', '-f', '-'], { input: cfg }), /serverside-applied/);
     const felix = await k.json(['get', 'felixconfiguration', 'default', '--show-managed-fields']);
-    t.match(felix.spec, { bpfEnabled: false, bpfLogLevel: 'Info' });
+    t.same(
+      felix.spec,
+      { bpfEnabled: false, bpfLogLevel: 'Info' },
+      'kubectl moved its client-side apply fields to server-side apply (rewriting managedFields), so what this apply leaves out goes',
+    );
+    t.notOk(
+      (felix.metadata.managedFields as Obj[]).some((m) => m.manager === 'kubectl-client-side-apply'),
+      'no client-side apply manager left',
+    );
     const mine = (felix.metadata.managedFields as Obj[]).find((m) => m.manager === 'kubectl' && m.operation === 'Apply');
     t.same(mine?.fieldsV1, { 'f:spec': { 'f:bpfEnabled': {}, 'f:bpfLogLevel': {} } }, 'the applier owns what it applied');
     t.notOk(

@@ -294,8 +294,10 @@ const sameSlot = (e: ManagedEntry, t: Tracking, op: ManagedEntry['operation']): 
   e.manager === t.manager && e.operation === op && (e.subresource ?? '') === (t.scope === 'status' ? 'status' : '');
 
 /** managedFields after an Update operation turned `old` (undefined on create) into `next`. */
-export function trackUpdate(old: Obj | undefined, next: Obj, t: Tracking): Obj[] {
-  const entries = readManaged(old?.metadata as Obj | undefined);
+export function trackUpdate(old: Obj | undefined, next: Obj, t: Tracking, given?: unknown[]): Obj[] {
+  // managedFields the writer sent (kubectl rewrites them when it moves from client-side to
+  // server-side apply) replace the live ones, as on the real server; none sent: the live ones
+  const entries = readManaged(given?.length ? { managedFields: given } : (old?.metadata as Obj | undefined));
   const newSet = filterSet(fieldSetOf(t.schemas, next, t.schema), t.scope, t.resetsStatus);
   const oldSet = old ? filterSet(fieldSetOf(t.schemas, old, t.schema), t.scope, t.resetsStatus) : new Set<string>();
   const changed = new Set(

@@ -576,6 +576,7 @@ export class FakeApiServer {
     this.checkFields(type, body, opts, name);
     const stored = structuredClone(type.toStorage ? type.toStorage(body) : body);
     const sm = metaOf(stored);
+    const given = Array.isArray(sm.managedFields) ? (sm.managedFields as unknown[]) : undefined;
     for (const k of [
       'uid',
       'creationTimestamp',
@@ -600,7 +601,7 @@ export class FakeApiServer {
     sm.uid = randomUUID();
     sm.creationTimestamp = ctx.now;
     if (type.generation) sm.generation = 1;
-    sm.managedFields = applied ?? trackUpdate(undefined, stored, this.tracking(type, opts.manager, 'main'));
+    sm.managedFields = applied ?? trackUpdate(undefined, stored, this.tracking(type, opts.manager, 'main'), given);
     if (!(sm.managedFields as unknown[]).length) delete sm.managedFields;
     if (opts.dryRun) return stored;
     this.store.put(type.storageKey, key, stored);
@@ -644,6 +645,8 @@ export class FakeApiServer {
       else nm[k] = oldMeta[k];
     }
     delete nm.resourceVersion;
+    const sent = nm.managedFields;
+    const given = scope === 'main' && Array.isArray(sent) && !deepEqual(sent, oldMeta.managedFields) ? (sent as unknown[]) : undefined;
     if (scope === 'status') nm.managedFields = structuredClone(oldMeta.managedFields);
     const ctx = this.hookContext();
     if (scope === 'main') type.prepareUpdate?.(next, old, ctx);
@@ -652,7 +655,7 @@ export class FakeApiServer {
     if (type.group === 'apiextensions.k8s.io') this.checkCrdNames(next);
     if (type.generation && !deepEqual(withoutMetaAndStatus(old), withoutMetaAndStatus(next)))
       nm.generation = Number(oldMeta.generation ?? 0) + 1;
-    nm.managedFields = applied ?? trackUpdate(old, next, this.tracking(type, opts.manager, scope));
+    nm.managedFields = applied ?? trackUpdate(old, next, this.tracking(type, opts.manager, scope), given);
     if (!(nm.managedFields as unknown[]).length) delete nm.managedFields;
     if (deepEqual(forCompare(old), forCompare(next))) return old;
     // a dry run shows the version it was computed from (kubectl diff checks it did not move)
