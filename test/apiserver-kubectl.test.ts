@@ -8,7 +8,7 @@
 /* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment --
    kubectl's JSON output is read field by field */
 import t from 'tap';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -456,6 +456,65 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
     t.equal(again.code, 0);
     t.match(again.stderr, /No resources found/, 'reinstalled empty');
   });
+});
+
+t.test('the README install and rollback, command by command', { skip: missing }, async (t) => {
+  const api = new FakeApiServer({ crds: [] });
+  const url = await api.listen();
+  const k = new Kubectl(url);
+  t.teardown(async () => {
+    k.cleanup();
+    await api.close();
+  });
+  const m = (f: string): string => join(MANIFESTS, f);
+  const patchFile = (f: string): string => readFileSync(m(f), 'utf8');
+  // kube-proxy, as a cluster has it
+  const kp = { 'k8s-app': 'kube-proxy' };
+  api.upsert('daemonsets', {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { name: 'kube-proxy', namespace: 'kube-system', labels: kp, generation: 1 },
+    spec: {
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1, maxSurge: 0 } },
+      selector: { matchLabels: kp },
+      template: { metadata: { labels: kp }, spec: { containers: [{ name: 'kube-proxy', image: 'registry.k8s.io/kube-proxy:v1.32.0' }] } },
+    },
+    status: { observedGeneration: 1, desiredNumberScheduled: 0, currentNumberScheduled: 0, numberReady: 0, numberMisscheduled: 0 },
+  });
+  // 2. FelixConfiguration
+  await k.ok(['apply', '-f', m('crd-felixconfiguration.yaml')]);
+  await k.ok(['apply', '-f', m('felixconfiguration-default.yaml')]);
+  // 3. where the API server is
+  await k.ok(['apply', '-f', m('kubernetes-services-endpoint.yaml')]);
+  // 4. the agent
+  await k.ok(['apply', '-f', m('rbac.yaml'), '-f', m('daemonset.yaml')]);
+  t.match(
+    await k.ok(['-n', 'kube-system', 'rollout', 'status', 'ds/bpfproxy', '--timeout=20s']),
+    /daemon set "bpfproxy" successfully rolled out/,
+  );
+  // 5. kube-proxy off
+  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('kube-proxy-disable.patch.json')]);
+  t.same(
+    (api.get('daemonsets', 'kube-system/kube-proxy') as Obj).spec.template.spec.nodeSelector,
+    { 'non-calico': 'true' },
+    'kube-proxy selects no node',
+  );
+  // 6. bpfproxy on
+  await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":true}}']);
+  t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, true);
+  // rollback
+  await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":false}}']);
+  t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, false);
+  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('kube-proxy-enable.patch.json')]);
+  t.equal(
+    (api.get('daemonsets', 'kube-system/kube-proxy') as Obj).spec.template.spec.nodeSelector,
+    undefined,
+    'kube-proxy back on every node',
+  );
+  t.match(await k.ok(['-n', 'kube-system', 'rollout', 'status', 'ds/kube-proxy', '--timeout=20s']), /successfully rolled out/);
+  const gone = await k.ok(['delete', '-f', m('daemonset.yaml'), '-f', m('rbac.yaml')]);
+  t.match(gone, /daemonset.apps "bpfproxy" deleted[\s\S]*clusterrolebinding.rbac.authorization.k8s.io "bpfproxy" deleted/);
+  t.equal(api.get('daemonsets', 'kube-system/bpfproxy'), undefined);
 });
 
 t.test('@kubernetes/client-node through our adapter: list, watch, patch, conflicts', async (t) => {

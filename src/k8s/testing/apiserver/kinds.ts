@@ -241,7 +241,7 @@ function defaultDaemonSet(o: Obj): void {
     ru.maxUnavailable ??= 1;
     ru.maxSurge ??= 0;
   }
-  o.status = { currentNumberScheduled: 0, desiredNumberScheduled: 0, numberMisscheduled: 0, numberReady: 0, observedGeneration: 1 };
+  o.status = { currentNumberScheduled: 0, desiredNumberScheduled: 0, numberMisscheduled: 0, numberReady: 0 };
 }
 
 const CONFIG_KEY = /^[-._a-zA-Z0-9]+$/;

@@ -786,6 +786,7 @@ export class FakeApiServer {
 
   private afterWrite(type: ResourceType, stored: Obj, key: string): void {
     if (type.group === 'apiextensions.k8s.io') this.registerCrd(stored);
+    if (type.storageKey === 'apps/daemonsets') this.daemonSetController(key);
     if (type.storageKey === '/pods' && this.kubelet && !this.podLogs.has(key)) {
       this.podLogs.set(key, '');
       this.kubelet(structuredClone(stored) as Obj & { metadata: { name: string } }, (status, logs) => {
@@ -797,6 +798,23 @@ export class FakeApiServer {
         this.store.put('/pods', key, next);
       });
     }
+  }
+
+  /**
+   * The DaemonSet controller's part that clients wait on (`kubectl rollout
+   * status`): it observes each new generation. No node runs pods here, so
+   * every count stays 0.
+   */
+  private daemonSetController(key: string): void {
+    const cur = this.store.get('apps/daemonsets', key);
+    if (!cur) return;
+    const generation = (cur.metadata as Obj).generation;
+    const status = isObj(cur.status) ? cur.status : {};
+    if (status.observedGeneration === generation) return;
+    this.store.put('apps/daemonsets', key, {
+      ...structuredClone(cur),
+      status: { ...status, observedGeneration: generation, updatedNumberScheduled: 0, numberAvailable: 0 },
+    });
   }
 
   // -------------------------------------------------------------------------
