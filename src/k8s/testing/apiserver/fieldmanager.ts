@@ -17,10 +17,7 @@
 import { ApiError } from './errors.js';
 import { deepEqual } from './patch.js';
 import { isAtomic, listKind, type Schema, type Schemas } from './schema.js';
-import { text } from './util.js';
-
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+import { isObj, text, type Obj } from './util.js';
 
 const SEP = '\n';
 export type FieldSet = Set<string>;

@@ -13,9 +13,7 @@ import { ApiError, badRequest } from './errors.js';
 import type { Schema, Schemas } from './schema.js';
 
 type Json = unknown;
-type Obj = Record<string, unknown>;
-
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+import { isObj, type Obj } from './util.js';
 
 export const deepEqual = (a: unknown, b: unknown): boolean => {
   if (a === b) return true;

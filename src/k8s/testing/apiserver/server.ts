@@ -56,7 +56,7 @@ import { parseFieldSelector, parseLabelSelector } from './selectors.js';
 import { Store, type Obj } from './store.js';
 import { table, type IncludeObject } from './table.js';
 import { Watches } from './watch.js';
-import { text } from './util.js';
+import { isObj, text } from './util.js';
 import { check, checkMeta, dropEmptyMaps } from './validate.js';
 
 /** A resource by plural (`services`) or group/plural (`events.k8s.io/events`). */
@@ -85,7 +85,6 @@ interface WriteOptions {
   warnings: string[];
 }
 
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const metaOf = (o: Obj): Obj => {
   if (o.metadata === undefined) o.metadata = {};
   if (!isObj(o.metadata)) throw badRequest('metadata must be an object');
