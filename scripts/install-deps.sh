@@ -30,6 +30,17 @@ if [ "$major" -lt 20 ]; then
   exit 1
 fi
 
+# kubectl, for the tests that drive the in-process API server with it
+# (test/apiserver-kubectl.test.ts). Debian's kubernetes-client only if none
+# is installed: it is old (1.20 on bookworm), older than the 1.27 those tests
+# need (aggregated discovery, OpenAPI v3), so they skip with it and say so;
+# install a current kubectl from pkgs.k8s.io to run them.
+if ! command -v kubectl >/dev/null; then
+  echo "installing kubectl (Debian's kubernetes-client)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -q && apt-get install -y -q --no-install-recommends kubernetes-client; } || echo "kubernetes-client not available: the kubectl tests will skip" >&2
+fi
+
 # Pins live on bpffs.
 grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 

@@ -15,14 +15,14 @@ import { sleep, until } from './helpers/wait.js';
 
 
 t.test('list/watch into the store', async (t) => {
-  const api = new FakeApiServer();
+  // no FelixConfiguration CRD: its resource is not served at all
+  const api = new FakeApiServer({ crds: [] });
   const url = await api.listen();
   const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-kc-'));
   t.teardown(async () => { await api.close(); rmSync(dir, { recursive: true, force: true }); });
   writeKubeconfig(join(dir, 'kubeconfig'), url);
   for (let i = 0; i < 1200; i++) api.upsert('services', service('bulk', `s${i}`, `10.97.${i >> 8}.${i & 255}`));
   api.upsert('endpointslices', slice('bulk', 's0', 's0-a', [{ ip: '10.0.0.1' }]));
-  api.missing.add('felixconfigurations');
 
   const changes: string[] = [];
   const store = new ServiceStore((s) => changes.push(s));

@@ -25,6 +25,18 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
 
 type Lister = (o: { limit: number; _continue?: string }) => Promise<{ items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } }>;
 
+/**
+ * Objects as the API server sent them: client-node's typed lists turn
+ * date-time fields (metadata.creationTimestamp...) into Date objects, where
+ * watches and our converters see the wire's RFC 3339 strings.
+ */
+function wireForm(v: unknown): unknown {
+  if (v instanceof Date) return v.toISOString().replace(/\.000Z$/, 'Z');
+  if (Array.isArray(v)) return v.map(wireForm);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, wireForm(x)]));
+  return v;
+}
+
 function resource(kc: KubeConfig, name: string, path: string, lister: Lister): ResourceClient {
   const watcher = new Watch(kc);
   return {
@@ -32,7 +44,7 @@ function resource(kc: KubeConfig, name: string, path: string, lister: Lister): R
     async list({ limit, continue: cont }): Promise<ListPage> {
       const r = await lister({ limit, ...(cont ? { _continue: cont } : {}) });
       return {
-        items: r.items as KubeObject[],
+        items: r.items.map(wireForm) as KubeObject[],
         resourceVersion: r.metadata?.resourceVersion ?? '',
         ...(r.metadata?._continue ? { continue: r.metadata._continue } : {}),
       };
