@@ -16,8 +16,13 @@ NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
 # bpf_tracing.h, so no __TARGET_ARCH either.
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf -mcpu=v3
 
-.PHONY: all build bpf addon ts deps test demo clean bench bench-tools fuzz
+.PHONY: lint all build bpf addon ts deps test demo clean bench bench-tools fuzz
 all: build
+
+# typecheck, eslint, prettier and clang-format (CI runs it)
+lint:
+	npm run -s typecheck
+	npm run -s lint
 
 deps:
 	./scripts/install-deps.sh

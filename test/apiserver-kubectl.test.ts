@@ -5,8 +5,6 @@
  * @kubernetes/client-node through our adapter (list, watch, patch).
  * Skipped, with the reason, only when no kubectl 1.27+ is installed.
  */
-/* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-assignment --
-   kubectl's JSON output is read field by field */
 import t from 'tap';
 import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';

@@ -40,7 +40,7 @@ t.test('two-node lab on the Kubernetes API', async (t) => {
   for (const f of readdirSync(exDir)) {
     for (const d of parseAllDocuments(readFileSync(join(exDir, f), 'utf8'))) {
       const o = d.toJS() as { kind: string };
-      api.upsert(kinds[o.kind]!, o as never);
+      api.upsert(kinds[o.kind]!, o);
     }
   }
   api.upsert('felixconfigurations', felix('default', { bpfEnabled: true }));

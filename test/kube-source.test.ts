@@ -13,13 +13,15 @@ import { service, slice } from './helpers/k8s-objects.js';
 import { captureLogger } from './helpers/log.js';
 import { sleep, until } from './helpers/wait.js';
 
-
 t.test('list/watch into the store', async (t) => {
   // no FelixConfiguration CRD: its resource is not served at all
   const api = new FakeApiServer({ crds: [] });
   const url = await api.listen();
   const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-kc-'));
-  t.teardown(async () => { await api.close(); rmSync(dir, { recursive: true, force: true }); });
+  t.teardown(async () => {
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   writeKubeconfig(join(dir, 'kubeconfig'), url);
   for (let i = 0; i < 1200; i++) api.upsert('services', service('bulk', `s${i}`, `10.97.${i >> 8}.${i & 255}`));
   api.upsert('endpointslices', slice('bulk', 's0', 's0-a', [{ ip: '10.0.0.1' }]));
@@ -32,9 +34,15 @@ t.test('list/watch into the store', async (t) => {
   src.start();
   await src.servicesSynced();
   t.equal(store.size.services, 1200, 'paged list delivered every service');
-  t.ok(api.requests.filter((r) => r.path === '/api/v1/services' && r.query.continue).length >= 2, 'the list was paged with continue tokens');
+  t.ok(
+    api.requests.filter((r) => r.path === '/api/v1/services' && r.query.continue).length >= 2,
+    'the list was paged with continue tokens',
+  );
   t.ok(src.informers.Service.hasSynced && !src.informers.FelixConfiguration.hasSynced, 'a missing CRD does not hold up services');
-  t.same(store.frontendsOf('bulk/s0', 'n')[0]!.clusterBackends.map((b) => b.ip), ['10.0.0.1']);
+  t.same(
+    store.frontendsOf('bulk/s0', 'n')[0]!.clusterBackends.map((b) => b.ip),
+    ['10.0.0.1'],
+  );
 
   await t.test('watch delivers add, update, delete', async (t) => {
     changes.length = 0;
@@ -71,7 +79,10 @@ t.test('list/watch into the store', async (t) => {
     api.dropWatches();
     await until('node watch re-opened', () => nodeWatches().length > count);
     const after = nodeWatches().at(-1)!;
-    t.ok(Number(after.query.resourceVersion) > Number(before.query.resourceVersion), `node watch resumed at ${after.query.resourceVersion} (was ${before.query.resourceVersion}) thanks to bookmarks`);
+    t.ok(
+      Number(after.query.resourceVersion) > Number(before.query.resourceVersion),
+      `node watch resumed at ${after.query.resourceVersion} (was ${before.query.resourceVersion}) thanks to bookmarks`,
+    );
   });
 
   await t.test('410 Gone: relist, and nothing unchanged is touched', async (t) => {
@@ -84,11 +95,20 @@ t.test('list/watch into the store', async (t) => {
     await until('relist after 410', () => src.informers.Service.stats.relistsAfterGone > relists && !!store.service('web/c'));
     await sleep(100);
     t.same([...new Set(changes)], ['web/c'], 'only the new service changed: no flap of the 1200 others');
-    t.ok(lines.some((l) => /410 Gone\); relisting/.test(l.msg)), 'the relist is logged');
+    t.ok(
+      lines.some((l) => /410 Gone\); relisting/.test(l.msg)),
+      'the relist is logged',
+    );
   });
 
   await t.test('a bad object is named in a log line and an Event; the rest applies', async (t) => {
-    api.upsert('services', service('web', 'bad', '10.96.0.5', {}, [{ name: 'http', port: 80 }, { name: 'x', port: 99999 }]));
+    api.upsert(
+      'services',
+      service('web', 'bad', '10.96.0.5', {}, [
+        { name: 'http', port: 80 },
+        { name: 'x', port: 99999 },
+      ]),
+    );
     await until('bad service applied', () => store.service('web/bad')?.ports.length === 1);
     await until('event', () => api.events.length > 0);
     const ev = api.events.at(-1)!;

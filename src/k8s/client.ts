@@ -23,7 +23,10 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   return kc;
 }
 
-type Lister = (o: { limit: number; _continue?: string }) => Promise<{ items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } }>;
+type Lister = (o: {
+  limit: number;
+  _continue?: string;
+}) => Promise<{ items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } }>;
 
 /**
  * Objects as the API server sent them: client-node's typed lists turn
@@ -80,10 +83,17 @@ export function kubeClients(kc: KubeConfig, component = 'bpfproxy'): KubeClients
   const custom = kc.makeApiClient(CustomObjectsApi);
   return {
     services: resource(kc, 'services', '/api/v1/services', (o) => core.listServiceForAllNamespaces(o)),
-    endpointSlices: resource(kc, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (o) => disc.listEndpointSliceForAllNamespaces(o)),
+    endpointSlices: resource(kc, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (o) =>
+      disc.listEndpointSliceForAllNamespaces(o),
+    ),
     nodes: resource(kc, 'nodes', '/api/v1/nodes', (o) => core.listNode(o)),
-    felixConfigurations: resource(kc, 'felixconfigurations', `/apis/${FELIX_GROUP}/${FELIX_VERSION}/${FELIX_PLURAL}`,
-      (o) => custom.listClusterCustomObject({ group: FELIX_GROUP, version: FELIX_VERSION, plural: FELIX_PLURAL, ...o }) as ReturnType<Lister>),
+    felixConfigurations: resource(
+      kc,
+      'felixconfigurations',
+      `/apis/${FELIX_GROUP}/${FELIX_VERSION}/${FELIX_PLURAL}`,
+      (o) =>
+        custom.listClusterCustomObject({ group: FELIX_GROUP, version: FELIX_VERSION, plural: FELIX_PLURAL, ...o }) as ReturnType<Lister>,
+    ),
     events: new EventRecorder(core, component),
     server: kc.getCurrentCluster()!.server,
   };
@@ -112,7 +122,12 @@ export class EventRecorder {
       namespace,
       body: {
         metadata: { generateName: `${obj.name}.`, namespace },
-        involvedObject: { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.name, ...(obj.namespace ? { namespace: obj.namespace } : {}) },
+        involvedObject: {
+          apiVersion: obj.apiVersion,
+          kind: obj.kind,
+          name: obj.name,
+          ...(obj.namespace ? { namespace: obj.namespace } : {}),
+        },
         type,
         reason,
         message,
