@@ -134,18 +134,21 @@ static Napi::Object EventToJs(Napi::Env env, const NlEvent& e) {
   return o;
 }
 
-// links() -> [{ index, name, kind, up }]
-static Napi::Value Links(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// Dump one rtnetlink table (links or IPv4 routes) into a JS array: messages
+// of `type` that `parse` accepts, converted by `put`.
+template <typename Msg>
+static Napi::Value DumpEvents(Napi::Env env, uint16_t get, uint16_t type, uint8_t family, const char* what,
+                              bool (*parse)(const struct nlmsghdr*, NlEvent*),
+                              void (*put)(Napi::Object&, const NlEvent&)) {
   struct {
     struct nlmsghdr nh;
-    struct ifinfomsg ifi;
+    Msg body;
   } req = {};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-  req.nh.nlmsg_type = RTM_GETLINK;
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(Msg));
+  req.nh.nlmsg_type = get;
   req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.nh.nlmsg_seq = 1;
-  req.ifi.ifi_family = AF_UNSPEC;
+  reinterpret_cast<uint8_t*>(&req.body)[0] = family;  // ifi_family / rtm_family: the first byte of both
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
   const char* step;
@@ -153,49 +156,36 @@ static Napi::Value Links(const Napi::CallbackInfo& info) {
       &req, req.nh.nlmsg_len,
       [&](const struct nlmsghdr* nh) {
         NlEvent ev;
-        if (nh->nlmsg_type != RTM_NEWLINK || !ParseLink(nh, &ev)) return;
+        if (nh->nlmsg_type != type || !parse(nh, &ev)) return;
         Napi::Object o = Napi::Object::New(env);
-        o.Set("index", ev.index);
-        o.Set("name", ev.name);
-        o.Set("kind", ev.kind);
-        o.Set("up", ev.up);
+        put(o, ev);
         out.Set(n++, o);
       },
       &step);
-  if (err) return Throw(env, std::string(step) + " the interface dump", err);
+  if (err) return Throw(env, std::string(step) + " the " + what + " dump", err);
   return out;
+}
+
+// links() -> [{ index, name, kind, up }]
+static Napi::Value Links(const Napi::CallbackInfo& info) {
+  return DumpEvents<struct ifinfomsg>(info.Env(), RTM_GETLINK, RTM_NEWLINK, AF_UNSPEC, "interface", ParseLink,
+                                      [](Napi::Object& o, const NlEvent& ev) {
+                                        o.Set("index", ev.index);
+                                        o.Set("name", ev.name);
+                                        o.Set("kind", ev.kind);
+                                        o.Set("up", ev.up);
+                                      });
 }
 
 // routes4() -> [{ dst, prefixLen, oif }]: unicast IPv4 routes of the main
 // table that name an output interface (the pod source check reads them).
 static Napi::Value Routes4(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  struct {
-    struct nlmsghdr nh;
-    struct rtmsg rt;
-  } req = {};
-  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
-  req.nh.nlmsg_type = RTM_GETROUTE;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  req.nh.nlmsg_seq = 1;
-  req.rt.rtm_family = AF_INET;
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t n = 0;
-  const char* step;
-  int err = RtnlDump(
-      &req, req.nh.nlmsg_len,
-      [&](const struct nlmsghdr* nh) {
-        NlEvent ev;
-        if (nh->nlmsg_type != RTM_NEWROUTE || !ParseRoute(nh, &ev)) return;
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("dst", ev.dst);
-        o.Set("prefixLen", ev.prefix_len);
-        o.Set("oif", ev.oif);
-        out.Set(n++, o);
-      },
-      &step);
-  if (err) return Throw(env, std::string(step) + " the route dump", err);
-  return out;
+  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET, "route", ParseRoute,
+                                  [](Napi::Object& o, const NlEvent& ev) {
+                                    o.Set("dst", ev.dst);
+                                    o.Set("prefixLen", ev.prefix_len);
+                                    o.Set("oif", ev.oif);
+                                  });
 }
 
 class NetlinkWatcher : public Napi::ObjectWrap<NetlinkWatcher> {

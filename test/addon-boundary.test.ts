@@ -17,6 +17,7 @@ import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
 import { BPF_DIR, REPO, tmpDatapath, tmpPinDir } from './helpers/env.js';
 import { be, fe } from './helpers/fixtures.js';
+import { compileTcProgram } from './helpers/foreign-prog.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
@@ -334,23 +335,7 @@ t.test('no fd leaks on failing calls', async (t) => {
   // loadPrograms: an object that is not ours fails and is closed again
   const bpfDir = mkdtempSync(join(tmpdir(), 'bpfproxy-objs-'));
   t.teardown(() => rmSync(bpfDir, { recursive: true, force: true }));
-  writeFileSync(
-    join(bpfDir, 'other.c'),
-    '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n' +
-      'SEC("tc") int other(struct __sk_buff *skb) { return 0; }\nchar LICENSE[] SEC("license") = "GPL";\n',
-  );
-  const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-  execFileSync('clang', [
-    '-O2',
-    '-g',
-    '-target',
-    'bpf',
-    `-I/usr/include/${arch}-linux-gnu`,
-    '-c',
-    join(bpfDir, 'other.c'),
-    '-o',
-    join(bpfDir, BPF_OBJECT),
-  ]);
+  compileTcProgram(t, 'other', 'return 0;', join(bpfDir, BPF_OBJECT));
   const failed = await rejected(loadPrograms(bpfDir, tmpPinDir(t), DEFAULT_DATAPATH));
   t.ok(failed instanceof BpfError && failed.op.includes(BPF_OBJECT), `the object is named: ${String(failed)}`);
   t.equal(openFds(), before, 'loadPrograms closed the object it had loaded');

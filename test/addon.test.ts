@@ -1,39 +1,17 @@
 /** The native addon's contract: typed errors, verifier logs, TC filters that coexist, batch ops. */
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BpfError, native } from '../src/native/index.js';
 import { TC_HANDLE, TC_PRIORITY, detachAll } from '../src/dataplane/bpf/attach.js';
 import { ip } from '../src/net/netns.js';
 import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
+import { compileTcProgram } from './helpers/foreign-prog.js';
 
 t.test('a program the verifier rejects fails with BpfError carrying the verifier log', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-bad-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(
-    join(dir, 'bad.c'),
-    `#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
-SEC("tc") int bad(struct __sk_buff *skb) { return *(int *)(long)skb->data; } /* no bounds check */
-char LICENSE[] SEC("license") = "GPL";
-`,
-  );
-  const arch = execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim();
-  execFileSync('clang', [
-    '-O2',
-    '-g',
-    '-target',
-    'bpf',
-    `-I/usr/include/${arch}-linux-gnu`,
-    '-c',
-    join(dir, 'bad.c'),
-    '-o',
-    join(dir, 'bad.o'),
-  ]);
+  const bad = compileTcProgram(t, 'bad', 'return *(int *)(long)skb->data; /* no bounds check */');
   const err = await native()
-    .loadObject(join(dir, 'bad.o'))
+    .loadObject(bad)
     .then(
       () => undefined,
       (e: unknown) => e,
@@ -45,7 +23,7 @@ char LICENSE[] SEC("license") = "GPL";
   t.match(e.log, /invalid access to packet|R\d .*pkt/, 'carries the verifier log');
   t.match(e.message, /EACCES/);
   const missing = await native()
-    .loadObject(join(dir, 'nope.o'))
+    .loadObject(join(dirname(bad), 'nope.o'))
     .then(
       () => undefined,
       (x: unknown) => x,
