@@ -15,6 +15,7 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { addNetns, delNetns, ip, listNetns, nsPath, sh, sysctl } from '../net/netns.js';
+import { DEFAULT_STATE_DIR, statePaths } from '../agent/lock.js';
 
 export const DIST = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO_ROOT = join(DIST, '..', '..');
@@ -161,7 +162,11 @@ export function labDown(prefix = 'bpxlab'): string[] {
   // pods first (their processes), nodes, then the LAN
   for (const ns of gone.sort((a, b) => b.length - a.length)) delNetns(ns);
   const lab = labSpec(prefix);
-  for (const n of lab.nodes) rmSync(n.pinDir, { recursive: true, force: true });
+  for (const n of lab.nodes) {
+    rmSync(n.pinDir, { recursive: true, force: true });
+    // the agents' records of the clsact qdiscs they created: those went with the namespaces
+    rmSync(statePaths(DEFAULT_STATE_DIR, n.pinDir).qdiscs, { force: true });
+  }
   return gone;
 }
 
