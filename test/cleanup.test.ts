@@ -63,36 +63,31 @@ function node(t: Test): string {
 
 const IFACES = ['calitest', 'eth0', 'eth6', 'eth7', 'eth8'];
 
-t.test('cls mode: cleanup with an agent running, after it is killed, and with --force', async (t) => {
+/** The node namespace, a pin dir, a state dir and the agent's arguments (no listeners, one attach mode). */
+function agentNode(t: Test, mode: 'cls' | 'tcx'): { ns: string; pinDir: string; state: string; agentArgs: string[] } {
   const ns = node(t);
   const pinDir = tmpPinDir(t);
   const state = tmpDir(t, 'bpfproxy-state-');
   const manifests = tmpDir(t, 'bpfproxy-cleanup-');
   writeFileSync(join(manifests, 'empty.yaml'), '');
-  const agentArgs = [
-    '--manifests',
-    manifests,
-    '--node',
-    'n1',
-    '--bpf-enabled',
-    'true',
-    '--pin-dir',
-    pinDir,
-    '--state-dir',
-    state,
-    '--data-ifaces',
-    '^eth',
-    '--pod-ifaces',
-    '^cali',
-    '--metrics-port',
-    '0',
-    '--health-port',
-    '0',
-    '--healthz-port',
-    '0',
-    '--tc-attach',
-    'cls',
-  ];
+  const flags = {
+    '--manifests': manifests,
+    '--node': 'n1',
+    '--bpf-enabled': 'true',
+    '--pin-dir': pinDir,
+    '--state-dir': state,
+    '--data-ifaces': '^eth',
+    '--pod-ifaces': '^cali',
+    '--metrics-port': '0',
+    '--health-port': '0',
+    '--healthz-port': '0',
+    '--tc-attach': mode,
+  };
+  return { ns, pinDir, state, agentArgs: Object.entries(flags).flat() };
+}
+
+t.test('cls mode: cleanup with an agent running, after it is killed, and with --force', async (t) => {
+  const { ns, pinDir, state, agentArgs } = agentNode(t, 'cls');
   const cleanup = ['cleanup', '--pin-dir', pinDir, '--state-dir', state];
   const { qdiscs: ledger } = statePaths(state, pinDir);
 
@@ -173,35 +168,7 @@ t.test(
   'tcx mode: links pinned, left by a killed agent, shown by status (also with the maps gone), removed by cleanup; foreign programs stay',
   { skip: native().tcxSupported() ? false : 'kernel without tcx (Linux < 6.6)' },
   async (t) => {
-    const ns = node(t);
-    const pinDir = tmpPinDir(t);
-    const state = tmpDir(t, 'bpfproxy-state-');
-    const manifests = tmpDir(t, 'bpfproxy-cleanup-');
-    writeFileSync(join(manifests, 'empty.yaml'), '');
-    const agentArgs = [
-      '--manifests',
-      manifests,
-      '--node',
-      'n1',
-      '--bpf-enabled',
-      'true',
-      '--pin-dir',
-      pinDir,
-      '--state-dir',
-      state,
-      '--data-ifaces',
-      '^eth',
-      '--pod-ifaces',
-      '^cali',
-      '--metrics-port',
-      '0',
-      '--health-port',
-      '0',
-      '--healthz-port',
-      '0',
-      '--tc-attach',
-      'tcx',
-    ];
+    const { ns, pinDir, state, agentArgs } = agentNode(t, 'tcx');
     // someone else's tcx program on eth0, held by this process
     const foreign = await foreignProgram(t);
     const theirs = inNetns(ns, () =>
