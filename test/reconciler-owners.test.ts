@@ -20,25 +20,12 @@ import { Proxier } from '../src/proxy/proxier.js';
 import { toService } from '../src/sources/convert.js';
 import { silentLogger } from '../src/log.js';
 import { be, fe } from './helpers/fixtures.js';
+import { recordWrites } from './helpers/map-writes.js';
 import { BPF_DIR, tmpDatapath, tmpPinDir } from './helpers/env.js';
 import { captureLogger } from './helpers/log.js';
 import { service, slice } from './helpers/k8s-objects.js';
 
-/** Count writes to the maps. */
-function writes(maps: DatapathMaps): string[] {
-  const ops: string[] = [];
-  for (const [name, m] of Object.entries(maps) as Array<[string, DatapathMaps[keyof DatapathMaps]]>) {
-    const mm = m as unknown as Record<string, (...a: unknown[]) => unknown>;
-    for (const op of ['set', 'setMany', 'delete', 'deleteMany']) {
-      const orig = mm[op]!.bind(m);
-      mm[op] = (...a: unknown[]) => {
-        ops.push(`${op} ${name}`);
-        return orig(...a);
-      };
-    }
-  }
-  return ops;
-}
+const writes = recordWrites;
 
 /** A map's entries in a stable order, as text: equal text = equal bytes. */
 const dump = (m: { entries(): Array<[unknown, unknown]> }): string =>

@@ -4,7 +4,6 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { serviceViews } from '../src/dataplane/bpf/inspect.js';
-import type { DatapathMaps } from '../src/dataplane/bpf/loader.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { ManifestSource } from '../src/sources/manifests.js';
 import { serviceSink } from '../src/sources/sink.js';
@@ -13,23 +12,10 @@ import { silentLogger } from '../src/log.js';
 import { CtDir, IPPROTO_UDP } from '../src/dataplane/bpf/codecs.js';
 import type { Frontend } from '../src/model/types.js';
 import { be, fe } from './helpers/fixtures.js';
+import { recordWrites } from './helpers/map-writes.js';
 import { REPO, tmpDatapath } from './helpers/env.js';
 
-/** Record the order of writes to the maps. */
-function record(maps: DatapathMaps): string[] {
-  const ops: string[] = [];
-  for (const [name, m] of Object.entries(maps) as Array<[string, DatapathMaps[keyof DatapathMaps]]>) {
-    const mm = m as unknown as Record<string, (...a: unknown[]) => unknown>;
-    for (const op of ['set', 'setMany', 'delete', 'deleteMany']) {
-      const orig = mm[op]!.bind(m);
-      mm[op] = (...a: unknown[]) => {
-        ops.push(`${op} ${name}`);
-        return orig(...a);
-      };
-    }
-  }
-  return ops;
-}
+const record = recordWrites;
 
 const web = (backends = [be('10.0.0.1', 80), be('10.0.0.2', 80)]): Frontend[] => [
   fe('ClusterIP', '10.96.0.10', 80, 'TCP', backends, { servicePort: 'default/web:http/TCP' }),
