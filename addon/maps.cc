@@ -116,15 +116,50 @@ static T* Tagged(Napi::Env env, Napi::Value v, const napi_type_tag& tag) {
   return static_cast<T*>(p);
 }
 
-class MapHandle : public Napi::ObjectWrap<MapHandle> {
+// The part every handle shares: it owns one fd (closed by close(), or by the
+// destructor when the handle is collected), reports it and whether it is
+// closed, and can only be made natively, tagged with its kind.
+template <typename T>
+class FdHandle : public Napi::ObjectWrap<T> {
+ public:
+  int fd() const { return fd_.get(); }
+
+ protected:
+  FdHandle(const Napi::CallbackInfo& info, const char* made_by, const napi_type_tag* tag) : Napi::ObjectWrap<T>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      ThrowTypeError(info.Env(),
+                     std::string("a ") + T::kName + " comes from " + made_by + ", it cannot be made from JS");
+      return;
+    }
+    if (napi_type_tag_object(info.Env(), info.This(), tag) != napi_ok) {
+      ThrowTypeError(info.Env(), std::string("cannot tag a ") + T::kName);
+      return;
+    }
+    init_ = info[0].As<Napi::External<HandleInit>>().Data();
+    fd_ = std::move(init_->fd);
+  }
+
+  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
+  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fd_.get() < 0); }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    fd_.reset();
+    return info.Env().Undefined();
+  }
+
+  HandleInit* init_ = nullptr;  // valid during the constructor only
+  Fd fd_;
+};
+
+class MapHandle : public FdHandle<MapHandle> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
     (void)exports;  // not exported: handles come from objGet and friends
     Napi::Function f = DefineClass(env, "MapHandle",
                                    {
                                        InstanceAccessor<&MapHandle::Kind>("kind"),
-                                       InstanceAccessor<&MapHandle::GetFd>("fd"),
-                                       InstanceAccessor<&MapHandle::Closed>("closed"),
+                                       // the shared part (FdHandle): the runtime overloads take base members
+                                       InstanceAccessor("fd", &MapHandle::GetFd, nullptr),
+                                       InstanceAccessor("closed", &MapHandle::Closed, nullptr),
                                        InstanceAccessor<&MapHandle::Name>("name"),
                                        InstanceAccessor<&MapHandle::Id>("id"),
                                        InstanceAccessor<&MapHandle::Type>("type"),
@@ -133,32 +168,21 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
                                        InstanceAccessor<&MapHandle::ValueLen>("valueLen"),
                                        InstanceAccessor<&MapHandle::MaxEntries>("maxEntries"),
                                        InstanceAccessor<&MapHandle::Flags>("flags"),
-                                       InstanceMethod<&MapHandle::Close>("close"),
+                                       InstanceMethod("close", &MapHandle::Close),
                                    });
     Data(env)->map_handle = Napi::Persistent(f);
   }
 
-  explicit MapHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MapHandle>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
-      ThrowTypeError(info.Env(), "a MapHandle comes from objGet(), it cannot be made from JS");
-      return;
-    }
-    HandleInit* init = info[0].As<Napi::External<HandleInit>>().Data();
-    if (napi_type_tag_object(info.Env(), info.This(), &kMapTag) != napi_ok) {
-      ThrowTypeError(info.Env(), "cannot tag a MapHandle");
-      return;
-    }
-    fd_ = std::move(init->fd);
-    meta_ = init->map;
+  static constexpr const char* kName = "MapHandle";
+
+  explicit MapHandle(const Napi::CallbackInfo& info) : FdHandle<MapHandle>(info, "objGet()", &kMapTag) {
+    if (init_) meta_ = init_->map;
   }
 
-  int fd() const { return fd_.get(); }
   const MapMeta& meta() const { return meta_; }
 
  private:
   Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "map"); }
-  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
-  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fd_.get() < 0); }
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), meta_.name); }
   Napi::Value Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.id); }
   Napi::Value Type(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.type); }
@@ -169,53 +193,37 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   }
   Napi::Value MaxEntries(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.max_entries); }
   Napi::Value Flags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), meta_.flags); }
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    fd_.reset();
-    return info.Env().Undefined();
-  }
 
-  Fd fd_;  // closed by close(), or by the destructor when the handle is collected
   MapMeta meta_;
 };
 
-class ProgHandle : public Napi::ObjectWrap<ProgHandle> {
+class ProgHandle : public FdHandle<ProgHandle> {
  public:
   static void Init(Napi::Env env, Napi::Object exports) {
     (void)exports;
     Napi::Function f = DefineClass(env, "ProgHandle",
                                    {
                                        InstanceAccessor<&ProgHandle::Kind>("kind"),
-                                       InstanceAccessor<&ProgHandle::GetFd>("fd"),
-                                       InstanceAccessor<&ProgHandle::Closed>("closed"),
+                                       // the shared part (FdHandle): the runtime overloads take base members
+                                       InstanceAccessor("fd", &ProgHandle::GetFd, nullptr),
+                                       InstanceAccessor("closed", &ProgHandle::Closed, nullptr),
                                        InstanceAccessor<&ProgHandle::Name>("name"),
                                        InstanceAccessor<&ProgHandle::Id>("id"),
                                        InstanceAccessor<&ProgHandle::Type>("type"),
                                        InstanceAccessor<&ProgHandle::Tag>("tag"),
-                                       InstanceMethod<&ProgHandle::Close>("close"),
+                                       InstanceMethod("close", &ProgHandle::Close),
                                    });
     Data(env)->prog_handle = Napi::Persistent(f);
   }
 
-  explicit ProgHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgHandle>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
-      ThrowTypeError(info.Env(), "a ProgHandle comes from progById(), it cannot be made from JS");
-      return;
-    }
-    HandleInit* init = info[0].As<Napi::External<HandleInit>>().Data();
-    if (napi_type_tag_object(info.Env(), info.This(), &kProgTag) != napi_ok) {
-      ThrowTypeError(info.Env(), "cannot tag a ProgHandle");
-      return;
-    }
-    fd_ = std::move(init->fd);
-    pi_ = init->prog;
-  }
+  static constexpr const char* kName = "ProgHandle";
 
-  int fd() const { return fd_.get(); }
+  explicit ProgHandle(const Napi::CallbackInfo& info) : FdHandle<ProgHandle>(info, "progById()", &kProgTag) {
+    if (init_) pi_ = init_->prog;
+  }
 
  private:
   Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "prog"); }
-  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
-  Napi::Value Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), fd_.get() < 0); }
   Napi::Value Name(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), pi_.name); }
   Napi::Value Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pi_.id); }
   Napi::Value Type(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pi_.type); }
@@ -224,12 +232,7 @@ class ProgHandle : public Napi::ObjectWrap<ProgHandle> {
     for (int i = 0; i < BPF_TAG_SIZE; i++) snprintf(tag + 2 * i, 3, "%02x", pi_.tag[i]);
     return Napi::String::New(info.Env(), tag);
   }
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    fd_.reset();
-    return info.Env().Undefined();
-  }
 
-  Fd fd_;
   struct bpf_prog_info pi_ = {};
 };
 
