@@ -8,16 +8,16 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
 COPY . .
-RUN make build && npm prune --omit=dev
+RUN make build && npm prune --omit=dev && scripts/image-tree.sh /image
 
 FROM node:20-bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libbpf1 libelf1 iproute2 iptables nftables util-linux \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/bpfproxy
-COPY --from=build /src/package.json ./
+# the agent alone: scripts/image-tree.sh stages dist/src (no tests, test kit,
+# lab or benchmark suite: test/image-tree.test.ts), the addon and the BPF object
+COPY --from=build /image/ ./
 COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/dist ./dist
-COPY --from=build /src/build/Release/bpfproxy_native.node ./build/Release/
-COPY --from=build /src/bpf/.output/bpfproxy.o ./bpf/.output/
-ENTRYPOINT ["node", "/opt/bpfproxy/dist/src/cli.js"]
+RUN printf '#!/bin/sh\nexec node /opt/bpfproxy/dist/src/cli/main.js "$@"\n' > /usr/local/bin/bpfproxy && chmod +x /usr/local/bin/bpfproxy
+ENTRYPOINT ["node", "/opt/bpfproxy/dist/src/cli/main.js"]
 CMD ["agent"]

@@ -51,17 +51,17 @@ build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
 	$(NODE_GYP) rebuild $(NODE_GYP_FLAGS)
 
 ts:
-	npx tsc -p tsconfig.json
+	npx tsc -b
 
 test: build
 	./scripts/test.sh
 
 demo: deps build
-	node dist/src/cli.js lab demo
+	node dist/lab/cli.js demo
 
 bench: build
-	node dist/src/cli.js bench local --out bench/results/local
-	node dist/src/cli.js bench gc --out bench/results/gc
+	node dist/bench/cli.js local --out bench/results/local
+	node dist/bench/cli.js gc --out bench/results/gc
 
 # Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
 # FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.

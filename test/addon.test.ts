@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { BpfError, native } from '../src/native/index.js';
 import { TC_HANDLE, TC_PRIORITY, detachAll } from '../src/dataplane/bpf/attach.js';
-import { ip } from '../src/net/netns.js';
+import { ip } from '../testkit/netns.js';
 import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
 import { compileTcProgram } from './helpers/foreign-prog.js';
 

@@ -14,7 +14,7 @@ import { Agent } from '../src/agent/agent.js';
 import { CALICO_DEFAULTS } from '../src/config/felix.js';
 import { attachedHere } from '../src/dataplane/bpf/attach.js';
 import { native } from '../src/native/index.js';
-import { ip, sysctl } from '../src/net/netns.js';
+import { ip, sysctl } from '../testkit/netns.js';
 import { silentLogger } from '../src/log.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { felix, service, slice } from './helpers/k8s-objects.js';

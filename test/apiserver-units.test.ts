@@ -3,16 +3,16 @@
  * field sets and server-side apply, selectors, names, ages, protobuf.
  */
 import t from 'tap';
-import { apply, fieldSetOf, fromFieldsV1, toFieldsV1 } from '../src/k8s/testing/apiserver/fieldmanager.js';
-import { jsonPatch, mergePatch, strategicMergePatch } from '../src/k8s/testing/apiserver/patch.js';
-import { decodeProtobuf } from '../src/k8s/testing/apiserver/protobuf.js';
-import { builtinSchemas, fromCrd } from '../src/k8s/testing/apiserver/registry.js';
-import { builtinKinds } from '../src/k8s/testing/apiserver/kinds.js';
-import { parseFieldSelector, parseLabelSelector, pathGetter } from '../src/k8s/testing/apiserver/selectors.js';
-import { humanDuration } from '../src/k8s/testing/apiserver/table.js';
-import { nameProblem } from '../src/k8s/testing/apiserver/validate.js';
-import { ApiError } from '../src/k8s/testing/apiserver/errors.js';
-import { felixCrd } from '../src/k8s/testing/fake-apiserver.js';
+import { apply, fieldSetOf, fromFieldsV1, toFieldsV1 } from '../testkit/apiserver/fieldmanager.js';
+import { jsonPatch, mergePatch, strategicMergePatch } from '../testkit/apiserver/patch.js';
+import { decodeProtobuf } from '../testkit/apiserver/protobuf.js';
+import { builtinSchemas, fromCrd } from '../testkit/apiserver/registry.js';
+import { builtinKinds } from '../testkit/apiserver/kinds.js';
+import { parseFieldSelector, parseLabelSelector, pathGetter } from '../testkit/apiserver/selectors.js';
+import { humanDuration } from '../testkit/apiserver/table.js';
+import { nameProblem } from '../testkit/apiserver/validate.js';
+import { ApiError } from '../testkit/apiserver/errors.js';
+import { felixCrd } from '../testkit/fake-apiserver.js';
 
 type Obj = Record<string, unknown>;
 const kinds = builtinKinds();

@@ -29,7 +29,7 @@ import { QdiscLedger } from '../src/dataplane/bpf/qdiscs.js';
 import { tcxPinDir } from '../src/dataplane/bpf/tcx.js';
 import { silentLogger } from '../src/log.js';
 import { native } from '../src/native/index.js';
-import { ip, nsPath } from '../src/net/netns.js';
+import { ip, nsPath } from '../testkit/netns.js';
 import { BPF_DIR, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { sleep, until } from './helpers/wait.js';
 import { foreignProgram } from './helpers/foreign-prog.js';

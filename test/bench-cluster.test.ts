@@ -19,8 +19,8 @@ import {
   renderCluster,
   windowFigures,
   type ClusterResults,
-} from '../src/bench/cluster.js';
-import { compareClusters, loadClusterResults, parseClusterResults } from '../src/bench/compare.js';
+} from '../bench/cluster.js';
+import { compareClusters, loadClusterResults, parseClusterResults } from '../bench/compare.js';
 import { loadKubeConfig } from '../src/k8s/client.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { REPO } from './helpers/env.js';

@@ -8,7 +8,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GC_SMOKE, gcTargets, runGcBench, writeGcResults } from '../src/bench/gc.js';
+import { GC_SMOKE, gcTargets, runGcBench, writeGcResults } from '../bench/gc.js';
 
 t.setTimeout(120_000);
 

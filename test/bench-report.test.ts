@@ -4,11 +4,11 @@
  * still renders results saved before they did.
  */
 import t from 'tap';
-import type { LocalResults, VariantRun } from '../src/bench/local.js';
-import { renderLocal, targets } from '../src/bench/report.js';
-import { FULL } from '../src/bench/local.js';
-import { summarize } from '../src/bench/stats.js';
-import type { KubeProxyIptablesFigures, SyncRecord } from '../src/bench/kube-proxy-iptables.js';
+import type { LocalResults, VariantRun } from '../bench/local.js';
+import { renderLocal, targets } from '../bench/report.js';
+import { FULL } from '../bench/local.js';
+import { summarize } from '../bench/stats.js';
+import type { KubeProxyIptablesFigures, SyncRecord } from '../bench/kube-proxy-iptables.js';
 
 const s = (x: number) => summarize([x]);
 function run(variant: VariantRun['variant'], kubeProxy?: KubeProxyIptablesFigures): VariantRun {

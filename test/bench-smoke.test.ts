@@ -7,9 +7,9 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runLocal, SMOKE, writeResults } from '../src/bench/local.js';
-import { renderLocal, targets } from '../src/bench/report.js';
-import { VARIANTS } from '../src/bench/variants.js';
+import { runLocal, SMOKE, writeResults } from '../bench/local.js';
+import { renderLocal, targets } from '../bench/report.js';
+import { VARIANTS } from '../bench/variants.js';
 
 t.setTimeout(600_000);
 

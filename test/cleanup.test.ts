@@ -16,7 +16,7 @@ import { TC_HANDLE, TC_PRIORITY, attachedHere } from '../src/dataplane/bpf/attac
 import { MAP_NAMES } from '../src/dataplane/bpf/loader.js';
 import { tcxPinDir } from '../src/dataplane/bpf/tcx.js';
 import { native } from '../src/native/index.js';
-import { ip, nsPath } from '../src/net/netns.js';
+import { ip, nsPath } from '../testkit/netns.js';
 import { silentLogger } from '../src/log.js';
 import { BPF_DIR, inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { cliIn, cliInAsync, startAgentIn, tmpDir } from './helpers/agent-proc.js';

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { ConntrackGc } from '../src/dataplane/bpf/conntrack-gc.js';
 import { native } from '../src/native/index.js';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { CtDir } from '../src/dataplane/bpf/codecs.js';
 import { captureLogger } from './helpers/log.js';
 import { tmpDatapath } from './helpers/env.js';

@@ -10,7 +10,7 @@ import { ConntrackFlusher, ConntrackGc, expiredConnections } from '../src/datapl
 import { countMapFills, mapFills } from '../src/dataplane/bpf/inspect.js';
 import { CtDir, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { BpfError, native } from '../src/native/index.js';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { Metrics, type DatapathSnapshot } from '../src/metrics.js';
 import { captureLogger } from './helpers/log.js';
 import { tmpDatapath } from './helpers/env.js';

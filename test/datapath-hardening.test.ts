@@ -7,7 +7,7 @@
 import t from 'tap';
 import { CtDir, CtFlags } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
-import { csumFold, csumPartial, frame, icmpErrorFrame, PROTO, TCP } from '../src/net/packet.js';
+import { csumFold, csumPartial, frame, icmpErrorFrame, PROTO, TCP } from '../testkit/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
-import { frame, icmpErrorFrame, parseFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../src/net/packet.js';
+import { frame, icmpErrorFrame, parseFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../testkit/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns } from './helpers/env.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';

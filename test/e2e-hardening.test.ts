@@ -9,8 +9,8 @@
 import t from 'tap';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { probe, startEcho, startStream, type ProbeAttempt } from '../src/lab/lab.js';
-import { ip, nsPath } from '../src/net/netns.js';
+import { probe, startEcho, startStream, type ProbeAttempt } from '../lab/lab.js';
+import { ip, nsPath } from '../testkit/netns.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { reasonViews } from '../src/dataplane/bpf/inspect.js';
 import { CtDir, CtState } from '../src/dataplane/bpf/codecs.js';

@@ -8,8 +8,8 @@ import t from 'tap';
 import { existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { DIST, addPod, probe, startAgent, startStream, type ProbeAttempt } from '../src/lab/lab.js';
-import { delNetns, ip, nsPath } from '../src/net/netns.js';
+import { AGENT_CLI, addPod, probe, startAgent, startStream, type ProbeAttempt } from '../lab/lab.js';
+import { delNetns, ip, nsPath } from '../testkit/netns.js';
 import { sleep } from './helpers/wait.js';
 import { labWithAgents } from './helpers/lab-agents.js';
 
@@ -196,7 +196,7 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
   const cli = <T>(n: typeof n1, ...args: string[]): T => {
     const r = spawnSync(
       'nsenter',
-      [`--net=${nsPath(n.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), ...args, '--pin-dir', n.pinDir, '-o', 'json'],
+      [`--net=${nsPath(n.ns)}`, '--', process.execPath, AGENT_CLI, ...args, '--pin-dir', n.pinDir, '-o', 'json'],
       { encoding: 'utf8' },
     );
     if (r.status !== 0) throw new Error(`bpfproxy ${args.join(' ')}: ${r.stderr}`);
@@ -318,7 +318,7 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     agents.delete('node2');
     const r = spawnSync(
       'nsenter',
-      [`--net=${nsPath(n2.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'cleanup', '--pin-dir', n2.pinDir],
+      [`--net=${nsPath(n2.ns)}`, '--', process.execPath, AGENT_CLI, 'cleanup', '--pin-dir', n2.pinDir],
       { encoding: 'utf8' },
     );
     t.equal(r.status, 0, r.stderr);

@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { ip, sh, sysctl } from '../src/net/netns.js';
+import { ip, sh, sysctl } from '../testkit/netns.js';
 import { REPO, tmpNetns } from './helpers/env.js';
 
 const FLOOD = join(REPO, 'bench', '.output', 'flood');

@@ -14,7 +14,7 @@
 import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { native } from '../src/native/index.js';
-import { frame, icmpErrorFrame, TCP } from '../src/net/packet.js';
+import { frame, icmpErrorFrame, TCP } from '../testkit/packet.js';
 import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
 import { CtDir, CtState, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { be, fe } from './helpers/fixtures.js';

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { cleanupKubeProxy, cleanupScript } from '../src/dataplane/kube-proxy-cleanup.js';
-import { nsPath } from '../src/net/netns.js';
+import { nsPath } from '../testkit/netns.js';
 import { inNetns, tmpNetns } from './helpers/env.js';
 
 /** What kube-proxy's iptables mode writes (abridged), next to rules that are not its own. */

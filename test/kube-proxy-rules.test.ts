@@ -22,9 +22,9 @@ import {
   serviceKey,
   svcChain,
   type BenchService,
-} from '../src/bench/kube-proxy-rules.js';
-import { KubeProxyIptables } from '../src/bench/kube-proxy-iptables.js';
-import { nsPath } from '../src/net/netns.js';
+} from '../bench/kube-proxy-rules.js';
+import { KubeProxyIptables } from '../bench/kube-proxy-iptables.js';
+import { nsPath } from '../testkit/netns.js';
 import { tmpNetns } from './helpers/env.js';
 
 const svc1: BenchService = {

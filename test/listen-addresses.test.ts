@@ -12,7 +12,7 @@ import { LISTEN_DEFAULTS, formatBindAddress, parseBindAddress, resolveBindAddres
 import { HealthServers } from '../src/health/servers.js';
 import { Metrics } from '../src/metrics.js';
 import { native } from '../src/native/index.js';
-import { ip } from '../src/net/netns.js';
+import { ip } from '../testkit/netns.js';
 import { silentLogger } from '../src/log.js';
 import { tmpNetns, tmpPinDir } from './helpers/env.js';
 import { cliIn, startAgentIn, tmpDir } from './helpers/agent-proc.js';

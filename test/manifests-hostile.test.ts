@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { DEFAULT_MAX_FILE_BYTES, ManifestSource, type ManifestSourceOptions } from '../src/sources/manifests.js';
 import { DEFAULT_PARSE_LIMITS, parseManifest } from '../src/sources/manifest-parse.js';
 import type { Kind, ObjectSink } from '../src/sources/sink.js';

@@ -3,7 +3,7 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync, writeFileSync, unlinkSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { ManifestSource } from '../src/sources/manifests.js';
 import { serviceSink } from '../src/sources/sink.js';

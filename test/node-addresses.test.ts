@@ -5,7 +5,7 @@
  * allowed only when the operator opts in.
  */
 import t from 'tap';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { DEFAULT_SERVICE_POLICY } from '../src/config/services.js';
 import type { Dataplane, SyncReport } from '../src/dataplane/dataplane.js';
 import { emptyReport } from '../src/dataplane/dataplane.js';

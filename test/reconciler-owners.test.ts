@@ -8,7 +8,7 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { affinityValue, CtDir, IPPROTO_UDP, svcName, u32Key } from '../src/dataplane/bpf/codecs.js';
 import { loadDatapath, MAP_NAMES, MIGRATING_SUFFIX, type DatapathMaps } from '../src/dataplane/bpf/loader.js';
 import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';

@@ -7,7 +7,7 @@ import { serviceViews } from '../src/dataplane/bpf/inspect.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { ManifestSource } from '../src/sources/manifests.js';
 import { serviceSink } from '../src/sources/sink.js';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { silentLogger } from '../src/log.js';
 import { CtDir, IPPROTO_UDP } from '../src/dataplane/bpf/codecs.js';
 import type { Frontend } from '../src/model/types.js';

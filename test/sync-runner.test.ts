@@ -1,5 +1,5 @@
 import t from 'tap';
-import { FakeClock } from '../src/clock.js';
+import { FakeClock } from '../testkit/fake-clock.js';
 import { SyncRunner } from '../src/proxy/sync-runner.js';
 
 t.test('bounded frequency: a burst, then one sync per minInterval, full sync every maxInterval', async (t) => {

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import { nsPath } from '../../src/net/netns.js';
+import { nsPath } from '../../testkit/netns.js';
 import { REPO } from './env.js';
 
-export const CLI = join(REPO, 'dist', 'src', 'cli.js');
+export const CLI = join(REPO, 'dist', 'src', 'cli', 'main.js');
 
 export interface AgentChild {
   child: ChildProcess;

@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
-import { addNetns, delNetns, uniqueTag } from '../../src/net/netns.js';
+import { addNetns, delNetns, uniqueTag } from '../../testkit/netns.js';
 import { native } from '../../src/native/index.js';
 import { loadDatapath, type Datapath } from '../../src/dataplane/bpf/loader.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../../src/dataplane/bpf/config.js';

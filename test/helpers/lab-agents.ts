@@ -7,8 +7,8 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import { labDown, labSpec, labUp, startAgent, type AgentProcess, type Lab } from '../../src/lab/lab.js';
-import { uniqueTag } from '../../src/net/netns.js';
+import { labDown, labSpec, labUp, startAgent, type AgentProcess, type Lab } from '../../lab/lab.js';
+import { uniqueTag } from '../../testkit/netns.js';
 import { REPO } from './env.js';
 
 export interface LabWithAgents {

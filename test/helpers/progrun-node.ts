@@ -8,9 +8,9 @@ import type { Test } from 'tap';
 import { BpfReconciler } from '../../src/dataplane/bpf/reconciler.js';
 import type { DatapathConfig } from '../../src/dataplane/bpf/config.js';
 import type { Datapath, ProgramRole } from '../../src/dataplane/bpf/loader.js';
-import { ip, sysctl } from '../../src/net/netns.js';
+import { ip, sysctl } from '../../testkit/netns.js';
 import { native } from '../../src/native/index.js';
-import { frame, type FrameSpec, type L4 } from '../../src/net/packet.js';
+import { frame, type FrameSpec, type L4 } from '../../testkit/packet.js';
 import { inNetns, tmpDatapath, tmpNetns } from './env.js';
 import { runProg, type RunResult } from './progrun.js';
 

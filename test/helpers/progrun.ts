@@ -1,7 +1,7 @@
 /** BPF_PROG_RUN of the TC programs with a packet, decoded. */
 import { native } from '../../src/native/index.js';
 import type { Datapath, ProgramRole } from '../../src/dataplane/bpf/loader.js';
-import { parseFrame, type Parsed } from '../../src/net/packet.js';
+import { parseFrame, type Parsed } from '../../testkit/packet.js';
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;

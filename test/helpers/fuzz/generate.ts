@@ -11,7 +11,7 @@
  * Everything comes from one seeded Prng, so a run is reproducible from its
  * seed (the programs' own randomness, backend choice and SNAT ports, aside).
  */
-import { csumFold, csumPartial, ethHeader, icmpErrorFrame, ipv4Header, l4Segment, type FrameSpec } from '../../../src/net/packet.js';
+import { csumFold, csumPartial, ethHeader, icmpErrorFrame, ipv4Header, l4Segment, type FrameSpec } from '../../../testkit/packet.js';
 import type { DatapathMaps } from '../../../src/dataplane/bpf/loader.js';
 import { type Prng } from './prng.js';
 import { ETH_HLEN, fixIpCsum, fixL4Csum, inspect, ipString, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from './inspect.js';

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { addPod, type LabNode } from '../lab/lab.js';
-import { addNetns, delNetns, nsPath, sh, sysctl, uniqueTag } from '../net/netns.js';
+import { addNetns, delNetns, nsPath, sh, sysctl, uniqueTag } from '../testkit/netns.js';
 import { REPO_ROOT } from '../lab/lab.js';
 
 export const CRR = join(REPO_ROOT, 'bench', '.output', 'crr');

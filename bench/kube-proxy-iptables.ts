@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { nsPath } from '../net/netns.js';
+import { nsPath } from '../testkit/netns.js';
 import {
   CANARY_CHAIN,
   CANARY_TABLES,

@@ -14,11 +14,14 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { addNetns, delNetns, ip, listNetns, nsPath, sh, sysctl } from '../net/netns.js';
-import { DEFAULT_STATE_DIR, statePaths } from '../agent/lock.js';
+import { addNetns, delNetns, ip, listNetns, nsPath, sh, sysctl } from '../testkit/netns.js';
+import { DEFAULT_STATE_DIR, statePaths } from '../src/agent/lock.js';
 
-export const DIST = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const REPO_ROOT = join(DIST, '..', '..');
+/** dist/lab: where the lab's own scripts (echo server, probe) run from. */
+const LAB_DIR = dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = join(LAB_DIR, '..', '..');
+/** The agent's command line, as the image runs it. */
+export const AGENT_CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 const node = process.execPath;
 
 export interface LabPod {
@@ -138,7 +141,7 @@ export function allPods(lab: Lab): LabPod[] {
 export function startEcho(ns: string, name: string, deadline = Date.now() + 10_000): void {
   const c = spawn(
     'nsenter',
-    [`--net=${nsPath(ns)}`, '--', node, join(DIST, 'lab', 'echo-server.js'), '--name', name, '--tcp', '8080', '--udp', '5353'],
+    [`--net=${nsPath(ns)}`, '--', node, join(LAB_DIR, 'echo-server.js'), '--name', name, '--tcp', '8080', '--udp', '5353'],
     { detached: true, stdio: 'ignore' },
   );
   c.unref();
@@ -181,7 +184,7 @@ export function probe(ns: string, mode: 'tcp' | 'udp', host: string, port: numbe
       `--net=${nsPath(ns)}`,
       '--',
       node,
-      join(DIST, 'lab', 'probe.js'),
+      join(LAB_DIR, 'probe.js'),
       mode,
       host,
       String(port),
@@ -212,7 +215,7 @@ export function startStream(
         `--net=${nsPath(ns)}`,
         '--',
         node,
-        join(DIST, 'lab', 'probe.js'),
+        join(LAB_DIR, 'probe.js'),
         'stream',
         host,
         String(port),
@@ -252,7 +255,7 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
   const src = 'manifests' in source ? ['--manifests', source.manifests] : ['--kubeconfig', source.kubeconfig];
   const child = spawn(
     'nsenter',
-    [`--net=${nsPath(n.ns)}`, '--', node, join(DIST, 'cli.js'), 'agent', ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra],
+    [`--net=${nsPath(n.ns)}`, '--', node, AGENT_CLI, 'agent', ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const logs: string[] = [];

@@ -27,21 +27,21 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { environment, type Environment } from './environment.js';
-import { ensureBpffs } from '../dataplane/bpf/bpffs.js';
-import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../dataplane/bpf/config.js';
-import { CtDir, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../dataplane/bpf/codecs.js';
-import { ConntrackFlusher, ConntrackGc, expiredConnections } from '../dataplane/bpf/conntrack-gc.js';
-import { datapathSnapshot, mapFills, reasonViews } from '../dataplane/bpf/inspect.js';
-import { loadDatapath, type DatapathMaps } from '../dataplane/bpf/loader.js';
-import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
+import { ensureBpffs } from '../src/dataplane/bpf/bpffs.js';
+import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
+import { CtDir, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
+import { ConntrackFlusher, ConntrackGc, expiredConnections } from '../src/dataplane/bpf/conntrack-gc.js';
+import { datapathSnapshot, mapFills, reasonViews } from '../src/dataplane/bpf/inspect.js';
+import { loadDatapath, type DatapathMaps } from '../src/dataplane/bpf/loader.js';
+import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { REPO_ROOT } from '../lab/lab.js';
-import { Metrics } from '../metrics.js';
-import { native } from '../native/index.js';
-import { uniqueTag } from '../net/netns.js';
-import { realClock } from '../clock.js';
-import { silentLogger } from '../log.js';
+import { Metrics } from '../src/metrics.js';
+import { native } from '../src/native/index.js';
+import { uniqueTag } from '../testkit/netns.js';
+import { realClock } from '../src/clock.js';
+import { silentLogger } from '../src/log.js';
 import { benchServices, toFrontend } from './variants.js';
-import type { Frontend } from '../model/types.js';
+import type { Frontend } from '../src/model/types.js';
 
 export interface GcBenchOptions {
   /** conntrack entries (and the map's size) */

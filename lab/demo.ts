@@ -4,10 +4,9 @@
  * saw. Leaves nothing behind.
  */
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { nsPath } from '../net/netns.js';
-import { DIST, labDown, labSpec, labUp, probe, startAgent, type AgentProcess, type ProbeAttempt } from './lab.js';
-import { table } from '../cli/table.js';
+import { nsPath } from '../testkit/netns.js';
+import { AGENT_CLI, labDown, labSpec, labUp, probe, startAgent, type AgentProcess, type ProbeAttempt } from './lab.js';
+import { table } from '../src/cli/table.js';
 
 interface Scenario {
   what: string;
@@ -166,11 +165,9 @@ export async function runDemo(prefix: string, manifests: string): Promise<boolea
     }
     console.log(table(['', 'SERVICE', 'FROM', 'TO', 'ANSWERED BY (pod×connections)', 'SOURCE IP THE POD SAW'], rows));
     console.log('\nWhat node1 programmed (bpfproxy services):\n');
-    const svc = spawnSync(
-      'nsenter',
-      [`--net=${nsPath(n1.ns)}`, '--', process.execPath, join(DIST, 'cli.js'), 'services', '--pin-dir', n1.pinDir],
-      { encoding: 'utf8' },
-    );
+    const svc = spawnSync('nsenter', [`--net=${nsPath(n1.ns)}`, '--', process.execPath, AGENT_CLI, 'services', '--pin-dir', n1.pinDir], {
+      encoding: 'utf8',
+    });
     console.log(svc.stdout || svc.stderr);
     console.log(allOk ? 'demo: every service answered as expected' : 'demo: some checks FAILED (see above)');
   } finally {

@@ -13,12 +13,12 @@ import { percentile, summarize, type Summary } from './stats.js';
 import { createTopology, destroyTopology, CRR_PORT, IPERF_PORT } from './topology.js';
 import { benchServices, MEASURED_VIP, program, VARIANTS, type Variant } from './variants.js';
 import type { KubeProxyIptablesFigures } from './kube-proxy-iptables.js';
-import { addNetns, delNetns, nsPath, uniqueTag } from '../net/netns.js';
+import { addNetns, delNetns, nsPath, uniqueTag } from '../testkit/netns.js';
 import { spawn } from 'node:child_process';
-import { DIST } from '../lab/lab.js';
+import { AGENT_CLI } from '../lab/lab.js';
 import { stringify } from 'yaml';
-import { native } from '../native/index.js';
-import { FakeApiServer, writeKubeconfig } from '../k8s/testing/fake-apiserver.js';
+import { native } from '../src/native/index.js';
+import { FakeApiServer, writeKubeconfig } from '../testkit/fake-apiserver.js';
 
 export interface LocalOptions {
   services: number[];
@@ -309,7 +309,7 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
         `--net=${nsPath(ns)}`,
         '--',
         process.execPath,
-        join(DIST, 'cli.js'),
+        AGENT_CLI,
         'agent',
         ...src,
         '--pin-dir',

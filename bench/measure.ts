@@ -1,7 +1,7 @@
 /** Traffic measurements from the client pod: iperf3 (TCP, UDP) and crr, with CPU from /proc/stat. */
 import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { nsPath } from '../net/netns.js';
+import { nsPath } from '../testkit/netns.js';
 import { CRR } from './topology.js';
 
 /** Busy and total jiffies of all CPUs (as knb reads them). */

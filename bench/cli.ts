@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+/** bpfproxy-bench: side by side with kube-proxy's modes, locally and on clusters. */
+import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
+import { dirname, join } from 'node:path';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import type { LocalResults } from './local.js';
+import { positiveInt } from '../src/cli/options.js';
+import { REPO_ROOT } from '../lab/lab.js';
+
+const bench = new Command('bpfproxy-bench')
+  .description("benchmarks: side by side with kube-proxy's modes, locally and on clusters")
+  .showHelpAfterError();
+const list =
+  (what: string) =>
+  (v: string): number[] => {
+    const xs = v.split(',').map((x) => Number(x.trim()));
+    if (xs.some((x) => !Number.isInteger(x) || x < 1))
+      throw new InvalidArgumentError(`${what} must be a comma-separated list of whole numbers`);
+    return xs;
+  };
+bench
+  .command('local')
+  .description('direct vs kube-proxy iptables vs kube-proxy nftables vs bpfproxy on the namespace lab, one run')
+  .option('--smoke', 'tiny N and about a second per figure (the test suite runs this)')
+  .option('--services <list>', 'service counts, e.g. 1,1000,10000,30000', list('--services'))
+  .option('--endpoints <n>', 'endpoints per service', positiveInt('--endpoints'))
+  .option('--reps <n>', 'repetitions of each traffic figure', positiveInt('--reps'))
+  .option('--seconds <n>', 'seconds per traffic figure', positiveInt('--seconds'))
+  .option('--out <dir>', 'where results.json, report.md and the charts go', join(REPO_ROOT, 'bench', 'results', 'local'))
+  .action(async (o) => {
+    const { runLocal, writeResults, FULL, SMOKE } = await import('./local.js');
+    const { renderLocal, targets } = await import('./report.js');
+    const base = o.smoke ? SMOKE : FULL;
+    const opts = {
+      ...base,
+      ...(o.services ? { services: o.services } : {}),
+      ...(o.endpoints ? { endpoints: o.endpoints } : {}),
+      ...(o.reps ? { reps: o.reps } : {}),
+      ...(o.seconds ? { seconds: o.seconds } : {}),
+    };
+    const r = await runLocal(
+      opts,
+      (s) => process.stderr.write(`bench: ${s}\n`),
+      (partial) => writeResults(o.out, partial, renderLocal),
+    );
+    const files = writeResults(o.out, r, renderLocal);
+    for (const t of targets(r))
+      console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(`wrote ${files.map((f) => join(o.out, f)).join(', ')}`);
+  });
+bench
+  .command('gc')
+  .description(
+    'conntrack GC, scrapes and the UDP flush on a full conntrack map, before (JavaScript) and after (native): time and event-loop delay',
+  )
+  .option('--smoke', 'a tiny map (the test suite runs this)')
+  .option('--entries <n>', 'conntrack entries (and map size)', positiveInt('--entries'))
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'gc'))
+  .action(async (o) => {
+    const { runGcBench, writeGcResults, gcTargets, GC_FULL, GC_SMOKE } = await import('./gc.js');
+    const opts = { ...(o.smoke ? GC_SMOKE : GC_FULL), ...(o.entries ? { entries: o.entries } : {}) };
+    const r = await runGcBench(opts, (s) => process.stderr.write(`bench gc: ${s}\n`));
+    for (const p of r.phases)
+      console.log(
+        `${p.work.padEnd(9)} ${p.way.padEnd(6)} ${String(p.ms).padStart(8)} ms (CPU ${p.cpuMs} ms)   loop delay p99 ${p.lag.p99Ms} ms, max ${p.lag.maxMs} ms   (${p.count})`,
+      );
+    for (const t of gcTargets(r))
+      console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeGcResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
+  .command('report')
+  .argument('<results>', 'a results.json from bench local')
+  .option('--out <dir>', 'where to write the report (default: beside the results)')
+  .description('render report.md and the charts again from saved results')
+  .action(async (file: string, o) => {
+    const { writeResults } = await import('./local.js');
+    const { renderLocal } = await import('./report.js');
+    const r = JSON.parse(readFileSync(file, 'utf8')) as LocalResults;
+    const out = o.out ?? dirname(file);
+    console.log(`wrote ${writeResults(out, r, renderLocal).join(', ')} in ${out}`);
+  });
+
+bench
+  .command('cluster')
+  .description('knb-compatible benchmark against a real cluster: idle, pod-to-pod and pod-to-service, TCP and UDP')
+  .requiredOption('--client-node <node>', 'node for the client pod (knb: -cn)')
+  .requiredOption('--server-node <node>', 'node for the server pod (knb: -sn)')
+  .option('-d, --duration <seconds>', 'seconds per test', positiveInt('-d'), 10)
+  .option('--only-tests <list>', 'subset (knb: -ot): all, idle, tcp, udp, p2p, p2s, p2ptcp, p2pudp, p2stcp, p2sudp', 'idle,p2p,p2s')
+  .option('--name <name>', 'name of this run in the results (knb: --name; default bpfproxy-<pid>)')
+  .option('--socket-buffer-size <size>', 'UDP socket buffer, iperf3 -w (knb: -sbs), e.g. 256K', 'auto')
+  .option('-n, --namespace <ns>', 'namespace for the benchmark pods', 'knb')
+  .option('-t, --timeout <seconds>', 'seconds to wait for a pod', positiveInt('-t'), 180)
+  .option('-k, --keep', 'keep the pods and namespace afterwards')
+  .option('--image <image>', 'image with iperf3 and sh', 'networkstatic/iperf3')
+  .option('--kubeconfig <path>', 'kubeconfig (default: the usual places)')
+  .addOption(new Option('-o, --output <format>', 'text, json or yaml').choices(['text', 'json', 'yaml']).default('text'))
+  .option('-f, --file <path>', 'write the output here instead of stdout')
+  .action(async (o) => {
+    const { ClusterBench, parseOnlyTests, renderCluster } = await import('./cluster.js');
+    const { loadKubeConfig } = await import('../src/k8s/client.js');
+    let tests;
+    try {
+      tests = parseOnlyTests(o.onlyTests);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+    const b = new ClusterBench(
+      loadKubeConfig(o.kubeconfig),
+      {
+        ...(o.name ? { name: o.name } : {}),
+        clientNode: o.clientNode,
+        serverNode: o.serverNode,
+        duration: o.duration,
+        tests,
+        socketBufferSize: o.socketBufferSize,
+        namespace: o.namespace,
+        image: o.image,
+        podTimeout: o.timeout,
+        keep: !!o.keep,
+      },
+      (s) => process.stderr.write(`bench cluster: ${s}\n`),
+    );
+    const out = renderCluster(await b.run(), o.output);
+    if (o.file) writeFileSync(o.file, out);
+    else process.stdout.write(out);
+  });
+bench
+  .command('compare')
+  .argument('<a>', 'results of one run (bench cluster -o json, or knb -o json), e.g. kube-proxy')
+  .argument('<b>', 'results of the other (either format), e.g. bpfproxy')
+  .option('--out <dir>', 'write compare.md and the charts here')
+  .description('two cluster runs side by side, with charts')
+  .action(async (a: string, b: string, o) => {
+    const { compareClusters, loadClusterResults, runName } = await import('./compare.js');
+    const files = compareClusters(loadClusterResults(a), loadClusterResults(b), [runName(a), runName(b)]);
+    if (!o.out) {
+      process.stdout.write(files['compare.md']!);
+      return;
+    }
+    const out = o.out;
+    mkdirSync(out, { recursive: true });
+    for (const [f, body] of Object.entries(files)) writeFileSync(join(out, f), body);
+    console.log(
+      `wrote ${Object.keys(files)
+        .map((f) => join(out, f))
+        .join(', ')}`,
+    );
+  });
+/** knb's multi-letter short flags, so knb command lines work unchanged. */
+const KNB_FLAGS: Record<string, string> = {
+  '-cn': '--client-node',
+  '-sn': '--server-node',
+  '-ot': '--only-tests',
+  '-sbs': '--socket-buffer-size',
+};
+const argv = process.argv.slice();
+if (argv[2] === 'cluster') for (let i = 3; i < argv.length; i++) argv[i] = KNB_FLAGS[argv[i]!] ?? argv[i]!;
+
+bench.parseAsync(argv).catch((e: Error) => {
+  process.stderr.write(`bpfproxy-bench: ${e.message}\n`);
+  process.exit(1);
+});

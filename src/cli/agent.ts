@@ -1,0 +1,232 @@
+/** `bpfproxy agent`: serve Services on this node. */
+import { type Command, Option } from '@commander-js/extra-typings';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Agent } from '../agent/agent.js';
+import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, resolveAttachMode } from '../dataplane/bpf/attach.js';
+import { LISTEN_DEFAULTS, formatBindAddress, resolveBindAddress, type BindAddress } from '../health/bind-address.js';
+import { DEFAULT_MAP_SIZES, parseCtTimeouts } from '../dataplane/bpf/config.js';
+import { CALICO_DEFAULTS, type AgentConfig } from '../config/felix.js';
+import {
+  DEFAULT_MAX_FRONTENDS_PER_SERVICE,
+  DEFAULT_NODE_PORT_RANGE,
+  formatPortRange,
+  parseCidrList,
+  parsePortRange,
+  type ServicePolicy,
+} from '../config/services.js';
+import { makeLogger } from '../log.js';
+import { DEFAULT_MAX_FILE_BYTES } from '../sources/manifests.js';
+import { regex, positiveInt, formatMs, duration, pinDirOption, bool, port, bindAddress, stateDirOption } from './options.js';
+import { INSTALL_ROOT } from '../paths.js';
+
+export function addAgentCommand(program: Command): void {
+  program
+    .command('agent')
+    .description('serve Services on this node and keep serving them as they change')
+    .option('--manifests <dir>', 'serve the Service/EndpointSlice/FelixConfiguration YAML in this directory')
+    .option(
+      '--manifest-max-file-size <bytes>',
+      'larger manifest files are not read (reported; their last good objects kept)',
+      positiveInt('--manifest-max-file-size'),
+      DEFAULT_MAX_FILE_BYTES,
+    )
+    .option('--kubeconfig <path>', 'watch the Kubernetes API with this kubeconfig (default without --manifests: in-cluster config)')
+    .option('--node <name>', "this node's name (decides which endpoints are local)", process.env.NODENAME ?? hostname())
+    .option(
+      '--bpf-enabled <bool>',
+      'own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)',
+      bool('--bpf-enabled'),
+    )
+    .option(
+      '--data-ifaces <regex>',
+      'bpfDataIfacePattern: uplinks where NodePort, LoadBalancer and external IPs arrive',
+      DEFAULT_DATA_IFACES,
+    )
+    .option('--l3-ifaces <regex>', 'bpfL3IfacePattern: extra L3/tunnel devices treated as uplinks', '')
+    .addOption(
+      new Option('--pod-ifaces <regex>', 'pod-facing host interfaces')
+        .argParser(regex('--pod-ifaces'))
+        .default(new RegExp(DEFAULT_POD_IFACES), JSON.stringify(DEFAULT_POD_IFACES)),
+    )
+    .addOption(
+      new Option(
+        '--tc-attach <mode>',
+        'how the programs sit on the TC hooks: tcx links (Linux 6.6+, pinned under the pin dir), cls_bpf filters in a clsact qdisc, or auto (tcx where the kernel has it)',
+      )
+        .choices(TC_ATTACH_MODES)
+        .default('auto'),
+    )
+    .addOption(pinDirOption())
+    .option('--bpf-dir <dir>', 'where the compiled BPF objects are', join(INSTALL_ROOT, 'bpf', '.output'))
+    .addOption(
+      new Option('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod: minimum time between syncs')
+        .argParser(duration('--min-sync-period'))
+        .default(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod, formatMs(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod)),
+    )
+    .addOption(
+      new Option('--sync-period <duration>', 'full resync interval').argParser(duration('--sync-period')).default(30_000, formatMs(30_000)),
+    )
+    .option('--conntrack-timeouts <list>', 'bpfConntrackTimeouts, e.g. "TCPEstablished=1h,UDPTimeout=60s"', '')
+    .option('--map-size-conntrack <n>', 'bpfMapSizeConntrack', positiveInt('--map-size-conntrack'), DEFAULT_MAP_SIZES.conntrack)
+    .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
+    .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
+    .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+    .option(
+      '--service-node-port-range <range>',
+      "the API server's --service-node-port-range: nodePort and healthCheckNodePort must fall in it",
+      formatPortRange(DEFAULT_NODE_PORT_RANGE),
+    )
+    .addOption(
+      new Option('--external-ip-cidrs <list>', 'comma-separated CIDRs externalIPs and LoadBalancer ingress IPs must fall in').default(
+        '',
+        "any address but the node's own",
+      ),
+    )
+    .option(
+      '--allow-node-address-external-ips',
+      "let an externalIP or LoadBalancer IP be one of this node's addresses (it then captures that port of the node: CVE-2020-8554)",
+      false,
+    )
+    .option(
+      '--max-frontends-per-service <n>',
+      'frontends (address x port) one Service may have; the rest is refused with a problem',
+      positiveInt('--max-frontends-per-service'),
+      DEFAULT_MAX_FRONTENDS_PER_SERVICE,
+    )
+    .option(
+      '--healthz-bind-address <ip[:port]>',
+      `kube-proxy's /healthz, served while bpfEnabled; the port is bpfKubeProxyHealthzPort (FelixConfiguration may change it); empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.healthz)})`,
+      bindAddress('--healthz-bind-address'),
+    )
+    .option('--healthz-port <port>', 'the port of --healthz-bind-address (0: off)', port('--healthz-port'))
+    .option(
+      '--metrics-bind-address <ip[:port]>',
+      `Prometheus /metrics; 0.0.0.0:PORT or [::]:PORT for every address; empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.metrics)})`,
+      bindAddress('--metrics-bind-address'),
+    )
+    .option('--metrics-port <port>', 'the port of --metrics-bind-address (0: off)', port('--metrics-port'))
+    .option(
+      '--health-bind-address <ip[:port]>',
+      `the agent's /liveness and /readiness; empty: off (default ${formatBindAddress(LISTEN_DEFAULTS.health)})`,
+      bindAddress('--health-bind-address'),
+    )
+    .option('--health-port <port>', 'the port of --health-bind-address (0: off)', port('--health-port'))
+    .addOption(stateDirOption())
+    .option('--log-level <level>', 'trace, debug, info, warn, error', 'info')
+    .action(async (o) => {
+      const log = makeLogger(o.logLevel);
+      const fail: (msg: string) => never = (msg) => {
+        log.fatal(msg);
+        process.exit(2);
+      };
+      let ctTimeouts;
+      try {
+        ctTimeouts = parseCtTimeouts(o.conntrackTimeouts);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+      for (const [flag, v] of [
+        ['--data-ifaces', o.dataIfaces],
+        ['--l3-ifaces', o.l3Ifaces],
+      ] as const) {
+        try {
+          new RegExp(v);
+        } catch (e) {
+          fail(`${flag}: ${(e as Error).message}`);
+        }
+      }
+      if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
+      const tcAttach = o.tcAttach;
+      try {
+        resolveAttachMode(tcAttach);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+      let healthz: BindAddress | undefined;
+      let metrics: BindAddress | undefined;
+      let health: BindAddress | undefined;
+      try {
+        healthz = resolveBindAddress(
+          '--healthz-bind-address',
+          o.healthzBindAddress,
+          '--healthz-port',
+          o.healthzPort,
+          LISTEN_DEFAULTS.healthz,
+        );
+        metrics = resolveBindAddress(
+          '--metrics-bind-address',
+          o.metricsBindAddress,
+          '--metrics-port',
+          o.metricsPort,
+          LISTEN_DEFAULTS.metrics,
+        );
+        health = resolveBindAddress('--health-bind-address', o.healthBindAddress, '--health-port', o.healthPort, LISTEN_DEFAULTS.health);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+      let services: ServicePolicy | undefined;
+      try {
+        const externalIPCidrs = parseCidrList(o.externalIpCidrs);
+        services = {
+          nodePortRange: parsePortRange(o.serviceNodePortRange),
+          ...(externalIPCidrs ? { externalIPCidrs } : {}),
+          allowNodeAddressExternalIPs: !!o.allowNodeAddressExternalIps,
+          maxFrontendsPerService: o.maxFrontendsPerService,
+        };
+      } catch (e) {
+        fail(`--service-node-port-range / --external-ip-cidrs: ${(e as Error).message}`);
+      }
+      const base: AgentConfig = {
+        ...CALICO_DEFAULTS,
+        bpfEnabled: o.bpfEnabled ?? !!o.manifests,
+        bpfDataIfacePattern: o.dataIfaces,
+        bpfL3IfacePattern: o.l3Ifaces,
+        bpfKubeProxyMinSyncPeriod: o.minSyncPeriod,
+        bpfConntrackTimeouts: ctTimeouts,
+        bpfMapSizeConntrack: o.mapSizeConntrack,
+        bpfMapSizeNATFrontend: o.mapSizeNatFrontend,
+        bpfMapSizeNATBackend: o.mapSizeNatBackend,
+        bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
+        bpfKubeProxyHealthzPort: healthz?.port ?? CALICO_DEFAULTS.bpfKubeProxyHealthzPort,
+      };
+      let agent: Agent;
+      try {
+        agent = await Agent.start(
+          {
+            source: o.manifests
+              ? { kind: 'manifests', dir: o.manifests, maxFileBytes: o.manifestMaxFileSize }
+              : { kind: 'kubernetes', ...(o.kubeconfig ? { kubeconfig: o.kubeconfig } : {}) },
+            nodeName: o.node,
+            podIfaces: o.podIfaces,
+            tcAttach,
+            pinDir: o.pinDir,
+            bpfDir: o.bpfDir,
+            base,
+            syncPeriodMs: o.syncPeriod,
+            metricsPort: metrics?.port ?? 0,
+            metricsHost: metrics?.host,
+            healthPort: health?.port ?? 0,
+            healthHost: health?.host,
+            healthzHost: healthz?.host ?? null,
+            stateDir: o.stateDir,
+            services,
+          },
+          log,
+        );
+      } catch (e) {
+        log.fatal({ err: e }, `agent could not start: ${(e as Error).message}`);
+        process.exit(1);
+      }
+      const shutdown = (sig: string) => {
+        log.info(
+          { signal: sig },
+          agent.enabled ? 'stopping; the dataplane keeps serving (run "bpfproxy cleanup" to remove it)' : 'stopping',
+        );
+        agent.stop();
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+    });
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+/** bpfproxy: the agent and the operator commands. */
+import { Command } from '@commander-js/extra-typings';
+import { addAgentCommand } from './agent.js';
+import { addCleanupCommand } from './cleanup.js';
+import { addConntrackCommand, addServicesCommand, addStatusCommand } from './inspect.js';
+
+const program = new Command('bpfproxy')
+  .description('eBPF kube-proxy replacement: Kubernetes services in TC programs, driven from TypeScript')
+  .showHelpAfterError();
+
+addAgentCommand(program);
+addServicesCommand(program);
+addConntrackCommand(program);
+addStatusCommand(program);
+addCleanupCommand(program);
+
+program.parseAsync().catch((e: Error) => {
+  process.stderr.write(`bpfproxy: ${e.message}\n`);
+  process.exit(1);
+});
