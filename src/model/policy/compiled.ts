@@ -1,0 +1,96 @@
+/**
+ * Compiled NetworkPolicy: what the policy model (src/model/policy/) hands to a
+ * dataplane, independent of Kubernetes objects and of map layouts. The BPF
+ * dataplane writes it into maps (src/dataplane/bpf/policy-*.ts); the vector
+ * engine will read the same shape.
+ *
+ * Shape (Cilium's, without its label machinery):
+ * - every address the node may see maps to one **identity** through a
+ *   longest-prefix match: pods (/32) by (namespace labels, pod labels,
+ *   deepest policy CIDR containing the address), each distinct ipBlock
+ *   cidr/except prefix, this node's addresses (HOST) and everything else
+ *   (WORLD, 0.0.0.0/0);
+ * - every **local endpoint** (a pod on this node, not host-network) has an
+ *   id, an isolation bit per direction, and a rule table keyed by
+ *   {peer identity (0 = any peer), direction, protocol (0 = any), port prefix};
+ *   an `endPort` range becomes a few port prefixes;
+ * - a lookup is: identity of the peer, then the endpoint's table at the exact
+ *   identity and at identity 0; deny wins over allow, then the longer port
+ *   prefix; no match in an isolated direction denies.
+ * - `generation` changes whenever any decision may change; conntrack caches
+ *   the decision with the generation it was taken under and re-checks a flow
+ *   when they differ.
+ */
+
+export type PolicyDirection = 'ingress' | 'egress';
+
+/** Reserved identities. Identities the model interns start at FIRST_DYNAMIC_IDENTITY. */
+export const IDENTITY_ANY = 0;
+/** Addresses no more specific entry claims (0.0.0.0/0). */
+export const IDENTITY_WORLD = 1;
+/** This node's own addresses: traffic from the node to its pods (probes) is always allowed. */
+export const IDENTITY_HOST = 2;
+export const FIRST_DYNAMIC_IDENTITY = 16;
+
+/** IP protocol numbers a rule may name; 0 = any protocol (a rule without ports). */
+export const PROTO_ANY = 0;
+export const PROTO_TCP = 6;
+export const PROTO_UDP = 17;
+export const PROTO_SCTP = 132;
+
+/** One prefix of the identity LPM: `prefix` like "10.244.1.11/32". */
+export interface IdentityEntry {
+  prefix: string;
+  identity: number;
+  /** Set for a local endpoint's own address: its endpoint id (see EndpointPolicy.id). */
+  endpoint?: number;
+}
+
+export interface PolicyRuleKey {
+  /** IDENTITY_ANY: any peer. */
+  peer: number;
+  direction: PolicyDirection;
+  /** PROTO_ANY: any protocol and port (then port and portPrefixLen are 0). */
+  proto: number;
+  /** The first port of the prefix. */
+  port: number;
+  /** 0..16: how many leading bits of port must match (16 = exactly port; 0 = any port). */
+  portPrefixLen: number;
+}
+
+export interface PolicyRuleEntry extends PolicyRuleKey {
+  verdict: 'allow' | 'deny';
+  /** Index into CompiledPolicy.rules: which policy rule this entry comes from (for hit counters, monitor, trace). */
+  ruleId: number;
+}
+
+export interface EndpointPolicy {
+  /** Small positive integer, stable for the pod's lifetime on this node (key of the per-endpoint table). */
+  id: number;
+  /** "namespace/name" of the pod. */
+  pod: string;
+  /** The pod's IPv4 addresses on this node. */
+  addresses: string[];
+  /** Selected by a policy with this direction in its policyTypes. */
+  ingressIsolated: boolean;
+  egressIsolated: boolean;
+  entries: PolicyRuleEntry[];
+}
+
+/** Where a rule came from: a NetworkPolicy's n-th ingress or egress rule. */
+export interface PolicyRuleRef {
+  id: number;
+  /** "namespace/name" of the NetworkPolicy. */
+  policy: string;
+  direction: PolicyDirection;
+  /** Index in spec.ingress / spec.egress. */
+  index: number;
+}
+
+export interface CompiledPolicy {
+  /** Changes whenever any decision may change. Never 0 (0 in conntrack = "not checked"). */
+  generation: number;
+  identities: IdentityEntry[];
+  endpoints: EndpointPolicy[];
+  rules: PolicyRuleRef[];
+}
