@@ -10,26 +10,11 @@
 import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './log.js';
+import type { DatapathSnapshot } from './dataplane/dataplane.js';
+
+export type { ConntrackSnapshot, DatapathSnapshot } from './dataplane/dataplane.js';
 import type { BindAddress } from './health/bind-address.js';
 import { listenHttp } from './health/servers.js';
-
-export interface ConntrackSnapshot {
-  /** entries left after the last GC pass, by protocol */
-  byProto: { tcp: number; udp: number; other: number };
-  gcRuns: number;
-  /** wall time of the last pass, ms */
-  gcLastMs: number;
-  gcRemovedTotal: number;
-  /** Date.now() of the last pass; 0 before the first */
-  gcLastRunAt: number;
-}
-
-export interface DatapathSnapshot {
-  maps: Array<{ map: string; entries: number; maxEntries: number }>;
-  reasons: Array<{ reason: string; verdict: string; packets: number; bytes: number }>;
-  conntrackEntries: number;
-  conntrack?: ConntrackSnapshot;
-}
 
 export type SnapshotSource = () => DatapathSnapshot | Promise<DatapathSnapshot | undefined> | undefined;
 

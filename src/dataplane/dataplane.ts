@@ -44,3 +44,22 @@ export function mergeReports(into: SyncReport, r: SyncReport): SyncReport {
   into.retry.push(...r.retry);
   return into;
 }
+
+/** What a dataplane reports for one metrics scrape (taken once per scrape). */
+export interface ConntrackSnapshot {
+  /** entries left after the last GC pass, by protocol */
+  byProto: { tcp: number; udp: number; other: number };
+  gcRuns: number;
+  /** wall time of the last pass, ms */
+  gcLastMs: number;
+  gcRemovedTotal: number;
+  /** Date.now() of the last pass; 0 before the first */
+  gcLastRunAt: number;
+}
+
+export interface DatapathSnapshot {
+  maps: Array<{ map: string; entries: number; maxEntries: number }>;
+  reasons: Array<{ reason: string; verdict: string; packets: number; bytes: number }>;
+  conntrackEntries: number;
+  conntrack?: ConntrackSnapshot;
+}

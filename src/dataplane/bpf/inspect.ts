@@ -3,7 +3,7 @@ import { native } from '../../native/index.js';
 import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
-import type { DatapathSnapshot } from '../../metrics.js';
+import type { DatapathSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
 
 const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : String(n));
