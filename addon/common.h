@@ -53,6 +53,7 @@ struct AddonData {
   Napi::FunctionReference bpf_object;
   Napi::FunctionReference map_handle;
   Napi::FunctionReference prog_handle;
+  Napi::FunctionReference link_handle;
 };
 AddonData* Data(Napi::Env env);
 
@@ -76,7 +77,7 @@ void ThrowTypeError(Napi::Env env, const std::string& msg);
 bool ArgInt(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* out);
 bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, const char* what, Napi::Buffer<uint8_t>* out);
 bool ArgString(const Napi::CallbackInfo& info, size_t i, const char* what, std::string* out);
-// An fd: a number, or a MapHandle / ProgHandle (whose fd is -1 once closed).
+// An fd: a number, or a MapHandle / ProgHandle / LinkHandle (whose fd is -1 once closed).
 bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* out);
 
 // Options objects: undefined/null is "no options"; anything else must be a
@@ -101,7 +102,9 @@ bool OptObject(Napi::Object o, const char* fn, const std::string& key, Napi::Obj
 // kernel's name is never cut at 15 characters).
 Napi::Value NewMapHandle(Napi::Env env, Fd fd, const std::string& name, const std::string& op);
 Napi::Value NewProgHandle(Napi::Env env, Fd fd, const std::string& op);
-// True when v is a MapHandle or ProgHandle (by prototype), with *fd its fd
+// A BPF link (fd checked to be one; EINVAL otherwise).
+Napi::Value NewLinkHandle(Napi::Env env, Fd fd, const std::string& op);
+// True when v is a MapHandle, ProgHandle or LinkHandle (by prototype), with *fd its fd
 // (-1 once closed); *real is false for an object that only poses as one.
 bool HandleFd(Napi::Env env, Napi::Value v, int64_t* fd, bool* real);
 

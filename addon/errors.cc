@@ -158,13 +158,17 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, const char* what, int64_t* 
   if (info.Length() > i) {
     bool real;
     if (HandleFd(info.Env(), info[i], out, &real)) {
+      if (real && *out < 0) {
+        Throw(info.Env(), std::string("use ") + what, EBADF, "", "the handle was closed");
+        return false;
+      }
       if (real) return true;
       ArgTypeError(info, i, what, "a handle made by the addon");
       return false;
     }
   }
   if (info.Length() <= i || !IsInteger(info[i])) {
-    ArgTypeError(info, i, what, "an fd (integer) or a MapHandle/ProgHandle");
+    ArgTypeError(info, i, what, "an fd (integer) or a MapHandle/ProgHandle/LinkHandle");
     return false;
   }
   *out = info[i].As<Napi::Number>().Int64Value();

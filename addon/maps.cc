@@ -17,6 +17,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <vector>
 
@@ -99,12 +101,14 @@ struct HandleInit {
   Fd fd;
   MapMeta map;
   struct bpf_prog_info prog = {};
+  struct bpf_link_info link = {};
 };
 
 // Type tags (N-API 8) mark the objects the addon made, so an object that
 // only shares a handle's prototype is never unwrapped as one.
 static const napi_type_tag kMapTag = {0x6270667072787931ULL, 0x6d61702d68616e64ULL};
 static const napi_type_tag kProgTag = {0x6270667072787931ULL, 0x70726f672d68616eULL};
+static const napi_type_tag kLinkTag = {0x6270667072787931ULL, 0x6c696e6b2d68616eULL};
 
 template <typename T>
 static T* Tagged(Napi::Env env, Napi::Value v, const napi_type_tag& tag) {
@@ -236,6 +240,36 @@ class ProgHandle : public FdHandle<ProgHandle> {
   struct bpf_prog_info pi_ = {};
 };
 
+class LinkHandle : public FdHandle<LinkHandle> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports) {
+    (void)exports;
+    Napi::Function f = DefineClass(env, "LinkHandle",
+                                   {
+                                       InstanceAccessor<&LinkHandle::Kind>("kind"),
+                                       // the shared part (FdHandle): the runtime overloads take base members
+                                       InstanceAccessor("fd", &LinkHandle::GetFd, nullptr),
+                                       InstanceAccessor("closed", &LinkHandle::Closed, nullptr),
+                                       InstanceAccessor<&LinkHandle::Id>("id"),
+                                       InstanceMethod("close", &LinkHandle::Close),
+                                   });
+    Data(env)->link_handle = Napi::Persistent(f);
+  }
+
+  static constexpr const char* kName = "LinkHandle";
+
+  explicit LinkHandle(const Napi::CallbackInfo& info)
+      : FdHandle<LinkHandle>(info, "tcxAttach(), linkOpen() or linkById()", &kLinkTag) {
+    if (init_) id_ = init_->link.id;
+  }
+
+ private:
+  Napi::Value Kind(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), "link"); }
+  Napi::Value Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), id_); }
+
+  uint32_t id_ = 0;
+};
+
 Napi::Value NewMapHandle(Napi::Env env, Fd fd, const std::string& name, const std::string& op) {
   HandleInit init;
   init.map.name = name;
@@ -254,6 +288,26 @@ Napi::Value NewProgHandle(Napi::Env env, Fd fd, const std::string& op) {
   return Data(env)->prog_handle.New({Napi::External<HandleInit>::New(env, &init)});
 }
 
+// Whether fd is a BPF link (its anon inode says so).
+static bool IsBpfLink(int fd) {
+  char path[64], target[64];
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  if (n < 0) return false;
+  target[n] = '\0';
+  // "bpf_link" for a link we created, "bpf-link" for one opened by id or pin.
+  return strcmp(target, "anon_inode:bpf_link") == 0 || strcmp(target, "anon_inode:bpf-link") == 0;
+}
+
+Napi::Value NewLinkHandle(Napi::Env env, Fd fd, const std::string& op) {
+  HandleInit init;
+  if (!IsBpfLink(fd.get())) return Throw(env, op + ": not a BPF link", EINVAL);
+  __u32 len = sizeof(init.link);
+  if (bpf_obj_get_info_by_fd(fd.get(), &init.link, &len)) return Throw(env, op, errno);
+  init.fd = std::move(fd);
+  return Data(env)->link_handle.New({Napi::External<HandleInit>::New(env, &init)});
+}
+
 bool HandleFd(Napi::Env env, Napi::Value v, int64_t* fd, bool* real) {
   *real = false;
   if (!v.IsObject()) return false;
@@ -268,8 +322,14 @@ bool HandleFd(Napi::Env env, Napi::Value v, int64_t* fd, bool* real) {
     *real = true;
     return true;
   }
+  if (LinkHandle* h = Tagged<LinkHandle>(env, v, kLinkTag)) {
+    *fd = h->fd();
+    *real = true;
+    return true;
+  }
   Napi::Object o = v.As<Napi::Object>();
-  return o.InstanceOf(d->map_handle.Value()) || o.InstanceOf(d->prog_handle.Value());
+  return o.InstanceOf(d->map_handle.Value()) || o.InstanceOf(d->prog_handle.Value()) ||
+         o.InstanceOf(d->link_handle.Value());
 }
 
 // ---------------------------------------------------------------- map args
@@ -742,6 +802,7 @@ static Napi::Value ErrnoTextFn(const Napi::CallbackInfo& info) {
 void InitMaps(Napi::Env env, Napi::Object exports) {
   MapHandle::Init(env, exports);
   ProgHandle::Init(env, exports);
+  LinkHandle::Init(env, exports);
   exports.Set("mapLookup", Napi::Function::New(env, MapLookup));
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));

@@ -309,13 +309,13 @@ static Napi::Value TcxSupported(const Napi::CallbackInfo& info) {
   return Throw(info.Env(), "probe for tcx (BPF_PROG_QUERY on lo)", err);
 }
 
-// tcxAttach(ifindex, dir, progFd) -> link fd. The link goes first on the
+// tcxAttach(ifindex, dir, prog) -> LinkHandle. The link goes first on the
 // hook (BPF_F_BEFORE without a relative: ahead of every other program).
 static Napi::Value TcxAttach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t ifindex, prog_fd;
   uint32_t attach_type;
-  if (!IfindexArg(info, &ifindex) || !TcxDirArg(info, 1, &attach_type) || !ArgInt(info, 2, "progFd", &prog_fd))
+  if (!IfindexArg(info, &ifindex) || !TcxDirArg(info, 1, &attach_type) || !ArgFd(info, 2, "prog", &prog_fd))
     return env.Undefined();
   Attr<TcxLinkCreate> a;
   TcxLinkCreate* l = a.get();
@@ -323,14 +323,11 @@ static Napi::Value TcxAttach(const Napi::CallbackInfo& info) {
   l->target_ifindex = static_cast<uint32_t>(ifindex);
   l->attach_type = attach_type;
   l->flags = kFBefore;
-  long fd = SysBpf(BPF_LINK_CREATE, a.raw, sizeof(a.raw));
-  if (fd < 0) {
-    return Throw(env,
-                 std::string("create tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
-                     " link on ifindex " + std::to_string(ifindex),
-                 errno);
-  }
-  return Napi::Number::New(env, static_cast<double>(fd));
+  std::string op = std::string("create tcx ") + (attach_type == kTcxIngress ? "ingress" : "egress") +
+                   " link on ifindex " + std::to_string(ifindex);
+  Fd fd(static_cast<int>(SysBpf(BPF_LINK_CREATE, a.raw, sizeof(a.raw))));
+  if (fd.get() < 0) return Throw(env, op, errno);
+  return NewLinkHandle(env, std::move(fd), op);
 }
 
 // tcxList(ifindex, dir) -> [{ progId, linkId }], in run order; an interface
@@ -358,16 +355,16 @@ static Napi::Value TcxListJs(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// linkInfo(fd) -> { type: 'tcx' | 'other', id, progId, ifindex, direction }
+// linkInfo(link) -> { type: 'tcx' | 'other', id, progId, ifindex, direction }
 // (ifindex 0: the interface is gone, the link is defunct).
 static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd;
-  if (!ArgInt(info, 0, "linkFd", &fd)) return env.Undefined();
+  if (!ArgFd(info, 0, "link", &fd)) return env.Undefined();
   TcxLinkInfo li = {};
   uint32_t len = sizeof(li);
   int err = bpf_obj_get_info_by_fd(static_cast<int>(fd), &li, &len);
-  if (err) return Throw(env, "link info of fd " + std::to_string(fd), err);
+  if (err) return Throw(env, "link info of fd " + std::to_string(fd), errno);
   Napi::Object o = Napi::Object::New(env);
   bool tcx = li.type == kLinkTypeTcx;
   o.Set("type", tcx ? "tcx" : "other");
@@ -379,59 +376,34 @@ static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// Whether fd is a BPF link (its anon inode says so): linkClose never closes
-// anything else, so a stale number cannot close an unrelated, reused fd.
-static bool IsBpfLink(int fd) {
-  char path[64], target[64];
-  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-  ssize_t n = readlink(path, target, sizeof(target) - 1);
-  if (n < 0) return false;
-  target[n] = '\0';
-  // "bpf_link" for a link we created, "bpf-link" for one opened by id or pin.
-  return strcmp(target, "anon_inode:bpf_link") == 0 || strcmp(target, "anon_inode:bpf-link") == 0;
-}
-
-// linkOpen(path) -> fd of the BPF link pinned there (EINVAL if the pin is
-// something else).
+// linkOpen(path) -> LinkHandle of the BPF link pinned there (EINVAL if the
+// pin is something else).
 static Napi::Value LinkOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path;
   if (!ArgString(info, 0, "path", &path)) return env.Undefined();
   Fd fd(bpf_obj_get(path.c_str()));
   if (fd.get() < 0) return Throw(env, "open pinned link " + path, errno);
-  if (!IsBpfLink(fd.get())) return Throw(env, "open pinned link " + path + ": not a BPF link", EINVAL);
-  return Napi::Number::New(env, fd.release());
+  return NewLinkHandle(env, std::move(fd), "open pinned link " + path);
 }
 
-// linkClose(fd): close a link fd we hold (EBADF if fd is not a BPF link).
-static Napi::Value LinkClose(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int64_t fd;
-  if (!ArgInt(info, 0, "linkFd", &fd)) return env.Undefined();
-  if (!IsBpfLink(static_cast<int>(fd)))
-    return Throw(env, "close link fd " + std::to_string(fd) + ": not a BPF link", EBADF);
-  close(static_cast<int>(fd));
-  return env.Undefined();
-}
-
-// linkFdById(id) -> fd of the link with that id.
-static Napi::Value LinkFdById(const Napi::CallbackInfo& info) {
+// linkById(id) -> LinkHandle of the link with that id.
+static Napi::Value LinkById(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t id;
   if (!ArgInt(info, 0, "linkId", &id)) return env.Undefined();
-  int fd = bpf_link_get_fd_by_id(static_cast<uint32_t>(id));
-  if (fd < 0) return Throw(env, "open link id " + std::to_string(id), errno);
-  return Napi::Number::New(env, fd);
+  Fd fd(bpf_link_get_fd_by_id(static_cast<uint32_t>(id)));
+  if (fd.get() < 0) return Throw(env, "open link id " + std::to_string(id), errno);
+  return NewLinkHandle(env, std::move(fd), "open link id " + std::to_string(id));
 }
 
-// linkUpdate(linkFd, progFd, expectedProgFd?) -> put progFd in the link's
+// linkUpdate(link, prog, expectedProg?) -> put progFd in the link's
 // place atomically; with expectedProgFd only if the link still runs that one.
 static Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t link_fd, prog_fd, old_fd = -1;
-  if (!ArgInt(info, 0, "linkFd", &link_fd) || !ArgInt(info, 1, "progFd", &prog_fd)) return env.Undefined();
-  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgInt(info, 2, "expectedProgFd", &old_fd))
-    return env.Undefined();
+  if (!ArgFd(info, 0, "link", &link_fd) || !ArgFd(info, 1, "prog", &prog_fd)) return env.Undefined();
+  if (info.Length() > 2 && !info[2].IsUndefined() && !ArgFd(info, 2, "expectedProg", &old_fd)) return env.Undefined();
   LIBBPF_OPTS(bpf_link_update_opts, opts);
   if (old_fd >= 0) {
     opts.flags = BPF_F_REPLACE;
@@ -442,12 +414,12 @@ static Napi::Value LinkUpdate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// linkDetach(linkFd) -> true, or false when it was detached already (its
+// linkDetach(link) -> true, or false when it was detached already (its
 // interface gone, or detached by someone else).
 static Napi::Value LinkDetach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t link_fd;
-  if (!ArgInt(info, 0, "linkFd", &link_fd)) return env.Undefined();
+  if (!ArgFd(info, 0, "link", &link_fd)) return env.Undefined();
   if (bpf_link_detach(static_cast<int>(link_fd)) == 0) return Napi::Boolean::New(env, true);
   if (errno == ENOLINK || errno == ENOENT || errno == ENODEV) return Napi::Boolean::New(env, false);
   return Throw(env, "detach link fd " + std::to_string(link_fd), errno);
@@ -458,9 +430,8 @@ void InitTc(Napi::Env env, Napi::Object exports) {
   exports.Set("tcxAttach", Napi::Function::New(env, TcxAttach));
   exports.Set("tcxList", Napi::Function::New(env, TcxListJs));
   exports.Set("linkInfo", Napi::Function::New(env, LinkInfo));
-  exports.Set("linkFdById", Napi::Function::New(env, LinkFdById));
+  exports.Set("linkById", Napi::Function::New(env, LinkById));
   exports.Set("linkOpen", Napi::Function::New(env, LinkOpen));
-  exports.Set("linkClose", Napi::Function::New(env, LinkClose));
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach));
   exports.Set("tcHookCreate", Napi::Function::New(env, TcHookCreate));

@@ -303,6 +303,18 @@ t.test('no fd leaks on failing calls', async (t) => {
   h.close();
   t.equal(openFds(), before, 'wrong buffer sizes and missing pins leave no fd behind');
 
+  // links: a pin that is no link, a missing pin, a missing id
+  for (let i = 0; i < 10; i++) {
+    const notLink = thrown(() => native().linkOpen(path));
+    t.ok(
+      notLink instanceof BpfError && notLink.errno === 22 && /not a BPF link/.test(notLink.op),
+      `a map pin is no link: ${String(notLink)}`,
+    );
+    thrown(() => native().linkOpen(join(pin, 'nope')));
+    thrown(() => native().linkById(0x7fff_fff0));
+  }
+  t.equal(openFds(), before, 'failing link opens leave no fd behind');
+
   for (const [what, load] of [
     ['a missing object file', () => native().loadObject(join(junk, 'nope.o'))],
     ['a file that is no ELF object', () => native().loadObject(join(junk, 'junk.o'))],

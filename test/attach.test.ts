@@ -95,7 +95,7 @@ t.test('native tcx: a link goes first on its hook, is updated in place, detaches
   enter(t, ns);
   const idx = indexOf('eth0');
   const theirs = native().tcxAttach(idx, 'ingress', foreign);
-  t.teardown(() => native().linkClose(theirs));
+  t.teardown(() => theirs.close());
   const theirProg = native().linkInfo(theirs).progId;
   const link = native().tcxAttach(idx, 'ingress', dp.programs.fromData.fd);
   const info = native().linkInfo(link);
@@ -129,7 +129,17 @@ t.test('native tcx: a link goes first on its hook, is updated in place, detaches
   t.equal(native().linkDetach(link), true);
   t.doesNotThrow(() => native().linkDetach(link), 'detaching twice is not an error');
   t.equal(native().linkInfo(link).ifindex, 0, 'a detached link names no interface');
-  native().linkClose(link);
+  link.close();
+  t.equal(link.closed, true, 'the handle owns its fd: closed once');
+  const closedErr = (() => {
+    try {
+      native().linkInfo(link);
+      return undefined;
+    } catch (e) {
+      return e as Error;
+    }
+  })();
+  t.match(closedErr, { errno: 9 }, 'a closed handle is EBADF, never another fd');
   t.same(
     native()
       .tcxList(idx, 'ingress')
@@ -158,8 +168,8 @@ for (const mode of MODES) {
     tc(ns, 'qdisc', 'add', 'dev', 'eth0', 'clsact');
     tc(ns, 'filter', 'add', 'dev', 'eth0', 'ingress', 'pref', '5', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', '192.0.2.99/32');
     enter(t, ns);
-    const theirs = mode === 'tcx' ? native().tcxAttach(indexOf('eth0'), 'ingress', foreign) : -1;
-    if (theirs >= 0) t.teardown(() => native().linkClose(theirs));
+    const theirs = mode === 'tcx' ? native().tcxAttach(indexOf('eth0'), 'ingress', foreign) : undefined;
+    if (theirs) t.teardown(() => theirs.close());
     const a = attacher(t, dp, mode, pinDir, 300);
     t.equal(a.hook, mode);
     a.start();
@@ -215,9 +225,9 @@ for (const mode of MODES) {
     await t.test('someone removes ours: the safety poll puts it back', async (t) => {
       const ing = oursOn('eth0', pinDir).find((x) => x.direction === 'ingress')!;
       if (mode === 'tcx') {
-        const fd = native().linkFdById(ing.linkId!);
-        native().linkDetach(fd);
-        native().linkClose(fd);
+        const link = native().linkById(ing.linkId!);
+        native().linkDetach(link);
+        link.close();
       } else {
         tc(ns, 'filter', 'del', 'dev', 'eth0', 'ingress', 'pref', String(TC_PRIORITY), 'handle', `0x${TC_HANDLE.toString(16)}`, 'bpf');
       }

@@ -180,7 +180,7 @@ t.test(
         foreign,
       ),
     );
-    t.teardown(() => native().linkClose(theirs));
+    t.teardown(() => theirs.close());
     const theirProg = native().linkInfo(theirs).progId;
     const eth0Tcx = () =>
       inNetns(ns, () =>

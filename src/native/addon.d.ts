@@ -4,7 +4,7 @@
  * (src/native/index.ts turns those into BpfError); a wrong argument or
  * option type is a TypeError naming it.
  *
- * Fds: a MapHandle / ProgHandle owns its fd (close() it; one never closed
+ * Fds: a MapHandle / ProgHandle / LinkHandle owns its fd (close() it; one never closed
  * is closed when it is garbage collected). A NativeBpfObject owns the fds
  * of its programs and maps: the numbers its programs() and maps() report
  * are valid until it is closed. Functions that take an fd accept either a
@@ -50,10 +50,20 @@ export interface ProgHandle {
   close(): void;
 }
 
+/** A BPF link fd (tcx links): detaching is explicit (linkDetach); closing only drops our reference. */
+export interface LinkHandle {
+  readonly kind: 'link';
+  /** The fd, or -1 once closed. */
+  readonly fd: number;
+  readonly closed: boolean;
+  readonly id: number;
+  close(): void;
+}
+
 /** A map op's target: a handle (sizes known), or a plain map fd (sizes read on each call). */
 export type MapRef = MapHandle | number;
 /** Any BPF fd, as a number or a handle. */
-export type FdRef = MapHandle | ProgHandle | number;
+export type FdRef = MapHandle | ProgHandle | LinkHandle | number;
 
 export interface NativeProgram {
   name: string;
@@ -247,20 +257,18 @@ export interface NativeRuntime {
 
   /** Whether the kernel has tcx (6.6+). */
   tcxSupported(): boolean;
-  /** A tcx link running progFd first on the hook; returns the link's fd. */
-  tcxAttach(ifindex: number, dir: TcDirection, progFd: number): number;
+  /** A tcx link running prog first on the hook. */
+  tcxAttach(ifindex: number, dir: TcDirection, prog: FdRef): LinkHandle;
   /** The tcx programs of a hook in run order (linkId 0: attached without a link). */
   tcxList(ifindex: number, dir: TcDirection): Array<{ progId: number; linkId: number }>;
-  linkInfo(linkFd: number): BpfLinkInfo;
-  linkFdById(linkId: number): number;
-  /** fd of the BPF link pinned at path (EINVAL when the pin is not a link). */
-  linkOpen(path: string): number;
-  /** Close a link fd (EBADF when fd is not a BPF link: never closes anything else). */
-  linkClose(linkFd: number): void;
-  /** BPF_LINK_UPDATE: the link runs progFd from now on (atomically); with expectedProgFd only if it ran that one. */
-  linkUpdate(linkFd: number, progFd: number, expectedProgFd?: number): void;
+  linkInfo(link: FdRef): BpfLinkInfo;
+  linkById(linkId: number): LinkHandle;
+  /** The BPF link pinned at path (EINVAL when the pin is not a link). */
+  linkOpen(path: string): LinkHandle;
+  /** BPF_LINK_UPDATE: the link runs prog from now on (atomically); with expectedProg only if it ran that one. */
+  linkUpdate(link: FdRef, prog: FdRef, expectedProg?: FdRef): void;
   /** BPF_LINK_DETACH: false when it was detached already. */
-  linkDetach(linkFd: number): boolean;
+  linkDetach(link: FdRef): boolean;
 
   interfaces(): Array<{ index: number; name: string }>;
   /** Interfaces with their kind, in one rtnetlink dump (this thread's namespace). */

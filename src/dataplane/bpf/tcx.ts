@@ -18,7 +18,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../log.js';
-import { native, type TcDirection } from '../../native/index.js';
+import { native, type FdRef, type LinkHandle, type TcDirection } from '../../native/index.js';
 
 export const TCX_DIRECTIONS: readonly TcDirection[] = ['ingress', 'egress'];
 
@@ -29,7 +29,7 @@ const pinName = (ifindex: number, dir: TcDirection) => `${ifindex}-${dir}`;
 const PIN_RE = /^(\d+)-(ingress|egress)$/;
 
 interface Link {
-  fd: number;
+  handle: LinkHandle;
   id: number;
   ifindex: number;
   dir: TcDirection;
@@ -46,14 +46,6 @@ export interface PinnedTcxLink {
   live: boolean;
 }
 
-function closeQuietly(fd: number): void {
-  try {
-    native().linkClose(fd);
-  } catch {
-    /* already closed */
-  }
-}
-
 /** Every pin under <pinDir>/tcx, opened and checked (links that cannot be opened are skipped, named in `bad`). */
 export function readPinnedTcxLinks(pinDir: string): { links: PinnedTcxLink[]; bad: Array<{ path: string; reason: string }> } {
   const dir = tcxPinDir(pinDir);
@@ -67,15 +59,15 @@ export function readPinnedTcxLinks(pinDir: string): { links: PinnedTcxLink[]; ba
       bad.push({ path, reason: 'not a name bpfproxy pins links under (<ifindex>-<ingress|egress>)' });
       continue;
     }
-    let fd: number;
+    let link: LinkHandle;
     try {
-      fd = native().linkOpen(path);
+      link = native().linkOpen(path);
     } catch (e) {
       bad.push({ path, reason: (e as Error).message });
       continue;
     }
     try {
-      const info = native().linkInfo(fd);
+      const info = native().linkInfo(link);
       if (info.type !== 'tcx') {
         bad.push({ path, reason: 'not a tcx link' });
         continue;
@@ -93,7 +85,7 @@ export function readPinnedTcxLinks(pinDir: string): { links: PinnedTcxLink[]; ba
     } catch (e) {
       bad.push({ path, reason: (e as Error).message });
     } finally {
-      closeQuietly(fd);
+      link.close();
     }
   }
   return { links: out, bad };
@@ -107,17 +99,17 @@ export function detachPinnedTcxLinks(pinDir: string, log?: Logger): Array<{ ifin
   const out: Array<{ ifindex: number; direction: TcDirection }> = [];
   const { links, bad } = readPinnedTcxLinks(pinDir);
   for (const l of links) {
-    let fd: number | undefined;
+    let link: LinkHandle | undefined;
     try {
-      fd = native().linkOpen(l.path);
-      if (l.live && native().linkDetach(fd)) out.push({ ifindex: l.ifindex, direction: l.direction });
+      link = native().linkOpen(l.path);
+      if (l.live && native().linkDetach(link)) out.push({ ifindex: l.ifindex, direction: l.direction });
     } catch (e) {
       log?.error(
         { pin: l.path },
         `cannot detach the tcx link pinned at ${l.path}: ${(e as Error).message}; unpinning it anyway (the kernel detaches it once nothing else holds it)`,
       );
     } finally {
-      if (fd !== undefined) closeQuietly(fd);
+      link?.close();
     }
     rmSync(l.path, { force: true });
   }
@@ -158,8 +150,8 @@ export class TcxLinks {
         continue;
       }
       try {
-        const fd = native().linkOpen(l.path);
-        this.links.set(TcxLinks.key(l.ifindex, l.direction), { fd, id: l.linkId, ifindex: l.ifindex, dir: l.direction });
+        const handle = native().linkOpen(l.path);
+        this.links.set(TcxLinks.key(l.ifindex, l.direction), { handle, id: l.linkId, ifindex: l.ifindex, dir: l.direction });
         n++;
       } catch (e) {
         this.log.warn(
@@ -181,7 +173,7 @@ export class TcxLinks {
     const l = this.links.get(k);
     if (!l) return 0;
     try {
-      const info = native().linkInfo(l.fd);
+      const info = native().linkInfo(l.handle);
       if (info.ifindex === ifindex) return info.progId;
     } catch {
       /* treated as defunct */
@@ -190,28 +182,22 @@ export class TcxLinks {
     return 0;
   }
 
-  /** Attach progFd, or swap it into our existing link atomically. Returns whether a link was created. */
-  put(ifindex: number, dir: TcDirection, progFd: number): boolean {
+  /** Attach prog, or swap it into our existing link atomically. Returns whether a link was created. */
+  put(ifindex: number, dir: TcDirection, prog: FdRef): boolean {
     const k = TcxLinks.key(ifindex, dir);
     const l = this.links.get(k);
     if (l && this.current(ifindex, dir)) {
-      native().linkUpdate(l.fd, progFd);
+      native().linkUpdate(l.handle, prog);
       return false;
     }
-    const fd = native().tcxAttach(ifindex, dir, progFd);
-    let id = 0;
-    try {
-      id = native().linkInfo(fd).id;
-    } catch {
-      /* only used in logs and status */
-    }
-    this.links.set(k, { fd, id, ifindex, dir });
+    const handle = native().tcxAttach(ifindex, dir, prog);
+    this.links.set(k, { handle, id: handle.id, ifindex, dir });
     const path = this.pinPath(ifindex, dir);
     if (path) {
       try {
         mkdirSync(tcxPinDir(this.pinDir!), { recursive: true });
         rmSync(path, { force: true });
-        native().objPin(fd, path);
+        native().objPin(handle, path);
       } catch (e) {
         this.log.warn(
           { pin: path, ifindex },
@@ -245,7 +231,7 @@ export class TcxLinks {
     this.links.delete(k);
     if (detach) {
       try {
-        native().linkDetach(l.fd);
+        native().linkDetach(l.handle);
       } catch (e) {
         this.log.warn(
           { ifindex: l.ifindex },
@@ -253,14 +239,14 @@ export class TcxLinks {
         );
       }
     }
-    closeQuietly(l.fd);
+    l.handle.close();
     const path = this.pinPath(l.ifindex, l.dir);
     if (path) rmSync(path, { force: true });
   }
 
   /** Close our fds; pinned links stay attached (agent exit). */
   close(): void {
-    for (const l of this.links.values()) closeQuietly(l.fd);
+    for (const l of this.links.values()) l.handle.close();
     this.links.clear();
   }
 }
