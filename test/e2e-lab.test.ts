@@ -316,11 +316,9 @@ endpoints: [{ addresses: [10.244.1.12], nodeName: node1 }]
     const a = agents.get('node2')!;
     await a.stop();
     agents.delete('node2');
-    const r = spawnSync(
-      'nsenter',
-      [`--net=${nsPath(n2.ns)}`, '--', process.execPath, AGENT_CLI, 'cleanup', '--pin-dir', n2.pinDir],
-      { encoding: 'utf8' },
-    );
+    const r = spawnSync('nsenter', [`--net=${nsPath(n2.ns)}`, '--', process.execPath, AGENT_CLI, 'cleanup', '--pin-dir', n2.pinDir], {
+      encoding: 'utf8',
+    });
     t.equal(r.status, 0, r.stderr);
     t.match(r.stdout, /detached from 3 interface\(s\)/);
     const filters = spawnSync('nsenter', [`--net=${nsPath(n2.ns)}`, '--', 'tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], {
