@@ -28,7 +28,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { environment, type Environment } from './environment.js';
 import { ensureBpffs } from '../src/dataplane/bpf/bpffs.js';
-import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { CtDir, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { ConntrackFlusher, ConntrackGc, expiredConnections } from '../src/dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot, mapFills, reasonViews } from '../src/dataplane/bpf/inspect.js';
@@ -217,7 +217,7 @@ export async function runGcBench(o: GcBenchOptions, log: (s: string) => void = (
   const load0 = loadavg()[0]!;
   ensureBpffs('/sys/fs/bpf');
   const pinDir = `/sys/fs/bpf/bpfproxy-bench-gc-${uniqueTag()}`;
-  const dp = await loadDatapath(BPF_OUT, pinDir, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_MAP_SIZES, conntrack: o.entries } });
+  const dp = await loadDatapath(BPF_OUT, pinDir, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: o.entries } });
   try {
     const maps = dp.maps;
     log(`programming ${o.services} services`);

@@ -11,7 +11,7 @@ import { native } from '../src/native/index.js';
 import { nsPath } from '../testkit/netns.js';
 import { frame, TCP } from '../testkit/packet.js';
 import { Attacher } from '../src/dataplane/bpf/attach.js';
-import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { loadDatapath, type Datapath } from '../src/dataplane/bpf/loader.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { silentLogger } from '../src/log.js';

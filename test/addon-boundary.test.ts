@@ -14,7 +14,7 @@ import { runInNewContext } from 'node:vm';
 import { BpfError, native, type MapHandle, type MapRef } from '../src/native/index.js';
 import { BPF_OBJECT, loadPrograms, MAP_NAMES, openPinnedMaps, PROGRAMS } from '../src/dataplane/bpf/loader.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
-import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { BPF_DIR, REPO, tmpDatapath, tmpPinDir } from './helpers/env.js';
 import { be, fe } from './helpers/fixtures.js';
 import { compileTcProgram } from './helpers/foreign-prog.js';

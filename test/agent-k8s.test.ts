@@ -11,7 +11,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../src/agent/agent.js';
-import { CALICO_DEFAULTS } from '../src/config/felix.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 import { attachedHere } from '../src/dataplane/bpf/attach.js';
 import { native } from '../src/native/index.js';
 import { ip, sysctl } from '../testkit/netns.js';
@@ -79,7 +79,7 @@ for (const mode of ['tcx', 'cls'] as const)
           bpfDir: BPF_DIR,
           podIfaces: /^cali/,
           tcAttach: mode,
-          base: { ...CALICO_DEFAULTS, bpfDataIfacePattern: '^eth0$' },
+          base: { ...DEFAULT_CONFIG, dataIfaces: /^eth0$/ },
           syncPeriodMs: 30_000,
           metricsPort: 19091,
           healthPort: 19099,
@@ -156,7 +156,7 @@ for (const mode of ['tcx', 'cls'] as const)
         t.match(ev.involvedObject, { kind: 'FelixConfiguration', name: 'default' });
         t.match(ev.message, /spec\.bpfLogLevel: must be Off, Info or Debug/);
         t.equal(agent.enabled, true, 'still serving');
-        t.equal(agent.config.config.bpfLogLevel, 'Off');
+        t.equal(agent.config.config.logLevel, 'Off');
       });
 
       await t.test('node.<name> overrides default: interface pattern moves the attachment', async (t) => {
@@ -184,7 +184,7 @@ for (const mode of ['tcx', 'cls'] as const)
           }),
         );
         await until('reloaded', () => attachedHere().find((a) => a.iface === 'eth0')?.progId !== before);
-        t.equal(agent.config.config.bpfConntrackTimeouts.TCPEstablished, 7200);
+        t.equal(agent.config.config.conntrack.tcpEstablished, 7_200_000);
         t.equal(agent.runtime!.dp.maps.fe.entries().length, fe, 'maps untouched');
       });
 

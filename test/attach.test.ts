@@ -23,7 +23,7 @@ import {
   type AttachedIface,
   type Attachment,
 } from '../src/dataplane/bpf/attach.js';
-import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../src/dataplane/bpf/loader.js';
 import { QdiscLedger } from '../src/dataplane/bpf/qdiscs.js';
 import { tcxPinDir } from '../src/dataplane/bpf/tcx.js';

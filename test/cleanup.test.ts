@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { Agent } from '../src/agent/agent.js';
 import { LockBusyError, PinDirLock, statePaths } from '../src/agent/lock.js';
-import { CALICO_DEFAULTS } from '../src/config/felix.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 import { TC_HANDLE, TC_PRIORITY, attachedHere } from '../src/dataplane/bpf/attach.js';
 import { MAP_NAMES } from '../src/dataplane/bpf/loader.js';
 import { tcxPinDir } from '../src/dataplane/bpf/tcx.js';
@@ -288,7 +288,7 @@ t.test('an agent refuses to start on a pin dir another agent holds; cleanup refu
     pinDir,
     bpfDir: BPF_DIR,
     podIfaces: /^cali/,
-    base: { ...CALICO_DEFAULTS, bpfEnabled: true, bpfDataIfacePattern: '^eth' },
+    base: { ...DEFAULT_CONFIG, enabled: true, dataIfaces: /^eth/ },
     syncPeriodMs: 30_000,
     stateDir: state,
     healthzHost: null,

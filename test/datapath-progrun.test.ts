@@ -11,10 +11,12 @@ import { inNetns } from './helpers/env.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount, runProg, TC_ACT_OK, TC_ACT_SHOT } from './helpers/progrun.js';
 import { CtDir, CtState, CtFlags } from '../src/dataplane/bpf/codecs.js';
+import { ctTimeoutsNs } from '../src/config/datapath.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 
 t.test('service datapath through BPF_PROG_RUN', async (t) => {
   const node = await progrunNode(t, {
-    ctTimeouts: { TCPSynSent: 7, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 },
+    ctTimeoutsNs: ctTimeoutsNs({ ...DEFAULT_CONFIG.conntrack, tcpSynSent: 7_000 }),
   });
   const { ns, ifindex, dp, rec } = node;
   const run = (...a: Parameters<typeof node.run>) => node.run(...a);

@@ -3,7 +3,8 @@ import t from 'tap';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { CALICO_DEFAULTS, effectiveConfig } from '../src/config/felix.js';
+import { effectiveConfig } from '../src/config/felix.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 import { parseBindAddress } from '../src/health/bind-address.js';
 import { FELIX_GROUP, FELIX_PLURAL, FELIX_VERSION } from '../src/k8s/client.js';
 import { REPO } from './helpers/env.js';
@@ -54,7 +55,7 @@ t.test('DaemonSet wiring', async (t) => {
     { host: '0.0.0.0', port: ports.healthz },
     'healthz on the declared port',
   );
-  t.equal(ports.healthz, CALICO_DEFAULTS.bpfKubeProxyHealthzPort, "which is bpfKubeProxyHealthzPort's default");
+  t.equal(ports.healthz, DEFAULT_CONFIG.healthzPort, "which is bpfKubeProxyHealthzPort's default");
   const stateDir = arg('--state-dir');
   t.ok(
     stateDir &&
@@ -95,9 +96,9 @@ t.test('FelixConfiguration CRD and default', async (t) => {
   t.equal(crd.spec.versions[0].name, FELIX_VERSION);
   t.equal(crd.spec.scope, 'Cluster');
   const def = find('FelixConfiguration', 'default')!;
-  const r = effectiveConfig(CALICO_DEFAULTS, def.spec, undefined, 'n');
+  const r = effectiveConfig(DEFAULT_CONFIG, def.spec, undefined, 'n');
   t.same(r.problems, []);
-  t.equal(r.config!.bpfEnabled, false, 'off until switched on');
+  t.equal(r.config!.enabled, false, 'off until switched on');
 });
 
 t.test('kube-proxy patches', async (t) => {

@@ -1,18 +1,25 @@
 import t from 'tap';
-import { CALICO_DEFAULTS, effectiveConfig, unsupported } from '../src/config/felix.js';
+import { effectiveConfig, unsupported } from '../src/config/felix.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 
 t.test('Calico defaults', async (t) => {
-  const r = effectiveConfig(CALICO_DEFAULTS, undefined, undefined, 'n1');
-  t.same(r.config, CALICO_DEFAULTS);
-  t.equal(CALICO_DEFAULTS.bpfEnabled, false);
-  t.equal(CALICO_DEFAULTS.bpfKubeProxyHealthzPort, 10256);
-  t.equal(CALICO_DEFAULTS.bpfMapSizeConntrack, 512000);
-  t.same(CALICO_DEFAULTS.bpfConntrackTimeouts, { TCPSynSent: 20, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 60 });
+  const r = effectiveConfig(DEFAULT_CONFIG, undefined, undefined, 'n1');
+  t.same(r.config, DEFAULT_CONFIG);
+  t.equal(DEFAULT_CONFIG.enabled, false);
+  t.equal(DEFAULT_CONFIG.healthzPort, 10256);
+  t.equal(DEFAULT_CONFIG.mapSizes.conntrack, 512000);
+  t.same(DEFAULT_CONFIG.conntrack, {
+    tcpSynSent: 20_000,
+    tcpEstablished: 3_600_000,
+    tcpFinsSeen: 30_000,
+    tcpResetSeen: 40_000,
+    udpTimeout: 60_000,
+  });
 });
 
 t.test('node.<name> overrides default field by field', async (t) => {
   const r = effectiveConfig(
-    CALICO_DEFAULTS,
+    DEFAULT_CONFIG,
     {
       bpfEnabled: true,
       bpfKubeProxyMinSyncPeriod: '2s',
@@ -24,17 +31,17 @@ t.test('node.<name> overrides default field by field', async (t) => {
   );
   t.same(r.problems, []);
   t.match(r.config, {
-    bpfEnabled: true,
-    bpfKubeProxyMinSyncPeriod: 500,
-    bpfDataIfacePattern: '^ens.*',
-    bpfLogLevel: 'Debug',
-    bpfConntrackTimeouts: { TCPEstablished: 7200, TCPFinsSeen: 30 },
+    enabled: true,
+    minSyncPeriodMs: 500,
+    logLevel: 'Debug',
+    conntrack: { tcpEstablished: 7_200_000, tcpFinsSeen: 30_000 },
   });
+  t.equal(r.config!.dataIfaces.source, '^ens.*');
 });
 
 t.test('every invalid field is named; the config is refused whole', async (t) => {
   const r = effectiveConfig(
-    CALICO_DEFAULTS,
+    DEFAULT_CONFIG,
     {
       bpfEnabled: 'yes',
       bpfDataIfacePattern: '([',
@@ -66,7 +73,7 @@ t.test('every invalid field is named; the config is refused whole', async (t) =>
 
 t.test('fields bpfproxy does not act on are reported, non-BPF Felix fields are not', async (t) => {
   const r = effectiveConfig(
-    CALICO_DEFAULTS,
+    DEFAULT_CONFIG,
     { bpfPSNATPorts: '20000:29999', bpfFancyNewThing: 1, logSeverityScreen: 'Info' },
     undefined,
     'n1',
@@ -76,5 +83,5 @@ t.test('fields bpfproxy does not act on are reported, non-BPF Felix fields are n
 });
 
 t.test('unsupported modes are said plainly', async (t) => {
-  t.match(unsupported({ ...CALICO_DEFAULTS, bpfExternalServiceMode: 'DSR' })[0], /DSR is not supported yet.*SNAT/);
+  t.match(unsupported({ ...DEFAULT_CONFIG, externalServiceMode: 'DSR' })[0], /DSR is not supported yet.*SNAT/);
 });

@@ -15,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { native } from '../src/native/index.js';
 import { frame, icmpErrorFrame, TCP } from '../testkit/packet.js';
-import { DEFAULT_DATAPATH, DEFAULT_MAP_SIZES } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH, ctTimeoutsNs } from '../src/config/datapath.js';
 import { CtDir, CtState, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns, type tmpDatapath } from './helpers/env.js';
@@ -227,8 +227,14 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
   // at most two entries per packet, so a round never comes near LRU eviction.
   const ctSize = Math.max(65536, 2 ** Math.ceil(Math.log2(ROUND * 2 * 2.5)));
   const { ns, ifindex, dp } = await serviceLab(t, {
-    ctTimeouts: { TCPSynSent: 3600, TCPEstablished: 7200, TCPFinsSeen: 3600, TCPResetSeen: 3600, UDPTimeout: 3600 },
-    mapSizes: { ...DEFAULT_MAP_SIZES, conntrack: ctSize },
+    ctTimeoutsNs: ctTimeoutsNs({
+      tcpSynSent: 3_600_000,
+      tcpEstablished: 7_200_000,
+      tcpFinsSeen: 3_600_000,
+      tcpResetSeen: 3_600_000,
+      udpTimeout: 3_600_000,
+    }),
+    mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: ctSize },
   });
   const topology = topologyFromMaps(
     dp.maps,
@@ -289,7 +295,13 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
  */
 t.test('fuzzer findings, reproduced', async (t) => {
   const lab = await serviceLab(t, {
-    ctTimeouts: { TCPSynSent: 60, TCPEstablished: 3600, TCPFinsSeen: 30, TCPResetSeen: 40, UDPTimeout: 0.4 },
+    ctTimeoutsNs: ctTimeoutsNs({
+      tcpSynSent: 60_000,
+      tcpEstablished: 3_600_000,
+      tcpFinsSeen: 30_000,
+      tcpResetSeen: 40_000,
+      udpTimeout: 400,
+    }),
   });
   const { ns, ifindex, dp } = lab;
   const run = (role: 'fromPod' | 'fromData', f: Buffer) => inNetns(ns, () => runProg(dp, role, f, ifindex));

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CtDir } from '../src/dataplane/bpf/codecs.js';
-import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { BPF_OBJECT, loadDatapath, MAP_NAMES, PROGRAMS } from '../src/dataplane/bpf/loader.js';
 import { BpfMap } from '../src/dataplane/bpf/map.js';
 import * as c from '../src/dataplane/bpf/codecs.js';

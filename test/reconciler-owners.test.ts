@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { FakeClock } from '../testkit/fake-clock.js';
 import { affinityValue, CtDir, IPPROTO_UDP, svcName, u32Key } from '../src/dataplane/bpf/codecs.js';
 import { loadDatapath, MAP_NAMES, MIGRATING_SUFFIX, type DatapathMaps } from '../src/dataplane/bpf/loader.js';
-import { DEFAULT_DATAPATH } from '../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { native } from '../src/native/index.js';
 import { frontendsFor } from '../src/model/desired.js';

@@ -10,7 +10,8 @@
 import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
-import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
+import type { Config } from '../config/config.js';
+import { unsupported, type ConfigProblem } from '../config/felix.js';
 import type { ServicePolicy } from '../config/services.js';
 import { HealthServers } from '../health/servers.js';
 import { DEFAULT_STATE_DIR, PinDirLock, statePaths } from './lock.js';
@@ -37,7 +38,7 @@ export interface AgentOptions {
   /** how programs sit on the TC hooks: tcx links, cls_bpf filters, or auto (tcx where the kernel has it; default) */
   tcAttach?: TcAttachMode;
   /** defaults and command-line settings, under any FelixConfiguration */
-  base: AgentConfig;
+  base: Config;
   /** ms between full resyncs */
   syncPeriodMs: number;
   /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
@@ -68,7 +69,7 @@ export class Agent {
   private source: ManifestSource | KubeSource | undefined;
   private clients: KubeClients | undefined;
   private transition: Promise<void> = Promise.resolve();
-  private active: AgentConfig | undefined;
+  private active: Config | undefined;
   private saidUnsupported = '';
   private readonly cliLogLevel: string;
   private readonly clock: Clock;
@@ -85,7 +86,7 @@ export class Agent {
       undefined,
       {
         nodeName: o.nodeName,
-        minSyncPeriod: o.base.bpfKubeProxyMinSyncPeriod,
+        minSyncPeriod: o.base.minSyncPeriodMs,
         syncPeriod: o.syncPeriodMs,
         clock: this.clock,
         log,
@@ -175,7 +176,7 @@ export class Agent {
   }
 
   /** Serialize transitions: one config change is applied fully before the next. */
-  private apply(cfg: AgentConfig): Promise<void> {
+  private apply(cfg: Config): Promise<void> {
     this.transition = this.transition
       .then(() => this.applyNow(cfg))
       .catch((e: Error) => {
@@ -184,13 +185,13 @@ export class Agent {
     return this.transition;
   }
 
-  private async applyNow(cfg: AgentConfig): Promise<void> {
+  private async applyNow(cfg: Config): Promise<void> {
     if (this.stopped) return;
     const old = this.active;
     const { o, log } = this;
-    log.level = cfg.bpfLogLevel === 'Debug' ? 'debug' : this.cliLogLevel;
-    this.proxier.runner.setMinInterval(cfg.bpfKubeProxyMinSyncPeriod);
-    if (cfg.bpfEnabled && !this.runtime) {
+    log.level = cfg.logLevel === 'Debug' ? 'debug' : this.cliLogLevel;
+    this.proxier.runner.setMinInterval(cfg.minSyncPeriodMs);
+    if (cfg.enabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
       this.runtime = await BpfRuntime.enable(
         {
@@ -206,25 +207,19 @@ export class Agent {
         this.clock,
       );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
-    } else if (!cfg.bpfEnabled && this.runtime) {
+    } else if (!cfg.enabled && this.runtime) {
       this.runtime.disable();
       this.runtime = undefined;
       this.health.setServiceHealth(new Map());
     } else if (this.runtime && old) {
       await this.runtime.reconfigure(old, cfg);
-      if (mapSizesChanged(old, cfg)) {
-        log.warn(
-          'map sizes changed: the pinned maps keep their size until they are created again (bpfEnabled off and on, or bpfproxy cleanup)',
-        );
-      }
     }
-    if (!cfg.bpfEnabled && !old)
+    if (!cfg.enabled && !old)
       log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
     this.metrics.enabled.set(this.runtime ? 1 : 0);
     const healthzHost = o.healthzHost === undefined ? '0.0.0.0' : o.healthzHost;
-    this.health.setHealthz(
-      this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.bpfKubeProxyHealthzPort } : undefined,
-      () => this.healthz(),
+    this.health.setHealthz(this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.healthzPort } : undefined, () =>
+      this.healthz(),
     );
     const warn = this.runtime ? unsupported(cfg).join('\n') : '';
     if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);

@@ -11,14 +11,15 @@ import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { Attacher, teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
-import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
-import type { AgentConfig } from '../config/felix.js';
+import { configChange } from '../config/change.js';
+import type { Config } from '../config/config.js';
+import { datapathConfig, uplinkIfaces } from '../config/datapath.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
 
@@ -41,23 +42,6 @@ export function nodeAddresses(): string[] {
   return [...out].sort();
 }
 
-export function datapathConfig(c: AgentConfig): DatapathConfig {
-  return {
-    ...DEFAULT_DATAPATH,
-    ctTimeouts: c.bpfConntrackTimeouts,
-    mapSizes: {
-      conntrack: c.bpfMapSizeConntrack,
-      natFrontend: c.bpfMapSizeNATFrontend,
-      natBackend: c.bpfMapSizeNATBackend,
-      natAffinity: c.bpfMapSizeNATAffinity,
-    },
-  };
-}
-
-export function dataPattern(c: AgentConfig): RegExp {
-  return new RegExp(c.bpfL3IfacePattern ? `(${c.bpfDataIfacePattern})|(${c.bpfL3IfacePattern})` : c.bpfDataIfacePattern);
-}
-
 export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
@@ -74,7 +58,7 @@ export class BpfRuntime {
     private readonly clock: Clock,
   ) {}
 
-  static async enable(o: RuntimeOptions, cfg: AgentConfig, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
+  static async enable(o: RuntimeOptions, cfg: Config, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
     if (!bpffsRootOf(o.pinDir)) {
       if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
       else throw new Error(`pin dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
@@ -85,7 +69,7 @@ export class BpfRuntime {
     const reconciler = new BpfReconciler(dp.maps, log);
     let attacher: Attacher;
     try {
-      attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock, { mode: o.tcAttach ?? 'auto', pinDir: o.pinDir });
+      attacher = new Attacher(dp, uplinkIfaces(cfg), o.podIfaces, log, clock, { mode: o.tcAttach ?? 'auto', pinDir: o.pinDir });
     } catch (e) {
       dp.close();
       throw e;
@@ -105,26 +89,33 @@ export class BpfRuntime {
     await proxier.runner.idle();
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    if (cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(log);
+    if (cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(log);
     attacher.start();
     gc.start();
     rt.armAddresses();
     return rt;
   }
 
-  /** Apply a changed config while running. */
-  async reconfigure(old: AgentConfig, cfg: AgentConfig): Promise<void> {
-    if (old.bpfDataIfacePattern !== cfg.bpfDataIfacePattern || old.bpfL3IfacePattern !== cfg.bpfL3IfacePattern) {
-      this.attacher.setPatterns(dataPattern(cfg), this.o.podIfaces);
+  /** Apply a changed config while running: each field as its change class says (config/fields.ts). */
+  async reconfigure(old: Config, cfg: Config): Promise<void> {
+    const change = configChange(old, cfg);
+    if (change.live.includes('bpfDataIfacePattern') || change.live.includes('bpfL3IfacePattern')) {
+      this.attacher.setPatterns(uplinkIfaces(cfg), this.o.podIfaces);
     }
-    if (JSON.stringify(old.bpfConntrackTimeouts) !== JSON.stringify(cfg.bpfConntrackTimeouts)) {
+    if (change.reload.length) {
       const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);
       const prev = this.dp.swapPrograms(fresh);
       this.attacher.programsChanged();
       prev.close();
-      this.log.info({ timeouts: cfg.bpfConntrackTimeouts }, 'conntrack timeouts changed: programs reloaded and swapped in place');
+      this.log.info({ fields: change.reload }, `${change.reload.join(', ')} changed: programs reloaded and swapped in place`);
     }
-    if (!old.bpfKubeProxyIptablesCleanupEnabled && cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(this.log);
+    if (change.resize.length) {
+      this.log.warn(
+        { fields: change.resize },
+        `${change.resize.join(', ')} changed: the pinned maps keep their size until they are created again (bpfEnabled off and on, or bpfproxy cleanup)`,
+      );
+    }
+    if (!old.kubeProxyIptablesCleanup && cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(this.log);
   }
 
   private refreshAddresses(): void {

@@ -3,10 +3,10 @@ import { type Command, Option } from '@commander-js/extra-typings';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../agent/agent.js';
-import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, resolveAttachMode } from '../dataplane/bpf/attach.js';
+import { DEFAULT_POD_IFACES, TC_ATTACH_MODES, resolveAttachMode } from '../dataplane/bpf/attach.js';
 import { LISTEN_DEFAULTS, formatBindAddress, resolveBindAddress, type BindAddress } from '../health/bind-address.js';
-import { DEFAULT_MAP_SIZES, parseCtTimeouts } from '../dataplane/bpf/config.js';
-import { CALICO_DEFAULTS, type AgentConfig } from '../config/felix.js';
+import { formatDuration } from '../config/duration.js';
+import { configFromFlags } from '../config/flags.js';
 import {
   DEFAULT_MAX_FRONTENDS_PER_SERVICE,
   DEFAULT_NODE_PORT_RANGE,
@@ -17,7 +17,7 @@ import {
 } from '../config/services.js';
 import { makeLogger } from '../log.js';
 import { DEFAULT_MAX_FILE_BYTES } from '../sources/manifests.js';
-import { regex, positiveInt, formatMs, duration, pinDirOption, bool, port, bindAddress, stateDirOption } from './options.js';
+import { bindAddress, configOption, duration, fieldParser, pinDirOption, port, positiveInt, regex, stateDirOption } from './options.js';
 import { INSTALL_ROOT } from '../paths.js';
 
 export function addAgentCommand(program: Command): void {
@@ -35,15 +35,11 @@ export function addAgentCommand(program: Command): void {
     .option('--node <name>', "this node's name (decides which endpoints are local)", process.env.NODENAME ?? hostname())
     .option(
       '--bpf-enabled <bool>',
-      'own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)',
-      bool('--bpf-enabled'),
+      'bpfEnabled: own the dataplane before any FelixConfiguration says so (default: true with --manifests, false with the API, as Calico)',
+      fieldParser('bpfEnabled', '--bpf-enabled'),
     )
-    .option(
-      '--data-ifaces <regex>',
-      'bpfDataIfacePattern: uplinks where NodePort, LoadBalancer and external IPs arrive',
-      DEFAULT_DATA_IFACES,
-    )
-    .option('--l3-ifaces <regex>', 'bpfL3IfacePattern: extra L3/tunnel devices treated as uplinks', '')
+    .addOption(configOption('--data-ifaces <regex>', 'bpfDataIfacePattern'))
+    .addOption(configOption('--l3-ifaces <regex>', 'bpfL3IfacePattern'))
     .addOption(
       new Option('--pod-ifaces <regex>', 'pod-facing host interfaces')
         .argParser(regex('--pod-ifaces'))
@@ -59,19 +55,17 @@ export function addAgentCommand(program: Command): void {
     )
     .addOption(pinDirOption())
     .option('--bpf-dir <dir>', 'where the compiled BPF objects are', join(INSTALL_ROOT, 'bpf', '.output'))
+    .addOption(configOption('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod'))
     .addOption(
-      new Option('--min-sync-period <duration>', 'bpfKubeProxyMinSyncPeriod: minimum time between syncs')
-        .argParser(duration('--min-sync-period'))
-        .default(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod, formatMs(CALICO_DEFAULTS.bpfKubeProxyMinSyncPeriod)),
+      new Option('--sync-period <duration>', 'full resync interval')
+        .argParser(duration('--sync-period'))
+        .default(30_000, formatDuration(30_000)),
     )
-    .addOption(
-      new Option('--sync-period <duration>', 'full resync interval').argParser(duration('--sync-period')).default(30_000, formatMs(30_000)),
-    )
-    .option('--conntrack-timeouts <list>', 'bpfConntrackTimeouts, e.g. "TCPEstablished=1h,UDPTimeout=60s"', '')
-    .option('--map-size-conntrack <n>', 'bpfMapSizeConntrack', positiveInt('--map-size-conntrack'), DEFAULT_MAP_SIZES.conntrack)
-    .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
-    .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
-    .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+    .addOption(configOption('--conntrack-timeouts <list>', 'bpfConntrackTimeouts'))
+    .addOption(configOption('--map-size-conntrack <n>', 'bpfMapSizeConntrack'))
+    .addOption(configOption('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend'))
+    .addOption(configOption('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend'))
+    .addOption(configOption('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity'))
     .option(
       '--service-node-port-range <range>',
       "the API server's --service-node-port-range: nodePort and healthCheckNodePort must fall in it",
@@ -120,22 +114,6 @@ export function addAgentCommand(program: Command): void {
         log.fatal(msg);
         process.exit(2);
       };
-      let ctTimeouts;
-      try {
-        ctTimeouts = parseCtTimeouts(o.conntrackTimeouts);
-      } catch (e) {
-        fail((e as Error).message);
-      }
-      for (const [flag, v] of [
-        ['--data-ifaces', o.dataIfaces],
-        ['--l3-ifaces', o.l3Ifaces],
-      ] as const) {
-        try {
-          new RegExp(v);
-        } catch (e) {
-          fail(`${flag}: ${(e as Error).message}`);
-        }
-      }
       if (o.manifests && o.kubeconfig) fail('use --manifests or --kubeconfig, not both');
       const tcAttach = o.tcAttach;
       try {
@@ -177,19 +155,18 @@ export function addAgentCommand(program: Command): void {
       } catch (e) {
         fail(`--service-node-port-range / --external-ip-cidrs: ${(e as Error).message}`);
       }
-      const base: AgentConfig = {
-        ...CALICO_DEFAULTS,
+      const base = configFromFlags({
         bpfEnabled: o.bpfEnabled ?? !!o.manifests,
         bpfDataIfacePattern: o.dataIfaces,
         bpfL3IfacePattern: o.l3Ifaces,
         bpfKubeProxyMinSyncPeriod: o.minSyncPeriod,
-        bpfConntrackTimeouts: ctTimeouts,
+        bpfConntrackTimeouts: o.conntrackTimeouts,
         bpfMapSizeConntrack: o.mapSizeConntrack,
         bpfMapSizeNATFrontend: o.mapSizeNatFrontend,
         bpfMapSizeNATBackend: o.mapSizeNatBackend,
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
-        bpfKubeProxyHealthzPort: healthz?.port ?? CALICO_DEFAULTS.bpfKubeProxyHealthzPort,
-      };
+        bpfKubeProxyHealthzPort: healthz?.port,
+      });
       let agent: Agent;
       try {
         agent = await Agent.start(

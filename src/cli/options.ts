@@ -2,7 +2,9 @@
 import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { DEFAULT_STATE_DIR } from '../agent/lock.js';
 import { parseBindAddress, type BindSpec } from '../health/bind-address.js';
-import { parseDuration } from '../dataplane/bpf/config.js';
+import { parseDuration } from '../config/duration.js';
+import { FIELDS, type FelixField, type FieldValue } from '../config/fields.js';
+import { formatDefault, parseFlag } from '../config/flags.js';
 
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/bpfproxy';
 
@@ -22,29 +24,42 @@ export const positiveInt =
     if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a positive whole number`);
     return n;
   };
-/** A duration in ms as a user writes it on the command line: 1s, 30s, 5m, 250ms. */
-export const formatMs = (ms: number): string =>
-  ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+/** A duration flag to ms, with the parser FelixConfiguration's durations use. */
 export const duration =
   (what: string) =>
   (v: string): number => {
     try {
-      return parseDuration(v, what) * 1000;
+      return parseDuration(v);
+    } catch (e) {
+      throw new InvalidArgumentError(`${what}: ${(e as Error).message}`);
+    }
+  };
+
+/** The parser of a flag that sets a FelixConfiguration field: the field's own (config/flags.ts). */
+export const fieldParser =
+  <K extends FelixField>(field: K, flag: string) =>
+  (v: string): FieldValue<K> => {
+    try {
+      return parseFlag(field, flag, v);
     } catch (e) {
       throw new InvalidArgumentError((e as Error).message);
     }
   };
 
+/**
+ * An option that sets a FelixConfiguration field ("--map-size-conntrack <n>"
+ * for bpfMapSizeConntrack): the field's parser, Calico's default written as
+ * a user writes it, and the field's name in the help.
+ */
+export function configOption<U extends string, K extends FelixField>(usage: U, field: K) {
+  const flag = usage.split(' ')[0]!;
+  const def: FieldValue<K> = FIELDS[field].default;
+  return new Option(usage, `${field}: ${FIELDS[field].help}`).argParser(fieldParser(field, flag)).default(def, formatDefault(field));
+}
+
 export const pinDirOption = () => new Option('--pin-dir <path>', 'where the maps are pinned').default(DEFAULT_PIN_DIR);
 export const outputOption = () => new Option('-o, --output <format>', 'table or json').choices(['table', 'json']).default('table');
 
-export const bool =
-  (what: string) =>
-  (v: string): boolean => {
-    if (v === 'true') return true;
-    if (v === 'false') return false;
-    throw new InvalidArgumentError(`${what} must be true or false`);
-  };
 export const port =
   (what: string) =>
   (v: string): number => {

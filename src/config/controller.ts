@@ -1,19 +1,21 @@
 /**
  * Holds the FelixConfiguration objects that concern this node (`default`
- * and `node.<nodeName>`) and turns them into the effective AgentConfig.
+ * and `node.<nodeName>`) and turns them into the effective Config.
  * An invalid config is refused whole and reported; the last good one stays.
  */
 import type { Logger } from '../log.js';
-import { effectiveConfig, type AgentConfig, type ConfigProblem } from './felix.js';
+import { configChange } from './change.js';
+import type { Config } from './config.js';
+import { effectiveConfig, type ConfigProblem } from './felix.js';
 
 export class ConfigController {
   private readonly specs = new Map<string, Record<string, unknown>>();
-  private current: AgentConfig;
+  private current: Config;
   private readonly saidIgnored = new Set<string>();
   private lastProblems = '';
 
   constructor(
-    private readonly base: AgentConfig,
+    private readonly base: Config,
     private readonly nodeName: string,
     private readonly log: Logger,
     private readonly onInvalid: (problems: ConfigProblem[]) => void,
@@ -21,7 +23,7 @@ export class ConfigController {
     this.current = base;
   }
 
-  get config(): AgentConfig {
+  get config(): Config {
     return this.current;
   }
 
@@ -35,7 +37,7 @@ export class ConfigController {
   }
 
   /** Recompute; returns the new config when it changed. */
-  evaluate(): AgentConfig | undefined {
+  evaluate(): Config | undefined {
     const r = effectiveConfig(this.base, this.specs.get('default'), this.specs.get(`node.${this.nodeName}`), this.nodeName);
     for (const f of r.ignored) {
       if (this.saidIgnored.has(f)) continue;
@@ -57,7 +59,7 @@ export class ConfigController {
       return undefined;
     }
     this.lastProblems = '';
-    if (JSON.stringify(r.config) === JSON.stringify(this.current)) return undefined;
+    if (configChange(this.current, r.config).class === 'nothing') return undefined;
     this.current = r.config;
     return r.config;
   }

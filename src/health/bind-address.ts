@@ -7,7 +7,7 @@
  * the server off.
  */
 import { isIP } from 'node:net';
-import { CALICO_DEFAULTS } from '../config/felix.js';
+import { DEFAULT_CONFIG } from '../config/fields.js';
 
 export interface BindAddress {
   host: string;
@@ -21,7 +21,7 @@ export interface BindAddress {
  * health: 127.0.0.1, where the DaemonSet's kubelet probes go (hostNetwork).
  */
 export const LISTEN_DEFAULTS = {
-  healthz: { host: '0.0.0.0', port: CALICO_DEFAULTS.bpfKubeProxyHealthzPort },
+  healthz: { host: '0.0.0.0', port: DEFAULT_CONFIG.healthzPort },
   metrics: { host: '127.0.0.1', port: 9091 },
   health: { host: '127.0.0.1', port: 9099 },
 } as const satisfies Record<string, BindAddress>;

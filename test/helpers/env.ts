@@ -6,7 +6,7 @@ import type { Test } from 'tap';
 import { addNetns, delNetns, uniqueTag } from '../../testkit/netns.js';
 import { native } from '../../src/native/index.js';
 import { loadDatapath, type Datapath } from '../../src/dataplane/bpf/loader.js';
-import { DEFAULT_DATAPATH, type DatapathConfig } from '../../src/dataplane/bpf/config.js';
+import { DEFAULT_DATAPATH, type DatapathConfig } from '../../src/config/datapath.js';
 import { ensureBpffs } from '../../src/dataplane/bpf/bpffs.js';
 import { DEFAULT_STATE_DIR, statePaths } from '../../src/agent/lock.js';
 

@@ -6,7 +6,7 @@
  */
 import type { Test } from 'tap';
 import { BpfReconciler } from '../../src/dataplane/bpf/reconciler.js';
-import type { DatapathConfig } from '../../src/dataplane/bpf/config.js';
+import type { DatapathConfig } from '../../src/config/datapath.js';
 import type { Datapath, ProgramRole } from '../../src/dataplane/bpf/loader.js';
 import { ip, sysctl } from '../../testkit/netns.js';
 import { native } from '../../src/native/index.js';

@@ -41,8 +41,6 @@ export const TC_EGRESS: TcDirection = 'egress';
 
 export type IngressRole = Exclude<ProgramRole, 'hostReply'>;
 
-/** Calico's bpfDataIfacePattern default. */
-export const DEFAULT_DATA_IFACES = '^((en|wl|ww|sl|ib)[Popsx].*|(eth|wlan|wwan|bond).*)';
 /** Pod-facing host interfaces of common CNIs: Calico, generic veth, Cilium, Azure, AWS VPC CNI. */
 export const DEFAULT_POD_IFACES = '^(cali|veth|lxc|azv|eni).*';
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BpfError, native, type MapHandle, type NativeBpfObject } from '../../native/index.js';
 import * as c from './codecs.js';
-import type { DatapathConfig } from './config.js';
+import type { DatapathConfig } from '../../config/datapath.js';
 import { BPF_NOEXIST, BpfMap } from './map.js';
 import { chars, type Codec } from './struct.js';
 import { REASONS } from './reasons.js';
@@ -211,9 +211,9 @@ export interface Datapath {
 }
 
 const ip4Bytes = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
-const u64le = (n: number): Buffer => {
+const u64le = (n: bigint): Buffer => {
   const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(BigInt(Math.round(n)));
+  b.writeBigUInt64LE(n);
   return b;
 };
 const u16le = (n: number): Buffer => {
@@ -222,14 +222,14 @@ const u16le = (n: number): Buffer => {
   return b;
 };
 
+/** DatapathConfig as the programs' rodata (bpf/lib/config.h); config/datapath.ts derives it. */
 export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
-  const ns = (s: number) => u64le(s * 1e9);
   return {
-    cfg_ct_syn_sent_ns: ns(cfg.ctTimeouts.TCPSynSent),
-    cfg_ct_established_ns: ns(cfg.ctTimeouts.TCPEstablished),
-    cfg_ct_fins_seen_ns: ns(cfg.ctTimeouts.TCPFinsSeen),
-    cfg_ct_rst_seen_ns: ns(cfg.ctTimeouts.TCPResetSeen),
-    cfg_ct_udp_ns: ns(cfg.ctTimeouts.UDPTimeout),
+    cfg_ct_syn_sent_ns: u64le(cfg.ctTimeoutsNs.synSent),
+    cfg_ct_established_ns: u64le(cfg.ctTimeoutsNs.established),
+    cfg_ct_fins_seen_ns: u64le(cfg.ctTimeoutsNs.finsSeen),
+    cfg_ct_rst_seen_ns: u64le(cfg.ctTimeoutsNs.rstSeen),
+    cfg_ct_udp_ns: u64le(cfg.ctTimeoutsNs.udp),
     cfg_snat_ip: cfg.snatIp ? ip4Bytes(cfg.snatIp) : Buffer.alloc(4),
     cfg_hairpin_ip: ip4Bytes(cfg.hairpinIp),
     cfg_snat_port_min: u16le(cfg.snatPorts[0]),

@@ -1,0 +1,52 @@
+/**
+ * The agent's configuration as the rest of bpfproxy reads it: domain units
+ * (ms, counts, compiled patterns, closed enums), not the FelixConfiguration's
+ * strings. fields.ts says where each value comes from and its default.
+ */
+
+export type ExternalServiceMode = 'Tunnel' | 'DSR';
+export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
+
+/**
+ * Conntrack entry lifetimes, ms, under Calico's bpfConntrackTimeouts keys.
+ * Calico's other keys (creationGracePeriod, genericTimeout, icmpTimeout) are
+ * checked but have nothing to set in this datapath.
+ */
+export interface ConntrackTimeouts {
+  tcpSynSent: number;
+  tcpEstablished: number;
+  tcpFinsSeen: number;
+  tcpResetSeen: number;
+  udpTimeout: number;
+}
+
+/** Entries each BPF map is created with. */
+export interface MapSizes {
+  conntrack: number;
+  natFrontend: number;
+  natBackend: number;
+  natAffinity: number;
+}
+
+export interface Config {
+  /** bpfEnabled: bpfproxy owns the service dataplane */
+  enabled: boolean;
+  /** bpfDataIfacePattern: uplinks where NodePort, LoadBalancer and external IPs arrive */
+  dataIfaces: RegExp;
+  /** bpfL3IfacePattern: extra L3/tunnel devices treated as uplinks; null: none */
+  l3Ifaces: RegExp | null;
+  /** bpfExternalServiceMode */
+  externalServiceMode: ExternalServiceMode;
+  /** bpfKubeProxyIptablesCleanupEnabled: remove kube-proxy's iptables rules on takeover */
+  kubeProxyIptablesCleanup: boolean;
+  /** bpfKubeProxyMinSyncPeriod, ms */
+  minSyncPeriodMs: number;
+  /** bpfConntrackTimeouts, ms */
+  conntrack: ConntrackTimeouts;
+  /** bpfMapSizeConntrack, bpfMapSizeNATFrontend, bpfMapSizeNATBackend, bpfMapSizeNATAffinity */
+  mapSizes: MapSizes;
+  /** bpfLogLevel */
+  logLevel: BpfLogLevel;
+  /** bpfKubeProxyHealthzPort: kube-proxy's /healthz */
+  healthzPort: number;
+}

@@ -1,0 +1,61 @@
+/**
+ * The one place the BPF datapath's settings are derived from Config: what
+ * the loader writes into the programs' rodata (in the rodata's units) and
+ * the map sizes it creates the maps with. dataplane/bpf/loader.ts writes
+ * DatapathConfig out as it is (rodataFor); nothing else converts.
+ */
+import type { Config, ConntrackTimeouts, MapSizes } from './config.js';
+import { DEFAULT_CONFIG } from './fields.js';
+
+/** The programs' `const volatile __u64 cfg_ct_*_ns` (bpf/lib/config.h), ns. */
+export interface CtTimeoutsNs {
+  synSent: bigint;
+  established: bigint;
+  finsSeen: bigint;
+  rstSeen: bigint;
+  udp: bigint;
+}
+
+export interface DatapathConfig {
+  ctTimeoutsNs: CtTimeoutsNs;
+  mapSizes: MapSizes;
+  /** cfg_snat_ip: source for SNAT; undefined = the route's preferred source (FIB) */
+  snatIp?: string;
+  /** cfg_hairpin_ip: source used when a pod reaches itself through a service */
+  hairpinIp: string;
+  /** cfg_snat_port_min, cfg_snat_port_max */
+  snatPorts: [number, number];
+  /** cfg_fib_redirect: forward translated packets from BPF (FIB lookup + redirect) */
+  fibRedirect: boolean;
+}
+
+/** Settings no FelixConfiguration field reaches: bpfproxy's own. */
+const BUILT_IN = { hairpinIp: '169.254.42.1', snatPorts: [20000, 29999], fibRedirect: true } as const;
+
+const ns = (ms: number): bigint => BigInt(Math.round(ms * 1e6));
+
+export const ctTimeoutsNs = (t: ConntrackTimeouts): CtTimeoutsNs => ({
+  synSent: ns(t.tcpSynSent),
+  established: ns(t.tcpEstablished),
+  finsSeen: ns(t.tcpFinsSeen),
+  rstSeen: ns(t.tcpResetSeen),
+  udp: ns(t.udpTimeout),
+});
+
+export function datapathConfig(c: Config): DatapathConfig {
+  return {
+    ctTimeoutsNs: ctTimeoutsNs(c.conntrack),
+    mapSizes: { ...c.mapSizes },
+    hairpinIp: BUILT_IN.hairpinIp,
+    snatPorts: [...BUILT_IN.snatPorts],
+    fibRedirect: BUILT_IN.fibRedirect,
+  };
+}
+
+/** Calico's defaults, as the datapath takes them. */
+export const DEFAULT_DATAPATH: Readonly<DatapathConfig> = datapathConfig(DEFAULT_CONFIG);
+
+/** The interfaces the attacher treats as uplinks: bpfDataIfacePattern or bpfL3IfacePattern. */
+export function uplinkIfaces(c: Config): RegExp {
+  return c.l3Ifaces ? new RegExp(`(${c.dataIfaces.source})|(${c.l3Ifaces.source})`) : c.dataIfaces;
+}
