@@ -2,7 +2,7 @@
  * One codec per map key/value, mirroring bpf/lib/types.h field by field
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
-import { be16, be32, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+import { be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -12,6 +12,7 @@ export const FeFlags = {
   EXT_LOCAL: 1 << 1,
   INT_LOCAL: 1 << 2,
   NODEPORT: 1 << 3,
+  MAGLEV: 1 << 4,
 } as const;
 
 export const BackendFlags = { LOCAL: 1 << 0 } as const;
@@ -34,8 +35,10 @@ export const feValue = struct('fe_value', {
   clusterCount: u16,
   localCount: u16,
   flags: u16,
-  pad: pad(2),
+  maglevM: u16,
   affinityTimeout: u32,
+  maglevMLocal: u16,
+  pad: pad(2),
 });
 export type FeValue = ReturnType<typeof feValue.decode>;
 
@@ -52,6 +55,23 @@ export const backend = struct('backend', {
   pad: pad(1),
 });
 export type BackendValue = ReturnType<typeof backend.decode>;
+
+/** Maglev tables (bpf/lib/maglev.h): which set's which table, chunk by chunk. */
+export const MaglevTable = { CLUSTER: 0, LOCAL: 1 } as const;
+/** Bytes of one chunk: 448 one-byte entries (sets of up to 256 backends) or 224 two-byte ones. */
+export const MAGLEV_CHUNK_BYTES = 448;
+
+export const maglevKey = struct('maglev_key', {
+  setId: u32,
+  table: u16,
+  chunk: u16,
+});
+export type MaglevKey = ReturnType<typeof maglevKey.decode>;
+
+export const maglevChunk = struct('maglev_chunk', {
+  ord: bytes(MAGLEV_CHUNK_BYTES),
+});
+export type MaglevChunk = ReturnType<typeof maglevChunk.decode>;
 
 export const affinityKey = struct('affinity_key', {
   svcId: u32,

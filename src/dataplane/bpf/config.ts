@@ -3,6 +3,7 @@
  * and values where Calico has one), parsed from operator input with errors
  * that name the field.
  */
+import { DEFAULT_MAGLEV_SEED } from '../../model/maglev.js';
 
 export interface ConntrackTimeouts {
   /** seconds */
@@ -18,6 +19,8 @@ export interface MapSizes {
   natFrontend: number;
   natBackend: number;
   natAffinity: number;
+  /** Maglev table chunks (448 bytes of entries each; bpf/lib/maglev.h); default DEFAULT_MAP_SIZES.maglev */
+  maglev?: number;
 }
 
 export interface DatapathConfig {
@@ -30,6 +33,8 @@ export interface DatapathConfig {
   snatPorts: [number, number];
   /** Forward translated packets from BPF (FIB lookup + redirect). */
   fibRedirect: boolean;
+  /** Seed of the Maglev flow hash; the same on every node, and the one the tables are built with. */
+  maglevSeed: number;
 }
 
 export const DEFAULT_CT_TIMEOUTS: ConntrackTimeouts = {
@@ -40,11 +45,14 @@ export const DEFAULT_CT_TIMEOUTS: ConntrackTimeouts = {
   UDPTimeout: 60,
 };
 
-export const DEFAULT_MAP_SIZES: MapSizes = {
+export const DEFAULT_MAP_SIZES: Required<MapSizes> = {
   conntrack: 512000,
   natFrontend: 65536,
   natBackend: 262144,
   natAffinity: 65536,
+  // 64 MiB at most (512 bytes a chunk in the kernel): 10K services of up to
+  // 5 backends each with the default sizing (src/model/maglev.ts)
+  maglev: 131072,
 };
 
 export const DEFAULT_DATAPATH: DatapathConfig = {
@@ -53,6 +61,7 @@ export const DEFAULT_DATAPATH: DatapathConfig = {
   hairpinIp: '169.254.42.1',
   snatPorts: [20000, 29999],
   fibRedirect: true,
+  maglevSeed: DEFAULT_MAGLEV_SEED,
 };
 
 /** "20s", "1h", "1m30s", "250ms" or a bare number of seconds. */

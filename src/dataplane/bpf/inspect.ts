@@ -32,6 +32,7 @@ export function serviceViews(maps: DatapathMaps): ServiceView[] {
     const policies: string[] = [];
     if (v.flags & FeFlags.EXT_LOCAL) policies.push('eTP=Local');
     if (v.flags & FeFlags.INT_LOCAL) policies.push('iTP=Local');
+    if (v.flags & FeFlags.MAGLEV) policies.push(v.maglevMLocal ? `maglev=${v.maglevM}/${v.maglevMLocal}` : `maglev=${v.maglevM}`);
     out.push({
       servicePort: names.get(v.svcId) ?? `(svc ${v.svcId})`,
       frontend: `${k.addr === '0.0.0.0' ? '*' : k.addr}:${k.port}/${proto(k.proto)}`,
