@@ -22,6 +22,7 @@ import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
 import type { TcAttachMode } from '../dataplane/bpf/attach.js';
+import type { LoadBalancing } from '../dataplane/bpf/reconciler.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -40,6 +41,8 @@ export interface AgentOptions {
   base: AgentConfig;
   /** ms between full resyncs */
   syncPeriodMs: number;
+  /** backend selection: --lb-algorithm and the Maglev table sizing (default: random, Maglev where a Service asks) */
+  loadBalancing?: LoadBalancing;
   /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
   services?: ServicePolicy;
   /** Prometheus metrics port; 0 or undefined: off */
@@ -199,6 +202,7 @@ export class Agent {
           podIfaces: o.podIfaces,
           tcAttach: o.tcAttach ?? 'auto',
           qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
+          ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}),
         },
         cfg,
         this.proxier,

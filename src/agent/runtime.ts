@@ -16,7 +16,7 @@ import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
-import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
+import { BpfReconciler, type LoadBalancing } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import type { AgentConfig } from '../config/felix.js';
 import type { DatapathSnapshot } from '../metrics.js';
@@ -30,6 +30,8 @@ export interface RuntimeOptions {
   qdiscLedger: string;
   /** tcx links, cls_bpf filters, or tcx where the kernel has it (default) */
   tcAttach?: TcAttachMode;
+  /** backend selection (default: random, Maglev where a Service asks) */
+  loadBalancing?: LoadBalancing;
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -82,7 +84,7 @@ export class BpfRuntime {
     const t0 = performance.now();
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
-    const reconciler = new BpfReconciler(dp.maps, log);
+    const reconciler = new BpfReconciler(dp.maps, log, o.loadBalancing);
     let attacher: Attacher;
     try {
       attacher = new Attacher(dp, dataPattern(cfg), o.podIfaces, log, clock, { mode: o.tcAttach ?? 'auto', pinDir: o.pinDir });

@@ -16,6 +16,7 @@ import {
   type ServicePolicy,
 } from '../config/services.js';
 import { makeLogger } from '../log.js';
+import { DEFAULT_LOAD_BALANCING } from '../dataplane/bpf/reconciler.js';
 import { DEFAULT_MAX_FILE_BYTES } from '../sources/manifests.js';
 import { regex, positiveInt, formatMs, duration, pinDirOption, bool, port, bindAddress, stateDirOption } from './options.js';
 import { INSTALL_ROOT } from '../paths.js';
@@ -72,6 +73,21 @@ export function addAgentCommand(program: Command): void {
     .option('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend', positiveInt('--map-size-nat-frontend'), DEFAULT_MAP_SIZES.natFrontend)
     .option('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend', positiveInt('--map-size-nat-backend'), DEFAULT_MAP_SIZES.natBackend)
     .option('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity', positiveInt('--map-size-nat-affinity'), DEFAULT_MAP_SIZES.natAffinity)
+    .addOption(
+      new Option(
+        '--lb-algorithm <algorithm>',
+        'how new connections to NodePort, LoadBalancer and external IPs pick their endpoint: at random, or by Maglev consistent hashing ' +
+          '(the same endpoint for the same flow on every node); cluster IPs stay random; a Service chooses for itself with the annotation service.bpfproxy.io/lb-algorithm',
+      )
+        .choices(['random', 'maglev'] as const)
+        .default('random' as const),
+    )
+    .option(
+      '--maglev-max-endpoints-per-service <n>',
+      'bpfMaglevMaxEndpointsPerService: Maglev tables grow with endpoints (about 700 entries each, 1 or 2 bytes an entry) up to this many',
+      positiveInt('--maglev-max-endpoints-per-service'),
+      DEFAULT_LOAD_BALANCING.maglev.maxEndpointsPerService,
+    )
     .option(
       '--service-node-port-range <range>',
       "the API server's --service-node-port-range: nodePort and healthCheckNodePort must fall in it",
@@ -211,6 +227,11 @@ export function addAgentCommand(program: Command): void {
             healthzHost: healthz?.host ?? null,
             stateDir: o.stateDir,
             services,
+            loadBalancing: {
+              ...DEFAULT_LOAD_BALANCING,
+              algorithm: o.lbAlgorithm,
+              maglev: { ...DEFAULT_LOAD_BALANCING.maglev, maxEndpointsPerService: o.maglevMaxEndpointsPerService },
+            },
           },
           log,
         );
