@@ -9,7 +9,7 @@
 import t from 'tap';
 import { native } from '../src/native/index.js';
 import { BpfReconciler, DEFAULT_LOAD_BALANCING } from '../src/dataplane/bpf/reconciler.js';
-import { FeFlags, IPPROTO_TCP, MaglevTable } from '../src/dataplane/bpf/codecs.js';
+import { FeFlags, IPPROTO_TCP, MaglevTable, maglevSizeOf } from '../src/dataplane/bpf/codecs.js';
 import { maglevFlowHash, maglevTable, maglevTableSize } from '../src/model/maglev.js';
 import type { Backend, Frontend } from '../src/model/types.js';
 import { frame, PROTO } from '../testkit/packet.js';
@@ -54,8 +54,8 @@ t.test('Maglev through BPF_PROG_RUN', async (t) => {
   t.test('frontend values', async (t) => {
     const lb = dp.maps.fe.get({ addr: LB_IP, port: 80, proto: PROTO.TCP })!;
     t.ok(lb.flags & FeFlags.MAGLEV, 'LoadBalancer IP: Maglev');
-    t.equal(lb.maglevM, maglevTableSize(4), 'table size for 4 backends');
-    t.equal(lb.maglevMLocal, 0, 'no Local policy: no node-local table');
+    t.equal(maglevSizeOf(lb.maglevSize), maglevTableSize(4), 'table size for 4 backends');
+    t.equal(lb.maglevSizeLocal, 0, 'no Local policy: no node-local table');
     const cip = dp.maps.fe.get({ addr: '10.96.0.10', port: 80, proto: PROTO.TCP })!;
     t.equal(cip.flags & FeFlags.MAGLEV, 0, 'cluster IP: random unless the Service asks');
     t.equal(cip.setId, lb.setId, 'both frontends share the set (and its table)');
@@ -149,7 +149,7 @@ t.test('Maglev through BPF_PROG_RUN', async (t) => {
     const local = mixed.filter((b) => b.local);
     sync('test/etp', [fe('LoadBalancer', '198.51.100.40', 80, 'TCP', mixed, { externalLocal: true })]);
     const v = dp.maps.fe.get({ addr: '198.51.100.40', port: 80, proto: PROTO.TCP })!;
-    t.equal(v.maglevMLocal, maglevTableSize(2), 'node-local table sized for the 2 local endpoints');
+    t.equal(maglevSizeOf(v.maglevSizeLocal), maglevTableSize(2), 'node-local table sized for the 2 local endpoints');
     t.ok(
       dp.maps.maglev.keys().some((k) => k.setId === v.setId && k.table === MaglevTable.LOCAL),
       'its chunks are in the map',

@@ -8,7 +8,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { BpfReconciler, DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../src/dataplane/bpf/reconciler.js';
-import { FeFlags, MAGLEV_CHUNK_BYTES, MaglevTable } from '../src/dataplane/bpf/codecs.js';
+import { FeFlags, MAGLEV_CHUNK_BYTES, MaglevTable, feValue, maglevSizeOf } from '../src/dataplane/bpf/codecs.js';
 import { maglevTable, maglevTableSize } from '../src/model/maglev.js';
 import type { Frontend } from '../src/model/types.js';
 import { be, fe } from './helpers/fixtures.js';
@@ -24,6 +24,12 @@ const lb = (backends = [be('10.0.0.1', 80), be('10.0.0.2', 80)], more: Partial<F
 const LB_KEY = { addr: '198.51.100.10', port: 80, proto: 6 };
 const CIP_KEY = { addr: '10.96.0.10', port: 80, proto: 6 };
 
+t.test('struct fe_value keeps its size: pinned frontends of an earlier version are adopted, not replaced', async (t) => {
+  // 20 bytes before Maglev; the two table sizes took its padding, whose
+  // zeros read as "no table" (random), as the earlier version meant
+  t.equal(feValue.size, 20);
+});
+
 t.test('tables are written before the switch and deleted after it', async (t) => {
   const dp = await tmpDatapath(t);
   const rec = new BpfReconciler(dp.maps, undefined, MAGLEV);
@@ -37,7 +43,7 @@ t.test('tables are written before the switch and deleted after it', async (t) =>
   const before = dp.maps.fe.get(LB_KEY)!;
   t.ok(before.flags & FeFlags.MAGLEV, 'LoadBalancer IP: Maglev');
   const m = maglevTableSize(2)!;
-  t.equal(before.maglevM, m);
+  t.equal(maglevSizeOf(before.maglevSize), m);
   const chunks = dp.maps.maglev.keys().filter((k) => k.setId === before.setId);
   t.equal(chunks.length, Math.ceil(m / MAGLEV_CHUNK_BYTES), `${chunks.length} chunks of one-byte entries`);
   // the table in the map is the model's, entry by entry
@@ -98,7 +104,7 @@ t.test('a restarted agent adopts the tables without a write; an incomplete one i
   ]);
   new BpfReconciler(dp.maps, undefined, MAGLEV).syncAll(all);
   const etp = dp.maps.fe.get({ addr: '198.51.100.20', port: 80, proto: 6 })!;
-  t.equal(etp.maglevMLocal, maglevTableSize(1), 'Local policy: a node-local table');
+  t.equal(maglevSizeOf(etp.maglevSizeLocal), maglevTableSize(1), 'Local policy: a node-local table');
   const count = dp.maps.maglev.count();
 
   const again = new BpfReconciler(dp.maps, undefined, MAGLEV);

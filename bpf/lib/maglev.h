@@ -99,10 +99,13 @@ static __always_inline int maglev_pick(const struct fe_value *fe, int local, __u
 	struct maglev_key    k = {.set_id = fe->set_id,
 				  .table  = local ? MAGLEV_T_LOCAL : MAGLEV_T_CLUSTER};
 	struct maglev_chunk *c;
-	__u32		     m = local ? fe->maglev_m_local : fe->maglev_m;
-	__u32		     idx, off, o;
+	__u32		     size = local ? fe->maglev_size_local : fe->maglev_size;
+	__u32		     m, idx, off, o;
 
-	if (m == 0 || n == 0)
+	if (size == 0 || size >= MAGLEV_SIZES || n == 0)
+		return -1;
+	m = cfg_maglev_sizes[size];
+	if (m == 0)
 		return -1;
 	idx = maglev_flow_hash(t) % m;
 	if (n <= 256) {

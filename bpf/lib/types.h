@@ -37,18 +37,18 @@ enum fe_flags {
  * [cluster_count, cluster_count + local_count) the node-local set. Both are
  * already narrowed to ready endpoints (or serving-terminating ones where none
  * is ready) by the agent. With FE_F_MAGLEV, each set with a non-zero size
- * here has a Maglev table of that many entries under set_id (struct
- * maglev_key); the sizes change only together with set_id. */
+ * here has a Maglev table of cfg_maglev_sizes[size] entries under set_id
+ * (struct maglev_key, lib/config.h); sizes change only together with
+ * set_id. */
 struct fe_value {
 	__u32 svc_id;	     /* host: stable id of the service port */
 	__u32 set_id;	     /* host: backend set in use (changes on update) */
 	__u16 cluster_count; /* host */
 	__u16 local_count;   /* host */
 	__u16 flags;	     /* host: enum fe_flags */
-	__u16 maglev_m; /* host: Maglev table size (a prime) of the cluster-wide set; 0 = none */
-	__u32 affinity_timeout; /* host: seconds; 0 = no ClientIP affinity */
-	__u16 maglev_m_local;	/* host: Maglev table size of the node-local set; 0 = none */
-	__u16 pad;
+	__u8 maglev_size; /* cluster-wide set's Maglev table: index into cfg_maglev_sizes; 0 = none */
+	__u8  maglev_size_local; /* node-local set's, the same way */
+	__u32 affinity_timeout;	 /* host: seconds; 0 = no ClientIP affinity */
 };
 
 struct slot_key {

@@ -2,6 +2,7 @@
  * One codec per map key/value, mirroring bpf/lib/types.h field by field
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
+import { MAGLEV_TABLE_SIZES } from '../../model/maglev.js';
 import { be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
 
 export const IPPROTO_TCP = 6;
@@ -35,10 +36,9 @@ export const feValue = struct('fe_value', {
   clusterCount: u16,
   localCount: u16,
   flags: u16,
-  maglevM: u16,
+  maglevSize: u8,
+  maglevSizeLocal: u8,
   affinityTimeout: u32,
-  maglevMLocal: u16,
-  pad: pad(2),
 });
 export type FeValue = ReturnType<typeof feValue.decode>;
 
@@ -60,6 +60,15 @@ export type BackendValue = ReturnType<typeof backend.decode>;
 export const MaglevTable = { CLUSTER: 0, LOCAL: 1 } as const;
 /** Bytes of one chunk: 448 one-byte entries (sets of up to 256 backends) or 224 two-byte ones. */
 export const MAGLEV_CHUNK_BYTES = 448;
+/** cfg_maglev_sizes (bpf/lib/config.h): index 0 = no table, then MAGLEV_TABLE_SIZES. */
+export const MAGLEV_SIZE_SLOTS = 16;
+export const maglevSizeIndex = (m: number): number => {
+  if (m === 0) return 0;
+  const i = (MAGLEV_TABLE_SIZES as readonly number[]).indexOf(m);
+  if (i < 0) throw new Error(`Maglev table size ${m} is not one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  return i + 1;
+};
+export const maglevSizeOf = (index: number): number => (index ? (MAGLEV_TABLE_SIZES[index - 1] ?? 0) : 0);
 
 export const maglevKey = struct('maglev_key', {
   setId: u32,

@@ -246,6 +246,7 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
     cfg_snat_port_max: u16le(cfg.snatPorts[1]),
     cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
     cfg_maglev_seed: u32le(cfg.maglevSeed),
+    cfg_maglev_sizes: Buffer.concat(Array.from({ length: c.MAGLEV_SIZE_SLOTS }, (_, i) => u32le(c.maglevSizeOf(i)))),
   };
 }
 

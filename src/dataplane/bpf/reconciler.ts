@@ -44,6 +44,8 @@ import {
   IPPROTO_UDP,
   MAGLEV_CHUNK_BYTES,
   MaglevTable,
+  maglevSizeIndex,
+  maglevSizeOf,
   SVC_NAME_BYTES,
   type BackendValue,
   type FeKey,
@@ -175,8 +177,8 @@ const sameFe = (a: FeValue, b: FeValue): boolean =>
   a.clusterCount === b.clusterCount &&
   a.localCount === b.localCount &&
   a.flags === b.flags &&
-  a.maglevM === b.maglevM &&
-  a.maglevMLocal === b.maglevMLocal &&
+  a.maglevSize === b.maglevSize &&
+  a.maglevSizeLocal === b.maglevSizeLocal &&
   a.affinityTimeout === b.affinityTimeout;
 
 export interface ReconcilerStats {
@@ -253,7 +255,9 @@ export class BpfReconciler implements Dataplane {
     }
     const tablesOfSet = new Map<number, Tables>();
     for (const [, value] of this.maps.fe.entries()) {
-      if (value.flags & FeFlags.MAGLEV) tablesOfSet.set(value.setId, { m: value.maglevM, mLocal: value.maglevMLocal });
+      if (value.flags & FeFlags.MAGLEV) {
+        tablesOfSet.set(value.setId, { m: maglevSizeOf(value.maglevSize), mLocal: maglevSizeOf(value.maglevSizeLocal) });
+      }
     }
     for (const [key, value] of this.maps.fe.entries()) {
       const spk = this.svcNames.get(value.svcId);
@@ -496,8 +500,8 @@ export class BpfReconciler implements Dataplane {
           clusterCount: f.clusterBackends.length,
           localCount: f.localBackends.length,
           flags: flagsOf(f) | (maglev ? FeFlags.MAGLEV : 0),
-          maglevM: maglev ? tables.m : 0,
-          maglevMLocal: maglev ? tables.mLocal : 0,
+          maglevSize: maglev ? maglevSizeIndex(tables.m) : 0,
+          maglevSizeLocal: maglev ? maglevSizeIndex(tables.mLocal) : 0,
           affinityTimeout: f.affinityTimeout,
         };
         if (cur && sameFe(cur.value, value)) {
