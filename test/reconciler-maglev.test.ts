@@ -13,6 +13,7 @@ import { maglevTable, maglevTableSize } from '../src/model/maglev.js';
 import type { Frontend } from '../src/model/types.js';
 import { be, fe } from './helpers/fixtures.js';
 import { recordWrites } from './helpers/map-writes.js';
+import { countMapFills } from '../src/dataplane/bpf/inspect.js';
 import { tmpDatapath } from './helpers/env.js';
 
 const MAGLEV: LoadBalancing = { ...DEFAULT_LOAD_BALANCING, algorithm: 'maglev' };
@@ -186,4 +187,13 @@ t.test('memory at 10K services', async (t) => {
         : ''),
   );
   t.ok(kmalloc < 64 * 2 ** 20, 'under the 64 MiB bound of the default map size');
+  const fill = (await countMapFills(dp.maps)).find((f) => f.map === 'bpfproxy_maglev');
+  t.match(fill, { entries: chunks, maxEntries: 131072 }, 'metrics and status show how full the table map is');
+  const t1 = performance.now();
+  const again = new BpfReconciler(dp.maps, undefined, MAGLEV);
+  const restoreMs = performance.now() - t1;
+  const ops = recordWrites(dp.maps);
+  t.equal(again.syncAll(all).frontendsChanged, 0, 'a restarted agent adopts all 10K tables');
+  t.same(ops, [], 'without a write');
+  t.comment(`restart: the pinned state (${chunks} chunks among it) read back in ${restoreMs.toFixed(0)} ms`);
 });

@@ -133,7 +133,16 @@ export interface MapFill {
   percent: number;
 }
 
-const filledMaps = (maps: DatapathMaps) => [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames];
+const filledMaps = (maps: DatapathMaps) => [
+  maps.fe,
+  maps.slots,
+  maps.affinity,
+  maps.ct,
+  maps.nodeIps,
+  maps.podIfs,
+  maps.svcNames,
+  maps.maglev,
+];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
   map,
