@@ -201,18 +201,19 @@ t.test('Maglev through BPF_PROG_RUN', async (t) => {
       Array.from({ length: 4000 }, (_, i) =>
         frame({ src: `192.0.2.${100 + (i % 100)}`, dst }, { proto: 'tcp', sport: base + Math.floor(i / 100), dport: 80 }),
       );
-    const perFlow = (dst: string): number => {
-      let best = Infinity;
-      for (let r = 0; r < 5; r++) {
-        clearCt();
-        const f = frames(dst, 10000 + r * 100);
-        const res = inNetns(node.ns, () => native().progTestRunEach(fd, f, { ctx }));
-        best = Math.min(best, res.totalNs / f.length);
-      }
-      return best;
+    const once = (dst: string, base: number): number => {
+      clearCt();
+      const f = frames(dst, base);
+      const res = inNetns(node.ns, () => native().progTestRunEach(fd, f, { ctx }));
+      return res.totalNs / f.length;
     };
-    const random = perFlow(RANDOM_IP);
-    const maglev = perFlow(LB_IP);
+    // interleaved, best of 7 each: the machine may be shared
+    let random = Infinity;
+    let maglev = Infinity;
+    for (let r = 0; r < 7; r++) {
+      random = Math.min(random, once(RANDOM_IP, 10000 + r * 100));
+      maglev = Math.min(maglev, once(LB_IP, 10000 + r * 100));
+    }
     t.comment(
       `new flow through bpfproxy_data (conntrack created, FIB, rewrite): random ${random.toFixed(0)} ns, Maglev ${maglev.toFixed(0)} ns`,
     );
