@@ -57,7 +57,7 @@ import { ConntrackFlusher, type FlushRule } from './conntrack-gc.js';
 import { IdAllocator } from './ids.js';
 import { MAP_NAMES, type DatapathMaps } from './loader.js';
 
-/** The Maglev tables of a set: their sizes (0 = none); chunk counts as found or written. */
+/** The Maglev tables of a set: their sizes (0 = none). */
 interface Tables {
   m: number;
   mLocal: number;
