@@ -65,6 +65,8 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.feKey,
     c.feValue,
     c.slotKey,
+    c.maglevKey,
+    c.maglevChunk,
     c.backend,
     c.affinityKey,
     c.affinityValue,
@@ -120,4 +122,5 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_dir', /^CT_DIR_/, c.CtDir);
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
+  same('maglev_table', /^MAGLEV_T_/, c.MaglevTable);
 });

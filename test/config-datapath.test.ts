@@ -59,13 +59,13 @@ t.test('FelixConfiguration YAML to rodata and map sizes', async (t) => {
   t.equal(u64(ro.cfg_ct_fins_seen_ns), 30n * SEC, 'tcpFinsSeen Auto: the default');
   t.equal(u64(ro.cfg_ct_rst_seen_ns), 40n * SEC, 'tcpResetSeen not given: the default');
   t.equal(u64(ro.cfg_ct_udp_ns), 250_000_000n, 'udpTimeout: node.n1 over default, to the nanosecond');
-  t.same(dp.mapSizes, { conntrack: 1048576, natFrontend: 4096, natBackend: 131072, natAffinity: 65536 });
+  t.same(dp.mapSizes, { conntrack: 1048576, natFrontend: 4096, natBackend: 131072, natAffinity: 65536, maglev: 131072 });
 });
 
 /** `const volatile <type> cfg_x = <value>;` in bpf/lib/config.h */
 function compiledDefaults(): Map<string, string> {
   const h = readFileSync(join(REPO, 'bpf', 'lib', 'config.h'), 'utf8');
-  return new Map([...h.matchAll(/const volatile\s+\w+\s+(cfg_\w+)\s*=\s*([^;]+);/g)].map((m) => [m[1]!, m[2]!.trim()]));
+  return new Map([...h.matchAll(/const volatile\s+\w+\s+(cfg_\w+)(?:\[\w+\])?\s*=\s*([^;]+);/g)].map((m) => [m[1]!, m[2]!.trim()]));
 }
 
 t.test("rodataFor writes every setting the programs declare, and Calico's defaults are the compiled-in ones", async (t) => {

@@ -147,6 +147,16 @@ const ROWS: Record<FelixField, Row> = {
     change: 'resize',
     flag: ['--map-size-nat-affinity', '100', '536870912'],
   },
+  bpfMaglevMaxEndpointsPerService: {
+    calicoDefault: 100,
+    good: 10,
+    pick: (c) => c.maglevMaxEndpointsPerService,
+    want: 10,
+    bad: 0,
+    message: /^must be a whole number from 1 to 65521, not 0/,
+    change: 'live',
+    flag: ['--maglev-max-endpoints-per-service', '10', '0'],
+  },
   bpfLogLevel: {
     calicoDefault: 'Off',
     good: 'debug',
@@ -306,7 +316,7 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 10);
+  t.equal(Object.keys(DEFAULT_CONFIG).length, 11);
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 

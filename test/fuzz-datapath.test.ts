@@ -215,6 +215,16 @@ async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Prom
     fe('NodePort', '0.0.0.0', 30050, 'TCP', sticky, { affinityTimeout: 10800 }),
   ]);
   sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
+  // Maglev (annotation), with a node-local table for its Local policy
+  const mag = [be('10.244.1.31', 80), be('10.244.1.32', 80), be('10.244.2.33', 80, false)];
+  sync(
+    'test/maglev',
+    [
+      fe('LoadBalancer', '198.51.100.70', 80, 'TCP', mag, { servicePort: 'test/maglev:http/TCP', externalLocal: true }),
+      fe('NodePort', '0.0.0.0', 30070, 'TCP', mag, { servicePort: 'test/maglev:http/TCP', externalLocal: true }),
+      fe('ClusterIP', '10.96.0.70', 53, 'UDP', mag, { servicePort: 'test/maglev:dns/UDP' }),
+    ].map((f) => ({ ...f, lbAlgorithm: 'maglev' as const })),
+  );
   rec.setNodeAddresses([NODE_IP]);
   return { ns, ifindex, dp };
 }

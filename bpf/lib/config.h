@@ -23,6 +23,14 @@ const volatile __be32 cfg_snat_ip = 0;
 const volatile __be32 cfg_hairpin_ip	= bpf_htonl(0xa9fe2a01); /* 169.254.42.1 */
 const volatile __u16  cfg_snat_port_min = 20000;
 const volatile __u16  cfg_snat_port_max = 29999;
+/* Seed of the Maglev flow hash (lib/maglev.h); the agent's tables use the
+ * same one. It must be the same on every node (src/model/maglev.ts). */
+const volatile __u32 cfg_maglev_seed = 0x62707831; /* "bpx1": DEFAULT_MAGLEV_SEED */
+/* Maglev table sizes by the index struct fe_value carries (0: no table);
+ * the agent writes its list (src/model/maglev.ts MAGLEV_TABLE_SIZES). */
+#define MAGLEV_SIZES 16
+const volatile __u32 cfg_maglev_sizes[MAGLEV_SIZES] = {0,    251,  509,	  1021,	 2039,
+						       4093, 8191, 16381, 32749, 65521};
 /* 1: forward translated packets with bpf_fib_lookup + redirect. */
 const volatile __u8 cfg_fib_redirect = 1;
 

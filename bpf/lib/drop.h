@@ -44,6 +44,7 @@ const volatile struct {
 	enum ct_dir	   ct_dir;
 	enum ct_state_bits ct_state_bits;
 	enum ct_flags	   ct_flags;
+	enum maglev_table  maglev_table;
 } bpfproxy_enums_btf;
 
 struct {

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "drop.h"
+#include "maglev.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -83,18 +84,20 @@ static __always_inline int lb_local_only(const struct fe_value *fe, int from_pod
 	return !!(fe->flags & FE_F_INT_LOCAL);
 }
 
-/* Pick the backend for a new connection: the client's affinity entry when
- * it is live and allowed, else uniformly at random from the set. Returns
- * REASON_NONE or why no backend could be chosen. */
+/* Pick the backend for a new connection 't': the client's affinity entry
+ * when it is live and allowed, else by the set's Maglev table (FE_F_MAGLEV)
+ * or uniformly at random from the set. Returns REASON_NONE or why no
+ * backend could be chosen. */
 static __always_inline enum reason lb_select(const struct fe_value *fe, int local_only,
-					     __be32 client, __u64 now, struct backend *out)
+					     const struct ct_key *t, __u64 now, struct backend *out)
 {
-	struct affinity_key    ak = {.svc_id = fe->svc_id, .client = client};
+	struct affinity_key    ak = {.svc_id = fe->svc_id, .client = t->saddr};
 	struct affinity_value *av;
 	struct slot_key	       sk;
 	struct backend	      *be;
 	__u32		       start = local_only ? fe->cluster_count : 0;
 	__u32		       n     = local_only ? fe->local_count : fe->cluster_count;
+	__u32		       ord;
 
 	if (n == 0)
 		return (fe->cluster_count == 0 && fe->local_count == 0) ? REASON_NO_ENDPOINTS
@@ -110,8 +113,14 @@ static __always_inline enum reason lb_select(const struct fe_value *fe, int loca
 		}
 	}
 
+	if (fe->flags & FE_F_MAGLEV) {
+		if (maglev_pick(fe, local_only, n, t, &ord))
+			return REASON_BACKEND_MISSING;
+	} else {
+		ord = bpf_get_prandom_u32() % n;
+	}
 	sk.set_id = fe->set_id;
-	sk.index  = start + bpf_get_prandom_u32() % n;
+	sk.index  = start + ord;
 	be	  = bpf_map_lookup_elem(&bpfproxy_slots, &sk);
 	if (!be)
 		return REASON_BACKEND_MISSING;

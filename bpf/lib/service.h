@@ -120,7 +120,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		return TC_ACT_OK;
 	}
 
-	r = lb_select(fe, lb_local_only(fe, from_pod), p->tuple.saddr, now, &be);
+	r = lb_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
 	if (r == REASON_NO_ENDPOINTS)
 		return reject(skb, p);
 	if (r != REASON_NONE)

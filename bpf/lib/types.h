@@ -30,20 +30,25 @@ enum fe_flags {
 	FE_F_EXT_LOCAL = 1 << 1, /* externalTrafficPolicy: Local */
 	FE_F_INT_LOCAL = 1 << 2, /* internalTrafficPolicy: Local */
 	FE_F_NODEPORT  = 1 << 3, /* the frontend is a NodePort (wildcard address) */
+	FE_F_MAGLEV    = 1 << 4, /* new flows pick by Maglev table (lib/maglev.h), not at random */
 };
 
 /* Backend slots [0, cluster_count) are the cluster-wide set; slots
  * [cluster_count, cluster_count + local_count) the node-local set. Both are
  * already narrowed to ready endpoints (or serving-terminating ones where none
- * is ready) by the agent. */
+ * is ready) by the agent. With FE_F_MAGLEV, each set with a non-zero size
+ * here has a Maglev table of cfg_maglev_sizes[size] entries under set_id
+ * (struct maglev_key, lib/config.h); sizes change only together with
+ * set_id. */
 struct fe_value {
 	__u32 svc_id;	     /* host: stable id of the service port */
 	__u32 set_id;	     /* host: backend set in use (changes on update) */
 	__u16 cluster_count; /* host */
 	__u16 local_count;   /* host */
 	__u16 flags;	     /* host: enum fe_flags */
-	__u16 pad;
-	__u32 affinity_timeout; /* host: seconds; 0 = no ClientIP affinity */
+	__u8 maglev_size; /* cluster-wide set's Maglev table: index into cfg_maglev_sizes; 0 = none */
+	__u8  maglev_size_local; /* node-local set's, the same way */
+	__u32 affinity_timeout;	 /* host: seconds; 0 = no ClientIP affinity */
 };
 
 struct slot_key {
@@ -60,6 +65,31 @@ struct backend {
 	__be16 port;  /* net */
 	__u8   flags; /* enum backend_flags */
 	__u8   pad;
+};
+
+/* Maglev lookup tables (lib/maglev.h): a table of M entries is stored in
+ * chunks of MAGLEV_CHUNK_BYTES bytes, M / entries-per-chunk of them rounded
+ * up, under the backend set's id. An entry is the ordinal of a backend in
+ * its set (0 = the set's first slot): one byte when the set has at most 256
+ * backends, else two bytes, little-endian. Chunking keeps a table at ~1 or
+ * ~2 bytes an entry in a plain hash map (an element per entry would cost
+ * ~70 bytes), so no map-in-map is needed. */
+#define MAGLEV_CHUNK_BYTES                                                                         \
+	448 /* 48 (htab_elem) + 8 (key) + 448 + 8 = 512: one kmalloc-512 object */
+
+enum maglev_table {
+	MAGLEV_T_CLUSTER = 0, /* slots [0, cluster_count) */
+	MAGLEV_T_LOCAL	 = 1, /* slots [cluster_count, cluster_count + local_count) */
+};
+
+struct maglev_key {
+	__u32 set_id; /* host */
+	__u16 table;  /* host: enum maglev_table */
+	__u16 chunk;  /* host: entry / entries-per-chunk */
+};
+
+struct maglev_chunk {
+	__u8 ord[MAGLEV_CHUNK_BYTES];
 };
 
 struct affinity_key {

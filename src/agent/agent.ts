@@ -23,6 +23,7 @@ import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
 import type { TcAttachMode } from '../dataplane/bpf/attach.js';
+import type { LbAlgorithm } from '../model/types.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -41,6 +42,8 @@ export interface AgentOptions {
   base: Config;
   /** ms between full resyncs */
   syncPeriodMs: number;
+  /** --lb-algorithm (default random; a Service may choose for itself) */
+  lbAlgorithm?: LbAlgorithm;
   /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
   services?: ServicePolicy;
   /** Prometheus metrics port; 0 or undefined: off */
@@ -200,6 +203,7 @@ export class Agent {
           podIfaces: o.podIfaces,
           tcAttach: o.tcAttach ?? 'auto',
           qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
+          ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
         },
         cfg,
         this.proxier,

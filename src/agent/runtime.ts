@@ -15,7 +15,8 @@ import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
-import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
+import { BpfReconciler, DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../dataplane/bpf/reconciler.js';
+import type { LbAlgorithm } from '../model/types.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import { configChange } from '../config/change.js';
 import type { Config } from '../config/config.js';
@@ -31,6 +32,8 @@ export interface RuntimeOptions {
   qdiscLedger: string;
   /** tcx links, cls_bpf filters, or tcx where the kernel has it (default) */
   tcAttach?: TcAttachMode;
+  /** --lb-algorithm: NodePort, LoadBalancer and external IPs whose Service does not choose (default random) */
+  lbAlgorithm?: LbAlgorithm;
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -40,6 +43,15 @@ export function nodeAddresses(): string[] {
     for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.add(a.address);
   }
   return [...out].sort();
+}
+
+/** Backend choice: the flag's algorithm, Maglev sized by the FelixConfiguration field. */
+export function loadBalancingOf(o: Pick<RuntimeOptions, 'lbAlgorithm'>, cfg: Config): LoadBalancing {
+  return {
+    ...DEFAULT_LOAD_BALANCING,
+    algorithm: o.lbAlgorithm ?? DEFAULT_LOAD_BALANCING.algorithm,
+    maglev: { ...DEFAULT_LOAD_BALANCING.maglev, maxEndpointsPerService: cfg.maglevMaxEndpointsPerService },
+  };
 }
 
 export class BpfRuntime {
@@ -66,7 +78,7 @@ export class BpfRuntime {
     const t0 = performance.now();
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
-    const reconciler = new BpfReconciler(dp.maps, log);
+    const reconciler = new BpfReconciler(dp.maps, log, loadBalancingOf(o, cfg));
     let attacher: Attacher;
     try {
       attacher = new Attacher(dp, uplinkIfaces(cfg), o.podIfaces, log, clock, { mode: o.tcAttach ?? 'auto', pinDir: o.pinDir });
@@ -101,6 +113,14 @@ export class BpfRuntime {
     const change = configChange(old, cfg);
     if (change.live.includes('bpfDataIfacePattern') || change.live.includes('bpfL3IfacePattern')) {
       this.attacher.setPatterns(uplinkIfaces(cfg), this.o.podIfaces);
+    }
+    if (change.live.includes('bpfMaglevMaxEndpointsPerService')) {
+      this.reconciler.setLoadBalancing(loadBalancingOf(this.o, cfg));
+      this.proxier.resyncAll();
+      this.log.info(
+        { maxEndpointsPerService: cfg.maglevMaxEndpointsPerService },
+        'bpfMaglevMaxEndpointsPerService changed: Maglev tables whose size changes are rebuilt by the next full sync',
+      );
     }
     if (change.reload.length) {
       const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);

@@ -66,6 +66,16 @@ export function addAgentCommand(program: Command): void {
     .addOption(configOption('--map-size-nat-frontend <n>', 'bpfMapSizeNATFrontend'))
     .addOption(configOption('--map-size-nat-backend <n>', 'bpfMapSizeNATBackend'))
     .addOption(configOption('--map-size-nat-affinity <n>', 'bpfMapSizeNATAffinity'))
+    .addOption(
+      new Option(
+        '--lb-algorithm <algorithm>',
+        'how new connections to NodePort, LoadBalancer and external IPs pick their endpoint: at random, or by Maglev consistent hashing ' +
+          '(the same endpoint for the same flow on every node); cluster IPs stay random; a Service chooses for itself with the annotation service.bpfproxy.io/lb-algorithm',
+      )
+        .choices(['random', 'maglev'] as const)
+        .default('random' as const),
+    )
+    .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
     .option(
       '--service-node-port-range <range>',
       "the API server's --service-node-port-range: nodePort and healthCheckNodePort must fall in it",
@@ -166,6 +176,7 @@ export function addAgentCommand(program: Command): void {
         bpfMapSizeNATBackend: o.mapSizeNatBackend,
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
         bpfKubeProxyHealthzPort: healthz?.port,
+        bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
       });
       let agent: Agent;
       try {
@@ -188,6 +199,7 @@ export function addAgentCommand(program: Command): void {
             healthzHost: healthz?.host ?? null,
             stateDir: o.stateDir,
             services,
+            lbAlgorithm: o.lbAlgorithm,
           },
           log,
         );

@@ -49,4 +49,6 @@ export interface Config {
   logLevel: BpfLogLevel;
   /** bpfKubeProxyHealthzPort: kube-proxy's /healthz */
   healthzPort: number;
+  /** bpfMaglevMaxEndpointsPerService: Maglev tables grow with the endpoint count up to this many */
+  maglevMaxEndpointsPerService: number;
 }

@@ -6,6 +6,7 @@
  */
 import type { Config, ConntrackTimeouts, MapSizes } from './config.js';
 import { DEFAULT_CONFIG } from './fields.js';
+import { DEFAULT_MAGLEV_SEED } from '../model/maglev.js';
 
 /** The programs' `const volatile __u64 cfg_ct_*_ns` (bpf/lib/config.h), ns. */
 export interface CtTimeoutsNs {
@@ -16,9 +17,19 @@ export interface CtTimeoutsNs {
   udp: bigint;
 }
 
+/** The maps' sizes: the FelixConfiguration's, and bpfproxy's own. */
+export interface DatapathMapSizes extends MapSizes {
+  /**
+   * Maglev table chunks (448 bytes of entries each; bpf/lib/maglev.h): 64 MiB
+   * at most (512 bytes a chunk in the kernel), 10K services of up to 5
+   * endpoints each with the default sizing (src/model/maglev.ts).
+   */
+  maglev?: number;
+}
+
 export interface DatapathConfig {
   ctTimeoutsNs: CtTimeoutsNs;
-  mapSizes: MapSizes;
+  mapSizes: DatapathMapSizes;
   /** cfg_snat_ip: source for SNAT; undefined = the route's preferred source (FIB) */
   snatIp?: string;
   /** cfg_hairpin_ip: source used when a pod reaches itself through a service */
@@ -27,10 +38,21 @@ export interface DatapathConfig {
   snatPorts: [number, number];
   /** cfg_fib_redirect: forward translated packets from BPF (FIB lookup + redirect) */
   fibRedirect: boolean;
+  /** cfg_maglev_seed: the Maglev flow hash's seed; the same on every node, and the one the tables are built with */
+  maglevSeed: number;
 }
 
 /** Settings no FelixConfiguration field reaches: bpfproxy's own. */
-const BUILT_IN = { hairpinIp: '169.254.42.1', snatPorts: [20000, 29999], fibRedirect: true } as const;
+/** Maglev table chunks when DatapathMapSizes.maglev is not given. */
+export const DEFAULT_MAGLEV_CHUNKS = 131_072;
+
+const BUILT_IN = {
+  hairpinIp: '169.254.42.1',
+  snatPorts: [20000, 29999],
+  fibRedirect: true,
+  maglevSeed: DEFAULT_MAGLEV_SEED,
+  maglevChunks: DEFAULT_MAGLEV_CHUNKS,
+} as const;
 
 const ns = (ms: number): bigint => BigInt(Math.round(ms * 1e6));
 
@@ -45,10 +67,11 @@ export const ctTimeoutsNs = (t: ConntrackTimeouts): CtTimeoutsNs => ({
 export function datapathConfig(c: Config): DatapathConfig {
   return {
     ctTimeoutsNs: ctTimeoutsNs(c.conntrack),
-    mapSizes: { ...c.mapSizes },
+    mapSizes: { ...c.mapSizes, maglev: BUILT_IN.maglevChunks },
     hairpinIp: BUILT_IN.hairpinIp,
     snatPorts: [...BUILT_IN.snatPorts],
     fibRedirect: BUILT_IN.fibRedirect,
+    maglevSeed: BUILT_IN.maglevSeed,
   };
 }
 

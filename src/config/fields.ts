@@ -155,6 +155,16 @@ export const FIELDS = {
       c.logLevel = v;
     },
   }),
+  bpfMaglevMaxEndpointsPerService: field({
+    kind: wholeNumber(1, 65_521),
+    default: 100,
+    change: 'live',
+    help: 'Maglev tables grow with the endpoint count (about 700 entries an endpoint, 1 or 2 bytes each) up to this many',
+    get: (c) => c.maglevMaxEndpointsPerService,
+    set: (c, v) => {
+      c.maglevMaxEndpointsPerService = v;
+    },
+  }),
   bpfKubeProxyHealthzPort: field({
     kind: port,
     default: 10256,
@@ -214,7 +224,6 @@ export const UNSUPPORTED_FIELDS: ReadonlySet<string> = new Set([
   'bpfMapSizePerCPUConntrack',
   'bpfProfiling',
   'bpfJITHardening',
-  'bpfMaglevMaxEndpointsPerService',
   'bpfMaglevMaxServices',
   'bpfIpv6Enabled',
 ]);

@@ -129,6 +129,7 @@ function allFrontends(svc: Service, slices: readonly EndpointSlice[], nodeName: 
       affinityTimeout: svc.affinityTimeout,
       clusterBackends: sets.cluster,
       localBackends: sets.local,
+      ...(svc.lbAlgorithm ? { lbAlgorithm: svc.lbAlgorithm } : {}),
     };
     for (const ip of svc.clusterIPs) out.push({ ...base, kind: 'ClusterIP', ip, externalLocal: false });
     for (const ip of svc.externalIPs) out.push({ ...base, kind: 'ExternalIP', ip, externalLocal: extLocal });

@@ -8,6 +8,12 @@
 export type Protocol = 'TCP' | 'UDP';
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+/**
+ * How a new connection picks its backend: uniformly at random, or by the
+ * Maglev table of the backend set (the same backend for the same flow on
+ * every node: src/model/maglev.ts).
+ */
+export type LbAlgorithm = 'random' | 'maglev';
 
 export interface ServicePort {
   name: string;
@@ -40,6 +46,12 @@ export interface Service {
    * one address the older keeps it; missing counts as newest.
    */
   createdAt?: number;
+  /**
+   * The Service's own choice (annotation service.bpfproxy.io/lb-algorithm);
+   * undefined: the agent's (--lb-algorithm for NodePort, LoadBalancer and
+   * external IPs; random for cluster IPs).
+   */
+  lbAlgorithm?: LbAlgorithm;
 }
 
 export interface SliceEndpoint {
@@ -84,7 +96,18 @@ export interface Frontend {
   clusterBackends: Backend[];
   /** The same rule applied to this node's endpoints only. */
   localBackends: Backend[];
+  /** The Service's choice of backend selection; undefined: the agent's default for this kind (lbAlgorithmOf). */
+  lbAlgorithm?: LbAlgorithm;
 }
+
+/**
+ * The backend selection a frontend gets: its Service's choice, else the
+ * agent's default for external frontends (NodePort, LoadBalancer, external
+ * IPs: the ones whose packets can arrive at any node) and random for
+ * cluster IPs, which pods reach on their own node.
+ */
+export const lbAlgorithmOf = (f: Pick<Frontend, 'kind' | 'lbAlgorithm'>, agentDefault: LbAlgorithm): LbAlgorithm =>
+  f.lbAlgorithm ?? (f.kind === 'ClusterIP' ? 'random' : agentDefault);
 
 /**
  * The longest ServicePortKey valid names make: namespace (63) "/" name (63)

@@ -89,6 +89,11 @@ export class Proxier {
     if (dp && this.synced) this.runner.runFull();
   }
 
+  /** Sync everything again soon (a setting that changes every service's programming changed). */
+  resyncAll(): void {
+    if (this.dataplane && this.synced) this.runner.runFull();
+  }
+
   /**
    * This node's addresses. Which external and LoadBalancer IPs this node
    * refuses depends on them: services claiming an address that came or went

@@ -10,7 +10,7 @@ import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
-import type { EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import type { EndpointSlice, LbAlgorithm, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
 
 export interface Problem {
   /** "Service default/web" */
@@ -168,6 +168,23 @@ function creationTime(v: string | null | undefined, p: Problems): number | undef
   return ms;
 }
 
+/** The annotation a Service chooses how its new connections pick an endpoint with. */
+export const LB_ALGORITHM_ANNOTATION = 'service.bpfproxy.io/lb-algorithm';
+const LB_ALGORITHMS: readonly LbAlgorithm[] = ['random', 'maglev'];
+
+/** The Service's own backend selection, from its annotation (undefined: the agent's default). */
+function lbAlgorithmOf(annotations: unknown, p: Problems): LbAlgorithm | undefined {
+  if (!annotations || typeof annotations !== 'object') return undefined;
+  const v: unknown = (annotations as Record<string, unknown>)[LB_ALGORITHM_ANNOTATION];
+  if (v === undefined) return undefined;
+  if (typeof v === 'string' && (LB_ALGORITHMS as readonly string[]).includes(v)) return v as LbAlgorithm;
+  p.warn(
+    `metadata.annotations["${LB_ALGORITHM_ANNOTATION}"]`,
+    `${typeof v === 'string' ? quote(v) : `a ${typeof v}`} is not a load-balancing algorithm (${LB_ALGORITHMS.join(' or ')}); the agent's default (--lb-algorithm) applies`,
+  );
+  return undefined;
+}
+
 /** What conversion needs of the agent's service policy. */
 export type ConvertPolicy = Pick<ServicePolicy, 'nodePortRange' | 'externalIPCidrs' | 'maxFrontendsPerService'>;
 
@@ -186,6 +203,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   const nsErr = dns1123Label(namespace);
   if (nsErr) return p.fatal('metadata.namespace', `a namespace ${nsErr}`);
   const createdAt = creationTime(metadata.creationTimestamp, p);
+  const lbAlgorithm = lbAlgorithmOf(metadata.annotations, p);
   const type = spec.type ?? 'ClusterIP';
   const nodePorts = type === 'NodePort' || type === 'LoadBalancer';
   const range = `${formatPortRange(policy.nodePortRange)} (--service-node-port-range)`;
@@ -374,6 +392,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       hasSelector,
       ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
       ...(createdAt !== undefined ? { createdAt } : {}),
+      ...(lbAlgorithm ? { lbAlgorithm } : {}),
     },
     problems: p.done(),
   };

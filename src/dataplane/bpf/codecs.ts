@@ -2,7 +2,8 @@
  * One codec per map key/value, mirroring bpf/lib/types.h field by field
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
-import { be16, be32, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+import { MAGLEV_TABLE_SIZES } from '../../model/maglev.js';
+import { be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -12,6 +13,7 @@ export const FeFlags = {
   EXT_LOCAL: 1 << 1,
   INT_LOCAL: 1 << 2,
   NODEPORT: 1 << 3,
+  MAGLEV: 1 << 4,
 } as const;
 
 export const BackendFlags = { LOCAL: 1 << 0 } as const;
@@ -34,7 +36,8 @@ export const feValue = struct('fe_value', {
   clusterCount: u16,
   localCount: u16,
   flags: u16,
-  pad: pad(2),
+  maglevSize: u8,
+  maglevSizeLocal: u8,
   affinityTimeout: u32,
 });
 export type FeValue = ReturnType<typeof feValue.decode>;
@@ -52,6 +55,32 @@ export const backend = struct('backend', {
   pad: pad(1),
 });
 export type BackendValue = ReturnType<typeof backend.decode>;
+
+/** Maglev tables (bpf/lib/maglev.h): which set's which table, chunk by chunk. */
+export const MaglevTable = { CLUSTER: 0, LOCAL: 1 } as const;
+/** Bytes of one chunk: 448 one-byte entries (sets of up to 256 backends) or 224 two-byte ones. */
+export const MAGLEV_CHUNK_BYTES = 448;
+/** cfg_maglev_sizes (bpf/lib/config.h): index 0 = no table, then MAGLEV_TABLE_SIZES. */
+export const MAGLEV_SIZE_SLOTS = 16;
+export const maglevSizeIndex = (m: number): number => {
+  if (m === 0) return 0;
+  const i = (MAGLEV_TABLE_SIZES as readonly number[]).indexOf(m);
+  if (i < 0) throw new Error(`Maglev table size ${m} is not one of ${MAGLEV_TABLE_SIZES.join(', ')}`);
+  return i + 1;
+};
+export const maglevSizeOf = (index: number): number => (index ? (MAGLEV_TABLE_SIZES[index - 1] ?? 0) : 0);
+
+export const maglevKey = struct('maglev_key', {
+  setId: u32,
+  table: u16,
+  chunk: u16,
+});
+export type MaglevKey = ReturnType<typeof maglevKey.decode>;
+
+export const maglevChunk = struct('maglev_chunk', {
+  ord: bytes(MAGLEV_CHUNK_BYTES),
+});
+export type MaglevChunk = ReturnType<typeof maglevChunk.decode>;
 
 export const affinityKey = struct('affinity_key', {
   svcId: u32,

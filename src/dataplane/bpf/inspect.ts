@@ -1,6 +1,6 @@
 /** Read-only views of the pinned maps, for the CLI (and tests' golden dumps). */
 import { native } from '../../native/index.js';
-import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP } from './codecs.js';
+import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP, maglevSizeOf } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
 import type { DatapathSnapshot } from '../dataplane.js';
@@ -32,6 +32,10 @@ export function serviceViews(maps: DatapathMaps): ServiceView[] {
     const policies: string[] = [];
     if (v.flags & FeFlags.EXT_LOCAL) policies.push('eTP=Local');
     if (v.flags & FeFlags.INT_LOCAL) policies.push('iTP=Local');
+    if (v.flags & FeFlags.MAGLEV) {
+      const m = maglevSizeOf(v.maglevSize);
+      policies.push(v.maglevSizeLocal ? `maglev=${m}/${maglevSizeOf(v.maglevSizeLocal)}` : `maglev=${m}`);
+    }
     out.push({
       servicePort: names.get(v.svcId) ?? `(svc ${v.svcId})`,
       frontend: `${k.addr === '0.0.0.0' ? '*' : k.addr}:${k.port}/${proto(k.proto)}`,
@@ -129,7 +133,16 @@ export interface MapFill {
   percent: number;
 }
 
-const filledMaps = (maps: DatapathMaps) => [maps.fe, maps.slots, maps.affinity, maps.ct, maps.nodeIps, maps.podIfs, maps.svcNames];
+const filledMaps = (maps: DatapathMaps) => [
+  maps.fe,
+  maps.slots,
+  maps.affinity,
+  maps.ct,
+  maps.nodeIps,
+  maps.podIfs,
+  maps.svcNames,
+  maps.maglev,
+];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
   map,

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BpfError, native, type MapHandle, type NativeBpfObject } from '../../native/index.js';
 import * as c from './codecs.js';
-import type { DatapathConfig } from '../../config/datapath.js';
+import { DEFAULT_MAGLEV_CHUNKS, type DatapathConfig } from '../../config/datapath.js';
 import { BPF_NOEXIST, BpfMap } from './map.js';
 import { chars, type Codec } from './struct.js';
 import { REASONS } from './reasons.js';
@@ -24,6 +24,7 @@ export const MAP_NAMES = {
   svcNames: 'bpfproxy_svc_names',
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
+  maglev: 'bpfproxy_maglev',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -48,6 +49,7 @@ export interface DatapathMaps {
   svcNames: BpfMap<{ v: number }, { name: string }>;
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
+  maglev: BpfMap<c.MaglevKey, c.MaglevChunk>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -61,6 +63,7 @@ const LAYOUT = {
   svcNames: [c.u32Key, c.svcName],
   ct: [c.ctKey, c.ctValue],
   reasons: [c.u32Key, c.reasonCounter],
+  maglev: [c.maglevKey, c.maglevChunk],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -74,6 +77,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   svcNames: 'service names are written again by the first sync',
   ct: 'connections through services established before are reset once the new programs attach',
   reasons: 'drop counters start from zero',
+  maglev: 'Maglev tables are written again by the first sync, before the new programs attach',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -95,6 +99,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
       ct: m(MAP_NAMES.ct, LAYOUT.ct),
       reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
+      maglev: m(MAP_NAMES.maglev, LAYOUT.maglev),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -216,6 +221,11 @@ const u64le = (n: bigint): Buffer => {
   b.writeBigUInt64LE(n);
   return b;
 };
+const u32le = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+};
 const u16le = (n: number): Buffer => {
   const b = Buffer.alloc(2);
   b.writeUInt16LE(n);
@@ -235,6 +245,8 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
     cfg_snat_port_min: u16le(cfg.snatPorts[0]),
     cfg_snat_port_max: u16le(cfg.snatPorts[1]),
     cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
+    cfg_maglev_seed: u32le(cfg.maglevSeed),
+    cfg_maglev_sizes: Buffer.concat(Array.from({ length: c.MAGLEV_SIZE_SLOTS }, (_, i) => u32le(c.maglevSizeOf(i)))),
   };
 }
 
@@ -250,6 +262,7 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
     [MAP_NAMES.svcNames]: cfg.mapSizes.natFrontend,
     [MAP_NAMES.slots]: cfg.mapSizes.natBackend,
     [MAP_NAMES.affinity]: cfg.mapSizes.natAffinity,
+    [MAP_NAMES.maglev]: cfg.mapSizes.maglev ?? DEFAULT_MAGLEV_CHUNKS,
   };
   for (const [name, size] of Object.entries(wanted)) {
     const path = join(pinDir, name);

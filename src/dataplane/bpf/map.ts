@@ -118,6 +118,14 @@ export class BpfMap<K, V> {
     return out;
   }
 
+  /** Keys only, one by one (for maps whose values are too big to dump whole). */
+  keys(): K[] {
+    const out: K[] = [];
+    let k: Buffer | null = null;
+    while ((k = this.call(() => native().mapNextKey(this.handle, k, this.key.size))) !== null) out.push(this.key.decode(k));
+    return out;
+  }
+
   entriesPerCpu(): Array<[K, V[]]> {
     const d = this.call(() => native().mapDump(this.handle, this.key.size, this.valueLen, BATCH));
     const out: Array<[K, V[]]> = [];

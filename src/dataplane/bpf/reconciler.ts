@@ -4,9 +4,15 @@
  * - Idempotent: what is already in the maps is not written again; a mirror
  *   of the maps, rebuilt from the pinned maps at start, tells.
  * - Make-before-break: a changed backend list is written as a new backend
- *   set (fresh set id), then the frontend is switched to it in one map
- *   update, then the old set is deleted. A packet sees the old set or the
- *   new one, never a half-written one.
+ *   set (fresh set id) with its Maglev tables, then the frontend is
+ *   switched to it in one map update, then the old set and its tables are
+ *   deleted. A packet sees the old set or the new one, never a half-written
+ *   one.
+ * - Maglev (per Service or --lb-algorithm): the set of a service port any of
+ *   whose frontends uses Maglev carries a table per backend list it serves
+ *   from (cluster-wide; node-local when a traffic policy is Local), sized by
+ *   backend count (src/model/maglev.ts). A table that cannot be built or
+ *   written (map full) leaves the frontend on random choice, reported.
  * - IDs (service ids, set ids) are restored from the pinned maps, so a
  *   restarted agent keeps them and established connections are untouched.
  * - Failures (a full map) are reported per frontend; the rest is applied.
@@ -19,20 +25,108 @@
  */
 import type { Logger } from 'pino';
 import { BpfError } from '../../native/index.js';
-import type { Backend, Frontend } from '../../model/types.js';
-import { frontendKey } from '../../model/types.js';
+import type { Backend, Frontend, LbAlgorithm } from '../../model/types.js';
+import { frontendKey, lbAlgorithmOf } from '../../model/types.js';
+import {
+  DEFAULT_MAGLEV_SEED,
+  DEFAULT_MAGLEV_SIZING,
+  MAGLEV_TABLE_SIZES,
+  maglevTable,
+  maglevTableSize,
+  type MaglevSizing,
+} from '../../model/maglev.js';
 import type { Dataplane, SyncProblem, SyncReport } from '../dataplane.js';
 import { emptyReport } from '../dataplane.js';
-import { BackendFlags, FeFlags, IPPROTO_TCP, IPPROTO_UDP, SVC_NAME_BYTES, type BackendValue, type FeKey, type FeValue } from './codecs.js';
+import {
+  BackendFlags,
+  FeFlags,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  MAGLEV_CHUNK_BYTES,
+  MaglevTable,
+  maglevSizeIndex,
+  maglevSizeOf,
+  SVC_NAME_BYTES,
+  type BackendValue,
+  type FeKey,
+  type FeValue,
+  type MaglevChunk,
+  type MaglevKey,
+} from './codecs.js';
 import { ConntrackFlusher, type FlushRule } from './conntrack-gc.js';
 import { IdAllocator } from './ids.js';
 import { MAP_NAMES, type DatapathMaps } from './loader.js';
+
+/** The Maglev tables of a set: their sizes (0 = none). */
+interface Tables {
+  m: number;
+  mLocal: number;
+}
+const NO_TABLES: Tables = { m: 0, mLocal: 0 };
 
 interface BackendSet {
   svcId: number;
   content: string;
   backends: BackendValue[];
+  clusterCount: number;
+  /** '' (no tables), "m<M>/<M local>", or '?' (restored tables of unknown size: rebuilt on the next change) */
+  tables: string;
+  /** chunks in the Maglev map per table (what deleting the set deletes) */
+  chunks: [number, number];
   refs: number;
+}
+
+/** Backend selection, for the whole agent. */
+export interface LoadBalancing {
+  /** For NodePort, LoadBalancer and external IPs whose Service does not choose; cluster IPs stay random unless their Service asks. */
+  algorithm: LbAlgorithm;
+  maglev: MaglevSizing;
+  /** Seed of the backend permutations; the datapath's flow hash uses the same (DatapathConfig maglevSeed). */
+  seed: number;
+}
+
+export const DEFAULT_LOAD_BALANCING: LoadBalancing = { algorithm: 'random', maglev: DEFAULT_MAGLEV_SIZING, seed: DEFAULT_MAGLEV_SEED };
+
+const tablesKey = (t: Tables): string => (t.m || t.mLocal ? `m${t.m}/${t.mLocal}` : '');
+/** Entries one chunk holds: one byte each for sets of up to 256 backends, else two. */
+const perChunk = (n: number): number => (n <= 256 ? MAGLEV_CHUNK_BYTES : MAGLEV_CHUNK_BYTES / 2);
+const chunksOf = (m: number, n: number): number => (m ? Math.ceil(m / perChunk(n)) : 0);
+
+/** A Maglev table as the map's chunks. */
+function tableChunks(setId: number, table: number, ords: Uint16Array, n: number): Array<[MaglevKey, MaglevChunk]> {
+  const per = perChunk(n);
+  const out: Array<[MaglevKey, MaglevChunk]> = [];
+  for (let chunk = 0; chunk * per < ords.length; chunk++) {
+    const ord = Buffer.alloc(MAGLEV_CHUNK_BYTES);
+    const base = chunk * per;
+    const end = Math.min(per, ords.length - base);
+    for (let j = 0; j < end; j++) {
+      if (per === MAGLEV_CHUNK_BYTES) ord[j] = ords[base + j]!;
+      else ord.writeUInt16LE(ords[base + j]!, j * 2);
+    }
+    out.push([{ setId, table, chunk }, { ord }]);
+  }
+  return out;
+}
+
+function chunkKeys(setId: number, chunks: readonly [number, number]): MaglevKey[] {
+  const keys: MaglevKey[] = [];
+  for (const [table, count] of [
+    [MaglevTable.CLUSTER, chunks[0]],
+    [MaglevTable.LOCAL, chunks[1]],
+  ] as const) {
+    for (let chunk = 0; chunk < count; chunk++) keys.push({ setId, table, chunk });
+  }
+  return keys;
+}
+
+const nameOf = (b: Backend): string => `${b.ip}:${b.port}`;
+
+/** What a service port's frontends ask of its backend sets' tables. */
+interface PortLb {
+  maglev: boolean;
+  /** some Maglev frontend of it serves from node-local endpoints only (a Local traffic policy) */
+  local: boolean;
 }
 
 interface FeEntry {
@@ -83,6 +177,8 @@ const sameFe = (a: FeValue, b: FeValue): boolean =>
   a.clusterCount === b.clusterCount &&
   a.localCount === b.localCount &&
   a.flags === b.flags &&
+  a.maglevSize === b.maglevSize &&
+  a.maglevSizeLocal === b.maglevSizeLocal &&
   a.affinityTimeout === b.affinityTimeout;
 
 export interface ReconcilerStats {
@@ -117,9 +213,18 @@ export class BpfReconciler implements Dataplane {
   constructor(
     private readonly maps: DatapathMaps,
     private readonly log?: Logger,
+    private lb: LoadBalancing = DEFAULT_LOAD_BALANCING,
   ) {
     this.udpFlusher = new ConntrackFlusher(maps, IPPROTO_UDP);
     this.restore();
+  }
+
+  /**
+   * Another backend choice or Maglev sizing: later syncs build tables with it
+   * (a full sync rebuilds every table whose size changes, make-before-break).
+   */
+  setLoadBalancing(lb: LoadBalancing): void {
+    this.lb = lb;
   }
 
   /**
@@ -144,6 +249,24 @@ export class BpfReconciler implements Dataplane {
       if (!l) slotsBySet.set(k.setId, (l = []));
       l.push([k.index, v]);
     }
+    // Per set and table: chunk numbers up to (what deleting it deletes), and chunks found.
+    const chunksBySet = new Map<number, [number, number]>();
+    const foundBySet = new Map<number, [number, number]>();
+    for (const k of this.maps.maglev.keys()) {
+      let c = chunksBySet.get(k.setId);
+      let f = foundBySet.get(k.setId);
+      if (!c) chunksBySet.set(k.setId, (c = [0, 0]));
+      if (!f) foundBySet.set(k.setId, (f = [0, 0]));
+      const i = k.table === MaglevTable.LOCAL ? 1 : 0;
+      c[i] = Math.max(c[i], k.chunk + 1);
+      f[i]++;
+    }
+    const tablesOfSet = new Map<number, Tables>();
+    for (const [, value] of this.maps.fe.entries()) {
+      if (value.flags & FeFlags.MAGLEV) {
+        tablesOfSet.set(value.setId, { m: maglevSizeOf(value.maglevSize), mLocal: maglevSizeOf(value.maglevSizeLocal) });
+      }
+    }
     for (const [key, value] of this.maps.fe.entries()) {
       const spk = this.svcNames.get(value.svcId);
       const ks = feKeyStr(key);
@@ -156,18 +279,29 @@ export class BpfReconciler implements Dataplane {
       if (!set) {
         const backends = (slotsBySet.get(value.setId) ?? []).sort((a, b) => a[0] - b[0]).map((x) => x[1]);
         const content = this.contentOf(backends, value.clusterCount);
-        set = { svcId: value.svcId, content, backends, refs: 0 };
+        const chunks = chunksBySet.get(value.setId) ?? [0, 0];
+        const found = foundBySet.get(value.setId) ?? [0, 0];
+        const t = tablesOfSet.get(value.setId) ?? NO_TABLES;
+        // Tables whose chunks are not all there (an interrupted write) or
+        // that no frontend names are rebuilt when the set is next wanted.
+        const want = [chunksOf(t.m, value.clusterCount), chunksOf(t.mLocal, backends.length - value.clusterCount)];
+        const whole = want.every((n, i) => chunks[i] === n && found[i] === n);
+        const tables = whole ? tablesKey(t) : '?';
+        set = { svcId: value.svcId, content, backends, clusterCount: value.clusterCount, tables, chunks, refs: 0 };
         this.addSet(value.setId, set);
-        this.setByContent.set(`${value.svcId}|${content}`, value.setId);
+        this.setByContent.set(`${value.svcId}|${content}|${tables}`, value.setId);
         this.setIdAlloc.restore(value.setId);
         this.slotCount += backends.length;
       }
       set.refs++;
     }
-    // Slots no frontend points at are leftovers of an interrupted sync.
+    // Slots and tables no frontend points at are leftovers of an interrupted sync.
     for (const [setId, slots] of slotsBySet) {
       if (this.sets.has(setId)) continue;
       this.maps.slots.deleteMany(slots.map(([index]) => ({ setId, index })));
+    }
+    for (const [setId, chunks] of chunksBySet) {
+      if (!this.sets.has(setId)) this.deleteTables(setId, chunks);
     }
     this.svcIdAlloc.settle();
     this.setIdAlloc.settle();
@@ -218,25 +352,80 @@ export class BpfReconciler implements Dataplane {
     return id;
   }
 
-  /** The set holding exactly these backends for this service port, written if new. */
-  private setFor(svcId: number, cluster: readonly Backend[], local: readonly Backend[]): { setId: number; created: boolean } {
+  /**
+   * The set holding exactly these backends (and Maglev tables) for this
+   * service port, written if new: slots first, then the tables that point
+   * into them; the caller then points the frontend at it.
+   */
+  private setFor(
+    svcId: number,
+    cluster: readonly Backend[],
+    local: readonly Backend[],
+    tables: Tables,
+  ): { setId: number; created: boolean } {
     const backends = [...cluster.map(toBackend), ...local.map(toBackend)];
     const content = this.contentOf(backends, cluster.length);
-    const ck = `${svcId}|${content}`;
+    const tk = tablesKey(tables);
+    const ck = `${svcId}|${content}|${tk}`;
     const existing = this.setByContent.get(ck);
     if (existing !== undefined) return { setId: existing, created: false };
     const setId = this.setIdAlloc.allocate();
+    const chunks: [number, number] = [chunksOf(tables.m, cluster.length), chunksOf(tables.mLocal, local.length)];
     try {
       this.maps.slots.setMany(backends.map((b, index) => [{ setId, index }, b] as const));
+      const entries = [
+        ...(tables.m
+          ? tableChunks(setId, MaglevTable.CLUSTER, maglevTable(cluster.map(nameOf), tables.m, this.lb.seed), cluster.length)
+          : []),
+        ...(tables.mLocal
+          ? tableChunks(setId, MaglevTable.LOCAL, maglevTable(local.map(nameOf), tables.mLocal, this.lb.seed), local.length)
+          : []),
+      ];
+      if (entries.length) this.maps.maglev.setMany(entries);
     } catch (e) {
       this.maps.slots.deleteMany(backends.map((_, index) => ({ setId, index })));
+      this.deleteTables(setId, chunks);
       this.setIdAlloc.release(setId);
       throw e;
     }
-    this.addSet(setId, { svcId, content, backends, refs: 0 });
+    this.addSet(setId, { svcId, content, backends, clusterCount: cluster.length, tables: tk, chunks, refs: 0 });
     this.setByContent.set(ck, setId);
     this.slotCount += backends.length;
     return { setId, created: true };
+  }
+
+  /** Backend selection of each service port among these frontends. */
+  private portLb(frontends: readonly Frontend[]): Map<string, PortLb> {
+    const out = new Map<string, PortLb>();
+    for (const f of frontends) {
+      let p = out.get(f.servicePort);
+      if (!p) out.set(f.servicePort, (p = { maglev: false, local: false }));
+      if (lbAlgorithmOf(f, this.lb.algorithm) !== 'maglev') continue;
+      p.maglev = true;
+      if (f.externalLocal || f.internalLocal) p.local = true;
+    }
+    return out;
+  }
+
+  /** The tables a frontend's set needs, or why it cannot have them. */
+  private tablesFor(f: Frontend, p: PortLb): { tables: Tables; problem?: string } {
+    if (!p.maglev) return { tables: NO_TABLES };
+    const nc = f.clusterBackends.length;
+    const nl = p.local ? f.localBackends.length : 0;
+    const m = nc ? maglevTableSize(nc, this.lb.maglev) : 0;
+    const mLocal = nl ? maglevTableSize(nl, this.lb.maglev) : 0;
+    if (m === undefined || mLocal === undefined) {
+      const max = MAGLEV_TABLE_SIZES[MAGLEV_TABLE_SIZES.length - 1];
+      return {
+        tables: NO_TABLES,
+        problem: `${Math.max(nc, nl)} endpoints are more than a Maglev table holds (${max}); new connections pick their endpoint at random`,
+      };
+    }
+    return { tables: { m, mLocal } };
+  }
+
+  private deleteTables(setId: number, chunks: readonly [number, number]): void {
+    if (chunks[0] || chunks[1]) this.maps.maglev.deleteMany(chunkKeys(setId, chunks));
   }
 
   private addSet(setId: number, s: BackendSet): void {
@@ -264,6 +453,7 @@ export class BpfReconciler implements Dataplane {
     const freedSets = new Set<number>();
     const wanted = new Set<string>();
     const touchedSvcIds = new Set<number>();
+    const lbOf = this.portLb(frontends);
 
     for (const f of frontends) {
       const ks = frontendKey(f);
@@ -288,16 +478,38 @@ export class BpfReconciler implements Dataplane {
       const hadSvcId = this.svcIds.has(f.servicePort);
       try {
         svcId = this.svcIdFor(f.servicePort);
-        const set = this.setFor(svcId, f.clusterBackends, f.localBackends);
+        const want = this.tablesFor(f, lbOf.get(f.servicePort)!);
+        if (want.problem) report.problems.push({ service, frontend: label, message: want.problem });
+        let tables = want.tables;
+        let set: { setId: number; created: boolean };
+        try {
+          set = this.setFor(svcId, f.clusterBackends, f.localBackends, tables);
+        } catch (e) {
+          if (!(e instanceof BpfError && e.isMapFull && e.op.includes(MAP_NAMES.maglev))) throw e;
+          report.problems.push({
+            service,
+            frontend: label,
+            mapFull: true,
+            message:
+              `the Maglev table map ${MAP_NAMES.maglev} is full (${this.maps.maglev.maxEntries} chunks of ${MAGLEV_CHUNK_BYTES} bytes): ` +
+              `${label} serves with random endpoint choice until its tables fit; retried on the next sync. ` +
+              'Smaller tables: a lower --maglev-max-endpoints-per-service (FelixConfiguration bpfMaglevMaxEndpointsPerService)',
+          });
+          tables = NO_TABLES;
+          set = this.setFor(svcId, f.clusterBackends, f.localBackends, tables);
+        }
         const setId = set.setId;
         if (set.created) created = setId;
+        const maglev = lbAlgorithmOf(f, this.lb.algorithm) === 'maglev' && (tables.m > 0 || tables.mLocal > 0);
         const key: FeKey = { addr: f.ip, port: f.port, proto: protoNum(f.protocol) };
         const value: FeValue = {
           svcId,
           setId,
           clusterCount: f.clusterBackends.length,
           localCount: f.localBackends.length,
-          flags: flagsOf(f),
+          flags: flagsOf(f) | (maglev ? FeFlags.MAGLEV : 0),
+          maglevSize: maglev ? maglevSizeIndex(tables.m) : 0,
+          maglevSizeLocal: maglev ? maglevSizeIndex(tables.mLocal) : 0,
           affinityTimeout: f.affinityTimeout,
         };
         if (cur && sameFe(cur.value, value)) {
@@ -381,10 +593,11 @@ export class BpfReconciler implements Dataplane {
   private discardSet(setId: number): void {
     const s = this.sets.get(setId)!;
     this.maps.slots.deleteMany(s.backends.map((_, index) => ({ setId, index })));
+    this.deleteTables(setId, s.chunks);
     this.sets.delete(setId);
     this.setsBySvc.get(s.svcId)?.delete(setId);
     if (this.setsBySvc.get(s.svcId)?.size === 0) this.setsBySvc.delete(s.svcId);
-    this.setByContent.delete(`${s.svcId}|${s.content}`);
+    this.setByContent.delete(`${s.svcId}|${s.content}|${s.tables}`);
     this.setIdAlloc.release(setId);
     this.slotCount -= s.backends.length;
   }
@@ -440,9 +653,10 @@ export class BpfReconciler implements Dataplane {
       const s = this.sets.get(setId);
       if (!s || s.refs > 0) continue;
       this.maps.slots.deleteMany(s.backends.map((_, index) => ({ setId, index })));
+      this.deleteTables(setId, s.chunks);
       this.sets.delete(setId);
       this.setsBySvc.get(s.svcId)?.delete(setId);
-      this.setByContent.delete(`${s.svcId}|${s.content}`);
+      this.setByContent.delete(`${s.svcId}|${s.content}|${s.tables}`);
       this.setIdAlloc.release(setId);
       this.slotCount -= s.backends.length;
       let r = removedBackends.get(s.svcId);

@@ -149,6 +149,18 @@ export function chars(n: number): Field<string> {
     },
   };
 }
+/** Raw bytes (a byte array whose layout the caller knows). */
+export function bytes(n: number): Field<Buffer> {
+  return {
+    size: n,
+    align: 1,
+    read: (b, o) => Buffer.from(b.subarray(o, o + n)),
+    write: (b, o, v) => {
+      b.fill(0, o, o + n);
+      v.copy(b, o, 0, Math.min(n, v.length));
+    },
+  };
+}
 export function nested<T>(c: Codec<T>): Field<T> {
   return {
     size: c.size,
