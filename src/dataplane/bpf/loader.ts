@@ -24,6 +24,9 @@ export const MAP_NAMES = {
   svcNames: 'bpfproxy_svc_names',
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
+  monitorCtl: 'bpfproxy_monitor_ctl',
+  monitorRings: 'bpfproxy_monitor_rings',
+  monitorLost: 'bpfproxy_monitor_lost',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -48,6 +51,11 @@ export interface DatapathMaps {
   svcNames: BpfMap<{ v: number }, { name: string }>;
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
+  /** Monitor slots and their leases (dataplane/bpf/monitor.ts). */
+  monitorCtl: BpfMap<{ v: number }, c.MonitorCtl>;
+  /** Slot -> ring buffer (an ARRAY_OF_MAPS: written with a map fd, read as a map id). */
+  monitorRings: BpfMap<{ v: number }, { v: number }>;
+  monitorLost: BpfMap<{ v: number }, { v: bigint }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -61,6 +69,9 @@ const LAYOUT = {
   svcNames: [c.u32Key, c.svcName],
   ct: [c.ctKey, c.ctValue],
   reasons: [c.u32Key, c.reasonCounter],
+  monitorCtl: [c.u32Key, c.monitorCtl],
+  monitorRings: [c.u32Key, c.u32Key],
+  monitorLost: [c.u32Key, c.u64Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -74,6 +85,9 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   svcNames: 'service names are written again by the first sync',
   ct: 'connections through services established before are reset once the new programs attach',
   reasons: 'drop counters start from zero',
+  monitorCtl: 'running monitors stop receiving events; started again, they do',
+  monitorRings: 'running monitors stop receiving events; started again, they do',
+  monitorLost: 'lost-event counts start from zero',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -95,6 +109,9 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
       ct: m(MAP_NAMES.ct, LAYOUT.ct),
       reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
+      monitorCtl: m(MAP_NAMES.monitorCtl, LAYOUT.monitorCtl),
+      monitorRings: m(MAP_NAMES.monitorRings, LAYOUT.monitorRings),
+      monitorLost: m(MAP_NAMES.monitorLost, LAYOUT.monitorLost, native().possibleCpus()),
     };
   } catch (e) {
     for (const h of opened) h.close();
