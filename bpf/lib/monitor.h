@@ -173,6 +173,30 @@ static __noinline int monitor_send(struct __sk_buff *skb, int read_tuple)
 	return 0;
 }
 
+static __always_inline void monitor_tuple_zero(struct ct_key *t)
+{
+	t->saddr  = 0;
+	t->daddr  = 0;
+	t->sport  = 0;
+	t->dport  = 0;
+	t->proto  = 0;
+	t->pad[0] = t->pad[1] = t->pad[2] = 0;
+}
+
+static __always_inline void monitor_tuple_copy(struct ct_key *d, const struct ct_key *s)
+{
+	d->saddr  = s->saddr;
+	d->daddr  = s->daddr;
+	d->sport  = s->sport;
+	d->dport  = s->dport;
+	d->proto  = s->proto;
+	d->pad[0] = d->pad[1] = d->pad[2] = 0;
+}
+
+/* Every field but the packet's (monitor_send's), one by one, and tuples
+ * copied field by field, never as a struct: clang 14's BPF backend drops
+ * the stores made before a struct copy from a constant (a caller's
+ * initializer) when a call follows. */
 static __always_inline void monitor_fill(struct monitor_event *e, __u8 type, __u8 hook, __u8 code,
 					 __u8 flags)
 {
@@ -184,8 +208,8 @@ static __always_inline void monitor_fill(struct monitor_event *e, __u8 type, __u
 	e->rule_id     = 0;
 	e->endpoint    = 0;
 	e->duration_ns = 0;
-	__builtin_memset(&e->tuple, 0, sizeof(e->tuple));
-	__builtin_memset(&e->nat, 0, sizeof(e->nat));
+	monitor_tuple_zero(&e->tuple);
+	monitor_tuple_zero(&e->nat);
 }
 
 /* A new service flow: tuple as the client sent it, 'to' after translation. */
@@ -201,8 +225,8 @@ static __always_inline void monitor_flow_new(struct __sk_buff *skb, __u8 hook,
 	if (!e)
 		return;
 	monitor_fill(e, MON_FLOW_NEW, hook, 0, ct_flags);
-	e->tuple  = *tuple;
-	e->nat	  = *to;
+	monitor_tuple_copy(&e->tuple, tuple);
+	monitor_tuple_copy(&e->nat, to);
 	e->svc_id = svc_id;
 	monitor_send(skb, 0);
 }
@@ -232,7 +256,7 @@ static __always_inline void monitor_flow_close(struct __sk_buff *skb, __u8 hook,
 		return;
 	monitor_fill(e, MON_FLOW_CLOSE, hook, code, ct->flags);
 	if (ct->dir == CT_DIR_FWD) {
-		e->tuple     = *key;
+		monitor_tuple_copy(&e->tuple, key);
 		e->nat.saddr = ct->nat_saddr;
 		e->nat.daddr = ct->nat_daddr;
 		e->nat.sport = ct->nat_sport;
@@ -294,7 +318,7 @@ static __always_inline void monitor_policy(struct __sk_buff *skb, __u8 hook,
 	if (!e)
 		return;
 	monitor_fill(e, MON_POLICY, hook, verdict, direction);
-	e->tuple    = *tuple;
+	monitor_tuple_copy(&e->tuple, tuple);
 	e->rule_id  = rule_id;
 	e->endpoint = endpoint;
 	monitor_send(skb, 0);
