@@ -34,6 +34,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <memory>
@@ -49,14 +52,24 @@ namespace bpfproxy {
 namespace {
 
 constexpr size_t kMaxInFlight = 4;
-// A batch is handed over once it holds this much, even mid-pass.
+// A batch is handed over once it holds this much, even mid-pass...
 constexpr size_t kBatchBytes = 1 << 20;
+// ...or once its first record waited this long (ms): a few records a call
+// would cost JavaScript more per record than the records themselves.
+constexpr int kBatchWaitMs = 2;
 
 struct Batch {
   std::vector<uint8_t> bytes;
   uint32_t count = 0;
   int err = 0;
+  struct timespec first = {};  // when its first record was read
 };
+
+int64_t MsSince(const struct timespec& t) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (now.tv_sec - t.tv_sec) * 1000 + (now.tv_nsec - t.tv_nsec) / 1000000;
+}
 
 // What the reader thread and the JS-thread callbacks share; it outlives the
 // reader object when callbacks are still queued.
@@ -81,8 +94,8 @@ struct RingbufCloser {
 
 class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
  public:
-  static Napi::FunctionReference* ctor;
-
+  // The constructor is per environment (AddonData): a worker thread that
+  // loads the addon has its own, gone when the worker is.
   static Napi::Function Define(Napi::Env env) {
     Napi::Function f = DefineClass(env, "RingbufReader",
                                    {
@@ -91,7 +104,7 @@ class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
                                        InstanceAccessor<&RingbufReader::Closed>("closed"),
                                        InstanceMethod("close", &RingbufReader::Close),
                                    });
-    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+    Data(env)->ringbuf_reader = Napi::Persistent(f);
     return f;
   }
 
@@ -172,6 +185,7 @@ class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
   static int OnSample(void* ctx, void* data, size_t len) {
     auto* self = static_cast<RingbufReader*>(ctx);
     Batch* b = self->batch_;
+    if (b->count == 0) clock_gettime(CLOCK_MONOTONIC, &b->first);
     const size_t at = b->bytes.size();
     const size_t padded = (len + 7) & ~static_cast<size_t>(7);
     b->bytes.resize(at + 8 + padded);
@@ -227,12 +241,16 @@ class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
   }
 
   // The reader thread: wait for data or the stop signal, read all there is,
-  // hand it over.
+  // hand it over once the batch is big enough or its first record waited
+  // kBatchWaitMs.
   static void Run(RingbufReader* self) {
     const int rfd = ring_buffer__epoll_fd(self->rb_.get());
     for (;;) {
       struct pollfd p[2] = {{rfd, POLLIN, 0}, {self->stop_.get(), POLLIN, 0}};
-      int r = poll(p, 2, -1);
+      int timeout = -1;
+      if (self->batch_->count)
+        timeout = static_cast<int>(std::max<int64_t>(0, kBatchWaitMs - MsSince(self->batch_->first)));
+      int r = poll(p, 2, timeout);
       if (r < 0) {
         if (errno == EINTR) continue;
         self->batch_->err = errno;
@@ -248,6 +266,7 @@ class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
         self->Deliver();
         break;
       }
+      if (self->batch_->count && MsSince(self->batch_->first) < kBatchWaitMs) continue;
       if (!self->Deliver()) break;
     }
     self->tsfn_.Release();
@@ -264,15 +283,13 @@ class RingbufReader : public Napi::ObjectWrap<RingbufReader> {
   bool running_ = false;
 };
 
-Napi::FunctionReference* RingbufReader::ctor = nullptr;
-
 static Napi::Value RingbufOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[1].IsFunction()) {
     ThrowTypeError(env, "ringbufOpen(size, callback): callback must be a function");
     return env.Undefined();
   }
-  return RingbufReader::ctor->New({info[0], info[1]});
+  return Data(env)->ringbuf_reader.New({info[0], info[1]});
 }
 
 // A shared mapping of an mmapable array map, unmapped when it goes.

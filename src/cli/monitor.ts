@@ -63,10 +63,10 @@ const flow = (t: FlowTuple): string => `${t.proto} ${t.src}:${t.sport} -> ${t.ds
 const addr = (t: FlowTuple): string => `${t.dst}:${t.dport}`;
 
 /** Wall time of an event: bpf_ktime_get_ns() is CLOCK_MONOTONIC. */
-export function wallClock(): (tsNs: bigint) => number {
+export function wallClock(): (tsNs: number) => number {
   const wall = Date.now();
-  const mono = native().monotonicNs();
-  return (ts) => wall + Number(ts - mono) / 1e6;
+  const mono = Number(native().monotonicNs());
+  return (ts) => wall + (ts - mono) / 1e6;
 }
 
 const timeOfDay = (ms: number): string => {
@@ -83,7 +83,7 @@ export function describe(ev: MonitorEvent, names: Names): string {
       const svc = names.service(ev.svcId) ?? `svc ${ev.svcId}`;
       const flags = ev.flags.length ? ` [${ev.flags.join(',')}]` : '';
       const nat = ev.nat.src !== ev.tuple.src || ev.nat.sport !== ev.tuple.sport ? ` from ${ev.nat.src}:${ev.nat.sport}` : '';
-      const head = ev.type === 'flow-new' ? '' : `closed by ${ev.closedBy} after ${formatSeconds(ev.durationNs ?? 0n)}, `;
+      const head = ev.type === 'flow-new' ? '' : `closed by ${ev.closedBy} after ${formatSeconds(ev.durationNs ?? 0)}, `;
       return `${head}=> ${addr(ev.nat)}${nat}  ${svc}${flags}`;
     }
     case 'drop':
@@ -93,14 +93,14 @@ export function describe(ev: MonitorEvent, names: Names): string {
   }
 }
 
-const formatSeconds = (ns: bigint): string => `${(Number(ns) / 1e9).toFixed(3)}s`;
+const formatSeconds = (ns: number): string => `${(ns / 1e9).toFixed(3)}s`;
 
-export function tableLine(ev: MonitorEvent, names: Names, wall: (ts: bigint) => number): string {
+export function tableLine(ev: MonitorEvent, names: Names, wall: (ts: number) => number): string {
   const where = `${names.iface(ev.ifindex)}${ev.hook ? `(${ev.hook})` : ''}`;
   return `${timeOfDay(wall(ev.tsNs))}  ${ev.type.padEnd(10)}  ${where.padEnd(14)}  ${flow(ev.tuple).padEnd(50)}  ${describe(ev, names)}`;
 }
 
-export function jsonLine(ev: MonitorEvent, names: Names, wall: (ts: bigint) => number): Record<string, unknown> {
+export function jsonLine(ev: MonitorEvent, names: Names, wall: (ts: number) => number): Record<string, unknown> {
   const base = {
     time: new Date(wall(ev.tsNs)).toISOString(),
     type: ev.type,
@@ -119,7 +119,7 @@ export function jsonLine(ev: MonitorEvent, names: Names, wall: (ts: bigint) => n
         service: names.service(ev.svcId) ?? null,
         svcId: ev.svcId,
         flags: ev.flags,
-        ...(ev.type === 'flow-close' ? { closedBy: ev.closedBy, durationMs: Number(ev.durationNs ?? 0n) / 1e6 } : {}),
+        ...(ev.type === 'flow-close' ? { closedBy: ev.closedBy, durationMs: (ev.durationNs ?? 0) / 1e6 } : {}),
       };
     case 'drop':
       return { ...base, reason: ev.reason, verdict: ev.verdict, dropped: ev.dropped, answered: ev.answered };
