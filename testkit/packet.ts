@@ -1,10 +1,10 @@
 /**
  * Build and parse Ethernet/IPv4/TCP/UDP/ICMP frames, with checksums, for
  * BPF_PROG_RUN tests and benchmarks. The builder is the agent's own
- * (src/net/packet.ts, which `bpfproxy trace` uses); parsing and ICMP errors
+ * (src/net/frames.ts, which `bpfproxy trace` uses); parsing and ICMP errors
  * are the test kit's.
  */
-import { ETH_P_IP, PROTO, csumFold, csumPartial, ethHeader, ipv4Header, pseudoHeader, type FrameSpec } from '../src/net/packet.js';
+import { ETH_P_IP, PROTO, csumFold, csumPartial, ethHeader, ipv4Header, pseudoHeader, type FrameSpec } from '../src/net/frames.js';
 
 export {
   ETH_P_IP,
@@ -20,7 +20,7 @@ export {
   type FrameSpec,
   type Ipv4Spec,
   type L4,
-} from '../src/net/packet.js';
+} from '../src/net/frames.js';
 
 export const ipStr = (b: Buffer, o: number): string => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
 const macStr = (b: Buffer, o: number): string => [...b.subarray(o, o + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');

@@ -6,7 +6,7 @@ import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
 import { openPinnedMaps, PROGRAMS, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { explainTrace, openTracer, programSettings, type TracePacket, type TraceReport, type TraceRole } from '../dataplane/bpf/trace.js';
 import { isIPv4 } from '../net/ip.js';
-import { TCP, frame } from '../net/packet.js';
+import { TCP, frame } from '../net/frames.js';
 import { INSTALL_ROOT } from '../paths.js';
 import { outputOption, pinDirOption, port } from './options.js';
 
