@@ -338,9 +338,10 @@ export interface NativeRuntime {
 }
 
 /**
- * Test-only: used by the tests, the bench and the lab, never by the agent.
- * They act on the calling thread (enterNetns) or run programs on crafted
- * packets (BPF_PROG_TEST_RUN).
+ * Test-only: used by the tests, the bench and the lab, never by the agent
+ * (the one operator command among them: `bpfproxy trace` runs its one
+ * synthetic packet with progTestRun). They act on the calling thread
+ * (enterNetns) or run programs on crafted packets (BPF_PROG_TEST_RUN).
  */
 export interface NativeTesting {
   /** Move this thread into the network namespace at path; returns the fd of the one left (give it to restoreNetns). */
