@@ -433,12 +433,12 @@ t.test('options and arguments are type-checked, naming the option', async (t) =>
   await typeError('objGet kind', () => (native().objGet as (...a: unknown[]) => unknown)('/x', 'link'), /kind\) must be 'map' or 'prog'/);
 
   // ring buffer readers and map words (addon/ringbuf.cc)
-  const open = native().ringbufOpen as (...a: unknown[]) => unknown;
+  const open = (...a: unknown[]) => (native().ringbufOpen as (...x: unknown[]) => unknown)(...a);
   await typeError('ringbuf size', () => open('x', () => undefined), /argument 0 \(size\) must be an integer/);
   await typeError('ringbuf callback', () => open(1 << 16, 'x'), /ringbufOpen\(size, callback\): callback must be a function/);
   const notPow2 = thrown(() => open(100_000, () => undefined));
   t.ok(notPow2 instanceof BpfError && notPow2.code === 'EINVAL' && /must be a power of 2/.test(notPow2.message), String(notPow2));
-  const word = native().mapWordOp as (...a: unknown[]) => unknown;
+  const word = (...a: unknown[]) => (native().mapWordOp as (...x: unknown[]) => unknown)(...a);
   const ctl = dp.maps.monitorCtl.handle;
   await typeError('map word op', () => word(ctl, 0, 'xor'), /op must be 'load', 'store', 'add' or 'cas', got 'xor'/);
   await typeError('map word value', () => word(ctl, 0, 'store', 1), /mapWordOp: value must be a bigint/);
