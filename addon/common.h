@@ -54,6 +54,7 @@ struct AddonData {
   Napi::FunctionReference map_handle;
   Napi::FunctionReference prog_handle;
   Napi::FunctionReference link_handle;
+  Napi::FunctionReference ringbuf_reader;
 };
 AddonData* Data(Napi::Env env);
 

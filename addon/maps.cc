@@ -669,6 +669,19 @@ static Napi::Value ProgInfo(const Napi::CallbackInfo& info) {
   o.Set("type", pi.type);
   o.Set("tag", tag);
   o.Set("loadTime", Napi::Number::New(env, static_cast<double>(pi.load_time)));
+  // the maps it uses: a second call with room for their ids
+  std::vector<__u32> ids(pi.nr_map_ids);
+  if (!ids.empty()) {
+    struct bpf_prog_info again = {};
+    again.nr_map_ids = ids.size();
+    again.map_ids = reinterpret_cast<__u64>(ids.data());
+    len = sizeof(again);
+    if (bpf_obj_get_info_by_fd(fd, &again, &len)) return Throw(env, "program info (map ids)", errno);
+    ids.resize(std::min<size_t>(ids.size(), again.nr_map_ids));
+  }
+  Napi::Array mids = Napi::Array::New(env, ids.size());
+  for (size_t i = 0; i < ids.size(); i++) mids.Set(static_cast<uint32_t>(i), ids[i]);
+  o.Set("mapIds", mids);
   return o;
 }
 
@@ -682,6 +695,18 @@ static Napi::Value ProgById(const Napi::CallbackInfo& info) {
   Fd fd(bpf_prog_get_fd_by_id(static_cast<__u32>(id)));
   if (fd.get() < 0) return Throw(env, op, errno);
   return NewProgHandle(env, std::move(fd), op);
+}
+
+// mapById(id) -> MapHandle
+static Napi::Value MapById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t id;
+  if (!ArgInt(info, 0, "id", &id)) return env.Undefined();
+  const std::string op = "open map id " + std::to_string(id);
+  if (id <= 0 || id > UINT32_MAX) return Throw(env, op, ENOENT);
+  Fd fd(bpf_map_get_fd_by_id(static_cast<__u32>(id)));
+  if (fd.get() < 0) return Throw(env, op, errno);
+  return NewMapHandle(env, std::move(fd), "", op);
 }
 
 // ---------------------------------------------------------------- test runs
@@ -815,6 +840,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
   exports.Set("progById", Napi::Function::New(env, ProgById));
+  exports.Set("mapById", Napi::Function::New(env, MapById));
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRun));
   exports.Set("progTestRunEach", Napi::Function::New(env, ProgTestRunEach));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoNameFn));

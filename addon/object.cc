@@ -25,14 +25,17 @@ struct LoadOptions {
   std::string path;
   std::string pin_root;
   std::map<std::string, std::vector<uint8_t>> rodata;
+  // the whole .rodata of a running copy of the same object, set before `rodata`
+  std::vector<uint8_t> rodata_image;
+  bool has_rodata_image = false;
   std::map<std::string, uint32_t> max_entries;
 };
 
 // Write load-time settings (const volatile globals) into .rodata, by the
-// offsets BTF gives for each variable.
+// offsets BTF gives for each variable; with an image, over that image.
 static int SetRodata(struct bpf_object* obj, const std::map<std::string, std::vector<uint8_t>>& vars,
-                     std::string* why) {
-  if (vars.empty()) return 0;
+                     const std::vector<uint8_t>* image, std::string* why) {
+  if (vars.empty() && !image) return 0;
   struct btf* btf = bpf_object__btf(obj);
   struct bpf_map* ro = nullptr;
   struct bpf_map* m;
@@ -53,6 +56,14 @@ static int SetRodata(struct bpf_object* obj, const std::map<std::string, std::ve
   size_t size = 0;
   const void* init = bpf_map__initial_value(ro, &size);
   std::vector<uint8_t> data(static_cast<const uint8_t*>(init), static_cast<const uint8_t*>(init) + size);
+  if (image) {
+    if (image->size() != data.size()) {
+      *why = "the .rodata image has " + std::to_string(image->size()) + " bytes, the object's .rodata " +
+             std::to_string(data.size()) + ": not the same build";
+      return -EINVAL;
+    }
+    data = *image;
+  }
   const struct btf_type* sec = btf__type_by_id(btf, sec_id);
   const struct btf_var_secinfo* vi = btf_var_secinfos(sec);
   size_t found = 0;
@@ -167,7 +178,7 @@ class LoadWorker : public Napi::AsyncWorker {
     }
     ObjectPtr obj(raw);
     std::string why;
-    int err = SetRodata(obj.get(), opts_.rodata, &why);
+    int err = SetRodata(obj.get(), opts_.rodata, opts_.has_rodata_image ? &opts_.rodata_image : nullptr, &why);
     if (err) {
       fail("set load-time settings of " + opts_.path, err, why);
       return;
@@ -220,7 +231,7 @@ class LoadWorker : public Napi::AsyncWorker {
   std::string log_;
 };
 
-// loadObject(path, { pinRoot?, rodata?: {name: Buffer}, maxEntries?: {name: n} })
+// loadObject(path, { pinRoot?, rodata?: {name: Buffer}, rodataImage?: Buffer, maxEntries?: {name: n} })
 // Every option is type-checked here, before the worker starts: a wrong type
 // is a TypeError naming the option, never a silently ignored setting.
 static Napi::Value LoadObject(const Napi::CallbackInfo& info) {
@@ -229,7 +240,8 @@ static Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   if (!ArgString(info, 0, "path", &opts.path)) return env.Undefined();
   Napi::Object o;
   bool present, set;
-  if (!OptionsObject(info, 1, "loadObject", {"pinRoot", "rodata", "maxEntries"}, &o, &present)) return env.Undefined();
+  if (!OptionsObject(info, 1, "loadObject", {"pinRoot", "rodata", "rodataImage", "maxEntries"}, &o, &present))
+    return env.Undefined();
   if (present) {
     if (!OptString(o, "loadObject", "pinRoot", &opts.pin_root, &set)) return env.Undefined();
     Napi::Object r;
@@ -243,6 +255,12 @@ static Napi::Value LoadObject(const Napi::CallbackInfo& info) {
         if (!OptBuffer(r, "loadObject", n, &b, &has, "rodata." + n)) return env.Undefined();
         if (has) opts.rodata[n] = std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
       }
+    }
+    Napi::Buffer<uint8_t> img;
+    if (!OptBuffer(o, "loadObject", "rodataImage", &img, &set)) return env.Undefined();
+    if (set) {
+      opts.rodata_image.assign(img.Data(), img.Data() + img.Length());
+      opts.has_rodata_image = true;
     }
     if (!OptObject(o, "loadObject", "maxEntries", &r, &set)) return env.Undefined();
     if (set) {

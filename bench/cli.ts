@@ -73,6 +73,32 @@ bench
     );
   });
 bench
+  .command('monitor')
+  .description(
+    'the monitor: ns per packet with nobody listening, with a listener, and (--baseline-object) before it existed; events/s a listener takes without loss',
+  )
+  .option('--smoke', 'tiny sizes (the test suite runs this)')
+  .option('--baseline-object <path>', 'bpfproxy.o built before the monitor (e.g. from the parent commit), for the "before" figures')
+  .option('--seconds <n>', 'seconds per event rate', positiveInt('--seconds'))
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'monitor'))
+  .action(async (o) => {
+    const { runMonitorBench, writeMonitorResults, monitorTargets, MONITOR_FULL, MONITOR_SMOKE } = await import('./monitor.js');
+    const opts = {
+      ...(o.smoke ? MONITOR_SMOKE : MONITOR_FULL),
+      ...(o.seconds ? { seconds: o.seconds } : {}),
+      ...(o.baselineObject ? { baselineObject: o.baselineObject } : {}),
+    };
+    const r = await runMonitorBench(opts, (s) => process.stderr.write(`bench monitor: ${s}\n`));
+    for (const p of r.packetNs) console.log(`${p.variant.padEnd(12)} new flow ${p.newFlowNs} ns, established ${p.establishedNs} ns`);
+    for (const t of monitorTargets(r))
+      console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeMonitorResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('report')
   .argument('<results>', 'a results.json from bench local')
   .option('--out <dir>', 'where to write the report (default: beside the results)')

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(clang clang-format llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-          iproute2 iperf3 iptables nftables conntrack procps util-linux kmod)
+          iproute2 iperf3 iptables nftables conntrack procps util-linux kmod tcpdump)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

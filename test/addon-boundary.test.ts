@@ -388,7 +388,11 @@ t.test('options and arguments are type-checked, naming the option', async (t) =>
   await typeError('a rodata value', load({ rodata: { cfg_ct_udp_ns: 'x' } }), /option rodata\.cfg_ct_udp_ns must be a Buffer/);
   await typeError('maxEntries', load({ maxEntries: { bpfproxy_ct: '1024' } }), /option maxEntries\.bpfproxy_ct must be an integer/);
   await typeError('a negative size', load({ maxEntries: { bpfproxy_ct: -1 } }), /maxEntries\.bpfproxy_ct must be an integer from 0/);
-  await typeError('a misspelt option', load({ pinroot: '/x' }), /unknown option pinroot \(known: pinRoot, rodata, maxEntries\)/);
+  await typeError(
+    'a misspelt option',
+    load({ pinroot: '/x' }),
+    /unknown option pinroot \(known: pinRoot, rodata, rodataImage, maxEntries\)/,
+  );
   await typeError('options of the wrong type', load('x'), /loadObject: options must be an object, got a string/);
 
   const fd = dp.programs.fromPod.fd;
@@ -427,6 +431,43 @@ t.test('options and arguments are type-checked, naming the option', async (t) =>
   );
   await typeError('... given where any fd goes', () => native().mapInfo(fake), /argument 0 \(fd\) must be a handle made by the addon/);
   await typeError('objGet kind', () => (native().objGet as (...a: unknown[]) => unknown)('/x', 'link'), /kind\) must be 'map' or 'prog'/);
+
+  // ring buffer readers and map words (addon/ringbuf.cc)
+  const open = (...a: unknown[]) => (native().ringbufOpen as (...x: unknown[]) => unknown)(...a);
+  await typeError('ringbuf size', () => open('x', () => undefined), /argument 0 \(size\) must be an integer/);
+  await typeError('ringbuf callback', () => open(1 << 16, 'x'), /ringbufOpen\(size, callback\): callback must be a function/);
+  const notPow2 = thrown(() => open(100_000, () => undefined));
+  t.ok(notPow2 instanceof BpfError && notPow2.code === 'EINVAL' && /must be a power of 2/.test(notPow2.message), String(notPow2));
+  const word = (...a: unknown[]) => (native().mapWordOp as (...x: unknown[]) => unknown)(...a);
+  const ctl = dp.maps.monitorCtl.handle;
+  await typeError('map word op', () => word(ctl, 0, 'xor'), /op must be 'load', 'store', 'add' or 'cas', got 'xor'/);
+  await typeError('map word value', () => word(ctl, 0, 'store', 1), /mapWordOp: value must be a bigint/);
+  await typeError('map word expected', () => word(ctl, 0, 'cas', 1n), /mapWordOp: expected must be a bigint/);
+  const notMmap = thrown(() => word(dp.maps.slots.handle, 0, 'load'));
+  t.match(String(notMmap), /not an array map created with BPF_F_MMAPABLE/, 'a map that cannot be mapped: EINVAL, said why');
+  t.match(String(thrown(() => word(ctl, 4, 'load'))), /offset 4 is not a multiple of 8 inside the map's 72 bytes/);
+  t.match(String(thrown(() => word(ctl, 72, 'load'))), /offset 72 is not a multiple of 8 inside the map's 72 bytes/, 'past the end');
+  t.equal(native().mapWordOp(ctl, 8, 'add', -1n), 0n, 'add returns the word before');
+  t.equal(native().mapWordOp(ctl, 8, 'load'), 2n ** 64n - 1n, 'and a negative add wraps');
+  t.equal(native().mapWordOp(ctl, 8, 'cas', 5n, 1n), 2n ** 64n - 1n, 'a failed cas returns the word');
+  t.equal(native().mapWordOp(ctl, 8, 'cas', 0n, 2n ** 64n - 1n), 2n ** 64n - 1n, 'a cas that succeeds too');
+  t.equal(native().mapWordOp(ctl, 8, 'load'), 0n);
+  const noMap = thrown(() => native().mapById(0));
+  t.ok(noMap instanceof BpfError && noMap.code === 'ENOENT', String(noMap));
+});
+
+t.test('ring buffer readers own their fd and thread: closed, collected or not', async (t) => {
+  const before = openFds();
+  const readers = Array.from({ length: 8 }, () => native().ringbufOpen(1 << 16, () => undefined));
+  t.ok(openFds() > before, 'each holds its ring (and the thread its epoll and eventfd)');
+  t.ok(readers.every((r) => r.fd >= 0 && !r.closed && r.size === 1 << 16));
+  for (const r of readers) r.close();
+  for (const r of readers) r.close();
+  t.ok(
+    readers.every((r) => r.closed && r.fd === -1),
+    'closed, twice is fine',
+  );
+  t.equal(openFds(), before, 'every fd let go');
 });
 
 t.test('errno names come from the system; only E2BIG is "map full"', async (t) => {

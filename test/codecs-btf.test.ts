@@ -77,6 +77,11 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.ctKey,
     c.ctValue,
     c.reasonCounter,
+    c.monitorEvent,
+    c.monitorSlot,
+    c.monitorCtl,
+    c.traceStep,
+    c.traceBuf,
   ]) {
     check(t, codec);
   }
@@ -123,4 +128,10 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
   same('maglev_table', /^MAGLEV_T_/, c.MaglevTable);
+  same('monitor_type', /^MON_/, c.MonType);
+  same('monitor_hook', /^MON_HOOK_/, c.MonHook);
+  same('monitor_close', /^MON_CLOSE_/, c.MonClose);
+  same('monitor_verdict', /^MON_VERDICT_/, c.MonVerdict);
+  same('monitor_direction', /^MON_DIR_/, c.MonDirection);
+  same('trace_kind', /^TRACE_/, c.TraceKind);
 });

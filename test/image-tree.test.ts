@@ -43,7 +43,14 @@ t.test('image tree: the agent, its addon and BPF object, nothing else', async (t
 
   // the staged tree runs: every command's module graph loads from it alone
   symlinkSync(join(REPO, 'node_modules'), join(out, 'node_modules'));
-  for (const args of [['--help'], ['agent', '--help'], ['status', '--help'], ['cleanup', '--help']]) {
+  for (const args of [
+    ['--help'],
+    ['agent', '--help'],
+    ['status', '--help'],
+    ['cleanup', '--help'],
+    ['monitor', '--help'],
+    ['trace', '--help'],
+  ]) {
     const h = spawnSync(process.execPath, [join(out, 'dist/src/cli/main.js'), ...args], { encoding: 'utf8', timeout: 30_000 });
     t.equal(h.status, 0, `bpfproxy ${args.join(' ')}: ${h.stderr}`);
   }

@@ -146,6 +146,8 @@ function fromSources(): Use[] {
       uses.push({ kind: 'libbpf', name: m[1]!, where });
     for (const m of src.matchAll(/\b(BPF_TCX_\w+|BPF_TC_(?:INGRESS|EGRESS)|BPF_XDP\w*|XDP_FLAGS_\w+)\b/g))
       uses.push({ kind: 'attach', name: m[1]!, where });
+    // maps the addon makes itself (the monitors' ring buffers)
+    for (const m of src.matchAll(/\bbpf_map_create\(\s*(BPF_MAP_TYPE_\w+)/g)) uses.push({ kind: 'map', name: m[1]!, where });
   }
   return uses;
 }

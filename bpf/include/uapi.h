@@ -150,12 +150,14 @@ struct icmphdr {
 /* ---- linux/bpf.h -------------------------------------------------------- */
 
 enum bpf_map_type {
-	BPF_MAP_TYPE_UNSPEC	  = 0,
-	BPF_MAP_TYPE_HASH	  = 1,
-	BPF_MAP_TYPE_ARRAY	  = 2,
-	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-	BPF_MAP_TYPE_LRU_HASH	  = 9,
-	BPF_MAP_TYPE_LPM_TRIE	  = 11,
+	BPF_MAP_TYPE_UNSPEC	   = 0,
+	BPF_MAP_TYPE_HASH	   = 1,
+	BPF_MAP_TYPE_ARRAY	   = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY  = 6,
+	BPF_MAP_TYPE_LRU_HASH	   = 9,
+	BPF_MAP_TYPE_LPM_TRIE	   = 11,
+	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
+	BPF_MAP_TYPE_RINGBUF	   = 27,
 };
 
 /* flags for BPF_MAP_UPDATE_ELEM / bpf_map_update_elem() */
@@ -168,6 +170,7 @@ enum {
 /* map_flags at creation */
 enum {
 	BPF_F_NO_PREALLOC = (1U << 0),
+	BPF_F_MMAPABLE	  = (1U << 10),
 };
 
 /* bpf_l3_csum_replace() / bpf_l4_csum_replace(): the low 4 bits carry the

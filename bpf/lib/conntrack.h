@@ -25,6 +25,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "trace.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -94,7 +95,8 @@ static __always_inline struct ct_value *ct_lookup(const struct ct_key *k, __u64 
 	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
 	if (!peer || peer->expires_ns < now)
 		return NULL;
-	v->expires_ns = peer->expires_ns;
+	if (!cfg_trace)
+		v->expires_ns = peer->expires_ns;
 	return v;
 }
 
@@ -112,6 +114,9 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 				      __u64 now)
 {
 	__u8 state = v->state;
+
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return;
 
 	if (v->dir == CT_DIR_REPLY)
 		state |= CT_S_REPLY_SEEN;
@@ -176,6 +181,8 @@ static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_k
 	struct ct_key	rk;
 	int		err;
 
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return 0;
 	v.created_ns = now;
 	v.expires_ns = now + ct_lifetime(fwd->proto, 0);
 	v.flags	     = flags;

@@ -7,12 +7,16 @@
  * of forwarded (rejects, fragmentation needed) are counted with
  * count_reason(). The names live in src/dataplane/bpf/reasons.ts, in the
  * same order; new reasons are appended so pinned counters keep their
- * meaning across upgrades.
+ * meaning across upgrades. Both also tell a listening monitor (lib/
+ * monitor.h) and, in trace mode, the trace instead of the counters (lib/
+ * trace.h).
  */
 #ifndef BPFPROXY_DROP_H
 #define BPFPROXY_DROP_H
 
 #include "common.h"
+#include "monitor.h"
+#include "trace.h"
 
 enum reason {
 	REASON_NONE = 0,
@@ -55,21 +59,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_reasons SEC(".maps");
 
-static __always_inline void count_reason(struct __sk_buff *skb, enum reason r)
+static __always_inline void reason_note(struct __sk_buff *skb, enum reason r, __u8 dropped)
 {
 	__u32		       k = r;
-	struct reason_counter *c = bpf_map_lookup_elem(&bpfproxy_reasons, &k);
+	struct reason_counter *c;
 
+	if (cfg_trace) {
+		trace_step(TRACE_REASON, r, dropped, 0, 0, 0, 0, 0, 0);
+		return;
+	}
+	c = bpf_map_lookup_elem(&bpfproxy_reasons, &k);
 	if (c) {
 		c->packets++;
 		c->bytes += skb->len;
 	}
+	monitor_reason(skb, r, dropped);
+}
+
+static __always_inline void count_reason(struct __sk_buff *skb, enum reason r)
+{
+	reason_note(skb, r, 0);
 }
 
 /* Count and drop. */
 static __always_inline int drop(struct __sk_buff *skb, enum reason r)
 {
-	count_reason(skb, r);
+	reason_note(skb, r, 1);
 	return TC_ACT_SHOT;
 }
 

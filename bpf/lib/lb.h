@@ -10,6 +10,7 @@
 #include "common.h"
 #include "drop.h"
 #include "maglev.h"
+#include "trace.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -107,8 +108,9 @@ static __always_inline enum reason lb_select(const struct fe_value *fe, int loca
 		av = bpf_map_lookup_elem(&bpfproxy_affinity, &ak);
 		if (av && now - av->last_used_ns < (__u64)fe->affinity_timeout * NSEC_PER_SEC &&
 		    (!local_only || (av->backend.flags & BE_F_LOCAL))) {
-			av->last_used_ns = now;
-			*out		 = av->backend;
+			if (!cfg_trace) /* lib/trace.h: no map writes */
+				av->last_used_ns = now;
+			*out = av->backend;
 			return REASON_NONE;
 		}
 	}
@@ -126,7 +128,7 @@ static __always_inline enum reason lb_select(const struct fe_value *fe, int loca
 		return REASON_BACKEND_MISSING;
 	*out = *be;
 
-	if (fe->affinity_timeout) {
+	if (fe->affinity_timeout && !cfg_trace) {
 		struct affinity_value nv = {.backend = *be, .last_used_ns = now};
 
 		bpf_map_update_elem(&bpfproxy_affinity, &ak, &nv, BPF_ANY);

@@ -23,10 +23,12 @@
 #include "drop.h"
 #include "fib.h"
 #include "lb.h"
+#include "monitor.h"
 #include "nat.h"
 #include "parse.h"
 #include "pod.h"
 #include "reject.h"
+#include "trace.h"
 
 #define SNAT_PORT_TRIES 8
 
@@ -91,6 +93,7 @@ static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const
 	struct bpf_fib_lookup fib;
 	int		      rc = fib_route(skb, p, to, &fib);
 
+	trace_step(TRACE_FIB, cfg_fib_redirect, 0, 0, rc, fib.ifindex, fib.mtu_result, 0, 0);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && (p->frag & bpf_htons(IP_DF)))
 		return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result,
 				  REASON_FRAG_NEEDED);
@@ -102,7 +105,7 @@ static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const
 static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 				       const struct fe_value *fe, int from_pod, __u64 now)
 {
-	struct backend be;
+	struct backend be = {}; /* read by the trace also when none was chosen */
 	struct ct_key  to;
 	enum reason    r;
 	int	       err;
@@ -121,6 +124,8 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	}
 
 	r = lb_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
+	trace_step(TRACE_BACKEND, r, lb_local_only(fe, from_pod), be.flags, be.addr,
+		   bpf_ntohs(be.port), 0, 0, 0);
 	if (r == REASON_NO_ENDPOINTS)
 		return reject(skb, p);
 	if (r != REASON_NONE)
@@ -161,10 +166,14 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		flags |= CT_F_SNAT;
 	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, &to, now))
 		return drop(skb, REASON_NAT_PORTS);
+	trace_step(TRACE_NAT, flags, 0, 0, to.saddr, bpf_ntohs(to.sport), to.daddr,
+		   bpf_ntohs(to.dport), 0);
 
 	err = ct_create(&p->tuple, &to, flags, fe->svc_id, now);
 	if (err)
 		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	monitor_flow_new(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p->tuple, &to, fe->svc_id,
+			 flags);
 	return translate(skb, p, &to);
 }
 
@@ -214,14 +223,24 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 			.dport = ct->nat_dport,
 			.proto = p.tuple.proto,
 		};
+		__u8 was = ct->state;
 
+		trace_step(TRACE_CT_HIT, ct->dir, ct->state, ct->flags, ct->svc_id, ct->nat_saddr,
+			   ct->nat_daddr, bpf_ntohs(ct->nat_sport), bpf_ntohs(ct->nat_dport));
 		ct_update(&p.tuple, ct, p.tcp_flags, now);
+		monitor_flow_close(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, ct, was,
+				   now);
 		return translate(skb, &p, &to);
 	}
+	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
 
 	fe = lb_lookup(&p.tuple);
-	if (!fe)
+	if (!fe) {
+		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
 		return TC_ACT_OK;
+	}
+	trace_step(TRACE_FRONTEND, 0, 0, 0, fe->svc_id, fe->set_id, fe->cluster_count,
+		   fe->local_count, fe->flags | (fe->affinity_timeout << 16));
 	return service_new(skb, &p, fe, from_pod, now);
 }
 
@@ -246,7 +265,12 @@ static __always_inline int service_host_reply(struct __sk_buff *skb)
 	ct  = ct_lookup(&p.tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
-	ct_update(&p.tuple, ct, p.tcp_flags, now);
+	{
+		__u8 was = ct->state;
+
+		ct_update(&p.tuple, ct, p.tcp_flags, now);
+		monitor_flow_close(skb, MON_HOOK_HOST, &p.tuple, ct, was, now);
+	}
 	if (nat_rewrite(skb, &p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return TC_ACT_OK;

@@ -194,4 +194,121 @@ struct reason_counter {
 	__u64 bytes;   /* host */
 };
 
+/* ---- monitor (lib/monitor.h) ------------------------------------------- */
+
+enum monitor_type {
+	MON_FLOW_NEW   = 1, /* a service flow was created (both conntrack entries written) */
+	MON_FLOW_CLOSE = 2, /* a service flow saw a RST, or FINs both ways */
+	MON_DROP       = 3, /* a packet counted under a reason (enum reason) */
+	MON_POLICY     = 4, /* a policy verdict */
+};
+
+/* Which program saw the packet; 0 where the place that emits does not know
+ * (drops: the interface says it). */
+enum monitor_hook {
+	MON_HOOK_POD  = 1, /* TC ingress, pod-facing interface */
+	MON_HOOK_DATA = 2, /* TC ingress, data interface */
+	MON_HOOK_HOST = 3, /* TC egress, replies of host-network endpoints */
+};
+
+enum monitor_close {
+	MON_CLOSE_FIN = 1,
+	MON_CLOSE_RST = 2,
+};
+
+enum monitor_verdict {
+	MON_VERDICT_ALLOW = 1,
+	MON_VERDICT_DENY  = 2,
+};
+
+enum monitor_direction {
+	MON_DIR_INGRESS = 1, /* into the endpoint */
+	MON_DIR_EGRESS	= 2, /* out of the endpoint */
+};
+
+/* Bytes of the frame an event carries (Ethernet + IPv4 + TCP with options
+ * fit in most cases), for pcap. */
+#define MONITOR_SNAP_LEN 128
+/* Monitors that can listen at once, each with a ring buffer of its own. */
+#define MONITOR_SLOTS 4
+/* Size of each monitor's ring buffer (a power of 2, a multiple of the page). */
+#define MONITOR_RING_BYTES (4U << 20)
+
+/* One event in a monitor's ring buffer. */
+struct monitor_event {
+	__u64 ts_ns; /* host: bpf_ktime_get_ns() */
+	__u8  type;  /* enum monitor_type */
+	__u8  hook;  /* enum monitor_hook, 0: unknown */
+	/* DROP: enum reason; FLOW_CLOSE: enum monitor_close;
+	 * POLICY: enum monitor_verdict */
+	__u8 code;
+	/* FLOW_*: enum ct_flags; DROP: 1 = dropped, 0 = handled otherwise
+	 * (rejected, answered, passed: by reason); POLICY: enum monitor_direction */
+	__u8	      flags;
+	__u32	      ifindex;	   /* host: skb->ingress_ifindex, or skb->ifindex on egress */
+	struct ct_key tuple;	   /* the packet as it came (FLOW_CLOSE: the client's side);
+				* DROP: read again from the frame, zero if unreadable */
+	struct ct_key nat;	   /* FLOW_*: the client's tuple after translation */
+	__u32	      svc_id;	   /* host: FLOW_*: service port (svc_names) */
+	__u32	      rule_id;	   /* host: POLICY */
+	__u32	      endpoint;	   /* host: POLICY: the local endpoint */
+	__u32	      pkt_len;	   /* host: skb->len */
+	__u64	      duration_ns; /* host: FLOW_CLOSE: since the flow was created */
+	__u16	      cap_len;	   /* host: bytes of data[] captured */
+	__u16	      pad[3];
+	__u8	      data[MONITOR_SNAP_LEN]; /* the frame's first cap_len bytes */
+};
+
+/* A listening monitor's claim on a slot: the CLI writes it (atomically,
+ * through mmap) and renews until_ns every second; a monitor that died
+ * stops receiving when its lease runs out. */
+struct monitor_slot {
+	__u64 owner;	/* host: the monitor's token, 0: free */
+	__u64 until_ns; /* host: its lease, against bpf_ktime_get_ns() */
+};
+
+/* The one entry of bpfproxy_monitor_ctl (an mmapable array). */
+struct monitor_ctl {
+	/* host: events are emitted while bpf_ktime_get_ns() < until_ns: the
+	 * newest lease of any slot; 0 when nobody listens (the check the
+	 * datapath makes, once per event it could emit) */
+	__u64		    until_ns;
+	struct monitor_slot slot[MONITOR_SLOTS];
+};
+
+/* ---- trace (lib/trace.h) ------------------------------------------------ */
+
+/* What a program loaded in trace mode records at each decision. Words are
+ * host order; addresses (marked "net") as on the wire. */
+enum trace_kind {
+	TRACE_CT_HIT  = 1, /* b: dir, state, flags; w: svc_id, nat saddr (net), nat daddr (net),
+				* nat sport, nat dport */
+	TRACE_CT_MISS = 2,
+	TRACE_FRONTEND =
+		3, /* w: svc_id, set_id, cluster_count, local_count, flags | affinity_timeout << 16 */
+	TRACE_NO_FRONTEND = 4,
+	TRACE_BACKEND =
+		5, /* b: enum reason (0: chosen), local_only, backend flags; w: addr (net), port */
+	TRACE_NAT    = 6, /* b: ct flags; w: saddr (net), sport, daddr (net), dport */
+	TRACE_FIB    = 7, /* b: 1 = looked up; w: rc (s32), ifindex, mtu */
+	TRACE_REASON = 8, /* b: enum reason, 1 = dropped */
+	TRACE_POLICY =
+		9, /* b: enum monitor_verdict, enum monitor_direction; w: rule_id, endpoint */
+};
+
+#define TRACE_MAX_STEPS 16
+
+struct trace_step {
+	__u8  kind; /* enum trace_kind */
+	__u8  b[3];
+	__u32 w[5];
+};
+
+/* The one entry of bpfproxy_trace: the steps of the last traced packet. */
+struct trace_buf {
+	__u32		  count; /* host: steps recorded (more are not) */
+	__u32		  pad;
+	struct trace_step step[TRACE_MAX_STEPS];
+};
+
 #endif /* BPFPROXY_TYPES_H */

@@ -4,6 +4,8 @@ import { Command } from '@commander-js/extra-typings';
 import { addAgentCommand } from './agent.js';
 import { addCleanupCommand } from './cleanup.js';
 import { addConntrackCommand, addServicesCommand, addStatusCommand } from './inspect.js';
+import { addMonitorCommand } from './monitor.js';
+import { addTraceCommand } from './trace.js';
 
 const program = new Command('bpfproxy')
   .description('eBPF kube-proxy replacement: Kubernetes services in TC programs, driven from TypeScript')
@@ -13,6 +15,8 @@ addAgentCommand(program);
 addServicesCommand(program);
 addConntrackCommand(program);
 addStatusCommand(program);
+addMonitorCommand(program);
+addTraceCommand(program);
 addCleanupCommand(program);
 
 program.parseAsync().catch((e: Error) => {

@@ -95,6 +95,11 @@ export interface LoadOptions {
   pinRoot?: string;
   /** Values for `const volatile` globals, by name, raw bytes. */
   rodata?: Record<string, Buffer>;
+  /**
+   * The whole .rodata of a running copy of the same object (its settings),
+   * written before `rodata`; a size other than the object's is EINVAL.
+   */
+  rodataImage?: Buffer;
   /** max_entries overrides, by map name. */
   maxEntries?: Record<string, number>;
 }
@@ -121,6 +126,8 @@ export interface ProgInfo {
   type: number;
   tag: string;
   loadTime: number;
+  /** The maps the program uses (its .rodata among them). */
+  mapIds: number[];
 }
 
 export interface TestRunOptions {
@@ -174,6 +181,27 @@ export interface NetlinkWatcher {
   /** Stop the reader thread and close the socket (twice is fine). */
   close(): void;
 }
+
+/**
+ * What a ring buffer reader delivers, a batch at a time: `count` records in
+ * `records`, each a u32 length (host order), 4 bytes of zero, the record,
+ * zero padded to 8 bytes; or the error that stopped the reader.
+ */
+export type RingbufBatch = { records: Buffer; count: number } | { errno: number };
+
+/** A BPF ring buffer the reader created and owns, read on a thread of its own (addon/ringbuf.cc). */
+export interface RingbufReader {
+  /** The ring buffer map's fd (e.g. for a map-in-map slot), -1 once closed. */
+  readonly fd: number;
+  /** Bytes of the ring. */
+  readonly size: number;
+  readonly closed: boolean;
+  /** Stop the thread and close the ring; undelivered batches are dropped (twice is fine). */
+  close(): void;
+}
+
+/** mapWordOp operations on one 64-bit word of an mmapable array map. */
+export type MapWordOp = 'load' | 'store' | 'add' | 'cas';
 
 /** A BPF link (BPF_OBJ_GET_INFO_BY_FD); the tcx fields only for tcx links. */
 export interface BpfLinkInfo {
@@ -239,6 +267,8 @@ export interface NativeRuntime {
   progInfo(fd: FdRef): ProgInfo;
   /** Open a loaded program by id: a handle that owns the fd. */
   progById(id: number): ProgHandle;
+  /** Open a map by id: a handle that owns the fd. */
+  mapById(id: number): MapHandle;
 
   /** "E2BIG", from the C library (and the kernel-internal codes such as ENOTSUPP). */
   errnoName(errno: number): string;
@@ -275,6 +305,22 @@ export interface NativeRuntime {
   links(): LinkEntry[];
   /** Link and IPv4 route events of this thread's namespace, delivered in batches; does not keep the process alive. */
   watchNetlink(callback: (events: NetlinkEvent[]) => void): NetlinkWatcher;
+  /**
+   * A new BPF ring buffer of `size` bytes (a power of 2, at least a page),
+   * read on a thread of its own; at most a few batches wait for the
+   * callback (then the ring fills and the BPF side counts its losses). Does
+   * not keep the process alive.
+   */
+  ringbufOpen(size: number, callback: (batch: RingbufBatch) => void): RingbufReader;
+  /**
+   * One 64-bit word at `offset` of an array map made with BPF_F_MMAPABLE,
+   * changed atomically through a shared mapping: load; store, add (value
+   * may be negative) and cas (stores value only if the word is expected)
+   * return the word as it was before.
+   */
+  mapWordOp(map: FdRef, offset: number, op: 'load'): bigint;
+  mapWordOp(map: FdRef, offset: number, op: 'store' | 'add', value: bigint): bigint;
+  mapWordOp(map: FdRef, offset: number, op: 'cas', value: bigint, expected: bigint): bigint;
   /** Unicast IPv4 routes of the main table that name an output interface. */
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
@@ -292,9 +338,10 @@ export interface NativeRuntime {
 }
 
 /**
- * Test-only: used by the tests, the bench and the lab, never by the agent.
- * They act on the calling thread (enterNetns) or run programs on crafted
- * packets (BPF_PROG_TEST_RUN).
+ * Test-only: used by the tests, the bench and the lab, never by the agent
+ * (the one operator command among them: `bpfproxy trace` runs its one
+ * synthetic packet with progTestRun). They act on the calling thread
+ * (enterNetns) or run programs on crafted packets (BPF_PROG_TEST_RUN).
  */
 export interface NativeTesting {
   /** Move this thread into the network namespace at path; returns the fd of the one left (give it to restoreNetns). */

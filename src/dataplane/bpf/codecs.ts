@@ -3,7 +3,7 @@
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
 import { MAGLEV_TABLE_SIZES } from '../../model/maglev.js';
-import { be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+import { arrayOf, arrayOfScalar, be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -155,3 +155,79 @@ export type ReasonCounter = ReturnType<typeof reasonCounter.decode>;
 /** u32 keys (svc_names, per-CPU array index) and u8 values (node_ips). */
 export const u32Key = struct('__u32', { v: u32 });
 export const u8Value = struct('__u8', { v: u8 });
+
+/** u64 values (per-CPU counters of lost monitor events). */
+export const u64Value = struct('__u64', { v: u64 });
+
+// ---- monitor (bpf/lib/monitor.h) ------------------------------------------
+
+export const MonType = { FLOW_NEW: 1, FLOW_CLOSE: 2, DROP: 3, POLICY: 4 } as const;
+export const MonHook = { POD: 1, DATA: 2, HOST: 3 } as const;
+export const MonClose = { FIN: 1, RST: 2 } as const;
+export const MonVerdict = { ALLOW: 1, DENY: 2 } as const;
+export const MonDirection = { INGRESS: 1, EGRESS: 2 } as const;
+
+/** MONITOR_SNAP_LEN, MONITOR_SLOTS, MONITOR_RING_BYTES of bpf/lib/types.h. */
+export const MONITOR_SNAP_LEN = 128;
+export const MONITOR_SLOTS = 4;
+export const MONITOR_RING_BYTES = 4 << 20;
+
+export const monitorEvent = struct('monitor_event', {
+  tsNs: u64,
+  type: u8,
+  hook: u8,
+  code: u8,
+  flags: u8,
+  ifindex: u32,
+  tuple: nested(ctKey),
+  nat: nested(ctKey),
+  svcId: u32,
+  ruleId: u32,
+  endpoint: u32,
+  pktLen: u32,
+  durationNs: u64,
+  capLen: u16,
+  pad: pad(6),
+  data: bytes(MONITOR_SNAP_LEN),
+});
+export type MonitorEventValue = ReturnType<typeof monitorEvent.decode>;
+
+export const monitorSlot = struct('monitor_slot', {
+  owner: u64,
+  untilNs: u64,
+});
+
+export const monitorCtl = struct('monitor_ctl', {
+  untilNs: u64,
+  slot: arrayOf(monitorSlot, MONITOR_SLOTS),
+});
+export type MonitorCtl = ReturnType<typeof monitorCtl.decode>;
+
+// ---- trace (bpf/lib/trace.h) ----------------------------------------------
+
+export const TraceKind = {
+  CT_HIT: 1,
+  CT_MISS: 2,
+  FRONTEND: 3,
+  NO_FRONTEND: 4,
+  BACKEND: 5,
+  NAT: 6,
+  FIB: 7,
+  REASON: 8,
+  POLICY: 9,
+} as const;
+export const TRACE_MAX_STEPS = 16;
+
+export const traceStep = struct('trace_step', {
+  kind: u8,
+  b: arrayOfScalar(u8, 3),
+  w: arrayOfScalar(u32, 5),
+});
+export type TraceStepValue = ReturnType<typeof traceStep.decode>;
+
+export const traceBuf = struct('trace_buf', {
+  count: u32,
+  pad: pad(4),
+  step: arrayOf(traceStep, TRACE_MAX_STEPS),
+});
+export type TraceBufValue = ReturnType<typeof traceBuf.decode>;

@@ -25,6 +25,9 @@ export const MAP_NAMES = {
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
   maglev: 'bpfproxy_maglev',
+  monitorCtl: 'bpfproxy_monitor_ctl',
+  monitorRings: 'bpfproxy_monitor_rings',
+  monitorLost: 'bpfproxy_monitor_lost',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -50,6 +53,11 @@ export interface DatapathMaps {
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
   maglev: BpfMap<c.MaglevKey, c.MaglevChunk>;
+  /** Monitor slots and their leases (dataplane/bpf/monitor.ts). */
+  monitorCtl: BpfMap<{ v: number }, c.MonitorCtl>;
+  /** Slot -> ring buffer (an ARRAY_OF_MAPS: written with a map fd, read as a map id). */
+  monitorRings: BpfMap<{ v: number }, { v: number }>;
+  monitorLost: BpfMap<{ v: number }, { v: bigint }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -64,6 +72,9 @@ const LAYOUT = {
   ct: [c.ctKey, c.ctValue],
   reasons: [c.u32Key, c.reasonCounter],
   maglev: [c.maglevKey, c.maglevChunk],
+  monitorCtl: [c.u32Key, c.monitorCtl],
+  monitorRings: [c.u32Key, c.u32Key],
+  monitorLost: [c.u32Key, c.u64Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -78,6 +89,9 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   ct: 'connections through services established before are reset once the new programs attach',
   reasons: 'drop counters start from zero',
   maglev: 'Maglev tables are written again by the first sync, before the new programs attach',
+  monitorCtl: 'running monitors stop receiving events; started again, they do',
+  monitorRings: 'running monitors stop receiving events; started again, they do',
+  monitorLost: 'lost-event counts start from zero',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -100,6 +114,9 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       ct: m(MAP_NAMES.ct, LAYOUT.ct),
       reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
       maglev: m(MAP_NAMES.maglev, LAYOUT.maglev),
+      monitorCtl: m(MAP_NAMES.monitorCtl, LAYOUT.monitorCtl),
+      monitorRings: m(MAP_NAMES.monitorRings, LAYOUT.monitorRings),
+      monitorLost: m(MAP_NAMES.monitorLost, LAYOUT.monitorLost, native().possibleCpus()),
     };
   } catch (e) {
     for (const h of opened) h.close();

@@ -170,3 +170,30 @@ export function nested<T>(c: Codec<T>): Field<T> {
     write: (b, o, v) => c.encodeInto(b, o, v),
   };
 }
+/** A fixed-size array of one struct (the codec's layout describes one element). */
+export function arrayOf<T>(c: Codec<T>, n: number): Field<T[]> {
+  return {
+    size: c.size * n,
+    align: c.align,
+    nested: c,
+    read: (b, o) => Array.from({ length: n }, (_, i) => c.decode(b, o + i * c.size)),
+    write: (b, o, v) => {
+      for (let i = 0; i < n; i++) {
+        const x = v[i];
+        if (x === undefined) b.fill(0, o + i * c.size, o + (i + 1) * c.size);
+        else c.encodeInto(b, o + i * c.size, x);
+      }
+    },
+  };
+}
+/** A fixed-size array of one scalar field. */
+export function arrayOfScalar<T>(f: Field<T>, n: number): Field<T[]> {
+  return {
+    size: f.size * n,
+    align: f.align,
+    read: (b, o) => Array.from({ length: n }, (_, i) => f.read(b, o + i * f.size)),
+    write: (b, o, v) => {
+      for (let i = 0; i < n; i++) f.write(b, o + i * f.size, v[i] as T);
+    },
+  };
+}

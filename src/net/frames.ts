@@ -1,0 +1,111 @@
+/**
+ * Ethernet/IPv4/TCP/UDP frames with correct checksums: what `bpfproxy
+ * trace` runs through the programs (testkit/packet.ts builds on it for the
+ * tests and benchmarks). Small on purpose: what the datapath handles.
+ */
+
+export const ETH_P_IP = 0x0800;
+export const PROTO = { ICMP: 1, TCP: 6, UDP: 17 } as const;
+export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+
+export interface L4 {
+  proto: 'tcp' | 'udp';
+  sport: number;
+  dport: number;
+  flags?: number;
+  seq?: number;
+  ack?: number;
+  payload?: Buffer;
+}
+
+export interface Ipv4Spec {
+  src: string;
+  dst: string;
+  ttl?: number;
+  id?: number;
+  fragOffset?: number;
+  moreFragments?: boolean;
+  dontFragment?: boolean;
+  options?: Buffer;
+}
+
+export interface FrameSpec extends Ipv4Spec {
+  srcMac?: string;
+  dstMac?: string;
+}
+
+const ipBytes = (ip: string): number[] => ip.split('.').map(Number);
+const macBytes = (m: string): number[] => m.split(':').map((x) => parseInt(x, 16));
+
+/** One's complement sum of 16-bit words. */
+export function csumPartial(b: Buffer, seed = 0): number {
+  let s = seed;
+  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
+  if (b.length % 2) s += (b[b.length - 1] ?? 0) << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+export const csumFold = (s: number): number => ~s & 0xffff;
+
+/** The TCP/UDP pseudo header the checksum covers. */
+export function pseudoHeader(src: string, dst: string, proto: number, len: number): Buffer {
+  return Buffer.from([...ipBytes(src), ...ipBytes(dst), 0, proto, len >> 8, len & 0xff]);
+}
+
+export function l4Segment(ip: Ipv4Spec, l4: L4): Buffer {
+  const payload = l4.payload ?? Buffer.alloc(0);
+  if (l4.proto === 'udp') {
+    const h = Buffer.alloc(8);
+    h.writeUInt16BE(l4.sport, 0);
+    h.writeUInt16BE(l4.dport, 2);
+    h.writeUInt16BE(8 + payload.length, 4);
+    const seg = Buffer.concat([h, payload]);
+    let c = csumFold(csumPartial(seg, csumPartial(pseudoHeader(ip.src, ip.dst, PROTO.UDP, seg.length))));
+    if (c === 0) c = 0xffff;
+    seg.writeUInt16BE(c, 6);
+    return seg;
+  }
+  const h = Buffer.alloc(20);
+  h.writeUInt16BE(l4.sport, 0);
+  h.writeUInt16BE(l4.dport, 2);
+  h.writeUInt32BE((l4.seq ?? 1000) >>> 0, 4);
+  h.writeUInt32BE((l4.ack ?? 0) >>> 0, 8);
+  h[12] = 5 << 4;
+  h[13] = l4.flags ?? TCP.SYN;
+  h.writeUInt16BE(65535, 14);
+  const seg = Buffer.concat([h, payload]);
+  seg.writeUInt16BE(csumFold(csumPartial(seg, csumPartial(pseudoHeader(ip.src, ip.dst, PROTO.TCP, seg.length)))), 16);
+  return seg;
+}
+
+export function ipv4Header(ip: Ipv4Spec, proto: number, payloadLen: number): Buffer {
+  const opts = ip.options ?? Buffer.alloc(0);
+  const hl = 20 + opts.length;
+  const h = Buffer.alloc(hl);
+  h[0] = 0x40 | (hl / 4);
+  h.writeUInt16BE(hl + payloadLen, 2);
+  h.writeUInt16BE(ip.id ?? 1, 4);
+  h.writeUInt16BE(((ip.dontFragment ? 1 : 0) << 14) | ((ip.moreFragments ? 1 : 0) << 13) | (ip.fragOffset ?? 0), 6);
+  h[8] = ip.ttl ?? 64;
+  h[9] = proto;
+  Buffer.from(ipBytes(ip.src)).copy(h, 12);
+  Buffer.from(ipBytes(ip.dst)).copy(h, 16);
+  opts.copy(h, 20);
+  h.writeUInt16BE(csumFold(csumPartial(h)), 10);
+  return h;
+}
+
+export function ethHeader(f: FrameSpec): Buffer {
+  return Buffer.from([
+    ...macBytes(f.dstMac ?? '02:00:00:00:00:02'),
+    ...macBytes(f.srcMac ?? '02:00:00:00:00:01'),
+    ETH_P_IP >> 8,
+    ETH_P_IP & 0xff,
+  ]);
+}
+
+/** A whole frame: Ethernet + IPv4 + TCP/UDP. */
+export function frame(f: FrameSpec, l4: L4): Buffer {
+  const seg = l4Segment(f, l4);
+  return Buffer.concat([ethHeader(f), ipv4Header(f, PROTO[l4.proto === 'tcp' ? 'TCP' : 'UDP'], seg.length), seg]);
+}

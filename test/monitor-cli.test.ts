@@ -1,0 +1,130 @@
+/**
+ * `bpfproxy monitor` as an operator runs it: JSON lines and a table for the
+ * events that pass its filters, a pcap file tcpdump reads, and a clean exit
+ * on SIGINT that lets go of its slot (the datapath's check fails again).
+ */
+import t from 'tap';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { nsPath } from '../testkit/netns.js';
+import { TCP } from '../testkit/packet.js';
+import { be, fe } from './helpers/fixtures.js';
+import { CLI, tmpDir } from './helpers/agent-proc.js';
+import { POD, progrunNode, type ProgrunNode } from './helpers/progrun-node.js';
+import { until } from './helpers/wait.js';
+
+const SVC = '10.96.0.10';
+
+interface Monitor {
+  child: ChildProcess;
+  out: string[];
+  err: string[];
+  exited: Promise<number | null>;
+}
+
+function startMonitor(t: Parameters<typeof progrunNode>[0], node: ProgrunNode, pinDir: string, args: string[]): Monitor {
+  const child = spawn('nsenter', [`--net=${nsPath(node.ns)}`, '--', process.execPath, CLI, 'monitor', '--pin-dir', pinDir, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const m: Monitor = { child, out: [], err: [], exited: new Promise((res) => child.on('exit', (code) => res(code))) };
+  let o = '';
+  child.stdout.on('data', (d: Buffer) => {
+    o += d.toString();
+    const lines = o.split('\n');
+    o = lines.pop()!;
+    m.out.push(...lines);
+  });
+  child.stderr.on('data', (d: Buffer) => m.err.push(...d.toString().split('\n').filter(Boolean)));
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await m.exited;
+    }
+  });
+  return m;
+}
+
+const pinDirOf = (node: ProgrunNode) =>
+  node.dp.objects[0]!.maps()
+    .find((m) => m.name === 'bpfproxy_monitor_ctl')!
+    .pinPath!.replace(/\/bpfproxy_monitor_ctl$/, '');
+
+t.test('JSON lines through the filters, pcap for tcpdump, and the slot let go on SIGINT', async (t) => {
+  const node = await progrunNode(t);
+  t.same(
+    node.rec.syncService('test/web', [fe('ClusterIP', SVC, 80, 'TCP', [be('10.244.1.11', 8080)], { servicePort: 'test/web:http/TCP' })])
+      .problems,
+    [],
+  );
+  t.same(node.rec.syncService('test/empty', [fe('ClusterIP', '10.96.0.30', 80, 'TCP', [])]).problems, []);
+  const pin = pinDirOf(node);
+  const pcap = join(tmpDir(t, 'bpfproxy-monitor-'), 'out.pcap');
+  // only flows of test/web, and rejects: the UDP flow and the malformed packet are filtered out
+  const json = startMonitor(t, node, pin, ['-o', 'json', '--proto', 'tcp', '--pcap', pcap, '--count', '3']);
+  const table = startMonitor(t, node, pin, ['--type', 'drop', '--verdict', 'reject']);
+  await until('both monitors listening', () => [json, table].every((m) => m.err.some((l) => /listening \(slot \d/.test(l))), 15_000);
+
+  node.run('fromPod', { src: POD, dst: SVC }, { proto: 'tcp', sport: 40000, dport: 80, flags: TCP.SYN });
+  node.run('fromPod', { src: POD, dst: '10.96.0.99' }, { proto: 'udp', sport: 5000, dport: 53 });
+  node.run('fromPod', { src: POD, dst: SVC }, { proto: 'tcp', sport: 40000, dport: 80, flags: TCP.RST | TCP.ACK });
+  node.run('fromPod', { src: POD, dst: '10.96.0.30' }, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP.SYN });
+
+  t.equal(await json.exited, 0, `--count 3: exits 0 after three events (${json.err.join(' | ')})`);
+  const events = json.out.map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(events, [
+    {
+      type: 'flow-new',
+      iface: 'd0',
+      hook: 'pod',
+      proto: 'TCP',
+      src: POD,
+      sport: 40000,
+      dst: SVC,
+      dport: 80,
+      nat: { dst: '10.244.1.11', dport: 8080 },
+      service: 'test/web:http/TCP',
+    },
+    { type: 'flow-close', closedBy: 'rst', service: 'test/web:http/TCP' },
+    {
+      type: 'drop',
+      reason: 'no-endpoints',
+      verdict: 'reject',
+      dropped: false,
+      answered: true,
+      src: POD,
+      sport: 40001,
+      dst: '10.96.0.30',
+      dport: 80,
+    },
+  ]);
+  t.match(json.err.join('\n'), /3 events shown, \d+ received, 0 lost .*; 3 packets written to/);
+
+  const dump = spawnSync('tcpdump', ['-n', '-r', pcap], { encoding: 'utf8' });
+  t.equal(dump.status, 0, `tcpdump reads the file: ${dump.stderr}`);
+  t.match(dump.stderr, /link-type EN10MB \(Ethernet\), snapshot length 128/);
+  const pkts = dump.stdout.trim().split('\n');
+  t.equal(pkts.length, 3, dump.stdout);
+  t.match(pkts[0], new RegExp(`IP ${POD}\\.40000 > ${SVC}\\.80: Flags \\[S\\]`));
+  t.match(pkts[1], new RegExp(`IP ${POD}\\.40000 > ${SVC}\\.80: Flags \\[R\\.\\]`));
+  t.match(pkts[2], new RegExp(`IP 10\\.96\\.0\\.30\\.80 > ${POD}\\.40001: Flags \\[R\\.\\]`), 'the reject as sent back');
+
+  await until('the table shows the reject', () => table.out.some((l) => /no-endpoints: rejected/.test(l)), 10_000);
+  t.match(table.out[0], /^TIME\s+EVENT\s+IFACE\(HOOK\)\s+PACKET\s+WHAT$/);
+  t.equal(table.out.length, 2, 'header and the one reject: flows are filtered out');
+  t.match(table.out[1], new RegExp(`drop\\s+d0\\s+TCP ${POD}:40001 -> 10\\.96\\.0\\.30:80\\s+no-endpoints: rejected`));
+  table.child.kill('SIGINT');
+  t.equal(await table.exited, 0, 'SIGINT: exit 0');
+  t.match(table.err.join('\n'), /1 events shown/);
+  const ctl = node.dp.maps.monitorCtl.get({ v: 0 })!;
+  t.equal(ctl.untilNs, 0n, 'the last monitor gone: the datapath check fails again');
+  t.ok(
+    ctl.slot.every((s) => s.owner === 0n),
+    'every slot free',
+  );
+});
+
+t.test('without an agent’s maps: exit 1 naming the pin dir', async (t) => {
+  const r = spawnSync(process.execPath, [CLI, 'monitor', '--pin-dir', '/sys/fs/bpf/bpxt-none-here'], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /no pinned map at \/sys\/fs\/bpf\/bpxt-none-here\/bpfproxy_\w+: is the agent running with --pin-dir/);
+});
