@@ -1,0 +1,1242 @@
+/**
+ * The NetworkPolicy compiler: the cluster's Pods, Namespaces and
+ * NetworkPolicies (domain objects) and this node's name and addresses in,
+ * a CompiledPolicy (compiled.ts) out.
+ *
+ * Identities. Every address the node may see gets one identity through a
+ * longest-prefix match:
+ * - a pod address (/32) by (namespace, pod labels, named container ports,
+ *   deepest policy prefix containing it). Namespace labels are a property of
+ *   the namespace, not part of the key: relabelling a namespace rewrites the
+ *   table entries that select it, not the address map;
+ * - every distinct ipBlock cidr/except prefix of every policy, 0.0.0.0/0
+ *   being IDENTITY_WORLD;
+ * - this node's addresses: IDENTITY_HOST (when they fall under different
+ *   policy prefixes, the first address's group is HOST and each other group
+ *   gets an identity of its own, so ipBlock rules stay exact for them).
+ * Because a prefix set is nested or disjoint, all addresses that map to one
+ * identity are inside or outside any cidr/except alike, so an ipBlock peer
+ * is a set of identities, pods included (ipBlock matches pod addresses, as
+ * Calico does and the upstream e2e expects).
+ *
+ * Entries. For each local endpoint (a pod on this node, not host-network,
+ * with an IPv4 address) and direction: isolated when a policy with that
+ * policy type selects it; entries = the union of the rules of those
+ * policies, each rule expanded to {peer identity (IDENTITY_ANY when the rule
+ * names no peers), protocol (PROTO_ANY without ports), port prefix}. A
+ * named port resolves per destination: on ingress against the endpoint's own
+ * container ports, on egress against each peer identity's (so one rule can
+ * mean different numbers for different peers; a rule naming a port with
+ * every destination expands over the pod identities that have it). An
+ * isolated ingress also gets an allow from each host identity (NODE_RULE_ID):
+ * the node reaches its pods (probes) whatever the policies.
+ *
+ * Incremental. The compiler keeps its state between compilations and works
+ * on what changed: inputs are compared with the previous ones (by reference,
+ * then structurally), selector results are cached per distinct selector and
+ * updated per changed identity, rule expansions per rule, and only the
+ * endpoints whose policies or rules changed get their tables rebuilt; an
+ * unchanged endpoint keeps its very objects, so diffCompiled skips it.
+ * Ids are stable: an identity keeps its id while its key stays, an endpoint
+ * while its pod stays local, a rule while its policy keeps it; seed() takes
+ * them over from a previous compilation (after a restart, read back from
+ * the pinned maps).
+ */
+import {
+  FIRST_DYNAMIC_IDENTITY,
+  IDENTITY_ANY,
+  IDENTITY_HOST,
+  IDENTITY_WORLD,
+  NODE_RULE_ID,
+  NODE_RULE_POLICY,
+  PROTO_ANY,
+  PROTO_SCTP,
+  PROTO_TCP,
+  PROTO_UDP,
+  type CompiledPolicy,
+  type EndpointPolicy,
+  type IdentityEntry,
+  type PolicyDirection,
+  type PolicyRuleEntry,
+  type PolicyRuleRef,
+} from './compiled.js';
+import { changesDecisions, diffCompiled, type PolicyDiff } from './diff.js';
+import { sameData } from './equal.js';
+import { maskOf, parsePrefix, portRangePrefixes, prefixOf, prefixWithin, WORLD_PREFIX, type Prefix } from './prefix.js';
+import { labelPair, selectorCandidates, selectorKey, selectorMatches } from './selector.js';
+import {
+  NAMESPACE_NAME_LABEL,
+  podKey,
+  policyKey,
+  type ContainerPort,
+  type LabelSelector,
+  type Labels,
+  type Namespace,
+  type NetworkPolicy,
+  type Pod,
+  type PolicyPeer,
+  type PolicyProtocol,
+  type PolicyRule,
+} from './types.js';
+import { ipv4ToInt } from '../addresses.js';
+
+export interface NodeInfo {
+  name: string;
+  /** This node's IPv4 addresses: traffic from them to local pods is always allowed. */
+  addresses: readonly string[];
+}
+
+export interface PolicyInputs {
+  pods: Iterable<Pod>;
+  namespaces: Iterable<Namespace>;
+  policies: Iterable<NetworkPolicy>;
+  node: NodeInfo;
+}
+
+export interface CompileResult {
+  compiled: CompiledPolicy;
+  /** From the previous compilation (or the seed) to this one. */
+  diff: PolicyDiff;
+  /** Inputs the compiler had to decide about (two pods claiming one address): for logs. */
+  notes: string[];
+}
+
+export const PROTO_NUMBER: Record<PolicyProtocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP };
+
+type IdentKind = 'world' | 'cidr' | 'host' | 'pod';
+
+interface Ident {
+  id: number;
+  key: string;
+  kind: IdentKind;
+  /** Deepest policy prefix containing its addresses (pod, host), or its own prefix (cidr, world). */
+  prefix: Prefix;
+  /** Pods only. */
+  namespace: string;
+  labels: Labels;
+  namedPorts: readonly ContainerPort[];
+  /** /32 addresses mapped to it (pod, host). */
+  addresses: Set<string>;
+  /** Peer sets it belongs to. */
+  sets: Set<PeerSet>;
+  alive: boolean;
+}
+
+/** The identities one distinct peer (selector or ipBlock) matches, shared by every rule naming it. */
+interface PeerSet {
+  key: string;
+  kind: 'pods' | 'ipBlock' | 'allPods';
+  /** pods without namespaceSelector: the policy's namespace. */
+  scopeNs?: string;
+  nsSel?: NsSel;
+  podSel?: LabelSelector;
+  cidr?: Prefix;
+  except?: Prefix[];
+  members: Set<Ident>;
+  rules: Set<RuleState>;
+  /** Members not computed yet (created in this compilation). */
+  fresh: boolean;
+}
+
+/** A distinct namespaceSelector and the namespaces it matches. */
+interface NsSel {
+  key: string;
+  sel: LabelSelector;
+  namespaces: Set<string>;
+  peerSets: Set<PeerSet>;
+}
+
+interface PortSpec {
+  proto: number;
+  /** undefined: every port of proto (or every protocol when proto is PROTO_ANY). */
+  ranges?: Array<{ port: number; prefixLen: number }>;
+  name?: string;
+}
+
+interface RuleState {
+  id: number;
+  policy: PolicyState;
+  direction: PolicyDirection;
+  index: number;
+  peers: 'any' | PeerSet[];
+  /** The pod identities a named egress port resolves over when the rule names no peers. */
+  allPods?: PeerSet;
+  ports: PortSpec[];
+  /** Expansion: entries with fixed numbers, and (ingress) named ports resolved per endpoint. */
+  fixed: Array<{ peer: number; proto: number; port: number; portPrefixLen: number }>;
+  named: Array<{ peer: number; proto: number; name: string }>;
+  dirty: boolean;
+}
+
+interface PolicyState {
+  key: string;
+  seq: number;
+  policy: NetworkPolicy;
+  rules: RuleState[];
+  selected: Set<EndpointState>;
+  prefixes: string[];
+}
+
+interface PodState {
+  key: string;
+  pod: Pod;
+  local: boolean;
+}
+
+interface EndpointState {
+  id: number;
+  ps: PodState;
+  policies: Set<PolicyState>;
+  out?: EndpointPolicy;
+  namedSig: string;
+}
+
+const labelsKey = (l: Labels): string =>
+  JSON.stringify(
+    Object.keys(l)
+      .sort()
+      .map((k) => [k, l[k]]),
+  );
+
+const namedPortsOf = (ports: readonly ContainerPort[]): ContainerPort[] =>
+  ports.filter((p) => p.name !== '').sort((a, b) => (a.name + a.protocol + a.port < b.name + b.protocol + b.port ? -1 : 1));
+
+const portsKey = (ports: readonly ContainerPort[]): string => ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(',');
+
+function portSpecs(rule: PolicyRule): PortSpec[] {
+  if (rule.ports === 'any') return [{ proto: PROTO_ANY }];
+  return rule.ports.map((p) => {
+    const proto = PROTO_NUMBER[p.protocol];
+    if (p.port === undefined) return { proto };
+    if (typeof p.port === 'string') return { proto, name: p.port };
+    return { proto, ranges: portRangePrefixes(p.port, p.endPort ?? p.port) };
+  });
+}
+
+/** Lowest free small integer ≥ first (endpoint and rule ids), preferring seeded ids for their owners. */
+class IdPool {
+  private readonly used = new Set<number>();
+  private readonly seeded = new Map<string, number>();
+  private readonly reserved = new Set<number>();
+  constructor(private readonly first: number) {}
+
+  seed(owner: string, id: number): void {
+    this.seeded.set(owner, id);
+    this.reserved.add(id);
+  }
+
+  /** Seeds not taken by the first compilation go back to the pool. */
+  dropSeeds(): void {
+    this.seeded.clear();
+    this.reserved.clear();
+  }
+
+  take(owner: string): number {
+    const s = this.seeded.get(owner);
+    if (s !== undefined && !this.used.has(s)) {
+      this.seeded.delete(owner);
+      this.reserved.delete(s);
+      this.used.add(s);
+      return s;
+    }
+    let id = this.first;
+    while (this.used.has(id) || this.reserved.has(id)) id++;
+    this.used.add(id);
+    return id;
+  }
+
+  /** Freed ids are reused from the next compilation on, never within the one that freed them. */
+  private readonly freed: number[] = [];
+  release(id: number): void {
+    this.freed.push(id);
+  }
+
+  flush(): void {
+    for (const id of this.freed) this.used.delete(id);
+    this.freed.length = 0;
+  }
+
+  get size(): number {
+    return this.used.size;
+  }
+}
+
+const MAX_IDENTITY = 0xffffffff;
+
+export class PolicyCompiler {
+  // --- inputs as last compiled
+  private node: NodeInfo = { name: '', addresses: [] };
+  private readonly pods = new Map<string, PodState>();
+  private readonly namespaces = new Map<string, Namespace>();
+  private readonly policies = new Map<string, PolicyState>();
+  private readonly policiesByNs = new Map<string, Set<PolicyState>>();
+  private policySeq = 0;
+
+  // --- prefixes of all ipBlocks: text → refcount; by length → bases
+  private readonly prefixRefs = new Map<string, number>();
+  private readonly prefixesByLen: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
+
+  // --- addresses
+  private readonly claims = new Map<string, Set<PodState>>();
+  private readonly owner = new Map<string, PodState | 'host'>();
+  private readonly addrIdent = new Map<string, Ident>();
+  private nodeAddrs = new Set<string>();
+
+  // --- identities and their indexes
+  private readonly idents = new Map<string, Ident>();
+  private readonly identsByNs = new Map<string, Set<Ident>>();
+  private readonly postings = new Map<string, Set<Ident>>();
+  private readonly keyPostings = new Map<string, Set<Ident>>();
+  private readonly identsByPrefix = new Map<string, Set<Ident>>();
+  private sortedPrefixes: Prefix[] | undefined;
+  private readonly prefixObjs = new Map<string, Prefix>();
+  private nextIdentity = FIRST_DYNAMIC_IDENTITY;
+  private readonly usedIdentities = new Set<number>();
+  private readonly seededIdentity = new Map<string, number>();
+  private readonly seededIdentityValues = new Set<number>();
+  private readonly world: Ident;
+
+  // --- selectors
+  private readonly peerSets = new Map<string, PeerSet>();
+  private readonly peerSetsByScope = new Map<string, Set<PeerSet>>();
+  private readonly nsSels = new Map<string, NsSel>();
+  private readonly ipBlockSets = new Set<PeerSet>();
+  private allPodsSet: PeerSet | undefined;
+
+  // --- endpoints and rules
+  private readonly endpoints = new Map<string, EndpointState>();
+  private readonly endpointsByNs = new Map<string, Set<EndpointState>>();
+  private readonly endpointIds = new IdPool(1);
+  private readonly ruleIds = new IdPool(NODE_RULE_ID + 1);
+  private readonly rules = new Map<number, RuleState>();
+
+  // --- output
+  private readonly entries = new Map<string, IdentityEntry>();
+  private last: CompiledPolicy | undefined;
+  private compiled = false;
+  private ruleRefs: PolicyRuleRef[] = [];
+  private rulesChanged = true;
+  private hostIdsKey = '';
+
+  // --- per compilation
+  private dirtyAddrs = new Set<string>();
+  private dirtyPrefixes = new Set<string>();
+  private identsAdded = new Set<Ident>();
+  private dirtyRules = new Set<RuleState>();
+  private dirtyEndpoints = new Set<EndpointState>();
+  private dirtyPods = new Set<PodState>();
+  private notes: string[] = [];
+
+  constructor() {
+    this.world = this.makeIdent('world', 'world', WORLD_PREFIX, IDENTITY_WORLD);
+    this.entries.set(WORLD_PREFIX.text, { prefix: WORLD_PREFIX.text, identity: IDENTITY_WORLD });
+  }
+
+  /**
+   * Take ids over from a previous compilation (read back from pinned maps
+   * after a restart): an address keeps its identity, a pod its endpoint id,
+   * a rule its id, when the same thing is compiled again; the first
+   * compile's diff is against `prev`. Call before the first compile.
+   */
+  seed(prev: CompiledPolicy): void {
+    if (this.compiled) throw new Error('PolicyCompiler.seed: the compiler has compiled already; seed a new one');
+    for (const e of prev.identities) {
+      if (e.identity >= FIRST_DYNAMIC_IDENTITY) {
+        this.seededIdentity.set(e.prefix, e.identity);
+        this.seededIdentityValues.add(e.identity);
+        this.nextIdentity = Math.max(this.nextIdentity, e.identity + 1);
+      }
+    }
+    for (const ep of prev.endpoints) this.endpointIds.seed(ep.pod, ep.id);
+    for (const r of prev.rules) if (r.id !== NODE_RULE_ID) this.ruleIds.seed(`${r.policy}|${r.direction}|${r.index}`, r.id);
+    this.last = prev;
+  }
+
+  /** Compile the cluster as it is now. */
+  compile(inputs: PolicyInputs): CompileResult {
+    this.notes = [];
+    this.applyNamespaces(inputs.namespaces);
+    this.applyPolicies(inputs.policies);
+    this.applyNode(inputs.node);
+    this.applyPods(inputs.pods);
+    this.refreshAddresses();
+    this.settlePeerSets();
+    this.settleEndpoints();
+    for (const r of this.dirtyRules) this.expandRule(r);
+    const compiled = this.output();
+    const diff = diffCompiled(this.last, compiled);
+    if (!this.last || changesDecisions(diff)) {
+      compiled.generation = this.last && this.last.generation < 0xffffffff ? this.last.generation + 1 : 1;
+      diff.generation.to = compiled.generation;
+    }
+    this.compiled = true;
+    this.endpointIds.dropSeeds();
+    this.ruleIds.dropSeeds();
+    this.seededIdentity.clear();
+    this.seededIdentityValues.clear();
+    this.endpointIds.flush();
+    this.ruleIds.flush();
+    this.dirtyAddrs = new Set();
+    this.dirtyPrefixes = new Set();
+    this.identsAdded = new Set();
+    this.dirtyRules = new Set();
+    this.dirtyEndpoints = new Set();
+    this.dirtyPods = new Set();
+    this.last = compiled;
+    return { compiled, diff, notes: this.notes };
+  }
+
+  /** Sizes, for metrics and logs. */
+  stats(): { identities: number; endpoints: number; entries: number; rules: number; policies: number; selectors: number } {
+    let entries = 0;
+    for (const ep of this.endpoints.values()) entries += ep.out?.entries.length ?? 0;
+    return {
+      identities: this.idents.size,
+      endpoints: this.endpoints.size,
+      entries,
+      rules: this.rules.size,
+      policies: this.policies.size,
+      selectors: this.peerSets.size,
+    };
+  }
+
+  // ---------------------------------------------------------------------------
+  // Namespaces
+
+  private nsLabels(ns: string): Labels {
+    return this.namespaces.get(ns)?.labels ?? { [NAMESPACE_NAME_LABEL]: ns };
+  }
+
+  private applyNamespaces(list: Iterable<Namespace>): void {
+    const next = new Map<string, Namespace>();
+    for (const n of list) next.set(n.name, n);
+    const changed: string[] = [];
+    for (const [name, n] of next) {
+      const o = this.namespaces.get(name);
+      if (o === n) continue;
+      if (!o || !sameData(o.labels, n.labels)) changed.push(name);
+      this.namespaces.set(name, n);
+    }
+    for (const name of this.namespaces.keys()) {
+      if (!next.has(name)) {
+        this.namespaces.delete(name);
+        changed.push(name);
+      }
+    }
+    for (const ns of changed) this.namespaceLabelsChanged(ns);
+  }
+
+  /** A namespace's labels changed (or it came or went): re-evaluate the namespace selectors for it. */
+  private namespaceLabelsChanged(ns: string): void {
+    const labels = this.nsLabels(ns);
+    const idents = this.identsByNs.get(ns);
+    for (const s of this.nsSels.values()) {
+      const now = selectorMatches(s.sel, labels);
+      if (now === s.namespaces.has(ns)) continue;
+      if (now) s.namespaces.add(ns);
+      else s.namespaces.delete(ns);
+      if (!idents) continue;
+      for (const ps of s.peerSets) {
+        if (ps.fresh) continue;
+        for (const id of idents) {
+          if (now && (!ps.podSel || selectorMatches(ps.podSel, id.labels))) this.join(ps, id);
+          else if (!now) this.leave(ps, id);
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Policies
+
+  private applyPolicies(list: Iterable<NetworkPolicy>): void {
+    const next = new Map<string, NetworkPolicy>();
+    for (const p of list) next.set(policyKey(p), p);
+    for (const [key, st] of this.policies) {
+      const p = next.get(key);
+      if (p === st.policy) continue;
+      if (p && sameData(p, st.policy)) {
+        st.policy = p;
+        continue;
+      }
+      this.removePolicy(st, p !== undefined);
+    }
+    for (const [key, p] of next) if (!this.policies.has(key)) this.addPolicy(key, p);
+    for (const id of this.reusableRuleIds.values()) this.ruleIds.release(id);
+    this.reusableRuleIds.clear();
+  }
+
+  /** A changed policy's rules keep their ids when the new version has them at the same index. */
+  private readonly reusableRuleIds = new Map<string, number>();
+
+  private removePolicy(st: PolicyState, changed: boolean): void {
+    this.policies.delete(st.key);
+    this.policiesByNs.get(st.policy.namespace)?.delete(st);
+    for (const r of st.rules) {
+      this.rules.delete(r.id);
+      if (changed) this.reusableRuleIds.set(`${st.key}|${r.direction}|${r.index}`, r.id);
+      else this.ruleIds.release(r.id);
+      this.dirtyRules.delete(r);
+      for (const ps of r.peers === 'any' ? [] : r.peers) this.unuse(ps, r);
+      if (r.allPods) this.unuse(r.allPods, r);
+    }
+    if (st.rules.length) this.rulesChanged = true;
+    for (const ep of st.selected) {
+      ep.policies.delete(st);
+      this.dirtyEndpoints.add(ep);
+    }
+    for (const t of st.prefixes) this.unrefPrefix(t);
+  }
+
+  private addPolicy(key: string, policy: NetworkPolicy): void {
+    const st: PolicyState = { key, seq: ++this.policySeq, policy, rules: [], selected: new Set(), prefixes: [] };
+    this.policies.set(key, st);
+    let byNs = this.policiesByNs.get(policy.namespace);
+    if (!byNs) this.policiesByNs.set(policy.namespace, (byNs = new Set()));
+    byNs.add(st);
+    const dirs: Array<[PolicyDirection, readonly PolicyRule[]]> = [];
+    if (policy.ingressIsolation) dirs.push(['ingress', policy.ingress]);
+    if (policy.egressIsolation) dirs.push(['egress', policy.egress]);
+    for (const [direction, rules] of dirs) {
+      for (const rule of rules) {
+        const owner = `${key}|${direction}|${rule.index}`;
+        const reuse = this.reusableRuleIds.get(owner);
+        this.reusableRuleIds.delete(owner);
+        const r: RuleState = {
+          id: reuse ?? this.ruleIds.take(owner),
+          policy: st,
+          direction,
+          index: rule.index,
+          peers: 'any',
+          ports: portSpecs(rule),
+          fixed: [],
+          named: [],
+          dirty: true,
+        };
+        if (rule.peers !== 'any') r.peers = rule.peers.map((p) => this.use(this.peerSetFor(p, policy.namespace), r));
+        if (rule.peers === 'any' && direction === 'egress' && r.ports.some((p) => p.name !== undefined))
+          r.allPods = this.use(this.allPods(), r);
+        st.rules.push(r);
+        this.rules.set(r.id, r);
+        this.dirtyRules.add(r);
+        this.rulesChanged = true;
+      }
+    }
+    for (const [, rules] of dirs) {
+      for (const rule of rules) {
+        if (rule.peers === 'any') continue;
+        for (const p of rule.peers) {
+          if (p.kind !== 'ipBlock') continue;
+          for (const t of [p.cidr, ...p.except]) {
+            st.prefixes.push(t);
+            this.refPrefix(t);
+          }
+        }
+      }
+    }
+    // Which local endpoints it selects.
+    for (const ep of this.endpointsByNs.get(policy.namespace) ?? []) {
+      if (selectorMatches(policy.podSelector, ep.ps.pod.labels)) {
+        st.selected.add(ep);
+        ep.policies.add(st);
+        this.dirtyEndpoints.add(ep);
+      }
+    }
+  }
+
+  private refPrefix(text: string): void {
+    const n = this.prefixRefs.get(text) ?? 0;
+    this.prefixRefs.set(text, n + 1);
+    if (n > 0) return;
+    const p = this.prefixObj(text);
+    this.prefixesByLen[p.bits]!.add(p.base);
+    this.dirtyPrefixes.add(text);
+  }
+
+  private unrefPrefix(text: string): void {
+    const n = this.prefixRefs.get(text) ?? 0;
+    if (n > 1) return void this.prefixRefs.set(text, n - 1);
+    this.prefixRefs.delete(text);
+    const p = this.prefixObj(text);
+    this.prefixesByLen[p.bits]!.delete(p.base);
+    this.dirtyPrefixes.add(text);
+  }
+
+  private prefixObj(text: string): Prefix {
+    let p = this.prefixObjs.get(text);
+    if (!p) this.prefixObjs.set(text, (p = parsePrefix(text)));
+    return p;
+  }
+
+  /** The deepest policy prefix containing addr (0.0.0.0/0 when none). */
+  private deepest(addr: string): Prefix {
+    const n = ipv4ToInt(addr);
+    for (let bits = 32; bits > 0; bits--) {
+      const set = this.prefixesByLen[bits]!;
+      if (set.size === 0) continue;
+      const base = (n & maskOf(bits)) >>> 0;
+      if (set.has(base)) return this.prefixObj(prefixOf(base, bits).text);
+    }
+    return WORLD_PREFIX;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Peer sets
+
+  private peerSetFor(peer: PolicyPeer, ns: string): PeerSet {
+    let key: string;
+    if (peer.kind === 'ipBlock') key = `ip:${peer.cidr}-${[...peer.except].sort().join(',')}`;
+    else {
+      const scope = peer.namespaceSelector ? `nsSel:${selectorKey(peer.namespaceSelector)}` : `ns:${ns}`;
+      key = `pods:${scope}|${peer.podSelector ? selectorKey(peer.podSelector) : '*'}`;
+    }
+    let ps = this.peerSets.get(key);
+    if (ps) return ps;
+    ps = { key, kind: peer.kind, members: new Set(), rules: new Set(), fresh: true };
+    if (peer.kind === 'ipBlock') {
+      ps.cidr = this.prefixObj(peer.cidr);
+      ps.except = peer.except.map((e) => this.prefixObj(e));
+      this.ipBlockSets.add(ps);
+    } else {
+      if (peer.podSelector && peer.podSelector.requirements.length > 0) ps.podSel = peer.podSelector;
+      if (peer.namespaceSelector) {
+        const nk = selectorKey(peer.namespaceSelector);
+        let s = this.nsSels.get(nk);
+        if (!s) {
+          s = { key: nk, sel: peer.namespaceSelector, namespaces: new Set(), peerSets: new Set() };
+          for (const n of this.allNamespaceNames()) if (selectorMatches(s.sel, this.nsLabels(n))) s.namespaces.add(n);
+          this.nsSels.set(nk, s);
+        }
+        s.peerSets.add(ps);
+        ps.nsSel = s;
+      } else {
+        ps.scopeNs = ns;
+        let set = this.peerSetsByScope.get(ns);
+        if (!set) this.peerSetsByScope.set(ns, (set = new Set()));
+        set.add(ps);
+      }
+    }
+    this.peerSets.set(key, ps);
+    return ps;
+  }
+
+  /** Namespaces with objects or with pod identities (a pod's namespace object may not be known). */
+  private allNamespaceNames(): Set<string> {
+    return new Set([...this.namespaces.keys(), ...this.identsByNs.keys()]);
+  }
+
+  private allPods(): PeerSet {
+    if (!this.allPodsSet) {
+      this.allPodsSet = { key: 'allPods', kind: 'allPods', members: new Set(), rules: new Set(), fresh: true };
+      this.peerSets.set('allPods', this.allPodsSet);
+    }
+    return this.allPodsSet;
+  }
+
+  private use(ps: PeerSet, r: RuleState): PeerSet {
+    ps.rules.add(r);
+    return ps;
+  }
+
+  private unuse(ps: PeerSet, r: RuleState): void {
+    ps.rules.delete(r);
+    if (ps.rules.size > 0) return;
+    this.peerSets.delete(ps.key);
+    for (const id of ps.members) id.sets.delete(ps);
+    ps.members.clear();
+    if (ps.kind === 'ipBlock') this.ipBlockSets.delete(ps);
+    else if (ps.kind === 'allPods') this.allPodsSet = undefined;
+    else if (ps.nsSel) {
+      ps.nsSel.peerSets.delete(ps);
+      if (ps.nsSel.peerSets.size === 0) this.nsSels.delete(ps.nsSel.key);
+    } else this.peerSetsByScope.get(ps.scopeNs!)?.delete(ps);
+  }
+
+  private matchesPeer(ps: PeerSet, id: Ident): boolean {
+    switch (ps.kind) {
+      case 'ipBlock':
+        return prefixWithin(id.prefix, ps.cidr!) && !ps.except!.some((e) => prefixWithin(id.prefix, e));
+      case 'allPods':
+        return id.kind === 'pod';
+      case 'pods':
+        if (id.kind !== 'pod') return false;
+        if (ps.nsSel ? !ps.nsSel.namespaces.has(id.namespace) : id.namespace !== ps.scopeNs) return false;
+        return !ps.podSel || selectorMatches(ps.podSel, id.labels);
+    }
+  }
+
+  private join(ps: PeerSet, id: Ident): void {
+    if (ps.members.has(id)) return;
+    ps.members.add(id);
+    id.sets.add(ps);
+    for (const r of ps.rules) this.dirtyRules.add(r);
+  }
+
+  private leave(ps: PeerSet, id: Ident): void {
+    if (!ps.members.delete(id)) return;
+    id.sets.delete(ps);
+    for (const r of ps.rules) this.dirtyRules.add(r);
+  }
+
+  /** Pod identities of ns matching sel, through the label index. */
+  private *podIdentsIn(ns: string, sel: LabelSelector | undefined): Generator<Ident> {
+    const all = this.identsByNs.get(ns);
+    if (!all) return;
+    const cand = sel
+      ? selectorCandidates(
+          sel,
+          (pair) => this.postings.get(`${ns}\u0001${pair}`)?.size ?? 0,
+          (key) => this.keyPostings.get(`${ns}\u0001${key}`)?.size ?? 0,
+        )
+      : undefined;
+    if (!cand) {
+      for (const id of all) if (!sel || selectorMatches(sel, id.labels)) yield id;
+      return;
+    }
+    const lists =
+      'pairs' in cand ? cand.pairs.map((p) => this.postings.get(`${ns}\u0001${p}`)) : [this.keyPostings.get(`${ns}\u0001${cand.key}`)];
+    for (const list of lists) for (const id of list ?? []) if (selectorMatches(sel!, id.labels)) yield id;
+  }
+
+  /** Identities whose prefix lies within p. */
+  private *identsWithin(p: Prefix): Generator<Ident> {
+    if (!this.sortedPrefixes) {
+      this.sortedPrefixes = [...this.identsByPrefix.keys()]
+        .map((t) => this.prefixObj(t))
+        .sort((a, b) => a.base - b.base || a.bits - b.bits);
+    }
+    const list = this.sortedPrefixes;
+    const end = p.base + 2 ** (32 - p.bits) - 1;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.base < p.base) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < list.length && list[i]!.base <= end; i++) {
+      const q = list[i]!;
+      if (q.bits >= p.bits) yield* this.identsByPrefix.get(q.text) ?? [];
+    }
+  }
+
+  /** New peer sets get their members; new identities join the existing sets they match. */
+  private settlePeerSets(): void {
+    const computed = new Set<PeerSet>();
+    for (const ps of this.peerSets.values()) {
+      if (!ps.fresh) continue;
+      ps.fresh = false;
+      computed.add(ps);
+      let cands: Iterable<Ident>;
+      if (ps.kind === 'ipBlock') cands = this.identsWithin(ps.cidr!);
+      else if (ps.kind === 'allPods') cands = [...this.idents.values()];
+      else if (ps.scopeNs !== undefined) cands = this.podIdentsIn(ps.scopeNs, ps.podSel);
+      else cands = [...ps.nsSel!.namespaces].flatMap((n) => [...this.podIdentsIn(n, ps.podSel)]);
+      for (const id of cands) if (this.matchesPeer(ps, id)) this.join(ps, id);
+    }
+    // Sets computed just now have seen every identity already.
+    const consider = (ps: PeerSet, id: Ident) => {
+      if (!computed.has(ps) && this.matchesPeer(ps, id)) this.join(ps, id);
+    };
+    for (const id of this.identsAdded) {
+      if (!id.alive) continue;
+      for (const ps of this.ipBlockSets) consider(ps, id);
+      if (id.kind !== 'pod') continue;
+      if (this.allPodsSet) consider(this.allPodsSet, id);
+      for (const ps of this.peerSetsByScope.get(id.namespace) ?? []) consider(ps, id);
+      for (const s of this.nsSels.values()) {
+        if (!s.namespaces.has(id.namespace)) continue;
+        for (const ps of s.peerSets) consider(ps, id);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Node and pods
+
+  private applyNode(node: NodeInfo): void {
+    const addrs = new Set(node.addresses);
+    if (node.name !== this.node.name) {
+      // Which pods are local changes: every pod is re-examined.
+      for (const ps of this.pods.values()) {
+        ps.local = ps.pod.nodeName === node.name && ps.pod.nodeName !== '' && !ps.pod.hostNetwork;
+        this.dirtyPods.add(ps);
+      }
+    }
+    const primary = node.addresses[0];
+    if (primary !== this.node.addresses[0]) for (const a of addrs) this.dirtyAddrs.add(a);
+    for (const a of addrs) if (!this.nodeAddrs.has(a)) this.dirtyAddrs.add(a);
+    for (const a of this.nodeAddrs) if (!addrs.has(a)) this.dirtyAddrs.add(a);
+    this.nodeAddrs = addrs;
+    this.node = { name: node.name, addresses: [...node.addresses] };
+  }
+
+  private applyPods(list: Iterable<Pod>): void {
+    const seen = new Set<string>();
+    for (const pod of list) {
+      const key = podKey(pod);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const st = this.pods.get(key);
+      if (st && (st.pod === pod || sameData(st.pod, pod))) {
+        st.pod = pod;
+        continue;
+      }
+      if (st) this.unclaim(st);
+      const ps: PodState = { key, pod, local: pod.nodeName === this.node.name && pod.nodeName !== '' && !pod.hostNetwork };
+      this.pods.set(key, ps);
+      this.claim(ps);
+      this.dirtyPods.add(ps);
+      if (st) this.dirtyPods.delete(st);
+    }
+    for (const [key, st] of this.pods) {
+      if (seen.has(key)) continue;
+      this.pods.delete(key);
+      this.unclaim(st);
+      this.dirtyPods.delete(st);
+      this.dropEndpoint(key);
+    }
+  }
+
+  private claim(ps: PodState): void {
+    if (ps.pod.hostNetwork) return;
+    for (const a of ps.pod.ips) {
+      let set = this.claims.get(a);
+      if (!set) this.claims.set(a, (set = new Set()));
+      set.add(ps);
+      this.dirtyAddrs.add(a);
+    }
+  }
+
+  private unclaim(ps: PodState): void {
+    if (ps.pod.hostNetwork) return;
+    for (const a of ps.pod.ips) {
+      const set = this.claims.get(a);
+      if (!set) continue;
+      set.delete(ps);
+      if (set.size === 0) this.claims.delete(a);
+      this.dirtyAddrs.add(a);
+    }
+  }
+
+  /** Who holds addr: the node itself, else a local pod, else the first pod by name (two pods claiming one address is a stale status). */
+  private ownerOf(addr: string): PodState | 'host' | undefined {
+    if (this.nodeAddrs.has(addr)) return 'host';
+    const set = this.claims.get(addr);
+    if (!set || set.size === 0) return undefined;
+    let best: PodState | undefined;
+    for (const ps of set) {
+      if (!best || (ps.local && !best.local) || (ps.local === best.local && ps.key < best.key)) best = ps;
+    }
+    if (set.size > 1) {
+      const others = [...set].filter((p) => p !== best).map((p) => p.key);
+      this.notes.push(`address ${addr} is claimed by pods ${best!.key} and ${others.join(', ')}; it counts as ${best!.key}'s`);
+    }
+    return best;
+  }
+
+  /** Re-examine addresses whose owner, pod attributes or deepest prefix may have changed. */
+  private refreshAddresses(): void {
+    if (this.dirtyPrefixes.size > 0) {
+      // Addresses under an added or removed prefix may have a new deepest prefix.
+      const changed: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
+      for (const t of this.dirtyPrefixes) {
+        const p = this.prefixObj(t);
+        changed[p.bits]!.add(p.base);
+      }
+      const lens = changed.map((s, bits) => (s.size ? bits : -1)).filter((b) => b >= 0);
+      const check = (a: string) => {
+        const n = ipv4ToInt(a);
+        if (lens.some((bits) => changed[bits]!.has((n & maskOf(bits)) >>> 0))) this.dirtyAddrs.add(a);
+      };
+      for (const a of this.addrIdent.keys()) check(a);
+      for (const t of this.dirtyPrefixes) this.refreshCidr(t);
+      this.sortedPrefixes = undefined;
+    }
+    for (const ps of this.dirtyPods) for (const a of ps.pod.ips) this.dirtyAddrs.add(a);
+    // Host identities depend on each other (the primary address's group is HOST).
+    if ([...this.nodeAddrs].some((a) => this.dirtyAddrs.has(a))) for (const a of this.nodeAddrs) this.dirtyAddrs.add(a);
+    const touchedPods = new Set<PodState>(this.dirtyPods);
+    const hostBefore = this.hostIdsKey;
+    for (const a of this.dirtyAddrs) {
+      const before = this.owner.get(a);
+      const now = this.ownerOf(a);
+      if (before !== now) {
+        if (before && before !== 'host') touchedPods.add(before);
+        if (now && now !== 'host') touchedPods.add(now);
+      }
+      if (now) this.owner.set(a, now);
+      else this.owner.delete(a);
+      this.refreshAddrIdent(a, now);
+      this.dirtyPrefixes.add(`${a}/32`);
+      if (this.prefixRefs.has(`${a}/32`)) this.refreshCidr(`${a}/32`);
+    }
+    this.hostIdsKey = [...this.nodeAddrs]
+      .map((a) => this.addrIdent.get(a)?.id)
+      .sort()
+      .join(',');
+    if (this.hostIdsKey !== hostBefore) for (const ep of this.endpoints.values()) this.dirtyEndpoints.add(ep);
+    for (const ps of touchedPods) if (this.pods.get(ps.key) === ps) this.refreshEndpoint(ps);
+  }
+
+  private refreshAddrIdent(addr: string, owner: PodState | 'host' | undefined): void {
+    let key: string | undefined;
+    let prefix: Prefix = WORLD_PREFIX;
+    if (owner) {
+      prefix = this.deepest(addr);
+      if (owner === 'host') {
+        // The first node address's group is IDENTITY_HOST.
+        const primary = this.node.addresses[0];
+        const primaryPrefix = primary !== undefined ? this.deepest(primary) : undefined;
+        key = primaryPrefix && primaryPrefix.text === prefix.text ? 'host' : `host:${prefix.text}`;
+      } else {
+        const pod = owner.pod;
+        key = `pod:${pod.namespace}\u0000${labelsKey(pod.labels)}\u0000${prefix.text}\u0000${portsKey(namedPortsOf(pod.containerPorts))}`;
+      }
+    }
+    const old = this.addrIdent.get(addr);
+    if (old && old.key === key) return;
+    if (old) {
+      old.addresses.delete(addr);
+      this.addrIdent.delete(addr);
+      if (old.addresses.size === 0) this.dropIdent(old);
+    }
+    if (!key || !owner) return;
+    let id = this.idents.get(key);
+    if (!id) {
+      if (owner === 'host') id = this.makeIdent(key, 'host', prefix, key === 'host' ? IDENTITY_HOST : undefined, `${addr}/32`);
+      else {
+        id = this.makeIdent(key, 'pod', prefix, undefined, `${addr}/32`);
+        id.namespace = owner.pod.namespace;
+        id.labels = owner.pod.labels;
+        id.namedPorts = namedPortsOf(owner.pod.containerPorts);
+        this.indexPodIdent(id, true);
+      }
+    }
+    id.addresses.add(addr);
+    this.addrIdent.set(addr, id);
+  }
+
+  /** A policy prefix's CIDR identity exists while the prefix is in use and no pod or host holds it as its own /32. */
+  private refreshCidr(text: string): void {
+    if (text === WORLD_PREFIX.text) return;
+    const p = this.prefixObj(text);
+    const want = this.prefixRefs.has(text) && !(p.bits === 32 && this.owner.has(text.slice(0, -3)));
+    const key = `cidr:${text}`;
+    const have = this.idents.get(key);
+    if (want && !have) this.makeIdent(key, 'cidr', p, undefined, text);
+    else if (!want && have) this.dropIdent(have);
+    this.dirtyPrefixes.add(text);
+  }
+
+  private makeIdent(key: string, kind: IdentKind, prefix: Prefix, fixed?: number, seedPrefix?: string): Ident {
+    let id = fixed;
+    if (id === undefined) {
+      const s = seedPrefix !== undefined ? this.seededIdentity.get(seedPrefix) : undefined;
+      if (s !== undefined && !this.usedIdentities.has(s)) id = s;
+      else {
+        while (this.usedIdentities.has(this.nextIdentity) || this.seededIdentityValues.has(this.nextIdentity)) {
+          this.nextIdentity++;
+        }
+        if (this.nextIdentity > MAX_IDENTITY) throw new Error('policy identities exhausted (2^32); restart the agent to renumber them');
+        id = this.nextIdentity++;
+      }
+    }
+    this.usedIdentities.add(id);
+    const ident: Ident = {
+      id,
+      key,
+      kind,
+      prefix,
+      namespace: '',
+      labels: {},
+      namedPorts: [],
+      addresses: new Set(),
+      sets: new Set(),
+      alive: true,
+    };
+    this.idents.set(key, ident);
+    let byPrefix = this.identsByPrefix.get(prefix.text);
+    if (!byPrefix) {
+      this.identsByPrefix.set(prefix.text, (byPrefix = new Set()));
+      this.sortedPrefixes = undefined;
+    }
+    byPrefix.add(ident);
+    this.identsAdded.add(ident);
+    return ident;
+  }
+
+  private dropIdent(id: Ident): void {
+    id.alive = false;
+    this.idents.delete(id.key);
+    this.usedIdentities.delete(id.id);
+    const byPrefix = this.identsByPrefix.get(id.prefix.text);
+    byPrefix?.delete(id);
+    if (byPrefix?.size === 0) {
+      this.identsByPrefix.delete(id.prefix.text);
+      this.sortedPrefixes = undefined;
+    }
+    if (id.kind === 'pod') this.indexPodIdent(id, false);
+    for (const ps of [...id.sets]) this.leave(ps, id);
+    this.identsAdded.delete(id);
+  }
+
+  private indexPodIdent(id: Ident, add: boolean): void {
+    const edit = (m: Map<string, Set<Ident>>, k: string) => {
+      let s = m.get(k);
+      if (add) {
+        if (!s) m.set(k, (s = new Set()));
+        s.add(id);
+      } else if (s) {
+        s.delete(id);
+        if (s.size === 0) m.delete(k);
+      }
+    };
+    const ns = id.namespace;
+    const firstInNs = add && !this.identsByNs.has(ns);
+    edit(this.identsByNs, ns);
+    for (const k of Object.keys(id.labels)) {
+      edit(this.postings, `${ns}\u0001${labelPair(k, id.labels[k]!)}`);
+      edit(this.keyPostings, `${ns}\u0001${k}`);
+    }
+    // A namespace known only through its pods: namespace selectors learn of it.
+    if (firstInNs && !this.namespaces.has(ns)) {
+      for (const s of this.nsSels.values()) if (selectorMatches(s.sel, this.nsLabels(ns))) s.namespaces.add(ns);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // Endpoints
+
+  private dropEndpoint(key: string): void {
+    const ep = this.endpoints.get(key);
+    if (!ep) return;
+    this.endpoints.delete(key);
+    this.endpointsByNs.get(ep.ps.pod.namespace)?.delete(ep);
+    for (const st of ep.policies) st.selected.delete(ep);
+    this.endpointIds.release(ep.id);
+    this.dirtyEndpoints.delete(ep);
+    for (const a of ep.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
+  }
+
+  private ownedAddresses(ps: PodState): string[] {
+    return ps.pod.ips.filter((a) => this.owner.get(a) === ps);
+  }
+
+  /** A pod changed, came, or its addresses changed hands: (re)make its endpoint. */
+  private refreshEndpoint(ps: PodState): void {
+    const addrs = ps.local ? this.ownedAddresses(ps) : [];
+    const ep = this.endpoints.get(ps.key);
+    if (addrs.length === 0) return this.dropEndpoint(ps.key);
+    if (ep && ep.ps === ps && !this.dirtyPods.has(ps)) {
+      this.dirtyEndpoints.add(ep);
+      for (const a of addrs) this.dirtyPrefixes.add(`${a}/32`);
+      return;
+    }
+    let st = ep;
+    if (!st) {
+      st = { id: this.endpointIds.take(ps.key), ps, policies: new Set(), namedSig: '' };
+      this.endpoints.set(ps.key, st);
+      let byNs = this.endpointsByNs.get(ps.pod.namespace);
+      if (!byNs) this.endpointsByNs.set(ps.pod.namespace, (byNs = new Set()));
+      byNs.add(st);
+    }
+    st.ps = ps;
+    st.namedSig = portsKey(namedPortsOf(ps.pod.containerPorts));
+    for (const pol of st.policies) pol.selected.delete(st);
+    st.policies.clear();
+    for (const pol of this.policiesByNs.get(ps.pod.namespace) ?? []) {
+      if (selectorMatches(pol.policy.podSelector, ps.pod.labels)) {
+        st.policies.add(pol);
+        pol.selected.add(st);
+      }
+    }
+    this.dirtyEndpoints.add(st);
+    for (const a of addrs) this.dirtyPrefixes.add(`${a}/32`);
+    for (const a of st.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
+  }
+
+  private settleEndpoints(): void {
+    for (const r of this.dirtyRules) for (const ep of r.policy.selected) this.dirtyEndpoints.add(ep);
+  }
+
+  /** A rule's entries with fixed numbers, and its ingress named ports left for each endpoint to resolve. */
+  private expandRule(r: RuleState): void {
+    r.dirty = false;
+    const fixed: RuleState['fixed'] = [];
+    const named: RuleState['named'] = [];
+    const peerIds: number[] = [];
+    const members = new Set<Ident>();
+    if (r.peers === 'any') peerIds.push(IDENTITY_ANY);
+    else {
+      for (const ps of r.peers) for (const id of ps.members) members.add(id);
+      for (const id of members) peerIds.push(id.id);
+    }
+    for (const spec of r.ports) {
+      if (spec.name !== undefined) {
+        if (r.direction === 'ingress') {
+          for (const peer of peerIds) named.push({ peer, proto: spec.proto, name: spec.name });
+          continue;
+        }
+        // Egress: the number is the destination's.
+        const dests = r.peers === 'any' ? (r.allPods?.members ?? new Set<Ident>()) : members;
+        for (const id of dests) {
+          for (const cp of id.namedPorts) {
+            if (cp.name === spec.name && PROTO_NUMBER[cp.protocol] === spec.proto) {
+              fixed.push({ peer: id.id, proto: spec.proto, port: cp.port, portPrefixLen: 16 });
+            }
+          }
+        }
+        continue;
+      }
+      for (const peer of peerIds) {
+        if (spec.ranges === undefined) fixed.push({ peer, proto: spec.proto, port: 0, portPrefixLen: 0 });
+        else for (const rg of spec.ranges) fixed.push({ peer, proto: spec.proto, port: rg.port, portPrefixLen: rg.prefixLen });
+      }
+    }
+    r.fixed = fixed;
+    r.named = named;
+  }
+
+  private buildEntries(
+    ep: EndpointState,
+    cache: Map<string, PolicyRuleEntry[]>,
+  ): { entries: PolicyRuleEntry[]; ingress: boolean; egress: boolean } {
+    const pols = [...ep.policies].sort((a, b) => a.seq - b.seq);
+    const ingress = pols.some((p) => p.policy.ingressIsolation);
+    const egress = pols.some((p) => p.policy.egressIsolation);
+    const needsPorts = pols.some((p) => p.rules.some((r) => r.named.length > 0));
+    const groupKey = `${pols.map((p) => p.seq).join(',')}|${needsPorts ? ep.namedSig : ''}`;
+    let entries = cache.get(groupKey);
+    if (!entries) {
+      const out = new Map<string, PolicyRuleEntry>();
+      const add = (direction: PolicyDirection, peer: number, proto: number, port: number, portPrefixLen: number, ruleId: number) => {
+        const k = `${direction === 'ingress' ? 'i' : 'e'}${peer},${proto},${port}/${portPrefixLen}`;
+        const o = out.get(k);
+        if (!o || o.ruleId > ruleId) out.set(k, { peer, direction, proto, port, portPrefixLen, verdict: 'allow', ruleId });
+      };
+      for (const p of pols) {
+        for (const r of p.rules) {
+          for (const e of r.fixed) add(r.direction, e.peer, e.proto, e.port, e.portPrefixLen, r.id);
+          for (const n of r.named) {
+            for (const cp of ep.ps.pod.containerPorts) {
+              if (cp.name === n.name && PROTO_NUMBER[cp.protocol] === n.proto) add('ingress', n.peer, n.proto, cp.port, 16, r.id);
+            }
+          }
+        }
+      }
+      if (ingress) {
+        for (const a of this.nodeAddrs) {
+          const h = this.addrIdent.get(a);
+          if (h) add('ingress', h.id, PROTO_ANY, 0, 0, NODE_RULE_ID);
+        }
+      }
+      entries = [...out.values()].sort(
+        (a, b) =>
+          (a.direction === b.direction ? 0 : a.direction === 'ingress' ? -1 : 1) ||
+          a.peer - b.peer ||
+          a.proto - b.proto ||
+          a.port - b.port ||
+          a.portPrefixLen - b.portPrefixLen,
+      );
+      cache.set(groupKey, entries);
+    }
+    return { entries, ingress, egress };
+  }
+
+  // ---------------------------------------------------------------------------
+  // Output
+
+  private output(): CompiledPolicy {
+    // After a seed, nothing of `last` was made here: everything is rebuilt.
+    const last = this.compiled ? this.last : undefined;
+    const cache = new Map<string, PolicyRuleEntry[]>();
+    const sameMemo = new Map<readonly PolicyRuleEntry[], Map<readonly PolicyRuleEntry[], boolean>>();
+    const sameEntryLists = (a: readonly PolicyRuleEntry[], b: readonly PolicyRuleEntry[]): boolean => {
+      let m = sameMemo.get(a);
+      if (!m) sameMemo.set(a, (m = new Map<readonly PolicyRuleEntry[], boolean>()));
+      let r = m.get(b);
+      if (r === undefined) m.set(b, (r = sameData(a, b)));
+      return r;
+    };
+    let endpointsChanged = !last || this.dirtyEndpoints.size > 0;
+    for (const ep of this.dirtyEndpoints) {
+      if (this.endpoints.get(ep.ps.key) !== ep) continue;
+      const { entries, ingress, egress } = this.buildEntries(ep, cache);
+      const addresses = this.ownedAddresses(ep.ps);
+      const o = ep.out;
+      const same =
+        o &&
+        o.id === ep.id &&
+        o.ingressIsolated === ingress &&
+        o.egressIsolated === egress &&
+        o.addresses.length === addresses.length &&
+        o.addresses.every((a, i) => a === addresses[i]);
+      const sameEntries = o !== undefined && sameEntryLists(o.entries, entries);
+      if (same && sameEntries) continue;
+      ep.out = {
+        id: ep.id,
+        pod: ep.ps.key,
+        addresses,
+        ingressIsolated: ingress,
+        egressIsolated: egress,
+        entries: sameEntries ? o.entries : entries,
+      };
+      endpointsChanged = true;
+    }
+    // Identity prefixes whose mapping may have changed.
+    let identitiesChanged = !last;
+    for (const t of this.dirtyPrefixes) {
+      const e = this.entryFor(t);
+      const o = this.entries.get(t);
+      if (!e) {
+        if (o) {
+          this.entries.delete(t);
+          identitiesChanged = true;
+        }
+        continue;
+      }
+      if (o && o.identity === e.identity && o.endpoint === e.endpoint) continue;
+      this.entries.set(t, e);
+      identitiesChanged = true;
+    }
+    if (this.rulesChanged) {
+      this.ruleRefs = [
+        { id: NODE_RULE_ID, policy: NODE_RULE_POLICY, direction: 'ingress', index: 0 },
+        ...[...this.rules.values()]
+          .sort((a, b) => a.id - b.id)
+          .map((r) => ({ id: r.id, policy: r.policy.key, direction: r.direction, index: r.index })),
+      ];
+    }
+    const draft: CompiledPolicy = {
+      generation: this.last?.generation ?? 0,
+      identities: identitiesChanged || !last ? [...this.entries.values()] : last.identities,
+      endpoints: endpointsChanged || !last ? [...this.endpoints.values()].map((ep) => ep.out!).sort((a, b) => a.id - b.id) : last.endpoints,
+      rules: this.rulesChanged || !last ? this.ruleRefs : last.rules,
+    };
+    this.rulesChanged = false;
+    return draft;
+  }
+
+  private entryFor(text: string): IdentityEntry | undefined {
+    if (text === WORLD_PREFIX.text) return { prefix: text, identity: IDENTITY_WORLD };
+    if (text.endsWith('/32')) {
+      const addr = text.slice(0, -3);
+      const id = this.addrIdent.get(addr);
+      if (id) {
+        const owner = this.owner.get(addr);
+        const ep = owner && owner !== 'host' ? this.endpoints.get(owner.key) : undefined;
+        return ep ? { prefix: text, identity: id.id, endpoint: ep.id } : { prefix: text, identity: id.id };
+      }
+    }
+    const c = this.idents.get(`cidr:${text}`);
+    return c ? { prefix: text, identity: c.id } : undefined;
+  }
+}
+
+/** Compile once, without keeping state (tests, `bpfproxy trace` over a snapshot). */
+export function compilePolicy(inputs: PolicyInputs, seed?: CompiledPolicy): CompileResult {
+  const c = new PolicyCompiler();
+  if (seed) c.seed(seed);
+  return c.compile(inputs);
+}
