@@ -786,3 +786,242 @@ t.test('upstream e2e cases', async (t) => {
 t.test('cases of our own', async (t) => {
   for (const cs of ours) t.test(cs.name, async (t) => runCase(t, cs));
 });
+
+// ---------------------------------------------------------------------------
+// Generated cases, after network-policy-api's policy-assistant generator
+// (cmd/policy-assistant/pkg/generator: target, peers, ports, protocols,
+// 2-peer combinations, ipBlock with except, named ports, endPort, label
+// changes). Expectations come from the oracle; one pair of compilers runs
+// through all of them in sequence, so every case is also a transition
+// from the previous one for the incremental path.
+
+const PROBES: Array<[number, Proto]> = [
+  [80, 'TCP'],
+  [81, 'TCP'],
+  [80, 'UDP'],
+  [81, 'UDP'],
+  [80, 'SCTP'],
+];
+
+const podSel = {
+  empty: {},
+  podA: { matchLabels: { pod: 'a' } },
+  podC: { matchLabels: { pod: 'c' } },
+  podAB: { matchExpressions: [{ key: 'pod', operator: 'In', values: ['a', 'b'] }] },
+  notB: { matchExpressions: [{ key: 'pod', operator: 'NotIn', values: ['b'] }] },
+};
+const nsSel = {
+  empty: {},
+  nsX: { matchLabels: { ns: 'x' } },
+  nsXY: { matchExpressions: [{ key: 'ns', operator: 'In', values: ['x', 'y'] }] },
+  nsYZ: { matchExpressions: [{ key: 'ns', operator: 'In', values: ['y', 'z'] }] },
+  nsZDefault: { matchLabels: { [NS_LABEL]: 'z' } },
+};
+// policy-assistant: MakeCIDRFromZeroes(podIP, 8) and (podIP, 4), around y/b
+const cidr24 = `${podIP('y', 'b').split('.').slice(0, 3).join('.')}.0/24`;
+const cidr28 = '10.244.1.16/28';
+
+const peers: Array<[string, Obj]> = [
+  ['empty pods + nil ns', { podSelector: podSel.empty }],
+  ['pods by label + nil ns', { podSelector: podSel.podC }],
+  ['nil pods + empty ns', { namespaceSelector: nsSel.empty }],
+  ['empty pods + empty ns', { podSelector: podSel.empty, namespaceSelector: nsSel.empty }],
+  ['pods by label + empty ns', { podSelector: podSel.podC, namespaceSelector: nsSel.empty }],
+  ['nil pods + ns by label', { namespaceSelector: nsSel.nsX }],
+  ['empty pods + ns by label', { podSelector: podSel.empty, namespaceSelector: nsSel.nsX }],
+  ['pods by label + ns by label', { podSelector: podSel.podC, namespaceSelector: nsSel.nsX }],
+  ['pods by NotIn + ns by In', { podSelector: podSel.notB, namespaceSelector: nsSel.nsYZ }],
+  ['ns by default label', { namespaceSelector: nsSel.nsZDefault }],
+  ['simple ipblock', { ipBlock: { cidr: cidr24 } }],
+  ['ipblock with except', { ipBlock: { cidr: cidr24, except: [cidr28] } }],
+];
+
+const portSets: Array<[string, Obj[] | undefined]> = [
+  ['all ports', undefined],
+  ['TCP 80', [{ protocol: 'TCP', port: 80 }]],
+  ['UDP 81', [{ protocol: 'UDP', port: 81 }]],
+  ['named serve-81-tcp', [{ port: 'serve-81-tcp' }]],
+  ['named serve-80-udp', [{ protocol: 'UDP', port: 'serve-80-udp' }]],
+  ['TCP 80..81', [{ port: 80, endPort: 81 }]],
+  ['SCTP, any port', [{ protocol: 'SCTP' }]],
+  ['TCP 81 + UDP 80', [{ port: 81 }, { protocol: 'UDP', port: 80 }]],
+];
+
+function generated(): Array<{ name: string; policies: Obj[]; change?: (c: Cluster) => void }> {
+  const out: Array<{ name: string; policies: Obj[]; change?: (c: Cluster) => void }> = [];
+  const rule = (dir: 'ingress' | 'egress', ps: Obj[] | undefined, ports: Obj[] | undefined) => ({
+    [dir === 'ingress' ? 'from' : 'to']: ps,
+    ...(ports ? { ports } : {}),
+  });
+  const policy = (dir: 'ingress' | 'egress', r: Obj, ns = 'x', sel: Obj = podSel.podA) =>
+    netpol(ns, 'gen', { podSelector: sel, policyTypes: [dir === 'ingress' ? 'Ingress' : 'Egress'], [dir]: [r] });
+  for (const dir of ['ingress', 'egress'] as const) {
+    out.push({ name: `${dir}: empty peers`, policies: [policy(dir, rule(dir, [], undefined))] });
+    out.push({
+      name: `${dir}: deny all`,
+      policies: [netpol('x', 'gen', { podSelector: {}, policyTypes: [dir === 'ingress' ? 'Ingress' : 'Egress'] })],
+    });
+    for (const [pn, p] of peers) out.push({ name: `${dir}: ${pn}`, policies: [policy(dir, rule(dir, [p], undefined))] });
+    for (let i = 0; i < peers.length; i++) {
+      for (let j = i + 1; j < peers.length; j++) {
+        out.push({
+          name: `${dir}, 2-peer: ${peers[i]![0]}, ${peers[j]![0]}`,
+          policies: [policy(dir, rule(dir, [peers[i]![1], peers[j]![1]], undefined))],
+        });
+      }
+    }
+    for (const [qn, q] of portSets) {
+      out.push({ name: `${dir}: ports ${qn}`, policies: [policy(dir, rule(dir, undefined, q))] });
+      out.push({ name: `${dir}: ports ${qn}, peers pods c in x`, policies: [policy(dir, rule(dir, [peers[7]![1]], q))] });
+      out.push({ name: `${dir}: ports ${qn}, ipblock with except`, policies: [policy(dir, rule(dir, [peers[11]![1]], q))] });
+    }
+    for (const ns of NAMESPACES_) {
+      for (const [sn, s] of Object.entries(podSel)) {
+        out.push({
+          name: `${dir}: target ${ns}, pod selector ${sn}`,
+          policies: [policy(dir, rule(dir, [peers[1]![1]], [{ port: 80 }]), ns, s)],
+        });
+      }
+    }
+  }
+  // Both directions, several policies, and label changes under them.
+  const both = [
+    netpol('x', 'in', { podSelector: podSel.podAB, ingress: [{ from: [peers[8]![1]], ports: [{ port: 'serve-80-tcp' }] }] }),
+    netpol('x', 'out', { podSelector: podSel.notB, policyTypes: ['Egress'], egress: [{ to: [peers[5]![1], peers[11]![1]] }] }),
+    netpol('y', 'in', { podSelector: {}, ingress: [{ from: [peers[2]![1]], ports: [{ port: 80, endPort: 81 }] }] }),
+  ];
+  out.push({ name: 'three policies, two namespaces', policies: both });
+  out.push({ name: 'three policies; y/b becomes pod=c', policies: both, change: (c) => c.setPodLabels('y/b', { pod: 'c' }) });
+  out.push({ name: 'three policies; z relabelled ns=x', policies: both, change: (c) => c.setNamespaceLabels('z', { ns: 'x' }) });
+  out.push({ name: 'three policies; x/a loses its labels', policies: both, change: (c) => c.setPodLabels('x/a', {}) });
+  out.push({
+    name: 'three policies; labels back',
+    policies: both,
+    change: (c) => {
+      c.setPodLabels('y/b', { pod: 'b' }).setPodLabels('x/a', { pod: 'a' }).setNamespaceLabels('z', { ns: 'z' });
+    },
+  });
+  return out;
+}
+const NAMESPACES_ = ['x', 'y', 'z'];
+
+function checkAgainstOracle(t: Test, c: Cluster, name: string): void {
+  let wrong = 0;
+  for (const [port, proto] of PROBES) {
+    const got = matrixOf(c.compiled, port, proto);
+    const want = oracleMatrix(c, port, proto);
+    const bad = mismatches(want, got);
+    if (bad.length) {
+      wrong++;
+      t.comment(matrixDiff(want, got, `${name}, ${proto}/${port} (expected: the oracle)`));
+      const why = bad.map((pair) => explain(c.compiled, ...(pair.split(' → ') as [string, string]), port, proto));
+      t.fail(`${name} ${proto}/${port}: ${bad.length} pairs differ from the oracle`, { diagnostic: true, decisions: why });
+    }
+  }
+  if (!wrong) t.pass(`${name}: ${PROBES.length} matrices as the oracle`);
+}
+
+t.test('generated cases against the oracle, one incremental compiler through all', async (t) => {
+  const c = new Cluster();
+  const cases = generated();
+  for (const cs of cases) {
+    c.policies.clear();
+    for (const p of cs.policies) c.addPolicy(p);
+    cs.change?.(c);
+    t.same(c.compile(), [], `${cs.name}: converts without problems`);
+    checkAgainstOracle(t, c, cs.name);
+  }
+  t.comment(`${cases.length} generated cases, ${cases.length * PROBES.length} matrices of 81 flows`);
+});
+
+/** Deterministic PRNG (mulberry32), so a failing walk can be replayed. */
+function rng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+t.test('random walk: policies and labels change step by step, incremental compile vs oracle and vs fresh compile', async (t) => {
+  const seed = Number(process.env.POLICY_WALK_SEED ?? 20261123);
+  const r = rng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const c = new Cluster();
+  const labelsPool: Array<Record<string, string>> = [
+    { pod: 'a' },
+    { pod: 'b' },
+    { pod: 'c' },
+    { pod: 'a', tier: 'web' },
+    { tier: 'db' },
+    {},
+  ];
+  const nsLabelsPool = (ns: string): Array<Record<string, string>> => [{ ns }, { ns, env: 'prod' }, { ns: pick(NAMESPACES_) }, {}];
+  const randomPolicy = (i: number) => {
+    const dirs = pick([['Ingress'], ['Egress'], ['Ingress', 'Egress']]);
+    const mk = () => {
+      const n = Math.floor(r() * 3);
+      const ps = n === 0 && r() < 0.5 ? undefined : Array.from({ length: n }, () => pick(peers)[1]);
+      const q = pick(portSets)[1];
+      return { ...(ps ? { from: ps, to: ps } : {}), ...(q ? { ports: q } : {}) };
+    };
+    const rules = () => Array.from({ length: Math.floor(r() * 3) }, mk);
+    const split = (rs: Obj[], dir: 'from' | 'to') =>
+      rs.map(({ from, to, ...rest }) => ({ ...rest, ...(dir === 'from' ? { from } : { to }) }));
+    return netpol(pick(NAMESPACES_), `p${i}`, {
+      podSelector: pick(Object.values(podSel)),
+      policyTypes: dirs,
+      ingress: split(rules(), 'from'),
+      egress: split(rules(), 'to'),
+    });
+  };
+  const steps = Number(process.env.POLICY_WALK_STEPS ?? 150);
+  for (let step = 0; step < steps; step++) {
+    const what = r();
+    let did: string;
+    if (what < 0.35) {
+      const p = randomPolicy(Math.floor(r() * 6));
+      c.addPolicy(p);
+      did = `set policy ${p.metadata.namespace}/${p.metadata.name}`;
+    } else if (what < 0.5 && c.policies.size) {
+      const key = pick([...c.policies.keys()]);
+      c.policies.delete(key);
+      did = `delete policy ${key}`;
+    } else if (what < 0.8) {
+      const key = pick(ALL_PODS);
+      const labels = pick(labelsPool);
+      c.setPodLabels(key, labels);
+      did = `pod ${key} labels ${JSON.stringify(labels)}`;
+    } else {
+      const ns = pick(NAMESPACES_);
+      const labels = pick(nsLabelsPool(ns));
+      c.setNamespaceLabels(ns, labels);
+      did = `namespace ${ns} labels ${JSON.stringify(labels)}`;
+    }
+    c.compile();
+    const name = `seed ${seed} step ${step} (${did})`;
+    let ok = true;
+    for (const [port, proto] of PROBES) {
+      const got = matrixOf(c.compiled, port, proto);
+      const want = oracleMatrix(c, port, proto);
+      const bad = mismatches(want, got);
+      if (bad.length) {
+        ok = false;
+        t.comment(matrixDiff(want, got, `${name}, ${proto}/${port} (expected: the oracle)`));
+        t.fail(`${name} ${proto}/${port}: ${bad.length} pairs differ from the oracle`, {
+          diagnostic: true,
+          decisions: bad.map((pair) => explain(c.compiled, ...(pair.split(' → ') as [string, string]), port, proto)),
+          policies: [...c.policies.values()],
+        });
+      }
+    }
+    const diff = sameDecisions(c.compiled, c.compileFresh(), [80, 81], ['TCP', 'UDP']);
+    if (diff.length) {
+      ok = false;
+      t.fail(`${name}: the incremental compile decides otherwise than a fresh one`, { diagnostic: true, flows: diff.slice(0, 20) });
+    }
+    if (!ok) break;
+  }
+  t.pass(`${steps} steps of seed ${seed} agree with the oracle and a fresh compile`);
+});
