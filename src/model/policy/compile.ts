@@ -60,7 +60,7 @@ import {
   type PolicyRuleEntry,
   type PolicyRuleRef,
 } from './compiled.js';
-import { changesDecisions, diffCompiled, type PolicyDiff } from './diff.js';
+import { changesDecisions, diffCompiled, sameEntryList, type PolicyDiff } from './diff.js';
 import { sameData } from './equal.js';
 import { maskOf, parsePrefix, portRangePrefixes, prefixOf, prefixWithin, WORLD_PREFIX, type Prefix } from './prefix.js';
 import { labelPair, selectorCandidates, selectorKey, selectorMatches } from './selector.js';
@@ -99,6 +99,8 @@ export interface CompileResult {
   diff: PolicyDiff;
   /** Inputs the compiler had to decide about (two pods claiming one address): for logs. */
   notes: string[];
+  /** Milliseconds per phase (namespaces, policies, pods, addresses, selectors, rules, tables, diff): for logs and metrics. */
+  timings: Record<string, number>;
 }
 
 export const PROTO_NUMBER: Record<PolicyProtocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP };
@@ -133,7 +135,8 @@ interface PeerSet {
   cidr?: Prefix;
   except?: Prefix[];
   members: Set<Ident>;
-  rules: Set<RuleState>;
+  /** The expansions naming it. */
+  users: Set<Expansion>;
   /** Members not computed yet (created in this compilation). */
   fresh: boolean;
 }
@@ -153,25 +156,42 @@ interface PortSpec {
   name?: string;
 }
 
+/**
+ * What a rule means in entries, shared by every rule of every policy with
+ * the same direction, peers and ports (policies made from one template
+ * share it): entries with fixed numbers, and ingress named ports left for
+ * each endpoint to resolve.
+ */
+interface Expansion {
+  key: string;
+  direction: PolicyDirection;
+  peers: 'any' | PeerSet[];
+  /** The pod identities a named egress port resolves over when the rule names no peers. */
+  allPods?: PeerSet;
+  ports: PortSpec[];
+  fixed: Array<{ peer: number; proto: number; port: number; portPrefixLen: number }>;
+  named: Array<{ peer: number; proto: number; name: string }>;
+  rules: Set<RuleState>;
+  /** Not expanded yet. */
+  fresh: boolean;
+}
+
 interface RuleState {
   id: number;
   policy: PolicyState;
   direction: PolicyDirection;
   index: number;
-  peers: 'any' | PeerSet[];
-  /** The pod identities a named egress port resolves over when the rule names no peers. */
-  allPods?: PeerSet;
-  ports: PortSpec[];
-  /** Expansion: entries with fixed numbers, and (ingress) named ports resolved per endpoint. */
-  fixed: Array<{ peer: number; proto: number; port: number; portPrefixLen: number }>;
-  named: Array<{ peer: number; proto: number; name: string }>;
-  dirty: boolean;
+  exp: Expansion;
 }
 
 interface PolicyState {
   key: string;
+  /** selectorKey of its podSelector: policies of one namespace with one selector select alike. */
+  selKey: string;
   seq: number;
   policy: NetworkPolicy;
+  /** The compilation that last saw it in the inputs. */
+  seen: number;
   rules: RuleState[];
   selected: Set<EndpointState>;
   prefixes: string[];
@@ -181,6 +201,7 @@ interface PodState {
   key: string;
   pod: Pod;
   local: boolean;
+  seen: number;
 }
 
 interface EndpointState {
@@ -213,12 +234,95 @@ function portSpecs(rule: PolicyRule): PortSpec[] {
   });
 }
 
+class MinHeap {
+  private readonly a: number[] = [];
+  push(v: number): void {
+    const a = this.a;
+    let i = a.push(v) - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p]! <= v) break;
+      a[i] = a[p]!;
+      i = p;
+    }
+    a[i] = v;
+  }
+
+  pop(): number | undefined {
+    const a = this.a;
+    if (a.length === 0) return undefined;
+    const top = a[0]!;
+    const last = a.pop()!;
+    if (a.length === 0) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= a.length) break;
+      const c = l + 1 < a.length && a[l + 1]! < a[l]! ? l + 1 : l;
+      if (a[c]! >= last) break;
+      a[i] = a[c]!;
+      i = c;
+    }
+    a[i] = last;
+    return top;
+  }
+}
+
+type FixedEntry = { peer: number; proto: number; port: number; portPrefixLen: number };
+const compareFixed = (a: FixedEntry, b: FixedEntry): number =>
+  a.peer - b.peer || a.proto - b.proto || a.port - b.port || a.portPrefixLen - b.portPrefixLen;
+
+/**
+ * Union of sorted runs (each an expansion's entries with the rule id to
+ * give them) and a few loose entries, appended to `out` in canonical order;
+ * a key in several runs takes the lowest rule id.
+ */
+function mergeRuns(
+  direction: PolicyDirection,
+  runs: Array<{ list: readonly FixedEntry[]; ruleId: number }>,
+  loose: Array<FixedEntry & { ruleId: number }>,
+  out: PolicyRuleEntry[],
+): void {
+  if (loose.length) runs.push({ list: loose.sort((a, b) => compareFixed(a, b) || a.ruleId - b.ruleId), ruleId: -1 });
+  const at = runs.map(() => 0);
+  for (;;) {
+    let best = -1;
+    let bestRule = 0;
+    for (let k = 0; k < runs.length; k++) {
+      const run = runs[k]!;
+      const e = run.list[at[k]!];
+      if (!e) continue;
+      const rid = run.ruleId >= 0 ? run.ruleId : (e as FixedEntry & { ruleId: number }).ruleId;
+      if (best < 0) {
+        best = k;
+        bestRule = rid;
+        continue;
+      }
+      const c = compareFixed(e, runs[best]!.list[at[best]!]!);
+      if (c < 0 || (c === 0 && rid < bestRule)) {
+        best = k;
+        bestRule = rid;
+      }
+    }
+    if (best < 0) return;
+    const e = runs[best]!.list[at[best]!]!;
+    out.push({ peer: e.peer, direction, proto: e.proto, port: e.port, portPrefixLen: e.portPrefixLen, verdict: 'allow', ruleId: bestRule });
+    // Skip this key in every run.
+    for (let k = 0; k < runs.length; k++) {
+      const list = runs[k]!.list;
+      while (at[k]! < list.length && compareFixed(list[at[k]!]!, e) === 0) at[k]!++;
+    }
+  }
+}
+
 /** Lowest free small integer ≥ first (endpoint and rule ids), preferring seeded ids for their owners. */
 class IdPool {
   private readonly used = new Set<number>();
   private readonly seeded = new Map<string, number>();
   private readonly reserved = new Set<number>();
-  constructor(private readonly first: number) {}
+  constructor(first: number) {
+    this.next = first;
+  }
 
   seed(owner: string, id: number): void {
     this.seeded.set(owner, id);
@@ -237,14 +341,22 @@ class IdPool {
       this.seeded.delete(owner);
       this.reserved.delete(s);
       this.used.add(s);
+      this.next = Math.max(this.next, s + 1);
       return s;
     }
-    let id = this.first;
-    while (this.used.has(id) || this.reserved.has(id)) id++;
+    let id: number | undefined;
+    while ((id = this.free.pop()) !== undefined && (this.used.has(id) || this.reserved.has(id)));
+    if (id === undefined) {
+      while (this.used.has(this.next) || this.reserved.has(this.next)) this.next++;
+      id = this.next++;
+    }
     this.used.add(id);
     return id;
   }
 
+  private next: number;
+  /** Free ids below `next`, lowest first out. */
+  private readonly free = new MinHeap();
   /** Freed ids are reused from the next compilation on, never within the one that freed them. */
   private readonly freed: number[] = [];
   release(id: number): void {
@@ -252,7 +364,10 @@ class IdPool {
   }
 
   flush(): void {
-    for (const id of this.freed) this.used.delete(id);
+    for (const id of this.freed) {
+      this.used.delete(id);
+      this.free.push(id);
+    }
     this.freed.length = 0;
   }
 
@@ -269,8 +384,10 @@ export class PolicyCompiler {
   private readonly pods = new Map<string, PodState>();
   private readonly namespaces = new Map<string, Namespace>();
   private readonly policies = new Map<string, PolicyState>();
-  private readonly policiesByNs = new Map<string, Set<PolicyState>>();
+  /** namespace → selectorKey → policies */
+  private readonly policiesByNs = new Map<string, Map<string, Set<PolicyState>>>();
   private policySeq = 0;
+  private stamp = 0;
 
   // --- prefixes of all ipBlocks: text → refcount; by length → bases
   private readonly prefixRefs = new Map<string, number>();
@@ -309,6 +426,7 @@ export class PolicyCompiler {
   private readonly endpointIds = new IdPool(1);
   private readonly ruleIds = new IdPool(NODE_RULE_ID + 1);
   private readonly rules = new Map<number, RuleState>();
+  private readonly expansions = new Map<string, Expansion>();
 
   // --- output
   private readonly entries = new Map<string, IdentityEntry>();
@@ -317,12 +435,14 @@ export class PolicyCompiler {
   private ruleRefs: PolicyRuleRef[] = [];
   private rulesChanged = true;
   private hostIdsKey = '';
+  /** An endpoint came or went. */
+  private endpointSetChanged = false;
 
   // --- per compilation
   private dirtyAddrs = new Set<string>();
   private dirtyPrefixes = new Set<string>();
   private identsAdded = new Set<Ident>();
-  private dirtyRules = new Set<RuleState>();
+  private dirtyExps = new Set<Expansion>();
   private dirtyEndpoints = new Set<EndpointState>();
   private dirtyPods = new Set<PodState>();
   private notes: string[] = [];
@@ -355,16 +475,30 @@ export class PolicyCompiler {
   /** Compile the cluster as it is now. */
   compile(inputs: PolicyInputs): CompileResult {
     this.notes = [];
+    const timings: Record<string, number> = {};
+    let t0 = performance.now();
+    const phase = (name: string) => {
+      const t1 = performance.now();
+      timings[name] = t1 - t0;
+      t0 = t1;
+    };
     this.applyNamespaces(inputs.namespaces);
+    phase('namespaces');
     this.applyPolicies(inputs.policies);
+    phase('policies');
     this.applyNode(inputs.node);
     this.applyPods(inputs.pods);
+    phase('pods');
     this.refreshAddresses();
+    phase('addresses');
     this.settlePeerSets();
-    this.settleEndpoints();
-    for (const r of this.dirtyRules) this.expandRule(r);
+    phase('selectors');
+    this.settleRules();
+    phase('rules');
     const compiled = this.output();
+    phase('tables');
     const diff = diffCompiled(this.last, compiled);
+    phase('diff');
     if (!this.last || changesDecisions(diff)) {
       compiled.generation = this.last && this.last.generation < 0xffffffff ? this.last.generation + 1 : 1;
       diff.generation.to = compiled.generation;
@@ -379,11 +513,11 @@ export class PolicyCompiler {
     this.dirtyAddrs = new Set();
     this.dirtyPrefixes = new Set();
     this.identsAdded = new Set();
-    this.dirtyRules = new Set();
+    this.dirtyExps = new Set();
     this.dirtyEndpoints = new Set();
     this.dirtyPods = new Set();
     this.last = compiled;
-    return { compiled, diff, notes: this.notes };
+    return { compiled, diff, notes: this.notes, timings };
   }
 
   /** Sizes, for metrics and logs. */
@@ -449,19 +583,24 @@ export class PolicyCompiler {
   // ---------------------------------------------------------------------------
   // Policies
 
+  /** Inputs are compared by reference first: a source that keeps unchanged objects makes this a walk over the list. */
   private applyPolicies(list: Iterable<NetworkPolicy>): void {
-    const next = new Map<string, NetworkPolicy>();
-    for (const p of list) next.set(policyKey(p), p);
-    for (const [key, st] of this.policies) {
-      const p = next.get(key);
-      if (p === st.policy) continue;
-      if (p && sameData(p, st.policy)) {
+    const stamp = ++this.stamp;
+    const added = new Map<string, NetworkPolicy>();
+    for (const p of list) {
+      const key = policyKey(p);
+      const st = this.policies.get(key);
+      if (st?.seen === stamp || added.has(key)) continue; // a key twice: the first counts
+      if (st && (st.policy === p || sameData(p, st.policy))) {
         st.policy = p;
+        st.seen = stamp;
         continue;
       }
-      this.removePolicy(st, p !== undefined);
+      if (st) this.removePolicy(st, true);
+      added.set(key, p);
     }
-    for (const [key, p] of next) if (!this.policies.has(key)) this.addPolicy(key, p);
+    for (const st of this.policies.values()) if (st.seen !== stamp) this.removePolicy(st, false);
+    for (const [key, p] of added) this.addPolicy(key, p, stamp);
     for (const id of this.reusableRuleIds.values()) this.ruleIds.release(id);
     this.reusableRuleIds.clear();
   }
@@ -471,14 +610,21 @@ export class PolicyCompiler {
 
   private removePolicy(st: PolicyState, changed: boolean): void {
     this.policies.delete(st.key);
-    this.policiesByNs.get(st.policy.namespace)?.delete(st);
+    const group = this.policiesByNs.get(st.policy.namespace);
+    group?.get(st.selKey)?.delete(st);
+    if (group?.get(st.selKey)?.size === 0) group.delete(st.selKey);
     for (const r of st.rules) {
       this.rules.delete(r.id);
       if (changed) this.reusableRuleIds.set(`${st.key}|${r.direction}|${r.index}`, r.id);
       else this.ruleIds.release(r.id);
-      this.dirtyRules.delete(r);
-      for (const ps of r.peers === 'any' ? [] : r.peers) this.unuse(ps, r);
-      if (r.allPods) this.unuse(r.allPods, r);
+      const e = r.exp;
+      e.rules.delete(r);
+      if (e.rules.size === 0) {
+        this.expansions.delete(e.key);
+        this.dirtyExps.delete(e);
+        for (const ps of e.peers === 'any' ? [] : e.peers) this.unuse(ps, e);
+        if (e.allPods) this.unuse(e.allPods, e);
+      }
     }
     if (st.rules.length) this.rulesChanged = true;
     for (const ep of st.selected) {
@@ -488,12 +634,16 @@ export class PolicyCompiler {
     for (const t of st.prefixes) this.unrefPrefix(t);
   }
 
-  private addPolicy(key: string, policy: NetworkPolicy): void {
-    const st: PolicyState = { key, seq: ++this.policySeq, policy, rules: [], selected: new Set(), prefixes: [] };
+  private addPolicy(key: string, policy: NetworkPolicy, stamp: number): void {
+    const selKey = selectorKey(policy.podSelector);
+    const st: PolicyState = { key, selKey, seq: ++this.policySeq, policy, rules: [], selected: new Set(), prefixes: [], seen: stamp };
     this.policies.set(key, st);
     let byNs = this.policiesByNs.get(policy.namespace);
-    if (!byNs) this.policiesByNs.set(policy.namespace, (byNs = new Set()));
-    byNs.add(st);
+    if (!byNs) this.policiesByNs.set(policy.namespace, (byNs = new Map<string, Set<PolicyState>>()));
+    let group = byNs.get(selKey);
+    if (!group) byNs.set(selKey, (group = new Set()));
+    const sibling = group.values().next().value;
+    group.add(st);
     const dirs: Array<[PolicyDirection, readonly PolicyRule[]]> = [];
     if (policy.ingressIsolation) dirs.push(['ingress', policy.ingress]);
     if (policy.egressIsolation) dirs.push(['egress', policy.egress]);
@@ -507,18 +657,11 @@ export class PolicyCompiler {
           policy: st,
           direction,
           index: rule.index,
-          peers: 'any',
-          ports: portSpecs(rule),
-          fixed: [],
-          named: [],
-          dirty: true,
+          exp: this.expansionFor(direction, rule, policy.namespace),
         };
-        if (rule.peers !== 'any') r.peers = rule.peers.map((p) => this.use(this.peerSetFor(p, policy.namespace), r));
-        if (rule.peers === 'any' && direction === 'egress' && r.ports.some((p) => p.name !== undefined))
-          r.allPods = this.use(this.allPods(), r);
+        r.exp.rules.add(r);
         st.rules.push(r);
         this.rules.set(r.id, r);
-        this.dirtyRules.add(r);
         this.rulesChanged = true;
       }
     }
@@ -534,14 +677,39 @@ export class PolicyCompiler {
         }
       }
     }
-    // Which local endpoints it selects.
-    for (const ep of this.endpointsByNs.get(policy.namespace) ?? []) {
-      if (selectorMatches(policy.podSelector, ep.ps.pod.labels)) {
-        st.selected.add(ep);
-        ep.policies.add(st);
-        this.dirtyEndpoints.add(ep);
-      }
+    // Which local endpoints it selects: those a policy with the same selector selects, or a look at each.
+    const selected = sibling
+      ? sibling.selected
+      : [...(this.endpointsByNs.get(policy.namespace) ?? [])].filter((ep) => selectorMatches(policy.podSelector, ep.ps.pod.labels));
+    for (const ep of selected) {
+      st.selected.add(ep);
+      ep.policies.add(st);
+      this.dirtyEndpoints.add(ep);
     }
+  }
+
+  private expansionFor(direction: PolicyDirection, rule: PolicyRule, ns: string): Expansion {
+    const ports = portSpecs(rule);
+    const sets = rule.peers === 'any' ? 'any' : [...new Set(rule.peers.map((p) => this.peerSetFor(p, ns)))];
+    const key = `${direction}|${
+      sets === 'any'
+        ? '*'
+        : sets
+            .map((ps) => ps.key)
+            .sort()
+            .join('\u0002')
+    }|${JSON.stringify(ports)}`;
+    let e = this.expansions.get(key);
+    if (e) return e;
+    e = { key, direction, peers: sets, ports, fixed: [], named: [], rules: new Set(), fresh: true };
+    for (const ps of sets === 'any' ? [] : sets) ps.users.add(e);
+    if (sets === 'any' && direction === 'egress' && ports.some((p) => p.name !== undefined)) {
+      e.allPods = this.allPods();
+      e.allPods.users.add(e);
+    }
+    this.expansions.set(key, e);
+    this.dirtyExps.add(e);
+    return e;
   }
 
   private refPrefix(text: string): void {
@@ -592,7 +760,7 @@ export class PolicyCompiler {
     }
     let ps = this.peerSets.get(key);
     if (ps) return ps;
-    ps = { key, kind: peer.kind, members: new Set(), rules: new Set(), fresh: true };
+    ps = { key, kind: peer.kind, members: new Set(), users: new Set(), fresh: true };
     if (peer.kind === 'ipBlock') {
       ps.cidr = this.prefixObj(peer.cidr);
       ps.except = peer.except.map((e) => this.prefixObj(e));
@@ -627,20 +795,15 @@ export class PolicyCompiler {
 
   private allPods(): PeerSet {
     if (!this.allPodsSet) {
-      this.allPodsSet = { key: 'allPods', kind: 'allPods', members: new Set(), rules: new Set(), fresh: true };
+      this.allPodsSet = { key: 'allPods', kind: 'allPods', members: new Set(), users: new Set(), fresh: true };
       this.peerSets.set('allPods', this.allPodsSet);
     }
     return this.allPodsSet;
   }
 
-  private use(ps: PeerSet, r: RuleState): PeerSet {
-    ps.rules.add(r);
-    return ps;
-  }
-
-  private unuse(ps: PeerSet, r: RuleState): void {
-    ps.rules.delete(r);
-    if (ps.rules.size > 0) return;
+  private unuse(ps: PeerSet, e: Expansion): void {
+    ps.users.delete(e);
+    if (ps.users.size > 0) return;
     this.peerSets.delete(ps.key);
     for (const id of ps.members) id.sets.delete(ps);
     ps.members.clear();
@@ -669,13 +832,13 @@ export class PolicyCompiler {
     if (ps.members.has(id)) return;
     ps.members.add(id);
     id.sets.add(ps);
-    for (const r of ps.rules) this.dirtyRules.add(r);
+    for (const e of ps.users) this.dirtyExps.add(e);
   }
 
   private leave(ps: PeerSet, id: Ident): void {
     if (!ps.members.delete(id)) return;
     id.sets.delete(ps);
-    for (const r of ps.rules) this.dirtyRules.add(r);
+    for (const e of ps.users) this.dirtyExps.add(e);
   }
 
   /** Pod identities of ns matching sel, through the label index. */
@@ -772,25 +935,25 @@ export class PolicyCompiler {
   }
 
   private applyPods(list: Iterable<Pod>): void {
-    const seen = new Set<string>();
+    const stamp = ++this.stamp;
     for (const pod of list) {
       const key = podKey(pod);
-      if (seen.has(key)) continue;
-      seen.add(key);
       const st = this.pods.get(key);
+      if (st?.seen === stamp) continue; // a key twice: the first counts
       if (st && (st.pod === pod || sameData(st.pod, pod))) {
         st.pod = pod;
+        st.seen = stamp;
         continue;
       }
       if (st) this.unclaim(st);
-      const ps: PodState = { key, pod, local: pod.nodeName === this.node.name && pod.nodeName !== '' && !pod.hostNetwork };
+      const ps: PodState = { key, pod, local: pod.nodeName === this.node.name && pod.nodeName !== '' && !pod.hostNetwork, seen: stamp };
       this.pods.set(key, ps);
       this.claim(ps);
       this.dirtyPods.add(ps);
       if (st) this.dirtyPods.delete(st);
     }
     for (const [key, st] of this.pods) {
-      if (seen.has(key)) continue;
+      if (st.seen === stamp) continue;
       this.pods.delete(key);
       this.unclaim(st);
       this.dirtyPods.delete(st);
@@ -858,6 +1021,7 @@ export class PolicyCompiler {
     if ([...this.nodeAddrs].some((a) => this.dirtyAddrs.has(a))) for (const a of this.nodeAddrs) this.dirtyAddrs.add(a);
     const touchedPods = new Set<PodState>(this.dirtyPods);
     const hostBefore = this.hostIdsKey;
+    if ([...this.nodeAddrs].some((a) => this.dirtyAddrs.has(a))) this.refreshHosts();
     for (const a of this.dirtyAddrs) {
       const before = this.owner.get(a);
       const now = this.ownerOf(a);
@@ -867,7 +1031,7 @@ export class PolicyCompiler {
       }
       if (now) this.owner.set(a, now);
       else this.owner.delete(a);
-      this.refreshAddrIdent(a, now);
+      if (now !== 'host') this.refreshAddrIdent(a, now);
       this.dirtyPrefixes.add(`${a}/32`);
       if (this.prefixRefs.has(`${a}/32`)) this.refreshCidr(`${a}/32`);
     }
@@ -879,39 +1043,72 @@ export class PolicyCompiler {
     for (const ps of touchedPods) if (this.pods.get(ps.key) === ps) this.refreshEndpoint(ps);
   }
 
-  private refreshAddrIdent(addr: string, owner: PodState | 'host' | undefined): void {
+  /**
+   * This node's addresses, grouped by deepest policy prefix: the group of
+   * the first address is IDENTITY_HOST, each other group an identity of its own.
+   */
+  private refreshHosts(): void {
+    const keyOf = (a: string) => `host:${this.deepest(a).text}`;
+    const primary = this.node.addresses[0];
+    const primaryKey = primary !== undefined ? keyOf(primary) : undefined;
+    const groups = new Map<string, string[]>();
+    for (const a of this.nodeAddrs) {
+      const k = keyOf(a);
+      const g = groups.get(k);
+      if (g) g.push(a);
+      else groups.set(k, [a]);
+    }
+    // Unmap each node address from an identity that no longer fits it (the
+    // HOST id must be free before the primary group takes it).
+    for (const a of this.nodeAddrs) {
+      const old = this.addrIdent.get(a);
+      if (!old) continue;
+      if (old.kind === 'host' && old.key === keyOf(a) && (old.id === IDENTITY_HOST) === (old.key === primaryKey)) continue;
+      old.addresses.delete(a);
+      this.addrIdent.delete(a);
+      if (old.addresses.size === 0) this.dropIdent(old);
+    }
+    for (const [k, addrs] of groups) {
+      let id = this.idents.get(k);
+      if (!id) id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), k === primaryKey ? IDENTITY_HOST : undefined, `${addrs[0]}/32`);
+      for (const a of addrs) {
+        id.addresses.add(a);
+        this.addrIdent.set(a, id);
+      }
+    }
+  }
+
+  private refreshAddrIdent(addr: string, owner: PodState | undefined): void {
     let key: string | undefined;
     let prefix: Prefix = WORLD_PREFIX;
     if (owner) {
       prefix = this.deepest(addr);
-      if (owner === 'host') {
-        // The first node address's group is IDENTITY_HOST.
-        const primary = this.node.addresses[0];
-        const primaryPrefix = primary !== undefined ? this.deepest(primary) : undefined;
-        key = primaryPrefix && primaryPrefix.text === prefix.text ? 'host' : `host:${prefix.text}`;
-      } else {
-        const pod = owner.pod;
-        key = `pod:${pod.namespace}\u0000${labelsKey(pod.labels)}\u0000${prefix.text}\u0000${portsKey(namedPortsOf(pod.containerPorts))}`;
-      }
+      const pod = owner.pod;
+      key = `pod:${pod.namespace}\u0000${labelsKey(pod.labels)}\u0000${prefix.text}\u0000${portsKey(namedPortsOf(pod.containerPorts))}`;
     }
     const old = this.addrIdent.get(addr);
     if (old && old.key === key) return;
+    // A pod whose identity key changed (labels, ports, or a new prefix
+    // splitting its group) and that leaves its old identity empty hands the
+    // old id on: the address map keeps its entry, and only the table entries
+    // whose selectors now decide otherwise change.
+    let inherit: number | undefined;
     if (old) {
       old.addresses.delete(addr);
       this.addrIdent.delete(addr);
-      if (old.addresses.size === 0) this.dropIdent(old);
+      if (old.addresses.size === 0) {
+        this.dropIdent(old);
+        if (old.kind === 'pod') inherit = old.id;
+      }
     }
     if (!key || !owner) return;
     let id = this.idents.get(key);
     if (!id) {
-      if (owner === 'host') id = this.makeIdent(key, 'host', prefix, key === 'host' ? IDENTITY_HOST : undefined, `${addr}/32`);
-      else {
-        id = this.makeIdent(key, 'pod', prefix, undefined, `${addr}/32`);
-        id.namespace = owner.pod.namespace;
-        id.labels = owner.pod.labels;
-        id.namedPorts = namedPortsOf(owner.pod.containerPorts);
-        this.indexPodIdent(id, true);
-      }
+      id = this.makeIdent(key, 'pod', prefix, inherit, `${addr}/32`);
+      id.namespace = owner.pod.namespace;
+      id.labels = owner.pod.labels;
+      id.namedPorts = namedPortsOf(owner.pod.containerPorts);
+      this.indexPodIdent(id, true);
     }
     id.addresses.add(addr);
     this.addrIdent.set(addr, id);
@@ -1016,6 +1213,7 @@ export class PolicyCompiler {
     for (const st of ep.policies) st.selected.delete(ep);
     this.endpointIds.release(ep.id);
     this.dirtyEndpoints.delete(ep);
+    this.endpointSetChanged = true;
     for (const a of ep.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
   }
 
@@ -1045,8 +1243,10 @@ export class PolicyCompiler {
     st.namedSig = portsKey(namedPortsOf(ps.pod.containerPorts));
     for (const pol of st.policies) pol.selected.delete(st);
     st.policies.clear();
-    for (const pol of this.policiesByNs.get(ps.pod.namespace) ?? []) {
-      if (selectorMatches(pol.policy.podSelector, ps.pod.labels)) {
+    for (const group of this.policiesByNs.get(ps.pod.namespace)?.values() ?? []) {
+      const first = group.values().next().value;
+      if (!first || !selectorMatches(first.policy.podSelector, ps.pod.labels)) continue;
+      for (const pol of group) {
         st.policies.add(pol);
         pol.selected.add(st);
       }
@@ -1056,15 +1256,21 @@ export class PolicyCompiler {
     for (const a of st.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
   }
 
-  private settleEndpoints(): void {
-    for (const r of this.dirtyRules) for (const ep of r.policy.selected) this.dirtyEndpoints.add(ep);
+  /** Re-expand what changed; endpoints using an expansion whose entries came out different get their tables rebuilt. */
+  private settleRules(): void {
+    for (const e of this.dirtyExps) {
+      if (!this.expand(e)) continue;
+      for (const r of e.rules) for (const ep of r.policy.selected) this.dirtyEndpoints.add(ep);
+    }
   }
 
-  /** A rule's entries with fixed numbers, and its ingress named ports left for each endpoint to resolve. */
-  private expandRule(r: RuleState): void {
-    r.dirty = false;
-    const fixed: RuleState['fixed'] = [];
-    const named: RuleState['named'] = [];
+  /**
+   * An expansion's entries with fixed numbers, and its ingress named ports
+   * left for each endpoint to resolve, in a canonical order. Whether they changed.
+   */
+  private expand(r: Expansion): boolean {
+    const fixed: Expansion['fixed'] = [];
+    const named: Expansion['named'] = [];
     const peerIds: number[] = [];
     const members = new Set<Ident>();
     if (r.peers === 'any') peerIds.push(IDENTITY_ANY);
@@ -1094,8 +1300,16 @@ export class PolicyCompiler {
         else for (const rg of spec.ranges) fixed.push({ peer, proto: spec.proto, port: rg.port, portPrefixLen: rg.prefixLen });
       }
     }
-    r.fixed = fixed;
-    r.named = named;
+    fixed.sort((a, b) => a.peer - b.peer || a.proto - b.proto || a.port - b.port || a.portPrefixLen - b.portPrefixLen);
+    named.sort((a, b) => a.peer - b.peer || a.proto - b.proto || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const changed = r.fresh || !sameData(r.fixed, fixed) || !sameData(r.named, named);
+    r.fresh = false;
+    // Unchanged lists stay the same objects: tables are assembled from them by reference.
+    if (changed) {
+      r.fixed = fixed;
+      r.named = named;
+    }
+    return changed;
   }
 
   private buildEntries(
@@ -1105,42 +1319,43 @@ export class PolicyCompiler {
     const pols = [...ep.policies].sort((a, b) => a.seq - b.seq);
     const ingress = pols.some((p) => p.policy.ingressIsolation);
     const egress = pols.some((p) => p.policy.egressIsolation);
-    const needsPorts = pols.some((p) => p.rules.some((r) => r.named.length > 0));
+    const needsPorts = pols.some((p) => p.rules.some((r) => r.exp.named.length > 0));
     const groupKey = `${pols.map((p) => p.seq).join(',')}|${needsPorts ? ep.namedSig : ''}`;
     let entries = cache.get(groupKey);
-    if (!entries) {
-      const out = new Map<string, PolicyRuleEntry>();
-      const add = (direction: PolicyDirection, peer: number, proto: number, port: number, portPrefixLen: number, ruleId: number) => {
-        const k = `${direction === 'ingress' ? 'i' : 'e'}${peer},${proto},${port}/${portPrefixLen}`;
-        const o = out.get(k);
-        if (!o || o.ruleId > ruleId) out.set(k, { peer, direction, proto, port, portPrefixLen, verdict: 'allow', ruleId });
-      };
+    if (entries) return { entries, ingress, egress };
+    entries = [];
+    for (const direction of ['ingress', 'egress'] as const) {
+      // Each distinct expansion once, with the lowest id of the rules using it.
+      const runs = new Map<Expansion['fixed'], number>();
+      const extra: Array<Expansion['fixed'][number] & { ruleId: number }> = [];
       for (const p of pols) {
         for (const r of p.rules) {
-          for (const e of r.fixed) add(r.direction, e.peer, e.proto, e.port, e.portPrefixLen, r.id);
-          for (const n of r.named) {
+          if (r.direction !== direction) continue;
+          const o = runs.get(r.exp.fixed);
+          if (o === undefined || r.id < o) runs.set(r.exp.fixed, r.id);
+          for (const n of r.exp.named) {
             for (const cp of ep.ps.pod.containerPorts) {
-              if (cp.name === n.name && PROTO_NUMBER[cp.protocol] === n.proto) add('ingress', n.peer, n.proto, cp.port, 16, r.id);
+              if (cp.name === n.name && PROTO_NUMBER[cp.protocol] === n.proto) {
+                extra.push({ peer: n.peer, proto: n.proto, port: cp.port, portPrefixLen: 16, ruleId: r.id });
+              }
             }
           }
         }
       }
-      if (ingress) {
+      if (direction === 'ingress' && ingress) {
         for (const a of this.nodeAddrs) {
           const h = this.addrIdent.get(a);
-          if (h) add('ingress', h.id, PROTO_ANY, 0, 0, NODE_RULE_ID);
+          if (h) extra.push({ peer: h.id, proto: PROTO_ANY, port: 0, portPrefixLen: 0, ruleId: NODE_RULE_ID });
         }
       }
-      entries = [...out.values()].sort(
-        (a, b) =>
-          (a.direction === b.direction ? 0 : a.direction === 'ingress' ? -1 : 1) ||
-          a.peer - b.peer ||
-          a.proto - b.proto ||
-          a.port - b.port ||
-          a.portPrefixLen - b.portPrefixLen,
+      mergeRuns(
+        direction,
+        [...runs].map(([list, ruleId]) => ({ list, ruleId })),
+        extra,
+        entries,
       );
-      cache.set(groupKey, entries);
     }
+    cache.set(groupKey, entries);
     return { entries, ingress, egress };
   }
 
@@ -1156,10 +1371,11 @@ export class PolicyCompiler {
       let m = sameMemo.get(a);
       if (!m) sameMemo.set(a, (m = new Map<readonly PolicyRuleEntry[], boolean>()));
       let r = m.get(b);
-      if (r === undefined) m.set(b, (r = sameData(a, b)));
+      if (r === undefined) m.set(b, (r = sameEntryList(a, b)));
       return r;
     };
-    let endpointsChanged = !last || this.dirtyEndpoints.size > 0;
+    let endpointsChanged = !last || this.endpointSetChanged;
+    this.endpointSetChanged = false;
     for (const ep of this.dirtyEndpoints) {
       if (this.endpoints.get(ep.ps.key) !== ep) continue;
       const { entries, ingress, egress } = this.buildEntries(ep, cache);

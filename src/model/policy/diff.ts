@@ -29,29 +29,57 @@ export interface PolicyDiff {
 export const ruleKeyString = (k: PolicyRuleKey): string =>
   `${k.direction === 'ingress' ? 'i' : 'e'}${k.peer},${k.proto},${k.port}/${k.portPrefixLen}`;
 
-const sameEntry = (a: PolicyRuleEntry, b: PolicyRuleEntry) => a.verdict === b.verdict && a.ruleId === b.ruleId;
+/** The canonical order of table entries (the compiler emits them so): ingress first, then peer, proto, port, prefix length. */
+export function compareRuleKeys(a: PolicyRuleKey, b: PolicyRuleKey): number {
+  if (a.direction !== b.direction) return a.direction === 'ingress' ? -1 : 1;
+  return a.peer - b.peer || a.proto - b.proto || a.port - b.port || a.portPrefixLen - b.portPrefixLen;
+}
+
+const sameEntry = (a: PolicyRuleEntry, b: PolicyRuleEntry) => a === b || (a.verdict === b.verdict && a.ruleId === b.ruleId);
 const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
+/** Two entry lists hold the same entries in the same order. */
+export function sameEntryList(a: readonly PolicyRuleEntry[], b: readonly PolicyRuleEntry[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (compareRuleKeys(a[i]!, b[i]!) !== 0 || !sameEntry(a[i]!, b[i]!)) return false;
+  return true;
+}
+
+function sorted(list: readonly PolicyRuleEntry[]): readonly PolicyRuleEntry[] {
+  for (let i = 1; i < list.length; i++) if (compareRuleKeys(list[i - 1]!, list[i]!) > 0) return [...list].sort(compareRuleKeys);
+  return list;
+}
+
+const keyOf = ({ peer, direction, proto, port, portPrefixLen }: PolicyRuleKey): PolicyRuleKey => ({
+  peer,
+  direction,
+  proto,
+  port,
+  portPrefixLen,
+});
+
+/** Entry writes from one list to the other: a merge over both in canonical order (lists not in it are sorted first). */
 function entriesDiff(
-  old: readonly PolicyRuleEntry[],
-  next: readonly PolicyRuleEntry[],
+  oldList: readonly PolicyRuleEntry[],
+  nextList: readonly PolicyRuleEntry[],
 ): { upsert: PolicyRuleEntry[]; delete: PolicyRuleKey[] } {
-  const before = new Map<string, PolicyRuleEntry>();
-  for (const e of old) before.set(ruleKeyString(e), e);
+  const old = sorted(oldList);
+  const next = sorted(nextList);
   const upsert: PolicyRuleEntry[] = [];
-  for (const e of next) {
-    const k = ruleKeyString(e);
-    const o = before.get(k);
-    if (!o || !sameEntry(o, e)) upsert.push(e);
-    before.delete(k);
+  const del: PolicyRuleKey[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < old.length || j < next.length) {
+    const c = i >= old.length ? 1 : j >= next.length ? -1 : compareRuleKeys(old[i]!, next[j]!);
+    if (c < 0) del.push(keyOf(old[i++]!));
+    else if (c > 0) upsert.push(next[j++]!);
+    else {
+      if (!sameEntry(old[i]!, next[j]!)) upsert.push(next[j]!);
+      i++;
+      j++;
+    }
   }
-  const del: PolicyRuleKey[] = [...before.values()].map(({ peer, direction, proto, port, portPrefixLen }) => ({
-    peer,
-    direction,
-    proto,
-    port,
-    portPrefixLen,
-  }));
   return { upsert, delete: del };
 }
 
@@ -64,7 +92,7 @@ export function diffCompiled(old: CompiledPolicy | undefined, next: CompiledPoli
     rules: { upsert: [], delete: [] },
     generation: { from: old?.generation ?? 0, to: next.generation },
   };
-  if (old !== next) {
+  if (old !== next && old?.identities !== next.identities) {
     const oldIds = new Map<string, IdentityEntry>();
     for (const e of old?.identities ?? []) oldIds.set(e.prefix, e);
     for (const e of next.identities) {
@@ -73,7 +101,8 @@ export function diffCompiled(old: CompiledPolicy | undefined, next: CompiledPoli
       oldIds.delete(e.prefix);
     }
     d.identities.delete = [...oldIds.keys()];
-
+  }
+  if (old !== next && old?.endpoints !== next.endpoints) {
     const oldEps = new Map<number, EndpointPolicy>();
     for (const ep of old?.endpoints ?? []) oldEps.set(ep.id, ep);
     // Endpoints of one policy set share one entry list: diff each pair of lists once.
@@ -103,7 +132,8 @@ export function diffCompiled(old: CompiledPolicy | undefined, next: CompiledPoli
       if (r.upsert.length || r.delete.length) d.entries.push({ endpoint: ep.id, upsert: r.upsert, delete: r.delete });
     }
     d.endpoints.delete = [...oldEps.keys()];
-
+  }
+  if (old !== next && old?.rules !== next.rules) {
     const oldRules = new Map<number, PolicyRuleRef>();
     for (const r of old?.rules ?? []) oldRules.set(r.id, r);
     for (const r of next.rules) {
