@@ -32,6 +32,9 @@ import {
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- Kubernetes objects, read untyped
 
+// Thousands of compilations (a loaded CI box may take minutes): more than tap's default 30 s when run alone.
+t.setTimeout(300_000);
+
 interface Probe {
   port: number;
   proto: Proto;
