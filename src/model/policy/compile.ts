@@ -3,21 +3,8 @@
  * NetworkPolicies (domain objects) and this node's name and addresses in,
  * a CompiledPolicy (compiled.ts) out.
  *
- * Identities. Every address the node may see gets one identity through a
- * longest-prefix match:
- * - a pod address (/32) by (namespace, pod labels, named container ports,
- *   deepest policy prefix containing it). Namespace labels are a property of
- *   the namespace, not part of the key: relabelling a namespace rewrites the
- *   table entries that select it, not the address map;
- * - every distinct ipBlock cidr/except prefix of every policy, 0.0.0.0/0
- *   being IDENTITY_WORLD;
- * - this node's addresses: IDENTITY_HOST (when they fall under different
- *   policy prefixes, the first address's group is HOST and each other group
- *   gets an identity of its own, so ipBlock rules stay exact for them).
- * Because a prefix set is nested or disjoint, all addresses that map to one
- * identity are inside or outside any cidr/except alike, so an ipBlock peer
- * is a set of identities, pods included (ipBlock matches pod addresses, as
- * Calico does and the upstream e2e expects).
+ * Identities: see identities.ts (pods by namespace, labels, named ports and
+ * deepest policy prefix; policy prefixes; WORLD; HOST).
  *
  * Entries. For each local endpoint (a pod on this node, not host-network,
  * with an IPv4 address) and direction: isolated when a policy with that
@@ -34,25 +21,23 @@
  * Incremental. The compiler keeps its state between compilations and works
  * on what changed: inputs are compared with the previous ones (by reference,
  * then structurally), selector results are cached per distinct selector and
- * updated per changed identity, rule expansions per rule, and only the
- * endpoints whose policies or rules changed get their tables rebuilt; an
- * unchanged endpoint keeps its very objects, so diffCompiled skips it.
- * Ids are stable: an identity keeps its id while its key stays, an endpoint
- * while its pod stays local, a rule while its policy keeps it; seed() takes
- * them over from a previous compilation (after a restart, read back from
- * the pinned maps).
+ * updated per changed identity, rules are expanded once per distinct
+ * (direction, peers, ports) however many policies share them, and only the
+ * endpoints whose policies or expansions changed get their tables rebuilt
+ * (merged from the expansions' sorted entry lists, once per set of
+ * policies); an unchanged endpoint keeps its very objects, so diffCompiled
+ * skips it. Ids are stable: an identity keeps its id while its key stays
+ * (and a pod whose key changes hands its old id on when it was the only
+ * member), an endpoint while its pod stays local, a rule while its policy
+ * keeps it; seed() takes them over from a previous compilation (after a
+ * restart, read back from the pinned maps).
  */
 import {
-  FIRST_DYNAMIC_IDENTITY,
   IDENTITY_ANY,
-  IDENTITY_HOST,
   IDENTITY_WORLD,
   NODE_RULE_ID,
   NODE_RULE_POLICY,
   PROTO_ANY,
-  PROTO_SCTP,
-  PROTO_TCP,
-  PROTO_UDP,
   type CompiledPolicy,
   type EndpointPolicy,
   type IdentityEntry,
@@ -61,24 +46,24 @@ import {
   type PolicyRuleRef,
 } from './compiled.js';
 import { changesDecisions, diffCompiled, sameEntryList, type PolicyDiff } from './diff.js';
+import { IdPool } from './ids.js';
+import { IdentityTable, namedPortsOf, portsKey, type Ident } from './identities.js';
+import { mergeRuns, portSpecs, PROTO_NUMBER, type PortSpec } from './tables.js';
 import { sameData } from './equal.js';
-import { maskOf, parsePrefix, portRangePrefixes, prefixOf, prefixWithin, WORLD_PREFIX, type Prefix } from './prefix.js';
-import { labelPair, selectorCandidates, selectorKey, selectorMatches } from './selector.js';
+import { prefixWithin, WORLD_PREFIX, type Prefix } from './prefix.js';
+import { selectorKey, selectorMatches } from './selector.js';
 import {
   NAMESPACE_NAME_LABEL,
   podKey,
   policyKey,
-  type ContainerPort,
   type LabelSelector,
   type Labels,
   type Namespace,
   type NetworkPolicy,
   type Pod,
   type PolicyPeer,
-  type PolicyProtocol,
   type PolicyRule,
 } from './types.js';
-import { ipv4ToInt } from '../addresses.js';
 
 export interface NodeInfo {
   name: string;
@@ -101,27 +86,6 @@ export interface CompileResult {
   notes: string[];
   /** Milliseconds per phase (namespaces, policies, pods, addresses, selectors, rules, tables, diff): for logs and metrics. */
   timings: Record<string, number>;
-}
-
-export const PROTO_NUMBER: Record<PolicyProtocol, number> = { TCP: PROTO_TCP, UDP: PROTO_UDP, SCTP: PROTO_SCTP };
-
-type IdentKind = 'world' | 'cidr' | 'host' | 'pod';
-
-interface Ident {
-  id: number;
-  key: string;
-  kind: IdentKind;
-  /** Deepest policy prefix containing its addresses (pod, host), or its own prefix (cidr, world). */
-  prefix: Prefix;
-  /** Pods only. */
-  namespace: string;
-  labels: Labels;
-  namedPorts: readonly ContainerPort[];
-  /** /32 addresses mapped to it (pod, host). */
-  addresses: Set<string>;
-  /** Peer sets it belongs to. */
-  sets: Set<PeerSet>;
-  alive: boolean;
 }
 
 /** The identities one distinct peer (selector or ipBlock) matches, shared by every rule naming it. */
@@ -147,13 +111,6 @@ interface NsSel {
   sel: LabelSelector;
   namespaces: Set<string>;
   peerSets: Set<PeerSet>;
-}
-
-interface PortSpec {
-  proto: number;
-  /** undefined: every port of proto (or every protocol when proto is PROTO_ANY). */
-  ranges?: Array<{ port: number; prefixLen: number }>;
-  name?: string;
 }
 
 /**
@@ -212,172 +169,6 @@ interface EndpointState {
   namedSig: string;
 }
 
-const labelsKey = (l: Labels): string =>
-  JSON.stringify(
-    Object.keys(l)
-      .sort()
-      .map((k) => [k, l[k]]),
-  );
-
-const namedPortsOf = (ports: readonly ContainerPort[]): ContainerPort[] =>
-  ports.filter((p) => p.name !== '').sort((a, b) => (a.name + a.protocol + a.port < b.name + b.protocol + b.port ? -1 : 1));
-
-const portsKey = (ports: readonly ContainerPort[]): string => ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(',');
-
-function portSpecs(rule: PolicyRule): PortSpec[] {
-  if (rule.ports === 'any') return [{ proto: PROTO_ANY }];
-  return rule.ports.map((p) => {
-    const proto = PROTO_NUMBER[p.protocol];
-    if (p.port === undefined) return { proto };
-    if (typeof p.port === 'string') return { proto, name: p.port };
-    return { proto, ranges: portRangePrefixes(p.port, p.endPort ?? p.port) };
-  });
-}
-
-class MinHeap {
-  private readonly a: number[] = [];
-  push(v: number): void {
-    const a = this.a;
-    let i = a.push(v) - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]! <= v) break;
-      a[i] = a[p]!;
-      i = p;
-    }
-    a[i] = v;
-  }
-
-  pop(): number | undefined {
-    const a = this.a;
-    if (a.length === 0) return undefined;
-    const top = a[0]!;
-    const last = a.pop()!;
-    if (a.length === 0) return top;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= a.length) break;
-      const c = l + 1 < a.length && a[l + 1]! < a[l]! ? l + 1 : l;
-      if (a[c]! >= last) break;
-      a[i] = a[c]!;
-      i = c;
-    }
-    a[i] = last;
-    return top;
-  }
-}
-
-type FixedEntry = { peer: number; proto: number; port: number; portPrefixLen: number };
-const compareFixed = (a: FixedEntry, b: FixedEntry): number =>
-  a.peer - b.peer || a.proto - b.proto || a.port - b.port || a.portPrefixLen - b.portPrefixLen;
-
-/**
- * Union of sorted runs (each an expansion's entries with the rule id to
- * give them) and a few loose entries, appended to `out` in canonical order;
- * a key in several runs takes the lowest rule id.
- */
-function mergeRuns(
-  direction: PolicyDirection,
-  runs: Array<{ list: readonly FixedEntry[]; ruleId: number }>,
-  loose: Array<FixedEntry & { ruleId: number }>,
-  out: PolicyRuleEntry[],
-): void {
-  if (loose.length) runs.push({ list: loose.sort((a, b) => compareFixed(a, b) || a.ruleId - b.ruleId), ruleId: -1 });
-  const at = runs.map(() => 0);
-  for (;;) {
-    let best = -1;
-    let bestRule = 0;
-    for (let k = 0; k < runs.length; k++) {
-      const run = runs[k]!;
-      const e = run.list[at[k]!];
-      if (!e) continue;
-      const rid = run.ruleId >= 0 ? run.ruleId : (e as FixedEntry & { ruleId: number }).ruleId;
-      if (best < 0) {
-        best = k;
-        bestRule = rid;
-        continue;
-      }
-      const c = compareFixed(e, runs[best]!.list[at[best]!]!);
-      if (c < 0 || (c === 0 && rid < bestRule)) {
-        best = k;
-        bestRule = rid;
-      }
-    }
-    if (best < 0) return;
-    const e = runs[best]!.list[at[best]!]!;
-    out.push({ peer: e.peer, direction, proto: e.proto, port: e.port, portPrefixLen: e.portPrefixLen, verdict: 'allow', ruleId: bestRule });
-    // Skip this key in every run.
-    for (let k = 0; k < runs.length; k++) {
-      const list = runs[k]!.list;
-      while (at[k]! < list.length && compareFixed(list[at[k]!]!, e) === 0) at[k]!++;
-    }
-  }
-}
-
-/** Lowest free small integer ≥ first (endpoint and rule ids), preferring seeded ids for their owners. */
-class IdPool {
-  private readonly used = new Set<number>();
-  private readonly seeded = new Map<string, number>();
-  private readonly reserved = new Set<number>();
-  constructor(first: number) {
-    this.next = first;
-  }
-
-  seed(owner: string, id: number): void {
-    this.seeded.set(owner, id);
-    this.reserved.add(id);
-  }
-
-  /** Seeds not taken by the first compilation go back to the pool. */
-  dropSeeds(): void {
-    this.seeded.clear();
-    this.reserved.clear();
-  }
-
-  take(owner: string): number {
-    const s = this.seeded.get(owner);
-    if (s !== undefined && !this.used.has(s)) {
-      this.seeded.delete(owner);
-      this.reserved.delete(s);
-      this.used.add(s);
-      this.next = Math.max(this.next, s + 1);
-      return s;
-    }
-    let id: number | undefined;
-    while ((id = this.free.pop()) !== undefined && (this.used.has(id) || this.reserved.has(id)));
-    if (id === undefined) {
-      while (this.used.has(this.next) || this.reserved.has(this.next)) this.next++;
-      id = this.next++;
-    }
-    this.used.add(id);
-    return id;
-  }
-
-  private next: number;
-  /** Free ids below `next`, lowest first out. */
-  private readonly free = new MinHeap();
-  /** Freed ids are reused from the next compilation on, never within the one that freed them. */
-  private readonly freed: number[] = [];
-  release(id: number): void {
-    this.freed.push(id);
-  }
-
-  flush(): void {
-    for (const id of this.freed) {
-      this.used.delete(id);
-      this.free.push(id);
-    }
-    this.freed.length = 0;
-  }
-
-  get size(): number {
-    return this.used.size;
-  }
-}
-
-const MAX_IDENTITY = 0xffffffff;
-
 export class PolicyCompiler {
   // --- inputs as last compiled
   private node: NodeInfo = { name: '', addresses: [] };
@@ -389,29 +180,8 @@ export class PolicyCompiler {
   private policySeq = 0;
   private stamp = 0;
 
-  // --- prefixes of all ipBlocks: text → refcount; by length → bases
-  private readonly prefixRefs = new Map<string, number>();
-  private readonly prefixesByLen: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
-
-  // --- addresses
-  private readonly claims = new Map<string, Set<PodState>>();
-  private readonly owner = new Map<string, PodState | 'host'>();
-  private readonly addrIdent = new Map<string, Ident>();
-  private nodeAddrs = new Set<string>();
-
-  // --- identities and their indexes
-  private readonly idents = new Map<string, Ident>();
-  private readonly identsByNs = new Map<string, Set<Ident>>();
-  private readonly postings = new Map<string, Set<Ident>>();
-  private readonly keyPostings = new Map<string, Set<Ident>>();
-  private readonly identsByPrefix = new Map<string, Set<Ident>>();
-  private sortedPrefixes: Prefix[] | undefined;
-  private readonly prefixObjs = new Map<string, Prefix>();
-  private nextIdentity = FIRST_DYNAMIC_IDENTITY;
-  private readonly usedIdentities = new Set<number>();
-  private readonly seededIdentity = new Map<string, number>();
-  private readonly seededIdentityValues = new Set<number>();
-  private readonly world: Ident;
+  // --- addresses and their identities
+  private readonly ids: IdentityTable<PodState>;
 
   // --- selectors
   private readonly peerSets = new Map<string, PeerSet>();
@@ -434,21 +204,25 @@ export class PolicyCompiler {
   private compiled = false;
   private ruleRefs: PolicyRuleRef[] = [];
   private rulesChanged = true;
-  private hostIdsKey = '';
   /** An endpoint came or went. */
   private endpointSetChanged = false;
 
   // --- per compilation
-  private dirtyAddrs = new Set<string>();
-  private dirtyPrefixes = new Set<string>();
-  private identsAdded = new Set<Ident>();
   private dirtyExps = new Set<Expansion>();
   private dirtyEndpoints = new Set<EndpointState>();
   private dirtyPods = new Set<PodState>();
-  private notes: string[] = [];
 
   constructor() {
-    this.world = this.makeIdent('world', 'world', WORLD_PREFIX, IDENTITY_WORLD);
+    this.ids = new IdentityTable<PodState>({
+      dropped: (id) => {
+        for (const ps of [...id.sets]) this.leave(ps as PeerSet, id);
+      },
+      namespaceSeen: (ns) => {
+        // A namespace known only through its pods: namespace selectors learn of it.
+        if (this.namespaces.has(ns)) return;
+        for (const s of this.nsSels.values()) if (selectorMatches(s.sel, this.nsLabels(ns))) s.namespaces.add(ns);
+      },
+    });
     this.entries.set(WORLD_PREFIX.text, { prefix: WORLD_PREFIX.text, identity: IDENTITY_WORLD });
   }
 
@@ -460,13 +234,7 @@ export class PolicyCompiler {
    */
   seed(prev: CompiledPolicy): void {
     if (this.compiled) throw new Error('PolicyCompiler.seed: the compiler has compiled already; seed a new one');
-    for (const e of prev.identities) {
-      if (e.identity >= FIRST_DYNAMIC_IDENTITY) {
-        this.seededIdentity.set(e.prefix, e.identity);
-        this.seededIdentityValues.add(e.identity);
-        this.nextIdentity = Math.max(this.nextIdentity, e.identity + 1);
-      }
-    }
+    this.ids.seed(prev.identities);
     for (const ep of prev.endpoints) this.endpointIds.seed(ep.pod, ep.id);
     for (const r of prev.rules) if (r.id !== NODE_RULE_ID) this.ruleIds.seed(`${r.policy}|${r.direction}|${r.index}`, r.id);
     this.last = prev;
@@ -474,7 +242,6 @@ export class PolicyCompiler {
 
   /** Compile the cluster as it is now. */
   compile(inputs: PolicyInputs): CompileResult {
-    this.notes = [];
     const timings: Record<string, number> = {};
     let t0 = performance.now();
     const phase = (name: string) => {
@@ -504,20 +271,17 @@ export class PolicyCompiler {
       diff.generation.to = compiled.generation;
     }
     this.compiled = true;
+    const notes = this.ids.notes;
     this.endpointIds.dropSeeds();
     this.ruleIds.dropSeeds();
-    this.seededIdentity.clear();
-    this.seededIdentityValues.clear();
+    this.ids.endCompile();
     this.endpointIds.flush();
     this.ruleIds.flush();
-    this.dirtyAddrs = new Set();
-    this.dirtyPrefixes = new Set();
-    this.identsAdded = new Set();
     this.dirtyExps = new Set();
     this.dirtyEndpoints = new Set();
     this.dirtyPods = new Set();
     this.last = compiled;
-    return { compiled, diff, notes: this.notes, timings };
+    return { compiled, diff, notes, timings };
   }
 
   /** Sizes, for metrics and logs. */
@@ -525,7 +289,7 @@ export class PolicyCompiler {
     let entries = 0;
     for (const ep of this.endpoints.values()) entries += ep.out?.entries.length ?? 0;
     return {
-      identities: this.idents.size,
+      identities: this.ids.size,
       endpoints: this.endpoints.size,
       entries,
       rules: this.rules.size,
@@ -563,13 +327,13 @@ export class PolicyCompiler {
   /** A namespace's labels changed (or it came or went): re-evaluate the namespace selectors for it. */
   private namespaceLabelsChanged(ns: string): void {
     const labels = this.nsLabels(ns);
-    const idents = this.identsByNs.get(ns);
+    const idents = [...this.ids.podIdentsIn(ns, undefined)];
     for (const s of this.nsSels.values()) {
       const now = selectorMatches(s.sel, labels);
       if (now === s.namespaces.has(ns)) continue;
       if (now) s.namespaces.add(ns);
       else s.namespaces.delete(ns);
-      if (!idents) continue;
+      if (idents.length === 0) continue;
       for (const ps of s.peerSets) {
         if (ps.fresh) continue;
         for (const id of idents) {
@@ -631,7 +395,7 @@ export class PolicyCompiler {
       ep.policies.delete(st);
       this.dirtyEndpoints.add(ep);
     }
-    for (const t of st.prefixes) this.unrefPrefix(t);
+    for (const t of st.prefixes) this.ids.unrefPrefix(t);
   }
 
   private addPolicy(key: string, policy: NetworkPolicy, stamp: number): void {
@@ -672,7 +436,7 @@ export class PolicyCompiler {
           if (p.kind !== 'ipBlock') continue;
           for (const t of [p.cidr, ...p.except]) {
             st.prefixes.push(t);
-            this.refPrefix(t);
+            this.ids.refPrefix(t);
           }
         }
       }
@@ -712,42 +476,6 @@ export class PolicyCompiler {
     return e;
   }
 
-  private refPrefix(text: string): void {
-    const n = this.prefixRefs.get(text) ?? 0;
-    this.prefixRefs.set(text, n + 1);
-    if (n > 0) return;
-    const p = this.prefixObj(text);
-    this.prefixesByLen[p.bits]!.add(p.base);
-    this.dirtyPrefixes.add(text);
-  }
-
-  private unrefPrefix(text: string): void {
-    const n = this.prefixRefs.get(text) ?? 0;
-    if (n > 1) return void this.prefixRefs.set(text, n - 1);
-    this.prefixRefs.delete(text);
-    const p = this.prefixObj(text);
-    this.prefixesByLen[p.bits]!.delete(p.base);
-    this.dirtyPrefixes.add(text);
-  }
-
-  private prefixObj(text: string): Prefix {
-    let p = this.prefixObjs.get(text);
-    if (!p) this.prefixObjs.set(text, (p = parsePrefix(text)));
-    return p;
-  }
-
-  /** The deepest policy prefix containing addr (0.0.0.0/0 when none). */
-  private deepest(addr: string): Prefix {
-    const n = ipv4ToInt(addr);
-    for (let bits = 32; bits > 0; bits--) {
-      const set = this.prefixesByLen[bits]!;
-      if (set.size === 0) continue;
-      const base = (n & maskOf(bits)) >>> 0;
-      if (set.has(base)) return this.prefixObj(prefixOf(base, bits).text);
-    }
-    return WORLD_PREFIX;
-  }
-
   // ---------------------------------------------------------------------------
   // Peer sets
 
@@ -762,8 +490,8 @@ export class PolicyCompiler {
     if (ps) return ps;
     ps = { key, kind: peer.kind, members: new Set(), users: new Set(), fresh: true };
     if (peer.kind === 'ipBlock') {
-      ps.cidr = this.prefixObj(peer.cidr);
-      ps.except = peer.except.map((e) => this.prefixObj(e));
+      ps.cidr = this.ids.prefixObj(peer.cidr);
+      ps.except = peer.except.map((e) => this.ids.prefixObj(e));
       this.ipBlockSets.add(ps);
     } else {
       if (peer.podSelector && peer.podSelector.requirements.length > 0) ps.podSel = peer.podSelector;
@@ -790,7 +518,7 @@ export class PolicyCompiler {
 
   /** Namespaces with objects or with pod identities (a pod's namespace object may not be known). */
   private allNamespaceNames(): Set<string> {
-    return new Set([...this.namespaces.keys(), ...this.identsByNs.keys()]);
+    return new Set([...this.namespaces.keys(), ...this.ids.namespacesWithPods()]);
   }
 
   private allPods(): PeerSet {
@@ -841,48 +569,6 @@ export class PolicyCompiler {
     for (const e of ps.users) this.dirtyExps.add(e);
   }
 
-  /** Pod identities of ns matching sel, through the label index. */
-  private *podIdentsIn(ns: string, sel: LabelSelector | undefined): Generator<Ident> {
-    const all = this.identsByNs.get(ns);
-    if (!all) return;
-    const cand = sel
-      ? selectorCandidates(
-          sel,
-          (pair) => this.postings.get(`${ns}\u0001${pair}`)?.size ?? 0,
-          (key) => this.keyPostings.get(`${ns}\u0001${key}`)?.size ?? 0,
-        )
-      : undefined;
-    if (!cand) {
-      for (const id of all) if (!sel || selectorMatches(sel, id.labels)) yield id;
-      return;
-    }
-    const lists =
-      'pairs' in cand ? cand.pairs.map((p) => this.postings.get(`${ns}\u0001${p}`)) : [this.keyPostings.get(`${ns}\u0001${cand.key}`)];
-    for (const list of lists) for (const id of list ?? []) if (selectorMatches(sel!, id.labels)) yield id;
-  }
-
-  /** Identities whose prefix lies within p. */
-  private *identsWithin(p: Prefix): Generator<Ident> {
-    if (!this.sortedPrefixes) {
-      this.sortedPrefixes = [...this.identsByPrefix.keys()]
-        .map((t) => this.prefixObj(t))
-        .sort((a, b) => a.base - b.base || a.bits - b.bits);
-    }
-    const list = this.sortedPrefixes;
-    const end = p.base + 2 ** (32 - p.bits) - 1;
-    let lo = 0;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (list[mid]!.base < p.base) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < list.length && list[i]!.base <= end; i++) {
-      const q = list[i]!;
-      if (q.bits >= p.bits) yield* this.identsByPrefix.get(q.text) ?? [];
-    }
-  }
-
   /** New peer sets get their members; new identities join the existing sets they match. */
   private settlePeerSets(): void {
     const computed = new Set<PeerSet>();
@@ -891,17 +577,17 @@ export class PolicyCompiler {
       ps.fresh = false;
       computed.add(ps);
       let cands: Iterable<Ident>;
-      if (ps.kind === 'ipBlock') cands = this.identsWithin(ps.cidr!);
-      else if (ps.kind === 'allPods') cands = [...this.idents.values()];
-      else if (ps.scopeNs !== undefined) cands = this.podIdentsIn(ps.scopeNs, ps.podSel);
-      else cands = [...ps.nsSel!.namespaces].flatMap((n) => [...this.podIdentsIn(n, ps.podSel)]);
+      if (ps.kind === 'ipBlock') cands = this.ids.identsWithin(ps.cidr!);
+      else if (ps.kind === 'allPods') cands = [...this.ids.idents.values()];
+      else if (ps.scopeNs !== undefined) cands = this.ids.podIdentsIn(ps.scopeNs, ps.podSel);
+      else cands = [...ps.nsSel!.namespaces].flatMap((n) => [...this.ids.podIdentsIn(n, ps.podSel)]);
       for (const id of cands) if (this.matchesPeer(ps, id)) this.join(ps, id);
     }
     // Sets computed just now have seen every identity already.
     const consider = (ps: PeerSet, id: Ident) => {
       if (!computed.has(ps) && this.matchesPeer(ps, id)) this.join(ps, id);
     };
-    for (const id of this.identsAdded) {
+    for (const id of this.ids.identsAdded) {
       if (!id.alive) continue;
       for (const ps of this.ipBlockSets) consider(ps, id);
       if (id.kind !== 'pod') continue;
@@ -918,7 +604,6 @@ export class PolicyCompiler {
   // Node and pods
 
   private applyNode(node: NodeInfo): void {
-    const addrs = new Set(node.addresses);
     if (node.name !== this.node.name) {
       // Which pods are local changes: every pod is re-examined.
       for (const ps of this.pods.values()) {
@@ -926,11 +611,7 @@ export class PolicyCompiler {
         this.dirtyPods.add(ps);
       }
     }
-    const primary = node.addresses[0];
-    if (primary !== this.node.addresses[0]) for (const a of addrs) this.dirtyAddrs.add(a);
-    for (const a of addrs) if (!this.nodeAddrs.has(a)) this.dirtyAddrs.add(a);
-    for (const a of this.nodeAddrs) if (!addrs.has(a)) this.dirtyAddrs.add(a);
-    this.nodeAddrs = addrs;
+    this.ids.setNodeAddresses(node.addresses);
     this.node = { name: node.name, addresses: [...node.addresses] };
   }
 
@@ -945,260 +626,19 @@ export class PolicyCompiler {
         st.seen = stamp;
         continue;
       }
-      if (st) this.unclaim(st);
+      if (st) this.ids.unclaim(st);
       const ps: PodState = { key, pod, local: pod.nodeName === this.node.name && pod.nodeName !== '' && !pod.hostNetwork, seen: stamp };
       this.pods.set(key, ps);
-      this.claim(ps);
+      this.ids.claim(ps);
       this.dirtyPods.add(ps);
       if (st) this.dirtyPods.delete(st);
     }
     for (const [key, st] of this.pods) {
       if (st.seen === stamp) continue;
       this.pods.delete(key);
-      this.unclaim(st);
+      this.ids.unclaim(st);
       this.dirtyPods.delete(st);
       this.dropEndpoint(key);
-    }
-  }
-
-  private claim(ps: PodState): void {
-    if (ps.pod.hostNetwork) return;
-    for (const a of ps.pod.ips) {
-      let set = this.claims.get(a);
-      if (!set) this.claims.set(a, (set = new Set()));
-      set.add(ps);
-      this.dirtyAddrs.add(a);
-    }
-  }
-
-  private unclaim(ps: PodState): void {
-    if (ps.pod.hostNetwork) return;
-    for (const a of ps.pod.ips) {
-      const set = this.claims.get(a);
-      if (!set) continue;
-      set.delete(ps);
-      if (set.size === 0) this.claims.delete(a);
-      this.dirtyAddrs.add(a);
-    }
-  }
-
-  /** Who holds addr: the node itself, else a local pod, else the first pod by name (two pods claiming one address is a stale status). */
-  private ownerOf(addr: string): PodState | 'host' | undefined {
-    if (this.nodeAddrs.has(addr)) return 'host';
-    const set = this.claims.get(addr);
-    if (!set || set.size === 0) return undefined;
-    let best: PodState | undefined;
-    for (const ps of set) {
-      if (!best || (ps.local && !best.local) || (ps.local === best.local && ps.key < best.key)) best = ps;
-    }
-    if (set.size > 1) {
-      const others = [...set].filter((p) => p !== best).map((p) => p.key);
-      this.notes.push(`address ${addr} is claimed by pods ${best!.key} and ${others.join(', ')}; it counts as ${best!.key}'s`);
-    }
-    return best;
-  }
-
-  /** Re-examine addresses whose owner, pod attributes or deepest prefix may have changed. */
-  private refreshAddresses(): void {
-    if (this.dirtyPrefixes.size > 0) {
-      // Addresses under an added or removed prefix may have a new deepest prefix.
-      const changed: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
-      for (const t of this.dirtyPrefixes) {
-        const p = this.prefixObj(t);
-        changed[p.bits]!.add(p.base);
-      }
-      const lens = changed.map((s, bits) => (s.size ? bits : -1)).filter((b) => b >= 0);
-      const check = (a: string) => {
-        const n = ipv4ToInt(a);
-        if (lens.some((bits) => changed[bits]!.has((n & maskOf(bits)) >>> 0))) this.dirtyAddrs.add(a);
-      };
-      for (const a of this.addrIdent.keys()) check(a);
-      for (const t of this.dirtyPrefixes) this.refreshCidr(t);
-      this.sortedPrefixes = undefined;
-    }
-    for (const ps of this.dirtyPods) for (const a of ps.pod.ips) this.dirtyAddrs.add(a);
-    // Host identities depend on each other (the primary address's group is HOST).
-    if ([...this.nodeAddrs].some((a) => this.dirtyAddrs.has(a))) for (const a of this.nodeAddrs) this.dirtyAddrs.add(a);
-    const touchedPods = new Set<PodState>(this.dirtyPods);
-    const hostBefore = this.hostIdsKey;
-    if ([...this.nodeAddrs].some((a) => this.dirtyAddrs.has(a))) this.refreshHosts();
-    for (const a of this.dirtyAddrs) {
-      const before = this.owner.get(a);
-      const now = this.ownerOf(a);
-      if (before !== now) {
-        if (before && before !== 'host') touchedPods.add(before);
-        if (now && now !== 'host') touchedPods.add(now);
-      }
-      if (now) this.owner.set(a, now);
-      else this.owner.delete(a);
-      if (now !== 'host') this.refreshAddrIdent(a, now);
-      this.dirtyPrefixes.add(`${a}/32`);
-      if (this.prefixRefs.has(`${a}/32`)) this.refreshCidr(`${a}/32`);
-    }
-    this.hostIdsKey = [...this.nodeAddrs]
-      .map((a) => this.addrIdent.get(a)?.id)
-      .sort()
-      .join(',');
-    if (this.hostIdsKey !== hostBefore) for (const ep of this.endpoints.values()) this.dirtyEndpoints.add(ep);
-    for (const ps of touchedPods) if (this.pods.get(ps.key) === ps) this.refreshEndpoint(ps);
-  }
-
-  /**
-   * This node's addresses, grouped by deepest policy prefix: the group of
-   * the first address is IDENTITY_HOST, each other group an identity of its own.
-   */
-  private refreshHosts(): void {
-    const keyOf = (a: string) => `host:${this.deepest(a).text}`;
-    const primary = this.node.addresses[0];
-    const primaryKey = primary !== undefined ? keyOf(primary) : undefined;
-    const groups = new Map<string, string[]>();
-    for (const a of this.nodeAddrs) {
-      const k = keyOf(a);
-      const g = groups.get(k);
-      if (g) g.push(a);
-      else groups.set(k, [a]);
-    }
-    // Unmap each node address from an identity that no longer fits it (the
-    // HOST id must be free before the primary group takes it).
-    for (const a of this.nodeAddrs) {
-      const old = this.addrIdent.get(a);
-      if (!old) continue;
-      if (old.kind === 'host' && old.key === keyOf(a) && (old.id === IDENTITY_HOST) === (old.key === primaryKey)) continue;
-      old.addresses.delete(a);
-      this.addrIdent.delete(a);
-      if (old.addresses.size === 0) this.dropIdent(old);
-    }
-    for (const [k, addrs] of groups) {
-      let id = this.idents.get(k);
-      if (!id) id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), k === primaryKey ? IDENTITY_HOST : undefined, `${addrs[0]}/32`);
-      for (const a of addrs) {
-        id.addresses.add(a);
-        this.addrIdent.set(a, id);
-      }
-    }
-  }
-
-  private refreshAddrIdent(addr: string, owner: PodState | undefined): void {
-    let key: string | undefined;
-    let prefix: Prefix = WORLD_PREFIX;
-    if (owner) {
-      prefix = this.deepest(addr);
-      const pod = owner.pod;
-      key = `pod:${pod.namespace}\u0000${labelsKey(pod.labels)}\u0000${prefix.text}\u0000${portsKey(namedPortsOf(pod.containerPorts))}`;
-    }
-    const old = this.addrIdent.get(addr);
-    if (old && old.key === key) return;
-    // A pod whose identity key changed (labels, ports, or a new prefix
-    // splitting its group) and that leaves its old identity empty hands the
-    // old id on: the address map keeps its entry, and only the table entries
-    // whose selectors now decide otherwise change.
-    let inherit: number | undefined;
-    if (old) {
-      old.addresses.delete(addr);
-      this.addrIdent.delete(addr);
-      if (old.addresses.size === 0) {
-        this.dropIdent(old);
-        if (old.kind === 'pod') inherit = old.id;
-      }
-    }
-    if (!key || !owner) return;
-    let id = this.idents.get(key);
-    if (!id) {
-      id = this.makeIdent(key, 'pod', prefix, inherit, `${addr}/32`);
-      id.namespace = owner.pod.namespace;
-      id.labels = owner.pod.labels;
-      id.namedPorts = namedPortsOf(owner.pod.containerPorts);
-      this.indexPodIdent(id, true);
-    }
-    id.addresses.add(addr);
-    this.addrIdent.set(addr, id);
-  }
-
-  /** A policy prefix's CIDR identity exists while the prefix is in use and no pod or host holds it as its own /32. */
-  private refreshCidr(text: string): void {
-    if (text === WORLD_PREFIX.text) return;
-    const p = this.prefixObj(text);
-    const want = this.prefixRefs.has(text) && !(p.bits === 32 && this.owner.has(text.slice(0, -3)));
-    const key = `cidr:${text}`;
-    const have = this.idents.get(key);
-    if (want && !have) this.makeIdent(key, 'cidr', p, undefined, text);
-    else if (!want && have) this.dropIdent(have);
-    this.dirtyPrefixes.add(text);
-  }
-
-  private makeIdent(key: string, kind: IdentKind, prefix: Prefix, fixed?: number, seedPrefix?: string): Ident {
-    let id = fixed;
-    if (id === undefined) {
-      const s = seedPrefix !== undefined ? this.seededIdentity.get(seedPrefix) : undefined;
-      if (s !== undefined && !this.usedIdentities.has(s)) id = s;
-      else {
-        while (this.usedIdentities.has(this.nextIdentity) || this.seededIdentityValues.has(this.nextIdentity)) {
-          this.nextIdentity++;
-        }
-        if (this.nextIdentity > MAX_IDENTITY) throw new Error('policy identities exhausted (2^32); restart the agent to renumber them');
-        id = this.nextIdentity++;
-      }
-    }
-    this.usedIdentities.add(id);
-    const ident: Ident = {
-      id,
-      key,
-      kind,
-      prefix,
-      namespace: '',
-      labels: {},
-      namedPorts: [],
-      addresses: new Set(),
-      sets: new Set(),
-      alive: true,
-    };
-    this.idents.set(key, ident);
-    let byPrefix = this.identsByPrefix.get(prefix.text);
-    if (!byPrefix) {
-      this.identsByPrefix.set(prefix.text, (byPrefix = new Set()));
-      this.sortedPrefixes = undefined;
-    }
-    byPrefix.add(ident);
-    this.identsAdded.add(ident);
-    return ident;
-  }
-
-  private dropIdent(id: Ident): void {
-    id.alive = false;
-    this.idents.delete(id.key);
-    this.usedIdentities.delete(id.id);
-    const byPrefix = this.identsByPrefix.get(id.prefix.text);
-    byPrefix?.delete(id);
-    if (byPrefix?.size === 0) {
-      this.identsByPrefix.delete(id.prefix.text);
-      this.sortedPrefixes = undefined;
-    }
-    if (id.kind === 'pod') this.indexPodIdent(id, false);
-    for (const ps of [...id.sets]) this.leave(ps, id);
-    this.identsAdded.delete(id);
-  }
-
-  private indexPodIdent(id: Ident, add: boolean): void {
-    const edit = (m: Map<string, Set<Ident>>, k: string) => {
-      let s = m.get(k);
-      if (add) {
-        if (!s) m.set(k, (s = new Set()));
-        s.add(id);
-      } else if (s) {
-        s.delete(id);
-        if (s.size === 0) m.delete(k);
-      }
-    };
-    const ns = id.namespace;
-    const firstInNs = add && !this.identsByNs.has(ns);
-    edit(this.identsByNs, ns);
-    for (const k of Object.keys(id.labels)) {
-      edit(this.postings, `${ns}\u0001${labelPair(k, id.labels[k]!)}`);
-      edit(this.keyPostings, `${ns}\u0001${k}`);
-    }
-    // A namespace known only through its pods: namespace selectors learn of it.
-    if (firstInNs && !this.namespaces.has(ns)) {
-      for (const s of this.nsSels.values()) if (selectorMatches(s.sel, this.nsLabels(ns))) s.namespaces.add(ns);
     }
   }
 
@@ -1214,21 +654,25 @@ export class PolicyCompiler {
     this.endpointIds.release(ep.id);
     this.dirtyEndpoints.delete(ep);
     this.endpointSetChanged = true;
-    for (const a of ep.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
+    for (const a of ep.out?.addresses ?? []) this.ids.dirtyPrefixes.add(`${a}/32`);
   }
 
-  private ownedAddresses(ps: PodState): string[] {
-    return ps.pod.ips.filter((a) => this.owner.get(a) === ps);
+  /** Addresses, owners and identities settle; endpoints follow the pods whose addresses changed hands. */
+  private refreshAddresses(): void {
+    const { touched, hostsChanged } = this.ids.refresh(this.dirtyPods);
+    // Every isolated table has an entry per host identity.
+    if (hostsChanged) for (const ep of this.endpoints.values()) this.dirtyEndpoints.add(ep);
+    for (const ps of touched) if (this.pods.get(ps.key) === ps) this.refreshEndpoint(ps);
   }
 
   /** A pod changed, came, or its addresses changed hands: (re)make its endpoint. */
   private refreshEndpoint(ps: PodState): void {
-    const addrs = ps.local ? this.ownedAddresses(ps) : [];
+    const addrs = ps.local ? this.ids.ownedAddresses(ps) : [];
     const ep = this.endpoints.get(ps.key);
     if (addrs.length === 0) return this.dropEndpoint(ps.key);
     if (ep && ep.ps === ps && !this.dirtyPods.has(ps)) {
       this.dirtyEndpoints.add(ep);
-      for (const a of addrs) this.dirtyPrefixes.add(`${a}/32`);
+      for (const a of addrs) this.ids.dirtyPrefixes.add(`${a}/32`);
       return;
     }
     let st = ep;
@@ -1252,8 +696,8 @@ export class PolicyCompiler {
       }
     }
     this.dirtyEndpoints.add(st);
-    for (const a of addrs) this.dirtyPrefixes.add(`${a}/32`);
-    for (const a of st.out?.addresses ?? []) this.dirtyPrefixes.add(`${a}/32`);
+    for (const a of addrs) this.ids.dirtyPrefixes.add(`${a}/32`);
+    for (const a of st.out?.addresses ?? []) this.ids.dirtyPrefixes.add(`${a}/32`);
   }
 
   /** Re-expand what changed; endpoints using an expansion whose entries came out different get their tables rebuilt. */
@@ -1343,8 +787,8 @@ export class PolicyCompiler {
         }
       }
       if (direction === 'ingress' && ingress) {
-        for (const a of this.nodeAddrs) {
-          const h = this.addrIdent.get(a);
+        for (const a of this.ids.nodeAddrs) {
+          const h = this.ids.addrIdent.get(a);
           if (h) extra.push({ peer: h.id, proto: PROTO_ANY, port: 0, portPrefixLen: 0, ruleId: NODE_RULE_ID });
         }
       }
@@ -1379,7 +823,7 @@ export class PolicyCompiler {
     for (const ep of this.dirtyEndpoints) {
       if (this.endpoints.get(ep.ps.key) !== ep) continue;
       const { entries, ingress, egress } = this.buildEntries(ep, cache);
-      const addresses = this.ownedAddresses(ep.ps);
+      const addresses = this.ids.ownedAddresses(ep.ps);
       const o = ep.out;
       const same =
         o &&
@@ -1402,8 +846,9 @@ export class PolicyCompiler {
     }
     // Identity prefixes whose mapping may have changed.
     let identitiesChanged = !last;
-    for (const t of this.dirtyPrefixes) {
-      const e = this.entryFor(t);
+    const endpointOf = (owner: PodState) => this.endpoints.get(owner.key)?.id;
+    for (const t of this.ids.dirtyPrefixes) {
+      const e = this.ids.entryFor(t, endpointOf);
       const o = this.entries.get(t);
       if (!e) {
         if (o) {
@@ -1432,21 +877,6 @@ export class PolicyCompiler {
     };
     this.rulesChanged = false;
     return draft;
-  }
-
-  private entryFor(text: string): IdentityEntry | undefined {
-    if (text === WORLD_PREFIX.text) return { prefix: text, identity: IDENTITY_WORLD };
-    if (text.endsWith('/32')) {
-      const addr = text.slice(0, -3);
-      const id = this.addrIdent.get(addr);
-      if (id) {
-        const owner = this.owner.get(addr);
-        const ep = owner && owner !== 'host' ? this.endpoints.get(owner.key) : undefined;
-        return ep ? { prefix: text, identity: id.id, endpoint: ep.id } : { prefix: text, identity: id.id };
-      }
-    }
-    const c = this.idents.get(`cidr:${text}`);
-    return c ? { prefix: text, identity: c.id } : undefined;
   }
 }
 
