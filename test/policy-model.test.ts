@@ -442,6 +442,36 @@ t.test('ids: stable while things stay, reused only in a later compilation, carri
     t.throws(() => fresh.seed(prev), /compiled already/);
   });
 
+  t.test('seed from what pinned maps tell for sure (addresses, no pod names): the same endpoint ids', async (t) => {
+    const prev = node1(c);
+    const anonymous: CompiledPolicy = { ...prev, endpoints: prev.endpoints.map((e) => ({ ...e, pod: '' })) };
+    const fresh = new PolicyCompiler();
+    fresh.seed(anonymous);
+    const r = fresh.compile({ ...c.domain(), node: NODES[0]! });
+    t.same(
+      r.compiled.endpoints.map((e) => [e.pod, e.id]),
+      prev.endpoints.map((e) => [e.pod, e.id]),
+    );
+    t.same(r.diff.entries, [], 'no table rewritten');
+  });
+
+  t.test('seeded ids nobody claims go back to the pool after the first compilation', async (t) => {
+    const prev = node1(c);
+    const gone = ep(prev, 'y/a').id;
+    const d = c.domain();
+    const fresh = new PolicyCompiler();
+    fresh.seed(prev);
+    const without = d.pods.filter((p) => !(p.namespace === 'y' && p.name === 'a'));
+    const r1 = fresh.compile({ ...d, pods: without, node: NODES[0]! });
+    t.notOk(
+      r1.compiled.endpoints.some((e) => e.id === gone),
+      'y/a is gone: its id is not used',
+    );
+    const newcomer: Pod = { ...without.find((p) => p.name === 'b' && p.namespace === 'z')!, name: 'new', ips: ['10.244.1.99'] };
+    const r2 = fresh.compile({ ...d, pods: [...without, newcomer], node: NODES[0]! });
+    t.equal(ep(r2.compiled, 'z/new').id, gone, 'the next new endpoint takes it (lowest free)');
+  });
+
   t.test('seed, then the cluster changed while the agent was down: only the change is written', async (t) => {
     const prev = node1(c);
     c.setPodLabels('y/a', { pod: 'a', new: 'label' });

@@ -235,7 +235,11 @@ export class PolicyCompiler {
   seed(prev: CompiledPolicy): void {
     if (this.compiled) throw new Error('PolicyCompiler.seed: the compiler has compiled already; seed a new one');
     this.ids.seed(prev.identities);
-    for (const ep of prev.endpoints) this.endpointIds.seed(ep.pod, ep.id);
+    for (const ep of prev.endpoints) {
+      // By pod, and by address (what pinned maps tell for sure).
+      if (ep.pod) this.endpointIds.seed(ep.pod, ep.id);
+      for (const a of ep.addresses) this.endpointIds.seed(`addr:${a}`, ep.id);
+    }
     for (const r of prev.rules) if (r.id !== NODE_RULE_ID) this.ruleIds.seed(`${r.policy}|${r.direction}|${r.index}`, r.id);
     this.last = prev;
   }
@@ -417,7 +421,7 @@ export class PolicyCompiler {
         const reuse = this.reusableRuleIds.get(owner);
         this.reusableRuleIds.delete(owner);
         const r: RuleState = {
-          id: reuse ?? this.ruleIds.take(owner),
+          id: reuse ?? this.ruleIds.take([owner]),
           policy: st,
           direction,
           index: rule.index,
@@ -677,7 +681,7 @@ export class PolicyCompiler {
     }
     let st = ep;
     if (!st) {
-      st = { id: this.endpointIds.take(ps.key), ps, policies: new Set(), namedSig: '' };
+      st = { id: this.endpointIds.take([ps.key, ...addrs.map((a) => `addr:${a}`)]), ps, policies: new Set(), namedSig: '' };
       this.endpoints.set(ps.key, st);
       let byNs = this.endpointsByNs.get(ps.pod.namespace);
       if (!byNs) this.endpointsByNs.set(ps.pod.namespace, (byNs = new Set()));

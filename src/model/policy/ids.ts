@@ -43,28 +43,34 @@ export class IdPool {
   private readonly used = new Set<number>();
   private readonly seeded = new Map<string, number>();
   private readonly reserved = new Set<number>();
-  constructor(first: number) {
+  constructor(private readonly first: number) {
     this.next = first;
   }
 
+  /** An id of a previous compilation, for its owner (several owners may name one id: the first to come takes it). */
   seed(owner: string, id: number): void {
     this.seeded.set(owner, id);
     this.reserved.add(id);
+    this.next = Math.max(this.next, id + 1);
   }
 
-  /** Seeds not taken by the first compilation go back to the pool. */
+  /** Seeds not taken by the first compilation go back to the pool, with every id below the highest seed. */
   dropSeeds(): void {
+    if (this.seeded.size === 0 && this.reserved.size === 0) return;
     this.seeded.clear();
     this.reserved.clear();
+    while (this.free.pop() !== undefined);
+    for (let id = this.first; id < this.next; id++) if (!this.used.has(id)) this.free.push(id);
   }
 
-  take(owner: string): number {
-    const s = this.seeded.get(owner);
-    if (s !== undefined && !this.used.has(s)) {
+  /** The seeded id of the first owner that has one, else the lowest free id. */
+  take(owners: readonly string[]): number {
+    for (const owner of owners) {
+      const s = this.seeded.get(owner);
+      if (s === undefined || this.used.has(s)) continue;
       this.seeded.delete(owner);
       this.reserved.delete(s);
       this.used.add(s);
-      this.next = Math.max(this.next, s + 1);
       return s;
     }
     let id: number | undefined;
