@@ -102,6 +102,11 @@ export interface EndpointPolicy {
   /** Selected by a policy with this direction in its policyTypes. */
   ingressIsolated: boolean;
   egressIsolated: boolean;
+  /**
+   * Keys unique; in the canonical order of diff.ts compareRuleKeys (ingress
+   * first, then peer, proto, port, prefix length). Endpoints selected by the
+   * same policies share one list object: treat it as read-only.
+   */
   entries: PolicyRuleEntry[];
 }
 
