@@ -20,6 +20,25 @@
  * - `generation` changes whenever any decision may change; conntrack caches
  *   the decision with the generation it was taken under and re-checks a flow
  *   when they differ.
+ *
+ * Decisions the model takes for the dataplane (src/model/policy/compile.ts):
+ * - **HOST** needs no special case in the datapath: every endpoint whose
+ *   ingress is isolated carries an allow entry {peer: each host identity,
+ *   ingress, PROTO_ANY} with ruleId NODE_RULE_ID, so the node reaches its
+ *   pods (kubelet probes) whatever the policies, and `bpfproxy policy` and
+ *   the hit counters show it. Egress from a pod to the node's addresses is
+ *   ordinary policy (ipBlock rules match them). This node's addresses map
+ *   to IDENTITY_HOST; only when they fall under different policy prefixes
+ *   does each further group get an identity of its own (listed in
+ *   `identities` like any other /32, allowed the same way).
+ * - **ipBlock matches pod addresses** (as Calico does, and as the upstream
+ *   e2e expects): a pod's identity includes the deepest policy prefix that
+ *   contains its address.
+ * - **Named ports** are resolved by the model: ingress ones against the
+ *   endpoint's own container ports, egress ones against each destination
+ *   identity's, so the datapath sees numbers only.
+ * - Host-network pods are neither endpoints nor pod peers; they are seen by
+ *   their node's address.
  */
 
 export type PolicyDirection = 'ingress' | 'egress';
@@ -31,6 +50,11 @@ export const IDENTITY_WORLD = 1;
 /** This node's own addresses: traffic from the node to its pods (probes) is always allowed. */
 export const IDENTITY_HOST = 2;
 export const FIRST_DYNAMIC_IDENTITY = 16;
+
+/** The rule of the entries that let the node reach its pods (see HOST above): rules[0]. */
+export const NODE_RULE_ID = 0;
+/** PolicyRuleRef.policy of NODE_RULE_ID (no NetworkPolicy has this name: it is not namespace/name). */
+export const NODE_RULE_POLICY = '(node)';
 
 /** IP protocol numbers a rule may name; 0 = any protocol (a rule without ports). */
 export const PROTO_ANY = 0;
@@ -60,7 +84,11 @@ export interface PolicyRuleKey {
 
 export interface PolicyRuleEntry extends PolicyRuleKey {
   verdict: 'allow' | 'deny';
-  /** Index into CompiledPolicy.rules: which policy rule this entry comes from (for hit counters, monitor, trace). */
+  /**
+   * Which policy rule this entry comes from (for hit counters, monitor,
+   * trace): the PolicyRuleRef with this id. When several rules give one key,
+   * the lowest id.
+   */
   ruleId: number;
 }
 
@@ -74,6 +102,11 @@ export interface EndpointPolicy {
   /** Selected by a policy with this direction in its policyTypes. */
   ingressIsolated: boolean;
   egressIsolated: boolean;
+  /**
+   * Keys unique; in the canonical order of diff.ts compareRuleKeys (ingress
+   * first, then peer, proto, port, prefix length). Endpoints selected by the
+   * same policies share one list object: treat it as read-only.
+   */
   entries: PolicyRuleEntry[];
 }
 
@@ -92,5 +125,11 @@ export interface CompiledPolicy {
   generation: number;
   identities: IdentityEntry[];
   endpoints: EndpointPolicy[];
+  /**
+   * Sorted by id. rules[0] is NODE_RULE_ID; the ids of policy rules are
+   * small integers from 1, stable while the rule exists, and reused (lowest
+   * first) after a rule is gone, so the list can have gaps: look a ruleId up
+   * by id, not by position.
+   */
   rules: PolicyRuleRef[];
 }
