@@ -75,6 +75,14 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.ctKey,
     c.ctValue,
     c.reasonCounter,
+    c.ipcacheKey,
+    c.ipcacheValue,
+    c.polKey,
+    c.polValue,
+    c.polState,
+    c.ruleHits,
+    c.polRuleName,
+    c.polEpName,
   ]) {
     check(t, codec);
   }
@@ -120,4 +128,8 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_dir', /^CT_DIR_/, c.CtDir);
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
+  same('ipcache_flags', /^IPC_F_/, c.IpcacheFlags);
+  same('pol_identity', /^IDENTITY_/, c.PolIdentity);
+  same('pol_dir', /^POL_DIR_/, c.PolDir);
+  same('pol_verdict', /^POL_/, c.PolVerdict);
 });

@@ -26,6 +26,7 @@
 #include "nat.h"
 #include "parse.h"
 #include "pod.h"
+#include "policy.h"
 #include "reject.h"
 
 #define SNAT_PORT_TRIES 8
@@ -46,6 +47,9 @@ static __always_inline int snat_pick_port(const struct ct_key *fwd, struct ct_ke
 	return -1;
 }
 
+/* service_icmp(): not an error about a tracked flow (the caller decides). */
+#define ICMP_UNRELATED (-2)
+
 static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct icmp_quote e = {};
@@ -54,10 +58,13 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 	__be32		  osrc, odst;
 
 	if (icmp_err_parse(skb, p, &e))
-		return TC_ACT_OK; /* not an error about TCP/UDP, or cut short */
+		return ICMP_UNRELATED; /* not an error about TCP/UDP, or cut short */
 	ct_reverse(&e.inner, &k);
 	ct = ct_lookup(&k, now);
 	if (!ct)
+		return ICMP_UNRELATED;
+	/* About a flow tracked for policy only: nothing to translate. */
+	if (ct->flags & CT_F_PLAIN)
 		return TC_ACT_OK;
 
 	/* The quoted packet went the other way: it gets the reverse of the
@@ -107,6 +114,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	enum reason    r;
 	int	       err;
 	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
+	__u32	       pol_gen;
 
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
@@ -162,7 +170,14 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, &to, now))
 		return drop(skb, REASON_NAT_PORTS);
 
-	err = ct_create(&p->tuple, &to, flags, fe->svc_id, now);
+	/* Network policy on the flow as the backend will see it: the
+	 * client's egress to the backend's address and port, the backend's
+	 * ingress from the client. */
+	r = policy_service_new(&p->tuple, &to, flags, &pol_gen);
+	if (r != REASON_NONE)
+		return drop(skb, r);
+
+	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
 	if (err)
 		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
 	return translate(skb, p, &to);
@@ -198,12 +213,23 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		count_reason(skb, REASON_FRAGMENT);
 		return TC_ACT_OK;
 	}
+	if (pr == PARSE_NOT_L4 && from_pod) {
+		/* No service speaks it; network policy still applies. */
+		if (pol_other_ports(skb, &p))
+			return drop(skb, REASON_MALFORMED);
+		return policy_plain(skb, &p, 0, bpf_ktime_get_ns());
+	}
 	if (pr != PARSE_OK)
 		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
-	if (p.tuple.proto == IPPROTO_ICMP)
-		return service_icmp(skb, &p, now);
+	if (p.tuple.proto == IPPROTO_ICMP) {
+		int rc = service_icmp(skb, &p, now);
+
+		if (rc != ICMP_UNRELATED)
+			return rc;
+		return from_pod ? policy_plain(skb, &p, 0, now) : TC_ACT_OK;
+	}
 
 	ct = ct_lookup(&p.tuple, now);
 	if (ct) {
@@ -214,14 +240,19 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 			.dport = ct->nat_dport,
 			.proto = p.tuple.proto,
 		};
+		enum reason r = policy_ct(&p.tuple, ct);
 
+		if (r != REASON_NONE)
+			return drop(skb, r);
 		ct_update(&p.tuple, ct, p.tcp_flags, now);
+		if (ct->flags & CT_F_PLAIN)
+			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
 		return translate(skb, &p, &to);
 	}
 
 	fe = lb_lookup(&p.tuple);
 	if (!fe)
-		return TC_ACT_OK;
+		return from_pod ? policy_plain(skb, &p, 1, now) : TC_ACT_OK;
 	return service_new(skb, &p, fe, from_pod, now);
 }
 
@@ -230,26 +261,50 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
  * the client addressed them). Only packets from one of the node's own
  * addresses are looked at; the interface they leave by is the stack's
  * choice, so the packet is rewritten in place and passed on. */
-static __always_inline int service_host_reply(struct __sk_buff *skb)
+static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct node_ip_key nk;
 	struct ct_value	  *ct;
-	struct pkt	   p = {};
-	__u64		   now;
 
-	if (parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
+	if (p->tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
-	nk.addr = p.tuple.saddr;
+	nk.addr = p->tuple.saddr;
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 		return TC_ACT_OK;
-	now = bpf_ktime_get_ns();
-	ct  = ct_lookup(&p.tuple, now);
+	ct = ct_lookup(&p->tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
-	ct_update(&p.tuple, ct, p.tcp_flags, now);
-	if (nat_rewrite(skb, &p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
+	ct_update(&p->tuple, ct, p->tcp_flags, now);
+	if (nat_rewrite(skb, p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return TC_ACT_OK;
+}
+
+static __always_inline int service_host_reply(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (parse_ipv4(skb, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	return service_host_reply_pkt(skb, &p, bpf_ktime_get_ns());
+}
+
+/* TC egress of a pod veth: network policy for what enters the pod (lib/
+ * policy.h policy_to_pod()), then the host-reply translation above. */
+static __always_inline int service_to_pod(struct __sk_buff *skb)
+{
+	struct pkt	  p  = {};
+	enum parse_result pr = parse_ipv4(skb, &p);
+	__u64		  now;
+	int		  rc;
+
+	if (pr != PARSE_OK && pr != PARSE_NOT_L4)
+		return TC_ACT_OK; /* not IPv4, a later fragment, or cut short: the stack decides */
+	now = bpf_ktime_get_ns();
+	rc  = policy_to_pod(skb, &p, pr, now);
+	if (rc != TC_ACT_OK || pr != PARSE_OK)
+		return rc;
+	return service_host_reply_pkt(skb, &p, now);
 }
 
 #endif /* BPFPROXY_SERVICE_H */
