@@ -560,6 +560,15 @@ t.test('enforcement paths', async (t) => {
     t.equal(ack(2300).verdict, 'pass', 'allowed again once the rule is back');
   });
 
+  t.test('a pod reaching itself is never blocked, and leaves no conntrack', async (t) => {
+    // found by the fuzzer: a tuple that is its own reverse made one entry, not a pair
+    const self = rawFrame({ src: WEB_A, dst: WEB_A }, 128, Buffer.alloc(8));
+    t.equal(node.runRaw('toPod', self).verdict, 'pass');
+    t.notOk(node.dp.maps.ct.get({ saddr: WEB_A, daddr: WEB_A, sport: 0, dport: 0, proto: 128 }), 'nothing tracked');
+    t.equal(run('fromPod', { src: POD, dst: POD }, { proto: 'tcp', sport: 2390, dport: 2390 }).verdict, 'pass');
+    t.notOk(node.dp.maps.ct.get({ saddr: POD, daddr: POD, sport: 2390, dport: 2390, proto: PROTO.TCP }), 'nothing tracked');
+  });
+
   t.test('an isolated endpoint without a table fails closed', async (t) => {
     node.dp.maps.policy.delete({ v: 2 }); // web-a's table, behind the writer's back
     const before = reasonCount(node.dp, 'policy-no-table');

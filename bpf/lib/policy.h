@@ -379,14 +379,17 @@ static __always_inline int pol_new_flow(struct __sk_buff *skb, const struct pkt 
 	enum reason r;
 	int	    err;
 
+	/* A pod reaching itself: never blocked, and nothing to track (its
+	 * replies are its own again; the tuple may be its own reverse). */
+	if (c->endpoint && c->endpoint == s->endpoint)
+		return TC_ACT_OK;
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		if ((c->flags & IPC_F_EGRESS_ISO) ||
 		    ((s->flags & IPC_F_INGRESS_ISO) && c->identity != IDENTITY_HOST))
 			return drop(skb, REASON_POLICY_UNKNOWN_FLOW);
 		return TC_ACT_OK;
 	}
-	r = pol_decide(c, s, c->identity, p->tuple.proto, p->tuple.dport,
-		       c->endpoint && c->endpoint == s->endpoint);
+	r = pol_decide(c, s, c->identity, p->tuple.proto, p->tuple.dport, 0);
 	if (r != REASON_NONE)
 		return drop(skb, r);
 	err = ct_create(&p->tuple, &p->tuple, CT_F_PLAIN, 0, gen, now);
