@@ -419,13 +419,13 @@ static __always_inline int pol_reverse_known(struct __sk_buff *skb, const struct
 /* From a pod, to no service (tc_pod): the pod's egress and, when the
  * destination is a local pod, its ingress. looked_up: the caller already
  * looked the tuple up in conntrack and found nothing. */
-static __always_inline int policy_plain(struct __sk_buff *skb, const struct pkt *p, int looked_up,
-					__u64 now)
+static __always_inline int policy_plain(struct __sk_buff *skb, const struct pkt *p, int looked_up)
 {
 	__u32		 gen = pol_active_gen();
 	struct pol_end	 c, s;
 	struct ct_value *ct;
 	enum reason	 r;
+	__u64		 now;
 	int		 rc;
 
 	if (!gen)
@@ -434,6 +434,7 @@ static __always_inline int policy_plain(struct __sk_buff *skb, const struct pkt 
 	pol_resolve(p->tuple.daddr, &s);
 	if (!c.flags && !s.flags)
 		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
 	if (!looked_up) {
 		ct = ct_lookup(&p->tuple, now);
 		if (ct) {
@@ -454,13 +455,13 @@ static __always_inline int policy_plain(struct __sk_buff *skb, const struct pkt 
  * we redirected there without bpf_redirect_peer. Only the destination's
  * ingress is checked here: sources on this node were checked as they left
  * their pod. */
-static __always_inline int policy_to_pod(struct __sk_buff *skb, struct pkt *p, enum parse_result pr,
-					 __u64 now)
+static __always_inline int policy_to_pod(struct __sk_buff *skb, struct pkt *p, enum parse_result pr)
 {
 	__u32		 gen = pol_active_gen();
 	struct pol_end	 c, s;
 	struct ct_value *ct;
 	enum reason	 r;
+	__u64		 now;
 	int		 rc;
 
 	if (!gen)
@@ -468,6 +469,7 @@ static __always_inline int policy_to_pod(struct __sk_buff *skb, struct pkt *p, e
 	pol_resolve(p->tuple.daddr, &s);
 	if (!s.flags)
 		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
 	if (pr == PARSE_NOT_L4 && pol_other_ports(skb, p))
 		return drop(skb, REASON_MALFORMED);
 	ct = ct_lookup(&p->tuple, now);

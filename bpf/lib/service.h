@@ -217,7 +217,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		/* No service speaks it; network policy still applies. */
 		if (pol_other_ports(skb, &p))
 			return drop(skb, REASON_MALFORMED);
-		return policy_plain(skb, &p, 0, bpf_ktime_get_ns());
+		return policy_plain(skb, &p, 0);
 	}
 	if (pr != PARSE_OK)
 		return TC_ACT_OK;
@@ -228,7 +228,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 
 		if (rc != ICMP_UNRELATED)
 			return rc;
-		return from_pod ? policy_plain(skb, &p, 0, now) : TC_ACT_OK;
+		return from_pod ? policy_plain(skb, &p, 0) : TC_ACT_OK;
 	}
 
 	ct = ct_lookup(&p.tuple, now);
@@ -252,7 +252,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 
 	fe = lb_lookup(&p.tuple);
 	if (!fe)
-		return from_pod ? policy_plain(skb, &p, 1, now) : TC_ACT_OK;
+		return from_pod ? policy_plain(skb, &p, 1) : TC_ACT_OK;
 	return service_new(skb, &p, fe, from_pod, now);
 }
 
@@ -261,17 +261,19 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
  * the client addressed them). Only packets from one of the node's own
  * addresses are looked at; the interface they leave by is the stack's
  * choice, so the packet is rewritten in place and passed on. */
-static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct pkt *p, __u64 now)
+static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct pkt *p)
 {
 	struct node_ip_key nk;
 	struct ct_value	  *ct;
+	__u64		   now;
 
 	if (p->tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
 	nk.addr = p->tuple.saddr;
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 		return TC_ACT_OK;
-	ct = ct_lookup(&p->tuple, now);
+	now = bpf_ktime_get_ns();
+	ct  = ct_lookup(&p->tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
 	ct_update(&p->tuple, ct, p->tcp_flags, now);
@@ -286,7 +288,7 @@ static __always_inline int service_host_reply(struct __sk_buff *skb)
 
 	if (parse_ipv4(skb, &p) != PARSE_OK)
 		return TC_ACT_OK;
-	return service_host_reply_pkt(skb, &p, bpf_ktime_get_ns());
+	return service_host_reply_pkt(skb, &p);
 }
 
 /* TC egress of a pod veth: network policy for what enters the pod (lib/
@@ -295,16 +297,14 @@ static __always_inline int service_to_pod(struct __sk_buff *skb)
 {
 	struct pkt	  p  = {};
 	enum parse_result pr = parse_ipv4(skb, &p);
-	__u64		  now;
 	int		  rc;
 
 	if (pr != PARSE_OK && pr != PARSE_NOT_L4)
 		return TC_ACT_OK; /* not IPv4, a later fragment, or cut short: the stack decides */
-	now = bpf_ktime_get_ns();
-	rc  = policy_to_pod(skb, &p, pr, now);
+	rc = policy_to_pod(skb, &p, pr);
 	if (rc != TC_ACT_OK || pr != PARSE_OK)
 		return rc;
-	return service_host_reply_pkt(skb, &p, now);
+	return service_host_reply_pkt(skb, &p);
 }
 
 #endif /* BPFPROXY_SERVICE_H */
