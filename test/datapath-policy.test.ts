@@ -27,6 +27,7 @@ import {
   type PolicyRuleEntry,
   type PolicyRuleRef,
 } from '../src/model/policy/compiled.js';
+import { BpfError } from '../src/native/index.js';
 import { CtFlags, PolIdentity } from '../src/dataplane/bpf/codecs.js';
 import { PolicyMapWriter, readPinned } from '../src/dataplane/bpf/policy-maps.js';
 import { portPrefixes, tableOf } from '../src/dataplane/bpf/policy-entries.js';
@@ -708,4 +709,29 @@ t.test('applyDiff: one endpoint changes, only its entries are written', async (t
   });
   t.equal(bad.problems.length, 2, 'both problems reported');
   t.match(bad.problems.map((p) => p.message).join('\n'), /not an IPv4 prefix[\s\S]*port 70000 is not 0\.\.65535/);
+});
+
+t.test('a write that fails is said and tried again by the next apply', async (t) => {
+  const node = await progrunNode(t);
+  const { log, lines } = captureLogger();
+  // the ipcache refuses the client's entry once, as a full map would
+  let refuse = 1;
+  const ipcache = node.dp.maps.ipcache;
+  const flaky = Object.create(ipcache) as typeof ipcache;
+  flaky.set = (k, v, flags) => {
+    if (k.addr === POD && refuse-- > 0) throw new BpfError(`map update ${ipcache.name}`, 7);
+    ipcache.set(k, v, flags);
+  };
+  const w = new PolicyMapWriter({ ...node.dp.maps, ipcache: flaky }, log);
+  const first = w.apply(policy(1));
+  t.equal(first.problems.length, 1, 'one problem');
+  t.match(first.problems[0]?.message, /cannot write identity prefix 10\.244\.1\.99\/32: .*E2BIG.*map full.*retried on the next sync/);
+  t.ok(
+    lines.some((l) => l.level === 'error' && /x\/client .*isolation is NOT enforced until it is written/.test(l.msg)),
+    'the operator is told the client is not isolated meanwhile',
+  );
+  t.equal(node.run('toPod', { src: REMOTE, dst: POD }, { proto: 'udp', sport: 2700, dport: 53 }).verdict, 'pass', 'not enforced meanwhile');
+  const second = w.apply(policy(1));
+  t.same([second.problems, second.ipcacheWrites, second.changed], [[], 1, true], 'the next apply writes it (the policy is unchanged)');
+  t.equal(node.run('toPod', { src: REMOTE, dst: POD }, { proto: 'udp', sport: 2701, dport: 53 }).verdict, 'drop', 'enforced');
 });

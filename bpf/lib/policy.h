@@ -72,7 +72,9 @@ struct pol_table {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 65536); /* agent: --map-size-ipcache */
+	/* Every pod address of the cluster may have an entry: Cilium's
+	 * ipcache size. Not preallocated: entries cost memory as written. */
+	__uint(max_entries, 524288);
 	__type(key, struct ipcache_key);
 	__type(value, struct ipcache_value);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -205,6 +205,11 @@ export class PolicyMapWriter {
   private denyAllTotal = 0;
   /** rule ids past RULES_MAX, reported once each */
   private readonly tooHigh = new Set<number>();
+  /** what a failed write left different from the model: tried again by the next apply */
+  private retryPrefixes = new Set<string>();
+  private retryEndpoints = new Set<number>();
+  private retryRules = new Set<number>();
+  private retryState = false;
 
   constructor(
     private readonly maps: PolicyMapSet,
@@ -318,9 +323,14 @@ export class PolicyMapWriter {
       ms: 0,
     };
 
-    // The model's view, and every prefix and endpoint whose maps may change.
-    const prefixes = new Set<string>();
-    const touched = new Set<number>();
+    // The model's view, and every prefix and endpoint whose maps may change
+    // (with what an earlier apply failed to write).
+    const prefixes = this.retryPrefixes;
+    const touched = this.retryEndpoints;
+    const rulesTouched = this.retryRules;
+    this.retryPrefixes = new Set();
+    this.retryEndpoints = new Set();
+    this.retryRules = new Set();
     for (const p of diff.identities?.remove ?? []) {
       const k = ipcacheKeyOf(p);
       const text = k ? prefixText(k) : p;
@@ -351,7 +361,6 @@ export class PolicyMapWriter {
       this.endpoints.set(e.id, e);
       touched.add(e.id);
     }
-    const rulesTouched = new Set<number>();
     for (const id of diff.rules?.remove ?? []) {
       this.rules.delete(id);
       rulesTouched.add(id);
@@ -367,11 +376,12 @@ export class PolicyMapWriter {
     const want = new Map<string, IpcacheValue | undefined>();
     for (const p of prefixes) want.set(p, this.ipcacheValueFor(p, byAddr, problems));
 
-    let decisions = false;
+    let decisions = this.retryState;
     // 1. identities that are no local endpoint (peers), before the tables naming them
     for (const [p, v] of want) {
       if (!v || v.endpoint || sameIpc(this.ipcache.get(p), v)) continue;
       if (this.writeIpcache(p, v, problems)) report.ipcacheWrites++;
+      else this.retryPrefixes.add(p);
       decisions = true;
     }
     // 2. tables of isolated endpoints, new or changed: a new inner map each, swapped in
@@ -390,6 +400,7 @@ export class PolicyMapWriter {
       const have = this.tables.get(id);
       if (have && have.content === content) continue;
       this.writeTable(e, entries, content, problems);
+      if (this.tables.get(id)?.content !== content) this.retryEndpoints.add(id);
       report.tablesWritten++;
       decisions = true;
     }
@@ -397,16 +408,20 @@ export class PolicyMapWriter {
     for (const [p, v] of want) {
       if (!v || !v.endpoint || sameIpc(this.ipcache.get(p), v)) continue;
       if (this.writeIpcache(p, v, problems)) report.ipcacheWrites++;
+      else this.retryPrefixes.add(p);
       decisions = true;
     }
     // 4. names (operators, adoption)
     for (const id of touched) {
       const e = this.endpoints.get(id);
       if (!e || this.epNames.get(id) === e.pod) continue;
-      this.tryWrite(problems, { pod: e.pod, endpoint: id }, `the name of endpoint ${id}`, () =>
-        this.maps.polEps.set({ v: id }, { pod: e.pod }),
-      );
-      this.epNames.set(id, e.pod);
+      if (
+        this.tryWrite(problems, { pod: e.pod, endpoint: id }, `the name of endpoint ${id}`, () =>
+          this.maps.polEps.set({ v: id }, { pod: e.pod }),
+        )
+      )
+        this.epNames.set(id, e.pod);
+      else this.retryEndpoints.add(id);
     }
     for (const id of rulesTouched) {
       const r = this.rules.get(id);
@@ -422,9 +437,14 @@ export class PolicyMapWriter {
         continue;
       }
       const known = this.ruleNames.has(id);
-      this.tryWrite(problems, {}, `the name of policy rule ${id} (${r.policy})`, () =>
-        this.maps.polRules.set({ v: id }, { policy: r.policy, index: r.index, dir: dirCode(r.direction) }),
-      );
+      if (
+        !this.tryWrite(problems, {}, `the name of policy rule ${id} (${r.policy})`, () =>
+          this.maps.polRules.set({ v: id }, { policy: r.policy, index: r.index, dir: dirCode(r.direction) }),
+        )
+      ) {
+        this.retryRules.add(id);
+        continue;
+      }
       // a rule id given to another rule starts counting afresh
       if (known) this.zeroHits(id);
       this.ruleNames.set(id, r);
@@ -433,29 +453,41 @@ export class PolicyMapWriter {
     for (const [p, v] of want) {
       if (v || !this.ipcache.has(p)) continue;
       const k = ipcacheKeyOf(p)!;
-      this.tryWrite(problems, { prefix: p }, `the removal of identity prefix ${p}`, () => this.maps.ipcache.delete(k));
+      decisions = true;
+      if (!this.tryWrite(problems, { prefix: p }, `the removal of identity prefix ${p}`, () => this.maps.ipcache.delete(k))) {
+        this.retryPrefixes.add(p);
+        continue;
+      }
       this.ipcache.delete(p);
       report.ipcacheDeletes++;
-      decisions = true;
     }
     for (const id of touched) {
       const e = this.endpoints.get(id);
       if ((e && isolatedOf(e)) || !this.tables.has(id)) continue;
-      this.tryWrite(problems, { endpoint: id, pod: e?.pod }, `the removal of the table of endpoint ${id}`, () =>
-        this.maps.policy.delete({ v: id }),
-      );
+      decisions = true;
+      if (
+        !this.tryWrite(problems, { endpoint: id, pod: e?.pod }, `the removal of the table of endpoint ${id}`, () =>
+          this.maps.policy.delete({ v: id }),
+        )
+      ) {
+        this.retryEndpoints.add(id);
+        continue;
+      }
       this.tables.delete(id);
       report.tablesDeleted++;
-      decisions = true;
     }
     for (const id of touched) {
       if (this.endpoints.has(id) || !this.epNames.has(id)) continue;
-      this.tryWrite(problems, { endpoint: id }, `the removal of the name of endpoint ${id}`, () => this.maps.polEps.delete({ v: id }));
-      this.epNames.delete(id);
+      if (this.tryWrite(problems, { endpoint: id }, `the removal of the name of endpoint ${id}`, () => this.maps.polEps.delete({ v: id })))
+        this.epNames.delete(id);
+      else this.retryEndpoints.add(id);
     }
     for (const id of rulesTouched) {
       if (this.rules.has(id) || !this.ruleNames.has(id)) continue;
-      this.tryWrite(problems, {}, `the removal of the name of policy rule ${id}`, () => this.maps.polRules.delete({ v: id }));
+      if (!this.tryWrite(problems, {}, `the removal of the name of policy rule ${id}`, () => this.maps.polRules.delete({ v: id }))) {
+        this.retryRules.add(id);
+        continue;
+      }
       this.ruleNames.delete(id);
       this.zeroHits(id);
     }
@@ -467,8 +499,10 @@ export class PolicyMapWriter {
         this.maps.polState.set({ v: 0 }, { generation: gen, isolated });
         this.gen = gen;
         this.isolatedWritten = isolated;
+        this.retryState = false;
         report.changed = true;
       } catch (e) {
+        this.retryState = true;
         // Flows keep the decisions cached under the old generation until the next apply moves it.
         problems.push({
           message: `cannot write the policy generation: ${(e as Error).message}; tracked flows keep their decisions until the next sync`,
@@ -538,6 +572,14 @@ export class PolicyMapWriter {
       this.maps.ipcache.set(k, v),
     );
     if (ok) this.ipcache.set(p, v);
+    else if (v.flags && !this.ipcache.get(p)?.flags) {
+      // The one way this writer cannot fail closed: without its entry the datapath does not know the endpoint.
+      this.log?.error(
+        { prefix: p, endpoint: v.endpoint, pod: this.endpoints.get(v.endpoint)?.pod },
+        `network policy: cannot write the ipcache entry of ${this.endpoints.get(v.endpoint)?.pod || `endpoint ${v.endpoint}`} (${p}): ` +
+          'its isolation is NOT enforced until it is written (retried on every sync); see the problem above for why',
+      );
+    }
     return ok;
   }
 
