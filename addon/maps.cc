@@ -697,16 +697,53 @@ static Napi::Value ProgById(const Napi::CallbackInfo& info) {
   return NewProgHandle(env, std::move(fd), op);
 }
 
-// mapById(id) -> MapHandle
+// mapCreate({ type, name, keySize, valueSize, maxEntries, flags? }) -> MapHandle
+// A map of no object (BPF_MAP_CREATE): the inner maps of a map-in-map,
+// which the agent makes, fills and then swaps in. `name` is the kernel's
+// (cut at 15 characters) and what errors call the map.
+static Napi::Value MapCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o;
+  bool present, set;
+  if (!OptionsObject(info, 0, "mapCreate", {"type", "name", "keySize", "valueSize", "maxEntries", "flags"}, &o,
+                     &present))
+    return env.Undefined();
+  if (!present) {
+    ThrowTypeError(env, "mapCreate: argument 0 must be { type, name, keySize, valueSize, maxEntries, flags? }");
+    return env.Undefined();
+  }
+  uint32_t type = 0, key_size = 0, value_size = 0, max_entries = 0, flags = 0;
+  std::string name;
+  bool have_type, have_key, have_value, have_max, have_name;
+  if (!OptU32(o, "mapCreate", "type", &type, &have_type) || !OptU32(o, "mapCreate", "keySize", &key_size, &have_key) ||
+      !OptU32(o, "mapCreate", "valueSize", &value_size, &have_value) ||
+      !OptU32(o, "mapCreate", "maxEntries", &max_entries, &have_max) ||
+      !OptU32(o, "mapCreate", "flags", &flags, &set) || !OptString(o, "mapCreate", "name", &name, &have_name))
+    return env.Undefined();
+  if (!have_type || !have_key || !have_value || !have_max || !have_name) {
+    ThrowTypeError(env, "mapCreate: type, name, keySize, valueSize and maxEntries are required");
+    return env.Undefined();
+  }
+  const std::string op = "create map " + name;
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
+  std::string kname = name.substr(0, BPF_OBJ_NAME_LEN - 1);
+  Fd fd(bpf_map_create(static_cast<enum bpf_map_type>(type), kname.c_str(), key_size, value_size, max_entries, &opts));
+  if (fd.get() < 0) return Throw(env, op, errno);
+  return NewMapHandle(env, std::move(fd), name, op);
+}
+
+// mapById(id, name?) -> MapHandle (an inner map, read back from its outer map)
 static Napi::Value MapById(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t id;
+  std::string name;
   if (!ArgInt(info, 0, "id", &id)) return env.Undefined();
+  if (info.Length() > 1 && !info[1].IsUndefined() && !ArgString(info, 1, "name", &name)) return env.Undefined();
   const std::string op = "open map id " + std::to_string(id);
   if (id <= 0 || id > UINT32_MAX) return Throw(env, op, ENOENT);
   Fd fd(bpf_map_get_fd_by_id(static_cast<__u32>(id)));
   if (fd.get() < 0) return Throw(env, op, errno);
-  return NewMapHandle(env, std::move(fd), "", op);
+  return NewMapHandle(env, std::move(fd), name, op);
 }
 
 // ---------------------------------------------------------------- test runs
@@ -840,6 +877,7 @@ void InitMaps(Napi::Env env, Napi::Object exports) {
   exports.Set("mapInfo", Napi::Function::New(env, MapInfo));
   exports.Set("progInfo", Napi::Function::New(env, ProgInfo));
   exports.Set("progById", Napi::Function::New(env, ProgById));
+  exports.Set("mapCreate", Napi::Function::New(env, MapCreate));
   exports.Set("mapById", Napi::Function::New(env, MapById));
   exports.Set("progTestRun", Napi::Function::New(env, ProgTestRun));
   exports.Set("progTestRunEach", Napi::Function::New(env, ProgTestRunEach));

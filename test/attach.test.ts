@@ -178,8 +178,11 @@ for (const mode of MODES) {
       const o = oursOn(dev, pinDir);
       t.same(
         o.map((x) => `${x.hook} ${x.direction} ${x.program}`).sort(),
-        [`${hookOf(mode)} egress bpfproxy_host`, `${hookOf(mode)} ingress ${dev === 'eth0' ? 'bpfproxy_data' : 'bpfproxy_pod'}`],
-        `${dev}: ingress and egress programs`,
+        [
+          `${hookOf(mode)} egress ${dev === 'eth0' ? 'bpfproxy_host' : 'bpfproxy_to_pod'}`,
+          `${hookOf(mode)} ingress ${dev === 'eth0' ? 'bpfproxy_data' : 'bpfproxy_pod'}`,
+        ],
+        `${dev}: ingress and egress programs (pod interfaces: network policy on egress)`,
       );
     }
     t.same(oursOn('other0', pinDir), [], 'a non-matching interface is left alone');

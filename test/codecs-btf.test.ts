@@ -82,6 +82,14 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.monitorCtl,
     c.traceStep,
     c.traceBuf,
+    c.ipcacheKey,
+    c.ipcacheValue,
+    c.polKey,
+    c.polValue,
+    c.polState,
+    c.ruleHits,
+    c.polRuleName,
+    c.polEpName,
   ]) {
     check(t, codec);
   }
@@ -134,4 +142,8 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('monitor_verdict', /^MON_VERDICT_/, c.MonVerdict);
   same('monitor_direction', /^MON_DIR_/, c.MonDirection);
   same('trace_kind', /^TRACE_/, c.TraceKind);
+  same('ipcache_flags', /^IPC_F_/, c.IpcacheFlags);
+  same('pol_identity', /^IDENTITY_/, c.PolIdentity);
+  same('pol_dir', /^POL_DIR_/, c.PolDir);
+  same('pol_verdict', /^POL_/, c.PolVerdict);
 });

@@ -26,6 +26,8 @@ import { checkCtPeers, emptyCounts } from './helpers/fuzz/conntrack.js';
 import { topologyFromMaps } from './helpers/fuzz/generate.js';
 import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
 import { checkResult, formatReport, runFuzz } from './helpers/fuzz/run.js';
+import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import type { CompiledPolicy } from '../src/model/policy/compiled.js';
 
 function envInt(name: string, dflt: number, min: number, max: number): number {
   const s = process.env[name]?.trim();
@@ -180,7 +182,7 @@ interface Lab {
 
 /** The one-node setup of the PROG_RUN tables (helpers/progrun-node.ts) with the services of
  * test/datapath-progrun.test.ts, plus a few more frontends. */
-async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Promise<Lab> {
+async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1], withPolicy = false): Promise<Lab> {
   const { ns, ifindex, dp, rec } = await progrunNode(t, cfg);
   const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
     const r = rec.syncService(svc, fes);
@@ -226,8 +228,58 @@ async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1]): Prom
     ].map((f) => ({ ...f, lbAlgorithm: 'maglev' as const })),
   );
   rec.setNodeAddresses([NODE_IP]);
+  if (withPolicy) {
+    // Network policy on some of the pods, so that its paths are fuzzed too.
+    const pol = new PolicyMapWriter(dp.maps).apply(fuzzPolicy);
+    t.same(pol.problems, [], 'network policy programmed without problems');
+  }
   return { ns, ifindex, dp };
 }
+
+const rule = (peer: number, direction: 'ingress' | 'egress', proto: number, port: number, portPrefixLen: number, ruleId: number) =>
+  ({ peer, direction, proto, port, portPrefixLen, verdict: 'allow', ruleId }) as const;
+
+/** POD egress-isolated, 10.244.1.11 ingress-isolated, 10.244.1.13 both, 10.244.1.98 not at all. */
+const fuzzPolicy: CompiledPolicy = {
+  generation: 1,
+  identities: [
+    { prefix: '0.0.0.0/0', identity: 1 },
+    { prefix: `${NODE_IP}/32`, identity: 2 },
+    { prefix: '192.0.2.0/24', identity: 200 },
+    { prefix: `${POD}/32`, identity: 100, endpoint: 1 },
+    { prefix: '10.244.1.11/32', identity: 101, endpoint: 2 },
+    { prefix: '10.244.1.13/32', identity: 102, endpoint: 3 },
+    { prefix: '10.244.1.98/32', identity: 103, endpoint: 4 },
+  ],
+  endpoints: [
+    {
+      id: 1,
+      pod: 'f/pod',
+      addresses: [POD],
+      ingressIsolated: false,
+      egressIsolated: true,
+      entries: [rule(101, 'egress', 6, 8080, 16, 0), rule(102, 'egress', 0, 0, 0, 1)],
+    },
+    {
+      id: 2,
+      pod: 'f/web',
+      addresses: ['10.244.1.11'],
+      ingressIsolated: true,
+      egressIsolated: false,
+      entries: [rule(100, 'ingress', 6, 8080, 16, 2), rule(200, 'ingress', 6, 8000, 8, 3)],
+    },
+    {
+      id: 3,
+      pod: 'f/dns',
+      addresses: ['10.244.1.13'],
+      ingressIsolated: true,
+      egressIsolated: true,
+      entries: [rule(0, 'ingress', 17, 53, 16, 4)],
+    },
+    { id: 4, pod: 'f/free', addresses: ['10.244.1.98'], ingressIsolated: false, egressIsolated: false, entries: [] },
+  ],
+  rules: [0, 1, 2, 3, 4].map((id) => ({ id, policy: 'f/fuzz', direction: id < 2 ? 'egress' : 'ingress', index: id })),
+};
 
 t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
   const seed = seedFromEnv();
@@ -236,16 +288,20 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
   // The conntrack map is checked and emptied every FUZZ_ROUND packets; it holds
   // at most two entries per packet, so a round never comes near LRU eviction.
   const ctSize = Math.max(65536, 2 ** Math.ceil(Math.log2(ROUND * 2 * 2.5)));
-  const { ns, ifindex, dp } = await serviceLab(t, {
-    ctTimeoutsNs: ctTimeoutsNs({
-      tcpSynSent: 3_600_000,
-      tcpEstablished: 7_200_000,
-      tcpFinsSeen: 3_600_000,
-      tcpResetSeen: 3_600_000,
-      udpTimeout: 3_600_000,
-    }),
-    mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: ctSize },
-  });
+  const { ns, ifindex, dp } = await serviceLab(
+    t,
+    {
+      ctTimeoutsNs: ctTimeoutsNs({
+        tcpSynSent: 3_600_000,
+        tcpEstablished: 7_200_000,
+        tcpFinsSeen: 3_600_000,
+        tcpResetSeen: 3_600_000,
+        udpTimeout: 3_600_000,
+      }),
+      mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: ctSize },
+    },
+    true,
+  );
   const topology = topologyFromMaps(
     dp.maps,
     [POD, '10.244.1.98', '10.244.1.11', '10.244.1.13', '10.244.2.50', CLIENT, '192.0.2.101', '203.0.113.77', '198.18.0.1'],

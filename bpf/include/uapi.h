@@ -60,6 +60,7 @@ enum {
 	IPPROTO_ICMP = 1,
 	IPPROTO_TCP  = 6,
 	IPPROTO_UDP  = 17,
+	IPPROTO_SCTP = 132,
 };
 
 /* ---- linux/ip.h --------------------------------------------------------- */
@@ -157,6 +158,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_LRU_HASH	   = 9,
 	BPF_MAP_TYPE_LPM_TRIE	   = 11,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
+	BPF_MAP_TYPE_HASH_OF_MAPS  = 13,
 	BPF_MAP_TYPE_RINGBUF	   = 27,
 };
 

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Connection tracking for service flows. A NAT'd connection has two entries
+ * Connection tracking for service flows, and for the flows network policy
+ * tracks (CT_F_PLAIN: a flow with an isolated endpoint on this node, whose
+ * replies must pass; their entries translate to their own tuple). A NAT'd
+ * connection has two entries
  * in one hash: CT_DIR_FWD keyed by the client's tuple and CT_DIR_REPLY keyed
  * by the backend's reply tuple. Each carries the rewrite for its direction,
  * so a packet costs one lookup. State lives in both; it is copied to the
@@ -172,10 +175,12 @@ static __always_inline int ct_reply_free(const struct ct_key *fwd, const struct 
 }
 
 /* Create both entries of a connection. fwd is the client's tuple, 'to' the
- * tuple after translation. Returns 0 or a negative errno (-E2BIG: the map
- * is full); on failure neither entry is left behind. */
+ * tuple after translation (fwd itself for a CT_F_PLAIN flow); pol_gen the
+ * policy generation the flow was checked at (0: not checked). Returns 0 or
+ * a negative errno (-E2BIG: the map is full); on failure neither entry is
+ * left behind. */
 static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_key *to, __u8 flags,
-				     __u32 svc_id, __u64 now)
+				     __u32 svc_id, __u32 pol_gen, __u64 now)
 {
 	struct ct_value v = {};
 	struct ct_key	rk;
@@ -187,6 +192,7 @@ static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_k
 	v.expires_ns = now + ct_lifetime(fwd->proto, 0);
 	v.flags	     = flags;
 	v.svc_id     = svc_id;
+	v.pol_gen    = pol_gen;
 
 	/* reply: backend -> (SNAT'd) client, rewritten back to service -> client */
 	ct_reverse(to, &rk);
@@ -208,6 +214,30 @@ static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_k
 	if (err)
 		bpf_map_delete_elem(&bpfproxy_ct, &rk);
 	return err;
+}
+
+/* Record a policy decision taken at generation gen in this entry and in
+ * its peer (when the peer points back at it): both directions of a flow
+ * share one decision. */
+static __always_inline void ct_set_policy(const struct ct_key *k, struct ct_value *v, __u32 gen,
+					  int denied)
+{
+	struct ct_key	 pk, back;
+	struct ct_value *peer;
+
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return;
+	v->pol_gen = gen;
+	v->flags   = denied ? v->flags | CT_F_POL_DENIED : v->flags & ~CT_F_POL_DENIED;
+	ct_peer_key(v, k->proto, &pk);
+	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
+	if (!peer)
+		return;
+	ct_peer_key(peer, k->proto, &back);
+	if (!ct_key_eq(&back, k))
+		return;
+	peer->pol_gen = gen;
+	peer->flags   = denied ? peer->flags | CT_F_POL_DENIED : peer->flags & ~CT_F_POL_DENIED;
 }
 
 #endif /* BPFPROXY_CONNTRACK_H */

@@ -35,6 +35,10 @@ enum reason {
 	REASON_CT_FULL,	       /* conntrack map full, new flow refused: dropped */
 	REASON_CT_NOT_OPENING, /* TCP without SYN to a service, no flow known: passed to the stack */
 	REASON_SPOOFED,	       /* from a pod interface with a source not routed to it: dropped */
+	REASON_POLICY_DENIED, /* network policy: no rule allows the flow, or one denies it: dropped */
+	REASON_POLICY_NO_TABLE, /* network policy: isolated endpoint without a rule table: dropped */
+	REASON_POLICY_UNKNOWN_FLOW, /* network policy: TCP without SYN of no flow known, to or from
+				     * an isolated endpoint: dropped */
 	__REASON_MAX,
 };
 
@@ -49,6 +53,10 @@ const volatile struct {
 	enum ct_state_bits ct_state_bits;
 	enum ct_flags	   ct_flags;
 	enum maglev_table  maglev_table;
+	enum ipcache_flags ipcache_flags;
+	enum pol_identity  pol_identity;
+	enum pol_dir	   pol_dir;
+	enum pol_verdict   pol_verdict;
 } bpfproxy_enums_btf;
 
 struct {

@@ -27,6 +27,7 @@
 #include "nat.h"
 #include "parse.h"
 #include "pod.h"
+#include "policy.h"
 #include "reject.h"
 #include "trace.h"
 
@@ -48,6 +49,9 @@ static __always_inline int snat_pick_port(const struct ct_key *fwd, struct ct_ke
 	return -1;
 }
 
+/* service_icmp(): not an error about a tracked flow (the caller decides). */
+#define ICMP_UNRELATED (-2)
+
 static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct icmp_quote e = {};
@@ -56,10 +60,13 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 	__be32		  osrc, odst;
 
 	if (icmp_err_parse(skb, p, &e))
-		return TC_ACT_OK; /* not an error about TCP/UDP, or cut short */
+		return ICMP_UNRELATED; /* not an error about TCP/UDP, or cut short */
 	ct_reverse(&e.inner, &k);
 	ct = ct_lookup(&k, now);
 	if (!ct)
+		return ICMP_UNRELATED;
+	/* About a flow tracked for policy only: nothing to translate. */
+	if (ct->flags & CT_F_PLAIN)
 		return TC_ACT_OK;
 
 	/* The quoted packet went the other way: it gets the reverse of the
@@ -110,6 +117,7 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	enum reason    r;
 	int	       err;
 	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
+	__u32	       pol_gen;
 
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
@@ -169,7 +177,14 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	trace_step(TRACE_NAT, flags, 0, 0, to.saddr, bpf_ntohs(to.sport), to.daddr,
 		   bpf_ntohs(to.dport), 0);
 
-	err = ct_create(&p->tuple, &to, flags, fe->svc_id, now);
+	/* Network policy on the flow as the backend will see it: the
+	 * client's egress to the backend's address and port, the backend's
+	 * ingress from the client. */
+	r = policy_service_new(&p->tuple, &to, flags, &pol_gen);
+	if (r != REASON_NONE)
+		return drop(skb, r);
+
+	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
 	if (err)
 		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
 	monitor_flow_new(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p->tuple, &to, fe->svc_id,
@@ -207,12 +222,23 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		count_reason(skb, REASON_FRAGMENT);
 		return TC_ACT_OK;
 	}
+	if (pr == PARSE_NOT_L4 && from_pod) {
+		/* No service speaks it; network policy still applies. */
+		if (pol_other_ports(skb, &p))
+			return drop(skb, REASON_MALFORMED);
+		return policy_plain(skb, &p, 0);
+	}
 	if (pr != PARSE_OK)
 		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
-	if (p.tuple.proto == IPPROTO_ICMP)
-		return service_icmp(skb, &p, now);
+	if (p.tuple.proto == IPPROTO_ICMP) {
+		int rc = service_icmp(skb, &p, now);
+
+		if (rc != ICMP_UNRELATED)
+			return rc;
+		return from_pod ? policy_plain(skb, &p, 0) : TC_ACT_OK;
+	}
 
 	ct = ct_lookup(&p.tuple, now);
 	if (ct) {
@@ -223,13 +249,18 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 			.dport = ct->nat_dport,
 			.proto = p.tuple.proto,
 		};
-		__u8 was = ct->state;
+		__u8	    was = ct->state;
+		enum reason r	= policy_ct(&p.tuple, ct);
 
 		trace_step(TRACE_CT_HIT, ct->dir, ct->state, ct->flags, ct->svc_id, ct->nat_saddr,
 			   ct->nat_daddr, bpf_ntohs(ct->nat_sport), bpf_ntohs(ct->nat_dport));
+		if (r != REASON_NONE)
+			return drop(skb, r);
 		ct_update(&p.tuple, ct, p.tcp_flags, now);
 		monitor_flow_close(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, ct, was,
 				   now);
+		if (ct->flags & CT_F_PLAIN)
+			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
 		return translate(skb, &p, &to);
 	}
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -237,7 +268,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	fe = lb_lookup(&p.tuple);
 	if (!fe) {
 		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
-		return TC_ACT_OK;
+		return from_pod ? policy_plain(skb, &p, 1) : TC_ACT_OK;
 	}
 	trace_step(TRACE_FRONTEND, 0, 0, 0, fe->svc_id, fe->set_id, fe->cluster_count,
 		   fe->local_count, fe->flags | (fe->affinity_timeout << 16));
@@ -249,31 +280,55 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
  * the client addressed them). Only packets from one of the node's own
  * addresses are looked at; the interface they leave by is the stack's
  * choice, so the packet is rewritten in place and passed on. */
-static __always_inline int service_host_reply(struct __sk_buff *skb)
+static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct pkt *p)
 {
 	struct node_ip_key nk;
 	struct ct_value	  *ct;
-	struct pkt	   p = {};
 	__u64		   now;
 
-	if (parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
+	if (p->tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
-	nk.addr = p.tuple.saddr;
+	nk.addr = p->tuple.saddr;
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
-	ct  = ct_lookup(&p.tuple, now);
+	ct  = ct_lookup(&p->tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
 	{
 		__u8 was = ct->state;
 
-		ct_update(&p.tuple, ct, p.tcp_flags, now);
-		monitor_flow_close(skb, MON_HOOK_HOST, &p.tuple, ct, was, now);
+		ct_update(&p->tuple, ct, p->tcp_flags, now);
+		monitor_flow_close(skb, MON_HOOK_HOST, &p->tuple, ct, was, now);
 	}
-	if (nat_rewrite(skb, &p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
+	if (nat_rewrite(skb, p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return TC_ACT_OK;
+}
+
+static __always_inline int service_host_reply(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	if (parse_ipv4(skb, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	return service_host_reply_pkt(skb, &p);
+}
+
+/* TC egress of a pod veth: network policy for what enters the pod (lib/
+ * policy.h policy_to_pod()), then the host-reply translation above. */
+static __always_inline int service_to_pod(struct __sk_buff *skb)
+{
+	struct pkt	  p  = {};
+	enum parse_result pr = parse_ipv4(skb, &p);
+	int		  rc;
+
+	if (pr != PARSE_OK && pr != PARSE_NOT_L4)
+		return TC_ACT_OK; /* not IPv4, a later fragment, or cut short: the stack decides */
+	rc = policy_to_pod(skb, &p, pr);
+	if (rc != TC_ACT_OK || pr != PARSE_OK)
+		return rc;
+	return service_host_reply_pkt(skb, &p);
 }
 
 #endif /* BPFPROXY_SERVICE_H */

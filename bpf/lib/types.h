@@ -159,11 +159,15 @@ enum ct_state_bits {
 };
 
 enum ct_flags {
-	CT_F_SNAT     = 1 << 0, /* source rewritten (eTP=Cluster remote, hairpin) */
-	CT_F_HAIRPIN  = 1 << 1, /* client is its own backend */
-	CT_F_EXTERNAL = 1 << 2, /* created by traffic from a data interface */
-	CT_F_HOST_BE  = 1 << 3, /* the backend is this node itself (host network):
+	CT_F_SNAT	= 1 << 0, /* source rewritten (eTP=Cluster remote, hairpin) */
+	CT_F_HAIRPIN	= 1 << 1, /* client is its own backend */
+	CT_F_EXTERNAL	= 1 << 2, /* created by traffic from a data interface */
+	CT_F_HOST_BE	= 1 << 3, /* the backend is this node itself (host network):
 				 * its replies leave through the TC egress hook */
+	CT_F_PLAIN	= 1 << 4, /* no translation: tracked for network policy only
+				 * (a flow with an isolated endpoint on this node);
+				 * the nat_* fields repeat the entry's own tuple */
+	CT_F_POL_DENIED = 1 << 5, /* the policy check at pol_gen denied the flow */
 };
 
 /* One entry per direction. Packets matching key are rewritten to
@@ -182,8 +186,98 @@ struct ct_value {
 	__u8   state;	   /* enum ct_state_bits */
 	__u8   flags;	   /* enum ct_flags */
 	__u8   pad;
-	__u32  svc_id; /* host */
-	__u32  pad2;
+	__u32  svc_id;	/* host */
+	__u32  pol_gen; /* host: policy generation the flow was checked at
+			 * (lib/policy.h); 0 = never checked. Both halves
+			 * carry it, with CT_F_POL_DENIED. */
+};
+
+/* ---- network policy (lib/policy.h) ------------------------------------- */
+
+/* Address -> identity, longest prefix first: each local endpoint's
+ * addresses (/32), the prefixes policies name (ipBlock cidr and except),
+ * the node's addresses (HOST) and 0.0.0.0/0 (WORLD). An address no entry
+ * covers is WORLD. */
+struct ipcache_key {
+	__u32  prefixlen; /* host: 0..32 */
+	__be32 addr;	  /* net */
+};
+
+enum ipcache_flags {
+	IPC_F_INGRESS_ISO = 1 << 0, /* local endpoint selected by an Ingress policy */
+	IPC_F_EGRESS_ISO  = 1 << 1, /* local endpoint selected by an Egress policy */
+};
+
+struct ipcache_value {
+	__u32 identity; /* host: IDENTITY_* or one the agent interned */
+	__u32 endpoint; /* host: local endpoint id (key of bpfproxy_policy); 0 = not local */
+	__u8  flags;	/* enum ipcache_flags; local endpoints only */
+	__u8  pad[3];
+};
+
+/* Reserved identities (the agent's src/model/policy/compiled.ts). */
+enum pol_identity {
+	IDENTITY_ANY   = 0, /* in a rule key: any peer */
+	IDENTITY_WORLD = 1,
+	IDENTITY_HOST  = 2, /* this node: always let into its pods */
+};
+
+enum pol_dir {
+	POL_DIR_INGRESS = 1, /* into the endpoint, from the peer */
+	POL_DIR_EGRESS	= 2, /* from the endpoint, to the peer */
+};
+
+enum pol_verdict {
+	POL_ALLOW = 1,
+	POL_DENY  = 2,
+};
+
+/* Key of an endpoint's rule table (an LPM trie per endpoint, inner map of
+ * bpfproxy_policy). prefixlen counts the bits after it: 40 = identity and
+ * direction (any protocol, any port); 48 + n = also the protocol and the
+ * first n bits of the port (an endPort range is a few such prefixes). The
+ * identity is always matched whole; IDENTITY_ANY matches any peer (a
+ * second lookup). */
+struct pol_key {
+	__u32  prefixlen; /* host: 40, or 48..64 */
+	__be32 identity;  /* net */
+	__u8   dir;	  /* enum pol_dir */
+	__u8   proto;	  /* IPPROTO_*; 0 when prefixlen is 40 */
+	__be16 port;	  /* net: big-endian, so a port range is a bit prefix */
+};
+
+struct pol_value {
+	__u32 rule_id; /* host: index of the rule (bpfproxy_pol_hits, bpfproxy_pol_rules) */
+	__u8  verdict; /* enum pol_verdict */
+	__u8  pad[3];
+};
+
+/* The one entry of bpfproxy_pol_state. */
+struct pol_state {
+	__u32 generation; /* host: moves on whenever a decision may change; never 0 */
+	__u32 isolated;	  /* host: local endpoints isolated in a direction; 0 = no
+			   * policy anywhere, and the programs skip it */
+};
+
+/* Per-CPU, indexed by rule id: decisions a rule took (new flows and
+ * re-checks; packets of a flow whose decision is cached are not counted). */
+struct rule_hits {
+	__u64 hits; /* host */
+};
+
+/* Rule and endpoint names for operators (CLI) and for adoption after a
+ * restart; never read by the datapath. "namespace/name" of a NetworkPolicy
+ * or a pod is at most 63 + 1 + 253 bytes. */
+#define POL_NAME_BYTES 320
+struct pol_rule_name {
+	char  policy[POL_NAME_BYTES]; /* "namespace/name", NUL padded */
+	__u32 index;		      /* host: index in spec.ingress / spec.egress */
+	__u8  dir;		      /* enum pol_dir */
+	__u8  pad[3];
+};
+
+struct pol_ep_name {
+	char pod[POL_NAME_BYTES]; /* "namespace/name", NUL padded */
 };
 
 /* ---- counters (lib/drop.h) --------------------------------------------- */

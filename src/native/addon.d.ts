@@ -120,6 +120,17 @@ export interface MapInfo {
   flags: number;
 }
 
+export interface MapCreateSpec {
+  /** BPF_MAP_TYPE_* */
+  type: number;
+  name: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** BPF_F_* map flags (LPM tries need BPF_F_NO_PREALLOC) */
+  flags?: number;
+}
+
 export interface ProgInfo {
   id: number;
   name: string;
@@ -267,8 +278,15 @@ export interface NativeRuntime {
   progInfo(fd: FdRef): ProgInfo;
   /** Open a loaded program by id: a handle that owns the fd. */
   progById(id: number): ProgHandle;
-  /** Open a map by id: a handle that owns the fd. */
-  mapById(id: number): MapHandle;
+  /**
+   * Create a map of no object (the inner maps of a map-in-map): a handle
+   * that owns the fd; the map lives while an fd or an outer map holds it.
+   * `name` is given to the kernel cut at 15 characters, and names the map
+   * in errors whole.
+   */
+  mapCreate(spec: MapCreateSpec): MapHandle;
+  /** Open a map by id (an inner map, read back from its outer map): a handle that owns the fd. */
+  mapById(id: number, name?: string): MapHandle;
 
   /** "E2BIG", from the C library (and the kernel-internal codes such as ENOTSUPP). */
   errnoName(errno: number): string;

@@ -18,7 +18,9 @@
  * earlier agent's) are removed from an interface once ours is in place.
  *
  * Each matching interface gets its ingress program (pod or data) and, on
- * egress, the host-reply program (replies of host-network endpoints). Pod
+ * egress, the host-reply program (replies of host-network endpoints); on
+ * pod-facing interfaces the egress program also enforces network policy on
+ * what the kernel routes into the pod (bpfproxy_to_pod). Pod
  * interfaces also get their source check: the IPv4 routes that point at the
  * interface are the addresses its pod may send from (bpf/lib/pod.h); they
  * are written before the ingress program is attached and follow the routing
@@ -39,7 +41,11 @@ export const TC_DIRECTION: TcDirection = 'ingress';
 /** The host-reply program sits on egress of every interface we attach to. */
 export const TC_EGRESS: TcDirection = 'egress';
 
-export type IngressRole = Exclude<ProgramRole, 'hostReply'>;
+export type IngressRole = Exclude<ProgramRole, 'hostReply' | 'toPod'>;
+export type EgressRole = Extract<ProgramRole, 'hostReply' | 'toPod'>;
+
+/** The egress program of an interface: pod-facing ones also enforce network policy on what enters the pod. */
+export const egressRoleOf = (role: IngressRole): EgressRole => (role === 'fromPod' ? 'toPod' : 'hostReply');
 
 /** Pod-facing host interfaces of common CNIs: Calico, generic veth, Cilium, Azure, AWS VPC CNI. */
 export const DEFAULT_POD_IFACES = '^(cali|veth|lxc|azv|eni).*';
@@ -215,6 +221,7 @@ export class Attacher {
       fromPod: native().progInfo(this.dp.programs.fromPod.fd).id,
       fromData: native().progInfo(this.dp.programs.fromData.fd).id,
       hostReply: native().progInfo(this.dp.programs.hostReply.fd).id,
+      toPod: native().progInfo(this.dp.programs.toPod.fd).id,
     };
   }
 
@@ -434,16 +441,21 @@ export class Attacher {
     return `${this.hook === 'tcx' ? 'tcx' : 'tc'} ${dir}`;
   }
 
-  /** The host-reply program on egress, where it is not already ours. */
-  private ensureEgress(l: LinkEntry): void {
-    const want = this.progIds.hostReply;
+  /**
+   * The egress program, where it is not already ours: host replies on every
+   * interface, and on pod-facing ones network policy for what the kernel
+   * routes into the pod.
+   */
+  private ensureEgress(l: LinkEntry, role: IngressRole): void {
+    const eg = egressRoleOf(role);
+    const want = this.progIds[eg];
     if (this.hooks.current(l.index, TC_EGRESS) === want) return;
     try {
-      this.hooks.put(l.index, l.name, TC_EGRESS, this.dp.programs.hostReply.fd);
+      this.hooks.put(l.index, l.name, TC_EGRESS, this.dp.programs[eg].fd);
       this.failed.delete(-l.index);
       this.log.info(
         { iface: l.name, ifindex: l.index },
-        `attached ${this.dp.programs.hostReply.name} to ${l.name} (${this.hookName(TC_EGRESS)})`,
+        `attached ${this.dp.programs[eg].name} to ${l.name} (${this.hookName(TC_EGRESS)})`,
       );
     } catch (e) {
       const msg = (e as Error).message;
@@ -451,7 +463,8 @@ export class Attacher {
         this.failed.set(-l.index, msg);
         this.log.error(
           { iface: l.name, ifindex: l.index },
-          `cannot attach to ${l.name} (egress): ${msg}; host-network endpoints behind it will not answer; will retry`,
+          `cannot attach to ${l.name} (egress): ${msg}; host-network endpoints behind it will not answer` +
+            `${eg === 'toPod' ? ' and network policy is not enforced on traffic the kernel routes into its pod' : ''}; will retry`,
         );
       }
     }
@@ -583,7 +596,7 @@ export class Attacher {
       } else if (this.podSrcs.has(l.index)) {
         this.forgetPodSources(l.index);
       }
-      this.ensureEgress(l);
+      this.ensureEgress(l, role);
       this.ensureIngress(l, role);
     }
   }

@@ -3,10 +3,11 @@
  * (test/codecs-btf.test.ts checks them against the object's BTF).
  */
 import { MAGLEV_TABLE_SIZES } from '../../model/maglev.js';
-import { arrayOf, arrayOfScalar, be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8 } from './struct.js';
+import { arrayOf, arrayOfScalar, be16, be32, bytes, chars, ip4, nested, pad, struct, u16, u32, u64, u8, withDefault } from './struct.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_SCTP = 132;
 
 export const FeFlags = {
   EXTERNAL: 1 << 0,
@@ -20,7 +21,7 @@ export const BackendFlags = { LOCAL: 1 << 0 } as const;
 
 export const CtDir = { FWD: 1, REPLY: 2 } as const;
 export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8, ESTABLISHED: 16 } as const;
-export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8 } as const;
+export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, PLAIN: 16, POL_DENIED: 32 } as const;
 
 export const feKey = struct('fe_key', {
   addr: ip4,
@@ -142,7 +143,8 @@ export const ctValue = struct('ct_value', {
   flags: u8,
   pad: pad(1),
   svcId: u32,
-  pad2: pad(4),
+  /** policy generation the flow was checked at; 0 (the default) = never */
+  polGen: withDefault(u32, 0),
 });
 export type CtValue = ReturnType<typeof ctValue.decode>;
 
@@ -151,6 +153,79 @@ export const reasonCounter = struct('reason_counter', {
   bytes: u64,
 });
 export type ReasonCounter = ReturnType<typeof reasonCounter.decode>;
+
+// ---- network policy (bpf/lib/policy.h) ----
+
+export const IpcacheFlags = { INGRESS_ISO: 1, EGRESS_ISO: 2 } as const;
+export const PolIdentity = { ANY: 0, WORLD: 1, HOST: 2 } as const;
+export const PolDir = { INGRESS: 1, EGRESS: 2 } as const;
+export const PolVerdict = { ALLOW: 1, DENY: 2 } as const;
+
+/** LPM key: prefixlen 0..32 over addr. */
+export const ipcacheKey = struct('ipcache_key', {
+  prefixlen: u32,
+  addr: ip4,
+});
+export type IpcacheKey = ReturnType<typeof ipcacheKey.decode>;
+
+export const ipcacheValue = struct('ipcache_value', {
+  identity: u32,
+  /** local endpoint id; 0 = not a local endpoint */
+  endpoint: u32,
+  flags: u8,
+  pad: pad(3),
+});
+export type IpcacheValue = ReturnType<typeof ipcacheValue.decode>;
+
+/** Bits of a rule-table key after prefixlen: identity 32 + direction 8 (then proto 8, port 16). */
+export const POL_PREFIX_ANY_PROTO = 40;
+export const POL_PREFIX_PROTO = 48;
+export const POL_PREFIX_FULL = 64;
+
+/** LPM key of an endpoint's rule table: prefixlen 40 (any protocol) or 48 + port prefix bits. */
+export const polKey = struct('pol_key', {
+  prefixlen: u32,
+  identity: be32,
+  dir: u8,
+  proto: u8,
+  port: be16,
+});
+export type PolKey = ReturnType<typeof polKey.decode>;
+
+export const polValue = struct('pol_value', {
+  ruleId: u32,
+  verdict: u8,
+  pad: pad(3),
+});
+export type PolValue = ReturnType<typeof polValue.decode>;
+
+export const polState = struct('pol_state', {
+  generation: u32,
+  /** local endpoints isolated in some direction; 0 = the programs skip policy */
+  isolated: u32,
+});
+export type PolState = ReturnType<typeof polState.decode>;
+
+export const ruleHits = struct('rule_hits', {
+  hits: u64,
+});
+export type RuleHits = ReturnType<typeof ruleHits.decode>;
+
+/** "namespace/name" of a NetworkPolicy or a pod: at most 63 + 1 + 253 bytes, NUL padded. */
+export const POL_NAME_BYTES = 320;
+
+export const polRuleName = struct('pol_rule_name', {
+  policy: chars(POL_NAME_BYTES),
+  index: u32,
+  dir: u8,
+  pad: pad(3),
+});
+export type PolRuleName = ReturnType<typeof polRuleName.decode>;
+
+export const polEpName = struct('pol_ep_name', {
+  pod: chars(POL_NAME_BYTES),
+});
+export type PolEpName = ReturnType<typeof polEpName.decode>;
 
 /** u32 keys (svc_names, per-CPU array index) and u8 values (node_ips). */
 export const u32Key = struct('__u32', { v: u32 });
@@ -231,3 +306,5 @@ export const traceBuf = struct('trace_buf', {
   step: arrayOf(traceStep, TRACE_MAX_STEPS),
 });
 export type TraceBufValue = ReturnType<typeof traceBuf.decode>;
+/** u32 values: the outer policy map (an inner map's fd when written, its id when read). */
+export const u32Value = struct('__u32', { v: u32 });

@@ -89,6 +89,8 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       if (v.flags & CtFlags.SNAT) flags.push('snat');
       if (v.flags & CtFlags.HAIRPIN) flags.push('hairpin');
       if (v.flags & CtFlags.EXTERNAL) flags.push('external');
+      if (v.flags & CtFlags.PLAIN) flags.push('policy'); // tracked for network policy, not translated
+      if (v.flags & CtFlags.POL_DENIED) flags.push('policy-denied');
       return {
         proto: proto(k.proto),
         dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),

@@ -28,6 +28,12 @@ export const MAP_NAMES = {
   monitorCtl: 'bpfproxy_monitor_ctl',
   monitorRings: 'bpfproxy_monitor_rings',
   monitorLost: 'bpfproxy_monitor_lost',
+  ipcache: 'bpfproxy_ipcache',
+  policy: 'bpfproxy_policy',
+  polState: 'bpfproxy_pol_state',
+  polHits: 'bpfproxy_pol_hits',
+  polRules: 'bpfproxy_pol_rules',
+  polEps: 'bpfproxy_pol_eps',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -38,6 +44,7 @@ export const PROGRAMS = {
   fromPod: { name: 'bpfproxy_pod' },
   fromData: { name: 'bpfproxy_data' },
   hostReply: { name: 'bpfproxy_host' },
+  toPod: { name: 'bpfproxy_to_pod' },
 } as const;
 
 export type ProgramRole = keyof typeof PROGRAMS;
@@ -58,6 +65,13 @@ export interface DatapathMaps {
   /** Slot -> ring buffer (an ARRAY_OF_MAPS: written with a map fd, read as a map id). */
   monitorRings: BpfMap<{ v: number }, { v: number }>;
   monitorLost: BpfMap<{ v: number }, { v: bigint }>;
+  ipcache: BpfMap<c.IpcacheKey, c.IpcacheValue>;
+  /** endpoint id -> its rule table (written: the inner map's fd; read: its id) */
+  policy: BpfMap<{ v: number }, { v: number }>;
+  polState: BpfMap<{ v: number }, c.PolState>;
+  polHits: BpfMap<{ v: number }, c.RuleHits>;
+  polRules: BpfMap<{ v: number }, c.PolRuleName>;
+  polEps: BpfMap<{ v: number }, c.PolEpName>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -75,6 +89,12 @@ const LAYOUT = {
   monitorCtl: [c.u32Key, c.monitorCtl],
   monitorRings: [c.u32Key, c.u32Key],
   monitorLost: [c.u32Key, c.u64Value],
+  ipcache: [c.ipcacheKey, c.ipcacheValue],
+  policy: [c.u32Key, c.u32Value],
+  polState: [c.u32Key, c.polState],
+  polHits: [c.u32Key, c.ruleHits],
+  polRules: [c.u32Key, c.polRuleName],
+  polEps: [c.u32Key, c.polEpName],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -92,6 +112,12 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   monitorCtl: 'running monitors stop receiving events; started again, they do',
   monitorRings: 'running monitors stop receiving events; started again, they do',
   monitorLost: 'lost-event counts start from zero',
+  ipcache: 'policy identities are written again by the first policy sync; until then no endpoint is isolated',
+  policy: 'endpoint rule tables are written again by the first policy sync',
+  polState: 'policy generation starts again: every tracked flow is checked once more',
+  polHits: 'policy rule hit counters start from zero',
+  polRules: 'policy rule names are written again by the first policy sync',
+  polEps: 'policy endpoint names are written again by the first policy sync',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -117,6 +143,12 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       monitorCtl: m(MAP_NAMES.monitorCtl, LAYOUT.monitorCtl),
       monitorRings: m(MAP_NAMES.monitorRings, LAYOUT.monitorRings),
       monitorLost: m(MAP_NAMES.monitorLost, LAYOUT.monitorLost, native().possibleCpus()),
+      ipcache: m(MAP_NAMES.ipcache, LAYOUT.ipcache),
+      policy: m(MAP_NAMES.policy, LAYOUT.policy),
+      polState: m(MAP_NAMES.polState, LAYOUT.polState),
+      polHits: m(MAP_NAMES.polHits, LAYOUT.polHits, native().possibleCpus()),
+      polRules: m(MAP_NAMES.polRules, LAYOUT.polRules),
+      polEps: m(MAP_NAMES.polEps, LAYOUT.polEps),
     };
   } catch (e) {
     for (const h of opened) h.close();

@@ -32,6 +32,21 @@ export const REASONS = [
     verdict: 'drop',
     help: "packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node's own addresses as source",
   },
+  {
+    name: 'policy-denied',
+    verdict: 'drop',
+    help: 'network policy: no rule of an isolated endpoint allows the flow (or a rule denies it); see the per-rule hit counters',
+  },
+  {
+    name: 'policy-no-table',
+    verdict: 'drop',
+    help: 'network policy: the endpoint is isolated but its rule table is missing (being replaced, or could not be written: see the agent log); denied, never allowed',
+  },
+  {
+    name: 'policy-unknown-flow',
+    verdict: 'drop',
+    help: 'network policy: TCP packet without SYN of no flow known, to or from an isolated endpoint (a connection opened before the endpoint was isolated, or whose conntrack entry expired)',
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];

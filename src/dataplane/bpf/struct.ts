@@ -11,14 +11,20 @@ export interface Field<T> {
   readonly pad?: boolean;
   /** Nested struct codec, for the BTF check. */
   readonly nested?: Codec<unknown>;
+  /** May be left out: encoded as `dflt` when absent, decoded as absent when it is `dflt`. */
+  readonly optional?: boolean;
+  readonly dflt?: T;
   read(b: Buffer, off: number): T;
   write(b: Buffer, off: number, v: T): void;
 }
 
 type Spec = Record<string, Field<unknown>>;
 type PadKeys<S extends Spec> = { [K in keyof S]: S[K] extends { pad: true } ? K : never }[keyof S];
+type OptKeys<S extends Spec> = { [K in keyof S]: S[K] extends { optional: true } ? K : never }[keyof S];
 export type ValueOf<S extends Spec> = {
-  [K in Exclude<keyof S, PadKeys<S>>]: S[K] extends Field<infer T> ? T : never;
+  [K in Exclude<keyof S, PadKeys<S> | OptKeys<S>>]: S[K] extends Field<infer T> ? T : never;
+} & {
+  [K in OptKeys<S>]?: S[K] extends Field<infer T> ? T : never;
 };
 
 export interface FieldLayout {
@@ -74,7 +80,9 @@ export function struct<S extends Spec>(cName: string, spec: S): Codec<ValueOf<S>
     decode(b, base = 0) {
       const out: Record<string, unknown> = {};
       entries.forEach(([name, f], i) => {
-        if (!f.pad) out[name] = f.read(b, base + (offsets[i] ?? 0));
+        if (f.pad) return;
+        const v = f.read(b, base + (offsets[i] ?? 0));
+        if (!f.optional || v !== f.dflt) out[name] = v;
       });
       return out as ValueOf<S>;
     },
@@ -160,6 +168,14 @@ export function bytes(n: number): Field<Buffer> {
       v.copy(b, o, 0, Math.min(n, v.length));
     },
   };
+}
+/**
+ * A field that may be left out (one added to a struct that callers already
+ * fill in and compare): written as `dflt` when absent, and absent from a
+ * decoded value when it holds `dflt`.
+ */
+export function withDefault<T>(f: Field<T>, dflt: T): Field<T> & { optional: true } {
+  return { ...f, optional: true, dflt, write: (b, o, v) => f.write(b, o, v ?? dflt) };
 }
 export function nested<T>(c: Codec<T>): Field<T> {
   return {

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* TC egress on pod-facing interfaces (host side of the pod's veth): network
+ * policy for everything the kernel routes into the pod (lib/policy.h
+ * policy_to_pod()), and the replies of host-network service endpoints
+ * (as bpfproxy_host on the other interfaces).
+ *
+ * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/service.h"
+
+SEC("tc")
+int bpfproxy_to_pod(struct __sk_buff *skb)
+{
+	return service_to_pod(skb);
+}
