@@ -75,6 +75,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.ctKey,
     c.ctValue,
     c.reasonCounter,
+    c.modeValue,
   ]) {
     check(t, codec);
   }
@@ -120,4 +121,5 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_dir', /^CT_DIR_/, c.CtDir);
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
+  same('mode_flags', /^MODE_F_/, c.ModeFlags);
 });

@@ -31,6 +31,7 @@ enum reason {
 	REASON_CT_FULL,	       /* conntrack map full, new flow refused: dropped */
 	REASON_CT_NOT_OPENING, /* TCP without SYN to a service, no flow known: passed to the stack */
 	REASON_SPOOFED,	       /* from a pod interface with a source not routed to it: dropped */
+	REASON_DRAIN_NEW, /* draining (rollback): a new flow to a service, passed to the stack */
 	__REASON_MAX,
 };
 
@@ -44,6 +45,7 @@ const volatile struct {
 	enum ct_dir	   ct_dir;
 	enum ct_state_bits ct_state_bits;
 	enum ct_flags	   ct_flags;
+	enum mode_flags	   mode_flags;
 } bpfproxy_enums_btf;
 
 struct {

@@ -134,6 +134,8 @@ enum ct_flags {
 	CT_F_EXTERNAL = 1 << 2, /* created by traffic from a data interface */
 	CT_F_HOST_BE  = 1 << 3, /* the backend is this node itself (host network):
 				 * its replies leave through the TC egress hook */
+	CT_F_ADOPTED  = 1 << 4, /* copied from the kernel's conntrack at takeover
+				 * (a flow kube-proxy's rules NAT'd) */
 };
 
 /* One entry per direction. Packets matching key are rewritten to
@@ -154,6 +156,19 @@ struct ct_value {
 	__u8   pad;
 	__u32  svc_id; /* host */
 	__u32  pad2;
+};
+
+/* ---- runtime mode (lib/mode.h) ----------------------------------------- */
+
+enum mode_flags {
+	MODE_F_DRAIN = 1 << 0, /* handing back: serve flows in conntrack, pass new ones */
+};
+
+/* The one entry of bpfproxy_mode: what the programs do now, set by the
+ * agent while they run (load-time settings are in lib/config.h). */
+struct mode_value {
+	__u32 flags; /* host: enum mode_flags */
+	__u32 pad;
 };
 
 /* ---- counters (lib/drop.h) --------------------------------------------- */

@@ -85,6 +85,7 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       if (v.flags & CtFlags.SNAT) flags.push('snat');
       if (v.flags & CtFlags.HAIRPIN) flags.push('hairpin');
       if (v.flags & CtFlags.EXTERNAL) flags.push('external');
+      if (v.flags & CtFlags.ADOPTED) flags.push('adopted');
       return {
         proto: proto(k.proto),
         dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),

@@ -24,6 +24,7 @@ export const MAP_NAMES = {
   svcNames: 'bpfproxy_svc_names',
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
+  mode: 'bpfproxy_mode',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -48,6 +49,7 @@ export interface DatapathMaps {
   svcNames: BpfMap<{ v: number }, { name: string }>;
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
+  mode: BpfMap<{ v: number }, c.ModeValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -61,6 +63,7 @@ const LAYOUT = {
   svcNames: [c.u32Key, c.svcName],
   ct: [c.ctKey, c.ctValue],
   reasons: [c.u32Key, c.reasonCounter],
+  mode: [c.u32Key, c.modeValue],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -74,6 +77,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   svcNames: 'service names are written again by the first sync',
   ct: 'connections through services established before are reset once the new programs attach',
   reasons: 'drop counters start from zero',
+  mode: 'the programs serve as usual until the agent sets a mode again',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -95,6 +99,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       svcNames: m(MAP_NAMES.svcNames, LAYOUT.svcNames),
       ct: m(MAP_NAMES.ct, LAYOUT.ct),
       reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
+      mode: m(MAP_NAMES.mode, LAYOUT.mode),
     };
   } catch (e) {
     for (const h of opened) h.close();

@@ -32,6 +32,11 @@ export const REASONS = [
     verdict: 'drop',
     help: "packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node's own addresses as source",
   },
+  {
+    name: 'drain-new',
+    verdict: 'pass',
+    help: "draining (bpfEnabled=false): a new flow to a service, left to the kernel (kube-proxy's rules); flows already in bpfproxy's conntrack are still served",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
