@@ -10,7 +10,8 @@
         "addon/tc.cc",
         "addon/system.cc",
         "addon/netlink.cc",
-        "addon/bulk.cc"
+        "addon/bulk.cc",
+        "addon/conntrack.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -62,6 +62,8 @@ export interface GcStats {
   lastMs: number;
   /** entries left after the last pass, by protocol */
   liveByProto: { tcp: number; udp: number; other: number };
+  /** connections left after the last pass that are not closed (no RST, not FINs both ways) */
+  lastOpen: number;
   /** entries removed since the agent started */
   removedTotal: number;
   /** Date.now() when the last pass finished; 0 before the first */
@@ -78,6 +80,7 @@ export class ConntrackGc {
     lastScanned: 0,
     lastMs: 0,
     liveByProto: { tcp: 0, udp: 0, other: 0 },
+    lastOpen: 0,
     removedTotal: 0,
     lastRunAt: 0,
     failures: 0,
@@ -147,6 +150,7 @@ export class ConntrackGc {
     s.lastScanned = r.scanned;
     s.lastMs = r.ms;
     s.liveByProto = { ...r.liveByProto };
+    s.lastOpen = r.open;
     s.removedTotal += r.expired;
     s.lastRunAt = Date.now();
     if (r.refreshed) this.log.debug({ refreshed: r.refreshed }, 'conntrack GC: entries refreshed by traffic during the pass were kept');

@@ -1,0 +1,315 @@
+/**
+ * Taking over from kube-proxy without moving a connection: the kernel's
+ * conntrack already carries the flows kube-proxy's rules NAT'd (client ->
+ * service address, translated to a backend, maybe masqueraded). Before our
+ * programs attach, each such flow is written into our conntrack as a pair
+ * of entries with the kernel's own translation, so its next packet, which
+ * our programs see first, goes to the same backend from the same source
+ * address and port. Without this a UDP flow's next datagram would be a new
+ * flow to us, with a backend drawn again; a TCP flow would still work (our
+ * programs leave packets of TCP flows they do not know to the kernel), but
+ * adopting it keeps the whole flow on one path.
+ *
+ * Read only on the kernel's side: its conntrack is dumped (ctnetlink), never
+ * changed or flushed.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { Logger } from '../../log.js';
+import { BpfError, native, type KernelCtEntry } from '../../native/index.js';
+import { CtDir, CtFlags, CtState, FeFlags, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue, type FeValue } from './codecs.js';
+import type { ConntrackTimeouts } from './config.js';
+import type { DatapathMaps } from './loader.js';
+import { BPF_NOEXIST } from './map.js';
+
+/** The kernel's TCP_CONNTRACK_* states (include/uapi/linux/netfilter/nf_conntrack_tcp.h). */
+const TCP = { SYN_SENT: 1, SYN_RECV: 2, ESTABLISHED: 3, FIN_WAIT: 4, CLOSE_WAIT: 5, LAST_ACK: 6, SYN_SENT2: 9 } as const;
+/** IPS_* status bits. */
+const IPS_SEEN_REPLY = 1 << 1;
+const IPS_ASSURED = 1 << 2;
+const IPS_DYING = 1 << 9;
+
+/** The kernel's conntrack timeouts that matter here (seconds), from its sysctls or their defaults. */
+export interface KernelTimeouts {
+  tcpEstablished: number;
+  /** an established flow with data in flight gets the shorter of these */
+  tcpUnacked: number;
+  udp: number;
+  udpStream: number;
+}
+
+export const KERNEL_TIMEOUT_DEFAULTS: KernelTimeouts = { tcpEstablished: 432000, tcpUnacked: 300, udp: 30, udpStream: 120 };
+
+/** This namespace's nf_conntrack timeouts (/proc/sys/net/netfilter), defaults where one cannot be read. */
+export function kernelTimeouts(dir = '/proc/sys/net/netfilter'): KernelTimeouts {
+  const read = (name: string, d: number): number => {
+    try {
+      const v = Number(readFileSync(`${dir}/${name}`, 'utf8').trim());
+      return Number.isFinite(v) && v > 0 ? v : d;
+    } catch {
+      return d;
+    }
+  };
+  const d = KERNEL_TIMEOUT_DEFAULTS;
+  return {
+    tcpEstablished: read('nf_conntrack_tcp_timeout_established', d.tcpEstablished),
+    tcpUnacked: Math.max(
+      read('nf_conntrack_tcp_timeout_unacknowledged', d.tcpUnacked),
+      read('nf_conntrack_tcp_timeout_max_retrans', d.tcpUnacked),
+    ),
+    udp: read('nf_conntrack_udp_timeout', d.udp),
+    udpStream: read('nf_conntrack_udp_timeout_stream', d.udpStream),
+  };
+}
+
+/** What the plan needs to know of our frontends. */
+export interface FrontendIndex {
+  /** the frontend a client addressed at addr:port, NodePorts (any node address) included */
+  lookup(addr: string, port: number, proto: number): FeValue | undefined;
+  isNodeAddress(addr: string): boolean;
+}
+
+export function frontendIndex(maps: Pick<DatapathMaps, 'fe' | 'nodeIps'>): FrontendIndex {
+  const fes = new Map(maps.fe.entries().map(([k, v]) => [`${k.addr}:${k.port}/${k.proto}`, v]));
+  const nodeIps = new Set(maps.nodeIps.entries().map(([k]) => k.addr));
+  return {
+    isNodeAddress: (a) => nodeIps.has(a),
+    lookup(addr, port, proto) {
+      const exact = fes.get(`${addr}:${port}/${proto}`);
+      if (exact) return exact;
+      if (!nodeIps.has(addr)) return undefined;
+      const np = fes.get(`0.0.0.0:${port}/${proto}`);
+      return np && np.flags & FeFlags.NODEPORT ? np : undefined;
+    },
+  };
+}
+
+export interface AdoptionPlan {
+  /** both entries of each adopted connection: reply first, then forward (the order ct_create writes them) */
+  pairs: Array<{ reply: [CtKey, CtValue]; fwd: [CtKey, CtValue] }>;
+  /** kernel entries looked at (IPv4 TCP and UDP) */
+  seen: number;
+  /** why the others were left to the kernel */
+  skipped: {
+    /** not addressed to one of our frontends, or not translated (no DNAT) */
+    notService: number;
+    /** TCP closing or closed (TIME_WAIT, CLOSE), or dying */
+    closed: number;
+    /** quiet longer than our own timeout would keep it */
+    idle: number;
+    /** the backend is this node itself (host network): the kernel keeps carrying it (see below) */
+    hostBackend: number;
+    /** a conntrack zone other than the default */
+    zoned: number;
+  };
+}
+
+const lifetimeS = (proto: number, state: number, t: ConntrackTimeouts): number => {
+  if (proto !== IPPROTO_TCP) return t.UDPTimeout;
+  if (state & CtState.RST) return t.TCPResetSeen;
+  if ((state & (CtState.FIN_FWD | CtState.FIN_REPLY)) === (CtState.FIN_FWD | CtState.FIN_REPLY)) return t.TCPFinsSeen;
+  if (state & CtState.ESTABLISHED) return t.TCPEstablished;
+  return t.TCPSynSent;
+};
+
+/** Our state bits for a kernel entry, or undefined when it is closing or closed. */
+function stateOf(e: KernelCtEntry): number | undefined {
+  if (e.proto === IPPROTO_UDP) return e.status & IPS_SEEN_REPLY ? CtState.REPLY_SEEN | CtState.ESTABLISHED : 0;
+  switch (e.tcpState) {
+    case TCP.SYN_SENT:
+    case TCP.SYN_SENT2:
+      return 0;
+    case TCP.SYN_RECV:
+      return CtState.REPLY_SEEN;
+    // One FIN seen, its direction unknown: established until the FINs we see.
+    case TCP.ESTABLISHED:
+    case TCP.FIN_WAIT:
+    case TCP.CLOSE_WAIT:
+      return CtState.REPLY_SEEN | CtState.ESTABLISHED;
+    case TCP.LAST_ACK:
+      return CtState.REPLY_SEEN | CtState.ESTABLISHED | CtState.FIN_FWD | CtState.FIN_REPLY;
+    default:
+      return undefined; // TIME_WAIT, CLOSE, NONE
+  }
+}
+
+/**
+ * Seconds since the kernel last saw a packet of this flow, as far as its
+ * timer tells: 0 when it cannot tell. An established TCP flow's timer is
+ * 5 days after its last packet, or 5 minutes while data is unacknowledged;
+ * a UDP flow's 30 s, or 120 s once it is a stream.
+ */
+function idleS(e: KernelCtEntry, k: KernelTimeouts): number {
+  if (e.proto === IPPROTO_UDP) {
+    const full = e.status & IPS_ASSURED ? k.udpStream : k.udp;
+    return Math.max(0, full - e.timeout);
+  }
+  if (e.tcpState !== TCP.ESTABLISHED || e.timeout <= k.tcpUnacked) return 0;
+  return Math.max(0, k.tcpEstablished - e.timeout);
+}
+
+/**
+ * The conntrack pairs that carry the kernel's service flows on: for each
+ * entry whose original destination is one of our frontends and that the
+ * kernel translated, the forward entry keyed by the client's tuple rewrites
+ * to the kernel's reply tuple reversed (its backend, and its SNAT source if
+ * it masqueraded), and the reply entry keyed by the backend's tuple rewrites
+ * back. Flows to a host-network backend on this node are left to the
+ * kernel: our programs hand such packets to the stack after translating
+ * them, where the kernel's own entry for the flow would refuse the
+ * translated tuple as a clash.
+ */
+export function planAdoption(
+  entries: readonly KernelCtEntry[],
+  fes: FrontendIndex,
+  nowNs: bigint,
+  ours: ConntrackTimeouts,
+  kernel: KernelTimeouts = KERNEL_TIMEOUT_DEFAULTS,
+): AdoptionPlan {
+  const plan: AdoptionPlan = { pairs: [], seen: 0, skipped: { notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 } };
+  for (const e of entries) {
+    if (e.proto !== IPPROTO_TCP && e.proto !== IPPROTO_UDP) continue;
+    plan.seen++;
+    if (e.zone !== 0) {
+      plan.skipped.zoned++;
+      continue;
+    }
+    const fe = fes.lookup(e.dst, e.dport, e.proto);
+    const translated = e.rsrc !== e.dst || e.rsport !== e.dport;
+    if (!fe || !translated) {
+      plan.skipped.notService++;
+      continue;
+    }
+    const state = stateOf(e);
+    if (state === undefined || e.status & IPS_DYING) {
+      plan.skipped.closed++;
+      continue;
+    }
+    if (fes.isNodeAddress(e.rsrc)) {
+      plan.skipped.hostBackend++;
+      continue;
+    }
+    const life = lifetimeS(e.proto, state, ours);
+    const idle = idleS(e, kernel);
+    if (idle >= life) {
+      plan.skipped.idle++;
+      continue;
+    }
+    const snat = e.rdst !== e.src || e.rdport !== e.sport;
+    let flags: number = CtFlags.ADOPTED;
+    if (snat) flags |= CtFlags.SNAT;
+    if (e.rsrc === e.src) flags |= CtFlags.HAIRPIN;
+    if (fe.flags & FeFlags.EXTERNAL) flags |= CtFlags.EXTERNAL;
+    const expiresNs = nowNs + BigInt(Math.round((life - idle) * 1e9));
+    const base = { expiresNs, createdNs: nowNs, state, flags, svcId: fe.svcId };
+    const fwdKey: CtKey = { saddr: e.src, daddr: e.dst, sport: e.sport, dport: e.dport, proto: e.proto };
+    const replyKey: CtKey = { saddr: e.rsrc, daddr: e.rdst, sport: e.rsport, dport: e.rdport, proto: e.proto };
+    plan.pairs.push({
+      reply: [replyKey, { ...base, dir: CtDir.REPLY, natSaddr: e.dst, natSport: e.dport, natDaddr: e.src, natDport: e.sport }],
+      fwd: [fwdKey, { ...base, dir: CtDir.FWD, natSaddr: e.rdst, natSport: e.rdport, natDaddr: e.rsrc, natDport: e.rsport }],
+    });
+  }
+  return plan;
+}
+
+export interface AdoptionResult {
+  seen: number;
+  adopted: number;
+  /** already in our conntrack (a second pass, or a flow we carry) */
+  present: number;
+  skipped: AdoptionPlan['skipped'];
+  /** our conntrack map was full: the rest stayed with the kernel */
+  full: number;
+  ms: number;
+}
+
+const EEXIST = 17;
+
+/**
+ * Whether this namespace has the kernel's conntrack at all. Without it
+ * kube-proxy never NAT'd anything here, and a ctnetlink request would load
+ * the conntrack modules as a side effect: so nothing is asked then.
+ */
+export function kernelConntrackPresent(dir = '/proc/sys/net/netfilter'): boolean {
+  return existsSync(`${dir}/nf_conntrack_max`);
+}
+
+/** Write the pairs (BPF_NOEXIST: an entry already there is ours and stays). */
+export function writeAdoption(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan): Pick<AdoptionResult, 'adopted' | 'present' | 'full'> {
+  const out = { adopted: 0, present: 0, full: 0 };
+  for (const [i, { reply, fwd }] of plan.pairs.entries()) {
+    try {
+      maps.ct.set(reply[0], reply[1], BPF_NOEXIST);
+    } catch (e) {
+      if (e instanceof BpfError && e.errno === EEXIST) {
+        out.present++;
+        continue;
+      }
+      if (e instanceof BpfError && e.isMapFull) {
+        out.full = plan.pairs.length - i;
+        break;
+      }
+      throw e;
+    }
+    try {
+      maps.ct.set(fwd[0], fwd[1], BPF_NOEXIST);
+      out.adopted++;
+    } catch (e) {
+      maps.ct.delete(reply[0]);
+      if (e instanceof BpfError && e.errno === EEXIST) {
+        out.present++;
+        continue;
+      }
+      if (e instanceof BpfError && e.isMapFull) {
+        out.full = plan.pairs.length - i;
+        break;
+      }
+      throw e;
+    }
+  }
+  return out;
+}
+
+/**
+ * One adoption pass: dump the kernel's conntrack, plan, write. Never
+ * throws: a failure is logged and the takeover goes on (TCP flows then stay
+ * with the kernel's NAT; UDP flows may change backend).
+ */
+export function adoptKernelConntrack(
+  maps: Pick<DatapathMaps, 'ct' | 'fe' | 'nodeIps'>,
+  ours: ConntrackTimeouts,
+  log: Logger,
+  pass: string,
+): AdoptionResult | undefined {
+  const t0 = performance.now();
+  if (!kernelConntrackPresent()) {
+    log.debug({ pass }, 'no kernel conntrack in this network namespace: no kube-proxy flows to adopt');
+    return undefined;
+  }
+  try {
+    const entries = native().kernelConntrack();
+    const plan = planAdoption(entries, frontendIndex(maps), native().monotonicNs(), ours, kernelTimeouts());
+    const w = writeAdoption(maps, plan);
+    const r: AdoptionResult = { seen: plan.seen, ...w, skipped: plan.skipped, ms: Math.round(performance.now() - t0) };
+    if (r.full) {
+      log.warn(
+        { pass, notAdopted: r.full, map: maps.ct.name, max: maps.ct.maxEntries },
+        `conntrack map ${maps.ct.name} is full: ${r.full} flow(s) kube-proxy's rules carried were not adopted; ` +
+          'their TCP connections stay with the kernel, their UDP flows may change backend (raise bpfMapSizeConntrack)',
+      );
+    }
+    if (r.skipped.hostBackend) {
+      log.info(
+        { pass, flows: r.skipped.hostBackend },
+        `${r.skipped.hostBackend} flow(s) to host-network endpoints on this node stay with the kernel's NAT (not adopted)`,
+      );
+    }
+    return r;
+  } catch (e) {
+    log.warn(
+      { pass, err: e },
+      `could not read the kernel's conntrack (${(e as Error).message}): flows kube-proxy's rules carried are not adopted; ` +
+        'TCP connections keep working through the kernel, UDP flows may change backend',
+    );
+    return undefined;
+  }
+}
