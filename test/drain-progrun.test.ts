@@ -4,14 +4,16 @@
  * untouched and creates no conntrack entry; packets of flows already in our
  * conntrack are served exactly as before; a SYN reopening a closed flow of
  * ours is a new flow (kube-proxy's) and removes the old entries; switching
- * back serves new flows again. Runs in a namespace of its own.
+ * back serves new flows again. On standby (attached while taking over)
+ * every packet passes untouched, even of flows we track. Runs in a
+ * namespace of its own.
  */
 import t from 'tap';
 import { frame, PROTO, TCP } from '../testkit/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';
-import { isDraining, setDraining } from '../src/dataplane/bpf/drain.js';
+import { isDraining, setDraining, setMode } from '../src/dataplane/bpf/drain.js';
 
 const VIP = '10.96.0.10';
 const DNS = '10.96.0.53';
@@ -111,6 +113,37 @@ t.test('drain mode through BPF_PROG_RUN', async (t) => {
     const rr = node.runRaw('fromPod', reply);
     t.equal(rr.verdict, 'pass', "kube-proxy's backend's SYN-ACK is left to the kernel's reverse NAT");
     t.same(rr.raw, reply, 'untouched');
+  });
+
+  t.test('standby (taking over): every packet passes untouched, tracked flows too, nothing created', async (t) => {
+    setMode(dp.maps, 'standby');
+    t.notOk(isDraining(dp.maps), 'standby is not draining');
+    const size = ctSize();
+    const frames: Array<['fromPod' | 'fromData', Buffer, string]> = [
+      ['fromPod', frame({ src: POD, dst: VIP }, { proto: 'tcp', sport: 40010, dport: 80 }), 'a new SYN'],
+      [
+        'fromPod',
+        frame({ src: POD, dst: DNS }, { proto: 'udp', sport: 5000, dport: 53, payload: Buffer.from('q3') }),
+        'a tracked UDP flow',
+      ],
+      [
+        'fromData',
+        frame({ src: CLIENT, dst: NODE_IP }, { proto: 'tcp', sport: 41000, dport: 30080, flags: TCP.ACK }),
+        'a tracked NodePort flow',
+      ],
+      ['fromPod', frame({ src: POD, dst: EMPTY }, { proto: 'tcp', sport: 40011, dport: 80 }), 'a service without endpoints'],
+    ];
+    for (const [role, f, what] of frames) {
+      const r = node.runRaw(role, f);
+      t.equal(r.verdict, 'pass', `${what}: passed`);
+      t.same(r.raw, f, `${what}: untouched`);
+    }
+    const host = frame({ src: NODE_IP, dst: CLIENT }, { proto: 'tcp', sport: 8080, dport: 41000, flags: TCP.ACK });
+    const hr = node.runRaw('hostReply', host);
+    t.equal(hr.verdict, 'pass');
+    t.same(hr.raw, host, 'the egress program passes too');
+    t.equal(ctSize(), size, 'no entry created or removed');
+    setMode(dp.maps, 'drain');
   });
 
   t.test('drain off: new flows are ours again', async (t) => {

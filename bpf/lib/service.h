@@ -6,7 +6,8 @@
  *   3. frontend hit   -> choose a backend, create conntrack, DNAT (+SNAT)
  *   4. anything else  -> untouched
  * While draining (lib/mode.h, rollback to kube-proxy) step 3 passes the
- * packet to the stack instead: kube-proxy's rules take new flows.
+ * packet to the stack instead: kube-proxy's rules take new flows. On
+ * standby (taking over, lib/mode.h) every packet passes untouched.
  * 'from_pod' says which side the packet entered from: traffic from pods is
  * internal (internalTrafficPolicy) and must carry its pod's address (lib/
  * pod.h), traffic from data interfaces external (externalTrafficPolicy on
@@ -202,8 +203,11 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	struct fe_value *fe;
 	__u64		 now;
 
-	enum parse_result pr = parse_ipv4(skb, &p);
+	enum parse_result pr;
 
+	if (mode_standby())
+		return TC_ACT_OK;
+	pr = parse_ipv4(skb, &p);
 	if (pr == PARSE_NOT_IPV4)
 		return TC_ACT_OK;
 	if (pr == PARSE_MALFORMED)
@@ -268,7 +272,7 @@ static __always_inline int service_host_reply(struct __sk_buff *skb)
 	struct pkt	   p = {};
 	__u64		   now;
 
-	if (parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
+	if (mode_standby() || parse_ipv4(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
 	nk.addr = p.tuple.saddr;
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))

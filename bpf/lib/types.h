@@ -161,7 +161,8 @@ struct ct_value {
 /* ---- runtime mode (lib/mode.h) ----------------------------------------- */
 
 enum mode_flags {
-	MODE_F_DRAIN = 1 << 0, /* handing back: serve flows in conntrack, pass new ones */
+	MODE_F_DRAIN   = 1 << 0, /* handing back: serve flows in conntrack, pass new ones */
+	MODE_F_STANDBY = 1 << 1, /* taking over: attached, but every packet passes untouched */
 };
 
 /* The one entry of bpfproxy_mode: what the programs do now, set by the

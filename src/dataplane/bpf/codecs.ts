@@ -19,7 +19,7 @@ export const BackendFlags = { LOCAL: 1 << 0 } as const;
 export const CtDir = { FWD: 1, REPLY: 2 } as const;
 export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8, ESTABLISHED: 16 } as const;
 export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, ADOPTED: 16 } as const;
-export const ModeFlags = { DRAIN: 1 } as const;
+export const ModeFlags = { DRAIN: 1, STANDBY: 2 } as const;
 
 export const feKey = struct('fe_key', {
   addr: ip4,

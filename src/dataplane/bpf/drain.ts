@@ -31,8 +31,15 @@ export const DRAIN_POLL_MS = 2_000;
 /** How often, at most, the drain says how it is going. */
 const PROGRESS_EVERY_MS = 10_000;
 
+/** What the programs do (bpf/lib/mode.h): serve, stand by (attached, passing everything: taking over) or drain. */
+export type Mode = 'serve' | 'standby' | 'drain';
+
+export function setMode(maps: Pick<DatapathMaps, 'mode'>, mode: Mode): void {
+  maps.mode.set({ v: 0 }, { flags: mode === 'drain' ? ModeFlags.DRAIN : mode === 'standby' ? ModeFlags.STANDBY : 0 });
+}
+
 export function setDraining(maps: Pick<DatapathMaps, 'mode'>, on: boolean): void {
-  maps.mode.set({ v: 0 }, { flags: on ? ModeFlags.DRAIN : 0 });
+  setMode(maps, on ? 'drain' : 'serve');
 }
 
 export function isDraining(maps: Pick<DatapathMaps, 'mode'>): boolean {
