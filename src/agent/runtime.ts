@@ -1,12 +1,16 @@
 /**
  * The BPF dataplane while bpfproxy owns it (bpfEnabled=true): programs,
  * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
- * addresses. enable() takes over (maps synced before programs attach,
- * kube-proxy's rules removed when asked); disable() hands back (detach our
- * filters and tcx links, delete the clsact qdiscs we created, unpin); stop()
- * leaves everything running for the next agent.
+ * addresses. enable() takes over (maps synced before programs attach; on a
+ * takeover the programs attach on standby, the kernel's service flows are
+ * adopted, then they serve; kube-proxy's rules removed after, when asked); drain() hands back after serving what it carries (dataplane/bpf/
+ * drain.ts), disable() at once (detach our filters and tcx links, delete
+ * the clsact qdiscs we created, unpin); stop() leaves everything running for
+ * the next agent.
  */
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { Attacher, teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
@@ -14,7 +18,9 @@ import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
-import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
+import { MAP_NAMES, loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
+import { adoptKernelConntrack, type AdoptionResult } from '../dataplane/bpf/adopt.js';
+import { Drain, kubeProxyRules, setDraining, setMode } from '../dataplane/bpf/drain.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
@@ -61,6 +67,7 @@ export function dataPattern(c: AgentConfig): RegExp {
 export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
+  private drainer: Drain | undefined;
 
   private constructor(
     readonly dp: Datapath,
@@ -79,6 +86,8 @@ export class BpfRuntime {
       if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
       else throw new Error(`pin dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
     }
+    // No conntrack pinned: a takeover, not a restart; the kernel's service flows are adopted.
+    const fresh = !existsSync(join(o.pinDir, MAP_NAMES.ct));
     const t0 = performance.now();
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
@@ -105,11 +114,95 @@ export class BpfRuntime {
     await proxier.runner.idle();
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    if (cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(log);
+    // Taking over, the programs attach on standby (passing everything, so
+    // no flow is half through our NAT and half through the kernel's while
+    // interfaces are attached one by one), the kernel's service flows are
+    // adopted (twice: the second pass takes what opened during the first),
+    // then every interface switches at once. kube-proxy's rules go only once
+    // our programs see every packet first.
+    setMode(dp.maps, fresh ? 'standby' : 'serve'); // 'serve' also ends a drain a stopped agent left
     attacher.start();
+    const before = fresh ? [rt.adopt(cfg, 'attached on standby'), rt.adopt(cfg, 'on standby, second pass')] : [];
+    setMode(dp.maps, 'serve');
+    rt.finishTakeover(cfg, before, fresh);
     gc.start();
     rt.armAddresses();
     return rt;
+  }
+
+  private adopt(cfg: AgentConfig, pass: string): AdoptionResult | undefined {
+    return adoptKernelConntrack(this.dp.maps, datapathConfig(cfg).ctTimeouts, this.log, pass);
+  }
+
+  /** Programs serving: adopt what the kernel opened meanwhile, then remove kube-proxy's rules. */
+  private finishTakeover(cfg: AgentConfig, before: Array<AdoptionResult | undefined>, adopt: boolean): void {
+    const after = adopt ? this.adopt(cfg, 'serving') : undefined;
+    const passes = [...before, after].filter((r): r is AdoptionResult => !!r);
+    if (passes.length) {
+      const n = passes.reduce((a, r) => a + r.adopted, 0);
+      this.log.info(
+        {
+          adopted: n,
+          passes: passes.map((r) => ({ adopted: r.adopted, ms: r.ms })),
+          kernelEntries: passes[0]!.seen,
+          skipped: passes[0]!.skipped,
+        },
+        `adopted ${n} flow(s) that kube-proxy's rules carried (from the kernel's conntrack): they keep their backend`,
+      );
+    }
+    if (cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(this.log);
+  }
+
+  /**
+   * bpfEnabled=false: hand back. With a drain time, serve the flows in our
+   * conntrack until none is open or the time is up, new flows going to the
+   * kernel meanwhile, then detach (onDetached is called then); with 0,
+   * detach now. Resolves once the drain has started (or, with nothing
+   * open, ended): whether it still runs.
+   */
+  async drain(timeoutMs: number, onDetached: () => void): Promise<boolean> {
+    if (timeoutMs <= 0) {
+      if (!Object.values(kubeProxyRules()).some(Boolean)) {
+        this.log.error(
+          "bpfEnabled is false but kube-proxy's rules are not on this node: new connections to Services get no answer until kube-proxy is back",
+        );
+      }
+      this.disable();
+      onDetached();
+      return false;
+    }
+    const d = new Drain(
+      {
+        setDraining: (on) => setDraining(this.dp.maps, on),
+        openFlows: async () => (await this.gc.run()).lastOpen,
+        detach: () => {
+          if (this.drainer === d) this.drainer = undefined;
+          this.disable();
+          onDetached();
+        },
+        kubeProxyRules,
+      },
+      { timeoutMs },
+      this.log,
+      this.clock,
+    );
+    this.drainer = d;
+    await d.start();
+    return this.drainer === d;
+  }
+
+  /** bpfEnabled=true during a drain: adopt what kube-proxy took meanwhile, serve new flows again, remove its rules. */
+  resume(cfg: AgentConfig): void {
+    const d = this.drainer;
+    this.drainer = undefined;
+    const first = this.adopt(cfg, 'while draining');
+    d?.cancel();
+    this.finishTakeover(cfg, [first], true);
+  }
+
+  /** Agent exit during a drain: detach now (nobody would later). */
+  stopDrain(): void {
+    this.drainer?.stop();
   }
 
   /** Apply a changed config while running. */

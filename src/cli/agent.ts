@@ -6,6 +6,7 @@ import { Agent } from '../agent/agent.js';
 import { DEFAULT_DATA_IFACES, DEFAULT_POD_IFACES, TC_ATTACH_MODES, resolveAttachMode } from '../dataplane/bpf/attach.js';
 import { LISTEN_DEFAULTS, formatBindAddress, resolveBindAddress, type BindAddress } from '../health/bind-address.js';
 import { DEFAULT_MAP_SIZES, parseCtTimeouts } from '../dataplane/bpf/config.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from '../dataplane/bpf/drain.js';
 import { CALICO_DEFAULTS, type AgentConfig } from '../config/felix.js';
 import {
   DEFAULT_MAX_FRONTENDS_PER_SERVICE,
@@ -66,6 +67,14 @@ export function addAgentCommand(program: Command): void {
     )
     .addOption(
       new Option('--sync-period <duration>', 'full resync interval').argParser(duration('--sync-period')).default(30_000, formatMs(30_000)),
+    )
+    .addOption(
+      new Option(
+        '--rollback-drain-timeout <duration>',
+        'bpfEnabled=false: how long at most to keep serving the connections bpfproxy carries (new ones go to kube-proxy) before detaching; 0: detach at once',
+      )
+        .argParser(duration('--rollback-drain-timeout'))
+        .default(DEFAULT_DRAIN_TIMEOUT_MS, formatMs(DEFAULT_DRAIN_TIMEOUT_MS)),
     )
     .option('--conntrack-timeouts <list>', 'bpfConntrackTimeouts, e.g. "TCPEstablished=1h,UDPTimeout=60s"', '')
     .option('--map-size-conntrack <n>', 'bpfMapSizeConntrack', positiveInt('--map-size-conntrack'), DEFAULT_MAP_SIZES.conntrack)
@@ -210,6 +219,7 @@ export function addAgentCommand(program: Command): void {
             healthHost: health?.host,
             healthzHost: healthz?.host ?? null,
             stateDir: o.stateDir,
+            rollbackDrainMs: o.rollbackDrainTimeout,
             services,
           },
           log,
