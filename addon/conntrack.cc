@@ -6,11 +6,12 @@
 //
 // kernelConntrack() -> [{ proto, src, dst, sport, dport,       // original direction
 //                         rsrc, rdst, rsport, rdport,           // reply direction
-//                         status, timeout, tcpState, zone }]
+//                         status, timeout, tcpState, tcpFlags, tcpFlagsReply, zone }]
 // One IPCTNL_MSG_CT_GET dump of the IPv4 table, TCP and UDP entries only.
 // Addresses are dotted quads, ports host-order numbers, status the
 // IPS_* bits, timeout the seconds left, tcpState the kernel's
-// TCP_CONNTRACK_* (0 for UDP). Read only: nothing is changed or flushed.
+// TCP_CONNTRACK_* and tcpFlags / tcpFlagsReply its IP_CT_TCP_FLAG_* of each
+// direction (0 for UDP). Read only: nothing is changed or flushed.
 #include <arpa/inet.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
@@ -38,6 +39,7 @@ struct Entry {
   Tuple orig, reply;
   uint32_t status = 0, timeout = 0, zone = 0;
   uint8_t tcp_state = 0;
+  uint8_t tcp_flags_orig = 0, tcp_flags_reply = 0;
 };
 
 // Walk the attributes in [data, data + len): fn(type without flags, payload, payload length).
@@ -112,6 +114,9 @@ bool ParseEntry(const struct nlmsghdr* nh, Entry* e) {
           if (ty != CTA_PROTOINFO_TCP) return;
           EachAttr(q, m, [&](int t2, const uint8_t* r, int k) {
             if (t2 == CTA_PROTOINFO_TCP_STATE && k >= 1) e->tcp_state = r[0];
+            // struct nf_ct_tcp_flags: flags, then mask
+            if (t2 == CTA_PROTOINFO_TCP_FLAGS_ORIGINAL && k >= 1) e->tcp_flags_orig = r[0];
+            if (t2 == CTA_PROTOINFO_TCP_FLAGS_REPLY && k >= 1) e->tcp_flags_reply = r[0];
           });
         });
         break;
@@ -163,6 +168,8 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
         o.Set("status", e.status);
         o.Set("timeout", e.timeout);
         o.Set("tcpState", e.tcp_state);
+        o.Set("tcpFlags", e.tcp_flags_orig);
+        o.Set("tcpFlagsReply", e.tcp_flags_reply);
         o.Set("zone", e.zone);
         out.Set(n++, o);
       },

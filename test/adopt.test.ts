@@ -47,6 +47,8 @@ const entry = (e: Partial<KernelCtEntry>): KernelCtEntry => ({
   status: SEEN_REPLY | ASSURED,
   timeout: KERNEL_TIMEOUT_DEFAULTS.tcpEstablished,
   tcpState: ESTABLISHED,
+  tcpFlags: 0,
+  tcpFlagsReply: 0,
   zone: 0,
   ...e,
 });
@@ -145,6 +147,26 @@ t.test('which kernel entries are adopted, and how', async (t) => {
   t.equal(hairpin!.fwd[1].flags, CtFlags.ADOPTED | CtFlags.SNAT | CtFlags.HAIRPIN, 'a pod reaching itself: hairpin');
   t.equal(hairpin!.fwd[1].state, CtState.REPLY_SEEN, 'SYN received: not established yet');
   t.equal(hairpin!.fwd[1].expiresNs, NOW + 20n * S, 'our SYN-sent timeout');
+});
+
+t.test("a flow one side has begun to close keeps that FIN, so the other side's closes it for us", async (t) => {
+  const FIN_WAIT = 4;
+  const CLOSE_WAIT = 5;
+  const CLOSE_INIT = 0x04;
+  const plan = planAdoption(
+    [
+      entry({ sport: 1, rdport: 1, tcpState: FIN_WAIT, tcpFlags: CLOSE_INIT }), // the client closed first
+      entry({ sport: 2, rdport: 2, tcpState: CLOSE_WAIT, tcpFlagsReply: CLOSE_INIT }), // the backend did
+    ],
+    index,
+    NOW,
+    DEFAULT_CT_TIMEOUTS,
+  );
+  const E = CtState.REPLY_SEEN | CtState.ESTABLISHED;
+  t.same(
+    plan.pairs.map((p) => p.fwd[1].state),
+    [E | CtState.FIN_FWD, E | CtState.FIN_REPLY],
+  );
 });
 
 t.test("an established TCP flow's idle time, as the kernel's timer tells it", async (t) => {
@@ -270,12 +292,26 @@ t.test('for real: kernel entries read, adopted, left in place, and carried on by
   const kernelBefore = tuples(inNs(ns, 'conntrack', ['-L']));
   t.equal(kernelBefore.length, 3, 'three kernel entries');
 
+  // A dead flow of ours on the UDP client's port (gone quiet, not collected yet): in the way, replaced.
+  const dead = { createdNs: 0n, expiresNs: 1n, state: 0, flags: 0, svcId: 9 };
+  dp.maps.ct.set(
+    { saddr: CLIENT, daddr: NODE_IP, sport: 5000, dport: 30053, proto: IPPROTO_UDP },
+    { ...dead, dir: CtDir.FWD, natSaddr: NODE_IP, natSport: 20001, natDaddr: '10.244.1.14', natDport: 5353 },
+  );
+  dp.maps.ct.set(
+    { saddr: '10.244.1.14', daddr: NODE_IP, sport: 5353, dport: 20001, proto: IPPROTO_UDP },
+    { ...dead, dir: CtDir.REPLY, natSaddr: NODE_IP, natSport: 30053, natDaddr: CLIENT, natDport: 5000 },
+  );
   const { log, lines } = captureLogger();
   const r = inNetns(ns, () => adoptKernelConntrack(dp.maps, DEFAULT_CT_TIMEOUTS, log, 'test'));
   t.match(
     r,
     { seen: 3, adopted: 2, present: 0, full: 0, skipped: { notService: 1 } },
     'the two service flows adopted, the pod-to-pod one not',
+  );
+  t.notOk(
+    dp.maps.ct.get({ saddr: '10.244.1.14', daddr: NODE_IP, sport: 5353, dport: 20001, proto: IPPROTO_UDP }),
+    'a dead flow of ours in the way is replaced, its reply entry removed with it',
   );
   const again = inNetns(ns, () => adoptKernelConntrack(dp.maps, DEFAULT_CT_TIMEOUTS, log, 'test again'));
   t.match(again, { adopted: 0, present: 2 }, 'a second pass finds them ours already');

@@ -196,6 +196,9 @@ export interface KernelCtEntry {
   timeout: number;
   /** TCP_CONNTRACK_* (ESTABLISHED 3); 0 for UDP */
   tcpState: number;
+  /** IP_CT_TCP_FLAG_* of the original and the reply direction (CLOSE_INIT 0x04: that side sent the first FIN); 0 for UDP */
+  tcpFlags: number;
+  tcpFlagsReply: number;
   zone: number;
 }
 

@@ -18,6 +18,7 @@ import type { Logger } from '../../log.js';
 import { BpfError, native, type KernelCtEntry } from '../../native/index.js';
 import { CtDir, CtFlags, CtState, FeFlags, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue, type FeValue } from './codecs.js';
 import type { ConntrackTimeouts } from './config.js';
+import { ctPeerKey } from './conntrack-gc.js';
 import type { DatapathMaps } from './loader.js';
 import { BPF_NOEXIST } from './map.js';
 
@@ -27,6 +28,8 @@ const TCP = { SYN_SENT: 1, SYN_RECV: 2, ESTABLISHED: 3, FIN_WAIT: 4, CLOSE_WAIT:
 const IPS_SEEN_REPLY = 1 << 1;
 const IPS_ASSURED = 1 << 2;
 const IPS_DYING = 1 << 9;
+/** IP_CT_TCP_FLAG_CLOSE_INIT: this direction sent the first FIN. */
+const TCP_FLAG_CLOSE_INIT = 0x04;
 
 /** The kernel's conntrack timeouts that matter here (seconds), from its sysctls or their defaults. */
 export interface KernelTimeouts {
@@ -84,6 +87,8 @@ export function frontendIndex(maps: Pick<DatapathMaps, 'fe' | 'nodeIps'>): Front
 }
 
 export interface AdoptionPlan {
+  /** the CLOCK_MONOTONIC instant the plan was made for (deadlines count from it) */
+  nowNs: bigint;
   /** both entries of each adopted connection: reply first, then forward (the order ct_create writes them) */
   pairs: Array<{ reply: [CtKey, CtValue]; fwd: [CtKey, CtValue] }>;
   /** kernel entries looked at (IPv4 TCP and UDP) */
@@ -120,11 +125,18 @@ function stateOf(e: KernelCtEntry): number | undefined {
       return 0;
     case TCP.SYN_RECV:
       return CtState.REPLY_SEEN;
-    // One FIN seen, its direction unknown: established until the FINs we see.
     case TCP.ESTABLISHED:
+      return CtState.REPLY_SEEN | CtState.ESTABLISHED;
+    // One FIN seen: from the side the kernel marks as closing first, so
+    // the other side's FIN, which we see, closes the flow for us too.
     case TCP.FIN_WAIT:
     case TCP.CLOSE_WAIT:
-      return CtState.REPLY_SEEN | CtState.ESTABLISHED;
+      return (
+        CtState.REPLY_SEEN |
+        CtState.ESTABLISHED |
+        (e.tcpFlags & TCP_FLAG_CLOSE_INIT ? CtState.FIN_FWD : 0) |
+        (e.tcpFlagsReply & TCP_FLAG_CLOSE_INIT ? CtState.FIN_REPLY : 0)
+      );
     case TCP.LAST_ACK:
       return CtState.REPLY_SEEN | CtState.ESTABLISHED | CtState.FIN_FWD | CtState.FIN_REPLY;
     default:
@@ -165,7 +177,7 @@ export function planAdoption(
   ours: ConntrackTimeouts,
   kernel: KernelTimeouts = KERNEL_TIMEOUT_DEFAULTS,
 ): AdoptionPlan {
-  const plan: AdoptionPlan = { pairs: [], seen: 0, skipped: { notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 } };
+  const plan: AdoptionPlan = { nowNs, pairs: [], seen: 0, skipped: { notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 } };
   for (const e of entries) {
     if (e.proto !== IPPROTO_TCP && e.proto !== IPPROTO_UDP) continue;
     plan.seen++;
@@ -233,32 +245,57 @@ export function kernelConntrackPresent(dir = '/proc/sys/net/netfilter'): boolean
   return existsSync(`${dir}/nf_conntrack_max`);
 }
 
-/** Write the pairs (BPF_NOEXIST: an entry already there is ours and stays). */
+/**
+ * An entry in the way of an adopted one, if it is dead: expired, its peer
+ * expired or absent (what the datapath treats as a miss and the GC removes
+ * on its next pass; a client that reuses the port of a flow gone quiet
+ * meets it). Removed with its peer, so the adopted pair can be written.
+ * Returns whether it was dead (and is gone).
+ */
+function clearDead(maps: Pick<DatapathMaps, 'ct'>, key: CtKey, nowNs: bigint): boolean {
+  const v = maps.ct.get(key);
+  if (!v) return true;
+  if (v.expiresNs >= nowNs) return false;
+  const pk = ctPeerKey(key, v);
+  const peer = maps.ct.get(pk);
+  if (peer && peer.expiresNs >= nowNs) return false;
+  if (peer) {
+    const back = ctPeerKey(pk, peer);
+    if (back.saddr === key.saddr && back.daddr === key.daddr && back.sport === key.sport && back.dport === key.dport) maps.ct.delete(pk);
+  }
+  maps.ct.delete(key);
+  return true;
+}
+
+/** Write one entry with BPF_NOEXIST; a dead entry in the way is replaced. 'present': a live one is there. */
+function put(maps: Pick<DatapathMaps, 'ct'>, [k, v]: [CtKey, CtValue], nowNs: bigint): 'written' | 'present' {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      maps.ct.set(k, v, BPF_NOEXIST);
+      return 'written';
+    } catch (e) {
+      if (!(e instanceof BpfError) || e.errno !== EEXIST) throw e;
+      if (attempt > 0 || !clearDead(maps, k, nowNs)) return 'present';
+    }
+  }
+}
+
+/** Write the pairs: an entry already there and alive is ours and stays (BPF_NOEXIST); a dead one is replaced. */
 export function writeAdoption(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan): Pick<AdoptionResult, 'adopted' | 'present' | 'full'> {
   const out = { adopted: 0, present: 0, full: 0 };
   for (const [i, { reply, fwd }] of plan.pairs.entries()) {
     try {
-      maps.ct.set(reply[0], reply[1], BPF_NOEXIST);
-    } catch (e) {
-      if (e instanceof BpfError && e.errno === EEXIST) {
+      if (put(maps, reply, plan.nowNs) === 'present') {
         out.present++;
         continue;
       }
-      if (e instanceof BpfError && e.isMapFull) {
-        out.full = plan.pairs.length - i;
-        break;
+      if (put(maps, fwd, plan.nowNs) === 'present') {
+        maps.ct.delete(reply[0]);
+        out.present++;
+        continue;
       }
-      throw e;
-    }
-    try {
-      maps.ct.set(fwd[0], fwd[1], BPF_NOEXIST);
       out.adopted++;
     } catch (e) {
-      maps.ct.delete(reply[0]);
-      if (e instanceof BpfError && e.errno === EEXIST) {
-        out.present++;
-        continue;
-      }
       if (e instanceof BpfError && e.isMapFull) {
         out.full = plan.pairs.length - i;
         break;
