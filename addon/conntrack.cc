@@ -4,10 +4,14 @@
 // the agent copies the kernel's NAT'd service flows into its own conntrack
 // (src/dataplane/bpf/adopt.ts), so they keep their backend.
 //
-// kernelConntrack() -> [{ proto, src, dst, sport, dport,       // original direction
+// kernelConntrack({ translatedOnly? }) -> [{ proto, src, dst, sport, dport,  // original direction
 //                         rsrc, rdst, rsport, rdport,           // reply direction
 //                         status, timeout, tcpState, tcpFlags, tcpFlagsReply, zone }]
-// One IPCTNL_MSG_CT_GET dump of the IPv4 table, TCP and UDP entries only.
+// One IPCTNL_MSG_CT_GET dump of the IPv4 table, TCP and UDP entries only;
+// with translatedOnly, only those the kernel destination-NAT'd (the reply
+// does not come from where the client sent it), as service flows are: a
+// node's conntrack is mostly other flows, and they are not turned into JS
+// objects then.
 // Addresses are dotted quads, ports host-order numbers, status the
 // IPS_* bits, timeout the seconds left, tcpState the kernel's
 // TCP_CONNTRACK_* and tcpFlags / tcpFlagsReply its IP_CT_TCP_FLAG_* of each
@@ -137,6 +141,17 @@ std::string Ip(uint32_t a) {
 
 Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  Napi::Object opts;
+  bool present = false;
+  if (!OptionsObject(info, 0, "kernelConntrack", {"translatedOnly"}, &opts, &present)) return env.Undefined();
+  bool translated_only = false;
+  if (present && opts.Has("translatedOnly") && !opts.Get("translatedOnly").IsUndefined()) {
+    if (!opts.Get("translatedOnly").IsBoolean()) {
+      ThrowTypeError(env, "kernelConntrack: option translatedOnly must be a boolean");
+      return env.Undefined();
+    }
+    translated_only = opts.Get("translatedOnly").As<Napi::Boolean>().Value();
+  }
   struct {
     struct nlmsghdr nh;
     struct nfgenmsg g;
@@ -155,6 +170,7 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
       [&](const struct nlmsghdr* nh) {
         Entry e;
         if (!ParseEntry(nh, &e)) return;
+        if (translated_only && e.reply.src == e.orig.dst && e.reply.sport == e.orig.dport) return;
         Napi::Object o = Napi::Object::New(env);
         o.Set("proto", e.orig.proto);
         o.Set("src", Ip(e.orig.src));

@@ -19,7 +19,7 @@ import {
 } from '../src/dataplane/bpf/adopt.js';
 import { CtDir, CtFlags, CtState, FeFlags, IPPROTO_TCP, IPPROTO_UDP, type FeValue } from '../src/dataplane/bpf/codecs.js';
 import { DEFAULT_CT_TIMEOUTS } from '../src/dataplane/bpf/config.js';
-import type { KernelCtEntry } from '../src/native/index.js';
+import { native, type KernelCtEntry } from '../src/native/index.js';
 import { nsPath } from '../testkit/netns.js';
 import { TCP } from '../testkit/packet.js';
 import { inNetns } from './helpers/env.js';
@@ -306,9 +306,18 @@ t.test('for real: kernel entries read, adopted, left in place, and carried on by
   const r = inNetns(ns, () => adoptKernelConntrack(dp.maps, DEFAULT_CT_TIMEOUTS, log, 'test'));
   t.match(
     r,
-    { seen: 3, adopted: 2, present: 0, full: 0, skipped: { notService: 1 } },
-    'the two service flows adopted, the pod-to-pod one not',
+    { seen: 2, adopted: 2, present: 0, full: 0, skipped: { notService: 0 } },
+    'the two service flows adopted; the pod-to-pod one (not translated) not even read',
   );
+  t.equal(inNetns(ns, () => native().kernelConntrack()).length, 3, 'the dump has all three');
+  t.same(
+    inNetns(ns, () => native().kernelConntrack({ translatedOnly: true }))
+      .map((e) => `${e.dst}:${e.dport}`)
+      .sort(),
+    ['10.96.0.10:80', `${NODE_IP}:30053`],
+    'translatedOnly: the two the kernel translated',
+  );
+  t.throws(() => native().kernelConntrack({ translatedOnly: 'yes' as unknown as boolean }), TypeError, 'a wrong option type is refused');
   t.notOk(
     dp.maps.ct.get({ saddr: '10.244.1.14', daddr: NODE_IP, sport: 5353, dport: 20001, proto: IPPROTO_UDP }),
     'a dead flow of ours in the way is replaced, its reply entry removed with it',

@@ -300,8 +300,11 @@ export interface NativeRuntime {
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
   monotonicNs(): bigint;
-  /** The kernel's IPv4 TCP and UDP conntrack entries (one ctnetlink dump, this thread's namespace; read only). */
-  kernelConntrack(): KernelCtEntry[];
+  /**
+   * The kernel's IPv4 TCP and UDP conntrack entries (one ctnetlink dump, this thread's namespace; read only);
+   * with translatedOnly, only those whose destination the kernel translated (DNAT).
+   */
+  kernelConntrack(opts?: { translatedOnly?: boolean }): KernelCtEntry[];
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 

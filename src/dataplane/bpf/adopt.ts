@@ -91,7 +91,7 @@ export interface AdoptionPlan {
   nowNs: bigint;
   /** both entries of each adopted connection: reply first, then forward (the order ct_create writes them) */
   pairs: Array<{ reply: [CtKey, CtValue]; fwd: [CtKey, CtValue] }>;
-  /** kernel entries looked at (IPv4 TCP and UDP) */
+  /** kernel entries looked at (IPv4 TCP and UDP; adoptKernelConntrack reads only the translated ones) */
   seen: number;
   /** why the others were left to the kernel */
   skipped: {
@@ -323,7 +323,7 @@ export function adoptKernelConntrack(
     return undefined;
   }
   try {
-    const entries = native().kernelConntrack();
+    const entries = native().kernelConntrack({ translatedOnly: true });
     const plan = planAdoption(entries, frontendIndex(maps), native().monotonicNs(), ours, kernelTimeouts());
     const w = writeAdoption(maps, plan);
     const r: AdoptionResult = { seen: plan.seen, ...w, skipped: plan.skipped, ms: Math.round(performance.now() - t0) };
