@@ -6,8 +6,8 @@
  *  - bpfEnabled=false with a connection open: the agent drains, stays
  *    attached, says kube-proxy's rules are missing; bpfEnabled=true resumes;
  *  - SIGTERM during the drain: the agent detaches before it exits;
- *  - a drain a SIGKILLed agent left is finished by the next agent that
- *    starts with bpfEnabled=false;
+ *  - a drain (or a takeover on standby) a SIGKILLed agent left is finished
+ *    by the next agent that starts with bpfEnabled=false;
  *  - with nothing open, bpfEnabled=false detaches at once.
  */
 import t, { type Test } from 'tap';
@@ -109,22 +109,27 @@ t.test('drain with a connection open: resume, then SIGTERM mid-drain detaches', 
   t.notOk(existsSync(n.pinDir), 'unpinned');
 });
 
-t.test('a drain a killed agent left is finished by the next agent', async (t) => {
-  const n = setup(t);
-  const a = await startAgentIn(t, n.ns, n.args());
-  a.child.kill('SIGKILL');
-  await a.exited;
-  const m = openPinnedMaps(n.pinDir);
-  setMode(m.maps, 'drain'); // as if it died draining
-  m.close();
-  n.setBpf(false);
-  const b = await startAgentIn(t, n.ns, n.args());
-  t.ok(said(b.logs, /a previous agent stopped while draining .*detached from 2 interface\(s\) and unpinned/), 'says what it found and did');
-  t.equal(n.attached(), 0, 'detached');
-  t.notOk(existsSync(n.pinDir), 'unpinned');
-  b.child.kill('SIGTERM');
-  await b.exited;
-});
+for (const mode of ['drain', 'standby'] as const) {
+  t.test(`a ${mode} a killed agent left is finished by the next agent with bpfEnabled=false`, async (t) => {
+    const n = setup(t);
+    const a = await startAgentIn(t, n.ns, n.args());
+    a.child.kill('SIGKILL');
+    await a.exited;
+    const m = openPinnedMaps(n.pinDir);
+    setMode(m.maps, mode); // as if it died handing back, or taking over
+    m.close();
+    n.setBpf(false);
+    const b = await startAgentIn(t, n.ns, n.args());
+    t.ok(
+      said(b.logs, /a previous agent stopped while (draining|taking over).*detached from 2 interface\(s\) and unpinned/),
+      'says what it found and did',
+    );
+    t.equal(n.attached(), 0, 'detached');
+    t.notOk(existsSync(n.pinDir), 'unpinned');
+    b.child.kill('SIGTERM');
+    await b.exited;
+  });
+}
 
 t.test('nothing open: bpfEnabled=false detaches at once', async (t) => {
   const n = setup(t);

@@ -22,7 +22,7 @@ import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
 import { teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
-import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedDrain } from '../dataplane/bpf/drain.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedMode } from '../dataplane/bpf/drain.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 
 export { nodeAddresses } from './runtime.js';
@@ -237,11 +237,13 @@ export class Agent {
       }
     }
     if (!cfg.bpfEnabled && !old) {
-      if (pinnedDrain(o.pinDir)) {
+      const left = pinnedMode(o.pinDir);
+      if (left === 'drain' || left === 'standby') {
         const r = teardown(o.pinDir, new QdiscLedger(statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs, log), log);
         log.warn(
-          { pinDir: o.pinDir, interfaces: r.detached },
-          `a previous agent stopped while draining (bpfEnabled=false): detached from ${r.detached.length} interface(s) and unpinned ${o.pinDir} now`,
+          { pinDir: o.pinDir, mode: left, interfaces: r.detached },
+          `a previous agent stopped while ${left === 'drain' ? 'draining (handing back to kube-proxy)' : 'taking over (programs on standby)'}: ` +
+            `bpfEnabled is false, so detached from ${r.detached.length} interface(s) and unpinned ${o.pinDir} now`,
         );
       }
       log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');

@@ -42,18 +42,28 @@ export function setDraining(maps: Pick<DatapathMaps, 'mode'>, on: boolean): void
   setMode(maps, on ? 'drain' : 'serve');
 }
 
-export function isDraining(maps: Pick<DatapathMaps, 'mode'>): boolean {
-  return ((maps.mode.get({ v: 0 })?.flags ?? 0) & ModeFlags.DRAIN) !== 0;
+export function modeNow(maps: Pick<DatapathMaps, 'mode'>): Mode {
+  return modeOf(maps.mode.get({ v: 0 })?.flags ?? 0);
 }
 
-/** Whether the maps pinned under pinDir are in drain mode (an agent stopped before its drain ended). */
-export function pinnedDrain(pinDir: string): boolean {
+export function isDraining(maps: Pick<DatapathMaps, 'mode'>): boolean {
+  return modeNow(maps) === 'drain';
+}
+
+const modeOf = (flags: number): Mode => (flags & ModeFlags.DRAIN ? 'drain' : flags & ModeFlags.STANDBY ? 'standby' : 'serve');
+
+/**
+ * The mode of the maps pinned under pinDir, undefined when none are pinned:
+ * 'drain' or 'standby' there with no agent running means one stopped in the
+ * middle of handing back or taking over.
+ */
+export function pinnedMode(pinDir: string): Mode | undefined {
   const path = join(pinDir, MAP_NAMES.mode);
-  if (!existsSync(path)) return false;
+  if (!existsSync(path)) return undefined;
   const h = native().objGet(path);
   try {
     const v = native().mapLookup(h, u32Key.encode({ v: 0 }), modeValue.size);
-    return !!v && (modeValue.decode(v).flags & ModeFlags.DRAIN) !== 0;
+    return modeOf(v ? modeValue.decode(v).flags : 0);
   } finally {
     h.close();
   }
