@@ -1,11 +1,11 @@
 /**
  * The BPF dataplane while bpfproxy owns it (bpfEnabled=true): programs,
  * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
- * addresses. enable() takes over (maps synced before programs attach; on a
- * takeover the programs attach on standby, the kernel's service flows are
- * adopted, then they serve; kube-proxy's rules removed after, when asked); drain() hands back after serving what it carries (dataplane/bpf/
- * drain.ts), disable() at once (detach our filters and tcx links, delete
- * the clsact qdiscs we created, unpin); stop() leaves everything running for
+ * addresses. enable() takes over (maps synced before programs attach,
+ * the kernel's service flows adopted, kube-proxy's rules removed when asked:
+ * dataplane/bpf/handover.ts); drain() hands back after serving the flows it
+ * carries, disable() at once (detach our filters and tcx links, delete the
+ * clsact qdiscs we created, unpin); stop() leaves everything running for
  * the next agent.
  */
 import { existsSync } from 'node:fs';
@@ -18,9 +18,8 @@ import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../dataplane/bpf/config.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
+import { Handover, type HandoverConfig } from '../dataplane/bpf/handover.js';
 import { MAP_NAMES, loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
-import { adoptKernelConntrack, type AdoptionResult } from '../dataplane/bpf/adopt.js';
-import { Drain, kubeProxyRules, setDraining, setMode } from '../dataplane/bpf/drain.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler } from '../dataplane/bpf/reconciler.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
@@ -64,10 +63,15 @@ export function dataPattern(c: AgentConfig): RegExp {
   return new RegExp(c.bpfL3IfacePattern ? `(${c.bpfDataIfacePattern})|(${c.bpfL3IfacePattern})` : c.bpfDataIfacePattern);
 }
 
+const handoverConfig = (c: AgentConfig): HandoverConfig => ({
+  ctTimeouts: c.bpfConntrackTimeouts,
+  cleanupKubeProxy: c.bpfKubeProxyIptablesCleanupEnabled,
+});
+
 export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
-  private drainer: Drain | undefined;
+  private readonly handover: Handover;
 
   private constructor(
     readonly dp: Datapath,
@@ -79,14 +83,16 @@ export class BpfRuntime {
     private readonly o: RuntimeOptions,
     private readonly log: Logger,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.handover = new Handover({ maps: dp.maps, gc, log, clock, disable: () => this.disable() });
+  }
 
   static async enable(o: RuntimeOptions, cfg: AgentConfig, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
     if (!bpffsRootOf(o.pinDir)) {
       if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
       else throw new Error(`pin dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
     }
-    // No conntrack pinned: a takeover, not a restart; the kernel's service flows are adopted.
+    // No conntrack pinned: a takeover, not a restart (handover.ts adopts the kernel's flows then).
     const fresh = !existsSync(join(o.pinDir, MAP_NAMES.ct));
     const t0 = performance.now();
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
@@ -114,95 +120,25 @@ export class BpfRuntime {
     await proxier.runner.idle();
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    // Taking over, the programs attach on standby (passing everything, so
-    // no flow is half through our NAT and half through the kernel's while
-    // interfaces are attached one by one), the kernel's service flows are
-    // adopted (twice: the second pass takes what opened during the first),
-    // then every interface switches at once. kube-proxy's rules go only once
-    // our programs see every packet first.
-    setMode(dp.maps, fresh ? 'standby' : 'serve'); // 'serve' also ends a drain a stopped agent left
-    attacher.start();
-    const before = fresh ? [rt.adopt(cfg, 'attached on standby'), rt.adopt(cfg, 'on standby, second pass')] : [];
-    setMode(dp.maps, 'serve');
-    rt.finishTakeover(cfg, before, fresh);
+    rt.handover.takeOver(handoverConfig(cfg), fresh, () => attacher.start());
     gc.start();
     rt.armAddresses();
     return rt;
   }
 
-  private adopt(cfg: AgentConfig, pass: string): AdoptionResult | undefined {
-    return adoptKernelConntrack(this.dp.maps, datapathConfig(cfg).ctTimeouts, this.log, pass);
+  /** bpfEnabled=false: drain, then detach (onDetached); 0: at once (handover.ts). Resolves when the drain has started. */
+  drain(timeoutMs: number, onDetached: () => void): Promise<boolean> {
+    return this.handover.drain(timeoutMs, onDetached);
   }
 
-  /** Programs serving: adopt what the kernel opened meanwhile, then remove kube-proxy's rules. */
-  private finishTakeover(cfg: AgentConfig, before: Array<AdoptionResult | undefined>, adopt: boolean): void {
-    const after = adopt ? this.adopt(cfg, 'serving') : undefined;
-    const passes = [...before, after].filter((r): r is AdoptionResult => !!r);
-    if (passes.length) {
-      const n = passes.reduce((a, r) => a + r.adopted, 0);
-      this.log.info(
-        {
-          adopted: n,
-          passes: passes.map((r) => ({ adopted: r.adopted, ms: r.ms })),
-          kernelEntries: passes[0]!.seen,
-          skipped: passes[0]!.skipped,
-        },
-        `adopted ${n} flow(s) that kube-proxy's rules carried (from the kernel's conntrack): they keep their backend`,
-      );
-    }
-    if (cfg.bpfKubeProxyIptablesCleanupEnabled) cleanupKubeProxy(this.log);
-  }
-
-  /**
-   * bpfEnabled=false: hand back. With a drain time, serve the flows in our
-   * conntrack until none is open or the time is up, new flows going to the
-   * kernel meanwhile, then detach (onDetached is called then); with 0,
-   * detach now. Resolves once the drain has started (or, with nothing
-   * open, ended): whether it still runs.
-   */
-  async drain(timeoutMs: number, onDetached: () => void): Promise<boolean> {
-    if (timeoutMs <= 0) {
-      if (!Object.values(kubeProxyRules()).some(Boolean)) {
-        this.log.error(
-          "bpfEnabled is false but kube-proxy's rules are not on this node: new connections to Services get no answer until kube-proxy is back",
-        );
-      }
-      this.disable();
-      onDetached();
-      return false;
-    }
-    const d = new Drain(
-      {
-        setDraining: (on) => setDraining(this.dp.maps, on),
-        openFlows: async () => (await this.gc.run()).lastOpen,
-        detach: () => {
-          if (this.drainer === d) this.drainer = undefined;
-          this.disable();
-          onDetached();
-        },
-        kubeProxyRules,
-      },
-      { timeoutMs },
-      this.log,
-      this.clock,
-    );
-    this.drainer = d;
-    await d.start();
-    return this.drainer === d;
-  }
-
-  /** bpfEnabled=true during a drain: adopt what kube-proxy took meanwhile, serve new flows again, remove its rules. */
+  /** bpfEnabled=true during a drain. */
   resume(cfg: AgentConfig): void {
-    const d = this.drainer;
-    this.drainer = undefined;
-    const first = this.adopt(cfg, 'while draining');
-    d?.cancel();
-    this.finishTakeover(cfg, [first], true);
+    this.handover.resume(handoverConfig(cfg));
   }
 
-  /** Agent exit during a drain: detach now (nobody would later). */
+  /** Agent exit during a drain: detach now. */
   stopDrain(): void {
-    this.drainer?.stop();
+    this.handover.stopDrain();
   }
 
   /** Apply a changed config while running. */
