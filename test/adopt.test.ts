@@ -15,6 +15,7 @@ import {
   frontendIndex,
   kernelTimeouts,
   planAdoption,
+  settleClosed,
   type FrontendIndex,
 } from '../src/dataplane/bpf/adopt.js';
 import { CtDir, CtFlags, CtState, FeFlags, IPPROTO_TCP, IPPROTO_UDP, type FeValue } from '../src/dataplane/bpf/codecs.js';
@@ -22,7 +23,7 @@ import { DEFAULT_CT_TIMEOUTS } from '../src/dataplane/bpf/config.js';
 import { native, type KernelCtEntry } from '../src/native/index.js';
 import { nsPath } from '../testkit/netns.js';
 import { TCP } from '../testkit/packet.js';
-import { inNetns } from './helpers/env.js';
+import { inNetns, tmpDatapath } from './helpers/env.js';
 import { be, fe } from './helpers/fixtures.js';
 import { captureLogger } from './helpers/log.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
@@ -188,6 +189,45 @@ t.test("an established TCP flow's idle time, as the kernel's timer tells it", as
   );
   t.equal(plan.skipped.idle, 1, 'quiet longer than our timeout: left to the kernel');
   t.same(kernelTimeouts('/nonexistent'), KERNEL_TIMEOUT_DEFAULTS, "the kernel's defaults where its sysctls cannot be read");
+});
+
+t.test('an adopted flow the kernel has since seen close is closed in ours too', async (t) => {
+  const dp = await tmpDatapath(t, { mapSizes: { conntrack: 64, natFrontend: 64, natBackend: 64, natAffinity: 64 } });
+  const now = native().monotonicNs();
+  const open = CtState.REPLY_SEEN | CtState.ESTABLISHED;
+  // adopted while the kernel said ESTABLISHED (sport 1), adopted and then closed through us (2), not adopted (3)
+  const write = (sport: number, flags: number, state: number) => {
+    const base = { createdNs: now, expiresNs: now + 3600n * S, state, flags, svcId: 1 };
+    dp.maps.ct.set(
+      { saddr: POD, daddr: '10.96.0.10', sport, dport: 80, proto: IPPROTO_TCP },
+      { ...base, dir: CtDir.FWD, natSaddr: POD, natSport: sport, natDaddr: '10.244.1.12', natDport: 8080 },
+    );
+    dp.maps.ct.set(
+      { saddr: '10.244.1.12', daddr: POD, sport: 8080, dport: sport, proto: IPPROTO_TCP },
+      { ...base, dir: CtDir.REPLY, natSaddr: '10.96.0.10', natSport: 80, natDaddr: POD, natDport: sport },
+    );
+  };
+  write(1, CtFlags.ADOPTED, open);
+  write(2, CtFlags.ADOPTED, open | CtState.FIN_FWD | CtState.FIN_REPLY);
+  write(3, 0, open);
+  const plan = planAdoption(
+    [1, 2, 3].map((p) => entry({ sport: p, rdport: p, tcpState: TIME_WAIT })),
+    index,
+    now,
+    DEFAULT_CT_TIMEOUTS,
+  );
+  t.equal(plan.closedInKernel.length, 3, 'closed in the kernel: noted, not adopted');
+  t.equal(settleClosed(dp.maps, plan, DEFAULT_CT_TIMEOUTS), 1, 'one connection closed');
+  const fwd = dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.10', sport: 1, dport: 80, proto: IPPROTO_TCP })!;
+  const rep = dp.maps.ct.get({ saddr: '10.244.1.12', daddr: POD, sport: 8080, dport: 1, proto: IPPROTO_TCP })!;
+  t.equal(fwd.state, open | CtState.FIN_FWD | CtState.FIN_REPLY, 'the adopted one: closed');
+  t.equal(rep.state, fwd.state, 'both halves');
+  t.equal(fwd.expiresNs, now + 30n * S, 'on the FINs-seen timeout');
+  t.equal(
+    dp.maps.ct.get({ saddr: POD, daddr: '10.96.0.10', sport: 3, dport: 80, proto: IPPROTO_TCP })!.state,
+    open,
+    'a flow of our own is not touched (the kernel never carried it)',
+  );
 });
 
 function inNs(ns: string, cmd: string, args: string[]): string {

@@ -26,7 +26,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { attachedHere } from '../src/dataplane/bpf/attach.js';
-import { CtDir, CtFlags } from '../src/dataplane/bpf/codecs.js';
+import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
+import { native } from '../src/native/index.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import { labWithAgents } from './helpers/lab-agents.js';
@@ -224,7 +225,27 @@ t.test('kube-proxy -> bpfproxy -> kube-proxy under traffic: nothing breaks', asy
     t.comment(a1.logs.slice(from).find((l) => /adopted \d+ flow/.test(l)) ?? 'no adoption logged');
     t.ok(logged(/adopted \d+ flow/, from), 'the flows kube-proxy carried during the drain are adopted');
     await sleep(4000);
-    check(t, 'resume', figures(await snapAll()));
+    const rf = figures(await snapAll());
+    check(t, 'resume', rf);
+    for (const mv of rf.moved) {
+      const port = /:(\d+)$/.exec(mv)?.[1];
+      const m = openPinnedMaps(n1.pinDir);
+      try {
+        const now = native().monotonicNs();
+        for (const [k, v] of m.maps.ct.entries())
+          if (String(k.sport) === port || String(k.dport) === port)
+            t.comment(
+              `${mv}: ours ${k.saddr}:${k.sport} > ${k.daddr}:${k.dport} -> ${v.natSaddr}:${v.natSport} > ${v.natDaddr}:${v.natDport} dir ${v.dir} state ${v.state} flags ${v.flags} expires in ${(v.expiresNs - now) / 1_000_000n} ms, age ${(now - v.createdNs) / 1_000_000n} ms`,
+            );
+      } finally {
+        m.close();
+      }
+      t.comment(
+        spawnSync('nsenter', [`--net=/run/netns/${n1.ns}`, '--', 'conntrack', '-L', '-p', 'udp', '--sport', port ?? '0'], {
+          encoding: 'utf8',
+        }).stdout,
+      );
+    }
   });
 
   await t.test('rollback again: kube-proxy back, then bpfEnabled=false', async (t) => {
@@ -240,7 +261,23 @@ t.test('kube-proxy -> bpfproxy -> kube-proxy under traffic: nothing breaks', asy
   await t.test('the long flows end; the drain finds none open and detaches', async (t) => {
     const from = a1.logs.length;
     await Promise.all(drivers.map((d) => d.closeLong()));
-    await until('node1 ends its drain', () => logged(/drain finished after \d+s/, from), 20_000);
+    try {
+      await until('node1 ends its drain', () => logged(/drain finished after \d+s/, from), 20_000);
+    } catch (e) {
+      // what keeps it open
+      const m = openPinnedMaps(n1.pinDir);
+      try {
+        const now = native().monotonicNs();
+        for (const [k, v] of m.maps.ct.entries())
+          if (v.dir === CtDir.FWD && v.expiresNs >= now && !(v.state & CtState.RST))
+            t.comment(
+              `open: ${k.saddr}:${k.sport} > ${k.daddr}:${k.dport}/${k.proto} -> ${v.natDaddr}:${v.natDport} state ${v.state} flags ${v.flags} expires in ${(v.expiresNs - now) / 1_000_000_000n}s`,
+            );
+      } finally {
+        m.close();
+      }
+      throw e;
+    }
     await until('node1 detached and unpinned', () => !existsSync(n1.pinDir), 5000);
     t.same(
       inNetns(n1.ns, () => attachedHere(n1.pinDir)),

@@ -200,7 +200,7 @@ export class Agent {
     if (cfg.bpfEnabled && !this.runtime && this.draining) {
       this.runtime = this.draining;
       this.draining = undefined;
-      this.runtime.resume(cfg);
+      await this.runtime.resume(cfg);
       if (this.drainCfg) await this.runtime.reconfigure(this.drainCfg, cfg);
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
     } else if (cfg.bpfEnabled && !this.runtime) {

@@ -132,8 +132,8 @@ export class BpfRuntime {
   }
 
   /** bpfEnabled=true during a drain. */
-  resume(cfg: AgentConfig): void {
-    this.handover.resume(handoverConfig(cfg));
+  resume(cfg: AgentConfig): Promise<void> {
+    return this.handover.resume(handoverConfig(cfg));
   }
 
   /** Agent exit during a drain: detach now. */

@@ -91,6 +91,13 @@ export interface AdoptionPlan {
   nowNs: bigint;
   /** both entries of each adopted connection: reply first, then forward (the order ct_create writes them) */
   pairs: Array<{ reply: [CtKey, CtValue]; fwd: [CtKey, CtValue] }>;
+  /**
+   * Forward keys of service flows the kernel has seen close (TIME_WAIT,
+   * CLOSE). An adopted entry of ours on one of them that is still open was
+   * adopted from an older read and the flow ended through the kernel before
+   * our entry was written: it is closed too (settleClosed).
+   */
+  closedInKernel: CtKey[];
   /** kernel entries looked at (IPv4 TCP and UDP; adoptKernelConntrack reads only the translated ones) */
   seen: number;
   /** why the others were left to the kernel */
@@ -177,7 +184,13 @@ export function planAdoption(
   ours: ConntrackTimeouts,
   kernel: KernelTimeouts = KERNEL_TIMEOUT_DEFAULTS,
 ): AdoptionPlan {
-  const plan: AdoptionPlan = { nowNs, pairs: [], seen: 0, skipped: { notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 } };
+  const plan: AdoptionPlan = {
+    nowNs,
+    pairs: [],
+    closedInKernel: [],
+    seen: 0,
+    skipped: { notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 },
+  };
   for (const e of entries) {
     if (e.proto !== IPPROTO_TCP && e.proto !== IPPROTO_UDP) continue;
     plan.seen++;
@@ -194,6 +207,7 @@ export function planAdoption(
     const state = stateOf(e);
     if (state === undefined || e.status & IPS_DYING) {
       plan.skipped.closed++;
+      if (e.proto === IPPROTO_TCP) plan.closedInKernel.push({ saddr: e.src, daddr: e.dst, sport: e.sport, dport: e.dport, proto: e.proto });
       continue;
     }
     if (fes.isNodeAddress(e.rsrc)) {
@@ -231,6 +245,8 @@ export interface AdoptionResult {
   skipped: AdoptionPlan['skipped'];
   /** our conntrack map was full: the rest stayed with the kernel */
   full: number;
+  /** adopted earlier, closed since through the kernel: closed in ours too */
+  settled: number;
   ms: number;
 }
 
@@ -306,6 +322,30 @@ export function writeAdoption(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan
   return out;
 }
 
+const CLOSED = CtState.FIN_FWD | CtState.FIN_REPLY;
+
+/**
+ * Close the adopted entries of ours whose flow the kernel has seen end
+ * (plan.closedInKernel): the FINs went through the kernel between the read
+ * an entry was adopted from and its write. Left open, such an entry would
+ * hold a rollback drain until our established timeout. Returns how many
+ * connections were closed.
+ */
+export function settleClosed(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan, ours: ConntrackTimeouts): number {
+  let n = 0;
+  const expiresNs = plan.nowNs + BigInt(Math.round(ours.TCPFinsSeen * 1e9));
+  for (const k of plan.closedInKernel) {
+    const v = maps.ct.get(k);
+    if (!v || v.dir !== CtDir.FWD || !(v.flags & CtFlags.ADOPTED) || v.state & CtState.RST || (v.state & CLOSED) === CLOSED) continue;
+    const pk = ctPeerKey(k, v);
+    const peer = maps.ct.get(pk);
+    maps.ct.set(k, { ...v, state: v.state | CLOSED, expiresNs });
+    if (peer) maps.ct.set(pk, { ...peer, state: peer.state | CLOSED, expiresNs });
+    n++;
+  }
+  return n;
+}
+
 /**
  * One adoption pass: dump the kernel's conntrack, plan, write. Never
  * throws: a failure is logged and the takeover goes on (TCP flows then stay
@@ -326,7 +366,8 @@ export function adoptKernelConntrack(
     const entries = native().kernelConntrack({ translatedOnly: true });
     const plan = planAdoption(entries, frontendIndex(maps), native().monotonicNs(), ours, kernelTimeouts());
     const w = writeAdoption(maps, plan);
-    const r: AdoptionResult = { seen: plan.seen, ...w, skipped: plan.skipped, ms: Math.round(performance.now() - t0) };
+    const settled = settleClosed(maps, plan, ours);
+    const r: AdoptionResult = { seen: plan.seen, ...w, settled, skipped: plan.skipped, ms: Math.round(performance.now() - t0) };
     if (r.full) {
       log.warn(
         { pass, notAdopted: r.full, map: maps.ct.name, max: maps.ct.maxEntries },
@@ -348,5 +389,30 @@ export function adoptKernelConntrack(
         'TCP connections keep working through the kernel, UDP flows may change backend',
     );
     return undefined;
+  }
+}
+
+/**
+ * Before a drain counts what is open: close the adopted entries whose flow
+ * the kernel has seen end since the last adoption pass (settleClosed). Never
+ * throws; a failure leaves such entries to their timeout.
+ */
+export function settleAdopted(maps: Pick<DatapathMaps, 'ct' | 'fe' | 'nodeIps'>, ours: ConntrackTimeouts, log: Logger): number {
+  if (!kernelConntrackPresent()) return 0;
+  try {
+    const plan = planAdoption(native().kernelConntrack({ translatedOnly: true }), frontendIndex(maps), native().monotonicNs(), ours);
+    const n = settleClosed(maps, plan, ours);
+    if (n)
+      log.info(
+        { connections: n },
+        `${n} adopted connection(s) ended through the kernel's NAT before adoption finished: closed in bpfproxy's conntrack too`,
+      );
+    return n;
+  } catch (e) {
+    log.warn(
+      { err: e },
+      `could not read the kernel's conntrack before draining (${(e as Error).message}); adopted connections count as open until they time out`,
+    );
+    return 0;
   }
 }

@@ -127,6 +127,17 @@ export class ConntrackGc {
     });
   }
 
+  /**
+   * Resolves when no pass is running. A pass deletes what it judged dead
+   * on its own read: an entry written meanwhile over the same key (a flow
+   * adopted from the kernel, say) could go with it, so such writes wait
+   * for this. A pass starts only from a timer, never in the middle of a
+   * synchronous write after this resolves.
+   */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+
   /** One pass, off the event loop; a call while one runs shares it. */
   run(): Promise<GcStats> {
     this.running ??= this.pass().finally(() => {

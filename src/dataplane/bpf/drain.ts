@@ -222,11 +222,15 @@ export class Drain {
     this.arm();
   }
 
-  /** bpfEnabled=true again: the programs take new flows again; nothing is detached. */
-  cancel(): void {
+  /**
+   * bpfEnabled=true again: nothing is detached; the programs take new flows
+   * again (unless the caller switches them itself, after adopting what the
+   * kernel carries: keepDraining).
+   */
+  cancel(keepDraining = false): void {
     if (this.ended) return;
     this.end('cancelled');
-    this.deps.setDraining(false);
+    if (!keepDraining) this.deps.setDraining(false);
     this.log.info(
       { afterS: Math.round((this.clock.now() - this.startedAt) / 1000), openConnections: this.lastOpen },
       'bpfEnabled is true again: drain cancelled, bpfproxy takes new connections again',

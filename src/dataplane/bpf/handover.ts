@@ -18,7 +18,7 @@
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { cleanupKubeProxy } from '../kube-proxy-cleanup.js';
-import { adoptKernelConntrack, type AdoptionResult } from './adopt.js';
+import { adoptKernelConntrack, settleAdopted, type AdoptionResult } from './adopt.js';
 import type { ConntrackTimeouts } from './config.js';
 import type { ConntrackGc } from './conntrack-gc.js';
 import { Drain, kubeProxyRules, setDraining, setMode } from './drain.js';
@@ -42,6 +42,8 @@ export interface HandoverConfig {
 
 export class Handover {
   private drainer: Drain | undefined;
+  /** the configuration of the last takeover or resume */
+  private cfg: HandoverConfig | undefined;
 
   constructor(private readonly rt: HandoverRuntime) {}
 
@@ -59,6 +61,7 @@ export class Handover {
    * programs see every packet first.
    */
   takeOver(cfg: HandoverConfig, fresh: boolean, attach: () => void): void {
+    this.cfg = cfg;
     setMode(this.rt.maps, fresh ? 'standby' : 'serve'); // 'serve' also ends a drain a stopped agent left
     attach();
     const before = fresh ? [this.adopt(cfg, 'attached on standby'), this.adopt(cfg, 'on standby, second pass')] : [];
@@ -75,7 +78,7 @@ export class Handover {
       this.rt.log.info(
         {
           adopted: n,
-          passes: passes.map((r) => ({ adopted: r.adopted, ms: r.ms })),
+          passes: passes.map((r) => ({ adopted: r.adopted, present: r.present, settled: r.settled, seen: r.seen, ms: r.ms })),
           kernelEntries: passes[0]!.seen,
           skipped: passes[0]!.skipped,
         },
@@ -119,16 +122,23 @@ export class Handover {
       this.rt.clock,
     );
     this.drainer = d;
+    // The last adoption pass may have left an entry open whose flow ended
+    // through the kernel meanwhile: read the kernel's conntrack once more.
+    if (this.cfg) settleAdopted(this.rt.maps, this.cfg.ctTimeouts, this.rt.log);
     await d.start();
     return this.drainer === d;
   }
 
   /** bpfEnabled=true during a drain: adopt what kube-proxy took meanwhile, serve new flows again, remove its rules. */
-  resume(cfg: HandoverConfig): void {
-    const d = this.drainer;
+  async resume(cfg: HandoverConfig): Promise<void> {
+    this.cfg = cfg;
+    // No detach from here on; the programs drain until the kernel's flows are adopted.
+    this.drainer?.cancel(true);
     this.drainer = undefined;
+    // A GC pass (the drain's) may be running: none may judge a key an adopted entry is then written over.
+    await this.rt.gc.idle();
     const first = this.adopt(cfg, 'while draining');
-    d?.cancel();
+    setMode(this.rt.maps, 'serve');
     this.serving(cfg, [first], true);
   }
 
