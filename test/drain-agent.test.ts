@@ -19,7 +19,7 @@ import { isDraining, setMode } from '../src/dataplane/bpf/drain.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { native } from '../src/native/index.js';
 import { ip } from '../testkit/netns.js';
-import { startAgentIn, tmpDir } from './helpers/agent-proc.js';
+import { cliInAsync, startAgentIn, tmpDir } from './helpers/agent-proc.js';
 import { inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { felixManifest } from './helpers/migration.js';
 import { until } from './helpers/wait.js';
@@ -92,6 +92,9 @@ t.test('drain with a connection open: resume, then SIGTERM mid-drain detaches', 
     "kube-proxy's rules missing: said loudly",
   );
   t.ok(n.draining(), 'the programs drain');
+  const st = await cliInAsync(n.ns, ['status', '--pin-dir', n.pinDir]);
+  t.match(st.stdout, /^Mode: draining \(bpfEnabled=false\)/, `bpfproxy status says so: ${st.stderr}`);
+  t.match(st.stdout, /drain-new/, 'and counts what it leaves to kube-proxy');
   t.equal(n.attached(), 4, 'still attached: the open connection is served');
 
   n.setBpf(true);
