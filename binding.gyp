@@ -11,7 +11,8 @@
         "addon/system.cc",
         "addon/netlink.cc",
         "addon/bulk.cc",
-        "addon/ringbuf.cc"
+        "addon/ringbuf.cc",
+        "addon/conntrack.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

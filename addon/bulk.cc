@@ -4,7 +4,8 @@
 // else's fd), runs on a thread of its own at a lower priority than the
 // event loop (BulkWorker) and resolves a Promise:
 //
-//   ctGc(fd, { batch?, nowNs? })      conntrack GC pass (pair rule, see below)
+//   ctGc(fd, { batch?, nowNs? })      conntrack GC pass (pair rule, see below),
+//                                     counting what is left (open connections too)
 //   ctFlush(fd, proto, rules)         delete conntrack entries of removed backends
 //   mapCount(fds)                     entries in each map
 //
@@ -374,7 +375,7 @@ class CtGcWorker : public BulkWorker {
                 if (Dead(deadlines, at[i], kk[i], vv[i]))
                   del.push_back(kk[i]);
                 else
-                  Count(kk[i].proto);
+                  Count(kk[i].proto, vv[i]);
               }
             });
     flush();
@@ -398,6 +399,7 @@ class CtGcWorker : public BulkWorker {
     by.Set("udp", Napi::Number::New(env, static_cast<double>(liveUdp_)));
     by.Set("other", Napi::Number::New(env, static_cast<double>(liveOther_)));
     o.Set("liveByProto", by);
+    o.Set("open", Napi::Number::New(env, static_cast<double>(open_)));
     o.Set("nowNs", Napi::BigInt::New(env, now_));
     o.Set("ms", Napi::Number::New(env, ms_));
     o.Set("cpuMs", Napi::Number::New(env, cpuMs_));
@@ -420,7 +422,12 @@ class CtGcWorker : public BulkWorker {
     const Deadlines::Slot* p = deadlines.find(pk);
     return !p || p->expires < now_;  // else the other direction is alive
   }
-  void Count(uint8_t proto) {
+  // A live entry, by protocol; a forward entry of a flow not closed (no
+  // RST, not FINs both ways) is one open connection (what a rollback drain
+  // waits for).
+  void Count(uint8_t proto, const struct ct_value& v) {
+    const uint8_t fins = CT_S_FIN_FWD | CT_S_FIN_REPLY;
+    if (v.dir == kDirFwd && !(v.state & CT_S_RST) && (v.state & fins) != fins) open_++;
     if (proto == 6)
       liveTcp_++;
     else if (proto == 17)
@@ -433,7 +440,7 @@ class CtGcWorker : public BulkWorker {
   uint32_t batch_;
   uint64_t now_;
   uint64_t scanned_ = 0, deleted_ = 0, refreshed_ = 0;
-  uint64_t liveTcp_ = 0, liveUdp_ = 0, liveOther_ = 0;
+  uint64_t liveTcp_ = 0, liveUdp_ = 0, liveOther_ = 0, open_ = 0;
   double ms_ = 0, cpuMs_ = 0, scanMs_ = 0, judgeMs_ = 0, deleteMs_ = 0;
   bool batchedLookup_ = true, batchedDelete_ = true;
 };

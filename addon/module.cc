@@ -8,6 +8,9 @@ namespace bpfproxy {
 void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
 void InitBulk(Napi::Env env, Napi::Object exports);     // addon/bulk.cc
 void InitRingbuf(Napi::Env env, Napi::Object exports);  // addon/ringbuf.cc
+void InitNetlink(Napi::Env env, Napi::Object exports);    // netlink.cc
+void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
+void InitConntrack(Napi::Env env, Napi::Object exports);  // addon/conntrack.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -19,6 +22,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitNetlink(env, exports);
   InitBulk(env, exports);
   InitRingbuf(env, exports);
+  InitConntrack(env, exports);
   return exports;
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// One rtnetlink dump: send the request, read every answer to it, hand each
-// message of the wanted type to a callback. Shared by the interface, route
-// and TC filter dumps, so the read loop and its error handling live once.
+// One netlink dump: send the request, read every answer to it, hand each
+// message to a callback. Shared by the interface, route and TC filter dumps
+// (rtnetlink) and the kernel conntrack dump (ctnetlink), so the read loop and
+// its error handling live once.
 #pragma once
 
 #include <errno.h>
@@ -17,10 +18,10 @@ namespace bpfproxy {
 
 // Returns 0 when the dump ended (NLMSG_DONE), or a positive errno; *step says
 // what failed ("open", "send", "read"), for the caller's error message.
-inline int RtnlDump(const void* req, size_t len, const std::function<void(const struct nlmsghdr*)>& each,
-                    const char** step) {
-  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  *step = "open rtnetlink socket for";
+inline int NetlinkDump(int protocol, const void* req, size_t len,
+                       const std::function<void(const struct nlmsghdr*)>& each, const char** step) {
+  Fd sock(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol));
+  *step = protocol == NETLINK_ROUTE ? "open rtnetlink socket for" : "open netlink socket for";
   if (sock.get() < 0) return errno;
   struct sockaddr_nl sa = {};
   sa.nl_family = AF_NETLINK;
@@ -48,6 +49,11 @@ inline int RtnlDump(const void* req, size_t len, const std::function<void(const 
       each(nh);
     }
   }
+}
+
+inline int RtnlDump(const void* req, size_t len, const std::function<void(const struct nlmsghdr*)>& each,
+                    const char** step) {
+  return NetlinkDump(NETLINK_ROUTE, req, len, each, step);
 }
 
 }  // namespace bpfproxy

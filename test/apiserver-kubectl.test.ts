@@ -500,9 +500,7 @@ t.test('the README install and rollback, command by command', { skip: missing },
   // 6. bpfproxy on
   await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":true}}']);
   t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, true);
-  // rollback
-  await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":false}}']);
-  t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, false);
+  // rollback: kube-proxy back first, then bpfproxy drains and hands back
   await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('kube-proxy-enable.patch.json')]);
   t.equal(
     (api.get('daemonsets', 'kube-system/kube-proxy') as Obj).spec.template.spec.nodeSelector,
@@ -510,6 +508,8 @@ t.test('the README install and rollback, command by command', { skip: missing },
     'kube-proxy back on every node',
   );
   t.match(await k.ok(['-n', 'kube-system', 'rollout', 'status', 'ds/kube-proxy', '--timeout=20s']), /successfully rolled out/);
+  await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":false}}']);
+  t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, false);
   const gone = await k.ok(['delete', '-f', m('daemonset.yaml'), '-f', m('rbac.yaml')]);
   t.match(gone, /daemonset.apps "bpfproxy" deleted[\s\S]*clusterrolebinding.rbac.authorization.k8s.io "bpfproxy" deleted/);
   t.equal(api.get('daemonsets', 'kube-system/bpfproxy'), undefined);

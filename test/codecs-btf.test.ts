@@ -90,6 +90,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.ruleHits,
     c.polRuleName,
     c.polEpName,
+    c.modeValue,
   ]) {
     check(t, codec);
   }
@@ -146,4 +147,5 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('pol_identity', /^IDENTITY_/, c.PolIdentity);
   same('pol_dir', /^POL_DIR_/, c.PolDir);
   same('pol_verdict', /^POL_/, c.PolVerdict);
+  same('mode_flags', /^MODE_F_/, c.ModeFlags);
 });

@@ -8,7 +8,7 @@ import t from 'tap';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { ConntrackFlusher, ConntrackGc, expiredConnections } from '../src/dataplane/bpf/conntrack-gc.js';
 import { countMapFills, mapFills } from '../src/dataplane/bpf/inspect.js';
-import { CtDir, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
+import { CtDir, CtState, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { BpfError, native } from '../src/native/index.js';
 import { FakeClock } from '../testkit/fake-clock.js';
 import { Metrics, type DatapathSnapshot } from '../src/metrics.js';
@@ -103,6 +103,39 @@ t.test('the native GC removes exactly what the reference pair rule removes', asy
     t.equal(r.nowNs, now);
     t.ok(r.batchedLookup && r.batchedDelete, 'hash maps take batch ops');
   }
+});
+
+t.test('a GC pass counts the open connections left: what a rollback drain waits for', async (t) => {
+  const now = native().monotonicNs();
+  const M = 60_000_000_000n; // a minute either side: the real clock agrees
+  const dp = await tmpDatapath(t, { mapSizes: { conntrack: 64, ...SIZES } });
+  const S = CtState;
+  const conns: Array<{ state: number; proto: number; fwd: bigint; rep: bigint }> = [
+    { state: S.REPLY_SEEN | S.ESTABLISHED, proto: IPPROTO_TCP, fwd: now + M, rep: now + M }, // open
+    { state: S.REPLY_SEEN | S.ESTABLISHED | S.FIN_FWD, proto: IPPROTO_TCP, fwd: now + M, rep: now + M }, // half closed: open
+    { state: 0, proto: IPPROTO_TCP, fwd: now + M, rep: now + M }, // SYN sent: open
+    { state: S.REPLY_SEEN | S.ESTABLISHED, proto: IPPROTO_UDP, fwd: now - M, rep: now + M }, // quiet forward half: open
+    { state: S.REPLY_SEEN | S.FIN_FWD | S.FIN_REPLY, proto: IPPROTO_TCP, fwd: now + M, rep: now + M }, // closed
+    { state: S.REPLY_SEEN | S.RST, proto: IPPROTO_TCP, fwd: now + M, rep: now + M }, // reset
+    { state: S.REPLY_SEEN | S.ESTABLISHED, proto: IPPROTO_UDP, fwd: now - M, rep: now - M }, // expired: removed
+  ];
+  conns.forEach((c, i) => {
+    const client = `10.1.0.${i + 1}`;
+    const base = { createdNs: 0n, state: c.state, flags: 0, svcId: 1 };
+    dp.maps.ct.set(
+      { saddr: client, daddr: '10.96.0.10', sport: 40000, dport: 80, proto: c.proto },
+      { ...base, expiresNs: c.fwd, natSaddr: client, natSport: 40000, natDaddr: '10.244.1.11', natDport: 8080, dir: CtDir.FWD },
+    );
+    dp.maps.ct.set(
+      { saddr: '10.244.1.11', daddr: client, sport: 8080, dport: 40000, proto: c.proto },
+      { ...base, expiresNs: c.rep, natSaddr: '10.96.0.10', natSport: 80, natDaddr: client, natDport: 40000, dir: CtDir.REPLY },
+    );
+  });
+  const r = await native().ctGc(dp.maps.ct.fd, { nowNs: now });
+  t.equal(r.expired, 2, 'the expired connection went');
+  t.equal(r.open, 4, 'open: established, half closed, SYN sent, a UDP flow with a quiet half; not: closed, reset, expired');
+  const gc = new ConntrackGc(dp.maps, captureLogger().log, new FakeClock());
+  t.equal((await gc.run()).lastOpen, 4, 'the GC keeps the count');
 });
 
 t.test('a GC pass does not hold the event loop', async (t) => {

@@ -44,7 +44,8 @@ t.test('two-node lab on the Kubernetes API', async (t) => {
     }
   }
   api.upsert('felixconfigurations', felix('default', { bpfEnabled: true }));
-  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { kubeconfig }, ['--metrics-port', '0']));
+  // The toggles below check an immediate hand-back; the rollback drain has its own test (e2e-migration).
+  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { kubeconfig }, ['--metrics-port', '0', '--rollback-drain-timeout', '0']));
   await Promise.all([...agents.values()].map((a) => a.ready));
   const podC = n1.pods[2]!;
   const client = lab.client;

@@ -8,7 +8,8 @@
  *    global data;
  *  - from the BPF sources: helper and map flags, __sk_buff fields read;
  *  - from the addon (addon/*.cc): the libbpf calls (bpf(2) commands,
- *    netlink) and attach points the agent uses.
+ *    netlink), the netlink families it opens and the attach points the
+ *    agent uses.
  * Fails when something used is not in the table, or needs a kernel newer
  * than the table's minimum without a fallback named for older ones.
  */
@@ -148,6 +149,8 @@ function fromSources(): Use[] {
       uses.push({ kind: 'attach', name: m[1]!, where });
     // maps the addon makes itself (the monitors' ring buffers)
     for (const m of src.matchAll(/\bbpf_map_create\(\s*(BPF_MAP_TYPE_\w+)/g)) uses.push({ kind: 'map', name: m[1]!, where });
+    // netlink families the addon opens sockets of
+    for (const m of src.matchAll(/\bNETLINK_(?!ADD_|DROP_|F_)[A-Z]+\b/g)) uses.push({ kind: 'netlink', name: m[0], where });
   }
   return uses;
 }
@@ -187,7 +190,7 @@ t.test('everything used from the kernel is in bpf/KERNEL_REQUIREMENTS.md, within
     seen.set(k, have);
   }
   t.ok(seen.size > 20, `${seen.size} distinct kernel features found in use (a reader that finds nothing is broken)`);
-  for (const kind of ['helper', 'program', 'map', 'flag', 'ctx', 'libbpf', 'attach']) {
+  for (const kind of ['helper', 'program', 'map', 'flag', 'ctx', 'libbpf', 'attach', 'netlink']) {
     t.ok(
       [...seen.values()].some((u) => u.kind === kind),
       `some use of kind "${kind}" is found`,

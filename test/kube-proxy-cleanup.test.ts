@@ -6,6 +6,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { cleanupKubeProxy, cleanupScript } from '../src/dataplane/kube-proxy-cleanup.js';
+import { kubeProxyRules } from '../src/dataplane/bpf/drain.js';
 import { nsPath } from '../testkit/netns.js';
 import { inNetns, tmpNetns } from './helpers/env.js';
 
@@ -99,9 +100,49 @@ t.test('the restore script deletes kube-proxy chains and the jumps into them, no
 
 t.test('real iptables and nft in a namespace', async (t) => {
   const ns = tmpNetns(t);
+  t.same(inNetns(ns, kubeProxyRules), { iptables: false, nftables: false }, 'no kube-proxy rules at first');
   inNs(ns, 'iptables-restore', [], IPTABLES);
   inNs(ns, 'nft', ['-f', '-'], NFT);
+  t.same(inNetns(ns, kubeProxyRules), { iptables: true, nftables: true }, "kube-proxy's rules are seen (iptables and nftables)");
+  // flows kube-proxy's rules NAT'd: the kernel keeps carrying them after the rules go
+  const ct = (proto: string, sport: string) =>
+    inNs(ns, 'conntrack', [
+      '-I',
+      '-p',
+      proto,
+      '-s',
+      '10.244.1.13',
+      '-d',
+      '10.96.0.10',
+      '--sport',
+      sport,
+      '--dport',
+      '80',
+      ...(proto === 'tcp' ? ['--state', 'ESTABLISHED'] : []),
+      '-t',
+      '300',
+      '-r',
+      '10.244.1.11',
+      '-q',
+      '10.244.1.13',
+      '--reply-port-src',
+      '8080',
+      '--reply-port-dst',
+      sport,
+    ]);
+  ct('tcp', '40000');
+  ct('udp', '40001');
+  const flows = () =>
+    inNs(ns, 'conntrack', ['-L'])
+      .split('\n')
+      .filter((l) => l.includes('src='))
+      .map((l) => l.replace(/^(\w+\s+\d+\s+)\d+/, '$1'))
+      .sort();
+  const before = flows();
+  t.equal(before.length, 2);
   const res = inNetns(ns, () => cleanupKubeProxy());
+  t.same(flows(), before, "the kernel's conntrack is not flushed: established flows keep their NAT");
+  t.same(inNetns(ns, kubeProxyRules), { iptables: false, nftables: false }, 'gone after the cleanup');
   t.same(res.errors, []);
   t.equal(res.iptables.length, 9, 'nine kube-proxy chains removed');
   t.same(res.nftables.sort(), ['ip kube-proxy', 'ip6 kube-proxy']);

@@ -39,6 +39,7 @@ enum reason {
 	REASON_POLICY_NO_TABLE, /* network policy: isolated endpoint without a rule table: dropped */
 	REASON_POLICY_UNKNOWN_FLOW, /* network policy: TCP without SYN of no flow known, to or from
 				     * an isolated endpoint: dropped */
+	REASON_DRAIN_NEW, /* draining (rollback): a new flow to a service, passed to the stack */
 	__REASON_MAX,
 };
 
@@ -57,6 +58,7 @@ const volatile struct {
 	enum pol_identity  pol_identity;
 	enum pol_dir	   pol_dir;
 	enum pol_verdict   pol_verdict;
+	enum mode_flags	   mode_flags;
 } bpfproxy_enums_btf;
 
 struct {

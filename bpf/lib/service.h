@@ -5,6 +5,9 @@
  *   2. ICMP error     -> translate it if it quotes a tracked flow
  *   3. frontend hit   -> choose a backend, create conntrack, DNAT (+SNAT)
  *   4. anything else  -> untouched
+ * While draining (lib/mode.h, rollback to kube-proxy) step 3 passes the
+ * packet to the stack instead: kube-proxy's rules take new flows. On
+ * standby (taking over, lib/mode.h) every packet passes untouched.
  * 'from_pod' says which side the packet entered from: traffic from pods is
  * internal (internalTrafficPolicy) and must carry its pod's address (lib/
  * pod.h), traffic from data interfaces external (externalTrafficPolicy on
@@ -23,6 +26,7 @@
 #include "drop.h"
 #include "fib.h"
 #include "lb.h"
+#include "mode.h"
 #include "monitor.h"
 #include "nat.h"
 #include "parse.h"
@@ -192,6 +196,31 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	return translate(skb, p, &to);
 }
 
+/* Draining: a SYN that reopens a closed flow of ours (the client reused its
+ * port) is a new flow, kube-proxy's to take: both entries go and the caller
+ * passes the packet on. */
+static __always_inline int drain_reopens(const struct pkt *p, const struct ct_value *ct)
+{
+	struct ct_key	 pk, back;
+	struct ct_value *peer;
+
+	if (p->tuple.proto != IPPROTO_TCP || ct->dir != CT_DIR_FWD ||
+	    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN ||
+	    !(ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)) || !mode_draining() ||
+	    cfg_trace /* lib/trace.h: no map writes */)
+		return 0;
+	ct_peer_key(ct, p->tuple.proto, &pk);
+	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
+	/* Only a peer that points back at us is ours to remove. */
+	if (peer) {
+		ct_peer_key(peer, p->tuple.proto, &back);
+		if (ct_key_eq(&back, &p->tuple))
+			bpf_map_delete_elem(&bpfproxy_ct, &pk);
+	}
+	bpf_map_delete_elem(&bpfproxy_ct, &p->tuple);
+	return 1;
+}
+
 static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 {
 	struct pkt	 p = {};
@@ -199,8 +228,11 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	struct fe_value *fe;
 	__u64		 now;
 
-	enum parse_result pr = parse_ipv4(skb, &p);
+	enum parse_result pr;
 
+	if (mode_standby())
+		return TC_ACT_OK;
+	pr = parse_ipv4(skb, &p);
 	if (pr == PARSE_NOT_IPV4)
 		return TC_ACT_OK;
 	if (pr == PARSE_MALFORMED)
@@ -241,7 +273,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	}
 
 	ct = ct_lookup(&p.tuple, now);
-	if (ct) {
+	if (ct && !drain_reopens(&p, ct)) {
 		struct ct_key to = {
 			.saddr = ct->nat_saddr,
 			.sport = ct->nat_sport,
@@ -272,6 +304,10 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	}
 	trace_step(TRACE_FRONTEND, 0, 0, 0, fe->svc_id, fe->set_id, fe->cluster_count,
 		   fe->local_count, fe->flags | (fe->affinity_timeout << 16));
+	if (mode_draining()) {
+		count_reason(skb, REASON_DRAIN_NEW);
+		return TC_ACT_OK;
+	}
 	return service_new(skb, &p, fe, from_pod, now);
 }
 
@@ -286,7 +322,7 @@ static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct 
 	struct ct_value	  *ct;
 	__u64		   now;
 
-	if (p->tuple.proto == IPPROTO_ICMP)
+	if (mode_standby() || p->tuple.proto == IPPROTO_ICMP)
 		return TC_ACT_OK;
 	nk.addr = p->tuple.saddr;
 	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))

@@ -168,6 +168,8 @@ enum ct_flags {
 				 * (a flow with an isolated endpoint on this node);
 				 * the nat_* fields repeat the entry's own tuple */
 	CT_F_POL_DENIED = 1 << 5, /* the policy check at pol_gen denied the flow */
+	CT_F_ADOPTED	= 1 << 6, /* copied from the kernel's conntrack at takeover
+				 * (a flow kube-proxy's rules NAT'd) */
 };
 
 /* One entry per direction. Packets matching key are rewritten to
@@ -278,6 +280,20 @@ struct pol_rule_name {
 
 struct pol_ep_name {
 	char pod[POL_NAME_BYTES]; /* "namespace/name", NUL padded */
+};
+
+/* ---- runtime mode (lib/mode.h) ----------------------------------------- */
+
+enum mode_flags {
+	MODE_F_DRAIN   = 1 << 0, /* handing back: serve flows in conntrack, pass new ones */
+	MODE_F_STANDBY = 1 << 1, /* taking over: attached, but every packet passes untouched */
+};
+
+/* The one entry of bpfproxy_mode: what the programs do now, set by the
+ * agent while they run (load-time settings are in lib/config.h). */
+struct mode_value {
+	__u32 flags; /* host: enum mode_flags */
+	__u32 pad;
 };
 
 /* ---- counters (lib/drop.h) --------------------------------------------- */

@@ -22,7 +22,9 @@ import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
-import type { TcAttachMode } from '../dataplane/bpf/attach.js';
+import { teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedMode } from '../dataplane/bpf/drain.js';
+import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import type { LbAlgorithm } from '../model/types.js';
 
 export { nodeAddresses } from './runtime.js';
@@ -60,6 +62,8 @@ export interface AgentOptions {
   stateDir?: string;
   /** how long to wait at start for another agent on the same pin dir to exit (default 10 s) */
   lockWaitMs?: number;
+  /** bpfEnabled=false: how long at most to keep serving the flows bpfproxy carries before detaching (0: at once; default DEFAULT_DRAIN_TIMEOUT_MS) */
+  rollbackDrainMs?: number;
   clock?: Clock;
 }
 
@@ -69,6 +73,9 @@ export class Agent {
   readonly health: HealthServers;
   readonly metrics = new Metrics();
   runtime: BpfRuntime | undefined;
+  /** handing back (bpfEnabled=false): still serving the flows it carries, until its drain ends */
+  draining: BpfRuntime | undefined;
+  private drainCfg: Config | undefined;
   private source: ManifestSource | KubeSource | undefined;
   private clients: KubeClients | undefined;
   private transition: Promise<void> = Promise.resolve();
@@ -107,7 +114,7 @@ export class Agent {
       if (s.mapFull) this.metrics.mapFull.inc(s.mapFull);
       if (this.runtime) this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
     });
-    this.metrics.setSnapshot(() => this.runtime?.snapshot());
+    this.metrics.setSnapshot(() => (this.runtime ?? this.draining)?.snapshot());
   }
 
   static async start(o: AgentOptions, log: Logger): Promise<Agent> {
@@ -194,7 +201,13 @@ export class Agent {
     const { o, log } = this;
     log.level = cfg.logLevel === 'Debug' ? 'debug' : this.cliLogLevel;
     this.proxier.runner.setMinInterval(cfg.minSyncPeriodMs);
-    if (cfg.enabled && !this.runtime) {
+    if (cfg.enabled && !this.runtime && this.draining) {
+      this.runtime = this.draining;
+      this.draining = undefined;
+      await this.runtime.resume(cfg);
+      if (this.drainCfg) await this.runtime.reconfigure(this.drainCfg, cfg);
+      this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+    } else if (cfg.enabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
       this.runtime = await BpfRuntime.enable(
         {
@@ -212,14 +225,29 @@ export class Agent {
       );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
     } else if (!cfg.enabled && this.runtime) {
-      this.runtime.disable();
+      const rt = this.runtime;
       this.runtime = undefined;
       this.health.setServiceHealth(new Map());
+      this.drainCfg = old;
+      this.draining = rt; // until the drain ends (at once when nothing is open)
+      await rt.drain(o.rollbackDrainMs ?? DEFAULT_DRAIN_TIMEOUT_MS, () => {
+        if (this.draining === rt) this.draining = undefined;
+      });
     } else if (this.runtime && old) {
       await this.runtime.reconfigure(old, cfg);
     }
-    if (!cfg.enabled && !old)
+    if (!cfg.enabled && !old) {
+      const left = pinnedMode(o.pinDir);
+      if (left === 'drain' || left === 'standby') {
+        const r = teardown(o.pinDir, new QdiscLedger(statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs, log), log);
+        log.warn(
+          { pinDir: o.pinDir, mode: left, interfaces: r.detached },
+          `a previous agent stopped while ${left === 'drain' ? 'draining (handing back to kube-proxy)' : 'taking over (programs on standby)'}: ` +
+            `bpfEnabled is false, so detached from ${r.detached.length} interface(s) and unpinned ${o.pinDir} now`,
+        );
+      }
       log.info('bpfEnabled is false: not touching the dataplane (kube-proxy keeps serving); waiting for FelixConfiguration');
+    }
     this.metrics.enabled.set(this.runtime ? 1 : 0);
     const healthzHost = o.healthzHost === undefined ? '0.0.0.0' : o.healthzHost;
     this.health.setHealthz(this.runtime && healthzHost !== null ? { host: healthzHost, port: cfg.healthzPort } : undefined, () =>
@@ -276,6 +304,7 @@ export class Agent {
     this.stopped = true;
     this.source?.stop();
     this.proxier.stop();
+    this.draining?.stopDrain();
     this.runtime?.stop();
     this.health.close();
     this.metrics.close();

@@ -2,18 +2,23 @@
  * The BPF dataplane while bpfproxy owns it (bpfEnabled=true): programs,
  * pinned maps, reconciler, interface attacher, conntrack GC and NodePort
  * addresses. enable() takes over (maps synced before programs attach,
- * kube-proxy's rules removed when asked); disable() hands back (detach our
- * filters and tcx links, delete the clsact qdiscs we created, unpin); stop()
- * leaves everything running for the next agent.
+ * the kernel's service flows adopted, kube-proxy's rules removed when asked:
+ * dataplane/bpf/handover.ts); drain() hands back after serving the flows it
+ * carries, disable() at once (detach our filters and tcx links, delete the
+ * clsact qdiscs we created, unpin); stop() leaves everything running for
+ * the next agent.
  */
+import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { Attacher, teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { bpffsRootOf, ensureBpffs } from '../dataplane/bpf/bpffs.js';
 import { ConntrackGc } from '../dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
-import { loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
+import { Handover, type HandoverConfig } from '../dataplane/bpf/handover.js';
+import { MAP_NAMES, loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler, DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../dataplane/bpf/reconciler.js';
 import type { LbAlgorithm } from '../model/types.js';
@@ -54,9 +59,15 @@ export function loadBalancingOf(o: Pick<RuntimeOptions, 'lbAlgorithm'>, cfg: Con
   };
 }
 
+const handoverConfig = (c: Config): HandoverConfig => ({
+  ctTimeouts: c.conntrack,
+  cleanupKubeProxy: c.kubeProxyIptablesCleanup,
+});
+
 export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
+  private readonly handover: Handover;
 
   private constructor(
     readonly dp: Datapath,
@@ -68,13 +79,17 @@ export class BpfRuntime {
     private readonly o: RuntimeOptions,
     private readonly log: Logger,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    this.handover = new Handover({ maps: dp.maps, gc, log, clock, disable: () => this.disable() });
+  }
 
   static async enable(o: RuntimeOptions, cfg: Config, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
     if (!bpffsRootOf(o.pinDir)) {
       if (o.pinDir.startsWith('/sys/fs/bpf/')) ensureBpffs('/sys/fs/bpf');
       else throw new Error(`pin dir ${o.pinDir} is not on a BPF filesystem (mount -t bpf bpf <dir>)`);
     }
+    // No conntrack pinned: a takeover, not a restart (handover.ts adopts the kernel's flows then).
+    const fresh = !existsSync(join(o.pinDir, MAP_NAMES.ct));
     const t0 = performance.now();
     const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
@@ -101,11 +116,25 @@ export class BpfRuntime {
     await proxier.runner.idle();
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    if (cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(log);
-    attacher.start();
+    rt.handover.takeOver(handoverConfig(cfg), fresh, () => attacher.start());
     gc.start();
     rt.armAddresses();
     return rt;
+  }
+
+  /** bpfEnabled=false: drain, then detach (onDetached); 0: at once (handover.ts). Resolves when the drain has started. */
+  drain(timeoutMs: number, onDetached: () => void): Promise<boolean> {
+    return this.handover.drain(timeoutMs, onDetached);
+  }
+
+  /** bpfEnabled=true during a drain. */
+  resume(cfg: Config): Promise<void> {
+    return this.handover.resume(handoverConfig(cfg));
+  }
+
+  /** Agent exit during a drain: detach now. */
+  stopDrain(): void {
+    this.handover.stopDrain();
   }
 
   /** Apply a changed config while running: each field as its change class says (config/fields.ts). */

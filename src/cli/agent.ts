@@ -7,6 +7,7 @@ import { DEFAULT_POD_IFACES, TC_ATTACH_MODES, resolveAttachMode } from '../datap
 import { LISTEN_DEFAULTS, formatBindAddress, resolveBindAddress, type BindAddress } from '../health/bind-address.js';
 import { formatDuration } from '../config/duration.js';
 import { configFromFlags } from '../config/flags.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS } from '../dataplane/bpf/drain.js';
 import {
   DEFAULT_MAX_FRONTENDS_PER_SERVICE,
   DEFAULT_NODE_PORT_RANGE,
@@ -76,6 +77,14 @@ export function addAgentCommand(program: Command): void {
         .default('random' as const),
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
+    .addOption(
+      new Option(
+        '--rollback-drain-timeout <duration>',
+        'bpfEnabled=false: how long at most to keep serving the connections bpfproxy carries (new ones go to kube-proxy) before detaching; 0: detach at once',
+      )
+        .argParser(duration('--rollback-drain-timeout'))
+        .default(DEFAULT_DRAIN_TIMEOUT_MS, formatDuration(DEFAULT_DRAIN_TIMEOUT_MS)),
+    )
     .option(
       '--service-node-port-range <range>',
       "the API server's --service-node-port-range: nodePort and healthCheckNodePort must fall in it",
@@ -198,6 +207,7 @@ export function addAgentCommand(program: Command): void {
             healthHost: health?.host,
             healthzHost: healthz?.host ?? null,
             stateDir: o.stateDir,
+            rollbackDrainMs: o.rollbackDrainTimeout,
             services,
             lbAlgorithm: o.lbAlgorithm,
           },

@@ -5,6 +5,13 @@ import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
+import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
+
+const MODE_TEXT: Record<Exclude<Mode, 'serve'>, string> = {
+  drain:
+    'draining (bpfEnabled=false): connections through bpfproxy are served until they end or the drain time is up, new ones go to the kernel (kube-proxy); the agent then detaches',
+  standby: "standby (taking over): attached, every packet passes untouched until the agent has adopted the kernel's flows",
+};
 import { pinDirOption, outputOption } from './options.js';
 import { table } from './table.js';
 
@@ -142,8 +149,9 @@ export function addStatusCommand(program: Command): void {
         return;
       }
       withMaps(o.pinDir, (m) => {
-        const s = { dataplane: 'on', interfaces, maps: mapFills(m), reasons: reasonViews(m) };
+        const s = { dataplane: 'on', mode: modeNow(m), interfaces, maps: mapFills(m), reasons: reasonViews(m) };
         if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
+        if (s.mode !== 'serve') console.log(`Mode: ${MODE_TEXT[s.mode]}\n`);
         printInterfaces();
         console.log('\nMaps');
         console.log(

@@ -224,6 +224,33 @@ export interface BpfLinkInfo {
   direction?: TcDirection | '?';
 }
 
+/**
+ * One entry of the kernel's conntrack (addon/conntrack.cc): the original
+ * tuple (as the client sent it) and the reply tuple (as the answer comes
+ * back, after the kernel's NAT); ports in host order.
+ */
+export interface KernelCtEntry {
+  proto: number;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  rsrc: string;
+  rdst: string;
+  rsport: number;
+  rdport: number;
+  /** IPS_* bits (SEEN_REPLY 0x2, ASSURED 0x4, SRC_NAT 0x10, DST_NAT 0x20, DYING 0x200) */
+  status: number;
+  /** seconds left */
+  timeout: number;
+  /** TCP_CONNTRACK_* (ESTABLISHED 3); 0 for UDP */
+  tcpState: number;
+  /** IP_CT_TCP_FLAG_* of the original and the reply direction (CLOSE_INIT 0x04: that side sent the first FIN); 0 for UDP */
+  tcpFlags: number;
+  tcpFlagsReply: number;
+  zone: number;
+}
+
 /** One conntrack GC pass (addon/bulk.cc), run off the JS thread. */
 export interface CtGcResult {
   /** entries read */
@@ -236,6 +263,8 @@ export interface CtGcResult {
   refreshed: number;
   /** entries left, by L4 protocol */
   liveByProto: { tcp: number; udp: number; other: number };
+  /** connections left that are not closed (a forward entry without RST, not FINs both ways): what a rollback drain waits for */
+  open: number;
   /** the CLOCK_MONOTONIC instant expiry was judged against */
   nowNs: bigint;
   /** wall time of the pass, and of its parts: the first read, the second read and judging, deleting */
@@ -343,6 +372,11 @@ export interface NativeRuntime {
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
   monotonicNs(): bigint;
+  /**
+   * The kernel's IPv4 TCP and UDP conntrack entries (one ctnetlink dump, this thread's namespace; read only);
+   * with translatedOnly, only those whose destination the kernel translated (DNAT).
+   */
+  kernelConntrack(opts?: { translatedOnly?: boolean }): KernelCtEntry[];
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 

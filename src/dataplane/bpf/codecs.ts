@@ -21,7 +21,8 @@ export const BackendFlags = { LOCAL: 1 << 0 } as const;
 
 export const CtDir = { FWD: 1, REPLY: 2 } as const;
 export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8, ESTABLISHED: 16 } as const;
-export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, PLAIN: 16, POL_DENIED: 32 } as const;
+export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, PLAIN: 16, POL_DENIED: 32, ADOPTED: 64 } as const;
+export const ModeFlags = { DRAIN: 1, STANDBY: 2 } as const;
 
 export const feKey = struct('fe_key', {
   addr: ip4,
@@ -147,6 +148,13 @@ export const ctValue = struct('ct_value', {
   polGen: withDefault(u32, 0),
 });
 export type CtValue = ReturnType<typeof ctValue.decode>;
+
+/** The one entry of bpfproxy_mode (lib/mode.h): what the programs do now. */
+export const modeValue = struct('mode_value', {
+  flags: u32,
+  pad: pad(4),
+});
+export type ModeValue = ReturnType<typeof modeValue.decode>;
 
 export const reasonCounter = struct('reason_counter', {
   packets: u64,

@@ -62,6 +62,8 @@ export interface GcStats {
   lastMs: number;
   /** entries left after the last pass, by protocol */
   liveByProto: { tcp: number; udp: number; other: number };
+  /** connections left after the last pass that are not closed (no RST, not FINs both ways) */
+  lastOpen: number;
   /** entries removed since the agent started */
   removedTotal: number;
   /** Date.now() when the last pass finished; 0 before the first */
@@ -78,6 +80,7 @@ export class ConntrackGc {
     lastScanned: 0,
     lastMs: 0,
     liveByProto: { tcp: 0, udp: 0, other: 0 },
+    lastOpen: 0,
     removedTotal: 0,
     lastRunAt: 0,
     failures: 0,
@@ -124,6 +127,17 @@ export class ConntrackGc {
     });
   }
 
+  /**
+   * Resolves when no pass is running. A pass deletes what it judged dead
+   * on its own read: an entry written meanwhile over the same key (a flow
+   * adopted from the kernel, say) could go with it, so such writes wait
+   * for this. A pass starts only from a timer, never in the middle of a
+   * synchronous write after this resolves.
+   */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+
   /** One pass, off the event loop; a call while one runs shares it. */
   run(): Promise<GcStats> {
     this.running ??= this.pass().finally(() => {
@@ -147,6 +161,7 @@ export class ConntrackGc {
     s.lastScanned = r.scanned;
     s.lastMs = r.ms;
     s.liveByProto = { ...r.liveByProto };
+    s.lastOpen = r.open;
     s.removedTotal += r.expired;
     s.lastRunAt = Date.now();
     if (r.refreshed) this.log.debug({ refreshed: r.refreshed }, 'conntrack GC: entries refreshed by traffic during the pass were kept');

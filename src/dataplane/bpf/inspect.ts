@@ -91,6 +91,7 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       if (v.flags & CtFlags.EXTERNAL) flags.push('external');
       if (v.flags & CtFlags.PLAIN) flags.push('policy'); // tracked for network policy, not translated
       if (v.flags & CtFlags.POL_DENIED) flags.push('policy-denied');
+      if (v.flags & CtFlags.ADOPTED) flags.push('adopted');
       return {
         proto: proto(k.proto),
         dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),

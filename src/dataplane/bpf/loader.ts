@@ -34,6 +34,7 @@ export const MAP_NAMES = {
   polHits: 'bpfproxy_pol_hits',
   polRules: 'bpfproxy_pol_rules',
   polEps: 'bpfproxy_pol_eps',
+  mode: 'bpfproxy_mode',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -72,6 +73,7 @@ export interface DatapathMaps {
   polHits: BpfMap<{ v: number }, c.RuleHits>;
   polRules: BpfMap<{ v: number }, c.PolRuleName>;
   polEps: BpfMap<{ v: number }, c.PolEpName>;
+  mode: BpfMap<{ v: number }, c.ModeValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -95,6 +97,7 @@ const LAYOUT = {
   polHits: [c.u32Key, c.ruleHits],
   polRules: [c.u32Key, c.polRuleName],
   polEps: [c.u32Key, c.polEpName],
+  mode: [c.u32Key, c.modeValue],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -118,6 +121,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   polHits: 'policy rule hit counters start from zero',
   polRules: 'policy rule names are written again by the first policy sync',
   polEps: 'policy endpoint names are written again by the first policy sync',
+  mode: 'the programs serve as usual until the agent sets a mode again',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -149,6 +153,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       polHits: m(MAP_NAMES.polHits, LAYOUT.polHits, native().possibleCpus()),
       polRules: m(MAP_NAMES.polRules, LAYOUT.polRules),
       polEps: m(MAP_NAMES.polEps, LAYOUT.polEps),
+      mode: m(MAP_NAMES.mode, LAYOUT.mode),
     };
   } catch (e) {
     for (const h of opened) h.close();

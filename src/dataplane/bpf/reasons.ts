@@ -47,6 +47,11 @@ export const REASONS = [
     verdict: 'drop',
     help: 'network policy: TCP packet without SYN of no flow known, to or from an isolated endpoint (a connection opened before the endpoint was isolated, or whose conntrack entry expired)',
   },
+  {
+    name: 'drain-new',
+    verdict: 'pass',
+    help: "draining (bpfEnabled=false): a new flow to a service, left to the kernel (kube-proxy's rules); flows already in bpfproxy's conntrack are still served",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
