@@ -5,9 +5,9 @@
 
 namespace bpfproxy {
 
-void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
-void InitBulk(Napi::Env env, Napi::Object exports);     // addon/bulk.cc
-void InitRingbuf(Napi::Env env, Napi::Object exports);  // addon/ringbuf.cc
+void InitNetlink(Napi::Env env, Napi::Object exports);    // netlink.cc
+void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
+void InitRingbuf(Napi::Env env, Napi::Object exports);    // addon/ringbuf.cc
 void InitNetlink(Napi::Env env, Napi::Object exports);    // netlink.cc
 void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
 void InitConntrack(Napi::Env env, Napi::Object exports);  // addon/conntrack.cc
