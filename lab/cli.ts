@@ -1,39 +1,60 @@
 #!/usr/bin/env node
 /** bpfproxy-lab: a local namespace "cluster" to try bpfproxy on. */
 import { Command } from '@commander-js/extra-typings';
-import { join } from 'node:path';
-import { REPO_ROOT, labDown, labSpec, labUp } from './lab.js';
+import { labApiDown, labApiUp } from './api-lab.js';
 import { runDemo } from './demo.js';
+import { labSpec, labUp } from './lab.js';
 
 const lab = new Command('bpfproxy-lab').description('a local namespace "cluster" to try bpfproxy on').showHelpAfterError();
 lab
   .command('up')
   .option('--prefix <p>', 'namespace name prefix', 'bpxlab')
+  .option('--api', 'with a Kubernetes API server, kube-proxy on every node, and DaemonSets you apply run on the nodes')
+  .option('--kube-proxy-cleanup-on-stop', 'with --api: kube-proxy removes its rules when its Pod stops (real kube-proxy leaves them)')
   .description('build the lab namespaces and start echo servers in the pods')
-  .action((o) => {
-    labDown(o.prefix);
-    labUp(labSpec(o.prefix));
-    console.log(
-      `lab ${o.prefix} is up: nodes ${labSpec(o.prefix)
-        .nodes.map((n) => n.ns)
-        .join(', ')}, client ${labSpec(o.prefix).client.ns}`,
-    );
+  .action(async (o) => {
+    const spec = labSpec(o.prefix);
+    const where = `nodes ${spec.nodes.map((n) => `${n.name} (${n.ns}, ${n.ip})`).join(', ')}, client ${spec.client.ns}`;
+    if (!o.api) {
+      await labApiDown(o.prefix);
+      labUp(spec);
+      console.log(`lab ${o.prefix} is up: ${where}`);
+      return;
+    }
+    const api = await labApiUp(o.prefix, { kubeProxyCleanupOnStop: !!o.kubeProxyCleanupOnStop });
+    console.log(`lab ${o.prefix} is up: ${where}
+API server ${api.url} (control plane pid ${api.pid}, log ${api.stateDir}/control-plane.log)
+kube-proxy serves on every node; bpfEnabled is false.
+
+  export KUBECONFIG=${api.kubeconfig}
+  kubectl get nodes,ds,pods -A
+
+Then follow README.md "Install on AKS / EKS" from step 2 (the lab runs the
+DaemonSet's agent from this checkout; no image needed), for example:
+
+  kubectl apply -f manifests/rbac.yaml -f manifests/daemonset.yaml
+  kubectl -n kube-system rollout status ds/bpfproxy
+  kubectl patch ds -n kube-system kube-proxy -p "$(cat manifests/patches/kube-proxy-disable.json)"
+  kubectl patch felixconfiguration default --type=merge -p '{"spec":{"bpfEnabled":true}}'
+  kubectl -n kube-system exec ds/bpfproxy -- bpfproxy services
+
+Traffic: ip netns exec ${spec.client.ns} curl ... (client), ip netns exec ${spec.nodes[0]!.pods[0]!.ns} ... (a pod).
+Remove it all: bpfproxy-lab down${o.prefix === 'bpxlab' ? '' : ` --prefix ${o.prefix}`}`);
   });
 lab
   .command('down')
   .option('--prefix <p>', 'namespace name prefix', 'bpxlab')
-  .description('remove the lab namespaces and pins')
-  .action((o) => {
-    const gone = labDown(o.prefix);
-    console.log(`removed ${gone.length} namespace(s)`);
+  .description('stop the lab API server and its processes, remove the lab namespaces and pins')
+  .action(async (o) => {
+    const r = await labApiDown(o.prefix);
+    console.log(`${r.controlPlane ? 'stopped the API server and its processes; ' : ''}removed ${r.namespaces.length} namespace(s)`);
   });
 lab
   .command('demo')
   .option('--prefix <p>', 'namespace name prefix', 'bpxlab')
-  .option('--manifests <dir>', 'manifests to serve', join(REPO_ROOT, 'manifests', 'examples'))
-  .description('lab up, agents on both nodes, traffic to each service type, lab down')
+  .description('the Calico adoption path on the lab: kube-proxy, then bpfproxy, then back, traffic at every step; leaves nothing')
   .action(async (o) => {
-    const ok = await runDemo(o.prefix, o.manifests);
+    const ok = await runDemo(o.prefix);
     process.exit(ok ? 0 : 1);
   });
 
