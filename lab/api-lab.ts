@@ -60,7 +60,15 @@ export function labApiStatus(prefix = 'bpxlab'): LabApi | undefined {
  * Whatever was left of a lab with this prefix goes first. On failure
  * everything is removed and the error carries the control plane's log.
  */
-export async function labApiUp(prefix = 'bpxlab', opts: { kubeProxyCleanupOnStop?: boolean; timeoutMs?: number } = {}): Promise<LabApi> {
+export async function labApiUp(
+  prefix = 'bpxlab',
+  opts: {
+    kubeProxyCleanupOnStop?: boolean;
+    /** false: a cluster without Calico (no FelixConfiguration CRD or default) */
+    felix?: boolean;
+    timeoutMs?: number;
+  } = {},
+): Promise<LabApi> {
   await labApiDown(prefix);
   const lab = labSpec(prefix);
   const p = statePaths(labStateDir(prefix));
@@ -77,6 +85,7 @@ export async function labApiUp(prefix = 'bpxlab', opts: { kubeProxyCleanupOnStop
         '--state-dir',
         p.dir,
         ...(opts.kubeProxyCleanupOnStop ? ['--kube-proxy-cleanup-on-stop'] : []),
+        ...(opts.felix === false ? ['--no-felix'] : []),
       ],
       { detached: true, stdio: ['ignore', out, out] },
     );

@@ -28,6 +28,7 @@ const cmd = new Command('bpfproxy-lab-apiserver')
   .requiredOption('--prefix <p>', 'the lab (namespace name prefix)')
   .requiredOption('--state-dir <dir>', 'where kubeconfigs, logs and ready.json go')
   .option('--kube-proxy-cleanup-on-stop', 'kube-proxy removes its rules when its Pod stops (kube-proxy itself leaves them)')
+  .option('--no-felix', 'a cluster without Calico: no FelixConfiguration CRD, no default FelixConfiguration')
   .option('--ready-timeout <ms>', 'how long kube-proxy may take to serve on every node', '60000')
   .showHelpAfterError();
 cmd.parse();
@@ -42,7 +43,7 @@ const paths = statePaths(o.stateDir);
 async function main(): Promise<void> {
   const lab = labSpec(o.prefix);
   const token = randomBytes(24).toString('hex');
-  const api = new FakeApiServer();
+  const api = new FakeApiServer(o.felix ? {} : { crds: [] });
   const inner = await api.listen('127.0.0.1', 0);
   const nodesUrl = `http://${lab.api.ip}:${API_PORT}`;
   writeLabKubeconfig(paths.nodesKubeconfig, nodesUrl, token);
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 
-  await loadObjects(inner, initialObjects(lab));
+  await loadObjects(inner, initialObjects(lab, { felix: o.felix }));
   kubelet.start();
   const deadline = Date.now() + Number(o.readyTimeout);
   while (kubelet.readyNodes('kube-system/kube-proxy').length < lab.nodes.length) {

@@ -11,6 +11,7 @@ lab
   .option('--prefix <p>', 'namespace name prefix', 'bpxlab')
   .option('--api', 'with a Kubernetes API server, kube-proxy on every node, and DaemonSets you apply run on the nodes')
   .option('--kube-proxy-cleanup-on-stop', 'with --api: kube-proxy removes its rules when its Pod stops (real kube-proxy leaves them)')
+  .option('--no-felix', 'with --api: a cluster without Calico (apply the FelixConfiguration CRD and default yourself, README step 2)')
   .description('build the lab namespaces and start echo servers in the pods')
   .action(async (o) => {
     const spec = labSpec(o.prefix);
@@ -21,10 +22,10 @@ lab
       console.log(`lab ${o.prefix} is up: ${where}`);
       return;
     }
-    const api = await labApiUp(o.prefix, { kubeProxyCleanupOnStop: !!o.kubeProxyCleanupOnStop });
+    const api = await labApiUp(o.prefix, { kubeProxyCleanupOnStop: !!o.kubeProxyCleanupOnStop, felix: o.felix });
     console.log(`lab ${o.prefix} is up: ${where}
 API server ${api.url} (control plane pid ${api.pid}, log ${api.stateDir}/control-plane.log)
-kube-proxy serves on every node; bpfEnabled is false.
+kube-proxy serves on every node; ${o.felix ? 'bpfEnabled is false' : 'no FelixConfiguration yet (README step 2 applies it)'}.
 
   export KUBECONFIG=${api.kubeconfig}
   kubectl get nodes,ds,pods -A

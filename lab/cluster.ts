@@ -2,7 +2,8 @@
  * What the lab's API server holds when it starts, written through the API as
  * the cluster's own components would have: the FelixConfiguration CRD (the
  * server installs it) and the default FelixConfiguration (bpfEnabled: false,
- * manifests/felixconfiguration-default.yaml), a Node per lab node, the
+ * manifests/felixconfiguration-default.yaml) as a cluster with Calico has
+ * them (unless the lab is asked for a cluster without), a Node per lab node, the
  * demo's Services and EndpointSlices (manifests/examples, with the
  * LoadBalancer status a cloud controller would write), and kube-proxy's
  * DaemonSet in kube-system as kubeadm installs it.
@@ -98,11 +99,11 @@ const docs = (file: string): Obj[] =>
     .map((d) => d.toJS() as Obj | null)
     .filter((o): o is Obj => !!o && typeof o === 'object');
 
-/** Everything the lab starts with, in the order it is written. */
-export function initialObjects(lab: Lab): Obj[] {
+/** Everything the lab starts with, in the order it is written; `felix: false` leaves the FelixConfiguration out (no Calico). */
+export function initialObjects(lab: Lab, opts: { felix?: boolean } = {}): Obj[] {
   const ex = join(REPO_ROOT, 'manifests', 'examples');
   return [
-    ...docs(join(REPO_ROOT, 'manifests', 'felixconfiguration-default.yaml')),
+    ...(opts.felix === false ? [] : docs(join(REPO_ROOT, 'manifests', 'felixconfiguration-default.yaml'))),
     ...labNodes(lab),
     ...readdirSync(ex)
       .filter((f) => f.endsWith('.yaml'))

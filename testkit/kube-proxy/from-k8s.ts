@@ -37,7 +37,8 @@ export function skipReason(svc: unknown): string | undefined {
 
 /**
  * The ServicePorts of one Service on node `nodeName`, with the endpoints of
- * its slices. Ports with a protocol other than TCP or UDP are left out.
+ * its slices (those of `slices` labelled with its name). Ports with a
+ * protocol other than TCP or UDP are left out.
  */
 export function servicePorts(svc: unknown, slices: readonly unknown[], nodeName: string): ServicePort[] {
   if (skipReason(svc)) return [];
@@ -54,13 +55,14 @@ export function servicePorts(svc: unknown, slices: readonly unknown[], nodeName:
     : [];
   const affinity = spec.sessionAffinity === 'ClientIP';
   const timeout = get(spec, 'sessionAffinityConfig', 'clientIP', 'timeoutSeconds');
+  const own = slices.filter((sl) => sliceService(sl) === `${namespace}/${name}`);
   const out: ServicePort[] = [];
   for (const p of arr(spec.ports)) {
     const protocol = str(get(p, 'protocol')) ?? 'TCP';
     if (protocol !== 'TCP' && protocol !== 'UDP') continue;
     const portName = str(get(p, 'name')) ?? '';
     const endpoints = new Map<string, Endpoint>();
-    for (const slice of slices) {
+    for (const slice of own) {
       if (get(slice, 'addressType') !== 'IPv4') continue;
       const sp = arr(get(slice, 'ports')).find(
         (x) => (str(get(x, 'name')) ?? '') === portName && (str(get(x, 'protocol')) ?? 'TCP') === protocol,
