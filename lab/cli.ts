@@ -1,9 +1,16 @@
 #!/usr/bin/env node
 /** bpfproxy-lab: a local namespace "cluster" to try bpfproxy on. */
 import { Command } from '@commander-js/extra-typings';
+import { basename, join, relative } from 'node:path';
 import { labApiDown, labApiUp } from './api-lab.js';
 import { runDemo } from './demo.js';
-import { labSpec, labUp } from './lab.js';
+import { LAB_DIR, labSpec, labUp } from './lab.js';
+
+/** How this command was run, for the commands it suggests. */
+const self =
+  basename(process.argv[1] ?? '') === 'bpfproxy-lab'
+    ? 'bpfproxy-lab'
+    : `node ${relative(process.cwd(), process.argv[1] ?? 'dist/lab/cli.js')}`;
 
 const lab = new Command('bpfproxy-lab').description('a local namespace "cluster" to try bpfproxy on').showHelpAfterError();
 lab
@@ -30,8 +37,7 @@ kube-proxy serves on every node; ${o.felix ? 'bpfEnabled is false' : 'no FelixCo
   export KUBECONFIG=${api.kubeconfig}
   kubectl get nodes,ds,pods -A
 
-Then follow README.md "Install on AKS / EKS" from step 2 (the lab runs the
-DaemonSet's agent from this checkout; no image needed), for example:
+Then follow README.md "Install on AKS / EKS" from step ${o.felix ? '3 (the CRD and default FelixConfiguration are\nthere, as with Calico)' : '2'}; the lab runs the DaemonSet's agent from this checkout:
 
   kubectl apply -f manifests/rbac.yaml -f manifests/daemonset.yaml
   kubectl -n kube-system rollout status ds/bpfproxy
@@ -39,8 +45,10 @@ DaemonSet's agent from this checkout; no image needed), for example:
   kubectl patch felixconfiguration default --type=merge -p '{"spec":{"bpfEnabled":true}}'
   kubectl -n kube-system exec ds/bpfproxy -- bpfproxy services
 
-Traffic: ip netns exec ${spec.client.ns} curl ... (client), ip netns exec ${spec.nodes[0]!.pods[0]!.ns} ... (a pod).
-Remove it all: bpfproxy-lab down${o.prefix === 'bpxlab' ? '' : ` --prefix ${o.prefix}`}`);
+Traffic (the pods answer with their name and the address they saw):
+  ip netns exec ${spec.client.ns} node ${relative(process.cwd(), join(LAB_DIR, 'probe.js'))} tcp ${spec.nodes[0]!.ip} 30080 --count 3
+  ip netns exec ${spec.nodes[0]!.pods[0]!.ns} node ${relative(process.cwd(), join(LAB_DIR, 'probe.js'))} tcp 10.96.0.10 80 --count 3
+Remove it all: ${self} down${o.prefix === 'bpxlab' ? '' : ` --prefix ${o.prefix}`}`);
   });
 lab
   .command('down')

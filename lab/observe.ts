@@ -1,12 +1,17 @@
 /**
  * What serves Services on a lab node, read from the node itself: kube-proxy's
- * rules in its nat table (service chains, and the packets its KUBE-SERVICES
- * and KUBE-NODEPORTS rules matched) and bpfproxy's dataplane (`bpfproxy
- * status -o json`: programs attached, maps pinned, conntrack entries).
+ * rules in its nat table (service chains, and the connections its
+ * KUBE-SERVICES and KUBE-NODEPORTS rules translated) and bpfproxy's dataplane
+ * (what `bpfproxy status` reads: programs attached in the node's namespace,
+ * maps pinned in its pin dir, conntrack entries), read in this process.
  */
-import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { attachedHere } from '../src/dataplane/bpf/attach.js';
+import { MAP_NAMES, openPinnedMaps } from '../src/dataplane/bpf/loader.js';
+import { native } from '../src/native/index.js';
 import { nsPath, sh } from '../testkit/netns.js';
-import { AGENT_CLI, type LabNode } from './lab.js';
+import type { LabNode } from './lab.js';
 
 export interface NodeView {
   node: string;
@@ -31,27 +36,33 @@ export function observeNode(n: LabNode): NodeView {
     const m = /^\[(\d+):\d+\] -A KUBE-(SERVICES|NODEPORTS) .* -j KUBE-(SVC|SVL|EXT|FW)-/.exec(line);
     if (m) packets += Number(m[1]);
   }
-  const r = spawnSync(
-    'nsenter',
-    [`--net=${nsPath(n.ns)}`, '--', process.execPath, AGENT_CLI, 'status', '-o', 'json', '--pin-dir', n.pinDir],
-    {
-      encoding: 'utf8',
-      timeout: 20_000,
-    },
-  );
-  let st: { dataplane?: string; interfaces?: unknown[]; maps?: Array<{ map: string; entries: number }> | null } = {};
+  const prev = native().enterNetns(nsPath(n.ns));
+  let ifaces: Set<string>;
   try {
-    st = JSON.parse(r.stdout) as typeof st;
-  } catch {
-    st = {};
+    ifaces = new Set(attachedHere(n.pinDir).map((x) => x.iface));
+  } finally {
+    native().restoreNetns(prev);
   }
-  const ct = st.maps?.find((m) => m.map === 'bpfproxy_ct')?.entries ?? 0;
+  const on = existsSync(join(n.pinDir, MAP_NAMES.fe));
+  let ct = 0;
+  if (on) {
+    try {
+      const pinned = openPinnedMaps(n.pinDir);
+      try {
+        ct = pinned.maps.ct.count();
+      } finally {
+        pinned.close();
+      }
+    } catch {
+      ct = 0; // unpinned while we looked: the agent is handing back
+    }
+  }
   return {
     node: n.name,
     kubeProxyChains: chains,
     kubeProxyPackets: packets,
-    bpfOn: st.dataplane === 'on',
-    bpfInterfaces: st.interfaces?.length ?? 0,
+    bpfOn: on,
+    bpfInterfaces: ifaces.size,
     bpfFlows: Math.floor(ct / 2),
   };
 }

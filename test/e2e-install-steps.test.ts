@@ -244,9 +244,10 @@ t.test("README's install and rollback on the lab, the dataplane checked after ea
           observeLab(lab.nodes).every((n) => n.bpfOn && n.bpfInterfaces > 0 && n.kubeProxyChains === 0),
         );
         t.same(pinned(), [true, true], 'maps pinned on every node');
-        t.ok(
-          observeLab(lab.nodes).every((n) => n.bpfInterfaces >= 4),
-          'programs attached to the uplink and the pod interfaces',
+        t.same(
+          observeLab(lab.nodes).map((n) => n.bpfInterfaces),
+          lab.nodes.map((n) => 1 + n.pods.length),
+          'programs attached to the uplink and every pod interface',
         );
         serve(t, 'bpfproxy');
       },
