@@ -13,12 +13,12 @@
  */
 import { Command } from '@commander-js/extra-typings';
 import pino from 'pino';
-import { kubeClients, loadKubeConfig } from '../src/k8s/client.js';
 import { Informer } from '../src/k8s/informer.js';
 import { realClock } from '../src/clock.js';
 import { KubeProxyTables } from '../testkit/kube-proxy/iptables.js';
 import { KubeProxyStandIn } from '../testkit/kube-proxy/proxier.js';
 import { sh } from '../testkit/netns.js';
+import { fetchResource, readKubeconfig } from './api-client.js';
 
 const log = pino({
   base: { component: 'kube-proxy' },
@@ -58,16 +58,16 @@ const proxier = new KubeProxyStandIn(
   log,
   () => log.info({ node: o.hostnameOverride }, 'kube-proxy ready'),
 );
-const clients = kubeClients(loadKubeConfig(o.kubeconfig), 'kube-proxy');
-log.info({ server: clients.server, node: o.hostnameOverride }, `watching Services and EndpointSlices at ${clients.server}`);
+const api = readKubeconfig(o.kubeconfig);
+log.info({ server: api.server, node: o.hostnameOverride }, `watching Services and EndpointSlices at ${api.server}`);
 const services = new Informer(
-  clients.services,
+  fetchResource(api, 'services', '/api/v1/services'),
   { upsert: (k, obj) => proxier.upsertService(k, obj), remove: (k) => proxier.removeService(k) },
   log,
   realClock,
 );
 const slices = new Informer(
-  clients.endpointSlices,
+  fetchResource(api, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices'),
   { upsert: (k, obj) => proxier.upsertSlice(k, obj), remove: (k) => proxier.removeSlice(k) },
   log,
   realClock,

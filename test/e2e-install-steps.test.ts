@@ -138,7 +138,7 @@ t.test("README's install and rollback on the lab, the dataplane checked after ea
         t.fail(`timed out after ${ms} ms waiting for ${what}`);
         return false;
       }
-      await sleep(200);
+      await sleep(500);
     }
     return true;
   };
