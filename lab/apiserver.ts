@@ -44,31 +44,34 @@ async function main(): Promise<void> {
   const lab = labSpec(o.prefix);
   const token = randomBytes(24).toString('hex');
   const api = new FakeApiServer(o.felix ? {} : { crds: [] });
-  const inner = await api.listen('127.0.0.1', 0);
   const nodesUrl = `http://${lab.api.ip}:${API_PORT}`;
   writeLabKubeconfig(paths.nodesKubeconfig, nodesUrl, token);
+  const running: { kubelet?: LabKubelet } = {};
+  const front = await startFront({
+    api: api.handler(`${lab.api.ip}:${API_PORT}`),
+    token,
+    apiNs: lab.api.ns,
+    apiPort: API_PORT,
+    exec: (req, socket, head) => serveExec(req, socket, head, (ns, pod) => running.kubelet?.pod(ns, pod)),
+  });
+  // This process runs as root: its own requests pass the front door as kubectl's do.
+  const self = front.hostUrl;
   const kubelet = new LabKubelet({
     lab,
     api,
-    inner,
+    apiUrl: self,
     nodesKubeconfig: paths.nodesKubeconfig,
     logDir: paths.logs,
     log,
     kubeProxyCleanupOnStop: !!o.kubeProxyCleanupOnStop,
   });
-  const front = await startFront({
-    innerPort: Number(new URL(inner).port),
-    token,
-    apiNs: lab.api.ns,
-    apiPort: API_PORT,
-    exec: (req, socket, head) => serveExec(req, socket, head, (ns, pod) => kubelet.pod(ns, pod)),
-  });
+  running.kubelet = kubelet;
   let stopping = false;
   const stop = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info(`${why}: stopping the lab's Pods and the API server`);
-    await kubelet.stopAll();
+    await running.kubelet?.stopAll();
     await front.close();
     await api.close();
     log.info('stopped');
@@ -77,7 +80,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 
-  await loadObjects(inner, initialObjects(lab, { felix: o.felix }));
+  await loadObjects(self, initialObjects(lab, { felix: o.felix }));
   kubelet.start();
   const deadline = Date.now() + Number(o.readyTimeout);
   while (kubelet.readyNodes('kube-system/kube-proxy').length < lab.nodes.length) {

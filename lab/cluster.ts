@@ -134,18 +134,18 @@ export function collectionPath(o: Obj): string {
 }
 
 /** Create each object (POST), then write its status where it has one (Nodes, LoadBalancer Services). */
-export async function loadObjects(inner: string, objects: readonly Obj[]): Promise<void> {
+export async function loadObjects(apiUrl: string, objects: readonly Obj[]): Promise<void> {
   for (const o of objects) {
     const path = collectionPath(o);
     const name = String((o.metadata as Obj).name);
-    const r = await fetch(`${inner}${path}?fieldManager=bpfproxy-lab`, {
+    const r = await fetch(`${apiUrl}${path}?fieldManager=bpfproxy-lab`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(o),
     });
     if (!r.ok) throw new Error(`lab: creating ${String(o.kind)} ${name} failed: ${r.status} ${(await r.text()).slice(0, 400)}`);
     if (o.status && (o.kind === 'Node' || o.kind === 'Service')) {
-      const s = await fetch(`${inner}${path}/${name}/status?fieldManager=bpfproxy-lab`, {
+      const s = await fetch(`${apiUrl}${path}/${name}/status?fieldManager=bpfproxy-lab`, {
         method: 'PATCH',
         headers: { 'Content-Type': 'application/merge-patch+json' },
         body: JSON.stringify({ status: o.status }),

@@ -1,6 +1,6 @@
 /**
  * The lab API server's front door: it serves `kubectl exec` (lab/exec.ts)
- * and passes everything else to the in-process API server
+ * and hands everything else to the in-process API server
  * (testkit/apiserver), watches included. Two listeners: 127.0.0.1 on this
  * machine, for kubectl, open only to root's connections (kubectl sends no
  * bearer token over plain HTTP, so the peer's uid is the credential, read
@@ -8,7 +8,7 @@
  * processes reach it over the lab's LAN with the lab's bearer token.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
@@ -17,8 +17,8 @@ import { nsPath } from '../testkit/netns.js';
 import { isExecRequest } from './exec.js';
 
 export interface FrontOptions {
-  /** the in-process API server's port on 127.0.0.1 */
-  innerPort: number;
+  /** the in-process API server's request handler (FakeApiServer.handler) */
+  api: (req: IncomingMessage, res: ServerResponse) => void;
   token: string;
   /** the lab's api namespace, and the port to listen on there */
   apiNs: string;
@@ -48,7 +48,6 @@ const statusBody = (code: number, reason: string, message: string): string =>
   JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
 
 export async function startFront(o: FrontOptions): Promise<Front> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const expected = Buffer.from(`Bearer ${o.token}`);
   /** connections to the host listener from root (checked once per connection) */
   const rootPeers = new WeakSet<Socket>();
@@ -65,20 +64,7 @@ export async function startFront(o: FrontOptions): Promise<Front> {
       );
       return;
     }
-    const inner = request({ host: '127.0.0.1', port: o.innerPort, method: req.method, path: req.url, headers: req.headers, agent }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    inner.on('error', (e) => {
-      if (!res.headersSent) {
-        res.writeHead(502, { 'Content-Type': 'application/json' });
-        res.end(statusBody(502, 'InternalError', `the lab API server did not answer: ${e.message}`));
-      } else res.destroy();
-    });
-    res.on('close', () => {
-      if (!res.writableFinished) inner.destroy();
-    });
-    req.pipe(inner);
+    o.api(req, res);
   };
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
@@ -128,7 +114,6 @@ export async function startFront(o: FrontOptions): Promise<Front> {
         s.closeAllConnections();
         await new Promise((r) => s.close(r));
       }
-      agent.destroy();
     },
   };
 }

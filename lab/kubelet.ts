@@ -114,8 +114,8 @@ interface PodRun {
 export interface LabKubeletOptions {
   lab: Lab;
   api: FakeApiServer;
-  /** the API server's own URL (no front, no token), where Pods are created and deleted */
-  inner: string;
+  /** where Pods are created and deleted (the front door's; this process runs as root) */
+  apiUrl: string;
   /** the kubeconfig processes on the nodes use */
   nodesKubeconfig: string;
   logDir: string;
@@ -268,7 +268,7 @@ export class LabKubelet {
       spec: { ...spec, nodeName: node.name },
     };
     const path = `/api/v1/namespaces/${String(dsMeta.namespace)}/pods?fieldManager=bpfproxy-lab`;
-    fetch(this.o.inner + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+    fetch(this.o.apiUrl + path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
       .then(async (r) => {
         if (r.ok) return;
         throw new Error(`${r.status} ${(await r.text()).slice(0, 300)}`);
@@ -459,7 +459,7 @@ export class LabKubelet {
       }
       if (run.key) {
         const [ns, name] = run.key.split('/');
-        await fetch(`${this.o.inner}/api/v1/namespaces/${ns}/pods/${name}`, { method: 'DELETE' }).catch(() => undefined);
+        await fetch(`${this.o.apiUrl}/api/v1/namespaces/${ns}/pods/${name}`, { method: 'DELETE' }).catch(() => undefined);
       }
       this.runs.delete(run.owner);
       this.dirty = true;

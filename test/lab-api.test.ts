@@ -2,7 +2,7 @@
  * The pieces of the lab's control plane: the websocket framing exec uses,
  * which DaemonSet Pods the lab places and how it runs them, what exec
  * agrees to run, and the front door (root only on 127.0.0.1, the token
- * elsewhere, exec over websockets, everything else passed through).
+ * elsewhere, exec over websockets, everything else to the API server).
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -88,10 +88,9 @@ t.test('exec runs only bpfproxy, in bpfproxy Pods', async (t) => {
 
 t.test('the front door: root on 127.0.0.1, the token on the lab LAN, exec over websockets', async (t) => {
   const api = new FakeApiServer();
-  const inner = await api.listen();
   const ns = tmpNetns(t);
   const front = await startFront({
-    innerPort: Number(new URL(inner).port),
+    api: api.handler('127.0.0.1'),
     token: 'sekret',
     apiNs: ns,
     apiPort: 6443,

@@ -174,6 +174,16 @@ export class FakeApiServer {
     return `http://${host}:${a.port}`;
   }
 
+  /**
+   * The request handler, for servers of the caller's own (the lab's front
+   * door, which checks who connects); watches get bookmarks as with listen().
+   */
+  handler(address: string): (req: IncomingMessage, resp: ServerResponse) => void {
+    this.address = address;
+    this.watches.startBookmarks();
+    return (req, resp) => this.handle(req, resp);
+  }
+
   async close(): Promise<void> {
     this.watches.stopBookmarks();
     this.dropWatches();
