@@ -196,7 +196,8 @@ export class LabKubelet {
     }
     for (const r of this.runs.values()) {
       const w = want.get(r.owner);
-      if (!w) void this.stopPod(r, 'the DaemonSet no longer places a Pod on this node');
+      if (r.key && !r.stopping && !api.get('pods', r.key)) void this.stopPod(r, 'its Pod was deleted (the DaemonSet gets a new one)');
+      else if (!w) void this.stopPod(r, 'the DaemonSet no longer places a Pod on this node');
       else if (w.hash !== r.hash) void this.stopPod(r, 'the DaemonSet template changed');
     }
     for (const [owner, w] of want) if (!this.runs.has(owner)) this.createPod(owner, w.ds, w.node, w.hash);
