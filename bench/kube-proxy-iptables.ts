@@ -8,21 +8,8 @@
  * system time from /proc/self/stat, which a waited-for child adds to).
  */
 import { readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { nsPath } from '../testkit/netns.js';
-import {
-  CANARY_CHAIN,
-  CANARY_TABLES,
-  IPTABLES_RESTORE_ARGS,
-  IPTABLES_WAIT_ARGS,
-  JUMP_CHAINS,
-  KUBE_PROXY_DEFAULTS,
-  KubeProxySchedule,
-  iptablesRestoreInput,
-  natChainsFromSave,
-  type BenchService,
-  type SyncPlan,
-} from './kube-proxy-rules.js';
+import { KubeProxyTables } from '../testkit/kube-proxy/iptables.js';
+import { KUBE_PROXY_DEFAULTS, KubeProxySchedule, iptablesRestoreInput, type BenchService, type SyncPlan } from './kube-proxy-rules.js';
 
 const TICK_MS = 10; // USER_HZ 100
 const CANARY_SAMPLES = 10;
@@ -68,38 +55,15 @@ export class KubeProxyIptables {
   private now = 0;
   private services: BenchService[];
   private readonly canaryTotal = { n: 0, wallMs: 0, cpuMs: 0 };
+  private readonly tables: KubeProxyTables;
 
   constructor(
-    private readonly ns: string,
+    ns: string,
     services: readonly BenchService[],
     private readonly clusterCidr: string,
   ) {
     this.services = [...services];
-  }
-
-  private run(cmd: string, args: readonly string[], input?: string, okStatus: readonly number[] = [0]): { status: number; stdout: string } {
-    const r = spawnSync('nsenter', [`--net=${nsPath(this.ns)}`, '--', cmd, ...args], { input, encoding: 'utf8', maxBuffer: 1 << 30 });
-    const status = r.status ?? -1;
-    if (!okStatus.includes(status)) {
-      throw new Error(
-        `kube-proxy iptables variant in netns ${this.ns}: ${cmd} ${args.join(' ')} exited ${status}: ${(r.stderr || r.error?.message || '').slice(0, 500)}; the variant stops here`,
-      );
-    }
-    return { status, stdout: r.stdout };
-  }
-
-  /** kube-proxy's iptables.Monitor start: the canary chain in mangle, nat and filter. */
-  private startMonitor(): void {
-    for (const t of CANARY_TABLES) this.run('iptables', [...IPTABLES_WAIT_ARGS, '-N', CANARY_CHAIN, '-t', t], undefined, [0, 1]);
-  }
-
-  /** EnsureChain and EnsureRule(Prepend) for every jump, as a full sync does. */
-  private ensureJumps(): void {
-    for (const j of JUMP_CHAINS) {
-      this.run('iptables', [...IPTABLES_WAIT_ARGS, '-N', j.chain, '-t', j.table], undefined, [0, 1]);
-      const exists = this.run('iptables', [...IPTABLES_WAIT_ARGS, '-C', j.from, '-t', j.table, ...j.args], undefined, [0, 1]).status === 0;
-      if (!exists) this.run('iptables', [...IPTABLES_WAIT_ARGS, '-I', j.from, '-t', j.table, ...j.args]);
-    }
+    this.tables = new KubeProxyTables(ns, `kube-proxy iptables variant in netns ${ns} (the variant stops here)`);
   }
 
   /** Run the canary checks due by now (kube-proxy's monitor goroutine). */
@@ -110,7 +74,7 @@ export class KubeProxyIptables {
   private canaryCheck(): void {
     const c0 = childrenCpuMs();
     const t0 = performance.now();
-    this.run('iptables', [...IPTABLES_WAIT_ARGS, '-S', CANARY_CHAIN, '-t', CANARY_TABLES[0]]);
+    if (!this.tables.canaryPresent()) throw new Error(`kube-proxy iptables variant in netns ${this.tables.ns}: the canary chain is gone`);
     this.canaryTotal.n++;
     this.canaryTotal.wallMs += performance.now() - t0;
     this.canaryTotal.cpuMs += childrenCpuMs() - c0;
@@ -122,8 +86,8 @@ export class KubeProxyIptables {
     const plan = this.schedule.plan(this.now, total);
     const c0 = childrenCpuMs();
     const t0 = performance.now();
-    if (plan.ensureJumps) this.ensureJumps();
-    const existing = plan.cleanup ? natChainsFromSave(this.run('iptables-save', ['-t', 'nat']).stdout) : null;
+    if (plan.ensureJumps) this.tables.ensureJumps();
+    const existing = plan.cleanup ? this.tables.natChains() : null;
     const r = iptablesRestoreInput(this.services, {
       clusterCidr: this.clusterCidr,
       full: plan.kind === 'full',
@@ -131,7 +95,7 @@ export class KubeProxyIptables {
       existingNatChains: existing,
     });
     try {
-      this.run('iptables-restore', IPTABLES_RESTORE_ARGS, r.input);
+      this.tables.restore(r.input);
     } catch (e) {
       this.schedule.failed();
       throw e;
@@ -154,7 +118,7 @@ export class KubeProxyIptables {
 
   /** kube-proxy starting with these services: the monitor, then the first (full) sync. */
   start(): SyncRecord {
-    this.startMonitor();
+    this.tables.startMonitor();
     this.schedule.canaryChecksDue(this.now);
     const rec = this.sync(new Set());
     this.syncs.push(rec);

@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { addNetns, delNetns, ip, listNetns, nsPath, sh, sysctl } from '../testkit/netns.js';
 import { DEFAULT_STATE_DIR, statePaths } from '../src/agent/lock.js';
 
-/** dist/lab: where the lab's own scripts (echo server, probe) run from. */
-const LAB_DIR = dirname(fileURLToPath(import.meta.url));
+/** dist/lab: where the lab's own scripts (echo server, probe, kube-proxy) run from. */
+export const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = join(LAB_DIR, '..', '..');
 /** The agent's command line, as the image runs it. */
 export const AGENT_CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -51,6 +51,10 @@ export interface Lab {
 
 export const LB_CIDR = '198.51.100.0/24';
 export const EXTERNAL_CIDR = '203.0.113.0/24';
+/** every node's pod CIDR (kube-proxy's --cluster-cidr) */
+export const POD_CIDR = '10.244.0.0/16';
+/** the LAN's router with `gateway`: the nodes' default route, as real nodes have one */
+export const GATEWAY_IP = '192.0.2.1';
 
 export function labSpec(prefix = 'bpxlab'): Lab {
   const mk = (n: number, pods: string[]): LabNode => ({
@@ -101,12 +105,22 @@ export function addPod(n: LabNode, p: LabPod): void {
   ip(n.ns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIf, 'scope', 'link');
 }
 
-/** Build the lab. Throws (after removing what it made) on failure. */
-export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
+/**
+ * Build the lab. Throws (after removing what it made) on failure.
+ * `gateway`: the nodes get a default route to a router on the LAN (it
+ * forwards nothing), as real nodes have one; traffic to an address nothing
+ * serves then passes the node's FORWARD chain, where kube-proxy rejects
+ * connections to a service without endpoints. `icmpRedirects: false`: the
+ * nodes send none — a pod reaching itself through kube-proxy's DNAT makes
+ * the node send it a redirect, and redirects share the kernel's per-host
+ * ICMP rate state with the port-unreachables kube-proxy's REJECT sends.
+ */
+export function labUp(lab: Lab, opts: { servers?: boolean; gateway?: boolean; icmpRedirects?: boolean } = {}): void {
   try {
     addNetns(lab.lan);
     ip(lab.lan, 'link', 'add', 'br0', 'type', 'bridge');
     ip(lab.lan, 'link', 'set', 'br0', 'up');
+    if (opts.gateway) ip(lab.lan, 'addr', 'add', `${GATEWAY_IP}/24`, 'dev', 'br0');
     addNetns(lab.client.ns);
     uplink(lab, lab.client.ns, lab.client.ip, 'cl');
     addNetns(lab.api.ns);
@@ -116,11 +130,16 @@ export function labUp(lab: Lab, opts: { servers?: boolean } = {}): void {
       sysctl(n.ns, 'net.ipv4.ip_forward', '1');
       sysctl(n.ns, 'net.ipv4.conf.all.rp_filter', '0');
       sysctl(n.ns, 'net.ipv4.conf.default.rp_filter', '0');
+      if (opts.icmpRedirects === false) {
+        sysctl(n.ns, 'net.ipv4.conf.all.send_redirects', '0');
+        sysctl(n.ns, 'net.ipv4.conf.default.send_redirects', '0');
+      }
       uplink(lab, n.ns, n.ip, `n${n.name.slice(4)}`);
       for (const p of n.pods) addPod(n, p);
     }
     for (const n of lab.nodes) {
       for (const other of lab.nodes) if (other !== n) ip(n.ns, 'route', 'add', other.podCidr, 'via', other.ip);
+      if (opts.gateway) ip(n.ns, 'route', 'add', 'default', 'via', GATEWAY_IP);
     }
     const n1 = lab.nodes[0]!;
     ip(lab.client.ns, 'route', 'add', LB_CIDR, 'via', n1.ip);

@@ -44,7 +44,10 @@ fi
 # Pins live on bpffs.
 grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+if [ -L node_modules ]; then
+  # npm ci empties node_modules through the link: another checkout's install
+  echo "node_modules links to $(readlink node_modules): leaving that install alone (run npm ci where it lives)"
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
   # tap compiles its plugin set; ours leaves out the TypeScript loader.
   npx tap build >/dev/null

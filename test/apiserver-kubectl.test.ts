@@ -337,9 +337,9 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
     t.equal(ds.spec.template.spec.containers[0].image, 'bpfproxy:0.2.0');
     t.equal(ds.spec.template.spec.containers[0].args[0], 'agent', 'the rest of the container kept');
     t.equal(ds.metadata.generation, 2);
-    await k.ok(['-n', 'kube-system', 'patch', 'ds', 'bpfproxy', '--patch-file', join(MANIFESTS, 'kube-proxy-disable.patch.json')]);
+    await k.ok(['-n', 'kube-system', 'patch', 'ds', 'bpfproxy', '--patch-file', join(MANIFESTS, 'patches', 'kube-proxy-disable.json')]);
     t.same((await k.json(['-n', 'kube-system', 'get', 'ds', 'bpfproxy'])).spec.template.spec.nodeSelector, { 'non-calico': 'true' });
-    await k.ok(['-n', 'kube-system', 'patch', 'ds', 'bpfproxy', '--patch-file', join(MANIFESTS, 'kube-proxy-enable.patch.json')]);
+    await k.ok(['-n', 'kube-system', 'patch', 'ds', 'bpfproxy', '--patch-file', join(MANIFESTS, 'patches', 'kube-proxy-enable.json')]);
     t.equal(
       (await k.json(['-n', 'kube-system', 'get', 'ds', 'bpfproxy'])).spec.template.spec.nodeSelector,
       undefined,
@@ -491,7 +491,7 @@ t.test('the README install and rollback, command by command', { skip: missing },
     /daemon set "bpfproxy" successfully rolled out/,
   );
   // 5. kube-proxy off
-  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('kube-proxy-disable.patch.json')]);
+  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('patches/kube-proxy-disable.json')]);
   t.same(
     (api.get('daemonsets', 'kube-system/kube-proxy') as Obj).spec.template.spec.nodeSelector,
     { 'non-calico': 'true' },
@@ -501,7 +501,7 @@ t.test('the README install and rollback, command by command', { skip: missing },
   await k.ok(['patch', 'felixconfiguration', 'default', '--type=merge', '-p', '{"spec":{"bpfEnabled":true}}']);
   t.equal((api.get('felixconfigurations', 'default') as Obj).spec.bpfEnabled, true);
   // rollback: kube-proxy back first, then bpfproxy drains and hands back
-  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('kube-proxy-enable.patch.json')]);
+  await k.ok(['patch', 'ds', '-n', 'kube-system', 'kube-proxy', '-p', patchFile('patches/kube-proxy-enable.json')]);
   t.equal(
     (api.get('daemonsets', 'kube-system/kube-proxy') as Obj).spec.template.spec.nodeSelector,
     undefined,

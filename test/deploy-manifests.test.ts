@@ -102,8 +102,8 @@ t.test('FelixConfiguration CRD and default', async (t) => {
 });
 
 t.test('kube-proxy patches', async (t) => {
-  const off = JSON.parse(readFileSync(join(dir, 'kube-proxy-disable.patch.json'), 'utf8'));
-  const on = JSON.parse(readFileSync(join(dir, 'kube-proxy-enable.patch.json'), 'utf8'));
+  const off = JSON.parse(readFileSync(join(dir, 'patches', 'kube-proxy-disable.json'), 'utf8'));
+  const on = JSON.parse(readFileSync(join(dir, 'patches', 'kube-proxy-enable.json'), 'utf8'));
   t.same(off.spec.template.spec.nodeSelector, { 'non-calico': 'true' });
   t.same(on.spec.template.spec.nodeSelector, { 'non-calico': null });
 });

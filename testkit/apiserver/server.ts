@@ -136,6 +136,12 @@ export class FakeApiServer {
    * function to set its status and logs (tests schedule phases with it).
    */
   kubelet: ((pod: Obj & { metadata: { name: string } }, set: (status: Record<string, unknown>, logs?: string) => void) => void) | undefined;
+  /**
+   * Plays the DaemonSet controller: called with "namespace/name" after each
+   * write of a DaemonSet. Unset, each new generation is observed with no
+   * node running Pods (every count 0); the lab runs Pods and sets its own.
+   */
+  daemonSets: ((key: string) => void) | undefined;
 
   constructor(opts: FakeApiServerOptions = {}) {
     for (const r of builtinKinds()) this.registry.add(r);
@@ -166,6 +172,16 @@ export class FakeApiServer {
     const a = server.address() as AddressInfo;
     this.address = `${host}:${a.port}`;
     return `http://${host}:${a.port}`;
+  }
+
+  /**
+   * The request handler, for servers of the caller's own (the lab's front
+   * door, which checks who connects); watches get bookmarks as with listen().
+   */
+  handler(address: string): (req: IncomingMessage, resp: ServerResponse) => void {
+    this.address = address;
+    this.watches.startBookmarks();
+    return (req, resp) => this.handle(req, resp);
   }
 
   async close(): Promise<void> {
@@ -785,7 +801,7 @@ export class FakeApiServer {
 
   private afterWrite(type: ResourceType, stored: Obj, key: string): void {
     if (type.group === 'apiextensions.k8s.io') this.registerCrd(stored);
-    if (type.storageKey === 'apps/daemonsets') this.daemonSetController(key);
+    if (type.storageKey === 'apps/daemonsets') (this.daemonSets ?? ((k: string) => this.daemonSetController(k)))(key);
     if (type.storageKey === '/pods' && this.kubelet && !this.podLogs.has(key)) {
       this.podLogs.set(key, '');
       this.kubelet(structuredClone(stored) as Obj & { metadata: { name: string } }, (status, logs) => {

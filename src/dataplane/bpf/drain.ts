@@ -150,7 +150,7 @@ export class Drain {
         { kubeProxy: kp },
         "bpfEnabled is false but kube-proxy's rules are not on this node (no KUBE-SERVICES chain with rules in the iptables nat table, " +
           'no kube-proxy nftables table): new connections to Services get no answer until kube-proxy is back ' +
-          '(kubectl patch ds -n kube-system kube-proxy -p "$(cat manifests/kube-proxy-enable.patch.json)"); ' +
+          '(kubectl patch ds -n kube-system kube-proxy -p "$(cat manifests/patches/kube-proxy-enable.json)"); ' +
           'connections already through bpfproxy keep being served while the drain lasts',
       );
     }
