@@ -20,6 +20,7 @@
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { pinnedMode } from '../src/dataplane/bpf/drain.js';
 import { labApiDown, labApiUp, type LabApi } from '../lab/api-lab.js';
 import { probe } from '../lab/lab.js';
 import { observeLab, type NodeView } from '../lab/observe.js';
@@ -295,6 +296,7 @@ t.test("README's install and rollback on the lab, the dataplane checked after ea
         // the agents drain: what they carry is served until it ends (UDP
         // flows count as open for UDPTimeout, 60 s), new connections go to
         // kube-proxy's rules at once
+        await waitFor('every agent draining (or done)', () => lab.nodes.every((n) => pinnedMode(n.pinDir) !== 'serve'));
         serve(t, 'kube-proxy');
         await waitFor(
           'bpfproxy to finish draining and hand back on every node',
