@@ -282,7 +282,18 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
     ]);
     let src: string[];
     if (source === 'manifests') {
-      writeFileSync(join(dir, 'services.yaml'), objs.map((o) => stringify(o)).join('---\n'));
+      // Files of 500 services: one file of them all is past the agent's
+      // limit on one manifest file (--manifest-max-file-size, 8 MiB).
+      for (let i = 0; i < objs.length; i += 1000) {
+        const name = `services-${String(i / 1000).padStart(4, '0')}.yaml`;
+        writeFileSync(
+          join(dir, name),
+          objs
+            .slice(i, i + 1000)
+            .map((o) => stringify(o))
+            .join('---\n'),
+        );
+      }
       src = ['--manifests', dir];
     } else {
       for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o);
@@ -327,12 +338,18 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    let served = 0;
     const ready = await new Promise<boolean>((resolve) => {
       let buf = '';
       const timer = setTimeout(() => resolve(false), 300_000);
       child.stdout.on('data', (d) => {
         buf += d;
-        if (buf.includes('"agent ready"')) {
+        const line = buf
+          .split('\n')
+          .slice(0, -1) // complete lines only
+          .find((l) => l.includes('"agent ready"'));
+        if (line) {
+          served = (JSON.parse(line) as { services?: number }).services ?? 0;
           clearTimeout(timer);
           resolve(true);
         }
@@ -351,6 +368,8 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
     }
     child.kill('SIGTERM');
     await new Promise((r) => child.on('exit', r));
+    // An agent that refused the objects would measure nothing: count what it serves.
+    if (ready && served < svcs.length) throw new Error(`agent memory: the agent serves ${served} of ${svcs.length} services`);
     return ready ? { source, services: n, endpoints: e, rssMiB, readyMs: Math.round(readyMs) } : null;
   } finally {
     await api.close().catch(() => undefined);
