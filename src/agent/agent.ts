@@ -11,11 +11,12 @@ import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import { mapSizesChanged, unsupported, type AgentConfig, type ConfigProblem } from '../config/felix.js';
-import type { ServicePolicy } from '../config/services.js';
+import { DEFAULT_SERVICE_POLICY, type ServicePolicy } from '../config/services.js';
 import { HealthServers } from '../health/servers.js';
 import { DEFAULT_STATE_DIR, PinDirLock, statePaths } from './lock.js';
 import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
+import { NodeStore } from '../proxy/nodes.js';
 import { Proxier } from '../proxy/proxier.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
@@ -61,6 +62,8 @@ export interface AgentOptions {
 
 export class Agent {
   readonly proxier: Proxier;
+  /** the cluster's Nodes (name, addresses), from the source */
+  readonly nodes = new NodeStore();
   readonly config: ConfigController;
   readonly health: HealthServers;
   readonly metrics = new Metrics();
@@ -120,16 +123,21 @@ export class Agent {
   }
 
   private sink(): ObjectSink {
-    return serviceSink(this.proxier.store, (kind, key, obj) => {
-      if (kind === 'FelixConfiguration' && this.config.apply(key, obj)) this.clock.after(0, () => this.reevaluate());
-      return [];
+    return serviceSink(this.proxier.store, {
+      applyNode: (name, node) => this.nodes.apply(name, node),
+      applyFelixConfiguration: (name, fc) => {
+        if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
+      },
     });
   }
 
   private async boot(): Promise<void> {
     const { o, log } = this;
     if (o.source.kind === 'manifests') {
-      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, { maxFileBytes: o.source.maxFileBytes });
+      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, {
+        maxFileBytes: o.source.maxFileBytes,
+        policy: o.services ?? DEFAULT_SERVICE_POLICY,
+      });
       this.source = src;
       src.start();
     } else {
@@ -139,7 +147,7 @@ export class Agent {
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
       this.clients = o.source.clients ?? kubeClients(loadKubeConfig(o.source.kubeconfig));
       log.info({ server: this.clients.server }, `watching the Kubernetes API at ${this.clients.server}`);
-      const src = new Source(this.clients, this.sink(), log, this.clock);
+      const src = new Source(this.clients, this.sink(), log, this.clock, o.services ?? DEFAULT_SERVICE_POLICY);
       this.source = src;
       src.start();
       await src.servicesSynced();

@@ -58,6 +58,15 @@ export interface EndpointSlice {
   endpoints: SliceEndpoint[];
 }
 
+/** A node of the cluster, as the dataplane needs it (from a v1 Node). */
+export interface Node {
+  name: string;
+  /** status.addresses of type InternalIP, IPv4, in the order listed */
+  internalIPs: string[];
+  /** status.addresses of type ExternalIP, IPv4, in the order listed */
+  externalIPs: string[];
+}
+
 export interface Backend {
   ip: string;
   port: number;

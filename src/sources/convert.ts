@@ -10,22 +10,8 @@ import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
-import type { EndpointSlice, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
-
-export interface Problem {
-  /** "Service default/web" */
-  object: string;
-  /** "spec.ports[1].port" */
-  field: string;
-  message: string;
-  /** false: the field was skipped and the rest of the object applied */
-  fatal: boolean;
-}
-
-export interface Converted<T> {
-  value?: T;
-  problems: Problem[];
-}
+import type { Converted, Problem } from '../model/problem.js';
+import type { EndpointSlice, Node, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
 
 const Meta = z.looseObject({
   name: z.string().min(1),
@@ -109,12 +95,12 @@ function zodProblems(object: string, prefix: string, err: z.ZodError, fatal: boo
   return err.issues.map((i) => ({ object, field: pathOf(prefix, i.path) || '(object)', message: i.message, fatal }));
 }
 
-function objectName(kind: string, o: unknown): string {
+function objectName(kind: string, o: unknown, clusterScoped = false): string {
   const m = (o as { metadata?: { name?: unknown; namespace?: unknown } })?.metadata;
   const short = (v: string) => (v.length > 80 ? `${v.slice(0, 80)}…` : v);
   const ns = typeof m?.namespace === 'string' ? short(m.namespace) : 'default';
   const name = typeof m?.name === 'string' ? short(m.name) : '<unnamed>';
-  return `${kind} ${ns}/${name}`;
+  return clusterScoped ? `${kind} ${name}` : `${kind} ${ns}/${name}`;
 }
 
 /** Individual problems listed per list field before they are summed up. */
@@ -465,4 +451,52 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     });
   });
   return { value: { ...base, ports, endpoints }, problems: p.done() };
+}
+
+const NodeShape = z.looseObject({
+  metadata: Meta,
+  status: z
+    .looseObject({
+      addresses: z
+        .array(z.looseObject({ type: z.string(), address: z.string() }))
+        .nullable()
+        .optional(),
+    })
+    .optional(),
+});
+
+/** A v1 Node: its name and IPv4 InternalIP and ExternalIP addresses. */
+export function toNode(o: unknown): Converted<Node> {
+  const object = objectName('Node', o, true);
+  const r = NodeShape.safeParse(o);
+  if (!r.success) return { problems: zodProblems(object, '', r.error, true) };
+  const p = new Problems(object);
+  const name = r.data.metadata.name;
+  const nameErr = dns1123Subdomain(name);
+  if (nameErr) return p.fatal('metadata.name', `a node name ${nameErr}`);
+  const internalIPs: string[] = [];
+  const externalIPs: string[] = [];
+  (r.data.status?.addresses ?? []).forEach((a, i) => {
+    const list = a.type === 'InternalIP' ? internalIPs : a.type === 'ExternalIP' ? externalIPs : undefined;
+    if (!list || isIPv6(a.address)) return; // Hostname, InternalDNS...; IPv6 is not served yet
+    const field = `status.addresses[${i}].address`;
+    if (!isIPv4(a.address)) return p.entry('status.addresses', field, `${quote(a.address)} is not an IP address; skipped`);
+    if (!list.includes(a.address)) list.push(a.address);
+  });
+  return { value: { name, internalIPs, externalIPs }, problems: p.done() };
+}
+
+/**
+ * A FelixConfiguration, for the config controller: its name and spec as
+ * written (src/config/felix.ts validates the spec; a spec that is not a
+ * mapping counts as empty).
+ */
+export interface FelixConfiguration {
+  name: string;
+  spec: Record<string, unknown>;
+}
+
+export function toFelixConfiguration(name: string, o: unknown): FelixConfiguration {
+  const spec = (o as { spec?: unknown } | undefined)?.spec;
+  return { name, spec: spec && typeof spec === 'object' && !Array.isArray(spec) ? (spec as Record<string, unknown>) : {} };
 }

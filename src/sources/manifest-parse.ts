@@ -8,13 +8,17 @@
  * A YAML file is cut at its `---` lines (which YAML forbids inside any
  * scalar or collection) and each part is parsed on its own, so a file that
  * changed is parsed again only where it changed: parts are cached by a
- * hash of their text. Each object comes with a digest of its canonical
- * serialisation, computed once when its part is parsed.
+ * hash of their text. Each object is converted to its domain object when
+ * its part is parsed, and comes with a digest of its canonical
+ * serialisation, computed then too; the object as written is not kept.
  */
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { Composer, Lexer, LineCounter, Parser, isScalar, visit, type CST, type Document } from 'yaml';
-import { API_VERSIONS, CLUSTER_SCOPED, KINDS, type Kind } from './sink.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
+import type { Problem } from '../model/problem.js';
+import type { ConvertPolicy } from './convert.js';
+import { API_VERSIONS, CLUSTER_SCOPED, KINDS, convertObject, type DomainObject, type Kind } from './sink.js';
 
 export interface ParseLimits {
   /** deepest nesting read (YAML collections, or JSON values) */
@@ -39,10 +43,13 @@ export const DEFAULT_PARSE_LIMITS: ParseLimits = {
 };
 
 export interface ManifestObject {
-  obj: unknown;
+  /** the domain object; absent when a fatal problem dropped it */
+  object?: DomainObject;
+  /** what its conversion found, reported when it is applied */
+  problems?: Problem[];
   /** "file.yaml document 2" or "file.yaml document 1 item 3" */
   where: string;
-  /** of the object's JSON serialisation: equal digests, equal objects */
+  /** of the object's JSON serialisation as written: equal digests, equal objects */
   digest: string;
 }
 
@@ -91,7 +98,8 @@ interface DocOutcome {
 
 interface Item {
   id: string;
-  obj: unknown;
+  object?: DomainObject;
+  problems?: Problem[];
   digest: string;
 }
 
@@ -133,7 +141,8 @@ export function objectDigest(obj: unknown): string {
 /**
  * `rel` names the file in messages; `json`: parse as one JSON value (much
  * faster and smaller than the YAML parser for the same text); `previous`:
- * the parts of the file's last version, reused where the text is the same.
+ * the parts of the file's last version, reused where the text is the same
+ * (they were converted with the same `policy`).
  */
 export function parseManifest(
   rel: string,
@@ -141,6 +150,7 @@ export function parseManifest(
   json: boolean,
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   previous?: PartCache,
+  policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
 ): Parsed {
   const out: Parsed = { objects: new Map(), good: 0, broken: [], notes: [], digests: 0, parsedDocuments: 0, parts: new Map() };
   if (bytes.includes(0)) {
@@ -155,7 +165,7 @@ export function parseManifest(
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const docs: Array<{ doc: DocOutcome; firstLine: number }> = [];
   if (json) {
-    const part = parseJson(text, limits);
+    const part = parseJson(text, limits, policy);
     out.digests += part.digests;
     out.parsedDocuments++;
     docs.push({ doc: part.docs[0]!, firstLine: 1 });
@@ -167,7 +177,7 @@ export function parseManifest(
       const key = createHash('sha1').update(source).digest('base64');
       let part = out.parts.get(key) ?? previous?.get(key);
       if (!part) {
-        part = parseYaml(source, limits, budget);
+        part = parseYaml(source, limits, budget, policy);
         out.digests += part.digests;
         out.parsedDocuments += part.docs.length;
       }
@@ -226,7 +236,7 @@ function onlyComments(text: string, start: number, end: number): boolean {
   return true;
 }
 
-function parseJson(text: string, limits: ParseLimits): Part {
+function parseJson(text: string, limits: ParseLimits, policy: ConvertPolicy): Part {
   const part: Part = { docs: [], digests: 0 };
   let value: unknown;
   try {
@@ -236,7 +246,7 @@ function parseJson(text: string, limits: ParseLimits): Part {
     part.docs.push({ broken: () => reason, list: false, items: [] });
     return part;
   }
-  part.docs.push(document(value, limits, part));
+  part.docs.push(document(value, limits, part, policy));
   return part;
 }
 
@@ -252,7 +262,7 @@ function jsonPosition(text: string, message: string): string {
 }
 
 /** The documents of one part of a YAML file, at most `budget` of them (then `truncated`). */
-function parseYaml(text: string, limits: ParseLimits, budget: number): Part {
+function parseYaml(text: string, limits: ParseLimits, budget: number, policy: ConvertPolicy): Part {
   const part: Part = { docs: [], digests: 0 };
   const lines = new LineCounter();
   const lineOf = (offset: number) => lines.linePos(offset).line;
@@ -281,7 +291,7 @@ function parseYaml(text: string, limits: ParseLimits, budget: number): Part {
         part.docs.push({ broken: () => why, list: false, items: [] });
         continue;
       }
-      part.docs.push(document(value, limits, part));
+      part.docs.push(document(value, limits, part, policy));
     }
   } catch (e) {
     // A limit from tokens(), or the parser failing: the rest of this part is not read.
@@ -346,7 +356,7 @@ function documentError(doc: Document.Parsed, lineOf: (offset: number) => number)
 }
 
 /** A readable document: its object, or the items of its List. */
-function document(value: unknown, limits: ParseLimits, part: Part): DocOutcome {
+function document(value: unknown, limits: ParseLimits, part: Part, policy: ConvertPolicy): DocOutcome {
   if (value === null || value === undefined) return { list: false, items: [] };
   if (deeperThan(value, limits.maxDepth)) {
     return { broken: () => `is nested more than ${limits.maxDepth} levels deep`, list: false, items: [] };
@@ -361,12 +371,12 @@ function document(value: unknown, limits: ParseLimits, part: Part): DocOutcome {
         note: { level: 'error', msg: `kind List with items that are not a list (${typeName(items)}); nothing in it is applied` },
       };
     }
-    return { list: true, items: items.map((item: unknown) => collect(item, part)) };
+    return { list: true, items: items.map((item: unknown) => collect(item, part, policy)) };
   }
-  return { list: false, items: [collect(value, part)] };
+  return { list: false, items: [collect(value, part, policy)] };
 }
 
-function collect(item: unknown, part: Part): Item | ItemNote {
+function collect(item: unknown, part: Part, policy: ConvertPolicy): Item | ItemNote {
   if (!isObject(item)) {
     return { level: 'error', msg: `not a Kubernetes object (${typeName(item)}; expected a mapping with kind and metadata); skipped` };
   }
@@ -383,13 +393,16 @@ function collect(item: unknown, part: Part): Item | ItemNote {
   const meta = isObject(item.metadata) ? item.metadata : {};
   const ns = CLUSTER_SCOPED.has(kind) ? '' : typeof meta.namespace === 'string' ? meta.namespace : 'default';
   const name = typeof meta.name === 'string' ? meta.name : '';
+  let digest: string;
   try {
     part.digests++;
-    return { id: `${kind}/${ns}/${name}`, obj: item, digest: objectDigest(item) };
+    digest = objectDigest(item);
   } catch (e) {
     // a circle or a nesting made of YAML aliases
     return { level: 'error', msg: `${kind} ${ns}/${name} cannot be serialised (${(e as Error).message.split('\n')[0]}); skipped` };
   }
+  const { object, problems } = convertObject(kind, ns ? `${ns}/${name}` : name, item, policy);
+  return { id: `${kind}/${ns}/${name}`, digest, ...(object ? { object } : {}), ...(problems.length > 0 ? { problems } : {}) };
 }
 
 /** Number the documents and name every object and problem by file, document and item. */
@@ -420,7 +433,12 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
         });
         return;
       }
-      out.objects.set(item.id, { obj: item.obj, where, digest: item.digest });
+      out.objects.set(item.id, {
+        where,
+        digest: item.digest,
+        ...(item.object ? { object: item.object } : {}),
+        ...(item.problems ? { problems: item.problems } : {}),
+      });
     });
   }
 }

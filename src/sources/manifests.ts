@@ -9,7 +9,8 @@
  * whose bytes changed are read further, only their documents whose text
  * changed are parsed, objects are compared by a digest computed once at
  * parse time, and only the ids a changed file held or holds are merged
- * again. A file's broken documents are reported by number while its
+ * again. Objects are converted to domain objects as their documents are
+ * parsed; only those are kept and delivered. A file's broken documents are reported by number while its
  * good ones apply; objects the file no longer names are kept in force until
  * it reads cleanly (so a typo withdraws nothing). A file that cannot be read
  * at all (too big, not text, unreadable) keeps its last good objects. Each
@@ -20,7 +21,9 @@ import { join, relative, sep } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { Problem } from './convert.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
+import type { Problem } from '../model/problem.js';
+import type { ConvertPolicy } from './convert.js';
 import {
   DEFAULT_PARSE_LIMITS,
   parseManifest,
@@ -29,7 +32,7 @@ import {
   type ParseLimits,
   type PartCache,
 } from './manifest-parse.js';
-import type { Kind, ObjectSink } from './sink.js';
+import { deliver, withdraw, type Kind, type ObjectSink } from './sink.js';
 
 /** Largest manifest file read (--manifest-max-file-size). */
 export const DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -43,6 +46,8 @@ export interface ManifestSourceOptions {
   maxFileBytes?: number;
   /** parser limits (tests make them small) */
   limits?: Partial<ParseLimits>;
+  /** what a Service may claim (node-port range, external IPs, fan-out) */
+  policy?: ConvertPolicy;
 }
 
 export interface ManifestStats {
@@ -52,7 +57,7 @@ export interface ManifestStats {
   documentsParsed: number;
   /** objects serialised for their digest (each once, when its document is parsed) */
   objectsDigested: number;
-  /** calls to the sink */
+  /** objects applied or withdrawn */
   applied: number;
 }
 
@@ -110,6 +115,7 @@ export class ManifestSource {
   private readonly pollMs: number;
   private readonly maxFileBytes: number;
   private readonly limits: ParseLimits;
+  private readonly policy: ConvertPolicy;
 
   constructor(
     private readonly dir: string,
@@ -121,6 +127,7 @@ export class ManifestSource {
     this.pollMs = options.pollMs ?? 250;
     this.maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
     this.limits = { ...DEFAULT_PARSE_LIMITS, ...options.limits };
+    this.policy = options.policy ?? DEFAULT_SERVICE_POLICY;
   }
 
   /** Read everything once (synchronously), then keep watching. */
@@ -332,7 +339,7 @@ export class ManifestSource {
   private parse(path: string, rel: string, f: FileState, bytes: Buffer): Change | undefined {
     let parsed;
     try {
-      parsed = parseManifest(rel, bytes, /\.json$/i.test(path), this.limits, f.parts);
+      parsed = parseManifest(rel, bytes, /\.json$/i.test(path), this.limits, f.parts, this.policy);
     } catch (e) {
       // A bug of ours or of the YAML library must not stop the source.
       this.readProblem(f, rel, `could not be parsed (${(e as Error).message.split('\n')[0]})`);
@@ -396,7 +403,7 @@ export class ManifestSource {
       }
       const file = owners[0]!;
       const o = this.files.get(file)!.objects.get(id)!;
-      if (!prev || prev.digest !== o.digest) this.apply(id, o.obj, o.where);
+      if (!prev || prev.digest !== o.digest) this.apply(id, o, o.where);
       this.applied.set(id, { digest: o.digest, file });
       for (const other of owners.slice(1)) {
         if (prev?.file === file && !changedFiles.has(other)) continue;
@@ -427,12 +434,14 @@ export class ManifestSource {
     if (owners.length === 0) this.owners.delete(id);
   }
 
-  private apply(id: string, obj: unknown, where: string): void {
+  /** Deliver an object (or its withdrawal); one that did not convert is only reported, and the last good version stays. */
+  private apply(id: string, o: ManifestObject | undefined, where: string): void {
     const [kind, ns, name] = id.split('/') as [Kind, string, string];
     const key = ns ? `${ns}/${name}` : name;
     this.stats.applied++;
-    const problems = this.sink.apply(kind, key, obj, where);
-    for (const p of problems) {
+    if (!o) return withdraw(this.sink, kind, key, where);
+    if (o.object) deliver(this.sink, key, o.object, where);
+    for (const p of o.problems ?? []) {
       const msg = formatProblem(p, where);
       if (p.fatal) this.log.error({ where, object: p.object, field: p.field }, `${msg}; object skipped`);
       else this.log.warn({ where, object: p.object, field: p.field }, msg);
