@@ -12,6 +12,7 @@ import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { Converted, Problem } from '../model/problem.js';
 import type { EndpointSlice, Node, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import { intern } from './intern.js';
 
 const Meta = z.looseObject({
   name: z.string().min(1),
@@ -283,10 +284,10 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     names.set(name, i);
     if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
-      name,
-      protocol: protocol,
+      name: intern(name),
+      protocol: protocol === 'UDP' ? 'UDP' : 'TCP',
       port: sp.port,
-      targetPort: sp.targetPort ?? sp.port,
+      targetPort: typeof sp.targetPort === 'string' ? intern(sp.targetPort) : (sp.targetPort ?? sp.port),
       field: at,
       ...(nodePort !== undefined ? { nodePort } : {}),
     });
@@ -345,12 +346,13 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
 
   const hasSelector = !!spec.selector && Object.keys(spec.selector).length > 0;
   const affinity = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0;
+  // Arrays built by push have room to grow; the ones kept are copied to their size.
   return {
     value: {
-      namespace,
+      namespace: intern(namespace),
       name: metadata.name,
       type,
-      clusterIPs: type === 'ExternalName' ? [] : clusterIPs,
+      clusterIPs: type === 'ExternalName' ? [] : clusterIPs.slice(),
       externalIPs: served,
       loadBalancerIPs,
       ports: servedPorts.map(({ field: _f, ...sp }) => sp),
@@ -389,7 +391,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   if (!serviceName) return p.fatal(labelField, 'missing: the slice belongs to no service');
   const labelErr = labelValue(serviceName) ?? dns1035Label(serviceName);
   if (labelErr) return p.fatal(labelField, `names no Service: ${labelErr}`);
-  const base = { namespace, name: metadata.name, serviceName };
+  const base = { namespace: intern(namespace), name: metadata.name, serviceName };
   if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: [] }, problems: p.done() };
 
   const ports: EndpointSlice['ports'] = [];
@@ -405,7 +407,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     const err = sp.name ? dns1123Label(sp.name) : undefined;
     if (err) return p.entry('ports', `ports[${i}].name`, `a port name ${err}; port skipped`);
     if ((sp.protocol ?? 'TCP') === 'SCTP') return;
-    ports.push({ name: sp.name ?? '', port: sp.port, protocol: (sp.protocol ?? 'TCP') as Protocol });
+    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: (sp.protocol === 'UDP' ? 'UDP' : 'TCP') as Protocol });
   });
   const endpoints: SliceEndpoint[] = [];
   const rawEps = r.data.endpoints ?? [];
@@ -432,25 +434,25 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
         `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`,
       );
     }
-    const addresses = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
+    const usable = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
       const field = `endpoints[${i}].addresses[${j}]`;
       if (!isIPv4(a)) return (p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false);
       const why = nonUnicastReason(a);
       if (why) return (p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false);
       return true;
     });
-    if (addresses.length === 0) return;
+    if (usable.length === 0) return;
+    // 100,000 endpoints: each kept as small as it can be (an array of its size, a shared node name)
+    const addresses = usable.length === 1 ? [usable[0]!] : usable.slice();
     const c = er.data.conditions ?? {};
     const ready = c.ready ?? true;
-    endpoints.push({
-      addresses,
-      ready,
-      serving: c.serving ?? ready,
-      terminating: c.terminating ?? false,
-      ...(nodeName ? { nodeName } : {}),
-    });
+    const serving = c.serving ?? ready;
+    const terminating = c.terminating ?? false;
+    endpoints.push(
+      nodeName ? { addresses, ready, serving, terminating, nodeName: intern(nodeName) } : { addresses, ready, serving, terminating },
+    );
   });
-  return { value: { ...base, ports, endpoints }, problems: p.done() };
+  return { value: { ...base, ports: ports.slice(), endpoints: endpoints.slice() }, problems: p.done() };
 }
 
 const NodeShape = z.looseObject({

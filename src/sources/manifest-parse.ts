@@ -134,10 +134,6 @@ const KNOWN_OTHER = new Set([
 
 class TooBig extends Error {}
 
-export function objectDigest(obj: unknown): string {
-  return createHash('sha1').update(JSON.stringify(obj)).digest('base64');
-}
-
 /**
  * `rel` names the file in messages; `json`: parse as one JSON value (much
  * faster and smaller than the YAML parser for the same text); `previous`:
@@ -393,15 +389,18 @@ function collect(item: unknown, part: Part, policy: ConvertPolicy): Item | ItemN
   const meta = isObject(item.metadata) ? item.metadata : {};
   const ns = CLUSTER_SCOPED.has(kind) ? '' : typeof meta.namespace === 'string' ? meta.namespace : 'default';
   const name = typeof meta.name === 'string' ? meta.name : '';
-  let digest: string;
+  let json: string;
   try {
     part.digests++;
-    digest = objectDigest(item);
+    json = JSON.stringify(item);
   } catch (e) {
     // a circle or a nesting made of YAML aliases
     return { level: 'error', msg: `${kind} ${ns}/${name} cannot be serialised (${(e as Error).message.split('\n')[0]}); skipped` };
   }
-  const { object, problems } = convertObject(kind, ns ? `${ns}/${name}` : name, item, policy);
+  const digest = createHash('sha1').update(json).digest('base64');
+  // Converted from its JSON form, as kubectl would send it: YAML values are
+  // slices of the file's text, and one of them kept would keep the whole text.
+  const { object, problems } = convertObject(kind, ns ? `${ns}/${name}` : name, JSON.parse(json) as unknown, policy);
   return { id: `${kind}/${ns}/${name}`, digest, ...(object ? { object } : {}), ...(problems.length > 0 ? { problems } : {}) };
 }
 
