@@ -11,7 +11,7 @@ import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePo
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { Converted, Problem } from '../model/problem.js';
-import type { EndpointSlice, Node, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from '../model/types.js';
 import { intern } from './intern.js';
 
 const Meta = z.looseObject({
@@ -407,7 +407,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     const err = sp.name ? dns1123Label(sp.name) : undefined;
     if (err) return p.entry('ports', `ports[${i}].name`, `a port name ${err}; port skipped`);
     if ((sp.protocol ?? 'TCP') === 'SCTP') return;
-    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: (sp.protocol === 'UDP' ? 'UDP' : 'TCP') as Protocol });
+    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: sp.protocol === 'UDP' ? 'UDP' : 'TCP' });
   });
   const endpoints: SliceEndpoint[] = [];
   const rawEps = r.data.endpoints ?? [];
