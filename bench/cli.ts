@@ -124,7 +124,7 @@ bench
   .option('-f, --file <path>', 'write the output here instead of stdout')
   .action(async (o) => {
     const { ClusterBench, parseOnlyTests, renderCluster } = await import('./cluster.js');
-    const { loadKubeConfig } = await import('../src/k8s/client.js');
+    const { loadKubeConfig } = await import('./kubeconfig.js');
     let tests;
     try {
       tests = parseOnlyTests(o.onlyTests);

@@ -34,10 +34,10 @@ if (source === 'manifests') {
     return Promise.resolve(src);
   };
 } else {
-  const { kubeClients, loadKubeConfig } = await import('../src/k8s/client.js');
+  const { apiConnection, kubeClients } = await import('../src/k8s/client.js');
   const { KubeSource } = await import('../src/sources/kubernetes.js');
   load = async () => {
-    const src = new KubeSource(kubeClients(loadKubeConfig(arg)), sink, silentLogger, realClock);
+    const src = new KubeSource(kubeClients(await apiConnection(arg)), sink, silentLogger, realClock);
     src.start();
     await src.servicesSynced();
     return src;

@@ -141,12 +141,14 @@ export class Agent {
       this.source = src;
       src.start();
     } else {
-      // The Kubernetes client library is big (~80 MiB resident): load it
-      // only when the API is the source.
-      const { kubeClients, loadKubeConfig } = await import('../k8s/client.js');
+      const { apiConnection, kubeClients } = await import('../k8s/client.js');
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
-      this.clients = o.source.clients ?? kubeClients(loadKubeConfig(o.source.kubeconfig));
-      log.info({ server: this.clients.server }, `watching the Kubernetes API at ${this.clients.server}`);
+      const conn = o.source.clients ? undefined : await apiConnection(o.source.kubeconfig);
+      this.clients = o.source.clients ?? kubeClients(conn!);
+      log.info(
+        { server: this.clients.server, ...(conn ? { via: conn.describe } : {}) },
+        `watching the Kubernetes API at ${this.clients.server}${conn ? ` (${conn.describe})` : ''}`,
+      );
       const src = new Source(this.clients, this.sink(), log, this.clock, o.services ?? DEFAULT_SERVICE_POLICY);
       this.source = src;
       src.start();
