@@ -89,7 +89,7 @@ bench
       });
       console.log(
         `${source.padEnd(10)} ${m.services} services / ${m.endpoints} endpoints: RSS ${m.loaded.rssMiB} MiB (${m.before.rssMiB} before loading, peak ${m.peakRssMiB}), ` +
-          `heap ${m.loaded.heapMiB} MiB (${m.before.heapMiB} before), external ${m.loaded.externalMiB} MiB; loaded in ${m.loadMs} ms`,
+          `heap ${m.loaded.heapMiB} MiB (${m.before.heapMiB} before), external ${m.loaded.externalMiB} MiB; loaded in ${m.loadMs} ms (${m.loadCpuMs} ms CPU)`,
       );
     }
   });

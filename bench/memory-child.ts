@@ -45,6 +45,7 @@ if (source === 'manifests') {
 }
 const before = settle();
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 const src = await load();
 let endpoints = 0;
 for (const key of proxier.store.serviceKeys()) {
@@ -53,6 +54,8 @@ for (const key of proxier.store.serviceKeys()) {
     endpoints += f.clusterBackends.length;
 }
 const loadMs = Math.round(performance.now() - t0);
+const cpu = process.cpuUsage(cpu0);
+const loadCpuMs = Math.round((cpu.user + cpu.system) / 1000);
 if (proxier.store.size.services !== Number(expect))
   throw new Error(`${source}: the store holds ${proxier.store.size.services} services, not ${expect}`);
 const loaded = settle();
@@ -65,6 +68,7 @@ const out: MemoryFigures = {
   loaded: { rssMiB: MiB(loaded.rss), heapMiB: MiB(loaded.heapUsed), externalMiB: MiB(loaded.external) },
   peakRssMiB: peak(),
   loadMs,
+  loadCpuMs,
 };
 src.stop();
 proxier.stop();

@@ -29,6 +29,8 @@ export interface MemoryFigures {
   /** the high-water mark of the process (VmHWM) */
   peakRssMiB: number;
   loadMs: number;
+  /** CPU time of the load (this process; the API server's is not counted) */
+  loadCpuMs: number;
 }
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'memory-child.js');

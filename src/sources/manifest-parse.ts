@@ -42,15 +42,40 @@ export const DEFAULT_PARSE_LIMITS: ParseLimits = {
   maxDocuments: 100_000,
 };
 
-export interface ManifestObject {
+/**
+ * One object as a document defines it, wherever the document is: cached
+ * with its part and shared by every version of the file that has it.
+ */
+export interface Item {
+  /** "Kind/namespace/name" */
+  id: string;
+  /** of the object's JSON serialisation as written: equal digests, equal objects */
+  digest: string;
   /** the domain object; absent when a fatal problem dropped it */
   object?: DomainObject;
   /** what its conversion found, reported when it is applied */
   problems?: Problem[];
-  /** "file.yaml document 2" or "file.yaml document 1 item 3" */
-  where: string;
-  /** of the object's JSON serialisation as written: equal digests, equal objects */
-  digest: string;
+}
+
+/** An object of one version of a file: its item, and where the file has it. */
+export class ManifestObject {
+  constructor(
+    readonly item: Item,
+    /** the file, as messages name it */
+    readonly file: string,
+    private readonly doc: number,
+    /** its number in a List document; 0: the document itself */
+    private readonly listItem: number,
+  ) {}
+
+  /** "file.yaml document 2" or "file.yaml document 1 item 3" (made when asked: most are never) */
+  get where(): string {
+    return `${this.file} document ${this.doc}${this.listItem ? ` item ${this.listItem}` : ''}`;
+  }
+
+  get digest(): string {
+    return this.item.digest;
+  }
 }
 
 /** A document (or the whole file, when `document` is absent) that could not be read. */
@@ -67,8 +92,8 @@ export interface Note {
   kind?: string | null;
 }
 
-/** Parsed parts of a file by the hash of their text, for its next version. */
-export type PartCache = Map<string, Part>;
+/** The documents of a file's parts by the hash of their text, for its next version. */
+export type PartCache = Map<string, DocOutcome[]>;
 
 export interface Parsed {
   /** by "Kind/namespace/name" */
@@ -94,13 +119,6 @@ interface DocOutcome {
   /** a problem of the document itself */
   note?: ItemNote;
   items: Array<Item | ItemNote>;
-}
-
-interface Item {
-  id: string;
-  object?: DomainObject;
-  problems?: Problem[];
-  digest: string;
 }
 
 interface ItemNote {
@@ -171,14 +189,16 @@ export function parseManifest(
       const budget = limits.maxDocuments - docs.length;
       const source = text.slice(start, end);
       const key = createHash('sha1').update(source).digest('base64');
-      let part = out.parts.get(key) ?? previous?.get(key);
-      if (!part) {
+      const cached = out.parts.get(key) ?? previous?.get(key);
+      let part: Part;
+      if (cached) part = { docs: cached, digests: 0 };
+      else {
         part = parseYaml(source, limits, budget, policy);
         out.digests += part.digests;
         out.parsedDocuments += part.docs.length;
       }
       // A part cut short by the budget is not kept: elsewhere it could be read whole.
-      if (!part.truncated) out.parts.set(key, part);
+      if (!part.truncated) out.parts.set(key, part.docs);
       for (const doc of part.docs.slice(0, budget)) docs.push({ doc, firstLine });
       if (part.truncated || part.docs.length > budget) {
         firstUnread = firstLine;
@@ -417,14 +437,16 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
     const here = `${rel} document ${n}`;
     if (doc.note) out.notes.push(note(doc.note, here));
     doc.items.forEach((item, j) => {
-      const where = doc.list ? `${here} item ${j + 1}` : here;
+      const itemNo = doc.list ? j + 1 : 0;
       if (!('id' in item)) {
-        out.notes.push(note(item, where));
+        out.notes.push(note(item, itemNo ? `${here} item ${itemNo}` : here));
         return;
       }
+      const at = new ManifestObject(item, rel, n, itemNo);
       const first = out.objects.get(item.id);
       if (first) {
         const [kind, ns, name] = item.id.split('/');
+        const where = at.where;
         out.notes.push({
           level: 'error',
           where,
@@ -432,12 +454,7 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
         });
         return;
       }
-      out.objects.set(item.id, {
-        where,
-        digest: item.digest,
-        ...(item.object ? { object: item.object } : {}),
-        ...(item.problems ? { problems: item.problems } : {}),
-      });
+      out.objects.set(item.id, at);
     });
   }
 }

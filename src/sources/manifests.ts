@@ -96,10 +96,10 @@ export function formatProblem(p: Problem, where: string): string {
 export class ManifestSource {
   readonly stats: ManifestStats = { filesParsed: 0, documentsParsed: 0, objectsDigested: 0, applied: 0 };
   private files = new Map<string, FileState>();
-  /** the files defining each id, in path order: the first one's object is used */
-  private owners = new Map<string, string[]>();
-  /** what the sink has: the digest and file of each applied object */
-  private applied = new Map<string, { digest: string; file: string }>();
+  /** the file defining each id, or the files (in path order) when several do: the first one's object is used */
+  private owners = new Map<string, string | string[]>();
+  /** what the sink has: the object applied for each id (its digest, its file) */
+  private applied = new Map<string, ManifestObject>();
   /** directories that could not be listed, with the message logged */
   private badDirs = new Map<string, string>();
   private timer: Timer | undefined;
@@ -395,18 +395,19 @@ export class ManifestSource {
     }
     const removed: string[] = [];
     for (const id of affected) {
-      const owners = this.owners.get(id);
+      const owned = this.owners.get(id);
       const prev = this.applied.get(id);
-      if (!owners) {
+      if (!owned) {
         if (prev) removed.push(id);
         continue;
       }
+      const owners = typeof owned === 'string' ? [owned] : owned;
       const file = owners[0]!;
       const o = this.files.get(file)!.objects.get(id)!;
       if (!prev || prev.digest !== o.digest) this.apply(id, o, o.where);
-      this.applied.set(id, { digest: o.digest, file });
+      this.applied.set(id, o);
       for (const other of owners.slice(1)) {
-        if (prev?.file === file && !changedFiles.has(other)) continue;
+        if (prev?.file === o.file && !changedFiles.has(other)) continue;
         const where = this.files.get(other)!.objects.get(id)!.where;
         this.log.error({ where }, `${where}: ${id.replace(/\//, ' ')} is also defined in ${o.where}; that one is used`);
       }
@@ -419,7 +420,8 @@ export class ManifestSource {
 
   private own(id: string, path: string): void {
     const owners = this.owners.get(id);
-    if (!owners) this.owners.set(id, [path]);
+    if (owners === undefined) this.owners.set(id, path);
+    else if (typeof owners === 'string') this.owners.set(id, [owners, path].sort());
     else {
       owners.push(path);
       owners.sort();
@@ -428,10 +430,15 @@ export class ManifestSource {
 
   private disown(id: string, path: string): void {
     const owners = this.owners.get(id);
-    if (!owners) return;
+    if (owners === undefined) return;
+    if (typeof owners === 'string') {
+      if (owners === path) this.owners.delete(id);
+      return;
+    }
     const i = owners.indexOf(path);
     if (i >= 0) owners.splice(i, 1);
-    if (owners.length === 0) this.owners.delete(id);
+    if (owners.length === 1) this.owners.set(id, owners[0]!);
+    else if (owners.length === 0) this.owners.delete(id);
   }
 
   /** Deliver an object (or its withdrawal); one that did not convert is only reported, and the last good version stays. */
@@ -440,8 +447,8 @@ export class ManifestSource {
     const key = ns ? `${ns}/${name}` : name;
     this.stats.applied++;
     if (!o) return withdraw(this.sink, kind, key, where);
-    if (o.object) deliver(this.sink, key, o.object, where);
-    for (const p of o.problems ?? []) {
+    if (o.item.object) deliver(this.sink, key, o.item.object, where);
+    for (const p of o.item.problems ?? []) {
       const msg = formatProblem(p, where);
       if (p.fatal) this.log.error({ where, object: p.object, field: p.field }, `${msg}; object skipped`);
       else this.log.warn({ where, object: p.object, field: p.field }, msg);
