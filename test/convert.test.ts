@@ -111,7 +111,7 @@ t.test('EndpointSlice conversion', async (t) => {
       { addresses: [] },
     ],
   });
-  t.same(r.value!.endpoints, [
+  t.same(r.value!.endpoints.toArray(), [
     { addresses: ['10.0.0.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' },
     { addresses: ['10.0.0.2'], ready: false, serving: true, terminating: true },
     { addresses: ['10.0.0.3'], ready: true, serving: true, terminating: false },
@@ -124,7 +124,7 @@ t.test('EndpointSlice conversion', async (t) => {
   t.notOk(noLabel.value);
   t.match(noLabel.problems[0]!.field, /kubernetes.io\/service-name/);
   t.same(
-    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints,
+    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints.toArray(),
     [],
     'IPv6 slices yield nothing yet',
   );

@@ -24,6 +24,7 @@ import { recordWrites } from './helpers/map-writes.js';
 import { BPF_DIR, tmpDatapath, tmpPinDir } from './helpers/env.js';
 import { captureLogger } from './helpers/log.js';
 import { asService, asSlice, service, slice } from './helpers/k8s-objects.js';
+import { Endpoints } from '../src/model/endpoints.js';
 
 const writes = recordWrites;
 
@@ -150,7 +151,7 @@ function longest(): Frontend[] {
         name: 'x',
         serviceName: name,
         ports: [{ name: `p${'o'.repeat(62)}`, port: 5353, protocol: 'UDP' }],
-        endpoints: [{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }],
+        endpoints: Endpoints.of([{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }]),
       },
     ],
     'n1',

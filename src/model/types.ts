@@ -5,6 +5,8 @@
  * consumes Frontends.
  */
 
+import type { Endpoints } from './endpoints.js';
+
 export type Protocol = 'TCP' | 'UDP';
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
@@ -55,7 +57,8 @@ export interface EndpointSlice {
   name: string;
   serviceName: string;
   ports: Array<{ name: string; port: number; protocol: Protocol }>;
-  endpoints: SliceEndpoint[];
+  /** packed (endpoints.ts); iterating gives SliceEndpoints */
+  endpoints: Endpoints;
 }
 
 /** A node of the cluster, as the dataplane needs it (from a v1 Node). */

@@ -11,6 +11,7 @@ import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePo
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { Converted, Problem } from '../model/problem.js';
+import { Endpoints } from '../model/endpoints.js';
 import type { EndpointSlice, Node, Service, ServicePort, SliceEndpoint } from '../model/types.js';
 import { intern } from './intern.js';
 
@@ -392,7 +393,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const labelErr = labelValue(serviceName) ?? dns1035Label(serviceName);
   if (labelErr) return p.fatal(labelField, `names no Service: ${labelErr}`);
   const base = { namespace: intern(namespace), name: metadata.name, serviceName };
-  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: [] }, problems: p.done() };
+  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: Endpoints.none }, problems: p.done() };
 
   const ports: EndpointSlice['ports'] = [];
   const rawPorts = r.data.ports ?? [];
@@ -434,16 +435,14 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
         `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`,
       );
     }
-    const usable = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
+    const addresses = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
       const field = `endpoints[${i}].addresses[${j}]`;
       if (!isIPv4(a)) return (p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false);
       const why = nonUnicastReason(a);
       if (why) return (p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false);
       return true;
     });
-    if (usable.length === 0) return;
-    // 100,000 endpoints: each kept as small as it can be (an array of its size, a shared node name)
-    const addresses = usable.length === 1 ? [usable[0]!] : usable.slice();
+    if (addresses.length === 0) return;
     const c = er.data.conditions ?? {};
     const ready = c.ready ?? true;
     const serving = c.serving ?? ready;
@@ -452,7 +451,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
       nodeName ? { addresses, ready, serving, terminating, nodeName: intern(nodeName) } : { addresses, ready, serving, terminating },
     );
   });
-  return { value: { ...base, ports: ports.slice(), endpoints: endpoints.slice() }, problems: p.done() };
+  return { value: { ...base, ports: ports.slice(), endpoints: Endpoints.of(endpoints) }, problems: p.done() };
 }
 
 const NodeShape = z.looseObject({
