@@ -46,16 +46,17 @@ export const DEFAULT_PARSE_LIMITS: ParseLimits = {
  * One object as a document defines it, wherever the document is: cached
  * with its part and shared by every version of the file that has it.
  */
-export interface Item {
+export type Item = {
   /** "Kind/namespace/name" */
   id: string;
   /** of the object's JSON serialisation as written: equal digests, equal objects */
   digest: string;
-  /** the domain object; absent when a fatal problem dropped it */
-  object?: DomainObject;
   /** what its conversion found, reported when it is applied */
   problems?: Problem[];
-}
+} & (DomainObject | { kind: Kind; value?: undefined }); // value: the domain object, absent when a fatal problem dropped it
+
+/** An item whose object converted. */
+export const converted = (i: Item): i is Item & DomainObject => i.value !== undefined;
 
 /** An object of one version of a file: its item, and where the file has it. */
 export class ManifestObject {
@@ -92,8 +93,21 @@ export interface Note {
   kind?: string | null;
 }
 
-/** The documents of a file's parts by the hash of their text, for its next version. */
-export type PartCache = Map<string, DocOutcome[]>;
+/**
+ * The documents of a file's parts by the hash of their text, for its next
+ * version. A part that is one document of one object (most are) is kept as
+ * that object's item alone.
+ */
+export type PartCache = Map<string, DocOutcome[] | Item>;
+
+function toCache(docs: DocOutcome[]): DocOutcome[] | Item {
+  const d = docs[0];
+  if (docs.length !== 1 || !d || d.broken || d.list || d.note || d.items.length !== 1) return docs;
+  const item = d.items[0]!;
+  return 'id' in item ? item : docs;
+}
+
+const fromCache = (c: DocOutcome[] | Item): DocOutcome[] => (Array.isArray(c) ? c : [{ list: false, items: [c] }]);
 
 export interface Parsed {
   /** by "Kind/namespace/name" */
@@ -191,14 +205,14 @@ export function parseManifest(
       const key = createHash('sha1').update(source).digest('base64');
       const cached = out.parts.get(key) ?? previous?.get(key);
       let part: Part;
-      if (cached) part = { docs: cached, digests: 0 };
+      if (cached) part = { docs: fromCache(cached), digests: 0 };
       else {
         part = parseYaml(source, limits, budget, policy);
         out.digests += part.digests;
         out.parsedDocuments += part.docs.length;
       }
       // A part cut short by the budget is not kept: elsewhere it could be read whole.
-      if (!part.truncated) out.parts.set(key, part.docs);
+      if (!part.truncated) out.parts.set(key, cached ?? toCache(part.docs));
       for (const doc of part.docs.slice(0, budget)) docs.push({ doc, firstLine });
       if (part.truncated || part.docs.length > budget) {
         firstUnread = firstLine;
@@ -421,7 +435,7 @@ function collect(item: unknown, part: Part, policy: ConvertPolicy): Item | ItemN
   // Converted from its JSON form, as kubectl would send it: YAML values are
   // slices of the file's text, and one of them kept would keep the whole text.
   const { object, problems } = convertObject(kind, ns ? `${ns}/${name}` : name, JSON.parse(json) as unknown, policy);
-  return { id: `${kind}/${ns}/${name}`, digest, ...(object ? { object } : {}), ...(problems.length > 0 ? { problems } : {}) };
+  return { id: `${kind}/${ns}/${name}`, digest, ...(object ?? { kind }), ...(problems.length > 0 ? { problems } : {}) };
 }
 
 /** Number the documents and name every object and problem by file, document and item. */

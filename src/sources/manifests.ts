@@ -26,6 +26,7 @@ import type { Problem } from '../model/problem.js';
 import type { ConvertPolicy } from './convert.js';
 import {
   DEFAULT_PARSE_LIMITS,
+  converted,
   parseManifest,
   type Broken,
   type ManifestObject,
@@ -447,7 +448,7 @@ export class ManifestSource {
     const key = ns ? `${ns}/${name}` : name;
     this.stats.applied++;
     if (!o) return withdraw(this.sink, kind, key, where);
-    if (o.item.object) deliver(this.sink, key, o.item.object, where);
+    if (converted(o.item)) deliver(this.sink, key, o.item, where);
     for (const p of o.item.problems ?? []) {
       const msg = formatProblem(p, where);
       if (p.fatal) this.log.error({ where, object: p.object, field: p.field }, `${msg}; object skipped`);
