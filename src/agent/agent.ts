@@ -21,6 +21,7 @@ import { Proxier } from '../proxy/proxier.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
+import { collectStartupGarbage } from './heap.js';
 import { BpfRuntime } from './runtime.js';
 import type { TcAttachMode } from '../dataplane/bpf/attach.js';
 
@@ -161,6 +162,7 @@ export class Agent {
     await this.apply(this.config.config);
     this.proxier.setSynced();
     await this.proxier.runner.idle();
+    collectStartupGarbage(log);
     this.health.setProbes(
       o.healthPort ? { host: o.healthHost ?? '127.0.0.1', port: o.healthPort } : undefined,
       () => this.proxier.isSynced || !this.runtime,
