@@ -37,9 +37,14 @@ export interface ApiConnection {
  * serves itself. Without either: $KUBECONFIG, ~/.kube/config, then a
  * mounted service account.
  */
-export async function apiConnection(kubeconfig?: string, env: NodeJS.ProcessEnv = process.env): Promise<ApiConnection> {
+export async function apiConnection(
+  kubeconfig?: string,
+  env: NodeJS.ProcessEnv = process.env,
+  /** where the service account is mounted (tests point elsewhere) */
+  serviceAccount = SERVICEACCOUNT_DIR,
+): Promise<ApiConnection> {
   if (kubeconfig) return fromKubeconfig(kubeconfig);
-  if (env.KUBERNETES_SERVICE_HOST) return inCluster(env);
+  if (env.KUBERNETES_SERVICE_HOST) return inCluster(env, serviceAccount);
   if (env.KUBECONFIG) {
     const files = env.KUBECONFIG.split(':').filter((f) => f !== '');
     if (files.length === 1) return fromKubeconfig(files[0]!);
@@ -47,11 +52,11 @@ export async function apiConnection(kubeconfig?: string, env: NodeJS.ProcessEnv 
   }
   const home = join(env.HOME ?? homedir(), '.kube', 'config');
   if (existsSync(home)) return fromKubeconfig(home);
-  if (existsSync(join(SERVICEACCOUNT_DIR, 'token'))) return inCluster(env);
+  if (existsSync(join(serviceAccount, 'token'))) return inCluster(env, serviceAccount);
   throw new Error('no Kubernetes cluster configured (use --kubeconfig or run in a pod)');
 }
 
-function inCluster(env: NodeJS.ProcessEnv): ApiConnection {
+function inCluster(env: NodeJS.ProcessEnv, serviceAccount: string): ApiConnection {
   const host = env.KUBERNETES_SERVICE_HOST;
   const port = env.KUBERNETES_SERVICE_PORT;
   if (!host || !port) {
@@ -60,10 +65,9 @@ function inCluster(env: NodeJS.ProcessEnv): ApiConnection {
   // as client-go: these ports are plain HTTP (an API server proxy)
   const scheme = port === '80' || port === '8080' || port === '8001' ? 'http' : 'https';
   const server = `${scheme}://${isIPv6(host) ? `[${host}]` : host}:${port}`;
-  const ca = join(SERVICEACCOUNT_DIR, 'ca.crt');
   return direct(server, 'in-cluster service account', {
-    tls: { ca: readFile(ca, 'the service account CA') },
-    tokenFile: join(SERVICEACCOUNT_DIR, 'token'),
+    tls: scheme === 'https' ? { ca: readFile(join(serviceAccount, 'ca.crt'), 'in-cluster config: the service account CA') } : {},
+    tokenFile: join(serviceAccount, 'token'),
   });
 }
 
