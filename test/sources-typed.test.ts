@@ -13,6 +13,7 @@ import { realClock } from '../src/clock.js';
 import { apiConnection, kubeClients } from '../src/k8s/client.js';
 import { Endpoints } from '../src/model/endpoints.js';
 import type { EndpointSlice, Node, Service } from '../src/model/types.js';
+import { NodeStore } from '../src/proxy/nodes.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import type { FelixConfiguration } from '../src/sources/convert.js';
 import { KubeSource } from '../src/sources/kubernetes.js';
@@ -221,4 +222,20 @@ t.test('the API: domain objects delivered; a broken object never reaches the sin
     lines.some((l) => l.level === 'error' && /^Service shop\/x field spec\.type: .*; object skipped$/.test(l.msg)),
     'logged, naming the object and field',
   );
+});
+
+t.test("the agent's node store: domain Nodes by name; equal ones change nothing", async (t) => {
+  const changed: string[] = [];
+  const nodes = new NodeStore((n) => changed.push(n));
+  nodes.apply('n1', { name: 'n1', internalIPs: ['192.168.1.11'], externalIPs: [] });
+  nodes.apply('n1', { name: 'n1', internalIPs: ['192.168.1.11'], externalIPs: [] });
+  nodes.apply('n2', { name: 'n2', internalIPs: ['192.168.1.12'], externalIPs: [] });
+  nodes.apply('n1', { name: 'n1', internalIPs: ['192.168.1.21'], externalIPs: [] });
+  t.same(changed, ['n1', 'n2', 'n1']);
+  t.same(nodes.get('n1')?.internalIPs, ['192.168.1.21']);
+  nodes.apply('n2', undefined);
+  nodes.apply('n3', undefined);
+  t.same(nodes.names(), ['n1']);
+  t.equal(nodes.size, 1);
+  t.same(changed, ['n1', 'n2', 'n1', 'n2'], 'removing what is not there is no change');
 });
