@@ -99,6 +99,27 @@ bench
     );
   });
 bench
+  .command('memory')
+  .description(
+    "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",
+  )
+  .option('--services <n>', 'services', positiveInt('--services'), 10000)
+  .option('--endpoints <n>', 'endpoints per service', positiveInt('--endpoints'), 10)
+  .addOption(new Option('--source <source>', 'only this source').choices(['manifests', 'kubernetes']))
+  .option('--heap-snapshot <prefix>', 'also write a heap snapshot of each, <prefix>-<source>.heapsnapshot')
+  .action(async (o) => {
+    const { measureMemory } = await import('./memory.js');
+    for (const source of o.source ? [o.source] : (['manifests', 'kubernetes'] as const)) {
+      const m = await measureMemory(source, o.services, o.endpoints, {
+        ...(o.heapSnapshot ? { heapSnapshot: `${o.heapSnapshot}-${source}.heapsnapshot` } : {}),
+      });
+      console.log(
+        `${source.padEnd(10)} ${m.services} services / ${m.endpoints} endpoints: RSS ${m.loaded.rssMiB} MiB (${m.before.rssMiB} before loading, peak ${m.peakRssMiB}), ` +
+          `heap ${m.loaded.heapMiB} MiB (${m.before.heapMiB} before), external ${m.loaded.externalMiB} MiB; loaded in ${m.loadMs} ms (${m.loadCpuMs} ms CPU)`,
+      );
+    }
+  });
+bench
   .command('report')
   .argument('<results>', 'a results.json from bench local')
   .option('--out <dir>', 'where to write the report (default: beside the results)')
@@ -129,7 +150,7 @@ bench
   .option('-f, --file <path>', 'write the output here instead of stdout')
   .action(async (o) => {
     const { ClusterBench, parseOnlyTests, renderCluster } = await import('./cluster.js');
-    const { loadKubeConfig } = await import('../src/k8s/client.js');
+    const { loadKubeConfig } = await import('./kubeconfig.js');
     let tests;
     try {
       tests = parseOnlyTests(o.onlyTests);

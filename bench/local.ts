@@ -252,6 +252,44 @@ export interface AgentRss {
   readyMs: number;
 }
 
+/** The Services and EndpointSlices (E endpoints each) of N bench services, as Kubernetes objects. */
+export function agentObjects(n: number, e: number): Array<Record<string, unknown> & { kind: string }> {
+  const svcs = benchServices(n, e).filter((x) => x.name !== 'measured');
+  return svcs.flatMap((s) => [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: s.name, namespace: s.namespace },
+      spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      addressType: 'IPv4',
+      metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } },
+      ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }],
+      endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })),
+    },
+  ]);
+}
+
+/**
+ * Objects as YAML files of 500 services each: one file of them all is
+ * past the agent's limit on one manifest file (--manifest-max-file-size, 8 MiB).
+ */
+export function writeManifestFiles(dir: string, objs: object[]): void {
+  for (let i = 0; i < objs.length; i += 1000) {
+    const name = `services-${String(i / 1000).padStart(4, '0')}.yaml`;
+    writeFileSync(
+      join(dir, name),
+      objs
+        .slice(i, i + 1000)
+        .map((o) => stringify(o))
+        .join('---\n'),
+    );
+  }
+}
+
 /**
  * RSS of a real agent process serving N services x E endpoints, fed from a
  * manifest directory or from the (in-process) Kubernetes API.
@@ -263,26 +301,11 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
   addNetns(ns);
   const api = new FakeApiServer();
   try {
-    const svcs = benchServices(n, e).filter((x) => x.name !== 'measured');
-    const objs = svcs.flatMap((s) => [
-      {
-        apiVersion: 'v1',
-        kind: 'Service',
-        metadata: { name: s.name, namespace: s.namespace },
-        spec: { clusterIP: s.clusterIP, selector: { app: s.name }, ports: [{ name: s.portName, port: s.port, targetPort: 8080 }] },
-      },
-      {
-        apiVersion: 'discovery.k8s.io/v1',
-        kind: 'EndpointSlice',
-        addressType: 'IPv4',
-        metadata: { name: `${s.name}-1`, namespace: s.namespace, labels: { 'kubernetes.io/service-name': s.name } },
-        ports: [{ name: s.portName, port: 8080, protocol: 'TCP' }],
-        endpoints: s.endpoints.map((x) => ({ addresses: [x.ip], nodeName: 'other' })),
-      },
-    ]);
+    const objs = agentObjects(n, e);
+    const svcs = objs.filter((o) => o.kind === 'Service');
     let src: string[];
     if (source === 'manifests') {
-      writeFileSync(join(dir, 'services.yaml'), objs.map((o) => stringify(o)).join('---\n'));
+      writeManifestFiles(dir, objs);
       src = ['--manifests', dir];
     } else {
       for (const o of objs) api.upsert(o.kind === 'Service' ? 'services' : 'endpointslices', o);
@@ -327,12 +350,18 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    let served = 0;
     const ready = await new Promise<boolean>((resolve) => {
       let buf = '';
       const timer = setTimeout(() => resolve(false), 300_000);
       child.stdout.on('data', (d) => {
         buf += d;
-        if (buf.includes('"agent ready"')) {
+        const line = buf
+          .split('\n')
+          .slice(0, -1) // complete lines only
+          .find((l) => l.includes('"agent ready"'));
+        if (line) {
+          served = (JSON.parse(line) as { services?: number }).services ?? 0;
           clearTimeout(timer);
           resolve(true);
         }
@@ -351,6 +380,8 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
     }
     child.kill('SIGTERM');
     await new Promise((r) => child.on('exit', r));
+    // An agent that refused the objects would measure nothing: count what it serves.
+    if (ready && served < svcs.length) throw new Error(`agent memory: the agent serves ${served} of ${svcs.length} services`);
     return ready ? { source, services: n, endpoints: e, rssMiB, readyMs: Math.round(readyMs) } : null;
   } finally {
     await api.close().catch(() => undefined);

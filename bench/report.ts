@@ -106,7 +106,7 @@ export function targets(r: LocalResults): Target[] {
       a.rssMiB,
       200,
       false,
-      `ready after ${a.readyMs} ms${a.source === 'kubernetes' ? '; @kubernetes/client-node alone is ~80 MiB resident' : ''}`,
+      `ready after ${a.readyMs} ms`,
       (v) => `${v} MiB`,
     );
   }

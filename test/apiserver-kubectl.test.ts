@@ -11,7 +11,8 @@ import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoreV1Api, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { kubeClients, loadKubeConfig } from '../src/k8s/client.js';
+import { apiConnection, kubeClients } from '../src/k8s/client.js';
+import { loadKubeConfig } from '../bench/kubeconfig.js';
 import type { WatchEvent } from '../src/k8s/informer.js';
 import { FakeApiServer } from './helpers/fake-apiserver.js';
 import { Kubectl, kubectlMissing, type Run } from './helpers/kubectl.js';
@@ -201,7 +202,7 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
   });
 
   await t.test('events: written by our recorder, read with kubectl get events (core v1) and events.k8s.io', async (t) => {
-    const clients = kubeClients(loadKubeConfig(k.kubeconfig));
+    const clients = kubeClients(await apiConnection(k.kubeconfig));
     await clients.events.record(
       { apiVersion: 'v1', kind: 'Service', name: 'web', namespace: 'default' },
       'Warning',
@@ -524,7 +525,7 @@ t.test('@kubernetes/client-node through our adapter: list, watch, patch, conflic
     await api.close();
   });
   const kc = loadKubeConfig(k.kubeconfig);
-  const clients = kubeClients(kc);
+  const clients = kubeClients(await apiConnection(k.kubeconfig));
   const core = kc.makeApiClient(CoreV1Api);
   for (let i = 0; i < 25; i++) api.upsert('services', service('apps', `s${i}`, `10.96.1.${i}`));
 

@@ -21,7 +21,7 @@ import {
   type ClusterResults,
 } from '../bench/cluster.js';
 import { compareClusters, loadClusterResults, parseClusterResults } from '../bench/compare.js';
-import { loadKubeConfig } from '../src/k8s/client.js';
+import { loadKubeConfig } from '../bench/kubeconfig.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { REPO } from './helpers/env.js';
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { toEndpointSlice, toService } from '../src/sources/convert.js';
+import { toEndpointSlice, toFelixConfiguration, toNode, toService } from '../src/sources/convert.js';
 
 const svc = (spec: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
   apiVersion: 'v1',
@@ -111,7 +111,7 @@ t.test('EndpointSlice conversion', async (t) => {
       { addresses: [] },
     ],
   });
-  t.same(r.value!.endpoints, [
+  t.same(r.value!.endpoints.toArray(), [
     { addresses: ['10.0.0.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' },
     { addresses: ['10.0.0.2'], ready: false, serving: true, terminating: true },
     { addresses: ['10.0.0.3'], ready: true, serving: true, terminating: false },
@@ -124,8 +124,47 @@ t.test('EndpointSlice conversion', async (t) => {
   t.notOk(noLabel.value);
   t.match(noLabel.problems[0]!.field, /kubernetes.io\/service-name/);
   t.same(
-    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints,
+    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints.toArray(),
     [],
     'IPv6 slices yield nothing yet',
   );
+});
+
+t.test('Node conversion: the name and IPv4 InternalIP and ExternalIP addresses', async (t) => {
+  const node = (addresses: unknown, name: unknown = 'n1') => ({
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name },
+    status: { addresses },
+  });
+  const r = toNode(
+    node([
+      { type: 'Hostname', address: 'n1' },
+      { type: 'InternalIP', address: '192.168.1.11' },
+      { type: 'InternalIP', address: 'fd00::11' },
+      { type: 'InternalIP', address: '192.168.1.11' },
+      { type: 'InternalIP', address: 'not-an-ip' },
+      { type: 'ExternalIP', address: '203.0.113.11' },
+      { type: 'InternalDNS', address: 'n1.internal' },
+    ]),
+  );
+  t.same(
+    r.value,
+    { name: 'n1', internalIPs: ['192.168.1.11'], externalIPs: ['203.0.113.11'] },
+    'IPv6 and other types skipped, duplicates once',
+  );
+  t.same(r.problems, [
+    { object: 'Node n1', field: 'status.addresses[4].address', message: '"not-an-ip" is not an IP address; skipped', fatal: false },
+  ]);
+  t.same(toNode({ metadata: { name: 'n2' } }).value, { name: 'n2', internalIPs: [], externalIPs: [] }, 'no status: no addresses');
+  const bad = toNode(node([], 'Not_A_Node'));
+  t.notOk(bad.value, 'a bad name drops the Node');
+  t.match(bad.problems, [{ object: 'Node Not_A_Node', field: 'metadata.name', fatal: true }]);
+  t.match(toNode({ kind: 'Node' }).problems, [{ object: 'Node <unnamed>', field: 'metadata', fatal: true }]);
+});
+
+t.test('FelixConfiguration: name and spec as written for the config controller', async (t) => {
+  t.same(toFelixConfiguration('default', { spec: { bpfEnabled: true } }), { name: 'default', spec: { bpfEnabled: true } });
+  t.same(toFelixConfiguration('default', { spec: [1] }), { name: 'default', spec: {} }, 'a spec that is not a mapping counts as empty');
+  t.same(toFelixConfiguration('node.n1', {}), { name: 'node.n1', spec: {} });
 });

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { backendsFor, frontendsFor } from '../src/model/desired.js';
+import { Endpoints } from '../src/model/endpoints.js';
 import type { EndpointSlice, Service, SliceEndpoint } from '../src/model/types.js';
 
 const ep = (ip: string, node: string, c: Partial<SliceEndpoint> = {}): SliceEndpoint => ({
@@ -19,7 +20,7 @@ const slice = (
   name,
   serviceName: 'web',
   ports,
-  endpoints,
+  endpoints: Endpoints.of(endpoints),
 });
 const port = { name: 'http', protocol: 'TCP' as const, port: 80, targetPort: 'web' };
 

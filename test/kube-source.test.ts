@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { realClock } from '../src/clock.js';
-import { kubeClients, loadKubeConfig } from '../src/k8s/client.js';
+import { apiConnection, kubeClients } from '../src/k8s/client.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import { KubeSource } from '../src/sources/kubernetes.js';
 import { serviceSink } from '../src/sources/sink.js';
@@ -29,7 +29,7 @@ t.test('list/watch into the store', async (t) => {
   const changes: string[] = [];
   const store = new ServiceStore((s) => changes.push(s));
   const { log, lines } = captureLogger();
-  const src = new KubeSource(kubeClients(loadKubeConfig(join(dir, 'kubeconfig'))), serviceSink(store), log, realClock);
+  const src = new KubeSource(kubeClients(await apiConnection(join(dir, 'kubeconfig'))), serviceSink(store), log, realClock);
   t.teardown(() => src.stop());
   src.start();
   await src.servicesSynced();

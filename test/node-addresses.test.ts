@@ -13,7 +13,7 @@ import { desiredFor } from '../src/model/desired.js';
 import type { Frontend, Service } from '../src/model/types.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { captureLogger } from './helpers/log.js';
-import { service } from './helpers/k8s-objects.js';
+import { asService, service } from './helpers/k8s-objects.js';
 
 const NODE_IP = '192.0.2.11';
 
@@ -81,8 +81,8 @@ t.test('the proxier refuses, logs with object and field, and re-evaluates when n
   const dp = new Recorder();
   const p = new Proxier(dp, { nodeName: 'n1', minSyncPeriod: 1000, syncPeriod: 60_000, clock, log, services: DEFAULT_SERVICE_POLICY });
   t.teardown(() => p.stop());
-  p.store.applyService('shop/web', service('shop', 'web', '10.96.0.10', { externalIPs: [NODE_IP, '203.0.113.1'] }));
-  p.store.applyService('shop/other', service('shop', 'other', '10.96.0.20'));
+  p.store.applyService('shop/web', asService(service('shop', 'web', '10.96.0.10', { externalIPs: [NODE_IP, '203.0.113.1'] })));
+  p.store.applyService('shop/other', asService(service('shop', 'other', '10.96.0.20')));
   p.setNodeAddresses([NODE_IP]);
   p.setSynced();
   await clock.advance(0);

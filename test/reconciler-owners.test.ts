@@ -23,7 +23,8 @@ import { be, fe } from './helpers/fixtures.js';
 import { recordWrites } from './helpers/map-writes.js';
 import { BPF_DIR, tmpDatapath, tmpPinDir } from './helpers/env.js';
 import { captureLogger } from './helpers/log.js';
-import { service, slice } from './helpers/k8s-objects.js';
+import { asService, asSlice, service, slice } from './helpers/k8s-objects.js';
+import { Endpoints } from '../src/model/endpoints.js';
 
 const writes = recordWrites;
 
@@ -47,7 +48,7 @@ const owners = (maps: DatapathMaps): Record<string, string> => {
 
 async function proxierOn(maps: DatapathMaps, clock: FakeClock, objs: Array<[string, unknown]>) {
   const p = new Proxier(new BpfReconciler(maps), { nodeName: 'n1', minSyncPeriod: 1000, syncPeriod: 60_000, clock, log: silentLogger });
-  for (const [k, o] of objs) p.store.applyService(k, o);
+  for (const [k, o] of objs) p.store.applyService(k, asService(o));
   p.setSynced();
   await clock.advance(0);
   await p.runner.idle();
@@ -150,7 +151,7 @@ function longest(): Frontend[] {
         name: 'x',
         serviceName: name,
         ports: [{ name: `p${'o'.repeat(62)}`, port: 5353, protocol: 'UDP' }],
-        endpoints: [{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }],
+        endpoints: Endpoints.of([{ addresses: ['10.244.1.1'], ready: true, serving: true, terminating: false, nodeName: 'n1' }]),
       },
     ],
     'n1',
@@ -352,16 +353,16 @@ t.test('the proxier retries a full-map failure on later syncs, and it goes throu
   const { log, lines } = captureLogger();
   const p = new Proxier(new BpfReconciler(dp.maps), { nodeName: 'n1', minSyncPeriod: 1000, syncPeriod: 60_000, clock, log });
   t.teardown(() => p.stop());
-  p.store.applyService('shop/web', service('shop', 'web', '10.96.0.10'));
-  p.store.applySlice('shop/web-1', slice('shop', 'web', 'web-1', [{ ip: '10.244.1.1' }, { ip: '10.244.1.2' }]));
-  p.store.applyService('shop/x', service('shop', 'x', '10.96.0.11'));
-  p.store.applySlice('shop/x-1', slice('shop', 'x', 'x-1', [{ ip: '10.244.1.9' }]));
+  p.store.applyService('shop/web', asService(service('shop', 'web', '10.96.0.10')));
+  p.store.applySlice('shop/web-1', asSlice(slice('shop', 'web', 'web-1', [{ ip: '10.244.1.1' }, { ip: '10.244.1.2' }])));
+  p.store.applyService('shop/x', asService(service('shop', 'x', '10.96.0.11')));
+  p.store.applySlice('shop/x-1', asSlice(slice('shop', 'x', 'x-1', [{ ip: '10.244.1.9' }])));
   p.setSynced();
   await clock.advance(0);
   await p.runner.idle();
   const key = { addr: '10.96.0.10', port: 80, proto: 6 };
   const old = JSON.stringify(dp.maps.fe.get(key));
-  p.store.applySlice('shop/web-1', slice('shop', 'web', 'web-1', [{ ip: '10.244.1.1' }, { ip: '10.244.1.3' }]));
+  p.store.applySlice('shop/web-1', asSlice(slice('shop', 'web', 'web-1', [{ ip: '10.244.1.1' }, { ip: '10.244.1.3' }])));
   await clock.advance(1000); // (no idle(): a retry stays pending while the map is full)
   t.equal(JSON.stringify(dp.maps.fe.get(key)), old, 'the frontend still points at the old endpoints');
   t.ok(lines.some((l) => l.level === 'error' && l.mapFull === true && /old endpoints keep serving/.test(l.msg)));

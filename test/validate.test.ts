@@ -145,7 +145,7 @@ t.test("endpoint addresses follow the API server's ValidateEndpointIP", async (t
     endpoints: ['10.244.1.5', '127.0.0.1', '0.0.0.0', '169.254.169.254', '224.0.0.5', '255.255.255.255'].map((a) => ({ addresses: [a] })),
   });
   t.same(
-    r.value!.endpoints.map((e) => e.addresses[0]),
+    r.value!.endpoints.toArray().map((e) => e.addresses[0]),
     ['10.244.1.5'],
     'only the unicast endpoint',
   );

@@ -12,15 +12,17 @@ import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
 import type { Config } from '../config/config.js';
 import { unsupported, type ConfigProblem } from '../config/felix.js';
-import type { ServicePolicy } from '../config/services.js';
+import { DEFAULT_SERVICE_POLICY, type ServicePolicy } from '../config/services.js';
 import { HealthServers } from '../health/servers.js';
 import { DEFAULT_STATE_DIR, PinDirLock, statePaths } from './lock.js';
 import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
+import { NodeStore } from '../proxy/nodes.js';
 import { Proxier } from '../proxy/proxier.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
+import { collectStartupGarbage } from './heap.js';
 import { BpfRuntime } from './runtime.js';
 import { teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedMode } from '../dataplane/bpf/drain.js';
@@ -69,6 +71,8 @@ export interface AgentOptions {
 
 export class Agent {
   readonly proxier: Proxier;
+  /** the cluster's Nodes (name, addresses), from the source */
+  readonly nodes = new NodeStore();
   readonly config: ConfigController;
   readonly health: HealthServers;
   readonly metrics = new Metrics();
@@ -131,26 +135,33 @@ export class Agent {
   }
 
   private sink(): ObjectSink {
-    return serviceSink(this.proxier.store, (kind, key, obj) => {
-      if (kind === 'FelixConfiguration' && this.config.apply(key, obj)) this.clock.after(0, () => this.reevaluate());
-      return [];
+    return serviceSink(this.proxier.store, {
+      applyNode: (name, node) => this.nodes.apply(name, node),
+      applyFelixConfiguration: (name, fc) => {
+        if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
+      },
     });
   }
 
   private async boot(): Promise<void> {
     const { o, log } = this;
     if (o.source.kind === 'manifests') {
-      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, { maxFileBytes: o.source.maxFileBytes });
+      const src = new ManifestSource(o.source.dir, this.sink(), log, this.clock, {
+        maxFileBytes: o.source.maxFileBytes,
+        policy: o.services ?? DEFAULT_SERVICE_POLICY,
+      });
       this.source = src;
       src.start();
     } else {
-      // The Kubernetes client library is big (~80 MiB resident): load it
-      // only when the API is the source.
-      const { kubeClients, loadKubeConfig } = await import('../k8s/client.js');
+      const { apiConnection, kubeClients } = await import('../k8s/client.js');
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
-      this.clients = o.source.clients ?? kubeClients(loadKubeConfig(o.source.kubeconfig));
-      log.info({ server: this.clients.server }, `watching the Kubernetes API at ${this.clients.server}`);
-      const src = new Source(this.clients, this.sink(), log, this.clock);
+      const conn = o.source.clients ? undefined : await apiConnection(o.source.kubeconfig);
+      this.clients = o.source.clients ?? kubeClients(conn!);
+      log.info(
+        { server: this.clients.server, ...(conn ? { via: conn.describe } : {}) },
+        `watching the Kubernetes API at ${this.clients.server}${conn ? ` (${conn.describe})` : ''}`,
+      );
+      const src = new Source(this.clients, this.sink(), log, this.clock, o.services ?? DEFAULT_SERVICE_POLICY);
       this.source = src;
       src.start();
       await src.servicesSynced();
@@ -162,6 +173,7 @@ export class Agent {
     await this.apply(this.config.config);
     this.proxier.setSynced();
     await this.proxier.runner.idle();
+    collectStartupGarbage(log);
     this.health.setProbes(
       o.healthPort ? { host: o.healthHost ?? '127.0.0.1', port: o.healthPort } : undefined,
       () => this.proxier.isSynced || !this.runtime,

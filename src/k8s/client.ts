@@ -1,65 +1,213 @@
 /**
- * The thin adapter to @kubernetes/client-node: how to reach the API server,
- * how each resource is listed and watched, and how Events are written.
- * Everything else (informers, conversion, policy) is ours.
+ * The thin client the agent needs of the Kubernetes API: list (paged) and
+ * watch four resources, and write Events. Plain HTTP(S) with JSON, over a
+ * connection from kubeconfig.ts; objects reach the informers exactly as
+ * the API server sent them (RFC 3339 timestamps as strings). Everything
+ * else (informers, conversion, policy) is ours.
  */
-import { CoreV1Api, CustomObjectsApi, DiscoveryV1Api, KubeConfig, Watch } from '@kubernetes/client-node';
+import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { hostname } from 'node:os';
+import type { ApiConnection } from './kubeconfig.js';
 import type { KubeObject, ListPage, ResourceClient, WatchEvent, WatchHandle } from './informer.js';
 
-/**
- * --kubeconfig, else in-cluster. In-cluster, KUBERNETES_SERVICE_HOST/PORT
- * come from the environment: the kubernetes-services-endpoint ConfigMap,
- * mounted as env (as Calico does), wins over the defaults kubelet injects,
- * so the agent reaches the API server without the `kubernetes` ClusterIP it
- * serves itself.
- */
-export function loadKubeConfig(kubeconfig?: string): KubeConfig {
-  const kc = new KubeConfig();
-  if (kubeconfig) kc.loadFromFile(kubeconfig);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new Error('no Kubernetes cluster configured (use --kubeconfig or run in a pod)');
-  return kc;
+export { apiConnection, type ApiConnection } from './kubeconfig.js';
+
+/** A list or an Event write that takes longer than this has failed (and is retried by its caller). */
+const REQUEST_TIMEOUT_MS = 60_000;
+/** TCP keep-alive on watches: a dead peer is noticed without any data flowing. */
+const WATCH_KEEPALIVE_MS = 30_000;
+/** Largest watch line (one object) read; a longer one ends the watch. */
+const MAX_WATCH_LINE = 64 * 1024 * 1024;
+
+/** A response other than 2xx: `statusCode`, and the Status object the server sent when it sent one. */
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly body: { code?: number; reason?: string; message?: string } | undefined,
+    what: string,
+  ) {
+    super(`${what}: HTTP ${statusCode}${body?.reason ? ` ${body.reason}` : ''}${body?.message ? `: ${body.message}` : ''}`);
+  }
 }
 
-type Lister = (o: {
-  limit: number;
-  _continue?: string;
-}) => Promise<{ items: unknown[]; metadata?: { resourceVersion?: string; _continue?: string } }>;
-
 /**
- * Objects as the API server sent them: client-node's typed lists turn
- * date-time fields (metadata.creationTimestamp...) into Date objects, where
- * watches and our converters see the wire's RFC 3339 strings.
+ * One request. `timeoutMs`: the answer must have begun by then, or the
+ * request fails (watches have none: they are kept open on purpose).
  */
-function wireForm(v: unknown): unknown {
-  if (v instanceof Date) return v.toISOString().replace(/\.000Z$/, 'Z');
-  if (Array.isArray(v)) return v.map(wireForm);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, wireForm(x)]));
-  return v;
+function send(
+  conn: ApiConnection,
+  method: string,
+  path: string,
+  body: unknown,
+  timeoutMs: number | undefined,
+  onResponse: (res: IncomingMessage, req: ClientRequest) => void,
+  onError: (e: Error) => void,
+): void {
+  conn.requestOptions().then(
+    (base) => {
+      const url = new URL(conn.server + path);
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const headers: Record<string, string | number> = {
+        ...(base.headers as Record<string, string> | undefined),
+        accept: 'application/json',
+        'user-agent': 'bpfproxy',
+        ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+      };
+      const opts: RequestOptions = {
+        ...base,
+        method,
+        headers,
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: url.port,
+        path: url.pathname + url.search,
+      };
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(opts, (res) => {
+        if (timeoutMs !== undefined) req.setTimeout(0);
+        onResponse(res, req);
+      });
+      if (timeoutMs !== undefined) {
+        req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from ${conn.server} in ${timeoutMs / 1000} s`)));
+      }
+      req.on('error', onError);
+      req.end(payload);
+    },
+    (e: Error) => onError(e),
+  );
 }
 
-function resource(kc: KubeConfig, name: string, path: string, lister: Lister): ResourceClient {
-  const watcher = new Watch(kc);
+function readAll(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+  });
+}
+
+function parseStatus(text: string): ApiError['body'] {
+  try {
+    const o = JSON.parse(text) as unknown;
+    return o && typeof o === 'object' ? o : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One request with a JSON answer; failures name the request. */
+export function requestJson(conn: ApiConnection, method: string, path: string, body?: unknown): Promise<unknown> {
+  const what = `${method} ${path}`;
+  return new Promise((resolve, reject) => {
+    const fail = (e: Error) => reject(e instanceof ApiError ? e : new Error(`${what}: ${e.message}`, { cause: e }));
+    send(
+      conn,
+      method,
+      path,
+      body,
+      REQUEST_TIMEOUT_MS,
+      (res) => {
+        readAll(res).then((text) => {
+          const code = res.statusCode ?? 0;
+          if (code < 200 || code > 299) return fail(new ApiError(code, parseStatus(text), what));
+          try {
+            resolve(JSON.parse(text) as unknown);
+          } catch (e) {
+            fail(new Error(`the answer is not JSON (${(e as Error).message})`));
+          }
+        }, fail);
+      },
+      fail,
+    );
+  });
+}
+
+/** A watch: each line of the stream is one event; `onDone` once, when it ends or fails (not after stop()). */
+function watchStream(
+  conn: ApiConnection,
+  path: string,
+  onEvent: (e: WatchEvent) => void,
+  onDone: (err: unknown) => void,
+): Promise<WatchHandle> {
+  let done = false;
+  let req: ClientRequest | undefined;
+  let stopped = false;
+  const finish = (err: unknown) => {
+    if (done) return;
+    done = true;
+    req?.destroy();
+    if (!stopped) onDone(err);
+  };
+  return new Promise((resolve) => {
+    send(
+      conn,
+      'GET',
+      path,
+      undefined,
+      undefined,
+      (res, r) => {
+        req = r;
+        if (stopped) return r.destroy();
+        if (res.statusCode !== 200) {
+          void readAll(res).then((text) => finish(new ApiError(res.statusCode ?? 0, parseStatus(text), `watch ${path}`)), finish);
+          return;
+        }
+        res.socket?.setKeepAlive(true, WATCH_KEEPALIVE_MS);
+        res.setEncoding('utf8');
+        let buf = '';
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let nl = buf.indexOf('\n');
+          while (nl !== -1) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            if (line.trim() !== '') {
+              let e: WatchEvent | undefined;
+              try {
+                e = JSON.parse(line) as WatchEvent;
+              } catch {
+                // a line that is not JSON: skipped, as client-go's decoder would fail the watch
+                return finish(new Error(`watch ${path}: an event is not JSON`));
+              }
+              if (!stopped) onEvent(e);
+            }
+            nl = buf.indexOf('\n');
+          }
+          if (buf.length > MAX_WATCH_LINE) finish(new Error(`watch ${path}: an event longer than ${MAX_WATCH_LINE} bytes`));
+        });
+        res.on('end', () => finish(null));
+        res.on('close', () => finish(null));
+        res.on('error', finish);
+      },
+      finish,
+    );
+    resolve({
+      stop: () => {
+        stopped = true;
+        done = true;
+        req?.destroy();
+      },
+    });
+  });
+}
+
+function resource(conn: ApiConnection, name: string, path: string): ResourceClient {
   return {
     name,
     async list({ limit, continue: cont }): Promise<ListPage> {
-      const r = await lister({ limit, ...(cont ? { _continue: cont } : {}) });
+      const q = new URLSearchParams({ limit: String(limit), ...(cont ? { continue: cont } : {}) });
+      const r = (await requestJson(conn, 'GET', `${path}?${q}`)) as {
+        items?: KubeObject[] | null;
+        metadata?: { resourceVersion?: string; continue?: string };
+      };
       return {
-        items: r.items.map(wireForm) as KubeObject[],
+        items: r.items ?? [],
         resourceVersion: r.metadata?.resourceVersion ?? '',
-        ...(r.metadata?._continue ? { continue: r.metadata._continue } : {}),
+        ...(r.metadata?.continue ? { continue: r.metadata.continue } : {}),
       };
     },
-    async watch(resourceVersion, onEvent: (e: WatchEvent) => void, onDone): Promise<WatchHandle> {
-      const ctrl = await watcher.watch(
-        path,
-        { resourceVersion, allowWatchBookmarks: true },
-        (type: string, object: KubeObject) => onEvent({ type, object }),
-        onDone,
-      );
-      return { stop: () => ctrl.abort() };
+    watch(resourceVersion, onEvent, onDone): Promise<WatchHandle> {
+      const q = new URLSearchParams({ watch: 'true', resourceVersion, allowWatchBookmarks: 'true' });
+      return watchStream(conn, `${path}?${q}`, onEvent, onDone);
     },
   };
 }
@@ -77,25 +225,14 @@ export interface KubeClients {
   server: string;
 }
 
-export function kubeClients(kc: KubeConfig, component = 'bpfproxy'): KubeClients {
-  const core = kc.makeApiClient(CoreV1Api);
-  const disc = kc.makeApiClient(DiscoveryV1Api);
-  const custom = kc.makeApiClient(CustomObjectsApi);
+export function kubeClients(conn: ApiConnection, component = 'bpfproxy'): KubeClients {
   return {
-    services: resource(kc, 'services', '/api/v1/services', (o) => core.listServiceForAllNamespaces(o)),
-    endpointSlices: resource(kc, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (o) =>
-      disc.listEndpointSliceForAllNamespaces(o),
-    ),
-    nodes: resource(kc, 'nodes', '/api/v1/nodes', (o) => core.listNode(o)),
-    felixConfigurations: resource(
-      kc,
-      'felixconfigurations',
-      `/apis/${FELIX_GROUP}/${FELIX_VERSION}/${FELIX_PLURAL}`,
-      (o) =>
-        custom.listClusterCustomObject({ group: FELIX_GROUP, version: FELIX_VERSION, plural: FELIX_PLURAL, ...o }) as ReturnType<Lister>,
-    ),
-    events: new EventRecorder(core, component),
-    server: kc.getCurrentCluster()!.server,
+    services: resource(conn, 'services', '/api/v1/services'),
+    endpointSlices: resource(conn, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices'),
+    nodes: resource(conn, 'nodes', '/api/v1/nodes'),
+    felixConfigurations: resource(conn, 'felixconfigurations', `/apis/${FELIX_GROUP}/${FELIX_VERSION}/${FELIX_PLURAL}`),
+    events: new EventRecorder(conn, component),
+    server: conn.server,
   };
 }
 
@@ -111,33 +248,32 @@ export class EventRecorder {
   private readonly host = hostname();
 
   constructor(
-    private readonly core: CoreV1Api,
+    private readonly conn: ApiConnection,
     private readonly component: string,
   ) {}
 
   async record(obj: InvolvedObject, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
     const namespace = obj.namespace ?? 'default';
-    const now = new Date();
-    await this.core.createNamespacedEvent({
-      namespace,
-      body: {
-        metadata: { generateName: `${obj.name}.`, namespace },
-        involvedObject: {
-          apiVersion: obj.apiVersion,
-          kind: obj.kind,
-          name: obj.name,
-          ...(obj.namespace ? { namespace: obj.namespace } : {}),
-        },
-        type,
-        reason,
-        message,
-        source: { component: this.component, host: this.host },
-        reportingComponent: this.component,
-        reportingInstance: this.host,
-        firstTimestamp: now,
-        lastTimestamp: now,
-        count: 1,
+    const now = new Date().toISOString();
+    await requestJson(this.conn, 'POST', `/api/v1/namespaces/${encodeURIComponent(namespace)}/events`, {
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { generateName: `${obj.name}.`, namespace },
+      involvedObject: {
+        apiVersion: obj.apiVersion,
+        kind: obj.kind,
+        name: obj.name,
+        ...(obj.namespace ? { namespace: obj.namespace } : {}),
       },
+      type,
+      reason,
+      message,
+      source: { component: this.component, host: this.host },
+      reportingComponent: this.component,
+      reportingInstance: this.host,
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
     });
   }
 }

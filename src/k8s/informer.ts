@@ -122,18 +122,25 @@ export class Informer {
     this.timer = this.clock.after(wait, what);
   }
 
+  /**
+   * List everything, page by page, delivering each page as it comes: only
+   * one page of objects as the API sent them is held at a time. Keys the
+   * list did not name are removed once it is complete; a list that fails
+   * part way removes nothing and starts over.
+   */
   private async relist(): Promise<void> {
     if (this.stopped) return;
     const gen = ++this.generation;
     this.handle?.stop();
     this.handle = undefined;
-    const items: KubeObject[] = [];
+    const seen = new Set<string>();
     let rv: string;
     try {
       let cont: string | undefined;
       do {
         const page = await this.client.list({ limit: this.opts.pageSize ?? 500, ...(cont ? { continue: cont } : {}) });
-        items.push(...page.items);
+        if (this.stopped || gen !== this.generation) return;
+        this.upsertAll(page.items, seen);
         rv = page.resourceVersion;
         cont = page.continue || undefined;
       } while (cont);
@@ -142,9 +149,8 @@ export class Informer {
       this.retryLater(() => void this.relist(), statusOf(e) === 410 ? 'list continue token expired' : 'list failed', e);
       return;
     }
-    if (this.stopped || gen !== this.generation) return;
     this.stats.lists++;
-    this.replace(items);
+    this.removeUnseen(seen);
     this.rv = rv;
     this.backoffMs = this.opts.minBackoffMs ?? 200;
     if (!this.synced) {
@@ -154,9 +160,8 @@ export class Informer {
     void this.watch(gen);
   }
 
-  /** Make the store equal to a fresh list, raising events only for differences. */
-  private replace(items: KubeObject[]): void {
-    const seen = new Set<string>();
+  /** Deliver listed objects, raising events only for what differs from the store. */
+  private upsertAll(items: KubeObject[], seen: Set<string>): void {
     for (const o of items) {
       const k = keyOf(o);
       seen.add(k);
@@ -166,6 +171,10 @@ export class Informer {
       this.store.set(k, rv);
       this.handler.upsert(k, o);
     }
+  }
+
+  /** After a complete list: what it did not name is gone. */
+  private removeUnseen(seen: Set<string>): void {
     for (const k of [...this.store.keys()]) {
       if (seen.has(k)) continue;
       this.store.delete(k);

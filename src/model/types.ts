@@ -5,6 +5,8 @@
  * consumes Frontends.
  */
 
+import type { Endpoints } from './endpoints.js';
+
 export type Protocol = 'TCP' | 'UDP';
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
@@ -67,7 +69,17 @@ export interface EndpointSlice {
   name: string;
   serviceName: string;
   ports: Array<{ name: string; port: number; protocol: Protocol }>;
-  endpoints: SliceEndpoint[];
+  /** packed (endpoints.ts); iterating gives SliceEndpoints */
+  endpoints: Endpoints;
+}
+
+/** A node of the cluster, as the dataplane needs it (from a v1 Node). */
+export interface Node {
+  name: string;
+  /** status.addresses of type InternalIP, IPv4, in the order listed */
+  internalIPs: string[];
+  /** status.addresses of type ExternalIP, IPv4, in the order listed */
+  externalIPs: string[];
 }
 
 export interface Backend {

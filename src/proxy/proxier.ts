@@ -58,7 +58,7 @@ export class Proxier {
     this.dataplane = dataplane;
     const policy = opts.services ?? DEFAULT_SERVICE_POLICY;
     this.node = { nodeName: opts.nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: policy.allowNodeAddressExternalIPs };
-    this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded, policy);
+    this.store = new ServiceStore((svc) => this.markDirty(svc), onRecorded);
     // the runner takes a promise; a sync is synchronous, and what it throws rejects
     this.runner = new SyncRunner(
       (full) =>

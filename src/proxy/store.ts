@@ -1,93 +1,96 @@
 /**
  * The current Services and EndpointSlices, as domain objects, from whatever
- * source (manifests, the Kubernetes API). Applying an object only records
- * it and marks the service it belongs to as changed; nothing is computed
- * or programmed here.
+ * source (manifests, the Kubernetes API): the sources convert and validate,
+ * the store sees only what converted. Applying an object only records it
+ * and marks the service it belongs to as changed; nothing is computed or
+ * programmed here.
  */
-import { createHash } from 'node:crypto';
-import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
 import { desiredFor, frontendsFor, type Desired, type NodeContext } from '../model/desired.js';
+import { sameData } from '../model/equal.js';
 import type { EndpointSlice, Frontend, Service } from '../model/types.js';
 import { serviceKey } from '../model/types.js';
-import { toEndpointSlice, toService, type ConvertPolicy, type Problem } from '../sources/convert.js';
 
 export type ChangeListener = (service: string) => void;
 
-/** A digest of a converted object: change detection without keeping a copy. */
-const digest = (v: unknown): string => createHash('sha1').update(JSON.stringify(v)).digest('base64');
-
 export class ServiceStore {
   /** `seq`: when the store first saw the service (kept across updates) */
-  private readonly services = new Map<string, { svc: Service; digest: string; seq: number }>();
+  private readonly services = new Map<string, { svc: Service; seq: number }>();
   private seq = 0;
-  private readonly slices = new Map<string, { slice: EndpointSlice; digest: string }>();
-  private readonly slicesBySvc = new Map<string, Set<string>>();
+  private readonly slices = new Map<string, EndpointSlice>();
+  /** slice keys of each service: one key alone, or a set of them */
+  private readonly slicesBySvc = new Map<string, string | Set<string>>();
 
   constructor(
     private readonly onChange: ChangeListener,
     /** told of each recorded change, for metrics */
     private readonly onRecorded: (kind: 'service' | 'slice') => void = () => undefined,
-    private readonly policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
   ) {}
 
-  /** Record a Service (or its deletion: obj undefined). Returns problems found. */
-  applyService(key: string, obj: unknown): Problem[] {
-    if (obj === undefined) {
+  /**
+   * Record a Service (undefined: deleted). An equal one changes nothing.
+   * `key` is its namespace/name.
+   */
+  applyService(key: string, svc: Service | undefined): void {
+    if (svc === undefined) {
       if (this.services.delete(key)) {
         this.onRecorded('service');
         this.onChange(key);
       }
-      return [];
+      return;
     }
-    const { value, problems } = toService(obj, this.policy);
-    if (!value) {
-      // A broken object withdraws nothing it did not already have: the last
-      // good version (if any) stays in force.
-      return problems;
-    }
-    const k = serviceKey(value.namespace, value.name);
-    const d = digest(value);
+    const k = serviceKey(svc.namespace, svc.name);
     const old = this.services.get(k);
-    if (old?.digest !== d) {
-      this.services.set(k, { svc: value, digest: d, seq: old?.seq ?? this.seq++ });
-      this.onRecorded('service');
-      this.onChange(k);
-    }
-    return problems;
+    if (old && sameData(old.svc, svc)) return;
+    this.services.set(k, { svc, seq: old?.seq ?? this.seq++ });
+    this.onRecorded('service');
+    this.onChange(k);
   }
 
-  applySlice(key: string, obj: unknown): Problem[] {
-    if (obj === undefined) {
+  /** Record an EndpointSlice (undefined: deleted), by its namespace/name. */
+  applySlice(key: string, slice: EndpointSlice | undefined): void {
+    if (slice === undefined) {
       const old = this.slices.get(key);
       if (old) {
         this.slices.delete(key);
-        const sk = serviceKey(old.slice.namespace, old.slice.serviceName);
-        this.slicesBySvc.get(sk)?.delete(key);
+        const sk = serviceKey(old.namespace, old.serviceName);
+        this.unlink(sk, key);
         this.onRecorded('slice');
         this.onChange(sk);
       }
-      return [];
+      return;
     }
-    const { value, problems } = toEndpointSlice(obj);
-    if (!value) return problems;
-    const d = digest(value);
     const old = this.slices.get(key);
-    if (old?.digest === d) return problems;
-    const sk = serviceKey(value.namespace, value.serviceName);
+    if (old && sameData(old, slice)) return;
+    const sk = serviceKey(slice.namespace, slice.serviceName);
     if (old) {
-      const oldSk = serviceKey(old.slice.namespace, old.slice.serviceName);
+      const oldSk = serviceKey(old.namespace, old.serviceName);
       if (oldSk !== sk) {
-        this.slicesBySvc.get(oldSk)?.delete(key);
+        this.unlink(oldSk, key);
         this.onChange(oldSk);
       }
     }
-    this.slices.set(key, { slice: value, digest: d });
-    let s = this.slicesBySvc.get(sk);
-    if (!s) this.slicesBySvc.set(sk, (s = new Set()));
-    s.add(key);
+    this.slices.set(key, slice);
+    this.link(sk, key);
     this.onRecorded('slice');
     this.onChange(sk);
-    return problems;
+  }
+
+  /** Most services have one slice: its key stands alone, a Set only from the second. */
+  private link(svc: string, slice: string): void {
+    const cur = this.slicesBySvc.get(svc);
+    if (cur === undefined) this.slicesBySvc.set(svc, slice);
+    else if (typeof cur === 'string') {
+      if (cur !== slice) this.slicesBySvc.set(svc, new Set([cur, slice]));
+    } else cur.add(slice);
+  }
+
+  private unlink(svc: string, slice: string): void {
+    const cur = this.slicesBySvc.get(svc);
+    if (cur === slice) this.slicesBySvc.delete(svc);
+    else if (typeof cur === 'object') {
+      cur.delete(slice);
+      if (cur.size === 1) this.slicesBySvc.set(svc, [...cur][0]!);
+    }
   }
 
   service(key: string): Service | undefined {
@@ -95,7 +98,9 @@ export class ServiceStore {
   }
 
   slicesOf(key: string): EndpointSlice[] {
-    return [...(this.slicesBySvc.get(key) ?? [])].map((k) => this.slices.get(k)!.slice);
+    const keys = this.slicesBySvc.get(key);
+    if (keys === undefined) return [];
+    return typeof keys === 'string' ? [this.slices.get(keys)!] : [...keys].map((k) => this.slices.get(k)!);
   }
 
   serviceKeys(): string[] {

@@ -10,22 +10,10 @@ import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
 import { cidrContains, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
-import type { EndpointSlice, LbAlgorithm, Protocol, Service, ServicePort, SliceEndpoint } from '../model/types.js';
-
-export interface Problem {
-  /** "Service default/web" */
-  object: string;
-  /** "spec.ports[1].port" */
-  field: string;
-  message: string;
-  /** false: the field was skipped and the rest of the object applied */
-  fatal: boolean;
-}
-
-export interface Converted<T> {
-  value?: T;
-  problems: Problem[];
-}
+import type { Converted, Problem } from '../model/problem.js';
+import { Endpoints } from '../model/endpoints.js';
+import type { EndpointSlice, LbAlgorithm, Node, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import { intern } from './intern.js';
 
 const Meta = z.looseObject({
   name: z.string().min(1),
@@ -109,12 +97,12 @@ function zodProblems(object: string, prefix: string, err: z.ZodError, fatal: boo
   return err.issues.map((i) => ({ object, field: pathOf(prefix, i.path) || '(object)', message: i.message, fatal }));
 }
 
-function objectName(kind: string, o: unknown): string {
+function objectName(kind: string, o: unknown, clusterScoped = false): string {
   const m = (o as { metadata?: { name?: unknown; namespace?: unknown } })?.metadata;
   const short = (v: string) => (v.length > 80 ? `${v.slice(0, 80)}…` : v);
   const ns = typeof m?.namespace === 'string' ? short(m.namespace) : 'default';
   const name = typeof m?.name === 'string' ? short(m.name) : '<unnamed>';
-  return `${kind} ${ns}/${name}`;
+  return clusterScoped ? `${kind} ${name}` : `${kind} ${ns}/${name}`;
 }
 
 /** Individual problems listed per list field before they are summed up. */
@@ -315,10 +303,10 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     names.set(name, i);
     if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
-      name,
-      protocol: protocol,
+      name: intern(name),
+      protocol: protocol === 'UDP' ? 'UDP' : 'TCP',
       port: sp.port,
-      targetPort: sp.targetPort ?? sp.port,
+      targetPort: typeof sp.targetPort === 'string' ? intern(sp.targetPort) : (sp.targetPort ?? sp.port),
       field: at,
       ...(nodePort !== undefined ? { nodePort } : {}),
     });
@@ -377,12 +365,13 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
 
   const hasSelector = !!spec.selector && Object.keys(spec.selector).length > 0;
   const affinity = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0;
+  // Arrays built by push have room to grow; the ones kept are copied to their size.
   return {
     value: {
-      namespace,
+      namespace: intern(namespace),
       name: metadata.name,
       type,
-      clusterIPs: type === 'ExternalName' ? [] : clusterIPs,
+      clusterIPs: type === 'ExternalName' ? [] : clusterIPs.slice(),
       externalIPs: served,
       loadBalancerIPs,
       ports: servedPorts.map(({ field: _f, ...sp }) => sp),
@@ -422,8 +411,8 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   if (!serviceName) return p.fatal(labelField, 'missing: the slice belongs to no service');
   const labelErr = labelValue(serviceName) ?? dns1035Label(serviceName);
   if (labelErr) return p.fatal(labelField, `names no Service: ${labelErr}`);
-  const base = { namespace, name: metadata.name, serviceName };
-  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: [] }, problems: p.done() };
+  const base = { namespace: intern(namespace), name: metadata.name, serviceName };
+  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: Endpoints.none }, problems: p.done() };
 
   const ports: EndpointSlice['ports'] = [];
   const rawPorts = r.data.ports ?? [];
@@ -438,7 +427,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     const err = sp.name ? dns1123Label(sp.name) : undefined;
     if (err) return p.entry('ports', `ports[${i}].name`, `a port name ${err}; port skipped`);
     if ((sp.protocol ?? 'TCP') === 'SCTP') return;
-    ports.push({ name: sp.name ?? '', port: sp.port, protocol: (sp.protocol ?? 'TCP') as Protocol });
+    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: sp.protocol === 'UDP' ? 'UDP' : 'TCP' });
   });
   const endpoints: SliceEndpoint[] = [];
   const rawEps = r.data.endpoints ?? [];
@@ -475,13 +464,59 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     if (addresses.length === 0) return;
     const c = er.data.conditions ?? {};
     const ready = c.ready ?? true;
-    endpoints.push({
-      addresses,
-      ready,
-      serving: c.serving ?? ready,
-      terminating: c.terminating ?? false,
-      ...(nodeName ? { nodeName } : {}),
-    });
+    const serving = c.serving ?? ready;
+    const terminating = c.terminating ?? false;
+    endpoints.push(
+      nodeName ? { addresses, ready, serving, terminating, nodeName: intern(nodeName) } : { addresses, ready, serving, terminating },
+    );
   });
-  return { value: { ...base, ports, endpoints }, problems: p.done() };
+  return { value: { ...base, ports: ports.slice(), endpoints: Endpoints.of(endpoints) }, problems: p.done() };
+}
+
+const NodeShape = z.looseObject({
+  metadata: Meta,
+  status: z
+    .looseObject({
+      addresses: z
+        .array(z.looseObject({ type: z.string(), address: z.string() }))
+        .nullable()
+        .optional(),
+    })
+    .optional(),
+});
+
+/** A v1 Node: its name and IPv4 InternalIP and ExternalIP addresses. */
+export function toNode(o: unknown): Converted<Node> {
+  const object = objectName('Node', o, true);
+  const r = NodeShape.safeParse(o);
+  if (!r.success) return { problems: zodProblems(object, '', r.error, true) };
+  const p = new Problems(object);
+  const name = r.data.metadata.name;
+  const nameErr = dns1123Subdomain(name);
+  if (nameErr) return p.fatal('metadata.name', `a node name ${nameErr}`);
+  const internalIPs: string[] = [];
+  const externalIPs: string[] = [];
+  (r.data.status?.addresses ?? []).forEach((a, i) => {
+    const list = a.type === 'InternalIP' ? internalIPs : a.type === 'ExternalIP' ? externalIPs : undefined;
+    if (!list || isIPv6(a.address)) return; // Hostname, InternalDNS...; IPv6 is not served yet
+    const field = `status.addresses[${i}].address`;
+    if (!isIPv4(a.address)) return p.entry('status.addresses', field, `${quote(a.address)} is not an IP address; skipped`);
+    if (!list.includes(a.address)) list.push(a.address);
+  });
+  return { value: { name, internalIPs, externalIPs }, problems: p.done() };
+}
+
+/**
+ * A FelixConfiguration, for the config controller: its name and spec as
+ * written (src/config/felix.ts validates the spec; a spec that is not a
+ * mapping counts as empty).
+ */
+export interface FelixConfiguration {
+  name: string;
+  spec: Record<string, unknown>;
+}
+
+export function toFelixConfiguration(name: string, o: unknown): FelixConfiguration {
+  const spec = (o as { spec?: unknown } | undefined)?.spec;
+  return { name, spec: spec && typeof spec === 'object' && !Array.isArray(spec) ? (spec as Record<string, unknown>) : {} };
 }

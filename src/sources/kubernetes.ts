@@ -1,15 +1,19 @@
 /**
  * The Kubernetes source: one informer per kind (Services, EndpointSlices,
  * Nodes, FelixConfigurations) delivering into the same sink as the manifest
- * directory. Problems with an object are logged and, for objects in the
- * cluster, written as Events on that object.
+ * directory. Each object is converted as it arrives and only its domain
+ * object is delivered; nothing keeps the object as the API sent it (the
+ * informers keep a resourceVersion per key). Problems with an object are
+ * logged and, for objects in the cluster, written as Events on that object.
  */
 import type { Clock } from '../clock.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
 import type { KubeClients } from '../k8s/client.js';
 import { Informer, type KubeObject, type ResourceClient } from '../k8s/informer.js';
 import type { Logger } from '../log.js';
+import type { ConvertPolicy } from './convert.js';
 import { formatProblem } from './manifests.js';
-import type { Kind, ObjectSink } from './sink.js';
+import { convertObject, deliver, withdraw, type Kind, type ObjectSink } from './sink.js';
 
 const API: Record<Kind, string> = {
   Service: 'v1',
@@ -20,6 +24,7 @@ const API: Record<Kind, string> = {
 
 export class KubeSource {
   readonly informers: Record<Kind, Informer>;
+  /** the problems last reported for each object that has any */
   private readonly reported = new Map<string, string>();
 
   constructor(
@@ -27,6 +32,8 @@ export class KubeSource {
     private readonly sink: ObjectSink,
     private readonly log: Logger,
     clock: Clock,
+    /** what a Service may claim (node-port range, external IPs, fan-out) */
+    private readonly policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
   ) {
     const mk = (kind: Kind, rc: ResourceClient) =>
       new Informer(
@@ -64,9 +71,16 @@ export class KubeSource {
 
   private deliver(kind: Kind, key: string, obj: KubeObject | undefined): void {
     const where = `${kind} ${key}`;
-    const problems = this.sink.apply(kind, key, obj, where);
-    const text = problems.map((p) => formatProblem(p, 'API')).join('\n');
     if (!obj) {
+      withdraw(this.sink, kind, key, where);
+      this.reported.delete(where);
+      return;
+    }
+    // A broken object is not delivered: the last good version stays in force.
+    const { object, problems } = convertObject(kind, key, obj, this.policy);
+    if (object) deliver(this.sink, key, object, where);
+    const text = problems.map((p) => formatProblem(p, 'API')).join('\n');
+    if (!text) {
       this.reported.delete(where);
       return;
     }
@@ -77,7 +91,6 @@ export class KubeSource {
       if (p.fatal) this.log.error({ object: p.object, field: p.field }, msg);
       else this.log.warn({ object: p.object, field: p.field }, msg);
     }
-    if (problems.length === 0) return;
     const [ns, name] = key.includes('/') ? (key.split('/') as [string, string]) : [undefined, key];
     this.events
       .record(

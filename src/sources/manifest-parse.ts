@@ -8,13 +8,17 @@
  * A YAML file is cut at its `---` lines (which YAML forbids inside any
  * scalar or collection) and each part is parsed on its own, so a file that
  * changed is parsed again only where it changed: parts are cached by a
- * hash of their text. Each object comes with a digest of its canonical
- * serialisation, computed once when its part is parsed.
+ * hash of their text. Each object is converted to its domain object when
+ * its part is parsed, and comes with a digest of its canonical
+ * serialisation, computed then too; the object as written is not kept.
  */
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { Composer, Lexer, LineCounter, Parser, isScalar, visit, type CST, type Document } from 'yaml';
-import { API_VERSIONS, CLUSTER_SCOPED, KINDS, type Kind } from './sink.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
+import type { Problem } from '../model/problem.js';
+import type { ConvertPolicy } from './convert.js';
+import { API_VERSIONS, CLUSTER_SCOPED, KINDS, convertObject, type DomainObject, type Kind } from './sink.js';
 
 export interface ParseLimits {
   /** deepest nesting read (YAML collections, or JSON values) */
@@ -38,12 +42,41 @@ export const DEFAULT_PARSE_LIMITS: ParseLimits = {
   maxDocuments: 100_000,
 };
 
-export interface ManifestObject {
-  obj: unknown;
-  /** "file.yaml document 2" or "file.yaml document 1 item 3" */
-  where: string;
-  /** of the object's JSON serialisation: equal digests, equal objects */
+/**
+ * One object as a document defines it, wherever the document is: cached
+ * with its part and shared by every version of the file that has it.
+ */
+export type Item = {
+  /** "Kind/namespace/name" */
+  id: string;
+  /** of the object's JSON serialisation as written: equal digests, equal objects */
   digest: string;
+  /** what its conversion found, reported when it is applied */
+  problems?: Problem[];
+} & (DomainObject | { kind: Kind; value?: undefined }); // value: the domain object, absent when a fatal problem dropped it
+
+/** An item whose object converted. */
+export const converted = (i: Item): i is Item & DomainObject => i.value !== undefined;
+
+/** An object of one version of a file: its item, and where the file has it. */
+export class ManifestObject {
+  constructor(
+    readonly item: Item,
+    /** the file, as messages name it */
+    readonly file: string,
+    private readonly doc: number,
+    /** its number in a List document; 0: the document itself */
+    private readonly listItem: number,
+  ) {}
+
+  /** "file.yaml document 2" or "file.yaml document 1 item 3" (made when asked: most are never) */
+  get where(): string {
+    return `${this.file} document ${this.doc}${this.listItem ? ` item ${this.listItem}` : ''}`;
+  }
+
+  get digest(): string {
+    return this.item.digest;
+  }
 }
 
 /** A document (or the whole file, when `document` is absent) that could not be read. */
@@ -60,8 +93,21 @@ export interface Note {
   kind?: string | null;
 }
 
-/** Parsed parts of a file by the hash of their text, for its next version. */
-export type PartCache = Map<string, Part>;
+/**
+ * The documents of a file's parts by the hash of their text, for its next
+ * version. A part that is one document of one object (most are) is kept as
+ * that object's item alone.
+ */
+export type PartCache = Map<string, DocOutcome[] | Item>;
+
+function toCache(docs: DocOutcome[]): DocOutcome[] | Item {
+  const d = docs[0];
+  if (docs.length !== 1 || !d || d.broken || d.list || d.note || d.items.length !== 1) return docs;
+  const item = d.items[0]!;
+  return 'id' in item ? item : docs;
+}
+
+const fromCache = (c: DocOutcome[] | Item): DocOutcome[] => (Array.isArray(c) ? c : [{ list: false, items: [c] }]);
 
 export interface Parsed {
   /** by "Kind/namespace/name" */
@@ -87,12 +133,6 @@ interface DocOutcome {
   /** a problem of the document itself */
   note?: ItemNote;
   items: Array<Item | ItemNote>;
-}
-
-interface Item {
-  id: string;
-  obj: unknown;
-  digest: string;
 }
 
 interface ItemNote {
@@ -126,14 +166,11 @@ const KNOWN_OTHER = new Set([
 
 class TooBig extends Error {}
 
-export function objectDigest(obj: unknown): string {
-  return createHash('sha1').update(JSON.stringify(obj)).digest('base64');
-}
-
 /**
  * `rel` names the file in messages; `json`: parse as one JSON value (much
  * faster and smaller than the YAML parser for the same text); `previous`:
- * the parts of the file's last version, reused where the text is the same.
+ * the parts of the file's last version, reused where the text is the same
+ * (they were converted with the same `policy`).
  */
 export function parseManifest(
   rel: string,
@@ -141,6 +178,7 @@ export function parseManifest(
   json: boolean,
   limits: ParseLimits = DEFAULT_PARSE_LIMITS,
   previous?: PartCache,
+  policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
 ): Parsed {
   const out: Parsed = { objects: new Map(), good: 0, broken: [], notes: [], digests: 0, parsedDocuments: 0, parts: new Map() };
   if (bytes.includes(0)) {
@@ -155,7 +193,7 @@ export function parseManifest(
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const docs: Array<{ doc: DocOutcome; firstLine: number }> = [];
   if (json) {
-    const part = parseJson(text, limits);
+    const part = parseJson(text, limits, policy);
     out.digests += part.digests;
     out.parsedDocuments++;
     docs.push({ doc: part.docs[0]!, firstLine: 1 });
@@ -165,14 +203,16 @@ export function parseManifest(
       const budget = limits.maxDocuments - docs.length;
       const source = text.slice(start, end);
       const key = createHash('sha1').update(source).digest('base64');
-      let part = out.parts.get(key) ?? previous?.get(key);
-      if (!part) {
-        part = parseYaml(source, limits, budget);
+      const cached = out.parts.get(key) ?? previous?.get(key);
+      let part: Part;
+      if (cached) part = { docs: fromCache(cached), digests: 0 };
+      else {
+        part = parseYaml(source, limits, budget, policy);
         out.digests += part.digests;
         out.parsedDocuments += part.docs.length;
       }
       // A part cut short by the budget is not kept: elsewhere it could be read whole.
-      if (!part.truncated) out.parts.set(key, part);
+      if (!part.truncated) out.parts.set(key, cached ?? toCache(part.docs));
       for (const doc of part.docs.slice(0, budget)) docs.push({ doc, firstLine });
       if (part.truncated || part.docs.length > budget) {
         firstUnread = firstLine;
@@ -226,7 +266,7 @@ function onlyComments(text: string, start: number, end: number): boolean {
   return true;
 }
 
-function parseJson(text: string, limits: ParseLimits): Part {
+function parseJson(text: string, limits: ParseLimits, policy: ConvertPolicy): Part {
   const part: Part = { docs: [], digests: 0 };
   let value: unknown;
   try {
@@ -236,7 +276,7 @@ function parseJson(text: string, limits: ParseLimits): Part {
     part.docs.push({ broken: () => reason, list: false, items: [] });
     return part;
   }
-  part.docs.push(document(value, limits, part));
+  part.docs.push(document(value, limits, part, policy));
   return part;
 }
 
@@ -252,7 +292,7 @@ function jsonPosition(text: string, message: string): string {
 }
 
 /** The documents of one part of a YAML file, at most `budget` of them (then `truncated`). */
-function parseYaml(text: string, limits: ParseLimits, budget: number): Part {
+function parseYaml(text: string, limits: ParseLimits, budget: number, policy: ConvertPolicy): Part {
   const part: Part = { docs: [], digests: 0 };
   const lines = new LineCounter();
   const lineOf = (offset: number) => lines.linePos(offset).line;
@@ -281,7 +321,7 @@ function parseYaml(text: string, limits: ParseLimits, budget: number): Part {
         part.docs.push({ broken: () => why, list: false, items: [] });
         continue;
       }
-      part.docs.push(document(value, limits, part));
+      part.docs.push(document(value, limits, part, policy));
     }
   } catch (e) {
     // A limit from tokens(), or the parser failing: the rest of this part is not read.
@@ -346,7 +386,7 @@ function documentError(doc: Document.Parsed, lineOf: (offset: number) => number)
 }
 
 /** A readable document: its object, or the items of its List. */
-function document(value: unknown, limits: ParseLimits, part: Part): DocOutcome {
+function document(value: unknown, limits: ParseLimits, part: Part, policy: ConvertPolicy): DocOutcome {
   if (value === null || value === undefined) return { list: false, items: [] };
   if (deeperThan(value, limits.maxDepth)) {
     return { broken: () => `is nested more than ${limits.maxDepth} levels deep`, list: false, items: [] };
@@ -361,12 +401,12 @@ function document(value: unknown, limits: ParseLimits, part: Part): DocOutcome {
         note: { level: 'error', msg: `kind List with items that are not a list (${typeName(items)}); nothing in it is applied` },
       };
     }
-    return { list: true, items: items.map((item: unknown) => collect(item, part)) };
+    return { list: true, items: items.map((item: unknown) => collect(item, part, policy)) };
   }
-  return { list: false, items: [collect(value, part)] };
+  return { list: false, items: [collect(value, part, policy)] };
 }
 
-function collect(item: unknown, part: Part): Item | ItemNote {
+function collect(item: unknown, part: Part, policy: ConvertPolicy): Item | ItemNote {
   if (!isObject(item)) {
     return { level: 'error', msg: `not a Kubernetes object (${typeName(item)}; expected a mapping with kind and metadata); skipped` };
   }
@@ -383,13 +423,19 @@ function collect(item: unknown, part: Part): Item | ItemNote {
   const meta = isObject(item.metadata) ? item.metadata : {};
   const ns = CLUSTER_SCOPED.has(kind) ? '' : typeof meta.namespace === 'string' ? meta.namespace : 'default';
   const name = typeof meta.name === 'string' ? meta.name : '';
+  let json: string;
   try {
     part.digests++;
-    return { id: `${kind}/${ns}/${name}`, obj: item, digest: objectDigest(item) };
+    json = JSON.stringify(item);
   } catch (e) {
     // a circle or a nesting made of YAML aliases
     return { level: 'error', msg: `${kind} ${ns}/${name} cannot be serialised (${(e as Error).message.split('\n')[0]}); skipped` };
   }
+  const digest = createHash('sha1').update(json).digest('base64');
+  // Converted from its JSON form, as kubectl would send it: YAML values are
+  // slices of the file's text, and one of them kept would keep the whole text.
+  const { object, problems } = convertObject(kind, ns ? `${ns}/${name}` : name, JSON.parse(json) as unknown, policy);
+  return { id: `${kind}/${ns}/${name}`, digest, ...(object ?? { kind }), ...(problems.length > 0 ? { problems } : {}) };
 }
 
 /** Number the documents and name every object and problem by file, document and item. */
@@ -405,14 +451,16 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
     const here = `${rel} document ${n}`;
     if (doc.note) out.notes.push(note(doc.note, here));
     doc.items.forEach((item, j) => {
-      const where = doc.list ? `${here} item ${j + 1}` : here;
+      const itemNo = doc.list ? j + 1 : 0;
       if (!('id' in item)) {
-        out.notes.push(note(item, where));
+        out.notes.push(note(item, itemNo ? `${here} item ${itemNo}` : here));
         return;
       }
+      const at = new ManifestObject(item, rel, n, itemNo);
       const first = out.objects.get(item.id);
       if (first) {
         const [kind, ns, name] = item.id.split('/');
+        const where = at.where;
         out.notes.push({
           level: 'error',
           where,
@@ -420,7 +468,7 @@ function assemble(rel: string, docs: Array<{ doc: DocOutcome; firstLine: number 
         });
         return;
       }
-      out.objects.set(item.id, { obj: item.obj, where, digest: item.digest });
+      out.objects.set(item.id, at);
     });
   }
 }

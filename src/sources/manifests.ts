@@ -9,7 +9,8 @@
  * whose bytes changed are read further, only their documents whose text
  * changed are parsed, objects are compared by a digest computed once at
  * parse time, and only the ids a changed file held or holds are merged
- * again. A file's broken documents are reported by number while its
+ * again. Objects are converted to domain objects as their documents are
+ * parsed; only those are kept and delivered. A file's broken documents are reported by number while its
  * good ones apply; objects the file no longer names are kept in force until
  * it reads cleanly (so a typo withdraws nothing). A file that cannot be read
  * at all (too big, not text, unreadable) keeps its last good objects. Each
@@ -20,16 +21,19 @@ import { join, relative, sep } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { Problem } from './convert.js';
+import { DEFAULT_SERVICE_POLICY } from '../config/services.js';
+import type { Problem } from '../model/problem.js';
+import type { ConvertPolicy } from './convert.js';
 import {
   DEFAULT_PARSE_LIMITS,
+  converted,
   parseManifest,
   type Broken,
   type ManifestObject,
   type ParseLimits,
   type PartCache,
 } from './manifest-parse.js';
-import type { Kind, ObjectSink } from './sink.js';
+import { deliver, withdraw, type Kind, type ObjectSink } from './sink.js';
 
 /** Largest manifest file read (--manifest-max-file-size). */
 export const DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024;
@@ -43,6 +47,8 @@ export interface ManifestSourceOptions {
   maxFileBytes?: number;
   /** parser limits (tests make them small) */
   limits?: Partial<ParseLimits>;
+  /** what a Service may claim (node-port range, external IPs, fan-out) */
+  policy?: ConvertPolicy;
 }
 
 export interface ManifestStats {
@@ -52,7 +58,7 @@ export interface ManifestStats {
   documentsParsed: number;
   /** objects serialised for their digest (each once, when its document is parsed) */
   objectsDigested: number;
-  /** calls to the sink */
+  /** objects applied or withdrawn */
   applied: number;
 }
 
@@ -91,10 +97,10 @@ export function formatProblem(p: Problem, where: string): string {
 export class ManifestSource {
   readonly stats: ManifestStats = { filesParsed: 0, documentsParsed: 0, objectsDigested: 0, applied: 0 };
   private files = new Map<string, FileState>();
-  /** the files defining each id, in path order: the first one's object is used */
-  private owners = new Map<string, string[]>();
-  /** what the sink has: the digest and file of each applied object */
-  private applied = new Map<string, { digest: string; file: string }>();
+  /** the file defining each id, or the files (in path order) when several do: the first one's object is used */
+  private owners = new Map<string, string | string[]>();
+  /** what the sink has: the object applied for each id (its digest, its file) */
+  private applied = new Map<string, ManifestObject>();
   /** directories that could not be listed, with the message logged */
   private badDirs = new Map<string, string>();
   private timer: Timer | undefined;
@@ -110,6 +116,7 @@ export class ManifestSource {
   private readonly pollMs: number;
   private readonly maxFileBytes: number;
   private readonly limits: ParseLimits;
+  private readonly policy: ConvertPolicy;
 
   constructor(
     private readonly dir: string,
@@ -121,6 +128,7 @@ export class ManifestSource {
     this.pollMs = options.pollMs ?? 250;
     this.maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
     this.limits = { ...DEFAULT_PARSE_LIMITS, ...options.limits };
+    this.policy = options.policy ?? DEFAULT_SERVICE_POLICY;
   }
 
   /** Read everything once (synchronously), then keep watching. */
@@ -332,7 +340,7 @@ export class ManifestSource {
   private parse(path: string, rel: string, f: FileState, bytes: Buffer): Change | undefined {
     let parsed;
     try {
-      parsed = parseManifest(rel, bytes, /\.json$/i.test(path), this.limits, f.parts);
+      parsed = parseManifest(rel, bytes, /\.json$/i.test(path), this.limits, f.parts, this.policy);
     } catch (e) {
       // A bug of ours or of the YAML library must not stop the source.
       this.readProblem(f, rel, `could not be parsed (${(e as Error).message.split('\n')[0]})`);
@@ -388,18 +396,19 @@ export class ManifestSource {
     }
     const removed: string[] = [];
     for (const id of affected) {
-      const owners = this.owners.get(id);
+      const owned = this.owners.get(id);
       const prev = this.applied.get(id);
-      if (!owners) {
+      if (!owned) {
         if (prev) removed.push(id);
         continue;
       }
+      const owners = typeof owned === 'string' ? [owned] : owned;
       const file = owners[0]!;
       const o = this.files.get(file)!.objects.get(id)!;
-      if (!prev || prev.digest !== o.digest) this.apply(id, o.obj, o.where);
-      this.applied.set(id, { digest: o.digest, file });
+      if (!prev || prev.digest !== o.digest) this.apply(id, o, o.where);
+      this.applied.set(id, o);
       for (const other of owners.slice(1)) {
-        if (prev?.file === file && !changedFiles.has(other)) continue;
+        if (prev?.file === o.file && !changedFiles.has(other)) continue;
         const where = this.files.get(other)!.objects.get(id)!.where;
         this.log.error({ where }, `${where}: ${id.replace(/\//, ' ')} is also defined in ${o.where}; that one is used`);
       }
@@ -412,7 +421,8 @@ export class ManifestSource {
 
   private own(id: string, path: string): void {
     const owners = this.owners.get(id);
-    if (!owners) this.owners.set(id, [path]);
+    if (owners === undefined) this.owners.set(id, path);
+    else if (typeof owners === 'string') this.owners.set(id, [owners, path].sort());
     else {
       owners.push(path);
       owners.sort();
@@ -421,18 +431,25 @@ export class ManifestSource {
 
   private disown(id: string, path: string): void {
     const owners = this.owners.get(id);
-    if (!owners) return;
+    if (owners === undefined) return;
+    if (typeof owners === 'string') {
+      if (owners === path) this.owners.delete(id);
+      return;
+    }
     const i = owners.indexOf(path);
     if (i >= 0) owners.splice(i, 1);
-    if (owners.length === 0) this.owners.delete(id);
+    if (owners.length === 1) this.owners.set(id, owners[0]!);
+    else if (owners.length === 0) this.owners.delete(id);
   }
 
-  private apply(id: string, obj: unknown, where: string): void {
+  /** Deliver an object (or its withdrawal); one that did not convert is only reported, and the last good version stays. */
+  private apply(id: string, o: ManifestObject | undefined, where: string): void {
     const [kind, ns, name] = id.split('/') as [Kind, string, string];
     const key = ns ? `${ns}/${name}` : name;
     this.stats.applied++;
-    const problems = this.sink.apply(kind, key, obj, where);
-    for (const p of problems) {
+    if (!o) return withdraw(this.sink, kind, key, where);
+    if (converted(o.item)) deliver(this.sink, key, o.item, where);
+    for (const p of o.item.problems ?? []) {
       const msg = formatProblem(p, where);
       if (p.fatal) this.log.error({ where, object: p.object, field: p.field }, `${msg}; object skipped`);
       else this.log.warn({ where, object: p.object, field: p.field }, msg);

@@ -36,7 +36,7 @@ import {
   type PolicyProtocol,
   type PolicyRule,
 } from '../model/policy/types.js';
-import type { Converted, Problem } from './convert.js';
+import type { Converted, Problem } from '../model/problem.js';
 
 /** Problems listed one by one per list field before they are summed up. */
 const LISTED_PER_FIELD = 10;

@@ -1,12 +1,26 @@
-/** Where sources deliver objects; the agent decides what each kind feeds. */
-import type { Problem } from './convert.js';
+/**
+ * Where sources deliver what they read: domain objects, converted by the
+ * source (src/sources/convert.ts). An object that does not convert is never
+ * delivered; the source reports its problems and the last good version
+ * stays in force. The agent decides what each kind feeds.
+ */
+import type { EndpointSlice, Node, Service } from '../model/types.js';
+import type { Problem } from '../model/problem.js';
+import { toEndpointSlice, toFelixConfiguration, toNode, toService, type ConvertPolicy, type FelixConfiguration } from './convert.js';
 
 export type Kind = 'Service' | 'EndpointSlice' | 'FelixConfiguration' | 'Node';
 export const KINDS: readonly Kind[] = ['Service', 'EndpointSlice', 'FelixConfiguration', 'Node'];
 
+/**
+ * Domain objects by kind. `key` is namespace/name, or the name when
+ * cluster-scoped; undefined: deleted. `where` says where it was read
+ * ("web.yaml document 2", "API"), for messages.
+ */
 export interface ObjectSink {
-  /** Record an object (undefined: deleted). `key` is namespace/name, or name when cluster-scoped. */
-  apply(kind: Kind, key: string, obj: unknown, where: string): Problem[];
+  applyService(key: string, svc: Service | undefined, where: string): void;
+  applySlice(key: string, slice: EndpointSlice | undefined, where: string): void;
+  applyNode(name: string, node: Node | undefined, where: string): void;
+  applyFelixConfiguration(name: string, fc: FelixConfiguration | undefined, where: string): void;
 }
 
 /** API versions we read for each kind. */
@@ -19,19 +33,81 @@ export const API_VERSIONS: Record<Kind, readonly string[]> = {
 
 export const CLUSTER_SCOPED: ReadonlySet<Kind> = new Set(['FelixConfiguration', 'Node']);
 
-/** The part of a sink that feeds the service store. */
-export interface ServiceObjects {
-  applyService(key: string, obj: unknown): Problem[];
-  applySlice(key: string, obj: unknown): Problem[];
+/** One converted object, tagged with its kind. */
+export type DomainObject =
+  | { kind: 'Service'; value: Service }
+  | { kind: 'EndpointSlice'; value: EndpointSlice }
+  | { kind: 'Node'; value: Node }
+  | { kind: 'FelixConfiguration'; value: FelixConfiguration };
+
+/** A Kubernetes object of `kind` to its domain object (none when a fatal problem dropped it), with the problems found. */
+export function convertObject(
+  kind: Kind,
+  key: string,
+  obj: unknown,
+  policy: ConvertPolicy,
+): { object?: DomainObject; problems: Problem[] } {
+  switch (kind) {
+    case 'Service': {
+      const { value, problems } = toService(obj, policy);
+      return value ? { object: { kind, value }, problems } : { problems };
+    }
+    case 'EndpointSlice': {
+      const { value, problems } = toEndpointSlice(obj);
+      return value ? { object: { kind, value }, problems } : { problems };
+    }
+    case 'Node': {
+      const { value, problems } = toNode(obj);
+      return value ? { object: { kind, value }, problems } : { problems };
+    }
+    case 'FelixConfiguration':
+      return { object: { kind, value: toFelixConfiguration(key, obj) }, problems: [] };
+  }
 }
 
-/** A sink for Services and EndpointSlices; other kinds go to `other` (or are ignored). */
-export function serviceSink(store: ServiceObjects, other?: (kind: Kind, key: string, obj: unknown) => Problem[]): ObjectSink {
+/** Hand a converted object to the sink. */
+export function deliver(sink: ObjectSink, key: string, o: DomainObject, where: string): void {
+  switch (o.kind) {
+    case 'Service':
+      return sink.applyService(key, o.value, where);
+    case 'EndpointSlice':
+      return sink.applySlice(key, o.value, where);
+    case 'Node':
+      return sink.applyNode(key, o.value, where);
+    case 'FelixConfiguration':
+      return sink.applyFelixConfiguration(key, o.value, where);
+  }
+}
+
+/** Tell the sink an object is gone. */
+export function withdraw(sink: ObjectSink, kind: Kind, key: string, where: string): void {
+  switch (kind) {
+    case 'Service':
+      return sink.applyService(key, undefined, where);
+    case 'EndpointSlice':
+      return sink.applySlice(key, undefined, where);
+    case 'Node':
+      return sink.applyNode(key, undefined, where);
+    case 'FelixConfiguration':
+      return sink.applyFelixConfiguration(key, undefined, where);
+  }
+}
+
+/** The part of a sink that feeds the service store. */
+export interface ServiceObjects {
+  applyService(key: string, svc: Service | undefined): void;
+  applySlice(key: string, slice: EndpointSlice | undefined): void;
+}
+
+/** A sink for Services and EndpointSlices into `store`; Nodes and FelixConfigurations go to `other` (or are dropped). */
+export function serviceSink(
+  store: ServiceObjects,
+  other: Partial<Pick<ObjectSink, 'applyNode' | 'applyFelixConfiguration'>> = {},
+): ObjectSink {
   return {
-    apply(kind, key, obj) {
-      if (kind === 'Service') return store.applyService(key, obj);
-      if (kind === 'EndpointSlice') return store.applySlice(key, obj);
-      return other ? other(kind, key, obj) : [];
-    },
+    applyService: (key, svc) => store.applyService(key, svc),
+    applySlice: (key, slice) => store.applySlice(key, slice),
+    applyNode: (name, node, where) => other.applyNode?.(name, node, where),
+    applyFelixConfiguration: (name, fc, where) => other.applyFelixConfiguration?.(name, fc, where),
   };
 }

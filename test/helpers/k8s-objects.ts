@@ -1,4 +1,7 @@
-/** Kubernetes objects for tests (what kubectl would store). */
+/** Kubernetes objects for tests (what kubectl would store), and their domain objects. */
+import { toEndpointSlice, toService } from '../../src/sources/convert.js';
+import type { EndpointSlice, Service } from '../../src/model/types.js';
+
 export function service(
   ns: string,
   name: string,
@@ -27,4 +30,18 @@ export function slice(ns: string, svc: string, name: string, eps: Array<{ ip: st
 
 export function felix(name: string, spec: Record<string, unknown>) {
   return { apiVersion: 'crd.projectcalico.org/v1', kind: 'FelixConfiguration', metadata: { name }, spec };
+}
+
+/** The domain Service a source delivers for this object (it must convert). */
+export function asService(o: unknown): Service {
+  const r = toService(o);
+  if (!r.value) throw new Error(`test object does not convert: ${JSON.stringify(r.problems)}`);
+  return r.value;
+}
+
+/** The domain EndpointSlice a source delivers for this object (it must convert). */
+export function asSlice(o: unknown): EndpointSlice {
+  const r = toEndpointSlice(o);
+  if (!r.value) throw new Error(`test object does not convert: ${JSON.stringify(r.problems)}`);
+  return r.value;
 }

@@ -1,0 +1,101 @@
+/**
+ * The endpoints of one EndpointSlice, packed: a node holds 100,000 of
+ * them. As objects (an object, an address array, an address string each)
+ * they took ~150 bytes apiece; packed, one string per slice holds 4 bytes
+ * an address and 4 an endpoint, and node names are listed once per slice.
+ * Reading them makes SliceEndpoint objects, which are short-lived.
+ *
+ * Layout, one Latin-1 character a byte, per endpoint: address count
+ * (1-100), flags (ready, serving, terminating), node index + 1 (two bytes,
+ * big-endian; 0: no node name), then each IPv4 address in 4 bytes.
+ */
+import type { SliceEndpoint } from './types.js';
+
+const READY = 1;
+const SERVING = 2;
+const TERMINATING = 4;
+/** Largest number of addresses one endpoint may have (the API server's bound). */
+const MAX_ADDRESSES = 100;
+/** Distinct node names one slice may name (a slice has at most 1,000 endpoints). */
+const MAX_NODES = 0xffff;
+
+function ipv4Bytes(ip: string, out: number[]): void {
+  const p = ip.split('.');
+  if (p.length !== 4) throw new Error(`Endpoints: ${JSON.stringify(ip)} is not an IPv4 address`);
+  for (const x of p) {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 0 || n > 255 || x === '') throw new Error(`Endpoints: ${JSON.stringify(ip)} is not an IPv4 address`);
+    out.push(n);
+  }
+}
+
+export class Endpoints implements Iterable<SliceEndpoint> {
+  private constructor(
+    private readonly packed: string,
+    private readonly nodes: readonly string[],
+    /** how many endpoints */
+    readonly length: number,
+  ) {}
+
+  static readonly none = new Endpoints('', [], 0);
+
+  /** Pack endpoints: IPv4 addresses (1 to 100 each), as the converter validated them. */
+  static of(eps: Iterable<SliceEndpoint>): Endpoints {
+    const bytes: number[] = [];
+    const nodes: string[] = [];
+    const nodeIndex = new Map<string, number>();
+    let n = 0;
+    for (const e of eps) {
+      const count = e.addresses.length;
+      if (count < 1 || count > MAX_ADDRESSES) throw new Error(`Endpoints: an endpoint has ${count} addresses (1 to ${MAX_ADDRESSES})`);
+      let node = 0;
+      if (e.nodeName !== undefined) {
+        let i = nodeIndex.get(e.nodeName);
+        if (i === undefined) {
+          if (nodes.length >= MAX_NODES) throw new Error(`Endpoints: more than ${MAX_NODES} node names in one slice`);
+          i = nodes.push(e.nodeName) - 1;
+          nodeIndex.set(e.nodeName, i);
+        }
+        node = i + 1;
+      }
+      bytes.push(count, (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0), node >> 8, node & 0xff);
+      for (const a of e.addresses) ipv4Bytes(a, bytes);
+      n++;
+    }
+    if (n === 0) return Endpoints.none;
+    let packed = '';
+    for (let i = 0; i < bytes.length; i += 8192) packed += String.fromCharCode(...bytes.slice(i, i + 8192));
+    return new Endpoints(packed, nodes, n);
+  }
+
+  *[Symbol.iterator](): Iterator<SliceEndpoint> {
+    const s = this.packed;
+    for (let at = 0; at < s.length;) {
+      const count = s.charCodeAt(at);
+      const flags = s.charCodeAt(at + 1);
+      const node = (s.charCodeAt(at + 2) << 8) | s.charCodeAt(at + 3);
+      at += 4;
+      const addresses: string[] = new Array<string>(count);
+      for (let i = 0; i < count; i++, at += 4) {
+        addresses[i] = `${s.charCodeAt(at)}.${s.charCodeAt(at + 1)}.${s.charCodeAt(at + 2)}.${s.charCodeAt(at + 3)}`;
+      }
+      const ready = (flags & READY) !== 0;
+      const serving = (flags & SERVING) !== 0;
+      const terminating = (flags & TERMINATING) !== 0;
+      yield node ? { addresses, ready, serving, terminating, nodeName: this.nodes[node - 1]! } : { addresses, ready, serving, terminating };
+    }
+  }
+
+  toArray(): SliceEndpoint[] {
+    return [...this];
+  }
+
+  /** As a list of endpoints (logs, JSON output, test diffs). */
+  toJSON(): SliceEndpoint[] {
+    return this.toArray();
+  }
+
+  equals(o: Endpoints): boolean {
+    return this.packed === o.packed && this.nodes.length === o.nodes.length && this.nodes.every((x, i) => x === o.nodes[i]);
+  }
+}
