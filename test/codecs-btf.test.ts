@@ -73,6 +73,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.nodeIpKey,
     c.podIfKey,
     c.podSrcKey,
+    c.lbSrcKey,
     c.svcName,
     c.ctKey,
     c.ctValue,
@@ -123,4 +124,5 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
   same('maglev_table', /^MAGLEV_T_/, c.MaglevTable);
+  same('node_ip_flags', /^NODE_IP_F_/, c.NodeIpFlags);
 });

@@ -31,6 +31,7 @@ enum reason {
 	REASON_CT_FULL,	       /* conntrack map full, new flow refused: dropped */
 	REASON_CT_NOT_OPENING, /* TCP without SYN to a service, no flow known: passed to the stack */
 	REASON_SPOOFED,	       /* from a pod interface with a source not routed to it: dropped */
+	REASON_LB_SOURCE_RANGE, /* to a LoadBalancer IP from outside its loadBalancerSourceRanges: dropped */
 	__REASON_MAX,
 };
 
@@ -45,6 +46,7 @@ const volatile struct {
 	enum ct_state_bits ct_state_bits;
 	enum ct_flags	   ct_flags;
 	enum maglev_table  maglev_table;
+	enum node_ip_flags node_ip_flags;
 } bpfproxy_enums_btf;
 
 struct {

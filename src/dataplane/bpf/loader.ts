@@ -25,6 +25,7 @@ export const MAP_NAMES = {
   ct: 'bpfproxy_ct',
   reasons: 'bpfproxy_reasons',
   maglev: 'bpfproxy_maglev',
+  lbSrcs: 'bpfproxy_lb_srcs',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -50,6 +51,7 @@ export interface DatapathMaps {
   ct: BpfMap<c.CtKey, c.CtValue>;
   reasons: BpfMap<{ v: number }, c.ReasonCounter>;
   maglev: BpfMap<c.MaglevKey, c.MaglevChunk>;
+  lbSrcs: BpfMap<c.LbSrcKey, { v: number }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -64,6 +66,7 @@ const LAYOUT = {
   ct: [c.ctKey, c.ctValue],
   reasons: [c.u32Key, c.reasonCounter],
   maglev: [c.maglevKey, c.maglevChunk],
+  lbSrcs: [c.lbSrcKey, c.u8Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -78,6 +81,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   ct: 'connections through services established before are reset once the new programs attach',
   reasons: 'drop counters start from zero',
   maglev: 'Maglev tables are written again by the first sync, before the new programs attach',
+  lbSrcs: 'loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -100,6 +104,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       ct: m(MAP_NAMES.ct, LAYOUT.ct),
       reasons: m(MAP_NAMES.reasons, LAYOUT.reasons, native().possibleCpus()),
       maglev: m(MAP_NAMES.maglev, LAYOUT.maglev),
+      lbSrcs: m(MAP_NAMES.lbSrcs, LAYOUT.lbSrcs),
     };
   } catch (e) {
     for (const h of opened) h.close();

@@ -32,6 +32,11 @@ export const REASONS = [
     verdict: 'drop',
     help: "packet from a pod interface whose source address is not routed to that interface, or from outside with one of the node's own addresses as source",
   },
+  {
+    name: 'lb-source-range',
+    verdict: 'drop',
+    help: "new connection to a LoadBalancer IP from a client outside the Service's spec.loadBalancerSourceRanges",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
