@@ -21,6 +21,7 @@ import { Proxier } from '../proxy/proxier.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
+import { nodePrimaryIPv4 } from '../sources/convert.js';
 import { BpfRuntime } from './runtime.js';
 import type { TcAttachMode } from '../dataplane/bpf/attach.js';
 import type { LbAlgorithm } from '../model/types.js';
@@ -78,6 +79,8 @@ export class Agent {
   private readonly clock: Clock;
   private stopped = false;
   private lock: PinDirLock | undefined;
+  /** the primary IPv4 address in this node's Node object, when seen */
+  private nodePrimaryIP: string | undefined;
 
   private constructor(
     private readonly o: AgentOptions,
@@ -126,6 +129,8 @@ export class Agent {
   private sink(): ObjectSink {
     return serviceSink(this.proxier.store, (kind, key, obj) => {
       if (kind === 'FelixConfiguration' && this.config.apply(key, obj)) this.clock.after(0, () => this.reevaluate());
+      // This node's primary address (--nodeport-addresses primary); the runtime reads it each second.
+      if (kind === 'Node' && key === this.o.nodeName) this.nodePrimaryIP = obj === undefined ? undefined : nodePrimaryIPv4(obj);
       return [];
     });
   }
@@ -204,6 +209,8 @@ export class Agent {
           tcAttach: o.tcAttach ?? 'auto',
           qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
+          ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
+          nodePrimaryIP: () => this.nodePrimaryIP,
         },
         cfg,
         this.proxier,
