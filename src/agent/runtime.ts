@@ -43,10 +43,31 @@ export interface RuntimeOptions {
 }
 
 /** Which node addresses NodePort answers on, and why (for the log line). */
-interface NodePortChoice {
+export interface NodePortChoice {
   addrs: string[];
   /** --nodeport-addresses primary: the address taken and where it came from */
   primary?: { address: string; from: string };
+}
+
+/**
+ * --nodeport-addresses applied to the node's addresses. For "primary", the
+ * Node object's address when one was seen, else the default route's
+ * (asked only then).
+ */
+export function nodePortChoice(
+  spec: NodePortAddresses | undefined,
+  addrs: readonly string[],
+  fromNode: string | undefined,
+  defaultRoute: () => { address: string; iface: string } | undefined = defaultRouteAddress,
+): NodePortChoice {
+  if (spec?.kind !== 'primary') return { addrs: nodePortAddressesOf(spec, addrs) };
+  if (fromNode) return { addrs: nodePortAddressesOf(spec, addrs, fromNode), primary: { address: fromNode, from: 'the Node object' } };
+  const dr = defaultRoute();
+  if (!dr) return { addrs: [] };
+  return {
+    addrs: nodePortAddressesOf(spec, addrs, dr.address),
+    primary: { address: dr.address, from: `the default route's interface ${dr.iface} (no Node object seen for this node)` },
+  };
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -151,23 +172,9 @@ export class BpfRuntime {
     if (!old.kubeProxyIptablesCleanup && cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(this.log);
   }
 
-  /** --nodeport-addresses applied to the node's addresses now. */
-  private nodePortChoice(addrs: readonly string[]): NodePortChoice {
-    const spec = this.o.nodePortAddresses;
-    if (spec?.kind !== 'primary') return { addrs: nodePortAddressesOf(spec, addrs) };
-    const fromNode = this.o.nodePrimaryIP?.();
-    if (fromNode) return { addrs: nodePortAddressesOf(spec, addrs, fromNode), primary: { address: fromNode, from: 'the Node object' } };
-    const dr = defaultRouteAddress();
-    if (!dr) return { addrs: [] };
-    return {
-      addrs: nodePortAddressesOf(spec, addrs, dr.address),
-      primary: { address: dr.address, from: `the default route's interface ${dr.iface} (no Node object seen for this node)` },
-    };
-  }
-
   private refreshAddresses(): void {
     const addrs = nodeAddresses();
-    const np = this.nodePortChoice(addrs);
+    const np = nodePortChoice(this.o.nodePortAddresses, addrs, this.o.nodePrimaryIP?.());
     const s = `${addrs.join(',')}|${np.addrs.join(',')}`;
     if (s === this.lastAddrs) return;
     this.lastAddrs = s;
