@@ -15,7 +15,7 @@
  *   cluster IPs only; traffic from outside to a cluster IP whose endpoint is
  *   on another node is SNATed.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { desiredFor, type NodeContext } from '../src/model/desired.js';
 import { MAX_SOURCE_RANGES, nodePrimaryIPv4, toEndpointSlice, toService } from '../src/sources/convert.js';
 import type { EndpointSlice, Frontend } from '../src/model/types.js';
@@ -25,6 +25,11 @@ import { defaultRouteIface } from '../src/agent/primary-ip.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { FeFlags, NodeIpFlags } from '../src/dataplane/bpf/codecs.js';
 import { ip } from '../testkit/netns.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
+import { tmpNetns, tmpPinDir } from './helpers/env.js';
+import { cliIn, startAgentIn, tmpDir } from './helpers/agent-proc.js';
 import { PROTO, TCP } from '../testkit/packet.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';
@@ -410,5 +415,88 @@ t.test('through BPF_PROG_RUN', async (t) => {
     t.equal(r.out.proto, PROTO.ICMP, 'port unreachable for an allowed client');
     t.equal(udp(BLOCKED, LB, 53).verdict, 'drop', 'nothing for a blocked one');
     rec.syncService('test/web', []);
+  });
+});
+
+t.test('bpfproxy agent --nodeport-addresses reaches the node address map', async (t) => {
+  const ns = tmpNetns(t);
+  ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'peer0');
+  ip(ns, 'link', 'set', 'eth0', 'up');
+  ip(ns, 'link', 'set', 'peer0', 'up');
+  ip(ns, 'addr', 'add', '192.0.2.1/24', 'dev', 'eth0');
+  ip(ns, 'addr', 'add', '198.51.100.1/24', 'dev', 'peer0');
+  ip(ns, 'route', 'add', 'default', 'via', '192.0.2.254');
+  const manifests = tmpDir(t, 'bpfproxy-npa-');
+  const state = tmpDir(t, 'bpfproxy-state-');
+  const common = [
+    '--manifests',
+    manifests,
+    '--node',
+    'n1',
+    '--bpf-enabled',
+    'true',
+    '--data-ifaces',
+    '^nothing$',
+    '--pod-ifaces',
+    '^nothing$',
+  ];
+  const quiet = ['--state-dir', state, '--healthz-bind-address', '', '--metrics-bind-address', '', '--health-bind-address', ''];
+  /** node address -> flags, once it has `want` (the agent re-reads addresses every second) */
+  const nodeIps = async (pinDir: string, want: string): Promise<string> => {
+    let got = '';
+    for (let i = 0; i < 50; i++) {
+      const m = openPinnedMaps(pinDir);
+      try {
+        got = m.maps.nodeIps
+          .entries()
+          .map(([k, v]) => `${k.addr}=${v.v}`)
+          .sort()
+          .join(' ');
+      } finally {
+        m.close();
+      }
+      if (got === want) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return got;
+  };
+  const run = async (t: Test, args: string[], want: string, log: RegExp) => {
+    const pinDir = tmpPinDir(t);
+    const a = await startAgentIn(t, ns, [...common, ...quiet, '--pin-dir', pinDir, ...args]);
+    t.equal(await nodeIps(pinDir, want), want);
+    t.ok(
+      a.logs.some((l) => log.test(l)),
+      `logged: ${log}`,
+    );
+    a.child.kill('SIGTERM');
+    t.equal(await a.exited, 0);
+  };
+
+  writeFileSync(join(manifests, 'empty.yaml'), 'apiVersion: v1\nkind: List\nitems: []\n');
+  await t.test('default: every address', (t) =>
+    run(t, [], '192.0.2.1=1 198.51.100.1=1', /NodePort answers on 192\.0\.2\.1, 198\.51\.100\.1/),
+  );
+  await t.test('CIDRs', (t) =>
+    run(t, ['--nodeport-addresses', '198.51.100.0/24'], '192.0.2.1=0 198.51.100.1=1', /NodePort answers on 198\.51\.100\.1/),
+  );
+  await t.test('primary without a Node object: the default route interface address, and the log says so', (t) =>
+    run(t, ['--nodeport-addresses', 'primary'], '192.0.2.1=1 198.51.100.1=0', /default route's interface eth0 \(no Node object/),
+  );
+  await t.test('primary with a Node object: its InternalIP', async (t) => {
+    writeFileSync(
+      join(manifests, 'node.yaml'),
+      'apiVersion: v1\nkind: Node\nmetadata: { name: n1 }\nstatus: { addresses: [{ type: InternalIP, address: 198.51.100.1 }, { type: Hostname, address: n1 }] }\n',
+    );
+    await run(
+      t,
+      ['--nodeport-addresses', 'primary'],
+      '192.0.2.1=0 198.51.100.1=1',
+      /198\.51\.100\.1 \(the primary address, from the Node object\)/,
+    );
+  });
+  t.test('a bad value is refused, naming the flag', async (t) => {
+    const r = cliIn(ns, ['agent', ...common, ...quiet, '--pin-dir', '/sys/fs/bpf/unused', '--nodeport-addresses', '10.0.0.1'], 30_000);
+    t.not(r.status, 0);
+    t.match(r.stderr + r.stdout, /--nodeport-addresses.*10\.0\.0\.1.*not a CIDR/s);
   });
 });
