@@ -345,6 +345,33 @@ t.test('through BPF_PROG_RUN', async (t) => {
     t.equal(syn(BLOCKED, LB, 80).verdict, 'drop', 'still enforced');
   });
 
+  t.test('a full prefix map: the change is refused and reported, the old ranges keep working', async (t) => {
+    sync(lbService({ loadBalancerSourceRanges: ['192.0.2.96/28'] }));
+    const room = dp.maps.lbSrcs.maxEntries - dp.maps.lbSrcs.count();
+    const filler = Array.from(
+      { length: room },
+      (_, i) => [{ prefixlen: 64, svcId: 77777, addr: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` }, { v: 1 }] as const,
+    );
+    dp.maps.lbSrcs.setMany(filler);
+    const r = rec.syncService(
+      'test/web',
+      frontendsOf(lbService({ loadBalancerSourceRanges: ['192.0.2.192/28', '192.0.2.208/28'] }), [slice(local)]),
+    );
+    t.ok(r.problems.length > 0 && r.problems.every((p) => p.mapFull), 'reported as a full map');
+    t.match(r.problems[0]?.message, /loadBalancerSourceRanges map bpfproxy_lb_srcs is full.*keeps its previous state/);
+    t.equal(syn(ALLOWED, LB, 80).out.dst, '10.244.1.11', 'the old range still gets in');
+    t.equal(syn(BLOCKED, LB, 80).verdict, 'drop', 'the new one not yet');
+    t.equal(dp.maps.lbSrcs.keys().filter((k) => k.svcId !== 77777).length, 2, 'nothing half-written');
+    dp.maps.lbSrcs.deleteMany(filler.map(([k]) => k));
+    const again = rec.syncService(
+      'test/web',
+      frontendsOf(lbService({ loadBalancerSourceRanges: ['192.0.2.192/28', '192.0.2.208/28'] }), [slice(local)]),
+    );
+    t.same(again.problems, [], 'with room, the retry applies');
+    t.equal(syn(BLOCKED, LB, 80).out.dst, '10.244.1.11', 'the new range gets in');
+    t.equal(syn(ALLOWED, LB, 80).verdict, 'drop', 'the old one is out');
+  });
+
   t.test('ipMode Proxy: no frontend for the IP; VIP: served', async (t) => {
     sync(
       lbService({}, [

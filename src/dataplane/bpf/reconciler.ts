@@ -144,6 +144,7 @@ interface FeEntry {
   label: string;
 }
 
+const ENOSPC = 28;
 const protoNum = (p: string): number => (p === 'UDP' ? IPPROTO_UDP : IPPROTO_TCP);
 const protoName = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : 'TCP');
 const feKeyStr = (k: FeKey): string => frontendKey({ ip: k.addr, port: k.port, protocol: protoName(k.proto) as 'TCP' });
@@ -183,11 +184,6 @@ const MAP_HELP: Record<string, { what: string; felix: string; flag: string }> = 
   [MAP_NAMES.slots]: { what: 'backend', felix: 'bpfMapSizeNATBackend', flag: '--map-size-nat-backend' },
   [MAP_NAMES.fe]: { what: 'frontend', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
   [MAP_NAMES.svcNames]: { what: 'service-name', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
-  [MAP_NAMES.lbSrcs]: {
-    what: 'loadBalancerSourceRanges',
-    felix: '(none: 65536 prefixes over all service ports)',
-    flag: 'fewer ranges per Service',
-  },
 };
 
 const sameFe = (a: FeValue, b: FeValue): boolean =>
@@ -368,7 +364,14 @@ export class BpfReconciler implements Dataplane {
     let have = this.srcRanges.get(svcId);
     const add = ranges.filter((r) => !have?.has(r));
     if (add.length === 0) return;
-    this.maps.lbSrcs.setMany(add.map((r) => [lbSrcKeyOf(svcId, r), { v: 1 }] as const));
+    try {
+      this.maps.lbSrcs.setMany(add.map((r) => [lbSrcKeyOf(svcId, r), { v: 1 }] as const));
+    } catch (e) {
+      // A full map stops the batch part way: take back what went in, so the
+      // map holds exactly what the mirror says (the frontend keeps its old state).
+      this.maps.lbSrcs.deleteMany(add.map((r) => lbSrcKeyOf(svcId, r)));
+      throw e;
+    }
     if (!have) {
       this.srcRanges.set(svcId, (have = new Set()));
       this.indexSources(svcId);
@@ -913,10 +916,21 @@ export class BpfReconciler implements Dataplane {
     const outcome = kept
       ? `${frontend} keeps its previous state: old endpoints keep serving (affinity and conntrack untouched); the change is retried on the next sync`
       : `${frontend} is not programmed; retried on the next sync`;
+    // An LPM trie says ENOSPC where a hash map says E2BIG.
+    if (e instanceof BpfError && e.op.includes(MAP_NAMES.lbSrcs) && (e.isMapFull || e.errno === ENOSPC)) {
+      return {
+        service,
+        frontend,
+        mapFull: true,
+        message:
+          `the loadBalancerSourceRanges map ${MAP_NAMES.lbSrcs} is full (${this.maps.lbSrcs.maxEntries} prefixes, every range of every LoadBalancer service port): ` +
+          `${outcome}. Fewer or wider ranges make room`,
+      };
+    }
     if (e instanceof BpfError && e.isMapFull) {
       const name = Object.values(MAP_NAMES).find((n) => e.op.includes(n)) ?? '';
-      const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
       const map = (Object.values(this.maps) as Array<{ name: string; maxEntries: number }>).find((m) => m.name === name);
+      const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
       return {
         service,
         frontend,
