@@ -73,6 +73,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.nodeIpKey,
     c.podIfKey,
     c.podSrcKey,
+    c.lbSrcKey,
     c.svcName,
     c.ctKey,
     c.ctValue,
@@ -148,4 +149,5 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('pol_dir', /^POL_DIR_/, c.PolDir);
   same('pol_verdict', /^POL_/, c.PolVerdict);
   same('mode_flags', /^MODE_F_/, c.ModeFlags);
+  same('node_ip_flags', /^NODE_IP_F_/, c.NodeIpFlags);
 });

@@ -40,6 +40,7 @@ enum reason {
 	REASON_POLICY_UNKNOWN_FLOW, /* network policy: TCP without SYN of no flow known, to or from
 				     * an isolated endpoint: dropped */
 	REASON_DRAIN_NEW, /* draining (rollback): a new flow to a service, passed to the stack */
+	REASON_LB_SOURCE_RANGE, /* to a LoadBalancer IP from outside its loadBalancerSourceRanges: dropped */
 	__REASON_MAX,
 };
 
@@ -59,6 +60,7 @@ const volatile struct {
 	enum pol_dir	   pol_dir;
 	enum pol_verdict   pol_verdict;
 	enum mode_flags	   mode_flags;
+	enum node_ip_flags node_ip_flags;
 } bpfproxy_enums_btf;
 
 struct {

@@ -57,7 +57,8 @@ struct {
 } bpfproxy_svc_names SEC(".maps");
 
 /* The frontend a packet addresses: exact (address, port, proto) first, then
- * the NodePort wildcard when the address is one of the node's. */
+ * the NodePort wildcard when the address is one of the node's that NodePort
+ * answers on (--nodeport-addresses). */
 static __always_inline struct fe_value *lb_lookup(const struct ct_key *t)
 {
 	struct fe_key k = {
@@ -67,21 +68,28 @@ static __always_inline struct fe_value *lb_lookup(const struct ct_key *t)
 	};
 	struct node_ip_key nk = {.addr = t->daddr};
 	struct fe_value	  *fe;
+	__u8		  *nf;
 
 	fe = bpf_map_lookup_elem(&bpfproxy_fe, &k);
 	if (fe)
 		return fe;
-	if (!bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+	nf = bpf_map_lookup_elem(&bpfproxy_node_ips, &nk);
+	if (!nf || !(*nf & NODE_IP_F_NODEPORT))
 		return NULL;
 	k.addr = 0;
 	return bpf_map_lookup_elem(&bpfproxy_fe, &k);
 }
 
-/* Whether only node-local endpoints may serve this packet. */
+/* Whether only node-local endpoints may serve this packet, as kube-proxy
+ * decides: externalTrafficPolicy governs external frontends (NodePort,
+ * LoadBalancer IPs, external IPs) for traffic from outside; pods reaching
+ * them are short-circuited to all endpoints, as if the packet had gone out
+ * to the load balancer and come back. internalTrafficPolicy governs cluster
+ * IPs only, for everyone. */
 static __always_inline int lb_local_only(const struct fe_value *fe, int from_pod)
 {
-	if (!from_pod && (fe->flags & FE_F_EXTERNAL))
-		return !!(fe->flags & FE_F_EXT_LOCAL);
+	if (fe->flags & FE_F_EXTERNAL)
+		return !from_pod && (fe->flags & FE_F_EXT_LOCAL);
 	return !!(fe->flags & FE_F_INT_LOCAL);
 }
 

@@ -28,6 +28,7 @@
 #include "lb.h"
 #include "mode.h"
 #include "monitor.h"
+#include "lbsrc.h"
 #include "nat.h"
 #include "parse.h"
 #include "pod.h"
@@ -123,6 +124,11 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
 	__u32	       pol_gen;
 
+	/* loadBalancerSourceRanges, before anything else is decided: a client
+	 * outside them learns nothing (no reject, no state). */
+	if (!lb_source_allowed(fe, p->tuple.saddr))
+		return drop(skb, REASON_LB_SOURCE_RANGE);
+
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
 		 * flood of them must not fill conntrack). Without endpoints it is
@@ -154,9 +160,11 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		/* Hairpin: the pod would drop a packet from its own address. */
 		to.saddr = cfg_hairpin_ip;
 		flags |= CT_F_SNAT | CT_F_HAIRPIN;
-	} else if (!from_pod && (fe->flags & FE_F_EXTERNAL) && !(be.flags & BE_F_LOCAL)) {
-		/* eTP=Cluster to another node: SNAT to this node (kube-proxy
-		 * parity), so the reply comes back through us. */
+	} else if (!from_pod && !(be.flags & BE_F_LOCAL)) {
+		/* From outside to an endpoint on another node (eTP=Cluster, or
+		 * a cluster IP someone routes to this node): SNAT to this node
+		 * (kube-proxy masquerades these too), so the reply comes back
+		 * through us. */
 		to.saddr = fib_source_for(skb, be.addr, p->tuple.daddr);
 		if (!to.saddr)
 			return drop(skb, REASON_NO_SNAT_SOURCE);

@@ -31,6 +31,8 @@ enum fe_flags {
 	FE_F_INT_LOCAL = 1 << 2, /* internalTrafficPolicy: Local */
 	FE_F_NODEPORT  = 1 << 3, /* the frontend is a NodePort (wildcard address) */
 	FE_F_MAGLEV    = 1 << 4, /* new flows pick by Maglev table (lib/maglev.h), not at random */
+	FE_F_SRC_RANGE = 1 << 5, /* LoadBalancer IP with loadBalancerSourceRanges: new flows only
+				  * from the prefixes under svc_id in bpfproxy_lb_srcs (lib/lbsrc.h) */
 };
 
 /* Backend slots [0, cluster_count) are the cluster-wide set; slots
@@ -102,9 +104,16 @@ struct affinity_value {
 	__u64	       last_used_ns; /* host: bpf_ktime_get_ns() */
 };
 
-/* Node addresses NodePort answers on. Value unused (1). */
+/* The node's own addresses. The value is enum node_ip_flags: NodePort
+ * answers only on the addresses flagged NODE_IP_F_NODEPORT (kube-proxy's
+ * --nodeport-addresses; all of them by default). Agents before the flag
+ * wrote 1 for every address, which reads the same. */
 struct node_ip_key {
 	__be32 addr; /* net */
+};
+
+enum node_ip_flags {
+	NODE_IP_F_NODEPORT = 1 << 0, /* NodePort frontends (wildcard address) answer here */
 };
 
 /* Pod-facing veths we may redirect into directly (bpf_redirect_peer).
@@ -121,6 +130,17 @@ struct pod_if_key {
 struct pod_src_key {
 	__u32  prefixlen; /* host: 32 (ifindex) + address prefix length */
 	__be32 ifindex;	  /* net: so that the trie compares it first, whole */
+	__be32 addr;	  /* net */
+};
+
+/* loadBalancerSourceRanges (lib/lbsrc.h): the client prefixes a service
+ * port's LoadBalancer IPs accept new flows from, LPM on the service port's
+ * id, then the client address. Value unused (1). A service port whose LB
+ * frontends carry FE_F_SRC_RANGE and that has no entry here accepts no
+ * one (every range it listed was unusable). */
+struct lb_src_key {
+	__u32  prefixlen; /* host: 32 (svc_id) + client prefix length */
+	__be32 svc_id;	  /* net: so that the trie compares it first, whole */
 	__be32 addr;	  /* net */
 };
 

@@ -89,6 +89,8 @@ export class Agent {
   private readonly clock: Clock;
   private stopped = false;
   private lock: PinDirLock | undefined;
+  /** the primary IPv4 address in this node's Node object, when seen */
+  private nodePrimaryIP: string | undefined;
 
   private constructor(
     private readonly o: AgentOptions,
@@ -136,7 +138,11 @@ export class Agent {
 
   private sink(): ObjectSink {
     return serviceSink(this.proxier.store, {
-      applyNode: (name, node) => this.nodes.apply(name, node),
+      applyNode: (name, node) => {
+        this.nodes.apply(name, node);
+        // This node's primary address (--nodeport-addresses primary); the runtime reads it each second.
+        if (name === this.o.nodeName) this.nodePrimaryIP = node ? (node.internalIPs[0] ?? node.externalIPs[0]) : undefined;
+      },
       applyFelixConfiguration: (name, fc) => {
         if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
       },
@@ -229,6 +235,8 @@ export class Agent {
           tcAttach: o.tcAttach ?? 'auto',
           qdiscLedger: statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).qdiscs,
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
+          ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
+          nodePrimaryIP: () => this.nodePrimaryIP,
         },
         cfg,
         this.proxier,

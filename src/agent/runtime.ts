@@ -28,6 +28,8 @@ import type { Config } from '../config/config.js';
 import { datapathConfig, uplinkIfaces } from '../config/datapath.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
+import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
+import { defaultRouteAddress } from './primary-ip.js';
 
 export interface RuntimeOptions {
   pinDir: string;
@@ -39,6 +41,38 @@ export interface RuntimeOptions {
   tcAttach?: TcAttachMode;
   /** --lb-algorithm: NodePort, LoadBalancer and external IPs whose Service does not choose (default random) */
   lbAlgorithm?: LbAlgorithm;
+  /** --nodeport-addresses: the node addresses NodePort answers on (default: all) */
+  nodePortAddresses?: NodePortAddresses;
+  /** This node's primary IPv4 address from its Node object, when one was seen (--nodeport-addresses primary). */
+  nodePrimaryIP?: () => string | undefined;
+}
+
+/** Which node addresses NodePort answers on, and why (for the log line). */
+export interface NodePortChoice {
+  addrs: string[];
+  /** --nodeport-addresses primary: the address taken and where it came from */
+  primary?: { address: string; from: string };
+}
+
+/**
+ * --nodeport-addresses applied to the node's addresses. For "primary", the
+ * Node object's address when one was seen, else the default route's
+ * (asked only then).
+ */
+export function nodePortChoice(
+  spec: NodePortAddresses | undefined,
+  addrs: readonly string[],
+  fromNode: string | undefined,
+  defaultRoute: () => { address: string; iface: string } | undefined = defaultRouteAddress,
+): NodePortChoice {
+  if (spec?.kind !== 'primary') return { addrs: nodePortAddressesOf(spec, addrs) };
+  if (fromNode) return { addrs: nodePortAddressesOf(spec, addrs, fromNode), primary: { address: fromNode, from: 'the Node object' } };
+  const dr = defaultRoute();
+  if (!dr) return { addrs: [] };
+  return {
+    addrs: nodePortAddressesOf(spec, addrs, dr.address),
+    primary: { address: dr.address, from: `the default route's interface ${dr.iface} (no Node object seen for this node)` },
+  };
 }
 
 /** IPv4 addresses of this node (its network namespace), loopback excluded. */
@@ -169,13 +203,28 @@ export class BpfRuntime {
 
   private refreshAddresses(): void {
     const addrs = nodeAddresses();
-    const s = addrs.join(',');
+    const np = nodePortChoice(this.o.nodePortAddresses, addrs, this.o.nodePrimaryIP?.());
+    const s = `${addrs.join(',')}|${np.addrs.join(',')}`;
     if (s === this.lastAddrs) return;
     this.lastAddrs = s;
-    this.reconciler.setNodeAddresses(addrs);
+    this.reconciler.setNodeAddresses(addrs, np.addrs);
     // externalIPs / LoadBalancer IPs equal to one of these are refused (CVE-2020-8554)
     this.proxier.setNodeAddresses(addrs);
-    this.log.info({ addresses: addrs }, 'NodePort answers on these node addresses');
+    const flag = formatNodePortAddresses(this.o.nodePortAddresses);
+    const ctx = { addresses: addrs, nodePort: np.addrs, ...(flag ? { nodePortAddresses: flag } : {}), ...(np.primary ?? {}) };
+    if (np.addrs.length === 0 && addrs.length > 0) {
+      this.log.warn(
+        ctx,
+        np.primary
+          ? `--nodeport-addresses primary: the primary address ${np.primary.address} (from ${np.primary.from}) is not an address of this node: NodePort answers on no address`
+          : `--nodeport-addresses ${flag || 'primary'} selects none of this node's addresses (${addrs.join(', ')})${flag ? '' : ': no Node object and no default route name a primary address'}: NodePort answers on no address`,
+      );
+    } else {
+      this.log.info(
+        ctx,
+        `NodePort answers on ${np.addrs.join(', ') || 'no address'}${np.primary ? ` (the primary address, from ${np.primary.from})` : ''}`,
+      );
+    }
   }
 
   private armAddresses(): void {

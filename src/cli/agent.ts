@@ -13,6 +13,7 @@ import {
   DEFAULT_NODE_PORT_RANGE,
   formatPortRange,
   parseCidrList,
+  parseNodePortAddresses,
   parsePortRange,
   type ServicePolicy,
 } from '../config/services.js';
@@ -101,6 +102,13 @@ export function addAgentCommand(program: Command): void {
       "let an externalIP or LoadBalancer IP be one of this node's addresses (it then captures that port of the node: CVE-2020-8554)",
       false,
     )
+    .addOption(
+      new Option(
+        '--nodeport-addresses <list>',
+        "kube-proxy's --nodeport-addresses: comma-separated CIDRs; NodePort answers only on the node's addresses inside them; " +
+          "\"primary\": only on the node's primary address (its Node object's InternalIP, else the address of the default route's interface)",
+      ).default('', 'every address of the node'),
+    )
     .option(
       '--max-frontends-per-service <n>',
       'frontends (address x port) one Service may have; the rest is refused with a problem',
@@ -165,14 +173,16 @@ export function addAgentCommand(program: Command): void {
       let services: ServicePolicy | undefined;
       try {
         const externalIPCidrs = parseCidrList(o.externalIpCidrs);
+        const nodePortAddresses = parseNodePortAddresses(o.nodeportAddresses);
         services = {
           nodePortRange: parsePortRange(o.serviceNodePortRange),
           ...(externalIPCidrs ? { externalIPCidrs } : {}),
           allowNodeAddressExternalIPs: !!o.allowNodeAddressExternalIps,
           maxFrontendsPerService: o.maxFrontendsPerService,
+          ...(nodePortAddresses.kind !== 'all' ? { nodePortAddresses } : {}),
         };
       } catch (e) {
-        fail(`--service-node-port-range / --external-ip-cidrs: ${(e as Error).message}`);
+        fail(`--service-node-port-range / --external-ip-cidrs / --nodeport-addresses: ${(e as Error).message}`);
       }
       const base = configFromFlags({
         bpfEnabled: o.bpfEnabled ?? !!o.manifests,

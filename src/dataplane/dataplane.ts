@@ -30,8 +30,11 @@ export interface Dataplane {
   syncService(service: string, frontends: readonly Frontend[]): SyncReport;
   /** Make the whole dataplane exactly this; services not listed are removed. */
   syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport;
-  /** Addresses NodePort answers on. */
-  setNodeAddresses(ips: readonly string[]): void;
+  /**
+   * The node's own addresses, and those of them NodePort answers on
+   * (--nodeport-addresses; default: all of them).
+   */
+  setNodeAddresses(ips: readonly string[], nodePort?: readonly string[]): void;
 }
 
 export function emptyReport(): SyncReport {

@@ -134,7 +134,10 @@ function allFrontends(svc: Service, slices: readonly EndpointSlice[], nodeName: 
     for (const ip of svc.clusterIPs) out.push({ ...base, kind: 'ClusterIP', ip, externalLocal: false });
     for (const ip of svc.externalIPs) out.push({ ...base, kind: 'ExternalIP', ip, externalLocal: extLocal });
     if (svc.type === 'LoadBalancer') {
-      for (const ip of svc.loadBalancerIPs) out.push({ ...base, kind: 'LoadBalancer', ip, externalLocal: extLocal });
+      // kube-proxy applies loadBalancerSourceRanges to LoadBalancer IPs only
+      // (not NodePorts, cluster IPs or external IPs).
+      const ranges = svc.loadBalancerSourceRanges ? { sourceRanges: svc.loadBalancerSourceRanges } : {};
+      for (const ip of svc.loadBalancerIPs) out.push({ ...base, kind: 'LoadBalancer', ip, externalLocal: extLocal, ...ranges });
     }
     if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort) {
       out.push({ ...base, kind: 'NodePort', ip: '0.0.0.0', port: port.nodePort, externalLocal: extLocal });

@@ -49,6 +49,12 @@ export interface Service {
    */
   createdAt?: number;
   /**
+   * spec.loadBalancerSourceRanges as IPv4 CIDRs ("203.0.113.0/25"): the
+   * clients its LoadBalancer IPs accept. undefined: anyone (the field is
+   * empty). Empty: no one (every range listed was unusable; reported).
+   */
+  loadBalancerSourceRanges?: string[];
+  /**
    * The Service's own choice (annotation service.bpfproxy.io/lb-algorithm);
    * undefined: the agent's (--lb-algorithm for NodePort, LoadBalancer and
    * external IPs; random for cluster IPs).
@@ -110,6 +116,12 @@ export interface Frontend {
   localBackends: Backend[];
   /** The Service's choice of backend selection; undefined: the agent's default for this kind (lbAlgorithmOf). */
   lbAlgorithm?: LbAlgorithm;
+  /**
+   * LoadBalancer frontends of a Service with loadBalancerSourceRanges: the
+   * client prefixes that may open connections ("203.0.113.0/25"); empty:
+   * no one. undefined (every other frontend): anyone.
+   */
+  sourceRanges?: readonly string[];
 }
 
 /**

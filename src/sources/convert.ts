@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
-import { cidrContains, nonUnicastReason } from '../model/addresses.js';
+import { cidrContains, intToIpv4, ipv4ToInt, nonUnicastReason } from '../model/addresses.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { Converted, Problem } from '../model/problem.js';
 import { Endpoints } from '../model/endpoints.js';
@@ -42,11 +42,16 @@ const ServiceShape = z.looseObject({
       externalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
       healthCheckNodePort: PortNumber.optional(),
       internalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
+      loadBalancerSourceRanges: z.array(z.string()).nullable().optional(),
     })
     .optional(),
   status: z
     .looseObject({
-      loadBalancer: z.looseObject({ ingress: z.array(z.looseObject({ ip: z.string().optional() })).optional() }).optional(),
+      loadBalancer: z
+        .looseObject({
+          ingress: z.array(z.looseObject({ ip: z.string().optional(), ipMode: z.string().nullable().optional() })).optional(),
+        })
+        .optional(),
     })
     .optional(),
 });
@@ -240,6 +245,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   const seenLb = new Map<string, string>();
   (status?.loadBalancer?.ingress ?? []).forEach((ing, i) => {
     if (ing.ip === undefined) return; // hostname-only ingress (e.g. AWS ELB): nothing to match on
+    if (!isVipIngress(ing.ipMode, i, p)) return;
     const field = `status.loadBalancer.ingress[${i}].ip`;
     if (frontendIP(ing.ip, 'status.loadBalancer.ingress', field, seenLb)) lbIPs.push({ ip: ing.ip, field });
   });
@@ -363,6 +369,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   const loadBalancerIPs = type === 'LoadBalancer' ? bound(lbIPs, 'status.loadBalancer.ingress', 'LoadBalancer ingress IPs') : [];
   const served = bound(externalIPs, 'spec.externalIPs', 'external IPs');
 
+  const sourceRanges = type === 'LoadBalancer' ? loadBalancerSourceRangesOf(spec.loadBalancerSourceRanges, p) : undefined;
   const hasSelector = !!spec.selector && Object.keys(spec.selector).length > 0;
   const affinity = spec.sessionAffinity === 'ClientIP' ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0;
   // Arrays built by push have room to grow; the ones kept are copied to their size.
@@ -382,9 +389,75 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
       ...(createdAt !== undefined ? { createdAt } : {}),
       ...(lbAlgorithm ? { lbAlgorithm } : {}),
+      ...(sourceRanges ? { loadBalancerSourceRanges: sourceRanges } : {}),
     },
     problems: p.done(),
   };
+}
+
+/**
+ * status.loadBalancer.ingress[].ipMode: kube-proxy (1.30+, GA in 1.32)
+ * programs an ingress IP only in VIP mode (unset counts as VIP). With
+ * Proxy the load balancer is a proxy that sends its traffic to the nodes
+ * (NodePorts): no frontend for the IP, so pods and the node reach the load
+ * balancer itself instead of being short-circuited to the endpoints.
+ */
+function isVipIngress(ipMode: string | null | undefined, i: number, p: Problems): boolean {
+  if (ipMode === undefined || ipMode === null || ipMode === 'VIP') return true;
+  if (ipMode !== 'Proxy') {
+    p.entry(
+      'status.loadBalancer.ingress',
+      `status.loadBalancer.ingress[${i}].ipMode`,
+      `${quote(ipMode)} is neither VIP nor Proxy; like kube-proxy, the IP is served only in VIP mode: not served`,
+    );
+  }
+  return false;
+}
+
+/** Source ranges one Service may list; the rest are not applied (their clients are refused). */
+export const MAX_SOURCE_RANGES = 1024;
+
+/**
+ * spec.loadBalancerSourceRanges as kube-proxy reads them: each entry
+ * trimmed (the API server lets whitespace through), host bits masked, IPv6
+ * ranges left to an IPv6 datapath (not served yet), a bad entry skipped
+ * and reported. undefined: no restriction. Where kube-proxy would then
+ * accept everyone because no IPv4 range is left, this accepts no one (an
+ * empty list) and says so: a Service that asked for a restriction keeps
+ * one.
+ */
+function loadBalancerSourceRangesOf(raw: readonly string[] | null | undefined, p: Problems): string[] | undefined {
+  const list = 'spec.loadBalancerSourceRanges';
+  if (!raw || raw.length === 0) return undefined;
+  const out = new Set<string>();
+  let v6 = 0;
+  raw.forEach((entry, i) => {
+    const t = entry.trim();
+    const m = /^([^/]+)\/(\d{1,3})$/.exec(t);
+    if (m && isIPv6(m[1]!) && Number(m[2]) <= 128) return void v6++;
+    if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) {
+      return p.entry(list, `${list}[${i}]`, `${quote(entry)} is not a CIDR such as 203.0.113.0/24; skipped (kube-proxy skips it too)`);
+    }
+    const bits = Number(m[2]);
+    const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+    out.add(`${intToIpv4((ipv4ToInt(m[1]!) & mask) >>> 0)}/${bits}`);
+  });
+  const ranges = [...out];
+  if (ranges.length > MAX_SOURCE_RANGES) {
+    p.warn(
+      list,
+      `${ranges.length} IPv4 ranges, more than the ${MAX_SOURCE_RANGES} bpfproxy applies; clients only in ${quote(ranges[MAX_SOURCE_RANGES]!)} and the ranges after it are refused`,
+    );
+    return ranges.slice(0, MAX_SOURCE_RANGES);
+  }
+  if (ranges.length === 0) {
+    p.warn(
+      list,
+      `none of the ${raw.length} ranges is a usable IPv4 CIDR${v6 ? ` (${v6} IPv6, not served yet)` : ''}: ` +
+        "the Service's IPv4 LoadBalancer IPs accept no client (kube-proxy would accept every client); NodePorts and cluster IPs are not affected",
+    );
+  }
+  return ranges;
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -519,4 +592,19 @@ export interface FelixConfiguration {
 export function toFelixConfiguration(name: string, o: unknown): FelixConfiguration {
   const spec = (o as { spec?: unknown } | undefined)?.spec;
   return { name, spec: spec && typeof spec === 'object' && !Array.isArray(spec) ? (spec as Record<string, unknown>) : {} };
+}
+
+/**
+ * The node's primary IPv4 address from its Node object, as kube-proxy picks
+ * it (GetNodeHostIPs): the first IPv4 InternalIP in status.addresses, else
+ * the first IPv4 ExternalIP; undefined when it lists neither.
+ */
+export function nodePrimaryIPv4(o: unknown): string | undefined {
+  const addrs = (o as { status?: { addresses?: unknown } } | undefined)?.status?.addresses;
+  if (!Array.isArray(addrs)) return undefined;
+  const of = (type: string): string | undefined =>
+    addrs
+      .map((a) => a as { type?: unknown; address?: unknown })
+      .find((a) => a.type === type && typeof a.address === 'string' && isIPv4(a.address))?.address as string | undefined;
+  return of('InternalIP') ?? of('ExternalIP');
 }

@@ -15,7 +15,11 @@ export const FeFlags = {
   INT_LOCAL: 1 << 2,
   NODEPORT: 1 << 3,
   MAGLEV: 1 << 4,
+  SRC_RANGE: 1 << 5,
 } as const;
+
+/** enum node_ip_flags: the value of a node address in bpfproxy_node_ips. */
+export const NodeIpFlags = { NODEPORT: 1 << 0 } as const;
 
 export const BackendFlags = { LOCAL: 1 << 0 } as const;
 
@@ -111,6 +115,14 @@ export const podSrcKey = struct('pod_src_key', {
   addr: ip4,
 });
 export type PodSrcKey = ReturnType<typeof podSrcKey.decode>;
+
+/** LPM key of loadBalancerSourceRanges: prefixlen counts the 32 service-port-id bits plus the client prefix. */
+export const lbSrcKey = struct('lb_src_key', {
+  prefixlen: u32,
+  svcId: be32,
+  addr: ip4,
+});
+export type LbSrcKey = ReturnType<typeof lbSrcKey.decode>;
 
 /**
  * struct svc_name: "namespace/name:port/PROTO" with its NUL. Valid names

@@ -32,6 +32,7 @@ export function serviceViews(maps: DatapathMaps): ServiceView[] {
     const policies: string[] = [];
     if (v.flags & FeFlags.EXT_LOCAL) policies.push('eTP=Local');
     if (v.flags & FeFlags.INT_LOCAL) policies.push('iTP=Local');
+    if (v.flags & FeFlags.SRC_RANGE) policies.push('sourceRanges');
     if (v.flags & FeFlags.MAGLEV) {
       const m = maglevSizeOf(v.maglevSize);
       policies.push(v.maglevSizeLocal ? `maglev=${m}/${maglevSizeOf(v.maglevSizeLocal)}` : `maglev=${m}`);
@@ -145,6 +146,7 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.podIfs,
   maps.svcNames,
   maps.maglev,
+  maps.lbSrcs,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({

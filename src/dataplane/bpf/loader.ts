@@ -35,6 +35,7 @@ export const MAP_NAMES = {
   polRules: 'bpfproxy_pol_rules',
   polEps: 'bpfproxy_pol_eps',
   mode: 'bpfproxy_mode',
+  lbSrcs: 'bpfproxy_lb_srcs',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -74,6 +75,7 @@ export interface DatapathMaps {
   polRules: BpfMap<{ v: number }, c.PolRuleName>;
   polEps: BpfMap<{ v: number }, c.PolEpName>;
   mode: BpfMap<{ v: number }, c.ModeValue>;
+  lbSrcs: BpfMap<c.LbSrcKey, { v: number }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -98,6 +100,7 @@ const LAYOUT = {
   polRules: [c.u32Key, c.polRuleName],
   polEps: [c.u32Key, c.polEpName],
   mode: [c.u32Key, c.modeValue],
+  lbSrcs: [c.lbSrcKey, c.u8Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -122,6 +125,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   polRules: 'policy rule names are written again by the first policy sync',
   polEps: 'policy endpoint names are written again by the first policy sync',
   mode: 'the programs serve as usual until the agent sets a mode again',
+  lbSrcs: 'loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -154,6 +158,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       polRules: m(MAP_NAMES.polRules, LAYOUT.polRules),
       polEps: m(MAP_NAMES.polEps, LAYOUT.polEps),
       mode: m(MAP_NAMES.mode, LAYOUT.mode),
+      lbSrcs: m(MAP_NAMES.lbSrcs, LAYOUT.lbSrcs),
     };
   } catch (e) {
     for (const h of opened) h.close();

@@ -52,6 +52,11 @@ export const REASONS = [
     verdict: 'pass',
     help: "draining (bpfEnabled=false): a new flow to a service, left to the kernel (kube-proxy's rules); flows already in bpfproxy's conntrack are still served",
   },
+  {
+    name: 'lb-source-range',
+    verdict: 'drop',
+    help: "new connection to a LoadBalancer IP from a client outside the Service's spec.loadBalancerSourceRanges",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];

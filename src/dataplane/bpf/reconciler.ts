@@ -22,6 +22,11 @@
  * - Two services claiming one address: in a full sync the first in the
  *   order given (the proxier gives oldest first) gets it, also from a
  *   younger owner; between full syncs whoever has it keeps it.
+ * - loadBalancerSourceRanges: the prefixes of a service port are written
+ *   under its service id before a LoadBalancer frontend is flagged to check
+ *   them, and prefixes no longer wanted are removed after the frontends
+ *   were switched, so a change never opens a window where nobody (or
+ *   everybody) gets in.
  */
 import type { Logger } from 'pino';
 import { BpfError } from '../../native/index.js';
@@ -40,6 +45,7 @@ import { emptyReport } from '../dataplane.js';
 import {
   BackendFlags,
   FeFlags,
+  NodeIpFlags,
   IPPROTO_TCP,
   IPPROTO_UDP,
   MAGLEV_CHUNK_BYTES,
@@ -50,6 +56,7 @@ import {
   type BackendValue,
   type FeKey,
   type FeValue,
+  type LbSrcKey,
   type MaglevChunk,
   type MaglevKey,
 } from './codecs.js';
@@ -137,6 +144,7 @@ interface FeEntry {
   label: string;
 }
 
+const ENOSPC = 28;
 const protoNum = (p: string): number => (p === 'UDP' ? IPPROTO_UDP : IPPROTO_TCP);
 const protoName = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : 'TCP');
 const feKeyStr = (k: FeKey): string => frontendKey({ ip: k.addr, port: k.port, protocol: protoName(k.proto) as 'TCP' });
@@ -154,7 +162,14 @@ function flagsOf(f: Frontend): number {
   if (f.kind === 'NodePort') flags |= FeFlags.NODEPORT;
   if (f.externalLocal) flags |= FeFlags.EXT_LOCAL;
   if (f.internalLocal) flags |= FeFlags.INT_LOCAL;
+  if (f.kind === 'LoadBalancer' && f.sourceRanges !== undefined) flags |= FeFlags.SRC_RANGE;
   return flags;
+}
+
+/** "203.0.113.0/25" under a service port id, as the LPM map keys it. */
+function lbSrcKeyOf(svcId: number, cidr: string): LbSrcKey {
+  const [addr, bits] = cidr.split('/');
+  return { prefixlen: 32 + Number(bits), svcId, addr: addr! };
 }
 
 /**
@@ -205,6 +220,10 @@ export class BpfReconciler implements Dataplane {
   private readonly waiting = new Map<string, Set<string>>();
   /** restored names that may have been cut short (svc id -> name) */
   private readonly maybeTruncated = new Map<number, string>();
+  /** loadBalancerSourceRanges written, by service port id ("203.0.113.0/25") */
+  private readonly srcRanges = new Map<number, Set<string>>();
+  /** the service port ids in srcRanges of each service ("namespace/name") */
+  private readonly srcBySvc = new Map<string, Set<number>>();
   private slotCount = 0;
   /** UDP conntrack of removed endpoints: cleared in native passes off the event loop */
   private readonly udpFlusher: ConntrackFlusher;
@@ -295,6 +314,16 @@ export class BpfReconciler implements Dataplane {
       }
       set.refs++;
     }
+    for (const k of this.maps.lbSrcs.keys()) {
+      let r = this.srcRanges.get(k.svcId);
+      if (!r) {
+        this.srcRanges.set(k.svcId, (r = new Set()));
+        this.indexSources(k.svcId);
+      }
+      r.add(`${k.addr}/${k.prefixlen - 32}`);
+    }
+    const checked = new Set([...this.fes.values()].filter((e) => e.value.flags & FeFlags.SRC_RANGE).map((e) => e.value.svcId));
+    for (const svcId of [...this.srcRanges.keys()]) if (!checked.has(svcId)) this.dropSources(svcId);
     // Slots and tables no frontend points at are leftovers of an interrupted sync.
     for (const [setId, slots] of slotsBySet) {
       if (this.sets.has(setId)) continue;
@@ -313,6 +342,74 @@ export class BpfReconciler implements Dataplane {
 
   stats(): ReconcilerStats {
     return { frontends: this.fes.size, backendSets: this.sets.size, servicePorts: this.svcIds.size, slots: this.slotCount };
+  }
+
+  /** The service a service port id with source ranges belongs to, for pruneSources. */
+  private indexSources(svcId: number, drop = false): void {
+    const spk = this.svcNames.get(svcId);
+    if (spk === undefined) return; // nameless: collected with its frontends
+    const svc = serviceOfPort(spk);
+    let ids = this.srcBySvc.get(svc);
+    if (drop) {
+      ids?.delete(svcId);
+      if (ids?.size === 0) this.srcBySvc.delete(svc);
+      return;
+    }
+    if (!ids) this.srcBySvc.set(svc, (ids = new Set()));
+    ids.add(svcId);
+  }
+
+  /** Write the prefixes of `ranges` that are not written yet under svcId. */
+  private addSources(svcId: number, ranges: readonly string[]): void {
+    let have = this.srcRanges.get(svcId);
+    const add = ranges.filter((r) => !have?.has(r));
+    if (add.length === 0) return;
+    try {
+      this.maps.lbSrcs.setMany(add.map((r) => [lbSrcKeyOf(svcId, r), { v: 1 }] as const));
+    } catch (e) {
+      // A full map stops the batch part way: take back what went in, so the
+      // map holds exactly what the mirror says (the frontend keeps its old state).
+      this.maps.lbSrcs.deleteMany(add.map((r) => lbSrcKeyOf(svcId, r)));
+      throw e;
+    }
+    if (!have) {
+      this.srcRanges.set(svcId, (have = new Set()));
+      this.indexSources(svcId);
+    }
+    for (const r of add) have.add(r);
+  }
+
+  /** Remove the prefixes under svcId that `keep` does not list (all of them without it). */
+  private dropSources(svcId: number, keep?: ReadonlySet<string>): void {
+    const have = this.srcRanges.get(svcId);
+    if (!have) return;
+    const gone = [...have].filter((r) => !keep?.has(r));
+    if (gone.length === 0) return;
+    this.maps.lbSrcs.deleteMany(gone.map((r) => lbSrcKeyOf(svcId, r)));
+    for (const r of gone) have.delete(r);
+    if (have.size === 0) {
+      this.indexSources(svcId, true);
+      this.srcRanges.delete(svcId);
+    }
+  }
+
+  /**
+   * After a service's frontends were switched: its service ports' prefixes
+   * that no frontend asks for any more. A service port one of whose
+   * frontends kept its old state (a failed update) keeps its prefixes too.
+   */
+  private pruneSources(service: string, want: ReadonlyMap<number, ReadonlySet<string>>, keepAll: ReadonlySet<number>): void {
+    for (const svcId of [...(this.srcBySvc.get(service) ?? [])]) {
+      if (keepAll.has(svcId)) continue;
+      try {
+        this.dropSources(svcId, want.get(svcId) ?? new Set());
+      } catch (e) {
+        this.log?.warn(
+          { service, svcId, map: MAP_NAMES.lbSrcs },
+          `cannot remove loadBalancerSourceRanges ${service} no longer lists: ${e instanceof Error ? e.message : String(e)}; retried on the next sync`,
+        );
+      }
+    }
   }
 
   private own(owner: string, ks: string): void {
@@ -454,6 +551,9 @@ export class BpfReconciler implements Dataplane {
     const wanted = new Set<string>();
     const touchedSvcIds = new Set<number>();
     const lbOf = this.portLb(frontends);
+    /** source ranges this service's ports ask for, and ports whose old ranges stay (a frontend kept its old state) */
+    const wantSrc = new Map<number, Set<string>>();
+    const keepSrc = new Set<number>();
 
     for (const f of frontends) {
       const ks = frontendKey(f);
@@ -478,6 +578,13 @@ export class BpfReconciler implements Dataplane {
       const hadSvcId = this.svcIds.has(f.servicePort);
       try {
         svcId = this.svcIdFor(f.servicePort);
+        if (f.kind === 'LoadBalancer' && f.sourceRanges !== undefined) {
+          // Before the frontend is flagged to check them (make-before-break).
+          let w = wantSrc.get(svcId);
+          if (!w) wantSrc.set(svcId, (w = new Set()));
+          for (const r of f.sourceRanges) w.add(r);
+          this.addSources(svcId, f.sourceRanges);
+        }
         const want = this.tablesFor(f, lbOf.get(f.servicePort)!);
         if (want.problem) report.problems.push({ service, frontend: label, message: want.problem });
         let tables = want.tables;
@@ -543,6 +650,7 @@ export class BpfReconciler implements Dataplane {
         // keeps serving with its old backends (affinity and conntrack too).
         const kept = !!cur && cur.owner === service;
         if (!kept) wanted.delete(ks);
+        if (kept) keepSrc.add(cur.value.svcId);
         if (created !== undefined) this.discardSet(created);
         if (svcId !== undefined && !hadSvcId && !this.setsBySvc.get(svcId)?.size) this.releaseSvcId(svcId);
         report.problems.push(this.problem(service, label, e, kept));
@@ -571,6 +679,7 @@ export class BpfReconciler implements Dataplane {
       }
     }
 
+    this.pruneSources(service, wantSrc, keepSrc);
     this.collect(freedSets, touchedSvcIds);
     return report;
   }
@@ -692,6 +801,7 @@ export class BpfReconciler implements Dataplane {
     for (const svcId of deadSvcIds) {
       this.setsBySvc.delete(svcId);
       this.affinitySvcs.delete(svcId);
+      this.dropSources(svcId);
       const spk = this.svcNames.get(svcId);
       this.maps.svcNames.delete({ v: svcId });
       if (spk) this.svcIds.delete(spk);
@@ -789,21 +899,38 @@ export class BpfReconciler implements Dataplane {
     return report;
   }
 
-  setNodeAddresses(ips: readonly string[]): void {
-    const want = new Set(ips);
-    const have = new Set(this.maps.nodeIps.entries().map(([k]) => k.addr));
-    for (const ip of want) if (!have.has(ip)) this.maps.nodeIps.set({ addr: ip }, { v: 1 });
-    for (const ip of have) if (!want.has(ip)) this.maps.nodeIps.delete({ addr: ip });
+  /**
+   * The node's addresses (hairpin, host-network endpoints, martian sources,
+   * SNAT fallbacks all need every one of them) and the ones NodePort
+   * answers on (--nodeport-addresses): each address's value says which.
+   */
+  setNodeAddresses(ips: readonly string[], nodePort: readonly string[] = ips): void {
+    const np = new Set(nodePort);
+    const want = new Map(ips.map((ip) => [ip, np.has(ip) ? NodeIpFlags.NODEPORT : 0]));
+    const have = new Map(this.maps.nodeIps.entries().map(([k, v]) => [k.addr, v.v]));
+    for (const [ip, v] of want) if (have.get(ip) !== v) this.maps.nodeIps.set({ addr: ip }, { v });
+    for (const ip of have.keys()) if (!want.has(ip)) this.maps.nodeIps.delete({ addr: ip });
   }
 
   private problem(service: string, frontend: string, e: unknown, kept: boolean): SyncProblem {
     const outcome = kept
       ? `${frontend} keeps its previous state: old endpoints keep serving (affinity and conntrack untouched); the change is retried on the next sync`
       : `${frontend} is not programmed; retried on the next sync`;
+    // An LPM trie says ENOSPC where a hash map says E2BIG.
+    if (e instanceof BpfError && e.op.includes(MAP_NAMES.lbSrcs) && (e.isMapFull || e.errno === ENOSPC)) {
+      return {
+        service,
+        frontend,
+        mapFull: true,
+        message:
+          `the loadBalancerSourceRanges map ${MAP_NAMES.lbSrcs} is full (${this.maps.lbSrcs.maxEntries} prefixes, every range of every LoadBalancer service port): ` +
+          `${outcome}. Fewer or wider ranges make room`,
+      };
+    }
     if (e instanceof BpfError && e.isMapFull) {
       const name = Object.values(MAP_NAMES).find((n) => e.op.includes(n)) ?? '';
-      const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
       const map = (Object.values(this.maps) as Array<{ name: string; maxEntries: number }>).find((m) => m.name === name);
+      const help = MAP_HELP[name] ?? { what: 'service', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' };
       return {
         service,
         frontend,
