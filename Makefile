@@ -5,7 +5,7 @@ BPF_OUT := bpf/.output
 # One object carries every program (bpf/bpfproxy.c includes the entry file
 # of each hook) and shares one set of maps between them.
 BPF_OBJ := $(BPF_OUT)/bpfproxy.o
-BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c
+BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/xdp_afxdp.c
 BPF_HDRS := $(wildcard bpf/lib/*.h bpf/include/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
@@ -47,7 +47,7 @@ $(BPF_OBJ): bpf/bpfproxy.c $(BPF_ENTRIES) $(BPF_HDRS)
 
 addon: build/Release/bpfproxy_native.node
 
-build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
+build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h addon/engine/*.c addon/engine/*.h addon/engine/*.cc) binding.gyp
 	$(NODE_GYP) rebuild $(NODE_GYP_FLAGS)
 
 ts:

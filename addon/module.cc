@@ -7,6 +7,7 @@ namespace bpfproxy {
 
 void InitNetlink(Napi::Env env, Napi::Object exports);  // netlink.cc
 void InitBulk(Napi::Env env, Napi::Object exports);     // addon/bulk.cc
+void InitEngine(Napi::Env env, Napi::Object exports);   // addon/engine/binding.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -17,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSystem(env, exports);
   InitNetlink(env, exports);
   InitBulk(env, exports);
+  InitEngine(env, exports);
   return exports;
 }
 
