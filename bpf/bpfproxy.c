@@ -7,8 +7,9 @@
  *
  * Each hook's entry point is a thin file of its own, included here:
  */
-#include "tc_pod.c"  /* bpfproxy_pod:  TC ingress, pod-facing interfaces */
-#include "tc_data.c" /* bpfproxy_data: TC ingress, data (uplink) interfaces */
-#include "tc_host.c" /* bpfproxy_host: TC egress, replies of host-network endpoints */
+#include "tc_pod.c"    /* bpfproxy_pod:  TC ingress, pod-facing interfaces */
+#include "tc_data.c"   /* bpfproxy_data: TC ingress, data (uplink) interfaces */
+#include "tc_host.c"   /* bpfproxy_host: TC egress, replies of host-network endpoints */
+#include "xdp_afxdp.c" /* bpfproxy_xdp_afxdp: XDP, steering into the AF_XDP engine */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
