@@ -50,6 +50,7 @@ void eng_stats(struct eng *e, struct eng_stats *o)
 	o->sessions_limit = e->sessions.limit;
 	o->sessions_slots = (uint64_t)e->sessions.mask + 1;
 	o->sessions_bytes = e->sessions.bytes;
+	o->sessions_huge  = e->sessions.huge;
 	o->ct_mirrored	  = e->cfg.ct_fd >= 0;
 	t		  = atomic_load(&e->table);
 	if (t) {
@@ -143,7 +144,7 @@ static void new_flow(uint8_t *d, uint16_t len, uint64_t flow)
 
 int eng_bench(struct eng *e, uint32_t nframes, const uint8_t *const *frames, const uint16_t *lens,
 	      uint32_t vec, uint32_t rounds, uint8_t rx_port, int fresh,
-	      struct eng_bench_result *out)
+	      struct eng_bench_result *out, double *round_ns)
 {
 	static uint8_t		mem[ENG_VEC_MAX][ENG_FRAME_SIZE] __attribute__((aligned(64)));
 	struct eng_worker      *w     = e->test_worker;
@@ -161,7 +162,8 @@ int eng_bench(struct eng *e, uint32_t nframes, const uint8_t *const *frames, con
 	drop0	  = w->nodes[ENG_N_DROP].packets;
 	wall0	  = eng_now_ns();
 	for (uint32_t round = 0; round <= rounds; round++) {
-		int warmup = round == 0;
+		int	 warmup = round == 0;
+		uint64_t rt	= 0;
 
 		if (warmup && fresh)
 			continue;
@@ -185,10 +187,13 @@ int eng_bench(struct eng *e, uint32_t nframes, const uint8_t *const *frames, con
 			t0     = eng_ticks();
 			eng_run(w, t, eng_now_ns(), ENG_N__MAX);
 			if (!warmup) {
-				ticks += eng_ticks() - t0;
+				rt += eng_ticks() - t0;
 				out->packets += m;
 			}
 		}
+		ticks += rt;
+		if (!warmup && round_ns)
+			round_ns[round - 1] = (double)rt * e->ns_per_tick;
 	}
 	out->wall_ns = (double)(eng_now_ns() - wall0);
 	out->ns	     = (double)ticks * e->ns_per_tick;

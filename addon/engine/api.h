@@ -113,6 +113,7 @@ struct eng_stats {
 	uint64_t	      reasons[ENG_R__MAX];
 	uint32_t	      sessions_live, sessions_tombs, sessions_limit;
 	uint64_t	      sessions_slots, sessions_bytes;
+	int		      sessions_huge;
 	int		      ct_mirrored;
 	uint64_t	      ct_exported, ct_export_errors, ct_adopted;
 	int		      has_table;
@@ -165,10 +166,12 @@ struct eng_bench_result {
  * through the graph `vec` at a time (timed, each vector between two clock
  * reads). fresh: every packet of every round is a new flow (source address
  * low half and port from a counter); otherwise a warm-up round (not timed)
- * opens the flows first. Returns 0, or -1 when no table is set. */
+ * opens the flows first. round_ns (rounds entries, or NULL): each round's
+ * timed ns, so that a caller on a shared machine can take the rounds no
+ * other task interrupted. Returns 0, or -1 when no table is set. */
 int eng_bench(struct eng *e, uint32_t nframes, const uint8_t *const *frames, const uint16_t *lens,
 	      uint32_t vec, uint32_t rounds, uint8_t rx_port, int fresh,
-	      struct eng_bench_result *out);
+	      struct eng_bench_result *out, double *round_ns);
 
 /* ---- AF_XDP I/O (xsk.c) -------------------------------------------------------- */
 

@@ -216,6 +216,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     so.Set("limit", st.sessions_limit);
     so.Set("slots", static_cast<double>(st.sessions_slots));
     so.Set("bytes", static_cast<double>(st.sessions_bytes));
+    so.Set("hugePages", st.sessions_huge != 0);
     o.Set("sessions", so);
     Napi::Object co = Napi::Object::New(env);
     co.Set("mirrored", st.ct_mirrored != 0);
@@ -423,6 +424,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
       fresh = nf.IsBoolean() && nf.As<Napi::Boolean>().Value();
     }
     if (vec < 1 || vec > ENG_VEC_MAX) return Throw(env, "engine bench", EINVAL, "", "vector must be 1-256");
+    if (rounds < 1 || rounds > 100000) return Throw(env, "engine bench", EINVAL, "", "rounds must be 1-100000");
     if (frames.empty()) return Throw(env, "engine bench", EINVAL, "", "no frames");
     std::vector<const uint8_t*> fp(frames.size());
     std::vector<uint16_t> lens(frames.size());
@@ -431,8 +433,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       lens[i] = static_cast<uint16_t>(frames[i].Length());
     }
     struct eng_bench_result res;
+    std::vector<double> per(rounds);
     if (eng_bench(e_, static_cast<uint32_t>(frames.size()), fp.data(), lens.data(), vec, rounds,
-                  static_cast<uint8_t>(rxp), fresh ? 1 : 0, &res))
+                  static_cast<uint8_t>(rxp), fresh ? 1 : 0, &res, per.data()))
       return Throw(env, "engine bench", ENOENT, "", "no table set");
     Napi::Object r = Napi::Object::New(env);
     r.Set("packets", static_cast<double>(res.packets));
@@ -441,6 +444,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
     r.Set("wallNs", res.wall_ns);
     r.Set("outputs", static_cast<double>(res.outputs));
     r.Set("drops", static_cast<double>(res.drops));
+    Napi::Float64Array pr = Napi::Float64Array::New(env, rounds);
+    for (uint32_t i = 0; i < rounds; i++) pr[i] = per[i];
+    r.Set("roundNs", pr);
     return r;
   }
 };

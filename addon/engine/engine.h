@@ -129,10 +129,83 @@ struct eng_table {
 	size_t bytes; /* memory held, for stats */
 };
 
-const struct eng_frontend *eng_fe_lookup(const struct eng_table *t, uint32_t daddr, uint16_t dport,
-					 uint8_t proto);
-const struct eng_neigh	  *eng_neigh_lookup(const struct eng_table *t, uint32_t addr);
-int			   eng_is_node_addr(const struct eng_table *t, uint32_t addr);
+/* Lookups in the table, inlined where they are used. */
+static inline uint32_t eng_mix32(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return (uint32_t)x;
+}
+
+static inline uint32_t eng_fe_hash(uint32_t addr, uint16_t port, uint8_t proto)
+{
+	return eng_mix32(((uint64_t)addr << 32) | ((uint64_t)port << 8) | proto);
+}
+
+static inline const struct eng_frontend *
+eng_fe_lookup_exact(const struct eng_table *t, uint32_t addr, uint16_t port, uint8_t proto)
+{
+	uint32_t h = eng_fe_hash(addr, port, proto) & t->fe_mask;
+
+	for (uint32_t i = 0; i <= t->fe_mask; i++) {
+		uint32_t		   v = t->fe_hash[(h + i) & t->fe_mask];
+		const struct eng_frontend *f;
+
+		if (!v)
+			return NULL;
+		f = &t->fes[v - 1];
+		if (f->addr == addr && f->port == port && f->proto == proto)
+			return f;
+	}
+	return NULL;
+}
+
+static inline int eng_is_node_addr(const struct eng_table *t, uint32_t addr)
+{
+	uint32_t lo = 0, hi = t->naddrs;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (t->addrs[mid] == addr)
+			return 1;
+		if (t->addrs[mid] < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Exact (address, port, protocol) first, then the NodePort wildcard when
+ * the address is one of the node's (bpf/lib/lb.h lb_lookup()). */
+static inline const struct eng_frontend *eng_fe_lookup(const struct eng_table *t, uint32_t daddr,
+						       uint16_t dport, uint8_t proto)
+{
+	const struct eng_frontend *f = eng_fe_lookup_exact(t, daddr, dport, proto);
+
+	if (f || !eng_is_node_addr(t, daddr))
+		return f;
+	return eng_fe_lookup_exact(t, 0, dport, proto);
+}
+
+static inline const struct eng_neigh *eng_neigh_lookup(const struct eng_table *t, uint32_t addr)
+{
+	uint32_t h = eng_mix32(addr) & t->neigh_mask;
+
+	for (uint32_t i = 0; i <= t->neigh_mask; i++) {
+		uint32_t v = t->neigh_hash[(h + i) & t->neigh_mask];
+
+		if (!v)
+			return NULL;
+		if (t->neigh[v - 1].addr == addr)
+			return &t->neigh[v - 1];
+	}
+	return NULL;
+}
 
 /* ---- sessions (session.c) ---------------------------------------------- */
 
@@ -178,6 +251,9 @@ struct eng_view {
 	uint64_t expires;
 };
 
+/* Longest probe chain a key may have (inserts beyond it: table full). */
+#define ENG_PROBE_MAX 128
+
 struct eng_sessions {
 	struct eng_sess	  *slots;
 	uint32_t	   mask;
@@ -186,26 +262,113 @@ struct eng_sessions {
 	pthread_spinlock_t lock;
 	_Atomic uint32_t   live, tombs;
 	uint32_t	   gc_cursor;
+	int		   huge; /* on reserved huge pages */
 	size_t		   bytes;
 };
 
-int	 eng_sessions_init(struct eng_sessions *s, uint32_t entries);
-void	 eng_sessions_destroy(struct eng_sessions *s);
-void	 eng_sessions_clear(struct eng_sessions *s);
-uint32_t eng_hash(const struct eng_sessions *s, const struct eng_key *k);
-/* The live entry for k (or -1), its fields in *v. */
-int64_t eng_sess_lookup(struct eng_sessions *s, uint32_t hash, const struct eng_key *k,
-			struct eng_view *v);
+int  eng_sessions_init(struct eng_sessions *s, uint32_t entries);
+void eng_sessions_destroy(struct eng_sessions *s);
+void eng_sessions_clear(struct eng_sessions *s);
+/* The hot path, inlined where it is used: the hash of a key, and the
+ * lock-free lookup (the live entry for k or -1, its fields in *v). */
+static inline void eng_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__asm__ volatile("pause" ::: "memory");
+#else
+	__asm__ volatile("" ::: "memory");
+#endif
+}
+
+static inline uint32_t eng_hash(const struct eng_sessions *s, const struct eng_key *k)
+{
+	uint64_t a = ((uint64_t)k->saddr << 32 | k->daddr) ^ s->seed;
+	uint64_t b =
+		((uint64_t)k->sport << 32 | (uint64_t)k->dport << 16 | k->proto) ^ (s->seed >> 7);
+
+	a *= 0x9e3779b97f4a7c15ULL;
+	b *= 0xc2b2ae3d27d4eb4fULL;
+	a ^= b ^ (a >> 29) ^ (b >> 31);
+	a *= 0x165667b19e3779f9ULL;
+	return (uint32_t)(a >> 32);
+}
+
+static inline int eng_key_eq(const struct eng_sess *e, const struct eng_key *k)
+{
+	return e->saddr == k->saddr && e->daddr == k->daddr && e->sport == k->sport &&
+	       e->dport == k->dport && e->proto == k->proto;
+}
+
+static inline int64_t eng_sess_lookup(struct eng_sessions *s, uint32_t hash,
+				      const struct eng_key *k, struct eng_view *v)
+{
+	for (uint32_t i = 0; i < ENG_PROBE_MAX; i++) {
+		uint32_t	 idx = (hash + i) & s->mask;
+		struct eng_sess *e   = &s->slots[idx];
+		uint32_t	 q;
+		uint8_t		 used;
+		int		 match;
+
+	again:
+		q = atomic_load_explicit(&e->seq, memory_order_acquire);
+		if (q & 1) {
+			eng_cpu_relax();
+			goto again;
+		}
+		used  = *(volatile uint8_t *)&e->used;
+		match = used == 1 && eng_key_eq(e, k);
+		if (match && v) {
+			v->slot	       = idx;
+			v->nat_saddr   = e->nat_saddr;
+			v->nat_daddr   = e->nat_daddr;
+			v->nat_sport   = e->nat_sport;
+			v->nat_dport   = e->nat_dport;
+			v->dir	       = e->dir;
+			v->flags       = e->flags;
+			v->out_port    = e->out_port;
+			v->svc_id      = e->svc_id;
+			v->export_at_s = e->export_at_s;
+			memcpy(v->dmac, e->dmac, 6);
+			memcpy(v->smac, e->smac, 6);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != q)
+			goto again;
+		if (used == 0)
+			return -1;
+		if (match) {
+			if (v) {
+				v->state = atomic_load_explicit(&e->state, memory_order_relaxed);
+				v->expires =
+					atomic_load_explicit(&e->expires, memory_order_relaxed);
+			}
+			return idx;
+		}
+	}
+	return -1;
+}
+
 /* Whether no entry (live at now) holds k. */
 int eng_sess_free(struct eng_sessions *s, const struct eng_key *k, uint64_t now);
 /* Insert (or replace the expired entry of) k: returns the slot or -1 when
  * full. Called with the lock held. */
 int64_t eng_sess_insert_locked(struct eng_sessions *s, const struct eng_key *k,
 			       const struct eng_sess *val);
+int64_t eng_sess_insert_hashed_locked(struct eng_sessions *s, uint32_t hash,
+				      const struct eng_key *k, const struct eng_sess *val);
 void	eng_sess_delete_locked(struct eng_sessions *s, uint32_t slot);
 /* Expire up to `budget` slots from the GC cursor: both halves of a flow go
  * together once both expired. Returns entries removed. */
 uint32_t eng_sessions_gc(struct eng_sessions *s, uint64_t now, uint32_t budget);
+
+/* What lb decided for a new flow between its two passes. */
+struct eng_lb {
+	uint32_t saddr, daddr; /* the translation (net) */
+	uint16_t sport, dport;
+	uint32_t svc_id;
+	uint32_t rhash; /* hash of the reply key (prefetched) */
+	uint8_t	 flags;
+};
 
 /* ---- the vector: struct of arrays -------------------------------------- */
 
@@ -226,6 +389,7 @@ struct eng_vec {
 	uint16_t	l4_off[ENG_VEC_MAX], ip_len[ENG_VEC_MAX];
 	uint32_t	hash[ENG_VEC_MAX];
 	struct eng_view view[ENG_VEC_MAX];
+	struct eng_lb	lb[ENG_VEC_MAX];
 	int16_t		trace[ENG_VEC_MAX]; /* index into the worker's trace records, -1 */
 };
 
@@ -317,6 +481,21 @@ static inline const struct eng_table *eng_enter(struct eng_worker *w)
 static inline void eng_leave(struct eng_worker *w)
 {
 	atomic_fetch_add_explicit(&w->qs, 1, memory_order_release);
+}
+
+/* bpf/lib/conntrack.h ct_lifetime(): how long an entry lives after a packet. */
+static inline uint64_t eng_ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state)
+{
+	if (proto != 6)
+		return t->ct_udp_ns;
+	if (state & ENG_CT_S_RST)
+		return t->ct_rst_ns;
+	if ((state & (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY)) ==
+	    (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY))
+		return t->ct_fin_ns;
+	if (state & ENG_CT_S_ESTABLISHED)
+		return t->ct_est_ns;
+	return t->ct_syn_ns;
 }
 
 /* ---- conntrack mirror (session.c) ------------------------------------------ */

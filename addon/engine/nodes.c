@@ -33,8 +33,6 @@
 
 #include "engine.h"
 
-uint64_t eng_ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state);
-
 #define AHEAD		 4
 #define SNAT_PORT_TRIES	 8
 #define ADOPT_PER_VECTOR 32
@@ -452,94 +450,83 @@ static void affinity_put(struct eng_sessions *s, const struct eng_frontend *fe, 
 	pthread_spin_unlock(&s->lock);
 }
 
-struct xlate {
-	uint32_t saddr, daddr;
-	uint16_t sport, dport;
-};
+static inline void reply_key(const struct eng_key *fwd, const struct eng_lb *to, struct eng_key *rk)
+{
+	rk->saddr = to->daddr;
+	rk->daddr = to->saddr;
+	rk->sport = to->dport;
+	rk->dport = to->sport;
+	rk->proto = fwd->proto;
+}
 
 /* Whether the reply tuple of a translation to `to` is free for the flow
  * `fwd`: no live entry, or fwd's own earlier one (bpf/lib/conntrack.h
  * ct_reply_free()). */
-static int reply_free(struct eng_sessions *s, const struct eng_key *fwd, const struct xlate *to,
-		      uint64_t now)
+static int reply_free(struct eng_sessions *s, const struct eng_key *fwd, const struct eng_lb *to,
+		      uint32_t rhash, uint64_t now)
 {
-	struct eng_key	rk = {.saddr = to->daddr,
-			      .daddr = to->saddr,
-			      .sport = to->dport,
-			      .dport = to->sport,
-			      .proto = fwd->proto};
+	struct eng_key	rk, back;
 	struct eng_view rv;
-	struct eng_key	back;
 
-	if (eng_sess_lookup(s, eng_hash(s, &rk), &rk, &rv) < 0 || rv.expires < now)
+	reply_key(fwd, to, &rk);
+	if (eng_sess_lookup(s, rhash, &rk, &rv) < 0 || rv.expires < now)
 		return 1;
 	peer_key(&rv, fwd->proto, &back);
 	return back.saddr == fwd->saddr && back.daddr == fwd->daddr && back.sport == fwd->sport &&
 	       back.dport == fwd->dport;
 }
 
-/* Create both entries of a new flow; returns the forward entry's slot or
- * -1 (table full, or the reply tuple was taken meanwhile: -2). */
-static int64_t create_flow(struct eng_worker *w, const struct eng_table *t, uint32_t i,
-			   const struct eng_key *fwd, const struct xlate *to, uint8_t flags,
-			   uint32_t svc_id, uint64_t now)
+/* Both entries of a new flow, with the table lock held: the forward entry's
+ * slot, -1 when the table is full, -2 when the reply tuple is taken. */
+static int64_t create_flow_locked(struct eng_worker *w, const struct eng_table *t, uint32_t i,
+				  const struct eng_key *fwd, const struct eng_lb *to, uint64_t now)
 {
 	struct eng_sessions *s = &w->e->sessions;
 	struct eng_vec	    *v = &w->v;
 	struct eng_sess	     fe, re;
-	struct eng_key	     rk	 = {.saddr = to->daddr,
-				    .daddr = to->saddr,
-				    .sport = to->dport,
-				    .dport = to->sport,
-				    .proto = fwd->proto};
+	struct eng_key	     rk;
 	uint64_t	     exp = now + eng_ct_lifetime(t, fwd->proto, 0);
 	uint32_t	     ex	 = export_at(t, fwd->proto, 0, now);
 	int64_t		     fs, rs;
 
+	if (!reply_free(s, fwd, to, to->rhash, now))
+		return -2;
+	reply_key(fwd, to, &rk);
 	memset(&re, 0, sizeof(re));
 	re.dir	       = ENG_CT_DIR_REPLY;
-	re.flags       = flags;
+	re.flags       = to->flags;
 	re.nat_saddr   = fwd->daddr;
 	re.nat_sport   = fwd->dport;
 	re.nat_daddr   = fwd->saddr;
 	re.nat_dport   = fwd->sport;
-	re.svc_id      = svc_id;
+	re.svc_id      = to->svc_id;
 	re.export_at_s = ex;
 	/* replies go back the way the flow came in */
 	re.out_port = v->rx_port[i];
 	memcpy(re.dmac, v->data[i] + 6, 6);
 	memcpy(re.smac, v->data[i], 6);
-	atomic_store(&re.expires, exp);
+	atomic_store_explicit(&re.expires, exp, memory_order_relaxed);
 
 	memset(&fe, 0, sizeof(fe));
 	fe.dir	       = ENG_CT_DIR_FWD;
-	fe.flags       = flags;
+	fe.flags       = to->flags;
 	fe.nat_saddr   = to->saddr;
 	fe.nat_sport   = to->sport;
 	fe.nat_daddr   = to->daddr;
 	fe.nat_dport   = to->dport;
-	fe.svc_id      = svc_id;
+	fe.svc_id      = to->svc_id;
 	fe.export_at_s = ex;
 	fe.out_port    = 0xff;
-	atomic_store(&fe.expires, exp);
+	atomic_store_explicit(&fe.expires, exp, memory_order_relaxed);
 
-	pthread_spin_lock(&s->lock);
-	if (!reply_free(s, fwd, to, now)) {
-		pthread_spin_unlock(&s->lock);
-		return -2;
-	}
-	rs = eng_sess_insert_locked(s, &rk, &re);
-	if (rs < 0) {
-		pthread_spin_unlock(&s->lock);
+	rs = eng_sess_insert_hashed_locked(s, to->rhash, &rk, &re);
+	if (rs < 0)
 		return -1;
-	}
-	fs = eng_sess_insert_locked(s, fwd, &fe);
+	fs = eng_sess_insert_hashed_locked(s, v->hash[i], fwd, &fe);
 	if (fs < 0) {
 		eng_sess_delete_locked(s, (uint32_t)rs);
-		pthread_spin_unlock(&s->lock);
 		return -1;
 	}
-	pthread_spin_unlock(&s->lock);
 	if (w->ctx) {
 		eng_ct_queue(w, &s->slots[rs], now);
 		eng_ct_queue(w, &s->slots[fs], now);
@@ -547,133 +534,167 @@ static int64_t create_flow(struct eng_worker *w, const struct eng_table *t, uint
 	return fs;
 }
 
+static inline void pick_snat_port(struct eng_worker *w, const struct eng_table *t,
+				  const struct eng_key *fwd, struct eng_lb *to)
+{
+	struct eng_key rk;
+
+	to->sport =
+		htons((uint16_t)(t->snat_min + rnd(w) % ((uint32_t)t->snat_max - t->snat_min + 1)));
+	reply_key(fwd, to, &rk);
+	to->rhash = eng_hash(&w->e->sessions, &rk);
+}
+
+/* lb, pass 1: frontend, backend, translation; the reply key's slot is
+ * prefetched for pass 2. Returns whether the packet goes on to pass 2. */
+static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i, uint64_t now,
+		     uint32_t *adopted)
+{
+	struct eng_vec		  *v	    = &w->v;
+	struct eng_sessions	  *s	    = &w->e->sessions;
+	const struct eng_port	  *rp	    = port_of(t, v->rx_port[i]);
+	int			   from_pod = rp && (rp->flags & ENG_PORT_F_POD);
+	const struct eng_frontend *fe;
+	const struct eng_neigh	  *nb;
+	struct eng_backend	   be;
+	struct eng_key		   key, rk;
+	struct eng_lb		  *to = &v->lb[i];
+	uint32_t		   start, cnt, total;
+	int			   local_only, opening;
+
+	key_of(v, i, &key);
+	fe = eng_fe_lookup(t, key.daddr, key.dport, key.proto);
+	if (!fe) {
+		to_drop(w, i, ENG_R_NO_FRONTEND);
+		return 0;
+	}
+	total	= (uint32_t)fe->cluster_count + fe->local_count;
+	opening = opens_flow(key.proto, v->tcp_flags[i]);
+	if (total && w->ctx && (!opening || key.proto == PROTO_UDP) &&
+	    *adopted < ADOPT_PER_VECTOR) {
+		/* A flow the kernel path opened (before the engine took this
+		 * frontend over): carry it on as it was set up. */
+		struct eng_sess a;
+		int64_t		fs = -1;
+
+		(*adopted)++;
+		if (eng_ct_adopt_lookup(w, &key, now, &a)) {
+			pthread_spin_lock(&s->lock);
+			fs = eng_sess_insert_hashed_locked(s, v->hash[i], &key, &a);
+			pthread_spin_unlock(&s->lock);
+		}
+		if (fs >= 0) {
+			view_of(&v->view[i], &s->slots[fs], (uint32_t)fs);
+			enq(w, ENG_N_NAT, i);
+			return 0;
+		}
+	}
+	if (!opening) {
+		if (total == 0)
+			enq(w, ENG_N_REJECT, i);
+		else
+			to_drop(w, i, ENG_R_NOT_OPENING);
+		return 0;
+	}
+	local_only = (!from_pod && (fe->flags & ENG_FE_F_EXTERNAL))
+			     ? !!(fe->flags & ENG_FE_F_EXT_LOCAL)
+			     : !!(fe->flags & ENG_FE_F_INT_LOCAL);
+	start	   = fe->be_start + (local_only ? fe->cluster_count : 0);
+	cnt	   = local_only ? fe->local_count : fe->cluster_count;
+	if (cnt == 0) {
+		if (total == 0)
+			enq(w, ENG_N_REJECT, i);
+		else
+			to_drop(w, i, ENG_R_NO_LOCAL_ENDPOINTS);
+		return 0;
+	}
+	if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be))
+		be = t->bes[start + rnd(w) % cnt];
+	if (fe->affinity_s)
+		affinity_put(s, fe, key.saddr, &be, now);
+
+	nb = eng_neigh_lookup(t, be.addr);
+	if (!nb) {
+		to_drop(w, i, ENG_R_NO_NEIGHBOUR);
+		return 0;
+	}
+	to->saddr  = key.saddr;
+	to->sport  = key.sport;
+	to->daddr  = be.addr;
+	to->dport  = be.port;
+	to->svc_id = fe->svc_id;
+	to->flags  = from_pod ? 0 : ENG_CT_F_EXTERNAL;
+	if (from_pod && be.addr == key.saddr) {
+		/* hairpin: the pod would drop a packet from itself */
+		to->saddr = t->hairpin;
+		to->flags |= ENG_CT_F_SNAT | ENG_CT_F_HAIRPIN;
+	} else if (!from_pod && (fe->flags & ENG_FE_F_EXTERNAL) && !(be.flags & ENG_BE_F_LOCAL)) {
+		/* externalTrafficPolicy Cluster to another node: SNAT to this
+		 * node, so the reply comes back through us */
+		if (!nb->snat) {
+			to_drop(w, i, ENG_R_NO_SNAT_SOURCE);
+			return 0;
+		}
+		to->saddr = nb->snat;
+		to->flags |= ENG_CT_F_SNAT;
+	}
+	if (to->flags & ENG_CT_F_SNAT) {
+		pick_snat_port(w, t, &key, to);
+	} else {
+		reply_key(&key, to, &rk);
+		to->rhash = eng_hash(s, &rk);
+	}
+	__builtin_prefetch(&s->slots[to->rhash & s->mask]);
+	return 1;
+}
+
 static void node_lb(struct eng_worker *w, const struct eng_table *t, const uint16_t *in, uint32_t n,
 		    uint64_t now)
 {
 	struct eng_vec	    *v	     = &w->v;
 	struct eng_sessions *s	     = &w->e->sessions;
-	uint32_t	     adopted = 0;
+	uint32_t	     adopted = 0, m = 0;
+	uint16_t	     pend[ENG_VEC_MAX];
 
-	for (uint32_t k = 0; k < n; k++) {
-		uint32_t		   i	    = in[k];
-		const struct eng_port	  *rp	    = port_of(t, v->rx_port[i]);
-		int			   from_pod = rp && (rp->flags & ENG_PORT_F_POD);
-		const struct eng_frontend *fe;
-		const struct eng_neigh	  *nb;
-		struct eng_backend	   be;
-		struct eng_key		   key;
-		struct xlate		   to;
-		uint32_t		   start, cnt, total;
-		uint8_t			   flags;
-		int			   local_only;
-		int64_t			   fs = -1;
+	for (uint32_t k = 0; k < n; k++)
+		if (lb_decide(w, t, in[k], now, &adopted))
+			pend[m++] = in[k];
+	/* pass 2: both entries of each new flow, under the table lock taken
+	 * once per few flows */
+	for (uint32_t k = 0; k < m;) {
+		uint32_t end = k + 16 < m ? k + 16 : m;
 
-		key_of(v, i, &key);
-		fe = eng_fe_lookup(t, key.daddr, key.dport, key.proto);
-		if (!fe) {
-			to_drop(w, i, ENG_R_NO_FRONTEND);
-			continue;
-		}
-		total = (uint32_t)fe->cluster_count + fe->local_count;
-		if (!opens_flow(key.proto, v->tcp_flags[i]) ||
-		    (key.proto == PROTO_UDP && w->ctx && total)) {
-			/* A flow the kernel path opened (before the engine took
-			 * this frontend over): carry it on as it was set up. */
-			struct eng_sess a;
+		pthread_spin_lock(&s->lock);
+		for (; k < end; k++) {
+			uint32_t       i  = pend[k];
+			struct eng_lb *to = &v->lb[i];
+			struct eng_key key;
+			int64_t	       fs;
 
-			if (total && w->ctx && adopted < ADOPT_PER_VECTOR) {
-				adopted++;
-				if (eng_ct_adopt_lookup(w, &key, now, &a)) {
-					pthread_spin_lock(&s->lock);
-					fs = eng_sess_insert_locked(s, &key, &a);
-					pthread_spin_unlock(&s->lock);
-					if (fs >= 0) {
-						view_of(&v->view[i], &s->slots[fs], (uint32_t)fs);
-						enq(w, ENG_N_NAT, i);
-						continue;
-					}
-				}
+			key_of(v, i, &key);
+			fs = create_flow_locked(w, t, i, &key, to, now);
+			if (fs == -2 && !(to->flags & ENG_CT_F_SNAT)) {
+				/* the reply tuple is another flow's: remap the
+				 * source port, keep the address (as the kernel's
+				 * NAT does on a clash) */
+				to->flags |= ENG_CT_F_SNAT;
 			}
-			if (!opens_flow(key.proto, v->tcp_flags[i])) {
-				if (total == 0)
-					enq(w, ENG_N_REJECT, i);
-				else
-					to_drop(w, i, ENG_R_NOT_OPENING);
-				continue;
-			}
-		}
-		local_only = (!from_pod && (fe->flags & ENG_FE_F_EXTERNAL))
-				     ? !!(fe->flags & ENG_FE_F_EXT_LOCAL)
-				     : !!(fe->flags & ENG_FE_F_INT_LOCAL);
-		start	   = fe->be_start + (local_only ? fe->cluster_count : 0);
-		cnt	   = local_only ? fe->local_count : fe->cluster_count;
-		if (cnt == 0) {
-			if (total == 0)
-				enq(w, ENG_N_REJECT, i);
-			else
-				to_drop(w, i, ENG_R_NO_LOCAL_ENDPOINTS);
-			continue;
-		}
-		if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be)) {
-			be = t->bes[start + rnd(w) % cnt];
-			if (fe->affinity_s)
-				affinity_put(s, fe, key.saddr, &be, now);
-		} else if (fe->affinity_s) {
-			affinity_put(s, fe, key.saddr, &be, now);
-		}
-
-		nb = eng_neigh_lookup(t, be.addr);
-		if (!nb) {
-			to_drop(w, i, ENG_R_NO_NEIGHBOUR);
-			continue;
-		}
-		to.saddr = key.saddr;
-		to.sport = key.sport;
-		to.daddr = be.addr;
-		to.dport = be.port;
-		flags	 = from_pod ? 0 : ENG_CT_F_EXTERNAL;
-		if (from_pod && be.addr == key.saddr) {
-			/* hairpin: the pod would drop a packet from itself */
-			to.saddr = t->hairpin;
-			flags |= ENG_CT_F_SNAT | ENG_CT_F_HAIRPIN;
-		} else if (!from_pod && (fe->flags & ENG_FE_F_EXTERNAL) &&
-			   !(be.flags & ENG_BE_F_LOCAL)) {
-			/* externalTrafficPolicy Cluster to another node: SNAT
-			 * to this node, so the reply comes back through us */
-			if (!nb->snat) {
-				to_drop(w, i, ENG_R_NO_SNAT_SOURCE);
-				continue;
-			}
-			to.saddr = nb->snat;
-			flags |= ENG_CT_F_SNAT;
-		}
-		if (!(flags & ENG_CT_F_SNAT)) {
-			fs = create_flow(w, t, i, &key, &to, flags, fe->svc_id, now);
-			if (fs == -2)
-				flags |=
-					ENG_CT_F_SNAT; /* remap the source port, keep the address */
-		}
-		if (flags & ENG_CT_F_SNAT) {
-			uint32_t range = (uint32_t)t->snat_max - t->snat_min + 1;
-
-			fs = -2;
-			for (int tries = 0; tries < SNAT_PORT_TRIES && fs == -2; tries++) {
-				to.sport = htons((uint16_t)(t->snat_min + rnd(w) % range));
-				if (!reply_free(s, &key, &to, now))
-					continue;
-				fs = create_flow(w, t, i, &key, &to, flags, fe->svc_id, now);
+			for (int tries = 0; fs == -2 && tries < SNAT_PORT_TRIES; tries++) {
+				pick_snat_port(w, t, &key, to);
+				fs = create_flow_locked(w, t, i, &key, to, now);
 			}
 			if (fs == -2) {
 				to_drop(w, i, ENG_R_NAT_PORTS);
 				continue;
 			}
+			if (fs < 0) {
+				to_drop(w, i, ENG_R_SESSION_FULL);
+				continue;
+			}
+			view_of(&v->view[i], &s->slots[fs], (uint32_t)fs);
+			enq(w, ENG_N_NAT, i);
 		}
-		if (fs < 0) {
-			to_drop(w, i, ENG_R_SESSION_FULL);
-			continue;
-		}
-		view_of(&v->view[i], &s->slots[fs], (uint32_t)fs);
-		enq(w, ENG_N_NAT, i);
+		pthread_spin_unlock(&s->lock);
 	}
 }
 
@@ -823,11 +844,12 @@ static void node_nat(struct eng_worker *w, const struct eng_table *t, const uint
 				l4c = csum_replace2(l4c, v->dport[i], e->nat_dport);
 			wr16(l4 + 2, e->nat_dport);
 		}
-		/* TTL and protocol share a 16-bit word */
+		/* TTL and protocol share a 16-bit word: the TTL is its first
+		 * byte, so in memory order the word drops by one (TTL >= 2) */
 		oldw = rd16(ip + 8);
-		ip[8]--;
-		neww = rd16(ip + 8);
-		ipc  = csum_replace2(ipc, oldw, neww);
+		neww = htons((uint16_t)(ntohs(oldw) - 0x100));
+		wr16(ip + 8, neww);
+		ipc = csum_replace2(ipc, oldw, neww);
 		wr16(ip + 10, ipc);
 		if (l4sum) {
 			if (v->proto[i] == PROTO_UDP && l4c == 0)

@@ -34,21 +34,13 @@
 #include "../../bpf/lib/types.h"
 #include "engine.h"
 
-#define PROBE_MAX  128
-#define EXPORT_MAX (2 * ENG_VEC_MAX)
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__asm__ volatile("pause" ::: "memory");
-#else
-	__asm__ volatile("" ::: "memory");
-#endif
-}
+#define ENG_PROBE_MAX 128
+#define EXPORT_MAX    (2 * ENG_VEC_MAX)
 
 int eng_sessions_init(struct eng_sessions *s, uint32_t entries)
 {
 	uint64_t slots = 16;
+	size_t	 huge;
 	void	*m;
 
 	memset(s, 0, sizeof(*s));
@@ -59,11 +51,24 @@ int eng_sessions_init(struct eng_sessions *s, uint32_t entries)
 	if (slots > (1ULL << 30))
 		return -E2BIG;
 	s->bytes = slots * sizeof(struct eng_sess);
-	/* Anonymous zero pages: memory is committed as entries are written. */
-	m = mmap(NULL, s->bytes, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED)
-		return -errno;
+	/* Committed up front (bounded, as configured): no page fault on the
+	 * path of a new flow. Huge pages where there are some: reserved ones
+	 * (hugetlbfs, as for DPDK/VPP), else transparent ones if the kernel
+	 * gives them: one TLB entry per 2 MiB of sessions instead of 4 KiB. */
+	huge = (s->bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+	m = mmap(NULL, huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1,
+		 0);
+	if (m != MAP_FAILED) {
+		s->bytes = huge;
+		s->huge	 = 1;
+	} else {
+		m = mmap(NULL, s->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			 0);
+		if (m == MAP_FAILED)
+			return -errno;
+		madvise(m, s->bytes, MADV_HUGEPAGE);
+	}
+	memset(m, 0, s->bytes);
 	s->slots = m;
 	s->mask	 = (uint32_t)(slots - 1);
 	s->limit = entries;
@@ -84,80 +89,11 @@ void eng_sessions_destroy(struct eng_sessions *s)
 void eng_sessions_clear(struct eng_sessions *s)
 {
 	pthread_spin_lock(&s->lock);
-	/* Give the pages back: the table reads as zero (empty) again. */
-	madvise(s->slots, s->bytes, MADV_DONTNEED);
+	memset(s->slots, 0, s->bytes);
 	atomic_store(&s->live, 0);
 	atomic_store(&s->tombs, 0);
 	s->gc_cursor = 0;
 	pthread_spin_unlock(&s->lock);
-}
-
-uint32_t eng_hash(const struct eng_sessions *s, const struct eng_key *k)
-{
-	uint64_t a = ((uint64_t)k->saddr << 32 | k->daddr) ^ s->seed;
-	uint64_t b =
-		((uint64_t)k->sport << 32 | (uint64_t)k->dport << 16 | k->proto) ^ (s->seed >> 7);
-
-	a *= 0x9e3779b97f4a7c15ULL;
-	b *= 0xc2b2ae3d27d4eb4fULL;
-	a ^= b ^ (a >> 29) ^ (b >> 31);
-	a *= 0x165667b19e3779f9ULL;
-	return (uint32_t)(a >> 32);
-}
-
-static inline int key_eq(const struct eng_sess *e, const struct eng_key *k)
-{
-	return e->saddr == k->saddr && e->daddr == k->daddr && e->sport == k->sport &&
-	       e->dport == k->dport && e->proto == k->proto;
-}
-
-int64_t eng_sess_lookup(struct eng_sessions *s, uint32_t hash, const struct eng_key *k,
-			struct eng_view *v)
-{
-	for (uint32_t i = 0; i < PROBE_MAX; i++) {
-		uint32_t	 idx = (hash + i) & s->mask;
-		struct eng_sess *e   = &s->slots[idx];
-		uint32_t	 q;
-		uint8_t		 used;
-		int		 match;
-
-	again:
-		q = atomic_load_explicit(&e->seq, memory_order_acquire);
-		if (q & 1) {
-			cpu_relax();
-			goto again;
-		}
-		used  = *(volatile uint8_t *)&e->used;
-		match = used == 1 && key_eq(e, k);
-		if (match && v) {
-			v->slot	       = idx;
-			v->nat_saddr   = e->nat_saddr;
-			v->nat_daddr   = e->nat_daddr;
-			v->nat_sport   = e->nat_sport;
-			v->nat_dport   = e->nat_dport;
-			v->dir	       = e->dir;
-			v->flags       = e->flags;
-			v->out_port    = e->out_port;
-			v->svc_id      = e->svc_id;
-			v->export_at_s = e->export_at_s;
-			memcpy(v->dmac, e->dmac, 6);
-			memcpy(v->smac, e->smac, 6);
-		}
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != q)
-			goto again;
-		if (used == 0)
-			return -1;
-		if (match) {
-			if (v) {
-				v->state = atomic_load_explicit(&e->state, memory_order_relaxed);
-				v->expires =
-					atomic_load_explicit(&e->expires, memory_order_relaxed);
-			}
-			return idx;
-		}
-	}
-	return -1;
 }
 
 int eng_sess_free(struct eng_sessions *s, const struct eng_key *k, uint64_t now)
@@ -185,11 +121,16 @@ static void slot_write_end(struct eng_sess *e)
 int64_t eng_sess_insert_locked(struct eng_sessions *s, const struct eng_key *k,
 			       const struct eng_sess *val)
 {
-	uint32_t h	= eng_hash(s, k);
-	int64_t	 target = -1, first_free = -1;
-	uint8_t	 was;
+	return eng_sess_insert_hashed_locked(s, eng_hash(s, k), k, val);
+}
 
-	for (uint32_t i = 0; i < PROBE_MAX; i++) {
+int64_t eng_sess_insert_hashed_locked(struct eng_sessions *s, uint32_t h, const struct eng_key *k,
+				      const struct eng_sess *val)
+{
+	int64_t target = -1, first_free = -1;
+	uint8_t was;
+
+	for (uint32_t i = 0; i < ENG_PROBE_MAX; i++) {
 		uint32_t	 idx = (h + i) & s->mask;
 		struct eng_sess *e   = &s->slots[idx];
 
@@ -203,7 +144,7 @@ int64_t eng_sess_insert_locked(struct eng_sessions *s, const struct eng_key *k,
 				first_free = idx;
 			continue;
 		}
-		if (key_eq(e, k)) {
+		if (eng_key_eq(e, k)) {
 			target = idx;
 			break;
 		}
@@ -335,20 +276,6 @@ struct eng_ct_export {
 	struct ct_value vals[EXPORT_MAX];
 };
 
-static uint64_t ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state)
-{
-	if (proto != 6)
-		return t->ct_udp_ns;
-	if (state & ENG_CT_S_RST)
-		return t->ct_rst_ns;
-	if ((state & (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY)) ==
-	    (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY))
-		return t->ct_fin_ns;
-	if (state & ENG_CT_S_ESTABLISHED)
-		return t->ct_est_ns;
-	return t->ct_syn_ns;
-}
-
 void eng_ct_flush(struct eng_worker *w)
 {
 	struct eng_ct_export *x = w->ctx;
@@ -434,12 +361,6 @@ int eng_ct_adopt_lookup(struct eng_worker *w, const struct eng_key *k, uint64_t 
 	atomic_store(&out->state, cv.state);
 	w->ct_adopted++;
 	return 1;
-}
-
-uint64_t eng_ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state);
-uint64_t eng_ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state)
-{
-	return ct_lifetime(t, proto, state);
 }
 
 size_t eng_ct_export_size(void);

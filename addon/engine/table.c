@@ -85,86 +85,6 @@ static uint32_t pow2_at_least(uint64_t n)
 	return c;
 }
 
-static inline uint32_t mix32(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return (uint32_t)x;
-}
-
-static inline uint32_t fe_hash_of(uint32_t addr, uint16_t port, uint8_t proto)
-{
-	return mix32(((uint64_t)addr << 32) | ((uint64_t)port << 8) | proto);
-}
-
-const struct eng_frontend *eng_fe_lookup_exact(const struct eng_table *t, uint32_t addr,
-					       uint16_t port, uint8_t proto);
-
-const struct eng_frontend *eng_fe_lookup_exact(const struct eng_table *t, uint32_t addr,
-					       uint16_t port, uint8_t proto)
-{
-	uint32_t h = fe_hash_of(addr, port, proto) & t->fe_mask;
-
-	for (uint32_t i = 0; i <= t->fe_mask; i++) {
-		uint32_t		   v = t->fe_hash[(h + i) & t->fe_mask];
-		const struct eng_frontend *f;
-
-		if (!v)
-			return NULL;
-		f = &t->fes[v - 1];
-		if (f->addr == addr && f->port == port && f->proto == proto)
-			return f;
-	}
-	return NULL;
-}
-
-int eng_is_node_addr(const struct eng_table *t, uint32_t addr)
-{
-	uint32_t lo = 0, hi = t->naddrs;
-
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-
-		if (t->addrs[mid] == addr)
-			return 1;
-		if (t->addrs[mid] < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return 0;
-}
-
-/* Exact (address, port, protocol) first, then the NodePort wildcard when
- * the address is one of the node's (bpf/lib/lb.h lb_lookup()). */
-const struct eng_frontend *eng_fe_lookup(const struct eng_table *t, uint32_t daddr, uint16_t dport,
-					 uint8_t proto)
-{
-	const struct eng_frontend *f = eng_fe_lookup_exact(t, daddr, dport, proto);
-
-	if (f || !eng_is_node_addr(t, daddr))
-		return f;
-	return eng_fe_lookup_exact(t, 0, dport, proto);
-}
-
-const struct eng_neigh *eng_neigh_lookup(const struct eng_table *t, uint32_t addr)
-{
-	uint32_t h = mix32(addr) & t->neigh_mask;
-
-	for (uint32_t i = 0; i <= t->neigh_mask; i++) {
-		uint32_t v = t->neigh_hash[(h + i) & t->neigh_mask];
-
-		if (!v)
-			return NULL;
-		if (t->neigh[v - 1].addr == addr)
-			return &t->neigh[v - 1];
-	}
-	return NULL;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -344,7 +264,7 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 			     ip_str(f->addr, a1), ntohs(f->port), f->proto);
 			goto bad;
 		}
-		h = fe_hash_of(f->addr, f->port, f->proto) & t->fe_mask;
+		h = eng_fe_hash(f->addr, f->port, f->proto) & t->fe_mask;
 		while (t->fe_hash[h])
 			h = (h + 1) & t->fe_mask;
 		t->fe_hash[h] = i + 1;
@@ -390,7 +310,7 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 			fail(why, whylen, "neighbour %s is listed twice", ip_str(n->addr, a1));
 			goto bad;
 		}
-		h = mix32(n->addr) & t->neigh_mask;
+		h = eng_mix32(n->addr) & t->neigh_mask;
 		while (t->neigh_hash[h])
 			h = (h + 1) & t->neigh_mask;
 		t->neigh_hash[h] = i + 1;

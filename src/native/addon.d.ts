@@ -348,7 +348,7 @@ export interface EngineStats {
   nodes: EngineNodeStats[];
   /** packets per drop reason (and 'rejected': answered) */
   reasons: Record<string, number>;
-  sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number };
+  sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number; hugePages: boolean };
   conntrack: { mirrored: boolean; exported: number; exportErrors: number; adopted: number };
   table: EngineTableInfo | null;
   ports: EnginePortStats[];
@@ -412,7 +412,7 @@ export interface EngineHandle {
   bench(
     frames: Buffer[],
     opts: { vector: number; rounds: number; rxPort?: number; newFlows?: boolean },
-  ): { packets: number; ns: number; nsPerPacket: number; wallNs: number; outputs: number; drops: number };
+  ): { packets: number; ns: number; nsPerPacket: number; wallNs: number; outputs: number; drops: number; roundNs: Float64Array };
   close(): void;
 }
 
