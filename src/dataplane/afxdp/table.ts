@@ -100,12 +100,7 @@ export function encodeTable(t: EngineTable): Buffer {
     feStart.push(start);
   }
   const total =
-    HDR +
-    t.ports.length * PORT +
-    t.nodeAddresses.length * ADDR +
-    t.frontends.length * FE +
-    bes.length * BE +
-    t.neighbours.length * NEIGH;
+    HDR + t.ports.length * PORT + t.nodeAddresses.length * ADDR + t.frontends.length * FE + bes.length * BE + t.neighbours.length * NEIGH;
   const b = Buffer.alloc(total);
   b.writeUInt32LE(TABLE_MAGIC, 0);
   b.writeUInt16LE(TABLE_VERSION, 4);
