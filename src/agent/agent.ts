@@ -23,6 +23,13 @@ import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
 import { BpfRuntime } from './runtime.js';
 import type { TcAttachMode } from '../dataplane/bpf/attach.js';
+import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from '../config/engine.js';
+import { uplinkIfaces } from '../config/datapath.js';
+import { AfxdpRuntime } from '../dataplane/afxdp/runtime.js';
+import { TeeDataplane } from '../dataplane/afxdp/dataplane.js';
+import { serveEngineControl } from '../dataplane/afxdp/control.js';
+import type { Server } from 'node:http';
+import { nodeAddresses } from './runtime.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -57,6 +64,8 @@ export interface AgentOptions {
   stateDir?: string;
   /** how long to wait at start for another agent on the same pin dir to exit (default 10 s) */
   lockWaitMs?: number;
+  /** --dataplane and the AF_XDP engine's settings (default: the BPF path alone) */
+  engine?: EngineSettings;
   clock?: Clock;
 }
 
@@ -66,6 +75,10 @@ export class Agent {
   readonly health: HealthServers;
   readonly metrics = new Metrics();
   runtime: BpfRuntime | undefined;
+  /** the AF_XDP engine, beside the BPF path (--dataplane afxdp) */
+  engine: AfxdpRuntime | undefined;
+  private engineWhy = 'not started';
+  private engineControl: Server | undefined;
   private source: ManifestSource | KubeSource | undefined;
   private clients: KubeClients | undefined;
   private transition: Promise<void> = Promise.resolve();
@@ -157,6 +170,14 @@ export class Agent {
       () => this.proxier.isSynced || !this.runtime,
     );
     if (o.metricsPort) this.metrics.listen({ host: o.metricsHost ?? '127.0.0.1', port: o.metricsPort }, log);
+    if ((o.engine ?? DEFAULT_ENGINE_SETTINGS).dataplane === 'afxdp') {
+      this.engineControl = serveEngineControl(
+        statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).engine,
+        () => this.engine,
+        () => this.engineWhy,
+        log,
+      );
+    }
     const st = this.proxier.store.size;
     log.info(
       {
@@ -207,7 +228,9 @@ export class Agent {
         this.clock,
       );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+      await this.startEngine(cfg);
     } else if (!cfg.enabled && this.runtime) {
+      this.stopEngine('bpfEnabled is false');
       this.runtime.disable();
       this.runtime = undefined;
       this.health.setServiceHealth(new Map());
@@ -225,6 +248,48 @@ export class Agent {
     if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);
     this.saidUnsupported = warn;
     this.active = cfg;
+  }
+
+  /**
+   * --dataplane afxdp: the engine beside the BPF path, fed the same desired
+   * state (the BPF path first: it is the fallback and must always be whole).
+   * An engine that cannot start is logged and the BPF path serves alone.
+   */
+  private async startEngine(cfg: Config): Promise<void> {
+    const { o, log } = this;
+    const settings = o.engine ?? DEFAULT_ENGINE_SETTINGS;
+    const rt = this.runtime;
+    if (settings.dataplane !== 'afxdp' || !rt || this.engine) return;
+    try {
+      this.engine = await AfxdpRuntime.start({
+        bpfDir: o.bpfDir,
+        pinDir: o.pinDir,
+        settings,
+        uplinks: uplinkIfaces(cfg),
+        podIfaces: o.podIfaces,
+        config: cfg,
+        conntrack: rt.dp.maps.ct.handle,
+        svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
+        nodeAddresses,
+        log,
+        clock: this.clock,
+      });
+      this.engineWhy = '';
+      this.proxier.setDataplane(new TeeDataplane(rt.reconciler, this.engine.dataplane));
+      await this.proxier.runner.idle();
+      this.engine.refresh();
+    } catch (e) {
+      this.engineWhy = (e as Error).message;
+      log.error({ err: e }, `AF_XDP engine not started: ${(e as Error).message}; the BPF path serves every frame`);
+    }
+  }
+
+  private stopEngine(why: string): void {
+    if (!this.engine) return;
+    if (this.runtime) this.proxier.setDataplane(this.runtime.reconciler);
+    this.engine.stop();
+    this.engine = undefined;
+    this.engineWhy = why;
   }
 
   private healthz(): { healthy: boolean; lastUpdated: Date | undefined; warnings: string[] } {
@@ -272,6 +337,8 @@ export class Agent {
     this.stopped = true;
     this.source?.stop();
     this.proxier.stop();
+    this.stopEngine('the agent stopped');
+    this.engineControl?.close();
     this.runtime?.stop();
     this.health.close();
     this.metrics.close();

@@ -3,6 +3,7 @@
 import { Command } from '@commander-js/extra-typings';
 import { addAgentCommand } from './agent.js';
 import { addCleanupCommand } from './cleanup.js';
+import { addEngineCommand } from './engine.js';
 import { addConntrackCommand, addServicesCommand, addStatusCommand } from './inspect.js';
 
 const program = new Command('bpfproxy')
@@ -14,6 +15,7 @@ addServicesCommand(program);
 addConntrackCommand(program);
 addStatusCommand(program);
 addCleanupCommand(program);
+addEngineCommand(program);
 
 program.parseAsync().catch((e: Error) => {
   process.stderr.write(`bpfproxy: ${e.message}\n`);
