@@ -225,6 +225,8 @@ struct eng_neigh_entry {
 int eng_neigh_dump(struct eng_neigh_entry *out, uint32_t max, uint32_t *total);
 /* Ask the kernel to resolve addr on ifindex (RTM_NEWNEIGH with NTF_USE). */
 int eng_neigh_resolve(uint32_t addr, uint32_t ifindex);
+/* An interface's MAC and RX queue count (RTM_GETLINK): 0 or -errno. */
+int eng_link_info(uint32_t ifindex, uint8_t mac[6], uint32_t *rx_queues, uint32_t *mtu);
 
 #ifdef __cplusplus
 }

@@ -544,6 +544,22 @@ Napi::Value NeighResolve(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// engineLinkInfo(ifindex) -> { mac, rxQueues, mtu } (this thread's namespace)
+Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t ifindex;
+  if (!ArgInt(info, 0, "ifindex", &ifindex)) return env.Undefined();
+  uint8_t mac[6];
+  uint32_t rxq, mtu;
+  int err = eng_link_info(static_cast<uint32_t>(ifindex), mac, &rxq, &mtu);
+  if (err) return Throw(env, "link info of ifindex " + std::to_string(ifindex), -err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("mac", Mac(mac));
+  o.Set("rxQueues", rxq);
+  o.Set("mtu", mtu);
+  return o;
+}
+
 // xdpLinkAttach(ifindex, prog, mode: 'native' | 'generic') -> LinkHandle
 Napi::Value XdpLinkAttach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -572,6 +588,7 @@ void InitEngine(Napi::Env env, Napi::Object exports) {
   exports.Set("engineRouteGet", Napi::Function::New(env, RouteGet, "engineRouteGet"));
   exports.Set("engineNeighbours", Napi::Function::New(env, Neighbours, "engineNeighbours"));
   exports.Set("engineNeighResolve", Napi::Function::New(env, NeighResolve, "engineNeighResolve"));
+  exports.Set("engineLinkInfo", Napi::Function::New(env, LinkInfo, "engineLinkInfo"));
   exports.Set("xdpLinkAttach", Napi::Function::New(env, XdpLinkAttach, "xdpLinkAttach"));
 }
 

@@ -12,6 +12,7 @@
  * One request, one socket, bounded reads; errors as -errno.
  */
 #include <errno.h>
+#include <linux/if_link.h>
 #include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -235,5 +236,62 @@ int eng_neigh_resolve(uint32_t addr, uint32_t ifindex)
 	}
 	err = nl_read(fd, 3, NLMSG_ERROR, 0, NULL, NULL);
 	close(fd);
+	return err;
+}
+
+struct link_acc {
+	uint8_t	 *mac;
+	uint32_t *rxq, *mtu;
+	int	  found;
+};
+
+static int parse_link(const struct nlmsghdr *nh, void *arg)
+{
+	struct link_acc	       *acc = arg;
+	const struct ifinfomsg *ifi = NLMSG_DATA(nh);
+	int			len = (int)(nh->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi)));
+
+	for (const struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		if (a->rta_type == IFLA_ADDRESS && RTA_PAYLOAD(a) == 6)
+			memcpy(acc->mac, RTA_DATA(a), 6);
+		else if (a->rta_type == IFLA_NUM_RX_QUEUES && RTA_PAYLOAD(a) >= 4)
+			memcpy(acc->rxq, RTA_DATA(a), 4);
+		else if (a->rta_type == IFLA_MTU && RTA_PAYLOAD(a) >= 4)
+			memcpy(acc->mtu, RTA_DATA(a), 4);
+	}
+	acc->found = 1;
+	return 0;
+}
+
+int eng_link_info(uint32_t ifindex, uint8_t mac[6], uint32_t *rx_queues, uint32_t *mtu)
+{
+	struct {
+		struct nlmsghdr	 nh;
+		struct ifinfomsg ifi;
+	} req;
+	struct link_acc acc = {.mac = mac, .rxq = rx_queues, .mtu = mtu};
+	int		fd  = nl_open(), err;
+
+	if (fd < 0)
+		return fd;
+	memset(mac, 0, 6);
+	*rx_queues = 1;
+	*mtu	   = 0;
+	memset(&req, 0, sizeof(req));
+	req.nh.nlmsg_len   = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+	req.nh.nlmsg_type  = RTM_GETLINK;
+	req.nh.nlmsg_flags = NLM_F_REQUEST;
+	req.nh.nlmsg_seq   = 4;
+	req.ifi.ifi_family = AF_UNSPEC;
+	req.ifi.ifi_index  = (int)ifindex;
+	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	err = nl_read(fd, 4, RTM_NEWLINK, 0, parse_link, &acc);
+	close(fd);
+	if (!err && !acc.found)
+		err = -ENODEV;
 	return err;
 }

@@ -798,6 +798,37 @@ static void node_reject(struct eng_worker *w, const struct eng_table *t, const u
 
 /* ---- nat --------------------------------------------------------------------- */
 
+/* A sender with checksum offload (a local socket behind a veth: pods, the
+ * lab) hands over TCP/UDP with only the pseudo-header sum in the checksum
+ * field (CHECKSUM_PARTIAL: the device was to finish it), and XDP passes it on
+ * as it is. Such a field equals the folded, not inverted, pseudo-header sum;
+ * the engine then computes the whole checksum, as the kernel's
+ * skb_checksum_help() would. (A complete checksum equal to that by chance
+ * is recomputed to the same value.) */
+static void complete_partial_csum(const struct eng_vec *v, uint32_t i, uint8_t *d, uint8_t *cp)
+{
+	uint32_t l4len = v->ip_len[i] - (v->l4_off[i] - 14u);
+	uint8_t	 ph[12];
+	uint32_t sum;
+	uint16_t c, folded;
+
+	wr32(ph, v->saddr[i]);
+	wr32(ph + 4, v->daddr[i]);
+	ph[8]  = 0;
+	ph[9]  = v->proto[i];
+	ph[10] = (uint8_t)(l4len >> 8);
+	ph[11] = (uint8_t)l4len;
+	sum    = csum_add(ph, 12, 0);
+	folded = (uint16_t)~csum_fold32(sum);
+	if (rd16(cp) != folded)
+		return;
+	wr16(cp, 0);
+	c = csum_fold32(csum_add(d + v->l4_off[i], l4len, sum));
+	if (v->proto[i] == PROTO_UDP && c == 0)
+		c = 0xffff;
+	wr16(cp, c);
+}
+
 static void node_nat(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
 		     uint32_t n, uint64_t now)
 {
@@ -820,8 +851,10 @@ static void node_nat(struct eng_worker *w, const struct eng_table *t, const uint
 			continue;
 		}
 		ipc   = rd16(ip + 10);
-		l4c   = rd16(cp);
-		l4sum = v->proto[i] == PROTO_TCP || l4c != 0; /* UDP checksum 0: none */
+		l4sum = v->proto[i] == PROTO_TCP || rd16(cp) != 0; /* UDP checksum 0: none */
+		if (l4sum)
+			complete_partial_csum(v, i, d, cp);
+		l4c = rd16(cp);
 		if (e->nat_saddr != v->saddr[i]) {
 			ipc = csum_replace4(ipc, v->saddr[i], e->nat_saddr);
 			if (l4sum)

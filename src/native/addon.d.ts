@@ -424,6 +424,8 @@ export interface NativeEngine {
   engineNeighbours(): Array<{ ip: string; ifindex: number; state: number; mac: string | null }>;
   /** Ask the kernel to resolve an address on an interface (NTF_USE). */
   engineNeighResolve(ip: string, ifindex: number): void;
+  /** An interface's MAC, RX queue count and MTU (RTM_GETLINK, this thread's namespace). */
+  engineLinkInfo(ifindex: number): { mac: string; rxQueues: number; mtu: number };
   /** An XDP program on an interface through a BPF link: closing the link detaches it. */
   xdpLinkAttach(ifindex: number, prog: FdRef, mode: 'native' | 'generic'): LinkHandle;
 }

@@ -19,7 +19,6 @@
  * engine SNATs (external traffic, externalTrafficPolicy Cluster, endpoints
  * on other nodes), whose replies come back to the engine.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import type { Frontend } from '../../model/types.js';
@@ -69,29 +68,17 @@ export interface EngineStatus {
   lastTableError?: string;
 }
 
-const sysfs = (name: string, what: string): string => readFileSync(`/sys/class/net/${name}/${what}`, 'utf8').trim();
-
-function rxQueues(name: string): number {
-  try {
-    return readdirSync(`/sys/class/net/${name}/queues`).filter((q) => q.startsWith('rx-')).length || 1;
-  } catch {
-    return 1;
-  }
-}
-
 /** The interfaces matching the pattern, in ifindex order (the engine's port order). */
 export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number }> {
   return native()
     .links()
     .filter((l) => l.name !== 'lo' && pattern.test(l.name))
     .sort((a, b) => a.index - b.index)
-    .map((l) => ({
-      ifindex: l.index,
-      name: l.name,
-      mac: sysfs(l.name, 'address'),
-      pod: pods.test(l.name),
-      queues: Math.min(queues, rxQueues(l.name)),
-    }));
+    .map((l) => {
+      // netlink, not /sys/class/net: that shows the mount namespace's view
+      const li = native().engineLinkInfo(l.index);
+      return { ifindex: l.index, name: l.name, mac: li.mac, pod: pods.test(l.name), queues: Math.max(1, Math.min(queues, li.rxQueues)) };
+    });
 }
 
 const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
