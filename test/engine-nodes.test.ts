@@ -5,7 +5,7 @@
  * protocols and bad frames, and checks every packet of it.
  */
 import t from 'tap';
-import { frame, icmpErrorFrame, parseFrame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { csumPartial, frame, icmpErrorFrame, parseFrame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
 import { BpfError, native } from '../src/native/index.js';
 import { encodeTable } from '../src/dataplane/afxdp/table.js';
 import { fixIpCsum } from './helpers/fuzz/inspect.js';
@@ -163,6 +163,31 @@ t.test('nat + l2-rewrite: DNAT and SNAT out, reverse NAT back, checksums right, 
     ],
     'TTL 0 and 1 are not forwarded',
   );
+});
+
+t.test('a checksum left partial by a sender with offload (veth) is completed, then translated', async (t) => {
+  const e = testEngine(t);
+  const withPartial = (f: Buffer): Buffer => {
+    // what a CHECKSUM_PARTIAL packet carries: the folded pseudo-header sum, not inverted
+    const b = Buffer.from(f);
+    const ihl = (b[14]! & 0x0f) * 4;
+    const l4 = 14 + ihl;
+    const len = b.readUInt16BE(16) - ihl;
+    const proto = b[23]!;
+    const ph = Buffer.concat([b.subarray(26, 34), Buffer.from([0, proto, len >> 8, len & 0xff])]);
+    b.writeUInt16BE(csumPartial(ph), l4 + (proto === 6 ? 16 : 6));
+    return b;
+  };
+  const u = withPartial(from(CLIENT, NODE, udp(40000, 30080, Buffer.from('from a pod with offload'))));
+  const c = withPartial(from(CLIENT, NODE, { ...tcp(40001, 30081, TCP.SYN), payload: Buffer.from('syn data') }));
+  t.notOk(parseFrame(u).l4CsumOk, 'the UDP checksum as sent is not complete');
+  t.notOk(parseFrame(c).l4CsumOk, 'the TCP checksum as sent is not complete');
+  const [ou, oc] = e.runVector([u, c]);
+  t.ok(parseFrame(ou!.frame).l4CsumOk, 'UDP: complete and right after translation');
+  t.ok(parseFrame(oc!.frame).l4CsumOk, 'TCP: complete and right after translation');
+  const good = from(CLIENT, NODE, udp(40002, 30080, Buffer.from('complete')));
+  const [og] = e.runVector([good]);
+  t.ok(parseFrame(og!.frame).l4CsumOk, 'a complete checksum stays right (incremental update)');
 });
 
 t.test('reject: RST and ICMP port unreachable built in place, sent back where they came from', async (t) => {

@@ -152,6 +152,19 @@ static inline const struct eng_port *port_of(const struct eng_table *t, uint8_t 
 
 /* ---- ip4-parse -------------------------------------------------------------- */
 
+/* Whether an IPv4 header (ihl bytes, a multiple of 4) sums wrong: 32-bit
+ * words into a 64-bit sum, folded once at the end. */
+static inline int ip_csum_bad(const uint8_t *ip, uint32_t ihl)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t o = 0; o < ihl; o += 4)
+		sum += rd32(ip + o);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return csum_fold32((uint32_t)(sum & 0xffff) + (uint32_t)(sum >> 16)) != 0;
+}
+
 static void node_parse(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
 		       uint32_t n, uint64_t now)
 {
@@ -194,7 +207,7 @@ static void node_parse(struct eng_worker *w, const struct eng_table *t, const ui
 			to_drop(w, i, ENG_R_IP_TOTAL_LEN);
 			continue;
 		}
-		if (csum_fold32(csum_add(ip, ihl, 0)) != 0) {
+		if (ip_csum_bad(ip, ihl)) {
 			to_drop(w, i, ENG_R_IP_CHECKSUM);
 			continue;
 		}
@@ -808,19 +821,15 @@ static void node_reject(struct eng_worker *w, const struct eng_table *t, const u
 static void complete_partial_csum(const struct eng_vec *v, uint32_t i, uint8_t *d, uint8_t *cp)
 {
 	uint32_t l4len = v->ip_len[i] - (v->l4_off[i] - 14u);
-	uint8_t	 ph[12];
 	uint32_t sum;
 	uint16_t c, folded;
 
-	wr32(ph, v->saddr[i]);
-	wr32(ph + 4, v->daddr[i]);
-	ph[8]  = 0;
-	ph[9]  = v->proto[i];
-	ph[10] = (uint8_t)(l4len >> 8);
-	ph[11] = (uint8_t)l4len;
-	sum    = csum_add(ph, 12, 0);
+	/* the pseudo header as 16-bit words in memory order: the addresses'
+	 * halves, the protocol (second byte of its word), the length */
+	sum = (v->saddr[i] & 0xffff) + (v->saddr[i] >> 16) + (v->daddr[i] & 0xffff) +
+	      (v->daddr[i] >> 16) + ((uint32_t)v->proto[i] << 8) + htons((uint16_t)l4len);
 	folded = (uint16_t)~csum_fold32(sum);
-	if (rd16(cp) != folded)
+	if (__builtin_expect(rd16(cp) != folded, 1))
 		return;
 	wr16(cp, 0);
 	c = csum_fold32(csum_add(d + v->l4_off[i], l4len, sum));
