@@ -170,27 +170,19 @@ t.test('steering: only frontends the engine can carry to the end', async (t) => 
     ['10.244.1.5', { ip: '10.244.1.5', port: 1, mac: BE_MAC, snat: NODE }],
   ]);
   const local = { ip: '10.244.1.5', port: 8080, local: true };
-  const off = { mirror: false, podPorts: false };
-  const on = { mirror: true, podPorts: false };
-  t.ok(steerable(fe(), reach, off), 'NodePort to a reachable remote endpoint (SNAT: replies come back to the engine)');
+  const data = { podPorts: false };
+  t.ok(steerable(fe(), reach, data), 'NodePort to a reachable remote endpoint');
   t.notOk(
-    steerable(fe({ clusterBackends: [{ ip: '10.0.9.9', port: 1, local: false }] }), reach, on),
+    steerable(fe({ clusterBackends: [{ ip: '10.0.9.9', port: 1, local: false }] }), reach, data),
     'an endpoint with no next hop on an engine interface: BPF path',
   );
-  t.ok(steerable(fe({ clusterBackends: [] }), reach, off), 'no endpoints: the engine answers the rejects');
-  t.notOk(
-    steerable(fe({ clusterBackends: [local], localBackends: [local], externalLocal: true }), reach, off),
-    'eTP=Local without the conntrack mirror: BPF path',
-  );
+  t.ok(steerable(fe({ clusterBackends: [] }), reach, data), 'no endpoints: the engine answers the rejects');
   t.ok(
-    steerable(fe({ clusterBackends: [local], localBackends: [local], externalLocal: true }), reach, on),
-    'with the mirror: replies the engine does not see are translated by the BPF path',
+    steerable(fe({ clusterBackends: [local], localBackends: [local], externalLocal: true }), reach, data),
+    'eTP=Local to a local endpoint: replies the engine does not see are translated by the BPF path (mirrored conntrack)',
   );
-  t.notOk(steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, on), 'ClusterIP when no pod interface is the engine’s');
-  t.ok(
-    steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, { mirror: true, podPorts: true }),
-    'ClusterIP with pod interfaces',
-  );
+  t.notOk(steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, data), 'ClusterIP when no pod interface is the engine’s');
+  t.ok(steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, { podPorts: true }), 'ClusterIP with pod interfaces');
 });
 
 t.test('neighbours: from the kernel routes and neighbours, resolution asked for, stale ones refreshed', async (t) => {

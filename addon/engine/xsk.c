@@ -501,7 +501,7 @@ static void *io_main(void *arg)
 			now = eng_now_ns();
 			if (w->id == 0 && now >= next_gc) {
 				eng_sessions_gc(&e->sessions, now,
-						(e->sessions.mask + 1) / 64 + 64);
+						(e->sessions.mask + 1) / 1024 + 64);
 				next_gc = now + GC_EVERY_NS;
 			}
 			if (++idle < SPIN_BEFORE_PARK)
@@ -521,7 +521,7 @@ static void *io_main(void *arg)
 		w->nodes[ENG_N_OUTPUT].ticks += eng_ticks() - t0;
 		eng_leave(w);
 		if (w->id == 0 && now >= next_gc) {
-			eng_sessions_gc(&e->sessions, now, (e->sessions.mask + 1) / 64 + 64);
+			eng_sessions_gc(&e->sessions, now, (e->sessions.mask + 1) / 1024 + 64);
 			next_gc = now + GC_EVERY_NS;
 		}
 	}

@@ -13,11 +13,13 @@
  *          XDP detached, memory freed: the interfaces are as they were.
  *
  * Which frontends the engine takes (steerable()): every endpoint of it is
- * reached through an engine interface with a resolved next hop, and its
- * flows' replies reach a path that knows them: with the conntrack mirror
- * (the BPF path reads the engine's flows), any; without it, only flows the
- * engine SNATs (external traffic, externalTrafficPolicy Cluster, endpoints
- * on other nodes), whose replies come back to the engine.
+ * reached through an engine interface with a resolved next hop. Replies
+ * find their way through the conntrack the engine mirrors its flows into:
+ * the XDP program sends the replies of SNAT'd flows (to the engine's SNAT
+ * ports) to the engine, and the BPF path translates the others (replies of
+ * local endpoints, client address kept) and carries every flow on when the
+ * engine stops. ClusterIP traffic comes from pods: steered only when a pod
+ * interface is one of the engine's.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -42,7 +44,7 @@ export interface AfxdpOptions {
   podIfaces: RegExp;
   config: Config;
   /** the BPF path's conntrack map: the engine mirrors its flows there */
-  conntrack?: MapHandle;
+  conntrack: MapHandle;
   /** the BPF path's service ids */
   svcIdOf?: (servicePort: string) => number | undefined;
   nodeAddresses: () => string[];
@@ -84,12 +86,9 @@ export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Arra
 const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
 
 /** Whether the engine takes this frontend's frames (see the file's comment). */
-export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbour>, o: { mirror: boolean; podPorts: boolean }): boolean {
+export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbour>, o: { podPorts: boolean }): boolean {
   if (f.kind === 'ClusterIP' && !o.podPorts) return false;
-  const all = [...f.clusterBackends, ...f.localBackends];
-  if (!all.every((b) => reach.has(b.ip))) return false;
-  if (o.mirror) return true;
-  return f.kind !== 'ClusterIP' && !f.externalLocal && all.every((b) => !b.local && reach.get(b.ip)?.snat);
+  return [...f.clusterBackends, ...f.localBackends].every((b) => reach.has(b.ip));
 }
 
 export class AfxdpRuntime {
@@ -105,7 +104,7 @@ export class AfxdpRuntime {
     readonly ports: EnginePortInfo[],
     private readonly neighbours: Neighbours,
     private readonly o: AfxdpOptions,
-    private readonly steer: { mirror: boolean; podPorts: boolean },
+    private readonly steer: { podPorts: boolean },
   ) {}
 
   static async start(o: AfxdpOptions): Promise<AfxdpRuntime> {
@@ -123,9 +122,8 @@ export class AfxdpRuntime {
     const steering = await XdpSteering.load(o.bpfDir, o.pinDir, datapathConfig(o.config), log);
     let engine: EngineHandle | undefined;
     try {
-      engine = createEngine({ vector: o.settings.batch, sessions: rc.sessions, ...(o.conntrack ? { conntrack: o.conntrack } : {}) });
+      engine = createEngine({ vector: o.settings.batch, sessions: rc.sessions, conntrack: o.conntrack });
       const eng = engine;
-      const mirror = !!o.conntrack;
       const podPorts = found.some((p) => p.pod);
       const ref: { rt?: AfxdpRuntime } = {};
       // Make-before-break: frontends leave the steering before a table without
@@ -163,7 +161,6 @@ export class AfxdpRuntime {
       });
       const ports: EnginePortInfo[] = found.map((p) => ({ ...p, xdp: steering.attach(p.ifindex, p.name) }));
       const rt = new AfxdpRuntime(dataplane, engine, steering, ports, new Neighbours(o.neighbours ?? kernelNeighbours(), o.clock, log), o, {
-        mirror,
         podPorts,
       });
       ref.rt = rt;
@@ -177,7 +174,7 @@ export class AfxdpRuntime {
           sessions: rc.sessions,
           umemBytes: io.umemBytes,
           sessionBytes: io.sessions.bytes,
-          conntrackMirror: mirror,
+          conntrackMirror: true,
         },
         `AF_XDP engine serving on ${ports.map((p) => p.name).join(', ')}; everything it does not take stays on the BPF path`,
       );
@@ -234,7 +231,7 @@ export class AfxdpRuntime {
         return { ...p, ...(s ? { stats: s } : {}) };
       }),
       engine: st,
-      steering: { frontends: this.steering.frontends, tableFrontends: st.table?.frontends ?? 0, conntrackMirror: this.steer.mirror },
+      steering: { frontends: this.steering.frontends, tableFrontends: st.table?.frontends ?? 0, conntrackMirror: st.conntrack.mirrored },
       neighbours: { resolved: this.view.entries.length, unresolved: this.view.unresolved, elsewhere: this.view.elsewhere },
       memory: { sessionsBytes: st.sessions.bytes, umemBytes: st.umemBytes, tableBytes: st.table?.bytes ?? 0 },
       settings: {
