@@ -62,6 +62,7 @@ demo: deps build
 bench: build
 	node dist/bench/cli.js local --out bench/results/local
 	node dist/bench/cli.js gc --out bench/results/gc
+	node dist/bench/cli.js engine --out bench/results/engine
 
 # Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
 # FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.
@@ -71,6 +72,7 @@ FUZZ_REPORT ?= dist/fuzz-report.json
 fuzz: build
 	FUZZ_PACKETS=$(FUZZ_PACKETS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) \
 		node dist/test/fuzz-datapath.test.js
+	ENGINE_FUZZ_PACKETS=$(FUZZ_PACKETS) ENGINE_FUZZ_SECONDS=$(FUZZ_SECONDS) node dist/test/engine-fuzz.test.js
 
 clean:
 	rm -rf $(BPF_OUT) build dist bench/.output
