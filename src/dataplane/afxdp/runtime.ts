@@ -70,8 +70,15 @@ export interface EngineStatus {
   lastTableError?: string;
 }
 
+/**
+ * The largest MTU the engine takes: a frame is 2048 bytes of UMEM, of which
+ * the kernel keeps 256 of headroom, less the Ethernet header. A larger
+ * frame would not fit and be dropped after the redirect, not passed.
+ */
+export const ENGINE_MAX_MTU = 2048 - 256 - 14;
+
 /** The interfaces matching the pattern, in ifindex order (the engine's port order). */
-export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number }> {
+export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number; mtu: number }> {
   return native()
     .links()
     .filter((l) => l.name !== 'lo' && pattern.test(l.name))
@@ -79,7 +86,14 @@ export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Arra
     .map((l) => {
       // netlink, not /sys/class/net: that shows the mount namespace's view
       const li = native().engineLinkInfo(l.index);
-      return { ifindex: l.index, name: l.name, mac: li.mac, pod: pods.test(l.name), queues: Math.max(1, Math.min(queues, li.rxQueues)) };
+      return {
+        ifindex: l.index,
+        name: l.name,
+        mac: li.mac,
+        pod: pods.test(l.name),
+        queues: Math.max(1, Math.min(queues, li.rxQueues)),
+        mtu: li.mtu,
+      };
     });
 }
 
@@ -114,6 +128,12 @@ export class AfxdpRuntime {
     if (!found.length) {
       throw new Error(
         `no interface matches ${o.settings.ifaces ? '--afxdp-ifaces' : 'the uplink pattern (bpfDataIfacePattern)'} /${pattern.source}/: the AF_XDP engine has nothing to serve; the BPF path serves alone`,
+      );
+    }
+    const big = found.filter((p) => p.mtu > ENGINE_MAX_MTU);
+    if (big.length) {
+      throw new Error(
+        `${big.map((p) => `${p.name} (MTU ${p.mtu})`).join(', ')}: the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IPv4; lower the MTU or leave ${big.length > 1 ? 'them' : 'it'} out of --afxdp-ifaces; the BPF path serves alone`,
       );
     }
     if (found.length * XSK_SLOTS_PER_PORT > 1024)
