@@ -5,7 +5,7 @@ BPF_OUT := bpf/.output
 # One object carries every program (bpf/bpfproxy.c includes the entry file
 # of each hook) and shares one set of maps between them.
 BPF_OBJ := $(BPF_OUT)/bpfproxy.o
-BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c
+BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c bpf/xdp_afxdp.c
 BPF_HDRS := $(wildcard bpf/lib/*.h bpf/include/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
@@ -47,7 +47,7 @@ $(BPF_OBJ): bpf/bpfproxy.c $(BPF_ENTRIES) $(BPF_HDRS)
 
 addon: build/Release/bpfproxy_native.node
 
-build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h) binding.gyp
+build/Release/bpfproxy_native.node: $(wildcard addon/*.cc addon/*.h addon/engine/*.c addon/engine/*.h addon/engine/*.cc) binding.gyp
 	$(NODE_GYP) rebuild $(NODE_GYP_FLAGS)
 
 ts:
@@ -62,6 +62,7 @@ demo: deps build
 bench: build
 	node dist/bench/cli.js local --out bench/results/local
 	node dist/bench/cli.js gc --out bench/results/gc
+	node dist/bench/cli.js engine --out bench/results/engine
 
 # Packet fuzzing of every loaded program through BPF_PROG_RUN (test/fuzz-datapath.test.ts):
 # FUZZ_PACKETS per program, bounded by FUZZ_SECONDS; FUZZ_SEED=N replays a run.
@@ -71,6 +72,7 @@ FUZZ_REPORT ?= dist/fuzz-report.json
 fuzz: build
 	FUZZ_PACKETS=$(FUZZ_PACKETS) FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_REPORT=$(FUZZ_REPORT) \
 		node dist/test/fuzz-datapath.test.js
+	ENGINE_FUZZ_PACKETS=$(FUZZ_PACKETS) ENGINE_FUZZ_SECONDS=$(FUZZ_SECONDS) node dist/test/engine-fuzz.test.js
 
 clean:
 	rm -rf $(BPF_OUT) build dist bench/.output

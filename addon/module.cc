@@ -8,9 +8,8 @@ namespace bpfproxy {
 void InitNetlink(Napi::Env env, Napi::Object exports);    // netlink.cc
 void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
 void InitRingbuf(Napi::Env env, Napi::Object exports);    // addon/ringbuf.cc
-void InitNetlink(Napi::Env env, Napi::Object exports);    // netlink.cc
-void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
 void InitConntrack(Napi::Env env, Napi::Object exports);  // addon/conntrack.cc
+void InitEngine(Napi::Env env, Napi::Object exports);     // addon/engine/binding.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -23,6 +22,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitBulk(env, exports);
   InitRingbuf(env, exports);
   InitConntrack(env, exports);
+  InitEngine(env, exports);
   return exports;
 }
 

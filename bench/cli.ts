@@ -99,6 +99,22 @@ bench
     );
   });
 bench
+  .command('engine')
+  .description('the AF_XDP vector engine core without I/O: ns/packet at vector sizes 1, 4, 32, 256, new and established flows')
+  .option('--smoke', 'few rounds (the test suite runs this)')
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'engine'))
+  .action(async (o) => {
+    const { runEngineBench, writeEngineResults, ENGINE_FULL, ENGINE_SMOKE } = await import('./engine.js');
+    const r = runEngineBench(o.smoke ? ENGINE_SMOKE : ENGINE_FULL, (s) => process.stderr.write(`bench engine: ${s}\n`));
+    for (const t of r.targets)
+      console.log(`${t.met === null ? '?' : t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeEngineResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('memory')
   .description(
     "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",

@@ -8,7 +8,7 @@
  * Everything here is stable uapi: layouts never change, fields are only
  * appended. Copied from include/uapi/linux/ bpf.h, if_ether.h, in.h, ip.h,
  * tcp.h, udp.h, icmp.h, pkt_cls.h and asm-generic/errno-base.h, cut down to
- * what bpf/ reads (__sk_buff ends after its last field read; reserved
+ * what bpf/ reads (__sk_buff and xdp_md end after their last field read; reserved
  * bitfields are named __*). test/uapi-header.test.ts checks every constant
  * and every field here against the kernel's uapi headers.
  *
@@ -159,6 +159,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_LPM_TRIE	   = 11,
 	BPF_MAP_TYPE_ARRAY_OF_MAPS = 12,
 	BPF_MAP_TYPE_HASH_OF_MAPS  = 13,
+	BPF_MAP_TYPE_XSKMAP	   = 17,
 	BPF_MAP_TYPE_RINGBUF	   = 27,
 };
 
@@ -254,6 +255,24 @@ struct __sk_buff {
 	__u32 gso_segs;
 	__bpf_md_ptr(struct bpf_sock *, sk);
 	__u32 gso_size;
+};
+
+/* XDP program verdicts */
+enum xdp_action {
+	XDP_ABORTED  = 0,
+	XDP_DROP     = 1,
+	XDP_PASS     = 2,
+	XDP_TX	     = 3,
+	XDP_REDIRECT = 4,
+};
+
+/* The XDP program context, up to rx_queue_index (the last field read). */
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
 };
 
 struct bpf_fib_lookup {

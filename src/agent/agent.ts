@@ -28,6 +28,13 @@ import { teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedMode } from '../dataplane/bpf/drain.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import type { LbAlgorithm } from '../model/types.js';
+import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from '../config/engine.js';
+import { uplinkIfaces } from '../config/datapath.js';
+import { AfxdpRuntime } from '../dataplane/afxdp/runtime.js';
+import { TeeDataplane } from '../dataplane/afxdp/dataplane.js';
+import { serveEngineControl } from '../dataplane/afxdp/control.js';
+import type { Server } from 'node:http';
+import { nodeAddresses } from './runtime.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -66,6 +73,8 @@ export interface AgentOptions {
   lockWaitMs?: number;
   /** bpfEnabled=false: how long at most to keep serving the flows bpfproxy carries before detaching (0: at once; default DEFAULT_DRAIN_TIMEOUT_MS) */
   rollbackDrainMs?: number;
+  /** --dataplane and the AF_XDP engine's settings (default: the BPF path alone) */
+  engine?: EngineSettings;
   clock?: Clock;
 }
 
@@ -80,6 +89,10 @@ export class Agent {
   /** handing back (bpfEnabled=false): still serving the flows it carries, until its drain ends */
   draining: BpfRuntime | undefined;
   private drainCfg: Config | undefined;
+  /** the AF_XDP engine, beside the BPF path (--dataplane afxdp) */
+  engine: AfxdpRuntime | undefined;
+  private engineWhy = 'not started';
+  private engineControl: Server | undefined;
   private source: ManifestSource | KubeSource | undefined;
   private clients: KubeClients | undefined;
   private transition: Promise<void> = Promise.resolve();
@@ -185,6 +198,14 @@ export class Agent {
       () => this.proxier.isSynced || !this.runtime,
     );
     if (o.metricsPort) this.metrics.listen({ host: o.metricsHost ?? '127.0.0.1', port: o.metricsPort }, log);
+    if ((o.engine ?? DEFAULT_ENGINE_SETTINGS).dataplane === 'afxdp') {
+      this.engineControl = serveEngineControl(
+        statePaths(o.stateDir ?? DEFAULT_STATE_DIR, o.pinDir).engine,
+        () => this.engine,
+        () => this.engineWhy,
+        log,
+      );
+    }
     const st = this.proxier.store.size;
     log.info(
       {
@@ -244,7 +265,9 @@ export class Agent {
         this.clock,
       );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+      await this.startEngine(cfg);
     } else if (!cfg.enabled && this.runtime) {
+      this.stopEngine('bpfEnabled is false');
       const rt = this.runtime;
       this.runtime = undefined;
       this.health.setServiceHealth(new Map());
@@ -277,6 +300,48 @@ export class Agent {
     if (warn && warn !== this.saidUnsupported) for (const w of unsupported(cfg)) log.warn(w);
     this.saidUnsupported = warn;
     this.active = cfg;
+  }
+
+  /**
+   * --dataplane afxdp: the engine beside the BPF path, fed the same desired
+   * state (the BPF path first: it is the fallback and must always be whole).
+   * An engine that cannot start is logged and the BPF path serves alone.
+   */
+  private async startEngine(cfg: Config): Promise<void> {
+    const { o, log } = this;
+    const settings = o.engine ?? DEFAULT_ENGINE_SETTINGS;
+    const rt = this.runtime;
+    if (settings.dataplane !== 'afxdp' || !rt || this.engine) return;
+    try {
+      this.engine = await AfxdpRuntime.start({
+        bpfDir: o.bpfDir,
+        pinDir: o.pinDir,
+        settings,
+        uplinks: uplinkIfaces(cfg),
+        podIfaces: o.podIfaces,
+        config: cfg,
+        conntrack: rt.dp.maps.ct.handle,
+        svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
+        nodeAddresses,
+        log,
+        clock: this.clock,
+      });
+      this.engineWhy = '';
+      this.proxier.setDataplane(new TeeDataplane(rt.reconciler, this.engine.dataplane));
+      await this.proxier.runner.idle();
+      this.engine.refresh();
+    } catch (e) {
+      this.engineWhy = (e as Error).message;
+      log.error({ err: e }, `AF_XDP engine not started: ${(e as Error).message}; the BPF path serves every frame`);
+    }
+  }
+
+  private stopEngine(why: string): void {
+    if (!this.engine) return;
+    if (this.runtime) this.proxier.setDataplane(this.runtime.reconciler);
+    this.engine.stop();
+    this.engine = undefined;
+    this.engineWhy = why;
   }
 
   private healthz(): { healthy: boolean; lastUpdated: Date | undefined; warnings: string[] } {
@@ -325,6 +390,8 @@ export class Agent {
     this.source?.stop();
     this.proxier.stop();
     this.draining?.stopDrain();
+    this.stopEngine('the agent stopped');
+    this.engineControl?.close();
     this.runtime?.stop();
     this.health.close();
     this.metrics.close();

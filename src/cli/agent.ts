@@ -19,8 +19,20 @@ import {
 } from '../config/services.js';
 import { makeLogger } from '../log.js';
 import { DEFAULT_MAX_FILE_BYTES } from '../sources/manifests.js';
-import { bindAddress, configOption, duration, fieldParser, pinDirOption, port, positiveInt, regex, stateDirOption } from './options.js';
+import {
+  bindAddress,
+  configOption,
+  duration,
+  fieldParser,
+  flagParser,
+  pinDirOption,
+  port,
+  positiveInt,
+  regex,
+  stateDirOption,
+} from './options.js';
 import { INSTALL_ROOT } from '../paths.js';
+import { DATAPLANES, DEFAULT_ENGINE_SETTINGS, parseBatch, parseQueues } from '../config/engine.js';
 
 export function addAgentCommand(program: Command): void {
   program
@@ -54,6 +66,29 @@ export function addAgentCommand(program: Command): void {
       )
         .choices(TC_ATTACH_MODES)
         .default('auto'),
+    )
+    .addOption(
+      new Option(
+        '--dataplane <kind>',
+        'bpf: the TC programs serve every frame; afxdp: also the AF_XDP vector engine, taking the service frames it can serve on --afxdp-ifaces (the BPF path stays programmed: the fallback)',
+      )
+        .choices(DATAPLANES)
+        .default(DEFAULT_ENGINE_SETTINGS.dataplane),
+    )
+    .addOption(
+      new Option('--afxdp-ifaces <regex>', 'interfaces the AF_XDP engine takes frames from')
+        .argParser(regex('--afxdp-ifaces'))
+        .default(undefined, 'the uplinks (bpfDataIfacePattern, bpfL3IfacePattern)'),
+    )
+    .addOption(
+      new Option('--afxdp-queues <n>', 'RX queues per interface the engine takes (one worker thread per queue)')
+        .argParser(flagParser('--afxdp-queues', parseQueues))
+        .default(DEFAULT_ENGINE_SETTINGS.queues),
+    )
+    .addOption(
+      new Option('--afxdp-batch <n>', 'frames per vector (VPP-style: each graph node runs over the whole vector)')
+        .argParser(flagParser('--afxdp-batch', parseBatch))
+        .default(DEFAULT_ENGINE_SETTINGS.batch),
     )
     .addOption(pinDirOption())
     .option('--bpf-dir <dir>', 'where the compiled BPF objects are', join(INSTALL_ROOT, 'bpf', '.output'))
@@ -220,6 +255,7 @@ export function addAgentCommand(program: Command): void {
             rollbackDrainMs: o.rollbackDrainTimeout,
             services,
             lbAlgorithm: o.lbAlgorithm,
+            engine: { dataplane: o.dataplane, ifaces: o.afxdpIfaces ?? null, queues: o.afxdpQueues, batch: o.afxdpBatch },
           },
           log,
         );

@@ -3,6 +3,7 @@
 import { Command } from '@commander-js/extra-typings';
 import { addAgentCommand } from './agent.js';
 import { addCleanupCommand } from './cleanup.js';
+import { addEngineCommand } from './engine.js';
 import { addConntrackCommand, addServicesCommand, addStatusCommand } from './inspect.js';
 import { addMonitorCommand } from './monitor.js';
 import { addTraceCommand } from './trace.js';
@@ -18,6 +19,7 @@ addStatusCommand(program);
 addMonitorCommand(program);
 addTraceCommand(program);
 addCleanupCommand(program);
+addEngineCommand(program);
 
 program.parseAsync().catch((e: Error) => {
   process.stderr.write(`bpfproxy: ${e.message}\n`);

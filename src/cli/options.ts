@@ -35,6 +35,17 @@ export const duration =
     }
   };
 
+/** A flag parsed by a config/ parser that throws an Error naming the flag. */
+export const flagParser =
+  <T>(flag: string, parse: (flag: string, v: string) => T) =>
+  (v: string): T => {
+    try {
+      return parse(flag, v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message);
+    }
+  };
+
 /** The parser of a flag that sets a FelixConfiguration field: the field's own (config/flags.ts). */
 export const fieldParser =
   <K extends FelixField>(field: K, flag: string) =>

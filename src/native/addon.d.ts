@@ -406,4 +406,127 @@ export interface NativeTesting {
   progTestRunEach(fd: FdRef, frames: Buffer[], opts?: { ctx?: Buffer }): { totalNs: number; retvals: Int32Array };
 }
 
-export interface NativeAddon extends NativeRuntime, NativeTesting {}
+/** One graph node's figures since the engine started (summed over workers). */
+export interface EngineNodeStats {
+  name: string;
+  /** dispatches (the input node: every poll of the RX rings) */
+  calls: number;
+  /** dispatches that carried packets */
+  vectors: number;
+  packets: number;
+  /** time spent in the node */
+  ns: number;
+}
+
+export interface EngineTableInfo {
+  generation: number;
+  ports?: number;
+  frontends: number;
+  backends: number;
+  neighbours: number;
+  bytes: number;
+  swaps?: number;
+  /** tables swapped out and still held by a worker */
+  retired?: number;
+}
+
+export interface EnginePortStats {
+  ifindex: number;
+  zerocopy: boolean;
+  rx: number;
+  tx: number;
+  /** XDP_STATISTICS: dropped by the kernel (no room, invalid descriptors) */
+  rxDropped: number;
+  rxRingFull: number;
+  fillRingEmpty: number;
+  txInvalid: number;
+  txKicks: number;
+}
+
+export interface EngineStats {
+  nodes: EngineNodeStats[];
+  /** packets per drop reason (and 'rejected': answered) */
+  reasons: Record<string, number>;
+  sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number; hugePages: boolean };
+  conntrack: { mirrored: boolean; exported: number; exportErrors: number; adopted: number };
+  table: EngineTableInfo | null;
+  ports: EnginePortStats[];
+  queues: number;
+  umemBytes: number;
+  vector: number;
+}
+
+export interface EngineTraceRecord {
+  seq: number;
+  worker: number;
+  rxPort: number;
+  /** node names in the order the packet went through them */
+  path: string[];
+  reason: string;
+  outPort: number | null;
+  proto: number;
+  /** "10.0.0.1:1234 > 10.96.0.10:80" */
+  in: string;
+  out?: string;
+  len: number;
+  session: 'forward' | 'reply' | 'none';
+}
+
+export interface EngineRunResult {
+  /** the frame as the graph left it */
+  frame: Buffer;
+  /** the node the packet went to last: 'output' / 'drop' when the whole graph ran */
+  next: string;
+  reason: string;
+  port: number | null;
+}
+
+export interface EngineIoOptions {
+  /** in the order of the table's ports */
+  ports: Array<{ ifindex: number; queues: number; xskBase: number; name: string }>;
+  queues: number;
+  frames: number;
+  ring: number;
+  xsksFd: number;
+  zerocopy?: 'auto' | 'on' | 'off';
+  busyPollUs?: number;
+}
+
+/** The AF_XDP vector engine (addon/engine/): methods throw Errors with errno/op like the rest. */
+export interface EngineHandle {
+  /** Check and swap in a table (src/dataplane/afxdp/table.ts encodes it). */
+  setTable(blob: Buffer): EngineTableInfo;
+  startIo(o: EngineIoOptions): EngineStats;
+  stopIo(): void;
+  stats(): EngineStats;
+  /** Record the next n packets' path (0: stop). */
+  trace(n: number): void;
+  traceTake(): EngineTraceRecord[];
+  /** Expire sessions now (a full sweep); the entries removed. */
+  gc(nowNs?: bigint): number;
+  clearSessions(): void;
+  /** Test entry: the graph on this thread, in vectors of the engine's size. */
+  runVector(frames: Buffer[], opts?: { rxPort?: number | number[]; nowNs?: bigint; until?: string }): EngineRunResult[];
+  /** Benchmark entry: a native loop without I/O. */
+  bench(
+    frames: Buffer[],
+    opts: { vector: number; rounds: number; rxPort?: number; newFlows?: boolean },
+  ): { packets: number; ns: number; nsPerPacket: number; wallNs: number; outputs: number; drops: number; roundNs: Float64Array };
+  close(): void;
+}
+
+export interface NativeEngine {
+  engineCreate(opts?: { vector?: number; sessions?: number; ctFd?: number | MapHandle }): EngineHandle;
+  /** RTM_GETROUTE for one IPv4 destination (this thread's namespace). */
+  engineRouteGet(ip: string): { oif: number; gateway: string | null; prefsrc: string | null };
+  /** IPv4 neighbours (RTM_GETNEIGH dump): state is NUD_* bits. */
+  engineNeighbours(): Array<{ ip: string; ifindex: number; state: number; mac: string | null }>;
+  /** Ask the kernel to resolve an address on an interface (NTF_USE). */
+  engineNeighResolve(ip: string, ifindex: number): void;
+  /** An interface's MAC, RX queue count and MTU (RTM_GETLINK, this thread's namespace). */
+  engineLinkInfo(ifindex: number): { mac: string; rxQueues: number; mtu: number };
+  /** An XDP program on an interface through a BPF link: closing the link detaches it. */
+  xdpLinkAttach(ifindex: number, prog: FdRef, mode: 'native' | 'generic'): LinkHandle;
+}
+
+export interface NativeAddon extends NativeRuntime, NativeTesting, NativeEngine {}

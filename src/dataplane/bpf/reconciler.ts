@@ -340,6 +340,11 @@ export class BpfReconciler implements Dataplane {
     );
   }
 
+  /** The id of a service port ("namespace/name:port/PROTO") in the maps, if it has one (the AF_XDP engine uses the same). */
+  svcIdOf(servicePort: string): number | undefined {
+    return this.svcIds.get(servicePort);
+  }
+
   stats(): ReconcilerStats {
     return { frontends: this.fes.size, backendSets: this.sets.size, servicePorts: this.svcIds.size, slots: this.slotCount };
   }

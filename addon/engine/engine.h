@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The AF_XDP vector engine: a second dataplane for bpfproxy, VPP-style.
+ *
+ * A worker takes up to `vector` frames at once (from AF_XDP RX rings, or
+ * from a test/benchmark caller) and runs the whole vector through each node
+ * of a fixed graph before the next node:
+ *
+ *   ip4-parse -> session -> lb -> nat -> l2-rewrite -> output
+ *                   |        |--> reject ----------------^
+ *                   '--------'--> drop (counted per reason)
+ *
+ * Per-packet state lives in struct-of-arrays (struct eng_vec); a node reads
+ * the indices queued for it, processes them with prefetches a few packets
+ * ahead, and queues each index for its next node.
+ *
+ * What the engine serves comes from one immutable table (struct eng_table,
+ * built from a binary blob the agent encodes: table.c) swapped RCU-style:
+ * workers load the table pointer once per vector and announce a quiescent
+ * point after each one; an old table is freed once every worker has passed
+ * one. Sessions live in an engine-owned open-addressing table (session.c)
+ * shared by all workers: lock-free lookups (a per-slot sequence count),
+ * inserts and deletions under one lock.
+ *
+ * Byte order: addresses and ports are kept as on the wire (network order)
+ * everywhere in the data path; table.c converts the blob's fields.
+ */
+#ifndef BPFPROXY_ENGINE_H
+#define BPFPROXY_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "api.h"
+
+/* ---- conntrack-compatible flags and states (bpf/lib/types.h) ------------ */
+
+#define ENG_CT_DIR_FWD	     1
+#define ENG_CT_DIR_REPLY     2
+#define ENG_DIR_AFFINITY     3
+
+#define ENG_CT_S_REPLY_SEEN  0x01
+#define ENG_CT_S_FIN_FWD     0x02
+#define ENG_CT_S_FIN_REPLY   0x04
+#define ENG_CT_S_RST	     0x08
+#define ENG_CT_S_ESTABLISHED 0x10
+
+#define ENG_CT_F_SNAT	     0x01
+#define ENG_CT_F_HAIRPIN     0x02
+#define ENG_CT_F_EXTERNAL    0x04
+
+#define ENG_FE_F_EXTERNAL    0x01
+#define ENG_FE_F_EXT_LOCAL   0x02
+#define ENG_FE_F_INT_LOCAL   0x04
+#define ENG_FE_F_NODEPORT    0x08
+
+#define ENG_BE_F_LOCAL	     0x01
+
+#define ENG_PORT_F_POD	     0x01 /* pod-facing: traffic from it is internal */
+
+/* ---- the table (table.c) ----------------------------------------------- */
+
+struct eng_port {
+	uint32_t ifindex;
+	uint32_t flags;
+	uint8_t	 mac[6];
+	char	 name[17];
+};
+
+struct eng_frontend {
+	uint32_t addr; /* net; 0 = NodePort (any node address) */
+	uint16_t port; /* net */
+	uint8_t	 proto;
+	uint8_t	 flags;
+	uint32_t svc_id;
+	uint32_t affinity_s;
+	uint32_t be_start; /* into eng_table.backends */
+	uint16_t cluster_count;
+	uint16_t local_count;
+};
+
+struct eng_backend {
+	uint32_t addr; /* net */
+	uint16_t port; /* net */
+	uint8_t	 flags;
+	uint8_t	 pad;
+};
+
+/* The next hop of a backend address: where frames to it leave, and the
+ * node address SNAT uses towards it. */
+struct eng_neigh {
+	uint32_t addr; /* net: the backend address */
+	uint32_t snat; /* net: 0 = none */
+	uint8_t	 port; /* index into eng_table.ports */
+	uint8_t	 mac[6];
+};
+
+struct eng_table {
+	uint32_t generation;
+	uint16_t snat_min, snat_max; /* host order */
+	uint32_t hairpin;	     /* net */
+	uint64_t ct_syn_ns, ct_est_ns, ct_fin_ns, ct_rst_ns, ct_udp_ns;
+
+	uint32_t	nports;
+	struct eng_port ports[ENG_MAX_PORTS];
+
+	uint32_t  naddrs; /* node addresses, sorted (net order compared as u32) */
+	uint32_t *addrs;
+
+	uint32_t	     nfe;
+	struct eng_frontend *fes;
+	uint32_t	     fe_mask; /* hash of frontend indices + 1 */
+	uint32_t	    *fe_hash;
+
+	uint32_t	    nbe;
+	struct eng_backend *bes;
+
+	uint32_t	  nneigh;
+	struct eng_neigh *neigh;
+	uint32_t	  neigh_mask;
+	uint32_t	 *neigh_hash;
+
+	size_t bytes; /* memory held, for stats */
+};
+
+/* Lookups in the table, inlined where they are used. */
+static inline uint32_t eng_mix32(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return (uint32_t)x;
+}
+
+static inline uint32_t eng_fe_hash(uint32_t addr, uint16_t port, uint8_t proto)
+{
+	return eng_mix32(((uint64_t)addr << 32) | ((uint64_t)port << 8) | proto);
+}
+
+static inline const struct eng_frontend *
+eng_fe_lookup_exact(const struct eng_table *t, uint32_t addr, uint16_t port, uint8_t proto)
+{
+	uint32_t h = eng_fe_hash(addr, port, proto) & t->fe_mask;
+
+	for (uint32_t i = 0; i <= t->fe_mask; i++) {
+		uint32_t		   v = t->fe_hash[(h + i) & t->fe_mask];
+		const struct eng_frontend *f;
+
+		if (!v)
+			return NULL;
+		f = &t->fes[v - 1];
+		if (f->addr == addr && f->port == port && f->proto == proto)
+			return f;
+	}
+	return NULL;
+}
+
+static inline int eng_is_node_addr(const struct eng_table *t, uint32_t addr)
+{
+	uint32_t lo = 0, hi = t->naddrs;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (t->addrs[mid] == addr)
+			return 1;
+		if (t->addrs[mid] < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* Exact (address, port, protocol) first, then the NodePort wildcard when
+ * the address is one of the node's (bpf/lib/lb.h lb_lookup()). */
+static inline const struct eng_frontend *eng_fe_lookup(const struct eng_table *t, uint32_t daddr,
+						       uint16_t dport, uint8_t proto)
+{
+	const struct eng_frontend *f = eng_fe_lookup_exact(t, daddr, dport, proto);
+
+	if (f || !eng_is_node_addr(t, daddr))
+		return f;
+	return eng_fe_lookup_exact(t, 0, dport, proto);
+}
+
+static inline const struct eng_neigh *eng_neigh_lookup(const struct eng_table *t, uint32_t addr)
+{
+	uint32_t h = eng_mix32(addr) & t->neigh_mask;
+
+	for (uint32_t i = 0; i <= t->neigh_mask; i++) {
+		uint32_t v = t->neigh_hash[(h + i) & t->neigh_mask];
+
+		if (!v)
+			return NULL;
+		if (t->neigh[v - 1].addr == addr)
+			return &t->neigh[v - 1];
+	}
+	return NULL;
+}
+
+/* ---- sessions (session.c) ---------------------------------------------- */
+
+/* One direction of a flow (or a ClientIP affinity record), one cache line.
+ * Key and NAT fields are written only under the table lock, inside an odd
+ * `seq`; expires/state are refreshed by workers without the lock. */
+struct eng_sess {
+	_Atomic uint32_t seq;
+	uint8_t		 used; /* 0 empty, 1 live, 2 deleted (tombstone) */
+	uint8_t		 proto;
+	uint8_t		 dir; /* ENG_CT_DIR_*, ENG_DIR_AFFINITY */
+	uint8_t		 flags;
+	uint32_t	 saddr, daddr;
+	uint16_t	 sport, dport;
+	uint32_t	 nat_saddr, nat_daddr;
+	uint16_t	 nat_sport, nat_dport;
+	_Atomic uint64_t expires;
+	uint32_t	 export_at_s; /* monotonic s when the conntrack copy needs a refresh */
+	uint32_t	 svc_id;
+	_Atomic uint8_t	 state;
+	uint8_t		 out_port; /* reply: the port the flow came in on; 0xff: neighbour table */
+	uint8_t		 pad[2];
+	uint8_t		 dmac[6], smac[6];
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct eng_sess) == 64, "one cache line per session entry");
+
+struct eng_key {
+	uint32_t saddr, daddr;
+	uint16_t sport, dport;
+	uint8_t	 proto;
+};
+
+/* What a packet needs of its entry, copied out consistently. */
+struct eng_view {
+	uint32_t slot;
+	uint32_t nat_saddr, nat_daddr;
+	uint16_t nat_sport, nat_dport;
+	uint8_t	 dir, flags, state, out_port;
+	uint8_t	 dmac[6], smac[6];
+	uint32_t svc_id;
+	uint32_t export_at_s;
+	uint64_t expires;
+};
+
+/* Longest probe chain a key may have (inserts beyond it: table full). */
+#define ENG_PROBE_MAX 128
+
+struct eng_sessions {
+	struct eng_sess	  *slots;
+	uint32_t	   mask;
+	uint32_t	   limit; /* live entries allowed (half the slots) */
+	uint64_t	   seed;
+	pthread_spinlock_t lock;
+	_Atomic uint32_t   live, tombs;
+	uint32_t	   gc_cursor;
+	int		   huge; /* on reserved huge pages */
+	size_t		   bytes;
+};
+
+int  eng_sessions_init(struct eng_sessions *s, uint32_t entries);
+void eng_sessions_destroy(struct eng_sessions *s);
+void eng_sessions_clear(struct eng_sessions *s);
+/* The hot path, inlined where it is used: the hash of a key, and the
+ * lock-free lookup (the live entry for k or -1, its fields in *v). */
+static inline void eng_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__asm__ volatile("pause" ::: "memory");
+#else
+	__asm__ volatile("" ::: "memory");
+#endif
+}
+
+static inline uint32_t eng_hash(const struct eng_sessions *s, const struct eng_key *k)
+{
+	uint64_t a = ((uint64_t)k->saddr << 32 | k->daddr) ^ s->seed;
+	uint64_t b =
+		((uint64_t)k->sport << 32 | (uint64_t)k->dport << 16 | k->proto) ^ (s->seed >> 7);
+
+	a *= 0x9e3779b97f4a7c15ULL;
+	b *= 0xc2b2ae3d27d4eb4fULL;
+	a ^= b ^ (a >> 29) ^ (b >> 31);
+	a *= 0x165667b19e3779f9ULL;
+	return (uint32_t)(a >> 32);
+}
+
+static inline int eng_key_eq(const struct eng_sess *e, const struct eng_key *k)
+{
+	return e->saddr == k->saddr && e->daddr == k->daddr && e->sport == k->sport &&
+	       e->dport == k->dport && e->proto == k->proto;
+}
+
+static inline int64_t eng_sess_lookup(struct eng_sessions *s, uint32_t hash,
+				      const struct eng_key *k, struct eng_view *v)
+{
+	for (uint32_t i = 0; i < ENG_PROBE_MAX; i++) {
+		uint32_t	 idx = (hash + i) & s->mask;
+		struct eng_sess *e   = &s->slots[idx];
+		uint32_t	 q;
+		uint8_t		 used;
+		int		 match;
+
+	again:
+		q = atomic_load_explicit(&e->seq, memory_order_acquire);
+		if (q & 1) {
+			eng_cpu_relax();
+			goto again;
+		}
+		used  = *(volatile uint8_t *)&e->used;
+		match = used == 1 && eng_key_eq(e, k);
+		if (match && v) {
+			v->slot	       = idx;
+			v->nat_saddr   = e->nat_saddr;
+			v->nat_daddr   = e->nat_daddr;
+			v->nat_sport   = e->nat_sport;
+			v->nat_dport   = e->nat_dport;
+			v->dir	       = e->dir;
+			v->flags       = e->flags;
+			v->out_port    = e->out_port;
+			v->svc_id      = e->svc_id;
+			v->export_at_s = e->export_at_s;
+			memcpy(v->dmac, e->dmac, 6);
+			memcpy(v->smac, e->smac, 6);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != q)
+			goto again;
+		if (used == 0)
+			return -1;
+		if (match) {
+			if (v) {
+				v->state = atomic_load_explicit(&e->state, memory_order_relaxed);
+				v->expires =
+					atomic_load_explicit(&e->expires, memory_order_relaxed);
+			}
+			return idx;
+		}
+	}
+	return -1;
+}
+
+/* Whether no entry (live at now) holds k. */
+int eng_sess_free(struct eng_sessions *s, const struct eng_key *k, uint64_t now);
+/* Insert (or replace the expired entry of) k: returns the slot or -1 when
+ * full. Called with the lock held. */
+int64_t eng_sess_insert_locked(struct eng_sessions *s, const struct eng_key *k,
+			       const struct eng_sess *val);
+int64_t eng_sess_insert_hashed_locked(struct eng_sessions *s, uint32_t hash,
+				      const struct eng_key *k, const struct eng_sess *val);
+void	eng_sess_delete_locked(struct eng_sessions *s, uint32_t slot);
+/* Expire up to `budget` slots from the GC cursor: both halves of a flow go
+ * together once both expired. Returns entries removed. */
+uint32_t eng_sessions_gc(struct eng_sessions *s, uint64_t now, uint32_t budget);
+
+/* What lb decided for a new flow between its two passes. */
+struct eng_lb {
+	uint32_t saddr, daddr; /* the translation (net) */
+	uint16_t sport, dport;
+	uint32_t svc_id;
+	uint32_t rhash; /* hash of the reply key (prefetched) */
+	uint8_t	 flags;
+};
+
+/* ---- the vector: struct of arrays -------------------------------------- */
+
+struct eng_vec {
+	uint32_t n;
+	uint8_t *data[ENG_VEC_MAX];
+	uint64_t addr[ENG_VEC_MAX]; /* UMEM address (I/O) or slot (tests) */
+	uint16_t len[ENG_VEC_MAX];
+	uint16_t cap[ENG_VEC_MAX]; /* bytes writable from data */
+	uint8_t	 rx_port[ENG_VEC_MAX];
+	uint8_t	 out_port[ENG_VEC_MAX];
+	uint8_t	 reason[ENG_VEC_MAX];
+	uint8_t	 next[ENG_VEC_MAX]; /* the node a packet went to last (tests) */
+	/* parsed tuple */
+	uint32_t	saddr[ENG_VEC_MAX], daddr[ENG_VEC_MAX];
+	uint16_t	sport[ENG_VEC_MAX], dport[ENG_VEC_MAX];
+	uint8_t		proto[ENG_VEC_MAX], tcp_flags[ENG_VEC_MAX], ttl[ENG_VEC_MAX];
+	uint16_t	l4_off[ENG_VEC_MAX], ip_len[ENG_VEC_MAX];
+	uint32_t	hash[ENG_VEC_MAX];
+	struct eng_view view[ENG_VEC_MAX];
+	struct eng_lb	lb[ENG_VEC_MAX];
+	int16_t		trace[ENG_VEC_MAX]; /* index into the worker's trace records, -1 */
+};
+
+/* ---- a worker ----------------------------------------------------------- */
+
+struct eng;
+struct eng_io;
+
+struct eng_ct_export; /* session.c: entries queued for the BPF conntrack */
+
+struct eng_worker {
+	struct eng *e;
+	uint32_t    id;
+	/* RCU: odd while inside a vector (or awake), counts passes */
+	_Atomic uint64_t      qs;
+	_Atomic int	      offline; /* 1 while parked in poll(): not holding a table */
+	uint64_t	      rng;
+	struct eng_vec	      v;
+	uint16_t	      q[ENG_N__MAX][ENG_VEC_MAX];
+	uint32_t	      qn[ENG_N__MAX];
+	struct eng_node_stats nodes[ENG_N__MAX];
+	uint64_t	      reasons[ENG_R__MAX];
+	uint64_t	      ct_exported, ct_export_errors, ct_adopted;
+	/* trace records of the current vector */
+	struct eng_trace_rec tr[ENG_VEC_MAX];
+	uint32_t	     ntr;
+	/* output hook: I/O queues the frame for TX, tests collect it */
+	void (*output)(struct eng_worker *w, uint32_t i);
+	void (*drop)(struct eng_worker *w, uint32_t i);
+	void		     *io; /* struct eng_io_worker (xsk.c) or the test context */
+	struct eng_ct_export *ctx;
+	pthread_t	      thread;
+	int		      started;
+};
+
+/* ---- the engine ---------------------------------------------------------- */
+
+struct eng {
+	struct eng_config	    cfg;
+	_Atomic(struct eng_table *) table;
+	pthread_mutex_t		    table_mu; /* serialises swaps */
+	struct eng_sessions	    sessions;
+	uint32_t		    nworkers; /* I/O workers, [0, nworkers) */
+	struct eng_worker	   *workers[ENG_MAX_WORKERS + 1];
+	struct eng_worker	   *test_worker; /* tests and benchmarks, on the caller's thread */
+	double			    ns_per_tick;
+	uint64_t		    hash_seed;
+	/* trace: armed count and collected records */
+	_Atomic int32_t	     trace_budget;
+	_Atomic uint64_t     trace_seq;
+	pthread_mutex_t	     trace_mu;
+	struct eng_trace_rec trace[ENG_TRACE_MAX];
+	uint32_t	     ntrace;
+	/* tables swapped out and not freed yet */
+	struct eng_table *retired[8];
+	uint64_t	  retired_qs[8][ENG_MAX_WORKERS + 1];
+	uint32_t	  nretired;
+	uint64_t	  swaps;
+	struct eng_io	 *io;
+};
+
+int eng_set_table(struct eng *e, struct eng_table *t);
+/* Free retired tables every worker is done with. */
+void		   eng_reclaim(struct eng *e);
+struct eng_worker *eng_worker_new(struct eng *e, uint32_t id);
+void		   eng_worker_free(struct eng_worker *w);
+
+static inline uint64_t eng_ticks(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+#else
+	return eng_now_ns();
+#endif
+}
+
+/* Run the graph over w->v (filled by the caller: data, len, cap, rx_port,
+ * addr, n). `until`: stop after this node (tests); ENG_N__MAX runs it all.
+ * Packets end in w->output or w->drop. */
+void eng_run(struct eng_worker *w, const struct eng_table *t, uint64_t now, enum eng_node until);
+/* RCU helpers for worker loops */
+static inline const struct eng_table *eng_enter(struct eng_worker *w)
+{
+	atomic_fetch_add_explicit(&w->qs, 1, memory_order_seq_cst);
+	return atomic_load_explicit(&w->e->table, memory_order_seq_cst);
+}
+static inline void eng_leave(struct eng_worker *w)
+{
+	atomic_fetch_add_explicit(&w->qs, 1, memory_order_release);
+}
+
+/* bpf/lib/conntrack.h ct_lifetime(): how long an entry lives after a packet. */
+static inline uint64_t eng_ct_lifetime(const struct eng_table *t, uint8_t proto, uint8_t state)
+{
+	if (proto != 6)
+		return t->ct_udp_ns;
+	if (state & ENG_CT_S_RST)
+		return t->ct_rst_ns;
+	if ((state & (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY)) ==
+	    (ENG_CT_S_FIN_FWD | ENG_CT_S_FIN_REPLY))
+		return t->ct_fin_ns;
+	if (state & ENG_CT_S_ESTABLISHED)
+		return t->ct_est_ns;
+	return t->ct_syn_ns;
+}
+
+/* ---- conntrack mirror (session.c) ------------------------------------------ */
+
+/* Queue the BPF conntrack copy of an entry (both directions are queued by
+ * their own calls); flushed once per vector with one batch update. */
+void eng_ct_queue(struct eng_worker *w, const struct eng_sess *s, uint64_t now);
+void eng_ct_flush(struct eng_worker *w);
+/* Look the flow up in the BPF conntrack (flows the kernel path opened):
+ * 1 and *v filled when found and live. */
+int eng_ct_adopt_lookup(struct eng_worker *w, const struct eng_key *k, uint64_t now,
+			struct eng_sess *v);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BPFPROXY_ENGINE_H */

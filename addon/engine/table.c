@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The engine's desired state: a binary blob the agent encodes
+ * (src/dataplane/afxdp/table.ts, same layout) parsed into an immutable
+ * struct eng_table with hash indexes. Nothing in the blob is trusted:
+ * every count, offset and reference is checked before use, and a blob that
+ * fails a check is refused whole (the table in force stays).
+ *
+ * Layout (little-endian; addresses as on the wire):
+ *   header, 96 bytes:
+ *     0 u32 magic "BPXE"   4 u16 version (1)   6 u16 header bytes (96)
+ *     8 u32 generation    12 u32 ports        16 u32 node addresses
+ *    20 u32 frontends     24 u32 backends     28 u32 neighbours
+ *    32 u16 snat port min 34 u16 snat port max 36 u8[4] hairpin address
+ *    40 u64 ns: tcp syn-sent, 48 established, 56 fins-seen, 64 rst-seen, 72 udp
+ *    80 u32 total bytes   84..95 zero
+ *   ports       32 bytes: u32 ifindex, u32 flags, u8 mac[6], u8 pad[2], char name[16]
+ *   addresses    4 bytes: u8 addr[4]
+ *   frontends   32 bytes: u8 addr[4], u16 port, u8 proto, u8 flags, u32 svc id,
+ *                         u32 affinity s, u32 first backend, u16 cluster count,
+ *                         u16 local count, u8 pad[8]
+ *   backends     8 bytes: u8 addr[4], u16 port, u8 flags, u8 pad
+ *   neighbours  16 bytes: u8 addr[4], u8 snat addr[4], u8 port, u8 mac[6], u8 pad
+ * Ports and frontend/backend ports are in host order in the blob and kept
+ * in network order in the table.
+ */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define TABLE_MAGIC   0x45585042u /* "BPXE" */
+#define TABLE_VERSION 1
+#define HDR_BYTES     96
+#define PORT_BYTES    32
+#define ADDR_BYTES    4
+#define FE_BYTES      32
+#define BE_BYTES      8
+#define NEIGH_BYTES   16
+
+#define MAX_ADDRS     4096u
+#define MAX_FES	      (1u << 22)
+#define MAX_BES	      (1u << 24)
+#define MAX_NEIGH     (1u << 22)
+
+static uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+	       ((uint32_t)p[3] << 24);
+}
+static uint64_t rd64(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32);
+}
+static uint32_t rdaddr(const uint8_t *p)
+{
+	uint32_t a;
+
+	memcpy(&a, p, 4);
+	return a;
+}
+
+static void fail(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+	uint32_t c = 16;
+
+	while (c < n && c < (1u << 31))
+		c <<= 1;
+	return c;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static const char *ip_str(uint32_t a, char *buf)
+{
+	struct in_addr in = {.s_addr = a};
+
+	inet_ntop(AF_INET, &in, buf, INET_ADDRSTRLEN);
+	return buf;
+}
+
+void eng_table_free(struct eng_table *t)
+{
+	if (!t)
+		return;
+	free(t->addrs);
+	free(t->fes);
+	free(t->fe_hash);
+	free(t->bes);
+	free(t->neigh);
+	free(t->neigh_hash);
+	free(t);
+}
+
+struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, size_t whylen)
+{
+	struct eng_table *t;
+	uint64_t	  need;
+	uint32_t	  nports, naddrs, nfe, nbe, nneigh, total;
+	const uint8_t	 *p;
+	char		  a1[INET_ADDRSTRLEN];
+
+	if (len < HDR_BYTES) {
+		fail(why, whylen, "table is %zu bytes, shorter than its %d-byte header", len,
+		     HDR_BYTES);
+		return NULL;
+	}
+	if (rd32(buf) != TABLE_MAGIC) {
+		fail(why, whylen, "table does not start with the magic \"BPXE\"");
+		return NULL;
+	}
+	if (rd16(buf + 4) != TABLE_VERSION || rd16(buf + 6) != HDR_BYTES) {
+		fail(why, whylen,
+		     "table version %u (header %u bytes); this engine reads version %d (%d bytes)",
+		     rd16(buf + 4), rd16(buf + 6), TABLE_VERSION, HDR_BYTES);
+		return NULL;
+	}
+	nports = rd32(buf + 12);
+	naddrs = rd32(buf + 16);
+	nfe    = rd32(buf + 20);
+	nbe    = rd32(buf + 24);
+	nneigh = rd32(buf + 28);
+	total  = rd32(buf + 80);
+	if (nports > ENG_MAX_PORTS || naddrs > MAX_ADDRS || nfe > MAX_FES || nbe > MAX_BES ||
+	    nneigh > MAX_NEIGH) {
+		fail(why, whylen,
+		     "table counts out of bounds: ports %u (max %d), node addresses %u (max %u), "
+		     "frontends %u "
+		     "(max %u), backends %u (max %u), neighbours %u (max %u)",
+		     nports, ENG_MAX_PORTS, naddrs, MAX_ADDRS, nfe, MAX_FES, nbe, MAX_BES, nneigh,
+		     MAX_NEIGH);
+		return NULL;
+	}
+	need = HDR_BYTES + (uint64_t)nports * PORT_BYTES + (uint64_t)naddrs * ADDR_BYTES +
+	       (uint64_t)nfe * FE_BYTES + (uint64_t)nbe * BE_BYTES + (uint64_t)nneigh * NEIGH_BYTES;
+	if (need != len || total != len) {
+		fail(why, whylen, "table is %zu bytes (header says %u); its counts make %llu", len,
+		     total, (unsigned long long)need);
+		return NULL;
+	}
+	for (int i = 84; i < HDR_BYTES; i++) {
+		if (buf[i]) {
+			fail(why, whylen, "table header byte %d is reserved and must be 0", i);
+			return NULL;
+		}
+	}
+
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		fail(why, whylen, "out of memory for the table");
+		return NULL;
+	}
+	t->generation = rd32(buf + 8);
+	t->snat_min   = rd16(buf + 32);
+	t->snat_max   = rd16(buf + 34);
+	t->hairpin    = rdaddr(buf + 36);
+	t->ct_syn_ns  = rd64(buf + 40);
+	t->ct_est_ns  = rd64(buf + 48);
+	t->ct_fin_ns  = rd64(buf + 56);
+	t->ct_rst_ns  = rd64(buf + 64);
+	t->ct_udp_ns  = rd64(buf + 72);
+	if (t->snat_min == 0 || t->snat_min > t->snat_max) {
+		fail(why, whylen, "SNAT port range %u-%u: ports must be 1-65535 and min <= max",
+		     t->snat_min, t->snat_max);
+		goto bad;
+	}
+	if (!t->ct_syn_ns || !t->ct_est_ns || !t->ct_fin_ns || !t->ct_rst_ns || !t->ct_udp_ns) {
+		fail(why, whylen, "a conntrack timeout is 0");
+		goto bad;
+	}
+	p = buf + HDR_BYTES;
+
+	t->nports = nports;
+	for (uint32_t i = 0; i < nports; i++, p += PORT_BYTES) {
+		struct eng_port *pt = &t->ports[i];
+
+		pt->ifindex = rd32(p);
+		pt->flags   = rd32(p + 4);
+		memcpy(pt->mac, p + 8, 6);
+		memcpy(pt->name, p + 16, 16);
+		pt->name[16] = 0;
+		if (!pt->ifindex || (pt->flags & ~ENG_PORT_F_POD)) {
+			fail(why, whylen,
+			     "port %u (%s): ifindex %u, flags 0x%x: ifindex must be set and flags "
+			     "known",
+			     i, pt->name, pt->ifindex, pt->flags);
+			goto bad;
+		}
+		for (uint32_t j = 0; j < i; j++) {
+			if (t->ports[j].ifindex == pt->ifindex) {
+				fail(why, whylen, "ports %u and %u are both ifindex %u", j, i,
+				     pt->ifindex);
+				goto bad;
+			}
+		}
+	}
+
+	t->naddrs = naddrs;
+	t->addrs  = malloc((naddrs ? naddrs : 1) * sizeof(uint32_t));
+	if (!t->addrs)
+		goto oom;
+	for (uint32_t i = 0; i < naddrs; i++, p += ADDR_BYTES) {
+		t->addrs[i] = rdaddr(p);
+		if (!t->addrs[i]) {
+			fail(why, whylen, "node address %u is 0.0.0.0", i);
+			goto bad;
+		}
+	}
+	qsort(t->addrs, naddrs, sizeof(uint32_t), cmp_u32);
+
+	t->nfe	   = nfe;
+	t->fes	   = calloc(nfe ? nfe : 1, sizeof(*t->fes));
+	t->fe_mask = pow2_at_least((uint64_t)nfe * 2) - 1;
+	t->fe_hash = calloc((size_t)t->fe_mask + 1, sizeof(uint32_t));
+	if (!t->fes || !t->fe_hash)
+		goto oom;
+	for (uint32_t i = 0; i < nfe; i++, p += FE_BYTES) {
+		struct eng_frontend *f = &t->fes[i];
+		uint32_t	     h;
+
+		f->addr		 = rdaddr(p);
+		f->port		 = htons(rd16(p + 4));
+		f->proto	 = p[6];
+		f->flags	 = p[7];
+		f->svc_id	 = rd32(p + 8);
+		f->affinity_s	 = rd32(p + 12);
+		f->be_start	 = rd32(p + 16);
+		f->cluster_count = rd16(p + 20);
+		f->local_count	 = rd16(p + 22);
+		if ((f->proto != 6 && f->proto != 17) || !f->port || (f->flags & ~0x0f) ||
+		    (uint64_t)f->be_start + f->cluster_count + f->local_count > nbe ||
+		    (!f->addr) != !!(f->flags & ENG_FE_F_NODEPORT) || f->affinity_s > 86400) {
+			fail(why, whylen,
+			     "frontend %u (%s:%u proto %u, flags 0x%x, backends %u+%u+%u of %u, "
+			     "affinity %us) is "
+			     "inconsistent",
+			     i, ip_str(f->addr, a1), ntohs(f->port), f->proto, f->flags,
+			     f->be_start, f->cluster_count, f->local_count, nbe, f->affinity_s);
+			goto bad;
+		}
+		if (eng_fe_lookup_exact(t, f->addr, f->port, f->proto)) {
+			fail(why, whylen, "frontend %s:%u proto %u is listed twice",
+			     ip_str(f->addr, a1), ntohs(f->port), f->proto);
+			goto bad;
+		}
+		h = eng_fe_hash(f->addr, f->port, f->proto) & t->fe_mask;
+		while (t->fe_hash[h])
+			h = (h + 1) & t->fe_mask;
+		t->fe_hash[h] = i + 1;
+	}
+
+	t->nbe = nbe;
+	t->bes = calloc(nbe ? nbe : 1, sizeof(*t->bes));
+	if (!t->bes)
+		goto oom;
+	for (uint32_t i = 0; i < nbe; i++, p += BE_BYTES) {
+		struct eng_backend *b = &t->bes[i];
+
+		b->addr	 = rdaddr(p);
+		b->port	 = htons(rd16(p + 4));
+		b->flags = p[6];
+		if (!b->addr || !b->port || (b->flags & ~ENG_BE_F_LOCAL)) {
+			fail(why, whylen, "backend %u (%s:%u flags 0x%x) is inconsistent", i,
+			     ip_str(b->addr, a1), ntohs(b->port), b->flags);
+			goto bad;
+		}
+	}
+
+	t->nneigh     = nneigh;
+	t->neigh      = calloc(nneigh ? nneigh : 1, sizeof(*t->neigh));
+	t->neigh_mask = pow2_at_least((uint64_t)nneigh * 2) - 1;
+	t->neigh_hash = calloc((size_t)t->neigh_mask + 1, sizeof(uint32_t));
+	if (!t->neigh || !t->neigh_hash)
+		goto oom;
+	for (uint32_t i = 0; i < nneigh; i++, p += NEIGH_BYTES) {
+		struct eng_neigh *n = &t->neigh[i];
+		uint32_t	  h;
+
+		n->addr = rdaddr(p);
+		n->snat = rdaddr(p + 4);
+		n->port = p[8];
+		memcpy(n->mac, p + 9, 6);
+		if (!n->addr || n->port >= nports) {
+			fail(why, whylen, "neighbour %u (%s, port %u of %u) is inconsistent", i,
+			     ip_str(n->addr, a1), n->port, nports);
+			goto bad;
+		}
+		if (eng_neigh_lookup(t, n->addr)) {
+			fail(why, whylen, "neighbour %s is listed twice", ip_str(n->addr, a1));
+			goto bad;
+		}
+		h = eng_mix32(n->addr) & t->neigh_mask;
+		while (t->neigh_hash[h])
+			h = (h + 1) & t->neigh_mask;
+		t->neigh_hash[h] = i + 1;
+	}
+	t->bytes = sizeof(*t) + naddrs * 4 + (size_t)nfe * sizeof(*t->fes) +
+		   ((size_t)t->fe_mask + 1) * 4 + (size_t)nbe * sizeof(*t->bes) +
+		   (size_t)nneigh * sizeof(*t->neigh) + ((size_t)t->neigh_mask + 1) * 4;
+	return t;
+
+oom:
+	fail(why, whylen, "out of memory for a table of %u frontends and %u backends", nfe, nbe);
+bad:
+	eng_table_free(t);
+	return NULL;
+}

@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* XDP on the interfaces the AF_XDP vector engine runs on: frames of the
+ * engine's services and replies of its flows go to its sockets, everything
+ * else to the kernel (bpf/lib/xsk.h says which).
+ *
+ * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/xsk.h"
+
+SEC("xdp")
+int bpfproxy_xdp_afxdp(struct xdp_md *ctx)
+{
+	void		    *data = (void *)(long)ctx->data;
+	void		    *end  = (void *)(long)ctx->data_end;
+	struct ethhdr	    *eth  = data;
+	struct iphdr	    *ip;
+	struct xsk_if_value *ifv;
+	struct ct_key	     t	 = {};
+	__u32		     ifi = ctx->ingress_ifindex;
+	__u32		     q	 = ctx->rx_queue_index;
+	__be16		    *ports;
+
+	ifv = bpf_map_lookup_elem(&bpfproxy_xsk_ifs, &ifi);
+	if (!ifv || q >= ifv->queues)
+		return XDP_PASS;
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+		return XDP_PASS;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return XDP_PASS;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > end)
+		return XDP_PASS;
+	t.saddr = ip->saddr;
+	t.daddr = ip->daddr;
+	t.sport = ports[0];
+	t.dport = ports[1];
+	t.proto = ip->protocol;
+	if (!xsk_wanted(&t))
+		return XDP_PASS;
+	/* no socket in the slot (engine stopped): XDP_PASS */
+	return bpf_redirect_map(&bpfproxy_xsks, ifv->base + q, XDP_PASS);
+}

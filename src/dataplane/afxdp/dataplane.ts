@@ -1,0 +1,317 @@
+/**
+ * The vector engine as a Dataplane: the same Frontends the BPF reconciler
+ * gets, turned into the engine's table (table.ts) and swapped in whole.
+ *
+ * - Same ownership rule as the BPF reconciler: of two services claiming one
+ *   address, in a full sync the first in the order given gets it; between
+ *   full syncs whoever has it keeps it, and the other waits (retried when
+ *   it is freed).
+ * - Make-before-break: a table is complete before it is handed over, and
+ *   the engine swaps it in atomically (workers see the old one or the new
+ *   one). A table the engine refuses leaves the one in force serving.
+ * - Coalesced: the syncService calls of one sync pass make one table (built
+ *   when the pass is done, before anything else runs); syncAll and flush()
+ *   build at once.
+ * - Service ids: the BPF path's (so the conntrack entries the engine
+ *   mirrors name the right service), else ids of its own from 2^30 up.
+ */
+import type { Logger } from '../../log.js';
+import type { Frontend } from '../../model/types.js';
+import { frontendKey } from '../../model/types.js';
+import { emptyReport, type Dataplane, type SyncProblem, type SyncReport } from '../dataplane.js';
+import { encodeTable, EngineFeFlags, type EngineFrontend, type EngineNeighbour, type EnginePort, type EngineTable } from './table.js';
+
+export interface EngineTableSettings {
+  /** the engine's SNAT source ports: disjoint from the BPF path's range */
+  snatPorts: readonly [number, number];
+  hairpinIp: string;
+  ctTimeoutsNs: EngineTable['ctTimeoutsNs'];
+}
+
+export interface EngineDataplaneOptions {
+  /** the BPF path's id of a service port ("namespace/name:port/PROTO") */
+  svcIdOf?: (servicePort: string) => number | undefined;
+  log?: Logger;
+}
+
+/** The most backends one frontend can have in the engine's table (a 16-bit count per set). */
+export const ENGINE_MAX_BACKENDS = 0xffff;
+const OWN_IDS_FROM = 0x40000000;
+
+interface Owned {
+  owner: string;
+  frontend: Frontend;
+  label: string;
+}
+
+const same = (a: Frontend, b: Frontend): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+export function frontendFlags(f: Frontend): number {
+  let flags = 0;
+  if (f.kind !== 'ClusterIP') flags |= EngineFeFlags.EXTERNAL;
+  if (f.kind === 'NodePort') flags |= EngineFeFlags.NODEPORT;
+  if (f.externalLocal) flags |= EngineFeFlags.EXT_LOCAL;
+  if (f.internalLocal) flags |= EngineFeFlags.INT_LOCAL;
+  return flags;
+}
+
+export class EngineDataplane implements Dataplane {
+  private readonly fes = new Map<string, Owned>();
+  private readonly byOwner = new Map<string, Set<string>>();
+  private readonly waiting = new Map<string, Set<string>>();
+  private readonly ownIds = new Map<string, number>();
+  private nextOwnId = OWN_IDS_FROM;
+  private nodeAddresses: string[] = [];
+  private ports: EnginePort[] = [];
+  private neighbours: EngineNeighbour[] = [];
+  private generation = 0;
+  private dirty = false;
+  private scheduled = false;
+  /** the last table handed over, and whether the engine took it */
+  lastError: string | undefined;
+  tablesApplied = 0;
+
+  constructor(
+    private readonly apply: (blob: Buffer, table: EngineTable) => void,
+    private readonly settings: EngineTableSettings,
+    private readonly o: EngineDataplaneOptions = {},
+  ) {}
+
+  syncService(service: string, frontends: readonly Frontend[]): SyncReport {
+    const r = this.sync(service, frontends);
+    if (this.dirty) this.schedule();
+    return r;
+  }
+
+  syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport {
+    const report = emptyReport();
+    for (const owner of [...this.byOwner.keys()]) if (!all.has(owner)) this.merge(report, this.sync(owner, []));
+    const rank = new Map([...all.keys()].map((k, i) => [k, i]));
+    for (const [svc, fes] of all) this.merge(report, this.sync(svc, fes, rank));
+    report.retry = [];
+    const err = this.flush();
+    if (err) report.problems.push({ service: '', message: err });
+    return report;
+  }
+
+  setNodeAddresses(ips: readonly string[]): void {
+    const next = [...ips].sort();
+    if (next.join(',') === this.nodeAddresses.join(',')) return;
+    this.nodeAddresses = next;
+    this.schedule();
+  }
+
+  /** The engine's interfaces, in port order (the I/O layer's order). */
+  setPorts(ports: readonly EnginePort[]): void {
+    this.ports = [...ports];
+    this.schedule();
+  }
+
+  /** Where each backend address is reached (neighbours.ts). */
+  setNeighbours(n: readonly EngineNeighbour[]): void {
+    const next = [...n].sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+    if (JSON.stringify(next) === JSON.stringify(this.neighbours)) return;
+    this.neighbours = next;
+    this.schedule();
+  }
+
+  /** Every frontend in the table, with its owner. */
+  frontends(): Array<{ owner: string; frontend: Frontend }> {
+    return [...this.fes.values()].map((o) => ({ owner: o.owner, frontend: o.frontend }));
+  }
+
+  /** Every backend address a frontend in the table may choose. */
+  backendAddresses(): Set<string> {
+    const out = new Set<string>();
+    for (const { frontend: f } of this.fes.values()) for (const b of [...f.clusterBackends, ...f.localBackends]) out.add(b.ip);
+    return out;
+  }
+
+  /**
+   * Build and hand over the table now if anything changed; the error the
+   * engine gave (its previous table stays in force), or undefined.
+   */
+  flush(): string | undefined {
+    if (!this.dirty) return undefined;
+    this.dirty = false;
+    const table = this.build();
+    try {
+      this.apply(encodeTable(table), table);
+      this.tablesApplied++;
+      this.lastError = undefined;
+    } catch (e) {
+      this.lastError = `vector engine: table generation ${table.generation} (${table.frontends.length} frontends) refused: ${(e as Error).message}; the engine keeps serving its previous table`;
+      this.o.log?.error({ generation: table.generation }, this.lastError);
+      return this.lastError;
+    }
+    return undefined;
+  }
+
+  /** Mark the table for a rebuild when this sync pass is done. */
+  private schedule(): void {
+    this.dirty = true;
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private merge(into: SyncReport, r: SyncReport): void {
+    into.frontendsChanged += r.frontendsChanged;
+    into.problems.push(...r.problems);
+    into.retry.push(...r.retry);
+  }
+
+  private svcId(spk: string): number {
+    const bpf = this.o.svcIdOf?.(spk);
+    if (bpf !== undefined) return bpf;
+    let id = this.ownIds.get(spk);
+    if (id === undefined) this.ownIds.set(spk, (id = this.nextOwnId++));
+    return id;
+  }
+
+  private build(): EngineTable {
+    const frontends: EngineFrontend[] = [];
+    for (const { frontend: f } of this.fes.values()) {
+      frontends.push({
+        ip: f.ip,
+        port: f.port,
+        protocol: f.protocol,
+        flags: frontendFlags(f),
+        svcId: this.svcId(f.servicePort),
+        affinityTimeout: f.affinityTimeout,
+        cluster: f.clusterBackends,
+        local: f.localBackends,
+      });
+    }
+    return {
+      generation: ++this.generation,
+      ports: this.ports,
+      nodeAddresses: this.nodeAddresses,
+      frontends,
+      neighbours: this.neighbours,
+      snatPorts: this.settings.snatPorts,
+      hairpinIp: this.settings.hairpinIp,
+      ctTimeoutsNs: this.settings.ctTimeoutsNs,
+    };
+  }
+
+  private sync(service: string, frontends: readonly Frontend[], rank?: ReadonlyMap<string, number>): SyncReport {
+    const report = emptyReport();
+    const wanted = new Set<string>();
+    for (const f of frontends) {
+      const ks = frontendKey(f);
+      const label = `${ks} (${f.kind})`;
+      if (wanted.has(ks)) continue;
+      const cur = this.fes.get(ks);
+      const other = cur && cur.owner !== service ? cur.owner : undefined;
+      if (other !== undefined && !this.outranks(service, other, rank)) {
+        report.problems.push({
+          service,
+          frontend: label,
+          message: `${label} is already served by ${other}; skipped until that service lets it go (of two services claiming one address, the older keeps it)`,
+        });
+        this.wait(ks, service);
+        continue;
+      }
+      if (f.clusterBackends.length > ENGINE_MAX_BACKENDS || f.localBackends.length > ENGINE_MAX_BACKENDS) {
+        report.problems.push(this.tooMany(service, label, f));
+        if (cur && cur.owner === service) wanted.add(ks);
+        continue;
+      }
+      wanted.add(ks);
+      if (cur && cur.owner === service && same(cur.frontend, f)) continue;
+      if (other !== undefined) {
+        this.disown(other, ks);
+        this.wait(ks, other);
+      }
+      this.fes.set(ks, { owner: service, frontend: f, label });
+      this.own(service, ks);
+      report.frontendsChanged++;
+      this.dirty = true;
+    }
+    for (const ks of [...(this.byOwner.get(service) ?? [])]) {
+      if (wanted.has(ks)) continue;
+      this.fes.delete(ks);
+      this.disown(service, ks);
+      report.frontendsChanged++;
+      this.dirty = true;
+      const w = this.waiting.get(ks);
+      if (w) {
+        report.retry.push(...w);
+        this.waiting.delete(ks);
+      }
+    }
+    return report;
+  }
+
+  private tooMany(service: string, label: string, f: Frontend): SyncProblem {
+    return {
+      service,
+      frontend: label,
+      message: `${label} has ${f.clusterBackends.length} endpoints (${f.localBackends.length} on this node); the vector engine takes at most ${ENGINE_MAX_BACKENDS} per frontend: it keeps its previous endpoints there (the BPF path is not affected)`,
+    };
+  }
+
+  private outranks(service: string, owner: string, rank: ReadonlyMap<string, number> | undefined): boolean {
+    if (!rank) return false;
+    const mine = rank.get(service);
+    const theirs = rank.get(owner);
+    return mine !== undefined && (theirs === undefined || mine < theirs);
+  }
+
+  private wait(ks: string, service: string): void {
+    let w = this.waiting.get(ks);
+    if (!w) this.waiting.set(ks, (w = new Set()));
+    w.add(service);
+  }
+
+  private own(owner: string, ks: string): void {
+    let s = this.byOwner.get(owner);
+    if (!s) this.byOwner.set(owner, (s = new Set()));
+    s.add(ks);
+  }
+
+  private disown(owner: string, ks: string): void {
+    const s = this.byOwner.get(owner);
+    s?.delete(ks);
+    if (s && s.size === 0) this.byOwner.delete(owner);
+  }
+}
+
+/**
+ * Two dataplanes fed the same desired state, the first one's report in
+ * charge: the BPF path first (the fallback must always be programmed), the
+ * engine second; the engine's problems are added where the BPF path did not
+ * report the same frontend.
+ */
+export class TeeDataplane implements Dataplane {
+  constructor(
+    private readonly primary: Dataplane,
+    private readonly secondary: Dataplane,
+  ) {}
+
+  private join(a: SyncReport, b: SyncReport): SyncReport {
+    const seen = new Set(a.problems.map((p) => `${p.service}|${p.frontend ?? ''}`));
+    return {
+      frontendsChanged: a.frontendsChanged,
+      problems: [...a.problems, ...b.problems.filter((p) => !seen.has(`${p.service}|${p.frontend ?? ''}`))],
+      retry: [...new Set([...a.retry, ...b.retry])],
+    };
+  }
+
+  syncService(service: string, frontends: readonly Frontend[]): SyncReport {
+    return this.join(this.primary.syncService(service, frontends), this.secondary.syncService(service, frontends));
+  }
+
+  syncAll(all: ReadonlyMap<string, readonly Frontend[]>): SyncReport {
+    return this.join(this.primary.syncAll(all), this.secondary.syncAll(all));
+  }
+
+  setNodeAddresses(ips: readonly string[]): void {
+    this.primary.setNodeAddresses(ips);
+    this.secondary.setNodeAddresses(ips);
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * The AF_XDP vector engine while it serves (`bpfproxy agent --dataplane
+ * afxdp`), beside the BPF path, which stays fully programmed as the
+ * fallback:
+ *
+ *   start: interfaces by pattern -> engine (session table sized from the
+ *          conntrack map size, mirroring its flows into the BPF conntrack)
+ *          -> table from the same Frontends -> AF_XDP sockets, one worker per
+ *          queue -> XDP program on each interface -> steering: which
+ *          frontends the engine takes (only once its table has them);
+ *   every second: node addresses, neighbours (backend next hops), steering;
+ *   stop:  steering off (frames go to the kernel path), sockets closed,
+ *          XDP detached, memory freed: the interfaces are as they were.
+ *
+ * Which frontends the engine takes (steerable()): every endpoint of it is
+ * reached through an engine interface with a resolved next hop. Replies
+ * find their way through the conntrack the engine mirrors its flows into:
+ * the XDP program sends the replies of SNAT'd flows (to the engine's SNAT
+ * ports) to the engine, and the BPF path translates the others (replies of
+ * local endpoints, client address kept) and carries every flow on when the
+ * engine stops. ClusterIP traffic comes from pods: steered only when a pod
+ * interface is one of the engine's.
+ */
+import type { Clock, Timer } from '../../clock.js';
+import type { Logger } from '../../log.js';
+import type { Frontend } from '../../model/types.js';
+import { native, type EngineHandle, type EngineStats, type EngineTraceRecord, type MapHandle } from '../../native/index.js';
+import type { Config } from '../../config/config.js';
+import { datapathConfig } from '../../config/datapath.js';
+import { engineRuntimeConfig, type EngineSettings } from '../../config/engine.js';
+import { EngineDataplane } from './dataplane.js';
+import { createEngine } from './native.js';
+import { kernelNeighbours, Neighbours, type NeighbourSource, type NeighbourView } from './neighbours.js';
+import type { EngineNeighbour, EnginePort, EngineTable } from './table.js';
+import { XdpSteering, XSK_SLOTS_PER_PORT, type SteeredFrontend } from './xdp.js';
+
+export interface AfxdpOptions {
+  bpfDir: string;
+  pinDir: string;
+  settings: EngineSettings;
+  /** the uplinks, when settings.ifaces is null */
+  uplinks: RegExp;
+  /** pod-facing interfaces: traffic from them is internal */
+  podIfaces: RegExp;
+  config: Config;
+  /** the BPF path's conntrack map: the engine mirrors its flows there */
+  conntrack: MapHandle;
+  /** the BPF path's service ids */
+  svcIdOf?: (servicePort: string) => number | undefined;
+  nodeAddresses: () => string[];
+  log: Logger;
+  clock: Clock;
+  neighbours?: NeighbourSource;
+}
+
+export interface EnginePortInfo extends EnginePort {
+  queues: number;
+  xdp: 'native' | 'generic';
+}
+
+/** What `bpfproxy engine stats` shows. */
+export interface EngineStatus {
+  running: true;
+  ports: Array<EnginePortInfo & { stats?: EngineStats['ports'][number] }>;
+  engine: EngineStats;
+  steering: { frontends: number; tableFrontends: number; conntrackMirror: boolean };
+  neighbours: { resolved: number; unresolved: string[]; elsewhere: string[] };
+  memory: { sessionsBytes: number; umemBytes: number; tableBytes: number };
+  settings: { queues: number; batch: number; pattern: string };
+  lastTableError?: string;
+}
+
+/**
+ * The largest MTU the engine takes: a frame is 2048 bytes of UMEM, of which
+ * the kernel keeps 256 of headroom, less the Ethernet header. A larger
+ * frame would not fit and be dropped after the redirect, not passed.
+ */
+export const ENGINE_MAX_MTU = 2048 - 256 - 14;
+
+/** The interfaces matching the pattern, in ifindex order (the engine's port order). */
+export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number; mtu: number }> {
+  return native()
+    .links()
+    .filter((l) => l.name !== 'lo' && pattern.test(l.name))
+    .sort((a, b) => a.index - b.index)
+    .map((l) => {
+      // netlink, not /sys/class/net: that shows the mount namespace's view
+      const li = native().engineLinkInfo(l.index);
+      return {
+        ifindex: l.index,
+        name: l.name,
+        mac: li.mac,
+        pod: pods.test(l.name),
+        queues: Math.max(1, Math.min(queues, li.rxQueues)),
+        mtu: li.mtu,
+      };
+    });
+}
+
+const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
+
+/** Whether the engine takes this frontend's frames (see the file's comment). */
+export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbour>, o: { podPorts: boolean }): boolean {
+  if (f.kind === 'ClusterIP' && !o.podPorts) return false;
+  return [...f.clusterBackends, ...f.localBackends].every((b) => reach.has(b.ip));
+}
+
+export class AfxdpRuntime {
+  private timer: Timer | undefined;
+  private view: NeighbourView = { entries: [], unresolved: [], elsewhere: [] };
+  private reach = new Map<string, EngineNeighbour>();
+  private stopped = false;
+
+  private constructor(
+    readonly dataplane: EngineDataplane,
+    private readonly engine: EngineHandle,
+    private readonly steering: XdpSteering,
+    readonly ports: EnginePortInfo[],
+    private readonly neighbours: Neighbours,
+    private readonly o: AfxdpOptions,
+    private readonly steer: { podPorts: boolean },
+  ) {}
+
+  static async start(o: AfxdpOptions): Promise<AfxdpRuntime> {
+    const { log } = o;
+    const pattern = o.settings.ifaces ?? o.uplinks;
+    const found = enginePorts(pattern, o.podIfaces, o.settings.queues);
+    if (!found.length) {
+      throw new Error(
+        `no interface matches ${o.settings.ifaces ? '--afxdp-ifaces' : 'the uplink pattern (bpfDataIfacePattern)'} /${pattern.source}/: the AF_XDP engine has nothing to serve; the BPF path serves alone`,
+      );
+    }
+    const big = found.filter((p) => p.mtu > ENGINE_MAX_MTU);
+    if (big.length) {
+      throw new Error(
+        `${big.map((p) => `${p.name} (MTU ${p.mtu})`).join(', ')}: the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IPv4; lower the MTU or leave ${big.length > 1 ? 'them' : 'it'} out of --afxdp-ifaces; the BPF path serves alone`,
+      );
+    }
+    if (found.length * XSK_SLOTS_PER_PORT > 1024)
+      throw new Error(`${found.length} interfaces match /${pattern.source}/: the engine takes at most 64`);
+    const rc = engineRuntimeConfig(o.config);
+    const steering = await XdpSteering.load(o.bpfDir, o.pinDir, datapathConfig(o.config), log);
+    let engine: EngineHandle | undefined;
+    try {
+      engine = createEngine({ vector: o.settings.batch, sessions: rc.sessions, conntrack: o.conntrack });
+      const eng = engine;
+      const podPorts = found.some((p) => p.pod);
+      const ref: { rt?: AfxdpRuntime } = {};
+      // Make-before-break: frontends leave the steering before a table without
+      // them is swapped in, and join it only after the table has them.
+      const apply = (blob: Buffer, table: EngineTable) => {
+        const rt = ref.rt;
+        if (rt) {
+          const inTable = new Set(table.frontends.map((f) => `${f.ip}:${f.port}/${protoNum(f.protocol)}`));
+          steering.setFrontends(
+            rt.wanted().filter((s) => inTable.has(`${s.addr}:${s.port}/${s.proto}`)),
+            { removeOnly: true },
+          );
+        }
+        eng.setTable(blob);
+        if (rt) steering.setFrontends(rt.wanted());
+      };
+      const dataplane = new EngineDataplane(
+        apply,
+        { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
+        { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), log },
+      );
+      dataplane.setPorts(found);
+      dataplane.setNodeAddresses(o.nodeAddresses());
+      const err = dataplane.flush();
+      if (err) throw new Error(err);
+      steering.setSnatPorts(rc.snatPorts[0], rc.snatPorts[1]);
+      found.forEach((p, i) => steering.setPort(p.ifindex, i * XSK_SLOTS_PER_PORT, p.queues));
+      const io = engine.startIo({
+        ports: found.map((p, i) => ({ ifindex: p.ifindex, queues: p.queues, xskBase: i * XSK_SLOTS_PER_PORT, name: p.name })),
+        queues: Math.max(...found.map((p) => p.queues)),
+        frames: rc.frames,
+        ring: rc.ring,
+        xsksFd: steering.xsksFd,
+        zerocopy: 'auto',
+      });
+      const ports: EnginePortInfo[] = found.map((p) => ({ ...p, xdp: steering.attach(p.ifindex, p.name) }));
+      const rt = new AfxdpRuntime(dataplane, engine, steering, ports, new Neighbours(o.neighbours ?? kernelNeighbours(), o.clock, log), o, {
+        podPorts,
+      });
+      ref.rt = rt;
+      log.info(
+        {
+          interfaces: ports.map(
+            (p) =>
+              `${p.name} (${p.xdp} XDP, ${p.queues} queue${p.queues > 1 ? 's' : ''}, ${io.ports.find((x) => x.ifindex === p.ifindex)?.zerocopy ? 'zero-copy' : 'copy mode'})`,
+          ),
+          vector: o.settings.batch,
+          sessions: rc.sessions,
+          umemBytes: io.umemBytes,
+          sessionBytes: io.sessions.bytes,
+          conntrackMirror: true,
+        },
+        `AF_XDP engine serving on ${ports.map((p) => p.name).join(', ')}; everything it does not take stays on the BPF path`,
+      );
+      rt.refresh();
+      rt.arm();
+      return rt;
+    } catch (e) {
+      engine?.stopIo();
+      steering.close();
+      engine?.close();
+      throw e;
+    }
+  }
+
+  /** The frontends the engine should take now. */
+  private wanted(): SteeredFrontend[] {
+    const out: SteeredFrontend[] = [];
+    for (const { frontend: f } of this.dataplane.frontends()) {
+      if (steerable(f, this.reach, this.steer)) out.push({ addr: f.ip, port: f.port, proto: protoNum(f.protocol) });
+    }
+    return out;
+  }
+
+  /** Node addresses, next hops and steering, once a second (and at start). */
+  refresh(): void {
+    if (this.stopped) return;
+    this.dataplane.setNodeAddresses(this.o.nodeAddresses());
+    this.view = this.neighbours.compute(this.dataplane.backendAddresses(), this.ports);
+    this.reach = new Map(this.view.entries.map((n) => [n.ip, n]));
+    this.dataplane.setNeighbours(this.view.entries);
+    this.dataplane.flush();
+    const r = this.steering.setFrontends(this.wanted());
+    if (r.added || r.removed) this.o.log.debug({ ...r, steered: this.steering.frontends }, 'AF_XDP engine: steering updated');
+  }
+
+  private arm(): void {
+    this.timer = this.o.clock.after(1000, () => {
+      try {
+        this.refresh();
+      } catch (e) {
+        this.o.log.error(`AF_XDP engine: cannot refresh neighbours and steering: ${(e as Error).message}; retried in a second`);
+      }
+      if (!this.stopped) this.arm();
+    });
+  }
+
+  status(): EngineStatus {
+    this.dataplane.flush();
+    const st = this.engine.stats();
+    return {
+      running: true,
+      ports: this.ports.map((p) => {
+        const s = st.ports.find((x) => x.ifindex === p.ifindex);
+        return { ...p, ...(s ? { stats: s } : {}) };
+      }),
+      engine: st,
+      steering: { frontends: this.steering.frontends, tableFrontends: st.table?.frontends ?? 0, conntrackMirror: st.conntrack.mirrored },
+      neighbours: { resolved: this.view.entries.length, unresolved: this.view.unresolved, elsewhere: this.view.elsewhere },
+      memory: { sessionsBytes: st.sessions.bytes, umemBytes: st.umemBytes, tableBytes: st.table?.bytes ?? 0 },
+      settings: {
+        queues: this.o.settings.queues,
+        batch: this.o.settings.batch,
+        pattern: (this.o.settings.ifaces ?? this.o.uplinks).source,
+      },
+      ...(this.dataplane.lastError ? { lastTableError: this.dataplane.lastError } : {}),
+    };
+  }
+
+  /** The next n packets' paths, waiting up to timeoutMs for them. */
+  async trace(n: number, timeoutMs: number): Promise<EngineTraceRecord[]> {
+    this.engine.trace(n);
+    const out: EngineTraceRecord[] = [];
+    const until = Date.now() + timeoutMs;
+    while (out.length < n && Date.now() < until && !this.stopped) {
+      await new Promise((r) => setTimeout(r, 50));
+      out.push(...this.engine.traceTake());
+    }
+    if (!this.stopped) {
+      this.engine.trace(0);
+      out.push(...this.engine.traceTake());
+    }
+    return out.slice(0, n);
+  }
+
+  /** Hand every frame back to the kernel path, stop the workers, detach, free. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.timer?.cancel();
+    try {
+      this.steering.setFrontends([]);
+    } catch (e) {
+      this.o.log.warn(`AF_XDP engine: cannot clear the steering map: ${(e as Error).message}; detaching anyway`);
+    }
+    this.engine.stopIo();
+    this.steering.close();
+    this.engine.close();
+    this.o.log.info(
+      { interfaces: this.ports.map((p) => p.name) },
+      'AF_XDP engine stopped: XDP detached, sockets closed; the BPF path serves every frame (flows the engine opened go on through its conntrack)',
+    );
+  }
+}

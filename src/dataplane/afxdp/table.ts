@@ -1,0 +1,162 @@
+/**
+ * The vector engine's desired state as one binary blob (the layout
+ * addon/engine/table.c parses and checks, field by field): ports, node
+ * addresses, frontends with their backends, neighbours, and the settings
+ * the engine's decisions need. Built whole on every change and swapped in
+ * at once by the engine (make-before-break).
+ */
+import { isIPv4 } from '../../net/ip.js';
+
+export const TABLE_MAGIC = 0x45585042; // "BPXE"
+export const TABLE_VERSION = 1;
+const HDR = 96;
+const PORT = 32;
+const ADDR = 4;
+const FE = 32;
+const BE = 8;
+const NEIGH = 16;
+
+/** Frontend flags, as bpf/lib/types.h enum fe_flags. */
+export const EngineFeFlags = { EXTERNAL: 1, EXT_LOCAL: 2, INT_LOCAL: 4, NODEPORT: 8 } as const;
+export const ENGINE_PORT_POD = 1;
+
+export interface EnginePort {
+  ifindex: number;
+  name: string;
+  /** "02:00:00:00:00:01" */
+  mac: string;
+  /** pod-facing: traffic from it is internal (internalTrafficPolicy) */
+  pod: boolean;
+}
+
+export interface EngineBackend {
+  ip: string;
+  port: number;
+  local: boolean;
+}
+
+export interface EngineFrontend {
+  /** 0.0.0.0: NodePort, any node address */
+  ip: string;
+  port: number;
+  protocol: 'TCP' | 'UDP';
+  /** EngineFeFlags */
+  flags: number;
+  svcId: number;
+  affinityTimeout: number;
+  cluster: readonly EngineBackend[];
+  local: readonly EngineBackend[];
+}
+
+/** Where frames to a backend address leave, and SNAT's source towards it. */
+export interface EngineNeighbour {
+  ip: string;
+  /** index into ports */
+  port: number;
+  mac: string;
+  /** node address for SNAT towards it; undefined: none */
+  snat?: string;
+}
+
+export interface EngineTable {
+  generation: number;
+  ports: readonly EnginePort[];
+  nodeAddresses: readonly string[];
+  frontends: readonly EngineFrontend[];
+  neighbours: readonly EngineNeighbour[];
+  /** the engine's own SNAT source ports (disjoint from the BPF path's) */
+  snatPorts: readonly [number, number];
+  hairpinIp: string;
+  ctTimeoutsNs: { synSent: bigint; established: bigint; finsSeen: bigint; rstSeen: bigint; udp: bigint };
+}
+
+function ip4(b: Buffer, off: number, ip: string, what: string): void {
+  if (!isIPv4(ip)) throw new Error(`${what}: "${ip}" is not an IPv4 address`);
+  const p = ip.split('.').map(Number);
+  for (let i = 0; i < 4; i++) b[off + i] = p[i]!;
+}
+
+function mac(b: Buffer, off: number, m: string, what: string): void {
+  const p = m.split(':');
+  if (p.length !== 6 || p.some((x) => !/^[0-9a-fA-F]{2}$/.test(x))) throw new Error(`${what}: "${m}" is not a MAC address`);
+  for (let i = 0; i < 6; i++) b[off + i] = parseInt(p[i]!, 16);
+}
+
+/** Encode the table; throws naming the record and field that cannot be encoded. */
+export function encodeTable(t: EngineTable): Buffer {
+  // Backends of frontends with the same set are laid out once.
+  const beIndex = new Map<string, number>();
+  const bes: EngineBackend[] = [];
+  const feStart: number[] = [];
+  for (const f of t.frontends) {
+    const list = [...f.cluster, ...f.local];
+    const key = list.map((b) => `${b.ip}:${b.port}:${b.local ? 1 : 0}`).join(',') + `#${f.cluster.length}`;
+    let start = beIndex.get(key);
+    if (start === undefined) {
+      start = bes.length;
+      bes.push(...list);
+      beIndex.set(key, start);
+    }
+    feStart.push(start);
+  }
+  const total =
+    HDR + t.ports.length * PORT + t.nodeAddresses.length * ADDR + t.frontends.length * FE + bes.length * BE + t.neighbours.length * NEIGH;
+  const b = Buffer.alloc(total);
+  b.writeUInt32LE(TABLE_MAGIC, 0);
+  b.writeUInt16LE(TABLE_VERSION, 4);
+  b.writeUInt16LE(HDR, 6);
+  b.writeUInt32LE(t.generation >>> 0, 8);
+  b.writeUInt32LE(t.ports.length, 12);
+  b.writeUInt32LE(t.nodeAddresses.length, 16);
+  b.writeUInt32LE(t.frontends.length, 20);
+  b.writeUInt32LE(bes.length, 24);
+  b.writeUInt32LE(t.neighbours.length, 28);
+  b.writeUInt16LE(t.snatPorts[0], 32);
+  b.writeUInt16LE(t.snatPorts[1], 34);
+  ip4(b, 36, t.hairpinIp, 'hairpin address');
+  b.writeBigUInt64LE(t.ctTimeoutsNs.synSent, 40);
+  b.writeBigUInt64LE(t.ctTimeoutsNs.established, 48);
+  b.writeBigUInt64LE(t.ctTimeoutsNs.finsSeen, 56);
+  b.writeBigUInt64LE(t.ctTimeoutsNs.rstSeen, 64);
+  b.writeBigUInt64LE(t.ctTimeoutsNs.udp, 72);
+  b.writeUInt32LE(total, 80);
+  let o = HDR;
+  for (const p of t.ports) {
+    b.writeUInt32LE(p.ifindex, o);
+    b.writeUInt32LE(p.pod ? ENGINE_PORT_POD : 0, o + 4);
+    mac(b, o + 8, p.mac, `port ${p.name}`);
+    b.write(p.name.slice(0, 16), o + 16, 'latin1');
+    o += PORT;
+  }
+  for (const a of t.nodeAddresses) {
+    ip4(b, o, a, 'node address');
+    o += ADDR;
+  }
+  t.frontends.forEach((f, i) => {
+    const what = `frontend ${f.ip}:${f.port}/${f.protocol}`;
+    ip4(b, o, f.ip, what);
+    b.writeUInt16LE(f.port, o + 4);
+    b[o + 6] = f.protocol === 'UDP' ? 17 : 6;
+    b[o + 7] = f.flags;
+    b.writeUInt32LE(f.svcId >>> 0, o + 8);
+    b.writeUInt32LE(f.affinityTimeout, o + 12);
+    b.writeUInt32LE(feStart[i]!, o + 16);
+    b.writeUInt16LE(f.cluster.length, o + 20);
+    b.writeUInt16LE(f.local.length, o + 22);
+    o += FE;
+  });
+  for (const be of bes) {
+    ip4(b, o, be.ip, 'backend');
+    b.writeUInt16LE(be.port, o + 4);
+    b[o + 6] = be.local ? 1 : 0;
+    o += BE;
+  }
+  for (const n of t.neighbours) {
+    ip4(b, o, n.ip, 'neighbour');
+    if (n.snat) ip4(b, o + 4, n.snat, `neighbour ${n.ip} SNAT source`);
+    b[o + 8] = n.port;
+    mac(b, o + 9, n.mac, `neighbour ${n.ip}`);
+    o += NEIGH;
+  }
+  return b;
+}
