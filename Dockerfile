@@ -19,5 +19,6 @@ WORKDIR /opt/bpfproxy
 COPY --from=build /image/ ./
 COPY --from=build /src/node_modules ./node_modules
 RUN printf '#!/bin/sh\nexec node /opt/bpfproxy/dist/src/cli/main.js "$@"\n' > /usr/local/bin/bpfproxy && chmod +x /usr/local/bin/bpfproxy
-ENTRYPOINT ["node", "/opt/bpfproxy/dist/src/cli/main.js"]
+# AGENT_NODE_FLAGS (src/paths.ts; test/image-tree.test.ts checks they match)
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/opt/bpfproxy/dist/src/cli/main.js"]
 CMD ["agent"]

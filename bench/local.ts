@@ -16,6 +16,7 @@ import type { KubeProxyIptablesFigures } from './kube-proxy-iptables.js';
 import { addNetns, delNetns, nsPath, uniqueTag } from '../testkit/netns.js';
 import { spawn } from 'node:child_process';
 import { AGENT_CLI } from '../lab/lab.js';
+import { AGENT_NODE_FLAGS } from '../src/paths.js';
 import { stringify } from 'yaml';
 import { native } from '../src/native/index.js';
 import { FakeApiServer, writeKubeconfig } from '../testkit/fake-apiserver.js';
@@ -332,6 +333,7 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
         `--net=${nsPath(ns)}`,
         '--',
         process.execPath,
+        ...AGENT_NODE_FLAGS,
         AGENT_CLI,
         'agent',
         ...src,

@@ -102,16 +102,16 @@ export function targets(r: LocalResults): Target[] {
   for (const a of r.agentRss) {
     add(
       `agent RSS at ${a.services} services / ${a.services * a.endpoints} endpoints, fed by ${a.source === 'kubernetes' ? 'the Kubernetes API' : 'manifests'}`,
-      '≤ 200 MiB',
+      '≤ 150 MiB',
       a.rssMiB,
-      200,
+      150,
       false,
       `ready after ${a.readyMs} ms`,
       (v) => `${v} MiB`,
     );
   }
   if (!r.agentRss.length)
-    out.push({ target: 'agent RSS', goal: '≤ 200 MiB', value: 'n/a', met: null, note: 'the agent did not become ready' });
+    out.push({ target: 'agent RSS', goal: '≤ 150 MiB', value: 'n/a', met: null, note: 'the agent did not become ready' });
   return out;
 }
 

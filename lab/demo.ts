@@ -358,7 +358,6 @@ export async function runDemo(prefix: string): Promise<boolean> {
       'patch bpfEnabled=false',
     );
     console.log("  changed: the agents drain: the connections they carry keep their backend, new ones go to kube-proxy's rules");
-    traffic('kube-proxy');
     console.log('  waiting for the drain to end (no connection left open, or --rollback-drain-timeout, 2m)…');
     expect(
       await waitFor(() => {

@@ -15,6 +15,7 @@
  * then the Pod is deleted. A container that exits is restarted with back-off.
  * Readiness is the process's own "ready" log line, not an HTTP probe.
  */
+import { AGENT_NODE_FLAGS } from '../src/paths.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, mkdirSync } from 'node:fs';
@@ -349,7 +350,7 @@ export class LabKubelet {
     const command = strs(c.command);
     const at = command.findIndex((x) => /(^|\/)bpfproxy$|main\.js$/.test(x));
     const args = [...(at >= 0 ? command.slice(at + 1) : []), ...strs(c.args)];
-    return [AGENT_CLI, ...bpfproxyArgs(args.length ? args : ['agent'], run.node, this.o.nodesKubeconfig)];
+    return [...AGENT_NODE_FLAGS, AGENT_CLI, ...bpfproxyArgs(args.length ? args : ['agent'], run.node, this.o.nodesKubeconfig)];
   }
 
   private startProcess(run: PodRun): void {

@@ -22,6 +22,7 @@ export const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = join(LAB_DIR, '..', '..');
 /** The agent's command line, as the image runs it. */
 export const AGENT_CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+import { AGENT_NODE_FLAGS } from '../src/paths.js';
 const node = process.execPath;
 
 export interface LabPod {
@@ -274,7 +275,20 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
   const src = 'manifests' in source ? ['--manifests', source.manifests] : ['--kubeconfig', source.kubeconfig];
   const child = spawn(
     'nsenter',
-    [`--net=${nsPath(n.ns)}`, '--', node, AGENT_CLI, 'agent', ...src, '--node', n.name, '--pin-dir', n.pinDir, ...extra],
+    [
+      `--net=${nsPath(n.ns)}`,
+      '--',
+      node,
+      ...AGENT_NODE_FLAGS,
+      AGENT_CLI,
+      'agent',
+      ...src,
+      '--node',
+      n.name,
+      '--pin-dir',
+      n.pinDir,
+      ...extra,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const logs: string[] = [];

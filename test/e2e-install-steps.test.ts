@@ -296,8 +296,9 @@ t.test("README's install and rollback on the lab, the dataplane checked after ea
         // the agents drain: what they carry is served until it ends (UDP
         // flows count as open for UDPTimeout, 60 s), new connections go to
         // kube-proxy's rules at once
+        // (new connections during the drain, and flows kept through it, are
+        // test/e2e-migration.test.ts's; here the drain may end at once)
         await waitFor('every agent draining (or done)', () => lab.nodes.every((n) => pinnedMode(n.pinDir) !== 'serve'));
-        serve(t, 'kube-proxy');
         await waitFor(
           'bpfproxy to finish draining and hand back on every node',
           () => observeLab(lab.nodes).every((n) => !n.bpfOn && n.bpfInterfaces === 0),

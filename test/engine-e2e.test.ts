@@ -170,8 +170,14 @@ t.test('UDP and TCP to a NodePort through the AF_XDP engine; the kernel path tak
       else reject(new Error(`exit ${code}: ${err}`));
     });
   });
-  await sleep(1000);
-  probe(client, 'udp', NODE_IP, 30080, 3, 1000);
+  // keep sending until the trace has its packets (it arms itself after it
+  // connects, later on a loaded machine): bounded in count and time
+  let settled = false;
+  void traced.finally(() => (settled = true)).catch(() => undefined);
+  for (let i = 0; i < 20 && !settled; i++) {
+    await sleep(500);
+    probe(client, 'udp', NODE_IP, 30080, 1, 1000);
+  }
   const recs = await traced.catch((e: Error) => {
     t.fail(`engine trace: ${e.message}`);
     return [];

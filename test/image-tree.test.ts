@@ -10,6 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync }
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { REPO } from './helpers/env.js';
+import { AGENT_NODE_FLAGS } from '../src/paths.js';
 
 function walk(dir: string, root = dir): string[] {
   const out: string[] = [];
@@ -60,4 +61,11 @@ t.test('image tree: the agent, its addon and BPF object, nothing else', async (t
   });
   t.equal(st.status, 0, `status with the dataplane off runs from the image tree (loads the addon): ${st.stderr}`);
   t.match(st.stdout, /dataplane is off/);
+});
+
+t.test("the image's ENTRYPOINT runs the agent with AGENT_NODE_FLAGS, as the lab and the benchmarks do", async (t) => {
+  const df = readFileSync(join(REPO, 'Dockerfile'), 'utf8');
+  const m = /^ENTRYPOINT (\[.*\])$/m.exec(df);
+  t.ok(m, 'an exec-form ENTRYPOINT');
+  t.same(JSON.parse(m![1]!), ['node', ...AGENT_NODE_FLAGS, '/opt/bpfproxy/dist/src/cli/main.js']);
 });
