@@ -81,6 +81,22 @@ static __always_inline int ct_key_eq(const struct ct_key *a, const struct ct_key
 	       a->dport == b->dport && a->proto == b->proto;
 }
 
+/* The other half of k's connection (*pk: its key), if it points back at k:
+ * only that one is ours to change or remove. */
+static __always_inline struct ct_value *ct_own_peer(const struct ct_key	  *k,
+						    const struct ct_value *v, struct ct_key *pk)
+{
+	struct ct_value *peer;
+	struct ct_key	 back;
+
+	ct_peer_key(v, k->proto, pk);
+	peer = bpf_map_lookup_elem(&bpfproxy_ct, pk);
+	if (!peer)
+		return NULL;
+	ct_peer_key(peer, k->proto, &back);
+	return ct_key_eq(&back, k) ? peer : NULL;
+}
+
 /* Live entry for this tuple, or NULL. An expired entry whose peer is still
  * fresh is alive (and takes the peer's deadline): only the quiet direction
  * of a live connection expired. */
@@ -139,16 +155,12 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 			state = 0;
 	}
 	if (state != v->state) {
-		struct ct_key	 pk, back;
+		struct ct_key	 pk;
 		struct ct_value *peer;
 
 		v->state = state;
-		ct_peer_key(v, k->proto, &pk);
-		peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
-		/* Only a peer that points back at us is ours to change. */
-		if (peer)
-			ct_peer_key(peer, k->proto, &back);
-		if (peer && ct_key_eq(&back, k)) {
+		peer	 = ct_own_peer(k, v, &pk);
+		if (peer) {
 			peer->state	 = state;
 			peer->expires_ns = now + ct_lifetime(k->proto, state);
 		}
@@ -222,19 +234,15 @@ static __always_inline int ct_create(const struct ct_key *fwd, const struct ct_k
 static __always_inline void ct_set_policy(const struct ct_key *k, struct ct_value *v, __u32 gen,
 					  int denied)
 {
-	struct ct_key	 pk, back;
+	struct ct_key	 pk;
 	struct ct_value *peer;
 
 	if (cfg_trace) /* lib/trace.h: no map writes */
 		return;
 	v->pol_gen = gen;
 	v->flags   = denied ? v->flags | CT_F_POL_DENIED : v->flags & ~CT_F_POL_DENIED;
-	ct_peer_key(v, k->proto, &pk);
-	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
+	peer	   = ct_own_peer(k, v, &pk);
 	if (!peer)
-		return;
-	ct_peer_key(peer, k->proto, &back);
-	if (!ct_key_eq(&back, k))
 		return;
 	peer->pol_gen = gen;
 	peer->flags   = denied ? peer->flags | CT_F_POL_DENIED : peer->flags & ~CT_F_POL_DENIED;

@@ -209,22 +209,15 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
  * passes the packet on. */
 static __always_inline int drain_reopens(const struct pkt *p, const struct ct_value *ct)
 {
-	struct ct_key	 pk, back;
-	struct ct_value *peer;
+	struct ct_key pk;
 
 	if (p->tuple.proto != IPPROTO_TCP || ct->dir != CT_DIR_FWD ||
 	    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN ||
 	    !(ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)) || !mode_draining() ||
 	    cfg_trace /* lib/trace.h: no map writes */)
 		return 0;
-	ct_peer_key(ct, p->tuple.proto, &pk);
-	peer = bpf_map_lookup_elem(&bpfproxy_ct, &pk);
-	/* Only a peer that points back at us is ours to remove. */
-	if (peer) {
-		ct_peer_key(peer, p->tuple.proto, &back);
-		if (ct_key_eq(&back, &p->tuple))
-			bpf_map_delete_elem(&bpfproxy_ct, &pk);
-	}
+	if (ct_own_peer(&p->tuple, ct, &pk))
+		bpf_map_delete_elem(&bpfproxy_ct, &pk);
 	bpf_map_delete_elem(&bpfproxy_ct, &p->tuple);
 	return 1;
 }
