@@ -17,7 +17,8 @@
  */
 import t, { type Test } from 'tap';
 import { desiredFor, type NodeContext } from '../src/model/desired.js';
-import { MAX_SOURCE_RANGES, nodePrimaryIPv4, toEndpointSlice, toService } from '../src/sources/convert.js';
+import { MAX_SOURCE_RANGES, toEndpointSlice, toNode, toService } from '../src/sources/convert.js';
+import { nodePrimaryIPv4 as primaryOf } from '../src/model/types.js';
 import type { EndpointSlice, Frontend } from '../src/model/types.js';
 import { nodePortAddressesOf, parseNodePortAddresses, formatNodePortAddresses } from '../src/config/services.js';
 import { nodePortChoice } from '../src/agent/runtime.js';
@@ -211,6 +212,8 @@ t.test('--nodeport-addresses: parsing and selection', async (t) => {
   t.equal(defaultRouteIface(route), 'eth0', 'the lowest-metric default route');
   t.equal(defaultRouteIface(route.split('\n').slice(0, 1).join('\n')), undefined, 'no default route');
 
+  // as the sources deliver a Node: converted first
+  const nodePrimaryIPv4 = (o: object): string | undefined => primaryOf(toNode({ metadata: { name: 'n1' }, ...o }).value!);
   t.equal(
     nodePrimaryIPv4({
       status: {

@@ -27,7 +27,7 @@ import { BpfRuntime } from './runtime.js';
 import { teardown, type TcAttachMode } from '../dataplane/bpf/attach.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, pinnedMode } from '../dataplane/bpf/drain.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
-import type { LbAlgorithm } from '../model/types.js';
+import { nodePrimaryIPv4, type LbAlgorithm } from '../model/types.js';
 import { DEFAULT_ENGINE_SETTINGS, type EngineSettings } from '../config/engine.js';
 import { uplinkIfaces } from '../config/datapath.js';
 import { AfxdpRuntime } from '../dataplane/afxdp/runtime.js';
@@ -154,7 +154,7 @@ export class Agent {
       applyNode: (name, node) => {
         this.nodes.apply(name, node);
         // This node's primary address (--nodeport-addresses primary); the runtime reads it each second.
-        if (name === this.o.nodeName) this.nodePrimaryIP = node ? (node.internalIPs[0] ?? node.externalIPs[0]) : undefined;
+        if (name === this.o.nodeName) this.nodePrimaryIP = node ? nodePrimaryIPv4(node) : undefined;
       },
       applyFelixConfiguration: (name, fc) => {
         if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());

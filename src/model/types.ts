@@ -88,6 +88,9 @@ export interface Node {
   externalIPs: string[];
 }
 
+/** A node's primary address as kube-proxy's --nodeport-addresses primary means it: the first IPv4 InternalIP, else ExternalIP. */
+export const nodePrimaryIPv4 = (n: Node): string | undefined => n.internalIPs[0] ?? n.externalIPs[0];
+
 export interface Backend {
   ip: string;
   port: number;

@@ -593,18 +593,3 @@ export function toFelixConfiguration(name: string, o: unknown): FelixConfigurati
   const spec = (o as { spec?: unknown } | undefined)?.spec;
   return { name, spec: spec && typeof spec === 'object' && !Array.isArray(spec) ? (spec as Record<string, unknown>) : {} };
 }
-
-/**
- * The node's primary IPv4 address from its Node object, as kube-proxy picks
- * it (GetNodeHostIPs): the first IPv4 InternalIP in status.addresses, else
- * the first IPv4 ExternalIP; undefined when it lists neither.
- */
-export function nodePrimaryIPv4(o: unknown): string | undefined {
-  const addrs = (o as { status?: { addresses?: unknown } } | undefined)?.status?.addresses;
-  if (!Array.isArray(addrs)) return undefined;
-  const of = (type: string): string | undefined =>
-    addrs
-      .map((a) => a as { type?: unknown; address?: unknown })
-      .find((a) => a.type === type && typeof a.address === 'string' && isIPv4(a.address))?.address as string | undefined;
-  return of('InternalIP') ?? of('ExternalIP');
-}
