@@ -168,3 +168,81 @@ t.test('FelixConfiguration: name and spec as written for the config controller',
   t.same(toFelixConfiguration('default', { spec: [1] }), { name: 'default', spec: {} }, 'a spec that is not a mapping counts as empty');
   t.same(toFelixConfiguration('node.n1', {}), { name: 'node.n1', spec: {} });
 });
+
+t.test('topology: EndpointSlice hints, Service trafficDistribution and annotations, the Node zone label', async (t) => {
+  const slice = (endpoints: unknown[]) =>
+    toEndpointSlice({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      addressType: 'IPv4',
+      metadata: { name: 'web-1', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+      ports: [{ name: 'http', port: 8080 }],
+      endpoints,
+    });
+  const r = slice([
+    { addresses: ['10.0.0.1'], nodeName: 'n1', hints: { forZones: [{ name: 'zone-a' }], forNodes: [{ name: 'n1' }] } },
+    { addresses: ['10.0.0.2'], hints: { forZones: [{ name: 'zone-b' }, { name: 'zone-c' }, { name: 'zone-b' }] } },
+    { addresses: ['10.0.0.3'], hints: { forZones: [] } },
+    { addresses: ['10.0.0.4'], hints: { forZones: [{ name: 'not a zone!' }, { name: 'zone-a' }], forNodes: [{ name: 'Bad_Node' }] } },
+    { addresses: ['10.0.0.5'], hints: null },
+    { addresses: ['10.0.0.6'], hints: { forZones: Array.from({ length: 9 }, (_, i) => ({ name: `z${i}` })) } },
+  ]);
+  const eps = r.value!.endpoints.toArray();
+  t.same(eps[0], {
+    addresses: ['10.0.0.1'],
+    ready: true,
+    serving: true,
+    terminating: false,
+    nodeName: 'n1',
+    zoneHints: ['zone-a'],
+    nodeHints: ['n1'],
+  });
+  t.same(eps[1]!.zoneHints, ['zone-b', 'zone-c'], 'each zone once');
+  t.notOk('zoneHints' in eps[2]!, 'an empty forZones is no hint (kube-proxy counts it as missing)');
+  t.same(eps[3]!.zoneHints, ['zone-a'], 'a bad zone name is skipped, the rest kept');
+  t.notOk('nodeHints' in eps[3]!, 'a bad node name is skipped');
+  t.notOk('zoneHints' in eps[4]!, 'hints: null');
+  t.same(eps[5]!.zoneHints, ['z0', 'z1', 'z2', 'z3', 'z4', 'z5', 'z6', 'z7'], "the API server's 8 at most");
+  t.same(
+    r.problems.map((p) => p.field),
+    ['endpoints[3].hints.forZones[0].name', 'endpoints[3].hints.forNodes[0].name', 'endpoints[5].hints.forZones'],
+  );
+  t.ok(r.value!.endpoints.hinted, 'the slice knows it carries hints');
+  t.notOk(slice([{ addresses: ['10.0.0.1'] }]).value!.endpoints.hinted, 'no hint: not hinted');
+  // a hint change is a change of the slice (the store compares them)
+  const again = slice([{ addresses: ['10.0.0.1'], nodeName: 'n1', hints: { forZones: [{ name: 'zone-b' }] } }]);
+  const before = slice([{ addresses: ['10.0.0.1'], nodeName: 'n1', hints: { forZones: [{ name: 'zone-a' }] } }]);
+  t.notOk(again.value!.endpoints.equals(before.value!.endpoints), 'zone-a vs zone-b: different');
+  t.ok(
+    before.value!.endpoints.equals(
+      slice([{ addresses: ['10.0.0.1'], nodeName: 'n1', hints: { forZones: [{ name: 'zone-a' }] } }]).value!.endpoints,
+    ),
+  );
+
+  const svcOf = (spec: Record<string, unknown>, annotations?: Record<string, string>) =>
+    toService({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'shop', ...(annotations ? { annotations } : {}) },
+      spec: { clusterIP: '10.96.0.10', ports: [{ port: 80 }], ...spec },
+    });
+  t.equal(svcOf({ trafficDistribution: 'PreferClose' }).value!.topologyRequest, 'trafficDistribution: PreferClose');
+  t.equal(svcOf({ trafficDistribution: 'PreferSameNode' }).value!.topologyRequest, 'trafficDistribution: PreferSameNode');
+  t.equal(
+    svcOf({ trafficDistribution: 'PreferSameZone' }, { 'service.kubernetes.io/topology-mode': 'Auto' }).value!.topologyRequest,
+    'trafficDistribution: PreferSameZone',
+    'the field wins over the annotation',
+  );
+  t.equal(svcOf({}, { 'service.kubernetes.io/topology-mode': 'Auto' }).value!.topologyRequest, 'topology-mode: Auto');
+  t.equal(svcOf({}, { 'service.kubernetes.io/topology-aware-hints': 'auto' }).value!.topologyRequest, 'topology-aware-hints: auto');
+  t.notOk('topologyRequest' in svcOf({}).value!, 'nothing asked: nothing kept');
+  const odd = svcOf({ trafficDistribution: 'Nearby' });
+  t.equal(odd.value!.topologyRequest, 'trafficDistribution: Nearby', 'kept as written for display');
+  t.match(odd.problems, [{ field: 'spec.trafficDistribution', fatal: false, message: /not a traffic distribution.*hints/ }]);
+
+  const node = (labels?: Record<string, string>) => toNode({ kind: 'Node', metadata: { name: 'n1', ...(labels ? { labels } : {}) } });
+  t.equal(node({ 'topology.kubernetes.io/zone': 'zone-a' }).value!.zone, 'zone-a');
+  t.notOk('zone' in node({ 'topology.kubernetes.io/zone': '' }).value!, 'an empty label: no zone');
+  t.notOk('zone' in node({ 'failure-domain.beta.kubernetes.io/zone': 'zone-a' }).value!, 'only the GA label, as kube-proxy');
+  t.notOk('zone' in node().value!);
+});

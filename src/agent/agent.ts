@@ -35,6 +35,7 @@ import { TeeDataplane } from '../dataplane/afxdp/dataplane.js';
 import { serveEngineControl } from '../dataplane/afxdp/control.js';
 import type { Server } from 'node:http';
 import { nodeAddresses } from './runtime.js';
+import { writeTopologyFile } from './topology-file.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -104,6 +105,8 @@ export class Agent {
   private lock: PinDirLock | undefined;
   /** the primary IPv4 address in this node's Node object, when seen */
   private nodePrimaryIP: string | undefined;
+  /** the proxier's topologyVersion last written out (-1: never; -2: the last write failed) */
+  private topologyWritten = -1;
 
   private constructor(
     private readonly o: AgentOptions,
@@ -132,6 +135,7 @@ export class Agent {
       this.metrics.syncProblems.set(s.problems);
       if (s.mapFull) this.metrics.mapFull.inc(s.mapFull);
       if (this.runtime) this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+      if (this.runtime) this.writeTopology();
     });
     this.metrics.setSnapshot(() => (this.runtime ?? this.draining)?.snapshot());
   }
@@ -154,7 +158,11 @@ export class Agent {
       applyNode: (name, node) => {
         this.nodes.apply(name, node);
         // This node's primary address (--nodeport-addresses primary); the runtime reads it each second.
-        if (name === this.o.nodeName) this.nodePrimaryIP = node ? nodePrimaryIPv4(node) : undefined;
+        if (name === this.o.nodeName) {
+          this.nodePrimaryIP = node ? nodePrimaryIPv4(node) : undefined;
+          // topology hints for this node's zone (only hinted services resync)
+          this.proxier.setNodeZone(node?.zone);
+        }
       },
       applyFelixConfiguration: (name, fc) => {
         if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
@@ -217,6 +225,30 @@ export class Agent {
       },
       'agent ready',
     );
+  }
+
+  /** Write how topology chose endpoints (for `bpfproxy services`) when a sync changed it. */
+  private writeTopology(): void {
+    const v = this.proxier.topologyVersion;
+    if (v === this.topologyWritten) return;
+    const path = statePaths(this.o.stateDir ?? DEFAULT_STATE_DIR, this.o.pinDir).topology;
+    try {
+      writeTopologyFile(path, {
+        node: this.o.nodeName,
+        zone: this.proxier.nodeZone,
+        written: new Date().toISOString(),
+        ports: this.proxier.topologyView(),
+      });
+      this.topologyWritten = v;
+    } catch (e) {
+      if (this.topologyWritten !== -2) {
+        this.log.warn(
+          { err: e, path },
+          `could not write ${path} (${(e as Error).message}): the dataplane is programmed, but "bpfproxy services" cannot say why this node uses the endpoints it does; retried after each sync`,
+        );
+      }
+      this.topologyWritten = -2;
+    }
   }
 
   private reevaluate(): void {

@@ -33,9 +33,14 @@ import type { Logger } from '../log.js';
 export const DEFAULT_STATE_DIR = '/run/bpfproxy';
 
 /** The files kept for one pin dir in the state dir. */
-export function statePaths(stateDir: string, pinDir: string): { lock: string; qdiscs: string; engine: string } {
+export function statePaths(stateDir: string, pinDir: string): { lock: string; qdiscs: string; engine: string; topology: string } {
   const id = createHash('sha256').update(resolve(pinDir)).digest('hex').slice(0, 16);
-  return { lock: join(stateDir, `${id}.lock`), qdiscs: join(stateDir, `${id}.qdiscs.json`), engine: join(stateDir, `${id}.engine.sock`) };
+  return {
+    lock: join(stateDir, `${id}.lock`),
+    qdiscs: join(stateDir, `${id}.qdiscs.json`),
+    engine: join(stateDir, `${id}.engine.sock`),
+    topology: join(stateDir, `${id}.topology.json`),
+  };
 }
 
 /** Who holds a lock, as written by the holder. */

@@ -3,7 +3,7 @@ import { type Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
-import { conntrackViews, mapFills, reasonViews, serviceViews } from '../dataplane/bpf/inspect.js';
+import { conntrackViews, mapFills, reasonViews, serviceViews, type ServiceView } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
 
@@ -12,7 +12,9 @@ const MODE_TEXT: Record<Exclude<Mode, 'serve'>, string> = {
     'draining (bpfEnabled=false): connections through bpfproxy are served until they end or the drain time is up, new ones go to the kernel (kube-proxy); the agent then detaches',
   standby: "standby (taking over): attached, every packet passes untouched until the agent has adopted the kernel's flows",
 };
-import { pinDirOption, outputOption } from './options.js';
+import { pinDirOption, outputOption, stateDirOption } from './options.js';
+import { statePaths } from '../agent/lock.js';
+import { readTopologyFile } from '../agent/topology-file.js';
 import { table } from './table.js';
 
 function withMaps<T>(pinDir: string, fn: (m: DatapathMaps) => T): T {
@@ -30,28 +32,59 @@ function withMaps<T>(pinDir: string, fn: (m: DatapathMaps) => T): T {
   }
 }
 
+/** Whether a frontend serves from this node's endpoints only: iTP=Local for a cluster IP, eTP=Local for the rest. */
+const usesLocal = (s: ServiceView): boolean => s.policies.includes(s.kind === 'ClusterIP' ? 'iTP=Local' : 'eTP=Local');
+
+/**
+ * The TOPOLOGY column: the reason, and what the frontend's policy does with
+ * it (topology narrows the Cluster-policy set; a Local policy uses this
+ * node's endpoints whatever their hints).
+ */
+function topologyText(t: { uses: string; why: string; requested?: string }): string {
+  const local = t.uses === 'node-local' ? 'Local policy: node-local endpoints, hints apply to Cluster traffic only; cluster set: ' : '';
+  return `${local}${t.why}${t.requested ? ` [${t.requested}]` : ''}`;
+}
+
 export function addServicesCommand(program: Command): void {
   program
     .command('services')
-    .description('each frontend and its backends, as programmed in the maps')
+    .description(
+      "each frontend and its backends, as programmed in the maps; for services with topology hints, which endpoints this node uses and why (from the agent's state dir)",
+    )
     .addOption(pinDirOption())
+    .addOption(stateDirOption())
     .addOption(outputOption())
     .action((o) =>
       withMaps(o.pinDir, (m) => {
-        const v = serviceViews(m);
+        const topo = readTopologyFile(statePaths(o.stateDir, o.pinDir).topology);
+        const byPort = new Map('file' in topo ? topo.file.ports.map((p) => [p.servicePort, p]) : []);
+        const v = serviceViews(m).map((s) => {
+          const t = byPort.get(s.servicePort);
+          if (!t) return s;
+          const topology = {
+            mode: t.mode || 'all',
+            uses: usesLocal(s) ? 'node-local' : 'cluster',
+            why: t.why,
+            ...(t.requested ? { requested: t.requested } : {}),
+          };
+          return { ...s, topology };
+        });
         if (o.output === 'json') return console.log(JSON.stringify(v, null, 2));
+        if ('file' in topo) console.log(`Node ${topo.file.node}, zone ${topo.file.zone || '(no topology.kubernetes.io/zone label)'}\n`);
         console.log(
           table(
-            ['SERVICE PORT', 'FRONTEND', 'KIND', 'POLICY', 'BACKENDS'],
+            ['SERVICE PORT', 'FRONTEND', 'KIND', 'POLICY', 'BACKENDS', 'TOPOLOGY'],
             v.map((s) => [
               s.servicePort,
               s.frontend,
               s.kind,
               [...s.policies, ...(s.affinityTimeout ? [`affinity ${s.affinityTimeout}s`] : [])].join(' ') || '-',
               s.backends.length ? s.backends.map((b) => `${b.addr}${b.local ? ' (local)' : ''}`).join(', ') : '(none: rejects)',
+              'topology' in s ? topologyText(s.topology) : '-',
             ]),
           ),
         );
+        if ('missing' in topo) console.log(`\n(topology: unknown, ${topo.missing})`);
       }),
     );
 }

@@ -1,21 +1,23 @@
 /**
  * Desired state of one service: its frontends and their backends, computed
  * as kube-proxy computes them (ready endpoints, falling back to serving and
- * terminating ones; Local policies narrowed to this node), minus the
- * addresses this node must not serve.
+ * terminating ones; topology hints narrowing the Cluster set; Local
+ * policies narrowed to this node), minus the addresses this node must not
+ * serve.
  */
 import { nonUnicastReason } from './addresses.js';
-import type { Backend, EndpointSlice, Frontend, FrontendKind, Service, ServicePort, SliceEndpoint } from './types.js';
+import { categorize, describeTopology, type TopologyChoice, type TopologyNode } from './topology.js';
+import type { Backend, EndpointSlice, Frontend, FrontendKind, Service, ServicePort, ServicePortKey, SliceEndpoint } from './types.js';
 import { frontendKey, servicePortKey } from './types.js';
 
 export interface BackendSets {
   cluster: Backend[];
   local: Backend[];
+  /** how topology chose the cluster set */
+  topology: TopologyChoice;
 }
 
-function usable(eps: Array<SliceEndpoint & { port: number }>, nodeName: string): Backend[] {
-  const ready = eps.filter((e) => e.ready);
-  const chosen = ready.length > 0 ? ready : eps.filter((e) => e.serving && e.terminating);
+function toBackends(chosen: Array<SliceEndpoint & { port: number }>, nodeName: string): Backend[] {
   const seen = new Set<string>();
   const out: Backend[] = [];
   for (const e of chosen) {
@@ -29,8 +31,12 @@ function usable(eps: Array<SliceEndpoint & { port: number }>, nodeName: string):
   return out.sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
 }
 
-/** The endpoints of one service port, from the service's EndpointSlices. */
-export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[], nodeName: string): BackendSets {
+/**
+ * The endpoints of one service port, from the service's EndpointSlices.
+ * `node`: this node's name, or its name and zone (topology hints).
+ */
+export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[], node: string | TopologyNode): BackendSets {
+  const where = typeof node === 'string' ? { nodeName: node, zone: '' } : node;
   const all: Array<SliceEndpoint & { port: number }> = [];
   for (const s of slices) {
     // EndpointSlice ports carry the service port's name and the resolved
@@ -39,18 +45,15 @@ export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[],
     if (!sp) continue;
     for (const e of s.endpoints) all.push({ ...e, port: sp.port });
   }
-  return {
-    cluster: usable(all, nodeName),
-    local: usable(
-      all.filter((e) => e.nodeName === nodeName),
-      nodeName,
-    ),
-  };
+  const c = categorize(all, where);
+  return { cluster: toBackends(c.cluster, where.nodeName), local: toBackends(c.local, where.nodeName), topology: c.topology };
 }
 
 /** What the desired frontends of a service depend on besides the service: this node. */
 export interface NodeContext {
   nodeName: string;
+  /** this node's topology.kubernetes.io/zone label (undefined or '': none) */
+  zone?: string;
   /** This node's own addresses (the ones NodePort answers on). */
   nodeAddresses: ReadonlySet<string>;
   /** --allow-node-address-external-ips */
@@ -66,9 +69,23 @@ export interface DesiredProblem {
   message: string;
 }
 
+/** How topology chose one service port's endpoints on this node (`bpfproxy services`). */
+export interface PortTopology {
+  servicePort: ServicePortKey;
+  /** '' (all endpoints), PreferSameZone or PreferSameNode: what kube-proxy would use */
+  mode: TopologyChoice['mode'];
+  reason: TopologyChoice['reason'];
+  /** the reason in words: "zone hints for zone-a" */
+  why: string;
+  /** what the Service asked for (spec.trafficDistribution or the annotation), when it did */
+  requested?: string;
+}
+
 export interface Desired {
   frontends: Frontend[];
   problems: DesiredProblem[];
+  /** service ports whose endpoints carry hints or whose Service asks for topology; [] for the others */
+  topology: PortTopology[];
 }
 
 const FIELD: Record<FrontendKind, string> = {
@@ -101,12 +118,14 @@ function refusal(f: Frontend, node: NodeContext): string | undefined {
 /** The frontends of one service on this node, and the ones refused here. */
 export function desiredFor(svc: Service, slices: readonly EndpointSlice[], node: NodeContext): Desired {
   const problems: DesiredProblem[] = [];
-  const frontends = allFrontends(svc, slices, node.nodeName).filter((f) => {
+  const topology: PortTopology[] = [];
+  const where = { nodeName: node.nodeName, zone: node.zone ?? '' };
+  const frontends = allFrontends(svc, slices, where, topology).filter((f) => {
     const why = refusal(f, node);
     if (why) problems.push({ field: FIELD[f.kind], frontend: `${frontendKey(f)} (${f.kind})`, message: why });
     return !why;
   });
-  return { frontends, problems };
+  return { frontends, problems, topology };
 }
 
 /** The frontends of one service, as if no address of it were refused (unit tests, tools). */
@@ -114,13 +133,23 @@ export function frontendsFor(svc: Service, slices: readonly EndpointSlice[], nod
   return desiredFor(svc, slices, { nodeName, nodeAddresses: new Set(), allowNodeAddressExternalIPs: false }).frontends;
 }
 
-function allFrontends(svc: Service, slices: readonly EndpointSlice[], nodeName: string): Frontend[] {
+function allFrontends(svc: Service, slices: readonly EndpointSlice[], node: TopologyNode, topology: PortTopology[]): Frontend[] {
   if (svc.type === 'ExternalName') return [];
   const out: Frontend[] = [];
   const intLocal = svc.internalTrafficPolicy === 'Local';
   const extLocal = svc.externalTrafficPolicy === 'Local';
+  const topologyMatters = svc.topologyRequest !== undefined || slices.some((s) => s.endpoints.hinted);
   for (const port of svc.ports) {
-    const sets = backendsFor(port, slices, nodeName);
+    const sets = backendsFor(port, slices, node);
+    if (topologyMatters) {
+      topology.push({
+        servicePort: servicePortKey(svc, port),
+        mode: sets.topology.mode,
+        reason: sets.topology.reason,
+        why: describeTopology(sets.topology, node),
+        ...(svc.topologyRequest !== undefined ? { requested: svc.topologyRequest } : {}),
+      });
+    }
     const base = {
       port: port.port,
       protocol: port.protocol,

@@ -6,18 +6,30 @@
  * Reading them makes SliceEndpoint objects, which are short-lived.
  *
  * Layout, one Latin-1 character a byte, per endpoint: address count
- * (1-100), flags (ready, serving, terminating), node index + 1 (two bytes,
- * big-endian; 0: no node name), then each IPv4 address in 4 bytes.
+ * (1-100), flags (ready, serving, terminating, hinted), node index + 1 (two
+ * bytes, big-endian; 0: no node name), when hinted the index of its
+ * topology hints (two bytes; each distinct set of hints is listed once per
+ * slice), then each IPv4 address in 4 bytes.
  */
 import type { SliceEndpoint } from './types.js';
 
 const READY = 1;
 const SERVING = 2;
 const TERMINATING = 4;
+const HINTED = 8;
 /** Largest number of addresses one endpoint may have (the API server's bound). */
 const MAX_ADDRESSES = 100;
 /** Distinct node names one slice may name (a slice has at most 1,000 endpoints). */
 const MAX_NODES = 0xffff;
+
+/** One endpoint's topology hints (either list may be absent, never empty). */
+interface Hints {
+  zones?: readonly string[];
+  nodes?: readonly string[];
+}
+
+const sameList = (a: readonly string[] | undefined, b: readonly string[] | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]));
 
 function ipv4Bytes(ip: string, out: number[]): void {
   const p = ip.split('.');
@@ -35,15 +47,24 @@ export class Endpoints implements Iterable<SliceEndpoint> {
     private readonly nodes: readonly string[],
     /** how many endpoints */
     readonly length: number,
+    /** the distinct topology hints of this slice's endpoints */
+    private readonly hints: readonly Hints[] = [],
   ) {}
 
   static readonly none = new Endpoints('', [], 0);
+
+  /** Whether any endpoint carries a topology hint (zone or node). */
+  get hinted(): boolean {
+    return this.hints.length > 0;
+  }
 
   /** Pack endpoints: IPv4 addresses (1 to 100 each), as the converter validated them. */
   static of(eps: Iterable<SliceEndpoint>): Endpoints {
     const bytes: number[] = [];
     const nodes: string[] = [];
     const nodeIndex = new Map<string, number>();
+    const hints: Hints[] = [];
+    const hintIndex = new Map<string, number>();
     let n = 0;
     for (const e of eps) {
       const count = e.addresses.length;
@@ -58,14 +79,28 @@ export class Endpoints implements Iterable<SliceEndpoint> {
         }
         node = i + 1;
       }
-      bytes.push(count, (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0), node >> 8, node & 0xff);
+      const zones = e.zoneHints?.length ? e.zoneHints : undefined;
+      const nodeHints = e.nodeHints?.length ? e.nodeHints : undefined;
+      const hinted = zones !== undefined || nodeHints !== undefined;
+      const flags = (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0) | (hinted ? HINTED : 0);
+      bytes.push(count, flags, node >> 8, node & 0xff);
+      if (hinted) {
+        const key = JSON.stringify([zones ?? [], nodeHints ?? []]);
+        let h = hintIndex.get(key);
+        if (h === undefined) {
+          // at most one set per endpoint: 1,000 a slice, far below 0xffff
+          h = hints.push({ ...(zones ? { zones: [...zones] } : {}), ...(nodeHints ? { nodes: [...nodeHints] } : {}) }) - 1;
+          hintIndex.set(key, h);
+        }
+        bytes.push(h >> 8, h & 0xff);
+      }
       for (const a of e.addresses) ipv4Bytes(a, bytes);
       n++;
     }
     if (n === 0) return Endpoints.none;
     let packed = '';
     for (let i = 0; i < bytes.length; i += 8192) packed += String.fromCharCode(...bytes.slice(i, i + 8192));
-    return new Endpoints(packed, nodes, n);
+    return new Endpoints(packed, nodes, n, hints);
   }
 
   *[Symbol.iterator](): Iterator<SliceEndpoint> {
@@ -75,6 +110,11 @@ export class Endpoints implements Iterable<SliceEndpoint> {
       const flags = s.charCodeAt(at + 1);
       const node = (s.charCodeAt(at + 2) << 8) | s.charCodeAt(at + 3);
       at += 4;
+      let hints: Hints | undefined;
+      if (flags & HINTED) {
+        hints = this.hints[(s.charCodeAt(at) << 8) | s.charCodeAt(at + 1)];
+        at += 2;
+      }
       const addresses: string[] = new Array<string>(count);
       for (let i = 0; i < count; i++, at += 4) {
         addresses[i] = `${s.charCodeAt(at)}.${s.charCodeAt(at + 1)}.${s.charCodeAt(at + 2)}.${s.charCodeAt(at + 3)}`;
@@ -82,7 +122,12 @@ export class Endpoints implements Iterable<SliceEndpoint> {
       const ready = (flags & READY) !== 0;
       const serving = (flags & SERVING) !== 0;
       const terminating = (flags & TERMINATING) !== 0;
-      yield node ? { addresses, ready, serving, terminating, nodeName: this.nodes[node - 1]! } : { addresses, ready, serving, terminating };
+      const e: SliceEndpoint = node
+        ? { addresses, ready, serving, terminating, nodeName: this.nodes[node - 1]! }
+        : { addresses, ready, serving, terminating };
+      if (hints?.zones) e.zoneHints = hints.zones;
+      if (hints?.nodes) e.nodeHints = hints.nodes;
+      yield e;
     }
   }
 
@@ -96,6 +141,11 @@ export class Endpoints implements Iterable<SliceEndpoint> {
   }
 
   equals(o: Endpoints): boolean {
-    return this.packed === o.packed && this.nodes.length === o.nodes.length && this.nodes.every((x, i) => x === o.nodes[i]);
+    return (
+      this.packed === o.packed &&
+      sameList(this.nodes, o.nodes) &&
+      this.hints.length === o.hints.length &&
+      this.hints.every((h, i) => sameList(h.zones, o.hints[i]!.zones) && sameList(h.nodes, o.hints[i]!.nodes))
+    );
   }
 }

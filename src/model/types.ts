@@ -60,6 +60,16 @@ export interface Service {
    * external IPs; random for cluster IPs).
    */
   lbAlgorithm?: LbAlgorithm;
+  /**
+   * What the Service asked of topology, as written: spec.trafficDistribution
+   * ("PreferClose", "PreferSameZone", "PreferSameNode"), else the
+   * service.kubernetes.io/topology-mode annotation (or the older
+   * topology-aware-hints), e.g. "topology-mode: Auto". The EndpointSlice
+   * controller turns it into hints; like kube-proxy (ServiceTrafficDistribution
+   * on, 1.31+) the choice of endpoints follows the hints alone
+   * (src/model/topology.ts). Kept to explain that choice.
+   */
+  topologyRequest?: string;
 }
 
 export interface SliceEndpoint {
@@ -68,6 +78,10 @@ export interface SliceEndpoint {
   serving: boolean;
   terminating: boolean;
   nodeName?: string;
+  /** hints.forZones[].name: the zones whose nodes should use this endpoint */
+  zoneHints?: readonly string[];
+  /** hints.forNodes[].name: the nodes that should use this endpoint (PreferSameNode) */
+  nodeHints?: readonly string[];
 }
 
 export interface EndpointSlice {
@@ -86,6 +100,8 @@ export interface Node {
   internalIPs: string[];
   /** status.addresses of type ExternalIP, IPv4, in the order listed */
   externalIPs: string[];
+  /** metadata.labels["topology.kubernetes.io/zone"], when set and not empty */
+  zone?: string;
 }
 
 /** A node's primary address as kube-proxy's --nodeport-addresses primary means it: the first IPv4 InternalIP, else ExternalIP. */

@@ -7,7 +7,8 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { DEFAULT_SERVICE_POLICY, type ServicePolicy } from '../config/services.js';
 import { mergeReports, type Dataplane, type SyncProblem, type SyncReport } from '../dataplane/dataplane.js';
-import type { NodeContext } from '../model/desired.js';
+import { sameData } from '../model/equal.js';
+import type { NodeContext, PortTopology } from '../model/desired.js';
 import type { Frontend } from '../model/types.js';
 import { ServiceStore } from './store.js';
 import { SyncRunner } from './sync-runner.js';
@@ -44,6 +45,10 @@ export class Proxier {
   private synced = false;
   private firstSyncDone = false;
   private readonly lastProblems = new Map<string, string>();
+  /** per service with topology in play: how its ports chose their endpoints on this node */
+  private readonly topology = new Map<string, PortTopology[]>();
+  /** bumped whenever `topology` changes (the agent writes it out for `bpfproxy services`) */
+  topologyVersion = 0;
   readonly stats: SyncStats = { syncs: 0, fullSyncs: 0, lastSyncMs: 0, lastSyncAt: 0, lastProgrammingMs: 0, problems: 0, mapFull: 0 };
   private syncListeners: Array<(s: SyncStats) => void> = [];
 
@@ -108,11 +113,42 @@ export class Proxier {
     for (const svc of this.store.servicesClaiming(changed)) this.markDirty(svc);
   }
 
+  /**
+   * This node's zone (its Node's topology.kubernetes.io/zone label; undefined
+   * or '': none). Only services whose EndpointSlices carry topology hints
+   * depend on it: those are synced again, nothing else.
+   */
+  setNodeZone(zone: string | undefined): void {
+    const z = zone ?? '';
+    if ((this.node.zone ?? '') === z) return;
+    this.node.zone = z;
+    for (const svc of this.store.servicesWithHints()) this.markDirty(svc);
+  }
+
+  get nodeZone(): string {
+    return this.node.zone ?? '';
+  }
+
+  /** How topology chose each affected service port's endpoints, as last synced, by service port. */
+  topologyView(): PortTopology[] {
+    return [...this.topology.values()].flat().sort((a, b) => (a.servicePort < b.servicePort ? -1 : a.servicePort > b.servicePort ? 1 : 0));
+  }
+
   /** The frontends of one service on this node; what the node refuses becomes problems. */
   private desired(svc: string, report: SyncReport): Frontend[] {
     const d = this.store.desiredOf(svc, this.node);
     for (const p of d.problems)
       report.problems.push({ service: svc, frontend: p.frontend, field: p.field, message: `${p.field}: ${p.message}` });
+    const old = this.topology.get(svc);
+    if (d.topology.length === 0) {
+      if (old) {
+        this.topology.delete(svc);
+        this.topologyVersion++;
+      }
+    } else if (!old || !sameData(old, d.topology)) {
+      this.topology.set(svc, d.topology);
+      this.topologyVersion++;
+    }
     return d.frontends;
   }
 
@@ -157,6 +193,11 @@ export class Proxier {
       // Oldest first: the order settles which service keeps a contested address.
       const all = new Map<string, Frontend[]>();
       for (const k of this.store.serviceKeysByAge()) all.set(k, this.desired(k, report));
+      for (const k of [...this.topology.keys()]) {
+        if (all.has(k)) continue;
+        this.topology.delete(k);
+        this.topologyVersion++;
+      }
       mergeReports(report, dp.syncAll(all));
       this.stats.fullSyncs++;
     } else {

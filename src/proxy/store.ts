@@ -19,6 +19,8 @@ export class ServiceStore {
   private readonly slices = new Map<string, EndpointSlice>();
   /** slice keys of each service: one key alone, or a set of them */
   private readonly slicesBySvc = new Map<string, string | Set<string>>();
+  /** services with slices whose endpoints carry topology hints: how many such slices */
+  private readonly hintedBySvc = new Map<string, number>();
 
   constructor(
     private readonly onChange: ChangeListener,
@@ -54,6 +56,7 @@ export class ServiceStore {
         this.slices.delete(key);
         const sk = serviceKey(old.namespace, old.serviceName);
         this.unlink(sk, key);
+        this.countHinted(sk, old, -1);
         this.onRecorded('slice');
         this.onChange(sk);
       }
@@ -62,6 +65,8 @@ export class ServiceStore {
     const old = this.slices.get(key);
     if (old && sameData(old, slice)) return;
     const sk = serviceKey(slice.namespace, slice.serviceName);
+    if (old) this.countHinted(serviceKey(old.namespace, old.serviceName), old, -1);
+    this.countHinted(sk, slice, 1);
     if (old) {
       const oldSk = serviceKey(old.namespace, old.serviceName);
       if (oldSk !== sk) {
@@ -73,6 +78,21 @@ export class ServiceStore {
     this.link(sk, key);
     this.onRecorded('slice');
     this.onChange(sk);
+  }
+
+  private countHinted(svc: string, slice: EndpointSlice, by: 1 | -1): void {
+    if (!slice.endpoints.hinted) return;
+    const n = (this.hintedBySvc.get(svc) ?? 0) + by;
+    if (n > 0) this.hintedBySvc.set(svc, n);
+    else this.hintedBySvc.delete(svc);
+  }
+
+  /**
+   * Services with an EndpointSlice whose endpoints carry topology hints:
+   * the ones whose endpoints on this node depend on its zone.
+   */
+  servicesWithHints(): string[] {
+    return [...this.hintedBySvc.keys()];
   }
 
   /** Most services have one slice: its key stands alone, a Set only from the second. */
@@ -155,6 +175,6 @@ export class ServiceStore {
   /** The same, minus what this node refuses to serve (its own addresses), with why. */
   desiredOf(key: string, node: NodeContext): Desired {
     const svc = this.service(key);
-    return svc ? desiredFor(svc, this.slicesOf(key), node) : { frontends: [], problems: [] };
+    return svc ? desiredFor(svc, this.slicesOf(key), node) : { frontends: [], problems: [], topology: [] };
   }
 }

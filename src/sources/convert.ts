@@ -43,6 +43,7 @@ const ServiceShape = z.looseObject({
       healthCheckNodePort: PortNumber.optional(),
       internalTrafficPolicy: z.enum(['Cluster', 'Local']).optional(),
       loadBalancerSourceRanges: z.array(z.string()).nullable().optional(),
+      trafficDistribution: z.string().nullable().optional(),
     })
     .optional(),
   status: z
@@ -90,6 +91,19 @@ const EndpointShape = z.looseObject({
     })
     .optional(),
   nodeName: z.string().optional(),
+  hints: z
+    .looseObject({
+      forZones: z
+        .array(z.looseObject({ name: z.string() }))
+        .nullable()
+        .optional(),
+      forNodes: z
+        .array(z.looseObject({ name: z.string() }))
+        .nullable()
+        .optional(),
+    })
+    .nullable()
+    .optional(),
 });
 
 function pathOf(prefix: string, path: ReadonlyArray<PropertyKey>): string {
@@ -178,6 +192,36 @@ function lbAlgorithmOf(annotations: unknown, p: Problems): LbAlgorithm | undefin
   return undefined;
 }
 
+/** The annotations the EndpointSlice controller reads for topology hints, newest first. */
+export const TOPOLOGY_MODE_ANNOTATION = 'service.kubernetes.io/topology-mode';
+export const TOPOLOGY_AWARE_HINTS_ANNOTATION = 'service.kubernetes.io/topology-aware-hints';
+/** spec.trafficDistribution values the API server accepts (PreferSameZone/PreferSameNode from 1.33). */
+const TRAFFIC_DISTRIBUTIONS = ['PreferClose', 'PreferSameZone', 'PreferSameNode'];
+
+/**
+ * What the Service asks of topology, for display: spec.trafficDistribution,
+ * else the topology-mode annotation, else topology-aware-hints. The
+ * endpoints follow the hints the EndpointSlice controller writes from it
+ * (src/model/topology.ts), as kube-proxy's do.
+ */
+function topologyRequestOf(trafficDistribution: string | null | undefined, annotations: unknown, p: Problems): string | undefined {
+  if (trafficDistribution) {
+    if (!TRAFFIC_DISTRIBUTIONS.includes(trafficDistribution)) {
+      p.warn(
+        'spec.trafficDistribution',
+        `${quote(trafficDistribution)} is not a traffic distribution (${TRAFFIC_DISTRIBUTIONS.join(', ')}); endpoints still follow the EndpointSlices' hints, as with kube-proxy`,
+      );
+    }
+    return `trafficDistribution: ${trafficDistribution}`;
+  }
+  const a = annotations && typeof annotations === 'object' ? (annotations as Record<string, unknown>) : {};
+  for (const k of [TOPOLOGY_MODE_ANNOTATION, TOPOLOGY_AWARE_HINTS_ANNOTATION]) {
+    const v = a[k];
+    if (typeof v === 'string' && v !== '') return `${k.slice('service.kubernetes.io/'.length)}: ${v}`;
+  }
+  return undefined;
+}
+
 /** What conversion needs of the agent's service policy. */
 export type ConvertPolicy = Pick<ServicePolicy, 'nodePortRange' | 'externalIPCidrs' | 'maxFrontendsPerService'>;
 
@@ -197,6 +241,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   if (nsErr) return p.fatal('metadata.namespace', `a namespace ${nsErr}`);
   const createdAt = creationTime(metadata.creationTimestamp, p);
   const lbAlgorithm = lbAlgorithmOf(metadata.annotations, p);
+  const topologyRequest = topologyRequestOf(spec.trafficDistribution, metadata.annotations, p);
   const type = spec.type ?? 'ClusterIP';
   const nodePorts = type === 'NodePort' || type === 'LoadBalancer';
   const range = `${formatPortRange(policy.nodePortRange)} (--service-node-port-range)`;
@@ -390,6 +435,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       ...(createdAt !== undefined ? { createdAt } : {}),
       ...(lbAlgorithm ? { lbAlgorithm } : {}),
       ...(sourceRanges ? { loadBalancerSourceRanges: sourceRanges } : {}),
+      ...(topologyRequest !== undefined ? { topologyRequest } : {}),
     },
     problems: p.done(),
   };
@@ -466,6 +512,33 @@ export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SLICE_MAX_ENDPOINTS = 1000;
 export const SLICE_MAX_PORTS = 100;
 export const ENDPOINT_MAX_ADDRESSES = 100;
+/** The API server's bound on hints.forZones and hints.forNodes (each). */
+export const ENDPOINT_MAX_HINTS = 8;
+
+/**
+ * One hints list (hints.forZones or hints.forNodes) as kube-proxy reads
+ * it: the names, each once. A name the API server would refuse is
+ * skipped; past the API server's 8, the rest are skipped. undefined: no
+ * hint (kube-proxy counts an empty list as none).
+ */
+function hintNames(
+  raw: ReadonlyArray<{ name: string }> | null | undefined,
+  field: string,
+  check: (v: string) => string | undefined,
+  p: Problems,
+): string[] | undefined {
+  if (!raw || raw.length === 0) return undefined;
+  if (raw.length > ENDPOINT_MAX_HINTS) {
+    p.entry('endpoints', field, `${raw.length} hints, more than the ${ENDPOINT_MAX_HINTS} the API server allows; the rest are ignored`);
+  }
+  const out: string[] = [];
+  raw.slice(0, ENDPOINT_MAX_HINTS).forEach((h, j) => {
+    const err = check(h.name);
+    if (err) return p.entry('endpoints', `${field}[${j}].name`, `${quote(h.name)} ${err}; this hint is ignored`);
+    if (!out.includes(h.name)) out.push(intern(h.name));
+  });
+  return out.length > 0 ? out : undefined;
+}
 
 /** A discovery.k8s.io/v1 EndpointSlice. IPv6 and FQDN slices yield nothing (yet). */
 export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
@@ -539,9 +612,19 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     const ready = c.ready ?? true;
     const serving = c.serving ?? ready;
     const terminating = c.terminating ?? false;
-    endpoints.push(
-      nodeName ? { addresses, ready, serving, terminating, nodeName: intern(nodeName) } : { addresses, ready, serving, terminating },
+    const e: SliceEndpoint = nodeName
+      ? { addresses, ready, serving, terminating, nodeName: intern(nodeName) }
+      : { addresses, ready, serving, terminating };
+    const zoneHints = hintNames(er.data.hints?.forZones, `endpoints[${i}].hints.forZones`, labelValue, p);
+    const nodeHints = hintNames(
+      er.data.hints?.forNodes,
+      `endpoints[${i}].hints.forNodes`,
+      (v) => (v === '' ? 'is empty' : dns1123Subdomain(v)),
+      p,
     );
+    if (zoneHints) e.zoneHints = zoneHints;
+    if (nodeHints) e.nodeHints = nodeHints;
+    endpoints.push(e);
   });
   return { value: { ...base, ports: ports.slice(), endpoints: Endpoints.of(endpoints) }, problems: p.done() };
 }
@@ -558,7 +641,10 @@ const NodeShape = z.looseObject({
     .optional(),
 });
 
-/** A v1 Node: its name and IPv4 InternalIP and ExternalIP addresses. */
+/** The Node label kube-proxy reads a node's zone from. */
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
+
+/** A v1 Node: its name, IPv4 InternalIP and ExternalIP addresses, and zone. */
 export function toNode(o: unknown): Converted<Node> {
   const object = objectName('Node', o, true);
   const r = NodeShape.safeParse(o);
@@ -576,7 +662,8 @@ export function toNode(o: unknown): Converted<Node> {
     if (!isIPv4(a.address)) return p.entry('status.addresses', field, `${quote(a.address)} is not an IP address; skipped`);
     if (!list.includes(a.address)) list.push(a.address);
   });
-  return { value: { name, internalIPs, externalIPs }, problems: p.done() };
+  const zone = r.data.metadata.labels?.[ZONE_LABEL];
+  return { value: { name, internalIPs, externalIPs, ...(zone ? { zone: intern(zone) } : {}) }, problems: p.done() };
 }
 
 /**
