@@ -134,3 +134,81 @@ items:
   t.equal(fes.length, 1);
   t.same(fes[0]!.clusterBackends, [{ ip: '10.0.0.1', port: 8080, local: true }]);
 });
+
+t.test('topology fields in YAML: Node zone label, trafficDistribution, EndpointSlice hints', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-manifests-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = new ServiceStore(() => undefined);
+  const zones = new Map<string, string | undefined>();
+  const { log, lines } = captureLogger();
+  const src = new ManifestSource(dir, serviceSink(store, { applyNode: (name, node) => zones.set(name, node?.zone) }), log, new FakeClock());
+  writeFileSync(
+    join(dir, 'topology.yaml'),
+    `apiVersion: v1
+kind: Node
+metadata: { name: me, labels: { topology.kubernetes.io/zone: zone-a } }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop, annotations: { service.kubernetes.io/topology-mode: Auto } }
+spec: { clusterIP: 10.96.0.1, trafficDistribution: PreferSameZone, ports: [{ name: http, port: 80 }], selector: { a: b } }
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web-1, namespace: shop, labels: { kubernetes.io/service-name: web } }
+addressType: IPv4
+ports: [{ name: http, port: 8080 }]
+endpoints:
+  - addresses: [10.0.0.1]
+    nodeName: me
+    hints: { forZones: [{ name: zone-a }], forNodes: [{ name: me }] }
+  - addresses: [10.0.0.2]
+    nodeName: other
+    hints: { forZones: [{ name: zone-a }], forNodes: [{ name: other }] }
+  - addresses: [10.0.0.3]
+    nodeName: far
+    hints: { forZones: [{ name: zone-b }], forNodes: [{ name: far }] }
+`,
+  );
+  src.scan();
+  t.same(
+    lines.filter((l) => l.level === 'warn' || l.level === 'error'),
+    [],
+    'no problem',
+  );
+  t.equal(zones.get('me'), 'zone-a', "the Node's zone label");
+  t.equal(store.service('shop/web')!.topologyRequest, 'trafficDistribution: PreferSameZone', 'the field, over the annotation');
+  t.same(
+    store
+      .slicesOf('shop/web')[0]!
+      .endpoints.toArray()
+      .map((e) => [e.zoneHints, e.nodeHints]),
+    [
+      [['zone-a'], ['me']],
+      [['zone-a'], ['other']],
+      [['zone-b'], ['far']],
+    ],
+  );
+  const desired = (nodeName: string, zone: string) =>
+    store.desiredOf('shop/web', { nodeName, zone, nodeAddresses: new Set(), allowNodeAddressExternalIPs: false });
+  const me = desired('me', 'zone-a');
+  t.same(
+    me.frontends[0]!.clusterBackends.map((b) => b.ip),
+    ['10.0.0.1'],
+    'every endpoint has a node hint and one names this node: PreferSameNode',
+  );
+  t.same(me.topology, [
+    {
+      servicePort: 'shop/web:http/TCP',
+      mode: 'PreferSameNode',
+      reason: 'same-node',
+      why: 'PreferSameNode: endpoints hinted for node me',
+      requested: 'trafficDistribution: PreferSameZone',
+    },
+  ]);
+  t.same(
+    desired('elsewhere', 'zone-a').frontends[0]!.clusterBackends.map((b) => b.ip),
+    ['10.0.0.1', '10.0.0.2'],
+    'a node no endpoint is hinted for: its zone',
+  );
+});
