@@ -62,3 +62,31 @@ t.test('small: 8 bytes an endpoint with one address, node names once a slice', a
   t.equal(packed.length, 8000);
   t.equal((e as unknown as { nodes: string[] }).nodes.length, 7);
 });
+
+t.test('topology hints: packed once a slice per distinct set, round trip, compared', async (t) => {
+  const list = [
+    ep(['10.0.0.1'], { nodeName: 'n1', zoneHints: ['zone-a'], nodeHints: ['n1'] }),
+    ep(['10.0.0.2'], { nodeName: 'n2', zoneHints: ['zone-a'] }),
+    ep(['10.0.0.3'], { nodeName: 'n3', zoneHints: ['zone-a'] }),
+    ep(['10.0.0.4'], { nodeName: 'n4' }),
+    ep(['10.0.0.5'], { nodeHints: ['n5'] }),
+  ];
+  const e = Endpoints.of(list);
+  t.same(e.toArray(), list, 'what goes in comes out');
+  t.ok(e.hinted);
+  t.notOk(Endpoints.of([ep(['10.0.0.1'])]).hinted);
+  t.same(Endpoints.of([ep(['10.0.0.1'], { zoneHints: [], nodeHints: [] })]).toArray(), [ep(['10.0.0.1'])], 'empty lists are no hints');
+  const moved = Endpoints.of(list.map((x, i) => (i === 2 ? { ...x, zoneHints: ['zone-b'] } : x)));
+  t.notOk(e.equals(moved), 'a hint moved: not equal');
+  t.notOk(sameData(e, moved), 'and the store sees a change');
+  t.ok(sameData(e, Endpoints.of(list.map((x) => ({ ...x })))), 'the same hints: no change');
+  const plain = Endpoints.of(list.map(({ zoneHints: _z, nodeHints: _n, ...x }) => x));
+  t.ok(sameData(Endpoints.of([ep(['10.0.0.1'])]), Endpoints.of([ep(['10.0.0.1'])])));
+  // 2 bytes per hinted endpoint; the names once per distinct set
+  t.equal(
+    (e as unknown as { packed: string }).packed.length - (plain as unknown as { packed: string }).packed.length,
+    2 * 4,
+    '2 bytes a hinted endpoint',
+  );
+  t.equal((e as unknown as { hints: unknown[] }).hints.length, 3, 'three distinct hint sets');
+});

@@ -28,6 +28,9 @@ interface Hints {
   nodes?: readonly string[];
 }
 
+/** Shared by every slice without hints (most): no array of its own. */
+const NO_HINTS: readonly Hints[] = [];
+
 const sameList = (a: readonly string[] | undefined, b: readonly string[] | undefined): boolean =>
   a === b || (a !== undefined && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]));
 
@@ -48,7 +51,7 @@ export class Endpoints implements Iterable<SliceEndpoint> {
     /** how many endpoints */
     readonly length: number,
     /** the distinct topology hints of this slice's endpoints */
-    private readonly hints: readonly Hints[] = [],
+    private readonly hints: readonly Hints[] = NO_HINTS,
   ) {}
 
   static readonly none = new Endpoints('', [], 0);
@@ -100,7 +103,7 @@ export class Endpoints implements Iterable<SliceEndpoint> {
     if (n === 0) return Endpoints.none;
     let packed = '';
     for (let i = 0; i < bytes.length; i += 8192) packed += String.fromCharCode(...bytes.slice(i, i + 8192));
-    return new Endpoints(packed, nodes, n, hints);
+    return new Endpoints(packed, nodes, n, hints.length > 0 ? hints : NO_HINTS);
   }
 
   *[Symbol.iterator](): Iterator<SliceEndpoint> {
