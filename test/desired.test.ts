@@ -1,5 +1,5 @@
 import t from 'tap';
-import { backendsFor, frontendsFor } from '../src/model/desired.js';
+import { backendsFor, desiredFor, frontendsFor } from '../src/model/desired.js';
 import { Endpoints } from '../src/model/endpoints.js';
 import type { EndpointSlice, Service, SliceEndpoint } from '../src/model/types.js';
 
@@ -103,4 +103,55 @@ t.test('frontends of each service type', async (t) => {
     'no LB or NodePort frontends for ClusterIP',
   );
   t.same(frontendsFor({ ...svc, type: 'ExternalName' }, [], 'a'), []);
+});
+
+t.test('topology: every frontend of a port gets the zone-chosen cluster set and the hint-blind local set', async (t) => {
+  const svc: Service = {
+    namespace: 'ns',
+    name: 'web',
+    type: 'NodePort',
+    clusterIPs: ['10.96.0.1'],
+    externalIPs: [],
+    loadBalancerIPs: [],
+    ports: [{ ...port, nodePort: 30080 }],
+    affinityTimeout: 0,
+    externalTrafficPolicy: 'Local',
+    internalTrafficPolicy: 'Cluster',
+    hasSelector: true,
+  };
+  const s = slice([
+    ep('10.0.0.1', 'a', { zoneHints: ['zone-a'] }),
+    ep('10.0.0.2', 'a', { zoneHints: ['zone-b'] }),
+    ep('10.0.0.3', 'b', { zoneHints: ['zone-a'] }),
+    ep('10.0.0.4', 'c', { zoneHints: ['zone-b'] }),
+  ]);
+  const d = desiredFor(svc, [s], { nodeName: 'a', zone: 'zone-a', nodeAddresses: new Set(), allowNodeAddressExternalIPs: false });
+  for (const f of d.frontends) {
+    t.same(
+      f.clusterBackends.map((b) => b.ip),
+      ['10.0.0.1', '10.0.0.3'],
+      `${f.kind}: cluster set from zone-a hints`,
+    );
+    t.same(
+      f.localBackends.map((b) => b.ip),
+      ['10.0.0.1', '10.0.0.2'],
+      `${f.kind}: local set is this node's, hints ignored`,
+    );
+  }
+  t.same(
+    d.topology.map((x) => [x.servicePort, x.mode, x.why]),
+    [['ns/web:http/TCP', 'PreferSameZone', 'zone hints for zone-a']],
+  );
+  t.same(
+    backendsFor(port, [s], 'a').cluster.map((b) => b.ip),
+    ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'],
+    'no zone given: the hints cannot apply',
+  );
+  const plain = desiredFor(svc, [slice([ep('10.0.0.1', 'a')])], {
+    nodeName: 'a',
+    zone: 'zone-a',
+    nodeAddresses: new Set(),
+    allowNodeAddressExternalIPs: false,
+  });
+  t.same(plain.topology, [], 'no hints and no request: no topology entry');
 });
