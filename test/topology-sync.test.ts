@@ -17,6 +17,7 @@ import type { Frontend } from '../src/model/types.js';
 import { Proxier } from '../src/proxy/proxier.js';
 import { silentLogger } from '../src/log.js';
 import { asService, asSlice, service } from './helpers/k8s-objects.js';
+import { captureLogger } from './helpers/log.js';
 import { tmpDatapath } from './helpers/env.js';
 
 /** Passes everything to the reconciler and notes which services each sync touched. */
@@ -71,12 +72,13 @@ t.test('hint and zone changes reach the maps, for the affected services only', a
   const dp = await tmpDatapath(t);
   const rec = new Recording(new BpfReconciler(dp.maps, undefined, { ...DEFAULT_LOAD_BALANCING, algorithm: 'maglev' }));
   const clock = new FakeClock();
+  const { log, lines } = captureLogger();
   const p = new Proxier(rec, {
     nodeName: 'n1',
     minSyncPeriod: 1000,
     syncPeriod: 3_600_000,
     clock,
-    log: silentLogger,
+    log,
     services: DEFAULT_SERVICE_POLICY,
   });
   t.teardown(() => p.stop());
@@ -172,6 +174,14 @@ t.test('hint and zone changes reach the maps, for the affected services only', a
   p.setNodeZone('zone-b');
   await settle();
   t.same(rec.synced, ['shop/web'], 'a zone change syncs the services with hints, not the others');
+  t.ok(
+    lines.some(
+      (l) =>
+        l.level === 'info' &&
+        l.msg === 'node n1: zone "zone-b" (was "zone-a"); 1 service(s) with topology hints choose their endpoints again',
+    ),
+    'the zone change is logged with what it touches',
+  );
   t.equal(rec.fullSyncs, full, 'still no full sync');
   t.same(backends('10.96.0.10:80/TCP'), ['10.0.2.1:8080', '10.0.2.2:8080'], 'zone-b: the zone-b endpoints');
   t.equal(p.topologyView()[0]!.why, 'zone hints for zone-b');

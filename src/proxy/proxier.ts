@@ -120,9 +120,16 @@ export class Proxier {
    */
   setNodeZone(zone: string | undefined): void {
     const z = zone ?? '';
-    if ((this.node.zone ?? '') === z) return;
+    const was = this.node.zone ?? '';
+    if (was === z) return;
     this.node.zone = z;
-    for (const svc of this.store.servicesWithHints()) this.markDirty(svc);
+    const affected = this.store.servicesWithHints();
+    this.opts.log.info(
+      { node: this.opts.nodeName, zone: z, was, services: affected.length },
+      `node ${this.opts.nodeName}: zone ${z ? `"${z}"` : '(none: no topology.kubernetes.io/zone label)'} (was ${was ? `"${was}"` : 'none'}); ` +
+        `${affected.length} service(s) with topology hints choose their endpoints again`,
+    );
+    for (const svc of affected) this.markDirty(svc);
   }
 
   get nodeZone(): string {
