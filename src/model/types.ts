@@ -129,9 +129,12 @@ export interface Frontend {
   externalLocal: boolean;
   internalLocal: boolean;
   affinityTimeout: number;
-  /** Ready endpoints, or serving-terminating ones when none is ready. */
+  /**
+   * Ready endpoints, narrowed by topology hints when they apply
+   * (model/topology.ts), or serving-terminating ones when none is ready.
+   */
   clusterBackends: Backend[];
-  /** The same rule applied to this node's endpoints only. */
+  /** This node's ready endpoints, or its serving-terminating ones; hints never narrow them. */
   localBackends: Backend[];
   /** The Service's choice of backend selection; undefined: the agent's default for this kind (lbAlgorithmOf). */
   lbAlgorithm?: LbAlgorithm;
