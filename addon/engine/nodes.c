@@ -12,7 +12,8 @@
  *               each up; fold the packet into the flow's state, push its
  *               deadline. -> nat (hit) | lb (miss)
  *   lb          frontend lookup (exact, then NodePort on node addresses);
- *               backend: ClientIP affinity, else uniform random over the
+ *               backend: ClientIP affinity, else the set's Maglev table
+ *               (the BPF path's, same flow hash) or uniform random over the
  *               cluster set or (traffic policy Local) the local set; SNAT
  *               decision and port; both session entries. -> nat | reject | drop
  *   reject      TCP RST / ICMP port unreachable built in place, back out of
@@ -621,8 +622,22 @@ static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i
 			to_drop(w, i, ENG_R_NO_LOCAL_ENDPOINTS);
 		return 0;
 	}
-	if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be))
-		be = t->bes[start + rnd(w) % cnt];
+	if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be)) {
+		uint32_t ord;
+
+		if (fe->flags & ENG_FE_F_MAGLEV) {
+			/* the BPF path's table and hash (bpf/lib/maglev.h):
+			 * both pick the same backend for this flow */
+			uint32_t m  = local_only ? fe->maglev_m_local : fe->maglev_m;
+			uint32_t at = fe->maglev_start + (local_only ? fe->maglev_m : 0);
+			uint32_t h  = eng_maglev_hash(t->maglev_seed, key.saddr, key.daddr,
+						      key.sport, key.dport, key.proto);
+			ord	    = t->maglev[at + h % m];
+		} else {
+			ord = rnd(w) % cnt;
+		}
+		be = t->bes[start + ord];
+	}
 	if (fe->affinity_s)
 		affinity_put(s, fe, key.saddr, &be, now);
 

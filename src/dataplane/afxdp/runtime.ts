@@ -28,6 +28,7 @@ import { native, type EngineHandle, type EngineStats, type EngineTraceRecord, ty
 import type { Config } from '../../config/config.js';
 import { datapathConfig } from '../../config/datapath.js';
 import { engineRuntimeConfig, type EngineSettings } from '../../config/engine.js';
+import type { LoadBalancing } from '../bpf/reconciler.js';
 import { EngineDataplane } from './dataplane.js';
 import { createEngine } from './native.js';
 import { kernelNeighbours, Neighbours, type NeighbourSource, type NeighbourView } from './neighbours.js';
@@ -47,6 +48,8 @@ export interface AfxdpOptions {
   conntrack: MapHandle;
   /** the BPF path's service ids */
   svcIdOf?: (servicePort: string) => number | undefined;
+  /** the BPF path's backend choice settings (Maglev: same tables, same picks) */
+  loadBalancing?: () => LoadBalancing;
   nodeAddresses: () => string[];
   log: Logger;
   clock: Clock;
@@ -163,7 +166,7 @@ export class AfxdpRuntime {
       const dataplane = new EngineDataplane(
         apply,
         { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
-        { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), log },
+        { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}), log },
       );
       dataplane.setPorts(found);
       dataplane.setNodeAddresses(o.nodeAddresses());
