@@ -447,6 +447,7 @@ struct eng_vec {
 	uint16_t	sport[ENG_VEC_MAX], dport[ENG_VEC_MAX];
 	uint8_t		proto[ENG_VEC_MAX], tcp_flags[ENG_VEC_MAX], ttl[ENG_VEC_MAX];
 	uint16_t	l4_off[ENG_VEC_MAX], ip_len[ENG_VEC_MAX];
+	uint16_t	inner_off[ENG_VEC_MAX]; /* ICMP errors: the quoted IPv4 header */
 	uint32_t	hash[ENG_VEC_MAX];
 	struct eng_view view[ENG_VEC_MAX];
 	struct eng_lb	lb[ENG_VEC_MAX];
