@@ -68,9 +68,24 @@ export interface EngineStatus {
   engine: EngineStats;
   steering: { frontends: number; tableFrontends: number; conntrackMirror: boolean };
   neighbours: { resolved: number; unresolved: string[]; elsewhere: string[] };
-  memory: { sessionsBytes: number; umemBytes: number; tableBytes: number };
+  memory: EngineMemory;
   settings: { queues: number; batch: number; pattern: string };
   lastTableError?: string;
+}
+
+/** What the engine holds, and the configuration each part is sized from. */
+export interface EngineMemory {
+  /** UMEM: workers × frames per worker × frame bytes (committed at start) */
+  umemBytes: number;
+  workers: number;
+  framesPerWorker: number;
+  frameBytes: number;
+  /** the session table: sessionEntries (bpfMapSizeConntrack) live entries at most, committed at start */
+  sessionsBytes: number;
+  sessionEntries: number;
+  /** the table in force (frontends, backends, Maglev tables, neighbours); grows with the services */
+  tableBytes: number;
+  totalBytes: number;
 }
 
 /**
@@ -79,6 +94,8 @@ export interface EngineStatus {
  * frame would not fit and be dropped after the redirect, not passed.
  */
 export const ENGINE_MAX_MTU = 2048 - 256 - 14;
+/** A UMEM frame (addon/engine/api.h ENG_FRAME_SIZE). */
+export const ENGINE_FRAME_BYTES = 2048;
 
 /** The interfaces matching the pattern, in ifindex order (the engine's port order). */
 export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number; mtu: number }> {
@@ -247,6 +264,7 @@ export class AfxdpRuntime {
   status(): EngineStatus {
     this.dataplane.flush();
     const st = this.engine.stats();
+    const rc = engineRuntimeConfig(this.o.config);
     return {
       running: true,
       ports: this.ports.map((p) => {
@@ -256,7 +274,16 @@ export class AfxdpRuntime {
       engine: st,
       steering: { frontends: this.steering.frontends, tableFrontends: st.table?.frontends ?? 0, conntrackMirror: st.conntrack.mirrored },
       neighbours: { resolved: this.view.entries.length, unresolved: this.view.unresolved, elsewhere: this.view.elsewhere },
-      memory: { sessionsBytes: st.sessions.bytes, umemBytes: st.umemBytes, tableBytes: st.table?.bytes ?? 0 },
+      memory: {
+        umemBytes: st.umemBytes,
+        workers: st.queues,
+        framesPerWorker: rc.frames,
+        frameBytes: ENGINE_FRAME_BYTES,
+        sessionsBytes: st.sessions.bytes,
+        sessionEntries: rc.sessions,
+        tableBytes: st.table?.bytes ?? 0,
+        totalBytes: st.umemBytes + st.sessions.bytes + (st.table?.bytes ?? 0),
+      },
       settings: {
         queues: this.o.settings.queues,
         batch: this.o.settings.batch,
