@@ -19,7 +19,8 @@
  * ports) to the engine, and the BPF path translates the others (replies of
  * local endpoints, client address kept) and carries every flow on when the
  * engine stops. ClusterIP traffic comes from pods: steered only when a pod
- * interface is one of the engine's.
+ * interface is one of the engine's. LoadBalancer frontends with
+ * loadBalancerSourceRanges stay on the BPF path, which enforces them.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -122,6 +123,8 @@ const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
 /** Whether the engine takes this frontend's frames (see the file's comment). */
 export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbour>, o: { podPorts: boolean }): boolean {
   if (f.kind === 'ClusterIP' && !o.podPorts) return false;
+  // loadBalancerSourceRanges are enforced by the BPF path only: such a frontend stays there
+  if (f.sourceRanges !== undefined) return false;
   return [...f.clusterBackends, ...f.localBackends].every((b) => reach.has(b.ip));
 }
 
