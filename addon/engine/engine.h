@@ -7,8 +7,9 @@
  * of a fixed graph before the next node:
  *
  *   ip4-parse -> session -> lb -> nat -> l2-rewrite -> output
- *                   |        |--> reject ----------------^
- *                   '--------'--> drop (counted per reason)
+ *       |           |        |--> reject ------|---------^
+ *       |           '--------'--> drop (counted per reason)
+ *       '--> icmp-error (errors about a flow) --'
  *
  * Per-packet state lives in struct-of-arrays (struct eng_vec); a node reads
  * the indices queued for it, processes them with prefetches a few packets
