@@ -115,6 +115,25 @@ bench
     );
   });
 bench
+  .command('engine-e2e')
+  .description(
+    'the AF_XDP engine vs the TC path end to end on veths: 64-byte UDP to a NodePort (packets/s delivered, one run, ratio), then TCP streams when the agent is killed under load (broken ones counted)',
+  )
+  .option('--smoke', 'short floods, two streams (the test suite runs this)')
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'engine-e2e'))
+  .action(async (o) => {
+    const { runEngineE2e, writeEngineE2eResults, ENGINE_E2E_FULL, ENGINE_E2E_SMOKE } = await import('./engine-e2e.js');
+    const r = await runEngineE2e(o.smoke ? ENGINE_E2E_SMOKE : ENGINE_E2E_FULL, (s) => process.stderr.write(`bench engine-e2e: ${s}\n`));
+    console.log(
+      `engine / TC delivered packets/s: ${r.ratio}x${r.generatorBound ? ' (generator-bound)' : ''}; fallback: ${r.fallback.broken} of ${r.fallback.streams} streams broke`,
+    );
+    console.log(
+      `wrote ${writeEngineE2eResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('memory')
   .description(
     "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",

@@ -21,6 +21,7 @@ import { createEngine } from '../src/dataplane/afxdp/native.js';
 import { encodeTable, EngineFeFlags, type EngineTable } from '../src/dataplane/afxdp/table.js';
 import { ctTimeoutsNs } from '../src/config/datapath.js';
 import { DEFAULT_CONFIG } from '../src/config/fields.js';
+import { DEFAULT_MAGLEV_SEED } from '../src/model/maglev.js';
 import { frame } from '../testkit/packet.js';
 import { environment, type Environment } from './environment.js';
 
@@ -92,6 +93,7 @@ function benchTable(): EngineTable {
     neighbours: backends.map((b) => ({ ip: b.ip, port: 0, mac: '02:00:00:00:00:b1', snat: NODE })),
     snatPorts: [1024, 65535],
     hairpinIp: '169.254.42.1',
+    maglevSeed: DEFAULT_MAGLEV_SEED,
     ctTimeoutsNs: ctTimeoutsNs(DEFAULT_CONFIG.conntrack),
   };
 }

@@ -29,16 +29,39 @@ int bpfproxy_xdp_afxdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return XDP_PASS;
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return XDP_PASS;
-	ports = (void *)ip + ip->ihl * 4;
-	if ((void *)(ports + 2) > end)
-		return XDP_PASS;
-	t.saddr = ip->saddr;
-	t.daddr = ip->daddr;
-	t.sport = ports[0];
-	t.dport = ports[1];
-	t.proto = ip->protocol;
+	if (ip->protocol == IPPROTO_ICMP) {
+		/* an ICMP error goes where the flow it quotes goes: to the
+		 * engine when the flow is one of its own (xsk.h) */
+		struct icmphdr *ic = (void *)ip + ip->ihl * 4;
+		struct iphdr   *iip;
+
+		if ((void *)(ic + 1) > end || !xsk_icmp_error(ic->type))
+			return XDP_PASS;
+		iip = (void *)(ic + 1);
+		if ((void *)(iip + 1) > end || iip->version != 4 || iip->ihl < 5 ||
+		    (iip->protocol != IPPROTO_TCP && iip->protocol != IPPROTO_UDP))
+			return XDP_PASS;
+		ports = (void *)iip + iip->ihl * 4;
+		if ((void *)(ports + 2) > end)
+			return XDP_PASS;
+		/* the quoted packet went the other way */
+		t.saddr = iip->daddr;
+		t.daddr = iip->saddr;
+		t.sport = ports[1];
+		t.dport = ports[0];
+		t.proto = iip->protocol;
+	} else {
+		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+			return XDP_PASS;
+		ports = (void *)ip + ip->ihl * 4;
+		if ((void *)(ports + 2) > end)
+			return XDP_PASS;
+		t.saddr = ip->saddr;
+		t.daddr = ip->daddr;
+		t.sport = ports[0];
+		t.dport = ports[1];
+		t.proto = ip->protocol;
+	}
 	if (!xsk_wanted(&t))
 		return XDP_PASS;
 	/* no socket in the slot (engine stopped): XDP_PASS */

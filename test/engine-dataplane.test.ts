@@ -183,6 +183,11 @@ t.test('steering: only frontends the engine can carry to the end', async (t) => 
   );
   t.notOk(steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, data), 'ClusterIP when no pod interface is the engine’s');
   t.ok(steerable(fe({ kind: 'ClusterIP', ip: '10.96.0.1', port: 53 }), reach, { podPorts: true }), 'ClusterIP with pod interfaces');
+  t.notOk(
+    steerable(fe({ kind: 'LoadBalancer', ip: '198.51.100.9', port: 80, sourceRanges: ['203.0.113.0/24'] }), reach, data),
+    'loadBalancerSourceRanges: left to the BPF path, which enforces them',
+  );
+  t.ok(steerable(fe({ kind: 'LoadBalancer', ip: '198.51.100.9', port: 80 }), reach, data), 'a LoadBalancer IP without ranges');
 });
 
 t.test('neighbours: from the kernel routes and neighbours, resolution asked for, stale ones refreshed', async (t) => {

@@ -8,7 +8,9 @@
  * endpoint is the backend namespace ("another node"). Requests from the
  * client are answered by the backend through the engine (its SNAT ports,
  * 15000-19999, tell it from the BPF path's 20000-29999); `bpfproxy engine
- * stats|trace` show them; then the agent is killed (SIGKILL) in the middle
+ * stats|trace` show them; the backend's ICMP port unreachable for a UDP
+ * port with no listener reaches the client through the engine's icmp-error
+ * node; then the agent is killed (SIGKILL) in the middle
  * of a TCP stream: the stream goes on through the kernel path (the engine
  * mirrored its flows into the BPF conntrack), new requests are served by the
  * BPF path, and no XDP program is left on the interfaces.
@@ -42,12 +44,13 @@ spec:
   ports:
   - { name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30080 }
   - { name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30080 }
+  - { name: closed, port: 54, protocol: UDP, targetPort: 5999, nodePort: 30082 }
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: { name: echo-1, namespace: default, labels: { kubernetes.io/service-name: echo } }
 addressType: IPv4
-ports: [{ name: dns, port: 5353, protocol: UDP }, { name: http, port: 8080, protocol: TCP }]
+ports: [{ name: dns, port: 5353, protocol: UDP }, { name: http, port: 8080, protocol: TCP }, { name: closed, port: 5999, protocol: UDP }]
 endpoints: [{ addresses: [${BACKEND}], nodeName: other-node }]
 `;
 
@@ -127,8 +130,8 @@ t.test('UDP and TCP to a NodePort through the AF_XDP engine; the kernel path tak
   // NodePort (until then the BPF path serves it).
   const stats = () => JSON.parse(cli(['engine', 'stats', '-o', 'json', ...where])) as EngineStatus;
   const deadline = Date.now() + 15_000;
-  while (stats().steering.frontends < 2 && Date.now() < deadline) await sleep(250);
-  t.equal(stats().steering.frontends, 2, 'the NodePort (UDP and TCP) is steered to the engine once its backend is resolved');
+  while (stats().steering.frontends < 3 && Date.now() < deadline) await sleep(250);
+  t.equal(stats().steering.frontends, 3, 'the NodePorts (UDP and TCP) are steered to the engine once their backend is resolved');
   const udp = probe(client, 'udp', NODE_IP, 30080, 10, 1000);
   t.ok(
     udp.every((a) => a.ok && a.pod === 'backend'),
@@ -144,8 +147,18 @@ t.test('UDP and TCP to a NodePort through the AF_XDP engine; the kernel path tak
     `5 TCP connections through the engine (${tcp.map((a) => a.peer ?? a.error).join(' ')})`,
   );
 
+  // nothing listens on the backend's port 5999: its port unreachable comes
+  // back to the node's SNAT address; the XDP program steers it to the engine
+  // (it quotes an engine flow), which translates it for the client
+  const closed = probe(client, 'udp', NODE_IP, 30082, 3, 1000);
+  t.ok(
+    closed.every((a) => a.error === 'ECONNREFUSED'),
+    `the backend's ICMP port unreachable reached the client, translated (${closed.map((a) => a.error ?? a.pod).join(' ')})`,
+  );
+
   const st = stats();
   const node1 = (n: string) => st.engine.nodes.find((x) => x.name === n)!;
+  t.ok(node1('icmp-error').packets >= 3, `the ICMP errors went through the engine's icmp-error node (${node1('icmp-error').packets})`);
   t.ok(st.running, 'bpfproxy engine stats reaches the agent');
   t.ok(node1('output').packets >= 2 * (10 + 5), `requests and replies went out of the engine (${node1('output').packets} packets)`);
   t.ok(node1('lb').packets >= 15, 'every new flow was balanced by the engine');

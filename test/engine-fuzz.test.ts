@@ -61,6 +61,7 @@ const EXPECTED_DROPS = new Set([
   'no-neighbour',
   'ttl',
   'rst-not-answered',
+  'icmp-unrelated',
 ]);
 /** Counters that must not move: they need I/O, a full table or a missing setting. */
 const STILL = ['tx-full', 'no-tx-port', 'session-full', 'nat-ports', 'no-snat-source'];

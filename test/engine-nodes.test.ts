@@ -4,8 +4,8 @@
  * node each went to out). Each case runs a whole vector that mixes flows,
  * protocols and bad frames, and checks every packet of it.
  */
-import t from 'tap';
-import { csumPartial, frame, icmpErrorFrame, parseFrame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import t, { type Test } from 'tap';
+import { csumPartial, frame, icmpErrorFrame, parseFrame, quotedL4CsumOk, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
 import { BpfError, native } from '../src/native/index.js';
 import { encodeTable } from '../src/dataplane/afxdp/table.js';
 import { fixIpCsum } from './helpers/fuzz/inspect.js';
@@ -56,7 +56,20 @@ t.test('ip4-parse: every length checked, each malformed frame dropped under its 
     ['header checksum', patch(good, { 24: good[24]! ^ 0xff }), 'drop', 'ip-checksum'],
     ['more fragments', from(CLIENT, NODE, udp(40002, 30080), { moreFragments: true }), 'drop', 'fragment'],
     ['fragment offset', from(CLIENT, NODE, udp(40003, 30080), { fragOffset: 8 }), 'drop', 'fragment'],
-    ['icmp', icmpErrorFrame({ src: CLIENT, dst: NODE, ...IN }, 3, 3, good.subarray(14, 42)), 'drop', 'l4-protocol'],
+    ['icmp error quoting udp', icmpErrorFrame({ src: CLIENT, dst: NODE, ...IN }, 3, 3, good.subarray(14, 42)), 'icmp-error', 'none'],
+    ['icmp error quote cut short', icmpErrorFrame({ src: CLIENT, dst: NODE, ...IN }, 3, 3, good.subarray(14, 41)), 'drop', 'l4-protocol'],
+    ['icmp echo', icmpErrorFrame({ src: CLIENT, dst: NODE, ...IN }, 8, 0, good.subarray(14, 42)), 'drop', 'l4-protocol'],
+    [
+      'icmp error quoting icmp',
+      icmpErrorFrame(
+        { src: CLIENT, dst: NODE, ...IN },
+        11,
+        0,
+        icmpErrorFrame({ src: NODE, dst: CLIENT }, 8, 0, Buffer.alloc(0)).subarray(14),
+      ),
+      'drop',
+      'l4-protocol',
+    ],
     ['tcp doff 4', patch(goodTcp, { 46: 0x40 }), 'drop', 'tcp-header-length'],
     ['tcp doff 15', patch(goodTcp, { 46: 0xf0 }), 'drop', 'tcp-header-length'],
     ['tcp cut short', patch(goodTcp.subarray(0, 14 + 30), { 16: 0, 17: 30 }, true), 'drop', 'l4-truncated'],
@@ -218,6 +231,99 @@ t.test('reject: RST and ICMP port unreachable built in place, sent back where th
     'quoting the datagram',
   );
   t.equal(e.stats().reasons.rejected, 3, 'three answered, counted as rejected');
+});
+
+t.test("icmp-error: errors about a NAT'd flow go the flow's way, outer and quoted headers translated, every checksum right", async (t) => {
+  const e = testEngine(t);
+  // the whole packet by default (a quoted UDP checksum can only be checked over all of it)
+  const quote = (f: Buffer, bytes?: number): Buffer => {
+    const ihl = (f[14]! & 0x0f) * 4;
+    return Buffer.from(f.subarray(14, bytes === undefined ? 14 + f.readUInt16BE(16) : 14 + ihl + bytes));
+  };
+  const checks = (t: Test, r: { frame: Buffer }, what: string) => {
+    const p = parseFrame(r.frame);
+    t.ok(p.ipCsumOk, `${what}: outer IPv4 checksum right`);
+    t.ok(p.icmp?.csumOk, `${what}: ICMP checksum right`);
+    t.ok(p.icmp?.inner?.ipCsumOk, `${what}: quoted IPv4 checksum right`);
+    return p;
+  };
+  // a UDP flow to the NodePort (SNAT'd to a remote backend) and a TCP one
+  const req = from(CLIENT, NODE, udp(40000, 30080, Buffer.from('query')));
+  const [o1] = e.runVector([req]);
+  const fwd = parseFrame(o1!.frame);
+  const syn = from(CLIENT, NODE, tcp(40001, 30081, TCP.SYN, 777));
+  const [o2] = e.runVector([syn]);
+  const fwdTcp = parseFrame(o2!.frame);
+  const BE = { srcMac: BE_MAC, dstMac: NODE_MAC };
+
+  // the backend's port unreachable, to the node's SNAT address, quoting what the engine sent it
+  const unreach = icmpErrorFrame({ src: fwd.dst, dst: NODE, ttl: 64, ...BE }, 3, 3, quote(o1!.frame));
+  // a router on the way to the backend: time exceeded, whole TCP header quoted
+  const router = icmpErrorFrame({ src: '10.0.2.254', dst: NODE, ...BE }, 11, 0, quote(o2!.frame, 20));
+  // the client's port unreachable about a reply the engine sent it
+  const [bk] = e.runVector([frame({ src: fwd.dst, dst: NODE, ...BE }, udp(8080, fwd.sport!, Buffer.from('answer')))]);
+  const clientUnreach = icmpErrorFrame({ src: CLIENT, dst: NODE, ...IN }, 3, 3, quote(bk!.frame));
+  // a flow the engine does not know
+  const stray = icmpErrorFrame({ src: fwd.dst, dst: NODE, ...BE }, 3, 3, quote(from(NODE, fwd.dst, udp(10999, 8080))));
+  const out = e.runVector([unreach, router, clientUnreach, stray], { rxPort: 0 });
+  t.same(
+    out.map((r) => [r.next, r.reason]),
+    [
+      ['output', 'none'],
+      ['output', 'none'],
+      ['output', 'none'],
+      ['drop', 'icmp-unrelated'],
+    ],
+    'three errors about engine flows forwarded; one about no flow dropped, counted',
+  );
+
+  const a = checks(t, out[0]!, 'backend unreachable');
+  t.same(
+    [a.src, a.dst, a.ttl],
+    [NODE, CLIENT, 63],
+    'to the client, from the address it used (the backend speaks for the service), TTL down',
+  );
+  t.same(
+    [a.icmp!.inner!.src, a.icmp!.inner!.sport, a.icmp!.inner!.dst, a.icmp!.inner!.dport],
+    [CLIENT, 40000, NODE, 30080],
+    'the quote is the packet as the client sent it',
+  );
+  t.ok(quotedL4CsumOk(out[0]!.frame.subarray(14 + 20 + 8)), 'quoted UDP checksum right');
+  t.same([a.dstMac, a.srcMac, out[0]!.port], [CLIENT_MAC, NODE_MAC, 0], 'back the way the flow came in');
+
+  const b = checks(t, out[1]!, 'router time exceeded');
+  t.same([b.src, b.dst], ['10.0.2.254', CLIENT], "a router's error keeps the router's address");
+  t.same(
+    [b.icmp!.inner!.src, b.icmp!.inner!.sport, b.icmp!.inner!.dst, b.icmp!.inner!.dport, b.icmp!.inner!.seq],
+    [CLIENT, 40001, NODE, 30081, 777],
+    'the quoted SYN as the client sent it',
+  );
+  t.ok(quotedL4CsumOk(out[1]!.frame.subarray(14 + 20 + 8)), 'quoted TCP checksum (whole header quoted) right');
+
+  const c = checks(t, out[2]!, 'client unreachable');
+  t.same([c.src, c.dst], [NODE, fwd.dst], 'to the backend, from the SNAT address (the client speaks through it)');
+  t.same(
+    [c.icmp!.inner!.src, c.icmp!.inner!.sport, c.icmp!.inner!.dst, c.icmp!.inner!.dport],
+    [fwd.dst, 8080, NODE, fwd.sport],
+    'the quote is the reply as the backend sent it',
+  );
+  t.ok(quotedL4CsumOk(out[2]!.frame.subarray(14 + 20 + 8)), 'quoted UDP checksum right');
+  t.same([c.dstMac, out[2]!.port], [BE_MAC, 0], "to the backend's neighbour entry");
+
+  t.equal(fwdTcp.sport! >= SNAT_PORTS[0], true, "the TCP flow was SNAT'd too");
+  const ttl1 = icmpErrorFrame({ src: fwd.dst, dst: NODE, ttl: 1, ...BE }, 3, 3, quote(o1!.frame));
+  t.same(
+    e.runVector([ttl1]).map((r) => r.reason),
+    ['ttl'],
+    'TTL 1: not forwarded',
+  );
+  const [short] = e.runVector([icmpErrorFrame({ src: '10.0.2.254', dst: NODE, ...BE }, 11, 0, quote(o2!.frame, 8))]);
+  const sp = checks(t, short!, 'quote of 8 TCP bytes (no checksum in it)');
+  t.same([sp.icmp!.inner!.src, sp.icmp!.inner!.sport], [CLIENT, 40001], 'ports translated; nothing past the quote touched');
+  const st = e.stats();
+  t.equal(st.nodes.find((n) => n.name === 'icmp-error')!.packets, 6, 'the icmp-error node saw the six errors');
+  t.equal(st.reasons['icmp-unrelated'], 1, 'counted under icmp-unrelated');
+  t.equal(st.sessions.live, 4, 'errors open no flows');
 });
 
 t.test('load balancing: uniform over the set, ClientIP affinity sticks, pods are internal', async (t) => {

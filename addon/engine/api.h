@@ -28,6 +28,7 @@ enum eng_node {
 	ENG_N_LB,
 	ENG_N_REJECT,
 	ENG_N_NAT,
+	ENG_N_ICMP_ERR,
 	ENG_N_L2,
 	ENG_N_OUTPUT,
 	ENG_N_DROP,
@@ -65,6 +66,7 @@ enum eng_reason {
 	ENG_R_RST_NOT_ANSWERED,	  /* a RST to a service without endpoints: dropped */
 	ENG_R_TX_FULL,		  /* the output TX ring was full: dropped */
 	ENG_R_NO_TX_PORT,	  /* output port has no socket on this queue: dropped */
+	ENG_R_ICMP_UNRELATED,	  /* ICMP error quoting no flow of the engine: dropped */
 	ENG_R__MAX,
 };
 

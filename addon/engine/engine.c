@@ -47,6 +47,7 @@ const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_RST_NOT_ANSWERED]   = "rst-not-answered",
 	[ENG_R_TX_FULL]		   = "tx-full",
 	[ENG_R_NO_TX_PORT]	   = "no-tx-port",
+	[ENG_R_ICMP_UNRELATED]	   = "icmp-unrelated",
 };
 
 uint64_t eng_now_ns(void)

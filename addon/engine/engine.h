@@ -7,8 +7,9 @@
  * of a fixed graph before the next node:
  *
  *   ip4-parse -> session -> lb -> nat -> l2-rewrite -> output
- *                   |        |--> reject ----------------^
- *                   '--------'--> drop (counted per reason)
+ *       |           |        |--> reject ------|---------^
+ *       |           '--------'--> drop (counted per reason)
+ *       '--> icmp-error (errors about a flow) --'
  *
  * Per-packet state lives in struct-of-arrays (struct eng_vec); a node reads
  * the indices queued for it, processes them with prefetches a few packets
@@ -28,6 +29,7 @@
 #ifndef BPFPROXY_ENGINE_H
 #define BPFPROXY_ENGINE_H
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -59,6 +61,7 @@ extern "C" {
 #define ENG_FE_F_EXT_LOCAL   0x02
 #define ENG_FE_F_INT_LOCAL   0x04
 #define ENG_FE_F_NODEPORT    0x08
+#define ENG_FE_F_MAGLEV	     0x10 /* new flows pick by the Maglev table, not at random */
 
 #define ENG_BE_F_LOCAL	     0x01
 
@@ -83,6 +86,11 @@ struct eng_frontend {
 	uint32_t be_start; /* into eng_table.backends */
 	uint16_t cluster_count;
 	uint16_t local_count;
+	/* ENG_FE_F_MAGLEV: the cluster-wide set's table (maglev_m entries) at
+	 * eng_table.maglev[maglev_start], the node-local set's
+	 * (maglev_m_local) right after it; entries are ordinals in the set */
+	uint32_t maglev_start;
+	uint16_t maglev_m, maglev_m_local;
 };
 
 struct eng_backend {
@@ -126,6 +134,10 @@ struct eng_table {
 	uint32_t	  neigh_mask;
 	uint32_t	 *neigh_hash;
 
+	uint32_t  nmaglev; /* Maglev table entries, all frontends' */
+	uint16_t *maglev;
+	uint32_t  maglev_seed;
+
 	size_t bytes; /* memory held, for stats */
 };
 
@@ -161,6 +173,55 @@ eng_fe_lookup_exact(const struct eng_table *t, uint32_t addr, uint16_t port, uin
 			return f;
 	}
 	return NULL;
+}
+
+/* bpf/lib/maglev.h maglev_flow_hash(): the kernel's jhash2 over four words
+ * in host order (saddr, daddr, sport << 16 | dport, proto), initval = the
+ * seed, so the engine and the BPF path pick the same entry for a flow. */
+#define ENG_ROL32(x, k) (((x) << (k)) | ((x) >> (32 - (k))))
+static inline uint32_t eng_maglev_hash(uint32_t seed, uint32_t saddr, uint32_t daddr,
+				       uint16_t sport, uint16_t dport, uint8_t proto)
+{
+	uint32_t a, b, c;
+
+	a = b = c = 0xdeadbeef + (4 << 2) + seed;
+	a += ntohl(saddr);
+	b += ntohl(daddr);
+	c += ((uint32_t)ntohs(sport) << 16) | ntohs(dport);
+	a -= c;
+	a ^= ENG_ROL32(c, 4);
+	c += b;
+	b -= a;
+	b ^= ENG_ROL32(a, 6);
+	a += c;
+	c -= b;
+	c ^= ENG_ROL32(b, 8);
+	b += a;
+	a -= c;
+	a ^= ENG_ROL32(c, 16);
+	c += b;
+	b -= a;
+	b ^= ENG_ROL32(a, 19);
+	a += c;
+	c -= b;
+	c ^= ENG_ROL32(b, 4);
+	b += a;
+	a += proto;
+	c ^= b;
+	c -= ENG_ROL32(b, 14);
+	a ^= c;
+	a -= ENG_ROL32(c, 11);
+	b ^= a;
+	b -= ENG_ROL32(a, 25);
+	c ^= b;
+	c -= ENG_ROL32(b, 16);
+	a ^= c;
+	a -= ENG_ROL32(c, 4);
+	b ^= a;
+	b -= ENG_ROL32(a, 14);
+	c ^= b;
+	c -= ENG_ROL32(b, 24);
+	return c;
 }
 
 static inline int eng_is_node_addr(const struct eng_table *t, uint32_t addr)
@@ -387,6 +448,7 @@ struct eng_vec {
 	uint16_t	sport[ENG_VEC_MAX], dport[ENG_VEC_MAX];
 	uint8_t		proto[ENG_VEC_MAX], tcp_flags[ENG_VEC_MAX], ttl[ENG_VEC_MAX];
 	uint16_t	l4_off[ENG_VEC_MAX], ip_len[ENG_VEC_MAX];
+	uint16_t	inner_off[ENG_VEC_MAX]; /* ICMP errors: the quoted IPv4 header */
 	uint32_t	hash[ENG_VEC_MAX];
 	struct eng_view view[ENG_VEC_MAX];
 	struct eng_lb	lb[ENG_VEC_MAX];

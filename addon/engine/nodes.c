@@ -12,13 +12,19 @@
  *               each up; fold the packet into the flow's state, push its
  *               deadline. -> nat (hit) | lb (miss)
  *   lb          frontend lookup (exact, then NodePort on node addresses);
- *               backend: ClientIP affinity, else uniform random over the
+ *               backend: ClientIP affinity, else the set's Maglev table
+ *               (the BPF path's, same flow hash) or uniform random over the
  *               cluster set or (traffic policy Local) the local set; SNAT
  *               decision and port; both session entries. -> nat | reject | drop
  *   reject      TCP RST / ICMP port unreachable built in place, back out of
  *               the port it came in on. -> output | drop
  *   nat         addresses, ports, TTL rewritten with incremental checksum
  *               updates (IPv4 header, TCP/UDP with pseudo header). -> l2 | drop
+ *   icmp-error  an ICMP error (unreachable, time exceeded, parameter problem)
+ *               quoting one of the engine's flows, sent on the way that flow
+ *               takes: the quoted header gets the reverse of the flow's
+ *               rewrite, the outer addresses the flow's (bpf/lib/service.h
+ *               service_icmp()), every checksum updated. -> l2 | drop
  *   l2-rewrite  MACs and output port: replies back to where the flow came
  *               from, forward packets from the neighbour table. -> output | drop
  *   output      handed to the I/O layer (TX ring of the port) or the caller
@@ -48,9 +54,11 @@
 #define PROTO_AFFINITY	 0xff
 
 const char *const eng_node_names[ENG_N__MAX] = {
-	[ENG_N_INPUT] = "input",   [ENG_N_PARSE] = "ip4-parse", [ENG_N_SESSION] = "session",
-	[ENG_N_LB] = "lb",	   [ENG_N_REJECT] = "reject",	[ENG_N_NAT] = "nat",
-	[ENG_N_L2] = "l2-rewrite", [ENG_N_OUTPUT] = "output",	[ENG_N_DROP] = "drop",
+	[ENG_N_INPUT] = "input",	 [ENG_N_PARSE] = "ip4-parse",
+	[ENG_N_SESSION] = "session",	 [ENG_N_LB] = "lb",
+	[ENG_N_REJECT] = "reject",	 [ENG_N_NAT] = "nat",
+	[ENG_N_ICMP_ERR] = "icmp-error", [ENG_N_L2] = "l2-rewrite",
+	[ENG_N_OUTPUT] = "output",	 [ENG_N_DROP] = "drop",
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -244,6 +252,44 @@ static void node_parse(struct eng_worker *w, const struct eng_table *t, const ui
 				continue;
 			}
 			v->tcp_flags[i] = 0;
+		} else if (ip[9] == PROTO_ICMP) {
+			const uint8_t *iip;
+			uint32_t       iihl;
+
+			/* only errors about TCP/UDP whose quote holds the inner
+			 * header and the 8 bytes after it (ports, and the UDP
+			 * checksum); anything else is no business of the engine */
+			if (tot < ihl + 8 + 20 || (l4[0] != 3 && l4[0] != 11 && l4[0] != 12)) {
+				to_drop(w, i, ENG_R_L4_PROTO);
+				continue;
+			}
+			iip  = l4 + 8;
+			iihl = (iip[0] & 0x0f) * 4u;
+			if ((iip[0] >> 4) != 4 || iihl < 20 || ihl + 8 + iihl + 8 > tot ||
+			    (iip[9] != PROTO_TCP && iip[9] != PROTO_UDP)) {
+				to_drop(w, i, ENG_R_L4_PROTO);
+				continue;
+			}
+			v->proto[i]	= PROTO_ICMP;
+			v->inner_off[i] = (uint16_t)(14 + ihl + 8);
+			/* the key of the flow the error is about: the quoted
+			 * packet went the other way */
+			v->saddr[i]  = rd32(iip + 16);
+			v->daddr[i]  = rd32(iip + 12);
+			v->sport[i]  = rd16(iip + iihl + 2);
+			v->dport[i]  = rd16(iip + iihl);
+			v->ttl[i]    = ip[8];
+			v->l4_off[i] = (uint16_t)(14 + ihl);
+			v->ip_len[i] = (uint16_t)tot;
+			if (__builtin_expect(v->trace[i] >= 0, 0)) {
+				struct eng_trace_rec *r = &w->tr[v->trace[i]];
+
+				r->proto    = PROTO_ICMP;
+				r->in_saddr = rd32(ip + 12);
+				r->in_daddr = rd32(ip + 16);
+			}
+			enq(w, ENG_N_ICMP_ERR, i);
+			continue;
 		} else {
 			to_drop(w, i, ENG_R_L4_PROTO);
 			continue;
@@ -621,8 +667,22 @@ static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i
 			to_drop(w, i, ENG_R_NO_LOCAL_ENDPOINTS);
 		return 0;
 	}
-	if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be))
-		be = t->bes[start + rnd(w) % cnt];
+	if (!fe->affinity_s || !affinity_get(s, fe, key.saddr, local_only, now, &be)) {
+		uint32_t ord;
+
+		if (fe->flags & ENG_FE_F_MAGLEV) {
+			/* the BPF path's table and hash (bpf/lib/maglev.h):
+			 * both pick the same backend for this flow */
+			uint32_t m  = local_only ? fe->maglev_m_local : fe->maglev_m;
+			uint32_t at = fe->maglev_start + (local_only ? fe->maglev_m : 0);
+			uint32_t h  = eng_maglev_hash(t->maglev_seed, key.saddr, key.daddr,
+						      key.sport, key.dport, key.proto);
+			ord	    = t->maglev[at + h % m];
+		} else {
+			ord = rnd(w) % cnt;
+		}
+		be = t->bes[start + ord];
+	}
 	if (fe->affinity_s)
 		affinity_put(s, fe, key.saddr, &be, now);
 
@@ -902,6 +962,118 @@ static void node_nat(struct eng_worker *w, const struct eng_table *t, const uint
 	}
 }
 
+/* ---- icmp-error ------------------------------------------------------------------ */
+
+/* Write a 16-bit word inside the ICMP message, folding the change into the
+ * ICMP checksum (every quoted field sits at an even offset from the ICMP
+ * header, so word-wise updates hold). */
+static inline void icmp_put16(uint8_t *icmp, uint8_t *at, uint16_t to)
+{
+	uint16_t from = rd16(at);
+
+	if (from == to)
+		return;
+	wr16(icmp + 2, csum_replace2(rd16(icmp + 2), from, to));
+	wr16(at, to);
+}
+
+static inline void icmp_put32(uint8_t *icmp, uint8_t *at, uint32_t to)
+{
+	uint32_t from = rd32(at);
+
+	if (from == to)
+		return;
+	wr16(icmp + 2, csum_replace4(rd16(icmp + 2), from, to));
+	wr32(at, to);
+}
+
+static void node_icmp_err(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
+			  uint32_t n, uint64_t now)
+{
+	struct eng_vec	    *v = &w->v;
+	struct eng_sessions *s = &w->e->sessions;
+
+	(void)t;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t	 i = in[k];
+		struct eng_view *e = &v->view[i];
+		struct eng_key	 key, inner;
+		uint8_t		*d = v->data[i], *ip = d + 14, *icmp = d + v->l4_off[i];
+		uint8_t		*iip  = d + v->inner_off[i];
+		uint32_t	 iihl = (iip[0] & 0x0f) * 4u, end = 14u + v->ip_len[i];
+		uint8_t		*il4 = iip + iihl;
+		uint32_t	 osrc, odst, outer_s = rd32(ip + 12), outer_d = rd32(ip + 16);
+		uint32_t	 csum_at = v->inner_off[i] + iihl + (iip[9] == PROTO_TCP ? 16 : 6);
+		uint16_t	 ipc, oldw, neww;
+
+		key_of(v, i, &key);
+		key.proto = iip[9];
+		if (eng_sess_lookup(s, eng_hash(s, &key), &key, e) < 0) {
+			to_drop(w, i, ENG_R_ICMP_UNRELATED);
+			continue;
+		}
+		if (e->expires < now) {
+			/* the quiet direction of a live flow (as in session) */
+			struct eng_view pv;
+
+			peer_key(e, key.proto, &inner);
+			if (eng_sess_lookup(s, eng_hash(s, &inner), &inner, &pv) < 0 ||
+			    pv.expires < now) {
+				to_drop(w, i, ENG_R_ICMP_UNRELATED);
+				continue;
+			}
+		}
+		if (v->ttl[i] <= 1) {
+			to_drop(w, i, ENG_R_TTL);
+			continue;
+		}
+		/* the quoted packet gets the reverse of this entry's rewrite:
+		 * its peer's key */
+		peer_key(e, key.proto, &inner);
+		/* the quoted L4 checksum only when it was quoted (and, for UDP,
+		 * used) */
+		if (csum_at + 2 <= end) {
+			uint8_t *cp = d + csum_at;
+			uint16_t c  = rd16(cp);
+
+			if (!(key.proto == PROTO_UDP && c == 0)) {
+				c = csum_replace4(c, rd32(iip + 12), inner.saddr);
+				c = csum_replace4(c, rd32(iip + 16), inner.daddr);
+				c = csum_replace2(c, rd16(il4), inner.sport);
+				c = csum_replace2(c, rd16(il4 + 2), inner.dport);
+				if (key.proto == PROTO_UDP && c == 0)
+					c = 0xffff;
+				icmp_put16(icmp, cp, c);
+			}
+		}
+		ipc = rd16(iip + 10);
+		ipc = csum_replace4(ipc, rd32(iip + 12), inner.saddr);
+		ipc = csum_replace4(ipc, rd32(iip + 16), inner.daddr);
+		icmp_put16(icmp, iip + 10, ipc);
+		icmp_put32(icmp, iip + 12, inner.saddr);
+		icmp_put32(icmp, iip + 16, inner.daddr);
+		icmp_put16(icmp, il4, inner.sport);
+		icmp_put16(icmp, il4 + 2, inner.dport);
+
+		/* outer: to where the flow's packets go; an error from the quoted
+		 * destination itself speaks for the service, one from a router
+		 * on the path keeps the router's address */
+		odst = e->nat_daddr;
+		osrc = outer_s == key.saddr ? e->nat_saddr : outer_s;
+		ipc  = rd16(ip + 10);
+		ipc  = csum_replace4(ipc, outer_s, osrc);
+		ipc  = csum_replace4(ipc, outer_d, odst);
+		wr32(ip + 12, osrc);
+		wr32(ip + 16, odst);
+		oldw = rd16(ip + 8);
+		neww = htons((uint16_t)(ntohs(oldw) - 0x100));
+		wr16(ip + 8, neww);
+		ipc = csum_replace2(ipc, oldw, neww);
+		wr16(ip + 10, ipc);
+		enq(w, ENG_N_L2, i);
+	}
+}
+
 /* ---- l2-rewrite -------------------------------------------------------------- */
 
 static void node_l2(struct eng_worker *w, const struct eng_table *t, const uint16_t *in, uint32_t n,
@@ -991,9 +1163,11 @@ typedef void (*node_fn)(struct eng_worker *, const struct eng_table *, const uin
 			uint64_t);
 
 static const node_fn NODES[ENG_N__MAX] = {
-	[ENG_N_PARSE] = node_parse,   [ENG_N_SESSION] = node_session, [ENG_N_LB] = node_lb,
-	[ENG_N_REJECT] = node_reject, [ENG_N_NAT] = node_nat,	      [ENG_N_L2] = node_l2,
-	[ENG_N_OUTPUT] = node_output, [ENG_N_DROP] = node_drop,
+	[ENG_N_PARSE] = node_parse, [ENG_N_SESSION] = node_session,
+	[ENG_N_LB] = node_lb,	    [ENG_N_REJECT] = node_reject,
+	[ENG_N_NAT] = node_nat,	    [ENG_N_ICMP_ERR] = node_icmp_err,
+	[ENG_N_L2] = node_l2,	    [ENG_N_OUTPUT] = node_output,
+	[ENG_N_DROP] = node_drop,
 };
 
 /* ---- dispatch ------------------------------------------------------------------------ */

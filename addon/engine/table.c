@@ -8,19 +8,22 @@
  *
  * Layout (little-endian; addresses as on the wire):
  *   header, 96 bytes:
- *     0 u32 magic "BPXE"   4 u16 version (1)   6 u16 header bytes (96)
+ *     0 u32 magic "BPXE"   4 u16 version (2)   6 u16 header bytes (96)
  *     8 u32 generation    12 u32 ports        16 u32 node addresses
  *    20 u32 frontends     24 u32 backends     28 u32 neighbours
  *    32 u16 snat port min 34 u16 snat port max 36 u8[4] hairpin address
  *    40 u64 ns: tcp syn-sent, 48 established, 56 fins-seen, 64 rst-seen, 72 udp
- *    80 u32 total bytes   84..95 zero
+ *    80 u32 total bytes   84 u32 Maglev entries   88 u32 Maglev seed   92..95 zero
  *   ports       32 bytes: u32 ifindex, u32 flags, u8 mac[6], u8 pad[2], char name[16]
  *   addresses    4 bytes: u8 addr[4]
  *   frontends   32 bytes: u8 addr[4], u16 port, u8 proto, u8 flags, u32 svc id,
  *                         u32 affinity s, u32 first backend, u16 cluster count,
- *                         u16 local count, u8 pad[8]
+ *                         u16 local count, u32 Maglev start, u16 Maglev M (cluster),
+ *                         u16 Maglev M (local)
  *   backends     8 bytes: u8 addr[4], u16 port, u8 flags, u8 pad
  *   neighbours  16 bytes: u8 addr[4], u8 snat addr[4], u8 port, u8 mac[6], u8 pad
+ *   Maglev       2 bytes: u16 ordinal in its set (src/model/maglev.ts tables,
+ *                         a frontend's cluster table then its local one)
  * Ports and frontend/backend ports are in host order in the blob and kept
  * in network order in the table.
  */
@@ -33,18 +36,20 @@
 #include "engine.h"
 
 #define TABLE_MAGIC   0x45585042u /* "BPXE" */
-#define TABLE_VERSION 1
+#define TABLE_VERSION 2
 #define HDR_BYTES     96
 #define PORT_BYTES    32
 #define ADDR_BYTES    4
 #define FE_BYTES      32
 #define BE_BYTES      8
 #define NEIGH_BYTES   16
+#define MAGLEV_BYTES  2
 
 #define MAX_ADDRS     4096u
 #define MAX_FES	      (1u << 22)
 #define MAX_BES	      (1u << 24)
 #define MAX_NEIGH     (1u << 22)
+#define MAX_MAGLEV    (1u << 26)
 
 static uint16_t rd16(const uint8_t *p)
 {
@@ -110,6 +115,7 @@ void eng_table_free(struct eng_table *t)
 	free(t->bes);
 	free(t->neigh);
 	free(t->neigh_hash);
+	free(t->maglev);
 	free(t);
 }
 
@@ -117,7 +123,7 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 {
 	struct eng_table *t;
 	uint64_t	  need;
-	uint32_t	  nports, naddrs, nfe, nbe, nneigh, total;
+	uint32_t	  nports, naddrs, nfe, nbe, nneigh, nmaglev, total;
 	const uint8_t	 *p;
 	char		  a1[INET_ADDRSTRLEN];
 
@@ -136,30 +142,33 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 		     rd16(buf + 4), rd16(buf + 6), TABLE_VERSION, HDR_BYTES);
 		return NULL;
 	}
-	nports = rd32(buf + 12);
-	naddrs = rd32(buf + 16);
-	nfe    = rd32(buf + 20);
-	nbe    = rd32(buf + 24);
-	nneigh = rd32(buf + 28);
-	total  = rd32(buf + 80);
+	nports	= rd32(buf + 12);
+	naddrs	= rd32(buf + 16);
+	nfe	= rd32(buf + 20);
+	nbe	= rd32(buf + 24);
+	nneigh	= rd32(buf + 28);
+	total	= rd32(buf + 80);
+	nmaglev = rd32(buf + 84);
 	if (nports > ENG_MAX_PORTS || naddrs > MAX_ADDRS || nfe > MAX_FES || nbe > MAX_BES ||
-	    nneigh > MAX_NEIGH) {
+	    nneigh > MAX_NEIGH || nmaglev > MAX_MAGLEV) {
 		fail(why, whylen,
 		     "table counts out of bounds: ports %u (max %d), node addresses %u (max %u), "
 		     "frontends %u "
-		     "(max %u), backends %u (max %u), neighbours %u (max %u)",
+		     "(max %u), backends %u (max %u), neighbours %u (max %u), Maglev entries %u "
+		     "(max %u)",
 		     nports, ENG_MAX_PORTS, naddrs, MAX_ADDRS, nfe, MAX_FES, nbe, MAX_BES, nneigh,
-		     MAX_NEIGH);
+		     MAX_NEIGH, nmaglev, MAX_MAGLEV);
 		return NULL;
 	}
 	need = HDR_BYTES + (uint64_t)nports * PORT_BYTES + (uint64_t)naddrs * ADDR_BYTES +
-	       (uint64_t)nfe * FE_BYTES + (uint64_t)nbe * BE_BYTES + (uint64_t)nneigh * NEIGH_BYTES;
+	       (uint64_t)nfe * FE_BYTES + (uint64_t)nbe * BE_BYTES +
+	       (uint64_t)nneigh * NEIGH_BYTES + (uint64_t)nmaglev * MAGLEV_BYTES;
 	if (need != len || total != len) {
 		fail(why, whylen, "table is %zu bytes (header says %u); its counts make %llu", len,
 		     total, (unsigned long long)need);
 		return NULL;
 	}
-	for (int i = 84; i < HDR_BYTES; i++) {
+	for (int i = 92; i < HDR_BYTES; i++) {
 		if (buf[i]) {
 			fail(why, whylen, "table header byte %d is reserved and must be 0", i);
 			return NULL;
@@ -171,15 +180,16 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 		fail(why, whylen, "out of memory for the table");
 		return NULL;
 	}
-	t->generation = rd32(buf + 8);
-	t->snat_min   = rd16(buf + 32);
-	t->snat_max   = rd16(buf + 34);
-	t->hairpin    = rdaddr(buf + 36);
-	t->ct_syn_ns  = rd64(buf + 40);
-	t->ct_est_ns  = rd64(buf + 48);
-	t->ct_fin_ns  = rd64(buf + 56);
-	t->ct_rst_ns  = rd64(buf + 64);
-	t->ct_udp_ns  = rd64(buf + 72);
+	t->generation  = rd32(buf + 8);
+	t->snat_min    = rd16(buf + 32);
+	t->snat_max    = rd16(buf + 34);
+	t->hairpin     = rdaddr(buf + 36);
+	t->ct_syn_ns   = rd64(buf + 40);
+	t->ct_est_ns   = rd64(buf + 48);
+	t->ct_fin_ns   = rd64(buf + 56);
+	t->ct_rst_ns   = rd64(buf + 64);
+	t->ct_udp_ns   = rd64(buf + 72);
+	t->maglev_seed = rd32(buf + 88);
 	if (t->snat_min == 0 || t->snat_min > t->snat_max) {
 		fail(why, whylen, "SNAT port range %u-%u: ports must be 1-65535 and min <= max",
 		     t->snat_min, t->snat_max);
@@ -239,16 +249,19 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 		struct eng_frontend *f = &t->fes[i];
 		uint32_t	     h;
 
-		f->addr		 = rdaddr(p);
-		f->port		 = htons(rd16(p + 4));
-		f->proto	 = p[6];
-		f->flags	 = p[7];
-		f->svc_id	 = rd32(p + 8);
-		f->affinity_s	 = rd32(p + 12);
-		f->be_start	 = rd32(p + 16);
-		f->cluster_count = rd16(p + 20);
-		f->local_count	 = rd16(p + 22);
-		if ((f->proto != 6 && f->proto != 17) || !f->port || (f->flags & ~0x0f) ||
+		f->addr		  = rdaddr(p);
+		f->port		  = htons(rd16(p + 4));
+		f->proto	  = p[6];
+		f->flags	  = p[7];
+		f->svc_id	  = rd32(p + 8);
+		f->affinity_s	  = rd32(p + 12);
+		f->be_start	  = rd32(p + 16);
+		f->cluster_count  = rd16(p + 20);
+		f->local_count	  = rd16(p + 22);
+		f->maglev_start	  = rd32(p + 24);
+		f->maglev_m	  = rd16(p + 28);
+		f->maglev_m_local = rd16(p + 30);
+		if ((f->proto != 6 && f->proto != 17) || !f->port || (f->flags & ~0x1f) ||
 		    (uint64_t)f->be_start + f->cluster_count + f->local_count > nbe ||
 		    (!f->addr) != !!(f->flags & ENG_FE_F_NODEPORT) || f->affinity_s > 86400) {
 			fail(why, whylen,
@@ -257,6 +270,23 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 			     "inconsistent",
 			     i, ip_str(f->addr, a1), ntohs(f->port), f->proto, f->flags,
 			     f->be_start, f->cluster_count, f->local_count, nbe, f->affinity_s);
+			goto bad;
+		}
+		if ((f->flags & ENG_FE_F_MAGLEV)
+			    ? (f->maglev_m < f->cluster_count ||
+			       f->maglev_m_local < f->local_count ||
+			       (f->cluster_count && !f->maglev_m) ||
+			       (f->local_count && !f->maglev_m_local) ||
+			       (uint64_t)f->maglev_start + f->maglev_m + f->maglev_m_local >
+				       nmaglev)
+			    : (f->maglev_start || f->maglev_m || f->maglev_m_local)) {
+			fail(why, whylen,
+			     "frontend %u (%s:%u proto %u): Maglev tables of %u and %u entries at "
+			     "%u "
+			     "(of %u) for %u and %u backends are inconsistent",
+			     i, ip_str(f->addr, a1), ntohs(f->port), f->proto, f->maglev_m,
+			     f->maglev_m_local, f->maglev_start, nmaglev, f->cluster_count,
+			     f->local_count);
 			goto bad;
 		}
 		if (eng_fe_lookup_exact(t, f->addr, f->port, f->proto)) {
@@ -315,9 +345,37 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 			h = (h + 1) & t->neigh_mask;
 		t->neigh_hash[h] = i + 1;
 	}
+	t->nmaglev = nmaglev;
+	t->maglev  = malloc((nmaglev ? nmaglev : 1) * sizeof(uint16_t));
+	if (!t->maglev)
+		goto oom;
+	for (uint32_t i = 0; i < nmaglev; i++, p += MAGLEV_BYTES)
+		t->maglev[i] = rd16(p);
+	/* every entry names a backend of its set: lb indexes with it unchecked */
+	for (uint32_t i = 0; i < nfe; i++) {
+		const struct eng_frontend *f = &t->fes[i];
+
+		if (!(f->flags & ENG_FE_F_MAGLEV))
+			continue;
+		for (uint32_t j = 0; j < (uint32_t)f->maglev_m + f->maglev_m_local; j++) {
+			uint32_t n = j < f->maglev_m ? f->cluster_count : f->local_count;
+
+			if (t->maglev[f->maglev_start + j] >= n) {
+				fail(why, whylen,
+				     "frontend %u (%s:%u proto %u): Maglev %s table entry %u is "
+				     "backend %u of %u",
+				     i, ip_str(f->addr, a1), ntohs(f->port), f->proto,
+				     j < f->maglev_m ? "cluster" : "local",
+				     j < f->maglev_m ? j : j - f->maglev_m,
+				     t->maglev[f->maglev_start + j], n);
+				goto bad;
+			}
+		}
+	}
 	t->bytes = sizeof(*t) + naddrs * 4 + (size_t)nfe * sizeof(*t->fes) +
 		   ((size_t)t->fe_mask + 1) * 4 + (size_t)nbe * sizeof(*t->bes) +
-		   (size_t)nneigh * sizeof(*t->neigh) + ((size_t)t->neigh_mask + 1) * 4;
+		   (size_t)nneigh * sizeof(*t->neigh) + ((size_t)t->neigh_mask + 1) * 4 +
+		   (size_t)nmaglev * 2;
 	return t;
 
 oom:

@@ -13,6 +13,10 @@
  *  - is a reply to one of the engine's SNAT'd flows: to a node address, a
  *    port in the engine's SNAT range, with a reply entry in the conntrack
  *    the engine mirrors its sessions into (bpf/lib/conntrack.h).
+ * An ICMP error (unreachable, time exceeded, parameter problem) quoting a
+ * TCP/UDP packet goes to the engine when the flow of the quoted packet
+ * would (the quoted tuple reversed: a frontend's flow, or a SNAT'd flow's
+ * reply): the engine translates it as the TC path would.
  * Everything else passes to the kernel (and the TC programs). The redirect
  * falls back to XDP_PASS when no socket is bound to the slot (engine
  * stopped, restarting): traffic is never blackholed.
@@ -69,6 +73,11 @@ struct {
 	__type(key, __u32);
 	__type(value, struct xsk_config);
 } bpfproxy_xsk_cfg SEC(".maps");
+
+static __always_inline int xsk_icmp_error(__u8 type)
+{
+	return type == 3 || type == 11 || type == 12;
+}
 
 /* Whether a frame with this tuple belongs to the engine. */
 static __always_inline int xsk_wanted(const struct ct_key *t)

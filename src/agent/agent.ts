@@ -34,8 +34,8 @@ import { AfxdpRuntime } from '../dataplane/afxdp/runtime.js';
 import { TeeDataplane } from '../dataplane/afxdp/dataplane.js';
 import { serveEngineControl } from '../dataplane/afxdp/control.js';
 import type { Server } from 'node:http';
-import { nodeAddresses } from './runtime.js';
 import { writeTopologyFile } from './topology-file.js';
+import { loadBalancingOf, nodeAddresses } from './runtime.js';
 
 export { nodeAddresses } from './runtime.js';
 
@@ -354,6 +354,7 @@ export class Agent {
         config: cfg,
         conntrack: rt.dp.maps.ct.handle,
         svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
+        loadBalancing: () => loadBalancingOf(o, this.active ?? cfg),
         nodeAddresses,
         log,
         clock: this.clock,

@@ -22,6 +22,14 @@ const num = (n: number): string => Math.round(n).toLocaleString('en-US');
 const fix = (n: number, d: number): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
 const mib = (b: number): string => `${(b / (1 << 20)).toFixed(1)} MiB`;
 
+/** The engine's memory, each part with what it is sized from. */
+export function engineMemoryText(m: EngineStatus['memory']): string {
+  return (
+    `${mib(m.totalBytes)}: UMEM ${mib(m.umemBytes)} (${m.workers} worker(s) × ${m.framesPerWorker} frames × ${m.frameBytes / 1024} KiB), ` +
+    `sessions ${mib(m.sessionsBytes)} (${num(m.sessionEntries)} entries: bpfMapSizeConntrack), table ${mib(m.tableBytes)} (the services in force)`
+  );
+}
+
 /** The stats as an operator reads them. */
 export function formatEngineStatus(s: EngineStatus): string {
   const out: string[] = [];
@@ -73,7 +81,7 @@ export function formatEngineStatus(s: EngineStatus): string {
     `sessions: ${num(e.sessions.live)} of ${num(e.sessions.limit)} entries (${mib(e.sessions.bytes)}${e.sessions.hugePages ? ', huge pages' : ''}); ` +
       `conntrack mirror: ${s.steering.conntrackMirror ? `${num(e.conntrack.exported)} written, ${num(e.conntrack.exportErrors)} failed, ${num(e.conntrack.adopted)} adopted from the BPF path` : 'off'}`,
   );
-  out.push(`memory: UMEM ${mib(s.memory.umemBytes)}, sessions ${mib(s.memory.sessionsBytes)}, table ${mib(s.memory.tableBytes)}`);
+  out.push(`memory: ${engineMemoryText(s.memory)}`);
   out.push(
     `neighbours: ${s.neighbours.resolved} backend(s) resolved` +
       (s.neighbours.unresolved.length

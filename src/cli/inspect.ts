@@ -15,6 +15,8 @@ const MODE_TEXT: Record<Exclude<Mode, 'serve'>, string> = {
 import { pinDirOption, outputOption, stateDirOption } from './options.js';
 import { statePaths } from '../agent/lock.js';
 import { readTopologyFile } from '../agent/topology-file.js';
+import { engineRequest, type EngineStatusReply } from '../dataplane/afxdp/control.js';
+import { engineMemoryText } from './engine.js';
 import { table } from './table.js';
 
 function withMaps<T>(pinDir: string, fn: (m: DatapathMaps) => T): T {
@@ -130,6 +132,20 @@ const anyMapPinned = (pinDir: string): boolean => Object.values(MAP_NAMES).some(
 
 const hookLabel = (a: Attachment): string => `${a.hook === 'tcx' ? 'tcx' : 'tc'} ${a.direction}`;
 
+/** What status shows of the AF_XDP engine: its memory and what sizes it; undefined when no agent runs one here. */
+type EngineView = { running: true; memory: Extract<EngineStatusReply, { running: true }>['memory'] } | { running: false; reason: string };
+
+async function engineView(stateDir: string, pinDir: string): Promise<EngineView | undefined> {
+  const sock = statePaths(stateDir, pinDir).engine;
+  if (!existsSync(sock)) return undefined;
+  try {
+    const r = await engineRequest<EngineStatusReply>(sock, '/stats', 3000);
+    return r.running ? { running: true, memory: r.memory } : { running: false, reason: r.reason };
+  } catch (e) {
+    return { running: false, reason: `its control socket ${sock} does not answer: ${(e as Error).message}` };
+  }
+}
+
 export function addStatusCommand(program: Command): void {
   program
     .command('status')
@@ -137,9 +153,20 @@ export function addStatusCommand(program: Command): void {
       'attached interfaces (in this network namespace), map fill levels, drops by reason; with the dataplane off (no maps pinned) still what is attached',
     )
     .addOption(pinDirOption())
+    .addOption(stateDirOption())
     .addOption(outputOption())
-    .action((o) => {
+    .action(async (o) => {
       const interfaces = attachedHere(o.pinDir);
+      const engine = await engineView(o.stateDir, o.pinDir);
+      const printEngine = () => {
+        if (!engine) return;
+        console.log('\nAF_XDP engine');
+        console.log(
+          engine.running
+            ? `  memory ${engineMemoryText(engine.memory)}`
+            : `  not running${'reason' in engine && engine.reason ? `: ${engine.reason}` : ''}`,
+        );
+      };
       const printInterfaces = () => {
         console.log('Interfaces');
         console.log(
@@ -169,7 +196,15 @@ export function addStatusCommand(program: Command): void {
         if (o.output === 'json') {
           console.log(
             JSON.stringify(
-              { dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, maps: null, reasons: null },
+              {
+                dataplane: 'off',
+                note,
+                ...(leftover ? { warning: leftover } : {}),
+                interfaces,
+                maps: null,
+                reasons: null,
+                engine: engine ?? null,
+              },
               null,
               2,
             ),
@@ -182,7 +217,7 @@ export function addStatusCommand(program: Command): void {
         return;
       }
       withMaps(o.pinDir, (m) => {
-        const s = { dataplane: 'on', mode: modeNow(m), interfaces, maps: mapFills(m), reasons: reasonViews(m) };
+        const s = { dataplane: 'on', mode: modeNow(m), interfaces, maps: mapFills(m), reasons: reasonViews(m), engine: engine ?? null };
         if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
         if (s.mode !== 'serve') console.log(`Mode: ${MODE_TEXT[s.mode]}\n`);
         printInterfaces();
@@ -200,6 +235,7 @@ export function addStatusCommand(program: Command): void {
             s.reasons.map((r) => [r.reason, r.verdict, String(r.packets), String(r.bytes), r.help]),
           ),
         );
+        printEngine();
       });
     });
 }

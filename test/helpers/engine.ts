@@ -11,6 +11,7 @@ import {
 } from '../../src/dataplane/afxdp/table.js';
 import { ctTimeoutsNs } from '../../src/config/datapath.js';
 import { DEFAULT_CONFIG } from '../../src/config/fields.js';
+import { DEFAULT_MAGLEV_SEED } from '../../src/model/maglev.js';
 
 export const NODE = '192.168.1.1';
 export const NODE_MAC = '02:00:00:00:0a:01';
@@ -90,6 +91,7 @@ export function table(over: Partial<EngineTable> = {}): EngineTable {
     neighbours: NEIGHBOURS,
     snatPorts: SNAT_PORTS,
     hairpinIp: HAIRPIN,
+    maglevSeed: DEFAULT_MAGLEV_SEED,
     ctTimeoutsNs: ctTimeoutsNs(DEFAULT_CONFIG.conntrack),
     ...over,
   };

@@ -14,10 +14,17 @@
  *   build at once.
  * - Service ids: the BPF path's (so the conntrack entries the engine
  *   mirrors name the right service), else ids of its own from 2^30 up.
+ * - Backend choice: the BPF path's (the same LoadBalancing settings): a
+ *   Maglev frontend carries the same tables the reconciler writes
+ *   (src/model/maglev.ts, same sizes and seed), so both pick the same
+ *   backend for a flow; tables are kept between builds while their
+ *   backends and size stay.
  */
 import type { Logger } from '../../log.js';
 import type { Frontend } from '../../model/types.js';
-import { frontendKey } from '../../model/types.js';
+import { frontendKey, lbAlgorithmOf } from '../../model/types.js';
+import { maglevTable, maglevTableSize } from '../../model/maglev.js';
+import { DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../bpf/reconciler.js';
 import { emptyReport, type Dataplane, type SyncProblem, type SyncReport } from '../dataplane.js';
 import { encodeTable, EngineFeFlags, type EngineFrontend, type EngineNeighbour, type EnginePort, type EngineTable } from './table.js';
 
@@ -31,6 +38,8 @@ export interface EngineTableSettings {
 export interface EngineDataplaneOptions {
   /** the BPF path's id of a service port ("namespace/name:port/PROTO") */
   svcIdOf?: (servicePort: string) => number | undefined;
+  /** the BPF path's backend choice settings, read at every build (default: random, the default seed) */
+  loadBalancing?: () => LoadBalancing;
   log?: Logger;
 }
 
@@ -65,6 +74,9 @@ export class EngineDataplane implements Dataplane {
   private ports: EnginePort[] = [];
   private neighbours: EngineNeighbour[] = [];
   private generation = 0;
+  /** Maglev tables by "size|seed|ip:port,..." (the ones the last build used) */
+  private maglevTables = new Map<string, Uint16Array>();
+  private builtLb = '';
   private dirty = false;
   private scheduled = false;
   /** the last table handed over, and whether the engine took it */
@@ -132,7 +144,8 @@ export class EngineDataplane implements Dataplane {
    * engine gave (its previous table stays in force), or undefined.
    */
   flush(): string | undefined {
-    if (!this.dirty) return undefined;
+    // a change of backend choice settings (e.g. a live Maglev sizing change) rebuilds the tables
+    if (!this.dirty && (this.builtLb === '' || JSON.stringify(this.lb()) === this.builtLb)) return undefined;
     this.dirty = false;
     const table = this.build();
     try {
@@ -172,20 +185,57 @@ export class EngineDataplane implements Dataplane {
     return id;
   }
 
+  private lb(): LoadBalancing {
+    return this.o.loadBalancing?.() ?? DEFAULT_LOAD_BALANCING;
+  }
+
+  /**
+   * The Maglev tables of a frontend, as the BPF reconciler sizes them
+   * (undefined: random, e.g. more endpoints than a table holds; the BPF
+   * path reports that).
+   */
+  private maglevOf(f: Frontend, lb: LoadBalancing, used: Map<string, Uint16Array>): EngineFrontend['maglev'] {
+    if (lbAlgorithmOf(f, lb.algorithm) !== 'maglev') return undefined;
+    const nc = f.clusterBackends.length;
+    const nl = f.localBackends.length;
+    if (!nc && !nl) return undefined;
+    const m = nc ? maglevTableSize(nc, lb.maglev) : 0;
+    const mLocal = nl ? maglevTableSize(nl, lb.maglev) : 0;
+    if (m === undefined || mLocal === undefined) return undefined;
+    const tableOf = (bs: readonly { ip: string; port: number }[], size: number): Uint16Array => {
+      const names = bs.map((b) => `${b.ip}:${b.port}`);
+      const key = `${size}|${lb.seed}|${names.join(',')}`;
+      let tab = used.get(key) ?? this.maglevTables.get(key);
+      if (!tab) tab = maglevTable(names, size, lb.seed);
+      used.set(key, tab);
+      return tab;
+    };
+    return {
+      ...(nc ? { cluster: tableOf(f.clusterBackends, m) } : {}),
+      ...(nl ? { local: tableOf(f.localBackends, mLocal) } : {}),
+    };
+  }
+
   private build(): EngineTable {
     const frontends: EngineFrontend[] = [];
+    const lb = this.lb();
+    const used = new Map<string, Uint16Array>();
     for (const { frontend: f } of this.fes.values()) {
+      const maglev = this.maglevOf(f, lb, used);
       frontends.push({
         ip: f.ip,
         port: f.port,
         protocol: f.protocol,
-        flags: frontendFlags(f),
+        flags: frontendFlags(f) | (maglev ? EngineFeFlags.MAGLEV : 0),
         svcId: this.svcId(f.servicePort),
         affinityTimeout: f.affinityTimeout,
         cluster: f.clusterBackends,
         local: f.localBackends,
+        ...(maglev ? { maglev } : {}),
       });
     }
+    this.maglevTables = used;
+    this.builtLb = JSON.stringify(lb);
     return {
       generation: ++this.generation,
       ports: this.ports,
@@ -194,6 +244,7 @@ export class EngineDataplane implements Dataplane {
       neighbours: this.neighbours,
       snatPorts: this.settings.snatPorts,
       hairpinIp: this.settings.hairpinIp,
+      maglevSeed: lb.seed,
       ctTimeoutsNs: this.settings.ctTimeoutsNs,
     };
   }

@@ -19,7 +19,8 @@
  * ports) to the engine, and the BPF path translates the others (replies of
  * local endpoints, client address kept) and carries every flow on when the
  * engine stops. ClusterIP traffic comes from pods: steered only when a pod
- * interface is one of the engine's.
+ * interface is one of the engine's. LoadBalancer frontends with
+ * loadBalancerSourceRanges stay on the BPF path, which enforces them.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -28,6 +29,7 @@ import { native, type EngineHandle, type EngineStats, type EngineTraceRecord, ty
 import type { Config } from '../../config/config.js';
 import { datapathConfig } from '../../config/datapath.js';
 import { engineRuntimeConfig, type EngineSettings } from '../../config/engine.js';
+import type { LoadBalancing } from '../bpf/reconciler.js';
 import { EngineDataplane } from './dataplane.js';
 import { createEngine } from './native.js';
 import { kernelNeighbours, Neighbours, type NeighbourSource, type NeighbourView } from './neighbours.js';
@@ -47,6 +49,8 @@ export interface AfxdpOptions {
   conntrack: MapHandle;
   /** the BPF path's service ids */
   svcIdOf?: (servicePort: string) => number | undefined;
+  /** the BPF path's backend choice settings (Maglev: same tables, same picks) */
+  loadBalancing?: () => LoadBalancing;
   nodeAddresses: () => string[];
   log: Logger;
   clock: Clock;
@@ -65,9 +69,24 @@ export interface EngineStatus {
   engine: EngineStats;
   steering: { frontends: number; tableFrontends: number; conntrackMirror: boolean };
   neighbours: { resolved: number; unresolved: string[]; elsewhere: string[] };
-  memory: { sessionsBytes: number; umemBytes: number; tableBytes: number };
+  memory: EngineMemory;
   settings: { queues: number; batch: number; pattern: string };
   lastTableError?: string;
+}
+
+/** What the engine holds, and the configuration each part is sized from. */
+export interface EngineMemory {
+  /** UMEM: workers × frames per worker × frame bytes (committed at start) */
+  umemBytes: number;
+  workers: number;
+  framesPerWorker: number;
+  frameBytes: number;
+  /** the session table: sessionEntries (bpfMapSizeConntrack) live entries at most, committed at start */
+  sessionsBytes: number;
+  sessionEntries: number;
+  /** the table in force (frontends, backends, Maglev tables, neighbours); grows with the services */
+  tableBytes: number;
+  totalBytes: number;
 }
 
 /**
@@ -76,6 +95,8 @@ export interface EngineStatus {
  * frame would not fit and be dropped after the redirect, not passed.
  */
 export const ENGINE_MAX_MTU = 2048 - 256 - 14;
+/** A UMEM frame (addon/engine/api.h ENG_FRAME_SIZE). */
+export const ENGINE_FRAME_BYTES = 2048;
 
 /** The interfaces matching the pattern, in ifindex order (the engine's port order). */
 export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Array<EnginePort & { queues: number; mtu: number }> {
@@ -102,6 +123,8 @@ const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
 /** Whether the engine takes this frontend's frames (see the file's comment). */
 export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbour>, o: { podPorts: boolean }): boolean {
   if (f.kind === 'ClusterIP' && !o.podPorts) return false;
+  // loadBalancerSourceRanges are enforced by the BPF path only: such a frontend stays there
+  if (f.sourceRanges !== undefined) return false;
   return [...f.clusterBackends, ...f.localBackends].every((b) => reach.has(b.ip));
 }
 
@@ -163,7 +186,7 @@ export class AfxdpRuntime {
       const dataplane = new EngineDataplane(
         apply,
         { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
-        { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), log },
+        { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}), log },
       );
       dataplane.setPorts(found);
       dataplane.setNodeAddresses(o.nodeAddresses());
@@ -244,6 +267,7 @@ export class AfxdpRuntime {
   status(): EngineStatus {
     this.dataplane.flush();
     const st = this.engine.stats();
+    const rc = engineRuntimeConfig(this.o.config);
     return {
       running: true,
       ports: this.ports.map((p) => {
@@ -253,7 +277,16 @@ export class AfxdpRuntime {
       engine: st,
       steering: { frontends: this.steering.frontends, tableFrontends: st.table?.frontends ?? 0, conntrackMirror: st.conntrack.mirrored },
       neighbours: { resolved: this.view.entries.length, unresolved: this.view.unresolved, elsewhere: this.view.elsewhere },
-      memory: { sessionsBytes: st.sessions.bytes, umemBytes: st.umemBytes, tableBytes: st.table?.bytes ?? 0 },
+      memory: {
+        umemBytes: st.umemBytes,
+        workers: st.queues,
+        framesPerWorker: rc.frames,
+        frameBytes: ENGINE_FRAME_BYTES,
+        sessionsBytes: st.sessions.bytes,
+        sessionEntries: rc.sessions,
+        tableBytes: st.table?.bytes ?? 0,
+        totalBytes: st.umemBytes + st.sessions.bytes + (st.table?.bytes ?? 0),
+      },
       settings: {
         queues: this.o.settings.queues,
         batch: this.o.settings.batch,

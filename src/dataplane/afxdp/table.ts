@@ -1,23 +1,24 @@
 /**
  * The vector engine's desired state as one binary blob (the layout
  * addon/engine/table.c parses and checks, field by field): ports, node
- * addresses, frontends with their backends, neighbours, and the settings
- * the engine's decisions need. Built whole on every change and swapped in
- * at once by the engine (make-before-break).
+ * addresses, frontends with their backends and Maglev tables, neighbours,
+ * and the settings the engine's decisions need. Built whole on every change
+ * and swapped in at once by the engine (make-before-break).
  */
 import { isIPv4 } from '../../net/ip.js';
 
 export const TABLE_MAGIC = 0x45585042; // "BPXE"
-export const TABLE_VERSION = 1;
+export const TABLE_VERSION = 2;
 const HDR = 96;
 const PORT = 32;
 const ADDR = 4;
 const FE = 32;
 const BE = 8;
 const NEIGH = 16;
+const MAGLEV = 2;
 
 /** Frontend flags, as bpf/lib/types.h enum fe_flags. */
-export const EngineFeFlags = { EXTERNAL: 1, EXT_LOCAL: 2, INT_LOCAL: 4, NODEPORT: 8 } as const;
+export const EngineFeFlags = { EXTERNAL: 1, EXT_LOCAL: 2, INT_LOCAL: 4, NODEPORT: 8, MAGLEV: 16 } as const;
 export const ENGINE_PORT_POD = 1;
 
 export interface EnginePort {
@@ -46,6 +47,13 @@ export interface EngineFrontend {
   affinityTimeout: number;
   cluster: readonly EngineBackend[];
   local: readonly EngineBackend[];
+  /**
+   * With EngineFeFlags.MAGLEV: the sets' Maglev tables (src/model/maglev.ts
+   * maglevTable over the backends' "ip:port", entries are ordinals in the
+   * set); a set with backends must have one. Frontends given the same
+   * arrays share them in the blob.
+   */
+  maglev?: { cluster?: Uint16Array; local?: Uint16Array };
 }
 
 /** Where frames to a backend address leave, and SNAT's source towards it. */
@@ -67,6 +75,8 @@ export interface EngineTable {
   /** the engine's own SNAT source ports (disjoint from the BPF path's) */
   snatPorts: readonly [number, number];
   hairpinIp: string;
+  /** the seed of the Maglev flow hash (the BPF path's cfg_maglev_seed) */
+  maglevSeed: number;
   ctTimeoutsNs: { synSent: bigint; established: bigint; finsSeen: bigint; rstSeen: bigint; udp: bigint };
 }
 
@@ -99,8 +109,47 @@ export function encodeTable(t: EngineTable): Buffer {
     }
     feStart.push(start);
   }
+  // Maglev tables, each pair (cluster, local) laid out once.
+  const tableIds = new Map<Uint16Array, number>();
+  const idOf = (a: Uint16Array | undefined): number => {
+    if (!a) return 0;
+    let id = tableIds.get(a);
+    if (id === undefined) tableIds.set(a, (id = tableIds.size + 1));
+    return id;
+  };
+  const pairAt = new Map<string, number>();
+  const maglevParts: Uint16Array[] = [];
+  let nmaglev = 0;
+  const mgStart: number[] = [];
+  for (const f of t.frontends) {
+    const c = f.maglev?.cluster;
+    const l = f.maglev?.local;
+    if (!(f.flags & EngineFeFlags.MAGLEV)) {
+      if (c || l) throw new Error(`frontend ${f.ip}:${f.port}/${f.protocol}: Maglev tables without the MAGLEV flag`);
+      mgStart.push(0);
+      continue;
+    }
+    const key = `${idOf(c)},${idOf(l)}`;
+    let at = pairAt.get(key);
+    if (at === undefined) {
+      at = nmaglev;
+      for (const a of [c, l]) {
+        if (!a) continue;
+        maglevParts.push(a);
+        nmaglev += a.length;
+      }
+      pairAt.set(key, at);
+    }
+    mgStart.push(at);
+  }
   const total =
-    HDR + t.ports.length * PORT + t.nodeAddresses.length * ADDR + t.frontends.length * FE + bes.length * BE + t.neighbours.length * NEIGH;
+    HDR +
+    t.ports.length * PORT +
+    t.nodeAddresses.length * ADDR +
+    t.frontends.length * FE +
+    bes.length * BE +
+    t.neighbours.length * NEIGH +
+    nmaglev * MAGLEV;
   const b = Buffer.alloc(total);
   b.writeUInt32LE(TABLE_MAGIC, 0);
   b.writeUInt16LE(TABLE_VERSION, 4);
@@ -120,6 +169,8 @@ export function encodeTable(t: EngineTable): Buffer {
   b.writeBigUInt64LE(t.ctTimeoutsNs.rstSeen, 64);
   b.writeBigUInt64LE(t.ctTimeoutsNs.udp, 72);
   b.writeUInt32LE(total, 80);
+  b.writeUInt32LE(nmaglev, 84);
+  b.writeUInt32LE(t.maglevSeed >>> 0, 88);
   let o = HDR;
   for (const p of t.ports) {
     b.writeUInt32LE(p.ifindex, o);
@@ -143,6 +194,9 @@ export function encodeTable(t: EngineTable): Buffer {
     b.writeUInt32LE(feStart[i]!, o + 16);
     b.writeUInt16LE(f.cluster.length, o + 20);
     b.writeUInt16LE(f.local.length, o + 22);
+    b.writeUInt32LE(mgStart[i]!, o + 24);
+    b.writeUInt16LE(f.maglev?.cluster?.length ?? 0, o + 28);
+    b.writeUInt16LE(f.maglev?.local?.length ?? 0, o + 30);
     o += FE;
   });
   for (const be of bes) {
@@ -157,6 +211,12 @@ export function encodeTable(t: EngineTable): Buffer {
     b[o + 8] = n.port;
     mac(b, o + 9, n.mac, `neighbour ${n.ip}`);
     o += NEIGH;
+  }
+  for (const a of maglevParts) {
+    for (const v of a) {
+      b.writeUInt16LE(v, o);
+      o += MAGLEV;
+    }
   }
   return b;
 }

@@ -68,6 +68,11 @@ export class XdpSteering {
     return this.maps.xsks;
   }
 
+  /** The XDP program (tests run it with BPF_PROG_RUN). */
+  get programFd(): number {
+    return this.progFd;
+  }
+
   /** Frames of the engine's ports come to its sockets only once this is set (slots base..base+queues-1). */
   setPort(ifindex: number, base: number, queues: number): void {
     const k = Buffer.alloc(4);

@@ -1,0 +1,26 @@
+/**
+ * `bpfproxy-bench engine-e2e --smoke`: the end-to-end benchmark runs both
+ * dataplanes with the same flood, delivers through each, reports the ratio
+ * of one run, and counts the streams broken when the agent is killed under
+ * load (none may break: the kernel path carries them on). Figures
+ * themselves are for the full run (bench/results/engine-e2e).
+ */
+import t from 'tap';
+import { ENGINE_E2E_SMOKE, renderEngineE2e, runEngineE2e } from '../bench/engine-e2e.js';
+
+t.test('engine vs TC end to end, smoke', async (t) => {
+  const r = await runEngineE2e(ENGINE_E2E_SMOKE, (s) => t.comment(s));
+  t.same(
+    r.pps.map((p) => p.dataplane),
+    ['tc', 'afxdp'],
+    'the TC path, then the engine',
+  );
+  for (const p of r.pps) {
+    t.ok(p.sent > 0 && p.delivered > 0, `${p.dataplane}: ${p.delivered} of ${p.sent} frames delivered`);
+    t.ok(p.delivered <= p.sent + 100, `${p.dataplane}: the backend counted no more than was sent (a few port unreachables aside)`);
+  }
+  t.ok(r.ratio > 0, `ratio ${r.ratio}`);
+  t.equal(r.fallback.outcomes.length, ENGINE_E2E_SMOKE.streams, 'every stream reported');
+  t.equal(r.fallback.broken, 0, `no stream broke when the agent was killed (${JSON.stringify(r.fallback.outcomes)})`);
+  t.match(renderEngineE2e(r), /Engine \/ TC delivered: \*\*[\d.]+×\*\*/, 'the report names the ratio');
+});

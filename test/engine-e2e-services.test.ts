@@ -1,0 +1,231 @@
+/**
+ * The AF_XDP engine end to end in its two configurations, in namespaces this
+ * test creates:
+ *
+ *   client 10.78.1.2 --veth-- n0 10.78.1.1 [node: agent] n1 10.78.2.1 --veth-- backend 10.78.2.2
+ *                                                         n2 10.78.4.1 --veth-- backend2 10.78.4.2
+ *                                          cali1 10.78.3.1 --veth-- pod 10.78.3.2
+ *
+ * The engine runs on the data interfaces (n0-n2) and the pod interface
+ * (cali1). From the client: a LoadBalancer IP and an external IP (TCP and
+ * UDP) are served by the engine (the backend sees the node's address with the
+ * engine's SNAT ports). From the pod: the cluster IP is served by the engine
+ * (the pod's address kept, as the BPF path does). Then the endpoints change
+ * six times while UDP requests run: every request is answered (each table is
+ * whole before it is swapped in; the workers never see a half-written one).
+ * `bpfproxy status` reports the engine's memory with what each part is sized
+ * from. Every traffic loop is bounded in count and time.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { probe, startEcho, type ProbeAttempt } from '../lab/lab.js';
+import { ip, sysctl, uniqueTag } from '../testkit/netns.js';
+import type { EngineStatus } from '../src/dataplane/afxdp/runtime.js';
+import { CLI, startAgentIn } from './helpers/agent-proc.js';
+import { tmpNetns, tmpPinDir } from './helpers/env.js';
+import { sleep } from './helpers/wait.js';
+
+const NODE_IP = '10.78.1.1';
+const SNAT_IPS = ['10.78.2.1', '10.78.4.1'];
+const BACKENDS = ['10.78.2.2', '10.78.4.2'];
+const POD_IP = '10.78.3.2';
+const LB_IP = '198.51.100.77';
+const EXT_IP = '198.51.100.78';
+const CLUSTER_IP = '10.96.0.80';
+const ENGINE_PORTS = [15000, 19999];
+const CT_ENTRIES = 65536;
+
+const service = `apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  type: LoadBalancer
+  clusterIP: ${CLUSTER_IP}
+  externalIPs: [${EXT_IP}]
+  ports:
+  - { name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30090 }
+  - { name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30090 }
+status:
+  loadBalancer:
+    ingress: [{ ip: ${LB_IP} }]
+`;
+const slice = (addrs: string[]) => `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-name: web } }
+addressType: IPv4
+ports: [{ name: dns, port: 5353, protocol: UDP }, { name: http, port: 8080, protocol: TCP }]
+endpoints: [${addrs.map((a) => `{ addresses: [${a}], nodeName: other-node }`).join(', ')}]
+`;
+
+const portOf = (a: ProbeAttempt): number => Number(a.peer!.split(':')[1]);
+const viaEngine = (a: ProbeAttempt): boolean =>
+  a.ok && SNAT_IPS.includes(a.peer!.split(':')[0]!) && portOf(a) >= ENGINE_PORTS[0]! && portOf(a) <= ENGINE_PORTS[1]!;
+const show = (as: ProbeAttempt[]) => as.map((a) => a.peer ?? a.error).join(' ');
+
+function cli(args: string[]): string {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+  if (r.status !== 0) throw new Error(`bpfproxy ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+t.test(
+  'LoadBalancer and external IPs from outside, the cluster IP from a pod, live endpoint changes: all through the engine',
+  async (t) => {
+    const tag = uniqueTag(4);
+    const client = tmpNetns(t, 'bpxsc');
+    const node = tmpNetns(t, 'bpxsn');
+    const backend = tmpNetns(t, 'bpxsb');
+    const backend2 = tmpNetns(t, 'bpxsd');
+    const pod = tmpNetns(t, 'bpxsp');
+    const pair = (a: string, an: string, aname: string, b: string, bn: string, bname: string) => {
+      ip(undefined, 'link', 'add', `${a}${tag}`, 'type', 'veth', 'peer', 'name', `${b}${tag}`);
+      ip(undefined, 'link', 'set', `${a}${tag}`, 'netns', an, 'name', aname);
+      ip(undefined, 'link', 'set', `${b}${tag}`, 'netns', bn, 'name', bname);
+    };
+    pair('sc', client, 'c0', 'sn', node, 'n0');
+    pair('sb', backend, 'b0', 'so', node, 'n1');
+    pair('sd', backend2, 'b0', 'se', node, 'n2');
+    pair('sp', pod, 'eth0', 'sq', node, 'cali1');
+    ip(client, 'addr', 'add', '10.78.1.2/24', 'dev', 'c0');
+    ip(client, 'link', 'set', 'c0', 'up');
+    ip(client, 'route', 'add', 'default', 'via', NODE_IP);
+    ip(node, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'n0');
+    ip(node, 'addr', 'add', `${SNAT_IPS[0]}/24`, 'dev', 'n1');
+    ip(node, 'addr', 'add', `${SNAT_IPS[1]}/24`, 'dev', 'n2');
+    ip(node, 'addr', 'add', '10.78.3.1/24', 'dev', 'cali1');
+    for (const d of ['n0', 'n1', 'n2', 'cali1']) ip(node, 'link', 'set', d, 'up');
+    sysctl(node, 'net.ipv4.ip_forward', '1');
+    [backend, backend2].forEach((ns, i) => {
+      ip(ns, 'addr', 'add', `${BACKENDS[i]}/24`, 'dev', 'b0');
+      ip(ns, 'link', 'set', 'b0', 'up');
+      ip(ns, 'route', 'add', 'default', 'via', SNAT_IPS[i]!);
+    });
+    ip(pod, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0');
+    ip(pod, 'link', 'set', 'eth0', 'up');
+    ip(pod, 'route', 'add', 'default', 'via', '10.78.3.1');
+    startEcho(backend, 'backend');
+    startEcho(backend2, 'backend2');
+
+    const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-engine-svc-'));
+    const state = mkdtempSync(join(tmpdir(), 'bpfproxy-engine-svc-state-'));
+    t.teardown(() => {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(state, { recursive: true, force: true });
+    });
+    writeFileSync(join(dir, 'web.yaml'), service);
+    writeFileSync(join(dir, 'web-slice.yaml'), slice([BACKENDS[0]!]));
+    const pinDir = tmpPinDir(t);
+    const where = ['--pin-dir', pinDir, '--state-dir', state];
+    const agent = await startAgentIn(t, node, [
+      '--manifests',
+      dir,
+      '--node',
+      'engine-node',
+      ...where,
+      '--data-ifaces',
+      '^n[012]$',
+      '--pod-ifaces',
+      '^cali',
+      '--dataplane',
+      'afxdp',
+      '--afxdp-ifaces',
+      '^(n[012]|cali1)$',
+      '--afxdp-batch',
+      '64',
+      '--map-size-conntrack',
+      String(CT_ENTRIES),
+      '--healthz-bind-address',
+      '',
+      '--metrics-bind-address',
+      '',
+      '--health-bind-address',
+      '',
+    ]);
+    t.ok(
+      agent.logs.some((l) => l.includes('AF_XDP engine serving') && l.includes('cali1')),
+      'the engine serves on the data and the pod interface',
+    );
+
+    const stats = () => JSON.parse(cli(['engine', 'stats', '-o', 'json', ...where])) as EngineStatus;
+    const node1 = (s: EngineStatus, n: string) => s.engine.nodes.find((x) => x.name === n)!.packets;
+    // LB IP, external IP and NodePort (x2 protocols) and the cluster IP (x2)
+    const WANT = 8;
+    const deadline = Date.now() + 15_000;
+    while (stats().steering.frontends < WANT && Date.now() < deadline) await sleep(250);
+    t.equal(stats().steering.frontends, WANT, 'every frontend is steered to the engine once the backend is resolved');
+
+    for (const [what, addr] of [
+      ['LoadBalancer IP', LB_IP],
+      ['external IP', EXT_IP],
+    ] as const) {
+      const u = probe(client, 'udp', addr, 53, 5, 1000);
+      t.ok(
+        u.every((a) => viaEngine(a) && a.pod === 'backend'),
+        `${what}, UDP: answered through the engine (${show(u)})`,
+      );
+      const c = probe(client, 'tcp', addr, 80, 3, 2000);
+      t.ok(
+        c.every((a) => viaEngine(a) && a.pod === 'backend'),
+        `${what}, TCP: answered through the engine (${show(c)})`,
+      );
+    }
+
+    const lbBefore = node1(stats(), 'lb');
+    const pu = probe(pod, 'udp', CLUSTER_IP, 53, 5, 1000);
+    const pc = probe(pod, 'tcp', CLUSTER_IP, 80, 3, 2000);
+    t.ok(
+      [...pu, ...pc].every((a) => a.ok && a.pod === 'backend' && a.peer!.startsWith(`${POD_IP}:`)),
+      `cluster IP from the pod: answered, the pod's address kept (${show([...pu, ...pc])})`,
+    );
+    t.ok(node1(stats(), 'lb') - lbBefore >= 8, "the pod's new flows were balanced by the engine");
+
+    // Live reconfiguration: the endpoints change while requests run.
+    const sets = [[...BACKENDS], [BACKENDS[1]!], [BACKENDS[0]!], [...BACKENDS], [BACKENDS[1]!], [BACKENDS[0]!]];
+    const gen0 = stats().engine.table!.generation;
+    const during: ProbeAttempt[] = [];
+    for (const [i, s] of sets.entries()) {
+      writeFileSync(join(dir, 'web-slice.yaml'), slice(s));
+      for (let k = 0; k < 4; k++) during.push(...probe(client, 'udp', LB_IP, 53, 5, 1000));
+      const until = Date.now() + 5000;
+      while (stats().engine.table!.generation < gen0 + i + 1 && Date.now() < until) await sleep(100);
+    }
+    const after = stats();
+    t.ok(
+      after.engine.table!.generation >= gen0 + sets.length,
+      `${after.engine.table!.generation - gen0} tables swapped in while traffic ran`,
+    );
+    t.equal(
+      during.filter((a) => !a.ok).length,
+      0,
+      `all ${during.length} requests answered across the swaps (${show(during.filter((a) => !a.ok))})`,
+    );
+    t.same(new Set(during.map((a) => a.pod)), new Set(['backend', 'backend2']), 'both backends served in turn');
+    t.ok(
+      during.filter(viaEngine).length >= during.length * 0.8,
+      `most went through the engine (${during.filter(viaEngine).length} of ${during.length}; the BPF path serves while a new backend's next hop resolves)`,
+    );
+    t.equal(after.engine.reasons['no-neighbour'] ?? 0, 0, 'no packet met a backend without a next hop');
+
+    // bpfproxy status: the engine's memory, sized from configuration
+    const st = JSON.parse(cli(['status', '-o', 'json', ...where])) as { engine: { running: boolean; memory: EngineStatus['memory'] } };
+    t.equal(st.engine.running, true, 'status sees the engine');
+    const m = st.engine.memory;
+    t.equal(m.umemBytes, m.workers * m.framesPerWorker * m.frameBytes, 'UMEM = workers × frames × frame size');
+    t.equal(m.workers, 1, 'one worker (one queue)');
+    t.equal(m.sessionEntries, CT_ENTRIES, 'session table sized from the conntrack size');
+    t.ok(m.sessionsBytes >= CT_ENTRIES * 64, `session table ${m.sessionsBytes} bytes`);
+    t.ok(m.tableBytes > 0, `table ${m.tableBytes} bytes`);
+    t.equal(m.totalBytes, m.umemBytes + m.sessionsBytes + m.tableBytes, 'total adds up');
+    const human = cli(['status', ...where]);
+    t.match(
+      human,
+      /AF_XDP engine\n {2}memory [\d.]+ MiB: UMEM [\d.]+ MiB \(1 worker\(s\) × 4096 frames × 2 KiB\), sessions/,
+      'human output',
+    );
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+  },
+);
