@@ -1,6 +1,7 @@
 /**
  * The Kubernetes source: one informer per kind (Services, EndpointSlices,
- * Nodes, FelixConfigurations) delivering into the same sink as the manifest
+ * Nodes, FelixConfigurations, and for NetworkPolicy Pods, Namespaces and
+ * NetworkPolicies) delivering into the same sink as the manifest
  * directory. Each object is converted as it arrives and only its domain
  * object is delivered; nothing keeps the object as the API sent it (the
  * informers keep a resourceVersion per key). Problems with an object are
@@ -13,17 +14,21 @@ import { Informer, type KubeObject, type ResourceClient } from '../k8s/informer.
 import type { Logger } from '../log.js';
 import type { ConvertPolicy } from './convert.js';
 import { formatProblem } from './manifests.js';
-import { convertObject, deliver, withdraw, type Kind, type ObjectSink } from './sink.js';
+import { convertObject, deliver, POLICY_KINDS, withdraw, type Kind, type ObjectSink } from './sink.js';
 
 const API: Record<Kind, string> = {
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
   Node: 'v1',
   FelixConfiguration: 'crd.projectcalico.org/v1',
+  Pod: 'v1',
+  Namespace: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
 };
 
 export class KubeSource {
-  readonly informers: Record<Kind, Informer>;
+  /** Pod, Namespace and NetworkPolicy informers only when NetworkPolicy is on (policy: true). */
+  readonly informers: Partial<Record<Kind, Informer>> & Record<'Service' | 'EndpointSlice' | 'Node' | 'FelixConfiguration', Informer>;
   /** the problems last reported for each object that has any */
   private readonly reported = new Map<string, string>();
 
@@ -34,6 +39,8 @@ export class KubeSource {
     clock: Clock,
     /** what a Service may claim (node-port range, external IPs, fan-out) */
     private readonly policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
+    /** watch Pods, Namespaces and NetworkPolicies (--network-policy on) */
+    networkPolicy = false,
   ) {
     const mk = (kind: Kind, rc: ResourceClient) =>
       new Informer(
@@ -50,6 +57,13 @@ export class KubeSource {
       EndpointSlice: mk('EndpointSlice', clients.endpointSlices),
       Node: mk('Node', clients.nodes),
       FelixConfiguration: mk('FelixConfiguration', clients.felixConfigurations),
+      ...(networkPolicy
+        ? {
+            Pod: mk('Pod', clients.pods),
+            Namespace: mk('Namespace', clients.namespaces),
+            NetworkPolicy: mk('NetworkPolicy', clients.networkPolicies),
+          }
+        : {}),
     };
     this.events = clients.events;
   }
@@ -57,11 +71,16 @@ export class KubeSource {
   private readonly events: KubeClients['events'];
 
   start(): void {
-    for (const i of Object.values(this.informers)) i.start();
+    for (const i of Object.values(this.informers)) i?.start();
   }
 
   stop(): void {
-    for (const i of Object.values(this.informers)) i.stop();
+    for (const i of Object.values(this.informers)) i?.stop();
+  }
+
+  /** Pods, Namespaces and NetworkPolicies all listed (at once when not watched): the first policy sync may run. */
+  async policySynced(): Promise<void> {
+    await Promise.all(POLICY_KINDS.map((k) => this.informers[k]?.waitSynced()));
   }
 
   /** Services and EndpointSlices both listed: the first sync may run. */
