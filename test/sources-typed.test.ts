@@ -324,7 +324,7 @@ t.test('the API: Pods (status.podIPs), Namespaces and NetworkPolicies listed and
   };
   const { sink, got } = recorder();
   const { log, lines } = captureLogger();
-  const src = new KubeSource(kubeClients(await apiConnection(join(dir, 'kubeconfig'))), sink, log, realClock, undefined, true);
+  const src = new KubeSource(kubeClients(await apiConnection(join(dir, 'kubeconfig'))), sink, log, realClock);
   t.teardown(() => src.stop());
   src.start();
   await src.policySynced();

@@ -19,6 +19,7 @@ import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
 import { NodeStore } from '../proxy/nodes.js';
 import { Proxier } from '../proxy/proxier.js';
+import { PolicySync } from '../proxy/policy-sync.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
@@ -80,6 +81,8 @@ export interface AgentOptions {
 
 export class Agent {
   readonly proxier: Proxier;
+  /** NetworkPolicy: Pods, Namespaces and NetworkPolicies to the policy maps */
+  readonly policy: PolicySync;
   /** the cluster's Nodes (name, addresses), from the source */
   readonly nodes = new NodeStore();
   readonly config: ConfigController;
@@ -123,6 +126,16 @@ export class Agent {
       },
       (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc(),
     );
+    this.policy = new PolicySync({
+      nodeName: o.nodeName,
+      enabled: o.base.networkPolicy === 'on',
+      minSyncPeriod: o.base.minSyncPeriodMs,
+      syncPeriod: o.syncPeriodMs,
+      clock: this.clock,
+      log,
+    });
+    this.policy.onSync((r) => this.metrics.policySynced(r));
+    this.metrics.setPolicy(() => this.policy.figures());
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);
     this.proxier.onSync((s) => {
@@ -159,6 +172,9 @@ export class Agent {
       applyFelixConfiguration: (name, fc) => {
         if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
       },
+      applyPod: (key, pod) => this.policy.applyPod(key, pod),
+      applyNamespace: (name, ns) => this.policy.applyNamespace(name, ns),
+      applyNetworkPolicy: (key, np) => this.policy.applyNetworkPolicy(key, np),
     });
   }
 
@@ -171,6 +187,7 @@ export class Agent {
       });
       this.source = src;
       src.start();
+      this.policy.setSynced();
     } else {
       const { apiConnection, kubeClients } = await import('../k8s/client.js');
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
@@ -187,6 +204,10 @@ export class Agent {
       // FelixConfiguration: give its first list a moment; if the CRD is not
       // there yet the informer keeps trying and the config applies when it comes.
       await Promise.race([src.informers.FelixConfiguration.waitSynced(), new Promise((r) => setTimeout(r, 5000))]);
+      // NetworkPolicy: programmed once Pods, Namespaces and NetworkPolicies are all listed (never from a
+      // half-listed cluster); given a moment here so that a node taken over has its policy before the programs attach.
+      const policyListed = src.policySynced().then(() => this.policy.setSynced());
+      await Promise.race([policyListed, new Promise((r) => setTimeout(r, 10_000))]);
     }
     this.config.evaluate();
     await this.apply(this.config.config);
@@ -240,6 +261,8 @@ export class Agent {
     const { o, log } = this;
     log.level = cfg.logLevel === 'Debug' ? 'debug' : this.cliLogLevel;
     this.proxier.runner.setMinInterval(cfg.minSyncPeriodMs);
+    this.policy.runner.setMinInterval(cfg.minSyncPeriodMs);
+    this.policy.setEnabled(cfg.networkPolicy === 'on');
     if (cfg.enabled && !this.runtime && this.draining) {
       this.runtime = this.draining;
       this.draining = undefined;
@@ -258,6 +281,7 @@ export class Agent {
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
           ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
           nodePrimaryIP: () => this.nodePrimaryIP,
+          policy: this.policy,
         },
         cfg,
         this.proxier,
@@ -389,6 +413,7 @@ export class Agent {
     this.stopped = true;
     this.source?.stop();
     this.proxier.stop();
+    this.policy.stop();
     this.draining?.stopDrain();
     this.stopEngine('the agent stopped');
     this.engineControl?.close();

@@ -113,6 +113,7 @@ export function addAgentCommand(program: Command): void {
         .default('random' as const),
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
+    .addOption(configOption('--network-policy <on|off>', 'bpfNetworkPolicy'))
     .addOption(
       new Option(
         '--rollback-drain-timeout <duration>',
@@ -231,6 +232,7 @@ export function addAgentCommand(program: Command): void {
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
         bpfKubeProxyHealthzPort: healthz?.port,
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
+        bpfNetworkPolicy: o.networkPolicy,
       });
       let agent: Agent;
       try {

@@ -27,8 +27,7 @@ const API: Record<Kind, string> = {
 };
 
 export class KubeSource {
-  /** Pod, Namespace and NetworkPolicy informers only when NetworkPolicy is on (policy: true). */
-  readonly informers: Partial<Record<Kind, Informer>> & Record<'Service' | 'EndpointSlice' | 'Node' | 'FelixConfiguration', Informer>;
+  readonly informers: Record<Kind, Informer>;
   /** the problems last reported for each object that has any */
   private readonly reported = new Map<string, string>();
 
@@ -39,8 +38,6 @@ export class KubeSource {
     clock: Clock,
     /** what a Service may claim (node-port range, external IPs, fan-out) */
     private readonly policy: ConvertPolicy = DEFAULT_SERVICE_POLICY,
-    /** watch Pods, Namespaces and NetworkPolicies (--network-policy on) */
-    networkPolicy = false,
   ) {
     const mk = (kind: Kind, rc: ResourceClient) =>
       new Informer(
@@ -57,13 +54,9 @@ export class KubeSource {
       EndpointSlice: mk('EndpointSlice', clients.endpointSlices),
       Node: mk('Node', clients.nodes),
       FelixConfiguration: mk('FelixConfiguration', clients.felixConfigurations),
-      ...(networkPolicy
-        ? {
-            Pod: mk('Pod', clients.pods),
-            Namespace: mk('Namespace', clients.namespaces),
-            NetworkPolicy: mk('NetworkPolicy', clients.networkPolicies),
-          }
-        : {}),
+      Pod: mk('Pod', clients.pods),
+      Namespace: mk('Namespace', clients.namespaces),
+      NetworkPolicy: mk('NetworkPolicy', clients.networkPolicies),
     };
     this.events = clients.events;
   }
@@ -71,16 +64,16 @@ export class KubeSource {
   private readonly events: KubeClients['events'];
 
   start(): void {
-    for (const i of Object.values(this.informers)) i?.start();
+    for (const i of Object.values(this.informers)) i.start();
   }
 
   stop(): void {
-    for (const i of Object.values(this.informers)) i?.stop();
+    for (const i of Object.values(this.informers)) i.stop();
   }
 
-  /** Pods, Namespaces and NetworkPolicies all listed (at once when not watched): the first policy sync may run. */
+  /** Pods, Namespaces and NetworkPolicies all listed: the first policy sync may run. */
   async policySynced(): Promise<void> {
-    await Promise.all(POLICY_KINDS.map((k) => this.informers[k]?.waitSynced()));
+    await Promise.all(POLICY_KINDS.map((k) => this.informers[k].waitSynced()));
   }
 
   /** Services and EndpointSlices both listed: the first sync may run. */
