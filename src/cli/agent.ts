@@ -38,7 +38,10 @@ export function addAgentCommand(program: Command): void {
   program
     .command('agent')
     .description('serve Services on this node and keep serving them as they change')
-    .option('--manifests <dir>', 'serve the Service/EndpointSlice/FelixConfiguration YAML in this directory')
+    .option(
+      '--manifests <dir>',
+      'serve the Service/EndpointSlice/Node/FelixConfiguration YAML in this directory, and enforce its Pod/Namespace/NetworkPolicy YAML',
+    )
     .option(
       '--manifest-max-file-size <bytes>',
       'larger manifest files are not read (reported; their last good objects kept)',
