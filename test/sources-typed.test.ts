@@ -209,6 +209,7 @@ t.test('the API: domain objects delivered; a broken object never reaches the sin
   t.teardown(() => src.stop());
   src.start();
   await src.servicesSynced();
+  await src.policySynced(); // namespaces too: every list delivered before the calls are counted
   await until('node and felix listed', () => got.nodes.has('n1') && got.felix.has('default'));
   t.match(got.services.get('shop/web'), { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'] });
   t.notOk('spec' in (got.services.get('shop/web') ?? {}), 'no Kubernetes object reaches the sink');
@@ -362,6 +363,15 @@ t.test('the API: Pods (status.podIPs), Namespaces and NetworkPolicies listed and
   await until('patched', () => got.policies.get('shop/web')?.egressIsolation === true);
   await send('PATCH', '/api/v1/namespaces/shop/pods/web-0', { metadata: { labels: { app: 'db' } } }, 'application/merge-patch+json');
   await until('relabelled', () => got.pods.get('shop/web-0')?.labels.app === 'db');
+  // the kubelet's own way: the status subresource
+  await send(
+    'PATCH',
+    '/api/v1/namespaces/shop/pods/web-0/status',
+    { status: { podIP: '10.244.1.8', podIPs: [{ ip: '10.244.1.8' }, { ip: 'fd00::8' }] } },
+    'application/merge-patch+json',
+  );
+  await until('new address', () => got.pods.get('shop/web-0')?.ips[0] === '10.244.1.8');
+  t.same(got.pods.get('shop/web-0')?.ips, ['10.244.1.8'], 'status.podIPs through the status subresource (IPv4 kept)');
 
   // a policy the API server would take but with a peer that cannot be enforced as written: an Event names the field
   api.upsert('networkpolicies', {

@@ -156,7 +156,7 @@ export function addStatusCommand(program: Command): void {
         if (o.output === 'json') {
           console.log(
             JSON.stringify(
-              { dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, maps: null, reasons: null },
+              { dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, policy: null, maps: null, reasons: null },
               null,
               2,
             ),
