@@ -85,7 +85,9 @@ const report = (changed = true): PolicyApplyReport => ({
 function recordingTarget(pinned: CompiledPolicy = { generation: 0, identities: [], endpoints: [], rules: [] }) {
   const calls: Array<{ full?: CompiledPolicy; diff?: CompiledPolicyDiff }> = [];
   let failNext = false;
-  const target: PolicyTarget & { failNext(): void } = {
+  /** problems the next applyDiff reports (a write that failed) */
+  const problems: PolicyApplyReport['problems'] = [];
+  const target: PolicyTarget & { failNext(): void; problems: typeof problems } = {
     apply: (next) => {
       if (failNext) {
         failNext = false;
@@ -96,13 +98,14 @@ function recordingTarget(pinned: CompiledPolicy = { generation: 0, identities: [
     },
     applyDiff: (diff) => {
       calls.push({ diff });
-      return report();
+      return { ...report(), problems: problems.splice(0) };
     },
     stats: () => EMPTY_STATS,
     pinned: () => pinned,
     hitsOf: () => 0,
     tableMax: 16384,
     failNext: () => (failNext = true),
+    problems,
   };
   return { target, calls };
 }
@@ -241,6 +244,27 @@ t.test('a failed write leaves the maps as they are; the next sync starts again f
   t.equal(calls.length, 1);
   t.ok(calls[0]!.full, 'a full apply from a compiler seeded with the pinned maps');
   t.same(calls[0]!.full!.endpoints.map((e) => e.pod).sort(), ['x/a', 'x/b']);
+});
+
+t.test('a write the writer could not make is tried again within seconds, without waiting for a change', async (t) => {
+  const { s, clock } = sync(t);
+  const { target, calls } = recordingTarget();
+  s.setTarget(target);
+  s.applyPod('x/a', pod('a', '10.244.1.2', {}));
+  s.setSynced();
+  await clock.advance(0);
+  await s.runner.idle();
+  target.problems.push({ prefix: '10.244.1.3/32', message: 'cannot write identity prefix 10.244.1.3/32: ENOSPC (test)' });
+  s.applyPod('x/b', pod('b', '10.244.1.3', {}));
+  await clock.advance(1000);
+  await s.runner.idle();
+  t.equal(calls.length, 2);
+  await clock.advance(5000);
+  await s.runner.idle();
+  t.equal(calls.length, 3, 'a retry sync 5 s later');
+  await clock.advance(20_000);
+  await s.runner.idle();
+  t.equal(calls.length, 3, 'and no more once nothing failed');
 });
 
 t.test('--network-policy=off: nothing compiled or written; on at run time programs', async (t) => {

@@ -19,7 +19,7 @@
  *   previous agent left in the maps is removed once, so every pod is
  *   unisolated (the datapath enforces only endpoints the ipcache isolates).
  */
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { PolicyCompiler, type CompileResult } from '../model/policy/compile.js';
 import type { CompiledPolicy } from '../model/policy/compiled.js';
@@ -102,6 +102,9 @@ export interface PolicySyncResult {
   denyAll: PolicyProblem[];
 }
 
+/** After a sync some writes of which failed: the next one, whatever else happens. */
+const RETRY_MS = 5000;
+
 const EMPTY: CompiledPolicy = { generation: 0, identities: [], endpoints: [], rules: [] };
 
 export class PolicySync {
@@ -120,6 +123,7 @@ export class PolicySync {
   /** rules and the largest table as last programmed */
   private rules: CompiledPolicy['rules'] = [];
   private largestTable = 0;
+  private retryTimer: Timer | undefined;
   readonly stats: PolicySyncStats = {
     syncs: 0,
     fullSyncs: 0,
@@ -214,6 +218,7 @@ export class PolicySync {
   }
 
   stop(): void {
+    this.retryTimer?.cancel();
     this.runner.stop();
   }
 
@@ -283,6 +288,9 @@ export class PolicySync {
       denyAllNow: ts.denyAllNow,
     });
     const denyAll = report.problems.filter((p) => p.denyAll);
+    // What the writer could not write it tries again at the next apply: make there be one soon,
+    // not only at the next change or full sync (an endpoint whose ipcache entry is missing is not enforced).
+    if (report.problems.length > denyAll.length) this.retrySoon();
     if (report.changed || report.tablesWritten || report.ipcacheWrites || report.ipcacheDeletes) {
       this.o.log.info(
         {
@@ -341,6 +349,14 @@ export class PolicySync {
       denyAllNow: ts?.denyAllNow ?? 0,
       hitsByPolicy,
     };
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = this.o.clock.after(RETRY_MS, () => {
+      this.retryTimer = undefined;
+      if (this.enabled) this.runner.run();
+    });
   }
 
   private emit(r: PolicySyncResult): void {
