@@ -206,8 +206,17 @@ export class Agent {
       await Promise.race([src.informers.FelixConfiguration.waitSynced(), new Promise((r) => setTimeout(r, 5000))]);
       // NetworkPolicy: programmed once Pods, Namespaces and NetworkPolicies are all listed (never from a
       // half-listed cluster); given a moment here so that a node taken over has its policy before the programs attach.
-      const policyListed = src.policySynced().then(() => this.policy.setSynced());
-      await Promise.race([policyListed, new Promise((r) => setTimeout(r, 10_000))]);
+      const policyListed = src.policySynced().then(() => {
+        this.policy.setSynced();
+        return true;
+      });
+      const listed = await Promise.race([policyListed, new Promise<false>((r) => setTimeout(() => r(false), 10_000).unref())]);
+      if (!listed && this.policy.isEnabled) {
+        log.warn(
+          'network policy: Pods, Namespaces and NetworkPolicies are not all listed after 10 s (can the agent list pods, namespaces and networkpolicies? see manifests/rbac.yaml); ' +
+            'starting without: policy is programmed once they are, and until then the policy maps keep what they hold',
+        );
+      }
     }
     this.config.evaluate();
     await this.apply(this.config.config);
