@@ -10,7 +10,8 @@
  *   programmed, with hits.
  * - From the API (the in-process API server, the agent in this process):
  *   a NetworkPolicy created with POST takes effect, a PATCH that allows
- *   takes effect, its DELETE too.
+ *   takes effect, a pod relabelled out of its peers is cut off, the
+ *   FelixConfiguration turns policy off and on live, a DELETE allows.
  * Every probe is bounded in count and time.
  */
 import t, { type Test } from 'tap';
@@ -314,6 +315,12 @@ t.test('agent from the API: a NetworkPolicy created with POST, patched, deleted'
   t.ok(await reach(a, B, true), 'patched to allow a on the named port: a -> b allowed');
   await send('PATCH', '/api/v1/namespaces/x/pods/a', { metadata: { labels: { app: 'c' } } }, 'application/merge-patch+json');
   t.notOk(await reach(a, B, false), 'a relabelled out of the peer selector: blocked');
+  // the FelixConfiguration turns policy off and on again, live
+  api.upsert('felixconfigurations', felix('default', { bpfEnabled: true, bpfNetworkPolicy: 'off' }));
+  t.ok(await reach(a, B, true), 'bpfNetworkPolicy: off: every pod unisolated, a -> b allowed');
+  t.equal(agent.runtime!.dp.maps.ipcache.count(), 0, 'no policy map entry left');
+  api.upsert('felixconfigurations', felix('default', { bpfEnabled: true, bpfNetworkPolicy: 'on' }));
+  t.notOk(await reach(a, B, false), 'on again: blocked');
   await send('DELETE', `${path}/b`);
   t.ok(await reach(a, B, true), 'deleted: allowed');
   t.ok(agent.policy.stats.syncs >= 4, `policy synced (${agent.policy.stats.syncs} syncs)`);
