@@ -89,7 +89,16 @@ const count = () => {
   return [];
 };
 // apply: builds before the sources delivered domain objects; the others: since
-const sink = { apply: count, applyService: count, applySlice: count, applyNode: count, applyFelixConfiguration: count };
+const sink = {
+  apply: count,
+  applyService: count,
+  applySlice: count,
+  applyNode: count,
+  applyFelixConfiguration: count,
+  applyPod: count,
+  applyNamespace: count,
+  applyNetworkPolicy: count,
+};
 let peakRss = 0;
 const sample = () => (peakRss = Math.max(peakRss, process.memoryUsage().rss));
 const sampler = setInterval(sample, 20);

@@ -15,6 +15,7 @@ import type { DatapathSnapshot } from './dataplane/dataplane.js';
 export type { ConntrackSnapshot, DatapathSnapshot } from './dataplane/dataplane.js';
 import type { BindAddress } from './health/bind-address.js';
 import { listenHttp } from './health/servers.js';
+import type { PolicyFigures, PolicySyncResult } from './proxy/policy-sync.js';
 
 export type SnapshotSource = () => DatapathSnapshot | Promise<DatapathSnapshot | undefined> | undefined;
 
@@ -28,6 +29,9 @@ export class Metrics {
   readonly syncProblems: Gauge;
   readonly mapFull: Counter;
   readonly enabled: Gauge;
+  readonly policySyncDuration: Histogram;
+  readonly policyTableFull: Counter;
+  private policy: () => PolicyFigures | undefined = () => undefined;
   private server: Server | undefined;
   private source: SnapshotSource = () => undefined;
   /** what the datapath gauges report: taken once per scrape */
@@ -74,6 +78,65 @@ export class Metrics {
       registers: r,
     });
     const cur = () => this.current;
+    this.policySyncDuration = new Histogram({
+      name: 'bpfproxy_policy_sync_duration_seconds',
+      help: 'NetworkPolicy sync latency: compiling the policies and writing what changed into the policy maps',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: r,
+    });
+    this.policyTableFull = new Counter({
+      name: 'bpfproxy_policy_table_full_total',
+      help: 'Endpoint rule tables that did not fit (or the kernel refused): the endpoint denies everything in its isolated directions until its policy fits (see the agent log)',
+      registers: r,
+    });
+    const pol = () => this.policy();
+    const policyGauge = (name: string, help: string, pick: (f: PolicyFigures) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: r,
+        collect() {
+          this.reset();
+          const f = pol();
+          if (f) this.set(pick(f));
+        },
+      });
+    policyGauge('bpfproxy_network_policy_enabled', '1 when NetworkPolicy is enforced (--network-policy on)', (f) => (f.enabled ? 1 : 0));
+    policyGauge('bpfproxy_policy_identities', 'Identities (address prefixes) in the policy ipcache', (f) => f.identities);
+    policyGauge('bpfproxy_policy_endpoints', 'Local pods with a policy endpoint', (f) => f.endpoints);
+    policyGauge('bpfproxy_policy_endpoints_isolated', 'Local pods isolated in at least one direction', (f) => f.isolated);
+    policyGauge('bpfproxy_policy_table_entries', 'Rule table entries over all endpoints', (f) => f.tableEntries);
+    policyGauge(
+      'bpfproxy_policy_table_largest_entries',
+      'Entries of the largest endpoint rule table (fill: over bpfproxy_policy_table_max_entries)',
+      (f) => f.largestTable,
+    );
+    policyGauge('bpfproxy_policy_table_max_entries', 'Entries one endpoint rule table holds at most', (f) => f.tableMax);
+    policyGauge(
+      'bpfproxy_policy_endpoints_deny_all',
+      'Endpoints whose rule table did not fit and which deny everything in their isolated directions now',
+      (f) => f.denyAllNow,
+    );
+    new Gauge({
+      name: 'bpfproxy_policy_hits_total',
+      help: 'Policy decisions (new flows and re-checks) taken by the rules of each NetworkPolicy; "(node)": the node reaching its pods',
+      labelNames: ['policy'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const [policy, n] of pol()?.hitsByPolicy ?? []) this.set({ policy }, n);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_policy_drops_total',
+      help: 'Packets dropped by NetworkPolicy, by reason (policy-denied, policy-no-table, policy-unknown-flow; from the per-CPU counters)',
+      labelNames: ['reason'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const x of cur()?.reasons ?? []) if (x.reason.startsWith('policy-')) this.set({ reason: x.reason }, x.packets);
+      },
+    });
     new Gauge({
       name: 'bpfproxy_map_entries',
       help: 'Entries in each BPF map',
@@ -154,6 +217,17 @@ export class Metrics {
         if (ct?.gcLastRunAt) this.set(ct.gcLastRunAt / 1000);
       },
     });
+  }
+
+  /** Where the policy figures come from. */
+  setPolicy(fn: () => PolicyFigures | undefined): void {
+    this.policy = fn;
+  }
+
+  /** After each policy sync: its duration, and tables that did not fit. */
+  policySynced(r: PolicySyncResult): void {
+    this.policySyncDuration.observe(r.ms / 1000);
+    if (r.denyAll.length) this.policyTableFull.inc(r.denyAll.length);
   }
 
   /** Where the datapath figures come from (undefined while the dataplane is off). */

@@ -51,6 +51,7 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
       'apps/v1',
       'discovery.k8s.io/v1',
       'events.k8s.io/v1',
+      'networking.k8s.io/v1',
       'rbac.authorization.k8s.io/v1',
       'v1',
     ]);
@@ -61,6 +62,7 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
       /^endpointslices\s+discovery\.k8s\.io\/v1\s+true\s+EndpointSlice$/m,
       /^customresourcedefinitions\s+crd,crds\s+apiextensions\.k8s\.io\/v1\s+false\s+CustomResourceDefinition$/m,
       /^namespaces\s+ns\s+v1\s+false\s+Namespace$/m,
+      /^networkpolicies\s+netpol\s+networking\.k8s\.io\/v1\s+true\s+NetworkPolicy$/m,
     ]) {
       t.match(resources, re);
     }

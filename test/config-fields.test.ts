@@ -30,6 +30,17 @@ interface Row {
 }
 
 const ROWS: Record<FelixField, Row> = {
+  bpfNetworkPolicy: {
+    // bpfproxy's own field (Calico has none): on unless turned off
+    calicoDefault: 'on',
+    good: 'Off',
+    pick: (c) => c.networkPolicy,
+    want: 'off',
+    bad: 'maybe',
+    message: /^must be on or off, not "maybe"$/,
+    change: 'live',
+    flag: ['--network-policy', 'off', 'maybe'],
+  },
   bpfEnabled: {
     calicoDefault: false,
     good: true,
@@ -316,7 +327,7 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 11);
+  t.equal(Object.keys(DEFAULT_CONFIG).length, 12);
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 

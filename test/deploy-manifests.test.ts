@@ -81,8 +81,8 @@ t.test('RBAC: read-only but for Events', async (t) => {
   t.equal(binding.roleRef.name, 'bpfproxy');
   const can = (res: string, verb: string) =>
     role.rules.some((r: { resources: string[]; verbs: string[] }) => r.resources.includes(res) && r.verbs.includes(verb));
-  for (const r of ['services', 'endpointslices', 'nodes', 'felixconfigurations', 'networkpolicies'])
-    t.ok(can(r, 'watch') && can(r, 'list'), `${r}: list, watch`);
+  for (const r of ['services', 'endpointslices', 'nodes', 'felixconfigurations', 'networkpolicies', 'pods', 'namespaces'])
+    t.ok(can(r, 'get') && can(r, 'watch') && can(r, 'list'), `${r}: get, list, watch`);
   for (const rule of role.rules) {
     const writes = rule.verbs.filter((v: string) => !['get', 'list', 'watch'].includes(v));
     if (writes.length) t.same(rule.resources, ['events'], `only events are written (${writes.join(',')})`);

@@ -36,6 +36,9 @@ function recordingSink() {
     applySlice: record('EndpointSlice'),
     applyNode: record('Node'),
     applyFelixConfiguration: record('FelixConfiguration'),
+    applyPod: record('Pod'),
+    applyNamespace: record('Namespace'),
+    applyNetworkPolicy: record('NetworkPolicy'),
   };
   return { sink, calls, state };
 }

@@ -13,6 +13,7 @@ import { realClock } from '../src/clock.js';
 import { apiConnection, kubeClients } from '../src/k8s/client.js';
 import { Endpoints } from '../src/model/endpoints.js';
 import type { EndpointSlice, Node, Service } from '../src/model/types.js';
+import type { Namespace, NetworkPolicy, Pod } from '../src/model/policy/types.js';
 import { NodeStore } from '../src/proxy/nodes.js';
 import { ServiceStore } from '../src/proxy/store.js';
 import type { FelixConfiguration } from '../src/sources/convert.js';
@@ -30,6 +31,9 @@ function recorder() {
     slices: new Map<string, EndpointSlice | undefined>(),
     nodes: new Map<string, Node | undefined>(),
     felix: new Map<string, FelixConfiguration | undefined>(),
+    pods: new Map<string, Pod | undefined>(),
+    namespaces: new Map<string, Namespace | undefined>(),
+    policies: new Map<string, NetworkPolicy | undefined>(),
     calls: [] as string[],
   };
   const sink: ObjectSink = {
@@ -37,6 +41,9 @@ function recorder() {
     applySlice: (k, v) => (got.calls.push(`EndpointSlice ${k}`), got.slices.set(k, v)),
     applyNode: (k, v) => (got.calls.push(`Node ${k}`), got.nodes.set(k, v)),
     applyFelixConfiguration: (k, v) => (got.calls.push(`FelixConfiguration ${k}`), got.felix.set(k, v)),
+    applyPod: (k, v) => (got.calls.push(`Pod ${k}`), got.pods.set(k, v)),
+    applyNamespace: (k, v) => (got.calls.push(`Namespace ${k}`), got.namespaces.set(k, v)),
+    applyNetworkPolicy: (k, v) => (got.calls.push(`NetworkPolicy ${k}`), got.policies.set(k, v)),
   };
   return { sink, got };
 }
@@ -202,6 +209,7 @@ t.test('the API: domain objects delivered; a broken object never reaches the sin
   t.teardown(() => src.stop());
   src.start();
   await src.servicesSynced();
+  await src.policySynced(); // namespaces too: every list delivered before the calls are counted
   await until('node and felix listed', () => got.nodes.has('n1') && got.felix.has('default'));
   t.match(got.services.get('shop/web'), { namespace: 'shop', name: 'web', clusterIPs: ['10.96.0.10'] });
   t.notOk('spec' in (got.services.get('shop/web') ?? {}), 'no Kubernetes object reaches the sink');
@@ -238,4 +246,154 @@ t.test("the agent's node store: domain Nodes by name; equal ones change nothing"
   t.same(nodes.names(), ['n1']);
   t.equal(nodes.size, 1);
   t.same(changed, ['n1', 'n2', 'n1', 'n2'], 'removing what is not there is no change');
+});
+
+const NAMESPACE = `apiVersion: v1
+kind: Namespace
+metadata: { name: shop, labels: { team: a } }
+`;
+const POD = `apiVersion: v1
+kind: Pod
+metadata: { name: web-0, namespace: shop, labels: { app: web } }
+spec:
+  nodeName: n1
+  containers: [{ name: c, image: i, ports: [{ name: http, containerPort: 8080 }] }]
+status: { phase: Running, podIP: 10.244.1.5, podIPs: [{ ip: 10.244.1.5 }, { ip: "fd00::5" }] }
+`;
+const POLICY = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: deny-all, namespace: shop }
+spec: { podSelector: {} }
+`;
+
+t.test('manifests: Pods, Namespaces and NetworkPolicies are delivered as policy domain objects', async (t) => {
+  const { got } = manifests(t, { 'policy.yaml': [NAMESPACE, POD, POLICY].join('---\n') });
+  t.same(got.namespaces.get('shop'), { name: 'shop', labels: { team: 'a', 'kubernetes.io/metadata.name': 'shop' } });
+  t.same(got.pods.get('shop/web-0'), {
+    namespace: 'shop',
+    name: 'web-0',
+    labels: { app: 'web' },
+    ips: ['10.244.1.5'],
+    nodeName: 'n1',
+    hostNetwork: false,
+    containerPorts: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  });
+  t.same(got.policies.get('shop/deny-all'), {
+    namespace: 'shop',
+    name: 'deny-all',
+    podSelector: { requirements: [] },
+    ingressIsolation: true,
+    egressIsolation: false,
+    ingress: [],
+    egress: [],
+  });
+});
+
+t.test('manifests: a bad NetworkPolicy field is logged naming the policy and field; the policy still isolates', async (t) => {
+  const bad = POLICY.replace(
+    'spec: { podSelector: {} }',
+    'spec: { podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/33 } }] }] }',
+  );
+  const { got, lines } = manifests(t, { 'policy.yaml': bad });
+  t.match(
+    got.policies.get('shop/deny-all'),
+    { ingressIsolation: true, ingress: [{ peers: [] }] },
+    'the bad peer is left out: allows nothing',
+  );
+  t.ok(
+    lines.some(
+      (l) => l.level === 'warn' && /NetworkPolicy shop\/deny-all field spec\.ingress\[0\]\.from\[0\]\.ipBlock\.cidr: /.test(l.msg),
+    ),
+    'logged with the policy and the field',
+  );
+});
+
+t.test('the API: Pods (status.podIPs), Namespaces and NetworkPolicies listed and watched; created, patched and deleted', async (t) => {
+  const api = new FakeApiServer();
+  const url = await api.listen();
+  const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-typed-kc-'));
+  t.teardown(async () => {
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  writeKubeconfig(join(dir, 'kubeconfig'), url);
+  // the kubelet gives each pod its addresses, as the real one does through the status subresource
+  api.kubelet = (pod, set) => set({ phase: 'Running', podIP: '10.244.1.7', podIPs: [{ ip: '10.244.1.7' }] });
+  const send = async (method: string, path: string, body: unknown, type = 'application/json') => {
+    const r = await fetch(url + path, { method, headers: { 'content-type': type }, body: JSON.stringify(body) });
+    t.ok(r.ok, `${method} ${path}: ${r.status}`);
+  };
+  const { sink, got } = recorder();
+  const { log, lines } = captureLogger();
+  const src = new KubeSource(kubeClients(await apiConnection(join(dir, 'kubeconfig'))), sink, log, realClock);
+  t.teardown(() => src.stop());
+  src.start();
+  await src.policySynced();
+  t.ok(got.namespaces.has('kube-system'), 'namespaces listed');
+
+  await send('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { team: 'a' } } });
+  await send('POST', '/api/v1/namespaces/shop/pods', {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'web-0', labels: { app: 'web' } },
+    spec: { nodeName: 'n1', containers: [{ name: 'c', image: 'i', ports: [{ name: 'http', containerPort: 8080 }] }] },
+  });
+  await until('pod with its address', () => got.pods.get('shop/web-0')?.ips[0] === '10.244.1.7');
+  t.match(got.namespaces.get('shop'), { labels: { team: 'a', 'kubernetes.io/metadata.name': 'shop' } });
+  t.match(got.pods.get('shop/web-0'), { nodeName: 'n1', containerPorts: [{ name: 'http', port: 8080 }] });
+
+  await send('POST', '/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies', {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'web' },
+    spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{ ports: [{ port: 'http' }] }] },
+  });
+  await until('policy', () => got.policies.has('shop/web'));
+  t.match(got.policies.get('shop/web'), {
+    ingressIsolation: true,
+    egressIsolation: false,
+    ingress: [{ ports: [{ protocol: 'TCP', port: 'http' }] }],
+  });
+  await send(
+    'PATCH',
+    '/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web',
+    { spec: { policyTypes: ['Ingress', 'Egress'] } },
+    'application/merge-patch+json',
+  );
+  await until('patched', () => got.policies.get('shop/web')?.egressIsolation === true);
+  await send('PATCH', '/api/v1/namespaces/shop/pods/web-0', { metadata: { labels: { app: 'db' } } }, 'application/merge-patch+json');
+  await until('relabelled', () => got.pods.get('shop/web-0')?.labels.app === 'db');
+  // the kubelet's own way: the status subresource
+  await send(
+    'PATCH',
+    '/api/v1/namespaces/shop/pods/web-0/status',
+    { status: { podIP: '10.244.1.8', podIPs: [{ ip: '10.244.1.8' }, { ip: 'fd00::8' }] } },
+    'application/merge-patch+json',
+  );
+  await until('new address', () => got.pods.get('shop/web-0')?.ips[0] === '10.244.1.8');
+  t.same(got.pods.get('shop/web-0')?.ips, ['10.244.1.8'], 'status.podIPs through the status subresource (IPv4 kept)');
+
+  // a policy the API server would take but with a peer that cannot be enforced as written: an Event names the field
+  api.upsert('networkpolicies', {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'bad', namespace: 'shop' },
+    spec: {
+      podSelector: {},
+      policyTypes: ['Ingress'],
+      ingress: [{ from: [{ ipBlock: { cidr: '10.0.0.0/8', except: ['192.168.0.0/16'] } }] }],
+    },
+  });
+  await until('event', () => api.events.some((e) => (e.involvedObject as { name?: string }).name === 'bad'));
+  const ev = api.events.find((e) => (e.involvedObject as { name?: string }).name === 'bad')!;
+  t.match(ev, {
+    involvedObject: { kind: 'NetworkPolicy', namespace: 'shop', apiVersion: 'networking.k8s.io/v1' },
+    reason: 'BpfproxyInvalidField',
+  });
+  t.match((ev as { message: string }).message, /field spec\.ingress\[0\]\.from\[0\]\.ipBlock\.except\[0\]: /);
+  t.ok(lines.some((l) => l.level === 'warn' && /^NetworkPolicy shop\/bad field spec\.ingress\[0\]/.test(l.msg)));
+  t.match(got.policies.get('shop/bad'), { ingressIsolation: true, ingress: [{ peers: [] }] }, 'delivered, failing closed');
+
+  await send('DELETE', '/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web', undefined);
+  await until('deleted', () => got.policies.has('shop/web') && got.policies.get('shop/web') === undefined);
 });

@@ -19,6 +19,7 @@ import type { KubeClients } from '../k8s/client.js';
 import { Metrics } from '../metrics.js';
 import { NodeStore } from '../proxy/nodes.js';
 import { Proxier } from '../proxy/proxier.js';
+import { PolicySync } from '../proxy/policy-sync.js';
 import type { KubeSource } from '../sources/kubernetes.js';
 import { ManifestSource } from '../sources/manifests.js';
 import { serviceSink, type ObjectSink } from '../sources/sink.js';
@@ -81,6 +82,8 @@ export interface AgentOptions {
 
 export class Agent {
   readonly proxier: Proxier;
+  /** NetworkPolicy: Pods, Namespaces and NetworkPolicies to the policy maps */
+  readonly policy: PolicySync;
   /** the cluster's Nodes (name, addresses), from the source */
   readonly nodes = new NodeStore();
   readonly config: ConfigController;
@@ -126,6 +129,16 @@ export class Agent {
       },
       (kind) => (kind === 'service' ? this.metrics.serviceChanges : this.metrics.endpointChanges).inc(),
     );
+    this.policy = new PolicySync({
+      nodeName: o.nodeName,
+      enabled: o.base.networkPolicy === 'on',
+      minSyncPeriod: o.base.minSyncPeriodMs,
+      syncPeriod: o.syncPeriodMs,
+      clock: this.clock,
+      log,
+    });
+    this.policy.onSync((r) => this.metrics.policySynced(r));
+    this.metrics.setPolicy(() => this.policy.figures());
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);
     this.proxier.onSync((s) => {
@@ -167,6 +180,9 @@ export class Agent {
       applyFelixConfiguration: (name, fc) => {
         if (this.config.apply(name, fc)) this.clock.after(0, () => this.reevaluate());
       },
+      applyPod: (key, pod) => this.policy.applyPod(key, pod),
+      applyNamespace: (name, ns) => this.policy.applyNamespace(name, ns),
+      applyNetworkPolicy: (key, np) => this.policy.applyNetworkPolicy(key, np),
     });
   }
 
@@ -179,6 +195,7 @@ export class Agent {
       });
       this.source = src;
       src.start();
+      this.policy.setSynced();
     } else {
       const { apiConnection, kubeClients } = await import('../k8s/client.js');
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
@@ -195,6 +212,19 @@ export class Agent {
       // FelixConfiguration: give its first list a moment; if the CRD is not
       // there yet the informer keeps trying and the config applies when it comes.
       await Promise.race([src.informers.FelixConfiguration.waitSynced(), new Promise((r) => setTimeout(r, 5000))]);
+      // NetworkPolicy: programmed once Pods, Namespaces and NetworkPolicies are all listed (never from a
+      // half-listed cluster); given a moment here so that a node taken over has its policy before the programs attach.
+      const policyListed = src.policySynced().then(() => {
+        this.policy.setSynced();
+        return true;
+      });
+      const listed = await Promise.race([policyListed, new Promise<false>((r) => setTimeout(() => r(false), 10_000).unref())]);
+      if (!listed && this.policy.isEnabled) {
+        log.warn(
+          'network policy: Pods, Namespaces and NetworkPolicies are not all listed after 10 s (can the agent list pods, namespaces and networkpolicies? see manifests/rbac.yaml); ' +
+            'starting without: policy is programmed once they are, and until then the policy maps keep what they hold',
+        );
+      }
     }
     this.config.evaluate();
     await this.apply(this.config.config);
@@ -272,6 +302,8 @@ export class Agent {
     const { o, log } = this;
     log.level = cfg.logLevel === 'Debug' ? 'debug' : this.cliLogLevel;
     this.proxier.runner.setMinInterval(cfg.minSyncPeriodMs);
+    this.policy.runner.setMinInterval(cfg.minSyncPeriodMs);
+    this.policy.setEnabled(cfg.networkPolicy === 'on');
     if (cfg.enabled && !this.runtime && this.draining) {
       this.runtime = this.draining;
       this.draining = undefined;
@@ -290,6 +322,7 @@ export class Agent {
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
           ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
           nodePrimaryIP: () => this.nodePrimaryIP,
+          policy: this.policy,
         },
         cfg,
         this.proxier,
@@ -422,6 +455,7 @@ export class Agent {
     this.stopped = true;
     this.source?.stop();
     this.proxier.stop();
+    this.policy.stop();
     this.draining?.stopDrain();
     this.stopEngine('the agent stopped');
     this.engineControl?.close();

@@ -30,6 +30,7 @@ import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
 import { defaultRouteAddress } from './primary-ip.js';
+import { policyTarget, type PolicySync } from '../proxy/policy-sync.js';
 
 export interface RuntimeOptions {
   pinDir: string;
@@ -45,6 +46,8 @@ export interface RuntimeOptions {
   nodePortAddresses?: NodePortAddresses;
   /** This node's primary IPv4 address from its Node object, when one was seen (--nodeport-addresses primary). */
   nodePrimaryIP?: () => string | undefined;
+  /** NetworkPolicy: given the policy maps while the runtime owns them */
+  policy?: PolicySync;
 }
 
 /** Which node addresses NodePort answers on, and why (for the log line). */
@@ -148,6 +151,11 @@ export class BpfRuntime {
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
+    if (o.policy) {
+      // Adopts what the pinned policy maps hold: a restart opens and closes nothing.
+      o.policy.setTarget(policyTarget(dp.maps, log));
+      await o.policy.runner.idle();
+    }
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
     rt.handover.takeOver(handoverConfig(cfg), fresh, () => attacher.start());
@@ -208,6 +216,7 @@ export class BpfRuntime {
     if (s === this.lastAddrs) return;
     this.lastAddrs = s;
     this.reconciler.setNodeAddresses(addrs, np.addrs);
+    this.o.policy?.setNodeAddresses(addrs);
     // externalIPs / LoadBalancer IPs equal to one of these are refused (CVE-2020-8554)
     this.proxier.setNodeAddresses(addrs);
     const flag = formatNodePortAddresses(this.o.nodePortAddresses);
@@ -244,6 +253,7 @@ export class BpfRuntime {
   }
 
   private stopTimers(): void {
+    this.o.policy?.setTarget(undefined);
     this.addrTimer?.cancel();
     this.attacher.stop();
     this.gc.stop();

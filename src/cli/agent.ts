@@ -38,7 +38,10 @@ export function addAgentCommand(program: Command): void {
   program
     .command('agent')
     .description('serve Services on this node and keep serving them as they change')
-    .option('--manifests <dir>', 'serve the Service/EndpointSlice/FelixConfiguration YAML in this directory')
+    .option(
+      '--manifests <dir>',
+      'serve the Service/EndpointSlice/Node/FelixConfiguration YAML in this directory, and enforce its Pod/Namespace/NetworkPolicy YAML',
+    )
     .option(
       '--manifest-max-file-size <bytes>',
       'larger manifest files are not read (reported; their last good objects kept)',
@@ -113,6 +116,7 @@ export function addAgentCommand(program: Command): void {
         .default('random' as const),
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
+    .addOption(configOption('--network-policy <on|off>', 'bpfNetworkPolicy'))
     .addOption(
       new Option(
         '--rollback-drain-timeout <duration>',
@@ -231,6 +235,7 @@ export function addAgentCommand(program: Command): void {
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
         bpfKubeProxyHealthzPort: healthz?.port,
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
+        bpfNetworkPolicy: o.networkPolicy,
       });
       let agent: Agent;
       try {

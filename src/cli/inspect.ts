@@ -6,6 +6,7 @@ import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews, type ServiceView } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
+import { readPinned, TABLE_MAX_ENTRIES } from '../dataplane/bpf/policy-maps.js';
 
 const MODE_TEXT: Record<Exclude<Mode, 'serve'>, string> = {
   drain:
@@ -127,6 +128,25 @@ export function addConntrackCommand(program: Command): void {
     );
 }
 
+/**
+ * NetworkPolicy as the pinned maps have it. With policy on the agent always
+ * programs at least the WORLD identity; with it off the maps are empty.
+ */
+function policyStatus(m: DatapathMaps) {
+  const p = readPinned(m);
+  const largestTable = p.endpoints.reduce((n, e) => Math.max(n, e.entries.length), 0);
+  return {
+    programmed: p.identities.length > 0,
+    generation: p.generation,
+    endpoints: p.endpoints.length,
+    isolated: m.polState.get({ v: 0 })?.isolated ?? 0,
+    identities: p.identities.length,
+    largestTable,
+    tableMax: TABLE_MAX_ENTRIES,
+    tableFillPercent: Math.round((1000 * largestTable) / TABLE_MAX_ENTRIES) / 10,
+  };
+}
+
 /** Whether any of the datapath's maps is pinned under pinDir (none: the dataplane is off). */
 const anyMapPinned = (pinDir: string): boolean => Object.values(MAP_NAMES).some((n) => existsSync(join(pinDir, n)));
 
@@ -201,6 +221,7 @@ export function addStatusCommand(program: Command): void {
                 note,
                 ...(leftover ? { warning: leftover } : {}),
                 interfaces,
+                policy: null,
                 maps: null,
                 reasons: null,
                 engine: engine ?? null,
@@ -217,10 +238,25 @@ export function addStatusCommand(program: Command): void {
         return;
       }
       withMaps(o.pinDir, (m) => {
-        const s = { dataplane: 'on', mode: modeNow(m), interfaces, maps: mapFills(m), reasons: reasonViews(m), engine: engine ?? null };
+        const s = {
+          dataplane: 'on',
+          mode: modeNow(m),
+          interfaces,
+          policy: policyStatus(m),
+          maps: mapFills(m),
+          reasons: reasonViews(m),
+          engine: engine ?? null,
+        };
         if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
         if (s.mode !== 'serve') console.log(`Mode: ${MODE_TEXT[s.mode]}\n`);
         printInterfaces();
+        const p = s.policy;
+        console.log(
+          p.programmed
+            ? `\nNetwork policy: on (generation ${p.generation}); ${p.endpoints} endpoint(s), ${p.isolated} isolated; ${p.identities} identities; ` +
+                `largest rule table ${p.largestTable} of ${p.tableMax} entries (${p.tableFillPercent}%)`
+            : '\nNetwork policy: off (nothing programmed: --network-policy=off, or the agent has not synced policy yet); no pod is isolated',
+        );
         console.log('\nMaps');
         console.log(
           table(

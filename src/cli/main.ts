@@ -6,6 +6,7 @@ import { addCleanupCommand } from './cleanup.js';
 import { addEngineCommand } from './engine.js';
 import { addConntrackCommand, addServicesCommand, addStatusCommand } from './inspect.js';
 import { addMonitorCommand } from './monitor.js';
+import { addPolicyCommand } from './policy.js';
 import { addTraceCommand } from './trace.js';
 
 const program = new Command('bpfproxy')
@@ -16,6 +17,7 @@ addAgentCommand(program);
 addServicesCommand(program);
 addConntrackCommand(program);
 addStatusCommand(program);
+addPolicyCommand(program);
 addMonitorCommand(program);
 addTraceCommand(program);
 addCleanupCommand(program);

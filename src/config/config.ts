@@ -6,6 +6,7 @@
 
 export type ExternalServiceMode = 'Tunnel' | 'DSR';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
+export type NetworkPolicyMode = 'on' | 'off';
 
 /**
  * Conntrack entry lifetimes, ms, under Calico's bpfConntrackTimeouts keys.
@@ -51,4 +52,6 @@ export interface Config {
   healthzPort: number;
   /** bpfMaglevMaxEndpointsPerService: Maglev tables grow with the endpoint count up to this many */
   maglevMaxEndpointsPerService: number;
+  /** bpfNetworkPolicy (--network-policy): enforce Kubernetes NetworkPolicy on this node's pods */
+  networkPolicy: NetworkPolicyMode;
 }

@@ -14,7 +14,7 @@
  * Its change class, 'reload', makes the runtime load the programs again
  * with the new rodata (change.ts, agent/runtime.ts reconfigure).
  */
-import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes } from './config.js';
+import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes, NetworkPolicyMode } from './config.js';
 import { bool, conntrackTimeouts, duration, oneOf, optionalPattern, pattern, port, wholeNumber, type Issue, type Kind } from './kinds.js';
 
 /**
@@ -173,6 +173,18 @@ export const FIELDS = {
     get: (c) => c.healthzPort,
     set: (c, v) => {
       c.healthzPort = v;
+    },
+  }),
+  bpfNetworkPolicy: field<NetworkPolicyMode>({
+    kind: oneOf(['on', 'off'], true),
+    default: 'on',
+    change: 'live',
+    help:
+      "enforce Kubernetes NetworkPolicy on this node's pods (off: every pod unisolated, for clusters where another component enforces policy). " +
+      "bpfproxy's own field: Calico has none (Felix always enforces policy), so it is named after the bpf* fields it sits with",
+    get: (c) => c.networkPolicy,
+    set: (c, v) => {
+      c.networkPolicy = v;
     },
   }),
 };

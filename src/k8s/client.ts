@@ -1,6 +1,6 @@
 /**
  * The thin client the agent needs of the Kubernetes API: list (paged) and
- * watch four resources, and write Events. Plain HTTP(S) with JSON, over a
+ * watch seven resources, and write Events. Plain HTTP(S) with JSON, over a
  * connection from kubeconfig.ts; objects reach the informers exactly as
  * the API server sent them (RFC 3339 timestamps as strings). Everything
  * else (informers, conversion, policy) is ours.
@@ -221,6 +221,9 @@ export interface KubeClients {
   endpointSlices: ResourceClient;
   nodes: ResourceClient;
   felixConfigurations: ResourceClient;
+  pods: ResourceClient;
+  namespaces: ResourceClient;
+  networkPolicies: ResourceClient;
   events: EventRecorder;
   server: string;
 }
@@ -231,6 +234,9 @@ export function kubeClients(conn: ApiConnection, component = 'bpfproxy'): KubeCl
     endpointSlices: resource(conn, 'endpointslices', '/apis/discovery.k8s.io/v1/endpointslices'),
     nodes: resource(conn, 'nodes', '/api/v1/nodes'),
     felixConfigurations: resource(conn, 'felixconfigurations', `/apis/${FELIX_GROUP}/${FELIX_VERSION}/${FELIX_PLURAL}`),
+    pods: resource(conn, 'pods', '/api/v1/pods'),
+    namespaces: resource(conn, 'namespaces', '/api/v1/namespaces'),
+    networkPolicies: resource(conn, 'networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies'),
     events: new EventRecorder(conn, component),
     server: conn.server,
   };

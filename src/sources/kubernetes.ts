@@ -1,6 +1,7 @@
 /**
  * The Kubernetes source: one informer per kind (Services, EndpointSlices,
- * Nodes, FelixConfigurations) delivering into the same sink as the manifest
+ * Nodes, FelixConfigurations, and for NetworkPolicy Pods, Namespaces and
+ * NetworkPolicies) delivering into the same sink as the manifest
  * directory. Each object is converted as it arrives and only its domain
  * object is delivered; nothing keeps the object as the API sent it (the
  * informers keep a resourceVersion per key). Problems with an object are
@@ -13,13 +14,16 @@ import { Informer, type KubeObject, type ResourceClient } from '../k8s/informer.
 import type { Logger } from '../log.js';
 import type { ConvertPolicy } from './convert.js';
 import { formatProblem } from './manifests.js';
-import { convertObject, deliver, withdraw, type Kind, type ObjectSink } from './sink.js';
+import { convertObject, deliver, POLICY_KINDS, withdraw, type Kind, type ObjectSink } from './sink.js';
 
 const API: Record<Kind, string> = {
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
   Node: 'v1',
   FelixConfiguration: 'crd.projectcalico.org/v1',
+  Pod: 'v1',
+  Namespace: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
 };
 
 export class KubeSource {
@@ -50,6 +54,9 @@ export class KubeSource {
       EndpointSlice: mk('EndpointSlice', clients.endpointSlices),
       Node: mk('Node', clients.nodes),
       FelixConfiguration: mk('FelixConfiguration', clients.felixConfigurations),
+      Pod: mk('Pod', clients.pods),
+      Namespace: mk('Namespace', clients.namespaces),
+      NetworkPolicy: mk('NetworkPolicy', clients.networkPolicies),
     };
     this.events = clients.events;
   }
@@ -62,6 +69,11 @@ export class KubeSource {
 
   stop(): void {
     for (const i of Object.values(this.informers)) i.stop();
+  }
+
+  /** Pods, Namespaces and NetworkPolicies all listed: the first policy sync may run. */
+  async policySynced(): Promise<void> {
+    await Promise.all(POLICY_KINDS.map((k) => this.informers[k].waitSynced()));
   }
 
   /** Services and EndpointSlices both listed: the first sync may run. */

@@ -151,9 +151,6 @@ interface Part {
 
 /** Kinds we know and leave to other parts (or later). */
 const KNOWN_OTHER = new Set([
-  'NetworkPolicy',
-  'Namespace',
-  'Pod',
   'Deployment',
   'ConfigMap',
   'Endpoints',

@@ -2,7 +2,8 @@
  * The built-in kinds, with the defaulting and validation the real server
  * does for each where bpfproxy, its manifests or kubectl depend on it:
  * Service cluster IPs and node ports, Namespace phase, DaemonSet selector
- * and status, EndpointSlice address types, CRD names and status.
+ * and status, EndpointSlice address types, CRD names and status,
+ * NetworkPolicy policyTypes and port protocols.
  */
 import type { FieldError } from './errors.js';
 import { builtin, type HookContext, type Obj, type ResourceType } from './registry.js';
@@ -410,6 +411,25 @@ const EVENT_FIELDS = Object.fromEntries(
 );
 
 // ---------------------------------------------------------------------------
+// NetworkPolicy
+
+/**
+ * SetDefaults_NetworkPolicySpec and SetDefaults_NetworkPolicyPort: an
+ * empty policyTypes becomes Ingress, plus Egress when spec.egress has
+ * rules; a port without protocol is TCP.
+ */
+function defaultNetworkPolicy(o: Obj): void {
+  const spec = obj(o, 'spec');
+  spec.podSelector ??= {};
+  for (const dir of ['ingress', 'egress']) {
+    for (const rule of arr(spec[dir])) for (const p of arr(rule.ports)) p.protocol ??= 'TCP';
+  }
+  if (!Array.isArray(spec.policyTypes) || spec.policyTypes.length === 0) {
+    spec.policyTypes = ['Ingress', ...(arr(spec.egress).length > 0 ? ['Egress'] : [])];
+  }
+}
+
+// ---------------------------------------------------------------------------
 
 export function builtinKinds(): ResourceType[] {
   return [
@@ -517,6 +537,19 @@ export function builtinKinds(): ResourceType[] {
         o.status = { phase: 'Pending', qosClass: 'BestEffort' };
       },
       validate: (o) => validateContainers(get(o, 'spec', 'containers'), 'spec.containers'),
+    }),
+    builtin({
+      group: 'networking.k8s.io',
+      version: 'v1',
+      kind: 'NetworkPolicy',
+      plural: 'networkpolicies',
+      namespaced: true,
+      model: 'V1NetworkPolicy',
+      shortNames: ['netpol'],
+      printer: createdAtPrinter,
+      generation: true,
+      prepareCreate: defaultNetworkPolicy,
+      prepareUpdate: defaultNetworkPolicy,
     }),
     builtin({
       group: '',
