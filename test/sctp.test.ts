@@ -425,3 +425,34 @@ t.test('SCTP through BPF_PROG_RUN', async (t) => {
     t.match(p, { proto: PROTO.SCTP, sport: 1, dport: 2, vtag: 3, chunk: SCTP_CHUNK.SACK, l4CsumOk: true });
   });
 });
+
+t.test(
+  'removing an endpoint clears its SCTP associations from conntrack (peers keep fixed ports: a new INIT must not follow the old entry)',
+  async (t) => {
+    const node = await progrunNode(t);
+    const { rec, dp } = node;
+    const run = (...a: Parameters<typeof node.run>) => node.run(...a);
+    const eps = [be('10.244.1.41', 3868), be('10.244.1.42', 3868)];
+    const sync = (bs: ReturnType<typeof be>[]) =>
+      rec.syncService('core/hss', [fe('ClusterIP', '10.96.0.90', 3868, 'SCTP', bs, { servicePort: 'core/hss:diam/SCTP' })]);
+    t.same(sync(eps).problems, []);
+    const chosen = new Map<string, number>();
+    for (let sport = 50000; sport < 50040; sport++) {
+      const r = run('fromPod', { src: POD, dst: '10.96.0.90' }, { proto: 'sctp', sport, dport: 3868 });
+      chosen.set(r.out.dst, (chosen.get(r.out.dst) ?? 0) + 1);
+    }
+    t.same([...chosen.keys()].sort(), ['10.244.1.41', '10.244.1.42'], 'both endpoints chose');
+    t.same(sync([eps[0]!]).problems, []);
+    await rec.flushed();
+    const ct = dp.maps.ct.entries().filter(([k]) => k.proto === IPPROTO_SCTP);
+    t.ok(
+      ct.every(([k, v]) => k.saddr !== '10.244.1.42' && v.natDaddr !== '10.244.1.42'),
+      'associations with the removed endpoint are gone, both halves',
+    );
+    t.equal(ct.length, 2 * chosen.get('10.244.1.41')!, 'those with the remaining one stay, both halves');
+    const again = [...Array(40).keys()].map(
+      (i) => run('fromPod', { src: POD, dst: '10.96.0.90' }, { proto: 'sctp', sport: 50000 + i, dport: 3868 }).out.dst,
+    );
+    t.same([...new Set(again)], ['10.244.1.41'], 'a new INIT from any of the same ports reaches the remaining endpoint');
+  },
+);

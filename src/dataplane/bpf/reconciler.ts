@@ -252,7 +252,7 @@ export class BpfReconciler implements Dataplane {
   }
 
   /**
-   * Resolves when the UDP conntrack flushes queued by earlier syncs are
+   * Resolves when the UDP and SCTP conntrack flushes queued by earlier syncs are
    * done (each finishes shortly after its sync; the sync does not wait).
    */
   async flushed(): Promise<void> {
