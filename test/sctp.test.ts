@@ -31,6 +31,10 @@ import { nsPerPacket } from './helpers/progrun-timing.js';
 import { CtState, IPPROTO_SCTP } from '../src/dataplane/bpf/codecs.js';
 import { toEndpointSlice, toService } from '../src/sources/convert.js';
 import { frontendsFor } from '../src/model/desired.js';
+import { EngineDataplane } from '../src/dataplane/afxdp/dataplane.js';
+import type { EngineTable } from '../src/dataplane/afxdp/table.js';
+import { ctTimeoutsNs } from '../src/config/datapath.js';
+import { DEFAULT_CONFIG } from '../src/config/fields.js';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
@@ -481,4 +485,25 @@ t.test('cost: an established 1200-byte SCTP DATA packet with a port change vs th
     `per packet: SCTP ${sNs.toFixed(0)} ns, TCP ${tNs.toFixed(0)} ns (${(sNs / tNs).toFixed(2)}x; the difference is the CRC32c fold)`,
   );
   t.ok(sNs < 4 * tNs, 'within 4x of TCP (a sanity bound on a shared machine, not a goal)');
+});
+
+t.test('the AF_XDP engine leaves SCTP frontends out of its table, saying so, and the BPF path serves them', async (t) => {
+  const tables: EngineTable[] = [];
+  const dp = new EngineDataplane((_blob, table) => tables.push(table), {
+    snatPorts: [15000, 19999] as const,
+    hairpinIp: '169.254.42.1',
+    ctTimeoutsNs: ctTimeoutsNs(DEFAULT_CONFIG.conntrack),
+  });
+  const r = dp.syncService('core/diameter', [
+    fe('NodePort', '0.0.0.0', 30868, 'SCTP', [be('10.0.2.2', 3868, false)]),
+    fe('NodePort', '0.0.0.0', 30053, 'UDP', [be('10.0.2.2', 53, false)]),
+  ]);
+  t.equal(r.problems.length, 1);
+  t.match(r.problems[0]!.message, /0\.0\.0\.0:30868\/SCTP \(NodePort\): the vector engine does not parse SCTP; .* the BPF path serves it/);
+  dp.flush();
+  t.same(
+    tables.at(-1)!.frontends.map((f) => `${f.port}/${f.protocol}`),
+    ['30053/UDP'],
+    'only the UDP frontend in the table',
+  );
 });
