@@ -507,3 +507,23 @@ t.test('the AF_XDP engine leaves SCTP frontends out of its table, saying so, and
     'only the UDP frontend in the table',
   );
 });
+
+t.test('a host-network endpoint on this node: its SCTP replies are reverse-translated on egress, CRC32c right', async (t) => {
+  const node = await progrunNode(t);
+  const { rec, dp } = node;
+  t.same(rec.syncService('core/host', [fe('ClusterIP', '10.96.0.96', 3868, 'SCTP', [be(NODE_IP, 13868)])]).problems, []);
+  rec.setNodeAddresses([NODE_IP]);
+  const init = node.run('fromPod', { src: POD, dst: '10.96.0.96' }, { proto: 'sctp', sport: 52000, dport: 3868 });
+  t.same([init.out.dst, init.out.dport], [NODE_IP, 13868], 'INIT to the node itself');
+  t.ok(init.out.l4CsumOk);
+  const rk = { saddr: NODE_IP, daddr: POD, sport: 13868, dport: 52000, proto: IPPROTO_SCTP };
+  t.ok(dp.maps.ct.get(rk), 'reply half in conntrack');
+  const ack = node.run(
+    'hostReply',
+    { src: NODE_IP, dst: POD },
+    { proto: 'sctp', sport: 13868, dport: 52000, vtag: 0x01020304, chunk: SCTP_CHUNK.INIT_ACK, payload: sctpInitValue(5) },
+  );
+  t.equal(ack.verdict, 'pass', 'continues on its way');
+  t.same([ack.out.src, ack.out.sport, ack.out.dst, ack.out.dport], ['10.96.0.96', 3868, POD, 52000], 'from the service');
+  t.ok(ack.out.ipCsumOk && ack.out.l4CsumOk, 'CRC32c right');
+});
