@@ -46,11 +46,10 @@
  * | L: local endpoint, client kept | 22 | masquerades every outside connection to eTP=Cluster frontends and to cluster IPs | SNAT only when the chosen endpoint is on another node | a local endpoint's reply passes through this node's hooks anyway; the endpoint sees the client's address |
  * | U: unknown port of a cluster IP | 2 | nftables mode rejects (iptables mode passes, as we do) | untranslated | a check for every packet that misses a frontend would cost a lookup on all non-service traffic |
  * | C: unallocated cluster IP | 1 | nftables mode drops traffic to unallocated addresses of the service CIDR | untranslated | bpfproxy is not given the service CIDR; such packets go to the routing table |
- * | S: SCTP | 1 | served | untranslated (the port is skipped with a problem) | SCTP is issue 13 item 4 |
  * | Z: leading zeros | 5 | reads 172.30.0.041 as 172.30.0.41 | refuses such addresses with a problem naming the field; the NodePort without endpoints rejects | octal/decimal ambiguity (CVE-2021-29923); API servers refuse them on new objects |
  *
- * 163 upstream flows in 45 tables: 99 behave as kube-proxy's tables say,
- * 64 differ as above. The cases of each, by name, are printed as test
+ * 163 upstream flows in 45 tables: 100 behave as kube-proxy's tables say,
+ * 63 differ as above. The cases of each, by name, are printed as test
  * comments (and listed in README, "Differences from kube-proxy").
  */
 import t from 'tap';
@@ -64,7 +63,7 @@ import { cidrContains, parseCidr4 } from '../src/model/addresses.js';
 import { isIPv4 } from '../src/net/ip.js';
 import { native } from '../src/native/index.js';
 import { ip, sysctl } from '../testkit/netns.js';
-import { ethHeader, frame, ipv4Header, PROTO, TCP } from '../testkit/packet.js';
+import { frame, PROTO, TCP } from '../testkit/packet.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import { inNetns, tmpDatapath, tmpNetns } from './helpers/env.js';
 import { runProg, type RunResult } from './helpers/progrun.js';
@@ -161,12 +160,6 @@ const DIFFERENCES: Difference[] = [
     ours: () => ({ kind: 'pass' }),
   },
   {
-    id: 'S',
-    title: 'SCTP: not served yet (issue 13 item 4); the port is skipped with a problem and the packet passes',
-    applies: (c) => c.flow.protocol === 'SCTP',
-    ours: () => ({ kind: 'pass' }),
-  },
-  {
     id: 'Z',
     title: 'addresses with leading zeros are refused with a problem (CVE-2021-29923); the NodePort, left without endpoints, rejects',
     applies: (c) => c.group.test === 'TestBadIPs',
@@ -175,7 +168,7 @@ const DIFFERENCES: Difference[] = [
 ];
 
 /** How many upstream cases each difference covers (the header's table). */
-const DECLARED_COUNTS: Record<string, number> = { H: 24, P: 9, L: 22, U: 2, C: 1, S: 1, Z: 5 };
+const DECLARED_COUNTS: Record<string, number> = { H: 24, P: 9, L: 22, U: 2, C: 1, Z: 5 };
 
 const key = (g: FlowGroup, f: UpstreamFlow) => `${g.test}${g.variant ? ` [${g.variant}]` : ''} (${g.file}): ${f.name}`;
 
@@ -246,17 +239,12 @@ t.test("kube-proxy's packet-flow tables through BPF_PROG_RUN", async (t) => {
         const send = (): RunResult => {
           packets++;
           const port = sport++;
-          if (protocol === 'SCTP') {
-            const sctp = Buffer.alloc(12);
-            sctp.writeUInt16BE(port, 0);
-            sctp.writeUInt16BE(flow.dport, 2);
-            const f = { src: flow.src, dst: flow.dst };
-            return run(role, Buffer.concat([ethHeader(f), ipv4Header(f, 132, sctp.length), sctp]));
-          }
           const l4 =
             protocol === 'UDP'
               ? { proto: 'udp' as const, sport: port, dport: flow.dport, payload: Buffer.from('conformance') }
-              : { proto: 'tcp' as const, sport: port, dport: flow.dport, flags: TCP.SYN };
+              : protocol === 'SCTP'
+                ? { proto: 'sctp' as const, sport: port, dport: flow.dport } // an INIT
+                : { proto: 'tcp' as const, sport: port, dport: flow.dport, flags: TCP.SYN };
           return run(role, frame({ src: flow.src, dst: flow.dst }, l4));
         };
         flows++;

@@ -56,16 +56,17 @@ t.test('bad fields are named and skipped, the rest applies', async (t) => {
         { name: 'b', port: 80 },
         { name: 'c', port: 70000 },
         { name: 'a', port: 81 },
-        { name: 'd', port: 82, protocol: 'SCTP' },
+        { name: 'd', port: 82, protocol: 'ICMP' },
         { name: 'e', port: 83 },
+        { name: 'f', port: 83, protocol: 'SCTP' },
       ],
     }),
   );
   t.ok(r.value, 'service still converted');
   t.same(
     r.value!.ports.map((p) => p.name),
-    ['a', 'e'],
-    'only the good ports kept',
+    ['a', 'e', 'f'],
+    'only the good ports kept (SCTP is served; the same number over SCTP is another port)',
   );
   t.same(r.value!.externalIPs, ['203.0.113.1'], 'bad IP dropped, IPv6 left for dual-stack');
   t.same(r.value!.clusterIPs, []);

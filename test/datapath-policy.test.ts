@@ -132,12 +132,9 @@ const policy = (generation: number, eps = endpoints()): CompiledPolicy => ({ gen
 
 /** A frame of any IP protocol with a raw L4 payload. */
 const rawFrame = (f: FrameSpec, proto: number, l4: Buffer): Buffer => Buffer.concat([ethHeader(f), ipv4Header(f, proto, l4.length), l4]);
-/** SCTP common header (ports, tag, checksum) and nothing after: enough for ports. */
+/** An SCTP INIT: it opens an association, as a SYN opens a TCP connection. */
 function sctp(f: FrameSpec, sport: number, dport: number): Buffer {
-  const h = Buffer.alloc(12);
-  h.writeUInt16BE(sport, 0);
-  h.writeUInt16BE(dport, 2);
-  return rawFrame(f, PROTO_SCTP, h);
+  return frame(f, { proto: 'sctp', sport, dport });
 }
 function icmpEcho(f: FrameSpec, type = 8): Buffer {
   const h = Buffer.alloc(8);

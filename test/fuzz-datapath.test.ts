@@ -51,9 +51,11 @@ t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches bro
   const tcp = frame({ src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 1234, dport: 80, payload: Buffer.from('hello!!') });
   const udp = frame({ src: POD, dst: '10.96.0.53' }, { proto: 'udp', sport: 1234, dport: 53, payload: Buffer.from('odd') });
   const icmp = icmpErrorFrame({ src: '10.244.1.13', dst: POD }, 3, 3, udp.subarray(14));
+  const sctp = frame({ src: POD, dst: '10.96.0.80' }, { proto: 'sctp', sport: 1234, dport: 3868, payload: Buffer.alloc(21, 0x42) });
   for (const [name, f] of [
     ['tcp', tcp],
     ['udp', udp],
+    ['sctp', sctp],
     ['icmp', icmp],
   ] as const) {
     const i = inspect(f);
@@ -112,6 +114,23 @@ t.test('the fuzz checksum verifier agrees with src/net/packet.ts and catches bro
     'growth over 100 bytes flagged',
   );
   t.same(checkResult('tc', 'TC_ACT_SHOT', 2, tcp, inp, nat), [], 'a dropped frame is not checked');
+  // SCTP: a CRC32c that was right must stay right, and a wrong one wrong
+  const sctpNat = Buffer.from(sctp);
+  sctpNat.writeUInt16BE(13868, 14 + 20 + 2); // port changed, CRC not folded in
+  t.same(
+    checkResult('tc', 'TC_ACT_REDIRECT', 7, sctp, inspect(sctp), sctpNat).map(([c]) => c),
+    ['sctp-crc'],
+    'SCTP: a CRC32c broken by a rewrite is flagged',
+  );
+  const sctpBad = Buffer.from(sctp);
+  sctpBad.writeUInt32LE((sctpBad.readUInt32LE(14 + 20 + 8) ^ 1) >>> 0, 14 + 20 + 8);
+  const laundered = Buffer.from(sctpNat);
+  fixL4Csum(laundered);
+  t.same(
+    checkResult('tc', 'TC_ACT_REDIRECT', 7, sctpBad, inspect(sctpBad), laundered).map(([c]) => c),
+    ['sctp-crc'],
+    'SCTP: a wrong CRC32c made right (recomputed instead of folded in) is flagged',
+  );
 });
 
 t.test('conntrack peer check', async (t) => {
@@ -217,6 +236,13 @@ async function serviceLab(t: Test, cfg: Parameters<typeof tmpDatapath>[1], withP
     fe('NodePort', '0.0.0.0', 30050, 'TCP', sticky, { affinityTimeout: 10800 }),
   ]);
   sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
+  // SCTP: a port change (CRC32c folded in), and SNAT to an endpoint on another node
+  const diameter = [be('10.244.1.14', 13868), be('10.244.2.14', 13868, false)];
+  sync('test/diameter', [
+    fe('ClusterIP', '10.96.0.80', 3868, 'SCTP', diameter, { servicePort: 'test/diameter:diam/SCTP' }),
+    fe('NodePort', '0.0.0.0', 30868, 'SCTP', diameter, { servicePort: 'test/diameter:diam/SCTP' }),
+  ]);
+  sync('test/sctp-empty', [fe('ClusterIP', '10.96.0.81', 3868, 'SCTP', [])]);
   // Maglev (annotation), with a node-local table for its Local policy
   const mag = [be('10.244.1.31', 80), be('10.244.1.32', 80), be('10.244.2.33', 80, false)];
   sync(

@@ -157,6 +157,13 @@ t.test('trace: ClusterIP, NodePort, reject, no service, conntrack hit, affinity 
     t.match(o.action, { action: 'pass', text: 'passed to the stack untouched' });
   });
 
+  t.test('SCTP: an INIT to a TCP-only service address finds no frontend (the protocol is in the key)', async (t) => {
+    const o = trace('--from', POD, '--to', '10.96.0.10:80', '--proto', 'sctp');
+    t.same(steps(o), ['conntrack', 'frontend']);
+    t.match(o.steps[1], { text: /10\.96\.0\.10:80\/SCTP is not a service address here/ });
+    t.match(o.action, { action: 'pass' });
+  });
+
   t.test('a packet of a known flow: conntrack hit, the flow’s backend', async (t) => {
     const o = trace('--from', POD, '--to', '10.96.0.10:80', '--sport', '40100', '--tcp-flags', 'ack');
     t.match(o.steps[0], { step: 'conntrack', data: { hit: true, dir: 'forward', service: 'test/web:http/TCP' } });

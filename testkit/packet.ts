@@ -1,15 +1,27 @@
 /**
- * Build and parse Ethernet/IPv4/TCP/UDP/ICMP frames, with checksums, for
+ * Build and parse Ethernet/IPv4/TCP/UDP/SCTP/ICMP frames, with checksums, for
  * BPF_PROG_RUN tests and benchmarks. The builder is the agent's own
  * (src/net/frames.ts, which `bpfproxy trace` uses); parsing and ICMP errors
  * are the test kit's.
  */
-import { ETH_P_IP, PROTO, csumFold, csumPartial, ethHeader, ipv4Header, pseudoHeader, type FrameSpec } from '../src/net/frames.js';
+import {
+  ETH_P_IP,
+  PROTO,
+  csumFold,
+  csumPartial,
+  ethHeader,
+  ipv4Header,
+  pseudoHeader,
+  sctpChecksum,
+  type FrameSpec,
+} from '../src/net/frames.js';
 
 export {
   ETH_P_IP,
   PROTO,
+  SCTP_CHUNK,
   TCP,
+  crc32c,
   csumFold,
   csumPartial,
   ethHeader,
@@ -17,6 +29,9 @@ export {
   ipv4Header,
   l4Segment,
   pseudoHeader,
+  sctpChecksum,
+  sctpInitValue,
+  sctpPacket,
   type FrameSpec,
   type Ipv4Spec,
   type L4,
@@ -50,6 +65,9 @@ export interface Parsed {
   sport?: number;
   dport?: number;
   tcpFlags?: number;
+  /** SCTP: verification tag and first chunk's type */
+  vtag?: number;
+  chunk?: number;
   seq?: number;
   ack?: number;
   l4CsumOk?: boolean;
@@ -92,6 +110,13 @@ export function parseIp(b: Buffer, quoted = false): Parsed {
       const c = proto === PROTO.UDP ? l4.readUInt16BE(6) : -1;
       p.l4CsumOk = c === 0 ? true : csumFold(csumPartial(l4, csumPartial(pseudo(src, dst, proto, l4.length)))) === 0;
     }
+  } else if (proto === PROTO.SCTP && l4.length >= 8) {
+    p.sport = l4.readUInt16BE(0);
+    p.dport = l4.readUInt16BE(2);
+    p.vtag = l4.readUInt32BE(4);
+    if (l4.length >= 16) p.chunk = l4[12] ?? 0;
+    p.payload = l4.subarray(12);
+    if (!quoted) p.l4CsumOk = l4.length >= 12 && sctpChecksum(l4) === l4.readUInt32LE(8);
   } else if (proto === PROTO.ICMP) {
     p.icmp = {
       type: l4[0] ?? 0,

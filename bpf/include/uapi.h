@@ -176,6 +176,11 @@ enum {
 	BPF_F_MMAPABLE	  = (1U << 10),
 };
 
+/* bpf_skb_store_bytes() */
+enum {
+	BPF_F_RECOMPUTE_CSUM = (1ULL << 0),
+};
+
 /* bpf_l3_csum_replace() / bpf_l4_csum_replace(): the low 4 bits carry the
  * size of the field */
 enum {

@@ -59,9 +59,16 @@ static __always_inline void ct_peer_key(const struct ct_value *v, __u8 proto, st
 	r->pad[0] = r->pad[1] = r->pad[2] = 0;
 }
 
+/* TCP, and SCTP through the flags its first chunk stands for (lib/
+ * sctp.h), have states; the others one timeout. */
+static __always_inline int ct_has_states(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_SCTP;
+}
+
 static __always_inline __u64 ct_lifetime(__u8 proto, __u8 state)
 {
-	if (proto != IPPROTO_TCP)
+	if (!ct_has_states(proto))
 		return cfg_ct_udp_ns;
 	if (state & CT_S_RST)
 		return cfg_ct_rst_seen_ns;
@@ -119,11 +126,11 @@ static __always_inline struct ct_value *ct_lookup(const struct ct_key *k, __u64 
 	return v;
 }
 
-/* Whether this packet may open a flow: TCP SYN without ACK (nor RST), or
- * any UDP datagram. */
+/* Whether this packet may open a flow: TCP SYN without ACK (nor RST), an
+ * SCTP INIT, or any UDP datagram. */
 static __always_inline int ct_opens_flow(__u8 proto, __u8 tcp_flags)
 {
-	if (proto != IPPROTO_TCP)
+	if (!ct_has_states(proto))
 		return 1;
 	return (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
 }
@@ -139,7 +146,7 @@ static __always_inline void ct_update(const struct ct_key *k, struct ct_value *v
 
 	if (v->dir == CT_DIR_REPLY)
 		state |= CT_S_REPLY_SEEN;
-	if (k->proto != IPPROTO_TCP) {
+	if (!ct_has_states(k->proto)) {
 		if (state & CT_S_REPLY_SEEN)
 			state |= CT_S_ESTABLISHED;
 	} else {

@@ -111,7 +111,8 @@ static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct ct_
 	t->saddr = ip.saddr;
 	t->daddr = ip.daddr;
 	t->proto = ip.protocol;
-	if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) ||
+	if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP &&
+	     ip.protocol != IPPROTO_SCTP) ||
 	    (ip.frag_off & bpf_htons(IP_OFFSET)) || ip.ihl < 5)
 		return;
 	if (bpf_skb_load_bytes(skb, IP_OFF + ip.ihl * 4, ports, sizeof(ports)))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet rewrites: DNAT/SNAT of the outer tuple with incremental checksum
- * updates (IPv4 header, TCP/UDP with pseudo header), and the translation of
- * ICMP errors that quote a NAT'd flow, inner header included.
+ * updates (IPv4 header, TCP/UDP with pseudo header, SCTP's CRC32c when a
+ * port changes: lib/sctp.h), and the translation of ICMP errors that quote
+ * a NAT'd flow, inner header included.
  */
 #ifndef BPFPROXY_NAT_H
 #define BPFPROXY_NAT_H
@@ -24,7 +25,8 @@ static __always_inline int rewrite_addr(struct __sk_buff *skb, const struct pkt 
 		return 0;
 	if (p->tuple.proto == IPPROTO_UDP)
 		l4flags |= BPF_F_MARK_MANGLED_0;
-	if (p->tuple.proto != IPPROTO_ICMP &&
+	/* SCTP's CRC covers no pseudo header: an address leaves it as is. */
+	if (p->tuple.proto != IPPROTO_ICMP && p->tuple.proto != IPPROTO_SCTP &&
 	    bpf_l4_csum_replace(skb, l4_csum_off(p), from, to, l4flags))
 		return -1;
 	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to)))
@@ -53,10 +55,15 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, __b
 	if (rewrite_addr(skb, p, IP_SRC_OFF, p->tuple.saddr, saddr) ||
 	    rewrite_addr(skb, p, IP_DST_OFF, p->tuple.daddr, daddr))
 		return -1;
-	/* source and dest are the first two 16-bit words of TCP and UDP */
-	if (rewrite_port(skb, p, 0, p->tuple.sport, sport) ||
-	    rewrite_port(skb, p, 2, p->tuple.dport, dport))
+	if (p->tuple.proto == IPPROTO_SCTP) {
+		if (sctp_rewrite_ports(skb, p->l4_off, p->tot_len - p->ihl_bytes, p->tuple.sport,
+				       p->tuple.dport, sport, dport))
+			return -1;
+	} else if (rewrite_port(skb, p, 0, p->tuple.sport, sport) ||
+		   rewrite_port(skb, p, 2, p->tuple.dport, dport)) {
+		/* source and dest are the first two 16-bit words of TCP and UDP */
 		return -1;
+	}
 	p->tuple.saddr = saddr;
 	p->tuple.daddr = daddr;
 	p->tuple.sport = sport;
@@ -113,7 +120,8 @@ static __always_inline int icmp_err_parse(struct __sk_buff *skb, const struct pk
 		return -1;
 	if (iip.version != 4 || iip.ihl < 5)
 		return -1;
-	if (iip.protocol != IPPROTO_TCP && iip.protocol != IPPROTO_UDP)
+	if (iip.protocol != IPPROTO_TCP && iip.protocol != IPPROTO_UDP &&
+	    iip.protocol != IPPROTO_SCTP)
 		return 1;
 	e->inner_l4_off = e->inner_ip_off + iip.ihl * 4;
 	if (e->inner_l4_off > 0xffff)
@@ -163,8 +171,11 @@ static __always_inline int icmp_err_rewrite_inner(struct __sk_buff *skb, const s
 	nipc = csum_replace4(nipc, e->inner.daddr, to->daddr);
 
 	/* The quoted L4 checksum counts only when it was quoted: bytes past
-	 * the outer packet (padding, a trailer) are not ours to touch. */
-	have_l4c = il4_csum_off + sizeof(l4c) <= e->end &&
+	 * the outer packet (padding, a trailer) are not ours to touch. A
+	 * quoted SCTP CRC covers bytes the quote does not hold: it stays as
+	 * the sender wrote it (the receiver of the error matches ports and
+	 * verification tag, never the quoted CRC). */
+	have_l4c = e->inner.proto != IPPROTO_SCTP && il4_csum_off + sizeof(l4c) <= e->end &&
 		   bpf_skb_load_bytes(skb, il4_csum_off, &l4c, sizeof(l4c)) == 0;
 	if (have_l4c && !(e->inner.proto == IPPROTO_UDP && l4c == 0)) {
 		nl4c = csum_replace4(l4c, e->inner.saddr, to->saddr);

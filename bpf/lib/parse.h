@@ -4,6 +4,7 @@
 #define BPFPROXY_PARSE_H
 
 #include "common.h"
+#include "sctp.h"
 
 struct cursor {
 	void *pos;
@@ -38,15 +39,15 @@ struct pkt {
 	__u32	      l4_off;
 	__u32	      ihl_bytes;
 	__u16	      tot_len;	  /* IPv4 total length, host order */
-	__u16	      l4_hdr_len; /* TCP/UDP/ICMP header length */
-	__u8	      tcp_flags;
+	__u16	      l4_hdr_len; /* TCP/UDP/ICMP/SCTP header length */
+	__u8	      tcp_flags;  /* SCTP: what the first chunk stands for (lib/sctp.h) */
 	__u8	      ttl;
 	__u8	      icmp_type;
 	__u8	      icmp_code;
 	__be16	      frag;
 };
 
-/* Parse Ethernet + IPv4 + TCP/UDP/ICMP. For ICMP, ports stay 0 and the
+/* Parse Ethernet + IPv4 + TCP/UDP/ICMP/SCTP. For ICMP, ports stay 0 and the
  * type/code are filled in; lib/nat.h looks inside errors. No length field is
  * trusted: the IPv4 total length must fit the frame and hold the L4 header
  * it claims. */
@@ -86,7 +87,7 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 	p->icmp_code   = 0;
 
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
-	    ip->protocol != IPPROTO_ICMP)
+	    ip->protocol != IPPROTO_ICMP && ip->protocol != IPPROTO_SCTP)
 		return PARSE_NOT_L4;
 	/* BIG TCP (GSO packets over 64K) carries total length 0; the skb's
 	 * length is the truth there. */
@@ -124,6 +125,19 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		p->tuple.dport = uh->dest;
 		p->l4_hdr_len  = sizeof(*uh);
 		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*uh))
+			return PARSE_MALFORMED;
+	} else if (ip->protocol == IPPROTO_SCTP) {
+		/* The common header and a chunk header at least: a packet
+		 * without a chunk is one no SCTP stack accepts. */
+		struct sctp_first *sh = cursor_pull(&c, sizeof(*sh));
+
+		if (!sh)
+			return PARSE_MALFORMED;
+		p->tuple.sport = sh->source;
+		p->tuple.dport = sh->dest;
+		p->tcp_flags   = sctp_ct_flags(sh->chunk_type, sh->vtag);
+		p->l4_hdr_len  = SCTP_HDR_LEN;
+		if ((__u32)p->tot_len < p->ihl_bytes + sizeof(*sh))
 			return PARSE_MALFORMED;
 	} else {
 		struct icmphdr *ih = cursor_pull(&c, sizeof(*ih));

@@ -100,11 +100,20 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 }
 
 /* Quoted bytes: the whole IP header (options included) and the first 8
- * bytes of what follows (RFC 792), or the whole TCP header: a
- * CHECKSUM_PARTIAL skb (from a local socket or a veth) cannot be trimmed
+ * bytes of what follows (RFC 792), or the whole TCP or SCTP common header:
+ * a CHECKSUM_PARTIAL skb (from a local socket or a veth) cannot be trimmed
  * short of its L4 checksum field. */
 #define ICMP_QUOTE_L4_MIN 8
 #define ICMP_QUOTE_BUF	  (60 + sizeof(struct tcphdr))
+
+static __always_inline __u32 reject_quote_l4(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return sizeof(struct tcphdr);
+	if (proto == IPPROTO_SCTP)
+		return SCTP_HDR_LEN;
+	return ICMP_QUOTE_L4_MIN;
+}
 
 /* Answer the packet with an ICMP error (type/code, and the next-hop MTU for
  * fragmentation needed) quoting its IP header and first bytes, sent back
@@ -119,9 +128,8 @@ static __always_inline int icmp_reply(struct __sk_buff *skb, const struct pkt *p
 	} out;
 	struct ethhdr ieth;
 	__u8	      quote[ICMP_QUOTE_BUF];
-	__u32	      qlen = p->ihl_bytes +
-		     (p->tuple.proto == IPPROTO_TCP ? sizeof(struct tcphdr) : ICMP_QUOTE_L4_MIN);
-	__u32 sum;
+	__u32	      qlen = p->ihl_bytes + reject_quote_l4(p->tuple.proto);
+	__u32	      sum;
 
 	/* ihl_bytes is 20..60 and a multiple of 4; say so to the verifier. */
 	qlen &= 0x7c;

@@ -211,7 +211,7 @@ static __always_inline int drain_reopens(const struct pkt *p, const struct ct_va
 {
 	struct ct_key pk;
 
-	if (p->tuple.proto != IPPROTO_TCP || ct->dir != CT_DIR_FWD ||
+	if (!ct_has_states(p->tuple.proto) || ct->dir != CT_DIR_FWD ||
 	    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN ||
 	    !(ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)) || !mode_draining() ||
 	    cfg_trace /* lib/trace.h: no map writes */)

@@ -100,7 +100,7 @@ export function addConntrackCommand(program: Command): void {
     .addOption(outputOption())
     .option('--service <name>', 'only this service (namespace/name, or namespace/name:port/PROTO)')
     .option('--ip <addr>', 'only flows with this address on either side')
-    .option('--proto <proto>', 'tcp or udp')
+    .option('--proto <proto>', 'tcp, udp or sctp')
     .action((o) =>
       withMaps(o.pinDir, (m) => {
         let v = conntrackViews(m);

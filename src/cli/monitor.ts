@@ -145,7 +145,7 @@ export function addMonitorCommand(program: Command): void {
     )
     .option('--ip <addr>', 'only packets with this address on either side, before or after translation', ipv4)
     .option('--port <n>', 'only packets with this port on either side, before or after translation', port('--port'))
-    .addOption(new Option('--proto <proto>', 'only this protocol').choices(['tcp', 'udp', 'icmp']))
+    .addOption(new Option('--proto <proto>', 'only this protocol').choices(['tcp', 'udp', 'sctp', 'icmp']))
     .addOption(
       new Option('--verdict <verdict>', 'only drop events with this outcome, or policy events with this verdict').choices([
         'drop',

@@ -114,7 +114,7 @@ export function addTraceCommand(program: Command): void {
     )
     .requiredOption('--from <ip>', "the packet's source address (a local pod's address picks its interface)", ipv4('--from'))
     .requiredOption('--to <ip:port>', "the packet's destination (a service address, a node address for NodePort, ...)", ipPort)
-    .addOption(new Option('--proto <proto>', 'protocol').choices(['tcp', 'udp'] as const).default('tcp' as const))
+    .addOption(new Option('--proto <proto>', 'protocol (sctp: an INIT)').choices(['tcp', 'udp', 'sctp'] as const).default('tcp' as const))
     .option('--sport <n>', 'source port', port('--sport'), 40000)
     .addOption(
       new Option('--tcp-flags <list>', 'TCP flags (syn opens a flow; ack follows an existing one)')

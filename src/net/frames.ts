@@ -1,21 +1,90 @@
 /**
- * Ethernet/IPv4/TCP/UDP frames with correct checksums: what `bpfproxy
+ * Ethernet/IPv4/TCP/UDP/SCTP frames with correct checksums: what `bpfproxy
  * trace` runs through the programs (testkit/packet.ts builds on it for the
  * tests and benchmarks). Small on purpose: what the datapath handles.
  */
 
 export const ETH_P_IP = 0x0800;
-export const PROTO = { ICMP: 1, TCP: 6, UDP: 17 } as const;
+export const PROTO = { ICMP: 1, TCP: 6, UDP: 17, SCTP: 132 } as const;
 export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+/** SCTP chunk types (RFC 9260 3.2). */
+export const SCTP_CHUNK = {
+  DATA: 0,
+  INIT: 1,
+  INIT_ACK: 2,
+  SACK: 3,
+  HEARTBEAT: 4,
+  ABORT: 6,
+  SHUTDOWN: 7,
+  SHUTDOWN_ACK: 8,
+  COOKIE_ECHO: 10,
+  COOKIE_ACK: 11,
+  SHUTDOWN_COMPLETE: 14,
+} as const;
 
 export interface L4 {
-  proto: 'tcp' | 'udp';
+  proto: 'tcp' | 'udp' | 'sctp';
   sport: number;
   dport: number;
+  /** TCP flags */
   flags?: number;
   seq?: number;
   ack?: number;
+  /** SCTP: verification tag (0 by default, as an INIT carries) */
+  vtag?: number;
+  /** SCTP: type of the one chunk (INIT by default); payload is its value */
+  chunk?: number;
   payload?: Buffer;
+}
+
+/** CRC32c (Castagnoli, reflected polynomial 0x82F63B78), as SCTP and iSCSI use it. */
+const CRC32C_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+export function crc32c(b: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const x of b) c = (CRC32C_TABLE[(c ^ x) & 0xff]! ^ (c >>> 8)) >>> 0;
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** The CRC32c an SCTP packet carries: over the packet with the checksum field zero, stored little-endian (RFC 9260 appendix A). */
+export function sctpChecksum(pkt: Buffer): number {
+  const z = Buffer.from(pkt);
+  z.writeUInt32LE(0, 8);
+  return crc32c(z);
+}
+
+/** A minimal INIT chunk value: initiate tag, a_rwnd, streams, initial TSN. */
+export function sctpInitValue(initiateTag = 0x01020304): Buffer {
+  const v = Buffer.alloc(16);
+  v.writeUInt32BE(initiateTag >>> 0, 0);
+  v.writeUInt32BE(65536, 4);
+  v.writeUInt16BE(10, 8);
+  v.writeUInt16BE(10, 10);
+  v.writeUInt32BE(1, 12);
+  return v;
+}
+
+/** An SCTP packet: common header and one chunk (padded to 4 bytes), with its CRC32c. */
+export function sctpPacket(l4: L4): Buffer {
+  const chunk = l4.chunk ?? SCTP_CHUNK.INIT;
+  const value = l4.payload ?? (chunk === SCTP_CHUNK.INIT ? sctpInitValue() : Buffer.alloc(0));
+  const h = Buffer.alloc(16);
+  h.writeUInt16BE(l4.sport, 0);
+  h.writeUInt16BE(l4.dport, 2);
+  h.writeUInt32BE((l4.vtag ?? 0) >>> 0, 4);
+  h[12] = chunk;
+  h.writeUInt16BE(4 + value.length, 14);
+  const pkt = Buffer.concat([h, value, Buffer.alloc((4 - (value.length % 4)) % 4)]);
+  pkt.writeUInt32LE(sctpChecksum(pkt), 8);
+  return pkt;
 }
 
 export interface Ipv4Spec {
@@ -53,6 +122,7 @@ export function pseudoHeader(src: string, dst: string, proto: number, len: numbe
 }
 
 export function l4Segment(ip: Ipv4Spec, l4: L4): Buffer {
+  if (l4.proto === 'sctp') return sctpPacket(l4);
   const payload = l4.payload ?? Buffer.alloc(0);
   if (l4.proto === 'udp') {
     const h = Buffer.alloc(8);
@@ -104,8 +174,10 @@ export function ethHeader(f: FrameSpec): Buffer {
   ]);
 }
 
-/** A whole frame: Ethernet + IPv4 + TCP/UDP. */
+const L4_PROTO = { tcp: PROTO.TCP, udp: PROTO.UDP, sctp: PROTO.SCTP } as const;
+
+/** A whole frame: Ethernet + IPv4 + TCP/UDP/SCTP. */
 export function frame(f: FrameSpec, l4: L4): Buffer {
   const seg = l4Segment(f, l4);
-  return Buffer.concat([ethHeader(f), ipv4Header(f, PROTO[l4.proto === 'tcp' ? 'TCP' : 'UDP'], seg.length), seg]);
+  return Buffer.concat([ethHeader(f), ipv4Header(f, L4_PROTO[l4.proto], seg.length), seg]);
 }

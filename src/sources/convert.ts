@@ -308,10 +308,6 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     }
     const sp = pr.data;
     const protocol = sp.protocol ?? 'TCP';
-    if (protocol === 'SCTP') {
-      p.entry('spec.ports', `${at}.protocol`, 'SCTP is not supported by bpfproxy yet; port skipped');
-      return;
-    }
     const name = sp.name ?? '';
     const nameErr = name ? dns1123Label(name) : undefined;
     if (nameErr) return p.entry('spec.ports', `${at}.name`, `a port name ${nameErr}; port skipped`);
@@ -355,7 +351,7 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     if (nodePort !== undefined) seenNodePorts.set(npKey, i);
     ports.push({
       name: intern(name),
-      protocol: protocol === 'UDP' ? 'UDP' : 'TCP',
+      protocol,
       port: sp.port,
       targetPort: typeof sp.targetPort === 'string' ? intern(sp.targetPort) : (sp.targetPort ?? sp.port),
       field: at,
@@ -572,8 +568,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
     if (sp.port === undefined) return p.entry('ports', `ports[${i}].port`, 'missing; port skipped');
     const err = sp.name ? dns1123Label(sp.name) : undefined;
     if (err) return p.entry('ports', `ports[${i}].name`, `a port name ${err}; port skipped`);
-    if ((sp.protocol ?? 'TCP') === 'SCTP') return;
-    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: sp.protocol === 'UDP' ? 'UDP' : 'TCP' });
+    ports.push({ name: intern(sp.name ?? ''), port: sp.port, protocol: sp.protocol ?? 'TCP' });
   });
   const endpoints: SliceEndpoint[] = [];
   const rawEps = r.data.endpoints ?? [];

@@ -225,7 +225,7 @@ export class EngineDataplane implements Dataplane {
       frontends.push({
         ip: f.ip,
         port: f.port,
-        protocol: f.protocol,
+        protocol: f.protocol === 'UDP' ? 'UDP' : 'TCP', // sync() keeps SCTP out
         flags: frontendFlags(f) | (maglev ? EngineFeFlags.MAGLEV : 0),
         svcId: this.svcId(f.servicePort),
         affinityTimeout: f.affinityTimeout,
@@ -256,6 +256,14 @@ export class EngineDataplane implements Dataplane {
       const ks = frontendKey(f);
       const label = `${ks} (${f.kind})`;
       if (wanted.has(ks)) continue;
+      if (f.protocol === 'SCTP') {
+        report.problems.push({
+          service,
+          frontend: label,
+          message: `${label}: the vector engine does not parse SCTP; its XDP steering passes SCTP on and the BPF path serves it`,
+        });
+        continue;
+      }
       const cur = this.fes.get(ks);
       const other = cur && cur.owner !== service ? cur.owner : undefined;
       if (other !== undefined && !this.outranks(service, other, rank)) {

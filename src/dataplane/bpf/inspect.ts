@@ -1,12 +1,12 @@
 /** Read-only views of the pinned maps, for the CLI (and tests' golden dumps). */
 import { native } from '../../native/index.js';
-import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_UDP, maglevSizeOf } from './codecs.js';
+import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_SCTP, IPPROTO_UDP, maglevSizeOf } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
 import type { DatapathSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
 
-const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : String(n));
+const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : n === IPPROTO_SCTP ? 'SCTP' : String(n));
 
 export interface ServiceView {
   servicePort: string;
@@ -75,8 +75,9 @@ export function ctState(protoNum: number, state: number): string {
   if (fins) return 'fin-wait';
   if (protoNum === IPPROTO_UDP) return state & CtState.REPLY_SEEN ? 'replied' : 'new';
   if (state & CtState.ESTABLISHED) return 'established';
-  if (state & CtState.REPLY_SEEN) return 'syn-received';
-  return 'syn-sent';
+  // SCTP: INIT sent (cookie-wait), INIT ACK seen (cookie-echoed)
+  if (state & CtState.REPLY_SEEN) return protoNum === IPPROTO_SCTP ? 'init-acked' : 'syn-received';
+  return protoNum === IPPROTO_SCTP ? 'init-sent' : 'syn-sent';
 }
 
 export function conntrackViews(maps: DatapathMaps): ConntrackView[] {

@@ -24,6 +24,7 @@
 import { native, type RingbufReader } from '../../native/index.js';
 import {
   CtFlags,
+  IPPROTO_SCTP,
   IPPROTO_TCP,
   IPPROTO_UDP,
   MONITOR_RING_BYTES,
@@ -103,7 +104,8 @@ export type MonitorEvent = EventBase &
       }
   );
 
-export const protoName = (n: number): string => (n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : n === 1 ? 'ICMP' : String(n));
+export const protoName = (n: number): string =>
+  n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : n === IPPROTO_SCTP ? 'SCTP' : n === 1 ? 'ICMP' : String(n);
 const HOOKS = { [MonHook.POD]: 'pod', [MonHook.DATA]: 'data', [MonHook.HOST]: 'host' } as const;
 
 function ctFlagNames(f: number): string[] {
@@ -127,7 +129,7 @@ function answeredTuple(t: FlowTuple, frame: Buffer): FlowTuple {
   if (t.proto !== 'ICMP' || frame.length < q + 20) return t;
   const ihl = ((frame[q] ?? 0) & 0x0f) * 4;
   const proto = frame[q + 9] ?? 0;
-  const ports = frame.length >= q + ihl + 4 && (proto === IPPROTO_TCP || proto === IPPROTO_UDP);
+  const ports = frame.length >= q + ihl + 4 && (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP);
   return {
     proto: protoName(proto),
     src: ip(q + 12),

@@ -30,7 +30,7 @@
  */
 import type { Logger } from 'pino';
 import { BpfError } from '../../native/index.js';
-import type { Backend, Frontend, LbAlgorithm } from '../../model/types.js';
+import type { Backend, Frontend, LbAlgorithm, Protocol } from '../../model/types.js';
 import { frontendKey, lbAlgorithmOf } from '../../model/types.js';
 import {
   DEFAULT_MAGLEV_SEED,
@@ -46,6 +46,7 @@ import {
   BackendFlags,
   FeFlags,
   NodeIpFlags,
+  IPPROTO_SCTP,
   IPPROTO_TCP,
   IPPROTO_UDP,
   MAGLEV_CHUNK_BYTES,
@@ -145,9 +146,10 @@ interface FeEntry {
 }
 
 const ENOSPC = 28;
-const protoNum = (p: string): number => (p === 'UDP' ? IPPROTO_UDP : IPPROTO_TCP);
-const protoName = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : 'TCP');
-const feKeyStr = (k: FeKey): string => frontendKey({ ip: k.addr, port: k.port, protocol: protoName(k.proto) as 'TCP' });
+const PROTO_NUMS: Record<Protocol, number> = { TCP: IPPROTO_TCP, UDP: IPPROTO_UDP, SCTP: IPPROTO_SCTP };
+const protoNum = (p: Protocol): number => PROTO_NUMS[p];
+const protoName = (n: number): Protocol => (n === IPPROTO_UDP ? 'UDP' : n === IPPROTO_SCTP ? 'SCTP' : 'TCP');
+const feKeyStr = (k: FeKey): string => frontendKey({ ip: k.addr, port: k.port, protocol: protoName(k.proto) });
 const backendStr = (b: BackendValue): string => `${b.addr}:${b.port}${b.flags & BackendFlags.LOCAL ? 'L' : ''}`;
 /** "namespace/name:port/PROTO" -> "namespace/name" */
 export const serviceOfPort = (spk: string): string => spk.slice(0, spk.lastIndexOf(':'));
@@ -225,8 +227,8 @@ export class BpfReconciler implements Dataplane {
   /** the service port ids in srcRanges of each service ("namespace/name") */
   private readonly srcBySvc = new Map<string, Set<number>>();
   private slotCount = 0;
-  /** UDP conntrack of removed endpoints: cleared in native passes off the event loop */
-  private readonly udpFlusher: ConntrackFlusher;
+  /** UDP and SCTP conntrack of removed endpoints: cleared in native passes off the event loop */
+  private readonly flushers: ReadonlyArray<{ protocol: 'UDP' | 'SCTP'; flusher: ConntrackFlusher }>;
   private readonly pendingFlushes = new Set<Promise<void>>();
 
   constructor(
@@ -234,7 +236,10 @@ export class BpfReconciler implements Dataplane {
     private readonly log?: Logger,
     private lb: LoadBalancing = DEFAULT_LOAD_BALANCING,
   ) {
-    this.udpFlusher = new ConntrackFlusher(maps, IPPROTO_UDP);
+    this.flushers = [
+      { protocol: 'UDP', flusher: new ConntrackFlusher(maps, IPPROTO_UDP) },
+      { protocol: 'SCTP', flusher: new ConntrackFlusher(maps, IPPROTO_SCTP) },
+    ];
     this.restore();
   }
 
@@ -247,7 +252,7 @@ export class BpfReconciler implements Dataplane {
   }
 
   /**
-   * Resolves when the UDP conntrack flushes queued by earlier syncs are
+   * Resolves when the UDP and SCTP conntrack flushes queued by earlier syncs are
    * done (each finishes shortly after its sync; the sync does not wait).
    */
   async flushed(): Promise<void> {
@@ -818,10 +823,13 @@ export class BpfReconciler implements Dataplane {
   }
 
   /**
-   * Affinity entries and UDP conntrack entries that lead to backends a
-   * service port no longer has (kube-proxy clears UDP conntrack the same
-   * way; TCP connections are left to end on their own). The conntrack part
-   * is queued to a native pass over the map (it can hold 512K entries) and
+   * Affinity entries and UDP and SCTP conntrack entries that lead to
+   * backends a service port no longer has (kube-proxy clears UDP conntrack
+   * the same way; TCP connections are left to end on their own). SCTP goes
+   * further than kube-proxy on purpose: SCTP peers often keep a fixed port,
+   * and a new association's INIT from it would otherwise follow the old
+   * entry to the removed endpoint until the timeout. The conntrack part
+   * is queued to native passes over the map (it can hold 512K entries) and
    * ends shortly after this sync; returns whether one was queued (the dead
    * service ids are released when it ends).
    */
@@ -836,7 +844,8 @@ export class BpfReconciler implements Dataplane {
         .map(([k]) => k);
       if (aff.length) this.maps.affinity.deleteMany(aff);
     }
-    if (!affected.some((id) => this.svcNames.get(id)?.endsWith('/UDP'))) return false;
+    const flushers = this.flushers.filter((f) => affected.some((id) => this.svcNames.get(id)?.endsWith(`/${f.protocol}`)));
+    if (!flushers.length) return false;
     const rules: FlushRule[] = [...dead].map((svcId) => ({ svcId }));
     for (const [svcId, bes] of gone) {
       if (dead.has(svcId)) continue;
@@ -846,24 +855,30 @@ export class BpfReconciler implements Dataplane {
       }
     }
     const names = affected.map((id) => this.svcNames.get(id) ?? `svc id ${id}`);
-    const p = this.udpFlusher
-      .flush(rules)
-      .then(
+    const timeout = {
+      UDP: 'the UDP conntrack timeout (bpfConntrackTimeouts.UDPTimeout) ends',
+      SCTP: 'the TCP timeouts of bpfConntrackTimeouts (SCTP associations use them) end',
+    };
+    const passes = flushers.map(({ protocol, flusher }) =>
+      flusher.flush(rules).then(
         (r) => {
           if (r.deleted)
             this.log?.debug(
               { entries: r.deleted, scanned: r.scanned, ms: Math.round(r.ms), servicePorts: names },
-              'cleared UDP conntrack entries of removed endpoints',
+              `cleared ${protocol} conntrack entries of removed endpoints`,
             );
         },
         (e: unknown) => {
           this.log?.error(
             { servicePorts: names, map: this.maps.ct.name },
-            `cannot clear the UDP conntrack entries of removed endpoints: ${e instanceof Error ? e.message : String(e)}; ` +
-              'their flows keep going to the removed endpoints until the UDP conntrack timeout (bpfConntrackTimeouts.UDPTimeout) ends them',
+            `cannot clear the ${protocol} conntrack entries of removed endpoints: ${e instanceof Error ? e.message : String(e)}; ` +
+              `their flows keep going to the removed endpoints until ${timeout[protocol]} them`,
           );
         },
-      )
+      ),
+    );
+    const p = Promise.all(passes)
+      .then(() => undefined)
       .finally(() => {
         for (const svcId of dead) this.svcIdAlloc.release(svcId);
         this.pendingFlushes.delete(p);

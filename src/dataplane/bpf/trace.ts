@@ -148,7 +148,8 @@ export async function openTracer(bpfDir: string, pinDir: string, opts: { rodataI
 // ---- what the steps mean ---------------------------------------------------
 
 export interface TracePacket {
-  proto: 'tcp' | 'udp';
+  /** sctp: an INIT (what opens an association) */
+  proto: 'tcp' | 'udp' | 'sctp';
   src: string;
   sport: number;
   dst: string;
@@ -214,7 +215,7 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
       return `service id ${id}`;
     }
   };
-  const proto = pkt.proto === 'tcp' ? 6 : 17;
+  const proto = pkt.proto === 'tcp' ? 6 : pkt.proto === 'sctp' ? 132 : 17;
   let lastReason: { name: string; dropped: boolean; verdict: string; help: string } | undefined;
   let fib: { rc: number; ifindex: number; looked: boolean } | undefined;
   let frontend: { svcId: number; affinity: number } | undefined;

@@ -11,10 +11,20 @@
  * Everything comes from one seeded Prng, so a run is reproducible from its
  * seed (the programs' own randomness, backend choice and SNAT ports, aside).
  */
-import { csumFold, csumPartial, ethHeader, icmpErrorFrame, ipv4Header, l4Segment, type FrameSpec } from '../../../testkit/packet.js';
+import {
+  csumFold,
+  csumPartial,
+  ethHeader,
+  icmpErrorFrame,
+  ipv4Header,
+  l4Segment,
+  SCTP_CHUNK,
+  sctpPacket,
+  type FrameSpec,
+} from '../../../testkit/packet.js';
 import type { DatapathMaps } from '../../../src/dataplane/bpf/loader.js';
 import { type Prng } from './prng.js';
-import { ETH_HLEN, fixIpCsum, fixL4Csum, inspect, ipString, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from './inspect.js';
+import { ETH_HLEN, fixIpCsum, fixL4Csum, inspect, ipString, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './inspect.js';
 
 export interface Endpoint {
   addr: string;
@@ -227,8 +237,42 @@ export class PacketGenerator {
     return seg;
   }
 
+  /** An SCTP packet whose one chunk plays the part the TCP flags would (a reply's INIT ACK, ABORT...), or any chunk. */
+  private sctpSegment(sport: number, dport: number, flags: number | undefined, payload: Buffer): Buffer {
+    const r = this.rng;
+    const C = SCTP_CHUNK;
+    const chunk =
+      flags === 0x12
+        ? C.INIT_ACK
+        : flags === 0x04 || flags === 0x14
+          ? r.pick([C.ABORT, C.SHUTDOWN_COMPLETE])
+          : flags === 0x11
+            ? r.pick([C.SHUTDOWN, C.SHUTDOWN_ACK])
+            : r.weighted<number>([
+                [40, C.INIT],
+                [20, C.DATA],
+                [8, C.COOKIE_ECHO],
+                [5, C.SACK],
+                [5, C.HEARTBEAT],
+                [4, C.ABORT],
+                [4, C.SHUTDOWN],
+                [14, r.int(256)],
+              ]);
+    const vtag = chunk === C.INIT && r.chance(0.9) ? 0 : r.u32();
+    // An INIT's value is 16 bytes at least; any other chunk's anything.
+    const value = chunk === C.INIT && payload.length < 16 ? Buffer.concat([r.bytes(16), payload]) : payload;
+    const seg = sctpPacket({ proto: 'sctp', sport, dport, vtag, chunk, payload: value });
+    if (r.chance(0.05)) seg.writeUInt16BE(seg.readUInt16BE(14) ^ (1 + r.int(0xffff)), 14); // a chunk length that lies (CRC still right)
+    if (r.chance(0.05)) seg.writeUInt32LE((seg.readUInt32LE(8) ^ (1 + r.int(0xffffffff))) >>> 0, 8); // wrong CRC32c
+    return seg;
+  }
+
   private l4Frame(f: FrameSpec, proto: number, sport: number, dport: number, flags?: number): Buffer {
     const payload = this.payload();
+    if (proto === IPPROTO_SCTP) {
+      const seg = this.sctpSegment(sport, dport, flags, payload);
+      return Buffer.concat([ethHeader(f), ipv4Header(f, proto, seg.length), seg]);
+    }
     const seg =
       proto === IPPROTO_TCP
         ? this.tcpSegment(f, sport, dport, flags ?? this.tcpFlags(), payload)
@@ -254,7 +298,7 @@ export class PacketGenerator {
     switch (what) {
       case 'to-frontend': {
         const fe = r.pick(this.topo.frontends);
-        const proto = r.chance(0.92) ? fe.proto : r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]);
+        const proto = r.chance(0.92) ? fe.proto : r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP]);
         const src = r.chance(0.85) ? r.pick(this.topo.clients) : this.someAddr();
         const f = this.ipSpec(src, fe.addr);
         if (proto === IPPROTO_ICMP) return { kind: 'structured', label: 'icmp-to-frontend', frame: this.icmpOther(f) };
@@ -286,7 +330,7 @@ export class PacketGenerator {
         return { kind: 'structured', label: `${pname(b.proto)}-to-backend`, frame: this.l4Frame(f, b.proto, this.clientPort(), b.port) };
       }
       case 'random-tuple': {
-        const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP]);
+        const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP]);
         const f = this.ipSpec(this.someAddr(), this.someAddr());
         return {
           kind: 'structured',
@@ -302,10 +346,10 @@ export class PacketGenerator {
         return { kind: 'structured', label: 'icmp-err-tracked', frame: this.icmpError(f, this.quoteOf(m.outIp)) };
       }
       case 'icmp-err-random': {
-        const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, r.int(256)]);
+        const proto = r.pick([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP, r.int(256)]);
         const qf = this.ipSpec(this.someAddr(), this.someAddr());
         let quoted: Buffer;
-        if (proto === IPPROTO_TCP || proto === IPPROTO_UDP)
+        if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP)
           quoted = this.l4Frame(qf, proto, this.somePort(), this.somePort()).subarray(ETH_HLEN);
         else quoted = Buffer.concat([ipv4Header(qf, proto, 8), r.bytes(8)]);
         const f = this.ipSpec(this.someAddr(), this.someAddr());
@@ -490,7 +534,8 @@ export class PacketGenerator {
   }
 }
 
-const pname = (p: number): string => (p === IPPROTO_TCP ? 'tcp' : p === IPPROTO_UDP ? 'udp' : p === IPPROTO_ICMP ? 'icmp' : `p${p}`);
+const pname = (p: number): string =>
+  p === IPPROTO_TCP ? 'tcp' : p === IPPROTO_UDP ? 'udp' : p === IPPROTO_SCTP ? 'sctp' : p === IPPROTO_ICMP ? 'icmp' : `p${p}`;
 
 const macOf = (b: Buffer): string => [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 

@@ -3,12 +3,14 @@
  * whatever the bytes, and says which checksums are valid, invalid or not
  * checkable (headers cut short, fragments, lengths past the frame).
  */
+import { sctpChecksum } from '../../../testkit/packet.js';
 
 export const ETH_HLEN = 14;
 export const ETH_P_IP = 0x0800;
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
+export const IPPROTO_SCTP = 132;
 export const TCP_RST = 0x04;
 
 /** 'n/a': the checksum cannot be checked on these bytes. */
@@ -28,7 +30,7 @@ export interface FrameInfo {
   /** MF set or a fragment offset: the L4 checksum covers more than this packet. */
   fragment: boolean;
   ipCsum: CsumState;
-  /** TCP/UDP checksum over the segment IPv4 tot_len says is there. */
+  /** TCP/UDP checksum (SCTP: CRC32c) over the segment IPv4 tot_len says is there. */
   l4Csum: CsumState;
   /** ICMP checksum over the message IPv4 tot_len says is there. */
   icmpCsum: CsumState;
@@ -102,7 +104,16 @@ export function inspect(b: Buffer): FrameInfo {
   const l4 = ip + ihl;
   const end = ip + info.totLen; // where IPv4 says the packet ends
   const whole = info.totLen >= ihl && end <= b.length;
-  if (info.proto === IPPROTO_TCP || info.proto === IPPROTO_UDP) {
+  if (info.proto === IPPROTO_SCTP) {
+    if (l4 + 4 <= b.length) {
+      info.sport = u16(b, l4);
+      info.dport = u16(b, l4 + 2);
+    }
+    if (whole && !info.fragment && end - l4 >= 12) {
+      const pkt = b.subarray(l4, end);
+      info.l4Csum = sctpChecksum(pkt) === pkt.readUInt32LE(8) ? 'ok' : 'bad';
+    }
+  } else if (info.proto === IPPROTO_TCP || info.proto === IPPROTO_UDP) {
     if (l4 + 4 <= b.length) {
       info.sport = u16(b, l4);
       info.dport = u16(b, l4 + 2);
@@ -147,7 +158,7 @@ export function fixIpCsum(b: Buffer): void {
   b.writeUInt16BE(~fold16(sum16(b, ETH_HLEN, ETH_HLEN + ihl)) & 0xffff, ETH_HLEN + 10);
 }
 
-/** Recompute the TCP/UDP/ICMP checksum in place over the bytes tot_len says are there. */
+/** Recompute the TCP/UDP/SCTP/ICMP checksum in place over the bytes tot_len says are there. */
 export function fixL4Csum(b: Buffer): void {
   const i = inspect(b);
   if (!i.ipv4) return;
@@ -160,6 +171,8 @@ export function fixL4Csum(b: Buffer): void {
     b.writeUInt16BE(0, l4 + 6);
     const c = ~fold16(sum16(b, l4, end, pseudoSum(i.src, i.dst, i.proto, end - l4))) & 0xffff;
     b.writeUInt16BE(c === 0 ? 0xffff : c, l4 + 6);
+  } else if (i.proto === IPPROTO_SCTP && end - l4 >= 12) {
+    b.writeUInt32LE(sctpChecksum(b.subarray(l4, end)), l4 + 8);
   } else if (i.proto === IPPROTO_ICMP && end - l4 >= 8) {
     b.writeUInt16BE(0, l4 + 2);
     b.writeUInt16BE(~fold16(sum16(b, l4, end)) & 0xffff, l4 + 2);

@@ -11,7 +11,7 @@ import { inNetns } from '../env.js';
 import { checkCtPeers, emptyCounts, type PeerProblem, type PeerProblemKind } from './conntrack.js';
 import { PacketGenerator, type GenKind, type Topology } from './generate.js';
 import { Prng } from './prng.js';
-import { ETH_HLEN, inspect, ipString, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_RST, type FrameInfo } from './inspect.js';
+import { ETH_HLEN, inspect, ipString, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, TCP_RST, type FrameInfo } from './inspect.js';
 
 const BPF_PROG_TYPE_SCHED_CLS = 3;
 const BPF_PROG_TYPE_SCHED_ACT = 4;
@@ -188,7 +188,9 @@ function isGeneratedReply(inp: FrameInfo, out: FrameInfo): boolean {
  *      incremental, so a bad input sum stays bad) or if it is a reply the program built;
  *    - same for the TCP/UDP checksum (UDP 0 = none) and the ICMP checksum, checked
  *      over the bytes the IPv4 total length covers; the quoted header of a
- *      translated ICMP error keeps a valid checksum.
+ *      translated ICMP error keeps a valid checksum;
+ *    - an SCTP CRC32c that was right stays right, and one that was wrong stays
+ *      wrong (the datapath folds the change in; it never recomputes).
  */
 export function checkResult(
   kind: 'tc' | 'xdp',
@@ -229,6 +231,8 @@ export function checkResult(
           `output ${out.proto === IPPROTO_TCP ? 'TCP' : 'UDP'} checksum ${out.l4Csum} (input ${inp.l4Csum}${reply ? ', generated reply' : ''})`,
         ]);
     }
+  } else if (out.proto === IPPROTO_SCTP && sameL4 && inp.l4Csum !== 'n/a' && out.l4Csum !== inp.l4Csum) {
+    bad.push(['sctp-crc', `output SCTP CRC32c ${out.l4Csum} (input ${inp.l4Csum}): a right one must stay right, a wrong one wrong`]);
   } else if (out.proto === IPPROTO_ICMP) {
     if ((sameL4 && inp.icmpCsum === 'ok') || reply) {
       if (out.icmpCsum !== 'ok') {
@@ -450,7 +454,7 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
 function remember(gen: PacketGenerator, inp: FrameInfo, output: Buffer): void {
   const out = inspect(output);
   if (!inp.ipv4 || !out.ipv4 || out.proto !== inp.proto) return;
-  if (out.proto !== IPPROTO_TCP && out.proto !== IPPROTO_UDP) return;
+  if (out.proto !== IPPROTO_TCP && out.proto !== IPPROTO_UDP && out.proto !== IPPROTO_SCTP) return;
   if (out.src === inp.src && out.dst === inp.dst && out.sport === inp.sport && out.dport === inp.dport) return;
   if (isGeneratedReply(inp, out)) return;
   const ipEnd = Math.min(output.length, ETH_HLEN + Math.max(out.totLen, out.ihl));
