@@ -66,8 +66,19 @@ const ROWS: Record<FelixField, Row> = {
     pick: (c) => c.externalServiceMode,
     want: 'DSR',
     bad: 'Magic',
-    message: /^must be Tunnel or DSR, not "Magic"$/,
+    message: /^must be Tunnel, DSR or SNAT, not "Magic"$/,
     change: 'live',
+    flag: ['--external-service-mode', 'DSR', 'Sideways'],
+  },
+  bpfDSROptoutCIDRs: {
+    calicoDefault: [],
+    good: ['192.0.2.0/24', '198.51.100.7'],
+    pick: (c) => c.dsrOptoutCIDRs,
+    want: ['192.0.2.0/24', '198.51.100.7/32'],
+    bad: ['192.0.2.0/33'],
+    message: /^must be an IPv4 CIDR such as "192.0.2.0\/24", not "192.0.2.0\/33"$/,
+    change: 'live',
+    flag: ['--dsr-optout-cidrs', '192.0.2.0/24,198.51.100.7', '10.0.0.0/40'],
   },
   bpfKubeProxyIptablesCleanupEnabled: {
     calicoDefault: true,
@@ -316,7 +327,7 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 11);
+  t.equal(Object.keys(DEFAULT_CONFIG).length, 12);
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 

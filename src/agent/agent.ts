@@ -258,6 +258,12 @@ export class Agent {
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
           ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
           nodePrimaryIP: () => this.nodePrimaryIP,
+          tunnelInputs: () => ({
+            nodeName: o.nodeName,
+            nodes: this.nodes.all(),
+            nodeOf: (n) => this.nodes.get(n),
+            slices: this.proxier.store.allSlices(),
+          }),
         },
         cfg,
         this.proxier,
