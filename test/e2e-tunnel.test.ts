@@ -15,7 +15,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { probe, startStream, type ProbeAttempt } from '../lab/lab.js';
+import { AGENT_CLI, probe, startStream, type ProbeAttempt } from '../lab/lab.js';
 import { nsPath } from '../testkit/netns.js';
 import { frame, TCP } from '../testkit/packet.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
@@ -157,6 +157,43 @@ t.test('Tunnel, DSR and SNAT across the two-node lab', async (t) => {
     t.ok(after.NEW_REMOTE.packets - before.NEW_REMOTE.packets >= 18, 'node2 took every flow from the tunnel');
     t.ok(after.ENCAP.packets > before.ENCAP.packets, 'node2 sent the replies back through the tunnel');
     t.equal(after.DSR_REPLY.packets, before.DSR_REPLY.packets, 'and none direct');
+  });
+
+  await t.test('bpfproxy conntrack and status show the tunnelled flows and the mode', async (t) => {
+    const stream = startStream(client.ns, n1.ip, 30170, 3000, { interval: 50, chunk: 1024 });
+    await sleep(1000);
+    const cli = (n: typeof n1, args: string[]) => {
+      const r = spawnSync(process.execPath, [AGENT_CLI, ...args, '--pin-dir', n.pinDir, '-o', 'json'], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      return JSON.parse(r.stdout) as unknown;
+    };
+    type Flow = {
+      dir: string;
+      from: string;
+      to: string;
+      tunnel?: { mode: string; role: string; ingressNode: string; backendNode: string; backend: string };
+    };
+    const at1 = (cli(n1, ['conntrack', '--tunnel']) as Flow[]).filter(
+      (f) => f.dir === 'fwd' && f.to === `${n1.ip}:30170` && f.tunnel?.role === 'ingress',
+    );
+    const at2 = (cli(n2, ['conntrack', '--tunnel']) as Flow[]).filter(
+      (f) => f.dir === 'fwd' && f.to === `${n1.ip}:30170` && f.tunnel?.role === 'backend',
+    );
+    t.ok(at1.length >= 1, `node1 lists tunnelled flows (${at1.length})`);
+    t.match(
+      at1[0]?.tunnel,
+      { mode: 'Tunnel', ingressNode: n1.ip, backendNode: n2.ip, backend: '10.244.2.11:8080' },
+      'node1: ingress -> backend node, endpoint',
+    );
+    t.match(at2[0]?.tunnel, { mode: 'Tunnel', ingressNode: n1.ip, backendNode: n2.ip }, 'node2: the ingress node recorded');
+    const st = cli(n1, ['status']) as {
+      externalService: { mode: string; local: string; newFlows: { Tunnel: number }; packets: { encap: number } };
+    };
+    t.match(st.externalService, { mode: 'Tunnel', local: n1.ip }, 'status: the mode and tunnel address');
+    t.ok(st.externalService.newFlows.Tunnel > 0 && st.externalService.packets.encap > 0, 'status: tunnel counters');
+    t.ok((await stream).ok, 'the stream meanwhile');
   });
 
   await t.test('Tunnel: a 16 MiB transfer comes back byte-exact', async (t) => {
