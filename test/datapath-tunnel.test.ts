@@ -8,7 +8,7 @@
  * malformed outer headers refused and counted.
  */
 import t from 'tap';
-import { frame, PROTO, TCP, csumFold, csumPartial, parseFrame, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { frame, icmpErrorFrame, PROTO, TCP, csumFold, csumPartial, parseFrame, type FrameSpec, type L4 } from '../testkit/packet.js';
 import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';
@@ -231,6 +231,51 @@ t.test('Tunnel and DSR through BPF_PROG_RUN', async (t) => {
       'DSR: reply straight to the client from the service address',
     );
     t.equal(reasonCount(dp, 'tun-forged'), before, 'nothing counted as forged');
+  });
+
+  t.test('ICMP errors about a tunnelled flow reach the right end, translated there', async (t) => {
+    const ROUTER = '192.0.2.1';
+    // ingress: an error about the reply direction (service -> client) goes on to the backend's node as it is
+    const quotedReply = frame({ src: NODE_IP, dst: CLIENT }, { proto: 'tcp', sport: 30081, dport: 41000, flags: TCP.ACK }).subarray(14);
+    const err = icmpErrorFrame({ src: ROUTER, dst: NODE_IP }, 3, 4, quotedReply, 1280);
+    const fwd = node.runRaw('fromData', err);
+    t.equal(fwd.verdict, 'redirect');
+    const o = outerOf(fwd.raw);
+    t.same([o.src, o.dst, o.vni], [NODE_IP, PEER, VNI_TUNNEL], 'ingress: into the tunnel to the backend node');
+    t.same(
+      [o.inner.src, o.inner.dst, o.inner.icmp?.mtu, o.inner.icmp?.inner?.sport],
+      [ROUTER, NODE_IP, 1280, 30081],
+      'untranslated inside',
+    );
+
+    // backend: the same error arriving through the tunnel is translated to the endpoint
+    const quoted2 = frame({ src: PEER, dst: CLIENT }, { proto: 'tcp', sport: 30083, dport: 44000, flags: TCP.ACK }).subarray(14);
+    const inErr = node.runRaw(
+      'fromData',
+      vxlan(PEER, NODE_IP, VNI_TUNNEL, icmpErrorFrame({ src: ROUTER, dst: PEER }, 3, 4, quoted2, 1280)),
+    );
+    t.equal(inErr.verdict, 'redirect');
+    t.same([inErr.out.src, inErr.out.dst], [ROUTER, '10.244.1.11'], 'backend: to the endpoint, router address kept');
+    t.same(
+      [inErr.out.icmp?.inner?.src, inErr.out.icmp?.inner?.sport, inErr.out.icmp?.inner?.dst],
+      ['10.244.1.11', 8080, CLIENT],
+      'quoted packet as the endpoint sent it',
+    );
+    t.ok(inErr.out.icmp?.csumOk, 'ICMP checksum valid');
+
+    // backend, Tunnel: the endpoint's own error about the client's datagram goes back through the ingress node
+    const q = frame({ src: CLIENT, dst: PEER }, { proto: 'udp', sport: 44002, dport: 30084, payload: Buffer.from('x') });
+    t.equal(node.runRaw('fromData', vxlan(PEER, NODE_IP, VNI_TUNNEL, q)).out.dst, '10.244.1.11', 'a UDP flow in Tunnel mode');
+    const quoted3 = frame(
+      { src: CLIENT, dst: '10.244.1.11' },
+      { proto: 'udp', sport: 44002, dport: 8080, payload: Buffer.from('x') },
+    ).subarray(14);
+    const unreach = node.runRaw('fromPod', icmpErrorFrame({ src: '10.244.1.11', dst: CLIENT }, 3, 3, quoted3));
+    t.equal(unreach.verdict, 'redirect');
+    const u = outerOf(unreach.raw);
+    t.same([u.dst, u.vni], [PEER, VNI_TUNNEL], 'back to the ingress node');
+    t.same([u.inner.src, u.inner.dst], [PEER, CLIENT], 'from the service address, to the client');
+    t.same([u.inner.icmp?.inner?.dst, u.inner.icmp?.inner?.dport], [PEER, 30084], 'quoting the datagram as the client sent it');
   });
 
   t.test('refused: forged source, truncated and malformed outer headers; foreign VNI passes', async (t) => {

@@ -16,7 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT_CLI, probe, startStream, type ProbeAttempt } from '../lab/lab.js';
-import { nsPath } from '../testkit/netns.js';
+import { ip, nsPath } from '../testkit/netns.js';
 import { frame, TCP } from '../testkit/packet.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { tunnelCounters, tunnelMode } from '../src/dataplane/bpf/tunnel.js';
@@ -200,6 +200,21 @@ t.test('Tunnel, DSR and SNAT across the two-node lab', async (t) => {
     const r = JSON.parse(inClient(TRANSFER, [n1.ip, '30170', String(16 << 20)])) as { ok: boolean; got: number; peer: string };
     t.ok(r.ok, `sha256 equal (${r.got} bytes)`);
     t.match(r.peer, new RegExp(`^${client.ip.replace(/\./g, '\\.')}:`), 'seen from the client address');
+  });
+
+  await t.test('Tunnel across a narrower hop (route MTU 1400 to node2): PMTU discovery, byte-exact', async (t) => {
+    ip(n1.ns, 'route', 'replace', `${n2.ip}/32`, 'dev', 'eth0', 'mtu', 'lock', '1400');
+    // full-size packets one by one, as from a NIC without GRO (GSO packets
+    // are resegmented by the encapsulation instead)
+    ip(client.ns, 'link', 'set', 'dev', 'eth0', 'gso_max_segs', '1');
+    t.teardown(() => {
+      ip(n1.ns, 'route', 'del', `${n2.ip}/32`);
+      ip(client.ns, 'link', 'set', 'dev', 'eth0', 'gso_max_segs', '65535');
+    });
+    const before = counters(n1).reasons['frag-needed']!;
+    const r = JSON.parse(inClient(TRANSFER, [n1.ip, '30170', String(4 << 20)])) as { ok: boolean; got: number };
+    t.ok(r.ok, `sha256 equal (${r.got} bytes)`);
+    t.ok(counters(n1).reasons['frag-needed']! > before, 'node1 answered fragmentation-needed (1400 - 50)');
   });
 
   await t.test('switched to DSR live: a running transfer survives; new flows reply straight from node2', async (t) => {

@@ -302,6 +302,10 @@ static __always_inline int tun_encap_send(struct __sk_buff *skb, const struct ct
 {
 	struct tun_outer h;
 	__u32		 inner_len = skb->len; /* the frame becomes the inner frame */
+	/* No FIXED_GSO: the kernel takes the overhead off a GSO packet's
+	 * segment size (bpf_fib_lookup() does not check GSO packets against
+	 * the MTU), so its segments fit the link once encapsulated; the
+	 * receiving node's decapsulation gives the 50 bytes back. */
 	__u64 flags = TUN_ADJ_ENCAP_L3_IPV4 | TUN_ADJ_ENCAP_L4_UDP | TUN_ADJ_ENCAP_L2(ETH_HLEN);
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
@@ -365,6 +369,8 @@ static __always_inline enum tun_rx_result tun_rx(struct __sk_buff *skb, struct p
 		return r;
 	*peer  = p->tuple.saddr;
 	*local = p->tuple.daddr;
+	/* A GSO packet's segments grow back by the 50 bytes the sender's
+	 * encapsulation took off. */
 	if (bpf_skb_adjust_room(skb, -TUN_OVERHEAD, BPF_ADJ_ROOM_MAC, 0)) {
 		drop(skb, REASON_REWRITE_FAILED);
 		return TUN_RX_MALFORMED;
