@@ -233,6 +233,20 @@ t.test('Tunnel and DSR through BPF_PROG_RUN', async (t) => {
     t.equal(reasonCount(dp, 'tun-forged'), before, 'nothing counted as forged');
   });
 
+  t.test('backend node, host-network endpoint: its reply is encapsulated on egress (Tunnel)', async (t) => {
+    t.same(rec.syncService('test/hostnet', [fe('NodePort', '0.0.0.0', 30085, 'TCP', [be(NODE_IP, 8080)])]).problems, []);
+    const inner = frame({ src: CLIENT, dst: PEER }, { proto: 'tcp', sport: 46100, dport: 30085, flags: TCP.SYN });
+    const r = node.runRaw('fromData', vxlan(PEER, NODE_IP, VNI_TUNNEL, inner));
+    t.equal(r.verdict, 'pass', 'to the node itself: the stack delivers it');
+    t.same([r.out.src, r.out.dst, r.out.dport], [CLIENT, NODE_IP, 8080], 'DNAT to the host-network endpoint, client kept');
+    const rep = node.run('hostReply', { src: NODE_IP, dst: CLIENT }, { proto: 'tcp', sport: 8080, dport: 46100, flags: TCP.SYN | TCP.ACK });
+    t.equal(rep.verdict, 'redirect');
+    const o = outerOf(rep.raw);
+    t.same([o.src, o.dst, o.vni], [NODE_IP, PEER, VNI_TUNNEL], 'back to the ingress node');
+    t.same([o.inner.src, o.inner.sport, o.inner.dst, o.inner.dport], [PEER, 30085, CLIENT, 46100], 'reverse-translated inside');
+    t.ok(o.inner.l4CsumOk, 'inner checksum valid');
+  });
+
   t.test('ICMP errors about a tunnelled flow reach the right end, translated there', async (t) => {
     const ROUTER = '192.0.2.1';
     // ingress: an error about the reply direction (service -> client) goes on to the backend's node as it is
