@@ -15,7 +15,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AGENT_CLI, probe, startStream, type ProbeAttempt } from '../lab/lab.js';
+import { AGENT_CLI, probe, startAgent, startStream, type ProbeAttempt } from '../lab/lab.js';
 import { ip, nsPath } from '../testkit/netns.js';
 import { frame, TCP } from '../testkit/packet.js';
 import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
@@ -98,7 +98,7 @@ s.send(Buffer.from(hex, 'hex'), +port, host, () => s.close());
 const peers = (a: ProbeAttempt[]) => [...new Set(a.map((x) => (x.ok ? x.peer!.split(':')[0] : `!${x.error}`)))];
 
 t.test('Tunnel, DSR and SNAT across the two-node lab', async (t) => {
-  const { lab, dir } = await labWithAgents(t, {
+  const { lab, dir, agents } = await labWithAgents(t, {
     tag: 'bpxtun',
     manifests: { 'far.yaml': FAR, 'felix.yaml': felix({ bpfExternalServiceMode: 'Tunnel' }) },
   });
@@ -215,6 +215,20 @@ t.test('Tunnel, DSR and SNAT across the two-node lab', async (t) => {
     const r = JSON.parse(inClient(TRANSFER, [n1.ip, '30170', String(4 << 20)])) as { ok: boolean; got: number };
     t.ok(r.ok, `sha256 equal (${r.got} bytes)`);
     t.ok(counters(n1).reasons['frag-needed']! > before, 'node1 answered fragmentation-needed (1400 - 50)');
+  });
+
+  await t.test('agents restarted on both nodes mid-transfer: the tunnelled transfer goes on', async (t) => {
+    const stream = startStream(client.ns, '203.0.113.70', 80, 7000, { interval: 20, chunk: 4096 });
+    await sleep(1000);
+    for (const n of [n1, n2]) {
+      await agents.get(n.name)!.stop();
+      const a = startAgent(n, { manifests: dir });
+      agents.set(n.name, a);
+      await a.ready;
+    }
+    const s = await stream;
+    t.ok(s.ok, `stream through both restarts (${s.sent} bytes sent, ${s.received} back${s.error ? `, ${s.error}` : ''})`);
+    t.same(peers(probe(client.ns, 'tcp', n1.ip, 30170, 2, 2000)), [client.ip], 'new flows tunnelled after the restarts');
   });
 
   await t.test('switched to DSR live: a running transfer survives; new flows reply straight from node2', async (t) => {
