@@ -49,6 +49,27 @@ bench
     console.log(`wrote ${files.map((f) => join(o.out, f)).join(', ')}`);
   });
 bench
+  .command('tunnel')
+  .description(
+    'cross-node NodePort per bpfExternalServiceMode (SNAT, Tunnel, DSR) on the two-node lab, one run: connection rate and TCP throughput',
+  )
+  .option('--rounds <n>', 'rounds (each mode once per round)', positiveInt('--rounds'), 3)
+  .option('--seconds <n>', 'seconds per figure', positiveInt('--seconds'), 5)
+  .option('--threads <n>', 'crr client threads', positiveInt('--threads'), 2)
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'tunnel'))
+  .action(async (o) => {
+    const { runTunnelBench, writeTunnelResults, renderTunnel } = await import('./tunnel.js');
+    const r = await runTunnelBench({ rounds: o.rounds, seconds: o.seconds, threads: o.threads }, (s) =>
+      process.stderr.write(`bench: ${s}\n`),
+    );
+    console.log(renderTunnel(r));
+    console.log(
+      `wrote ${writeTunnelResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('gc')
   .description(
     'conntrack GC, scrapes and the UDP flush on a full conntrack map, before (JavaScript) and after (native): time and event-loop delay',

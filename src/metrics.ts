@@ -158,6 +158,58 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'bpfproxy_external_mode',
+      help: 'bpfExternalServiceMode in force for new flows: 1 for the mode in force (Tunnel, DSR or SNAT)',
+      labelNames: ['mode'],
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) for (const m of ['Tunnel', 'DSR', 'SNAT']) this.set({ mode: m }, x.mode === m ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_external_remote_flows_total',
+      help: 'New external flows to an endpoint on another node, by how they were carried (SNAT, Tunnel, DSR)',
+      labelNames: ['mode'],
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) for (const [m, n] of Object.entries(x.newFlows)) this.set({ mode: m }, n);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_tunnel_packets_total',
+      help: 'Tunnel packets: encap (sent in VXLAN), decap (received from another node), dsr_reply (replies sent straight to the client)',
+      labelNames: ['direction'],
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) {
+          this.set({ direction: 'encap' }, x.packets.encap);
+          this.set({ direction: 'decap' }, x.packets.decap);
+          this.set({ direction: 'dsr_reply' }, x.packets.dsrReply);
+        }
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_tunnel_bytes_total',
+      help: 'Tunnel bytes, as bpfproxy_tunnel_packets_total (encap: with the outer headers; decap: without them)',
+      labelNames: ['direction'],
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) {
+          this.set({ direction: 'encap' }, x.bytes.encap);
+          this.set({ direction: 'decap' }, x.bytes.decap);
+          this.set({ direction: 'dsr_reply' }, x.bytes.dsrReply);
+        }
+      },
+    });
+    new Gauge({
       name: 'bpfproxy_datapath_packets_total',
       help: 'Packets not simply passed, by reason and verdict (from the per-CPU counters)',
       labelNames: ['reason', 'verdict'],

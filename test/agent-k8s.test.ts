@@ -120,11 +120,9 @@ for (const mode of ['tcx', 'cls'] as const)
         t.ok(agent.runtime!.dp.maps.fe.get({ addr: '0.0.0.0', port: 30080, proto: 6 }), 'NodePort programmed');
         const hz = await get(10256, '/healthz');
         t.match(hz, { status: 200 }, 'kube-proxy healthz');
-        t.match(
-          JSON.parse((hz as { body: string }).body),
-          { nodeEligible: true, warnings: [/bpfExternalServiceMode=Tunnel is not supported yet/] },
-          'unsupported external mode reported, not pretended',
-        );
+        const body = JSON.parse((hz as { body: string }).body) as { nodeEligible: boolean; warnings: string[] };
+        t.equal(body.nodeEligible, true);
+        t.same(body.warnings, [], 'no warning: bpfExternalServiceMode Tunnel is served');
       });
 
       await t.test('healthCheckNodePort answers with the local endpoint count', async (t) => {

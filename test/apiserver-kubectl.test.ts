@@ -301,7 +301,7 @@ t.test('real kubectl against the test API server', { skip: missing }, async (t) 
     ]);
     failed(bad, /The FelixConfiguration "default" is invalid/, 'schema from the CRD');
     t.match(bad.stderr, /spec\.bpfEnabled: Invalid value: "string": spec\.bpfEnabled in body must be of type boolean/);
-    t.match(bad.stderr, /spec\.bpfExternalServiceMode: Unsupported value: "Sideways": supported values: "Tunnel", "DSR"/);
+    t.match(bad.stderr, /spec\.bpfExternalServiceMode: Unsupported value: "Sideways": supported values: "Tunnel", "DSR", "SNAT"/);
     failed(
       await k.run(['patch', 'felixconfiguration', 'default', '-p', '{"spec":{}}']),
       /strategic-merge-patch\+json is not supported by crd.projectcalico.org\/v1, Kind=FelixConfiguration/,

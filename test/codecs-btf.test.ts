@@ -92,6 +92,11 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.polRuleName,
     c.polEpName,
     c.modeValue,
+    c.tunEpKey,
+    c.tunEp,
+    c.dsrOptoutKey,
+    c.tunCfg,
+    c.ctTun,
   ]) {
     check(t, codec);
   }
@@ -137,6 +142,9 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('ct_dir', /^CT_DIR_/, c.CtDir);
   same('ct_state_bits', /^CT_S_/, c.CtState);
   same('ct_flags', /^CT_F_/, c.CtFlags);
+  same('ext_mode', /^EXT_M_/, c.ExtMode);
+  same('tun_role', /^TUN_R_/, c.TunRole);
+  same('tun_counter', /^TUN_C_/, c.TunCounter);
   same('maglev_table', /^MAGLEV_T_/, c.MaglevTable);
   same('monitor_type', /^MON_/, c.MonType);
   same('monitor_hook', /^MON_HOOK_/, c.MonHook);

@@ -41,6 +41,10 @@ enum reason {
 				     * an isolated endpoint: dropped */
 	REASON_DRAIN_NEW, /* draining (rollback): a new flow to a service, passed to the stack */
 	REASON_LB_SOURCE_RANGE, /* to a LoadBalancer IP from outside its loadBalancerSourceRanges: dropped */
+	REASON_TUN_FORGED,    /* VXLAN with our VNI from an address that is no node's: dropped */
+	REASON_TUN_MALFORMED, /* our VXLAN, headers cut short or inconsistent: dropped */
+	REASON_TUN_NO_ROUTE,  /* no route to the tunnel peer node: dropped */
+	REASON_TUN_NO_FLOW,   /* tunnelled packet of no known flow that cannot open one: dropped */
 	__REASON_MAX,
 };
 
@@ -61,6 +65,9 @@ const volatile struct {
 	enum pol_verdict   pol_verdict;
 	enum mode_flags	   mode_flags;
 	enum node_ip_flags node_ip_flags;
+	enum ext_mode	   ext_mode;
+	enum tun_role	   tun_role;
+	enum tun_counter   tun_counter;
 } bpfproxy_enums_btf;
 
 struct {

@@ -35,6 +35,7 @@
 #include "policy.h"
 #include "reject.h"
 #include "trace.h"
+#include "tunnel.h"
 
 #define SNAT_PORT_TRIES 8
 
@@ -73,6 +74,12 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 	/* About a flow tracked for policy only: nothing to translate. */
 	if (ct->flags & CT_F_PLAIN)
 		return TC_ACT_OK;
+	if (ct->flags & CT_F_TUNNEL) {
+		int rc = tun_icmp_ingress(skb, p, &k, ct);
+
+		if (rc != TUN_NOT_TUNNELLED)
+			return rc;
+	}
 
 	/* The quoted packet went the other way: it gets the reverse of the
 	 * rewrite this entry applies (the key of its peer entry). */
@@ -88,6 +95,12 @@ static __always_inline int service_icmp(struct __sk_buff *skb, struct pkt *p, __
 		return drop(skb, REASON_REWRITE_FAILED);
 	p->tuple.saddr = osrc;
 	p->tuple.daddr = odst;
+	if (ct->flags & CT_F_TUNNEL) {
+		int rc = tun_icmp_reply(skb, p, &k, ct);
+
+		if (rc != TUN_NOT_TUNNELLED)
+			return rc;
+	}
 	{
 		struct bpf_fib_lookup fib;
 		int		      rc = fib_route(skb, p, &p->tuple, &fib);
@@ -113,6 +126,9 @@ static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const
 		return drop(skb, REASON_REWRITE_FAILED);
 	return fib_redirect(skb, p, &fib, rc);
 }
+
+/* Tunnel and DSR (bpfExternalServiceMode): they use translate(). */
+#include "tunnel_svc.h"
 
 static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 				       const struct fe_value *fe, int from_pod, __u64 now)
@@ -156,6 +172,13 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	to.proto  = p->tuple.proto;
 	to.pad[0] = to.pad[1] = to.pad[2] = 0;
 
+	if (!from_pod && !(be.flags & BE_F_LOCAL)) {
+		/* bpfExternalServiceMode Tunnel / DSR (lib/tunnel_svc.h) */
+		int rc = tun_ingress_new(skb, p, fe, &be, now);
+
+		if (rc != TUN_NOT_TUNNELLED)
+			return rc;
+	}
 	if (from_pod && be.addr == p->tuple.saddr) {
 		/* Hairpin: the pod would drop a packet from its own address. */
 		to.saddr = cfg_hairpin_ip;
@@ -228,6 +251,9 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	struct ct_value *ct;
 	struct fe_value *fe;
 	__u64		 now;
+	__be32		 tpeer = 0, tlocal = 0;
+	__u32		 tvni	   = 0;
+	int		 tunnelled = 0;
 
 	enum parse_result pr;
 
@@ -263,6 +289,20 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	}
 	if (pr != PARSE_OK)
 		return TC_ACT_OK;
+	/* VXLAN from another node carrying a service flow (lib/tunnel.h):
+	 * from here on p is the inner packet. */
+	if (!from_pod && p.tuple.proto == IPPROTO_UDP && p.tuple.dport == bpf_htons(TUN_PORT)) {
+		struct node_ip_key nk = {.addr = p.tuple.daddr};
+
+		if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk)) {
+			enum tun_rx_result tr = tun_rx(skb, &p, &tpeer, &tlocal, &tvni);
+
+			if (tr == TUN_RX_OK)
+				tunnelled = 1;
+			else if (tr != TUN_RX_NOT_OURS)
+				return TC_ACT_SHOT; /* counted by tun_rx() */
+		}
+	}
 
 	now = bpf_ktime_get_ns();
 	if (p.tuple.proto == IPPROTO_ICMP) {
@@ -294,9 +334,13 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 				   now);
 		if (ct->flags & CT_F_PLAIN)
 			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
+		if (ct->flags & CT_F_TUNNEL)
+			return tun_ct_forward(skb, &p, ct, &to);
 		return translate(skb, &p, &to);
 	}
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
+	if (tunnelled)
+		return tun_backend_new(skb, &p, tpeer, tlocal, tvni, now);
 
 	fe = lb_lookup(&p.tuple);
 	if (!fe) {
@@ -337,6 +381,24 @@ static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct 
 
 		ct_update(&p->tuple, ct, p->tcp_flags, now);
 		monitor_flow_close(skb, MON_HOOK_HOST, &p->tuple, ct, was, now);
+	}
+	if (ct->flags & CT_F_TUNNEL) {
+		/* a tunnelled flow's reply in Tunnel mode goes back to the
+		 * ingress node (lib/tunnel_svc.h) */
+		struct ct_tun *tvp = tun_ct_lookup(&p->tuple);
+
+		if (tvp && tvp->role == TUN_R_BACKEND && tvp->mode == EXT_M_TUNNEL) {
+			struct ct_tun tv = *tvp;
+			struct ct_key to = {
+				.saddr = ct->nat_saddr,
+				.sport = ct->nat_sport,
+				.daddr = ct->nat_daddr,
+				.dport = ct->nat_dport,
+				.proto = p->tuple.proto,
+			};
+
+			return tun_reply_encap(skb, p, &tv, &to);
+		}
 	}
 	if (nat_rewrite(skb, p, ct->nat_saddr, ct->nat_sport, ct->nat_daddr, ct->nat_dport))
 		return drop(skb, REASON_REWRITE_FAILED);

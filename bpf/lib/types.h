@@ -190,6 +190,8 @@ enum ct_flags {
 	CT_F_POL_DENIED = 1 << 5, /* the policy check at pol_gen denied the flow */
 	CT_F_ADOPTED	= 1 << 6, /* copied from the kernel's conntrack at takeover
 				 * (a flow kube-proxy's rules NAT'd) */
+	CT_F_TUNNEL	= 1 << 7, /* carried in VXLAN between nodes: bpfproxy_ct_tun
+				 * says how (lib/tunnel.h) */
 };
 
 /* One entry per direction. Packets matching key are rewritten to
@@ -440,5 +442,65 @@ struct trace_buf {
 	__u32		  pad;
 	struct trace_step step[TRACE_MAX_STEPS];
 };
+
+/* ---- external traffic to other nodes: Tunnel and DSR (lib/tunnel.h) ----- */
+
+/* An endpoint on another node (bpfproxy_tun_eps key). */
+struct tun_ep_key {
+	__be32 addr; /* net */
+};
+
+struct tun_ep {
+	__be32 node; /* net: its node's InternalIP, the tunnel destination */
+};
+
+/* bpfDSROptoutCIDRs (LPM on the client address). Value unused (1). */
+struct dsr_optout_key {
+	__u32  prefixlen; /* host: 0..32 */
+	__be32 addr;	  /* net */
+};
+
+/* bpfExternalServiceMode: how new external flows to an endpoint on another
+ * node are carried. */
+enum ext_mode {
+	EXT_M_SNAT   = 0, /* SNAT to this node (kube-proxy); also when unset */
+	EXT_M_TUNNEL = 1, /* VXLAN to the endpoint's node, reply back the same way */
+	EXT_M_DSR    = 2, /* VXLAN to the endpoint's node, reply straight to the client */
+};
+
+/* The one entry of bpfproxy_tun_cfg, written by the agent while the
+ * programs run. */
+struct tun_cfg {
+	__u32  mode;  /* host: enum ext_mode */
+	__be32 local; /* net: this node's InternalIP (outer source); 0 = no tunnel */
+};
+
+enum tun_role {
+	TUN_R_INGRESS = 1, /* this node tunnelled the flow to the backend's node */
+	TUN_R_BACKEND = 2, /* this node received it and translated it to a local endpoint */
+};
+
+/* How a tunnelled flow is carried (bpfproxy_ct_tun, keyed by each of its
+ * two conntrack keys). */
+struct ct_tun {
+	__be32 peer;	/* net: the other node (ingress: backend's node; backend: ingress node) */
+	__be32 local;	/* net: this node's tunnel address for the flow */
+	__be32 backend; /* net: endpoint address (the ingress node's choice, or ours) */
+	__be16 backend_port; /* net */
+	__u8   role;	     /* enum tun_role */
+	__u8   mode;	     /* enum ext_mode: EXT_M_TUNNEL or EXT_M_DSR */
+};
+
+/* Per-CPU tunnel counters (bpfproxy_tun_stats), struct reason_counter each. */
+enum tun_counter {
+	TUN_C_ENCAP	 = 0, /* packets encapsulated and sent */
+	TUN_C_DECAP	 = 1, /* tunnel packets accepted and decapsulated */
+	TUN_C_DSR_REPLY	 = 2, /* replies sent straight to the client */
+	TUN_C_NEW_SNAT	 = 3, /* new external flows to another node's endpoint, SNATed */
+	TUN_C_NEW_TUNNEL = 4, /* ... tunnelled, reply through this node */
+	TUN_C_NEW_DSR	 = 5, /* ... tunnelled, reply direct */
+	TUN_C_NEW_REMOTE = 6, /* new flows arriving through the tunnel to a local endpoint */
+};
+#define TUN_COUNTERS 7
 
 #endif /* BPFPROXY_TYPES_H */

@@ -323,6 +323,12 @@ export class Agent {
           ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
           nodePrimaryIP: () => this.nodePrimaryIP,
           policy: this.policy,
+          tunnelInputs: () => ({
+            nodeName: o.nodeName,
+            nodes: this.nodes.all(),
+            nodeOf: (n) => this.nodes.get(n),
+            slices: this.proxier.store.allSlices(),
+          }),
         },
         cfg,
         this.proxier,

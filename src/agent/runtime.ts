@@ -21,7 +21,9 @@ import { Handover, type HandoverConfig } from '../dataplane/bpf/handover.js';
 import { MAP_NAMES, loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
 import { BpfReconciler, DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../dataplane/bpf/reconciler.js';
-import type { LbAlgorithm } from '../model/types.js';
+import type { EndpointSlice, LbAlgorithm, Node } from '../model/types.js';
+import { endpointNodes, peerAddresses, tunnelAddressOf } from '../model/tunnel.js';
+import { TunnelTables } from '../dataplane/bpf/tunnel.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import { configChange } from '../config/change.js';
 import type { Config } from '../config/config.js';
@@ -48,6 +50,15 @@ export interface RuntimeOptions {
   nodePrimaryIP?: () => string | undefined;
   /** NetworkPolicy: given the policy maps while the runtime owns them */
   policy?: PolicySync;
+  /** What the tunnel needs (bpfExternalServiceMode Tunnel/DSR), read each second; none: SNAT only. */
+  tunnelInputs?: () => TunnelInputs;
+}
+
+export interface TunnelInputs {
+  nodeName: string;
+  nodes: Iterable<Node>;
+  nodeOf(name: string): Node | undefined;
+  slices: Iterable<EndpointSlice>;
 }
 
 /** Which node addresses NodePort answers on, and why (for the log line). */
@@ -105,6 +116,8 @@ export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
   private readonly handover: Handover;
+  private readonly tunnel: TunnelTables;
+  private tunnelCfg: Pick<Config, 'externalServiceMode' | 'dsrOptoutCIDRs'>;
 
   private constructor(
     readonly dp: Datapath,
@@ -118,6 +131,8 @@ export class BpfRuntime {
     private readonly clock: Clock,
   ) {
     this.handover = new Handover({ maps: dp.maps, gc, log, clock, disable: () => this.disable() });
+    this.tunnel = new TunnelTables(dp.maps, log);
+    this.tunnelCfg = { externalServiceMode: 'SNAT', dsrOptoutCIDRs: [] };
   }
 
   static async enable(o: RuntimeOptions, cfg: Config, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
@@ -148,6 +163,7 @@ export class BpfRuntime {
     const ledger = new QdiscLedger(o.qdiscLedger, log);
     attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);
     const rt = new BpfRuntime(dp, reconciler, attacher, gc, ledger, proxier, o, log, clock);
+    rt.tunnelCfg = cfg;
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
@@ -185,6 +201,10 @@ export class BpfRuntime {
     if (change.live.includes('bpfDataIfacePattern') || change.live.includes('bpfL3IfacePattern')) {
       this.attacher.setPatterns(uplinkIfaces(cfg), this.o.podIfaces);
     }
+    if (change.live.includes('bpfExternalServiceMode') || change.live.includes('bpfDSROptoutCIDRs')) {
+      this.tunnelCfg = cfg;
+      this.refreshTunnel();
+    }
     if (change.live.includes('bpfMaglevMaxEndpointsPerService')) {
       this.reconciler.setLoadBalancing(loadBalancingOf(this.o, cfg));
       this.proxier.resyncAll();
@@ -209,7 +229,21 @@ export class BpfRuntime {
     if (!old.kubeProxyIptablesCleanup && cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(this.log);
   }
 
+  /** The tunnel's maps from the Nodes and EndpointSlices seen and the config in force. */
+  private refreshTunnel(): void {
+    const inp = this.o.tunnelInputs?.();
+    const self = inp?.nodeOf(inp.nodeName);
+    this.tunnel.apply({
+      mode: inp ? this.tunnelCfg.externalServiceMode : 'SNAT',
+      local: self && tunnelAddressOf(self),
+      peers: inp ? peerAddresses(inp.nodes, inp.nodeName) : [],
+      endpoints: inp ? endpointNodes(inp.slices, (n) => inp.nodeOf(n), inp.nodeName) : new Map(),
+      dsrOptout: this.tunnelCfg.dsrOptoutCIDRs,
+    });
+  }
+
   private refreshAddresses(): void {
+    this.refreshTunnel();
     const addrs = nodeAddresses();
     const np = nodePortChoice(this.o.nodePortAddresses, addrs, this.o.nodePrimaryIP?.());
     const s = `${addrs.join(',')}|${np.addrs.join(',')}`;

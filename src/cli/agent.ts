@@ -57,6 +57,8 @@ export function addAgentCommand(program: Command): void {
     )
     .addOption(configOption('--data-ifaces <regex>', 'bpfDataIfacePattern'))
     .addOption(configOption('--l3-ifaces <regex>', 'bpfL3IfacePattern'))
+    .addOption(configOption('--external-service-mode <mode>', 'bpfExternalServiceMode'))
+    .addOption(configOption('--dsr-optout-cidrs <list>', 'bpfDSROptoutCIDRs'))
     .addOption(
       new Option('--pod-ifaces <regex>', 'pod-facing host interfaces')
         .argParser(regex('--pod-ifaces'))

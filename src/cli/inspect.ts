@@ -3,7 +3,7 @@ import { type Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
-import { conntrackViews, mapFills, reasonViews, serviceViews, type ServiceView } from '../dataplane/bpf/inspect.js';
+import { conntrackViews, mapFills, reasonViews, serviceViews, tunnelView, type ServiceView } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
 import { readPinned, TABLE_MAX_ENTRIES } from '../dataplane/bpf/policy-maps.js';
@@ -101,16 +101,18 @@ export function addConntrackCommand(program: Command): void {
     .option('--service <name>', 'only this service (namespace/name, or namespace/name:port/PROTO)')
     .option('--ip <addr>', 'only flows with this address on either side')
     .option('--proto <proto>', 'tcp, udp or sctp')
+    .option('--tunnel', 'only flows carried between nodes (bpfExternalServiceMode Tunnel/DSR)')
     .action((o) =>
       withMaps(o.pinDir, (m) => {
         let v = conntrackViews(m);
         if (o.service) v = v.filter((c) => c.service === o.service || c.service.startsWith(`${o.service}:`));
         if (o.ip) v = v.filter((c) => [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(`${o.ip}:`)));
         if (o.proto) v = v.filter((c) => c.proto === String(o.proto).toUpperCase());
+        if (o.tunnel) v = v.filter((c) => c.tunnel);
         if (o.output === 'json') return console.log(JSON.stringify(v, null, 2));
         console.log(
           table(
-            ['PROTO', 'DIR', 'FLOW', 'TRANSLATED TO', 'STATE', 'FLAGS', 'SERVICE', 'EXPIRES'],
+            ['PROTO', 'DIR', 'FLOW', 'TRANSLATED TO', 'STATE', 'FLAGS', 'SERVICE', 'TUNNEL (INGRESS -> BACKEND NODE)', 'EXPIRES'],
             v.map((c) => [
               c.proto,
               c.dir,
@@ -119,6 +121,7 @@ export function addConntrackCommand(program: Command): void {
               c.state,
               c.flags.join(',') || '-',
               c.service || '-',
+              c.tunnel ? `${c.tunnel.mode} ${c.tunnel.ingressNode} -> ${c.tunnel.backendNode} (${c.tunnel.backend})` : '-',
               `${c.expiresInS}s`,
             ]),
           ),
@@ -243,6 +246,7 @@ export function addStatusCommand(program: Command): void {
           mode: modeNow(m),
           interfaces,
           policy: policyStatus(m),
+          externalService: tunnelView(m),
           maps: mapFills(m),
           reasons: reasonViews(m),
           engine: engine ?? null,
@@ -256,6 +260,27 @@ export function addStatusCommand(program: Command): void {
             ? `\nNetwork policy: on (generation ${p.generation}); ${p.endpoints} endpoint(s), ${p.isolated} isolated; ${p.identities} identities; ` +
                 `largest rule table ${p.largestTable} of ${p.tableMax} entries (${p.tableFillPercent}%)`
             : '\nNetwork policy: off (nothing programmed: --network-policy=off, or the agent has not synced policy yet); no pod is isolated',
+        );
+        const x = s.externalService;
+        console.log(
+          `\nExternal traffic to endpoints on other nodes (bpfExternalServiceMode): ${x.mode}` +
+            (x.local === '0.0.0.0' ? (x.mode === 'SNAT' ? '' : ' (no tunnel address yet: SNAT)') : `, tunnel address ${x.local}`),
+        );
+        console.log(
+          table(
+            ['NEW FLOWS SNAT', 'TUNNEL', 'DSR', 'FROM TUNNEL', 'ENCAP PKTS', 'DECAP PKTS', 'DSR REPLIES'],
+            [
+              [
+                x.newFlows.SNAT,
+                x.newFlows.Tunnel,
+                x.newFlows.DSR,
+                x.newFromTunnel,
+                x.packets.encap,
+                x.packets.decap,
+                x.packets.dsrReply,
+              ].map(String),
+            ],
+          ),
         );
         console.log('\nMaps');
         console.log(

@@ -4,7 +4,13 @@
  * strings. fields.ts says where each value comes from and its default.
  */
 
-export type ExternalServiceMode = 'Tunnel' | 'DSR';
+/**
+ * How external traffic reaches an endpoint on another node: Tunnel and DSR
+ * are Calico's (client address kept, bpf/lib/tunnel.h); SNAT is
+ * kube-proxy's behaviour (the endpoint sees this node's address), a
+ * bpfproxy value.
+ */
+export type ExternalServiceMode = 'Tunnel' | 'DSR' | 'SNAT';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
 export type NetworkPolicyMode = 'on' | 'off';
 
@@ -38,6 +44,8 @@ export interface Config {
   l3Ifaces: RegExp | null;
   /** bpfExternalServiceMode */
   externalServiceMode: ExternalServiceMode;
+  /** bpfDSROptoutCIDRs: clients kept on Tunnel when the mode is DSR ("a.b.c.d/n") */
+  dsrOptoutCIDRs: string[];
   /** bpfKubeProxyIptablesCleanupEnabled: remove kube-proxy's iptables rules on takeover */
   kubeProxyIptablesCleanup: boolean;
   /** bpfKubeProxyMinSyncPeriod, ms */

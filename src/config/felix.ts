@@ -54,11 +54,7 @@ export function effectiveConfig(base: Config, defaultSpec: Spec | undefined, nod
   return problems.length ? { problems, ignored } : { config: c, problems, ignored };
 }
 
-/** What bpfproxy cannot honour in this config, said plainly. */
-export function unsupported(c: Config): string[] {
-  const out: string[] = [];
-  out.push(
-    `bpfExternalServiceMode=${c.externalServiceMode} is not supported yet: external traffic to an endpoint on another node is SNATed to this node (kube-proxy behaviour), so that endpoint sees the node's address, not the client's`,
-  );
-  return out;
+/** What bpfproxy cannot honour in this config, said plainly (every field it reads is honoured today). */
+export function unsupported(_c: Config): string[] {
+  return [];
 }

@@ -15,7 +15,19 @@
  * with the new rodata (change.ts, agent/runtime.ts reconfigure).
  */
 import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes, NetworkPolicyMode } from './config.js';
-import { bool, conntrackTimeouts, duration, oneOf, optionalPattern, pattern, port, wholeNumber, type Issue, type Kind } from './kinds.js';
+import {
+  bool,
+  cidrList,
+  conntrackTimeouts,
+  duration,
+  oneOf,
+  optionalPattern,
+  pattern,
+  port,
+  wholeNumber,
+  type Issue,
+  type Kind,
+} from './kinds.js';
 
 /**
  * What a change of the field takes while the agent runs. live: applied in
@@ -102,13 +114,23 @@ export const FIELDS = {
     },
   }),
   bpfExternalServiceMode: field<ExternalServiceMode>({
-    kind: oneOf(['Tunnel', 'DSR']),
+    kind: oneOf(['Tunnel', 'DSR', 'SNAT']),
     default: 'Tunnel',
     change: 'live',
-    help: 'how external traffic reaches an endpoint on another node',
+    help: "how external traffic reaches an endpoint on another node: Tunnel (VXLAN, reply back through this node), DSR (VXLAN, reply straight to the client), SNAT (kube-proxy's: the endpoint sees this node's address); new flows only",
     get: (c) => c.externalServiceMode,
     set: (c, v) => {
       c.externalServiceMode = v;
+    },
+  }),
+  bpfDSROptoutCIDRs: field({
+    kind: cidrList,
+    default: [],
+    change: 'live',
+    help: 'clients (IPv4 CIDRs) kept on Tunnel when bpfExternalServiceMode is DSR',
+    get: (c) => c.dsrOptoutCIDRs,
+    set: (c, v) => {
+      c.dsrOptoutCIDRs = v;
     },
   }),
   bpfKubeProxyIptablesCleanupEnabled: field({
@@ -203,6 +225,7 @@ export const DEFAULT_CONFIG: Readonly<Config> = (() => {
   for (const f of Object.values(FIELDS) as Array<Field<unknown>>) f.set(c, f.default);
   Object.freeze(c.conntrack);
   Object.freeze(c.mapSizes);
+  Object.freeze(c.dsrOptoutCIDRs);
   return Object.freeze(c);
 })();
 
@@ -216,7 +239,6 @@ export const UNSUPPORTED_FIELDS: ReadonlySet<string> = new Set([
   'bpfExcludeCIDRsFromNAT',
   'bpfExtToServiceConnmark',
   'bpfAttachType',
-  'bpfDSROptoutCIDRs',
   'bpfLogFilters',
   'bpfMapSizeRoute',
   'bpfMapSizeConntrackScaling',

@@ -97,6 +97,36 @@ export const duration: Kind<number> = {
 
 const wholeText = (s: string): Parsed<unknown> => ok(/^\s*-?\d+\s*$/.test(s) ? Number(s) : s);
 
+const IPV4_CIDR = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
+
+/** "a.b.c.d/n" (or a bare address: /32) in canonical form, or undefined. */
+export function ipv4Cidr(s: string): string | undefined {
+  const m = IPV4_CIDR.exec(s.trim());
+  if (!m) return undefined;
+  const o = m.slice(1, 5).map(Number);
+  const len = m[5] === undefined ? 32 : Number(m[5]);
+  if (o.some((x) => x > 255) || len > 32) return undefined;
+  return `${o.join('.')}/${len}`;
+}
+
+/** A list of IPv4 CIDRs (["192.0.2.0/24"]); the flag takes them comma-separated. */
+export const cidrList: Kind<string[]> = {
+  parse: (v) => {
+    if (!Array.isArray(v)) return bad('must be a list of IPv4 CIDRs such as ["192.0.2.0/24"]');
+    const out: string[] = [];
+    const issues: Issue[] = [];
+    v.forEach((x, i) => {
+      const c = typeof x === 'string' ? ipv4Cidr(x) : undefined;
+      if (c === undefined) issues.push({ path: `.${i}`, message: `must be an IPv4 CIDR such as "192.0.2.0/24", not ${show(x)}` });
+      else out.push(c);
+    });
+    return issues.length ? { ok: false, issues } : ok(out);
+  },
+  fromText: (s) => ok(s === '' ? [] : s.split(',')),
+  format: (v) => JSON.stringify(v),
+  equal: (a, b) => a.length === b.length && a.every((x, i) => x === b[i]),
+};
+
 export function wholeNumber(min: number, max: number): Kind<number> {
   return {
     parse: (v) =>

@@ -65,4 +65,19 @@ export interface DatapathSnapshot {
   reasons: Array<{ reason: string; verdict: string; packets: number; bytes: number }>;
   conntrackEntries: number;
   conntrack?: ConntrackSnapshot;
+  /** bpfExternalServiceMode in force and the tunnel's counters (bpf/lib/tunnel.h) */
+  tunnel?: TunnelSnapshot;
+}
+
+export interface TunnelSnapshot {
+  /** Tunnel, DSR or SNAT: what new external flows to another node's endpoint get */
+  mode: string;
+  /** this node's tunnel address; 0.0.0.0: none (SNAT) */
+  local: string;
+  /** new external flows to another node's endpoint, by how they are carried */
+  newFlows: { SNAT: number; Tunnel: number; DSR: number };
+  /** flows that arrived through the tunnel to a local endpoint */
+  newFromTunnel: number;
+  packets: { encap: number; decap: number; dsrReply: number };
+  bytes: { encap: number; decap: number; dsrReply: number };
 }

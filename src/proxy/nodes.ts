@@ -30,6 +30,10 @@ export class NodeStore {
     return this.nodes.get(name);
   }
 
+  all(): IterableIterator<Node> {
+    return this.nodes.values();
+  }
+
   names(): string[] {
     return [...this.nodes.keys()];
   }

@@ -123,6 +123,11 @@ export class ServiceStore {
     return typeof keys === 'string' ? [this.slices.get(keys)!] : [...keys].map((k) => this.slices.get(k)!);
   }
 
+  /** Every EndpointSlice held. */
+  allSlices(): IterableIterator<EndpointSlice> {
+    return this.slices.values();
+  }
+
   serviceKeys(): string[] {
     return [...this.services.keys()];
   }

@@ -25,7 +25,7 @@ export const BackendFlags = { LOCAL: 1 << 0 } as const;
 
 export const CtDir = { FWD: 1, REPLY: 2 } as const;
 export const CtState = { REPLY_SEEN: 1, FIN_FWD: 2, FIN_REPLY: 4, RST: 8, ESTABLISHED: 16 } as const;
-export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, PLAIN: 16, POL_DENIED: 32, ADOPTED: 64 } as const;
+export const CtFlags = { SNAT: 1, HAIRPIN: 2, EXTERNAL: 4, HOST_BE: 8, PLAIN: 16, POL_DENIED: 32, ADOPTED: 64, TUNNEL: 128 } as const;
 export const ModeFlags = { DRAIN: 1, STANDBY: 2 } as const;
 
 export const feKey = struct('fe_key', {
@@ -328,3 +328,33 @@ export const traceBuf = struct('trace_buf', {
 export type TraceBufValue = ReturnType<typeof traceBuf.decode>;
 /** u32 values: the outer policy map (an inner map's fd when written, its id when read). */
 export const u32Value = struct('__u32', { v: u32 });
+
+/* ---- Tunnel and DSR (bpf/lib/tunnel.h) ---- */
+
+/** enum ext_mode: how new external flows to another node's endpoint are carried. */
+export const ExtMode = { SNAT: 0, TUNNEL: 1, DSR: 2 } as const;
+/** enum tun_role */
+export const TunRole = { INGRESS: 1, BACKEND: 2 } as const;
+/** enum tun_counter: index in bpfproxy_tun_stats */
+export const TunCounter = { ENCAP: 0, DECAP: 1, DSR_REPLY: 2, NEW_SNAT: 3, NEW_TUNNEL: 4, NEW_DSR: 5, NEW_REMOTE: 6 } as const;
+
+export const tunEpKey = struct('tun_ep_key', { addr: ip4 });
+export const tunEp = struct('tun_ep', { node: ip4 });
+export type TunEp = ReturnType<typeof tunEp.decode>;
+
+/** LPM key of bpfDSROptoutCIDRs: prefixlen 0..32 over the client address. */
+export const dsrOptoutKey = struct('dsr_optout_key', { prefixlen: u32, addr: ip4 });
+export type DsrOptoutKey = ReturnType<typeof dsrOptoutKey.decode>;
+
+export const tunCfg = struct('tun_cfg', { mode: u32, local: ip4 });
+export type TunCfg = ReturnType<typeof tunCfg.decode>;
+
+export const ctTun = struct('ct_tun', {
+  peer: ip4,
+  local: ip4,
+  backend: ip4,
+  backendPort: be16,
+  role: u8,
+  mode: u8,
+});
+export type CtTun = ReturnType<typeof ctTun.decode>;

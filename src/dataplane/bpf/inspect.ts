@@ -1,9 +1,10 @@
 /** Read-only views of the pinned maps, for the CLI (and tests' golden dumps). */
 import { native } from '../../native/index.js';
-import { BackendFlags, CtDir, CtFlags, CtState, FeFlags, IPPROTO_SCTP, IPPROTO_UDP, maglevSizeOf } from './codecs.js';
+import { BackendFlags, CtDir, CtFlags, CtState, ExtMode, FeFlags, IPPROTO_SCTP, IPPROTO_UDP, TunRole, maglevSizeOf } from './codecs.js';
+import { tunnelCounters, tunnelMode } from './tunnel.js';
 import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
-import type { DatapathSnapshot } from '../dataplane.js';
+import type { DatapathSnapshot, TunnelSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
 
 const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : n === IPPROTO_SCTP ? 'SCTP' : String(n));
@@ -66,7 +67,22 @@ export interface ConntrackView {
   service: string;
   expiresInS: number;
   ageS: number;
+  /** a flow carried between nodes (bpfExternalServiceMode Tunnel/DSR) */
+  tunnel?: TunnelFlowView;
 }
+
+export interface TunnelFlowView {
+  mode: 'Tunnel' | 'DSR';
+  /** which end this node is */
+  role: 'ingress' | 'backend';
+  ingressNode: string;
+  backendNode: string;
+  /** the endpoint chosen */
+  backend: string;
+}
+
+const ctKeyStr = (k: { saddr: string; daddr: string; sport: number; dport: number; proto: number }) =>
+  `${k.proto}|${k.saddr}:${k.sport}|${k.daddr}:${k.dport}`;
 
 export function ctState(protoNum: number, state: number): string {
   if (state & CtState.RST) return 'reset';
@@ -83,6 +99,7 @@ export function ctState(protoNum: number, state: number): string {
 export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
   const now = native().monotonicNs();
+  const tun = new Map(maps.ctTun.entries().map(([k, v]) => [ctKeyStr(k), v]));
   return maps.ct
     .entries()
     .filter(([, v]) => v.expiresNs >= now)
@@ -94,6 +111,9 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       if (v.flags & CtFlags.PLAIN) flags.push('policy'); // tracked for network policy, not translated
       if (v.flags & CtFlags.POL_DENIED) flags.push('policy-denied');
       if (v.flags & CtFlags.ADOPTED) flags.push('adopted');
+      if (v.flags & CtFlags.TUNNEL) flags.push('tunnel');
+      const tv = v.flags & CtFlags.TUNNEL ? tun.get(ctKeyStr(k)) : undefined;
+      const ingress = tv?.role === TunRole.INGRESS;
       return {
         proto: proto(k.proto),
         dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),
@@ -106,6 +126,17 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
         service: names.get(v.svcId) ?? '',
         expiresInS: Math.round(Number(v.expiresNs - now) / 1e9),
         ageS: Math.round(Number(now - v.createdNs) / 1e9),
+        ...(tv
+          ? {
+              tunnel: {
+                mode: tv.mode === ExtMode.DSR ? ('DSR' as const) : ('Tunnel' as const),
+                role: ingress ? ('ingress' as const) : ('backend' as const),
+                ingressNode: ingress ? tv.local : tv.peer,
+                backendNode: ingress ? tv.peer : tv.local,
+                backend: `${tv.backend}:${tv.backendPort}`,
+              },
+            }
+          : {}),
       };
     });
 }
@@ -131,6 +162,20 @@ export function reasonViews(maps: DatapathMaps): ReasonView[] {
   });
 }
 
+/** The external service mode in force and the tunnel's counters. */
+export function tunnelView(maps: DatapathMaps): TunnelSnapshot {
+  const m = tunnelMode(maps);
+  const c = tunnelCounters(maps);
+  return {
+    mode: m.mode,
+    local: m.local,
+    newFlows: { SNAT: c.NEW_SNAT.packets, Tunnel: c.NEW_TUNNEL.packets, DSR: c.NEW_DSR.packets },
+    newFromTunnel: c.NEW_REMOTE.packets,
+    packets: { encap: c.ENCAP.packets, decap: c.DECAP.packets, dsrReply: c.DSR_REPLY.packets },
+    bytes: { encap: c.ENCAP.bytes, decap: c.DECAP.bytes, dsrReply: c.DSR_REPLY.bytes },
+  };
+}
+
 export interface MapFill {
   map: string;
   entries: number;
@@ -148,6 +193,9 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.svcNames,
   maps.maglev,
   maps.lbSrcs,
+  maps.tunEps,
+  maps.tunNodes,
+  maps.ctTun,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
@@ -189,6 +237,7 @@ export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Pro
   return {
     maps: fills,
     reasons: reasonViews(maps),
+    tunnel: tunnelView(maps),
     conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
     ...(s.runs
       ? {

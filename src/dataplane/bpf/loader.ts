@@ -36,6 +36,12 @@ export const MAP_NAMES = {
   polEps: 'bpfproxy_pol_eps',
   mode: 'bpfproxy_mode',
   lbSrcs: 'bpfproxy_lb_srcs',
+  tunNodes: 'bpfproxy_tun_nodes',
+  tunEps: 'bpfproxy_tun_eps',
+  dsrOptout: 'bpfproxy_dsr_optout',
+  tunCfg: 'bpfproxy_tun_cfg',
+  ctTun: 'bpfproxy_ct_tun',
+  tunStats: 'bpfproxy_tun_stats',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -76,6 +82,13 @@ export interface DatapathMaps {
   polEps: BpfMap<{ v: number }, c.PolEpName>;
   mode: BpfMap<{ v: number }, c.ModeValue>;
   lbSrcs: BpfMap<c.LbSrcKey, { v: number }>;
+  /** Tunnel / DSR (bpf/lib/tunnel.h; dataplane/bpf/tunnel.ts) */
+  tunNodes: BpfMap<{ addr: string }, { v: number }>;
+  tunEps: BpfMap<{ addr: string }, c.TunEp>;
+  dsrOptout: BpfMap<c.DsrOptoutKey, { v: number }>;
+  tunCfg: BpfMap<{ v: number }, c.TunCfg>;
+  ctTun: BpfMap<c.CtKey, c.CtTun>;
+  tunStats: BpfMap<{ v: number }, c.ReasonCounter>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -101,6 +114,12 @@ const LAYOUT = {
   polEps: [c.u32Key, c.polEpName],
   mode: [c.u32Key, c.modeValue],
   lbSrcs: [c.lbSrcKey, c.u8Value],
+  tunNodes: [c.nodeIpKey, c.u8Value],
+  tunEps: [c.tunEpKey, c.tunEp],
+  dsrOptout: [c.dsrOptoutKey, c.u8Value],
+  tunCfg: [c.u32Key, c.tunCfg],
+  ctTun: [c.ctKey, c.ctTun],
+  tunStats: [c.u32Key, c.reasonCounter],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -126,6 +145,12 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   polEps: 'policy endpoint names are written again by the first policy sync',
   mode: 'the programs serve as usual until the agent sets a mode again',
   lbSrcs: 'loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
+  tunNodes: 'node addresses for the tunnel are written again within a second of the start',
+  tunEps: "endpoints' nodes for the tunnel are written again within a second of the start",
+  dsrOptout: 'bpfDSROptoutCIDRs are written again within a second of the start',
+  tunCfg: 'the external service mode is written again within a second of the start (until then: SNAT)',
+  ctTun: 'tunnelled connections established before are carried as plain flows and break',
+  tunStats: 'tunnel counters start from zero',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -159,6 +184,12 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       polEps: m(MAP_NAMES.polEps, LAYOUT.polEps),
       mode: m(MAP_NAMES.mode, LAYOUT.mode),
       lbSrcs: m(MAP_NAMES.lbSrcs, LAYOUT.lbSrcs),
+      tunNodes: m(MAP_NAMES.tunNodes, LAYOUT.tunNodes),
+      tunEps: m(MAP_NAMES.tunEps, LAYOUT.tunEps),
+      dsrOptout: m(MAP_NAMES.dsrOptout, LAYOUT.dsrOptout),
+      tunCfg: m(MAP_NAMES.tunCfg, LAYOUT.tunCfg),
+      ctTun: m(MAP_NAMES.ctTun, LAYOUT.ctTun),
+      tunStats: m(MAP_NAMES.tunStats, LAYOUT.tunStats, native().possibleCpus()),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -316,6 +347,7 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
 function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<string, number> {
   const wanted: Record<string, number> = {
     [MAP_NAMES.ct]: cfg.mapSizes.conntrack,
+    [MAP_NAMES.ctTun]: cfg.mapSizes.conntrack,
     [MAP_NAMES.fe]: cfg.mapSizes.natFrontend,
     // one name per service port: never more than frontends
     [MAP_NAMES.svcNames]: cfg.mapSizes.natFrontend,

@@ -57,6 +57,18 @@ export const REASONS = [
     verdict: 'drop',
     help: "new connection to a LoadBalancer IP from a client outside the Service's spec.loadBalancerSourceRanges",
   },
+  {
+    name: 'tun-forged',
+    verdict: 'drop',
+    help: "VXLAN with bpfproxy's VNI from an address that is no node's InternalIP (bpfExternalServiceMode Tunnel/DSR): a forged tunnel packet",
+  },
+  { name: 'tun-malformed', verdict: 'drop', help: "bpfproxy's VXLAN from a node, headers cut short or inconsistent (or a fragment)" },
+  { name: 'tun-no-route', verdict: 'drop', help: "no route to the endpoint's node for the tunnel (bpfExternalServiceMode Tunnel/DSR)" },
+  {
+    name: 'tun-no-flow',
+    verdict: 'drop',
+    help: 'a packet that came through the tunnel for no flow this node knows, and that cannot open one (or for no external frontend here)',
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
