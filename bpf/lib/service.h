@@ -223,8 +223,8 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 				       const struct fe_value *fe, int from_pod, __u64 now)
 {
 	struct ct_key to;
-	enum reason   why = REASON_NONE;
-	__u8	      flags = 0;
+	enum reason   why     = REASON_NONE;
+	__u8	      flags   = 0;
 	__u32	      pol_gen = 0;
 	int	      err;
 
