@@ -166,6 +166,16 @@ const ROWS: Record<FelixField, Row> = {
     message: /^must be Off, Info or Debug, not "Loud"$/,
     change: 'live',
   },
+  bpfXDPAcceleration: {
+    calicoDefault: 'Off', // bpfproxy's own field (Calico has none): our default
+    good: 'native',
+    pick: (c) => c.xdpAcceleration,
+    want: 'Native',
+    bad: 'fast',
+    message: /^must be Off, Native or Generic, not "fast"$/,
+    change: 'live',
+    flag: ['--xdp-acceleration', 'native', 'turbo'],
+  },
   bpfKubeProxyHealthzPort: {
     calicoDefault: 10256,
     good: 10257,
@@ -316,7 +326,7 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 11);
+  t.equal(Object.keys(DEFAULT_CONFIG).length, 12);
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 

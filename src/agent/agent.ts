@@ -258,6 +258,9 @@ export class Agent {
           ...(o.lbAlgorithm ? { lbAlgorithm: o.lbAlgorithm } : {}),
           ...(o.services?.nodePortAddresses ? { nodePortAddresses: o.services.nodePortAddresses } : {}),
           nodePrimaryIP: () => this.nodePrimaryIP,
+          ...((o.engine ?? DEFAULT_ENGINE_SETTINGS).dataplane === 'afxdp'
+            ? { xdpRefused: 'the AF_XDP engine (--dataplane afxdp) holds the XDP hook of the interfaces it runs on' }
+            : {}),
         },
         cfg,
         this.proxier,

@@ -113,6 +113,7 @@ export function addAgentCommand(program: Command): void {
         .default('random' as const),
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
+    .addOption(configOption('--xdp-acceleration <mode>', 'bpfXDPAcceleration'))
     .addOption(
       new Option(
         '--rollback-drain-timeout <duration>',
@@ -231,7 +232,13 @@ export function addAgentCommand(program: Command): void {
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
         bpfKubeProxyHealthzPort: healthz?.port,
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
+        bpfXDPAcceleration: o.xdpAcceleration,
       });
+      if (o.dataplane === 'afxdp' && base.xdpAcceleration !== 'Off') {
+        fail(
+          `--xdp-acceleration ${base.xdpAcceleration.toLowerCase()} cannot run with --dataplane afxdp: an interface has one XDP hook, and the AF_XDP engine's program (bpfproxy_xdp_afxdp) takes it; choose one (--xdp-acceleration off, or --dataplane bpf)`,
+        );
+      }
       let agent: Agent;
       try {
         agent = await Agent.start(

@@ -3,6 +3,7 @@ import { type Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
+import { xdpAttachedHere } from '../dataplane/bpf/xdp.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
@@ -107,6 +108,18 @@ export function addStatusCommand(program: Command): void {
     .addOption(outputOption())
     .action((o) => {
       const interfaces = attachedHere(o.pinDir);
+      const xdp = xdpAttachedHere(o.pinDir);
+      const printXdp = () => {
+        console.log('\nXDP acceleration');
+        console.log(
+          xdp.length
+            ? table(
+                ['IFACE', 'IFINDEX', 'MODE', 'PROG ID', 'LINK'],
+                xdp.map((x) => [x.iface, String(x.ifindex), x.mode, String(x.progId), `${x.linkId}${x.live ? '' : ' (interface gone)'}`]),
+              )
+            : `  (off: no XDP link pinned under ${o.pinDir}/xdp)`,
+        );
+      };
       const printInterfaces = () => {
         console.log('Interfaces');
         console.log(
@@ -136,7 +149,7 @@ export function addStatusCommand(program: Command): void {
         if (o.output === 'json') {
           console.log(
             JSON.stringify(
-              { dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, maps: null, reasons: null },
+              { dataplane: 'off', note, ...(leftover ? { warning: leftover } : {}), interfaces, xdp, maps: null, reasons: null },
               null,
               2,
             ),
@@ -144,15 +157,17 @@ export function addStatusCommand(program: Command): void {
           return;
         }
         printInterfaces();
+        printXdp();
         console.log(`\nMaps\n  (none: ${note})`);
         if (leftover) console.log(`\nWarning: ${leftover}`);
         return;
       }
       withMaps(o.pinDir, (m) => {
-        const s = { dataplane: 'on', mode: modeNow(m), interfaces, maps: mapFills(m), reasons: reasonViews(m) };
+        const s = { dataplane: 'on', mode: modeNow(m), interfaces, xdp, maps: mapFills(m), reasons: reasonViews(m) };
         if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
         if (s.mode !== 'serve') console.log(`Mode: ${MODE_TEXT[s.mode]}\n`);
         printInterfaces();
+        printXdp();
         console.log('\nMaps');
         console.log(
           table(

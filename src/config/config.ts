@@ -6,6 +6,8 @@
 
 export type ExternalServiceMode = 'Tunnel' | 'DSR';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
+/** XDP acceleration of external service traffic on data interfaces (bpf/xdp_data.c). */
+export type XdpAcceleration = 'Off' | 'Native' | 'Generic';
 
 /**
  * Conntrack entry lifetimes, ms, under Calico's bpfConntrackTimeouts keys.
@@ -51,4 +53,6 @@ export interface Config {
   healthzPort: number;
   /** bpfMaglevMaxEndpointsPerService: Maglev tables grow with the endpoint count up to this many */
   maglevMaxEndpointsPerService: number;
+  /** bpfXDPAcceleration (bpfproxy's own field): XDP on data interfaces, in which mode */
+  xdpAcceleration: XdpAcceleration;
 }
