@@ -115,6 +115,23 @@ bench
     );
   });
 bench
+  .command('xdp')
+  .description(
+    'XDP vs TC per packet through BPF_PROG_RUN for the same NodePort packets (local and remote backend, new and established flows)',
+  )
+  .option('--smoke', 'few flows and rounds (the test suite runs this)')
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'xdp'))
+  .action(async (o) => {
+    const { runXdpBench, writeXdpResults, XDP_FULL, XDP_SMOKE } = await import('./xdp.js');
+    const r = await runXdpBench(o.smoke ? XDP_SMOKE : XDP_FULL, (s) => process.stderr.write(`bench xdp: ${s}\n`));
+    for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeXdpResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('memory')
   .description(
     "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",
