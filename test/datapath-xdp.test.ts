@@ -53,6 +53,7 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
   sync('x/remote', [fe('NodePort', '0.0.0.0', 30091, 'TCP', [be(REMOTE_BE, 8080, false)])]);
   sync('x/empty', [fe('NodePort', '0.0.0.0', 30092, 'TCP', [])]);
   sync('x/nolocal', [fe('NodePort', '0.0.0.0', 30093, 'TCP', [be(REMOTE_BE, 8080, false)], { externalLocal: true })]);
+  sync('x/ranged', [{ ...fe('LoadBalancer', '198.51.100.30', 80, 'TCP', [be(LOCAL_BE, 8080)]), sourceRanges: ['203.0.113.0/24'] }]);
   rec.setNodeAddresses([NODE_IP]);
 
   const xdp = (f: FrameSpec, l4: L4) => inNetns(ns, () => runXdp(dp, frame(f, l4), ifindex));
@@ -177,6 +178,22 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
     t.notOk(dp.maps.ct.get({ saddr: CLIENT, daddr: NODE_IP, sport: 42040, dport: 30091, proto: 6 }), 'no conntrack: TC decides');
   });
 
+  t.test('while a monitor listens, new flows go to TC (which emits their events); established ones stay in XDP', async (t) => {
+    const est = xdp(fromClient, { proto: 'tcp', sport: 42060, dport: 30090 });
+    t.equal(est.verdict, 'pass');
+    t.equal(est.out?.dst, LOCAL_BE, 'a flow opened before the monitor');
+    const ctl = dp.maps.monitorCtl.get({ v: 0 })!;
+    dp.maps.monitorCtl.set({ v: 0 }, { ...ctl, untilNs: 2n ** 62n });
+    t.teardown(() => dp.maps.monitorCtl.set({ v: 0 }, ctl));
+    const f = frame(fromClient, { proto: 'tcp', sport: 42061, dport: 30090 });
+    const r = xdpRaw(f);
+    t.equal(r.verdict, 'pass');
+    t.same(r.raw, f, 'the new flow is untouched: TC serves it');
+    t.notOk(dp.maps.ct.get({ saddr: CLIENT, daddr: NODE_IP, sport: 42061, dport: 30090, proto: 6 }), 'and XDP created nothing');
+    const again = xdp(fromClient, { proto: 'tcp', sport: 42060, dport: 30090, flags: TCP.ACK });
+    t.equal(again.out?.dst, LOCAL_BE, 'the established flow is still translated in XDP');
+  });
+
   t.test('drops counted in the reason counters as TC counts them', async (t) => {
     const cases: Array<[string, Buffer, string]> = [];
     const good = frame(fromClient, { proto: 'tcp', sport: 42050, dport: 30090 });
@@ -198,6 +215,14 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
       frame(fromClient, { proto: 'tcp', sport: 42052, dport: 30093 }),
       'no-local-endpoints',
     ]);
+    cases.push([
+      'a LoadBalancer IP from outside its loadBalancerSourceRanges',
+      frame({ ...fromClient, dst: '198.51.100.30' }, { proto: 'tcp', sport: 42053, dport: 80 }),
+      'lb-source-range',
+    ]);
+    const inRange = xdp({ ...fromClient, src: '203.0.113.5', dst: '198.51.100.30' }, { proto: 'tcp', sport: 42054, dport: 80 });
+    t.equal(inRange.verdict, 'pass', 'from inside the source ranges: served');
+    t.equal(inRange.out?.dst, LOCAL_BE);
     for (const [name, f, reason] of cases) {
       const before = reasonCount(dp, reason);
       const r = xdpRaw(f);
