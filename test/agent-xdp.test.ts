@@ -3,7 +3,9 @@
  * test's own: the XDP program goes onto the data interface with the TC
  * program, `bpfproxy status` shows it and its mode, it outlives the agent
  * (pinned) and the next agent adopts the same link, `off` takes it away,
- * `bpfproxy cleanup` removes it, and --dataplane afxdp is refused with it.
+ * `bpfproxy cleanup` removes it, FelixConfiguration bpfXDPAcceleration
+ * turns it on, moves it and turns it off live, and --dataplane afxdp is
+ * refused with it.
  */
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
@@ -73,10 +75,10 @@ t.test('--xdp-acceleration through the agent', async (t) => {
   };
   const kernelXdp = (): number | undefined =>
     (JSON.parse(ip(ns, '-d', '-j', 'link', 'show', 'eth0')) as Array<{ xdp?: { prog?: { id: number } } }>)[0]?.xdp?.prog?.id;
-  const waitRows = async (n: number): Promise<XdpRow[]> => {
+  const waitRows = async (n: number, mode?: string): Promise<XdpRow[]> => {
     for (const until = Date.now() + 10_000; Date.now() < until;) {
       const rows = xdpRows();
-      if (rows.length === n) return rows;
+      if (rows.length === n && (!mode || rows.every((r) => r.mode === mode))) return rows;
       await new Promise((r) => setTimeout(r, 200));
     }
     return xdpRows();
@@ -109,6 +111,25 @@ t.test('--xdp-acceleration through the agent', async (t) => {
   t.equal(cl.status, 0, cl.stderr);
   t.match(cl.stdout, /detached XDP acceleration from 1 interface\(s\) \(eth0\)/);
   t.equal(kernelXdp(), undefined, 'cleanup removed it');
+
+  // live: FelixConfiguration node.n1 turns it on and off under a running agent
+  const felix = (v: string) =>
+    writeFileSync(
+      join(manifests, 'felix.yaml'),
+      `apiVersion: crd.projectcalico.org/v1\nkind: FelixConfiguration\nmetadata: { name: node.n1 }\nspec: { bpfEnabled: true, bpfXDPAcceleration: ${v} }\n`,
+    );
+  const e = await startAgentIn(t, ns, [...common, '--xdp-acceleration', 'off']);
+  t.same(await waitRows(0), [], 'started off');
+  felix('Native');
+  t.match(await waitRows(1, 'native'), [{ iface: 'eth0', mode: 'native' }], 'bpfXDPAcceleration: Native applied live');
+  felix('Generic');
+  t.match(await waitRows(1, 'generic'), [{ iface: 'eth0', mode: 'generic' }], 'Generic: moved live');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.match(xdpRows(), [{ iface: 'eth0', mode: 'generic' }], 'and stays generic');
+  felix('Off');
+  t.same(await waitRows(0), [], 'Off: detached live');
+  e.child.kill('SIGTERM');
+  t.equal(await e.exited, 0);
 
   const r = cliIn(ns, ['agent', ...common, '--xdp-acceleration', 'native', '--dataplane', 'afxdp'], 30_000);
   t.not(r.status, 0, 'refused with --dataplane afxdp');
