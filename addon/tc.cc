@@ -203,6 +203,7 @@ static Napi::Value TcFilters(const Napi::CallbackInfo& info) {
 constexpr uint32_t kTcxIngress = 46;    // BPF_TCX_INGRESS (BPF_LSM_CGROUP + 3)
 constexpr uint32_t kTcxEgress = 47;     // BPF_TCX_EGRESS
 constexpr uint32_t kLinkTypeTcx = 11;   // BPF_LINK_TYPE_TCX
+constexpr uint32_t kLinkTypeXdp = 6;    // BPF_LINK_TYPE_XDP (its ifindex sits where tcx's does)
 constexpr uint32_t kFBefore = 1U << 3;  // BPF_F_BEFORE
 
 // bpf_attr.link_create with its tcx member.
@@ -355,7 +356,7 @@ static Napi::Value TcxListJs(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// linkInfo(link) -> { type: 'tcx' | 'other', id, progId, ifindex, direction }
+// linkInfo(link) -> { type: 'tcx' | 'xdp' | 'other', id, progId, ifindex, direction }
 // (ifindex 0: the interface is gone, the link is defunct).
 static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -367,10 +368,11 @@ static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
   if (err) return Throw(env, "link info of fd " + std::to_string(fd), errno);
   Napi::Object o = Napi::Object::New(env);
   bool tcx = li.type == kLinkTypeTcx;
-  o.Set("type", tcx ? "tcx" : "other");
+  bool xdp = li.type == kLinkTypeXdp;
+  o.Set("type", tcx ? "tcx" : xdp ? "xdp" : "other");
   o.Set("id", li.id);
   o.Set("progId", li.prog_id);
-  o.Set("ifindex", tcx ? li.ifindex : 0);
+  o.Set("ifindex", tcx || xdp ? li.ifindex : 0);
   if (tcx)
     o.Set("direction", li.attach_type == kTcxIngress ? "ingress" : li.attach_type == kTcxEgress ? "egress" : "?");
   return o;

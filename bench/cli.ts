@@ -155,6 +155,35 @@ bench
     );
   });
 bench
+  .command('xdp')
+  .description(
+    'XDP vs TC per packet through BPF_PROG_RUN for the same NodePort packets (local and remote backend, new and established flows)',
+  )
+  .option('--smoke', 'few flows and rounds (the test suite runs this)')
+  .option('--no-pps', 'skip the packets/s run with bench/flood.c on veths')
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'xdp'))
+  .action(async (o) => {
+    const { runXdpBench, writeXdpResults, XDP_FULL, XDP_SMOKE } = await import('./xdp.js');
+    const { runXdpPps } = await import('./xdp.js');
+    const say = (s: string) => process.stderr.write(`bench xdp: ${s}\n`);
+    const r = await runXdpBench(o.smoke ? XDP_SMOKE : XDP_FULL, say);
+    if (o.pps) {
+      r.pps = await runXdpPps(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }, say);
+      r.targets.push({
+        target: 'packets/s forwarded per core, XDP vs TC (NodePort UDP to a remote backend, veth)',
+        value: `${r.pps.ratio}x (${r.pps.xdp.forwardedPps} vs ${r.pps.tc.forwardedPps}/s)`,
+        goal: '>= 2x',
+        met: r.pps.ratio >= 2,
+      });
+    }
+    for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeXdpResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('memory')
   .description(
     "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",

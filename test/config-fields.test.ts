@@ -188,6 +188,16 @@ const ROWS: Record<FelixField, Row> = {
     message: /^must be Off, Info or Debug, not "Loud"$/,
     change: 'live',
   },
+  bpfXDPAcceleration: {
+    calicoDefault: 'Off', // bpfproxy's own field (Calico has none): our default
+    good: 'native',
+    pick: (c) => c.xdpAcceleration,
+    want: 'Native',
+    bad: 'fast',
+    message: /^must be Off, Native or Generic, not "fast"$/,
+    change: 'live',
+    flag: ['--xdp-acceleration', 'native', 'turbo'],
+  },
   bpfKubeProxyHealthzPort: {
     calicoDefault: 10256,
     good: 10257,

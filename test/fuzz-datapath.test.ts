@@ -21,6 +21,9 @@ import { be, fe } from './helpers/fixtures.js';
 import { inNetns, type tmpDatapath } from './helpers/env.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount, runProg } from './helpers/progrun.js';
+import { xdpProgFd } from './helpers/xdp.js';
+import { ip } from '../testkit/netns.js';
+import { XDP_DATA_PROGRAM } from '../src/dataplane/bpf/xdp.js';
 import { fixIpCsum, fixL4Csum, inspect } from './helpers/fuzz/inspect.js';
 import { checkCtPeers, emptyCounts } from './helpers/fuzz/conntrack.js';
 import { topologyFromMaps } from './helpers/fuzz/generate.js';
@@ -328,6 +331,9 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
     },
     true,
   );
+  // Resolved neighbours for the gateway and a client: the XDP program forwards (XDP_TX) only then.
+  ip(ns, 'neigh', 'add', '192.0.2.12', 'lladdr', '02:00:00:00:00:12', 'dev', 'd0', 'nud', 'permanent');
+  ip(ns, 'neigh', 'add', CLIENT, 'lladdr', '02:00:00:00:00:64', 'dev', 'd0', 'nud', 'permanent');
   const topology = topologyFromMaps(
     dp.maps,
     [POD, '10.244.1.98', '10.244.1.11', '10.244.1.13', '10.244.2.50', CLIENT, '192.0.2.101', '203.0.113.77', '198.18.0.1'],
@@ -347,6 +353,7 @@ t.test('datapath fuzz through BPF_PROG_RUN', async (t) => {
     netns: ns,
     ifindex,
     topology,
+    extraPrograms: [{ role: 'xdpData', fd: xdpProgFd(dp), name: XDP_DATA_PROGRAM }],
   });
   t.comment(formatReport(report));
   if (process.env.FUZZ_REPORT) writeFileSync(process.env.FUZZ_REPORT, JSON.stringify(report, null, 2));

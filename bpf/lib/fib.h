@@ -77,7 +77,8 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* The address the node would use as source towards daddr. The MTU is not
+/* The address the node would use as source towards daddr (ctx: the TC or
+ * XDP context, ifindex: the interface the packet came in on). The MTU is not
  * this lookup's business (translate() checks it with the packet's real
  * length), so it asks with a bare header's length: with 0 the kernel would
  * check the skb's length and fail a large first packet.
@@ -89,7 +90,8 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt 
  * any; with no such address (a LoadBalancer IP or external IP) there is no
  * source, and the caller drops the packet (counted as no-snat-source)
  * unless cfg_snat_ip names one (bpf/KERNEL_REQUIREMENTS.md). */
-static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr, __be32 addressed)
+static __always_inline __be32 fib_source_for(void *ctx, __u32 ifindex, __be32 daddr,
+					     __be32 addressed)
 {
 	struct bpf_fib_lookup fib = {};
 	struct node_ip_key    nk  = {.addr = addressed};
@@ -100,8 +102,8 @@ static __always_inline __be32 fib_source_for(struct __sk_buff *skb, __be32 daddr
 	fib.family   = AF_INET;
 	fib.tot_len  = sizeof(struct iphdr);
 	fib.ipv4_dst = daddr;
-	fib.ifindex  = skb->ingress_ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	fib.ifindex  = ifindex;
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 		return fib.ipv4_src;
 	if (rc < 0 && bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))

@@ -47,15 +47,19 @@ struct pkt {
 	__be16	      frag;
 };
 
-/* Parse Ethernet + IPv4 + TCP/UDP/ICMP/SCTP. For ICMP, ports stay 0 and the
+/* Parse Ethernet + IPv4 + TCP/UDP/ICMP/SCTP from a frame at data..data_end whose
+ * whole length (linear part and fragments) is len; gso_size is the
+ * segment size of a GSO packet (0: none). Shared by the TC hooks
+ * (parse_ipv4) and XDP (parse_ipv4_xdp). For ICMP, ports stay 0 and the
  * type/code are filled in; lib/nat.h looks inside errors. No length field is
  * trusted: the IPv4 total length must fit the frame and hold the L4 header
  * it claims. */
-static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+static __always_inline enum parse_result parse_ipv4_at(void *data, void *data_end, __u32 len,
+						       __u32 gso_size, struct pkt *p)
 {
 	struct cursor c = {
-		.pos = (void *)(long)skb->data,
-		.end = (void *)(long)skb->data_end,
+		.pos = data,
+		.end = data_end,
 	};
 	struct ethhdr *eth;
 	struct iphdr  *ip;
@@ -91,15 +95,15 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 		return PARSE_NOT_L4;
 	/* BIG TCP (GSO packets over 64K) carries total length 0; the skb's
 	 * length is the truth there. */
-	if (p->tot_len == 0 && skb->gso_size)
-		p->tot_len = skb->len - ETH_HLEN > 0xffff ? 0xffff : skb->len - ETH_HLEN;
-	if (p->tot_len < p->ihl_bytes || (__u32)p->tot_len + ETH_HLEN > skb->len)
+	if (p->tot_len == 0 && gso_size)
+		p->tot_len = len - ETH_HLEN > 0xffff ? 0xffff : len - ETH_HLEN;
+	if (p->tot_len < p->ihl_bytes || (__u32)p->tot_len + ETH_HLEN > len)
 		return PARSE_MALFORMED;
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return PARSE_FRAGMENT;
 
 	/* Skip IP options: variable length, so re-anchor the cursor. */
-	c.pos = (void *)(long)skb->data + p->l4_off;
+	c.pos = data + p->l4_off;
 	if (c.pos > c.end)
 		return PARSE_MALFORMED;
 
@@ -151,6 +155,21 @@ static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struc
 			return PARSE_MALFORMED;
 	}
 	return PARSE_OK;
+}
+
+static __always_inline enum parse_result parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+{
+	return parse_ipv4_at((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len,
+			     skb->gso_size, p);
+}
+
+/* XDP frames are linear here (the program is not loaded with frags). */
+static __always_inline enum parse_result parse_ipv4_xdp(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end  = (void *)(long)ctx->data_end;
+
+	return parse_ipv4_at(data, end, (__u32)(end - data), 0, p);
 }
 
 #endif /* BPFPROXY_PARSE_H */

@@ -130,20 +130,34 @@ static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const
 /* Tunnel and DSR (bpfExternalServiceMode): they use translate(). */
 #include "tunnel_svc.h"
 
-static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
-				       const struct fe_value *fe, int from_pod, __u64 now)
+/* What to do with the first packet of a flow to a frontend, decided the
+ * same way by TC (service_new) and XDP (bpf/xdp_data.c); only what is done
+ * with the packet differs. */
+enum svc_act {
+	SVC_TRANSLATE = 0, /* 'to' and 'flags' are set: create conntrack, rewrite, forward */
+	SVC_DROP,	   /* drop, counted under *why */
+	SVC_REJECT,	   /* answer as kube-proxy's REJECT (no endpoints) */
+	SVC_PASS,	   /* leave it to the stack, counted under *why */
+	SVC_TUNNEL,	   /* 'to' names the endpoint: carry the packet as sent to its node
+			    * (bpfExternalServiceMode Tunnel/DSR, lib/tunnel_svc.h); TC only */
+};
+
+/* ctx: the TC or XDP context (for the FIB); ifindex: where it came in. */
+static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex, struct pkt *p,
+						       const struct fe_value *fe, int from_pod,
+						       __u64 now, struct ct_key *to, __u8 *ct_flags,
+						       __u32 *pol_gen, enum reason *why)
 {
 	struct backend be = {}; /* read by the trace also when none was chosen */
-	struct ct_key  to;
 	enum reason    r;
-	int	       err;
 	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
-	__u32	       pol_gen;
 
 	/* loadBalancerSourceRanges, before anything else is decided: a client
 	 * outside them learns nothing (no reject, no state). */
-	if (!lb_source_allowed(fe, p->tuple.saddr))
-		return drop(skb, REASON_LB_SOURCE_RANGE);
+	if (!lb_source_allowed(fe, p->tuple.saddr)) {
+		*why = REASON_LB_SOURCE_RANGE;
+		return SVC_DROP;
+	}
 
 	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
 		/* A stray ACK, RST or FIN of no flow we know: no state for it (a
@@ -152,45 +166,49 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 		 * decides (its own conntrack may carry the flow, e.g. one that
 		 * kube-proxy's rules NAT'd before we took over). */
 		if (fe->cluster_count == 0 && fe->local_count == 0)
-			return reject(skb, p);
-		count_reason(skb, REASON_CT_NOT_OPENING);
-		return TC_ACT_OK;
+			return SVC_REJECT;
+		*why = REASON_CT_NOT_OPENING;
+		return SVC_PASS;
 	}
 
 	r = lb_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
 	trace_step(TRACE_BACKEND, r, lb_local_only(fe, from_pod), be.flags, be.addr,
 		   bpf_ntohs(be.port), 0, 0, 0);
 	if (r == REASON_NO_ENDPOINTS)
-		return reject(skb, p);
-	if (r != REASON_NONE)
-		return drop(skb, r);
+		return SVC_REJECT;
+	if (r != REASON_NONE) {
+		*why = r;
+		return SVC_DROP;
+	}
 
-	to.saddr  = p->tuple.saddr;
-	to.sport  = p->tuple.sport;
-	to.daddr  = be.addr;
-	to.dport  = be.port;
-	to.proto  = p->tuple.proto;
-	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+	to->saddr  = p->tuple.saddr;
+	to->sport  = p->tuple.sport;
+	to->daddr  = be.addr;
+	to->dport  = be.port;
+	to->proto  = p->tuple.proto;
+	to->pad[0] = to->pad[1] = to->pad[2] = 0;
 
-	if (!from_pod && !(be.flags & BE_F_LOCAL)) {
-		/* bpfExternalServiceMode Tunnel / DSR (lib/tunnel_svc.h) */
-		int rc = tun_ingress_new(skb, p, fe, &be, now);
-
-		if (rc != TUN_NOT_TUNNELLED)
-			return rc;
+	if (!from_pod && !(be.flags & BE_F_LOCAL) && (fe->flags & FE_F_EXTERNAL)) {
+		/* bpfExternalServiceMode Tunnel / DSR (lib/tunnel_svc.h); else
+		 * SNAT as kube-proxy, counted as such. */
+		if (tun_carries(p->tuple.saddr, be.addr))
+			return SVC_TUNNEL;
+		tun_count_n(TUN_C_NEW_SNAT, p->tot_len);
 	}
 	if (from_pod && be.addr == p->tuple.saddr) {
 		/* Hairpin: the pod would drop a packet from its own address. */
-		to.saddr = cfg_hairpin_ip;
+		to->saddr = cfg_hairpin_ip;
 		flags |= CT_F_SNAT | CT_F_HAIRPIN;
 	} else if (!from_pod && !(be.flags & BE_F_LOCAL)) {
 		/* From outside to an endpoint on another node (eTP=Cluster, or
 		 * a cluster IP someone routes to this node): SNAT to this node
 		 * (kube-proxy masquerades these too), so the reply comes back
 		 * through us. */
-		to.saddr = fib_source_for(skb, be.addr, p->tuple.daddr);
-		if (!to.saddr)
-			return drop(skb, REASON_NO_SNAT_SOURCE);
+		to->saddr = fib_source_for(ctx, ifindex, be.addr, p->tuple.daddr);
+		if (!to->saddr) {
+			*why = REASON_NO_SNAT_SOURCE;
+			return SVC_DROP;
+		}
 		flags |= CT_F_SNAT;
 	}
 	{
@@ -205,19 +223,56 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	 * comes from the same client address and port to the same backend
 	 * (through another frontend): then the source port is remapped, as
 	 * the kernel's NAT does on a clash, and the client address is kept. */
-	if (!(flags & CT_F_SNAT) && !ct_reply_free(&p->tuple, &to, now))
+	if (!(flags & CT_F_SNAT) && !ct_reply_free(&p->tuple, to, now))
 		flags |= CT_F_SNAT;
-	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, &to, now))
-		return drop(skb, REASON_NAT_PORTS);
-	trace_step(TRACE_NAT, flags, 0, 0, to.saddr, bpf_ntohs(to.sport), to.daddr,
-		   bpf_ntohs(to.dport), 0);
+	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, to, now)) {
+		*why = REASON_NAT_PORTS;
+		return SVC_DROP;
+	}
+	trace_step(TRACE_NAT, flags, 0, 0, to->saddr, bpf_ntohs(to->sport), to->daddr,
+		   bpf_ntohs(to->dport), 0);
 
 	/* Network policy on the flow as the backend will see it: the
 	 * client's egress to the backend's address and port, the backend's
 	 * ingress from the client. */
-	r = policy_service_new(&p->tuple, &to, flags, &pol_gen);
-	if (r != REASON_NONE)
-		return drop(skb, r);
+	r = policy_service_new(&p->tuple, to, flags, pol_gen);
+	if (r != REASON_NONE) {
+		*why = r;
+		return SVC_DROP;
+	}
+	*ct_flags = flags;
+	return SVC_TRANSLATE;
+}
+
+static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
+				       const struct fe_value *fe, int from_pod, __u64 now)
+{
+	struct ct_key to;
+	enum reason   why     = REASON_NONE;
+	__u8	      flags   = 0;
+	__u32	      pol_gen = 0;
+	int	      err;
+
+	switch (service_new_decide(skb, skb->ingress_ifindex, p, fe, from_pod, now, &to, &flags,
+				   &pol_gen, &why)) {
+	case SVC_TRANSLATE:
+		break;
+	case SVC_REJECT:
+		return reject(skb, p);
+	case SVC_PASS:
+		count_reason(skb, why);
+		return TC_ACT_OK;
+	case SVC_TUNNEL: {
+		struct backend be = {.addr = to.daddr, .port = to.dport};
+		int	       rc = tun_ingress_new(skb, p, fe, &be, now);
+
+		/* The endpoint's node was known a moment ago; if the agent has
+		 * just removed it, the packet goes nowhere: the client retries. */
+		return rc == TUN_NOT_TUNNELLED ? drop(skb, REASON_TUN_NO_ROUTE) : rc;
+	}
+	default:
+		return drop(skb, why);
+	}
 
 	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
 	if (err)
@@ -245,6 +300,16 @@ static __always_inline int drain_reopens(const struct pkt *p, const struct ct_va
 	return 1;
 }
 
+/* A frame the XDP program on this interface translated already carries
+ * this in its metadata (lib/xdp.h): its flow is served. */
+#define XDP_META_TRANSLATED 0x62707864 /* "bpxd" */
+static __always_inline int xdp_translated(struct __sk_buff *skb)
+{
+	__u32 *meta = (void *)(long)skb->data_meta;
+
+	return (void *)(meta + 1) <= (void *)(long)skb->data && *meta == XDP_META_TRANSLATED;
+}
+
 static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 {
 	struct pkt	 p = {};
@@ -258,6 +323,8 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	enum parse_result pr;
 
 	if (mode_standby())
+		return TC_ACT_OK;
+	if (!from_pod && xdp_translated(skb))
 		return TC_ACT_OK;
 	pr = parse_ipv4(skb, &p);
 	if (pr == PARSE_NOT_IPV4)

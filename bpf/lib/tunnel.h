@@ -113,7 +113,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_tun_stats SEC(".maps");
 
-static __always_inline void tun_count(struct __sk_buff *skb, enum tun_counter which)
+static __always_inline void tun_count_n(enum tun_counter which, __u32 bytes)
 {
 	__u32		       k = which;
 	struct reason_counter *c;
@@ -123,8 +123,13 @@ static __always_inline void tun_count(struct __sk_buff *skb, enum tun_counter wh
 	c = bpf_map_lookup_elem(&bpfproxy_tun_stats, &k);
 	if (c) {
 		c->packets++;
-		c->bytes += skb->len;
+		c->bytes += bytes;
 	}
+}
+
+static __always_inline void tun_count(struct __sk_buff *skb, enum tun_counter which)
+{
+	tun_count_n(which, skb->len);
 }
 
 /* ---- header building: plain functions over a buffer --------------------- */
@@ -257,6 +262,20 @@ static __always_inline __u32 tun_mode_for(const struct tun_cfg *c, __be32 client
 	if (c->mode == EXT_M_DSR && !bpf_map_lookup_elem(&bpfproxy_dsr_optout, &k))
 		return EXT_M_DSR;
 	return EXT_M_TUNNEL;
+}
+
+/* Whether a new flow from 'client' to endpoint 'be' on another node is
+ * carried through the tunnel (Tunnel/DSR, its node known), without side
+ * effects: TC and XDP decide with it (lib/service.h service_new_decide). */
+static __always_inline int tun_carries(__be32 client, __be32 be)
+{
+	struct tun_ep_key ek = {.addr = be};
+	struct tun_ep	 *ep;
+
+	if (tun_mode_for(tun_config(), client) == EXT_M_SNAT)
+		return 0;
+	ep = bpf_map_lookup_elem(&bpfproxy_tun_eps, &ek);
+	return ep && ep->node;
 }
 
 /* ---- skb side ----------------------------------------------------------- */

@@ -329,6 +329,9 @@ export class Agent {
             nodeOf: (n) => this.nodes.get(n),
             slices: this.proxier.store.allSlices(),
           }),
+          ...((o.engine ?? DEFAULT_ENGINE_SETTINGS).dataplane === 'afxdp'
+            ? { xdpRefused: 'the AF_XDP engine (--dataplane afxdp) holds the XDP hook of the interfaces it runs on' }
+            : {}),
         },
         cfg,
         this.proxier,

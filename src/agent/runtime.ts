@@ -20,13 +20,14 @@ import { datapathSnapshot } from '../dataplane/bpf/inspect.js';
 import { Handover, type HandoverConfig } from '../dataplane/bpf/handover.js';
 import { MAP_NAMES, loadDatapath, loadPrograms, type Datapath } from '../dataplane/bpf/loader.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
+import { XdpAccel, xdpDataProgram, type XdpMode } from '../dataplane/bpf/xdp.js';
 import { BpfReconciler, DEFAULT_LOAD_BALANCING, type LoadBalancing } from '../dataplane/bpf/reconciler.js';
 import type { EndpointSlice, LbAlgorithm, Node } from '../model/types.js';
 import { endpointNodes, peerAddresses, tunnelAddressOf } from '../model/tunnel.js';
 import { TunnelTables } from '../dataplane/bpf/tunnel.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import { configChange } from '../config/change.js';
-import type { Config } from '../config/config.js';
+import type { Config, XdpAcceleration } from '../config/config.js';
 import { datapathConfig, uplinkIfaces } from '../config/datapath.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
@@ -52,6 +53,8 @@ export interface RuntimeOptions {
   policy?: PolicySync;
   /** What the tunnel needs (bpfExternalServiceMode Tunnel/DSR), read each second; none: SNAT only. */
   tunnelInputs?: () => TunnelInputs;
+  /** Why XDP acceleration must stay off whatever the config says (the AF_XDP engine holds the XDP hooks). */
+  xdpRefused?: string;
 }
 
 export interface TunnelInputs {
@@ -60,6 +63,8 @@ export interface TunnelInputs {
   nodeOf(name: string): Node | undefined;
   slices: Iterable<EndpointSlice>;
 }
+
+const XDP_MODES: Record<XdpAcceleration, XdpMode | null> = { Off: null, Native: 'native', Generic: 'generic' };
 
 /** Which node addresses NodePort answers on, and why (for the log line). */
 export interface NodePortChoice {
@@ -118,6 +123,9 @@ export class BpfRuntime {
   private readonly handover: Handover;
   private readonly tunnel: TunnelTables;
   private tunnelCfg: Pick<Config, 'externalServiceMode' | 'dsrOptoutCIDRs'>;
+  /** XDP acceleration on the data interfaces (dataplane/bpf/xdp.ts) */
+  readonly xdp: XdpAccel;
+  private xdpMode: XdpMode | null;
 
   private constructor(
     readonly dp: Datapath,
@@ -133,6 +141,35 @@ export class BpfRuntime {
     this.handover = new Handover({ maps: dp.maps, gc, log, clock, disable: () => this.disable() });
     this.tunnel = new TunnelTables(dp.maps, log);
     this.tunnelCfg = { externalServiceMode: 'SNAT', dsrOptoutCIDRs: [] };
+    this.xdp = new XdpAccel(o.pinDir, log);
+    this.xdpMode = null;
+  }
+
+  /** bpfXDPAcceleration as it applies here (off when the AF_XDP engine holds the XDP hooks). */
+  private setXdpMode(cfg: Config): void {
+    const want = XDP_MODES[cfg.xdpAcceleration];
+    if (want && this.o.xdpRefused) {
+      this.log.error(
+        { bpfXDPAcceleration: cfg.xdpAcceleration },
+        `bpfXDPAcceleration=${cfg.xdpAcceleration} not applied: ${this.o.xdpRefused}`,
+      );
+      this.xdpMode = null;
+      return;
+    }
+    this.xdpMode = want;
+  }
+
+  /** XDP on exactly the data interfaces the TC program is on (none when off). */
+  private syncXdp(): void {
+    try {
+      const data = this.attacher
+        .list()
+        .filter((a) => a.role === 'fromData')
+        .map((a) => ({ index: a.index, name: a.name }));
+      this.xdp.sync(this.xdpMode, data, xdpDataProgram(this.dp.objects[0]!, this.o.bpfDir));
+    } catch (e) {
+      this.log.error(`XDP acceleration: cannot update the attachments: ${(e as Error).message}; TC serves every data interface meanwhile`);
+    }
   }
 
   static async enable(o: RuntimeOptions, cfg: Config, proxier: Proxier, log: Logger, clock: Clock): Promise<BpfRuntime> {
@@ -164,6 +201,11 @@ export class BpfRuntime {
     attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);
     const rt = new BpfRuntime(dp, reconciler, attacher, gc, ledger, proxier, o, log, clock);
     rt.tunnelCfg = cfg;
+    const adopted = rt.xdp.adopt();
+    if (adopted) log.info({ links: adopted }, `adopted ${adopted} pinned XDP link(s) from ${o.pinDir}/xdp`);
+    rt.setXdpMode(cfg);
+    // XDP follows the TC program onto each data interface (after the takeover below).
+    attacher.onAttached = () => rt.syncXdp();
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
@@ -174,7 +216,10 @@ export class BpfRuntime {
     }
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    rt.handover.takeOver(handoverConfig(cfg), fresh, () => attacher.start());
+    rt.handover.takeOver(handoverConfig(cfg), fresh, () => {
+      attacher.start();
+      rt.syncXdp();
+    });
     gc.start();
     rt.armAddresses();
     return rt;
@@ -213,10 +258,15 @@ export class BpfRuntime {
         'bpfMaglevMaxEndpointsPerService changed: Maglev tables whose size changes are rebuilt by the next full sync',
       );
     }
+    if (change.live.includes('bpfXDPAcceleration')) {
+      this.setXdpMode(cfg);
+      this.syncXdp();
+    }
     if (change.reload.length) {
       const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);
       const prev = this.dp.swapPrograms(fresh);
       this.attacher.programsChanged();
+      this.xdp.update(xdpDataProgram(this.dp.objects[0]!, this.o.bpfDir));
       prev.close();
       this.log.info({ fields: change.reload }, `${change.reload.join(', ')} changed: programs reloaded and swapped in place`);
     }
@@ -277,6 +327,8 @@ export class BpfRuntime {
       } catch (e) {
         this.log.error(`cannot update node addresses: ${(e as Error).message}`);
       }
+      // data interfaces that went away or stopped matching lose their XDP link too
+      if (!this.stopped) this.syncXdp();
       this.armAddresses();
     });
   }
@@ -286,9 +338,13 @@ export class BpfRuntime {
     return datapathSnapshot(this.dp.maps, this.gc);
   }
 
+  private stopped = false;
+
   private stopTimers(): void {
     this.o.policy?.setTarget(undefined);
+    this.stopped = true;
     this.addrTimer?.cancel();
+    this.xdp.close();
     this.attacher.stop();
     this.gc.stop();
   }
@@ -306,8 +362,8 @@ export class BpfRuntime {
     this.dp.close();
     const r = teardown(this.o.pinDir, this.ledger, this.log);
     this.log.info(
-      { interfaces: r.detached, qdiscsRemoved: r.qdiscs.removed },
-      `bpfEnabled is false: detached from ${r.detached.length} interface(s), deleted ${r.qdiscs.removed.length} clsact qdisc(s) bpfproxy had created and unpinned the maps; kube-proxy can take over`,
+      { interfaces: r.detached, xdp: r.xdp, qdiscsRemoved: r.qdiscs.removed },
+      `bpfEnabled is false: detached from ${r.detached.length} interface(s)${r.xdp.length ? ` (XDP from ${r.xdp.length})` : ''}, deleted ${r.qdiscs.removed.length} clsact qdisc(s) bpfproxy had created and unpinned the maps; kube-proxy can take over`,
     );
   }
 }

@@ -119,6 +119,7 @@ export function addAgentCommand(program: Command): void {
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
     .addOption(configOption('--network-policy <on|off>', 'bpfNetworkPolicy'))
+    .addOption(configOption('--xdp-acceleration <mode>', 'bpfXDPAcceleration'))
     .addOption(
       new Option(
         '--rollback-drain-timeout <duration>',
@@ -238,7 +239,13 @@ export function addAgentCommand(program: Command): void {
         bpfKubeProxyHealthzPort: healthz?.port,
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
         bpfNetworkPolicy: o.networkPolicy,
+        bpfXDPAcceleration: o.xdpAcceleration,
       });
+      if (o.dataplane === 'afxdp' && base.xdpAcceleration !== 'Off') {
+        fail(
+          `--xdp-acceleration ${base.xdpAcceleration.toLowerCase()} cannot run with --dataplane afxdp: an interface has one XDP hook, and the AF_XDP engine's program (bpfproxy_xdp_afxdp) takes it; choose one (--xdp-acceleration off, or --dataplane bpf)`,
+        );
+      }
       let agent: Agent;
       try {
         agent = await Agent.start(

@@ -3,6 +3,7 @@ import { type Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
+import { xdpAttachedHere } from '../dataplane/bpf/xdp.js';
 import { conntrackViews, mapFills, reasonViews, serviceViews, tunnelView, type ServiceView } from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
@@ -190,6 +191,18 @@ export function addStatusCommand(program: Command): void {
             : `  not running${'reason' in engine && engine.reason ? `: ${engine.reason}` : ''}`,
         );
       };
+      const xdp = xdpAttachedHere(o.pinDir);
+      const printXdp = () => {
+        console.log('\nXDP acceleration');
+        console.log(
+          xdp.length
+            ? table(
+                ['IFACE', 'IFINDEX', 'MODE', 'PROG ID', 'LINK'],
+                xdp.map((x) => [x.iface, String(x.ifindex), x.mode, String(x.progId), `${x.linkId}${x.live ? '' : ' (interface gone)'}`]),
+              )
+            : `  (off: no XDP link pinned under ${o.pinDir}/xdp)`,
+        );
+      };
       const printInterfaces = () => {
         console.log('Interfaces');
         console.log(
@@ -224,6 +237,7 @@ export function addStatusCommand(program: Command): void {
                 note,
                 ...(leftover ? { warning: leftover } : {}),
                 interfaces,
+                xdp,
                 policy: null,
                 maps: null,
                 reasons: null,
@@ -236,6 +250,7 @@ export function addStatusCommand(program: Command): void {
           return;
         }
         printInterfaces();
+        printXdp();
         console.log(`\nMaps\n  (none: ${note})`);
         if (leftover) console.log(`\nWarning: ${leftover}`);
         return;
@@ -245,6 +260,7 @@ export function addStatusCommand(program: Command): void {
           dataplane: 'on',
           mode: modeNow(m),
           interfaces,
+          xdp,
           policy: policyStatus(m),
           externalService: tunnelView(m),
           maps: mapFills(m),
@@ -254,6 +270,7 @@ export function addStatusCommand(program: Command): void {
         if (o.output === 'json') return console.log(JSON.stringify(s, null, 2));
         if (s.mode !== 'serve') console.log(`Mode: ${MODE_TEXT[s.mode]}\n`);
         printInterfaces();
+        printXdp();
         const p = s.policy;
         console.log(
           p.programmed

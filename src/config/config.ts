@@ -13,6 +13,8 @@
 export type ExternalServiceMode = 'Tunnel' | 'DSR' | 'SNAT';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
 export type NetworkPolicyMode = 'on' | 'off';
+/** XDP acceleration of external service traffic on data interfaces (bpf/xdp_data.c). */
+export type XdpAcceleration = 'Off' | 'Native' | 'Generic';
 
 /**
  * Conntrack entry lifetimes, ms, under Calico's bpfConntrackTimeouts keys.
@@ -62,4 +64,6 @@ export interface Config {
   maglevMaxEndpointsPerService: number;
   /** bpfNetworkPolicy (--network-policy): enforce Kubernetes NetworkPolicy on this node's pods */
   networkPolicy: NetworkPolicyMode;
+  /** bpfXDPAcceleration (bpfproxy's own field): XDP on data interfaces, in which mode */
+  xdpAcceleration: XdpAcceleration;
 }

@@ -14,7 +14,7 @@
  * Its change class, 'reload', makes the runtime load the programs again
  * with the new rodata (change.ts, agent/runtime.ts reconfigure).
  */
-import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes, NetworkPolicyMode } from './config.js';
+import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes, NetworkPolicyMode, XdpAcceleration } from './config.js';
 import {
   bool,
   cidrList,
@@ -185,6 +185,23 @@ export const FIELDS = {
     get: (c) => c.maglevMaxEndpointsPerService,
     set: (c, v) => {
       c.maglevMaxEndpointsPerService = v;
+    },
+  }),
+  /*
+   * Not Calico's (its XDP is for untracked policy only): Cilium's
+   * loadBalancer.acceleration. Off by default, as Cilium's: XDP on veth and
+   * in generic mode copies every frame first (slower than TC, not faster),
+   * frames XDP forwards are invisible to tcpdump, and some drivers (bonds)
+   * cannot run it; it pays on physical NICs with native XDP.
+   */
+  bpfXDPAcceleration: field<XdpAcceleration>({
+    kind: oneOf(['Off', 'Native', 'Generic'], true),
+    default: 'Off',
+    change: 'live',
+    help: "NodePort, LoadBalancer and external-IP traffic served in XDP on the data interfaces (bpfproxy's own, like Cilium's loadBalancer.acceleration): Off, Native (driver XDP) or Generic (any interface, slower)",
+    get: (c) => c.xdpAcceleration,
+    set: (c, v) => {
+      c.xdpAcceleration = v;
     },
   }),
   bpfKubeProxyHealthzPort: field({

@@ -216,10 +216,10 @@ export type MapWordOp = 'load' | 'store' | 'add' | 'cas';
 
 /** A BPF link (BPF_OBJ_GET_INFO_BY_FD); the tcx fields only for tcx links. */
 export interface BpfLinkInfo {
-  type: 'tcx' | 'other';
+  type: 'tcx' | 'xdp' | 'other';
   id: number;
   progId: number;
-  /** tcx: the interface; 0 once it is gone (or the link was detached) */
+  /** tcx and xdp: the interface; 0 once it is gone (or the link was detached) */
   ifindex: number;
   direction?: TcDirection | '?';
 }

@@ -34,6 +34,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import type { Datapath, ProgramRole } from './loader.js';
 import type { QdiscCleanup, QdiscLedger } from './qdiscs.js';
 import { TCX_DIRECTIONS, TcxLinks, detachPinnedTcxLinks, readPinnedTcxLinks } from './tcx.js';
+import { detachPinnedXdpLinks } from './xdp.js';
 
 export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
@@ -729,13 +730,15 @@ export function detachAll(log?: Logger): string[] {
 
 export interface TeardownResult {
   detached: string[];
+  /** interfaces whose XDP link (--xdp-acceleration) was detached */
+  xdp: string[];
   qdiscs: QdiscCleanup;
   unpinned: number;
 }
 
 /**
  * Remove what bpfproxy put on this node (this network namespace): our
- * filters, our tcx links (those pinned in pinDir), the clsact qdiscs we
+ * filters, our tcx and XDP links (those pinned in pinDir), the clsact qdiscs we
  * created that are empty once ours are gone, and the pinned maps. The
  * caller makes sure no agent is running on the pin dir (the pin dir lock),
  * or is that agent (stopped watching first).
@@ -743,12 +746,19 @@ export interface TeardownResult {
 export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): TeardownResult {
   const detached = detachAll(log);
   const links = detachPinnedTcxLinks(pinDir, log);
-  if (links.length) {
+  const xdpIfindexes = detachPinnedXdpLinks(pinDir, log);
+  const xdp: string[] = [];
+  if (links.length || xdpIfindexes.length) {
     const names = new Map(
       native()
         .interfaces()
         .map((i) => [i.index, i.name]),
     );
+    for (const ifindex of xdpIfindexes) {
+      const iface = names.get(ifindex) ?? `ifindex ${ifindex}`;
+      log?.info({ iface }, `detached the XDP link from ${iface}`);
+      xdp.push(iface);
+    }
     for (const l of links) {
       const iface = names.get(l.ifindex) ?? `ifindex ${l.ifindex}`;
       log?.info({ iface, direction: l.direction }, `detached the tcx link from ${iface} (${l.direction})`);
@@ -758,8 +768,8 @@ export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): Tea
   const qdiscs = ledger.removeEmpty();
   let unpinned = 0;
   if (existsSync(pinDir)) {
-    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx').length;
+    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx' && n !== 'xdp').length;
     rmSync(pinDir, { recursive: true, force: true });
   }
-  return { detached, qdiscs, unpinned };
+  return { detached, xdp, qdiscs, unpinned };
 }

@@ -40,6 +40,8 @@ export interface FuzzOptions {
   netns: string;
   ifindex: number;
   topology: Topology;
+  /** Programs of the object outside dp.programs (the XDP data program), fuzzed alike. */
+  extraPrograms?: Array<{ role: string; fd: number; name: string }>;
   /** Examples kept per check. */
   keep?: number;
 }
@@ -125,6 +127,13 @@ function xdpCtx(ifindex: number): Buffer {
   // struct xdp_md: data, data_end, data_meta, ingress_ifindex (12), rx_queue_index, egress_ifindex
   const b = Buffer.alloc(24);
   b.writeUInt32LE(ifindex, 12);
+  return b;
+}
+
+/** The XDP context for one frame: the kernel wants data_end equal to its length. */
+function xdpCtxFor(base: Buffer, len: number): Buffer {
+  const b = Buffer.from(base);
+  b.writeUInt32LE(len, 4);
   return b;
 }
 
@@ -259,7 +268,11 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
   const reasons = new ReasonReader(dp);
   const progs: Prog[] = [];
   const skipped: string[] = [];
-  for (const [role, p] of Object.entries(dp.programs) as Array<[string, { fd: number; name: string }]>) {
+  const all: Array<[string, { fd: number; name: string }]> = [
+    ...(Object.entries(dp.programs) as Array<[string, { fd: number; name: string }]>),
+    ...(o.extraPrograms ?? []).map((p) => [p.role, p] as [string, { fd: number; name: string }]),
+  ];
+  for (const [role, p] of all) {
     const type = native().progInfo(p.fd).type;
     const kind =
       type === BPF_PROG_TYPE_XDP ? 'xdp' : type === BPF_PROG_TYPE_SCHED_CLS || type === BPF_PROG_TYPE_SCHED_ACT ? 'tc' : undefined;
@@ -351,7 +364,11 @@ export async function runFuzz(dp: Datapath, o: FuzzOptions): Promise<FuzzReport>
         const input = g.frame;
         let r: { retval: number; data: Buffer; durationNs: number };
         try {
-          r = native().progTestRun(prog.fd, input, { ctx: prog.ctx, dataOutLen: input.length + 4096 });
+          const ctx = prog.kind === 'xdp' ? xdpCtxFor(prog.ctx, input.length) : prog.ctx;
+          const out = native().progTestRun(prog.fd, input, { ctx, dataOutLen: input.length + 4096 });
+          // XDP: the output starts with the metadata the program added (ctx.data says how much)
+          const meta = prog.kind === 'xdp' && out.ctx ? out.ctx.readUInt32LE(0) : 0;
+          r = meta ? { ...out, data: out.data.subarray(meta) } : out;
         } catch (e) {
           if (!(e instanceof BpfError)) throw e;
           inc(prog.stats.refused, e.code);

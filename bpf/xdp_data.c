@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* XDP on data (uplink) interfaces (--xdp-acceleration): NodePort,
+ * LoadBalancer and external-IP traffic from outside, and the replies of
+ * remote backends, served before an skb exists. The decisions are TC's own
+ * (lib/service.h service_new_decide(), the same conntrack, frontends,
+ * backends and policy); only the packet layer differs (lib/xdp.h).
+ *
+ *  - a flow to a backend on another node, and its replies: translated here
+ *    and sent out with XDP_TX (same interface) or bpf_redirect after a FIB
+ *    lookup;
+ *  - a flow to a backend on this node: translated here and passed up,
+ *    marked so that the TC hook does not translate it again;
+ *  - everything XDP does not finish by itself passes untouched to the TC
+ *    hook, which does all of it as without XDP: not IPv4 (ARP, IPv6),
+ *    fragments, ICMP (errors about our flows are TC's), other protocols,
+ *    non-service traffic, TCP FIN/RST (closing a flow), new flows while a
+ *    monitor listens (its events come from TC), rejects, flows that need a
+ *    neighbour resolved, an ICMP fragmentation-needed answer, or a tunnel,
+ *    flows tracked for policy only, standby and drain.
+ * Drops (malformed, spoofed, outside loadBalancerSourceRanges, policy,
+ * ...) are counted in the reason counters as TC counts them.
+ *
+ * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/service.h"
+#include "lib/xdp.h"
+
+/* The conntrack flags whose flows XDP translates; an entry with any other
+ * (a tunnelled flow, ...) is TC's. */
+#define XDP_CT_FLAGS                                                                               \
+	(CT_F_SNAT | CT_F_HAIRPIN | CT_F_EXTERNAL | CT_F_HOST_BE | CT_F_POL_DENIED | CT_F_ADOPTED)
+
+static __always_inline int xdp_established(struct xdp_md *ctx, struct pkt *p, struct ct_value *ct,
+					   __u64 now)
+{
+	struct bpf_fib_lookup fib;
+	struct ct_key	      to = {
+			.saddr = ct->nat_saddr,
+			.sport = ct->nat_sport,
+			.daddr = ct->nat_daddr,
+			.dport = ct->nat_dport,
+			.proto = p->tuple.proto,
+	};
+	enum xdp_where w;
+	enum reason    r;
+
+	if (ct->flags & (__u8)~XDP_CT_FLAGS || ct->flags & CT_F_PLAIN)
+		return XDP_PASS;
+	w = xdp_route(ctx, p, &to, &fib);
+	if (w == XW_STACK)
+		return XDP_PASS;
+	r = policy_ct(&p->tuple, ct);
+	if (r != REASON_NONE)
+		return monitor_on() ? XDP_PASS : xdp_drop(ctx, r);
+	ct_update(&p->tuple, ct, p->tcp_flags, now);
+	return xdp_translate(ctx, p, &to, w, &fib);
+}
+
+static __always_inline int xdp_new(struct xdp_md *ctx, struct pkt *p, const struct fe_value *fe,
+				   __u64 now)
+{
+	struct bpf_fib_lookup fib;
+	struct ct_key	      to;
+	enum xdp_where	      w;
+	enum reason	      why     = REASON_NONE;
+	__u8		      flags   = 0;
+	__u32		      pol_gen = 0;
+	int		      err;
+
+	/* Flow events come from TC (lib/monitor.h reads skbs). */
+	if (monitor_on())
+		return XDP_PASS;
+	switch (service_new_decide(ctx, ctx->ingress_ifindex, p, fe, 0, now, &to, &flags, &pol_gen,
+				   &why)) {
+	case SVC_TRANSLATE:
+		break;
+	case SVC_DROP:
+		return xdp_drop(ctx, why);
+	default:
+		return XDP_PASS; /* a reject, a flow TC carries through the tunnel, or one TC counts and passes */
+	}
+	w = xdp_route(ctx, p, &to, &fib);
+	if (w == XW_STACK)
+		return XDP_PASS; /* nothing created: TC decides again */
+	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
+	if (err)
+		return xdp_drop(ctx, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	return xdp_translate(ctx, p, &to, w, &fib);
+}
+
+SEC("xdp")
+int bpfproxy_xdp_data(struct xdp_md *ctx)
+{
+	struct pkt	   p = {};
+	struct node_ip_key nk;
+	struct ct_value	  *ct;
+	struct fe_value	  *fe;
+	enum parse_result  pr;
+	__u64		   now;
+
+	if (mode_flags() & (MODE_F_STANDBY | MODE_F_DRAIN))
+		return XDP_PASS;
+	pr = parse_ipv4_xdp(ctx, &p);
+	if (pr == PARSE_MALFORMED)
+		return xdp_drop(ctx, REASON_MALFORMED);
+	if (pr != PARSE_OK && pr != PARSE_FRAGMENT)
+		return XDP_PASS;
+	/* One of the node's own addresses as source from outside is forged
+	 * (as in TC, fragments included). */
+	nk.addr = p.tuple.saddr;
+	if (bpf_map_lookup_elem(&bpfproxy_node_ips, &nk))
+		return xdp_drop(ctx, REASON_SPOOFED);
+	/* Fragments, the first one included: TC and the stack keep them
+	 * together. */
+	if (pr == PARSE_FRAGMENT || (p.frag & bpf_htons(IP_MF)) || p.tuple.proto == IPPROTO_ICMP)
+		return XDP_PASS;
+	if (p.tuple.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return XDP_PASS;
+
+	now = bpf_ktime_get_ns();
+	ct  = ct_lookup(&p.tuple, now);
+	if (ct)
+		return xdp_established(ctx, &p, ct, now);
+	fe = lb_lookup(&p.tuple);
+	if (!fe)
+		return XDP_PASS;
+	return xdp_new(ctx, &p, fe, now);
+}
