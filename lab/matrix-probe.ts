@@ -3,12 +3,17 @@
  * has a timeout, the number of targets is capped, a flow has a duration.
  *   matrix-probe.js matrix TIMEOUT_MS HOST:PORT/tcp|udp ...
  *     all targets at once; prints a JSON array of booleans (answered or not)
+ *   matrix-probe.js serve
+ *     the same, over and over without a process start per round: reads a
+ *     line {"timeout": MS, "targets": ["HOST:PORT/PROTO", ...]} from stdin,
+ *     answers a line with the array; ends when stdin closes
  *   matrix-probe.js flow HOST PORT DURATION_MS STALL_MS
  *     one TCP connection, a byte every 50 ms, echoed back; ends after the
  *     duration or when no echo came for STALL_MS; prints a FlowResult
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
 
 export interface FlowResult {
   connected: boolean;
@@ -94,17 +99,28 @@ function flow(host: string, port: number, duration: number, stall: number): Prom
   });
 }
 
+function probeAll(timeoutMs: number, specs: string[]): Promise<boolean[]> {
+  const timeout = Math.min(timeoutMs, 5000);
+  const targets = specs.slice(0, MAX_TARGETS).map((s) => {
+    const m = /^([\d.]+):(\d+)\/(tcp|udp)$/.exec(s);
+    if (!m) throw new Error(`matrix-probe: bad target ${s} (want HOST:PORT/tcp|udp)`);
+    return { host: m[1]!, port: Number(m[2]), proto: m[3]! };
+  });
+  return Promise.all(targets.map((x) => (x.proto === 'udp' ? udpOnce : tcpOnce)(x.host, x.port, timeout)));
+}
+
 async function main(): Promise<void> {
   const [mode, ...rest] = process.argv.slice(2);
   if (mode === 'matrix') {
-    const timeout = Math.min(Number(rest[0]), 5000);
-    const targets = rest.slice(1, 1 + MAX_TARGETS).map((s) => {
-      const m = /^([\d.]+):(\d+)\/(tcp|udp)$/.exec(s);
-      if (!m) throw new Error(`matrix-probe: bad target ${s} (want HOST:PORT/tcp|udp)`);
-      return { host: m[1]!, port: Number(m[2]), proto: m[3]! };
-    });
-    const out = await Promise.all(targets.map((x) => (x.proto === 'udp' ? udpOnce : tcpOnce)(x.host, x.port, timeout)));
-    process.stdout.write(`${JSON.stringify(out)}\n`);
+    process.stdout.write(`${JSON.stringify(await probeAll(Number(rest[0]), rest.slice(1)))}\n`);
+    return;
+  }
+  if (mode === 'serve') {
+    const lines = createInterface({ input: process.stdin });
+    for await (const line of lines) {
+      const req = JSON.parse(line) as { timeout: number; targets: string[] };
+      process.stdout.write(`${JSON.stringify(await probeAll(req.timeout, req.targets))}\n`);
+    }
     return;
   }
   if (mode === 'flow') {

@@ -10,7 +10,7 @@
  *
  * SCTP is left out: this kernel has no SCTP sockets.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { nsPath, sh } from '../testkit/netns.js';
 import { labSpec, LAB_DIR, type Lab, type LabNode } from './lab.js';
@@ -129,29 +129,84 @@ export function modelManifests(pods: ModelPod[], labels: { pods: Map<string, Lab
 export type Matrix = Map<string, boolean>;
 export const cell = (from: string, to: string, port: number, proto: Proto): string => `${from}>${to} ${port}/${proto}`;
 
-/** Every pod probes every pod on every port and protocol, all at once: one
- * process per source pod, every attempt bounded by `timeout`. */
-export async function probeMatrix(pods: ModelPod[], timeout = 1000): Promise<Matrix> {
-  const m: Matrix = new Map();
-  const targets: Array<{ to: ModelPod; port: number; proto: Proto }> = [];
-  for (const to of pods) for (const port of PORTS) for (const proto of PROTOCOLS) targets.push({ to, port, proto });
-  await Promise.all(
-    pods.map(async (from) => {
-      const out = await runIn(
-        from.netns,
-        ['matrix', String(timeout), ...targets.map((x) => `${x.to.ip}:${x.port}/${x.proto}`)],
-        timeout + 15_000,
-      );
-      const oks = JSON.parse(out) as boolean[];
-      targets.forEach((x, i) => m.set(cell(from.key, x.to.key, x.port, x.proto), oks[i] === true));
-    }),
-  );
-  return m;
-}
+/** One prober process per model pod, started once and kept (a process
+ * start per round costs seconds on a loaded machine); requests to a pod's
+ * prober are answered in order. */
+export class Prober {
+  private procs = new Map<string, { child: ChildProcess; queue: Array<(line: string) => void>; buf: string; err: string }>();
+  private tails = new Map<string, Promise<unknown>>();
 
-/** Probe arbitrary addresses (a Service's ClusterIP) from one pod. */
-export async function probeTargets(from: ModelPod, targets: string[], timeout = 1000): Promise<boolean[]> {
-  return JSON.parse(await runIn(from.netns, ['matrix', String(timeout), ...targets], timeout + 15_000)) as boolean[];
+  constructor(private readonly pods: ModelPod[]) {
+    for (const p of pods) {
+      const child = spawn('nsenter', [`--net=${nsPath(p.netns)}`, '--', process.execPath, join(LAB_DIR, 'matrix-probe.js'), 'serve'], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      const st = { child, queue: [] as Array<(line: string) => void>, buf: '', err: '' };
+      child.stdout.on('data', (d: Buffer) => {
+        st.buf += d.toString();
+        let i;
+        while ((i = st.buf.indexOf('\n')) >= 0) {
+          const line = st.buf.slice(0, i);
+          st.buf = st.buf.slice(i + 1);
+          st.queue.shift()?.(line);
+        }
+      });
+      child.stderr.on('data', (d: Buffer) => (st.err += d.toString()));
+      this.procs.set(p.key, st);
+    }
+  }
+
+  /** Probe `targets` (HOST:PORT/tcp|udp) from one pod, all at once, each bounded by `timeout`. */
+  probe(from: ModelPod, targets: string[], timeout = 1000): Promise<boolean[]> {
+    const st = this.procs.get(from.key);
+    if (!st) throw new Error(`no prober for pod ${from.key}`);
+    const prev = this.tails.get(from.key) ?? Promise.resolve();
+    const next = prev.then(
+      () =>
+        new Promise<boolean[]>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`prober in pod ${from.key} did not answer in ${timeout + 10_000} ms: ${st.err.trim()}`)),
+            timeout + 10_000,
+          );
+          st.queue.push((line) => {
+            clearTimeout(timer);
+            resolve(JSON.parse(line) as boolean[]);
+          });
+          st.child.stdin!.write(`${JSON.stringify({ timeout, targets })}\n`);
+        }),
+    );
+    this.tails.set(
+      from.key,
+      next.catch(() => undefined),
+    );
+    return next;
+  }
+
+  /** Every pod probes every pod on every port and protocol, all at once. */
+  async matrix(timeout = 1000): Promise<Matrix> {
+    const m: Matrix = new Map();
+    const targets: Array<{ to: ModelPod; port: number; proto: Proto }> = [];
+    for (const to of this.pods) for (const port of PORTS) for (const proto of PROTOCOLS) targets.push({ to, port, proto });
+    await Promise.all(
+      this.pods.map(async (from) => {
+        const oks = await this.probe(
+          from,
+          targets.map((x) => `${x.to.ip}:${x.port}/${x.proto}`),
+          timeout,
+        );
+        targets.forEach((x, i) => m.set(cell(from.key, x.to.key, x.port, x.proto), oks[i] === true));
+      }),
+    );
+    return m;
+  }
+
+  /** Close every prober's stdin (they exit) and kill what is left. */
+  close(): void {
+    for (const st of this.procs.values()) {
+      st.child.stdin!.end();
+      setTimeout(() => st.child.kill('SIGKILL'), 2000).unref();
+    }
+  }
 }
 
 /** A long-lived TCP flow from a pod (a byte every 50 ms, echoed), started now. */

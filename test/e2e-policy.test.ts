@@ -12,9 +12,9 @@
  * changes no probe result. Every probe is bounded (1 s per attempt).
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { labDown, labUp, startAgent, type AgentProcess } from '../lab/lab.js';
 import {
   defaultLabels,
@@ -22,8 +22,7 @@ import {
   mismatches,
   modelManifests,
   policyLabSpec,
-  probeMatrix,
-  probeTargets,
+  Prober,
   startFlow,
   startModelServers,
   truthTables,
@@ -32,7 +31,7 @@ import {
   type Matrix,
   type ModelPod,
 } from '../lab/policy-lab.js';
-import { uniqueTag } from '../testkit/netns.js';
+import { sh, uniqueTag } from '../testkit/netns.js';
 import { sleep } from './helpers/wait.js';
 
 type Obj = Record<string, unknown>;
@@ -286,6 +285,7 @@ endpoints: [{ addresses: [${backend}] }]
 
 interface Model {
   pods: ModelPod[];
+  prober: Prober;
   dir: string;
   agents: Map<string, AgentProcess>;
   lab: ReturnType<typeof policyLabSpec>['lab'];
@@ -297,11 +297,30 @@ function writeState(m: Model, policies: Obj[], overrides: Record<string, Labels>
     if (k.startsWith('ns:')) labels.namespaces.set(k.slice(3), v);
     else labels.pods.set(k, v);
   }
-  // pods before policies, each file written whole (the agent reads a directory)
-  writeFileSync(join(m.dir, 'model.yaml'), modelManifests(m.pods, labels));
-  const text = policies.map((p) => JSON.stringify(p)).join('\n---\n');
-  if (policies.length) writeFileSync(join(m.dir, 'policies.yaml'), `${text}\n`);
+  // pods before policies; each file replaced whole by a rename (the agent
+  // watches the directory: a file written in place can be read half written)
+  put(m, 'model.yaml', modelManifests(m.pods, labels));
+  if (policies.length) put(m, 'policies.yaml', `${policies.map((p) => JSON.stringify(p)).join('\n---\n')}\n`);
   else rmSync(join(m.dir, 'policies.yaml'), { force: true });
+}
+
+const written = new Map<string, string>();
+function put(m: Model, name: string, text: string): void {
+  const path = join(m.dir, name);
+  if (written.get(path) === text && existsSync(path)) return;
+  const tmp = join(m.dir, '..', `.${basename(m.dir)}-${name}.tmp`);
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
+  written.set(path, text);
+}
+
+/** Wait (at most 5 s) until a TCP connection from a pod to host:port is established. */
+async function established(from: ModelPod, host: string, port: number): Promise<boolean> {
+  for (const end = Date.now() + 5000; Date.now() < end;) {
+    if (sh('ss', ['-H', '-tn', 'state', 'established', 'dst', `${host}:${port}`], { ns: from.netns, allowFail: true }).trim()) return true;
+    await sleep(50);
+  }
+  return false;
 }
 
 /** Probe until the matrix is as expected (at most `ms`); the last observation. */
@@ -309,7 +328,7 @@ async function settle(m: Model, want: Matrix, ms = 8000): Promise<{ got: Matrix;
   const t0 = Date.now();
   let rounds = 0;
   for (;;) {
-    const got = await probeMatrix(m.pods, 1000);
+    const got = await m.prober.matrix(1000);
     rounds++;
     if (mismatches(want, got).length === 0 || Date.now() - t0 > ms) return { got, rounds, elapsed: Date.now() - t0 };
     await sleep(200);
@@ -325,7 +344,7 @@ async function checkCase(t: Test, m: Model, c: Case): Promise<void> {
   if (bad.length) t.comment(`${c.name}\n${truthTables(m.pods, want, got)}`);
   for (const x of c.extra ?? []) {
     const from = m.pods.find((p) => p.key === x.from)!;
-    const [ok] = await probeTargets(from, [x.target]);
+    const [ok] = await m.prober.probe(from, [x.target]);
     t.equal(ok, x.want, x.what);
   }
 }
@@ -335,14 +354,18 @@ t.test('upstream NetworkPolicy model across two nodes', async (t) => {
   const { lab, pods } = policyLabSpec(prefix);
   const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-e2e-policy-'));
   const agents = new Map<string, AgentProcess>();
+  const probers: Prober[] = [];
   t.teardown(async () => {
+    for (const p of probers) p.close();
     for (const a of agents.values()) await a.stop();
     labDown(prefix);
     rmSync(dir, { recursive: true, force: true });
   });
   labUp(lab, { servers: false });
   await startModelServers(pods);
-  const m: Model = { pods, dir, agents, lab };
+  const prober = new Prober(pods);
+  probers.push(prober);
+  const m: Model = { pods, prober, dir, agents, lab };
   writeFileSync(join(dir, 'services.yaml'), SERVICES);
   writeState(m, []);
   const agentArgs = ['--min-sync-period', '100ms'];
@@ -378,6 +401,7 @@ t.test('upstream NetworkPolicy model across two nodes', async (t) => {
     const want = expectedMatrix(pods, (from, to) => to.key !== 'x/a' || from.key === 'x/b');
     t.same(mismatches(want, (await settle(m, want)).got), [], 'x/a only from x/b');
     const flow = startFlow(byKey('x/b'), byKey('x/a').ip, 80, 10_000, 3000);
+    t.ok(await established(byKey('x/b'), byKey('x/a').ip, 80), 'the flow x/b -> x/a is established');
     await sleep(1000);
     const changed = Date.now();
     // the same policy, now allowing only x/c: the established x/b flow loses its allow
@@ -402,6 +426,7 @@ t.test('upstream NetworkPolicy model across two nodes', async (t) => {
     t.same(mismatches(want, (await settle(m, want)).got), [], 'policies in effect before the restart');
     const allowedFlow = startFlow(byKey('x/b'), byKey('x/a').ip, 80, 9000, 1500);
     const deniedFlow = startFlow(byKey('x/c'), byKey('x/a').ip, 80, 9000, 1500);
+    t.ok(await established(byKey('x/b'), byKey('x/a').ip, 80), 'the allowed flow x/b -> x/a is established');
     await sleep(500);
     const n1 = lab.nodes[0]!;
     const restart = (async () => {
@@ -415,9 +440,9 @@ t.test('upstream NetworkPolicy model across two nodes', async (t) => {
     const rounds: string[][] = [];
     let done = false;
     void restart.finally(() => (done = true));
-    for (let i = 0; i < 8 && (!done || rounds.length < 2); i++) rounds.push(mismatches(want, await probeMatrix(pods, 1000)));
+    for (let i = 0; i < 30 && (!done || rounds.length < 2); i++) rounds.push(mismatches(want, await m.prober.matrix(1000)));
     await restart;
-    rounds.push(mismatches(want, await probeMatrix(pods, 1000)));
+    rounds.push(mismatches(want, await m.prober.matrix(1000)));
     t.same(
       rounds.filter((r) => r.length > 0),
       [],
