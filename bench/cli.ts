@@ -120,6 +120,30 @@ bench
     );
   });
 bench
+  .command('policy')
+  .description(
+    'NetworkPolicy: ns per packet with no, one and N policies (BPF_PROG_RUN); one policy change in effect; a full policy sync; RSS',
+  )
+  .option('--smoke', 'tiny sizes (the test suite runs this)')
+  .option('--policies <n>', 'policies in the large state', positiveInt('--policies'))
+  .option('--pods <n>', 'local pods', positiveInt('--pods'))
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'policy'))
+  .action(async (o) => {
+    const { runPolicyBench, writePolicyResults, policyTargets, POLICY_FULL, POLICY_SMOKE } = await import('./policy.js');
+    const opts = {
+      ...(o.smoke ? POLICY_SMOKE : POLICY_FULL),
+      ...(o.policies ? { policies: o.policies } : {}),
+      ...(o.pods ? { pods: o.pods } : {}),
+    };
+    const r = await runPolicyBench(opts, (s) => process.stderr.write(`bench policy: ${s}\n`));
+    for (const t of policyTargets(r)) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writePolicyResults(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('engine')
   .description('the AF_XDP vector engine core without I/O: ns/packet at vector sizes 1, 4, 32, 256, new and established flows')
   .option('--smoke', 'few rounds (the test suite runs this)')
