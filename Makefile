@@ -5,7 +5,7 @@ BPF_OUT := bpf/.output
 # One object carries every program (bpf/bpfproxy.c includes the entry file
 # of each hook) and shares one set of maps between them.
 BPF_OBJ := $(BPF_OUT)/bpfproxy.o
-BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c bpf/xdp_afxdp.c
+BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c bpf/xdp_afxdp.c bpf/sock.c
 BPF_HDRS := $(wildcard bpf/lib/*.h bpf/include/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js

@@ -12,5 +12,6 @@
 #include "tc_host.c"   /* bpfproxy_host: TC egress, replies of host-network endpoints */
 #include "tc_to_pod.c" /* bpfproxy_to_pod: TC egress, pod-facing interfaces (policy) */
 #include "xdp_afxdp.c" /* bpfproxy_xdp_afxdp: XDP, steering into the AF_XDP engine */
+#include "sock.c"      /* bpfproxy_sock_*: cgroup v2 socket hooks (socket-level LB) */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -40,6 +40,10 @@ export interface DatapathConfig {
   fibRedirect: boolean;
   /** cfg_maglev_seed: the Maglev flow hash's seed; the same on every node, and the one the tables are built with */
   maglevSeed: number;
+  /** cfg_sock_netns_cookie: socket LB only for sockets of this network namespace (--socket-lb=host: the node's); undefined = every namespace */
+  sockNetnsCookie?: bigint;
+  /** cfg_sock_set_retval: refused connects read ECONNREFUSED (bpf_set_retval, 5.18) rather than EPERM; undefined = probe the kernel */
+  sockSetRetval?: boolean;
 }
 
 /** Settings no FelixConfiguration field reaches: bpfproxy's own. */

@@ -36,6 +36,8 @@ export const MAP_NAMES = {
   polEps: 'bpfproxy_pol_eps',
   mode: 'bpfproxy_mode',
   lbSrcs: 'bpfproxy_lb_srcs',
+  sockRev: 'bpfproxy_sock_rev',
+  sockStats: 'bpfproxy_sock_stats',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -76,6 +78,10 @@ export interface DatapathMaps {
   polEps: BpfMap<{ v: number }, c.PolEpName>;
   mode: BpfMap<{ v: number }, c.ModeValue>;
   lbSrcs: BpfMap<c.LbSrcKey, { v: number }>;
+  /** Socket-level LB: (socket cookie, backend) -> the service address it addressed. */
+  sockRev: BpfMap<c.SockRevKey, c.SockRevValue>;
+  /** Socket-level LB counters (per CPU), index c.SockStat. */
+  sockStats: BpfMap<{ v: number }, { v: bigint }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -101,6 +107,8 @@ const LAYOUT = {
   polEps: [c.u32Key, c.polEpName],
   mode: [c.u32Key, c.modeValue],
   lbSrcs: [c.lbSrcKey, c.u8Value],
+  sockRev: [c.sockRevKey, c.sockRevValue],
+  sockStats: [c.u32Key, c.u64Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -126,6 +134,8 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   polEps: 'policy endpoint names are written again by the first policy sync',
   mode: 'the programs serve as usual until the agent sets a mode again',
   lbSrcs: 'loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
+  sockRev: 'UDP replies and getpeername() of sockets connected through a service before read as the backend',
+  sockStats: 'socket load-balancing counters start from zero',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -159,6 +169,8 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       polEps: m(MAP_NAMES.polEps, LAYOUT.polEps),
       mode: m(MAP_NAMES.mode, LAYOUT.mode),
       lbSrcs: m(MAP_NAMES.lbSrcs, LAYOUT.lbSrcs),
+      sockRev: m(MAP_NAMES.sockRev, LAYOUT.sockRev),
+      sockStats: m(MAP_NAMES.sockStats, LAYOUT.sockStats, native().possibleCpus()),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -292,6 +304,13 @@ const u16le = (n: number): Buffer => {
 };
 
 /** DatapathConfig as the programs' rodata (bpf/lib/config.h); config/datapath.ts derives it. */
+let setRetval: boolean | undefined;
+/** Whether this kernel lets the socket hooks set their error (bpf_set_retval, 5.18); probed once. */
+function sockSetRetval(): boolean {
+  setRetval ??= native().sockSetRetvalSupported();
+  return setRetval;
+}
+
 export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
   return {
     cfg_ct_syn_sent_ns: u64le(cfg.ctTimeoutsNs.synSent),
@@ -304,6 +323,8 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
     cfg_snat_port_min: u16le(cfg.snatPorts[0]),
     cfg_snat_port_max: u16le(cfg.snatPorts[1]),
     cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
+    cfg_sock_netns_cookie: u64le(cfg.sockNetnsCookie ?? 0n),
+    cfg_sock_set_retval: Buffer.from([(cfg.sockSetRetval ?? sockSetRetval()) ? 1 : 0]),
     cfg_maglev_seed: u32le(cfg.maglevSeed),
     cfg_maglev_sizes: Buffer.concat(Array.from({ length: c.MAGLEV_SIZE_SLOTS }, (_, i) => u32le(c.maglevSizeOf(i)))),
   };
