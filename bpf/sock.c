@@ -88,12 +88,13 @@ static __always_inline int sock_netns_ok(void *ctx)
 	return cfg_sock_netns_cookie == 0 || bpf_get_netns_cookie(ctx) == cfg_sock_netns_cookie;
 }
 
-/* The socket's protocol as the frontend map keys it, or 0 (not served). */
+/* The socket's protocol as the frontend map keys it, or 0 (not served:
+ * another protocol, or one bpfConnectTimeLoadBalancing leaves to TC). */
 static __always_inline __u8 sock_proto(const struct bpf_sock_addr *ctx)
 {
-	if (ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
+	if ((cfg_sock_protos & 1) && ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP)
 		return IPPROTO_TCP;
-	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
+	if ((cfg_sock_protos & 2) && ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP)
 		return IPPROTO_UDP;
 	return 0;
 }

@@ -157,6 +157,16 @@ const ROWS: Record<FelixField, Row> = {
     change: 'live',
     flag: ['--maglev-max-endpoints-per-service', '10', '0'],
   },
+  bpfConnectTimeLoadBalancing: {
+    calicoDefault: 'TCP',
+    good: 'Enabled',
+    pick: (c) => c.connectTimeLb,
+    want: 'Enabled',
+    bad: 'UDP',
+    message: /^must be .*TCP.*, not "UDP"$/,
+    change: 'reload',
+    flag: ['--connect-time-lb', 'Enabled', 'udp'],
+  },
   bpfLogLevel: {
     calicoDefault: 'Off',
     good: 'debug',
@@ -316,7 +326,7 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 11);
+  t.equal(Object.keys(DEFAULT_CONFIG).length, 12);
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 

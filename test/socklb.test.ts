@@ -24,7 +24,7 @@ import { ip, nsPath, sysctl, uniqueTag } from '../testkit/netns.js';
 import { startEcho } from '../lab/lab.js';
 import { be, fe } from './helpers/fixtures.js';
 import { BPF_DIR, inNetns, REPO, tmpNetns, tmpPinDir } from './helpers/env.js';
-import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
+import { DEFAULT_DATAPATH, sockProtos, type DatapathConfig } from '../src/config/datapath.js';
 
 const NODE_IP = '192.0.2.11';
 const A = '10.244.1.2';
@@ -139,7 +139,7 @@ interface Setup {
   pinDir: string;
 }
 
-async function setup(t: Test, cfg: { sockNetnsCookie?: bigint; sockSetRetval?: boolean } = {}): Promise<Setup> {
+async function setup(t: Test, cfg: Partial<DatapathConfig> = {}): Promise<Setup> {
   const node = tmpNetns(t, 'bpxs');
   sysctl(node, 'net.ipv4.ip_forward', '1');
   sysctl(node, 'net.ipv4.conf.all.rp_filter', '0');
@@ -148,7 +148,8 @@ async function setup(t: Test, cfg: { sockNetnsCookie?: bigint; sockSetRetval?: b
   ip(node, 'addr', 'add', `${NODE_IP}/32`, 'dev', 'lo');
   const pods = { a: attachNs(t, node, 'calia', A), b: attachNs(t, node, 'calib', B), c: attachNs(t, node, 'calic', C) };
   const pinDir = tmpPinDir(t);
-  const dp = await loadDatapath(BPF_DIR, pinDir, { ...DEFAULT_DATAPATH, ...cfg });
+  // bpfConnectTimeLoadBalancing Enabled (TCP and UDP) unless cfg says otherwise
+  const dp = await loadDatapath(BPF_DIR, pinDir, { ...DEFAULT_DATAPATH, sockProtos: { tcp: true, udp: true }, ...cfg });
   t.teardown(() => dp.close());
   inNetns(node, () => {
     for (const dev of ['calia', 'calib', 'calic']) {
@@ -375,4 +376,18 @@ t.test('socket LB on a kernel without bpf_set_retval: a refusal reads EPERM', as
     1,
     'EPERM (cfg_sock_set_retval = 0: the call is not in the program)',
   );
+});
+
+t.test("bpfConnectTimeLoadBalancing TCP (Calico's default): UDP sockets are left to the TC path", async (t) => {
+  const s = await setup(t, { sockProtos: sockProtos('TCP') });
+  t.same(
+    s.rec.syncService('test/web', [fe('ClusterIP', VIP, 80, 'TCP', [be(A, 8080)]), fe('ClusterIP', VIP, 53, 'UDP', [be(A, 5353)])])
+      .problems,
+    [],
+  );
+  attachSockLinks(s.pinDir, s.cg, s.dp.objects[0]!);
+  t.ok(client<TcpResult[]>(s.cg, s.node, 'tcp', VIP, 80, 1)[0]!.reply, 'TCP translated');
+  const u = client<UdpResult[]>(s.cg, s.node, 'udp', VIP, 53, 1)[0]!;
+  t.ok(u.errno !== undefined, `UDP from the host is not translated (no TC path for host-network clients: errno ${u.errno})`);
+  t.equal(readSockStats(s.dp.maps).sendmsg, 0n, 'no sendmsg translation');
 });

@@ -41,5 +41,9 @@ const volatile __u64 cfg_sock_netns_cookie = 0;
  * connect() reads ECONNREFUSED; 0: the call is pruned as dead code and the
  * refusal reads EPERM. The agent probes it. */
 const volatile __u8 cfg_sock_set_retval = 1;
+/* Which sockets the socket LB translates (bpfConnectTimeLoadBalancing):
+ * bit 0 TCP, bit 1 UDP. 1 = Calico's default "TCP"; 3 = "Enabled"; 0 =
+ * "Disabled" (the hooks stay attached and pass everything). */
+const volatile __u8 cfg_sock_protos = 1;
 
 #endif /* BPFPROXY_CONFIG_H */

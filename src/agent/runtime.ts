@@ -25,7 +25,9 @@ import type { LbAlgorithm } from '../model/types.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import { configChange } from '../config/change.js';
 import type { Config } from '../config/config.js';
-import { datapathConfig, uplinkIfaces } from '../config/datapath.js';
+import { datapathConfig, uplinkIfaces, type DatapathConfig } from '../config/datapath.js';
+import { native } from '../native/index.js';
+import { attachSockLinks, defaultCgroupRoot, detachSockLinks, type SocketLbScope } from '../dataplane/bpf/sock.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
@@ -45,6 +47,14 @@ export interface RuntimeOptions {
   nodePortAddresses?: NodePortAddresses;
   /** This node's primary IPv4 address from its Node object, when one was seen (--nodeport-addresses primary). */
   nodePrimaryIP?: () => string | undefined;
+  /** --socket-lb (default off) and --cgroup-root (default: the cgroup2 mount, as defaultCgroupRoot finds it) */
+  socketLb?: { scope: SocketLbScope; cgroupRoot?: string };
+}
+
+/** The datapath settings of cfg under these options: --socket-lb=host narrows the socket hooks to this (the node's) network namespace. */
+function datapathFor(o: RuntimeOptions, cfg: Config): DatapathConfig {
+  const dp = datapathConfig(cfg);
+  return o.socketLb?.scope === 'host' ? { ...dp, sockNetnsCookie: native().netnsCookie() } : dp;
 }
 
 /** Which node addresses NodePort answers on, and why (for the log line). */
@@ -125,7 +135,7 @@ export class BpfRuntime {
     // No conntrack pinned: a takeover, not a restart (handover.ts adopts the kernel's flows then).
     const fresh = !existsSync(join(o.pinDir, MAP_NAMES.ct));
     const t0 = performance.now();
-    const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
+    const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathFor(o, cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
     const reconciler = new BpfReconciler(dp.maps, log, loadBalancingOf(o, cfg));
     let attacher: Attacher;
@@ -150,7 +160,10 @@ export class BpfRuntime {
     await proxier.runner.idle();
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
     // and a restarted agent swaps programs over maps that are already right.
-    rt.handover.takeOver(handoverConfig(cfg), fresh, () => attacher.start());
+    rt.handover.takeOver(handoverConfig(cfg), fresh, () => {
+      attacher.start();
+      rt.applySocketLb(cfg);
+    });
     gc.start();
     rt.armAddresses();
     return rt;
@@ -186,9 +199,10 @@ export class BpfRuntime {
       );
     }
     if (change.reload.length) {
-      const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);
+      const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathFor(this.o, cfg), this.log);
       const prev = this.dp.swapPrograms(fresh);
       this.attacher.programsChanged();
+      this.applySocketLb(cfg);
       prev.close();
       this.log.info({ fields: change.reload }, `${change.reload.join(', ')} changed: programs reloaded and swapped in place`);
     }
@@ -199,6 +213,35 @@ export class BpfRuntime {
       );
     }
     if (!old.kubeProxyIptablesCleanup && cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(this.log);
+  }
+
+  /**
+   * --socket-lb host|all: the socket hooks on the cgroup root, attached or
+   * adopted (their pinned links get the programs now loaded); off: any left
+   * by an earlier run are detached. A failure is logged and the TC path
+   * keeps serving (pods; host-network clients then reach no service).
+   */
+  applySocketLb(cfg: Config): void {
+    const sl = this.o.socketLb ?? { scope: 'off' };
+    try {
+      if (sl.scope === 'off') {
+        const gone = detachSockLinks(this.o.pinDir, this.log);
+        if (gone.length) this.log.info({ hooks: gone }, '--socket-lb is off: detached the socket hooks an earlier run had attached');
+        return;
+      }
+      const root = sl.cgroupRoot ?? defaultCgroupRoot();
+      const done = attachSockLinks(this.o.pinDir, root, this.dp.objects[0]!, this.log);
+      this.log.info(
+        { cgroup: root, scope: sl.scope, connectTimeLb: cfg.connectTimeLb, hooks: done },
+        `socket-level load balancing on cgroup ${root} (${sl.scope === 'host' ? "the node's network namespace only" : 'every network namespace'}; ` +
+          `bpfConnectTimeLoadBalancing ${cfg.connectTimeLb})`,
+      );
+    } catch (e) {
+      this.log.error(
+        { err: e, scope: sl.scope, cgroupRoot: sl.cgroupRoot },
+        `socket-level load balancing could not be set up: ${(e as Error).message}; the TC path keeps serving pods, host-network clients reach no service until this is fixed and the agent restarted`,
+      );
+    }
   }
 
   private refreshAddresses(): void {

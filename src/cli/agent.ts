@@ -1,4 +1,5 @@
 /** `bpfproxy agent`: serve Services on this node. */
+import { SOCKET_LB_SCOPES } from '../dataplane/bpf/sock.js';
 import { type Command, Option } from '@commander-js/extra-typings';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +114,19 @@ export function addAgentCommand(program: Command): void {
         .default('random' as const),
     )
     .addOption(configOption('--maglev-max-endpoints-per-service <n>', 'bpfMaglevMaxEndpointsPerService'))
+    .addOption(
+      new Option(
+        '--socket-lb <scope>',
+        "socket-level load balancing (cgroup connect/sendmsg/recvmsg/getpeername hooks): off; host: the hooks on --cgroup-root, only sockets of the node's network namespace (host-network processes) translated; all: pods' sockets too. Which protocols: bpfConnectTimeLoadBalancing",
+      )
+        .choices(SOCKET_LB_SCOPES)
+        .default('off' as const),
+    )
+    .addOption(configOption('--connect-time-lb <mode>', 'bpfConnectTimeLoadBalancing'))
+    .option(
+      '--cgroup-root <path>',
+      'the cgroup v2 directory the socket hooks attach to (default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host)',
+    )
     .addOption(
       new Option(
         '--rollback-drain-timeout <duration>',
@@ -231,6 +245,7 @@ export function addAgentCommand(program: Command): void {
         bpfMapSizeNATAffinity: o.mapSizeNatAffinity,
         bpfKubeProxyHealthzPort: healthz?.port,
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
+        bpfConnectTimeLoadBalancing: o.connectTimeLb,
       });
       let agent: Agent;
       try {
@@ -255,6 +270,7 @@ export function addAgentCommand(program: Command): void {
             rollbackDrainMs: o.rollbackDrainTimeout,
             services,
             lbAlgorithm: o.lbAlgorithm,
+            socketLb: { scope: o.socketLb, ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}) },
             engine: { dataplane: o.dataplane, ifaces: o.afxdpIfaces ?? null, queues: o.afxdpQueues, batch: o.afxdpBatch },
           },
           log,

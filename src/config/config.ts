@@ -5,6 +5,8 @@
  */
 
 export type ExternalServiceMode = 'Tunnel' | 'DSR';
+/** bpfConnectTimeLoadBalancing: which sockets socket-level LB translates, where --socket-lb turns it on */
+export type ConnectTimeLb = 'TCP' | 'Enabled' | 'Disabled';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
 
 /**
@@ -51,4 +53,6 @@ export interface Config {
   healthzPort: number;
   /** bpfMaglevMaxEndpointsPerService: Maglev tables grow with the endpoint count up to this many */
   maglevMaxEndpointsPerService: number;
+  /** bpfConnectTimeLoadBalancing: TCP, or TCP and UDP (Enabled), or neither (Disabled); only where --socket-lb attaches the hooks */
+  connectTimeLb: ConnectTimeLb;
 }

@@ -34,6 +34,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import type { Datapath, ProgramRole } from './loader.js';
 import type { QdiscCleanup, QdiscLedger } from './qdiscs.js';
 import { TCX_DIRECTIONS, TcxLinks, detachPinnedTcxLinks, readPinnedTcxLinks } from './tcx.js';
+import { detachSockLinks } from './sock.js';
 
 export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
@@ -729,6 +730,8 @@ export function detachAll(log?: Logger): string[] {
 
 export interface TeardownResult {
   detached: string[];
+  /** socket hooks (bpf/sock.c) detached from their cgroup */
+  sockHooks: string[];
   qdiscs: QdiscCleanup;
   unpinned: number;
 }
@@ -742,6 +745,7 @@ export interface TeardownResult {
  */
 export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): TeardownResult {
   const detached = detachAll(log);
+  const sockHooks = detachSockLinks(pinDir, log);
   const links = detachPinnedTcxLinks(pinDir, log);
   if (links.length) {
     const names = new Map(
@@ -758,8 +762,8 @@ export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): Tea
   const qdiscs = ledger.removeEmpty();
   let unpinned = 0;
   if (existsSync(pinDir)) {
-    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx').length;
+    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx' && n !== 'sock').length;
     rmSync(pinDir, { recursive: true, force: true });
   }
-  return { detached, qdiscs, unpinned };
+  return { detached, sockHooks, qdiscs, unpinned };
 }

@@ -147,6 +147,7 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.svcNames,
   maps.maglev,
   maps.lbSrcs,
+  maps.sockRev,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({

@@ -325,6 +325,7 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
     cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
     cfg_sock_netns_cookie: u64le(cfg.sockNetnsCookie ?? 0n),
     cfg_sock_set_retval: Buffer.from([(cfg.sockSetRetval ?? sockSetRetval()) ? 1 : 0]),
+    cfg_sock_protos: Buffer.from([(cfg.sockProtos.tcp ? 1 : 0) | (cfg.sockProtos.udp ? 2 : 0)]),
     cfg_maglev_seed: u32le(cfg.maglevSeed),
     cfg_maglev_sizes: Buffer.concat(Array.from({ length: c.MAGLEV_SIZE_SLOTS }, (_, i) => u32le(c.maglevSizeOf(i)))),
   };

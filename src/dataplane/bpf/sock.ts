@@ -14,6 +14,10 @@ import { native, type LinkHandle, type NativeBpfObject, type SockHook } from '..
 import type { DatapathMaps } from './loader.js';
 import { SockStat } from './codecs.js';
 
+/** --socket-lb: off; host (the hooks on the cgroup root, only sockets of the node's network namespace translated); all (also pods'). */
+export const SOCKET_LB_SCOPES = ['off', 'host', 'all'] as const;
+export type SocketLbScope = (typeof SOCKET_LB_SCOPES)[number];
+
 /** Every hook bpf/sock.c has a program for; the program is bpfproxy_sock_<hook>. */
 export const SOCK_HOOKS: readonly SockHook[] = [
   'connect4',
