@@ -39,9 +39,15 @@ bench/.output/flood: bench/flood.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(BPF_OUT)/sock_destroy.o
 
 $(BPF_OBJ): bpf/bpfproxy.c $(BPF_ENTRIES) $(BPF_HDRS)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Socket destroy for the socket LB (kernel 6.5+, CO-RE): its own object, so
+# that kernels without it still load bpfproxy.o.
+$(BPF_OUT)/sock_destroy.o: bpf/sock_destroy.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

@@ -125,7 +125,33 @@ static Napi::Value SockSetRetvalSupported(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, r == 1);
 }
 
+// iterRun(prog) -> bytes the iterator program wrote: runs a BPF iterator
+// program (SEC("iter/...")) once over this thread's network namespace
+// (BPF_LINK_CREATE with BPF_TRACE_ITER, then read the iterator to its end).
+static Napi::Value IterRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t prog_fd;
+  if (!ArgFd(info, 0, "prog", &prog_fd)) return env.Undefined();
+  Fd link(bpf_link_create(static_cast<int>(prog_fd), 0, BPF_TRACE_ITER, nullptr));
+  if (link.get() < 0) return Throw(env, "create iterator link", errno);
+  Fd it(bpf_iter_create(link.get()));
+  if (it.get() < 0) return Throw(env, "open iterator", errno);
+  char buf[4096];
+  int64_t total = 0;
+  for (;;) {
+    ssize_t n = read(it.get(), buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Throw(env, "read iterator", errno);
+    }
+    total += n;
+  }
+  return Napi::Number::New(env, static_cast<double>(total));
+}
+
 void InitCgroup(Napi::Env env, Napi::Object exports) {
+  exports.Set("iterRun", Napi::Function::New(env, IterRun));
   exports.Set("sockSetRetvalSupported", Napi::Function::New(env, SockSetRetvalSupported));
   exports.Set("cgroupAttach", Napi::Function::New(env, CgroupAttach));
   exports.Set("cgroupLinkInfo", Napi::Function::New(env, CgroupLinkInfoJs));

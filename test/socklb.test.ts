@@ -18,7 +18,15 @@ import { join } from 'node:path';
 import { native } from '../src/native/index.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { TC_HANDLE, TC_PRIORITY } from '../src/dataplane/bpf/attach.js';
-import { attachSockLinks, detachSockLinks, readSockLinks, readSockStats, SOCK_HOOKS, cgroupId } from '../src/dataplane/bpf/sock.js';
+import {
+  SockDestroyer,
+  attachSockLinks,
+  detachSockLinks,
+  readSockLinks,
+  readSockStats,
+  SOCK_HOOKS,
+  cgroupId,
+} from '../src/dataplane/bpf/sock.js';
 import { loadDatapath, type Datapath } from '../src/dataplane/bpf/loader.js';
 import { ip, nsPath, sysctl, uniqueTag } from '../testkit/netns.js';
 import { startEcho } from '../lab/lab.js';
@@ -38,6 +46,8 @@ const NODE_PORT = 30080;
 const CLIENT = join(REPO, 'test', 'fixtures', 'sock-client.py');
 const CG_PARENT = '/sys/fs/cgroup/unified';
 const ECONNREFUSED = 111;
+const ECONNABORTED = 103;
+const EDESTADDRREQ = 89;
 
 /** A namespace behind a veth of the node: /32 address, the node side as its gateway. */
 function attachNs(t: Test, node: string, hostIf: string, addr: string): string {
@@ -390,4 +400,35 @@ t.test("bpfConnectTimeLoadBalancing TCP (Calico's default): UDP sockets are left
   const u = client<UdpResult[]>(s.cg, s.node, 'udp', VIP, 53, 1)[0]!;
   t.ok(u.errno !== undefined, `UDP from the host is not translated (no TC path for host-network clients: errno ${u.errno})`);
   t.equal(readSockStats(s.dp.maps).sendmsg, 0n, 'no sendmsg translation');
+});
+
+t.test('socket LB: bpf_sock_destroy moves a connected UDP socket off a removed backend', async (t) => {
+  const s = await setup(t);
+  const { rec, dp, cg, node } = s;
+  const destroyer = await SockDestroyer.load(BPF_DIR, s.pinDir);
+  if (!destroyer) {
+    t.fail('sock_destroy.o does not load on this kernel (6.5+ expected here)');
+    return;
+  }
+  t.teardown(() => destroyer.close());
+  t.same(rec.syncService('test/dns', [fe('ClusterIP', VIP, 53, 'UDP', [be(A, 5353)])]).problems, []);
+  attachSockLinks(s.pinDir, cg, dp.objects[0]!);
+  // an unrelated connected UDP socket straight to a's address (no service): must survive
+  const direct = clientAsync<CudpResult>(cg, node, 'cudp', A, 5353, 30, 100);
+  const run = clientAsync<CudpResult>(cg, node, 'cudpr', VIP, 53, 30, 100);
+  await new Promise((r) => setTimeout(r, 1000));
+  t.same(rec.syncService('test/dns', [fe('ClusterIP', VIP, 53, 'UDP', [be(B, 5353)])]).problems, []);
+  const n = destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]);
+  t.equal(n, 1, 'one socket destroyed (the one the socket LB sent to a)');
+  const res = await run;
+  // The destroyed socket is disconnected with ECONNABORTED pending: the
+  // next call fails with that, or, a send, with EDESTADDRREQ (no peer any more).
+  const seen = res.replies.map((r) => r.pod ?? (r.errno === ECONNABORTED || r.errno === EDESTADDRREQ ? 'X' : `e${r.errno}`)).join('');
+  t.match(seen, /^a+Xb+$/, `a, then one error, then b after connecting again (${seen})`);
+  const d = await direct;
+  t.ok(
+    d.replies.every((r) => r.pod === 'a'),
+    'a socket connected to the backend directly (not through the service) is left alone',
+  );
+  t.equal(destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]), 0, 'nothing left to destroy');
 });

@@ -365,6 +365,8 @@ export interface NativeRuntime {
   cgroupLinkInfo(link: FdRef): CgroupLinkInfo | null;
   /** Whether cgroup sock_addr programs may call bpf_set_retval() (5.18): probed. */
   sockSetRetvalSupported(): boolean;
+  /** Run a BPF iterator program once over this thread's network namespace; the bytes it wrote. */
+  iterRun(prog: FdRef): number;
   /** This thread's network namespace cookie (SO_NETNS_COOKIE, 5.14). */
   netnsCookie(): bigint;
 

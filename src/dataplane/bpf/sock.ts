@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from '../../log.js';
 import { native, type LinkHandle, type NativeBpfObject, type SockHook } from '../../native/index.js';
 import type { DatapathMaps } from './loader.js';
-import { SockStat } from './codecs.js';
+import { feKey, SockStat } from './codecs.js';
 
 /** --socket-lb: off; host (the hooks on the cgroup root, only sockets of the node's network namespace translated); all (also pods'). */
 export const SOCKET_LB_SCOPES = ['off', 'host', 'all'] as const;
@@ -198,4 +198,100 @@ export function readSockStats(maps: Pick<DatapathMaps, 'sockStats'>): SockStats 
     out[name.toLowerCase() as Lowercase<keyof typeof SockStat>] = maps.sockStats.getPerCpu({ v: idx }).reduce((a, c) => a + c.v, 0n);
   }
   return out;
+}
+
+/** The socket destroy object (bpf/sock_destroy.c): kernel 6.5+. */
+export const SOCK_DESTROY_OBJECT = 'sock_destroy.o';
+const IPPROTO_UDP = 17;
+
+/**
+ * Connected UDP sockets on a removed backend, destroyed (bpf_sock_destroy
+ * through a UDP socket iterator; the application's next call fails with
+ * ECONNABORTED and it connects again). Only sockets the socket LB sent to
+ * that backend (their reverse entry) are touched.
+ */
+export class SockDestroyer {
+  private constructor(
+    private readonly obj: NativeBpfObject,
+    private readonly prog: number,
+    private readonly dead: number,
+  ) {}
+
+  /** Load it over pinDir's maps; undefined (and why, logged once) where the kernel cannot. */
+  static async load(bpfDir: string, pinDir: string, log?: Logger): Promise<SockDestroyer | undefined> {
+    let obj: NativeBpfObject;
+    try {
+      obj = await native().loadObject(join(bpfDir, SOCK_DESTROY_OBJECT), { pinRoot: pinDir });
+    } catch (e) {
+      log?.warn(
+        { err: (e as Error).message },
+        'socket destroy (bpf_sock_destroy, kernel 6.5+) is not available: a connected UDP socket keeps the backend it connected to after that backend leaves its service, until the application reconnects',
+      );
+      return undefined;
+    }
+    const prog = obj.programs().find((p) => p.name === 'bpfproxy_sock_destroy_udp');
+    const dead = obj.maps().find((m) => m.name === 'bpfproxy_sock_dead');
+    if (!prog || !dead) {
+      obj.close();
+      throw new Error(`${SOCK_DESTROY_OBJECT} has no bpfproxy_sock_destroy_udp program or bpfproxy_sock_dead map: rebuild with "make bpf"`);
+    }
+    return new SockDestroyer(obj, prog.fd, dead.fd);
+  }
+
+  /**
+   * Destroy the connected UDP sockets reaching these backends through a
+   * service, in each network namespace (paths; undefined: this thread's).
+   * Returns how many were destroyed. A namespace that cannot be entered is
+   * skipped (it went away meanwhile).
+   */
+  destroy(backends: ReadonlyArray<{ addr: string; port: number }>, netns?: readonly string[], log?: Logger): number {
+    if (backends.length === 0) return 0;
+    const keys = backends.slice(0, 4096).map((b) => feKey.encode({ addr: b.addr, port: b.port, proto: IPPROTO_UDP }));
+    for (const k of keys) native().mapUpdate(this.dead, k, Buffer.from([1]));
+    let n = 0;
+    try {
+      if (!netns) return (n = native().iterRun(this.prog));
+      for (const path of netns) {
+        let prev: number;
+        try {
+          prev = native().enterNetns(path);
+        } catch {
+          continue;
+        }
+        try {
+          n += native().iterRun(this.prog);
+        } catch (e) {
+          log?.warn(
+            { netns: path, err: (e as Error).message },
+            `socket destroy in ${path} failed; its connected UDP sockets keep their backend`,
+          );
+        } finally {
+          native().restoreNetns(prev);
+        }
+      }
+      return n;
+    } finally {
+      for (const k of keys) native().mapDelete(this.dead, k);
+    }
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}
+
+/** One /proc/<pid>/ns/net path per network namespace on the node (the socket LB's "all": every pod's). */
+export function netnsPaths(proc = '/proc'): string[] {
+  const seen = new Map<bigint, string>();
+  for (const d of readdirSync(proc)) {
+    if (!/^\d+$/.test(d)) continue;
+    const p = join(proc, d, 'ns', 'net');
+    try {
+      const ino = statSync(p, { bigint: true }).ino;
+      if (!seen.has(ino)) seen.set(ino, p);
+    } catch {
+      // the process ended
+    }
+  }
+  return [...seen.values()];
 }
