@@ -13,7 +13,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
@@ -22,6 +22,7 @@ import {
   SockDestroyer,
   attachSockLinks,
   detachSockLinks,
+  netnsPaths,
   readSockLinks,
   readSockStats,
   SOCK_HOOKS,
@@ -362,14 +363,18 @@ t.test('socket LB: a restarted agent adopts the pinned hooks; cleanup detaches t
   t.ok(client<TcpResult[]>(s.cg, s.node, 'tcp', VIP, 80, 1)[0]!.errno !== undefined, 'no translation once detached');
 });
 
-t.test('socket LB: a connected UDP socket on a removed backend', async (t) => {
+t.test('socket LB without socket destroy (kernels before 6.5): a connected UDP socket stays on a removed backend', async (t) => {
   const s = await setup(t);
   const { rec, dp, cg, node } = s;
   t.same(rec.syncService('test/dns', [fe('ClusterIP', VIP, 53, 'UDP', [be(A, 5353)])]).problems, []);
   attachSockLinks(s.pinDir, cg, dp.objects[0]!);
   // 30 datagrams, one every 100 ms; backend a goes away after ~1 s
   const run = clientAsync<CudpResult>(cg, node, 'cudp', VIP, 53, 30, 100);
-  await new Promise((r) => setTimeout(r, 1000));
+  for (const until = Date.now() + 10_000; Date.now() < until;) {
+    if (dp.maps.sockRev.entries().some(([k]) => k.addr === A && k.proto === 17)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 400));
   t.same(rec.syncService('test/dns', [fe('ClusterIP', VIP, 53, 'UDP', [be(B, 5353)])]).problems, []);
   const res = await run;
   const seen = res.replies.map((r) => r.pod ?? 'x').join('');
@@ -416,9 +421,21 @@ t.test('socket LB: bpf_sock_destroy moves a connected UDP socket off a removed b
   // an unrelated connected UDP socket straight to a's address (no service): must survive
   const direct = clientAsync<CudpResult>(cg, node, 'cudp', A, 5353, 30, 100);
   const run = clientAsync<CudpResult>(cg, node, 'cudpr', VIP, 53, 30, 100);
-  await new Promise((r) => setTimeout(r, 1000));
+  // until the socket LB has sent the client's socket to a (at most 10 s), then a few datagrams more
+  for (const until = Date.now() + 10_000; Date.now() < until;) {
+    if (dp.maps.sockRev.entries().some(([k]) => k.addr === A && k.proto === 17)) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 400));
+  // as the agent wires it (runtime.ts armSockDestroy): the reconciler names the backends that left
+  let n = 0;
+  const told: Array<{ addr: string; port: number }> = [];
+  rec.onBackendsGone = (b) => {
+    told.push(...b);
+    n += destroyer.destroy(b, [nsPath(node)]);
+  };
   t.same(rec.syncService('test/dns', [fe('ClusterIP', VIP, 53, 'UDP', [be(B, 5353)])]).problems, []);
-  const n = destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]);
+  t.same(told, [{ addr: A, port: 5353 }], 'the sync names the backend that left');
   t.equal(n, 1, 'one socket destroyed (the one the socket LB sent to a)');
   const res = await run;
   // The destroyed socket is disconnected with ECONNABORTED pending: the
@@ -431,4 +448,16 @@ t.test('socket LB: bpf_sock_destroy moves a connected UDP socket off a removed b
     'a socket connected to the backend directly (not through the service) is left alone',
   );
   t.equal(destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]), 0, 'nothing left to destroy');
+});
+
+t.test('netnsPaths: one path per network namespace', async (t) => {
+  const ns = tmpNetns(t, 'bpxs');
+  const c = spawn('nsenter', [`--net=${nsPath(ns)}`, 'sleep', '5'], { stdio: 'ignore' });
+  t.teardown(() => c.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 300));
+  const paths = netnsPaths();
+  const inos = paths.map((p) => statSync(p).ino);
+  t.equal(new Set(inos).size, inos.length, 'no namespace twice');
+  t.ok(inos.includes(statSync(nsPath(ns)).ino), "a namespace with a process in it is listed (the socket LB's 'all' reaches pods)");
+  t.ok(inos.includes(statSync('/proc/self/ns/net').ino), "and the agent's own");
 });

@@ -27,7 +27,14 @@ import { configChange } from '../config/change.js';
 import type { Config } from '../config/config.js';
 import { datapathConfig, uplinkIfaces, type DatapathConfig } from '../config/datapath.js';
 import { native } from '../native/index.js';
-import { attachSockLinks, defaultCgroupRoot, detachSockLinks, type SocketLbScope } from '../dataplane/bpf/sock.js';
+import {
+  SockDestroyer,
+  attachSockLinks,
+  defaultCgroupRoot,
+  detachSockLinks,
+  netnsPaths,
+  type SocketLbScope,
+} from '../dataplane/bpf/sock.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
@@ -112,6 +119,7 @@ export class BpfRuntime {
   private addrTimer: Timer | undefined;
   private lastAddrs = '';
   private readonly handover: Handover;
+  private destroyer: SockDestroyer | undefined;
 
   private constructor(
     readonly dp: Datapath,
@@ -155,6 +163,7 @@ export class BpfRuntime {
     const ledger = new QdiscLedger(o.qdiscLedger, log);
     attacher.qdiscCreated = (ifindex, iface) => ledger.add(ifindex, iface);
     const rt = new BpfRuntime(dp, reconciler, attacher, gc, ledger, proxier, o, log, clock);
+    await rt.armSockDestroy();
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
@@ -213,6 +222,31 @@ export class BpfRuntime {
       );
     }
     if (!old.kubeProxyIptablesCleanup && cfg.kubeProxyIptablesCleanup) cleanupKubeProxy(this.log);
+  }
+
+  /** --socket-lb host|all: connected UDP sockets on a backend that leaves its service are destroyed (where the kernel can: 6.5+). */
+  private async armSockDestroy(): Promise<void> {
+    const scope = this.o.socketLb?.scope ?? 'off';
+    if (scope === 'off') return;
+    this.destroyer = await SockDestroyer.load(this.o.bpfDir, this.o.pinDir, this.log);
+    const d = this.destroyer;
+    if (!d) return;
+    this.reconciler.onBackendsGone = (backends) => {
+      try {
+        // host: the agent's (the node's) namespace; all: every namespace on the node
+        const n = d.destroy(backends, scope === 'host' ? undefined : netnsPaths(), this.log);
+        if (n)
+          this.log.info(
+            { sockets: n, backends },
+            `destroyed ${n} connected UDP socket(s) whose backend left its service; their applications connect again`,
+          );
+      } catch (e) {
+        this.log.warn(
+          { err: e, backends },
+          `socket destroy failed: ${(e as Error).message}; connected UDP sockets keep their removed backend`,
+        );
+      }
+    };
   }
 
   /**
@@ -295,6 +329,7 @@ export class BpfRuntime {
   /** Agent exit: the dataplane keeps serving. */
   stop(): void {
     this.stopTimers();
+    this.destroyer?.close();
     this.dp.close();
   }
 
@@ -302,6 +337,7 @@ export class BpfRuntime {
   disable(): void {
     this.stopTimers();
     this.proxier.setDataplane(undefined);
+    this.destroyer?.close();
     this.dp.close();
     const r = teardown(this.o.pinDir, this.ledger, this.log);
     this.log.info(
