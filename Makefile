@@ -5,7 +5,7 @@ BPF_OUT := bpf/.output
 # One object carries every program (bpf/bpfproxy.c includes the entry file
 # of each hook) and shares one set of maps between them.
 BPF_OBJ := $(BPF_OUT)/bpfproxy.o
-BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c bpf/xdp_afxdp.c bpf/xdp_data.c
+BPF_ENTRIES := bpf/tc_pod.c bpf/tc_data.c bpf/tc_host.c bpf/tc_to_pod.c bpf/xdp_afxdp.c bpf/xdp_data.c bpf/sock.c
 BPF_HDRS := $(wildcard bpf/lib/*.h bpf/include/*.h)
 # npm's own node-gyp: no download, builds against the installed Node headers.
 NODE_GYP ?= node $(shell npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js
@@ -39,9 +39,15 @@ bench/.output/flood: bench/flood.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(BPF_OUT)/sock_destroy.o
 
 $(BPF_OBJ): bpf/bpfproxy.c $(BPF_ENTRIES) $(BPF_HDRS)
+	@mkdir -p $(BPF_OUT)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Socket destroy for the socket LB (kernel 6.5+, CO-RE): its own object, so
+# that kernels without it still load bpfproxy.o.
+$(BPF_OUT)/sock_destroy.o: bpf/sock_destroy.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

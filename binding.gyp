@@ -30,6 +30,7 @@
         "addon/bulk.cc",
         "addon/ringbuf.cc",
         "addon/conntrack.cc",
+        "addon/cgroup.cc",
         "addon/engine/binding.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

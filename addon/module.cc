@@ -10,6 +10,7 @@ void InitBulk(Napi::Env env, Napi::Object exports);       // addon/bulk.cc
 void InitRingbuf(Napi::Env env, Napi::Object exports);    // addon/ringbuf.cc
 void InitConntrack(Napi::Env env, Napi::Object exports);  // addon/conntrack.cc
 void InitEngine(Napi::Env env, Napi::Object exports);     // addon/engine/binding.cc
+void InitCgroup(Napi::Env env, Napi::Object exports);     // addon/cgroup.cc
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -23,6 +24,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitRingbuf(env, exports);
   InitConntrack(env, exports);
   InitEngine(env, exports);
+  InitCgroup(env, exports);
   return exports;
 }
 

@@ -13,5 +13,6 @@
 #include "tc_to_pod.c" /* bpfproxy_to_pod: TC egress, pod-facing interfaces (policy) */
 #include "xdp_afxdp.c" /* bpfproxy_xdp_afxdp: XDP, steering into the AF_XDP engine */
 #include "xdp_data.c"  /* bpfproxy_xdp_data: XDP, data interfaces (--xdp-acceleration) */
+#include "sock.c"      /* bpfproxy_sock_*: cgroup v2 socket hooks (socket-level LB) */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

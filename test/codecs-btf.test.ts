@@ -97,6 +97,8 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.dsrOptoutKey,
     c.tunCfg,
     c.ctTun,
+    c.sockRevKey,
+    c.sockRevValue,
   ]) {
     check(t, codec);
   }
@@ -158,4 +160,9 @@ t.test('enums and flags: the TypeScript copies match the BTF enums of the object
   same('pol_verdict', /^POL_/, c.PolVerdict);
   same('mode_flags', /^MODE_F_/, c.ModeFlags);
   same('node_ip_flags', /^NODE_IP_F_/, c.NodeIpFlags);
+  same(
+    'sock_stat',
+    /^SOCK_STAT_/,
+    Object.fromEntries([...Object.entries(c.SockStat), ['__SOCK_STAT_MAX', Object.keys(c.SockStat).length]]),
+  );
 });

@@ -179,6 +179,16 @@ const ROWS: Record<FelixField, Row> = {
     change: 'live',
     flag: ['--maglev-max-endpoints-per-service', '10', '0'],
   },
+  bpfConnectTimeLoadBalancing: {
+    calicoDefault: 'TCP',
+    good: 'Enabled',
+    pick: (c) => c.connectTimeLb,
+    want: 'Enabled',
+    bad: 'UDP',
+    message: /^must be .*TCP.*, not "UDP"$/,
+    change: 'reload',
+    flag: ['--connect-time-lb', 'Enabled', 'udp'],
+  },
   bpfLogLevel: {
     calicoDefault: 'Off',
     good: 'debug',

@@ -262,6 +262,21 @@ struct __sk_buff {
 	__u32 gso_size;
 };
 
+/* The context of cgroup sock_addr programs (connect, sendmsg, recvmsg,
+ * getpeername), whole. */
+struct bpf_sock_addr {
+	__u32 user_family;
+	__u32 user_ip4;
+	__u32 user_ip6[4];
+	__u32 user_port;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+	__u32 msg_src_ip4;
+	__u32 msg_src_ip6[4];
+	__bpf_md_ptr(struct bpf_sock *, sk);
+};
+
 /* XDP program verdicts */
 enum xdp_action {
 	XDP_ABORTED  = 0,

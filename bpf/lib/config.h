@@ -33,5 +33,17 @@ const volatile __u32 cfg_maglev_sizes[MAGLEV_SIZES] = {0,    251,  509,	  1021,	
 						       4093, 8191, 16381, 32749, 65521};
 /* 1: forward translated packets with bpf_fib_lookup + redirect. */
 const volatile __u8 cfg_fib_redirect = 1;
+/* Socket-level LB (bpf/sock.c): 0 = sockets of every network namespace
+ * (--socket-lb=all); otherwise only those of the namespace with this cookie
+ * (--socket-lb=host: the node's). */
+const volatile __u64 cfg_sock_netns_cookie = 0;
+/* 1: the kernel has bpf_set_retval() for cgroup programs (5.18): a refused
+ * connect() reads ECONNREFUSED; 0: the call is pruned as dead code and the
+ * refusal reads EPERM. The agent probes it. */
+const volatile __u8 cfg_sock_set_retval = 1;
+/* Which sockets the socket LB translates (bpfConnectTimeLoadBalancing):
+ * bit 0 TCP, bit 1 UDP. 1 = Calico's default "TCP"; 3 = "Enabled"; 0 =
+ * "Disabled" (the hooks stay attached and pass everything). */
+const volatile __u8 cfg_sock_protos = 1;
 
 #endif /* BPFPROXY_CONFIG_H */

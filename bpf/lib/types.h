@@ -503,4 +503,35 @@ enum tun_counter {
 };
 #define TUN_COUNTERS 7
 
+/* Socket-level load balancing (bpf/sock.c): what a socket reached through
+ * a service, for the reverse translation of its UDP replies and of
+ * getpeername(). */
+struct sock_rev_key {
+	__u64  cookie; /* host: bpf_get_socket_cookie() */
+	__be32 addr;   /* net: the backend */
+	__be16 port;   /* net */
+	__u8   proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8   pad;
+};
+
+struct sock_rev_value {
+	__be32 addr; /* net: the service address the socket addressed */
+	__be16 port; /* net */
+	__u16  pad;
+	__u32  svc_id; /* host */
+};
+
+/* bpfproxy_sock_stats indices (src/dataplane/bpf/sock.ts SOCK_STATS, same order). */
+enum sock_stat {
+	SOCK_STAT_CONNECT = 0, /* connect() to a service: translated */
+	SOCK_STAT_SENDMSG,     /* UDP sendmsg() to a service: translated */
+	SOCK_STAT_RECVMSG,     /* UDP reply: source read as the service */
+	SOCK_STAT_GETPEERNAME, /* getpeername(): the service address */
+	SOCK_STAT_REFUSED,     /* a service without endpoints: ECONNREFUSED */
+	SOCK_STAT_NO_LOCAL,    /* traffic policy Local, none on this node: ECONNREFUSED */
+	SOCK_STAT_LEFT_TO_TC,  /* loadBalancerSourceRanges or draining: the TC path decides */
+	SOCK_STAT_REV_FULL,    /* reverse map update failed: left to the TC path */
+	__SOCK_STAT_MAX,
+};
+
 #endif /* BPFPROXY_TYPES_H */

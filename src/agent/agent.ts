@@ -7,6 +7,7 @@
  * it holds the pin dir's lock (agent/lock.ts) from start to stop, so
  * `bpfproxy cleanup` does not pull the dataplane from under it.
  */
+import type { SocketLbScope } from '../dataplane/bpf/sock.js';
 import { realClock, type Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { ConfigController } from '../config/controller.js';
@@ -57,6 +58,8 @@ export interface AgentOptions {
   syncPeriodMs: number;
   /** --lb-algorithm (default random; a Service may choose for itself) */
   lbAlgorithm?: LbAlgorithm;
+  /** --socket-lb and --cgroup-root: socket-level load balancing (default off) */
+  socketLb?: { scope: SocketLbScope; cgroupRoot?: string };
   /** what a Service may claim: node-port range, external IPs, fan-out (default: DEFAULT_SERVICE_POLICY) */
   services?: ServicePolicy;
   /** Prometheus metrics port; 0 or undefined: off */
@@ -332,6 +335,7 @@ export class Agent {
           ...((o.engine ?? DEFAULT_ENGINE_SETTINGS).dataplane === 'afxdp'
             ? { xdpRefused: 'the AF_XDP engine (--dataplane afxdp) holds the XDP hook of the interfaces it runs on' }
             : {}),
+          ...(o.socketLb ? { socketLb: o.socketLb } : {}),
         },
         cfg,
         this.proxier,

@@ -86,6 +86,7 @@ export async function runCleanup(o: CleanupOptions, log: Logger): Promise<Cleanu
     const parts = [
       `detached from ${r.detached.length} interface(s)${r.detached.length ? ` (${r.detached.join(', ')})` : ''}`,
       ...(r.xdp.length ? [`detached XDP acceleration from ${r.xdp.length} interface(s) (${r.xdp.join(', ')})`] : []),
+      ...(r.sockHooks.length ? [`detached the socket load-balancing hooks from their cgroup (${r.sockHooks.join(', ')})`] : []),
       `deleted the clsact qdisc bpfproxy had created on ${r.qdiscs.removed.length} interface(s)${r.qdiscs.removed.length ? ` (${r.qdiscs.removed.join(', ')})` : ''}`,
       ...(r.qdiscs.kept.length
         ? [`left ${r.qdiscs.kept.length} clsact qdisc(s) that hold other filters (${r.qdiscs.kept.map((k) => k.iface).join(', ')})`]

@@ -28,7 +28,16 @@ import { TunnelTables } from '../dataplane/bpf/tunnel.js';
 import { cleanupKubeProxy } from '../dataplane/kube-proxy-cleanup.js';
 import { configChange } from '../config/change.js';
 import type { Config, XdpAcceleration } from '../config/config.js';
-import { datapathConfig, uplinkIfaces } from '../config/datapath.js';
+import { datapathConfig, uplinkIfaces, type DatapathConfig } from '../config/datapath.js';
+import { native } from '../native/index.js';
+import {
+  SockDestroyer,
+  attachSockLinks,
+  defaultCgroupRoot,
+  detachSockLinks,
+  netnsPaths,
+  type SocketLbScope,
+} from '../dataplane/bpf/sock.js';
 import type { DatapathSnapshot } from '../metrics.js';
 import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
@@ -55,6 +64,14 @@ export interface RuntimeOptions {
   tunnelInputs?: () => TunnelInputs;
   /** Why XDP acceleration must stay off whatever the config says (the AF_XDP engine holds the XDP hooks). */
   xdpRefused?: string;
+  /** --socket-lb (default off) and --cgroup-root (default: the cgroup2 mount, as defaultCgroupRoot finds it) */
+  socketLb?: { scope: SocketLbScope; cgroupRoot?: string };
+}
+
+/** The datapath settings of cfg under these options: --socket-lb=host narrows the socket hooks to this (the node's) network namespace. */
+function datapathFor(o: RuntimeOptions, cfg: Config): DatapathConfig {
+  const dp = datapathConfig(cfg);
+  return o.socketLb?.scope === 'host' ? { ...dp, sockNetnsCookie: native().netnsCookie() } : dp;
 }
 
 export interface TunnelInputs {
@@ -126,6 +143,7 @@ export class BpfRuntime {
   /** XDP acceleration on the data interfaces (dataplane/bpf/xdp.ts) */
   readonly xdp: XdpAccel;
   private xdpMode: XdpMode | null;
+  private destroyer: SockDestroyer | undefined;
 
   private constructor(
     readonly dp: Datapath,
@@ -180,7 +198,7 @@ export class BpfRuntime {
     // No conntrack pinned: a takeover, not a restart (handover.ts adopts the kernel's flows then).
     const fresh = !existsSync(join(o.pinDir, MAP_NAMES.ct));
     const t0 = performance.now();
-    const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathConfig(cfg), log);
+    const dp = await loadDatapath(o.bpfDir, o.pinDir, datapathFor(o, cfg), log);
     log.info({ pinDir: o.pinDir, ms: Math.round(performance.now() - t0) }, 'datapath loaded, maps pinned or adopted');
     const reconciler = new BpfReconciler(dp.maps, log, loadBalancingOf(o, cfg));
     let attacher: Attacher;
@@ -206,6 +224,7 @@ export class BpfRuntime {
     rt.setXdpMode(cfg);
     // XDP follows the TC program onto each data interface (after the takeover below).
     attacher.onAttached = () => rt.syncXdp();
+    await rt.armSockDestroy();
     rt.refreshAddresses();
     proxier.setDataplane(reconciler);
     await proxier.runner.idle();
@@ -219,6 +238,7 @@ export class BpfRuntime {
     rt.handover.takeOver(handoverConfig(cfg), fresh, () => {
       attacher.start();
       rt.syncXdp();
+      rt.applySocketLb(cfg);
     });
     gc.start();
     rt.armAddresses();
@@ -263,10 +283,11 @@ export class BpfRuntime {
       this.syncXdp();
     }
     if (change.reload.length) {
-      const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathConfig(cfg), this.log);
+      const fresh = await loadPrograms(this.o.bpfDir, this.o.pinDir, datapathFor(this.o, cfg), this.log);
       const prev = this.dp.swapPrograms(fresh);
       this.attacher.programsChanged();
       this.xdp.update(xdpDataProgram(this.dp.objects[0]!, this.o.bpfDir));
+      this.applySocketLb(cfg);
       prev.close();
       this.log.info({ fields: change.reload }, `${change.reload.join(', ')} changed: programs reloaded and swapped in place`);
     }
@@ -290,6 +311,60 @@ export class BpfRuntime {
       endpoints: inp ? endpointNodes(inp.slices, (n) => inp.nodeOf(n), inp.nodeName) : new Map(),
       dsrOptout: this.tunnelCfg.dsrOptoutCIDRs,
     });
+  }
+
+  /** --socket-lb host|all: connected UDP sockets on a backend that leaves its service are destroyed (where the kernel can: 6.5+). */
+  private async armSockDestroy(): Promise<void> {
+    const scope = this.o.socketLb?.scope ?? 'off';
+    if (scope === 'off') return;
+    this.destroyer = await SockDestroyer.load(this.o.bpfDir, this.o.pinDir, this.log);
+    const d = this.destroyer;
+    if (!d) return;
+    this.reconciler.onBackendsGone = (backends) => {
+      try {
+        // host: the agent's (the node's) namespace; all: every namespace on the node
+        const n = d.destroy(backends, scope === 'host' ? undefined : netnsPaths(), this.log);
+        if (n)
+          this.log.info(
+            { sockets: n, backends },
+            `destroyed ${n} connected UDP socket(s) whose backend left its service; their applications connect again`,
+          );
+      } catch (e) {
+        this.log.warn(
+          { err: e, backends },
+          `socket destroy failed: ${(e as Error).message}; connected UDP sockets keep their removed backend`,
+        );
+      }
+    };
+  }
+
+  /**
+   * --socket-lb host|all: the socket hooks on the cgroup root, attached or
+   * adopted (their pinned links get the programs now loaded); off: any left
+   * by an earlier run are detached. A failure is logged and the TC path
+   * keeps serving (pods; host-network clients then reach no service).
+   */
+  applySocketLb(cfg: Config): void {
+    const sl = this.o.socketLb ?? { scope: 'off' };
+    try {
+      if (sl.scope === 'off') {
+        const gone = detachSockLinks(this.o.pinDir, this.log);
+        if (gone.length) this.log.info({ hooks: gone }, '--socket-lb is off: detached the socket hooks an earlier run had attached');
+        return;
+      }
+      const root = sl.cgroupRoot ?? defaultCgroupRoot();
+      const done = attachSockLinks(this.o.pinDir, root, this.dp.objects[0]!, this.log);
+      this.log.info(
+        { cgroup: root, scope: sl.scope, connectTimeLb: cfg.connectTimeLb, hooks: done },
+        `socket-level load balancing on cgroup ${root} (${sl.scope === 'host' ? "the node's network namespace only" : 'every network namespace'}; ` +
+          `bpfConnectTimeLoadBalancing ${cfg.connectTimeLb})`,
+      );
+    } catch (e) {
+      this.log.error(
+        { err: e, scope: sl.scope, cgroupRoot: sl.cgroupRoot },
+        `socket-level load balancing could not be set up: ${(e as Error).message}; the TC path keeps serving pods, host-network clients reach no service until this is fixed and the agent restarted`,
+      );
+    }
   }
 
   private refreshAddresses(): void {
@@ -352,6 +427,7 @@ export class BpfRuntime {
   /** Agent exit: the dataplane keeps serving. */
   stop(): void {
     this.stopTimers();
+    this.destroyer?.close();
     this.dp.close();
   }
 
@@ -359,6 +435,7 @@ export class BpfRuntime {
   disable(): void {
     this.stopTimers();
     this.proxier.setDataplane(undefined);
+    this.destroyer?.close();
     this.dp.close();
     const r = teardown(this.o.pinDir, this.ledger, this.log);
     this.log.info(

@@ -1,4 +1,5 @@
 /** `bpfproxy agent`: serve Services on this node. */
+import { SOCKET_LB_SCOPES } from '../dataplane/bpf/sock.js';
 import { type Command, Option } from '@commander-js/extra-typings';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +123,19 @@ export function addAgentCommand(program: Command): void {
     .addOption(configOption('--xdp-acceleration <mode>', 'bpfXDPAcceleration'))
     .addOption(
       new Option(
+        '--socket-lb <scope>',
+        "socket-level load balancing (cgroup connect/sendmsg/recvmsg/getpeername hooks): off; host: the hooks on --cgroup-root, only sockets of the node's network namespace (host-network processes) translated; all: pods' sockets too. Which protocols: bpfConnectTimeLoadBalancing",
+      )
+        .choices(SOCKET_LB_SCOPES)
+        .default('off' as const),
+    )
+    .addOption(configOption('--connect-time-lb <mode>', 'bpfConnectTimeLoadBalancing'))
+    .option(
+      '--cgroup-root <path>',
+      'the cgroup v2 directory the socket hooks attach to (default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host)',
+    )
+    .addOption(
+      new Option(
         '--rollback-drain-timeout <duration>',
         'bpfEnabled=false: how long at most to keep serving the connections bpfproxy carries (new ones go to kube-proxy) before detaching; 0: detach at once',
       )
@@ -240,6 +254,7 @@ export function addAgentCommand(program: Command): void {
         bpfMaglevMaxEndpointsPerService: o.maglevMaxEndpointsPerService,
         bpfNetworkPolicy: o.networkPolicy,
         bpfXDPAcceleration: o.xdpAcceleration,
+        bpfConnectTimeLoadBalancing: o.connectTimeLb,
       });
       if (o.dataplane === 'afxdp' && base.xdpAcceleration !== 'Off') {
         fail(
@@ -269,6 +284,7 @@ export function addAgentCommand(program: Command): void {
             rollbackDrainMs: o.rollbackDrainTimeout,
             services,
             lbAlgorithm: o.lbAlgorithm,
+            socketLb: { scope: o.socketLb, ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}) },
             engine: { dataplane: o.dataplane, ifaces: o.afxdpIfaces ?? null, queues: o.afxdpQueues, batch: o.afxdpBatch },
           },
           log,

@@ -1,4 +1,5 @@
 /** `bpfproxy services|conntrack|status`: what the maps and hooks hold, for an operator. */
+import { readSockLinks, readSockStats } from '../dataplane/bpf/sock.js';
 import { type Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -170,6 +171,14 @@ async function engineView(stateDir: string, pinDir: string): Promise<EngineView 
   }
 }
 
+/** The socket hooks pinned under pinDir and their counters (numbers as text: JSON has no bigint). */
+function socketLbView(pinDir: string, m: DatapathMaps) {
+  return {
+    hooks: readSockLinks(pinDir).links.map((l) => ({ hook: l.hook, cgroupId: String(l.cgroupId), progId: l.progId, linkId: l.linkId })),
+    counters: Object.fromEntries(Object.entries(readSockStats(m)).map(([k, v]) => [k, String(v)])),
+  };
+}
+
 export function addStatusCommand(program: Command): void {
   program
     .command('status')
@@ -256,11 +265,13 @@ export function addStatusCommand(program: Command): void {
         return;
       }
       withMaps(o.pinDir, (m) => {
+        const socketLb = socketLbView(o.pinDir, m);
         const s = {
           dataplane: 'on',
           mode: modeNow(m),
           interfaces,
           xdp,
+          socketLb,
           policy: policyStatus(m),
           externalService: tunnelView(m),
           maps: mapFills(m),
@@ -298,6 +309,24 @@ export function addStatusCommand(program: Command): void {
               ].map(String),
             ],
           ),
+        );
+        console.log('\nSocket load balancing (cgroup hooks)');
+        console.log(
+          socketLb.hooks.length
+            ? table(
+                ['HOOK', 'CGROUP ID', 'PROG ID', 'LINK'],
+                socketLb.hooks.map((h) => [
+                  h.hook,
+                  h.cgroupId === '0' ? '0 (cgroup gone)' : h.cgroupId,
+                  String(h.progId),
+                  String(h.linkId),
+                ]),
+              ) +
+                '\n  ' +
+                Object.entries(socketLb.counters)
+                  .map(([k, v]) => `${k} ${v}`)
+                  .join(', ')
+            : '  (off: no socket hooks pinned under this pin dir; --socket-lb host|all attaches them)',
         );
         console.log('\nMaps');
         console.log(

@@ -11,6 +11,8 @@
  * bpfproxy value.
  */
 export type ExternalServiceMode = 'Tunnel' | 'DSR' | 'SNAT';
+/** bpfConnectTimeLoadBalancing: which sockets socket-level LB translates, where --socket-lb turns it on */
+export type ConnectTimeLb = 'TCP' | 'Enabled' | 'Disabled';
 export type BpfLogLevel = 'Off' | 'Info' | 'Debug';
 export type NetworkPolicyMode = 'on' | 'off';
 /** XDP acceleration of external service traffic on data interfaces (bpf/xdp_data.c). */
@@ -66,4 +68,6 @@ export interface Config {
   networkPolicy: NetworkPolicyMode;
   /** bpfXDPAcceleration (bpfproxy's own field): XDP on data interfaces, in which mode */
   xdpAcceleration: XdpAcceleration;
+  /** bpfConnectTimeLoadBalancing: TCP, or TCP and UDP (Enabled), or neither (Disabled); only where --socket-lb attaches the hooks */
+  connectTimeLb: ConnectTimeLb;
 }

@@ -4,7 +4,7 @@
  * the map sizes it creates the maps with. dataplane/bpf/loader.ts writes
  * DatapathConfig out as it is (rodataFor); nothing else converts.
  */
-import type { Config, ConntrackTimeouts, MapSizes } from './config.js';
+import type { Config, ConnectTimeLb, ConntrackTimeouts, MapSizes } from './config.js';
 import { DEFAULT_CONFIG } from './fields.js';
 import { DEFAULT_MAGLEV_SEED } from '../model/maglev.js';
 
@@ -40,6 +40,12 @@ export interface DatapathConfig {
   fibRedirect: boolean;
   /** cfg_maglev_seed: the Maglev flow hash's seed; the same on every node, and the one the tables are built with */
   maglevSeed: number;
+  /** cfg_sock_netns_cookie: socket LB only for sockets of this network namespace (--socket-lb=host: the node's); undefined = every namespace */
+  sockNetnsCookie?: bigint;
+  /** cfg_sock_set_retval: refused connects read ECONNREFUSED (bpf_set_retval, 5.18) rather than EPERM; undefined = probe the kernel */
+  sockSetRetval?: boolean;
+  /** cfg_sock_protos: which sockets the socket LB translates (bpfConnectTimeLoadBalancing) */
+  sockProtos: { tcp: boolean; udp: boolean };
 }
 
 /** Settings no FelixConfiguration field reaches: bpfproxy's own. */
@@ -64,6 +70,9 @@ export const ctTimeoutsNs = (t: ConntrackTimeouts): CtTimeoutsNs => ({
   udp: ns(t.udpTimeout),
 });
 
+/** bpfConnectTimeLoadBalancing: TCP (Calico's default), Enabled (TCP and UDP), Disabled (neither). */
+export const sockProtos = (m: ConnectTimeLb): { tcp: boolean; udp: boolean } => ({ tcp: m !== 'Disabled', udp: m === 'Enabled' });
+
 export function datapathConfig(c: Config): DatapathConfig {
   return {
     ctTimeoutsNs: ctTimeoutsNs(c.conntrack),
@@ -71,6 +80,7 @@ export function datapathConfig(c: Config): DatapathConfig {
     hairpinIp: BUILT_IN.hairpinIp,
     snatPorts: [...BUILT_IN.snatPorts],
     fibRedirect: BUILT_IN.fibRedirect,
+    sockProtos: sockProtos(c.connectTimeLb),
     maglevSeed: BUILT_IN.maglevSeed,
   };
 }

@@ -14,7 +14,7 @@
  * Its change class, 'reload', makes the runtime load the programs again
  * with the new rodata (change.ts, agent/runtime.ts reconfigure).
  */
-import type { BpfLogLevel, Config, ExternalServiceMode, MapSizes, NetworkPolicyMode, XdpAcceleration } from './config.js';
+import type { BpfLogLevel, Config, ExternalServiceMode, ConnectTimeLb, MapSizes, NetworkPolicyMode, XdpAcceleration } from './config.js';
 import {
   bool,
   cidrList,
@@ -204,6 +204,16 @@ export const FIELDS = {
       c.xdpAcceleration = v;
     },
   }),
+  bpfConnectTimeLoadBalancing: field<ConnectTimeLb>({
+    kind: oneOf(['TCP', 'Enabled', 'Disabled']),
+    default: 'TCP',
+    change: 'reload',
+    help: 'socket-level load balancing (where --socket-lb attaches it): TCP only, Enabled = TCP and UDP, Disabled = neither',
+    get: (c) => c.connectTimeLb,
+    set: (c, v) => {
+      c.connectTimeLb = v;
+    },
+  }),
   bpfKubeProxyHealthzPort: field({
     kind: port,
     default: 10256,
@@ -248,7 +258,6 @@ export const DEFAULT_CONFIG: Readonly<Config> = (() => {
 
 /** BPF fields Calico has that bpfproxy does not act on yet. */
 export const UNSUPPORTED_FIELDS: ReadonlySet<string> = new Set([
-  'bpfConnectTimeLoadBalancing',
   'bpfConnectTimeLoadBalancingEnabled',
   'bpfHostNetworkedNATWithoutCTLB',
   'bpfPSNATPorts',

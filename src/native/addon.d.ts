@@ -50,6 +50,18 @@ export interface ProgHandle {
   close(): void;
 }
 
+/** The cgroup hooks of socket-level load balancing (bpf/sock.c). */
+export type SockHook = 'connect4' | 'connect6' | 'sendmsg4' | 'sendmsg6' | 'recvmsg4' | 'recvmsg6' | 'getpeername4' | 'getpeername6';
+
+export interface CgroupLinkInfo {
+  id: number;
+  progId: number;
+  /** The cgroup's id (its inode number on cgroup2); 0n once the cgroup is gone. */
+  cgroupId: bigint;
+  /** undefined: an attach type that is not one of SockHook */
+  hook?: SockHook;
+}
+
 /** A BPF link fd (tcx links): detaching is explicit (linkDetach); closing only drops our reference. */
 export interface LinkHandle {
   readonly kind: 'link';
@@ -346,6 +358,17 @@ export interface NativeRuntime {
   linkUpdate(link: FdRef, prog: FdRef, expectedProg?: FdRef): void;
   /** BPF_LINK_DETACH: false when it was detached already. */
   linkDetach(link: FdRef): boolean;
+
+  /** Attach a cgroup v2 socket hook program (bpf/sock.c) through a BPF link: it runs for every socket of a process in that cgroup or below. */
+  cgroupAttach(cgroupPath: string, hook: SockHook, prog: FdRef): LinkHandle;
+  /** A cgroup link's target (cgroupId 0n: the cgroup is gone), or null when the link is not a cgroup link. */
+  cgroupLinkInfo(link: FdRef): CgroupLinkInfo | null;
+  /** Whether cgroup sock_addr programs may call bpf_set_retval() (5.18): probed. */
+  sockSetRetvalSupported(): boolean;
+  /** Run a BPF iterator program once over this thread's network namespace; the bytes it wrote. */
+  iterRun(prog: FdRef): number;
+  /** This thread's network namespace cookie (SO_NETNS_COOKIE, 5.14). */
+  netnsCookie(): bigint;
 
   interfaces(): Array<{ index: number; name: string }>;
   /** Interfaces with their kind, in one rtnetlink dump (this thread's namespace). */

@@ -35,6 +35,7 @@ import type { Datapath, ProgramRole } from './loader.js';
 import type { QdiscCleanup, QdiscLedger } from './qdiscs.js';
 import { TCX_DIRECTIONS, TcxLinks, detachPinnedTcxLinks, readPinnedTcxLinks } from './tcx.js';
 import { detachPinnedXdpLinks } from './xdp.js';
+import { detachSockLinks } from './sock.js';
 
 export const TC_HANDLE = 0xb9f;
 export const TC_PRIORITY = 1;
@@ -732,6 +733,8 @@ export interface TeardownResult {
   detached: string[];
   /** interfaces whose XDP link (--xdp-acceleration) was detached */
   xdp: string[];
+  /** socket hooks (bpf/sock.c) detached from their cgroup */
+  sockHooks: string[];
   qdiscs: QdiscCleanup;
   unpinned: number;
 }
@@ -745,6 +748,7 @@ export interface TeardownResult {
  */
 export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): TeardownResult {
   const detached = detachAll(log);
+  const sockHooks = detachSockLinks(pinDir, log);
   const links = detachPinnedTcxLinks(pinDir, log);
   const xdpIfindexes = detachPinnedXdpLinks(pinDir, log);
   const xdp: string[] = [];
@@ -768,8 +772,8 @@ export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): Tea
   const qdiscs = ledger.removeEmpty();
   let unpinned = 0;
   if (existsSync(pinDir)) {
-    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx' && n !== 'xdp').length;
+    unpinned = readdirSync(pinDir).filter((n) => n !== 'tcx' && n !== 'xdp' && n !== 'sock').length;
     rmSync(pinDir, { recursive: true, force: true });
   }
-  return { detached, xdp, qdiscs, unpinned };
+  return { detached, xdp, sockHooks, qdiscs, unpinned };
 }

@@ -358,3 +358,33 @@ export const ctTun = struct('ct_tun', {
   mode: u8,
 });
 export type CtTun = ReturnType<typeof ctTun.decode>;
+// ---- socket-level load balancing (bpf/sock.c) ----
+
+export const sockRevKey = struct('sock_rev_key', {
+  cookie: u64,
+  addr: ip4,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+});
+export type SockRevKey = ReturnType<typeof sockRevKey.decode>;
+
+export const sockRevValue = struct('sock_rev_value', {
+  addr: ip4,
+  port: be16,
+  pad: pad(2),
+  svcId: u32,
+});
+export type SockRevValue = ReturnType<typeof sockRevValue.decode>;
+
+/** enum sock_stat: the counters of bpfproxy_sock_stats, by index. */
+export const SockStat = {
+  CONNECT: 0,
+  SENDMSG: 1,
+  RECVMSG: 2,
+  GETPEERNAME: 3,
+  REFUSED: 4,
+  NO_LOCAL: 5,
+  LEFT_TO_TC: 6,
+  REV_FULL: 7,
+} as const;

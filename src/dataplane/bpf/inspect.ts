@@ -196,6 +196,7 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.tunEps,
   maps.tunNodes,
   maps.ctTun,
+  maps.sockRev,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({

@@ -42,6 +42,8 @@ export const MAP_NAMES = {
   tunCfg: 'bpfproxy_tun_cfg',
   ctTun: 'bpfproxy_ct_tun',
   tunStats: 'bpfproxy_tun_stats',
+  sockRev: 'bpfproxy_sock_rev',
+  sockStats: 'bpfproxy_sock_stats',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -89,6 +91,10 @@ export interface DatapathMaps {
   tunCfg: BpfMap<{ v: number }, c.TunCfg>;
   ctTun: BpfMap<c.CtKey, c.CtTun>;
   tunStats: BpfMap<{ v: number }, c.ReasonCounter>;
+  /** Socket-level LB: (socket cookie, backend) -> the service address it addressed. */
+  sockRev: BpfMap<c.SockRevKey, c.SockRevValue>;
+  /** Socket-level LB counters (per CPU), index c.SockStat. */
+  sockStats: BpfMap<{ v: number }, { v: bigint }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -120,6 +126,8 @@ const LAYOUT = {
   tunCfg: [c.u32Key, c.tunCfg],
   ctTun: [c.ctKey, c.ctTun],
   tunStats: [c.u32Key, c.reasonCounter],
+  sockRev: [c.sockRevKey, c.sockRevValue],
+  sockStats: [c.u32Key, c.u64Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -151,6 +159,8 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   tunCfg: 'the external service mode is written again within a second of the start (until then: SNAT)',
   ctTun: 'tunnelled connections established before are carried as plain flows and break',
   tunStats: 'tunnel counters start from zero',
+  sockRev: 'UDP replies and getpeername() of sockets connected through a service before read as the backend',
+  sockStats: 'socket load-balancing counters start from zero',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -190,6 +200,8 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       tunCfg: m(MAP_NAMES.tunCfg, LAYOUT.tunCfg),
       ctTun: m(MAP_NAMES.ctTun, LAYOUT.ctTun),
       tunStats: m(MAP_NAMES.tunStats, LAYOUT.tunStats, native().possibleCpus()),
+      sockRev: m(MAP_NAMES.sockRev, LAYOUT.sockRev),
+      sockStats: m(MAP_NAMES.sockStats, LAYOUT.sockStats, native().possibleCpus()),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -323,6 +335,13 @@ const u16le = (n: number): Buffer => {
 };
 
 /** DatapathConfig as the programs' rodata (bpf/lib/config.h); config/datapath.ts derives it. */
+let setRetval: boolean | undefined;
+/** Whether this kernel lets the socket hooks set their error (bpf_set_retval, 5.18); probed once. */
+function sockSetRetval(): boolean {
+  setRetval ??= native().sockSetRetvalSupported();
+  return setRetval;
+}
+
 export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
   return {
     cfg_ct_syn_sent_ns: u64le(cfg.ctTimeoutsNs.synSent),
@@ -335,6 +354,9 @@ export function rodataFor(cfg: DatapathConfig): Record<string, Buffer> {
     cfg_snat_port_min: u16le(cfg.snatPorts[0]),
     cfg_snat_port_max: u16le(cfg.snatPorts[1]),
     cfg_fib_redirect: Buffer.from([cfg.fibRedirect ? 1 : 0]),
+    cfg_sock_netns_cookie: u64le(cfg.sockNetnsCookie ?? 0n),
+    cfg_sock_set_retval: Buffer.from([(cfg.sockSetRetval ?? sockSetRetval()) ? 1 : 0]),
+    cfg_sock_protos: Buffer.from([(cfg.sockProtos.tcp ? 1 : 0) | (cfg.sockProtos.udp ? 2 : 0)]),
     cfg_maglev_seed: u32le(cfg.maglevSeed),
     cfg_maglev_sizes: Buffer.concat(Array.from({ length: c.MAGLEV_SIZE_SLOTS }, (_, i) => u32le(c.maglevSizeOf(i)))),
   };

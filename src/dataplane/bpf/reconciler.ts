@@ -217,6 +217,8 @@ export class BpfReconciler implements Dataplane {
   private readonly setsBySvc = new Map<number, Set<number>>();
   /** service ports that have (had) ClientIP affinity: only they can leave affinity entries */
   private readonly affinitySvcs = new Set<number>();
+  /** Told the backends (address, port) that left a service port after a sync (socket LB: its socket destroy). */
+  onBackendsGone: ((backends: Array<{ addr: string; port: number }>) => void) | undefined;
   private readonly setIdAlloc = new IdAllocator();
   /** services that wanted a frontend someone else owned */
   private readonly waiting = new Map<string, Set<string>>();
@@ -808,6 +810,15 @@ export class BpfReconciler implements Dataplane {
       deadSvcIds.push(svcId);
     }
     const flushing = gone.size > 0 || deadSvcIds.length > 0 ? this.flushStale(gone, new Set(deadSvcIds)) : false;
+    if (gone.size > 0 && this.onBackendsGone) {
+      const all = new Set([...gone.values()].flatMap((g) => [...g]));
+      this.onBackendsGone(
+        [...all].map((b) => {
+          const i = b.lastIndexOf(':');
+          return { addr: b.slice(0, i), port: Number(b.slice(i + 1)) };
+        }),
+      );
+    }
     for (const svcId of deadSvcIds) {
       this.setsBySvc.delete(svcId);
       this.affinitySvcs.delete(svcId);
