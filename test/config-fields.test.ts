@@ -358,7 +358,25 @@ t.test('defaults <- flags: the base the FelixConfiguration overlays', async (t) 
 
 t.test('DEFAULT_CONFIG: every Config key set, frozen', async (t) => {
   for (const [k, v] of Object.entries(DEFAULT_CONFIG)) t.not(v, undefined, k);
-  t.equal(Object.keys(DEFAULT_CONFIG).length, 12);
+  // every key of Config, so a new one is seen here (its FIELDS row sets it)
+  const keys: ReadonlyArray<keyof Config> = [
+    'enabled',
+    'dataIfaces',
+    'l3Ifaces',
+    'externalServiceMode',
+    'dsrOptoutCIDRs',
+    'kubeProxyIptablesCleanup',
+    'minSyncPeriodMs',
+    'conntrack',
+    'mapSizes',
+    'logLevel',
+    'maglevMaxEndpointsPerService',
+    'xdpAcceleration',
+    'connectTimeLb',
+    'healthzPort',
+    'networkPolicy',
+  ];
+  t.same(Object.keys(DEFAULT_CONFIG).sort(), [...keys].sort());
   t.ok(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.conntrack) && Object.isFrozen(DEFAULT_CONFIG.mapSizes));
 });
 
