@@ -365,7 +365,7 @@ export class PolicySync {
 }
 
 /** The compiler's diff as the writer takes it: an endpoint whose entries changed is handed over whole (its table is swapped). */
-function writerDiff(r: CompileResult): CompiledPolicyDiff {
+export function writerDiff(r: CompileResult): CompiledPolicyDiff {
   const { diff, compiled } = r;
   const byId = new Map(compiled.endpoints.map((e) => [e.id, e]));
   const upsert = new Map(diff.endpoints.upsert.map((e) => [e.id, e]));
