@@ -7,7 +7,12 @@
  *   whole policy, applyDiff() only what the model says changed.
  * - Make-before-break: an endpoint's changed table is a new inner map,
  *   filled and then swapped into bpfproxy_policy in one update; a packet
- *   sees the old table or the new one, never half of one. Identities are
+ *   sees the old table or the new one, never half of one. Tables are never
+ *   changed once in place, so endpoints with the same content share one
+ *   inner map, and the outer entries of a whole apply go in one
+ *   BPF_MAP_UPDATE_BATCH (and out in one DELETE_BATCH): the kernel waits for
+ *   running programs after each call on a map-in-map, since 6.7 once per
+ *   batch. A kernel refusing the batch gets one call per table. Identities are
  *   written before the tables that name them, tables before the endpoint
  *   entries that isolate their endpoint, deletes last, and the generation
  *   (which makes every tracked flow be checked again) after everything.
