@@ -84,7 +84,13 @@ export class BpfMap<K, V> {
         this.key.encodeInto(keys, j * this.key.size, k);
         this.value.encodeInto(vals, j * this.value.size, v);
       });
-      this.call(() => native().mapUpdateBatch(this.handle, keys, vals, chunk.length));
+      try {
+        this.call(() => native().mapUpdateBatch(this.handle, keys, vals, chunk.length));
+      } catch (e) {
+        // `done` counts from the first entry given, not from this chunk
+        if (e instanceof BpfError && i > 0) throw new BpfError(e.op, e.errno, e.log, i + e.done, e.detail);
+        throw e;
+      }
     }
   }
 

@@ -7,7 +7,12 @@
  *   whole policy, applyDiff() only what the model says changed.
  * - Make-before-break: an endpoint's changed table is a new inner map,
  *   filled and then swapped into bpfproxy_policy in one update; a packet
- *   sees the old table or the new one, never half of one. Identities are
+ *   sees the old table or the new one, never half of one. Tables are never
+ *   changed once in place, so endpoints with the same content share one
+ *   inner map, and the outer entries of a whole apply go in one
+ *   BPF_MAP_UPDATE_BATCH (and out in one DELETE_BATCH): the kernel waits for
+ *   running programs after each call on a map-in-map, since 6.7 once per
+ *   batch. A kernel refusing the batch gets one call per table. Identities are
  *   written before the tables that name them, tables before the endpoint
  *   entries that isolate their endpoint, deletes last, and the generation
  *   (which makes every tracked flow be checked again) after everything.
@@ -30,6 +35,7 @@ import {
   type EndpointPolicy,
   type IdentityEntry,
   type PolicyDirection,
+  type PolicyRuleEntry,
   type PolicyRuleRef,
 } from '../../model/policy/compiled.js';
 import { IpcacheFlags, PolDir, polKey, polValue, type IpcacheValue } from './codecs.js';
@@ -111,7 +117,23 @@ interface WrittenTable {
   entries: number;
   /** replaced by an empty table: the wanted one did not fit */
   denyAll: boolean;
+  /** the inner map's id (tables are never changed once in place, so endpoints with the same content share one) */
+  mapId: number;
+  /** the content the inner map holds (content, or '' for a deny-all table) */
+  held: string;
 }
+
+/** What an apply swaps in for one endpoint. */
+interface TableSwap {
+  e: EndpointPolicy;
+  entries: TableEntry[];
+  content: string;
+}
+
+type Normalized = ReturnType<typeof tableOf> & { content: string };
+
+/** Errors that say "this kernel has no batch operation for this map type". */
+const noBatch = (n: number): boolean => n === EINVAL || n === EOPNOTSUPP || n === ENOTSUPP;
 
 const sameIpc = (a: IpcacheValue | undefined, b: IpcacheValue | undefined): boolean =>
   !!a && !!b && a.identity === b.identity && a.endpoint === b.endpoint && a.flags === b.flags;
@@ -161,27 +183,32 @@ export function readPinned(maps: PolicyMapSet): CompiledPolicy {
     e.egressIsolated ||= (v.flags & IpcacheFlags.EGRESS_ISO) !== 0;
   }
   for (const [k, v] of maps.polEps.entries()) ep(k.v).pod = v.pod;
+  // Endpoints with the same rules share one inner map: read each once.
+  const read = new Map<number, TableEntry[]>();
   for (const [k, v] of maps.policy.entries()) {
     const e = ep(k.v);
-    const t = openTable(v.v, k.v);
-    try {
-      for (const [pk, pv] of t.entries()) {
-        const te = tableEntryOf(pk, pv);
-        if (te) e.entries.push(te);
+    let list = read.get(v.v);
+    if (!list) {
+      list = [];
+      const t = openTable(v.v, k.v);
+      try {
+        for (const [pk, pv] of t.entries()) {
+          const te = tableEntryOf(pk, pv);
+          if (te) list.push(te);
+        }
+      } finally {
+        t.close();
       }
-    } finally {
-      t.close();
+      read.set(v.v, sortEntries(list));
     }
+    e.entries = list; // shared by the endpoints of one inner map (read-only, as the model's)
   }
   const rules: PolicyRuleRef[] = maps.polRules
     .entries()
     .map(([k, v]) => ({ id: k.v, policy: v.policy, direction: dirOf(v.dir), index: v.index }))
     .sort((a, b) => a.id - b.id);
   identities.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
-  for (const e of eps.values()) {
-    e.addresses.sort();
-    sortEntries(e.entries);
-  }
+  for (const e of eps.values()) e.addresses.sort();
   return {
     generation: state?.generation ?? 0,
     identities,
@@ -210,6 +237,14 @@ export class PolicyMapWriter {
   private retryEndpoints = new Set<number>();
   private retryRules = new Set<number>();
   private retryState = false;
+  /** inner maps in place by content, and how many endpoints point to each */
+  private readonly byContent = new Map<string, { mapId: number; users: number }>();
+  /** false once the kernel refused a batch call on the outer map / an LPM trie */
+  private outerBatch = true;
+  private lpmBatch = true;
+  /** syscalls on the outer map and inner maps created, since start (tests, figures) */
+  readonly counters = { outerBatches: 0, outerSingles: 0, tablesCreated: 0 };
+  private readonly normCache = new WeakMap<readonly PolicyRuleEntry[], Map<number, Normalized>>();
 
   constructor(
     private readonly maps: PolicyMapSet,
@@ -221,12 +256,13 @@ export class PolicyMapWriter {
     this.isolatedWritten = maps.polState.get({ v: 0 })?.isolated ?? 0;
     for (const [k, v] of maps.ipcache.entries()) this.ipcache.set(prefixText(k), v);
     for (const i of pinned.identities) this.identities.set(i.prefix, i);
-    const tables = new Set(maps.policy.entries().map(([k]) => k.v));
+    const tables = new Map(maps.policy.entries().map(([k, v]) => [k.v, v.v]));
     for (const e of pinned.endpoints) {
       if (e.pod) this.epNames.set(e.id, e.pod);
-      if (tables.has(e.id)) {
-        const { entries } = tableOf(e);
-        this.tables.set(e.id, { content: tableContent(entries), entries: entries.length, denyAll: false });
+      const mapId = tables.get(e.id);
+      if (mapId !== undefined) {
+        const { entries, content } = this.normalized(e);
+        this.setTable(e.id, { content, entries: entries.length, denyAll: false, mapId, held: content });
       }
       this.endpoints.set(e.id, e);
     }
@@ -299,7 +335,7 @@ export class PolicyMapWriter {
     const wantEps = new Map(next.endpoints.map((e) => [e.id, e]));
     for (const [id, e] of wantEps) {
       const have = this.endpoints.get(id);
-      if (!have || !sameEndpoint(have, e)) diff.endpoints.upsert.push(e);
+      if (!have || !this.sameEndpoint(have, e)) diff.endpoints.upsert.push(e);
     }
     for (const id of this.endpoints.keys()) if (!wantEps.has(id)) diff.endpoints.remove.push(id);
     const wantRules = new Map(next.rules.map((r) => [r.id, r]));
@@ -378,37 +414,41 @@ export class PolicyMapWriter {
 
     let decisions = this.retryState;
     // 1. identities that are no local endpoint (peers), before the tables naming them
-    for (const [p, v] of want) {
-      if (!v || v.endpoint || sameIpc(this.ipcache.get(p), v)) continue;
-      if (this.writeIpcache(p, v, problems)) report.ipcacheWrites++;
-      else this.retryPrefixes.add(p);
+    const peers: Array<[string, IpcacheValue]> = [];
+    for (const [p, v] of want) if (v && !v.endpoint && !sameIpc(this.ipcache.get(p), v)) peers.push([p, v]);
+    if (peers.length) {
+      report.ipcacheWrites += this.writeIpcacheMany(peers, problems);
       decisions = true;
     }
-    // 2. tables of isolated endpoints, new or changed: a new inner map each, swapped in
+    // 2. tables of isolated endpoints, new or changed: filled inner maps (one per distinct
+    //    content, shared), then swapped in with one batch update of the outer map
+    const swaps: TableSwap[] = [];
     for (const id of touched) {
       const e = this.endpoints.get(id);
       if (!e || !isolatedOf(e)) continue;
-      const { entries, problems: bad } = tableOf(e);
-      for (const b of bad) {
+      const t = this.normalized(e);
+      for (const b of t.problems) {
         problems.push({
           pod: e.pod,
           endpoint: id,
           message: `rule ${b.entry.ruleId} (${b.entry.direction}): ${b.message}; left out (the endpoint stays isolated)`,
         });
       }
-      const content = tableContent(entries);
-      const have = this.tables.get(id);
-      if (have && have.content === content) continue;
-      this.writeTable(e, entries, content, problems);
-      if (this.tables.get(id)?.content !== content) this.retryEndpoints.add(id);
-      report.tablesWritten++;
+      const content = t.content;
+      if (this.tables.get(id)?.content === content) continue;
+      swaps.push({ e, entries: t.entries, content });
+    }
+    if (swaps.length) {
+      this.writeTables(swaps, problems);
+      for (const s of swaps) if (this.tables.get(s.e.id)?.content !== s.content) this.retryEndpoints.add(s.e.id);
+      report.tablesWritten += swaps.length;
       decisions = true;
     }
     // 3. the endpoints' own addresses: endpoint id and isolation
-    for (const [p, v] of want) {
-      if (!v || !v.endpoint || sameIpc(this.ipcache.get(p), v)) continue;
-      if (this.writeIpcache(p, v, problems)) report.ipcacheWrites++;
-      else this.retryPrefixes.add(p);
+    const own: Array<[string, IpcacheValue]> = [];
+    for (const [p, v] of want) if (v && v.endpoint && !sameIpc(this.ipcache.get(p), v)) own.push([p, v]);
+    if (own.length) {
+      report.ipcacheWrites += this.writeIpcacheMany(own, problems);
       decisions = true;
     }
     // 4. names (operators, adoption)
@@ -461,20 +501,18 @@ export class PolicyMapWriter {
       this.ipcache.delete(p);
       report.ipcacheDeletes++;
     }
+    const unused: number[] = [];
     for (const id of touched) {
       const e = this.endpoints.get(id);
       if ((e && isolatedOf(e)) || !this.tables.has(id)) continue;
       decisions = true;
-      if (
-        !this.tryWrite(problems, { endpoint: id, pod: e?.pod }, `the removal of the table of endpoint ${id}`, () =>
-          this.maps.policy.delete({ v: id }),
-        )
-      ) {
-        this.retryEndpoints.add(id);
-        continue;
+      unused.push(id);
+    }
+    if (unused.length) {
+      for (const id of this.deleteTables(unused, problems)) {
+        this.dropTable(id);
+        report.tablesDeleted++;
       }
-      this.tables.delete(id);
-      report.tablesDeleted++;
     }
     for (const id of touched) {
       if (this.endpoints.has(id) || !this.epNames.has(id)) continue;
@@ -566,6 +604,34 @@ export class PolicyMapWriter {
     return { ...e, addresses: [...new Set(addresses)].sort() };
   }
 
+  /**
+   * Write these ipcache entries, with BPF_MAP_UPDATE_BATCH where the kernel
+   * has it for LPM tries (one syscall instead of one per prefix), else (or
+   * from where a batch stopped) one by one. Returns how many were written;
+   * the others are retried by the next apply.
+   */
+  private writeIpcacheMany(list: ReadonlyArray<[string, IpcacheValue]>, problems: PolicyProblem[]): number {
+    let from = 0;
+    if (this.lpmBatch && list.length > 1) {
+      try {
+        this.maps.ipcache.setMany(list.map(([p, v]) => [ipcacheKeyOf(p)!, v] as const));
+        for (const [p, v] of list) this.ipcache.set(p, v);
+        return list.length;
+      } catch (e) {
+        if (noBatch(errnoOf(e))) this.lpmBatch = false;
+        else from = e instanceof BpfError ? e.done : 0;
+        for (let i = 0; i < from; i++) this.ipcache.set(list[i]![0], list[i]![1]);
+      }
+    }
+    let n = from;
+    for (let i = from; i < list.length; i++) {
+      const [p, v] = list[i]!;
+      if (this.writeIpcache(p, v, problems)) n++;
+      else this.retryPrefixes.add(p);
+    }
+    return n;
+  }
+
   private writeIpcache(p: string, v: IpcacheValue, problems: PolicyProblem[]): boolean {
     const k = ipcacheKeyOf(p)!;
     const ok = this.tryWrite(problems, { prefix: p, endpoint: v.endpoint || undefined }, `identity prefix ${p}`, () =>
@@ -606,81 +672,255 @@ export class PolicyMapWriter {
     }
   }
 
-  /** A new inner map with these entries, swapped in; deny-all (empty) when it does not fit. */
-  private writeTable(e: EndpointPolicy, entries: TableEntry[], content: string, problems: PolicyProblem[]): void {
-    let why: string;
-    const tooMany = entries.length > this.tableMax;
-    if (tooMany) {
-      why = `${entries.length} rule entries, more than the ${this.tableMax} a table holds`;
-    } else {
-      try {
-        this.swapIn(e.id, entries);
-        this.tables.set(e.id, { content, entries: entries.length, denyAll: false });
-        return;
-      } catch (err) {
-        why = (err as Error).message;
-      }
+  /**
+   * tableOf(e) and its content. Endpoints selected by the same policies share
+   * one entry list, and the compiler hands unchanged lists over again: each
+   * list is normalized once (per isolation), not per endpoint and sync.
+   */
+  private normalized(e: EndpointPolicy): Normalized {
+    let byFlags = this.normCache.get(e.entries);
+    if (!byFlags) this.normCache.set(e.entries, (byFlags = new Map<number, Normalized>()));
+    let t = byFlags.get(flagsOf(e));
+    if (!t) {
+      const n = tableOf(e);
+      byFlags.set(flagsOf(e), (t = { ...n, content: tableContent(n.entries) }));
     }
-    this.denyAllTotal++;
-    const message =
-      `the rule table of ${e.pod || `endpoint ${e.id}`} cannot be written (${why}): ` +
-      `it denies everything in its isolated directions (${[e.ingressIsolated && 'ingress', e.egressIsolated && 'egress'].filter(Boolean).join(', ')}) until it fits`;
-    problems.push({ pod: e.pod, endpoint: e.id, message, denyAll: true });
-    this.log?.error({ pod: e.pod, endpoint: e.id, entries: entries.length, max: this.tableMax }, `network policy: ${message}`);
-    try {
-      this.swapIn(e.id, []);
-      // too many entries: written again when they change; any other failure: tried again on the next sync
-      this.tables.set(e.id, { content: tooMany ? content : '!retry', entries: 0, denyAll: true });
-    } catch (err) {
-      // No table at all: the datapath denies the isolated directions (policy-no-table).
-      try {
-        this.maps.policy.delete({ v: e.id });
-      } catch {
-        /* already absent */
-      }
-      this.tables.delete(e.id);
-      this.log?.error(
-        { pod: e.pod, endpoint: e.id },
-        `network policy: cannot even write an empty table for ${e.pod || `endpoint ${e.id}`} (${(err as Error).message}); ` +
-          'its table is removed, so the datapath denies its isolated directions (counted as policy-no-table); retried on the next sync',
-      );
-    }
+    return t;
   }
 
-  /** Create, fill and swap in one table (make-before-break). Throws with the map closed again. */
-  private swapIn(id: number, entries: readonly TableEntry[]): void {
-    let h: MapHandle | undefined;
+  private sameEndpoint(a: EndpointPolicy, b: EndpointPolicy): boolean {
+    if (a.pod !== b.pod || a.ingressIsolated !== b.ingressIsolated || a.egressIsolated !== b.egressIsolated) return false;
+    const as = [...a.addresses].sort();
+    const bs = [...b.addresses].sort();
+    if (as.length !== bs.length || as.some((x, i) => x !== bs[i])) return false;
+    return a.entries === b.entries || this.normalized(a).content === this.normalized(b).content;
+  }
+
+  /** Record what an endpoint's outer entry points to, keeping the content index. */
+  private setTable(id: number, t: WrittenTable): void {
+    this.dropTable(id);
+    this.tables.set(id, t);
+    const have = this.byContent.get(t.held);
+    if (have && have.mapId === t.mapId) have.users++;
+    else this.byContent.set(t.held, { mapId: t.mapId, users: 1 });
+  }
+
+  private dropTable(id: number): void {
+    const t = this.tables.get(id);
+    if (!t) return;
+    this.tables.delete(id);
+    const have = this.byContent.get(t.held);
+    if (have && have.mapId === t.mapId && --have.users <= 0) this.byContent.delete(t.held);
+  }
+
+  /**
+   * A handle on an inner map holding exactly these entries: one in place
+   * already (tables never change once in place), or a new one, filled.
+   * Throws with nothing left open.
+   */
+  private tableWith(content: string, entries: readonly TableEntry[], owner: number): MapHandle {
+    const have = this.byContent.get(content);
+    if (have) {
+      try {
+        return native().mapById(have.mapId, `bpfproxy_policy[${owner}]`);
+      } catch {
+        this.byContent.delete(content); // gone (cannot be while in use; then a new one it is)
+      }
+    }
+    let h: MapHandle | undefined = native().mapCreate({
+      type: BPF_MAP_TYPE_LPM_TRIE,
+      name: `bpxpol_${owner}`,
+      keySize: polKey.size,
+      valueSize: polValue.size,
+      maxEntries: TABLE_MAX_ENTRIES,
+      flags: BPF_F_NO_PREALLOC,
+    });
+    this.counters.tablesCreated++;
     try {
-      h = native().mapCreate({
-        type: BPF_MAP_TYPE_LPM_TRIE,
-        name: `bpxpol_${id}`,
-        keySize: polKey.size,
-        valueSize: polValue.size,
-        maxEntries: TABLE_MAX_ENTRIES,
-        flags: BPF_F_NO_PREALLOC,
-      });
-      const t = new BpfMap(`bpfproxy_policy[${id}]`, h, polKey, polValue);
+      const t = new BpfMap(`bpfproxy_policy[${owner}]`, h, polKey, polValue);
       const kv = entries.map((x) => [polKeyOf(x), polValueOf(x)] as const);
-      if (kv.length) {
+      if (kv.length && this.lpmBatch) {
         try {
           t.setMany(kv);
         } catch (e) {
-          const n = errnoOf(e);
-          if (n !== EINVAL && n !== EOPNOTSUPP && n !== ENOTSUPP) throw e;
-          for (const [k, v] of kv) t.set(k, v); // no batch ops for LPM tries on this kernel
+          if (!noBatch(errnoOf(e))) throw e;
+          this.lpmBatch = false; // no batch ops for LPM tries on this kernel: entry by entry from now on
+          for (const [k, v] of kv) t.set(k, v);
         }
+      } else {
+        for (const [k, v] of kv) t.set(k, v);
       }
-      this.maps.policy.set({ v: id }, { v: h.fd });
+      const out = h;
+      h = undefined;
+      return out;
     } finally {
       h?.close();
     }
   }
-}
 
-function sameEndpoint(a: EndpointPolicy, b: EndpointPolicy): boolean {
-  if (a.pod !== b.pod || a.ingressIsolated !== b.ingressIsolated || a.egressIsolated !== b.egressIsolated) return false;
-  const as = [...a.addresses].sort();
-  const bs = [...b.addresses].sort();
-  if (as.length !== bs.length || as.some((x, i) => x !== bs[i])) return false;
-  return tableContent(tableOf(a).entries) === tableContent(tableOf(b).entries);
+  /**
+   * Swap these endpoints' tables in (make-before-break): every new inner map
+   * is filled before the outer map points to it, then the outer entries of
+   * all of them are written with one BPF_MAP_UPDATE_BATCH (the kernel waits
+   * for running programs once per call on a map-in-map, since 6.7 once per
+   * batch: that wait is what a sync of many tables costs). A table that does
+   * not fit or cannot be written is replaced by an empty one (deny-all), and
+   * where even that fails the endpoint's table is removed (policy-no-table).
+   */
+  private writeTables(swaps: readonly TableSwap[], problems: PolicyProblem[]): void {
+    const handles: MapHandle[] = [];
+    const outer: Array<{ s: TableSwap; h: MapHandle; denyAll: boolean }> = [];
+    const denied: Array<{ s: TableSwap; why: string; tooMany: boolean }> = [];
+    try {
+      const groups = new Map<string, TableSwap[]>();
+      for (const s of swaps) {
+        if (s.entries.length > this.tableMax) {
+          denied.push({ s, why: `${s.entries.length} rule entries, more than the ${this.tableMax} a table holds`, tooMany: true });
+          continue;
+        }
+        const g = groups.get(s.content);
+        if (g) g.push(s);
+        else groups.set(s.content, [s]);
+      }
+      for (const [content, group] of groups) {
+        let h: MapHandle;
+        try {
+          h = this.tableWith(content, group[0]!.entries, group[0]!.e.id);
+        } catch (err) {
+          for (const s of group) denied.push({ s, why: (err as Error).message, tooMany: false });
+          continue;
+        }
+        handles.push(h);
+        for (const s of group) outer.push({ s, h, denyAll: false });
+      }
+      let empty: MapHandle | undefined;
+      if (denied.length) {
+        try {
+          empty = this.tableWith('', [], denied[0]!.s.e.id);
+          handles.push(empty);
+        } catch {
+          /* handled per endpoint below: its table is removed */
+        }
+      }
+      for (const d of denied) {
+        this.denyAllTotal++;
+        const e = d.s.e;
+        const message =
+          `the rule table of ${e.pod || `endpoint ${e.id}`} cannot be written (${d.why}): ` +
+          `it denies everything in its isolated directions (${[e.ingressIsolated && 'ingress', e.egressIsolated && 'egress'].filter(Boolean).join(', ')}) until it fits`;
+        problems.push({ pod: e.pod, endpoint: e.id, message, denyAll: true });
+        this.log?.error({ pod: e.pod, endpoint: e.id, entries: d.s.entries.length, max: this.tableMax }, `network policy: ${message}`);
+        if (empty) outer.push({ s: d.tooMany ? d.s : { ...d.s, content: '!retry' }, h: empty, denyAll: true });
+        else this.removeTable(e, 'cannot create an empty table');
+      }
+      const failed = this.setOuter(outer);
+      for (const o of outer) {
+        const why = failed.get(o.s.e.id);
+        if (why === undefined) {
+          this.setTable(o.s.e.id, {
+            content: o.s.content,
+            entries: o.denyAll ? 0 : o.s.entries.length,
+            denyAll: o.denyAll,
+            mapId: o.h.id,
+            held: o.denyAll ? '' : o.s.content,
+          });
+          continue;
+        }
+        // The outer entry could not be pointed at the new table: fail closed.
+        const e = o.s.e;
+        if (!o.denyAll) {
+          this.denyAllTotal++;
+          problems.push({
+            pod: e.pod,
+            endpoint: e.id,
+            denyAll: true,
+            message: `the rule table of ${e.pod || `endpoint ${e.id}`} cannot be swapped in (${why}): its table is removed, it denies everything in its isolated directions until the next sync writes it`,
+          });
+        }
+        this.removeTable(e, why);
+      }
+    } finally {
+      for (const h of handles) h.close();
+    }
+  }
+
+  /** The outer entries, in one batch call when the kernel takes it; returns the endpoints that failed, with why. */
+  private setOuter(outer: ReadonlyArray<{ s: TableSwap; h: MapHandle }>): Map<number, string> {
+    const failed = new Map<number, string>();
+    let from = 0;
+    if (this.outerBatch && outer.length > 1) {
+      try {
+        this.maps.policy.setMany(outer.map((o) => [{ v: o.s.e.id }, { v: o.h.fd }] as const));
+        this.counters.outerBatches++;
+        return failed;
+      } catch (e) {
+        this.counters.outerBatches++;
+        if (noBatch(errnoOf(e))) {
+          this.outerBatch = false;
+          this.log?.info(
+            { err: (e as Error).message },
+            'bpfproxy_policy: this kernel has no batch update for hash-of-maps; endpoint tables are swapped in one call each (slower syncs)',
+          );
+        } else from = e instanceof BpfError ? e.done : 0;
+      }
+    }
+    for (let i = from; i < outer.length; i++) {
+      const o = outer[i]!;
+      try {
+        this.counters.outerSingles++;
+        this.maps.policy.set({ v: o.s.e.id }, { v: o.h.fd });
+      } catch (e) {
+        failed.set(o.s.e.id, (e as Error).message);
+      }
+    }
+    return failed;
+  }
+
+  /** No table at all: the datapath denies the isolated directions (policy-no-table). */
+  private removeTable(e: EndpointPolicy, why: string): void {
+    try {
+      this.counters.outerSingles++;
+      this.maps.policy.delete({ v: e.id });
+      this.dropTable(e.id);
+    } catch (err) {
+      if (errnoOf(err) === 2) this.dropTable(e.id);
+      // else: the old table stays in place (it serves until the next sync tries again)
+    }
+    if (this.tables.has(e.id)) this.tables.set(e.id, { ...this.tables.get(e.id)!, content: '!retry' });
+    this.log?.error(
+      { pod: e.pod, endpoint: e.id },
+      `network policy: cannot write a table for ${e.pod || `endpoint ${e.id}`} (${why}); ` +
+        'its table is removed, so the datapath denies its isolated directions (counted as policy-no-table); retried on the next sync',
+    );
+  }
+
+  /** Remove these endpoints' outer entries, in one batch call when the kernel takes it; returns those removed (or absent). */
+  private deleteTables(ids: readonly number[], problems: PolicyProblem[]): number[] {
+    if (this.outerBatch && ids.length > 1) {
+      try {
+        this.maps.policy.deleteMany(ids.map((v) => ({ v })));
+        this.counters.outerBatches++;
+        return [...ids];
+      } catch (e) {
+        this.counters.outerBatches++;
+        if (noBatch(errnoOf(e))) this.outerBatch = false;
+        // else: entry by entry, to tell which one fails
+      }
+    }
+    const done: number[] = [];
+    for (const id of ids) {
+      const e = this.endpoints.get(id);
+      this.counters.outerSingles++;
+      const ok = this.tryWrite(problems, { endpoint: id, pod: e?.pod }, `the removal of the table of endpoint ${id}`, () => {
+        try {
+          this.maps.policy.delete({ v: id });
+        } catch (err) {
+          if (errnoOf(err) !== 2) throw err;
+        }
+      });
+      if (ok) done.push(id);
+      else this.retryEndpoints.add(id);
+    }
+    return done;
+  }
 }
