@@ -4,9 +4,9 @@
  * terminating ones; Local policies narrowed to this node), minus the
  * addresses this node must not serve.
  */
-import { nonUnicastReason } from './addresses.js';
+import { nonUnicastReasonOf } from './addresses.js';
 import type { Backend, EndpointSlice, Frontend, FrontendKind, Service, ServicePort, SliceEndpoint } from './types.js';
-import { frontendKey, servicePortKey } from './types.js';
+import { frontendKey, ipFamilyOf, serviceFamilies, servicePortKey } from './types.js';
 
 export interface BackendSets {
   cluster: Backend[];
@@ -85,7 +85,7 @@ const FIELD: Record<FrontendKind, string> = {
  */
 function refusal(f: Frontend, node: NodeContext): string | undefined {
   if (f.kind === 'NodePort') return undefined;
-  const why = nonUnicastReason(f.ip);
+  const why = nonUnicastReasonOf(f.ip);
   if (why) return `${f.ip} ${why}; not served`;
   if (!node.nodeAddresses.has(f.ip)) return undefined;
   if (f.kind === 'ClusterIP') {
@@ -119,28 +119,36 @@ function allFrontends(svc: Service, slices: readonly EndpointSlice[], nodeName: 
   const out: Frontend[] = [];
   const intLocal = svc.internalTrafficPolicy === 'Local';
   const extLocal = svc.externalTrafficPolicy === 'Local';
+  const families = serviceFamilies(svc);
   for (const port of svc.ports) {
-    const sets = backendsFor(port, slices, nodeName);
+    const all = backendsFor(port, slices, nodeName);
+    // A frontend is served by the endpoints of its own family (dual-stack
+    // Services have an EndpointSlice per family).
+    const fam = (ip: string) => ({
+      clusterBackends: all.cluster.filter((b) => ipFamilyOf(b.ip) === ipFamilyOf(ip)),
+      localBackends: all.local.filter((b) => ipFamilyOf(b.ip) === ipFamilyOf(ip)),
+    });
     const base = {
       port: port.port,
       protocol: port.protocol,
       servicePort: servicePortKey(svc, port),
       internalLocal: intLocal,
       affinityTimeout: svc.affinityTimeout,
-      clusterBackends: sets.cluster,
-      localBackends: sets.local,
       ...(svc.lbAlgorithm ? { lbAlgorithm: svc.lbAlgorithm } : {}),
     };
-    for (const ip of svc.clusterIPs) out.push({ ...base, kind: 'ClusterIP', ip, externalLocal: false });
-    for (const ip of svc.externalIPs) out.push({ ...base, kind: 'ExternalIP', ip, externalLocal: extLocal });
+    for (const ip of svc.clusterIPs) out.push({ ...base, ...fam(ip), kind: 'ClusterIP', ip, externalLocal: false });
+    for (const ip of svc.externalIPs) out.push({ ...base, ...fam(ip), kind: 'ExternalIP', ip, externalLocal: extLocal });
     if (svc.type === 'LoadBalancer') {
       // kube-proxy applies loadBalancerSourceRanges to LoadBalancer IPs only
       // (not NodePorts, cluster IPs or external IPs).
       const ranges = svc.loadBalancerSourceRanges ? { sourceRanges: svc.loadBalancerSourceRanges } : {};
-      for (const ip of svc.loadBalancerIPs) out.push({ ...base, kind: 'LoadBalancer', ip, externalLocal: extLocal, ...ranges });
+      for (const ip of svc.loadBalancerIPs) out.push({ ...base, ...fam(ip), kind: 'LoadBalancer', ip, externalLocal: extLocal, ...ranges });
     }
     if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort) {
-      out.push({ ...base, kind: 'NodePort', ip: '0.0.0.0', port: port.nodePort, externalLocal: extLocal });
+      for (const f of families) {
+        const ip = f === 'IPv6' ? '::' : '0.0.0.0';
+        out.push({ ...base, ...fam(ip), kind: 'NodePort', ip, port: port.nodePort, externalLocal: extLocal });
+      }
     }
   }
   return out;
