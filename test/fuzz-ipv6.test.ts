@@ -16,7 +16,6 @@ import t from 'tap';
 import {
   frame6,
   icmp6ErrorFrame,
-  ICMP6,
   ipv6Packet,
   l4Segment6,
   NH,
