@@ -27,6 +27,7 @@ import { CLIENT6, NODE6, POD6, ROUTER6, progrun6Node } from './helpers/progrun6.
 import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
 import { inNetns } from './helpers/env.js';
+import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
 
 const CIP = 'fd00:10:96::10';
 const L1 = 'fd00:10:244:1::11';
@@ -394,6 +395,25 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(reasonCount(dp, 'fragment') - frags, 1, 'counted as fragment');
     const spoofed = frame6({ src: NODE6, dst: NODE6 }, { proto: 'tcp', sport: 49005, dport: 30080 });
     t.equal(node.runRaw('fromData', spoofed).verdict, 'drop', "from outside with the node's own IPv6 address: dropped (spoofed)");
+  });
+
+  t.test('bpfproxy services and conntrack show the IPv6 frontends and flows', async (t) => {
+    const views = serviceViews(dp.maps);
+    const web = views.filter((v) => v.servicePort === 'test/web:http/TCP').map((v) => v.frontend);
+    t.ok(web.includes('[fd00:10:96::10]:80/TCP'), 'the IPv6 cluster IP, bracketed');
+    t.ok(web.includes('[*]:30080/TCP'), 'the IPv6 NodePort wildcard');
+    t.same(
+      views
+        .find((v) => v.frontend === '[fd00:10:96::10]:80/TCP')
+        ?.backends.map((b) => b.addr)
+        .sort(),
+      [`[${L1}]:8080`, `[${L2}]:8080`],
+      'its endpoints',
+    );
+    t.ok(
+      conntrackViews(dp.maps).some((c) => c.from === `[${POD6}]:42000` && c.to === `[${CIP}]:80`),
+      'an IPv6 flow in the conntrack view',
+    );
   });
 
   t.test('IPv4 is served beside IPv6 by the same programs', async (t) => {
