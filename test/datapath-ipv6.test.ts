@@ -28,6 +28,7 @@ import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
 import { inNetns } from './helpers/env.js';
 import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
+import { gcIpv6 } from '../src/dataplane/bpf/conntrack-gc.js';
 
 const CIP = 'fd00:10:96::10';
 const L1 = 'fd00:10:244:1::11';
@@ -414,6 +415,26 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
       conntrackViews(dp.maps).some((c) => c.from === `[${POD6}]:42000` && c.to === `[${CIP}]:80`),
       'an IPv6 flow in the conntrack view',
     );
+  });
+
+  t.test('UDP conntrack of a removed IPv6 endpoint is cleared; expired IPv6 connections are collected', async (t) => {
+    const old = 'fd00:10:244:1::13';
+    const r = run('fromPod', { src: POD6, dst: 'fd00:10:96::53' }, { proto: 'udp', sport: 5999, dport: 53 });
+    t.equal(r.out.dst, old);
+    const toOld = () => dp.maps.ct6.entries().filter(([k, v]) => k.proto === PROTO.UDP && (v.natDaddr === old || k.saddr === old)).length;
+    t.ok(toOld() >= 2, `the UDP flows to the endpoint, both halves each (${toOld()} entries)`);
+    sync('test/dns', [fe('ClusterIP', 'fd00:10:96::53', 53, 'UDP', [be('fd00:10:244:1::14', 53)])]);
+    await rec.flushed();
+    t.equal(toOld(), 0, 'gone with the endpoint (its datagrams would otherwise keep going to it)');
+    const next = run('fromPod', { src: POD6, dst: 'fd00:10:96::53' }, { proto: 'udp', sport: 5999, dport: 53 });
+    t.equal(next.out.dst, 'fd00:10:244:1::14', 'the next datagram goes to the new endpoint');
+
+    const before = dp.maps.ct6.entries().length;
+    t.same(gcIpv6(dp.maps, native().monotonicNs()), { live: before, expired: 0 }, 'nothing expired yet: nothing collected');
+    const later = native().monotonicNs() + 7200n * 1_000_000_000n;
+    const r2 = gcIpv6(dp.maps, later);
+    t.equal(r2.expired, before, 'two hours on, every IPv6 connection (both halves) is collected');
+    t.equal(dp.maps.ct6.entries().length, 0);
   });
 
   t.test('IPv4 is served beside IPv6 by the same programs', async (t) => {

@@ -18,7 +18,7 @@
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { native, type CtGcResult } from '../../native/index.js';
-import type { CtKey, CtValue } from './codecs.js';
+import { CtDir, type CtKey, type CtValue } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import { be16, ip4, pad, struct, u32, u8 } from './struct.js';
 
@@ -214,6 +214,27 @@ export function gcIpv6(maps: Pick<DatapathMaps, 'ct6'>, now: bigint): { live: nu
   return { live: entries.length - dead.length, expired: dead.length };
 }
 
+/**
+ * The UDP (or `proto`) entries of bpfproxy_ct6 that lead to what `rules`
+ * name, deleted: the addon's flush pass in TypeScript, for the IPv6 map
+ * (the native pass knows the IPv4 layout). An entry's backend is where a
+ * forward entry rewrites to, or the source of a reply entry.
+ */
+export function flushIpv6(maps: Pick<DatapathMaps, 'ct6'>, proto: number, rules: readonly FlushRule[]): number {
+  const any = new Set(rules.filter((r) => !r.backend).map((r) => r.svcId));
+  const bes = new Set(rules.filter((r) => r.backend).map((r) => `${r.svcId}|${r.backend!.addr}|${r.backend!.port}`));
+  const dead = maps.ct6
+    .entries()
+    .filter(([k, v]) => {
+      if (k.proto !== proto) return false;
+      if (any.has(v.svcId)) return true;
+      const fwd = v.dir === CtDir.FWD;
+      return bes.has(`${v.svcId}|${fwd ? v.natDaddr : k.saddr}|${fwd ? v.natDport : k.sport}`);
+    })
+    .map(([k]) => k);
+  return dead.length ? maps.ct6.deleteMany(dead) : 0;
+}
+
 /** Conntrack entries that lead to `addr:port` of service port `svcId`, or, without addr, to any backend of it. */
 export interface FlushRule {
   svcId: number;
@@ -255,7 +276,7 @@ export class ConntrackFlusher {
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly maps: Pick<DatapathMaps, 'ct'>,
+    private readonly maps: Pick<DatapathMaps, 'ct'> & Partial<Pick<DatapathMaps, 'ct6'>>,
     private readonly proto: number,
   ) {}
 
@@ -287,7 +308,15 @@ export class ConntrackFlusher {
     this.next = undefined;
     let pass: Promise<FlushResult>;
     try {
-      pass = native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(job.rules));
+      // IPv6 backends live in bpfproxy_ct6 (flushed here, in TypeScript); rules without a backend apply to both maps.
+      const six = job.rules.filter((r) => !r.backend || r.backend.addr.includes(':'));
+      const four = job.rules.filter((r) => !r.backend || !r.backend.addr.includes(':'));
+      const deleted6 = this.maps.ct6 && six.length ? flushIpv6({ ct6: this.maps.ct6 }, this.proto, six) : 0;
+      pass = (
+        four.length
+          ? native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(four))
+          : Promise.resolve({ scanned: 0, deleted: 0, ms: 0, cpuMs: 0 })
+      ).then((r) => ({ ...r, deleted: r.deleted + deleted6 }));
     } catch (e) {
       pass = Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }
