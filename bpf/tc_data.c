@@ -4,9 +4,19 @@
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
 #include "lib/service.h"
+#include "lib/service6.h"
+
+/* Each family in a function of its own: the verifier counts a call
+ * chain's stack frames together, and both paths need room. */
+static __noinline int bpfproxy_data4(struct __sk_buff *skb)
+{
+	return service_datapath(skb, 0);
+}
 
 SEC("tc")
 int bpfproxy_data(struct __sk_buff *skb)
 {
-	return service_datapath(skb, 0);
+	if (eth_is_ipv6(skb))
+		return service6_datapath(skb, 0);
+	return bpfproxy_data4(skb);
 }

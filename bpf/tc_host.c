@@ -5,9 +5,12 @@
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
 #include "lib/service.h"
+#include "lib/service6.h"
 
 SEC("tc")
 int bpfproxy_host(struct __sk_buff *skb)
 {
+	if (eth_is_ipv6(skb))
+		return service6_host_reply(skb);
 	return service_host_reply(skb);
 }

@@ -6,9 +6,12 @@
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
 #include "lib/service.h"
+#include "lib/service6.h"
 
 SEC("tc")
 int bpfproxy_to_pod(struct __sk_buff *skb)
 {
+	if (eth_is_ipv6(skb))
+		return service6_host_reply(skb); /* no IPv6 network policy yet */
 	return service_to_pod(skb);
 }

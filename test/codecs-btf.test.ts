@@ -7,6 +7,7 @@ import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import * as c from '../src/dataplane/bpf/codecs.js';
+import * as c6 from '../src/dataplane/bpf/codecs6.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import type { Codec } from '../src/dataplane/bpf/struct.js';
 import { BPF_OBJECT } from '../src/dataplane/bpf/loader.js';
@@ -99,6 +100,14 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.ctTun,
     c.sockRevKey,
     c.sockRevValue,
+    c6.fe6Key,
+    c6.backend6,
+    c6.affinity6Key,
+    c6.affinity6Value,
+    c6.nodeIp6Key,
+    c6.lbSrc6Key,
+    c6.ct6Key,
+    c6.ct6Value,
   ]) {
     check(t, codec);
   }

@@ -68,19 +68,21 @@ t.test('bad fields are named and skipped, the rest applies', async (t) => {
     ['a', 'e', 'f'],
     'only the good ports kept (SCTP is served; the same number over SCTP is another port)',
   );
-  t.same(r.value!.externalIPs, ['203.0.113.1'], 'bad IP dropped, IPv6 left for dual-stack');
+  t.same(r.value!.externalIPs, ['203.0.113.1'], 'bad IP dropped; IPv6 refused: the Service has no IPv6 family');
   t.same(r.value!.clusterIPs, []);
   const fields = r.problems.map((p) => p.field);
   t.same(fields, [
     'spec.clusterIP',
     'spec.externalIPs[1]',
+    'spec.externalIPs[2]',
     'spec.ports[1].port',
     'spec.ports[2].port',
     'spec.ports[3].name',
     'spec.ports[4].protocol',
   ]);
   t.ok(r.problems.every((p) => p.object === 'Service shop/web' && !p.fatal));
-  t.match(r.problems[2]!.message, /duplicate of spec.ports\[0\]/);
+  t.match(r.problems[2]!.message, /a family this Service does not have/);
+  t.match(r.problems[3]!.message, /duplicate of spec.ports\[0\]/);
 });
 
 t.test('a Service without a name is refused whole, naming the field', async (t) => {
@@ -125,9 +127,9 @@ t.test('EndpointSlice conversion', async (t) => {
   t.notOk(noLabel.value);
   t.match(noLabel.problems[0]!.field, /kubernetes.io\/service-name/);
   t.same(
-    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:db8::1'] }] }).value!.endpoints.toArray(),
-    [],
-    'IPv6 slices yield nothing yet',
+    toEndpointSlice({ ...base, addressType: 'IPv6', endpoints: [{ addresses: ['2001:DB8:0::1'] }] }).value!.endpoints.toArray(),
+    [{ addresses: ['2001:db8::1'], ready: true, serving: true, terminating: false }],
+    'IPv6 slices yield their endpoints, addresses in RFC 5952 text',
   );
 });
 

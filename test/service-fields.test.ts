@@ -109,7 +109,11 @@ t.test('conversion: loadBalancerSourceRanges as kube-proxy reads them', async (t
     'and said so',
   );
   const v6 = conv(['2001:db8::/64']);
-  t.same(v6.value?.loadBalancerSourceRanges, [], 'IPv6 ranges only: the IPv4 LoadBalancer IPs accept no one');
+  t.same(
+    v6.value?.loadBalancerSourceRanges,
+    ['2001:db8::/64'],
+    'IPv6 ranges are kept (the IPv4 LoadBalancer IPs, with none of their family, accept no one)',
+  );
 
   t.equal(conv(undefined).value?.loadBalancerSourceRanges, undefined, 'no field: no restriction');
   t.equal(conv([]).value?.loadBalancerSourceRanges, undefined, 'empty list: no restriction');

@@ -43,6 +43,8 @@ import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
 import { defaultRouteAddress } from './primary-ip.js';
 import { policyTarget, type PolicySync } from '../proxy/policy-sync.js';
+import { canonicalIpv6 } from '../net/ip6.js';
+import { nonUnicastReason6 } from '../model/addresses.js';
 
 export interface RuntimeOptions {
   pinDir: string;
@@ -111,11 +113,22 @@ export function nodePortChoice(
   };
 }
 
-/** IPv4 addresses of this node (its network namespace), loopback excluded. */
+/**
+ * Addresses of this node (its network namespace): IPv4, and IPv6 of global
+ * scope (RFC 5952 text); loopback and IPv6 link-local (zoned, fe80::/10)
+ * excluded: neither can be a NodePort or SNAT address.
+ */
 export function nodeAddresses(): string[] {
   const out = new Set<string>();
   for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) out.add(a.address);
+    for (const a of addrs ?? []) {
+      if (a.internal) continue;
+      if (a.family === 'IPv4') out.add(a.address);
+      else if (a.family === 'IPv6' && !a.scopeid) {
+        const c = canonicalIpv6(a.address);
+        if (c && !nonUnicastReason6(c)) out.add(c);
+      }
+    }
   }
   return [...out].sort();
 }

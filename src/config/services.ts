@@ -5,7 +5,7 @@
  * the API server's names and defaults where they have one.
  */
 import { isIPv4, isIPv6 } from '../net/ip.js';
-import { cidrContains, intToIpv4, ipv4ToInt, parseCidr4, type Cidr4 } from '../model/addresses.js';
+import { cidr6Contains, cidrContains, intToIpv4, ipv4ToInt, parseCidr4, parseCidr6Masked, type Cidr4 } from '../model/addresses.js';
 
 export interface PortRange {
   /** inclusive */
@@ -84,7 +84,8 @@ export function formatNodePortAddresses(n: NodePortAddresses | undefined): strin
 export function nodePortAddressesOf(n: NodePortAddresses | undefined, addrs: readonly string[], primary?: string): string[] {
   if (!n || n.kind === 'all') return [...addrs];
   if (n.kind === 'primary') return primary !== undefined && addrs.includes(primary) ? [primary] : [];
-  return addrs.filter((a) => n.cidrs.some((c) => cidrContains(c, a)));
+  const v6 = n.ipv6.map((c) => parseCidr6Masked(c)).filter((c) => c !== undefined);
+  return addrs.filter((a) => (a.includes(':') ? v6.some((c) => cidr6Contains(c, a)) : n.cidrs.some((c) => cidrContains(c, a))));
 }
 
 export const DEFAULT_NODE_PORT_RANGE: PortRange = { min: 30000, max: 32767 };

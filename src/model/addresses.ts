@@ -4,6 +4,8 @@
  * ValidateNonSpecialIP) and then some: a frontend or an endpoint must be an
  * address a packet can be sent to.
  */
+import { isIPv6 as isIPv6Text } from '../net/ip.js';
+import { ipv6Bytes, readIpv6 } from '../net/ip6.js';
 
 /** "a.b.c.d" (already checked with isIPv4) as an unsigned 32-bit number. */
 export function ipv4ToInt(ip: string): number {
@@ -59,4 +61,53 @@ export function intToIpv4(n: number): string {
 export function cidrContains(c: Cidr4, ip: string): boolean {
   const mask = c.bits === 0 ? 0 : (0xffffffff << (32 - c.bits)) >>> 0;
   return (ipv4ToInt(ip) & mask) >>> 0 === c.base;
+}
+
+/**
+ * Why this IPv6 address (already checked with isIPv6) cannot be a service
+ * frontend or an endpoint, or undefined when it is an ordinary unicast
+ * address.
+ */
+export function nonUnicastReason6(ip: string): string | undefined {
+  const b = ipv6Bytes(ip);
+  const zeros = (from: number, to: number) => b.subarray(from, to).every((x) => x === 0);
+  if (zeros(0, 16)) return 'is unspecified (::)';
+  if (zeros(0, 15) && b[15] === 1) return 'is the loopback address (::1)';
+  if (b[0] === 0xfe && ((b[1] ?? 0) & 0xc0) === 0x80) return 'is link-local (fe80::/10)';
+  if (b[0] === 0xff) return 'is multicast (ff00::/8)';
+  if (zeros(0, 10) && b[10] === 0xff && b[11] === 0xff) return 'is IPv4-mapped (::ffff:0:0/96), which the kernel drops on the wire';
+  return undefined;
+}
+
+/** nonUnicastReason for either family. */
+export const nonUnicastReasonOf = (ip: string): string | undefined => (ip.includes(':') ? nonUnicastReason6(ip) : nonUnicastReason(ip));
+
+/** An IPv6 prefix: "2001:db8::/32" (normalised text), its bytes and length. */
+export interface Cidr6 {
+  text: string;
+  bytes: Buffer;
+  bits: number;
+}
+
+/** "2001:db8::/32" with host bits masked (as kube-proxy reads source ranges), or undefined when it is not an IPv6 CIDR. */
+export function parseCidr6Masked(s: string): Cidr6 | undefined {
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(s.trim());
+  if (!m || !isIPv6Text(m[1]!) || Number(m[2]) > 128) return undefined;
+  const bits = Number(m[2]);
+  const bytes = ipv6Bytes(m[1]!);
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    bytes[i] = (bytes[i] ?? 0) & ((0xff << (8 - keep)) & 0xff);
+  }
+  return { text: `${readIpv6(bytes)}/${bits}`, bytes, bits };
+}
+
+export function cidr6Contains(c: Cidr6, ip: string): boolean {
+  const b = ipv6Bytes(ip);
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, c.bits - i * 8));
+    const mask = (0xff << (8 - keep)) & 0xff;
+    if (((b[i] ?? 0) & mask) !== c.bytes[i]) return false;
+  }
+  return true;
 }

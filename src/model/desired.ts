@@ -5,10 +5,10 @@
  * policies narrowed to this node), minus the addresses this node must not
  * serve.
  */
-import { nonUnicastReason } from './addresses.js';
+import { nonUnicastReasonOf } from './addresses.js';
 import { categorize, describeTopology, type TopologyChoice, type TopologyNode } from './topology.js';
-import type { Backend, EndpointSlice, Frontend, FrontendKind, Service, ServicePort, ServicePortKey, SliceEndpoint } from './types.js';
-import { frontendKey, servicePortKey } from './types.js';
+import type { Backend, EndpointSlice, Frontend, FrontendKind, IpFamily, Service, ServicePort, ServicePortKey, SliceEndpoint } from './types.js';
+import { frontendKey, ipFamilyOf, serviceFamilies, servicePortKey } from './types.js';
 
 export interface BackendSets {
   cluster: Backend[];
@@ -35,7 +35,12 @@ function toBackends(chosen: Array<SliceEndpoint & { port: number }>, nodeName: s
  * The endpoints of one service port, from the service's EndpointSlices.
  * `node`: this node's name, or its name and zone (topology hints).
  */
-export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[], node: string | TopologyNode): BackendSets {
+export function backendsFor(
+  port: ServicePort,
+  slices: readonly EndpointSlice[],
+  node: string | TopologyNode,
+  family?: IpFamily,
+): BackendSets {
   const where = typeof node === 'string' ? { nodeName: node, zone: '' } : node;
   const all: Array<SliceEndpoint & { port: number }> = [];
   for (const s of slices) {
@@ -43,7 +48,7 @@ export function backendsFor(port: ServicePort, slices: readonly EndpointSlice[],
     // target port number (named targetPorts are resolved per pod).
     const sp = s.ports.find((p) => p.name === port.name && p.protocol === port.protocol);
     if (!sp) continue;
-    for (const e of s.endpoints) all.push({ ...e, port: sp.port });
+    for (const e of s.endpoints) if (!family || ipFamilyOf(e.addresses[0]!) === family) all.push({ ...e, port: sp.port });
   }
   const c = categorize(all, where);
   return { cluster: toBackends(c.cluster, where.nodeName), local: toBackends(c.local, where.nodeName), topology: c.topology };
@@ -102,7 +107,7 @@ const FIELD: Record<FrontendKind, string> = {
  */
 function refusal(f: Frontend, node: NodeContext): string | undefined {
   if (f.kind === 'NodePort') return undefined;
-  const why = nonUnicastReason(f.ip);
+  const why = nonUnicastReasonOf(f.ip);
   if (why) return `${f.ip} ${why}; not served`;
   if (!node.nodeAddresses.has(f.ip)) return undefined;
   if (f.kind === 'ClusterIP') {
@@ -139,8 +144,18 @@ function allFrontends(svc: Service, slices: readonly EndpointSlice[], node: Topo
   const intLocal = svc.internalTrafficPolicy === 'Local';
   const extLocal = svc.externalTrafficPolicy === 'Local';
   const topologyMatters = svc.topologyRequest !== undefined || slices.some((s) => s.endpoints.hinted);
+  const families = serviceFamilies(svc);
   for (const port of svc.ports) {
-    const sets = backendsFor(port, slices, node);
+    // kube-proxy runs one proxier per IP family: a frontend is served by the
+    // endpoints of its own family (dual-stack Services have an EndpointSlice
+    // per family), their topology chosen among them.
+    const byFamily = new Map<IpFamily, BackendSets>();
+    const setsOf = (f: IpFamily): BackendSets => {
+      let sets = byFamily.get(f);
+      if (!sets) byFamily.set(f, (sets = backendsFor(port, slices, node, f)));
+      return sets;
+    };
+    const sets = setsOf(families[0]!);
     if (topologyMatters) {
       topology.push({
         servicePort: servicePortKey(svc, port),
@@ -150,26 +165,31 @@ function allFrontends(svc: Service, slices: readonly EndpointSlice[], node: Topo
         ...(svc.topologyRequest !== undefined ? { requested: svc.topologyRequest } : {}),
       });
     }
+    const fam = (ip: string) => {
+      const f = setsOf(ipFamilyOf(ip));
+      return { clusterBackends: f.cluster, localBackends: f.local };
+    };
     const base = {
       port: port.port,
       protocol: port.protocol,
       servicePort: servicePortKey(svc, port),
       internalLocal: intLocal,
       affinityTimeout: svc.affinityTimeout,
-      clusterBackends: sets.cluster,
-      localBackends: sets.local,
       ...(svc.lbAlgorithm ? { lbAlgorithm: svc.lbAlgorithm } : {}),
     };
-    for (const ip of svc.clusterIPs) out.push({ ...base, kind: 'ClusterIP', ip, externalLocal: false });
-    for (const ip of svc.externalIPs) out.push({ ...base, kind: 'ExternalIP', ip, externalLocal: extLocal });
+    for (const ip of svc.clusterIPs) out.push({ ...base, ...fam(ip), kind: 'ClusterIP', ip, externalLocal: false });
+    for (const ip of svc.externalIPs) out.push({ ...base, ...fam(ip), kind: 'ExternalIP', ip, externalLocal: extLocal });
     if (svc.type === 'LoadBalancer') {
       // kube-proxy applies loadBalancerSourceRanges to LoadBalancer IPs only
       // (not NodePorts, cluster IPs or external IPs).
       const ranges = svc.loadBalancerSourceRanges ? { sourceRanges: svc.loadBalancerSourceRanges } : {};
-      for (const ip of svc.loadBalancerIPs) out.push({ ...base, kind: 'LoadBalancer', ip, externalLocal: extLocal, ...ranges });
+      for (const ip of svc.loadBalancerIPs) out.push({ ...base, ...fam(ip), kind: 'LoadBalancer', ip, externalLocal: extLocal, ...ranges });
     }
     if ((svc.type === 'NodePort' || svc.type === 'LoadBalancer') && port.nodePort) {
-      out.push({ ...base, kind: 'NodePort', ip: '0.0.0.0', port: port.nodePort, externalLocal: extLocal });
+      for (const f of families) {
+        const ip = f === 'IPv6' ? '::' : '0.0.0.0';
+        out.push({ ...base, ...fam(ip), kind: 'NodePort', ip, port: port.nodePort, externalLocal: extLocal });
+      }
     }
   }
   return out;

@@ -6,17 +6,20 @@
  * Reading them makes SliceEndpoint objects, which are short-lived.
  *
  * Layout, one Latin-1 character a byte, per endpoint: address count
- * (1-100), flags (ready, serving, terminating, hinted), node index + 1 (two
+ * (1-100), flags (ready, serving, terminating, hinted, IPv6), node index + 1 (two
  * bytes, big-endian; 0: no node name), when hinted the index of its
  * topology hints (two bytes; each distinct set of hints is listed once per
- * slice), then each IPv4 address in 4 bytes.
+ * slice), then each address: IPv4 in 4 bytes, IPv6 (flag 16) in 16.
  */
+import { ipv6Bytes, readIpv6 } from '../net/ip6.js';
 import type { SliceEndpoint } from './types.js';
 
 const READY = 1;
 const SERVING = 2;
 const TERMINATING = 4;
 const HINTED = 8;
+/** the endpoint's addresses are IPv6 (16 bytes each; an addressType: IPv6 slice) */
+const IPV6 = 16;
 /** Largest number of addresses one endpoint may have (the API server's bound). */
 const MAX_ADDRESSES = 100;
 /** Distinct node names one slice may name (a slice has at most 1,000 endpoints). */
@@ -61,7 +64,7 @@ export class Endpoints implements Iterable<SliceEndpoint> {
     return this.hints.length > 0;
   }
 
-  /** Pack endpoints: IPv4 addresses (1 to 100 each), as the converter validated them. */
+  /** Pack endpoints: IPv4 or IPv6 addresses (1 to 100 each, one family per endpoint), as the converter validated them. */
   static of(eps: Iterable<SliceEndpoint>): Endpoints {
     const bytes: number[] = [];
     const nodes: string[] = [];
@@ -85,7 +88,9 @@ export class Endpoints implements Iterable<SliceEndpoint> {
       const zones = e.zoneHints?.length ? e.zoneHints : undefined;
       const nodeHints = e.nodeHints?.length ? e.nodeHints : undefined;
       const hinted = zones !== undefined || nodeHints !== undefined;
-      const flags = (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0) | (hinted ? HINTED : 0);
+      const v6 = e.addresses[0]!.includes(':');
+      const flags =
+        (e.ready ? READY : 0) | (e.serving ? SERVING : 0) | (e.terminating ? TERMINATING : 0) | (hinted ? HINTED : 0) | (v6 ? IPV6 : 0);
       bytes.push(count, flags, node >> 8, node & 0xff);
       if (hinted) {
         const key = JSON.stringify([zones ?? [], nodeHints ?? []]);
@@ -97,7 +102,11 @@ export class Endpoints implements Iterable<SliceEndpoint> {
         }
         bytes.push(h >> 8, h & 0xff);
       }
-      for (const a of e.addresses) ipv4Bytes(a, bytes);
+      for (const a of e.addresses) {
+        if (a.includes(':') !== v6) throw new Error(`Endpoints: ${JSON.stringify(a)} is not of the family of the endpoint's first address`);
+        if (v6) bytes.push(...ipv6Bytes(a));
+        else ipv4Bytes(a, bytes);
+      }
       n++;
     }
     if (n === 0) return Endpoints.none;
@@ -119,8 +128,16 @@ export class Endpoints implements Iterable<SliceEndpoint> {
         at += 2;
       }
       const addresses: string[] = new Array<string>(count);
-      for (let i = 0; i < count; i++, at += 4) {
-        addresses[i] = `${s.charCodeAt(at)}.${s.charCodeAt(at + 1)}.${s.charCodeAt(at + 2)}.${s.charCodeAt(at + 3)}`;
+      if (flags & IPV6) {
+        const b = Buffer.alloc(16);
+        for (let i = 0; i < count; i++, at += 16) {
+          for (let j = 0; j < 16; j++) b[j] = s.charCodeAt(at + j);
+          addresses[i] = readIpv6(b);
+        }
+      } else {
+        for (let i = 0; i < count; i++, at += 4) {
+          addresses[i] = `${s.charCodeAt(at)}.${s.charCodeAt(at + 1)}.${s.charCodeAt(at + 2)}.${s.charCodeAt(at + 3)}`;
+        }
       }
       const ready = (flags & READY) !== 0;
       const serving = (flags & SERVING) !== 0;

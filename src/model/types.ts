@@ -8,6 +8,7 @@
 import type { Endpoints } from './endpoints.js';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type IpFamily = 'IPv4' | 'IPv6';
 export type TrafficPolicy = 'Cluster' | 'Local';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
 /**
@@ -30,8 +31,14 @@ export interface Service {
   namespace: string;
   name: string;
   type: ServiceType;
-  /** IPv4 cluster IPs; empty for headless services. */
+  /** Cluster IPs, at most one per family (IPv6 in RFC 5952 text); empty for headless services. */
   clusterIPs: string[];
+  /**
+   * spec.ipFamilies: the families the Service is served in (NodePorts,
+   * external and LoadBalancer IPs of that family, endpoints of that
+   * family). undefined: those of its cluster IPs, else IPv4.
+   */
+  ipFamilies?: readonly IpFamily[];
   externalIPs: string[];
   /** status.loadBalancer.ingress[].ip */
   loadBalancerIPs: string[];
@@ -105,6 +112,15 @@ export interface Node {
 }
 
 /** A node's primary address as kube-proxy's --nodeport-addresses primary means it: the first IPv4 InternalIP, else ExternalIP. */
+/** The families a Service is served in (see Service.ipFamilies). */
+export function serviceFamilies(s: Pick<Service, 'ipFamilies' | 'clusterIPs'>): readonly IpFamily[] {
+  if (s.ipFamilies?.length) return s.ipFamilies;
+  const fromIPs = s.clusterIPs.map((ip): IpFamily => (ip.includes(':') ? 'IPv6' : 'IPv4'));
+  return fromIPs.length ? fromIPs : ['IPv4'];
+}
+
+export const ipFamilyOf = (ip: string): IpFamily => (ip.includes(':') ? 'IPv6' : 'IPv4');
+
 export const nodePrimaryIPv4 = (n: Node): string | undefined => n.internalIPs[0] ?? n.externalIPs[0];
 
 export interface Backend {
@@ -121,7 +137,7 @@ export type ServicePortKey = string;
 
 export interface Frontend {
   kind: FrontendKind;
-  /** 0.0.0.0 for NodePort: any of the node's addresses. */
+  /** 0.0.0.0 (IPv4) or :: (IPv6) for NodePort: any of the node's addresses of that family. */
   ip: string;
   port: number;
   protocol: Protocol;

@@ -8,11 +8,13 @@
 import { z } from 'zod';
 import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
-import { cidrContains, intToIpv4, ipv4ToInt, nonUnicastReason } from '../model/addresses.js';
+import { cidrContains, intToIpv4, ipv4ToInt, nonUnicastReason, nonUnicastReason6, parseCidr6Masked } from '../model/addresses.js';
+import { canonicalIpv6 } from '../net/ip6.js';
 import { dns1035Label, dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, quote } from '../model/names.js';
 import type { Converted, Problem } from '../model/problem.js';
 import { Endpoints } from '../model/endpoints.js';
-import type { EndpointSlice, LbAlgorithm, Node, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import type { EndpointSlice, IpFamily, LbAlgorithm, Node, Service, ServicePort, SliceEndpoint } from '../model/types.js';
+import { serviceFamilies } from '../model/types.js';
 import { intern } from './intern.js';
 
 const Meta = z.looseObject({
@@ -30,6 +32,8 @@ const ServiceShape = z.looseObject({
       type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']).optional(),
       clusterIP: z.string().optional(),
       clusterIPs: z.array(z.string()).optional(),
+      ipFamilies: z.array(z.string()).nullable().optional(),
+      ipFamilyPolicy: z.string().nullable().optional(),
       externalIPs: z.array(z.string()).optional(),
       ports: z.array(z.unknown()).optional(),
       selector: z.record(z.string(), z.string()).nullable().optional(),
@@ -246,45 +250,63 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   const nodePorts = type === 'NodePort' || type === 'LoadBalancer';
   const range = `${formatPortRange(policy.nodePortRange)} (--service-node-port-range)`;
 
-  // Cluster IPs: one IPv4 (the IPv6 one of a dual-stack service is not served yet).
+  // Cluster IPs: at most one per family (dual-stack: one IPv4 and one IPv6).
   const clusterIPs: string[] = [];
   const rawIPs = spec.clusterIPs ?? (spec.clusterIP ? [spec.clusterIP] : []);
   rawIPs.forEach((ip, i) => {
     const field = spec.clusterIPs ? `spec.clusterIPs[${i}]` : 'spec.clusterIP';
-    if (ip === 'None' || ip === '' || isIPv6(ip)) return;
-    if (!isIPv4(ip)) return p.entry('spec.clusterIPs', field, `${quote(ip)} is not an IP address`);
-    const why = nonUnicastReason(ip);
-    if (why) return p.entry('spec.clusterIPs', field, `${ip} ${why}: a cluster IP must be a unicast address; not served`);
-    if (clusterIPs.length > 0) {
-      return p.entry('spec.clusterIPs', field, `${ip} is a second IPv4 cluster IP (a Service has at most one per IP family); not served`);
+    if (ip === 'None' || ip === '') return;
+    const v6 = canonicalIpv6(ip);
+    if (!v6 && !isIPv4(ip)) return p.entry('spec.clusterIPs', field, `${quote(ip)} is not an IP address`);
+    const addr = v6 ?? ip;
+    const why = v6 ? nonUnicastReason6(v6) : nonUnicastReason(ip);
+    if (why) return p.entry('spec.clusterIPs', field, `${addr} ${why}: a cluster IP must be a unicast address; not served`);
+    if (clusterIPs.some((c) => c.includes(':') === !!v6)) {
+      return p.entry(
+        'spec.clusterIPs',
+        field,
+        `${addr} is a second ${v6 ? 'IPv6' : 'IPv4'} cluster IP (a Service has at most one per IP family); not served`,
+      );
     }
-    clusterIPs.push(ip);
+    clusterIPs.push(addr);
   });
+  const families = ipFamiliesOf(spec.ipFamilies, clusterIPs, p);
+  const hasFamily = (ip: string) => families.includes(ip.includes(':') ? 'IPv6' : 'IPv4');
 
   /** externalIPs and LoadBalancer ingress IPs: unicast, inside --external-ip-cidrs, once each. */
-  const frontendIP = (ip: string, list: string, field: string, seen: Map<string, string>): boolean => {
-    if (isIPv6(ip)) return false;
-    if (!isIPv4(ip)) return (p.entry(list, field, `${quote(ip)} is not an IP address`), false);
-    const why = nonUnicastReason(ip);
-    if (why) return (p.entry(list, field, `${ip} ${why}; not served`), false);
-    if (policy.externalIPCidrs && !policy.externalIPCidrs.some((c) => cidrContains(c, ip))) {
+  const frontendIP = (raw: string, list: string, field: string, seen: Map<string, string>): string | undefined => {
+    const v6 = canonicalIpv6(raw);
+    if (!v6 && !isIPv4(raw)) return void p.entry(list, field, `${quote(raw)} is not an IP address`);
+    const ip = v6 ?? raw;
+    const why = v6 ? nonUnicastReason6(v6) : nonUnicastReason(ip);
+    if (why) return void p.entry(list, field, `${ip} ${why}; not served`);
+    if (!hasFamily(ip)) {
+      // kube-proxy serves a Service in the families it has (spec.ipFamilies) only.
+      return void p.entry(
+        list,
+        field,
+        `${ip} is ${v6 ? 'IPv6' : 'IPv4'}, a family this Service does not have (spec.ipFamilies ${families.join(',')}); not served`,
+      );
+    }
+    if (policy.externalIPCidrs && (v6 || !policy.externalIPCidrs.some((c) => cidrContains(c, ip)))) {
       p.entry(
         list,
         field,
         `${ip} is outside the addresses allowed for external and LoadBalancer IPs (--external-ip-cidrs ${policy.externalIPCidrs.map((c) => c.text).join(',')}); not served`,
       );
-      return false;
+      return undefined;
     }
     const dup = seen.get(ip);
-    if (dup) return (p.entry(list, field, `${ip} is listed already (${dup}); skipped`), false);
+    if (dup) return void p.entry(list, field, `${ip} is listed already (${dup}); skipped`);
     seen.set(ip, field);
-    return true;
+    return ip;
   };
   const externalIPs: Array<{ ip: string; field: string }> = [];
   const seenExt = new Map<string, string>();
   (spec.externalIPs ?? []).forEach((ip, i) => {
     const field = `spec.externalIPs[${i}]`;
-    if (frontendIP(ip, 'spec.externalIPs', field, seenExt)) externalIPs.push({ ip, field });
+    const addr = frontendIP(ip, 'spec.externalIPs', field, seenExt);
+    if (addr) externalIPs.push({ ip: addr, field });
   });
   const lbIPs: Array<{ ip: string; field: string }> = [];
   const seenLb = new Map<string, string>();
@@ -292,7 +314,8 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     if (ing.ip === undefined) return; // hostname-only ingress (e.g. AWS ELB): nothing to match on
     if (!isVipIngress(ing.ipMode, i, p)) return;
     const field = `status.loadBalancer.ingress[${i}].ip`;
-    if (frontendIP(ing.ip, 'status.loadBalancer.ingress', field, seenLb)) lbIPs.push({ ip: ing.ip, field });
+    const addr = frontendIP(ing.ip, 'status.loadBalancer.ingress', field, seenLb);
+    if (addr) lbIPs.push({ ip: addr, field });
   });
 
   const ports: Array<ServicePort & { field: string }> = [];
@@ -375,7 +398,8 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
   // ingress IPs, then externalIPs, each in the order listed.
   const max = policy.maxFrontendsPerService;
   const flag = `--max-frontends-per-service=${max}`;
-  const perPort = (sp: { nodePort?: number }) => (type === 'ExternalName' ? 0 : clusterIPs.length + (sp.nodePort !== undefined ? 1 : 0));
+  const perPort = (sp: { nodePort?: number }) =>
+    type === 'ExternalName' ? 0 : clusterIPs.length + (sp.nodePort !== undefined ? families.length : 0);
   let used = 0;
   let keptPorts = ports.length;
   for (let i = 0; i < ports.length; i++) {
@@ -420,6 +444,8 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
       name: metadata.name,
       type,
       clusterIPs: type === 'ExternalName' ? [] : clusterIPs.slice(),
+      // Kept only where it says more than the cluster IPs do (serviceFamilies): most Services need no copy.
+      ...(families.join() !== serviceFamilies({ clusterIPs }).join() ? { ipFamilies: families } : {}),
       externalIPs: served,
       loadBalancerIPs,
       ports: servedPorts.map(({ field: _f, ...sp }) => sp),
@@ -435,6 +461,30 @@ export function toService(o: unknown, policy: ConvertPolicy = DEFAULT_SERVICE_PO
     },
     problems: p.done(),
   };
+}
+
+const IP_FAMILIES: readonly IpFamily[] = ['IPv4', 'IPv6'];
+
+/**
+ * spec.ipFamilies as kube-proxy serves it: the families listed (the API
+ * server fills it: one for SingleStack, two for dual-stack), else those of
+ * the cluster IPs, else IPv4. A family listed without a cluster IP of it
+ * (a headless dual-stack Service) still counts: its NodePorts and external
+ * IPs are served in it.
+ */
+function ipFamiliesOf(raw: readonly string[] | null | undefined, clusterIPs: readonly string[], p: Problems): IpFamily[] {
+  const out: IpFamily[] = [];
+  (raw ?? []).forEach((f, i) => {
+    if (!(IP_FAMILIES as readonly string[]).includes(f)) {
+      return p.entry('spec.ipFamilies', `spec.ipFamilies[${i}]`, `${quote(f)} is not IPv4 or IPv6; skipped`);
+    }
+    if (!out.includes(f as IpFamily)) out.push(f as IpFamily);
+  });
+  for (const ip of clusterIPs) {
+    const f: IpFamily = ip.includes(':') ? 'IPv6' : 'IPv4';
+    if (!out.includes(f)) out.push(f);
+  }
+  return out.length ? out : ['IPv4'];
 }
 
 /**
@@ -461,24 +511,29 @@ export const MAX_SOURCE_RANGES = 1024;
 
 /**
  * spec.loadBalancerSourceRanges as kube-proxy reads them: each entry
- * trimmed (the API server lets whitespace through), host bits masked, IPv6
- * ranges left to an IPv6 datapath (not served yet), a bad entry skipped
- * and reported. undefined: no restriction. Where kube-proxy would then
- * accept everyone because no IPv4 range is left, this accepts no one (an
- * empty list) and says so: a Service that asked for a restriction keeps
- * one.
+ * trimmed (the API server lets whitespace through), host bits masked, IPv4
+ * and IPv6 alike, a bad entry skipped and reported. undefined: no
+ * restriction. Where kube-proxy would then accept everyone because no
+ * range is left, this accepts no one (an empty list) and says so: a Service
+ * that asked for a restriction keeps one. Each family's LoadBalancer IPs
+ * check the ranges of their own family (a family with none accepts no
+ * client of it).
  */
 function loadBalancerSourceRangesOf(raw: readonly string[] | null | undefined, p: Problems): string[] | undefined {
   const list = 'spec.loadBalancerSourceRanges';
   if (!raw || raw.length === 0) return undefined;
   const out = new Set<string>();
-  let v6 = 0;
   raw.forEach((entry, i) => {
     const t = entry.trim();
+    const c6 = parseCidr6Masked(t);
+    if (c6) return void out.add(c6.text);
     const m = /^([^/]+)\/(\d{1,3})$/.exec(t);
-    if (m && isIPv6(m[1]!) && Number(m[2]) <= 128) return void v6++;
     if (!m || !isIPv4(m[1]!) || Number(m[2]) > 32) {
-      return p.entry(list, `${list}[${i}]`, `${quote(entry)} is not a CIDR such as 203.0.113.0/24; skipped (kube-proxy skips it too)`);
+      return p.entry(
+        list,
+        `${list}[${i}]`,
+        `${quote(entry)} is not a CIDR such as 203.0.113.0/24 or 2001:db8::/64; skipped (kube-proxy skips it too)`,
+      );
     }
     const bits = Number(m[2]);
     const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
@@ -488,15 +543,15 @@ function loadBalancerSourceRangesOf(raw: readonly string[] | null | undefined, p
   if (ranges.length > MAX_SOURCE_RANGES) {
     p.warn(
       list,
-      `${ranges.length} IPv4 ranges, more than the ${MAX_SOURCE_RANGES} bpfproxy applies; clients only in ${quote(ranges[MAX_SOURCE_RANGES]!)} and the ranges after it are refused`,
+      `${ranges.length} ranges, more than the ${MAX_SOURCE_RANGES} bpfproxy applies; clients only in ${quote(ranges[MAX_SOURCE_RANGES]!)} and the ranges after it are refused`,
     );
     return ranges.slice(0, MAX_SOURCE_RANGES);
   }
   if (ranges.length === 0) {
     p.warn(
       list,
-      `none of the ${raw.length} ranges is a usable IPv4 CIDR${v6 ? ` (${v6} IPv6, not served yet)` : ''}: ` +
-        "the Service's IPv4 LoadBalancer IPs accept no client (kube-proxy would accept every client); NodePorts and cluster IPs are not affected",
+      `none of the ${raw.length} ranges is a usable CIDR: ` +
+        "the Service's LoadBalancer IPs accept no client (kube-proxy would accept every client); NodePorts and cluster IPs are not affected",
     );
   }
   return ranges;
@@ -536,7 +591,7 @@ function hintNames(
   return out.length > 0 ? out : undefined;
 }
 
-/** A discovery.k8s.io/v1 EndpointSlice. IPv6 and FQDN slices yield nothing (yet). */
+/** A discovery.k8s.io/v1 EndpointSlice. FQDN slices yield nothing (kube-proxy ignores them too). */
 export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const object = objectName('EndpointSlice', o);
   const r = SliceShape.safeParse(o);
@@ -554,7 +609,8 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
   const labelErr = labelValue(serviceName) ?? dns1035Label(serviceName);
   if (labelErr) return p.fatal(labelField, `names no Service: ${labelErr}`);
   const base = { namespace: intern(namespace), name: metadata.name, serviceName };
-  if (r.data.addressType !== 'IPv4') return { value: { ...base, ports: [], endpoints: Endpoints.none }, problems: p.done() };
+  if (r.data.addressType === 'FQDN') return { value: { ...base, ports: [], endpoints: Endpoints.none }, problems: p.done() };
+  const v6 = r.data.addressType === 'IPv6';
 
   const ports: EndpointSlice['ports'] = [];
   const rawPorts = r.data.ports ?? [];
@@ -595,12 +651,19 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
         `${er.data.addresses.length} addresses, more than ${ENDPOINT_MAX_ADDRESSES}; the rest are skipped`,
       );
     }
-    const addresses = er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).filter((a, j) => {
+    const addresses: string[] = [];
+    er.data.addresses.slice(0, ENDPOINT_MAX_ADDRESSES).forEach((raw, j) => {
       const field = `endpoints[${i}].addresses[${j}]`;
-      if (!isIPv4(a)) return (p.entry('endpoints', field, `${quote(a)} is not an IPv4 address; skipped`), false);
-      const why = nonUnicastReason(a);
-      if (why) return (p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`), false);
-      return true;
+      const a = v6 ? canonicalIpv6(raw) : isIPv4(raw) ? raw : undefined;
+      if (!a)
+        return p.entry(
+          'endpoints',
+          field,
+          `${quote(raw)} is not an ${v6 ? 'IPv6' : 'IPv4'} address (addressType ${r.data.addressType}); skipped`,
+        );
+      const why = v6 ? nonUnicastReason6(a) : nonUnicastReason(a);
+      if (why) return p.entry('endpoints', field, `${a} ${why}: an endpoint must be a unicast address; skipped`);
+      addresses.push(a);
     });
     if (addresses.length === 0) return;
     const c = er.data.conditions ?? {};

@@ -107,7 +107,7 @@ export class EngineDataplane implements Dataplane {
   }
 
   setNodeAddresses(ips: readonly string[]): void {
-    const next = [...ips].sort();
+    const next = ips.filter((ip) => !ip.includes(':')).sort(); // IPv4 only, as the engine
     if (next.join(',') === this.nodeAddresses.join(',')) return;
     this.nodeAddresses = next;
     this.schedule();
@@ -249,9 +249,11 @@ export class EngineDataplane implements Dataplane {
     };
   }
 
-  private sync(service: string, frontends: readonly Frontend[], rank?: ReadonlyMap<string, number>): SyncReport {
+  private sync(service: string, all: readonly Frontend[], rank?: ReadonlyMap<string, number>): SyncReport {
     const report = emptyReport();
     const wanted = new Set<string>();
+    // The engine is IPv4 only: IPv6 frontends stay with the BPF path.
+    const frontends = all.filter((f) => !f.ip.includes(':'));
     for (const f of frontends) {
       const ks = frontendKey(f);
       const label = `${ks} (${f.kind})`;

@@ -18,7 +18,7 @@
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { native, type CtGcResult } from '../../native/index.js';
-import type { CtKey, CtValue } from './codecs.js';
+import { CtDir, type CtKey, type CtValue } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import { be16, ip4, pad, struct, u32, u8 } from './struct.js';
 
@@ -97,6 +97,27 @@ export class ConntrackGc {
     private readonly intervalMs = 10_000,
   ) {}
 
+  /** IPv6 entries: counted into the same stats (live, expired, by protocol). */
+  private gc6(): void {
+    let r6: { live: number; expired: number };
+    try {
+      r6 = gcIpv6(this.maps, native().monotonicNs());
+    } catch (e) {
+      this.log.error(
+        { map: this.maps.ct6.name },
+        `conntrack GC pass over ${this.maps.ct6.name} failed: ${e instanceof Error ? e.message : String(e)}; ` +
+          `expired IPv6 connections stay (treated as misses) and the pass is retried in ${this.intervalMs / 1000} s`,
+      );
+      return;
+    }
+    this.stats.lastExpired += r6.expired;
+    this.stats.removedTotal += r6.expired;
+    this.ipv6Live = r6.live;
+  }
+
+  /** IPv6 entries left after the last pass (lastLive counts the IPv4 map). */
+  ipv6Live = 0;
+
   /** The first pass now (a restarted agent may find a full map), then one every interval after each ends. */
   start(): void {
     this.stopped = false;
@@ -164,6 +185,7 @@ export class ConntrackGc {
     s.lastOpen = r.open;
     s.removedTotal += r.expired;
     s.lastRunAt = Date.now();
+    this.gc6();
     if (r.refreshed) this.log.debug({ refreshed: r.refreshed }, 'conntrack GC: entries refreshed by traffic during the pass were kept');
     const fill = s.lastLive / this.maps.ct.maxEntries;
     if (fill >= 0.9 && !this.warnedFull) {
@@ -177,6 +199,40 @@ export class ConntrackGc {
     }
     return { ...s, liveByProto: { ...s.liveByProto } };
   }
+}
+
+/**
+ * The IPv6 conntrack map (bpfproxy_ct6) by the same rule, in TypeScript on
+ * the event loop: the addon's native pass knows the IPv4 layout only. One
+ * batched dump and one batched delete; fine for the IPv6 share of a node's
+ * flows, and a native pass is the next step where that share is large.
+ */
+export function gcIpv6(maps: Pick<DatapathMaps, 'ct6'>, now: bigint): { live: number; expired: number } {
+  const entries = maps.ct6.entries();
+  const dead = expiredConnections(entries, now);
+  if (dead.length) maps.ct6.deleteMany(dead);
+  return { live: entries.length - dead.length, expired: dead.length };
+}
+
+/**
+ * The UDP (or `proto`) entries of bpfproxy_ct6 that lead to what `rules`
+ * name, deleted: the addon's flush pass in TypeScript, for the IPv6 map
+ * (the native pass knows the IPv4 layout). An entry's backend is where a
+ * forward entry rewrites to, or the source of a reply entry.
+ */
+export function flushIpv6(maps: Pick<DatapathMaps, 'ct6'>, proto: number, rules: readonly FlushRule[]): number {
+  const any = new Set(rules.filter((r) => !r.backend).map((r) => r.svcId));
+  const bes = new Set(rules.filter((r) => r.backend).map((r) => `${r.svcId}|${r.backend!.addr}|${r.backend!.port}`));
+  const dead = maps.ct6
+    .entries()
+    .filter(([k, v]) => {
+      if (k.proto !== proto) return false;
+      if (any.has(v.svcId)) return true;
+      const fwd = v.dir === CtDir.FWD;
+      return bes.has(`${v.svcId}|${fwd ? v.natDaddr : k.saddr}|${fwd ? v.natDport : k.sport}`);
+    })
+    .map(([k]) => k);
+  return dead.length ? maps.ct6.deleteMany(dead) : 0;
 }
 
 /** Conntrack entries that lead to `addr:port` of service port `svcId`, or, without addr, to any backend of it. */
@@ -220,7 +276,7 @@ export class ConntrackFlusher {
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly maps: Pick<DatapathMaps, 'ct'>,
+    private readonly maps: Pick<DatapathMaps, 'ct'> & Partial<Pick<DatapathMaps, 'ct6'>>,
     private readonly proto: number,
   ) {}
 
@@ -252,7 +308,15 @@ export class ConntrackFlusher {
     this.next = undefined;
     let pass: Promise<FlushResult>;
     try {
-      pass = native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(job.rules));
+      // IPv6 backends live in bpfproxy_ct6 (flushed here, in TypeScript); rules without a backend apply to both maps.
+      const six = job.rules.filter((r) => !r.backend || r.backend.addr.includes(':'));
+      const four = job.rules.filter((r) => !r.backend || !r.backend.addr.includes(':'));
+      const deleted6 = this.maps.ct6 && six.length ? flushIpv6({ ct6: this.maps.ct6 }, this.proto, six) : 0;
+      pass = (
+        four.length
+          ? native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(four))
+          : Promise.resolve({ scanned: 0, deleted: 0, ms: 0, cpuMs: 0 })
+      ).then((r) => ({ ...r, deleted: r.deleted + deleted6 }));
     } catch (e) {
       pass = Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }

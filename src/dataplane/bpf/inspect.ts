@@ -7,6 +7,8 @@ import type { ConntrackGc } from './conntrack-gc.js';
 import type { DatapathSnapshot, TunnelSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
 
+/** addr:port, IPv6 in brackets ([2001:db8::1]:80). */
+const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
 const proto = (n: number): string => (n === IPPROTO_UDP ? 'UDP' : n === 6 ? 'TCP' : n === IPPROTO_SCTP ? 'SCTP' : String(n));
 
 export interface ServiceView {
@@ -24,9 +26,9 @@ export interface ServiceView {
 export function serviceViews(maps: DatapathMaps): ServiceView[] {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
   const slots = new Map<string, { addr: string; port: number; flags: number }>();
-  for (const [k, v] of maps.slots.entries()) slots.set(`${k.setId}/${k.index}`, v);
+  for (const [k, v] of [...maps.slots.entries(), ...maps.slots6.entries()]) slots.set(`${k.setId}/${k.index}`, v);
   const out: ServiceView[] = [];
-  for (const [k, v] of maps.fe.entries()) {
+  for (const [k, v] of [...maps.fe.entries(), ...maps.fe6.entries()]) {
     const get = (i: number) => slots.get(`${v.setId}/${i}`);
     const cluster = Array.from({ length: v.clusterCount }, (_, i) => get(i));
     const local = Array.from({ length: v.localCount }, (_, i) => get(v.clusterCount + i));
@@ -40,12 +42,15 @@ export function serviceViews(maps: DatapathMaps): ServiceView[] {
     }
     out.push({
       servicePort: names.get(v.svcId) ?? `(svc ${v.svcId})`,
-      frontend: `${k.addr === '0.0.0.0' ? '*' : k.addr}:${k.port}/${proto(k.proto)}`,
+      frontend: `${k.addr === '0.0.0.0' ? '*' : k.addr === '::' ? '[*]' : k.addr.includes(':') ? `[${k.addr}]` : k.addr}:${k.port}/${proto(k.proto)}`,
       kind: v.flags & FeFlags.NODEPORT ? 'NodePort' : v.flags & FeFlags.EXTERNAL ? 'External' : 'ClusterIP',
       policies,
       affinityTimeout: v.affinityTimeout,
-      backends: cluster.map((b) => ({ addr: b ? `${b.addr}:${b.port}` : '(missing)', local: !!b && (b.flags & BackendFlags.LOCAL) !== 0 })),
-      localBackends: local.map((b) => ({ addr: b ? `${b.addr}:${b.port}` : '(missing)' })),
+      backends: cluster.map((b) => ({
+        addr: b ? hostPort(b.addr, b.port) : '(missing)',
+        local: !!b && (b.flags & BackendFlags.LOCAL) !== 0,
+      })),
+      localBackends: local.map((b) => ({ addr: b ? hostPort(b.addr, b.port) : '(missing)' })),
       svcId: v.svcId,
       setId: v.setId,
     });
@@ -100,8 +105,7 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
   const now = native().monotonicNs();
   const tun = new Map(maps.ctTun.entries().map(([k, v]) => [ctKeyStr(k), v]));
-  return maps.ct
-    .entries()
+  return [...maps.ct.entries(), ...maps.ct6.entries()]
     .filter(([, v]) => v.expiresNs >= now)
     .map(([k, v]) => {
       const flags: string[] = [];
@@ -117,10 +121,10 @@ export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
       return {
         proto: proto(k.proto),
         dir: v.dir === CtDir.FWD ? ('fwd' as const) : ('reply' as const),
-        from: `${k.saddr}:${k.sport}`,
-        to: `${k.daddr}:${k.dport}`,
-        natFrom: `${v.natSaddr}:${v.natSport}`,
-        natTo: `${v.natDaddr}:${v.natDport}`,
+        from: hostPort(k.saddr, k.sport),
+        to: hostPort(k.daddr, k.dport),
+        natFrom: hostPort(v.natSaddr, v.natSport),
+        natTo: hostPort(v.natDaddr, v.natDport),
         state: ctState(k.proto, v.state),
         flags,
         service: names.get(v.svcId) ?? '',

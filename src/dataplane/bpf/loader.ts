@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BpfError, native, type MapHandle, type NativeBpfObject } from '../../native/index.js';
 import * as c from './codecs.js';
+import * as c6 from './codecs6.js';
 import { DEFAULT_MAGLEV_CHUNKS, type DatapathConfig } from '../../config/datapath.js';
 import { BPF_NOEXIST, BpfMap } from './map.js';
 import { chars, type Codec } from './struct.js';
@@ -44,6 +45,13 @@ export const MAP_NAMES = {
   tunStats: 'bpfproxy_tun_stats',
   sockRev: 'bpfproxy_sock_rev',
   sockStats: 'bpfproxy_sock_stats',
+  // IPv6 (bpf/lib/lb6.h, conntrack6.h)
+  fe6: 'bpfproxy_fe6',
+  slots6: 'bpfproxy_slots6',
+  affinity6: 'bpfproxy_affinity6',
+  nodeIps6: 'bpfproxy_node_ips6',
+  lbSrcs6: 'bpfproxy_lb_srcs6',
+  ct6: 'bpfproxy_ct6',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -95,6 +103,13 @@ export interface DatapathMaps {
   sockRev: BpfMap<c.SockRevKey, c.SockRevValue>;
   /** Socket-level LB counters (per CPU), index c.SockStat. */
   sockStats: BpfMap<{ v: number }, { v: bigint }>;
+  /** The IPv6 twins: keys and values decode to the IPv4 shapes, addresses as text (codecs6.ts). */
+  fe6: BpfMap<c.FeKey, c.FeValue>;
+  slots6: BpfMap<c.SlotKey, c.BackendValue>;
+  affinity6: BpfMap<c.AffinityKey, c.AffinityValue>;
+  nodeIps6: BpfMap<{ addr: string }, { v: number }>;
+  lbSrcs6: BpfMap<c.LbSrcKey, { v: number }>;
+  ct6: BpfMap<c.CtKey, c.CtValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -128,6 +143,12 @@ const LAYOUT = {
   tunStats: [c.u32Key, c.reasonCounter],
   sockRev: [c.sockRevKey, c.sockRevValue],
   sockStats: [c.u32Key, c.u64Value],
+  fe6: [c6.fe6Key, c.feValue],
+  slots6: [c.slotKey, c6.backend6],
+  affinity6: [c6.affinity6Key, c6.affinity6Value],
+  nodeIps6: [c6.nodeIp6Key, c.u8Value],
+  lbSrcs6: [c6.lbSrc6Key, c.u8Value],
+  ct6: [c6.ct6Key, c6.ct6Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -161,6 +182,12 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   tunStats: 'tunnel counters start from zero',
   sockRev: 'UDP replies and getpeername() of sockets connected through a service before read as the backend',
   sockStats: 'socket load-balancing counters start from zero',
+  fe6: 'IPv6 frontends are written again by the first sync, before the new programs attach',
+  slots6: 'IPv6 backends are written again by the first sync, before the new programs attach',
+  affinity6: 'IPv6 ClientIP affinity starts afresh',
+  nodeIps6: 'node IPv6 addresses are written again at start',
+  lbSrcs6: 'IPv6 loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
+  ct6: 'IPv6 connections through services established before are reset once the new programs attach',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -202,6 +229,12 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       tunStats: m(MAP_NAMES.tunStats, LAYOUT.tunStats, native().possibleCpus()),
       sockRev: m(MAP_NAMES.sockRev, LAYOUT.sockRev),
       sockStats: m(MAP_NAMES.sockStats, LAYOUT.sockStats, native().possibleCpus()),
+      fe6: m(MAP_NAMES.fe6, LAYOUT.fe6),
+      slots6: m(MAP_NAMES.slots6, LAYOUT.slots6),
+      affinity6: m(MAP_NAMES.affinity6, LAYOUT.affinity6),
+      nodeIps6: m(MAP_NAMES.nodeIps6, LAYOUT.nodeIps6),
+      lbSrcs6: m(MAP_NAMES.lbSrcs6, LAYOUT.lbSrcs6),
+      ct6: m(MAP_NAMES.ct6, LAYOUT.ct6),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -376,6 +409,10 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
     [MAP_NAMES.slots]: cfg.mapSizes.natBackend,
     [MAP_NAMES.affinity]: cfg.mapSizes.natAffinity,
     [MAP_NAMES.maglev]: cfg.mapSizes.maglev ?? DEFAULT_MAGLEV_CHUNKS,
+    [MAP_NAMES.ct6]: cfg.mapSizes.conntrack,
+    [MAP_NAMES.fe6]: cfg.mapSizes.natFrontend,
+    [MAP_NAMES.slots6]: cfg.mapSizes.natBackend,
+    [MAP_NAMES.affinity6]: cfg.mapSizes.natAffinity,
   };
   for (const [name, size] of Object.entries(wanted)) {
     const path = join(pinDir, name);

@@ -63,6 +63,7 @@ import {
 } from './codecs.js';
 import { ConntrackFlusher, type FlushRule } from './conntrack-gc.js';
 import { IdAllocator } from './ids.js';
+import { serviceMaps, type ServiceMaps } from './family-maps.js';
 import { MAP_NAMES, type DatapathMaps } from './loader.js';
 
 /** The Maglev tables of a set: their sizes (0 = none). */
@@ -186,6 +187,8 @@ const MAP_HELP: Record<string, { what: string; felix: string; flag: string }> = 
   [MAP_NAMES.slots]: { what: 'backend', felix: 'bpfMapSizeNATBackend', flag: '--map-size-nat-backend' },
   [MAP_NAMES.fe]: { what: 'frontend', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
   [MAP_NAMES.svcNames]: { what: 'service-name', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
+  [MAP_NAMES.slots6]: { what: 'IPv6 backend', felix: 'bpfMapSizeNATBackend', flag: '--map-size-nat-backend' },
+  [MAP_NAMES.fe6]: { what: 'IPv6 frontend', felix: 'bpfMapSizeNATFrontend', flag: '--map-size-nat-frontend' },
 };
 
 const sameFe = (a: FeValue, b: FeValue): boolean =>
@@ -233,11 +236,15 @@ export class BpfReconciler implements Dataplane {
   private readonly flushers: ReadonlyArray<{ protocol: 'UDP' | 'SCTP'; flusher: ConntrackFlusher }>;
   private readonly pendingFlushes = new Set<Promise<void>>();
 
+  /** IPv4 and IPv6 maps behind one view: each write goes to its address's family (family-maps.ts). */
+  private readonly maps: ServiceMaps;
+
   constructor(
-    private readonly maps: DatapathMaps,
+    maps: DatapathMaps,
     private readonly log?: Logger,
     private lb: LoadBalancing = DEFAULT_LOAD_BALANCING,
   ) {
+    this.maps = serviceMaps(maps);
     this.flushers = [
       { protocol: 'UDP', flusher: new ConntrackFlusher(maps, IPPROTO_UDP) },
       { protocol: 'SCTP', flusher: new ConntrackFlusher(maps, IPPROTO_SCTP) },

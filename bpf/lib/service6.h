@@ -1,0 +1,414 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The IPv6 service datapath, the twin of lib/service.h's for IPv4:
+ *   1. conntrack hit   -> apply the entry's rewrite (DNAT, SNAT or reverse)
+ *   2. ICMPv6 error    -> translate it if it quotes a tracked flow
+ *   3. frontend hit    -> choose a backend, create conntrack, DNAT (+SNAT)
+ *   4. anything else   -> untouched: neighbour discovery, router
+ *      advertisements, echo and every other ICMPv6 message included
+ * The entry files dispatch here by ethertype, so IPv4 packets pay one
+ * compare. Not (yet) on the IPv6 path: network policy, the pod source check,
+ * the monitor's flow events and trace steps (drops are counted as for IPv4).
+ */
+#ifndef BPFPROXY_SERVICE6_H
+#define BPFPROXY_SERVICE6_H
+
+#include "common.h"
+#include "config.h"
+#include "conntrack6.h"
+#include "drop.h"
+#include "fib.h"
+#include "lb6.h"
+#include "mode.h"
+#include "nat6.h"
+#include "parse6.h"
+#include "reject6.h"
+
+/* Source of a pod reaching itself through a service over IPv6: a unique
+ * local address (RFC 4193) that the pod routes back to its gateway, where
+ * bpfproxy_pod reverses the flow. Not link-local: the pod would look for
+ * it on its own link (cilium#36752). */
+const volatile union v6addr cfg_hairpin_ip6 = {
+	.b = {0xfd, 0x62, 0x70, 0x78, 0x2a, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
+
+static __always_inline void v6_copy(__u32 *dst, const union v6addr *a)
+{
+	dst[0] = a->w[0];
+	dst[1] = a->w[1];
+	dst[2] = a->w[2];
+	dst[3] = a->w[3];
+}
+
+static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *p,
+				      const struct ct6_key *to, struct bpf_fib_lookup *fib)
+{
+	if (!cfg_fib_redirect)
+		return -1;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family	 = AF_INET6;
+	fib->l4_protocol = to->proto;
+	fib->sport	 = to->sport;
+	fib->dport	 = to->dport;
+	fib->tot_len =
+		skb->gso_size ? p->l4_off - ETH_HLEN + p->l4_hdr_len + skb->gso_size : p->l3_len;
+	v6_copy(fib->ipv6_src, &to->saddr);
+	v6_copy(fib->ipv6_dst, &to->daddr);
+	fib->ifindex = skb->ingress_ifindex;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
+/* fib6_forward(): the hop limit is spent (passed to the stack, which
+ * answers time exceeded), or a rewrite failed (dropped). The caller counts
+ * them: fib6_forward() itself calls nothing that could deepen the stack. */
+#define FWD6_TTL    (-7)
+#define FWD6_FAILED (-8)
+
+/* As fib_redirect(): forward as a router (hop limit decremented; IPv6 has
+ * no header checksum), or leave to the stack. */
+static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6 *p,
+					const struct bpf_fib_lookup *fib, int rc)
+{
+	__u8 hl;
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK;
+	if (p->hop_limit <= 1)
+		return FWD6_TTL;
+	hl = p->hop_limit - 1;
+	if (bpf_skb_store_bytes(skb, IP6_HOPLIMIT_OFF, &hl, 1, 0))
+		return FWD6_FAILED;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0))
+		return FWD6_FAILED;
+	{
+		struct pod_if_key pk = {.ifindex = fib->ifindex};
+
+		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk))
+			return bpf_redirect_peer(fib->ifindex, 0);
+	}
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* Count what fib6_forward() leaves to its caller. */
+static __always_inline int fib6_verdict(struct __sk_buff *skb, int rc)
+{
+	if (rc == FWD6_TTL) {
+		count_reason(skb, REASON_TTL);
+		return TC_ACT_OK;
+	}
+	if (rc == FWD6_FAILED)
+		return drop(skb, REASON_REWRITE_FAILED);
+	return rc;
+}
+
+static __always_inline int fib6_redirect(struct __sk_buff *skb, const struct pkt6 *p,
+					 const struct bpf_fib_lookup *fib, int rc)
+{
+	return fib6_verdict(skb, fib6_forward(skb, p, fib, rc));
+}
+
+/* As fib_source_for(): the node's source address towards daddr (kernels
+ * with BPF_FIB_LOOKUP_SRC), else the node address the client addressed.
+ * Returns 0 and fills *out, or -1. */
+static __always_inline int fib6_source_for(struct __sk_buff *skb, const union v6addr *daddr,
+					   const union v6addr *addressed, union v6addr *out)
+{
+	struct bpf_fib_lookup fib = {};
+	long		      rc;
+
+	fib.family  = AF_INET6;
+	fib.tot_len = IPV6_HLEN;
+	v6_copy(fib.ipv6_dst, daddr);
+	fib.ifindex = skb->ingress_ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		out->w[0] = fib.ipv6_src[0];
+		out->w[1] = fib.ipv6_src[1];
+		out->w[2] = fib.ipv6_src[2];
+		out->w[3] = fib.ipv6_src[3];
+		return 0;
+	}
+	if (rc < 0 && node_ip6_flags(addressed)) {
+		*out = *addressed;
+		return 0;
+	}
+	return -1;
+}
+
+/* translate6(): too big for the next hop; *mtu holds its MTU. The caller
+ * answers packet too big (keeping the call chain short for the stack). */
+#define TRANSLATE6_TOO_BIG (-5)
+
+/* Rewrite to 'to' and forward; too big for the next hop: TRANSLATE6_TOO_BIG,
+ * the packet untouched, so the answer quotes it as the client sent it. */
+static __noinline int translate6(struct __sk_buff *skb, struct pkt6 *p, const struct ct6_key *to,
+				 __u32 *mtu)
+{
+	struct bpf_fib_lookup fib;
+	int		      rc = fib6_route(skb, p, to, &fib);
+
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		*mtu = fib.mtu_result;
+		return TRANSLATE6_TOO_BIG;
+	}
+	if (nat6_rewrite(skb, p, to))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return fib6_redirect(skb, p, &fib, rc);
+}
+
+static __always_inline int translate6_or_too_big(struct __sk_buff *skb, struct pkt6 *p,
+						 const struct ct6_key *to)
+{
+	__u32 mtu = 0;
+	int   rc  = translate6(skb, p, to, &mtu);
+
+	if (rc == TRANSLATE6_TOO_BIG)
+		return icmp6_reply(skb, p, ICMPV6_PKT_TOOBIG << 8, mtu, REASON_FRAG_NEEDED);
+	return rc;
+}
+
+#define ICMP6_UNRELATED (-2)
+
+/* Rewrite an ICMPv6 error about a tracked flow (the quote to 'inner', the
+ * outer header to 'outer') and forward it. Out of line: the stack. */
+static __noinline int icmp6_forward(struct __sk_buff *skb, struct pkt6 *p,
+				    const struct icmp6_quote *e, const struct ct6_key *inner,
+				    const struct ct6_key *outer)
+{
+	struct bpf_fib_lookup fib;
+	int		      rc;
+
+	if (icmp6_err_rewrite_inner(skb, e, inner) || nat6_rewrite(skb, p, outer))
+		return FWD6_FAILED;
+	rc = fib6_route(skb, p, &p->tuple, &fib);
+	return fib6_forward(skb, p, &fib, rc); /* counted by the caller: fib6_verdict() */
+}
+
+static __always_inline int service6_icmp(struct __sk_buff *skb, struct pkt6 *p, __u64 now)
+{
+	struct icmp6_quote e = {};
+	struct ct6_key	   k, outer; /* k: the lookup key, then the quote's rewrite */
+	struct ct6_value  *ct;
+
+	if (icmp6_err_parse(skb, p, &e))
+		return ICMP6_UNRELATED;
+	ct6_reverse(&e.inner, &k);
+	ct = ct6_lookup(&k, now);
+	if (!ct)
+		return ICMP6_UNRELATED;
+	/* From the quoted destination itself: it speaks for the service; from
+	 * a router on the path: its own address stays. */
+	outer.saddr = v6_eq(&p->tuple.saddr, &e.inner.daddr) ? ct->nat_saddr : p->tuple.saddr;
+	outer.daddr = ct->nat_daddr;
+	outer.sport = outer.dport = 0;
+	outer.proto		  = p->tuple.proto;
+	outer.pad[0] = outer.pad[1] = outer.pad[2] = 0;
+	/* The quoted packet went the other way: it gets the reverse of this
+	 * entry's rewrite (the key of its peer entry). */
+	ct6_peer_key(ct, e.inner.proto, &k);
+	return icmp6_forward(skb, p, &e, &k, &outer);
+}
+
+#define SNAT6_PORT_TRIES 8
+
+static __always_inline int snat6_pick_port(const struct ct6_key *fwd, struct ct6_key *to, __u64 now)
+{
+	__u32 range = (__u32)cfg_snat_port_max - cfg_snat_port_min + 1;
+	int   i;
+
+	for (i = 0; i < SNAT6_PORT_TRIES; i++) {
+		to->sport = bpf_htons(cfg_snat_port_min + bpf_get_prandom_u32() % range);
+		if (ct6_reply_free(fwd, to, now))
+			return 0;
+	}
+	return -1;
+}
+
+/* What service6_new() leaves to its caller (keeping the call chain, and
+ * so the stack, short): translate to *to, or reject. */
+#define SVC6_TRANSLATE (-3)
+#define SVC6_REJECT    (-4)
+/* service6_packet(): an ICMPv6 error, for service6_icmp_path(). */
+#define SVC6_ICMP_ERROR (-6)
+
+static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const struct fe_value *fe,
+				   int from_pod, struct ct6_key *out)
+{
+	struct backend6 be = {};
+	struct ct6_key	to;
+	enum reason	r;
+	int		err;
+	__u8		flags = from_pod ? 0 : CT_F_EXTERNAL;
+	__u64		now   = bpf_ktime_get_ns();
+
+	if (!lb6_source_allowed(fe, &p->tuple.saddr))
+		return drop(skb, REASON_LB_SOURCE_RANGE);
+	if (!ct_opens_flow(p->tuple.proto, p->tcp_flags)) {
+		if (fe->cluster_count == 0 && fe->local_count == 0)
+			return SVC6_REJECT;
+		count_reason(skb, REASON_CT_NOT_OPENING);
+		return TC_ACT_OK;
+	}
+	r = lb6_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
+	if (r == REASON_NO_ENDPOINTS)
+		return SVC6_REJECT;
+	if (r != REASON_NONE)
+		return drop(skb, r);
+
+	to.saddr  = p->tuple.saddr;
+	to.sport  = p->tuple.sport;
+	to.daddr  = be.addr;
+	to.dport  = be.port;
+	to.proto  = p->tuple.proto;
+	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+
+	if (from_pod && v6_eq(&be.addr, &p->tuple.saddr)) {
+		to.saddr.w[0] = cfg_hairpin_ip6.w[0];
+		to.saddr.w[1] = cfg_hairpin_ip6.w[1];
+		to.saddr.w[2] = cfg_hairpin_ip6.w[2];
+		to.saddr.w[3] = cfg_hairpin_ip6.w[3];
+		flags |= CT_F_SNAT | CT_F_HAIRPIN;
+	} else if (!from_pod && !(be.flags & BE_F_LOCAL)) {
+		if (fib6_source_for(skb, &be.addr, &p->tuple.daddr, &to.saddr))
+			return drop(skb, REASON_NO_SNAT_SOURCE);
+		flags |= CT_F_SNAT;
+	}
+	if (node_ip6_flags(&be.addr))
+		flags |= CT_F_HOST_BE;
+	if (!(flags & CT_F_SNAT) && !ct6_reply_free(&p->tuple, &to, now))
+		flags |= CT_F_SNAT;
+	if ((flags & CT_F_SNAT) && snat6_pick_port(&p->tuple, &to, now))
+		return drop(skb, REASON_NAT_PORTS);
+
+	err = ct6_create(&p->tuple, &to, flags, fe->svc_id, now);
+	if (err)
+		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	*out = to;
+	return SVC6_TRANSLATE;
+}
+
+static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
+{
+	struct pkt6	  p = {};
+	struct ct6_value *ct;
+	struct fe_value	 *fe;
+	enum parse_result pr;
+	__u64		  now;
+
+	if (mode_standby())
+		return TC_ACT_OK;
+	pr = parse_ipv6(skb, &p);
+	if (pr == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (pr == PARSE_MALFORMED)
+		return drop(skb, REASON_MALFORMED);
+	/* From outside, one of the node's own addresses as source is forged. */
+	if (!from_pod && node_ip6_flags(&p.tuple.saddr))
+		return drop(skb, REASON_SPOOFED);
+	if (pr == PARSE_FRAGMENT) {
+		count_reason(skb, REASON_FRAGMENT);
+		return TC_ACT_OK;
+	}
+	if (pr != PARSE_OK)
+		return TC_ACT_OK;
+
+	now = bpf_ktime_get_ns();
+	if (p.tuple.proto == IPPROTO_ICMPV6_) {
+		if (!icmp6_is_error(p.icmp_type))
+			return TC_ACT_OK; /* neighbour discovery, echo, MLD, ...: not ours */
+		return SVC6_ICMP_ERROR;
+	}
+
+	ct = ct6_lookup(&p.tuple, now);
+	if (ct) {
+		struct ct6_key to = {
+			.saddr = ct->nat_saddr,
+			.sport = ct->nat_sport,
+			.daddr = ct->nat_daddr,
+			.dport = ct->nat_dport,
+			.proto = p.tuple.proto,
+		};
+
+		if (!(mode_draining() && p.tuple.proto == IPPROTO_TCP && ct->dir == CT_DIR_FWD &&
+		      (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+		      (ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))) {
+			ct6_update(&p.tuple, ct, p.tcp_flags, now);
+			return translate6_or_too_big(skb, &p, &to);
+		}
+		/* Draining and the client reopens a closed flow of ours:
+		 * kube-proxy's to take (the entries age out). */
+		count_reason(skb, REASON_DRAIN_NEW);
+		return TC_ACT_OK;
+	}
+	fe = lb6_lookup(&p.tuple);
+	if (!fe)
+		return TC_ACT_OK;
+	if (mode_draining()) {
+		count_reason(skb, REASON_DRAIN_NEW);
+		return TC_ACT_OK;
+	}
+	{
+		struct ct6_key to;
+		int	       rc = service6_new(skb, &p, fe, from_pod, &to);
+
+		if (rc == SVC6_REJECT)
+			return reject6(skb, &p);
+		if (rc == SVC6_TRANSLATE)
+			return translate6_or_too_big(skb, &p, &to);
+		return rc;
+	}
+}
+
+/* An ICMPv6 error: parsed again in a frame of its own (rare; the stack of
+ * a call chain is counted whole). */
+static __noinline int service6_icmp_path(struct __sk_buff *skb)
+{
+	struct pkt6 p = {};
+	int	    rc;
+
+	if (parse_ipv6(skb, &p) != PARSE_OK)
+		return TC_ACT_OK;
+	rc = service6_icmp(skb, &p, bpf_ktime_get_ns());
+	return rc == ICMP6_UNRELATED ? TC_ACT_OK : fib6_verdict(skb, rc);
+}
+
+/* The IPv6 ingress path of bpfproxy_pod and bpfproxy_data. */
+static __noinline int service6_datapath(struct __sk_buff *skb, int from_pod)
+{
+	int rc = service6_packet(skb, from_pod);
+
+	return rc == SVC6_ICMP_ERROR ? service6_icmp_path(skb) : rc;
+}
+
+/* TC egress: replies of host-network endpoints on this node (as
+ * service_host_reply_pkt()). */
+static __noinline int service6_host_reply(struct __sk_buff *skb)
+{
+	struct pkt6	  p = {};
+	struct ct6_value *ct;
+	struct ct6_key	  to;
+	__u64		  now;
+
+	if (mode_standby() || parse_ipv6(skb, &p) != PARSE_OK || p.tuple.proto == IPPROTO_ICMPV6_)
+		return TC_ACT_OK;
+	if (!node_ip6_flags(&p.tuple.saddr))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	ct  = ct6_lookup(&p.tuple, now);
+	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
+		return TC_ACT_OK;
+	ct6_update(&p.tuple, ct, p.tcp_flags, now);
+	to.saddr  = ct->nat_saddr;
+	to.daddr  = ct->nat_daddr;
+	to.sport  = ct->nat_sport;
+	to.dport  = ct->nat_dport;
+	to.proto  = p.tuple.proto;
+	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+	if (nat6_rewrite(skb, &p, &to))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return TC_ACT_OK;
+}
+
+#endif /* BPFPROXY_SERVICE6_H */

@@ -1,0 +1,76 @@
+/**
+ * Codecs of the IPv6 maps (bpf/lib/types6.h), field by field; the values
+ * without an address (fe_value, slot_key) and every flag are codecs.ts's.
+ * Addresses are RFC 5952 text ("2001:db8::1"), so an IPv6 key decodes to
+ * the same shape as its IPv4 twin (FeKey, BackendValue, ...): the
+ * reconciler handles both families with one code path (family-maps.ts).
+ */
+import { readIpv6, writeIpv6 } from '../../net/ip6.js';
+import { be16, be32, nested, pad, struct, u32, u64, u8, withDefault, type Field } from './struct.js';
+
+export const ip6: Field<string> = {
+  size: 16,
+  align: 4,
+  read: (b, o) => readIpv6(b, o),
+  write: (b, o, v) => writeIpv6(b, o, v),
+};
+
+export const fe6Key = struct('fe6_key', {
+  addr: ip6,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+});
+
+export const backend6 = struct('backend6', {
+  addr: ip6,
+  port: be16,
+  flags: u8,
+  pad: pad(1),
+});
+
+export const affinity6Key = struct('affinity6_key', {
+  svcId: u32,
+  pad: pad(4),
+  client: ip6,
+});
+
+export const affinity6Value = struct('affinity6_value', {
+  backend: nested(backend6),
+  lastUsedNs: u64,
+});
+
+export const nodeIp6Key = struct('node_ip6_key', {
+  addr: ip6,
+});
+
+/** LPM key: prefixlen counts the 32 service-port-id bits plus the client prefix. */
+export const lbSrc6Key = struct('lb_src6_key', {
+  prefixlen: u32,
+  svcId: be32,
+  addr: ip6,
+});
+
+export const ct6Key = struct('ct6_key', {
+  saddr: ip6,
+  daddr: ip6,
+  sport: be16,
+  dport: be16,
+  proto: u8,
+  pad: pad(3),
+});
+
+export const ct6Value = struct('ct6_value', {
+  expiresNs: u64,
+  createdNs: u64,
+  natSaddr: ip6,
+  natDaddr: ip6,
+  natSport: be16,
+  natDport: be16,
+  dir: u8,
+  state: u8,
+  flags: u8,
+  pad: pad(1),
+  svcId: u32,
+  polGen: withDefault(u32, 0),
+});
