@@ -12,6 +12,8 @@ import { be, fe } from './helpers/fixtures.js';
 import { CLI, tmpDir } from './helpers/agent-proc.js';
 import { POD, progrunNode, type ProgrunNode } from './helpers/progrun-node.js';
 import { until } from './helpers/wait.js';
+import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { FIRST_DYNAMIC_IDENTITY, type CompiledPolicy, type EndpointPolicy } from '../src/model/policy/compiled.js';
 
 const SVC = '10.96.0.10';
 
@@ -121,6 +123,123 @@ t.test('JSON lines through the filters, pcap for tcpdump, and the slot let go on
     ctl.slot.every((s) => s.owner === 0n),
     'every slot free',
   );
+});
+
+/** The names the agent pins with --network-policy=on: pods of this node, none isolated. */
+function podsPolicy(generation: number, pods: Array<[number, string, string]>): CompiledPolicy {
+  const endpoints: EndpointPolicy[] = pods.map(([id, pod, addr]) => ({
+    id,
+    pod,
+    addresses: [addr],
+    ingressIsolated: false,
+    egressIsolated: false,
+    entries: [],
+  }));
+  return {
+    generation,
+    identities: pods.map(([id, , addr]) => ({ prefix: `${addr}/32`, identity: FIRST_DYNAMIC_IDENTITY + id, endpoint: id })),
+    endpoints,
+    rules: [],
+  };
+}
+
+t.test('--pod and --namespace: the addresses of the pods the pinned maps name, read again while running', async (t) => {
+  const node = await progrunNode(t);
+  const WEB = '10.244.1.11';
+  const LATE = '10.244.1.50';
+  t.same(node.rec.syncService('shop/web', [fe('ClusterIP', SVC, 80, 'TCP', [be(WEB, 8080)])]).problems, []);
+  t.same(node.rec.syncService('shop/empty', [fe('ClusterIP', '10.96.0.30', 80, 'TCP', [])]).problems, []);
+  const pin = pinDirOf(node);
+  // started before the agent named any pod (as with --network-policy=off)
+  const late = startMonitor(t, node, pin, ['-o', 'json', '--pod', 'shop/late']);
+  await until('the early monitor listening', () => late.err.some((l) => /listening \(slot \d/.test(l)), 15_000);
+  t.match(late.err.join('\n'), /--pod shop\/late: no pod shop\/late: the pinned maps name no pod at all: .*only with --network-policy=on/);
+
+  const w = new PolicyMapWriter(node.dp.maps);
+  const pods: Array<[number, string, string]> = [
+    [1, 'shop/client', POD],
+    [2, 'shop/web', WEB],
+    [3, 'other/db', '10.244.1.60'],
+  ];
+  t.same(w.apply(podsPolicy(1, pods)).problems, []);
+  const client = startMonitor(t, node, pin, ['-o', 'json', '--pod', 'shop/client', '--count', '2']);
+  const web = startMonitor(t, node, pin, ['-o', 'json', '--pod', 'shop/web', '--count', '1']);
+  const ns = startMonitor(t, node, pin, ['-o', 'json', '--namespace', 'shop']);
+  await until('all monitors listening', () => [client, web, ns].every((m) => m.err.some((l) => /listening \(slot \d/.test(l))), 15_000);
+  t.match(client.err.join('\n'), `--pod shop/client: ${POD}`);
+  t.match(ns.err.join('\n'), `--namespace shop: 2 pod(s) on this node: shop/client (${POD}), shop/web (${WEB})`);
+
+  node.run('fromPod', { src: POD, dst: SVC }, { proto: 'tcp', sport: 40000, dport: 80, flags: TCP.SYN });
+  node.run('fromPod', { src: LATE, dst: '10.96.0.30' }, { proto: 'tcp', sport: 40002, dport: 80, flags: TCP.SYN });
+  node.run('fromPod', { src: '10.244.1.60', dst: '10.96.0.30' }, { proto: 'tcp', sport: 40004, dport: 80, flags: TCP.SYN });
+  node.run('fromPod', { src: POD, dst: '10.96.0.30' }, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP.SYN });
+
+  t.equal(await client.exited, 0, `--pod shop/client --count 2 exits 0 (${client.err.join(' | ')})`);
+  t.match(
+    client.out.map((l) => JSON.parse(l) as unknown),
+    [
+      { type: 'flow-new', src: POD, dst: SVC, nat: { dst: WEB } },
+      { type: 'drop', src: POD, sport: 40001 },
+    ],
+    'the client by its address before translation; the other pods’ packets left out',
+  );
+  t.equal(await web.exited, 0, `--pod shop/web --count 1 exits 0 (${web.err.join(' | ')})`);
+  t.match(
+    web.out.map((l) => JSON.parse(l) as unknown),
+    [{ type: 'flow-new', src: POD, dst: SVC, nat: { dst: WEB, dport: 8080 } }],
+    'the backend by its address after translation only',
+  );
+
+  // a pod of the namespace starts while the monitors run
+  t.same(w.apply(podsPolicy(2, [...pods, [4, 'shop/late', LATE]])).problems, []);
+  await until('both monitors read the names again', () => late.err.some((l) => l.includes(`--pod shop/late: now ${LATE}`)), 10_000);
+  await until('the namespace monitor too', () => ns.err.some((l) => /--namespace shop: now 3 pod\(s\)/.test(l)), 10_000);
+  node.run('fromPod', { src: LATE, dst: '10.96.0.30' }, { proto: 'tcp', sport: 40003, dport: 80, flags: TCP.SYN });
+  await until('the late pod seen by both', () => [late, ns].every((m) => m.out.some((l) => l.includes('"sport":40003'))), 10_000);
+  for (const m of [late, ns]) {
+    m.child.kill('SIGINT');
+    t.equal(await m.exited, 0);
+  }
+  t.match(
+    late.out.map((l) => JSON.parse(l) as unknown),
+    [{ type: 'drop', src: LATE, sport: 40003 }],
+    'the late pod: only once it was named (its packet before is not matched)',
+  );
+  t.equal(late.out.length, 1);
+  t.match(
+    ns.out.map((l) => JSON.parse(l) as unknown),
+    [
+      { type: 'flow-new', src: POD },
+      { type: 'drop', src: POD, sport: 40001 },
+      { type: 'drop', src: LATE, sport: 40003 },
+    ],
+    '--namespace: every pod of it, the late one after the refresh; other/db left out',
+  );
+  t.equal(ns.out.length, 3);
+
+  // a pod nobody named: said on stderr, the monitor keeps running
+  const none = startMonitor(t, node, pin, ['--pod', 'shop/nope', '--for', '1s']);
+  t.equal(await none.exited, 0, 'an unknown pod is not an error: it may start later');
+  t.match(
+    none.err.join('\n'),
+    /--pod shop\/nope: no pod shop\/nope among the 4 pod\(s\) of this node in the pinned maps \(pods of that namespace here: shop\/client, shop\/late, shop\/web\); pods on other nodes have no name in this node’s maps.*nothing matches it until the agent names it/,
+  );
+  t.match(none.err.join('\n'), /0 events shown/);
+});
+
+t.test('--pod and --namespace reject what is no pod or namespace name', async (t) => {
+  for (const args of [
+    ['--pod', 'web'],
+    ['--pod', 'a/b/c'],
+    ['--namespace', 'Shop'],
+  ]) {
+    const r = spawnSync(process.execPath, [CLI, 'monitor', '--pin-dir', '/sys/fs/bpf/bpxt-none-here', ...args], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    t.equal(r.status, 1, args.join(' '));
+    t.match(r.stderr, args[0] === '--pod' ? /--pod: ".*" is not NAMESPACE\/NAME/ : /--namespace: "Shop" is not a namespace name/);
+  }
 });
 
 t.test('without an agent’s maps: exit 1 naming the pin dir', async (t) => {

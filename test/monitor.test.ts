@@ -239,6 +239,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
   t.ok(matches(got[0]!, { types: ['policy'], verdict: 'deny', ip: '10.244.1.11', port: 8080 }), 'filters: type, verdict, address, port');
   t.notOk(matches(got[0]!, { verdict: 'allow' }));
   t.notOk(matches(got[0]!, { types: ['drop'] }));
+  // --pod / --namespace: a set of addresses, either side
+  t.ok(matches(got[0]!, { addresses: new Set(['10.0.0.1', '10.244.1.11']) }), 'addresses: the destination is one of them');
+  t.ok(matches(got[0]!, { addresses: new Set(['10.244.1.99']) }), 'addresses: the source is one of them');
+  t.notOk(matches(got[0]!, { addresses: new Set(['10.0.0.1']) }), 'addresses: neither side');
+  t.notOk(matches(got[0]!, { addresses: new Set() }), 'addresses: an empty set (pods not known yet) matches nothing');
 });
 
 t.test('a worker thread that used the addon and ended leaves ring buffer readers working on this one', async (t) => {

@@ -13,6 +13,7 @@ import {
   type MonitorFilter,
 } from '../dataplane/bpf/monitor.js';
 import { isIPv4 } from '../net/ip.js';
+import { namespaceList, PodAddresses, podList, POD_REFRESH_MS } from './monitor-pods.js';
 import { PcapWriter } from '../net/pcap.js';
 import { duration, outputOption, pinDirOption, port, positiveInt } from './options.js';
 import { formatDuration } from '../config/duration.js';
@@ -144,6 +145,18 @@ export function addMonitorCommand(program: Command): void {
       ),
     )
     .option('--ip <addr>', 'only packets with this address on either side, before or after translation', ipv4)
+    .option(
+      '--pod <namespace/name>',
+      'only packets with an address of this pod on either side, before or after translation; repeatable or comma separated. ' +
+        'Pods of this node, named in the pinned maps by the agent with --network-policy=on (pods of other nodes are not named there: use --ip); ' +
+        `read again every ${POD_REFRESH_MS / 1000}s, so a pod that starts later is matched then`,
+      podList,
+    )
+    .option(
+      '--namespace <ns>',
+      "only packets with an address of one of this namespace's pods (as --pod: this node's pods, with --network-policy=on); repeatable or comma separated",
+      namespaceList,
+    )
     .option('--port <n>', 'only packets with this port on either side, before or after translation', port('--port'))
     .addOption(new Option('--proto <proto>', 'only this protocol').choices(['tcp', 'udp', 'sctp', 'icmp']))
     .addOption(
@@ -184,6 +197,13 @@ export function addMonitorCommand(program: Command): void {
         ...(o.verdict ? { verdict: o.verdict } : {}),
         ...(o.service ? { service: o.service } : {}),
       };
+      const byPod =
+        o.pod?.length || o.namespace?.length
+          ? new PodAddresses(maps, { pods: o.pod ?? [], namespaces: o.namespace ?? [] }, (l) =>
+              process.stderr.write(`bpfproxy monitor: ${l}\n`),
+            )
+          : undefined;
+      if (byPod) filter.addresses = byPod.refresh();
       const pcap = o.pcap ? new PcapWriter(o.pcap, MONITOR_SNAP_LEN) : undefined;
       let shown = 0;
       let reportedLost = 0;
@@ -249,6 +269,7 @@ export function addMonitorCommand(program: Command): void {
           }
         }, o.statsEvery),
       );
+      if (byPod) timers.push(setInterval(() => (filter.addresses = byPod.refresh()), POD_REFRESH_MS));
       if (o.for !== undefined) timers.push(setInterval(() => finish(0), o.for));
     });
 }

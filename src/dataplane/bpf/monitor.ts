@@ -277,6 +277,8 @@ export interface MonitorFilter {
   types?: readonly MonitorEventType[];
   /** an address on either side, before or after translation */
   ip?: string;
+  /** one of these addresses on either side, before or after translation (--pod, --namespace); empty: nothing matches */
+  addresses?: ReadonlySet<string>;
   /** a port on either side, before or after translation */
   port?: number;
   proto?: string;
@@ -291,6 +293,7 @@ export function matches(ev: MonitorEvent, f: MonitorFilter, svcName: (id: number
   if (f.types && !f.types.includes(ev.type)) return false;
   const tuples = 'nat' in ev ? [ev.tuple, ev.nat] : [ev.tuple];
   if (f.ip && !tuples.some((t) => t.src === f.ip || t.dst === f.ip)) return false;
+  if (f.addresses && !tuples.some((t) => f.addresses!.has(t.src) || f.addresses!.has(t.dst))) return false;
   if (f.port !== undefined && !tuples.some((t) => t.sport === f.port || t.dport === f.port)) return false;
   if (f.proto && ev.tuple.proto !== f.proto.toUpperCase()) return false;
   if (f.verdict && !('verdict' in ev && ev.verdict === f.verdict)) return false;
