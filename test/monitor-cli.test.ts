@@ -13,6 +13,8 @@ import { CLI, tmpDir } from './helpers/agent-proc.js';
 import { POD, progrunNode, type ProgrunNode } from './helpers/progrun-node.js';
 import { until } from './helpers/wait.js';
 import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { FULL_READ_MS, PodAddresses } from '../src/cli/monitor-pods.js';
+import { tmpDatapath } from './helpers/env.js';
 import { FIRST_DYNAMIC_IDENTITY, type CompiledPolicy, type EndpointPolicy } from '../src/model/policy/compiled.js';
 
 const SVC = '10.96.0.10';
@@ -225,6 +227,59 @@ t.test('--pod and --namespace: the addresses of the pods the pinned maps name, r
     /--pod shop\/nope: no pod shop\/nope among the 4 pod\(s\) of this node in the pinned maps \(pods of that namespace here: shop\/client, shop\/late, shop\/web\); pods on other nodes have no name in this node’s maps.*nothing matches it until the agent names it/,
   );
   t.match(none.err.join('\n'), /0 events shown/);
+});
+
+t.test('pod names read again cheaply: the whole ipcache only when a selected pod may have changed', async (t) => {
+  const dp = await tmpDatapath(t);
+  const w = new PolicyMapWriter(dp.maps);
+  t.same(
+    w.apply(
+      podsPolicy(1, [
+        [1, 'shop/web', '10.244.1.11'],
+        [2, 'other/db', '10.244.1.60'],
+      ]),
+    ).problems,
+    [],
+  );
+  const said: string[] = [];
+  const p = new PodAddresses(dp.maps, { pods: ['shop/web'], namespaces: [] }, (l) => said.push(l));
+  t.same([...p.refresh(1000)], ['10.244.1.11']);
+  t.same(said, ['--pod shop/web: 10.244.1.11']);
+  t.same([...p.refresh(3000)], ['10.244.1.11']);
+  t.equal(p.fullReads, 1, 'nothing changed: the names and one lookup per address, no whole read');
+
+  t.same(
+    w.apply(
+      podsPolicy(2, [
+        [1, 'shop/web', '10.244.1.11'],
+        [2, 'other/db', '10.244.1.61'],
+      ]),
+    ).problems,
+    [],
+  );
+  p.refresh(5000);
+  t.equal(p.fullReads, 1, 'a pod not selected changed: no whole read');
+
+  // recreated under the same name: the model keeps its endpoint id, the address changes
+  t.same(
+    w.apply(
+      podsPolicy(3, [
+        [1, 'shop/web', '10.244.1.12'],
+        [2, 'other/db', '10.244.1.61'],
+      ]),
+    ).problems,
+    [],
+  );
+  t.same([...p.refresh(7000)], ['10.244.1.12'], 'the old address gone from the ipcache: read whole, the new one found');
+  t.equal(p.fullReads, 2);
+  t.equal(said.at(-1), '--pod shop/web: now 10.244.1.12');
+
+  t.same(w.apply(podsPolicy(4, [[2, 'other/db', '10.244.1.61']])).problems, []);
+  t.same([...p.refresh(9000)], [], 'deleted: nothing matches');
+  t.match(said.at(-1), /^--pod shop\/web: gone from the pinned maps \(was 10\.244\.1\.12\); nothing matches it until it is back$/);
+  const reads = p.fullReads;
+  p.refresh(9000 + FULL_READ_MS);
+  t.equal(p.fullReads, reads + 1, `a whole read at least every ${FULL_READ_MS / 1000}s whatever else`);
 });
 
 t.test('--pod and --namespace reject what is no pod or namespace name', async (t) => {

@@ -10,8 +10,9 @@
  * they cannot be resolved here. The agent writes both maps only with
  * --network-policy=on; with it off they are empty.
  *
- * Pods come and go while a monitor runs: refresh() reads both maps again (two
- * batch dumps) and says on stderr what changed for each selector.
+ * Pods come and go while a monitor runs: refresh() reads the names again and
+ * the addresses when they may have changed (see refresh()), and says on
+ * stderr what changed for each selector.
  */
 import { InvalidArgumentError } from '@commander-js/extra-typings';
 import type { DatapathMaps } from '../dataplane/bpf/loader.js';
@@ -20,6 +21,8 @@ export type PodNameMaps = Pick<DatapathMaps, 'polEps' | 'ipcache'>;
 
 /** How often the names are read again while a monitor runs. */
 export const POD_REFRESH_MS = 2000;
+/** The whole ipcache is read at least this often, whatever else says it is needed. */
+export const FULL_READ_MS = 60_000;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
@@ -53,17 +56,23 @@ export function namespaceList(v: string, prev: string[] = []): string[] {
   return out;
 }
 
-/** Every pod the pinned maps name, with its addresses (sorted; a pod may have none yet). */
-export function readPodAddresses(maps: PodNameMaps): Map<string, string[]> {
-  const byEndpoint = new Map<number, string>();
-  for (const [k, v] of maps.polEps.entries()) if (v.pod) byEndpoint.set(k.v, v.pod);
-  const out = new Map<string, string[]>();
-  for (const pod of byEndpoint.values()) out.set(pod, []);
-  for (const [k, v] of maps.ipcache.entries()) {
-    if (!v.endpoint || k.prefixlen !== 32) continue;
-    const pod = byEndpoint.get(v.endpoint);
-    if (pod) out.get(pod)!.push(k.addr);
-  }
+/** "namespace/name" of each local endpoint, by endpoint id (bpfproxy_pol_eps: one batch read). */
+export function readEndpointNames(maps: PodNameMaps): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const [k, v] of maps.polEps.entries()) if (v.pod) out.set(k.v, v.pod);
+  return out;
+}
+
+/**
+ * The /32 addresses of these endpoints (sorted), from a whole read of
+ * bpfproxy_ipcache. The ipcache is an LPM trie, which the kernel reads key
+ * by key: tens of ms at 20K prefixes, so PodAddresses does it only when
+ * something may have changed.
+ */
+export function readEndpointAddresses(maps: PodNameMaps, ids: ReadonlySet<number>): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (const id of ids) out.set(id, []);
+  for (const [k, v] of maps.ipcache.entries()) if (v.endpoint && k.prefixlen === 32) out.get(v.endpoint)?.push(k.addr);
   for (const a of out.values()) a.sort();
   return out;
 }
@@ -91,6 +100,12 @@ export class PodAddresses {
   addresses: ReadonlySet<string> = new Set();
   private readonly said = new Map<string, string>();
   private readFailed = false;
+  /** addresses of the selected endpoints, as of the last whole ipcache read */
+  private byEndpoint = new Map<number, string[]>();
+  private sig: string | undefined;
+  private lastFullRead = 0;
+  /** whole ipcache reads so far (tests, figures) */
+  fullReads = 0;
 
   constructor(
     private readonly maps: PodNameMaps,
@@ -98,11 +113,36 @@ export class PodAddresses {
     private readonly say: (line: string) => void,
   ) {}
 
-  /** Read the names again; returns the (new) address set. A failed read keeps the last set. */
-  refresh(): ReadonlySet<string> {
-    let known: Map<string, string[]>;
+  /**
+   * Read the names again; returns the (new) address set. A failed read keeps the last set.
+   *
+   * Each time: the endpoint names (one batch read) and one ipcache lookup per
+   * address already resolved, to see it still belongs to its endpoint. The
+   * whole ipcache is read only when the selected endpoints changed, one of
+   * them has no address yet, an address moved or went, or FULL_READ_MS
+   * passed since the last whole read.
+   */
+  refresh(now = Date.now()): ReadonlySet<string> {
+    let names: Map<number, string>;
     try {
-      known = readPodAddresses(this.maps);
+      names = readEndpointNames(this.maps);
+      const ids = new Set<number>();
+      for (const [id, pod] of names) if (this.selects(pod)) ids.add(id);
+      const sig = [...ids]
+        .sort((a, b) => a - b)
+        .map((id) => `${id}=${names.get(id)}`)
+        .join(',');
+      if (
+        sig !== this.sig ||
+        now - this.lastFullRead >= FULL_READ_MS ||
+        [...ids].some((id) => !this.byEndpoint.get(id)?.length) ||
+        !this.stillThere()
+      ) {
+        this.byEndpoint = readEndpointAddresses(this.maps, ids);
+        this.sig = sig;
+        this.lastFullRead = now;
+        this.fullReads++;
+      }
       if (this.readFailed) this.say('reading the pod names works again');
       this.readFailed = false;
     } catch (e) {
@@ -115,6 +155,8 @@ export class PodAddresses {
       this.readFailed = true;
       return this.addresses;
     }
+    const known = new Map<string, string[]>();
+    for (const [id, pod] of names) known.set(pod, this.byEndpoint.get(id) ?? []);
     const addresses = new Set<string>();
     for (const pod of this.sel.pods) {
       const a = known.get(pod);
@@ -138,6 +180,18 @@ export class PodAddresses {
     }
     this.addresses = addresses;
     return addresses;
+  }
+
+  private selects(pod: string): boolean {
+    return this.sel.pods.includes(pod) || this.sel.namespaces.some((ns) => pod.startsWith(`${ns}/`));
+  }
+
+  /** Whether every address read last still carries its endpoint in the ipcache (one lookup each). */
+  private stillThere(): boolean {
+    for (const [id, addrs] of this.byEndpoint) {
+      for (const addr of addrs) if (this.maps.ipcache.get({ prefixlen: 32, addr })?.endpoint !== id) return false;
+    }
+    return true;
   }
 
   private unknownPod(pod: string, known: Map<string, string[]>): string {
