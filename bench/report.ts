@@ -220,6 +220,11 @@ export function renderLocal(r: LocalResults): Record<string, string> {
         variants.map((v) => {
           const x = find(r, v, n);
           if (!x) return [v, '–', '', '', '', '', '', '', '', '', '', '', '', ''];
+          if (!x.programMs && x.didNotFinish?.length) {
+            // programming was killed at its time limit: no traffic went through this variant
+            const limit = /did not finish in (\S+ s)/.exec(x.didNotFinish[0]!)?.[1] ?? 'its time limit';
+            return [v, '–', '', '', '–', '', '–', '–', '', '–', '–', `did not finish in ${limit}`, '–', '–'];
+          }
           return [
             v,
             m(x.tcpGbps),
@@ -240,6 +245,17 @@ export function renderLocal(r: LocalResults): Record<string, string> {
       ),
       '',
     );
+    for (const v of variants) {
+      const x = find(r, v, n);
+      if (x?.didNotFinish?.length)
+        md.push(
+          `${v}: ${x.didNotFinish.join('; ')} (killed there; \`bench local --iptables-timeout\` sets the limit).` +
+            (v === 'iptables'
+              ? " iptables-nft 1.8.9's `--noflush` restore grows with the square of the number of chains in its input (each chain it names goes into a sorted list, one string compare per entry passed), so kube-proxy's first full sync does too."
+              : ''),
+          '',
+        );
+    }
   }
   const kp = ns
     .map((n) => find(r, 'iptables', n))
