@@ -39,9 +39,9 @@ export interface LocalOptions {
    * run before it is killed and recorded as "did not finish" (iptables-nft
    * 1.8.9's --noflush restore grows with the square of the chains: its first
    * full sync takes about 20 s at 10K services on a quiet machine and several
-   * minutes at 30K).
+   * minutes at 30K). Absent in results saved before it existed (no limit then).
    */
-  iptablesTimeoutS: number;
+  iptablesTimeoutS?: number;
 }
 
 export const FULL: LocalOptions = {
@@ -186,7 +186,7 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
   const topo = createTopology(`bx${v[0]}`, o.endpoints);
   const errors: string[] = [];
   try {
-    const p = await program(v, topo, svcs, { iptablesTimeoutMs: o.iptablesTimeoutS * 1000 });
+    const p = await program(v, topo, svcs, { iptablesTimeoutMs: (o.iptablesTimeoutS ?? FULL.iptablesTimeoutS!) * 1000 });
     try {
       if (!p.programmed) return unprogrammedRun(v, n, p.didNotFinish);
       const changes: number[] = [];

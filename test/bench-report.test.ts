@@ -101,8 +101,11 @@ t.test('kube-proxy iptables sync costs in the report', async (t) => {
 });
 
 t.test('results saved before kube-proxy figures still render', async (t) => {
-  const md = renderLocal(results())['report.md']!;
+  const old = results();
+  delete old.options.iptablesTimeoutS;
+  const md = renderLocal(old)['report.md']!;
   t.notMatch(md, /## kube-proxy iptables/);
+  t.notMatch(md, /is killed after/, 'no limit claimed for results saved before there was one');
   t.match(md, /## 1000 services/);
 });
 
@@ -120,6 +123,8 @@ t.test('a variant whose programming did not finish is reported as such, also fro
       'the note says which step',
     );
     t.notMatch(md, /NaN|Infinity|null/, 'no NaN, Infinity or null in the report');
+    t.match(md, /Any one iptables command is killed after 600 s and reported as not finished/, 'the method notes give the limit');
+    t.match(md, /reports before 2026-11-23 timed a flushing restore instead/, 'and say older program ms do not compare');
     t.ok(
       targets(x)
         .filter((y) => /vs kube-proxy iptables/.test(y.target))
