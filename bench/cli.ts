@@ -26,6 +26,11 @@ bench
   .option('--endpoints <n>', 'endpoints per service', positiveInt('--endpoints'))
   .option('--reps <n>', 'repetitions of each traffic figure', positiveInt('--reps'))
   .option('--seconds <n>', 'seconds per traffic figure', positiveInt('--seconds'))
+  .option(
+    '--iptables-timeout <seconds>',
+    'kill any one iptables command of the kube-proxy iptables variant after this long and report it as not finished (default 600, smoke 60)',
+    positiveInt('--iptables-timeout'),
+  )
   .option('--out <dir>', 'where results.json, report.md and the charts go', join(REPO_ROOT, 'bench', 'results', 'local'))
   .action(async (o) => {
     const { runLocal, writeResults, FULL, SMOKE } = await import('./local.js');
@@ -37,6 +42,7 @@ bench
       ...(o.endpoints ? { endpoints: o.endpoints } : {}),
       ...(o.reps ? { reps: o.reps } : {}),
       ...(o.seconds ? { seconds: o.seconds } : {}),
+      ...(o.iptablesTimeout ? { iptablesTimeoutS: o.iptablesTimeout } : {}),
     };
     const r = await runLocal(
       opts,

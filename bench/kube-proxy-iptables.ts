@@ -57,13 +57,15 @@ export class KubeProxyIptables {
   private readonly canaryTotal = { n: 0, wallMs: 0, cpuMs: 0 };
   private readonly tables: KubeProxyTables;
 
+  /** @param commandTimeoutMs kill any one iptables command that runs longer (IptablesTimeout); unset: no limit */
   constructor(
     ns: string,
     services: readonly BenchService[],
     private readonly clusterCidr: string,
+    commandTimeoutMs?: number,
   ) {
     this.services = [...services];
-    this.tables = new KubeProxyTables(ns, `kube-proxy iptables variant in netns ${ns} (the variant stops here)`);
+    this.tables = new KubeProxyTables(ns, `kube-proxy iptables variant in netns ${ns} (the variant stops here)`, commandTimeoutMs);
   }
 
   /** Run the canary checks due by now (kube-proxy's monitor goroutine). */

@@ -34,6 +34,14 @@ export interface LocalOptions {
   threads: number;
   variants: Variant[];
   smoke: boolean;
+  /**
+   * Seconds any one iptables command of the kube-proxy iptables variant may
+   * run before it is killed and recorded as "did not finish" (iptables-nft
+   * 1.8.9's --noflush restore grows with the square of the chains: its first
+   * full sync takes about 20 s at 10K services on a quiet machine and several
+   * minutes at 30K). Absent in results saved before it existed (no limit then).
+   */
+  iptablesTimeoutS?: number;
 }
 
 export const FULL: LocalOptions = {
@@ -49,6 +57,7 @@ export const FULL: LocalOptions = {
   threads: 2,
   variants: [...VARIANTS],
   smoke: false,
+  iptablesTimeoutS: 600,
 };
 
 export const SMOKE: LocalOptions = {
@@ -64,6 +73,7 @@ export const SMOKE: LocalOptions = {
   threads: 2,
   variants: [...VARIANTS],
   smoke: true,
+  iptablesTimeoutS: 60,
 };
 
 export interface VariantRun {
@@ -84,6 +94,8 @@ export interface VariantRun {
   generatorCpu: number[];
   generatorSaturated: boolean;
   errors: string[];
+  /** steps that ran past their time limit and were killed (the kube-proxy iptables variant), one sentence each */
+  didNotFinish?: string[];
   /** kube-proxy iptables: its syncs, its hourly sync and idle CPU (already added into the CPU per Gbit figures) */
   kubeProxy?: KubeProxyIptablesFigures;
 }
@@ -174,15 +186,20 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
   const topo = createTopology(`bx${v[0]}`, o.endpoints);
   const errors: string[] = [];
   try {
-    const p = await program(v, topo, svcs);
+    const p = await program(v, topo, svcs, { iptablesTimeoutMs: (o.iptablesTimeoutS ?? FULL.iptablesTimeoutS!) * 1000 });
     try {
+      if (!p.programmed) return unprogrammedRun(v, n, p.didNotFinish);
       const changes: number[] = [];
       if (v !== 'direct') {
         // a partial iptables-restore --noflush still takes seconds at 10K+ services
         // (iptables-nft loads the whole table): fewer samples there, enough to
         // span two of kube-proxy's 30 s cleanup periods
         const k = v === 'iptables' && n >= 10000 ? Math.min(o.endpointChanges, 8) : o.endpointChanges;
-        for (let i = 0; i < k; i++) changes.push(p.endpointChange(i));
+        for (let i = 0; i < k; i++) {
+          const ms = p.endpointChange(i);
+          if (!Number.isFinite(ms) && p.didNotFinish.length) break; // killed at its time limit (recorded in didNotFinish)
+          changes.push(ms);
+        }
       }
       // kube-proxy's own periodic work, amortized into the CPU figures below
       const kubeProxy = p.kubeProxy?.();
@@ -223,6 +240,7 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
         generatorCpu: cr.map((x) => x.generatorCpu),
         generatorSaturated: cr.some((x) => x.generatorCpu > 0.9),
         errors,
+        ...(p.didNotFinish.length ? { didNotFinish: p.didNotFinish } : {}),
         ...(kubeProxy ? { kubeProxy } : {}),
       };
     } finally {
@@ -231,6 +249,31 @@ async function runVariant(v: Variant, n: number, svcs: ReturnType<typeof benchSe
   } finally {
     destroyTopology(topo);
   }
+}
+
+/** A variant whose programming did not finish in its time limit: no traffic went through it, so no figures. */
+export function unprogrammedRun(variant: Variant, services: number, didNotFinish: string[]): VariantRun {
+  const none = summarize([]);
+  return {
+    variant,
+    services,
+    programMs: NaN,
+    endpointChangeMs: null,
+    tcpGbps: none,
+    tcpRetransmits: [],
+    tcpCpuSecPerGbit: none,
+    udpGbps: none,
+    udpLostPercent: [],
+    udpCpuSecPerGbit: none,
+    crrRate: none,
+    crrP50us: none,
+    crrP99us: none,
+    crrErrors: [],
+    generatorCpu: [],
+    generatorSaturated: false,
+    errors: [],
+    didNotFinish,
+  };
 }
 
 async function programmingTarget(o: LocalOptions): Promise<LocalResults['programming']> {

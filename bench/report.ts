@@ -220,6 +220,11 @@ export function renderLocal(r: LocalResults): Record<string, string> {
         variants.map((v) => {
           const x = find(r, v, n);
           if (!x) return [v, '–', '', '', '', '', '', '', '', '', '', '', '', ''];
+          if (!x.programMs && x.didNotFinish?.length) {
+            // programming was killed at its time limit: no traffic went through this variant
+            const limit = /did not finish in (\S+ s)/.exec(x.didNotFinish[0]!)?.[1] ?? 'its time limit';
+            return [v, '–', '', '', '–', '', '–', '–', '', '–', '–', `did not finish in ${limit}`, '–', '–'];
+          }
           return [
             v,
             m(x.tcpGbps),
@@ -240,6 +245,17 @@ export function renderLocal(r: LocalResults): Record<string, string> {
       ),
       '',
     );
+    for (const v of variants) {
+      const x = find(r, v, n);
+      if (x?.didNotFinish?.length)
+        md.push(
+          `${v}: ${x.didNotFinish.join('; ')} (killed there; \`bench local --iptables-timeout\` sets the limit).` +
+            (v === 'iptables'
+              ? " iptables-nft 1.8.9's `--noflush` restore grows with the square of the number of chains in its input (each chain it names goes into a sorted list, one string compare per entry passed), so kube-proxy's first full sync does too."
+              : ''),
+          '',
+        );
+    }
   }
   const kp = ns
     .map((n) => find(r, 'iptables', n))
@@ -322,7 +338,10 @@ export function renderLocal(r: LocalResults): Record<string, string> {
   md.push(
     '## Method notes',
     '',
-    "- kube-proxy iptables variant: rules as kube-proxy writes them (KUBE-SERVICES → KUBE-SVC-* with statistic probabilities → KUBE-SEP-* DNAT, masquerade marks, kube-proxy's hashed chain names, no per-endpoint comments in large cluster mode), run as kube-proxy runs them at its defaults: the first sync is a full `iptables-restore --noflush` after ensuring the jump rules; an endpoint change is a partial sync (MinimizeIPTablesRestore, default since 1.27: only the changed service's chains, with the filter table and KUBE-SERVICES); the stale-chain cleanup and the hourly sync fall where kube-proxy's timers put them (see \"kube-proxy iptables: what its syncs cost\"). Times are those of the iptables commands; kube-proxy's own Go time to build the input is not included.",
+    "- kube-proxy iptables variant: rules as kube-proxy writes them (KUBE-SERVICES → KUBE-SVC-* with statistic probabilities → KUBE-SEP-* DNAT, masquerade marks, kube-proxy's hashed chain names, no per-endpoint comments in large cluster mode), run as kube-proxy runs them at its defaults: the first sync is a full `iptables-restore --noflush` after ensuring the jump rules; an endpoint change is a partial sync (MinimizeIPTablesRestore, default since 1.27: only the changed service's chains, with the filter table and KUBE-SERVICES); the stale-chain cleanup and the hourly sync fall where kube-proxy's timers put them (see \"kube-proxy iptables: what its syncs cost\"). Times are those of the iptables commands; kube-proxy's own Go time to build the input is not included. Its program ms is that `--noflush --counters` first sync, whose time grows with the square of the number of chains on iptables-nft 1.8.9 (bench/README.md); reports before 2026-11-23 timed a flushing restore instead (about 1.5 s at 10K services against about 20 s), so they do not compare." +
+      (r.options.iptablesTimeoutS
+        ? ` Any one iptables command is killed after ${r.options.iptablesTimeoutS} s and reported as not finished.`
+        : ''),
     "- kube-proxy nftables variant: KEP-3866 layout (service-ips verdict map → service chain with numgen → endpoint chains); an endpoint change is kube-proxy's incremental transaction for that one service.",
     "- bpfproxy: the agent's own reconciler and attacher; programming time is the full sync into empty maps; an endpoint change is one service's make-before-break update.",
     '- The load generator (bench/crr.c) reports its busiest thread\'s CPU share; "generator saturated a core" marks runs where it, not the path, may be the limit. On this 2-core VM client, server, generator and forwarding share the same two cores, so absolute rates are low; compare ratios.',

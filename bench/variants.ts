@@ -19,6 +19,7 @@ import { realClock } from '../src/clock.js';
 import type { Frontend } from '../src/model/types.js';
 import { KUBE_PROXY_CHANGE_INTERVAL_MS, nftEndpointChange, nftRules, type BenchService } from './kube-proxy-rules.js';
 import { KubeProxyIptables, type KubeProxyIptablesFigures } from './kube-proxy-iptables.js';
+import { IptablesTimeout } from '../testkit/kube-proxy/iptables.js';
 import { REPO_ROOT } from '../lab/lab.js';
 import { CRR_PORT, IPERF_PORT, type BenchTopology } from './topology.js';
 
@@ -116,15 +117,20 @@ function run(ns: string, cmd: string, args: string[], input?: string): number {
 }
 
 export interface Programmed {
-  /** ms to program all N services from nothing */
+  /** ms to program all N services from nothing (NaN when that did not finish) */
   programMs: number;
-  /** ms per single endpoint change while N services are programmed */
+  /** false: programming did not finish in its time limit, so there is nothing to send traffic through */
+  programmed: boolean;
+  /** steps that ran past their time limit and were killed, one sentence each (the iptables variant) */
+  didNotFinish: string[];
+  /** ms per single endpoint change while N services are programmed (NaN: none to make, or it did not finish) */
   endpointChange(i: number): number;
   /**
    * kube-proxy iptables only, after the endpoint changes: every sync so far,
    * the sync its runner makes on its own an hour later, and its idle CPU
+   * (undefined when that sync did not finish)
    */
-  kubeProxy?(): KubeProxyIptablesFigures;
+  kubeProxy?(): KubeProxyIptablesFigures | undefined;
   /** BPF_PROG_RUN ns per packet: [new flow, established flow] (bpfproxy only) */
   packetNs?(): { newFlow: number; established: number };
   close(): void;
@@ -139,28 +145,45 @@ export async function program(
   variant: Variant,
   t: BenchTopology,
   svcs: BenchService[],
-  opts: { mapSizes?: Partial<typeof DEFAULT_DATAPATH.mapSizes> } = {},
+  opts: {
+    mapSizes?: Partial<typeof DEFAULT_DATAPATH.mapSizes>;
+    /** kill any one iptables command of the iptables variant that runs longer, and record that it did not finish */
+    iptablesTimeoutMs?: number;
+  } = {},
 ): Promise<Programmed> {
   const ns = t.node.ns;
   const fillers = svcs.filter((s) => s.name !== 'measured');
+  const done = { programmed: true, didNotFinish: [] as string[] };
   if (variant === 'direct') {
-    return { programMs: 0, endpointChange: () => NaN, close: () => undefined };
+    return { programMs: 0, ...done, endpointChange: () => NaN, close: () => undefined };
   }
   if (variant === 'iptables') {
     // kube-proxy's iptables mode at its defaults: a full sync at start, a
     // partial one (the changed service's chains only) per endpoint change, the
     // stale-chain cleanup and the hourly sync where kube-proxy's timers put them
-    const kp = new KubeProxyIptables(ns, svcs, CLUSTER_CIDR);
-    const first = kp.start();
+    const kp = new KubeProxyIptables(ns, svcs, CLUSTER_CIDR, opts.iptablesTimeoutMs);
+    const timedOut = <T>(what: string, f: () => T): T | undefined => {
+      try {
+        return f();
+      } catch (e) {
+        if (!(e instanceof IptablesTimeout)) throw e;
+        done.didNotFinish.push(`${what} (${e.command.split(' ')[0]}) did not finish in ${e.limitMs / 1000} s`);
+        return undefined;
+      }
+    };
+    const first = timedOut(`first (full) sync of ${svcs.length} service ports`, () => kp.start());
+    if (!first)
+      return { programMs: NaN, programmed: false, didNotFinish: done.didNotFinish, endpointChange: () => NaN, close: () => undefined };
     return {
       programMs: first.wallMs,
+      ...done,
       endpointChange(i) {
         if (fillers.length === 0) return NaN;
         const k = i % fillers.length;
         fillers[k] = churn(fillers[k]!, i);
-        return kp.change(fillers[k], KUBE_PROXY_CHANGE_INTERVAL_MS).wallMs;
+        return timedOut(`endpoint change ${i + 1}`, () => kp.change(fillers[k]!, KUBE_PROXY_CHANGE_INTERVAL_MS).wallMs) ?? NaN;
       },
-      kubeProxy: () => kp.idle(),
+      kubeProxy: () => timedOut('hourly sync', () => kp.idle()),
       close: () => undefined,
     };
   }
@@ -168,6 +191,7 @@ export async function program(
     const programMs = run(ns, 'nft', ['-f', '-'], nftRules(svcs, CLUSTER_CIDR));
     return {
       programMs,
+      ...done,
       endpointChange(i) {
         if (fillers.length === 0) return NaN;
         const k = i % fillers.length;
@@ -203,6 +227,7 @@ export async function program(
   }
   return {
     programMs,
+    ...done,
     endpointChange(i) {
       if (fillers.length === 0) return NaN;
       const k = i % fillers.length;

@@ -6,7 +6,7 @@
 import t from 'tap';
 import type { LocalResults, VariantRun } from '../bench/local.js';
 import { renderLocal, targets } from '../bench/report.js';
-import { FULL } from '../bench/local.js';
+import { FULL, unprogrammedRun } from '../bench/local.js';
 import { summarize } from '../bench/stats.js';
 import type { KubeProxyIptablesFigures, SyncRecord } from '../bench/kube-proxy-iptables.js';
 
@@ -101,7 +101,35 @@ t.test('kube-proxy iptables sync costs in the report', async (t) => {
 });
 
 t.test('results saved before kube-proxy figures still render', async (t) => {
-  const md = renderLocal(results())['report.md']!;
+  const old = results();
+  delete old.options.iptablesTimeoutS;
+  const md = renderLocal(old)['report.md']!;
   t.notMatch(md, /## kube-proxy iptables/);
+  t.notMatch(md, /is killed after/, 'no limit claimed for results saved before there was one');
   t.match(md, /## 1000 services/);
+});
+
+t.test('a variant whose programming did not finish is reported as such, also from saved results', async (t) => {
+  const r = results();
+  r.runs[1] = unprogrammedRun('iptables', 1000, ['first (full) sync of 1002 service ports (iptables-restore) did not finish in 600 s']);
+  // as `bench report results.json` reads it back: NaN and Infinity saved as null
+  const saved = JSON.parse(JSON.stringify(r)) as LocalResults;
+  for (const x of [r, saved]) {
+    const md = renderLocal(x)['report.md']!;
+    t.match(md, /\| iptables \| – \|.*\| did not finish in 600 s \| – \| – \|/, 'the row says it did not finish, no figures');
+    t.match(
+      md,
+      /iptables: first \(full\) sync of 1002 service ports \(iptables-restore\) did not finish in 600 s/,
+      'the note says which step',
+    );
+    t.notMatch(md, /NaN|Infinity|null/, 'no NaN, Infinity or null in the report');
+    t.match(md, /Any one iptables command is killed after 600 s and reported as not finished/, 'the method notes give the limit');
+    t.match(md, /reports before 2026-11-23 timed a flushing restore instead/, 'and say older program ms do not compare');
+    t.ok(
+      targets(x)
+        .filter((y) => /vs kube-proxy iptables/.test(y.target))
+        .every((y) => y.met === null && y.value === 'n/a'),
+      'targets against iptables are n/a, not met or missed',
+    );
+  }
 });

@@ -24,6 +24,7 @@ import {
   type BenchService,
 } from '../bench/kube-proxy-rules.js';
 import { KubeProxyIptables } from '../bench/kube-proxy-iptables.js';
+import { IptablesTimeout, KubeProxyTables } from '../testkit/kube-proxy/iptables.js';
 import { nsPath } from '../testkit/netns.js';
 import { tmpNetns } from './helpers/env.js';
 
@@ -420,6 +421,39 @@ t.test('the kube-proxy runner: monitor, jumps, syncs on the schedule, idle cost'
   t.equal(f.largeClusterMode, false);
   t.ok(f.canary.wallMs > 0 && f.canary.everyMs === 30_000);
   t.ok(f.idleCpuSecPerSec >= 0 && f.idleCpuSecPerSec < 0.05, `idle CPU ${f.idleCpuSecPerSec} s/s`);
+});
+
+t.test('an iptables command past its time limit is killed, named, and changes nothing', async (t) => {
+  const ns = tmpNetns(t);
+  // 3000 service ports: a --noflush restore of their first sync takes about a second (iptables-nft 1.8.9)
+  const svcs: BenchService[] = Array.from({ length: 3000 }, (_, i) => ({
+    ...svc1,
+    name: `svc${i}`,
+    clusterIP: `172.30.${i >> 8}.${i & 255}`,
+    endpoints: [{ ip: `10.180.${i >> 8}.${i & 255}`, port: 80 }],
+  }));
+  const input = iptablesRules(svcs, '10.0.0.0/8');
+  const limited = new KubeProxyTables(ns, 'test kube-proxy', 100);
+  const err = (() => {
+    try {
+      limited.restore(input);
+      return null;
+    } catch (e) {
+      return e;
+    }
+  })();
+  t.ok(err instanceof IptablesTimeout, `the restore is killed at 100 ms (${String(err)})`);
+  t.match(
+    String(err),
+    /test kube-proxy: iptables-restore .*--noflush.* did not finish in 0\.1 s and was killed; nothing it was writing was applied/,
+  );
+  t.notMatch(inNs(ns, 'iptables-save', ['-t', 'nat']).stdout, /KUBE-SVC-/, 'nothing of the killed restore is in the nat table');
+  t.equal(inNs(ns, 'iptables-restore', IPTABLES_RESTORE_ARGS, input).status, 0, 'without a limit the same restore applies');
+  t.throws(
+    () => new KubeProxyIptables(ns, svcs, '10.0.0.0/8', 100).start(),
+    IptablesTimeout,
+    "the benchmark's kube-proxy passes its limit on",
+  );
 });
 
 t.test('nft rules load into real nft; the incremental change applies', async (t) => {

@@ -24,6 +24,22 @@ const OWN_CHAINS = new Set([
 /** kube-proxy's chains, as `kube-proxy --cleanup` removes them; kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY) stay. */
 export const isKubeProxyOwnChain = (c: string): boolean => OWN_CHAINS.has(c) || /^KUBE-(SVC|SVL|EXT|FW|SEP)-/.test(c);
 
+/**
+ * An iptables command that ran past its time limit and was killed (SIGKILL).
+ * iptables-nft sends a restore to the kernel as one transaction at its end,
+ * so a restore killed before then changed nothing.
+ */
+export class IptablesTimeout extends Error {
+  constructor(
+    readonly command: string,
+    readonly limitMs: number,
+    label: string,
+  ) {
+    super(`${label}: ${command} did not finish in ${limitMs / 1000} s and was killed; nothing it was writing was applied`);
+    this.name = 'IptablesTimeout';
+  }
+}
+
 export interface CleanupOutcome {
   /** "table/chain" removed */
   removed: string[];
@@ -36,15 +52,21 @@ export class KubeProxyTables {
    * @param ns the network namespace (under /run/netns) to run in; undefined:
    *   the caller's own (a process already started in the node's namespace)
    * @param label how errors name this kube-proxy (and what happens next)
+   * @param timeoutMs kill any one command that runs longer (IptablesTimeout); unset: no limit
    */
   constructor(
     readonly ns: string | undefined,
     private readonly label = ns ? `kube-proxy iptables in netns ${ns}` : 'kube-proxy iptables',
+    readonly timeoutMs?: number,
   ) {}
 
   run(cmd: string, args: readonly string[], input?: string, okStatus: readonly number[] = [0]): { status: number; stdout: string } {
     const full = this.ns ? ['nsenter', `--net=${nsPath(this.ns)}`, '--', cmd, ...args] : [cmd, ...args];
-    const r = spawnSync(full[0]!, full.slice(1), { input, encoding: 'utf8', maxBuffer: 1 << 30 });
+    // nsenter execs the command, so the kill reaches iptables itself
+    const limit = this.timeoutMs ? { timeout: this.timeoutMs, killSignal: 'SIGKILL' as const } : {};
+    const r = spawnSync(full[0]!, full.slice(1), { input, encoding: 'utf8', maxBuffer: 1 << 30, ...limit });
+    if (this.timeoutMs && r.error?.message.includes('ETIMEDOUT'))
+      throw new IptablesTimeout(`${cmd} ${args.join(' ')}`, this.timeoutMs, this.label);
     const status = r.status ?? -1;
     if (!okStatus.includes(status)) {
       throw new Error(`${this.label}: ${cmd} ${args.join(' ')} exited ${status}: ${(r.stderr || r.error?.message || '').slice(0, 500)}`);
