@@ -45,6 +45,11 @@ static __always_inline int xdp_established(struct xdp_md *ctx, struct pkt *p, st
 
 	if (ct->flags & (__u8)~XDP_CT_FLAGS || ct->flags & CT_F_PLAIN)
 		return XDP_PASS;
+	/* A new connection's SYN-ACK on a closed flow's reply entry: TC
+	 * removes the entries and passes it untranslated (lib/service.h
+	 * ct_stale_reply()). */
+	if (ct_reply_is_stale(p, ct))
+		return XDP_PASS;
 	w = xdp_route(ctx, p, &to, &fib);
 	if (w == XW_STACK)
 		return XDP_PASS;

@@ -450,6 +450,34 @@ t.test('socket LB: bpf_sock_destroy moves a connected UDP socket off a removed b
   t.equal(destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]), 0, 'nothing left to destroy');
 });
 
+t.test('socket LB right after a TC-path connection from the same source port: the new connection is not translated back', async (t) => {
+  // The TC path's closed flow (reset) keeps its entries for the RST timeout;
+  // the socket-LB connection from the same port goes to the same backend,
+  // so its SYN-ACK matches the old reply entry. Before the fix the TC
+  // program on a's veth rewrote its source to the VIP and connect() timed out.
+  const s = await setup(t);
+  const { rec, dp, cg, pods } = s;
+  const ONE_VIP = '10.96.0.14';
+  t.same(rec.syncService('test/one', [fe('ClusterIP', ONE_VIP, 80, 'TCP', [be(A, 8080)])]).problems, []);
+  attachSockLinks(s.pinDir, cg, dp.objects[0]!);
+  const sport = 45123;
+  const viaTc = client<TcpResult>(undefined, pods.c, 'tcpsport', ONE_VIP, 80, sport);
+  t.same([viaTc.peer, viaTc.reply?.pod, viaTc.reply?.peer], [`${ONE_VIP}:80`, 'a', `${C}:${sport}`], 'TC path: a answers');
+  t.ok(
+    dp.maps.ct.get({ saddr: A, daddr: C, sport: 8080, dport: sport, proto: 6 }),
+    "the TC flow's reply entry is still there (closed, RST timeout)",
+  );
+  const viaSock = client<TcpResult>(cg, pods.c, 'tcpsport', ONE_VIP, 80, sport);
+  t.same(
+    [viaSock.errno, viaSock.peer, viaSock.reply?.pod, viaSock.reply?.peer],
+    [undefined, `${ONE_VIP}:80`, 'a', `${C}:${sport}`],
+    `socket LB from the same port at once: connected and answered (${JSON.stringify(viaSock)})`,
+  );
+  t.notOk(dp.maps.ct.get({ saddr: A, daddr: C, sport: 8080, dport: sport, proto: 6 }), 'the stale entries are gone');
+  const again = client<TcpResult>(undefined, pods.c, 'tcpsport', ONE_VIP, 80, sport);
+  t.same([again.peer, again.reply?.pod], [`${ONE_VIP}:80`, 'a'], 'and the TC path serves that port again afterwards');
+});
+
 t.test('netnsPaths: one path per network namespace', async (t) => {
   const ns = tmpNetns(t, 'bpxs');
   const c = spawn('nsenter', [`--net=${nsPath(ns)}`, 'sleep', '5'], { stdio: 'ignore' });

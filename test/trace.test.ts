@@ -97,6 +97,9 @@ t.test('trace: ClusterIP, NodePort, reject, no service, conntrack hit, affinity 
   inNetns(ns, () => runProg(dp, 'fromPod', tcpFrame(POD, '10.96.0.50', 40200, 80, TCP.SYN), p0));
   const sticky = dp.maps.affinity.entries();
   t.equal(sticky.length, 1, 'an affinity entry');
+  // a reset flow whose port the pod reuses to reach the backend directly: its reply entry waits out the RST timeout
+  const reset = inNetns(ns, () => runProg(dp, 'fromPod', tcpFrame(POD, '10.96.0.10', 40150, 80, TCP.SYN), p0));
+  inNetns(ns, () => runProg(dp, 'fromPod', tcpFrame(POD, '10.96.0.10', 40150, 80, TCP.RST), p0));
 
   const before = dumpMaps(pinDir);
   t.ok(Object.keys(before).length >= 12, `${Object.keys(before).length} pinned maps dumped`);
@@ -170,6 +173,29 @@ t.test('trace: ClusterIP, NodePort, reject, no service, conntrack hit, affinity 
     const to = (o.steps[0]!.data as { to: { dst: string; dport: number } }).to;
     t.equal(`${to.dst}:${to.dport}`, realBackend, 'the backend the real flow got');
     t.match(o.action, { action: 'redirect' });
+  });
+
+  t.test('a SYN-ACK on a reset flow’s reply entry: told as a stale reply, passed untranslated, nothing removed', async (t) => {
+    const o = trace(
+      '--from',
+      reset.out.dst,
+      '--to',
+      `${POD}:40150`,
+      '--sport',
+      String(reset.out.dport),
+      '--tcp-flags',
+      'syn,ack',
+      '--iface',
+      'd0',
+    );
+    t.match(o.steps[0], { step: 'reason', data: { reason: 'ct-stale-reply', dropped: false } });
+    t.same(steps(o).slice(1), ['conntrack', 'frontend'], 'then handled as a packet of no known flow');
+    t.match(o.steps[1], { data: { hit: false } });
+    t.match(o.action, { action: 'pass' });
+    t.ok(
+      dp.maps.ct.get({ saddr: reset.out.dst, daddr: POD, sport: Number(reset.out.dport), dport: 40150, proto: 6 }),
+      'the entry is still there',
+    );
   });
 
   t.test('ClientIP affinity: the client’s earlier backend, said so', async (t) => {

@@ -300,6 +300,48 @@ static __always_inline int drain_reopens(const struct pkt *p, const struct ct_va
 	return 1;
 }
 
+/* A SYN-ACK on the reply entry of a closed translated flow (reset, or both
+ * FINs seen) answers a SYN this node never translated: had the SYN come
+ * through a frontend it would have hit the forward entry and started the
+ * flow over (ct_update()). The client reused its source port to reach the
+ * backend directly (socket LB, bpf/sock.c, or pod to pod) while the old
+ * flow waits out its closing timeout, so the new connection's tuple equals
+ * the old one's translated tuple; translating its SYN-ACK to the service
+ * address would leave the client waiting for a SYN-ACK that never comes.
+ * Both entries go (as drain_reopens() does with a reopening SYN), counted
+ * as ct-stale-reply, and the caller treats the packet as of no known flow.
+ * Judged on the SYN-ACK, not on the client's SYN: whichever hook the SYN
+ * passed (or none: a host-network client), the SYN-ACK is the packet that
+ * would be rewritten (the XDP program passes such a SYN-ACK to TC,
+ * bpf/xdp_data.c). In trace mode nothing is removed, but the packet is
+ * traced as the datapath would handle it. */
+static __always_inline int ct_reply_is_stale(const struct pkt *p, const struct ct_value *ct)
+{
+	const __u8 fins = CT_S_FIN_FWD | CT_S_FIN_REPLY;
+
+	return p->tuple.proto == IPPROTO_TCP && ct->dir == CT_DIR_REPLY &&
+	       !(ct->flags & (CT_F_PLAIN | CT_F_TUNNEL)) &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) ==
+		       (TCP_FLAG_SYN | TCP_FLAG_ACK) &&
+	       ((ct->state & CT_S_RST) || (ct->state & fins) == fins);
+}
+
+static __always_inline int ct_stale_reply(struct __sk_buff *skb, const struct pkt *p,
+					  const struct ct_value *ct)
+{
+	struct ct_key pk;
+
+	if (!ct_reply_is_stale(p, ct))
+		return 0;
+	count_reason(skb, REASON_CT_STALE_REPLY);
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return 1;
+	if (ct_own_peer(&p->tuple, ct, &pk))
+		bpf_map_delete_elem(&bpfproxy_ct, &pk);
+	bpf_map_delete_elem(&bpfproxy_ct, &p->tuple);
+	return 1;
+}
+
 /* A frame the XDP program on this interface translated already carries
  * this in its metadata (lib/xdp.h): its flow is served. */
 #define XDP_META_TRANSLATED 0x62707864 /* "bpxd" */
@@ -381,7 +423,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	}
 
 	ct = ct_lookup(&p.tuple, now);
-	if (ct && !drain_reopens(&p, ct)) {
+	if (ct && !drain_reopens(&p, ct) && !ct_stale_reply(skb, &p, ct)) {
 		struct ct_key to = {
 			.saddr = ct->nat_saddr,
 			.sport = ct->nat_sport,
@@ -443,6 +485,8 @@ static __always_inline int service_host_reply_pkt(struct __sk_buff *skb, struct 
 	ct  = ct_lookup(&p->tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
+	if (ct_stale_reply(skb, p, ct))
+		return TC_ACT_OK; /* a new connection of the client's, not this flow's */
 	{
 		__u8 was = ct->state;
 

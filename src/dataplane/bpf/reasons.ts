@@ -69,6 +69,11 @@ export const REASONS = [
     verdict: 'drop',
     help: 'a packet that came through the tunnel for no flow this node knows, and that cannot open one (or for no external frontend here)',
   },
+  {
+    name: 'ct-stale-reply',
+    verdict: 'pass',
+    help: "a backend's SYN-ACK matched the reply entry of a closed service flow (reset or both FINs seen) whose SYN this node never translated: the client reused its source port to reach the backend directly (socket LB, or pod to pod) within the old flow's closing timeout; both entries removed, the SYN-ACK passed untranslated",
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];

@@ -1,0 +1,155 @@
+/**
+ * Source-port reuse after a closed TC-path flow, through BPF_PROG_RUN. A pod
+ * that connected to a service through the TC path and closed the
+ * connection may reuse the source port to reach the same backend directly
+ * (socket LB sent its SYN straight to the backend, or plain pod to pod)
+ * while the old flow's entries wait out their closing timeout. The new
+ * connection's tuple is the old flow's translated tuple, so the backend's
+ * SYN-ACK matches the old reply entry: before the fix its source was
+ * rewritten to the service address and the connection hung. Now a SYN-ACK
+ * on a closed (reset, or both FINs) translated reply entry removes both
+ * entries and passes untouched (counted as ct-stale-reply); a SYN-ACK of a
+ * flow the TC path opened, or reopened through the service, is still
+ * translated. Runs in a namespace of its own.
+ */
+import t, { type Test } from 'tap';
+import { frame, PROTO, TCP } from '../testkit/packet.js';
+import { be, fe } from './helpers/fixtures.js';
+import { NODE_IP, POD, progrunNode, type ProgrunNode } from './helpers/progrun-node.js';
+import { reasonCount } from './helpers/progrun.js';
+import { runXdp } from './helpers/xdp.js';
+import { inNetns } from './helpers/env.js';
+import { ip } from '../testkit/netns.js';
+
+const VIP = '10.96.0.10';
+const HOST_VIP = '10.96.0.1';
+const WEB = '10.244.1.11';
+const REMOTE_VIP = '10.96.0.20';
+const REMOTE = '10.244.2.5'; // a backend on another node: its replies come in on the data interface
+
+const key = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.TCP });
+
+/** A TC-path connection POD:sport -> VIP:80 (backend WEB:8080), handshake done. */
+function openTc(t: Test, n: ProgrunNode, sport: number): void {
+  const syn = n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport, dport: 80 });
+  t.same([syn.verdict, syn.out.dst, syn.out.dport], ['redirect', WEB, 8080], `port ${sport}: the SYN to the VIP is DNATed to the backend`);
+  const sa = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: sport, flags: TCP.SYN | TCP.ACK });
+  t.same([sa.verdict, sa.out.src, sa.out.sport], ['redirect', VIP, 80], `port ${sport}: its SYN-ACK comes back from the VIP`);
+  n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport, dport: 80, flags: TCP.ACK });
+}
+
+t.test('port reuse after a closed TC-path flow', async (t) => {
+  const n = await progrunNode(t);
+  n.rec.syncService('test/web', [fe('ClusterIP', VIP, 80, 'TCP', [be(WEB, 8080)])]);
+  n.rec.syncService('default/kubernetes', [fe('ClusterIP', HOST_VIP, 443, 'TCP', [be(NODE_IP, 6443)])]);
+  n.rec.syncService('test/remote', [fe('ClusterIP', REMOTE_VIP, 80, 'TCP', [be(REMOTE, 8080)])]);
+  n.rec.setNodeAddresses([NODE_IP]);
+  const stale = () => reasonCount(n.dp, 'ct-stale-reply');
+
+  t.test('a TC-path connection SYN-ACK is translated, nothing judged stale', async (t) => {
+    const before = stale();
+    openTc(t, n, 40000);
+    t.equal(stale(), before, 'no ct-stale-reply');
+    t.ok(n.dp.maps.ct.get(key(WEB, POD, 8080, 40000)), 'reply entry kept');
+  });
+
+  t.test('reset, then a direct connection from the same port: its SYN-ACK passes untranslated', async (t) => {
+    const before = stale();
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP.SYN });
+    n.run('fromPod', { src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40001, flags: TCP.SYN | TCP.ACK });
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP.ACK });
+    const rst = n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40001, dport: 80, flags: TCP.RST });
+    t.equal(rst.verdict, 'redirect', 'the RST is forwarded to the backend');
+    t.ok(n.dp.maps.ct.get(key(WEB, POD, 8080, 40001)), 'the reset flow is still tracked (RST timeout)');
+
+    // Socket LB: the pod's SYN leaves addressed to the backend itself.
+    const syn = frame({ src: POD, dst: WEB }, { proto: 'tcp', sport: 40001, dport: 8080 });
+    const sr = n.runRaw('fromPod', syn);
+    t.equal(sr.verdict, 'pass', 'the direct SYN is left to the stack');
+    t.same(sr.raw, syn, 'untouched');
+
+    const synack = frame({ src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40001, flags: TCP.SYN | TCP.ACK });
+    const r = n.runRaw('fromPod', synack);
+    t.equal(r.verdict, 'pass', "the backend's SYN-ACK goes on through the stack");
+    t.same(r.raw, synack, 'byte for byte: its source is the backend the client connected to, not the VIP');
+    t.equal(stale() - before, 1, 'counted as ct-stale-reply');
+    t.notOk(n.dp.maps.ct.get(key(WEB, POD, 8080, 40001)), 'old reply entry removed');
+    t.notOk(n.dp.maps.ct.get(key(POD, VIP, 40001, 80)), 'old forward entry removed');
+
+    const ack = frame({ src: POD, dst: WEB }, { proto: 'tcp', sport: 40001, dport: 8080, flags: TCP.ACK });
+    const ar = n.runRaw('fromPod', ack);
+    t.same([ar.verdict, ar.raw], ['pass', ack], "the client's ACK is untouched too");
+    const data = frame({ src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40001, flags: TCP.ACK | TCP.PSH });
+    const dr = n.runRaw('fromPod', data);
+    t.same([dr.verdict, dr.raw], ['pass', data], "the backend's data is untouched");
+  });
+
+  t.test('both FINs seen, then a direct connection: the same', async (t) => {
+    openTc(t, n, 40002);
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40002, dport: 80, flags: TCP.FIN | TCP.ACK });
+    n.run('fromPod', { src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40002, flags: TCP.FIN | TCP.ACK });
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40002, dport: 80, flags: TCP.ACK });
+    const before = stale();
+    n.runRaw('fromPod', frame({ src: POD, dst: WEB }, { proto: 'tcp', sport: 40002, dport: 8080 }));
+    const synack = frame({ src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40002, flags: TCP.SYN | TCP.ACK });
+    const r = n.runRaw('fromPod', synack);
+    t.same([r.verdict, r.raw], ['pass', synack], 'SYN-ACK untouched');
+    t.equal(stale() - before, 1, 'counted');
+    t.notOk(n.dp.maps.ct.get(key(WEB, POD, 8080, 40002)), 'entries removed');
+  });
+
+  t.test('reset, then the same port reopened through the service: its SYN-ACK is still translated', async (t) => {
+    openTc(t, n, 40003);
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40003, dport: 80, flags: TCP.RST });
+    const before = stale();
+    openTc(t, n, 40003);
+    t.equal(stale(), before, 'nothing judged stale');
+    const d = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40003, flags: TCP.ACK | TCP.PSH });
+    t.same([d.verdict, d.out.src, d.out.sport], ['redirect', VIP, 80], 'data of the reopened flow is translated');
+  });
+
+  t.test('only the client FIN seen (half-closed): a SYN-ACK is still translated', async (t) => {
+    openTc(t, n, 40004);
+    n.run('fromPod', { src: POD, dst: VIP }, { proto: 'tcp', sport: 40004, dport: 80, flags: TCP.FIN | TCP.ACK });
+    const before = stale();
+    const sa = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'tcp', sport: 8080, dport: 40004, flags: TCP.SYN | TCP.ACK });
+    t.same([sa.verdict, sa.out.src], ['redirect', VIP], 'a retransmitted SYN-ACK of a live flow keeps the VIP');
+    t.equal(stale(), before, 'not judged stale');
+  });
+
+  t.test('a host-network backend: the egress program does the same', async (t) => {
+    const sport = 40010;
+    const syn = n.run('fromPod', { src: POD, dst: HOST_VIP }, { proto: 'tcp', sport, dport: 443 });
+    t.same([syn.out.dst, syn.out.dport], [NODE_IP, 6443], 'DNATed to the node');
+    const sa = n.run('hostReply', { src: NODE_IP, dst: POD }, { proto: 'tcp', sport: 6443, dport: sport, flags: TCP.SYN | TCP.ACK });
+    t.same([sa.verdict, sa.out.src, sa.out.sport], ['pass', HOST_VIP, 443], "the node's SYN-ACK of the TC flow is translated");
+    n.run('fromPod', { src: POD, dst: HOST_VIP }, { proto: 'tcp', sport, dport: 443, flags: TCP.RST });
+    const before = stale();
+    const again = frame({ src: NODE_IP, dst: POD }, { proto: 'tcp', sport: 6443, dport: sport, flags: TCP.SYN | TCP.ACK });
+    const r = n.runRaw('hostReply', again);
+    t.same([r.verdict, r.raw], ['pass', again], "the node's SYN-ACK to a direct connection is untouched");
+    t.equal(stale() - before, 1, 'counted');
+    t.notOk(n.dp.maps.ct.get(key(NODE_IP, POD, 6443, sport)), 'entries removed');
+  });
+
+  t.test('a backend on another node, with the XDP program on the data interface: XDP leaves it to TC', async (t) => {
+    const xdp = (raw: Buffer) => inNetns(n.ns, () => runXdp(n.dp, raw, n.ifindex));
+    const sport = 40020;
+    // a known neighbour: XDP forwards the pod's replies itself (else it leaves them to TC anyway)
+    ip(n.ns, 'neigh', 'replace', POD, 'lladdr', '02:00:00:00:00:99', 'dev', 'd0', 'nud', 'permanent');
+    const syn = n.run('fromPod', { src: POD, dst: REMOTE_VIP }, { proto: 'tcp', sport, dport: 80 });
+    t.same([syn.verdict, syn.out.dst], ['redirect', REMOTE], 'DNATed to the remote backend');
+    const sa = xdp(frame({ src: REMOTE, dst: POD }, { proto: 'tcp', sport: 8080, dport: sport, flags: TCP.SYN | TCP.ACK }));
+    t.same([sa.out?.src, sa.out?.sport], [REMOTE_VIP, 80], 'XDP translates the SYN-ACK of the TC flow');
+    n.run('fromPod', { src: POD, dst: REMOTE_VIP }, { proto: 'tcp', sport, dport: 80, flags: TCP.RST });
+    const before = stale();
+    const again = frame({ src: REMOTE, dst: POD }, { proto: 'tcp', sport: 8080, dport: sport, flags: TCP.SYN | TCP.ACK });
+    const x = xdp(again);
+    t.same([x.verdict, x.raw], ['pass', again], "XDP passes the direct connection's SYN-ACK untouched");
+    t.ok(n.dp.maps.ct.get(key(REMOTE, POD, 8080, sport)), 'XDP removes nothing');
+    const r = n.runRaw('fromData', again);
+    t.same([r.verdict, r.raw], ['pass', again], 'TC passes it untouched');
+    t.equal(stale() - before, 1, 'counted once');
+    t.notOk(n.dp.maps.ct.get(key(REMOTE, POD, 8080, sport)), 'entries removed');
+  });
+});
