@@ -12,7 +12,8 @@
  *    marked so that the TC hook does not translate it again;
  *  - everything XDP does not finish by itself passes untouched to the TC
  *    hook, which does all of it as without XDP: not IPv4 (ARP, IPv6),
- *    fragments, ICMP (errors about our flows are TC's), other protocols,
+ *    fragments, ICMP (errors about our flows are TC's), SCTP (its CRC32c),
+ *    other protocols,
  *    non-service traffic, TCP FIN/RST (closing a flow), new flows while a
  *    monitor listens (its events come from TC), rejects, flows that need a
  *    neighbour resolved, an ICMP fragmentation-needed answer, or a tunnel,
@@ -117,6 +118,10 @@ int bpfproxy_xdp_data(struct xdp_md *ctx)
 	/* Fragments, the first one included: TC and the stack keep them
 	 * together. */
 	if (pr == PARSE_FRAGMENT || (p.frag & bpf_htons(IP_MF)) || p.tuple.proto == IPPROTO_ICMP)
+		return XDP_PASS;
+	/* SCTP: a port rewrite needs its CRC32c adjusted (lib/sctp.h), which
+	 * the TC path does; XDP leaves SCTP to it. */
+	if (p.tuple.proto == IPPROTO_SCTP)
 		return XDP_PASS;
 	if (p.tuple.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		return XDP_PASS;

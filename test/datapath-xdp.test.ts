@@ -154,6 +154,7 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
       ['a stray ACK (TC counts it)', frame(fromClient, { proto: 'tcp', sport: 42035, dport: 30090, flags: TCP.ACK })],
       ['a FIN of a flow (TC closes it)', frame(fromClient, { proto: 'tcp', sport: 42000, dport: 30090, flags: TCP.FIN | TCP.ACK })],
       ['TTL 1 (the stack answers)', frame({ ...fromClient, ttl: 1 }, { proto: 'tcp', sport: 42036, dport: 30091 })],
+      ['SCTP (TC adjusts its CRC32c)', frame(fromClient, { proto: 'sctp', sport: 42037, dport: 30090 })],
     ];
     const icmp = frame(fromClient, { proto: 'udp', sport: 1, dport: 2 });
     icmp[23] = 1; // protocol ICMP (checksums do not matter: it is passed before any is read)

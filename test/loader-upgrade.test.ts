@@ -14,6 +14,7 @@ import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
 import { BPF_OBJECT, loadDatapath, MAP_NAMES, PROGRAMS } from '../src/dataplane/bpf/loader.js';
 import { SOCK_HOOKS, sockProgramName } from '../src/dataplane/bpf/sock.js';
 import { XDP_PROGRAM } from '../src/dataplane/afxdp/xdp.js';
+import { XDP_DATA_PROGRAM } from '../src/dataplane/bpf/xdp.js';
 import { BpfMap } from '../src/dataplane/bpf/map.js';
 import * as c from '../src/dataplane/bpf/codecs.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
@@ -102,8 +103,8 @@ t.test('one object carries every program; a reload adopts its pinned maps', asyn
       .programs()
       .map((p) => p.name)
       .sort(),
-    [...Object.values(PROGRAMS).map((p) => p.name), XDP_PROGRAM, ...SOCK_HOOKS.map(sockProgramName)].sort(),
-    "it holds each role's program (and the AF_XDP engine's XDP program, which its own load attaches, and the socket hooks, bpf/sock.c)",
+    [...Object.values(PROGRAMS).map((p) => p.name), XDP_PROGRAM, XDP_DATA_PROGRAM, ...SOCK_HOOKS.map(sockProgramName)].sort(),
+    "it holds each role's program (and the AF_XDP engine's XDP program, which its own load attaches, XDP acceleration's, and the socket hooks, bpf/sock.c)",
   );
   const maps = obj.maps().filter((m) => m.pinPath !== null);
   t.same(maps.map((m) => m.name).sort(), Object.values(MAP_NAMES).sort(), 'one copy of each map, pinned by name');
