@@ -326,19 +326,29 @@ static __always_inline int ct_reply_is_stale(const struct pkt *p, const struct c
 	       ((ct->state & CT_S_RST) || (ct->state & fins) == fins);
 }
 
-static __always_inline int ct_stale_reply(struct __sk_buff *skb, const struct pkt *p,
-					  const struct ct_value *ct)
+/* Whether the entry is stale; if so both halves are removed. Not counted:
+ * the caller counts REASON_CT_STALE_REPLY once it knows the packet passes
+ * (one reason per packet). */
+static __always_inline int ct_stale_forget(const struct pkt *p, const struct ct_value *ct)
 {
 	struct ct_key pk;
 
 	if (!ct_reply_is_stale(p, ct))
 		return 0;
-	count_reason(skb, REASON_CT_STALE_REPLY);
 	if (cfg_trace) /* lib/trace.h: no map writes */
 		return 1;
 	if (ct_own_peer(&p->tuple, ct, &pk))
 		bpf_map_delete_elem(&bpfproxy_ct, &pk);
 	bpf_map_delete_elem(&bpfproxy_ct, &p->tuple);
+	return 1;
+}
+
+static __always_inline int ct_stale_reply(struct __sk_buff *skb, const struct pkt *p,
+					  const struct ct_value *ct)
+{
+	if (!ct_stale_forget(p, ct))
+		return 0;
+	count_reason(skb, REASON_CT_STALE_REPLY);
 	return 1;
 }
 
@@ -361,6 +371,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	__be32		 tpeer = 0, tlocal = 0;
 	__u32		 tvni	   = 0;
 	int		 tunnelled = 0;
+	int stale = 0; /* a closed reply entry the packet hit was removed (ct_stale_forget) */
 
 	enum parse_result pr;
 
@@ -423,7 +434,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 	}
 
 	ct = ct_lookup(&p.tuple, now);
-	if (ct && !drain_reopens(&p, ct) && !ct_stale_reply(skb, &p, ct)) {
+	if (ct && !drain_reopens(&p, ct) && !(stale = ct_stale_forget(&p, ct))) {
 		struct ct_key to = {
 			.saddr = ct->nat_saddr,
 			.sport = ct->nat_sport,
@@ -453,8 +464,13 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 
 	fe = lb_lookup(&p.tuple);
 	if (!fe) {
+		int rc;
+
 		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
-		return from_pod ? policy_plain(skb, &p, 1) : TC_ACT_OK;
+		rc = from_pod ? policy_plain(skb, &p, 1) : TC_ACT_OK;
+		if (stale && rc == TC_ACT_OK)
+			count_reason(skb, REASON_CT_STALE_REPLY);
+		return rc;
 	}
 	trace_step(TRACE_FRONTEND, 0, 0, 0, fe->svc_id, fe->set_id, fe->cluster_count,
 		   fe->local_count, fe->flags | (fe->affinity_timeout << 16));
