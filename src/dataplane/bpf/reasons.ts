@@ -69,6 +69,11 @@ export const REASONS = [
     verdict: 'drop',
     help: 'a packet that came through the tunnel for no flow this node knows, and that cannot open one (or for no external frontend here)',
   },
+  {
+    name: 'policy-ipv6',
+    verdict: 'drop',
+    help: 'IPv6 (other than neighbour discovery) to or from a pod isolated by a NetworkPolicy in that direction: policy is enforced for IPv4 only',
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
