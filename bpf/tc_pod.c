@@ -16,7 +16,8 @@ static __noinline int bpfproxy_pod4(struct __sk_buff *skb)
 
 /* IPv6: the pod's egress isolation first (lib/policy6.h), then services.
  * policy6_pod() returns before service6_datapath() is called: their
- * frames are never on the stack together. */
+ * frames are never on the stack together (nor is anything else added to
+ * this frame: the service chain below is within bytes of the limit). */
 static __noinline int bpfproxy_pod6(struct __sk_buff *skb)
 {
 	if (policy6_pod(skb, skb->ingress_ifindex, IPC_F_EGRESS_ISO) != TC_ACT_OK)

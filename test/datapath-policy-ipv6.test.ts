@@ -17,6 +17,7 @@
 import t, { type Test } from 'tap';
 import { IDENTITY_HOST, IDENTITY_WORLD, type CompiledPolicy, type EndpointPolicy } from '../src/model/policy/compiled.js';
 import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { setMode } from '../src/dataplane/bpf/drain.js';
 import { frame6, ICMP6, TCP, type Frame6Spec, type L4v6 } from '../testkit/packet6.js';
 import { ip } from '../testkit/netns.js';
 import { be, fe } from './helpers/fixtures.js';
@@ -149,6 +150,15 @@ t.test('IPv6 of a pod isolated by NetworkPolicy: dropped but for neighbour disco
     t.same(w.apply({ generation: 7, identities: [], endpoints: [], rules: [] }).problems, []);
     t.equal(run('fromPod', out, tcp(1061)), 'pass', 'from the pod');
     t.equal(run('toPod', into, tcp(1062)), 'pass', 'to the pod');
+  });
+
+  t.test('standby (taking over): the pod veth ingress enforces nothing, as IPv4; its egress does', async (t) => {
+    t.same(w.apply(policy(9, { ingressIsolated: true, egressIsolated: true })).problems, []);
+    setMode(node.dp.maps, 'standby');
+    t.equal(run('fromPod', out, tcp(1080)), 'pass', 'from the pod: passes');
+    t.equal(run('toPod', into, tcp(1081)), 'drop', 'to the pod: dropped');
+    setMode(node.dp.maps, 'serve');
+    t.equal(run('fromPod', out, tcp(1082)), 'drop', 'serving again: dropped');
   });
 
   t.test('an interface with no pod address recorded (host-network, unknown): passes', async (t) => {

@@ -45,8 +45,8 @@ enum reason {
 	REASON_TUN_MALFORMED, /* our VXLAN, headers cut short or inconsistent: dropped */
 	REASON_TUN_NO_ROUTE,  /* no route to the tunnel peer node: dropped */
 	REASON_TUN_NO_FLOW,   /* tunnelled packet of no known flow that cannot open one: dropped */
-	REASON_POLICY_IPV6, /* network policy is IPv4: IPv6 other than neighbour discovery, to or
-			     * from a pod isolated in that direction: dropped */
+	REASON_POLICY_IPV6,   /* network policy is IPv4: IPv6 other than neighbour discovery, to or
+			       * from a pod isolated in that direction: dropped */
 	__REASON_MAX,
 };
 

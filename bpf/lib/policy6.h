@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "drop.h"
+#include "mode.h"
 #include "parse6.h"
 #include "pod.h"
 #include "policy.h"
@@ -56,6 +57,10 @@ static __noinline int policy6_pod(struct __sk_buff *skb, __u32 ifindex, __u32 is
 {
 	struct pkt6 p = {};
 
+	/* In standby (taking over) the pod veth's ingress enforces nothing,
+	 * IPv4 included (service_datapath()); its egress does. */
+	if (iso == IPC_F_EGRESS_ISO && mode_standby())
+		return TC_ACT_OK;
 	if (!pol6_pod_isolated(ifindex, iso))
 		return TC_ACT_OK;
 	if (parse_ipv6(skb, &p) == PARSE_OK && p.tuple.proto == IPPROTO_ICMPV6_ &&
