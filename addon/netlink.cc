@@ -120,6 +120,15 @@ static bool ParseRoute(const struct nlmsghdr* nh, NlEvent* ev) {
   return true;
 }
 
+// A dump's routes of one family only: without IPv6 in the kernel, the
+// AF_INET6 request falls back to the all-families dump.
+template <int Family>
+static bool ParseRouteOf(const struct nlmsghdr* nh, NlEvent* ev) {
+  if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return false;
+  if (static_cast<const struct rtmsg*>(NLMSG_DATA(nh))->rtm_family != Family) return false;
+  return ParseRoute(nh, ev);
+}
+
 static Napi::Object EventToJs(Napi::Env env, const NlEvent& e) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("event", e.event);
@@ -185,7 +194,7 @@ static Napi::Value Links(const Napi::CallbackInfo& info) {
 // routes4() -> [{ dst, prefixLen, oif }]: unicast IPv4 routes of the main
 // table that name an output interface (the pod source check reads them).
 static Napi::Value Routes4(const Napi::CallbackInfo& info) {
-  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET, "route", ParseRoute,
+  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET, "route", ParseRouteOf<AF_INET>,
                                   [](Napi::Object& o, const NlEvent& ev) {
                                     o.Set("dst", ev.dst);
                                     o.Set("prefixLen", ev.prefix_len);
@@ -196,8 +205,8 @@ static Napi::Value Routes4(const Napi::CallbackInfo& info) {
 // routes6() -> [{ dst, prefixLen, oif }]: the same for IPv6 (the IPv6 pod
 // source check reads them).
 static Napi::Value Routes6(const Napi::CallbackInfo& info) {
-  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET6, "IPv6 route", ParseRoute,
-                                  [](Napi::Object& o, const NlEvent& ev) {
+  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET6, "IPv6 route",
+                                  ParseRouteOf<AF_INET6>, [](Napi::Object& o, const NlEvent& ev) {
                                     o.Set("dst", ev.dst);
                                     o.Set("prefixLen", ev.prefix_len);
                                     o.Set("oif", ev.oif);
