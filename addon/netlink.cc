@@ -88,31 +88,45 @@ static bool ParseLink(const struct nlmsghdr* nh, NlEvent* ev) {
   return true;
 }
 
-// RTM_NEWROUTE / RTM_DELROUTE -> event for unicast IPv4 routes of the main
-// table that name an output interface (what routes4() lists).
+// RTM_NEWROUTE / RTM_DELROUTE -> event for unicast IPv4 and IPv6 routes of
+// the main table that name an output interface (what routes4() and
+// routes6() list).
 static bool ParseRoute(const struct nlmsghdr* nh, NlEvent* ev) {
   if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return false;
   auto* rt = static_cast<const struct rtmsg*>(NLMSG_DATA(nh));
-  if (rt->rtm_family != AF_INET || rt->rtm_type != RTN_UNICAST || rt->rtm_dst_len > 32) return false;
-  uint32_t table = rt->rtm_table, dst = 0;
+  const bool v6 = rt->rtm_family == AF_INET6;
+  if ((rt->rtm_family != AF_INET && !v6) || rt->rtm_type != RTN_UNICAST || rt->rtm_dst_len > (v6 ? 128 : 32))
+    return false;
+  const size_t alen = v6 ? 16 : 4;
+  uint32_t table = rt->rtm_table;
+  uint8_t dst[16] = {};
   int oif = 0;
   int len = static_cast<int>(RTM_PAYLOAD(nh));
   for (auto* a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
     if (a->rta_type == RTA_TABLE && RTA_PAYLOAD(a) >= 4)
       memcpy(&table, RTA_DATA(a), 4);
-    else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= 4)
-      memcpy(&dst, RTA_DATA(a), 4);
+    else if (a->rta_type == RTA_DST && RTA_PAYLOAD(a) >= alen)
+      memcpy(dst, RTA_DATA(a), alen);
     else if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4)
       memcpy(&oif, RTA_DATA(a), 4);
   }
   if (table != RT_TABLE_MAIN || oif <= 0) return false;
-  char text[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &dst, text, sizeof(text));
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(v6 ? AF_INET6 : AF_INET, dst, text, sizeof(text));
   ev->event = nh->nlmsg_type == RTM_DELROUTE ? "delroute" : "newroute";
   ev->dst = text;
   ev->prefix_len = rt->rtm_dst_len;
   ev->oif = static_cast<uint32_t>(oif);
   return true;
+}
+
+// A dump's routes of one family only: without IPv6 in the kernel, the
+// AF_INET6 request falls back to the all-families dump.
+template <int Family>
+static bool ParseRouteOf(const struct nlmsghdr* nh, NlEvent* ev) {
+  if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg))) return false;
+  if (static_cast<const struct rtmsg*>(NLMSG_DATA(nh))->rtm_family != Family) return false;
+  return ParseRoute(nh, ev);
 }
 
 static Napi::Object EventToJs(Napi::Env env, const NlEvent& e) {
@@ -180,8 +194,19 @@ static Napi::Value Links(const Napi::CallbackInfo& info) {
 // routes4() -> [{ dst, prefixLen, oif }]: unicast IPv4 routes of the main
 // table that name an output interface (the pod source check reads them).
 static Napi::Value Routes4(const Napi::CallbackInfo& info) {
-  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET, "route", ParseRoute,
+  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET, "route", ParseRouteOf<AF_INET>,
                                   [](Napi::Object& o, const NlEvent& ev) {
+                                    o.Set("dst", ev.dst);
+                                    o.Set("prefixLen", ev.prefix_len);
+                                    o.Set("oif", ev.oif);
+                                  });
+}
+
+// routes6() -> [{ dst, prefixLen, oif }]: the same for IPv6 (the IPv6 pod
+// source check reads them).
+static Napi::Value Routes6(const Napi::CallbackInfo& info) {
+  return DumpEvents<struct rtmsg>(info.Env(), RTM_GETROUTE, RTM_NEWROUTE, AF_INET6, "IPv6 route",
+                                  ParseRouteOf<AF_INET6>, [](Napi::Object& o, const NlEvent& ev) {
                                     o.Set("dst", ev.dst);
                                     o.Set("prefixLen", ev.prefix_len);
                                     o.Set("oif", ev.oif);
@@ -214,7 +239,7 @@ class NetlinkWatcher : public Napi::ObjectWrap<NetlinkWatcher> {
     setsockopt(sock.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     struct sockaddr_nl sa = {};
     sa.nl_family = AF_NETLINK;
-    sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE;
+    sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
     if (bind(sock.get(), reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
       MakeError(env, "subscribe to rtnetlink link and route events", errno).ThrowAsJavaScriptException();
       return;
@@ -345,6 +370,7 @@ void InitNetlink(Napi::Env env, Napi::Object exports) {
   NetlinkWatcher::Define(env);
   exports.Set("links", Napi::Function::New(env, Links));
   exports.Set("routes4", Napi::Function::New(env, Routes4));
+  exports.Set("routes6", Napi::Function::New(env, Routes6));
   exports.Set("watchNetlink", Napi::Function::New(env, WatchNetlink));
 }
 

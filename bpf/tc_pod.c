@@ -3,6 +3,7 @@
  * from pods to services, and replies from backend pods.
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/policy6.h"
 #include "lib/service.h"
 #include "lib/service6.h"
 
@@ -13,10 +14,21 @@ static __noinline int bpfproxy_pod4(struct __sk_buff *skb)
 	return service_datapath(skb, 1);
 }
 
+/* IPv6: the pod's egress isolation first (lib/policy6.h), then services.
+ * policy6_pod() returns before service6_datapath() is called: their
+ * frames are never on the stack together (nor is anything else added to
+ * this frame: the service chain below is within bytes of the limit). */
+static __noinline int bpfproxy_pod6(struct __sk_buff *skb)
+{
+	if (policy6_pod(skb, skb->ingress_ifindex, IPC_F_EGRESS_ISO) != TC_ACT_OK)
+		return TC_ACT_SHOT;
+	return service6_datapath(skb, 1);
+}
+
 SEC("tc")
 int bpfproxy_pod(struct __sk_buff *skb)
 {
 	if (eth_is_ipv6(skb))
-		return service6_datapath(skb, 1);
+		return bpfproxy_pod6(skb);
 	return bpfproxy_pod4(skb);
 }

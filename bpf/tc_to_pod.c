@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* TC egress on pod-facing interfaces (host side of the pod's veth): network
  * policy for everything the kernel routes into the pod (lib/policy.h
- * policy_to_pod()), and the replies of host-network service endpoints
- * (as bpfproxy_host on the other interfaces).
+ * policy_to_pod(); IPv6: lib/policy6.h), and the replies of host-network
+ * service endpoints (as bpfproxy_host on the other interfaces).
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/policy6.h"
 #include "lib/service.h"
 #include "lib/service6.h"
 
@@ -15,10 +16,20 @@ static __noinline int bpfproxy_to_pod4(struct __sk_buff *skb)
 	return service_to_pod(skb);
 }
 
+/* IPv6: the pod's ingress isolation (policy is IPv4 only: an isolated
+ * pod gets neighbour discovery only), then host-network endpoints'
+ * replies. */
+static __noinline int bpfproxy_to_pod6(struct __sk_buff *skb)
+{
+	if (policy6_pod(skb, skb->ifindex, IPC_F_INGRESS_ISO) != TC_ACT_OK)
+		return TC_ACT_SHOT;
+	return service6_host_reply(skb);
+}
+
 SEC("tc")
 int bpfproxy_to_pod(struct __sk_buff *skb)
 {
 	if (eth_is_ipv6(skb))
-		return service6_host_reply(skb); /* no IPv6 network policy yet */
+		return bpfproxy_to_pod6(skb);
 	return bpfproxy_to_pod4(skb);
 }

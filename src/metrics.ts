@@ -129,7 +129,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'bpfproxy_policy_drops_total',
-      help: 'Packets dropped by NetworkPolicy, by reason (policy-denied, policy-no-table, policy-unknown-flow; from the per-CPU counters)',
+      help: 'Packets dropped by NetworkPolicy, by reason (policy-denied, policy-no-table, policy-unknown-flow, policy-ipv6; from the per-CPU counters)',
       labelNames: ['reason'],
       registers: r,
       collect() {

@@ -352,6 +352,29 @@ for (const mode of MODES) {
       t.pass('and removed with the route');
     });
 
+    await t.test('IPv6 routes feed the IPv6 source check; a /32 route the pod address for IPv6 policy', async (t) => {
+      await ipAsync(ns, 'link', 'add', 'calisix', 'type', 'veth', 'peer', 'name', 'sixpeer');
+      await ipAsync(ns, 'link', 'set', 'sixpeer', 'up');
+      await ipAsync(ns, 'link', 'set', 'calisix', 'up');
+      await until('calisix attached', () => seen.has('calisix'), 1000);
+      const idx = indexOf('calisix');
+      const own = { prefixlen: 32 + 128, ifindex: idx, addr: 'fd00:10:244:7::7' };
+      await ipAsync(ns, '-6', 'route', 'add', 'fd00:10:244:7::7/128', 'dev', 'calisix');
+      await until('IPv6 source written', () => dp.maps.podSrcs6.get(own)?.v === 1, 1000);
+      t.same(dp.maps.podSrcs6.get({ prefixlen: 32, ifindex: idx, addr: '::' }), { v: 0 }, 'and the catch-all');
+      t.not(dp.maps.podSrcs6.get({ prefixlen: 32 + 64, ifindex: idx, addr: 'fe80::' })?.v, 1, 'the link-local route is not written');
+      await ipAsync(ns, 'route', 'add', '10.244.7.9/32', 'dev', 'calisix');
+      await ipAsync(ns, 'route', 'add', '10.244.7.8/32', 'dev', 'calisix');
+      await until('pod address written', () => dp.maps.podAddrs.get({ ifindex: idx })?.addr4 === '10.244.7.8', 1000);
+      t.pass('the lowest /32 route is the pod address');
+      await ipAsync(ns, '-6', 'route', 'del', 'fd00:10:244:7::7/128', 'dev', 'calisix');
+      await until('IPv6 source removed', () => !dp.maps.podSrcs6.get(own), 1000);
+      t.pass('removed with the route, catch-all included');
+      await ipAsync(ns, 'link', 'del', 'calisix');
+      await until('pod address forgotten', () => !dp.maps.podAddrs.get({ ifindex: idx }), 1000);
+      t.pass('the pod address goes with the interface');
+    });
+
     await t.test('a renamed interface that no longer matches is detached', async (t) => {
       await ipAsync(ns, 'link', 'add', 'caliren', 'type', 'veth', 'peer', 'name', 'renpeer');
       await until('caliren attached', () => seen.has('caliren'), 1000);

@@ -74,6 +74,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c.nodeIpKey,
     c.podIfKey,
     c.podSrcKey,
+    c.podAddr,
     c.lbSrcKey,
     c.svcName,
     c.ctKey,
@@ -106,6 +107,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c6.affinity6Value,
     c6.nodeIp6Key,
     c6.lbSrc6Key,
+    c6.podSrc6Key,
     c6.ct6Key,
     c6.ct6Value,
   ]) {

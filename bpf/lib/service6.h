@@ -22,6 +22,8 @@
 #include "mode.h"
 #include "nat6.h"
 #include "parse6.h"
+#include "pod.h"
+#include "policy6.h"
 #include "reject6.h"
 
 /* Source of a pod reaching itself through a service over IPv6: a unique
@@ -59,9 +61,12 @@ static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *
 
 /* fib6_forward(): the hop limit is spent (passed to the stack, which
  * answers time exceeded), or a rewrite failed (dropped). The caller counts
- * them: fib6_forward() itself calls nothing that could deepen the stack. */
+ * them: fib6_forward() itself calls nothing that could deepen the stack
+ * but pol6_pod_isolated() (a small frame). Or the pod it would hand the
+ * packet to is isolated for ingress (dropped as policy-ipv6). */
 #define FWD6_TTL    (-7)
 #define FWD6_FAILED (-8)
+#define FWD6_POLICY (-9) /* into a pod isolated for ingress (lib/policy6.h) */
 
 /* As fib_redirect(): forward as a router (hop limit decremented; IPv6 has
  * no header checksum), or leave to the stack. */
@@ -85,8 +90,13 @@ static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6
 	{
 		struct pod_if_key pk = {.ifindex = fib->ifindex};
 
-		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk))
+		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk)) {
+			/* Skips the veth's egress hook (tc_to_pod.c): the
+			 * pod's IPv6 ingress isolation is checked here. */
+			if (pol6_pod_isolated(fib->ifindex, IPC_F_INGRESS_ISO))
+				return FWD6_POLICY;
 			return bpf_redirect_peer(fib->ifindex, 0);
+		}
 	}
 	return bpf_redirect(fib->ifindex, 0);
 }
@@ -100,6 +110,8 @@ static __always_inline int fib6_verdict(struct __sk_buff *skb, int rc)
 	}
 	if (rc == FWD6_FAILED)
 		return drop(skb, REASON_REWRITE_FAILED);
+	if (rc == FWD6_POLICY)
+		return drop(skb, REASON_POLICY_IPV6);
 	return rc;
 }
 
@@ -304,6 +316,9 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		return TC_ACT_OK;
 	if (pr == PARSE_MALFORMED)
 		return drop(skb, REASON_MALFORMED);
+	/* Every IPv6 packet a pod sends, whatever it carries (lib/pod.h). */
+	if (from_pod && !pod6_source_ok(skb->ingress_ifindex, &p.tuple.saddr))
+		return drop(skb, REASON_SPOOFED);
 	/* From outside, one of the node's own addresses as source is forged. */
 	if (!from_pod && node_ip6_flags(&p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);

@@ -133,6 +133,14 @@ struct pod_src_key {
 	__be32 addr;	  /* net */
 };
 
+/* The IPv4 address of the pod behind a pod interface (key struct
+ * pod_if_key): the agent writes the address of a /32 route that points at
+ * it. IPv6 network policy (lib/policy6.h) reads that address's ipcache
+ * entry to know whether the pod is isolated. */
+struct pod_addr {
+	__be32 addr4; /* net */
+};
+
 /* loadBalancerSourceRanges (lib/lbsrc.h): the client prefixes a service
  * port's LoadBalancer IPs accept new flows from, LPM on the service port's
  * id, then the client address. Value unused (1). A service port whose LB

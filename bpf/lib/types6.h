@@ -57,6 +57,13 @@ struct lb_src6_key {
 	union v6addr addr;	/* net */
 };
 
+/* Pod source check, IPv6 (as struct pod_src_key, lib/pod.h). */
+struct pod_src6_key {
+	__u32	     prefixlen; /* host: 32 (ifindex) + address prefix length */
+	__be32	     ifindex;	/* net */
+	union v6addr addr;	/* net */
+};
+
 /* A flow as seen on the wire in one direction (as struct ct_key). */
 struct ct6_key {
 	union v6addr saddr; /* net */

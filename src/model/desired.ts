@@ -7,7 +7,17 @@
  */
 import { nonUnicastReasonOf } from './addresses.js';
 import { categorize, describeTopology, type TopologyChoice, type TopologyNode } from './topology.js';
-import type { Backend, EndpointSlice, Frontend, FrontendKind, IpFamily, Service, ServicePort, ServicePortKey, SliceEndpoint } from './types.js';
+import type {
+  Backend,
+  EndpointSlice,
+  Frontend,
+  FrontendKind,
+  IpFamily,
+  Service,
+  ServicePort,
+  ServicePortKey,
+  SliceEndpoint,
+} from './types.js';
 import { frontendKey, ipFamilyOf, serviceFamilies, servicePortKey } from './types.js';
 
 export interface BackendSets {

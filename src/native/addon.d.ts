@@ -192,7 +192,7 @@ export interface LinkEntry {
 /** What a netlink watcher delivers, a batch at a time; `at`: CLOCK_MONOTONIC ms when its thread read the event (as monotonicNs). */
 export type NetlinkEvent = { at: number } & (
   | ({ event: 'newlink' | 'dellink' } & LinkEntry)
-  /** unicast IPv4 routes of the main table naming an output interface (as routes4) */
+  /** unicast IPv4 and IPv6 routes of the main table naming an output interface (as routes4, routes6) */
   | { event: 'newroute' | 'delroute'; dst: string; prefixLen: number; oif: number }
   /** the kernel dropped events (socket buffer full): everything must be looked at again */
   | { event: 'overflow' }
@@ -393,6 +393,8 @@ export interface NativeRuntime {
   mapWordOp(map: FdRef, offset: number, op: 'cas', value: bigint, expected: bigint): bigint;
   /** Unicast IPv4 routes of the main table that name an output interface. */
   routes4(): Array<{ dst: string; prefixLen: number; oif: number }>;
+  /** unicast IPv6 routes of the main table naming an output interface */
+  routes6(): Array<{ dst: string; prefixLen: number; oif: number }>;
   possibleCpus(): number;
   monotonicNs(): bigint;
   /**

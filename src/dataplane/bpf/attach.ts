@@ -179,6 +179,10 @@ export class Attacher {
   private readonly failed = new Map<number, string>();
   /** source-check entries written per pod interface, by "addr/len" */
   private readonly podSrcs = new Map<number, Set<string>>();
+  /** IPv6 source-check entries written per pod interface, by "addr/len" */
+  private readonly podSrcs6 = new Map<number, Set<string>>();
+  /** the IPv4 address written per pod interface for IPv6 policy isolation */
+  private readonly podAddrs = new Map<number, string>();
   /** pod interfaces already reported as unchecked (no route names them) */
   private readonly unchecked = new Set<number>();
   private watcher: NetlinkWatcher | undefined;
@@ -391,7 +395,85 @@ export class Attacher {
     }
   }
 
+  /**
+   * The IPv6 source check of a pod interface, as syncPodSources: one entry
+   * per IPv6 route that points at it, plus the catch-all (value 0). Link-
+   * local routes (fe80::/64 exists on every interface with IPv6) neither
+   * count nor go in: the datapath always lets fe80::/10 and :: through, and
+   * an interface named by no other IPv6 route is not checked, as IPv4.
+   */
+  private syncPodSources6(index: number, name: string, routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>): void {
+    const want = new Set(routes.filter((r) => r.oif === index && !isLinkLocal6(r.dst, r.prefixLen)).map((r) => `${r.dst}/${r.prefixLen}`));
+    const have = this.podSrcs6.get(index) ?? new Set<string>();
+    const key = (cidr: string) => {
+      const slash = cidr.lastIndexOf('/');
+      return { prefixlen: 32 + Number(cidr.slice(slash + 1)), ifindex: index, addr: cidr.slice(0, slash) };
+    };
+    try {
+      const add = [...want].filter((c) => !have.has(c));
+      if (add.length) this.dp.maps.podSrcs6.setMany(add.map((c) => [key(c), { v: 1 }] as const));
+      const checked = (set: Set<string>) => set.size > 0 && !set.has('::/0');
+      if (checked(want) && !checked(have)) this.dp.maps.podSrcs6.set(key('::/0'), { v: 0 });
+      if (!checked(want) && checked(have) && !want.has('::/0')) this.dp.maps.podSrcs6.delete(key('::/0'));
+      const gone = [...have].filter((c) => !want.has(c));
+      if (gone.length) this.dp.maps.podSrcs6.deleteMany(gone.map(key));
+      if (want.size) this.podSrcs6.set(index, want);
+      else this.podSrcs6.delete(index);
+      if (add.length || gone.length) {
+        this.log.info(
+          { iface: name, ifindex: index, sources6: [...want] },
+          `${name}: pod may send IPv6 from ${want.size ? [...want].join(', ') : 'any address (no IPv6 route points at it)'} and link-local`,
+        );
+      }
+    } catch (e) {
+      this.log.error({ iface: name }, `cannot write the IPv6 source check of ${name}: ${(e as Error).message}; will retry`);
+      throw e;
+    }
+  }
+
+  /**
+   * The pod's IPv4 address (a /32 route pointing at its interface, the
+   * lowest when several do) for IPv6 policy: the datapath reads its
+   * ipcache entry to know whether the pod is isolated (bpf/lib/policy6.h).
+   * No such route: no entry, and the pod's IPv6 is not filtered.
+   */
+  private syncPodAddr(index: number, name: string, routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>): void {
+    const hosts = routes.filter((r) => r.oif === index && r.prefixLen === 32).map((r) => r.dst);
+    const want = hosts.sort(compareIp4)[0];
+    const have = this.podAddrs.get(index);
+    if (want === have) return;
+    try {
+      if (want) this.dp.maps.podAddrs.set({ ifindex: index }, { addr4: want });
+      else this.dp.maps.podAddrs.delete({ ifindex: index });
+    } catch (e) {
+      this.log.error(
+        { iface: name },
+        `cannot record the IPv4 address of the pod behind ${name} (IPv6 network policy): ${(e as Error).message}; will retry`,
+      );
+      throw e;
+    }
+    if (want) this.podAddrs.set(index, want);
+    else this.podAddrs.delete(index);
+  }
+
   private forgetPodSources(index: number): void {
+    const have6 = this.podSrcs6.get(index);
+    this.podSrcs6.delete(index);
+    const addr = this.podAddrs.get(index);
+    this.podAddrs.delete(index);
+    try {
+      if (have6) {
+        this.dp.maps.podSrcs6.deleteMany(
+          [...have6, '::/0'].map((c) => {
+            const slash = c.lastIndexOf('/');
+            return { prefixlen: 32 + Number(c.slice(slash + 1)), ifindex: index, addr: c.slice(0, slash) };
+          }),
+        );
+      }
+      if (addr) this.dp.maps.podAddrs.delete({ ifindex: index });
+    } catch {
+      /* map closed */
+    }
     const have = this.podSrcs.get(index);
     this.podSrcs.delete(index);
     this.unchecked.delete(index);
@@ -576,6 +658,7 @@ export class Attacher {
     for (const i of this.failed.keys()) if (!now.has(Math.abs(i))) this.failed.delete(i);
     for (const i of this.retired) if (!now.has(i)) this.retired.delete(i);
     let routes: Array<{ dst: string; prefixLen: number; oif: number }> | undefined;
+    let routes6: Array<{ dst: string; prefixLen: number; oif: number }> | undefined;
     for (const l of links) {
       if (only && !only.has(l.index)) continue;
       const role = roleOf(l.name, this.dataRe, this.podRe);
@@ -591,11 +674,22 @@ export class Attacher {
           continue;
         }
         try {
+          routes6 ??= native().routes6();
+        } catch (e) {
+          this.log.error(
+            { iface: l.name },
+            `cannot read the IPv6 routing table: ${(e as Error).message}; ${l.name} is not attached until it can be`,
+          );
+          continue;
+        }
+        try {
           this.syncPodSources(l.index, l.name, routes, full);
+          this.syncPodSources6(l.index, l.name, routes6);
+          this.syncPodAddr(l.index, l.name, routes);
         } catch {
           continue;
         }
-      } else if (this.podSrcs.has(l.index)) {
+      } else if (this.podSrcs.has(l.index) || this.podSrcs6.has(l.index) || this.podAddrs.has(l.index)) {
         this.forgetPodSources(l.index);
       }
       this.ensureEgress(l, role);
@@ -776,4 +870,14 @@ export function teardown(pinDir: string, ledger: QdiscLedger, log?: Logger): Tea
     rmSync(pinDir, { recursive: true, force: true });
   }
   return { detached, xdp, sockHooks, qdiscs, unpinned };
+}
+
+/** fe80::/10 (what inet_ntop writes: lower case). */
+function isLinkLocal6(dst: string, prefixLen: number): boolean {
+  return prefixLen >= 10 && /^fe[89ab]/.test(dst);
+}
+
+function compareIp4(a: string, b: string): number {
+  const n = (s: string) => s.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  return n(a) - n(b);
 }

@@ -116,6 +116,11 @@ export const podSrcKey = struct('pod_src_key', {
 });
 export type PodSrcKey = ReturnType<typeof podSrcKey.decode>;
 
+/** The IPv4 address of the pod behind a pod interface (IPv6 policy isolation, lib/policy6.h). */
+export const podAddr = struct('pod_addr', {
+  addr4: ip4,
+});
+
 /** LPM key of loadBalancerSourceRanges: prefixlen counts the 32 service-port-id bits plus the client prefix. */
 export const lbSrcKey = struct('lb_src_key', {
   prefixlen: u32,

@@ -51,6 +51,13 @@ export const lbSrc6Key = struct('lb_src6_key', {
   addr: ip6,
 });
 
+/** LPM key of the IPv6 pod source check: prefixlen counts the 32 ifindex bits plus the address prefix. */
+export const podSrc6Key = struct('pod_src6_key', {
+  prefixlen: u32,
+  ifindex: be32,
+  addr: ip6,
+});
+
 export const ct6Key = struct('ct6_key', {
   saddr: ip6,
   daddr: ip6,

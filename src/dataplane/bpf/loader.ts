@@ -52,6 +52,8 @@ export const MAP_NAMES = {
   nodeIps6: 'bpfproxy_node_ips6',
   lbSrcs6: 'bpfproxy_lb_srcs6',
   ct6: 'bpfproxy_ct6',
+  podSrcs6: 'bpfproxy_pod_srcs6',
+  podAddrs: 'bpfproxy_pod_addrs',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -110,6 +112,10 @@ export interface DatapathMaps {
   nodeIps6: BpfMap<{ addr: string }, { v: number }>;
   lbSrcs6: BpfMap<c.LbSrcKey, { v: number }>;
   ct6: BpfMap<c.CtKey, c.CtValue>;
+  /** IPv6 pod source check (lib/pod.h), as podSrcs */
+  podSrcs6: BpfMap<c.PodSrcKey, { v: number }>;
+  /** pod interface -> the pod's IPv4 address, for IPv6 policy isolation (lib/policy6.h) */
+  podAddrs: BpfMap<{ ifindex: number }, { addr4: string }>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -149,6 +155,8 @@ const LAYOUT = {
   nodeIps6: [c6.nodeIp6Key, c.u8Value],
   lbSrcs6: [c6.lbSrc6Key, c.u8Value],
   ct6: [c6.ct6Key, c6.ct6Value],
+  podSrcs6: [c6.podSrc6Key, c.u8Value],
+  podAddrs: [c.podIfKey, c.podAddr],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -188,6 +196,8 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   nodeIps6: 'node IPv6 addresses are written again at start',
   lbSrcs6: 'IPv6 loadBalancerSourceRanges are written again by the first sync, before the new programs attach',
   ct6: 'IPv6 connections through services established before are reset once the new programs attach',
+  podSrcs6: 'pod IPv6 source addresses are written again as interfaces are attached',
+  podAddrs: 'pod interface addresses are written again as interfaces are attached',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -235,6 +245,8 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       nodeIps6: m(MAP_NAMES.nodeIps6, LAYOUT.nodeIps6),
       lbSrcs6: m(MAP_NAMES.lbSrcs6, LAYOUT.lbSrcs6),
       ct6: m(MAP_NAMES.ct6, LAYOUT.ct6),
+      podSrcs6: m(MAP_NAMES.podSrcs6, LAYOUT.podSrcs6),
+      podAddrs: m(MAP_NAMES.podAddrs, LAYOUT.podAddrs),
     };
   } catch (e) {
     for (const h of opened) h.close();

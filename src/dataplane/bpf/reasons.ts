@@ -74,6 +74,11 @@ export const REASONS = [
     verdict: 'pass',
     help: "a backend's SYN-ACK matched the reply entry of a closed service flow (reset or both FINs seen) whose SYN this node never translated: the client reused its source port to reach the backend directly (socket LB, or pod to pod) within the old flow's closing timeout; both entries removed, the SYN-ACK passed untranslated",
   },
+  {
+    name: 'policy-ipv6',
+    verdict: 'drop',
+    help: 'IPv6 (other than neighbour discovery) to or from a pod isolated by a NetworkPolicy in that direction: policy is enforced for IPv4 only',
+  },
 ] as const;
 
 export type ReasonName = (typeof REASONS)[number]['name'];
