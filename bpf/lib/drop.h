@@ -49,8 +49,9 @@ enum reason {
 	 * reused its port to reach the backend directly; entries removed,
 	 * passed untranslated */
 	REASON_CT_STALE_REPLY,
-	REASON_POLICY_IPV6,   /* network policy is IPv4: IPv6 other than neighbour discovery, to or
-			       * from a pod isolated in that direction: dropped */
+	/* network policy is IPv4: IPv6 other than neighbour discovery, to or
+	 * from a pod isolated in that direction: dropped */
+	REASON_POLICY_IPV6,
 	__REASON_MAX,
 };
 
