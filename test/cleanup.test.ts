@@ -116,6 +116,8 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
   await t.test('after the agent is SIGKILLed, cleanup removes exactly ours', async (t) => {
     agent.child.kill('SIGKILL');
     await agent.exited;
+    // the topology display file an agent writes (bpfproxy services)
+    writeFileSync(statePaths(state, pinDir).topology, '{}');
     const r = cliIn(ns, cleanup);
     t.equal(r.status, 0, r.stderr);
     t.match(r.stdout, /detached from 5 interface\(s\)/);
@@ -129,6 +131,7 @@ t.test('cls mode: cleanup with an agent running, after it is killed, and with --
     t.ok(hasClsact(ns, 'eth8'), 'eth8: an empty clsact that was not ours stays');
     t.notOk(existsSync(pinDir), 'unpinned');
     t.notOk(existsSync(statePaths(state, pinDir).lock), 'lock file gone');
+    t.notOk(existsSync(statePaths(state, pinDir).topology), 'topology file gone');
     const st = cliIn(ns, ['status', '--pin-dir', pinDir]);
     t.equal(st.status, 0, `status after cleanup exits 0: ${st.stderr}`);
     t.match(st.stdout, /none attached in this network namespace/);

@@ -8,6 +8,7 @@
  * through; a running agent holds it, and then cleanup refuses, naming the
  * agent, or with --force stops it (SIGTERM, bounded wait) first.
  */
+import { rmSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import { teardown } from '../dataplane/bpf/attach.js';
 import { QdiscLedger } from '../dataplane/bpf/qdiscs.js';
@@ -83,6 +84,8 @@ export async function runCleanup(o: CleanupOptions, log: Logger): Promise<Cleanu
   }
   try {
     const r = teardown(o.pinDir, new QdiscLedger(paths.qdiscs, log), log);
+    // how topology chose endpoints, for `bpfproxy services`: nothing left to describe
+    rmSync(paths.topology, { force: true });
     const parts = [
       `detached from ${r.detached.length} interface(s)${r.detached.length ? ` (${r.detached.join(', ')})` : ''}`,
       ...(r.xdp.length ? [`detached XDP acceleration from ${r.xdp.length} interface(s) (${r.xdp.join(', ')})`] : []),

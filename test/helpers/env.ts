@@ -29,6 +29,8 @@ export function tmpPinDir(t: Test): string {
     rmSync(dir, { recursive: true, force: true });
     // an in-process agent's record of the qdiscs it created (default state dir)
     rmSync(statePaths(DEFAULT_STATE_DIR, dir).qdiscs, { force: true });
+    // and an agent's topology display file (bpfproxy services)
+    rmSync(statePaths(DEFAULT_STATE_DIR, dir).topology, { force: true });
   });
   return dir;
 }
