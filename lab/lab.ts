@@ -189,6 +189,8 @@ export function labDown(prefix = 'bpxlab'): string[] {
     rmSync(n.pinDir, { recursive: true, force: true });
     // the agents' records of the clsact qdiscs they created: those went with the namespaces
     rmSync(statePaths(DEFAULT_STATE_DIR, n.pinDir).qdiscs, { force: true });
+    // and the topology display file `bpfproxy services` reads: it describes maps that are gone
+    rmSync(statePaths(DEFAULT_STATE_DIR, n.pinDir).topology, { force: true });
   }
   return gone;
 }

@@ -8,11 +8,14 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createConnection } from 'node:net';
 import { PassThrough } from 'node:stream';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { FakeApiServer } from '../testkit/fake-apiserver.js';
 import { execArgv } from '../lab/exec.js';
 import { loopbackPeerUid, startFront } from '../lab/front.js';
 import { bpfproxyArgs, runnerFor, schedules } from '../lab/kubelet.js';
-import { labSpec } from '../lab/lab.js';
+import { labDown, labSpec } from '../lab/lab.js';
+import { DEFAULT_STATE_DIR, statePaths } from '../src/agent/lock.js';
 import { acceptKey, frame, WsConnection } from '../lab/websocket.js';
 import { tmpNetns } from './helpers/env.js';
 
@@ -148,4 +151,23 @@ t.test('the front door: root on 127.0.0.1, the token on the lab LAN, exec over w
     /400 Bad Request[\s\S]*only exec, over websockets/,
   );
   t.match(await upgrade('/api/v1/namespaces/kube-system/pods/p/attach'), /400 Bad Request/, 'attach is not served');
+});
+
+t.test('labDown removes the state files its agents leave beside the pins (qdisc ledger, topology display file)', async (t) => {
+  const prefix = `bpxld${process.pid % 10000}`;
+  const files = labSpec(prefix).nodes.flatMap((n) => [
+    statePaths(DEFAULT_STATE_DIR, n.pinDir).qdiscs,
+    statePaths(DEFAULT_STATE_DIR, n.pinDir).topology,
+  ]);
+  t.teardown(() => labDown(prefix));
+  for (const f of files) {
+    mkdirSync(dirname(f), { recursive: true });
+    writeFileSync(f, '{}\n');
+  }
+  t.same(labDown(prefix), [], 'no namespaces of this prefix existed');
+  t.same(
+    files.filter((f) => existsSync(f)),
+    [],
+    "every node's files are gone",
+  );
 });
