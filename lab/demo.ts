@@ -85,6 +85,7 @@ function scenarios(lab: Lab): Scenario[] {
           {
             what: 'NodePort web, IPv6',
             ...fromClient,
+            from: `client ${lab.client.ip6}`,
             mode: 'tcp',
             host: n1.ip6,
             port: 30080,
