@@ -22,7 +22,7 @@ lab
   .description('build the lab namespaces and start echo servers in the pods')
   .action(async (o) => {
     const spec = labSpec(o.prefix);
-    const where = `nodes ${spec.nodes.map((n) => `${n.name} (${n.ns}, ${n.ip})`).join(', ')}, client ${spec.client.ns}`;
+    const where = `nodes ${spec.nodes.map((n) => `${n.name} (${n.ns}, ${n.ip}, ${n.ip6})`).join(', ')}, client ${spec.client.ns} (dual-stack: IPv4 and IPv6 on every node and pod)`;
     if (!o.api) {
       await labApiDown(o.prefix);
       labUp(spec);
@@ -48,6 +48,7 @@ Then follow README.md "Install on AKS / EKS" from step ${o.felix ? '3 (the CRD a
 Traffic (the pods answer with their name and the address they saw):
   ip netns exec ${spec.client.ns} node ${relative(process.cwd(), join(LAB_DIR, 'probe.js'))} tcp ${spec.nodes[0]!.ip} 30080 --count 3
   ip netns exec ${spec.nodes[0]!.pods[0]!.ns} node ${relative(process.cwd(), join(LAB_DIR, 'probe.js'))} tcp 10.96.0.10 80 --count 3
+  ip netns exec ${spec.nodes[0]!.pods[0]!.ns} node ${relative(process.cwd(), join(LAB_DIR, 'probe.js'))} tcp fd00:10:96::10 80 --count 3   (IPv6, once bpfproxy serves)
 Remove it all: ${self} down${o.prefix === 'bpxlab' ? '' : ` --prefix ${o.prefix}`}`);
   });
 lab

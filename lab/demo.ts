@@ -40,6 +40,8 @@ interface Scenario {
   port: number;
   count: number;
   expect: 'answer' | 'refused';
+  /** probed only when bpfproxy serves: the lab's kube-proxy stand-in (testkit/kube-proxy) programs IPv4 only */
+  ipv6?: true;
 }
 
 function scenarios(lab: Lab): Scenario[] {
@@ -58,6 +60,41 @@ function scenarios(lab: Lab): Scenario[] {
     { what: 'externalIP web', ...fromClient, mode: 'tcp', host: '203.0.113.10', port: 80, count: 3, expect: 'answer' },
     { what: 'ClusterIP empty (no endpoints)', ...fromPod, mode: 'tcp', host: '10.96.0.99', port: 80, count: 1, expect: 'refused' },
     { what: 'ClusterIP empty (UDP)', ...fromPod, mode: 'udp', host: '10.96.0.99', port: 53, count: 1, expect: 'refused' },
+    {
+      what: 'ClusterIP web, IPv6 (dual-stack)',
+      ...fromPod,
+      mode: 'tcp',
+      host: 'fd00:10:96::10',
+      port: 80,
+      count: 4,
+      expect: 'answer',
+      ipv6: true,
+    },
+    {
+      what: 'ClusterIP dns, IPv6 (UDP)',
+      ...fromPod,
+      mode: 'udp',
+      host: 'fd00:10:96::53',
+      port: 53,
+      count: 3,
+      expect: 'answer',
+      ipv6: true,
+    },
+    ...(n1.ip6
+      ? [
+          {
+            what: 'NodePort web, IPv6',
+            ...fromClient,
+            from: `client ${lab.client.ip6}`,
+            mode: 'tcp',
+            host: n1.ip6,
+            port: 30080,
+            count: 4,
+            expect: 'answer',
+            ipv6: true,
+          } as const,
+        ]
+      : []),
   ];
 }
 
@@ -70,7 +107,8 @@ function summarize(a: ProbeAttempt[]): { answered: string; sources: string; ok: 
     pods.set(k, (pods.get(k) ?? 0) + 1);
     if (x.ok) {
       ok++;
-      srcs.add(x.peer!.split(':')[0]!);
+      const peer = x.peer!;
+      srcs.add(peer.startsWith('[') ? peer.slice(1, peer.indexOf(']')) : peer.slice(0, peer.lastIndexOf(':')));
     }
   }
   return { answered: [...pods].map(([p, n]) => `${p}×${n}`).join(' '), sources: [...srcs].join(' ') || '-', ok };
@@ -236,11 +274,16 @@ export async function runDemo(prefix: string): Promise<boolean> {
       const rows: string[][] = [];
       let good = true;
       for (const s of sc) {
+        const to = s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`;
+        if (s.ipv6 && expectBy === 'kube-proxy') {
+          rows.push(['-', s.what, s.from, to, "not probed: the lab's kube-proxy programs IPv4 only", '-']);
+          continue;
+        }
         const r = probe(s.fromNs, s.mode, s.host, s.port, s.count, 1500);
         const m = summarize(r);
         const ok = s.expect === 'answer' ? m.ok === s.count : r.every((x) => x.error === 'ECONNREFUSED');
         good &&= ok;
-        rows.push([ok ? 'ok' : 'FAIL', s.what, s.from, `${s.host}:${s.port}`, m.answered, m.sources]);
+        rows.push([ok ? 'ok' : 'FAIL', s.what, s.from, to, m.answered, m.sources]);
       }
       const after = observeLab(lab.nodes);
       console.log(

@@ -1,14 +1,17 @@
 /**
  * The namespace lab: a LAN (bridge) with two node namespaces and an external
  * client; each node has pod namespaces on veths named like Calico's (cali*),
- * routed Calico-style (/32 routes, proxy ARP, 169.254.1.1 as gateway).
+ * routed Calico-style (/32 routes, proxy ARP, 169.254.1.1 as gateway; in
+ * IPv6 /128 routes and fe80::1 on the host side of each veth as gateway).
+ * Dual-stack: every host and pod has an IPv4 and an IPv6 (ULA) address.
  *
- *   client 192.0.2.100 ─┐
- *   node1  192.0.2.11  ─┼─ br0 (in <prefix>-lan)
- *   node2  192.0.2.12  ─┘
- *   node1 pods 10.244.1.11-13, node2 pods 10.244.2.11-12
+ *   client 192.0.2.100 fd00:192:0:2::100 ─┐
+ *   node1  192.0.2.11  fd00:192:0:2::11  ─┼─ br0 (in <prefix>-lan)
+ *   node2  192.0.2.12  fd00:192:0:2::12  ─┘
+ *   node1 pods 10.244.1.11-13 fd00:10:244:1::11-13, node2 pods 10.244.2.11-12 fd00:10:244:2::11-12
  *   LoadBalancer IPs 198.51.100.0/24 and external IPs 203.0.113.0/24 are
  *   routed by the client to node1, as a cloud load balancer would deliver.
+ *   IPv6 DAD is off in every namespace (addresses usable at once).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -29,6 +32,8 @@ export interface LabPod {
   name: string;
   ns: string;
   ip: string;
+  /** the pod's IPv6 address (ULA, in its node's podCidr6); absent: an IPv4-only pod */
+  ip6?: string;
   hostIf: string;
 }
 
@@ -36,7 +41,10 @@ export interface LabNode {
   name: string;
   ns: string;
   ip: string;
+  /** IPv6 (ULA) address and pod CIDR; absent: an IPv4-only node */
+  ip6?: string;
   podCidr: string;
+  podCidr6?: string;
   pods: LabPod[];
   pinDir: string;
 }
@@ -44,9 +52,9 @@ export interface LabNode {
 export interface Lab {
   prefix: string;
   lan: string;
-  client: { ns: string; ip: string };
+  client: { ns: string; ip: string; ip6: string };
   /** a host on the LAN for an API server (tests) */
-  api: { ns: string; ip: string };
+  api: { ns: string; ip: string; ip6: string };
   nodes: LabNode[];
 }
 
@@ -56,34 +64,48 @@ export const EXTERNAL_CIDR = '203.0.113.0/24';
 export const POD_CIDR = '10.244.0.0/16';
 /** the LAN's router with `gateway`: the nodes' default route, as real nodes have one */
 export const GATEWAY_IP = '192.0.2.1';
+/** every node's IPv6 pod CIDR (a /64 per node inside it) */
+export const POD_CIDR6 = 'fd00:10:244::/56';
+/** the pods' IPv6 gateway: fe80::1 on the host side of every pod veth */
+export const POD_GATEWAY6 = 'fe80::1';
 
 export function labSpec(prefix = 'bpxlab'): Lab {
   const mk = (n: number, pods: string[]): LabNode => ({
     name: `node${n}`,
     ns: `${prefix}-n${n}`,
     ip: `192.0.2.1${n}`,
+    ip6: `fd00:192:0:2::1${n}`,
     podCidr: `10.244.${n}.0/24`,
+    podCidr6: `fd00:10:244:${n}::/64`,
     pinDir: `/sys/fs/bpf/${prefix}-node${n}`,
     pods: pods.map((p, i) => ({
       name: `n${n}-${p}`,
       ns: `${prefix}-n${n}${p}`,
       ip: `10.244.${n}.${11 + i}`,
+      ip6: `fd00:10:244:${n}::${11 + i}`,
       hostIf: `cali${p}${n}`,
     })),
   });
   return {
     prefix,
     lan: `${prefix}-lan`,
-    client: { ns: `${prefix}-cl`, ip: '192.0.2.100' },
-    api: { ns: `${prefix}-api`, ip: '192.0.2.2' },
+    client: { ns: `${prefix}-cl`, ip: '192.0.2.100', ip6: 'fd00:192:0:2::100' },
+    api: { ns: `${prefix}-api`, ip: '192.0.2.2', ip6: 'fd00:192:0:2::2' },
     nodes: [mk(1, ['a', 'b', 'c']), mk(2, ['a', 'b'])],
   };
 }
 
-function uplink(lab: Lab, ns: string, addr: string, tag: string): void {
+/** IPv6 duplicate address detection off in a namespace: its addresses are usable at once. */
+function noDad(ns: string): void {
+  sysctl(ns, 'net.ipv6.conf.all.accept_dad', '0');
+  sysctl(ns, 'net.ipv6.conf.default.accept_dad', '0');
+}
+
+function uplink(lab: Lab, ns: string, addr: string, addr6: string | undefined, tag: string): void {
   ip(lab.lan, 'link', 'add', tag, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
   ip(lab.lan, 'link', 'set', tag, 'master', 'br0', 'up');
   ip(ns, 'addr', 'add', `${addr}/24`, 'dev', 'eth0');
+  if (addr6) ip(ns, 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad');
   ip(ns, 'link', 'set', 'eth0', 'up');
 }
 
@@ -91,8 +113,10 @@ function uplink(lab: Lab, ns: string, addr: string, tag: string): void {
  * route on the node, the host side as the pod's gateway. */
 export function addPod(n: LabNode, p: LabPod): void {
   addNetns(p.ns);
+  noDad(p.ns);
   ip(p.ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', p.hostIf, 'netns', n.ns);
   ip(p.ns, 'addr', 'add', `${p.ip}/32`, 'dev', 'eth0');
+  if (p.ip6) ip(p.ns, 'addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad');
   ip(p.ns, 'link', 'set', 'eth0', 'up');
   ip(p.ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
   ip(p.ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
@@ -104,6 +128,11 @@ export function addPod(n: LabNode, p: LabPod): void {
   sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.proxy_arp`, '1');
   sysctl(n.ns, `net.ipv4.conf.${p.hostIf}.rp_filter`, '0');
   ip(n.ns, 'route', 'add', `${p.ip}/32`, 'dev', p.hostIf, 'scope', 'link');
+  if (!p.ip6) return;
+  // IPv6: the host side carries fe80::1, the pod's default gateway (neighbour discovery finds it).
+  ip(n.ns, 'addr', 'add', `${POD_GATEWAY6}/64`, 'dev', p.hostIf, 'nodad');
+  ip(p.ns, '-6', 'route', 'add', 'default', 'via', POD_GATEWAY6, 'dev', 'eth0');
+  ip(n.ns, '-6', 'route', 'add', `${p.ip6}/128`, 'dev', p.hostIf);
 }
 
 /**
@@ -122,24 +151,33 @@ export function labUp(lab: Lab, opts: { servers?: boolean; gateway?: boolean; ic
     ip(lab.lan, 'link', 'add', 'br0', 'type', 'bridge');
     ip(lab.lan, 'link', 'set', 'br0', 'up');
     if (opts.gateway) ip(lab.lan, 'addr', 'add', `${GATEWAY_IP}/24`, 'dev', 'br0');
+    noDad(lab.lan);
     addNetns(lab.client.ns);
-    uplink(lab, lab.client.ns, lab.client.ip, 'cl');
+    noDad(lab.client.ns);
+    uplink(lab, lab.client.ns, lab.client.ip, lab.client.ip6, 'cl');
     addNetns(lab.api.ns);
-    uplink(lab, lab.api.ns, lab.api.ip, 'api');
+    noDad(lab.api.ns);
+    uplink(lab, lab.api.ns, lab.api.ip, lab.api.ip6, 'api');
     for (const n of lab.nodes) {
       addNetns(n.ns);
+      noDad(n.ns);
       sysctl(n.ns, 'net.ipv4.ip_forward', '1');
+      sysctl(n.ns, 'net.ipv6.conf.all.forwarding', '1');
       sysctl(n.ns, 'net.ipv4.conf.all.rp_filter', '0');
       sysctl(n.ns, 'net.ipv4.conf.default.rp_filter', '0');
       if (opts.icmpRedirects === false) {
         sysctl(n.ns, 'net.ipv4.conf.all.send_redirects', '0');
         sysctl(n.ns, 'net.ipv4.conf.default.send_redirects', '0');
       }
-      uplink(lab, n.ns, n.ip, `n${n.name.slice(4)}`);
+      uplink(lab, n.ns, n.ip, n.ip6, `n${n.name.slice(4)}`);
       for (const p of n.pods) addPod(n, p);
     }
     for (const n of lab.nodes) {
-      for (const other of lab.nodes) if (other !== n) ip(n.ns, 'route', 'add', other.podCidr, 'via', other.ip);
+      for (const other of lab.nodes) {
+        if (other === n) continue;
+        ip(n.ns, 'route', 'add', other.podCidr, 'via', other.ip);
+        if (other.podCidr6 && other.ip6) ip(n.ns, '-6', 'route', 'add', other.podCidr6, 'via', other.ip6);
+      }
       if (opts.gateway) ip(n.ns, 'route', 'add', 'default', 'via', GATEWAY_IP);
     }
     const n1 = lab.nodes[0]!;

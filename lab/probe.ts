@@ -58,7 +58,7 @@ function tcpOnce(host: string, port: number, timeout: number): Promise<Attempt> 
 function udpOnce(host: string, port: number, timeout: number): Promise<Attempt> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    const s = createSocket('udp4');
+    const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
     let done = false;
     const finish = (a: Omit<Attempt, 'ms'>) => {
       if (done) return;

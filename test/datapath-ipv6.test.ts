@@ -1,7 +1,9 @@
 /**
- * The IPv6 service datapath through BPF_PROG_RUN: the IPv4 table's cases
- * (every service type, TCP and UDP, reverse NAT, SNAT, rejects, traffic
- * policies, affinity, hairpin) with IPv6 packets, and what is IPv6's own:
+ * The IPv6 service datapath through BPF_PROG_RUN: the service table both
+ * families share (test/helpers/service-table.ts, the one
+ * test/datapath-progrun.test.ts runs in IPv4: every service type, TCP and
+ * UDP, traffic policies), reverse NAT, SNAT, rejects, affinity, hairpin in
+ * IPv6, and what is IPv6's own:
  * extension headers, fragments, neighbour discovery left alone, ICMPv6
  * errors about NAT'd flows (packet too big) translated inner header
  * included, packet too big sent when the next hop is narrower, malformed
@@ -22,6 +24,7 @@ import {
   type L4v6,
 } from '../testkit/packet6.js';
 import { be, fe } from './helpers/fixtures.js';
+import { ADDRS, programServices, runServiceTable } from './helpers/service-table.js';
 import { reasonCount, skbCtx } from './helpers/progrun.js';
 import { CLIENT6, NODE6, POD6, ROUTER6, progrun6Node } from './helpers/progrun6.js';
 import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
@@ -30,36 +33,19 @@ import { inNetns } from './helpers/env.js';
 import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
 import { gcIpv6 } from '../src/dataplane/bpf/conntrack-gc.js';
 
-const CIP = 'fd00:10:96::10';
-const L1 = 'fd00:10:244:1::11';
-const L2 = 'fd00:10:244:1::12';
-const REMOTE = 'fd00:10:244:2::11';
-const HAIRPIN6 = 'fd62:7078:2a01::1';
+const A = ADDRS.ipv6;
+const CIP = A.cip;
+const L1 = A.l1;
+const L2 = A.l2;
+const REMOTE = A.remote;
+const HAIRPIN6 = A.hairpin;
 
 t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
   const node = await progrun6Node(t);
   const { dp, rec } = node;
   const run = (role: 'fromPod' | 'fromData', f: Frame6Spec, l4: L4v6) => node.runRaw(role, frame6(f, l4));
   const sync = (svc: string, fes: ReturnType<typeof fe>[]) => t.same(rec.syncService(svc, fes).problems, [], `${svc} programmed`);
-  const web = [be(L1, 8080), be(L2, 8080)];
-  const remote = [be(REMOTE, 8080, false)];
-  sync('test/web', [
-    fe('ClusterIP', CIP, 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('NodePort', '::', 30080, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('LoadBalancer', '2001:db8:ff::10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('ExternalIP', '2001:db8:fe::10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-  ]);
-  sync('test/dns', [fe('ClusterIP', 'fd00:10:96::53', 53, 'UDP', [be('fd00:10:244:1::13', 53)])]);
-  sync('test/remote', [
-    fe('ClusterIP', 'fd00:10:96::20', 80, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
-    fe('NodePort', '::', 30081, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
-  ]);
-  sync('test/local', [fe('NodePort', '::', 30082, 'TCP', remote, { externalLocal: true })]);
-  sync('test/empty', [fe('ClusterIP', 'fd00:10:96::30', 80, 'TCP', []), fe('ClusterIP', 'fd00:10:96::30', 53, 'UDP', [])]);
-  sync('test/itp', [fe('ClusterIP', 'fd00:10:96::40', 80, 'TCP', remote, { internalLocal: true })]);
-  const sticky = ['21', '22', '23', '24'].map((x) => be(`fd00:10:244:1::${x}`, 80));
-  sync('test/sticky', [fe('ClusterIP', 'fd00:10:96::50', 80, 'TCP', sticky, { affinityTimeout: 10800 })]);
-  sync('test/self', [fe('ClusterIP', 'fd00:10:96::60', 80, 'TCP', [be(POD6, 8080)])]);
+  programServices(t, rec, 'ipv6');
   sync('test/v4', [fe('ClusterIP', '10.96.0.10', 80, 'TCP', [be('10.244.1.11', 8080)])]);
   rec.setNodeAddresses(['192.0.2.11', NODE6]);
   t.same(
@@ -70,112 +56,14 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
   t.equal(dp.maps.fe6.entries().length, 13, 'IPv6 frontends in bpfproxy_fe6');
   t.equal(dp.maps.fe.entries().length, 1, 'the IPv4 frontend alone in bpfproxy_fe');
 
-  const cases: Array<{
-    name: string;
-    role: 'fromPod' | 'fromData';
-    f: Frame6Spec;
-    l4: L4v6;
-    verdict: string;
-    dst?: string[];
-    dport?: number;
-    src?: string;
-  }> = [
-    {
-      name: 'ClusterIP TCP from a pod: DNAT, source kept',
-      role: 'fromPod',
-      f: { src: POD6, dst: CIP },
-      l4: { proto: 'tcp', sport: 40000, dport: 80 },
-      verdict: 'redirect',
-      dst: [L1, L2],
-      dport: 8080,
-      src: POD6,
-    },
-    {
-      name: 'ClusterIP UDP from a pod: DNAT',
-      role: 'fromPod',
-      f: { src: POD6, dst: 'fd00:10:96::53' },
-      l4: { proto: 'udp', sport: 5353, dport: 53, payload: Buffer.from('query') },
-      verdict: 'redirect',
-      dst: ['fd00:10:244:1::13'],
-      dport: 53,
-      src: POD6,
-    },
-    {
-      name: 'NodePort from outside to a local endpoint keeps the client',
-      role: 'fromData',
-      f: { src: CLIENT6, dst: NODE6 },
-      l4: { proto: 'tcp', sport: 41000, dport: 30080 },
-      verdict: 'redirect',
-      dst: [L1, L2],
-      dport: 8080,
-      src: CLIENT6,
-    },
-    {
-      name: 'LoadBalancer IPv6 from outside',
-      role: 'fromData',
-      f: { src: CLIENT6, dst: '2001:db8:ff::10' },
-      l4: { proto: 'tcp', sport: 41001, dport: 80 },
-      verdict: 'redirect',
-      dst: [L1, L2],
-      dport: 8080,
-      src: CLIENT6,
-    },
-    {
-      name: 'externalIP IPv6 from outside',
-      role: 'fromData',
-      f: { src: CLIENT6, dst: '2001:db8:fe::10' },
-      l4: { proto: 'tcp', sport: 41002, dport: 80 },
-      verdict: 'redirect',
-      dst: [L1, L2],
-      dport: 8080,
-      src: CLIENT6,
-    },
-    {
-      name: "a NodePort port on an address not the node's is left alone",
-      role: 'fromData',
-      f: { src: CLIENT6, dst: '2001:db8:1::77' },
-      l4: { proto: 'tcp', sport: 41003, dport: 30080 },
-      verdict: 'pass',
-      dst: ['2001:db8:1::77'],
-      dport: 30080,
-    },
-    {
-      name: 'eTP=Local NodePort without a local endpoint drops external traffic',
-      role: 'fromData',
-      f: { src: CLIENT6, dst: NODE6 },
-      l4: { proto: 'tcp', sport: 41004, dport: 30082 },
-      verdict: 'drop',
-    },
-    {
-      name: 'eTP=Local does not apply to pods',
-      role: 'fromPod',
-      f: { src: POD6, dst: NODE6 },
-      l4: { proto: 'tcp', sport: 41005, dport: 30082 },
-      verdict: 'redirect',
-      dst: [REMOTE],
-      src: POD6,
-    },
-    {
-      name: 'iTP=Local without a local endpoint drops pod traffic',
-      role: 'fromPod',
-      f: { src: POD6, dst: 'fd00:10:96::40' },
-      l4: { proto: 'tcp', sport: 41006, dport: 80 },
-      verdict: 'drop',
-    },
-    {
-      name: 'traffic to no service passes untouched',
-      role: 'fromPod',
-      f: { src: POD6, dst: L2 },
-      l4: { proto: 'tcp', sport: 41007, dport: 8080 },
-      verdict: 'pass',
-      dst: [L2],
-      dport: 8080,
-      src: POD6,
-    },
+  // The table both families share, then IPv6's own: extension headers and a first fragment.
+  runServiceTable(t, node, 'ipv6', [
     {
       name: 'hop-by-hop and destination options before TCP: DNAT past them',
       role: 'fromPod',
-      f: { src: POD6, dst: CIP, ext: [{ type: 'hop' }, { type: 'dst', body: Buffer.alloc(14) }] },
+      from: POD6,
+      to: CIP,
+      ext: [{ type: 'hop' }, { type: 'dst', body: Buffer.alloc(14) }],
       l4: { proto: 'tcp', sport: 41008, dport: 80 },
       verdict: 'redirect',
       dst: [L1, L2],
@@ -185,7 +73,9 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     {
       name: 'routing header (type 0, segments left 0) before UDP: DNAT past it',
       role: 'fromPod',
-      f: { src: POD6, dst: 'fd00:10:96::53', ext: [{ type: 'routing', body: Buffer.alloc(6) }] },
+      from: POD6,
+      to: 'fd00:10:96::53',
+      ext: [{ type: 'routing', body: Buffer.alloc(6) }],
       l4: { proto: 'udp', sport: 41009, dport: 53 },
       verdict: 'redirect',
       dst: ['fd00:10:244:1::13'],
@@ -194,24 +84,15 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     {
       name: 'first fragment (offset 0, more to come) carries the ports: translated',
       role: 'fromPod',
-      f: { src: POD6, dst: CIP, ext: [{ type: 'frag', offset: 0, more: true }] },
+      from: POD6,
+      to: CIP,
+      ext: [{ type: 'frag', offset: 0, more: true }],
       l4: { proto: 'tcp', sport: 41010, dport: 80 },
       verdict: 'redirect',
       dst: [L1, L2],
       dport: 8080,
     },
-  ];
-  for (const c of cases) {
-    const r = run(c.role, c.f, c.l4);
-    t.equal(r.verdict, c.verdict, `${c.name}: verdict`);
-    if (c.verdict === 'drop') continue;
-    if (c.dst) t.ok(c.dst.includes(r.out.dst), `${c.name}: dst ${r.out.dst} in ${c.dst.join(',')}`);
-    if (c.dport) t.equal(r.out.dport, c.dport, `${c.name}: dport`);
-    if (c.src) t.equal(r.out.src, c.src, `${c.name}: src`);
-    if (!c.f.ext?.some((e) => e.type === 'frag')) t.ok(r.out.l4CsumOk, `${c.name}: L4 checksum valid (pseudo-header included)`);
-    if (c.verdict === 'redirect') t.equal(r.out.hopLimit, 63, `${c.name}: hop limit decremented once`);
-  }
-  t.equal(reasonCount(dp, 'no-local-endpoints'), 2, 'both Local-policy drops counted');
+  ]);
 
   t.test('reply from the backend is reverse-NATed; conntrack as for IPv4', async (t) => {
     const fwd = run('fromPod', { src: POD6, dst: CIP }, { proto: 'tcp', sport: 42000, dport: 80 });

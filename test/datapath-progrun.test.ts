@@ -1,12 +1,15 @@
 /**
  * Per-program packet cases through BPF_PROG_RUN, table-driven like
- * kube-proxy's packet-flow tests. Runs in a namespace of its own with a
+ * kube-proxy's packet-flow tests: the service table both families share
+ * (test/helpers/service-table.ts; test/datapath-ipv6.test.ts runs it in
+ * IPv6), then IPv4's own cases. Runs in a namespace of its own with a
  * dummy "uplink" (192.0.2.11/24), so FIB lookups are deterministic.
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
 import { frame, icmpErrorFrame, parseFrame, PROTO, TCP, quotedL4CsumOk, type FrameSpec, type L4 } from '../testkit/packet.js';
 import { be, fe } from './helpers/fixtures.js';
+import { programServices, runServiceTable } from './helpers/service-table.js';
 import { inNetns } from './helpers/env.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount, runProg, TC_ACT_OK, TC_ACT_SHOT } from './helpers/progrun.js';
@@ -20,153 +23,9 @@ t.test('service datapath through BPF_PROG_RUN', async (t) => {
   });
   const { ns, ifindex, dp, rec } = node;
   const run = (...a: Parameters<typeof node.run>) => node.run(...a);
-  const web = [be('10.244.1.11', 8080), be('10.244.1.12', 8080)];
-  const sync = (svc: string, fes: ReturnType<typeof fe>[]) => {
-    const r = rec.syncService(svc, fes);
-    t.same(r.problems, [], `${svc} programmed without problems`);
-  };
-  sync('test/web', [
-    fe('ClusterIP', '10.96.0.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('NodePort', '0.0.0.0', 30080, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('LoadBalancer', '198.51.100.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-    fe('ExternalIP', '203.0.113.10', 80, 'TCP', web, { servicePort: 'test/web:http/TCP' }),
-  ]);
-  sync('test/dns', [fe('ClusterIP', '10.96.0.53', 53, 'UDP', [be('10.244.1.13', 53)])]);
-  const remote = [be('10.244.2.11', 8080, false)];
-  sync('test/remote', [
-    fe('ClusterIP', '10.96.0.20', 80, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
-    fe('NodePort', '0.0.0.0', 30081, 'TCP', remote, { servicePort: 'test/remote:http/TCP' }),
-  ]);
-  sync('test/local', [fe('NodePort', '0.0.0.0', 30082, 'TCP', remote, { externalLocal: true })]);
-  sync('test/empty', [fe('ClusterIP', '10.96.0.30', 80, 'TCP', []), fe('ClusterIP', '10.96.0.30', 53, 'UDP', [])]);
-  sync('test/itp', [fe('ClusterIP', '10.96.0.40', 80, 'TCP', remote, { internalLocal: true })]);
-  sync('test/sticky', [
-    fe('ClusterIP', '10.96.0.50', 80, 'TCP', [be('10.244.1.21', 80), be('10.244.1.22', 80), be('10.244.1.23', 80), be('10.244.1.24', 80)], {
-      affinityTimeout: 10800,
-    }),
-  ]);
-  sync('test/self', [fe('ClusterIP', '10.96.0.60', 80, 'TCP', [be(POD, 8080)])]);
+  programServices(t, rec, 'ipv4');
   rec.setNodeAddresses([NODE_IP]);
-
-  const cases: Array<{
-    name: string;
-    role: 'fromPod' | 'fromData';
-    f: FrameSpec;
-    l4: L4;
-    verdict: string;
-    dst?: string[];
-    dport?: number;
-    src?: string;
-    sport?: number;
-  }> = [
-    {
-      name: 'ClusterIP TCP from a pod is DNATed, source kept',
-      role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.10' },
-      l4: { proto: 'tcp', sport: 40000, dport: 80 },
-      verdict: 'redirect',
-      dst: ['10.244.1.11', '10.244.1.12'],
-      dport: 8080,
-      src: POD,
-      sport: 40000,
-    },
-    {
-      name: 'ClusterIP UDP from a pod is DNATed',
-      role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.53' },
-      l4: { proto: 'udp', sport: 5353, dport: 53, payload: Buffer.from('query') },
-      verdict: 'redirect',
-      dst: ['10.244.1.13'],
-      dport: 53,
-      src: POD,
-      sport: 5353,
-    },
-    {
-      name: 'NodePort from outside to a local endpoint keeps the client IP',
-      role: 'fromData',
-      f: { src: CLIENT, dst: NODE_IP },
-      l4: { proto: 'tcp', sport: 41000, dport: 30080 },
-      verdict: 'redirect',
-      dst: ['10.244.1.11', '10.244.1.12'],
-      dport: 8080,
-      src: CLIENT,
-      sport: 41000,
-    },
-    {
-      name: 'LoadBalancer IP from outside',
-      role: 'fromData',
-      f: { src: CLIENT, dst: '198.51.100.10' },
-      l4: { proto: 'tcp', sport: 41001, dport: 80 },
-      verdict: 'redirect',
-      dst: ['10.244.1.11', '10.244.1.12'],
-      dport: 8080,
-      src: CLIENT,
-    },
-    {
-      name: 'externalIP from outside',
-      role: 'fromData',
-      f: { src: CLIENT, dst: '203.0.113.10' },
-      l4: { proto: 'tcp', sport: 41002, dport: 80 },
-      verdict: 'redirect',
-      dst: ['10.244.1.11', '10.244.1.12'],
-      dport: 8080,
-      src: CLIENT,
-    },
-    {
-      name: "NodePort port on an address that is not the node's is left alone",
-      role: 'fromData',
-      f: { src: CLIENT, dst: '192.0.2.77' },
-      l4: { proto: 'tcp', sport: 41003, dport: 30080 },
-      verdict: 'pass',
-      dst: ['192.0.2.77'],
-      dport: 30080,
-    },
-    {
-      name: 'eTP=Local NodePort with no local endpoint drops external traffic',
-      role: 'fromData',
-      f: { src: CLIENT, dst: NODE_IP },
-      l4: { proto: 'tcp', sport: 41004, dport: 30082 },
-      verdict: 'drop',
-    },
-    {
-      name: 'eTP=Local does not apply to pods: internal traffic reaches the remote endpoint',
-      role: 'fromPod',
-      f: { src: POD, dst: NODE_IP },
-      l4: { proto: 'tcp', sport: 41005, dport: 30082 },
-      verdict: 'redirect',
-      dst: ['10.244.2.11'],
-      src: POD,
-    },
-    {
-      name: 'iTP=Local with no local endpoint drops pod traffic',
-      role: 'fromPod',
-      f: { src: POD, dst: '10.96.0.40' },
-      l4: { proto: 'tcp', sport: 41006, dport: 80 },
-      verdict: 'drop',
-    },
-    {
-      name: 'traffic to no service passes untouched',
-      role: 'fromPod',
-      f: { src: POD, dst: '10.244.1.12' },
-      l4: { proto: 'tcp', sport: 41007, dport: 8080 },
-      verdict: 'pass',
-      dst: ['10.244.1.12'],
-      dport: 8080,
-      src: POD,
-    },
-  ];
-  for (const c of cases) {
-    const r = run(c.role, c.f, c.l4);
-    t.equal(r.verdict, c.verdict, `${c.name}: verdict`);
-    if (c.verdict === 'drop') continue;
-    if (c.dst) t.ok(c.dst.includes(r.out.dst), `${c.name}: dst ${r.out.dst} in ${c.dst.join(',')}`);
-    if (c.dport) t.equal(r.out.dport, c.dport, `${c.name}: dport`);
-    if (c.src) t.equal(r.out.src, c.src, `${c.name}: src`);
-    if (c.sport) t.equal(r.out.sport, c.sport, `${c.name}: sport`);
-    t.ok(r.out.ipCsumOk && r.out.l4CsumOk, `${c.name}: checksums valid`);
-    if (c.verdict === 'redirect') t.equal(r.out.ttl, 63, `${c.name}: TTL decremented once`);
-  }
-  t.equal(reasonCount(dp, 'no-local-endpoints'), 2, 'both Local-policy drops counted by reason');
+  runServiceTable(t, node, 'ipv4');
 
   t.test('reply from the backend is reverse-NATed to the service address', async (t) => {
     const fwd = run('fromPod', { src: POD, dst: '10.96.0.10' }, { proto: 'tcp', sport: 42000, dport: 80 });

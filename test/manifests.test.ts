@@ -39,7 +39,7 @@ t.test('the example manifests load without a problem', async (t) => {
     [],
     'no warnings or errors',
   );
-  t.same(store.size, { services: 5, slices: 4 });
+  t.same(store.size, { services: 5, slices: 6 }, 'web and dns are dual-stack: an EndpointSlice per family');
   t.same(store.serviceKeys().sort(), ['default/empty', 'default/sticky', 'default/web', 'default/web-local', 'kube-system/dns']);
 });
 

@@ -2,6 +2,7 @@
 import { native } from '../../src/native/index.js';
 import type { Datapath, ProgramRole } from '../../src/dataplane/bpf/loader.js';
 import { parseFrame, type Parsed } from '../../testkit/packet.js';
+import { parseFrame6, type Parsed6 } from '../../testkit/packet6.js';
 
 export const TC_ACT_OK = 0;
 export const TC_ACT_SHOT = 2;
@@ -23,10 +24,18 @@ export function skbCtx(ifindex: number): Buffer {
   return b;
 }
 
+export interface Run6 {
+  verdict: Verdict;
+  out: Parsed6;
+  raw: Buffer;
+}
+
+const verdictOf = (retval: number): Verdict =>
+  retval === TC_ACT_OK ? 'pass' : retval === TC_ACT_SHOT ? 'drop' : retval === TC_ACT_REDIRECT ? 'redirect' : `other(${retval})`;
+
 export function runProg(dp: Datapath, role: ProgramRole, frame: Buffer, ifindex = 0): RunResult {
   const r = native().progTestRun(dp.programs[role].fd, frame, ifindex ? { ctx: skbCtx(ifindex) } : {});
-  const verdict: Verdict =
-    r.retval === TC_ACT_OK ? 'pass' : r.retval === TC_ACT_SHOT ? 'drop' : r.retval === TC_ACT_REDIRECT ? 'redirect' : `other(${r.retval})`;
+  const verdict = verdictOf(r.retval);
   let out: Parsed;
   try {
     out = parseFrame(r.data);
@@ -35,6 +44,18 @@ export function runProg(dp: Datapath, role: ProgramRole, frame: Buffer, ifindex 
     out = { srcMac: '', dstMac: '', ethType: 0, src: '', dst: '', proto: 0, ttl: 0, totalLen: 0, ipCsumOk: false, payload: r.data };
   }
   return { verdict, out, raw: r.data };
+}
+
+/** runProg for IPv6 frames: the output parsed as IPv6. */
+export function runProg6(dp: Datapath, role: ProgramRole, frame: Buffer, ifindex = 0): Run6 {
+  const r = native().progTestRun(dp.programs[role].fd, frame, ifindex ? { ctx: skbCtx(ifindex) } : {});
+  let out: Parsed6;
+  try {
+    out = parseFrame6(r.data);
+  } catch {
+    out = { ethType: 0, src: '', dst: '', nh: 0, hopLimit: 0, payloadLen: 0, payload: r.data };
+  }
+  return { verdict: verdictOf(r.retval), out, raw: r.data };
 }
 
 export function reasonCount(dp: Datapath, name: string): number {

@@ -10,20 +10,15 @@ import { BpfReconciler } from '../../src/dataplane/bpf/reconciler.js';
 import type { Datapath, ProgramRole } from '../../src/dataplane/bpf/loader.js';
 import { native } from '../../src/native/index.js';
 import { ip, sysctl } from '../../testkit/netns.js';
-import { parseFrame6, type Parsed6 } from '../../testkit/packet6.js';
 import { inNetns, tmpDatapath, tmpNetns } from './env.js';
-import { skbCtx, type Verdict, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from './progrun.js';
+import { runProg6, type Run6 } from './progrun.js';
 
 export const NODE6 = '2001:db8:1::11';
 export const CLIENT6 = '2001:db8:1::100';
 export const ROUTER6 = '2001:db8:1::1';
 export const POD6 = 'fd00:10:244:1::99';
 
-export interface Run6 {
-  verdict: Verdict;
-  out: Parsed6;
-  raw: Buffer;
-}
+export type { Run6 };
 
 export interface Progrun6Node {
   ns: string;
@@ -56,24 +51,6 @@ export async function progrun6Node(t: Test): Promise<Progrun6Node> {
   );
   const dp = await tmpDatapath(t);
   const rec = new BpfReconciler(dp.maps);
-  const runRaw = (role: ProgramRole, raw: Buffer): Run6 =>
-    inNetns(ns, () => {
-      const r = native().progTestRun(dp.programs[role].fd, raw, { ctx: skbCtx(ifindex) });
-      const verdict: Verdict =
-        r.retval === TC_ACT_OK
-          ? 'pass'
-          : r.retval === TC_ACT_SHOT
-            ? 'drop'
-            : r.retval === TC_ACT_REDIRECT
-              ? 'redirect'
-              : `other(${r.retval})`;
-      let out: Parsed6;
-      try {
-        out = parseFrame6(r.data);
-      } catch {
-        out = { ethType: 0, src: '', dst: '', nh: 0, hopLimit: 0, payloadLen: 0, payload: r.data };
-      }
-      return { verdict, out, raw: r.data };
-    });
+  const runRaw = (role: ProgramRole, raw: Buffer): Run6 => inNetns(ns, () => runProg6(dp, role, raw, ifindex));
   return { ns, ifindex, dp, rec, runRaw };
 }
