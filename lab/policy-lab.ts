@@ -75,8 +75,9 @@ export async function startModelServers(pods: ModelPod[], deadline = Date.now() 
   }
   for (const p of pods) {
     for (;;) {
-      const tcp = sh('ss', ['-H', '-ltn', 'sport = :80 or sport = :81'], { ns: p.netns, allowFail: true }).trim().split('\n');
-      const udp = sh('ss', ['-H', '-lun', 'sport = :80 or sport = :81'], { ns: p.netns, allowFail: true }).trim().split('\n');
+      // IPv4 listeners: the echo server also listens on IPv6 (the lab is dual-stack)
+      const tcp = sh('ss', ['-H', '-4', '-ltn', 'sport = :80 or sport = :81'], { ns: p.netns, allowFail: true }).trim().split('\n');
+      const udp = sh('ss', ['-H', '-4', '-lun', 'sport = :80 or sport = :81'], { ns: p.netns, allowFail: true }).trim().split('\n');
       if (tcp.filter(Boolean).length === 2 && udp.filter(Boolean).length === 2) break;
       if (Date.now() > deadline) throw new Error(`echo servers in pod ${p.key} (netns ${p.netns}) did not listen on 80/81 in time`);
       await new Promise((r) => setTimeout(r, 50));
