@@ -57,9 +57,9 @@ void eng_stats(struct eng *e, struct eng_stats *o)
 		o->has_table = 1;
 		eng_table_info(t, &o->table);
 	}
-	o->swaps   = e->swaps;
-	o->retired = e->nretired;
-	o->vector  = e->cfg.vector;
+	o->swaps	   = e->swaps;
+	o->retired	   = e->nretired;
+	o->vector	   = e->cfg.vector;
 	o->policy_required = atomic_load(&e->policy_required);
 	/* the policy is read under the swap lock: not freed meanwhile */
 	pthread_mutex_lock(&e->table_mu);

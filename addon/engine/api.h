@@ -138,20 +138,20 @@ struct eng_node_stats {
 };
 
 struct eng_stats {
-	struct eng_node_stats nodes[ENG_N__MAX];
-	double		      node_ns[ENG_N__MAX];
-	uint64_t	      reasons[ENG_R__MAX];
-	uint32_t	      sessions_live, sessions_tombs, sessions_limit;
-	uint64_t	      sessions_slots, sessions_bytes;
-	int		      sessions_huge;
-	int		      ct_mirrored;
-	uint64_t	      ct_exported, ct_export_errors, ct_adopted;
-	int		      has_table;
-	struct eng_table_info table;
-	uint64_t	      swaps;
-	uint32_t	      retired;
-	uint32_t	      vector;
-	int		      policy_required, has_policy;
+	struct eng_node_stats  nodes[ENG_N__MAX];
+	double		       node_ns[ENG_N__MAX];
+	uint64_t	       reasons[ENG_R__MAX];
+	uint32_t	       sessions_live, sessions_tombs, sessions_limit;
+	uint64_t	       sessions_slots, sessions_bytes;
+	int		       sessions_huge;
+	int		       ct_mirrored;
+	uint64_t	       ct_exported, ct_export_errors, ct_adopted;
+	int		       has_table;
+	struct eng_table_info  table;
+	uint64_t	       swaps;
+	uint32_t	       retired;
+	uint32_t	       vector;
+	int		       policy_required, has_policy;
 	struct eng_policy_info policy;
 };
 

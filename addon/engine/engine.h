@@ -494,8 +494,8 @@ struct eng_worker {
 	 * packets must pass the policy node */
 	const struct eng_policy *pol;
 	int			 pol_on;
-	pthread_t	      thread;
-	int		      started;
+	pthread_t		 thread;
+	int			 started;
 };
 
 /* ---- the engine ---------------------------------------------------------- */

@@ -921,7 +921,8 @@ static void node_policy(struct eng_worker *w, const struct eng_table *t, const u
 		}
 		pol_flow_of(&key, &v->view[i], &f);
 		r = eng_pol_check(p, &f);
-		pol_record(w, i, &key, (uint16_t)(p->epoch | (r != ENG_R_NONE ? ENG_POL_DENIED : 0)));
+		pol_record(w, i, &key,
+			   (uint16_t)(p->epoch | (r != ENG_R_NONE ? ENG_POL_DENIED : 0)));
 		if (r != ENG_R_NONE) {
 			to_drop(w, i, r);
 			continue;
@@ -1323,12 +1324,16 @@ typedef void (*node_fn)(struct eng_worker *, const struct eng_table *, const uin
 			uint64_t);
 
 static const node_fn NODES[ENG_N__MAX] = {
-	[ENG_N_PARSE] = node_parse, [ENG_N_SESSION] = node_session,
-	[ENG_N_LB] = node_lb,	    [ENG_N_POLICY] = node_policy,
-	[ENG_N_REJECT] = node_reject,
-	[ENG_N_NAT] = node_nat,	    [ENG_N_ICMP_ERR] = node_icmp_err,
-	[ENG_N_L2] = node_l2,	    [ENG_N_OUTPUT] = node_output,
-	[ENG_N_DROP] = node_drop,
+	[ENG_N_PARSE]	 = node_parse,
+	[ENG_N_SESSION]	 = node_session,
+	[ENG_N_LB]	 = node_lb,
+	[ENG_N_POLICY]	 = node_policy,
+	[ENG_N_REJECT]	 = node_reject,
+	[ENG_N_NAT]	 = node_nat,
+	[ENG_N_ICMP_ERR] = node_icmp_err,
+	[ENG_N_L2]	 = node_l2,
+	[ENG_N_OUTPUT]	 = node_output,
+	[ENG_N_DROP]	 = node_drop,
 };
 
 /* ---- dispatch ------------------------------------------------------------------------ */

@@ -129,7 +129,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 	}
 	if (rd32(buf) != POL_MAGIC || rd16(buf + 4) != POL_VERSION || rd16(buf + 6) != HDR_BYTES) {
 		fail(why, whylen,
-		     "policy blob: magic %#x version %u header %u; expected %#x, %u, %u (agent and addon from different builds?)",
+		     "policy blob: magic %#x version %u header %u; expected %#x, %u, %u (agent and "
+		     "addon from different builds?)",
 		     rd32(buf), rd16(buf + 4), rd16(buf + 6), POL_MAGIC, POL_VERSION, HDR_BYTES);
 		return NULL;
 	}
@@ -139,7 +140,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 	nrule = rd32(buf + 28);
 	if (npfx > MAX_PREFIXES || nep > MAX_ENDPOINTS || ntbl > nep + 1 || nrule > MAX_RULES) {
 		fail(why, whylen,
-		     "policy blob: %u prefixes, %u endpoints, %u tables, %u rules: past the engine's limits (%u, %u, endpoints + 1, %u)",
+		     "policy blob: %u prefixes, %u endpoints, %u tables, %u rules: past the "
+		     "engine's limits (%u, %u, endpoints + 1, %u)",
 		     npfx, nep, ntbl, nrule, MAX_PREFIXES, MAX_ENDPOINTS, MAX_RULES);
 		return NULL;
 	}
@@ -177,8 +179,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 		x->plen	    = o[12];
 		x->flags    = o[13] & (ENG_IPC_F_INGRESS | ENG_IPC_F_EGRESS);
 		if (x->plen > 32 || (x->addr & ~eng_pol_mask(x->plen))) {
-			fail(why, whylen, "policy blob: prefix %u has length %u or host bits set", i,
-			     x->plen);
+			fail(why, whylen, "policy blob: prefix %u has length %u or host bits set",
+			     i, x->plen);
 			goto bad;
 		}
 		h = eng_pol_pfx_hash(x->addr, x->plen) & p->pfx_mask;
@@ -187,12 +189,13 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 
 			if (!v)
 				break;
-			if (p->prefixes[v - 1].addr == x->addr && p->prefixes[v - 1].plen == x->plen) {
+			if (p->prefixes[v - 1].addr == x->addr &&
+			    p->prefixes[v - 1].plen == x->plen) {
 				fail(why, whylen, "policy blob: prefix %u is listed twice", i);
 				goto bad;
 			}
 		}
-		p->pfx_hash[h]	    = i + 1;
+		p->pfx_hash[h]	  = i + 1;
 		have_len[x->plen] = 1;
 	}
 	for (int l = 32; l >= 0; l--)
@@ -214,8 +217,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 		p->ep_id[i]    = rd32(o);
 		p->ep_table[i] = rd32(o + 4);
 		if (p->ep_table[i] >= ntbl) {
-			fail(why, whylen, "policy blob: endpoint %u names table %u of %u", p->ep_id[i],
-			     p->ep_table[i], ntbl);
+			fail(why, whylen, "policy blob: endpoint %u names table %u of %u",
+			     p->ep_id[i], p->ep_table[i], ntbl);
 			goto bad;
 		}
 		h = eng_mix32(p->ep_id[i]) & p->ep_mask;
@@ -245,7 +248,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 
 			if (first != next || (uint64_t)first + n > nrule) {
 				fail(why, whylen,
-				     "policy blob: table %u holds rules %u..+%u; expected to start at %u, within %u",
+				     "policy blob: table %u holds rules %u..+%u; expected to start "
+				     "at %u, within %u",
 				     t, first, n, next, nrule);
 				goto bad;
 			}
@@ -265,7 +269,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 				    (x->verdict != ENG_POL_ALLOW && x->verdict != ENG_POL_DENY) ||
 				    (x->port_plen > 16 && x->port_plen != ENG_POL_ANY_PROTO)) {
 					fail(why, whylen,
-					     "policy blob: rule %u of table %u: direction %u, verdict %u, port prefix %u",
+					     "policy blob: rule %u of table %u: direction %u, "
+					     "verdict %u, port prefix %u",
 					     k, t, x->dir, x->verdict, x->port_plen);
 					goto bad;
 				}
@@ -275,9 +280,9 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 					x->port	    = 0;
 				} else {
 					x->key_plen = (uint8_t)(48 + x->port_plen);
-					x->port &= x->port_plen
-							   ? (uint16_t)(0xffffu << (16 - x->port_plen))
-							   : 0;
+					x->port &= x->port_plen ? (uint16_t)(0xffffu
+									     << (16 - x->port_plen))
+								: 0;
 				}
 			}
 			qsort(p->rules + first, n, sizeof(*p->rules), cmp_rule);
@@ -305,7 +310,7 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 		goto oom;
 	for (uint32_t i = 0; i < p->ngroups; i++) {
 		const struct eng_pol_group *g = &p->groups[i];
-		uint32_t		    h = eng_pol_grp_hash(g->table, g->identity, g->dir) & p->grp_mask;
+		uint32_t h = eng_pol_grp_hash(g->table, g->identity, g->dir) & p->grp_mask;
 
 		while (p->grp_hash[h])
 			h = (h + 1) & p->grp_mask;

@@ -90,9 +90,9 @@ struct eng_policy {
 	uint32_t  ep_mask;
 	uint32_t *ep_hash; /* index + 1 */
 
-	uint32_t	     ntables, nrules;
-	struct eng_pol_rule *rules;
-	uint32_t	     ngroups;
+	uint32_t	      ntables, nrules;
+	struct eng_pol_rule  *rules;
+	uint32_t	      ngroups;
 	struct eng_pol_group *groups;
 	uint32_t	      grp_mask;
 	uint32_t	     *grp_hash; /* index + 1 */
@@ -116,8 +116,7 @@ struct eng_pol_end {
 	uint8_t	 flags;
 };
 
-static inline void eng_pol_resolve(const struct eng_policy *p, uint32_t addr,
-				   struct eng_pol_end *e)
+static inline void eng_pol_resolve(const struct eng_policy *p, uint32_t addr, struct eng_pol_end *e)
 {
 	for (uint32_t l = 0; l < p->nlens; l++) {
 		uint8_t	 plen = p->lens[l];
@@ -168,8 +167,8 @@ static inline int64_t eng_pol_table_of(const struct eng_policy *p, uint32_t ep)
 /* The LPM trie lookup of one table at one identity: the longest matching
  * entry, or NULL. */
 static inline const struct eng_pol_rule *eng_pol_lookup(const struct eng_policy *p, uint32_t table,
-							 uint32_t identity, uint8_t dir,
-							 uint8_t proto, uint16_t port /* host */)
+							uint32_t identity, uint8_t dir,
+							uint8_t proto, uint16_t port /* host */)
 {
 	uint32_t		    h = eng_pol_grp_hash(table, identity, dir) & p->grp_mask;
 	const struct eng_pol_group *g = NULL;
@@ -206,8 +205,8 @@ static inline const struct eng_pol_rule *eng_pol_lookup(const struct eng_policy 
 static inline int eng_pol_verdict(const struct eng_policy *p, uint32_t ep, uint32_t peer,
 				  uint8_t dir, uint8_t proto, uint16_t port_net)
 {
-	int64_t			   tbl	= eng_pol_table_of(p, ep);
-	uint16_t		   port = ntohs(port_net);
+	int64_t			   tbl	 = eng_pol_table_of(p, ep);
+	uint16_t		   port	 = ntohs(port_net);
 	const struct eng_pol_rule *exact = NULL, *any;
 
 	if (tbl < 0)
@@ -244,7 +243,7 @@ struct eng_pol_flow {
 
 /* bpf/lib/policy.h pol_check_flow() with pol_decide(): the client's egress,
  * then the server's ingress from the identity it sees. */
-static inline enum eng_reason eng_pol_check(const struct eng_policy *p,
+static inline enum eng_reason eng_pol_check(const struct eng_policy   *p,
 					    const struct eng_pol_flow *f)
 {
 	struct eng_pol_end c, s, x;
