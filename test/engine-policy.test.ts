@@ -477,4 +477,21 @@ t.test('the engine and BPF_PROG_RUN take the same policy decisions from one comp
     after.e.some((v) => v === 'pass'),
     'others go on',
   );
+
+  // Tables that do not fit are written deny-all (the writer fails closed): the engine holds the same.
+  const small = new PolicyMapWriter(node.dp.maps, undefined, 3);
+  const report = small.apply(compiled(3, true));
+  t.ok(
+    report.problems.some((p) => p.denyAll),
+    'some tables did not fit and are deny-all in the BPF maps',
+  );
+  const held = small.written();
+  t.ok(
+    [...held.tables.values()].some((l) => l.length === 0),
+    'written() shows them empty, as the maps hold them',
+  );
+  engine.setPolicy(encodePolicy(held).blob);
+  const fresh = cases.map((c) => ({ ...c, sport: c.sport + 10_000 }));
+  const denyAll = compare(t, 'new flows under deny-all tables', TCP.SYN, fresh);
+  t.ok(denyAll.e.filter((v) => v === 'pass').length < allowed, 'fewer flows pass than with the whole tables');
 });
