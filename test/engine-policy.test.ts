@@ -217,6 +217,23 @@ t.test('fails closed: an isolated endpoint without a table, a policy required an
   t.equal(nodePackets(g, 'policy'), 0, 'and no policy node');
 });
 
+t.test('the epoch wraps after 32767 policies: decisions recorded before are forgotten, not taken for new ones', async (t) => {
+  const e = testEngine(t);
+  const allowing = encodePolicy(written(1, unitIds, unitEps([webFromNet]))).blob;
+  const denying = encodePolicy(written(2, unitIds, unitEps([]))).blob;
+  t.equal(e.setPolicy(allowing).epoch, 1, 'epoch 1 allows the flow');
+  t.same(verdicts(e.runVector([up(CLIENT, ETP_LOCAL, syn(45000, 80))])), ['output'], 'opened and allowed under epoch 1');
+  let last = 0;
+  for (let i = 0; i < 32766; i++) last = e.setPolicy(denying).epoch;
+  t.equal(last, 32767, 'the last epoch before the wrap');
+  t.equal(e.setPolicy(denying).epoch, 1, 'wrapped to 1 again');
+  t.same(
+    verdicts(e.runVector([up(CLIENT, ETP_LOCAL, ack(45000, 80))])),
+    ['drop policy-denied'],
+    "the flow's epoch-1 decision was forgotten: checked again under the policy in force, denied",
+  );
+});
+
 t.test('a policy blob that fails a check is refused whole; the one in force stays', async (t) => {
   const e = testEngine(t);
   const good = encodePolicy(written(3, unitIds, unitEps([webFromA]))).blob;
