@@ -32,6 +32,8 @@ import { IpcacheFlags } from '../src/dataplane/bpf/codecs.js';
 import { portPrefixes, tableOf, ipcacheKeyOf, type TableEntry } from '../src/dataplane/bpf/policy-entries.js';
 import { PolicyMapWriter, type WrittenPolicy } from '../src/dataplane/bpf/policy-maps.js';
 import { encodePolicy } from '../src/dataplane/afxdp/policy.js';
+import type { EngineStatus } from '../src/dataplane/afxdp/runtime.js';
+import { enginePolicyText } from '../src/cli/engine.js';
 import { EngineDataplane } from '../src/dataplane/afxdp/dataplane.js';
 import { createEngine } from '../src/dataplane/afxdp/native.js';
 import { ctTimeoutsNs } from '../src/config/datapath.js';
@@ -302,6 +304,26 @@ t.test('the rule lookup is the LPM trie lookup: longest port prefix, deny over a
     { rxPort: cases.map(() => 1) },
   );
   verdicts(rs).forEach((v, i) => t.equal(v, cases[i]![3], cases[i]![0]));
+});
+
+t.test('bpfproxy engine stats: the policy line says what the engine enforces, and when it cannot', async (t) => {
+  const e = testEngine(t);
+  const status = (over: Partial<EngineStatus> = {}) => ({ engine: e.stats(), ...over }) as EngineStatus;
+  t.equal(enginePolicyText(status()), 'off (not enforced by the engine)', 'no policy, not required');
+  e.requirePolicy(true);
+  t.equal(enginePolicyText(status()), 'not loaded: the policy node drops what it gets', 'required, none loaded');
+  e.setPolicy(encodePolicy(written(4, unitIds, [])).blob);
+  t.equal(enginePolicyText(status()), 'generation 4, no endpoint isolated: nothing to enforce');
+  e.setPolicy(encodePolicy(written(5, unitIds, unitEps([webFromA]))).blob);
+  e.runVector([up(CLIENT, ETP_LOCAL, syn(46000, 80))]);
+  t.match(
+    enginePolicyText(status()),
+    /^generation 5 \(the BPF path's\), 2 isolated endpoint\(s\), 6 prefixes, 2 table\(s\) of 2 entries \([\d.]+ MiB\); 1 packet\(s\) denied$/,
+  );
+  t.match(
+    enginePolicyText(status({ policyError: 'no policy writer' })),
+    /^NOT LOADED \(no policy writer\): no frontend is steered to the engine$/,
+  );
 });
 
 // ---- against the BPF path: one compiled policy set, both dataplanes -------------------------------------
