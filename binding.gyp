@@ -7,6 +7,7 @@
         "addon/engine/api.c",
         "addon/engine/engine.c",
         "addon/engine/nodes.c",
+        "addon/engine/policy.c",
         "addon/engine/session.c",
         "addon/engine/table.c",
         "addon/engine/xsk.c",

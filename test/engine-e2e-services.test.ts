@@ -13,6 +13,10 @@
  * (the pod's address kept, as the BPF path does). Then the endpoints change
  * six times while UDP requests run: every request is answered (each table is
  * whole before it is swapped in; the workers never see a half-written one).
+ * NetworkPolicy: the pod (a Pod of this node in the manifests) is isolated
+ * for egress with nothing allowed: its requests to the cluster IP are
+ * denied by the engine's policy node (as the BPF path would), the client's
+ * still pass, and all pass again once the policy is gone.
  * `bpfproxy status` reports the engine's memory with what each part is sized
  * from. Every traffic loop is bounded in count and time.
  */
@@ -58,6 +62,22 @@ metadata: { name: web-1, namespace: default, labels: { kubernetes.io/service-nam
 addressType: IPv4
 ports: [{ name: dns, port: 5353, protocol: UDP }, { name: http, port: 8080, protocol: TCP }]
 endpoints: [${addrs.map((a) => `{ addresses: [${a}], nodeName: other-node }`).join(', ')}]
+`;
+
+const POD = `apiVersion: v1
+kind: Namespace
+metadata: { name: default }
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: default, labels: { app: client } }
+spec: { nodeName: engine-node, containers: [{ name: c, image: i }] }
+status: { phase: Running, podIPs: [{ ip: ${POD_IP} }] }
+`;
+const NO_EGRESS = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: client-no-egress, namespace: default }
+spec: { podSelector: { matchLabels: { app: client } }, policyTypes: [Egress] }
 `;
 
 const portOf = (a: ProbeAttempt): number => Number(a.peer!.split(':')[1]);
@@ -117,6 +137,7 @@ t.test(
     });
     writeFileSync(join(dir, 'web.yaml'), service);
     writeFileSync(join(dir, 'web-slice.yaml'), slice([BACKENDS[0]!]));
+    writeFileSync(join(dir, 'pod.yaml'), POD);
     const pinDir = tmpPinDir(t);
     const where = ['--pin-dir', pinDir, '--state-dir', state];
     const agent = await startAgentIn(t, node, [
@@ -211,6 +232,40 @@ t.test(
       `most went through the engine (${during.filter(viaEngine).length} of ${during.length}; the BPF path serves while a new backend's next hop resolves)`,
     );
     t.equal(after.engine.reasons['no-neighbour'] ?? 0, 0, 'no packet met a backend without a next hop');
+
+    // NetworkPolicy: the pod may not send anywhere; the engine denies what the BPF path would.
+    const isolated = async (n: number) => {
+      const until = Date.now() + 10_000;
+      while ((stats().engine.policy?.isolated ?? -1) !== n && Date.now() < until) await sleep(100);
+      return stats().engine.policy?.isolated;
+    };
+    t.equal(await isolated(0), 0, 'the engine holds the policy state, nobody isolated');
+    writeFileSync(join(dir, 'no-egress.yaml'), NO_EGRESS);
+    t.equal(await isolated(1), 1, "the engine took the policy that isolates the pod's egress");
+    const deniedBefore = stats().engine.reasons['policy-denied'] ?? 0;
+    const pd = probe(pod, 'udp', CLUSTER_IP, 53, 3, 1000);
+    t.ok(
+      pd.every((a) => !a.ok),
+      `egress-isolated pod: no request answered (${show(pd)})`,
+    );
+    const denied = (stats().engine.reasons['policy-denied'] ?? 0) - deniedBefore;
+    t.ok(denied >= 3, `the engine's policy node denied them (${denied} counted under policy-denied)`);
+    t.ok(
+      probe(client, 'udp', LB_IP, 53, 3, 1000).every((a) => a.ok),
+      'the client (nobody isolated on its way) is still served',
+    );
+    t.match(
+      cli(['engine', 'stats', ...where]),
+      /network policy: generation \d+ \(the BPF path's\), 1 isolated endpoint/,
+      'engine stats show it',
+    );
+    rmSync(join(dir, 'no-egress.yaml'));
+    t.equal(await isolated(0), 0, 'policy removed');
+    const pa = probe(pod, 'udp', CLUSTER_IP, 53, 3, 1000);
+    t.ok(
+      pa.every((a) => a.ok),
+      `the pod is served again (${show(pa)})`,
+    );
 
     // bpfproxy status: the engine's memory, sized from configuration
     const st = JSON.parse(cli(['status', '-o', 'json', ...where])) as { engine: { running: boolean; memory: EngineStatus['memory'] } };

@@ -57,9 +57,21 @@ void eng_stats(struct eng *e, struct eng_stats *o)
 		o->has_table = 1;
 		eng_table_info(t, &o->table);
 	}
-	o->swaps   = e->swaps;
-	o->retired = e->nretired;
-	o->vector  = e->cfg.vector;
+	o->swaps	   = e->swaps;
+	o->retired	   = e->nretired;
+	o->vector	   = e->cfg.vector;
+	o->policy_required = atomic_load(&e->policy_required);
+	/* the policy is read under the swap lock: not freed meanwhile */
+	pthread_mutex_lock(&e->table_mu);
+	{
+		const struct eng_policy *p = atomic_load(&e->policy);
+
+		if (p) {
+			o->has_policy = 1;
+			eng_policy_info(p, &o->policy);
+		}
+	}
+	pthread_mutex_unlock(&e->table_mu);
 }
 
 uint32_t eng_gc(struct eng *e, uint64_t now)

@@ -26,6 +26,7 @@ enum eng_node {
 	ENG_N_PARSE,
 	ENG_N_SESSION,
 	ENG_N_LB,
+	ENG_N_POLICY,
 	ENG_N_REJECT,
 	ENG_N_NAT,
 	ENG_N_ICMP_ERR,
@@ -67,6 +68,10 @@ enum eng_reason {
 	ENG_R_TX_FULL,		  /* the output TX ring was full: dropped */
 	ENG_R_NO_TX_PORT,	  /* output port has no socket on this queue: dropped */
 	ENG_R_ICMP_UNRELATED,	  /* ICMP error quoting no flow of the engine: dropped */
+	/* NetworkPolicy (policy.c; the BPF path's drop reasons of the same name) */
+	ENG_R_POLICY_DENIED,	 /* a rule denies, or none allows, in an isolated direction */
+	ENG_R_POLICY_NO_TABLE,	 /* an isolated endpoint without a rule table: fails closed */
+	ENG_R_POLICY_NOT_LOADED, /* policy required, none loaded into the engine yet: fails closed */
 	ENG_R__MAX,
 };
 
@@ -103,6 +108,29 @@ void		  eng_table_info(const struct eng_table *t, struct eng_table_info *out);
  * wait for a worker's quiescent point (t is then not taken; retry). */
 int eng_set_table(struct eng *e, struct eng_table *t);
 
+/* ---- NetworkPolicy (policy.c) ---------------------------------------------- */
+
+struct eng_policy;
+
+struct eng_policy_info {
+	uint32_t generation, isolated, prefixes, endpoints, tables, entries;
+	uint32_t epoch;
+	uint64_t bytes;
+};
+
+/* Parse and check a policy blob (src/dataplane/afxdp/policy.ts); on failure
+ * NULL and *why says what is wrong. */
+struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, size_t whylen);
+void		   eng_policy_free(struct eng_policy *p);
+void		   eng_policy_info(const struct eng_policy *p, struct eng_policy_info *out);
+/* Put p in force (make-before-break, as tables): 0, or -1 when older
+ * policies still wait for a worker's quiescent point (p is then not taken;
+ * retry). */
+int eng_set_policy(struct eng *e, struct eng_policy *p);
+/* Whether traffic must pass a policy: with it set and none loaded yet,
+ * the policy node drops (policy-not-loaded) instead of letting through. */
+void eng_require_policy(struct eng *e, int on);
+
 /* ---- figures ----------------------------------------------------------------- */
 
 struct eng_node_stats {
@@ -110,19 +138,21 @@ struct eng_node_stats {
 };
 
 struct eng_stats {
-	struct eng_node_stats nodes[ENG_N__MAX];
-	double		      node_ns[ENG_N__MAX];
-	uint64_t	      reasons[ENG_R__MAX];
-	uint32_t	      sessions_live, sessions_tombs, sessions_limit;
-	uint64_t	      sessions_slots, sessions_bytes;
-	int		      sessions_huge;
-	int		      ct_mirrored;
-	uint64_t	      ct_exported, ct_export_errors, ct_adopted;
-	int		      has_table;
-	struct eng_table_info table;
-	uint64_t	      swaps;
-	uint32_t	      retired;
-	uint32_t	      vector;
+	struct eng_node_stats  nodes[ENG_N__MAX];
+	double		       node_ns[ENG_N__MAX];
+	uint64_t	       reasons[ENG_R__MAX];
+	uint32_t	       sessions_live, sessions_tombs, sessions_limit;
+	uint64_t	       sessions_slots, sessions_bytes;
+	int		       sessions_huge;
+	int		       ct_mirrored;
+	uint64_t	       ct_exported, ct_export_errors, ct_adopted;
+	int		       has_table;
+	struct eng_table_info  table;
+	uint64_t	       swaps;
+	uint32_t	       retired;
+	uint32_t	       vector;
+	int		       policy_required, has_policy;
+	struct eng_policy_info policy;
 };
 
 void eng_stats(struct eng *e, struct eng_stats *out);

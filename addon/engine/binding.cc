@@ -3,6 +3,8 @@
 //
 //   engineCreate({ vector, sessions, ctFd? }) -> Engine
 //     setTable(blob)                    parse, check, swap in (RCU); figures of the table
+//     setPolicy(blob)                   the same for the NetworkPolicy state (policy.c)
+//     requirePolicy(on)                 without a policy loaded, the policy node drops
 //     startIo({ ports, queues, frames, ring, xsksFd, zerocopy, busyPollUs })
 //     stopIo()                          workers joined, sockets closed (XSKMAP slots freed)
 //     stats()                           per node, per reason, sessions, ports
@@ -68,6 +70,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
     return DefineClass(env, "Engine",
                        {
                            InstanceMethod("setTable", &Engine::SetTable),
+                           InstanceMethod("setPolicy", &Engine::SetPolicy),
+                           InstanceMethod("requirePolicy", &Engine::RequirePolicy),
                            InstanceMethod("startIo", &Engine::StartIo),
                            InstanceMethod("stopIo", &Engine::StopIo),
                            InstanceMethod("stats", &Engine::Stats),
@@ -133,6 +137,48 @@ class Engine : public Napi::ObjectWrap<Engine> {
                    "older tables are still held by a worker that has not passed a quiescent point; retry");
     }
     return o;
+  }
+
+  static Napi::Object PolicyInfo(Napi::Env env, const struct eng_policy_info& pi) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("generation", pi.generation);
+    o.Set("isolated", pi.isolated);
+    o.Set("prefixes", pi.prefixes);
+    o.Set("endpoints", pi.endpoints);
+    o.Set("tables", pi.tables);
+    o.Set("entries", pi.entries);
+    o.Set("epoch", pi.epoch);
+    o.Set("bytes", static_cast<double>(pi.bytes));
+    return o;
+  }
+
+  Napi::Value SetPolicy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Buffer<uint8_t> b;
+    char why[256] = "";
+    if (!Live(env, "setPolicy") || !ArgBuffer(info, 0, "policy", &b)) return env.Undefined();
+    struct eng_policy* p = eng_policy_parse(b.Data(), b.Length(), why, sizeof(why));
+    if (!p) return Throw(env, "engine policy", EINVAL, "", why);
+    if (eng_set_policy(e_, p)) {
+      eng_policy_free(p);
+      return Throw(env, "engine policy swap", EBUSY, "",
+                   "older policies are still held by a worker that has not passed a quiescent point; retry");
+    }
+    // p is the engine's now (and may be freed by the next swap): report from the stats
+    struct eng_stats st;
+    eng_stats(e_, &st);
+    return PolicyInfo(env, st.policy);
+  }
+
+  Napi::Value RequirePolicy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Live(env, "requirePolicy")) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsBoolean()) {
+      ThrowTypeError(env, "requirePolicy: on must be a boolean");
+      return env.Undefined();
+    }
+    eng_require_policy(e_, info[0].As<Napi::Boolean>().Value() ? 1 : 0);
+    return env.Undefined();
   }
 
   Napi::Value StartIo(const Napi::CallbackInfo& info) {
@@ -237,6 +283,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
     } else {
       o.Set("table", env.Null());
     }
+    o.Set("policy", st.has_policy ? Napi::Value(PolicyInfo(env, st.policy)) : Napi::Value(env.Null()));
+    o.Set("policyRequired", st.policy_required != 0);
     struct eng_io_port_state ps[ENG_MAX_PORTS];
     uint32_t queues = 0;
     uint32_t np = eng_io_ports(e_, ps, ENG_MAX_PORTS, &queues);

@@ -48,6 +48,9 @@ const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_TX_FULL]		   = "tx-full",
 	[ENG_R_NO_TX_PORT]	   = "no-tx-port",
 	[ENG_R_ICMP_UNRELATED]	   = "icmp-unrelated",
+	[ENG_R_POLICY_DENIED]	   = "policy-denied",
+	[ENG_R_POLICY_NO_TABLE]	   = "policy-no-table",
+	[ENG_R_POLICY_NOT_LOADED]  = "policy-not-loaded",
 };
 
 uint64_t eng_now_ns(void)
@@ -160,6 +163,19 @@ static int all_passed(struct eng *e, const uint64_t *snap)
 	return 1;
 }
 
+void eng_qs_snapshot(struct eng *e, uint64_t *snap)
+{
+	for (uint32_t i = 0; i < e->nworkers; i++)
+		snap[i] = e->workers[i]
+				  ? atomic_load_explicit(&e->workers[i]->qs, memory_order_seq_cst)
+				  : 0;
+}
+
+int eng_qs_passed(struct eng *e, const uint64_t *snap)
+{
+	return all_passed(e, snap);
+}
+
 void eng_reclaim(struct eng *e)
 {
 	uint32_t k = 0;
@@ -221,6 +237,7 @@ void eng_destroy(struct eng *e)
 	eng_table_free(atomic_load(&e->table));
 	for (uint32_t i = 0; i < e->nretired; i++)
 		eng_table_free(e->retired[i]);
+	eng_policy_destroy_all(e);
 	eng_worker_free(e->test_worker);
 	eng_sessions_destroy(&e->sessions);
 	pthread_mutex_destroy(&e->table_mu);

@@ -7,7 +7,8 @@
  * of a fixed graph before the next node:
  *
  *   ip4-parse -> session -> lb -> nat -> l2-rewrite -> output
- *       |           |        |--> reject ------|---------^
+ *       |           |  \     |--> reject ------|---------^
+ *       |           |   '-> policy -> nat    (while an endpoint is isolated)
  *       |           '--------'--> drop (counted per reason)
  *       '--> icmp-error (errors about a flow) --'
  *
@@ -288,7 +289,9 @@ struct eng_sess {
 	uint32_t	 svc_id;
 	_Atomic uint8_t	 state;
 	uint8_t		 out_port; /* reply: the port the flow came in on; 0xff: neighbour table */
-	uint8_t		 pad[2];
+	/* the policy decision (policy.h): the epoch it was taken at, with
+	 * ENG_POL_DENIED; 0 = never checked. Both halves carry it. */
+	_Atomic uint16_t pol;
 	uint8_t		 dmac[6], smac[6];
 } __attribute__((aligned(64)));
 
@@ -306,6 +309,7 @@ struct eng_view {
 	uint32_t nat_saddr, nat_daddr;
 	uint16_t nat_sport, nat_dport;
 	uint8_t	 dir, flags, state, out_port;
+	uint16_t pol;
 	uint8_t	 dmac[6], smac[6];
 	uint32_t svc_id;
 	uint32_t export_at_s;
@@ -400,6 +404,7 @@ static inline int64_t eng_sess_lookup(struct eng_sessions *s, uint32_t hash,
 		if (match) {
 			if (v) {
 				v->state = atomic_load_explicit(&e->state, memory_order_relaxed);
+				v->pol	 = atomic_load_explicit(&e->pol, memory_order_relaxed);
 				v->expires =
 					atomic_load_explicit(&e->expires, memory_order_relaxed);
 			}
@@ -429,6 +434,7 @@ struct eng_lb {
 	uint32_t svc_id;
 	uint32_t rhash; /* hash of the reply key (prefetched) */
 	uint8_t	 flags;
+	uint16_t pol; /* the policy decision both entries record (policy.h) */
 };
 
 /* ---- the vector: struct of arrays -------------------------------------- */
@@ -461,6 +467,7 @@ struct eng;
 struct eng_io;
 
 struct eng_ct_export; /* session.c: entries queued for the BPF conntrack */
+struct eng_policy;    /* policy.h */
 
 struct eng_worker {
 	struct eng *e;
@@ -483,8 +490,12 @@ struct eng_worker {
 	void (*drop)(struct eng_worker *w, uint32_t i);
 	void		     *io; /* struct eng_io_worker (xsk.c) or the test context */
 	struct eng_ct_export *ctx;
-	pthread_t	      thread;
-	int		      started;
+	/* the policy of this vector (loaded with the table), and whether
+	 * packets must pass the policy node */
+	const struct eng_policy *pol;
+	int			 pol_on;
+	pthread_t		 thread;
+	int			 started;
 };
 
 /* ---- the engine ---------------------------------------------------------- */
@@ -511,7 +522,21 @@ struct eng {
 	uint32_t	  nretired;
 	uint64_t	  swaps;
 	struct eng_io	 *io;
+	/* NetworkPolicy (policy.c): swapped like the table, under table_mu */
+	_Atomic(struct eng_policy *) policy;
+	_Atomic int		     policy_required;
+	uint16_t		     pol_epoch; /* the last epoch given (1..ENG_POL_EPOCH_MAX) */
+	struct eng_policy	    *pol_retired[8];
+	uint64_t		     pol_retired_qs[8][ENG_MAX_WORKERS + 1];
+	uint32_t		     npol_retired;
 };
+
+/* engine.c: the quiescent-state snapshot of the I/O workers, and whether
+ * each has passed a quiescent point since (the RCU of tables and policies). */
+void eng_qs_snapshot(struct eng *e, uint64_t *snap);
+int  eng_qs_passed(struct eng *e, const uint64_t *snap);
+/* policy.c: free what eng_destroy() finds left */
+void eng_policy_destroy_all(struct eng *e);
 
 int eng_set_table(struct eng *e, struct eng_table *t);
 /* Free retired tables every worker is done with. */

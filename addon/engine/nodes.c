@@ -15,7 +15,12 @@
  *               backend: ClientIP affinity, else the set's Maglev table
  *               (the BPF path's, same flow hash) or uniform random over the
  *               cluster set or (traffic policy Local) the local set; SNAT
- *               decision and port; both session entries. -> nat | reject | drop
+ *               decision and port; both session entries. -> nat | reject |
+ *               policy | drop
+ *   policy      NetworkPolicy (policy.h), only while an endpoint is
+ *               isolated: new flows after translation (their session
+ *               entries made here once allowed), sessions whose decision
+ *               predates the policy in force. -> nat | drop
  *   reject      TCP RST / ICMP port unreachable built in place, back out of
  *               the port it came in on. -> output | drop
  *   nat         addresses, ports, TTL rewritten with incremental checksum
@@ -37,7 +42,7 @@
 #include <arpa/inet.h>
 #include <string.h>
 
-#include "engine.h"
+#include "policy.h"
 
 #define AHEAD		 4
 #define SNAT_PORT_TRIES	 8
@@ -59,6 +64,7 @@ const char *const eng_node_names[ENG_N__MAX] = {
 	[ENG_N_REJECT] = "reject",	 [ENG_N_NAT] = "nat",
 	[ENG_N_ICMP_ERR] = "icmp-error", [ENG_N_L2] = "l2-rewrite",
 	[ENG_N_OUTPUT] = "output",	 [ENG_N_DROP] = "drop",
+	[ENG_N_POLICY] = "policy",
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -365,13 +371,63 @@ static inline uint8_t state_after(uint8_t state, uint8_t dir, uint8_t proto, uin
 	return state;
 }
 
-static void node_session(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
-			 uint32_t n, uint64_t now)
+/* A packet of a live session: its effect on the flow's state and deadline,
+ * the conntrack copy kept fresh. -> nat */
+static void sess_hit(struct eng_worker *w, const struct eng_table *t, uint32_t i, uint64_t now)
 {
 	struct eng_vec	    *v	   = &w->v;
 	struct eng_sessions *s	   = &w->e->sessions;
 	int		     exp   = w->ctx != NULL;
 	uint32_t	     now_s = (uint32_t)(now / 1000000000ULL);
+	struct eng_view	    *e	   = &v->view[i];
+	struct eng_sess	    *slot  = &s->slots[e->slot];
+	struct eng_key	     key;
+	uint8_t		     st;
+
+	key_of(v, i, &key);
+	st = state_after(e->state, e->dir, key.proto, v->tcp_flags[i]);
+	if (st != e->state) {
+		struct eng_key	pk, back;
+		struct eng_view pv;
+		int64_t		p;
+
+		atomic_store_explicit(&slot->state, st, memory_order_relaxed);
+		peer_key(e, key.proto, &pk);
+		p = eng_sess_lookup(s, eng_hash(s, &pk), &pk, &pv);
+		if (p >= 0) {
+			peer_key(&pv, key.proto, &back);
+			/* only a peer that points back at us is ours */
+			if (back.saddr == key.saddr && back.daddr == key.daddr &&
+			    back.sport == key.sport && back.dport == key.dport) {
+				struct eng_sess *ps = &s->slots[p];
+
+				atomic_store_explicit(&ps->state, st, memory_order_relaxed);
+				atomic_store_explicit(&ps->expires,
+						      now + eng_ct_lifetime(t, key.proto, st),
+						      memory_order_relaxed);
+				if (exp) {
+					ps->export_at_s = export_at(t, key.proto, st, now);
+					eng_ct_queue(w, ps, now);
+				}
+			}
+		}
+		e->state       = st;
+		e->export_at_s = 0; /* write ours too */
+	}
+	atomic_store_explicit(&slot->expires, now + eng_ct_lifetime(t, key.proto, st),
+			      memory_order_relaxed);
+	if (exp && now_s >= e->export_at_s) {
+		slot->export_at_s = export_at(t, key.proto, st, now);
+		eng_ct_queue(w, slot, now);
+	}
+	enq(w, ENG_N_NAT, i);
+}
+
+static void node_session(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
+			 uint32_t n, uint64_t now)
+{
+	struct eng_vec	    *v = &w->v;
+	struct eng_sessions *s = &w->e->sessions;
 
 	/* hash every key, prefetching its home slot */
 	for (uint32_t k = 0; k < n; k++) {
@@ -386,15 +442,12 @@ static void node_session(struct eng_worker *w, const struct eng_table *t, const 
 		uint32_t	 i = in[k];
 		struct eng_key	 key;
 		struct eng_view *e = &v->view[i];
-		struct eng_sess *slot;
-		uint8_t		 st;
 
 		key_of(v, i, &key);
 		if (eng_sess_lookup(s, v->hash[i], &key, e) < 0) {
 			enq(w, ENG_N_LB, i);
 			continue;
 		}
-		slot = &s->slots[e->slot];
 		if (e->expires < now) {
 			/* only the quiet direction of a live flow may have
 			 * expired: alive while its peer is */
@@ -404,47 +457,25 @@ static void node_session(struct eng_worker *w, const struct eng_table *t, const 
 			peer_key(e, key.proto, &pk);
 			if (eng_sess_lookup(s, eng_hash(s, &pk), &pk, &pv) < 0 ||
 			    pv.expires < now) {
+				e->dir = 0; /* a new flow from here on */
 				enq(w, ENG_N_LB, i);
 				continue;
 			}
 		}
-		st = state_after(e->state, e->dir, key.proto, v->tcp_flags[i]);
-		if (st != e->state) {
-			struct eng_key	pk, back;
-			struct eng_view pv;
-			int64_t		p;
-
-			atomic_store_explicit(&slot->state, st, memory_order_relaxed);
-			peer_key(e, key.proto, &pk);
-			p = eng_sess_lookup(s, eng_hash(s, &pk), &pk, &pv);
-			if (p >= 0) {
-				peer_key(&pv, key.proto, &back);
-				/* only a peer that points back at us is ours */
-				if (back.saddr == key.saddr && back.daddr == key.daddr &&
-				    back.sport == key.sport && back.dport == key.dport) {
-					struct eng_sess *ps = &s->slots[p];
-
-					atomic_store_explicit(&ps->state, st, memory_order_relaxed);
-					atomic_store_explicit(
-						&ps->expires,
-						now + eng_ct_lifetime(t, key.proto, st),
-						memory_order_relaxed);
-					if (exp) {
-						ps->export_at_s = export_at(t, key.proto, st, now);
-						eng_ct_queue(w, ps, now);
-					}
-				}
+		if (w->pol_on) {
+			/* the decision taken under the policy in force stands
+			 * (one compare, as the BPF path's conntrack pol_gen);
+			 * any other is taken again in the policy node */
+			if (w->pol && e->pol == w->pol->epoch) {
+				sess_hit(w, t, i, now);
+			} else if (w->pol && e->pol == (w->pol->epoch | ENG_POL_DENIED)) {
+				to_drop(w, i, ENG_R_POLICY_DENIED);
+			} else {
+				enq(w, ENG_N_POLICY, i);
 			}
-			e->state       = st;
-			e->export_at_s = 0; /* write ours too */
+			continue;
 		}
-		atomic_store_explicit(&slot->expires, now + eng_ct_lifetime(t, key.proto, st),
-				      memory_order_relaxed);
-		if (exp && now_s >= e->export_at_s) {
-			slot->export_at_s = export_at(t, key.proto, st, now);
-			eng_ct_queue(w, slot, now);
-		}
-		enq(w, ENG_N_NAT, i);
+		sess_hit(w, t, i, now);
 	}
 }
 
@@ -465,6 +496,7 @@ static void view_of(struct eng_view *e, const struct eng_sess *s, uint32_t slot)
 	e->dir	       = s->dir;
 	e->flags       = s->flags;
 	e->state       = atomic_load_explicit(&s->state, memory_order_relaxed);
+	e->pol	       = atomic_load_explicit(&s->pol, memory_order_relaxed);
 	e->out_port    = s->out_port;
 	e->svc_id      = s->svc_id;
 	e->export_at_s = s->export_at_s;
@@ -577,6 +609,8 @@ static int64_t create_flow_locked(struct eng_worker *w, const struct eng_table *
 	fe.export_at_s = ex;
 	fe.out_port    = 0xff;
 	atomic_store_explicit(&fe.expires, exp, memory_order_relaxed);
+	atomic_store_explicit(&re.pol, to->pol, memory_order_relaxed);
+	atomic_store_explicit(&fe.pol, to->pol, memory_order_relaxed);
 
 	rs = eng_sess_insert_hashed_locked(s, to->rhash, &rk, &re);
 	if (rs < 0)
@@ -643,8 +677,10 @@ static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i
 			pthread_spin_unlock(&s->lock);
 		}
 		if (fs >= 0) {
+			/* its policy decision (none recorded yet) is taken in
+			 * the policy node */
 			view_of(&v->view[i], &s->slots[fs], (uint32_t)fs);
-			enq(w, ENG_N_NAT, i);
+			enq(w, w->pol_on ? ENG_N_POLICY : ENG_N_NAT, i);
 			return 0;
 		}
 	}
@@ -696,6 +732,7 @@ static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i
 	to->daddr  = be.addr;
 	to->dport  = be.port;
 	to->svc_id = fe->svc_id;
+	to->pol	   = 0;
 	to->flags  = from_pod ? 0 : ENG_CT_F_EXTERNAL;
 	if (from_pod && be.addr == key.saddr) {
 		/* hairpin: the pod would drop a packet from itself */
@@ -721,19 +758,15 @@ static int lb_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i
 	return 1;
 }
 
-static void node_lb(struct eng_worker *w, const struct eng_table *t, const uint16_t *in, uint32_t n,
-		    uint64_t now)
+/* lb, pass 2: both entries of each new flow (pend: m packets decided by
+ * pass 1 and, with policy on, allowed by the policy node), under the table
+ * lock taken once per few flows. -> nat | drop */
+static void lb_commit(struct eng_worker *w, const struct eng_table *t, const uint16_t *pend,
+		      uint32_t m, uint64_t now)
 {
-	struct eng_vec	    *v	     = &w->v;
-	struct eng_sessions *s	     = &w->e->sessions;
-	uint32_t	     adopted = 0, m = 0;
-	uint16_t	     pend[ENG_VEC_MAX];
+	struct eng_vec	    *v = &w->v;
+	struct eng_sessions *s = &w->e->sessions;
 
-	for (uint32_t k = 0; k < n; k++)
-		if (lb_decide(w, t, in[k], now, &adopted))
-			pend[m++] = in[k];
-	/* pass 2: both entries of each new flow, under the table lock taken
-	 * once per few flows */
 	for (uint32_t k = 0; k < m;) {
 		uint32_t end = k + 16 < m ? k + 16 : m;
 
@@ -769,6 +802,134 @@ static void node_lb(struct eng_worker *w, const struct eng_table *t, const uint1
 		}
 		pthread_spin_unlock(&s->lock);
 	}
+}
+
+static void node_lb(struct eng_worker *w, const struct eng_table *t, const uint16_t *in, uint32_t n,
+		    uint64_t now)
+{
+	uint32_t adopted = 0, m = 0;
+	uint16_t pend[ENG_VEC_MAX];
+
+	/* with policy on, a new flow's entries are made only once the policy
+	 * node allowed it (the BPF path creates conntrack entries only for
+	 * allowed flows) */
+	for (uint32_t k = 0; k < n; k++) {
+		if (!lb_decide(w, t, in[k], now, &adopted))
+			continue;
+		if (w->pol_on)
+			enq(w, ENG_N_POLICY, in[k]);
+		else
+			pend[m++] = in[k];
+	}
+	lb_commit(w, t, pend, m, now);
+}
+
+/* ---- policy ------------------------------------------------------------------ */
+
+/* bpf/lib/policy.h pol_flow_of(): the opening direction of the flow a
+ * session entry (key k) belongs to. */
+static inline void pol_flow_of(const struct eng_key *k, const struct eng_view *e,
+			       struct eng_pol_flow *f)
+{
+	if (e->dir == ENG_CT_DIR_FWD) {
+		f->client = k->saddr;
+		f->seen	  = e->nat_saddr;
+		f->server = e->nat_daddr;
+		f->dport  = e->nat_dport;
+	} else {
+		f->client = e->nat_daddr;
+		f->seen	  = k->daddr;
+		f->server = k->saddr;
+		f->dport  = k->sport;
+	}
+	f->proto = k->proto;
+	f->self	 = !!(e->flags & ENG_CT_F_HAIRPIN);
+}
+
+/* Record a session's decision in both halves (bpf/lib/conntrack.h
+ * ct_set_policy()). */
+static void pol_record(struct eng_worker *w, uint32_t i, const struct eng_key *key, uint16_t pol)
+{
+	struct eng_sessions *s = &w->e->sessions;
+	struct eng_view	    *e = &w->v.view[i];
+	struct eng_key	     pk, back;
+	struct eng_view	     pv;
+	int64_t		     p;
+
+	atomic_store_explicit(&s->slots[e->slot].pol, pol, memory_order_relaxed);
+	e->pol = pol;
+	peer_key(e, key->proto, &pk);
+	p = eng_sess_lookup(s, eng_hash(s, &pk), &pk, &pv);
+	if (p < 0)
+		return;
+	peer_key(&pv, key->proto, &back);
+	if (back.saddr == key->saddr && back.daddr == key->daddr && back.sport == key->sport &&
+	    back.dport == key->dport)
+		atomic_store_explicit(&s->slots[p].pol, pol, memory_order_relaxed);
+}
+
+/*
+ * policy: NetworkPolicy, the BPF path's decisions (policy.h). Reached only
+ * while something is isolated (or a policy is required and none loaded:
+ * everything drops, policy-not-loaded):
+ *  - a new flow from lb, after DNAT and SNAT: the client's egress to the
+ *    backend, the backend's ingress from the client as it will see it;
+ *    allowed ones get their session entries here (lb pass 2) with the
+ *    decision recorded. -> nat | drop
+ *  - a session packet whose decision was taken under another policy (or
+ *    never: flows adopted from the BPF conntrack): taken again, recorded
+ *    in both halves. -> nat | drop
+ * Established flows of the policy in force never come here (session: one
+ * compare). Denials are counted per reason in the drop node.
+ */
+static void node_policy(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
+			uint32_t n, uint64_t now)
+{
+	struct eng_vec		*v = &w->v;
+	const struct eng_policy *p = w->pol;
+	uint32_t		 m = 0;
+	uint16_t		 pend[ENG_VEC_MAX];
+
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t	    i = in[k];
+		struct eng_pol_flow f;
+		struct eng_key	    key;
+		enum eng_reason	    r;
+
+		if (!p) {
+			to_drop(w, i, ENG_R_POLICY_NOT_LOADED);
+			continue;
+		}
+		key_of(v, i, &key);
+		if (v->view[i].dir == 0) {
+			const struct eng_lb *to = &v->lb[i];
+
+			f.client = key.saddr;
+			f.seen	 = to->saddr;
+			f.server = to->daddr;
+			f.dport	 = to->dport;
+			f.proto	 = key.proto;
+			f.self	 = !!(to->flags & ENG_CT_F_HAIRPIN);
+			r	 = eng_pol_check(p, &f);
+			if (r != ENG_R_NONE) {
+				to_drop(w, i, r);
+				continue;
+			}
+			v->lb[i].pol = p->epoch;
+			pend[m++]    = (uint16_t)i;
+			continue;
+		}
+		pol_flow_of(&key, &v->view[i], &f);
+		r = eng_pol_check(p, &f);
+		pol_record(w, i, &key,
+			   (uint16_t)(p->epoch | (r != ENG_R_NONE ? ENG_POL_DENIED : 0)));
+		if (r != ENG_R_NONE) {
+			to_drop(w, i, r);
+			continue;
+		}
+		sess_hit(w, t, i, now);
+	}
+	lb_commit(w, t, pend, m, now);
 }
 
 /* ---- reject ----------------------------------------------------------------- */
@@ -1163,11 +1324,16 @@ typedef void (*node_fn)(struct eng_worker *, const struct eng_table *, const uin
 			uint64_t);
 
 static const node_fn NODES[ENG_N__MAX] = {
-	[ENG_N_PARSE] = node_parse, [ENG_N_SESSION] = node_session,
-	[ENG_N_LB] = node_lb,	    [ENG_N_REJECT] = node_reject,
-	[ENG_N_NAT] = node_nat,	    [ENG_N_ICMP_ERR] = node_icmp_err,
-	[ENG_N_L2] = node_l2,	    [ENG_N_OUTPUT] = node_output,
-	[ENG_N_DROP] = node_drop,
+	[ENG_N_PARSE]	 = node_parse,
+	[ENG_N_SESSION]	 = node_session,
+	[ENG_N_LB]	 = node_lb,
+	[ENG_N_POLICY]	 = node_policy,
+	[ENG_N_REJECT]	 = node_reject,
+	[ENG_N_NAT]	 = node_nat,
+	[ENG_N_ICMP_ERR] = node_icmp_err,
+	[ENG_N_L2]	 = node_l2,
+	[ENG_N_OUTPUT]	 = node_output,
+	[ENG_N_DROP]	 = node_drop,
 };
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -1219,6 +1385,10 @@ void eng_run(struct eng_worker *w, const struct eng_table *t, uint64_t now, enum
 	uint32_t	n = v->n;
 
 	memset(w->qn, 0, sizeof(w->qn));
+	/* the policy of this vector, loaded once (RCU, as the table) */
+	w->pol	  = atomic_load_explicit(&w->e->policy, memory_order_acquire);
+	w->pol_on = w->pol ? w->pol->isolated != 0
+			   : atomic_load_explicit(&w->e->policy_required, memory_order_relaxed);
 	w->nodes[ENG_N_INPUT].calls++;
 	if (!n)
 		return;

@@ -180,6 +180,7 @@ int64_t eng_sess_insert_hashed_locked(struct eng_sessions *s, uint32_t h, const 
 		atomic_store_explicit(&e->expires, atomic_load(&val->expires),
 				      memory_order_relaxed);
 		atomic_store_explicit(&e->state, atomic_load(&val->state), memory_order_relaxed);
+		atomic_store_explicit(&e->pol, atomic_load(&val->pol), memory_order_relaxed);
 		slot_write_end(e);
 	}
 	if (was != 1)

@@ -141,6 +141,8 @@ export class Agent {
       log,
     });
     this.policy.onSync((r) => this.metrics.policySynced(r));
+    // the AF_XDP engine takes the same policy decisions: what the maps hold, in the same turn
+    this.policy.onSync(() => this.engine?.setPolicy());
     this.metrics.setPolicy(() => this.policy.figures());
     this.config = new ConfigController(o.base, o.nodeName, log, (p) => this.reportInvalid(p));
     this.health = new HealthServers(log);
@@ -402,6 +404,7 @@ export class Agent {
         svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
         loadBalancing: () => loadBalancingOf(o, this.active ?? cfg),
         nodeAddresses,
+        policy: () => this.policy.written(),
         log,
         clock: this.clock,
       });

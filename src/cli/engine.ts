@@ -30,6 +30,19 @@ export function engineMemoryText(m: EngineStatus['memory']): string {
   );
 }
 
+/** The policy node's state, one line. */
+export function enginePolicyText(s: EngineStatus): string {
+  const p = s.engine.policy;
+  const denied = (s.engine.reasons['policy-denied'] ?? 0) + (s.engine.reasons['policy-no-table'] ?? 0);
+  if (s.policyError !== undefined) return `NOT LOADED (${s.policyError}): no frontend is steered to the engine`;
+  if (!p) return s.engine.policyRequired ? 'not loaded: the policy node drops what it gets' : 'off (not enforced by the engine)';
+  if (!p.isolated) return `generation ${p.generation}, no endpoint isolated: nothing to enforce`;
+  return (
+    `generation ${p.generation} (the BPF path's), ${num(p.isolated)} isolated endpoint(s), ${num(p.prefixes)} prefixes, ` +
+    `${num(p.tables)} table(s) of ${num(p.entries)} entries (${mib(p.bytes)}); ${num(denied)} packet(s) denied`
+  );
+}
+
 /** The stats as an operator reads them. */
 export function formatEngineStatus(s: EngineStatus): string {
   const out: string[] = [];
@@ -81,6 +94,7 @@ export function formatEngineStatus(s: EngineStatus): string {
     `sessions: ${num(e.sessions.live)} of ${num(e.sessions.limit)} entries (${mib(e.sessions.bytes)}${e.sessions.hugePages ? ', huge pages' : ''}); ` +
       `conntrack mirror: ${s.steering.conntrackMirror ? `${num(e.conntrack.exported)} written, ${num(e.conntrack.exportErrors)} failed, ${num(e.conntrack.adopted)} adopted from the BPF path` : 'off'}`,
   );
+  out.push(`network policy: ${enginePolicyText(s)}`);
   out.push(`memory: ${engineMemoryText(s.memory)}`);
   out.push(
     `neighbours: ${s.neighbours.resolved} backend(s) resolved` +

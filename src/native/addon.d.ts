@@ -455,6 +455,21 @@ export interface EngineTableInfo {
   retired?: number;
 }
 
+/** The engine's NetworkPolicy state (addon/engine/policy.c). */
+export interface EnginePolicyInfo {
+  /** the BPF path's policy generation it was taken from */
+  generation: number;
+  /** isolated endpoints (0: nothing enforced) */
+  isolated: number;
+  prefixes: number;
+  endpoints: number;
+  tables: number;
+  entries: number;
+  /** the engine's own count of policies swapped in (sessions record it with their decision) */
+  epoch: number;
+  bytes: number;
+}
+
 export interface EnginePortStats {
   ifindex: number;
   zerocopy: boolean;
@@ -475,6 +490,10 @@ export interface EngineStats {
   sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number; hugePages: boolean };
   conntrack: { mirrored: boolean; exported: number; exportErrors: number; adopted: number };
   table: EngineTableInfo | null;
+  /** the NetworkPolicy state in force (null: none loaded) */
+  policy: EnginePolicyInfo | null;
+  /** whether, with none loaded, the policy node drops everything it gets */
+  policyRequired: boolean;
   ports: EnginePortStats[];
   queues: number;
   umemBytes: number;
@@ -521,6 +540,10 @@ export interface EngineIoOptions {
 export interface EngineHandle {
   /** Check and swap in a table (src/dataplane/afxdp/table.ts encodes it). */
   setTable(blob: Buffer): EngineTableInfo;
+  /** Check and swap in the NetworkPolicy state (src/dataplane/afxdp/policy.ts encodes it). */
+  setPolicy(blob: Buffer): EnginePolicyInfo;
+  /** With on and no policy loaded, the policy node drops everything (fails closed). */
+  requirePolicy(on: boolean): void;
   startIo(o: EngineIoOptions): EngineStats;
   stopIo(): void;
   stats(): EngineStats;

@@ -34,6 +34,7 @@ import {
   type PolicyMapSet,
   type PolicyMapStats,
   type PolicyProblem,
+  type WrittenPolicy,
 } from '../dataplane/bpf/policy-maps.js';
 import { SyncRunner } from './sync-runner.js';
 
@@ -48,6 +49,8 @@ export interface PolicyTarget {
   hitsOf(rule: number): number;
   /** Entries an endpoint's table holds at most. */
   readonly tableMax: number;
+  /** What the maps hold now, from the writer's mirror (the AF_XDP engine enforces the same). */
+  written?(): WrittenPolicy;
 }
 
 /** What /metrics and logs report of policy (read on scrape). */
@@ -215,6 +218,11 @@ export class PolicySync {
     this.compiler = undefined;
     this.cleared = false;
     if (target) this.runner.runFull();
+  }
+
+  /** What the policy maps hold now (undefined: no maps to write, the BPF runtime is not there). */
+  written(): WrittenPolicy | undefined {
+    return this.target?.written?.();
   }
 
   stop(): void {
@@ -391,5 +399,6 @@ export function policyTarget(maps: PolicyMapSet, log: Logger, tableMax?: number)
     pinned: () => readPinned(maps),
     hitsOf: (rule) => writer.hitsOf(rule),
     tableMax: tableMax ?? TABLE_MAX_ENTRIES,
+    written: () => writer.written(),
   };
 }

@@ -29,7 +29,21 @@ export function createEngine(o: EngineOptions): EngineHandle {
     throw typed(e);
   }
   const out = {} as Record<string, unknown>;
-  for (const k of ['setTable', 'startIo', 'stopIo', 'stats', 'trace', 'traceTake', 'gc', 'clearSessions', 'runVector', 'bench', 'close']) {
+  for (const k of [
+    'setTable',
+    'setPolicy',
+    'requirePolicy',
+    'startIo',
+    'stopIo',
+    'stats',
+    'trace',
+    'traceTake',
+    'gc',
+    'clearSessions',
+    'runVector',
+    'bench',
+    'close',
+  ]) {
     const fn = (h as unknown as Record<string, (...a: unknown[]) => unknown>)[k]!.bind(h);
     out[k] = (...a: unknown[]) => {
       try {

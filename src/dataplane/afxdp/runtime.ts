@@ -21,6 +21,13 @@
  * engine stops. ClusterIP traffic comes from pods: steered only when a pod
  * interface is one of the engine's. LoadBalancer frontends with
  * loadBalancerSourceRanges stay on the BPF path, which enforces them.
+ *
+ * NetworkPolicy: the engine's policy node takes the BPF path's decisions
+ * from what the BPF policy maps hold (options.policy, the map writer's
+ * mirror), loaded before the first frame and again after every policy sync
+ * (setPolicy()). The engine requires it: while it has none (or refused the
+ * last one), no frontend is steered to it, and a frame that still comes is
+ * dropped (policy-not-loaded), never forwarded unchecked.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -30,6 +37,8 @@ import type { Config } from '../../config/config.js';
 import { datapathConfig } from '../../config/datapath.js';
 import { engineRuntimeConfig, type EngineSettings } from '../../config/engine.js';
 import type { LoadBalancing } from '../bpf/reconciler.js';
+import type { WrittenPolicy } from '../bpf/policy-maps.js';
+import { encodePolicy } from './policy.js';
 import { EngineDataplane } from './dataplane.js';
 import { createEngine } from './native.js';
 import { kernelNeighbours, Neighbours, type NeighbourSource, type NeighbourView } from './neighbours.js';
@@ -52,6 +61,12 @@ export interface AfxdpOptions {
   /** the BPF path's backend choice settings (Maglev: same tables, same picks) */
   loadBalancing?: () => LoadBalancing;
   nodeAddresses: () => string[];
+  /**
+   * What the BPF policy maps hold (the map writer's mirror; the agent always
+   * gives it). Returning undefined: not known, nothing is steered. Left out
+   * (tests, a setup without NetworkPolicy): the engine enforces none.
+   */
+  policy?: () => WrittenPolicy | undefined;
   log: Logger;
   clock: Clock;
   neighbours?: NeighbourSource;
@@ -72,6 +87,8 @@ export interface EngineStatus {
   memory: EngineMemory;
   settings: { queues: number; batch: number; pattern: string };
   lastTableError?: string;
+  /** why the engine has no policy in force (nothing is steered to it meanwhile) */
+  policyError?: string;
 }
 
 /** What the engine holds, and the configuration each part is sized from. */
@@ -133,6 +150,8 @@ export class AfxdpRuntime {
   private view: NeighbourView = { entries: [], unresolved: [], elsewhere: [] };
   private reach = new Map<string, EngineNeighbour>();
   private stopped = false;
+  /** the policy the engine holds is the BPF maps' last one; else why not */
+  private policyError: string | undefined;
 
   private constructor(
     readonly dataplane: EngineDataplane,
@@ -188,6 +207,8 @@ export class AfxdpRuntime {
         { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
         { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}), log },
       );
+      // Policy before any frame: none loaded means the policy node drops everything it gets.
+      if (o.policy) engine.requirePolicy(true);
       dataplane.setPorts(found);
       dataplane.setNodeAddresses(o.nodeAddresses());
       const err = dataplane.flush();
@@ -207,6 +228,10 @@ export class AfxdpRuntime {
         podPorts,
       });
       ref.rt = rt;
+      if (o.policy) {
+        rt.policyError = 'not loaded yet';
+        rt.setPolicy();
+      }
       log.info(
         {
           interfaces: ports.map(
@@ -232,9 +257,38 @@ export class AfxdpRuntime {
     }
   }
 
+  /**
+   * Hand the engine what the BPF policy maps hold now (after each policy
+   * sync, and at start). A state the engine refuses, or none at all, takes
+   * every frontend off the engine until one is taken: the engine never
+   * forwards on a policy older than the BPF path's.
+   */
+  setPolicy(): void {
+    if (this.stopped || !this.o.policy) return;
+    const was = this.policyError;
+    try {
+      const w = this.o.policy();
+      if (!w) throw new Error('the BPF policy maps are not known to the agent (no policy writer)');
+      const { blob, figures } = encodePolicy(w);
+      this.engine.setPolicy(blob);
+      this.policyError = undefined;
+      if (was) this.o.log.info({ generation: w.generation, isolated: w.isolated, ...figures }, 'AF_XDP engine: network policy loaded');
+    } catch (e) {
+      this.policyError = (e as Error).message;
+      if (this.policyError !== was) {
+        this.o.log.error(
+          { err: e },
+          `AF_XDP engine: cannot load the network policy (${this.policyError}); no frontend is steered to the engine (the BPF path serves them) until it is, retried every second`,
+        );
+      }
+    }
+    if ((was === undefined) !== (this.policyError === undefined)) this.steering.setFrontends(this.wanted());
+  }
+
   /** The frontends the engine should take now. */
   private wanted(): SteeredFrontend[] {
     const out: SteeredFrontend[] = [];
+    if (this.policyError !== undefined) return out;
     for (const { frontend: f } of this.dataplane.frontends()) {
       if (steerable(f, this.reach, this.steer)) out.push({ addr: f.ip, port: f.port, proto: protoNum(f.protocol) });
     }
@@ -244,6 +298,7 @@ export class AfxdpRuntime {
   /** Node addresses, next hops and steering, once a second (and at start). */
   refresh(): void {
     if (this.stopped) return;
+    if (this.policyError !== undefined) this.setPolicy();
     this.dataplane.setNodeAddresses(this.o.nodeAddresses());
     this.view = this.neighbours.compute(this.dataplane.backendAddresses(), this.ports);
     this.reach = new Map(this.view.entries.map((n) => [n.ip, n]));
@@ -293,6 +348,7 @@ export class AfxdpRuntime {
         pattern: (this.o.settings.ifaces ?? this.o.uplinks).source,
       },
       ...(this.dataplane.lastError ? { lastTableError: this.dataplane.lastError } : {}),
+      ...(this.policyError !== undefined ? { policyError: this.policyError } : {}),
     };
   }
 

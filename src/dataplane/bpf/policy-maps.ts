@@ -38,7 +38,7 @@ import {
   type PolicyRuleEntry,
   type PolicyRuleRef,
 } from '../../model/policy/compiled.js';
-import { IpcacheFlags, PolDir, polKey, polValue, type IpcacheValue } from './codecs.js';
+import { IpcacheFlags, PolDir, polKey, polValue, type IpcacheKey, type IpcacheValue } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import { BpfMap } from './map.js';
 import {
@@ -121,6 +121,23 @@ interface WrittenTable {
   mapId: number;
   /** the content the inner map holds (content, or '' for a deny-all table) */
   held: string;
+  /** the entries the inner map holds (none for a deny-all table) */
+  list: readonly TableEntry[];
+}
+
+/**
+ * What the policy maps hold, from the writer's mirror of them (updated only
+ * by writes that succeeded): what a second dataplane (the AF_XDP engine)
+ * enforces to take the BPF path's decisions, deny-all and missing tables
+ * included.
+ */
+export interface WrittenPolicy {
+  generation: number;
+  /** bpfproxy_pol_state.isolated: 0 = nothing is enforced */
+  isolated: number;
+  ipcache: ReadonlyArray<readonly [IpcacheKey, IpcacheValue]>;
+  /** endpoint id -> the entries its table holds (empty: deny-all); an endpoint without a table is absent */
+  tables: ReadonlyMap<number, readonly TableEntry[]>;
 }
 
 /** What an apply swaps in for one endpoint. */
@@ -262,7 +279,7 @@ export class PolicyMapWriter {
       const mapId = tables.get(e.id);
       if (mapId !== undefined) {
         const { entries, content } = this.normalized(e);
-        this.setTable(e.id, { content, entries: entries.length, denyAll: false, mapId, held: content });
+        this.setTable(e.id, { content, entries: entries.length, denyAll: false, mapId, held: content, list: entries });
       }
       this.endpoints.set(e.id, e);
     }
@@ -296,6 +313,18 @@ export class PolicyMapWriter {
       rules: this.ruleNames.size,
       tablesDenyAll: this.denyAllTotal,
       denyAllNow,
+    };
+  }
+
+  /** What the maps hold now (see WrittenPolicy). */
+  written(): WrittenPolicy {
+    const tables = new Map<number, readonly TableEntry[]>();
+    for (const [id, t] of this.tables) tables.set(id, t.list);
+    return {
+      generation: this.gen,
+      isolated: this.isolatedWritten,
+      ipcache: [...this.ipcache].map(([p, v]) => [ipcacheKeyOf(p)!, v] as const),
+      tables,
     };
   }
 
@@ -823,6 +852,7 @@ export class PolicyMapWriter {
             denyAll: o.denyAll,
             mapId: o.h.id,
             held: o.denyAll ? '' : o.s.content,
+            list: o.denyAll ? [] : o.s.entries,
           });
           continue;
         }
