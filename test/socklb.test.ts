@@ -12,9 +12,8 @@
  * also on failure.
  */
 import t, { type Test } from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { native } from '../src/native/index.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { TC_HANDLE, TC_PRIORITY } from '../src/dataplane/bpf/attach.js';
@@ -29,10 +28,11 @@ import {
   cgroupId,
 } from '../src/dataplane/bpf/sock.js';
 import { loadDatapath, type Datapath } from '../src/dataplane/bpf/loader.js';
-import { ip, nsPath, sysctl, uniqueTag } from '../testkit/netns.js';
+import { ip, nsPath, sysctl } from '../testkit/netns.js';
 import { startEcho } from '../lab/lab.js';
 import { be, fe } from './helpers/fixtures.js';
-import { BPF_DIR, inNetns, REPO, tmpNetns, tmpPinDir } from './helpers/env.js';
+import { BPF_DIR, inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
+import { client, clientAsync, tmpCgroup, type CudpResult, type TcpResult, type UdpResult } from './helpers/sock.js';
 import { DEFAULT_DATAPATH, sockProtos, type DatapathConfig } from '../src/config/datapath.js';
 
 const NODE_IP = '192.0.2.11';
@@ -44,8 +44,6 @@ const EMPTY_VIP = '10.96.0.11';
 const LOCAL_VIP = '10.96.0.12';
 const AFF_VIP = '10.96.0.13';
 const NODE_PORT = 30080;
-const CLIENT = join(REPO, 'test', 'fixtures', 'sock-client.py');
-const CG_PARENT = '/sys/fs/cgroup/unified';
 const ECONNREFUSED = 111;
 const ECONNABORTED = 103;
 const EDESTADDRREQ = 89;
@@ -65,75 +63,6 @@ function attachNs(t: Test, node: string, hostIf: string, addr: string): string {
   sysctl(node, `net.ipv4.conf.${hostIf}.rp_filter`, '0');
   ip(node, 'route', 'add', `${addr}/32`, 'dev', hostIf, 'scope', 'link', 'src', NODE_IP);
   return ns;
-}
-
-/** A cgroup of this test under the cgroup2 mount; its processes are killed and it is removed when the test ends. */
-function tmpCgroup(t: Test): string {
-  if (!existsSync(join(CG_PARENT, 'cgroup.procs'))) throw new Error(`${CG_PARENT} is not a cgroup2 mount`);
-  const cg = join(CG_PARENT, `bpxt-sock-${uniqueTag()}`);
-  mkdirSync(cg);
-  t.teardown(async () => {
-    for (let i = 0; i < 50; i++) {
-      const pids = readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
-      for (const p of pids) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone already
-        }
-      }
-      try {
-        rmdirSync(cg);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    throw new Error(`could not remove the test cgroup ${cg}`);
-  });
-  return cg;
-}
-
-const wrap = (cg: string | undefined, ns: string) =>
-  // the shell joins the cgroup, then becomes the client in the namespace
-  cg ? `echo $$ > ${cg}/cgroup.procs && exec nsenter --net=${nsPath(ns)} python3 "$@"` : `exec nsenter --net=${nsPath(ns)} python3 "$@"`;
-
-/** Run the client (in cgroup cg, or in none of ours when undefined) in ns; its JSON output. */
-function client<T = unknown>(cg: string | undefined, ns: string, ...args: Array<string | number>): T {
-  const r = spawnSync('sh', ['-c', wrap(cg, ns), 'sh', CLIENT, ...args.map(String)], { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`client ${args.join(' ')} in ${ns}: exit ${r.status}: ${r.stderr || r.error?.message}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-function clientAsync<T = unknown>(cg: string, ns: string, ...args: Array<string | number>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', wrap(cg, ns), 'sh', CLIENT, ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (err += d));
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(JSON.parse(out) as T);
-      else reject(new Error(`client ${args.join(' ')}: exit ${code}: ${err}`));
-    });
-  });
-}
-
-interface TcpResult {
-  peer?: string;
-  reply?: { pod: string; peer: string };
-  errno?: number;
-}
-interface UdpResult {
-  from?: string;
-  reply?: { pod: string; peer: string };
-  errno?: number;
-}
-interface CudpResult {
-  peer: string;
-  replies: Array<{ pod?: string; errno?: number }>;
 }
 
 /** Translated conntrack entries that involve addr (the TC path's NAT state). */
