@@ -407,6 +407,44 @@ t.test('socket LB right after a TC-path connection from the same source port: th
   t.same([again.peer, again.reply?.pod], [`${ONE_VIP}:80`, 'a'], 'and the TC path serves that port again afterwards');
 });
 
+t.test('socket LB and direct UDP right after a TC-path UDP flow from the same source port: replies come from the backend', async (t) => {
+  // UDP has no close: the TC-path flow's reply entry stays for the UDP
+  // timeout. A socket-LB datagram (or a direct one) from the same port
+  // goes to the same backend, so the backend's reply matched the old entry:
+  // before the fix the TC program on a's veth rewrote its source to the VIP,
+  // a connected socket dropped it and an unconnected one read the VIP.
+  const s = await setup(t);
+  const { rec, dp, cg, pods } = s;
+  const DNS_VIP = '10.96.0.15';
+  t.same(rec.syncService('test/dns', [fe('ClusterIP', DNS_VIP, 53, 'UDP', [be(A, 5353)])]).problems, []);
+  attachSockLinks(s.pinDir, cg, dp.objects[0]!);
+  const reply = (sport: number) => dp.maps.ct.get({ saddr: A, daddr: C, sport: 5353, dport: sport, proto: 17 });
+
+  const sport = 45200;
+  const viaTc = client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport);
+  t.same([viaTc.from, viaTc.reply?.pod], [`${DNS_VIP}:53`, 'a'], `TC path: a answers from the VIP (${JSON.stringify(viaTc)})`);
+  t.ok(reply(sport), "the TC flow's reply entry is there (UDP timeout)");
+  const viaSock = client<TcpResult>(cg, pods.c, 'cudpsport', DNS_VIP, 53, sport);
+  t.same(
+    [viaSock.errno, viaSock.peer, viaSock.reply?.pod, viaSock.reply?.peer],
+    [undefined, `${DNS_VIP}:53`, 'a', `${C}:${sport}`],
+    `connected socket-LB UDP from the same port at once: answered (${JSON.stringify(viaSock)})`,
+  );
+  t.notOk(reply(sport), 'the old entries are gone');
+
+  const sport2 = 45201;
+  client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport2);
+  t.ok(reply(sport2), 'another TC flow');
+  const direct = client<UdpResult>(undefined, pods.c, 'udpsport', A, 5353, sport2);
+  t.same(
+    [direct.from, direct.reply?.pod],
+    [`${A}:5353`, 'a'],
+    `a direct datagram from that port: the answer comes from the backend, not the VIP (${JSON.stringify(direct)})`,
+  );
+  const again = client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport2);
+  t.same([again.from, again.reply?.pod], [`${DNS_VIP}:53`, 'a'], 'and the TC path serves that port again afterwards');
+});
+
 t.test('netnsPaths: one path per network namespace', async (t) => {
   const ns = tmpNetns(t, 'bpxs');
   const c = spawn('nsenter', [`--net=${nsPath(ns)}`, 'sleep', '5'], { stdio: 'ignore' });
