@@ -22,6 +22,7 @@ import { BPF_DIR, inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { startEcho6 } from './helpers/echo6.js';
 import { client, clientAsync, tmpCgroup, type CudpResult, type TcpResult, type UdpResult } from './helpers/sock.js';
 import { DEFAULT_DATAPATH, type DatapathConfig } from '../src/config/datapath.js';
+import { setMode } from '../src/dataplane/bpf/drain.js';
 
 const NODE6 = '2001:db8:1::11';
 const A = 'fd00:10:244:1::2';
@@ -274,4 +275,21 @@ t.test('IPv6 socket LB: bpf_sock_destroy moves a connected UDP socket off a remo
     'a socket connected to the backend directly (not through the service) is left alone',
   );
   t.equal(destroyer.destroy([{ addr: A, port: 5353 }], [nsPath(node)]), 0, 'nothing left to destroy');
+});
+
+t.test('IPv6 socket LB while draining or on standby: new sockets are left untranslated', async (t) => {
+  const s = await setup(t);
+  const { rec, dp, cg, node } = s;
+  t.same(rec.syncService('test/web', [fe('ClusterIP', VIP, 80, 'TCP', [be(A, 8080)])]).problems, []);
+  attachSockLinks(s.pinDir, cg, dp.objects[0]!);
+  t.ok(client<TcpResult[]>(cg, node, 'tcp6n', VIP, 80, 1)[0]!.reply, 'serving: translated');
+  setMode(dp.maps, 'drain');
+  const drained = client<TcpResult[]>(cg, node, 'tcp6n', VIP, 80, 1)[0]!;
+  t.ok(drained.errno !== undefined, `draining: not translated (the node has no route to the VIP: errno ${drained.errno})`);
+  t.equal(readSockStats(dp.maps).left_to_tc, 1n, 'counted as left to the TC path');
+  setMode(dp.maps, 'standby');
+  t.ok(client<TcpResult[]>(cg, node, 'tcp6n', VIP, 80, 1)[0]!.errno !== undefined, 'standby: not translated');
+  t.equal(readSockStats(dp.maps).connect, 1n, 'one translation in all');
+  setMode(dp.maps, 'serve');
+  t.ok(client<TcpResult[]>(cg, node, 'tcp6n', VIP, 80, 1)[0]!.reply, 'serving again: translated');
 });
