@@ -157,7 +157,7 @@ async function main(): Promise<void> {
     // socket LB before the TC path: the TC path's closed flows stay in
     // conntrack for a while (RST: 40 s) and a reply from the backend to a
     // reused client port would meet their reverse translation (IPv6 has no
-    // port-reuse check yet)
+    // TCP port-reuse check yet)
     const paths = (server: string, vip: string) => [
       { path: 'direct', host: server, cgroup: false },
       { path: 'socket-lb', host: vip, cgroup: true },

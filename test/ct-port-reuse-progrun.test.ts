@@ -20,6 +20,8 @@ import { reasonCount } from './helpers/progrun.js';
 import { runXdp } from './helpers/xdp.js';
 import { inNetns } from './helpers/env.js';
 import { ip } from '../testkit/netns.js';
+import { frame6 } from '../testkit/packet6.js';
+import { POD6, progrun6Node } from './helpers/progrun6.js';
 
 const VIP = '10.96.0.10';
 const HOST_VIP = '10.96.0.1';
@@ -210,4 +212,32 @@ t.test('UDP port reuse: a direct datagram to the backend of a TC-path flow from 
     const a = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'udp', sport: 5353, dport: 41001 });
     t.same([a.verdict, a.out.src, a.out.sport], ['redirect', DNS_VIP, 53], "the TC flow's answers are still translated");
   });
+});
+
+t.test('UDP port reuse, IPv6: the same', async (t) => {
+  const n = await progrun6Node(t);
+  const VIP6 = 'fd00:10:96::53';
+  const WEB6 = 'fd00:10:244:1::13';
+  t.same(n.rec.syncService('test/dns', [fe('ClusterIP', VIP6, 53, 'UDP', [be(WEB6, 5353)])]).problems, []);
+  const stale = () => reasonCount(n.dp, 'ct-stale-reply');
+  const ukey = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.UDP });
+  const q = n.runRaw('fromPod', frame6({ src: POD6, dst: VIP6 }, { proto: 'udp', sport: 42000, dport: 53 }));
+  t.same([q.verdict, q.out.dst, q.out.dport], ['redirect', WEB6, 5353], 'the query to the VIP is DNATed to the backend');
+  const a = n.runRaw('fromPod', frame6({ src: WEB6, dst: POD6 }, { proto: 'udp', sport: 5353, dport: 42000 }));
+  t.same([a.out.src, a.out.sport], [VIP6, 53], 'its answer comes back from the VIP');
+
+  const other = frame6({ src: POD6, dst: WEB6 }, { proto: 'udp', sport: 42001, dport: 5353 });
+  const before = stale();
+  t.same(n.runRaw('fromPod', other).raw, other, 'a direct datagram from another port: untouched');
+  t.equal(stale(), before, 'and nothing judged stale');
+
+  const direct = frame6({ src: POD6, dst: WEB6 }, { proto: 'udp', sport: 42000, dport: 5353 });
+  const d = n.runRaw('fromPod', direct);
+  t.same([d.verdict, d.raw], ['pass', direct], 'the direct datagram from the same port: left to the stack, untouched');
+  t.equal(stale() - before, 1, 'counted as ct-stale-reply');
+  t.notOk(n.dp.maps.ct6.get(ukey(WEB6, POD6, 5353, 42000)), 'old reply entry removed');
+  t.notOk(n.dp.maps.ct6.get(ukey(POD6, VIP6, 42000, 53)), 'old forward entry removed');
+  const ans = frame6({ src: WEB6, dst: POD6 }, { proto: 'udp', sport: 5353, dport: 42000 });
+  const r = n.runRaw('fromPod', ans);
+  t.same([r.verdict, r.raw], ['pass', ans], "the backend's answer reaches the pod from the backend's address");
 });
