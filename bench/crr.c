@@ -3,14 +3,16 @@
  * crr: TCP connect/request/response load generator for the benchmarks.
  *
  *   crr server PORT [PORT...]
- *       accept on every port; per connection read the 1-byte request,
- *       answer 1 byte, wait for the client to go away.
+ *       accept on every port (IPv4, and IPv6 where the namespace has it);
+ *       per connection read the 1-byte request, answer 1 byte, wait for
+ *       the client to go away.
  *   crr client HOST PORT MILLIS THREADS
- *       each thread: connect, send 1 byte, read 1 byte, close (RST, so no
- *       TIME_WAIT exhausts ports), as fast as it can for MILLIS. Prints one
- *       JSON line: transactions, errors, rate, latency p50/p90/p99 (us), and
- *       the busiest thread's CPU share so the caller can tell when the
- *       generator, not the path, is the bottleneck.
+ *       HOST an IPv4 or IPv6 address. Each thread: connect, send 1 byte,
+ *       read 1 byte, close (RST, so no TIME_WAIT exhausts ports), as fast
+ *       as it can for MILLIS. Prints one JSON line: transactions, errors,
+ *       rate, latency p50/p90/p99 (us), and the busiest thread's CPU share
+ *       so the caller can tell when the generator, not the path, is the
+ *       bottleneck.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -91,14 +93,26 @@ static int server(int argc, char **argv)
 	pthread_t t[64];
 	int n = 0;
 
-	for (int i = 0; i < argc && n < 64; i++) {
+	for (int i = 0; i < argc && n < 63; i++) {
 		int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[i])) };
+		struct sockaddr_in6 sa6 = { .sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[i])) };
 
 		setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 4096)) {
 			fprintf(stderr, "crr server: port %s: %s\n", argv[i], strerror(errno));
 			return 1;
+		}
+		pthread_create(&t[n++], NULL, accept_loop, (void *)(intptr_t)lfd);
+		/* IPv6 beside it (v6only), unless the namespace has no IPv6 */
+		lfd = socket(AF_INET6, SOCK_STREAM, 0);
+		if (lfd < 0)
+			continue;
+		setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		setsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(lfd, (struct sockaddr *)&sa6, sizeof(sa6)) || listen(lfd, 4096)) {
+			close(lfd);
+			continue;
 		}
 		pthread_create(&t[n++], NULL, accept_loop, (void *)(intptr_t)lfd);
 	}
@@ -112,7 +126,8 @@ static int server(int argc, char **argv)
 /* ---- client ------------------------------------------------------------ */
 
 struct worker {
-	struct sockaddr_in to;
+	struct sockaddr_storage to;
+	socklen_t to_len;
 	uint64_t deadline;
 	uint32_t *lat_us;
 	uint64_t count, errors, cpu_ns, wall_ns;
@@ -128,7 +143,7 @@ static void *work(void *arg)
 
 	while (now_ns() < w->deadline) {
 		uint64_t t0 = now_ns();
-		int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+		int fd = socket(w->to.ss_family, SOCK_STREAM, 0), one = 1;
 
 		if (fd < 0) {
 			w->errors++;
@@ -139,7 +154,7 @@ static void *work(void *arg)
 		struct timeval tv = { .tv_sec = 2 };
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (connect(fd, (struct sockaddr *)&w->to, sizeof(w->to)) || write(fd, &b, 1) != 1 || read(fd, &b, 1) != 1) {
+		if (connect(fd, (struct sockaddr *)&w->to, w->to_len) || write(fd, &b, 1) != 1 || read(fd, &b, 1) != 1) {
 			w->errors++;
 			close(fd);
 			continue;
@@ -167,9 +182,18 @@ static int client(const char *host, int port, int millis, int threads)
 	double max_share = 0, wall = 0;
 
 	for (int i = 0; i < threads; i++) {
-		w[i].to.sin_family = AF_INET;
-		w[i].to.sin_port = htons(port);
-		if (inet_pton(AF_INET, host, &w[i].to.sin_addr) != 1) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)&w[i].to;
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&w[i].to;
+
+		if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+			v4->sin_family = AF_INET;
+			v4->sin_port = htons(port);
+			w[i].to_len = sizeof(*v4);
+		} else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+			v6->sin6_family = AF_INET6;
+			v6->sin6_port = htons(port);
+			w[i].to_len = sizeof(*v6);
+		} else {
 			fprintf(stderr, "crr client: bad address %s\n", host);
 			return 2;
 		}

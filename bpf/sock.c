@@ -12,13 +12,13 @@
  *                          service address the socket sent to
  *   getpeername4 / 6       the service address, not the backend's
  *
- * The *6 programs serve v4-mapped addresses (::ffff:a.b.c.d) on IPv6
- * sockets; native IPv6 services pass untouched (sock6_v4() is the one
- * place that decides; the IPv6 service maps plug in there).
+ * The *6 programs serve native IPv6 services (lib/lb6.h's maps) and
+ * v4-mapped addresses (::ffff:a.b.c.d, the IPv4 maps) on IPv6 sockets;
+ * sock6_v4() is the one place that tells them apart.
  *
  * The reverse translation is keyed by the socket's cookie and the backend
- * (struct sock_rev_key): what a socket sent to a service and nothing else
- * is translated back. The TC programs see the backend's address on these
+ * (struct sock_rev_key, IPv6: struct sock_rev6_key): what a socket sent to
+ * a service and nothing else is translated back. The TC programs see the backend's address on these
  * packets: no frontend matches it, so they translate nothing (their
  * conntrack holds no entry for such a flow); raw sockets and traffic of
  * processes outside the cgroup meet the TC path as before.
@@ -31,8 +31,9 @@
  * ClientIP affinity is per network namespace here (Cilium's socket LB does
  * the same): the key's client is the socket's netns cookie cut to 24 bits,
  * an address in 0.0.0.0/8 that no packet carries, so it never meets the TC
- * path's entries keyed by the client's real address. A pod has one netns
- * and one address: the same thing as ClientIP for it.
+ * path's entries keyed by the client's real address (IPv6: the whole
+ * cookie in 100::/64, the discard-only prefix of RFC 6666). A pod has one
+ * netns and one address: the same thing as ClientIP for it.
  */
 #ifndef BPFPROXY_SOCK_C
 #define BPFPROXY_SOCK_C
@@ -40,6 +41,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/lb.h"
+#include "lib/lb6.h"
 #include "lib/mode.h"
 
 /* Not uapi: include/linux/net.h and include/uapi/asm-generic/errno.h. */
@@ -58,6 +60,14 @@ struct {
 	__type(value, struct sock_rev_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_sock_rev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct sock_rev6_key);
+	__type(value, struct sock_rev6_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfproxy_sock_rev6 SEC(".maps");
 
 /* The enum the agent copies (src/dataplane/bpf/codecs.ts SockStat), in the
  * object's BTF for the tests to compare. */
@@ -252,7 +262,7 @@ int bpfproxy_sock_getpeername4(struct bpf_sock_addr *ctx)
 /* ---- IPv6 sockets ---------------------------------------------------- */
 
 /* An IPv6 socket's address as IPv4 when it is v4-mapped (::ffff:a.b.c.d):
- * 1 and *v4 set, else 0 (native IPv6: no service maps for it yet). */
+ * 1 and *v4 set, else 0 (native IPv6: the IPv6 maps). */
 static __always_inline int sock6_v4(const struct bpf_sock_addr *ctx, __be32 *v4)
 {
 	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 ||
@@ -262,32 +272,135 @@ static __always_inline int sock6_v4(const struct bpf_sock_addr *ctx, __be32 *v4)
 	return 1;
 }
 
+static __always_inline void sock6_addr(const struct bpf_sock_addr *ctx, union v6addr *a)
+{
+	a->w[0] = ctx->user_ip6[0];
+	a->w[1] = ctx->user_ip6[1];
+	a->w[2] = ctx->user_ip6[2];
+	a->w[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void sock6_set_addr(struct bpf_sock_addr *ctx, const union v6addr *a)
+{
+	ctx->user_ip6[0] = a->w[0];
+	ctx->user_ip6[1] = a->w[1];
+	ctx->user_ip6[2] = a->w[2];
+	ctx->user_ip6[3] = a->w[3];
+}
+
+/* sock_xlate_fwd() for native IPv6 services (lib/lb6.h). */
+static __always_inline enum sock_xlate sock6_xlate_fwd(void *ctx, __u8 proto, union v6addr *addr,
+						       __be16 *port, enum sock_stat done)
+{
+	struct ct6_key	 t  = {.daddr = *addr, .dport = *port, .proto = proto};
+	struct backend6	 be = {};
+	struct fe_value	 f;
+	struct fe_value *fe;
+	enum reason	 r;
+	__u64		 ns;
+
+	if (!proto || !sock_netns_ok(ctx) || mode_standby())
+		return SOCK_X_PASS;
+	fe = lb6_lookup(&t);
+	if (!fe)
+		return SOCK_X_PASS;
+	if ((fe->flags & FE_F_SRC_RANGE) || mode_draining()) {
+		sock_count(SOCK_STAT_LEFT_TO_TC);
+		return SOCK_X_PASS;
+	}
+	f = *fe;
+	f.flags &= ~FE_F_MAGLEV;
+	/* The affinity client: the netns cookie in 100::/64 (RFC 6666,
+	 * discard-only), which no packet carries. */
+	ns	     = bpf_get_netns_cookie(ctx);
+	t.saddr.w[0] = bpf_htonl(0x01000000);
+	t.saddr.w[2] = bpf_htonl((__u32)(ns >> 32));
+	t.saddr.w[3] = bpf_htonl((__u32)ns);
+	r	     = lb6_select(&f, lb_local_only(&f, 1), &t, bpf_ktime_get_ns(), &be);
+	if (r == REASON_NO_ENDPOINTS) {
+		sock_count(SOCK_STAT_REFUSED);
+		return SOCK_X_REFUSE;
+	}
+	if (r != REASON_NONE) {
+		sock_count(SOCK_STAT_NO_LOCAL);
+		return SOCK_X_NO_LOCAL;
+	}
+	{
+		struct sock_rev6_key   k = {.cookie = bpf_get_socket_cookie(ctx),
+					    .addr   = be.addr,
+					    .port   = be.port,
+					    .proto  = proto};
+		struct sock_rev6_value v = {.addr = *addr, .port = *port, .svc_id = fe->svc_id};
+
+		if (bpf_map_update_elem(&bpfproxy_sock_rev6, &k, &v, BPF_ANY)) {
+			sock_count(SOCK_STAT_REV_FULL);
+			return SOCK_X_PASS;
+		}
+	}
+	*addr = be.addr;
+	*port = be.port;
+	sock_count(done);
+	return SOCK_X_DONE;
+}
+
+static __always_inline int sock6_xlate_rev(void *ctx, __u8 proto, union v6addr *addr, __be16 *port)
+{
+	struct sock_rev6_key k = {
+		.cookie = bpf_get_socket_cookie(ctx), .addr = *addr, .port = *port, .proto = proto};
+	struct sock_rev6_value *v;
+
+	if (!proto)
+		return 0;
+	v = bpf_map_lookup_elem(&bpfproxy_sock_rev6, &k);
+	if (!v)
+		return 0;
+	*addr = v->addr;
+	*port = v->port;
+	return 1;
+}
+
 static __always_inline int sock6_fwd(struct bpf_sock_addr *ctx, enum sock_stat done)
 {
 	__be32		addr;
 	__be16		port = (__be16)ctx->user_port;
+	union v6addr	a6;
 	enum sock_xlate x;
 
-	if (!sock6_v4(ctx, &addr))
-		return SOCK_OK;
-	x = sock_xlate_fwd(ctx, sock_proto(ctx), &addr, &port, done);
+	if (sock6_v4(ctx, &addr)) {
+		x = sock_xlate_fwd(ctx, sock_proto(ctx), &addr, &port, done);
+		if (x == SOCK_X_DONE) {
+			ctx->user_ip6[3] = addr;
+			ctx->user_port	 = port;
+		}
+		return sock_verdict(x);
+	}
+	sock6_addr(ctx, &a6);
+	x = sock6_xlate_fwd(ctx, sock_proto(ctx), &a6, &port, done);
 	if (x == SOCK_X_DONE) {
-		ctx->user_ip6[3] = addr;
-		ctx->user_port	 = port;
+		sock6_set_addr(ctx, &a6);
+		ctx->user_port = port;
 	}
 	return sock_verdict(x);
 }
 
 static __always_inline int sock6_rev(struct bpf_sock_addr *ctx, enum sock_stat done)
 {
-	__be32 addr;
-	__be16 port = (__be16)ctx->user_port;
+	__be32	     addr;
+	__be16	     port = (__be16)ctx->user_port;
+	union v6addr a6;
 
-	if (!sock6_v4(ctx, &addr))
+	if (sock6_v4(ctx, &addr)) {
+		if (sock_xlate_rev(ctx, sock_proto(ctx), &addr, &port)) {
+			ctx->user_ip6[3] = addr;
+			ctx->user_port	 = port;
+			sock_count(done);
+		}
 		return SOCK_OK;
-	if (sock_xlate_rev(ctx, sock_proto(ctx), &addr, &port)) {
-		ctx->user_ip6[3] = addr;
-		ctx->user_port	 = port;
+	}
+	sock6_addr(ctx, &a6);
+	if (sock6_xlate_rev(ctx, sock_proto(ctx), &a6, &port)) {
+		sock6_set_addr(ctx, &a6);
+		ctx->user_port = port;
 		sock_count(done);
 	}
 	return SOCK_OK;

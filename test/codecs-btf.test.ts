@@ -110,6 +110,8 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c6.podSrc6Key,
     c6.ct6Key,
     c6.ct6Value,
+    c6.sockRev6Key,
+    c6.sockRev6Value,
   ]) {
     check(t, codec);
   }

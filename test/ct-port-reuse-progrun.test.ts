@@ -20,6 +20,8 @@ import { reasonCount } from './helpers/progrun.js';
 import { runXdp } from './helpers/xdp.js';
 import { inNetns } from './helpers/env.js';
 import { ip } from '../testkit/netns.js';
+import { frame6 } from '../testkit/packet6.js';
+import { POD6, progrun6Node } from './helpers/progrun6.js';
 
 const VIP = '10.96.0.10';
 const HOST_VIP = '10.96.0.1';
@@ -152,4 +154,90 @@ t.test('port reuse after a closed TC-path flow', async (t) => {
     t.equal(stale() - before, 1, 'counted once');
     t.notOk(n.dp.maps.ct.get(key(REMOTE, POD, 8080, sport)), 'entries removed');
   });
+});
+
+/**
+ * UDP has no close: a TC-path UDP flow's reply entry lives for the UDP
+ * timeout after its last datagram. A pod that then sends from the same
+ * port straight to that flow's backend (socket LB, or pod to pod) gets the
+ * backend's replies; before the fix they hit the old reply entry and came
+ * back from the service address (a connected socket dropped them). Now the
+ * pod's direct datagram removes the old flow's entries (ct-stale-reply).
+ */
+t.test('UDP port reuse: a direct datagram to the backend of a TC-path flow from the same port', async (t) => {
+  const n = await progrunNode(t);
+  const DNS_VIP = '10.96.0.53';
+  const OTHER = '10.244.1.12';
+  n.rec.syncService('test/dns', [fe('ClusterIP', DNS_VIP, 53, 'UDP', [be(WEB, 5353)])]);
+  n.rec.setNodeAddresses([NODE_IP]);
+  const stale = () => reasonCount(n.dp, 'ct-stale-reply');
+  const ukey = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.UDP });
+
+  /** A TC-path UDP exchange POD:sport -> DNS_VIP:53 (backend WEB:5353). */
+  const openUdp = (sport: number) => {
+    const q = n.run('fromPod', { src: POD, dst: DNS_VIP }, { proto: 'udp', sport, dport: 53 });
+    t.same([q.verdict, q.out.dst, q.out.dport], ['redirect', WEB, 5353], `port ${sport}: the query to the VIP is DNATed to the backend`);
+    const a = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'udp', sport: 5353, dport: sport });
+    t.same([a.verdict, a.out.src, a.out.sport], ['redirect', DNS_VIP, 53], `port ${sport}: its answer comes back from the VIP`);
+  };
+
+  t.test('the direct datagram removes the old flow; the answer passes untranslated', async (t) => {
+    openUdp(41000);
+    const before = stale();
+    const q = frame({ src: POD, dst: WEB }, { proto: 'udp', sport: 41000, dport: 5353 });
+    const qr = n.runRaw('fromPod', q);
+    t.same([qr.verdict, qr.raw], ['pass', q], 'the direct datagram is left to the stack, untouched');
+    t.equal(stale() - before, 1, 'counted as ct-stale-reply');
+    t.notOk(n.dp.maps.ct.get(ukey(WEB, POD, 5353, 41000)), 'old reply entry removed');
+    t.notOk(n.dp.maps.ct.get(ukey(POD, DNS_VIP, 41000, 53)), 'old forward entry removed');
+    const a = frame({ src: WEB, dst: POD }, { proto: 'udp', sport: 5353, dport: 41000 });
+    const ar = n.runRaw('fromPod', a);
+    t.same([ar.verdict, ar.raw], ['pass', a], "the backend's answer reaches the pod from the backend's address, byte for byte");
+    t.equal(stale() - before, 1, 'counted once');
+  });
+
+  t.test('the same port to the service again: a new TC-path flow, translated', async (t) => {
+    const before = stale();
+    openUdp(41000);
+    t.equal(stale(), before, 'nothing judged stale');
+  });
+
+  t.test('a datagram to another backend, or from another port, leaves the flow alone', async (t) => {
+    openUdp(41001);
+    const before = stale();
+    n.runRaw('fromPod', frame({ src: POD, dst: OTHER }, { proto: 'udp', sport: 41001, dport: 5353 }));
+    n.runRaw('fromPod', frame({ src: POD, dst: WEB }, { proto: 'udp', sport: 41002, dport: 5353 }));
+    n.runRaw('fromPod', frame({ src: POD, dst: WEB }, { proto: 'udp', sport: 41001, dport: 5354 }));
+    t.equal(stale(), before, 'nothing judged stale');
+    const a = n.run('fromPod', { src: WEB, dst: POD }, { proto: 'udp', sport: 5353, dport: 41001 });
+    t.same([a.verdict, a.out.src, a.out.sport], ['redirect', DNS_VIP, 53], "the TC flow's answers are still translated");
+  });
+});
+
+t.test('UDP port reuse, IPv6: the same', async (t) => {
+  const n = await progrun6Node(t);
+  const VIP6 = 'fd00:10:96::53';
+  const WEB6 = 'fd00:10:244:1::13';
+  t.same(n.rec.syncService('test/dns', [fe('ClusterIP', VIP6, 53, 'UDP', [be(WEB6, 5353)])]).problems, []);
+  const stale = () => reasonCount(n.dp, 'ct-stale-reply');
+  const ukey = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.UDP });
+  const q = n.runRaw('fromPod', frame6({ src: POD6, dst: VIP6 }, { proto: 'udp', sport: 42000, dport: 53 }));
+  t.same([q.verdict, q.out.dst, q.out.dport], ['redirect', WEB6, 5353], 'the query to the VIP is DNATed to the backend');
+  const a = n.runRaw('fromPod', frame6({ src: WEB6, dst: POD6 }, { proto: 'udp', sport: 5353, dport: 42000 }));
+  t.same([a.out.src, a.out.sport], [VIP6, 53], 'its answer comes back from the VIP');
+
+  const other = frame6({ src: POD6, dst: WEB6 }, { proto: 'udp', sport: 42001, dport: 5353 });
+  const before = stale();
+  t.same(n.runRaw('fromPod', other).raw, other, 'a direct datagram from another port: untouched');
+  t.equal(stale(), before, 'and nothing judged stale');
+
+  const direct = frame6({ src: POD6, dst: WEB6 }, { proto: 'udp', sport: 42000, dport: 5353 });
+  const d = n.runRaw('fromPod', direct);
+  t.same([d.verdict, d.raw], ['pass', direct], 'the direct datagram from the same port: left to the stack, untouched');
+  t.equal(stale() - before, 1, 'counted as ct-stale-reply');
+  t.notOk(n.dp.maps.ct6.get(ukey(WEB6, POD6, 5353, 42000)), 'old reply entry removed');
+  t.notOk(n.dp.maps.ct6.get(ukey(POD6, VIP6, 42000, 53)), 'old forward entry removed');
+  const ans = frame6({ src: WEB6, dst: POD6 }, { proto: 'udp', sport: 5353, dport: 42000 });
+  const r = n.runRaw('fromPod', ans);
+  t.same([r.verdict, r.raw], ['pass', ans], "the backend's answer reaches the pod from the backend's address");
 });

@@ -12,9 +12,8 @@
  * also on failure.
  */
 import t, { type Test } from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { native } from '../src/native/index.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { TC_HANDLE, TC_PRIORITY } from '../src/dataplane/bpf/attach.js';
@@ -29,10 +28,11 @@ import {
   cgroupId,
 } from '../src/dataplane/bpf/sock.js';
 import { loadDatapath, type Datapath } from '../src/dataplane/bpf/loader.js';
-import { ip, nsPath, sysctl, uniqueTag } from '../testkit/netns.js';
+import { ip, nsPath, sysctl } from '../testkit/netns.js';
 import { startEcho } from '../lab/lab.js';
 import { be, fe } from './helpers/fixtures.js';
-import { BPF_DIR, inNetns, REPO, tmpNetns, tmpPinDir } from './helpers/env.js';
+import { BPF_DIR, inNetns, tmpNetns, tmpPinDir } from './helpers/env.js';
+import { client, clientAsync, tmpCgroup, type CudpResult, type TcpResult, type UdpResult } from './helpers/sock.js';
 import { DEFAULT_DATAPATH, sockProtos, type DatapathConfig } from '../src/config/datapath.js';
 
 const NODE_IP = '192.0.2.11';
@@ -44,8 +44,6 @@ const EMPTY_VIP = '10.96.0.11';
 const LOCAL_VIP = '10.96.0.12';
 const AFF_VIP = '10.96.0.13';
 const NODE_PORT = 30080;
-const CLIENT = join(REPO, 'test', 'fixtures', 'sock-client.py');
-const CG_PARENT = '/sys/fs/cgroup/unified';
 const ECONNREFUSED = 111;
 const ECONNABORTED = 103;
 const EDESTADDRREQ = 89;
@@ -65,75 +63,6 @@ function attachNs(t: Test, node: string, hostIf: string, addr: string): string {
   sysctl(node, `net.ipv4.conf.${hostIf}.rp_filter`, '0');
   ip(node, 'route', 'add', `${addr}/32`, 'dev', hostIf, 'scope', 'link', 'src', NODE_IP);
   return ns;
-}
-
-/** A cgroup of this test under the cgroup2 mount; its processes are killed and it is removed when the test ends. */
-function tmpCgroup(t: Test): string {
-  if (!existsSync(join(CG_PARENT, 'cgroup.procs'))) throw new Error(`${CG_PARENT} is not a cgroup2 mount`);
-  const cg = join(CG_PARENT, `bpxt-sock-${uniqueTag()}`);
-  mkdirSync(cg);
-  t.teardown(async () => {
-    for (let i = 0; i < 50; i++) {
-      const pids = readFileSync(join(cg, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
-      for (const p of pids) {
-        try {
-          process.kill(Number(p), 'SIGKILL');
-        } catch {
-          // gone already
-        }
-      }
-      try {
-        rmdirSync(cg);
-        return;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    throw new Error(`could not remove the test cgroup ${cg}`);
-  });
-  return cg;
-}
-
-const wrap = (cg: string | undefined, ns: string) =>
-  // the shell joins the cgroup, then becomes the client in the namespace
-  cg ? `echo $$ > ${cg}/cgroup.procs && exec nsenter --net=${nsPath(ns)} python3 "$@"` : `exec nsenter --net=${nsPath(ns)} python3 "$@"`;
-
-/** Run the client (in cgroup cg, or in none of ours when undefined) in ns; its JSON output. */
-function client<T = unknown>(cg: string | undefined, ns: string, ...args: Array<string | number>): T {
-  const r = spawnSync('sh', ['-c', wrap(cg, ns), 'sh', CLIENT, ...args.map(String)], { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`client ${args.join(' ')} in ${ns}: exit ${r.status}: ${r.stderr || r.error?.message}`);
-  return JSON.parse(r.stdout) as T;
-}
-
-function clientAsync<T = unknown>(cg: string, ns: string, ...args: Array<string | number>): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const c = spawn('sh', ['-c', wrap(cg, ns), 'sh', CLIENT, ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (err += d));
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(JSON.parse(out) as T);
-      else reject(new Error(`client ${args.join(' ')}: exit ${code}: ${err}`));
-    });
-  });
-}
-
-interface TcpResult {
-  peer?: string;
-  reply?: { pod: string; peer: string };
-  errno?: number;
-}
-interface UdpResult {
-  from?: string;
-  reply?: { pod: string; peer: string };
-  errno?: number;
-}
-interface CudpResult {
-  peer: string;
-  replies: Array<{ pod?: string; errno?: number }>;
 }
 
 /** Translated conntrack entries that involve addr (the TC path's NAT state). */
@@ -476,6 +405,44 @@ t.test('socket LB right after a TC-path connection from the same source port: th
   t.notOk(dp.maps.ct.get({ saddr: A, daddr: C, sport: 8080, dport: sport, proto: 6 }), 'the stale entries are gone');
   const again = client<TcpResult>(undefined, pods.c, 'tcpsport', ONE_VIP, 80, sport);
   t.same([again.peer, again.reply?.pod], [`${ONE_VIP}:80`, 'a'], 'and the TC path serves that port again afterwards');
+});
+
+t.test('socket LB and direct UDP right after a TC-path UDP flow from the same source port: replies come from the backend', async (t) => {
+  // UDP has no close: the TC-path flow's reply entry stays for the UDP
+  // timeout. A socket-LB datagram (or a direct one) from the same port
+  // goes to the same backend, so the backend's reply matched the old entry:
+  // before the fix the TC program on a's veth rewrote its source to the VIP,
+  // a connected socket dropped it and an unconnected one read the VIP.
+  const s = await setup(t);
+  const { rec, dp, cg, pods } = s;
+  const DNS_VIP = '10.96.0.15';
+  t.same(rec.syncService('test/dns', [fe('ClusterIP', DNS_VIP, 53, 'UDP', [be(A, 5353)])]).problems, []);
+  attachSockLinks(s.pinDir, cg, dp.objects[0]!);
+  const reply = (sport: number) => dp.maps.ct.get({ saddr: A, daddr: C, sport: 5353, dport: sport, proto: 17 });
+
+  const sport = 45200;
+  const viaTc = client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport);
+  t.same([viaTc.from, viaTc.reply?.pod], [`${DNS_VIP}:53`, 'a'], `TC path: a answers from the VIP (${JSON.stringify(viaTc)})`);
+  t.ok(reply(sport), "the TC flow's reply entry is there (UDP timeout)");
+  const viaSock = client<TcpResult>(cg, pods.c, 'cudpsport', DNS_VIP, 53, sport);
+  t.same(
+    [viaSock.errno, viaSock.peer, viaSock.reply?.pod, viaSock.reply?.peer],
+    [undefined, `${DNS_VIP}:53`, 'a', `${C}:${sport}`],
+    `connected socket-LB UDP from the same port at once: answered (${JSON.stringify(viaSock)})`,
+  );
+  t.notOk(reply(sport), 'the old entries are gone');
+
+  const sport2 = 45201;
+  client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport2);
+  t.ok(reply(sport2), 'another TC flow');
+  const direct = client<UdpResult>(undefined, pods.c, 'udpsport', A, 5353, sport2);
+  t.same(
+    [direct.from, direct.reply?.pod],
+    [`${A}:5353`, 'a'],
+    `a direct datagram from that port: the answer comes from the backend, not the VIP (${JSON.stringify(direct)})`,
+  );
+  const again = client<UdpResult>(undefined, pods.c, 'udpsport', DNS_VIP, 53, sport2);
+  t.same([again.from, again.reply?.pod], [`${DNS_VIP}:53`, 'a'], 'and the TC path serves that port again afterwards');
 });
 
 t.test('netnsPaths: one path per network namespace', async (t) => {

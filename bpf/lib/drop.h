@@ -45,9 +45,10 @@ enum reason {
 	REASON_TUN_MALFORMED, /* our VXLAN, headers cut short or inconsistent: dropped */
 	REASON_TUN_NO_ROUTE,  /* no route to the tunnel peer node: dropped */
 	REASON_TUN_NO_FLOW,   /* tunnelled packet of no known flow that cannot open one: dropped */
-	/* a SYN-ACK on the reply entry of a closed translated flow: the client
-	 * reused its port to reach the backend directly; entries removed,
-	 * passed untranslated */
+	/* a SYN-ACK on the reply entry of a closed translated flow, or a
+	 * pod's UDP datagram whose replies would hit a translated flow's reply
+	 * entry: the client reused its port to reach the backend directly;
+	 * entries removed, passed untranslated */
 	REASON_CT_STALE_REPLY,
 	/* network policy is IPv4: IPv6 other than neighbour discovery, to or
 	 * from a pod isolated in that direction: dropped */

@@ -352,6 +352,36 @@ static __always_inline int ct_stale_reply(struct __sk_buff *skb, const struct pk
 	return 1;
 }
 
+/* UDP has no close: a TC-path flow's reply entry stays for the UDP timeout
+ * after its last datagram. A pod's datagram to no frontend and of no
+ * tracked flow whose replies would hit such a translated reply entry is
+ * the pod reusing that flow's source port to reach its backend directly
+ * (socket LB, bpf/sock.c, or pod to pod). On the wire the two flows' replies
+ * cannot be told apart; the one the pod sends now wins: both entries of
+ * the old flow go (as ct_stale_forget() does for TCP), so the backend's
+ * replies reach the pod from the address it sent to, not from the service
+ * address (a connected socket would drop those). A pod that sends to the
+ * service from that port again opens a new TC-path flow. 1 when removed
+ * (in trace mode: would be). */
+static __always_inline int ct_udp_reuse_forget(const struct pkt *p, __u64 now)
+{
+	struct ct_key	 rk, pk;
+	struct ct_value *ct;
+
+	if (p->tuple.proto != IPPROTO_UDP)
+		return 0;
+	ct_reverse(&p->tuple, &rk);
+	ct = ct_lookup(&rk, now);
+	if (!ct || ct->dir != CT_DIR_REPLY || (ct->flags & (CT_F_PLAIN | CT_F_TUNNEL)))
+		return 0;
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return 1;
+	if (ct_own_peer(&rk, ct, &pk))
+		bpf_map_delete_elem(&bpfproxy_ct, &pk);
+	bpf_map_delete_elem(&bpfproxy_ct, &rk);
+	return 1;
+}
+
 /* A frame the XDP program on this interface translated already carries
  * this in its metadata (lib/xdp.h): its flow is served. */
 #define XDP_META_TRANSLATED 0x62707864 /* "bpxd" */
@@ -467,6 +497,8 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		int rc;
 
 		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
+		if (from_pod && ct_udp_reuse_forget(&p, now))
+			stale = 1;
 		rc = from_pod ? policy_plain(skb, &p, 1) : TC_ACT_OK;
 		if (stale && rc == TC_ACT_OK)
 			count_reason(skb, REASON_CT_STALE_REPLY);

@@ -301,6 +301,30 @@ static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const 
 	return SVC6_TRANSLATE;
 }
 
+/* As ct_udp_reuse_forget() (lib/service.h), IPv6: a pod's UDP datagram to
+ * no frontend whose replies would hit a translated flow's reply entry
+ * removes that flow (the pod reached its backend directly from the same
+ * port). 1 when removed (in trace mode: would be). A call of its own: its
+ * keys do not grow service6_packet()'s frame (the stack limit). */
+static __noinline int ct6_udp_reuse_forget(const struct pkt6 *p, __u64 now)
+{
+	struct ct6_key	  rk, pk;
+	struct ct6_value *ct;
+
+	if (p->tuple.proto != IPPROTO_UDP)
+		return 0;
+	ct6_reverse(&p->tuple, &rk);
+	ct = ct6_lookup(&rk, now);
+	if (!ct || ct->dir != CT_DIR_REPLY || (ct->flags & (CT_F_PLAIN | CT_F_TUNNEL)))
+		return 0;
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return 1;
+	if (ct6_own_peer(&rk, ct, &pk))
+		bpf_map_delete_elem(&bpfproxy_ct6, &pk);
+	bpf_map_delete_elem(&bpfproxy_ct6, &rk);
+	return 1;
+}
+
 static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 {
 	struct pkt6	  p = {};
@@ -358,8 +382,11 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		return TC_ACT_OK;
 	}
 	fe = lb6_lookup(&p.tuple);
-	if (!fe)
+	if (!fe) {
+		if (from_pod && ct6_udp_reuse_forget(&p, now))
+			count_reason(skb, REASON_CT_STALE_REPLY);
 		return TC_ACT_OK;
+	}
 	if (mode_draining()) {
 		count_reason(skb, REASON_DRAIN_NEW);
 		return TC_ACT_OK;

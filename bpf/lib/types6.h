@@ -90,4 +90,23 @@ struct ct6_value {
 	__u32	     pol_gen; /* host: 0 (no IPv6 network policy yet) */
 };
 
+/* Socket-level LB of native IPv6 sockets (bpf/sock.c), as struct
+ * sock_rev_key / sock_rev_value: (socket cookie, backend) -> the service
+ * address the socket addressed. */
+struct sock_rev6_key {
+	__u64	     cookie; /* host: bpf_get_socket_cookie() */
+	union v6addr addr;   /* net: the backend */
+	__be16	     port;   /* net */
+	__u8	     proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8	     pad;
+	__u32	     pad2;
+};
+
+struct sock_rev6_value {
+	union v6addr addr; /* net: the service address the socket addressed */
+	__be16	     port; /* net */
+	__u16	     pad;
+	__u32	     svc_id; /* host */
+};
+
 #endif /* BPFPROXY_TYPES6_H */

@@ -81,3 +81,20 @@ export const ct6Value = struct('ct6_value', {
   svcId: u32,
   polGen: withDefault(u32, 0),
 });
+
+/** Socket-level LB of native IPv6 sockets (bpf/sock.c): decodes to the IPv4 twin's shape (SockRevKey). */
+export const sockRev6Key = struct('sock_rev6_key', {
+  cookie: u64,
+  addr: ip6,
+  port: be16,
+  proto: u8,
+  pad: pad(1),
+  pad2: pad(4),
+});
+
+export const sockRev6Value = struct('sock_rev6_value', {
+  addr: ip6,
+  port: be16,
+  pad: pad(2),
+  svcId: u32,
+});

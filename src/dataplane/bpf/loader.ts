@@ -54,6 +54,7 @@ export const MAP_NAMES = {
   ct6: 'bpfproxy_ct6',
   podSrcs6: 'bpfproxy_pod_srcs6',
   podAddrs: 'bpfproxy_pod_addrs',
+  sockRev6: 'bpfproxy_sock_rev6',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -116,6 +117,8 @@ export interface DatapathMaps {
   podSrcs6: BpfMap<c.PodSrcKey, { v: number }>;
   /** pod interface -> the pod's IPv4 address, for IPv6 policy isolation (lib/policy6.h) */
   podAddrs: BpfMap<{ ifindex: number }, { addr4: string }>;
+  /** Socket-level LB of native IPv6 sockets, as sockRev (addresses as text). */
+  sockRev6: BpfMap<c.SockRevKey, c.SockRevValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -157,6 +160,7 @@ const LAYOUT = {
   ct6: [c6.ct6Key, c6.ct6Value],
   podSrcs6: [c6.podSrc6Key, c.u8Value],
   podAddrs: [c.podIfKey, c.podAddr],
+  sockRev6: [c6.sockRev6Key, c6.sockRev6Value],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -198,6 +202,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   ct6: 'IPv6 connections through services established before are reset once the new programs attach',
   podSrcs6: 'pod IPv6 source addresses are written again as interfaces are attached',
   podAddrs: 'pod interface addresses are written again as interfaces are attached',
+  sockRev6: 'UDP replies and getpeername() of IPv6 sockets connected through a service before read as the backend',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -247,6 +252,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       ct6: m(MAP_NAMES.ct6, LAYOUT.ct6),
       podSrcs6: m(MAP_NAMES.podSrcs6, LAYOUT.podSrcs6),
       podAddrs: m(MAP_NAMES.podAddrs, LAYOUT.podAddrs),
+      sockRev6: m(MAP_NAMES.sockRev6, LAYOUT.sockRev6),
     };
   } catch (e) {
     for (const h of opened) h.close();

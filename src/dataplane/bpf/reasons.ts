@@ -72,7 +72,7 @@ export const REASONS = [
   {
     name: 'ct-stale-reply',
     verdict: 'pass',
-    help: "a backend's SYN-ACK matched the reply entry of a closed service flow (reset or both FINs seen) whose SYN this node never translated: the client reused its source port to reach the backend directly (socket LB, or pod to pod) within the old flow's closing timeout; both entries removed, the SYN-ACK passed untranslated",
+    help: "a backend's SYN-ACK matched the reply entry of a closed service flow (reset or both FINs seen) whose SYN this node never translated: the client reused its source port to reach the backend directly (socket LB, or pod to pod) within the old flow's closing timeout; both entries removed, the SYN-ACK passed untranslated. Also a pod's UDP datagram sent from the source port of a live service flow straight to that flow's backend (UDP has no close): the old flow's entries removed, the datagram and its answers passed untranslated",
   },
   {
     name: 'policy-ipv6',

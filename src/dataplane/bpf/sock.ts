@@ -8,11 +8,13 @@
  * and unpins them (detachSockLinks).
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../../log.js';
 import { native, type LinkHandle, type NativeBpfObject, type SockHook } from '../../native/index.js';
 import type { DatapathMaps } from './loader.js';
 import { feKey, SockStat } from './codecs.js';
+import { fe6Key } from './codecs6.js';
 
 /** --socket-lb: off; host (the hooks on the cgroup root, only sockets of the node's network namespace translated); all (also pods'). */
 export const SOCKET_LB_SCOPES = ['off', 'host', 'all'] as const;
@@ -215,6 +217,7 @@ export class SockDestroyer {
     private readonly obj: NativeBpfObject,
     private readonly prog: number,
     private readonly dead: number,
+    private readonly dead6: number,
   ) {}
 
   /** Load it over pinDir's maps; undefined (and why, logged once) where the kernel cannot. */
@@ -231,11 +234,14 @@ export class SockDestroyer {
     }
     const prog = obj.programs().find((p) => p.name === 'bpfproxy_sock_destroy_udp');
     const dead = obj.maps().find((m) => m.name === 'bpfproxy_sock_dead');
-    if (!prog || !dead) {
+    const dead6 = obj.maps().find((m) => m.name === 'bpfproxy_sock_dead6');
+    if (!prog || !dead || !dead6) {
       obj.close();
-      throw new Error(`${SOCK_DESTROY_OBJECT} has no bpfproxy_sock_destroy_udp program or bpfproxy_sock_dead map: rebuild with "make bpf"`);
+      throw new Error(
+        `${SOCK_DESTROY_OBJECT} has no bpfproxy_sock_destroy_udp program or bpfproxy_sock_dead / bpfproxy_sock_dead6 map: rebuild with "make bpf"`,
+      );
     }
-    return new SockDestroyer(obj, prog.fd, dead.fd);
+    return new SockDestroyer(obj, prog.fd, dead.fd, dead6.fd);
   }
 
   /**
@@ -246,8 +252,18 @@ export class SockDestroyer {
    */
   destroy(backends: ReadonlyArray<{ addr: string; port: number }>, netns?: readonly string[], log?: Logger): number {
     if (backends.length === 0) return 0;
-    const keys = backends.slice(0, 4096).map((b) => feKey.encode({ addr: b.addr, port: b.port, proto: IPPROTO_UDP }));
-    for (const k of keys) native().mapUpdate(this.dead, k, Buffer.from([1]));
+    // IPv4 and IPv6 backends in their own maps, at most 4096 of each (the maps' size) a call
+    const keys = [
+      ...backends
+        .filter((b) => !isIPv6(b.addr))
+        .slice(0, 4096)
+        .map((b) => ({ map: this.dead, key: feKey.encode({ addr: b.addr, port: b.port, proto: IPPROTO_UDP }) })),
+      ...backends
+        .filter((b) => isIPv6(b.addr))
+        .slice(0, 4096)
+        .map((b) => ({ map: this.dead6, key: fe6Key.encode({ addr: b.addr, port: b.port, proto: IPPROTO_UDP }) })),
+    ];
+    for (const k of keys) native().mapUpdate(k.map, k.key, Buffer.from([1]));
     let n = 0;
     try {
       if (!netns) return (n = native().iterRun(this.prog));
@@ -271,7 +287,7 @@ export class SockDestroyer {
       }
       return n;
     } finally {
-      for (const k of keys) native().mapDelete(this.dead, k);
+      for (const k of keys) native().mapDelete(k.map, k.key);
     }
   }
 
