@@ -249,9 +249,10 @@ struct ipcache_value {
 
 /* Reserved identities (the agent's src/model/policy/compiled.ts). */
 enum pol_identity {
-	IDENTITY_ANY   = 0, /* in a rule key: any peer */
-	IDENTITY_WORLD = 1,
-	IDENTITY_HOST  = 2, /* this node: always let into its pods */
+	IDENTITY_ANY	= 0, /* in a rule key: any peer */
+	IDENTITY_WORLD	= 1,
+	IDENTITY_HOST	= 2, /* this node: always let into its pods */
+	IDENTITY_WORLD6 = 3, /* IPv6 addresses no more specific entry claims (::/0) */
 };
 
 enum pol_dir {

@@ -54,6 +54,7 @@ export const MAP_NAMES = {
   ct6: 'bpfproxy_ct6',
   podSrcs6: 'bpfproxy_pod_srcs6',
   podAddrs: 'bpfproxy_pod_addrs',
+  ipcache6: 'bpfproxy_ipcache6',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -116,6 +117,8 @@ export interface DatapathMaps {
   podSrcs6: BpfMap<c.PodSrcKey, { v: number }>;
   /** pod interface -> the pod's IPv4 address, for IPv6 policy isolation (lib/policy6.h) */
   podAddrs: BpfMap<{ ifindex: number }, { addr4: string }>;
+  /** IPv6 address prefix -> identity (lib/policy6.h), as ipcache; addresses as text */
+  ipcache6: BpfMap<c.IpcacheKey, c.IpcacheValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -157,6 +160,7 @@ const LAYOUT = {
   ct6: [c6.ct6Key, c6.ct6Value],
   podSrcs6: [c6.podSrc6Key, c.u8Value],
   podAddrs: [c.podIfKey, c.podAddr],
+  ipcache6: [c6.ipcache6Key, c.ipcacheValue],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -198,6 +202,7 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   ct6: 'IPv6 connections through services established before are reset once the new programs attach',
   podSrcs6: 'pod IPv6 source addresses are written again as interfaces are attached',
   podAddrs: 'pod interface addresses are written again as interfaces are attached',
+  ipcache6: 'IPv6 policy identities are written again by the first policy sync; until then IPv6 of isolated pods fails closed',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -247,6 +252,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       ct6: m(MAP_NAMES.ct6, LAYOUT.ct6),
       podSrcs6: m(MAP_NAMES.podSrcs6, LAYOUT.podSrcs6),
       podAddrs: m(MAP_NAMES.podAddrs, LAYOUT.podAddrs),
+      ipcache6: m(MAP_NAMES.ipcache6, LAYOUT.ipcache6),
     };
   } catch (e) {
     for (const h of opened) h.close();
