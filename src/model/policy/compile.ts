@@ -68,7 +68,7 @@ import {
 
 export interface NodeInfo {
   name: string;
-  /** This node's IPv4 addresses: traffic from them to local pods is always allowed. */
+  /** This node's IPv4 and IPv6 addresses: traffic from them to local pods is always allowed (the first IPv4 one is HOST). */
   addresses: readonly string[];
 }
 
