@@ -33,6 +33,7 @@ import { compilePolicy } from '../src/model/policy/compile.js';
 import type { NetworkPolicy, Pod } from '../src/model/policy/types.js';
 import { toNetworkPolicy, toPod } from '../src/sources/policy-convert.js';
 import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { policyView } from '../src/cli/policy.js';
 import { setMode } from '../src/dataplane/bpf/drain.js';
 import { frame6, ICMP6, TCP, type Frame6Spec, type L4v6 } from '../testkit/packet6.js';
 import { ip } from '../testkit/netns.js';
@@ -295,6 +296,13 @@ t.test('IPv6 NetworkPolicy compiled from objects: selectors, ipBlock with except
   t.same(ep('x/v6only').addresses, [V6ONLY], 'an IPv6-only pod is an endpoint');
   t.equal(node.dp.maps.ipcache6.get({ prefixlen: 128, addr: V6ONLY })?.endpoint, ep('x/v6only').id, 'found by its IPv6 address');
   t.equal(node.dp.maps.ipcache6.get({ prefixlen: 0, addr: '::' })?.identity, IDENTITY_WORLD6, '::/0 is WORLD6');
+  const view = policyView(node.dp.maps);
+  const webView = view.endpoints.find((e) => e.pod === 'x/web')!;
+  t.same(webView.addresses, ['10.244.1.11', WEB6], '`bpfproxy policy` shows both addresses, read back from both ipcaches');
+  t.ok(
+    webView.rules.some((r) => r.peerText.includes('2001:db8:1::/64') && r.ports === '8080' && r.rule === 'x/web-in ingress[2]'),
+    '`bpfproxy policy` names the IPv6 block of a rule',
+  );
 
   const denied = (what: string, role: 'fromPod' | 'toPod', f: Frame6Spec, l4: L4v6, reason = 'policy-denied') =>
     t.equal(
