@@ -136,7 +136,8 @@ struct pod_src_key {
 /* The IPv4 address of the pod behind a pod interface (key struct
  * pod_if_key): the agent writes the address of a /32 route that points at
  * it. IPv6 network policy (lib/policy6.h) reads that address's ipcache
- * entry to know whether the pod is isolated. */
+ * entry to know whether the pod is isolated when an IPv6 address of the
+ * pod is not in bpfproxy_ipcache6 (fail closed). */
 struct pod_addr {
 	__be32 addr4; /* net */
 };

@@ -202,7 +202,8 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   ct6: 'IPv6 connections through services established before are reset once the new programs attach',
   podSrcs6: 'pod IPv6 source addresses are written again as interfaces are attached',
   podAddrs: 'pod interface addresses are written again as interfaces are attached',
-  ipcache6: 'IPv6 policy identities are written again by the first policy sync; until then IPv6 of isolated pods fails closed',
+  ipcache6:
+    'IPv6 policy identities are written again by the first policy sync; until then dual-stack isolated pods get no IPv6 (policy-ipv6) and IPv6-only pods are not isolated',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
