@@ -14,13 +14,14 @@ static __noinline int bpfproxy_pod4(struct __sk_buff *skb)
 	return service_datapath(skb, 1);
 }
 
-/* IPv6: the pod's egress isolation first (lib/policy6.h), then services.
+/* IPv6: a pod without IPv6 policy state fails closed first (lib/policy6.h
+ * policy6_pod()), then services, which apply network policy as they go.
  * policy6_pod() returns before service6_datapath() is called: their
  * frames are never on the stack together (nor is anything else added to
  * this frame: the service chain below is within bytes of the limit). */
 static __noinline int bpfproxy_pod6(struct __sk_buff *skb)
 {
-	if (policy6_pod(skb, skb->ingress_ifindex, IPC_F_EGRESS_ISO) != TC_ACT_OK)
+	if (policy6_pod(skb, skb->ingress_ifindex) != TC_ACT_OK)
 		return TC_ACT_SHOT;
 	return service6_datapath(skb, 1);
 }

@@ -16,12 +16,11 @@ static __noinline int bpfproxy_to_pod4(struct __sk_buff *skb)
 	return service_to_pod(skb);
 }
 
-/* IPv6: the pod's ingress isolation (policy is IPv4 only: an isolated
- * pod gets neighbour discovery only), then host-network endpoints'
- * replies. */
+/* IPv6: the pod's ingress policy (lib/policy6.h policy6_to_pod()), then
+ * host-network endpoints' replies. */
 static __noinline int bpfproxy_to_pod6(struct __sk_buff *skb)
 {
-	if (policy6_pod(skb, skb->ifindex, IPC_F_INGRESS_ISO) != TC_ACT_OK)
+	if (policy6_to_pod(skb, skb->ifindex) != TC_ACT_OK)
 		return TC_ACT_SHOT;
 	return service6_host_reply(skb);
 }

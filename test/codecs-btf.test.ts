@@ -108,6 +108,7 @@ t.test('codecs match the BTF of types.h', async (t) => {
     c6.nodeIp6Key,
     c6.lbSrc6Key,
     c6.podSrc6Key,
+    c6.ipcache6Key,
     c6.ct6Key,
     c6.ct6Value,
     c6.sockRev6Key,

@@ -705,7 +705,7 @@ t.test('applyDiff: one endpoint changes, only its entries are written', async (t
     endpoints: { upsert: [{ ...endpoints()[1]!, entries: [...webIngress, allow(ID.REMOTE, 'ingress', PROTO_TCP, 70000, 16, 99)] }] },
   });
   t.equal(bad.problems.length, 2, 'both problems reported');
-  t.match(bad.problems.map((p) => p.message).join('\n'), /not an IPv4 prefix[\s\S]*port 70000 is not 0\.\.65535/);
+  t.match(bad.problems.map((p) => p.message).join('\n'), /not an IPv4 or IPv6 prefix[\s\S]*port 70000 is not 0\.\.65535/);
 });
 
 t.test('a write that fails is said and tried again by the next apply', async (t) => {

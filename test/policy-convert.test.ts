@@ -50,7 +50,7 @@ t.test('Pod: addresses, node, host network, container ports', async (t) => {
     namespace: 'shop',
     name: 'web-1',
     labels: { app: 'web' },
-    ips: ['10.244.1.5'],
+    ips: ['10.244.1.5', 'fd00::5'],
     nodeName: 'node1',
     hostNetwork: false,
     containerPorts: [
@@ -168,10 +168,26 @@ t.test('NetworkPolicy: defaults and empty vs missing, as documented', async (t) 
     ingress: [],
   });
   t.same(
-    toNetworkPolicy(netpol('x', 'p', { ingress: [{ from: [{ ipBlock: { cidr: 'fd00::/64' } }] }] })).value!.ingress[0]!.peers,
-    [],
-    'an IPv6 block matches no IPv4 address: the rule is left with no peer (not "any")',
+    toNetworkPolicy(netpol('x', 'p', { ingress: [{ from: [{ ipBlock: { cidr: 'FD00:0:0:0::7/64', except: ['fd00::8:0/112'] } }] }] }))
+      .value!.ingress[0]!.peers,
+    [{ kind: 'ipBlock', cidr: 'fd00::/64', except: ['fd00::8:0/112'] }],
+    'an IPv6 block: normalised (host bits cleared, RFC 5952 text), its except kept',
   );
+  const mixed = toNetworkPolicy(netpol('x', 'p', { ingress: [{ from: [{ ipBlock: { cidr: 'fd00::/64', except: ['10.0.0.0/8'] } }] }] }));
+  t.same(mixed.value!.ingress[0]!.peers, [], 'an except of the other family is no subset: the peer is left out (fail closed)');
+  t.match(mixed.problems, [{ message: /must be a strict subset of cidr fd00::\/64/ }]);
+  const wide = toNetworkPolicy(netpol('x', 'p', { ingress: [{ from: [{ ipBlock: { cidr: 'fd00::/64', except: ['fd00::/48'] } }] }] }));
+  t.same(wide.value!.ingress[0]!.peers, [], 'an except wider than its cidr: left out');
+});
+
+t.test('Pod: IPv6 addresses of status.podIPs, canonical; an IPv6-only pod has its addresses', async (t) => {
+  const r = toPod({
+    metadata: { name: 'v6', namespace: 'shop' },
+    spec: { nodeName: 'node1', containers: [] },
+    status: { phase: 'Running', podIP: 'FD00:0::6', podIPs: [{ ip: 'FD00:0::6' }, { ip: 'fe80::1' }, { ip: 'ff02::1' }] },
+  });
+  t.same(r.value?.ips, ['fd00::6'], 'RFC 5952 text; link-local and multicast left out');
+  t.equal(r.problems.length, 2, 'the two left out are reported');
 });
 
 t.test('label keys as IsQualifiedName', async (t) => {

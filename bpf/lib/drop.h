@@ -50,8 +50,9 @@ enum reason {
 	 * entry: the client reused its port to reach the backend directly;
 	 * entries removed, passed untranslated */
 	REASON_CT_STALE_REPLY,
-	/* network policy is IPv4: IPv6 other than neighbour discovery, to or
-	 * from a pod isolated in that direction: dropped */
+	/* IPv6 other than neighbour discovery, to or from a pod isolated in
+	 * that direction (by its IPv4 address), at an IPv6 address
+	 * bpfproxy_ipcache6 does not know: dropped (lib/policy6.h) */
 	REASON_POLICY_IPV6,
 	__REASON_MAX,
 };

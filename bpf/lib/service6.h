@@ -7,8 +7,9 @@
  *   4. anything else   -> untouched: neighbour discovery, router
  *      advertisements, echo and every other ICMPv6 message included
  * The entry files dispatch here by ethertype, so IPv4 packets pay one
- * compare. Not (yet) on the IPv6 path: network policy, the pod source check,
- * the monitor's flow events and trace steps (drops are counted as for IPv4).
+ * compare. Network policy as for IPv4 (lib/policy6.h). Not (yet) on the IPv6
+ * path: the monitor's flow events and trace steps (drops are counted as for
+ * IPv4).
  */
 #ifndef BPFPROXY_SERVICE6_H
 #define BPFPROXY_SERVICE6_H
@@ -62,8 +63,9 @@ static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *
 /* fib6_forward(): the hop limit is spent (passed to the stack, which
  * answers time exceeded), or a rewrite failed (dropped). The caller counts
  * them: fib6_forward() itself calls nothing that could deepen the stack
- * but pol6_pod_isolated() (a small frame). Or the pod it would hand the
- * packet to is isolated for ingress (dropped as policy-ipv6). */
+ * but pol6_unknown_isolated() (a small frame). Or the pod it would hand
+ * the packet to is isolated for ingress and the destination is no IPv6
+ * endpoint it has rules for (dropped as policy-ipv6). */
 #define FWD6_TTL    (-7)
 #define FWD6_FAILED (-8)
 #define FWD6_POLICY (-9) /* into a pod isolated for ingress (lib/policy6.h) */
@@ -92,8 +94,12 @@ static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6
 
 		if (bpf_map_lookup_elem(&bpfproxy_pod_ifs, &pk)) {
 			/* Skips the veth's egress hook (tc_to_pod.c): the
-			 * pod's IPv6 ingress isolation is checked here. */
-			if (pol6_pod_isolated(fib->ifindex, IPC_F_INGRESS_ISO))
+			 * flow's policy was decided on the service path
+			 * (policy6_service_new(), policy6_ct()); a
+			 * destination with no IPv6 policy state into an
+			 * isolated pod fails closed here. */
+			if (pol6_unknown_isolated(fib->ifindex, (const union v6addr *)fib->ipv6_dst,
+						  IPC_F_INGRESS_ISO))
 				return FWD6_POLICY;
 			return bpf_redirect_peer(fib->ifindex, 0);
 		}
@@ -350,14 +356,24 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		count_reason(skb, REASON_FRAGMENT);
 		return TC_ACT_OK;
 	}
+	if (pr == PARSE_NOT_L4 && from_pod) {
+		/* No service speaks it; network policy still applies. */
+		if (pol6_other_ports(skb, &p))
+			return drop(skb, REASON_MALFORMED);
+		return policy6_plain(skb, &p, 0);
+	}
 	if (pr != PARSE_OK)
 		return TC_ACT_OK;
 
 	now = bpf_ktime_get_ns();
 	if (p.tuple.proto == IPPROTO_ICMPV6_) {
-		if (!icmp6_is_error(p.icmp_type))
-			return TC_ACT_OK; /* neighbour discovery, echo, MLD, ...: not ours */
-		return SVC6_ICMP_ERROR;
+		if (icmp6_is_error(p.icmp_type))
+			return SVC6_ICMP_ERROR;
+		/* Echo, MLD, ...: no service's, network policy's from a pod;
+		 * neighbour discovery: nobody's. */
+		if (from_pod && !icmp6_is_nd(p.icmp_type))
+			return policy6_plain(skb, &p, 0);
+		return TC_ACT_OK;
 	}
 
 	ct = ct6_lookup(&p.tuple, now);
@@ -373,7 +389,13 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		if (!(mode_draining() && p.tuple.proto == IPPROTO_TCP && ct->dir == CT_DIR_FWD &&
 		      (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
 		      (ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))) {
+			enum reason r = policy6_ct(&p.tuple, ct);
+
+			if (r != REASON_NONE)
+				return drop(skb, r);
 			ct6_update(&p.tuple, ct, p.tcp_flags, now);
+			if (ct->flags & CT_F_PLAIN)
+				return TC_ACT_OK; /* tracked for policy: the stack forwards it */
 			return translate6_or_too_big(skb, &p, &to);
 		}
 		/* Draining and the client reopens a closed flow of ours:
@@ -383,9 +405,13 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	}
 	fe = lb6_lookup(&p.tuple);
 	if (!fe) {
-		if (from_pod && ct6_udp_reuse_forget(&p, now))
+		int stale = from_pod && ct6_udp_reuse_forget(&p, now);
+		int rc	  = from_pod ? policy6_plain(skb, &p, 1) : TC_ACT_OK;
+
+		/* counted once the packet passes, as IPv4 does */
+		if (stale && rc == TC_ACT_OK)
 			count_reason(skb, REASON_CT_STALE_REPLY);
-		return TC_ACT_OK;
+		return rc;
 	}
 	if (mode_draining()) {
 		count_reason(skb, REASON_DRAIN_NEW);
@@ -397,9 +423,17 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 
 		if (rc == SVC6_REJECT)
 			return reject6(skb, &p);
-		if (rc == SVC6_TRANSLATE)
-			return translate6_or_too_big(skb, &p, &to);
-		return rc;
+		if (rc != SVC6_TRANSLATE)
+			return rc;
+		/* Network policy (lib/policy6.h) once the backend is chosen,
+		 * in this frame rather than service6_new()'s (the stack). */
+		{
+			enum reason r = policy6_service_new(&p.tuple, &to);
+
+			if (r != REASON_NONE)
+				return drop(skb, r);
+		}
+		return translate6_or_too_big(skb, &p, &to);
 	}
 }
 

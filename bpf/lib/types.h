@@ -136,7 +136,8 @@ struct pod_src_key {
 /* The IPv4 address of the pod behind a pod interface (key struct
  * pod_if_key): the agent writes the address of a /32 route that points at
  * it. IPv6 network policy (lib/policy6.h) reads that address's ipcache
- * entry to know whether the pod is isolated. */
+ * entry to know whether the pod is isolated when an IPv6 address of the
+ * pod is not in bpfproxy_ipcache6 (fail closed). */
 struct pod_addr {
 	__be32 addr4; /* net */
 };
@@ -249,9 +250,10 @@ struct ipcache_value {
 
 /* Reserved identities (the agent's src/model/policy/compiled.ts). */
 enum pol_identity {
-	IDENTITY_ANY   = 0, /* in a rule key: any peer */
-	IDENTITY_WORLD = 1,
-	IDENTITY_HOST  = 2, /* this node: always let into its pods */
+	IDENTITY_ANY	= 0, /* in a rule key: any peer */
+	IDENTITY_WORLD	= 1,
+	IDENTITY_HOST	= 2, /* this node: always let into its pods */
+	IDENTITY_WORLD6 = 3, /* IPv6 addresses no more specific entry claims (::/0) */
 };
 
 enum pol_dir {

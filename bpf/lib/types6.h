@@ -87,7 +87,14 @@ struct ct6_value {
 	__u8	     flags;	 /* enum ct_flags */
 	__u8	     pad;
 	__u32	     svc_id;  /* host */
-	__u32	     pol_gen; /* host: 0 (no IPv6 network policy yet) */
+	__u32	     pol_gen; /* host: as struct ct_value (lib/policy6.h) */
+};
+
+/* IPv6 network policy (lib/policy6.h): address -> identity, longest
+ * prefix first, as struct ipcache_key (value: struct ipcache_value). */
+struct ipcache6_key {
+	__u32	     prefixlen; /* host: 0..128 */
+	union v6addr addr;	/* net */
 };
 
 /* Socket-level LB of native IPv6 sockets (bpf/sock.c), as struct

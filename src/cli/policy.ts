@@ -10,6 +10,7 @@ import {
   IDENTITY_ANY,
   IDENTITY_HOST,
   IDENTITY_WORLD,
+  IDENTITY_WORLD6,
   PROTO_ANY,
   PROTO_SCTP,
   PROTO_TCP,
@@ -25,7 +26,7 @@ export interface PolicyRuleView {
   direction: 'ingress' | 'egress';
   /** identity number; 0: any peer */
   peer: number;
-  /** "any", "host", "world", or the prefixes carrying the identity */
+  /** "any", "host", "world", "world (IPv6)", or the prefixes (IPv4 and IPv6) carrying the identity */
   peerText: string;
   proto: 'any' | 'tcp' | 'udp' | 'sctp' | number;
   /** "any", "8080", "30000-30015" */
@@ -78,6 +79,7 @@ export function policyView(maps: DatapathMaps, pinned: CompiledPolicy = readPinn
     const p = prefixesOf.get(id) ?? [];
     const shown = p.length > 3 ? `${p.slice(0, 3).join(', ')}, +${p.length - 3}` : p.join(', ');
     if (id === IDENTITY_WORLD) return 'world';
+    if (id === IDENTITY_WORLD6) return 'world (IPv6)';
     if (id === IDENTITY_HOST) return `host (${shown})`;
     return `id ${id}${shown ? ` (${shown})` : ' (no address)'}`;
   };

@@ -20,9 +20,10 @@
  */
 import { z } from 'zod';
 import { isIPv4, isIPv6 } from '../net/ip.js';
-import { ipv4ToInt, nonUnicastReason } from '../model/addresses.js';
+import { ipv4ToInt, nonUnicastReasonOf } from '../model/addresses.js';
+import { canonicalIpv6 } from '../net/ip6.js';
 import { dns1123Label, dns1123Subdomain, ianaSvcName, labelValue, LABEL_MAX, quote, SUBDOMAIN_MAX } from '../model/names.js';
-import { maskOf, prefixOf } from '../model/policy/prefix.js';
+import { ipv6ToBig, prefix6Of, prefixOf, prefixWithin, type Prefix } from '../model/policy/prefix.js';
 import {
   NAMESPACE_NAME_LABEL,
   type ContainerPort,
@@ -191,7 +192,7 @@ function containerPorts(spec: Record<string, unknown>, p: Problems): ContainerPo
   return out;
 }
 
-/** A v1 Pod: what policy needs of it. IPv6 addresses are left aside (bpfproxy is IPv4 only). */
+/** A v1 Pod: what policy needs of it (IPv6 addresses in their RFC 5952 form). */
 export function toPod(o: unknown): Converted<Pod> {
   const p = new Problems(objectName('Pod', o, 'default'));
   const m = isObj(o) ? Meta.safeParse(o.metadata) : undefined;
@@ -216,13 +217,13 @@ export function toPod(o: unknown): Converted<Pod> {
       : has(status, 'podIP')
         ? [['status.podIP', status.podIP]]
         : [];
-    for (const [field, ip] of raw) {
-      if (typeof ip !== 'string' || isIPv6(ip)) continue;
-      if (!isIPv4(ip)) {
-        p.entry('status.podIPs', field, `${show(ip)} is not an IP address; left out`);
+    for (const [field, given] of raw) {
+      const ip = typeof given === 'string' && isIPv6(given) ? canonicalIpv6(given) : given;
+      if (typeof ip !== 'string' || !(isIPv4(ip) || isIPv6(ip))) {
+        p.entry('status.podIPs', field, `${show(given)} is not an IP address; left out`);
         continue;
       }
-      const why = nonUnicastReason(ip);
+      const why = nonUnicastReasonOf(ip);
       if (why) {
         p.entry('status.podIPs', field, `${ip} ${why}; left out`);
         continue;
@@ -297,7 +298,7 @@ function selectorOf(raw: unknown, field: string): { selector: LabelSelector; err
   return { selector: { requirements }, errors };
 }
 
-type CidrResult = { v4: { base: number; bits: number; text: string } } | { v6: true } | { error: string };
+type CidrResult = { prefix: Prefix } | { error: string };
 
 /** A CIDR as the API server reads it (Go's ParseCIDR: host bits may be set and are cleared). */
 function cidrOf(raw: unknown): CidrResult {
@@ -305,13 +306,13 @@ function cidrOf(raw: unknown): CidrResult {
   const slash = raw.indexOf('/');
   const addr = slash < 0 ? raw : raw.slice(0, slash);
   const len = slash < 0 ? '' : raw.slice(slash + 1);
-  if (isIPv6(addr) && /^\d{1,3}$/.test(len) && Number(len) <= 128) return { v6: true };
-  if (!isIPv4(addr) || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
-    return { error: `${quote(raw)} is not a CIDR such as 10.0.0.0/8 (an address, "/" and a prefix length)` };
+  if (isIPv6(addr) && /^\d{1,3}$/.test(len) && Number(len) <= 128 && canonicalIpv6(addr)) {
+    return { prefix: prefix6Of(ipv6ToBig(addr), Number(len)) };
   }
-  const bits = Number(len);
-  const pr = prefixOf(ipv4ToInt(addr), bits);
-  return { v4: pr };
+  if (!isIPv4(addr) || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+    return { error: `${quote(raw)} is not a CIDR such as 10.0.0.0/8 or fd00::/64 (an address, "/" and a prefix length)` };
+  }
+  return { prefix: prefixOf(ipv4ToInt(addr), Number(len)) };
 }
 
 const FAIL_CLOSED = 'the pods the policy selects stay isolated';
@@ -344,15 +345,12 @@ function peerOf(raw: unknown, field: string, p: Problems, list: string): PolicyP
       const e = cidrOf(exceptRaw[i]);
       // A bad except cannot just be dropped: that would allow what it excepted.
       if ('error' in e) return (p.entry(list, ef, `${e.error}; ${leftOut}`), undefined);
-      if ('v6' in c) continue; // validated for the operator's sake; an IPv6 block matches no IPv4 address
-      if ('v6' in e || !(e.v4.bits > c.v4.bits && (e.v4.base & maskOf(c.v4.bits)) >>> 0 === c.v4.base)) {
-        return (p.entry(list, ef, `${show(exceptRaw[i])} must be a strict subset of cidr ${c.v4.text}; ${leftOut}`), undefined);
+      if (!(e.prefix.bits > c.prefix.bits && prefixWithin(e.prefix, c.prefix))) {
+        return (p.entry(list, ef, `${show(exceptRaw[i])} must be a strict subset of cidr ${c.prefix.text}; ${leftOut}`), undefined);
       }
-      except.push(e.v4.text);
+      except.push(e.prefix.text);
     }
-    // An IPv6 block is valid and matches no IPv4 address: no peer, no problem.
-    if ('v6' in c) return undefined;
-    return { kind: 'ipBlock', cidr: c.v4.text, except };
+    return { kind: 'ipBlock', cidr: c.prefix.text, except };
   }
   const peer: { kind: 'pods'; namespaceSelector?: LabelSelector; podSelector?: LabelSelector } = { kind: 'pods' };
   let bad = false;

@@ -433,9 +433,10 @@ export class Attacher {
 
   /**
    * The pod's IPv4 address (a /32 route pointing at its interface, the
-   * lowest when several do) for IPv6 policy: the datapath reads its
-   * ipcache entry to know whether the pod is isolated (bpf/lib/policy6.h).
-   * No such route: no entry, and the pod's IPv6 is not filtered.
+   * lowest when several do) for IPv6 policy's fallback: an IPv6 address of
+   * the pod that bpfproxy_ipcache6 does not know fails closed when this
+   * address's ipcache entry says the pod is isolated (bpf/lib/policy6.h).
+   * No such route: no entry, and such IPv6 is not filtered.
    */
   private syncPodAddr(index: number, name: string, routes: ReadonlyArray<{ dst: string; prefixLen: number; oif: number }>): void {
     const hosts = routes.filter((r) => r.oif === index && r.prefixLen === 32).map((r) => r.dst);

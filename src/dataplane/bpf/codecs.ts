@@ -182,7 +182,7 @@ export type ReasonCounter = ReturnType<typeof reasonCounter.decode>;
 // ---- network policy (bpf/lib/policy.h) ----
 
 export const IpcacheFlags = { INGRESS_ISO: 1, EGRESS_ISO: 2 } as const;
-export const PolIdentity = { ANY: 0, WORLD: 1, HOST: 2 } as const;
+export const PolIdentity = { ANY: 0, WORLD: 1, HOST: 2, WORLD6: 3 } as const;
 export const PolDir = { INGRESS: 1, EGRESS: 2 } as const;
 export const PolVerdict = { ALLOW: 1, DENY: 2 } as const;
 

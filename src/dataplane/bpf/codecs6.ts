@@ -51,6 +51,12 @@ export const lbSrc6Key = struct('lb_src6_key', {
   addr: ip6,
 });
 
+/** LPM key of the IPv6 ipcache (bpf/lib/policy6.h): prefixlen 0..128 over addr; value: codecs.ts ipcacheValue. */
+export const ipcache6Key = struct('ipcache6_key', {
+  prefixlen: u32,
+  addr: ip6,
+});
+
 /** LPM key of the IPv6 pod source check: prefixlen counts the 32 ifindex bits plus the address prefix. */
 export const podSrc6Key = struct('pod_src6_key', {
   prefixlen: u32,

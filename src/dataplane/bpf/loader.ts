@@ -55,6 +55,7 @@ export const MAP_NAMES = {
   podSrcs6: 'bpfproxy_pod_srcs6',
   podAddrs: 'bpfproxy_pod_addrs',
   sockRev6: 'bpfproxy_sock_rev6',
+  ipcache6: 'bpfproxy_ipcache6',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -119,6 +120,8 @@ export interface DatapathMaps {
   podAddrs: BpfMap<{ ifindex: number }, { addr4: string }>;
   /** Socket-level LB of native IPv6 sockets, as sockRev (addresses as text). */
   sockRev6: BpfMap<c.SockRevKey, c.SockRevValue>;
+  /** IPv6 address prefix -> identity (lib/policy6.h), as ipcache; addresses as text */
+  ipcache6: BpfMap<c.IpcacheKey, c.IpcacheValue>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -161,6 +164,7 @@ const LAYOUT = {
   podSrcs6: [c6.podSrc6Key, c.u8Value],
   podAddrs: [c.podIfKey, c.podAddr],
   sockRev6: [c6.sockRev6Key, c6.sockRev6Value],
+  ipcache6: [c6.ipcache6Key, c.ipcacheValue],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -203,6 +207,8 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   podSrcs6: 'pod IPv6 source addresses are written again as interfaces are attached',
   podAddrs: 'pod interface addresses are written again as interfaces are attached',
   sockRev6: 'UDP replies and getpeername() of IPv6 sockets connected through a service before read as the backend',
+  ipcache6:
+    'IPv6 policy identities are written again by the first policy sync; until then dual-stack isolated pods get no IPv6 (policy-ipv6) and IPv6-only pods are not isolated',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -253,6 +259,7 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       podSrcs6: m(MAP_NAMES.podSrcs6, LAYOUT.podSrcs6),
       podAddrs: m(MAP_NAMES.podAddrs, LAYOUT.podAddrs),
       sockRev6: m(MAP_NAMES.sockRev6, LAYOUT.sockRev6),
+      ipcache6: m(MAP_NAMES.ipcache6, LAYOUT.ipcache6),
     };
   } catch (e) {
     for (const h of opened) h.close();

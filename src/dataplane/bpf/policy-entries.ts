@@ -5,6 +5,7 @@
  * src/dataplane/bpf/policy-maps.ts writes what they produce.
  */
 import { PROTO_ANY, type EndpointPolicy, type PolicyDirection, type PolicyRuleEntry } from '../../model/policy/compiled.js';
+import { parseCidr6Masked } from '../../model/addresses.js';
 import { PolDir, PolVerdict, POL_PREFIX_ANY_PROTO, POL_PREFIX_PROTO, type IpcacheKey, type PolKey, type PolValue } from './codecs.js';
 
 /** A table entry as written: one LPM key, one verdict. */
@@ -50,8 +51,36 @@ export function ipcacheKeyOf(prefix: string): IpcacheKey | undefined {
   return { prefixlen: plen, addr: intToIp4((n & mask) >>> 0) };
 }
 
-/** The canonical text of an ipcache key: "10.1.2.0/24". */
+/** The canonical text of an ipcache key: "10.1.2.0/24" (IPv6: "fd00::/64"). */
 export const prefixText = (k: IpcacheKey): string => `${k.addr}/${k.prefixlen}`;
+
+/** An identity prefix and the ipcache holding it: bpfproxy_ipcache (4) or bpfproxy_ipcache6 (6). */
+export interface IpcacheRef {
+  family: 4 | 6;
+  key: IpcacheKey;
+}
+
+/**
+ * "10.1.2.3/24" or "fd00::1/64" (or a bare address: /32, /128) as the key
+ * of its family's ipcache, host bits cleared; undefined when it is neither.
+ */
+export function ipcacheRefOf(prefix: string): IpcacheRef | undefined {
+  if (!prefix.includes(':')) {
+    const k = ipcacheKeyOf(prefix);
+    return k ? { family: 4, key: k } : undefined;
+  }
+  const c = parseCidr6Masked(prefix.includes('/') ? prefix : `${prefix}/128`);
+  return c ? { family: 6, key: { prefixlen: c.bits, addr: c.text.slice(0, c.text.lastIndexOf('/')) } } : undefined;
+}
+
+/** The canonical text of a prefix of either family, or undefined. */
+export function canonicalPrefix(prefix: string): string | undefined {
+  const r = ipcacheRefOf(prefix);
+  return r ? prefixText(r.key) : undefined;
+}
+
+/** An address's own prefix: "10.1.2.3/32", "fd00::1/128". */
+export const hostPrefix = (addr: string): string => `${addr}/${addr.includes(':') ? 128 : 32}`;
 
 const dirCode = (d: PolicyDirection): number => (d === 'ingress' ? PolDir.INGRESS : PolDir.EGRESS);
 

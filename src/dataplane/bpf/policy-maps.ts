@@ -42,7 +42,9 @@ import { IpcacheFlags, PolDir, polKey, polValue, type IpcacheKey, type IpcacheVa
 import type { DatapathMaps } from './loader.js';
 import { BpfMap } from './map.js';
 import {
-  ipcacheKeyOf,
+  canonicalPrefix,
+  hostPrefix,
+  ipcacheRefOf,
   polKeyOf,
   polValueOf,
   prefixText,
@@ -66,7 +68,7 @@ const EINVAL = 22;
 const EOPNOTSUPP = 95;
 const ENOTSUPP = 524;
 
-export type PolicyMapSet = Pick<DatapathMaps, 'ipcache' | 'policy' | 'polState' | 'polHits' | 'polRules' | 'polEps'>;
+export type PolicyMapSet = Pick<DatapathMaps, 'ipcache' | 'ipcache6' | 'policy' | 'polState' | 'polHits' | 'polRules' | 'polEps'>;
 
 /** What changed, as the model may say it without handing over everything. */
 export interface CompiledPolicyDiff {
@@ -190,12 +192,14 @@ export function readPinned(maps: PolicyMapSet): CompiledPolicy {
     if (!e) eps.set(id, (e = { id, pod: '', addresses: [], ingressIsolated: false, egressIsolated: false, entries: [] }));
     return e;
   };
-  for (const [k, v] of maps.ipcache.entries()) {
+  const read4 = maps.ipcache.entries().map(([k, v]) => [k, v, 32] as const);
+  const read6 = maps.ipcache6.entries().map(([k, v]) => [k, v, 128] as const);
+  for (const [k, v, host] of [...read4, ...read6]) {
     const prefix = prefixText(k);
     identities.push(v.endpoint ? { prefix, identity: v.identity, endpoint: v.endpoint } : { prefix, identity: v.identity });
     if (!v.endpoint) continue;
     const e = ep(v.endpoint);
-    if (k.prefixlen === 32) e.addresses.push(k.addr);
+    if (k.prefixlen === host) e.addresses.push(k.addr);
     e.ingressIsolated ||= (v.flags & IpcacheFlags.INGRESS_ISO) !== 0;
     e.egressIsolated ||= (v.flags & IpcacheFlags.EGRESS_ISO) !== 0;
   }
@@ -272,6 +276,7 @@ export class PolicyMapWriter {
     this.gen = pinned.generation;
     this.isolatedWritten = maps.polState.get({ v: 0 })?.isolated ?? 0;
     for (const [k, v] of maps.ipcache.entries()) this.ipcache.set(prefixText(k), v);
+    for (const [k, v] of maps.ipcache6.entries()) this.ipcache.set(prefixText(k), v);
     for (const i of pinned.identities) this.identities.set(i.prefix, i);
     const tables = new Map(maps.policy.entries().map(([k, v]) => [k.v, v.v]));
     for (const e of pinned.endpoints) {
@@ -352,10 +357,7 @@ export class PolicyMapWriter {
       rules: { upsert: [] as PolicyRuleRef[], remove: [] as number[] },
     };
     const wantIds = new Map<string, IdentityEntry>();
-    for (const i of next.identities) {
-      const k = ipcacheKeyOf(i.prefix);
-      wantIds.set(k ? prefixText(k) : i.prefix, i);
-    }
+    for (const i of next.identities) wantIds.set(canonicalPrefix(i.prefix) ?? i.prefix, i);
     for (const [p, i] of wantIds) {
       const have = this.identities.get(p);
       if (!have || have.identity !== i.identity || (have.endpoint ?? 0) !== (i.endpoint ?? 0)) diff.identities.upsert.push(i);
@@ -397,32 +399,30 @@ export class PolicyMapWriter {
     this.retryEndpoints = new Set();
     this.retryRules = new Set();
     for (const p of diff.identities?.remove ?? []) {
-      const k = ipcacheKeyOf(p);
-      const text = k ? prefixText(k) : p;
+      const text = canonicalPrefix(p) ?? p;
       this.identities.delete(text);
       prefixes.add(text);
     }
     for (const i of diff.identities?.upsert ?? []) {
-      const k = ipcacheKeyOf(i.prefix);
-      if (!k) {
-        problems.push({ prefix: i.prefix, message: `identity ${i.identity}: "${i.prefix}" is not an IPv4 prefix; left out` });
+      const text = canonicalPrefix(i.prefix);
+      if (!text) {
+        problems.push({ prefix: i.prefix, message: `identity ${i.identity}: "${i.prefix}" is not an IPv4 or IPv6 prefix; left out` });
         continue;
       }
-      const text = prefixText(k);
       this.identities.set(text, { ...i, prefix: text });
       prefixes.add(text);
     }
     for (const id of diff.endpoints?.remove ?? []) {
       const have = this.endpoints.get(id);
-      for (const a of have?.addresses ?? []) prefixes.add(`${a}/32`);
+      for (const a of have?.addresses ?? []) prefixes.add(hostPrefix(a));
       this.endpoints.delete(id);
       touched.add(id);
     }
     for (const given of diff.endpoints?.upsert ?? []) {
       const e = this.checkEndpoint(given, problems);
       const have = this.endpoints.get(e.id);
-      for (const a of have?.addresses ?? []) prefixes.add(`${a}/32`);
-      for (const a of e.addresses) prefixes.add(`${a}/32`);
+      for (const a of have?.addresses ?? []) prefixes.add(hostPrefix(a));
+      for (const a of e.addresses) prefixes.add(hostPrefix(a));
       this.endpoints.set(e.id, e);
       touched.add(e.id);
     }
@@ -437,7 +437,7 @@ export class PolicyMapWriter {
 
     // Desired ipcache values of the prefixes concerned.
     const byAddr = new Map<string, EndpointPolicy>();
-    for (const e of this.endpoints.values()) for (const a of e.addresses) byAddr.set(`${a}/32`, e);
+    for (const e of this.endpoints.values()) for (const a of e.addresses) byAddr.set(hostPrefix(a), e);
     const want = new Map<string, IpcacheValue | undefined>();
     for (const p of prefixes) want.set(p, this.ipcacheValueFor(p, byAddr, problems));
 
@@ -521,9 +521,9 @@ export class PolicyMapWriter {
     // 5. deletes: ipcache entries, then tables nobody isolated needs, then names
     for (const [p, v] of want) {
       if (v || !this.ipcache.has(p)) continue;
-      const k = ipcacheKeyOf(p)!;
+      const r = ipcacheRefOf(p)!;
       decisions = true;
-      if (!this.tryWrite(problems, { prefix: p }, `the removal of identity prefix ${p}`, () => this.maps.ipcache.delete(k))) {
+      if (!this.tryWrite(problems, { prefix: p }, `the removal of identity prefix ${p}`, () => this.ipcacheMap(r.family).delete(r.key))) {
         this.retryPrefixes.add(p);
         continue;
       }
@@ -622,13 +622,13 @@ export class PolicyMapWriter {
     return { identity: i!.identity, endpoint: 0, flags: 0 };
   }
 
-  /** The endpoint with its addresses canonical; an address that is not IPv4 is left out and reported. */
+  /** The endpoint with its addresses canonical; an address that is neither IPv4 nor IPv6 is left out and reported. */
   private checkEndpoint(e: EndpointPolicy, problems: PolicyProblem[]): EndpointPolicy {
     const addresses: string[] = [];
     for (const a of e.addresses) {
-      const k = ipcacheKeyOf(a);
-      if (k && k.prefixlen === 32) addresses.push(k.addr);
-      else problems.push({ pod: e.pod, endpoint: e.id, message: `address "${a}" is not an IPv4 address; left out` });
+      const r = a.includes('/') ? undefined : ipcacheRefOf(a);
+      if (r) addresses.push(r.key.addr);
+      else problems.push({ pod: e.pod, endpoint: e.id, message: `address "${a}" is not an IPv4 or IPv6 address; left out` });
     }
     return { ...e, addresses: [...new Set(addresses)].sort() };
   }
@@ -640,10 +640,27 @@ export class PolicyMapWriter {
    * the others are retried by the next apply.
    */
   private writeIpcacheMany(list: ReadonlyArray<[string, IpcacheValue]>, problems: PolicyProblem[]): number {
+    const v6 = list.filter(([p]) => p.includes(':'));
+    if (v6.length === 0) return this.writeIpcacheFamily(4, list, problems);
+    return (
+      this.writeIpcacheFamily(
+        4,
+        list.filter(([p]) => !p.includes(':')),
+        problems,
+      ) + this.writeIpcacheFamily(6, v6, problems)
+    );
+  }
+
+  /** bpfproxy_ipcache or bpfproxy_ipcache6 */
+  private ipcacheMap(family: 4 | 6): PolicyMapSet['ipcache'] {
+    return family === 6 ? this.maps.ipcache6 : this.maps.ipcache;
+  }
+
+  private writeIpcacheFamily(family: 4 | 6, list: ReadonlyArray<[string, IpcacheValue]>, problems: PolicyProblem[]): number {
     let from = 0;
     if (this.lpmBatch && list.length > 1) {
       try {
-        this.maps.ipcache.setMany(list.map(([p, v]) => [ipcacheKeyOf(p)!, v] as const));
+        this.ipcacheMap(family).setMany(list.map(([p, v]) => [ipcacheRefOf(p)!.key, v] as const));
         for (const [p, v] of list) this.ipcache.set(p, v);
         return list.length;
       } catch (e) {
@@ -662,9 +679,9 @@ export class PolicyMapWriter {
   }
 
   private writeIpcache(p: string, v: IpcacheValue, problems: PolicyProblem[]): boolean {
-    const k = ipcacheKeyOf(p)!;
+    const r = ipcacheRefOf(p)!;
     const ok = this.tryWrite(problems, { prefix: p, endpoint: v.endpoint || undefined }, `identity prefix ${p}`, () =>
-      this.maps.ipcache.set(k, v),
+      this.ipcacheMap(r.family).set(r.key, v),
     );
     if (ok) this.ipcache.set(p, v);
     else if (v.flags && !this.ipcache.get(p)?.flags) {

@@ -77,7 +77,7 @@ export const REASONS = [
   {
     name: 'policy-ipv6',
     verdict: 'drop',
-    help: 'IPv6 (other than neighbour discovery) to or from a pod isolated by a NetworkPolicy in that direction: policy is enforced for IPv4 only',
+    help: 'IPv6 (other than neighbour discovery) to or from a pod isolated by a NetworkPolicy in that direction (recognised by its IPv4 address) at an IPv6 address the policy maps do not know (not in its status.podIPs): failed closed',
   },
 ] as const;
 

@@ -7,7 +7,7 @@
  * deepest policy prefix; policy prefixes; WORLD; HOST).
  *
  * Entries. For each local endpoint (a pod on this node, not host-network,
- * with an IPv4 address) and direction: isolated when a policy with that
+ * with an address) and direction: isolated when a policy with that
  * policy type selects it; entries = the union of the rules of those
  * policies, each rule expanded to {peer identity (IDENTITY_ANY when the rule
  * names no peers), protocol (PROTO_ANY without ports), port prefix}. A
@@ -35,6 +35,7 @@
 import {
   IDENTITY_ANY,
   IDENTITY_WORLD,
+  IDENTITY_WORLD6,
   NODE_RULE_ID,
   NODE_RULE_POLICY,
   PROTO_ANY,
@@ -50,7 +51,7 @@ import { IdPool } from './ids.js';
 import { IdentityTable, namedPortsOf, portsKey, type Ident } from './identities.js';
 import { mergeRuns, portSpecs, PROTO_NUMBER, type PortSpec } from './tables.js';
 import { sameData } from './equal.js';
-import { prefixWithin, WORLD_PREFIX, type Prefix } from './prefix.js';
+import { hostPrefixText, prefixWithin, WORLD6_PREFIX, WORLD_PREFIX, type Prefix } from './prefix.js';
 import { selectorKey, selectorMatches } from './selector.js';
 import {
   NAMESPACE_NAME_LABEL,
@@ -67,7 +68,7 @@ import {
 
 export interface NodeInfo {
   name: string;
-  /** This node's IPv4 addresses: traffic from them to local pods is always allowed. */
+  /** This node's IPv4 and IPv6 addresses: traffic from them to local pods is always allowed (the first IPv4 one is HOST). */
   addresses: readonly string[];
 }
 
@@ -224,6 +225,7 @@ export class PolicyCompiler {
       },
     });
     this.entries.set(WORLD_PREFIX.text, { prefix: WORLD_PREFIX.text, identity: IDENTITY_WORLD });
+    this.entries.set(WORLD6_PREFIX.text, { prefix: WORLD6_PREFIX.text, identity: IDENTITY_WORLD6 });
   }
 
   /**
@@ -658,7 +660,7 @@ export class PolicyCompiler {
     this.endpointIds.release(ep.id);
     this.dirtyEndpoints.delete(ep);
     this.endpointSetChanged = true;
-    for (const a of ep.out?.addresses ?? []) this.ids.dirtyPrefixes.add(`${a}/32`);
+    for (const a of ep.out?.addresses ?? []) this.ids.dirtyPrefixes.add(hostPrefixText(a));
   }
 
   /** Addresses, owners and identities settle; endpoints follow the pods whose addresses changed hands. */
@@ -676,7 +678,7 @@ export class PolicyCompiler {
     if (addrs.length === 0) return this.dropEndpoint(ps.key);
     if (ep && ep.ps === ps && !this.dirtyPods.has(ps)) {
       this.dirtyEndpoints.add(ep);
-      for (const a of addrs) this.ids.dirtyPrefixes.add(`${a}/32`);
+      for (const a of addrs) this.ids.dirtyPrefixes.add(hostPrefixText(a));
       return;
     }
     let st = ep;
@@ -700,8 +702,8 @@ export class PolicyCompiler {
       }
     }
     this.dirtyEndpoints.add(st);
-    for (const a of addrs) this.ids.dirtyPrefixes.add(`${a}/32`);
-    for (const a of st.out?.addresses ?? []) this.ids.dirtyPrefixes.add(`${a}/32`);
+    for (const a of addrs) this.ids.dirtyPrefixes.add(hostPrefixText(a));
+    for (const a of st.out?.addresses ?? []) this.ids.dirtyPrefixes.add(hostPrefixText(a));
   }
 
   /** Re-expand what changed; endpoints using an expansion whose entries came out different get their tables rebuilt. */

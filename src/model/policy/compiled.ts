@@ -6,7 +6,8 @@
  *
  * Shape (Cilium's, without its label machinery):
  * - every address the node may see maps to one **identity** through a
- *   longest-prefix match: pods (/32) by (namespace labels, pod labels,
+ *   longest-prefix match (one map per family: IPv6 prefixes have ':' in
+ *   their text, ::/0 is IDENTITY_WORLD6): pods (/32, /128) by (namespace labels, pod labels,
  *   deepest policy CIDR containing the address), each distinct ipBlock
  *   cidr/except prefix, this node's addresses (HOST) and everything else
  *   (WORLD, 0.0.0.0/0);
@@ -49,6 +50,8 @@ export const IDENTITY_ANY = 0;
 export const IDENTITY_WORLD = 1;
 /** This node's own addresses: traffic from the node to its pods (probes) is always allowed. */
 export const IDENTITY_HOST = 2;
+/** IPv6 addresses no more specific entry claims (::/0): an IPv4 ipBlock never matches them, nor an IPv6 one IPv4's WORLD. */
+export const IDENTITY_WORLD6 = 3;
 export const FIRST_DYNAMIC_IDENTITY = 16;
 
 /** The rule of the entries that let the node reach its pods (see HOST above): rules[0]. */
@@ -97,7 +100,7 @@ export interface EndpointPolicy {
   id: number;
   /** "namespace/name" of the pod. */
   pod: string;
-  /** The pod's IPv4 addresses on this node. */
+  /** The pod's IPv4 and IPv6 addresses on this node (status.podIPs). */
   addresses: string[];
   /** Selected by a policy with this direction in its policyTypes. */
   ingressIsolated: boolean;

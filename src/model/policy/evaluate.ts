@@ -20,13 +20,14 @@
 import {
   IDENTITY_ANY,
   IDENTITY_WORLD,
+  IDENTITY_WORLD6,
   PROTO_ANY,
   type CompiledPolicy,
   type EndpointPolicy,
   type PolicyDirection,
   type PolicyRuleEntry,
 } from './compiled.js';
-import { maskOf, parsePrefix, portInPrefix } from './prefix.js';
+import { ipv6ToBig, mask6Of, maskOf, parsePrefix, portInPrefix } from './prefix.js';
 import { ipv4ToInt } from '../addresses.js';
 
 export interface PolicyPacket {
@@ -74,6 +75,8 @@ export interface PacketDecision {
 class Index {
   readonly byLen: Array<Map<number, number>> = Array.from({ length: 33 }, () => new Map<number, number>());
   readonly lens: number[];
+  readonly byLen6: Array<Map<bigint, number>> = Array.from({ length: 129 }, () => new Map<bigint, number>());
+  readonly lens6: number[];
   readonly endpointByAddr = new Map<string, EndpointPolicy>();
   /** endpoint id → "direction/peer" → entries */
   readonly tables = new Map<number, Map<string, PolicyRuleEntry[]>>();
@@ -81,9 +84,14 @@ class Index {
   constructor(cp: CompiledPolicy) {
     for (const e of cp.identities) {
       const p = parsePrefix(e.prefix);
-      this.byLen[p.bits]!.set(p.base, e.identity);
+      if (p.big !== undefined) this.byLen6[p.bits]!.set(p.big, e.identity);
+      else this.byLen[p.bits]!.set(p.base, e.identity);
     }
     this.lens = this.byLen
+      .map((m, bits) => (m.size ? bits : -1))
+      .filter((b) => b >= 0)
+      .reverse();
+    this.lens6 = this.byLen6
       .map((m, bits) => (m.size ? bits : -1))
       .filter((b) => b >= 0)
       .reverse();
@@ -101,6 +109,14 @@ class Index {
   }
 
   identityOf(addr: string): number {
+    if (addr.includes(':')) {
+      const n6 = ipv6ToBig(addr);
+      for (const bits of this.lens6) {
+        const id = this.byLen6[bits]!.get(n6 & mask6Of(bits));
+        if (id !== undefined) return id;
+      }
+      return IDENTITY_WORLD6;
+    }
     const n = ipv4ToInt(addr);
     for (const bits of this.lens) {
       const id = this.byLen[bits]!.get((n & maskOf(bits)) >>> 0);

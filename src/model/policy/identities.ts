@@ -6,8 +6,12 @@
  *   the namespace, not part of the key: relabelling a namespace rewrites the
  *   table entries that select it, not the address map;
  * - every distinct ipBlock cidr/except prefix of the policies, 0.0.0.0/0
- *   being IDENTITY_WORLD; a /32 prefix that is a pod's or the node's own
- *   address is that pod's or node's identity;
+ *   being IDENTITY_WORLD and ::/0 IDENTITY_WORLD6; a /32 (/128) prefix
+ *   that is a pod's or the node's own address is that pod's or node's
+ *   identity. IPv6 addresses and prefixes live beside IPv4 ones: a pod with
+ *   both has one identity per family (its keys differ by their prefix),
+ *   selected alike by label selectors, and an ipBlock of one family
+ *   matches no identity of the other;
  * - this node's addresses: IDENTITY_HOST, or, when they fall under
  *   different policy prefixes, HOST for the first address's group and an
  *   identity of its own for each other group, so ipBlock rules stay exact.
@@ -19,8 +23,20 @@
  * which identity prefixes may have a new mapping (dirtyPrefixes); the
  * compiler reads both, and tells it through hooks nothing else.
  */
-import { FIRST_DYNAMIC_IDENTITY, IDENTITY_HOST, IDENTITY_WORLD, type IdentityEntry } from './compiled.js';
-import { maskOf, parsePrefix, prefixOf, WORLD_PREFIX, type Prefix } from './prefix.js';
+import { FIRST_DYNAMIC_IDENTITY, IDENTITY_HOST, IDENTITY_WORLD, IDENTITY_WORLD6, type IdentityEntry } from './compiled.js';
+import {
+  hostBits,
+  hostPrefixText,
+  ipv6ToBig,
+  mask6Of,
+  maskOf,
+  parsePrefix,
+  prefix6Of,
+  prefixOf,
+  WORLD6_PREFIX,
+  WORLD_PREFIX,
+  type Prefix,
+} from './prefix.js';
 import { labelPair, selectorCandidates, selectorMatches } from './selector.js';
 import type { ContainerPort, LabelSelector, Labels, Pod } from './types.js';
 import { ipv4ToInt } from '../addresses.js';
@@ -74,6 +90,7 @@ export const portsKey = (ports: readonly ContainerPort[]): string => ports.map((
 
 export class IdentityTable<P extends Claimant> {
   readonly world: Ident;
+  readonly world6: Ident;
   readonly idents = new Map<string, Ident>();
   readonly addrIdent = new Map<string, Ident>();
   readonly owner = new Map<string, P | 'host'>();
@@ -91,6 +108,7 @@ export class IdentityTable<P extends Claimant> {
   // Policy prefixes: text → refcount; bases by length.
   private readonly prefixRefs = new Map<string, number>();
   private readonly prefixesByLen: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
+  private readonly prefixesByLen6: Array<Set<bigint>> = Array.from({ length: 129 }, () => new Set<bigint>());
   private readonly prefixObjs = new Map<string, Prefix>();
 
   private readonly claims = new Map<string, Set<P>>();
@@ -101,6 +119,7 @@ export class IdentityTable<P extends Claimant> {
   private readonly keyPostings = new Map<string, Set<Ident>>();
   private readonly identsByPrefix = new Map<string, Set<Ident>>();
   private sortedPrefixes: Prefix[] | undefined;
+  private sortedPrefixes6: Prefix[] | undefined;
 
   // Identity ids.
   private nextIdentity = FIRST_DYNAMIC_IDENTITY;
@@ -111,6 +130,7 @@ export class IdentityTable<P extends Claimant> {
 
   constructor(private readonly hooks: IdentityHooks) {
     this.world = this.makeIdent('world', 'world', WORLD_PREFIX, IDENTITY_WORLD);
+    this.world6 = this.makeIdent('world6', 'world', WORLD6_PREFIX, IDENTITY_WORLD6);
   }
 
   /** Ids of a previous compilation: a prefix keeps its identity when the same thing maps it again. */
@@ -144,7 +164,8 @@ export class IdentityTable<P extends Claimant> {
     this.prefixRefs.set(text, n + 1);
     if (n > 0) return;
     const p = this.prefixObj(text);
-    this.prefixesByLen[p.bits]!.add(p.base);
+    if (p.big !== undefined) this.prefixesByLen6[p.bits]!.add(p.big);
+    else this.prefixesByLen[p.bits]!.add(p.base);
     this.dirtyPrefixes.add(text);
   }
 
@@ -153,7 +174,8 @@ export class IdentityTable<P extends Claimant> {
     if (n > 1) return void this.prefixRefs.set(text, n - 1);
     this.prefixRefs.delete(text);
     const p = this.prefixObj(text);
-    this.prefixesByLen[p.bits]!.delete(p.base);
+    if (p.big !== undefined) this.prefixesByLen6[p.bits]!.delete(p.big);
+    else this.prefixesByLen[p.bits]!.delete(p.base);
     this.dirtyPrefixes.add(text);
   }
 
@@ -163,8 +185,18 @@ export class IdentityTable<P extends Claimant> {
     return p;
   }
 
-  /** The deepest policy prefix containing addr (0.0.0.0/0 when none). */
+  /** The deepest policy prefix containing addr (0.0.0.0/0, ::/0 when none). */
   private deepest(addr: string): Prefix {
+    if (addr.includes(':')) {
+      const n6 = ipv6ToBig(addr);
+      for (let bits = 128; bits > 0; bits--) {
+        const set = this.prefixesByLen6[bits]!;
+        if (set.size === 0) continue;
+        const base = n6 & mask6Of(bits);
+        if (set.has(base)) return this.prefixObj(prefix6Of(base, bits).text);
+      }
+      return WORLD6_PREFIX;
+    }
     const n = ipv4ToInt(addr);
     for (let bits = 32; bits > 0; bits--) {
       const set = this.prefixesByLen[bits]!;
@@ -178,7 +210,9 @@ export class IdentityTable<P extends Claimant> {
   // ---------------------------------------------------------------------------
   // Addresses
 
-  setNodeAddresses(addresses: readonly string[]): void {
+  setNodeAddresses(given: readonly string[]): void {
+    // The primary (HOST) is the first IPv4 address; IPv6 ones form groups of their own.
+    const addresses = [...given.filter((a) => !a.includes(':')), ...given.filter((a) => a.includes(':'))];
     const addrs = new Set(addresses);
     if (addresses[0] !== this.nodeList[0]) for (const a of addrs) this.dirtyAddrs.add(a);
     for (const a of addrs) if (!this.nodeAddrs.has(a)) this.dirtyAddrs.add(a);
@@ -239,17 +273,27 @@ export class IdentityTable<P extends Claimant> {
     if (this.dirtyPrefixes.size > 0) {
       // Addresses under an added or removed prefix may have a new deepest prefix.
       const byLen: Array<Set<number>> = Array.from({ length: 33 }, () => new Set<number>());
+      const byLen6: Array<Set<bigint>> = Array.from({ length: 129 }, () => new Set<bigint>());
       for (const t of this.dirtyPrefixes) {
         const p = this.prefixObj(t);
-        byLen[p.bits]!.add(p.base);
+        if (p.big !== undefined) byLen6[p.bits]!.add(p.big);
+        else byLen[p.bits]!.add(p.base);
       }
       const lens = byLen.map((s, bits) => (s.size ? bits : -1)).filter((b) => b >= 0);
+      const lens6 = byLen6.map((s, bits) => (s.size ? bits : -1)).filter((b) => b >= 0);
       for (const a of this.addrIdent.keys()) {
+        if (a.includes(':')) {
+          if (lens6.length === 0) continue;
+          const n6 = ipv6ToBig(a);
+          if (lens6.some((bits) => byLen6[bits]!.has(n6 & mask6Of(bits)))) this.dirtyAddrs.add(a);
+          continue;
+        }
         const n = ipv4ToInt(a);
         if (lens.some((bits) => byLen[bits]!.has((n & maskOf(bits)) >>> 0))) this.dirtyAddrs.add(a);
       }
       for (const t of this.dirtyPrefixes) this.refreshCidr(t);
       this.sortedPrefixes = undefined;
+      this.sortedPrefixes6 = undefined;
     }
     const touched = new Set<P>();
     for (const p of changed) {
@@ -272,8 +316,9 @@ export class IdentityTable<P extends Claimant> {
       if (now) this.owner.set(a, now);
       else this.owner.delete(a);
       if (now !== 'host') this.refreshAddrIdent(a, now);
-      this.dirtyPrefixes.add(`${a}/32`);
-      if (this.prefixRefs.has(`${a}/32`)) this.refreshCidr(`${a}/32`);
+      const own = hostPrefixText(a);
+      this.dirtyPrefixes.add(own);
+      if (this.prefixRefs.has(own)) this.refreshCidr(own);
     }
     this.hostIdsKey = [...this.nodeAddrs]
       .map((a) => this.addrIdent.get(a)?.id)
@@ -309,7 +354,8 @@ export class IdentityTable<P extends Claimant> {
     }
     for (const [k, addrs] of groups) {
       let id = this.idents.get(k);
-      if (!id) id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), k === primaryKey ? IDENTITY_HOST : undefined, `${addrs[0]}/32`);
+      if (!id)
+        id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), k === primaryKey ? IDENTITY_HOST : undefined, hostPrefixText(addrs[0]!));
       for (const a of addrs) {
         id.addresses.add(a);
         this.addrIdent.set(a, id);
@@ -343,7 +389,7 @@ export class IdentityTable<P extends Claimant> {
     if (!key || !owner) return;
     let id = this.idents.get(key);
     if (!id) {
-      id = this.makeIdent(key, 'pod', prefix, inherit, `${addr}/32`);
+      id = this.makeIdent(key, 'pod', prefix, inherit, hostPrefixText(addr));
       id.namespace = owner.pod.namespace;
       id.labels = owner.pod.labels;
       id.namedPorts = namedPortsOf(owner.pod.containerPorts);
@@ -353,11 +399,12 @@ export class IdentityTable<P extends Claimant> {
     this.addrIdent.set(addr, id);
   }
 
-  /** A policy prefix's CIDR identity exists while the prefix is in use and no pod or host holds it as its own /32. */
+  /** A policy prefix's CIDR identity exists while the prefix is in use and no pod or host holds it as its own /32 (/128). */
   private refreshCidr(text: string): void {
-    if (text === WORLD_PREFIX.text) return;
+    if (text === WORLD_PREFIX.text || text === WORLD6_PREFIX.text) return;
     const p = this.prefixObj(text);
-    const want = this.prefixRefs.has(text) && !(p.bits === 32 && this.owner.has(text.slice(0, -3)));
+    const addr = text.slice(0, text.lastIndexOf('/'));
+    const want = this.prefixRefs.has(text) && !(p.bits === hostBits(addr) && this.owner.has(addr));
     const key = `cidr:${text}`;
     const have = this.idents.get(key);
     if (want && !have) this.makeIdent(key, 'cidr', p, undefined, text);
@@ -399,6 +446,7 @@ export class IdentityTable<P extends Claimant> {
     if (!byPrefix) {
       this.identsByPrefix.set(prefix.text, (byPrefix = new Set()));
       this.sortedPrefixes = undefined;
+      this.sortedPrefixes6 = undefined;
     }
     byPrefix.add(ident);
     this.identsAdded.add(ident);
@@ -414,6 +462,7 @@ export class IdentityTable<P extends Claimant> {
     if (byPrefix?.size === 0) {
       this.identsByPrefix.delete(id.prefix.text);
       this.sortedPrefixes = undefined;
+      this.sortedPrefixes6 = undefined;
     }
     if (id.kind === 'pod') this.indexPodIdent(id, false);
     this.hooks.dropped(id);
@@ -471,9 +520,26 @@ export class IdentityTable<P extends Claimant> {
 
   /** Identities whose prefix lies within p. */
   *identsWithin(p: Prefix): Generator<Ident> {
+    if (p.big !== undefined) {
+      // IPv6: a sorted scan as below, over 128-bit bases.
+      if (!this.sortedPrefixes6) {
+        this.sortedPrefixes6 = [...this.identsByPrefix.keys()]
+          .map((t) => this.prefixObj(t))
+          .filter((q) => q.big !== undefined)
+          .sort((a, b) => (a.big! < b.big! ? -1 : a.big! > b.big! ? 1 : a.bits - b.bits));
+      }
+      const end = p.big | (~mask6Of(p.bits) & ((1n << 128n) - 1n));
+      for (const q of this.sortedPrefixes6) {
+        if (q.big! < p.big) continue;
+        if (q.big! > end) break;
+        if (q.bits >= p.bits) yield* this.identsByPrefix.get(q.text) ?? [];
+      }
+      return;
+    }
     if (!this.sortedPrefixes) {
       this.sortedPrefixes = [...this.identsByPrefix.keys()]
         .map((t) => this.prefixObj(t))
+        .filter((q) => q.big === undefined)
         .sort((a, b) => a.base - b.base || a.bits - b.bits);
     }
     const list = this.sortedPrefixes;
@@ -494,8 +560,10 @@ export class IdentityTable<P extends Claimant> {
   /** The identity entry of an identity prefix now, or undefined when nothing maps it. */
   entryFor(text: string, endpointOf: (owner: P) => number | undefined): IdentityEntry | undefined {
     if (text === WORLD_PREFIX.text) return { prefix: text, identity: IDENTITY_WORLD };
-    if (text.endsWith('/32')) {
-      const addr = text.slice(0, -3);
+    if (text === WORLD6_PREFIX.text) return { prefix: text, identity: IDENTITY_WORLD6 };
+    const slash = text.lastIndexOf('/');
+    if (text.slice(slash + 1) === String(hostBits(text))) {
+      const addr = text.slice(0, slash);
       const id = this.addrIdent.get(addr);
       if (id) {
         const owner = this.owner.get(addr);

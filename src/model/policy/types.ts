@@ -34,7 +34,7 @@ export interface Pod {
   namespace: string;
   name: string;
   labels: Labels;
-  /** IPv4 addresses from status.podIPs (or status.podIP); none before the pod has one or once it has terminated. */
+  /** IPv4 and IPv6 addresses from status.podIPs (or status.podIP); none before the pod has one or once it has terminated. */
   ips: string[];
   /** spec.nodeName; '' while unscheduled. */
   nodeName: string;
@@ -74,7 +74,7 @@ export const SELECT_ALL: LabelSelector = { requirements: [] };
  * - pods: podSelector and/or namespaceSelector. Without a namespaceSelector
  *   the peer is in the policy's own namespace; without a podSelector it is
  *   every pod of the selected namespaces.
- * - ipBlock: addresses in cidr and in none of except (normalised IPv4
+ * - ipBlock: addresses in cidr and in none of except (normalised IPv4 or IPv6
  *   prefixes such as "10.0.0.0/8"; except entries are strict subsets of cidr).
  */
 export type PolicyPeer =
