@@ -137,6 +137,7 @@ export interface WrittenPolicy {
   generation: number;
   /** bpfproxy_pol_state.isolated: 0 = nothing is enforced */
   isolated: number;
+  /** IPv4 prefixes only (bpfproxy_ipcache) */
   ipcache: ReadonlyArray<readonly [IpcacheKey, IpcacheValue]>;
   /** endpoint id -> the entries its table holds (empty: deny-all); an endpoint without a table is absent */
   tables: ReadonlyMap<number, readonly TableEntry[]>;
@@ -328,7 +329,11 @@ export class PolicyMapWriter {
     return {
       generation: this.gen,
       isolated: this.isolatedWritten,
-      ipcache: [...this.ipcache].map(([p, v]) => [ipcacheKeyOf(p)!, v] as const),
+      // the IPv4 identities: the engine serves IPv4 only (IPv6 stays on the TC path)
+      ipcache: [...this.ipcache].flatMap(([p, v]) => {
+        const r = ipcacheRefOf(p);
+        return r?.family === 4 ? [[r.key, v] as const] : [];
+      }),
       tables,
     };
   }
