@@ -28,7 +28,6 @@ import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
 import { inNetns } from './helpers/env.js';
 import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
-import { gcIpv6 } from '../src/dataplane/bpf/conntrack-gc.js';
 
 const CIP = 'fd00:10:96::10';
 const L1 = 'fd00:10:244:1::11';
@@ -430,9 +429,14 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(next.out.dst, 'fd00:10:244:1::14', 'the next datagram goes to the new endpoint');
 
     const before = dp.maps.ct6.entries().length;
-    t.same(gcIpv6(dp.maps, native().monotonicNs()), { live: before, expired: 0 }, 'nothing expired yet: nothing collected');
+    const r1 = await native().ctGc(dp.maps.ct6.fd, { nowNs: native().monotonicNs() });
+    t.match(
+      r1,
+      { scanned: before, live: before, expired: 0 },
+      'nothing expired yet: nothing collected (the native pass reads bpfproxy_ct6)',
+    );
     const later = native().monotonicNs() + 7200n * 1_000_000_000n;
-    const r2 = gcIpv6(dp.maps, later);
+    const r2 = await native().ctGc(dp.maps.ct6.fd, { nowNs: later });
     t.equal(r2.expired, before, 'two hours on, every IPv6 connection (both halves) is collected');
     t.equal(dp.maps.ct6.entries().length, 0);
   });
