@@ -4,6 +4,7 @@
  * removes, the UDP flush of removed IPv6 endpoints deletes exactly what the
  * reference rule names, and the agent's GC and flusher run them (the IPv6
  * figures in the GC's stats, open IPv6 connections counted for a drain).
+ * And the IPv6 maps' fill in bpfproxy_map_entries.
  */
 import t from 'tap';
 import {
@@ -17,6 +18,10 @@ import {
 } from '../src/dataplane/bpf/conntrack-gc.js';
 import { CtDir, CtState, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
+import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
+import { datapathSnapshot, mapFills } from '../src/dataplane/bpf/inspect.js';
+import { Metrics } from '../src/metrics.js';
+import { be, fe } from './helpers/fixtures.js';
 import { FakeClock } from '../testkit/fake-clock.js';
 import { captureLogger } from './helpers/log.js';
 import { tmpDatapath } from './helpers/env.js';
@@ -218,4 +223,41 @@ t.test('the agent GC collects IPv6 natively: its figures in the stats, its open 
   t.equal(s.lastOpen, 2, 'open IPv6 connections count for a drain');
   t.same(s.liveByProto, { tcp: 4, udp: 2, other: 0 });
   t.equal(s.failures, 0);
+});
+
+t.test('the IPv6 maps are in bpfproxy_map_entries; IPv6 conntrack in bpfproxy_conntrack_entries', async (t) => {
+  const dp = await tmpDatapath(t, { mapSizes: { conntrack: 64, ...SIZES } });
+  const rec = new BpfReconciler(dp.maps);
+  rec.syncService('k/web6', [
+    fe('ClusterIP', 'fd00:10:96::10', 80, 'TCP', [be('fd00:10:244:1::11', 8080), be('fd00:10:244:1::12', 8080)], {
+      servicePort: 'k/web6:http/TCP',
+    }),
+  ]);
+  rec.setNodeAddresses(['2001:db8:1::11']);
+  const e: Array<[CtKey, CtValue]> = [];
+  pair6(e, 1, IPPROTO_TCP, 'fd00:1::1', 'fd00:10:244:1::11', 8080, 0, native().monotonicNs() + 60_000_000_000n);
+  dp.maps.ct6.setMany(e);
+  const gc = new ConntrackGc(dp.maps, captureLogger().log, new FakeClock());
+  const snap = await datapathSnapshot(dp.maps, gc);
+  const entries = (name: string) => snap.maps.find((m) => m.map === name)?.entries;
+  t.equal(entries('bpfproxy_fe6'), dp.maps.fe6.count(), 'IPv6 frontends counted');
+  const slots6 = dp.maps.slots6.count();
+  t.ok(slots6 >= 2, `IPv6 backend slots (${slots6})`);
+  t.equal(entries('bpfproxy_slots6'), slots6, 'IPv6 backend slots counted');
+  t.equal(entries('bpfproxy_ct6'), 2, "IPv6 conntrack: the GC's count");
+  t.equal(entries('bpfproxy_node_ips6'), dp.maps.nodeIps6.count(), 'node IPv6 addresses counted');
+  for (const name of ['bpfproxy_affinity6', 'bpfproxy_lb_srcs6']) t.equal(entries(name), 0, `${name} counted (empty)`);
+  t.equal(snap.conntrackEntries, 2, 'bpfproxy_conntrack_entries covers both families');
+  t.same(mapFills(dp.maps), snap.maps, 'the CLI reads the same fill');
+
+  const m = new Metrics();
+  m.setSnapshot(() => Promise.resolve(snap));
+  const body = await m.scrape();
+  for (const line of [
+    'bpfproxy_map_entries{map="bpfproxy_ct6"} 2',
+    `bpfproxy_map_entries{map="bpfproxy_slots6"} ${slots6}`,
+    `bpfproxy_map_max_entries{map="bpfproxy_ct6"} ${dp.maps.ct6.maxEntries}`,
+    'bpfproxy_conntrack_entries 2',
+  ])
+    t.ok(body.includes(line), line);
 });

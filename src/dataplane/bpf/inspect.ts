@@ -201,6 +201,13 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.tunNodes,
   maps.ctTun,
   maps.sockRev,
+  // IPv6 (lib/lb6.h, conntrack6.h)
+  maps.fe6,
+  maps.slots6,
+  maps.affinity6,
+  maps.ct6,
+  maps.nodeIps6,
+  maps.lbSrcs6,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
@@ -238,12 +245,13 @@ export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Pro
   if (!gc.stats.runs) await gc.run().catch(() => undefined);
   const s = gc.stats;
   const ct = maps.ct.name;
-  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive } : {});
+  const ct6 = maps.ct6.name;
+  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive, [ct6]: gc.ipv6Live } : {});
   return {
     maps: fills,
     reasons: reasonViews(maps),
     tunnel: tunnelView(maps),
-    conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
+    conntrackEntries: fills.filter((m) => m.map === ct || m.map === ct6).reduce((n, m) => n + m.entries, 0),
     ...(s.runs
       ? {
           conntrack: {
