@@ -27,7 +27,8 @@ import { CLIENT6, NODE6, POD6, ROUTER6, progrun6Node } from './helpers/progrun6.
 import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
 import { inNetns } from './helpers/env.js';
-import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
+import { conntrackViews, flowHasAddress, serviceViews } from '../src/dataplane/bpf/inspect.js';
+import { ipv6Bytes } from '../src/net/ip6.js';
 
 const CIP = 'fd00:10:96::10';
 const L1 = 'fd00:10:244:1::11';
@@ -413,6 +414,21 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     t.ok(
       conntrackViews(dp.maps).some((c) => c.from === `[${POD6}]:42000` && c.to === `[${CIP}]:80`),
       'an IPv6 flow in the conntrack view',
+    );
+    // bpfproxy conntrack --ip: an IPv6 address as the operator writes it, spelled out or not
+    const expanded = ipv6Bytes(POD6)
+      .toString('hex')
+      .replace(/(.{4})(?!$)/g, '$1:');
+    const mine = conntrackViews(dp.maps).filter((c) => flowHasAddress(c, expanded));
+    t.ok(
+      mine.length > 0 &&
+        mine.some((c) => c.from === `[${POD6}]:42000`) &&
+        mine.every((c) => [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(`[${POD6}]:`))),
+      `--ip ${expanded} finds the pod's IPv6 flows`,
+    );
+    t.notOk(
+      conntrackViews(dp.maps).some((c) => flowHasAddress(c, POD6.slice(0, -1))),
+      'an address that is a prefix of the text of another is not a match',
     );
   });
 

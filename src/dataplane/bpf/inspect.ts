@@ -6,6 +6,7 @@ import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
 import type { DatapathSnapshot, TunnelSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
+import { canonicalIpv6 } from '../../net/ip6.js';
 
 /** addr:port, IPv6 in brackets ([2001:db8::1]:80). */
 const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
@@ -84,6 +85,17 @@ export interface TunnelFlowView {
   backendNode: string;
   /** the endpoint chosen */
   backend: string;
+}
+
+/**
+ * Whether a flow has `ip` on either side, before or after translation (the
+ * CLI's --ip). IPv6 endpoints read `[addr]:port`; an IPv6 address is
+ * compared in its one text form, however the operator wrote it.
+ */
+export function flowHasAddress(c: ConntrackView, ip: string): boolean {
+  const six = canonicalIpv6(ip);
+  const prefix = six ? `[${six}]:` : `${ip}:`;
+  return [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(prefix));
 }
 
 const ctKeyStr = (k: { saddr: string; daddr: string; sport: number; dport: number; proto: number }) =>
