@@ -367,7 +367,12 @@ class CtGcWorker : public BulkWorker {
     auto t0 = std::chrono::steady_clock::now();
     double cpu0 = ThreadCpuMs();
     if (!now_) now_ = MonotonicNow();
-    Deadlines<K> deadlines(mi.max_entries);
+    // IPv4: room for a full map from the start (no rehash on a full node).
+    // IPv6: usually a small share of the flows, so the table starts small
+    // and doubles as entries come (a pass over an idle bpfproxy_ct6 does not
+    // allocate for its 512K entries every 10 s).
+    Deadlines<K> deadlines(sizeof(K) == sizeof(struct ct_key) ? mi.max_entries
+                                                              : std::min<uint32_t>(mi.max_entries, 4096));
     batchedLookup_ = ScanMap(fd_.get(), sizeof(K), sizeof(V), batch_, mi.max_entries, false, what, &fail_,
                              [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
                                auto* kk = reinterpret_cast<const K*>(k);

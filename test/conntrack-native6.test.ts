@@ -84,8 +84,9 @@ t.test('the native GC over bpfproxy_ct6 removes exactly what the reference pair 
     [12, 1],
     [13, 7],
   ] as const) {
-    const dp = await tmpDatapath(t, { mapSizes: { conntrack: 4096, ...SIZES } });
-    dp.maps.ct6.setMany(randomConntrack6(seed, 1500, now));
+    // more entries than the pass's table starts with (4096 slots): it grows as it reads
+    const dp = await tmpDatapath(t, { mapSizes: { conntrack: 8192, ...SIZES } });
+    dp.maps.ct6.setMany(randomConntrack6(seed, 3000, now));
     const stored = dp.maps.ct6.entries(); // as the map spells the addresses
     const want = new Set(expiredConnections(stored, now).map(ks));
     const r = await native().ctGc(dp.maps.ct6.fd, { nowNs: now, batch });
