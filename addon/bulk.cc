@@ -7,6 +7,8 @@
 //   ctGc(fd, { batch?, nowNs? })      conntrack GC pass (pair rule, see below),
 //                                     counting what is left (open connections too)
 //   ctFlush(fd, proto, rules)         delete conntrack entries of removed backends
+// Both take bpfproxy_ct (struct ct_key/ct_value) or bpfproxy_ct6 (struct
+// ct6_key/ct6_value, bpf/lib/types6.h), told apart by the map's key size.
 //   mapCount(fds)                     entries in each map
 //
 // Conntrack semantics (bpf/lib/conntrack.h): a connection is two entries of
@@ -28,6 +30,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -38,11 +41,15 @@
 #include "common.h"
 
 #include "../bpf/lib/types.h"
+#include "../bpf/lib/types6.h"
 
 namespace bpfproxy {
 
 static_assert(sizeof(struct ct_key) == 16, "struct ct_key layout (bpf/lib/types.h)");
 static_assert(sizeof(struct ct_value) == 40, "struct ct_value layout (bpf/lib/types.h)");
+static_assert(sizeof(struct ct6_key) == 40, "struct ct6_key layout (bpf/lib/types6.h)");
+static_assert(sizeof(struct ct6_value) == 64, "struct ct6_value layout (bpf/lib/types6.h)");
+static_assert(sizeof(struct ct_key) != sizeof(struct ct6_key), "the families are told apart by key size");
 
 namespace {
 
@@ -174,13 +181,18 @@ bool MapInfoOf(int fd, struct bpf_map_info* mi, const std::string& what, Failure
   return true;
 }
 
-bool CheckCtLayout(const struct bpf_map_info& mi, const std::string& what, Failure* fail) {
-  if (mi.key_size == sizeof(struct ct_key) && mi.value_size == sizeof(struct ct_value)) return true;
+// Which conntrack layout the map has: 4 (struct ct_key/ct_value), 6
+// (struct ct6_key/ct6_value), or 0 (neither: *fail says so).
+int CtFamily(const struct bpf_map_info& mi, const std::string& what, Failure* fail) {
+  if (mi.key_size == sizeof(struct ct_key) && mi.value_size == sizeof(struct ct_value)) return 4;
+  if (mi.key_size == sizeof(struct ct6_key) && mi.value_size == sizeof(struct ct6_value)) return 6;
   fail->set(what + ": map " + mi.name + " has key size " + std::to_string(mi.key_size) + " and value size " +
                 std::to_string(mi.value_size) + ", not the " + std::to_string(sizeof(struct ct_key)) + "/" +
-                std::to_string(sizeof(struct ct_value)) + " of struct ct_key/ct_value",
+                std::to_string(sizeof(struct ct_value)) + " of struct ct_key/ct_value nor the " +
+                std::to_string(sizeof(struct ct6_key)) + "/" + std::to_string(sizeof(struct ct6_value)) +
+                " of struct ct6_key/ct6_value",
             EINVAL);
-  return false;
+  return 0;
 }
 
 void PeerKey(const struct ct_key& k, const struct ct_value& v, struct ct_key* r) {
@@ -192,17 +204,28 @@ void PeerKey(const struct ct_key& k, const struct ct_value& v, struct ct_key* r)
   r->proto = k.proto;
 }
 
+void PeerKey(const struct ct6_key& k, const struct ct6_value& v, struct ct6_key* r) {
+  memset(r, 0, sizeof(*r));
+  r->saddr = v.nat_daddr;
+  r->daddr = v.nat_saddr;
+  r->sport = v.nat_dport;
+  r->dport = v.nat_sport;
+  r->proto = k.proto;
+}
+
 // The deadline of every entry of the first read, by key (all 16 bytes, as
 // the kernel compares them): open addressing, the key and its deadline in
 // one slot, so a lookup costs one cache miss.
+template <typename K>
 class Deadlines {
  public:
   struct Slot {
-    struct ct_key key;
+    K key;
     uint64_t expires;
     uint64_t used;
   };
-  static_assert(sizeof(Slot) == 32, "two slots a cache line");
+  static_assert(sizeof(K) != sizeof(struct ct_key) || sizeof(Slot) == 32, "two IPv4 slots a cache line");
+  static_assert(sizeof(K) % 8 == 0, "keys hash in 8-byte words");
 
   explicit Deadlines(size_t expected) {
     size_t cap = 16;
@@ -212,7 +235,7 @@ class Deadlines {
   }
 
   // Record (or update) a key's deadline.
-  void put(const struct ct_key& k, uint64_t expires) {
+  void put(const K& k, uint64_t expires) {
     size_t s = Hash(k) & mask_;
     while (slots_[s].used && memcmp(&slots_[s].key, &k, sizeof(k)) != 0) s = (s + 1) & mask_;
     if (!slots_[s].used) {
@@ -224,7 +247,7 @@ class Deadlines {
   }
 
   // The slot of a key, or nullptr.
-  Slot* find(const struct ct_key& k) {
+  Slot* find(const K& k) {
     size_t s = Hash(k) & mask_;
     while (slots_[s].used) {
       if (memcmp(&slots_[s].key, &k, sizeof(k)) == 0) return &slots_[s];
@@ -235,7 +258,7 @@ class Deadlines {
 
  private:
   // More entries than expected (the map grew under the read): double.
-  void grow(const struct ct_key& k, uint64_t expires) {
+  void grow(const K& k, uint64_t expires) {
     std::vector<Slot> old;
     old.swap(slots_);
     mask_ = old.size() * 2 - 1;
@@ -245,11 +268,17 @@ class Deadlines {
       if (o.used) put(o.key, o.expires);
     put(k, expires);
   }
-  static uint64_t Hash(const struct ct_key& k) {
+  static uint64_t Hash(const K& k) {
+    const uint8_t* p = reinterpret_cast<const uint8_t*>(&k);
     uint64_t a, b;
-    memcpy(&a, &k, 8);
-    memcpy(&b, reinterpret_cast<const uint8_t*>(&k) + 8, 8);
+    memcpy(&a, p, 8);
+    memcpy(&b, p + 8, 8);
     uint64_t h = a * 0x9e3779b97f4a7c15ull ^ (b + 0x632be59bd9b4e019ull) * 0xc2b2ae3d27d4eb4full;
+    for (size_t off = 16; off < sizeof(K); off += 8) {  // IPv6 keys: the other words folded in
+      uint64_t w;
+      memcpy(&w, p + off, 8);
+      h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ull + w;
+    }
     return h ^ (h >> 31);
   }
   std::vector<Slot> slots_;
@@ -325,47 +354,59 @@ class CtGcWorker : public BulkWorker {
   // the first read is seen alive, and an entry goes within about one batch
   // of being read, not a whole map's read later.
   void Work() override {
-    auto t0 = std::chrono::steady_clock::now();
-    double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack GC";
     struct bpf_map_info mi;
-    if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
+    if (!MapInfoOf(fd_.get(), &mi, what, &fail_)) return;
+    int family = CtFamily(mi, what, &fail_);
+    if (family == 4) Run<struct ct_key, struct ct_value>(mi, what);
+    if (family == 6) Run<struct ct6_key, struct ct6_value>(mi, what);
+  }
+
+  template <typename K, typename V>
+  void Run(const struct bpf_map_info& mi, const std::string& what) {
+    auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
     if (!now_) now_ = MonotonicNow();
-    Deadlines deadlines(mi.max_entries);
-    batchedLookup_ = ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries, false,
-                             what, &fail_, [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
-                               auto* kk = reinterpret_cast<const struct ct_key*>(k);
-                               auto* vv = reinterpret_cast<const struct ct_value*>(v);
+    // IPv4: room for a full map from the start (no rehash on a full node).
+    // IPv6: usually a small share of the flows, so the table starts small
+    // and doubles as entries come (a pass over an idle bpfproxy_ct6 does not
+    // allocate for its 512K entries every 10 s).
+    Deadlines<K> deadlines(sizeof(K) == sizeof(struct ct_key) ? mi.max_entries
+                                                              : std::min<uint32_t>(mi.max_entries, 4096));
+    batchedLookup_ = ScanMap(fd_.get(), sizeof(K), sizeof(V), batch_, mi.max_entries, false, what, &fail_,
+                             [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+                               auto* kk = reinterpret_cast<const K*>(k);
+                               auto* vv = reinterpret_cast<const V*>(v);
                                for (uint32_t i = 0; i < n; i++) deadlines.put(kk[i], vv[i].expires_ns);
                              });
     if (fail_) return;
     scanMs_ = MsSince(t0);
 
     bool batchedDelete = true;
-    std::vector<struct ct_key> del;
+    std::vector<K> del;
     std::chrono::steady_clock::duration deleteT{};
     // The dead of one batch are deleted when the next batch has been read
     // (or at the end): never the key a key-by-key walk stands on.
     auto flush = [&]() {
       if (del.empty() || fail_) return;
       auto td = std::chrono::steady_clock::now();
-      deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(struct ct_key),
+      deleted_ += DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(K),
                              &batchedDelete, what, &fail_);
       deleteT += std::chrono::steady_clock::now() - td;
       del.clear();
     };
-    std::vector<Deadlines::Slot*> at;  // each entry of a batch in the first read, or nullptr
+    std::vector<typename Deadlines<K>::Slot*> at;  // each entry of a batch in the first read, or nullptr
     auto t1 = std::chrono::steady_clock::now();
-    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), batch_, mi.max_entries, false, what, &fail_,
+    ScanMap(fd_.get(), sizeof(K), sizeof(V), batch_, mi.max_entries, false, what, &fail_,
             [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
               flush();
               if (fail_) return;
-              auto* kk = reinterpret_cast<const struct ct_key*>(k);
-              auto* vv = reinterpret_cast<const struct ct_value*>(v);
+              auto* kk = reinterpret_cast<const K*>(k);
+              auto* vv = reinterpret_cast<const V*>(v);
               // this read is the latest word on these entries
               at.resize(n);
               for (uint32_t i = 0; i < n; i++) {
-                Deadlines::Slot* x = at[i] = deadlines.find(kk[i]);
+                typename Deadlines<K>::Slot* x = at[i] = deadlines.find(kk[i]);
                 if (!x) continue;  // created since the first read
                 if (x->expires < now_ && vv[i].expires_ns >= now_) refreshed_++;
                 x->expires = vv[i].expires_ns;
@@ -414,18 +455,20 @@ class CtGcWorker : public BulkWorker {
  private:
   // Expired, and the peer expired or absent (its latest known deadline).
   // x: the entry's slot from the first read.
-  bool Dead(Deadlines& deadlines, const Deadlines::Slot* x, const struct ct_key& k, const struct ct_value& v) const {
+  template <typename K, typename V>
+  bool Dead(Deadlines<K>& deadlines, const typename Deadlines<K>::Slot* x, const K& k, const V& v) const {
     if (v.expires_ns >= now_) return false;
     if (!x) return false;  // not in the first read: judged by the next pass
-    struct ct_key pk;
+    K pk;
     PeerKey(k, v, &pk);
-    const Deadlines::Slot* p = deadlines.find(pk);
+    const typename Deadlines<K>::Slot* p = deadlines.find(pk);
     return !p || p->expires < now_;  // else the other direction is alive
   }
   // A live entry, by protocol; a forward entry of a flow not closed (no
   // RST, not FINs both ways) is one open connection (what a rollback drain
   // waits for).
-  void Count(uint8_t proto, const struct ct_value& v) {
+  template <typename V>
+  void Count(uint8_t proto, const V& v) {
     const uint8_t fins = CT_S_FIN_FWD | CT_S_FIN_REPLY;
     if (v.dir == kDirFwd && !(v.state & CT_S_RST) && (v.state & fins) != fins) open_++;
     if (proto == 6)
@@ -447,8 +490,9 @@ class CtGcWorker : public BulkWorker {
 
 // ---- ctFlush --------------------------------------------------------------
 
-// One rule, as the caller packs it (12 bytes): svc_id (host order), backend
-// address and port (network order), any (1: every backend of svc_id).
+// One rule, as the caller packs it for bpfproxy_ct (12 bytes): svc_id (host
+// order), backend address and port (network order), any (1: every backend
+// of svc_id). For bpfproxy_ct6 the same with a 16-byte address (24 bytes).
 struct FlushRule {
   uint32_t svc_id;
   uint32_t addr;
@@ -457,50 +501,55 @@ struct FlushRule {
   uint8_t pad;
 };
 static_assert(sizeof(FlushRule) == 12, "flush rule layout (src/dataplane/bpf/conntrack-gc.ts)");
+struct FlushRule6 {
+  uint32_t svc_id;
+  uint8_t addr[16];
+  uint16_t port;
+  uint8_t any;
+  uint8_t pad;
+};
+static_assert(sizeof(FlushRule6) == 24, "IPv6 flush rule layout (src/dataplane/bpf/conntrack-gc.ts)");
+
+using Addr6 = std::array<uint8_t, 16>;
+
+Addr6 ToAddr6(const void* p) {
+  Addr6 a;
+  memcpy(a.data(), p, a.size());
+  return a;
+}
+
+// The backend an entry leads to: where a FWD entry rewrites to; the source
+// of a REPLY entry.
+std::tuple<uint32_t, uint16_t> BackendOf(const struct ct_key& k, const struct ct_value& v) {
+  return v.dir == kDirFwd ? std::make_tuple(v.nat_daddr, v.nat_dport) : std::make_tuple(k.saddr, k.sport);
+}
+std::tuple<Addr6, uint16_t> BackendOf(const struct ct6_key& k, const struct ct6_value& v) {
+  return v.dir == kDirFwd ? std::make_tuple(ToAddr6(&v.nat_daddr), v.nat_dport)
+                          : std::make_tuple(ToAddr6(&k.saddr), k.sport);
+}
 
 class CtFlushWorker : public BulkWorker {
  public:
-  CtFlushWorker(Napi::Env env, Fd fd, uint8_t proto, std::vector<FlushRule> rules)
-      : BulkWorker(env), fd_(std::move(fd)), proto_(proto) {
-    for (const FlushRule& r : rules) {
-      if (r.any)
-        anySvc_.push_back(r.svc_id);
-      else
-        backends_.emplace_back(r.svc_id, r.addr, r.port);
-    }
-    std::sort(anySvc_.begin(), anySvc_.end());
-    std::sort(backends_.begin(), backends_.end());
-  }
+  CtFlushWorker(Napi::Env env, Fd fd, uint8_t proto, std::vector<uint8_t> rules)
+      : BulkWorker(env), fd_(std::move(fd)), proto_(proto), rules_(std::move(rules)) {}
 
   void Work() override {
-    auto t0 = std::chrono::steady_clock::now();
-    double cpu0 = ThreadCpuMs();
     const std::string what = "conntrack flush of removed endpoints";
     struct bpf_map_info mi;
-    if (!MapInfoOf(fd_.get(), &mi, what, &fail_) || !CheckCtLayout(mi, what, &fail_)) return;
-    std::vector<struct ct_key> del;
-    ScanMap(fd_.get(), sizeof(struct ct_key), sizeof(struct ct_value), 4096, mi.max_entries, false, what, &fail_,
-            [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
-              auto* kk = reinterpret_cast<const struct ct_key*>(k);
-              auto* vv = reinterpret_cast<const struct ct_value*>(v);
-              for (uint32_t i = 0; i < n; i++) {
-                scanned_++;
-                if (kk[i].proto != proto_) continue;
-                // the backend: where FWD rewrites to; the source of a REPLY
-                uint32_t addr = vv[i].dir == kDirFwd ? vv[i].nat_daddr : kk[i].saddr;
-                uint16_t port = vv[i].dir == kDirFwd ? vv[i].nat_dport : kk[i].sport;
-                uint32_t svc = vv[i].svc_id;
-                if (std::binary_search(anySvc_.begin(), anySvc_.end(), svc) ||
-                    std::binary_search(backends_.begin(), backends_.end(), std::make_tuple(svc, addr, port)))
-                  del.push_back(kk[i]);
-              }
-            });
-    if (fail_) return;
-    bool batched = true;
-    deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(struct ct_key),
-                          &batched, what, &fail_);
-    ms_ = MsSince(t0);
-    cpuMs_ = ThreadCpuMs() - cpu0;
+    if (!MapInfoOf(fd_.get(), &mi, what, &fail_)) return;
+    int family = CtFamily(mi, what, &fail_);
+    if (family == 4) {
+      std::vector<std::tuple<uint32_t, uint32_t, uint16_t>> backends;
+      if (!Rules<FlushRule>(mi, what, [&](const FlushRule& r) { backends.emplace_back(r.svc_id, r.addr, r.port); }))
+        return;
+      Run<struct ct_key, struct ct_value>(mi, what, backends);
+    } else if (family == 6) {
+      std::vector<std::tuple<uint32_t, Addr6, uint16_t>> backends;
+      if (!Rules<FlushRule6>(mi, what,
+                             [&](const FlushRule6& r) { backends.emplace_back(r.svc_id, ToAddr6(r.addr), r.port); }))
+        return;
+      Run<struct ct6_key, struct ct6_value>(mi, what, backends);
+    }
   }
 
  protected:
@@ -514,10 +563,61 @@ class CtFlushWorker : public BulkWorker {
   }
 
  private:
+  // The caller's rules as records R (the map's family): "any" rules into
+  // anySvc_, the others to each(rule). False (and *fail_) when the bytes
+  // are not whole records.
+  template <typename R, typename Each>
+  bool Rules(const struct bpf_map_info& mi, const std::string& what, Each each) {
+    if (rules_.size() % sizeof(R)) {
+      fail_.set(what + ": map " + mi.name + " takes rules of " + std::to_string(sizeof(R)) + " bytes, got " +
+                    std::to_string(rules_.size()) + " bytes",
+                EINVAL);
+      return false;
+    }
+    for (size_t off = 0; off < rules_.size(); off += sizeof(R)) {
+      R r;
+      memcpy(&r, rules_.data() + off, sizeof(R));
+      if (r.any)
+        anySvc_.push_back(r.svc_id);
+      else
+        each(r);
+    }
+    std::sort(anySvc_.begin(), anySvc_.end());
+    return true;
+  }
+
+  template <typename K, typename V, typename B>
+  void Run(const struct bpf_map_info& mi, const std::string& what, std::vector<B>& backends) {
+    auto t0 = std::chrono::steady_clock::now();
+    double cpu0 = ThreadCpuMs();
+    std::sort(backends.begin(), backends.end());
+    std::vector<K> del;
+    ScanMap(fd_.get(), sizeof(K), sizeof(V), 4096, mi.max_entries, false, what, &fail_,
+            [&](const uint8_t* k, const uint8_t* v, uint32_t n) {
+              auto* kk = reinterpret_cast<const K*>(k);
+              auto* vv = reinterpret_cast<const V*>(v);
+              for (uint32_t i = 0; i < n; i++) {
+                scanned_++;
+                if (kk[i].proto != proto_) continue;
+                uint32_t svc = vv[i].svc_id;
+                if (std::binary_search(anySvc_.begin(), anySvc_.end(), svc) ||
+                    std::binary_search(backends.begin(), backends.end(),
+                                       std::tuple_cat(std::make_tuple(svc), BackendOf(kk[i], vv[i]))))
+                  del.push_back(kk[i]);
+              }
+            });
+    if (fail_) return;
+    bool batched = true;
+    deleted_ = DeleteKeys(fd_.get(), reinterpret_cast<const uint8_t*>(del.data()), del.size(), sizeof(K), &batched,
+                          what, &fail_);
+    ms_ = MsSince(t0);
+    cpuMs_ = ThreadCpuMs() - cpu0;
+  }
+
   Fd fd_;
   uint8_t proto_;
+  std::vector<uint8_t> rules_;
   std::vector<uint32_t> anySvc_;
-  std::vector<std::tuple<uint32_t, uint32_t, uint16_t>> backends_;
   uint64_t scanned_ = 0, deleted_ = 0;
   double ms_ = 0, cpuMs_ = 0;
 };
@@ -617,7 +717,8 @@ Napi::Value CtGc(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// ctFlush(fd, proto, rules: Buffer of 12-byte FlushRule) -> Promise<{scanned, deleted, ms}>
+// ctFlush(fd, proto, rules: Buffer of 12-byte FlushRule (bpfproxy_ct) or 24-byte FlushRule6 (bpfproxy_ct6))
+//   -> Promise<{scanned, deleted, ms}>
 Napi::Value CtFlush(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t fd, proto;
@@ -625,13 +726,13 @@ Napi::Value CtFlush(const Napi::CallbackInfo& info) {
   if (!ArgInt(info, 0, "fd", &fd) || !ArgInt(info, 1, "proto", &proto) || !ArgBuffer(info, 2, "rules", &rules))
     return env.Undefined();
   if (rules.Length() % sizeof(FlushRule)) {
-    Napi::TypeError::New(env,
-                         "rules must be a Buffer of 12-byte records, got " + std::to_string(rules.Length()) + " bytes")
+    Napi::TypeError::New(
+        env, "rules must be a Buffer of 12-byte records (bpfproxy_ct) or 24-byte records (bpfproxy_ct6), got " +
+                 std::to_string(rules.Length()) + " bytes")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  std::vector<FlushRule> rs(rules.Length() / sizeof(FlushRule));
-  if (!rs.empty()) memcpy(rs.data(), rules.Data(), rules.Length());
+  std::vector<uint8_t> rs(rules.Data(), rules.Data() + rules.Length());
   Fd dup;
   Napi::Value rejected;
   if (!DupFd(env, fd, "conntrack flush of removed endpoints", &dup, &rejected)) return rejected;

@@ -214,6 +214,21 @@ bench
     );
   });
 bench
+  .command('ipv6')
+  .description('IPv6 vs IPv4 per packet through BPF_PROG_RUN for the same ClusterIP service (established flow, new flow)')
+  .option('--smoke', 'few flows and rounds')
+  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'ipv6'))
+  .action(async (o) => {
+    const { runIpv6Bench, writeIpv6Results, IPV6_FULL, IPV6_SMOKE } = await import('./ipv6.js');
+    const r = await runIpv6Bench(o.smoke ? IPV6_SMOKE : IPV6_FULL, (s) => process.stderr.write(`bench ipv6: ${s}\n`));
+    for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    console.log(
+      `wrote ${writeIpv6Results(o.out, r)
+        .map((f) => join(o.out, f))
+        .join(', ')}`,
+    );
+  });
+bench
   .command('memory')
   .description(
     "the agent's control plane alone (source, store, desired state) at N services x E endpoints, fed by manifests and by the in-process API: RSS and heap after GC",

@@ -221,7 +221,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'bpfproxy_conntrack_entries',
-      help: "Conntrack entries after the conntrack GC's last pass (every 10 s), two per connection",
+      help: "Conntrack entries (IPv4 and IPv6) after the conntrack GC's last pass (every 10 s), two per connection",
       registers: r,
       collect() {
         this.set(cur()?.conntrackEntries ?? 0);
@@ -229,7 +229,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'bpfproxy_conntrack_entries_by_protocol',
-      help: "Conntrack entries after the conntrack GC's last pass, by protocol",
+      help: "Conntrack entries (IPv4 and IPv6) after the conntrack GC's last pass, by protocol",
       labelNames: ['protocol'],
       registers: r,
       collect() {

@@ -30,8 +30,8 @@ import { CLIENT6, NODE6, POD6, ROUTER6, progrun6Node } from './helpers/progrun6.
 import { CtDir, CtFlags, CtState } from '../src/dataplane/bpf/codecs.js';
 import { native } from '../src/native/index.js';
 import { inNetns } from './helpers/env.js';
-import { conntrackViews, serviceViews } from '../src/dataplane/bpf/inspect.js';
-import { gcIpv6 } from '../src/dataplane/bpf/conntrack-gc.js';
+import { conntrackViews, flowHasAddress, serviceViews } from '../src/dataplane/bpf/inspect.js';
+import { ipv6Bytes } from '../src/net/ip6.js';
 
 const A = ADDRS.ipv6;
 const CIP = A.cip;
@@ -296,6 +296,21 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
       conntrackViews(dp.maps).some((c) => c.from === `[${POD6}]:42000` && c.to === `[${CIP}]:80`),
       'an IPv6 flow in the conntrack view',
     );
+    // bpfproxy conntrack --ip: an IPv6 address as the operator writes it, spelled out or not
+    const expanded = ipv6Bytes(POD6)
+      .toString('hex')
+      .replace(/(.{4})(?!$)/g, '$1:');
+    const mine = conntrackViews(dp.maps).filter((c) => flowHasAddress(c, expanded));
+    t.ok(
+      mine.length > 0 &&
+        mine.some((c) => c.from === `[${POD6}]:42000`) &&
+        mine.every((c) => [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(`[${POD6}]:`))),
+      `--ip ${expanded} finds the pod's IPv6 flows`,
+    );
+    t.notOk(
+      conntrackViews(dp.maps).some((c) => flowHasAddress(c, POD6.slice(0, -1))),
+      'an address that is a prefix of the text of another is not a match',
+    );
   });
 
   t.test('UDP conntrack of a removed IPv6 endpoint is cleared; expired IPv6 connections are collected', async (t) => {
@@ -311,9 +326,14 @@ t.test('IPv6 service datapath through BPF_PROG_RUN', async (t) => {
     t.equal(next.out.dst, 'fd00:10:244:1::14', 'the next datagram goes to the new endpoint');
 
     const before = dp.maps.ct6.entries().length;
-    t.same(gcIpv6(dp.maps, native().monotonicNs()), { live: before, expired: 0 }, 'nothing expired yet: nothing collected');
+    const r1 = await native().ctGc(dp.maps.ct6.fd, { nowNs: native().monotonicNs() });
+    t.match(
+      r1,
+      { scanned: before, live: before, expired: 0 },
+      'nothing expired yet: nothing collected (the native pass reads bpfproxy_ct6)',
+    );
     const later = native().monotonicNs() + 7200n * 1_000_000_000n;
-    const r2 = gcIpv6(dp.maps, later);
+    const r2 = await native().ctGc(dp.maps.ct6.fd, { nowNs: later });
     t.equal(r2.expired, before, 'two hours on, every IPv6 connection (both halves) is collected');
     t.equal(dp.maps.ct6.entries().length, 0);
   });

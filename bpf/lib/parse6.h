@@ -145,7 +145,9 @@ static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struc
 
 	off = ETH_HLEN + IPV6_HLEN;
 	nh  = ip.nexthdr;
-	for (i = 0; i < IPV6_MAX_EXT_HDRS; i++) {
+	/* The common case, TCP or UDP right after the fixed header, skips the
+	 * extension header walk. */
+	for (i = 0; i < IPV6_MAX_EXT_HDRS && nh != IPPROTO_TCP && nh != IPPROTO_UDP; i++) {
 		__u8 h[2];
 
 		if (!ipv6_is_ext(nh))

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
 import { xdpAttachedHere } from '../dataplane/bpf/xdp.js';
-import { conntrackViews, mapFills, reasonViews, serviceViews, tunnelView, type ServiceView } from '../dataplane/bpf/inspect.js';
+import {
+  conntrackViews,
+  flowHasAddress,
+  mapFills,
+  reasonViews,
+  serviceViews,
+  tunnelView,
+  type ServiceView,
+} from '../dataplane/bpf/inspect.js';
 import { MAP_NAMES, openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { modeNow, type Mode } from '../dataplane/bpf/drain.js';
 import { readPinned, TABLE_MAX_ENTRIES } from '../dataplane/bpf/policy-maps.js';
@@ -108,7 +116,7 @@ export function addConntrackCommand(program: Command): void {
       withMaps(o.pinDir, (m) => {
         let v = conntrackViews(m);
         if (o.service) v = v.filter((c) => c.service === o.service || c.service.startsWith(`${o.service}:`));
-        if (o.ip) v = v.filter((c) => [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(`${o.ip}:`)));
+        if (o.ip) v = v.filter((c) => flowHasAddress(c, String(o.ip)));
         if (o.proto) v = v.filter((c) => c.proto === String(o.proto).toUpperCase());
         if (o.tunnel) v = v.filter((c) => c.tunnel);
         if (o.output === 'json') return console.log(JSON.stringify(v, null, 2));

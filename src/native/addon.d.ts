@@ -406,9 +406,9 @@ export interface NativeRuntime {
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 
   // Bulk map work on a worker thread (addon/bulk.cc); each dups the fd first.
-  /** A conntrack GC pass: a connection goes when both halves expired (orphans when expired). */
+  /** A conntrack GC pass over bpfproxy_ct or bpfproxy_ct6: a connection goes when both halves expired (orphans when expired). */
   ctGc(fd: number, opts?: { batch?: number; nowNs?: bigint }): Promise<CtGcResult>;
-  /** Delete conntrack entries of `proto` whose backend matches a rule (12-byte records). */
+  /** Delete conntrack entries of `proto` whose backend matches a rule (12-byte records for bpfproxy_ct, 24-byte for bpfproxy_ct6). */
   ctFlush(fd: number, proto: number, rules: Buffer): Promise<{ scanned: number; deleted: number; ms: number; cpuMs: number }>;
   /** Entries in each map (arrays: max_entries). */
   mapCount(fds: number[]): Promise<{ counts: number[]; ms: number }>;

@@ -14,6 +14,9 @@
  * The same holds for clearing the UDP conntrack of removed endpoints
  * (ConntrackFlusher): one native pass over the map, queued by the
  * reconciler, finished shortly after the sync that asked for it.
+ *
+ * Both families: the addon tells bpfproxy_ct and bpfproxy_ct6 apart by
+ * their key size, and each pass covers the IPv4 map, then the IPv6 one.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -21,6 +24,7 @@ import { native, type CtGcResult } from '../../native/index.js';
 import { CtDir, type CtKey, type CtValue } from './codecs.js';
 import type { DatapathMaps } from './loader.js';
 import { be16, ip4, pad, struct, u32, u8 } from './struct.js';
+import { ip6 } from './codecs6.js';
 
 const keyStr = (k: CtKey): string => `${k.saddr}:${k.sport}>${k.daddr}:${k.dport}/${k.proto}`;
 /** The key of the other direction: the reverse of this entry's rewrite. */
@@ -97,26 +101,52 @@ export class ConntrackGc {
     private readonly intervalMs = 10_000,
   ) {}
 
-  /** IPv6 entries: counted into the same stats (live, expired, by protocol). */
-  private gc6(): void {
-    let r6: { live: number; expired: number };
+  /**
+   * The IPv6 map (bpfproxy_ct6), natively as the IPv4 one, after it: its
+   * expired, scanned, open connections and entries by protocol are added to
+   * the pass's stats; its live entries are ipv6Live. A failure is logged and
+   * leaves the IPv4 figures standing.
+   */
+  private async gc6(): Promise<void> {
+    let r6: CtGcResult;
     try {
-      r6 = gcIpv6(this.maps, native().monotonicNs());
+      r6 = await native().ctGc(this.maps.ct6.fd);
     } catch (e) {
+      this.stats.failures++;
       this.log.error(
-        { map: this.maps.ct6.name },
+        { map: this.maps.ct6.name, failures: this.stats.failures },
         `conntrack GC pass over ${this.maps.ct6.name} failed: ${e instanceof Error ? e.message : String(e)}; ` +
           `expired IPv6 connections stay (treated as misses) and the pass is retried in ${this.intervalMs / 1000} s`,
       );
       return;
     }
-    this.stats.lastExpired += r6.expired;
-    this.stats.removedTotal += r6.expired;
+    const s = this.stats;
+    s.lastExpired += r6.expired;
+    s.removedTotal += r6.expired;
+    s.lastScanned += r6.scanned;
+    s.lastMs += r6.ms;
+    s.lastOpen += r6.open;
+    s.liveByProto = {
+      tcp: s.liveByProto.tcp + r6.liveByProto.tcp,
+      udp: s.liveByProto.udp + r6.liveByProto.udp,
+      other: s.liveByProto.other + r6.liveByProto.other,
+    };
     this.ipv6Live = r6.live;
+    const fill = r6.live / this.maps.ct6.maxEntries;
+    if (fill >= 0.9 && !this.warnedFull6) {
+      this.warnedFull6 = true;
+      this.log.warn(
+        { map: this.maps.ct6.name, live: r6.live, max: this.maps.ct6.maxEntries },
+        `IPv6 conntrack map is ${(fill * 100).toFixed(0)}% full; new IPv6 flows are refused when it is full (counted as ct-full; established flows keep working) — raise bpfMapSizeConntrack`,
+      );
+    } else if (fill < 0.8) {
+      this.warnedFull6 = false;
+    }
   }
 
   /** IPv6 entries left after the last pass (lastLive counts the IPv4 map). */
   ipv6Live = 0;
+  private warnedFull6 = false;
 
   /** The first pass now (a restarted agent may find a full map), then one every interval after each ends. */
   start(): void {
@@ -184,8 +214,8 @@ export class ConntrackGc {
     s.liveByProto = { ...r.liveByProto };
     s.lastOpen = r.open;
     s.removedTotal += r.expired;
+    await this.gc6();
     s.lastRunAt = Date.now();
-    this.gc6();
     if (r.refreshed) this.log.debug({ refreshed: r.refreshed }, 'conntrack GC: entries refreshed by traffic during the pass were kept');
     const fill = s.lastLive / this.maps.ct.maxEntries;
     if (fill >= 0.9 && !this.warnedFull) {
@@ -202,29 +232,15 @@ export class ConntrackGc {
 }
 
 /**
- * The IPv6 conntrack map (bpfproxy_ct6) by the same rule, in TypeScript on
- * the event loop: the addon's native pass knows the IPv4 layout only. One
- * batched dump and one batched delete; fine for the IPv6 share of a node's
- * flows, and a native pass is the next step where that share is large.
+ * The entries of one protocol that lead to what `rules` name: the rule the
+ * native flush applies (to either family), kept as its reference. An
+ * entry's backend is where a forward entry rewrites to, or the source of a
+ * reply entry.
  */
-export function gcIpv6(maps: Pick<DatapathMaps, 'ct6'>, now: bigint): { live: number; expired: number } {
-  const entries = maps.ct6.entries();
-  const dead = expiredConnections(entries, now);
-  if (dead.length) maps.ct6.deleteMany(dead);
-  return { live: entries.length - dead.length, expired: dead.length };
-}
-
-/**
- * The UDP (or `proto`) entries of bpfproxy_ct6 that lead to what `rules`
- * name, deleted: the addon's flush pass in TypeScript, for the IPv6 map
- * (the native pass knows the IPv4 layout). An entry's backend is where a
- * forward entry rewrites to, or the source of a reply entry.
- */
-export function flushIpv6(maps: Pick<DatapathMaps, 'ct6'>, proto: number, rules: readonly FlushRule[]): number {
+export function flushedEntries(entries: ReadonlyArray<[CtKey, CtValue]>, proto: number, rules: readonly FlushRule[]): CtKey[] {
   const any = new Set(rules.filter((r) => !r.backend).map((r) => r.svcId));
   const bes = new Set(rules.filter((r) => r.backend).map((r) => `${r.svcId}|${r.backend!.addr}|${r.backend!.port}`));
-  const dead = maps.ct6
-    .entries()
+  return entries
     .filter(([k, v]) => {
       if (k.proto !== proto) return false;
       if (any.has(v.svcId)) return true;
@@ -232,7 +248,6 @@ export function flushIpv6(maps: Pick<DatapathMaps, 'ct6'>, proto: number, rules:
       return bes.has(`${v.svcId}|${fwd ? v.natDaddr : k.saddr}|${fwd ? v.natDport : k.sport}`);
     })
     .map(([k]) => k);
-  return dead.length ? maps.ct6.deleteMany(dead) : 0;
 }
 
 /** Conntrack entries that lead to `addr:port` of service port `svcId`, or, without addr, to any backend of it. */
@@ -257,6 +272,22 @@ export function encodeFlushRules(rules: readonly FlushRule[]): Buffer {
     flushRule.encodeInto(b, i * flushRule.size, {
       svcId: r.svcId,
       addr: r.backend?.addr ?? '0.0.0.0',
+      port: r.backend?.port ?? 0,
+      any: r.backend ? 0 : 1,
+    }),
+  );
+  return b;
+}
+
+/** The IPv6 rule as addon/bulk.cc reads it for bpfproxy_ct6 (struct FlushRule6, 24 bytes). */
+const flushRule6 = struct('flush_rule6', { svcId: u32, addr: ip6, port: be16, any: u8, pad: pad(1) });
+
+export function encodeFlushRules6(rules: readonly FlushRule[]): Buffer {
+  const b = Buffer.alloc(rules.length * flushRule6.size);
+  rules.forEach((r, i) =>
+    flushRule6.encodeInto(b, i * flushRule6.size, {
+      svcId: r.svcId,
+      addr: r.backend?.addr ?? '::',
       port: r.backend?.port ?? 0,
       any: r.backend ? 0 : 1,
     }),
@@ -308,15 +339,20 @@ export class ConntrackFlusher {
     this.next = undefined;
     let pass: Promise<FlushResult>;
     try {
-      // IPv6 backends live in bpfproxy_ct6 (flushed here, in TypeScript); rules without a backend apply to both maps.
+      // IPv6 backends live in bpfproxy_ct6; rules without a backend apply to both maps. Two native passes, one per map.
       const six = job.rules.filter((r) => !r.backend || r.backend.addr.includes(':'));
       const four = job.rules.filter((r) => !r.backend || !r.backend.addr.includes(':'));
-      const deleted6 = this.maps.ct6 && six.length ? flushIpv6({ ct6: this.maps.ct6 }, this.proto, six) : 0;
-      pass = (
-        four.length
-          ? native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(four))
-          : Promise.resolve({ scanned: 0, deleted: 0, ms: 0, cpuMs: 0 })
-      ).then((r) => ({ ...r, deleted: r.deleted + deleted6 }));
+      const none: Promise<FlushResult> = Promise.resolve({ scanned: 0, deleted: 0, ms: 0, cpuMs: 0 });
+      const ct6 = this.maps.ct6;
+      pass = (four.length ? native().ctFlush(this.maps.ct.fd, this.proto, encodeFlushRules(four)) : none).then(async (r4) => {
+        const r6 = ct6 && six.length ? await native().ctFlush(ct6.fd, this.proto, encodeFlushRules6(six)) : await none;
+        return {
+          scanned: r4.scanned + r6.scanned,
+          deleted: r4.deleted + r6.deleted,
+          ms: r4.ms + r6.ms,
+          cpuMs: r4.cpuMs + r6.cpuMs,
+        };
+      });
     } catch (e) {
       pass = Promise.reject(e instanceof Error ? e : new Error(String(e)));
     }

@@ -6,6 +6,7 @@ import type { DatapathMaps } from './loader.js';
 import type { ConntrackGc } from './conntrack-gc.js';
 import type { DatapathSnapshot, TunnelSnapshot } from '../dataplane.js';
 import { REASONS } from './reasons.js';
+import { canonicalIpv6 } from '../../net/ip6.js';
 
 /** addr:port, IPv6 in brackets ([2001:db8::1]:80). */
 const hostPort = (addr: string, port: number): string => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`);
@@ -84,6 +85,17 @@ export interface TunnelFlowView {
   backendNode: string;
   /** the endpoint chosen */
   backend: string;
+}
+
+/**
+ * Whether a flow has `ip` on either side, before or after translation (the
+ * CLI's --ip). IPv6 endpoints read `[addr]:port`; an IPv6 address is
+ * compared in its one text form, however the operator wrote it.
+ */
+export function flowHasAddress(c: ConntrackView, ip: string): boolean {
+  const six = canonicalIpv6(ip);
+  const prefix = six ? `[${six}]:` : `${ip}:`;
+  return [c.from, c.to, c.natFrom, c.natTo].some((a) => a.startsWith(prefix));
 }
 
 const ctKeyStr = (k: { saddr: string; daddr: string; sport: number; dport: number; proto: number }) =>
@@ -201,6 +213,13 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.tunNodes,
   maps.ctTun,
   maps.sockRev,
+  // IPv6 (lib/lb6.h, conntrack6.h)
+  maps.fe6,
+  maps.slots6,
+  maps.affinity6,
+  maps.ct6,
+  maps.nodeIps6,
+  maps.lbSrcs6,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({
@@ -238,12 +257,13 @@ export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Pro
   if (!gc.stats.runs) await gc.run().catch(() => undefined);
   const s = gc.stats;
   const ct = maps.ct.name;
-  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive } : {});
+  const ct6 = maps.ct6.name;
+  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive, [ct6]: gc.ipv6Live } : {});
   return {
     maps: fills,
     reasons: reasonViews(maps),
     tunnel: tunnelView(maps),
-    conntrackEntries: fills.find((m) => m.map === ct)?.entries ?? 0,
+    conntrackEntries: fills.filter((m) => m.map === ct || m.map === ct6).reduce((n, m) => n + m.entries, 0),
     ...(s.runs
       ? {
           conntrack: {
