@@ -17,7 +17,6 @@ import { XDP_PROGRAM } from '../src/dataplane/afxdp/xdp.js';
 import { XDP_DATA_PROGRAM } from '../src/dataplane/bpf/xdp.js';
 import { BpfMap } from '../src/dataplane/bpf/map.js';
 import * as c from '../src/dataplane/bpf/codecs.js';
-import * as c6 from '../src/dataplane/bpf/codecs6.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import { native } from '../src/native/index.js';
 import { BPF_DIR, tmpPinDir } from './helpers/env.js';
@@ -91,50 +90,6 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
   t.ok(
     lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)),
     'their restart is said',
-  );
-});
-
-t.test('an IPv6 conntrack map pinned without preallocation moves into a preallocated one with its connections', async (t) => {
-  const pin = tmpPinDir(t);
-  mkdirSync(pin, { recursive: true });
-  const path = join(pin, MAP_NAMES.ct6);
-  const h = native().mapCreate({
-    type: BPF_MAP_TYPE_HASH,
-    name: MAP_NAMES.ct6,
-    keySize: c6.ct6Key.size,
-    valueSize: c6.ct6Value.size,
-    maxEntries: 2048,
-    flags: 1, // BPF_F_NO_PREALLOC, as releases before pinned it
-  });
-  native().objPin(h, path);
-  const old = new BpfMap(MAP_NAMES.ct6, h, c6.ct6Key, c6.ct6Value);
-  const key = { saddr: 'fd00:10:244:1::13', daddr: 'fd00:10:96::10', sport: 40000, dport: 80, proto: 6 };
-  const value = {
-    expiresNs: 123n,
-    createdNs: 1n,
-    natSaddr: 'fd00:10:244:1::13',
-    natDaddr: 'fd00:10:244:1::11',
-    natSport: 40000,
-    natDport: 8080,
-    dir: CtDir.FWD,
-    state: 17,
-    flags: 0,
-    svcId: 7,
-  };
-  old.set(key, value);
-  old.close();
-
-  const { log, lines } = captureLogger();
-  const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
-  t.teardown(() => dp.close());
-  const now = native().objGet(path);
-  now.close();
-  t.equal(now.flags & 1, 0, 'bpfproxy_ct6 is preallocated now');
-  t.equal(now.maxEntries, 2048, 'sized as bpfproxy_ct (bpfMapSizeConntrack)');
-  t.same(dp.maps.ct6.get(key), value, 'the connection came along');
-  t.ok(
-    lines.some((l) => /IPv6 conntrack map is pinned without preallocation.*1 entries move/.test(l.msg)),
-    'and the operator is told',
   );
 });
 

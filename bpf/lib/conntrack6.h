@@ -15,14 +15,14 @@
 #include "parse6.h"
 #include "types6.h"
 
-/* Preallocated, as bpfproxy_ct and with its size (bpfMapSizeConntrack): an
- * insert takes a free element instead of allocating one, and a lookup
- * finds the element where it was placed (no allocator on the packet path). */
+/* Not preallocated (unlike bpfproxy_ct): a node without IPv6 flows pays no
+ * memory for it; an insert that cannot allocate is refused as when full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 512000); /* agent: bpfMapSizeConntrack */
 	__type(key, struct ct6_key);
 	__type(value, struct ct6_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfproxy_ct6 SEC(".maps");
 

@@ -456,15 +456,13 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
 }
 
 const BPF_MAP_TYPE_HASH = 1;
-const BPF_F_NO_PREALLOC = 1;
 
 /**
  * Pinned maps whose layout changed between releases. libbpf refuses to
  * reuse a pin that differs from the object's definition, so before loading:
  * conntrack (an LRU hash before 0.2, a plain hash since, same key and value)
  * is read out, unpinned and written back into the new map after the load, so
- * established flows survive the upgrade (so is the IPv6 conntrack, not
- * preallocated before, preallocated since); the drop-reason counters (more
+ * established flows survive the upgrade; the drop-reason counters (more
  * reasons) start again from zero. Returns what to write back.
  */
 function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> {
@@ -484,25 +482,6 @@ function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathM
       }
     } finally {
       ct.close();
-    }
-  }
-  // bpfproxy_ct6 was created with BPF_F_NO_PREALLOC before it was preallocated
-  // as bpfproxy_ct is: same key and value, other flags, which libbpf refuses to reuse.
-  const ct6Path = join(pinDir, MAP_NAMES.ct6);
-  if (existsSync(ct6Path)) {
-    const ct6 = native().objGet(ct6Path);
-    try {
-      if ((ct6.flags & BPF_F_NO_PREALLOC) !== 0 && ct6.keySize === c6.ct6Key.size && ct6.valueSize === c6.ct6Value.size) {
-        const entries = new BpfMap(MAP_NAMES.ct6, ct6, c6.ct6Key, c6.ct6Value).entries();
-        rmSync(ct6Path);
-        carry.push({ map: 'ct6', entries });
-        log?.info(
-          { map: MAP_NAMES.ct6, entries: entries.length },
-          `IPv6 conntrack map is pinned without preallocation (an older release); its ${entries.length} entries move to the new, preallocated map`,
-        );
-      }
-    } finally {
-      ct6.close();
     }
   }
   const reasonsPath = join(pinDir, MAP_NAMES.reasons);
