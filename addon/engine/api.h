@@ -100,7 +100,8 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 void		  eng_table_free(struct eng_table *t);
 void		  eng_table_info(const struct eng_table *t, struct eng_table_info *out);
 /* Put t in force (make-before-break): 0, or -1 when older tables still
- * wait for a worker's quiescent point (t is then not taken; retry). */
+ * wait for a worker's quiescent point after up to 50 ms more (t is then
+ * not taken; retry). */
 int eng_set_table(struct eng *e, struct eng_table *t);
 
 /* ---- figures ----------------------------------------------------------------- */

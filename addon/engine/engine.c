@@ -22,6 +22,9 @@
 
 size_t eng_ct_export_size(void);
 
+/* How long a swap waits for a worker when every retired slot is taken. */
+#define RETIRED_FULL_WAIT_NS (50ULL * 1000 * 1000)
+
 const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_NONE]		   = "none",
 	[ENG_R_SHORT_FRAME]	   = "short-frame",
@@ -184,6 +187,18 @@ int eng_set_table(struct eng *e, struct eng_table *t)
 
 	pthread_mutex_lock(&e->table_mu);
 	eng_reclaim(e);
+	/* Every retired slot taken: a worker has stayed inside one vector
+	 * across that many swaps (descheduled on a busy node). Wait for it a
+	 * while rather than refuse the table (the caller would keep serving
+	 * the previous one). */
+	deadline = eng_now_ns() + RETIRED_FULL_WAIT_NS;
+	while (e->nretired == sizeof(e->retired) / sizeof(e->retired[0]) &&
+	       eng_now_ns() < deadline) {
+		struct timespec d = {.tv_sec = 0, .tv_nsec = 100 * 1000};
+
+		nanosleep(&d, NULL);
+		eng_reclaim(e);
+	}
 	if (e->nretired == sizeof(e->retired) / sizeof(e->retired[0])) {
 		pthread_mutex_unlock(&e->table_mu);
 		return -1;
@@ -198,10 +213,18 @@ int eng_set_table(struct eng *e, struct eng_table *t)
 		snap[i] = e->workers[i]
 				  ? atomic_load_explicit(&e->workers[i]->qs, memory_order_seq_cst)
 				  : 0;
-	/* A vector takes microseconds: wait for it briefly, else later. */
+	/* A vector takes microseconds: wait for it briefly, else later. Spin
+	 * a little, then sleep in short steps: a worker descheduled inside its
+	 * vector may be waiting for this very CPU. */
 	deadline = eng_now_ns() + 2000000;
-	while (!all_passed(e, snap) && eng_now_ns() < deadline)
-		sched_yield();
+	for (uint32_t spin = 0; !all_passed(e, snap) && eng_now_ns() < deadline; spin++) {
+		struct timespec d = {.tv_sec = 0, .tv_nsec = 20 * 1000};
+
+		if (spin < 32)
+			sched_yield();
+		else
+			nanosleep(&d, NULL);
+	}
 	if (all_passed(e, snap)) {
 		eng_table_free(old);
 	} else {
