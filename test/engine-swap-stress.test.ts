@@ -47,12 +47,9 @@ for (const bin of ['engine-swap-stress', 'engine-swap-stress-asan']) {
     const o = r.out!;
     t.ok(o?.ok, JSON.stringify(o));
     t.equal(o.failures, 0, 'no packet of a mixed or freed table, counters consistent, nothing retired left');
-    // the plain build reaches the 5000 cap in about a second, even on a loaded 2-core machine;
-    // under AddressSanitizer the workers are slower and the swaps wait for them longer
-    t.ok(
-      o.swaps >= (bin.endsWith('-asan') ? 100 : 1000),
-      `${o.swaps} swaps (${o.swapsRefused} refused and retried, up to ${o.retiredMax} retired at once)`,
-    );
+    // thousands in 3 s on a quiet machine (the cap is 5000); on a loaded 2-core one a swap
+    // often waits its 2 ms for a descheduled worker (a few hundred, at times under 200)
+    t.ok(o.swaps >= 100, `${o.swaps} swaps (${o.swapsRefused} refused and retried, up to ${o.retiredMax} retired at once)`);
     t.ok(o.forwarded > 0 && o.rejected > 0, `${o.forwarded} forwarded, ${o.rejected} rejected (the generations without B's backend)`);
     t.equal(o.forwarded + o.rejected, o.packets, 'every packet checked good');
   });

@@ -213,18 +213,10 @@ int eng_set_table(struct eng *e, struct eng_table *t)
 		snap[i] = e->workers[i]
 				  ? atomic_load_explicit(&e->workers[i]->qs, memory_order_seq_cst)
 				  : 0;
-	/* A vector takes microseconds: wait for it briefly, else later. Spin
-	 * a little, then sleep in short steps: a worker descheduled inside its
-	 * vector may be waiting for this very CPU. */
+	/* A vector takes microseconds: wait for it briefly, else later. */
 	deadline = eng_now_ns() + 2000000;
-	for (uint32_t spin = 0; !all_passed(e, snap) && eng_now_ns() < deadline; spin++) {
-		struct timespec d = {.tv_sec = 0, .tv_nsec = 20 * 1000};
-
-		if (spin < 32)
-			sched_yield();
-		else
-			nanosleep(&d, NULL);
-	}
+	while (!all_passed(e, snap) && eng_now_ns() < deadline)
+		sched_yield();
 	if (all_passed(e, snap)) {
 		eng_table_free(old);
 	} else {
