@@ -29,7 +29,11 @@ deps:
 
 build: bpf addon ts bench-tools
 
-bench-tools: bench/.output/crr bench/.output/flood
+bench-tools: bench/.output/crr bench/.output/flood bench/.output/xdp-pass.o
+
+bench/.output/xdp-pass.o: bench/xdp-pass.c
+	@mkdir -p bench/.output
+	$(CLANG) -O2 -target bpf -Wall -Werror -c $< -o $@
 
 bench/.output/crr: bench/crr.c
 	@mkdir -p bench/.output

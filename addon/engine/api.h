@@ -196,10 +196,14 @@ struct eng_io_config {
 	int		   busy_poll_us;
 };
 
+#define ENG_IO_QUEUE_STATS 16
+
 struct eng_io_port_state {
 	uint32_t ifindex;
 	int	 zerocopy;
 	uint64_t rx, tx, rx_dropped, tx_invalid, rx_ring_full, fill_empty, tx_kicks;
+	/* frames received per queue (worker), the first ENG_IO_QUEUE_STATS */
+	uint64_t rx_queue[ENG_IO_QUEUE_STATS];
 };
 
 int  eng_io_start(struct eng *e, const struct eng_io_config *c, char *why, size_t whylen);
