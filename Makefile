@@ -16,7 +16,7 @@ NODE_GYP_FLAGS := $(if $(wildcard /usr/include/node/node.h),--nodedir=/usr)
 # bpf_tracing.h, so no __TARGET_ARCH either.
 BPF_CFLAGS := -g -O2 -target bpf -Wall -Werror -Ibpf -mcpu=v3
 
-.PHONY: lint all build bpf addon ts deps test demo clean bench bench-tools fuzz
+.PHONY: lint all build bpf addon ts deps test demo clean bench bench-tools fuzz engine-stress
 all: build
 
 # typecheck, eslint, prettier and clang-format (CI runs it)
@@ -29,7 +29,11 @@ deps:
 
 build: bpf addon ts bench-tools
 
-bench-tools: bench/.output/crr bench/.output/flood
+bench-tools: bench/.output/crr bench/.output/flood bench/.output/xdp-pass.o
+
+bench/.output/xdp-pass.o: bench/xdp-pass.c
+	@mkdir -p bench/.output
+	$(CLANG) -O2 -target bpf -Wall -Werror -c $< -o $@
 
 bench/.output/crr: bench/crr.c
 	@mkdir -p bench/.output
@@ -38,6 +42,22 @@ bench/.output/crr: bench/crr.c
 bench/.output/flood: bench/flood.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+# The engine's table swaps under concurrent workers, natively
+# (test/native/engine-swap-stress.c; test/engine-swap-stress.test.ts runs
+# both): plain, and under AddressSanitizer (a use of a freed table aborts).
+ENGINE_SRCS := $(wildcard addon/engine/*.c)
+STRESS_OUT := test/native/.output
+STRESS_CFLAGS := -std=gnu11 -g -Wall -Wextra -Werror -Wno-missing-field-initializers -pthread
+engine-stress: $(STRESS_OUT)/engine-swap-stress $(STRESS_OUT)/engine-swap-stress-asan
+
+$(STRESS_OUT)/engine-swap-stress: test/native/engine-swap-stress.c $(ENGINE_SRCS) $(wildcard addon/engine/*.h)
+	@mkdir -p $(STRESS_OUT)
+	$(CC) $(STRESS_CFLAGS) -O2 -o $@ $< $(ENGINE_SRCS) -lbpf -lelf -lz
+
+$(STRESS_OUT)/engine-swap-stress-asan: test/native/engine-swap-stress.c $(ENGINE_SRCS) $(wildcard addon/engine/*.h)
+	@mkdir -p $(STRESS_OUT)
+	$(CC) $(STRESS_CFLAGS) -O1 -fsanitize=address -fno-omit-frame-pointer -o $@ $< $(ENGINE_SRCS) -lbpf -lelf -lz
 
 bpf: $(BPF_OBJ) $(BPF_OUT)/sock_destroy.o
 
@@ -81,4 +101,4 @@ fuzz: build
 	ENGINE_FUZZ_PACKETS=$(FUZZ_PACKETS) ENGINE_FUZZ_SECONDS=$(FUZZ_SECONDS) node dist/test/engine-fuzz.test.js
 
 clean:
-	rm -rf $(BPF_OUT) build dist bench/.output
+	rm -rf $(BPF_OUT) build dist bench/.output $(STRESS_OUT)

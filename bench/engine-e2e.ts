@@ -4,14 +4,25 @@
  *
  *   client (flood) --veth-- n0 [node: agent] n1 --veth-- backend
  *
+ * 0. The generator's ceiling: the same flood into an XDP program that drops
+ *    every frame on the node's first interface (nothing else runs): what
+ *    the generator can send at all on this machine.
  * 1. Packets per second: the same flood (bench/flood.c: 64-byte UDP frames
  *    from 128 clients to a NodePort whose endpoint is the backend, i.e. a
  *    remote endpoint: DNAT + SNAT) for the same time, first through the TC
- *    path (`--dataplane bpf`), then through the engine (`--dataplane
- *    afxdp`, one queue, copy mode on veth). Delivered = frames the backend's
- *    interface received in the window. The ratio engine / TC is of one run.
- *    When both deliver nearly all the generator sent, the figure is the
- *    generator's, not the dataplanes' (reported as such).
+ *    path (`--dataplane bpf`), then (full run) TC with XDP acceleration
+ *    (`--xdp-acceleration native`), then through the engine (`--dataplane
+ *    afxdp`, copy mode on veth). Delivered = frames the backend's interface
+ *    received in the window. The ratio engine / TC is of one run. When both
+ *    deliver nearly all the generator sent, the figure is the generator's,
+ *    not the dataplanes' (reported as such).
+ *    --queues 2: the veths get two RX/TX queues, the engine two workers
+ *    (`--afxdp-queues 2`), and two generators run, pinned to CPU 0 and 1
+ *    (AF_PACKET picks the TX queue, so the peer's RX queue, from the
+ *    sending CPU): the engine's per-queue RX counters show both workers
+ *    fed. The engine's own clocks (ns per packet per node, share of the
+ *    window its workers spent in the graph) and its worker threads' CPU
+ *    time say where its time goes.
  * 2. Fallback under load: TCP streams through the engine while a UDP flood
  *    runs; the agent is killed (SIGKILL); the streams go on through the
  *    kernel path (the XDP program goes with the process; the engine mirrored
@@ -19,7 +30,7 @@
  * Every loop is bounded in count and time.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGENT_CLI, REPO_ROOT, startAgent, startEcho, startStream, type AgentProcess, type StreamOutcome } from '../lab/lab.js';
@@ -32,24 +43,45 @@ export interface EngineE2eOptions {
   seconds: number;
   /** TCP streams killed under load */
   streams: number;
+  /** RX/TX queues of the veths, engine workers and generators (1 or 2) */
+  queues: number;
+  /** measure TC with --xdp-acceleration native too */
+  xdp: boolean;
 }
-export const ENGINE_E2E_FULL: EngineE2eOptions = { seconds: 10, streams: 8 };
-export const ENGINE_E2E_SMOKE: EngineE2eOptions = { seconds: 2, streams: 2 };
+export const ENGINE_E2E_FULL: EngineE2eOptions = { seconds: 10, streams: 8, queues: 1, xdp: true };
+export const ENGINE_E2E_SMOKE: EngineE2eOptions = { seconds: 2, streams: 2, queues: 1, xdp: false };
 
 export interface PpsFigure {
-  dataplane: 'tc' | 'afxdp';
+  dataplane: 'tc' | 'xdp' | 'afxdp';
   sent: number;
   seconds: number;
   generatorPps: number;
   delivered: number;
   deliveredPps: number;
   lossPercent: number;
+  /** afxdp: frames per second each queue's worker received in the window */
+  perQueuePps?: number[];
+}
+
+/** Where the engine's time went in its window (afxdp run). */
+export interface EngineTime {
+  /** ns per packet in each graph node (input: RX ring reads, output: TX ring writes and kicks) */
+  nodeNsPerPacket: Record<string, number>;
+  /** share of the window the workers spent in the graph (summed over workers) */
+  busyPercent: number;
+  /** CPU time of each worker thread in the window (user + system, s): includes the kernel's copy of each sent frame */
+  workerCpuSeconds: number[];
+  /** packets per vector (input node) */
+  packetsPerVector: number;
 }
 
 export interface EngineE2eResults {
   environment: Environment;
   options: EngineE2eOptions;
+  /** the generator(s) alone into an XDP drop program on the node's first interface */
+  generatorCeiling: { sent: number; seconds: number; pps: number };
   pps: PpsFigure[];
+  engineTime?: EngineTime;
   /** engine delivered pps / TC delivered pps */
   ratio: number;
   generatorBound: boolean;
@@ -63,6 +95,7 @@ const NODE_IP = '10.80.1.1';
 const SNAT_IP = '10.80.2.1';
 const BACKEND = '10.80.2.2';
 const FLOOD = join(REPO_ROOT, 'bench', '.output', 'flood');
+const XDP_PASS = join(REPO_ROOT, 'bench', '.output', 'xdp-pass.o');
 
 const MANIFEST = `apiVersion: v1
 kind: Service
@@ -93,9 +126,12 @@ interface FloodOut {
   pps: number;
 }
 
-function flood(ns: string, args: string[], seconds: number): Promise<FloodOut> {
+function flood(ns: string, args: string[], seconds: number, cpu?: number): Promise<FloodOut> {
   return new Promise((resolve, reject) => {
-    const c = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', FLOOD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const cmd = ['nsenter', `--net=${nsPath(ns)}`, '--', FLOOD, ...args];
+    const c = spawn(cpu === undefined ? cmd[0]! : 'taskset', cpu === undefined ? cmd.slice(1) : ['-c', String(cpu), ...cmd], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -111,6 +147,23 @@ function flood(ns: string, args: string[], seconds: number): Promise<FloodOut> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** CPU seconds (user + system) of a process's threads whose name starts with prefix, by name. */
+function threadCpu(pid: number, prefix: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const tick = 100; // USER_HZ
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      if (!comm.startsWith(prefix)) continue;
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out.set(comm, (Number(f[11]) + Number(f[12])) / tick);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void): Promise<EngineE2eResults> {
   const tag = uniqueTag(4);
   const names = { client: `bpxbe-c-${tag}`, node: `bpxbe-n-${tag}`, backend: `bpxbe-b-${tag}` };
@@ -121,10 +174,12 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
   try {
     for (const ns of Object.values(names)) addNetns(ns);
     const { client, node, backend } = names;
-    ip(undefined, 'link', 'add', `bc${tag}`, 'type', 'veth', 'peer', 'name', `bn${tag}`);
+    const nq = String(o.queues);
+    const q = ['numtxqueues', nq, 'numrxqueues', nq];
+    ip(undefined, 'link', 'add', 'name', `bc${tag}`, ...q, 'type', 'veth', 'peer', 'name', `bn${tag}`, ...q);
     ip(undefined, 'link', 'set', `bc${tag}`, 'netns', client, 'name', 'c0');
     ip(undefined, 'link', 'set', `bn${tag}`, 'netns', node, 'name', 'n0');
-    ip(undefined, 'link', 'add', `bb${tag}`, 'type', 'veth', 'peer', 'name', `bo${tag}`);
+    ip(undefined, 'link', 'add', 'name', `bb${tag}`, ...q, 'type', 'veth', 'peer', 'name', `bo${tag}`, ...q);
     ip(undefined, 'link', 'set', `bo${tag}`, 'netns', node, 'name', 'n1');
     ip(undefined, 'link', 'set', `bb${tag}`, 'netns', backend, 'name', 'b0');
     ip(client, 'addr', 'add', '10.80.1.2/24', 'dev', 'c0');
@@ -140,18 +195,21 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
     ip(backend, 'route', 'add', 'default', 'via', SNAT_IP);
     // the sink port has no listener: keep the backend's port unreachables few
     sysctl(backend, 'net.ipv4.icmp_msgs_per_sec', '10');
+    // NAPI on the backend's veth: what a peer's XDP redirect needs (XDP acceleration), for every dataplane
+    ip(backend, 'link', 'set', 'dev', 'b0', 'xdp', 'obj', XDP_PASS, 'sec', 'xdp');
     startEcho(backend, 'backend');
     writeFileSync(join(dir, 'sink.yaml'), MANIFEST);
     const n0mac = macOf(node, 'n0');
     const where = ['--pin-dir', pinDir, '--state-dir', state];
-    const agentFlags = (dataplane: string) => [
+    const agentFlags = (dataplane: 'bpf' | 'xdp' | 'afxdp') => [
       '--state-dir',
       state,
       '--data-ifaces',
       '^n[01]$',
       '--dataplane',
-      dataplane,
-      ...(dataplane === 'afxdp' ? ['--afxdp-ifaces', '^n[01]$'] : []),
+      dataplane === 'xdp' ? 'bpf' : dataplane,
+      ...(dataplane === 'afxdp' ? ['--afxdp-ifaces', '^n[01]$', '--afxdp-queues', nq] : []),
+      ...(dataplane === 'xdp' ? ['--xdp-acceleration', 'native'] : []),
       '--healthz-bind-address',
       '',
       '--metrics-bind-address',
@@ -165,7 +223,7 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
       if (r.status !== 0) throw new Error(`bpfproxy engine stats: ${r.stderr}`);
       return JSON.parse(r.stdout) as EngineStatus;
     };
-    const floodArgs = (seconds: number, rate?: number) => [
+    const floodArgs = (seconds: number, rate?: number, clients = '10.80.1.128/25') => [
       '--iface',
       'c0',
       '--dst-mac',
@@ -177,7 +235,7 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
       '--kind',
       'udp',
       '--spoof-cidr',
-      '10.80.1.128/25',
+      clients,
       '--sport',
       '5000',
       '--payload',
@@ -189,10 +247,31 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
       ...(rate ? ['--rate', String(rate)] : []),
     ];
 
+    // one generator per queue, each pinned to its own CPU (which picks its TX queue, so the node's RX queue)
+    const floods = async (seconds: number, rate?: number): Promise<FloodOut> => {
+      if (o.queues === 1) return flood(client, floodArgs(seconds, rate), seconds);
+      const cidrs = ['10.80.1.128/26', '10.80.1.192/26'];
+      const all = await Promise.all(
+        cidrs.slice(0, o.queues).map((c, i) => flood(client, floodArgs(seconds, rate ? rate / o.queues : undefined, c), seconds, i)),
+      );
+      const sent = all.reduce((a, f) => a + f.sent, 0);
+      const secs = Math.max(...all.map((f) => f.seconds));
+      return { sent, seconds: secs, pps: sent / secs };
+    };
+
+    // the generator alone: everything dropped at the node's first XDP hook
+    ip(node, 'link', 'set', 'dev', 'n0', 'xdp', 'obj', XDP_PASS, 'sec', 'xdp_drop');
+    const g = await floods(Math.min(o.seconds, 3));
+    ip(node, 'link', 'set', 'dev', 'n0', 'xdp', 'off');
+    const generatorCeiling = { sent: g.sent, seconds: +g.seconds.toFixed(3), pps: Math.round(g.sent / g.seconds) };
+    say(`generator alone (into an XDP drop): ${generatorCeiling.pps.toLocaleString('en-US')} pps`);
+
     const pps: PpsFigure[] = [];
     let engineDrops: Record<string, number> = {};
     let kernelDrops: Record<string, number> = {};
-    for (const dataplane of ['bpf', 'afxdp'] as const) {
+    let engineTime: EngineTime | undefined;
+    const dataplanes = o.xdp ? (['bpf', 'xdp', 'afxdp'] as const) : (['bpf', 'afxdp'] as const);
+    for (const dataplane of dataplanes) {
       agent = startAgent(labNode, { manifests: dir }, agentFlags(dataplane));
       await agent.ready;
       if (dataplane === 'afxdp') {
@@ -200,15 +279,24 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
         while (engineStats().steering.frontends < 2 && Date.now() < until) await sleep(250);
         if (engineStats().steering.frontends < 2) throw new Error('the engine did not take the NodePort within 15 s');
       }
+      if (dataplane === 'xdp') {
+        const until = Date.now() + 15_000;
+        while (!ip(node, 'link', 'show', 'n0').includes('prog/xdp') && Date.now() < until) await sleep(250);
+        if (!ip(node, 'link', 'show', 'n0').includes('prog/xdp'))
+          throw new Error('--xdp-acceleration native: no XDP program on n0 within 15 s (see the agent log)');
+      }
       // warm-up: the flows (and, on the engine, the neighbour) exist before the window
-      await flood(client, floodArgs(0.5, 20_000), 1);
+      await floods(0.5, 20_000);
       await sleep(300);
       const before = rxPackets(backend, 'b0');
-      const f = await flood(client, floodArgs(o.seconds), o.seconds);
+      const st0 = dataplane === 'afxdp' ? engineStats() : undefined;
+      const cpu0 = dataplane === 'afxdp' ? threadCpu(agent.child.pid!, 'bpfproxy-xsk') : undefined;
+      const f = await floods(o.seconds);
+      const cpu1 = dataplane === 'afxdp' ? threadCpu(agent.child.pid!, 'bpfproxy-xsk') : undefined;
       await sleep(300);
       const delivered = rxPackets(backend, 'b0') - before;
       const fig: PpsFigure = {
-        dataplane: dataplane === 'bpf' ? 'tc' : 'afxdp',
+        dataplane: dataplane === 'bpf' ? 'tc' : dataplane,
         sent: f.sent,
         seconds: +f.seconds.toFixed(3),
         generatorPps: Math.round(f.sent / f.seconds),
@@ -216,16 +304,40 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
         deliveredPps: Math.round(delivered / f.seconds),
         lossPercent: +(Math.max(0, 1 - delivered / f.sent) * 100).toFixed(2),
       };
-      say(
-        `${fig.dataplane}: ${fig.deliveredPps.toLocaleString('en-US')} pps delivered of ${fig.generatorPps.toLocaleString('en-US')} sent (${fig.lossPercent}% lost)`,
-      );
-      pps.push(fig);
       if (dataplane === 'afxdp') {
         const st = engineStats();
+        const rxq = (s: EngineStatus) => s.ports.find((p) => p.name === 'n0')?.stats?.rxQueues ?? [];
+        const [q0, q1] = [rxq(st0!), rxq(st)];
+        fig.perQueuePps = q1.map((v, i) => Math.round((v - (q0[i] ?? 0)) / f.seconds));
         engineDrops = Object.fromEntries(Object.entries(st.engine.reasons).filter(([, v]) => v > 0));
         kernelDrops = Object.fromEntries(st.ports.map((p) => [p.name, (p.stats?.rxDropped ?? 0) + (p.stats?.rxRingFull ?? 0)]));
+        const nodes0 = new Map(st0!.engine.nodes.map((n) => [n.name, n]));
+        const nodeNsPerPacket: Record<string, number> = {};
+        let busyNs = 0;
+        for (const n of st.engine.nodes) {
+          const b = nodes0.get(n.name);
+          const dp = n.packets - (b?.packets ?? 0);
+          const dns = n.ns - (b?.ns ?? 0);
+          busyNs += dns;
+          if (dp > 0) nodeNsPerPacket[n.name] = +(dns / dp).toFixed(1);
+        }
+        const input = st.engine.nodes.find((n) => n.name === 'input');
+        const input0 = nodes0.get('input');
+        const vecs = (input?.vectors ?? 0) - (input0?.vectors ?? 0);
+        engineTime = {
+          nodeNsPerPacket,
+          busyPercent: +((busyNs / (f.seconds * 1e9)) * 100).toFixed(1),
+          workerCpuSeconds: [...cpu1!.entries()]
+            .sort(([a], [b]) => a.localeCompare(b))
+            .map(([k, v]) => +(v - (cpu0!.get(k) ?? 0)).toFixed(2)),
+          packetsPerVector: vecs > 0 ? +(((input?.packets ?? 0) - (input0?.packets ?? 0)) / vecs).toFixed(1) : 0,
+        };
       }
-      if (dataplane === 'bpf') {
+      say(
+        `${fig.dataplane}: ${fig.deliveredPps.toLocaleString('en-US')} pps delivered of ${fig.generatorPps.toLocaleString('en-US')} sent (${fig.lossPercent}% lost)${fig.perQueuePps ? `; per queue received ${fig.perQueuePps.map((x) => x.toLocaleString('en-US')).join(' + ')} pps` : ''}`,
+      );
+      pps.push(fig);
+      if (dataplane !== 'afxdp') {
         await agent.stop();
         agent = undefined;
       }
@@ -241,11 +353,13 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
     agent = undefined;
     const broken = outcomes.filter((x) => !x.ok || x.received !== x.sent).length;
     say(`fallback: ${broken} of ${o.streams} TCP streams broke when the agent was killed under a UDP flood`);
-    const [tc, af] = [pps[0]!, pps[1]!];
+    const [tc, af] = [pps[0]!, pps.at(-1)!];
     return {
       environment: environment(),
       options: o,
+      generatorCeiling,
       pps,
+      ...(engineTime ? { engineTime } : {}),
       ratio: +(af.deliveredPps / Math.max(1, tc.deliveredPps)).toFixed(2),
       generatorBound: tc.lossPercent < 3 && af.lossPercent < 3,
       fallback: { streams: o.streams, broken, outcomes, floodDuring },
@@ -270,15 +384,31 @@ export function renderEngineE2e(r: EngineE2eResults): string {
     '',
     `${r.environment.date}, kernel ${r.environment.kernel}, ${r.environment.cpus} × ${r.environment.cpuModel}.`,
     '',
-    `64-byte UDP frames (bench/flood.c, AF_PACKET, 128 clients) to a NodePort whose endpoint is on another node (DNAT + SNAT), ${r.options.seconds} s per dataplane, one run; delivered = frames the backend's interface received. Engine: one queue, AF_XDP copy mode (veth has no zero-copy).`,
+    `64-byte UDP frames (bench/flood.c, AF_PACKET, 128 clients) to a NodePort whose endpoint is on another node (DNAT + SNAT), ${r.options.seconds} s per dataplane, one run; delivered = frames the backend's interface received. ${
+      r.options.queues === 1
+        ? 'One queue: one generator, one engine worker'
+        : `${r.options.queues} queues: veths with ${r.options.queues} RX/TX queues, ${r.options.queues} generators pinned to CPUs 0-${r.options.queues - 1} (the sending CPU picks the queue), ${r.options.queues} engine workers (--afxdp-queues ${r.options.queues})`
+    }; AF_XDP copy mode (veth has no zero-copy); xdp = the TC path with --xdp-acceleration native.`,
     '',
-    '| dataplane | sent | generator pps | delivered | delivered pps | lost |',
-    '|---|---|---|---|---|---|',
+    `Generator alone (its frames dropped by an XDP program on the node's first interface): **${r.generatorCeiling.pps.toLocaleString('en-US')} pps** (${r.generatorCeiling.sent.toLocaleString('en-US')} frames in ${r.generatorCeiling.seconds} s): the ceiling of any dataplane below.`,
+    '',
+    '| dataplane | sent | generator pps | delivered | delivered pps | lost | engine RX per queue (pps) |',
+    '|---|---|---|---|---|---|---|',
     ...r.pps.map(
       (p) =>
-        `| ${p.dataplane} | ${p.sent.toLocaleString('en-US')} | ${p.generatorPps.toLocaleString('en-US')} | ${p.delivered.toLocaleString('en-US')} | ${p.deliveredPps.toLocaleString('en-US')} | ${p.lossPercent}% |`,
+        `| ${p.dataplane} | ${p.sent.toLocaleString('en-US')} | ${p.generatorPps.toLocaleString('en-US')} | ${p.delivered.toLocaleString('en-US')} | ${p.deliveredPps.toLocaleString('en-US')} | ${p.lossPercent}% | ${p.perQueuePps ? p.perQueuePps.map((x) => x.toLocaleString('en-US')).join(' + ') : '-'} |`,
     ),
     '',
+    ...(r.engineTime
+      ? [
+          `Where the engine's time went in its window: ${Object.entries(r.engineTime.nodeNsPerPacket)
+            .map(([k, v]) => `${k} ${v} ns`)
+            .join(
+              ', ',
+            )} per packet; ${r.engineTime.packetsPerVector} packets per vector; the workers spent ${r.engineTime.busyPercent}% of the window in the graph (summed over workers), and used ${r.engineTime.workerCpuSeconds.join(' + ')} s of CPU (user + system: the kernel's copy of every frame they send is theirs).`,
+          '',
+        ]
+      : []),
     `Engine / TC delivered: **${r.ratio}×**${r.generatorBound ? ' (both delivered nearly everything sent: the generator is the limit, not the dataplanes)' : ''}.`,
     '',
     `Engine drops by reason during the run: ${
@@ -296,9 +426,11 @@ export function renderEngineE2e(r: EngineE2eResults): string {
   ].join('\n');
 }
 
+/** results.json and report.md; with more than one queue results-<n>q.json and report-<n>q.md beside them. */
 export function writeEngineE2eResults(dir: string, r: EngineE2eResults): string[] {
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'results.json'), `${JSON.stringify(r, null, 2)}\n`);
-  writeFileSync(join(dir, 'report.md'), renderEngineE2e(r));
-  return ['results.json', 'report.md'];
+  const sfx = r.options.queues > 1 ? `-${r.options.queues}q` : '';
+  writeFileSync(join(dir, `results${sfx}.json`), `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(join(dir, `report${sfx}.md`), renderEngineE2e(r));
+  return [`results${sfx}.json`, `report${sfx}.md`];
 }

@@ -134,6 +134,25 @@ t.test('a table the engine refuses: reported, and the one in force keeps serving
   t.equal(e.runVector([req(30080)])[0]!.next, 'output', 'the previous table still serves');
 });
 
+t.test('a swap the engine refuses as busy (a worker holds older tables) is tried again at the next flush', async (t) => {
+  const e = createEngine({ vector: 64, sessions: 1024 });
+  t.teardown(() => e.close());
+  let busy = 1;
+  const dp = new EngineDataplane((blob) => {
+    if (busy-- > 0)
+      throw Object.assign(new Error('engine table swap: EBUSY (Device or resource busy): older tables are still held'), { code: 'EBUSY' });
+    e.setTable(blob);
+  }, SETTINGS);
+  dp.setPorts(PORTS);
+  dp.setNodeAddresses([NODE]);
+  dp.setNeighbours([{ ip: '10.0.2.2', port: 0, mac: BE_MAC, snat: NODE }]);
+  dp.syncAll(new Map([['default/echo', [fe()]]]));
+  t.match(dp.lastError, /EBUSY.*keeps serving its previous table until the retry at the next refresh/, 'the refusal says it is retried');
+  t.equal(dp.flush(), undefined, 'the next flush (nothing changed meanwhile) swaps the table in');
+  t.equal(dp.lastError, undefined, 'no error left');
+  t.equal(e.runVector([req(30080)])[0]!.next, 'output', 'the table is in force');
+});
+
 t.test('the tee: the BPF path in charge, the engine beside it', async (t) => {
   const calls: string[] = [];
   const fake = (name: string, problems: SyncReport['problems'] = []): Dataplane => ({

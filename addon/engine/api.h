@@ -105,7 +105,8 @@ struct eng_table *eng_table_parse(const uint8_t *buf, size_t len, char *why, siz
 void		  eng_table_free(struct eng_table *t);
 void		  eng_table_info(const struct eng_table *t, struct eng_table_info *out);
 /* Put t in force (make-before-break): 0, or -1 when older tables still
- * wait for a worker's quiescent point (t is then not taken; retry). */
+ * wait for a worker's quiescent point after up to 50 ms more (t is then
+ * not taken; retry). */
 int eng_set_table(struct eng *e, struct eng_table *t);
 
 /* ---- NetworkPolicy (policy.c) ---------------------------------------------- */
@@ -225,10 +226,14 @@ struct eng_io_config {
 	int		   busy_poll_us;
 };
 
+#define ENG_IO_QUEUE_STATS 16
+
 struct eng_io_port_state {
 	uint32_t ifindex;
 	int	 zerocopy;
 	uint64_t rx, tx, rx_dropped, tx_invalid, rx_ring_full, fill_empty, tx_kicks;
+	/* frames received per queue (worker), the first ENG_IO_QUEUE_STATS */
+	uint64_t rx_queue[ENG_IO_QUEUE_STATS];
 };
 
 int  eng_io_start(struct eng *e, const struct eng_io_config *c, char *why, size_t whylen);

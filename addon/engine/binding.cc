@@ -300,6 +300,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
       x.Set("fillRingEmpty", static_cast<double>(ps[i].fill_empty));
       x.Set("txInvalid", static_cast<double>(ps[i].tx_invalid));
       x.Set("txKicks", static_cast<double>(ps[i].tx_kicks));
+      Napi::Array rq = Napi::Array::New(env);
+      for (uint32_t q = 0; q < queues && q < ENG_IO_QUEUE_STATS; q++) rq.Set(q, static_cast<double>(ps[i].rx_queue[q]));
+      x.Set("rxQueues", rq);
       pa.Set(i, x);
     }
     o.Set("ports", pa);

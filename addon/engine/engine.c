@@ -22,6 +22,9 @@
 
 size_t eng_ct_export_size(void);
 
+/* How long a swap waits for a worker when every retired slot is taken. */
+#define RETIRED_FULL_WAIT_NS (50ULL * 1000 * 1000)
+
 const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_NONE]		   = "none",
 	[ENG_R_SHORT_FRAME]	   = "short-frame",
@@ -200,6 +203,18 @@ int eng_set_table(struct eng *e, struct eng_table *t)
 
 	pthread_mutex_lock(&e->table_mu);
 	eng_reclaim(e);
+	/* Every retired slot taken: a worker has stayed inside one vector
+	 * across that many swaps (descheduled on a busy node). Wait for it a
+	 * while rather than refuse the table (the caller would keep serving
+	 * the previous one). */
+	deadline = eng_now_ns() + RETIRED_FULL_WAIT_NS;
+	while (e->nretired == sizeof(e->retired) / sizeof(e->retired[0]) &&
+	       eng_now_ns() < deadline) {
+		struct timespec d = {.tv_sec = 0, .tv_nsec = 100 * 1000};
+
+		nanosleep(&d, NULL);
+		eng_reclaim(e);
+	}
 	if (e->nretired == sizeof(e->retired) / sizeof(e->retired[0])) {
 		pthread_mutex_unlock(&e->table_mu);
 		return -1;

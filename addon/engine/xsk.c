@@ -45,6 +45,7 @@
 #define SPIN_BEFORE_PARK 64
 #define PARK_MS		 50
 #define GC_EVERY_NS	 (10ULL * 1000 * 1000)
+#define TX_KICKS_MAX	 (ENG_VEC_MAX / 32 + 2)
 
 struct ring {
 	uint32_t *producer, *consumer, *flags;
@@ -430,11 +431,22 @@ static void transmit(struct eng_io_worker *iw)
 	for (uint32_t k = 0; k < iw->nxp; k++) {
 		struct xport *x = &iw->xp[k];
 
-		/* copy mode sends in this call; zero-copy only when asked */
-		if (x->tx.cached_prod != __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) &&
-		    (!iw->zerocopy || needs_wakeup(&x->tx))) {
-			sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0);
+		/* Zero-copy: one kick, only when the driver asks. Copy mode
+		 * sends in the call itself, at most a kernel batch per call (32
+		 * frames before Linux 6.17's XDP_MAX_TX_SKB_BUDGET), the rest
+		 * answered with EAGAIN: kick until the ring is drained (a few
+		 * calls at most), else a vector's tail waits for the next loop
+		 * and a full ring drops the next vector's frames (tx-full). */
+		for (uint32_t kick = 0; kick < TX_KICKS_MAX; kick++) {
+			if (x->tx.cached_prod ==
+				    __atomic_load_n(x->tx.consumer, __ATOMIC_ACQUIRE) ||
+			    (iw->zerocopy && !needs_wakeup(&x->tx)))
+				break;
 			x->kicks++;
+			if ((sendto(x->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 &&
+			     errno != EAGAIN) ||
+			    iw->zerocopy)
+				break;
 		}
 	}
 }
@@ -668,6 +680,8 @@ uint32_t eng_io_ports(struct eng *e, struct eng_io_port_state *out, uint32_t max
 			x	    = &iw->xp[iw->by_port[p]];
 			s->zerocopy = iw->zerocopy;
 			s->rx += x->rx_pkts;
+			if (q < ENG_IO_QUEUE_STATS)
+				s->rx_queue[q] = x->rx_pkts;
 			s->tx += x->tx_pkts;
 			s->tx_kicks += x->kicks;
 			memset(&st, 0, sizeof(st));

@@ -481,6 +481,8 @@ export interface EnginePortStats {
   fillRingEmpty: number;
   txInvalid: number;
   txKicks: number;
+  /** frames received per queue (worker), the first 16 */
+  rxQueues: number[];
 }
 
 export interface EngineStats {

@@ -153,7 +153,11 @@ export class EngineDataplane implements Dataplane {
       this.tablesApplied++;
       this.lastError = undefined;
     } catch (e) {
-      this.lastError = `vector engine: table generation ${table.generation} (${table.frontends.length} frontends) refused: ${(e as Error).message}; the engine keeps serving its previous table`;
+      // EBUSY: a worker still holds older tables; not the table's fault, so the
+      // next flush (the runtime's refresh, within a second) builds and tries it again
+      const busy = (e as NodeJS.ErrnoException).code === 'EBUSY';
+      if (busy) this.dirty = true;
+      this.lastError = `vector engine: table generation ${table.generation} (${table.frontends.length} frontends) refused: ${(e as Error).message}; the engine keeps serving its previous table${busy ? ' until the retry at the next refresh' : ''}`;
       this.o.log?.error({ generation: table.generation }, this.lastError);
       return this.lastError;
     }
