@@ -58,7 +58,7 @@ const NODES = [1, 2, 3]
     (i) => `---
 apiVersion: v1
 kind: Node
-metadata: { name: node${i} }
+metadata: { name: node${i}, annotations: { bpfproxy.io/decap: vxlan-v1 } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.1${i} }] }
 `,
   )
@@ -177,7 +177,7 @@ t.test('external flows moving from node1 to node2 mid-transfer', async (t) => {
     readyMs: 120_000, // three agents loading their programs at once
     manifests: { 'nodes.yaml': NODES, 'svc.yaml': SERVICES, 'felix.yaml': felix('Tunnel') },
   });
-  const [n1, n2, n3] = lab.nodes as [LabNode, LabNode, LabNode];
+  const [n1, n2] = lab.nodes as [LabNode, LabNode, LabNode];
   const client = lab.client;
   const script = join(dir, 'flows.cjs');
   writeFileSync(script, FLOWS);
