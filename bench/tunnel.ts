@@ -43,12 +43,12 @@ const NODE_PORT_IPERF = 30181;
 
 const manifests = (mode: Mode) => `apiVersion: v1
 kind: Node
-metadata: { name: node1 }
+metadata: { name: node1, annotations: { bpfproxy.io/decap: vxlan-v1 } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.11 }] }
 ---
 apiVersion: v1
 kind: Node
-metadata: { name: node2 }
+metadata: { name: node2, annotations: { bpfproxy.io/decap: vxlan-v1 } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.12 }] }
 ---
 apiVersion: v1

@@ -9,6 +9,9 @@
  *   node1  192.0.2.11  fd00:192:0:2::11  ─┼─ br0 (in <prefix>-lan)
  *   node2  192.0.2.12  fd00:192:0:2::12  ─┘
  *   node1 pods 10.244.1.11-13 fd00:10:244:1::11-13, node2 pods 10.244.2.11-12 fd00:10:244:2::11-12
+ *   (labSpec(prefix, { nodes: 3 }): node3 192.0.2.13 fd00:192:0:2::13, pods
+ *   10.244.3.11-12 fd00:10:244:3::11-12, for tests whose flows move between
+ *   two ingress nodes)
  *   LoadBalancer IPs 198.51.100.0/24 and external IPs 203.0.113.0/24 are
  *   routed by the client to node1, as a cloud load balancer would deliver.
  *   IPv6 DAD is off in every namespace (addresses usable at once).
@@ -69,7 +72,7 @@ export const POD_CIDR6 = 'fd00:10:244::/56';
 /** the pods' IPv6 gateway: fe80::1 on the host side of every pod veth */
 export const POD_GATEWAY6 = 'fe80::1';
 
-export function labSpec(prefix = 'bpxlab'): Lab {
+export function labSpec(prefix = 'bpxlab', opts: { nodes?: 2 | 3 } = {}): Lab {
   const mk = (n: number, pods: string[]): LabNode => ({
     name: `node${n}`,
     ns: `${prefix}-n${n}`,
@@ -91,7 +94,7 @@ export function labSpec(prefix = 'bpxlab'): Lab {
     lan: `${prefix}-lan`,
     client: { ns: `${prefix}-cl`, ip: '192.0.2.100', ip6: 'fd00:192:0:2::100' },
     api: { ns: `${prefix}-api`, ip: '192.0.2.2', ip6: 'fd00:192:0:2::2' },
-    nodes: [mk(1, ['a', 'b', 'c']), mk(2, ['a', 'b'])],
+    nodes: [mk(1, ['a', 'b', 'c']), mk(2, ['a', 'b']), ...(opts.nodes === 3 ? [mk(3, ['a', 'b'])] : [])],
   };
 }
 
@@ -222,7 +225,7 @@ export function labDown(prefix = 'bpxlab'): string[] {
   const gone = listNetns(`${prefix}-`);
   // pods first (their processes), nodes, then the LAN
   for (const ns of gone.sort((a, b) => b.length - a.length)) delNetns(ns);
-  const lab = labSpec(prefix);
+  const lab = labSpec(prefix, { nodes: 3 }); // whichever the lab had
   for (const n of lab.nodes) {
     rmSync(n.pinDir, { recursive: true, force: true });
     // the agents' records of the clsact qdiscs they created: those went with the namespaces
@@ -310,8 +313,15 @@ export interface AgentProcess {
 }
 
 /** Start `bpfproxy agent` inside a node namespace (network namespace only,
- * so its pins land on the host's bpffs and outlive it). */
-export function startAgent(n: LabNode, source: { manifests: string } | { kubeconfig: string }, extra: string[] = []): AgentProcess {
+ * so its pins land on the host's bpffs and outlive it). `readyMs`: how long
+ * `ready` waits for the agent (loading the programs takes the verifier a
+ * while; longer on a busy machine). */
+export function startAgent(
+  n: LabNode,
+  source: { manifests: string } | { kubeconfig: string },
+  extra: string[] = [],
+  opts: { readyMs?: number } = {},
+): AgentProcess {
   const src = 'manifests' in source ? ['--manifests', source.manifests] : ['--kubeconfig', source.kubeconfig];
   const child = spawn(
     'nsenter',
@@ -358,7 +368,11 @@ export function startAgent(n: LabNode, source: { manifests: string } | { kubecon
       res(code);
     }),
   );
-  const timer = setTimeout(() => readyReject(new Error(`agent on ${n.name} not ready in 30s:\n${logs.slice(-20).join('\n')}`)), 30_000);
+  const readyMs = opts.readyMs ?? 30_000;
+  const timer = setTimeout(
+    () => readyReject(new Error(`agent on ${n.name} not ready in ${readyMs / 1000}s:\n${logs.slice(-20).join('\n')}`)),
+    readyMs,
+  );
   ready.finally(() => clearTimeout(timer)).catch(() => undefined);
   return {
     child,

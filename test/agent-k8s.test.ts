@@ -16,6 +16,7 @@ import { attachedHere } from '../src/dataplane/bpf/attach.js';
 import { native } from '../src/native/index.js';
 import { ip, sysctl } from '../testkit/netns.js';
 import { silentLogger } from '../src/log.js';
+import { DECAP_ANNOTATION } from '../src/model/tunnel.js';
 import { FakeApiServer, writeKubeconfig } from './helpers/fake-apiserver.js';
 import { felix, service, slice } from './helpers/k8s-objects.js';
 import { BPF_DIR, tmpNetns, tmpPinDir } from './helpers/env.js';
@@ -71,6 +72,15 @@ for (const mode of ['tcx', 'cls'] as const)
         ]),
       );
 
+      // the agent's own Node: it says there that it decapsulates (src/agent/decap-announce.ts)
+      api.upsert('nodes', {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: 'n1' },
+        status: { addresses: [{ type: 'InternalIP', address: '192.0.2.11' }] },
+      });
+      const decap = () =>
+        (api.get('nodes', 'n1') as { metadata: { annotations?: Record<string, string> } }).metadata.annotations?.[DECAP_ANNOTATION];
       const agent = await Agent.start(
         {
           source: { kind: 'kubernetes', kubeconfig: join(dir, 'kubeconfig') },
@@ -123,6 +133,8 @@ for (const mode of ['tcx', 'cls'] as const)
         const body = JSON.parse((hz as { body: string }).body) as { nodeEligible: boolean; warnings: string[] };
         t.equal(body.nodeEligible, true);
         t.same(body.warnings, [], 'no warning: bpfExternalServiceMode Tunnel is served');
+        await until('annotated', () => decap() === 'vxlan-v1');
+        t.equal(decap(), 'vxlan-v1', `its Node annotated ${DECAP_ANNOTATION} (a merge patch)`);
       });
 
       await t.test('healthCheckNodePort answers with the local endpoint count', async (t) => {
@@ -240,6 +252,8 @@ for (const mode of ['tcx', 'cls'] as const)
           t.notMatch(q.stdout, /clsact/, `${dev}: the clsact qdisc bpfproxy created is gone too`);
         }
         t.notOk(existsSync(pinDir), 'unpinned');
+        await until('annotation removed', () => decap() === undefined);
+        t.equal(decap(), undefined, 'handed back: the annotation removed (other nodes SNAT to it)');
         t.same(attachedHere(), [], 'nothing of ours on any hook, tcx or cls');
         // the operator confirms the rollback: status works with the maps unpinned
         // (a child process, awaited: this process's event loop serves the agent meanwhile)
@@ -253,6 +267,8 @@ for (const mode of ['tcx', 'cls'] as const)
         await agent.settled();
         t.same(ifaces(), ['calitest', 'eth0']);
         t.ok(agent.runtime!.dp.maps.fe.get({ addr: '10.96.0.10', port: 80, proto: 6 }), 'programmed again from the store');
+        await until('annotated again', () => decap() === 'vxlan-v1');
+        t.equal(decap(), 'vxlan-v1', 'annotated again');
       });
     },
   );

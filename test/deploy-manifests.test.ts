@@ -75,7 +75,7 @@ t.test('DaemonSet wiring', async (t) => {
   );
 });
 
-t.test('RBAC: read-only but for Events', async (t) => {
+t.test("RBAC: read-only but for Events and patching Nodes (the agent's decap annotation)", async (t) => {
   const role = find('ClusterRole', 'bpfproxy')!;
   const binding = find('ClusterRoleBinding', 'bpfproxy')!;
   t.equal(binding.roleRef.name, 'bpfproxy');
@@ -85,8 +85,11 @@ t.test('RBAC: read-only but for Events', async (t) => {
     t.ok(can(r, 'get') && can(r, 'watch') && can(r, 'list'), `${r}: get, list, watch`);
   for (const rule of role.rules) {
     const writes = rule.verbs.filter((v: string) => !['get', 'list', 'watch'].includes(v));
-    if (writes.length) t.same(rule.resources, ['events'], `only events are written (${writes.join(',')})`);
+    if (writes.length && rule.resources.includes('nodes'))
+      t.same([rule.resources, writes], [['nodes'], ['patch']], 'nodes: patch only (src/agent/decap-announce.ts)');
+    else if (writes.length) t.same(rule.resources, ['events'], `only events are written (${writes.join(',')})`);
   }
+  t.ok(can('nodes', 'patch'), 'nodes: patch');
 });
 
 t.test('FelixConfiguration CRD and default', async (t) => {

@@ -9,7 +9,9 @@
  * to the client, an opted-out client stays on Tunnel; the mode switches live
  * under a running transfer; a forged VXLAN packet from the client is
  * dropped and counted on node2. Modes change through the FelixConfiguration
- * the agents read from the manifest directory.
+ * the agents read from the manifest directory. A node whose Node object
+ * lacks the bpfproxy.io/decap annotation (an older bpfproxy) is reached with
+ * SNAT.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -26,12 +28,12 @@ import { sleep } from './helpers/wait.js';
 
 const FAR = `apiVersion: v1
 kind: Node
-metadata: { name: node1 }
+metadata: { name: node1, annotations: { bpfproxy.io/decap: vxlan-v1 } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.11 }] }
 ---
 apiVersion: v1
 kind: Node
-metadata: { name: node2 }
+metadata: { name: node2, annotations: { bpfproxy.io/decap: vxlan-v1 } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.12 }] }
 ---
 apiVersion: v1
@@ -267,6 +269,20 @@ t.test('Tunnel, DSR and SNAT across the two-node lab', async (t) => {
       t.same(peers(probe(client.ns, 'tcp', addr, tcpPort, 2, 2000)), [n1.ip], `${name} TCP: node1's address`);
       t.same(peers(probe(client.ns, 'udp', addr, udpPort, 2, 2000)), [n1.ip], `${name} UDP: node1's address`);
     }
+  });
+
+  await t.test('mixed versions: node2 without the bpfproxy.io/decap annotation is reached with SNAT', async (t) => {
+    t.ok(await setMode({ bpfExternalServiceMode: 'Tunnel' }, 'Tunnel'));
+    const old = FAR.replace('name: node2, annotations: { bpfproxy.io/decap: vxlan-v1 }', 'name: node2');
+    t.not(old, FAR, 'node2 as an older bpfproxy (or kube-proxy) node would be');
+    writeFileSync(join(dir, 'far.yaml'), old);
+    t.teardown(() => writeFileSync(join(dir, 'far.yaml'), FAR));
+    await sleep(2500); // the endpoint/node table is rebuilt each second
+    t.same(peers(probe(client.ns, 'tcp', n1.ip, 30170, 2, 2000)), [n1.ip], "TCP: SNAT, node1's address");
+    t.same(peers(probe(client.ns, 'udp', n1.ip, 30171, 2, 2000)), [n1.ip], "UDP: SNAT, node1's address");
+    writeFileSync(join(dir, 'far.yaml'), FAR);
+    await sleep(2500);
+    t.same(peers(probe(client.ns, 'tcp', n1.ip, 30170, 2, 2000)), [client.ip], 'annotated again: tunnelled, client address kept');
   });
 
   await t.test('a forged VXLAN packet from the client is dropped and counted on node2', async (t) => {

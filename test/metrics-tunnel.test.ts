@@ -13,6 +13,8 @@ t.test('external mode and tunnel counters are exported per mode', async (t) => {
       local: '192.0.2.11',
       newFlows: { SNAT: 3, Tunnel: 5, DSR: 7 },
       newFromTunnel: 2,
+      moved: 0,
+      midflow: 0,
       packets: { encap: 100, decap: 40, dsrReply: 9 },
       bytes: { encap: 150_000, decap: 4_000, dsrReply: 900 },
     },

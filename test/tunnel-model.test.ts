@@ -1,10 +1,16 @@
 /** What the tunnel is fed (src/model/tunnel.ts): peers' addresses, and each remote endpoint's node address. */
 import t from 'tap';
 import { Endpoints } from '../src/model/endpoints.js';
-import { endpointNodes, peerAddresses, tunnelAddressOf } from '../src/model/tunnel.js';
+import { DECAP_ANNOTATION, decapsulates, endpointNodes, peerAddresses, tunnelAddressOf } from '../src/model/tunnel.js';
+import { toNode } from '../src/sources/convert.js';
 import type { EndpointSlice, Node, SliceEndpoint } from '../src/model/types.js';
 
-const node = (name: string, internalIPs: string[], externalIPs: string[] = []): Node => ({ name, internalIPs, externalIPs });
+const node = (name: string, internalIPs: string[], externalIPs: string[] = [], decap = 'vxlan-v1'): Node => ({
+  name,
+  internalIPs,
+  externalIPs,
+  decap,
+});
 const ep = (addresses: string[], nodeName?: string): SliceEndpoint => ({
   addresses,
   ready: true,
@@ -50,4 +56,32 @@ t.test("endpoints on other known nodes map to their node's address; local, unkno
     ['10.244.2.1', '192.0.2.12'],
     ['10.244.2.2', '192.0.2.12'],
   ]);
+});
+
+t.test('mixed versions: only nodes that say they decapsulate get tunnelled endpoints; the rest SNAT', async (t) => {
+  const nodes = new Map([
+    ['new', node('new', ['192.0.2.12'])],
+    ['newer', node('newer', ['192.0.2.13'], [], 'vxlan-v2, vxlan-v1')],
+    ['old', { name: 'old', internalIPs: ['192.0.2.14'], externalIPs: [] }],
+    ['other', node('other', ['192.0.2.15'], [], 'geneve-v9')],
+  ]);
+  const m = endpointNodes(
+    [slice([ep(['10.244.2.1'], 'new'), ep(['10.244.3.1'], 'newer'), ep(['10.244.4.1'], 'old'), ep(['10.244.5.1'], 'other')])],
+    (n) => nodes.get(n),
+    'self',
+  );
+  t.same([...m].sort(), [
+    ['10.244.2.1', '192.0.2.12'],
+    ['10.244.3.1', '192.0.2.13'],
+  ]);
+  t.same(peerAddresses(nodes.values(), 'self').length, 4, 'VXLAN is still taken from every node (a flow tunnelled before keeps going)');
+  const conv = toNode({
+    kind: 'Node',
+    metadata: { name: 'n1', annotations: { [DECAP_ANNOTATION]: 'vxlan-v1' } },
+    status: { addresses: [{ type: 'InternalIP', address: '192.0.2.11' }] },
+  });
+  t.same(conv.problems, []);
+  t.equal(conv.value?.decap, 'vxlan-v1', 'the annotation read from the Node');
+  t.ok(decapsulates(conv.value!), 'decapsulates');
+  t.notOk(decapsulates(toNode({ kind: 'Node', metadata: { name: 'n2' } }).value!), 'no annotation: does not');
 });

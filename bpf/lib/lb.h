@@ -94,8 +94,8 @@ static __always_inline int lb_local_only(const struct fe_value *fe, int from_pod
 }
 
 /* Pick the backend for a new connection 't': the client's affinity entry
- * when it is live and allowed, else by the set's Maglev table (FE_F_MAGLEV)
- * or uniformly at random from the set. Returns REASON_NONE or why no
+ * when it is live and allowed, else by the set's Maglev table (FE_F_MAGLEV,
+ * when the set has the table asked for) or uniformly at random from the set. Returns REASON_NONE or why no
  * backend could be chosen. */
 static __always_inline enum reason lb_select(const struct fe_value *fe, int local_only,
 					     const struct ct_key *t, __u64 now, struct backend *out)
@@ -123,7 +123,11 @@ static __always_inline enum reason lb_select(const struct fe_value *fe, int loca
 		}
 	}
 
-	if (fe->flags & FE_F_MAGLEV) {
+	/* Node-local tables exist for Local traffic policies only; the
+	 * backend node of a tunnelled flow (lib/tunnel_svc.h tun_backend_new())
+	 * picks among its own endpoints of a Cluster-policy frontend: at
+	 * random (the ingress node's Maglev choice was of this node). */
+	if ((fe->flags & FE_F_MAGLEV) && (!local_only || fe->maglev_size_local)) {
 		if (maglev_pick(fe, local_only, n, t, &ord))
 			return REASON_BACKEND_MISSING;
 	} else {

@@ -142,15 +142,36 @@ enum svc_act {
 			    * (bpfExternalServiceMode Tunnel/DSR, lib/tunnel_svc.h); TC only */
 };
 
-/* ctx: the TC or XDP context (for the FIB); ifindex: where it came in. */
-static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex, struct pkt *p,
-						       const struct fe_value *fe, int from_pod,
-						       __u64 now, struct ct_key *to, __u8 *ct_flags,
-						       __u32 *pol_gen, enum reason *why)
+/* A TCP packet in mid-flow (ACK, no SYN, no RST) of no flow we know, from
+ * outside, to a Maglev frontend: the flow was most likely opened through
+ * another ingress node (the client's route, an ECMP hash or a load
+ * balancer moved it) or lost its entry. Every node's Maglev table gives it
+ * the backend its first node chose, so it is taken as a new flow (as
+ * Cilium and Calico do), and carried only where that keeps the client's
+ * tuple: to a local endpoint, or through the tunnel (Tunnel/DSR) to the
+ * endpoint's node, which still holds the flow. Random frontends, pods'
+ * traffic (its ingress never moves) and SNAT would choose or rewrite
+ * differently than the flow's first packet: those stay as before (left to
+ * the kernel). */
+static __always_inline int svc_midflow_adoptable(const struct pkt *p, const struct fe_value *fe,
+						 int from_pod)
+{
+	return !from_pod && (fe->flags & FE_F_MAGLEV) && p->tuple.proto == IPPROTO_TCP &&
+	       (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_ACK;
+}
+
+/* service_new_decide() with 'midflow': whether a mid-flow packet of a Maglev
+ * frontend may be taken as a new flow (svc_midflow_adoptable(); TC only:
+ * XDP passes such a packet to TC, which decides again). */
+static __always_inline enum svc_act service_decide(void *ctx, __u32 ifindex, struct pkt *p,
+						   const struct fe_value *fe, int from_pod,
+						   int midflow, __u64 now, struct ct_key *to,
+						   __u8 *ct_flags, __u32 *pol_gen, enum reason *why)
 {
 	struct backend be = {}; /* read by the trace also when none was chosen */
 	enum reason    r;
-	__u8	       flags = from_pod ? 0 : CT_F_EXTERNAL;
+	__u8	       flags   = from_pod ? 0 : CT_F_EXTERNAL;
+	int	       adopted = 0;
 
 	/* loadBalancerSourceRanges, before anything else is decided: a client
 	 * outside them learns nothing (no reject, no state). */
@@ -164,11 +185,14 @@ static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex,
 		 * flood of them must not fill conntrack). Without endpoints it is
 		 * answered as kube-proxy's REJECT would; otherwise the kernel
 		 * decides (its own conntrack may carry the flow, e.g. one that
-		 * kube-proxy's rules NAT'd before we took over). */
+		 * kube-proxy's rules NAT'd before we took over). Maglev
+		 * frontends take a mid-flow packet as a new flow instead. */
 		if (fe->cluster_count == 0 && fe->local_count == 0)
 			return SVC_REJECT;
 		*why = REASON_CT_NOT_OPENING;
-		return SVC_PASS;
+		if (!midflow || !svc_midflow_adoptable(p, fe, from_pod))
+			return SVC_PASS;
+		adopted = 1;
 	}
 
 	r = lb_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
@@ -193,8 +217,12 @@ static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex,
 		 * SNAT as kube-proxy, counted as such. */
 		if (tun_carries(p->tuple.saddr, be.addr))
 			return SVC_TUNNEL;
+		if (adopted)
+			return SVC_PASS; /* SNAT would give the endpoint another tuple */
 		tun_count_n(TUN_C_NEW_SNAT, p->tot_len);
 	}
+	if (adopted && !(be.flags & BE_F_LOCAL))
+		return SVC_PASS; /* a cluster IP routed here: it would be SNATed */
 	if (from_pod && be.addr == p->tuple.saddr) {
 		/* Hairpin: the pod would drop a packet from its own address. */
 		to->saddr = cfg_hairpin_ip;
@@ -223,8 +251,11 @@ static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex,
 	 * comes from the same client address and port to the same backend
 	 * (through another frontend): then the source port is remapped, as
 	 * the kernel's NAT does on a clash, and the client address is kept. */
-	if (!(flags & CT_F_SNAT) && !ct_reply_free(&p->tuple, to, now))
+	if (!(flags & CT_F_SNAT) && !ct_reply_free(&p->tuple, to, now)) {
+		if (adopted)
+			return SVC_PASS; /* a remapped port is not the flow the endpoint has */
 		flags |= CT_F_SNAT;
+	}
 	if ((flags & CT_F_SNAT) && snat_pick_port(&p->tuple, to, now)) {
 		*why = REASON_NAT_PORTS;
 		return SVC_DROP;
@@ -244,6 +275,15 @@ static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex,
 	return SVC_TRANSLATE;
 }
 
+/* ctx: the TC or XDP context (for the FIB); ifindex: where it came in. */
+static __always_inline enum svc_act service_new_decide(void *ctx, __u32 ifindex, struct pkt *p,
+						       const struct fe_value *fe, int from_pod,
+						       __u64 now, struct ct_key *to, __u8 *ct_flags,
+						       __u32 *pol_gen, enum reason *why)
+{
+	return service_decide(ctx, ifindex, p, fe, from_pod, 0, now, to, ct_flags, pol_gen, why);
+}
+
 static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 				       const struct fe_value *fe, int from_pod, __u64 now)
 {
@@ -253,8 +293,8 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	__u32	      pol_gen = 0;
 	int	      err;
 
-	switch (service_new_decide(skb, skb->ingress_ifindex, p, fe, from_pod, now, &to, &flags,
-				   &pol_gen, &why)) {
+	switch (service_decide(skb, skb->ingress_ifindex, p, fe, from_pod, 1, now, &to, &flags,
+			       &pol_gen, &why)) {
 	case SVC_TRANSLATE:
 		break;
 	case SVC_REJECT:
@@ -265,6 +305,9 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	case SVC_TUNNEL: {
 		struct backend be = {.addr = to.daddr, .port = to.dport};
 		int	       rc = tun_ingress_new(skb, p, fe, &be, now);
+
+		if (why == REASON_CT_NOT_OPENING && rc != TUN_NOT_TUNNELLED)
+			tun_count(skb, TUN_C_MIDFLOW);
 
 		/* The endpoint's node was known a moment ago; if the agent has
 		 * just removed it, the packet goes nowhere: the client retries. */
@@ -277,6 +320,8 @@ static __always_inline int service_new(struct __sk_buff *skb, struct pkt *p,
 	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
 	if (err)
 		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	if (why == REASON_CT_NOT_OPENING)
+		tun_count(skb, TUN_C_MIDFLOW); /* taken mid-flow (svc_midflow_adoptable()) */
 	monitor_flow_new(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p->tuple, &to, fe->svc_id,
 			 flags);
 	return translate(skb, p, &to);
@@ -485,7 +530,8 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		if (ct->flags & CT_F_PLAIN)
 			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
 		if (ct->flags & CT_F_TUNNEL)
-			return tun_ct_forward(skb, &p, ct, &to);
+			return tun_ct_forward(skb, &p, ct, &to, from_pod, tunnelled ? tpeer : 0,
+					      tlocal, tvni);
 		return translate(skb, &p, &to);
 	}
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);

@@ -133,10 +133,60 @@ static __always_inline int tun_backend_new(struct __sk_buff *skb, struct pkt *p,
 	return translate(skb, p, &to);
 }
 
+/* The backend's node, a client's packet of a flow it took through the
+ * tunnel: when the packet came another way than the record says (the
+ * client's packets moved to another ingress node, lib/service.h
+ * svc_midflow_adoptable()), the replies follow them, as Calico does when
+ * its tunnel source changes: through the node the packet came from now
+ * (its VNI says Tunnel or DSR), or, when the client reaches this node
+ * itself, straight back to it (as in DSR). The old ingress node may be
+ * gone (a common reason for the move); replies through it would be lost.
+ * Only packets through the tunnel from a node (tun_rx() checked the
+ * source) or from outside move a flow. 'via': the sending node (0: not
+ * tunnelled), 'local' and 'vni' of its outer header. Kept to scalars and
+ * the caller's copy of the record: the data program's stack is near the
+ * verifier's limit. */
+static __always_inline void tun_follow_ingress(struct __sk_buff *skb, const struct ct_key *fwd,
+					       struct ct_key *to, struct ct_tun *tv, __be32 via,
+					       __be32 local, __u32 vni)
+{
+	__be32 a;
+	__be16 port;
+
+	__u8 mode = via && vni != TUN_VNI_DSR ? EXT_M_TUNNEL : EXT_M_DSR;
+
+	if (!via)
+		local = tv->local, via = tv->peer;
+	if (via == tv->peer && local == tv->local && mode == tv->mode)
+		return;
+	tv->peer  = via;
+	tv->local = local;
+	tv->mode  = mode;
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return;
+	/* Both halves (as tun_ct_record()); the reply half's key is 'to'
+	 * reversed, in place and back: no second key on the stack. */
+	bpf_map_update_elem(&bpfproxy_ct_tun, fwd, tv, BPF_ANY);
+	a	  = to->saddr;
+	to->saddr = to->daddr;
+	to->daddr = a;
+	port	  = to->sport;
+	to->sport = to->dport;
+	to->dport = port;
+	bpf_map_update_elem(&bpfproxy_ct_tun, to, tv, BPF_ANY);
+	to->daddr = to->saddr;
+	to->saddr = a;
+	to->dport = to->sport;
+	to->sport = port;
+	tun_count(skb, TUN_C_MOVED);
+}
+
 /* A packet of a tunnelled flow (conntrack hit with CT_F_TUNNEL), 'to' its
- * entry's rewrite. */
+ * entry's rewrite; how it arrived: from a pod, or from outside through the
+ * tunnel from node 'via' (0: not tunnelled) to our 'local' with 'vni'. */
 static __always_inline int tun_ct_forward(struct __sk_buff *skb, struct pkt *p,
-					  const struct ct_value *ct, const struct ct_key *to)
+					  const struct ct_value *ct, struct ct_key *to,
+					  int from_pod, __be32 via, __be32 local, __u32 vni)
 {
 	struct ct_tun *tvp = tun_ct_lookup(&p->tuple);
 	struct ct_tun  tv;
@@ -146,6 +196,8 @@ static __always_inline int tun_ct_forward(struct __sk_buff *skb, struct pkt *p,
 	tv = *tvp;
 	if (tv.role == TUN_R_INGRESS && ct->dir == CT_DIR_FWD)
 		return tun_forward_as_is(skb, p, &tv);
+	if (tv.role == TUN_R_BACKEND && ct->dir == CT_DIR_FWD && !from_pod)
+		tun_follow_ingress(skb, &p->tuple, to, &tv, via, local, vni);
 	if (tv.role == TUN_R_BACKEND && ct->dir == CT_DIR_REPLY) {
 		if (tv.mode == EXT_M_TUNNEL)
 			return tun_reply_encap(skb, p, &tv, to);

@@ -510,8 +510,12 @@ enum tun_counter {
 	TUN_C_NEW_TUNNEL = 4, /* ... tunnelled, reply through this node */
 	TUN_C_NEW_DSR	 = 5, /* ... tunnelled, reply direct */
 	TUN_C_NEW_REMOTE = 6, /* new flows arriving through the tunnel to a local endpoint */
+	TUN_C_MOVED	 = 7, /* backend node: a tunnelled flow's client packets came another way;
+			       * its replies follow (lib/tunnel_svc.h tun_follow_ingress()) */
+	TUN_C_MIDFLOW	 = 8, /* mid-flow TCP packets of no known flow to a Maglev frontend, taken
+			       * as new flows (lib/service.h svc_midflow_adoptable()) */
 };
-#define TUN_COUNTERS 7
+#define TUN_COUNTERS 9
 
 /* Socket-level load balancing (bpf/sock.c): what a socket reached through
  * a service, for the reverse translation of its UDP replies and of

@@ -37,6 +37,7 @@ import { TeeDataplane } from '../dataplane/afxdp/dataplane.js';
 import { serveEngineControl } from '../dataplane/afxdp/control.js';
 import type { Server } from 'node:http';
 import { writeTopologyFile } from './topology-file.js';
+import { DecapAnnouncer } from './decap-announce.js';
 import { loadBalancingOf, nodeAddresses } from './runtime.js';
 
 export { nodeAddresses } from './runtime.js';
@@ -102,6 +103,8 @@ export class Agent {
   private engineControl: Server | undefined;
   private source: ManifestSource | KubeSource | undefined;
   private clients: KubeClients | undefined;
+  /** the Node annotation saying this node decapsulates the tunnel (API mode only) */
+  private decap: DecapAnnouncer | undefined;
   private transition: Promise<void> = Promise.resolve();
   private active: Config | undefined;
   private saidUnsupported = '';
@@ -206,6 +209,7 @@ export class Agent {
       const { KubeSource: Source } = await import('../sources/kubernetes.js');
       const conn = o.source.clients ? undefined : await apiConnection(o.source.kubeconfig);
       this.clients = o.source.clients ?? kubeClients(conn!);
+      if (this.clients.annotateNode) this.decap = new DecapAnnouncer(this.clients.annotateNode, o.nodeName, log);
       log.info(
         { server: this.clients.server, ...(conn ? { via: conn.describe } : {}) },
         `watching the Kubernetes API at ${this.clients.server}${conn ? ` (${conn.describe})` : ''}`,
@@ -315,6 +319,7 @@ export class Agent {
       await this.runtime.resume(cfg);
       if (this.drainCfg) await this.runtime.reconfigure(this.drainCfg, cfg);
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+      this.decap?.set(true);
     } else if (cfg.enabled && !this.runtime) {
       log.info('bpfEnabled is true: taking over the service dataplane');
       this.runtime = await BpfRuntime.enable(
@@ -345,9 +350,11 @@ export class Agent {
         this.clock,
       );
       this.health.setServiceHealth(this.proxier.store.healthCheckPorts(o.nodeName));
+      this.decap?.set(true); // the programs are attached: they decapsulate
       await this.startEngine(cfg);
     } else if (!cfg.enabled && this.runtime) {
       this.stopEngine('bpfEnabled is false');
+      this.decap?.set(false); // new flows from other nodes: SNAT (tunnelled ones keep going while draining)
       const rt = this.runtime;
       this.runtime = undefined;
       this.health.setServiceHealth(new Map());
@@ -470,6 +477,7 @@ export class Agent {
   stop(): void {
     this.stopped = true;
     this.source?.stop();
+    this.decap?.stop();
     this.proxier.stop();
     this.policy.stop();
     this.draining?.stopDrain();

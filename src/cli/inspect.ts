@@ -304,7 +304,7 @@ export function addStatusCommand(program: Command): void {
         );
         console.log(
           table(
-            ['NEW FLOWS SNAT', 'TUNNEL', 'DSR', 'FROM TUNNEL', 'ENCAP PKTS', 'DECAP PKTS', 'DSR REPLIES'],
+            ['NEW FLOWS SNAT', 'TUNNEL', 'DSR', 'FROM TUNNEL', 'ENCAP PKTS', 'DECAP PKTS', 'DSR REPLIES', 'MOVED', 'MAGLEV MID-FLOW'],
             [
               [
                 x.newFlows.SNAT,
@@ -314,6 +314,8 @@ export function addStatusCommand(program: Command): void {
                 x.packets.encap,
                 x.packets.decap,
                 x.packets.dsrReply,
+                x.moved,
+                x.midflow,
               ].map(String),
             ],
           ),

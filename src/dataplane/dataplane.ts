@@ -78,6 +78,12 @@ export interface TunnelSnapshot {
   newFlows: { SNAT: number; Tunnel: number; DSR: number };
   /** flows that arrived through the tunnel to a local endpoint */
   newFromTunnel: number;
+  /** tunnelled flows (this node the endpoint's) whose client packets came by another ingress node, or
+   * straight here: replies follow them */
+  moved: number;
+  /** mid-flow TCP packets of no known flow to a Maglev frontend taken as new flows (the flow came
+   * through another ingress node first) */
+  midflow: number;
   packets: { encap: number; decap: number; dsrReply: number };
   bytes: { encap: number; decap: number; dsrReply: number };
 }

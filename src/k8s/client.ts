@@ -52,7 +52,13 @@ function send(
         ...(base.headers as Record<string, string> | undefined),
         accept: 'application/json',
         'user-agent': 'bpfproxy',
-        ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+        ...(payload !== undefined
+          ? {
+              // PATCH bodies are JSON merge patches (RFC 7386)
+              'content-type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json',
+              'content-length': Buffer.byteLength(payload),
+            }
+          : {}),
       };
       const opts: RequestOptions = {
         ...base,
@@ -225,6 +231,8 @@ export interface KubeClients {
   namespaces: ResourceClient;
   networkPolicies: ResourceClient;
   events: EventRecorder;
+  /** Set (string) or remove (null) annotations of a Node (a JSON merge patch; RBAC: patch nodes). */
+  annotateNode?: (name: string, annotations: Record<string, string | null>) => Promise<void>;
   server: string;
 }
 
@@ -238,6 +246,9 @@ export function kubeClients(conn: ApiConnection, component = 'bpfproxy'): KubeCl
     namespaces: resource(conn, 'namespaces', '/api/v1/namespaces'),
     networkPolicies: resource(conn, 'networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies'),
     events: new EventRecorder(conn, component),
+    annotateNode: async (name, annotations) => {
+      await requestJson(conn, 'PATCH', `/api/v1/nodes/${encodeURIComponent(name)}`, { metadata: { annotations } });
+    },
     server: conn.server,
   };
 }

@@ -3,8 +3,23 @@
  * the cluster: the other nodes' addresses, from which VXLAN is accepted,
  * and for each endpoint on another node the address of its node, where the
  * ingress node sends it. Pure functions over domain objects.
+ *
+ * Mixed versions: a node whose bpfproxy decapsulates says so on its Node
+ * object (DECAP_ANNOTATION, written by the agent when its programs are
+ * attached; in manifest-directory mode the Node file carries it). Endpoints
+ * on a node that does not say so (an older bpfproxy, kube-proxy, a node
+ * handed back) are reached with SNAT, as before the tunnel existed, so a
+ * rolling upgrade needs no SNAT phase.
  */
 import type { EndpointSlice, Node } from './types.js';
+
+/** The Node annotation listing the tunnel formats the node's bpfproxy decapsulates (comma-separated). */
+export const DECAP_ANNOTATION = 'bpfproxy.io/decap';
+/** Our format: VXLAN UDP 4789, VNIs 0x627078/0x627079, inner Ethernet (bpf/lib/tunnel.h). */
+export const DECAP_FORMAT = 'vxlan-v1';
+
+/** Whether the node's bpfproxy says it decapsulates our tunnel. */
+export const decapsulates = (n: Node): boolean => (n.decap ?? '').split(',').some((f) => f.trim() === DECAP_FORMAT);
 
 /** The address a node is reached at through the tunnel: its first IPv4 InternalIP. */
 export const tunnelAddressOf = (n: Node): string | undefined => n.internalIPs[0];
@@ -18,8 +33,9 @@ export function peerAddresses(nodes: Iterable<Node>, self: string): string[] {
 
 /**
  * Endpoint address -> its node's tunnel address, for endpoints on other
- * nodes whose Node is known with an InternalIP. An endpoint without a
- * nodeName, or on a node not (yet) seen, is left out: flows to it are
+ * nodes whose Node is known with an InternalIP and says it decapsulates
+ * (decapsulates()). An endpoint without a nodeName, on a node not (yet)
+ * seen, or on one that does not decapsulate, is left out: flows to it are
  * SNATed, as before.
  */
 export function endpointNodes(
@@ -32,7 +48,7 @@ export function endpointNodes(
     for (const e of s.endpoints) {
       if (!e.nodeName || e.nodeName === self) continue;
       const n = nodeOf(e.nodeName);
-      const at = n && tunnelAddressOf(n);
+      const at = n && decapsulates(n) ? tunnelAddressOf(n) : undefined;
       if (!at) continue;
       for (const a of e.addresses) out.set(a, at);
     }

@@ -109,6 +109,8 @@ export interface Node {
   externalIPs: string[];
   /** metadata.labels["topology.kubernetes.io/zone"], when set and not empty */
   zone?: string;
+  /** metadata.annotations["bpfproxy.io/decap"]: the tunnel formats its bpfproxy decapsulates (model/tunnel.ts) */
+  decap?: string;
 }
 
 /** A node's primary address as kube-proxy's --nodeport-addresses primary means it: the first IPv4 InternalIP, else ExternalIP. */

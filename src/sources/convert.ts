@@ -5,6 +5,7 @@
  * that IP, and only an object whose identity or shape is broken is dropped
  * whole. Every problem is reported with the object and the field.
  */
+import { DECAP_ANNOTATION } from '../model/tunnel.js';
 import { z } from 'zod';
 import { isIPv4, isIPv6 } from '../net/ip.js';
 import { DEFAULT_SERVICE_POLICY, formatPortRange, type PortRange, type ServicePolicy } from '../config/services.js';
@@ -688,7 +689,7 @@ export function toEndpointSlice(o: unknown): Converted<EndpointSlice> {
 }
 
 const NodeShape = z.looseObject({
-  metadata: Meta,
+  metadata: Meta.extend({ annotations: z.record(z.string(), z.string()).nullable().optional() }),
   status: z
     .looseObject({
       addresses: z
@@ -721,7 +722,11 @@ export function toNode(o: unknown): Converted<Node> {
     if (!list.includes(a.address)) list.push(a.address);
   });
   const zone = r.data.metadata.labels?.[ZONE_LABEL];
-  return { value: { name, internalIPs, externalIPs, ...(zone ? { zone: intern(zone) } : {}) }, problems: p.done() };
+  const decap = r.data.metadata.annotations?.[DECAP_ANNOTATION];
+  return {
+    value: { name, internalIPs, externalIPs, ...(zone ? { zone: intern(zone) } : {}), ...(decap ? { decap: intern(decap) } : {}) },
+    problems: p.done(),
+  };
 }
 
 /**

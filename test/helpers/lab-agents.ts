@@ -21,10 +21,19 @@ export interface LabWithAgents {
 
 export async function labWithAgents(
   t: Test,
-  opts: { tag: string; manifests?: Record<string, string>; agentArgs?: string[]; beforeAgents?: (lab: Lab) => void },
+  opts: {
+    tag: string;
+    manifests?: Record<string, string>;
+    agentArgs?: string[];
+    beforeAgents?: (lab: Lab) => void;
+    /** 3: a third node (lab/lab.ts labSpec()) */
+    nodes?: 2 | 3;
+    /** how long each agent may take to be ready (lab/lab.ts startAgent()) */
+    readyMs?: number;
+  },
 ): Promise<LabWithAgents> {
   const prefix = `${opts.tag}${uniqueTag(5)}`;
-  const lab = labSpec(prefix);
+  const lab = labSpec(prefix, { nodes: opts.nodes });
   const dir = mkdtempSync(join(tmpdir(), `bpfproxy-${opts.tag}-`));
   const agents = new Map<string, AgentProcess>();
   t.teardown(async () => {
@@ -36,7 +45,7 @@ export async function labWithAgents(
   for (const [name, text] of Object.entries(opts.manifests ?? {})) writeFileSync(join(dir, name), text);
   labUp(lab);
   opts.beforeAgents?.(lab);
-  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { manifests: dir }, opts.agentArgs ?? []));
+  for (const n of lab.nodes) agents.set(n.name, startAgent(n, { manifests: dir }, opts.agentArgs ?? [], { readyMs: opts.readyMs }));
   await Promise.all([...agents.values()].map((a) => a.ready));
   return { prefix, lab, dir, agents };
 }

@@ -341,7 +341,17 @@ export const ExtMode = { SNAT: 0, TUNNEL: 1, DSR: 2 } as const;
 /** enum tun_role */
 export const TunRole = { INGRESS: 1, BACKEND: 2 } as const;
 /** enum tun_counter: index in bpfproxy_tun_stats */
-export const TunCounter = { ENCAP: 0, DECAP: 1, DSR_REPLY: 2, NEW_SNAT: 3, NEW_TUNNEL: 4, NEW_DSR: 5, NEW_REMOTE: 6 } as const;
+export const TunCounter = {
+  ENCAP: 0,
+  DECAP: 1,
+  DSR_REPLY: 2,
+  NEW_SNAT: 3,
+  NEW_TUNNEL: 4,
+  NEW_DSR: 5,
+  NEW_REMOTE: 6,
+  MOVED: 7,
+  MIDFLOW: 8,
+} as const;
 
 export const tunEpKey = struct('tun_ep_key', { addr: ip4 });
 export const tunEp = struct('tun_ep', { node: ip4 });

@@ -187,6 +187,8 @@ export function tunnelView(maps: DatapathMaps): TunnelSnapshot {
     local: m.local,
     newFlows: { SNAT: c.NEW_SNAT.packets, Tunnel: c.NEW_TUNNEL.packets, DSR: c.NEW_DSR.packets },
     newFromTunnel: c.NEW_REMOTE.packets,
+    moved: c.MOVED.packets,
+    midflow: c.MIDFLOW.packets,
     packets: { encap: c.ENCAP.packets, decap: c.DECAP.packets, dsrReply: c.DSR_REPLY.packets },
     bytes: { encap: c.ENCAP.bytes, decap: c.DECAP.bytes, dsrReply: c.DSR_REPLY.bytes },
   };
