@@ -42,7 +42,7 @@
 namespace bpfproxy {
 
 static_assert(sizeof(struct ct_key) == 16, "struct ct_key layout (bpf/lib/types.h)");
-static_assert(sizeof(struct ct_value) == 40, "struct ct_value layout (bpf/lib/types.h)");
+static_assert(sizeof(struct ct_value) == 64, "struct ct_value layout (bpf/lib/types.h)");
 
 namespace {
 

@@ -51,13 +51,13 @@ static __always_inline int xdp_established(struct xdp_md *ctx, struct pkt *p, st
 	 * ct_stale_reply()). */
 	if (ct_reply_is_stale(p, ct))
 		return XDP_PASS;
-	w = xdp_route(ctx, p, &to, &fib);
+	w = xdp_route_ct(ctx, p, &to, ct, &fib, now);
 	if (w == XW_STACK)
 		return XDP_PASS;
 	r = policy_ct(&p->tuple, ct);
 	if (r != REASON_NONE)
 		return monitor_on() ? XDP_PASS : xdp_drop(ctx, r);
-	ct_update(&p->tuple, ct, p->tcp_flags, now);
+	xdp_ct_touch(&p->tuple, ct, p->tcp_flags, now);
 	return xdp_translate(ctx, p, &to, w, &fib);
 }
 
@@ -65,9 +65,11 @@ static __always_inline int xdp_new(struct xdp_md *ctx, struct pkt *p, const stru
 				   __u64 now)
 {
 	struct bpf_fib_lookup fib;
+	struct ct_value	     *ct;
 	struct ct_key	      to;
 	enum xdp_where	      w;
-	enum reason	      why     = REASON_NONE;
+	enum reason	      why = REASON_NONE;
+	__u8		      ttl_check;
 	__u8		      flags   = 0;
 	__u32		      pol_gen = 0;
 	int		      err;
@@ -84,12 +86,18 @@ static __always_inline int xdp_new(struct xdp_md *ctx, struct pkt *p, const stru
 	default:
 		return XDP_PASS; /* a reject, a flow TC carries through the tunnel, or one TC counts and passes */
 	}
-	w = xdp_route(ctx, p, &to, &fib);
+	w = xdp_route(ctx, p, &to, &fib, &ttl_check);
 	if (w == XW_STACK)
 		return XDP_PASS; /* nothing created: TC decides again */
 	err = ct_create(&p->tuple, &to, flags, fe->svc_id, pol_gen, now);
 	if (err)
 		return xdp_drop(ctx, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	/* The route just looked up serves the flow's next frames (the entry
+	 * is in cache: created a moment ago). The reply direction fills its
+	 * own on its first frame. */
+	ct = bpf_map_lookup_elem(&bpfproxy_ct, &p->tuple);
+	if (ct)
+		xdp_fwd_fill(&ct->fwd, p, &fib, w, ttl_check, (__u32)(now >> XDP_FWD_SHIFT), 0);
 	return xdp_translate(ctx, p, &to, w, &fib);
 }
 

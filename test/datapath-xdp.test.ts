@@ -195,6 +195,72 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
     t.equal(again.out?.dst, LOCAL_BE, 'the established flow is still translated in XDP');
   });
 
+  t.test('an established flow reuses the route its flow looked up (about a second), then looks it up again', async (t) => {
+    const key = { saddr: CLIENT, daddr: NODE_IP, sport: 42070, dport: 30091, proto: 6 };
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42070, dport: 30091 });
+    t.equal(syn.verdict, 'tx');
+    t.equal(syn.out?.dstMac, GW_MAC);
+    const ack = frame(fromClient, { proto: 'tcp', sport: 42070, dport: 30091, flags: TCP.ACK, payload: Buffer.from('GET /') });
+    const cached = xdpRaw(ack);
+    // The same frame from a conntrack entry without a cached route (the agent writes zeros): byte for byte the same.
+    const entry = dp.maps.ct.get(key)!;
+    dp.maps.ct.set(key, entry);
+    const looked = xdpRaw(ack);
+    t.equal(cached.verdict, 'tx');
+    t.same(cached.raw, looked.raw, 'a cached route gives the frame a FIB lookup gives');
+    // The gateway's MAC changes: within the cache's second the flow keeps the one it had ...
+    const NEW_MAC = '02:00:00:00:00:13';
+    ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', NEW_MAC, 'dev', 'd0', 'nud', 'permanent');
+    t.teardown(() => ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', GW_MAC, 'dev', 'd0', 'nud', 'permanent'));
+    const stale = xdpRaw(ack);
+    t.equal(stale.out?.dstMac, GW_MAC, 'no FIB lookup for an established frame within the second');
+    const other = xdp(fromClient, { proto: 'tcp', sport: 42071, dport: 30091 });
+    t.equal(other.out?.dstMac, NEW_MAC, 'a new flow looks its route up');
+    await new Promise((r) => setTimeout(r, 1100));
+    const fresh = xdpRaw(ack);
+    t.equal(fresh.verdict, 'tx');
+    t.equal(fresh.out?.dstMac, NEW_MAC, 'after it, the route is looked up again');
+  });
+
+  t.test('a cached route is not taken by a frame longer than the route took, nor one whose TTL is spent', async (t) => {
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42072, dport: 30091 });
+    t.equal(syn.verdict, 'tx', 'route cached with a 60-byte packet');
+    const big = frame(
+      { ...fromClient, dontFragment: true },
+      { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1300) },
+    );
+    const r = xdpRaw(big);
+    t.equal(r.verdict, 'pass', 'over the route MTU (1280): left to TC, which answers fragmentation-needed');
+    t.same(r.raw, big, 'untouched');
+    const ttl1 = frame({ ...fromClient, ttl: 1 }, { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK });
+    const t1 = xdpRaw(ttl1);
+    t.equal(t1.verdict, 'pass', 'TTL 1: the stack answers time exceeded');
+    t.same(t1.raw, ttl1, 'untouched');
+    const fit = xdp(fromClient, { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1200) });
+    t.equal(fit.verdict, 'tx', 'a longer frame the route takes is forwarded (and looked up once)');
+    t.equal(fit.out?.dstMac, GW_MAC);
+  });
+
+  t.test('an established flow writes its conntrack deadline when it moves by more than a second, not every frame', async (t) => {
+    const key = { saddr: CLIENT, daddr: NODE_IP, sport: 42073, dport: 30091, proto: 6 };
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42073, dport: 30091 });
+    const snat = syn.out!.sport!;
+    xdp(
+      { src: REMOTE_BE, dst: NODE_IP, srcMac: GW_MAC, dstMac: d0Mac },
+      { proto: 'tcp', sport: 8080, dport: snat, flags: TCP.SYN | TCP.ACK },
+    );
+    const ack = { proto: 'tcp' as const, sport: 42073, dport: 30091, flags: TCP.ACK };
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    const first = dp.maps.ct.get(key)!;
+    t.ok(first.state & 16, 'established (handshake done)');
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    t.equal(dp.maps.ct.get(key)!.expiresNs, first.expiresNs, 'the next frame a moment later leaves the deadline');
+    await new Promise((r) => setTimeout(r, 1100));
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    t.ok(dp.maps.ct.get(key)!.expiresNs > first.expiresNs + 1_000_000_000n, 'a second later it moves');
+    t.equal(xdp(fromClient, { ...ack, flags: TCP.FIN | TCP.ACK }).verdict, 'pass', "a FIN is still TC's");
+  });
+
   t.test('drops counted in the reason counters as TC counts them', async (t) => {
     const cases: Array<[string, Buffer, string]> = [];
     const good = frame(fromClient, { proto: 'tcp', sport: 42050, dport: 30090 });
