@@ -5,11 +5,16 @@
  * to a remote backend (SNAT + DNAT, XDP_TX after the FIB lookup) and its
  * reply; the same rewrite as the TC program; everything XDP leaves to TC
  * passed untouched (ARP, IPv6, fragments, ICMP, non-service traffic,
- * rejects, FIN/RST, unresolved neighbours); drops counted as TC counts them.
+ * rejects, FIN/RST, unresolved neighbours); drops counted as TC counts them;
+ * the route an established flow caches in its conntrack entry (its lifetime,
+ * its length and TTL guards), the deadline written at most once a second;
+ * Tunnel/DSR flows encapsulated byte for byte as TC does (padded, oversize
+ * and truncated frames included).
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
-import { frame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { frame, parseFrame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { TunnelTables, tunnelCounters } from '../src/dataplane/bpf/tunnel.js';
 import { ip } from '../testkit/netns.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns } from './helpers/env.js';
@@ -259,6 +264,52 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
     t.equal(xdp(fromClient, ack).verdict, 'tx');
     t.ok(dp.maps.ct.get(key)!.expiresNs > first.expiresNs + 1_000_000_000n, 'a second later it moves');
     t.equal(xdp(fromClient, { ...ack, flags: TCP.FIN | TCP.ACK }).verdict, 'pass', "a FIN is still TC's");
+  });
+
+  t.test('Tunnel and DSR: an established flow is encapsulated in XDP, byte for byte as TC does it', async (t) => {
+    const tun = new TunnelTables(dp.maps);
+    const state = (mode: 'Tunnel' | 'DSR' | 'SNAT') =>
+      tun.apply({ mode, local: NODE_IP, peers: [REMOTE_GW], endpoints: new Map([[REMOTE_BE, REMOTE_GW]]), dsrOptout: [] });
+    t.teardown(() => state('SNAT'));
+    const vniAt = (raw: Buffer) => raw.readUInt32BE(14 + 32) >>> 8;
+    for (const [mode, sport, vni] of [
+      ['Tunnel', 42080, 0x627078],
+      ['DSR', 42081, 0x627079],
+    ] as const) {
+      state(mode);
+      const syn = frame(fromClient, { proto: 'tcp', sport, dport: 30091 });
+      const x = xdpRaw(syn);
+      t.equal(x.verdict, 'pass', `${mode}: a new tunnelled flow is TC's`);
+      t.same(x.raw, syn, `${mode}: untouched`);
+      t.equal(node.runRaw('fromData', syn).verdict, 'redirect', `${mode}: TC encapsulates the SYN`);
+      const ack = frame(fromClient, { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK, payload: Buffer.from('GET / HTTP/1.1') });
+      const viaTc = node.runRaw('fromData', ack);
+      const before = tunnelCounters(dp.maps).ENCAP;
+      const viaXdp = xdpRaw(ack);
+      t.equal(viaXdp.verdict, 'tx', `${mode}: the ACK is encapsulated in XDP, out to the peer`);
+      t.same(viaXdp.raw, viaTc.raw, `${mode}: the same bytes as TC's`);
+      t.equal(vniAt(viaXdp.raw), vni, `${mode}: VNI`);
+      t.equal(viaXdp.raw.length, ack.length + 50, `${mode}: 50 bytes of VXLAN`);
+      t.ok(parseFrame(viaXdp.raw.subarray(14 + 36)).l4CsumOk, `${mode}: the inner frame as sent`);
+      const after = tunnelCounters(dp.maps).ENCAP;
+      t.same(after, { packets: before.packets + 1, bytes: before.bytes + ack.length + 50 }, `${mode}: counted as encapsulated`);
+      // A frame padded past its IPv4 length (a short frame from a NIC): the padding goes inside as in TC.
+      const padded = Buffer.concat([frame(fromClient, { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK }), Buffer.alloc(6)]);
+      t.same(xdpRaw(padded).raw, node.runRaw('fromData', padded).raw, `${mode}: a padded frame, the same bytes as TC's`);
+      // Too big for the route once encapsulated: TC answers fragmentation-needed.
+      const big = frame(
+        { ...fromClient, dontFragment: true },
+        { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1440) },
+      );
+      const b = xdpRaw(big);
+      t.equal(b.verdict, 'pass', `${mode}: ${big.length - 14} + 50 bytes over the 1500-byte link: TC's`);
+      t.same(b.raw, big, `${mode}: untouched`);
+    }
+    // Cut short: dropped as malformed before anything is looked up.
+    const cut = frame(fromClient, { proto: 'tcp', sport: 42080, dport: 30091, flags: TCP.ACK }).subarray(0, 14 + 20 + 10);
+    const before = reasonCount(dp, 'malformed');
+    t.equal(xdpRaw(cut).verdict, 'drop', 'a truncated frame of a tunnelled flow is dropped');
+    t.equal(reasonCount(dp, 'malformed'), before + 1, 'counted as malformed');
   });
 
   t.test('drops counted in the reason counters as TC counts them', async (t) => {
