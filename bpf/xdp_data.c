@@ -47,6 +47,9 @@ static __always_inline int xdp_tunnel_forward(struct xdp_md *ctx, struct pkt *p,
 					      struct ct_value *ct, __u64 now)
 {
 	struct bpf_fib_lookup fib;
+	struct ct_fwd	     *c = &ct->fwd;
+	__u32		      stamp;
+	int		      fresh;
 	struct tun_outer      h;
 	struct ct_tun	     *tv;
 	struct ethhdr	     *eth;
@@ -64,17 +67,28 @@ static __always_inline int xdp_tunnel_forward(struct xdp_md *ctx, struct pkt *p,
 	local = tv->local;
 	peer  = tv->peer;
 	vni   = tun_vni_of(tv->mode);
-	__builtin_memset(&fib, 0, sizeof(fib));
-	fib.family	= AF_INET;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.dport	= bpf_htons(TUN_PORT);
-	fib.tot_len	= p->tot_len + TUN_OVERHEAD;
-	fib.ipv4_src	= local;
-	fib.ipv4_dst	= peer;
-	fib.ifindex	= ctx->ingress_ifindex;
-	rc		= bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return XDP_PASS;
+	/* The route to the peer, cached in the entry as a plain flow's
+	 * (lib/xdp.h), for the encapsulated length. */
+	stamp = (__u32)(now >> XDP_FWD_SHIFT);
+	fresh = c->ifindex && (__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
+	if (fresh && c->where == XW_FORWARD && p->tot_len + TUN_OVERHEAD <= c->max_len) {
+		fib.ifindex = c->ifindex;
+		__builtin_memcpy(fib.dmac, c->dmac, ETH_ALEN);
+		__builtin_memcpy(fib.smac, c->smac, ETH_ALEN);
+	} else {
+		__builtin_memset(&fib, 0, sizeof(fib));
+		fib.family	= AF_INET;
+		fib.l4_protocol = IPPROTO_UDP;
+		fib.dport	= bpf_htons(TUN_PORT);
+		fib.tot_len	= p->tot_len + TUN_OVERHEAD;
+		fib.ipv4_src	= local;
+		fib.ipv4_dst	= peer;
+		fib.ifindex	= ctx->ingress_ifindex;
+		rc		= bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return XDP_PASS;
+		xdp_fwd_fill_len(c, p->tot_len + TUN_OVERHEAD, &fib, XW_FORWARD, 0, stamp, fresh);
+	}
 	r = policy_ct(&p->tuple, ct);
 	if (r != REASON_NONE)
 		return monitor_on() ? XDP_PASS : xdp_drop(ctx, r);

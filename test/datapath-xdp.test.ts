@@ -293,6 +293,11 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
       t.ok(parseFrame(viaXdp.raw.subarray(14 + 36)).l4CsumOk, `${mode}: the inner frame as sent`);
       const after = tunnelCounters(dp.maps).ENCAP;
       t.same(after, { packets: before.packets + 1, bytes: before.bytes + ack.length + 50 }, `${mode}: counted as encapsulated`);
+      // The route to the peer is cached in the flow's entry: a neighbour change within the second is not seen yet.
+      ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', '02:00:00:00:00:13', 'dev', 'd0', 'nud', 'permanent');
+      const cachedTun = xdpRaw(ack);
+      ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', GW_MAC, 'dev', 'd0', 'nud', 'permanent');
+      t.equal(cachedTun.out?.dstMac, GW_MAC, `${mode}: the peer's route from the conntrack entry, no FIB lookup`);
       // A frame padded past its IPv4 length (a short frame from a NIC): the padding goes inside as in TC.
       const padded = Buffer.concat([frame(fromClient, { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK }), Buffer.alloc(6)]);
       t.same(xdpRaw(padded).raw, node.runRaw('fromData', padded).raw, `${mode}: a padded frame, the same bytes as TC's`);

@@ -116,15 +116,14 @@ static __always_inline enum xdp_where xdp_route(struct xdp_md *ctx, const struct
 #define XDP_FWD_LIFE  954 /* x 2^20 ns = 1.0003 s */
 
 /* Remember where xdp_route() said the flow's frames go (w: not XW_STACK). */
-static __always_inline void xdp_fwd_fill(struct ct_fwd *c, const struct pkt *p,
-					 const struct bpf_fib_lookup *fib, enum xdp_where w,
-					 __u8 ttl_check, __u32 stamp, int fresh)
+static __always_inline void xdp_fwd_fill_len(struct ct_fwd *c, __u16 len,
+					     const struct bpf_fib_lookup *fib, enum xdp_where w,
+					     __u8 ttl_check, __u32 stamp, int fresh)
 {
 	if (cfg_trace) /* lib/trace.h: no map writes */
 		return;
 	/* the same route taking a longer frame: the longest so far */
-	c->max_len   = fresh && c->ifindex == fib->ifindex && c->max_len > p->tot_len ? c->max_len
-										      : p->tot_len;
+	c->max_len   = fresh && c->ifindex == fib->ifindex && c->max_len > len ? c->max_len : len;
 	c->where     = w;
 	c->ttl_check = ttl_check;
 	__builtin_memcpy(c->dmac, fib->dmac, ETH_ALEN);
@@ -132,6 +131,13 @@ static __always_inline void xdp_fwd_fill(struct ct_fwd *c, const struct pkt *p,
 	c->stamp = stamp;
 	asm volatile("" ::: "memory");
 	c->ifindex = fib->ifindex;
+}
+
+static __always_inline void xdp_fwd_fill(struct ct_fwd *c, const struct pkt *p,
+					 const struct bpf_fib_lookup *fib, enum xdp_where w,
+					 __u8 ttl_check, __u32 stamp, int fresh)
+{
+	xdp_fwd_fill_len(c, p->tot_len, fib, w, ttl_check, stamp, fresh);
 }
 
 static __always_inline enum xdp_where xdp_route_ct(struct xdp_md *ctx, const struct pkt *p,
