@@ -10,7 +10,7 @@
  * emptied between rounds (SNAT ports must not run out).
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { release } from 'node:os';
+import { loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
 import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
@@ -33,7 +33,8 @@ export type XdpCase = 'nodeport-local' | 'nodeport-remote' | 'not-a-service';
 
 export interface XdpFigure {
   case: XdpCase;
-  flow: 'new' | 'established';
+  /** new: distinct SYNs; established: an ACK of each of those flows; one-flow: the ACK of one of them again and again (a busy flow: its conntrack entry in cache) */
+  flow: 'new' | 'established' | 'one-flow';
   tcNs: number;
   xdpNs: number;
   /** TC ns / XDP ns: how many times cheaper XDP is per packet */
@@ -46,6 +47,8 @@ export interface XdpFigure {
 export interface XdpBenchResults {
   date: string;
   kernel: string;
+  /** os.loadavg() when the run began and ended: other work on the machine shows in every figure */
+  load?: { start: number[]; end: number[] };
   options: XdpBenchOptions;
   /**
    * What a run costs with (almost) no program: the object's XDP pass-through
@@ -81,6 +84,7 @@ function tally(retvals: Int32Array, names: string[]): Record<string, number> {
 }
 
 export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void): Promise<XdpBenchResults> {
+  const loadStart = loadavg().map((x) => +x.toFixed(2));
   const ns = `bpxb-xdp-${uniqueTag()}`;
   ensureBpffs('/sys/fs/bpf');
   const pinDir = `/sys/fs/bpf/bpxb-xdp-${uniqueTag()}`;
@@ -145,10 +149,13 @@ export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void):
     ];
     const figures: XdpFigure[] = [];
     for (const cs of cases) {
-      const xs = { tc: { new: [] as number[], est: [] as number[] }, xdp: { new: [] as number[], est: [] as number[] } };
-      const verdicts = { tc: { new: {}, est: {} }, xdp: { new: {}, est: {} } } as Record<
+      const xs = {
+        tc: { new: [] as number[], est: [] as number[], one: [] as number[] },
+        xdp: { new: [] as number[], est: [] as number[], one: [] as number[] },
+      };
+      const verdicts = { tc: { new: {}, est: {}, one: {} }, xdp: { new: {}, est: {}, one: {} } } as Record<
         'tc' | 'xdp',
-        Record<'new' | 'est', Record<string, number>>
+        Record<'new' | 'est' | 'one', Record<string, number>>
       >;
       for (let r = 0; r < o.rounds; r++) {
         for (const which of r % 2 === 0 ? (['tc', 'xdp'] as const) : (['xdp', 'tc'] as const)) {
@@ -162,10 +169,17 @@ export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void):
           try {
             const n = native().progTestRunEach(fd, syns, { ctx });
             const e = native().progTestRunEach(fd, acks, { ctx });
+            const one = native().progTestRunEach(
+              fd,
+              acks.map(() => acks[0]!),
+              { ctx },
+            );
             xs[which].new.push(n.totalNs / o.flows);
             xs[which].est.push(e.totalNs / o.flows);
+            xs[which].one.push(one.totalNs / o.flows);
             verdicts[which].new = tally(n.retvals, names);
             verdicts[which].est = tally(e.retvals, names);
+            verdicts[which].one = tally(one.retvals, names);
           } finally {
             native().restoreNetns(p);
           }
@@ -173,8 +187,8 @@ export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void):
           if (entries.length) maps.ct.deleteMany(entries.map(([k]) => k));
         }
       }
-      for (const flow of ['new', 'established'] as const) {
-        const k = flow === 'new' ? 'new' : 'est';
+      for (const flow of ['new', 'established', 'one-flow'] as const) {
+        const k = flow === 'new' ? 'new' : flow === 'established' ? 'est' : 'one';
         const tcNs = +median(xs.tc[k]).toFixed(1);
         const xdpNs = +median(xs.xdp[k]).toFixed(1);
         figures.push({
@@ -203,15 +217,26 @@ export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void):
     }
     const floorNs = { xdp: +median(floors.xdp).toFixed(1), tc: +median(floors.tc).toFixed(1) };
     say(`floor: XDP ${floorNs.xdp} ns, TC ${floorNs.tc} ns`);
-    const est = figures.filter((f) => f.flow === 'established' && f.case !== 'not-a-service');
-    const worst = Math.max(...est.map((f) => f.xdpNs));
+    const worstOf = (flow: XdpFigure['flow']) =>
+      Math.max(...figures.filter((f) => f.flow === flow && f.case !== 'not-a-service').map((f) => f.xdpNs));
+    const worst = worstOf('established');
+    const worstOne = worstOf('one-flow');
     return {
       date: new Date().toISOString(),
       kernel: release(),
+      load: { start: loadStart, end: loadavg().map((x) => +x.toFixed(2)) },
       options: o,
       floorNs,
       figures,
-      targets: [{ target: 'XDP, established NodePort flow, per packet', value: `${worst} ns`, goal: '<= 60 ns', met: worst <= 60 }],
+      targets: [
+        { target: 'XDP, established NodePort flow, per packet', value: `${worst} ns`, goal: '<= 60 ns', met: worst <= 60 },
+        {
+          target: 'XDP, one busy established NodePort flow, per packet',
+          value: `${worstOne} ns (${+(worstOne - floorNs.xdp).toFixed(1)} ns over the floor)`,
+          goal: '<= 60 ns',
+          met: worstOne <= 60,
+        },
+      ],
     };
   } finally {
     dp?.close();
@@ -222,19 +247,24 @@ export async function runXdpBench(o: XdpBenchOptions, say: (s: string) => void):
 
 export function renderXdp(r: XdpBenchResults): string {
   const rows = r.figures.map(
-    (f) => `| ${f.case} | ${f.flow} | ${f.tcNs} | ${f.xdpNs} | ${f.ratio}x | ${fmt(f.tcVerdicts)} | ${fmt(f.xdpVerdicts)} |`,
+    (f) =>
+      `| ${f.case} | ${f.flow} | ${f.tcNs} | ${f.xdpNs} | ${+(f.xdpNs - r.floorNs.xdp).toFixed(1)} | ${f.ratio}x | ${fmt(f.tcVerdicts)} | ${fmt(f.xdpVerdicts)} |`,
   );
   return [
     '# XDP vs TC per packet (BPF_PROG_RUN)',
     '',
-    `${r.date}, kernel ${r.kernel}; ${r.options.flows} flows a round, median of ${r.options.rounds} rounds, TC and XDP interleaved.`,
+    `${r.date}, kernel ${r.kernel}; ${r.options.flows} flows a round, median of ${r.options.rounds} rounds, TC and XDP interleaved.` +
+      (r.load
+        ? ` Load average (1, 5, 15 min) ${r.load.start.join(', ')} at the start, ${r.load.end.join(', ')} at the end of the BPF_PROG_RUN part.`
+        : ''),
     '',
-    `Floor (a run of a near-empty program the same way, the harness's share of each figure): XDP ${r.floorNs.xdp} ns, TC ${r.floorNs.tc} ns.`,
-    "Established: an ACK of each of the round's flows, each frame run once on a fresh copy (a repeated run would see its own rewritten packet).",
+    `Floor (a run of a near-empty program the same way, the harness's share of each figure): XDP ${r.floorNs.xdp} ns, TC ${r.floorNs.tc} ns.` +
+      (r.floorNs.xdp > 60 ? ' The XDP floor alone is over the 60 ns goal: no program meets it as BPF_PROG_RUN measures here.' : ''),
+    "Established: an ACK of each of the round's flows, each frame run once on a fresh copy (a repeated run would see its own rewritten packet): every packet another flow, so its conntrack entry (in a map sized for 512k flows) is rarely in the CPU's cache. One-flow: the ACK of one flow, a fresh copy each run: a busy flow, its entry in cache.",
     'BPF_PROG_RUN times the program only: the skb TC needs (allocation, GRO, the stack up to the TC hook) is not in the TC figures; that is what XDP saves on a real interface.',
     '',
-    '| case | flow | TC ns | XDP ns | TC/XDP | TC verdicts | XDP verdicts |',
-    '|---|---|---|---|---|---|---|',
+    '| case | flow | TC ns | XDP ns | XDP over floor | TC/XDP | TC verdicts | XDP verdicts |',
+    '|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
     ...(r.pps

@@ -203,7 +203,7 @@ t.test('native calls name what failed', async (t) => {
   await t.rejects(native().ctGc(dp.maps.fe.fd), {
     name: 'BpfError',
     errno: 22,
-    message: /conntrack GC: map bpfproxy_fe has key size 8 and value size 20, not the 16\/40 of struct ct_key\/ct_value/,
+    message: /conntrack GC: map bpfproxy_fe has key size 8 and value size 20, not the 16\/64 of struct ct_key\/ct_value/,
   });
   const e = await native()
     .ctGc(-1)

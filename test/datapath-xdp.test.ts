@@ -5,11 +5,16 @@
  * to a remote backend (SNAT + DNAT, XDP_TX after the FIB lookup) and its
  * reply; the same rewrite as the TC program; everything XDP leaves to TC
  * passed untouched (ARP, IPv6, fragments, ICMP, non-service traffic,
- * rejects, FIN/RST, unresolved neighbours); drops counted as TC counts them.
+ * rejects, FIN/RST, unresolved neighbours); drops counted as TC counts them;
+ * the route an established flow caches in its conntrack entry (its lifetime,
+ * its length and TTL guards), the deadline written at most once a second;
+ * Tunnel/DSR flows encapsulated byte for byte as TC does (padded, oversize
+ * and truncated frames included).
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
-import { frame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { frame, parseFrame, TCP, type FrameSpec, type L4 } from '../testkit/packet.js';
+import { TunnelTables, tunnelCounters } from '../src/dataplane/bpf/tunnel.js';
 import { ip } from '../testkit/netns.js';
 import { be, fe } from './helpers/fixtures.js';
 import { inNetns } from './helpers/env.js';
@@ -193,6 +198,123 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
     t.notOk(dp.maps.ct.get({ saddr: CLIENT, daddr: NODE_IP, sport: 42061, dport: 30090, proto: 6 }), 'and XDP created nothing');
     const again = xdp(fromClient, { proto: 'tcp', sport: 42060, dport: 30090, flags: TCP.ACK });
     t.equal(again.out?.dst, LOCAL_BE, 'the established flow is still translated in XDP');
+  });
+
+  t.test('an established flow reuses the route its flow looked up (about a second), then looks it up again', async (t) => {
+    const key = { saddr: CLIENT, daddr: NODE_IP, sport: 42070, dport: 30091, proto: 6 };
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42070, dport: 30091 });
+    t.equal(syn.verdict, 'tx');
+    t.equal(syn.out?.dstMac, GW_MAC);
+    const ack = frame(fromClient, { proto: 'tcp', sport: 42070, dport: 30091, flags: TCP.ACK, payload: Buffer.from('GET /') });
+    const cached = xdpRaw(ack);
+    // The same frame from a conntrack entry without a cached route (the agent writes zeros): byte for byte the same.
+    const entry = dp.maps.ct.get(key)!;
+    dp.maps.ct.set(key, entry);
+    const looked = xdpRaw(ack);
+    t.equal(cached.verdict, 'tx');
+    t.same(cached.raw, looked.raw, 'a cached route gives the frame a FIB lookup gives');
+    // The gateway's MAC changes: within the cache's second the flow keeps the one it had ...
+    const NEW_MAC = '02:00:00:00:00:13';
+    ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', NEW_MAC, 'dev', 'd0', 'nud', 'permanent');
+    t.teardown(() => ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', GW_MAC, 'dev', 'd0', 'nud', 'permanent'));
+    const stale = xdpRaw(ack);
+    t.equal(stale.out?.dstMac, GW_MAC, 'no FIB lookup for an established frame within the second');
+    const other = xdp(fromClient, { proto: 'tcp', sport: 42071, dport: 30091 });
+    t.equal(other.out?.dstMac, NEW_MAC, 'a new flow looks its route up');
+    await new Promise((r) => setTimeout(r, 1100));
+    const fresh = xdpRaw(ack);
+    t.equal(fresh.verdict, 'tx');
+    t.equal(fresh.out?.dstMac, NEW_MAC, 'after it, the route is looked up again');
+  });
+
+  t.test('a cached route is not taken by a frame longer than the route took, nor one whose TTL is spent', async (t) => {
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42072, dport: 30091 });
+    t.equal(syn.verdict, 'tx', 'route cached with a 60-byte packet');
+    const big = frame(
+      { ...fromClient, dontFragment: true },
+      { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1300) },
+    );
+    const r = xdpRaw(big);
+    t.equal(r.verdict, 'pass', 'over the route MTU (1280): left to TC, which answers fragmentation-needed');
+    t.same(r.raw, big, 'untouched');
+    const ttl1 = frame({ ...fromClient, ttl: 1 }, { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK });
+    const t1 = xdpRaw(ttl1);
+    t.equal(t1.verdict, 'pass', 'TTL 1: the stack answers time exceeded');
+    t.same(t1.raw, ttl1, 'untouched');
+    const fit = xdp(fromClient, { proto: 'tcp', sport: 42072, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1200) });
+    t.equal(fit.verdict, 'tx', 'a longer frame the route takes is forwarded (and looked up once)');
+    t.equal(fit.out?.dstMac, GW_MAC);
+  });
+
+  t.test('an established flow writes its conntrack deadline when it moves by more than a second, not every frame', async (t) => {
+    const key = { saddr: CLIENT, daddr: NODE_IP, sport: 42073, dport: 30091, proto: 6 };
+    const syn = xdp(fromClient, { proto: 'tcp', sport: 42073, dport: 30091 });
+    const snat = syn.out!.sport!;
+    xdp(
+      { src: REMOTE_BE, dst: NODE_IP, srcMac: GW_MAC, dstMac: d0Mac },
+      { proto: 'tcp', sport: 8080, dport: snat, flags: TCP.SYN | TCP.ACK },
+    );
+    const ack = { proto: 'tcp' as const, sport: 42073, dport: 30091, flags: TCP.ACK };
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    const first = dp.maps.ct.get(key)!;
+    t.ok(first.state & 16, 'established (handshake done)');
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    t.equal(dp.maps.ct.get(key)!.expiresNs, first.expiresNs, 'the next frame a moment later leaves the deadline');
+    await new Promise((r) => setTimeout(r, 1100));
+    t.equal(xdp(fromClient, ack).verdict, 'tx');
+    t.ok(dp.maps.ct.get(key)!.expiresNs > first.expiresNs + 1_000_000_000n, 'a second later it moves');
+    t.equal(xdp(fromClient, { ...ack, flags: TCP.FIN | TCP.ACK }).verdict, 'pass', "a FIN is still TC's");
+  });
+
+  t.test('Tunnel and DSR: an established flow is encapsulated in XDP, byte for byte as TC does it', async (t) => {
+    const tun = new TunnelTables(dp.maps);
+    const state = (mode: 'Tunnel' | 'DSR' | 'SNAT') =>
+      tun.apply({ mode, local: NODE_IP, peers: [REMOTE_GW], endpoints: new Map([[REMOTE_BE, REMOTE_GW]]), dsrOptout: [] });
+    t.teardown(() => state('SNAT'));
+    const vniAt = (raw: Buffer) => raw.readUInt32BE(14 + 32) >>> 8;
+    for (const [mode, sport, vni] of [
+      ['Tunnel', 42080, 0x627078],
+      ['DSR', 42081, 0x627079],
+    ] as const) {
+      state(mode);
+      const syn = frame(fromClient, { proto: 'tcp', sport, dport: 30091 });
+      const x = xdpRaw(syn);
+      t.equal(x.verdict, 'pass', `${mode}: a new tunnelled flow is TC's`);
+      t.same(x.raw, syn, `${mode}: untouched`);
+      t.equal(node.runRaw('fromData', syn).verdict, 'redirect', `${mode}: TC encapsulates the SYN`);
+      const ack = frame(fromClient, { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK, payload: Buffer.from('GET / HTTP/1.1') });
+      const viaTc = node.runRaw('fromData', ack);
+      const before = tunnelCounters(dp.maps).ENCAP;
+      const viaXdp = xdpRaw(ack);
+      t.equal(viaXdp.verdict, 'tx', `${mode}: the ACK is encapsulated in XDP, out to the peer`);
+      t.same(viaXdp.raw, viaTc.raw, `${mode}: the same bytes as TC's`);
+      t.equal(vniAt(viaXdp.raw), vni, `${mode}: VNI`);
+      t.equal(viaXdp.raw.length, ack.length + 50, `${mode}: 50 bytes of VXLAN`);
+      t.ok(parseFrame(viaXdp.raw.subarray(14 + 36)).l4CsumOk, `${mode}: the inner frame as sent`);
+      const after = tunnelCounters(dp.maps).ENCAP;
+      t.same(after, { packets: before.packets + 1, bytes: before.bytes + ack.length + 50 }, `${mode}: counted as encapsulated`);
+      // The route to the peer is cached in the flow's entry: a neighbour change within the second is not seen yet.
+      ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', '02:00:00:00:00:13', 'dev', 'd0', 'nud', 'permanent');
+      const cachedTun = xdpRaw(ack);
+      ip(ns, 'neigh', 'replace', REMOTE_GW, 'lladdr', GW_MAC, 'dev', 'd0', 'nud', 'permanent');
+      t.equal(cachedTun.out?.dstMac, GW_MAC, `${mode}: the peer's route from the conntrack entry, no FIB lookup`);
+      // A frame padded past its IPv4 length (a short frame from a NIC): the padding goes inside as in TC.
+      const padded = Buffer.concat([frame(fromClient, { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK }), Buffer.alloc(6)]);
+      t.same(xdpRaw(padded).raw, node.runRaw('fromData', padded).raw, `${mode}: a padded frame, the same bytes as TC's`);
+      // Too big for the route once encapsulated: TC answers fragmentation-needed.
+      const big = frame(
+        { ...fromClient, dontFragment: true },
+        { proto: 'tcp', sport, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(1440) },
+      );
+      const b = xdpRaw(big);
+      t.equal(b.verdict, 'pass', `${mode}: ${big.length - 14} + 50 bytes over the 1500-byte link: TC's`);
+      t.same(b.raw, big, `${mode}: untouched`);
+    }
+    // Cut short: dropped as malformed before anything is looked up.
+    const cut = frame(fromClient, { proto: 'tcp', sport: 42080, dport: 30091, flags: TCP.ACK }).subarray(0, 14 + 20 + 10);
+    const before = reasonCount(dp, 'malformed');
+    t.equal(xdpRaw(cut).verdict, 'drop', 'a truncated frame of a tunnelled flow is dropped');
+    t.equal(reasonCount(dp, 'malformed'), before + 1, 'counted as malformed');
   });
 
   t.test('drops counted in the reason counters as TC counts them', async (t) => {

@@ -93,6 +93,59 @@ t.test('an LRU conntrack map of the old layout is migrated with its connections'
   );
 });
 
+t.test('a conntrack map pinned with the 40-byte values of before the XDP forwarding cache is migrated with its connections', async (t) => {
+  const pin = tmpPinDir(t);
+  mkdirSync(pin, { recursive: true });
+  const ctPath = join(pin, MAP_NAMES.ct);
+  t.equal(c.ctValueNoFwd.size, 40, 'the old layout');
+  execFileSync('bpftool', [
+    'map',
+    'create',
+    ctPath,
+    'type',
+    'hash',
+    'key',
+    String(c.ctKey.size),
+    'value',
+    String(c.ctValueNoFwd.size),
+    'entries',
+    '1024',
+    'flags',
+    '0',
+    'name',
+    MAP_NAMES.ct,
+  ]);
+  const old = new BpfMap(MAP_NAMES.ct, native().objGet(ctPath), c.ctKey, c.ctValueNoFwd);
+  const key = { saddr: '10.244.1.14', daddr: '10.96.0.10', sport: 40002, dport: 80, proto: 6 };
+  const value = {
+    expiresNs: 456n,
+    createdNs: 2n,
+    natSaddr: '10.244.1.14',
+    natDaddr: '10.244.1.11',
+    natSport: 40002,
+    natDport: 8080,
+    dir: CtDir.FWD,
+    state: 17,
+    flags: 4,
+    svcId: 9,
+    polGen: 3,
+  };
+  old.set(key, value);
+  old.close();
+
+  const { log, lines } = captureLogger();
+  const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
+  t.teardown(() => dp.close());
+  const pinned = native().objGet(ctPath);
+  pinned.close();
+  t.equal(pinned.valueSize, c.ctValue.size, `the pinned conntrack has ${c.ctValue.size}-byte values now`);
+  t.same(dp.maps.ct.get(key), value, 'the connection came along (no route cached)');
+  t.ok(
+    lines.some((l) => /conntrack map is pinned in the old layout \(type 1, 40-byte values\).*1 entries move/.test(l.msg)),
+    'and the operator is told',
+  );
+});
+
 t.test('one object carries every program; a reload adopts its pinned maps', async (t) => {
   const pin = tmpPinDir(t);
   const first = await loadDatapath(BPF_DIR, pin, DEFAULT_DATAPATH);

@@ -269,7 +269,7 @@ uint32_t eng_sessions_gc(struct eng_sessions *s, uint64_t now, uint32_t budget)
 /* ---- the BPF conntrack mirror ------------------------------------------- */
 
 _Static_assert(sizeof(struct ct_key) == 16, "struct ct_key (bpf/lib/types.h)");
-_Static_assert(sizeof(struct ct_value) == 40, "struct ct_value (bpf/lib/types.h)");
+_Static_assert(sizeof(struct ct_value) == 64, "struct ct_value (bpf/lib/types.h)");
 
 struct eng_ct_export {
 	uint32_t	n;

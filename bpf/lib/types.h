@@ -203,26 +203,42 @@ enum ct_flags {
 				 * says how (lib/tunnel.h) */
 };
 
+/* Where the XDP program (lib/xdp.h) sent this direction's packets after
+ * its FIB lookup, so that the next packets of the flow need none: reused
+ * for about a second (XDP_FWD_LIFE), for packets no longer than one the
+ * route took. Only XDP reads and writes it; an entry written anywhere else
+ * carries zeros: nothing cached. */
+struct ct_fwd {
+	__u32 stamp;	 /* host: bpf_ktime_get_ns() >> XDP_FWD_SHIFT when filled */
+	__u32 ifindex;	 /* host: egress interface; 0 = nothing cached */
+	__u16 max_len;	 /* host: the longest IPv4 total length the route took */
+	__u8  where;	 /* enum xdp_where (lib/xdp.h) */
+	__u8  ttl_check; /* 1: a TTL of 1 or less goes to the stack */
+	__u8  dmac[6];
+	__u8  smac[6];
+};
+
 /* One entry per direction. Packets matching key are rewritten to
  * (nat_saddr:nat_sport -> nat_daddr:nat_dport); the entry of the other
  * direction is keyed by the reverse of that rewritten tuple. The two are
  * created together, live as long as either is fresh and are removed
  * together (lib/conntrack.h, the agent's GC). */
 struct ct_value {
-	__u64  expires_ns; /* host: bpf_ktime_get_ns() deadline */
-	__u64  created_ns; /* host */
-	__be32 nat_saddr;  /* net */
-	__be32 nat_daddr;  /* net */
-	__be16 nat_sport;  /* net */
-	__be16 nat_dport;  /* net */
-	__u8   dir;	   /* enum ct_dir */
-	__u8   state;	   /* enum ct_state_bits */
-	__u8   flags;	   /* enum ct_flags */
-	__u8   pad;
-	__u32  svc_id;	/* host */
-	__u32  pol_gen; /* host: policy generation the flow was checked at
+	__u64	      expires_ns; /* host: bpf_ktime_get_ns() deadline */
+	__u64	      created_ns; /* host */
+	__be32	      nat_saddr;  /* net */
+	__be32	      nat_daddr;  /* net */
+	__be16	      nat_sport;  /* net */
+	__be16	      nat_dport;  /* net */
+	__u8	      dir;	  /* enum ct_dir */
+	__u8	      state;	  /* enum ct_state_bits */
+	__u8	      flags;	  /* enum ct_flags */
+	__u8	      pad;
+	__u32	      svc_id;  /* host */
+	__u32	      pol_gen; /* host: policy generation the flow was checked at
 			 * (lib/policy.h); 0 = never checked. Both halves
 			 * carry it, with CT_F_POL_DENIED. */
+	struct ct_fwd fwd;     /* XDP's own (lib/xdp.h); zero everywhere else */
 };
 
 /* ---- network policy (lib/policy.h) ------------------------------------- */

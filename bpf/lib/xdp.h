@@ -55,14 +55,17 @@ enum xdp_where {
  * XDP path does not finish by itself goes to the stack untouched: no
  * neighbour entry yet (TC's bpf_redirect_neigh resolves it), too big for
  * the route (TC answers fragmentation-needed), TTL spent, FIB
- * forwarding off, a source that the stack would take for a martian. */
+ * forwarding off, a source that the stack would take for a martian.
+ * *ttl_check: whether a TTL of 1 or less would have sent it to the stack. */
 static __always_inline enum xdp_where xdp_route(struct xdp_md *ctx, const struct pkt *p,
-						const struct ct_key *to, struct bpf_fib_lookup *fib)
+						const struct ct_key *to, struct bpf_fib_lookup *fib,
+						__u8 *ttl_check)
 {
 	struct pod_if_key  pk;
 	struct node_ip_key nk;
 	long		   rc;
 
+	*ttl_check = 0;
 	if (!cfg_fib_redirect)
 		return XW_STACK;
 	__builtin_memset(fib, 0, sizeof(*fib));
@@ -77,9 +80,11 @@ static __always_inline enum xdp_where xdp_route(struct xdp_md *ctx, const struct
 	rc		 = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED) {
 		/* for this host (a host-network backend) */
-		nk.addr = to->saddr;
+		fib->ifindex = ctx->ingress_ifindex;
+		nk.addr	     = to->saddr;
 		return bpf_map_lookup_elem(&bpfproxy_node_ips, &nk) ? XW_STACK : XW_LOCAL;
 	}
+	*ttl_check = 1;
 	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) || p->ttl <= 1)
 		return XW_STACK;
 	/* the FIB names the interface also when the neighbour is unknown */
@@ -93,6 +98,99 @@ static __always_inline enum xdp_where xdp_route(struct xdp_md *ctx, const struct
 		return bpf_map_lookup_elem(&bpfproxy_node_ips, &nk) ? XW_STACK : XW_LOCAL;
 	}
 	return rc == BPF_FIB_LKUP_RET_SUCCESS ? XW_FORWARD : XW_STACK;
+}
+
+/* The forwarding cache in the conntrack entry (struct ct_fwd): time in
+ * units of 2^20 ns (about 1.05 ms), an entry good for XDP_FWD_LIFE of them
+ * (about a second) after the lookup that filled it. Nothing tells the
+ * program when a route or a neighbour changes: for up to that second a
+ * flow keeps the egress interface and MAC addresses it had (as a flow
+ * keeps a route cached in its socket), then looks them up again. A frame
+ * longer than any the route took is looked up again at once (the route's
+ * MTU is checked by the lookup, and a smaller MTU sends it to TC for
+ * fragmentation-needed). Filled by whichever CPU sees the flow; a reader
+ * on another CPU racing a refill may mix the old and the new result for
+ * one frame (ifindex is written last, so a first fill is never read half
+ * done on x86). */
+#define XDP_FWD_SHIFT 20
+#define XDP_FWD_LIFE  954 /* x 2^20 ns = 1.0003 s */
+
+/* Remember where xdp_route() said the flow's frames go (w: not XW_STACK). */
+static __always_inline void xdp_fwd_fill_len(struct ct_fwd *c, __u16 len,
+					     const struct bpf_fib_lookup *fib, enum xdp_where w,
+					     __u8 ttl_check, __u32 stamp, int fresh)
+{
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return;
+	/* the same route taking a longer frame: the longest so far */
+	c->max_len   = fresh && c->ifindex == fib->ifindex && c->max_len > len ? c->max_len : len;
+	c->where     = w;
+	c->ttl_check = ttl_check;
+	__builtin_memcpy(c->dmac, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(c->smac, fib->smac, ETH_ALEN);
+	c->stamp = stamp;
+	asm volatile("" ::: "memory");
+	c->ifindex = fib->ifindex;
+}
+
+static __always_inline void xdp_fwd_fill(struct ct_fwd *c, const struct pkt *p,
+					 const struct bpf_fib_lookup *fib, enum xdp_where w,
+					 __u8 ttl_check, __u32 stamp, int fresh)
+{
+	xdp_fwd_fill_len(c, p->tot_len, fib, w, ttl_check, stamp, fresh);
+}
+
+static __always_inline enum xdp_where xdp_route_ct(struct xdp_md *ctx, const struct pkt *p,
+						   const struct ct_key *to, struct ct_value *ct,
+						   struct bpf_fib_lookup *fib, __u64 now)
+{
+	struct ct_fwd *c     = &ct->fwd;
+	__u32	       stamp = (__u32)(now >> XDP_FWD_SHIFT);
+	int	       fresh = c->ifindex && (__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
+	enum xdp_where w;
+	__u8	       ttl_check;
+
+	if (fresh && p->tot_len <= c->max_len && !(c->ttl_check && p->ttl <= 1)) {
+		fib->ifindex = c->ifindex;
+		__builtin_memcpy(fib->dmac, c->dmac, ETH_ALEN);
+		__builtin_memcpy(fib->smac, c->smac, ETH_ALEN);
+		return c->where;
+	}
+	w = xdp_route(ctx, p, to, fib, &ttl_check);
+	if (w != XW_STACK)
+		xdp_fwd_fill(c, p, fib, w, ttl_check, stamp, fresh);
+	return w;
+}
+
+/* What a packet of an established flow changes in its entry is the
+ * deadline alone; it is written when it moves by more than an eighth of
+ * the flow's lifetime, at most a second (as Cilium reports at an
+ * interval), so that the entry is not written for every packet. Anything
+ * else (a SYN, FIN or RST, a flow not established or closing) goes
+ * through ct_update() as in TC. An idle flow may so expire up to that
+ * much earlier than the same flow through TC. */
+#define XDP_CT_SLACK_NS 1000000000ULL
+
+static __always_inline void xdp_ct_touch(const struct ct_key *k, struct ct_value *v, __u8 tcp_flags,
+					 __u64 now)
+{
+	__u64 life, slack, exp;
+
+	if (!(v->state & CT_S_ESTABLISHED) ||
+	    (v->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)) ||
+	    (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST))) {
+		ct_update(k, v, tcp_flags, now);
+		return;
+	}
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return;
+	life  = ct_lifetime(k->proto, v->state);
+	slack = life >> 3;
+	if (slack > XDP_CT_SLACK_NS)
+		slack = XDP_CT_SLACK_NS;
+	exp = now + life;
+	if (exp > v->expires_ns + slack)
+		v->expires_ns = exp;
 }
 
 /* Rewrite the frame's tuple p->tuple into 'to' in place, TTL decremented

@@ -149,7 +149,7 @@ export const ctKey = struct('ct_key', {
 });
 export type CtKey = ReturnType<typeof ctKey.decode>;
 
-export const ctValue = struct('ct_value', {
+const ctValueFields = {
   expiresNs: u64,
   createdNs: u64,
   natSaddr: ip4,
@@ -163,8 +163,19 @@ export const ctValue = struct('ct_value', {
   svcId: u32,
   /** policy generation the flow was checked at; 0 (the default) = never */
   polGen: withDefault(u32, 0),
+};
+export const ctValue = struct('ct_value', {
+  ...ctValueFields,
+  /**
+   * struct ct_fwd: the XDP program's forwarding cache (bpf/lib/xdp.h). The
+   * agent never reads it and writes zeros (nothing cached: the next XDP
+   * packet of the flow looks its route up).
+   */
+  fwd: pad(24),
 });
 export type CtValue = ReturnType<typeof ctValue.decode>;
+/** struct ct_value before the XDP forwarding cache (40 bytes): read once to carry pinned conntrack over an upgrade. */
+export const ctValueNoFwd = struct('ct_value', ctValueFields);
 
 /** The one entry of bpfproxy_mode (lib/mode.h): what the programs do now. */
 export const modeValue = struct('mode_value', {

@@ -460,10 +460,13 @@ const BPF_MAP_TYPE_HASH = 1;
 /**
  * Pinned maps whose layout changed between releases. libbpf refuses to
  * reuse a pin that differs from the object's definition, so before loading:
- * conntrack (an LRU hash before 0.2, a plain hash since, same key and value)
- * is read out, unpinned and written back into the new map after the load, so
- * established flows survive the upgrade; the drop-reason counters (more
- * reasons) start again from zero. Returns what to write back.
+ * conntrack (an LRU hash before 0.2, a plain hash since; a 40-byte value
+ * before the XDP forwarding cache was added to it) is read out, unpinned
+ * and written back into the new map after the load, so established flows
+ * survive the upgrade (a flow opened between the copy and the new programs'
+ * attach has no entry in the new map: the stack sees its next packets); the
+ * drop-reason counters (more reasons) start again from zero. Returns what
+ * to write back.
  */
 function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> {
   const carry: Array<{ map: keyof DatapathMaps; entries: Array<[unknown, unknown]> }> = [];
@@ -471,13 +474,14 @@ function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathM
   if (existsSync(ctPath)) {
     const ct = native().objGet(ctPath);
     try {
-      if (ct.type !== BPF_MAP_TYPE_HASH && ct.keySize === c.ctKey.size && ct.valueSize === c.ctValue.size) {
-        const entries = new BpfMap(MAP_NAMES.ct, ct, c.ctKey, c.ctValue).entries();
+      const codec = [c.ctValue, c.ctValueNoFwd].find((v) => v.size === ct.valueSize);
+      if ((ct.type !== BPF_MAP_TYPE_HASH || ct.valueSize !== c.ctValue.size) && ct.keySize === c.ctKey.size && codec) {
+        const entries = new BpfMap(MAP_NAMES.ct, ct, c.ctKey, codec).entries();
         rmSync(join(pinDir, MAP_NAMES.ct));
         carry.push({ map: 'ct', entries });
         log?.info(
-          { map: MAP_NAMES.ct, entries: entries.length },
-          `conntrack map is pinned in the old layout (type ${ct.type}); its ${entries.length} entries move to the new map`,
+          { map: MAP_NAMES.ct, entries: entries.length, type: ct.type, valueSize: ct.valueSize },
+          `conntrack map is pinned in the old layout (type ${ct.type}, ${ct.valueSize}-byte values); its ${entries.length} entries move to the new map`,
         );
       }
     } finally {
