@@ -23,6 +23,9 @@ import { BPF_DIR, tmpNetns, tmpPinDir } from './helpers/env.js';
 import { sleep, until } from './helpers/wait.js';
 import { cliInAsync } from './helpers/agent-proc.js';
 
+/** How long a (re)load of the datapath may take: the verifier's work, longer on a loaded machine. */
+const LOAD_MS = 45_000;
+
 function get(port: number, path: string): Promise<{ status: number; body: string } | { error: string }> {
   return new Promise((resolve) => {
     const req = request({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
@@ -122,7 +125,8 @@ for (const mode of ['tcx', 'cls'] as const)
 
       await t.test('bpfEnabled=true takes over', async (t) => {
         api.upsert('felixconfigurations', felix('default', { bpfEnabled: true, bpfKubeProxyHealthzPort: 10256, someFelixField: 3 }));
-        await until('enabled', () => agent.enabled);
+        // loading verifies every program (seconds; tens on a loaded 2-core machine)
+        await until('enabled', () => agent.enabled, LOAD_MS);
         await agent.settled();
         t.same(ifaces(), ['calitest', 'eth0'], 'data and pod interfaces attached');
         t.same(egress(), ['calitest', 'eth0'], 'with the host-reply program on their egress');
@@ -193,7 +197,7 @@ for (const mode of ['tcx', 'cls'] as const)
             bpfConntrackTimeouts: { tcpEstablished: '2h', udpTimeout: '30s' },
           }),
         );
-        await until('reloaded', () => attachedHere().find((a) => a.iface === 'eth0')?.progId !== before);
+        await until('reloaded', () => attachedHere().find((a) => a.iface === 'eth0')?.progId !== before, LOAD_MS);
         t.equal(agent.config.config.conntrack.tcpEstablished, 7_200_000);
         t.equal(agent.runtime!.dp.maps.fe.entries().length, fe, 'maps untouched');
       });
@@ -263,7 +267,7 @@ for (const mode of ['tcx', 'cls'] as const)
         t.match(await get(10256, '/healthz'), { error: 'ECONNREFUSED' }, 'healthz port free for kube-proxy');
         t.match(await get(32000, '/'), { error: 'ECONNREFUSED' }, 'health check node ports closed');
         api.upsert('felixconfigurations', felix('default', { bpfEnabled: true, bpfKubeProxyHealthzPort: 10256 }));
-        await until('enabled again', () => agent.enabled);
+        await until('enabled again', () => agent.enabled, LOAD_MS);
         await agent.settled();
         t.same(ifaces(), ['calitest', 'eth0']);
         t.ok(agent.runtime!.dp.maps.fe.get({ addr: '10.96.0.10', port: 80, proto: 6 }), 'programmed again from the store');

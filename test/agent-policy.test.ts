@@ -293,7 +293,7 @@ t.test('agent from the API: a NetworkPolicy created with POST, patched, deleted'
     agent.stop();
     await api.close();
   });
-  await until('enabled', () => agent.enabled);
+  await until('enabled', () => agent.enabled, 45_000); // the load verifies every program: slow on a loaded machine
   await agent.settled();
   t.ok(agent.policy.isSynced, 'pods, namespaces and policies listed');
   t.ok(await reach(a, B, true), 'no policy: a -> b');
