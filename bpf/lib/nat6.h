@@ -123,8 +123,7 @@ static __always_inline int icmp6_err_parse(struct __sk_buff *skb, const struct p
 		return -1;
 	if ((iip.vtc >> 4) != 6)
 		return -1;
-	if (iip.nexthdr != IPPROTO_TCP && iip.nexthdr != IPPROTO_UDP &&
-	    iip.nexthdr != IPPROTO_SCTP)
+	if (iip.nexthdr != IPPROTO_TCP && iip.nexthdr != IPPROTO_UDP && iip.nexthdr != IPPROTO_SCTP)
 		return 1;
 	if (bpf_skb_load_bytes(skb, e->inner_l4_off, ports, sizeof(ports)))
 		return -1;
