@@ -163,6 +163,23 @@ t.test('SCTP over IPv6 through BPF_PROG_RUN', async (t) => {
     t.ok(back.out.l4CsumOk, 'reply CRC32c right');
   });
 
+  t.test('too big for the next hop: ICMPv6 packet too big back, quoting the SCTP packet as sent', async (t) => {
+    const r = run(
+      'fromData',
+      { src: CLIENT6, dst: NODE6 },
+      { sport: 42100, dport: 30869, payload: Buffer.concat([sctpInitValue(), Buffer.alloc(1400)]) },
+    );
+    t.equal(r.verdict, 'redirect', 'answered on the interface it came in on');
+    t.equal(r.out.icmp?.type, ICMP6.PKT_TOOBIG);
+    t.equal(r.out.icmp?.info, 1280, "the route's MTU");
+    t.ok(r.out.icmp?.csumOk, 'ICMPv6 checksum valid');
+    t.same(
+      [r.out.icmp?.inner?.nh, r.out.icmp?.inner?.dst, r.out.icmp?.inner?.dport],
+      [NH.SCTP, NODE6, 30869],
+      'the quote is the packet as the client sent it',
+    );
+  });
+
   t.test('a packet that came with a wrong CRC32c leaves with a wrong one: never laundered', async (t) => {
     const f = frame6({ src: POD6, dst: CIP }, { proto: 'sctp', sport: 43000, dport: 3868 });
     f.writeUInt32LE((f.readUInt32LE(14 + 40 + 8) ^ 0x5a5a) >>> 0, 14 + 40 + 8);
