@@ -58,11 +58,10 @@
  * | U: unknown port of a cluster IP | 2 | nftables mode rejects (iptables mode passes, as we do) | untranslated | a check for every packet that misses a frontend would cost a lookup on all non-service traffic |
  * | C: unallocated cluster IP | 1 | nftables mode drops traffic to unallocated addresses of the service CIDR | untranslated | bpfproxy is not given the service CIDR; such packets go to the routing table |
  * | Z: leading zeros (IPv4 only) | 5 | reads 172.30.0.041 as 172.30.0.41 | refuses such addresses with a problem naming the field; the NodePort without endpoints rejects | octal/decimal ambiguity (CVE-2021-29923); API servers refuse them on new objects. In IPv6 a group with leading zeros (fd00:0172:…:0029) is unambiguous and served as the table says |
- * | S: SCTP over IPv6 (IPv6 only) | 1 | DNATs SCTP to the cluster IP's endpoints | untranslated, left to the stack | the IPv6 path parses TCP, UDP and ICMPv6; SCTP is translated over IPv4 only (README, Limits) |
  *
  * 163 upstream flows in 45 tables: in IPv4 100 behave as kube-proxy's tables
- * say, 63 differ as above (H 24, P 9, L 22, U 2, C 1, Z 5); in IPv6 104 as
- * the tables say, 59 differ (H 24, P 9, L 22, U 2, C 1, S 1). The cases of each, by name, are printed as test
+ * say, 63 differ as above (H 24, P 9, L 22, U 2, C 1, Z 5); in IPv6 105 as
+ * the tables say, 58 differ (H 24, P 9, L 22, U 2, C 1). The cases of each, by name, are printed as test
  * comments (and listed in README, "Differences from kube-proxy").
  */
 import t, { type Test } from 'tap';
@@ -193,18 +192,12 @@ const DIFFERENCES: Difference[] = [
     applies: (c) => c.family === 'ipv4' && c.group.test === 'TestBadIPs',
     ours: (c) => (c.flow.dst === NODE_IP && c.flow.dport === 3001 ? { kind: 'reject' } : { kind: 'pass' }),
   },
-  {
-    id: 'S',
-    title: 'SCTP over IPv6: untranslated (the IPv6 path parses TCP, UDP and ICMPv6 only; SCTP is served over IPv4)',
-    applies: (c) => c.family === 'ipv6' && c.flow.protocol === 'SCTP' && c.source !== 'node',
-    ours: () => ({ kind: 'pass' }),
-  },
 ];
 
 /** How many upstream cases each difference covers, per family (the header's table). */
 const DECLARED_COUNTS: Record<Family, Record<string, number>> = {
-  ipv4: { H: 24, P: 9, L: 22, U: 2, C: 1, Z: 5, S: 0 },
-  ipv6: { H: 24, P: 9, L: 22, U: 2, C: 1, Z: 0, S: 1 },
+  ipv4: { H: 24, P: 9, L: 22, U: 2, C: 1, Z: 5 },
+  ipv6: { H: 24, P: 9, L: 22, U: 2, C: 1, Z: 0 },
 };
 
 const key = (g: FlowGroup, f: UpstreamFlow) => `${g.test}${g.variant ? ` [${g.variant}]` : ''} (${g.file}): ${f.name}`;

@@ -36,6 +36,8 @@ import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
 import { policyView } from '../src/cli/policy.js';
 import { setMode } from '../src/dataplane/bpf/drain.js';
 import { frame6, ICMP6, TCP, type Frame6Spec, type L4v6 } from '../testkit/packet6.js';
+import { SCTP_CHUNK } from '../src/net/frames.js';
+import { CtState } from '../src/dataplane/bpf/codecs.js';
 import { ip } from '../testkit/netns.js';
 import { be, fe } from './helpers/fixtures.js';
 import { reasonCount } from './helpers/progrun.js';
@@ -370,6 +372,31 @@ t.test('IPv6 NetworkPolicy compiled from objects: selectors, ipBlock with except
       'fromPod',
       { src: CLIENT_POD6, dst: '2001:db8:3::1' },
       { proto: 'icmp6', type: ICMP6.ECHO_REQUEST, code: 0, body: Buffer.alloc(8) },
+    );
+  });
+
+  t.test('SCTP: an INIT opens a tracked flow as a SYN does; its replies and next chunks pass', async (t) => {
+    const sctp = (sport: number, dport: number, chunk: number = SCTP_CHUNK.INIT, vtag = 0): L4v6 => ({
+      proto: 'sctp',
+      sport,
+      dport,
+      chunk,
+      vtag,
+    });
+    const out = { src: CLIENT_POD6, dst: '2001:db8:2:5::1' };
+    t.equal(run('fromPod', out, sctp(3040, 3868)), 'pass', 'INIT x/client -> 2001:db8:2::/48 (an egress rule without ports)');
+    const k = { saddr: CLIENT_POD6, daddr: out.dst, sport: 3040, dport: 3868, proto: 132 };
+    t.ok(node.dp.maps.ct6.get(k), 'tracked in bpfproxy_ct6');
+    t.equal(run('toPod', { src: out.dst, dst: CLIENT_POD6 }, sctp(3868, 3040, SCTP_CHUNK.INIT_ACK, 5)), 'pass', 'its INIT ACK');
+    t.equal(run('fromPod', out, sctp(3040, 3868, SCTP_CHUNK.COOKIE_ECHO, 5)), 'pass', 'its COOKIE ECHO');
+    t.equal((node.dp.maps.ct6.get(k)?.state ?? 0) & CtState.ESTABLISHED, CtState.ESTABLISHED, 'established');
+    denied('SCTP INIT outside the egress rules', 'fromPod', { src: CLIENT_POD6, dst: '2001:db8:3::1' }, sctp(3041, 3868));
+    denied(
+      'an SCTP DATA chunk of no known association out of x/client',
+      'fromPod',
+      { src: CLIENT_POD6, dst: '2001:db8:2:5::1' },
+      sctp(3042, 3868, SCTP_CHUNK.DATA, 9),
+      'policy-unknown-flow',
     );
   });
 

@@ -1,12 +1,13 @@
 /**
  * Fuzzing the IPv6 path through BPF_PROG_RUN: structured frames (extension
- * header chains with honest and forged lengths, fragments, TCP/UDP/ICMPv6
- * of every kind, ICMPv6 errors quoting flows, to services, the node and
+ * header chains with honest and forged lengths, fragments, TCP/UDP/ICMPv6/
+ * SCTP of every kind, ICMPv6 errors quoting flows, to services, the node and
  * pods, from pods and from outside), then truncated and byte-mutated
  * copies. Per packet: the program returns pass, drop or redirect; a packet
  * passed is untouched or a well-formed IPv6 packet; a well-formed input
  * that is redirected comes out well-formed with a valid L4 checksum (the
- * incremental updates, pseudo-header included, are exact). Over the run:
+ * incremental updates, pseudo-header included, and SCTP's CRC32c are
+ * exact). Over the run:
  * every conntrack entry in bpfproxy_ct6 has its peer, pointing back.
  *
  * Bounded in the suite (FUZZ6_PACKETS per program, default 6000, and
@@ -24,7 +25,7 @@ import {
   type Frame6Spec,
   type L4v6,
 } from '../testkit/packet6.js';
-import { csumFold, csumPartial } from '../src/net/frames.js';
+import { csumFold, csumPartial, SCTP_CHUNK, sctpChecksum } from '../src/net/frames.js';
 import { pseudo6 } from '../testkit/packet6.js';
 import { be, fe } from './helpers/fixtures.js';
 import { CLIENT6, NODE6, POD6, progrun6Node } from './helpers/progrun6.js';
@@ -35,7 +36,7 @@ const PACKETS = Number(process.env.FUZZ6_PACKETS ?? 6000);
 const SECONDS = Number(process.env.FUZZ_SECONDS ?? 30);
 t.setTimeout((SECONDS + 120) * 1000);
 
-/** Whether b (a frame) is a well-formed IPv6 packet whose TCP/UDP/ICMPv6 checksum holds (fragments: not checked). */
+/** Whether b (a frame) is a well-formed IPv6 packet whose TCP/UDP/ICMPv6 checksum or SCTP CRC32c holds (fragments: not checked). */
 function wellFormed(b: Buffer): { ok: boolean; why?: string } {
   if (b.length < 54 || b.readUInt16BE(12) !== 0x86dd) return { ok: false, why: 'not IPv6' };
   const ip = b.subarray(14);
@@ -53,8 +54,12 @@ function wellFormed(b: Buffer): { ok: boolean; why?: string } {
     off += len;
   }
   if (off > 40 + plen) return { ok: false, why: 'extension header past the payload' };
-  if (frag || ![6, 17, 58].includes(nh)) return { ok: true };
+  if (frag || ![6, 17, 58, 132].includes(nh)) return { ok: true };
   const l4 = ip.subarray(off, 40 + plen);
+  if (nh === 132) {
+    if (l4.length < 16) return { ok: false, why: 'SCTP common and chunk header' };
+    return sctpChecksum(l4) === l4.readUInt32LE(8) ? { ok: true } : { ok: false, why: 'SCTP CRC32c' };
+  }
   if (nh === 6 && (l4.length < 20 || (l4[12] ?? 0) >> 4 < 5)) return { ok: false, why: 'TCP header' };
   if (nh === 17 && l4.length < 8) return { ok: false, why: 'UDP header' };
   if (nh === 58 && l4.length < 4) return { ok: false, why: 'ICMPv6 header' };
@@ -79,6 +84,9 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
       fe('NodePort', '::', 30080, 'TCP', remote, { servicePort: 'f/web:np/TCP' }),
       fe('ClusterIP', 'fd00:10:96::30', 80, 'TCP', [], { servicePort: 'f/web:empty/TCP' }),
       fe('ClusterIP', 'fd00:10:96::40', 80, 'TCP', [be(POD6, 8080)], { servicePort: 'f/web:self/TCP', affinityTimeout: 60 }),
+      fe('ClusterIP', 'fd00:10:96::10', 3868, 'SCTP', [be('fd00:10:244:1::11', 13868)], { servicePort: 'f/web:diam/SCTP' }),
+      fe('NodePort', '::', 30868, 'SCTP', [be('fd00:10:244:2::11', 13868, false)], { servicePort: 'f/web:diam-np/SCTP' }),
+      fe('ClusterIP', 'fd00:10:96::30', 3868, 'SCTP', [], { servicePort: 'f/web:diam-empty/SCTP' }),
     ]).problems,
     [],
   );
@@ -94,7 +102,17 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
     'ff02::1',
   ];
   const srcs = [POD6, CLIENT6, 'fd00:10:244:1::11', 'fd00:10:244:2::11', NODE6, 'fe80::1', '::'];
-  const ports = [80, 53, 30080, 8080, 443, 0, 65535];
+  const ports = [80, 53, 30080, 8080, 443, 0, 65535, 3868, 13868, 30868];
+  const chunks = [
+    SCTP_CHUNK.INIT,
+    SCTP_CHUNK.INIT_ACK,
+    SCTP_CHUNK.DATA,
+    SCTP_CHUNK.ABORT,
+    SCTP_CHUNK.SHUTDOWN,
+    SCTP_CHUNK.SHUTDOWN_ACK,
+    SCTP_CHUNK.COOKIE_ECHO,
+    SCTP_CHUNK.SHUTDOWN_COMPLETE,
+  ];
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)]!;
 
   const extChain = (): Ext[] => {
@@ -106,8 +124,17 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
       return { type: (['hop', 'dst', 'routing'] as const)[k]!, body, ...(rng.chance(0.1) ? { lenByte: rng.int(256) } : {}) };
     });
   };
+  const sctp = (sport: number, dport: number): L4v6 => ({
+    proto: 'sctp',
+    sport,
+    dport,
+    chunk: rng.chance(0.9) ? pick(chunks) : rng.int(256),
+    vtag: rng.chance(0.5) ? 0 : rng.int(0x100000000),
+    ...(rng.chance(0.5) ? { payload: rng.bytes(rng.int(48)) } : {}),
+  });
   const l4 = (): L4v6 => {
-    const k = rng.int(4);
+    const k = rng.int(5);
+    if (k === 4) return sctp(pick(ports), pick(ports));
     if (k === 0) return { proto: 'udp', sport: pick(ports), dport: pick(ports), payload: rng.bytes(rng.int(64)) };
     if (k === 1)
       return {
@@ -122,10 +149,11 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
     const spec: Frame6Spec = { src: pick(srcs), dst: pick(dsts), hopLimit: pick([0, 1, 2, 64, 255]), ext: extChain() };
     if (rng.chance(0.15)) {
       // an ICMPv6 error quoting a flow to or from a service
+      const inner = rng.chance(0.3) ? sctp(pick(ports), pick(ports)) : { proto: 'tcp' as const, sport: pick(ports), dport: pick(ports) };
       const q = ipv6Packet(
         { src: pick(srcs), dst: pick(dsts) },
-        NH.TCP,
-        l4Segment6(POD6, 'fd00:10:96::10', { proto: 'tcp', sport: pick(ports), dport: pick(ports) }).seg,
+        inner.proto === 'sctp' ? NH.SCTP : NH.TCP,
+        l4Segment6(POD6, 'fd00:10:96::10', inner).seg,
       );
       return {
         f: icmp6ErrorFrame(
@@ -146,6 +174,9 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
         [NODE6, 30080, 'tcp'],
         ['fd00:10:96::30', 80, 'tcp'],
         ['fd00:10:96::40', 80, 'tcp'],
+        ['fd00:10:96::10', 3868, 'sctp'],
+        [NODE6, 30868, 'sctp'],
+        ['fd00:10:96::30', 3868, 'sctp'],
       ] as const);
       spec.dst = svc[0];
       spec.src = pick([POD6, CLIENT6]);
@@ -155,7 +186,9 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
       const seg: L4v6 =
         svc[2] === 'udp'
           ? { proto: 'udp', sport, dport: svc[1], payload: rng.bytes(rng.int(32)) }
-          : { proto: 'tcp', sport, dport: svc[1], flags: pick([0x02, 0x10, 0x12, 0x11, 0x04, 0x18]), payload: rng.bytes(rng.int(32)) };
+          : svc[2] === 'sctp'
+            ? sctp(sport, svc[1])
+            : { proto: 'tcp', sport, dport: svc[1], flags: pick([0x02, 0x10, 0x12, 0x11, 0x04, 0x18]), payload: rng.bytes(rng.int(32)) };
       return { f: frame6(spec, seg), clean: !spec.ext?.some((e) => e.type !== 'frag' && 'lenByte' in e) };
     }
     return { f: frame6(spec, l4()), clean: !spec.ext?.some((e) => e.type !== 'frag' && 'lenByte' in e) };
@@ -173,6 +206,7 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
   const failures: string[] = [];
   const until = Date.now() + SECONDS * 1000;
   let n = 0;
+  let sctpTranslated = 0;
   for (const role of ['fromPod', 'fromData'] as const) {
     for (let i = 0; i < PACKETS && Date.now() < until; i++, n++) {
       const s = structured();
@@ -190,6 +224,7 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
       if (r.verdict === 'redirect' && inOk) {
         const w = wellFormed(r.raw);
         if (!w.ok) failures.push(`${tag()}: redirected broken (${w.why})`);
+        else if (parseFrame6(r.raw).nh === NH.SCTP) sctpTranslated++;
       }
       if (failures.length > 5) break;
     }
@@ -197,6 +232,7 @@ t.test('IPv6 datapath fuzz through BPF_PROG_RUN', async (t) => {
   t.comment(`${n} packets: ${[...verdicts].map(([k, v]) => `${k} ${v}`).join(', ')}`);
   t.same(failures, [], 'every verdict sane, every well-formed packet sent on well-formed with exact checksums');
   t.ok((verdicts.get('fromPod redirect') ?? 0) + (verdicts.get('fromData redirect') ?? 0) > 0, 'some packets were translated');
+  t.ok(sctpTranslated > 0, `${sctpTranslated} SCTP packets translated, CRC32c exact`);
   t.ok((verdicts.get('fromPod drop') ?? 0) + (verdicts.get('fromData drop') ?? 0) > 0, 'some were dropped');
 
   const entries = dp.maps.ct6.entries();

@@ -1,13 +1,13 @@
 /**
- * Ethernet/IPv6 frames with extension headers and TCP/UDP/ICMPv6, with
- * checksums (pseudo-header included), and their parser: the IPv6 side of
+ * Ethernet/IPv6 frames with extension headers and TCP/UDP/ICMPv6/SCTP, with
+ * checksums (pseudo-header included; SCTP's CRC32c has none), and their parser: the IPv6 side of
  * testkit/packet.ts for BPF_PROG_RUN tests, the fuzzer and benchmarks.
  */
-import { csumFold, csumPartial, TCP, type L4 } from '../src/net/frames.js';
+import { csumFold, csumPartial, sctpChecksum, sctpPacket, TCP, type L4 } from '../src/net/frames.js';
 import { ipv6Bytes, readIpv6 } from '../src/net/ip6.js';
 
 export const ETH_P_IPV6 = 0x86dd;
-export const NH = { HOP: 0, TCP: 6, UDP: 17, ROUTING: 43, FRAGMENT: 44, AH: 51, ICMPV6: 58, NONE: 59, DSTOPTS: 60 } as const;
+export const NH = { HOP: 0, TCP: 6, UDP: 17, ROUTING: 43, FRAGMENT: 44, AH: 51, ICMPV6: 58, NONE: 59, DSTOPTS: 60, SCTP: 132 } as const;
 export const ICMP6 = {
   DEST_UNREACH: 1,
   PKT_TOOBIG: 2,
@@ -57,6 +57,8 @@ export function l4Segment6(src: string, dst: string, l4: L4v6): { nh: number; se
     seg.writeUInt16BE(csumFold(csumPartial(seg, csumPartial(pseudo6(src, dst, NH.ICMPV6, seg.length)))), 2);
     return { nh: NH.ICMPV6, seg };
   }
+  // SCTP's CRC32c covers the SCTP packet alone: the same bytes as over IPv4.
+  if (l4.proto === 'sctp') return { nh: NH.SCTP, seg: sctpPacket(l4) };
   const payload = l4.payload ?? Buffer.alloc(0);
   if (l4.proto === 'udp') {
     const h = Buffer.alloc(8);
@@ -128,7 +130,7 @@ export function ethHeader6(f: Pick<Frame6Spec, 'srcMac' | 'dstMac'>): Buffer {
   ]);
 }
 
-/** A whole frame: Ethernet + IPv6 (+ extension headers) + TCP/UDP/ICMPv6. */
+/** A whole frame: Ethernet + IPv6 (+ extension headers) + TCP/UDP/ICMPv6/SCTP. */
 export function frame6(f: Frame6Spec, l4: L4v6): Buffer {
   const { nh, seg } = l4Segment6(f.src, f.dst, l4);
   return Buffer.concat([ethHeader6(f), ipv6Packet(f, nh, seg)]);
@@ -153,6 +155,9 @@ export interface Parsed6 {
   sport?: number;
   dport?: number;
   tcpFlags?: number;
+  /** SCTP: verification tag and first chunk's type */
+  vtag?: number;
+  chunk?: number;
   seq?: number;
   ack?: number;
   l4CsumOk?: boolean;
@@ -188,6 +193,13 @@ export function parseIpv6(b: Buffer, quoted = false): Parsed6 {
       p.payload = l4.subarray(((l4[12] ?? 0) >> 4) * 4);
     } else if (nh === NH.UDP) p.payload = l4.subarray(8);
     if (!quoted) p.l4CsumOk = csumOk();
+  } else if (nh === NH.SCTP && l4.length >= 8) {
+    p.sport = l4.readUInt16BE(0);
+    p.dport = l4.readUInt16BE(2);
+    p.vtag = l4.readUInt32BE(4);
+    if (l4.length >= 16) p.chunk = l4[12] ?? 0;
+    p.payload = l4.subarray(12);
+    if (!quoted) p.l4CsumOk = l4.length >= 12 && sctpChecksum(l4) === l4.readUInt32LE(8);
   } else if (nh === NH.ICMPV6 && l4.length >= 8) {
     p.icmp = { type: l4[0] ?? 0, code: l4[1] ?? 0, info: l4.readUInt32BE(4), csumOk: quoted ? false : csumOk() };
     if (p.icmp.type < 128 && l4.length >= 48) p.icmp.inner = parseIpv6(l4.subarray(8), true);

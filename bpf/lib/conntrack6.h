@@ -94,7 +94,8 @@ static __always_inline void ct6_update(const struct ct6_key *k, struct ct6_value
 		return;
 	if (v->dir == CT_DIR_REPLY)
 		state |= CT_S_REPLY_SEEN;
-	if (k->proto != IPPROTO_TCP) {
+	/* SCTP: through the TCP flags its first chunk stands for (lib/sctp.h) */
+	if (!ct_has_states(k->proto)) {
 		if (state & CT_S_REPLY_SEEN)
 			state |= CT_S_ESTABLISHED;
 	} else {

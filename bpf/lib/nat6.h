@@ -5,13 +5,15 @@
  * and ICMPv6 alike). And the translation of ICMPv6 errors that quote a
  * NAT'd flow (destination unreachable, packet too big, time exceeded,
  * parameter problem), inner header included, so PMTU discovery works
- * through a service.
+ * through a service. SCTP's CRC32c covers no pseudo header: an address
+ * change leaves it as is, a port change is folded in (lib/sctp.h).
  */
 #ifndef BPFPROXY_NAT6_H
 #define BPFPROXY_NAT6_H
 
 #include "common.h"
 #include "parse6.h"
+#include "sctp.h"
 
 static __always_inline __u32 l4_csum_off6(__u8 proto, __u32 l4_off)
 {
@@ -32,6 +34,8 @@ static __always_inline int rewrite_addr6(struct __sk_buff *skb, const struct pkt
 
 	if (v6_eq(from, to))
 		return 0;
+	if (p->tuple.proto == IPPROTO_SCTP) /* no pseudo header in its CRC32c */
+		return bpf_skb_store_bytes(skb, off, to, sizeof(*to), 0);
 	if (p->tuple.proto == IPPROTO_UDP)
 		flags |= BPF_F_MARK_MANGLED_0;
 	diff = bpf_csum_diff((__be32 *)from->w, sizeof(*from), (__be32 *)to->w, sizeof(*to), 0);
@@ -57,7 +61,7 @@ static __always_inline int rewrite_port6(struct __sk_buff *skb, const struct pkt
 	return bpf_skb_store_bytes(skb, p->l4_off + off, &to, sizeof(to), 0);
 }
 
-/* Rewrite the packet's tuple into 'to' (ports only for TCP/UDP). */
+/* Rewrite the packet's tuple into 'to' (ports only for TCP/UDP/SCTP). */
 static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p,
 					const struct ct6_key *to)
 {
@@ -67,6 +71,12 @@ static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p,
 	if (p->tuple.proto == IPPROTO_TCP || p->tuple.proto == IPPROTO_UDP) {
 		if (rewrite_port6(skb, p, 0, p->tuple.sport, to->sport) ||
 		    rewrite_port6(skb, p, 2, p->tuple.dport, to->dport))
+			return -1;
+		p->tuple.sport = to->sport;
+		p->tuple.dport = to->dport;
+	} else if (p->tuple.proto == IPPROTO_SCTP) {
+		if (sctp_rewrite_ports(skb, p->l4_off, ETH_HLEN + p->l3_len - p->l4_off,
+				       p->tuple.sport, p->tuple.dport, to->sport, to->dport))
 			return -1;
 		p->tuple.sport = to->sport;
 		p->tuple.dport = to->dport;
@@ -93,8 +103,8 @@ static __always_inline int icmp6_is_error(__u8 type)
 }
 
 /* Read the flow an ICMPv6 error quotes: 0, 1 (not one we translate: a
- * quote of something else than TCP/UDP right after the fixed header, or cut
- * short) or -1 (malformed). */
+ * quote of something else than TCP/UDP/SCTP right after the fixed header,
+ * or cut short) or -1 (malformed). */
 static __always_inline int icmp6_err_parse(struct __sk_buff *skb, const struct pkt6 *p,
 					   struct icmp6_quote *e)
 {
@@ -113,7 +123,7 @@ static __always_inline int icmp6_err_parse(struct __sk_buff *skb, const struct p
 		return -1;
 	if ((iip.vtc >> 4) != 6)
 		return -1;
-	if (iip.nexthdr != IPPROTO_TCP && iip.nexthdr != IPPROTO_UDP)
+	if (iip.nexthdr != IPPROTO_TCP && iip.nexthdr != IPPROTO_UDP && iip.nexthdr != IPPROTO_SCTP)
 		return 1;
 	if (bpf_skb_load_bytes(skb, e->inner_l4_off, ports, sizeof(ports)))
 		return -1;
@@ -162,7 +172,10 @@ static __always_inline __u16 csum_replace16(__u16 csum, const union v6addr *from
 }
 
 /* Rewrite the quoted flow to 'to', keeping the quoted L4 checksum (when it
- * was quoted) and the ICMPv6 checksum right. */
+ * was quoted) and the ICMPv6 checksum right. A quoted SCTP CRC32c covers
+ * bytes the quote may not hold: it stays as the sender wrote it (the
+ * receiver of the error matches ports and verification tag, never the
+ * quoted CRC), as for IPv4 (lib/nat.h). */
 static __always_inline int icmp6_err_rewrite_inner(struct __sk_buff	    *skb,
 						   const struct icmp6_quote *e,
 						   const struct ct6_key	    *to)
@@ -171,7 +184,7 @@ static __always_inline int icmp6_err_rewrite_inner(struct __sk_buff	    *skb,
 		e->inner_l4_off + (e->inner.proto == IPPROTO_TCP ? TCP_CSUM_OFF : UDP_CSUM_OFF);
 	__u16 l4c, nl4c;
 
-	if (il4_csum_off + sizeof(l4c) <= e->end &&
+	if (e->inner.proto != IPPROTO_SCTP && il4_csum_off + sizeof(l4c) <= e->end &&
 	    bpf_skb_load_bytes(skb, il4_csum_off, &l4c, sizeof(l4c)) == 0) {
 		nl4c = csum_replace16(l4c, &e->inner.saddr, &to->saddr);
 		nl4c = csum_replace16(nl4c, &e->inner.daddr, &to->daddr);

@@ -2,7 +2,8 @@
 /*
  * IPv6 parsing: the fixed header, then at most IPV6_MAX_EXT_HDRS extension
  * headers (hop-by-hop, routing, destination options, fragment, AH) in a
- * bounded loop, then TCP/UDP/ICMPv6. No length field is trusted: the
+ * bounded loop, then TCP/UDP/ICMPv6/SCTP (SCTP's first chunk read as
+ * parse_ipv4() reads it: lib/sctp.h). No length field is trusted: the
  * payload length must fit the frame, and every extension header and the L4
  * header must fit inside the payload it claims. Every read goes through
  * bpf_skb_load_bytes(), which checks the offset against the packet.
@@ -12,6 +13,7 @@
 
 #include "common.h"
 #include "parse.h"
+#include "sctp.h"
 #include "types6.h"
 
 #ifndef ETH_P_IPV6
@@ -70,8 +72,8 @@ struct pkt6 {
 	struct ct6_key tuple;	   /* as on the wire */
 	__u32	       l4_off;	   /* from the start of the frame */
 	__u32	       l3_len;	   /* 40 + payload length */
-	__u16	       l4_hdr_len; /* TCP/UDP/ICMPv6 header length */
-	__u8	       tcp_flags;
+	__u16	       l4_hdr_len; /* TCP/UDP/ICMPv6/SCTP header length */
+	__u8	       tcp_flags;  /* SCTP: what the first chunk stands for (lib/sctp.h) */
 	__u8	       hop_limit;
 	__u8	       icmp_type;
 	__u8	       icmp_code;
@@ -106,7 +108,7 @@ static __always_inline int ipv6_is_ext(__u8 nh)
 	       nh == IPPROTO_FRAGMENT_ || nh == IPPROTO_AH_;
 }
 
-/* Parse Ethernet + IPv6 (+ extension headers) + TCP/UDP/ICMPv6. Results as
+/* Parse Ethernet + IPv6 (+ extension headers) + TCP/UDP/ICMPv6/SCTP. Results as
  * parse_ipv4(): PARSE_NOT_IPV4 means "not IPv6" here. */
 static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
 {
@@ -208,6 +210,18 @@ static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struc
 		p->icmp_type  = h[0];
 		p->icmp_code  = h[1];
 		p->l4_hdr_len = 4;
+	} else if (nh == IPPROTO_SCTP) {
+		/* The common header and a chunk header at least, inside the
+		 * payload: a packet without a chunk is one no SCTP stack
+		 * accepts. */
+		struct sctp_first sh;
+
+		if (off + sizeof(sh) > end || bpf_skb_load_bytes(skb, off, &sh, sizeof(sh)))
+			return PARSE_MALFORMED;
+		p->tuple.sport = sh.source;
+		p->tuple.dport = sh.dest;
+		p->tcp_flags   = sctp_ct_flags(sh.chunk_type, sh.vtag);
+		p->l4_hdr_len  = SCTP_HDR_LEN;
 	} else {
 		return PARSE_NOT_L4;
 	}

@@ -211,8 +211,9 @@ static __noinline enum reason policy6_service_new(const struct ct6_key *fwd,
 	return r;
 }
 
-/* Ports of protocols parse_ipv6() leaves as PARSE_NOT_L4 (SCTP: where TCP
- * and UDP have them); -1 when the header is cut short. */
+/* Ports of protocols parse_ipv6() leaves as PARSE_NOT_L4 (SCTP, behind
+ * more extension headers than parse_ipv6() walks: where TCP and UDP have
+ * them); -1 when the header is cut short. */
 static __always_inline int pol6_other_ports(struct __sk_buff *skb, struct pkt6 *p)
 {
 	__be16 ports[2];

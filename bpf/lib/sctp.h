@@ -4,8 +4,9 @@
  * first chunk means for conntrack, and the port rewrite with its CRC32c.
  *
  * Conntrack: an association is a flow keyed by addresses and ports, with
- * the TCP states and timeouts (lib/conntrack.h). parse_ipv4() reads the
- * first chunk's type and hands it on as the TCP flags that play its part:
+ * the TCP states and timeouts (lib/conntrack.h, lib/conntrack6.h).
+ * parse_ipv4() and parse_ipv6() read the first chunk's type and hand it on
+ * as the TCP flags that play its part:
  *   INIT (vtag 0)                  -> SYN      opens a flow, as a SYN does
  *   INIT ACK                       -> SYN|ACK  the reply: REPLY_SEEN
  *   ABORT, SHUTDOWN COMPLETE       -> RST      rst-seen timeout
@@ -37,7 +38,8 @@
 
 #include "common.h"
 
-/* Common header and the first chunk's header: what parse_ipv4() needs. */
+/* Common header and the first chunk's header: what parse_ipv4() and
+ * parse_ipv6() need. */
 struct sctp_first {
 	__be16 source;
 	__be16 dest;

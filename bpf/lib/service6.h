@@ -386,7 +386,7 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			.proto = p.tuple.proto,
 		};
 
-		if (!(mode_draining() && p.tuple.proto == IPPROTO_TCP && ct->dir == CT_DIR_FWD &&
+		if (!(mode_draining() && ct_has_states(p.tuple.proto) && ct->dir == CT_DIR_FWD &&
 		      (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
 		      (ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))) {
 			enum reason r = policy6_ct(&p.tuple, ct);
