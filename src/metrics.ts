@@ -195,6 +195,36 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: 'bpfproxy_tunnel_flows_from_remote_total',
+      help: 'New flows that arrived through the tunnel from another ingress node to a local endpoint (FROM TUNNEL in bpfproxy status)',
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) this.set(x.newFromTunnel);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_tunnel_flows_moved_total',
+      help: 'Tunnelled flows to a local endpoint whose client packets then came by another ingress node or straight to this node; their replies follow the new way (MOVED in bpfproxy status)',
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) this.set(x.moved);
+      },
+    });
+    new Gauge({
+      name: 'bpfproxy_maglev_midflow_flows_total',
+      help: 'Mid-flow TCP packets of no known flow to a Maglev frontend taken as new flows: the flow came through another ingress node first (MAGLEV MID-FLOW in bpfproxy status)',
+      registers: r,
+      collect() {
+        this.reset();
+        const x = cur()?.tunnel;
+        if (x) this.set(x.midflow);
+      },
+    });
+    new Gauge({
       name: 'bpfproxy_tunnel_bytes_total',
       help: 'Tunnel bytes, as bpfproxy_tunnel_packets_total (encap: with the outer headers; decap: without them)',
       labelNames: ['direction'],

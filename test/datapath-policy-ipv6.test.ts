@@ -407,6 +407,31 @@ t.test('IPv6 NetworkPolicy compiled from objects: selectors, ipBlock with except
     t.equal(run('toPod', { src: NODE6, dst: V6ONLY }, tcp(3042, TCP.SYN, 80)), 'pass', "the node's IPv6 address (probes): allowed");
   });
 
+  t.test("the node's IPv6 address is HOST, as its IPv4 one: its TCP of no tracked flow into an isolated pod passes", async (t) => {
+    t.equal(node.dp.maps.ipcache6.get({ prefixlen: 128, addr: NODE6 })?.identity, IDENTITY_HOST, `bpfproxy_ipcache6 ${NODE6}/128: HOST`);
+    t.equal(node.dp.maps.ipcache.get({ prefixlen: 32, addr: '192.0.2.11' })?.identity, IDENTITY_HOST, 'bpfproxy_ipcache: HOST too');
+    const nodeRule = webView.rules.find((r) => r.rule === '(node)');
+    t.equal(nodeRule?.peerText, `host (192.0.2.11/32, ${NODE6}/128)`, '`bpfproxy policy`: one host peer, both addresses');
+    t.equal(webView.rules.filter((r) => r.rule === '(node)').length, 1, 'one node-rule entry');
+    for (const [dst, port] of [
+      [WEB6, 8080],
+      [V6ONLY, 80],
+    ] as const) {
+      t.equal(
+        counted('policy-unknown-flow', () =>
+          t.equal(
+            run('toPod', { src: NODE6, dst }, tcp(3060, TCP.ACK, port)),
+            'pass',
+            `node -> ${dst}:${port}, ACK of no tracked flow: passes`,
+          ),
+        ),
+        0,
+        'not counted as policy-unknown-flow',
+      );
+    }
+    t.equal(run('toPod', { src: NODE6, dst: WEB6 }, tcp(3061, TCP.SYN, 1)), 'pass', 'a new flow from the node to any port (node rule)');
+  });
+
   t.test('a rule removed cuts the flows it allowed (conntrack re-checks at the new generation)', async (t) => {
     t.equal(run('fromPod', { src: CLIENT_POD6, dst: '2001:db8:2:5::2' }, tcp(3050, TCP.SYN, 443)), 'pass', 'allowed');
     const next = compileV6(

@@ -13,8 +13,8 @@ t.test('external mode and tunnel counters are exported per mode', async (t) => {
       local: '192.0.2.11',
       newFlows: { SNAT: 3, Tunnel: 5, DSR: 7 },
       newFromTunnel: 2,
-      moved: 0,
-      midflow: 0,
+      moved: 4,
+      midflow: 6,
       packets: { encap: 100, decap: 40, dsrReply: 9 },
       bytes: { encap: 150_000, decap: 4_000, dsrReply: 900 },
     },
@@ -31,6 +31,9 @@ t.test('external mode and tunnel counters are exported per mode', async (t) => {
     'bpfproxy_tunnel_packets_total{direction="decap"} 40',
     'bpfproxy_tunnel_packets_total{direction="dsr_reply"} 9',
     'bpfproxy_tunnel_bytes_total{direction="encap"} 150000',
+    'bpfproxy_tunnel_flows_from_remote_total 2',
+    'bpfproxy_tunnel_flows_moved_total 4',
+    'bpfproxy_maglev_midflow_flows_total 6',
   ]) {
     t.ok(body.includes(line), line);
   }

@@ -145,6 +145,20 @@ export function steerable(f: Frontend, reach: ReadonlyMap<string, EngineNeighbou
   return [...f.clusterBackends, ...f.localBackends].every((b) => reach.has(b.ip));
 }
 
+/** The steering map as the runtime drives it (XdpSteering; tests give a double). */
+export type SteeringMap = Pick<XdpSteering, 'setFrontends' | 'frontends' | 'close'>;
+
+/** What start() builds before the runtime runs (tests give an engine without I/O, a steering double, neighbours of their own). */
+export interface AfxdpParts {
+  dataplane: EngineDataplane;
+  engine: EngineHandle;
+  steering: SteeringMap;
+  ports: EnginePortInfo[];
+  neighbours: Neighbours;
+  /** whether a pod-facing interface is the engine's (ClusterIP frontends are steered only then) */
+  steer: { podPorts: boolean };
+}
+
 export class AfxdpRuntime {
   private timer: Timer | undefined;
   private view: NeighbourView = { entries: [], unresolved: [], elsewhere: [] };
@@ -153,15 +167,42 @@ export class AfxdpRuntime {
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
 
+  readonly dataplane: EngineDataplane;
+  readonly ports: EnginePortInfo[];
+  private readonly engine: EngineHandle;
+  private readonly steering: SteeringMap;
+  private readonly neighbours: Neighbours;
+  private readonly steer: { podPorts: boolean };
+
   private constructor(
-    readonly dataplane: EngineDataplane,
-    private readonly engine: EngineHandle,
-    private readonly steering: XdpSteering,
-    readonly ports: EnginePortInfo[],
-    private readonly neighbours: Neighbours,
+    parts: AfxdpParts,
     private readonly o: AfxdpOptions,
-    private readonly steer: { podPorts: boolean },
-  ) {}
+  ) {
+    this.dataplane = parts.dataplane;
+    this.ports = parts.ports;
+    this.engine = parts.engine;
+    this.steering = parts.steering;
+    this.neighbours = parts.neighbours;
+    this.steer = parts.steer;
+  }
+
+  /**
+   * Run over parts already built (start() builds them; tests give doubles):
+   * the policy first (nothing is steered until the engine holds one), then
+   * the first refresh, then one every second. built: called with the
+   * runtime before anything runs.
+   */
+  static run(parts: AfxdpParts, o: AfxdpOptions, built?: (rt: AfxdpRuntime) => void): AfxdpRuntime {
+    const rt = new AfxdpRuntime(parts, o);
+    built?.(rt);
+    if (o.policy) {
+      rt.policyError = 'not loaded yet';
+      rt.setPolicy();
+    }
+    rt.refresh();
+    rt.arm();
+    return rt;
+  }
 
   static async start(o: AfxdpOptions): Promise<AfxdpRuntime> {
     const { log } = o;
@@ -224,14 +265,6 @@ export class AfxdpRuntime {
         zerocopy: 'auto',
       });
       const ports: EnginePortInfo[] = found.map((p) => ({ ...p, xdp: steering.attach(p.ifindex, p.name) }));
-      const rt = new AfxdpRuntime(dataplane, engine, steering, ports, new Neighbours(o.neighbours ?? kernelNeighbours(), o.clock, log), o, {
-        podPorts,
-      });
-      ref.rt = rt;
-      if (o.policy) {
-        rt.policyError = 'not loaded yet';
-        rt.setPolicy();
-      }
       log.info(
         {
           interfaces: ports.map(
@@ -246,9 +279,8 @@ export class AfxdpRuntime {
         },
         `AF_XDP engine serving on ${ports.map((p) => p.name).join(', ')}; everything it does not take stays on the BPF path`,
       );
-      rt.refresh();
-      rt.arm();
-      return rt;
+      const neighbours = new Neighbours(o.neighbours ?? kernelNeighbours(), o.clock, log);
+      return AfxdpRuntime.run({ dataplane, engine, steering, ports, neighbours, steer: { podPorts } }, o, (rt) => (ref.rt = rt));
     } catch (e) {
       engine?.stopIo();
       steering.close();

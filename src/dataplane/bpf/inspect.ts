@@ -222,6 +222,9 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.ct6,
   maps.nodeIps6,
   maps.lbSrcs6,
+  // NetworkPolicy identities (lib/policy.h, policy6.h): every pod address of the cluster may have an entry
+  maps.ipcache,
+  maps.ipcache6,
 ];
 
 const fill = (map: string, entries: number, maxEntries: number): MapFill => ({

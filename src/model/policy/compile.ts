@@ -48,7 +48,7 @@ import {
 } from './compiled.js';
 import { changesDecisions, diffCompiled, sameEntryList, type PolicyDiff } from './diff.js';
 import { IdPool } from './ids.js';
-import { IdentityTable, namedPortsOf, portsKey, type Ident } from './identities.js';
+import { IdentityTable, identPrefixes, namedPortsOf, portsKey, type Ident } from './identities.js';
 import { mergeRuns, portSpecs, PROTO_NUMBER, type PortSpec } from './tables.js';
 import { sameData } from './equal.js';
 import { hostPrefixText, prefixWithin, WORLD6_PREFIX, WORLD_PREFIX, type Prefix } from './prefix.js';
@@ -68,7 +68,7 @@ import {
 
 export interface NodeInfo {
   name: string;
-  /** This node's IPv4 and IPv6 addresses: traffic from them to local pods is always allowed (the first IPv4 one is HOST). */
+  /** This node's IPv4 and IPv6 addresses: traffic from them to local pods is always allowed (the group of the first IPv4 one and that of the first IPv6 one are HOST). */
   addresses: readonly string[];
 }
 
@@ -552,7 +552,8 @@ export class PolicyCompiler {
   private matchesPeer(ps: PeerSet, id: Ident): boolean {
     switch (ps.kind) {
       case 'ipBlock':
-        return prefixWithin(id.prefix, ps.cidr!) && !ps.except!.some((e) => prefixWithin(id.prefix, e));
+        // A block holds an identity's addresses of its family alike (HOST: one prefix per family).
+        return identPrefixes(id).some((p) => prefixWithin(p, ps.cidr!) && !ps.except!.some((e) => prefixWithin(p, e)));
       case 'allPods':
         return id.kind === 'pod';
       case 'pods':

@@ -28,10 +28,14 @@
  *   ingress, PROTO_ANY} with ruleId NODE_RULE_ID, so the node reaches its
  *   pods (kubelet probes) whatever the policies, and `bpfproxy policy` and
  *   the hit counters show it. Egress from a pod to the node's addresses is
- *   ordinary policy (ipBlock rules match them). This node's addresses map
- *   to IDENTITY_HOST; only when they fall under different policy prefixes
- *   does each further group get an identity of its own (listed in
- *   `identities` like any other /32, allowed the same way).
+ *   ordinary policy (ipBlock rules match them). This node's addresses, IPv4
+ *   and IPv6, map to IDENTITY_HOST (the datapath passes TCP of no tracked
+ *   flow from HOST); only when they fall under different policy prefixes
+ *   does each further group (beyond the first IPv4 and the first IPv6
+ *   address's) get an identity of its own (listed in `identities` like any
+ *   other /32, allowed the same way). An ipBlock matches HOST by the node's
+ *   addresses of its family; the tables have no family, so an egress rule
+ *   that allows HOST allows its addresses of both.
  * - **ipBlock matches pod addresses** (as Calico does, and as the upstream
  *   e2e expects): a pod's identity includes the deepest policy prefix that
  *   contains its address.

@@ -13,8 +13,14 @@
  *   selected alike by label selectors, and an ipBlock of one family
  *   matches no identity of the other;
  * - this node's addresses: IDENTITY_HOST, or, when they fall under
- *   different policy prefixes, HOST for the first address's group and an
- *   identity of its own for each other group, so ipBlock rules stay exact.
+ *   different policy prefixes, HOST for the group of the first IPv4 address
+ *   and for the group of the first IPv6 one (one identity holding both
+ *   families, with a deepest prefix per family), and an identity of its own
+ *   for each other group, so ipBlock rules stay exact within a family. An
+ *   ipBlock of one family matches HOST by HOST's addresses of that family:
+ *   a rule allowing a block that holds the node's IPv4 address allows
+ *   HOST, so its IPv6 addresses too (the datapath's rule tables have no
+ *   family); egress only, ingress from HOST is always allowed.
  * Because a prefix set is nested or disjoint, all addresses that map to one
  * identity are inside or outside any cidr/except alike: an ipBlock peer is a
  * set of identities, pods included.
@@ -49,6 +55,8 @@ export interface Ident {
   kind: IdentKind;
   /** Deepest policy prefix containing its addresses (pod, host), or its own prefix (cidr, world). */
   prefix: Prefix;
+  /** HOST holding both families only: the deepest policy prefix of its IPv6 addresses (`prefix` is its IPv4 ones'). */
+  prefix6?: Prefix;
   /** Pods only. */
   namespace: string;
   labels: Labels;
@@ -85,6 +93,9 @@ const labelsKey = (l: Labels): string =>
 
 export const namedPortsOf = (ports: readonly ContainerPort[]): ContainerPort[] =>
   ports.filter((p) => p.name !== '').sort((a, b) => (a.name + a.protocol + a.port < b.name + b.protocol + b.port ? -1 : 1));
+
+/** The deepest prefixes of an identity: one, or HOST's two (IPv4's, IPv6's) when it holds both families. */
+export const identPrefixes = (id: Ident): Prefix[] => (id.prefix6 ? [id.prefix, id.prefix6] : [id.prefix]);
 
 export const portsKey = (ports: readonly ContainerPort[]): string => ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(',');
 
@@ -211,10 +222,11 @@ export class IdentityTable<P extends Claimant> {
   // Addresses
 
   setNodeAddresses(given: readonly string[]): void {
-    // The primary (HOST) is the first IPv4 address; IPv6 ones form groups of their own.
+    // HOST: the group of the first IPv4 address and that of the first IPv6 one (refreshHosts()).
     const addresses = [...given.filter((a) => !a.includes(':')), ...given.filter((a) => a.includes(':'))];
     const addrs = new Set(addresses);
-    if (addresses[0] !== this.nodeList[0]) for (const a of addrs) this.dirtyAddrs.add(a);
+    const first6 = (l: readonly string[]) => l.find((a) => a.includes(':'));
+    if (addresses[0] !== this.nodeList[0] || first6(addresses) !== first6(this.nodeList)) for (const a of addrs) this.dirtyAddrs.add(a);
     for (const a of addrs) if (!this.nodeAddrs.has(a)) this.dirtyAddrs.add(a);
     for (const a of this.nodeAddrs) if (!addrs.has(a)) this.dirtyAddrs.add(a);
     this.nodeAddrs = addrs;
@@ -328,13 +340,22 @@ export class IdentityTable<P extends Claimant> {
   }
 
   /**
-   * This node's addresses, grouped by deepest policy prefix: the group of
-   * the first address is IDENTITY_HOST, each other group an identity of its own.
+   * This node's addresses, grouped by deepest policy prefix: the groups of
+   * the first IPv4 address and of the first IPv6 one are one identity,
+   * IDENTITY_HOST (its key names both prefixes: a new prefix for either
+   * makes a new HOST), each other group an identity of its own.
    */
   private refreshHosts(): void {
-    const keyOf = (a: string) => `host:${this.deepest(a).text}`;
-    const primary = this.nodeList[0];
-    const primaryKey = primary !== undefined ? keyOf(primary) : undefined;
+    const first4 = this.nodeList.find((a) => !a.includes(':'));
+    const first6 = this.nodeList.find((a) => a.includes(':'));
+    const p4 = first4 !== undefined ? this.deepest(first4) : undefined;
+    const p6 = first6 !== undefined ? this.deepest(first6) : undefined;
+    // "host:10.0.0.0/8 ::/0" cannot be another group's "host:<prefix>".
+    const primaryKey = p4 || p6 ? `host:${[p4?.text, p6?.text].filter((x) => x !== undefined).join(' ')}` : undefined;
+    const keyOf = (a: string) => {
+      const d = this.deepest(a);
+      return d.text === p4?.text || d.text === p6?.text ? primaryKey! : `host:${d.text}`;
+    };
     const groups = new Map<string, string[]>();
     for (const a of this.nodeAddrs) {
       const k = keyOf(a);
@@ -354,8 +375,8 @@ export class IdentityTable<P extends Claimant> {
     }
     for (const [k, addrs] of groups) {
       let id = this.idents.get(k);
-      if (!id)
-        id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), k === primaryKey ? IDENTITY_HOST : undefined, hostPrefixText(addrs[0]!));
+      if (!id && k === primaryKey) id = this.makeIdent(k, 'host', (p4 ?? p6)!, IDENTITY_HOST, undefined, p4 && p6);
+      else if (!id) id = this.makeIdent(k, 'host', this.deepest(addrs[0]!), undefined, hostPrefixText(addrs[0]!));
       for (const a of addrs) {
         id.addresses.add(a);
         this.addrIdent.set(a, id);
@@ -415,7 +436,7 @@ export class IdentityTable<P extends Claimant> {
   // ---------------------------------------------------------------------------
   // Identities
 
-  private makeIdent(key: string, kind: IdentKind, prefix: Prefix, fixed?: number, seedPrefix?: string): Ident {
+  private makeIdent(key: string, kind: IdentKind, prefix: Prefix, fixed?: number, seedPrefix?: string, prefix6?: Prefix): Ident {
     let id = fixed;
     if (id === undefined) {
       const s = seedPrefix !== undefined ? this.seededIdentity.get(seedPrefix) : undefined;
@@ -434,6 +455,7 @@ export class IdentityTable<P extends Claimant> {
       key,
       kind,
       prefix,
+      ...(prefix6 ? { prefix6 } : {}),
       namespace: '',
       labels: {},
       namedPorts: [],
@@ -442,13 +464,15 @@ export class IdentityTable<P extends Claimant> {
       alive: true,
     };
     this.idents.set(key, ident);
-    let byPrefix = this.identsByPrefix.get(prefix.text);
-    if (!byPrefix) {
-      this.identsByPrefix.set(prefix.text, (byPrefix = new Set()));
-      this.sortedPrefixes = undefined;
-      this.sortedPrefixes6 = undefined;
+    for (const p of identPrefixes(ident)) {
+      let byPrefix = this.identsByPrefix.get(p.text);
+      if (!byPrefix) {
+        this.identsByPrefix.set(p.text, (byPrefix = new Set()));
+        this.sortedPrefixes = undefined;
+        this.sortedPrefixes6 = undefined;
+      }
+      byPrefix.add(ident);
     }
-    byPrefix.add(ident);
     this.identsAdded.add(ident);
     return ident;
   }
@@ -457,12 +481,14 @@ export class IdentityTable<P extends Claimant> {
     id.alive = false;
     this.idents.delete(id.key);
     this.usedIdentities.delete(id.id);
-    const byPrefix = this.identsByPrefix.get(id.prefix.text);
-    byPrefix?.delete(id);
-    if (byPrefix?.size === 0) {
-      this.identsByPrefix.delete(id.prefix.text);
-      this.sortedPrefixes = undefined;
-      this.sortedPrefixes6 = undefined;
+    for (const p of identPrefixes(id)) {
+      const byPrefix = this.identsByPrefix.get(p.text);
+      byPrefix?.delete(id);
+      if (byPrefix?.size === 0) {
+        this.identsByPrefix.delete(p.text);
+        this.sortedPrefixes = undefined;
+        this.sortedPrefixes6 = undefined;
+      }
     }
     if (id.kind === 'pod') this.indexPodIdent(id, false);
     this.hooks.dropped(id);
