@@ -368,7 +368,7 @@ export function startAgent(
       res(code);
     }),
   );
-  const readyMs = opts.readyMs ?? 30_000;
+  const readyMs = opts.readyMs ?? 90_000;
   const timer = setTimeout(
     () => readyReject(new Error(`agent on ${n.name} not ready in ${readyMs / 1000}s:\n${logs.slice(-20).join('\n')}`)),
     readyMs,

@@ -24,7 +24,7 @@ export function tmpDir(t: Test, prefix: string): string {
 }
 
 /** Start the agent in ns and wait (bounded) for "agent ready"; killed when the test ends. */
-export async function startAgentIn(t: Test, ns: string, args: string[], readyMs = 30_000): Promise<AgentChild> {
+export async function startAgentIn(t: Test, ns: string, args: string[], readyMs = 90_000): Promise<AgentChild> {
   // nsenter without --pid execs in place: the child's pid is the agent's.
   const child = spawn('nsenter', [`--net=${nsPath(ns)}`, '--', process.execPath, CLI, 'agent', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
