@@ -48,7 +48,7 @@ namespace bpfproxy {
 static_assert(sizeof(struct ct_key) == 16, "struct ct_key layout (bpf/lib/types.h)");
 static_assert(sizeof(struct ct_value) == 64, "struct ct_value layout (bpf/lib/types.h)");
 static_assert(sizeof(struct ct6_key) == 40, "struct ct6_key layout (bpf/lib/types6.h)");
-static_assert(sizeof(struct ct6_value) == 64, "struct ct6_value layout (bpf/lib/types6.h)");
+static_assert(sizeof(struct ct6_value) == 88, "struct ct6_value layout (bpf/lib/types6.h)");
 static_assert(sizeof(struct ct_key) != sizeof(struct ct6_key), "the families are told apart by key size");
 
 namespace {

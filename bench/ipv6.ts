@@ -4,7 +4,9 @@
  * node, the pod program (bpf/tc_pod.c) of one loaded object, in a namespace
  * of its own (a veth d0 carrying both families' routes, forwarding on), so
  * the FIB lookups are real. Two figures per family: a packet of an
- * established flow (one ACK run on fresh copies) and a flow's first packet
+ * established flow (one ACK run on fresh copies: the first fills the
+ * conntrack entry's route cache, bpf/lib/fib.h, the rest use it, as a
+ * flow's packets within a second do) and a flow's first packet
  * (distinct SYNs, each run once: conntrack created). IPv4 and IPv6 rounds
  * are interleaved so that their ratio comes from one run on the same
  * machine; the median of the rounds. Conntrack is emptied between rounds.

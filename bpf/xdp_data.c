@@ -70,7 +70,8 @@ static __always_inline int xdp_tunnel_forward(struct xdp_md *ctx, struct pkt *p,
 	/* The route to the peer, cached in the entry as a plain flow's
 	 * (lib/xdp.h), for the encapsulated length. */
 	stamp = (__u32)(now >> XDP_FWD_SHIFT);
-	fresh = c->ifindex && (__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
+	fresh = c->ifindex && c->where < FWD_TC_REDIRECT &&
+		(__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
 	if (fresh && c->where == XW_FORWARD && p->tot_len + TUN_OVERHEAD <= c->max_len) {
 		fib.ifindex = c->ifindex;
 		__builtin_memcpy(fib.dmac, c->dmac, ETH_ALEN);

@@ -17,6 +17,7 @@ import { XDP_PROGRAM } from '../src/dataplane/afxdp/xdp.js';
 import { XDP_DATA_PROGRAM } from '../src/dataplane/bpf/xdp.js';
 import { BpfMap } from '../src/dataplane/bpf/map.js';
 import * as c from '../src/dataplane/bpf/codecs.js';
+import * as c6 from '../src/dataplane/bpf/codecs6.js';
 import { REASONS } from '../src/dataplane/bpf/reasons.js';
 import { native } from '../src/native/index.js';
 import { BPF_DIR, tmpPinDir } from './helpers/env.js';
@@ -145,6 +146,63 @@ t.test('a conntrack map pinned with the 40-byte values of before the XDP forward
     'and the operator is told',
   );
 });
+
+t.test(
+  'an IPv6 conntrack map pinned with the 64-byte values of before the TC forwarding cache is migrated with its connections',
+  async (t) => {
+    const pin = tmpPinDir(t);
+    mkdirSync(pin, { recursive: true });
+    const ct6Path = join(pin, MAP_NAMES.ct6);
+    t.equal(c6.ct6ValueNoFwd.size, 64, 'the old layout');
+    t.equal(c6.ct6Value.size, 88, 'the new layout');
+    execFileSync('bpftool', [
+      'map',
+      'create',
+      ct6Path,
+      'type',
+      'hash',
+      'key',
+      String(c6.ct6Key.size),
+      'value',
+      String(c6.ct6ValueNoFwd.size),
+      'entries',
+      '1024',
+      'flags',
+      '1', // BPF_F_NO_PREALLOC, as bpf/lib/conntrack6.h
+      'name',
+      MAP_NAMES.ct6,
+    ]);
+    const old = new BpfMap(MAP_NAMES.ct6, native().objGet(ct6Path), c6.ct6Key, c6.ct6ValueNoFwd);
+    const key = { saddr: 'fd00:10:244:1::14', daddr: 'fd00:10:96::10', sport: 40002, dport: 80, proto: 6 };
+    const value = {
+      expiresNs: 456n,
+      createdNs: 2n,
+      natSaddr: 'fd00:10:244:1::14',
+      natDaddr: 'fd00:10:244:1::11',
+      natSport: 40002,
+      natDport: 8080,
+      dir: CtDir.FWD,
+      state: 17,
+      flags: 4,
+      svcId: 9,
+      polGen: 3,
+    };
+    old.set(key, value);
+    old.close();
+
+    const { log, lines } = captureLogger();
+    const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
+    t.teardown(() => dp.close());
+    const pinned = native().objGet(ct6Path);
+    pinned.close();
+    t.equal(pinned.valueSize, c6.ct6Value.size, `the pinned IPv6 conntrack has ${c6.ct6Value.size}-byte values now`);
+    t.same(dp.maps.ct6.get(key), value, 'the connection came along (no route cached)');
+    t.ok(
+      lines.some((l) => /IPv6 conntrack map is pinned in the old layout \(64-byte values\).*1 entries move/.test(l.msg)),
+      'and the operator is told',
+    );
+  },
+);
 
 t.test('one object carries every program; a reload adopts its pinned maps', async (t) => {
   const pin = tmpPinDir(t);

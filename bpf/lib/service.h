@@ -127,6 +127,31 @@ static __always_inline int translate(struct __sk_buff *skb, struct pkt *p, const
 	return fib_redirect(skb, p, &fib, rc);
 }
 
+/* translate() for a packet of an established flow: the route its entry
+ * cached (lib/fib.h fwd_tc_fresh()) when fresh, else translate()'s lookup,
+ * whose resolved result is cached for the next packets. */
+static __always_inline int translate_ct(struct __sk_buff *skb, struct pkt *p,
+					const struct ct_key *to, struct ct_value *ct, __u64 now)
+{
+	struct bpf_fib_lookup fib;
+	__u16		      len = fib_len(skb, p);
+	int		      rc;
+
+	if (fwd_tc_fresh(&ct->fwd, len, p->ttl, now)) {
+		if (nat_rewrite(skb, p, to->saddr, to->sport, to->daddr, to->dport))
+			return drop(skb, REASON_REWRITE_FAILED);
+		return fib_redirect_cached(skb, p, &ct->fwd);
+	}
+	rc = fib_route(skb, p, to, &fib);
+	trace_step(TRACE_FIB, cfg_fib_redirect, 0, 0, rc, fib.ifindex, fib.mtu_result, 0, 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && (p->frag & bpf_htons(IP_DF)))
+		return icmp_reply(skb, p, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, fib.mtu_result,
+				  REASON_FRAG_NEEDED);
+	if (nat_rewrite(skb, p, to->saddr, to->sport, to->daddr, to->dport))
+		return drop(skb, REASON_REWRITE_FAILED);
+	return fib_redirect_fill(skb, p, &fib, rc, &ct->fwd, len);
+}
+
 /* Tunnel and DSR (bpfExternalServiceMode): they use translate(). */
 #include "tunnel_svc.h"
 
@@ -532,7 +557,7 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 		if (ct->flags & CT_F_TUNNEL)
 			return tun_ct_forward(skb, &p, ct, &to, from_pod, tunnelled ? tpeer : 0,
 					      tlocal, tvni);
-		return translate(skb, &p, &to);
+		return translate_ct(skb, &p, &to, ct, now);
 	}
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
 	if (tunnelled)

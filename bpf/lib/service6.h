@@ -42,6 +42,12 @@ static __always_inline void v6_copy(__u32 *dst, const union v6addr *a)
 	dst[3] = a->w[3];
 }
 
+/* As fib_len(): the length the next hop must carry. */
+static __always_inline __u16 fib6_len(const struct __sk_buff *skb, const struct pkt6 *p)
+{
+	return skb->gso_size ? p->l4_off - ETH_HLEN + p->l4_hdr_len + skb->gso_size : p->l3_len;
+}
+
 static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *p,
 				      const struct ct6_key *to, struct bpf_fib_lookup *fib)
 {
@@ -52,8 +58,7 @@ static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *
 	fib->l4_protocol = to->proto;
 	fib->sport	 = to->sport;
 	fib->dport	 = to->dport;
-	fib->tot_len =
-		skb->gso_size ? p->l4_off - ETH_HLEN + p->l4_hdr_len + skb->gso_size : p->l3_len;
+	fib->tot_len	 = fib6_len(skb, p);
 	v6_copy(fib->ipv6_src, &to->saddr);
 	v6_copy(fib->ipv6_dst, &to->daddr);
 	fib->ifindex = skb->ingress_ifindex;
@@ -70,10 +75,12 @@ static __always_inline int fib6_route(struct __sk_buff *skb, const struct pkt6 *
 #define FWD6_FAILED (-8)
 #define FWD6_POLICY (-9) /* into a pod isolated for ingress (lib/policy6.h) */
 
-/* As fib_redirect(): forward as a router (hop limit decremented; IPv6 has
- * no header checksum), or leave to the stack. */
-static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6 *p,
-					const struct bpf_fib_lookup *fib, int rc)
+/* As fib_redirect_fill(): forward as a router (hop limit decremented; IPv6
+ * has no header checksum), or leave to the stack; with 'c' a resolved
+ * route is remembered in a conntrack entry's cache for 'len' bytes. */
+static __always_inline int fib6_forward_fill(struct __sk_buff *skb, const struct pkt6 *p,
+					     const struct bpf_fib_lookup *fib, int rc,
+					     struct ct_fwd *c, __u16 len)
 {
 	__u8 hl;
 
@@ -101,10 +108,44 @@ static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6
 			if (pol6_unknown_isolated(fib->ifindex, (const union v6addr *)fib->ipv6_dst,
 						  IPC_F_INGRESS_ISO))
 				return FWD6_POLICY;
+			if (c)
+				fwd_tc_fill(c, len, fib, FWD_TC_PEER);
 			return bpf_redirect_peer(fib->ifindex, 0);
 		}
 	}
+	if (c)
+		fwd_tc_fill(c, len, fib, FWD_TC_REDIRECT);
 	return bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int fib6_forward(struct __sk_buff *skb, const struct pkt6 *p,
+					const struct bpf_fib_lookup *fib, int rc)
+{
+	return fib6_forward_fill(skb, p, fib, rc, NULL, 0);
+}
+
+/* An established flow's rewritten packet sent where its entry's cache says
+ * (lib/fib.h fwd_tc_fresh()), as fib6_forward_fill() would with the lookup
+ * that filled it; the policy of a pod isolated for ingress still checked
+ * for every packet. */
+static __always_inline int fib6_forward_cached(struct __sk_buff *skb, const struct pkt6 *p,
+					       const struct ct6_key *to, const struct ct_fwd *c)
+{
+	__u32 ifindex = c->ifindex;
+	__u8  where   = c->where;
+	__u8  mac[2 * ETH_ALEN];
+	__u8  hl = p->hop_limit - 1;
+
+	__builtin_memcpy(mac, c->dmac, ETH_ALEN);
+	__builtin_memcpy(mac + ETH_ALEN, c->smac, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, IP6_HOPLIMIT_OFF, &hl, 1, 0) ||
+	    bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0))
+		return FWD6_FAILED;
+	if (where != FWD_TC_PEER)
+		return bpf_redirect(ifindex, 0);
+	if (pol6_unknown_isolated(ifindex, &to->daddr, IPC_F_INGRESS_ISO))
+		return FWD6_POLICY;
+	return bpf_redirect_peer(ifindex, 0);
 }
 
 /* Count what fib6_forward() leaves to its caller. */
@@ -162,10 +203,11 @@ static __always_inline int fib6_source_for(struct __sk_buff *skb, const union v6
 /* Rewrite to 'to' and forward; too big for the next hop: TRANSLATE6_TOO_BIG,
  * the packet untouched, so the answer quotes it as the client sent it. */
 static __noinline int translate6(struct __sk_buff *skb, struct pkt6 *p, const struct ct6_key *to,
-				 __u32 *mtu)
+				 __u32 *mtu, struct ct_fwd *c)
 {
 	struct bpf_fib_lookup fib;
-	int		      rc = fib6_route(skb, p, to, &fib);
+	__u16		      len = fib6_len(skb, p);
+	int		      rc  = fib6_route(skb, p, to, &fib);
 
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		*mtu = fib.mtu_result;
@@ -173,14 +215,15 @@ static __noinline int translate6(struct __sk_buff *skb, struct pkt6 *p, const st
 	}
 	if (nat6_rewrite(skb, p, to))
 		return drop(skb, REASON_REWRITE_FAILED);
-	return fib6_redirect(skb, p, &fib, rc);
+	return fib6_verdict(skb, fib6_forward_fill(skb, p, &fib, rc, c, len));
 }
 
+/* 'c': an established flow's forwarding cache (filled here), or NULL. */
 static __always_inline int translate6_or_too_big(struct __sk_buff *skb, struct pkt6 *p,
-						 const struct ct6_key *to)
+						 const struct ct6_key *to, struct ct_fwd *c)
 {
 	__u32 mtu = 0;
-	int   rc  = translate6(skb, p, to, &mtu);
+	int   rc  = translate6(skb, p, to, &mtu, c);
 
 	if (rc == TRANSLATE6_TOO_BIG)
 		return icmp6_reply(skb, p, ICMPV6_PKT_TOOBIG << 8, mtu, REASON_FRAG_NEEDED);
@@ -396,7 +439,13 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			ct6_update(&p.tuple, ct, p.tcp_flags, now);
 			if (ct->flags & CT_F_PLAIN)
 				return TC_ACT_OK; /* tracked for policy: the stack forwards it */
-			return translate6_or_too_big(skb, &p, &to);
+			if (fwd_tc_fresh(&ct->fwd, fib6_len(skb, &p), p.hop_limit, now)) {
+				if (nat6_rewrite(skb, &p, &to))
+					return drop(skb, REASON_REWRITE_FAILED);
+				return fib6_verdict(skb,
+						    fib6_forward_cached(skb, &p, &to, &ct->fwd));
+			}
+			return translate6_or_too_big(skb, &p, &to, &ct->fwd);
 		}
 		/* Draining and the client reopens a closed flow of ours:
 		 * kube-proxy's to take (the entries age out). */
@@ -433,7 +482,7 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			if (r != REASON_NONE)
 				return drop(skb, r);
 		}
-		return translate6_or_too_big(skb, &p, &to);
+		return translate6_or_too_big(skb, &p, &to, NULL);
 	}
 }
 

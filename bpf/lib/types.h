@@ -203,16 +203,17 @@ enum ct_flags {
 				 * says how (lib/tunnel.h) */
 };
 
-/* Where the XDP program (lib/xdp.h) sent this direction's packets after
- * its FIB lookup, so that the next packets of the flow need none: reused
- * for about a second (XDP_FWD_LIFE), for packets no longer than one the
- * route took. Only XDP reads and writes it; an entry written anywhere else
- * carries zeros: nothing cached. */
+/* Where the XDP program (lib/xdp.h) or the TC hooks (lib/fib.h) sent this
+ * direction's packets after their FIB lookup, so that the next packets of
+ * the flow need none: reused for about a second (FWD_CACHE_LIFE), for
+ * packets no longer than one the route took, each hook reading only what
+ * it wrote itself. An entry the agent writes carries zeros: nothing
+ * cached. In struct ct_value and struct ct6_value (lib/types6.h). */
 struct ct_fwd {
-	__u32 stamp;	 /* host: bpf_ktime_get_ns() >> XDP_FWD_SHIFT when filled */
+	__u32 stamp;	 /* host: bpf_ktime_get_ns() >> FWD_CACHE_SHIFT when filled */
 	__u32 ifindex;	 /* host: egress interface; 0 = nothing cached */
-	__u16 max_len;	 /* host: the longest IPv4 total length the route took */
-	__u8  where;	 /* enum xdp_where (lib/xdp.h) */
+	__u16 max_len;	 /* host: the longest IPv4 total / IPv6 length the route took */
+	__u8  where;	 /* enum xdp_where (lib/xdp.h), or FWD_TC_* (lib/fib.h) */
 	__u8  ttl_check; /* 1: a TTL of 1 or less goes to the stack */
 	__u8  dmac[6];
 	__u8  smac[6];
@@ -238,7 +239,7 @@ struct ct_value {
 	__u32	      pol_gen; /* host: policy generation the flow was checked at
 			 * (lib/policy.h); 0 = never checked. Both halves
 			 * carry it, with CT_F_POL_DENIED. */
-	struct ct_fwd fwd;     /* XDP's own (lib/xdp.h); zero everywhere else */
+	struct ct_fwd fwd;     /* the hooks' forwarding cache; the agent writes zeros */
 };
 
 /* ---- network policy (lib/policy.h) ------------------------------------- */

@@ -76,18 +76,19 @@ struct ct6_key {
 
 /* As struct ct_value, with IPv6 rewrite addresses. */
 struct ct6_value {
-	__u64	     expires_ns; /* host */
-	__u64	     created_ns; /* host */
-	union v6addr nat_saddr;	 /* net */
-	union v6addr nat_daddr;	 /* net */
-	__be16	     nat_sport;	 /* net */
-	__be16	     nat_dport;	 /* net */
-	__u8	     dir;	 /* enum ct_dir */
-	__u8	     state;	 /* enum ct_state_bits */
-	__u8	     flags;	 /* enum ct_flags */
-	__u8	     pad;
-	__u32	     svc_id;  /* host */
-	__u32	     pol_gen; /* host: as struct ct_value (lib/policy6.h) */
+	__u64	      expires_ns; /* host */
+	__u64	      created_ns; /* host */
+	union v6addr  nat_saddr;  /* net */
+	union v6addr  nat_daddr;  /* net */
+	__be16	      nat_sport;  /* net */
+	__be16	      nat_dport;  /* net */
+	__u8	      dir;	  /* enum ct_dir */
+	__u8	      state;	  /* enum ct_state_bits */
+	__u8	      flags;	  /* enum ct_flags */
+	__u8	      pad;
+	__u32	      svc_id;  /* host */
+	__u32	      pol_gen; /* host: as struct ct_value (lib/policy6.h) */
+	struct ct_fwd fwd; /* the TC hooks' forwarding cache (lib/fib.h); the agent writes zeros */
 };
 
 /* IPv6 network policy (lib/policy6.h): address -> identity, longest

@@ -112,8 +112,8 @@ static __always_inline enum xdp_where xdp_route(struct xdp_md *ctx, const struct
  * on another CPU racing a refill may mix the old and the new result for
  * one frame (ifindex is written last, so a first fill is never read half
  * done on x86). */
-#define XDP_FWD_SHIFT 20
-#define XDP_FWD_LIFE  954 /* x 2^20 ns = 1.0003 s */
+#define XDP_FWD_SHIFT FWD_CACHE_SHIFT /* lib/fib.h, shared with TC */
+#define XDP_FWD_LIFE  FWD_CACHE_LIFE
 
 /* Remember where xdp_route() said the flow's frames go (w: not XW_STACK). */
 static __always_inline void xdp_fwd_fill_len(struct ct_fwd *c, __u16 len,
@@ -146,7 +146,9 @@ static __always_inline enum xdp_where xdp_route_ct(struct xdp_md *ctx, const str
 {
 	struct ct_fwd *c     = &ct->fwd;
 	__u32	       stamp = (__u32)(now >> XDP_FWD_SHIFT);
-	int	       fresh = c->ifindex && (__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
+	/* an entry TC filled (lib/fib.h) is not ours to read */
+	int fresh = c->ifindex && c->where < FWD_TC_REDIRECT &&
+		    (__u32)(stamp - c->stamp) < XDP_FWD_LIFE;
 	enum xdp_where w;
 	__u8	       ttl_check;
 

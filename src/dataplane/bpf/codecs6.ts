@@ -73,7 +73,7 @@ export const ct6Key = struct('ct6_key', {
   pad: pad(3),
 });
 
-export const ct6Value = struct('ct6_value', {
+const ct6ValueFields = {
   expiresNs: u64,
   createdNs: u64,
   natSaddr: ip6,
@@ -86,7 +86,19 @@ export const ct6Value = struct('ct6_value', {
   pad: pad(1),
   svcId: u32,
   polGen: withDefault(u32, 0),
+};
+export const ct6Value = struct('ct6_value', {
+  ...ct6ValueFields,
+  /**
+   * struct ct_fwd: the TC hooks' forwarding cache (bpf/lib/fib.h). The
+   * agent never reads it and writes zeros (nothing cached: the next packet
+   * of the flow looks its route up).
+   */
+  fwd: pad(24),
 });
+
+/** struct ct6_value before the forwarding cache (64 bytes): read once to carry pinned IPv6 conntrack over an upgrade. */
+export const ct6ValueNoFwd = struct('ct6_value', ct6ValueFields);
 
 /** Socket-level LB of native IPv6 sockets (bpf/sock.c): decodes to the IPv4 twin's shape (SockRevKey). */
 export const sockRev6Key = struct('sock_rev6_key', {

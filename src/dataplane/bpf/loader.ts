@@ -461,7 +461,8 @@ const BPF_MAP_TYPE_HASH = 1;
  * Pinned maps whose layout changed between releases. libbpf refuses to
  * reuse a pin that differs from the object's definition, so before loading:
  * conntrack (an LRU hash before 0.2, a plain hash since; a 40-byte value
- * before the XDP forwarding cache was added to it) is read out, unpinned
+ * before the XDP forwarding cache was added to it) and IPv6 conntrack (a
+ * 64-byte value before the TC forwarding cache) are read out, unpinned
  * and written back into the new map after the load, so established flows
  * survive the upgrade (a flow opened between the copy and the new programs'
  * attach has no entry in the new map: the stack sees its next packets); the
@@ -486,6 +487,23 @@ function migratePins(pinDir: string, log?: Logger): Array<{ map: keyof DatapathM
       }
     } finally {
       ct.close();
+    }
+  }
+  const ct6Path = join(pinDir, MAP_NAMES.ct6);
+  if (existsSync(ct6Path)) {
+    const ct6 = native().objGet(ct6Path);
+    try {
+      if (ct6.keySize === c6.ct6Key.size && ct6.valueSize === c6.ct6ValueNoFwd.size) {
+        const entries = new BpfMap(MAP_NAMES.ct6, ct6, c6.ct6Key, c6.ct6ValueNoFwd).entries();
+        rmSync(ct6Path);
+        carry.push({ map: 'ct6', entries });
+        log?.info(
+          { map: MAP_NAMES.ct6, entries: entries.length, valueSize: ct6.valueSize },
+          `IPv6 conntrack map is pinned in the old layout (${ct6.valueSize}-byte values); its ${entries.length} entries move to the new map`,
+        );
+      }
+    } finally {
+      ct6.close();
     }
   }
   const reasonsPath = join(pinDir, MAP_NAMES.reasons);
