@@ -7,6 +7,12 @@ import type { LocalResults } from './local.js';
 import { positiveInt } from '../src/cli/options.js';
 import { REPO_ROOT } from '../lab/lab.js';
 
+/** --generator of the packets/s benches (xdp, engine-e2e) */
+function parseGenerator(v: string): 'livegen' | 'flood' {
+  if (v === 'livegen' || v === 'flood') return v;
+  throw new InvalidArgumentError(`--generator ${v}: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET)`);
+}
+
 const bench = new Command('bpfproxy-bench')
   .description("benchmarks: side by side with kube-proxy's modes, locally and on clusters")
   .showHelpAfterError();
@@ -199,15 +205,21 @@ bench
     'XDP vs TC per packet through BPF_PROG_RUN for the same NodePort packets (local and remote backend, new and established flows)',
   )
   .option('--smoke', 'few flows and rounds (the test suite runs this)')
-  .option('--no-pps', 'skip the packets/s run with bench/flood.c on veths')
+  .option('--no-pps', 'skip the packets/s run on veths')
+  .option(
+    '--generator <name>',
+    'packets/s generator: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET, one syscall a frame)',
+    'livegen',
+  )
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'xdp'))
   .action(async (o) => {
     const { runXdpBench, writeXdpResults, XDP_FULL, XDP_SMOKE } = await import('./xdp.js');
     const { runXdpPps } = await import('./xdp.js');
     const say = (s: string) => process.stderr.write(`bench xdp: ${s}\n`);
+    const generator = parseGenerator(o.generator);
     const r = await runXdpBench(o.smoke ? XDP_SMOKE : XDP_FULL, say);
     if (o.pps) {
-      r.pps = await runXdpPps(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }, say);
+      r.pps = await runXdpPps({ ...(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }), generator }, say);
       r.targets.push({
         target: 'packets/s forwarded per core, XDP vs TC (NodePort UDP to a remote backend, veth)',
         value: `${r.pps.ratio}x (${r.pps.xdp.forwardedPps} vs ${r.pps.tc.forwardedPps}/s)`,
