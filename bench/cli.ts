@@ -180,6 +180,11 @@ bench
   .option('--queues <n>', 'veth queues, engine workers and generators: 1 or 2 (2 writes results-2q.json, report-2q.md)', '1')
   .option('--seconds <s>', 'flood seconds per dataplane (default 10, smoke 2)')
   .option('--no-xdp', 'skip the TC path with --xdp-acceleration native')
+  .option(
+    '--generator <name>',
+    'packets/s generator: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET, one syscall a frame)',
+    'livegen',
+  )
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'engine-e2e'))
   .action(async (o) => {
     const { runEngineE2e, writeEngineE2eResults, ENGINE_E2E_FULL, ENGINE_E2E_SMOKE } = await import('./engine-e2e.js');
@@ -188,7 +193,13 @@ bench
     const seconds = o.seconds === undefined ? undefined : Number(o.seconds);
     if (seconds !== undefined && !(seconds > 0 && seconds <= 120)) throw new Error(`--seconds ${o.seconds}: a number of seconds, 0-120`);
     const base = o.smoke ? ENGINE_E2E_SMOKE : ENGINE_E2E_FULL;
-    const opts = { ...base, queues, xdp: base.xdp && o.xdp !== false, ...(seconds ? { seconds } : {}) };
+    const opts = {
+      ...base,
+      queues,
+      xdp: base.xdp && o.xdp !== false,
+      generator: parseGenerator(o.generator),
+      ...(seconds ? { seconds } : {}),
+    };
     const r = await runEngineE2e(opts, (s) => process.stderr.write(`bench engine-e2e: ${s}\n`));
     console.log(
       `engine / TC delivered packets/s: ${r.ratio}x${r.generatorBound ? ' (generator-bound)' : ''}; fallback: ${r.fallback.broken} of ${r.fallback.streams} streams broke`,
