@@ -46,7 +46,7 @@ bench/.output/flood: bench/flood.c
 # livegen: BPF_PROG_RUN live-frames generator; its XDP program sits beside it
 bench/.output/livegen: bench/livegen.c bench/livegen.h
 	@mkdir -p bench/.output
-	$(CC) -O2 -Wall -Wextra -Werror -Ibench -o $@ $< -lbpf
+	$(CC) -O2 -Wall -Wextra -Werror -pthread -Ibench -o $@ $< -lbpf
 
 bench/.output/livegen-xdp.o: bench/livegen-xdp.c bench/livegen.h bpf/include/uapi.h
 	@mkdir -p bench/.output

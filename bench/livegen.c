@@ -10,7 +10,7 @@
  *   nsenter --net=/run/netns/NS livegen --iface IF --dst-mac MAC --dst IP --dport N
  *       [--kind udp|syn|ack] [--src IP] [--srcs N] [--sport N] [--sports N]
  *       [--src-mac MAC] [--payload BYTES] [--count N] [--seconds S] [--rate PPS]
- *       [--batch N] [--obj PATH]
+ *       [--batch N] [--threads N] [--obj PATH]
  *
  * Frame n is flow n: source address src + n % srcs, source port
  * sport + (n / srcs) % sports (a per-CPU counter in the program).
@@ -21,6 +21,10 @@
  * the calling CPU; the peer's receive runs there too, in the softirq each
  * batch raises. Pin with taskset to choose the CPU (and, on a veth with
  * several queues, the peer's RX queue: CPU % queues).
+ *
+ * Each BPF_PROG_RUN call has a fixed cost of 10-30 ms, mostly waiting (a
+ * page pool per call): calls grow to about 100 ms of frames, and --threads
+ * (default 2) calls run at once, all on the CPU livegen started on.
  *
  * Always bounded: stops after --count frames (default 1000, at most 1e9) or
  * --seconds (default 10, at most 3600), whichever comes first. Prints one
@@ -40,6 +44,8 @@
 #include <linux/if_link.h>
 #include <net/ethernet.h>
 #include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +64,7 @@
 #define MAX_SECONDS 3600.0
 #define MAX_PAYLOAD 1400
 #define MAX_CHUNK (1u << 22)
+#define MAX_THREADS 8
 
 enum kind { K_UDP, K_SYN, K_ACK };
 
@@ -67,7 +74,7 @@ struct opts {
 	int have_dst_mac, have_src_mac, have_src;
 	uint32_t dst, src; /* host order */
 	int dport, sport;
-	unsigned srcs, sports, batch;
+	unsigned srcs, sports, batch, threads;
 	enum kind kind;
 	unsigned long long count;
 	double seconds, rate;
@@ -82,7 +89,8 @@ static void usage(const char *why)
 		"               [--src IP] [--srcs N (addresses from --src)] [--sport N (default 40000)]\n"
 		"               [--sports N (ports from --sport)] [--src-mac MAC] [--payload BYTES (max 1400)]\n"
 		"               [--count N (default 1000, max 1e9)] [--seconds S (default 10, max 3600)]\n"
-		"               [--rate PPS] [--batch N (frames per flush, 1-256, default 64)] [--obj PATH]\n",
+		"               [--rate PPS] [--batch N (frames per flush, 1-256, default 64)]\n"
+		"               [--threads N (calls at once, 1-8, default 2; 1 with --rate)] [--obj PATH]\n",
 		why);
 	exit(2);
 }
@@ -138,6 +146,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	o->srcs = 1;
 	o->sports = 1;
 	o->batch = 64;
+	o->threads = 2;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -204,6 +213,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			NEED();
 			if (parse_num(v, 1, 256, &d) || d != (unsigned)d) BAD();
 			o->batch = (unsigned)d;
+		} else if (!strcmp(a, "--threads")) {
+			NEED();
+			if (parse_num(v, 1, MAX_THREADS, &d) || d != (unsigned)d) BAD();
+			o->threads = (unsigned)d;
 		} else if (!strcmp(a, "--payload")) {
 			NEED();
 			if (parse_num(v, 0, MAX_PAYLOAD, &d) || d != (unsigned)d) BAD();
@@ -352,6 +365,101 @@ static int cfg_offset(struct bpf_object *obj)
 	return -1;
 }
 
+/* What the sending threads share. */
+struct shared {
+	int fd;
+	const uint8_t *frame;
+	size_t len;
+	struct xdp_md *ctx;
+	const struct opts *o;
+	uint64_t start, deadline;
+	unsigned long long reserved; /* frames claimed by calls (atomic) */
+	unsigned long long sent;     /* frames sent (atomic) */
+	int stop;                    /* atomic: the first reason to stop wins */
+	const char *stopped;
+};
+
+static void stop(struct shared *s, const char *why)
+{
+	int zero = 0;
+	if (__atomic_compare_exchange_n(&s->stop, &zero, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		s->stopped = why;
+}
+
+/* One BPF_PROG_RUN call of n live frames. 0, or -1 (stopped with "error") */
+static int run(struct shared *s, uint64_t n)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, r, .data_in = s->frame, .data_size_in = (uint32_t)s->len, .ctx_in = s->ctx,
+		    .ctx_size_in = sizeof(*s->ctx), .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = s->o->batch,
+		    .repeat = (int)n);
+	for (;;) {
+		if (bpf_prog_test_run_opts(s->fd, &r) == 0)
+			return 0;
+		if (errno != EINTR)
+			break;
+	}
+	fprintf(stderr, "livegen: BPF_PROG_RUN (live frames) on %s: %s (Linux 5.18+; --iface must be up)\n", s->o->iface,
+		strerror(errno));
+	stop(s, "error");
+	return -1;
+}
+
+/*
+ * A sending thread. Each call costs a fixed 10-30 ms besides its frames,
+ * most of it waiting (the kernel sets up and tears down a page pool per
+ * call): calls grow until one takes about 100 ms, and two threads (on the
+ * one CPU taskset gives) keep the CPU busy while the other waits.
+ */
+static void *worker(void *arg)
+{
+	struct shared *s = arg;
+	const struct opts *o = s->o;
+	uint64_t chunk = 1024;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_SEQ_CST)) {
+		uint64_t n = chunk, t0, now = now_ns(), have;
+
+		if (now >= s->deadline) {
+			stop(s, "time");
+			break;
+		}
+		if (o->rate > 0) {
+			/* pace (one thread): frame k leaves no earlier than start + k / rate,
+			 * 100 ms of frames a call */
+			uint64_t due = s->start + (uint64_t)((double)s->sent * 1e9 / o->rate);
+			n = (uint64_t)(o->rate / 10) + 1;
+			if (due > now) {
+				uint64_t wait = due - now;
+				struct timespec ts = { (time_t)(wait / 1000000000ull), (long)(wait % 1000000000ull) };
+				if (due > s->deadline) {
+					stop(s, "time");
+					break;
+				}
+				nanosleep(&ts, NULL);
+			}
+		}
+		have = __atomic_fetch_add(&s->reserved, n, __ATOMIC_SEQ_CST);
+		if (have >= o->count) {
+			stop(s, "count");
+			break;
+		}
+		if (n > o->count - have)
+			n = o->count - have;
+		t0 = now_ns();
+		if (run(s, n))
+			break;
+		__atomic_fetch_add(&s->sent, n, __ATOMIC_SEQ_CST);
+		if (o->rate <= 0) {
+			uint64_t took = now_ns() - t0;
+			if (took < 50000000ull && chunk < MAX_CHUNK)
+				chunk *= 4;
+			else if (took > 200000000ull && chunk > 64)
+				chunk /= 2;
+		}
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -362,10 +470,11 @@ int main(int argc, char **argv)
 	struct bpf_program *prog;
 	struct bpf_map *rodata = NULL, *m;
 	struct xdp_md ctx;
+	struct shared sh;
 	unsigned long long sent = 0;
 	uint32_t tx0 = 0, drop0 = 0, tx1 = 0, drop1 = 0;
 	const char *stopped = "count";
-	uint64_t start, deadline, now, chunk = 1024;
+	uint64_t start;
 	size_t len, rosz;
 	int ifindex, fd, off, err;
 	char *ro;
@@ -455,52 +564,26 @@ int main(int argc, char **argv)
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.data_end = (uint32_t)len;
 	ctx.ingress_ifindex = (uint32_t)ifindex;
+	memset(&sh, 0, sizeof(sh));
+	sh.fd = fd;
+	sh.frame = frame;
+	sh.len = len;
+	sh.ctx = &ctx;
+	sh.o = &o;
+	sh.stopped = "count";
 	start = now_ns();
-	deadline = start + (uint64_t)(o.seconds * 1e9);
-	now = start;
-	while (sent < o.count) {
-		LIBBPF_OPTS(bpf_test_run_opts, r, .data_in = frame, .data_size_in = (uint32_t)len, .ctx_in = &ctx,
-			    .ctx_size_in = sizeof(ctx), .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = o.batch);
-		uint64_t n = chunk, t0;
+	sh.start = start;
+	sh.deadline = start + (uint64_t)(o.seconds * 1e9);
 
-		now = now_ns();
-		if (now >= deadline) {
-			stopped = "time";
-			break;
-		}
-		if (o.rate > 0) {
-			/* pace: frame k leaves no earlier than start + k / rate; 100 ms of
-			 * frames a call (a call has a fixed cost of ~10-30 ms) */
-			uint64_t due = start + (uint64_t)((double)sent * 1e9 / o.rate);
-			n = (uint64_t)(o.rate / 10) + 1;
-			if (due > now) {
-				uint64_t wait = due - now;
-				struct timespec ts = { (time_t)(wait / 1000000000ull), (long)(wait % 1000000000ull) };
-				if (due > deadline) {
-					stopped = "time";
-					break;
-				}
-				nanosleep(&ts, NULL);
-			}
-		}
-		if (n > o.count - sent)
-			n = o.count - sent;
-		r.repeat = (int)n;
-		t0 = now_ns();
-		err = bpf_prog_test_run_opts(fd, &r);
-		if (err) {
-			if (errno == EINTR)
-				continue;
-			fprintf(stderr, "livegen: BPF_PROG_RUN (live frames) on %s: %s (Linux 5.18+; --iface must be up)\n",
-				o.iface, strerror(errno));
-			stopped = "error";
-			break;
-		}
-		sent += n;
-		if (sent == n) {
-			/* the first call: does the peer take XDP frames at all? (a veth
-			 * counts, in its tx_packets, the frames its peer received) */
-			struct timespec ts = { 0, 50000000 };
+	/* the first call, alone: does the peer take XDP frames at all? (a veth
+	 * counts, in its tx_packets, the frames its peer received) */
+	{
+		uint64_t n = o.rate > 0 ? (uint64_t)(o.rate / 10) + 1 : 1024;
+		struct timespec ts = { 0, 50000000 };
+		if (n > o.count)
+			n = o.count;
+		if (run(&sh, n) == 0) {
+			sh.reserved = sh.sent = n;
 			if (tx_stats(o.iface, &tx1, &drop1) == 0 && tx1 == tx0)
 				nanosleep(&ts, NULL);
 			if (tx_stats(o.iface, &tx1, &drop1) == 0 && tx1 == tx0) {
@@ -508,22 +591,34 @@ int main(int argc, char **argv)
 					"livegen: %s: none of the first %llu frames reached its peer: the peer takes no XDP "
 					"frames (a veth's peer needs an XDP program of its own, or GRO on)\n",
 					o.iface, (unsigned long long)n);
-				stopped = "error";
-				break;
+				stop(&sh, "error");
 			}
 		}
-		if (o.rate <= 0) {
-			/* Each call costs a fixed ~10-30 ms besides its frames (the kernel
-			 * sets up and tears down a page pool per call): grow the calls
-			 * until one takes about 100 ms, so that cost is small and the time
-			 * bound still holds. */
-			uint64_t took = now_ns() - t0;
-			if (took < 50000000ull && chunk < MAX_CHUNK)
-				chunk *= 4;
-			else if (took > 200000000ull && chunk > 64)
-				chunk /= 2;
-		}
 	}
+	if (!sh.stop) {
+		unsigned nt = o.rate > 0 ? 1 : o.threads;
+		pthread_t th[MAX_THREADS];
+		pthread_attr_t attr;
+		cpu_set_t one;
+		/* every thread on the CPU livegen started on: a veth queue's ring
+		 * takes frames from one CPU at the pace that CPU's softirq drains it
+		 * (from two CPUs at once it overflows) */
+		CPU_ZERO(&one);
+		CPU_SET(sched_getcpu(), &one);
+		pthread_attr_init(&attr);
+		pthread_attr_setaffinity_np(&attr, sizeof(one), &one);
+		for (unsigned i = 0; i < nt; i++)
+			if (pthread_create(&th[i], &attr, worker, &sh)) {
+				fprintf(stderr, "livegen: thread: %s\n", strerror(errno));
+				stop(&sh, "error");
+				nt = i;
+				break;
+			}
+		for (unsigned i = 0; i < nt; i++)
+			pthread_join(th[i], NULL);
+	}
+	sent = sh.sent;
+	stopped = sh.stopped;
 	secs = (double)(now_ns() - start) / 1e9;
 	{
 		/* the peer's receive may still be running in a softirq */
