@@ -29,7 +29,7 @@ deps:
 
 build: bpf addon ts bench-tools
 
-bench-tools: bench/.output/crr bench/.output/flood bench/.output/xdp-pass.o
+bench-tools: bench/.output/crr bench/.output/flood bench/.output/xdp-pass.o bench/.output/livegen bench/.output/livegen-xdp.o
 
 bench/.output/xdp-pass.o: bench/xdp-pass.c
 	@mkdir -p bench/.output
@@ -42,6 +42,15 @@ bench/.output/crr: bench/crr.c
 bench/.output/flood: bench/flood.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+# livegen: BPF_PROG_RUN live-frames generator; its XDP program sits beside it
+bench/.output/livegen: bench/livegen.c bench/livegen.h
+	@mkdir -p bench/.output
+	$(CC) -O2 -Wall -Wextra -Werror -pthread -Ibench -o $@ $< -lbpf
+
+bench/.output/livegen-xdp.o: bench/livegen-xdp.c bench/livegen.h bpf/include/uapi.h
+	@mkdir -p bench/.output
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 # The engine's table swaps under concurrent workers, natively
 # (test/native/engine-swap-stress.c; test/engine-swap-stress.test.ts runs

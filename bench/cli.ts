@@ -7,6 +7,12 @@ import type { LocalResults } from './local.js';
 import { positiveInt } from '../src/cli/options.js';
 import { REPO_ROOT } from '../lab/lab.js';
 
+/** --generator of the packets/s benches (xdp, engine-e2e) */
+function parseGenerator(v: string): 'livegen' | 'flood' {
+  if (v === 'livegen' || v === 'flood') return v;
+  throw new InvalidArgumentError(`--generator ${v}: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET)`);
+}
+
 const bench = new Command('bpfproxy-bench')
   .description("benchmarks: side by side with kube-proxy's modes, locally and on clusters")
   .showHelpAfterError();
@@ -174,6 +180,11 @@ bench
   .option('--queues <n>', 'veth queues, engine workers and generators: 1 or 2 (2 writes results-2q.json, report-2q.md)', '1')
   .option('--seconds <s>', 'flood seconds per dataplane (default 10, smoke 2)')
   .option('--no-xdp', 'skip the TC path with --xdp-acceleration native')
+  .option(
+    '--generator <name>',
+    'packets/s generator: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET, one syscall a frame)',
+    'livegen',
+  )
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'engine-e2e'))
   .action(async (o) => {
     const { runEngineE2e, writeEngineE2eResults, ENGINE_E2E_FULL, ENGINE_E2E_SMOKE } = await import('./engine-e2e.js');
@@ -182,7 +193,13 @@ bench
     const seconds = o.seconds === undefined ? undefined : Number(o.seconds);
     if (seconds !== undefined && !(seconds > 0 && seconds <= 120)) throw new Error(`--seconds ${o.seconds}: a number of seconds, 0-120`);
     const base = o.smoke ? ENGINE_E2E_SMOKE : ENGINE_E2E_FULL;
-    const opts = { ...base, queues, xdp: base.xdp && o.xdp !== false, ...(seconds ? { seconds } : {}) };
+    const opts = {
+      ...base,
+      queues,
+      xdp: base.xdp && o.xdp !== false,
+      generator: parseGenerator(o.generator),
+      ...(seconds ? { seconds } : {}),
+    };
     const r = await runEngineE2e(opts, (s) => process.stderr.write(`bench engine-e2e: ${s}\n`));
     console.log(
       `engine / TC delivered packets/s: ${r.ratio}x${r.generatorBound ? ' (generator-bound)' : ''}; fallback: ${r.fallback.broken} of ${r.fallback.streams} streams broke`,
@@ -199,15 +216,21 @@ bench
     'XDP vs TC per packet through BPF_PROG_RUN for the same NodePort packets (local and remote backend, new and established flows)',
   )
   .option('--smoke', 'few flows and rounds (the test suite runs this)')
-  .option('--no-pps', 'skip the packets/s run with bench/flood.c on veths')
+  .option('--no-pps', 'skip the packets/s run on veths')
+  .option(
+    '--generator <name>',
+    'packets/s generator: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET, one syscall a frame)',
+    'livegen',
+  )
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'xdp'))
   .action(async (o) => {
     const { runXdpBench, writeXdpResults, XDP_FULL, XDP_SMOKE } = await import('./xdp.js');
     const { runXdpPps } = await import('./xdp.js');
     const say = (s: string) => process.stderr.write(`bench xdp: ${s}\n`);
+    const generator = parseGenerator(o.generator);
     const r = await runXdpBench(o.smoke ? XDP_SMOKE : XDP_FULL, say);
     if (o.pps) {
-      r.pps = await runXdpPps(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }, say);
+      r.pps = await runXdpPps({ ...(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }), generator }, say);
       r.targets.push({
         target: 'packets/s forwarded per core, XDP vs TC (NodePort UDP to a remote backend, veth)',
         value: `${r.pps.ratio}x (${r.pps.xdp.forwardedPps} vs ${r.pps.tc.forwardedPps}/s)`,

@@ -2,13 +2,14 @@
  * `bpfproxy-bench engine-e2e`: the AF_XDP engine against the TC path end to
  * end, in namespaces this run creates and removes:
  *
- *   client (flood) --veth-- n0 [node: agent] n1 --veth-- backend
+ *   client (livegen or flood) --veth-- n0 [node: agent] n1 --veth-- backend
  *
  * 0. The generator's ceiling: the same flood into an XDP program that drops
  *    every frame on the node's first interface (nothing else runs): what
  *    the generator can send at all on this machine.
- * 1. Packets per second: the same flood (bench/flood.c: 64-byte UDP frames
- *    from 128 clients to a NodePort whose endpoint is the backend, i.e. a
+ * 1. Packets per second: the same flood (bench/livegen.c, BPF_PROG_RUN live
+ *    frames, by default; bench/flood.c, AF_PACKET, with --generator flood:
+ *    64-byte UDP frames from 128 clients to a NodePort whose endpoint is the backend, i.e. a
  *    remote endpoint: DNAT + SNAT) for the same time, first through the TC
  *    path (`--dataplane bpf`), then (full run) TC with XDP acceleration
  *    (`--xdp-acceleration native`), then through the engine (`--dataplane
@@ -18,8 +19,7 @@
  *    not the dataplanes' (reported as such).
  *    --queues 2: the veths get two RX/TX queues, the engine two workers
  *    (`--afxdp-queues 2`), and two generators run, pinned to CPU 0 and 1
- *    (AF_PACKET picks the TX queue, so the peer's RX queue, from the
- *    sending CPU): the engine's per-queue RX counters show both workers
+ *    (the sending CPU picks the TX queue, so the peer's RX queue): the engine's per-queue RX counters show both workers
  *    fed. The engine's own clocks (ns per packet per node, share of the
  *    window its workers spent in the graph) and its worker threads' CPU
  *    time say where its time goes.
@@ -37,6 +37,7 @@ import { AGENT_CLI, REPO_ROOT, startAgent, startEcho, startStream, type AgentPro
 import { addNetns, delNetns, ip, nsPath, sysctl, uniqueTag } from '../testkit/netns.js';
 import type { EngineStatus } from '../src/dataplane/afxdp/runtime.js';
 import { environment, type Environment } from './environment.js';
+import type { PpsGenerator } from './xdp.js';
 
 export interface EngineE2eOptions {
   /** flood seconds per dataplane */
@@ -47,6 +48,8 @@ export interface EngineE2eOptions {
   queues: number;
   /** measure TC with --xdp-acceleration native too */
   xdp: boolean;
+  /** packets/s generator: livegen (BPF_PROG_RUN live frames, default) or flood (AF_PACKET) */
+  generator?: PpsGenerator;
 }
 export const ENGINE_E2E_FULL: EngineE2eOptions = { seconds: 10, streams: 8, queues: 1, xdp: true };
 export const ENGINE_E2E_SMOKE: EngineE2eOptions = { seconds: 2, streams: 2, queues: 1, xdp: false };
@@ -78,6 +81,8 @@ export interface EngineTime {
 export interface EngineE2eResults {
   environment: Environment;
   options: EngineE2eOptions;
+  /** absent in results from before livegen: flood */
+  generator?: PpsGenerator;
   /** the generator(s) alone into an XDP drop program on the node's first interface */
   generatorCeiling: { sent: number; seconds: number; pps: number };
   pps: PpsFigure[];
@@ -95,6 +100,7 @@ const NODE_IP = '10.80.1.1';
 const SNAT_IP = '10.80.2.1';
 const BACKEND = '10.80.2.2';
 const FLOOD = join(REPO_ROOT, 'bench', '.output', 'flood');
+const LIVEGEN = join(REPO_ROOT, 'bench', '.output', 'livegen');
 const XDP_PASS = join(REPO_ROOT, 'bench', '.output', 'xdp-pass.o');
 
 const MANIFEST = `apiVersion: v1
@@ -126,9 +132,9 @@ interface FloodOut {
   pps: number;
 }
 
-function flood(ns: string, args: string[], seconds: number, cpu?: number): Promise<FloodOut> {
+function flood(ns: string, args: string[], seconds: number, cpu?: number, tool = FLOOD): Promise<FloodOut> {
   return new Promise((resolve, reject) => {
-    const cmd = ['nsenter', `--net=${nsPath(ns)}`, '--', FLOOD, ...args];
+    const cmd = ['nsenter', `--net=${nsPath(ns)}`, '--', tool, ...args];
     const c = spawn(cpu === undefined ? cmd[0]! : 'taskset', cpu === undefined ? cmd.slice(1) : ['-c', String(cpu), ...cmd], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -139,7 +145,7 @@ function flood(ns: string, args: string[], seconds: number, cpu?: number): Promi
     const kill = setTimeout(() => c.kill('SIGKILL'), (seconds + 10) * 1000);
     c.on('close', (code) => {
       clearTimeout(kill);
-      if (code !== 0) return reject(new Error(`flood in ${ns} failed (${code}): ${err}`));
+      if (code !== 0) return reject(new Error(`${tool} in ${ns} failed (${code}): ${err}`));
       resolve(JSON.parse(out.trim().split('\n').pop()!) as FloodOut);
     });
   });
@@ -247,13 +253,46 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
       ...(rate ? ['--rate', String(rate)] : []),
     ];
 
+    const generator = o.generator ?? 'livegen';
+    // livegen: the same 128 clients, one after the other (frame n from client n % 128), 64-byte frames
+    const livegenArgs = (seconds: number, rate?: number, clients = '10.80.1.128/25') => {
+      const [base, len] = clients.split('/');
+      return [
+        '--iface',
+        'c0',
+        '--dst-mac',
+        n0mac,
+        '--dst',
+        NODE_IP,
+        '--dport',
+        '30100',
+        '--kind',
+        'udp',
+        '--src',
+        base!,
+        '--srcs',
+        String(2 ** (32 - Number(len))),
+        '--sport',
+        '5000',
+        '--payload',
+        '18',
+        '--seconds',
+        String(seconds),
+        '--count',
+        '1000000000',
+        ...(rate ? ['--rate', String(rate)] : []),
+      ];
+    };
+    const send = (seconds: number, rate: number | undefined, clients: string | undefined, cpu?: number) =>
+      generator === 'livegen'
+        ? flood(client, livegenArgs(seconds, rate, clients), seconds, cpu, LIVEGEN)
+        : flood(client, floodArgs(seconds, rate, clients), seconds, cpu);
+
     // one generator per queue, each pinned to its own CPU (which picks its TX queue, so the node's RX queue)
     const floods = async (seconds: number, rate?: number): Promise<FloodOut> => {
-      if (o.queues === 1) return flood(client, floodArgs(seconds, rate), seconds);
+      if (o.queues === 1) return send(seconds, rate, undefined);
       const cidrs = ['10.80.1.128/26', '10.80.1.192/26'];
-      const all = await Promise.all(
-        cidrs.slice(0, o.queues).map((c, i) => flood(client, floodArgs(seconds, rate ? rate / o.queues : undefined, c), seconds, i)),
-      );
+      const all = await Promise.all(cidrs.slice(0, o.queues).map((c, i) => send(seconds, rate ? rate / o.queues : undefined, c, i)));
       const sent = all.reduce((a, f) => a + f.sent, 0);
       const secs = Math.max(...all.map((f) => f.seconds));
       return { sent, seconds: secs, pps: sent / secs };
@@ -272,6 +311,10 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
     let engineTime: EngineTime | undefined;
     const dataplanes = o.xdp ? (['bpf', 'xdp', 'afxdp'] as const) : (['bpf', 'afxdp'] as const);
     for (const dataplane of dataplanes) {
+      // livegen's XDP frames reach n0 only with NAPI on, which a veth has while it runs an XDP program:
+      // the TC path gets a pass-through one (xdp and afxdp attach their own)
+      const napi = dataplane === 'bpf' && generator === 'livegen';
+      if (napi) ip(node, 'link', 'set', 'dev', 'n0', 'xdp', 'obj', XDP_PASS, 'sec', 'xdp');
       agent = startAgent(labNode, { manifests: dir }, agentFlags(dataplane));
       await agent.ready;
       if (dataplane === 'afxdp') {
@@ -341,9 +384,11 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
         await agent.stop();
         agent = undefined;
       }
+      if (napi) ip(node, 'link', 'set', 'dev', 'n0', 'xdp', 'off');
     }
 
-    // fallback: streams through the engine, a flood beside them, SIGKILL
+    // fallback: streams through the engine, a flood beside them, SIGKILL. Always flood (AF_PACKET): its
+    // skbs reach n0 after the kill too, when n0 has no XDP program left (so no NAPI for livegen's frames)
     const streams = Array.from({ length: o.streams }, () => startStream(client, NODE_IP, 30101, 4000, { interval: 50, chunk: 2048 }));
     const bg = flood(client, floodArgs(3.5, 100_000), 4);
     await sleep(1500);
@@ -357,6 +402,7 @@ export async function runEngineE2e(o: EngineE2eOptions, say: (s: string) => void
     return {
       environment: environment(),
       options: o,
+      generator,
       generatorCeiling,
       pps,
       ...(engineTime ? { engineTime } : {}),
@@ -384,13 +430,16 @@ export function renderEngineE2e(r: EngineE2eResults): string {
     '',
     `${r.environment.date}, kernel ${r.environment.kernel}, ${r.environment.cpus} × ${r.environment.cpuModel}.`,
     '',
-    `64-byte UDP frames (bench/flood.c, AF_PACKET, 128 clients) to a NodePort whose endpoint is on another node (DNAT + SNAT), ${r.options.seconds} s per dataplane, one run; delivered = frames the backend's interface received. ${
+    `64-byte UDP frames (${r.generator === 'livegen' ? 'bench/livegen.c: BPF_PROG_RUN live frames sent by XDP_TX out of the client veth' : 'bench/flood.c, AF_PACKET, one sendto() a frame'}, 128 clients) to a NodePort whose endpoint is on another node (DNAT + SNAT), ${r.options.seconds} s per dataplane, one run; delivered = frames the backend's interface received. ${
       r.options.queues === 1
         ? 'One queue: one generator, one engine worker'
         : `${r.options.queues} queues: veths with ${r.options.queues} RX/TX queues, ${r.options.queues} generators pinned to CPUs 0-${r.options.queues - 1} (the sending CPU picks the queue), ${r.options.queues} engine workers (--afxdp-queues ${r.options.queues})`
     }; AF_XDP copy mode (veth has no zero-copy); xdp = the TC path with --xdp-acceleration native.`,
     '',
-    `Generator alone (its frames dropped by an XDP program on the node's first interface): **${r.generatorCeiling.pps.toLocaleString('en-US')} pps** (${r.generatorCeiling.sent.toLocaleString('en-US')} frames in ${r.generatorCeiling.seconds} s): the ceiling of any dataplane below.`,
+    `Generator alone (its frames dropped by an XDP program on the node's first interface): **${r.generatorCeiling.pps.toLocaleString('en-US')} pps** (${r.generatorCeiling.sent.toLocaleString('en-US')} frames in ${r.generatorCeiling.seconds} s): the ceiling of any dataplane below.` +
+      (r.generator === 'livegen'
+        ? " On a veth the node's receive runs on the generator's CPU, in the softirq each batch of frames raises, so a dataplane's figure is generator + dataplane per packet on that core. livegen's frames reach n0 as XDP frames, which a veth takes only with NAPI on: for the TC path n0 runs a pass-through XDP program (bench/xdp-pass.c), so its figure includes that program and the frame's conversion to an skb."
+        : ''),
     '',
     '| dataplane | sent | generator pps | delivered | delivered pps | lost | engine RX per queue (pps) |',
     '|---|---|---|---|---|---|---|',
