@@ -100,6 +100,11 @@ static __always_inline struct monitor_event *monitor_scratch(void)
 	return bpf_map_lookup_elem(&bpfproxy_monitor_scratch, &k);
 }
 
+/* monitor_read_tuple() loads saddr6 and daddr6 with one call. */
+_Static_assert(__builtin_offsetof(struct monitor_event, daddr6) ==
+		       __builtin_offsetof(struct monitor_event, saddr6) + 16,
+	       "struct monitor_event: daddr6 right after saddr6");
+
 /* The tuple of the frame, read again (a drop can come before or without a
  * parse), with its family; fields it cannot read stay zero. IPv6: the
  * addresses straight into the event's *6 fields, the ports when a TCP, UDP
