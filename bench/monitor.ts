@@ -361,7 +361,7 @@ export function renderMonitor(r: MonitorBenchResults): string {
       (x) => `| ${x.target ? `${x.target}/s` : 'full speed'} | ${x.sent} | ${x.received} | ${x.lost} | ${x.deliveredPerS} |`,
     ),
     '',
-    'Each event: a 208-byte record (header fields and the first 128 bytes of the frame), read by the addon’s thread and decoded in JavaScript.',
+    'Each event: a 272-byte record (header fields, the first 128 bytes of the frame, IPv6 addresses), read by the addon’s thread and decoded in JavaScript.',
     'The generator is a worker thread calling BPF_PROG_RUN; on a machine with few cores it, the reader thread and the decoding share them.',
     '',
     '## Targets',

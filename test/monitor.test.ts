@@ -160,7 +160,7 @@ t.test('bounded: a listener that falls behind loses events, counted; none is los
   const bad = frame({ src: POD, dst: SVC }, { proto: 'tcp', sport: 40002, dport: 80 });
   bad[14 + 20 + 12] = 0x30;
   // One run of 150000 packets blocks this thread: the reader fills its few
-  // batches, stops, and the ring (4 MiB, ~19000 events) overflows.
+  // batches, stops, and the ring (4 MiB, ~15000 events of 280 bytes with their headers) overflows.
   const N = 150_000;
   node.runRaw('fromPod', bad); // warm up the netns switch
   const r = native().progTestRun(node.dp.programs.fromData.fd, bad, { repeat: N });

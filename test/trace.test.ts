@@ -46,7 +46,8 @@ t.test('trace: ClusterIP, NodePort, reject, no service, conntrack hit, affinity 
   // a SYN-only flow must outlive every trace below, however loaded the machine (SYN_SENT lasts 20 s by default)
   const node = await progrunNode(t, {
     snatPorts: [31000, 31010],
-    ctTimeoutsNs: { ...DEFAULT_DATAPATH.ctTimeoutsNs, synSent: 3_600_000_000_000n },
+    // as must the reset flow's reply entry (RST_SEEN: 40 s by default; the traces before it take longer on a loaded machine)
+    ctTimeoutsNs: { ...DEFAULT_DATAPATH.ctTimeoutsNs, synSent: 3_600_000_000_000n, rstSeen: 3_600_000_000_000n },
   });
   const { ns, dp, rec } = node;
   const pinDir = dp.objects[0]!.maps()

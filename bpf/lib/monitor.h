@@ -24,6 +24,10 @@
 #include "common.h"
 #include "trace.h"
 
+#ifndef ETH_P_IPV6
+#define ETH_P_IPV6 0x86DD
+#endif
+
 /* The enums the agent copies (src/dataplane/bpf/codecs.ts), in the object's
  * BTF for the tests to compare (as bpfproxy_enums_btf in lib/drop.h). */
 const volatile struct {
@@ -96,26 +100,52 @@ static __always_inline struct monitor_event *monitor_scratch(void)
 	return bpf_map_lookup_elem(&bpfproxy_monitor_scratch, &k);
 }
 
+/* monitor_read_tuple() loads saddr6 and daddr6 with one call. */
+_Static_assert(__builtin_offsetof(struct monitor_event, daddr6) ==
+		       __builtin_offsetof(struct monitor_event, saddr6) + 16,
+	       "struct monitor_event: daddr6 right after saddr6");
+
 /* The tuple of the frame, read again (a drop can come before or without a
- * parse); fields it cannot read stay zero. */
-static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct ct_key *t)
+ * parse), with its family; fields it cannot read stay zero. IPv6: the
+ * addresses straight into the event's *6 fields, the ports when a TCP, UDP
+ * or SCTP header follows the fixed header (no extension header). */
+static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct monitor_event *e)
 {
-	struct iphdr ip;
-	__be16	     proto, ports[2];
+	struct ct_key *t = &e->tuple;
+	struct iphdr   ip;
+	__be16	       proto, ports[2];
+	__u8	       nexthdr;
+	__u32	       l4;
 
 	__builtin_memset(t, 0, sizeof(*t));
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) ||
-	    proto != bpf_htons(ETH_P_IP) || bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) ||
-	    ip.version != 4)
+	e->family = 0;
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
 		return;
-	t->saddr = ip.saddr;
-	t->daddr = ip.daddr;
-	t->proto = ip.protocol;
-	if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP &&
-	     ip.protocol != IPPROTO_SCTP) ||
-	    (ip.frag_off & bpf_htons(IP_OFFSET)) || ip.ihl < 5)
-		return;
-	if (bpf_skb_load_bytes(skb, IP_OFF + ip.ihl * 4, ports, sizeof(ports)))
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, IP_OFF + 6, &nexthdr, sizeof(nexthdr)) ||
+		    bpf_skb_load_bytes(skb, IP_OFF + 8, e->saddr6,
+				       sizeof(e->saddr6) + sizeof(e->daddr6)))
+			return;
+		e->family = 6;
+		t->proto  = nexthdr;
+		if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP && nexthdr != IPPROTO_SCTP)
+			return;
+		l4 = IP_OFF + 40;
+	} else {
+		if (proto != bpf_htons(ETH_P_IP) ||
+		    bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) || ip.version != 4)
+			return;
+		e->family = 4;
+		t->saddr  = ip.saddr;
+		t->daddr  = ip.daddr;
+		t->proto  = ip.protocol;
+		if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP &&
+		     ip.protocol != IPPROTO_SCTP) ||
+		    (ip.frag_off & bpf_htons(IP_OFFSET)) || ip.ihl < 5)
+			return;
+		l4 = IP_OFF + ip.ihl * 4;
+	}
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;
 	t->sport = ports[0];
 	t->dport = ports[1];
@@ -143,9 +173,9 @@ static __noinline int monitor_send(struct __sk_buff *skb, int read_tuple)
 	e->ts_ns   = now;
 	e->ifindex = e->hook == MON_HOOK_HOST ? ifindex : ingress;
 	e->pkt_len = skb->len;
-	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->pad[0] = e->pad[1] = e->pad[2] = e->pad[3] = e->pad[4] = 0;
 	if (read_tuple)
-		monitor_read_tuple(skb, &e->tuple);
+		monitor_read_tuple(skb, e);
 	__builtin_memset(e->data, 0, sizeof(e->data));
 	cap = skb->len;
 	if (cap > MONITOR_SNAP_LEN)
@@ -209,8 +239,13 @@ static __always_inline void monitor_fill(struct monitor_event *e, __u8 type, __u
 	e->rule_id     = 0;
 	e->endpoint    = 0;
 	e->duration_ns = 0;
+	e->family      = 4; /* the IPv6 callers (lib/monitor6.h) set 6 */
 	monitor_tuple_zero(&e->tuple);
 	monitor_tuple_zero(&e->nat);
+	__builtin_memset(e->saddr6, 0, sizeof(e->saddr6));
+	__builtin_memset(e->daddr6, 0, sizeof(e->daddr6));
+	__builtin_memset(e->nat_saddr6, 0, sizeof(e->nat_saddr6));
+	__builtin_memset(e->nat_daddr6, 0, sizeof(e->nat_daddr6));
 }
 
 /* A new service flow: tuple as the client sent it, 'to' after translation. */

@@ -21,6 +21,7 @@
 #include "fib.h"
 #include "lb6.h"
 #include "mode.h"
+#include "monitor6.h"
 #include "nat6.h"
 #include "parse6.h"
 #include "pod.h"
@@ -209,6 +210,7 @@ static __noinline int translate6(struct __sk_buff *skb, struct pkt6 *p, const st
 	__u16		      len = fib6_len(skb, p);
 	int		      rc  = fib6_route(skb, p, to, &fib);
 
+	trace_step(TRACE_FIB, cfg_fib_redirect, 0, 0, rc, fib.ifindex, fib.mtu_result, 0, 0);
 	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		*mtu = fib.mtu_result;
 		return TRANSLATE6_TOO_BIG;
@@ -324,6 +326,8 @@ static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const 
 		return TC_ACT_OK;
 	}
 	r = lb6_select(fe, lb_local_only(fe, from_pod), &p->tuple, now, &be);
+	if (r != REASON_NONE)
+		trace6_backend(r, lb_local_only(fe, from_pod));
 	if (r == REASON_NO_ENDPOINTS)
 		return SVC6_REJECT;
 	if (r != REASON_NONE)
@@ -357,6 +361,7 @@ static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const 
 	err = ct6_create(&p->tuple, &to, flags, fe->svc_id, now);
 	if (err)
 		return drop(skb, err == -E2BIG ? REASON_CT_FULL : REASON_CT_INSERT);
+	trace6_new(be.flags, lb_local_only(fe, from_pod), flags, &to);
 	*out = to;
 	return SVC6_TRANSLATE;
 }
@@ -443,11 +448,15 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		if (!(mode_draining() && ct_has_states(p.tuple.proto) && ct->dir == CT_DIR_FWD &&
 		      (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
 		      (ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))) {
-			enum reason r = policy6_ct(&p.tuple, ct);
+			enum reason r	= policy6_ct(&p.tuple, ct);
+			__u8	    was = ct->state;
 
+			trace6_ct_hit(ct);
 			if (r != REASON_NONE)
 				return drop(skb, r);
 			ct6_update(&p.tuple, ct, p.tcp_flags, now);
+			monitor_flow_close6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple,
+					    ct, was, now);
 			if (ct->flags & CT_F_PLAIN)
 				return TC_ACT_OK; /* tracked for policy: the stack forwards it */
 			if (fwd_tc_fresh(&ct->fwd, fib6_len(skb, &p), p.hop_limit, now))
@@ -459,16 +468,21 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		count_reason(skb, REASON_DRAIN_NEW);
 		return TC_ACT_OK;
 	}
+	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
 	fe = lb6_lookup(&p.tuple);
 	if (!fe) {
-		int stale = from_pod && ct6_udp_reuse_forget(&p, now);
-		int rc	  = from_pod ? policy6_plain(skb, &p, 1) : TC_ACT_OK;
+		int stale, rc;
+
+		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
+		stale = from_pod && ct6_udp_reuse_forget(&p, now);
+		rc    = from_pod ? policy6_plain(skb, &p, 1) : TC_ACT_OK;
 
 		/* counted once the packet passes, as IPv4 does */
 		if (stale && rc == TC_ACT_OK)
 			count_reason(skb, REASON_CT_STALE_REPLY);
 		return rc;
 	}
+	trace6_frontend(fe);
 	if (mode_draining()) {
 		count_reason(skb, REASON_DRAIN_NEW);
 		return TC_ACT_OK;
@@ -481,6 +495,8 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			return reject6(skb, &p);
 		if (rc != SVC6_TRANSLATE)
 			return rc;
+		/* here, not in service6_new(): its frame is the deeper one */
+		monitor_flow_new6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, &to);
 		/* Network policy (lib/policy6.h) once the backend is chosen,
 		 * in this frame rather than service6_new()'s (the stack). */
 		{
@@ -531,7 +547,12 @@ static __noinline int service6_host_reply(struct __sk_buff *skb)
 	ct  = ct6_lookup(&p.tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
-	ct6_update(&p.tuple, ct, p.tcp_flags, now);
+	{
+		__u8 was = ct->state;
+
+		ct6_update(&p.tuple, ct, p.tcp_flags, now);
+		monitor_flow_close6(skb, MON_HOOK_HOST, &p.tuple, ct, was, now);
+	}
 	to.saddr  = ct->nat_saddr;
 	to.daddr  = ct->nat_daddr;
 	to.sport  = ct->nat_sport;

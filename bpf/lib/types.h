@@ -414,8 +414,16 @@ struct monitor_event {
 	__u32	      pkt_len;	   /* host: skb->len */
 	__u64	      duration_ns; /* host: FLOW_CLOSE: since the flow was created */
 	__u16	      cap_len;	   /* host: bytes of data[] captured */
-	__u16	      pad[3];
+	__u8	      family;	   /* 4 or 6; 0: a DROP of a frame of neither (tuple zero) */
+	__u8	      pad[5];
 	__u8	      data[MONITOR_SNAP_LEN]; /* the frame's first cap_len bytes */
+	/* Family 6: the addresses (net), the tuples' saddr/daddr left zero
+	 * (their ports and proto as for IPv4). Appended, so the IPv4 fields
+	 * keep their offsets; zero for family 4. */
+	__be32 saddr6[4];     /* tuple */
+	__be32 daddr6[4];     /* tuple */
+	__be32 nat_saddr6[4]; /* nat */
+	__be32 nat_daddr6[4]; /* nat */
 };
 
 /* A listening monitor's claim on a slot: the CLI writes it (atomically,
@@ -443,8 +451,9 @@ enum trace_kind {
 	TRACE_CT_HIT  = 1, /* b: dir, state, flags; w: svc_id, nat saddr (net), nat daddr (net),
 				* nat sport, nat dport */
 	TRACE_CT_MISS = 2,
-	TRACE_FRONTEND =
-		3, /* w: svc_id, set_id, cluster_count, local_count, flags | affinity_timeout << 16 */
+	/* b: 6: an IPv6 frontend (backends in bpfproxy_slots6), else 0;
+	 * w: svc_id, set_id, cluster_count, local_count, flags | affinity_timeout << 16 */
+	TRACE_FRONTEND	  = 3,
 	TRACE_NO_FRONTEND = 4,
 	TRACE_BACKEND =
 		5, /* b: enum reason (0: chosen), local_only, backend flags; w: addr (net), port */
@@ -453,6 +462,10 @@ enum trace_kind {
 	TRACE_REASON = 8, /* b: enum reason, 1 = dropped */
 	TRACE_POLICY =
 		9, /* b: enum monitor_verdict, enum monitor_direction; w: rule_id, endpoint */
+	/* IPv6: the CT_HIT, BACKEND and NAT steps carry 0 for each address;
+	 * ADDR6 steps follow, one per address, in the order of the step's
+	 * address words. b: 0; w: address (net, 4 words), port (host) */
+	TRACE_ADDR6 = 10,
 };
 
 #define TRACE_MAX_STEPS 16

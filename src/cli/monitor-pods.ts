@@ -5,7 +5,8 @@
  *
  * Where names come from: bpfproxy_pol_eps names each local endpoint (a pod
  * on this node, not host-network) "namespace/name", and bpfproxy_ipcache
- * carries each endpoint's own /32 addresses with its endpoint id. Pods on
+ * (bpfproxy_ipcache6) carries each endpoint's own /32 (/128) addresses with
+ * its endpoint id. Pods on
  * other nodes are in the ipcache by identity (a label set), not by name, so
  * they cannot be resolved here. The agent writes both maps only with
  * --network-policy=on; with it off they are empty.
@@ -17,7 +18,7 @@
 import { InvalidArgumentError } from '@commander-js/extra-typings';
 import type { DatapathMaps } from '../dataplane/bpf/loader.js';
 
-export type PodNameMaps = Pick<DatapathMaps, 'polEps' | 'ipcache'>;
+export type PodNameMaps = Pick<DatapathMaps, 'polEps' | 'ipcache' | 'ipcache6'>;
 
 /** How often the names are read again while a monitor runs. */
 export const POD_REFRESH_MS = 2000;
@@ -64,8 +65,8 @@ export function readEndpointNames(maps: PodNameMaps): Map<number, string> {
 }
 
 /**
- * The /32 addresses of these endpoints (sorted), from a whole read of
- * bpfproxy_ipcache. The ipcache is an LPM trie, which the kernel reads key
+ * The /32 and /128 addresses of these endpoints (sorted), from a whole read
+ * of bpfproxy_ipcache and bpfproxy_ipcache6. The ipcache is an LPM trie, which the kernel reads key
  * by key: tens of ms at 20K prefixes, so PodAddresses does it only when
  * something may have changed.
  */
@@ -73,6 +74,7 @@ export function readEndpointAddresses(maps: PodNameMaps, ids: ReadonlySet<number
   const out = new Map<number, string[]>();
   for (const id of ids) out.set(id, []);
   for (const [k, v] of maps.ipcache.entries()) if (v.endpoint && k.prefixlen === 32) out.get(v.endpoint)?.push(k.addr);
+  for (const [k, v] of maps.ipcache6.entries()) if (v.endpoint && k.prefixlen === 128) out.get(v.endpoint)?.push(k.addr);
   for (const a of out.values()) a.sort();
   return out;
 }
@@ -148,7 +150,7 @@ export class PodAddresses {
     } catch (e) {
       if (!this.readFailed) {
         this.say(
-          `cannot read the pod names from ${this.maps.polEps.name} / ${this.maps.ipcache.name}: ${(e as Error).message}; ` +
+          `cannot read the pod names from ${this.maps.polEps.name} / ${this.maps.ipcache.name} / ${this.maps.ipcache6.name}: ${(e as Error).message}; ` +
             `--pod/--namespace keep matching the addresses last read, and reading is tried again every ${POD_REFRESH_MS / 1000}s`,
         );
       }
@@ -189,7 +191,12 @@ export class PodAddresses {
   /** Whether every address read last still carries its endpoint in the ipcache (one lookup each). */
   private stillThere(): boolean {
     for (const [id, addrs] of this.byEndpoint) {
-      for (const addr of addrs) if (this.maps.ipcache.get({ prefixlen: 32, addr })?.endpoint !== id) return false;
+      for (const addr of addrs) {
+        const found = addr.includes(':')
+          ? this.maps.ipcache6.get({ prefixlen: 128, addr })
+          : this.maps.ipcache.get({ prefixlen: 32, addr });
+        if (found?.endpoint !== id) return false;
+      }
     }
     return true;
   }

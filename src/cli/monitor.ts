@@ -6,6 +6,7 @@ import { openPinnedMaps, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import {
   MONITOR_EVENT_TYPES,
   MonitorSession,
+  hostPort,
   matches,
   type FlowTuple,
   type MonitorEvent,
@@ -13,6 +14,7 @@ import {
   type MonitorFilter,
 } from '../dataplane/bpf/monitor.js';
 import { isIPv4 } from '../net/ip.js';
+import { canonicalIpv6 } from '../net/ip6.js';
 import { namespaceList, PodAddresses, podList, POD_REFRESH_MS } from './monitor-pods.js';
 import { PcapWriter } from '../net/pcap.js';
 import { duration, outputOption, pinDirOption, port, positiveInt } from './options.js';
@@ -31,9 +33,12 @@ function parseTypes(v: string): MonitorEventType[] {
   return [...out];
 }
 
-const ipv4 = (v: string): string => {
-  if (!isIPv4(v)) throw new InvalidArgumentError(`--ip: "${v}" is not an IPv4 address`);
-  return v;
+/** --ip: IPv4, or IPv6 in the one text form events carry (RFC 5952). */
+const ipArg = (v: string): string => {
+  if (isIPv4(v)) return v;
+  const six = canonicalIpv6(v);
+  if (!six) throw new InvalidArgumentError(`--ip: "${v}" is not an IPv4 or IPv6 address`);
+  return six;
 };
 
 /** Names of what events refer to by number: services (svc_names), interfaces (this namespace). */
@@ -61,8 +66,8 @@ export class Names {
   }
 }
 
-const flow = (t: FlowTuple): string => `${t.proto} ${t.src}:${t.sport} -> ${t.dst}:${t.dport}`;
-const addr = (t: FlowTuple): string => `${t.dst}:${t.dport}`;
+const flow = (t: FlowTuple): string => `${t.proto} ${hostPort(t.src, t.sport)} -> ${hostPort(t.dst, t.dport)}`;
+const addr = (t: FlowTuple): string => hostPort(t.dst, t.dport);
 
 /** Wall time of an event: bpf_ktime_get_ns() is CLOCK_MONOTONIC. */
 export function wallClock(): (tsNs: number) => number {
@@ -84,7 +89,7 @@ export function describe(ev: MonitorEvent, names: Names): string {
     case 'flow-close': {
       const svc = names.service(ev.svcId) ?? `svc ${ev.svcId}`;
       const flags = ev.flags.length ? ` [${ev.flags.join(',')}]` : '';
-      const nat = ev.nat.src !== ev.tuple.src || ev.nat.sport !== ev.tuple.sport ? ` from ${ev.nat.src}:${ev.nat.sport}` : '';
+      const nat = ev.nat.src !== ev.tuple.src || ev.nat.sport !== ev.tuple.sport ? ` from ${hostPort(ev.nat.src, ev.nat.sport)}` : '';
       const head = ev.type === 'flow-new' ? '' : `closed by ${ev.closedBy} after ${formatSeconds(ev.durationNs ?? 0)}, `;
       return `${head}=> ${addr(ev.nat)}${nat}  ${svc}${flags}`;
     }
@@ -144,7 +149,7 @@ export function addMonitorCommand(program: Command): void {
         parseTypes,
       ),
     )
-    .option('--ip <addr>', 'only packets with this address on either side, before or after translation', ipv4)
+    .option('--ip <addr>', 'only packets with this address (IPv4 or IPv6) on either side, before or after translation', ipArg)
     .option(
       '--pod <namespace/name>',
       'only packets with an address of this pod on either side, before or after translation; repeatable or comma separated. ' +

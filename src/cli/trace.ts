@@ -6,21 +6,27 @@ import { attachedHere, type Attachment } from '../dataplane/bpf/attach.js';
 import { openPinnedMaps, PROGRAMS, type DatapathMaps } from '../dataplane/bpf/loader.js';
 import { explainTrace, openTracer, programSettings, type TracePacket, type TraceReport, type TraceRole } from '../dataplane/bpf/trace.js';
 import { isIPv4 } from '../net/ip.js';
-import { TCP, frame } from '../net/frames.js';
+import { TCP, frame, frame6 } from '../net/frames.js';
+import { canonicalIpv6, ipv6Bytes } from '../net/ip6.js';
+import { hostPort } from '../dataplane/bpf/monitor.js';
 import { INSTALL_ROOT } from '../paths.js';
 import { outputOption, pinDirOption, port } from './options.js';
 
-const ipv4 = (what: string) => (v: string) => {
-  if (!isIPv4(v)) throw new InvalidArgumentError(`${what}: "${v}" is not an IPv4 address`);
-  return v;
+/** IPv4, or IPv6 in its one text form (RFC 5952, as the maps' codecs write it). */
+const ipArg = (what: string) => (v: string) => {
+  if (isIPv4(v)) return v;
+  const six = canonicalIpv6(v);
+  if (!six) throw new InvalidArgumentError(`${what}: "${v}" is not an IPv4 or IPv6 address`);
+  return six;
 };
 
 function ipPort(v: string): { ip: string; port: number } {
-  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(v.trim());
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(v.trim()) ?? /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(v.trim());
   const p = m ? Number(m[2]) : NaN;
-  if (!m || !isIPv4(m[1]!) || !Number.isInteger(p) || p < 1 || p > 65535)
-    throw new InvalidArgumentError(`--to: "${v}" is not IPv4:PORT (e.g. 10.96.0.10:80)`);
-  return { ip: m[1]!, port: p };
+  const ip = m ? (isIPv4(m[1]!) ? m[1] : canonicalIpv6(m[1]!)) : undefined;
+  if (!ip || !Number.isInteger(p) || p < 1 || p > 65535)
+    throw new InvalidArgumentError(`--to: "${v}" is not IPv4:PORT or [IPv6]:PORT (e.g. 10.96.0.10:80, [fd00:96::a]:80)`);
+  return { ip, port: p };
 }
 
 const FLAG_BITS: Record<string, number> = { syn: TCP.SYN, ack: TCP.ACK, fin: TCP.FIN, rst: TCP.RST, psh: TCP.PSH };
@@ -44,6 +50,7 @@ const HOOK_OF: Record<TraceRole, 'pod' | 'data'> = { fromPod: 'pod', fromData: '
 
 /** The pod interface whose routes hold ip (bpf/lib/pod.h's source check), longest prefix first. */
 function podInterfaceOf(maps: DatapathMaps, ip: string): number | undefined {
+  if (ip.includes(':')) return podInterfaceOf6(maps, ip);
   const n = (a: string) => a.split('.').reduce((x, o) => ((x << 8) | Number(o)) >>> 0, 0);
   let best: { ifindex: number; len: number } | undefined;
   for (const [k, v] of maps.podSrcs.entries()) {
@@ -51,6 +58,27 @@ function podInterfaceOf(maps: DatapathMaps, ip: string): number | undefined {
     if (len < 0 || !v.v) continue;
     const mask = len === 0 ? 0 : (~0 << (32 - len)) >>> 0;
     if ((n(k.addr) & mask) === (n(ip) & mask) && (!best || len > best.len)) best = { ifindex: k.ifindex, len };
+  }
+  return best?.ifindex;
+}
+
+/** As podInterfaceOf(), IPv6 (bpfproxy_pod_srcs6). */
+function podInterfaceOf6(maps: DatapathMaps, ip: string): number | undefined {
+  const want = ipv6Bytes(ip);
+  const within = (addr: string, len: number): boolean => {
+    const a = ipv6Bytes(addr);
+    for (let bit = 0; bit < len; bit += 8) {
+      const bits = Math.min(8, len - bit);
+      const mask = (0xff << (8 - bits)) & 0xff;
+      if ((a[bit / 8]! & mask) !== (want[bit / 8]! & mask)) return false;
+    }
+    return true;
+  };
+  let best: { ifindex: number; len: number } | undefined;
+  for (const [k, v] of maps.podSrcs6.entries()) {
+    const len = k.prefixlen - 32;
+    if (len < 0 || len > 128 || !v.v) continue;
+    if (within(k.addr, len) && (!best || len > best.len)) best = { ifindex: k.ifindex, len };
   }
   return best?.ifindex;
 }
@@ -112,8 +140,12 @@ export function addTraceCommand(program: Command): void {
       'run one synthetic packet through the running programs over the live maps and show each decision ' +
         '(conntrack, frontend, backend, NAT, route, policy, the final action); nothing is sent and no map is written',
     )
-    .requiredOption('--from <ip>', "the packet's source address (a local pod's address picks its interface)", ipv4('--from'))
-    .requiredOption('--to <ip:port>', "the packet's destination (a service address, a node address for NodePort, ...)", ipPort)
+    .requiredOption('--from <ip>', "the packet's source address, IPv4 or IPv6 (a local pod's address picks its interface)", ipArg('--from'))
+    .requiredOption(
+      '--to <ip:port>',
+      "the packet's destination, IPv4:PORT or [IPv6]:PORT (a service address, a node address for NodePort, ...)",
+      ipPort,
+    )
     .addOption(new Option('--proto <proto>', 'protocol (sctp: an INIT)').choices(['tcp', 'udp', 'sctp'] as const).default('tcp' as const))
     .option('--sport <n>', 'source port', port('--sport'), 40000)
     .addOption(
@@ -133,6 +165,11 @@ export function addTraceCommand(program: Command): void {
       } catch (e) {
         process.stderr.write(`bpfproxy trace: ${(e as Error).message}\n`);
         process.exit(1);
+      }
+      if (o.from.includes(':') !== o.to.ip.includes(':')) {
+        process.stderr.write(`bpfproxy trace: --from ${o.from} and --to ${o.to.ip} are not of one family: give both IPv4 or both IPv6\n`);
+        pinned.close();
+        process.exit(2);
       }
       try {
         const where = chooseHook(
@@ -173,9 +210,10 @@ export function addTraceCommand(program: Command): void {
               `the running ${progName} (tag ${live.tag}) is not the one in ${o.bpfDir} (tag ${tracer.tags[progName]}): these are the decisions of the latter`,
             );
           }
+          const l4 = { proto: o.proto, sport: o.sport, dport: o.to.port, flags: o.tcpFlags };
           const raw = tracer.run(
             where.role,
-            frame({ src: o.from, dst: o.to.ip }, { proto: o.proto, sport: o.sport, dport: o.to.port, flags: o.tcpFlags }),
+            o.from.includes(':') ? frame6({ src: o.from, dst: o.to.ip }, l4) : frame({ src: o.from, dst: o.to.ip }, l4),
             where.ifindex,
           );
           const report = explainTrace(pkt, raw, pinned.maps, ifname);
@@ -208,7 +246,7 @@ function print(out: TraceOutput, format: string): void {
   }
   const p = out.packet;
   const lines = [
-    `Packet    ${p.proto.toUpperCase()} ${p.src}:${p.sport} -> ${p.dst}:${p.dport}${p.flags ? ` [${p.flags}]` : ''}, ` +
+    `Packet    ${p.proto.toUpperCase()} ${hostPort(p.src, p.sport)} -> ${hostPort(p.dst, p.dport)}${p.flags ? ` [${p.flags}]` : ''}, ` +
       `into ${out.iface ?? 'an unnamed interface'} (${out.hook} program)`,
     `Settings  ${out.settings}`,
     ...out.notes.map((n) => `Note      ${n}`),

@@ -4,6 +4,8 @@
  * tests and benchmarks). Small on purpose: what the datapath handles.
  */
 
+import { ipv6Bytes } from './ip6.js';
+
 export const ETH_P_IP = 0x0800;
 export const PROTO = { ICMP: 1, TCP: 6, UDP: 17, SCTP: 132 } as const;
 export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
@@ -180,4 +182,39 @@ const L4_PROTO = { tcp: PROTO.TCP, udp: PROTO.UDP, sctp: PROTO.SCTP } as const;
 export function frame(f: FrameSpec, l4: L4): Buffer {
   const seg = l4Segment(f, l4);
   return Buffer.concat([ethHeader(f), ipv4Header(f, L4_PROTO[l4.proto], seg.length), seg]);
+}
+
+export const ETH_P_IPV6 = 0x86dd;
+
+/** A whole frame: Ethernet + IPv6 (no extension header) + TCP/UDP/SCTP, checksums over the IPv6 pseudo-header. */
+export function frame6(f: Omit<FrameSpec, keyof Ipv4Spec> & { src: string; dst: string; hopLimit?: number }, l4: L4): Buffer {
+  const seg = l4Segment({ src: '0.0.0.0', dst: '0.0.0.0' }, l4);
+  const nh = L4_PROTO[l4.proto];
+  if (l4.proto !== 'sctp') {
+    const at = l4.proto === 'udp' ? 6 : 16;
+    seg.writeUInt16BE(0, at);
+    const pseudo = Buffer.alloc(40);
+    ipv6Bytes(f.src).copy(pseudo, 0);
+    ipv6Bytes(f.dst).copy(pseudo, 16);
+    pseudo.writeUInt32BE(seg.length, 32);
+    pseudo[39] = nh;
+    let c = csumFold(csumPartial(seg, csumPartial(pseudo)));
+    if (c === 0 && l4.proto === 'udp') c = 0xffff;
+    seg.writeUInt16BE(c, at);
+  }
+  const h = Buffer.alloc(40);
+  h[0] = 0x60;
+  h.writeUInt16BE(seg.length, 4);
+  h[6] = nh;
+  h[7] = f.hopLimit ?? 64;
+  ipv6Bytes(f.src).copy(h, 8);
+  ipv6Bytes(f.dst).copy(h, 24);
+  const eth = ethHeader({
+    src: '0.0.0.0',
+    dst: '0.0.0.0',
+    ...(f.srcMac ? { srcMac: f.srcMac } : {}),
+    ...(f.dstMac ? { dstMac: f.dstMac } : {}),
+  });
+  eth.writeUInt16BE(ETH_P_IPV6, 12);
+  return Buffer.concat([eth, h, seg]);
 }

@@ -298,8 +298,15 @@ export const monitorEvent = struct('monitor_event', {
   pktLen: u32,
   durationNs: u64,
   capLen: u16,
-  pad: pad(6),
+  /** 4, 6, or 0 (a drop of a frame that is neither) */
+  family: u8,
+  pad: pad(5),
   data: bytes(MONITOR_SNAP_LEN),
+  /** family 6: the addresses (tuple and nat keep ports and proto; their IPv4 addresses are zero) */
+  saddr6: bytes(16),
+  daddr6: bytes(16),
+  natSaddr6: bytes(16),
+  natDaddr6: bytes(16),
 });
 export type MonitorEventValue = ReturnType<typeof monitorEvent.decode>;
 
@@ -326,6 +333,8 @@ export const TraceKind = {
   FIB: 7,
   REASON: 8,
   POLICY: 9,
+  /** IPv6: an address (and port) of the step before, in the order of its address words */
+  ADDR6: 10,
 } as const;
 export const TRACE_MAX_STEPS = 16;
 

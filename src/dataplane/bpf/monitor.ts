@@ -21,6 +21,7 @@
  * The agent never touches these maps after creating them: monitors and the
  * agent do not fight, and an agent restart keeps the monitors listening.
  */
+import { readIpv6 } from '../../net/ip6.js';
 import { native, type RingbufReader } from '../../native/index.js';
 import {
   CtFlags,
@@ -104,8 +105,11 @@ export type MonitorEvent = EventBase &
       }
   );
 
+/** addr:port, [addr]:port for IPv6. */
+export const hostPort = (ip: string, port: number): string => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`);
+
 export const protoName = (n: number): string =>
-  n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : n === IPPROTO_SCTP ? 'SCTP' : n === 1 ? 'ICMP' : String(n);
+  n === IPPROTO_TCP ? 'TCP' : n === IPPROTO_UDP ? 'UDP' : n === IPPROTO_SCTP ? 'SCTP' : n === 1 ? 'ICMP' : n === 58 ? 'ICMPv6' : String(n);
 const HOOKS = { [MonHook.POD]: 'pod', [MonHook.DATA]: 'data', [MonHook.HOST]: 'host' } as const;
 
 function ctFlagNames(f: number): string[] {
@@ -139,6 +143,26 @@ function answeredTuple(t: FlowTuple, frame: Buffer): FlowTuple {
   };
 }
 
+/**
+ * As answeredTuple(), IPv6: an ICMPv6 error quotes the packet from its
+ * IPv6 header on (lib/reject6.h builds it with a 40-byte outer header, no
+ * extension header).
+ */
+function answeredTuple6(t: FlowTuple, frame: Buffer): FlowTuple {
+  if (t.proto === 'TCP') return { proto: t.proto, src: t.dst, sport: t.dport, dst: t.src, dport: t.sport };
+  const q = 14 + 40 + 8;
+  if (t.proto !== 'ICMPv6' || frame.length < q + 40) return t;
+  const proto = frame[q + 6] ?? 0;
+  const ports = frame.length >= q + 44 && (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP);
+  return {
+    proto: protoName(proto),
+    src: readIpv6(frame, q + 8),
+    sport: ports ? frame.readUInt16BE(q + 40) : 0,
+    dst: readIpv6(frame, q + 24),
+    dport: ports ? frame.readUInt16BE(q + 42) : 0,
+  };
+}
+
 /** Offsets of struct monitor_event's fields, from the codec (test/codecs-btf.test.ts checks it against the BTF). */
 const F = Object.fromEntries(monitorEvent.layout.map((f) => [f.name, f.offset])) as Record<
   | 'tsNs'
@@ -155,7 +179,12 @@ const F = Object.fromEntries(monitorEvent.layout.map((f) => [f.name, f.offset]))
   | 'pktLen'
   | 'durationNs'
   | 'capLen'
-  | 'data',
+  | 'family'
+  | 'data'
+  | 'saddr6'
+  | 'daddr6'
+  | 'natSaddr6'
+  | 'natDaddr6',
   number
 >;
 const K = Object.fromEntries(ctKey.layout.map((f) => [f.name, f.offset])) as Record<
@@ -164,11 +193,12 @@ const K = Object.fromEntries(ctKey.layout.map((f) => [f.name, f.offset])) as Rec
 >;
 
 const ip4At = (b: Buffer, o: number): string => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
-const tupleAt = (b: Buffer, o: number): FlowTuple => ({
+/** A tuple: its IPv4 addresses at o, or (family 6) the IPv6 ones at s6 and d6, ports and proto at o either way. */
+const tupleAt = (b: Buffer, o: number, s6?: number, d6?: number): FlowTuple => ({
   proto: protoName(b[o + K.proto]!),
-  src: ip4At(b, o + K.saddr),
+  src: s6 === undefined ? ip4At(b, o + K.saddr) : readIpv6(b, s6),
   sport: b.readUInt16BE(o + K.sport),
-  dst: ip4At(b, o + K.daddr),
+  dst: d6 === undefined ? ip4At(b, o + K.daddr) : readIpv6(b, d6),
   dport: b.readUInt16BE(o + K.dport),
 });
 
@@ -187,13 +217,14 @@ export function decodeEvent(b: Buffer, off = 0): MonitorEvent | null {
   const tsNs = b.readUInt32LE(off + F.tsNs + 4) * 2 ** 32 + b.readUInt32LE(off + F.tsNs);
   const hook = HOOKS[b[off + F.hook]! as keyof typeof HOOKS] ?? null;
   const ifindex = b.readUInt32LE(off + F.ifindex);
-  const tuple = tupleAt(b, off + F.tuple);
+  const v6 = b[off + F.family] === 6;
+  const tuple = v6 ? tupleAt(b, off + F.tuple, off + F.saddr6, off + F.daddr6) : tupleAt(b, off + F.tuple);
   const pktLen = b.readUInt32LE(off + F.pktLen);
   const captured = b.subarray(off + F.data, off + F.data + capLen);
   switch (type) {
     case MonType.FLOW_NEW:
     case MonType.FLOW_CLOSE: {
-      const nat = tupleAt(b, off + F.nat);
+      const nat = v6 ? tupleAt(b, off + F.nat, off + F.natSaddr6, off + F.natDaddr6) : tupleAt(b, off + F.nat);
       const svcId = b.readUInt32LE(off + F.svcId);
       if (type === MonType.FLOW_NEW)
         return { type: 'flow-new', tsNs, hook, ifindex, tuple, pktLen, captured, nat, svcId, flags: ctFlagNames(flags) };
@@ -224,7 +255,7 @@ export function decodeEvent(b: Buffer, off = 0): MonitorEvent | null {
         tsNs,
         hook,
         ifindex,
-        tuple: answered ? answeredTuple(tuple, captured) : tuple,
+        tuple: answered ? (v6 ? answeredTuple6(tuple, captured) : answeredTuple(tuple, captured)) : tuple,
         pktLen,
         captured,
         reason: r ? r.name : `reason ${code}`,
@@ -295,7 +326,7 @@ export function matches(ev: MonitorEvent, f: MonitorFilter, svcName: (id: number
   if (f.ip && !tuples.some((t) => t.src === f.ip || t.dst === f.ip)) return false;
   if (f.addresses && !tuples.some((t) => f.addresses!.has(t.src) || f.addresses!.has(t.dst))) return false;
   if (f.port !== undefined && !tuples.some((t) => t.sport === f.port || t.dport === f.port)) return false;
-  if (f.proto && ev.tuple.proto !== f.proto.toUpperCase()) return false;
+  if (f.proto && ev.tuple.proto.toUpperCase() !== f.proto.toUpperCase()) return false;
   if (f.verdict && !('verdict' in ev && ev.verdict === f.verdict)) return false;
   if (f.service) {
     if (!('svcId' in ev)) return false;

@@ -16,7 +16,8 @@ import { BpfError, native, type NativeBpfObject } from '../../native/index.js';
 import { BackendFlags, CtDir, CtFlags, FeFlags, TRACE_MAX_STEPS, TraceKind, traceBuf, u32Key, type TraceStepValue } from './codecs.js';
 import { ctState } from './inspect.js';
 import { BPF_OBJECT, MAP_NAMES, PROGRAMS, type DatapathMaps } from './loader.js';
-import { protoName } from './monitor.js';
+import { hostPort, protoName } from './monitor.js';
+import { readIpv6 } from '../../net/ip6.js';
 import { REASONS } from './reasons.js';
 
 export const TRACE_MAP = 'bpfproxy_trace';
@@ -174,12 +175,18 @@ export interface TraceReport {
 }
 
 /** What the explanation reads (never writes) besides the steps. */
-export type TraceMaps = Pick<DatapathMaps, 'svcNames' | 'slots' | 'affinity' | 'podIfs'>;
+export type TraceMaps = Pick<DatapathMaps, 'svcNames' | 'slots' | 'affinity' | 'slots6' | 'affinity6' | 'podIfs'>;
 
 const u32ip = (w: number): string => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(w >>> 0);
   return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+};
+/** An IPv6 address from four words as the step carries them (net order, read as little-endian u32s). */
+const ip6OfWords = (w: readonly number[]): string => {
+  const b = Buffer.alloc(16);
+  for (let k = 0; k < 4; k++) b.writeUInt32LE((w[k] ?? 0) >>> 0, 4 * k);
+  return readIpv6(b);
 };
 const ctFlagNames = (f: number): string[] =>
   [
@@ -219,9 +226,14 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
   let lastReason: { name: string; dropped: boolean; verdict: string; help: string } | undefined;
   let fib: { rc: number; ifindex: number; looked: boolean } | undefined;
   let frontend: { svcId: number; affinity: number } | undefined;
-  for (const s of raw.steps) {
+  for (let i = 0; i < raw.steps.length; i++) {
+    const s = raw.steps[i]!;
     const [b0 = 0, b1 = 0, b2 = 0] = s.b;
     const [w0 = 0, w1 = 0, w2 = 0, w3 = 0, w4 = 0] = s.w;
+    // IPv6 (bpf/lib/monitor6.h): the step's addresses follow it as ADDR6 steps, in the order of its address words
+    const six: string[] = [];
+    while (raw.steps[i + 1]?.kind === TraceKind.ADDR6) six.push(ip6OfWords(raw.steps[++i]!.w));
+    const ip = (k: number, w: number): string => six[k] ?? u32ip(w);
     switch (s.kind) {
       case TraceKind.CT_HIT: {
         const dir = b0 === CtDir.FWD ? 'forward' : 'reply';
@@ -230,7 +242,7 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
           step: 'conntrack',
           text:
             `hit: the ${dir} entry of a flow of ${svcName(w0)}, state ${ctState(proto, b1)}` +
-            `${flags.length ? `, ${flags.join(', ')}` : ''}; rewritten to ${u32ip(w1)}:${w3} -> ${u32ip(w2)}:${w4}` +
+            `${flags.length ? `, ${flags.join(', ')}` : ''}; rewritten to ${hostPort(ip(0, w1), w3)} -> ${hostPort(ip(1, w2), w4)}` +
             ' (trace mode leaves its state and expiry as they are)',
           data: {
             hit: true,
@@ -238,7 +250,7 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
             state: ctState(proto, b1),
             flags,
             service: svcName(w0),
-            to: { src: u32ip(w1), sport: w3, dst: u32ip(w2), dport: w4 },
+            to: { src: ip(0, w1), sport: w3, dst: ip(1, w2), dport: w4 },
           },
         });
         break;
@@ -249,7 +261,7 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
       case TraceKind.NO_FRONTEND:
         lines.push({
           step: 'frontend',
-          text: `none: ${pkt.dst}:${pkt.dport}/${protoName(proto)} is not a service address here`,
+          text: `none: ${hostPort(pkt.dst, pkt.dport)}/${protoName(proto)} is not a service address here`,
           data: { found: false },
         });
         break;
@@ -258,10 +270,10 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
         const flags = w4 & 0xffff;
         const affinity = w4 >>> 16;
         frontend = { svcId, affinity };
-        const slot = (i: number) => maps.slots.get({ setId, index: i });
-        const show = (i: number) => {
-          const b = slot(i);
-          return b ? `${b.addr}:${b.port}${b.flags & BackendFlags.LOCAL ? ' (local)' : ''}` : '(missing)';
+        const slots = b0 === 6 ? maps.slots6 : maps.slots;
+        const show = (k: number) => {
+          const b = slots.get({ setId, index: k });
+          return b ? `${hostPort(b.addr, b.port)}${b.flags & BackendFlags.LOCAL ? ' (local)' : ''}` : '(missing)';
         };
         const clusterSet = Array.from({ length: cluster }, (_, i) => show(i));
         const localSet = Array.from({ length: local }, (_, i) => show(cluster + i));
@@ -298,12 +310,12 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
           });
           break;
         }
-        const be = `${u32ip(w0)}:${w1}`;
+        const be = hostPort(ip(0, w0), w1);
         let how = b1 ? 'at random among the node-local endpoints' : 'at random';
         if (frontend?.affinity) {
-          const a = maps.affinity.get({ svcId: frontend.svcId, client: pkt.src });
+          const a = (six.length ? maps.affinity6 : maps.affinity).get({ svcId: frontend.svcId, client: pkt.src });
           const fresh = a && native().monotonicNs() - a.lastUsedNs < BigInt(frontend.affinity) * 1_000_000_000n;
-          if (fresh && `${a.backend.addr}:${a.backend.port}` === be) how = 'by ClientIP affinity (this client’s earlier choice)';
+          if (fresh && hostPort(a.backend.addr, a.backend.port) === be) how = 'by ClientIP affinity (this client’s earlier choice)';
         }
         lines.push({
           step: 'backend',
@@ -317,9 +329,9 @@ export function explainTrace(pkt: TracePacket, raw: RawTrace, maps: TraceMaps, i
         lines.push({
           step: 'nat',
           text:
-            `${pkt.src}:${pkt.sport} -> ${pkt.dst}:${pkt.dport} becomes ${u32ip(w0)}:${w1} -> ${u32ip(w2)}:${w3}` +
+            `${hostPort(pkt.src, pkt.sport)} -> ${hostPort(pkt.dst, pkt.dport)} becomes ${hostPort(ip(0, w0), w1)} -> ${hostPort(ip(1, w2), w3)}` +
             `${flags.length ? ` (${flags.join(', ')})` : ''}; conntrack would get the flow's two entries (a trace writes none)`,
-          data: { to: { src: u32ip(w0), sport: w1, dst: u32ip(w2), dport: w3 }, flags },
+          data: { to: { src: ip(0, w0), sport: w1, dst: ip(1, w2), dport: w3 }, flags },
         });
         break;
       }
