@@ -100,7 +100,10 @@ static __always_inline struct monitor_event *monitor_scratch(void)
 	return bpf_map_lookup_elem(&bpfproxy_monitor_scratch, &k);
 }
 
-/* monitor_read_tuple() loads saddr6 and daddr6 with one call. */
+/* monitor_read_tuple() loads saddr6 and daddr6 with one call, and the IPv4
+ * header into data[] before the snapshot. */
+_Static_assert(sizeof(((struct monitor_event *)0)->data) >= sizeof(struct iphdr),
+	       "struct monitor_event: data[] holds an IPv4 header");
 _Static_assert(__builtin_offsetof(struct monitor_event, daddr6) ==
 		       __builtin_offsetof(struct monitor_event, saddr6) + 16,
 	       "struct monitor_event: daddr6 right after saddr6");
@@ -112,10 +115,13 @@ _Static_assert(__builtin_offsetof(struct monitor_event, daddr6) ==
 static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct monitor_event *e)
 {
 	struct ct_key *t = &e->tuple;
-	struct iphdr   ip;
-	__be16	       proto, ports[2];
-	__u8	       nexthdr;
-	__u32	       l4;
+	/* the IPv4 header is read into data[], which the snapshot overwrites
+	 * after: not on the stack, whose every byte the deepest call chains
+	 * (service6_new() -> a reason -> here) need */
+	struct iphdr *ip = (struct iphdr *)e->data;
+	__be16	      proto, ports[2];
+	__u8	      nexthdr;
+	__u32	      l4;
 
 	__builtin_memset(t, 0, sizeof(*t));
 	e->family = 0;
@@ -133,17 +139,17 @@ static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct mon
 		l4 = IP_OFF + 40;
 	} else {
 		if (proto != bpf_htons(ETH_P_IP) ||
-		    bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) || ip.version != 4)
+		    bpf_skb_load_bytes(skb, IP_OFF, ip, sizeof(*ip)) || ip->version != 4)
 			return;
 		e->family = 4;
-		t->saddr  = ip.saddr;
-		t->daddr  = ip.daddr;
-		t->proto  = ip.protocol;
-		if ((ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP &&
-		     ip.protocol != IPPROTO_SCTP) ||
-		    (ip.frag_off & bpf_htons(IP_OFFSET)) || ip.ihl < 5)
+		t->saddr  = ip->saddr;
+		t->daddr  = ip->daddr;
+		t->proto  = ip->protocol;
+		if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+		     ip->protocol != IPPROTO_SCTP) ||
+		    (ip->frag_off & bpf_htons(IP_OFFSET)) || ip->ihl < 5)
 			return;
-		l4 = IP_OFF + ip.ihl * 4;
+		l4 = IP_OFF + ip->ihl * 4;
 	}
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;

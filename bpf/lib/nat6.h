@@ -61,6 +61,20 @@ static __always_inline int rewrite_port6(struct __sk_buff *skb, const struct pkt
 	return bpf_skb_store_bytes(skb, p->l4_off + off, &to, sizeof(to), 0);
 }
 
+/* Rewrite only the addresses (an ICMPv6 packet: no ports). No SCTP path,
+ * so no CRC32c call under it: the ICMP-error path is the pod program's
+ * deepest call chain and has no stack left for one. */
+static __always_inline int nat6_rewrite_addrs(struct __sk_buff *skb, struct pkt6 *p,
+					      const struct ct6_key *to)
+{
+	if (rewrite_addr6(skb, p, IP6_SRC_OFF, &p->tuple.saddr, &to->saddr) ||
+	    rewrite_addr6(skb, p, IP6_DST_OFF, &p->tuple.daddr, &to->daddr))
+		return -1;
+	p->tuple.saddr = to->saddr;
+	p->tuple.daddr = to->daddr;
+	return 0;
+}
+
 /* Rewrite the packet's tuple into 'to' (ports only for TCP/UDP/SCTP). */
 static __always_inline int nat6_rewrite(struct __sk_buff *skb, struct pkt6 *p,
 					const struct ct6_key *to)

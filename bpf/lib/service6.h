@@ -254,7 +254,7 @@ static __noinline int icmp6_forward(struct __sk_buff *skb, struct pkt6 *p,
 	struct bpf_fib_lookup fib;
 	int		      rc;
 
-	if (icmp6_err_rewrite_inner(skb, e, inner) || nat6_rewrite(skb, p, outer))
+	if (icmp6_err_rewrite_inner(skb, e, inner) || nat6_rewrite_addrs(skb, p, outer))
 		return FWD6_FAILED;
 	rc = fib6_route(skb, p, &p->tuple, &fib);
 	return fib6_forward(skb, p, &fib, rc); /* counted by the caller: fib6_verdict() */
