@@ -273,7 +273,7 @@ t.test('manifests: Pods, Namespaces and NetworkPolicies are delivered as policy 
     namespace: 'shop',
     name: 'web-0',
     labels: { app: 'web' },
-    ips: ['10.244.1.5'],
+    ips: ['10.244.1.5', 'fd00::5'], // both families: IPv6 NetworkPolicy takes status.podIPs' IPv6 too
     nodeName: 'n1',
     hostNetwork: false,
     containerPorts: [{ name: 'http', port: 8080, protocol: 'TCP' }],
@@ -371,7 +371,7 @@ t.test('the API: Pods (status.podIPs), Namespaces and NetworkPolicies listed and
     'application/merge-patch+json',
   );
   await until('new address', () => got.pods.get('shop/web-0')?.ips[0] === '10.244.1.8');
-  t.same(got.pods.get('shop/web-0')?.ips, ['10.244.1.8'], 'status.podIPs through the status subresource (IPv4 kept)');
+  t.same(got.pods.get('shop/web-0')?.ips, ['10.244.1.8', 'fd00::8'], 'status.podIPs through the status subresource (both families)');
 
   // a policy the API server would take but with a peer that cannot be enforced as written: an Event names the field
   api.upsert('networkpolicies', {
