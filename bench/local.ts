@@ -382,6 +382,9 @@ export async function measureAgentRss(n: number, e: number, source: AgentRss['so
         ...src,
         '--pin-dir',
         pinDir,
+        // its lock, qdisc ledger and topology file go with the run's temp dir
+        '--state-dir',
+        dir,
         '--node',
         'bench',
         '--metrics-port',
