@@ -26,6 +26,7 @@ import { BE_MAC, NODE, PORTS } from './helpers/engine.js';
 import { captureLogger } from './helpers/log.js';
 
 const BACKEND = '10.0.2.2';
+const BACKEND2 = '10.0.2.3';
 
 const nodePort: Frontend = {
   kind: 'NodePort',
@@ -64,10 +65,13 @@ class FakeSteering implements SteeringMap {
   close(): void {}
 }
 
-/** The backend is on eth0's link, its MAC known. */
+/** The backends are on eth0's link, their MACs known. */
 const neighbourSource: NeighbourSource = {
   routeGet: () => ({ oif: PORTS[0]!.ifindex, gateway: null, prefsrc: NODE }),
-  neighbours: () => [{ ip: BACKEND, ifindex: PORTS[0]!.ifindex, state: 0x02 /* REACHABLE */, mac: BE_MAC }],
+  neighbours: () => [
+    { ip: BACKEND, ifindex: PORTS[0]!.ifindex, state: 0x02 /* REACHABLE */, mac: BE_MAC },
+    { ip: BACKEND2, ifindex: PORTS[0]!.ifindex, state: 0x04 /* STALE */, mac: BE_MAC },
+  ],
   resolve: () => undefined,
 };
 
@@ -95,12 +99,14 @@ const refused = (generation: number): WrittenPolicy => ({
 });
 
 /** The runtime over a real engine without I/O; policy: the BPF maps' state as the agent gives it (left out: no NetworkPolicy). */
-function runtime(t: Test, policy: (() => WrittenPolicy | undefined) | undefined) {
+function runtime(t: Test, policy: (() => WrittenPolicy | undefined) | undefined, source: NeighbourSource = neighbourSource) {
   const engine = createEngine({ vector: 64, sessions: 1024 });
   const clock = new FakeClock();
   const { log, lines } = captureLogger();
   const steering = new FakeSteering();
-  const dataplane = new EngineDataplane((blob) => engine.setTable(blob), {
+  // as start() wires it: once the runtime runs, every table goes through its make-before-break swap
+  const ref: { rt?: AfxdpRuntime } = {};
+  const dataplane = new EngineDataplane((blob, table) => (ref.rt ? ref.rt.swapIn(blob, table) : engine.setTable(blob)), {
     snatPorts: [15000, 19999],
     hairpinIp: '169.254.42.1',
     ctTimeoutsNs: ctTimeoutsNs(DEFAULT_CONFIG.conntrack),
@@ -135,13 +141,14 @@ function runtime(t: Test, policy: (() => WrittenPolicy | undefined) | undefined)
       engine,
       steering,
       ports: [{ ...PORTS[0]!, queues: 1, xdp: 'generic' }],
-      neighbours: new Neighbours(neighbourSource, clock, log),
+      neighbours: new Neighbours(source, clock, log),
       steer: { podPorts: false },
     },
     o,
+    (r) => (ref.rt = r),
   );
   t.teardown(() => rt.stop());
-  return { rt, engine, clock, steering, lines, asked: () => asked };
+  return { rt, engine, clock, steering, lines, asked: () => asked, dataplane };
 }
 
 const policyErrors = (lines: Array<{ level: string; msg: string }>) =>
@@ -207,4 +214,73 @@ t.test('without a policy source (no NetworkPolicy in the setup) frontends are st
   const { rt, steering } = runtime(t, undefined);
   t.equal(steering.frontends, 1, 'steered: the engine enforces no policy here');
   t.equal(rt.status().policyError, undefined);
+});
+
+t.test('endpoints change to a backend whose next hop the kernel knows: the frontend stays on the engine through the swap', async (t) => {
+  const { rt, engine, steering, dataplane } = runtime(t, () => good(1));
+  t.equal(steering.frontends, 1, 'steered with its first backend');
+  const gen = engine.stats().table!.generation;
+  for (const [i, ip] of [BACKEND2, BACKEND, BACKEND2].entries()) {
+    dataplane.syncService('default/echo', [{ ...nodePort, clusterBackends: [{ ip, port: 5353, local: false }] }]);
+    await new Promise((r) => setImmediate(r)); // the sync pass's table is built in a microtask
+    // without resolving the new backend's next hop before the build, the
+    // frontend left the steering until the runtime's next refresh (up to a
+    // second on the BPF path after every endpoint change)
+    t.equal(steering.frontends, 1, `change ${i + 1} (to ${ip}): still steered, no refresh needed`);
+    t.equal(engine.stats().table!.generation, gen + i + 1, 'one table per change (the neighbour entry came with it)');
+  }
+  t.ok(
+    rt.status().neighbours.resolved >= 1 && rt.status().neighbours.unresolved.length === 0,
+    'the view has the backend in force, nothing unresolved',
+  );
+});
+
+t.test(
+  'a new backend whose next hop the kernel is still resolving: steered within milliseconds of the answer, not at the next refresh',
+  async (t) => {
+    let answered = false; // the kernel has BACKEND2's MAC once it was asked (NTF_USE) and the ARP reply came
+    const asked: string[] = [];
+    const source: NeighbourSource = {
+      ...neighbourSource,
+      neighbours: () => neighbourSource.neighbours().filter((n) => n.ip !== BACKEND2 || answered),
+      resolve: (ip) => {
+        asked.push(ip);
+        answered = true;
+      },
+    };
+    const { rt, steering, clock, dataplane } = runtime(t, () => good(1), source);
+    t.equal(steering.frontends, 1, 'steered with its first backend');
+    dataplane.syncService('default/echo', [{ ...nodePort, clusterBackends: [{ ip: BACKEND2, port: 5353, local: false }] }]);
+    await new Promise((r) => setImmediate(r));
+    t.same(asked, [BACKEND2], "the kernel was asked for the new backend's next hop");
+    t.equal(steering.frontends, 0, 'not steered while its next hop is unknown: the BPF path serves it');
+    t.same(rt.status().neighbours.unresolved, [BACKEND2], 'bpfproxy engine stats says which');
+    await clock.advance(50);
+    t.equal(steering.frontends, 1, 'steered again 50 ms later, once the kernel has the answer');
+    t.equal(rt.status().neighbours.unresolved.length, 0, 'nothing unresolved');
+  },
+);
+
+t.test('a next hop that never resolves: a few early looks, then once a second; nothing after stop', async (t) => {
+  let lookups = 0;
+  const source: NeighbourSource = {
+    ...neighbourSource,
+    neighbours: () => {
+      lookups++;
+      return neighbourSource.neighbours().filter((n) => n.ip !== BACKEND2);
+    },
+  };
+  const { rt, steering, clock, dataplane } = runtime(t, () => good(1), source);
+  dataplane.syncService('default/echo', [{ ...nodePort, clusterBackends: [{ ip: BACKEND2, port: 5353, local: false }] }]);
+  await new Promise((r) => setImmediate(r));
+  const at = lookups;
+  await clock.advance(999);
+  t.equal(lookups - at, 3, 'three early looks within the first second (50, 200, 500 ms)');
+  await clock.advance(2000);
+  t.equal(lookups - at, 5, 'then one per refresh');
+  t.equal(steering.frontends, 0, 'never steered: the BPF path serves it');
+  rt.stop();
+  const stopped = lookups;
+  await clock.advance(3000);
+  t.equal(lookups, stopped, 'no lookup after stop');
 });

@@ -79,6 +79,8 @@ export class EngineDataplane implements Dataplane {
   private builtLb = '';
   private dirty = false;
   private scheduled = false;
+  /** runs before each build (the runtime resolves new backends' next hops into the same table) */
+  private prepare: (() => void) | undefined;
   /** the last table handed over, and whether the engine took it */
   lastError: string | undefined;
   tablesApplied = 0;
@@ -127,6 +129,15 @@ export class EngineDataplane implements Dataplane {
     this.schedule();
   }
 
+  /**
+   * What runs before each table build: the runtime looks up the next hops of
+   * backends the table has not seen yet, so a table never reaches the engine
+   * with a backend it has no neighbour entry for when the kernel knows one.
+   */
+  beforeBuild(fn: () => void): void {
+    this.prepare = fn;
+  }
+
   /** Every frontend in the table, with its owner. */
   frontends(): Array<{ owner: string; frontend: Frontend }> {
     return [...this.fes.values()].map((o) => ({ owner: o.owner, frontend: o.frontend }));
@@ -146,6 +157,8 @@ export class EngineDataplane implements Dataplane {
   flush(): string | undefined {
     // a change of backend choice settings (e.g. a live Maglev sizing change) rebuilds the tables
     if (!this.dirty && (this.builtLb === '' || JSON.stringify(this.lb()) === this.builtLb)) return undefined;
+    // before clearing dirty: what prepare() changes goes into this build, not another one
+    this.prepare?.();
     this.dirty = false;
     const table = this.build();
     try {

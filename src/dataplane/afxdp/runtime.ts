@@ -135,6 +135,13 @@ export function enginePorts(pattern: RegExp, pods: RegExp, queues: number): Arra
     });
 }
 
+/**
+ * When new backends' next hops the kernel was asked to resolve are looked at
+ * again, before the once-a-second refresh (a next hop that never resolves
+ * costs these few lookups, then one a second as any other).
+ */
+const RESOLVE_RECHECKS_MS = [50, 150, 300];
+
 const protoNum = (p: string): number => (p === 'UDP' ? 17 : 6);
 
 /** Whether the engine takes this frontend's frames (see the file's comment). */
@@ -161,8 +168,12 @@ export interface AfxdpParts {
 
 export class AfxdpRuntime {
   private timer: Timer | undefined;
+  /** an early refresh for next hops the kernel is resolving now */
+  private soon: Timer | undefined;
   private view: NeighbourView = { entries: [], unresolved: [], elsewhere: [] };
   private reach = new Map<string, EngineNeighbour>();
+  /** the backend addresses this.view was computed for */
+  private covered = new Set<string>();
   private stopped = false;
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
@@ -194,6 +205,7 @@ export class AfxdpRuntime {
    */
   static run(parts: AfxdpParts, o: AfxdpOptions, built?: (rt: AfxdpRuntime) => void): AfxdpRuntime {
     const rt = new AfxdpRuntime(parts, o);
+    parts.dataplane.beforeBuild(() => rt.cover());
     built?.(rt);
     if (o.policy) {
       rt.policyError = 'not loaded yet';
@@ -229,20 +241,7 @@ export class AfxdpRuntime {
       const eng = engine;
       const podPorts = found.some((p) => p.pod);
       const ref: { rt?: AfxdpRuntime } = {};
-      // Make-before-break: frontends leave the steering before a table without
-      // them is swapped in, and join it only after the table has them.
-      const apply = (blob: Buffer, table: EngineTable) => {
-        const rt = ref.rt;
-        if (rt) {
-          const inTable = new Set(table.frontends.map((f) => `${f.ip}:${f.port}/${protoNum(f.protocol)}`));
-          steering.setFrontends(
-            rt.wanted().filter((s) => inTable.has(`${s.addr}:${s.port}/${s.proto}`)),
-            { removeOnly: true },
-          );
-        }
-        eng.setTable(blob);
-        if (rt) steering.setFrontends(rt.wanted());
-      };
+      const apply = (blob: Buffer, table: EngineTable) => (ref.rt ? ref.rt.swapIn(blob, table) : eng.setTable(blob));
       const dataplane = new EngineDataplane(
         apply,
         { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
@@ -317,6 +316,57 @@ export class AfxdpRuntime {
     if ((was === undefined) !== (this.policyError === undefined)) this.steering.setFrontends(this.wanted());
   }
 
+  /**
+   * Swap a table in, make-before-break: frontends leave the steering before
+   * a table without them is swapped in, and join it only after the table has
+   * them (start() hands every table here once the runtime runs).
+   */
+  swapIn(blob: Buffer, table: EngineTable): void {
+    const inTable = new Set(table.frontends.map((f) => `${f.ip}:${f.port}/${protoNum(f.protocol)}`));
+    this.steering.setFrontends(
+      this.wanted().filter((s) => inTable.has(`${s.addr}:${s.port}/${s.proto}`)),
+      { removeOnly: true },
+    );
+    this.engine.setTable(blob);
+    this.steering.setFrontends(this.wanted());
+  }
+
+  /**
+   * The next hops of the table's backends, into the table and the steering's
+   * view. Before every build (only when the table names a backend the view has
+   * not looked up: a new endpoint is reached through the engine from the
+   * table that brings it, not a refresh later) and at every refresh.
+   */
+  private cover(force = false): void {
+    if (this.stopped) return;
+    const want = this.dataplane.backendAddresses();
+    if (!force && [...want].every((ip) => this.covered.has(ip))) return;
+    this.view = this.neighbours.compute(want, this.ports);
+    this.covered = want;
+    this.reach = new Map(this.view.entries.map((n) => [n.ip, n]));
+    this.dataplane.setNeighbours(this.view.entries);
+    // a new backend's next hop the kernel is resolving now (it answers an
+    // ARP/ND request in milliseconds): look again shortly instead of at the
+    // next refresh, so the new endpoint joins the engine fast
+    if (!force && this.view.unresolved.length) this.recheck(0);
+  }
+
+  private recheck(attempt: number): void {
+    if (this.soon || attempt >= RESOLVE_RECHECKS_MS.length) return;
+    this.soon = this.o.clock.after(RESOLVE_RECHECKS_MS[attempt]!, () => {
+      this.soon = undefined;
+      if (this.stopped) return;
+      try {
+        this.cover(true);
+        this.dataplane.flush();
+        this.steering.setFrontends(this.wanted());
+        if (this.view.unresolved.length) this.recheck(attempt + 1);
+      } catch (e) {
+        this.o.log.error(`AF_XDP engine: cannot look up next hops: ${(e as Error).message}; retried at the next refresh`);
+      }
+    });
+  }
+
   /** The frontends the engine should take now. */
   private wanted(): SteeredFrontend[] {
     const out: SteeredFrontend[] = [];
@@ -332,9 +382,7 @@ export class AfxdpRuntime {
     if (this.stopped) return;
     if (this.policyError !== undefined) this.setPolicy();
     this.dataplane.setNodeAddresses(this.o.nodeAddresses());
-    this.view = this.neighbours.compute(this.dataplane.backendAddresses(), this.ports);
-    this.reach = new Map(this.view.entries.map((n) => [n.ip, n]));
-    this.dataplane.setNeighbours(this.view.entries);
+    this.cover(true);
     this.dataplane.flush();
     const r = this.steering.setFrontends(this.wanted());
     if (r.added || r.removed) this.o.log.debug({ ...r, steered: this.steering.frontends }, 'AF_XDP engine: steering updated');
@@ -405,6 +453,7 @@ export class AfxdpRuntime {
     if (this.stopped) return;
     this.stopped = true;
     this.timer?.cancel();
+    this.soon?.cancel();
     try {
       this.steering.setFrontends([]);
     } catch (e) {
