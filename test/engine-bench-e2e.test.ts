@@ -21,6 +21,9 @@ t.test('engine vs TC end to end, smoke', async (t) => {
     t.ok(p.delivered <= p.sent + 100, `${p.dataplane}: the backend counted no more than was sent (a few port unreachables aside)`);
   }
   t.ok(r.ratio > 0, `ratio ${r.ratio}`);
+  // copy mode sends at most a kernel batch (32 frames) per sendto(): the
+  // worker kicks until its TX ring drains, else a flood fills the ring
+  t.equal(r.engineDrops['tx-full'] ?? 0, 0, `no frame dropped for a full TX ring (engine drops: ${JSON.stringify(r.engineDrops)})`);
   t.equal(r.fallback.outcomes.length, ENGINE_E2E_SMOKE.streams, 'every stream reported');
   t.equal(r.fallback.broken, 0, `no stream broke when the agent was killed (${JSON.stringify(r.fallback.outcomes)})`);
   t.match(renderEngineE2e(r), /Engine \/ TC delivered: \*\*[\d.]+×\*\*/, 'the report names the ratio');
@@ -41,6 +44,7 @@ t.test('two queues: both engine workers receive (per-queue counters); TC, XDP ac
     af.perQueuePps!.every((x) => x > 0),
     `both workers received frames: ${af.perQueuePps!.join(' + ')} pps`,
   );
+  t.equal(r.engineDrops['tx-full'] ?? 0, 0, `no frame dropped for a full TX ring (engine drops: ${JSON.stringify(r.engineDrops)})`);
   t.ok((r.engineTime?.nodeNsPerPacket.output ?? 0) > 0, `the engine's clocks say where its time went: ${JSON.stringify(r.engineTime)}`);
   t.match(renderEngineE2e(r), /engine RX per queue/, 'the report has the per-queue column');
 });
