@@ -12,8 +12,11 @@
  * leaves to TC passes untouched (new flows, ICMPv6, extension headers,
  * fragments, SCTP, FIN/RST, hop limit 1, frames over the cached route's
  * length, unresolved neighbours, non-service traffic); drops are counted
- * as TC counts them; the route cache's lifetime and the deadline written
- * at most once a second as for IPv4.
+ * as TC counts them (NetworkPolicy on an established flow included); the
+ * route cache's lifetime and the deadline written at most once a second as
+ * for IPv4; truncated and byte-mutated frames of established flows never
+ * make XDP abort, pass anything altered without its mark, or break a
+ * checksum that held.
  */
 import t from 'tap';
 import { frame6, ICMP6, parseFrame6, TCP, type Frame6Spec, type L4v6 } from '../testkit/packet6.js';
@@ -25,6 +28,9 @@ import { reasonCount } from './helpers/progrun.js';
 import { CLIENT6, NODE6, progrun6Node } from './helpers/progrun6.js';
 import { runXdp, type XdpRunResult } from './helpers/xdp.js';
 import type { Run6 } from './helpers/progrun.js';
+import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { IDENTITY_WORLD, type CompiledPolicy } from '../src/model/policy/compiled.js';
+import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
 
 const GW6 = '2001:db8:1::12';
 const GW_MAC = '02:00:00:00:00:12';
@@ -356,5 +362,89 @@ t.test('XDP acceleration, IPv6, through BPF_PROG_RUN', async (t) => {
     const r = xdpRaw(Buffer.from(f));
     t.equal(r.verdict, 'pass', 'draining: passed');
     t.same(r.raw, f, 'untouched');
+  });
+  t.test(
+    'mutated and truncated frames of established flows: no abort; passed untouched or translated with the checksum they had',
+    async (t) => {
+      const seed = seedFromEnv();
+      const rng = new Prng(seed);
+      const flows = [open('tcp', 43100, 30091), open('udp', 43101, 30091), open('tcp', 43102, 30094)];
+      const sources: Buffer[] = [
+        frame6(fromClient(), { proto: 'tcp', sport: 43100, dport: 30091, flags: TCP.ACK, payload: Buffer.alloc(64, 1) }),
+        frame6(fromBackend, { proto: 'tcp', sport: 8080, dport: flows[0]!.snat, flags: TCP.ACK, payload: Buffer.alloc(33, 2) }),
+        frame6(fromClient(), { proto: 'udp', sport: 43101, dport: 30091, payload: Buffer.alloc(17, 3) }),
+        frame6(fromBackend, { proto: 'udp', sport: 5353, dport: flows[1]!.snat, payload: Buffer.alloc(100, 4) }),
+        frame6(fromClient(), { proto: 'tcp', sport: 43102, dport: 30094, flags: TCP.ACK, payload: Buffer.alloc(9, 5) }),
+      ];
+      const csumOk = (raw: Buffer) => {
+        try {
+          return parseFrame6(raw).l4CsumOk === true;
+        } catch {
+          return false;
+        }
+      };
+      const N = 3000;
+      const tally: Record<string, number> = {};
+      const bad: string[] = [];
+      for (let i = 0; i < N && bad.length < 5; i++) {
+        const src = sources[rng.int(sources.length)]!;
+        let f = Buffer.from(src);
+        const kind = rng.int(3);
+        if (kind === 0)
+          f = f.subarray(0, 14 + rng.int(f.length - 14)); // BPF_PROG_RUN takes no less than an Ethernet header
+        else {
+          for (let n = 1 + rng.int(4); n > 0; n--) {
+            // headers more often than payload: the fields XDP reads and writes
+            const at = rng.chance(0.8) ? 12 + rng.int(Math.min(f.length - 12, 62)) : rng.int(f.length);
+            f[at] = rng.int(256);
+          }
+          if (kind === 2) f = f.subarray(0, Math.max(14, f.length - rng.int(40)));
+        }
+        const input = Buffer.from(f);
+        const r = xdpRaw(Buffer.from(f));
+        tally[r.verdict] = (tally[r.verdict] ?? 0) + 1;
+        const why =
+          r.verdict === 'aborted'
+            ? 'aborted'
+            : r.verdict === 'pass' && r.meta.length === 0 && !r.raw.equals(input)
+              ? 'passed altered without the mark'
+              : (r.verdict === 'tx' || r.verdict === 'redirect' || r.meta.length > 0) && csumOk(input) && !csumOk(r.raw)
+                ? 'translated with a checksum that no longer holds'
+                : undefined;
+        if (why) bad.push(`#${i}: ${why}: ${input.toString('hex')}`);
+      }
+      t.same(bad, [], `${N} frames (seed ${seed}, FUZZ_SEED replays): ${JSON.stringify(tally)}`);
+      t.ok((tally.tx ?? 0) > 0 && (tally.drop ?? 0) > 0 && (tally.pass ?? 0) > 0, 'the mutations reach forwarding, drops and passing');
+    },
+  );
+
+  t.test('NetworkPolicy on an established flow: dropped in XDP under the reason TC counts', async (t) => {
+    const w = new PolicyMapWriter(dp.maps);
+    open('tcp', 43110, 30090);
+    const f = frame6(fromClient(), { proto: 'tcp', sport: 43110, dport: 30090, flags: TCP.ACK });
+    t.equal(xdpRaw(Buffer.from(f)).verdict, 'pass', 'served (to the local pod) before any policy');
+    const isolated: CompiledPolicy = {
+      generation: 1,
+      identities: [
+        { prefix: '::/0', identity: IDENTITY_WORLD },
+        { prefix: `${LOCAL_BE6}/128`, identity: 100, endpoint: 1 },
+      ],
+      endpoints: [{ id: 1, pod: 'x6/local', addresses: [LOCAL_BE6], ingressIsolated: true, egressIsolated: false, entries: [] }],
+      rules: [],
+    };
+    t.same(w.apply(isolated).problems, [], 'the backend pod isolated for ingress, nothing allowed');
+    t.teardown(() => w.apply({ generation: 2, identities: [], endpoints: [], rules: [] }));
+    const reasons = ['policy-denied', 'policy-ipv6', 'policy-no-table', 'policy-unknown-flow'];
+    const counts = () => reasons.map((r) => reasonCount(dp, r));
+    const before = counts();
+    const x = xdpRaw(Buffer.from(f));
+    t.equal(x.verdict, 'drop', 'XDP drops the next frame');
+    const afterXdp = counts();
+    const tc = tcRaw(Buffer.from(f));
+    t.equal(tc.verdict, 'drop', 'TC drops the same frame');
+    const afterTc = counts();
+    const moved = (a: number[], b: number[]) => reasons.filter((_, i) => b[i]! - a[i]! === 1);
+    t.same(moved(before, afterXdp), ['policy-denied'], 'XDP counts it as policy-denied');
+    t.same(moved(afterXdp, afterTc), moved(before, afterXdp), 'as TC does');
   });
 });
