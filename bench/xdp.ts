@@ -304,7 +304,7 @@ export function renderXdp(r: XdpBenchResults): string {
     '',
     ...(r.family === 6
       ? [
-          "IPv6: XDP serves established flows only (bpf/lib/xdp6.h); a new flow's SYN is passed by XDP and created by TC, so XDP's `new` figure is its pass plus TC's work on the same SYN. No packets/s run: the generators (bench/livegen.c, flood.c) send IPv4.",
+          "IPv6: XDP serves established flows only (bpf/lib/xdp6.h); a new flow's SYN is passed by XDP and created by TC, so XDP's `new` figure is its pass plus TC's work on the same SYN. Nor does TC's first packet leave a route XDP reads in the entry: XDP's `established` figure (each flow's first ACK) includes one FIB lookup per flow; `one-flow` is the cached route. No packets/s run: the generators (bench/livegen.c, flood.c) send IPv4.",
           '',
         ]
       : []),
