@@ -301,6 +301,10 @@ static __noinline int xdp6_data(struct xdp_md *ctx)
 	/* TC rewrites it and counts it, the stack answers time exceeded. */
 	if (p.hop_limit <= 1)
 		return XDP_PASS;
+	/* longer than the FIB lookup's (and the route cache's) 16-bit length
+	 * (a generic-mode frame GRO merged): TC's */
+	if (p.l3_len > 0xffff)
+		return XDP_PASS;
 	now = bpf_ktime_get_ns();
 	ct  = ct6_lookup(&p.tuple, now);
 	if (!ct)
