@@ -222,14 +222,24 @@ bench
     'packets/s generator: livegen (BPF_PROG_RUN live frames) or flood (AF_PACKET, one syscall a frame)',
     'livegen',
   )
-  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'xdp'))
+  .addOption(
+    new Option(
+      '--family <n>',
+      'address family of the packets (6: XDP serves established flows; no packets/s run, the generators send IPv4)',
+    )
+      .choices(['4', '6'] as const)
+      .default('4' as const),
+  )
+  .option('--out <dir>', 'where results.json and report.md go (default bench/results/xdp, with --family 6 bench/results/xdp6)')
   .action(async (o) => {
     const { runXdpBench, writeXdpResults, XDP_FULL, XDP_SMOKE } = await import('./xdp.js');
     const { runXdpPps } = await import('./xdp.js');
     const say = (s: string) => process.stderr.write(`bench xdp: ${s}\n`);
     const generator = parseGenerator(o.generator);
-    const r = await runXdpBench(o.smoke ? XDP_SMOKE : XDP_FULL, say);
-    if (o.pps) {
+    const family = o.family === '6' ? 6 : 4;
+    const out = o.out ?? join(REPO_ROOT, 'bench', 'results', family === 6 ? 'xdp6' : 'xdp');
+    const r = await runXdpBench({ ...(o.smoke ? XDP_SMOKE : XDP_FULL), family }, say);
+    if (o.pps && family === 4) {
       r.pps = await runXdpPps({ ...(o.smoke ? { seconds: 1, rounds: 2 } : { seconds: 3, rounds: 4 }), generator }, say);
       r.targets.push({
         target: 'packets/s forwarded per core, XDP vs TC (NodePort UDP to a remote backend, veth)',
@@ -240,8 +250,8 @@ bench
     }
     for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
     console.log(
-      `wrote ${writeXdpResults(o.out, r)
-        .map((f) => join(o.out, f))
+      `wrote ${writeXdpResults(out, r)
+        .map((f) => join(out, f))
         .join(', ')}`,
     );
   });

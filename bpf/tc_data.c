@@ -16,7 +16,11 @@ static __noinline int bpfproxy_data4(struct __sk_buff *skb)
 SEC("tc")
 int bpfproxy_data(struct __sk_buff *skb)
 {
-	if (eth_is_ipv6(skb))
+	if (eth_is_ipv6(skb)) {
+		/* translated by the XDP program already (lib/xdp6.h) */
+		if (xdp_translated(skb))
+			return TC_ACT_OK;
 		return service6_datapath(skb, 0);
+	}
 	return bpfproxy_data4(skb);
 }

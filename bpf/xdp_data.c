@@ -14,8 +14,11 @@
  *    client to endpoint: encapsulated here in VXLAN as TC does it;
  *  - an established flow's frames reuse the route its conntrack entry
  *    cached (lib/xdp.h xdp_route_ct());
+ *  - IPv6 (lib/xdp6.h): an established flow's frames, both directions,
+ *    rewritten from its bpfproxy_ct6 entry and sent by its cached route;
  *  - everything XDP does not finish by itself passes untouched to the TC
- *    hook, which does all of it as without XDP: not IPv4 (ARP, IPv6),
+ *    hook, which does all of it as without XDP: not IP (ARP), IPv6 but
+ *    established flows (lib/xdp6.h says which),
  *    fragments, ICMP (errors about our flows are TC's), SCTP (its CRC32c),
  *    other protocols,
  *    non-service traffic, TCP FIN/RST (closing a flow), new flows while a
@@ -29,6 +32,7 @@
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
 #include "lib/service.h"
 #include "lib/xdp.h"
+#include "lib/xdp6.h"
 
 /* The conntrack flags whose flows XDP translates; an entry with any other
  * (a tunnelled flow, ...) is TC's. */
@@ -189,8 +193,9 @@ static __always_inline int xdp_new(struct xdp_md *ctx, struct pkt *p, const stru
 	return xdp_translate(ctx, p, &to, w, &fib);
 }
 
-SEC("xdp")
-int bpfproxy_xdp_data(struct xdp_md *ctx)
+/* IPv4. Out of line, as xdp6_data() (lib/xdp6.h) is: the verifier counts
+ * a call chain's frames together, and each family's needs room. */
+static __noinline int xdp4_data(struct xdp_md *ctx)
 {
 	struct pkt	   p = {};
 	struct node_ip_key nk;
@@ -199,8 +204,6 @@ int bpfproxy_xdp_data(struct xdp_md *ctx)
 	enum parse_result  pr;
 	__u64		   now;
 
-	if (mode_flags() & (MODE_F_STANDBY | MODE_F_DRAIN))
-		return XDP_PASS;
 	pr = parse_ipv4_xdp(ctx, &p);
 	if (pr == PARSE_MALFORMED)
 		return xdp_drop(ctx, REASON_MALFORMED);
@@ -230,4 +233,14 @@ int bpfproxy_xdp_data(struct xdp_md *ctx)
 	if (!fe)
 		return XDP_PASS;
 	return xdp_new(ctx, &p, fe, now);
+}
+
+SEC("xdp")
+int bpfproxy_xdp_data(struct xdp_md *ctx)
+{
+	if (mode_flags() & (MODE_F_STANDBY | MODE_F_DRAIN))
+		return XDP_PASS;
+	if (xdp_is_ipv6(ctx))
+		return xdp6_data(ctx);
+	return xdp4_data(ctx);
 }

@@ -4,7 +4,8 @@
  * pod interface: NodePort to a local backend (translated, passed up),
  * to a remote backend (SNAT + DNAT, XDP_TX after the FIB lookup) and its
  * reply; the same rewrite as the TC program; everything XDP leaves to TC
- * passed untouched (ARP, IPv6, fragments, ICMP, non-service traffic,
+ * passed untouched (ARP, IPv6 behind a hop-by-hop header (IPv6 of established
+ * flows: test/datapath-xdp6.test.ts), fragments, ICMP, non-service traffic,
  * rejects, FIN/RST, unresolved neighbours); drops counted as TC counts them;
  * the route an established flow caches in its conntrack entry (its lifetime,
  * its length and TTL guards), the deadline written at most once a second;
@@ -150,7 +151,7 @@ t.test('XDP data program through BPF_PROG_RUN', async (t) => {
     v6[14] = 0x60;
     const passes: Array<[string, Buffer]> = [
       ['ARP', arp],
-      ['IPv6', v6],
+      ['IPv6 behind a hop-by-hop header', v6],
       ['a later fragment', frame({ ...fromClient, fragOffset: 100 }, { proto: 'tcp', sport: 42030, dport: 30090 })],
       ['a first fragment', frame({ ...fromClient, moreFragments: true }, { proto: 'tcp', sport: 42031, dport: 30090 })],
       ['not a service', frame({ ...fromClient, dst: '192.0.2.77' }, { proto: 'tcp', sport: 42032, dport: 30090 })],
