@@ -11,7 +11,7 @@ import t from 'tap';
 import { compilePolicy } from '../src/model/policy/compile.js';
 import { toNetworkPolicy, toPod } from '../src/sources/policy-convert.js';
 import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
-import { BpfError } from '../src/native/index.js';
+import { refusingWrites } from './helpers/map-writes.js';
 import { ConntrackGc } from '../src/dataplane/bpf/conntrack-gc.js';
 import { datapathSnapshot, mapFills } from '../src/dataplane/bpf/inspect.js';
 import { Metrics } from '../src/metrics.js';
@@ -84,22 +84,8 @@ t.test("the scrape's ipcache fill is the policy writer's count: after writes, de
   const inMaps = () => ({ bpfproxy_ipcache: dp.maps.ipcache.count(), bpfproxy_ipcache6: dp.maps.ipcache6.count() });
   // one IPv6 pod address refused once, single write and batch alike (a batch stops there, as the kernel's does)
   const REFUSED = 'fd00:10:244:1::f'; // pod p5's
-  let refuse = 0;
-  const ipcache6 = dp.maps.ipcache6;
-  const flaky = Object.create(ipcache6) as typeof ipcache6;
-  flaky.set = (k, v, flags) => {
-    if (k.addr === REFUSED && refuse-- > 0) throw new BpfError(`map update ${ipcache6.name}`, 7);
-    ipcache6.set(k, v, flags);
-  };
-  flaky.setMany = (kv) => {
-    const at = kv.findIndex(([k]) => k.addr === REFUSED);
-    if (at >= 0 && refuse > 0) {
-      ipcache6.setMany(kv.slice(0, at));
-      throw new BpfError(`map update batch ${ipcache6.name}`, 7, '', at);
-    }
-    ipcache6.setMany(kv);
-  };
-  const w = new PolicyMapWriter({ ...dp.maps, ipcache6: flaky });
+  const ipcache6 = refusingWrites(dp.maps.ipcache6, (k) => k.addr === REFUSED);
+  const w = new PolicyMapWriter({ ...dp.maps, ipcache6: ipcache6.map });
   t.same(w.ipcacheCounts(), { bpfproxy_ipcache: 0, bpfproxy_ipcache6: 0 }, 'empty maps: nothing');
 
   t.same(w.apply(compiled(8)).problems, []);
@@ -120,7 +106,7 @@ t.test("the scrape's ipcache fill is the policy writer's count: after writes, de
   t.ok(rewrites.ipcacheWrites >= 4, `entries rewritten (${rewrites.ipcacheWrites})`);
   t.same(w.ipcacheCounts(), fewer, 'after rewrites: the count of each map');
 
-  refuse = 1;
+  ipcache6.refuse(1);
   t.equal(w.apply(compiled(8)).problems.length, 1, 'one IPv6 identity refused');
   t.same(w.ipcacheCounts(), inMaps(), 'a refused write is not counted');
   t.equal(inMaps().bpfproxy_ipcache6, full.bpfproxy_ipcache6 - 1, 'one short of them all');

@@ -1,10 +1,11 @@
 /**
  * A "node" in network namespaces the test creates, for tests with real
  * traffic: our TC programs on its pod veths (and uplink) as the agent
- * attaches them, and the IPv6 topology the IPv6 tests share (pods behind
- * veths with the node's fe80::1 as gateway, an external client behind the
- * uplink d0). DAD is off on every IPv6 interface. Namespaces and pins go
- * with the test (tmpNetns, tmpDatapath), also on failure.
+ * attaches them, IPv4 pods behind veths, and the IPv6 topology the IPv6
+ * tests share (pods behind veths with the node's fe80::1 as gateway, an
+ * external client behind the uplink d0). DAD is off on every IPv6
+ * interface. Namespaces and pins go with the test (tmpNetns, tmpDatapath),
+ * also on failure.
  */
 import type { Test } from 'tap';
 import { native } from '../../src/native/index.js';
@@ -37,6 +38,23 @@ export function attachTc(node: string, dp: Datapath, podIfs: readonly string[], 
       native().tcAttach(idx, 'ingress', dp.programs.fromData.fd, TC_HANDLE, TC_PRIORITY);
     }
   });
+}
+
+/** A pod namespace behind a veth of the node: /32 address, the node side (169.254.1.1) as its gateway, the node's route to it with source nodeIp. */
+export function podNs4(t: Test, node: string, hostIf: string, addr: string, nodeIp: string, prefix: string): string {
+  const ns = tmpNetns(t, prefix);
+  ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', hostIf, 'netns', node);
+  ip(ns, 'addr', 'add', `${addr}/32`, 'dev', 'eth0');
+  ip(ns, 'link', 'set', 'eth0', 'up');
+  ip(ns, 'link', 'set', 'lo', 'up');
+  ip(ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
+  ip(ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
+  ip(node, 'link', 'set', hostIf, 'up');
+  const mac = (JSON.parse(ip(node, '-j', 'link', 'show', hostIf)) as Array<{ address: string }>)[0]!.address;
+  ip(ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
+  sysctl(node, `net.ipv4.conf.${hostIf}.rp_filter`, '0');
+  ip(node, 'route', 'add', `${addr}/32`, 'dev', hostIf, 'scope', 'link', 'src', nodeIp);
+  return ns;
 }
 
 /** The node's address on pod veths, every pod's IPv6 default gateway. */

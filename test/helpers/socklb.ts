@@ -36,7 +36,7 @@ import { be, fe } from './fixtures.js';
 import { BPF_DIR, tmpNetns, tmpPinDir } from './env.js';
 import { startEcho6 } from './echo6.js';
 import { addrIn, type Family } from './family.js';
-import { attachTc, noDad, podNs6 } from './node-netns.js';
+import { attachTc, noDad, podNs4, podNs6 } from './node-netns.js';
 import { client, clientAsync, tmpCgroup, type CudpResult, type TcpResult, type UdpResult } from './sock.js';
 
 export const ECONNREFUSED = 111;
@@ -59,23 +59,6 @@ export function sockLbAddrs(family: Family) {
     /** the NodePort frontends' wildcard */
     any: family === 'ipv4' ? '0.0.0.0' : '::',
   };
-}
-
-/** A namespace behind a veth of the node: /32 address, the node side (169.254.1.1) as its gateway. */
-function podNs4(t: Test, node: string, hostIf: string, addr: string, nodeIp: string): string {
-  const ns = tmpNetns(t, 'bpxs');
-  ip(ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', hostIf, 'netns', node);
-  ip(ns, 'addr', 'add', `${addr}/32`, 'dev', 'eth0');
-  ip(ns, 'link', 'set', 'eth0', 'up');
-  ip(ns, 'link', 'set', 'lo', 'up');
-  ip(ns, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link');
-  ip(ns, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0');
-  ip(node, 'link', 'set', hostIf, 'up');
-  const mac = (JSON.parse(ip(node, '-j', 'link', 'show', hostIf)) as Array<{ address: string }>)[0]!.address;
-  ip(ns, 'neigh', 'replace', '169.254.1.1', 'lladdr', mac, 'dev', 'eth0', 'nud', 'permanent');
-  sysctl(node, `net.ipv4.conf.${hostIf}.rp_filter`, '0');
-  ip(node, 'route', 'add', `${addr}/32`, 'dev', hostIf, 'scope', 'link', 'src', nodeIp);
-  return ns;
 }
 
 /** The node namespace: forwarding on, the node address on lo. */
@@ -113,7 +96,7 @@ export async function sockLbSetup(t: Test, family: Family, cfg: Partial<Datapath
   const addrs = sockLbAddrs(family);
   const node = nodeNs(t, family, addrs.node);
   const pod = (hostIf: string, addr: string) =>
-    family === 'ipv4' ? podNs4(t, node, hostIf, addr, addrs.node) : podNs6(t, node, hostIf, addr, 'bpx6s');
+    family === 'ipv4' ? podNs4(t, node, hostIf, addr, addrs.node, 'bpxs') : podNs6(t, node, hostIf, addr, 'bpx6s');
   const pods = { a: pod('calia', addrs.a), b: pod('calib', addrs.b), c: pod('calic', addrs.c) };
   const pinDir = tmpPinDir(t);
   const dp = await loadDatapath(BPF_DIR, pinDir, { ...DEFAULT_DATAPATH, sockProtos: { tcp: true, udp: true }, ...cfg });
