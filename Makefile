@@ -39,12 +39,12 @@ bench/.output/crr: bench/crr.c
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Werror -pthread -o $@ $<
 
-bench/.output/flood: bench/flood.c
+bench/.output/flood: bench/flood.c bench/gen-common.h
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
 
 # livegen: BPF_PROG_RUN live-frames generator; its XDP program sits beside it
-bench/.output/livegen: bench/livegen.c bench/livegen.h
+bench/.output/livegen: bench/livegen.c bench/livegen.h bench/gen-common.h
 	@mkdir -p bench/.output
 	$(CC) -O2 -Wall -Wextra -Werror -pthread -Ibench -o $@ $< -lbpf
 

@@ -35,53 +35,34 @@
  * Exit status: 0 done, 1 runtime error, 2 usage error.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
 #include <ifaddrs.h>
 #include <libgen.h>
 #include <limits.h>
 #include <linux/bpf.h>
 #include <linux/if_link.h>
-#include <net/ethernet.h>
-#include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
-#include <netinet/in.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
+#include "gen-common.h"
 #include "livegen.h"
 
 #define MAX_COUNT 1000000000ull
-#define MAX_SECONDS 3600.0
-#define MAX_PAYLOAD 1400
 #define MAX_CHUNK (1u << 22)
 #define MAX_THREADS 8
 
 enum kind { K_UDP, K_SYN, K_ACK };
 
 struct opts {
-	const char *iface, *obj;
-	uint8_t dst_mac[6], src_mac[6];
-	int have_dst_mac, have_src_mac, have_src;
-	uint32_t dst, src; /* host order */
-	int dport, sport;
+	struct gen_opts g;
+	const char *obj;
 	unsigned srcs, sports, batch, threads;
 	enum kind kind;
-	unsigned long long count;
-	double seconds, rate;
-	unsigned payload;
 };
 
-static void usage(const char *why)
+static void __attribute__((noreturn)) usage(const char *why)
 {
 	fprintf(stderr,
 		"livegen: %s\n"
@@ -95,54 +76,14 @@ static void usage(const char *why)
 	exit(2);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
-}
-
-static int parse_mac(const char *s, uint8_t m[6])
-{
-	unsigned v[6];
-	char c;
-	if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &c) != 6)
-		return -1;
-	for (int i = 0; i < 6; i++) {
-		if (v[i] > 255)
-			return -1;
-		m[i] = (uint8_t)v[i];
-	}
-	return 0;
-}
-
-static int parse_ip(const char *s, uint32_t *out)
-{
-	struct in_addr a;
-	if (inet_pton(AF_INET, s, &a) != 1)
-		return -1;
-	*out = ntohl(a.s_addr);
-	return 0;
-}
-
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-	if (!*s || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 static void parse_args(int argc, char **argv, struct opts *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->kind = K_UDP;
-	o->count = 1000;
-	o->seconds = 10;
-	o->sport = 40000;
-	o->dport = -1;
+	o->g.count = 1000;
+	o->g.seconds = 10;
+	o->g.sport = 40000;
+	o->g.dport = -1;
 	o->srcs = 1;
 	o->sports = 1;
 	o->batch = 64;
@@ -151,145 +92,64 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		double d;
 		char msg[200];
 
-#define NEED() do { if (!v) { snprintf(msg, sizeof(msg), "%s needs a value", a); usage(msg); } i++; } while (0)
-#define BAD() do { snprintf(msg, sizeof(msg), "bad value for %s: \"%s\"", a, v); usage(msg); } while (0)
-		if (!strcmp(a, "--iface")) {
-			NEED();
-			o->iface = v;
-		} else if (!strcmp(a, "--obj")) {
-			NEED();
+		if (gen_common_arg(argc, argv, &i, &o->g, MAX_COUNT, usage))
+			continue;
+		if (!strcmp(a, "--obj")) {
+			GEN_NEED(usage, a, v, &i, msg);
 			o->obj = v;
-		} else if (!strcmp(a, "--dst-mac")) {
-			NEED();
-			if (parse_mac(v, o->dst_mac)) BAD();
-			o->have_dst_mac = 1;
-		} else if (!strcmp(a, "--src-mac")) {
-			NEED();
-			if (parse_mac(v, o->src_mac)) BAD();
-			o->have_src_mac = 1;
-		} else if (!strcmp(a, "--dst")) {
-			NEED();
-			if (parse_ip(v, &o->dst)) BAD();
-		} else if (!strcmp(a, "--src")) {
-			NEED();
-			if (parse_ip(v, &o->src)) BAD();
-			o->have_src = 1;
 		} else if (!strcmp(a, "--srcs")) {
-			NEED();
-			if (parse_num(v, 1, 65536, &d) || d != (unsigned)d) BAD();
-			o->srcs = (unsigned)d;
-		} else if (!strcmp(a, "--dport")) {
-			NEED();
-			if (parse_num(v, 0, 65535, &d) || d != (int)d) BAD();
-			o->dport = (int)d;
-		} else if (!strcmp(a, "--sport")) {
-			NEED();
-			if (parse_num(v, 0, 65535, &d) || d != (int)d) BAD();
-			o->sport = (int)d;
+			GEN_NEED(usage, a, v, &i, msg);
+			if (parse_uint(v, 1, 65536, &o->srcs))
+				GEN_BAD(usage, a, v, msg);
 		} else if (!strcmp(a, "--sports")) {
-			NEED();
-			if (parse_num(v, 1, 65536, &d) || d != (unsigned)d) BAD();
-			o->sports = (unsigned)d;
-		} else if (!strcmp(a, "--count")) {
-			NEED();
-			if (parse_num(v, 1, 1e18, &d)) BAD();
-			if (d > (double)MAX_COUNT) {
-				snprintf(msg, sizeof(msg), "--count %s is over the limit of %llu frames", v, MAX_COUNT);
-				usage(msg);
-			}
-			o->count = (unsigned long long)d;
-		} else if (!strcmp(a, "--seconds")) {
-			NEED();
-			if (parse_num(v, 0.001, MAX_SECONDS, &d)) BAD();
-			o->seconds = d;
-		} else if (!strcmp(a, "--rate")) {
-			NEED();
-			if (parse_num(v, 1, 1e9, &d)) BAD();
-			o->rate = d;
+			GEN_NEED(usage, a, v, &i, msg);
+			if (parse_uint(v, 1, 65536, &o->sports))
+				GEN_BAD(usage, a, v, msg);
 		} else if (!strcmp(a, "--batch")) {
-			NEED();
-			if (parse_num(v, 1, 256, &d) || d != (unsigned)d) BAD();
-			o->batch = (unsigned)d;
+			GEN_NEED(usage, a, v, &i, msg);
+			if (parse_uint(v, 1, 256, &o->batch))
+				GEN_BAD(usage, a, v, msg);
 		} else if (!strcmp(a, "--threads")) {
-			NEED();
-			if (parse_num(v, 1, MAX_THREADS, &d) || d != (unsigned)d) BAD();
-			o->threads = (unsigned)d;
-		} else if (!strcmp(a, "--payload")) {
-			NEED();
-			if (parse_num(v, 0, MAX_PAYLOAD, &d) || d != (unsigned)d) BAD();
-			o->payload = (unsigned)d;
+			GEN_NEED(usage, a, v, &i, msg);
+			if (parse_uint(v, 1, MAX_THREADS, &o->threads))
+				GEN_BAD(usage, a, v, msg);
 		} else if (!strcmp(a, "--kind")) {
-			NEED();
-			if (!strcmp(v, "udp")) o->kind = K_UDP;
-			else if (!strcmp(v, "syn")) o->kind = K_SYN;
-			else if (!strcmp(v, "ack")) o->kind = K_ACK;
-			else BAD();
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage("help");
+			GEN_NEED(usage, a, v, &i, msg);
+			if (!strcmp(v, "udp"))
+				o->kind = K_UDP;
+			else if (!strcmp(v, "syn"))
+				o->kind = K_SYN;
+			else if (!strcmp(v, "ack"))
+				o->kind = K_ACK;
+			else
+				GEN_BAD(usage, a, v, msg);
 		} else {
 			snprintf(msg, sizeof(msg), "unknown option \"%s\"", a);
 			usage(msg);
 		}
-#undef NEED
-#undef BAD
 	}
-	if (!o->iface) usage("--iface is required");
-	if (!o->have_dst_mac) usage("--dst-mac is required (the next hop's MAC on --iface)");
-	if (!o->dst) usage("--dst is required");
-	if (o->dport < 0) usage("--dport is required");
-	if ((unsigned)o->sport + o->sports - 1 > 65535) usage("--sport + --sports - 1 is over 65535");
+	gen_require(&o->g, usage);
+	if ((unsigned)o->g.sport + o->sports - 1 > 65535) usage("--sport + --sports - 1 is over 65535");
 }
-
-static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
-{
-	size_t i;
-	for (i = 0; i + 1 < len; i += 2)
-		sum += (uint32_t)p[i] << 8 | p[i + 1];
-	if (len & 1)
-		sum += (uint32_t)p[len - 1] << 8;
-	return sum;
-}
-
-static uint16_t csum_fold(uint32_t sum)
-{
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v & 0xff; }
-static void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
 
 /* Flow 0's frame: Ethernet + IPv4 + UDP/TCP + payload, padded to 60 bytes. */
 static size_t build(uint8_t *f, const struct opts *o, struct livegen_cfg *cfg)
 {
 	uint8_t *ip = f + 14, *l4 = ip + 20;
 	unsigned hl = o->kind == K_UDP ? 8 : 20;
-	unsigned payload = o->payload;
+	unsigned payload = o->g.payload;
 	size_t l4len;
-	uint8_t pseudo[12];
 	uint16_t c;
 
 	if (14 + 20 + hl + payload < LIVEGEN_MIN_FRAME)
 		payload = LIVEGEN_MIN_FRAME - 14 - 20 - hl;
 	l4len = hl + payload;
 	memset(f, 0, 14 + 20 + l4len);
-	memcpy(f, o->dst_mac, 6);
-	memcpy(f + 6, o->src_mac, 6);
-	put16(f + 12, ETHERTYPE_IP);
-	ip[0] = 0x45;
-	put16(ip + 2, (uint16_t)(20 + l4len));
-	put16(ip + 6, 0x4000); /* DF */
-	ip[8] = 64;
-	ip[9] = o->kind == K_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-	put32(ip + 12, o->src);
-	put32(ip + 16, o->dst);
-	put16(ip + 10, csum_fold(csum_add(0, ip, 20)));
-	put16(l4, (uint16_t)o->sport);
-	put16(l4 + 2, (uint16_t)o->dport);
+	gen_eth_ipv4(f, &o->g, o->kind == K_UDP ? IPPROTO_UDP : IPPROTO_TCP, o->g.src, l4len, 0);
+	put16(l4, (uint16_t)o->g.sport);
+	put16(l4 + 2, (uint16_t)o->g.dport);
 	if (o->kind == K_UDP) {
 		put16(l4 + 4, (uint16_t)l4len);
 	} else {
@@ -301,19 +161,12 @@ static size_t build(uint8_t *f, const struct opts *o, struct livegen_cfg *cfg)
 	}
 	for (size_t i = hl; i < l4len; i++)
 		l4[i] = (uint8_t)('a' + i % 26);
-	put32(pseudo, o->src);
-	put32(pseudo + 4, o->dst);
-	pseudo[8] = 0;
-	pseudo[9] = ip[9];
-	put16(pseudo + 10, (uint16_t)l4len);
-	c = csum_fold(csum_add(csum_add(0, pseudo, sizeof(pseudo)), l4, l4len));
-	if (o->kind == K_UDP && c == 0)
-		c = 0xffff;
+	c = gen_l4_csum(f, l4len);
 	put16(l4 + (o->kind == K_UDP ? 6 : 16), c);
 
 	memcpy(cfg->tpl, f, sizeof(cfg->tpl));
-	cfg->src = o->src;
-	cfg->sport = (uint32_t)o->sport;
+	cfg->src = o->g.src;
+	cfg->sport = (uint32_t)o->g.sport;
 	cfg->ip_csum = (uint32_t)(ip[10] << 8 | ip[11]);
 	cfg->l4_csum = c;
 	cfg->l4_csum_off = o->kind == K_UDP ? 40 : 50;
@@ -398,7 +251,7 @@ static int run(struct shared *s, uint64_t n)
 		if (errno != EINTR)
 			break;
 	}
-	fprintf(stderr, "livegen: BPF_PROG_RUN (live frames) on %s: %s (Linux 5.18+; --iface must be up)\n", s->o->iface,
+	fprintf(stderr, "livegen: BPF_PROG_RUN (live frames) on %s: %s (Linux 5.18+; --iface must be up)\n", s->o->g.iface,
 		strerror(errno));
 	stop(s, "error");
 	return -1;
@@ -423,33 +276,27 @@ static void *worker(void *arg)
 			stop(s, "time");
 			break;
 		}
-		if (o->rate > 0) {
+		if (o->g.rate > 0) {
 			/* pace (one thread): frame k leaves no earlier than start + k / rate,
 			 * 100 ms of frames a call */
-			uint64_t due = s->start + (uint64_t)((double)s->sent * 1e9 / o->rate);
-			n = (uint64_t)(o->rate / 10) + 1;
-			if (due > now) {
-				uint64_t wait = due - now;
-				struct timespec ts = { (time_t)(wait / 1000000000ull), (long)(wait % 1000000000ull) };
-				if (due > s->deadline) {
-					stop(s, "time");
-					break;
-				}
-				nanosleep(&ts, NULL);
+			n = (uint64_t)(o->g.rate / 10) + 1;
+			if (gen_pace(s->start, s->sent, o->g.rate, now, s->deadline)) {
+				stop(s, "time");
+				break;
 			}
 		}
 		have = __atomic_fetch_add(&s->reserved, n, __ATOMIC_SEQ_CST);
-		if (have >= o->count) {
+		if (have >= o->g.count) {
 			stop(s, "count");
 			break;
 		}
-		if (n > o->count - have)
-			n = o->count - have;
+		if (n > o->g.count - have)
+			n = o->g.count - have;
 		t0 = now_ns();
 		if (run(s, n))
 			break;
 		__atomic_fetch_add(&s->sent, n, __ATOMIC_SEQ_CST);
-		if (o->rate <= 0) {
+		if (o->g.rate <= 0) {
 			uint64_t took = now_ns() - t0;
 			if (took < 50000000ull && chunk < MAX_CHUNK)
 				chunk *= 4;
@@ -464,7 +311,7 @@ int main(int argc, char **argv)
 {
 	struct opts o;
 	struct livegen_cfg cfg;
-	uint8_t frame[14 + 20 + 20 + MAX_PAYLOAD + LIVEGEN_MIN_FRAME];
+	uint8_t frame[14 + 20 + 20 + GEN_MAX_PAYLOAD + LIVEGEN_MIN_FRAME];
 	char objpath[PATH_MAX];
 	struct bpf_object *obj;
 	struct bpf_program *prog;
@@ -481,38 +328,23 @@ int main(int argc, char **argv)
 	double secs;
 
 	parse_args(argc, argv, &o);
-	ifindex = (int)if_nametoindex(o.iface);
+	ifindex = (int)if_nametoindex(o.g.iface);
 	if (!ifindex) {
-		fprintf(stderr, "livegen: interface %s: %s (is it in this network namespace?)\n", o.iface, strerror(errno));
+		fprintf(stderr, "livegen: interface %s: %s (is it in this network namespace?)\n", o.g.iface, strerror(errno));
 		return 1;
 	}
 	{
 		int s = socket(AF_INET, SOCK_DGRAM, 0);
-		struct ifreq ifr;
-		memset(&ifr, 0, sizeof(ifr));
-		if (s < 0 || strlen(o.iface) >= sizeof(ifr.ifr_name)) {
-			fprintf(stderr, "livegen: socket for interface %s: %s\n", o.iface, strerror(errno));
+		if (s < 0) {
+			fprintf(stderr, "livegen: socket for interface %s: %s\n", o.g.iface, strerror(errno));
 			return 1;
 		}
-		strcpy(ifr.ifr_name, o.iface);
-		if (!o.have_src_mac) {
-			if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
-				fprintf(stderr, "livegen: MAC of %s: %s; pass --src-mac\n", o.iface, strerror(errno));
-				return 1;
-			}
-			memcpy(o.src_mac, ifr.ifr_hwaddr.sa_data, 6);
-		}
-		if (!o.have_src) {
-			ifr.ifr_addr.sa_family = AF_INET;
-			if (ioctl(s, SIOCGIFADDR, &ifr) < 0) {
-				fprintf(stderr, "livegen: %s has no IPv4 address (%s); pass --src\n", o.iface, strerror(errno));
-				return 1;
-			}
-			o.src = ntohl(((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr.s_addr);
-		}
+		err = gen_iface_defaults(s, &o.g, !o.g.have_src, "livegen", "--src");
 		close(s);
+		if (err)
+			return 1;
 	}
-	if ((uint64_t)o.src + o.srcs - 1 > 0xffffffffull)
+	if ((uint64_t)o.g.src + o.srcs - 1 > 0xffffffffull)
 		usage("--src + --srcs - 1 is past 255.255.255.255");
 	len = build(frame, &o, &cfg);
 
@@ -556,8 +388,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "livegen: %s has no program \"livegen\"\n", objpath);
 		return 1;
 	}
-	if (tx_stats(o.iface, &tx0, &drop0)) {
-		fprintf(stderr, "livegen: no counters for %s\n", o.iface);
+	if (tx_stats(o.g.iface, &tx0, &drop0)) {
+		fprintf(stderr, "livegen: no counters for %s\n", o.g.iface);
 		return 1;
 	}
 
@@ -573,30 +405,30 @@ int main(int argc, char **argv)
 	sh.stopped = "count";
 	start = now_ns();
 	sh.start = start;
-	sh.deadline = start + (uint64_t)(o.seconds * 1e9);
+	sh.deadline = start + (uint64_t)(o.g.seconds * 1e9);
 
 	/* the first call, alone: does the peer take XDP frames at all? (a veth
 	 * counts, in its tx_packets, the frames its peer received) */
 	{
-		uint64_t n = o.rate > 0 ? (uint64_t)(o.rate / 10) + 1 : 1024;
+		uint64_t n = o.g.rate > 0 ? (uint64_t)(o.g.rate / 10) + 1 : 1024;
 		struct timespec ts = { 0, 50000000 };
-		if (n > o.count)
-			n = o.count;
+		if (n > o.g.count)
+			n = o.g.count;
 		if (run(&sh, n) == 0) {
 			sh.reserved = sh.sent = n;
-			if (tx_stats(o.iface, &tx1, &drop1) == 0 && tx1 == tx0)
+			if (tx_stats(o.g.iface, &tx1, &drop1) == 0 && tx1 == tx0)
 				nanosleep(&ts, NULL);
-			if (tx_stats(o.iface, &tx1, &drop1) == 0 && tx1 == tx0) {
+			if (tx_stats(o.g.iface, &tx1, &drop1) == 0 && tx1 == tx0) {
 				fprintf(stderr,
 					"livegen: %s: none of the first %llu frames reached its peer: the peer takes no XDP "
 					"frames (a veth's peer needs an XDP program of its own, or GRO on)\n",
-					o.iface, (unsigned long long)n);
+					o.g.iface, (unsigned long long)n);
 				stop(&sh, "error");
 			}
 		}
 	}
 	if (!sh.stop) {
-		unsigned nt = o.rate > 0 ? 1 : o.threads;
+		unsigned nt = o.g.rate > 0 ? 1 : o.threads;
 		pthread_t th[MAX_THREADS];
 		pthread_attr_t attr;
 		cpu_set_t one;
@@ -625,10 +457,10 @@ int main(int argc, char **argv)
 		struct timespec ts = { 0, 20000000 };
 		nanosleep(&ts, NULL);
 	}
-	tx_stats(o.iface, &tx1, &drop1);
+	tx_stats(o.g.iface, &tx1, &drop1);
 	printf("{\"sent\":%llu,\"seconds\":%.6f,\"pps\":%.0f,\"txPackets\":%u,\"txDropped\":%u,\"iface\":\"%s\","
 	       "\"stoppedBy\":\"%s\",\"srcs\":%u,\"sports\":%u,\"frameBytes\":%zu}\n",
-	       sent, secs, secs > 0 ? (double)sent / secs : 0.0, tx1 - tx0, drop1 - drop0, o.iface, stopped, o.srcs,
+	       sent, secs, secs > 0 ? (double)sent / secs : 0.0, tx1 - tx0, drop1 - drop0, o.g.iface, stopped, o.srcs,
 	       o.sports, len);
 	bpf_object__close(obj);
 	return strcmp(stopped, "error") ? 0 : 1;

@@ -14,7 +14,7 @@
  *
  * The *6 programs serve native IPv6 services (lib/lb6.h's maps) and
  * v4-mapped addresses (::ffff:a.b.c.d, the IPv4 maps) on IPv6 sockets;
- * sock6_v4() is the one place that tells them apart.
+ * sock_dst_read() is the one place that tells them apart.
  *
  * The reverse translation is keyed by the socket's cookie and the backend
  * (struct sock_rev_key, IPv6: struct sock_rev6_key): what a socket sent to
@@ -111,25 +111,148 @@ static __always_inline __u8 sock_proto(const struct bpf_sock_addr *ctx)
 
 enum sock_xlate {
 	SOCK_X_PASS = 0, /* not a service (or left to TC): untouched */
-	SOCK_X_DONE,	 /* *addr, *port now the backend's */
+	SOCK_X_DONE,	 /* the destination is now the backend's */
 	SOCK_X_REFUSE,	 /* a service without endpoints */
 	SOCK_X_NO_LOCAL, /* traffic policy Local and none on this node */
 };
 
-/* The forward translation: service (addr, port) -> backend, recorded for
- * the reverse side under the socket's cookie. */
-static __always_inline enum sock_xlate sock_xlate_fwd(void *ctx, __u8 proto, __be32 *addr,
-						      __be16 *port, enum sock_stat done)
+/* A socket call's destination as the translation sees it, for both
+ * families: an IPv4 service (an IPv4 socket's address, or an IPv6 socket's
+ * ::ffff:a.b.c.d) in a.w[3] with v4 set, served by the IPv4 maps (lib/lb.h,
+ * bpfproxy_sock_rev); else a native IPv6 one, served by lib/lb6.h's maps
+ * and bpfproxy_sock_rev6. */
+struct sock_dst {
+	union v6addr a;	    /* net */
+	__be16	     port;  /* net */
+	__u8	     proto; /* sock_proto(): 0 when not served */
+	__u8	     v4;
+};
+
+/* ---- the family's keys and maps -------------------------------------- */
+
+static __always_inline struct fe_value *sock_lookup(const struct sock_dst *d)
 {
-	struct ct_key	 t  = {.daddr = *addr, .dport = *port, .proto = proto};
-	struct backend	 be = {};
+	if (d->v4) {
+		struct ct_key t = {.daddr = d->a.w[3], .dport = d->port, .proto = d->proto};
+
+		return lb_lookup(&t);
+	}
+	{
+		struct ct6_key t = {.daddr = d->a, .dport = d->port, .proto = d->proto};
+
+		return lb6_lookup(&t);
+	}
+}
+
+/* lb_select() / lb6_select() for a socket: the backend into *be (a.w[3]
+ * for IPv4). The affinity client is the socket's netns cookie, an address
+ * no packet carries: IPv4 its low 24 bits in 0.0.0.0/8, IPv6 the whole
+ * cookie in 100::/64 (RFC 6666, discard-only). From a socket on this node
+ * the traffic is internal (a pod's or the node's), as lb_local_only()
+ * treats traffic from pods: iTP for cluster IPs; external frontends reached
+ * from inside the node go to every endpoint, as kube-proxy short-circuits
+ * them. */
+static __always_inline enum reason sock_select(void *ctx, const struct sock_dst *d,
+					       const struct fe_value *f, struct sock_dst *be)
+{
+	__u64	    ns	  = bpf_get_netns_cookie(ctx);
+	int	    local = lb_local_only(f, 1);
+	enum reason r;
+
+	if (d->v4) {
+		struct ct_key  t = {.saddr = bpf_htonl((__u32)ns & 0x00ffffff),
+				    .daddr = d->a.w[3],
+				    .dport = d->port,
+				    .proto = d->proto};
+		struct backend b = {};
+
+		r	   = lb_select(f, local, &t, bpf_ktime_get_ns(), &b);
+		be->a.w[3] = b.addr;
+		be->port   = b.port;
+		return r;
+	}
+	{
+		struct ct6_key	t = {.daddr = d->a, .dport = d->port, .proto = d->proto};
+		struct backend6 b = {};
+
+		t.saddr.w[0] = bpf_htonl(0x01000000);
+		t.saddr.w[2] = bpf_htonl((__u32)(ns >> 32));
+		t.saddr.w[3] = bpf_htonl((__u32)ns);
+		r	     = lb6_select(f, local, &t, bpf_ktime_get_ns(), &b);
+		be->a	     = b.addr;
+		be->port     = b.port;
+		return r;
+	}
+}
+
+/* Record backend be -> service d under the socket's cookie, for the
+ * reverse side. 0 or the map update's error. */
+static __always_inline long sock_rev_save(void *ctx, const struct sock_dst *d,
+					  const struct sock_dst *be, __u32 svc_id)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (d->v4) {
+		struct sock_rev_key k = {
+			.cookie = cookie, .addr = be->a.w[3], .port = be->port, .proto = d->proto};
+		struct sock_rev_value v = {.addr = d->a.w[3], .port = d->port, .svc_id = svc_id};
+
+		return bpf_map_update_elem(&bpfproxy_sock_rev, &k, &v, BPF_ANY);
+	}
+	{
+		struct sock_rev6_key k = {
+			.cookie = cookie, .addr = be->a, .port = be->port, .proto = d->proto};
+		struct sock_rev6_value v = {.addr = d->a, .port = d->port, .svc_id = svc_id};
+
+		return bpf_map_update_elem(&bpfproxy_sock_rev6, &k, &v, BPF_ANY);
+	}
+}
+
+/* The service a backend this socket reached through one stands for:
+ * 1 and d the service, else 0. */
+static __always_inline int sock_rev_find(void *ctx, struct sock_dst *d)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (d->v4) {
+		struct sock_rev_key k = {
+			.cookie = cookie, .addr = d->a.w[3], .port = d->port, .proto = d->proto};
+		struct sock_rev_value *v = bpf_map_lookup_elem(&bpfproxy_sock_rev, &k);
+
+		if (!v)
+			return 0;
+		d->a.w[3] = v->addr;
+		d->port	  = v->port;
+		return 1;
+	}
+	{
+		struct sock_rev6_key k = {
+			.cookie = cookie, .addr = d->a, .port = d->port, .proto = d->proto};
+		struct sock_rev6_value *v = bpf_map_lookup_elem(&bpfproxy_sock_rev6, &k);
+
+		if (!v)
+			return 0;
+		d->a	= v->addr;
+		d->port = v->port;
+		return 1;
+	}
+}
+
+/* ---- the translation, either family ---------------------------------- */
+
+/* The forward translation: service -> backend, recorded for the reverse
+ * side under the socket's cookie. */
+static __always_inline enum sock_xlate sock_xlate_fwd(void *ctx, struct sock_dst *d,
+						      enum sock_stat done)
+{
+	struct sock_dst	 be = {};
 	struct fe_value	 f;
 	struct fe_value *fe;
 	enum reason	 r;
 
-	if (!proto || !sock_netns_ok(ctx) || mode_standby())
+	if (!d->proto || !sock_netns_ok(ctx) || mode_standby())
 		return SOCK_X_PASS;
-	fe = lb_lookup(&t);
+	fe = sock_lookup(d);
 	if (!fe)
 		return SOCK_X_PASS;
 	if ((fe->flags & FE_F_SRC_RANGE) || mode_draining()) {
@@ -140,12 +263,7 @@ static __always_inline enum sock_xlate sock_xlate_fwd(void *ctx, __u8 proto, __b
 	 * have yet (no source port): uniform random, as without Maglev. */
 	f = *fe;
 	f.flags &= ~FE_F_MAGLEV;
-	t.saddr = bpf_htonl((__u32)bpf_get_netns_cookie(ctx) & 0x00ffffff);
-	/* From a socket on this node: internal traffic (a pod's or the
-	 * node's), as lb_local_only() treats traffic from pods: iTP for
-	 * cluster IPs; external frontends reached from inside the node go to
-	 * every endpoint, as kube-proxy short-circuits them. */
-	r = lb_select(&f, lb_local_only(&f, 1), &t, bpf_ktime_get_ns(), &be);
+	r = sock_select(ctx, d, &f, &be);
 	if (r == REASON_NO_ENDPOINTS) {
 		sock_count(SOCK_STAT_REFUSED);
 		return SOCK_X_REFUSE;
@@ -154,42 +272,16 @@ static __always_inline enum sock_xlate sock_xlate_fwd(void *ctx, __u8 proto, __b
 		sock_count(SOCK_STAT_NO_LOCAL);
 		return SOCK_X_NO_LOCAL;
 	}
-	{
-		struct sock_rev_key   k = {.cookie = bpf_get_socket_cookie(ctx),
-					   .addr   = be.addr,
-					   .port   = be.port,
-					   .proto  = proto};
-		struct sock_rev_value v = {.addr = *addr, .port = *port, .svc_id = fe->svc_id};
-
-		if (bpf_map_update_elem(&bpfproxy_sock_rev, &k, &v, BPF_ANY)) {
-			/* Without the reverse entry replies would not match the
-			 * socket: leave it to the TC path. */
-			sock_count(SOCK_STAT_REV_FULL);
-			return SOCK_X_PASS;
-		}
+	if (sock_rev_save(ctx, d, &be, fe->svc_id)) {
+		/* Without the reverse entry replies would not match the
+		 * socket: leave it to the TC path. */
+		sock_count(SOCK_STAT_REV_FULL);
+		return SOCK_X_PASS;
 	}
-	*addr = be.addr;
-	*port = be.port;
+	d->a	= be.a;
+	d->port = be.port;
 	sock_count(done);
 	return SOCK_X_DONE;
-}
-
-/* The reverse: a backend this socket reached through a service reads as
- * the service. Returns 1 when (addr, port) changed. */
-static __always_inline int sock_xlate_rev(void *ctx, __u8 proto, __be32 *addr, __be16 *port)
-{
-	struct sock_rev_key k = {
-		.cookie = bpf_get_socket_cookie(ctx), .addr = *addr, .port = *port, .proto = proto};
-	struct sock_rev_value *v;
-
-	if (!proto)
-		return 0;
-	v = bpf_map_lookup_elem(&bpfproxy_sock_rev, &k);
-	if (!v)
-		return 0;
-	*addr = v->addr;
-	*port = v->port;
-	return 1;
 }
 
 /* A refused connect()/sendmsg() reads ECONNREFUSED, as kube-proxy's REJECT
@@ -207,227 +299,87 @@ static __always_inline int sock_verdict(enum sock_xlate x)
 	return SOCK_REJECT;
 }
 
-/* ---- IPv4 sockets ---------------------------------------------------- */
+/* ---- the socket's address -------------------------------------------- */
 
-static __always_inline int sock4_fwd(struct bpf_sock_addr *ctx, enum sock_stat done)
+/* is6 is a constant of each program: the verifier lets an IPv4 hook read
+ * user_ip4 only and an IPv6 one user_ip6 only, and the other branch is
+ * compiled out. */
+static __always_inline void sock_dst_read(const struct bpf_sock_addr *ctx, int is6,
+					  struct sock_dst *d)
 {
-	__be32		addr = ctx->user_ip4;
-	__be16		port = (__be16)ctx->user_port;
-	enum sock_xlate x    = sock_xlate_fwd(ctx, sock_proto(ctx), &addr, &port, done);
-
-	if (x == SOCK_X_DONE) {
-		ctx->user_ip4  = addr;
-		ctx->user_port = port;
+	d->proto = sock_proto(ctx);
+	d->port	 = (__be16)ctx->user_port;
+	if (!is6) {
+		d->a.w[3] = ctx->user_ip4;
+		d->v4	  = 1;
+		return;
 	}
-	return sock_verdict(x);
+	d->a.w[0] = ctx->user_ip6[0];
+	d->a.w[1] = ctx->user_ip6[1];
+	d->a.w[2] = ctx->user_ip6[2];
+	d->a.w[3] = ctx->user_ip6[3];
+	d->v4	  = d->a.w[0] == 0 && d->a.w[1] == 0 && d->a.w[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline int sock4_rev(struct bpf_sock_addr *ctx, enum sock_stat done)
+static __always_inline void sock_dst_write(struct bpf_sock_addr *ctx, int is6,
+					   const struct sock_dst *d)
 {
-	__be32 addr = ctx->user_ip4;
-	__be16 port = (__be16)ctx->user_port;
-
-	if (sock_xlate_rev(ctx, sock_proto(ctx), &addr, &port)) {
-		ctx->user_ip4  = addr;
-		ctx->user_port = port;
-		sock_count(done);
+	ctx->user_port = d->port;
+	if (!is6) {
+		ctx->user_ip4 = d->a.w[3];
+		return;
 	}
-	return SOCK_OK;
-}
-
-SEC("cgroup/connect4")
-int bpfproxy_sock_connect4(struct bpf_sock_addr *ctx)
-{
-	return sock4_fwd(ctx, SOCK_STAT_CONNECT);
-}
-
-SEC("cgroup/sendmsg4")
-int bpfproxy_sock_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return sock4_fwd(ctx, SOCK_STAT_SENDMSG);
-}
-
-SEC("cgroup/recvmsg4")
-int bpfproxy_sock_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	return sock4_rev(ctx, SOCK_STAT_RECVMSG);
-}
-
-SEC("cgroup/getpeername4")
-int bpfproxy_sock_getpeername4(struct bpf_sock_addr *ctx)
-{
-	return sock4_rev(ctx, SOCK_STAT_GETPEERNAME);
-}
-
-/* ---- IPv6 sockets ---------------------------------------------------- */
-
-/* An IPv6 socket's address as IPv4 when it is v4-mapped (::ffff:a.b.c.d):
- * 1 and *v4 set, else 0 (native IPv6: the IPv6 maps). */
-static __always_inline int sock6_v4(const struct bpf_sock_addr *ctx, __be32 *v4)
-{
-	if (ctx->user_ip6[0] != 0 || ctx->user_ip6[1] != 0 ||
-	    ctx->user_ip6[2] != bpf_htonl(0x0000ffff))
-		return 0;
-	*v4 = ctx->user_ip6[3];
-	return 1;
-}
-
-static __always_inline void sock6_addr(const struct bpf_sock_addr *ctx, union v6addr *a)
-{
-	a->w[0] = ctx->user_ip6[0];
-	a->w[1] = ctx->user_ip6[1];
-	a->w[2] = ctx->user_ip6[2];
-	a->w[3] = ctx->user_ip6[3];
-}
-
-static __always_inline void sock6_set_addr(struct bpf_sock_addr *ctx, const union v6addr *a)
-{
-	ctx->user_ip6[0] = a->w[0];
-	ctx->user_ip6[1] = a->w[1];
-	ctx->user_ip6[2] = a->w[2];
-	ctx->user_ip6[3] = a->w[3];
-}
-
-/* sock_xlate_fwd() for native IPv6 services (lib/lb6.h). */
-static __always_inline enum sock_xlate sock6_xlate_fwd(void *ctx, __u8 proto, union v6addr *addr,
-						       __be16 *port, enum sock_stat done)
-{
-	struct ct6_key	 t  = {.daddr = *addr, .dport = *port, .proto = proto};
-	struct backend6	 be = {};
-	struct fe_value	 f;
-	struct fe_value *fe;
-	enum reason	 r;
-	__u64		 ns;
-
-	if (!proto || !sock_netns_ok(ctx) || mode_standby())
-		return SOCK_X_PASS;
-	fe = lb6_lookup(&t);
-	if (!fe)
-		return SOCK_X_PASS;
-	if ((fe->flags & FE_F_SRC_RANGE) || mode_draining()) {
-		sock_count(SOCK_STAT_LEFT_TO_TC);
-		return SOCK_X_PASS;
+	/* v4-mapped: the prefix stays ::ffff:0:0/96 */
+	if (!d->v4) {
+		ctx->user_ip6[0] = d->a.w[0];
+		ctx->user_ip6[1] = d->a.w[1];
+		ctx->user_ip6[2] = d->a.w[2];
 	}
-	f = *fe;
-	f.flags &= ~FE_F_MAGLEV;
-	/* The affinity client: the netns cookie in 100::/64 (RFC 6666,
-	 * discard-only), which no packet carries. */
-	ns	     = bpf_get_netns_cookie(ctx);
-	t.saddr.w[0] = bpf_htonl(0x01000000);
-	t.saddr.w[2] = bpf_htonl((__u32)(ns >> 32));
-	t.saddr.w[3] = bpf_htonl((__u32)ns);
-	r	     = lb6_select(&f, lb_local_only(&f, 1), &t, bpf_ktime_get_ns(), &be);
-	if (r == REASON_NO_ENDPOINTS) {
-		sock_count(SOCK_STAT_REFUSED);
-		return SOCK_X_REFUSE;
-	}
-	if (r != REASON_NONE) {
-		sock_count(SOCK_STAT_NO_LOCAL);
-		return SOCK_X_NO_LOCAL;
-	}
-	{
-		struct sock_rev6_key   k = {.cookie = bpf_get_socket_cookie(ctx),
-					    .addr   = be.addr,
-					    .port   = be.port,
-					    .proto  = proto};
-		struct sock_rev6_value v = {.addr = *addr, .port = *port, .svc_id = fe->svc_id};
-
-		if (bpf_map_update_elem(&bpfproxy_sock_rev6, &k, &v, BPF_ANY)) {
-			sock_count(SOCK_STAT_REV_FULL);
-			return SOCK_X_PASS;
-		}
-	}
-	*addr = be.addr;
-	*port = be.port;
-	sock_count(done);
-	return SOCK_X_DONE;
+	ctx->user_ip6[3] = d->a.w[3];
 }
 
-static __always_inline int sock6_xlate_rev(void *ctx, __u8 proto, union v6addr *addr, __be16 *port)
+/* connect(), sendmsg(): service -> backend */
+static __always_inline int sock_fwd(struct bpf_sock_addr *ctx, int is6, enum sock_stat done)
 {
-	struct sock_rev6_key k = {
-		.cookie = bpf_get_socket_cookie(ctx), .addr = *addr, .port = *port, .proto = proto};
-	struct sock_rev6_value *v;
-
-	if (!proto)
-		return 0;
-	v = bpf_map_lookup_elem(&bpfproxy_sock_rev6, &k);
-	if (!v)
-		return 0;
-	*addr = v->addr;
-	*port = v->port;
-	return 1;
-}
-
-static __always_inline int sock6_fwd(struct bpf_sock_addr *ctx, enum sock_stat done)
-{
-	__be32		addr;
-	__be16		port = (__be16)ctx->user_port;
-	union v6addr	a6;
+	struct sock_dst d = {};
 	enum sock_xlate x;
 
-	if (sock6_v4(ctx, &addr)) {
-		x = sock_xlate_fwd(ctx, sock_proto(ctx), &addr, &port, done);
-		if (x == SOCK_X_DONE) {
-			ctx->user_ip6[3] = addr;
-			ctx->user_port	 = port;
-		}
-		return sock_verdict(x);
-	}
-	sock6_addr(ctx, &a6);
-	x = sock6_xlate_fwd(ctx, sock_proto(ctx), &a6, &port, done);
-	if (x == SOCK_X_DONE) {
-		sock6_set_addr(ctx, &a6);
-		ctx->user_port = port;
-	}
+	sock_dst_read(ctx, is6, &d);
+	x = sock_xlate_fwd(ctx, &d, done);
+	if (x == SOCK_X_DONE)
+		sock_dst_write(ctx, is6, &d);
 	return sock_verdict(x);
 }
 
-static __always_inline int sock6_rev(struct bpf_sock_addr *ctx, enum sock_stat done)
+/* recvmsg(), getpeername(): backend -> the service the socket addressed */
+static __always_inline int sock_rev(struct bpf_sock_addr *ctx, int is6, enum sock_stat done)
 {
-	__be32	     addr;
-	__be16	     port = (__be16)ctx->user_port;
-	union v6addr a6;
+	struct sock_dst d = {};
 
-	if (sock6_v4(ctx, &addr)) {
-		if (sock_xlate_rev(ctx, sock_proto(ctx), &addr, &port)) {
-			ctx->user_ip6[3] = addr;
-			ctx->user_port	 = port;
-			sock_count(done);
-		}
-		return SOCK_OK;
-	}
-	sock6_addr(ctx, &a6);
-	if (sock6_xlate_rev(ctx, sock_proto(ctx), &a6, &port)) {
-		sock6_set_addr(ctx, &a6);
-		ctx->user_port = port;
+	sock_dst_read(ctx, is6, &d);
+	if (d.proto && sock_rev_find(ctx, &d)) {
+		sock_dst_write(ctx, is6, &d);
 		sock_count(done);
 	}
 	return SOCK_OK;
 }
 
-SEC("cgroup/connect6")
-int bpfproxy_sock_connect6(struct bpf_sock_addr *ctx)
-{
-	return sock6_fwd(ctx, SOCK_STAT_CONNECT);
-}
+/* One program per hook, bpfproxy_sock_<hook> (src/dataplane/bpf/sock.ts
+ * sockProgramName()). */
+#define SOCK_PROG(hook, fn, is6, stat)                                                             \
+	SEC("cgroup/" #hook)                                                                       \
+	int bpfproxy_sock_##hook(struct bpf_sock_addr *ctx)                                        \
+	{                                                                                          \
+		return fn(ctx, is6, stat);                                                         \
+	}
 
-SEC("cgroup/sendmsg6")
-int bpfproxy_sock_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	return sock6_fwd(ctx, SOCK_STAT_SENDMSG);
-}
-
-SEC("cgroup/recvmsg6")
-int bpfproxy_sock_recvmsg6(struct bpf_sock_addr *ctx)
-{
-	return sock6_rev(ctx, SOCK_STAT_RECVMSG);
-}
-
-SEC("cgroup/getpeername6")
-int bpfproxy_sock_getpeername6(struct bpf_sock_addr *ctx)
-{
-	return sock6_rev(ctx, SOCK_STAT_GETPEERNAME);
-}
+SOCK_PROG(connect4, sock_fwd, 0, SOCK_STAT_CONNECT)
+SOCK_PROG(sendmsg4, sock_fwd, 0, SOCK_STAT_SENDMSG)
+SOCK_PROG(recvmsg4, sock_rev, 0, SOCK_STAT_RECVMSG)
+SOCK_PROG(getpeername4, sock_rev, 0, SOCK_STAT_GETPEERNAME)
+SOCK_PROG(connect6, sock_fwd, 1, SOCK_STAT_CONNECT)
+SOCK_PROG(sendmsg6, sock_fwd, 1, SOCK_STAT_SENDMSG)
+SOCK_PROG(recvmsg6, sock_rev, 1, SOCK_STAT_RECVMSG)
+SOCK_PROG(getpeername6, sock_rev, 1, SOCK_STAT_GETPEERNAME)
 
 #endif /* BPFPROXY_SOCK_C */

@@ -27,7 +27,6 @@ import {
   type PolicyRuleEntry,
   type PolicyRuleRef,
 } from '../src/model/policy/compiled.js';
-import { BpfError } from '../src/native/index.js';
 import { CtFlags, PolIdentity } from '../src/dataplane/bpf/codecs.js';
 import { PolicyMapWriter, readPinned } from '../src/dataplane/bpf/policy-maps.js';
 import { portPrefixes, tableOf } from '../src/dataplane/bpf/policy-entries.js';
@@ -37,6 +36,7 @@ import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, POD, progrunNode, type ProgrunNode } from './helpers/progrun-node.js';
 import { reasonCount, type RunResult } from './helpers/progrun.js';
 import { captureLogger } from './helpers/log.js';
+import { refusingWrites } from './helpers/map-writes.js';
 
 // Identities of the test policy.
 const ID = { CLIENT: 100, WEB: 101, DNS: 102, OTHER: 103, REMOTE: 104, NET: 200, EXCEPT: 201 } as const;
@@ -712,23 +712,9 @@ t.test('a write that fails is said and tried again by the next apply', async (t)
   const node = await progrunNode(t);
   const { log, lines } = captureLogger();
   // the ipcache refuses the client's entry once, as a full map would
-  let refuse = 1;
-  const ipcache = node.dp.maps.ipcache;
-  const flaky = Object.create(ipcache) as typeof ipcache;
-  flaky.set = (k, v, flags) => {
-    if (k.addr === POD && refuse-- > 0) throw new BpfError(`map update ${ipcache.name}`, 7);
-    ipcache.set(k, v, flags);
-  };
-  // a batch stops at that entry, as the kernel's does (the entries before it are written)
-  flaky.setMany = (kv) => {
-    const at = kv.findIndex(([k]) => k.addr === POD);
-    if (at >= 0 && refuse > 0) {
-      ipcache.setMany(kv.slice(0, at));
-      throw new BpfError(`map update batch ${ipcache.name}`, 7, '', at);
-    }
-    ipcache.setMany(kv);
-  };
-  const w = new PolicyMapWriter({ ...node.dp.maps, ipcache: flaky }, log);
+  const ipcache = refusingWrites(node.dp.maps.ipcache, (k) => k.addr === POD);
+  ipcache.refuse(1);
+  const w = new PolicyMapWriter({ ...node.dp.maps, ipcache: ipcache.map }, log);
   const first = w.apply(policy(1));
   t.equal(first.problems.length, 1, 'one problem');
   t.match(first.problems[0]?.message, /cannot write identity prefix 10\.244\.1\.99\/32: .*E2BIG.*map full.*retried on the next sync/);

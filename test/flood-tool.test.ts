@@ -177,6 +177,11 @@ t.test('flood sends bounded floods with valid checksums', async (t) => {
     const noMac = flood(a, ['--iface', 'fa', '--dst', '10.99.0.2', '--dport', '80']);
     t.equal(noMac.code, 2, 'missing --dst-mac refused');
     t.match(noMac.stderr, /--dst-mac is required/);
+    // bench/gen-common.h, as livegen: whole numbers, no trailing characters
+    const half = flood(a, [...base, '--dport', '80', '--payload', '10.5']);
+    t.same([half.code, /bad value for --payload/.test(half.stderr)], [2, true], 'a payload of 10.5 bytes refused');
+    const junk = flood(a, ['--iface', 'fa', '--dst-mac', `${bMac}x`, '--dst', '10.99.0.2', '--dport', '80']);
+    t.same([junk.code, /bad value for --dst-mac/.test(junk.stderr)], [2, true], 'a MAC with trailing characters refused');
     const both = flood(a, [...base, '--dport', '80', '--src', '10.0.0.1', '--spoof-cidr', '10.0.0.0/8']);
     t.equal(both.code, 2);
     const noIf = flood(a, ['--iface', 'nope0', '--dst-mac', bMac, '--dst', '10.99.0.2', '--dport', '80', '--src', '10.0.0.1']);

@@ -5,13 +5,15 @@
  * one object: every program loaded from it at once, over one set of maps
  * that a reload (an upgrade) adopts by their pins.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CtDir } from '../src/dataplane/bpf/codecs.js';
 import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
-import { BPF_OBJECT, loadDatapath, MAP_NAMES, PROGRAMS } from '../src/dataplane/bpf/loader.js';
+import { BPF_OBJECT, loadDatapath, MAP_NAMES, PROGRAMS, type Datapath } from '../src/dataplane/bpf/loader.js';
+import type { Codec } from '../src/dataplane/bpf/struct.js';
+import type { MapHandle } from '../src/native/addon.js';
 import { SOCK_HOOKS, sockProgramName } from '../src/dataplane/bpf/sock.js';
 import { XDP_PROGRAM } from '../src/dataplane/afxdp/xdp.js';
 import { XDP_DATA_PROGRAM } from '../src/dataplane/bpf/xdp.js';
@@ -25,184 +27,146 @@ import { captureLogger } from './helpers/log.js';
 
 const BPF_MAP_TYPE_HASH = 1;
 
-t.test('an LRU conntrack map of the old layout is migrated with its connections', async (t) => {
-  const pin = tmpPinDir(t);
-  mkdirSync(pin, { recursive: true });
-  const ctPath = join(pin, MAP_NAMES.ct);
+/** `bpftool map create`: a map pinned at path as an older agent left it. */
+function pinOld(path: string, name: string, m: { type: string; key: number; value: number; entries: number; flags?: string }): void {
+  const flags = m.flags === undefined ? [] : ['flags', m.flags];
   execFileSync('bpftool', [
     'map',
     'create',
-    ctPath,
+    path,
     'type',
-    'lru_hash',
+    m.type,
     'key',
-    String(c.ctKey.size),
+    String(m.key),
     'value',
-    String(c.ctValue.size),
+    String(m.value),
     'entries',
-    '1024',
+    String(m.entries),
+    ...flags,
     'name',
-    MAP_NAMES.ct,
+    name,
   ]);
-  execFileSync('bpftool', [
-    'map',
-    'create',
-    join(pin, MAP_NAMES.reasons),
-    'type',
-    'percpu_array',
-    'key',
-    '4',
-    'value',
-    String(c.reasonCounter.size),
-    'entries',
-    '12',
-    'name',
-    MAP_NAMES.reasons,
-  ]);
-  const old = new BpfMap(MAP_NAMES.ct, native().objGet(ctPath), c.ctKey, c.ctValue);
-  const key = { saddr: '10.244.1.13', daddr: '10.96.0.10', sport: 40000, dport: 80, proto: 6 };
-  const value = {
-    expiresNs: 123n,
-    createdNs: 1n,
-    natSaddr: '10.244.1.13',
-    natDaddr: '10.244.1.11',
-    natSport: 40000,
-    natDport: 8080,
-    dir: CtDir.FWD,
-    state: 17,
-    flags: 0,
-    svcId: 7,
-  };
-  old.set(key, value);
-  old.close();
+}
 
-  const { log, lines } = captureLogger();
-  const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
-  t.teardown(() => dp.close());
-  const now = native().objGet(ctPath);
-  now.close();
-  t.equal(now.type, BPF_MAP_TYPE_HASH, 'conntrack is a plain hash now');
-  t.same(dp.maps.ct.get(key), value, 'the connection came along, byte for byte');
-  t.ok(
-    lines.some((l) => /conntrack map is pinned in the old layout.*1 entries move/.test(l.msg)),
-    'and the operator is told',
-  );
-  t.equal(dp.maps.reasons.maxEntries, REASONS.length, 'drop counters cover every reason');
-  t.ok(
-    lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)),
-    'their restart is said',
-  );
-});
+/** A conntrack map pinned in an older layout, one connection in it, and what the upgrade must say and leave. */
+interface OldConntrack<K, V> {
+  title: string;
+  map: 'ct' | 'ct6';
+  /** the old layout as bpftool creates it */
+  type: string;
+  flags?: string;
+  key: Codec<K>;
+  oldValue: Codec<V>;
+  entry: readonly [K, V];
+  /** checks of the layouts, before the upgrade */
+  layouts?: (t: Test) => void;
+  /** other maps of the old agent, pinned beside it */
+  alsoPinned?: (pin: string) => void;
+  /** the pinned map after the upgrade (closed) */
+  pinned: (t: Test, m: MapHandle) => void;
+  told: RegExp;
+  /** more checks after the upgrade */
+  after?: (t: Test, dp: Datapath, lines: ReadonlyArray<{ msg: string }>) => void;
+}
 
-t.test('a conntrack map pinned with the 40-byte values of before the XDP forwarding cache is migrated with its connections', async (t) => {
-  const pin = tmpPinDir(t);
-  mkdirSync(pin, { recursive: true });
-  const ctPath = join(pin, MAP_NAMES.ct);
-  t.equal(c.ctValueNoFwd.size, 40, 'the old layout');
-  execFileSync('bpftool', [
-    'map',
-    'create',
-    ctPath,
-    'type',
-    'hash',
-    'key',
-    String(c.ctKey.size),
-    'value',
-    String(c.ctValueNoFwd.size),
-    'entries',
-    '1024',
-    'flags',
-    '0',
-    'name',
-    MAP_NAMES.ct,
-  ]);
-  const old = new BpfMap(MAP_NAMES.ct, native().objGet(ctPath), c.ctKey, c.ctValueNoFwd);
-  const key = { saddr: '10.244.1.14', daddr: '10.96.0.10', sport: 40002, dport: 80, proto: 6 };
-  const value = {
-    expiresNs: 456n,
-    createdNs: 2n,
-    natSaddr: '10.244.1.14',
-    natDaddr: '10.244.1.11',
-    natSport: 40002,
-    natDport: 8080,
-    dir: CtDir.FWD,
-    state: 17,
-    flags: 4,
-    svcId: 9,
-    polGen: 3,
-  };
-  old.set(key, value);
-  old.close();
+/** One case; generic so that each case's key and value are checked against its codecs. */
+const oldConntrack = <K, V>(c: OldConntrack<K, V>) => c as unknown as OldConntrack<unknown, unknown>;
 
-  const { log, lines } = captureLogger();
-  const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
-  t.teardown(() => dp.close());
-  const pinned = native().objGet(ctPath);
-  pinned.close();
-  t.equal(pinned.valueSize, c.ctValue.size, `the pinned conntrack has ${c.ctValue.size}-byte values now`);
-  t.same(dp.maps.ct.get(key), value, 'the connection came along (no route cached)');
-  t.ok(
-    lines.some((l) => /conntrack map is pinned in the old layout \(type 1, 40-byte values\).*1 entries move/.test(l.msg)),
-    'and the operator is told',
-  );
-});
+/** A TCP connection's conntrack entry, forward direction, to port 80 DNATed to natDaddr:8080. */
+function ctEntry<E extends { expiresNs: bigint; createdNs: bigint }>(
+  saddr: string,
+  daddr: string,
+  natDaddr: string,
+  sport: number,
+  rest: E,
+) {
+  const key = { saddr, daddr, sport, dport: 80, proto: 6 };
+  const value = { natSaddr: saddr, natDaddr, natSport: sport, natDport: 8080, dir: CtDir.FWD, state: 17, ...rest };
+  return [key, value] as const;
+}
 
-t.test(
-  'an IPv6 conntrack map pinned with the 64-byte values of before the TC forwarding cache is migrated with its connections',
-  async (t) => {
-    const pin = tmpPinDir(t);
-    mkdirSync(pin, { recursive: true });
-    const ct6Path = join(pin, MAP_NAMES.ct6);
-    t.equal(c6.ct6ValueNoFwd.size, 64, 'the old layout');
-    t.equal(c6.ct6Value.size, 88, 'the new layout');
-    execFileSync('bpftool', [
-      'map',
-      'create',
-      ct6Path,
-      'type',
-      'hash',
-      'key',
-      String(c6.ct6Key.size),
-      'value',
-      String(c6.ct6ValueNoFwd.size),
-      'entries',
-      '1024',
-      'flags',
-      '1', // BPF_F_NO_PREALLOC, as bpf/lib/conntrack6.h
-      'name',
-      MAP_NAMES.ct6,
-    ]);
-    const old = new BpfMap(MAP_NAMES.ct6, native().objGet(ct6Path), c6.ct6Key, c6.ct6ValueNoFwd);
-    const key = { saddr: 'fd00:10:244:1::14', daddr: 'fd00:10:96::10', sport: 40002, dport: 80, proto: 6 };
-    const value = {
+const OLD_CONNTRACK = [
+  oldConntrack({
+    title: 'an LRU conntrack map of the old layout is migrated with its connections',
+    map: 'ct',
+    type: 'lru_hash',
+    key: c.ctKey,
+    oldValue: c.ctValue,
+    entry: ctEntry('10.244.1.13', '10.96.0.10', '10.244.1.11', 40000, { expiresNs: 123n, createdNs: 1n, flags: 0, svcId: 7 }),
+    alsoPinned: (pin) =>
+      pinOld(join(pin, MAP_NAMES.reasons), MAP_NAMES.reasons, { type: 'percpu_array', key: 4, value: c.reasonCounter.size, entries: 12 }),
+    pinned: (t, m) => t.equal(m.type, BPF_MAP_TYPE_HASH, 'conntrack is a plain hash now'),
+    told: /conntrack map is pinned in the old layout.*1 entries move/,
+    after: (t, dp, lines) => {
+      t.equal(dp.maps.reasons.maxEntries, REASONS.length, 'drop counters cover every reason');
+      t.ok(
+        lines.some((l) => /drop-reason counters .* start again from zero/.test(l.msg)),
+        'their restart is said',
+      );
+    },
+  }),
+  oldConntrack({
+    title: 'a conntrack map pinned with the 40-byte values of before the XDP forwarding cache is migrated with its connections',
+    map: 'ct',
+    type: 'hash',
+    flags: '0',
+    key: c.ctKey,
+    oldValue: c.ctValueNoFwd,
+    entry: ctEntry('10.244.1.14', '10.96.0.10', '10.244.1.11', 40002, { expiresNs: 456n, createdNs: 2n, flags: 4, svcId: 9, polGen: 3 }),
+    layouts: (t) => t.equal(c.ctValueNoFwd.size, 40, 'the old layout'),
+    pinned: (t, m) => t.equal(m.valueSize, c.ctValue.size, `the pinned conntrack has ${c.ctValue.size}-byte values now`),
+    told: /conntrack map is pinned in the old layout \(type 1, 40-byte values\).*1 entries move/,
+  }),
+  oldConntrack({
+    title: 'an IPv6 conntrack map pinned with the 64-byte values of before the TC forwarding cache is migrated with its connections',
+    map: 'ct6',
+    type: 'hash',
+    flags: '1', // BPF_F_NO_PREALLOC, as bpf/lib/conntrack6.h
+    key: c6.ct6Key,
+    oldValue: c6.ct6ValueNoFwd,
+    entry: ctEntry('fd00:10:244:1::14', 'fd00:10:96::10', 'fd00:10:244:1::11', 40002, {
       expiresNs: 456n,
       createdNs: 2n,
-      natSaddr: 'fd00:10:244:1::14',
-      natDaddr: 'fd00:10:244:1::11',
-      natSport: 40002,
-      natDport: 8080,
-      dir: CtDir.FWD,
-      state: 17,
       flags: 4,
       svcId: 9,
       polGen: 3,
-    };
+    }),
+    layouts: (t) => {
+      t.equal(c6.ct6ValueNoFwd.size, 64, 'the old layout');
+      t.equal(c6.ct6Value.size, 88, 'the new layout');
+    },
+    pinned: (t, m) => t.equal(m.valueSize, c6.ct6Value.size, `the pinned IPv6 conntrack has ${c6.ct6Value.size}-byte values now`),
+    told: /IPv6 conntrack map is pinned in the old layout \(64-byte values\).*1 entries move/,
+  }),
+];
+
+for (const oc of OLD_CONNTRACK) {
+  t.test(oc.title, async (t) => {
+    const pin = tmpPinDir(t);
+    mkdirSync(pin, { recursive: true });
+    const path = join(pin, MAP_NAMES[oc.map]);
+    oc.layouts?.(t);
+    pinOld(path, MAP_NAMES[oc.map], { type: oc.type, key: oc.key.size, value: oc.oldValue.size, entries: 1024, flags: oc.flags });
+    oc.alsoPinned?.(pin);
+    const old = new BpfMap(MAP_NAMES[oc.map], native().objGet(path), oc.key, oc.oldValue);
+    const [key, value] = oc.entry;
     old.set(key, value);
     old.close();
 
     const { log, lines } = captureLogger();
     const dp = await loadDatapath(BPF_DIR, pin, { ...DEFAULT_DATAPATH, mapSizes: { ...DEFAULT_DATAPATH.mapSizes, conntrack: 2048 } }, log);
     t.teardown(() => dp.close());
-    const pinned = native().objGet(ct6Path);
+    const pinned = native().objGet(path);
     pinned.close();
-    t.equal(pinned.valueSize, c6.ct6Value.size, `the pinned IPv6 conntrack has ${c6.ct6Value.size}-byte values now`);
-    t.same(dp.maps.ct6.get(key), value, 'the connection came along (no route cached)');
+    oc.pinned(t, pinned);
+    t.same((dp.maps[oc.map] as unknown as BpfMap<unknown, unknown>).get(key), value, 'the connection came along, byte for byte');
     t.ok(
-      lines.some((l) => /IPv6 conntrack map is pinned in the old layout \(64-byte values\).*1 entries move/.test(l.msg)),
+      lines.some((l) => oc.told.test(l.msg)),
       'and the operator is told',
     );
-  },
-);
+    oc.after?.(t, dp, lines);
+  });
+}
 
 t.test('one object carries every program; a reload adopts its pinned maps', async (t) => {
   const pin = tmpPinDir(t);

@@ -43,6 +43,7 @@ import type { Proxier } from '../proxy/proxier.js';
 import { formatNodePortAddresses, nodePortAddressesOf, type NodePortAddresses } from '../config/services.js';
 import { defaultRouteAddress } from './primary-ip.js';
 import { policyTarget, type PolicySync } from '../proxy/policy-sync.js';
+import type { PolicyMapWriter } from '../dataplane/bpf/policy-maps.js';
 import { canonicalIpv6 } from '../net/ip6.js';
 import { nonUnicastReason6 } from '../model/addresses.js';
 
@@ -157,6 +158,8 @@ export class BpfRuntime {
   readonly xdp: XdpAccel;
   private xdpMode: XdpMode | null;
   private destroyer: SockDestroyer | undefined;
+  /** the policy maps' writer while NetworkPolicy writes them: it knows the ipcache fill */
+  private policyWriter: PolicyMapWriter | undefined;
 
   private constructor(
     readonly dp: Datapath,
@@ -243,7 +246,9 @@ export class BpfRuntime {
     await proxier.runner.idle();
     if (o.policy) {
       // Adopts what the pinned policy maps hold: a restart opens and closes nothing.
-      o.policy.setTarget(policyTarget(dp.maps, log));
+      const target = policyTarget(dp.maps, log);
+      rt.policyWriter = target.writer;
+      o.policy.setTarget(target);
       await o.policy.runner.idle();
     }
     // Maps first, then hooks: a fresh node never runs programs on empty maps,
@@ -423,13 +428,14 @@ export class BpfRuntime {
 
   /** What a scrape reports (one per scrape; nothing read on the event loop but the drop counters). */
   snapshot(): Promise<DatapathSnapshot> {
-    return datapathSnapshot(this.dp.maps, this.gc);
+    return datapathSnapshot(this.dp.maps, this.gc, this.policyWriter?.ipcacheCounts());
   }
 
   private stopped = false;
 
   private stopTimers(): void {
     this.o.policy?.setTarget(undefined);
+    this.policyWriter = undefined;
     this.stopped = true;
     this.addrTimer?.cancel();
     this.xdp.close();

@@ -256,14 +256,20 @@ export async function countMapFills(maps: DatapathMaps, known: Readonly<Record<s
 /**
  * What a scrape reports: map fill counted on a worker thread, conntrack
  * from the GC's last pass (the first scrape waits for the first pass; if
- * no pass has succeeded yet, the conntrack map is counted too).
+ * no pass has succeeded yet, the conntrack map is counted too), and the
+ * maps whose writer knows their count (known, by map name: the policy
+ * writer's ipcache) not read at all.
  */
-export async function datapathSnapshot(maps: DatapathMaps, gc: ConntrackGc): Promise<DatapathSnapshot> {
+export async function datapathSnapshot(
+  maps: DatapathMaps,
+  gc: ConntrackGc,
+  known: Readonly<Record<string, number>> = {},
+): Promise<DatapathSnapshot> {
   if (!gc.stats.runs) await gc.run().catch(() => undefined);
   const s = gc.stats;
   const ct = maps.ct.name;
   const ct6 = maps.ct6.name;
-  const fills = await countMapFills(maps, s.runs ? { [ct]: s.lastLive, [ct6]: gc.ipv6Live } : {});
+  const fills = await countMapFills(maps, s.runs ? { ...known, [ct]: s.lastLive, [ct6]: gc.ipv6Live } : known);
   return {
     maps: fills,
     reasons: reasonViews(maps),

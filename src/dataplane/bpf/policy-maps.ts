@@ -244,8 +244,9 @@ export class PolicyMapWriter {
   private readonly identities = new Map<string, IdentityEntry>();
   private readonly endpoints = new Map<number, EndpointPolicy>();
   private readonly rules = new Map<number, PolicyRuleRef>();
-  /** what the maps hold */
+  /** what the maps hold (change it through held() / released(), which count the IPv6 prefixes) */
   private readonly ipcache = new Map<string, IpcacheValue>();
+  private ipcache6Held = 0;
   private readonly tables = new Map<number, WrittenTable>();
   private readonly epNames = new Map<number, string>();
   private readonly ruleNames = new Map<number, PolicyRuleRef>();
@@ -276,8 +277,8 @@ export class PolicyMapWriter {
     const pinned = readPinned(maps);
     this.gen = pinned.generation;
     this.isolatedWritten = maps.polState.get({ v: 0 })?.isolated ?? 0;
-    for (const [k, v] of maps.ipcache.entries()) this.ipcache.set(prefixText(k), v);
-    for (const [k, v] of maps.ipcache6.entries()) this.ipcache.set(prefixText(k), v);
+    for (const [k, v] of maps.ipcache.entries()) this.held(prefixText(k), v);
+    for (const [k, v] of maps.ipcache6.entries()) this.held(prefixText(k), v);
     for (const i of pinned.identities) this.identities.set(i.prefix, i);
     const tables = new Map(maps.policy.entries().map(([k, v]) => [k.v, v.v]));
     for (const e of pinned.endpoints) {
@@ -320,6 +321,29 @@ export class PolicyMapWriter {
       tablesDenyAll: this.denyAllTotal,
       denyAllNow,
     };
+  }
+
+  /**
+   * Entries in bpfproxy_ipcache and bpfproxy_ipcache6, by map name, as this
+   * writer wrote them (it is their only writer): the scrape's map fill
+   * takes these instead of counting the tries key by key.
+   */
+  ipcacheCounts(): Record<string, number> {
+    return {
+      [this.maps.ipcache.name]: this.ipcache.size - this.ipcache6Held,
+      [this.maps.ipcache6.name]: this.ipcache6Held,
+    };
+  }
+
+  /** The maps hold v for prefix p now. */
+  private held(p: string, v: IpcacheValue): void {
+    if (p.includes(':') && !this.ipcache.has(p)) this.ipcache6Held++;
+    this.ipcache.set(p, v);
+  }
+
+  /** The maps hold nothing for prefix p now. */
+  private released(p: string): void {
+    if (this.ipcache.delete(p) && p.includes(':')) this.ipcache6Held--;
   }
 
   /** What the maps hold now (see WrittenPolicy). */
@@ -532,7 +556,7 @@ export class PolicyMapWriter {
         this.retryPrefixes.add(p);
         continue;
       }
-      this.ipcache.delete(p);
+      this.released(p);
       report.ipcacheDeletes++;
     }
     const unused: number[] = [];
@@ -666,12 +690,12 @@ export class PolicyMapWriter {
     if (this.lpmBatch && list.length > 1) {
       try {
         this.ipcacheMap(family).setMany(list.map(([p, v]) => [ipcacheRefOf(p)!.key, v] as const));
-        for (const [p, v] of list) this.ipcache.set(p, v);
+        for (const [p, v] of list) this.held(p, v);
         return list.length;
       } catch (e) {
         if (noBatch(errnoOf(e))) this.lpmBatch = false;
         else from = e instanceof BpfError ? e.done : 0;
-        for (let i = 0; i < from; i++) this.ipcache.set(list[i]![0], list[i]![1]);
+        for (let i = 0; i < from; i++) this.held(list[i]![0], list[i]![1]);
       }
     }
     let n = from;
@@ -688,7 +712,7 @@ export class PolicyMapWriter {
     const ok = this.tryWrite(problems, { prefix: p, endpoint: v.endpoint || undefined }, `identity prefix ${p}`, () =>
       this.ipcacheMap(r.family).set(r.key, v),
     );
-    if (ok) this.ipcache.set(p, v);
+    if (ok) this.held(p, v);
     else if (v.flags && !this.ipcache.get(p)?.flags) {
       // The one way this writer cannot fail closed: without its entry the datapath does not know the endpoint.
       this.log?.error(
