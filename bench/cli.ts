@@ -257,12 +257,22 @@ bench
   });
 bench
   .command('ipv6')
-  .description('IPv6 vs IPv4 per packet through BPF_PROG_RUN for the same ClusterIP service (established flow, new flow)')
+  .description(
+    'IPv6 vs IPv4 for the same service: ns per packet through BPF_PROG_RUN (established flow, new flow), then connections/s and TCP throughput in the dual-stack lab',
+  )
   .option('--smoke', 'few flows and rounds')
+  .option('--no-traffic', 'skip connections/s and TCP throughput in the dual-stack lab (bench/ipv6-traffic.ts)')
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'ipv6'))
   .action(async (o) => {
     const { runIpv6Bench, writeIpv6Results, IPV6_FULL, IPV6_SMOKE } = await import('./ipv6.js');
     const r = await runIpv6Bench(o.smoke ? IPV6_SMOKE : IPV6_FULL, (s) => process.stderr.write(`bench ipv6: ${s}\n`));
+    if (o.traffic) {
+      const t = await import('./ipv6-traffic.js');
+      r.traffic = await t.runIpv6Traffic(o.smoke ? t.IPV6_TRAFFIC_SMOKE : t.IPV6_TRAFFIC_FULL, (s) =>
+        process.stderr.write(`bench ipv6: ${s}\n`),
+      );
+      r.targets.push(...t.ipv6TrafficTargets(r.traffic));
+    }
     for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
     console.log(
       `wrote ${writeIpv6Results(o.out, r)

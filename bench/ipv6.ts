@@ -25,6 +25,7 @@ import { addNetns, delNetns, ip, nsPath, sysctl, uniqueTag } from '../testkit/ne
 import { frame, TCP } from '../testkit/packet.js';
 import { frame6 } from '../testkit/packet6.js';
 import { REPO_ROOT } from '../lab/lab.js';
+import { renderIpv6Traffic, type Ipv6TrafficResults } from './ipv6-traffic.js';
 
 export interface Ipv6BenchOptions {
   /** distinct flows per new-flow round; copies per established round */
@@ -48,6 +49,8 @@ export interface Ipv6BenchResults {
   options: Ipv6BenchOptions;
   figures: Ipv6Figure[];
   targets: Array<{ target: string; value: string; goal: string; met: boolean }>;
+  /** connections/s and TCP throughput in the lab (bench/ipv6-traffic.ts); absent with --no-traffic */
+  traffic?: Ipv6TrafficResults;
 }
 
 const GOAL = 1.1;
@@ -183,6 +186,7 @@ export function renderIpv6(r: Ipv6BenchResults): string {
     '',
     ...r.targets.map((t) => `- ${t.met ? 'met' : '**missed**'}: ${t.target}: ${t.value} (goal ${t.goal})`),
     '',
+    ...(r.traffic ? [renderIpv6Traffic(r.traffic)] : []),
   ].join('\n');
 }
 
