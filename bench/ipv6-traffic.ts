@@ -21,6 +21,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { labDown, labSpec, labUp, startAgent, type AgentProcess } from '../lab/lab.js';
 import { nsPath, sh, uniqueTag } from '../testkit/netns.js';
+import { openPinnedMaps } from '../src/dataplane/bpf/loader.js';
 import { crr } from './measure.js';
 import { summarize, type Summary } from './stats.js';
 import { CRR, CRR_PORT, IPERF_PORT } from './topology.js';
@@ -85,6 +86,8 @@ export interface Ipv6TrafficResults {
   rows: Ipv6TrafficRow[];
   /** tool failures (crr/iperf3 giving no result), each once with its figure */
   errors: string[];
+  /** node1's conntrack entries per family after the rounds: the traffic went through bpfproxy's maps */
+  conntrack: { ipv4: number; ipv6: number };
   /** /proc/loadavg (1 min) at the start and the end, and the CPUs: a loaded machine makes the figures noise */
   load: { start: number; end: number; cpus: number };
 }
@@ -242,6 +245,13 @@ export async function runIpv6Traffic(o: Ipv6TrafficOptions, say: (s: string) => 
           );
         }
     }
+    const pinned = openPinnedMaps(n1.pinDir);
+    let conntrack: Ipv6TrafficResults['conntrack'];
+    try {
+      conntrack = { ipv4: pinned.maps.ct.count(), ipv6: pinned.maps.ct6.count() };
+    } finally {
+      pinned.close();
+    }
     const r3 = (x: number) => (Number.isFinite(x) ? +x.toFixed(3) : 0);
     const fig = (tg: (typeof targets)[0], f: Family): FamilyFigures => {
       const x = rawOf(tg.path, f);
@@ -280,6 +290,7 @@ export async function runIpv6Traffic(o: Ipv6TrafficOptions, say: (s: string) => 
       },
       rows,
       errors,
+      conntrack,
       load: { start: loadStart, end: load1(), cpus: cpus().length },
     };
   } finally {
@@ -342,6 +353,8 @@ export function renderIpv6Traffic(r: Ipv6TrafficResults): string {
       (x) =>
         `| ${PATH_TEXT[x.path]} | ${x.ratios.connRate}x | ${x.cost.connection}x ${x.cost.connection > 0 && x.cost.connection <= TRAFFIC_GOAL ? '(met)' : '(**missed**)'} | ${x.ratios.throughput}x | ${x.cost.byte}x ${x.cost.byte > 0 && x.cost.byte <= TRAFFIC_GOAL ? '(met)' : '(**missed**)'} |`,
     ),
+    '',
+    `Conntrack entries on node1 after the rounds: ${r.conntrack.ipv4} IPv4, ${r.conntrack.ipv6} IPv6.`,
     '',
     `Load average (1 min) ${r.load.start} at the start, ${r.load.end} at the end, on ${r.load.cpus} CPUs${busy ? ': the machine was busy with other work, the figures are noisy' : ''}.`,
     ...(r.errors.length ? ['', 'Tool errors:', '', ...r.errors.map((e) => `- ${e}`)] : []),

@@ -9,8 +9,8 @@
  * its lab) after 110 s; about 25 s on a loaded 2-core machine.
  */
 import t from 'tap';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listNetns } from '../testkit/netns.js';
@@ -69,6 +69,10 @@ t.test('bench ipv6 --smoke: per-packet ns, connections/s and throughput in both 
     t.equal(x.ratios.connRate, +(x.ipv6.connPerSec.median / x.ipv4.connPerSec.median).toFixed(3), `${x.path}: conn/s ratio of the medians`);
     t.equal(x.cost.byte, +(x.ipv4.tcpGbps.median / x.ipv6.tcpGbps.median).toFixed(3), `${x.path}: cost per byte of the medians`);
   }
+  t.ok(
+    tr.conntrack.ipv4 > 0 && tr.conntrack.ipv6 > 0,
+    `both families went through the datapath's conntrack (${JSON.stringify(tr.conntrack)})`,
+  );
   t.equal(res.targets.length, 2 + 2 * tr.rows.length, 'targets: two per-packet, two per traffic path');
 
   const md = readFileSync(join(out, 'report.md'), 'utf8');
@@ -111,6 +115,7 @@ t.test('traffic targets: IPv6 cost per connection / per byte against 1.1x, misse
       },
     ],
     errors: [],
+    conntrack: { ipv4: 1, ipv6: 1 },
     load: { start: 0.5, end: 0.5, cpus: 2 },
   };
   const tg = ipv6TrafficTargets(r);
@@ -123,4 +128,32 @@ t.test('traffic targets: IPv6 cost per connection / per byte against 1.1x, misse
   const md = renderIpv6Traffic(r);
   t.ok(md.includes('| 0.96x | 1.042x (met) | 0.8x | 1.25x (**missed**) |'), 'the ratio row marks met and missed');
   t.notMatch(md, /noisy/, 'a quiet machine is not called busy');
+});
+
+t.test('bench ipv6: SIGTERM during the traffic part removes the lab and exits 130', async (t) => {
+  const out = mkdtempSync(join(tmpdir(), 'bpfproxy-bench-ipv6-'));
+  t.teardown(() => rmSync(out, { recursive: true, force: true }));
+  const c = spawn(process.execPath, [join(REPO, 'dist', 'bench', 'cli.js'), 'ipv6', '--smoke', '--out', out], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  let prefix = '';
+  const killer = setTimeout(() => c.kill('SIGKILL'), 100_000);
+  t.teardown(() => clearTimeout(killer));
+  c.stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+    const m = /lab (bpxb6t\w+) up/.exec(err);
+    if (m && !prefix) {
+      prefix = m[1]!;
+      c.kill('SIGTERM');
+    }
+  });
+  const code = await new Promise<number | null>((res) => c.on('exit', (code) => res(code)));
+  t.ok(prefix, `the lab came up (${prefix})`);
+  t.equal(code, 130, `exit 130 after SIGTERM${code === 130 ? '' : `: ${err.slice(-1500)}`}`);
+  t.match(err, new RegExp(`SIGTERM: lab ${prefix} removed`), 'the operator is told the lab was removed');
+  if (prefix) {
+    t.same(listNetns(`${prefix}-`), [], 'no namespace of the lab left');
+    t.notOk(existsSync(`/sys/fs/bpf/${prefix}-node1`), "node1's pin dir removed");
+  }
 });
