@@ -252,6 +252,54 @@ const tuples = (listing: string): string[] =>
     .map((l) => (l.match(/(src|dst|sport|dport)=\S+/g) ?? []).join(' '))
     .sort();
 
+t.test('IPv6: the frontends of the IPv6 maps, NodePort through the :: wildcard on a node IPv6 address', async (t) => {
+  const NODE6 = '2001:db8:1::11';
+  const CLIENT6 = '2001:db8:1::100';
+  const fes6 = frontendIndex(
+    {
+      fe: { entries: () => [[{ addr: '::', port: 30053, proto: IPPROTO_UDP }, feVal(3, FeFlags.EXTERNAL | FeFlags.NODEPORT)]] },
+      nodeIps: { entries: () => [[{ addr: NODE6 }, { v: 1 }]] },
+    },
+    '::',
+  );
+  t.notOk(fes6.lookup('2001:db8:1::99', 30053, IPPROTO_UDP), "not on an address that is not the node's");
+  const plan = planAdoption(
+    [
+      entry({
+        proto: IPPROTO_UDP,
+        src: CLIENT6,
+        dst: NODE6,
+        sport: 5000,
+        dport: 30053,
+        rsrc: 'fd00:10:244:2::13',
+        rdst: NODE6,
+        rsport: 5353,
+        rdport: 61000,
+        tcpState: 0,
+        timeout: 110,
+      }),
+      entry({ src: 'fd00:10:244:1::9', dst: 'fd00:10:96::10', rsrc: 'fd00:10:244:1::12', rdst: 'fd00:10:244:1::9' }), // no IPv6 frontend
+    ],
+    fes6,
+    NOW,
+    DEFAULT_CONFIG.conntrack,
+  );
+  t.same(plan.skipped.notService, 1, 'an address of no IPv6 frontend is left to the kernel');
+  t.same(
+    plan.pairs.map(({ reply, fwd }) => [reply[0], fwd[1].natSaddr, fwd[1].natDaddr, fwd[1].flags]),
+    [
+      [
+        { saddr: 'fd00:10:244:2::13', daddr: NODE6, sport: 5353, dport: 61000, proto: IPPROTO_UDP },
+        NODE6,
+        'fd00:10:244:2::13',
+        CtFlags.ADOPTED | CtFlags.SNAT | CtFlags.EXTERNAL,
+      ],
+    ],
+    "the NodePort flow adopted with the kernel's backend and masquerade",
+  );
+  t.throws(() => native().kernelConntrack({ family: 5 as 6 }), TypeError, 'a family other than 4 or 6 is refused');
+});
+
 t.test('for real: kernel entries read, adopted, left in place, and carried on by our programs', async (t) => {
   const node = await progrunNode(t);
   const { ns, dp, rec } = node;
