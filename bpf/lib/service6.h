@@ -565,8 +565,10 @@ static __noinline int service6_icmp_path(struct __sk_buff *skb)
 	return rc == ICMP6_UNRELATED ? TC_ACT_OK : fib6_verdict(skb, rc);
 }
 
-/* The IPv6 ingress path of bpfproxy_pod and bpfproxy_data. */
-static __noinline int service6_datapath(struct __sk_buff *skb, int from_pod)
+/* The IPv6 ingress path of bpfproxy_pod and bpfproxy_data. Inline: it has
+ * no frame of its own, and a call (with its return) is a cost every packet
+ * pays. */
+static __always_inline int service6_datapath(struct __sk_buff *skb, int from_pod)
 {
 	int rc = service6_packet(skb, from_pod);
 
