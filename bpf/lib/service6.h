@@ -495,7 +495,8 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			.dport = ct->nat_dport,
 			.proto = p.tuple.proto,
 		};
-		enum reason r	= policy6_ct(&p.tuple, ct);
+		/* no call while no policy isolates anything (pol6_ct()'s first test) */
+		enum reason r	= pol_active_gen() ? policy6_ct(&p.tuple, ct) : REASON_NONE;
 		__u8	    was = ct->state;
 
 		trace6_ct_hit(ct);
