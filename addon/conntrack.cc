@@ -4,15 +4,16 @@
 // the agent copies the kernel's NAT'd service flows into its own conntrack
 // (src/dataplane/bpf/adopt.ts), so they keep their backend.
 //
-// kernelConntrack({ translatedOnly? }) -> [{ proto, src, dst, sport, dport,  // original direction
+// kernelConntrack({ translatedOnly?, family? }) -> [{ proto, src, dst, sport, dport,  // original direction
 //                         rsrc, rdst, rsport, rdport,           // reply direction
 //                         status, timeout, tcpState, tcpFlags, tcpFlagsReply, zone }]
-// One IPCTNL_MSG_CT_GET dump of the IPv4 table, TCP and UDP entries only;
+// One IPCTNL_MSG_CT_GET dump of the IPv4 table (family 6: the IPv6 one),
+// TCP and UDP entries only;
 // with translatedOnly, only those the kernel destination-NAT'd (the reply
 // does not come from where the client sent it), as service flows are: a
 // node's conntrack is mostly other flows, and they are not turned into JS
 // objects then.
-// Addresses are dotted quads, ports host-order numbers, status the
+// Addresses are dotted quads (IPv6: RFC 5952 text), ports host-order numbers, status the
 // IPS_* bits, timeout the seconds left, tcpState the kernel's
 // TCP_CONNTRACK_* and tcpFlags / tcpFlagsReply its IP_CT_TCP_FLAG_* of each
 // direction (0 for UDP). Read only: nothing is changed or flushed.
@@ -33,8 +34,8 @@ namespace bpfproxy {
 namespace {
 
 struct Tuple {
-  uint32_t src = 0, dst = 0;      // network order
-  uint16_t sport = 0, dport = 0;  // network order
+  uint8_t src[16] = {}, dst[16] = {};  // network order; IPv4 in the first 4 bytes
+  uint16_t sport = 0, dport = 0;       // network order
   uint8_t proto = 0;
   bool ip = false, ports = false;
 };
@@ -69,8 +70,10 @@ void ParseTuple(const uint8_t* data, int len, Tuple* t) {
   EachAttr(data, len, [&](int type, const uint8_t* p, int n) {
     if (type == CTA_TUPLE_IP) {
       EachAttr(p, n, [&](int ty, const uint8_t* q, int m) {
-        if (ty == CTA_IP_V4_SRC && m >= 4) t->src = Be32(q);
-        if (ty == CTA_IP_V4_DST && m >= 4) t->dst = Be32(q);
+        if (ty == CTA_IP_V4_SRC && m >= 4) memcpy(t->src, q, 4);
+        if (ty == CTA_IP_V4_DST && m >= 4) memcpy(t->dst, q, 4);
+        if (ty == CTA_IP_V6_SRC && m >= 16) memcpy(t->src, q, 16);
+        if (ty == CTA_IP_V6_DST && m >= 16) memcpy(t->dst, q, 16);
       });
       t->ip = true;
     } else if (type == CTA_TUPLE_PROTO) {
@@ -84,12 +87,12 @@ void ParseTuple(const uint8_t* data, int len, Tuple* t) {
   });
 }
 
-bool ParseEntry(const struct nlmsghdr* nh, Entry* e) {
+bool ParseEntry(const struct nlmsghdr* nh, int family, Entry* e) {
   if (nh->nlmsg_len < NLMSG_LENGTH(sizeof(struct nfgenmsg))) return false;
   if (NFNL_SUBSYS_ID(nh->nlmsg_type) != NFNL_SUBSYS_CTNETLINK || NFNL_MSG_TYPE(nh->nlmsg_type) != IPCTNL_MSG_CT_NEW)
     return false;
   auto* g = static_cast<const struct nfgenmsg*>(NLMSG_DATA(nh));
-  if (g->nfgen_family != AF_INET) return false;
+  if (g->nfgen_family != family) return false;
   const uint8_t* attrs = static_cast<const uint8_t*>(NLMSG_DATA(nh)) + NLMSG_ALIGN(sizeof(struct nfgenmsg));
   int len = static_cast<int>(nh->nlmsg_len) - static_cast<int>(NLMSG_LENGTH(NLMSG_ALIGN(sizeof(struct nfgenmsg))));
   EachAttr(attrs, len, [&](int type, const uint8_t* p, int n) {
@@ -133,9 +136,9 @@ bool ParseEntry(const struct nlmsghdr* nh, Entry* e) {
          (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && e->reply.proto == proto;
 }
 
-std::string Ip(uint32_t a) {
-  char text[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &a, text, sizeof(text));
+std::string Ip(int family, const uint8_t* a) {
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(family, a, text, sizeof(text));
   return text;
 }
 
@@ -143,7 +146,7 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object opts;
   bool present = false;
-  if (!OptionsObject(info, 0, "kernelConntrack", {"translatedOnly"}, &opts, &present)) return env.Undefined();
+  if (!OptionsObject(info, 0, "kernelConntrack", {"translatedOnly", "family"}, &opts, &present)) return env.Undefined();
   bool translated_only = false;
   if (present && opts.Has("translatedOnly") && !opts.Get("translatedOnly").IsUndefined()) {
     if (!opts.Get("translatedOnly").IsBoolean()) {
@@ -152,6 +155,16 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
     }
     translated_only = opts.Get("translatedOnly").As<Napi::Boolean>().Value();
   }
+  int family = AF_INET;
+  if (present && opts.Has("family") && !opts.Get("family").IsUndefined()) {
+    Napi::Value f = opts.Get("family");
+    if (!f.IsNumber() || (f.As<Napi::Number>().Int32Value() != 4 && f.As<Napi::Number>().Int32Value() != 6)) {
+      ThrowTypeError(env, "kernelConntrack: option family must be 4 or 6");
+      return env.Undefined();
+    }
+    family = f.As<Napi::Number>().Int32Value() == 6 ? AF_INET6 : AF_INET;
+  }
+  const size_t alen = family == AF_INET6 ? 16 : 4;
   struct {
     struct nlmsghdr nh;
     struct nfgenmsg g;
@@ -160,7 +173,7 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
   req.nh.nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
   req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.nh.nlmsg_seq = 1;
-  req.g.nfgen_family = AF_INET;
+  req.g.nfgen_family = static_cast<uint8_t>(family);
   req.g.version = NFNETLINK_V0;
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
@@ -169,16 +182,16 @@ Napi::Value KernelConntrack(const Napi::CallbackInfo& info) {
       NETLINK_NETFILTER, &req, req.nh.nlmsg_len,
       [&](const struct nlmsghdr* nh) {
         Entry e;
-        if (!ParseEntry(nh, &e)) return;
-        if (translated_only && e.reply.src == e.orig.dst && e.reply.sport == e.orig.dport) return;
+        if (!ParseEntry(nh, family, &e)) return;
+        if (translated_only && memcmp(e.reply.src, e.orig.dst, alen) == 0 && e.reply.sport == e.orig.dport) return;
         Napi::Object o = Napi::Object::New(env);
         o.Set("proto", e.orig.proto);
-        o.Set("src", Ip(e.orig.src));
-        o.Set("dst", Ip(e.orig.dst));
+        o.Set("src", Ip(family, e.orig.src));
+        o.Set("dst", Ip(family, e.orig.dst));
         o.Set("sport", ntohs(e.orig.sport));
         o.Set("dport", ntohs(e.orig.dport));
-        o.Set("rsrc", Ip(e.reply.src));
-        o.Set("rdst", Ip(e.reply.dst));
+        o.Set("rsrc", Ip(family, e.reply.src));
+        o.Set("rdst", Ip(family, e.reply.dst));
         o.Set("rsport", ntohs(e.reply.sport));
         o.Set("rdport", ntohs(e.reply.dport));
         o.Set("status", e.status);

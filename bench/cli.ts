@@ -263,9 +263,13 @@ bench
   .option('--smoke', 'few flows and rounds')
   .option('--no-traffic', 'skip connections/s and TCP throughput in the dual-stack lab (bench/ipv6-traffic.ts)')
   .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'ipv6'))
+  .option('--baseline-object <path>', "another build's bpfproxy.o: its figures from the same rounds (before/after in one run)")
   .action(async (o) => {
     const { runIpv6Bench, writeIpv6Results, IPV6_FULL, IPV6_SMOKE } = await import('./ipv6.js');
-    const r = await runIpv6Bench(o.smoke ? IPV6_SMOKE : IPV6_FULL, (s) => process.stderr.write(`bench ipv6: ${s}\n`));
+    const r = await runIpv6Bench(
+      { ...(o.smoke ? IPV6_SMOKE : IPV6_FULL), ...(o.baselineObject ? { baselineObject: o.baselineObject } : {}) },
+      (s) => process.stderr.write(`bench ipv6: ${s}\n`),
+    );
     if (o.traffic) {
       const t = await import('./ipv6-traffic.js');
       r.traffic = await t.runIpv6Traffic(o.smoke ? t.IPV6_TRAFFIC_SMOKE : t.IPV6_TRAFFIC_FULL, (s) =>
@@ -274,6 +278,7 @@ bench
       r.targets.push(...t.ipv6TrafficTargets(r.traffic));
     }
     for (const t of r.targets) console.log(`${t.met ? 'met   ' : 'MISSED'}  ${t.target}: ${t.value} (goal ${t.goal})`);
+    for (const f of r.baseline?.figures ?? []) console.log(`baseline ${f.flow}: ${f.ratio}x (${f.ipv6Ns} vs ${f.ipv4Ns} ns)`);
     console.log(
       `wrote ${writeIpv6Results(o.out, r)
         .map((f) => join(o.out, f))

@@ -10,14 +10,17 @@
  * (distinct SYNs, each run once: conntrack created). IPv4 and IPv6 rounds
  * are interleaved so that their ratio comes from one run on the same
  * machine; the median of the rounds. Conntrack is emptied between rounds.
- * Issue 13's goal: IPv6 <= 1.1x IPv4.
+ * Issue 13's goal: IPv6 <= 1.1x IPv4. With a baseline object (another
+ * build's bpfproxy.o, on the same maps) its pod program runs the same
+ * packets in the same rounds, interleaved: before and after from one run.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/native/index.js';
 import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
-import { loadDatapath, type Datapath } from '../src/dataplane/bpf/loader.js';
+import { loadDatapath, rodataFor, type Datapath } from '../src/dataplane/bpf/loader.js';
+import type { NativeBpfObject } from '../src/native/index.js';
 import { BpfReconciler } from '../src/dataplane/bpf/reconciler.js';
 import { ensureBpffs } from '../src/dataplane/bpf/bpffs.js';
 import type { Frontend } from '../src/model/types.js';
@@ -31,6 +34,8 @@ export interface Ipv6BenchOptions {
   /** distinct flows per new-flow round; copies per established round */
   flows: number;
   rounds: number;
+  /** another build's bpfproxy.o, measured beside this one (figures in `baseline`) */
+  baselineObject?: string;
 }
 export const IPV6_FULL: Ipv6BenchOptions = { flows: 5000, rounds: 9 };
 export const IPV6_SMOKE: Ipv6BenchOptions = { flows: 500, rounds: 3 };
@@ -48,6 +53,8 @@ export interface Ipv6BenchResults {
   kernel: string;
   options: Ipv6BenchOptions;
   figures: Ipv6Figure[];
+  /** the baseline object's figures, from the same rounds */
+  baseline?: { object: string; figures: Ipv6Figure[] };
   targets: Array<{ target: string; value: string; goal: string; met: boolean }>;
   /** connections/s and TCP throughput in the lab (bench/ipv6-traffic.ts); absent with --no-traffic */
   traffic?: Ipv6TrafficResults;
@@ -82,6 +89,7 @@ export async function runIpv6Bench(o: Ipv6BenchOptions, say: (s: string) => void
   const pinDir = `/sys/fs/bpf/bpxb-v6-${uniqueTag()}`;
   addNetns(ns);
   let dp: Datapath | undefined;
+  let base: NativeBpfObject | undefined;
   try {
     sysctl(ns, 'net.ipv6.conf.all.accept_dad', '0');
     sysctl(ns, 'net.ipv6.conf.default.accept_dad', '0');
@@ -109,7 +117,13 @@ export async function runIpv6Bench(o: Ipv6BenchOptions, say: (s: string) => void
     const rec = new BpfReconciler(dp.maps);
     rec.syncService('bench/web4', [clusterIp('10.96.0.10', '10.244.1.11')]);
     rec.syncService('bench/web6', [clusterIp('fd00:10:96::10', 'fd00:10:244:1::11')]);
-    const fd = dp.programs.fromPod.fd;
+    if (o.baselineObject) {
+      const maxEntries: Record<string, number> = {};
+      for (const m of Object.values(dp.maps) as Array<{ name: string; maxEntries: number }>) maxEntries[m.name] = m.maxEntries;
+      base = await native().loadObject(o.baselineObject, { pinRoot: pinDir, rodata: rodataFor(DEFAULT_DATAPATH), maxEntries });
+    }
+    const baseFd = base?.programs().find((p) => p.name === 'bpfproxy_pod')?.fd;
+    if (o.baselineObject && baseFd === undefined) throw new Error(`ipv6 bench: ${o.baselineObject} has no program bpfproxy_pod`);
     const ctx = Buffer.alloc(192);
     ctx.writeUInt32LE(d0, 36);
     ctx.writeUInt32LE(d0, 40);
@@ -123,25 +137,51 @@ export async function runIpv6Bench(o: Ipv6BenchOptions, say: (s: string) => void
       maps.ct.deleteMany(maps.ct.entries().map(([k]) => k));
       maps.ct6.deleteMany(maps.ct6.entries().map(([k]) => k));
     };
-    const run = (frames: Buffer[]): number => {
+    const run = (fd: number, frames: Buffer[]): number => {
       const r = native().progTestRunEach(fd, frames, { ctx });
       const redirected = r.retvals.filter((x) => x === TC_ACT_REDIRECT).length;
       if (redirected !== frames.length)
         throw new Error(`ipv6 bench: ${frames.length - redirected} of ${frames.length} packets were not redirected to the endpoint`);
       return r.totalNs / frames.length;
     };
-    const ns_ = { est4: [] as number[], est6: [] as number[], new4: [] as number[], new6: [] as number[] };
+    const samples = () => ({ est4: [] as number[], est6: [] as number[], new4: [] as number[], new6: [] as number[] });
+    const ns_ = samples();
+    const baseNs = samples();
+    const oneRound = (fd: number, into: ReturnType<typeof samples>, round: number) => {
+      emptyCt();
+      const ports = Array.from({ length: o.flows }, (_, i) => 1024 + ((round * 7919 + i) % 60_000));
+      into.new4.push(
+        run(
+          fd,
+          ports.map((p) => v4(p, TCP.SYN)),
+        ),
+      );
+      into.new6.push(
+        run(
+          fd,
+          ports.map((p) => v6(p, TCP.SYN)),
+        ),
+      );
+      const est4 = v4(ports[0]!, TCP.ACK);
+      const est6 = v6(ports[0]!, TCP.ACK);
+      into.est4.push(
+        run(
+          fd,
+          Array.from({ length: o.flows }, () => est4),
+        ),
+      );
+      into.est6.push(
+        run(
+          fd,
+          Array.from({ length: o.flows }, () => est6),
+        ),
+      );
+    };
     const back = native().enterNetns(nsPath(ns));
     try {
       for (let round = 0; round < o.rounds; round++) {
-        emptyCt();
-        const ports = Array.from({ length: o.flows }, (_, i) => 1024 + ((round * 7919 + i) % 60_000));
-        ns_.new4.push(run(ports.map((p) => v4(p, TCP.SYN))));
-        ns_.new6.push(run(ports.map((p) => v6(p, TCP.SYN))));
-        const est4 = v4(ports[0]!, TCP.ACK);
-        const est6 = v6(ports[0]!, TCP.ACK);
-        ns_.est4.push(run(Array.from({ length: o.flows }, () => est4)));
-        ns_.est6.push(run(Array.from({ length: o.flows }, () => est6)));
+        if (baseFd !== undefined) oneRound(baseFd, baseNs, round);
+        oneRound(dp.programs.fromPod.fd, ns_, round);
         say(`round ${round + 1}/${o.rounds}`);
       }
     } finally {
@@ -158,6 +198,14 @@ export async function runIpv6Bench(o: Ipv6BenchOptions, say: (s: string) => void
       kernel: release(),
       options: o,
       figures,
+      ...(o.baselineObject
+        ? {
+            baseline: {
+              object: o.baselineObject,
+              figures: [fig('established', baseNs.est4, baseNs.est6), fig('new', baseNs.new4, baseNs.new6)],
+            },
+          }
+        : {}),
       targets: figures.map((f) => ({
         target: `IPv6 / IPv4 ns per packet, ${f.flow === 'new' ? "a flow's first packet" : 'an established flow'} (pod to ClusterIP, BPF_PROG_RUN)`,
         value: `${f.ratio}x (${f.ipv6Ns} vs ${f.ipv4Ns} ns)`,
@@ -166,6 +214,7 @@ export async function runIpv6Bench(o: Ipv6BenchOptions, say: (s: string) => void
       })),
     };
   } finally {
+    base?.close();
     dp?.close();
     rmSync(pinDir, { recursive: true, force: true });
     delNetns(ns);
@@ -183,6 +232,16 @@ export function renderIpv6(r: Ipv6BenchResults): string {
     '| flow | IPv4 ns | IPv6 ns | IPv6 / IPv4 |',
     '| --- | ---: | ---: | ---: |',
     ...r.figures.map((f) => `| ${f.flow} | ${f.ipv4Ns} | ${f.ipv6Ns} | ${f.ratio}x |`),
+    ...(r.baseline
+      ? [
+          '',
+          `Baseline \`${r.baseline.object}\`, the same rounds:`,
+          '',
+          '| flow | IPv4 ns | IPv6 ns | IPv6 / IPv4 |',
+          '| --- | ---: | ---: | ---: |',
+          ...r.baseline.figures.map((f) => `| ${f.flow} | ${f.ipv4Ns} | ${f.ipv6Ns} | ${f.ratio}x |`),
+        ]
+      : []),
     '',
     ...r.targets.map((t) => `- ${t.met ? 'met' : '**missed**'}: ${t.target}: ${t.value} (goal ${t.goal})`),
     '',

@@ -18,8 +18,9 @@ static __noinline int bpfproxy_pod4(struct __sk_buff *skb)
  * policy6_pod()), then services, which apply network policy as they go.
  * policy6_pod() returns before service6_datapath() is called: their
  * frames are never on the stack together (nor is anything else added to
- * this frame: the service chain below is within bytes of the limit). */
-static __noinline int bpfproxy_pod6(struct __sk_buff *skb)
+ * this frame: the service chain below is within bytes of the limit).
+ * Inline into bpfproxy_pod: it has no frame, and a call per packet costs. */
+static __always_inline int bpfproxy_pod6(struct __sk_buff *skb)
 {
 	if (policy6_pod(skb, skb->ingress_ifindex) != TC_ACT_OK)
 		return TC_ACT_SHOT;

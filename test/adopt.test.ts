@@ -5,7 +5,7 @@
  * in a namespace (written with conntrack -I, as kube-proxy's NAT would have
  * left them) are read through ctnetlink, adopted, left untouched in the
  * kernel, and their next packets through our programs keep the kernel's
- * backend and SNAT.
+ * backend and SNAT; the same for an IPv6 flow from the kernel's IPv6 table.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -27,6 +27,8 @@ import { inNetns, tmpDatapath } from './helpers/env.js';
 import { be, fe } from './helpers/fixtures.js';
 import { captureLogger } from './helpers/log.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
+import { CLIENT6, NODE6 as PROGRUN_NODE6, progrun6Node } from './helpers/progrun6.js';
+import { frame6 } from '../testkit/packet6.js';
 
 const S = 1_000_000_000n;
 const NOW = 1_000_000n * S;
@@ -252,6 +254,54 @@ const tuples = (listing: string): string[] =>
     .map((l) => (l.match(/(src|dst|sport|dport)=\S+/g) ?? []).join(' '))
     .sort();
 
+t.test('IPv6: the frontends of the IPv6 maps, NodePort through the :: wildcard on a node IPv6 address', async (t) => {
+  const NODE6 = '2001:db8:1::11';
+  const CLIENT6 = '2001:db8:1::100';
+  const fes6 = frontendIndex(
+    {
+      fe: { entries: () => [[{ addr: '::', port: 30053, proto: IPPROTO_UDP }, feVal(3, FeFlags.EXTERNAL | FeFlags.NODEPORT)]] },
+      nodeIps: { entries: () => [[{ addr: NODE6 }, { v: 1 }]] },
+    },
+    '::',
+  );
+  t.notOk(fes6.lookup('2001:db8:1::99', 30053, IPPROTO_UDP), "not on an address that is not the node's");
+  const plan = planAdoption(
+    [
+      entry({
+        proto: IPPROTO_UDP,
+        src: CLIENT6,
+        dst: NODE6,
+        sport: 5000,
+        dport: 30053,
+        rsrc: 'fd00:10:244:2::13',
+        rdst: NODE6,
+        rsport: 5353,
+        rdport: 61000,
+        tcpState: 0,
+        timeout: 110,
+      }),
+      entry({ src: 'fd00:10:244:1::9', dst: 'fd00:10:96::10', rsrc: 'fd00:10:244:1::12', rdst: 'fd00:10:244:1::9' }), // no IPv6 frontend
+    ],
+    fes6,
+    NOW,
+    DEFAULT_CONFIG.conntrack,
+  );
+  t.same(plan.skipped.notService, 1, 'an address of no IPv6 frontend is left to the kernel');
+  t.same(
+    plan.pairs.map(({ reply, fwd }) => [reply[0], fwd[1].natSaddr, fwd[1].natDaddr, fwd[1].flags]),
+    [
+      [
+        { saddr: 'fd00:10:244:2::13', daddr: NODE6, sport: 5353, dport: 61000, proto: IPPROTO_UDP },
+        NODE6,
+        'fd00:10:244:2::13',
+        CtFlags.ADOPTED | CtFlags.SNAT | CtFlags.EXTERNAL,
+      ],
+    ],
+    "the NodePort flow adopted with the kernel's backend and masquerade",
+  );
+  t.throws(() => native().kernelConntrack({ family: 5 as 6 }), TypeError, 'a family other than 4 or 6 is refused');
+});
+
 t.test('for real: kernel entries read, adopted, left in place, and carried on by our programs', async (t) => {
   const node = await progrunNode(t);
   const { ns, dp, rec } = node;
@@ -422,4 +472,83 @@ t.test('for real: kernel entries read, adopted, left in place, and carried on by
     'the UDP answer is translated back',
   );
   t.ok(ureply.out.l4CsumOk && ureply.out.ipCsumOk, 'checksums valid');
+});
+
+t.test("for real, IPv6: a masqueraded NodePort flow from the kernel's IPv6 table, carried on by the IPv6 programs", async (t) => {
+  const node = await progrun6Node(t);
+  const { ns, dp, rec } = node;
+  const NODE6 = PROGRUN_NODE6;
+  const REMOTE6 = 'fd00:10:244:2::13'; // a backend on the other node: behind the narrow route of progrun6Node
+  const OTHER6 = 'fd00:10:244:2::14';
+  t.same(rec.syncService('test/dns6', [fe('NodePort', '::', 30053, 'UDP', [be(REMOTE6, 5353), be(OTHER6, 5353)])]).problems, []);
+  rec.setNodeAddresses([NODE6]);
+  // What kube-proxy's ip6tables DNAT and masquerade left in the kernel's IPv6 conntrack.
+  inNs(ns, 'conntrack', [
+    '-I',
+    '-p',
+    'udp',
+    '-s',
+    CLIENT6,
+    '-d',
+    NODE6,
+    '--sport',
+    '5000',
+    '--dport',
+    '30053',
+    '-t',
+    '120',
+    '-r',
+    REMOTE6,
+    '-q',
+    NODE6,
+    '--reply-port-src',
+    '5353',
+    '--reply-port-dst',
+    '61000',
+    '-u',
+    'SEEN_REPLY,ASSURED',
+  ]);
+  const kernelBefore = tuples(inNs(ns, 'conntrack', ['-L', '-f', 'ipv6']));
+  const { log, lines } = captureLogger();
+  const r = inNetns(ns, () => adoptKernelConntrack(dp.maps, DEFAULT_CONFIG.conntrack, log, 'test'));
+  t.match(r, { seen: 1, adopted: 1, ipv6: { seen: 1, adopted: 1 } }, 'the IPv6 flow adopted, counted as IPv6');
+  t.same(
+    dp.maps.ct6
+      .entries()
+      .map(([k, v]) => [k.saddr, k.sport, v.dir, v.flags])
+      .sort(),
+    [
+      [REMOTE6, 5353, CtDir.REPLY, CtFlags.ADOPTED | CtFlags.SNAT | CtFlags.EXTERNAL],
+      [CLIENT6, 5000, CtDir.FWD, CtFlags.ADOPTED | CtFlags.SNAT | CtFlags.EXTERNAL],
+    ].sort(),
+    'both entries in bpfproxy_ct6',
+  );
+  t.equal(dp.maps.ct.count(), 0, 'nothing in the IPv4 conntrack');
+  t.same(tuples(inNs(ns, 'conntrack', ['-L', '-f', 'ipv6'])), kernelBefore, "the kernel's conntrack is read, never changed");
+  t.same(
+    lines.filter((l) => l.level === 'warn' || l.level === 'error'),
+    [],
+    'nothing to warn about',
+  );
+  for (let i = 0; i < 6; i++) {
+    const u = node.runRaw(
+      'fromData',
+      frame6({ src: CLIENT6, dst: NODE6 }, { proto: 'udp', sport: 5000, dport: 30053, payload: Buffer.from(`q${i}`) }),
+    );
+    t.equal(
+      `${u.out.dst}:${u.out.dport} from ${u.out.src}:${u.out.sport}`,
+      `${REMOTE6}:5353 from ${NODE6}:61000`,
+      `UDP datagram ${i}: the kernel's backend and masquerade`,
+    );
+  }
+  const back = node.runRaw(
+    'fromData',
+    frame6({ src: REMOTE6, dst: NODE6 }, { proto: 'udp', sport: 5353, dport: 61000, payload: Buffer.from('a') }),
+  );
+  t.equal(
+    `${back.out.src}:${back.out.sport} -> ${back.out.dst}:${back.out.dport}`,
+    `${NODE6}:30053 -> ${CLIENT6}:5000`,
+    'the answer translated back',
+  );
+  t.ok(back.out.l4CsumOk, 'checksum valid');
 });

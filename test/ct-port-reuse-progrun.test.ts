@@ -21,7 +21,7 @@ import { runXdp } from './helpers/xdp.js';
 import { inNetns } from './helpers/env.js';
 import { ip } from '../testkit/netns.js';
 import { frame6 } from '../testkit/packet6.js';
-import { POD6, progrun6Node } from './helpers/progrun6.js';
+import { NODE6, POD6, progrun6Node } from './helpers/progrun6.js';
 
 const VIP = '10.96.0.10';
 const HOST_VIP = '10.96.0.1';
@@ -240,4 +240,96 @@ t.test('UDP port reuse, IPv6: the same', async (t) => {
   const ans = frame6({ src: WEB6, dst: POD6 }, { proto: 'udp', sport: 5353, dport: 42000 });
   const r = n.runRaw('fromPod', ans);
   t.same([r.verdict, r.raw], ['pass', ans], "the backend's answer reaches the pod from the backend's address");
+});
+
+/**
+ * The TCP cases above in IPv6 (bpf/lib/service6.h ct6_closed_forget()): a
+ * SYN-ACK on a closed translated reply entry removes both entries and
+ * passes untouched (ct-stale-reply), on the pod and the host-reply hooks;
+ * a flow reopened through the service and a half-closed flow are still
+ * translated. Before, the IPv6 path translated such a SYN-ACK to the
+ * service address.
+ */
+t.test('TCP port reuse after a closed TC-path flow, IPv6', async (t) => {
+  const n = await progrun6Node(t);
+  const VIP6 = 'fd00:10:96::10';
+  const HOST_VIP6 = 'fd00:10:96::1';
+  const WEB6 = 'fd00:10:244:1::11';
+  t.same(n.rec.syncService('test/web', [fe('ClusterIP', VIP6, 80, 'TCP', [be(WEB6, 8080)])]).problems, []);
+  t.same(n.rec.syncService('default/kubernetes', [fe('ClusterIP', HOST_VIP6, 443, 'TCP', [be(NODE6, 6443)])]).problems, []);
+  n.rec.setNodeAddresses([NODE6]);
+  const stale = () => reasonCount(n.dp, 'ct-stale-reply');
+  const run = (role: 'fromPod' | 'hostReply', src: string, dst: string, sport: number, dport: number, flags: number = TCP.SYN) =>
+    n.runRaw(role, frame6({ src, dst }, { proto: 'tcp', sport, dport, flags }));
+  const key6 = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.TCP });
+  const open6 = (sport: number) => {
+    const syn = run('fromPod', POD6, VIP6, sport, 80);
+    t.same([syn.verdict, syn.out.dst, syn.out.dport], ['redirect', WEB6, 8080], `port ${sport}: the SYN to the VIP is DNATed`);
+    const sa = run('fromPod', WEB6, POD6, 8080, sport, TCP.SYN | TCP.ACK);
+    t.same([sa.verdict, sa.out.src, sa.out.sport], ['redirect', VIP6, 80], `port ${sport}: its SYN-ACK comes back from the VIP`);
+    run('fromPod', POD6, VIP6, sport, 80, TCP.ACK);
+  };
+
+  t.test('reset, then a direct connection from the same port: its SYN-ACK passes untranslated', async (t) => {
+    open6(43001);
+    run('fromPod', POD6, VIP6, 43001, 80, TCP.RST);
+    t.ok(n.dp.maps.ct6.get(key6(WEB6, POD6, 8080, 43001)), 'the reset flow is still tracked (RST timeout)');
+    const before = stale();
+    const syn = frame6({ src: POD6, dst: WEB6 }, { proto: 'tcp', sport: 43001, dport: 8080 });
+    t.same(n.runRaw('fromPod', syn).raw, syn, 'the direct SYN is untouched');
+    const synack = frame6({ src: WEB6, dst: POD6 }, { proto: 'tcp', sport: 8080, dport: 43001, flags: TCP.SYN | TCP.ACK });
+    const r = n.runRaw('fromPod', synack);
+    t.same([r.verdict, r.raw], ['pass', synack], "the backend's SYN-ACK goes on byte for byte: from the backend, not the VIP");
+    t.equal(stale() - before, 1, 'counted as ct-stale-reply');
+    t.notOk(n.dp.maps.ct6.get(key6(WEB6, POD6, 8080, 43001)), 'old reply entry removed');
+    t.notOk(n.dp.maps.ct6.get(key6(POD6, VIP6, 43001, 80)), 'old forward entry removed');
+    const data = frame6({ src: WEB6, dst: POD6 }, { proto: 'tcp', sport: 8080, dport: 43001, flags: TCP.ACK | TCP.PSH });
+    t.same(n.runRaw('fromPod', data).raw, data, "the backend's data is untouched");
+  });
+
+  t.test('both FINs seen, then a direct connection: the same', async (t) => {
+    open6(43002);
+    run('fromPod', POD6, VIP6, 43002, 80, TCP.FIN | TCP.ACK);
+    run('fromPod', WEB6, POD6, 8080, 43002, TCP.FIN | TCP.ACK);
+    run('fromPod', POD6, VIP6, 43002, 80, TCP.ACK);
+    const before = stale();
+    const synack = frame6({ src: WEB6, dst: POD6 }, { proto: 'tcp', sport: 8080, dport: 43002, flags: TCP.SYN | TCP.ACK });
+    t.same(n.runRaw('fromPod', synack).raw, synack, 'SYN-ACK untouched');
+    t.equal(stale() - before, 1, 'counted');
+    t.notOk(n.dp.maps.ct6.get(key6(WEB6, POD6, 8080, 43002)), 'entries removed');
+  });
+
+  t.test('reset, then the same port reopened through the service: still translated', async (t) => {
+    open6(43003);
+    run('fromPod', POD6, VIP6, 43003, 80, TCP.RST);
+    const before = stale();
+    open6(43003);
+    t.equal(stale(), before, 'nothing judged stale');
+    const d = run('fromPod', WEB6, POD6, 8080, 43003, TCP.ACK | TCP.PSH);
+    t.same([d.verdict, d.out.src, d.out.sport], ['redirect', VIP6, 80], 'data of the reopened flow is translated');
+  });
+
+  t.test('only the client FIN seen (half-closed): a SYN-ACK is still translated', async (t) => {
+    open6(43004);
+    run('fromPod', POD6, VIP6, 43004, 80, TCP.FIN | TCP.ACK);
+    const before = stale();
+    const sa = run('fromPod', WEB6, POD6, 8080, 43004, TCP.SYN | TCP.ACK);
+    t.same([sa.verdict, sa.out.src], ['redirect', VIP6], 'a retransmitted SYN-ACK of a live flow keeps the VIP');
+    t.equal(stale(), before, 'not judged stale');
+  });
+
+  t.test('a host-network backend: the egress program does the same', async (t) => {
+    const sport = 43010;
+    const syn = run('fromPod', POD6, HOST_VIP6, sport, 443);
+    t.same([syn.out.dst, syn.out.dport], [NODE6, 6443], 'DNATed to the node');
+    const sa = run('hostReply', NODE6, POD6, 6443, sport, TCP.SYN | TCP.ACK);
+    t.same([sa.verdict, sa.out.src, sa.out.sport], ['pass', HOST_VIP6, 443], "the node's SYN-ACK of the TC flow is translated");
+    run('fromPod', POD6, HOST_VIP6, sport, 443, TCP.RST);
+    const before = stale();
+    const again = frame6({ src: NODE6, dst: POD6 }, { proto: 'tcp', sport: 6443, dport: sport, flags: TCP.SYN | TCP.ACK });
+    const r = n.runRaw('hostReply', again);
+    t.same([r.verdict, r.raw], ['pass', again], "the node's SYN-ACK to a direct connection is untouched");
+    t.equal(stale() - before, 1, 'counted');
+    t.notOk(n.dp.maps.ct6.get(key6(NODE6, POD6, 6443, sport)), 'entries removed');
+  });
 });

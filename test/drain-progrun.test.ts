@@ -14,6 +14,8 @@ import { be, fe } from './helpers/fixtures.js';
 import { CLIENT, NODE_IP, POD, progrunNode } from './helpers/progrun-node.js';
 import { reasonCount } from './helpers/progrun.js';
 import { isDraining, setDraining, setMode } from '../src/dataplane/bpf/drain.js';
+import { frame6 } from '../testkit/packet6.js';
+import { POD6, progrun6Node } from './helpers/progrun6.js';
 
 const VIP = '10.96.0.10';
 const DNS = '10.96.0.53';
@@ -156,4 +158,41 @@ t.test('drain mode through BPF_PROG_RUN', async (t) => {
     const e = node.run('fromPod', { src: POD, dst: EMPTY }, { proto: 'tcp', sport: 40004, dport: 80 });
     t.equal(e.verdict, 'redirect', 'a service without endpoints is rejected again (RST sent back)');
   });
+});
+
+/**
+ * Drain mode on the IPv6 path (bpf/lib/service6.h): as above, a SYN that
+ * reopens a closed flow of ours is kube-proxy's and removes both entries,
+ * so the kernel's backend's SYN-ACK is not rewritten by the old reply
+ * entry; an established IPv6 flow keeps being served. Before, the IPv6
+ * path left the entries to age out and translated that SYN-ACK.
+ */
+t.test('drain mode, IPv6: a reopening SYN removes the closed flow', async (t) => {
+  const n = await progrun6Node(t);
+  const VIP6 = 'fd00:10:96::10';
+  const WEB6 = 'fd00:10:244:1::11';
+  t.same(n.rec.syncService('test/web', [fe('ClusterIP', VIP6, 80, 'TCP', [be(WEB6, 8080)])]).problems, []);
+  const run = (src: string, dst: string, sport: number, dport: number, flags: number = TCP.SYN) =>
+    n.runRaw('fromPod', frame6({ src, dst }, { proto: 'tcp', sport, dport, flags }));
+  const key6 = (saddr: string, daddr: string, sport: number, dport: number) => ({ saddr, daddr, sport, dport, proto: PROTO.TCP });
+  for (const sport of [44000, 44001]) {
+    t.equal(run(POD6, VIP6, sport, 80).verdict, 'redirect', `port ${sport}: serving, the SYN is DNATed`);
+    run(WEB6, POD6, 8080, sport, TCP.SYN | TCP.ACK);
+    run(POD6, VIP6, sport, 80, TCP.ACK);
+  }
+  setDraining(n.dp.maps, true);
+  run(POD6, VIP6, 44000, 80, TCP.RST);
+  t.ok(n.dp.maps.ct6.get(key6(POD6, VIP6, 44000, 80)), 'the reset flow is still tracked');
+  const before = reasonCount(n.dp, 'drain-new');
+  const syn = frame6({ src: POD6, dst: VIP6 }, { proto: 'tcp', sport: 44000, dport: 80 });
+  const r = n.runRaw('fromPod', syn);
+  t.same([r.verdict, r.raw], ['pass', syn], 'the reopening SYN goes to the stack untouched');
+  t.equal(reasonCount(n.dp, 'drain-new') - before, 1, 'counted as drain-new');
+  t.notOk(n.dp.maps.ct6.get(key6(POD6, VIP6, 44000, 80)), 'forward entry removed');
+  t.notOk(n.dp.maps.ct6.get(key6(WEB6, POD6, 8080, 44000)), 'reply entry removed');
+  const reply = frame6({ src: WEB6, dst: POD6 }, { proto: 'tcp', sport: 8080, dport: 44000, flags: TCP.SYN | TCP.ACK });
+  t.same(n.runRaw('fromPod', reply).raw, reply, "kube-proxy's backend's SYN-ACK is left to the kernel's reverse NAT, untouched");
+  const d = run(POD6, VIP6, 44001, 80, TCP.ACK | TCP.PSH);
+  t.same([d.verdict, d.out.dst], ['redirect', WEB6], 'the open flow is still served');
+  t.ok(n.dp.maps.ct6.get(key6(POD6, VIP6, 44001, 80)), 'and still tracked');
 });

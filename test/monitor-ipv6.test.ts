@@ -104,6 +104,58 @@ t.test('decoding: an ICMPv6 reject is told as the packet it answers', async (t) 
   t.match(decodeEvent(b), { type: 'drop', answered: true, tuple: { proto: 'UDP', src: POD6, sport: 5353, dst: SVC6, dport: 53 } });
 });
 
+/** A drop event as the IPv6 programs send it for this frame: family 6, the addresses, the next header after the fixed header as proto, ports only when L4 follows it. */
+function v6Drop(frame: Buffer, reason: number): Buffer {
+  const b = Buffer.alloc(monitorEvent.size);
+  b[off('type')] = MonType.DROP;
+  b[off('code')] = reason;
+  b[off('flags')] = 1;
+  b[off('family')] = 6;
+  b[off('tuple') + koff('proto')] = frame[14 + 6]!;
+  frame.copy(b, off('saddr6'), 14 + 8, 14 + 40);
+  const n = Math.min(frame.length, 128);
+  frame.copy(b, off('data'), 0, n);
+  b.writeUInt16LE(n, off('capLen'));
+  return b;
+}
+
+t.test('decoding: an IPv6 drop behind extension headers shows the ports after them', async (t) => {
+  const ip = { src: POD6, dst: SVC6 };
+  const tcp = { proto: 'tcp', sport: 40100, dport: 80 } as const;
+  const cases: Array<[string, Buffer, object]> = [
+    ['hop-by-hop, then TCP', frame6({ ...ip, ext: [{ type: 'hop' }] }, tcp), { proto: 'TCP', sport: 40100, dport: 80 }],
+    [
+      'destination options and routing, then UDP',
+      frame6({ ...ip, ext: [{ type: 'dst' }, { type: 'routing', body: Buffer.alloc(14) }] }, { proto: 'udp', sport: 5000, dport: 53 }),
+      { proto: 'UDP', sport: 5000, dport: 53 },
+    ],
+    [
+      'a first fragment, then TCP',
+      frame6({ ...ip, ext: [{ type: 'frag', offset: 0, more: true }] }, tcp),
+      { proto: 'TCP', sport: 40100, dport: 80 },
+    ],
+    [
+      'a later fragment: the protocol, no ports',
+      frame6({ ...ip, ext: [{ type: 'frag', offset: 100, more: false }] }, tcp),
+      { proto: 'TCP', sport: 0, dport: 0 },
+    ],
+    [
+      'ports past the capture (128 bytes): the protocol, no ports',
+      frame6({ ...ip, ext: [{ type: 'hop', body: Buffer.alloc(120) }] }, tcp),
+      { proto: 'TCP', sport: 0, dport: 0 },
+    ],
+    [
+      'a header past the capture: as the program sent it',
+      frame6({ ...ip, ext: [{ type: 'hop', body: Buffer.alloc(70) }, { type: 'dst' }] }, tcp),
+      { proto: '0', sport: 0, dport: 0 },
+    ],
+    ['no extension header: as before', frame6(ip, tcp), { proto: 'TCP', sport: 0, dport: 0 }],
+  ];
+  for (const [what, frame, want] of cases) {
+    t.match(decodeEvent(v6Drop(frame, 1)), { type: 'drop', reason: 'malformed', tuple: { src: POD6, dst: SVC6, ...want } }, what);
+  }
+});
+
 t.test('IPv6 programs: a new flow, a drop and closes, with their addresses', async (t) => {
   const node = await progrun6Node(t);
   t.same(
@@ -164,6 +216,17 @@ t.test('IPv6 programs: a new flow, a drop and closes, with their addresses', asy
     { reason: 'malformed', dropped: true, tuple: { proto: 'TCP', src: POD6, sport: 40002, dst: SVC6, dport: 80 } },
   );
   t.equal(reasonCount(node.dp, 'malformed'), 1, 'counted as before');
+
+  // a drop behind a hop-by-hop header: its ports all the same
+  const hop = frame6({ src: POD6, dst: SVC6, ext: [{ type: 'hop' }] }, { proto: 'tcp', sport: 40003, dport: 80 });
+  hop[14 + 40 + 8 + 12] = 0x30;
+  t.equal(node.runRaw('fromPod', hop).verdict, 'drop');
+  await until('the drop event behind the extension header', () => got.some((e) => e.type === 'drop' && e.tuple.sport === 40003));
+  t.match(
+    got.find((e) => e.type === 'drop' && e.tuple.sport === 40003),
+    { reason: 'malformed', dropped: true, tuple: { proto: 'TCP', src: POD6, sport: 40003, dst: SVC6, dport: 80 } },
+    'bpfproxy monitor shows the ports after the extension header',
+  );
 });
 
 t.test('--pod: a pod’s IPv6 address from bpfproxy_ipcache6', async (t) => {

@@ -111,7 +111,10 @@ _Static_assert(__builtin_offsetof(struct monitor_event, daddr6) ==
 /* The tuple of the frame, read again (a drop can come before or without a
  * parse), with its family; fields it cannot read stay zero. IPv6: the
  * addresses straight into the event's *6 fields, the ports when a TCP, UDP
- * or SCTP header follows the fixed header (no extension header). */
+ * or SCTP header follows the fixed header (no extension header: behind them
+ * the agent reads the ports from the captured frame, src/dataplane/bpf/
+ * monitor.ts extTuple6(); a walk here costs every reason's call site in the
+ * verifier, past its limit for bpfproxy_data). */
 static __always_inline void monitor_read_tuple(struct __sk_buff *skb, struct monitor_event *e)
 {
 	struct ct_key *t = &e->tuple;

@@ -108,17 +108,69 @@ static __always_inline int ipv6_is_ext(__u8 nh)
 	       nh == IPPROTO_FRAGMENT_ || nh == IPPROTO_AH_;
 }
 
+/* parse_ipv6_direct(): not the common case, parse_ipv6_slow() takes it. */
+#define PARSE6_SLOW (-1)
+
+/* The common case, read in place as parse_ipv4() reads (no copy through
+ * bpf_skb_load_bytes()): TCP or UDP right after the fixed header, both
+ * headers in the skb's linear data. The same checks and results as
+ * parse_ipv6_slow(), which takes every other packet (extension headers,
+ * ICMPv6, SCTP, headers past the linear data). */
+static __always_inline int parse_ipv6_direct(struct __sk_buff *skb, struct pkt6 *p)
+{
+	void		*data = (void *)(long)skb->data;
+	void		*dend = (void *)(long)skb->data_end;
+	struct ipv6hdr_ *ip   = data + ETH_HLEN;
+	struct tcphdr	*th   = (void *)(ip + 1);
+	__u32		 plen, end, off = ETH_HLEN + IPV6_HLEN;
+
+	/* a UDP header is 8 bytes; short UDP datagrams go the slow way */
+	if ((void *)(th + 1) > dend)
+		return PARSE6_SLOW;
+	if ((ip->nexthdr != IPPROTO_TCP && ip->nexthdr != IPPROTO_UDP) || (ip->vtc >> 4) != 6)
+		return PARSE6_SLOW;
+	plen = bpf_ntohs(ip->payload_len);
+	if (plen == 0 && skb->gso_size)
+		plen = skb->len - ETH_HLEN - IPV6_HLEN;
+	if ((__u64)plen + IPV6_HLEN + ETH_HLEN > skb->len)
+		return PARSE_MALFORMED;
+	end		= ETH_HLEN + IPV6_HLEN + plen;
+	p->l3_len	= IPV6_HLEN + plen;
+	p->tuple.saddr	= ip->saddr;
+	p->tuple.daddr	= ip->daddr;
+	p->tuple.proto	= ip->nexthdr;
+	p->tuple.pad[0] = p->tuple.pad[1] = p->tuple.pad[2] = 0;
+	p->hop_limit					    = ip->hop_limit;
+	p->icmp_type					    = 0;
+	p->icmp_code					    = 0;
+	p->frag						    = FRAG6_NONE;
+	p->pad						    = 0;
+	p->l4_off					    = off;
+	p->tuple.sport					    = th->source;
+	p->tuple.dport					    = th->dest;
+	if (ip->nexthdr == IPPROTO_UDP) {
+		if (off + sizeof(struct udphdr) > end)
+			return PARSE_MALFORMED;
+		p->tcp_flags  = 0;
+		p->l4_hdr_len = sizeof(struct udphdr);
+		return PARSE_OK;
+	}
+	if (off + sizeof(*th) > end || th->doff < 5 || off + th->doff * 4 > end)
+		return PARSE_MALFORMED;
+	p->tcp_flags  = ((__u8 *)th)[13];
+	p->l4_hdr_len = th->doff * 4;
+	return PARSE_OK;
+}
+
 /* Parse Ethernet + IPv6 (+ extension headers) + TCP/UDP/ICMPv6/SCTP. Results as
  * parse_ipv4(): PARSE_NOT_IPV4 means "not IPv6" here. */
-static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
+static __always_inline enum parse_result parse_ipv6_slow(struct __sk_buff *skb, struct pkt6 *p)
 {
 	struct ipv6hdr_ ip;
 	__u32		off, end, plen;
 	__u8		nh;
 	int		i;
 
-	if (!eth_is_ipv6(skb))
-		return PARSE_NOT_IPV4;
 	if (bpf_skb_load_bytes(skb, IP6_OFF, &ip, sizeof(ip)))
 		return PARSE_MALFORMED;
 	if ((ip.vtc >> 4) != 6)
@@ -226,6 +278,16 @@ static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struc
 		return PARSE_NOT_L4;
 	}
 	return PARSE_OK;
+}
+
+static __always_inline enum parse_result parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	int r;
+
+	if (!eth_is_ipv6(skb))
+		return PARSE_NOT_IPV4;
+	r = parse_ipv6_direct(skb, p);
+	return r == PARSE6_SLOW ? parse_ipv6_slow(skb, p) : (enum parse_result)r;
 }
 
 #endif /* BPFPROXY_PARSE6_H */

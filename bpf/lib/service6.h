@@ -390,6 +390,48 @@ static __noinline int ct6_udp_reuse_forget(const struct pkt6 *p, __u64 now)
 	return 1;
 }
 
+/* ct6_closed_forget(): what a packet that hit a closed TCP flow's entry
+ * turned out to be (lib/service.h drain_reopens(), ct_reply_is_stale()). */
+#define CT6_LIVE    0 /* the flow's packet: served by its entry */
+#define CT6_REOPENS 1 /* draining, a SYN reopening a closed flow: kube-proxy's */
+#define CT6_STALE   2 /* a SYN-ACK on a closed translated reply entry */
+
+/* As drain_reopens() and ct_stale_forget() (lib/service.h), IPv6. Draining,
+ * a SYN that reopens a closed flow of ours (reset, or a FIN seen) is a new
+ * flow, kube-proxy's to take; a SYN-ACK on the reply entry of a closed
+ * translated flow (reset, or both FINs seen) answers a SYN this node never
+ * translated (the client reused its port to reach the backend directly:
+ * socket LB or pod to pod), and translating it to the service address
+ * would leave the client waiting. Either way both entries go and the
+ * caller treats the packet as of no known flow. In trace mode nothing is
+ * removed, but the answer is the same. A call of its own: its keys do not
+ * grow service6_packet()'s frame (the stack limit). */
+static __noinline int ct6_closed_forget(const struct pkt6 *p, const struct ct6_value *ct)
+{
+	const __u8     fins = CT_S_FIN_FWD | CT_S_FIN_REPLY;
+	__u8	       syn  = p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST);
+	struct ct6_key pk;
+	int	       why;
+
+	if (ct_has_states(p->tuple.proto) && ct->dir == CT_DIR_FWD &&
+	    (syn & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+	    (ct->state & (CT_S_RST | fins)) && mode_draining())
+		why = CT6_REOPENS;
+	else if (p->tuple.proto == IPPROTO_TCP && ct->dir == CT_DIR_REPLY &&
+		 !(ct->flags & (CT_F_PLAIN | CT_F_TUNNEL)) &&
+		 syn == (TCP_FLAG_SYN | TCP_FLAG_ACK) &&
+		 ((ct->state & CT_S_RST) || (ct->state & fins) == fins))
+		why = CT6_STALE;
+	else
+		return CT6_LIVE;
+	if (cfg_trace) /* lib/trace.h: no map writes */
+		return why;
+	if (ct6_own_peer(&p->tuple, ct, &pk))
+		bpf_map_delete_elem(&bpfproxy_ct6, &pk);
+	bpf_map_delete_elem(&bpfproxy_ct6, &p->tuple);
+	return why;
+}
+
 static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 {
 	struct pkt6	  p = {};
@@ -436,6 +478,15 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	}
 
 	ct = ct6_lookup(&p.tuple, now);
+	/* only a SYN or SYN-ACK can hit a closed flow's entry: no call for the rest */
+	if (ct && (p.tcp_flags & TCP_FLAG_SYN)) {
+		int closed = ct6_closed_forget(&p, ct);
+
+		if (closed == CT6_REOPENS)
+			ct = NULL; /* on to its frontend: drain-new */
+		if (closed != CT6_LIVE)
+			goto ct_miss; /* from here ct != NULL: a stale SYN-ACK */
+	}
 	if (ct) {
 		struct ct6_key to = {
 			.saddr = ct->nat_saddr,
@@ -444,40 +495,33 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 			.dport = ct->nat_dport,
 			.proto = p.tuple.proto,
 		};
+		/* no call while no policy isolates anything (pol6_ct()'s first test) */
+		enum reason r	= pol_active_gen() ? policy6_ct(&p.tuple, ct) : REASON_NONE;
+		__u8	    was = ct->state;
 
-		if (!(mode_draining() && ct_has_states(p.tuple.proto) && ct->dir == CT_DIR_FWD &&
-		      (p.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-		      (ct->state & (CT_S_RST | CT_S_FIN_FWD | CT_S_FIN_REPLY)))) {
-			enum reason r	= policy6_ct(&p.tuple, ct);
-			__u8	    was = ct->state;
-
-			trace6_ct_hit(ct);
-			if (r != REASON_NONE)
-				return drop(skb, r);
-			ct6_update(&p.tuple, ct, p.tcp_flags, now);
-			monitor_flow_close6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple,
-					    ct, was, now);
-			if (ct->flags & CT_F_PLAIN)
-				return TC_ACT_OK; /* tracked for policy: the stack forwards it */
-			if (fwd_tc_fresh(&ct->fwd, fib6_len(skb, &p), p.hop_limit, now))
-				return translate6_cached(skb, &p, &to, &ct->fwd);
-			return translate6_or_too_big(skb, &p, &to, &ct->fwd);
-		}
-		/* Draining and the client reopens a closed flow of ours:
-		 * kube-proxy's to take (the entries age out). */
-		count_reason(skb, REASON_DRAIN_NEW);
-		return TC_ACT_OK;
+		trace6_ct_hit(ct);
+		if (r != REASON_NONE)
+			return drop(skb, r);
+		ct6_update(&p.tuple, ct, p.tcp_flags, now);
+		monitor_flow_close6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, ct, was,
+				    now);
+		if (ct->flags & CT_F_PLAIN)
+			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
+		if (fwd_tc_fresh(&ct->fwd, fib6_len(skb, &p), p.hop_limit, now))
+			return translate6_cached(skb, &p, &to, &ct->fwd);
+		return translate6_or_too_big(skb, &p, &to, &ct->fwd);
 	}
+ct_miss:
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
 	fe = lb6_lookup(&p.tuple);
 	if (!fe) {
-		int stale, rc;
+		int stale = ct != NULL, rc; /* counted once it passes, as IPv4 does */
 
 		trace_step(TRACE_NO_FRONTEND, 0, 0, 0, 0, 0, 0, 0, 0);
-		stale = from_pod && ct6_udp_reuse_forget(&p, now);
-		rc    = from_pod ? policy6_plain(skb, &p, 1) : TC_ACT_OK;
+		if (!stale && from_pod)
+			stale = ct6_udp_reuse_forget(&p, now);
+		rc = from_pod ? policy6_plain(skb, &p, 1) : TC_ACT_OK;
 
-		/* counted once the packet passes, as IPv4 does */
 		if (stale && rc == TC_ACT_OK)
 			count_reason(skb, REASON_CT_STALE_REPLY);
 		return rc;
@@ -522,8 +566,10 @@ static __noinline int service6_icmp_path(struct __sk_buff *skb)
 	return rc == ICMP6_UNRELATED ? TC_ACT_OK : fib6_verdict(skb, rc);
 }
 
-/* The IPv6 ingress path of bpfproxy_pod and bpfproxy_data. */
-static __noinline int service6_datapath(struct __sk_buff *skb, int from_pod)
+/* The IPv6 ingress path of bpfproxy_pod and bpfproxy_data. Inline: it has
+ * no frame of its own, and a call (with its return) is a cost every packet
+ * pays. */
+static __always_inline int service6_datapath(struct __sk_buff *skb, int from_pod)
 {
 	int rc = service6_packet(skb, from_pod);
 
@@ -547,6 +593,11 @@ static __noinline int service6_host_reply(struct __sk_buff *skb)
 	ct  = ct6_lookup(&p.tuple, now);
 	if (!ct || ct->dir != CT_DIR_REPLY || !(ct->flags & CT_F_HOST_BE))
 		return TC_ACT_OK;
+	if ((p.tcp_flags & TCP_FLAG_SYN) && ct6_closed_forget(&p, ct) == CT6_STALE) {
+		/* a new connection of the client's, not this flow's */
+		count_reason(skb, REASON_CT_STALE_REPLY);
+		return TC_ACT_OK;
+	}
 	{
 		__u8 was = ct->state;
 

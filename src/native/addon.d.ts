@@ -398,10 +398,11 @@ export interface NativeRuntime {
   possibleCpus(): number;
   monotonicNs(): bigint;
   /**
-   * The kernel's IPv4 TCP and UDP conntrack entries (one ctnetlink dump, this thread's namespace; read only);
-   * with translatedOnly, only those whose destination the kernel translated (DNAT).
+   * The kernel's TCP and UDP conntrack entries of one family (one ctnetlink dump, this thread's namespace;
+   * read only): IPv4 by default, family 6 the IPv6 table (addresses as RFC 5952 text); with
+   * translatedOnly, only those whose destination the kernel translated (DNAT).
    */
-  kernelConntrack(opts?: { translatedOnly?: boolean }): KernelCtEntry[];
+  kernelConntrack(opts?: { translatedOnly?: boolean; family?: 4 | 6 }): KernelCtEntry[];
   /** flock(2) without blocking: true when done, false when another open file holds it. */
   flockNb(fd: number, op: 'exclusive' | 'shared' | 'unlock'): boolean;
 

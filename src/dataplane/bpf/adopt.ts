@@ -10,17 +10,63 @@
  * programs leave packets of TCP flows they do not know to the kernel), but
  * adopting it keeps the whole flow on one path.
  *
+ * IPv6 the same way, from the kernel's IPv6 table into bpfproxy_ct6 (kube-
+ * proxy's ip6tables or nftables rules NAT'd those flows).
+ *
  * Read only on the kernel's side: its conntrack is dumped (ctnetlink), never
  * changed or flushed.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import type { Logger } from '../../log.js';
 import { BpfError, native, type KernelCtEntry } from '../../native/index.js';
-import { CtDir, CtFlags, CtState, FeFlags, IPPROTO_TCP, IPPROTO_UDP, type CtKey, type CtValue, type FeValue } from './codecs.js';
+import {
+  CtDir,
+  CtFlags,
+  CtState,
+  FeFlags,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  type CtKey,
+  type CtValue,
+  type FeKey,
+  type FeValue,
+} from './codecs.js';
 import type { ConntrackTimeouts } from '../../config/config.js';
 import { ctPeerKey } from './conntrack-gc.js';
 import type { DatapathMaps } from './loader.js';
-import { BPF_NOEXIST } from './map.js';
+import { BPF_NOEXIST, type BpfMap } from './map.js';
+import { canonicalIpv6 } from '../../net/ip6.js';
+
+/** A conntrack map of either family (bpfproxy_ct, bpfproxy_ct6: the same shapes, addresses as text). */
+export type CtMap = Pick<BpfMap<CtKey, CtValue>, 'name' | 'maxEntries' | 'get' | 'set' | 'delete'>;
+
+/** The maps adoption reads and writes, both families. */
+export type AdoptMaps = Pick<DatapathMaps, 'ct' | 'fe' | 'nodeIps' | 'ct6' | 'fe6' | 'nodeIps6'>;
+
+/** One family's maps: its conntrack, frontends, node addresses, and the address NodePort frontends are keyed by. */
+interface FamilyMaps {
+  family: 4 | 6;
+  ct: CtMap;
+  fe: Pick<BpfMap<FeKey, FeValue>, 'entries'>;
+  nodeIps: Pick<BpfMap<{ addr: string }, { v: number }>, 'entries'>;
+  any: string;
+}
+
+const familyMaps = (m: AdoptMaps): FamilyMaps[] => [
+  { family: 4, ct: m.ct, fe: m.fe, nodeIps: m.nodeIps, any: '0.0.0.0' },
+  { family: 6, ct: m.ct6, fe: m.fe6, nodeIps: m.nodeIps6, any: '::' },
+];
+
+/**
+ * The kernel's translated entries of one family; IPv6 addresses in the
+ * text form our codecs write (RFC 5952), so they compare with our keys.
+ */
+function kernelEntries(family: 4 | 6): KernelCtEntry[] {
+  const entries = native().kernelConntrack({ translatedOnly: true, family });
+  if (family === 4) return entries;
+  const c = (a: string): string => canonicalIpv6(a) ?? a;
+  return entries.map((e) => ({ ...e, src: c(e.src), dst: c(e.dst), rsrc: c(e.rsrc), rdst: c(e.rdst) }));
+}
 
 /** The kernel's TCP_CONNTRACK_* states (include/uapi/linux/netfilter/nf_conntrack_tcp.h). */
 const TCP = { SYN_SENT: 1, SYN_RECV: 2, ESTABLISHED: 3, FIN_WAIT: 4, CLOSE_WAIT: 5, LAST_ACK: 6, SYN_SENT2: 9 } as const;
@@ -71,7 +117,11 @@ export interface FrontendIndex {
   isNodeAddress(addr: string): boolean;
 }
 
-export function frontendIndex(maps: Pick<DatapathMaps, 'fe' | 'nodeIps'>): FrontendIndex {
+/** any: the address NodePort frontends are keyed by ('::' in the IPv6 maps). */
+export function frontendIndex(
+  maps: { fe: Pick<BpfMap<FeKey, FeValue>, 'entries'>; nodeIps: Pick<BpfMap<{ addr: string }, { v: number }>, 'entries'> },
+  any = '0.0.0.0',
+): FrontendIndex {
   const fes = new Map(maps.fe.entries().map(([k, v]) => [`${k.addr}:${k.port}/${k.proto}`, v]));
   const nodeIps = new Set(maps.nodeIps.entries().map(([k]) => k.addr));
   return {
@@ -80,7 +130,7 @@ export function frontendIndex(maps: Pick<DatapathMaps, 'fe' | 'nodeIps'>): Front
       const exact = fes.get(`${addr}:${port}/${proto}`);
       if (exact) return exact;
       if (!nodeIps.has(addr)) return undefined;
-      const np = fes.get(`0.0.0.0:${port}/${proto}`);
+      const np = fes.get(`${any}:${port}/${proto}`);
       return np && np.flags & FeFlags.NODEPORT ? np : undefined;
     },
   };
@@ -98,7 +148,7 @@ export interface AdoptionPlan {
    * our entry was written: it is closed too (settleClosed).
    */
   closedInKernel: CtKey[];
-  /** kernel entries looked at (IPv4 TCP and UDP; adoptKernelConntrack reads only the translated ones) */
+  /** kernel entries looked at (TCP and UDP of one family; adoptKernelConntrack reads only the translated ones) */
   seen: number;
   /** why the others were left to the kernel */
   skipped: {
@@ -249,6 +299,8 @@ export interface AdoptionResult {
   /** adopted earlier, closed since through the kernel: closed in ours too */
   settled: number;
   ms: number;
+  /** the IPv6 share of the figures above (from the kernel's IPv6 table into bpfproxy_ct6) */
+  ipv6: { seen: number; adopted: number; present: number; full: number };
 }
 
 const EEXIST = 17;
@@ -269,7 +321,7 @@ export function kernelConntrackPresent(dir = '/proc/sys/net/netfilter'): boolean
  * meets it). Removed with its peer, so the adopted pair can be written.
  * Returns whether it was dead (and is gone).
  */
-function clearDead(maps: Pick<DatapathMaps, 'ct'>, key: CtKey, nowNs: bigint): boolean {
+function clearDead(maps: { ct: CtMap }, key: CtKey, nowNs: bigint): boolean {
   const v = maps.ct.get(key);
   if (!v) return true;
   if (v.expiresNs >= nowNs) return false;
@@ -285,7 +337,7 @@ function clearDead(maps: Pick<DatapathMaps, 'ct'>, key: CtKey, nowNs: bigint): b
 }
 
 /** Write one entry with BPF_NOEXIST; a dead entry in the way is replaced. 'present': a live one is there. */
-function put(maps: Pick<DatapathMaps, 'ct'>, [k, v]: [CtKey, CtValue], nowNs: bigint): 'written' | 'present' {
+function put(maps: { ct: CtMap }, [k, v]: [CtKey, CtValue], nowNs: bigint): 'written' | 'present' {
   for (let attempt = 0; ; attempt++) {
     try {
       maps.ct.set(k, v, BPF_NOEXIST);
@@ -297,8 +349,11 @@ function put(maps: Pick<DatapathMaps, 'ct'>, [k, v]: [CtKey, CtValue], nowNs: bi
   }
 }
 
-/** Write the pairs: an entry already there and alive is ours and stays (BPF_NOEXIST); a dead one is replaced. */
-export function writeAdoption(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan): Pick<AdoptionResult, 'adopted' | 'present' | 'full'> {
+/**
+ * Write the pairs into maps.ct (the plan's family's conntrack): an entry already there and alive is ours and
+ * stays (BPF_NOEXIST); a dead one is replaced.
+ */
+export function writeAdoption(maps: { ct: CtMap }, plan: AdoptionPlan): Pick<AdoptionResult, 'adopted' | 'present' | 'full'> {
   const out = { adopted: 0, present: 0, full: 0 };
   for (const [i, { reply, fwd }] of plan.pairs.entries()) {
     try {
@@ -332,7 +387,7 @@ const CLOSED = CtState.FIN_FWD | CtState.FIN_REPLY;
  * hold a rollback drain until our established timeout. Returns how many
  * connections were closed.
  */
-export function settleClosed(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan, ours: ConntrackTimeouts): number {
+export function settleClosed(maps: { ct: CtMap }, plan: AdoptionPlan, ours: ConntrackTimeouts): number {
   let n = 0;
   const expiresNs = plan.nowNs + BigInt(Math.round(ours.tcpFinsSeen * 1e6));
   for (const k of plan.closedInKernel) {
@@ -347,50 +402,80 @@ export function settleClosed(maps: Pick<DatapathMaps, 'ct'>, plan: AdoptionPlan,
   return n;
 }
 
-/**
- * One adoption pass: dump the kernel's conntrack, plan, write. Never
- * throws: a failure is logged and the takeover goes on (TCP flows then stay
- * with the kernel's NAT; UDP flows may change backend).
- */
-export function adoptKernelConntrack(
-  maps: Pick<DatapathMaps, 'ct' | 'fe' | 'nodeIps'>,
+/** One family's pass: dump, plan, write; logs what an operator must know. Throws when the dump fails. */
+function adoptFamily(
+  m: FamilyMaps,
   ours: ConntrackTimeouts,
   log: Logger,
   pass: string,
-): AdoptionResult | undefined {
+): Pick<AdoptionResult, 'seen' | 'adopted' | 'present' | 'full' | 'settled' | 'skipped'> {
+  const plan = planAdoption(kernelEntries(m.family), frontendIndex(m, m.any), native().monotonicNs(), ours, kernelTimeouts());
+  const w = writeAdoption(m, plan);
+  const settled = settleClosed(m, plan, ours);
+  if (w.full) {
+    log.warn(
+      { pass, family: `IPv${m.family}`, notAdopted: w.full, map: m.ct.name, max: m.ct.maxEntries },
+      `conntrack map ${m.ct.name} is full: ${w.full} IPv${m.family} flow(s) kube-proxy's rules carried were not adopted; ` +
+        'their TCP connections stay with the kernel, their UDP flows may change backend (raise bpfMapSizeConntrack)',
+    );
+  }
+  if (plan.skipped.hostBackend) {
+    log.info(
+      { pass, family: `IPv${m.family}`, flows: plan.skipped.hostBackend },
+      `${plan.skipped.hostBackend} IPv${m.family} flow(s) to host-network endpoints on this node stay with the kernel's NAT (not adopted)`,
+    );
+  }
+  return { seen: plan.seen, ...w, settled, skipped: plan.skipped };
+}
+
+const noSkips = (): AdoptionPlan['skipped'] => ({ notService: 0, closed: 0, idle: 0, hostBackend: 0, zoned: 0 });
+
+/**
+ * One adoption pass over both families: dump the kernel's conntrack, plan,
+ * write. Never throws: a failure is logged and the takeover goes on (TCP
+ * flows then stay with the kernel's NAT; UDP flows may change backend); an
+ * IPv6 failure leaves the IPv4 adoption standing, and the reverse. The
+ * result sums both families (ipv6: the IPv6 share); undefined when neither
+ * could be read.
+ */
+export function adoptKernelConntrack(maps: AdoptMaps, ours: ConntrackTimeouts, log: Logger, pass: string): AdoptionResult | undefined {
   const t0 = performance.now();
   if (!kernelConntrackPresent()) {
     log.debug({ pass }, 'no kernel conntrack in this network namespace: no kube-proxy flows to adopt');
     return undefined;
   }
-  try {
-    const entries = native().kernelConntrack({ translatedOnly: true });
-    const plan = planAdoption(entries, frontendIndex(maps), native().monotonicNs(), ours, kernelTimeouts());
-    const w = writeAdoption(maps, plan);
-    const settled = settleClosed(maps, plan, ours);
-    const r: AdoptionResult = { seen: plan.seen, ...w, settled, skipped: plan.skipped, ms: Math.round(performance.now() - t0) };
-    if (r.full) {
+  const r: AdoptionResult = {
+    seen: 0,
+    adopted: 0,
+    present: 0,
+    full: 0,
+    settled: 0,
+    skipped: noSkips(),
+    ms: 0,
+    ipv6: { seen: 0, adopted: 0, present: 0, full: 0 },
+  };
+  let read = 0;
+  for (const m of familyMaps(maps)) {
+    try {
+      const f = adoptFamily(m, ours, log, pass);
+      read++;
+      r.seen += f.seen;
+      r.adopted += f.adopted;
+      r.present += f.present;
+      r.full += f.full;
+      r.settled += f.settled;
+      for (const k of Object.keys(r.skipped) as Array<keyof AdoptionPlan['skipped']>) r.skipped[k] += f.skipped[k];
+      if (m.family === 6) r.ipv6 = { seen: f.seen, adopted: f.adopted, present: f.present, full: f.full };
+    } catch (e) {
       log.warn(
-        { pass, notAdopted: r.full, map: maps.ct.name, max: maps.ct.maxEntries },
-        `conntrack map ${maps.ct.name} is full: ${r.full} flow(s) kube-proxy's rules carried were not adopted; ` +
-          'their TCP connections stay with the kernel, their UDP flows may change backend (raise bpfMapSizeConntrack)',
+        { pass, family: `IPv${m.family}`, map: m.ct.name, err: e },
+        `could not adopt from the kernel's IPv${m.family} conntrack (${(e as Error).message}): IPv${m.family} flows kube-proxy's ` +
+          'rules carried are not adopted; their TCP connections keep working through the kernel, their UDP flows may change backend',
       );
     }
-    if (r.skipped.hostBackend) {
-      log.info(
-        { pass, flows: r.skipped.hostBackend },
-        `${r.skipped.hostBackend} flow(s) to host-network endpoints on this node stay with the kernel's NAT (not adopted)`,
-      );
-    }
-    return r;
-  } catch (e) {
-    log.warn(
-      { pass, err: e },
-      `could not read the kernel's conntrack (${(e as Error).message}): flows kube-proxy's rules carried are not adopted; ` +
-        'TCP connections keep working through the kernel, UDP flows may change backend',
-    );
-    return undefined;
   }
+  r.ms = Math.round(performance.now() - t0);
+  return read ? r : undefined;
 }
 
 /**
@@ -398,22 +483,24 @@ export function adoptKernelConntrack(
  * the kernel has seen end since the last adoption pass (settleClosed). Never
  * throws; a failure leaves such entries to their timeout.
  */
-export function settleAdopted(maps: Pick<DatapathMaps, 'ct' | 'fe' | 'nodeIps'>, ours: ConntrackTimeouts, log: Logger): number {
+export function settleAdopted(maps: AdoptMaps, ours: ConntrackTimeouts, log: Logger): number {
   if (!kernelConntrackPresent()) return 0;
-  try {
-    const plan = planAdoption(native().kernelConntrack({ translatedOnly: true }), frontendIndex(maps), native().monotonicNs(), ours);
-    const n = settleClosed(maps, plan, ours);
-    if (n)
-      log.info(
-        { connections: n },
-        `${n} adopted connection(s) ended through the kernel's NAT before adoption finished: closed in bpfproxy's conntrack too`,
+  let n = 0;
+  for (const m of familyMaps(maps)) {
+    try {
+      n += settleClosed(m, planAdoption(kernelEntries(m.family), frontendIndex(m, m.any), native().monotonicNs(), ours), ours);
+    } catch (e) {
+      log.warn(
+        { family: `IPv${m.family}`, err: e },
+        `could not read the kernel's IPv${m.family} conntrack before draining (${(e as Error).message}); ` +
+          'adopted connections count as open until they time out',
       );
-    return n;
-  } catch (e) {
-    log.warn(
-      { err: e },
-      `could not read the kernel's conntrack before draining (${(e as Error).message}); adopted connections count as open until they time out`,
-    );
-    return 0;
+    }
   }
+  if (n)
+    log.info(
+      { connections: n },
+      `${n} adopted connection(s) ended through the kernel's NAT before adoption finished: closed in bpfproxy's conntrack too`,
+    );
+  return n;
 }

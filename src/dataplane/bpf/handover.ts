@@ -78,11 +78,19 @@ export class Handover {
       this.rt.log.info(
         {
           adopted: n,
-          passes: passes.map((r) => ({ adopted: r.adopted, present: r.present, settled: r.settled, seen: r.seen, ms: r.ms })),
+          passes: passes.map((r) => ({
+            adopted: r.adopted,
+            ipv6Adopted: r.ipv6.adopted,
+            present: r.present,
+            settled: r.settled,
+            seen: r.seen,
+            ms: r.ms,
+          })),
           kernelEntries: passes[0]!.seen,
           skipped: passes[0]!.skipped,
         },
-        `adopted ${n} flow(s) that kube-proxy's rules carried (from the kernel's conntrack): they keep their backend`,
+        `adopted ${n} flow(s) that kube-proxy's rules carried (from the kernel's conntrack, ` +
+          `${passes.reduce((a, r) => a + r.ipv6.adopted, 0)} of them IPv6): they keep their backend`,
       );
     }
     if (cfg.cleanupKubeProxy) cleanupKubeProxy(this.rt.log);

@@ -163,6 +163,40 @@ function answeredTuple6(t: FlowTuple, frame: Buffer): FlowTuple {
   };
 }
 
+/** IPv6 extension headers (hop-by-hop, routing, fragment, AH, destination options) and how many are walked (lib/parse6.h). */
+const EXT6 = new Set([0, 43, 44, 51, 60]);
+const MAX_EXT6 = 8;
+
+/**
+ * An IPv6 drop's tuple when extension headers sit between the fixed header
+ * and TCP/UDP/SCTP: the programs read the ports of a drop only right after
+ * the fixed header (lib/monitor.h monitor_read_tuple(): walking there would
+ * cost every drop site in the verifier), so they are read here from the
+ * captured frame, walking up to 8 extension headers as lib/parse6.h does.
+ * The protocol becomes the one after them; a later fragment, or ports past
+ * the capture (its first 128 bytes), leave the ports 0; an extension header
+ * past the capture leaves the tuple as the program sent it.
+ */
+function extTuple6(t: FlowTuple, frame: Buffer): FlowTuple {
+  let nh = frame[14 + 6];
+  if (nh === undefined || !EXT6.has(nh)) return t;
+  let o = 14 + 40;
+  for (let i = 0; i < MAX_EXT6 && EXT6.has(nh); i++) {
+    if (o + 8 > frame.length) return t;
+    const next: number = frame[o]!;
+    if (nh === 44) {
+      if (frame.readUInt16BE(o + 2) & 0xfff8) return { ...t, proto: protoName(next), sport: 0, dport: 0 };
+      o += 8;
+    } else {
+      o += nh === 51 ? (frame[o + 1]! + 2) * 4 : (frame[o + 1]! + 1) * 8;
+    }
+    nh = next;
+  }
+  if (EXT6.has(nh)) return t;
+  const ports = (nh === IPPROTO_TCP || nh === IPPROTO_UDP || nh === IPPROTO_SCTP) && o + 4 <= frame.length;
+  return { ...t, proto: protoName(nh), sport: ports ? frame.readUInt16BE(o) : 0, dport: ports ? frame.readUInt16BE(o + 2) : 0 };
+}
+
 /** Offsets of struct monitor_event's fields, from the codec (test/codecs-btf.test.ts checks it against the BTF). */
 const F = Object.fromEntries(monitorEvent.layout.map((f) => [f.name, f.offset])) as Record<
   | 'tsNs'
@@ -255,7 +289,7 @@ export function decodeEvent(b: Buffer, off = 0): MonitorEvent | null {
         tsNs,
         hook,
         ifindex,
-        tuple: answered ? (v6 ? answeredTuple6(tuple, captured) : answeredTuple(tuple, captured)) : tuple,
+        tuple: answered ? (v6 ? answeredTuple6(tuple, captured) : answeredTuple(tuple, captured)) : v6 ? extTuple6(tuple, captured) : tuple,
         pktLen,
         captured,
         reason: r ? r.name : `reason ${code}`,
