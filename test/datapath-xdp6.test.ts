@@ -262,6 +262,11 @@ t.test('XDP acceleration, IPv6, through BPF_PROG_RUN', async (t) => {
       ['SCTP (TC adjusts its CRC32c)', frame6(fromClient(), { proto: 'sctp', sport: 43023, dport: 30095 })],
       ['a FIN of an established flow (TC closes it)', ack({}, { flags: TCP.FIN | TCP.ACK })],
       ['an RST of an established flow', ack({}, { flags: TCP.RST })],
+      ['a SYN on an established flow (a reused client port, or a reopening one while draining: TC decides)', ack({}, { flags: TCP.SYN })],
+      [
+        "a SYN-ACK on the flow's reply entry (a new connection on a closed flow's port: TC forgets the flow and passes it untranslated)",
+        frame6(fromBackend, { proto: 'tcp', sport: 8080, dport: est.snat, flags: TCP.SYN | TCP.ACK }),
+      ],
       ['hop limit 1 (TC counts it, the stack answers time exceeded)', ack({ hopLimit: 1 })],
       ['longer than the route MTU (1280): TC answers packet too big', ack({}, { payload: Buffer.alloc(1300) })],
     ];

@@ -13,7 +13,7 @@
  * without XDP: new flows (TC chooses the backend and creates the entries),
  * ICMPv6 (neighbour discovery, errors about our flows), any extension
  * header before the L4 header (fragments included), SCTP (its CRC32c),
- * other protocols, TCP FIN/RST, a hop limit of 1 or less, a frame longer
+ * other protocols, TCP SYN/FIN/RST, a hop limit of 1 or less, a frame longer
  * than the cached route took (TC answers packet too big), flows tracked for
  * policy only or tunnelled, an unresolved neighbour, a pod's flow whose new
  * source is one of ours.
@@ -296,7 +296,12 @@ static __noinline int xdp6_data(struct xdp_md *ctx)
 	 * (as in TC). */
 	if (node_ip6_flags(&p.tuple.saddr))
 		return xdp_drop(ctx, REASON_SPOOFED);
-	if (p.tuple.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+	/* FIN/RST: TC closes the flow. A SYN on a known flow is a reused
+	 * client port or a flow reopening while draining; a SYN-ACK on a
+	 * closed flow's reply entry a new connection on its port: TC decides
+	 * (lib/service6.h ct6_closed_forget()), never translated here. */
+	if (p.tuple.proto == IPPROTO_TCP &&
+	    (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_SYN)))
 		return XDP_PASS;
 	/* TC rewrites it and counts it, the stack answers time exceeded. */
 	if (p.hop_limit <= 1)
