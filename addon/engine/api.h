@@ -24,13 +24,18 @@ extern "C" {
 enum eng_node {
 	ENG_N_INPUT = 0,
 	ENG_N_PARSE,
+	ENG_N_PARSE6,
 	ENG_N_SESSION,
+	ENG_N_SESSION6,
 	ENG_N_LB,
+	ENG_N_LB6,
 	ENG_N_POLICY,
 	ENG_N_REJECT,
 	ENG_N_NAT,
+	ENG_N_NAT6,
 	ENG_N_ICMP_ERR,
 	ENG_N_L2,
+	ENG_N_L2_6,
 	ENG_N_OUTPUT,
 	ENG_N_DROP,
 	ENG_N__MAX,
@@ -44,7 +49,7 @@ enum eng_reason {
 	ENG_R_NONE = 0,
 	/* malformed: the frame is not what its headers claim */
 	ENG_R_SHORT_FRAME,  /* shorter than Ethernet + IPv4 headers */
-	ENG_R_NOT_IPV4,	    /* EtherType is not IPv4 */
+	ENG_R_NOT_IPV4,	    /* EtherType is neither IPv4 nor IPv6 */
 	ENG_R_IP_VERSION,   /* IPv4 header with version != 4 */
 	ENG_R_IP_HDR_LEN,   /* IHL < 5, or the header runs past the frame */
 	ENG_R_IP_TOTAL_LEN, /* total length below the header or past the frame */
@@ -72,6 +77,11 @@ enum eng_reason {
 	ENG_R_POLICY_DENIED,	 /* a rule denies, or none allows, in an isolated direction */
 	ENG_R_POLICY_NO_TABLE,	 /* an isolated endpoint without a rule table: fails closed */
 	ENG_R_POLICY_NOT_LOADED, /* policy required, none loaded into the engine yet: fails closed */
+	/* IPv6 (ip6-parse) */
+	ENG_R_IP6_PAYLOAD_LEN, /* payload length 0 (jumbogram) or past the frame */
+	ENG_R_IP6_EXT_HDR,     /* an extension header (or ICMPv6): the kernel path's */
+	ENG_R_UDP6_NO_CSUM,    /* UDP over IPv6 without a checksum (RFC 8200 forbids it) */
+	ENG_R_POLICY_IPV6,     /* an endpoint is isolated and the engine has no IPv6 policy: fails closed */
 	ENG_R__MAX,
 };
 
@@ -145,6 +155,8 @@ struct eng_stats {
 	uint32_t	       sessions_live, sessions_tombs, sessions_limit;
 	uint64_t	       sessions_slots, sessions_bytes;
 	int		       sessions_huge;
+	uint32_t	       sessions6_live, sessions6_limit;
+	uint64_t	       sessions6_bytes;
 	int		       ct_mirrored;
 	uint64_t	       ct_exported, ct_export_errors, ct_adopted;
 	int		       has_table;

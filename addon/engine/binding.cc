@@ -264,6 +264,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     so.Set("bytes", static_cast<double>(st.sessions_bytes));
     so.Set("hugePages", st.sessions_huge != 0);
     o.Set("sessions", so);
+    Napi::Object s6 = Napi::Object::New(env);
+    s6.Set("live", st.sessions6_live);
+    s6.Set("limit", st.sessions6_limit);
+    s6.Set("bytes", static_cast<double>(st.sessions6_bytes));
+    o.Set("sessions6", s6);
     Napi::Object co = Napi::Object::New(env);
     co.Set("mirrored", st.ct_mirrored != 0);
     co.Set("exported", static_cast<double>(st.ct_exported));

@@ -490,6 +490,8 @@ export interface EngineStats {
   /** packets per drop reason (and 'rejected': answered) */
   reasons: Record<string, number>;
   sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number; hugePages: boolean };
+  /** the IPv6 session table (a quarter of the IPv4 entries, at least 4096; two cache lines each) */
+  sessions6: { live: number; limit: number; bytes: number };
   conntrack: { mirrored: boolean; exported: number; exportErrors: number; adopted: number };
   table: EngineTableInfo | null;
   /** the NetworkPolicy state in force (null: none loaded) */
