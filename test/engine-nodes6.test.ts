@@ -12,6 +12,10 @@ import { BpfError } from '../src/native/index.js';
 import { encodeTable, EngineFeFlags } from '../src/dataplane/afxdp/table.js';
 import { jhash2, maglevTable, maglevTableSize, DEFAULT_MAGLEV_SEED } from '../src/model/maglev.js';
 import { ipv6Bytes } from '../src/net/ip6.js';
+import { loadDatapath } from '../src/dataplane/bpf/loader.js';
+import { DEFAULT_DATAPATH } from '../src/config/datapath.js';
+import { createEngine } from '../src/dataplane/afxdp/native.js';
+import { BPF_DIR, tmpPinDir } from './helpers/env.js';
 import {
   BE_MAC,
   CLIENT,
@@ -363,4 +367,37 @@ t.test('a whole 256-frame vector mixing IPv4, IPv6 and bad frames of both', asyn
   t.equal(node('ip6-parse').vectors, 1, 'ip6-parse took its share in one call');
   t.equal(node('output').packets + node('drop').packets, 256, 'every packet ended in output or drop');
   t.ok(node('nat6').packets > 0 && node('l2-rewrite6').packets > 0, 'nat6 and l2-rewrite6 counted');
+});
+
+t.test('conntrack mirror: IPv6 flows written into bpfproxy_ct6 (the kernel path carries them on; XDP sees the replies)', async (t) => {
+  const pinDir = tmpPinDir(t);
+  const dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH);
+  t.teardown(() => dp.close());
+  const e = createEngine({ vector: 64, sessions: 4096, conntrack: dp.maps.ct.handle, conntrack6: dp.maps.ct6.handle });
+  t.teardown(() => e.close());
+  e.setTable(encodeTable(table()));
+  const [out] = e.runVector([from6(CLIENT6, NODE6, udp(40000, 30080))]);
+  const o = parseFrame6(out!.frame);
+  const fwd = dp.maps.ct6.get({ saddr: CLIENT6, daddr: NODE6, sport: 40000, dport: 30080, proto: 17 }) as unknown as Record<
+    string,
+    unknown
+  >;
+  t.ok(fwd, 'the forward entry is in bpfproxy_ct6');
+  t.same(
+    [fwd.dir, fwd.natSaddr, fwd.natDaddr, fwd.natSport, fwd.natDport],
+    [1, NODE6, o.dst, o.sport, 8080],
+    'forward: the rewrite the engine applied',
+  );
+  const rep = dp.maps.ct6.get({ saddr: o.dst, daddr: NODE6, sport: 8080, dport: o.sport, proto: 17 } as never) as unknown as Record<
+    string,
+    unknown
+  >;
+  t.ok(rep, 'the reply entry is there too (what the XDP program looks up for replies to the SNAT port)');
+  t.same(
+    [rep.dir, rep.natSaddr, rep.natDaddr, rep.natSport, rep.natDport],
+    [2, NODE6, CLIENT6, 30080, 40000],
+    'reply: back to the client from the frontend',
+  );
+  t.equal(dp.maps.ct.count(), 0, 'nothing in the IPv4 conntrack');
+  t.ok(e.stats().conntrack.exported >= 2, 'counted as exported');
 });

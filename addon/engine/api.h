@@ -97,6 +97,7 @@ struct eng_config {
 	uint32_t vector;   /* 1..256 */
 	uint32_t sessions; /* session entries (each flow takes 2) */
 	int	 ct_fd;	   /* BPF conntrack map to mirror sessions into; -1: none */
+	int	 ct6_fd;   /* the IPv6 one (bpfproxy_ct6); -1: none */
 };
 
 struct eng *eng_create(const struct eng_config *cfg, char *why, size_t whylen);
@@ -260,20 +261,28 @@ struct eng_route {
 	uint32_t oif;
 	uint32_t gateway; /* net; 0 = on link */
 	uint32_t prefsrc; /* net; 0 = none */
+	/* IPv6 routes (eng_route_get6): the same, :: = none */
+	uint8_t gateway6[16], prefsrc6[16];
 };
 /* RTM_GETROUTE for one destination: 0 or -errno. */
 int eng_route_get(uint32_t dst, struct eng_route *r);
+int eng_route_get6(const uint8_t dst[16], struct eng_route *r);
 struct eng_neigh_entry {
-	uint32_t addr;
+	uint32_t addr; /* IPv4 (family 4) */
 	uint32_t ifindex;
 	uint16_t state;
 	uint8_t	 mac[6];
 	uint8_t	 has_mac;
+	uint8_t	 family; /* 4 or 6 */
+	uint8_t	 addr6[16];
 };
-/* RTM_GETNEIGH dump (IPv4): entries written (up to max) or -errno; *total all. */
+/* RTM_GETNEIGH dump (IPv4 and IPv6): entries written (up to max) or -errno;
+ * *total all. */
 int eng_neigh_dump(struct eng_neigh_entry *out, uint32_t max, uint32_t *total);
-/* Ask the kernel to resolve addr on ifindex (RTM_NEWNEIGH with NTF_USE). */
+/* Ask the kernel to resolve addr on ifindex (RTM_NEWNEIGH with NTF_USE):
+ * ARP, or for IPv6 neighbour discovery. */
 int eng_neigh_resolve(uint32_t addr, uint32_t ifindex);
+int eng_neigh_resolve6(const uint8_t addr[16], uint32_t ifindex);
 /* An interface's MAC and RX queue count (RTM_GETLINK): 0 or -errno. */
 int eng_link_info(uint32_t ifindex, uint8_t mac[6], uint32_t *rx_queues, uint32_t *mtu);
 

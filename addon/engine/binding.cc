@@ -88,20 +88,24 @@ class Engine : public Napi::ObjectWrap<Engine> {
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {}
   ~Engine() override { Destroy(); }
 
-  void Init(struct eng* e, int ct_fd) {
+  void Init(struct eng* e, int ct_fd, int ct6_fd) {
     e_ = e;
     ct_fd_ = ct_fd;
+    ct6_fd_ = ct6_fd;
   }
 
  private:
   struct eng* e_ = nullptr;
-  int ct_fd_ = -1;  // owned: dup of the caller's conntrack map fd
+  int ct_fd_ = -1;   // owned: dup of the caller's conntrack map fd
+  int ct6_fd_ = -1;  // owned: dup of the caller's IPv6 conntrack map fd
 
   void Destroy() {
     if (e_) eng_destroy(e_);
     e_ = nullptr;
     if (ct_fd_ >= 0) ::close(ct_fd_);
     ct_fd_ = -1;
+    if (ct6_fd_ >= 0) ::close(ct6_fd_);
+    ct6_fd_ = -1;
   }
 
   bool Live(Napi::Env env, const char* what) {
@@ -509,18 +513,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
 
 Napi::FunctionReference* Engine::ctor = nullptr;
 
-// engineCreate({ vector, sessions, ctFd? })
+// engineCreate({ vector, sessions, ctFd?, ct6Fd? })
 Napi::Value EngineCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o;
   bool present, set;
   struct eng_config c;
   char why[256] = "";
-  int64_t ctfd = -1;
+  int64_t ctfd = -1, ct6fd = -1;
   c.vector = 256;
   c.sessions = 65536;
   c.ct_fd = -1;
-  if (!OptionsObject(info, 0, "engineCreate", {"vector", "sessions", "ctFd"}, &o, &present)) return env.Undefined();
+  c.ct6_fd = -1;
+  if (!OptionsObject(info, 0, "engineCreate", {"vector", "sessions", "ctFd", "ct6Fd"}, &o, &present))
+    return env.Undefined();
   if (present) {
     if (!OptU32(o, "engineCreate", "vector", &c.vector, &set) ||
         !OptU32(o, "engineCreate", "sessions", &c.sessions, &set))
@@ -537,21 +543,57 @@ Napi::Value EngineCreate(const Napi::CallbackInfo& info) {
       }
       ctfd = fd;
     }
+    Napi::Value f6 = o.Get("ct6Fd");
+    if (f6.IsNumber())
+      ct6fd = f6.As<Napi::Number>().Int64Value();
+    else if (!f6.IsUndefined() && !f6.IsNull()) {
+      int64_t fd;
+      bool real;
+      if (!HandleFd(env, f6, &fd, &real) || !real) {
+        ThrowTypeError(env, "engineCreate: ct6Fd must be a map fd or a MapHandle");
+        return env.Undefined();
+      }
+      ct6fd = fd;
+    }
   }
-  int owned = -1;
+  int owned = -1, owned6 = -1;
   if (ctfd >= 0) {
     owned = fcntl(static_cast<int>(ctfd), F_DUPFD_CLOEXEC, 3);
     if (owned < 0) return Throw(env, "engineCreate: dup conntrack map fd", errno);
   }
+  if (ct6fd >= 0) {
+    owned6 = fcntl(static_cast<int>(ct6fd), F_DUPFD_CLOEXEC, 3);
+    if (owned6 < 0) {
+      int err = errno;
+      if (owned >= 0) ::close(owned);
+      return Throw(env, "engineCreate: dup IPv6 conntrack map fd", err);
+    }
+  }
   c.ct_fd = owned;
+  c.ct6_fd = owned6;
   struct eng* e = eng_create(&c, why, sizeof(why));
   if (!e) {
     if (owned >= 0) ::close(owned);
+    if (owned6 >= 0) ::close(owned6);
     return Throw(env, "engineCreate", EINVAL, "", why);
   }
   Napi::Object obj = Engine::ctor->New({});
-  Engine::Unwrap(obj)->Init(e, owned);
+  Engine::Unwrap(obj)->Init(e, owned, owned6);
   return obj;
+}
+
+static bool ParseIp6(const std::string& s, uint8_t out[16]) { return inet_pton(AF_INET6, s.c_str(), out) == 1; }
+
+static std::string Ip6(const uint8_t a[16]) {
+  char b[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, a, b, sizeof(b));
+  return b;
+}
+
+static bool Zero16(const uint8_t a[16]) {
+  for (int i = 0; i < 16; i++)
+    if (a[i]) return false;
+  return true;
 }
 
 Napi::Value RouteGet(const Napi::CallbackInfo& info) {
@@ -559,6 +601,18 @@ Napi::Value RouteGet(const Napi::CallbackInfo& info) {
   std::string s;
   uint32_t dst;
   if (!ArgString(info, 0, "address", &s)) return env.Undefined();
+  if (s.find(':') != std::string::npos) {
+    uint8_t d6[16];
+    if (!ParseIp6(s, d6)) return Throw(env, "route get " + s, EINVAL, "", "not an IPv6 address");
+    struct eng_route r;
+    int err = eng_route_get6(d6, &r);
+    if (err) return Throw(env, "route get " + s, -err);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("oif", r.oif);
+    o.Set("gateway", Zero16(r.gateway6) ? env.Null() : Napi::Value(Napi::String::New(env, Ip6(r.gateway6))));
+    o.Set("prefsrc", Zero16(r.prefsrc6) ? env.Null() : Napi::Value(Napi::String::New(env, Ip6(r.prefsrc6))));
+    return o;
+  }
   if (!ParseIp(s, &dst)) return Throw(env, "route get " + s, EINVAL, "", "not an IPv4 address");
   struct eng_route r;
   int err = eng_route_get(dst, &r);
@@ -579,7 +633,7 @@ Napi::Value Neighbours(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(env, n);
   for (int i = 0; i < n; i++) {
     Napi::Object o = Napi::Object::New(env);
-    o.Set("ip", Ip(v[i].addr));
+    o.Set("ip", v[i].family == 6 ? Ip6(v[i].addr6) : Ip(v[i].addr));
     o.Set("ifindex", v[i].ifindex);
     o.Set("state", v[i].state);
     o.Set("mac", v[i].has_mac ? Napi::Value(Napi::String::New(env, Mac(v[i].mac))) : env.Null());
@@ -594,8 +648,15 @@ Napi::Value NeighResolve(const Napi::CallbackInfo& info) {
   int64_t ifindex;
   uint32_t addr;
   if (!ArgString(info, 0, "address", &s) || !ArgInt(info, 1, "ifindex", &ifindex)) return env.Undefined();
-  if (!ParseIp(s, &addr)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv4 address");
-  int err = eng_neigh_resolve(addr, static_cast<uint32_t>(ifindex));
+  int err;
+  if (s.find(':') != std::string::npos) {
+    uint8_t a6[16];
+    if (!ParseIp6(s, a6)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv6 address");
+    err = eng_neigh_resolve6(a6, static_cast<uint32_t>(ifindex));
+  } else {
+    if (!ParseIp(s, &addr)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv4 address");
+    err = eng_neigh_resolve(addr, static_cast<uint32_t>(ifindex));
+  }
   if (err) return Throw(env, "neighbour resolve " + s + " on ifindex " + std::to_string(ifindex), -err);
   return env.Undefined();
 }

@@ -105,6 +105,14 @@ struct eng_worker *eng_worker_new(struct eng *e, uint32_t id)
 			return NULL;
 		}
 	}
+	if (e->cfg.ct6_fd >= 0) {
+		w->ctx6 = calloc(1, eng_ct6_export_size());
+		if (!w->ctx6) {
+			free(w->ctx);
+			free(w);
+			return NULL;
+		}
+	}
 	return w;
 }
 
@@ -113,6 +121,7 @@ void eng_worker_free(struct eng_worker *w)
 	if (!w)
 		return;
 	free(w->ctx);
+	free(w->ctx6);
 	free(w);
 }
 

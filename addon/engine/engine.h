@@ -749,6 +749,7 @@ struct eng;
 struct eng_io;
 
 struct eng_ct_export; /* session.c: entries queued for the BPF conntrack */
+struct eng_ct6_export;
 struct eng_policy;    /* policy.h */
 
 struct eng_worker {
@@ -772,6 +773,7 @@ struct eng_worker {
 	void (*drop)(struct eng_worker *w, uint32_t i);
 	void		     *io; /* struct eng_io_worker (xsk.c) or the test context */
 	struct eng_ct_export *ctx;
+	struct eng_ct6_export *ctx6; /* session6.c: the IPv6 sessions' copies (bpfproxy_ct6) */
 	/* the policy of this vector (loaded with the table), and whether
 	 * packets must pass the policy node */
 	const struct eng_policy *pol;
@@ -878,6 +880,10 @@ void eng_ct_flush(struct eng_worker *w);
  * 1 and *v filled when found and live. */
 int eng_ct_adopt_lookup(struct eng_worker *w, const struct eng_key *k, uint64_t now,
 			struct eng_sess *v);
+/* The same for IPv6 sessions, into bpfproxy_ct6 (session6.c). */
+void   eng_ct6_queue(struct eng_worker *w, const struct eng_sess6 *s, uint64_t now);
+void   eng_ct6_flush(struct eng_worker *w);
+size_t eng_ct6_export_size(void);
 
 #ifdef __cplusplus
 }

@@ -1443,6 +1443,8 @@ void eng_run(struct eng_worker *w, const struct eng_table *t, uint64_t now, enum
 		w->nodes[node].packets += cnt;
 	}
 	eng_ct_flush(w);
+	if (w->ctx6)
+		eng_ct6_flush(w);
 	if (w->ntr)
 		trace_end(w);
 }

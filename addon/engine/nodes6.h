@@ -165,6 +165,7 @@ static void sess6_hit(struct eng_worker *w, const struct eng_table *t, uint32_t 
 	struct eng_sessions6 *s	   = &w->e->sessions6;
 	struct eng_view6     *e	   = &v->view6[i];
 	struct eng_sess6     *slot = &s->slots[e->slot];
+	int		      exp  = w->ctx6 != NULL;
 	struct eng_key6	      key;
 	uint8_t		      st;
 
@@ -187,12 +188,21 @@ static void sess6_hit(struct eng_worker *w, const struct eng_table *t, uint32_t 
 				atomic_store_explicit(&ps->expires,
 						      now + eng_ct_lifetime(t, key.proto, st),
 						      memory_order_relaxed);
+				if (exp) {
+					ps->export_at_s = export_at(t, key.proto, st, now);
+					eng_ct6_queue(w, ps, now);
+				}
 			}
 		}
-		e->state = st;
+		e->state       = st;
+		e->export_at_s = 0; /* write ours too */
 	}
 	atomic_store_explicit(&slot->expires, now + eng_ct_lifetime(t, key.proto, st),
 			      memory_order_relaxed);
+	if (exp && (uint32_t)(now / 1000000000ULL) >= e->export_at_s) {
+		slot->export_at_s = export_at(t, key.proto, st, now);
+		eng_ct6_queue(w, slot, now);
+	}
 	enq(w, ENG_N_NAT6, i);
 }
 
@@ -342,6 +352,7 @@ static int64_t create_flow6_locked(struct eng_worker *w, const struct eng_table 
 	struct eng_sess6      fe, re;
 	struct eng_key6	      rk;
 	uint64_t	      exp = now + eng_ct_lifetime(t, fwd->proto, 0);
+	uint32_t	      ex  = export_at(t, fwd->proto, 0, now);
 	int64_t		      fs, rs;
 
 	if (!reply6_free(s, fwd, to, now))
@@ -356,6 +367,7 @@ static int64_t create_flow6_locked(struct eng_worker *w, const struct eng_table 
 	re.nat_dport = fwd->sport;
 	re.svc_id    = to->svc_id;
 	re.out_port  = v->rx_port[i];
+	re.export_at_s = ex;
 	memcpy(re.dmac, v->data[i] + 6, 6);
 	memcpy(re.smac, v->data[i], 6);
 	atomic_store_explicit(&re.expires, exp, memory_order_relaxed);
@@ -369,6 +381,7 @@ static int64_t create_flow6_locked(struct eng_worker *w, const struct eng_table 
 	fe.nat_dport = to->dport;
 	fe.svc_id    = to->svc_id;
 	fe.out_port  = 0xff;
+	fe.export_at_s = ex;
 	atomic_store_explicit(&fe.expires, exp, memory_order_relaxed);
 	atomic_store_explicit(&re.pol, to->pol, memory_order_relaxed);
 	atomic_store_explicit(&fe.pol, to->pol, memory_order_relaxed);
@@ -380,6 +393,10 @@ static int64_t create_flow6_locked(struct eng_worker *w, const struct eng_table 
 	if (fs < 0) {
 		eng_sess6_delete_locked(s, (uint32_t)rs);
 		return -1;
+	}
+	if (w->ctx6) {
+		eng_ct6_queue(w, &s->slots[rs], now);
+		eng_ct6_queue(w, &s->slots[fs], now);
 	}
 	return fs;
 }

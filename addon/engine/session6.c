@@ -6,17 +6,91 @@
  * struct eng_sess6, two cache lines per entry, in a table of its own so
  * that IPv4 entries keep one line each.
  *
- * Not mirrored into the BPF conntrack (bpfproxy_ct6): an IPv6 flow the
- * engine opened is not carried on by the kernel path when the engine stops
- * (the client reconnects), and flows the kernel path opened are not adopted.
+ * The conntrack mirror: with the bpfproxy_ct6 fd, each worker queues the
+ * BPF copy of the IPv6 entries it creates or changes and writes them in one
+ * batch per vector, as session.c does for IPv4: the kernel path carries the
+ * engine's IPv6 flows on when the engine stops, and the XDP program knows
+ * which IPv6 replies are the engine's. (Flows the kernel path opened are
+ * not adopted over IPv6: their packets that reach the engine and open
+ * nothing are dropped, not-opening.)
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <linux/types.h>
+#include <bpf/bpf.h>
+#include "../../bpf/lib/types.h"
+#include "../../bpf/lib/types6.h"
 
 #include "engine.h"
+
+#define EXPORT6_MAX (2 * ENG_VEC_MAX)
+
+_Static_assert(sizeof(struct ct6_key) == 40, "struct ct6_key (bpf/lib/types6.h)");
+
+struct eng_ct6_export {
+	uint32_t	 n;
+	struct ct6_key	 keys[EXPORT6_MAX];
+	struct ct6_value vals[EXPORT6_MAX];
+};
+
+size_t eng_ct6_export_size(void)
+{
+	return sizeof(struct eng_ct6_export);
+}
+
+void eng_ct6_flush(struct eng_worker *w)
+{
+	struct eng_ct6_export *x = w->ctx6;
+	__u32		       count;
+	int		       err;
+
+	if (!x || !x->n)
+		return;
+	count = x->n;
+	err   = bpf_map_update_batch(w->e->cfg.ct6_fd, x->keys, x->vals, &count, NULL);
+	if (err) {
+		w->ct_export_errors += x->n - (count <= x->n ? count : 0);
+		w->ct_exported += count <= x->n ? count : 0;
+	} else {
+		w->ct_exported += x->n;
+	}
+	x->n = 0;
+}
+
+void eng_ct6_queue(struct eng_worker *w, const struct eng_sess6 *s, uint64_t now)
+{
+	struct eng_ct6_export *x = w->ctx6;
+	struct ct6_key	      *k;
+	struct ct6_value      *v;
+
+	if (!x)
+		return;
+	if (x->n == EXPORT6_MAX)
+		eng_ct6_flush(w);
+	k = &x->keys[x->n];
+	v = &x->vals[x->n];
+	x->n++;
+	memset(k, 0, sizeof(*k));
+	memset(v, 0, sizeof(*v));
+	memcpy(&k->saddr, &s->saddr, 16);
+	memcpy(&k->daddr, &s->daddr, 16);
+	k->sport      = s->sport;
+	k->dport      = s->dport;
+	k->proto      = s->proto;
+	v->expires_ns = atomic_load_explicit(&s->expires, memory_order_relaxed);
+	v->created_ns = now;
+	memcpy(&v->nat_saddr, &s->nat_saddr, 16);
+	memcpy(&v->nat_daddr, &s->nat_daddr, 16);
+	v->nat_sport = s->nat_sport;
+	v->nat_dport = s->nat_dport;
+	v->dir	     = s->dir;
+	v->state     = atomic_load_explicit(&s->state, memory_order_relaxed);
+	v->flags     = s->flags;
+	v->svc_id    = s->svc_id;
+}
 
 int eng_sessions6_init(struct eng_sessions6 *s, uint32_t entries)
 {

@@ -408,6 +408,7 @@ export class Agent {
         podIfaces: o.podIfaces,
         config: cfg,
         conntrack: rt.dp.maps.ct.handle,
+        conntrack6: rt.dp.maps.ct6.handle,
         svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
         loadBalancing: () => loadBalancingOf(o, this.active ?? cfg),
         nodeAddresses,

@@ -568,10 +568,10 @@ export interface EngineHandle {
 }
 
 export interface NativeEngine {
-  engineCreate(opts?: { vector?: number; sessions?: number; ctFd?: number | MapHandle }): EngineHandle;
+  engineCreate(opts?: { vector?: number; sessions?: number; ctFd?: number | MapHandle; ct6Fd?: number | MapHandle }): EngineHandle;
   /** RTM_GETROUTE for one IPv4 destination (this thread's namespace). */
   engineRouteGet(ip: string): { oif: number; gateway: string | null; prefsrc: string | null };
-  /** IPv4 neighbours (RTM_GETNEIGH dump): state is NUD_* bits. */
+  /** IPv4 and IPv6 neighbours (RTM_GETNEIGH dump): state is NUD_* bits. */
   engineNeighbours(): Array<{ ip: string; ifindex: number; state: number; mac: string | null }>;
   /** Ask the kernel to resolve an address on an interface (NTF_USE). */
   engineNeighResolve(ip: string, ifindex: number): void;

@@ -502,7 +502,7 @@ static int swap_unsafe(struct eng_table *t)
 
 int main(int argc, char **argv)
 {
-	struct eng_config cfg = {.ct_fd = -1, .sessions = 65536};
+	struct eng_config cfg = {.ct_fd = -1, .ct6_fd = -1, .sessions = 65536};
 	struct wctx	 *ctx;
 	char		  why[256];
 	uint64_t	  busy = 0, retired_max = 0, swaps_ok = 0, retired_seen = 0;

@@ -28,6 +28,12 @@
  * (setPolicy()). The engine requires it: while it has none (or refused the
  * last one), no frontend is steered to it, and a frame that still comes is
  * dropped (policy-not-loaded), never forwarded unchecked.
+ *
+ * IPv6 (issue 13): the engine serves IPv6 frontends too (its IPv6 flows
+ * mirrored into bpfproxy_ct6), but takes no IPv6 policy decisions: IPv6
+ * frontends are steered to it only while no endpoint is isolated (or no
+ * policy is given at all); an IPv6 packet that reaches it meanwhile is
+ * dropped (policy-ipv6-unenforced), never forwarded unpoliced.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -56,6 +62,8 @@ export interface AfxdpOptions {
   config: Config;
   /** the BPF path's conntrack map: the engine mirrors its flows there */
   conntrack: MapHandle;
+  /** the IPv6 one (bpfproxy_ct6): the engine's IPv6 flows; left out: IPv6 frontends are not steered */
+  conntrack6?: MapHandle;
   /** the BPF path's service ids */
   svcIdOf?: (servicePort: string) => number | undefined;
   /** the BPF path's backend choice settings (Maglev: same tables, same picks) */
@@ -166,6 +174,9 @@ export class AfxdpRuntime {
   private stopped = false;
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
+  /* ---- IPv6 (issue 13) ---- */
+  /** whether the policy in force isolates an endpoint: the engine takes no IPv6 policy decisions, so no IPv6 frontend is steered then */
+  private isolating = false;
 
   readonly dataplane: EngineDataplane;
   readonly ports: EnginePortInfo[];
@@ -225,7 +236,12 @@ export class AfxdpRuntime {
     const steering = await XdpSteering.load(o.bpfDir, o.pinDir, datapathConfig(o.config), log);
     let engine: EngineHandle | undefined;
     try {
-      engine = createEngine({ vector: o.settings.batch, sessions: rc.sessions, conntrack: o.conntrack });
+      engine = createEngine({
+        vector: o.settings.batch,
+        sessions: rc.sessions,
+        conntrack: o.conntrack,
+        ...(o.conntrack6 ? { conntrack6: o.conntrack6 } : {}),
+      });
       const eng = engine;
       const podPorts = found.some((p) => p.pod);
       const ref: { rt?: AfxdpRuntime } = {};
@@ -245,7 +261,7 @@ export class AfxdpRuntime {
       };
       const dataplane = new EngineDataplane(
         apply,
-        { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
+        { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, hairpinIp6: rc.hairpinIp6, ctTimeoutsNs: rc.ctTimeoutsNs },
         { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}), log },
       );
       // Policy before any frame: none loaded means the policy node drops everything it gets.
@@ -302,8 +318,13 @@ export class AfxdpRuntime {
       const w = this.o.policy();
       if (!w) throw new Error('the BPF policy maps are not known to the agent (no policy writer)');
       const { blob, figures } = encodePolicy(w);
+      const wasIsolating = this.isolating;
+      // IPv6 frontends leave the steering before a policy that isolates is in force (make-before-break)
+      this.isolating = w.isolated > 0;
+      if (this.isolating && !wasIsolating) this.steering.setFrontends(this.wanted());
       this.engine.setPolicy(blob);
       this.policyError = undefined;
+      if (!this.isolating && wasIsolating) this.steering.setFrontends(this.wanted());
       if (was) this.o.log.info({ generation: w.generation, isolated: w.isolated, ...figures }, 'AF_XDP engine: network policy loaded');
     } catch (e) {
       this.policyError = (e as Error).message;
@@ -322,9 +343,20 @@ export class AfxdpRuntime {
     const out: SteeredFrontend[] = [];
     if (this.policyError !== undefined) return out;
     for (const { frontend: f } of this.dataplane.frontends()) {
+      if (f.ip.includes(':') && !this.ipv6Steerable()) continue; // IPv6 (issue 13): see ipv6Steerable()
       if (steerable(f, this.reach, this.steer)) out.push({ addr: f.ip, port: f.port, proto: protoNum(f.protocol) });
     }
     return out;
+  }
+
+  /**
+   * IPv6 (issue 13): IPv6 frontends go to the engine only with its IPv6
+   * flows mirrored into bpfproxy_ct6 (the XDP program finds their replies
+   * there, the kernel path carries them on) and no endpoint isolated (the
+   * engine takes no IPv6 policy decisions: it would drop them, fail closed).
+   */
+  private ipv6Steerable(): boolean {
+    return this.o.conntrack6 !== undefined && !(this.o.policy && this.isolating);
   }
 
   /** Node addresses, next hops and steering, once a second (and at start). */
