@@ -277,12 +277,14 @@ t.test('a sender with checksum offload: the partial L4 checksum is completed', a
   t.ok(parseFrame6(r!.frame).l4CsumOk, 'the checksum is whole and right after the rewrite');
 });
 
-t.test('policy on: IPv6 is dropped, never forwarded unchecked; IPv4 goes to the policy node', async (t) => {
+t.test('policy required, none loaded: IPv6 goes through policy6 and is dropped, never forwarded unchecked', async (t) => {
   const e = testEngine(t);
   e.requirePolicy(true);
+  e.trace(2);
   const [v6, v4] = e.runVector([from6(CLIENT6, NODE6, udp(40000, 30080)), from4(CLIENT, NODE, udp(40000, 30080))]);
-  t.same([v6!.next, v6!.reason], ['drop', 'policy-ipv6-unenforced'], 'IPv6: dropped (the engine has no IPv6 policy)');
-  t.same([v4!.next, v4!.reason], ['drop', 'policy-not-loaded'], 'IPv4: the policy node (none loaded yet)');
+  t.same([v6!.next, v6!.reason], ['drop', 'policy-not-loaded'], 'IPv6: policy6 (none loaded yet)');
+  t.same([v4!.next, v4!.reason], ['drop', 'policy-not-loaded'], 'IPv4: the policy node');
+  t.same(e.traceTake()[0]!.path, ['input', 'ip4-parse', 'ip6-parse', 'session6', 'lb6', 'policy6', 'drop'], 'the IPv6 path');
 });
 
 t.test('IPv6 table sections: a bad one is refused whole', async (t) => {

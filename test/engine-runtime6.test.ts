@@ -1,11 +1,10 @@
 /**
  * The AF_XDP engine's runtime and IPv6 frontends (src/dataplane/afxdp/
- * runtime.ts ipv6Steerable()), without I/O: a real engine, its dataplane,
- * a steering double. IPv6 frontends are steered to the engine only with its
- * IPv6 flows mirrored (conntrack6) and no endpoint isolated: the engine
- * takes no IPv6 policy decisions, so while one is isolated IPv6 stays on
- * the BPF path, and an IPv6 packet that reaches the engine anyway is
- * dropped (fail closed), never forwarded unpoliced.
+ * runtime.ts), without I/O: a real engine, its dataplane, a steering
+ * double. IPv6 frontends are steered to the engine only with its IPv6 flows
+ * mirrored (conntrack6); the policy the runtime hands the engine carries
+ * the IPv6 identities (bpfproxy_ipcache6's prefixes), so the engine's
+ * policy6 node takes the BPF path's decisions for IPv6 flows.
  */
 import t, { type Test } from 'tap';
 import { AfxdpRuntime, type AfxdpOptions, type SteeringMap } from '../src/dataplane/afxdp/runtime.js';
@@ -21,6 +20,7 @@ import type { Frontend } from '../src/model/types.js';
 import type { MapHandle } from '../src/native/index.js';
 import { FakeClock } from '../testkit/fake-clock.js';
 import { frame6 } from '../testkit/packet6.js';
+import { frame } from '../testkit/packet.js';
 import { BE_MAC, NODE, NODE6, NODE_MAC, PORTS } from './helpers/engine.js';
 import { captureLogger } from './helpers/log.js';
 
@@ -71,16 +71,27 @@ const neighbourSource: NeighbourSource = {
   resolve: () => undefined,
 };
 
-const written = (generation: number, isolated: number): WrittenPolicy => ({
+/** The IPv6 backend is an endpoint isolated for ingress with an empty table (deny-all); the IPv4 one is not isolated. */
+const written = (generation: number, withIpv6: boolean): WrittenPolicy => ({
   generation,
-  isolated,
+  isolated: 1,
   ipcache: [
     [
       { prefixlen: 0, addr: '0.0.0.0' },
       { identity: 1, endpoint: 0, flags: 0 },
     ],
   ],
-  tables: new Map(),
+  ...(withIpv6
+    ? {
+        ipcache6: [
+          [
+            { prefixlen: 128, addr: BACKEND6 },
+            { identity: 100, endpoint: 7, flags: 1 /* INGRESS_ISO */ },
+          ],
+        ] as const,
+      }
+    : {}),
+  tables: new Map([[7, []]]),
 });
 
 function runtime(t: Test, o: { policy?: () => WrittenPolicy; conntrack6: boolean }) {
@@ -137,29 +148,22 @@ const v6Packet = () =>
     { proto: 'udp', sport: 40000, dport: 30080, payload: Buffer.from('x') },
   );
 
-t.test('IPv6 frontends are steered while nothing is isolated, and leave at once when something is', async (t) => {
-  let isolated = 0;
-  let gen = 1;
-  const { rt, engine, steering } = runtime(t, { policy: () => written(gen, isolated), conntrack6: true });
-  t.same(steeredAddrs(steering), ['0.0.0.0', '::'], 'nothing isolated: the IPv4 and the IPv6 NodePort are steered');
-  const [served] = engine.runVector([v6Packet()]);
-  t.equal(served!.next, 'output', 'an IPv6 packet is served');
-
-  isolated = 1;
-  gen++;
-  rt.setPolicy();
-  t.same(steeredAddrs(steering), ['0.0.0.0'], 'an endpoint isolated: the IPv6 NodePort leaves the engine, the IPv4 one stays');
-  const [dropped] = engine.runVector([v6Packet()]);
-  t.same(
-    [dropped!.next, dropped!.reason],
-    ['drop', 'policy-ipv6-unenforced'],
-    'an IPv6 packet that still comes is dropped, not forwarded unpoliced',
+t.test("IPv6 frontends are steered with the policy; the engine enforces the IPv6 identities' policy", async (t) => {
+  const { engine, steering } = runtime(t, { policy: () => written(1, true), conntrack6: true });
+  t.same(steeredAddrs(steering), ['0.0.0.0', '::'], 'the IPv4 and the IPv6 NodePort are steered');
+  const v4 = frame(
+    { src: '203.0.113.7', dst: NODE, srcMac: '02:00:00:00:00:c1', dstMac: NODE_MAC },
+    { proto: 'udp', sport: 40000, dport: 30080, payload: Buffer.from('x') },
   );
+  const [r6, r4] = engine.runVector([v6Packet(), v4]);
+  t.same([r6!.next, r6!.reason], ['drop', 'policy-denied'], 'IPv6: to an endpoint isolated for ingress with nothing allowed: denied');
+  t.same([r4!.next, r4!.reason], ['output', 'none'], 'IPv4: not isolated, served');
+});
 
-  isolated = 0;
-  gen++;
-  rt.setPolicy();
-  t.same(steeredAddrs(steering), ['0.0.0.0', '::'], 'nothing isolated again: steered again');
+t.test('a policy without the IPv6 identities: the IPv6 backend is unknown (world, not isolated) and served', async (t) => {
+  const { engine } = runtime(t, { policy: () => written(1, false), conntrack6: true });
+  const [r6] = engine.runVector([v6Packet()]);
+  t.same([r6!.next, r6!.reason], ['output', 'none'], "served: the previous test's denial came from the IPv6 identities");
 });
 
 t.test('without the IPv6 conntrack mirror, IPv6 frontends stay on the BPF path', async (t) => {

@@ -30,6 +30,7 @@ enum eng_node {
 	ENG_N_LB,
 	ENG_N_LB6,
 	ENG_N_POLICY,
+	ENG_N_POLICY6,
 	ENG_N_REJECT,
 	ENG_N_NAT,
 	ENG_N_NAT6,
@@ -81,7 +82,6 @@ enum eng_reason {
 	ENG_R_IP6_PAYLOAD_LEN, /* payload length 0 (jumbogram) or past the frame */
 	ENG_R_IP6_EXT_HDR,     /* an extension header (or ICMPv6): the kernel path's */
 	ENG_R_UDP6_NO_CSUM,    /* UDP over IPv6 without a checksum (RFC 8200 forbids it) */
-	ENG_R_POLICY_IPV6,     /* an endpoint is isolated and the engine has no IPv6 policy: fails closed */
 	ENG_R__MAX,
 };
 

@@ -67,6 +67,7 @@ const char *const eng_node_names[ENG_N__MAX] = {
 	[ENG_N_ICMP_ERR] = "icmp-error", [ENG_N_L2] = "l2-rewrite",
 	[ENG_N_L2_6] = "l2-rewrite6",	 [ENG_N_OUTPUT] = "output",
 	[ENG_N_DROP] = "drop",		 [ENG_N_POLICY] = "policy",
+	[ENG_N_POLICY6] = "policy6",
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -1342,6 +1343,7 @@ static const node_fn NODES[ENG_N__MAX] = {
 	[ENG_N_LB]	 = node_lb,
 	[ENG_N_LB6]	 = node_lb6,
 	[ENG_N_POLICY]	 = node_policy,
+	[ENG_N_POLICY6]	 = node_policy6,
 	[ENG_N_REJECT]	 = node_reject,
 	[ENG_N_NAT]	 = node_nat,
 	[ENG_N_NAT6]	 = node_nat6,

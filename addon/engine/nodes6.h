@@ -26,10 +26,10 @@
  *   l2-rewrite6 as l2-rewrite, from the IPv6 neighbour table.
  * reject answers IPv6 too (TCP RST, ICMPv6 port unreachable).
  *
- * NetworkPolicy is not applied to IPv6 by the engine: while an endpoint is
- * isolated (or a policy is required and none is loaded), IPv6 packets are
- * dropped (policy-ipv6-unenforced), never forwarded unchecked; the agent
- * steers no IPv6 frontend to the engine then.
+ *   policy6     as policy, with the IPv6 ipcache (bpfproxy_ipcache6's
+ *               prefixes in the engine's policy): new flows after
+ *               translation, sessions whose decision predates the policy in
+ *               force. -> nat6 | drop
  */
 
 #define ETH_HLEN6 14
@@ -225,11 +225,6 @@ static void node_session6(struct eng_worker *w, const struct eng_table *t, const
 		struct eng_key6	  key;
 		struct eng_view6 *e = &v->view6[i];
 
-		if (w->pol_on) {
-			/* no IPv6 policy in the engine: never forward unchecked */
-			to_drop(w, i, ENG_R_POLICY_IPV6);
-			continue;
-		}
 		key6_of(v, i, &key);
 		if (eng_sess6_lookup(s, v->hash[i], &key, e) < 0) {
 			e->dir = 0;
@@ -247,6 +242,16 @@ static void node_session6(struct eng_worker *w, const struct eng_table *t, const
 				enq(w, ENG_N_LB6, i);
 				continue;
 			}
+		}
+		if (w->pol_on) {
+			/* as session: one compare for the policy in force */
+			if (w->pol && e->pol == w->pol->epoch)
+				sess6_hit(w, t, i, now);
+			else if (w->pol && e->pol == (w->pol->epoch | ENG_POL_DENIED))
+				to_drop(w, i, ENG_R_POLICY_DENIED);
+			else
+				enq(w, ENG_N_POLICY6, i);
+			continue;
 		}
 		sess6_hit(w, t, i, now);
 	}
@@ -512,17 +517,14 @@ static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t 
 	return 1;
 }
 
-static void node_lb6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
-		     uint32_t n, uint64_t now)
+/* lb6, pass 2: both entries of each new flow (pend: decided by pass 1 and,
+ * with policy on, allowed by policy6). -> nat6 | drop */
+static void lb6_commit(struct eng_worker *w, const struct eng_table *t, const uint16_t *pend,
+		       uint32_t m, uint64_t now)
 {
 	struct eng_vec	     *v = &w->v;
 	struct eng_sessions6 *s = &w->e->sessions6;
-	uint32_t	      m = 0;
-	uint16_t	      pend[ENG_VEC_MAX];
 
-	for (uint32_t k = 0; k < n; k++)
-		if (lb6_decide(w, t, in[k], now))
-			pend[m++] = in[k];
 	for (uint32_t k = 0; k < m;) {
 		uint32_t end = k + 16 < m ? k + 16 : m;
 
@@ -554,6 +556,113 @@ static void node_lb6(struct eng_worker *w, const struct eng_table *t, const uint
 		}
 		pthread_spin_unlock(&s->lock);
 	}
+}
+
+static void node_lb6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
+		     uint32_t n, uint64_t now)
+{
+	uint32_t m = 0;
+	uint16_t pend[ENG_VEC_MAX];
+
+	/* with policy on, a new flow's entries are made once policy6 allowed it */
+	for (uint32_t k = 0; k < n; k++) {
+		if (!lb6_decide(w, t, in[k], now))
+			continue;
+		if (w->pol_on)
+			enq(w, ENG_N_POLICY6, in[k]);
+		else
+			pend[m++] = in[k];
+	}
+	lb6_commit(w, t, pend, m, now);
+}
+
+/* ---- policy6 ------------------------------------------------------------------- */
+
+static inline void pol_flow6_of(const struct eng_key6 *k, const struct eng_view6 *e,
+				struct eng_pol_flow6 *f)
+{
+	if (e->dir == ENG_CT_DIR_FWD) {
+		f->client = k->saddr;
+		f->seen	  = e->nat_saddr;
+		f->server = e->nat_daddr;
+		f->dport  = e->nat_dport;
+	} else {
+		f->client = e->nat_daddr;
+		f->seen	  = k->daddr;
+		f->server = k->saddr;
+		f->dport  = k->sport;
+	}
+	f->proto = k->proto;
+	f->self	 = !!(e->flags & ENG_CT_F_HAIRPIN);
+}
+
+static void pol6_record(struct eng_worker *w, uint32_t i, const struct eng_key6 *key,
+			uint16_t pol)
+{
+	struct eng_sessions6 *s = &w->e->sessions6;
+	struct eng_view6     *e = &w->v.view6[i];
+	struct eng_key6	      pk, back;
+	struct eng_view6      pv;
+	int64_t		      p;
+
+	atomic_store_explicit(&s->slots[e->slot].pol, pol, memory_order_relaxed);
+	e->pol = pol;
+	peer_key6(e, key->proto, &pk);
+	p = eng_sess6_lookup(s, eng_hash6(s, &pk), &pk, &pv);
+	if (p < 0)
+		return;
+	peer_key6(&pv, key->proto, &back);
+	if (key6_same(&back, key))
+		atomic_store_explicit(&s->slots[p].pol, pol, memory_order_relaxed);
+}
+
+static void node_policy6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
+			 uint32_t n, uint64_t now)
+{
+	struct eng_vec		*v = &w->v;
+	const struct eng_policy *p = w->pol;
+	uint32_t		 m = 0;
+	uint16_t		 pend[ENG_VEC_MAX];
+
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t	     i = in[k];
+		struct eng_pol_flow6 f;
+		struct eng_key6	     key;
+		enum eng_reason	     r;
+
+		if (!p) {
+			to_drop(w, i, ENG_R_POLICY_NOT_LOADED);
+			continue;
+		}
+		key6_of(v, i, &key);
+		if (v->view6[i].dir == 0) {
+			const struct eng_lb6 *to = &v->lb6[i];
+
+			f.client = key.saddr;
+			f.seen	 = to->saddr;
+			f.server = to->daddr;
+			f.dport	 = to->dport;
+			f.proto	 = key.proto;
+			f.self	 = !!(to->flags & ENG_CT_F_HAIRPIN);
+			r	 = eng_pol_check6(p, &f);
+			if (r != ENG_R_NONE) {
+				to_drop(w, i, r);
+				continue;
+			}
+			v->lb6[i].pol = p->epoch;
+			pend[m++]     = (uint16_t)i;
+			continue;
+		}
+		pol_flow6_of(&key, &v->view6[i], &f);
+		r = eng_pol_check6(p, &f);
+		pol6_record(w, i, &key, (uint16_t)(p->epoch | (r != ENG_R_NONE ? ENG_POL_DENIED : 0)));
+		if (r != ENG_R_NONE) {
+			to_drop(w, i, r);
+			continue;
+		}
+		sess6_hit(w, t, i, now);
+	}
+	lb6_commit(w, t, pend, m, now);
 }
 
 /* ---- reject (IPv6) ---------------------------------------------------------------- */

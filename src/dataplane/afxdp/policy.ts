@@ -18,11 +18,14 @@ import { IpcacheFlags, PolDir, PolVerdict } from '../bpf/codecs.js';
 import type { WrittenPolicy } from '../bpf/policy-maps.js';
 import type { TableEntry } from '../bpf/policy-entries.js';
 import { PROTO_ANY } from '../../model/policy/compiled.js';
+import { isIPv6 } from '../../net/ip.js';
+import { writeIpv6 } from '../../net/ip6.js';
 
 export const POLICY_MAGIC = 0x50585042; // "BPXP"
-export const POLICY_VERSION = 1;
-const HDR = 32;
+export const POLICY_VERSION = 2;
+const HDR = 40;
 const PFX = 16;
+const PFX6 = 28;
 const EP = 8;
 const TBL = 8;
 const RULE = 16;
@@ -30,6 +33,7 @@ const RULE = 16;
 const ANY_PROTO = 0xff;
 
 export interface EnginePolicyFigures {
+  /** both families */
   prefixes: number;
   endpoints: number;
   tables: number;
@@ -60,7 +64,8 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
     }
     eps.push([id, t]);
   }
-  const bytes = HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE;
+  const ipcache6 = w.ipcache6 ?? [];
+  const bytes = HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE + ipcache6.length * PFX6;
   const b = Buffer.alloc(bytes);
   b.writeUInt32LE(POLICY_MAGIC, 0);
   b.writeUInt16LE(POLICY_VERSION, 4);
@@ -71,6 +76,7 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
   b.writeUInt32LE(eps.length, 20);
   b.writeUInt32LE(tables.length, 24);
   b.writeUInt32LE(rules, 28);
+  b.writeUInt32LE(ipcache6.length, 32);
   let o = HDR;
   for (const [k, v] of w.ipcache) {
     putAddr(b, o, k.addr);
@@ -104,5 +110,14 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
       o += RULE;
     }
   }
-  return { blob: b, figures: { prefixes: w.ipcache.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes } };
+  for (const [k, v] of ipcache6) {
+    if (!isIPv6(k.addr)) throw new Error(`engine policy: "${k.addr}" is not an IPv6 address`);
+    writeIpv6(b, o, k.addr);
+    b.writeUInt32LE(v.identity >>> 0, o + 16);
+    b.writeUInt32LE(v.endpoint >>> 0, o + 20);
+    b[o + 24] = k.prefixlen;
+    b[o + 25] = v.flags & (IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO);
+    o += PFX6;
+  }
+  return { blob: b, figures: { prefixes: w.ipcache.length + ipcache6.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes } };
 }

@@ -29,11 +29,10 @@
  * last one), no frontend is steered to it, and a frame that still comes is
  * dropped (policy-not-loaded), never forwarded unchecked.
  *
- * IPv6 (issue 13): the engine serves IPv6 frontends too (its IPv6 flows
- * mirrored into bpfproxy_ct6), but takes no IPv6 policy decisions: IPv6
- * frontends are steered to it only while no endpoint is isolated (or no
- * policy is given at all); an IPv6 packet that reaches it meanwhile is
- * dropped (policy-ipv6-unenforced), never forwarded unpoliced.
+ * IPv6 (issue 13): the engine serves IPv6 frontends too, with its IPv6
+ * flows mirrored into bpfproxy_ct6 and the IPv6 identities of the policy
+ * maps (bpfproxy_ipcache6) in its policy; without the IPv6 conntrack map
+ * (options.conntrack6) IPv6 frontends stay on the BPF path.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -174,9 +173,6 @@ export class AfxdpRuntime {
   private stopped = false;
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
-  /* ---- IPv6 (issue 13) ---- */
-  /** whether the policy in force isolates an endpoint: the engine takes no IPv6 policy decisions, so no IPv6 frontend is steered then */
-  private isolating = false;
 
   readonly dataplane: EngineDataplane;
   readonly ports: EnginePortInfo[];
@@ -318,13 +314,8 @@ export class AfxdpRuntime {
       const w = this.o.policy();
       if (!w) throw new Error('the BPF policy maps are not known to the agent (no policy writer)');
       const { blob, figures } = encodePolicy(w);
-      const wasIsolating = this.isolating;
-      // IPv6 frontends leave the steering before a policy that isolates is in force (make-before-break)
-      this.isolating = w.isolated > 0;
-      if (this.isolating && !wasIsolating) this.steering.setFrontends(this.wanted());
       this.engine.setPolicy(blob);
       this.policyError = undefined;
-      if (!this.isolating && wasIsolating) this.steering.setFrontends(this.wanted());
       if (was) this.o.log.info({ generation: w.generation, isolated: w.isolated, ...figures }, 'AF_XDP engine: network policy loaded');
     } catch (e) {
       this.policyError = (e as Error).message;
@@ -343,20 +334,10 @@ export class AfxdpRuntime {
     const out: SteeredFrontend[] = [];
     if (this.policyError !== undefined) return out;
     for (const { frontend: f } of this.dataplane.frontends()) {
-      if (f.ip.includes(':') && !this.ipv6Steerable()) continue; // IPv6 (issue 13): see ipv6Steerable()
+      if (f.ip.includes(':') && this.o.conntrack6 === undefined) continue; // IPv6 (issue 13): only with its flows mirrored
       if (steerable(f, this.reach, this.steer)) out.push({ addr: f.ip, port: f.port, proto: protoNum(f.protocol) });
     }
     return out;
-  }
-
-  /**
-   * IPv6 (issue 13): IPv6 frontends go to the engine only with its IPv6
-   * flows mirrored into bpfproxy_ct6 (the XDP program finds their replies
-   * there, the kernel path carries them on) and no endpoint isolated (the
-   * engine takes no IPv6 policy decisions: it would drop them, fail closed).
-   */
-  private ipv6Steerable(): boolean {
-    return this.o.conntrack6 !== undefined && !(this.o.policy && this.isolating);
   }
 
   /** Node addresses, next hops and steering, once a second (and at start). */
