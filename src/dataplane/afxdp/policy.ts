@@ -119,5 +119,8 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
     b[o + 25] = v.flags & (IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO);
     o += PFX6;
   }
-  return { blob: b, figures: { prefixes: w.ipcache.length + ipcache6.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes } };
+  return {
+    blob: b,
+    figures: { prefixes: w.ipcache.length + ipcache6.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes },
+  };
 }
