@@ -39,6 +39,7 @@
 #define ENG_ID_ANY	  0 /* IDENTITY_ANY */
 #define ENG_ID_WORLD	  1
 #define ENG_ID_HOST	  2
+#define ENG_ID_WORLD6	  3 /* IDENTITY_WORLD6: an IPv6 address the ipcache does not know */
 
 #define ENG_POL_INGRESS	  1 /* POL_DIR_INGRESS */
 #define ENG_POL_EGRESS	  2
@@ -201,7 +202,7 @@ static inline void eng_pol_resolve6(const struct eng_policy *p, const eng_ip6 *a
 			}
 		}
 	}
-	e->identity = ENG_ID_WORLD;
+	e->identity = ENG_ID_WORLD6;
 	e->endpoint = 0;
 	e->flags    = 0;
 }
