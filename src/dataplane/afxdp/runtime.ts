@@ -108,6 +108,8 @@ export interface EngineMemory {
   /** the session table: sessionEntries (bpfMapSizeConntrack) live entries at most, committed at start */
   sessionsBytes: number;
   sessionEntries: number;
+  /** the IPv6 session table: a quarter of sessionEntries (at least 4096), 128 bytes a slot, committed at start */
+  sessions6Bytes: number;
   /** the table in force (frontends, backends, Maglev tables, neighbours); grows with the services */
   tableBytes: number;
   totalBytes: number;
@@ -384,8 +386,9 @@ export class AfxdpRuntime {
         frameBytes: ENGINE_FRAME_BYTES,
         sessionsBytes: st.sessions.bytes,
         sessionEntries: rc.sessions,
+        sessions6Bytes: st.sessions6.bytes,
         tableBytes: st.table?.bytes ?? 0,
-        totalBytes: st.umemBytes + st.sessions.bytes + (st.table?.bytes ?? 0),
+        totalBytes: st.umemBytes + st.sessions.bytes + st.sessions6.bytes + (st.table?.bytes ?? 0),
       },
       settings: {
         queues: this.o.settings.queues,
