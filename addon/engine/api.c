@@ -136,13 +136,19 @@ int eng_test_run(struct eng *e, uint32_t n, uint8_t *const *data, uint16_t *len,
 
 /* Make the frame a flow never seen: source port and the low half of the
  * source address from the counter, the IPv4 checksum kept right (the L4
- * checksum is not verified by the engine). */
+ * checksum is not verified by the engine). IPv6: the source address's last
+ * 16 bits and the source port. */
 static void new_flow(uint8_t *d, uint16_t len, uint64_t flow)
 {
 	uint16_t sp = htons((uint16_t)(1024 + (flow & 0x7fff)));
 	uint16_t lo, nlo = htons((uint16_t)(flow >> 15)), csum;
 	uint32_t sum, ihl;
 
+	if (len >= 58 && d[12] == 0x86 && d[13] == 0xdd) {
+		memcpy(d + 14 + 8 + 14, &nlo, 2);
+		memcpy(d + 54, &sp, 2);
+		return;
+	}
 	if (len < 38)
 		return;
 	memcpy(&lo, d + 28, 2);

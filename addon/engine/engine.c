@@ -97,9 +97,16 @@ struct eng_worker *eng_worker_new(struct eng *e, uint32_t id)
 	w->rng = e->hash_seed ^ (0x9e3779b97f4a7c15ULL * (id + 1)) ^ eng_now_ns();
 	if (!w->rng)
 		w->rng = 1;
+	w->v6 = aligned_alloc(64, (sizeof(*w->v6) + 63) & ~(size_t)63);
+	if (!w->v6) {
+		free(w);
+		return NULL;
+	}
+	memset(w->v6, 0, sizeof(*w->v6));
 	if (e->cfg.ct_fd >= 0) {
 		w->ctx = calloc(1, eng_ct_export_size());
 		if (!w->ctx) {
+			free(w->v6);
 			free(w);
 			return NULL;
 		}
@@ -108,6 +115,7 @@ struct eng_worker *eng_worker_new(struct eng *e, uint32_t id)
 		w->ctx6 = calloc(1, eng_ct6_export_size());
 		if (!w->ctx6) {
 			free(w->ctx);
+			free(w->v6);
 			free(w);
 			return NULL;
 		}
@@ -121,6 +129,7 @@ void eng_worker_free(struct eng_worker *w)
 		return;
 	free(w->ctx);
 	free(w->ctx6);
+	free(w->v6);
 	free(w);
 }
 

@@ -737,7 +737,11 @@ struct eng_vec {
 	struct eng_view view[ENG_VEC_MAX];
 	struct eng_lb	lb[ENG_VEC_MAX];
 	int16_t		trace[ENG_VEC_MAX]; /* index into the worker's trace records, -1 */
-	/* IPv6 packets (ip6-parse on): their addresses, session, lb decision */
+};
+
+/* The IPv6 packets' own per-packet state (ip6-parse on), allocated apart
+ * from struct eng_vec so that the IPv4 nodes' working set stays as it was. */
+struct eng_vec6 {
 	eng_ip6		 saddr6[ENG_VEC_MAX], daddr6[ENG_VEC_MAX];
 	struct eng_view6 view6[ENG_VEC_MAX];
 	struct eng_lb6	 lb6[ENG_VEC_MAX];
@@ -760,6 +764,7 @@ struct eng_worker {
 	_Atomic int	      offline; /* 1 while parked in poll(): not holding a table */
 	uint64_t	      rng;
 	struct eng_vec	      v;
+	struct eng_vec6	     *v6;
 	uint16_t	      q[ENG_N__MAX][ENG_VEC_MAX];
 	uint32_t	      qn[ENG_N__MAX];
 	struct eng_node_stats nodes[ENG_N__MAX];

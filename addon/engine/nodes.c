@@ -1297,7 +1297,7 @@ static void finish_trace(struct eng_worker *w, uint32_t i)
 	r->reason   = v->reason[i];
 	r->out_port = v->next[i] == ENG_N_OUTPUT ? v->out_port[i] : 0xff;
 	r->len	    = v->len[i];
-	r->sess_dir = v->data[i][12] == 0x86 ? v->view6[i].dir : v->view[i].dir;
+	r->sess_dir = v->data[i][12] == 0x86 ? w->v6->view6[i].dir : v->view[i].dir;
 	if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 38 && v->data[i][12] == 0x08) {
 		d	     = v->data[i];
 		r->out_saddr = rd32(d + 26);

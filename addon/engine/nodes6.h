@@ -59,7 +59,7 @@ static void node_parse6(struct eng_worker *w, const struct eng_table *t, const u
 		uint32_t       len = v->len[i], pl;
 		uint8_t	       nh;
 
-		v->view6[i].dir = 0;
+		w->v6->view6[i].dir = 0;
 		if (len < L4_OFF6) {
 			to_drop(w, i, ENG_R_SHORT_FRAME);
 			continue;
@@ -115,8 +115,8 @@ static void node_parse6(struct eng_worker *w, const struct eng_table *t, const u
 			continue;
 		}
 		v->proto[i] = nh;
-		memcpy(&v->saddr6[i], ip + 8, 16);
-		memcpy(&v->daddr6[i], ip + 24, 16);
+		memcpy(&w->v6->saddr6[i], ip + 8, 16);
+		memcpy(&w->v6->daddr6[i], ip + 24, 16);
 		v->sport[i]  = rd16(l4);
 		v->dport[i]  = rd16(l4 + 2);
 		v->ttl[i]    = ip[7];
@@ -135,10 +135,12 @@ static void node_parse6(struct eng_worker *w, const struct eng_table *t, const u
 
 /* ---- session6 -------------------------------------------------------------- */
 
-static inline void key6_of(const struct eng_vec *v, uint32_t i, struct eng_key6 *k)
+static inline void key6_of(const struct eng_worker *w, uint32_t i, struct eng_key6 *k)
 {
-	k->saddr = v->saddr6[i];
-	k->daddr = v->daddr6[i];
+	const struct eng_vec *v = &w->v;
+
+	k->saddr = w->v6->saddr6[i];
+	k->daddr = w->v6->daddr6[i];
 	k->sport = v->sport[i];
 	k->dport = v->dport[i];
 	k->proto = v->proto[i];
@@ -163,13 +165,13 @@ static void sess6_hit(struct eng_worker *w, const struct eng_table *t, uint32_t 
 {
 	struct eng_vec	     *v	   = &w->v;
 	struct eng_sessions6 *s	   = &w->e->sessions6;
-	struct eng_view6     *e	   = &v->view6[i];
+	struct eng_view6     *e	   = &w->v6->view6[i];
 	struct eng_sess6     *slot = &s->slots[e->slot];
 	int		      exp  = w->ctx6 != NULL;
 	struct eng_key6	      key;
 	uint8_t		      st;
 
-	key6_of(v, i, &key);
+	key6_of(w, i, &key);
 	st = state_after(e->state, e->dir, key.proto, v->tcp_flags[i]);
 	if (st != e->state) {
 		struct eng_key6	 pk, back;
@@ -216,16 +218,16 @@ static void node_session6(struct eng_worker *w, const struct eng_table *t, const
 		uint32_t	i = in[k];
 		struct eng_key6 key;
 
-		key6_of(v, i, &key);
+		key6_of(w, i, &key);
 		v->hash[i] = eng_hash6(s, &key);
 		__builtin_prefetch(&s->slots[v->hash[i] & s->mask]);
 	}
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t	  i = in[k];
 		struct eng_key6	  key;
-		struct eng_view6 *e = &v->view6[i];
+		struct eng_view6 *e = &w->v6->view6[i];
 
-		key6_of(v, i, &key);
+		key6_of(w, i, &key);
 		if (eng_sess6_lookup(s, v->hash[i], &key, e) < 0) {
 			e->dir = 0;
 			enq(w, ENG_N_LB6, i);
@@ -429,11 +431,11 @@ static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t 
 	const struct eng_neigh6	   *nb;
 	struct eng_backend6	    be;
 	struct eng_key6		    key, rk;
-	struct eng_lb6		   *to = &v->lb6[i];
+	struct eng_lb6		   *to = &w->v6->lb6[i];
 	uint32_t		    start, cnt, total;
 	int			    local_only;
 
-	key6_of(v, i, &key);
+	key6_of(w, i, &key);
 	fe6 = eng_fe6_lookup(t, &key.daddr, key.dport, key.proto);
 	if (!fe6) {
 		to_drop(w, i, ENG_R_NO_FRONTEND);
@@ -522,7 +524,6 @@ static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t 
 static void lb6_commit(struct eng_worker *w, const struct eng_table *t, const uint16_t *pend,
 		       uint32_t m, uint64_t now)
 {
-	struct eng_vec	     *v = &w->v;
 	struct eng_sessions6 *s = &w->e->sessions6;
 
 	for (uint32_t k = 0; k < m;) {
@@ -531,11 +532,11 @@ static void lb6_commit(struct eng_worker *w, const struct eng_table *t, const ui
 		pthread_spin_lock(&s->lock);
 		for (; k < end; k++) {
 			uint32_t	i  = pend[k];
-			struct eng_lb6 *to = &v->lb6[i];
+			struct eng_lb6 *to = &w->v6->lb6[i];
 			struct eng_key6 key;
 			int64_t		fs;
 
-			key6_of(v, i, &key);
+			key6_of(w, i, &key);
 			fs = create_flow6_locked(w, t, i, &key, to, now);
 			if (fs == -2 && !(to->flags & ENG_CT_F_SNAT))
 				to->flags |= ENG_CT_F_SNAT;
@@ -551,7 +552,7 @@ static void lb6_commit(struct eng_worker *w, const struct eng_table *t, const ui
 				to_drop(w, i, ENG_R_SESSION_FULL);
 				continue;
 			}
-			view6_of(&v->view6[i], &s->slots[fs], (uint32_t)fs);
+			view6_of(&w->v6->view6[i], &s->slots[fs], (uint32_t)fs);
 			enq(w, ENG_N_NAT6, i);
 		}
 		pthread_spin_unlock(&s->lock);
@@ -600,7 +601,7 @@ static void pol6_record(struct eng_worker *w, uint32_t i, const struct eng_key6 
 			uint16_t pol)
 {
 	struct eng_sessions6 *s = &w->e->sessions6;
-	struct eng_view6     *e = &w->v.view6[i];
+	struct eng_view6     *e = &w->v6->view6[i];
 	struct eng_key6	      pk, back;
 	struct eng_view6      pv;
 	int64_t		      p;
@@ -619,7 +620,6 @@ static void pol6_record(struct eng_worker *w, uint32_t i, const struct eng_key6 
 static void node_policy6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
 			 uint32_t n, uint64_t now)
 {
-	struct eng_vec		*v = &w->v;
 	const struct eng_policy *p = w->pol;
 	uint32_t		 m = 0;
 	uint16_t		 pend[ENG_VEC_MAX];
@@ -634,9 +634,9 @@ static void node_policy6(struct eng_worker *w, const struct eng_table *t, const 
 			to_drop(w, i, ENG_R_POLICY_NOT_LOADED);
 			continue;
 		}
-		key6_of(v, i, &key);
-		if (v->view6[i].dir == 0) {
-			const struct eng_lb6 *to = &v->lb6[i];
+		key6_of(w, i, &key);
+		if (w->v6->view6[i].dir == 0) {
+			const struct eng_lb6 *to = &w->v6->lb6[i];
 
 			f.client = key.saddr;
 			f.seen	 = to->saddr;
@@ -649,11 +649,11 @@ static void node_policy6(struct eng_worker *w, const struct eng_table *t, const 
 				to_drop(w, i, r);
 				continue;
 			}
-			v->lb6[i].pol = p->epoch;
+			w->v6->lb6[i].pol = p->epoch;
 			pend[m++]     = (uint16_t)i;
 			continue;
 		}
-		pol_flow6_of(&key, &v->view6[i], &f);
+		pol_flow6_of(&key, &w->v6->view6[i], &f);
 		r = eng_pol_check6(p, &f);
 		pol6_record(w, i, &key, (uint16_t)(p->epoch | (r != ENG_R_NONE ? ENG_POL_DENIED : 0)));
 		if (r != ENG_R_NONE) {
@@ -793,7 +793,7 @@ static void node_nat6(struct eng_worker *w, const struct eng_table *t, const uin
 	(void)now;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t		i = in[k];
-		const struct eng_view6 *e = &v->view6[i];
+		const struct eng_view6 *e = &w->v6->view6[i];
 		uint8_t		       *d = v->data[i], *ip = d + ETH_HLEN6, *l4 = d + L4_OFF6;
 		uint8_t		       *cp = l4 + (v->proto[i] == PROTO_TCP ? 16 : 6);
 		uint16_t		l4c;
@@ -804,12 +804,12 @@ static void node_nat6(struct eng_worker *w, const struct eng_table *t, const uin
 		}
 		complete_partial_csum6(v, i, d, cp);
 		l4c = rd16(cp);
-		if (!eng_ip6_eq(&e->nat_saddr, &v->saddr6[i])) {
-			l4c = csum_replace16(l4c, &v->saddr6[i], &e->nat_saddr);
+		if (!eng_ip6_eq(&e->nat_saddr, &w->v6->saddr6[i])) {
+			l4c = csum_replace16(l4c, &w->v6->saddr6[i], &e->nat_saddr);
 			memcpy(ip + 8, &e->nat_saddr, 16);
 		}
-		if (!eng_ip6_eq(&e->nat_daddr, &v->daddr6[i])) {
-			l4c = csum_replace16(l4c, &v->daddr6[i], &e->nat_daddr);
+		if (!eng_ip6_eq(&e->nat_daddr, &w->v6->daddr6[i])) {
+			l4c = csum_replace16(l4c, &w->v6->daddr6[i], &e->nat_daddr);
 			memcpy(ip + 24, &e->nat_daddr, 16);
 		}
 		if (e->nat_sport != v->sport[i]) {
@@ -838,7 +838,7 @@ static void node_l2_6(struct eng_worker *w, const struct eng_table *t, const uin
 	(void)now;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t		i = in[k];
-		const struct eng_view6 *e = &v->view6[i];
+		const struct eng_view6 *e = &w->v6->view6[i];
 		uint8_t		       *d = v->data[i];
 
 		if (e->dir == ENG_CT_DIR_REPLY && e->out_port != 0xff) {
