@@ -23,7 +23,8 @@ import {
   type PolicyRuleRef,
 } from '../src/model/policy/compiled.js';
 import { portPrefixes } from '../src/dataplane/bpf/policy-entries.js';
-import { PolicyMapWriter } from '../src/dataplane/bpf/policy-maps.js';
+import { PolicyMapWriter, type WrittenPolicy } from '../src/dataplane/bpf/policy-maps.js';
+import { IpcacheFlags } from '../src/dataplane/bpf/codecs.js';
 import { encodePolicy } from '../src/dataplane/afxdp/policy.js';
 import { EngineDataplane } from '../src/dataplane/afxdp/dataplane.js';
 import { createEngine } from '../src/dataplane/afxdp/native.js';
@@ -31,7 +32,16 @@ import { ctTimeoutsNs } from '../src/config/datapath.js';
 import { DEFAULT_CONFIG } from '../src/config/fields.js';
 import type { Frontend } from '../src/model/types.js';
 import { frame6, TCP, type L4v6 } from '../testkit/packet6.js';
-import { NODE_MAC, POD_PORT_MAC } from './helpers/engine.js';
+import {
+  CLIENT6 as CLIENT6_E,
+  LB6 as LB6_E,
+  LOCAL_BE,
+  LOCAL_BE6,
+  NODE6 as NODE6_E,
+  NODE_MAC,
+  POD_PORT_MAC,
+  testEngine,
+} from './helpers/engine.js';
 import { be, fe } from './helpers/fixtures.js';
 import { NODE6, progrun6Node } from './helpers/progrun6.js';
 import { reasonCount } from './helpers/progrun.js';
@@ -228,3 +238,57 @@ t.test('the engine and BPF_PROG_RUN take the same IPv6 policy decisions from one
     'others go on',
   );
 });
+
+t.test(
+  'a pod isolated by its IPv4 address, at an IPv6 address the ipcache lacks: dropped both ways (policy-ipv6), as the BPF path',
+  async (t) => {
+    // the pod behind the pod port (ifindex 3): LOCAL_BE (IPv4, isolated both ways, its table allows everything) and LOCAL_BE6
+    const allowAll = [allow(IDENTITY_ANY, 'ingress', PROTO_ANY, 0, 0, 1), allow(IDENTITY_ANY, 'egress', PROTO_ANY, 0, 0, 2)];
+    const written = (withIpv6: boolean): WrittenPolicy => ({
+      generation: 1,
+      isolated: 1,
+      ipcache: [
+        [
+          { prefixlen: 0, addr: '0.0.0.0' },
+          { identity: IDENTITY_WORLD, endpoint: 0, flags: 0 },
+        ],
+        [
+          { prefixlen: 32, addr: LOCAL_BE },
+          { identity: 300, endpoint: 9, flags: IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO },
+        ],
+      ],
+      ...(withIpv6
+        ? {
+            ipcache6: [
+              [
+                { prefixlen: 128, addr: LOCAL_BE6 },
+                { identity: 300, endpoint: 9, flags: IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO },
+              ],
+            ] as const,
+          }
+        : {}),
+      tables: new Map([[9, allowAll.map((e) => ({ ...e }))]]),
+    });
+    const e = testEngine(t);
+    const frames = () => [
+      // from the pod (rx: the pod port), its IPv6 source
+      frame6(
+        { src: LOCAL_BE6, dst: NODE6_E, srcMac: '02:00:00:00:00:b2', dstMac: POD_PORT_MAC },
+        { proto: 'udp', sport: 41000, dport: 30080, payload: Buffer.from('x') },
+      ),
+      // to the pod: eTP Local to its IPv6 address, out of the pod port
+      frame6(
+        { src: CLIENT6_E, dst: LB6_E(12), srcMac: '02:00:00:00:00:c1', dstMac: NODE_MAC },
+        { proto: 'tcp', sport: 41001, dport: 80, flags: TCP.SYN },
+      ),
+    ];
+    const run = () => e.runVector(frames(), { rxPort: [1, 0] }).map((r) => (r.next === 'output' ? 'pass' : `drop ${r.reason}`));
+    e.setPolicy(encodePolicy(written(false), new Map([[3, LOCAL_BE]])).blob);
+    t.same(run(), ['drop policy-ipv6', 'drop policy-ipv6'], 'the pod IPv6 address unknown: from it and to it, dropped');
+    e.setPolicy(encodePolicy(written(false)).blob);
+    t.same(run(), ['pass', 'pass'], 'without the pod interface known: not judged (as the BPF path without its pod_addrs entry)');
+    e.setPolicy(encodePolicy(written(true), new Map([[3, LOCAL_BE]])).blob);
+    t.same(run(), ['pass', 'pass'], 'the pod IPv6 address in the ipcache: its own policy (allow all) decides');
+    t.ok((e.stats().reasons['policy-ipv6'] ?? 0) === 2, 'counted under policy-ipv6');
+  },
+);

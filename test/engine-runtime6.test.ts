@@ -94,7 +94,7 @@ const written = (generation: number, withIpv6: boolean): WrittenPolicy => ({
   tables: new Map([[7, []]]),
 });
 
-function runtime(t: Test, o: { policy?: () => WrittenPolicy; conntrack6: boolean }) {
+function runtime(t: Test, o: { policy?: () => WrittenPolicy; conntrack6: boolean; podAddrs?: () => ReadonlyMap<number, string> }) {
   const engine = createEngine({ vector: 64, sessions: 1024 });
   const clock = new FakeClock();
   const { log } = captureLogger();
@@ -122,6 +122,7 @@ function runtime(t: Test, o: { policy?: () => WrittenPolicy; conntrack6: boolean
     ...(o.conntrack6 ? { conntrack6: -1 as unknown as MapHandle } : {}),
     nodeAddresses: () => [NODE, NODE6],
     ...(o.policy ? { policy: o.policy } : {}),
+    ...(o.podAddrs ? { podAddrs: o.podAddrs } : {}),
     log,
     clock,
   };
@@ -138,7 +139,7 @@ function runtime(t: Test, o: { policy?: () => WrittenPolicy; conntrack6: boolean
     opts,
   );
   t.teardown(() => rt.stop());
-  return { rt, engine, steering };
+  return { rt, engine, steering, clock };
 }
 
 const steeredAddrs = (s: FakeSteering) => [...s.steered.values()].map((f) => f.addr).sort();
@@ -174,4 +175,15 @@ t.test('without the IPv6 conntrack mirror, IPv6 frontends stay on the BPF path',
 t.test('no NetworkPolicy given: IPv6 frontends steered', async (t) => {
   const { steering } = runtime(t, { conntrack6: true });
   t.same(steeredAddrs(steering), ['0.0.0.0', '::'], 'both steered');
+});
+
+t.test("a pod interface's address changes: the engine's policy is rebuilt at the next refresh", async (t) => {
+  const pods = new Map<number, string>();
+  const { engine, clock } = runtime(t, { policy: () => written(1, true), conntrack6: true, podAddrs: () => pods });
+  const epoch = engine.stats().policy!.epoch;
+  await clock.advance(1000);
+  t.equal(engine.stats().policy!.epoch, epoch, 'nothing changed: not rebuilt');
+  pods.set(3, '10.244.1.5');
+  await clock.advance(1000);
+  t.equal(engine.stats().policy!.epoch, epoch + 1, 'rebuilt with the new pod address');
 });

@@ -82,6 +82,7 @@ enum eng_reason {
 	ENG_R_IP6_PAYLOAD_LEN, /* payload length 0 (jumbogram) or past the frame */
 	ENG_R_IP6_EXT_HDR,     /* an extension header (or ICMPv6): the kernel path's */
 	ENG_R_UDP6_NO_CSUM,    /* UDP over IPv6 without a checksum (RFC 8200 forbids it) */
+	ENG_R_POLICY_IPV6, /* a pod isolated by its IPv4 address, at an IPv6 address the ipcache lacks: fails closed */
 	ENG_R__MAX,
 };
 

@@ -57,6 +57,7 @@ const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_IP6_PAYLOAD_LEN]	   = "ip6-payload-length",
 	[ENG_R_IP6_EXT_HDR]	   = "ip6-extension-header",
 	[ENG_R_UDP6_NO_CSUM]	   = "udp6-no-checksum",
+	[ENG_R_POLICY_IPV6]	   = "policy-ipv6",
 };
 
 uint64_t eng_now_ns(void)

@@ -30,6 +30,10 @@
  *               prefixes in the engine's policy): new flows after
  *               translation, sessions whose decision predates the policy in
  *               force. -> nat6 | drop
+ * And, while something is isolated, every IPv6 packet from a pod port
+ * (session6) and to one (l2-rewrite6) whose pod address the IPv6 ipcache
+ * lacks, while that pod is isolated by its IPv4 address, is dropped
+ * (policy-ipv6), as the BPF path's pod hooks do.
  */
 
 #define ETH_HLEN6 14
@@ -228,6 +232,16 @@ static void node_session6(struct eng_worker *w, const struct eng_table *t, const
 		struct eng_view6 *e = &w->v6->view6[i];
 
 		key6_of(w, i, &key);
+		if (w->pol_on && w->pol) {
+			const struct eng_port *rp = port_of(t, v->rx_port[i]);
+
+			if (rp && (rp->flags & ENG_PORT_F_POD) &&
+			    eng_pol_unknown_isolated6(w->pol, rp->ifindex, &key.saddr,
+						      ENG_IPC_F_EGRESS)) {
+				to_drop(w, i, ENG_R_POLICY_IPV6);
+				continue;
+			}
+		}
 		if (eng_sess6_lookup(s, v->hash[i], &key, e) < 0) {
 			e->dir = 0;
 			enq(w, ENG_N_LB6, i);
@@ -859,6 +873,12 @@ static void node_l2_6(struct eng_worker *w, const struct eng_table *t, const uin
 			memcpy(d, nb->mac, 6);
 			memcpy(d + 6, t->ports[nb->port].mac, 6);
 			v->out_port[i] = nb->port;
+		}
+		if (w->pol_on && w->pol && (t->ports[v->out_port[i]].flags & ENG_PORT_F_POD) &&
+		    eng_pol_unknown_isolated6(w->pol, t->ports[v->out_port[i]].ifindex,
+					      &e->nat_daddr, ENG_IPC_F_INGRESS)) {
+			to_drop(w, i, ENG_R_POLICY_IPV6);
+			continue;
 		}
 		enq(w, ENG_N_OUTPUT, i);
 	}

@@ -13,7 +13,7 @@
  *     0 u32 magic "BPXP"   4 u16 version (2)   6 u16 header bytes (40)
  *     8 u32 generation (the BPF path's)   12 u32 isolated endpoints
  *    16 u32 prefixes  20 u32 endpoints with a table  24 u32 tables  28 u32 rules
- *    32 u32 IPv6 prefixes   36 u32 zero
+ *    32 u32 IPv6 prefixes   36 u32 pod interfaces
  *   prefixes   16 bytes: u8 addr[4], u32 identity, u32 endpoint, u8 prefix
  *                        length, u8 flags (isolation), u16 zero
  *   endpoints   8 bytes: u32 endpoint id, u32 table
@@ -23,6 +23,9 @@
  *                        protocol), u8 verdict, u16 zero
  *   IPv6 prefixes 28 bytes: u8 addr[16], u32 identity, u32 endpoint, u8 prefix
  *                        length (0..128), u8 flags, u16 zero (bpfproxy_ipcache6)
+ *   pod interfaces 8 bytes: u32 ifindex, u8 addr[4]: the IPv4 address of the
+ *                        pod behind it (bpfproxy_pod_addrs), by which an
+ *                        IPv6 address the ipcache lacks is judged
  */
 #include <sched.h>
 #include <stdarg.h>
@@ -37,6 +40,8 @@
 #define HDR_BYTES     40
 #define PFX_BYTES     16
 #define PFX6_BYTES    28
+#define PODIF_BYTES   8
+#define MAX_PODIFS    (1u << 16)
 #define EP_BYTES      8
 #define TBL_BYTES     8
 #define RULE_BYTES    16
@@ -81,6 +86,7 @@ void eng_policy_free(struct eng_policy *p)
 	free(p->pfx_hash);
 	free(p->prefixes6);
 	free(p->pfx6_hash);
+	free(p->podifs);
 	free(p->ep_id);
 	free(p->ep_table);
 	free(p->ep_hash);
@@ -175,7 +181,7 @@ static int parse_prefixes6(struct eng_policy *p, const uint8_t *o, uint32_t n, c
 struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, size_t whylen)
 {
 	struct eng_policy *p;
-	uint32_t	   npfx, nep, ntbl, nrule, npfx6;
+	uint32_t	   npfx, nep, ntbl, nrule, npfx6, npodif;
 	uint64_t	   need;
 	const uint8_t	  *o;
 	int		   have_len[33] = {0};
@@ -196,12 +202,12 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 	nep   = rd32(buf + 20);
 	ntbl  = rd32(buf + 24);
 	nrule = rd32(buf + 28);
-	npfx6 = rd32(buf + 32);
-	if (npfx6 > MAX_PREFIXES || rd32(buf + 36)) {
+	npfx6  = rd32(buf + 32);
+	npodif = rd32(buf + 36);
+	if (npfx6 > MAX_PREFIXES || npodif > MAX_PODIFS) {
 		fail(why, whylen,
-		     "policy blob: %u IPv6 prefixes (at most %u), reserved header word %u (must "
-		     "be 0)",
-		     npfx6, MAX_PREFIXES, rd32(buf + 36));
+		     "policy blob: %u IPv6 prefixes (at most %u), %u pod interfaces (at most %u)",
+		     npfx6, MAX_PREFIXES, npodif, MAX_PODIFS);
 		return NULL;
 	}
 	if (npfx > MAX_PREFIXES || nep > MAX_ENDPOINTS || ntbl > nep + 1 || nrule > MAX_RULES) {
@@ -213,7 +219,7 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 	}
 	need = HDR_BYTES + (uint64_t)npfx * PFX_BYTES + (uint64_t)nep * EP_BYTES +
 	       (uint64_t)ntbl * TBL_BYTES + (uint64_t)nrule * RULE_BYTES +
-	       (uint64_t)npfx6 * PFX6_BYTES;
+	       (uint64_t)npfx6 * PFX6_BYTES + (uint64_t)npodif * PODIF_BYTES;
 	if (need != len) {
 		fail(why, whylen, "policy blob: %zu bytes, its counts say %llu", len,
 		     (unsigned long long)need);
@@ -383,8 +389,31 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 			h = (h + 1) & p->grp_mask;
 		p->grp_hash[h] = i + 1;
 	}
-	if (parse_prefixes6(p, buf + len - (size_t)npfx6 * PFX6_BYTES, npfx6, why, whylen))
+	o = buf + len - (size_t)npfx6 * PFX6_BYTES - (size_t)npodif * PODIF_BYTES;
+	if (parse_prefixes6(p, o, npfx6, why, whylen))
 		goto bad;
+	o += (size_t)npfx6 * PFX6_BYTES;
+	/* pod interfaces: their pods' isolation, from the IPv4 ipcache */
+	p->npodifs = npodif;
+	p->podifs  = alloc(npodif, sizeof(*p->podifs), &p->bytes);
+	if (!p->podifs)
+		goto oom;
+	for (uint32_t i = 0; i < npodif; i++, o += PODIF_BYTES) {
+		struct eng_pol_end e;
+		uint32_t	   a;
+
+		memcpy(&a, o + 4, 4);
+		eng_pol_resolve(p, a, &e);
+		p->podifs[i].ifindex = rd32(o);
+		p->podifs[i].iso     = e.flags;
+		if (i && p->podifs[i].ifindex <= p->podifs[i - 1].ifindex) {
+			fail(why, whylen,
+			     "policy blob: pod interfaces out of order or listed twice (ifindex %u "
+			     "after %u)",
+			     p->podifs[i].ifindex, p->podifs[i - 1].ifindex);
+			goto bad;
+		}
+	}
 	return p;
 oom:
 	fail(why, whylen, "out of memory for a policy of %u prefixes, %u endpoints, %u rules", npfx,

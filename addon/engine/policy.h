@@ -100,6 +100,13 @@ struct eng_policy {
 	uint32_t	       *pfx6_hash;
 	uint8_t			nlens6;
 	uint8_t			lens6[129];
+	/* pod interfaces (ifindex ascending): the isolation (ENG_IPC_F_*) of
+	 * the pod behind each, by its IPv4 address */
+	uint32_t npodifs;
+	struct {
+		uint32_t ifindex;
+		uint8_t	 iso;
+	} *podifs;
 
 	uint32_t  nendpoints;
 	uint32_t *ep_id, *ep_table; /* endpoint id, its table */
@@ -330,6 +337,39 @@ static inline enum eng_reason eng_pol_check(const struct eng_policy   *p,
 		seen_id = x.identity;
 	}
 	return eng_pol_decide(p, &c, &s, seen_id, f->dport, f->proto, f->self);
+}
+
+/* The isolation of the pod behind ifindex (by its IPv4 address), 0 when
+ * none is known there (bpf/lib/policy6.h pol6_pod_isolated()). */
+static inline uint8_t eng_pol_podif_iso(const struct eng_policy *p, uint32_t ifindex)
+{
+	uint32_t lo = 0, hi = p->npodifs;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (p->podifs[mid].ifindex == ifindex)
+			return p->podifs[mid].iso;
+		if (p->podifs[mid].ifindex < ifindex)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* bpf/lib/policy6.h pol6_unknown_isolated(): own (the pod's IPv6 address)
+ * is no endpoint of the IPv6 ipcache while the pod behind ifindex is
+ * isolated in direction iso by its IPv4 address: its policy is unknown. */
+static inline int eng_pol_unknown_isolated6(const struct eng_policy *p, uint32_t ifindex,
+					    const eng_ip6 *own, uint8_t iso)
+{
+	struct eng_pol_end e;
+
+	if (!(eng_pol_podif_iso(p, ifindex) & iso))
+		return 0;
+	eng_pol_resolve6(p, own, &e);
+	return !e.endpoint;
 }
 
 /* An IPv6 flow in its opening direction, after translation. */

@@ -413,6 +413,7 @@ export class Agent {
         loadBalancing: () => loadBalancingOf(o, this.active ?? cfg),
         nodeAddresses,
         policy: () => this.policy.written(),
+        podAddrs: () => new Map(rt.dp.maps.podAddrs.entries().map(([k, v]) => [k.ifindex, v.addr4])),
         log,
         clock: this.clock,
       });

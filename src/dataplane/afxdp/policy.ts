@@ -26,6 +26,7 @@ export const POLICY_VERSION = 2;
 const HDR = 40;
 const PFX = 16;
 const PFX6 = 28;
+const PODIF = 8;
 const EP = 8;
 const TBL = 8;
 const RULE = 16;
@@ -49,8 +50,16 @@ function putAddr(b: Buffer, o: number, ip: string): void {
   for (let i = 0; i < 4; i++) b[o + i] = p[i]!;
 }
 
-/** Encode what the policy maps hold for the engine (tables shared between endpoints as the maps share them). */
-export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EnginePolicyFigures } {
+/**
+ * Encode what the policy maps hold for the engine (tables shared between
+ * endpoints as the maps share them). podAddrs: bpfproxy_pod_addrs (pod
+ * interface ifindex -> the IPv4 address of its pod), by which the engine
+ * fails closed on a pod's IPv6 address the ipcache lacks, as the BPF path.
+ */
+export function encodePolicy(
+  w: WrittenPolicy,
+  podAddrs: ReadonlyMap<number, string> = new Map(),
+): { blob: Buffer; figures: EnginePolicyFigures } {
   const tableOf = new Map<readonly TableEntry[], number>();
   const tables: Array<readonly TableEntry[]> = [];
   const eps: Array<[number, number]> = [];
@@ -65,7 +74,9 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
     eps.push([id, t]);
   }
   const ipcache6 = w.ipcache6 ?? [];
-  const bytes = HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE + ipcache6.length * PFX6;
+  const pods = [...podAddrs].sort((a, b) => a[0] - b[0]);
+  const bytes =
+    HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE + ipcache6.length * PFX6 + pods.length * PODIF;
   const b = Buffer.alloc(bytes);
   b.writeUInt32LE(POLICY_MAGIC, 0);
   b.writeUInt16LE(POLICY_VERSION, 4);
@@ -77,6 +88,7 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
   b.writeUInt32LE(tables.length, 24);
   b.writeUInt32LE(rules, 28);
   b.writeUInt32LE(ipcache6.length, 32);
+  b.writeUInt32LE(pods.length, 36);
   let o = HDR;
   for (const [k, v] of w.ipcache) {
     putAddr(b, o, k.addr);
@@ -118,6 +130,11 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
     b[o + 24] = k.prefixlen;
     b[o + 25] = v.flags & (IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO);
     o += PFX6;
+  }
+  for (const [ifindex, addr4] of pods) {
+    b.writeUInt32LE(ifindex >>> 0, o);
+    putAddr(b, o + 4, addr4);
+    o += PODIF;
   }
   return {
     blob: b,

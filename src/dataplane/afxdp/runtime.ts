@@ -74,6 +74,8 @@ export interface AfxdpOptions {
    * (tests, a setup without NetworkPolicy): the engine enforces none.
    */
   policy?: () => WrittenPolicy | undefined;
+  /** bpfproxy_pod_addrs (pod interface ifindex -> its pod's IPv4 address): the engine judges a pod's unknown IPv6 address by it, as the BPF path */
+  podAddrs?: () => ReadonlyMap<number, string>;
   log: Logger;
   clock: Clock;
   neighbours?: NeighbourSource;
@@ -175,6 +177,8 @@ export class AfxdpRuntime {
   private stopped = false;
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
+  /** IPv6 (issue 13): the pod addresses the policy in force was built with */
+  private podAddrsSent = '';
 
   readonly dataplane: EngineDataplane;
   readonly ports: EnginePortInfo[];
@@ -315,7 +319,9 @@ export class AfxdpRuntime {
     try {
       const w = this.o.policy();
       if (!w) throw new Error('the BPF policy maps are not known to the agent (no policy writer)');
-      const { blob, figures } = encodePolicy(w);
+      const pods = this.o.podAddrs?.() ?? new Map<number, string>();
+      const { blob, figures } = encodePolicy(w, pods);
+      this.podAddrsSent = JSON.stringify([...pods]);
       this.engine.setPolicy(blob);
       this.policyError = undefined;
       if (was) this.o.log.info({ generation: w.generation, isolated: w.isolated, ...figures }, 'AF_XDP engine: network policy loaded');
@@ -342,10 +348,15 @@ export class AfxdpRuntime {
     return out;
   }
 
+  /** IPv6 (issue 13): whether the pod interfaces' addresses changed since the policy in force was built. */
+  private podAddrsMoved(): boolean {
+    return this.o.podAddrs !== undefined && JSON.stringify([...this.o.podAddrs()]) !== this.podAddrsSent;
+  }
+
   /** Node addresses, next hops and steering, once a second (and at start). */
   refresh(): void {
     if (this.stopped) return;
-    if (this.policyError !== undefined) this.setPolicy();
+    if (this.policyError !== undefined || this.podAddrsMoved()) this.setPolicy();
     this.dataplane.setNodeAddresses(this.o.nodeAddresses());
     this.view = this.neighbours.compute(this.dataplane.backendAddresses(), this.ports);
     this.reach = new Map(this.view.entries.map((n) => [n.ip, n]));
