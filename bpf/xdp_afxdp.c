@@ -12,8 +12,8 @@
  * extension headers, fragments) passes. */
 static __noinline int xdp_afxdp6(struct xdp_md *ctx, __u32 slot)
 {
-	void	       *data = (void *)(long)ctx->data;
-	void	       *end  = (void *)(long)ctx->data_end;
+	void		*data = (void *)(long)ctx->data;
+	void		*end  = (void *)(long)ctx->data_end;
 	struct ipv6hdr_ *ip6  = data + sizeof(struct ethhdr);
 	struct ct6_key	 t    = {};
 	__be16		*ports;
