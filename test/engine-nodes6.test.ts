@@ -337,6 +337,8 @@ t.test('trace: an IPv6 packet path', async (t) => {
   const recs = e.traceTake();
   t.same(recs[0]!.path, ['input', 'ip4-parse', 'ip6-parse', 'session6', 'lb6', 'nat6', 'l2-rewrite6', 'output'], 'a new IPv6 flow');
   t.same(recs[1]!.path, ['input', 'ip4-parse', 'ip6-parse', 'session6', 'lb6', 'reject', 'output'], 'an IPv6 reject');
+  t.equal(recs[0]!.in, `[${CLIENT6}]:40000 > [${NODE6}]:30080`, 'the IPv6 tuple in');
+  t.match(recs[0]!.out, new RegExp(`^\\[${NODE6}\\]:\\d+ > \\[fd00:10:244:2::[234]\\]:8080$`), 'the IPv6 tuple out (SNAT, DNAT)');
 });
 
 void NODE;

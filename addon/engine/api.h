@@ -182,6 +182,8 @@ struct eng_trace_rec {
 	uint16_t in_sport, in_dport, out_sport, out_dport;
 	uint16_t len;
 	uint8_t	 sess_dir; /* 0: none */
+	uint8_t	 family;   /* 6: the addresses are the ...6 ones */
+	uint8_t	 in_saddr6[16], in_daddr6[16], out_saddr6[16], out_daddr6[16];
 };
 
 /* Arm tracing of the next n packets (0 disarms; records so far cleared). */

@@ -62,6 +62,20 @@ enum eng_node NodeNamed(const std::string& s) {
   return ENG_N__MAX;
 }
 
+static bool ParseIp6(const std::string& s, uint8_t out[16]) { return inet_pton(AF_INET6, s.c_str(), out) == 1; }
+
+static std::string Ip6(const uint8_t a[16]) {
+  char b[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, a, b, sizeof(b));
+  return b;
+}
+
+static bool Zero16(const uint8_t a[16]) {
+  for (int i = 0; i < 16; i++)
+    if (a[i]) return false;
+  return true;
+}
+
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::FunctionReference* ctor;
@@ -348,11 +362,17 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.Set("reason", eng_reason_names[r.reason < ENG_R__MAX ? r.reason : 0]);
       o.Set("outPort", r.out_port == 0xff ? Napi::Value(env.Null()) : Napi::Number::New(env, r.out_port));
       o.Set("proto", r.proto);
-      o.Set("in", Ip(r.in_saddr) + ":" + std::to_string(ntohs(r.in_sport)) + " > " + Ip(r.in_daddr) + ":" +
-                      std::to_string(ntohs(r.in_dport)));
-      if (r.out_port != 0xff)
-        o.Set("out", Ip(r.out_saddr) + ":" + std::to_string(ntohs(r.out_sport)) + " > " + Ip(r.out_daddr) + ":" +
-                         std::to_string(ntohs(r.out_dport)));
+      if (r.family == 6) {
+        auto ep = [](const uint8_t a[16], uint16_t port) { return "[" + Ip6(a) + "]:" + std::to_string(ntohs(port)); };
+        o.Set("in", ep(r.in_saddr6, r.in_sport) + " > " + ep(r.in_daddr6, r.in_dport));
+        if (r.out_port != 0xff) o.Set("out", ep(r.out_saddr6, r.out_sport) + " > " + ep(r.out_daddr6, r.out_dport));
+      } else {
+        o.Set("in", Ip(r.in_saddr) + ":" + std::to_string(ntohs(r.in_sport)) + " > " + Ip(r.in_daddr) + ":" +
+                        std::to_string(ntohs(r.in_dport)));
+        if (r.out_port != 0xff)
+          o.Set("out", Ip(r.out_saddr) + ":" + std::to_string(ntohs(r.out_sport)) + " > " + Ip(r.out_daddr) + ":" +
+                           std::to_string(ntohs(r.out_dport)));
+      }
       o.Set("len", r.len);
       o.Set("session", r.sess_dir == ENG_CT_DIR_FWD ? "forward" : r.sess_dir == ENG_CT_DIR_REPLY ? "reply" : "none");
       a.Set(i, o);
@@ -580,20 +600,6 @@ Napi::Value EngineCreate(const Napi::CallbackInfo& info) {
   Napi::Object obj = Engine::ctor->New({});
   Engine::Unwrap(obj)->Init(e, owned, owned6);
   return obj;
-}
-
-static bool ParseIp6(const std::string& s, uint8_t out[16]) { return inet_pton(AF_INET6, s.c_str(), out) == 1; }
-
-static std::string Ip6(const uint8_t a[16]) {
-  char b[INET6_ADDRSTRLEN];
-  inet_ntop(AF_INET6, a, b, sizeof(b));
-  return b;
-}
-
-static bool Zero16(const uint8_t a[16]) {
-  for (int i = 0; i < 16; i++)
-    if (a[i]) return false;
-  return true;
 }
 
 Napi::Value RouteGet(const Napi::CallbackInfo& info) {

@@ -1298,7 +1298,15 @@ static void finish_trace(struct eng_worker *w, uint32_t i)
 	r->out_port = v->next[i] == ENG_N_OUTPUT ? v->out_port[i] : 0xff;
 	r->len	    = v->len[i];
 	r->sess_dir = v->data[i][12] == 0x86 ? w->v6->view6[i].dir : v->view[i].dir;
-	if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 38 && v->data[i][12] == 0x08) {
+	if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 58 && v->data[i][12] == 0x86) {
+		d = v->data[i];
+		memcpy(r->out_saddr6, d + 22, 16);
+		memcpy(r->out_daddr6, d + 38, 16);
+		if (d[20] != 58) {
+			r->out_sport = rd16(d + 54);
+			r->out_dport = rd16(d + 56);
+		}
+	} else if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 38 && v->data[i][12] == 0x08) {
 		d	     = v->data[i];
 		r->out_saddr = rd32(d + 26);
 		r->out_daddr = rd32(d + 30);

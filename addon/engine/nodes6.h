@@ -130,6 +130,9 @@ static void node_parse6(struct eng_worker *w, const struct eng_table *t, const u
 			struct eng_trace_rec *r = &w->tr[v->trace[i]];
 
 			r->proto    = nh;
+			r->family   = 6;
+			memcpy(r->in_saddr6, ip + 8, 16);
+			memcpy(r->in_daddr6, ip + 24, 16);
 			r->in_sport = v->sport[i];
 			r->in_dport = v->dport[i];
 		}
