@@ -405,3 +405,39 @@ t.test('conntrack mirror: IPv6 flows written into bpfproxy_ct6 (the kernel path 
   t.equal(dp.maps.ct.count(), 0, 'nothing in the IPv4 conntrack');
   t.ok(e.stats().conntrack.exported >= 2, 'counted as exported');
 });
+
+t.test('an IPv6 flow the kernel path opened (in bpfproxy_ct6) is adopted, not dropped as not-opening', async (t) => {
+  const pinDir = tmpPinDir(t);
+  const dp = await loadDatapath(BPF_DIR, pinDir, DEFAULT_DATAPATH);
+  t.teardown(() => dp.close());
+  const e = createEngine({ vector: 64, sessions: 4096, conntrack: dp.maps.ct.handle, conntrack6: dp.maps.ct6.handle });
+  t.teardown(() => e.close());
+  e.setTable(encodeTable(table()));
+  // the kernel path's entry: client -> NodePort, SNAT to the node with one of its own ports, to REMOTE_BE6[1]
+  dp.maps.ct6.set(
+    { saddr: CLIENT6, daddr: NODE6, sport: 40100, dport: 30081, proto: 6 } as never,
+    {
+      expiresNs: 1n << 62n,
+      createdNs: 0n,
+      natSaddr: NODE6,
+      natDaddr: REMOTE_BE6[1]!,
+      natSport: 25000,
+      natDport: 8080,
+      dir: 1,
+      state: 0x11,
+      flags: 1 | 4,
+      svcId: 102,
+      polGen: 0,
+    } as never,
+  );
+  const [adopted, stranger] = e.runVector([
+    from6(CLIENT6, NODE6, tcp(40100, 30081, TCP.ACK)),
+    from6(CLIENT6, NODE6, tcp(40101, 30081, TCP.ACK)),
+  ]);
+  t.equal(adopted!.next, 'output', 'the adopted flow goes on through the engine');
+  const p = parseFrame6(adopted!.frame);
+  t.same([p.src, p.sport, p.dst, p.dport], [NODE6, 25000, REMOTE_BE6[1], 8080], 'with the rewrite the kernel path set up');
+  t.ok(p.l4CsumOk, 'checksum right');
+  t.same([stranger!.next, stranger!.reason], ['drop', 'not-opening'], 'a flow nobody opened: not-opening');
+  t.equal(e.stats().conntrack.adopted, 1, 'counted as adopted');
+});

@@ -887,6 +887,8 @@ int eng_ct_adopt_lookup(struct eng_worker *w, const struct eng_key *k, uint64_t 
 			struct eng_sess *v);
 /* The same for IPv6 sessions, into bpfproxy_ct6 (session6.c). */
 void   eng_ct6_queue(struct eng_worker *w, const struct eng_sess6 *s, uint64_t now);
+int    eng_ct6_adopt_lookup(struct eng_worker *w, const struct eng_key6 *k, uint64_t now,
+			    struct eng_sess6 *v);
 void   eng_ct6_flush(struct eng_worker *w);
 size_t eng_ct6_export_size(void);
 

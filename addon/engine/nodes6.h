@@ -436,8 +436,10 @@ static inline void pick_snat_port6(struct eng_worker *w, const struct eng_table 
 	to->rhash = eng_hash6(&w->e->sessions6, &rk);
 }
 
-/* lb6, pass 1 (as lb_decide(), without adoption from the BPF conntrack). */
-static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i, uint64_t now)
+/* lb6, pass 1 (as lb_decide(): a flow the kernel path opened is adopted
+ * from bpfproxy_ct6). */
+static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t i, uint64_t now,
+		      uint32_t *adopted)
 {
 	struct eng_vec		   *v	     = &w->v;
 	struct eng_sessions6	   *s	     = &w->e->sessions6;
@@ -460,6 +462,23 @@ static int lb6_decide(struct eng_worker *w, const struct eng_table *t, uint32_t 
 	}
 	fe    = &fe6->f;
 	total = (uint32_t)fe->cluster_count + fe->local_count;
+	if (total && w->ctx6 && (!opens_flow(key.proto, v->tcp_flags[i]) || key.proto == PROTO_UDP) &&
+	    *adopted < ADOPT_PER_VECTOR) {
+		struct eng_sess6 a;
+		int64_t		 fs = -1;
+
+		(*adopted)++;
+		if (eng_ct6_adopt_lookup(w, &key, now, &a)) {
+			pthread_spin_lock(&s->lock);
+			fs = eng_sess6_insert_hashed_locked(s, v->hash[i], &key, &a);
+			pthread_spin_unlock(&s->lock);
+		}
+		if (fs >= 0) {
+			view6_of(&w->v6->view6[i], &s->slots[fs], (uint32_t)fs);
+			enq(w, w->pol_on ? ENG_N_POLICY6 : ENG_N_NAT6, i);
+			return 0;
+		}
+	}
 	if (!opens_flow(key.proto, v->tcp_flags[i])) {
 		if (total == 0)
 			enq(w, ENG_N_REJECT, i);
@@ -579,12 +598,12 @@ static void lb6_commit(struct eng_worker *w, const struct eng_table *t, const ui
 static void node_lb6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
 		     uint32_t n, uint64_t now)
 {
-	uint32_t m = 0;
+	uint32_t m = 0, adopted = 0;
 	uint16_t pend[ENG_VEC_MAX];
 
 	/* with policy on, a new flow's entries are made once policy6 allowed it */
 	for (uint32_t k = 0; k < n; k++) {
-		if (!lb6_decide(w, t, in[k], now))
+		if (!lb6_decide(w, t, in[k], now, &adopted))
 			continue;
 		if (w->pol_on)
 			enq(w, ENG_N_POLICY6, in[k]);

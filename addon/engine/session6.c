@@ -10,9 +10,8 @@
  * BPF copy of the IPv6 entries it creates or changes and writes them in one
  * batch per vector, as session.c does for IPv4: the kernel path carries the
  * engine's IPv6 flows on when the engine stops, and the XDP program knows
- * which IPv6 replies are the engine's. (Flows the kernel path opened are
- * not adopted over IPv6: their packets that reach the engine and open
- * nothing are dropped, not-opening.)
+ * which IPv6 replies are the engine's; flows the kernel path opened before
+ * the engine took their frontend are adopted from it (as session.c does).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -285,4 +284,37 @@ uint32_t eng_sessions6_gc(struct eng_sessions6 *s, uint64_t now, uint32_t budget
 		pthread_spin_unlock(&s->lock);
 	}
 	return removed;
+}
+
+int eng_ct6_adopt_lookup(struct eng_worker *w, const struct eng_key6 *k, uint64_t now,
+			 struct eng_sess6 *out)
+{
+	struct ct6_key	 ck;
+	struct ct6_value cv;
+
+	if (w->e->cfg.ct6_fd < 0)
+		return 0;
+	memset(&ck, 0, sizeof(ck));
+	memcpy(&ck.saddr, &k->saddr, 16);
+	memcpy(&ck.daddr, &k->daddr, 16);
+	ck.sport = k->sport;
+	ck.dport = k->dport;
+	ck.proto = k->proto;
+	if (bpf_map_lookup_elem(w->e->cfg.ct6_fd, &ck, &cv) || cv.dir != CT_DIR_FWD ||
+	    cv.expires_ns < now)
+		return 0;
+	memset(out, 0, sizeof(*out));
+	out->dir   = ENG_CT_DIR_FWD;
+	out->flags = cv.flags & (ENG_CT_F_SNAT | ENG_CT_F_HAIRPIN | ENG_CT_F_EXTERNAL);
+	memcpy(&out->nat_saddr, &cv.nat_saddr, 16);
+	memcpy(&out->nat_daddr, &cv.nat_daddr, 16);
+	out->nat_sport	 = cv.nat_sport;
+	out->nat_dport	 = cv.nat_dport;
+	out->svc_id	 = cv.svc_id;
+	out->out_port	 = 0xff;
+	out->export_at_s = 0;
+	atomic_store(&out->expires, cv.expires_ns);
+	atomic_store(&out->state, cv.state);
+	w->ct_adopted++;
+	return 1;
 }
