@@ -415,7 +415,7 @@ t.test('an IPv6 flow the kernel path opened (in bpfproxy_ct6) is adopted, not dr
   e.setTable(encodeTable(table()));
   // the kernel path's entry: client -> NodePort, SNAT to the node with one of its own ports, to REMOTE_BE6[1]
   dp.maps.ct6.set(
-    { saddr: CLIENT6, daddr: NODE6, sport: 40100, dport: 30081, proto: 6 } as never,
+    { saddr: CLIENT6, daddr: NODE6, sport: 40100, dport: 30081, proto: 6 },
     {
       expiresNs: 1n << 62n,
       createdNs: 0n,
@@ -428,7 +428,7 @@ t.test('an IPv6 flow the kernel path opened (in bpfproxy_ct6) is adopted, not dr
       flags: 1 | 4,
       svcId: 102,
       polGen: 0,
-    } as never,
+    },
   );
   const [adopted, stranger] = e.runVector([
     from6(CLIENT6, NODE6, tcp(40100, 30081, TCP.ACK)),
