@@ -17,7 +17,8 @@
  * IPv6 (issue 13): the same at vector 256 over IPv6 (the NodePort on the
  * node's IPv6 address, 16 IPv6 endpoints: ip6-parse, session6, lb6, nat6,
  * l2-rewrite6), beside the IPv4 figures, which the IPv6 nodes must leave
- * as they were.
+ * as they were; goal: IPv6 established at most 1.5x IPv4's (the BPF path's
+ * IPv6 is 1.3x its IPv4).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -198,12 +199,15 @@ export function engineTargets(figures: EngineFigure[]): EngineTarget[] {
     met: est ? est.best <= 50 : null,
   });
   const est6 = figures.find((f) => f.family === 6 && f.mode === 'established' && f.vector === 256);
+  const est4 = at('established', 256, est6?.sessions);
   if (est6) {
+    // the BPF path's IPv6 established flow costs 1.3x its IPv4 one (bench/results: ipv6)
+    const ratio = est4 ? est6.best / est4.best : null;
     out.push({
-      target: 'IPv6 established: ns/packet at vector 256',
-      value: `${est6.best} ns (median ${est6.median}; IPv4 ${est?.best ?? '?'} ns)`,
-      goal: '≤ 50 ns',
-      met: est6.best <= 50,
+      target: 'IPv6 established: ns/packet at vector 256 vs IPv4',
+      value: ratio === null ? `${est6.best} ns (no IPv4 figure)` : `${ratio.toFixed(2)}x (${est6.best} vs ${est4!.best} ns)`,
+      goal: '≤ 1.5x',
+      met: ratio === null ? null : ratio <= 1.5,
     });
   }
   return out;

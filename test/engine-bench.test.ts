@@ -18,7 +18,7 @@ t.test('engine core benchmark, smoke', async (t) => {
   t.equal(r.figures.filter((f) => f.family === 6).length, 2, 'IPv6 established and new at 256');
   t.same(
     r.targets.map((x) => x.goal),
-    ['≤ 0.33x', '≤ 0.33x', '≤ 50 ns', '≤ 50 ns'],
+    ['≤ 0.33x', '≤ 0.33x', '≤ 50 ns', '≤ 1.5x'],
     'the three goals of issue 12 are checked, and the IPv6 established cost named',
   );
 });

@@ -227,7 +227,10 @@ static void node_session6(struct eng_worker *w, const struct eng_table *t, const
 
 		key6_of(w, i, &key);
 		v->hash[i] = eng_hash6(s, &key);
+		/* both lines of the entry: the key on the first, the rewrite
+		 * and the deadline across both */
 		__builtin_prefetch(&s->slots[v->hash[i] & s->mask]);
+		__builtin_prefetch((const char *)&s->slots[v->hash[i] & s->mask] + 64);
 	}
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t	  i = in[k];
@@ -703,14 +706,27 @@ static void node_policy6(struct eng_worker *w, const struct eng_table *t, const 
 
 /* ---- reject (IPv6) ---------------------------------------------------------------- */
 
+/* Sixteen bytes as 32-bit words into a 64-bit one's complement sum. */
+static inline uint64_t sum16b(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) + rd32(p + 4) + rd32(p + 8) + rd32(p + 12);
+}
+
+/* A 64-bit sum of 32-bit words folded to a 32-bit sum of 16-bit words
+ * (csum_fold32() takes it from there). */
+static inline uint32_t fold64(uint64_t s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return (uint32_t)(s & 0xffff) + (uint32_t)(s >> 16);
+}
+
 /* The sum of the IPv6 pseudo header (RFC 8200 8.1), words in memory order. */
 static inline uint32_t pseudo6_sum(const uint8_t *src, const uint8_t *dst, uint32_t len,
 				   uint8_t nh)
 {
-	uint32_t sum = csum_add(src, 16, 0);
-
-	sum = csum_add(dst, 16, sum);
-	return sum + htons((uint16_t)len) + htons((uint16_t)(len >> 16)) + ((uint32_t)nh << 8);
+	return fold64(sum16b(src) + sum16b(dst)) + htons((uint16_t)len) +
+	       htons((uint16_t)(len >> 16)) + ((uint32_t)nh << 8);
 }
 
 static void reject6_ip(uint8_t *ip, const uint8_t *src, const uint8_t *dst, uint8_t nh,
@@ -812,12 +828,13 @@ static void complete_partial_csum6(const struct eng_vec *v, uint32_t i, uint8_t 
 	wr16(cp, c);
 }
 
-static inline uint16_t csum_replace16(uint16_t c, const eng_ip6 *from, const eng_ip6 *to)
+/* What replacing an address adds to a one's complement sum: ~from + to, as
+ * 32-bit words (~w of a 32-bit word is the one's complement of both its
+ * 16-bit halves). */
+static inline uint64_t csum_diff16(const eng_ip6 *from, const eng_ip6 *to)
 {
-	for (int k = 0; k < 4; k++)
-		if (from->w[k] != to->w[k])
-			c = csum_replace4(c, from->w[k], to->w[k]);
-	return c;
+	return (uint64_t)(uint32_t)~from->w[0] + (uint32_t)~from->w[1] + (uint32_t)~from->w[2] +
+	       (uint32_t)~from->w[3] + to->w[0] + to->w[1] + to->w[2] + to->w[3];
 }
 
 static void node_nat6(struct eng_worker *w, const struct eng_table *t, const uint16_t *in,
@@ -833,29 +850,32 @@ static void node_nat6(struct eng_worker *w, const struct eng_table *t, const uin
 		uint8_t		       *d = v->data[i], *ip = d + ETH_HLEN6, *l4 = d + L4_OFF6;
 		uint8_t		       *cp = l4 + (v->proto[i] == PROTO_TCP ? 16 : 6);
 		uint16_t		l4c;
+		uint64_t		acc;
 
 		if (v->ttl[i] <= 1) {
 			to_drop(w, i, ENG_R_TTL);
 			continue;
 		}
 		complete_partial_csum6(v, i, d, cp);
-		l4c = rd16(cp);
+		/* every change into one sum, folded once (RFC 1624) */
+		acc = (uint16_t)~rd16(cp);
 		if (!eng_ip6_eq(&e->nat_saddr, &w->v6->saddr6[i])) {
-			l4c = csum_replace16(l4c, &w->v6->saddr6[i], &e->nat_saddr);
+			acc += csum_diff16(&w->v6->saddr6[i], &e->nat_saddr);
 			memcpy(ip + 8, &e->nat_saddr, 16);
 		}
 		if (!eng_ip6_eq(&e->nat_daddr, &w->v6->daddr6[i])) {
-			l4c = csum_replace16(l4c, &w->v6->daddr6[i], &e->nat_daddr);
+			acc += csum_diff16(&w->v6->daddr6[i], &e->nat_daddr);
 			memcpy(ip + 24, &e->nat_daddr, 16);
 		}
 		if (e->nat_sport != v->sport[i]) {
-			l4c = csum_replace2(l4c, v->sport[i], e->nat_sport);
+			acc += (uint16_t)~v->sport[i] + (uint32_t)e->nat_sport;
 			wr16(l4, e->nat_sport);
 		}
 		if (e->nat_dport != v->dport[i]) {
-			l4c = csum_replace2(l4c, v->dport[i], e->nat_dport);
+			acc += (uint16_t)~v->dport[i] + (uint32_t)e->nat_dport;
 			wr16(l4 + 2, e->nat_dport);
 		}
+		l4c = csum_fold32(fold64(acc));
 		ip[7] = (uint8_t)(v->ttl[i] - 1); /* hop limit: in no checksum */
 		if (v->proto[i] == PROTO_UDP && l4c == 0)
 			l4c = 0xffff;
