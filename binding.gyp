@@ -9,6 +9,7 @@
         "addon/engine/nodes.c",
         "addon/engine/policy.c",
         "addon/engine/session.c",
+        "addon/engine/session6.c",
         "addon/engine/table.c",
         "addon/engine/xsk.c",
         "addon/engine/nl.c"

@@ -4,7 +4,36 @@
  * else to the kernel (bpf/lib/xsk.h says which).
  *
  * Compiled as part of bpf/bpfproxy.c (one object, shared maps). */
+#include "lib/parse6.h"
 #include "lib/xsk.h"
+
+/* IPv6: TCP/UDP right after the fixed header, to a frontend the engine
+ * serves or a reply of its SNAT'd flows (xsk.h); everything else (ICMPv6,
+ * extension headers, fragments) passes. */
+static __noinline int xdp_afxdp6(struct xdp_md *ctx, __u32 slot)
+{
+	void		*data = (void *)(long)ctx->data;
+	void		*end  = (void *)(long)ctx->data_end;
+	struct ipv6hdr_ *ip6  = data + sizeof(struct ethhdr);
+	struct ct6_key	 t    = {};
+	__be16		*ports;
+
+	if ((void *)(ip6 + 1) > end || (ip6->vtc >> 4) != 6)
+		return XDP_PASS;
+	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+		return XDP_PASS;
+	ports = (void *)(ip6 + 1);
+	if ((void *)(ports + 2) > end)
+		return XDP_PASS;
+	t.saddr = ip6->saddr;
+	t.daddr = ip6->daddr;
+	t.sport = ports[0];
+	t.dport = ports[1];
+	t.proto = ip6->nexthdr;
+	if (!xsk_wanted6(&t))
+		return XDP_PASS;
+	return bpf_redirect_map(&bpfproxy_xsks, slot, XDP_PASS);
+}
 
 SEC("xdp")
 int bpfproxy_xdp_afxdp(struct xdp_md *ctx)
@@ -22,7 +51,11 @@ int bpfproxy_xdp_afxdp(struct xdp_md *ctx)
 	ifv = bpf_map_lookup_elem(&bpfproxy_xsk_ifs, &ifi);
 	if (!ifv || q >= ifv->queues)
 		return XDP_PASS;
-	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return xdp_afxdp6(ctx, ifv->base + q);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)

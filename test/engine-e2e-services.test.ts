@@ -17,6 +17,13 @@
  * for egress with nothing allowed: its requests to the cluster IP are
  * denied by the engine's policy node (as the BPF path would), the client's
  * still pass, and all pass again once the policy is gone.
+ * IPv6 (dual-stack: the node fd00:192:0:2::1/64 towards the client, the
+ * backends in fd00:10:244:2::/64 and fd00:10:244:4::/64, the pod
+ * fd00:10:244:3::2): an IPv6-only LoadBalancer service, its LoadBalancer IP
+ * and external IP from the client and its cluster IP from the pod, served
+ * by the engine's IPv6 nodes alike (SNAT to the node's IPv6 address with
+ * the engine's ports; the pod's IPv6 address kept), and denied by policy6
+ * while the pod is isolated.
  * `bpfproxy status` reports the engine's memory with what each part is sized
  * from. Every traffic loop is bounded in count and time.
  */
@@ -40,6 +47,15 @@ const LB_IP = '198.51.100.77';
 const EXT_IP = '198.51.100.78';
 const CLUSTER_IP = '10.96.0.80';
 const ENGINE_PORTS = [15000, 19999];
+// IPv6
+const NODE6 = 'fd00:192:0:2::1';
+const CLIENT6 = 'fd00:192:0:2::2';
+const SNAT6 = ['fd00:10:244:2::1', 'fd00:10:244:4::1'];
+const BACKENDS6 = ['fd00:10:244:2::2', 'fd00:10:244:4::2'];
+const POD6 = 'fd00:10:244:3::2';
+const LB6 = '2001:db8:100::77';
+const EXT6 = '2001:db8:100::78';
+const CLUSTER6 = 'fd00:10:96::80';
 const CT_ENTRIES = 65536;
 
 const service = `apiVersion: v1
@@ -55,6 +71,30 @@ spec:
 status:
   loadBalancer:
     ingress: [{ ip: ${LB_IP} }]
+`;
+const service6 = `apiVersion: v1
+kind: Service
+metadata: { name: web6, namespace: default }
+spec:
+  type: LoadBalancer
+  clusterIP: '${CLUSTER6}'
+  clusterIPs: ['${CLUSTER6}']
+  ipFamilies: [IPv6]
+  ipFamilyPolicy: SingleStack
+  externalIPs: ['${EXT6}']
+  ports:
+  - { name: dns, port: 53, protocol: UDP, targetPort: 5353, nodePort: 30091 }
+  - { name: http, port: 80, protocol: TCP, targetPort: 8080, nodePort: 30091 }
+status:
+  loadBalancer:
+    ingress: [{ ip: '${LB6}' }]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: { name: web6-1, namespace: default, labels: { kubernetes.io/service-name: web6 } }
+addressType: IPv6
+ports: [{ name: dns, port: 5353, protocol: UDP }, { name: http, port: 8080, protocol: TCP }]
+endpoints: [{ addresses: ['${BACKENDS6[0]}'], nodeName: other-node }]
 `;
 const slice = (addrs: string[]) => `apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -72,7 +112,7 @@ apiVersion: v1
 kind: Pod
 metadata: { name: client, namespace: default, labels: { app: client } }
 spec: { nodeName: engine-node, containers: [{ name: c, image: i }] }
-status: { phase: Running, podIPs: [{ ip: ${POD_IP} }] }
+status: { phase: Running, podIP: ${POD_IP}, podIPs: [{ ip: ${POD_IP} }, { ip: '${POD6}' }] }
 `;
 const NO_EGRESS = `apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -80,7 +120,11 @@ metadata: { name: client-no-egress, namespace: default }
 spec: { podSelector: { matchLabels: { app: client } }, policyTypes: [Egress] }
 `;
 
-const portOf = (a: ProbeAttempt): number => Number(a.peer!.split(':')[1]);
+const portOf = (a: ProbeAttempt): number => Number(a.peer!.slice(a.peer!.lastIndexOf(':') + 1));
+/** The address the echo server saw: "[ip]:port" (IPv6) or "ip:port". */
+const peerIp = (peer: string): string => (peer.startsWith('[') ? peer.slice(1, peer.indexOf(']')) : peer.slice(0, peer.lastIndexOf(':')));
+const viaEngine6 = (a: ProbeAttempt): boolean =>
+  a.ok && SNAT6.includes(peerIp(a.peer!)) && portOf(a) >= ENGINE_PORTS[0]! && portOf(a) <= ENGINE_PORTS[1]!;
 const viaEngine = (a: ProbeAttempt): boolean =>
   a.ok && SNAT_IPS.includes(a.peer!.split(':')[0]!) && portOf(a) >= ENGINE_PORTS[0]! && portOf(a) <= ENGINE_PORTS[1]!;
 const show = (as: ProbeAttempt[]) => as.map((a) => a.peer ?? a.error).join(' ');
@@ -126,8 +170,34 @@ t.test(
     ip(pod, 'addr', 'add', `${POD_IP}/24`, 'dev', 'eth0');
     ip(pod, 'link', 'set', 'eth0', 'up');
     ip(pod, 'route', 'add', 'default', 'via', '10.78.3.1');
+    // IPv6 beside it (no DAD: the addresses are usable at once)
+    const addr6 = (ns: string, a: string, dev: string) => ip(ns, 'addr', 'add', `${a}/64`, 'dev', dev, 'nodad');
+    sysctl(node, 'net.ipv6.conf.all.forwarding', '1');
+    addr6(node, NODE6, 'n0');
+    addr6(node, SNAT6[0]!, 'n1');
+    addr6(node, SNAT6[1]!, 'n2');
+    addr6(node, 'fd00:10:244:3::1', 'cali1');
+    addr6(client, CLIENT6, 'c0');
+    ip(client, '-6', 'route', 'add', 'default', 'via', NODE6);
+    [backend, backend2].forEach((ns, i) => {
+      addr6(ns, BACKENDS6[i]!, 'b0');
+      ip(ns, '-6', 'route', 'add', 'default', 'via', SNAT6[i]!);
+    });
+    addr6(pod, POD6, 'eth0');
+    ip(pod, '-6', 'route', 'add', 'default', 'via', 'fd00:10:244:3::1');
     startEcho(backend, 'backend');
     startEcho(backend2, 'backend2');
+    // the echo server is dual-stack: startEcho() saw one listener; wait for both families
+    for (const ns of [backend, backend2]) {
+      const until = Date.now() + 10_000;
+      const listening = (fam: '-4' | '-6') =>
+        spawnSync('ip', ['netns', 'exec', ns, 'ss', fam, '-H', '-ltun', '( sport = :8080 or sport = :5353 )'], { encoding: 'utf8' })
+          .stdout.trim()
+          .split('\n')
+          .filter(Boolean).length >= 2;
+      while (!(listening('-4') && listening('-6')) && Date.now() < until) await sleep(50);
+      t.ok(listening('-4') && listening('-6'), `echo server in ${ns}: TCP and UDP listeners on IPv4 and IPv6`);
+    }
 
     const dir = mkdtempSync(join(tmpdir(), 'bpfproxy-engine-svc-'));
     const state = mkdtempSync(join(tmpdir(), 'bpfproxy-engine-svc-state-'));
@@ -138,6 +208,7 @@ t.test(
     writeFileSync(join(dir, 'web.yaml'), service);
     writeFileSync(join(dir, 'web-slice.yaml'), slice([BACKENDS[0]!]));
     writeFileSync(join(dir, 'pod.yaml'), POD);
+    writeFileSync(join(dir, 'web6.yaml'), service6);
     const pinDir = tmpPinDir(t);
     const where = ['--pin-dir', pinDir, '--state-dir', state];
     const agent = await startAgentIn(t, node, [
@@ -172,8 +243,8 @@ t.test(
 
     const stats = () => JSON.parse(cli(['engine', 'stats', '-o', 'json', ...where])) as EngineStatus;
     const node1 = (s: EngineStatus, n: string) => s.engine.nodes.find((x) => x.name === n)!.packets;
-    // LB IP, external IP and NodePort (x2 protocols) and the cluster IP (x2)
-    const WANT = 8;
+    // LB IP, external IP and NodePort (x2 protocols) and the cluster IP (x2), in both families
+    const WANT = 16;
     const deadline = Date.now() + 15_000;
     while (stats().steering.frontends < WANT && Date.now() < deadline) await sleep(250);
     t.equal(stats().steering.frontends, WANT, 'every frontend is steered to the engine once the backend is resolved');
@@ -193,6 +264,31 @@ t.test(
         `${what}, TCP: answered through the engine (${show(c)})`,
       );
     }
+
+    // IPv6: the same through the engine's IPv6 nodes
+    const lb6Before = node1(stats(), 'lb6');
+    for (const [what, addr] of [
+      ['IPv6 LoadBalancer IP', LB6],
+      ['IPv6 external IP', EXT6],
+    ] as const) {
+      const u = probe(client, 'udp', addr, 53, 5, 1000);
+      t.ok(
+        u.every((a) => viaEngine6(a) && a.pod === 'backend'),
+        `${what}, UDP: answered through the engine, SNAT to the node's IPv6 address (${show(u)})`,
+      );
+      const c = probe(client, 'tcp', addr, 80, 3, 2000);
+      t.ok(
+        c.every((a) => viaEngine6(a) && a.pod === 'backend'),
+        `${what}, TCP: answered through the engine (${show(c)})`,
+      );
+    }
+    const p6 = [...probe(pod, 'udp', CLUSTER6, 53, 5, 1000), ...probe(pod, 'tcp', CLUSTER6, 80, 3, 2000)];
+    t.ok(
+      p6.every((a) => a.ok && a.pod === 'backend' && peerIp(a.peer!) === POD6),
+      `IPv6 cluster IP from the pod: answered, the pod's IPv6 address kept (${show(p6)})`,
+    );
+    t.ok(node1(stats(), 'lb6') - lb6Before >= 8 + 8, `the IPv6 flows were balanced by lb6 (${node1(stats(), 'lb6') - lb6Before})`);
+    t.equal(stats().engine.reasons['no-neighbour'] ?? 0, 0, 'every IPv6 backend had its next hop (neighbour discovery)');
 
     const lbBefore = node1(stats(), 'lb');
     const pu = probe(pod, 'udp', CLUSTER_IP, 53, 5, 1000);
@@ -263,6 +359,15 @@ t.test(
     );
     const denied = (stats().engine.reasons['policy-denied'] ?? 0) - deniedBefore;
     t.ok(denied >= 3, `the engine's policy node denied them (${denied} counted under policy-denied)`);
+    const pd6 = probe(pod, 'udp', CLUSTER6, 53, 3, 1000);
+    t.ok(
+      pd6.every((a) => !a.ok),
+      `egress-isolated pod, IPv6: no request answered (${show(pd6)})`,
+    );
+    t.ok(
+      (stats().engine.reasons['policy-denied'] ?? 0) - deniedBefore >= denied + 3,
+      'denied by policy6 (its IPv6 address is the isolated endpoint too)',
+    );
     t.ok(
       probe(client, 'udp', LB_IP, 53, 3, 1000).every((a) => a.ok),
       'the client (nobody isolated on its way) is still served',
@@ -289,7 +394,8 @@ t.test(
     t.equal(m.sessionEntries, CT_ENTRIES, 'session table sized from the conntrack size');
     t.ok(m.sessionsBytes >= CT_ENTRIES * 64, `session table ${m.sessionsBytes} bytes`);
     t.ok(m.tableBytes > 0, `table ${m.tableBytes} bytes`);
-    t.equal(m.totalBytes, m.umemBytes + m.sessionsBytes + m.tableBytes, 'total adds up');
+    t.ok(m.sessions6Bytes >= 4096 * 2 * 128, `IPv6 session table ${m.sessions6Bytes} bytes`);
+    t.equal(m.totalBytes, m.umemBytes + m.sessionsBytes + m.sessions6Bytes + m.tableBytes, 'total adds up');
     const human = cli(['status', ...where]);
     t.match(
       human,

@@ -5,7 +5,12 @@
  * through the test entry. Per packet: it ends in output or drop, a drop has
  * a reason the engine is expected to give for such input, what it sends is
  * well formed (IPv4 checksum right; a translated packet's L4 checksum as
- * right as it came in; rejects fully right). Over the run: the process
+ * right as it came in; rejects fully right). A third of the frames are
+ * IPv6 (test/helpers/fuzz/engine6.ts: the engine's IPv6 frontends, node
+ * addresses, backends and the replies of its IPv6 flows, with extension
+ * headers, fragments, ICMPv6, forged lengths, then truncated, mutated and
+ * random copies), checked alike (L4 checksum as right as it came in, hop
+ * limit one less, rejects right). Over the run: the process
  * survives, and the counters add up (every packet counted once, no counter
  * that cannot move without I/O moved).
  *
@@ -14,7 +19,21 @@
  */
 import t from 'tap';
 import { native } from '../src/native/index.js';
-import { testEngine, table, FRONTENDS, NODE, REMOTE_BE, LOCAL_BE, CLIENT } from './helpers/engine.js';
+import {
+  testEngine,
+  table,
+  FRONTENDS,
+  FRONTENDS6,
+  NODE,
+  NODE6,
+  REMOTE_BE,
+  REMOTE_BE6,
+  LOCAL_BE,
+  LOCAL_BE6,
+  CLIENT,
+  CLIENT6,
+} from './helpers/engine.js';
+import { checkOutput6, Engine6Generator } from './helpers/fuzz/engine6.js';
 import { fold16, inspect, ipString, sum16 } from './helpers/fuzz/inspect.js';
 import { PacketGenerator, type Topology } from './helpers/fuzz/generate.js';
 import { Prng, seedFromEnv } from './helpers/fuzz/prng.js';
@@ -62,6 +81,9 @@ const EXPECTED_DROPS = new Set([
   'ttl',
   'rst-not-answered',
   'icmp-unrelated',
+  'ip6-payload-length',
+  'ip6-extension-header',
+  'udp6-no-checksum',
 ]);
 /** Counters that must not move: they need I/O, a full table or a missing setting. */
 const STILL = ['tx-full', 'no-tx-port', 'session-full', 'nat-ports', 'no-snat-source'];
@@ -83,6 +105,13 @@ t.test(`${PACKETS} random and mutated frames through the graph`, async (t) => {
     extra: ['169.254.42.1', '10.0.9.9'],
   };
   const gen = new PacketGenerator(rng, topo);
+  const gen6 = new Engine6Generator(rng, {
+    nodeIps: [NODE6],
+    frontends: FRONTENDS6.map((f) => ({ addr: f.ip === '::' ? NODE6 : f.ip, port: f.port, proto: f.protocol === 'UDP' ? 17 : 6 })),
+    backends: [...REMOTE_BE6, LOCAL_BE6],
+    clients: [CLIENT6, '2001:db8:7::8', 'fd00:10:244:1::9', LOCAL_BE6],
+  });
+  let v6frames = 0;
   const deadline = Date.now() + SECONDS * 1000;
   let done = 0;
   let clock = native().monotonicNs();
@@ -95,8 +124,8 @@ t.test(`${PACKETS} random and mutated frames through the graph`, async (t) => {
     const frames: Buffer[] = [];
     const ports: number[] = [];
     for (let i = 0; i < n; i++) {
-      const g = gen.next();
-      frames.push(g.frame.length > 2048 ? g.frame.subarray(0, 2048) : g.frame);
+      const g = rng.chance(1 / 3) ? gen6.next() : gen.next().frame;
+      frames.push(g.length > 2048 ? g.subarray(0, 2048) : g);
       ports.push(rng.chance(0.2) ? 1 : 0);
     }
     clock += 50_000_000n; // 50 ms per batch: flows expire as the run goes on
@@ -113,6 +142,15 @@ t.test(`${PACKETS} random and mutated frames through the graph`, async (t) => {
         continue;
       }
       note(r.reason === 'rejected' ? 'rejected' : 'forwarded');
+      if (frames[i]!.length >= 14 && frames[i]!.readUInt16BE(12) === 0x86dd) {
+        v6frames++;
+        note(r.reason === 'rejected' ? 'ipv6 rejected' : 'ipv6 forwarded');
+        const why = checkOutput6(r.frame, frames[i]!, r.reason === 'rejected');
+        if (r.port !== 0 && r.port !== 1) why.push(`output port ${r.port}`);
+        if (why.length && bad.length < 20) bad.push(`packet ${done + i} (IPv6, ${r.reason}): ${why.join(', ')}`);
+        if (r.reason !== 'rejected') gen6.remember(r.frame);
+        continue;
+      }
       const o = inspect(r.frame);
       const why: string[] = [];
       if (r.port !== 0 && r.port !== 1) why.push(`output port ${r.port}`);
@@ -150,6 +188,10 @@ t.test(`${PACKETS} random and mutated frames through the graph`, async (t) => {
   for (const k of STILL) t.equal(st.reasons[k], 0, `${k} did not move`);
   t.ok((outcomes.get('forwarded') ?? 0) > done / 20, `many frames were forwarded (${outcomes.get('forwarded')})`);
   t.ok((outcomes.get('rejected') ?? 0) > 0, 'some were rejected');
+  t.ok(node('ip6-parse') > done / 4, `about a third were IPv6 (${node('ip6-parse')} through ip6-parse)`);
+  t.ok((outcomes.get('ipv6 forwarded') ?? 0) > done / 50, `many IPv6 frames were forwarded (${outcomes.get('ipv6 forwarded')})`);
+  t.ok((outcomes.get('ipv6 rejected') ?? 0) > 0, 'some IPv6 ones were rejected');
+  t.ok(v6frames > 0 && st.sessions6.live >= 0, 'IPv6 sessions in their own table');
   t.comment(
     [...outcomes]
       .sort((a, b) => b[1] - a[1])

@@ -34,7 +34,7 @@ function decodeTableFrontends(b: Buffer) {
   const ports = b.readUInt32LE(12);
   const addrs = b.readUInt32LE(16);
   const nfe = b.readUInt32LE(20);
-  let o = 96 + ports * 32 + addrs * 4;
+  let o = 128 + ports * 32 + addrs * 4;
   const out = [];
   for (let i = 0; i < nfe; i++, o += 32) {
     out.push({
@@ -182,7 +182,7 @@ t.test('the engine and the BPF path pick the same Maglev backend for the same pa
     t.throws(() => engine.setTable(bad), /Maglev (cluster|local) table entry \d+ is backend 32767 of \d+/);
     const short = Buffer.from(tables[tables.length - 1]!);
     // the first frontend (the LoadBalancer IP) points past the entries
-    short.writeUInt32LE(short.readUInt32LE(84), 96 + 32 + 4 + 24);
+    short.writeUInt32LE(short.readUInt32LE(84), 128 + 32 + 4 + 24);
     t.throws(() => engine.setTable(short), /Maglev tables of \d+ and \d+ entries .* inconsistent/);
     engine.setTable(tables[tables.length - 1]!);
   });

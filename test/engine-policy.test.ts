@@ -245,10 +245,10 @@ t.test('a policy blob that fails a check is refused whole; the one in force stay
   badDir[badDir.length - 16 + 10] = 7;
   t.throws(() => e.setPolicy(badDir), /direction 7/);
   const badTable = Buffer.from(good);
-  badTable.writeUInt32LE(99, 32 + 6 * 16 + 4); // the first endpoint's table
+  badTable.writeUInt32LE(99, 40 + 6 * 16 + 4); // the first endpoint's table (header 40)
   t.throws(() => e.setPolicy(badTable), /endpoint 1 names table 99 of 2/);
   const hostBits = Buffer.from(good);
-  hostBits[32 + 2 * 16 + 3] = 1; // 203.0.113.1/24
+  hostBits[40 + 2 * 16 + 3] = 1; // 203.0.113.1/24
   t.throws(() => e.setPolicy(hostBits), /prefix 2 has length 24 or host bits set/);
   t.match(e.stats().policy, { generation: 3, epoch: 1 }, 'the first policy still in force');
   t.same(verdicts(e.runVector([up(CLIENT, ETP_LOCAL, syn(43000, 80))])), ['drop policy-denied'], 'and enforced');

@@ -13,9 +13,10 @@ void eng_table_info(const struct eng_table *t, struct eng_table_info *out)
 {
 	out->generation = t->generation;
 	out->ports	= t->nports;
-	out->frontends	= t->nfe;
-	out->backends	= t->nbe;
-	out->neighbours = t->nneigh;
+	/* both families */
+	out->frontends	= t->nfe + t->nfe6;
+	out->backends	= t->nbe + t->nbe6;
+	out->neighbours = t->nneigh + t->nneigh6;
 	out->bytes	= t->bytes;
 }
 
@@ -51,6 +52,9 @@ void eng_stats(struct eng *e, struct eng_stats *o)
 	o->sessions_slots = (uint64_t)e->sessions.mask + 1;
 	o->sessions_bytes = e->sessions.bytes;
 	o->sessions_huge  = e->sessions.huge;
+	o->sessions6_live  = atomic_load(&e->sessions6.live);
+	o->sessions6_limit = e->sessions6.limit;
+	o->sessions6_bytes = e->sessions6.bytes;
 	o->ct_mirrored	  = e->cfg.ct_fd >= 0;
 	t		  = atomic_load(&e->table);
 	if (t) {
@@ -76,12 +80,14 @@ void eng_stats(struct eng *e, struct eng_stats *o)
 
 uint32_t eng_gc(struct eng *e, uint64_t now)
 {
-	return eng_sessions_gc(&e->sessions, now, e->sessions.mask + 1);
+	return eng_sessions_gc(&e->sessions, now, e->sessions.mask + 1) +
+	       eng_sessions6_gc(&e->sessions6, now, e->sessions6.mask + 1);
 }
 
 void eng_clear_sessions(struct eng *e)
 {
 	eng_sessions_clear(&e->sessions);
+	eng_sessions6_clear(&e->sessions6);
 }
 
 /* ---- test entry ---------------------------------------------------------------- */
@@ -130,13 +136,19 @@ int eng_test_run(struct eng *e, uint32_t n, uint8_t *const *data, uint16_t *len,
 
 /* Make the frame a flow never seen: source port and the low half of the
  * source address from the counter, the IPv4 checksum kept right (the L4
- * checksum is not verified by the engine). */
+ * checksum is not verified by the engine). IPv6: the source address's last
+ * 16 bits and the source port. */
 static void new_flow(uint8_t *d, uint16_t len, uint64_t flow)
 {
 	uint16_t sp = htons((uint16_t)(1024 + (flow & 0x7fff)));
 	uint16_t lo, nlo = htons((uint16_t)(flow >> 15)), csum;
 	uint32_t sum, ihl;
 
+	if (len >= 58 && d[12] == 0x86 && d[13] == 0xdd) {
+		memcpy(d + 14 + 8 + 14, &nlo, 2);
+		memcpy(d + 54, &sp, 2);
+		return;
+	}
 	if (len < 38)
 		return;
 	memcpy(&lo, d + 28, 2);

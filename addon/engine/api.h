@@ -24,13 +24,19 @@ extern "C" {
 enum eng_node {
 	ENG_N_INPUT = 0,
 	ENG_N_PARSE,
+	ENG_N_PARSE6,
 	ENG_N_SESSION,
+	ENG_N_SESSION6,
 	ENG_N_LB,
+	ENG_N_LB6,
 	ENG_N_POLICY,
+	ENG_N_POLICY6,
 	ENG_N_REJECT,
 	ENG_N_NAT,
+	ENG_N_NAT6,
 	ENG_N_ICMP_ERR,
 	ENG_N_L2,
+	ENG_N_L2_6,
 	ENG_N_OUTPUT,
 	ENG_N_DROP,
 	ENG_N__MAX,
@@ -44,7 +50,7 @@ enum eng_reason {
 	ENG_R_NONE = 0,
 	/* malformed: the frame is not what its headers claim */
 	ENG_R_SHORT_FRAME,  /* shorter than Ethernet + IPv4 headers */
-	ENG_R_NOT_IPV4,	    /* EtherType is not IPv4 */
+	ENG_R_NOT_IPV4,	    /* EtherType is neither IPv4 nor IPv6 */
 	ENG_R_IP_VERSION,   /* IPv4 header with version != 4 */
 	ENG_R_IP_HDR_LEN,   /* IHL < 5, or the header runs past the frame */
 	ENG_R_IP_TOTAL_LEN, /* total length below the header or past the frame */
@@ -72,6 +78,11 @@ enum eng_reason {
 	ENG_R_POLICY_DENIED,	 /* a rule denies, or none allows, in an isolated direction */
 	ENG_R_POLICY_NO_TABLE,	 /* an isolated endpoint without a rule table: fails closed */
 	ENG_R_POLICY_NOT_LOADED, /* policy required, none loaded into the engine yet: fails closed */
+	/* IPv6 (ip6-parse) */
+	ENG_R_IP6_PAYLOAD_LEN, /* payload length 0 (jumbogram) or past the frame */
+	ENG_R_IP6_EXT_HDR,     /* an extension header (or ICMPv6): the kernel path's */
+	ENG_R_UDP6_NO_CSUM,    /* UDP over IPv6 without a checksum (RFC 8200 forbids it) */
+	ENG_R_POLICY_IPV6, /* a pod isolated by its IPv4 address, at an IPv6 address the ipcache lacks: fails closed */
 	ENG_R__MAX,
 };
 
@@ -87,6 +98,7 @@ struct eng_config {
 	uint32_t vector;   /* 1..256 */
 	uint32_t sessions; /* session entries (each flow takes 2) */
 	int	 ct_fd;	   /* BPF conntrack map to mirror sessions into; -1: none */
+	int	 ct6_fd;   /* the IPv6 one (bpfproxy_ct6); -1: none */
 };
 
 struct eng *eng_create(const struct eng_config *cfg, char *why, size_t whylen);
@@ -145,6 +157,8 @@ struct eng_stats {
 	uint32_t	       sessions_live, sessions_tombs, sessions_limit;
 	uint64_t	       sessions_slots, sessions_bytes;
 	int		       sessions_huge;
+	uint32_t	       sessions6_live, sessions6_limit;
+	uint64_t	       sessions6_bytes;
 	int		       ct_mirrored;
 	uint64_t	       ct_exported, ct_export_errors, ct_adopted;
 	int		       has_table;
@@ -168,6 +182,8 @@ struct eng_trace_rec {
 	uint16_t in_sport, in_dport, out_sport, out_dport;
 	uint16_t len;
 	uint8_t	 sess_dir; /* 0: none */
+	uint8_t	 family;   /* 6: the addresses are the ...6 ones */
+	uint8_t	 in_saddr6[16], in_daddr6[16], out_saddr6[16], out_daddr6[16];
 };
 
 /* Arm tracing of the next n packets (0 disarms; records so far cleared). */
@@ -248,20 +264,28 @@ struct eng_route {
 	uint32_t oif;
 	uint32_t gateway; /* net; 0 = on link */
 	uint32_t prefsrc; /* net; 0 = none */
+	/* IPv6 routes (eng_route_get6): the same, :: = none */
+	uint8_t gateway6[16], prefsrc6[16];
 };
 /* RTM_GETROUTE for one destination: 0 or -errno. */
 int eng_route_get(uint32_t dst, struct eng_route *r);
+int eng_route_get6(const uint8_t dst[16], struct eng_route *r);
 struct eng_neigh_entry {
-	uint32_t addr;
+	uint32_t addr; /* IPv4 (family 4) */
 	uint32_t ifindex;
 	uint16_t state;
 	uint8_t	 mac[6];
 	uint8_t	 has_mac;
+	uint8_t	 family; /* 4 or 6 */
+	uint8_t	 addr6[16];
 };
-/* RTM_GETNEIGH dump (IPv4): entries written (up to max) or -errno; *total all. */
+/* RTM_GETNEIGH dump (IPv4 and IPv6): entries written (up to max) or -errno;
+ * *total all. */
 int eng_neigh_dump(struct eng_neigh_entry *out, uint32_t max, uint32_t *total);
-/* Ask the kernel to resolve addr on ifindex (RTM_NEWNEIGH with NTF_USE). */
+/* Ask the kernel to resolve addr on ifindex (RTM_NEWNEIGH with NTF_USE):
+ * ARP, or for IPv6 neighbour discovery. */
 int eng_neigh_resolve(uint32_t addr, uint32_t ifindex);
+int eng_neigh_resolve6(const uint8_t addr[16], uint32_t ifindex);
 /* An interface's MAC and RX queue count (RTM_GETLINK): 0 or -errno. */
 int eng_link_info(uint32_t ifindex, uint8_t mac[6], uint32_t *rx_queues, uint32_t *mtu);
 

@@ -62,6 +62,20 @@ enum eng_node NodeNamed(const std::string& s) {
   return ENG_N__MAX;
 }
 
+static bool ParseIp6(const std::string& s, uint8_t out[16]) { return inet_pton(AF_INET6, s.c_str(), out) == 1; }
+
+static std::string Ip6(const uint8_t a[16]) {
+  char b[INET6_ADDRSTRLEN];
+  inet_ntop(AF_INET6, a, b, sizeof(b));
+  return b;
+}
+
+static bool Zero16(const uint8_t a[16]) {
+  for (int i = 0; i < 16; i++)
+    if (a[i]) return false;
+  return true;
+}
+
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
   static Napi::FunctionReference* ctor;
@@ -88,20 +102,24 @@ class Engine : public Napi::ObjectWrap<Engine> {
   explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {}
   ~Engine() override { Destroy(); }
 
-  void Init(struct eng* e, int ct_fd) {
+  void Init(struct eng* e, int ct_fd, int ct6_fd) {
     e_ = e;
     ct_fd_ = ct_fd;
+    ct6_fd_ = ct6_fd;
   }
 
  private:
   struct eng* e_ = nullptr;
-  int ct_fd_ = -1;  // owned: dup of the caller's conntrack map fd
+  int ct_fd_ = -1;   // owned: dup of the caller's conntrack map fd
+  int ct6_fd_ = -1;  // owned: dup of the caller's IPv6 conntrack map fd
 
   void Destroy() {
     if (e_) eng_destroy(e_);
     e_ = nullptr;
     if (ct_fd_ >= 0) ::close(ct_fd_);
     ct_fd_ = -1;
+    if (ct6_fd_ >= 0) ::close(ct6_fd_);
+    ct6_fd_ = -1;
   }
 
   bool Live(Napi::Env env, const char* what) {
@@ -264,6 +282,11 @@ class Engine : public Napi::ObjectWrap<Engine> {
     so.Set("bytes", static_cast<double>(st.sessions_bytes));
     so.Set("hugePages", st.sessions_huge != 0);
     o.Set("sessions", so);
+    Napi::Object s6 = Napi::Object::New(env);
+    s6.Set("live", st.sessions6_live);
+    s6.Set("limit", st.sessions6_limit);
+    s6.Set("bytes", static_cast<double>(st.sessions6_bytes));
+    o.Set("sessions6", s6);
     Napi::Object co = Napi::Object::New(env);
     co.Set("mirrored", st.ct_mirrored != 0);
     co.Set("exported", static_cast<double>(st.ct_exported));
@@ -339,11 +362,17 @@ class Engine : public Napi::ObjectWrap<Engine> {
       o.Set("reason", eng_reason_names[r.reason < ENG_R__MAX ? r.reason : 0]);
       o.Set("outPort", r.out_port == 0xff ? Napi::Value(env.Null()) : Napi::Number::New(env, r.out_port));
       o.Set("proto", r.proto);
-      o.Set("in", Ip(r.in_saddr) + ":" + std::to_string(ntohs(r.in_sport)) + " > " + Ip(r.in_daddr) + ":" +
-                      std::to_string(ntohs(r.in_dport)));
-      if (r.out_port != 0xff)
-        o.Set("out", Ip(r.out_saddr) + ":" + std::to_string(ntohs(r.out_sport)) + " > " + Ip(r.out_daddr) + ":" +
-                         std::to_string(ntohs(r.out_dport)));
+      if (r.family == 6) {
+        auto ep = [](const uint8_t a[16], uint16_t port) { return "[" + Ip6(a) + "]:" + std::to_string(ntohs(port)); };
+        o.Set("in", ep(r.in_saddr6, r.in_sport) + " > " + ep(r.in_daddr6, r.in_dport));
+        if (r.out_port != 0xff) o.Set("out", ep(r.out_saddr6, r.out_sport) + " > " + ep(r.out_daddr6, r.out_dport));
+      } else {
+        o.Set("in", Ip(r.in_saddr) + ":" + std::to_string(ntohs(r.in_sport)) + " > " + Ip(r.in_daddr) + ":" +
+                        std::to_string(ntohs(r.in_dport)));
+        if (r.out_port != 0xff)
+          o.Set("out", Ip(r.out_saddr) + ":" + std::to_string(ntohs(r.out_sport)) + " > " + Ip(r.out_daddr) + ":" +
+                           std::to_string(ntohs(r.out_dport)));
+      }
       o.Set("len", r.len);
       o.Set("session", r.sess_dir == ENG_CT_DIR_FWD ? "forward" : r.sess_dir == ENG_CT_DIR_REPLY ? "reply" : "none");
       a.Set(i, o);
@@ -504,18 +533,20 @@ class Engine : public Napi::ObjectWrap<Engine> {
 
 Napi::FunctionReference* Engine::ctor = nullptr;
 
-// engineCreate({ vector, sessions, ctFd? })
+// engineCreate({ vector, sessions, ctFd?, ct6Fd? })
 Napi::Value EngineCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o;
   bool present, set;
   struct eng_config c;
   char why[256] = "";
-  int64_t ctfd = -1;
+  int64_t ctfd = -1, ct6fd = -1;
   c.vector = 256;
   c.sessions = 65536;
   c.ct_fd = -1;
-  if (!OptionsObject(info, 0, "engineCreate", {"vector", "sessions", "ctFd"}, &o, &present)) return env.Undefined();
+  c.ct6_fd = -1;
+  if (!OptionsObject(info, 0, "engineCreate", {"vector", "sessions", "ctFd", "ct6Fd"}, &o, &present))
+    return env.Undefined();
   if (present) {
     if (!OptU32(o, "engineCreate", "vector", &c.vector, &set) ||
         !OptU32(o, "engineCreate", "sessions", &c.sessions, &set))
@@ -532,20 +563,42 @@ Napi::Value EngineCreate(const Napi::CallbackInfo& info) {
       }
       ctfd = fd;
     }
+    Napi::Value f6 = o.Get("ct6Fd");
+    if (f6.IsNumber())
+      ct6fd = f6.As<Napi::Number>().Int64Value();
+    else if (!f6.IsUndefined() && !f6.IsNull()) {
+      int64_t fd;
+      bool real;
+      if (!HandleFd(env, f6, &fd, &real) || !real) {
+        ThrowTypeError(env, "engineCreate: ct6Fd must be a map fd or a MapHandle");
+        return env.Undefined();
+      }
+      ct6fd = fd;
+    }
   }
-  int owned = -1;
+  int owned = -1, owned6 = -1;
   if (ctfd >= 0) {
     owned = fcntl(static_cast<int>(ctfd), F_DUPFD_CLOEXEC, 3);
     if (owned < 0) return Throw(env, "engineCreate: dup conntrack map fd", errno);
   }
+  if (ct6fd >= 0) {
+    owned6 = fcntl(static_cast<int>(ct6fd), F_DUPFD_CLOEXEC, 3);
+    if (owned6 < 0) {
+      int err = errno;
+      if (owned >= 0) ::close(owned);
+      return Throw(env, "engineCreate: dup IPv6 conntrack map fd", err);
+    }
+  }
   c.ct_fd = owned;
+  c.ct6_fd = owned6;
   struct eng* e = eng_create(&c, why, sizeof(why));
   if (!e) {
     if (owned >= 0) ::close(owned);
+    if (owned6 >= 0) ::close(owned6);
     return Throw(env, "engineCreate", EINVAL, "", why);
   }
   Napi::Object obj = Engine::ctor->New({});
-  Engine::Unwrap(obj)->Init(e, owned);
+  Engine::Unwrap(obj)->Init(e, owned, owned6);
   return obj;
 }
 
@@ -554,6 +607,18 @@ Napi::Value RouteGet(const Napi::CallbackInfo& info) {
   std::string s;
   uint32_t dst;
   if (!ArgString(info, 0, "address", &s)) return env.Undefined();
+  if (s.find(':') != std::string::npos) {
+    uint8_t d6[16];
+    if (!ParseIp6(s, d6)) return Throw(env, "route get " + s, EINVAL, "", "not an IPv6 address");
+    struct eng_route r;
+    int err = eng_route_get6(d6, &r);
+    if (err) return Throw(env, "route get " + s, -err);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("oif", r.oif);
+    o.Set("gateway", Zero16(r.gateway6) ? env.Null() : Napi::Value(Napi::String::New(env, Ip6(r.gateway6))));
+    o.Set("prefsrc", Zero16(r.prefsrc6) ? env.Null() : Napi::Value(Napi::String::New(env, Ip6(r.prefsrc6))));
+    return o;
+  }
   if (!ParseIp(s, &dst)) return Throw(env, "route get " + s, EINVAL, "", "not an IPv4 address");
   struct eng_route r;
   int err = eng_route_get(dst, &r);
@@ -574,7 +639,7 @@ Napi::Value Neighbours(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(env, n);
   for (int i = 0; i < n; i++) {
     Napi::Object o = Napi::Object::New(env);
-    o.Set("ip", Ip(v[i].addr));
+    o.Set("ip", v[i].family == 6 ? Ip6(v[i].addr6) : Ip(v[i].addr));
     o.Set("ifindex", v[i].ifindex);
     o.Set("state", v[i].state);
     o.Set("mac", v[i].has_mac ? Napi::Value(Napi::String::New(env, Mac(v[i].mac))) : env.Null());
@@ -589,8 +654,15 @@ Napi::Value NeighResolve(const Napi::CallbackInfo& info) {
   int64_t ifindex;
   uint32_t addr;
   if (!ArgString(info, 0, "address", &s) || !ArgInt(info, 1, "ifindex", &ifindex)) return env.Undefined();
-  if (!ParseIp(s, &addr)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv4 address");
-  int err = eng_neigh_resolve(addr, static_cast<uint32_t>(ifindex));
+  int err;
+  if (s.find(':') != std::string::npos) {
+    uint8_t a6[16];
+    if (!ParseIp6(s, a6)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv6 address");
+    err = eng_neigh_resolve6(a6, static_cast<uint32_t>(ifindex));
+  } else {
+    if (!ParseIp(s, &addr)) return Throw(env, "neighbour resolve " + s, EINVAL, "", "not an IPv4 address");
+    err = eng_neigh_resolve(addr, static_cast<uint32_t>(ifindex));
+  }
   if (err) return Throw(env, "neighbour resolve " + s + " on ifindex " + std::to_string(ifindex), -err);
   return env.Undefined();
 }

@@ -54,6 +54,10 @@ const char *const eng_reason_names[ENG_R__MAX] = {
 	[ENG_R_POLICY_DENIED]	   = "policy-denied",
 	[ENG_R_POLICY_NO_TABLE]	   = "policy-no-table",
 	[ENG_R_POLICY_NOT_LOADED]  = "policy-not-loaded",
+	[ENG_R_IP6_PAYLOAD_LEN]	   = "ip6-payload-length",
+	[ENG_R_IP6_EXT_HDR]	   = "ip6-extension-header",
+	[ENG_R_UDP6_NO_CSUM]	   = "udp6-no-checksum",
+	[ENG_R_POLICY_IPV6]	   = "policy-ipv6",
 };
 
 uint64_t eng_now_ns(void)
@@ -94,9 +98,25 @@ struct eng_worker *eng_worker_new(struct eng *e, uint32_t id)
 	w->rng = e->hash_seed ^ (0x9e3779b97f4a7c15ULL * (id + 1)) ^ eng_now_ns();
 	if (!w->rng)
 		w->rng = 1;
+	w->v6 = aligned_alloc(64, (sizeof(*w->v6) + 63) & ~(size_t)63);
+	if (!w->v6) {
+		free(w);
+		return NULL;
+	}
+	memset(w->v6, 0, sizeof(*w->v6));
 	if (e->cfg.ct_fd >= 0) {
 		w->ctx = calloc(1, eng_ct_export_size());
 		if (!w->ctx) {
+			free(w->v6);
+			free(w);
+			return NULL;
+		}
+	}
+	if (e->cfg.ct6_fd >= 0) {
+		w->ctx6 = calloc(1, eng_ct6_export_size());
+		if (!w->ctx6) {
+			free(w->ctx);
+			free(w->v6);
 			free(w);
 			return NULL;
 		}
@@ -109,6 +129,8 @@ void eng_worker_free(struct eng_worker *w)
 	if (!w)
 		return;
 	free(w->ctx);
+	free(w->ctx6);
+	free(w->v6);
 	free(w);
 }
 
@@ -138,6 +160,16 @@ struct eng *eng_create(const struct eng_config *cfg, char *why, size_t whylen)
 		free(e);
 		return NULL;
 	}
+	/* IPv6 flows: a table of their own, a quarter of the IPv4 entries
+	 * (at least 4096), two cache lines each */
+	err = eng_sessions6_init(&e->sessions6, cfg->sessions / 4 > 4096 ? cfg->sessions / 4 : 4096);
+	if (err) {
+		snprintf(why, whylen, "IPv6 session table of %u entries: %s",
+			 cfg->sessions / 4 > 4096 ? cfg->sessions / 4 : 4096, strerror(-err));
+		eng_sessions_destroy(&e->sessions);
+		free(e);
+		return NULL;
+	}
 	e->hash_seed   = e->sessions.seed;
 	e->ns_per_tick = calibrate();
 	pthread_mutex_init(&e->table_mu, NULL);
@@ -146,6 +178,7 @@ struct eng *eng_create(const struct eng_config *cfg, char *why, size_t whylen)
 	if (!e->test_worker) {
 		snprintf(why, whylen, "out of memory for the engine's test worker");
 		eng_sessions_destroy(&e->sessions);
+		eng_sessions6_destroy(&e->sessions6);
 		free(e);
 		return NULL;
 	}
@@ -255,6 +288,7 @@ void eng_destroy(struct eng *e)
 	eng_policy_destroy_all(e);
 	eng_worker_free(e->test_worker);
 	eng_sessions_destroy(&e->sessions);
+	eng_sessions6_destroy(&e->sessions6);
 	pthread_mutex_destroy(&e->table_mu);
 	pthread_mutex_destroy(&e->trace_mu);
 	free(e);

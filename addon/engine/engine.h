@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,6 +70,22 @@ extern "C" {
 #define ENG_PORT_F_POD	     0x01 /* pod-facing: traffic from it is internal */
 
 /* ---- the table (table.c) ----------------------------------------------- */
+
+/* An IPv6 address as on the wire, read as four 32-bit words. */
+typedef struct {
+	uint32_t w[4];
+} eng_ip6;
+
+static inline int eng_ip6_eq(const eng_ip6 *a, const eng_ip6 *b)
+{
+	return ((a->w[0] ^ b->w[0]) | (a->w[1] ^ b->w[1]) | (a->w[2] ^ b->w[2]) |
+		(a->w[3] ^ b->w[3])) == 0;
+}
+
+static inline int eng_ip6_zero(const eng_ip6 *a)
+{
+	return (a->w[0] | a->w[1] | a->w[2] | a->w[3]) == 0;
+}
 
 struct eng_port {
 	uint32_t ifindex;
@@ -110,6 +127,27 @@ struct eng_neigh {
 	uint8_t	 mac[6];
 };
 
+/* IPv6: the same records with 128-bit addresses (the frontend's own
+ * fields in f, f.addr unused). */
+struct eng_frontend6 {
+	eng_ip6		    addr; /* :: = NodePort (any node IPv6 address) */
+	struct eng_frontend f;
+};
+
+struct eng_backend6 {
+	eng_ip6	 addr;
+	uint16_t port; /* net */
+	uint8_t	 flags;
+	uint8_t	 pad;
+};
+
+struct eng_neigh6 {
+	eng_ip6 addr;
+	eng_ip6 snat; /* :: = none */
+	uint8_t port;
+	uint8_t mac[6];
+};
+
 struct eng_table {
 	uint32_t generation;
 	uint16_t snat_min, snat_max; /* host order */
@@ -138,6 +176,22 @@ struct eng_table {
 	uint32_t  nmaglev; /* Maglev table entries, all frontends' */
 	uint16_t *maglev;
 	uint32_t  maglev_seed;
+
+	/* IPv6 (version 3 blobs): node addresses sorted (memcmp), the rest
+	 * as the IPv4 ones; the Maglev entries are the shared array's */
+	eng_ip6		      hairpin6; /* :: = none: hairpin flows dropped */
+	uint32_t	      naddrs6;
+	eng_ip6		     *addrs6;
+	uint32_t	      nfe6;
+	struct eng_frontend6 *fes6;
+	uint32_t	      fe6_mask;
+	uint32_t	     *fe6_hash;
+	uint32_t	      nbe6;
+	struct eng_backend6  *bes6;
+	uint32_t	      nneigh6;
+	struct eng_neigh6    *neigh6;
+	uint32_t	      neigh6_mask;
+	uint32_t	     *neigh6_hash;
 
 	size_t bytes; /* memory held, for stats */
 };
@@ -265,6 +319,86 @@ static inline const struct eng_neigh *eng_neigh_lookup(const struct eng_table *t
 			return NULL;
 		if (t->neigh[v - 1].addr == addr)
 			return &t->neigh[v - 1];
+	}
+	return NULL;
+}
+
+static inline uint32_t eng_ip6_fold(const eng_ip6 *a)
+{
+	return a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3];
+}
+
+static inline uint32_t eng_ip6_mix(const eng_ip6 *a)
+{
+	return eng_mix32(((uint64_t)(a->w[0] ^ a->w[2]) << 32 | (a->w[1] ^ a->w[3])) ^
+			 ((uint64_t)a->w[3] * 0x9e3779b97f4a7c15ULL));
+}
+
+static inline uint32_t eng_fe6_hash(const eng_ip6 *addr, uint16_t port, uint8_t proto)
+{
+	return eng_ip6_mix(addr) ^ eng_mix32(((uint64_t)port << 8) | proto);
+}
+
+static inline const struct eng_frontend6 *
+eng_fe6_lookup_exact(const struct eng_table *t, const eng_ip6 *addr, uint16_t port, uint8_t proto)
+{
+	uint32_t h = eng_fe6_hash(addr, port, proto) & t->fe6_mask;
+
+	for (uint32_t i = 0; i <= t->fe6_mask; i++) {
+		uint32_t		    v = t->fe6_hash[(h + i) & t->fe6_mask];
+		const struct eng_frontend6 *f;
+
+		if (!v)
+			return NULL;
+		f = &t->fes6[v - 1];
+		if (f->f.port == port && f->f.proto == proto && eng_ip6_eq(&f->addr, addr))
+			return f;
+	}
+	return NULL;
+}
+
+static inline int eng_is_node_addr6(const struct eng_table *t, const eng_ip6 *addr)
+{
+	uint32_t lo = 0, hi = t->naddrs6;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		int	 c   = memcmp(&t->addrs6[mid], addr, 16);
+
+		if (!c)
+			return 1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+static inline const struct eng_frontend6 *eng_fe6_lookup(const struct eng_table *t,
+							 const eng_ip6 *daddr, uint16_t dport,
+							 uint8_t proto)
+{
+	static const eng_ip6		   any = {{0, 0, 0, 0}};
+	const struct eng_frontend6 *f	= eng_fe6_lookup_exact(t, daddr, dport, proto);
+
+	if (f || !eng_is_node_addr6(t, daddr))
+		return f;
+	return eng_fe6_lookup_exact(t, &any, dport, proto);
+}
+
+static inline const struct eng_neigh6 *eng_neigh6_lookup(const struct eng_table *t,
+							 const eng_ip6 *addr)
+{
+	uint32_t h = eng_ip6_mix(addr) & t->neigh6_mask;
+
+	for (uint32_t i = 0; i <= t->neigh6_mask; i++) {
+		uint32_t v = t->neigh6_hash[(h + i) & t->neigh6_mask];
+
+		if (!v)
+			return NULL;
+		if (eng_ip6_eq(&t->neigh6[v - 1].addr, addr))
+			return &t->neigh6[v - 1];
 	}
 	return NULL;
 }
@@ -437,6 +571,150 @@ struct eng_lb {
 	uint16_t pol; /* the policy decision both entries record (policy.h) */
 };
 
+/* ---- IPv6 sessions (session6.c) ------------------------------------------ */
+
+/* As struct eng_sess, with 128-bit addresses: two cache lines. The IPv6
+ * flows live in a table of their own so that the IPv4 one keeps its one
+ * line per entry. */
+struct eng_sess6 {
+	_Atomic uint32_t seq;
+	uint8_t		 used, proto, dir, flags;
+	eng_ip6		 saddr, daddr;
+	uint16_t	 sport, dport;
+	eng_ip6		 nat_saddr, nat_daddr;
+	uint16_t	 nat_sport, nat_dport;
+	_Atomic uint64_t expires;
+	uint32_t	 svc_id;
+	_Atomic uint8_t	 state;
+	uint8_t		 out_port;
+	_Atomic uint16_t pol;
+	uint8_t		 dmac[6], smac[6];
+	uint32_t	 export_at_s;
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct eng_sess6) == 128, "two cache lines per IPv6 session entry");
+
+struct eng_key6 {
+	eng_ip6	 saddr, daddr;
+	uint16_t sport, dport;
+	uint8_t	 proto;
+};
+
+struct eng_view6 {
+	uint32_t slot;
+	eng_ip6	 nat_saddr, nat_daddr;
+	uint16_t nat_sport, nat_dport;
+	uint8_t	 dir, flags, state, out_port;
+	uint16_t pol;
+	uint8_t	 dmac[6], smac[6];
+	uint32_t svc_id;
+	uint32_t export_at_s;
+	uint64_t expires;
+};
+
+struct eng_sessions6 {
+	struct eng_sess6  *slots;
+	uint32_t	   mask;
+	uint32_t	   limit;
+	uint64_t	   seed;
+	pthread_spinlock_t lock;
+	_Atomic uint32_t   live, tombs;
+	uint32_t	   gc_cursor;
+	size_t		   bytes;
+};
+
+int	 eng_sessions6_init(struct eng_sessions6 *s, uint32_t entries);
+void	 eng_sessions6_destroy(struct eng_sessions6 *s);
+void	 eng_sessions6_clear(struct eng_sessions6 *s);
+int64_t	 eng_sess6_insert_hashed_locked(struct eng_sessions6 *s, uint32_t hash,
+					const struct eng_key6 *k, const struct eng_sess6 *val);
+void	 eng_sess6_delete_locked(struct eng_sessions6 *s, uint32_t slot);
+uint32_t eng_sessions6_gc(struct eng_sessions6 *s, uint64_t now, uint32_t budget);
+
+static inline uint32_t eng_hash6(const struct eng_sessions6 *s, const struct eng_key6 *k)
+{
+	uint64_t a = ((uint64_t)(k->saddr.w[0] ^ k->saddr.w[2]) << 32 |
+		      (k->saddr.w[1] ^ k->saddr.w[3])) ^
+		     s->seed;
+	uint64_t b = ((uint64_t)(k->daddr.w[0] ^ k->daddr.w[2]) << 32 |
+		      (k->daddr.w[1] ^ k->daddr.w[3])) ^
+		     (s->seed >> 7);
+	uint64_t c = (uint64_t)k->sport << 32 | (uint64_t)k->dport << 16 | k->proto;
+
+	a = (a ^ ((uint64_t)k->saddr.w[3] << 17)) * 0x9e3779b97f4a7c15ULL;
+	b = (b ^ ((uint64_t)k->daddr.w[3] << 13)) * 0xc2b2ae3d27d4eb4fULL;
+	c *= 0x165667b19e3779f9ULL;
+	a ^= b ^ c ^ (a >> 29) ^ (b >> 31) ^ (c >> 27);
+	a *= 0x165667b19e3779f9ULL;
+	return (uint32_t)(a >> 32);
+}
+
+static inline int eng_key6_eq(const struct eng_sess6 *e, const struct eng_key6 *k)
+{
+	return e->sport == k->sport && e->dport == k->dport && e->proto == k->proto &&
+	       eng_ip6_eq(&e->saddr, &k->saddr) && eng_ip6_eq(&e->daddr, &k->daddr);
+}
+
+/* As eng_sess_lookup(). */
+static inline int64_t eng_sess6_lookup(struct eng_sessions6 *s, uint32_t hash,
+				       const struct eng_key6 *k, struct eng_view6 *v)
+{
+	for (uint32_t i = 0; i < ENG_PROBE_MAX; i++) {
+		uint32_t	  idx = (hash + i) & s->mask;
+		struct eng_sess6 *e   = &s->slots[idx];
+		uint32_t	  q;
+		uint8_t		  used;
+		int		  match;
+
+	again:
+		q = atomic_load_explicit(&e->seq, memory_order_acquire);
+		if (q & 1) {
+			eng_cpu_relax();
+			goto again;
+		}
+		used  = *(volatile uint8_t *)&e->used;
+		match = used == 1 && eng_key6_eq(e, k);
+		if (match && v) {
+			v->slot	       = idx;
+			v->nat_saddr   = e->nat_saddr;
+			v->nat_daddr   = e->nat_daddr;
+			v->nat_sport   = e->nat_sport;
+			v->nat_dport   = e->nat_dport;
+			v->dir	       = e->dir;
+			v->flags       = e->flags;
+			v->out_port    = e->out_port;
+			v->svc_id      = e->svc_id;
+			v->export_at_s = e->export_at_s;
+			memcpy(v->dmac, e->dmac, 6);
+			memcpy(v->smac, e->smac, 6);
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != q)
+			goto again;
+		if (used == 0)
+			return -1;
+		if (match) {
+			if (v) {
+				v->state = atomic_load_explicit(&e->state, memory_order_relaxed);
+				v->pol	 = atomic_load_explicit(&e->pol, memory_order_relaxed);
+				v->expires =
+					atomic_load_explicit(&e->expires, memory_order_relaxed);
+			}
+			return idx;
+		}
+	}
+	return -1;
+}
+
+struct eng_lb6 {
+	eng_ip6	 saddr, daddr;
+	uint16_t sport, dport;
+	uint32_t svc_id;
+	uint32_t rhash;
+	uint8_t	 flags;
+	uint16_t pol;
+};
+
 /* ---- the vector: struct of arrays -------------------------------------- */
 
 struct eng_vec {
@@ -461,12 +739,21 @@ struct eng_vec {
 	int16_t		trace[ENG_VEC_MAX]; /* index into the worker's trace records, -1 */
 };
 
+/* The IPv6 packets' own per-packet state (ip6-parse on), allocated apart
+ * from struct eng_vec so that the IPv4 nodes' working set stays as it was. */
+struct eng_vec6 {
+	eng_ip6		 saddr6[ENG_VEC_MAX], daddr6[ENG_VEC_MAX];
+	struct eng_view6 view6[ENG_VEC_MAX];
+	struct eng_lb6	 lb6[ENG_VEC_MAX];
+};
+
 /* ---- a worker ----------------------------------------------------------- */
 
 struct eng;
 struct eng_io;
 
 struct eng_ct_export; /* session.c: entries queued for the BPF conntrack */
+struct eng_ct6_export;
 struct eng_policy;    /* policy.h */
 
 struct eng_worker {
@@ -477,6 +764,7 @@ struct eng_worker {
 	_Atomic int	      offline; /* 1 while parked in poll(): not holding a table */
 	uint64_t	      rng;
 	struct eng_vec	      v;
+	struct eng_vec6	     *v6;
 	uint16_t	      q[ENG_N__MAX][ENG_VEC_MAX];
 	uint32_t	      qn[ENG_N__MAX];
 	struct eng_node_stats nodes[ENG_N__MAX];
@@ -490,6 +778,7 @@ struct eng_worker {
 	void (*drop)(struct eng_worker *w, uint32_t i);
 	void		     *io; /* struct eng_io_worker (xsk.c) or the test context */
 	struct eng_ct_export *ctx;
+	struct eng_ct6_export *ctx6; /* session6.c: the IPv6 sessions' copies (bpfproxy_ct6) */
 	/* the policy of this vector (loaded with the table), and whether
 	 * packets must pass the policy node */
 	const struct eng_policy *pol;
@@ -505,6 +794,7 @@ struct eng {
 	_Atomic(struct eng_table *) table;
 	pthread_mutex_t		    table_mu; /* serialises swaps */
 	struct eng_sessions	    sessions;
+	struct eng_sessions6	    sessions6;
 	uint32_t		    nworkers; /* I/O workers, [0, nworkers) */
 	struct eng_worker	   *workers[ENG_MAX_WORKERS + 1];
 	struct eng_worker	   *test_worker; /* tests and benchmarks, on the caller's thread */
@@ -595,6 +885,12 @@ void eng_ct_flush(struct eng_worker *w);
  * 1 and *v filled when found and live. */
 int eng_ct_adopt_lookup(struct eng_worker *w, const struct eng_key *k, uint64_t now,
 			struct eng_sess *v);
+/* The same for IPv6 sessions, into bpfproxy_ct6 (session6.c). */
+void   eng_ct6_queue(struct eng_worker *w, const struct eng_sess6 *s, uint64_t now);
+int    eng_ct6_adopt_lookup(struct eng_worker *w, const struct eng_key6 *k, uint64_t now,
+			    struct eng_sess6 *v);
+void   eng_ct6_flush(struct eng_worker *w);
+size_t eng_ct6_export_size(void);
 
 #ifdef __cplusplus
 }

@@ -5,10 +5,13 @@
  *   eng_route_get()      RTM_GETROUTE for one destination: output
  *                        interface, gateway, preferred source (the SNAT
  *                        address towards a backend);
- *   eng_neigh_dump()     RTM_GETNEIGH dump of IPv4 neighbours with their MAC;
+ *   eng_neigh_dump()     RTM_GETNEIGH dump of IPv4 and IPv6 neighbours with
+ *                        their MAC;
  *   eng_neigh_resolve()  RTM_NEWNEIGH with NTF_USE: the kernel resolves the
  *                        address as if a packet were sent to it (ARP), so a
- *                        backend nobody talked to yet gets a MAC.
+ *                        backend nobody talked to yet gets a MAC (IPv6:
+ *                        neighbour discovery);
+ * each with an IPv6 twin (…6()) or both families at once (the dump).
  * One request, one socket, bounded reads; errors as -errno.
  */
 #include <errno.h>
@@ -107,15 +110,19 @@ static int parse_route(const struct nlmsghdr *nh, void *arg)
 	for (const struct rtattr *a = RTM_RTA(rt); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
 		if (a->rta_type == RTA_OIF && RTA_PAYLOAD(a) >= 4)
 			memcpy(&r->oif, RTA_DATA(a), 4);
+		else if (a->rta_type == RTA_GATEWAY && RTA_PAYLOAD(a) == 16)
+			memcpy(r->gateway6, RTA_DATA(a), 16);
 		else if (a->rta_type == RTA_GATEWAY && RTA_PAYLOAD(a) >= 4)
 			memcpy(&r->gateway, RTA_DATA(a), 4);
+		else if (a->rta_type == RTA_PREFSRC && RTA_PAYLOAD(a) == 16)
+			memcpy(r->prefsrc6, RTA_DATA(a), 16);
 		else if (a->rta_type == RTA_PREFSRC && RTA_PAYLOAD(a) >= 4)
 			memcpy(&r->prefsrc, RTA_DATA(a), 4);
 	}
 	return 0;
 }
 
-int eng_route_get(uint32_t dst, struct eng_route *r)
+static int route_get(int family, const void *dst, struct eng_route *r)
 {
 	struct {
 		struct nlmsghdr nh;
@@ -132,9 +139,9 @@ int eng_route_get(uint32_t dst, struct eng_route *r)
 	req.nh.nlmsg_type  = RTM_GETROUTE;
 	req.nh.nlmsg_flags = NLM_F_REQUEST;
 	req.nh.nlmsg_seq   = 1;
-	req.rt.rtm_family  = AF_INET;
-	req.rt.rtm_dst_len = 32;
-	add_attr(&req.nh, RTA_DST, &dst, 4);
+	req.rt.rtm_family  = (unsigned char)family;
+	req.rt.rtm_dst_len = family == AF_INET6 ? 128 : 32;
+	add_attr(&req.nh, RTA_DST, dst, family == AF_INET6 ? 16 : 4);
 	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
 		err = -errno;
 		close(fd);
@@ -143,6 +150,16 @@ int eng_route_get(uint32_t dst, struct eng_route *r)
 	err = nl_read(fd, 1, RTM_NEWROUTE, 0, parse_route, r);
 	close(fd);
 	return err;
+}
+
+int eng_route_get(uint32_t dst, struct eng_route *r)
+{
+	return route_get(AF_INET, &dst, r);
+}
+
+int eng_route_get6(const uint8_t dst[16], struct eng_route *r)
+{
+	return route_get(AF_INET6, dst, r);
 }
 
 struct neigh_acc {
@@ -157,22 +174,25 @@ static int parse_neigh(const struct nlmsghdr *nh, void *arg)
 	int		       len = (int)(nh->nlmsg_len - NLMSG_LENGTH(sizeof(*nd)));
 	struct eng_neigh_entry e;
 
-	if (nd->ndm_family != AF_INET)
+	if (nd->ndm_family != AF_INET && nd->ndm_family != AF_INET6)
 		return 0;
 	memset(&e, 0, sizeof(e));
+	e.family = nd->ndm_family == AF_INET6 ? 6 : 4;
 	e.ifindex = (uint32_t)nd->ndm_ifindex;
 	e.state	  = nd->ndm_state;
 	for (const struct rtattr *a =
 		     (const struct rtattr *)((const uint8_t *)nd + NLMSG_ALIGN(sizeof(*nd)));
 	     RTA_OK(a, len); a = RTA_NEXT(a, len)) {
-		if (a->rta_type == NDA_DST && RTA_PAYLOAD(a) == 4)
+		if (a->rta_type == NDA_DST && RTA_PAYLOAD(a) == 4 && e.family == 4)
 			memcpy(&e.addr, RTA_DATA(a), 4);
+		else if (a->rta_type == NDA_DST && RTA_PAYLOAD(a) == 16 && e.family == 6)
+			memcpy(e.addr6, RTA_DATA(a), 16);
 		else if (a->rta_type == NDA_LLADDR && RTA_PAYLOAD(a) == 6) {
 			memcpy(e.mac, RTA_DATA(a), 6);
 			e.has_mac = 1;
 		}
 	}
-	if (!e.addr)
+	if (e.family == 4 ? !e.addr : !memcmp(e.addr6, (const uint8_t[16]){0}, 16))
 		return 0;
 	acc->total++;
 	if (acc->n < acc->max)
@@ -196,7 +216,7 @@ int eng_neigh_dump(struct eng_neigh_entry *out, uint32_t max, uint32_t *total)
 	req.nh.nlmsg_type  = RTM_GETNEIGH;
 	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
 	req.nh.nlmsg_seq   = 2;
-	req.nd.ndm_family  = AF_INET;
+	req.nd.ndm_family  = AF_UNSPEC;
 	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
 		err = -errno;
 		close(fd);
@@ -208,7 +228,7 @@ int eng_neigh_dump(struct eng_neigh_entry *out, uint32_t max, uint32_t *total)
 	return err ? err : (int)acc.n;
 }
 
-int eng_neigh_resolve(uint32_t addr, uint32_t ifindex)
+static int neigh_resolve(int family, const void *addr, uint32_t ifindex)
 {
 	struct {
 		struct nlmsghdr nh;
@@ -224,11 +244,11 @@ int eng_neigh_resolve(uint32_t addr, uint32_t ifindex)
 	req.nh.nlmsg_type  = RTM_NEWNEIGH;
 	req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 	req.nh.nlmsg_seq   = 3;
-	req.nd.ndm_family  = AF_INET;
+	req.nd.ndm_family  = (uint8_t)family;
 	req.nd.ndm_ifindex = (int)ifindex;
 	req.nd.ndm_state   = NUD_NONE;
 	req.nd.ndm_flags   = NTF_USE;
-	add_attr(&req.nh, NDA_DST, &addr, 4);
+	add_attr(&req.nh, NDA_DST, addr, family == AF_INET6 ? 16 : 4);
 	if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
 		err = -errno;
 		close(fd);
@@ -237,6 +257,16 @@ int eng_neigh_resolve(uint32_t addr, uint32_t ifindex)
 	err = nl_read(fd, 3, NLMSG_ERROR, 0, NULL, NULL);
 	close(fd);
 	return err;
+}
+
+int eng_neigh_resolve(uint32_t addr, uint32_t ifindex)
+{
+	return neigh_resolve(AF_INET, &addr, ifindex);
+}
+
+int eng_neigh_resolve6(const uint8_t addr[16], uint32_t ifindex)
+{
+	return neigh_resolve(AF_INET6, addr, ifindex);
 }
 
 struct link_acc {

@@ -60,11 +60,14 @@
 
 const char *const eng_node_names[ENG_N__MAX] = {
 	[ENG_N_INPUT] = "input",	 [ENG_N_PARSE] = "ip4-parse",
-	[ENG_N_SESSION] = "session",	 [ENG_N_LB] = "lb",
-	[ENG_N_REJECT] = "reject",	 [ENG_N_NAT] = "nat",
+	[ENG_N_PARSE6] = "ip6-parse",	 [ENG_N_SESSION] = "session",
+	[ENG_N_SESSION6] = "session6",	 [ENG_N_LB] = "lb",
+	[ENG_N_LB6] = "lb6",		 [ENG_N_REJECT] = "reject",
+	[ENG_N_NAT] = "nat",		 [ENG_N_NAT6] = "nat6",
 	[ENG_N_ICMP_ERR] = "icmp-error", [ENG_N_L2] = "l2-rewrite",
-	[ENG_N_OUTPUT] = "output",	 [ENG_N_DROP] = "drop",
-	[ENG_N_POLICY] = "policy",
+	[ENG_N_L2_6] = "l2-rewrite6",	 [ENG_N_OUTPUT] = "output",
+	[ENG_N_DROP] = "drop",		 [ENG_N_POLICY] = "policy",
+	[ENG_N_POLICY6] = "policy6",
 };
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -199,7 +202,10 @@ static void node_parse(struct eng_worker *w, const struct eng_table *t, const ui
 			continue;
 		}
 		if (d[12] != 0x08 || d[13] != 0x00) {
-			to_drop(w, i, ENG_R_NOT_IPV4);
+			if (d[12] == 0x86 && d[13] == 0xdd)
+				enq(w, ENG_N_PARSE6, i);
+			else
+				to_drop(w, i, ENG_R_NOT_IPV4);
 			continue;
 		}
 		if (len < 14 + 20) {
@@ -943,6 +949,8 @@ static void swap_macs(uint8_t *d)
 	memcpy(d + 6, m, 6);
 }
 
+#include "nodes6.h"
+
 static void reject_ip(uint8_t *ip, uint32_t saddr, uint32_t daddr, uint8_t proto, uint16_t len)
 {
 	memset(ip, 0, 20);
@@ -967,7 +975,11 @@ static void node_reject(struct eng_worker *w, const struct eng_table *t, const u
 		uint8_t *d   = v->data[i];
 		uint32_t ihl = v->l4_off[i] - 14u, saddr = v->saddr[i], daddr = v->daddr[i];
 
-		if (v->proto[i] == PROTO_TCP) {
+		if (d[12] == 0x86) {
+			/* IPv6 (ip6-parse made sure of the EtherType) */
+			if (!reject6(w, i))
+				continue;
+		} else if (v->proto[i] == PROTO_TCP) {
 			uint8_t *th  = d + v->l4_off[i];
 			uint8_t	 fl  = th[13];
 			uint32_t seq = ntohl(rd32(th + 4)), ack = rd32(th + 8);
@@ -1285,8 +1297,16 @@ static void finish_trace(struct eng_worker *w, uint32_t i)
 	r->reason   = v->reason[i];
 	r->out_port = v->next[i] == ENG_N_OUTPUT ? v->out_port[i] : 0xff;
 	r->len	    = v->len[i];
-	r->sess_dir = v->view[i].dir;
-	if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 38) {
+	r->sess_dir = v->data[i][12] == 0x86 ? w->v6->view6[i].dir : v->view[i].dir;
+	if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 58 && v->data[i][12] == 0x86) {
+		d = v->data[i];
+		memcpy(r->out_saddr6, d + 22, 16);
+		memcpy(r->out_daddr6, d + 38, 16);
+		if (d[20] != 58) {
+			r->out_sport = rd16(d + 54);
+			r->out_dport = rd16(d + 56);
+		}
+	} else if (v->next[i] == ENG_N_OUTPUT && v->len[i] >= 38 && v->data[i][12] == 0x08) {
 		d	     = v->data[i];
 		r->out_saddr = rd32(d + 26);
 		r->out_daddr = rd32(d + 30);
@@ -1325,13 +1345,19 @@ typedef void (*node_fn)(struct eng_worker *, const struct eng_table *, const uin
 
 static const node_fn NODES[ENG_N__MAX] = {
 	[ENG_N_PARSE]	 = node_parse,
+	[ENG_N_PARSE6]	 = node_parse6,
 	[ENG_N_SESSION]	 = node_session,
+	[ENG_N_SESSION6] = node_session6,
 	[ENG_N_LB]	 = node_lb,
+	[ENG_N_LB6]	 = node_lb6,
 	[ENG_N_POLICY]	 = node_policy,
+	[ENG_N_POLICY6]	 = node_policy6,
 	[ENG_N_REJECT]	 = node_reject,
 	[ENG_N_NAT]	 = node_nat,
+	[ENG_N_NAT6]	 = node_nat6,
 	[ENG_N_ICMP_ERR] = node_icmp_err,
 	[ENG_N_L2]	 = node_l2,
+	[ENG_N_L2_6]	 = node_l2_6,
 	[ENG_N_OUTPUT]	 = node_output,
 	[ENG_N_DROP]	 = node_drop,
 };
@@ -1427,6 +1453,8 @@ void eng_run(struct eng_worker *w, const struct eng_table *t, uint64_t now, enum
 		w->nodes[node].packets += cnt;
 	}
 	eng_ct_flush(w);
+	if (w->ctx6)
+		eng_ct6_flush(w);
 	if (w->ntr)
 		trace_end(w);
 }

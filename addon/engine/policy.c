@@ -9,10 +9,11 @@
  * refused whole (the policy in force stays).
  *
  * Layout (little-endian):
- *   header, 32 bytes:
- *     0 u32 magic "BPXP"   4 u16 version (1)   6 u16 header bytes (32)
+ *   header, 40 bytes:
+ *     0 u32 magic "BPXP"   4 u16 version (2)   6 u16 header bytes (40)
  *     8 u32 generation (the BPF path's)   12 u32 isolated endpoints
  *    16 u32 prefixes  20 u32 endpoints with a table  24 u32 tables  28 u32 rules
+ *    32 u32 IPv6 prefixes   36 u32 pod interfaces
  *   prefixes   16 bytes: u8 addr[4], u32 identity, u32 endpoint, u8 prefix
  *                        length, u8 flags (isolation), u16 zero
  *   endpoints   8 bytes: u32 endpoint id, u32 table
@@ -20,6 +21,11 @@
  *   rules      16 bytes: u32 identity, u32 rule id, u16 port, u8 direction,
  *                        u8 protocol, u8 port prefix length (0..16; 255: any
  *                        protocol), u8 verdict, u16 zero
+ *   IPv6 prefixes 28 bytes: u8 addr[16], u32 identity, u32 endpoint, u8 prefix
+ *                        length (0..128), u8 flags, u16 zero (bpfproxy_ipcache6)
+ *   pod interfaces 8 bytes: u32 ifindex, u8 addr[4]: the IPv4 address of the
+ *                        pod behind it (bpfproxy_pod_addrs), by which an
+ *                        IPv6 address the ipcache lacks is judged
  */
 #include <sched.h>
 #include <stdarg.h>
@@ -30,9 +36,12 @@
 #include "policy.h"
 
 #define POL_MAGIC     0x50585042u /* "BPXP" */
-#define POL_VERSION   1
-#define HDR_BYTES     32
+#define POL_VERSION   2
+#define HDR_BYTES     40
 #define PFX_BYTES     16
+#define PFX6_BYTES    28
+#define PODIF_BYTES   8
+#define MAX_PODIFS    (1u << 16)
 #define EP_BYTES      8
 #define TBL_BYTES     8
 #define RULE_BYTES    16
@@ -75,6 +84,9 @@ void eng_policy_free(struct eng_policy *p)
 		return;
 	free(p->prefixes);
 	free(p->pfx_hash);
+	free(p->prefixes6);
+	free(p->pfx6_hash);
+	free(p->podifs);
 	free(p->ep_id);
 	free(p->ep_table);
 	free(p->ep_hash);
@@ -88,7 +100,7 @@ void eng_policy_info(const struct eng_policy *p, struct eng_policy_info *out)
 {
 	out->generation = p->generation;
 	out->isolated	= p->isolated;
-	out->prefixes	= p->nprefixes;
+	out->prefixes	= p->nprefixes + p->nprefixes6;
 	out->endpoints	= p->nendpoints;
 	out->tables	= p->ntables;
 	out->entries	= p->nrules;
@@ -114,10 +126,62 @@ static void *alloc(size_t n, size_t size, size_t *bytes)
 	return calloc(n ? n : 1, size);
 }
 
+/* The IPv6 ipcache (bpfproxy_ipcache6): as the IPv4 one, 128-bit prefixes. */
+static int parse_prefixes6(struct eng_policy *p, const uint8_t *o, uint32_t n, char *why,
+			   size_t whylen)
+{
+	int have_len[129] = {0};
+
+	p->nprefixes6 = n;
+	p->pfx6_mask  = pow2_at_least((uint64_t)n * 2) - 1;
+	p->prefixes6  = alloc(n, sizeof(*p->prefixes6), &p->bytes);
+	p->pfx6_hash  = alloc(p->pfx6_mask + 1, sizeof(uint32_t), &p->bytes);
+	if (!p->prefixes6 || !p->pfx6_hash) {
+		fail(why, whylen, "out of memory for a policy of %u IPv6 prefixes", n);
+		return -1;
+	}
+	for (uint32_t i = 0; i < n; i++, o += PFX6_BYTES) {
+		struct eng_pol_prefix6 *x = &p->prefixes6[i];
+		eng_ip6			masked;
+		uint32_t		h;
+
+		memcpy(&x->addr, o, 16);
+		x->identity = rd32(o + 16);
+		x->endpoint = rd32(o + 20);
+		x->plen	    = o[24];
+		x->flags    = o[25] & (ENG_IPC_F_INGRESS | ENG_IPC_F_EGRESS);
+		eng_pol_mask6(&x->addr, x->plen, &masked);
+		if (x->plen > 128 || !eng_ip6_eq(&masked, &x->addr)) {
+			fail(why, whylen,
+			     "policy blob: IPv6 prefix %u has length %u or host bits set", i,
+			     x->plen);
+			return -1;
+		}
+		h = eng_pol_pfx6_hash(&x->addr, x->plen) & p->pfx6_mask;
+		for (;; h = (h + 1) & p->pfx6_mask) {
+			uint32_t v = p->pfx6_hash[h];
+
+			if (!v)
+				break;
+			if (eng_ip6_eq(&p->prefixes6[v - 1].addr, &x->addr) &&
+			    p->prefixes6[v - 1].plen == x->plen) {
+				fail(why, whylen, "policy blob: IPv6 prefix %u is listed twice", i);
+				return -1;
+			}
+		}
+		p->pfx6_hash[h]	  = i + 1;
+		have_len[x->plen] = 1;
+	}
+	for (int l = 128; l >= 0; l--)
+		if (have_len[l])
+			p->lens6[p->nlens6++] = (uint8_t)l;
+	return 0;
+}
+
 struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, size_t whylen)
 {
 	struct eng_policy *p;
-	uint32_t	   npfx, nep, ntbl, nrule;
+	uint32_t	   npfx, nep, ntbl, nrule, npfx6, npodif;
 	uint64_t	   need;
 	const uint8_t	  *o;
 	int		   have_len[33] = {0};
@@ -138,6 +202,14 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 	nep   = rd32(buf + 20);
 	ntbl  = rd32(buf + 24);
 	nrule = rd32(buf + 28);
+	npfx6  = rd32(buf + 32);
+	npodif = rd32(buf + 36);
+	if (npfx6 > MAX_PREFIXES || npodif > MAX_PODIFS) {
+		fail(why, whylen,
+		     "policy blob: %u IPv6 prefixes (at most %u), %u pod interfaces (at most %u)",
+		     npfx6, MAX_PREFIXES, npodif, MAX_PODIFS);
+		return NULL;
+	}
 	if (npfx > MAX_PREFIXES || nep > MAX_ENDPOINTS || ntbl > nep + 1 || nrule > MAX_RULES) {
 		fail(why, whylen,
 		     "policy blob: %u prefixes, %u endpoints, %u tables, %u rules: past the "
@@ -146,7 +218,8 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 		return NULL;
 	}
 	need = HDR_BYTES + (uint64_t)npfx * PFX_BYTES + (uint64_t)nep * EP_BYTES +
-	       (uint64_t)ntbl * TBL_BYTES + (uint64_t)nrule * RULE_BYTES;
+	       (uint64_t)ntbl * TBL_BYTES + (uint64_t)nrule * RULE_BYTES +
+	       (uint64_t)npfx6 * PFX6_BYTES + (uint64_t)npodif * PODIF_BYTES;
 	if (need != len) {
 		fail(why, whylen, "policy blob: %zu bytes, its counts say %llu", len,
 		     (unsigned long long)need);
@@ -315,6 +388,31 @@ struct eng_policy *eng_policy_parse(const uint8_t *buf, size_t len, char *why, s
 		while (p->grp_hash[h])
 			h = (h + 1) & p->grp_mask;
 		p->grp_hash[h] = i + 1;
+	}
+	o = buf + len - (size_t)npfx6 * PFX6_BYTES - (size_t)npodif * PODIF_BYTES;
+	if (parse_prefixes6(p, o, npfx6, why, whylen))
+		goto bad;
+	o += (size_t)npfx6 * PFX6_BYTES;
+	/* pod interfaces: their pods' isolation, from the IPv4 ipcache */
+	p->npodifs = npodif;
+	p->podifs  = alloc(npodif, sizeof(*p->podifs), &p->bytes);
+	if (!p->podifs)
+		goto oom;
+	for (uint32_t i = 0; i < npodif; i++, o += PODIF_BYTES) {
+		struct eng_pol_end e;
+		uint32_t	   a;
+
+		memcpy(&a, o + 4, 4);
+		eng_pol_resolve(p, a, &e);
+		p->podifs[i].ifindex = rd32(o);
+		p->podifs[i].iso     = e.flags;
+		if (i && p->podifs[i].ifindex <= p->podifs[i - 1].ifindex) {
+			fail(why, whylen,
+			     "policy blob: pod interfaces out of order or listed twice (ifindex %u "
+			     "after %u)",
+			     p->podifs[i].ifindex, p->podifs[i - 1].ifindex);
+			goto bad;
+		}
 	}
 	return p;
 oom:

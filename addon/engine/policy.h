@@ -39,6 +39,7 @@
 #define ENG_ID_ANY	  0 /* IDENTITY_ANY */
 #define ENG_ID_WORLD	  1
 #define ENG_ID_HOST	  2
+#define ENG_ID_WORLD6	  3 /* IDENTITY_WORLD6: an IPv6 address the ipcache does not know */
 
 #define ENG_POL_INGRESS	  1 /* POL_DIR_INGRESS */
 #define ENG_POL_EGRESS	  2
@@ -53,6 +54,14 @@ struct eng_pol_prefix {
 	uint32_t endpoint;
 	uint8_t	 plen;
 	uint8_t	 flags; /* ENG_IPC_F_*, only with an endpoint */
+};
+
+struct eng_pol_prefix6 {
+	eng_ip6	 addr; /* host bits clear */
+	uint32_t identity;
+	uint32_t endpoint;
+	uint8_t	 plen;
+	uint8_t	 flags;
 };
 
 struct eng_pol_rule {
@@ -84,6 +93,20 @@ struct eng_policy {
 	uint32_t	      *pfx_hash; /* index + 1 */
 	uint8_t		       nlens;
 	uint8_t		       lens[33]; /* prefix lengths present, longest first */
+	/* the IPv6 ipcache (bpfproxy_ipcache6) */
+	uint32_t		nprefixes6;
+	struct eng_pol_prefix6 *prefixes6;
+	uint32_t		pfx6_mask;
+	uint32_t	       *pfx6_hash;
+	uint8_t			nlens6;
+	uint8_t			lens6[129];
+	/* pod interfaces (ifindex ascending): the isolation (ENG_IPC_F_*) of
+	 * the pod behind each, by its IPv4 address */
+	uint32_t npodifs;
+	struct {
+		uint32_t ifindex;
+		uint8_t	 iso;
+	} *podifs;
 
 	uint32_t  nendpoints;
 	uint32_t *ep_id, *ep_table; /* endpoint id, its table */
@@ -139,6 +162,54 @@ static inline void eng_pol_resolve(const struct eng_policy *p, uint32_t addr, st
 		}
 	}
 	e->identity = ENG_ID_WORLD;
+	e->endpoint = 0;
+	e->flags    = 0;
+}
+
+/* addr with the bits past plen cleared. */
+static inline void eng_pol_mask6(const eng_ip6 *addr, uint8_t plen, eng_ip6 *out)
+{
+	for (int k = 0; k < 4; k++) {
+		int bits = (int)plen - 32 * k;
+
+		out->w[k] = bits >= 32 ? addr->w[k]
+			    : bits <= 0 ? 0
+					: addr->w[k] & htonl(0xffffffffu << (32 - bits));
+	}
+}
+
+static inline uint32_t eng_pol_pfx6_hash(const eng_ip6 *addr, uint8_t plen)
+{
+	return eng_ip6_mix(addr) ^ eng_mix32(plen);
+}
+
+/* As eng_pol_resolve(), over the IPv6 ipcache (bpf/lib/policy6.h pol6_resolve). */
+static inline void eng_pol_resolve6(const struct eng_policy *p, const eng_ip6 *addr,
+				    struct eng_pol_end *e)
+{
+	for (uint32_t l = 0; l < p->nlens6; l++) {
+		uint8_t	 plen = p->lens6[l];
+		eng_ip6	 a;
+		uint32_t h;
+
+		eng_pol_mask6(addr, plen, &a);
+		h = eng_pol_pfx6_hash(&a, plen) & p->pfx6_mask;
+		for (uint32_t i = 0; i <= p->pfx6_mask; i++) {
+			uint32_t		      v = p->pfx6_hash[(h + i) & p->pfx6_mask];
+			const struct eng_pol_prefix6 *x;
+
+			if (!v)
+				break;
+			x = &p->prefixes6[v - 1];
+			if (x->plen == plen && eng_ip6_eq(&x->addr, &a)) {
+				e->identity = x->identity;
+				e->endpoint = x->endpoint;
+				e->flags    = x->endpoint ? x->flags : 0;
+				return;
+			}
+		}
+	}
+	e->identity = ENG_ID_WORLD6;
 	e->endpoint = 0;
 	e->flags    = 0;
 }
@@ -241,6 +312,13 @@ struct eng_pol_flow {
 	uint8_t	 self; /* hairpin */
 };
 
+/* bpf/lib/policy.h pol_decide(): both ends resolved, seen_id the identity
+ * the server sees the client as. */
+static inline enum eng_reason eng_pol_decide(const struct eng_policy *p,
+					     const struct eng_pol_end *c,
+					     const struct eng_pol_end *s, uint32_t seen_id,
+					     uint16_t dport, uint8_t proto, uint8_t self);
+
 /* bpf/lib/policy.h pol_check_flow() with pol_decide(): the client's egress,
  * then the server's ingress from the identity it sees. */
 static inline enum eng_reason eng_pol_check(const struct eng_policy   *p,
@@ -248,7 +326,6 @@ static inline enum eng_reason eng_pol_check(const struct eng_policy   *p,
 {
 	struct eng_pol_end c, s, x;
 	uint32_t	   seen_id;
-	enum eng_reason	   r;
 
 	eng_pol_resolve(p, f->client, &c);
 	eng_pol_resolve(p, f->server, &s);
@@ -259,17 +336,87 @@ static inline enum eng_reason eng_pol_check(const struct eng_policy   *p,
 		eng_pol_resolve(p, f->seen, &x);
 		seen_id = x.identity;
 	}
-	if (f->self || (c.endpoint && c.endpoint == s.endpoint))
+	return eng_pol_decide(p, &c, &s, seen_id, f->dport, f->proto, f->self);
+}
+
+/* The isolation of the pod behind ifindex (by its IPv4 address), 0 when
+ * none is known there (bpf/lib/policy6.h pol6_pod_isolated()). */
+static inline uint8_t eng_pol_podif_iso(const struct eng_policy *p, uint32_t ifindex)
+{
+	uint32_t lo = 0, hi = p->npodifs;
+
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+
+		if (p->podifs[mid].ifindex == ifindex)
+			return p->podifs[mid].iso;
+		if (p->podifs[mid].ifindex < ifindex)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* bpf/lib/policy6.h pol6_unknown_isolated(): own (the pod's IPv6 address)
+ * is no endpoint of the IPv6 ipcache while the pod behind ifindex is
+ * isolated in direction iso by its IPv4 address: its policy is unknown. */
+static inline int eng_pol_unknown_isolated6(const struct eng_policy *p, uint32_t ifindex,
+					    const eng_ip6 *own, uint8_t iso)
+{
+	struct eng_pol_end e;
+
+	if (!(eng_pol_podif_iso(p, ifindex) & iso))
+		return 0;
+	eng_pol_resolve6(p, own, &e);
+	return !e.endpoint;
+}
+
+/* An IPv6 flow in its opening direction, after translation. */
+struct eng_pol_flow6 {
+	eng_ip6	 client, seen, server;
+	uint16_t dport; /* net */
+	uint8_t	 proto;
+	uint8_t	 self;
+};
+
+/* bpf/lib/policy6.h pol6_check_flow(). */
+static inline enum eng_reason eng_pol_check6(const struct eng_policy	*p,
+					     const struct eng_pol_flow6 *f)
+{
+	struct eng_pol_end c, s, x;
+	uint32_t	   seen_id;
+
+	eng_pol_resolve6(p, &f->client, &c);
+	eng_pol_resolve6(p, &f->server, &s);
+	if (!(c.flags & ENG_IPC_F_EGRESS) && !(s.flags & ENG_IPC_F_INGRESS))
 		return ENG_R_NONE;
-	if (c.flags & ENG_IPC_F_EGRESS) {
-		r = eng_pol_reason(eng_pol_verdict(p, c.endpoint, s.identity, ENG_POL_EGRESS,
-						   f->proto, f->dport));
+	seen_id = c.identity;
+	if (!eng_ip6_eq(&f->seen, &f->client) && (s.flags & ENG_IPC_F_INGRESS)) {
+		eng_pol_resolve6(p, &f->seen, &x);
+		seen_id = x.identity;
+	}
+	return eng_pol_decide(p, &c, &s, seen_id, f->dport, f->proto, f->self);
+}
+
+static inline enum eng_reason eng_pol_decide(const struct eng_policy *p,
+					     const struct eng_pol_end *c,
+					     const struct eng_pol_end *s, uint32_t seen_id,
+					     uint16_t dport, uint8_t proto, uint8_t self)
+{
+	enum eng_reason r;
+
+	if (self || (c->endpoint && c->endpoint == s->endpoint))
+		return ENG_R_NONE;
+	if (c->flags & ENG_IPC_F_EGRESS) {
+		r = eng_pol_reason(
+			eng_pol_verdict(p, c->endpoint, s->identity, ENG_POL_EGRESS, proto, dport));
 		if (r != ENG_R_NONE)
 			return r;
 	}
-	if ((s.flags & ENG_IPC_F_INGRESS) && seen_id != ENG_ID_HOST)
-		return eng_pol_reason(eng_pol_verdict(p, s.endpoint, seen_id, ENG_POL_INGRESS,
-						      f->proto, f->dport));
+	if ((s->flags & ENG_IPC_F_INGRESS) && seen_id != ENG_ID_HOST)
+		return eng_pol_reason(
+			eng_pol_verdict(p, s->endpoint, seen_id, ENG_POL_INGRESS, proto, dport));
 	return ENG_R_NONE;
 }
 

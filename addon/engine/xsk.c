@@ -514,6 +514,8 @@ static void *io_main(void *arg)
 			if (w->id == 0 && now >= next_gc) {
 				eng_sessions_gc(&e->sessions, now,
 						(e->sessions.mask + 1) / 1024 + 64);
+				eng_sessions6_gc(&e->sessions6, now,
+						 (e->sessions6.mask + 1) / 1024 + 64);
 				next_gc = now + GC_EVERY_NS;
 			}
 			if (++idle < SPIN_BEFORE_PARK)
@@ -534,6 +536,7 @@ static void *io_main(void *arg)
 		eng_leave(w);
 		if (w->id == 0 && now >= next_gc) {
 			eng_sessions_gc(&e->sessions, now, (e->sessions.mask + 1) / 1024 + 64);
+			eng_sessions6_gc(&e->sessions6, now, (e->sessions6.mask + 1) / 1024 + 64);
 			next_gc = now + GC_EVERY_NS;
 		}
 	}

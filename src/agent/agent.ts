@@ -408,10 +408,12 @@ export class Agent {
         podIfaces: o.podIfaces,
         config: cfg,
         conntrack: rt.dp.maps.ct.handle,
+        conntrack6: rt.dp.maps.ct6.handle,
         svcIdOf: (spk) => rt.reconciler.svcIdOf(spk),
         loadBalancing: () => loadBalancingOf(o, this.active ?? cfg),
         nodeAddresses,
         policy: () => this.policy.written(),
+        podAddrs: () => new Map(rt.dp.maps.podAddrs.entries().map(([k, v]) => [k.ifindex, v.addr4])),
         log,
         clock: this.clock,
       });

@@ -26,7 +26,8 @@ const mib = (b: number): string => `${(b / (1 << 20)).toFixed(1)} MiB`;
 export function engineMemoryText(m: EngineStatus['memory']): string {
   return (
     `${mib(m.totalBytes)}: UMEM ${mib(m.umemBytes)} (${m.workers} worker(s) × ${m.framesPerWorker} frames × ${m.frameBytes / 1024} KiB), ` +
-    `sessions ${mib(m.sessionsBytes)} (${num(m.sessionEntries)} entries: bpfMapSizeConntrack), table ${mib(m.tableBytes)} (the services in force)`
+    `sessions ${mib(m.sessionsBytes)} (${num(m.sessionEntries)} entries: bpfMapSizeConntrack), ` +
+    `IPv6 sessions ${mib(m.sessions6Bytes ?? 0)} (a quarter as many entries), table ${mib(m.tableBytes)} (the services in force)`
   );
 }
 

@@ -52,6 +52,8 @@ export const ENGINE_BUILT_IN = {
    */
   snatPorts: [15000, 19999] as const,
   hairpinIp: '169.254.42.1',
+  /** the IPv6 one: the BPF path's (bpf/lib/service6.h cfg_hairpin_ip6) */
+  hairpinIp6: 'fd62:7078:2a01::1',
   /** UMEM frames per worker (2 KiB each) and descriptors per ring */
   frames: 4096,
   ring: 2048,
@@ -60,6 +62,7 @@ export const ENGINE_BUILT_IN = {
 export interface EngineRuntimeConfig {
   snatPorts: readonly [number, number];
   hairpinIp: string;
+  hairpinIp6: string;
   ctTimeoutsNs: CtTimeoutsNs;
   /** session table entries (each flow takes two): the conntrack map's size */
   sessions: number;
@@ -71,6 +74,7 @@ export function engineRuntimeConfig(c: Config): EngineRuntimeConfig {
   return {
     snatPorts: ENGINE_BUILT_IN.snatPorts,
     hairpinIp: ENGINE_BUILT_IN.hairpinIp,
+    hairpinIp6: ENGINE_BUILT_IN.hairpinIp6,
     ctTimeoutsNs: ctTimeoutsNs(c.conntrack),
     sessions: c.mapSizes.conntrack,
     frames: ENGINE_BUILT_IN.frames,

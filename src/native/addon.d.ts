@@ -491,6 +491,8 @@ export interface EngineStats {
   /** packets per drop reason (and 'rejected': answered) */
   reasons: Record<string, number>;
   sessions: { live: number; tombstones: number; limit: number; slots: number; bytes: number; hugePages: boolean };
+  /** the IPv6 session table (a quarter of the IPv4 entries, at least 4096; two cache lines each) */
+  sessions6: { live: number; limit: number; bytes: number };
   conntrack: { mirrored: boolean; exported: number; exportErrors: number; adopted: number };
   table: EngineTableInfo | null;
   /** the NetworkPolicy state in force (null: none loaded) */
@@ -567,10 +569,10 @@ export interface EngineHandle {
 }
 
 export interface NativeEngine {
-  engineCreate(opts?: { vector?: number; sessions?: number; ctFd?: number | MapHandle }): EngineHandle;
+  engineCreate(opts?: { vector?: number; sessions?: number; ctFd?: number | MapHandle; ct6Fd?: number | MapHandle }): EngineHandle;
   /** RTM_GETROUTE for one IPv4 destination (this thread's namespace). */
   engineRouteGet(ip: string): { oif: number; gateway: string | null; prefsrc: string | null };
-  /** IPv4 neighbours (RTM_GETNEIGH dump): state is NUD_* bits. */
+  /** IPv4 and IPv6 neighbours (RTM_GETNEIGH dump): state is NUD_* bits. */
   engineNeighbours(): Array<{ ip: string; ifindex: number; state: number; mac: string | null }>;
   /** Ask the kernel to resolve an address on an interface (NTF_USE). */
   engineNeighResolve(ip: string, ifindex: number): void;

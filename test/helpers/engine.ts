@@ -82,15 +82,48 @@ export const NEIGHBOURS: EngineNeighbour[] = [
   { ip: LOCAL_BE, port: 1, mac: LOCAL_BE_MAC, snat: NODE },
 ];
 
+/* IPv6: the same services, one for one, at IPv6 addresses. */
+export const NODE6 = 'fd00:192:0:2::1';
+export const CLIENT6 = '2001:db8:7::7';
+export const REMOTE_BE6 = ['fd00:10:244:2::2', 'fd00:10:244:2::3', 'fd00:10:244:2::4'];
+export const LOCAL_BE6 = 'fd00:10:244:1::5';
+export const HAIRPIN6 = 'fd62:7078:2a01::1';
+export const LB6 = (n: number): string => `2001:db8:100::${n}`;
+export const CLUSTER_IP6 = 'fd00:10:96::10';
+
+export const FRONTENDS6: EngineFrontend[] = [
+  fe('::', 30080, 'UDP', EngineFeFlags.EXTERNAL | EngineFeFlags.NODEPORT, 101, { cluster: REMOTE_BE6.map((ip) => remote(ip)) }),
+  fe('::', 30081, 'TCP', EngineFeFlags.EXTERNAL | EngineFeFlags.NODEPORT, 102, { cluster: REMOTE_BE6.map((ip) => remote(ip)) }),
+  fe(LB6(10), 80, 'TCP', EngineFeFlags.EXTERNAL, 103),
+  fe(LB6(10), 53, 'UDP', EngineFeFlags.EXTERNAL, 104),
+  fe(LB6(11), 80, 'TCP', EngineFeFlags.EXTERNAL | EngineFeFlags.EXT_LOCAL, 105, { cluster: [remote(REMOTE_BE6[0]!)] }),
+  fe(LB6(12), 80, 'TCP', EngineFeFlags.EXTERNAL | EngineFeFlags.EXT_LOCAL, 106, {
+    cluster: [remote(REMOTE_BE6[0]!), { ip: LOCAL_BE6, port: 8080, local: true }],
+    local: [{ ip: LOCAL_BE6, port: 8080, local: true }],
+  }),
+  fe(LB6(13), 80, 'TCP', EngineFeFlags.EXTERNAL, 107, { affinityTimeout: 60, cluster: REMOTE_BE6.map((ip) => remote(ip)) }),
+  fe(LB6(14), 80, 'UDP', EngineFeFlags.EXTERNAL, 108, { cluster: [remote('fd00:10:244:9::9')] }),
+  fe(CLUSTER_IP6, 80, 'TCP', 0, 109, {
+    cluster: [{ ip: LOCAL_BE6, port: 8080, local: true }],
+    local: [{ ip: LOCAL_BE6, port: 8080, local: true }],
+  }),
+];
+
+export const NEIGHBOURS6: EngineNeighbour[] = [
+  ...REMOTE_BE6.map((ip) => ({ ip, port: 0, mac: BE_MAC, snat: NODE6 })),
+  { ip: LOCAL_BE6, port: 1, mac: LOCAL_BE_MAC, snat: NODE6 },
+];
+
 export function table(over: Partial<EngineTable> = {}): EngineTable {
   return {
     generation: 1,
     ports: PORTS,
-    nodeAddresses: [NODE],
-    frontends: FRONTENDS,
-    neighbours: NEIGHBOURS,
+    nodeAddresses: [NODE, NODE6],
+    frontends: [...FRONTENDS, ...FRONTENDS6],
+    neighbours: [...NEIGHBOURS, ...NEIGHBOURS6],
     snatPorts: SNAT_PORTS,
     hairpinIp: HAIRPIN,
+    hairpinIp6: HAIRPIN6,
     maglevSeed: DEFAULT_MAGLEV_SEED,
     ctTimeoutsNs: ctTimeoutsNs(DEFAULT_CONFIG.conntrack),
     ...over,

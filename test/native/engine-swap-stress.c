@@ -156,7 +156,7 @@ static struct eng_table *build_table(uint32_t g)
 {
 	uint32_t	  fillers = g % 97, nfe = NFE_BASE + fillers, b_live = g & 1;
 	uint32_t	  nbe = 1 + b_live + fillers, nneigh = 1 + b_live;
-	size_t		  len = 96 + 2 * 32 + 4 + nfe * 32 + nbe * 8 + nneigh * 16;
+	size_t		  len = 128 + 2 * 32 + 4 + nfe * 32 + nbe * 8 + nneigh * 16;
 	uint8_t		 *buf = calloc(1, len), *p = buf, mac[6];
 	char		  why[256];
 	struct eng_table *t;
@@ -164,8 +164,8 @@ static struct eng_table *build_table(uint32_t g)
 	if (!buf)
 		return NULL;
 	p = wr32(p, 0x45585042u);
-	p = wr16(p, 2);
-	p = wr16(p, 96);
+	p = wr16(p, 3);
+	p = wr16(p, 128);
 	p = wr32(p, g);
 	p = wr32(p, 2);
 	p = wr32(p, 1);
@@ -184,6 +184,7 @@ static struct eng_table *build_table(uint32_t g)
 	p = wr32(p, 0);
 	p = wr32(p, 0);
 	p = wr32(p, 0);
+	p += 32; /* no IPv6 sections (counts 0, hairpin ::) */
 	/* ports: 0 the pods' side (no SNAT), 1 towards the backends */
 	p = wr32(p, 1);
 	p = wr32(p, ENG_PORT_F_POD);
@@ -501,7 +502,7 @@ static int swap_unsafe(struct eng_table *t)
 
 int main(int argc, char **argv)
 {
-	struct eng_config cfg = {.ct_fd = -1, .sessions = 65536};
+	struct eng_config cfg = {.ct_fd = -1, .ct6_fd = -1, .sessions = 65536};
 	struct wctx	 *ctx;
 	char		  why[256];
 	uint64_t	  busy = 0, retired_max = 0, swaps_ok = 0, retired_seen = 0;

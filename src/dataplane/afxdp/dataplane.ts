@@ -32,6 +32,8 @@ export interface EngineTableSettings {
   /** the engine's SNAT source ports: disjoint from the BPF path's range */
   snatPorts: readonly [number, number];
   hairpinIp: string;
+  /** pods reaching themselves over IPv6 (left out: such flows are dropped by the engine) */
+  hairpinIp6?: string;
   ctTimeoutsNs: EngineTable['ctTimeoutsNs'];
 }
 
@@ -109,7 +111,7 @@ export class EngineDataplane implements Dataplane {
   }
 
   setNodeAddresses(ips: readonly string[]): void {
-    const next = ips.filter((ip) => !ip.includes(':')).sort(); // IPv4 only, as the engine
+    const next = [...ips].sort(); // both families: NodePorts on IPv6 node addresses too
     if (next.join(',') === this.nodeAddresses.join(',')) return;
     this.nodeAddresses = next;
     this.schedule();
@@ -261,6 +263,7 @@ export class EngineDataplane implements Dataplane {
       neighbours: this.neighbours,
       snatPorts: this.settings.snatPorts,
       hairpinIp: this.settings.hairpinIp,
+      ...(this.settings.hairpinIp6 ? { hairpinIp6: this.settings.hairpinIp6 } : {}),
       maglevSeed: lb.seed,
       ctTimeoutsNs: this.settings.ctTimeoutsNs,
     };
@@ -269,9 +272,8 @@ export class EngineDataplane implements Dataplane {
   private sync(service: string, all: readonly Frontend[], rank?: ReadonlyMap<string, number>): SyncReport {
     const report = emptyReport();
     const wanted = new Set<string>();
-    // The engine is IPv4 only: IPv6 frontends stay with the BPF path.
-    const frontends = all.filter((f) => !f.ip.includes(':'));
-    for (const f of frontends) {
+    // Both families (the engine's IPv6 nodes: addon/engine/nodes6.h).
+    for (const f of all) {
       const ks = frontendKey(f);
       const label = `${ks} (${f.kind})`;
       if (wanted.has(ks)) continue;

@@ -19,12 +19,19 @@ export interface EngineOptions {
   sessions: number;
   /** the BPF conntrack map the engine mirrors its flows into (the kernel path carries them on) */
   conntrack?: MapHandle | number;
+  /** the IPv6 one (bpfproxy_ct6): the engine's IPv6 flows mirrored there */
+  conntrack6?: MapHandle | number;
 }
 
 export function createEngine(o: EngineOptions): EngineHandle {
   let h: EngineHandle;
   try {
-    h = native().engineCreate({ vector: o.vector, sessions: o.sessions, ...(o.conntrack !== undefined ? { ctFd: o.conntrack } : {}) });
+    h = native().engineCreate({
+      vector: o.vector,
+      sessions: o.sessions,
+      ...(o.conntrack !== undefined ? { ctFd: o.conntrack } : {}),
+      ...(o.conntrack6 !== undefined ? { ct6Fd: o.conntrack6 } : {}),
+    });
   } catch (e) {
     throw typed(e);
   }

@@ -18,11 +18,15 @@ import { IpcacheFlags, PolDir, PolVerdict } from '../bpf/codecs.js';
 import type { WrittenPolicy } from '../bpf/policy-maps.js';
 import type { TableEntry } from '../bpf/policy-entries.js';
 import { PROTO_ANY } from '../../model/policy/compiled.js';
+import { isIPv6 } from '../../net/ip.js';
+import { writeIpv6 } from '../../net/ip6.js';
 
 export const POLICY_MAGIC = 0x50585042; // "BPXP"
-export const POLICY_VERSION = 1;
-const HDR = 32;
+export const POLICY_VERSION = 2;
+const HDR = 40;
 const PFX = 16;
+const PFX6 = 28;
+const PODIF = 8;
 const EP = 8;
 const TBL = 8;
 const RULE = 16;
@@ -30,6 +34,7 @@ const RULE = 16;
 const ANY_PROTO = 0xff;
 
 export interface EnginePolicyFigures {
+  /** both families */
   prefixes: number;
   endpoints: number;
   tables: number;
@@ -45,8 +50,16 @@ function putAddr(b: Buffer, o: number, ip: string): void {
   for (let i = 0; i < 4; i++) b[o + i] = p[i]!;
 }
 
-/** Encode what the policy maps hold for the engine (tables shared between endpoints as the maps share them). */
-export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EnginePolicyFigures } {
+/**
+ * Encode what the policy maps hold for the engine (tables shared between
+ * endpoints as the maps share them). podAddrs: bpfproxy_pod_addrs (pod
+ * interface ifindex -> the IPv4 address of its pod), by which the engine
+ * fails closed on a pod's IPv6 address the ipcache lacks, as the BPF path.
+ */
+export function encodePolicy(
+  w: WrittenPolicy,
+  podAddrs: ReadonlyMap<number, string> = new Map(),
+): { blob: Buffer; figures: EnginePolicyFigures } {
   const tableOf = new Map<readonly TableEntry[], number>();
   const tables: Array<readonly TableEntry[]> = [];
   const eps: Array<[number, number]> = [];
@@ -60,7 +73,10 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
     }
     eps.push([id, t]);
   }
-  const bytes = HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE;
+  const ipcache6 = w.ipcache6 ?? [];
+  const pods = [...podAddrs].sort((a, b) => a[0] - b[0]);
+  const bytes =
+    HDR + w.ipcache.length * PFX + eps.length * EP + tables.length * TBL + rules * RULE + ipcache6.length * PFX6 + pods.length * PODIF;
   const b = Buffer.alloc(bytes);
   b.writeUInt32LE(POLICY_MAGIC, 0);
   b.writeUInt16LE(POLICY_VERSION, 4);
@@ -71,6 +87,8 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
   b.writeUInt32LE(eps.length, 20);
   b.writeUInt32LE(tables.length, 24);
   b.writeUInt32LE(rules, 28);
+  b.writeUInt32LE(ipcache6.length, 32);
+  b.writeUInt32LE(pods.length, 36);
   let o = HDR;
   for (const [k, v] of w.ipcache) {
     putAddr(b, o, k.addr);
@@ -104,5 +122,22 @@ export function encodePolicy(w: WrittenPolicy): { blob: Buffer; figures: EngineP
       o += RULE;
     }
   }
-  return { blob: b, figures: { prefixes: w.ipcache.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes } };
+  for (const [k, v] of ipcache6) {
+    if (!isIPv6(k.addr)) throw new Error(`engine policy: "${k.addr}" is not an IPv6 address`);
+    writeIpv6(b, o, k.addr);
+    b.writeUInt32LE(v.identity >>> 0, o + 16);
+    b.writeUInt32LE(v.endpoint >>> 0, o + 20);
+    b[o + 24] = k.prefixlen;
+    b[o + 25] = v.flags & (IpcacheFlags.INGRESS_ISO | IpcacheFlags.EGRESS_ISO);
+    o += PFX6;
+  }
+  for (const [ifindex, addr4] of pods) {
+    b.writeUInt32LE(ifindex >>> 0, o);
+    putAddr(b, o + 4, addr4);
+    o += PODIF;
+  }
+  return {
+    blob: b,
+    figures: { prefixes: w.ipcache.length + ipcache6.length, endpoints: eps.length, tables: tables.length, entries: rules, bytes },
+  };
 }

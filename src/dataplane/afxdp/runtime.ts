@@ -28,6 +28,11 @@
  * (setPolicy()). The engine requires it: while it has none (or refused the
  * last one), no frontend is steered to it, and a frame that still comes is
  * dropped (policy-not-loaded), never forwarded unchecked.
+ *
+ * IPv6 (issue 13): the engine serves IPv6 frontends too, with its IPv6
+ * flows mirrored into bpfproxy_ct6 and the IPv6 identities of the policy
+ * maps (bpfproxy_ipcache6) in its policy; without the IPv6 conntrack map
+ * (options.conntrack6) IPv6 frontends stay on the BPF path.
  */
 import type { Clock, Timer } from '../../clock.js';
 import type { Logger } from '../../log.js';
@@ -56,6 +61,8 @@ export interface AfxdpOptions {
   config: Config;
   /** the BPF path's conntrack map: the engine mirrors its flows there */
   conntrack: MapHandle;
+  /** the IPv6 one (bpfproxy_ct6): the engine's IPv6 flows; left out: IPv6 frontends are not steered */
+  conntrack6?: MapHandle;
   /** the BPF path's service ids */
   svcIdOf?: (servicePort: string) => number | undefined;
   /** the BPF path's backend choice settings (Maglev: same tables, same picks) */
@@ -67,6 +74,8 @@ export interface AfxdpOptions {
    * (tests, a setup without NetworkPolicy): the engine enforces none.
    */
   policy?: () => WrittenPolicy | undefined;
+  /** bpfproxy_pod_addrs (pod interface ifindex -> its pod's IPv4 address): the engine judges a pod's unknown IPv6 address by it, as the BPF path */
+  podAddrs?: () => ReadonlyMap<number, string>;
   log: Logger;
   clock: Clock;
   neighbours?: NeighbourSource;
@@ -101,6 +110,8 @@ export interface EngineMemory {
   /** the session table: sessionEntries (bpfMapSizeConntrack) live entries at most, committed at start */
   sessionsBytes: number;
   sessionEntries: number;
+  /** the IPv6 session table: a quarter of sessionEntries (at least 4096), 128 bytes a slot, committed at start */
+  sessions6Bytes: number;
   /** the table in force (frontends, backends, Maglev tables, neighbours); grows with the services */
   tableBytes: number;
   totalBytes: number;
@@ -177,6 +188,8 @@ export class AfxdpRuntime {
   private stopped = false;
   /** the policy the engine holds is the BPF maps' last one; else why not */
   private policyError: string | undefined;
+  /** IPv6 (issue 13): the pod addresses the policy in force was built with */
+  private podAddrsSent = '';
 
   readonly dataplane: EngineDataplane;
   readonly ports: EnginePortInfo[];
@@ -237,14 +250,19 @@ export class AfxdpRuntime {
     const steering = await XdpSteering.load(o.bpfDir, o.pinDir, datapathConfig(o.config), log);
     let engine: EngineHandle | undefined;
     try {
-      engine = createEngine({ vector: o.settings.batch, sessions: rc.sessions, conntrack: o.conntrack });
+      engine = createEngine({
+        vector: o.settings.batch,
+        sessions: rc.sessions,
+        conntrack: o.conntrack,
+        ...(o.conntrack6 ? { conntrack6: o.conntrack6 } : {}),
+      });
       const eng = engine;
       const podPorts = found.some((p) => p.pod);
       const ref: { rt?: AfxdpRuntime } = {};
       const apply = (blob: Buffer, table: EngineTable) => (ref.rt ? ref.rt.swapIn(blob, table) : eng.setTable(blob));
       const dataplane = new EngineDataplane(
         apply,
-        { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, ctTimeoutsNs: rc.ctTimeoutsNs },
+        { snatPorts: rc.snatPorts, hairpinIp: rc.hairpinIp, hairpinIp6: rc.hairpinIp6, ctTimeoutsNs: rc.ctTimeoutsNs },
         { ...(o.svcIdOf ? { svcIdOf: o.svcIdOf } : {}), ...(o.loadBalancing ? { loadBalancing: o.loadBalancing } : {}), log },
       );
       // Policy before any frame: none loaded means the policy node drops everything it gets.
@@ -300,7 +318,9 @@ export class AfxdpRuntime {
     try {
       const w = this.o.policy();
       if (!w) throw new Error('the BPF policy maps are not known to the agent (no policy writer)');
-      const { blob, figures } = encodePolicy(w);
+      const pods = this.o.podAddrs?.() ?? new Map<number, string>();
+      const { blob, figures } = encodePolicy(w, pods);
+      this.podAddrsSent = JSON.stringify([...pods]);
       this.engine.setPolicy(blob);
       this.policyError = undefined;
       if (was) this.o.log.info({ generation: w.generation, isolated: w.isolated, ...figures }, 'AF_XDP engine: network policy loaded');
@@ -372,15 +392,21 @@ export class AfxdpRuntime {
     const out: SteeredFrontend[] = [];
     if (this.policyError !== undefined) return out;
     for (const { frontend: f } of this.dataplane.frontends()) {
+      if (f.ip.includes(':') && this.o.conntrack6 === undefined) continue; // IPv6 (issue 13): only with its flows mirrored
       if (steerable(f, this.reach, this.steer)) out.push({ addr: f.ip, port: f.port, proto: protoNum(f.protocol) });
     }
     return out;
   }
 
+  /** IPv6 (issue 13): whether the pod interfaces' addresses changed since the policy in force was built. */
+  private podAddrsMoved(): boolean {
+    return this.o.podAddrs !== undefined && JSON.stringify([...this.o.podAddrs()]) !== this.podAddrsSent;
+  }
+
   /** Node addresses, next hops and steering, once a second (and at start). */
   refresh(): void {
     if (this.stopped) return;
-    if (this.policyError !== undefined) this.setPolicy();
+    if (this.policyError !== undefined || this.podAddrsMoved()) this.setPolicy();
     this.dataplane.setNodeAddresses(this.o.nodeAddresses());
     this.cover(true);
     this.dataplane.flush();
@@ -419,8 +445,9 @@ export class AfxdpRuntime {
         frameBytes: ENGINE_FRAME_BYTES,
         sessionsBytes: st.sessions.bytes,
         sessionEntries: rc.sessions,
+        sessions6Bytes: st.sessions6.bytes,
         tableBytes: st.table?.bytes ?? 0,
-        totalBytes: st.umemBytes + st.sessions.bytes + (st.table?.bytes ?? 0),
+        totalBytes: st.umemBytes + st.sessions.bytes + st.sessions6.bytes + (st.table?.bytes ?? 0),
       },
       settings: {
         queues: this.o.settings.queues,

@@ -3,13 +3,20 @@
  * addon/engine/table.c parses and checks, field by field): ports, node
  * addresses, frontends with their backends and Maglev tables, neighbours,
  * and the settings the engine's decisions need. Built whole on every change
- * and swapped in at once by the engine (make-before-break).
+ * and swapped in at once by the engine (make-before-break). Both families:
+ * IPv6 node addresses, frontends (with their backends) and neighbours go
+ * in sections of their own after the IPv4 ones (version 3).
  */
-import { isIPv4 } from '../../net/ip.js';
+import { isIPv4, isIPv6 } from '../../net/ip.js';
+import { writeIpv6 } from '../../net/ip6.js';
 
 export const TABLE_MAGIC = 0x45585042; // "BPXE"
-export const TABLE_VERSION = 2;
-const HDR = 96;
+export const TABLE_VERSION = 3;
+const HDR = 128;
+const ADDR6 = 16;
+const FE6 = 48;
+const BE6 = 20;
+const NEIGH6 = 40;
 const PORT = 32;
 const ADDR = 4;
 const FE = 32;
@@ -37,7 +44,7 @@ export interface EngineBackend {
 }
 
 export interface EngineFrontend {
-  /** 0.0.0.0: NodePort, any node address */
+  /** 0.0.0.0 (IPv6: ::): NodePort, any node address of its family */
   ip: string;
   port: number;
   protocol: 'TCP' | 'UDP';
@@ -75,6 +82,8 @@ export interface EngineTable {
   /** the engine's own SNAT source ports (disjoint from the BPF path's) */
   snatPorts: readonly [number, number];
   hairpinIp: string;
+  /** the source of a pod's IPv6 flow to itself through a service (the BPF path's cfg_hairpin_ip6); left out: such flows are dropped */
+  hairpinIp6?: string;
   /** the seed of the Maglev flow hash (the BPF path's cfg_maglev_seed) */
   maglevSeed: number;
   ctTimeoutsNs: { synSent: bigint; established: bigint; finsSeen: bigint; rstSeen: bigint; udp: bigint };
@@ -92,24 +101,58 @@ function mac(b: Buffer, off: number, m: string, what: string): void {
   for (let i = 0; i < 6; i++) b[off + i] = parseInt(p[i]!, 16);
 }
 
-/** Encode the table; throws naming the record and field that cannot be encoded. */
-export function encodeTable(t: EngineTable): Buffer {
-  // Backends of frontends with the same set are laid out once.
+function ip6(b: Buffer, off: number, ip: string, what: string): void {
+  if (!isIPv6(ip)) throw new Error(`${what}: "${ip}" is not an IPv6 address`);
+  writeIpv6(b, off, ip);
+}
+
+const v6 = (ip: string): boolean => ip.includes(':');
+
+/** Backends of frontends with the same set laid out once (per family). */
+function layBackends(fes: readonly EngineFrontend[]): { bes: EngineBackend[]; start: number[] } {
   const beIndex = new Map<string, number>();
   const bes: EngineBackend[] = [];
-  const feStart: number[] = [];
-  for (const f of t.frontends) {
+  const start: number[] = [];
+  for (const f of fes) {
     const list = [...f.cluster, ...f.local];
     const key = list.map((b) => `${b.ip}:${b.port}:${b.local ? 1 : 0}`).join(',') + `#${f.cluster.length}`;
-    let start = beIndex.get(key);
-    if (start === undefined) {
-      start = bes.length;
+    let at = beIndex.get(key);
+    if (at === undefined) {
+      at = bes.length;
       bes.push(...list);
-      beIndex.set(key, start);
+      beIndex.set(key, at);
     }
-    feStart.push(start);
+    start.push(at);
   }
-  // Maglev tables, each pair (cluster, local) laid out once.
+  return { bes, start };
+}
+
+/** A frontend record's fields after its address (bytes 4-31 of the record at o). */
+function putFrontend(b: Buffer, o: number, f: EngineFrontend, beStart: number, mgStart: number): void {
+  b.writeUInt16LE(f.port, o + 4);
+  b[o + 6] = f.protocol === 'UDP' ? 17 : 6;
+  b[o + 7] = f.flags;
+  b.writeUInt32LE(f.svcId >>> 0, o + 8);
+  b.writeUInt32LE(f.affinityTimeout, o + 12);
+  b.writeUInt32LE(beStart, o + 16);
+  b.writeUInt16LE(f.cluster.length, o + 20);
+  b.writeUInt16LE(f.local.length, o + 22);
+  b.writeUInt32LE(mgStart, o + 24);
+  b.writeUInt16LE(f.maglev?.cluster?.length ?? 0, o + 28);
+  b.writeUInt16LE(f.maglev?.local?.length ?? 0, o + 30);
+}
+
+/** Encode the table; throws naming the record and field that cannot be encoded. */
+export function encodeTable(t: EngineTable): Buffer {
+  const fes4 = t.frontends.filter((f) => !v6(f.ip));
+  const fes6 = t.frontends.filter((f) => v6(f.ip));
+  const addrs4 = t.nodeAddresses.filter((a) => !v6(a));
+  const addrs6 = t.nodeAddresses.filter((a) => v6(a));
+  const neigh4 = t.neighbours.filter((n) => !v6(n.ip));
+  const neigh6 = t.neighbours.filter((n) => v6(n.ip));
+  const l4 = layBackends(fes4);
+  const l6 = layBackends(fes6);
+  // Maglev tables, each pair (cluster, local) laid out once, for both families.
   const tableIds = new Map<Uint16Array, number>();
   const idOf = (a: Uint16Array | undefined): number => {
     if (!a) return 0;
@@ -120,14 +163,12 @@ export function encodeTable(t: EngineTable): Buffer {
   const pairAt = new Map<string, number>();
   const maglevParts: Uint16Array[] = [];
   let nmaglev = 0;
-  const mgStart: number[] = [];
-  for (const f of t.frontends) {
+  const mgStartOf = (f: EngineFrontend): number => {
     const c = f.maglev?.cluster;
     const l = f.maglev?.local;
     if (!(f.flags & EngineFeFlags.MAGLEV)) {
       if (c || l) throw new Error(`frontend ${f.ip}:${f.port}/${f.protocol}: Maglev tables without the MAGLEV flag`);
-      mgStart.push(0);
-      continue;
+      return 0;
     }
     const key = `${idOf(c)},${idOf(l)}`;
     let at = pairAt.get(key);
@@ -140,26 +181,32 @@ export function encodeTable(t: EngineTable): Buffer {
       }
       pairAt.set(key, at);
     }
-    mgStart.push(at);
-  }
+    return at;
+  };
+  const mg4 = fes4.map(mgStartOf);
+  const mg6 = fes6.map(mgStartOf);
   const total =
     HDR +
     t.ports.length * PORT +
-    t.nodeAddresses.length * ADDR +
-    t.frontends.length * FE +
-    bes.length * BE +
-    t.neighbours.length * NEIGH +
-    nmaglev * MAGLEV;
+    addrs4.length * ADDR +
+    fes4.length * FE +
+    l4.bes.length * BE +
+    neigh4.length * NEIGH +
+    nmaglev * MAGLEV +
+    addrs6.length * ADDR6 +
+    fes6.length * FE6 +
+    l6.bes.length * BE6 +
+    neigh6.length * NEIGH6;
   const b = Buffer.alloc(total);
   b.writeUInt32LE(TABLE_MAGIC, 0);
   b.writeUInt16LE(TABLE_VERSION, 4);
   b.writeUInt16LE(HDR, 6);
   b.writeUInt32LE(t.generation >>> 0, 8);
   b.writeUInt32LE(t.ports.length, 12);
-  b.writeUInt32LE(t.nodeAddresses.length, 16);
-  b.writeUInt32LE(t.frontends.length, 20);
-  b.writeUInt32LE(bes.length, 24);
-  b.writeUInt32LE(t.neighbours.length, 28);
+  b.writeUInt32LE(addrs4.length, 16);
+  b.writeUInt32LE(fes4.length, 20);
+  b.writeUInt32LE(l4.bes.length, 24);
+  b.writeUInt32LE(neigh4.length, 28);
   b.writeUInt16LE(t.snatPorts[0], 32);
   b.writeUInt16LE(t.snatPorts[1], 34);
   ip4(b, 36, t.hairpinIp, 'hairpin address');
@@ -171,6 +218,11 @@ export function encodeTable(t: EngineTable): Buffer {
   b.writeUInt32LE(total, 80);
   b.writeUInt32LE(nmaglev, 84);
   b.writeUInt32LE(t.maglevSeed >>> 0, 88);
+  b.writeUInt32LE(addrs6.length, 96);
+  b.writeUInt32LE(fes6.length, 100);
+  b.writeUInt32LE(l6.bes.length, 104);
+  b.writeUInt32LE(neigh6.length, 108);
+  if (t.hairpinIp6) ip6(b, 112, t.hairpinIp6, 'IPv6 hairpin address');
   let o = HDR;
   for (const p of t.ports) {
     b.writeUInt32LE(p.ifindex, o);
@@ -179,33 +231,22 @@ export function encodeTable(t: EngineTable): Buffer {
     b.write(p.name.slice(0, 16), o + 16, 'latin1');
     o += PORT;
   }
-  for (const a of t.nodeAddresses) {
+  for (const a of addrs4) {
     ip4(b, o, a, 'node address');
     o += ADDR;
   }
-  t.frontends.forEach((f, i) => {
-    const what = `frontend ${f.ip}:${f.port}/${f.protocol}`;
-    ip4(b, o, f.ip, what);
-    b.writeUInt16LE(f.port, o + 4);
-    b[o + 6] = f.protocol === 'UDP' ? 17 : 6;
-    b[o + 7] = f.flags;
-    b.writeUInt32LE(f.svcId >>> 0, o + 8);
-    b.writeUInt32LE(f.affinityTimeout, o + 12);
-    b.writeUInt32LE(feStart[i]!, o + 16);
-    b.writeUInt16LE(f.cluster.length, o + 20);
-    b.writeUInt16LE(f.local.length, o + 22);
-    b.writeUInt32LE(mgStart[i]!, o + 24);
-    b.writeUInt16LE(f.maglev?.cluster?.length ?? 0, o + 28);
-    b.writeUInt16LE(f.maglev?.local?.length ?? 0, o + 30);
+  fes4.forEach((f, i) => {
+    ip4(b, o, f.ip, `frontend ${f.ip}:${f.port}/${f.protocol}`);
+    putFrontend(b, o, f, l4.start[i]!, mg4[i]!);
     o += FE;
   });
-  for (const be of bes) {
+  for (const be of l4.bes) {
     ip4(b, o, be.ip, 'backend');
     b.writeUInt16LE(be.port, o + 4);
     b[o + 6] = be.local ? 1 : 0;
     o += BE;
   }
-  for (const n of t.neighbours) {
+  for (const n of neigh4) {
     ip4(b, o, n.ip, 'neighbour');
     if (n.snat) ip4(b, o + 4, n.snat, `neighbour ${n.ip} SNAT source`);
     b[o + 8] = n.port;
@@ -217,6 +258,28 @@ export function encodeTable(t: EngineTable): Buffer {
       b.writeUInt16LE(v, o);
       o += MAGLEV;
     }
+  }
+  for (const a of addrs6) {
+    ip6(b, o, a, 'node address');
+    o += ADDR6;
+  }
+  fes6.forEach((f, i) => {
+    ip6(b, o, f.ip, `frontend [${f.ip}]:${f.port}/${f.protocol}`);
+    putFrontend(b, o + 16, f, l6.start[i]!, mg6[i]!);
+    o += FE6;
+  });
+  for (const be of l6.bes) {
+    ip6(b, o, be.ip, `backend of an IPv6 frontend`);
+    b.writeUInt16LE(be.port, o + 16);
+    b[o + 18] = be.local ? 1 : 0;
+    o += BE6;
+  }
+  for (const n of neigh6) {
+    ip6(b, o, n.ip, 'neighbour');
+    if (n.snat) ip6(b, o + 16, n.snat, `neighbour ${n.ip} SNAT source`);
+    b[o + 32] = n.port;
+    mac(b, o + 33, n.mac, `neighbour ${n.ip}`);
+    o += NEIGH6;
   }
   return b;
 }

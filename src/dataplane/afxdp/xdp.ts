@@ -10,22 +10,34 @@ import type { Logger } from '../../log.js';
 import { BpfError, native, type LinkHandle } from '../../native/index.js';
 import type { DatapathConfig } from '../../config/datapath.js';
 import { feKey } from '../bpf/codecs.js';
+import { fe6Key } from '../bpf/codecs6.js';
 import { loadPrograms, type Programs } from '../bpf/loader.js';
 
 export const XDP_PROGRAM = 'bpfproxy_xdp_afxdp';
-export const XSK_MAPS = { xsks: 'bpfproxy_xsks', ifs: 'bpfproxy_xsk_ifs', fes: 'bpfproxy_xsk_fes', cfg: 'bpfproxy_xsk_cfg' } as const;
+export const XSK_MAPS = {
+  xsks: 'bpfproxy_xsks',
+  ifs: 'bpfproxy_xsk_ifs',
+  fes: 'bpfproxy_xsk_fes',
+  fes6: 'bpfproxy_xsk_fes6',
+  cfg: 'bpfproxy_xsk_cfg',
+} as const;
 /** XSKMAP slots (bpf/lib/xsk.h XSK_SLOTS) and how many each interface gets (its queues). */
 export const XSK_SLOTS = 1024;
 export const XSK_SLOTS_PER_PORT = 16;
 
 export interface SteeredFrontend {
-  /** 0.0.0.0: NodePort on any node address */
+  /** 0.0.0.0 (IPv6: ::): NodePort on any node address of its family */
   addr: string;
   port: number;
   proto: number;
 }
 
 const keyOf = (f: SteeredFrontend): string => `${f.addr}:${f.port}/${f.proto}`;
+/** The steering map of the frontend's family and its key there. */
+const entryOf = (maps: Record<keyof typeof XSK_MAPS, number>, f: SteeredFrontend): [number, Buffer] =>
+  f.addr.includes(':')
+    ? [maps.fes6, fe6Key.encode({ addr: f.addr, port: f.port, proto: f.proto })]
+    : [maps.fes, feKey.encode({ addr: f.addr, port: f.port, proto: f.proto })];
 
 export class XdpSteering {
   private readonly links = new Map<number, { link: LinkHandle; name: string; mode: 'native' | 'generic' }>();
@@ -127,13 +139,13 @@ export class XdpSteering {
     let removed = 0;
     for (const [k, f] of this.steered) {
       if (next.has(k)) continue;
-      native().mapDelete(this.maps.fes, feKey.encode({ addr: f.addr, port: f.port, proto: f.proto }));
+      native().mapDelete(...entryOf(this.maps, f));
       this.steered.delete(k);
       removed++;
     }
     for (const [k, f] of next) {
       if (o.removeOnly || this.steered.has(k)) continue;
-      native().mapUpdate(this.maps.fes, feKey.encode({ addr: f.addr, port: f.port, proto: f.proto }), Buffer.from([1]));
+      native().mapUpdate(...entryOf(this.maps, f), Buffer.from([1]));
       this.steered.set(k, f);
       added++;
     }

@@ -137,8 +137,10 @@ export interface WrittenPolicy {
   generation: number;
   /** bpfproxy_pol_state.isolated: 0 = nothing is enforced */
   isolated: number;
-  /** IPv4 prefixes only (bpfproxy_ipcache) */
+  /** IPv4 prefixes (bpfproxy_ipcache) */
   ipcache: ReadonlyArray<readonly [IpcacheKey, IpcacheValue]>;
+  /** IPv6 prefixes (bpfproxy_ipcache6); left out: none */
+  ipcache6?: ReadonlyArray<readonly [IpcacheKey, IpcacheValue]>;
   /** endpoint id -> the entries its table holds (empty: deny-all); an endpoint without a table is absent */
   tables: ReadonlyMap<number, readonly TableEntry[]>;
 }
@@ -353,10 +355,14 @@ export class PolicyMapWriter {
     return {
       generation: this.gen,
       isolated: this.isolatedWritten,
-      // the IPv4 identities: the engine serves IPv4 only (IPv6 stays on the TC path)
+      // the engine's policy node takes both families' identities
       ipcache: [...this.ipcache].flatMap(([p, v]) => {
         const r = ipcacheRefOf(p);
         return r?.family === 4 ? [[r.key, v] as const] : [];
+      }),
+      ipcache6: [...this.ipcache].flatMap(([p, v]) => {
+        const r = ipcacheRefOf(p);
+        return r?.family === 6 ? [[r.key, v] as const] : [];
       }),
       tables,
     };
