@@ -10,6 +10,11 @@
  * on a node that does not say so (an older bpfproxy, kube-proxy, a node
  * handed back) are reached with SNAT, as before the tunnel existed, so a
  * rolling upgrade needs no SNAT phase.
+ *
+ * IPv4 only: the tunnel runs between the nodes' IPv4 InternalIPs and
+ * carries IPv4 services (bpf/lib/tunnel.h). IPv6 InternalIPs and IPv6
+ * endpoints are left out (IPv6 flows to endpoints on other nodes are
+ * SNATed): written into the IPv4 maps they would read as 0.0.0.0.
  */
 import type { EndpointSlice, Node } from './types.js';
 
@@ -21,13 +26,19 @@ export const DECAP_FORMAT = 'vxlan-v1';
 /** Whether the node's bpfproxy says it decapsulates our tunnel. */
 export const decapsulates = (n: Node): boolean => (n.decap ?? '').split(',').some((f) => f.trim() === DECAP_FORMAT);
 
-/** The address a node is reached at through the tunnel: its first IPv4 InternalIP. */
-export const tunnelAddressOf = (n: Node): string | undefined => n.internalIPs[0];
+/** Addresses here are checked already (sources/convert.ts): IPv6 ones are the ones with a colon. */
+const isIPv4 = (a: string): boolean => !a.includes(':');
 
-/** Every InternalIP of every node but this one: the sources VXLAN is taken from. */
+/**
+ * The address a node is reached at through the tunnel: its first IPv4
+ * InternalIP (an IPv6-first dual-stack node lists its IPv6 one first).
+ */
+export const tunnelAddressOf = (n: Node): string | undefined => n.internalIPs.find(isIPv4);
+
+/** Every IPv4 InternalIP of every node but this one: the sources VXLAN is taken from. */
 export function peerAddresses(nodes: Iterable<Node>, self: string): string[] {
   const out = new Set<string>();
-  for (const n of nodes) if (n.name !== self) for (const a of n.internalIPs) out.add(a);
+  for (const n of nodes) if (n.name !== self) for (const a of n.internalIPs) if (isIPv4(a)) out.add(a);
   return [...out].sort();
 }
 
@@ -36,7 +47,7 @@ export function peerAddresses(nodes: Iterable<Node>, self: string): string[] {
  * nodes whose Node is known with an InternalIP and says it decapsulates
  * (decapsulates()). An endpoint without a nodeName, on a node not (yet)
  * seen, or on one that does not decapsulate, is left out: flows to it are
- * SNATed, as before.
+ * SNATed, as before. So are IPv6 endpoint addresses (IPv4 only, above).
  */
 export function endpointNodes(
   slices: Iterable<EndpointSlice>,
@@ -50,7 +61,7 @@ export function endpointNodes(
       const n = nodeOf(e.nodeName);
       const at = n && decapsulates(n) ? tunnelAddressOf(n) : undefined;
       if (!at) continue;
-      for (const a of e.addresses) out.set(a, at);
+      for (const a of e.addresses) if (isIPv4(a)) out.set(a, at);
     }
   }
   return out;
