@@ -16,7 +16,15 @@ static __noinline int bpfproxy_data4(struct __sk_buff *skb)
 SEC("tc")
 int bpfproxy_data(struct __sk_buff *skb)
 {
-	if (eth_is_ipv6(skb))
-		return service6_datapath(skb, 0);
-	return bpfproxy_data4(skb);
+	if (eth_is_ipv6(skb)) {
+		skb->cb[TUN6_CB_MARK] = 0; /* not through our tunnel (lib/tunnel6.h) */
+	} else {
+		int rc = bpfproxy_data4(skb);
+
+		/* VXLAN from another node carrying an IPv6 service flow,
+		 * decapsulated (lib/tunnel.h tun_rx()): the IPv6 path's */
+		if (rc != TUN_INNER6)
+			return rc;
+	}
+	return service6_datapath(skb, 0);
 }
