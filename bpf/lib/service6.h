@@ -419,8 +419,11 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	/* Every IPv6 packet a pod sends, whatever it carries (lib/pod.h). */
 	if (from_pod && !pod6_source_ok(skb->ingress_ifindex, &p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);
-	/* From outside, one of the node's own addresses as source is forged. */
-	if (!from_pod && node_ip6_flags(&p.tuple.saddr))
+	/* From outside, one of the node's own addresses as source is forged
+	 * (not inside our tunnel: a reply from our NodePort address, whose
+	 * outer source was checked to be a node's, lib/tunnel.h tun_rx()). */
+	tunnelled = !from_pod && tun6_came(skb);
+	if (!from_pod && !tunnelled && node_ip6_flags(&p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);
 	if (pr == PARSE_FRAGMENT) {
 		count_reason(skb, REASON_FRAGMENT);
@@ -488,8 +491,7 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	}
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
 	/* through the tunnel: the frontend as the ingress node saw it */
-	tunnelled = !from_pod && tun6_came(skb);
-	fe	  = tunnelled ? tun6_lb_lookup(&p.tuple) : lb6_lookup(&p.tuple);
+	fe = tunnelled ? tun6_lb_lookup(&p.tuple) : lb6_lookup(&p.tuple);
 	if (!fe && tunnelled)
 		return drop(skb, REASON_TUN_NO_FLOW);
 	if (!fe) {
