@@ -104,3 +104,24 @@ t.test('IPv4 only: IPv6 InternalIPs and IPv6 endpoints stay out of the IPv4 tunn
   );
   t.same([...m], [['10.244.2.1', '192.0.2.12']], 'IPv6 endpoints are SNATed (not tunnelled)');
 });
+
+t.test('IPv6 endpoints: tunnelled only to nodes that say vxlan-v1-ipv6 too, to their IPv4 address', async (t) => {
+  const nodes = new Map([
+    ['six', node('six', ['2001:db8:1::12', '192.0.2.12'], [], 'vxlan-v1,vxlan-v1-ipv6')],
+    ['four', node('four', ['192.0.2.13'], [], 'vxlan-v1')],
+    ['odd', node('odd', ['192.0.2.14'], [], 'vxlan-v1-ipv6')],
+  ]);
+  const m = endpointNodes(
+    [
+      slice([ep(['10.244.2.1'], 'six'), ep(['10.244.3.1'], 'four'), ep(['10.244.4.1'], 'odd')]),
+      slice([ep(['fd00:10:244:2::1'], 'six'), ep(['fd00:10:244:3::1'], 'four'), ep(['fd00:10:244:4::1'], 'odd')]),
+    ],
+    (n) => nodes.get(n),
+    'self',
+  );
+  t.same([...m].sort(), [
+    ['10.244.2.1', '192.0.2.12'],
+    ['10.244.3.1', '192.0.2.13'],
+    ['fd00:10:244:2::1', '192.0.2.12'],
+  ]);
+});
