@@ -6,7 +6,8 @@
  * frame untouched, VNI per mode, IPv6 DSR opt-out, packet too big for 50
  * bytes less), the backend node's decapsulation (DNAT to a local endpoint,
  * client kept, conntrack6 and the tunnel record), its replies
- * (re-encapsulated in Tunnel, straight to the client in DSR), the ingress
+ * (re-encapsulated in Tunnel, a host-network endpoint's on egress too;
+ * straight to the client in DSR), the ingress
  * node forwarding the reply, and an IPv6 flow to an endpoint whose node is
  * not known staying on SNAT.
  */
@@ -276,6 +277,22 @@ t.test('Tunnel and DSR for IPv6 services through BPF_PROG_RUN', async (t) => {
     );
     t.ok(drep.out.l4CsumOk);
     t.equal(reasonCount(dp, 'tun-forged'), forged, 'nothing counted as forged');
+  });
+
+  t.test('backend node, host-network endpoint: its reply is encapsulated on egress (Tunnel)', async (t) => {
+    t.same(rec.syncService('test/hostnet6', [fe('NodePort', '::', 30085, 'TCP', [be(NODE6, 8080)])]).problems, []);
+    const inner = frame6({ src: CLIENT6, dst: PEER6 }, { proto: 'tcp', sport: 46100, dport: 30085, flags: TCP.SYN });
+    const r = node.runRaw('fromData', vxlan(PEER, NODE4, VNI_TUNNEL, inner));
+    t.same([r.out.src, r.out.dst, r.out.dport], [CLIENT6, NODE6, 8080], 'DNAT to the host-network endpoint, client kept');
+    const rep = node.runRaw(
+      'hostReply',
+      frame6({ src: NODE6, dst: CLIENT6 }, { proto: 'tcp', sport: 8080, dport: 46100, flags: TCP.SYN | TCP.ACK }),
+    );
+    t.equal(rep.verdict, 'redirect');
+    const o = outerOf(rep.raw);
+    t.same([o.src, o.dst, o.vni, o.innerEthType], [NODE4, PEER, VNI_TUNNEL, 0x86dd], 'back to the ingress node');
+    t.same([o.inner.src, o.inner.sport, o.inner.dst, o.inner.dport], [PEER6, 30085, CLIENT6, 46100], 'reverse-translated inside');
+    t.ok(o.inner.l4CsumOk, 'inner checksum valid');
   });
 
   t.test('backend node: refused and counted like IPv4', async (t) => {

@@ -586,6 +586,12 @@ static __noinline int service6_host_reply(struct __sk_buff *skb)
 	to.dport  = ct->nat_dport;
 	to.proto  = p.tuple.proto;
 	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+	if (ct->flags & CT_F_TUNNEL) { /* Tunnel: back through the ingress node (lib/tunnel6.h) */
+		int rc = tun6_ct_forward(skb, &p, ct->dir, &to);
+
+		if (rc != TUN6_TRANSLATE)
+			return tun6_answer(skb, &p, rc);
+	}
 	if (nat6_rewrite(skb, &p, &to))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return TC_ACT_OK;
