@@ -8,8 +8,9 @@
  * 0x86dd. As in Cilium, the underlay's family does not follow the inner
  * packet's: one tunnel per node pair whatever the service's family, and
  * an IPv6 underlay would cost 20 more bytes a packet (outer IPv6 is 40
- * bytes) and a UDP checksum (RFC 6935: zero is not allowed over IPv6
- * without per-port configuration) for nothing the IPv4 underlay lacks.
+ * bytes) and a UDP checksum (RFC 6935/6936 allow a zero one over IPv6
+ * only where the receiver is configured for it) for nothing the IPv4
+ * underlay lacks.
  *
  * VXLAN whose inner frame is IPv6 is checked and decapsulated by the IPv4
  * path (lib/tunnel.h tun_rx()), which notes in skb->cb how it came; the
@@ -23,14 +24,19 @@
  *   tun6_ingress_new()  service6_packet(): ... and is sent
  *   tun6_backend_new()  service6_packet(): a tunnelled packet of no known
  *                       flow: a new flow to one of our endpoints
- *   tun6_ct_forward()   service6_packet(): a packet of a tunnelled flow
- *                       (conntrack entry with CT_F_TUNNEL)
- * Each is out of line with a small frame: the programs are at the
- * verifier's 512-byte stack limit.
+ *   tun6_ct_forward()   service6_packet(), service6_host_reply(): a
+ *                       packet of a tunnelled flow (CT_F_TUNNEL)
+ * Each is out of line with a small frame (the programs are at the
+ * verifier's 512-byte stack limit); the three entered per packet are
+ * global functions, verified once rather than at every caller state
+ * (bpfproxy_data is near the verifier's million instructions: 969,614
+ * with these, 959,682 without).
  *
  * Decapsulating an IPv6 packet from IPv4 needs the kernel to set the skb's
  * protocol to IPv6 (BPF_F_ADJ_ROOM_DECAP_L3_IPV6, 6.3): where it refuses
- * the flag the packet is dropped (rewrite-failed).
+ * the flag the packet is dropped (rewrite-failed); such a node's agent
+ * does not say vxlan-v1-ipv6 (src/agent/decap-announce.ts), so other
+ * nodes SNAT IPv6 flows to its endpoints.
  */
 #ifndef BPFPROXY_TUNNEL6_H
 #define BPFPROXY_TUNNEL6_H
