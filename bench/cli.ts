@@ -68,16 +68,20 @@ bench
   .option('--rounds <n>', 'rounds (each mode once per round)', positiveInt('--rounds'), 3)
   .option('--seconds <n>', 'seconds per figure', positiveInt('--seconds'), 5)
   .option('--threads <n>', 'crr client threads', positiveInt('--threads'), 2)
-  .option('--out <dir>', 'where results.json and report.md go', join(REPO_ROOT, 'bench', 'results', 'tunnel'))
+  .option('--family <4|6>', "the service's family: 6 = IPv6 service carried in the IPv4 tunnel", '4')
+  .option('--out <dir>', 'where results.json and report.md go (default bench/results/tunnel, tunnel6 with --family 6)')
   .action(async (o) => {
     const { runTunnelBench, writeTunnelResults, renderTunnel } = await import('./tunnel.js');
-    const r = await runTunnelBench({ rounds: o.rounds, seconds: o.seconds, threads: o.threads }, (s) =>
+    if (o.family !== '4' && o.family !== '6') throw new Error(`--family must be 4 or 6, not ${String(o.family)}`);
+    const family = o.family === '6' ? 6 : 4;
+    const out: string = o.out ?? join(REPO_ROOT, 'bench', 'results', family === 6 ? 'tunnel6' : 'tunnel');
+    const r = await runTunnelBench({ rounds: o.rounds, seconds: o.seconds, threads: o.threads, family }, (s) =>
       process.stderr.write(`bench: ${s}\n`),
     );
     console.log(renderTunnel(r));
     console.log(
-      `wrote ${writeTunnelResults(o.out, r)
-        .map((f) => join(o.out, f))
+      `wrote ${writeTunnelResults(out, r)
+        .map((f) => join(out, f))
         .join(', ')}`,
     );
   });

@@ -4,7 +4,9 @@
  * one run on the two-node lab: new connections per second (crr: connect,
  * 1-byte request, 1-byte response, close) and TCP throughput (iperf3), the
  * modes taken in turn each round so drift hits them alike. The client
- * reaches node1's address; the only endpoint is a pod on node2.
+ * reaches node1's address; the only endpoint is a pod on node2. --family 6:
+ * the same over IPv6 (node1's IPv6 NodePort, the pod's IPv6 address,
+ * carried in the IPv4 VXLAN between the nodes: bpf/lib/tunnel6.h).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +27,8 @@ export interface TunnelBenchOptions {
   rounds: number;
   seconds: number;
   threads: number;
+  /** the service's family (the tunnel between the nodes is IPv4 either way); default 4 */
+  family?: 4 | 6;
 }
 
 export interface TunnelResults {
@@ -41,14 +45,14 @@ const load1 = (): number => Number(readFileSync('/proc/loadavg', 'utf8').split('
 const NODE_PORT_CRR = 30180;
 const NODE_PORT_IPERF = 30181;
 
-const manifests = (mode: Mode) => `apiVersion: v1
+const manifests = (mode: Mode, family: 4 | 6 = 4) => `apiVersion: v1
 kind: Node
-metadata: { name: node1, annotations: { bpfproxy.io/decap: vxlan-v1 } }
+metadata: { name: node1, annotations: { bpfproxy.io/decap: 'vxlan-v1,vxlan-v1-ipv6' } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.11 }] }
 ---
 apiVersion: v1
 kind: Node
-metadata: { name: node2, annotations: { bpfproxy.io/decap: vxlan-v1 } }
+metadata: { name: node2, annotations: { bpfproxy.io/decap: 'vxlan-v1,vxlan-v1-ipv6' } }
 status: { addresses: [{ type: InternalIP, address: 192.0.2.12 }] }
 ---
 apiVersion: v1
@@ -56,7 +60,7 @@ kind: Service
 metadata: { name: bench, namespace: default }
 spec:
   type: NodePort
-  clusterIP: 10.96.0.80
+  ${family === 6 ? "clusterIP: 'fd00:10:96::80'\n  ipFamilies: [IPv6]" : 'clusterIP: 10.96.0.80'}
   selector: { app: bench }
   ports:
     - { name: crr, protocol: TCP, port: 80, targetPort: ${CRR_PORT}, nodePort: ${NODE_PORT_CRR} }
@@ -65,9 +69,9 @@ spec:
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: { name: bench-1, namespace: default, labels: { kubernetes.io/service-name: bench } }
-addressType: IPv4
+addressType: IPv${family}
 ports: [{ name: crr, port: ${CRR_PORT}, protocol: TCP }, { name: iperf, port: ${IPERF_PORT}, protocol: TCP }]
-endpoints: [{ addresses: [10.244.2.11], nodeName: node2 }]
+endpoints: [{ addresses: ['${family === 6 ? 'fd00:10:244:2::11' : '10.244.2.11'}'], nodeName: node2 }]
 ---
 apiVersion: crd.projectcalico.org/v1
 kind: FelixConfiguration
@@ -84,7 +88,8 @@ export async function runTunnelBench(o: TunnelBenchOptions, say: (s: string) => 
   const agents: AgentProcess[] = [];
   const loadStart = load1();
   try {
-    writeFileSync(join(dir, 'bench.yaml'), manifests('SNAT'));
+    const family = o.family ?? 4;
+    writeFileSync(join(dir, 'bench.yaml'), manifests('SNAT', family));
     labUp(lab, { servers: false });
     const pod = lab.nodes[1]!.pods[0]!;
     spawn('nsenter', [`--net=${nsPath(pod.ns)}`, '--', CRR, 'server', String(CRR_PORT)], { detached: true, stdio: 'ignore' }).unref();
@@ -100,7 +105,7 @@ export async function runTunnelBench(o: TunnelBenchOptions, say: (s: string) => 
       }
     };
     const setMode = async (mode: Mode) => {
-      writeFileSync(join(dir, 'bench.yaml'), manifests(mode));
+      writeFileSync(join(dir, 'bench.yaml'), manifests(mode, family));
       for (const until = Date.now() + 15_000; Date.now() < until; await sleep(200)) {
         if (lab.nodes.every((n) => modeOn(n).mode === mode && modeOn(n).local === n.ip)) return;
       }
@@ -109,7 +114,7 @@ export async function runTunnelBench(o: TunnelBenchOptions, say: (s: string) => 
     const raw = Object.fromEntries(
       MODES.map((m) => [m, { crr: [] as number[], p99: [] as number[], crrErr: 0, tcp: [] as number[], retr: 0 }]),
     ) as Record<Mode, { crr: number[]; p99: number[]; crrErr: number; tcp: number[]; retr: number }>;
-    const target = lab.nodes[0]!.ip;
+    const target = family === 6 ? lab.nodes[0]!.ip6! : lab.nodes[0]!.ip;
     for (let round = 1; round <= o.rounds; round++) {
       for (const mode of MODES) {
         await setMode(mode);
@@ -156,7 +161,7 @@ export function renderTunnel(r: TunnelResults): string {
     return `| ${m} | ${x.crrRate.median.toFixed(0)} (${x.crrRate.min.toFixed(0)}–${x.crrRate.max.toFixed(0)}) | ${r.ratios[m].crr} | ${x.crrP99us.median} | ${x.tcpGbps.median} (${x.tcpGbps.min}–${x.tcpGbps.max}) | ${r.ratios[m].tcp} | ${x.tcpRetransmits} |`;
   });
   return [
-    '# Cross-node NodePort per bpfExternalServiceMode',
+    `# Cross-node NodePort per bpfExternalServiceMode${r.options.family === 6 ? ' (IPv6 service, IPv4 tunnel)' : ''}`,
     '',
     `Client → node1:NodePort → the only endpoint, a pod on node2. ${r.options.rounds} rounds, modes in turn, ${r.options.seconds} s per figure, crr with ${r.options.threads} threads. Median (min–max); ratios of medians to SNAT measured in the same run.`,
     '',

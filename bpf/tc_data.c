@@ -20,7 +20,14 @@ int bpfproxy_data(struct __sk_buff *skb)
 		/* translated by the XDP program already (lib/xdp6.h) */
 		if (xdp_translated(skb))
 			return TC_ACT_OK;
-		return service6_datapath(skb, 0);
+		skb->cb[TUN6_CB_MARK] = 0; /* not through our tunnel (lib/tunnel6.h) */
+	} else {
+		int rc = bpfproxy_data4(skb);
+
+		/* VXLAN from another node carrying an IPv6 service flow,
+		 * decapsulated (lib/tunnel.h tun_rx()): the IPv6 path's */
+		if (rc != TUN_INNER6)
+			return rc;
 	}
-	return bpfproxy_data4(skb);
+	return service6_datapath(skb, 0);
 }

@@ -83,13 +83,13 @@ const ROWS: Record<FelixField, Row> = {
   },
   bpfDSROptoutCIDRs: {
     calicoDefault: [],
-    good: ['192.0.2.0/24', '198.51.100.7'],
+    good: ['192.0.2.0/24', '198.51.100.7', '2001:DB8:0::/32', 'fd00::5'],
     pick: (c) => c.dsrOptoutCIDRs,
-    want: ['192.0.2.0/24', '198.51.100.7/32'],
-    bad: ['192.0.2.0/33'],
-    message: /^must be an IPv4 CIDR such as "192.0.2.0\/24", not "192.0.2.0\/33"$/,
+    want: ['192.0.2.0/24', '198.51.100.7/32', '2001:db8::/32', 'fd00::5/128'],
+    bad: ['2001:db8::/129'],
+    message: /^must be an IPv4 or IPv6 CIDR such as "192.0.2.0\/24" or "2001:db8::\/32", not "2001:db8::\/129"$/,
     change: 'live',
-    flag: ['--dsr-optout-cidrs', '192.0.2.0/24,198.51.100.7', '10.0.0.0/40'],
+    flag: ['--dsr-optout-cidrs', '192.0.2.0/24,198.51.100.7,2001:DB8::/32,fd00::5', '10.0.0.0/40'],
   },
   bpfKubeProxyIptablesCleanupEnabled: {
     calicoDefault: true,

@@ -358,14 +358,25 @@ t.test('Tunnel and DSR through BPF_PROG_RUN', async (t) => {
       },
       { name: 'a fragment', raw: vxlan(PEER, NODE_IP, VNI_TUNNEL, inner, { mf: true }), verdict: 'drop', reason: 'tun-malformed' },
       {
-        name: 'inner not IPv4',
+        name: 'inner neither IPv4 nor IPv6 (ARP)',
+        raw: (() => {
+          const b = vxlan(PEER, NODE_IP, VNI_TUNNEL, inner);
+          b.writeUInt16BE(0x0806, 14 + 36 + 12);
+          return b;
+        })(),
+        verdict: 'drop',
+        reason: 'tun-malformed',
+      },
+      {
+        // IPv6 goes to the IPv6 path decapsulated (test/datapath-tunnel6.test.ts), which finds no IPv6 header
+        name: 'inner says IPv6 but is IPv4',
         raw: (() => {
           const b = vxlan(PEER, NODE_IP, VNI_TUNNEL, inner);
           b.writeUInt16BE(0x86dd, 14 + 36 + 12);
           return b;
         })(),
         verdict: 'drop',
-        reason: 'tun-malformed',
+        reason: 'malformed',
       },
       {
         name: 'inner IPv4 longer than the outer packet',

@@ -4,7 +4,7 @@
  * patch on nodes), the last wish winning over a write in flight.
  */
 import t from 'tap';
-import { DecapAnnouncer } from '../src/agent/decap-announce.js';
+import { DecapAnnouncer, decapValue, kernelDecaps6 } from '../src/agent/decap-announce.js';
 import { DECAP_ANNOTATION } from '../src/model/tunnel.js';
 import { captureLogger } from './helpers/log.js';
 
@@ -25,6 +25,7 @@ t.test('set, remove, retry, last wish wins', async (t) => {
     'n1',
     log,
     30,
+    'vxlan-v1',
   );
   t.teardown(() => a.stop());
   a.set(true);
@@ -49,4 +50,15 @@ t.test('set, remove, retry, last wish wins', async (t) => {
   a.set(true);
   await a.settled();
   t.same(writes.at(-1), 'vxlan-v1', 'the last wish is what stays written');
+});
+
+t.test('IPv6 decapsulation is announced where the kernel has BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (6.3)', async (t) => {
+  t.same(
+    ['5.15.0-1075-azure', '6.1.112-124.190.amzn2023.x86_64', '6.2.16', '6.3.0', '6.8.0-45-generic', '7.0.1', 'weird'].map((r) =>
+      kernelDecaps6(r),
+    ),
+    [false, false, false, true, true, true, false],
+  );
+  t.equal(decapValue(false), 'vxlan-v1', 'older kernels: IPv4 services only');
+  t.equal(decapValue(true), 'vxlan-v1,vxlan-v1-ipv6', 'newer: both');
 });

@@ -85,3 +85,43 @@ t.test('mixed versions: only nodes that say they decapsulate get tunnelled endpo
   t.ok(decapsulates(conv.value!), 'decapsulates');
   t.notOk(decapsulates(toNode({ kind: 'Node', metadata: { name: 'n2' } }).value!), 'no annotation: does not');
 });
+
+t.test('IPv4 only: IPv6 InternalIPs and IPv6 endpoints stay out of the IPv4 tunnel maps (they would read as 0.0.0.0)', async (t) => {
+  // an IPv6-first dual-stack node lists its IPv6 InternalIP first
+  const nodes = new Map([
+    ['a', node('a', ['2001:db8:1::11', '192.0.2.11'])],
+    ['b', node('b', ['2001:db8:1::12', '192.0.2.12'])],
+    ['v6only', node('v6only', ['2001:db8:1::13'])],
+  ]);
+  t.equal(tunnelAddressOf(nodes.get('a')!), '192.0.2.11', 'the first IPv4 InternalIP, not the first one');
+  t.equal(tunnelAddressOf(nodes.get('v6only')!), undefined, 'an IPv6-only node has no tunnel address (its endpoints are SNATed)');
+  t.same(peerAddresses(nodes.values(), 'a'), ['192.0.2.12'], 'VXLAN sources: IPv4 addresses only');
+  const m = endpointNodes(
+    // an IPv6 EndpointSlice of a dual-stack service beside the IPv4 one
+    [slice([ep(['10.244.2.1'], 'b')]), slice([ep(['fd00:10:244:2::1'], 'b'), ep(['fd00:10:244:3::1'], 'v6only')])],
+    (n) => nodes.get(n),
+    'a',
+  );
+  t.same([...m], [['10.244.2.1', '192.0.2.12']], 'IPv6 endpoints are SNATed (not tunnelled)');
+});
+
+t.test('IPv6 endpoints: tunnelled only to nodes that say vxlan-v1-ipv6 too, to their IPv4 address', async (t) => {
+  const nodes = new Map([
+    ['six', node('six', ['2001:db8:1::12', '192.0.2.12'], [], 'vxlan-v1,vxlan-v1-ipv6')],
+    ['four', node('four', ['192.0.2.13'], [], 'vxlan-v1')],
+    ['odd', node('odd', ['192.0.2.14'], [], 'vxlan-v1-ipv6')],
+  ]);
+  const m = endpointNodes(
+    [
+      slice([ep(['10.244.2.1'], 'six'), ep(['10.244.3.1'], 'four'), ep(['10.244.4.1'], 'odd')]),
+      slice([ep(['fd00:10:244:2::1'], 'six'), ep(['fd00:10:244:3::1'], 'four'), ep(['fd00:10:244:4::1'], 'odd')]),
+    ],
+    (n) => nodes.get(n),
+    'self',
+  );
+  t.same([...m].sort(), [
+    ['10.244.2.1', '192.0.2.12'],
+    ['10.244.3.1', '192.0.2.13'],
+    ['fd00:10:244:2::1', '192.0.2.12'],
+  ]);
+});

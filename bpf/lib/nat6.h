@@ -24,30 +24,13 @@ static __always_inline __u32 l4_csum_off6(__u8 proto, __u32 l4_off)
 	return l4_off + 2; /* ICMPv6 */
 }
 
-/* The ones' complement difference between two addresses, as
- * bpf_csum_diff(from, 16, to, 16, 0) returns it (a 32-bit partial sum: the
- * same value modulo 0xffffffff, so the same checksum once folded), in
- * registers: a helper call and its csum_partial() cost more than these
- * adds on every translated packet. */
-static __always_inline __u32 csum_diff_addr6(const union v6addr *from, const union v6addr *to)
-{
-	__u64 s = 0;
-
-	s += (__u32)~from->w[0] + (__u64)to->w[0];
-	s += (__u32)~from->w[1] + (__u64)to->w[1];
-	s += (__u32)~from->w[2] + (__u64)to->w[2];
-	s += (__u32)~from->w[3] + (__u64)to->w[3];
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	return (__u32)s;
-}
-
 /* Rewrite a 16-byte address at 'off' and fold the change into the L4
  * checksum (pseudo-header). */
 static __always_inline int rewrite_addr6(struct __sk_buff *skb, const struct pkt6 *p, __u32 off,
 					 const union v6addr *from, const union v6addr *to)
 {
 	__u64 flags = BPF_F_PSEUDO_HDR;
+	__s64 diff;
 
 	if (v6_eq(from, to))
 		return 0;
@@ -55,8 +38,11 @@ static __always_inline int rewrite_addr6(struct __sk_buff *skb, const struct pkt
 		return bpf_skb_store_bytes(skb, off, to, sizeof(*to), 0);
 	if (p->tuple.proto == IPPROTO_UDP)
 		flags |= BPF_F_MARK_MANGLED_0;
-	if (bpf_l4_csum_replace(skb, l4_csum_off6(p->tuple.proto, p->l4_off), 0,
-				csum_diff_addr6(from, to), flags))
+	diff = bpf_csum_diff((__be32 *)from->w, sizeof(*from), (__be32 *)to->w, sizeof(*to), 0);
+	if (diff < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, l4_csum_off6(p->tuple.proto, p->l4_off), 0, (__u32)diff,
+				flags))
 		return -1;
 	return bpf_skb_store_bytes(skb, off, to, sizeof(*to), 0);
 }

@@ -519,6 +519,8 @@ static __always_inline int service_datapath(struct __sk_buff *skb, int from_pod)
 
 			if (tr == TUN_RX_OK)
 				tunnelled = 1;
+			else if (tr == TUN_RX_INNER6)
+				return TUN_INNER6; /* bpf/tc_data.c: lib/tunnel6.h */
 			else if (tr != TUN_RX_NOT_OURS)
 				return TC_ACT_SHOT; /* counted by tun_rx() */
 		}

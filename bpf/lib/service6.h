@@ -307,6 +307,9 @@ static __always_inline int snat6_pick_port(const struct ct6_key *fwd, struct ct6
 /* service6_packet(): an ICMPv6 error, for service6_icmp_path(). */
 #define SVC6_ICMP_ERROR (-6)
 
+/* bpfExternalServiceMode Tunnel/DSR for IPv6 (its hooks below). */
+#include "tunnel6.h"
+
 static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const struct fe_value *fe,
 				   int from_pod, struct ct6_key *out)
 {
@@ -347,6 +350,13 @@ static __noinline int service6_new(struct __sk_buff *skb, struct pkt6 *p, const 
 		to.saddr.w[3] = cfg_hairpin_ip6.w[3];
 		flags |= CT_F_SNAT | CT_F_HAIRPIN;
 	} else if (!from_pod && !(be.flags & BE_F_LOCAL)) {
+		/* Tunnel/DSR (lib/tunnel6.h); else SNAT, counted as such */
+		if ((fe->flags & FE_F_EXTERNAL) && tun6_carries(&p->tuple.saddr, &be.addr)) {
+			*out = to;
+			return SVC6_TUNNEL;
+		}
+		if (fe->flags & FE_F_EXTERNAL)
+			tun_count(skb, TUN_C_NEW_SNAT);
 		if (fib6_source_for(skb, &be.addr, &p->tuple.daddr, &to.saddr))
 			return drop(skb, REASON_NO_SNAT_SOURCE);
 		flags |= CT_F_SNAT;
@@ -439,6 +449,7 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	struct fe_value	 *fe;
 	enum parse_result pr;
 	__u64		  now;
+	int		  tunnelled;
 
 	if (mode_standby())
 		return TC_ACT_OK;
@@ -450,8 +461,11 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 	/* Every IPv6 packet a pod sends, whatever it carries (lib/pod.h). */
 	if (from_pod && !pod6_source_ok(skb->ingress_ifindex, &p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);
-	/* From outside, one of the node's own addresses as source is forged. */
-	if (!from_pod && node_ip6_flags(&p.tuple.saddr))
+	/* From outside, one of the node's own addresses as source is forged
+	 * (not inside our tunnel: a reply from our NodePort address, whose
+	 * outer source was checked to be a node's, lib/tunnel.h tun_rx()). */
+	tunnelled = !from_pod && tun6_came(skb);
+	if (!from_pod && !tunnelled && node_ip6_flags(&p.tuple.saddr))
 		return drop(skb, REASON_SPOOFED);
 	if (pr == PARSE_FRAGMENT) {
 		count_reason(skb, REASON_FRAGMENT);
@@ -507,13 +521,22 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 				    now);
 		if (ct->flags & CT_F_PLAIN)
 			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
+		if (ct->flags & CT_F_TUNNEL) { /* lib/tunnel6.h */
+			int rc = tun6_ct_forward(skb, &p, ct->dir | (from_pod ? TUN6_FROM_POD : 0), &to);
+
+			if (rc != TUN6_TRANSLATE)
+				return tun6_answer(skb, &p, rc);
+		}
 		if (fwd_tc_fresh(&ct->fwd, fib6_len(skb, &p), p.hop_limit, now))
 			return translate6_cached(skb, &p, &to, &ct->fwd);
 		return translate6_or_too_big(skb, &p, &to, &ct->fwd);
 	}
 ct_miss:
 	trace_step(TRACE_CT_MISS, 0, 0, 0, 0, 0, 0, 0, 0);
-	fe = lb6_lookup(&p.tuple);
+	/* through the tunnel: the frontend as the ingress node saw it */
+	fe = tunnelled ? tun6_lb_lookup(&p.tuple) : lb6_lookup(&p.tuple);
+	if (!fe && tunnelled)
+		return drop(skb, REASON_TUN_NO_FLOW);
 	if (!fe) {
 		int stale = ct != NULL, rc; /* counted once it passes, as IPv4 does */
 
@@ -527,16 +550,19 @@ ct_miss:
 		return rc;
 	}
 	trace6_frontend(fe);
-	if (mode_draining()) {
+	if (mode_draining() && !tunnelled) {
 		count_reason(skb, REASON_DRAIN_NEW);
 		return TC_ACT_OK;
 	}
 	{
 		struct ct6_key to;
-		int	       rc = service6_new(skb, &p, fe, from_pod, &to);
+		int	       rc = tunnelled ? tun6_backend_new(skb, &p, fe, &to) /* lib/tunnel6.h */
+					  : service6_new(skb, &p, fe, from_pod, &to);
 
 		if (rc == SVC6_REJECT)
 			return reject6(skb, &p);
+		if (rc == SVC6_TUNNEL)
+			return tun6_answer(skb, &p, tun6_ingress_new(skb, &p, fe, &to));
 		if (rc != SVC6_TRANSLATE)
 			return rc;
 		/* here, not in service6_new(): its frame is the deeper one */
@@ -610,6 +636,12 @@ static __noinline int service6_host_reply(struct __sk_buff *skb)
 	to.dport  = ct->nat_dport;
 	to.proto  = p.tuple.proto;
 	to.pad[0] = to.pad[1] = to.pad[2] = 0;
+	if (ct->flags & CT_F_TUNNEL) { /* Tunnel: back through the ingress node (lib/tunnel6.h) */
+		int rc = tun6_ct_forward(skb, &p, ct->dir, &to);
+
+		if (rc != TUN6_TRANSLATE)
+			return tun6_answer(skb, &p, rc);
+	}
 	if (nat6_rewrite(skb, &p, &to))
 		return drop(skb, REASON_REWRITE_FAILED);
 	return TC_ACT_OK;

@@ -199,7 +199,24 @@ enum tun_rx_result {
 	TUN_RX_OK,
 	TUN_RX_FORGED,	  /* our VNI from an address that is not a node's */
 	TUN_RX_MALFORMED, /* our VNI, but headers cut short or inconsistent */
+	TUN_RX_INNER6,	  /* ours, the outer headers right, the inner frame IPv6: lib/tunnel6.h */
 };
+
+/* service_datapath(): VXLAN of ours whose inner frame is IPv6, now
+ * decapsulated (tun_rx()); the data program hands it to the IPv6 path,
+ * which reads how it came from skb->cb (lib/tunnel6.h). */
+#define TUN_INNER6 (-13)
+
+/* skb->cb of a packet tun_rx() decapsulated to IPv6: [TUN6_CB_MARK] =
+ * TUN6_MARK, then the sending node, our address, the VNI. The data program
+ * clears the mark of every IPv6 packet it did not decapsulate. */
+#define TUN6_CB_MARK  0
+#define TUN6_CB_PEER  1
+#define TUN6_CB_LOCAL 2
+#define TUN6_CB_VNI   3
+#define TUN6_MARK     0x62707836 /* "bpx6" */
+/* bpf_skb_adjust_room: the decapsulated packet is IPv6 (uapi, 6.3). */
+#define TUN_ADJ_DECAP_L3_IPV6 (1ULL << 8)
 
 /* Bytes tun_parse() reads: outer IPv4 (no options) .. inner IPv4 header. */
 #define TUN_PARSE_LEN (TUN_OVERHEAD + sizeof(struct iphdr))
@@ -232,6 +249,8 @@ static __always_inline enum tun_rx_result tun_parse(const __u8 *buf, __u32 have,
 		return TUN_RX_MALFORMED; /* a fragment: the inner packet is not whole */
 	if (bpf_ntohs(h->udp.len) != outer_len - sizeof(struct iphdr))
 		return TUN_RX_MALFORMED;
+	if (h->ieth_proto == bpf_htons(0x86DD)) /* ETH_P_IPV6 */
+		return TUN_RX_INNER6;
 	if (h->ieth_proto != bpf_htons(ETH_P_IP))
 		return TUN_RX_MALFORMED;
 	in	  = (const void *)(buf + TUN_OVERHEAD);
@@ -350,7 +369,7 @@ static __always_inline int tun_encap_send(struct __sk_buff *skb, const struct ct
 /* A packet from outside to our tunnel port at one of our addresses
  * (the caller checked): check it and strip the outer headers. Returns
  * TUN_RX_OK (p now describes the inner packet; *peer the sending node,
- * *vni its VNI), TUN_RX_NOT_OURS (untouched), or a verdict (< 0 never;
+ * *vni its VNI), TUN_RX_NOT_OURS or TUN_RX_INNER6 (untouched), or a verdict (< 0 never;
  * dropped packets return TUN_RX_FORGED / TUN_RX_MALFORMED after counting:
  * the caller returns TC_ACT_SHOT). */
 static __always_inline enum tun_rx_result tun_rx(struct __sk_buff *skb, struct pkt *p, __be32 *peer,
@@ -382,6 +401,27 @@ static __always_inline enum tun_rx_result tun_rx(struct __sk_buff *skb, struct p
 	}
 	if (r == TUN_RX_MALFORMED) {
 		drop(skb, REASON_TUN_MALFORMED);
+		return r;
+	}
+	if (r == TUN_RX_INNER6) {
+		/* An IPv6 service flow: the skb becomes IPv6 (its protocol,
+		 * and the Ethernet type left before the inner packet); how it
+		 * came goes in skb->cb for the IPv6 path (lib/tunnel6.h).
+		 * Kernels before 6.3 refuse the flag: dropped, and the agent
+		 * does not announce IPv6 decapsulation there. */
+		__be16 proto = bpf_htons(0x86DD); /* ETH_P_IPV6 */
+
+		if (bpf_skb_adjust_room(skb, -TUN_OVERHEAD, BPF_ADJ_ROOM_MAC,
+					TUN_ADJ_DECAP_L3_IPV6) ||
+		    bpf_skb_store_bytes(skb, 2 * ETH_ALEN, &proto, sizeof(proto), 0)) {
+			drop(skb, REASON_REWRITE_FAILED);
+			return TUN_RX_MALFORMED;
+		}
+		skb->cb[TUN6_CB_PEER]  = p->tuple.saddr;
+		skb->cb[TUN6_CB_LOCAL] = p->tuple.daddr;
+		skb->cb[TUN6_CB_VNI]   = *vni;
+		skb->cb[TUN6_CB_MARK]  = TUN6_MARK;
+		tun_count(skb, TUN_C_DECAP);
 		return r;
 	}
 	if (r != TUN_RX_OK)

@@ -8,8 +8,26 @@
  * A failed write is retried every RETRY_MS until it succeeds or is
  * superseded; the last wish wins.
  */
+import { release } from 'node:os';
 import type { Logger } from '../log.js';
-import { DECAP_ANNOTATION, DECAP_FORMAT } from '../model/tunnel.js';
+import { DECAP_ANNOTATION, DECAP_FORMAT, DECAP_FORMAT6 } from '../model/tunnel.js';
+
+/**
+ * Whether this kernel decapsulates an IPv6 packet from IPv4 VXLAN in BPF
+ * (bpf_skb_adjust_room's BPF_F_ADJ_ROOM_DECAP_L3_IPV6, 6.3): read from the
+ * release. A distribution kernel with the flag backported reads as without
+ * it: its node only misses IPv6 tunnelling (other nodes SNAT IPv6 flows to
+ * its endpoints), never the reverse.
+ */
+export function kernelDecaps6(rel = release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  if (!m) return false;
+  const [maj, min] = [Number(m[1]), Number(m[2])];
+  return maj > 6 || (maj === 6 && min >= 3);
+}
+
+/** The annotation's value: our format, and the IPv6 one where the kernel can. */
+export const decapValue = (ipv6 = kernelDecaps6()): string => (ipv6 ? `${DECAP_FORMAT},${DECAP_FORMAT6}` : DECAP_FORMAT);
 
 export const DECAP_RETRY_MS = 30_000;
 
@@ -27,6 +45,7 @@ export class DecapAnnouncer {
     private readonly node: string,
     private readonly log: Logger,
     private readonly retryMs = DECAP_RETRY_MS,
+    private readonly value = decapValue(),
   ) {}
 
   /** Say whether this node decapsulates (true: its programs are attached). */
@@ -52,12 +71,13 @@ export class DecapAnnouncer {
       while (!this.stopped && this.want !== undefined && this.want !== this.said) {
         const on = this.want;
         try {
-          await this.annotate(this.node, { [DECAP_ANNOTATION]: on ? DECAP_FORMAT : null });
+          await this.annotate(this.node, { [DECAP_ANNOTATION]: on ? this.value : null });
           this.said = on;
           this.log.info(
-            { node: this.node, annotation: DECAP_ANNOTATION, value: on ? DECAP_FORMAT : null },
+            { node: this.node, annotation: DECAP_ANNOTATION, value: on ? this.value : null },
             on
-              ? `Node ${this.node} annotated ${DECAP_ANNOTATION}=${DECAP_FORMAT}: other nodes may tunnel external flows to its endpoints`
+              ? `Node ${this.node} annotated ${DECAP_ANNOTATION}=${this.value}: other nodes may tunnel external flows to its endpoints` +
+                  (this.value.includes(DECAP_FORMAT6) ? ' (IPv6 ones included)' : ` (IPv4 only: kernel ${release()} is older than 6.3)`)
               : `annotation ${DECAP_ANNOTATION} removed from Node ${this.node}: other nodes SNAT external flows to its endpoints`,
           );
         } catch (e) {

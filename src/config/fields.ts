@@ -127,7 +127,7 @@ export const FIELDS = {
     kind: cidrList,
     default: [],
     change: 'live',
-    help: 'clients (IPv4 CIDRs) kept on Tunnel when bpfExternalServiceMode is DSR',
+    help: 'clients (IPv4 or IPv6 CIDRs) kept on Tunnel when bpfExternalServiceMode is DSR',
     get: (c) => c.dsrOptoutCIDRs,
     set: (c, v) => {
       c.dsrOptoutCIDRs = v;

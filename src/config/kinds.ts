@@ -7,6 +7,7 @@
  */
 import type { ConntrackTimeouts } from './config.js';
 import { formatDuration, parseDuration } from './duration.js';
+import { canonicalIpv6 } from '../net/ip6.js';
 
 export interface Issue {
   /** below the field, e.g. ".tcpEstablished"; "" for the field itself */
@@ -109,15 +110,24 @@ export function ipv4Cidr(s: string): string | undefined {
   return `${o.join('.')}/${len}`;
 }
 
-/** A list of IPv4 CIDRs (["192.0.2.0/24"]); the flag takes them comma-separated. */
+/** "2001:db8::/32" in RFC 5952 form, a bare address as /128; undefined when it is not one. */
+export function ipv6Cidr(s: string): string | undefined {
+  const [addr, len, ...rest] = s.trim().split('/');
+  const a = rest.length === 0 && addr !== undefined ? canonicalIpv6(addr) : undefined;
+  const l = len === undefined ? 128 : /^\d{1,3}$/.test(len) ? Number(len) : -1;
+  return a !== undefined && l >= 0 && l <= 128 ? `${a}/${l}` : undefined;
+}
+
+/** A list of IPv4 or IPv6 CIDRs (["192.0.2.0/24", "2001:db8::/32"]); the flag takes them comma-separated. */
 export const cidrList: Kind<string[]> = {
   parse: (v) => {
-    if (!Array.isArray(v)) return bad('must be a list of IPv4 CIDRs such as ["192.0.2.0/24"]');
+    if (!Array.isArray(v)) return bad('must be a list of CIDRs such as ["192.0.2.0/24", "2001:db8::/32"]');
     const out: string[] = [];
     const issues: Issue[] = [];
     v.forEach((x, i) => {
-      const c = typeof x === 'string' ? ipv4Cidr(x) : undefined;
-      if (c === undefined) issues.push({ path: `.${i}`, message: `must be an IPv4 CIDR such as "192.0.2.0/24", not ${show(x)}` });
+      const c = typeof x === 'string' ? (ipv4Cidr(x) ?? ipv6Cidr(x)) : undefined;
+      if (c === undefined)
+        issues.push({ path: `.${i}`, message: `must be an IPv4 or IPv6 CIDR such as "192.0.2.0/24" or "2001:db8::/32", not ${show(x)}` });
       else out.push(c);
     });
     return issues.length ? { ok: false, issues } : ok(out);

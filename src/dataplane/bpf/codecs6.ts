@@ -6,7 +6,7 @@
  * reconciler handles both families with one code path (family-maps.ts).
  */
 import { readIpv6, writeIpv6 } from '../../net/ip6.js';
-import { be16, be32, nested, pad, struct, u32, u64, u8, withDefault, type Field } from './struct.js';
+import { be16, be32, ip4, nested, pad, struct, u32, u64, u8, withDefault, type Field } from './struct.js';
 
 export const ip6: Field<string> = {
   size: 16,
@@ -115,4 +115,22 @@ export const sockRev6Value = struct('sock_rev6_value', {
   port: be16,
   pad: pad(2),
   svcId: u32,
+});
+
+// ---- Tunnel/DSR for IPv6 services (bpf/lib/tunnel6.h): IPv6 endpoints and clients, IPv4 nodes ----
+
+/** bpfproxy_tun6_eps key: an IPv6 endpoint on another node (value: codecs.ts tunEp, the node's IPv4 address). */
+export const tun6EpKey = struct('tun6_ep_key', { addr: ip6 });
+
+/** LPM key of bpfDSROptoutCIDRs' IPv6 CIDRs: prefixlen 0..128; decodes to the IPv4 twin's shape (DsrOptoutKey). */
+export const dsr6OptoutKey = struct('dsr6_optout_key', { prefixlen: u32, addr: ip6 });
+
+/** bpfproxy_ct6_tun value: as codecs.ts ctTun, the endpoint an IPv6 address (the nodes stay IPv4). */
+export const ct6Tun = struct('ct6_tun', {
+  peer: ip4,
+  local: ip4,
+  backend: ip6,
+  backendPort: be16,
+  role: u8,
+  mode: u8,
 });

@@ -116,7 +116,7 @@ export function ctState(protoNum: number, state: number): string {
 export function conntrackViews(maps: DatapathMaps): ConntrackView[] {
   const names = new Map(maps.svcNames.entries().map(([k, v]) => [k.v, v.name]));
   const now = native().monotonicNs();
-  const tun = new Map(maps.ctTun.entries().map(([k, v]) => [ctKeyStr(k), v]));
+  const tun = new Map([...maps.ctTun.entries(), ...maps.ct6Tun.entries()].map(([k, v]) => [ctKeyStr(k), v]));
   return [...maps.ct.entries(), ...maps.ct6.entries()]
     .filter(([, v]) => v.expiresNs >= now)
     .map(([k, v]) => {
@@ -222,6 +222,9 @@ const filledMaps = (maps: DatapathMaps) => [
   maps.ct6,
   maps.nodeIps6,
   maps.lbSrcs6,
+  // Tunnel/DSR for IPv6 services (bpf/lib/tunnel6.h)
+  maps.tun6Eps,
+  maps.ct6Tun,
   // NetworkPolicy identities (lib/policy.h, policy6.h): every pod address of the cluster may have an entry
   maps.ipcache,
   maps.ipcache6,

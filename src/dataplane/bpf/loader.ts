@@ -56,6 +56,10 @@ export const MAP_NAMES = {
   podAddrs: 'bpfproxy_pod_addrs',
   sockRev6: 'bpfproxy_sock_rev6',
   ipcache6: 'bpfproxy_ipcache6',
+  // Tunnel/DSR for IPv6 services (bpf/lib/tunnel6.h)
+  tun6Eps: 'bpfproxy_tun6_eps',
+  dsr6Optout: 'bpfproxy_dsr6_optout',
+  ct6Tun: 'bpfproxy_ct6_tun',
 } as const;
 
 /** The one object (bpf/bpfproxy.c) carrying every program; they share its maps. */
@@ -122,6 +126,12 @@ export interface DatapathMaps {
   sockRev6: BpfMap<c.SockRevKey, c.SockRevValue>;
   /** IPv6 address prefix -> identity (lib/policy6.h), as ipcache; addresses as text */
   ipcache6: BpfMap<c.IpcacheKey, c.IpcacheValue>;
+  /** IPv6 endpoint on another node -> its node's IPv4 tunnel address (bpf/lib/tunnel6.h) */
+  tun6Eps: BpfMap<{ addr: string }, c.TunEp>;
+  /** bpfDSROptoutCIDRs' IPv6 CIDRs */
+  dsr6Optout: BpfMap<c.DsrOptoutKey, { v: number }>;
+  /** how each tunnelled IPv6 flow is carried, as ctTun (endpoint address as IPv6 text) */
+  ct6Tun: BpfMap<c.CtKey, c.CtTun>;
 }
 
 /** Key and value codec of each map: the layout a pinned map must have. */
@@ -165,6 +175,9 @@ const LAYOUT = {
   podAddrs: [c.podIfKey, c.podAddr],
   sockRev6: [c6.sockRev6Key, c6.sockRev6Value],
   ipcache6: [c6.ipcache6Key, c.ipcacheValue],
+  tun6Eps: [c6.tun6EpKey, c.tunEp],
+  dsr6Optout: [c6.dsr6OptoutKey, c.u8Value],
+  ct6Tun: [c6.ct6Key, c6.ct6Tun],
 } as const satisfies Record<keyof typeof MAP_NAMES, readonly [Codec<unknown>, Codec<unknown>]>;
 
 /** What is lost when a map of another layout is replaced by a new one. */
@@ -209,6 +222,9 @@ const LOST: Record<keyof typeof MAP_NAMES, string> = {
   sockRev6: 'UDP replies and getpeername() of IPv6 sockets connected through a service before read as the backend',
   ipcache6:
     'IPv6 policy identities are written again by the first policy sync; until then dual-stack isolated pods get no IPv6 (policy-ipv6) and IPv6-only pods are not isolated',
+  tun6Eps: "IPv6 endpoints' nodes for the tunnel are written again within a second of the start",
+  dsr6Optout: 'bpfDSROptoutCIDRs (IPv6) are written again within a second of the start',
+  ct6Tun: 'tunnelled IPv6 connections established before are carried as plain flows and break',
 };
 
 /** Every map, each owning the handle open() gives; if one fails, those opened before are closed. */
@@ -260,6 +276,9 @@ function makeMaps(open: (name: string) => MapHandle): DatapathMaps {
       podAddrs: m(MAP_NAMES.podAddrs, LAYOUT.podAddrs),
       sockRev6: m(MAP_NAMES.sockRev6, LAYOUT.sockRev6),
       ipcache6: m(MAP_NAMES.ipcache6, LAYOUT.ipcache6),
+      tun6Eps: m(MAP_NAMES.tun6Eps, LAYOUT.tun6Eps),
+      dsr6Optout: m(MAP_NAMES.dsr6Optout, LAYOUT.dsr6Optout),
+      ct6Tun: m(MAP_NAMES.ct6Tun, LAYOUT.ct6Tun),
     };
   } catch (e) {
     for (const h of opened) h.close();
@@ -438,6 +457,8 @@ function sizesFor(cfg: DatapathConfig, pinDir: string, log?: Logger): Record<str
     [MAP_NAMES.fe6]: cfg.mapSizes.natFrontend,
     [MAP_NAMES.slots6]: cfg.mapSizes.natBackend,
     [MAP_NAMES.affinity6]: cfg.mapSizes.natAffinity,
+    // an LRU is preallocated: a quarter, so nodes without IPv6 tunnelled flows pay little (bpf/lib/tunnel6.h)
+    [MAP_NAMES.ct6Tun]: Math.max(1024, Math.floor(cfg.mapSizes.conntrack / 4)),
   };
   for (const [name, size] of Object.entries(wanted)) {
     const path = join(pinDir, name);

@@ -5,6 +5,9 @@
  * (bpfproxy_tun_eps) and bpfDSROptoutCIDRs (bpfproxy_dsr_optout). Written
  * by difference against what this process wrote last (the first call
  * reads what is there, so a restarted agent removes only what is stale).
+ * IPv6 endpoints and IPv6 opt-out CIDRs go to their IPv6 twins
+ * (bpfproxy_tun6_eps, bpfproxy_dsr6_optout, bpf/lib/tunnel6.h); the nodes
+ * are IPv4 addresses either way (the underlay is IPv4).
  */
 import type { Logger } from 'pino';
 import type { ExternalServiceMode } from '../../config/config.js';
@@ -17,7 +20,7 @@ export interface TunnelState {
   local: string | undefined;
   /** other nodes' addresses */
   peers: readonly string[];
-  /** endpoint address -> its node's tunnel address */
+  /** endpoint address (IPv4 or IPv6) -> its node's tunnel address (IPv4) */
   endpoints: ReadonlyMap<string, string>;
   dsrOptout: readonly string[];
 }
@@ -25,12 +28,16 @@ export interface TunnelState {
 const MODE: Record<ExternalServiceMode, number> = { SNAT: ExtMode.SNAT, Tunnel: ExtMode.TUNNEL, DSR: ExtMode.DSR };
 export const MODE_NAME: Record<number, string> = { [ExtMode.SNAT]: 'SNAT', [ExtMode.TUNNEL]: 'Tunnel', [ExtMode.DSR]: 'DSR' };
 
-type Maps = Pick<DatapathMaps, 'tunNodes' | 'tunEps' | 'dsrOptout' | 'tunCfg'>;
+type Maps = Pick<DatapathMaps, 'tunNodes' | 'tunEps' | 'dsrOptout' | 'tunCfg' | 'tun6Eps' | 'dsr6Optout'>;
+
+const isIPv6 = (a: string): boolean => a.includes(':');
 
 export class TunnelTables {
   private peers: Set<string> | undefined;
   private eps: Map<string, string> | undefined;
   private optout: Set<string> | undefined;
+  private eps6: Map<string, string> | undefined;
+  private optout6: Set<string> | undefined;
   private cfg = '';
 
   constructor(
@@ -54,24 +61,42 @@ export class TunnelTables {
     this.peers = this.syncSet(this.maps.tunNodes, this.peers ?? this.readSet(this.maps.tunNodes), new Set(s.peers), (a) => ({ addr: a }), {
       v: 1,
     });
+    const cidrKey = (c: string) => {
+      const [addr, len] = c.split('/');
+      return { prefixlen: Number(len), addr: addr! };
+    };
     this.optout = this.syncSet(
       this.maps.dsrOptout,
       this.optout ?? new Set(this.maps.dsrOptout.keys().map((k) => `${k.addr}/${k.prefixlen}`)),
-      new Set(s.dsrOptout),
-      (c) => {
-        const [addr, len] = c.split('/');
-        return { prefixlen: Number(len), addr: addr! };
-      },
+      new Set(s.dsrOptout.filter((c) => !isIPv6(c))),
+      cidrKey,
       { v: 1 },
     );
-    const had = this.eps ?? new Map(this.maps.tunEps.entries().map(([k, v]) => [k.addr, v.node]));
+    this.optout6 = this.syncSet(
+      this.maps.dsr6Optout,
+      this.optout6 ?? new Set(this.maps.dsr6Optout.keys().map((k) => `${k.addr}/${k.prefixlen}`)),
+      new Set(s.dsrOptout.filter(isIPv6)),
+      cidrKey,
+      { v: 1 },
+    );
+    const want4 = new Map<string, string>();
+    const want6 = new Map<string, string>();
+    for (const [ep, node] of s.endpoints) (isIPv6(ep) ? want6 : want4).set(ep, node);
+    this.eps = this.syncEps(this.maps.tunEps, this.eps, want4);
+    this.eps6 = this.syncEps(this.maps.tun6Eps, this.eps6, want6);
+  }
+
+  private syncEps(
+    m: Maps['tunEps'] | Maps['tun6Eps'],
+    had: Map<string, string> | undefined,
+    want: Map<string, string>,
+  ): Map<string, string> {
+    const was = had ?? new Map(m.entries().map(([k, v]) => [k.addr, v.node]));
     const set: Array<[{ addr: string }, { node: string }]> = [];
-    for (const [ep, node] of s.endpoints) if (had.get(ep) !== node) set.push([{ addr: ep }, { node }]);
-    const del: Array<{ addr: string }> = [];
-    for (const ep of had.keys()) if (!s.endpoints.has(ep)) del.push({ addr: ep });
-    if (set.length) this.maps.tunEps.setMany(set);
-    for (const k of del) this.maps.tunEps.delete(k);
-    this.eps = new Map(s.endpoints);
+    for (const [ep, node] of want) if (was.get(ep) !== node) set.push([{ addr: ep }, { node }]);
+    if (set.length) m.setMany(set);
+    for (const ep of was.keys()) if (!want.has(ep)) m.delete({ addr: ep });
+    return want;
   }
 
   private readSet(m: Maps['tunNodes']): Set<string> {
