@@ -556,15 +556,25 @@ ct_miss:
 	}
 	{
 		struct ct6_key to;
-		int	       rc = tunnelled ? tun6_backend_new(skb, &p, fe, &to) /* lib/tunnel6.h */
-					  : service6_new(skb, &p, fe, from_pod, &to);
+		int	       rc;
 
-		if (rc == SVC6_REJECT)
-			return reject6(skb, &p);
-		if (rc == SVC6_TUNNEL)
-			return tun6_answer(skb, &p, tun6_ingress_new(skb, &p, fe, &to));
-		if (rc != SVC6_TRANSLATE)
-			return rc;
+		if (tunnelled) {
+			/* lib/tunnel6.h; a global's result is unknown to the
+			 * verifier: bounded here, so it does not walk the reject
+			 * and ingress paths below for it (the data program's
+			 * budget of 1M instructions) */
+			rc = tun6_backend_new(skb, &p, fe, &to);
+			if (rc != SVC6_TRANSLATE)
+				return tun6_verdict(rc);
+		} else {
+			rc = service6_new(skb, &p, fe, from_pod, &to);
+			if (rc == SVC6_REJECT)
+				return reject6(skb, &p);
+			if (rc == SVC6_TUNNEL)
+				return tun6_answer(skb, &p, tun6_ingress_new(skb, &p, fe, &to));
+			if (rc != SVC6_TRANSLATE)
+				return rc;
+		}
 		/* here, not in service6_new(): its frame is the deeper one */
 		monitor_flow_new6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, &to);
 		/* Network policy (lib/policy6.h) once the backend is chosen,

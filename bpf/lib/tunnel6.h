@@ -205,6 +205,13 @@ static __always_inline int tun6_no_way(struct __sk_buff *skb, const struct tun6_
 	return TUN6_TRANSLATE;
 }
 
+/* A global tunnel step's verdict (a TC action), bounded for the verifier:
+ * its callers then never walk their own return codes' paths for it. */
+static __always_inline int tun6_verdict(int rc)
+{
+	return rc >= TC_ACT_OK && rc <= TC_ACT_REDIRECT ? rc : TC_ACT_SHOT;
+}
+
 /* The verdict of what a tunnel step returned: TUN6_TOO_BIG answered.
  * Always a TC verdict the verifier sees bounded: the global calls'
  * results are unknown scalars, and the callers' checks of their own
