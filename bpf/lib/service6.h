@@ -520,9 +520,10 @@ static __noinline int service6_packet(struct __sk_buff *skb, int from_pod)
 		monitor_flow_close6(skb, from_pod ? MON_HOOK_POD : MON_HOOK_DATA, &p.tuple, ct, was,
 				    now);
 		if (ct->flags & CT_F_PLAIN)
-			return TC_ACT_OK; /* tracked for policy: the stack forwards it */
+			return TC_ACT_OK;      /* tracked for policy: the stack forwards it */
 		if (ct->flags & CT_F_TUNNEL) { /* lib/tunnel6.h */
-			int rc = tun6_ct_forward(skb, &p, ct->dir | (from_pod ? TUN6_FROM_POD : 0), &to);
+			int rc = tun6_ct_forward(skb, &p, ct->dir | (from_pod ? TUN6_FROM_POD : 0),
+						 &to);
 
 			if (rc != TUN6_TRANSLATE)
 				return tun6_answer(skb, &p, rc);

@@ -76,9 +76,9 @@ struct tun6_hop {
 	__be32 local;
 	__be32 peer;
 	__u32  vni;
-	__u32  ifindex; /* out: where the route goes */
-	__u32  mtu;	/* out: the route's MTU (too big) */
-	__s32  rc;	/* out: bpf_fib_lookup()'s result */
+	__u32  ifindex;		  /* out: where the route goes */
+	__u32  mtu;		  /* out: the route's MTU (too big) */
+	__s32  rc;		  /* out: bpf_fib_lookup()'s result */
 	__u8   mac[2 * ETH_ALEN]; /* out: next hop's, then ours */
 };
 
@@ -281,7 +281,7 @@ static __noinline int tun6_ct_record(const struct ct6_key *fwd, const struct ct6
 __noinline int tun6_ingress_new(struct __sk_buff *skb, struct pkt6 *p, const struct fe_value *fe,
 				const struct ct6_key *to)
 {
-	struct tun_cfg *c = tun_config();
+	struct tun_cfg *c  = tun_config();
 	struct ct6_tun	tv = {};
 	struct tun6_hop h  = {};
 	__u32		svc_id;
@@ -289,7 +289,7 @@ __noinline int tun6_ingress_new(struct __sk_buff *skb, struct pkt6 *p, const str
 
 	if (!p || !fe || !to) /* a global function's pointers may be NULL */
 		return TC_ACT_SHOT;
-	svc_id = fe->svc_id;
+	svc_id	= fe->svc_id;
 	tv.mode = tun6_mode_for(c, &p->tuple.saddr);
 	tv.peer = tv.mode == EXT_M_SNAT ? 0 : tun6_node_of(&to->daddr);
 	/* The endpoint's node was known a moment ago (tun6_carries()); if the
@@ -336,7 +336,7 @@ static __noinline int tun6_follow_ingress(struct __sk_buff *skb, const struct ct
 	int	       came  = tun6_came(skb);
 	__be32	       peer  = came ? skb->cb[TUN6_CB_PEER] : tv.peer;
 	__be32	       local = came ? skb->cb[TUN6_CB_LOCAL] : tv.local;
-	__u8	       mode  = came && skb->cb[TUN6_CB_VNI] != TUN_VNI_DSR ? EXT_M_TUNNEL : EXT_M_DSR;
+	__u8 mode = came && skb->cb[TUN6_CB_VNI] != TUN_VNI_DSR ? EXT_M_TUNNEL : EXT_M_DSR;
 
 	if (peer == tv.peer && local == tv.local && mode == tv.mode)
 		return TUN6_TRANSLATE;
@@ -434,12 +434,12 @@ static __always_inline struct fe_value *tun6_lb_lookup(const struct ct6_key *t)
 __noinline int tun6_backend_new(struct __sk_buff *skb, struct pkt6 *p, const struct fe_value *fe,
 				struct ct6_key *out)
 {
-	struct backend6	 be = {};
-	struct ct6_tun	 tv    = {};
-	__u8		 flags = CT_F_EXTERNAL | CT_F_TUNNEL;
-	__u64		 now   = bpf_ktime_get_ns();
-	enum reason	 r;
-	int		 err;
+	struct backend6 be    = {};
+	struct ct6_tun	tv    = {};
+	__u8		flags = CT_F_EXTERNAL | CT_F_TUNNEL;
+	__u64		now   = bpf_ktime_get_ns();
+	enum reason	r;
+	int		err;
 
 	if (!p || !fe || !out) /* a global function's pointers may be NULL */
 		return TC_ACT_SHOT;
