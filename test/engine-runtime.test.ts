@@ -37,6 +37,6 @@ t.test('no interface to serve, or one with too large an MTU: refused with the re
   await t.rejects(start(/^nothing$/), /no interface matches --afxdp-ifaces \/\^nothing\$\/: .*the BPF path serves alone/);
   await t.rejects(
     start(/^x0$/),
-    new RegExp(`x0 \\(MTU 9000\\): the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IPv4; lower the MTU`),
+    new RegExp(`x0 \\(MTU 9000\\): the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IP packet; lower the MTU`),
   );
 });

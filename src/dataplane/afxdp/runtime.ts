@@ -241,7 +241,7 @@ export class AfxdpRuntime {
     const big = found.filter((p) => p.mtu > ENGINE_MAX_MTU);
     if (big.length) {
       throw new Error(
-        `${big.map((p) => `${p.name} (MTU ${p.mtu})`).join(', ')}: the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IPv4; lower the MTU or leave ${big.length > 1 ? 'them' : 'it'} out of --afxdp-ifaces; the BPF path serves alone`,
+        `${big.map((p) => `${p.name} (MTU ${p.mtu})`).join(', ')}: the engine's 2 KiB frames hold at most ${ENGINE_MAX_MTU} bytes of IP packet; lower the MTU or leave ${big.length > 1 ? 'them' : 'it'} out of --afxdp-ifaces; the BPF path serves alone`,
       );
     }
     if (found.length * XSK_SLOTS_PER_PORT > 1024)
